@@ -1,0 +1,184 @@
+"""raw and staging asset groups: one raw and one staging asset per canonical table, plus their checks.
+
+Assets are thin: the work is in :mod:`ecom_pipeline.loading` (raw), :mod:`ecom_pipeline.cleaning`
+(staging) and :mod:`ecom_pipeline.quality` (checks).
+"""
+
+
+import dagster as dg
+
+from ecom_pipeline import quality
+from ecom_pipeline.canonical import TABLE_ORDER, TABLES
+from ecom_pipeline.loading import load_raw_table
+from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
+
+WAREHOUSE_POOL = "duckdb"
+
+
+def raw_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["raw", table])
+
+
+def staging_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["staging", table])
+
+
+def column_schema(table: str, *, staged: bool) -> dg.TableSchema:
+    spec = TABLES[table]
+    cols = []
+    for c in spec.columns:
+        desc = c.description
+        if c.privacy == "pseudonym":
+            desc = (desc + "; " if desc else "") + ("keyed pseudonym (HMAC-SHA256)" if staged else "PII: raw value")
+        elif c.privacy == "mask":
+            desc = (desc + "; " if desc else "") + ("PII-masked text" if staged else "PII: raw text")
+        cols.append(dg.TableColumn(c.name, c.dtype if staged else "VARCHAR", description=desc or None,
+                                   constraints=dg.TableColumnConstraints(nullable=not c.required)))
+    return dg.TableSchema(columns=cols)
+
+
+def _raw_asset(table: str) -> dg.AssetsDefinition:
+    spec = TABLES[table]
+
+    @dg.asset(
+        key=raw_key(table),
+        group_name="raw",
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        description=f"`{table}` rows exactly as delivered (all text) with load metadata. Restricted: may "
+        "contain personal data; never exported. " + spec.description,
+        metadata={"dagster/column_schema": column_schema(table, staged=False), "restricted": True},
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    )
+    def _raw(context: dg.AssetExecutionContext, source: SourceResource, warehouse: WarehouseResource):
+        src = source.build()
+        load_id = context.run.run_id
+
+        def progress(chunks: int, rows: int) -> None:
+            if chunks % 10 == 0:
+                context.log.info(f"raw.{table}: {rows:,} rows loaded ({chunks} chunks)")
+
+        with warehouse.connect() as con:
+            result = load_raw_table(con, src, table, load_id=load_id, chunk_rows=source.chunk_rows,
+                                    progress=progress)
+            quality.log_load(con, load_id=load_id, layer="raw", table=table, source=src.name,
+                             rows=result.rows, quarantined=0, seconds=result.seconds)
+        if not result.delivered:
+            context.log.warning(f"source '{src.name}' has no {table} table: raw.{table} is empty")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": result.rows,
+                "source": src.name,
+                "delivered": result.delivered,
+                "load_id": load_id,
+                "chunks": result.chunks,
+                "seconds": round(result.seconds, 2),
+                "rows_per_second": round(result.rows / result.seconds) if result.seconds else 0,
+                "files": ", ".join(result.files[:10]),
+            }
+        )
+
+    return _raw
+
+
+def _staging_asset(table: str) -> dg.AssetsDefinition:
+    spec = TABLES[table]
+    deps = [raw_key(table)] + [staging_key(fk.parent) for fk in spec.foreign_keys]
+
+    @dg.asset(
+        key=staging_key(table),
+        group_name="staging",
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        deps=deps,
+        description=f"`{table}`: typed, normalised, validated, deduplicated and pseudonymised. Rejected rows "
+        "are in `staging.quarantine` with a reason. " + spec.description,
+        metadata={"dagster/column_schema": column_schema(table, staged=True)},
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
+    )
+    def _staging(
+        context: dg.AssetExecutionContext, source: SourceResource, privacy: PrivacyResource,
+        warehouse: WarehouseResource,
+    ):
+        from ecom_pipeline.cleaning.staging import stage_table
+
+        src = source.build()
+        key, warning = privacy.key()
+        if warning:
+            context.log.warning(warning)
+        with warehouse.connect() as con:
+            result = stage_table(con, table, hints=src.parse_hints(table), pseudonym_key=key)
+            quality.log_load(con, load_id=result.load_id or "", layer="staging", table=table, source=src.name,
+                             rows=result.staged_rows, quarantined=result.quarantined_rows, seconds=result.seconds)
+            preview = con.execute(
+                "SELECT reason, detail, source_file, source_row FROM staging.quarantine "
+                "WHERE table_name = ? ORDER BY source_file, source_row LIMIT 10",
+                [table],
+            ).fetchdf()
+        if result.raw_rows == 0:
+            context.log.warning(f"staging.{table} is empty: the source delivered no {table} rows")
+        reasons = dict(sorted(result.reasons.items(), key=lambda kv: -kv[1]))
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": result.staged_rows,
+                "raw_rows": result.raw_rows,
+                "quarantined_rows": result.quarantined_rows,
+                "quarantine_reasons": reasons,
+                "quarantine_preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "none"),
+                "load_id": result.load_id or "",
+                "seconds": round(result.seconds, 2),
+                "notes": "; ".join(getattr(result, "notes", []) or []) or "none",
+            }
+        )
+
+    return _staging
+
+
+def _outcome(outcome: quality.CheckOutcome, severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=bool(outcome.passed), metadata=outcome.metadata,
+                               severity=severity, description=outcome.description or None)
+
+
+def _staging_checks(table: str, freshness_max_lag_days: float) -> list[dg.AssetChecksDefinition]:
+    """Blocking checks (a bad table would poison every model) plus warn-only freshness and volume."""
+    key = staging_key(table)
+    blocking = {
+        "row_invariant": quality.check_row_invariant,
+        "unique_key": quality.check_unique_key,
+        "non_null_key": quality.check_non_null_key,
+        "referential_integrity": quality.check_foreign_keys,
+        "value_ranges": quality.check_ranges,
+    }
+    checks = []
+    for name, fn in blocking.items():
+        def _make(fn=fn, name=name):
+            @dg.asset_check(asset=key, name=name, blocking=True, pool=WAREHOUSE_POOL,
+                            description=(fn.__doc__ or name).strip().splitlines()[0])
+            def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+                with warehouse.connect(read_only=True) as con:
+                    return _outcome(fn(con, table))
+            return _check
+        checks.append(_make())
+
+    if TABLES[table].time_column:
+        @dg.asset_check(asset=key, name="freshness", pool=WAREHOUSE_POOL,
+                        description=f"newest event at most {freshness_max_lag_days} days old (warn)")
+        def _fresh(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+            with warehouse.connect(read_only=True) as con:
+                return _outcome(quality.check_freshness(con, table, freshness_max_lag_days),
+                                dg.AssetCheckSeverity.WARN)
+        checks.append(_fresh)
+
+    @dg.asset_check(asset=key, name="row_count_anomaly", pool=WAREHOUSE_POOL,
+                    description="raw row count within 0.5x..2x of the median of recent loads (warn)")
+    def _volume(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse.connect(read_only=True) as con:
+            return _outcome(quality.check_row_count_anomaly(con, table), dg.AssetCheckSeverity.WARN)
+    checks.append(_volume)
+    return checks
+
+
+def build_ingest_assets(freshness_max_lag_days: float = 2.0):
+    assets = [_raw_asset(t) for t in TABLE_ORDER] + [_staging_asset(t) for t in TABLE_ORDER]
+    checks = [c for t in TABLE_ORDER for c in _staging_checks(t, freshness_max_lag_days)]
+    return assets, checks

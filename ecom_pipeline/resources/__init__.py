@@ -1,0 +1,64 @@
+"""Everything that touches the outside world, assembled once per environment (``ECOM_ENV``)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+from ecom_pipeline.config import Settings
+from ecom_pipeline.resources.compute import ComputeResource
+from ecom_pipeline.resources.source import PrivacyResource, SourceResource
+from ecom_pipeline.resources.tracking import MLflowResource
+from ecom_pipeline.resources.warehouse import WarehouseResource
+
+__all__ = [
+    "ComputeResource", "MLflowResource", "PrivacyResource", "SourceResource", "WarehouseResource",
+    "build_resources",
+]
+
+ENVIRONMENTS = ("local", "docker", "prod")
+
+
+def _secret(name: str) -> str | dg.EnvVar:
+    """Secrets are passed as EnvVar (resolved at run time, never stored in run config); '' when unset."""
+    return dg.EnvVar(name) if os.environ.get(name) else ""
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    """The resource set for ``settings.env``.
+
+    local:  files under ``data/``, MLflow in sqlite, device auto.
+    docker: the same layout under the compose volume; MLflow at the compose service unless overridden.
+    prod:   nothing defaulted that could silently write to the wrong place: the warehouse, MLflow URI and
+            pseudonym key must be set explicitly.
+    """
+    if settings.env not in ENVIRONMENTS:
+        raise ValueError(f"ECOM_ENV={settings.env!r} is not one of {ENVIRONMENTS}")
+    tracking_uri = settings.mlflow_tracking_uri
+    if settings.env == "docker" and "MLFLOW_TRACKING_URI" not in os.environ:
+        tracking_uri = "http://mlflow:5000"
+    if settings.env == "prod":
+        missing = [v for v in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY") if not os.environ.get(v)]
+        if missing:
+            raise ValueError(f"ECOM_ENV=prod requires {', '.join(missing)} to be set")
+    return {
+        "warehouse": WarehouseResource(path=str(settings.warehouse)),
+        # DataFrame-returning assets (features, models, serving) go through the DuckDB pandas IO manager;
+        # the schema is the asset key prefix.
+        "io_manager": DuckDBPandasIOManager(database=str(settings.warehouse)),
+        "mlflow": MLflowResource(tracking_uri=tracking_uri),
+        "compute": ComputeResource(device=os.environ.get("ECOM_DEVICE", "auto")),
+        "source": SourceResource(
+            kind=settings.data_source,
+            data_dir=str(settings.data_dir or ""),
+            mapping=str(settings.mapping or ""),
+            data_root=str(settings.data_root),
+            synthetic_orders=settings.synthetic_orders,
+            synthetic_seed=settings.synthetic_seed,
+        ),
+        "privacy": PrivacyResource(
+            pseudonym_key=_secret("ECOM_PSEUDONYM_KEY"), env=settings.env, data_root=str(settings.data_root)
+        ),
+    }

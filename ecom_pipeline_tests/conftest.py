@@ -1,0 +1,20 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# Never touch the user's data/ or a real MLflow server from tests, and never reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated data root: warehouse, MLflow store and key file all under tmp_path."""
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("ECOM_DATA_ROOT", str(root))
+    for var in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY", "ECOM_DATA_SOURCE",
+                "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_ENV"):
+        monkeypatch.delenv(var, raising=False)
+    return root

@@ -1,0 +1,101 @@
+import time
+
+import duckdb
+import pytest
+
+from ecom_pipeline.config import Settings
+from ecom_pipeline.resources import build_resources
+from ecom_pipeline.resources.compute import ComputeResource
+from ecom_pipeline.resources.tracking import MLflowResource
+from ecom_pipeline.resources.warehouse import LAYER_SCHEMAS, WarehouseResource, connect_with_retry
+
+
+def test_warehouse_creates_layer_schemas(tmp_path):
+    wh = WarehouseResource(path=str(tmp_path / "w.duckdb"))
+    with wh.connect() as con:
+        con.execute("CREATE TABLE staging.t AS SELECT 1 AS x")
+    with wh.connect(read_only=True) as con:
+        schemas = {r[0] for r in con.execute("SELECT schema_name FROM information_schema.schemata").fetchall()}
+        assert set(LAYER_SCHEMAS) <= schemas
+        assert con.execute("SELECT x FROM staging.t").fetchone() == (1,)
+
+
+def test_read_only_open_of_missing_warehouse_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="materialise"):
+        connect_with_retry(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_connect_waits_for_lock_held_by_another_process(tmp_path):
+    """A second process holding the write lock makes us wait, not fail, until it releases."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(2); c.close()"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    t0 = time.monotonic()
+    con = connect_with_retry(path, timeout_s=30)
+    waited = time.monotonic() - t0
+    con.close()
+    holder.wait(10)
+    assert waited > 0.5  # it really had to wait for the other process
+
+
+def test_connect_gives_up_after_timeout(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(5)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(duckdb.IOException, match="lock"):
+            connect_with_retry(path, timeout_s=0.5)
+    finally:
+        holder.kill()
+
+
+def test_mlflow_resource_logs_to_local_sqlite(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = MLflowResource(tracking_uri=uri, experiment="t")
+    import mlflow
+
+    with res.start_run("unit") as run:
+        mlflow.log_metric("rmse", 1.5)
+    got = res.client().get_run(run.info.run_id)
+    assert got.data.metrics["rmse"] == 1.5
+    assert got.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+
+
+def test_compute_resource_resolves_auto_to_an_available_device():
+    import torch
+
+    dev = ComputeResource(device="auto").torch_device()
+    assert dev == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            ComputeResource(device="cuda").torch_device()
+
+
+def test_resource_sets_per_environment(data_root, monkeypatch):
+    local = build_resources(Settings.from_env())
+    assert local["warehouse"].path == str(data_root / "warehouse.duckdb")
+    assert local["mlflow"].tracking_uri == f"sqlite:///{data_root / 'mlflow.db'}"
+    monkeypatch.setenv("ECOM_ENV", "docker")
+    assert build_resources(Settings.from_env())["mlflow"].tracking_uri == "http://mlflow:5000"
+    monkeypatch.setenv("ECOM_ENV", "prod")
+    with pytest.raises(ValueError, match="ECOM_WAREHOUSE"):
+        build_resources(Settings.from_env())
+    monkeypatch.setenv("ECOM_ENV", "staging-ish")
+    with pytest.raises(ValueError, match="not one of"):
+        build_resources(Settings.from_env())
