@@ -5,6 +5,7 @@ Each returns a :class:`CheckOutcome`: passed or not, and figures for the UI.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -173,8 +174,7 @@ def check_row_count_anomaly(
     previous = [r[2] for r in rows[1:] if r[1] == source]
     if not previous:
         return CheckOutcome(True, {"rows": int(current), "note": "first load of this source: nothing to compare"})
-    previous.sort()
-    median = previous[len(previous) // 2] if len(previous) % 2 else sum(previous[len(previous) // 2 - 1:][:2]) / 2
+    median = statistics.median(previous)
     ratio = current / median if median else (1.0 if current == 0 else float("inf"))
     return CheckOutcome(
         low <= ratio <= high,
