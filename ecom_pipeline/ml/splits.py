@@ -25,7 +25,9 @@ def cutoff_at_fraction(times: pd.Series, test_fraction: float) -> pd.Timestamp:
     t = pd.to_datetime(times.dropna())
     if t.empty:
         raise ValueError("cannot split: no timestamps")
-    return pd.Timestamp(t.quantile(1 - test_fraction, interpolation="nearest"))
+    ordered = t.sort_values().reset_index(drop=True)
+    position = min(len(ordered) - 1, int(round(len(ordered) * (1 - test_fraction))))
+    return pd.Timestamp(ordered.iloc[position])
 
 
 def temporal_split(
