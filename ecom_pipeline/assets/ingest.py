@@ -5,6 +5,8 @@ Assets are thin: the work is in :mod:`ecom_pipeline.loading` (raw), :mod:`ecom_p
 """
 
 
+import os
+
 import dagster as dg
 
 from ecom_pipeline import quality
@@ -178,7 +180,9 @@ def _staging_checks(table: str, freshness_max_lag_days: float) -> list[dg.AssetC
     return checks
 
 
-def build_ingest_assets(freshness_max_lag_days: float = 2.0):
+def build(settings=None) -> dg.Definitions:
+    """raw + staging assets and their checks (freshness lag from ``ECOM_FRESHNESS_MAX_DAYS``, default 2)."""
+    lag = float(os.environ.get("ECOM_FRESHNESS_MAX_DAYS", "2"))
     assets = [_raw_asset(t) for t in TABLE_ORDER] + [_staging_asset(t) for t in TABLE_ORDER]
-    checks = [c for t in TABLE_ORDER for c in _staging_checks(t, freshness_max_lag_days)]
-    return assets, checks
+    checks = [c for t in TABLE_ORDER for c in _staging_checks(t, lag)]
+    return dg.Definitions(assets=assets, asset_checks=checks)

@@ -17,3 +17,7 @@ full_pipeline_job = dg.define_asset_job(
 )
 
 JOBS = [ingest_job, full_pipeline_job]
+
+
+def build(settings=None) -> dg.Definitions:
+    return dg.Definitions(jobs=JOBS)
