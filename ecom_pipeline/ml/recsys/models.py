@@ -1,0 +1,213 @@
+"""Recommenders over :class:`InteractionData`: four baselines and implicit-feedback matrix factorisation.
+
+Every model has ``fit(data)``, ``score(user_idx) -> (n, n_items)`` and ``explain(data, u, i) -> str``
+(a short reason that refers to the user's real history or region).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+from ecom_pipeline.ml.recsys.data import InteractionData
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    m = float(v.max()) if v.size else 0.0
+    return v / m if m > 0 else v
+
+
+class GlobalPopularity:
+    name = "popularity"
+    description = "items ranked by how many training users interacted with them (weighted)"
+
+    def fit(self, data: InteractionData):
+        self.data = data
+        users_per_item = np.asarray((data.matrix > 0).sum(axis=0)).ravel().astype(np.float64)
+        weight = np.asarray(data.matrix.sum(axis=0)).ravel().astype(np.float64)
+        # distinct users first, total weight as a tie-breaker
+        self.scores = _normalise(users_per_item) + 1e-3 * _normalise(weight)
+        return self
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        return np.tile(self.scores, (len(user_idx), 1))
+
+    def explain(self, data: InteractionData, u: int, i: int) -> str:
+        return "popular with all customers"
+
+
+class RecentPopularity(GlobalPopularity):
+    name = "recent_popularity"
+    description = "popularity with exponential time decay (recent trend)"
+
+    def __init__(self, half_life_days: float = 30.0):
+        self.half_life_days = half_life_days
+
+    def fit(self, data: InteractionData):
+        self.data = data
+        f = data.frame
+        age = (data.end - f["ts"]).dt.total_seconds().to_numpy() / 86400.0
+        decay = np.power(0.5, age / self.half_life_days) * f["weight"].to_numpy()
+        self.scores = _normalise(np.bincount(f["i"].to_numpy(), weights=decay, minlength=data.n_items))
+        return self
+
+    def explain(self, data: InteractionData, u: int, i: int) -> str:
+        return "trending recently"
+
+
+class RegionalPopularity:
+    name = "regional_popularity"
+    description = "popularity among customers of the user's region (state), backed off to global"
+
+    def __init__(self, global_weight: float = 0.05):
+        self.global_weight = global_weight
+
+    def fit(self, data: InteractionData):
+        self.data = data
+        binary = (data.matrix > 0).astype(np.float64)
+        self.global_scores = _normalise(np.asarray(binary.sum(axis=0)).ravel())
+        regions = data.user_region
+        self.region_scores = {}
+        for r in set(x for x in regions if x is not None):
+            rows = np.flatnonzero(regions == r)
+            self.region_scores[r] = _normalise(np.asarray(binary[rows].sum(axis=0)).ravel())
+        return self
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(user_idx), self.data.n_items))
+        for row, u in enumerate(user_idx):
+            reg = self.region_scores.get(self.data.user_region[u])
+            out[row] = self.global_scores if reg is None else reg + self.global_weight * self.global_scores
+        return out
+
+    def explain(self, data: InteractionData, u: int, i: int) -> str:
+        r = data.user_region[u]
+        return f"popular in your region ({r})" if r is not None else "popular with all customers"
+
+
+def _history(data: InteractionData, u: int) -> np.ndarray:
+    row = data.matrix[u]
+    return row.indices[np.argsort(-row.data, kind="stable")]
+
+
+class ItemKNN:
+    """Item-item cosine similarity of co-occurrence (users who interacted with both), top-N neighbours."""
+
+    name = "item_knn"
+    description = "item-kNN on co-occurrence (cosine), score = Σ similarity to the user's history"
+
+    def __init__(self, neighbours: int = 100):
+        self.neighbours = neighbours
+
+    def fit(self, data: InteractionData):
+        self.data = data
+        x = data.matrix.copy().astype(np.float32)
+        x.data = np.log1p(x.data)
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
+        norms[norms == 0] = 1.0
+        xn = x @ sp.diags(1.0 / norms)
+        sim = (xn.T @ xn).tocsr()
+        sim.setdiag(0)
+        sim.eliminate_zeros()
+        self.sim = self._prune(sim, self.neighbours)
+        self.user_matrix = x.tocsr()
+        pop = np.asarray((data.matrix > 0).sum(axis=0)).ravel().astype(np.float64)
+        self.fallback = 1e-6 * _normalise(pop)  # ranks the rest by popularity when history has no neighbours
+        return self
+
+    @staticmethod
+    def _prune(sim: sp.csr_matrix, n: int) -> sp.csr_matrix:
+        sim = sim.tocsr()
+        rows, cols, vals = [], [], []
+        for r in range(sim.shape[0]):
+            s, e = sim.indptr[r], sim.indptr[r + 1]
+            if e - s == 0:
+                continue
+            d, c = sim.data[s:e], sim.indices[s:e]
+            if e - s > n:
+                keep = np.argpartition(-d, n - 1)[:n]
+                d, c = d[keep], c[keep]
+            rows.append(np.full(len(c), r))
+            cols.append(c)
+            vals.append(d)
+        if not rows:
+            return sp.csr_matrix(sim.shape, dtype=np.float32)
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=sim.shape, dtype=np.float32)
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        s = (self.user_matrix[user_idx] @ self.sim).toarray().astype(np.float64)
+        return s + self.fallback
+
+    def explain(self, data: InteractionData, u: int, i: int) -> str:
+        hist = self.user_matrix[u]
+        if hist.nnz:
+            contrib = np.asarray(self.sim[hist.indices, i].todense()).ravel() * hist.data
+            if contrib.max() > 0:
+                j = hist.indices[int(np.argmax(contrib))]
+                return f"customers who bought {data.name(j)} also bought this"
+        return "popular with all customers"
+
+
+class ALSRecommender:
+    """Implicit-feedback ALS (Hu, Koren & Volinsky) from the ``implicit`` package, CPU."""
+
+    name = "als"
+    description = "matrix factorisation for implicit feedback (implicit ALS), confidence = 1 + alpha·weight"
+
+    def __init__(self, factors: int = 32, regularization: float = 0.05, iterations: int = 15,
+                 alpha: float = 2.0, seed: int = 0):
+        self.params = dict(factors=factors, regularization=regularization, iterations=iterations,
+                           alpha=alpha, seed=seed)
+
+    def fit(self, data: InteractionData):
+        from threadpoolctl import threadpool_limits
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        p = self.params
+        self.data = data
+        x = data.matrix.copy().astype(np.float32)
+        x.data = np.log1p(x.data)
+        with threadpool_limits(1, "blas"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            model = AlternatingLeastSquares(factors=p["factors"], regularization=p["regularization"],
+                                            iterations=p["iterations"], alpha=p["alpha"], random_state=p["seed"])
+            model.fit(x, show_progress=False)
+        self.user_factors = np.asarray(model.user_factors)
+        self.item_factors = np.asarray(model.item_factors)
+        norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        self._unit = self.item_factors / norms
+        return self
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        return self.user_factors[user_idx] @ self.item_factors.T
+
+    def item_similarity(self, i: int) -> np.ndarray:
+        return self._unit @ self._unit[i]
+
+    def explain(self, data: InteractionData, u: int, i: int) -> str:
+        hist = _history(data, u)
+        if len(hist):
+            sims = self._unit[hist] @ self._unit[i]
+            j = hist[int(np.argmax(sims))]
+            return f"similar to {data.name(j)} you bought" if data.purchased[u, j] else \
+                f"similar to {data.name(j)} you viewed"
+        return "popular with all customers"
+
+
+BASELINES = ("popularity", "recent_popularity", "regional_popularity", "item_knn")
+
+
+def make_model(name: str, **params):
+    classes = {c.name: c for c in (GlobalPopularity, RecentPopularity, RegionalPopularity, ItemKNN,
+                                   ALSRecommender)}
+    if name == "two_tower":
+        from ecom_pipeline.ml.recsys.two_tower import TwoTowerRecommender
+
+        return TwoTowerRecommender(**params)
+    if name not in classes:
+        raise KeyError(f"unknown recommender {name!r}; choose one of {sorted(classes) + ['two_tower']}")
+    return classes[name](**params)
