@@ -1,8 +1,43 @@
-"""Jobs over the asset graph."""
+"""Jobs over the asset graph, and their schedules.
+
+Jobs select by asset *group* (plus the ``ecom/stage`` tag, for assets a module wants in a job without
+moving group), so they pick up new assets as the other groups grow; a group with no assets yet gives a
+job with nothing to do, not an error.
+
+==================  =======================================================  ==========================
+job                 selection                                                triggered by
+==================  =======================================================  ==========================
+ingest              groups raw, staging                                      ingest_after_inbox sensor,
+                                                                             UI / CLI
+inbox_ingest        ``inbox/deliveries`` (daily partition = delivery day)    inbox_sensor, backfills
+                    (defined in :mod:`.inbox`)
+features            group features                                           UI / CLI
+daily_refresh       groups raw, staging, features                            ``daily_ingest_features``
+training            group models                                             ``weekly_retraining``,
+                                                                             drift_retraining sensor
+scoring             groups serving, reports                                  ``daily_scoring``
+full_pipeline       everything                                               ``make demo``
+==================  =======================================================  ==========================
+
+Schedules rather than declarative automation conditions: raw/staging are a full atomic reload of an
+*external* source (there is no upstream materialisation for ``AutomationCondition.eager()`` to react to,
+and ``on_cron`` on ~20 raw/staging assets would evaluate them one by one instead of as one consistent
+load), and training is expensive and must not follow every upstream change — it runs weekly, and earlier
+only when the drift sensor sees a reason (with a cooldown).  Schedules also make the cadence visible in one
+place and are stopped by default (``DefaultScheduleStatus.STOPPED``) so a fresh ``make dev`` launches
+nothing by itself; start them in the UI (Automation) or with ``dagster schedule start``.
+"""
 
 from __future__ import annotations
 
 import dagster as dg
+
+STAGE_TAG = "ecom/stage"
+
+
+def _groups_or_stage(*groups: str, stage: str) -> dg.AssetSelection:
+    return dg.AssetSelection.groups(*groups) | dg.AssetSelection.tag(STAGE_TAG, stage)
+
 
 ingest_job = dg.define_asset_job(
     "ingest",
@@ -10,14 +45,73 @@ ingest_job = dg.define_asset_job(
     description="Load the configured source into raw and build the validated, pseudonymised staging tables.",
 )
 
-full_pipeline_job = dg.define_asset_job(
-    "full_pipeline",
-    selection=dg.AssetSelection.all(),
-    description="Materialise every asset (what `make demo` runs).",
+features_job = dg.define_asset_job(
+    "features",
+    selection=_groups_or_stage("features", stage="features"),
+    description="Recompute the feature tables (embeddings, sentiment, topics, time series, spatial features, "
+    "interactions) from the current staging tables.",
+    tags={STAGE_TAG: "features"},
 )
 
-JOBS = [ingest_job, full_pipeline_job]
+daily_refresh_job = dg.define_asset_job(
+    "daily_refresh",
+    selection=dg.AssetSelection.groups("raw", "staging") | _groups_or_stage("features", stage="features"),
+    description="Daily: reload raw + staging from the source, then refresh the features.",
+    tags={STAGE_TAG: "daily_refresh"},
+)
+
+training_job = dg.define_asset_job(
+    "training",
+    selection=_groups_or_stage("models", stage="training"),
+    description="Train every model, evaluate it against its baseline, register it in MLflow and promote it "
+    "to `champion` only when it beats the current champion by the configured margin.",
+    tags={STAGE_TAG: "training"},
+)
+
+scoring_job = dg.define_asset_job(
+    "scoring",
+    selection=_groups_or_stage("serving", "reports", stage="scoring"),
+    description="Score with the current champions (forecasts, anomalies, recommendations, profiles) and "
+    "rebuild the reports, including the model registry report.",
+    tags={STAGE_TAG: "scoring"},
+)
+
+full_pipeline_job = dg.define_asset_job(
+    "full_pipeline",
+    # the inbox is partitioned by delivery day and is driven by its sensor / backfills, not by the demo
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("inbox"),
+    description="Materialise every (unpartitioned) asset: what `make demo` runs.",
+)
+
+JOBS = [ingest_job, features_job, daily_refresh_job, training_job, scoring_job, full_pipeline_job]
+
+daily_ingest_features = dg.ScheduleDefinition(
+    name="daily_ingest_features",
+    job=daily_refresh_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    description="02:00 UTC every day: reload raw + staging and refresh the features.",
+)
+
+weekly_retraining = dg.ScheduleDefinition(
+    name="weekly_retraining",
+    job=training_job,
+    cron_schedule="0 3 * * 0",
+    execution_timezone="UTC",
+    tags={"ecom/trigger": "schedule"},
+    description="03:00 UTC on Sundays: retrain every model (challengers are promoted only when they win).",
+)
+
+daily_scoring = dg.ScheduleDefinition(
+    name="daily_scoring",
+    job=scoring_job,
+    cron_schedule="0 5 * * *",
+    execution_timezone="UTC",
+    description="05:00 UTC every day, after the daily refresh: score with the champions and rebuild reports.",
+)
+
+SCHEDULES = [daily_ingest_features, weekly_retraining, daily_scoring]
 
 
 def build(settings=None) -> dg.Definitions:
-    return dg.Definitions(jobs=JOBS)
+    return dg.Definitions(jobs=JOBS, schedules=SCHEDULES)

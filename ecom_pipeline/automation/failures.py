@@ -1,0 +1,88 @@
+"""Run failures, recorded for the report.
+
+``record_run_failures`` appends one JSON line per failed run to ``<data_root>/ops/run_failures.jsonl``: a
+file rather than a warehouse table so that recording never waits for (or fails on) the DuckDB write lock
+held by the very run that may have failed.  The ``reports/run_failures`` asset
+(:mod:`ecom_pipeline.assets.registry_report`) turns it into a table.  A run is recorded once (keyed by run
+id) even when the sensor sees its failure event again.  Dagster keeps the run-status sensor's cursor (the
+last event it processed) itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from ecom_pipeline.resources import SourceResource
+
+FAILURE_LOG = Path("ops") / "run_failures.jsonl"
+KEPT_TAGS = ("ecom/trigger", "ecom/drift_reason", "ecom/inbox_day", "dagster/partition", "dagster/schedule_name",
+             "dagster/sensor_name", "dagster/backfill")
+
+
+def failure_log_path(data_root: str | Path) -> Path:
+    return Path(data_root) / FAILURE_LOG
+
+
+def read_failures(data_root: str | Path) -> list[dict]:
+    path = failure_log_path(data_root)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn line from a crash: skip it, keep the rest
+    return out
+
+
+def record_failure(data_root: str | Path, record: dict) -> bool:
+    """Append ``record`` unless its run id is already recorded; True when written."""
+    if any(r.get("run_id") == record["run_id"] for r in read_failures(data_root)):
+        return False
+    path = failure_log_path(data_root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+@dg.run_failure_sensor(
+    name="record_run_failures",
+    description="Records every failed run (job, time, error, failed steps, trigger tags) in "
+    "<data_root>/ops/run_failures.jsonl for the run_failures report.",
+    minimum_interval_seconds=30,
+)
+def record_run_failures(context: dg.RunFailureSensorContext, source: SourceResource):
+    run = context.dagster_run
+    if run.status != dg.DagsterRunStatus.FAILURE:
+        return dg.SkipReason(f"run {run.run_id} is {run.status.value}, not FAILURE")
+    steps = []
+    try:
+        steps = [e.step_key for e in context.get_step_failure_events() if e.step_key]
+    except Exception:  # event log not available (e.g. a run deleted meanwhile): record what we know
+        pass
+    message = context.failure_event.message or ""
+    record = {
+        "run_id": run.run_id,
+        "job_name": run.job_name,
+        "failed_at": datetime.now(timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds"),
+        "message": message[:2000],
+        "failed_steps": steps,
+        "tags": {k: v for k, v in run.tags.items() if k in KEPT_TAGS},
+    }
+    if record_failure(source.data_root, record):
+        context.log.info(f"recorded failure of {run.job_name} run {run.run_id}")
+        return None
+    return dg.SkipReason(f"failure of run {run.run_id} already recorded")
+
+
+def build(settings=None) -> dg.Definitions:
+    return dg.Definitions(sensors=[record_run_failures])

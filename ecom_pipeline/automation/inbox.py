@@ -1,0 +1,353 @@
+"""The inbox: raw files a shop drops into ``<data_root>/inbox/`` become a daily partition and an ingest run.
+
+Flow (each step is idempotent, so a crash anywhere is repaired by re-running it):
+
+1. ``inbox_sensor`` (every 30 s) looks at the top level of the inbox.  Each entry is validated: a plain
+   file name (no path separators, no ``..``, no hidden or control characters, an allowed extension), a
+   regular file (symlinks are refused, whatever they point to), whose resolved path is inside the inbox,
+   not empty, and not modified in the last ``settle_seconds`` (still being copied).  Invalid entries are
+   moved to ``inbox/rejected/`` with a ``.reason`` note; files whose SHA-256 is already in the sensor's
+   cursor are moved to ``inbox/duplicates/``.  New files are moved to ``inbox/processed/<day>/`` where
+   ``<day>`` is the delivery day (a ``YYYY-MM-DD`` or ``YYYYMMDD`` token in the name, else the file's
+   modification day, UTC), and one run of ``inbox_ingest`` is requested per day with
+   ``run_key = inbox:<day>:<hash of the batch>`` (so a re-evaluated tick never launches it twice) and the
+   file names in the run tags.
+2. ``inbox/deliveries`` (daily partitioned, the ``inbox_ingest`` job) records the day's files in
+   ``meta.inbox_deliveries`` and publishes them into ``<data_root>/landing/`` (date token stripped, newest
+   delivery of a file wins, atomic replace): the landing folder is the current state of the delivered data
+   set, i.e. what a file-based source (olist / mapped) reads.  Backfilling a day re-publishes its archive.
+3. ``ingest_after_inbox`` (run-status sensor) launches the unpartitioned ``ingest`` job (full atomic reload
+   of raw + staging) after each successful ``inbox_ingest`` run, pointing a file-based source at the
+   landing folder.
+"""
+
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from ecom_pipeline.assets.routing import WAREHOUSE_POOL
+from ecom_pipeline.automation.partitions import INBOX_PARTITIONS, INBOX_START_DATE
+from ecom_pipeline.resources import SourceResource, WarehouseResource
+
+ALLOWED_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".parquet", ".pq")
+IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart")
+SUBDIRS = ("processed", "rejected", "duplicates")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}$")
+_DAY_RE = re.compile(r"(?<![0-9])(\d{4})-?(\d{2})-?(\d{2})(?![0-9])")
+_DAY_TOKEN_RE = re.compile(r"[_-]?(?<![0-9])\d{4}-?\d{2}-?\d{2}(?![0-9])")
+_COPY_TOKEN_RE = re.compile(r"~[0-9a-f]{8}")
+MAX_CURSOR_HASHES = 5000
+INBOX_TABLE = "meta.inbox_deliveries"
+
+
+def inbox_dir(data_root: str | Path) -> Path:
+    return Path(data_root) / "inbox"
+
+
+def landing_dir(data_root: str | Path) -> Path:
+    return Path(data_root) / "landing"
+
+
+def validate_name(name: str) -> str | None:
+    """Why ``name`` is not acceptable as an inbox file name, or ``None`` when it is."""
+    if not name or name in (".", ".."):
+        return "empty or dot name"
+    if "/" in name or "\\" in name or "\x00" in name:
+        return "path separator in name (path traversal)"
+    if ".." in name:
+        return "'..' in name (path traversal)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "control character in name"
+    if name.startswith("."):
+        return "hidden file"
+    if not _NAME_RE.match(name):
+        return "name has characters outside [A-Za-z0-9_.+-] or is too long"
+    if not name.lower().endswith(ALLOWED_SUFFIXES):
+        return f"extension not one of {', '.join(ALLOWED_SUFFIXES)}"
+    return None
+
+
+def safe_inbox_path(inbox: Path, name: str) -> Path:
+    """The path of ``name`` inside ``inbox``; ``ValueError`` for anything that could escape it."""
+    reason = validate_name(name)
+    if reason:
+        raise ValueError(f"{name!r}: {reason}")
+    path = inbox / name
+    if path.is_symlink():
+        raise ValueError(f"{name!r}: symlinks are refused")
+    if path.resolve().parent != inbox.resolve():
+        raise ValueError(f"{name!r}: resolves outside the inbox")
+    return path
+
+
+def delivery_day(name: str, mtime: float) -> str:
+    """The partition key: a valid date token in the name, else the UTC day of ``mtime``."""
+    for m in _DAY_RE.finditer(name):
+        try:
+            return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
+        except ValueError:
+            continue
+    return datetime.fromtimestamp(mtime, tz=timezone.utc).date().isoformat()
+
+
+def landing_name(name: str) -> str:
+    """The file name in the landing folder: date token and archive copy token removed."""
+    stem, suffix = _split_suffix(name)
+    stem = _COPY_TOKEN_RE.sub("", _DAY_TOKEN_RE.sub("", stem)).strip("_-.") or "delivery"
+    return stem + suffix
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    lower = name.lower()
+    for suffix in sorted(ALLOWED_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return name[: -len(suffix)], name[-len(suffix):]
+    return name, ""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _free_target(folder: Path, name: str, sha: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    if target.exists() or target.is_symlink():
+        stem, suffix = _split_suffix(name)
+        target = folder / f"{stem}~{sha[:8]}{suffix}"
+        n = 1
+        while target.exists():
+            target = folder / f"{stem}~{sha[:8]}.{n}{suffix}"
+            n += 1
+    return target
+
+
+@dataclass
+class InboxScan:
+    accepted: dict[str, list[dict]] = field(default_factory=dict)  # day -> [{name, sha256, bytes}]
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    duplicates: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # still being written
+
+
+def process_inbox(inbox: Path, seen: dict[str, str], *, settle_seconds: float = 10.0,
+                  now: float | None = None, today: date | None = None) -> InboxScan:
+    """Validate, deduplicate and move every top-level entry of ``inbox``; ``seen`` (sha → where) is updated.
+
+    Files are moved (rename within the inbox folder, so atomic), never copied or deleted.
+    """
+    now = time.time() if now is None else now
+    today = today or datetime.fromtimestamp(now, tz=timezone.utc).date()
+    last_day = today.toordinal() + 1
+    scan = InboxScan()
+    if not inbox.is_dir():
+        return scan
+    root = inbox.resolve()
+    for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
+        name = entry.name
+        if name in SUBDIRS and entry.is_dir(follow_symlinks=False):
+            continue
+        st = entry.stat(follow_symlinks=False)
+        if name.lower().endswith(IN_PROGRESS_SUFFIXES) and stat.S_ISREG(st.st_mode):
+            scan.waiting.append(name)
+            continue
+        reason = validate_name(name)
+        if reason is None and stat.S_ISLNK(st.st_mode):
+            reason = "symlink refused"
+        elif reason is None and not stat.S_ISREG(st.st_mode):
+            reason = "not a regular file"
+        elif reason is None and Path(entry.path).resolve().parent != root:
+            reason = "resolves outside the inbox"
+        elif reason is None and st.st_size == 0:
+            reason = "empty file"
+        if reason is None and now - st.st_mtime < settle_seconds:
+            scan.waiting.append(name)
+            continue
+        day = None
+        if reason is None:
+            day = delivery_day(name, st.st_mtime)
+            if not (date.fromisoformat(INBOX_START_DATE).toordinal() <= date.fromisoformat(day).toordinal()
+                    <= last_day):
+                reason = f"delivery day {day} outside {INBOX_START_DATE}..{date.fromordinal(last_day)}"
+        if reason is not None:
+            target = _free_target(inbox / "rejected", name if validate_name(name) is None else "invalid_name", "0" * 8)
+            os.rename(entry.path, target)  # a symlink is moved as a link: its target is never touched
+            target.with_name(target.name + ".reason").write_text(f"{name!r}: {reason}\n")
+            scan.rejected.append((name, reason))
+            continue
+        sha = sha256_file(Path(entry.path))
+        if sha in seen:
+            os.rename(entry.path, _free_target(inbox / "duplicates", name, sha))
+            scan.duplicates.append(name)
+            continue
+        target = _free_target(inbox / "processed" / day, name, sha)
+        os.rename(entry.path, target)
+        seen[sha] = f"{day}/{target.name}"
+        scan.accepted.setdefault(day, []).append({"name": target.name, "sha256": sha, "bytes": st.st_size})
+    while len(seen) > MAX_CURSOR_HASHES:
+        seen.pop(next(iter(seen)))
+    return scan
+
+
+def _load_cursor(cursor: str | None) -> dict:
+    if not cursor:
+        return {"hashes": {}}
+    try:
+        data = json.loads(cursor)
+    except json.JSONDecodeError:
+        return {"hashes": {}}
+    return data if isinstance(data.get("hashes"), dict) else {"hashes": {}}
+
+
+# ----------------------------------------------------------------------------------------------- asset
+
+@dg.asset(
+    key=dg.AssetKey(["inbox", "deliveries"]),
+    group_name="inbox",
+    partitions_def=INBOX_PARTITIONS,
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "file"},
+    owners=["team:mlops"],
+    description="Files delivered to the inbox on one day (partition = delivery day, UTC): recorded in "
+    "`meta.inbox_deliveries` and published into `<data_root>/landing/`, the folder a file-based source reads. "
+    "Backfilling a day re-publishes that day's archived files from `inbox/processed/<day>/`.",
+)
+def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
+                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+    day = context.partition_key
+    root = Path(source.data_root)
+    folder = inbox_dir(root) / "processed" / day
+    landing = landing_dir(root)
+    files = []
+    if folder.is_dir():
+        entries = [p for p in folder.iterdir() if not p.is_symlink() and p.is_file() and validate_name(p.name) is None]
+        for path in sorted(entries, key=lambda p: (p.stat().st_mtime, p.name)):  # newest wins in landing
+            landing.mkdir(parents=True, exist_ok=True)
+            target = landing / landing_name(path.name)
+            tmp = target.with_name(f".{target.name}.{context.run.run_id[:8]}.tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+            files.append({
+                "day": day, "file": path.name, "landing_file": target.name, "sha256": sha256_file(path),
+                "bytes": path.stat().st_size,
+                "delivered_at": datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).replace(tzinfo=None),
+                "published_at": datetime.now(timezone.utc).replace(tzinfo=None), "run_id": context.run.run_id,
+            })
+    with warehouse.connect() as con:
+        con.execute(f"""CREATE TABLE IF NOT EXISTS {INBOX_TABLE} (day DATE, file VARCHAR, landing_file VARCHAR,
+            sha256 VARCHAR, bytes BIGINT, delivered_at TIMESTAMP, published_at TIMESTAMP, run_id VARCHAR)""")
+        con.execute(f"DELETE FROM {INBOX_TABLE} WHERE day = ?", [day])
+        for f in files:
+            con.execute(f"INSERT INTO {INBOX_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", list(f.values()))
+    if not files:
+        context.log.warning(f"no files delivered on {day} (nothing under {folder})")
+    table = "\n".join(f"| {f['file']} | {f['landing_file']} | {f['bytes']:,} | {f['sha256'][:12]} |" for f in files)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(files),
+        "files": len(files),
+        "bytes": sum(f["bytes"] for f in files),
+        "landing_dir": dg.MetadataValue.path(str(landing)),
+        "deliveries": dg.MetadataValue.md(
+            "| file | landing file | bytes | sha256 |\n|---|---|---|---|\n" + table if files
+            else f"no files delivered on {day}"),
+    })
+
+
+inbox_ingest_job = dg.define_asset_job(
+    "inbox_ingest",
+    selection=dg.AssetSelection.keys(inbox_deliveries.key),
+    partitions_def=INBOX_PARTITIONS,
+    description="Record and publish one delivery day of the inbox (daily partition). On success the "
+    "`ingest_after_inbox` sensor launches the full `ingest` reload of raw and staging.",
+    tags={"ecom/stage": "ingest"},
+)
+
+
+# --------------------------------------------------------------------------------------------- sensors
+
+SETTLE_SECONDS = float(os.environ.get("ECOM_INBOX_SETTLE_SECONDS", "10"))
+
+
+@dg.sensor(
+    name="inbox_sensor",
+    job=inbox_ingest_job,
+    minimum_interval_seconds=30,
+    description="Watches <data_root>/inbox/: validates names (no traversal, no symlinks, nothing outside the "
+    "inbox), deduplicates by SHA-256 (cursor), moves files to processed/<day>/ and launches inbox_ingest "
+    "for that day.",
+)
+def inbox_sensor(context: dg.SensorEvaluationContext, source: SourceResource) -> dg.SensorResult:
+    inbox = inbox_dir(source.data_root)
+    inbox.mkdir(parents=True, exist_ok=True)
+    state = _load_cursor(context.cursor)
+    scan = process_inbox(inbox, state["hashes"], settle_seconds=SETTLE_SECONDS)
+    for name, reason in scan.rejected:
+        context.log.warning(f"inbox: rejected {name!r}: {reason}")
+    for name in scan.duplicates:
+        context.log.info(f"inbox: {name!r} has the content of an earlier delivery: moved to duplicates/")
+    runs = []
+    for day, files in sorted(scan.accepted.items()):
+        batch = hashlib.sha256("".join(sorted(f["sha256"] for f in files)).encode()).hexdigest()[:16]
+        runs.append(dg.RunRequest(
+            run_key=f"inbox:{day}:{batch}",
+            partition_key=day,
+            tags={"ecom/trigger": "inbox", "ecom/inbox_day": day,
+                  "ecom/inbox_files": ",".join(f["name"] for f in files)[:1000]},
+        ))
+    cursor = json.dumps(state, sort_keys=False)
+    if runs:
+        return dg.SensorResult(run_requests=runs, cursor=cursor)
+    parts = [f"{len(scan.rejected)} rejected", f"{len(scan.duplicates)} duplicate(s)",
+             f"{len(scan.waiting)} still being written"]
+    return dg.SensorResult(skip_reason=f"no new files in {inbox} ({', '.join(parts)})", cursor=cursor)
+
+
+def _ingest_job():
+    from ecom_pipeline.automation.jobs import ingest_job
+
+    return ingest_job
+
+
+FILE_SOURCES = ("olist", "mapped")
+
+
+@dg.run_status_sensor(
+    name="ingest_after_inbox",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[inbox_ingest_job],
+    request_job=_ingest_job(),
+    description="After a successful inbox_ingest run, launch the full ingest (raw + staging) reload; a "
+    "file-based source (olist / mapped) reads the landing folder.",
+)
+def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResource):
+    run = context.dagster_run
+    if run.job_name != inbox_ingest_job.name:
+        return dg.SkipReason(f"run {run.run_id} is {run.job_name}, not {inbox_ingest_job.name}")
+    run_config = {}
+    if source.kind in FILE_SOURCES:
+        run_config = {"resources": {"source": {"config": {"data_dir": str(landing_dir(source.data_root))}}}}
+    day = run.tags.get("dagster/partition", "")
+    return dg.RunRequest(
+        run_key=f"ingest-after-inbox:{run.run_id}",
+        run_config=run_config,
+        tags={"ecom/trigger": "inbox", "ecom/inbox_run": run.run_id, "ecom/inbox_day": day},
+    )
+
+
+def build(settings=None) -> dg.Definitions:
+    return dg.Definitions(assets=[inbox_deliveries], jobs=[inbox_ingest_job],
+                          sensors=[inbox_sensor, ingest_after_inbox])

@@ -1,0 +1,146 @@
+"""Drift-triggered retraining: launch the ``training`` job when the newest data no longer looks like the
+data the models were trained on.
+
+Windows are in *data time* (``orders.purchased_at``), not wall-clock time, so the sensor works the same on a
+historical data set (Olist 2016-2018, the synthetic 730 days) as on live deliveries:
+
+* the cursor keeps ``trained_until``: the newest purchase time seen when training was last launched by this
+  sensor.  Without one (first evaluation), the newest ``current_days`` are compared with what precedes them;
+* current window   = order items purchased after ``trained_until``;
+* reference window = the ``reference_days`` before ``trained_until`` (the training window).
+
+Key features: item ``price`` and ``freight`` (PSI and KS), product ``category`` (share of new categories)
+and the volume of new rows (:func:`ecom_pipeline.ml.drift.measure_drift`).  When a threshold is crossed the
+sensor requests one ``training`` run whose tags carry the reasons (``ecom/drift_reason``); it then waits
+``cooldown_hours`` (wall clock) and never requests a run while another training run is queued or running,
+so it cannot flood the queue.  ``trained_until`` and ``last_fired`` only move when a run is requested.
+
+Thresholds: :class:`~ecom_pipeline.ml.drift.DriftThresholds` defaults, overridable with
+``ECOM_DRIFT_PSI``, ``ECOM_DRIFT_KS``, ``ECOM_DRIFT_NEW_CATEGORIES``, ``ECOM_DRIFT_VOLUME``; cooldown with
+``ECOM_RETRAIN_COOLDOWN_HOURS`` (default 24).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timedelta
+
+import dagster as dg
+import pandas as pd
+
+from ecom_pipeline.automation.jobs import training_job
+from ecom_pipeline.ml.drift import DriftThresholds, measure_drift
+from ecom_pipeline.resources import WarehouseResource
+from ecom_pipeline.resources.warehouse import connect_with_retry
+
+NUMERIC = ["price", "freight"]
+CATEGORICAL = ["category"]
+CURRENT_DAYS = 30
+REFERENCE_DAYS = 90
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+_QUERY = """
+SELECT o.purchased_at AS ts, i.price, i.freight, p.category
+FROM staging.order_items i
+JOIN staging.orders o USING (order_id)
+LEFT JOIN staging.products p USING (product_id)
+WHERE o.purchased_at > ?
+"""
+
+
+def thresholds_from_env() -> DriftThresholds:
+    d = DriftThresholds()
+    return DriftThresholds(
+        psi=float(os.environ.get("ECOM_DRIFT_PSI", d.psi)),
+        ks=float(os.environ.get("ECOM_DRIFT_KS", d.ks)),
+        new_category_share=float(os.environ.get("ECOM_DRIFT_NEW_CATEGORIES", d.new_category_share)),
+        volume_ratio=float(os.environ.get("ECOM_DRIFT_VOLUME", d.volume_ratio)),
+        min_rows=int(os.environ.get("ECOM_DRIFT_MIN_ROWS", d.min_rows)),
+    )
+
+
+def load_windows(warehouse_path: str, trained_until: datetime | None, *, current_days: int = CURRENT_DAYS,
+                 reference_days: int = REFERENCE_DAYS, timeout_s: float = 10.0):
+    """(reference, current, newest_ts) frames from the warehouse, opened read-only."""
+    con = connect_with_retry(warehouse_path, read_only=True, timeout_s=timeout_s)
+    try:
+        newest = con.execute("SELECT max(purchased_at) FROM staging.orders").fetchone()[0]
+        if newest is None:
+            return pd.DataFrame(), pd.DataFrame(), None
+        newest = pd.Timestamp(newest).to_pydatetime()
+        cut = trained_until or (newest - timedelta(days=current_days))
+        frame = con.execute(_QUERY, [cut - timedelta(days=reference_days)]).fetchdf()
+    finally:
+        con.close()
+    ts = pd.to_datetime(frame["ts"])
+    return frame[ts <= cut], frame[ts > cut], newest
+
+
+def _cursor(raw: str | None) -> dict:
+    try:
+        return json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def evaluate_retraining(context: dg.SensorEvaluationContext, warehouse_path: str, *,
+                        thresholds: DriftThresholds, cooldown_hours: float, now: float | None = None):
+    now = time.time() if now is None else now
+    state = _cursor(context.cursor)
+    last_fired = float(state.get("last_fired", 0) or 0)
+    if last_fired and now - last_fired < cooldown_hours * 3600:
+        left = (cooldown_hours * 3600 - (now - last_fired)) / 3600
+        return dg.SkipReason(f"cooldown: last retraining requested {(now - last_fired) / 3600:.1f} h ago; "
+                             f"{left:.1f} h left")
+    if context.instance is not None:
+        active = context.instance.get_runs(
+            filters=dg.RunsFilter(job_name=training_job.name, statuses=ACTIVE_STATUSES), limit=1)
+        if active:
+            return dg.SkipReason(f"training run {active[0].run_id} is still queued or running")
+    trained_until = datetime.fromisoformat(state["trained_until"]) if state.get("trained_until") else None
+    try:
+        reference, current, newest = load_windows(warehouse_path, trained_until)
+    except FileNotFoundError:
+        return dg.SkipReason("no warehouse yet: run the ingest job first")
+    except Exception as exc:  # a busy or half-built warehouse: try again next tick
+        return dg.SkipReason(f"cannot read the warehouse now: {type(exc).__name__}: {exc}")
+    if newest is None:
+        return dg.SkipReason("staging.orders is empty")
+    report = measure_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL, thresholds=thresholds)
+    context.log.info(f"drift check: {report.summary()} | {json.dumps(report.features, default=str)[:2000]}")
+    if not report.enough_data or not report.drifted:
+        return dg.SkipReason(f"{report.summary()} (reference {report.reference_rows} rows, current "
+                             f"{report.current_rows} rows, volume ratio {report.volume_ratio:.2f})")
+    state.update({"trained_until": newest.isoformat(), "last_fired": now})
+    reason = report.summary()
+    request = dg.RunRequest(
+        run_key=f"drift:{newest.isoformat()}",
+        tags={"ecom/trigger": "drift", "ecom/drift_reason": reason[:1000],
+              "ecom/trained_until": newest.isoformat(),
+              "ecom/drift_current_rows": str(report.current_rows)},
+    )
+    return dg.SensorResult(run_requests=[request], cursor=json.dumps(state))
+
+
+@dg.sensor(
+    name="drift_retraining",
+    job=training_job,
+    minimum_interval_seconds=3600,
+    description="Compares the newest orders with the training window (PSI / KS on price and freight, share "
+    "of new categories, new-data volume) and launches `training` with the reasons in its tags; cooldown "
+    "and one-at-a-time so it never floods the queue.",
+)
+def drift_retraining(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+    return evaluate_retraining(
+        context, warehouse.path, thresholds=thresholds_from_env(),
+        cooldown_hours=float(os.environ.get("ECOM_RETRAIN_COOLDOWN_HOURS", "24")),
+    )
+
+
+def build(settings=None) -> dg.Definitions:
+    return dg.Definitions(sensors=[drift_retraining])
