@@ -42,7 +42,7 @@ from ecom_pipeline.resources import SourceResource, WarehouseResource
 ALLOWED_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".parquet", ".pq")
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart")
 SUBDIRS = ("processed", "rejected", "duplicates")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+~-]{0,199}$")
 _DAY_RE = re.compile(r"(?<![0-9])(\d{4})-?(\d{2})-?(\d{2})(?![0-9])")
 _DAY_TOKEN_RE = re.compile(r"[_-]?(?<![0-9])\d{4}-?\d{2}-?\d{2}(?![0-9])")
 _COPY_TOKEN_RE = re.compile(r"~[0-9a-f]{8}")
@@ -71,7 +71,7 @@ def validate_name(name: str) -> str | None:
     if name.startswith("."):
         return "hidden file"
     if not _NAME_RE.match(name):
-        return "name has characters outside [A-Za-z0-9_.+-] or is too long"
+        return "name has characters outside [A-Za-z0-9_.+~-] or is too long"
     if not name.lower().endswith(ALLOWED_SUFFIXES):
         return f"extension not one of {', '.join(ALLOWED_SUFFIXES)}"
     return None

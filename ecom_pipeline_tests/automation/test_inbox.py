@@ -1,0 +1,157 @@
+import json
+import os
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from ecom_pipeline.automation import inbox as inbox_mod
+from ecom_pipeline.automation.inbox import (
+    delivery_day, inbox_deliveries, inbox_ingest_job, inbox_sensor, ingest_after_inbox, landing_name,
+    safe_inbox_path, validate_name,
+)
+from ecom_pipeline.resources import SourceResource, WarehouseResource
+
+OLD = time.time() - 3600  # files older than the settle time
+
+
+def _drop(inbox: Path, name: str, content: bytes = b"order_id,status\no1,delivered\n", mtime=OLD) -> Path:
+    inbox.mkdir(parents=True, exist_ok=True)
+    path = inbox / name
+    path.write_bytes(content)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def _ctx(root, cursor=None, instance=None):
+    return dg.build_sensor_context(cursor=cursor, instance=instance,
+                                   resources={"source": SourceResource(data_root=str(root))})
+
+
+@pytest.mark.parametrize("name", ["../orders.csv", "a/b.csv", "a\\b.csv", "..", ".hidden.csv", "orders.exe",
+                                  "or\nders.csv", "x..csv", "ordérs.csv", ""])
+def test_bad_names_are_refused(name):
+    assert validate_name(name) is not None
+
+
+def test_good_names_days_and_landing_names():
+    assert validate_name("olist_orders_dataset.csv") is None
+    assert validate_name("orders_2024-05-01.csv.gz") is None
+    assert delivery_day("orders_2024-05-01.csv", OLD) == "2024-05-01"
+    assert delivery_day("orders_20240502.parquet", OLD) == "2024-05-02"
+    assert delivery_day("orders_2024-13-45.csv", 0.0) == "1970-01-01"  # invalid token: the file's mtime
+    assert landing_name("orders_2024-05-01.csv.gz") == "orders.csv.gz"
+    assert landing_name("olist_orders_dataset~0123abcd.csv") == "olist_orders_dataset.csv"
+
+
+def test_safe_inbox_path_refuses_symlinks_and_escapes(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (tmp_path / "secret.csv").write_text("x")
+    (inbox / "link.csv").symlink_to(tmp_path / "secret.csv")
+    with pytest.raises(ValueError, match="symlink"):
+        safe_inbox_path(inbox, "link.csv")
+    with pytest.raises(ValueError, match="traversal"):
+        safe_inbox_path(inbox, "../secret.csv")
+    assert safe_inbox_path(inbox, "orders.csv") == inbox / "orders.csv"
+
+
+def test_sensor_launches_one_run_per_delivery_day_and_moves_files(tmp_path):
+    inbox = tmp_path / "inbox"
+    _drop(inbox, "orders_2024-05-01.csv", b"a\n1\n")
+    _drop(inbox, "customers_2024-05-01.csv", b"b\n2\n")
+    _drop(inbox, "orders_2024-05-02.csv", b"a\n3\n")
+    result = inbox_sensor(_ctx(tmp_path))
+    assert isinstance(result, dg.SensorResult)
+    by_day = {r.partition_key: r for r in result.run_requests}
+    assert set(by_day) == {"2024-05-01", "2024-05-02"}
+    assert by_day["2024-05-01"].tags["ecom/inbox_files"] == "customers_2024-05-01.csv,orders_2024-05-01.csv"
+    assert by_day["2024-05-01"].run_key.startswith("inbox:2024-05-01:")
+    assert sorted(p.name for p in (inbox / "processed" / "2024-05-01").iterdir()) == [
+        "customers_2024-05-01.csv", "orders_2024-05-01.csv"]
+    assert not list(inbox.glob("*.csv"))  # moved aside
+    assert len(json.loads(result.cursor)["hashes"]) == 3
+
+    # nothing new: no run, cursor kept
+    quiet = inbox_sensor(_ctx(tmp_path, cursor=result.cursor))
+    assert not quiet.run_requests and quiet.skip_reason and json.loads(quiet.cursor) == json.loads(result.cursor)
+
+    # the same content delivered again under another name: a duplicate, no run
+    _drop(inbox, "orders_again.csv", b"a\n1\n")
+    dup = inbox_sensor(_ctx(tmp_path, cursor=result.cursor))
+    assert not dup.run_requests and "1 duplicate" in dup.skip_reason.skip_message
+    assert (inbox / "duplicates" / "orders_again.csv").exists()
+
+
+def test_sensor_refuses_symlinks_bad_names_and_waits_for_files_being_written(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    outside = tmp_path / "outside.csv"
+    outside.write_text("precious\n")
+    (inbox / "orders.csv").symlink_to(outside)
+    _drop(inbox, "orders.exe")
+    _drop(inbox, "empty.csv", b"")
+    _drop(inbox, "fresh.csv", mtime=time.time())  # still being copied
+    _drop(inbox, "upload.csv.part")
+    result = inbox_sensor(_ctx(tmp_path))
+    assert not result.run_requests
+    assert "3 rejected" in result.skip_reason.skip_message
+    assert "2 still being written" in result.skip_reason.skip_message
+    assert outside.read_text() == "precious\n"  # the link's target is never touched
+    rejected = inbox / "rejected"
+    assert (rejected / "orders.csv").is_symlink()
+    assert "symlink" in (rejected / "orders.csv.reason").read_text()
+    assert (inbox / "fresh.csv").exists() and (inbox / "upload.csv.part").exists()
+    assert json.loads(result.cursor)["hashes"] == {}
+
+
+def test_partition_publishes_to_landing_and_records_deliveries(tmp_path):
+    root = tmp_path
+    day = root / "inbox" / "processed" / "2024-05-01"
+    _drop(day, "orders_2024-05-01.csv", b"order_id\no1\n", mtime=OLD)
+    _drop(day, "orders_2024-05-01~0123abcd.csv", b"order_id\no2\n", mtime=OLD + 10)  # later delivery wins
+    wh = root / "w.duckdb"
+    resources = {"source": SourceResource(data_root=str(root)), "warehouse": WarehouseResource(path=str(wh))}
+    res = dg.materialize([inbox_deliveries], partition_key="2024-05-01", resources=resources)
+    assert res.success
+    assert (root / "landing" / "orders.csv").read_bytes() == b"order_id\no2\n"
+    # re-running (a backfill) replaces the day's rows instead of duplicating them; an empty day succeeds
+    assert dg.materialize([inbox_deliveries], partition_key="2024-05-01", resources=resources).success
+    empty = dg.materialize([inbox_deliveries], partition_key="2024-05-03", resources=resources)
+    assert empty.success
+    mats = empty.asset_materializations_for_node("inbox__deliveries")
+    assert mats[0].metadata["files"].value == 0
+    con = duckdb.connect(str(wh), read_only=True)
+    assert con.execute("SELECT count(*) FROM meta.inbox_deliveries WHERE day = '2024-05-01'").fetchone()[0] == 2
+    con.close()
+
+
+def test_ingest_follows_a_successful_inbox_run(tmp_path):
+    defs = dg.Definitions(assets=[inbox_deliveries], jobs=[inbox_ingest_job], resources={
+        "source": SourceResource(data_root=str(tmp_path)),
+        "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("inbox_ingest").execute_in_process(instance=instance, partition_key="2024-05-01")
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="ingest_after_inbox", dagster_event=result.get_run_success_event(),
+            dagster_instance=instance, dagster_run=result.dagster_run,
+            resources={"source": SourceResource(kind="olist", data_root=str(tmp_path))})
+        request = ingest_after_inbox(ctx)
+        assert request.run_key == f"ingest-after-inbox:{result.run_id}"
+        assert request.tags["ecom/inbox_day"] == "2024-05-01"
+        assert request.run_config["resources"]["source"]["config"]["data_dir"] == str(tmp_path / "landing")
+
+        other = dg.materialize([inbox_deliveries], instance=instance, partition_key="2024-05-01", resources={
+            "source": SourceResource(data_root=str(tmp_path)),
+            "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
+        ctx2 = dg.build_run_status_sensor_context(
+            sensor_name="ingest_after_inbox", dagster_event=other.get_run_success_event(),
+            dagster_instance=instance, dagster_run=other.dagster_run,
+            resources={"source": SourceResource(data_root=str(tmp_path))})
+        assert isinstance(ingest_after_inbox(ctx2), dg.SkipReason)  # not the inbox_ingest job
+
+
+def test_settle_time_default_is_positive():
+    assert inbox_mod.SETTLE_SECONDS > 0

@@ -1,0 +1,77 @@
+import dagster as dg
+import pytest
+
+from ecom_pipeline.automation import jobs as jobs_mod
+from ecom_pipeline.automation.partitions import INBOX_PARTITIONS
+
+EXPECTED_JOBS = {"ingest", "inbox_ingest", "features", "daily_refresh", "training", "scoring", "full_pipeline"}
+
+
+@pytest.fixture(scope="module")
+def defs():
+    from ecom_pipeline.definitions import defs
+
+    return defs
+
+
+def test_every_job_resolves_over_the_full_definitions(defs):
+    repo = defs.get_repository_def()
+    names = {j.name for j in repo.get_all_jobs()}
+    assert EXPECTED_JOBS <= names
+    for name in EXPECTED_JOBS:
+        job = defs.resolve_job_def(name)
+        assert job.name == name
+    ingest = defs.resolve_job_def("ingest").asset_layer.selected_asset_keys
+    assert dg.AssetKey(["staging", "orders"]) in ingest and dg.AssetKey(["raw", "orders"]) in ingest
+    # the demo job must be runnable without a partition key
+    full = defs.resolve_job_def("full_pipeline")
+    assert dg.AssetKey(["inbox", "deliveries"]) not in full.asset_layer.selected_asset_keys
+    assert defs.resolve_job_def("inbox_ingest").partitions_def == INBOX_PARTITIONS
+
+
+def test_schedules_and_sensors_target_the_right_jobs(defs):
+    schedules = {s.name: s for s in defs.schedules}
+    assert schedules["daily_ingest_features"].cron_schedule == "0 2 * * *"
+    assert schedules["daily_ingest_features"].job_name == "daily_refresh"
+    assert schedules["weekly_retraining"].job_name == "training"
+    assert schedules["weekly_retraining"].cron_schedule == "0 3 * * 0"
+    assert schedules["daily_scoring"].job_name == "scoring"
+    sensors = {s.name: s for s in defs.sensors}
+    assert {"inbox_sensor", "ingest_after_inbox", "drift_retraining", "record_run_failures"} <= set(sensors)
+    assert sensors["drift_retraining"].job_name == "training"
+    assert sensors["inbox_sensor"].job_name == "inbox_ingest"
+
+
+def test_jobs_pick_up_assets_as_groups_and_tags_appear():
+    @dg.asset(group_name="models")
+    def some_model():
+        return 1
+
+    @dg.asset(group_name="features")
+    def some_feature():
+        return 1
+
+    @dg.asset(group_name="misc", tags={jobs_mod.STAGE_TAG: "scoring"})
+    def tagged_scorer():
+        return 1
+
+    @dg.asset(group_name="reports")
+    def some_report():
+        return 1
+
+    d = dg.Definitions(assets=[some_model, some_feature, tagged_scorer, some_report], jobs=jobs_mod.JOBS)
+
+    def keys(job):
+        return {k.to_user_string() for k in d.resolve_job_def(job).asset_layer.selected_asset_keys}
+
+    assert keys("training") == {"some_model"}
+    assert keys("features") == {"some_feature"}
+    assert keys("scoring") == {"tagged_scorer", "some_report"}
+    assert keys("daily_refresh") == {"some_feature"}
+
+
+def test_schedule_evaluation_requests_a_run():
+    ctx = dg.build_schedule_context()
+    result = jobs_mod.weekly_retraining.evaluate_tick(ctx)
+    assert len(result.run_requests) == 1
+    assert result.run_requests[0].tags["ecom/trigger"] == "schedule"
