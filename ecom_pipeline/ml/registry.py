@@ -7,6 +7,7 @@ Downstream code loads ``models:/<name>@champion``, never "the newest file".  A n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ class Candidate:
     metric: str  # conventional name, e.g. "macro_f1"
     value: float
     higher_is_better: bool = True
+    baseline: str | None = None  # the simple baseline it was compared with, e.g. "seasonal_naive"
+    baseline_value: float | None = None  # the baseline's score on the same holdout and metric
 
 
 @dataclass
@@ -46,11 +49,49 @@ def _log(candidate: Candidate):
             signature = infer_signature(example, candidate.model.predict(example))
         except Exception:  # a model whose predict needs more than the example still gets logged
             signature = infer_signature(example)
+    elif candidate.flavor == "pytorch" and example is not None:
+        signature = _torch_signature(candidate.model, example)
     flavor = getattr(mlflow, candidate.flavor)
+    # MLflow 3 defaults torch models to the traced "pt2" format, which requires an input example
+    extra = {"serialization_format": "pickle"} if candidate.flavor == "pytorch" else {}
+    # Inferring pip requirements starts a subprocess that re-imports the model (seconds per model on a
+    # small machine); the flavor's default requirements are what that inference finds for these models.
+    # ECOM_MLFLOW_INFER_REQUIREMENTS=1 restores MLflow's inference.
+    defaults = getattr(flavor, "get_default_pip_requirements", None)
+    if defaults is not None and os.environ.get("ECOM_MLFLOW_INFER_REQUIREMENTS", "0") != "1":
+        try:
+            extra["pip_requirements"] = list(defaults())
+        except Exception:
+            pass
     return flavor.log_model(
         candidate.model, name="model", registered_model_name=candidate.name, signature=signature,
-        input_example=example if candidate.flavor != "pytorch" else None,
+        input_example=example if candidate.flavor != "pytorch" else None, **extra,
     )
+
+
+def _torch_signature(model, example):
+    """Signature of a torch module from a numpy example (input → output of ``model``); None if it fails."""
+    from mlflow.models import infer_signature
+
+    try:
+        import numpy as np
+        import torch
+
+        x = np.asarray(example)
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else "cpu"
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = model(torch.as_tensor(x, device=device))
+        model.train(was_training)
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        return infer_signature(x, out.detach().cpu().numpy())
+    except Exception:
+        try:
+            return infer_signature(np.asarray(example))
+        except Exception:
+            return None
 
 
 def log_and_register(
@@ -68,6 +109,11 @@ def log_and_register(
     version = str(info.registered_model_version)
     client.set_model_version_tag(candidate.name, version, "metric", candidate.metric)
     client.set_model_version_tag(candidate.name, version, "metric_value", repr(float(candidate.value)))
+    client.set_model_version_tag(candidate.name, version, "higher_is_better", str(candidate.higher_is_better))
+    if candidate.baseline is not None:
+        client.set_model_version_tag(candidate.name, version, "baseline", candidate.baseline)
+    if candidate.baseline_value is not None:
+        client.set_model_version_tag(candidate.name, version, "baseline_value", repr(float(candidate.baseline_value)))
     try:
         champion = client.get_model_version_by_alias(candidate.name, CHAMPION)
     except MlflowException:
@@ -89,6 +135,8 @@ def log_and_register(
                   f"{champ_value:.4f} ({basis}); margin {margin}")
     if promoted:
         client.set_registered_model_alias(candidate.name, CHAMPION, version)
+    client.set_model_version_tag(candidate.name, version, "promoted", str(promoted))
+    client.set_model_version_tag(candidate.name, version, "promotion_reason", reason[:5000])
     champion_version = version if promoted else str(champion.version)
     mlflow.set_tags({f"registry.{candidate.name}.promoted": str(promoted),
                      f"registry.{candidate.name}.version": version})
@@ -106,3 +154,125 @@ def load_champion(name: str, flavor: str = "pyfunc"):
         return getattr(mlflow, flavor).load_model(uri)
     except MlflowException as exc:
         raise LookupError(f"no usable champion for model {name!r} ({uri}): {exc}") from exc
+
+
+# ------------------------------------------------------------------------------------------- reporting
+
+def _float(text) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def beats_baseline(value: float | None, baseline_value: float | None, higher_is_better: bool) -> bool | None:
+    """True/False when both scores are known, None otherwise."""
+    if value is None or baseline_value is None or value != value or baseline_value != baseline_value:
+        return None
+    return value > baseline_value if higher_is_better else value < baseline_value
+
+
+REPORT_COLUMNS = [
+    "model", "versions", "latest_version", "champion_version", "metric", "champion_value", "baseline",
+    "baseline_value", "beats_baseline", "latest_promoted", "latest_reason", "champion_created_at",
+    "champion_age_days", "champion_run_id", "champion_uri",
+]
+
+
+def registry_summary(client=None, *, now=None) -> list[dict]:
+    """One row per registered model: its champion (version, metric, baseline, age) and its newest version.
+
+    Works on an empty registry (no rows).  ``client``: an ``mlflow.MlflowClient`` (default: the current
+    tracking URI).
+    """
+    import mlflow
+    from datetime import datetime, timezone
+
+    client = client or mlflow.MlflowClient()
+    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    models, token = [], None
+    while True:
+        page = client.search_registered_models(max_results=200, page_token=token)
+        models.extend(page)
+        token = page.token
+        if not token:
+            break
+    rows = []
+    for rm in sorted(models, key=lambda m: m.name):
+        versions = client.search_model_versions(f"name = '{rm.name}'")
+        latest = max(versions, key=lambda v: int(v.version), default=None)
+        champ_version = (rm.aliases or {}).get(CHAMPION)
+        champ = next((v for v in versions if str(v.version) == str(champ_version)), None)
+        tags = champ.tags if champ is not None else {}
+        value, base = _float(tags.get("metric_value")), _float(tags.get("baseline_value"))
+        hib = tags.get("higher_is_better", "True") != "False"
+        created = (datetime.fromtimestamp(champ.creation_timestamp / 1000, tz=timezone.utc).replace(tzinfo=None)
+                   if champ is not None and champ.creation_timestamp else None)
+        rows.append({
+            "model": rm.name,
+            "versions": len(versions),
+            "latest_version": str(latest.version) if latest is not None else None,
+            "champion_version": str(champ_version) if champ_version is not None else None,
+            "metric": tags.get("metric"),
+            "champion_value": value,
+            "baseline": tags.get("baseline"),
+            "baseline_value": base,
+            "beats_baseline": beats_baseline(value, base, hib),
+            "latest_promoted": (latest.tags.get("promoted") == "True") if latest is not None and "promoted" in latest.tags
+            else None,
+            "latest_reason": latest.tags.get("promotion_reason") if latest is not None else None,
+            "champion_created_at": created,
+            "champion_age_days": round((now - created).total_seconds() / 86400, 3) if created else None,
+            "champion_run_id": champ.run_id if champ is not None else None,
+            "champion_uri": f"models:/{rm.name}@{CHAMPION}" if champ is not None else None,
+        })
+    return rows
+
+
+def gate_verdict(row: dict | None, name: str) -> tuple[bool, str, str]:
+    """(passed, severity "ERROR"|"WARN", description) of the promotion gate for one registry row.
+
+    ERROR (blocks downstream): the model is not registered, has no champion, or the champion carries no
+    comparable score.  WARN: the champion does not beat its baseline (it is served, and reported as losing).
+    """
+    if row is None:
+        return False, "ERROR", f"{name} is not registered"
+    if row["champion_version"] is None:
+        return False, "ERROR", f"{name} has no champion alias"
+    if row["champion_value"] is None or row["champion_value"] != row["champion_value"]:
+        return False, "ERROR", f"{name} champion v{row['champion_version']} has no recorded {row['metric']}"
+    if row["beats_baseline"] is False:
+        return False, "WARN", (f"{name} champion v{row['champion_version']} loses to its baseline "
+                               f"{row['baseline']}: {row['metric']} {row['champion_value']:.4f} vs "
+                               f"{row['baseline_value']:.4f}")
+    return True, "ERROR", (f"{name} champion v{row['champion_version']}: {row['metric']} "
+                           f"{row['champion_value']:.4f}" + (f" vs baseline {row['baseline_value']:.4f}"
+                                                              if row["baseline_value"] is not None else ""))
+
+
+def promotion_gate_check(asset_key, name: str, *, check_name: str = "promotion_gate"):
+    """A blocking Dagster asset check for a model asset that registers ``name``.
+
+    Attach it in the model module's ``build()``: ``asset_checks=[promotion_gate_check(key, "ecom.x")]``.
+    It fails (ERROR, which blocks downstream serving assets in the same run) when there is no usable
+    champion, and warns when the champion loses to its baseline.
+    """
+    import dagster as dg
+
+    from ecom_pipeline.resources.tracking import MLflowResource
+
+    @dg.asset_check(asset=asset_key, name=check_name, blocking=True,
+                    description=f"promotion gate for {name}: a champion with a recorded score exists "
+                    "(ERROR, blocks downstream) and beats its baseline (WARN)")
+    def _gate(mlflow: MLflowResource) -> dg.AssetCheckResult:
+        client = mlflow.client()
+        rows = {r["model"]: r for r in registry_summary(client)}
+        row = rows.get(name)
+        passed, severity, description = gate_verdict(row, name)
+        meta = {k: v for k, v in (row or {}).items()
+                if k in ("champion_version", "latest_version", "metric", "champion_value", "baseline_value",
+                         "latest_promoted") and v is not None}
+        return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity[severity],
+                                   description=description, metadata={k: str(v) for k, v in meta.items()})
+
+    return _gate
