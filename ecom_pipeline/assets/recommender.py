@@ -1,0 +1,314 @@
+"""Recommender group: interactions → evaluation of baselines and models → recommendations and related items.
+
+Thin assets over :mod:`ecom_pipeline.ml.recsys`.  Staging tables are read through the warehouse resource;
+product embeddings (``features.product_embeddings``) are used when that table exists, and the metadata
+says when it does not.
+"""
+
+
+import dagster as dg
+import pandas as pd
+
+from ecom_pipeline.assets.routing import WAREHOUSE_POOL
+from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+
+GROUP = "recommender"
+STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "events", "products", "customers")]
+ALL_MODELS = ["popularity", "recent_popularity", "regional_popularity", "item_knn", "als"]
+
+
+class InteractionsConfig(dg.Config):
+    view_weight: float = 1.0
+    cart_weight: float = 3.0
+    purchase_weight: float = 5.0
+
+
+class RecommenderConfig(dg.Config):
+    k: int = 10
+    category_k: int = 5
+    test_fraction: float = 0.2
+    min_eval_users: int = 5
+    als_factors: int = 32
+    als_iterations: int = 15
+    als_regularization: float = 0.05
+    als_alpha: float = 2.0
+    knn_neighbours: int = 100
+    recent_half_life_days: float = 30.0
+    models: list[str] = ALL_MODELS
+    serve_model: str = "auto"  # auto = the evaluation winner per level (ndcg@k); or a model name
+    fallback_model: str = "regional_popularity"  # served when a level could not be evaluated
+
+
+def _params(cfg: RecommenderConfig) -> dict[str, dict]:
+    return {
+        "als": dict(factors=cfg.als_factors, iterations=cfg.als_iterations,
+                    regularization=cfg.als_regularization, alpha=cfg.als_alpha),
+        "item_knn": dict(neighbours=cfg.knn_neighbours),
+        "recent_popularity": dict(half_life_days=cfg.recent_half_life_days),
+    }
+
+
+INTERACTIONS = dg.AssetKey(["features", "interactions"])
+
+
+def _write(table: str, df: pd.DataFrame, warehouse: WarehouseResource) -> None:
+    from ecom_pipeline.ml.recsys.warehouse_io import write_table
+
+    with warehouse.connect() as con:
+        write_table(con, table, df)
+
+
+def _interactions(warehouse: WarehouseResource) -> pd.DataFrame:
+    from ecom_pipeline.ml.recsys.interactions import INTERACTION_COLUMNS
+    from ecom_pipeline.ml.recsys.warehouse_io import read_or_empty
+
+    df = read_or_empty(warehouse, "features.interactions", INTERACTION_COLUMNS)
+    if len(df):
+        df["ts"] = pd.to_datetime(df["ts"])
+    return df
+
+
+def _user_regions(warehouse: WarehouseResource) -> pd.Series:
+    from ecom_pipeline.ml.recsys.warehouse_io import read_table
+
+    with warehouse.connect(read_only=True) as con:
+        c = read_table(con, "staging.customers", ["customer_id", "state"])
+    c = c.dropna(subset=["customer_id"])
+    return c.drop_duplicates("customer_id").set_index(c.drop_duplicates("customer_id")["customer_id"].astype(str))["state"]
+
+
+def _item_names(warehouse: WarehouseResource) -> tuple[dict, pd.DataFrame]:
+    from ecom_pipeline.ml.recsys.warehouse_io import read_table
+
+    with warehouse.connect(read_only=True) as con:
+        p = read_table(con, "staging.products", ["product_id", "category", "title"])
+    p = p.assign(product_id=p["product_id"].astype(str))
+    label = p["title"].where(p["title"].notna() & (p["title"].astype(str).str.len() > 0),
+                             p["category"].fillna("product") + " " + p["product_id"].str[:8])
+    return dict(zip(p["product_id"], label.astype(str).str.slice(0, 60))), p
+
+
+@dg.asset(
+    key_prefix=["features"], group_name=GROUP, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "pandas"},
+    description="User-item interactions: purchases from orders (cancelled excluded) and weighted view/cart "
+    "events, one row each with category and time. Purchase events are dropped where orders exist.",
+)
+def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
+                 warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from ecom_pipeline.ml.recsys.interactions import build_interactions
+    from ecom_pipeline.ml.recsys.warehouse_io import read_table
+
+    with warehouse.connect(read_only=True) as con:
+        orders = read_table(con, "staging.orders", ["order_id", "customer_id", "status", "purchased_at"])
+        items = read_table(con, "staging.order_items", ["order_id", "product_id"])
+        events = read_table(con, "staging.events", ["customer_id", "product_id", "event_type", "ts"])
+        products = read_table(con, "staging.products", ["product_id", "category"])
+    weights = {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
+    df = build_interactions(orders, items, events, products, weights)
+    notes = []
+    if events.empty:
+        notes.append("no events in this source: purchases from orders only")
+    if orders.empty:
+        notes.append("no orders in this source")
+    if df.empty:
+        context.log.warning("no interactions: staging orders/order_items and events are empty")
+    _write("features.interactions", df, warehouse)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(df), "users": int(df["customer_id"].nunique()),
+        "items": int(df["product_id"].nunique()),
+        "by_event_type": {str(k): int(v) for k, v in df["event_type"].value_counts().items()},
+        "weights": weights, "notes": "; ".join(notes) or "orders and events both present",
+    })
+
+
+@dg.asset(
+    key_prefix=["features"], group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+    deps=[INTERACTIONS],
+    description="Interactions aggregated per (customer, category): weight, counts per event type, first/last "
+    "time. The honest unit on sparse data (Olist: almost every customer buys once).",
+)
+def category_interactions(warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from ecom_pipeline.ml.recsys.interactions import aggregate_interactions
+
+    df = aggregate_interactions(_interactions(warehouse), "category")
+    _write("features.category_interactions", df, warehouse)
+    return dg.MaterializeResult(metadata={"dagster/row_count": len(df),
+                                   "categories": int(df["category"].nunique()) if len(df) else 0})
+
+
+def _mlflow_name(s: str) -> str:
+    return s.replace("@", "_at_")
+
+
+@dg.asset(
+    key_prefix=["ml"], group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb", "mlflow"},
+    deps=[INTERACTIONS],
+    description="Every recommender (global / recent / regional popularity, item-kNN, implicit ALS) on the "
+    "user-level temporal split, item and category level: Recall/NDCG/HitRate/MAP@K, catalogue coverage, "
+    "novelty. Logged to MLflow and ml.model_metrics beside the popularity baseline; ALS registered.",
+)
+def recommender_evaluation(context: dg.AssetExecutionContext, config: RecommenderConfig,
+                           warehouse: WarehouseResource, mlflow: MLflowResource,
+                           source: SourceResource) -> dg.MaterializeResult:
+    import mlflow as mlf
+
+    from ecom_pipeline.ml.recsys.export import factor_module, seen_items
+    from ecom_pipeline.ml.recsys.pipeline import evaluate_level, metrics_frame
+    from ecom_pipeline.ml.recsys.data import build_data
+    from ecom_pipeline.ml.recsys.models import make_model
+    from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.ml.recsys.warehouse_io import write_table
+
+    interactions = _interactions(warehouse)
+    regions = _user_regions(warehouse)
+    params = _params(config)
+    results = []
+    for level, k in (("item", config.k), ("category", config.category_k)):
+        r = evaluate_level(interactions, level=level, k=k, models=list(config.models), params=params,
+                           user_regions=regions, test_fraction=config.test_fraction,
+                           min_eval_users=config.min_eval_users, log=context.log.info)
+        if r.message:
+            context.log.warning(f"{level}: {r.message}")
+        results.append(r)
+    frame = metrics_frame(results, dataset=source.kind)
+    registered = {}
+    with mlflow.start_run("recommender_evaluation", tags={"group": GROUP, "dataset": source.kind}) as run:
+        mlf.log_params({**{f"{m}.{p}": v for m, ps in params.items() for p, v in ps.items()},
+                        "k": config.k, "category_k": config.category_k, "test_fraction": config.test_fraction})
+        for r in results:
+            mlf.log_metrics({f"{r.level}.eval_users": r.n_eval_users, f"{r.level}.items": r.n_items})
+            for model, ms in r.metrics.items():
+                mlf.log_metrics({_mlflow_name(f"{r.level}.{model}.{m}"): v for m, v in ms.items() if v == v})
+            if "als" in r.metrics and r.cutoff is not None:
+                # register the evaluated ALS (trained before the cutoff) under its holdout NDCG
+                from ecom_pipeline.ml.recsys.evaluation import user_temporal_split
+                col = "product_id" if r.level == "item" else "category"
+                split = user_temporal_split(interactions, item_col=col, cutoff=r.cutoff,
+                                            exclude_seen=r.level == "item")
+                data = build_data(split.train, col, user_regions=regions)
+                als = make_model("als", **params["als"]).fit(data)
+                module = factor_module(data.users, data.items, als.user_factors, als.item_factors,
+                                       seen_items(data) if r.level == "item" else None)
+                outcome = log_and_register(Candidate(
+                    name=f"ecom.recsys.als_{r.level}", flavor="pytorch", model=module, input_example=None,
+                    metric=f"ndcg@{r.k}", value=r.metrics["als"][f"ndcg@{r.k}"]))
+                registered[r.level] = outcome
+                context.log.info(f"registered {outcome.name} v{outcome.version}: {outcome.reason}")
+        run_id = run.info.run_id
+    records = [
+        MetricRecord(model=row.model, task=f"recommendation_{row.level}", dataset=f"{source.kind}:{row.level}",
+                     split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}", metric=row.metric, value=row.value,
+                     baseline=row.baseline, baseline_value=row.baseline_value, mlflow_run_id=run_id)
+        for row in frame.itertuples() if row.value == row.value
+    ]
+    frame["model_version"] = frame.apply(
+        lambda x: registered[x["level"]].version if x["model"] == "als" and x["level"] in registered else "", axis=1)
+    with warehouse.connect() as con:
+        record_model_metrics(con, records)
+        write_table(con, "ml.recommender_evaluation", frame)
+    comparison = []
+    for r in results:
+        w = r.winner()
+        if w is None:
+            comparison.append(f"{r.level}: not evaluated ({r.message})")
+            continue
+        base = r.metrics.get("popularity", {}).get(f"ndcg@{r.k}", float("nan"))
+        parts = [f"{m} {v.get(f'ndcg@{r.k}', float('nan')):.4f}" for m, v in r.metrics.items()]
+        comparison.append(f"{r.level} (ndcg@{r.k}, {r.n_eval_users} users): winner {w}; popularity {base:.4f}; "
+                          + ", ".join(parts))
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(frame), "mlflow_run_id": run_id,
+        "comparison": dg.MetadataValue.md("\n".join(f"- {c}" for c in comparison)),
+        "winners": {r.level: r.winner() or "none" for r in results},
+        "registered": {lvl: f"{o.name} v{o.version} (promoted={o.promoted})" for lvl, o in registered.items()},
+        "cutoffs": {r.level: str(r.cutoff) for r in results},
+    })
+
+
+def _choose(level: str, evaluation: pd.DataFrame, cfg: RecommenderConfig) -> tuple[str, str]:
+    if cfg.serve_model != "auto":
+        return cfg.serve_model, "configured"
+    e = evaluation[(evaluation["level"] == level) & evaluation["winner"].astype(bool)] if len(evaluation) else evaluation
+    if len(e):
+        return str(e["model"].iloc[0]), "evaluation winner"
+    return cfg.fallback_model, "fallback: level could not be evaluated"
+
+
+@dg.asset(
+    key_prefix=["serving"], group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+    deps=[INTERACTIONS, dg.AssetKey(["ml", "recommender_evaluation"])],
+    description="User → top-K items (and top categories) with score, model, model version and a short "
+    "explanation from the user's real history or region. Served by the evaluation winner per level, "
+    "refit on all interactions.",
+)
+def recommendations(context: dg.AssetExecutionContext, config: RecommenderConfig,
+                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from ecom_pipeline.ml.recsys.pipeline import serve
+    from ecom_pipeline.ml.recsys.warehouse_io import read_or_empty
+
+    interactions = _interactions(warehouse)
+    recommender_evaluation = read_or_empty(warehouse, "ml.recommender_evaluation")
+
+    regions = _user_regions(warehouse)
+    names, _ = _item_names(warehouse)
+    params = _params(config)
+    frames, chosen = [], {}
+    for level, k in (("item", config.k), ("category", config.category_k)):
+        model, why = _choose(level, recommender_evaluation, config)
+        version = "baseline (no training)"
+        ev = recommender_evaluation
+        if model == "als" and len(ev):
+            v = ev.loc[(ev["level"] == level) & (ev["model"] == "als"), "model_version"]
+            version = f"ecom.recsys.als_{level} v{v.iloc[0]} refit on all data" if len(v) and v.iloc[0] else "unregistered"
+        elif model not in ("popularity", "recent_popularity", "regional_popularity"):
+            version = "refit on all data (not registered)"
+        df, _ = serve(interactions, level=level, model_name=model, params=params.get(model, {}), k=k,
+                      user_regions=regions, item_names=names if level == "item" else {}, model_version=version)
+        context.log.info(f"{level}: {model} ({why}) → {len(df):,} rows")
+        chosen[level] = f"{model} ({why})"
+        frames.append(df)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if out.empty:
+        context.log.warning("no interactions: no recommendations")
+    _write("serving.recommendations", out, warehouse)
+    preview = out.head(10)[["customer_id", "level", "rank", "item_name", "model", "explanation"]] if len(out) else out
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(out), "users": int(out["customer_id"].nunique()) if len(out) else 0,
+        "models": chosen,
+        "explanations": {str(k): int(v) for k, v in out["explanation"].str.replace(r"\(.*\)|[\w-]+ [0-9a-f]{8}", "…", regex=True)
+                         .str.slice(0, 40).value_counts().head(8).items()} if len(out) else {},
+        "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "empty"),
+    })
+
+
+@dg.asset(
+    key_prefix=["serving"], group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+    deps=[INTERACTIONS],
+    description="Product → related products: co-occurrence (customers who bought X also bought); items "
+    "without co-occurrence (cold start) by content similarity of features.product_embeddings when present, "
+    "else popular items of the same category.",
+)
+def related_items(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from ecom_pipeline.ml.recsys.pipeline import related_items as compute
+    from ecom_pipeline.ml.recsys.warehouse_io import read_table, table_exists
+
+    interactions = _interactions(warehouse)
+    names, products = _item_names(warehouse)
+    with warehouse.connect(read_only=True) as con:
+        has_emb = table_exists(con, "features.product_embeddings")
+        emb = read_table(con, "features.product_embeddings", ["product_id", "embedding"]) if has_emb else None
+    if not has_emb:
+        context.log.info("features.product_embeddings does not exist: cold items get same-category popular items")
+    df = compute(interactions, n=10, item_names=names, product_embeddings=emb, products=products)
+    _write("serving.related_items", df, warehouse)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(df), "products": int(df["product_id"].nunique()) if len(df) else 0,
+        "by_method": {str(k): int(v) for k, v in df["method"].value_counts().items()} if len(df) else {},
+        "product_embeddings": "used for cold-start items" if has_emb else "absent (table not built): not used",
+    })
+
+
+def build(settings=None) -> dg.Definitions:
+    return dg.Definitions(assets=[interactions, category_interactions, recommender_evaluation, recommendations,
+                                  related_items])

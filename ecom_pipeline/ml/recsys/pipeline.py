@@ -1,0 +1,209 @@
+"""The recommender workflow the assets call: evaluate every model on the temporal split, then serve.
+
+``evaluate_all`` returns one row per (level, model, metric); ``serve`` retrains a chosen model on all
+interactions and writes top-K recommendations with a short explanation from the user's real history.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ecom_pipeline.ml.recsys.data import InteractionData, build_data
+from ecom_pipeline.ml.recsys.evaluation import evaluate_model, top_k, user_temporal_split
+from ecom_pipeline.ml.recsys.models import BASELINES, make_model
+
+LEVELS = {"item": "product_id", "category": "category"}
+
+
+@dataclass
+class LevelResult:
+    level: str
+    k: int
+    cutoff: pd.Timestamp | None
+    n_train_interactions: int
+    n_eval_users: int
+    n_items: int
+    metrics: dict = field(default_factory=dict)  # model -> {metric: value}
+    fit_seconds: dict = field(default_factory=dict)
+    message: str = ""
+
+    def winner(self, metric: str | None = None) -> str | None:
+        metric = metric or f"ndcg@{self.k}"
+        scored = {m: v.get(metric, float("nan")) for m, v in self.metrics.items()}
+        scored = {m: v for m, v in scored.items() if v == v}
+        return max(scored, key=scored.get) if scored else None
+
+
+def evaluate_level(
+    interactions: pd.DataFrame, *, level: str, k: int, models: list[str], params: dict[str, dict],
+    user_regions: pd.Series | None, test_fraction: float = 0.2, min_eval_users: int = 5, log=print,
+    extra_fit_args: dict | None = None,
+) -> LevelResult:
+    col = LEVELS[level]
+    exclude_seen = level == "item"
+    if interactions.empty:
+        return LevelResult(level, k, None, 0, 0, 0, message="no interactions: nothing to evaluate")
+    try:
+        split = user_temporal_split(interactions, item_col=col, test_fraction=test_fraction,
+                                    exclude_seen=exclude_seen)
+    except ValueError as exc:
+        return LevelResult(level, k, None, len(interactions), 0, 0, message=f"cannot split: {exc}")
+    res = LevelResult(level, k, split.cutoff, len(split.train), len(split.truth), 0)
+    if len(split.truth) < min_eval_users:
+        res.message = (f"only {len(split.truth)} users have history before {split.cutoff:%Y-%m-%d} and a new "
+                       f"{level}-level purchase after it (< {min_eval_users}): no reliable evaluation")
+        return res
+    data = build_data(split.train, col, user_regions=user_regions)
+    res.n_items = data.n_items
+    for name in models:
+        t0 = time.perf_counter()
+        try:
+            model = make_model(name, **params.get(name, {}))
+            if name == "two_tower" and extra_fit_args:
+                model.fit(data, **extra_fit_args)
+            else:
+                model.fit(data)
+        except Exception as exc:  # one failing model must not hide the others' results
+            log(f"{level}/{name}: training failed: {exc!r}")
+            continue
+        res.fit_seconds[name] = time.perf_counter() - t0
+        m = evaluate_model(model, data, split, k, exclude_seen=exclude_seen)
+        m.pop("_score_seconds", None)
+        res.metrics[name] = m
+        log(f"{level}/{name}: " + ", ".join(f"{a}={b:.4f}" for a, b in m.items()))
+    return res
+
+
+def metrics_frame(results: list[LevelResult], dataset: str, baseline: str = "popularity") -> pd.DataFrame:
+    rows = []
+    for r in results:
+        base = r.metrics.get(baseline, {})
+        winner = r.winner()
+        for model, ms in r.metrics.items():
+            for metric, value in ms.items():
+                rows.append({
+                    "level": r.level, "model": model, "is_baseline": model in BASELINES, "metric": metric,
+                    "value": float(value), "baseline": baseline, "baseline_value": base.get(metric),
+                    "beats_baseline": (value > base[metric]) if metric in base and model != baseline else None,
+                    "winner": model == winner, "cutoff": r.cutoff, "eval_users": r.n_eval_users,
+                    "items": r.n_items, "fit_seconds": r.fit_seconds.get(model), "dataset": dataset,
+                })
+    cols = ["level", "model", "is_baseline", "metric", "value", "baseline", "baseline_value", "beats_baseline",
+            "winner", "cutoff", "eval_users", "items", "fit_seconds", "dataset"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+class FittedRecommender:
+    """A trained recommender with its index: what gets registered in MLflow (``predict`` → top-K ids)."""
+
+    def __init__(self, model, data: InteractionData, k: int = 10):
+        self.model, self.data, self.k = model, data, k
+
+    def predict(self, frame: pd.DataFrame) -> list[str]:
+        users = [str(u) for u in pd.DataFrame(frame)["customer_id"]]
+        recs = top_k(self.model, self.data, users, self.k)
+        return [" ".join(map(str, recs.get(u, []))) for u in users]
+
+
+def serve(
+    interactions: pd.DataFrame, *, level: str, model_name: str, params: dict, k: int,
+    user_regions: pd.Series | None, item_names: dict | None, model_version: str,
+    users: list | None = None, fitted=None,
+) -> tuple[pd.DataFrame, FittedRecommender | None]:
+    """Top-k per user with score and explanation (users: everyone with history by default)."""
+    cols = ["customer_id", "level", "rank", "item_id", "item_name", "score", "model", "model_version",
+            "explanation"]
+    if interactions.empty:
+        return pd.DataFrame(columns=cols), None
+    col = LEVELS[level]
+    data = build_data(interactions, col, user_regions=user_regions, item_names=item_names)
+    model = fitted or make_model(model_name, **params).fit(data)
+    users = list(data.users) if users is None else users
+    rows = []
+    batch = 1024
+    for start in range(0, len(users), batch):
+        chunk = users[start:start + batch]
+        uidx = data.users.get_indexer(pd.Index(chunk))
+        scores = np.asarray(model.score(uidx), dtype=np.float64)
+        if level == "item":
+            r, c = data.purchased[uidx].nonzero()
+            scores[r, c] = -np.inf
+        kk = min(k, scores.shape[1])
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        for row, u in enumerate(chunk):
+            cand = part[row][np.argsort(-scores[row, part[row]], kind="stable")]
+            rank = 0
+            for i in cand:
+                if not np.isfinite(scores[row, i]):
+                    continue
+                rank += 1
+                rows.append((u, level, rank, data.items[i], data.name(i), float(scores[row, i]), model_name,
+                             model_version, model.explain(data, int(uidx[row]), int(i))))
+    return pd.DataFrame(rows, columns=cols), FittedRecommender(model, data, k)
+
+
+def related_items(
+    interactions: pd.DataFrame, *, n: int = 10, item_names: dict | None = None,
+    product_embeddings: pd.DataFrame | None = None, products: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Item → related items: co-occurrence (item-kNN) first; items without co-occurrence neighbours (cold
+    start) get content neighbours from product embeddings when present, else popular items of the same
+    category."""
+    cols = ["product_id", "rank", "related_product_id", "score", "method", "explanation"]
+    names = item_names or {}
+    rows = []
+    covered = set()
+    if not interactions.empty:
+        data = build_data(interactions, "product_id", item_names=names)
+        knn = make_model("item_knn", neighbours=max(n, 20)).fit(data)
+        sim = knn.sim.tocsr()
+        for i in range(data.n_items):
+            s, e = sim.indptr[i], sim.indptr[i + 1]
+            if e == s:
+                continue
+            d, c = sim.data[s:e], sim.indices[s:e]
+            order = np.argsort(-d, kind="stable")[:n]
+            item = data.items[i]
+            covered.add(item)
+            for rank, o in enumerate(order, 1):
+                rows.append((item, rank, data.items[c[o]], float(d[o]), "co_occurrence",
+                             f"customers who bought {names.get(item, item)} also bought this"))
+    if product_embeddings is not None and len(product_embeddings):
+        emb = product_embeddings.dropna(subset=["embedding"])
+        emb = emb[~emb["product_id"].astype(str).isin(covered)] if len(emb) else emb
+        all_emb = product_embeddings.dropna(subset=["embedding"])
+        if len(emb) and len(all_emb) > 1:
+            mat = np.vstack(all_emb["embedding"].map(lambda v: np.asarray(v, dtype=np.float32)).to_numpy())
+            mat /= np.maximum(np.linalg.norm(mat, axis=1, keepdims=True), 1e-9)
+            ids = all_emb["product_id"].astype(str).to_numpy()
+            pos = {p: j for j, p in enumerate(ids)}
+            for start in range(0, len(emb), 1024):
+                chunk = emb["product_id"].astype(str).to_numpy()[start:start + 1024]
+                q = mat[[pos[p] for p in chunk]]
+                sims = q @ mat.T
+                for row, p in enumerate(chunk):
+                    sims[row, pos[p]] = -np.inf
+                    top = np.argpartition(-sims[row], min(n, len(ids) - 1) - 1)[:n]
+                    top = top[np.argsort(-sims[row, top])]
+                    for rank, j in enumerate(top, 1):
+                        rows.append((p, rank, ids[j], float(sims[row, j]), "content_embedding",
+                                     f"similar to {names.get(p, p)} (product content)"))
+                    covered.add(p)
+    elif products is not None and len(products) and not interactions.empty:
+        pop = interactions.groupby("product_id")["customer_id"].nunique()
+        prods = products[["product_id", "category"]].astype(str)
+        prods = prods.assign(pop=prods["product_id"].map(pop).fillna(0))
+        top_by_cat = {c: g.sort_values("pop", ascending=False).head(n + 1)
+                      for c, g in prods[prods["pop"] > 0].groupby("category")}
+        for p, c in prods[["product_id", "category"]].itertuples(index=False):
+            if p in covered or c not in top_by_cat:
+                continue
+            cand = top_by_cat[c][top_by_cat[c]["product_id"] != p].head(n)
+            for rank, (q, sc) in enumerate(zip(cand["product_id"], cand["pop"]), 1):
+                rows.append((p, rank, q, float(sc), "category_popularity",
+                             f"popular in the same category ({c})"))
+    return pd.DataFrame(rows, columns=cols)
