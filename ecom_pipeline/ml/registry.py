@@ -259,13 +259,11 @@ def promotion_gate_check(asset_key, name: str, *, check_name: str = "promotion_g
     """
     import dagster as dg
 
-    from ecom_pipeline.resources.tracking import MLflowResource
-
-    @dg.asset_check(asset=asset_key, name=check_name, blocking=True,
+    @dg.asset_check(asset=asset_key, name=check_name, blocking=True, required_resource_keys={"mlflow"},
                     description=f"promotion gate for {name}: a champion with a recorded score exists "
                     "(ERROR, blocks downstream) and beats its baseline (WARN)")
-    def _gate(mlflow: MLflowResource) -> dg.AssetCheckResult:
-        client = mlflow.client()
+    def _gate(context):  # unannotated: this module uses postponed annotations
+        client = context.resources.mlflow.client()
         rows = {r["model"]: r for r in registry_summary(client)}
         row = rows.get(name)
         passed, severity, description = gate_verdict(row, name)
