@@ -32,7 +32,11 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ecom_pipeline.automation.executors import executor_from_env
+
 STAGE_TAG = "ecom/stage"
+# None (the code location's multiprocess executor) unless ECOM_EXECUTOR=celery|k8s
+EXECUTOR = executor_from_env()
 
 
 def _groups_or_stage(*groups: str, stage: str) -> dg.AssetSelection:
@@ -40,13 +44,15 @@ def _groups_or_stage(*groups: str, stage: str) -> dg.AssetSelection:
 
 
 ingest_job = dg.define_asset_job(
-    "ingest",
+    executor_def=EXECUTOR,
+    name="ingest",
     selection=dg.AssetSelection.groups("raw", "staging"),
     description="Load the configured source into raw and build the validated, pseudonymised staging tables.",
 )
 
 features_job = dg.define_asset_job(
-    "features",
+    executor_def=EXECUTOR,
+    name="features",
     selection=_groups_or_stage("features", stage="features"),
     description="Recompute the feature tables (embeddings, sentiment, topics, time series, spatial features, "
     "interactions) from the current staging tables.",
@@ -54,14 +60,16 @@ features_job = dg.define_asset_job(
 )
 
 daily_refresh_job = dg.define_asset_job(
-    "daily_refresh",
+    executor_def=EXECUTOR,
+    name="daily_refresh",
     selection=dg.AssetSelection.groups("raw", "staging") | _groups_or_stage("features", stage="features"),
     description="Daily: reload raw + staging from the source, then refresh the features.",
     tags={STAGE_TAG: "daily_refresh"},
 )
 
 training_job = dg.define_asset_job(
-    "training",
+    executor_def=EXECUTOR,
+    name="training",
     selection=_groups_or_stage("models", stage="training"),
     description="Train every model, evaluate it against its baseline, register it in MLflow and promote it "
     "to `champion` only when it beats the current champion by the configured margin.",
@@ -69,7 +77,8 @@ training_job = dg.define_asset_job(
 )
 
 scoring_job = dg.define_asset_job(
-    "scoring",
+    executor_def=EXECUTOR,
+    name="scoring",
     selection=_groups_or_stage("serving", "reports", stage="scoring"),
     description="Score with the current champions (forecasts, anomalies, recommendations, profiles) and "
     "rebuild the reports, including the model registry report.",
@@ -77,7 +86,8 @@ scoring_job = dg.define_asset_job(
 )
 
 full_pipeline_job = dg.define_asset_job(
-    "full_pipeline",
+    executor_def=EXECUTOR,
+    name="full_pipeline",
     # the inbox is partitioned by delivery day and is driven by its sensor / backfills, not by the demo
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups("inbox"),
     description="Materialise every (unpartitioned) asset: what `make demo` runs.",
