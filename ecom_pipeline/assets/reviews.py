@@ -1,0 +1,297 @@
+"""Review intelligence group: sentiment model (trained, evaluated, registered), per-review sentiment,
+spatio-temporal satisfaction aggregates, complaint topics/intents and their trends.
+
+Thin assets over :mod:`ecom_pipeline.ml.text`.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+
+GROUP = "reviews"
+REVIEW_EMB = "features.review_text_embeddings"
+SENTIMENT_TABLE = "features.review_sentiment"
+TOPICS_TABLE = "features.review_topics"
+MODEL_NAME = "ecom.sentiment.{setting}"
+BASELINE_NAME = "ecom.sentiment_baseline.{setting}"
+
+
+class SentimentConfig(dg.Config):
+    test_fraction: float = 0.2
+    head_C: float = 2.0
+    baseline_C: float = 4.0
+    settings: list[str] = ["3class", "binary"]
+    # CUDA path only: full fine-tuning of the text encoder
+    finetune_epochs: int = 2
+    finetune_lr: float = 3e-5
+    finetune_batch_size: int = 32
+    text_encoder: str = "multilingual-e5-small"
+    max_length: int = 128
+    min_reviews: int = 30  # fewer labelled reviews with text than this: skip training with a message
+
+
+def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.ndarray, str]:
+    """Reviews with text joined to their embeddings (row-aligned), and the embedding model."""
+    from ecom_pipeline.ml.encoders.store import read_vectors, table_exists
+    from ecom_pipeline.ml.text.reviews import review_documents
+
+    with warehouse.connect(read_only=True) as con:
+        if not table_exists(con, "staging.reviews") or not table_exists(con, REVIEW_EMB):
+            return pd.DataFrame(), np.zeros((0, 0), np.float32), ""
+        reviews = con.execute("SELECT review_id, order_id, customer_id, product_id, score, title, text, created_at "
+                              "FROM staging.reviews").fetchdf()
+        keys, mat = read_vectors(con, REVIEW_EMB, "review_id")
+        model = con.execute(f"SELECT any_value(model) FROM {REVIEW_EMB}").fetchall()[0][0] or ""
+    docs = review_documents(reviews)
+    index = {k: i for i, k in enumerate(keys)}
+    docs = docs[docs["review_id"].map(lambda k: k in index)].reset_index(drop=True)
+    emb = mat[[index[k] for k in docs["review_id"]]] if len(docs) else np.zeros((0, mat.shape[1] if mat.size else 0),
+                                                                               np.float32)
+    return docs, emb, model
+
+
+@dg.asset(
+    key=dg.AssetKey(["models", "sentiment_model"]), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    deps=[dg.AssetKey(["features", "review_text_embeddings"]), dg.AssetKey(["staging", "reviews"])],
+    kinds={"scikitlearn", "pytorch", "mlflow"},
+    description="Review sentiment (3-class and binary) on a time-based split: TF-IDF + logistic regression "
+    "baseline vs a classifier head on frozen text embeddings (CPU) or full fine-tuning (CUDA). Metrics to "
+    "MLflow and ml.model_metrics; models registered (`ecom.sentiment.<setting>`, champion alias).",
+)
+def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, warehouse: WarehouseResource,
+                    mlflow: MLflowResource, compute: ComputeResource, source: SourceResource):
+    import mlflow as mlf
+
+    from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.ml.text.sentiment import fit_and_evaluate, finetune_encoder, predict_finetuned
+    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+
+    docs, emb, emb_model = _labelled_reviews(warehouse)
+    device = compute.torch_device()
+    training_path = "full_finetune" if device.startswith("cuda") else "frozen_embeddings_head"
+    if len(docs) < config.min_reviews:
+        msg = f"only {len(docs)} reviews with text and embeddings (< {config.min_reviews}): sentiment not trained"
+        context.log.warning(msg)
+        return dg.MaterializeResult(metadata={"message": msg, "device": device, "training_path": "skipped"})
+    src = source.build()
+    dataset = getattr(src, "name", source.kind)
+    summary, records = {}, []
+    for setting in config.settings:
+        t0 = time.monotonic()
+        try:
+            res = fit_and_evaluate(docs, emb, setting, test_fraction=config.test_fraction, head_C=config.head_C,
+                                   baseline_C=config.baseline_C)
+        except ValueError as exc:
+            context.log.warning(str(exc))
+            summary[setting] = {"message": str(exc)}
+            continue
+        model_metrics, path = res.model_metrics, res.training_path
+        with mlflow.start_run(f"sentiment_{setting}", tags={"task": "sentiment", "setting": setting,
+                                                           "training_path": training_path}) as run:
+            mlf.log_params({"setting": setting, "embedding_model": emb_model, "head_C": config.head_C,
+                            "baseline_C": config.baseline_C, "n_train": res.n_train, "n_test": res.n_test,
+                            "cutoff": res.cutoff, "device": device, "dataset": dataset})
+            if device.startswith("cuda"):
+                from ecom_pipeline.ml.encoders import load_text_encoder
+                from ecom_pipeline.ml.text.sentiment import classification_metrics, sentiment_labels
+                from ecom_pipeline.ml.splits import temporal_split
+
+                enc = load_text_encoder(config.text_encoder, models_dir=Path(source.data_root) / "models",
+                                        device=device, max_length=config.max_length)
+                y = sentiment_labels(docs["score"], setting)
+                lab = docs[y >= 0].assign(_y=y[y >= 0])
+                sp = temporal_split(lab, "created_at", cutoff=res.cutoff)
+                ft = finetune_encoder(enc, sp.train["doc"].tolist(), sp.train["_y"].to_numpy(), len(res.classes),
+                                      epochs=config.finetune_epochs, lr=config.finetune_lr,
+                                      batch_size=config.finetune_batch_size)
+                probs = predict_finetuned(ft, enc, sp.test["doc"].tolist())
+                model_metrics, path = classification_metrics(sp.test["_y"], probs.argmax(1), res.classes), "full_finetune"
+                log_and_register(Candidate(f"ecom.sentiment_finetuned.{setting}", "pytorch", ft.cpu(), None,
+                                           "macro_f1", model_metrics["macro_f1"]))
+            mlf.log_metrics({f"model_{k}": v for k, v in model_metrics.items()})
+            mlf.log_metrics({f"baseline_{k}": v for k, v in res.baseline_metrics.items()})
+            mlf.log_metrics({f"majority_{k}": v for k, v in res.majority_metrics.items()})
+            mlf.log_dict({"classes": list(res.classes), "embedding_model": emb_model}, "classes.json")
+            head_out = log_and_register(Candidate(MODEL_NAME.format(setting=setting), "sklearn", res.model,
+                                                  emb[:2], "macro_f1", res.model_metrics["macro_f1"]))
+            base_out = log_and_register(Candidate(BASELINE_NAME.format(setting=setting), "sklearn", res.baseline,
+                                                  docs["doc"].iloc[:2].tolist(),
+                                                  "macro_f1", res.baseline_metrics["macro_f1"]))
+            run_id = run.info.run_id
+        for metric, value in model_metrics.items():
+            records.append(MetricRecord(f"sentiment_{path}", f"sentiment_{setting}", dataset, "temporal_test",
+                                        metric, value, "tfidf_logreg", res.baseline_metrics.get(metric), run_id))
+        for metric in ("accuracy", "macro_f1"):
+            records.append(MetricRecord("tfidf_logreg", f"sentiment_{setting}", dataset, "temporal_test", metric,
+                                        res.baseline_metrics[metric], "majority_class",
+                                        res.majority_metrics[metric], run_id))
+        wins = model_metrics["macro_f1"] > res.baseline_metrics["macro_f1"]
+        summary[setting] = {"model": {k: round(v, 4) for k, v in model_metrics.items()},
+                            "baseline_tfidf": {k: round(v, 4) for k, v in res.baseline_metrics.items()},
+                            "majority": {k: round(v, 4) for k, v in res.majority_metrics.items()},
+                            "model_beats_baseline_macro_f1": bool(wins), "n_train": res.n_train,
+                            "n_test": res.n_test, "cutoff": res.cutoff, "mlflow_run_id": run_id,
+                            "registered": f"{head_out.name} v{head_out.version} (promoted={head_out.promoted})",
+                            "baseline_registered": f"{base_out.name} v{base_out.version}",
+                            "seconds": round(time.monotonic() - t0, 1)}
+        context.log.info(f"sentiment {setting}: model macro_f1 {model_metrics['macro_f1']:.3f} vs TF-IDF "
+                         f"{res.baseline_metrics['macro_f1']:.3f} ({'wins' if wins else 'LOSES'})")
+    with warehouse.connect() as con:
+        record_model_metrics(con, records)
+    return dg.MaterializeResult(metadata={
+        "device": device, "training_path": training_path, "embedding_model": emb_model, "dataset": dataset,
+        "results": dg.MetadataValue.json(summary),
+    })
+
+
+@dg.asset(
+    key=dg.AssetKey(["features", "review_sentiment"]), group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    deps=[dg.AssetKey(["models", "sentiment_model"]), dg.AssetKey(["features", "review_text_embeddings"])],
+    description="Per review: class probabilities (negative/neutral/positive) from the champion "
+    "`ecom.sentiment.3class` model, the predicted label and the model version.",
+)
+def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MLflowResource):
+    from ecom_pipeline.ml.registry import CHAMPION, load_champion
+    from ecom_pipeline.ml.text.sentiment import SETTINGS
+
+    docs, emb, emb_model = _labelled_reviews(warehouse)
+    name = MODEL_NAME.format(setting="3class")
+    out = pd.DataFrame(columns=["review_id", "product_id", "p_negative", "p_neutral", "p_positive", "label",
+                                "model", "model_version"])
+    message = "ok"
+    if len(docs):
+        client = mlflow.client()
+        try:
+            head = load_champion(name, "sklearn")
+            version = client.get_model_version_by_alias(name, CHAMPION).version
+        except (LookupError, Exception) as exc:  # no registered model yet (e.g. too few reviews)
+            head, message = None, f"no champion for {name}: {exc}"
+        if head is not None and getattr(head, "n_features_in_", emb.shape[1]) == emb.shape[1]:
+            probs = head.predict_proba(emb)
+            classes = SETTINGS["3class"]
+            out = pd.DataFrame({"review_id": docs["review_id"], "product_id": docs["product_id"]})
+            for j, c in enumerate(classes):
+                out[f"p_{c}"] = probs[:, list(head.classes_).index(j)] if j in head.classes_ else 0.0
+            out["label"] = [classes[i] for i in np.argmax(out[[f"p_{c}" for c in classes]].to_numpy(), axis=1)]
+            out["model"] = name
+            out["model_version"] = f"v{version} on {emb_model}"
+        elif head is not None:
+            message = "champion was trained on a different embedding model: re-run sentiment_model"
+    else:
+        message = "no reviews with text and embeddings"
+    if message != "ok":
+        context.log.warning(message)
+    with warehouse.connect() as con:
+        con.execute(f"DROP TABLE IF EXISTS {SENTIMENT_TABLE}")
+        con.register("_s", out)
+        con.execute(f"""CREATE TABLE {SENTIMENT_TABLE} AS SELECT review_id::VARCHAR review_id,
+                        product_id::VARCHAR product_id, p_negative::DOUBLE p_negative, p_neutral::DOUBLE p_neutral,
+                        p_positive::DOUBLE p_positive, label::VARCHAR label, model::VARCHAR model,
+                        model_version::VARCHAR model_version FROM _s""")
+        con.unregister("_s")
+    return dg.MaterializeResult(metadata={"dagster/row_count": len(out), "message": message,
+                                          "labels": out["label"].value_counts().to_dict() if len(out) else {}})
+
+
+AGGREGATES = {
+    "product": ("product_id",),
+    "seller": ("seller_id",),
+    "category": ("category",),
+    "state_month": ("state", "month"),
+}
+
+
+@dg.asset(
+    key=dg.AssetKey(["reports", "sentiment_aggregates"]), group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    deps=[dg.AssetKey(["features", "review_sentiment"]), dg.AssetKey(["staging", "order_items"]),
+          dg.AssetKey(["staging", "products"]), dg.AssetKey(["staging", "customers"])],
+    description="Satisfaction per product, seller, category and customer state × month: reviews, mean "
+    "score, share predicted negative, mean P(positive). Tables reports.sentiment_by_<level>.",
+)
+def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+    from ecom_pipeline.ml.encoders.store import table_exists
+    from ecom_pipeline.ml.text.aggregates import sentiment_aggregate_sql
+
+    counts = {}
+    with warehouse.connect() as con:
+        have = {t: table_exists(con, t) for t in ("staging.reviews", SENTIMENT_TABLE, "staging.order_items",
+                                                  "staging.products", "staging.customers")}
+        for level, keys in AGGREGATES.items():
+            table = f"reports.sentiment_by_{level}"
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+            con.execute(f"CREATE TABLE {table} AS {sentiment_aggregate_sql(level, have)}")
+            counts[level] = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    if not counts.get("product"):
+        context.log.warning("no review sentiment to aggregate")
+    return dg.MaterializeResult(metadata={f"rows_{k}": int(v) for k, v in counts.items()})
+
+
+class TopicConfig(dg.Config):
+    n_clusters: int = 8
+    max_score: int = 3  # negative (1-2) and neutral (3) reviews
+    top_terms: int = 5
+    text_encoder: str = "multilingual-e5-small"  # must match the review embeddings (intent descriptions)
+    seed: int = 0
+
+
+@dg.asset(
+    key=dg.AssetKey(["features", "review_topics"]), group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    deps=[dg.AssetKey(["features", "review_text_embeddings"]), dg.AssetKey(["staging", "reviews"]),
+          dg.AssetKey(["staging", "customers"])],
+    description="Complaint topics: k-means clusters of negative/neutral review embeddings labelled with "
+    "c-TF-IDF terms and mapped to a customer-service intent (late delivery, not received, wrong or damaged "
+    "item, quality, seller service, other) by similarity to intent descriptions; plus "
+    "`reports.intent_trend` (intent × month × state).",
+)
+def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, warehouse: WarehouseResource,
+                  compute: ComputeResource, source: SourceResource):
+    from ecom_pipeline.ml.encoders import load_text_encoder
+    from ecom_pipeline.ml.encoders.store import table_exists
+    from ecom_pipeline.ml.text.topics import intent_matrix, topic_table
+
+    docs, emb, emb_model = _labelled_reviews(warehouse)
+    sel = (docs["score"].astype(float) <= config.max_score).to_numpy() if len(docs) else np.zeros(0, bool)
+    docs, emb = docs[sel].reset_index(drop=True), emb[sel]
+    names, ivecs = [], np.zeros((0, 0), np.float32)
+    if len(docs):
+        enc_name = emb_model.removesuffix("+int8") or config.text_encoder
+        enc = load_text_encoder(enc_name, models_dir=Path(source.data_root) / "models", device="cpu",
+                                quantize=emb_model.endswith("+int8"))
+        names, ivecs = intent_matrix(enc)
+    per, topics = topic_table(docs["review_id"].tolist(), docs["doc"].tolist(), emb, names, ivecs,
+                              n_clusters=config.n_clusters, top_n=config.top_terms, seed=config.seed)
+    per["model"] = emb_model
+    with warehouse.connect() as con:
+        con.execute(f"DROP TABLE IF EXISTS {TOPICS_TABLE}")
+        con.register("_t", per)
+        con.execute(f"""CREATE TABLE {TOPICS_TABLE} AS SELECT review_id::VARCHAR review_id, topic::INTEGER topic,
+                        topic_label::VARCHAR topic_label, topic_intent::VARCHAR topic_intent,
+                        review_intent::VARCHAR review_intent, intent_similarity::DOUBLE intent_similarity,
+                        model::VARCHAR model FROM _t""")
+        con.unregister("_t")
+        state = ("LEFT JOIN staging.customers c ON c.customer_id = r.customer_id"
+                 if table_exists(con, "staging.customers") else "")
+        con.execute("DROP TABLE IF EXISTS reports.intent_trend")
+        con.execute(f"""CREATE TABLE reports.intent_trend AS
+            SELECT t.topic_intent AS intent, date_trunc('month', r.created_at)::DATE AS month,
+                   {"c.state" if state else "NULL::VARCHAR"} AS state, count(*)::BIGINT AS reviews
+            FROM {TOPICS_TABLE} t JOIN staging.reviews r ON r.review_id = t.review_id {state}
+            GROUP BY 1, 2, 3 ORDER BY 2, 1, 3""")
+    if per.empty:
+        context.log.warning("no negative/neutral reviews with embeddings: review_topics is empty")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(per), "topics": dg.MetadataValue.md(topics.to_markdown(index=False)
+                                                                     if len(topics) else "none"),
+        "intents": per["topic_intent"].value_counts().to_dict() if len(per) else {},
+    })
+
+
+def build(settings=None) -> dg.Definitions:
+    return dg.Definitions(assets=[sentiment_model, review_sentiment, sentiment_aggregates, review_topics])

@@ -1,0 +1,177 @@
+"""Review sentiment: labels from scores, a TF-IDF + logistic-regression baseline, a classifier head on
+frozen sentence embeddings (CPU path) and full fine-tuning of the encoder (CUDA path), and their metrics.
+
+Labels: 3-class (1–2 negative, 3 neutral, 4–5 positive) and binary (negative vs positive, 3s dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+SETTINGS = {
+    "3class": ("negative", "neutral", "positive"),
+    "binary": ("negative", "positive"),
+}
+
+
+def sentiment_labels(scores: pd.Series | np.ndarray, setting: str = "3class") -> np.ndarray:
+    """Integer class per review score, indexing ``SETTINGS[setting]``; -1 for rows outside the setting."""
+    s = np.asarray(scores, dtype=float)
+    if setting == "3class":
+        return np.select([s <= 2, s == 3, s >= 4], [0, 1, 2], default=-1).astype(int)
+    if setting == "binary":
+        return np.select([s <= 2, s >= 4], [0, 1], default=-1).astype(int)
+    raise ValueError(f"unknown sentiment setting {setting!r}; expected one of {sorted(SETTINGS)}")
+
+
+def classification_metrics(y_true, y_pred, classes: tuple[str, ...]) -> dict[str, float]:
+    """accuracy, macro_f1 and f1_<class> (conventional names)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    labels = list(range(len(classes)))
+    per = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    out = {"accuracy": float(accuracy_score(y_true, y_pred)),
+           "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))}
+    out.update({f"f1_{c}": float(v) for c, v in zip(classes, per)})
+    return out
+
+
+def tfidf_baseline(C: float = 4.0, max_features: int = 50_000):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=max_features, sublinear_tf=True,
+                        strip_accents=None, lowercase=True),
+        LogisticRegression(C=C, max_iter=2000, class_weight="balanced"),
+    )
+
+
+def embedding_head(C: float = 2.0):
+    """Classifier head on frozen, unit-norm sentence embeddings (multinomial logistic regression)."""
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=3000, class_weight="balanced")
+
+
+def majority_baseline(y_train) -> int:
+    vals, counts = np.unique(np.asarray(y_train), return_counts=True)
+    return int(vals[np.argmax(counts)])
+
+
+@dataclass
+class SentimentResult:
+    setting: str
+    classes: tuple[str, ...]
+    n_train: int
+    n_test: int
+    cutoff: str
+    model_metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    majority_metrics: dict[str, float]
+    model: object
+    baseline: object
+    training_path: str
+
+
+def fit_and_evaluate(
+    frame: pd.DataFrame, embeddings: np.ndarray, setting: str, *, time_col: str = "created_at",
+    test_fraction: float = 0.2, head_C: float = 2.0, baseline_C: float = 4.0, cutoff=None,
+) -> SentimentResult:
+    """Time-based split (``ml.splits.temporal_split``), TF-IDF baseline vs embedding head, on one setting.
+
+    ``frame`` has ``doc``, ``score`` and ``time_col``; ``embeddings`` is row-aligned with ``frame``.
+    """
+    from ecom_pipeline.ml.splits import temporal_split
+
+    classes = SETTINGS[setting]
+    y_all = sentiment_labels(frame["score"], setting)
+    keep = y_all >= 0
+    f = frame.loc[keep].reset_index(drop=True).assign(_row=np.flatnonzero(keep), _y=y_all[keep])
+    split = temporal_split(f, time_col, test_fraction=test_fraction, cutoff=cutoff)
+    tr, te = split.train, split.test
+    if len(tr) == 0 or len(te) == 0 or tr["_y"].nunique() < 2:
+        raise ValueError(f"{setting}: not enough labelled reviews on both sides of the time split "
+                         f"(train {len(tr)}, test {len(te)})")
+    base = tfidf_baseline(baseline_C).fit(tr["doc"], tr["_y"])
+    head = embedding_head(head_C).fit(embeddings[tr["_row"]], tr["_y"])
+    maj = majority_baseline(tr["_y"])
+    y_te = te["_y"].to_numpy()
+    return SentimentResult(
+        setting, classes, len(tr), len(te), str(split.cutoff),
+        classification_metrics(y_te, head.predict(embeddings[te["_row"]]), classes),
+        classification_metrics(y_te, base.predict(te["doc"]), classes),
+        classification_metrics(y_te, np.full(len(te), maj), classes),
+        head, base, "frozen_embeddings_head",
+    )
+
+
+def finetune_encoder(
+    encoder, texts: list[str], y: np.ndarray, n_classes: int, *, epochs: int = 2, lr: float = 3e-5,
+    batch_size: int = 32, progress: Callable[[int, int], None] | None = None, seed: int = 0,
+):
+    """Full fine-tuning (CUDA path): encoder + linear head on mean-pooled states, cross-entropy, AdamW.
+
+    Returns a ``torch.nn.Module`` mapping tokenised batches to logits; ``encoder`` is a
+    :class:`~ecom_pipeline.ml.encoders.text.TextEncoder` (its model is trained in place on a copy).
+    """
+    import copy
+
+    import torch
+
+    from ecom_pipeline.ml.encoders.pooling import mean_pool
+
+    torch.manual_seed(seed)
+    device = encoder.device
+
+    class Classifier(torch.nn.Module):
+        def __init__(self, backbone, dim: int, k: int):
+            super().__init__()
+            self.backbone = backbone
+            self.head = torch.nn.Linear(dim, k)
+
+        def forward(self, input_ids, attention_mask):
+            h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.head(mean_pool(h, attention_mask))
+
+    model = Classifier(copy.deepcopy(encoder.model), encoder.dim, n_classes).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / n_classes, dtype=torch.float32, device=device)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+    prefixed = encoder.prefixed(texts, "passage")
+    n = len(prefixed)
+    steps, total = 0, epochs * ((n + batch_size - 1) // batch_size)
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        perm = rng.permutation(n)
+        for s in range(0, n, batch_size):
+            idx = perm[s:s + batch_size]
+            batch = encoder.tokenize([prefixed[i] for i in idx])
+            logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            loss = loss_fn(logits, torch.as_tensor(y[idx], device=device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += 1
+            if progress:
+                progress(steps, total)
+    return model.eval()
+
+
+def predict_finetuned(model, encoder, texts: list[str], batch_size: int = 128) -> np.ndarray:
+    import torch
+
+    out = []
+    prefixed = encoder.prefixed(texts, "passage")
+    with torch.inference_mode():
+        for s in range(0, len(prefixed), batch_size):
+            b = encoder.tokenize(prefixed[s:s + batch_size])
+            logits = model(b["input_ids"].to(encoder.device), b["attention_mask"].to(encoder.device))
+            out.append(torch.softmax(logits.float(), -1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))

@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecom_pipeline.assets import embeddings as E
+from ecom_pipeline.assets import reviews as R
+from ecom_pipeline.ml.text.topics import INTENTS
+from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+
+NEG = ["Não recebi o produto", "Chegou quebrado", "Péssimo, demorou demais", "Produto com defeito, horrível",
+       "never arrived, terrible", "o vendedor não responde"]
+NEU = ["Produto ok, nada demais", "Razoável", "mais ou menos, esperava mais", "average product"]
+POS = ["Ótimo produto, recomendo", "Chegou rápido, adorei", "Excelente qualidade", "great, fast delivery",
+       "Muito bom, perfeito"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("reviews")
+    rng = np.random.default_rng(1)
+    n = 150
+    score = rng.choice([1, 2, 3, 4, 5], n, p=[0.25, 0.1, 0.15, 0.2, 0.3])
+    texts = [rng.choice(NEG if s <= 2 else NEU if s == 3 else POS) + f" #{i}" for i, s in enumerate(score)]
+    reviews = pd.DataFrame({
+        "review_id": [f"r{i}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)],
+        "customer_id": [f"c{i % 20}" for i in range(n)], "product_id": [f"p{i % 7}" for i in range(n)],
+        "score": score, "title": None, "text": texts,
+        "created_at": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(n) * 2, "D"),
+    })
+    con = duckdb.connect(str(root / "wh.duckdb"))
+    con.execute("CREATE SCHEMA staging")
+    con.register("r", reviews)
+    con.execute("CREATE TABLE staging.reviews AS SELECT * FROM r")
+    con.execute("CREATE TABLE staging.products AS SELECT 'p' || i product_id, CASE WHEN i % 2 = 0 THEN 'toys' "
+                "ELSE 'garden' END category, 'Produto ' || i title, NULL description, 10.0 price, NULL image_uri, "
+                "NULL attributes FROM range(7) t(i)")
+    con.execute("CREATE TABLE staging.order_items AS SELECT order_id, 1 item_seq, product_id, 's' || (length(order_id) % 3) "
+                "seller_id FROM r")
+    con.execute("CREATE TABLE staging.customers AS SELECT 'c' || i customer_id, CASE WHEN i < 10 THEN 'SP' ELSE 'RJ' END "
+                "state FROM range(20) t(i)")
+    con.close()
+    return root
+
+
+def test_review_group_end_to_end(root):
+    db = root / "wh.duckdb"
+    res = {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
+           "source": SourceResource(data_root=str(root)),
+           "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db")}
+    result = dg.materialize([E.review_text_embeddings, R.sentiment_model, R.review_sentiment,
+                             R.sentiment_aggregates, R.review_topics], resources=res,
+                            run_config={"ops": {"features__review_topics": {"config": {"n_clusters": 4}}}})
+    assert result.success
+    meta = result.asset_materializations_for_node("models__sentiment_model")[-1].metadata
+    assert meta["training_path"].value == "frozen_embeddings_head" and meta["device"].value == "cpu"
+    con = duckdb.connect(str(db), read_only=True)
+    mm = con.execute("SELECT model, task, metric, value, baseline, baseline_value FROM ml.model_metrics").fetchdf()
+    assert {"sentiment_3class", "sentiment_binary"} <= set(mm["task"])
+    head = mm[(mm["model"] == "sentiment_frozen_embeddings_head") & (mm["metric"] == "macro_f1")]
+    assert len(head) == 2 and (head["baseline"] == "tfidf_logreg").all() and head["value"].min() > 0.5
+    sent = con.execute("SELECT * FROM features.review_sentiment").fetchdf()
+    assert len(sent) == 150
+    assert np.allclose(sent[["p_negative", "p_neutral", "p_positive"]].sum(axis=1), 1, atol=1e-6)
+    assert sent["model_version"].str.startswith("v1").all()
+    for level in ("product", "seller", "category", "state_month"):
+        assert con.execute(f"SELECT sum(reviews) FROM reports.sentiment_by_{level}").fetchall()[0][0] == 150
+    topics = con.execute("SELECT * FROM features.review_topics").fetchdf()
+    n_negneu = con.execute("SELECT count(*) FROM staging.reviews WHERE score <= 3").fetchall()[0][0]
+    assert len(topics) == n_negneu and topics["topic"].nunique() == 4
+    assert set(topics["topic_intent"]) <= set(INTENTS)
+    trend = con.execute("SELECT sum(reviews), count(DISTINCT state) FROM reports.intent_trend").fetchall()[0]
+    con.close()
+    assert trend == (n_negneu, 2)
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("ecom.sentiment.3class", "champion").version) == "1"
