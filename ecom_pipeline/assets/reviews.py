@@ -263,7 +263,7 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
     if len(docs):
         enc_name = emb_model.removesuffix("+int8") or config.text_encoder
         enc = load_text_encoder(enc_name, models_dir=Path(source.data_root) / "models", device="cpu",
-                                quantize=emb_model.endswith("+int8"))
+                                quantize=emb_model.endswith("+int8"), backend="auto")
         names, ivecs = intent_matrix(enc)
     per, topics = topic_table(docs["review_id"].tolist(), docs["doc"].tolist(), emb, names, ivecs,
                               n_clusters=config.n_clusters, top_n=config.top_terms, seed=config.seed)

