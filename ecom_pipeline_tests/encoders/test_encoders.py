@@ -96,7 +96,7 @@ def test_int8_quantised_encoder_agrees_with_fp32(models_dir, e5):
     assert q.quantized and q.model_id.endswith("+int8")
     a, b = e5.encode(SENTENCES), q.encode(SENTENCES)
     cos = (a * b).sum(axis=1)
-    assert cos.mean() > 0.95, cos
+    assert cos.mean() > 0.98 and cos.min() > 0.95, cos
     # neighbourhoods survive quantisation: each sentence's nearest neighbour is itself
     assert (np.argmax(a @ b.T, axis=1) == np.arange(len(SENTENCES))).all()
 
