@@ -220,6 +220,30 @@ def test_timezone_conversion_to_utc(con):
         stage(con, "orders", hints=ParseHints(timezone="Mars/Olympus"))
 
 
+@pytest.mark.parametrize("tz,days", [
+    ("America/Sao_Paulo", ["2018-11-03", "2018-11-04", "2019-02-16", "2019-02-17"]),  # DST at midnight
+    ("America/New_York", ["2024-03-10", "2024-11-03"]),  # gap 02:00-03:00, repeated 01:00-02:00
+    ("Asia/Kathmandu", ["2024-01-01"]),  # +05:45
+    ("Australia/Lord_Howe", ["2024-04-07", "2024-10-06"]),  # 30-minute DST shift: not hour-aligned
+])
+def test_timezone_conversion_matches_icu_across_dst(con, tz, days):
+    """The per-hour offset map gives exactly DuckDB's per-value ICU conversion, transitions included."""
+    stamps = [f"{d} {h:02d}:{m:02d}:17" for d in days for h in range(24) for m in (0, 7, 29, 30, 44, 59)]
+    rows = [order(f"o{i}", purchased=s) for i, s in enumerate(stamps)]
+    res = stage_table_at(con, rows, ParseHints(timezone=tz))
+    assert res.staged_rows == len(stamps)
+    got = [v for (v,) in staged(con, "orders", "purchased_at")]
+    expected = [v for (v,) in con.execute(
+        "SELECT timezone('UTC', timezone(?, strptime(s, '%Y-%m-%d %H:%M:%S'))) FROM unnest(?) WITH ORDINALITY "
+        "AS u(s, i) ORDER BY i", [tz, stamps]).fetchall()]
+    assert got == expected
+
+
+def stage_table_at(con, rows, hints):
+    load(con, "orders", rows)
+    return stage_table(con, "orders", hints=hints, pseudonym_key=KEY, now=datetime(2030, 1, 1))
+
+
 def test_timestamp_formats_with_offsets(con):
     hints = ParseHints(timestamp_formats=("%d/%m/%Y %H:%M", "%Y-%m-%dT%H:%M:%S%z"), timezone="America/Sao_Paulo")
     stage(con, "orders", [order("o1", purchased="01/01/2024 10:00"), order("o2", purchased="2024-01-01T10:00:00+01:00")],
