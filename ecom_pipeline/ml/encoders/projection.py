@@ -11,8 +11,11 @@ import numpy as np
 
 
 def holdout_mask(ids: list[str], test_fraction: float = 0.2) -> np.ndarray:
-    """Deterministic held-out set by a hash of the id (image/title pairs carry no timestamps)."""
-    h = np.array([int(hashlib.sha1(str(i).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for i in ids])
+    """Deterministic held-out set by a salted hash of the id (image/title pairs carry no timestamps).
+
+    Salted: datasets are often sub-sampled by an unsalted hash of the id (product_images was), which would
+    correlate with an unsalted split."""
+    h = np.array([int(hashlib.sha1(f"holdout:{i}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for i in ids])
     return h < test_fraction
 
 
