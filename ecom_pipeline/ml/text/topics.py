@@ -46,8 +46,14 @@ def cluster_embeddings(emb: np.ndarray, n_clusters: int, seed: int = 0) -> tuple
 
 
 def ctfidf_terms(docs: list[str], labels: np.ndarray, top_n: int = 5,
-                 stop_words: list[str] | None = None) -> dict[int, list[str]]:
-    """Most distinctive terms per cluster by class-based TF-IDF."""
+                 stop_words: list[str] | None = None, min_count: int = 2) -> dict[int, list[str]]:
+    """Most distinctive terms per cluster by class-based TF-IDF.
+
+    Each cluster is one document.  Weight = c-TF-IDF (tf within the cluster × log(1 + mean words per
+    cluster / the term's total count), as in BERTopic) × the term's lift in the cluster (its share of the
+    cluster's words over its share of all words), so that words every complaint uses ("produto",
+    "recebi") do not label every cluster.
+    """
     from sklearn.feature_extraction.text import CountVectorizer
 
     frame = pd.DataFrame({"doc": docs, "label": labels})
@@ -56,9 +62,11 @@ def ctfidf_terms(docs: list[str], labels: np.ndarray, top_n: int = 5,
                          min_df=1, token_pattern=r"(?u)\b[^\W\d_]{3,}\b", lowercase=True)
     counts = cv.fit_transform(joined.to_numpy()).toarray().astype(float)
     tf = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    total = counts.sum(axis=0)
     avg_words = counts.sum() / max(len(joined), 1)
-    idf = np.log(1 + avg_words / np.maximum(counts.sum(axis=0), 1))
-    score = tf * idf
+    idf = np.log(1 + avg_words / np.maximum(total, 1))
+    lift = tf / np.maximum(total / max(counts.sum(), 1), 1e-12)
+    score = np.where(counts >= min_count, tf * idf * lift, 0.0)
     vocab = np.array(cv.get_feature_names_out())
     return {int(lbl): vocab[np.argsort(-score[i])[:top_n]].tolist() for i, lbl in enumerate(joined.index)}
 
