@@ -23,8 +23,8 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("models")
+def models_dir(shared_models_dir):
+    return shared_models_dir
 
 
 @pytest.fixture(scope="module")

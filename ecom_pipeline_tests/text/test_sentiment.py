@@ -38,7 +38,7 @@ def test_time_split_is_respected():
 
 @requires_olist
 @pytest.mark.slow
-def test_sentiment_on_real_olist_subset_beats_majority(tmp_path):
+def test_sentiment_on_real_olist_subset_beats_majority(shared_models_dir):
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.text.reviews import review_documents
 
@@ -47,7 +47,7 @@ def test_sentiment_on_real_olist_subset_beats_majority(tmp_path):
                             "review_score": "score", "review_creation_date": "created_at"})
     df["created_at"] = pd.to_datetime(df["created_at"])
     docs = review_documents(df).sort_values("created_at").iloc[::8].reset_index(drop=True)  # ~500 real reviews
-    enc = load_text_encoder("multilingual-e5-small", models_dir=tmp_path / "models", max_length=64)
+    enc = load_text_encoder("multilingual-e5-small", models_dir=shared_models_dir, max_length=64)
     emb = enc.encode(docs["doc"].tolist())
     for setting in ("3class", "binary"):
         r = fit_and_evaluate(docs, emb, setting, test_fraction=0.25)

@@ -38,10 +38,10 @@ def test_ctfidf_labels_toy_clusters():
 
 
 @pytest.fixture(scope="module")
-def e5(tmp_path_factory):
+def e5(shared_models_dir):
     from ecom_pipeline.ml.encoders import load_text_encoder
 
-    return load_text_encoder("multilingual-e5-small", models_dir=tmp_path_factory.mktemp("m"), max_length=128)
+    return load_text_encoder("multilingual-e5-small", models_dir=shared_models_dir, max_length=128)
 
 
 def test_intent_mapping_on_clear_sentences(e5):
