@@ -42,7 +42,7 @@ def _texts(n: int) -> tuple[pd.DataFrame, str]:
         return pd.DataFrame({"doc": df["review_comment_message"].to_numpy(), "score": df["review_score"].to_numpy(),
                              "created_at": pd.to_datetime(df["review_creation_date"]).to_numpy()}), "olist reviews"
     rng = np.random.default_rng(0)
-    words = "produto entrega chegou rápido ótimo péssimo quebrado recomendo qualidade prazo vendedor".split()
+    words = ["produto", "entrega", "chegou", "rápido", "ótimo", "péssimo", "quebrado", "recomendo", "qualidade", "prazo", "vendedor"]
     docs = [" ".join(rng.choice(words, rng.integers(4, 30))) for _ in range(n)]
     return pd.DataFrame({"doc": docs, "score": rng.integers(1, 6, n),
                          "created_at": pd.date_range("2024-01-01", periods=n, freq="h")}), "generated sentences"

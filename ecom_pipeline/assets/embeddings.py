@@ -194,7 +194,10 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
                              warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
     from ecom_pipeline.ml.encoders import load_image_encoder
     from ecom_pipeline.ml.encoders.store import (
-        ensure_embedding_table, pending_rows, text_hash, upsert_embeddings,
+        ensure_embedding_table,
+        pending_rows,
+        text_hash,
+        upsert_embeddings,
     )
 
     products = _read(warehouse, "SELECT product_id, image_uri FROM staging.products WHERE image_uri IS NOT NULL "

@@ -4,7 +4,6 @@ spatio-temporal satisfaction aggregates, complaint topics/intents and their tren
 Thin assets over :mod:`ecom_pipeline.ml.text`.
 """
 
-import json
 import time
 from pathlib import Path
 
@@ -42,14 +41,18 @@ def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.nd
     from ecom_pipeline.ml.encoders.store import read_vectors, table_exists
     from ecom_pipeline.ml.text.reviews import review_documents
 
+    empty = pd.DataFrame(columns=["review_id", "order_id", "customer_id", "product_id", "score", "title", "text",
+                                  "created_at", "doc", "input_hash"])
     with warehouse.connect(read_only=True) as con:
         if not table_exists(con, "staging.reviews") or not table_exists(con, REVIEW_EMB):
-            return pd.DataFrame(), np.zeros((0, 0), np.float32), ""
+            return empty, np.zeros((0, 0), np.float32), ""
         reviews = con.execute("SELECT review_id, order_id, customer_id, product_id, score, title, text, created_at "
                               "FROM staging.reviews").fetchdf()
         keys, mat = read_vectors(con, REVIEW_EMB, "review_id")
         model = con.execute(f"SELECT any_value(model) FROM {REVIEW_EMB}").fetchall()[0][0] or ""
     docs = review_documents(reviews)
+    if docs.empty:
+        return empty, np.zeros((0, mat.shape[1] if mat.size else 0), np.float32), model
     index = {k: i for i, k in enumerate(keys)}
     docs = docs[docs["review_id"].map(lambda k: k in index)].reset_index(drop=True)
     emb = mat[[index[k] for k in docs["review_id"]]] if len(docs) else np.zeros((0, mat.shape[1] if mat.size else 0),
@@ -70,7 +73,7 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
     import mlflow as mlf
 
     from ecom_pipeline.ml.registry import Candidate, log_and_register
-    from ecom_pipeline.ml.text.sentiment import fit_and_evaluate, finetune_encoder, predict_finetuned
+    from ecom_pipeline.ml.text.sentiment import finetune_encoder, fit_and_evaluate, predict_finetuned
     from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
 
     docs, emb, emb_model = _labelled_reviews(warehouse)
@@ -100,8 +103,8 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
                             "cutoff": res.cutoff, "device": device, "dataset": dataset})
             if device.startswith("cuda"):
                 from ecom_pipeline.ml.encoders import load_text_encoder
-                from ecom_pipeline.ml.text.sentiment import classification_metrics, sentiment_labels
                 from ecom_pipeline.ml.splits import temporal_split
+                from ecom_pipeline.ml.text.sentiment import classification_metrics, sentiment_labels
 
                 enc = load_text_encoder(config.text_encoder, models_dir=Path(source.data_root) / "models",
                                         device=device, max_length=config.max_length)
@@ -158,6 +161,8 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
     "`ecom.sentiment.3class` model, the predicted label and the model version.",
 )
 def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MLflowResource):
+    from mlflow.exceptions import MlflowException
+
     from ecom_pipeline.ml.registry import CHAMPION, load_champion
     from ecom_pipeline.ml.text.sentiment import SETTINGS
 
@@ -171,7 +176,7 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         try:
             head = load_champion(name, "sklearn")
             version = client.get_model_version_by_alias(name, CHAMPION).version
-        except (LookupError, Exception) as exc:  # no registered model yet (e.g. too few reviews)
+        except (LookupError, MlflowException) as exc:  # no registered model yet (e.g. too few reviews)
             head, message = None, f"no champion for {name}: {exc}"
         if head is not None and getattr(head, "n_features_in_", emb.shape[1]) == emb.shape[1]:
             probs = head.predict_proba(emb)
@@ -223,7 +228,7 @@ def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: Warehouse
     with warehouse.connect() as con:
         have = {t: table_exists(con, t) for t in ("staging.reviews", SENTIMENT_TABLE, "staging.order_items",
                                                   "staging.products", "staging.customers")}
-        for level, keys in AGGREGATES.items():
+        for level in AGGREGATES:
             table = f"reports.sentiment_by_{level}"
             con.execute(f"DROP TABLE IF EXISTS {table}")
             con.execute(f"CREATE TABLE {table} AS {sentiment_aggregate_sql(level, have)}")

@@ -80,3 +80,25 @@ def test_review_group_end_to_end(root):
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias("ecom.sentiment.3class", "champion").version) == "1"
+
+
+def test_review_group_with_no_reviews(tmp_path):
+    db = tmp_path / "wh.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE SCHEMA staging")
+    con.execute("CREATE TABLE staging.reviews (review_id VARCHAR, order_id VARCHAR, customer_id VARCHAR, "
+                "product_id VARCHAR, score INTEGER, title VARCHAR, text VARCHAR, created_at TIMESTAMP)")
+    con.close()
+    res = {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
+           "source": SourceResource(data_root=str(tmp_path)),
+           "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")}
+    result = dg.materialize([E.review_text_embeddings, R.sentiment_model, R.review_sentiment,
+                             R.sentiment_aggregates, R.review_topics], resources=res)
+    assert result.success
+    meta = result.asset_materializations_for_node("models__sentiment_model")[-1].metadata
+    assert meta["training_path"].value == "skipped" and "only 0 reviews" in meta["message"].value
+    con = duckdb.connect(str(db), read_only=True)
+    for t in ("features.review_sentiment", "features.review_topics", "reports.sentiment_by_state_month",
+              "reports.intent_trend"):
+        assert con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] == 0
+    con.close()

@@ -3,7 +3,11 @@ import pandas as pd
 import pytest
 
 from ecom_pipeline.ml.text.sentiment import (
-    SETTINGS, classification_metrics, fit_and_evaluate, majority_baseline, sentiment_labels,
+    SETTINGS,
+    classification_metrics,
+    fit_and_evaluate,
+    majority_baseline,
+    sentiment_labels,
 )
 from ecom_pipeline_tests.datasets import OLIST_DIR, requires_olist
 

@@ -142,7 +142,7 @@ def read_packed(path: str | Path) -> PackedModel:
 def _state_dict(m: PackedModel):
     import torch
 
-    t = lambda name: torch.from_numpy(np.ascontiguousarray(m.tensors[name]))  # noqa: E731
+    t = lambda name: torch.from_numpy(np.ascontiguousarray(m.tensors[name]))
     sd = {
         "embeddings.word_embeddings.weight": t("emb.word"),
         "embeddings.position_embeddings.weight": t("emb.pos"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -73,7 +73,7 @@ def upsert_embeddings(con, table: str, key: str, frame: pd.DataFrame, embeddings
     f["dim"] = int(embeddings.shape[1])
     f["model"] = model
     f["model_version"] = model_version
-    f["embedded_at"] = datetime.now(timezone.utc).replace(tzinfo=None)
+    f["embedded_at"] = datetime.now(UTC).replace(tzinfo=None)
     cols = [c.strip().split()[0] for c in extra_columns.split(",") if c.strip()]
     f = f[[key] + cols + ["dim", "model", "model_version", "input_hash", "embedded_at"]]
     arrow = to_arrow(f, embeddings)

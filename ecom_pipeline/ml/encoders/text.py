@@ -43,7 +43,7 @@ class TextEncoder:
         return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                               return_tensors="pt")
 
-    def forward(self, batch) -> "object":
+    def forward(self, batch) -> object:
         """Bare forward on an already tokenised batch → pooled, L2-normalised float32 tensor (on CPU)."""
         import torch
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 _EMPTY = {
-    "product": "SELECT NULL::VARCHAR product_id",
-    "seller": "SELECT NULL::VARCHAR seller_id",
-    "category": "SELECT NULL::VARCHAR category",
-    "state_month": "SELECT NULL::VARCHAR state, NULL::DATE month",
+    "product": "SELECT NULL::VARCHAR AS product_id",
+    "seller": "SELECT NULL::VARCHAR AS seller_id",
+    "category": "SELECT NULL::VARCHAR AS category",
+    "state_month": 'SELECT NULL::VARCHAR AS state, NULL::DATE AS "month"',
 }
 _MEASURES = ("count(*)::BIGINT AS reviews, avg(r.score)::DOUBLE AS mean_score, "
              "avg(CASE WHEN s.label = 'negative' THEN 1 ELSE 0 END)::DOUBLE AS share_negative, "
@@ -22,8 +22,9 @@ def sentiment_aggregate_sql(level: str, have: dict[str, bool]) -> str:
         "seller": ["staging.order_items"], "category": ["staging.products"], "state_month": ["staging.customers"],
     }.get(level, [])
     if not all(have.get(t) for t in needed):
-        return f"SELECT * FROM ({_EMPTY[level]}, 0::BIGINT reviews, NULL::DOUBLE mean_score, " \
-               "NULL::DOUBLE share_negative, NULL::DOUBLE mean_p_positive, NULL::DOUBLE mean_p_negative) WHERE false"
+        return (f"SELECT * FROM ({_EMPTY[level]}, 0::BIGINT AS reviews, NULL::DOUBLE AS mean_score, "
+                "NULL::DOUBLE AS share_negative, NULL::DOUBLE AS mean_p_positive, NULL::DOUBLE AS mean_p_negative) "
+                "WHERE false")
     joins = {
         "seller": "JOIN (SELECT order_id, product_id, any_value(seller_id) seller_id FROM staging.order_items "
                   "GROUP BY 1, 2) oi ON oi.order_id = r.order_id AND oi.product_id = r.product_id",

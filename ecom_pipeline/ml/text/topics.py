@@ -26,12 +26,7 @@ INTENTS: dict[str, str] = {
     "other": "comentário geral sem reclamação específica; general comment without a specific complaint",
 }
 
-STOP_WORDS = sorted(set("""
-a ao aos as até com como da das de do dos e é ela ele eles em entre era essa esse esta está estou eu foi
-for há isso já la lo mais mas me mesmo meu minha muito na nas nem no nos não nao o os ou para pela pelo por
-porque pra que se sem ser seu sua são só tem ter um uma uns vcs você voce vou the and of to is it in for
-was my on this that with not i you but have be are at as so me no do q pq ainda
-""".split()))
+STOP_WORDS = sorted(set(["a", "ao", "aos", "as", "até", "com", "como", "da", "das", "de", "do", "dos", "e", "é", "ela", "ele", "eles", "em", "entre", "era", "essa", "esse", "esta", "está", "estou", "eu", "foi", "for", "há", "isso", "já", "la", "lo", "mais", "mas", "me", "mesmo", "meu", "minha", "muito", "na", "nas", "nem", "no", "nos", "não", "nao", "o", "os", "ou", "para", "pela", "pelo", "por", "porque", "pra", "que", "se", "sem", "ser", "seu", "sua", "são", "só", "tem", "ter", "um", "uma", "uns", "vcs", "você", "voce", "vou", "the", "and", "of", "to", "is", "it", "in", "for", "was", "my", "on", "this", "that", "with", "not", "i", "you", "but", "have", "be", "are", "at", "as", "so", "me", "no", "do", "q", "pq", "ainda"]))
 
 
 def cluster_embeddings(emb: np.ndarray, n_clusters: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
