@@ -220,9 +220,10 @@ AGGREGATES = {
     description="Satisfaction per product, seller, category and customer state × month: reviews, mean "
     "score, share predicted negative, mean P(positive). Tables reports.sentiment_by_<level>.",
 )
-def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource):
     from ecom_pipeline.ml.encoders.store import table_exists
     from ecom_pipeline.ml.text.aggregates import sentiment_aggregate_sql
+    from ecom_pipeline.ml.text.plots import plot_share_negative
 
     counts = {}
     with warehouse.connect() as con:
@@ -233,9 +234,15 @@ def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: Warehouse
             con.execute(f"DROP TABLE IF EXISTS {table}")
             con.execute(f"CREATE TABLE {table} AS {sentiment_aggregate_sql(level, have)}")
             counts[level] = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+        by_state_month = con.execute("SELECT * FROM reports.sentiment_by_state_month").fetchdf()
     if not counts.get("product"):
         context.log.warning("no review sentiment to aggregate")
-    return dg.MaterializeResult(metadata={f"rows_{k}": int(v) for k, v in counts.items()})
+    meta = {f"rows_{k}": int(v) for k, v in counts.items()}
+    png = plot_share_negative(by_state_month, Path(source.data_root) / "reports" / "sentiment_by_state_month.png")
+    if png:
+        meta["plot"] = dg.MetadataValue.md(f"![share negative by month]({png.resolve().as_uri()})\n\n`{png}`")
+        meta["plot_path"] = dg.MetadataValue.path(str(png))
+    return dg.MaterializeResult(metadata=meta)
 
 
 class TopicConfig(dg.Config):
@@ -289,9 +296,15 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
                    {"c.state" if state else "NULL::VARCHAR"} AS state, count(*)::BIGINT AS reviews
             FROM {TOPICS_TABLE} t JOIN staging.reviews r ON r.review_id = t.review_id {state}
             GROUP BY 1, 2, 3 ORDER BY 2, 1, 3""")
+        trend = con.execute("SELECT * FROM reports.intent_trend").fetchdf()
     if per.empty:
         context.log.warning("no negative/neutral reviews with embeddings: review_topics is empty")
-    return dg.MaterializeResult(metadata={
+    from ecom_pipeline.ml.text.plots import plot_intent_trend
+
+    png = plot_intent_trend(trend, Path(source.data_root) / "reports" / "intent_trend.png")
+    plot_meta = ({"plot": dg.MetadataValue.md(f"![intent trend]({png.resolve().as_uri()})\n\n`{png}`"),
+                  "plot_path": dg.MetadataValue.path(str(png))} if png else {})
+    return dg.MaterializeResult(metadata=plot_meta | {
         "dagster/row_count": len(per), "topics": dg.MetadataValue.md(topics.to_markdown(index=False)
                                                                      if len(topics) else "none"),
         "intents": per["topic_intent"].value_counts().to_dict() if len(per) else {},

@@ -72,6 +72,8 @@ def test_review_group_end_to_end(root):
     n_negneu = con.execute("SELECT count(*) FROM staging.reviews WHERE score <= 3").fetchall()[0][0]
     assert len(topics) == n_negneu and topics["topic"].nunique() == 4
     assert set(topics["topic_intent"]) <= set(INTENTS)
+    assert (root / "reports" / "sentiment_by_state_month.png").stat().st_size > 1000
+    assert (root / "reports" / "intent_trend.png").stat().st_size > 1000
     trend = con.execute("SELECT sum(reviews), count(DISTINCT state) FROM reports.intent_trend").fetchall()[0]
     con.close()
     assert trend == (n_negneu, 2)
