@@ -1,0 +1,429 @@
+"""Time-series group: daily/weekly series and calendar (features), SARIMA + seasonal naive and the global LSTM
+backtests (models), the 28-day forecasts and the anomalies (serving), with a forecast plot (reports).
+
+Thin assets over :mod:`ecom_pipeline.ml.forecasting`.
+"""
+
+
+import base64
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+
+TASK = "forecast_daily_orders"
+BASELINE = "seasonal_naive"
+FORECAST_METRICS = ("mase", "smape", "rmse", "mae", "coverage")
+
+
+# ---------------------------------------------------------------- helpers shared with spatial.py
+def read_table(con, table: str) -> pd.DataFrame:
+    """A whole warehouse table, or an empty frame when it does not exist (a source without that table)."""
+    schema, name = table.split(".")
+    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema=? AND table_name=?",
+                         [schema, name]).fetchone()[0]
+    return con.execute(f"SELECT * FROM {table}").fetchdf() if exists else pd.DataFrame()
+
+
+def staging_frames(warehouse: WarehouseResource, *tables: str) -> dict[str, pd.DataFrame]:
+    from ecom_pipeline.canonical import TABLES
+
+    with warehouse.connect(read_only=True) as con:
+        out = {}
+        for t in tables:
+            df = read_table(con, f"staging.{t}")
+            out[t] = df if len(df.columns) else pd.DataFrame(columns=TABLES[t].column_names)
+    return out
+
+
+def png_metadata(path: Path, title: str) -> dict:
+    data = path.read_bytes()
+    md = f"**{title}** — `{path}`\n\n"
+    if len(data) < 400_000:
+        md += f"![{title}](data:image/png;base64,{base64.b64encode(data).decode()})"
+    return {"plot": dg.MetadataValue.md(md), "plot_path": dg.MetadataValue.path(str(path))}
+
+
+def dataset_name(source: SourceResource) -> str:
+    return source.kind
+
+
+def metric_records(summary: pd.DataFrame, *, model: str, dataset: str, run_id: str | None, task: str = TASK,
+                   baseline: str = BASELINE):
+    """``ml.model_metrics`` rows for ``model`` beside ``baseline`` per series plus the mean over series."""
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+
+    piv = summary.pivot_table(index=["series_id", "metric"], columns="model", values="value").reset_index()
+    if model not in piv or baseline not in piv:
+        return []
+    piv = piv.dropna(subset=[model, baseline])
+    recs = [MetricRecord(model, task, f"{dataset}:{r.series_id}", "rolling_origin_backtest", r.metric,
+                         float(r[model]), baseline, float(r[baseline]), run_id) for _, r in piv.iterrows()]
+    mean = piv.groupby("metric")[[model, baseline]].mean()
+    recs += [MetricRecord(model, task, f"{dataset}:mean_over_series", "rolling_origin_backtest", m,
+                          float(row[model]), baseline, float(row[baseline]), run_id) for m, row in mean.iterrows()]
+    return recs
+
+
+def _md_table(df: pd.DataFrame, n: int = 20) -> dg.MetadataValue:
+    return dg.MetadataValue.md(df.head(n).to_markdown(index=False) if len(df) else "empty")
+
+
+# ---------------------------------------------------------------- configs
+class SeriesBuildConfig(dg.Config):
+    top_categories: int = 5  # categories crossed with states
+    top_states_in_cross: int = 10  # states in the state x category cross (0 = all)
+
+
+class CalendarConfig(dg.Config):
+    country: str = "BR"  # holidays of the data's country (``holidays`` package, offline)
+    horizon_days: int = 28  # calendar extends this far past the last order day (forecast covariates)
+
+
+class SarimaConfig(dg.Config):
+    value: str = "orders"
+    n_states: int = 5  # per-series models on total + top states + top categories by volume
+    n_categories: int = 5
+    horizon: int = 28
+    folds: int = 3
+    max_train_days: int = 365
+    alpha: float = 0.2  # 80 % prediction intervals
+    workers: int = 2  # process pool, capped at 2
+
+
+class LSTMAssetConfig(dg.Config):
+    value: str = "orders"
+    n_states: int = 5
+    n_categories: int = 5
+    horizon: int = 28
+    folds: int = 3
+    window: int = 56
+    hidden: int = 32
+    epochs: int = 8
+    cpu_epochs: int = 8  # used instead of ``epochs`` when no GPU
+    max_samples: int = 3000
+    gpu_max_samples: int = 50000
+    seed: int = 0
+
+
+class AnomalyConfig(dg.Config):
+    value: str = "orders"
+    threshold: float = 3.5
+    min_mean_per_day: float = 1.0  # sparser series are not scored (counts of 0/1 are not anomalies)
+    levels: list[str] = ["total", "state", "category"]
+
+
+def _selected(daily: pd.DataFrame, n_states: int, n_categories: int, value: str):
+    from ecom_pipeline.ml.forecasting.series import top_series
+
+    return top_series(daily, n_states=n_states, n_categories=n_categories, metric=value)
+
+
+def _panel(daily: pd.DataFrame, series_ids: list[str], value: str):
+    sub = daily[daily["series_id"].isin(series_ids)]
+    wide = sub.pivot(index="date", columns="series_id", values=value).sort_index()
+    wide = wide[[s for s in series_ids if s in wide.columns]]
+    return wide.index, wide.to_numpy(dtype=float).T, list(wide.columns)
+
+
+# ---------------------------------------------------------------- assets
+@dg.asset(key=["features", "daily_series"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+          deps=[dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "products", "customers")],
+          description="Daily orders, revenue and distinct customers: total, per state, per category and per "
+          "(state, top category). Every day between the first and last order day is present (0 = no orders).")
+def daily_series(context: dg.AssetExecutionContext, config: SeriesBuildConfig,
+                 warehouse: WarehouseResource) -> pd.DataFrame:
+    from ecom_pipeline.ml.forecasting.series import SERIES_COLUMNS, daily_series as build_daily
+
+    f = staging_frames(warehouse, "orders", "order_items", "products", "customers")
+    if f["orders"].empty:
+        context.log.warning("staging.orders is empty: no daily series")
+        context.add_output_metadata({"dagster/row_count": 0, "message": "no orders in staging"})
+        return pd.DataFrame(columns=SERIES_COLUMNS)
+    out = build_daily(f["orders"], f["order_items"], f["products"], f["customers"],
+                      top_categories=config.top_categories, top_states=config.top_states_in_cross)
+    counts = out.groupby("level")["series_id"].nunique().to_dict()
+    context.add_output_metadata({
+        "dagster/row_count": len(out), "series_by_level": counts, "days": int(out["date"].nunique()),
+        "first_day": str(out["date"].min().date()), "last_day": str(out["date"].max().date()),
+        "zero_days_total": int((out[out.series_id == "total"]["orders"] == 0).sum()),
+    })
+    return out
+
+
+@dg.asset(key=["features", "weekly_series"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+          ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
+          description="Weekly (Monday-start) sums of the daily series.")
+def weekly_series(context: dg.AssetExecutionContext, daily: pd.DataFrame) -> pd.DataFrame:
+    from ecom_pipeline.ml.forecasting.series import weekly_series as build_weekly
+
+    out = build_weekly(daily)
+    context.add_output_metadata({"dagster/row_count": len(out)})
+    return out
+
+
+@dg.asset(key=["features", "calendar"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+          ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
+          description="Calendar features per day: weekday, month, national holidays (holidays package, offline), "
+          "Black Friday and its week, Christmas run-up, yearly Fourier terms; extends past the data by the horizon.")
+def calendar(context: dg.AssetExecutionContext, config: CalendarConfig, daily: pd.DataFrame) -> pd.DataFrame:
+    from ecom_pipeline.ml.forecasting.series import calendar_features
+
+    if daily.empty:
+        context.add_output_metadata({"dagster/row_count": 0, "message": "no daily series"})
+        return calendar_features("2000-01-01", "2000-01-01", config.country).iloc[0:0]
+    start = pd.to_datetime(daily["date"]).min()
+    end = pd.to_datetime(daily["date"]).max() + pd.Timedelta(days=config.horizon_days)
+    out = calendar_features(start, end, config.country)
+    context.add_output_metadata({"dagster/row_count": len(out), "holidays": int(out["is_holiday"].sum()),
+                                 "black_fridays": ", ".join(str(d.date()) for d in out[out.is_black_friday]["date"])})
+    return out
+
+
+@dg.asset(key=["models", "sarima_backtest"], group_name="models", pool=WAREHOUSE_POOL, kinds={"statsmodels", "mlflow"},
+          ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
+          description="Seasonal-naive baseline and SARIMA (order by AIC over a small weekly-seasonal grid) on the "
+          "top series: rolling-origin backtest predictions (kind=backtest) and the 28-day forecast (kind=future). "
+          "Metrics to MLflow and ml.model_metrics; SARIMA of the total series registered as ecom.forecast.sarima.")
+def sarima_backtest(context: dg.AssetExecutionContext, config: SarimaConfig, daily: pd.DataFrame,
+                    warehouse: WarehouseResource, mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
+    from ecom_pipeline.ml.forecasting import models as fm
+    from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.resources.model_metrics import record_model_metrics
+
+    chosen = _selected(daily, config.n_states, config.n_categories, config.value)
+    if not chosen:
+        context.log.warning("no series to forecast (no orders)")
+        context.add_output_metadata({"dagster/row_count": 0, "message": "no series"})
+        return pd.DataFrame(columns=fm.PRED_COLUMNS)
+    dates, Y, ids = _panel(daily, chosen, config.value)
+    cfg = fm.SeriesConfig(horizon=config.horizon, folds=config.folds, step=config.horizon,
+                          max_train_days=config.max_train_days, alpha=config.alpha)
+    t0 = time.perf_counter()
+    results = fm.run_many({sid: (dates, Y[i]) for i, sid in enumerate(ids)}, cfg, workers=config.workers,
+                          progress=lambda i, n, r: context.log.info(
+                              f"SARIMA {i}/{n}: {r.series_id} order={r.order}x{r.seasonal_order} "
+                              f"({r.fit_seconds:.1f}s){' skipped: ' + r.skip_reason if r.skip_reason else ''}"))
+    elapsed = time.perf_counter() - t0
+    skipped = {r.series_id: r.skip_reason for r in results if r.skip_reason}
+    preds = pd.concat([r.predictions for r in results if len(r.predictions)] or [pd.DataFrame(columns=fm.PRED_COLUMNS)],
+                      ignore_index=True)
+    summary = fm.summarise(pd.concat([r.metrics for r in results], ignore_index=True))
+    orders_tbl = pd.DataFrame([{"series_id": r.series_id, "order": str(r.order), "seasonal_order": str(r.seasonal_order),
+                                "aic": r.aic, "fit_seconds": round(r.fit_seconds, 2)} for r in results if not r.skip_reason])
+    meta = {"series": len(ids), "skipped": skipped or "none", "seconds": round(elapsed, 1), "orders": _md_table(orders_tbl)}
+    if not summary.empty:
+        piv = summary.pivot_table(index="series_id", columns=["model", "metric"], values="value")
+        mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
+        meta["backtest_mean"] = _md_table(mean.reset_index().round(3))
+        with mlflow.start_run("sarima_backtest", tags={"task": TASK, "dataset": dataset_name(source)}) as run:
+            import mlflow as mlf
+
+            mlf.log_params({"n_series": len(ids), "horizon": config.horizon, "folds": config.folds,
+                            "max_train_days": config.max_train_days, "alpha": config.alpha,
+                            "grid": str(fm.DEFAULT_GRID)})
+            for (model, metric), v in mean.stack().items():
+                mlf.log_metric(f"{model}_{metric}", float(v))
+            for sid, row in piv.iterrows():
+                for (model, metric), v in row.items():
+                    if np.isfinite(v):
+                        mlf.log_metric(f"{model}_{metric}__{sid.replace(':', '_').replace('|', '_')}"[:250], float(v))
+            recs = metric_records(summary, model="sarima", dataset=dataset_name(source), run_id=run.info.run_id)
+            total = next((r for r in results if r.series_id == ids[0] and r.order is not None), None)
+            if total is not None:
+                res = fm._sarimax(Y[0][-config.max_train_days:], total.order, total.seasonal_order)
+                tm = summary[(summary.series_id == total.series_id) & (summary.model == "sarima") & (summary.metric == "mase")]
+                outcome = log_and_register(Candidate("ecom.forecast.sarima", "statsmodels", res, None, "mase",
+                                                     float(tm["value"].iloc[0]) if len(tm) else float("nan"),
+                                                     higher_is_better=False))
+                meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted}; {outcome.reason})"
+        with warehouse.connect() as con:
+            record_model_metrics(con, recs)
+        meta["model_metrics_rows"] = len(recs)
+        wins = summary[summary.metric == "mase"].pivot(index="series_id", columns="model", values="value").dropna()
+        if "sarima" in wins:
+            meta["sarima_beats_baseline_mase"] = f"{int((wins['sarima'] < wins[BASELINE]).sum())}/{len(wins)} series"
+    meta["dagster/row_count"] = len(preds)
+    context.add_output_metadata(meta)
+    return preds
+
+
+@dg.asset(key=["models", "lstm_backtest"], group_name="models", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+          kinds={"pytorch", "mlflow"},
+          deps=[dg.AssetKey(["features", "daily_series"]), dg.AssetKey(["features", "calendar"])],
+          description="Global LSTM over the top series (calendar covariates, series embeddings, quantile "
+          "outputs): backtest on the same rolling origins as SARIMA plus the 28-day forecast, written to "
+          "models.lstm_backtest. Registered as ecom.forecast.lstm; metrics beside seasonal naive.")
+def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, warehouse: WarehouseResource,
+                  mlflow: MLflowResource, compute: ComputeResource, source: SourceResource) -> dg.MaterializeResult:
+    from ecom_pipeline.ml.forecasting import models as fm
+    from ecom_pipeline.ml.forecasting.lstm import LSTMConfig, lstm_backtest as run_lstm
+    from ecom_pipeline.ml.forecasting.series import covariate_matrix
+    from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.resources.model_metrics import record_model_metrics
+
+    device = compute.torch_device()
+    threads = compute.configure_threads()
+    gpu = device.startswith("cuda")
+    with warehouse.connect(read_only=True) as con:
+        daily = read_table(con, "features.daily_series")
+        cal = read_table(con, "features.calendar")
+    meta = {"device": device, "threads": threads,
+            "training_path": "gpu: full epochs/samples" if gpu else "cpu-small: capped samples and epochs"}
+    chosen = _selected(daily, config.n_states, config.n_categories, config.value) if len(daily) else []
+    preds = pd.DataFrame(columns=fm.PRED_COLUMNS)
+    if not chosen or cal.empty:
+        meta["message"] = "no series or no calendar: nothing to train"
+        context.log.warning(meta["message"])
+    else:
+        dates, Y, ids = _panel(daily, chosen, config.value)
+        cal = cal.sort_values("date").set_index("date")
+        cov = covariate_matrix(cal.loc[dates[0]:dates[-1] + pd.Timedelta(days=config.horizon)].reset_index())
+        cfg = LSTMConfig(window=config.window, horizon=config.horizon, hidden=config.hidden,
+                         epochs=config.epochs if gpu else config.cpu_epochs, seed=config.seed,
+                         max_samples=config.gpu_max_samples if gpu else config.max_samples)
+        need = cfg.window + cfg.horizon * (config.folds + 1)
+        if len(dates) < need:
+            meta["message"] = f"too short: {len(dates)} days, the LSTM backtest needs {need}"
+            context.log.warning(meta["message"])
+        else:
+            t0 = time.perf_counter()
+            preds, mets, final = run_lstm(ids, dates, Y, cov, cfg, folds=config.folds, device=device,
+                                          log=context.log.info)
+            meta["train_seconds"] = round(time.perf_counter() - t0, 1)
+            # baseline on exactly the same folds
+            base = fm.run_many({sid: (dates, Y[i]) for i, sid in enumerate(ids)},
+                               fm.SeriesConfig(horizon=config.horizon, folds=config.folds, models=(BASELINE,)), workers=1)
+            summary = fm.summarise(pd.concat([mets] + [b.metrics for b in base], ignore_index=True))
+            mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
+            meta["backtest_mean"] = _md_table(mean.reset_index().round(3))
+            with mlflow.start_run("lstm_backtest", tags={"task": TASK, "dataset": dataset_name(source),
+                                                         "device": device}) as run:
+                import mlflow as mlf
+
+                mlf.log_params({k: v for k, v in vars(cfg).items()} | {"n_series": len(ids), "device": device})
+                for (model, metric), v in mean.stack().items():
+                    mlf.log_metric(f"{model}_{metric}", float(v))
+                recs = metric_records(summary, model="lstm", dataset=dataset_name(source), run_id=run.info.run_id)
+                lm = summary[(summary.model == "lstm") & (summary.metric == "mase")]["value"].mean()
+                outcome = log_and_register(Candidate("ecom.forecast.lstm", "pytorch", final.net.cpu(), None, "mase",
+                                                     float(lm), higher_is_better=False))
+                meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"
+            wins = summary[summary.metric == "mase"].pivot(index="series_id", columns="model", values="value").dropna()
+            meta["lstm_beats_baseline_mase"] = f"{int((wins['lstm'] < wins[BASELINE]).sum())}/{len(wins)} series"
+            with warehouse.connect() as con:
+                record_model_metrics(con, recs)
+            meta["model_metrics_rows"] = len(recs)
+    with warehouse.connect() as con:
+        con.register("_p", preds.astype({"actual": float, "yhat": float, "lo": float, "hi": float}))
+        con.execute("CREATE OR REPLACE TABLE models.lstm_backtest AS SELECT * FROM _p")
+        con.unregister("_p")
+    meta["dagster/row_count"] = len(preds)
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(key=["serving", "forecasts"], group_name="serving", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+          ins={"sarima": dg.AssetIn(key=["models", "sarima_backtest"])},
+          deps=[dg.AssetKey(["models", "lstm_backtest"])],
+          description="28-day forecasts with 80 % intervals per series and model (seasonal naive, SARIMA, LSTM and "
+          "their ensemble when it wins), each with its backtest MASE; `is_best` marks the model chosen per series "
+          "by backtest MASE.")
+def forecasts(context: dg.AssetExecutionContext, sarima: pd.DataFrame, warehouse: WarehouseResource,
+              mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
+    from ecom_pipeline.ml.forecasting import models as fm
+    from ecom_pipeline.ml.forecasting.metrics import all_metrics
+    from ecom_pipeline.resources.model_metrics import record_model_metrics
+
+    with warehouse.connect(read_only=True) as con:
+        lstm = read_table(con, "models.lstm_backtest")
+        daily = read_table(con, "features.daily_series")
+    allp = pd.concat([p for p in (sarima, lstm) if len(p)] or [pd.DataFrame(columns=fm.PRED_COLUMNS)], ignore_index=True)
+    cols = ["series_id", "model", "date", "step", "yhat", "lo", "hi", "interval", "backtest_mase", "baseline_mase",
+            "is_best", "best_model"]
+    if allp.empty:
+        context.add_output_metadata({"dagster/row_count": 0, "message": "no model predictions"})
+        return pd.DataFrame(columns=cols)
+    allp["date"] = pd.to_datetime(allp["date"])
+    allp["origin"] = pd.to_datetime(allp["origin"])
+    # Ensemble of SARIMA and LSTM (mean of point forecasts and of interval bounds)
+    members = [m for m in ("sarima", "lstm") if m in set(allp["model"])]
+    if len(members) == 2:
+        keys = ["series_id", "kind", "origin", "date", "step"]
+        w = allp[allp.model.isin(members)].groupby(keys).agg(actual=("actual", "first"), yhat=("yhat", "mean"),
+                                                              lo=("lo", "mean"), hi=("hi", "mean"), n=("model", "count"))
+        w = w[w["n"] == 2].drop(columns="n").reset_index().assign(model="ensemble")
+        allp = pd.concat([allp, w], ignore_index=True)
+    # backtest metrics for every model, recomputed on the same folds with the shared metric functions
+    rows = []
+    for (sid, model, origin), g in allp[allp.kind == "backtest"].groupby(["series_id", "model", "origin"]):
+        train = daily[(daily.series_id == sid) & (pd.to_datetime(daily.date) < origin)].sort_values("date")["orders"]
+        for metric, v in all_metrics(g["actual"], g["yhat"], g["lo"], g["hi"], train).items():
+            rows.append((sid, model, str(origin), metric, v))
+    summary = fm.summarise(pd.DataFrame(rows, columns=["series_id", "model", "fold", "metric", "value"]))
+    best = fm.choose_best(summary)
+    mase = summary[summary.metric == "mase"][["series_id", "model", "value"]].rename(columns={"value": "backtest_mase"})
+    fut = allp[allp.kind == "future"].merge(mase, on=["series_id", "model"], how="left")
+    fut = fut.merge(best.rename(columns={"baseline_value": "baseline_mase"})[["series_id", "best_model", "baseline_mase"]],
+                    on="series_id", how="left")
+    fut["is_best"] = fut["model"] == fut["best_model"]
+    fut["interval"] = 0.8
+    out = fut[cols].sort_values(["series_id", "model", "date"]).reset_index(drop=True)
+    if "ensemble" in set(summary.model):
+        with mlflow.start_run("forecast_ensemble", tags={"task": TASK, "dataset": dataset_name(source)}) as run:
+            recs = metric_records(summary, model="ensemble", dataset=dataset_name(source), run_id=run.info.run_id)
+            import mlflow as mlf
+
+            for r in recs:
+                if r.dataset.endswith("mean_over_series"):
+                    mlf.log_metric(f"ensemble_{r.metric}", r.value)
+        with warehouse.connect() as con:
+            record_model_metrics(con, recs)
+    mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
+    context.add_output_metadata({
+        "dagster/row_count": len(out),
+        "chosen_models": best["best_model"].value_counts().to_dict(),
+        "selection": _md_table(best.round(3), 30),
+        "backtest_mean_by_model": _md_table(mean.reset_index().round(3)),
+    })
+    return out
+
+
+@dg.asset(key=["serving", "anomalies"], group_name="serving", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+          ins={"daily": dg.AssetIn(key=["features", "daily_series"]), "fc": dg.AssetIn(key=["serving", "forecasts"])},
+          description="Days whose actual orders fall outside robust bounds of the residuals of a causal seasonal "
+          "forecast, per series, with size and direction; the flag rate per series is in the metadata. Also draws "
+          "the forecast-vs-actual plot (intervals, anomaly markers) to <data_root>/reports/forecasts.png.")
+def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: pd.DataFrame, fc: pd.DataFrame,
+              source: SourceResource) -> pd.DataFrame:
+    from ecom_pipeline.ml.forecasting.anomalies import ANOMALY_COLUMNS, detect_many
+    from ecom_pipeline.ml.forecasting.plots import forecast_plot
+
+    if daily.empty:
+        context.add_output_metadata({"dagster/row_count": 0, "message": "no daily series"})
+        return pd.DataFrame(columns=ANOMALY_COLUMNS)
+    daily = daily.assign(date=pd.to_datetime(daily["date"]))
+    mean = daily.groupby(["series_id", "level"])[config.value].mean().reset_index()
+    ids = mean[(mean.level.isin(config.levels)) & (mean[config.value] >= config.min_mean_per_day)]["series_id"].tolist()
+    found, summary = detect_many(daily, ids, value=config.value, threshold=config.threshold)
+    days = int(summary["days_scored"].sum()) if len(summary) else 0
+    meta = {"dagster/row_count": len(found), "series_scored": len(ids),
+            "flag_rate": round(len(found) / days, 4) if days else 0.0,
+            "by_direction": found["direction"].value_counts().to_dict() if len(found) else {},
+            "flag_rate_by_series": _md_table(summary.sort_values("flag_rate", ascending=False).round(4), 15),
+            "largest": _md_table(found.reindex(found["robust_z"].abs().sort_values(ascending=False).index)
+                                 [["series_id", "date", "actual", "expected", "robust_z", "direction"]].round(2), 10)}
+    plot_ids = list(dict.fromkeys(["total"] + fc["series_id"].drop_duplicates().tolist()))[:4] if len(fc) else ["total"]
+    path = forecast_plot(Path(source.data_root) / "reports" / "forecasts.png", daily, fc, found, plot_ids)
+    meta |= png_metadata(path, "forecast vs actual")
+    context.add_output_metadata(meta)
+    return found
+
+
+def build(settings=None) -> dg.Definitions:
+    return dg.Definitions(assets=[daily_series, weekly_series, calendar, sarima_backtest, lstm_backtest, forecasts,
+                                  anomalies])

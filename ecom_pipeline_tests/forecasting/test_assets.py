@@ -1,0 +1,89 @@
+"""The time-series asset group end to end on a small typed shop written straight into staging."""
+
+import dagster as dg
+import duckdb
+import pytest
+from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+from ecom_pipeline.assets import timeseries as ts
+from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline_tests.forecasting.shop import SPIKE_DAY, make_shop, write_staging
+
+SMALL = {
+    "models__sarima_backtest": {"config": {"n_states": 2, "n_categories": 1, "folds": 2, "max_train_days": 180}},
+    "models__lstm_backtest": {"config": {"n_states": 2, "n_categories": 1, "folds": 2, "cpu_epochs": 2,
+                                         "max_samples": 600, "hidden": 16}},
+}
+
+
+pytestmark = pytest.mark.slow  # ~2 min: SARIMA process pool, LSTM, MLflow registry
+
+
+@pytest.fixture(scope="module")
+def materialised(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ts")
+    wh = write_staging(root / "wh.duckdb", make_shop(days=330))
+    resources = {
+        "warehouse": WarehouseResource(path=str(wh)),
+        "io_manager": DuckDBPandasIOManager(database=str(wh)),
+        "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db"),
+        "compute": ComputeResource(device="cpu", threads=2),
+        "source": SourceResource(kind="synthetic", data_root=str(root)),
+    }
+    defs = ts.build()
+    result = dg.materialize(list(defs.assets), resources=resources, run_config={"ops": SMALL})
+    assert result.success
+    return root, wh, result
+
+
+def _q(wh, sql):
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        return con.execute(sql).fetchdf()
+    finally:
+        con.close()
+
+
+def test_daily_series_gap_free_and_consistent(materialised):
+    _, wh, _ = materialised
+    d = _q(wh, "SELECT series_id, count(*) n, count(DISTINCT date) nd, sum(orders) o FROM features.daily_series GROUP BY 1")
+    assert d["n"].nunique() == 1 and (d["n"] == d["nd"]).all()  # every series covers every day once
+    total = d.set_index("series_id").loc["total", "o"]
+    assert d[d.series_id.str.startswith("state:")]["o"].sum() == total
+    assert d[d.series_id.str.startswith("category:")]["o"].sum() == total
+    assert (d.series_id.str.startswith("state_category:")).any()
+    cal = _q(wh, "SELECT * FROM features.calendar")
+    assert cal["is_black_friday"].sum() >= 1 and cal["is_holiday"].sum() >= 5
+
+
+def test_forecasts_and_metrics(materialised):
+    _, wh, _ = materialised
+    f = _q(wh, "SELECT * FROM serving.forecasts")
+    assert set(f["model"]) >= {"seasonal_naive", "sarima", "lstm"}
+    assert (f.groupby(["series_id", "model"]).size() == 28).all()
+    assert (f["lo"] <= f["yhat"] + 1e-9).all() and (f["yhat"] <= f["hi"] + 1e-9).all()
+    best = f[f.is_best].groupby("series_id")["model"].nunique()
+    assert (best == 1).all() and set(best.index) == set(f["series_id"])
+    m = _q(wh, "SELECT * FROM ml.model_metrics")
+    assert {"sarima", "lstm"} <= set(m["model"])
+    assert set(m["baseline"]) == {"seasonal_naive"}
+    assert {"mase", "smape", "rmse", "coverage"} <= set(m["metric"])
+    # the total series has strong weekly structure: SARIMA must beat repeating last week on it
+    row = m[(m.model == "sarima") & (m.metric == "mase") & m.dataset.str.endswith(":total")].iloc[0]
+    assert row["value"] < row["baseline_value"]
+
+
+def test_anomalies_find_the_spike_and_plot(materialised):
+    root, wh, result = materialised
+    a = _q(wh, "SELECT * FROM serving.anomalies WHERE series_id = 'total'")
+    assert SPIKE_DAY in set(a["date"])
+    assert a.loc[a["date"] == SPIKE_DAY, "direction"].iloc[0] == "spike"
+    md = result.asset_materializations_for_node("serving__anomalies")[0].metadata
+    assert md["flag_rate"].value < 0.05
+    assert (root / "reports" / "forecasts.png").stat().st_size > 1000
+
+
+def test_lstm_records_device_path(materialised):
+    _, _, result = materialised
+    md = result.asset_materializations_for_node("models__lstm_backtest")[0].metadata
+    assert md["device"].value == "cpu" and "cpu" in md["training_path"].value
