@@ -26,7 +26,7 @@ class LSTMConfig:
     hidden: int = 32
     embed_dim: int = 4
     epochs: int = 8
-    batch_size: int = 256
+    batch_size: int = 64
     lr: float = 3e-3
     stride: int = 2
     alpha: float = 0.2
