@@ -54,6 +54,10 @@ def _log(candidate: Candidate):
     flavor = getattr(mlflow, candidate.flavor)
     # MLflow 3 defaults torch models to the traced "pt2" format, which requires an input example
     extra = {"serialization_format": "pickle"} if candidate.flavor == "pytorch" else {}
+    if candidate.flavor == "sklearn":
+        # MLflow 3's default skops format refuses estimators it does not trust (HistGradientBoosting,
+        # CalibratedClassifierCV); models are logged by this project, so cloudpickle is safe here
+        extra["serialization_format"] = "cloudpickle"
     # Inferring pip requirements starts a subprocess that re-imports the model (seconds per model on a
     # small machine); the flavor's default requirements are what that inference finds for these models.
     # ECOM_MLFLOW_INFER_REQUIREMENTS=1 restores MLflow's inference.

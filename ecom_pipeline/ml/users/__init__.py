@@ -1,0 +1,1 @@
+"""User modelling: RFM and behaviour profiles, segments, repurchase prediction (framework-free)."""
