@@ -47,8 +47,10 @@ def run(name: str, tables: dict, horizon: int) -> dict:
     regions = tables["customers"].set_index("customer_id")["state"]
     out = {"dataset": name, "interactions": len(inter), "levels": {}}
     for level, k in (("item", 10), ("category", 5)):
-        r = evaluate_level(inter, level=level, k=k, models=MODELS, params={}, user_regions=regions,
-                           log=lambda *_: None)
+        # the two-tower is an item-level model (its item tower needs product features)
+        models = MODELS + (["two_tower"] if level == "item" else [])
+        r = evaluate_level(inter, level=level, k=k, models=models, params={}, user_regions=regions,
+                           log=lambda *_: None, extra_fit_args={"products": tables["products"], "device": "cpu"})
         out["levels"][level] = {"k": k, "eval_users": r.n_eval_users, "items": r.n_items, "message": r.message,
                                 "winner": r.winner(), "metrics": r.metrics, "fit_seconds": r.fit_seconds,
                                 "per_100k_fit_seconds": {m: s / max(len(inter), 1) * 1e5 for m, s in r.fit_seconds.items()}}
