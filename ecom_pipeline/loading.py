@@ -57,7 +57,7 @@ def _create_raw_table_sql(qualified: str, table: str) -> str:
     return f"CREATE TABLE {qualified} ({', '.join(cols)})"
 
 
-def _conform_chunk(chunk: pd.DataFrame, table: str, load_id: str, loaded_at: datetime) -> pd.DataFrame:
+def _check_chunk(chunk: pd.DataFrame, table: str) -> None:
     spec = TABLES[table]
     unknown = set(chunk.columns) - set(spec.column_names) - {"_source_file", "_source_row", PARSE_ERROR_COLUMN}
     if unknown:
@@ -65,14 +65,24 @@ def _conform_chunk(chunk: pd.DataFrame, table: str, load_id: str, loaded_at: dat
     for required in ("_source_file", "_source_row"):
         if required not in chunk.columns:
             raise SourceError(f"source chunk for {table} lacks lineage column {required}")
-    out = pd.DataFrame(index=chunk.index)
-    for c in spec.column_names + [PARSE_ERROR_COLUMN]:
-        out[c] = chunk[c].astype(object) if c in chunk.columns else None
-    out["_load_id"] = load_id
-    out["_source_file"] = chunk["_source_file"].astype(str)
-    out["_source_row"] = chunk["_source_row"].astype("int64")
-    out["_loaded_at"] = pd.Timestamp(loaded_at.replace(tzinfo=None))
-    return out.reset_index(drop=True)
+
+
+def _insert_select_sql(chunk_columns: set[str], table: str) -> str:
+    """SELECT list that conforms a registered chunk to the raw table in DuckDB (no pandas copies):
+    missing canonical columns become NULL, load id and time come in as parameters."""
+    exprs = []
+    for c in raw_columns(table):
+        if c == "_load_id":
+            exprs.append("$load_id")
+        elif c == "_loaded_at":
+            exprs.append("$loaded_at::TIMESTAMP")
+        elif c == "_source_row":
+            exprs.append(f"{quote_ident(c)}::BIGINT")
+        elif c in chunk_columns:
+            exprs.append(f"{quote_ident(c)}::VARCHAR")
+        else:
+            exprs.append("NULL::VARCHAR")
+    return ", ".join(exprs)
 
 
 def load_raw_table(
@@ -98,18 +108,20 @@ def load_raw_table(
     delivered = table in source.tables()
     if delivered:
         insert_cols = ", ".join(quote_ident(c) for c in raw_columns(table))
+        params = {"load_id": load_id, "loaded_at": loaded_at.replace(tzinfo=None)}
         for chunk in source.read(table, chunk_rows=chunk_rows):
             if chunk.empty:
                 continue
-            frame = _conform_chunk(chunk, table, load_id, loaded_at)
-            con.register("_raw_chunk", frame)
+            _check_chunk(chunk, table)
+            select = _insert_select_sql(set(chunk.columns), table)
+            con.register("_raw_chunk", chunk)
             try:
-                con.execute(f"INSERT INTO {loading} ({insert_cols}) SELECT {insert_cols} FROM _raw_chunk")
+                con.execute(f"INSERT INTO {loading} ({insert_cols}) SELECT {select} FROM _raw_chunk", params)
             finally:
                 con.unregister("_raw_chunk")
-            rows += len(frame)
+            rows += len(chunk)
             chunks += 1
-            files.update(frame["_source_file"].unique().tolist())
+            files.update(chunk["_source_file"].unique().tolist())
             if progress:
                 progress(chunks, rows)
     con.execute("BEGIN TRANSACTION")
