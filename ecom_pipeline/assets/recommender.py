@@ -320,7 +320,7 @@ class TwoTowerConfig(dg.Config):
     gpu_batch_size: int = 1024
     lr: float = 0.01
     temperature: float = 0.1
-    uniform_negatives: int = 128
+    uniform_negatives: int = 512
     history_len: int = 30
     max_seconds: float = 300.0
     seed: int = 0

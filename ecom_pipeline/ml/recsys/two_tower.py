@@ -58,7 +58,7 @@ class TwoTowerRecommender:
                    "price + product embedding + sentiment; sampled softmax")
 
     def __init__(self, dim: int = 32, epochs: int = 8, batch_size: int = 256, lr: float = 0.01,
-                 temperature: float = 0.1, uniform_negatives: int = 128, history_len: int = 30,
+                 temperature: float = 0.1, uniform_negatives: int = 512, history_len: int = 30,
                  price_buckets: int = 5, weight_decay: float = 1e-5, seed: int = 0, max_seconds: float = 600.0):
         self.params = dict(dim=dim, epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
                            uniform_negatives=uniform_negatives, history_len=history_len,
