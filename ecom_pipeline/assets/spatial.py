@@ -1,0 +1,252 @@
+"""Spatial group: region tables with customer/seller distribution, seller→customer flows, geographic kNN
+graph, kNN features, GCN region embeddings (for the recommender) and the delivery-delay model.
+
+Thin assets over :mod:`ecom_pipeline.ml.spatial`.
+"""
+
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.assets.timeseries import _md_table, png_metadata, read_table, staging_frames
+from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+
+STAGING = [dg.AssetKey(["staging", t]) for t in ("regions", "customers", "sellers", "orders", "order_items")]
+
+
+class KnnConfig(dg.Config):
+    k: int = 5
+
+
+class EmbeddingConfig(dg.Config):
+    dim: int = 16
+    hidden: int = 32
+    epochs: int = 200
+    cpu_epochs: int = 200
+    k: int = 5  # kNN edges; flow edges (seller region -> customer region) are added on top
+    min_flow_orders: int = 3
+
+
+class DeliveryConfig(dg.Config):
+    test_fraction: float = 0.2
+
+
+def map_plot(path: Path, regions: pd.DataFrame, level: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = regions[regions.level == level]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    for ax, col, cmap, title in ((axes[0], "orders", "viridis", "orders"),
+                                 (axes[1], "mean_delivery_days", "magma_r", "mean delivery days")):
+        size = 10 + 300 * np.sqrt(r["orders"] / max(r["orders"].max(), 1))
+        sc = ax.scatter(r["lng"], r["lat"], c=r[col], s=size, cmap=cmap, alpha=0.8, edgecolors="k", linewidths=0.3)
+        fig.colorbar(sc, ax=ax, label=title)
+        ax.set_title(f"{level} regions: {title} (size = orders)")
+        ax.set_xlabel("longitude")
+        ax.set_ylabel("latitude")
+        ax.set_aspect("equal", adjustable="datalim")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+@dg.asset(key=["features", "regions"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"}, deps=STAGING,
+          description="State and zip3 regions: centroid (staging.regions, else mean customer/seller location), "
+          "customers, sellers, orders, revenue, mean delivery days and late rate. Map-like plot in "
+          "<data_root>/reports/regions.png.")
+def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource) -> pd.DataFrame:
+    from ecom_pipeline.ml.spatial.geo import LEVELS, region_table
+
+    f = staging_frames(warehouse, "regions", "customers", "sellers", "orders", "order_items")
+    if f["customers"].empty and f["regions"].empty:
+        context.log.warning("no customers and no regions in staging: regions is empty")
+        context.add_output_metadata({"dagster/row_count": 0, "message": "no customers/regions"})
+        return pd.DataFrame(columns=["region_id", "level", "name", "state", "lat", "lng", "customers", "sellers",
+                                     "orders", "revenue", "mean_delivery_days", "late_rate"])
+    out = pd.concat([region_table(lv, f["regions"], f["customers"], f["sellers"], f["orders"], f["order_items"])
+                     for lv in LEVELS], ignore_index=True)
+    meta = {"dagster/row_count": len(out), "by_level": out["level"].value_counts().to_dict(),
+            "top_states": _md_table(out[out.level == "state"].sort_values("orders", ascending=False)
+                                    [["region_id", "customers", "sellers", "orders", "revenue", "mean_delivery_days",
+                                      "late_rate"]].round(2), 10)}
+    if (out.level == "state").any():
+        meta |= png_metadata(map_plot(Path(source.data_root) / "reports" / "regions.png", out, "state"), "regions map")
+    context.add_output_metadata(meta)
+    return out
+
+
+@dg.asset(key=["features", "region_flows"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+          deps=STAGING, description="Seller-region → customer-region flow edges (state and zip3): orders, items, "
+          "revenue and haversine distance (mean, median km) between the actual seller and customer locations.")
+def region_flows(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> pd.DataFrame:
+    from ecom_pipeline.ml.spatial.geo import LEVELS, flows, order_geo
+
+    f = staging_frames(warehouse, "customers", "sellers", "orders", "order_items")
+    if f["orders"].empty or f["order_items"].empty:
+        context.add_output_metadata({"dagster/row_count": 0, "message": "no orders/items"})
+        return pd.DataFrame(columns=["src", "dst", "orders", "items", "revenue", "mean_distance_km",
+                                     "median_distance_km", "level"])
+    geo = order_geo(f["orders"], f["order_items"], f["customers"], f["sellers"])
+    out = pd.concat([flows(geo, lv) for lv in LEVELS], ignore_index=True)
+    st = out[out.level == "state"]
+    context.add_output_metadata({
+        "dagster/row_count": len(out), "median_order_distance_km": round(float(geo["distance_km"].median()), 1),
+        "intra_state_share": round(float(st[st.src == st.dst]["orders"].sum() / max(st["orders"].sum(), 1)), 3),
+        "top_flows": _md_table(st.head(10).round(1))})
+    return out
+
+
+@dg.asset(key=["features", "region_knn_graph"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+          ins={"regions": dg.AssetIn(key=["features", "regions"])},
+          description="Geographic kNN graph: each region to its k nearest regions of the same level (haversine km).")
+def region_knn_graph(context: dg.AssetExecutionContext, config: KnnConfig, regions: pd.DataFrame) -> pd.DataFrame:
+    from ecom_pipeline.ml.spatial.geo import knn_graph
+
+    out = knn_graph(regions, config.k)
+    context.add_output_metadata({"dagster/row_count": len(out), "k": config.k,
+                                 "mean_edge_km": round(float(out["distance_km"].mean()), 1) if len(out) else 0.0})
+    return out
+
+
+@dg.asset(key=["features", "region_knn_features"], group_name="features", pool=WAREHOUSE_POOL,
+          kinds={"duckdb", "pandas"},
+          ins={"regions": dg.AssetIn(key=["features", "regions"]), "graph": dg.AssetIn(key=["features", "region_knn_graph"])},
+          description="kNN features per region: inverse-distance-weighted neighbour demand (orders, revenue) and "
+          "neighbour delivery delay / late rate.")
+def region_knn_features(context: dg.AssetExecutionContext, regions: pd.DataFrame, graph: pd.DataFrame) -> pd.DataFrame:
+    from ecom_pipeline.ml.spatial.geo import knn_features
+
+    out = knn_features(regions, graph)
+    corr = out[["mean_delivery_days", "neighbour_delivery_days"]].corr().iloc[0, 1] if len(out) > 2 else float("nan")
+    context.add_output_metadata({"dagster/row_count": len(out),
+                                 "corr_own_vs_neighbour_delay": round(float(corr), 3) if corr == corr else "n/a"})
+    return out
+
+
+@dg.asset(key=["features", "region_embeddings"], group_name="features", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+          kinds={"pytorch", "mlflow"},
+          deps=[dg.AssetKey(["features", "regions"]), dg.AssetKey(["features", "region_knn_graph"]),
+                dg.AssetKey(["features", "region_flows"])],
+          description="GCN region embeddings (graph autoencoder over kNN + flow edges, normalised adjacency), "
+          "one FLOAT[] per region (state and zip3) for the recommender. Link-reconstruction AUC vs a random "
+          "embedding baseline in ml.model_metrics; encoder registered as ecom.spatial.gcn_embeddings.")
+def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, warehouse: WarehouseResource,
+                      mlflow: MLflowResource, compute: ComputeResource, source: SourceResource) -> dg.MaterializeResult:
+    from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.ml.spatial.gcn import adjacency, link_auc, node_features, train_embeddings
+    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+
+    device = compute.torch_device()
+    compute.configure_threads()
+    with warehouse.connect(read_only=True) as con:
+        regs = read_table(con, "features.regions")
+        graph = read_table(con, "features.region_knn_graph")
+        fl = read_table(con, "features.region_flows")
+    meta = {"device": device, "training_path": "gpu" if device.startswith("cuda") else "cpu (full-batch, small graph)"}
+    rows, recs = [], []
+    with mlflow.start_run("region_embeddings", tags={"task": "region_embedding", "dataset": source.kind}) as run:
+        import mlflow as mlf
+
+        for level, r in (regs.groupby("level") if len(regs) else []):
+            r = r.reset_index(drop=True)
+            ids = r["region_id"].tolist()
+            if len(r) < 3:
+                meta[f"{level}_skipped"] = f"only {len(r)} regions"
+                continue
+            edges = graph[graph.level == level][["src", "dst"]]
+            if len(fl):
+                f = fl[(fl.level == level) & (fl.orders >= config.min_flow_orders)][["src", "dst"]]
+                edges = pd.concat([edges, f])
+            A = adjacency(ids, edges)
+            t0 = time.perf_counter()
+            Z, hist, enc = train_embeddings(node_features(r), A, dim=config.dim, hidden=config.hidden,
+                                            epochs=config.epochs if device.startswith("cuda") else config.cpu_epochs,
+                                            device=device)
+            auc = link_auc(Z, A)
+            rand_auc = link_auc(np.random.default_rng(0).normal(size=Z.shape), A)
+            meta[f"{level}_regions"] = len(r)
+            meta[f"{level}_edges"] = int((A > 0).sum() // 2)
+            meta[f"{level}_link_auc"] = round(auc, 3)
+            meta[f"{level}_seconds"] = round(time.perf_counter() - t0, 1)
+            mlf.log_metrics({k: v for k, v in {f"{level}_link_auc": auc, f"{level}_random_link_auc": rand_auc,
+                                                f"{level}_final_loss": hist[-1]}.items() if v == v})
+            if auc != auc:
+                meta[f"{level}_note"] = "graph is complete (no non-edges): link AUC undefined, no metric row"
+            else:
+                recs.append(MetricRecord("gcn_autoencoder", "region_embedding", f"{source.kind}:{level}", "in_sample_edges",
+                                         "auc", auc, "random_embedding", rand_auc, run.info.run_id))
+            rows += [{"region_id": rid, "level": level, "embedding": Z[i].astype(float).tolist()} for i, rid in enumerate(ids)]
+            if level == "zip3" or "state" == level and not (regs.level == "zip3").any():
+                outcome = log_and_register(Candidate("ecom.spatial.gcn_embeddings", "pytorch", enc.cpu(), None, "auc", auc))
+                meta["registered"] = f"{outcome.name} v{outcome.version}"
+    out = pd.DataFrame(rows, columns=["region_id", "level", "embedding"])
+    with warehouse.connect() as con:
+        con.execute("CREATE OR REPLACE TABLE features.region_embeddings (region_id VARCHAR, level VARCHAR, embedding FLOAT[])")
+        if len(out):
+            con.register("_e", out)
+            con.execute("INSERT INTO features.region_embeddings SELECT region_id, level, embedding::FLOAT[] FROM _e")
+            con.unregister("_e")
+        record_model_metrics(con, recs)
+    if out.empty:
+        context.log.warning("no regions: region_embeddings is empty")
+    meta["dagster/row_count"] = len(out)
+    return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(key=["models", "delivery_delay"], group_name="models", pool=WAREHOUSE_POOL, kinds={"sklearn", "mlflow"},
+          deps=STAGING, description="Gradient-boosting delivery-time and lateness model (distance, regions, seller "
+          "history, season) on a time-based split; baseline = the platform's estimated delivery date. Test-set "
+          "predictions; MAE and late-order AUC beside the baseline; registered as ecom.delivery.delay.")
+def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, warehouse: WarehouseResource,
+                   mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
+    from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.ml.spatial.delivery import FEATURES, delivery_frame, train_delivery_model
+    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+
+    f = staging_frames(warehouse, "customers", "sellers", "orders", "order_items")
+    frame = delivery_frame(f["orders"], f["order_items"], f["customers"], f["sellers"])
+    cols = ["order_id", "purchased_at", "delivery_days", "promised_days", "is_late", "predicted_days", "late_probability"]
+    if len(frame) < 50:
+        msg = f"only {len(frame)} delivered orders with an estimated date: no delivery model"
+        context.log.warning(msg)
+        context.add_output_metadata({"dagster/row_count": 0, "message": msg})
+        return pd.DataFrame(columns=cols)
+    res = train_delivery_model(frame, config.test_fraction)
+    m = res.metrics
+    with mlflow.start_run("delivery_delay", tags={"task": "delivery_delay", "dataset": source.kind}) as run:
+        import mlflow as mlf
+
+        mlf.log_params({"features": ",".join(FEATURES), "cutoff": str(res.cutoff), "n_train": res.n_train})
+        mlf.log_metrics(m)
+        outcome = log_and_register(Candidate("ecom.delivery.delay", "sklearn", res.regressor,
+                                             frame[FEATURES].head(5), "mae", m["mae"], higher_is_better=False))
+        recs = [MetricRecord("hgb_delivery_days", "delivery_delay", source.kind, "temporal_test", "mae", m["mae"],
+                             "platform_estimate", m["baseline_mae"], run.info.run_id)]
+        if "auc" in m:
+            if auc != auc:
+                meta[f"{level}_note"] = "graph is complete (no non-edges): link AUC undefined, no metric row"
+            else:
+                recs.append(MetricRecord("hgb_late_classifier", "delivery_late", source.kind, "temporal_test", "auc",
+                                     m["auc"], "platform_estimate", m["baseline_auc"], run.info.run_id))
+    with warehouse.connect() as con:
+        record_model_metrics(con, recs)
+    context.add_output_metadata({"dagster/row_count": len(res.predictions), "cutoff": str(res.cutoff),
+                                 "n_train": res.n_train, "n_test": res.n_test,
+                                 "metrics": {k: round(v, 4) for k, v in m.items()},
+                                 "beats_platform_estimate_mae": m["mae"] < m["baseline_mae"],
+                                 "registered": f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"})
+    return res.predictions[cols]
+
+
+def build(settings=None) -> dg.Definitions:
+    return dg.Definitions(assets=[regions, region_flows, region_knn_graph, region_knn_features, region_embeddings,
+                                  delivery_delay])
