@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import warnings
 
 import dagster as dg
 
@@ -34,13 +35,26 @@ def _contributions(package, settings: Settings) -> list[dg.Definitions]:
     return found
 
 
+# Who to ask about an asset (shown in the UI): ingestion layers belong to data engineering, the rest to ML.
+DATA_OWNER = "team:data-engineering"
+ML_OWNER = "team:ml"
+
+
+def _with_owner(spec: dg.AssetSpec) -> dg.AssetSpec:
+    if spec.owners:
+        return spec
+    layer = spec.key.path[0]
+    return spec.replace_attributes(owners=[DATA_OWNER if layer in ("raw", "staging", "inbox") else ML_OWNER])
+
+
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
     parts = _contributions(ecom_pipeline.assets, settings) + _contributions(ecom_pipeline.automation, settings)
-    return dg.Definitions.merge(
-        *parts,
-        dg.Definitions(resources=build_resources(settings), executor=EXECUTOR),
-    )
+    merged = dg.Definitions.merge(*parts)
+    with warnings.catch_warnings():  # map_asset_specs is marked preview in 1.13; its behaviour is what we need
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        merged = merged.map_asset_specs(func=_with_owner)
+    return dg.Definitions.merge(merged, dg.Definitions(resources=build_resources(settings), executor=EXECUTOR))
 
 
 defs = build_definitions()
