@@ -31,8 +31,8 @@ def warehouse_summary(warehouse: Path) -> str:
     try:
         lines = [f"{'table':<12} {'raw':>10} {'staged':>10} {'quarantined':>12}  top reasons"]
         for table in TABLE_ORDER:
-            raw = con.execute(f'SELECT count(*) FROM raw."{table}"').fetchone()[0]
-            staged = con.execute(f'SELECT count(*) FROM staging."{table}"').fetchone()[0]
+            raw = con.execute(f'SELECT count(*) FROM raw."{table}"').fetchall()[0][0]
+            staged = con.execute(f'SELECT count(*) FROM staging."{table}"').fetchall()[0][0]
             reasons = con.execute(
                 "SELECT reason, count(*) n FROM staging.quarantine WHERE table_name = ? GROUP BY 1 ORDER BY 2 DESC LIMIT 3",
                 [table],

@@ -31,7 +31,7 @@ def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
         con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
             [schema, table],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     )
 
 
@@ -47,13 +47,13 @@ def check_unique_key(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutcome
     key = _key_sql(table)
     dup = con.execute(
         f"SELECT count(*) FROM (SELECT {key} FROM {_staged(table)} GROUP BY {key} HAVING count(*) > 1)"
-    ).fetchone()[0]
+    ).fetchall()[0][0]
     return CheckOutcome(dup == 0, {"duplicated_keys": int(dup)}, f"key ({key}) is unique")
 
 
 def check_non_null_key(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutcome:
     cond = " OR ".join(f"{quote_ident(c)} IS NULL" for c in TABLES[table].key)
-    n = con.execute(f"SELECT count(*) FROM {_staged(table)} WHERE {cond}").fetchone()[0]
+    n = con.execute(f"SELECT count(*) FROM {_staged(table)} WHERE {cond}").fetchall()[0][0]
     return CheckOutcome(n == 0, {"null_keys": int(n)}, "no key column is null")
 
 
@@ -68,7 +68,7 @@ def check_foreign_keys(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutco
         not_null = " AND ".join(f"c.{quote_ident(a)} IS NOT NULL" for a in fk.columns)
         n = con.execute(
             f"SELECT count(*) FROM {_staged(table)} c ANTI JOIN {_staged(fk.parent)} p ON {on} WHERE {not_null}"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         orphans[f"{','.join(fk.columns)}->{fk.parent}"] = int(n)
     meta = {"orphans": orphans, "parents_not_staged": skipped}
     return CheckOutcome(all(v == 0 for v in orphans.values()), meta, "every foreign key has its parent row")
@@ -89,28 +89,28 @@ def check_ranges(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutcome:
             conds.append(f"{q} NOT IN ({allowed})")
         if not conds:
             continue
-        n = con.execute(f"SELECT count(*) FROM {_staged(table)} WHERE {' OR '.join(conds)}").fetchone()[0]
+        n = con.execute(f"SELECT count(*) FROM {_staged(table)} WHERE {' OR '.join(conds)}").fetchall()[0][0]
         violations[col.name] = int(n)
     return CheckOutcome(all(v == 0 for v in violations.values()), {"violations": violations},
                         "numeric ranges and closed vocabularies hold")
 
 
 def current_load_id(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
-    row = con.execute(f"SELECT max(_load_id) FROM {RAW_SCHEMA}.{quote_ident(table)}").fetchone()
+    row = con.execute(f"SELECT max(_load_id) FROM {RAW_SCHEMA}.{quote_ident(table)}").fetchall()[0]
     return row[0] if row else None
 
 
 def check_row_invariant(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutcome:
     """raw rows = staging rows + quarantined rows, for the load now in the warehouse."""
-    raw = con.execute(f"SELECT count(*) FROM {RAW_SCHEMA}.{quote_ident(table)}").fetchone()[0]
-    staged = con.execute(f"SELECT count(*) FROM {_staged(table)}").fetchone()[0]
+    raw = con.execute(f"SELECT count(*) FROM {RAW_SCHEMA}.{quote_ident(table)}").fetchall()[0][0]
+    staged = con.execute(f"SELECT count(*) FROM {_staged(table)}").fetchall()[0][0]
     load_id = current_load_id(con, table)
     quarantined = 0
     if _exists(con, STAGING_SCHEMA, "quarantine"):
         quarantined = con.execute(
             f"SELECT count(*) FROM {QUARANTINE} WHERE table_name = ? AND load_id IS NOT DISTINCT FROM ?",
             [table, load_id],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     meta = {"raw_rows": int(raw), "staged_rows": int(staged), "quarantined_rows": int(quarantined),
             "load_id": load_id or ""}
     return CheckOutcome(raw == staged + quarantined, meta, "raw = staged + quarantined")
@@ -123,7 +123,7 @@ def check_freshness(
     col = TABLES[table].time_column
     if col is None:
         return CheckOutcome(True, {"note": "table has no event time"})
-    newest = con.execute(f"SELECT max({quote_ident(col)}) FROM {_staged(table)}").fetchone()[0]
+    newest = con.execute(f"SELECT max({quote_ident(col)}) FROM {_staged(table)}").fetchall()[0][0]
     now = (now or datetime.now(timezone.utc)).replace(tzinfo=None)
     if newest is None:
         return CheckOutcome(False, {"newest": "none", "note": "table is empty"})
