@@ -33,4 +33,4 @@ bench: install
 	$(PY) benchmarks/ingest.py
 
 clean-data:
-	find data -mindepth 1 -maxdepth 1 ! -name README.md ! -name .gitkeep ! -name examples -exec rm -rf {} +
+	find data -mindepth 1 -maxdepth 1 ! -name README.md ! -name .gitkeep -exec rm -rf {} +

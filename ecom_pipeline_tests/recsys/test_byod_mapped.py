@@ -1,6 +1,6 @@
 """Bring-your-own-data: the recommender and user groups on the `mapped` source with only a retail orders export.
 
-Runs the real `ingest` job on `data/examples/retail_orders.yaml` (one line-level CSV: no reviews, no events,
+Runs the real `ingest` job on `docs/examples/retail_orders.yaml` (one line-level CSV: no reviews, no events,
 no images) into a tmp data root, then materialises the `recommender` and `users` groups with the
 definitions' own resources.
 """
@@ -14,7 +14,7 @@ import pytest
 from ecom_pipeline.config import Settings
 from ecom_pipeline.definitions import build_definitions
 
-MAPPING = Path(__file__).resolve().parents[2] / "data" / "examples" / "retail_orders.yaml"
+MAPPING = Path(__file__).resolve().parents[2] / "docs" / "examples" / "retail_orders.yaml"
 
 
 @pytest.fixture

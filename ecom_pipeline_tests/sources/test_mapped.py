@@ -17,7 +17,7 @@ from ecom_pipeline.sources.base import SourceError
 from ecom_pipeline.sources.mapped import MappedSource, MappingError
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = REPO / "data" / "examples"
+EXAMPLES = REPO / "docs" / "examples"
 RETAIL_YAML = EXAMPLES / "retail_orders.yaml"
 RETAIL_CSV = EXAMPLES / "retail_orders.csv"
 
