@@ -414,7 +414,8 @@ def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: p
     meta = {"dagster/row_count": len(found), "series_scored": len(ids),
             "flag_rate": round(len(found) / days, 4) if days else 0.0,
             "by_direction": found["direction"].value_counts().to_dict() if len(found) else {},
-            "flag_rate_by_series": _md_table(summary.sort_values("flag_rate", ascending=False).round(4), 15),
+            "flag_rate_by_series": (_md_table(summary.sort_values("flag_rate", ascending=False).round(4), 15)
+                                    if len(summary) else "no series long or busy enough to score"),
             "largest": _md_table(found.reindex(found["robust_z"].abs().sort_values(ascending=False).index)
                                  [["series_id", "date", "actual", "expected", "robust_z", "direction"]].round(2), 10)}
     plot_ids = list(dict.fromkeys(["total"] + fc["series_id"].drop_duplicates().tolist()))[:4] if len(fc) else ["total"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from ecom_pipeline.config import Settings
 from ecom_pipeline.resources.compute import ComputeResource
+from ecom_pipeline.resources.io_manager import WarehouseIOManager
 from ecom_pipeline.resources.source import PrivacyResource, SourceResource
 from ecom_pipeline.resources.tracking import MLflowResource
 from ecom_pipeline.resources.warehouse import WarehouseResource
@@ -47,7 +47,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "warehouse": WarehouseResource(path=str(settings.warehouse)),
         # DataFrame-returning assets (features, models, serving) go through the DuckDB pandas IO manager;
         # the schema is the asset key prefix.
-        "io_manager": DuckDBPandasIOManager(database=str(settings.warehouse)),
+        "io_manager": WarehouseIOManager(database=str(settings.warehouse)),
         "mlflow": MLflowResource(tracking_uri=tracking_uri),
         "compute": ComputeResource(device=os.environ.get("ECOM_DEVICE", "auto")),
         "source": SourceResource(

@@ -37,6 +37,12 @@ def connect_with_retry(
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.ConnectionException as exc:
+            # This process already holds the file read-write (an in-process run): a read-only open is
+            # refused, but a read-write one shares the same database instance, so use that.
+            if read_only and "different configuration" in str(exc):
+                return duckdb.connect(str(path), read_only=False, config=config)
+            raise
         except duckdb.IOException as exc:
             if not any(m in str(exc) for m in _LOCK_MARKERS) or time.monotonic() > deadline:
                 raise
