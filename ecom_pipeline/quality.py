@@ -13,6 +13,7 @@ import duckdb
 
 from ecom_pipeline.canonical import TABLES
 from ecom_pipeline.loading import RAW_SCHEMA, quote_ident
+from ecom_pipeline.resources.tables import table_exists
 
 STAGING_SCHEMA = "staging"
 QUARANTINE = f"{STAGING_SCHEMA}.quarantine"
@@ -27,12 +28,7 @@ class CheckOutcome:
 
 
 def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-            [schema, table],
-        ).fetchall()[0][0]
-    )
+    return table_exists(con, f"{schema}.{table}")
 
 
 def _staged(table: str) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.tables import read_table
 
 TASK = "forecast_daily_orders"
 BASELINE = "seasonal_naive"
@@ -22,14 +23,6 @@ FORECAST_METRICS = ("mase", "smape", "rmse", "mae", "coverage")
 
 
 # ---------------------------------------------------------------- helpers shared with spatial.py
-def read_table(con, table: str) -> pd.DataFrame:
-    """A whole warehouse table, or an empty frame when it does not exist (a source without that table)."""
-    schema, name = table.split(".")
-    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema=? AND table_name=?",
-                         [schema, name]).fetchone()[0]
-    return con.execute(f"SELECT * FROM {table}").fetchdf() if exists else pd.DataFrame()
-
-
 def staging_frames(warehouse: WarehouseResource, *tables: str) -> dict[str, pd.DataFrame]:
     from ecom_pipeline.canonical import TABLES
 

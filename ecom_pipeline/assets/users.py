@@ -35,14 +35,14 @@ class RepurchaseConfig(dg.Config):
 
 
 def _tables(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
-    from ecom_pipeline.ml.recsys.warehouse_io import read_table
+    from ecom_pipeline.resources.tables import read_table
 
     with warehouse.connect(read_only=True) as con:
         return {t: read_table(con, f"staging.{t}", cols) for t, cols in COLUMNS.items()}
 
 
 def _write(warehouse: WarehouseResource, table: str, df: pd.DataFrame) -> None:
-    from ecom_pipeline.ml.recsys.warehouse_io import write_table
+    from ecom_pipeline.resources.tables import write_table
 
     with warehouse.connect() as con:
         write_table(con, table, df)

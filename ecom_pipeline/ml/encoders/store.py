@@ -13,19 +13,14 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from ecom_pipeline.resources.tables import table_exists  # noqa: F401  (the shared helper; callers import it from here)
+
 EMBEDDING_COLUMNS = ("embedding FLOAT[], dim INTEGER, model VARCHAR, model_version VARCHAR, "
                      "input_hash VARCHAR, embedded_at TIMESTAMP")
 
 
 def text_hash(text: str | None) -> str:
     return hashlib.sha1((text or "").encode("utf-8")).hexdigest()[:16]
-
-
-def table_exists(con, table: str) -> bool:
-    schema, name = table.split(".")
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
-    ).fetchall()[0][0])
 
 
 def ensure_embedding_table(con, table: str, key: str, extra_columns: str = "") -> None:

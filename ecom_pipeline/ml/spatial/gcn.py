@@ -122,7 +122,6 @@ def link_auc(Z: np.ndarray, A: np.ndarray, seed: int = 0) -> float:
     pos = np.argwhere(np.triu(A, 1) > 0)
     if len(pos) == 0:
         return float("nan")
-    n = len(A)
     candidates = np.argwhere(np.triu(A == 0, 1))  # every non-edge (the graph may be complete: small levels)
     if len(candidates) == 0:
         return float("nan")

@@ -1,4 +1,6 @@
-"""Reading the (possibly absent) staging and feature tables the recommender and user models need."""
+"""Reading and writing whole warehouse tables that may not exist yet (a source without reviews, a first run).
+
+The one implementation of "does this table exist / give me it or an empty frame / replace it" for every asset."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
     schema, name = qualified.split(".", 1)
     return bool(con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, name]).fetchone()[0])
+        [schema, name]).fetchall()[0][0])
 
 
 def read_table(con: duckdb.DuckDBPyConnection, qualified: str, columns: list[str] | None = None) -> pd.DataFrame:
