@@ -52,6 +52,8 @@ def warehouse_summary(warehouse: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--job", default="full_pipeline", help="job to run (default: every asset)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="console log level of the run (DEBUG prints every Dagster event)")
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     job = defs.resolve_job_def(args.job)
     started = time.perf_counter()
-    result = job.execute_in_process(instance=instance, raise_on_error=False)
+    run_config = {"loggers": {"console": {"config": {"log_level": args.log_level}}}}
+    result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config)
     elapsed = time.perf_counter() - started
 
     checks = result.get_asset_check_evaluations()
