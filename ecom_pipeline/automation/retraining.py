@@ -10,13 +10,17 @@ historical data set (Olist 2016-2018, the synthetic 730 days) as on live deliver
 * reference window = the ``reference_days`` before ``trained_until`` (the training window).
 
 Key features: item ``price`` and ``freight`` (PSI and KS), product ``category`` (share of new categories)
-and the volume of new rows (:func:`ecom_pipeline.ml.drift.measure_drift`).  When a threshold is crossed the
+and the volume of new rows (:func:`ecom_pipeline.ml.drift.measure_drift`); and the *forecast error*: once
+actuals have arrived for days the served forecasts (``serving.forecasts``) cover, the live MASE of each
+series' chosen model is compared with the MASE its backtest promised
+(:func:`ecom_pipeline.ml.drift.forecast_error_drift`).  When a threshold is crossed the
 sensor requests one ``training`` run whose tags carry the reasons (``ecom/drift_reason``); it then waits
 ``cooldown_hours`` (wall clock) and never requests a run while another training run is queued or running,
 so it cannot flood the queue.  ``trained_until`` and ``last_fired`` only move when a run is requested.
 
 Thresholds: :class:`~ecom_pipeline.ml.drift.DriftThresholds` defaults, overridable with
-``ECOM_DRIFT_PSI``, ``ECOM_DRIFT_KS``, ``ECOM_DRIFT_NEW_CATEGORIES``, ``ECOM_DRIFT_VOLUME``; cooldown with
+``ECOM_DRIFT_PSI``, ``ECOM_DRIFT_KS``, ``ECOM_DRIFT_NEW_CATEGORIES``, ``ECOM_DRIFT_VOLUME``;
+``ECOM_DRIFT_FORECAST_MASE_RATIO`` (live / backtest MASE, default 1.5); cooldown with
 ``ECOM_RETRAIN_COOLDOWN_HOURS`` (default 24).
 """
 
@@ -31,8 +35,10 @@ import dagster as dg
 import pandas as pd
 
 from ecom_pipeline.automation.jobs import training_job
-from ecom_pipeline.ml.drift import DriftThresholds, measure_drift
+from ecom_pipeline.ml.drift import (DriftThresholds, ForecastErrorReport, ForecastErrorThresholds,
+                                    forecast_error_drift, measure_drift)
 from ecom_pipeline.resources import WarehouseResource
+from ecom_pipeline.resources.tables import read_table
 from ecom_pipeline.resources.warehouse import connect_with_retry
 
 NUMERIC = ["price", "freight"]
@@ -81,6 +87,18 @@ def load_windows(warehouse_path: str, trained_until: datetime | None, *, current
     return frame[ts <= cut], frame[ts > cut], newest
 
 
+def forecast_error_from_warehouse(warehouse_path: str, *, timeout_s: float = 10.0) -> ForecastErrorReport:
+    """Live vs promised error of the served forecasts; an empty report before forecasts or new actuals exist."""
+    con = connect_with_retry(warehouse_path, read_only=True, timeout_s=timeout_s)
+    try:
+        fc = read_table(con, "serving.forecasts")
+        daily = read_table(con, "features.daily_series")
+    finally:
+        con.close()
+    ratio = float(os.environ.get("ECOM_DRIFT_FORECAST_MASE_RATIO", ForecastErrorThresholds.mase_ratio))
+    return forecast_error_drift(fc, daily, thresholds=ForecastErrorThresholds(mase_ratio=ratio))
+
+
 def _cursor(raw: str | None) -> dict:
     try:
         return json.loads(raw) if raw else {}
@@ -113,11 +131,15 @@ def evaluate_retraining(context: dg.SensorEvaluationContext, warehouse_path: str
         return dg.SkipReason("staging.orders is empty")
     report = measure_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL, thresholds=thresholds)
     context.log.info(f"drift check: {report.summary()} | {json.dumps(report.features, default=str)[:2000]}")
-    if not report.enough_data or not report.drifted:
+    fc_report = forecast_error_from_warehouse(warehouse_path)
+    context.log.info(f"forecast error check: {fc_report.summary()}")
+    data_drift = report.enough_data and report.drifted
+    if not data_drift and not fc_report.drifted:
         return dg.SkipReason(f"{report.summary()} (reference {report.reference_rows} rows, current "
-                             f"{report.current_rows} rows, volume ratio {report.volume_ratio:.2f})")
+                             f"{report.current_rows} rows, volume ratio {report.volume_ratio:.2f}); "
+                             f"{fc_report.summary()}")
     state.update({"trained_until": newest.isoformat(), "last_fired": now})
-    reason = report.summary()
+    reason = "; ".join(([report.summary()] if data_drift else []) + fc_report.reasons)
     request = dg.RunRequest(
         run_key=f"drift:{newest.isoformat()}",
         tags={"ecom/trigger": "drift", "ecom/drift_reason": reason[:1000],

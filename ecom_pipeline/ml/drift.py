@@ -144,3 +144,71 @@ def measure_drift(
         report.reasons.append(f"volume: {len(current)} new rows = {report.volume_ratio:.2f}x reference "
                               f">= {thresholds.volume_ratio}")
     return report
+
+
+@dataclass(frozen=True)
+class ForecastErrorThresholds:
+    """When the served forecasts have gone stale: the live error of the chosen model per series, on days whose
+    actuals have arrived since the forecast was made, against the error its backtest promised."""
+
+    mase_ratio: float = 1.5  # median over series of live MASE / backtest MASE
+    min_days: int = 7  # a series needs this many realised forecast days to count
+    min_series: int = 1
+
+
+@dataclass
+class ForecastErrorReport:
+    series: pd.DataFrame  # series_id, days, live_mase, backtest_mase, ratio, coverage
+    median_ratio: float = float("nan")
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.reasons)
+
+    def summary(self) -> str:
+        if self.series.empty:
+            return "forecast error: no realised forecast days yet"
+        return "; ".join(self.reasons) if self.reasons else (
+            f"forecast error stable: median live/backtest MASE {self.median_ratio:.2f} over {len(self.series)} series")
+
+
+def forecast_error_drift(forecasts: pd.DataFrame, daily: pd.DataFrame, *,
+                         thresholds: ForecastErrorThresholds = ForecastErrorThresholds(),
+                         value: str = "orders", m: int = 7) -> ForecastErrorReport:
+    """Live error of the served (``is_best``) forecasts on days whose actuals are now in ``daily``.
+
+    ``forecasts``: series_id, date, yhat, lo, hi, backtest_mase, is_best (``serving.forecasts``);
+    ``daily``: series_id, date, ``value`` (``features.daily_series``).  MASE is scaled, as in the backtest,
+    by the seasonal-naive in-sample error of the history before the first forecast day.
+    """
+    from ecom_pipeline.ml.forecasting.metrics import coverage, mase
+
+    cols = ["series_id", "days", "live_mase", "backtest_mase", "ratio", "coverage"]
+    if forecasts.empty or daily.empty:
+        return ForecastErrorReport(pd.DataFrame(columns=cols))
+    fc = forecasts[forecasts["is_best"].astype(bool)].copy()
+    fc["date"] = pd.to_datetime(fc["date"])
+    hist = daily[["series_id", "date", value]].copy()
+    hist["date"] = pd.to_datetime(hist["date"])
+    rows = []
+    for sid, f in fc.groupby("series_id"):
+        h = hist[hist.series_id == sid].sort_values("date")
+        start = f["date"].min()
+        realised = f.merge(h, on=["series_id", "date"], how="inner")
+        train = h.loc[h["date"] < start, value]
+        if len(realised) < thresholds.min_days or len(train) <= m:
+            continue
+        live = mase(realised[value], realised["yhat"], train, m)
+        promised = float(f["backtest_mase"].iloc[0])
+        ratio = live / promised if promised and promised == promised else float("nan")
+        rows.append((sid, len(realised), live, promised, ratio, coverage(realised[value], realised["lo"], realised["hi"])))
+    per_series = pd.DataFrame(rows, columns=cols)
+    report = ForecastErrorReport(per_series)
+    if len(per_series) < thresholds.min_series:
+        return report
+    report.median_ratio = float(per_series["ratio"].median())
+    if report.median_ratio > thresholds.mase_ratio:
+        report.reasons.append(f"forecast_error: median live/backtest MASE {report.median_ratio:.2f}>"
+                              f"{thresholds.mase_ratio} over {len(per_series)} series")
+    return report

@@ -70,3 +70,63 @@ def test_never_queues_a_second_training_run(instance, drifted_warehouse):
 def test_missing_warehouse_is_a_skip_not_a_crash(instance, tmp_path):
     result = drift_retraining(_ctx(instance, tmp_path / "absent.duckdb"))
     assert isinstance(result, dg.SkipReason) and "no warehouse" in result.skip_message
+
+
+def _daily_and_forecasts(path, *, forecast_scale: float, start="2024-06-01", days=60, horizon=28):
+    """features.daily_series with a weekly pattern; serving.forecasts made at ``start`` for ``horizon`` days,
+    whose point forecast is the true pattern times ``forecast_scale``; backtest MASE promised 0.8."""
+    import duckdb
+    import numpy as np
+    import pandas as pd
+
+    dates = pd.date_range(end=pd.Timestamp(start) + pd.Timedelta(days=horizon - 1), periods=days + horizon, freq="D")
+    pattern = 20 + 6 * np.sin(2 * np.pi * np.arange(len(dates)) / 7)
+    noise = np.random.default_rng(1).normal(0, 1.0, len(dates))
+    daily = pd.DataFrame({"series_id": "total", "date": dates, "orders": pattern + noise})
+    fut = dates >= pd.Timestamp(start)
+    fc = pd.DataFrame({"series_id": "total", "model": "sarima", "date": dates[fut],
+                       "yhat": pattern[fut] * forecast_scale, "lo": pattern[fut] * forecast_scale - 3,
+                       "hi": pattern[fut] * forecast_scale + 3, "backtest_mase": 0.8, "is_best": True})
+    con = duckdb.connect(str(path))
+    for schema, name, frame in (("features", "daily_series", daily), ("serving", "forecasts", fc)):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        con.register("_f", frame)
+        con.execute(f"CREATE OR REPLACE TABLE {schema}.{name} AS SELECT * FROM _f")
+        con.unregister("_f")
+    con.close()
+
+
+def test_forecast_error_drift_measures_live_error_against_backtest():
+    import pandas as pd
+
+    from ecom_pipeline.ml.drift import forecast_error_drift
+
+    dates = pd.date_range("2024-01-01", periods=42, freq="D")
+    y = [10.0 + (i % 7) for i in range(42)]  # seasonal-naive scale on the first 28 days: 0 -> lag-1 fallback
+    daily = pd.DataFrame({"series_id": "a", "date": dates, "orders": y})
+    fc = pd.DataFrame({"series_id": "a", "date": dates[28:], "yhat": [v + 2 for v in y[28:]], "lo": 0.0, "hi": 100.0,
+                       "backtest_mase": 0.5, "is_best": True})
+    report = forecast_error_drift(fc, daily)
+    (row,) = report.series.itertuples()
+    # lag-7 differences are all 0, so the scale falls back to the lag-1 in-sample error
+    steps = [abs(y[i] - y[i - 1]) for i in range(1, 28)]
+    assert row.live_mase == pytest.approx(2.0 / (sum(steps) / len(steps)))
+    assert row.ratio == pytest.approx(row.live_mase / 0.5)
+    assert row.coverage == 1.0
+    assert report.drifted == (row.ratio > 1.5)
+    # too few realised days: no verdict, not a false alarm
+    short = forecast_error_drift(fc.head(3), daily)
+    assert short.series.empty and not short.drifted
+
+
+def test_stale_forecasts_launch_training_even_without_data_drift(instance, tmp_path):
+    path = write_orders(tmp_path / "w.duckdb")
+    _daily_and_forecasts(path, forecast_scale=1.0)
+    good = drift_retraining(_ctx(instance, path))
+    assert isinstance(good, dg.SkipReason) and "forecast error stable" in good.skip_message
+
+    _daily_and_forecasts(path, forecast_scale=0.4)  # demand is 2.5x what the served model predicts
+    result = drift_retraining(_ctx(instance, path))
+    assert isinstance(result, dg.SensorResult)
+    (request,) = result.run_requests
+    assert request.tags["ecom/drift_reason"].startswith("forecast_error: median live/backtest MASE")
