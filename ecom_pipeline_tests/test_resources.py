@@ -99,3 +99,40 @@ def test_resource_sets_per_environment(data_root, monkeypatch):
     monkeypatch.setenv("ECOM_ENV", "staging-ish")
     with pytest.raises(ValueError, match="not one of"):
         build_resources(Settings.from_env())
+
+
+def test_memory_limit_is_opt_in_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("ECOM_DUCKDB_MEMORY_LIMIT", raising=False)
+    default = duckdb.connect().execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    wh = WarehouseResource(path=str(tmp_path / "w.duckdb"))
+    with wh.connect() as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == default
+    monkeypatch.setenv("ECOM_DUCKDB_MEMORY_LIMIT", "256MB")
+    with wh.connect() as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert limit != default and limit.endswith(("MiB", "MB")) and 200 < float(limit.split()[0]) < 300
+    with WarehouseResource(path=str(tmp_path / "w.duckdb"), memory_limit="1GB").connect() as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0].split()[0] in ("953.6", "1.0")
+
+
+def test_lock_waits_are_counted(tmp_path):
+    """The wait statistics the concurrency report uses grow only when an open really had to wait."""
+    import subprocess
+    import sys
+
+    from ecom_pipeline.resources.warehouse import lock_wait_stats
+
+    path = tmp_path / "w.duckdb"
+    before = lock_wait_stats()
+    connect_with_retry(path).close()  # nobody holds it: no wait recorded
+    assert lock_wait_stats()["waits"] == before["waits"]
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(1.5); c.close()"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    connect_with_retry(path, timeout_s=30).close()
+    holder.wait(10)
+    after = lock_wait_stats()
+    assert after["waits"] == before["waits"] + 1 and after["max_s"] > 0.5

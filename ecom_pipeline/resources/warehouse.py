@@ -8,7 +8,10 @@ runs that race for the file wait for each other instead of failing with "could n
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +23,34 @@ LAYER_SCHEMAS = ("raw", "staging", "features", "ml", "serving", "reports", "meta
 
 # DuckDB's message for a file locked by another process.
 _LOCK_MARKERS = ("could not set lock", "Conflicting lock")
+# Opt-in cap on DuckDB's buffer pool (e.g. "4GB"); unset = DuckDB's default (80 % of RAM).
+MEMORY_LIMIT_ENV = "ECOM_DUCKDB_MEMORY_LIMIT"
+
+log = logging.getLogger(__name__)
+_waits: list[float] = []  # seconds this process waited for the lock, one entry per open that had to wait
+_waits_guard = threading.Lock()
+
+
+def lock_wait_stats() -> dict:
+    """How often and how long this process waited for another process's warehouse lock (for reports)."""
+    with _waits_guard:
+        waits = list(_waits)
+    return {"waits": len(waits), "total_s": round(sum(waits), 3), "max_s": round(max(waits, default=0.0), 3)}
+
+
+def duckdb_config(threads: int | None = None, memory_limit: str | None = None) -> dict:
+    """Connection settings; every open in a process must use the same ones (DuckDB refuses a second open of
+    a file with a different configuration), so all of them are built here."""
+    config: dict = {"threads": threads} if threads else {}
+    memory_limit = memory_limit or os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    return config
 
 
 def connect_with_retry(
-    path: str | Path, *, read_only: bool = False, timeout_s: float = 120.0, threads: int | None = None
+    path: str | Path, *, read_only: bool = False, timeout_s: float = 120.0, threads: int | None = None,
+    memory_limit: str | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, waiting (with jittered back-off) while another process holds the write lock."""
     path = Path(path)
@@ -31,12 +58,14 @@ def connect_with_retry(
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.exists():
         raise FileNotFoundError(f"warehouse {path} does not exist yet: materialise the raw and staging assets first")
-    config = {"threads": threads} if threads else {}
-    deadline = time.monotonic() + timeout_s
+    config = duckdb_config(threads, memory_limit)
+    start = time.monotonic()
+    deadline = start + timeout_s
     delay = 0.1
+    waited = False
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config)
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.ConnectionException as exc:
             # This process already holds the file read-write (an in-process run): a read-only open is
             # refused, but a read-write one shares the same database instance, so use that.
@@ -44,10 +73,22 @@ def connect_with_retry(
                 return duckdb.connect(str(path), read_only=False, config=config)
             raise
         except duckdb.IOException as exc:
-            if not any(m in str(exc) for m in _LOCK_MARKERS) or time.monotonic() > deadline:
+            if not any(m in str(exc) for m in _LOCK_MARKERS):
                 raise
+            if time.monotonic() > deadline:
+                raise duckdb.IOException(
+                    f"{exc} (gave up after waiting {timeout_s:.0f} s for another process to release the "
+                    f"warehouse lock on {path})") from exc
+            waited = True
             time.sleep(delay + random.uniform(0, delay))
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, 2.0)
+            continue
+        if waited:
+            seconds = time.monotonic() - start
+            with _waits_guard:
+                _waits.append(seconds)
+            log.info("waited %.1f s for the warehouse lock on %s", seconds, path)
+        return con
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -56,11 +97,13 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str
     lock_timeout_s: float = 300.0
     threads: int = 0  # 0 = DuckDB's default (all cores)
+    memory_limit: str = ""  # e.g. "4GB"; "" = $ECOM_DUCKDB_MEMORY_LIMIT, else DuckDB's default
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         con = connect_with_retry(
-            self.path, read_only=read_only, timeout_s=self.lock_timeout_s, threads=self.threads or None
+            self.path, read_only=read_only, timeout_s=self.lock_timeout_s, threads=self.threads or None,
+            memory_limit=self.memory_limit or None,
         )
         try:
             if not read_only:
