@@ -1,0 +1,308 @@
+"""Load benchmark: the whole asset graph on N synthetic orders, then the daily run on the same warehouse.
+
+Per case (``--orders N``), in a fresh data root under /tmp (never the repository's ``data/``) with its own
+Dagster instance (``<root>/dagster_home``):
+
+1. **full**: ``python -m ecom_pipeline.demo --job full_pipeline`` in a subprocess (what ``make demo`` runs).
+2. **daily** (``--daily``, on the warehouse and MLflow store the full run left): the two daily schedules'
+   jobs, ``daily_refresh`` (raw + staging reload, features) then ``scoring`` (serving + reports with the
+   champions), with the source grown by one day's worth of orders (``--daily-growth``, default 1/731 of N,
+   the generator's calendar being 731 days).  See ``docs/performance.md`` for what is and is not
+   incremental in that run.
+
+Every 0.5 s the whole process tree's RSS is sampled (sum over the tree, and the largest single process;
+psutil when installed, else /proc).  After each run the Dagster run storage gives the per-step start/end
+times (``instance.get_run_step_stats``); the samples are attributed to the step running at the time, so
+every step also gets its peak tree RSS.  The machine is shared: wall times are upper bounds.
+
+    python benchmarks/load.py --orders 50000 --daily
+    python benchmarks/load.py --orders 1000000 --daily --timeout 14400
+
+Results are merged per case into ``benchmarks/results/load.json`` and ``load.md`` (a case that did not
+finish is written with ``"complete": false`` and the steps it got through).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+CALENDAR_DAYS = 731  # SyntheticSource default calendar
+SAMPLE_SECONDS = 0.5
+
+
+# ------------------------------------------------------------------------------------------- sampling
+
+def _tree_rss_proc(pid: int) -> tuple[int, int]:
+    """(sum, max) RSS in bytes over ``pid`` and its descendants, read from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            ppid, resident = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = resident * page
+    total = biggest = 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        total += rss.get(p, 0)
+        biggest = max(biggest, rss.get(p, 0))
+        stack.extend(children.get(p, []))
+    return total, biggest
+
+
+def _tree_rss_psutil(pid: int) -> tuple[int, int]:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, 0
+    values = []
+    for p in procs:
+        try:
+            values.append(p.memory_info().rss)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return sum(values), max(values, default=0)
+
+
+def tree_rss(pid: int) -> tuple[int, int]:
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        return _tree_rss_proc(pid)
+    return _tree_rss_psutil(pid)
+
+
+class Sampler(threading.Thread):
+    """Samples the process tree of ``pid`` every ``SAMPLE_SECONDS`` until it exits: (unix ts, sum, max)."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, int, int]] = []
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            total, biggest = tree_rss(self.pid)
+            if total:
+                self.samples.append((time.time(), total, biggest))
+            self._stop.wait(SAMPLE_SECONDS)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+
+# ------------------------------------------------------------------------------------------- one run
+
+def _env(root: Path, orders: int) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_DATA_DIR", "ECOM_MAPPING")}
+    env.update(ECOM_DATA_ROOT=str(root), ECOM_DATA_SOURCE="synthetic", ECOM_SYNTHETIC_ORDERS=str(orders),
+               DAGSTER_HOME=str(root / "dagster_home"), PYTHONUNBUFFERED="1")
+    return env
+
+
+def step_stats(dagster_home: Path, run_id: str | None) -> tuple[str | None, str | None, list[dict]]:
+    """(run id, run status, steps) from the run storage; the newest run when ``run_id`` is unknown."""
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        if run_id is None:
+            runs = instance.get_runs(limit=1)
+            if not runs:
+                return None, None, []
+            run_id = runs[0].run_id
+        run = instance.get_run_by_id(run_id)
+        stats = instance.get_run_step_stats(run_id)
+    steps = [{"step": s.step_key, "status": s.status.value if s.status else "IN_PROGRESS",
+              "start": s.start_time, "end": s.end_time,
+              "seconds": round(s.end_time - s.start_time, 2) if s.start_time and s.end_time else None}
+             for s in stats]
+    return run_id, run.status.value if run else None, steps
+
+
+def run_job(root: Path, orders: int, job: str, timeout: float, log: Path) -> dict:
+    """One ``ecom_pipeline.demo --job <job>`` subprocess, sampled; wall time, peak RSS and per-step figures."""
+    env = _env(root, orders)
+    cmd = [sys.executable, "-m", "ecom_pipeline.demo", "--job", job, "--log-level", "INFO"]
+    t0 = time.time()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        sampler = Sampler(proc.pid)
+        sampler.start()
+        timed_out = False
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.terminate()
+            try:
+                rc = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
+        sampler.stop()
+    wall = time.time() - t0
+    text = log.read_text(errors="replace")
+    m = re.search(r"^run ([0-9a-f-]{36}): (SUCCESS|FAILED)", text, re.M)
+    run_id, status, steps = step_stats(root / "dagster_home", m.group(1) if m else None)
+    samples = sampler.samples
+    for s in steps:  # the in-process executor runs one step at a time: a sample belongs to the running step
+        end = s["end"] or time.time()
+        inside = [tot for ts, tot, _ in samples if s["start"] and s["start"] <= ts <= end]
+        s["peak_tree_rss_mb"] = round(max(inside) / 2**20) if inside else None
+        del s["start"], s["end"]
+    steps.sort(key=lambda s: -(s["seconds"] or 0))
+    return {
+        "job": job, "orders": orders, "returncode": rc, "timed_out": timed_out, "run_id": run_id,
+        "run_status": status, "complete": rc == 0 and status == "SUCCESS",
+        "wall_seconds": round(wall, 1),
+        "peak_tree_rss_mb": round(max((t for _, t, _ in samples), default=0) / 2**20),
+        "peak_single_process_rss_mb": round(max((b for _, _, b in samples), default=0) / 2**20),
+        "samples": len(samples),
+        "steps_succeeded": sum(s["status"] == "SUCCESS" for s in steps),
+        "steps_failed": [s["step"] for s in steps if s["status"] == "FAILURE"],
+        "steps": steps, "log": str(log),
+    }
+
+
+def _prepare_root(root: Path) -> None:
+    if root.exists():
+        shutil.rmtree(root)
+    (root / "dagster_home").mkdir(parents=True)
+    # same instance settings as make demo (pools with one slot), but its own run storage
+    shutil.copy(REPO / ".dagster_home" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
+
+
+def run_case(orders: int, daily: bool, growth: int | None, timeout: float, root: Path) -> dict:
+    _prepare_root(root)
+    print(f"[load] {orders:,} orders: full_pipeline in {root}", flush=True)
+    full = run_job(root, orders, "full_pipeline", timeout, root / "full_pipeline.log")
+    _print_run(full)
+    case = {"orders": orders, "data_root": str(root), "full": full, "daily": None,
+            "complete": full["complete"],
+            "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    if daily and full["complete"]:
+        grown = orders + (growth if growth is not None else max(1, round(orders / CALENDAR_DAYS)))
+        runs = []
+        for job in ("daily_refresh", "scoring"):
+            print(f"[load] {grown:,} orders: {job}", flush=True)
+            r = run_job(root, grown, job, timeout, root / f"{job}.log")
+            _print_run(r)
+            runs.append(r)
+        wall = sum(r["wall_seconds"] for r in runs)
+        case["daily"] = {
+            "orders": grown, "added_orders": grown - orders, "runs": runs, "wall_seconds": round(wall, 1),
+            "peak_tree_rss_mb": max(r["peak_tree_rss_mb"] for r in runs),
+            "complete": all(r["complete"] for r in runs),
+            "wall_ratio_vs_full": round(wall / full["wall_seconds"], 3),
+            "peak_rss_ratio_vs_full": round(max(r["peak_tree_rss_mb"] for r in runs)
+                                            / max(full["peak_tree_rss_mb"], 1), 3),
+        }
+        case["complete"] = case["complete"] and case["daily"]["complete"]
+    return case
+
+
+def _print_run(r: dict) -> None:
+    print(f"[load]   {r['job']}: {'complete' if r['complete'] else 'NOT complete'} in {r['wall_seconds']:.0f}s, "
+          f"peak tree RSS {r['peak_tree_rss_mb']:,} MB; slowest: "
+          + ", ".join(f"{s['step']} {s['seconds']}s" for s in r["steps"][:5]), flush=True)
+
+
+# ------------------------------------------------------------------------------------------- report
+
+def render_md(results: dict) -> str:
+    cases = sorted(results["cases"].values(), key=lambda c: c["orders"])
+    lines = [
+        "# Load benchmark",
+        "",
+        f"{results['machine']}. Whole graph (`full_pipeline`, what `make demo` runs) on synthetic orders, each "
+        "case in a fresh data root under /tmp with its own Dagster instance; RSS of the whole process tree "
+        "sampled every 0.5 s. The machine was **shared with other engineers' test runs**: wall times are "
+        "upper bounds. Daily = `daily_refresh` then `scoring` on the warehouse the full run left, source grown "
+        "by one day of orders (see docs/performance.md for what is incremental).",
+        "",
+        "| orders | full run | wall s | peak tree RSS MB | peak 1-process RSS MB | steps ok | daily wall s "
+        "| daily peak RSS MB | daily/full time | measured |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in cases:
+        f, d = c["full"], c.get("daily")
+        state = "complete" if f["complete"] else ("**PARTIAL** (timed out)" if f["timed_out"] else "**FAILED**")
+        lines.append(
+            f"| {c['orders']:,} | {state} | {f['wall_seconds']:,.0f} | {f['peak_tree_rss_mb']:,} | "
+            f"{f['peak_single_process_rss_mb']:,} | {f['steps_succeeded']} | "
+            + (f"{d['wall_seconds']:,.0f} | {d['peak_tree_rss_mb']:,} | {d['wall_ratio_vs_full']:.2f} | "
+               if d else "- | - | - | ")
+            + f"{c['measured_at']} |")
+    for c in cases:
+        lines += ["", f"## {c['orders']:,} orders: slowest steps of the full run", "",
+                  "| step | status | s | peak tree RSS MB |", "|---|---|---:|---:|"]
+        for s in c["full"]["steps"][:15]:
+            lines.append(f"| {s['step']} | {s['status']} | {s['seconds'] if s['seconds'] is not None else '-'} | "
+                         f"{s['peak_tree_rss_mb'] if s['peak_tree_rss_mb'] is not None else '-'} |")
+        if c["full"]["steps_failed"]:
+            lines.append(f"\nFailed steps: {', '.join(c['full']['steps_failed'])}")
+        if c.get("daily"):
+            for r in c["daily"]["runs"]:
+                lines += ["", f"### daily: `{r['job']}` ({c['daily']['orders']:,} orders, "
+                          f"+{c['daily']['added_orders']:,}): {r['wall_seconds']:,.0f} s, peak "
+                          f"{r['peak_tree_rss_mb']:,} MB; slowest steps", "",
+                          "| step | status | s |", "|---|---|---:|"]
+                for s in r["steps"][:8]:
+                    lines.append(f"| {s['step']} | {s['status']} | {s['seconds'] if s['seconds'] is not None else '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--orders", type=int, nargs="+", default=[50_000])
+    p.add_argument("--daily", action="store_true", help="after the full run, run daily_refresh + scoring")
+    p.add_argument("--daily-growth", type=int, default=None, help="orders added for the daily run "
+                   "(default: one day's worth, orders / 731)")
+    p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per job run")
+    p.add_argument("--root", default="/tmp/ecom_load", help="parent of the per-case data roots")
+    p.add_argument("--out", default="load", help="results name under benchmarks/results/")
+    args = p.parse_args(argv)
+
+    out_json = RESULTS / f"{args.out}.json"
+    results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, " + (
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM")
+    for orders in args.orders:
+        case = run_case(orders, args.daily, args.daily_growth, args.timeout, Path(args.root) / f"orders_{orders}")
+        results["cases"][str(orders)] = case
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        (RESULTS / f"{args.out}.md").write_text(render_md(results))
+    return 0 if all(results["cases"][str(o)]["complete"] for o in args.orders) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
