@@ -15,7 +15,9 @@ Flow (each step is idempotent, so a crash anywhere is repaired by re-running it)
 2. ``inbox/deliveries`` (daily partitioned, the ``inbox_ingest`` job) records the day's files in
    ``meta.inbox_deliveries`` and publishes them into ``<data_root>/landing/`` (date token stripped, newest
    delivery of a file wins, atomic replace): the landing folder is the current state of the delivered data
-   set, i.e. what a file-based source (olist / mapped) reads.  Backfilling a day re-publishes its archive.
+   set, i.e. what a file-based source (olist / mapped) reads.  Backfilling a day re-publishes its archive,
+   each file as its newest archived version (a later day's delivery is never replaced by an older one), so
+   the landing folder and ``meta.inbox_deliveries`` are the same whatever order or how often days run.
 3. ``ingest_after_inbox`` (run-status sensor) launches the unpartitioned ``ingest`` job (full atomic reload
    of raw + staging) after each successful ``inbox_ingest`` run, pointing a file-based source at the
    landing folder.
@@ -136,6 +138,23 @@ def _free_target(folder: Path, name: str, sha: str) -> Path:
     return target
 
 
+def _archived_files(folder: Path) -> list[Path]:
+    """The valid regular files of one ``processed/<day>/`` folder, oldest first (mtime, then name)."""
+    entries = [p for p in folder.iterdir() if not p.is_symlink() and p.is_file() and validate_name(p.name) is None]
+    return sorted(entries, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def newest_archived(processed: Path) -> dict[str, Path]:
+    """landing name -> the archived file that is its newest delivery (latest day, then mtime, then name)."""
+    newest: dict[str, Path] = {}
+    if not processed.is_dir():
+        return newest
+    for day_dir in sorted(p for p in processed.iterdir() if p.is_dir() and not p.is_symlink()):
+        for path in _archived_files(day_dir):
+            newest[landing_name(path.name)] = path
+    return newest
+
+
 @dataclass
 class InboxScan:
     accepted: dict[str, list[dict]] = field(default_factory=dict)  # day -> [{name, sha256, bytes}]
@@ -233,13 +252,20 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
     folder = inbox_dir(root) / "processed" / day
     landing = landing_dir(root)
     files = []
+    superseded = []
+    newest = newest_archived(inbox_dir(root) / "processed")
     if folder.is_dir():
-        entries = [p for p in folder.iterdir() if not p.is_symlink() and p.is_file() and validate_name(p.name) is None]
-        for path in sorted(entries, key=lambda p: (p.stat().st_mtime, p.name)):  # newest wins in landing
+        for path in _archived_files(folder):
+            # Publish the newest archived version of this landing file, whichever day that is: re-running or
+            # backfilling an old day never replaces a later delivery, so the landing folder does not depend
+            # on the order in which partitions run.
+            published = newest[landing_name(path.name)]
+            if published != path:
+                superseded.append(f"{path.name} (newer: {published.parent.name}/{published.name})")
             landing.mkdir(parents=True, exist_ok=True)
             target = landing / landing_name(path.name)
             tmp = target.with_name(f".{target.name}.{context.run.run_id[:8]}.tmp")
-            shutil.copyfile(path, tmp)
+            shutil.copyfile(published, tmp)
             os.replace(tmp, target)
             files.append({
                 "day": day, "file": path.name, "landing_file": target.name, "sha256": sha256_file(path),
@@ -255,12 +281,15 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
             con.execute(f"INSERT INTO {INBOX_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", list(f.values()))
     if not files:
         context.log.warning(f"no files delivered on {day} (nothing under {folder})")
+    for note in superseded:
+        context.log.info(f"landing keeps a later delivery: {note}")
     table = "\n".join(f"| {f['file']} | {f['landing_file']} | {f['bytes']:,} | {f['sha256'][:12]} |" for f in files)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(files),
         "files": len(files),
         "bytes": sum(f["bytes"] for f in files),
         "landing_dir": dg.MetadataValue.path(str(landing)),
+        "superseded_by_later_delivery": len(superseded),
         "deliveries": dg.MetadataValue.md(
             "| file | landing file | bytes | sha256 |\n|---|---|---|---|\n" + table if files
             else f"no files delivered on {day}"),

@@ -1,0 +1,104 @@
+"""Idempotency: running the same work again, or an overlapping backfill, leaves the same warehouse.
+
+Compared with ``table_fingerprint`` (row count + order-independent content hash).  What may differ between
+two runs is exactly ``PER_RUN_COLUMNS`` (who/when: run ids, load ids, timestamps of the run) and the load
+history ``meta.load_log`` (one row per load by design); the tests also check that these *do* differ, so
+an exclusion cannot hide a run that did not happen.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from ecom_pipeline.automation.inbox import INBOX_TABLE, inbox_deliveries
+from ecom_pipeline.resources import SourceResource, WarehouseResource
+from ecom_pipeline.resources.tables import PER_RUN_COLUMNS, table_fingerprint, warehouse_fingerprints
+
+DAYS = [f"2024-05-0{d}" for d in range(1, 6)]
+
+
+# ------------------------------------------------------------------------------------------------ inbox
+
+def _archive(root: Path) -> None:
+    """Five delivery days already moved to processed/<day>/ by the sensor; files overlap across days."""
+    deliveries = {  # day -> [(archived name, content, mtime offset)]
+        "2024-05-01": [("orders_2024-05-01.csv", "order_id\no1\n", 0), ("customers_2024-05-01.csv", "c\nc1\n", 0)],
+        "2024-05-02": [("orders_2024-05-02.csv", "order_id\no1\no2\n", 0),
+                       # a second delivery of products the same day (the sensor's ~sha copy name): newer wins
+                       ("products_2024-05-02.csv", "p\np-old\n", 0), ("products_2024-05-02~0123abcd.csv", "p\np-new\n", 60)],
+        "2024-05-03": [("customers_2024-05-03.csv", "c\nc1\nc2\n", 0)],
+        "2024-05-04": [("orders_2024-05-04.csv", "order_id\no1\no2\no3\n", 0)],
+        "2024-05-05": [("customers_2024-05-05.csv", "c\nc1\nc2\nc3\n", 0)],
+    }
+    base = 1_714_521_600  # 2024-05-01T00:00Z
+    for i, (day, files) in enumerate(deliveries.items()):
+        folder = root / "inbox" / "processed" / day
+        folder.mkdir(parents=True)
+        for name, content, offset in files:
+            (folder / name).write_text(content)
+            t = base + i * 86400 + 3600 + offset
+            os.utime(folder / name, (t, t))
+
+
+def _inbox_state(root: Path) -> dict:
+    """What the inbox partitions produce: the landing folder's files and the deliveries table."""
+    landing = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / "landing").iterdir())}
+    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    try:
+        deliveries = table_fingerprint(con, INBOX_TABLE, PER_RUN_COLUMNS)
+        dup = con.execute(f"SELECT count(*) FROM (SELECT day, file FROM {INBOX_TABLE} GROUP BY ALL "
+                          "HAVING count(*) > 1)").fetchall()[0][0]
+        run_ids = {r[0] for r in con.execute(f"SELECT DISTINCT run_id FROM {INBOX_TABLE}").fetchall()}
+    finally:
+        con.close()
+    return {"landing": landing, "deliveries": deliveries, "duplicated_rows": dup, "run_ids": run_ids}
+
+
+def _run_days(root: Path, instance: dg.DagsterInstance, days: list[str]) -> list[str]:
+    resources = {"source": SourceResource(data_root=str(root)),
+                 "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb"))}
+    run_ids = []
+    for day in days:
+        result = dg.materialize([inbox_deliveries], partition_key=day, resources=resources, instance=instance)
+        assert result.success, day
+        run_ids.append(result.run_id)
+    return run_ids
+
+
+def test_same_inbox_partition_twice_gives_identical_tables_and_landing(tmp_path):
+    _archive(tmp_path)
+    with dg.DagsterInstance.ephemeral() as instance:
+        _run_days(tmp_path, instance, ["2024-05-02"])
+        first = _inbox_state(tmp_path)
+        [second_run] = _run_days(tmp_path, instance, ["2024-05-02"])
+        second = _inbox_state(tmp_path)
+    assert first["deliveries"] == second["deliveries"] and first["deliveries"][0] == 3
+    assert first["landing"] == second["landing"]
+    assert (tmp_path / "landing" / "products.csv").read_text() == "p\np-new\n"  # newest of the day
+    assert second["duplicated_rows"] == 0
+    assert second["run_ids"] == {second_run} != first["run_ids"]  # the excluded column really changed
+
+
+def test_overlapping_backfills_equal_one_backfill_whatever_the_order(tmp_path):
+    overlapping, single = tmp_path / "overlapping", tmp_path / "single"
+    _archive(overlapping)
+    _archive(single)
+    with dg.DagsterInstance.ephemeral() as instance:
+        _run_days(overlapping, instance, DAYS[0:3])  # backfill 1-3 ...
+        _run_days(overlapping, instance, DAYS[1:5])  # ... then 2-5
+        _run_days(single, instance, DAYS)  # one backfill 1-5
+        a, b = _inbox_state(overlapping), _inbox_state(single)
+        assert a["landing"] == b["landing"]
+        assert a["deliveries"] == b["deliveries"] and a["deliveries"][0] == 8
+        assert a["duplicated_rows"] == b["duplicated_rows"] == 0
+        # the newest delivery of each file is in landing: orders of day 4, customers of day 5
+        assert (overlapping / "landing" / "orders.csv").read_text() == "order_id\no1\no2\no3\n"
+        assert (overlapping / "landing" / "customers.csv").read_text() == "c\nc1\nc2\nc3\n"
+
+        # re-running an old day after newer ones does not bring its older files back into landing
+        _run_days(overlapping, instance, [DAYS[0], DAYS[1]])
+        again = _inbox_state(overlapping)
+    assert again["landing"] == b["landing"] and again["deliveries"] == b["deliveries"]
