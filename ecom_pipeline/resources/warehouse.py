@@ -25,6 +25,8 @@ LAYER_SCHEMAS = ("raw", "staging", "features", "ml", "serving", "reports", "meta
 _LOCK_MARKERS = ("could not set lock", "Conflicting lock")
 # Opt-in cap on DuckDB's buffer pool (e.g. "4GB"); unset = DuckDB's default (80 % of RAM).
 MEMORY_LIMIT_ENV = "ECOM_DUCKDB_MEMORY_LIMIT"
+# How long a writer waits for another process's lock before failing (a full ingest step holds it ~minutes).
+DEFAULT_LOCK_TIMEOUT_S = 300.0
 
 log = logging.getLogger(__name__)
 _waits: list[float] = []  # seconds this process waited for the lock, one entry per open that had to wait
@@ -95,7 +97,7 @@ class WarehouseResource(dg.ConfigurableResource):
     """Connections to the DuckDB warehouse file (default ``data/warehouse.duckdb``)."""
 
     path: str
-    lock_timeout_s: float = 300.0
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
     threads: int = 0  # 0 = DuckDB's default (all cores)
     memory_limit: str = ""  # e.g. "4GB"; "" = $ECOM_DUCKDB_MEMORY_LIMIT, else DuckDB's default
 
