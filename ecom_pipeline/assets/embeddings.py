@@ -44,10 +44,22 @@ class TextEmbeddingConfig(dg.Config):
     review_weight: float = 1.0  # product text: weight of the mean review embedding for products without titles
 
 
+class ReviewEmbeddingConfig(TextEmbeddingConfig):
+    """Review embeddings are incremental and bounded per run (see docs/performance.md)."""
+
+    # at most this many new/changed reviews are encoded per run, newest first; the rest is reported as
+    # `backlog` and encoded by the next runs (~100 reviews/s on 2 CPU cores: 50k ≈ 8-10 min). 0 = no cap.
+    max_new_per_run: int = 50_000
+    write_every: int = 10_000  # encoded vectors are committed in chunks: an interrupted run keeps its progress
+
+
 class ImageEmbeddingConfig(dg.Config):
     image_encoder: str = "mobilenet_v2"
     batch_size_cpu: int = 32
     batch_size_cuda: int = 256
+    # at most this many new/changed images per run, best-selling products first; the rest is the `backlog`
+    # (~15-27 images/s on 2 CPU cores: 5k ≈ 3-6 min). 0 = no cap.
+    max_new_per_run: int = 5_000
 
 
 class FusionConfig(dg.Config):
@@ -87,6 +99,17 @@ def _progress(context, label: str, every: int = 10):
     return report
 
 
+def _units_sold(warehouse: WarehouseResource, product_ids: pd.Series) -> np.ndarray:
+    """Order lines per product (0 when unsold or when the source has no order items), aligned to ``product_ids``."""
+    from ecom_pipeline.ml.encoders.store import table_exists
+
+    with warehouse.connect(read_only=True) as con:
+        if not len(product_ids) or not table_exists(con, "staging.order_items"):
+            return np.zeros(len(product_ids), np.int64)
+        sold = con.execute("SELECT product_id, count(*) n FROM staging.order_items GROUP BY 1").fetchdf()
+    return product_ids.map(sold.set_index("product_id")["n"]).fillna(0).to_numpy(np.int64)
+
+
 def _read(warehouse: WarehouseResource, sql: str) -> pd.DataFrame:
     from ecom_pipeline.ml.encoders.store import table_exists
 
@@ -101,27 +124,46 @@ def _read(warehouse: WarehouseResource, sql: str) -> pd.DataFrame:
     key=fkey("review_text_embeddings"), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
     deps=[dg.AssetKey(["staging", "reviews"])], kinds={"pytorch", "duckdb"},
     description="One L2-normalised `passage:` embedding (FLOAT[]) per review with text; incremental: only "
-    "reviews whose text or model changed since the last run are encoded.",
+    "reviews whose text or model changed since the last run are encoded, at most `max_new_per_run` per run "
+    "(newest first; the rest is the `backlog` in the metadata, encoded by the next runs).",
 )
-def review_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbeddingConfig,
+def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbeddingConfig,
                            warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
-    from ecom_pipeline.ml.encoders.store import ensure_embedding_table, pending_rows, upsert_embeddings
+    from ecom_pipeline.ml.encoders.store import (
+        ensure_embedding_table,
+        bounded_batch,
+        pending_rows,
+        upsert_embeddings,
+    )
     from ecom_pipeline.ml.text.reviews import review_documents
 
-    reviews = _read(warehouse, "SELECT review_id, product_id, title, text FROM staging.reviews")
+    reviews = _read(warehouse, "SELECT review_id, product_id, title, text, created_at FROM staging.reviews")
     docs = review_documents(reviews)
+    del reviews
     t0 = time.monotonic()
     enc = _text_encoder(config, compute, source)
     with warehouse.connect(read_only=True) as con:
-        todo = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
-    context.log.info(f"{len(docs):,} reviews with text; {len(todo):,} to encode with {enc.model_id} on {enc.device}")
-    emb = enc.encode(todo["doc"].tolist(), kind="passage", progress=_progress(context, "review embeddings"))
-    encode_s = time.monotonic() - t0
+        pending = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
+    todo, backlog = bounded_batch(pending, config.max_new_per_run, by="created_at")  # newest first
+    context.log.info(f"{len(docs):,} reviews with text; {len(pending):,} not embedded yet; encoding {len(todo):,} "
+                     f"with {enc.model_id} on {enc.device}"
+                     + (f"; {backlog:,} left for later runs (max_new_per_run={config.max_new_per_run:,})"
+                        if backlog else ""))
+    progress = _progress(context, "review embeddings")
+    written, step = 0, max(1, config.write_every)
     with warehouse.connect() as con:
         ensure_embedding_table(con, REVIEW_EMB, "review_id", "product_id VARCHAR")
-        written = upsert_embeddings(con, REVIEW_EMB, "review_id", todo[["review_id", "product_id", "input_hash"]],
-                                    emb, model=enc.model_id, model_version=enc.version,
-                                    extra_columns="product_id VARCHAR")
+    for start in range(0, len(todo), step):
+        chunk = todo.iloc[start:start + step]
+        emb = enc.encode(chunk["doc"].tolist(), kind="passage",
+                         progress=lambda done, _n, base=start: progress(base + done, len(todo)))
+        with warehouse.connect() as con:
+            written += upsert_embeddings(con, REVIEW_EMB, "review_id",
+                                         chunk[["review_id", "product_id", "input_hash"]], emb,
+                                         model=enc.model_id, model_version=enc.version,
+                                         extra_columns="product_id VARCHAR")
+    encode_s = time.monotonic() - t0
+    with warehouse.connect() as con:
         if not docs.empty:  # reviews deleted upstream leave the table too
             con.register("_keep", docs[["review_id"]])
             con.execute(f"DELETE FROM {REVIEW_EMB} WHERE review_id NOT IN (SELECT review_id FROM _keep)")
@@ -129,11 +171,17 @@ def review_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbedd
         total = con.execute(f"SELECT count(*) FROM {REVIEW_EMB}").fetchall()[0][0]
     if docs.empty:
         context.log.warning("no reviews with text in staging.reviews: review_text_embeddings is empty")
+    if backlog:
+        context.log.warning(f"{backlog:,} reviews not embedded yet (max_new_per_run={config.max_new_per_run:,}): "
+                            "the next runs encode them, newest first; until then they have no sentiment or topic")
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": int(total), "encoded_this_run": written, "already_embedded": len(docs) - len(todo),
+        "dagster/row_count": int(total), "encoded_this_run": written, "already_embedded": len(docs) - len(pending),
+        "backlog": int(backlog), "max_new_per_run": config.max_new_per_run,
+        "coverage": round(int(total) / len(docs), 4) if len(docs) else 1.0,
         "model": enc.model_id, "model_version": enc.version, "device": enc.device, "dim": enc.dim,
         "seconds": round(encode_s, 2), "rows_per_second": round(written / encode_s, 1) if written else 0.0,
-        "message": "no reviews with text" if docs.empty else "ok",
+        "message": "no reviews with text" if docs.empty else (
+            f"{backlog:,} reviews left for the next runs" if backlog else "ok"),
     })
 
 
@@ -186,14 +234,17 @@ def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbed
 
 @dg.asset(
     key=fkey("product_image_embeddings"), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
-    deps=[dg.AssetKey(["staging", "products"])], kinds={"pytorch", "duckdb"},
+    deps=[dg.AssetKey(["staging", "products"]), dg.AssetKey(["staging", "order_items"])],  # order_items: priority
+    kinds={"pytorch", "duckdb"},
     description="MobileNetV2 (ImageNet) global-pooled image embeddings of products with an image; images "
-    "that cannot be read are listed in `features.image_quarantine` with the reason. Incremental by URI.",
+    "that cannot be read are listed in `features.image_quarantine` with the reason. Incremental by URI, at "
+    "most `max_new_per_run` images per run (best-selling first; the rest is the `backlog` in the metadata).",
 )
 def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingConfig,
                              warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
     from ecom_pipeline.ml.encoders import load_image_encoder
     from ecom_pipeline.ml.encoders.store import (
+        bounded_batch,
         ensure_embedding_table,
         pending_rows,
         text_hash,
@@ -202,6 +253,7 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
 
     products = _read(warehouse, "SELECT product_id, image_uri FROM staging.products WHERE image_uri IS NOT NULL "
                                 "AND trim(image_uri) <> ''")
+    products["sold"] = _units_sold(warehouse, products.get("product_id", pd.Series(dtype=object)))
     device = compute.torch_device()
     compute.configure_threads()
     enc = load_image_encoder(config.image_encoder, device=device,
@@ -209,10 +261,13 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
     if not products.empty:
         products["input_hash"] = products["image_uri"].map(text_hash)
     else:
-        products = pd.DataFrame(columns=["product_id", "image_uri", "input_hash"])
+        products = pd.DataFrame(columns=["product_id", "image_uri", "input_hash", "sold"])
     with warehouse.connect(read_only=True) as con:
-        todo = pending_rows(con, PRODUCT_IMAGE_EMB, "product_id", products, enc.model_id)
-    context.log.info(f"{len(products):,} products with an image; {len(todo):,} to encode on {device}")
+        pending = pending_rows(con, PRODUCT_IMAGE_EMB, "product_id", products, enc.model_id)
+    todo, backlog = bounded_batch(pending, config.max_new_per_run, by="sold")  # best-selling first
+    context.log.info(f"{len(products):,} products with an image; {len(pending):,} not embedded yet; encoding "
+                     f"{len(todo):,} on {device}" + (f"; {backlog:,} left for later runs (max_new_per_run="
+                                                     f"{config.max_new_per_run:,})" if backlog else ""))
     t0 = time.monotonic()
     base = source.data_dir or None
     emb, good, failures = enc.encode_uris(todo["image_uri"].tolist(), base_dir=base,
@@ -241,8 +296,12 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
         context.log.warning("no product has an image_uri: product_image_embeddings is empty")
     if failures:
         context.log.warning(f"{len(failures)} images could not be read; see {IMAGE_QUARANTINE}")
+    if backlog:
+        context.log.warning(f"{backlog:,} product images not embedded yet (max_new_per_run="
+                            f"{config.max_new_per_run:,}): the next runs encode them, best-selling first")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(total), "encoded_this_run": written, "quarantined_total": int(quarantined),
+        "backlog": int(backlog), "max_new_per_run": config.max_new_per_run,
         "quarantined_this_run": len(failures), "model": enc.model_id, "model_version": enc.version,
         "device": device, "seconds": round(secs, 2),
         "images_per_second": round(written / secs, 1) if written and secs else 0.0,

@@ -140,3 +140,33 @@ def test_empty_sources_give_empty_tables(root):
     for t in ("features.review_text_embeddings", "features.product_embeddings", "serving.similar_products"):
         assert con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] == 0
     con.close()
+
+
+def test_bounded_batch_takes_largest_first_and_counts_the_rest():
+    from ecom_pipeline.ml.encoders.store import bounded_batch
+
+    pending = pd.DataFrame({"review_id": ["a", "b", "c", "d"],
+                            "created_at": pd.to_datetime(["2024-01-02", None, "2024-03-01", "2024-02-01"])})
+    batch, backlog = bounded_batch(pending, 2, by="created_at")
+    assert batch["review_id"].tolist() == ["c", "d"] and backlog == 2
+    everything, none_left = bounded_batch(pending, 0, by="created_at")  # 0 = no cap
+    assert len(everything) == 4 and none_left == 0
+
+
+def test_review_embeddings_cap_leaves_a_visible_backlog_that_later_runs_encode(root):
+    db = root / "wh_cap.duckdb"
+    _write(db, _products(root / "img"), _reviews())
+    res = _resources(root, db)
+    cfg = {"ops": {"features__review_text_embeddings": {"config": {"max_new_per_run": 4, "write_every": 3}}}}
+    first = _meta(dg.materialize([E.review_text_embeddings], resources=res, run_config=cfg),
+                  "features__review_text_embeddings")
+    assert (first["encoded_this_run"], first["backlog"], first["max_new_per_run"]) == (4, 2, 4)
+    assert first["dagster/row_count"] == 4 and "2 reviews left" in first["message"]
+    con = duckdb.connect(str(db), read_only=True)
+    # newest first: the two oldest reviews with text (r0, r1) wait for the next run
+    done = {r[0] for r in con.execute("SELECT review_id FROM features.review_text_embeddings").fetchall()}
+    con.close()
+    assert done == {"r3", "r4", "r6", "r7"}
+    second = _meta(dg.materialize([E.review_text_embeddings], resources=res, run_config=cfg),
+                   "features__review_text_embeddings")
+    assert (second["encoded_this_run"], second["backlog"], second["dagster/row_count"]) == (2, 0, 6)

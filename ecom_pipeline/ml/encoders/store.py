@@ -58,6 +58,19 @@ def pending_rows(con, table: str, key: str, candidates: pd.DataFrame, model_id: 
     return candidates[candidates[key].isin(set(todo[key]))]
 
 
+def bounded_batch(pending: pd.DataFrame, limit: int, by: str) -> tuple[pd.DataFrame, int]:
+    """At most ``limit`` rows of ``pending``, largest ``by`` first (newest, best-selling), and how many are
+    left for later runs.
+
+    Bounds the work of one incremental run: a cold start on a large table catches up over several runs
+    (the rows that matter most first) while a daily run stays small.  ``limit <= 0`` means no limit.
+    """
+    if limit <= 0 or len(pending) <= limit:
+        return pending, 0
+    ordered = pending.sort_values(by, ascending=False, na_position="last", kind="stable")
+    return ordered.head(limit), len(pending) - limit
+
+
 def upsert_embeddings(con, table: str, key: str, frame: pd.DataFrame, embeddings: np.ndarray, *,
                       model: str, model_version: str, extra_columns: str = "") -> int:
     """Replace the rows of ``frame[key]`` in ``table`` with the new vectors; returns rows written."""
