@@ -163,7 +163,7 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
 def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MLflowResource):
     from mlflow.exceptions import MlflowException
 
-    from ecom_pipeline.ml.registry import CHAMPION, load_champion
+    from ecom_pipeline.ml.registry import load_serving_model
     from ecom_pipeline.ml.text.sentiment import SETTINGS
 
     docs, emb, emb_model = _labelled_reviews(warehouse)
@@ -173,9 +173,9 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     message = "ok"
     if len(docs):
         client = mlflow.client()
-        try:
-            head = load_champion(name, "sklearn")
-            version = client.get_model_version_by_alias(name, CHAMPION).version
+        try:  # a champion whose artifact does not load falls back to the former champion (message says so)
+            served = load_serving_model(name, "sklearn", client)
+            head, version, message = served.model, served.version, served.fallback_reason or "ok"
         except (LookupError, MlflowException) as exc:  # no registered model yet (e.g. too few reviews)
             head, message = None, f"no champion for {name}: {exc}"
         if head is not None and getattr(head, "n_features_in_", emb.shape[1]) == emb.shape[1]:

@@ -35,6 +35,13 @@ import dagster as dg
 from ecom_pipeline.automation.executors import executor_from_env
 
 STAGE_TAG = "ecom/stage"
+# Model steps talk to MLflow (and wait for the warehouse lock and the GPU pool): a tracking-server restart or
+# a network blip is worth two more tries after ~15 s and ~45 s (±15 s jitter, so parallel steps do not retry
+# in lockstep).  Set on the jobs as ``op_retry_policy`` rather than on each of ~20 model assets in other
+# modules: one place to tune, and it applies to new model assets too; steps with a policy of their own
+# (raw/staging) keep theirs.  The cost: a step that fails deterministically runs three times before failing.
+MODEL_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL,
+                                    jitter=dg.Jitter.PLUS_MINUS)
 # None (the code location's multiprocess executor) unless ECOM_EXECUTOR=celery|k8s
 EXECUTOR = executor_from_env()
 
@@ -70,6 +77,7 @@ daily_refresh_job = dg.define_asset_job(
 training_job = dg.define_asset_job(
     executor_def=EXECUTOR,
     name="training",
+    op_retry_policy=MODEL_RETRY_POLICY,
     selection=_groups_or_stage("models", stage="training"),
     description="Train every model, evaluate it against its baseline, register it in MLflow and promote it "
     "to `champion` only when it beats the current champion by the configured margin.",
@@ -79,6 +87,7 @@ training_job = dg.define_asset_job(
 scoring_job = dg.define_asset_job(
     executor_def=EXECUTOR,
     name="scoring",
+    op_retry_policy=MODEL_RETRY_POLICY,
     selection=_groups_or_stage("serving", "reports", stage="scoring"),
     description="Score with the current champions (forecasts, anomalies, recommendations, profiles) and "
     "rebuild the reports, including the model registry report.",
@@ -88,6 +97,7 @@ scoring_job = dg.define_asset_job(
 full_pipeline_job = dg.define_asset_job(
     executor_def=EXECUTOR,
     name="full_pipeline",
+    op_retry_policy=MODEL_RETRY_POLICY,
     # the inbox is partitioned by delivery day and is driven by its sensor / backfills, not by the demo
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups("inbox"),
     description="Materialise every (unpartitioned) asset: what `make demo` runs.",

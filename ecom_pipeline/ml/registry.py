@@ -3,16 +3,27 @@
 Downstream code loads ``models:/<name>@champion``, never "the newest file".  A new version takes the
 ``champion`` alias only when it beats the current champion by ``margin`` on the metric both were scored on
 (the current holdout when ``score_champion`` is given, else the champion's recorded score).
+
+Faults: a version is created only after its artifact and score are logged, with its score tags in the same
+call, and the alias moves last, so a tracking server lost half way leaves no version without its metrics and
+the champion unchanged.  A champion whose artifact no longer loads is tagged ``ecom.load_error`` and the
+previous champion is served instead (:func:`load_serving_model`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 CHAMPION = "champion"
+LOAD_ERROR_TAG = "ecom.load_error"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,7 +79,7 @@ def _log(candidate: Candidate):
         except Exception:
             pass
     return flavor.log_model(
-        candidate.model, name="model", registered_model_name=candidate.name, signature=signature,
+        candidate.model, name="model", signature=signature,
         input_example=example if candidate.flavor != "pytorch" else None, **extra,
     )
 
@@ -110,14 +121,16 @@ def log_and_register(
 
     client = mlflow.MlflowClient()
     info = _log(candidate)
-    version = str(info.registered_model_version)
-    client.set_model_version_tag(candidate.name, version, "metric", candidate.metric)
-    client.set_model_version_tag(candidate.name, version, "metric_value", repr(float(candidate.value)))
-    client.set_model_version_tag(candidate.name, version, "higher_is_better", str(candidate.higher_is_better))
+    # the run holds the score before the registry hears of the version (MLflow metric names allow no "@")
+    mlflow.log_metric(re.sub(r"[^\w./ :-]", "_", f"registry.{candidate.name}.{candidate.metric}"),
+                      float(candidate.value))
+    tags = {"metric": candidate.metric, "metric_value": repr(float(candidate.value)),
+            "higher_is_better": str(candidate.higher_is_better)}
     if candidate.baseline is not None:
-        client.set_model_version_tag(candidate.name, version, "baseline", candidate.baseline)
+        tags["baseline"] = candidate.baseline
     if candidate.baseline_value is not None:
-        client.set_model_version_tag(candidate.name, version, "baseline_value", repr(float(candidate.baseline_value)))
+        tags["baseline_value"] = repr(float(candidate.baseline_value))
+    version = str(mlflow.register_model(info.model_uri, candidate.name, tags=tags).version)
     try:
         champion = client.get_model_version_by_alias(candidate.name, CHAMPION)
     except MlflowException:
@@ -148,16 +161,60 @@ def log_and_register(
                            f"models:/{candidate.name}@{CHAMPION}")
 
 
-def load_champion(name: str, flavor: str = "pyfunc"):
-    """Load ``models:/<name>@champion`` with the given flavor's loader; a clear error when there is none."""
+@dataclass
+class ServedModel:
+    model: Any
+    name: str
+    version: str  # the version actually loaded
+    champion_version: str  # the version the champion alias points to
+    fallback_reason: str | None = None  # why the champion itself is not served (None: it is)
+
+
+def load_serving_model(name: str, flavor: str = "pyfunc", client=None) -> ServedModel:
+    """Load the champion of ``name``; if its artifact does not load, serve the newest former champion that does.
+
+    A version that fails to load is logged and tagged ``ecom.load_error`` (the tag is cleared once it loads
+    again); the alias is not moved: re-train, or point ``champion`` at a good version by hand.  Only former
+    champions (tag ``promoted=True``) are fallbacks: a version that lost its comparison is never served.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    uri = f"models:/{name}@{CHAMPION}"
+    client = client or mlflow.MlflowClient()
     try:
-        return getattr(mlflow, flavor).load_model(uri)
+        champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
-        raise LookupError(f"no usable champion for model {name!r} ({uri}): {exc}") from exc
+        raise LookupError(f"no usable champion for model {name!r} (models:/{name}@{CHAMPION}): {exc}") from exc
+    quoted = name.replace("'", "\\'")
+    former = sorted((v for v in client.search_model_versions(f"name = '{quoted}'")
+                     if int(v.version) < int(champion.version) and v.tags.get("promoted") == "True"),
+                    key=lambda v: -int(v.version))
+    errors = []
+    for v in [champion, *former]:
+        try:
+            model = getattr(mlflow, flavor).load_model(f"models:/{name}/{v.version}")
+        except Exception as exc:  # corrupt or missing artifact, unpickling error: record it, try the next one
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            errors.append(f"v{v.version}: {error}")
+            log.error("model %s v%s does not load: %s", name, v.version, error)
+            with suppress(Exception):  # the tag is a record, not a requirement
+                client.set_model_version_tag(name, v.version, LOAD_ERROR_TAG, error)
+            continue
+        if LOAD_ERROR_TAG in (v.tags or {}):
+            with suppress(Exception):
+                client.delete_model_version_tag(name, v.version, LOAD_ERROR_TAG)
+        reason = None if not errors else (f"champion {name} v{champion.version} does not load ({errors[0]}); "
+                                          f"serving former champion v{v.version}")
+        if reason:
+            log.warning(reason)
+        return ServedModel(model, name, str(v.version), str(champion.version), reason)
+    raise LookupError(f"no usable champion for model {name!r}: the champion and every former champion fail to "
+                      f"load ({'; '.join(errors)})")
+
+
+def load_champion(name: str, flavor: str = "pyfunc"):
+    """The served model of ``name`` (see :func:`load_serving_model`); LookupError when none loads."""
+    return load_serving_model(name, flavor).model
 
 
 # ------------------------------------------------------------------------------------------- reporting

@@ -1,12 +1,50 @@
-"""MLflow tracking: a thin resource so every asset logs to the configured server the same way."""
+"""MLflow tracking: a thin resource so every asset logs to the configured server the same way.
+
+A tracking server that cannot be reached fails the step at once with :class:`MlflowUnavailableError`, which
+names the URI and what to do, instead of a minutes-long stack of HTTP retries deep inside MLflow; the
+training, scoring and full-pipeline jobs retry such a step with back-off (``automation/jobs.py``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dagster as dg
+
+# Seconds the reachability probe waits for the server to answer.
+CONNECT_TIMEOUT_ENV = "ECOM_MLFLOW_CONNECT_TIMEOUT_S"
+
+
+class MlflowUnavailableError(RuntimeError):
+    """The configured MLflow tracking server does not answer."""
+
+
+def check_tracking_reachable(tracking_uri: str, timeout_s: float | None = None) -> None:
+    """Raise :class:`MlflowUnavailableError` when an http(s) tracking server does not answer; local stores pass.
+
+    Any HTTP answer counts as reachable (``/health`` is MLflow's, other servers may answer 404); only a
+    refused, unresolvable or silent endpoint fails.
+    """
+    if urlparse(tracking_uri).scheme not in ("http", "https"):
+        return
+    import requests
+
+    timeout = timeout_s if timeout_s is not None else float(os.environ.get(CONNECT_TIMEOUT_ENV, "5"))
+    try:
+        requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as exc:
+        reason = type(exc).__name__ + (": connection refused" if "refused" in str(exc).lower() else "")
+        raise MlflowUnavailableError(
+            f"MLflow tracking server {tracking_uri} is unreachable ({reason}, {timeout:g} s timeout). Start it "
+            "(`docker compose up -d mlflow`, or `mlflow server --host 0.0.0.0 --port <port>`) or set "
+            "MLFLOW_TRACKING_URI to a running server (or sqlite:///data/mlflow.db for a local store), then "
+            "re-execute the run from failure (the training, scoring and full_pipeline jobs retry this step with "
+            "back-off before the run fails)."
+        ) from None
 
 
 def default_artifact_root(tracking_uri: str) -> str | None:
@@ -26,6 +64,7 @@ class MLflowResource(dg.ConfigurableResource):
     def client(self):
         import mlflow
 
+        check_tracking_reachable(self.tracking_uri)
         mlflow.set_tracking_uri(self.tracking_uri)
         return mlflow.MlflowClient(self.tracking_uri)
 
@@ -34,6 +73,7 @@ class MLflowResource(dg.ConfigurableResource):
 
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        check_tracking_reachable(self.tracking_uri)
         mlflow.set_tracking_uri(self.tracking_uri)
         existing = mlflow.get_experiment_by_name(self.experiment)
         if existing is not None:

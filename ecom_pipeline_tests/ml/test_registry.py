@@ -1,15 +1,23 @@
+import re
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from ecom_pipeline.ml.registry import Candidate, load_champion, log_and_register
-from ecom_pipeline.resources.tracking import MLflowResource
+from ecom_pipeline.ml.registry import LOAD_ERROR_TAG, Candidate, load_champion, load_serving_model, log_and_register
+from ecom_pipeline.resources.tracking import MLflowResource, MlflowUnavailableError
 
 
-@pytest.fixture
-def tracking(tmp_path):
-    return MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="reg")
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """One MLflow store for the module (a fresh one costs seconds); every test uses its own model names."""
+    return MLflowResource(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}",
+                          experiment="reg")
 
 
 def _model(seed):
@@ -52,3 +60,83 @@ def test_missing_champion_is_a_clear_error(tracking):
     tracking.client()
     with pytest.raises(LookupError, match="no usable champion"):
         load_champion("does.not.exist", "sklearn")
+
+
+# ------------------------------------------------------------------------------------------------ faults
+
+def model_file(name: str, version: str) -> Path:
+    """The pickled model of a registered version on disk (local artifact store)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    source = client.get_model_version(name, version).source  # models:/m-<logged model id>
+    location = client.get_logged_model(source.removeprefix("models:/")).artifact_location
+    return Path(urlparse(location).path) / "model.pkl"
+
+
+def corrupt(path: Path) -> None:
+    """Truncate a pickle to half its size, as a disk-full write or a bad copy would."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_corrupt_champion_falls_back_to_former_champion_and_is_tagged(tracking):
+    import mlflow
+
+    m1, x = _model(2)
+    m2 = LogisticRegression(C=0.01).fit(x.assign(a=-x["a"]), [0, 1, 0])  # predicts differently from m1
+    with tracking.start_run("v1"):
+        log_and_register(Candidate("t.corrupt", "sklearn", m1, x, "auc", 0.7))
+    with tracking.start_run("v2"):
+        log_and_register(Candidate("t.corrupt", "sklearn", m2, x, "auc", 0.9))
+    with tracking.start_run("v3"):  # lost to v2: never served, not even as a fallback
+        log_and_register(Candidate("t.corrupt", "sklearn", m2, x, "auc", 0.5))
+    corrupt(model_file("t.corrupt", "2"))
+
+    served = load_serving_model("t.corrupt", "sklearn")
+    assert (served.version, served.champion_version) == ("1", "2")
+    assert "v2 does not load" in served.fallback_reason and "serving former champion v1" in served.fallback_reason
+    assert (served.model.predict(x) == m1.predict(x)).all()
+    client = mlflow.MlflowClient()
+    assert client.get_model_version("t.corrupt", "2").tags[LOAD_ERROR_TAG]
+    assert LOAD_ERROR_TAG not in client.get_model_version("t.corrupt", "1").tags
+    assert str(client.get_model_version_by_alias("t.corrupt", "champion").version) == "2"  # alias left to the operator
+
+    corrupt(model_file("t.corrupt", "1"))
+    with pytest.raises(LookupError, match=r"every former champion fail to load.*v2: .*v1: "):
+        load_champion("t.corrupt", "sklearn")
+
+
+def test_version_is_registered_with_its_score_and_a_failed_comparison_leaves_the_champion(tracking):
+    import mlflow
+
+    m, x = _model(3)
+    with tracking.start_run("v1"):
+        log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.3, baseline="pop", baseline_value=0.2))
+    with pytest.raises(ConnectionError):
+        with tracking.start_run("v2") as run:
+            def scoring_fails(uri):  # e.g. the holdout store went away while the champion was being re-scored
+                raise ConnectionError("holdout unavailable")
+            log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.9), score_champion=scoring_fails)
+    client = mlflow.MlflowClient()
+    v2 = client.get_model_version("t.half", "2")
+    # the version that exists carries its score and its run holds the metric; the champion did not move
+    assert v2.tags["metric"] == "recall@10" and float(v2.tags["metric_value"]) == 0.9 and "promoted" not in v2.tags
+    assert client.get_run(run.info.run_id).data.metrics["registry.t.half.recall_10"] == 0.9
+    assert str(client.get_model_version_by_alias("t.half", "champion").version) == "1"
+    assert client.get_model_version("t.half", "1").tags["baseline_value"] == "0.2"
+
+
+def test_unreachable_tracking_server_fails_fast_naming_the_uri():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    resource = MLflowResource(tracking_uri=uri, experiment="down")
+    t0 = time.monotonic()
+    with pytest.raises(MlflowUnavailableError, match=re.escape(uri) + r".*unreachable.*MLFLOW_TRACKING_URI"):
+        with resource.start_run("never"):
+            pass
+    with pytest.raises(MlflowUnavailableError):
+        resource.client()
+    assert time.monotonic() - t0 < 10
