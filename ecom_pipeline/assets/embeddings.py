@@ -48,8 +48,10 @@ class ReviewEmbeddingConfig(TextEmbeddingConfig):
     """Review embeddings are incremental and bounded per run (see docs/performance.md)."""
 
     # at most this many new/changed reviews are encoded per run, newest first; the rest is reported as
-    # `backlog` and encoded by the next runs (~100 reviews/s on 2 CPU cores: 50k ≈ 8-10 min). 0 = no cap.
-    max_new_per_run: int = 50_000
+    # `backlog` and encoded by the next runs. CPU: ~100 reviews/s on 2 quiet cores, 20k ≈ 3-4 min (a daily
+    # delivery of a 1M-orders shop is ~1.2k reviews). 0 = no cap.
+    max_new_per_run_cpu: int = 20_000
+    max_new_per_run_cuda: int = 500_000
     write_every: int = 10_000  # encoded vectors are committed in chunks: an interrupted run keeps its progress
 
 
@@ -57,9 +59,10 @@ class ImageEmbeddingConfig(dg.Config):
     image_encoder: str = "mobilenet_v2"
     batch_size_cpu: int = 32
     batch_size_cuda: int = 256
-    # at most this many new/changed images per run, best-selling products first; the rest is the `backlog`
-    # (~15-27 images/s on 2 CPU cores: 5k ≈ 3-6 min). 0 = no cap.
-    max_new_per_run: int = 5_000
+    # at most this many new/changed images per run, best-selling products first; the rest is the `backlog`.
+    # CPU: ~27 images/s on 2 quiet cores, 2k ≈ 1.5 min. 0 = no cap.
+    max_new_per_run_cpu: int = 2_000
+    max_new_per_run_cuda: int = 50_000
 
 
 class FusionConfig(dg.Config):
@@ -144,11 +147,11 @@ def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbe
     enc = _text_encoder(config, compute, source)
     with warehouse.connect(read_only=True) as con:
         pending = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
-    todo, backlog = bounded_batch(pending, config.max_new_per_run, by="created_at")  # newest first
+    cap = config.max_new_per_run_cuda if enc.device.startswith("cuda") else config.max_new_per_run_cpu
+    todo, backlog = bounded_batch(pending, cap, by="created_at")  # newest first
     context.log.info(f"{len(docs):,} reviews with text; {len(pending):,} not embedded yet; encoding {len(todo):,} "
                      f"with {enc.model_id} on {enc.device}"
-                     + (f"; {backlog:,} left for later runs (max_new_per_run={config.max_new_per_run:,})"
-                        if backlog else ""))
+                     + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})" if backlog else ""))
     progress = _progress(context, "review embeddings")
     written, step = 0, max(1, config.write_every)
     with warehouse.connect() as con:
@@ -172,11 +175,11 @@ def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbe
     if docs.empty:
         context.log.warning("no reviews with text in staging.reviews: review_text_embeddings is empty")
     if backlog:
-        context.log.warning(f"{backlog:,} reviews not embedded yet (max_new_per_run={config.max_new_per_run:,}): "
+        context.log.warning(f"{backlog:,} reviews not embedded yet (max_new_per_run={cap:,}): "
                             "the next runs encode them, newest first; until then they have no sentiment or topic")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(total), "encoded_this_run": written, "already_embedded": len(docs) - len(pending),
-        "backlog": int(backlog), "max_new_per_run": config.max_new_per_run,
+        "backlog": int(backlog), "max_new_per_run": cap,
         "coverage": round(int(total) / len(docs), 4) if len(docs) else 1.0,
         "model": enc.model_id, "model_version": enc.version, "device": enc.device, "dim": enc.dim,
         "seconds": round(encode_s, 2), "rows_per_second": round(written / encode_s, 1) if written else 0.0,
@@ -264,10 +267,11 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
         products = pd.DataFrame(columns=["product_id", "image_uri", "input_hash", "sold"])
     with warehouse.connect(read_only=True) as con:
         pending = pending_rows(con, PRODUCT_IMAGE_EMB, "product_id", products, enc.model_id)
-    todo, backlog = bounded_batch(pending, config.max_new_per_run, by="sold")  # best-selling first
+    cap = config.max_new_per_run_cuda if device.startswith("cuda") else config.max_new_per_run_cpu
+    todo, backlog = bounded_batch(pending, cap, by="sold")  # best-selling first
     context.log.info(f"{len(products):,} products with an image; {len(pending):,} not embedded yet; encoding "
-                     f"{len(todo):,} on {device}" + (f"; {backlog:,} left for later runs (max_new_per_run="
-                                                     f"{config.max_new_per_run:,})" if backlog else ""))
+                     f"{len(todo):,} on {device}" + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})"
+                                                     if backlog else ""))
     t0 = time.monotonic()
     base = source.data_dir or None
     emb, good, failures = enc.encode_uris(todo["image_uri"].tolist(), base_dir=base,
@@ -297,11 +301,11 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
     if failures:
         context.log.warning(f"{len(failures)} images could not be read; see {IMAGE_QUARANTINE}")
     if backlog:
-        context.log.warning(f"{backlog:,} product images not embedded yet (max_new_per_run="
-                            f"{config.max_new_per_run:,}): the next runs encode them, best-selling first")
+        context.log.warning(f"{backlog:,} product images not embedded yet (max_new_per_run={cap:,}): "
+                            "the next runs encode them, best-selling first")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(total), "encoded_this_run": written, "quarantined_total": int(quarantined),
-        "backlog": int(backlog), "max_new_per_run": config.max_new_per_run,
+        "backlog": int(backlog), "max_new_per_run": cap,
         "quarantined_this_run": len(failures), "model": enc.model_id, "model_version": enc.version,
         "device": device, "seconds": round(secs, 2),
         "images_per_second": round(written / secs, 1) if written and secs else 0.0,

@@ -157,7 +157,7 @@ def test_review_embeddings_cap_leaves_a_visible_backlog_that_later_runs_encode(r
     db = root / "wh_cap.duckdb"
     _write(db, _products(root / "img"), _reviews())
     res = _resources(root, db)
-    cfg = {"ops": {"features__review_text_embeddings": {"config": {"max_new_per_run": 4, "write_every": 3}}}}
+    cfg = {"ops": {"features__review_text_embeddings": {"config": {"max_new_per_run_cpu": 4, "write_every": 3}}}}
     first = _meta(dg.materialize([E.review_text_embeddings], resources=res, run_config=cfg),
                   "features__review_text_embeddings")
     assert (first["encoded_this_run"], first["backlog"], first["max_new_per_run"]) == (4, 2, 4)
