@@ -1,0 +1,211 @@
+"""Differentially private regional demand: monthly order counts and revenue per region, safe to share.
+
+The released table answers "how many orders, and how much revenue, came from region R in month M".
+It is built so that whether any one customer is in the data changes the published numbers only a
+little, in a way that is quantified by epsilon.
+
+Mechanism (per month, the Laplace mechanism on clipped contributions)
+--------------------------------------------------------------------
+1. **Unit of privacy: a customer.**  Every customer lives in one region (their address in
+   ``staging.customers``), so in one month they touch exactly one cell ``(region, month)``.
+2. **Clip, then sum.**  A customer's orders in a month count at most ``max_orders_per_customer``
+   (``C``) and their revenue in a month at most ``max_revenue_per_customer`` (``R``).  Adding or removing
+   one customer therefore changes one cell's order count by at most ``C`` and its revenue by at most
+   ``R``: the L1 sensitivities of the two published measures, per month.
+3. **Split the budget.**  Two measures are published from the same people, so by sequential composition
+   ``epsilon = epsilon_orders + epsilon_revenue``; ``orders_share`` (default 0.5) of it goes to the counts.
+4. **Noise.**  Laplace noise with scale ``C / epsilon_orders`` on every count and ``R / epsilon_revenue``
+   on every revenue, on *every* cell of a fixed grid (every region of the level x every month of the
+   period), including cells with no orders: which regions exist must not reveal anyone.  The region
+   grid is public reference data (27 states; or all 1,000 CEP-3 prefixes) and the month range is taken
+   as public (the period the shop has been trading).
+5. **Post-processing** (free: it touches only noisy numbers): counts rounded and clamped at 0, revenue
+   clamped at 0, and a cell whose noisy count is below ``suppress_below`` is suppressed (both measures
+   NULL) because its relative error would be large.
+
+The guarantee is ``epsilon`` per month and customer: a customer who orders in ``k`` different months of the
+period is protected at ``k * epsilon`` over the whole release (sequential composition across months).
+``noise_scales`` and the table's columns state the scales and budget split used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+BR_STATES = ("AC", "AL", "AM", "AP", "BA", "CE", "DF", "ES", "GO", "MA", "MG", "MS", "MT", "PA", "PB", "PE",
+             "PI", "PR", "RJ", "RN", "RO", "RR", "RS", "SC", "SE", "SP", "TO")
+ZIP3_PREFIXES = tuple(f"{i:03d}" for i in range(1000))
+LEVELS = {"state": BR_STATES, "zip3": ZIP3_PREFIXES}
+
+ORDER_COLUMNS = ["customer_id", "region", "month", "revenue"]  # one row per order
+REPORT_COLUMNS = ["level", "region", "month", "orders", "revenue", "suppressed", "epsilon", "epsilon_orders",
+                  "epsilon_revenue", "noise_scale_orders", "noise_scale_revenue"]
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    epsilon: float = 1.0  # per month and customer, shared by the two measures
+    orders_share: float = 0.5  # fraction of epsilon spent on the order counts
+    max_orders_per_customer: int = 3  # C: a customer's orders in one month count at most this often
+    max_revenue_per_customer: float = 1000.0  # R: a customer's revenue in one month counts at most this much
+    suppress_below: float = 10.0  # noisy count under this: cell suppressed (post-processing)
+
+    def __post_init__(self):
+        if not self.epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {self.epsilon}")
+        if not 0 < self.orders_share < 1:
+            raise ValueError(f"orders_share must be in (0, 1), got {self.orders_share}")
+        if self.max_orders_per_customer < 1 or not self.max_revenue_per_customer > 0:
+            raise ValueError("clipping bounds must be positive (max_orders_per_customer >= 1, "
+                             "max_revenue_per_customer > 0)")
+
+    @property
+    def epsilon_orders(self) -> float:
+        return self.epsilon * self.orders_share
+
+    @property
+    def epsilon_revenue(self) -> float:
+        return self.epsilon * (1.0 - self.orders_share)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def noise_scales(cfg: DPConfig) -> tuple[float, float]:
+    """Laplace scales ``(b_orders, b_revenue)`` = sensitivity / epsilon share (variance is ``2 b^2``)."""
+    return cfg.max_orders_per_customer / cfg.epsilon_orders, cfg.max_revenue_per_customer / cfg.epsilon_revenue
+
+
+def clip_contributions(orders: pd.DataFrame, max_orders: int, max_revenue: float) -> pd.DataFrame:
+    """Per ``(region, month)``: the sum over customers of min(orders, C) and min(revenue, R).
+
+    ``orders``: one row per order with :data:`ORDER_COLUMNS`.  A customer with several regions in one
+    month (an address change) is counted in each, so callers give each customer one region."""
+    if orders.empty:
+        return pd.DataFrame({"region": pd.Series(dtype=object), "month": pd.Series(dtype="datetime64[us]"),
+                             "orders": pd.Series(dtype="float64"), "revenue": pd.Series(dtype="float64")})
+    per_customer = (orders.assign(revenue=orders["revenue"].astype("float64").fillna(0.0).clip(lower=0.0))
+                    .groupby(["customer_id", "region", "month"], observed=True)
+                    .agg(orders=("revenue", "size"), revenue=("revenue", "sum")).reset_index())
+    per_customer["orders"] = per_customer["orders"].clip(upper=max_orders).astype("float64")
+    per_customer["revenue"] = per_customer["revenue"].clip(upper=max_revenue)
+    return per_customer.groupby(["region", "month"], observed=True)[["orders", "revenue"]].sum().reset_index()
+
+
+def true_totals(orders: pd.DataFrame) -> pd.DataFrame:
+    """Unclipped, unnoised ``(region, month) -> orders, revenue``: what the utility is measured against."""
+    if orders.empty:
+        return pd.DataFrame(columns=["region", "month", "orders", "revenue"])
+    return (orders.groupby(["region", "month"], observed=True)
+            .agg(orders=("revenue", "size"), revenue=("revenue", "sum")).reset_index())
+
+
+def month_grid(orders: pd.DataFrame, months: list | None = None) -> list[pd.Timestamp]:
+    """Every month from the first to the last order month (the published period), or ``months``."""
+    if months is not None:
+        return [pd.Timestamp(m) for m in months]
+    if orders.empty:
+        return []
+    first, last = orders["month"].min(), orders["month"].max()
+    return list(pd.date_range(first, last, freq="MS"))
+
+
+def dp_regional_report(orders: pd.DataFrame, cfg: DPConfig, level: str = "state", *,
+                       months: list | None = None, rng: np.random.Generator | None = None) -> pd.DataFrame:
+    """The publishable table (:data:`REPORT_COLUMNS`): one row per region of ``level`` and month.
+
+    ``orders``: one row per order, :data:`ORDER_COLUMNS`, ``region`` already at ``level`` and ``month``
+    the first day of the order's month.  Regions outside the level's public grid are not published (their
+    orders are dropped before noise so they cannot reveal themselves)."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; choose one of {sorted(LEVELS)}")
+    rng = rng if rng is not None else np.random.default_rng()
+    regions = LEVELS[level]
+    grid_months = month_grid(orders, months)
+    clipped = clip_contributions(orders[orders["region"].isin(regions)], cfg.max_orders_per_customer,
+                                 cfg.max_revenue_per_customer)
+    grid = pd.MultiIndex.from_product([list(regions), grid_months], names=["region", "month"])
+    cells = clipped.set_index(["region", "month"]).reindex(grid, fill_value=0.0).reset_index()
+    b_orders, b_revenue = noise_scales(cfg)
+    noisy_orders = cells["orders"].to_numpy(float) + rng.laplace(0.0, b_orders, len(cells))
+    noisy_revenue = cells["revenue"].to_numpy(float) + rng.laplace(0.0, b_revenue, len(cells))
+    orders_out = np.maximum(np.rint(noisy_orders), 0.0)
+    revenue_out = np.maximum(noisy_revenue, 0.0).round(2)
+    suppressed = noisy_orders < cfg.suppress_below
+    out = pd.DataFrame({
+        "level": level,
+        "region": cells["region"].astype(object),
+        "month": pd.to_datetime(cells["month"]).astype("datetime64[us]"),
+        "orders": pd.array(np.where(suppressed, np.nan, orders_out), dtype="Float64").astype("Int64"),
+        "revenue": pd.array(np.where(suppressed, np.nan, revenue_out), dtype="Float64"),
+        "suppressed": suppressed,
+        "epsilon": cfg.epsilon,
+        "epsilon_orders": cfg.epsilon_orders,
+        "epsilon_revenue": cfg.epsilon_revenue,
+        "noise_scale_orders": b_orders,
+        "noise_scale_revenue": b_revenue,
+    })
+    return out[REPORT_COLUMNS]
+
+
+def utility(report: pd.DataFrame, truth: pd.DataFrame, large: int = 100) -> dict:
+    """How far the published table is from the truth (suppressed cells read as 0, as a consumer would).
+
+    * ``mae_orders`` / ``mae_revenue``: mean absolute error over every published cell;
+    * ``rel_err_orders_large`` / ``rel_err_revenue_large``: mean |error| / truth over regions with at least
+      ``large`` orders in the period (region totals over all months), NaN when there are none;
+    * ``rank_corr_regions``: Spearman correlation of region totals (published vs true);
+    * ``suppressed_fraction``: share of published cells that are suppressed.
+    """
+    t = truth.copy()
+    t["month"] = pd.to_datetime(t["month"]).astype("datetime64[us]")
+    cells = report[["region", "month", "orders", "revenue", "suppressed"]].merge(
+        t.rename(columns={"orders": "true_orders", "revenue": "true_revenue"}), on=["region", "month"], how="left")
+    pub_orders = cells["orders"].astype("Float64").fillna(0).to_numpy(float)
+    pub_revenue = cells["revenue"].astype("Float64").fillna(0).to_numpy(float)
+    true_orders = cells["true_orders"].astype("float64").fillna(0).to_numpy()
+    true_revenue = cells["true_revenue"].astype("float64").fillna(0).to_numpy()
+    regions = (pd.DataFrame({"region": cells["region"], "pub_o": pub_orders, "true_o": true_orders,
+                             "pub_r": pub_revenue, "true_r": true_revenue}).groupby("region").sum())
+    big = regions[regions["true_o"] >= large]
+    active = regions[regions["true_o"] > 0]
+    rank = (float(active["pub_o"].rank().corr(active["true_o"].rank())) if len(active) > 2 else float("nan"))
+    return {
+        "cells": int(len(cells)),
+        "mae_orders": float(np.mean(np.abs(pub_orders - true_orders))) if len(cells) else float("nan"),
+        "mae_revenue": float(np.mean(np.abs(pub_revenue - true_revenue))) if len(cells) else float("nan"),
+        "large_regions": int(len(big)),
+        "rel_err_orders_large": float(np.mean(np.abs(big["pub_o"] - big["true_o"]) / big["true_o"]))
+        if len(big) else float("nan"),
+        "rel_err_revenue_large": float(np.mean(np.abs(big["pub_r"] - big["true_r"]) / big["true_r"].clip(lower=1e-9)))
+        if len(big) else float("nan"),
+        "rank_corr_regions": rank,
+        "suppressed_fraction": float(cells["suppressed"].mean()) if len(cells) else float("nan"),
+    }
+
+
+def orders_by_region(orders: pd.DataFrame, customers: pd.DataFrame, items: pd.DataFrame,
+                     level: str = "state") -> pd.DataFrame:
+    """Canonical staging frames -> one row per order with :data:`ORDER_COLUMNS` at ``level``.
+
+    Revenue of an order = its items' price + freight (payments can include interest).  Orders whose
+    customer has no region are kept out (they cannot be placed on the grid)."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; choose one of {sorted(LEVELS)}")
+    if orders.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in ORDER_COLUMNS})
+    cust = customers[["customer_id", "state", "zip_prefix"]].drop_duplicates("customer_id")
+    cust = cust.assign(region=cust["state"] if level == "state" else cust["zip_prefix"].astype("string").str[:3])
+    value = (items.assign(v=items["price"].astype("float64").fillna(0) + items["freight"].astype("float64").fillna(0))
+             .groupby("order_id")["v"].sum()) if not items.empty else pd.Series(dtype="float64")
+    out = orders[["order_id", "customer_id", "purchased_at"]].merge(cust[["customer_id", "region"]], on="customer_id")
+    out = out[out["region"].notna()]
+    ts = pd.to_datetime(out["purchased_at"])
+    if ts.dt.tz is not None:
+        ts = ts.dt.tz_convert(None)
+    out["month"] = ts.dt.to_period("M").dt.to_timestamp()
+    out["revenue"] = out["order_id"].map(value).astype("float64").fillna(0.0)
+    return out[ORDER_COLUMNS].reset_index(drop=True)

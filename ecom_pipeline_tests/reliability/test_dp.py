@@ -1,0 +1,163 @@
+"""Differentially private regional report: noise scale, clipping, non-negativity, the asset on a warehouse."""
+
+from __future__ import annotations
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecom_pipeline.dp import (
+    BR_STATES,
+    REPORT_COLUMNS,
+    DPConfig,
+    clip_contributions,
+    dp_regional_report,
+    noise_scales,
+    orders_by_region,
+    true_totals,
+    utility,
+)
+
+JAN, FEB = pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")
+
+
+def _orders(rows):
+    return pd.DataFrame(rows, columns=["customer_id", "region", "month", "revenue"])
+
+
+def _sp_errors(cfg: DPConfig, n_months: int = 400):
+    """Noise on one large cell per month (far from 0, so clamping never bites): n_months independent draws."""
+    months = list(pd.date_range("1990-01-01", periods=n_months, freq="MS"))
+    orders = _orders([(f"c{i}", "SP", m, 100.0) for m in months for i in range(150)])
+    truth = clip_contributions(orders, cfg.max_orders_per_customer, cfg.max_revenue_per_customer)
+    rep = dp_regional_report(orders, cfg, months=months, rng=np.random.default_rng(7))
+    sp = rep[rep["region"] == "SP"].merge(truth, on=["region", "month"], suffixes=("", "_true"))
+    assert len(sp) == n_months
+    return sp["orders"].astype(float) - sp["orders_true"], sp["revenue"].astype(float) - sp["revenue_true"]
+
+
+def test_noise_scale_matches_sensitivity_over_epsilon():
+    """Empirical variance of the noise over many draws = 2 b^2 with b = C / eps_share, per measure."""
+    cfg = DPConfig(epsilon=0.5, orders_share=0.4, max_orders_per_customer=2, max_revenue_per_customer=300.0,
+                   suppress_below=-1e18)  # no suppression: every noisy cell is visible
+    b_orders, b_revenue = noise_scales(cfg)
+    assert b_orders == pytest.approx(2 / 0.2) and b_revenue == pytest.approx(300 / 0.3)
+    err_o, err_r = _sp_errors(cfg)
+    # 400 draws of a Laplace: the sample variance is within ~20 % of 2 b^2 (its sd is ~11 %)
+    assert err_o.var() == pytest.approx(2 * b_orders**2, rel=0.25)
+    assert err_r.var() == pytest.approx(2 * b_revenue**2, rel=0.25)
+    assert abs(err_o.mean()) < 4 * b_orders * np.sqrt(2 / 400) + 0.5  # unbiased (rounding aside)
+    # a 10x larger epsilon gives a 10x smaller spread
+    tight = DPConfig(epsilon=5.0, orders_share=0.4, max_orders_per_customer=2, max_revenue_per_customer=300.0,
+                     suppress_below=-1e18)
+    _, err_r_tight = _sp_errors(tight)
+    assert err_r_tight.std() == pytest.approx(err_r.std() / 10, rel=0.3)
+
+
+def test_clipping_bounds_one_customers_contribution():
+    base = _orders([(f"c{i}", "RJ", JAN, 100.0) for i in range(20)])
+    whale = _orders([("whale", "RJ", JAN, 50_000.0)] * 40 + [("whale", "RJ", FEB, 10.0)])
+    without = clip_contributions(base, 3, 1000.0).set_index(["region", "month"])
+    with_whale = clip_contributions(pd.concat([base, whale]), 3, 1000.0).set_index(["region", "month"])
+    diff = with_whale.sub(without, fill_value=0)
+    # 40 orders worth 2M in January count as 3 orders and 1,000; February's single order as 1 and 10
+    assert diff.loc[("RJ", JAN)].tolist() == [3.0, 1000.0]
+    assert diff.loc[("RJ", FEB)].tolist() == [1.0, 10.0]
+    # the unclipped truth is what utility is measured against
+    assert true_totals(pd.concat([base, whale])).set_index(["region", "month"]).loc[("RJ", JAN), "orders"] == 60
+
+
+def test_output_never_negative_and_fixed_grid_with_suppression():
+    orders = _orders([("a", "AC", JAN, 10.0), ("b", "SP", FEB, 20.0)])
+    cfg = DPConfig(epsilon=0.1, suppress_below=5.0)  # huge noise: many negative draws to clamp
+    for seed in range(8):
+        rep = dp_regional_report(orders, cfg, rng=np.random.default_rng(seed))
+        assert list(rep.columns) == REPORT_COLUMNS
+        # every state x every month of the period, whether or not anyone ordered there
+        assert len(rep) == len(BR_STATES) * 2 and set(rep["region"]) == set(BR_STATES)
+        assert (rep["orders"].dropna() >= 0).all() and (rep["revenue"].dropna() >= 0).all()
+        assert (rep["orders"].dropna() >= 5).all()  # below the threshold -> suppressed, not published
+        assert rep.loc[rep["suppressed"], ["orders", "revenue"]].isna().all().all()
+        assert rep["suppressed"].any()
+
+
+def test_unknown_regions_are_not_published_and_bad_config_is_refused():
+    rep = dp_regional_report(_orders([("a", "XX", JAN, 10.0)]), DPConfig(), rng=np.random.default_rng(0))
+    assert "XX" not in set(rep["region"])
+    with pytest.raises(ValueError, match="epsilon"):
+        DPConfig(epsilon=0)
+    with pytest.raises(ValueError, match="level"):
+        dp_regional_report(_orders([]), DPConfig(), level="city")
+
+
+def test_utility_improves_with_epsilon():
+    rng = np.random.default_rng(1)
+    states = rng.choice(["SP", "RJ", "MG", "BA", "RS"], p=[0.5, 0.2, 0.15, 0.1, 0.05], size=4000)
+    months = rng.choice(pd.date_range("2024-01-01", periods=6, freq="MS"), size=4000)
+    orders = pd.DataFrame({"customer_id": [f"c{i}" for i in range(4000)], "region": states, "month": months,
+                           "revenue": rng.gamma(2.0, 80.0, 4000)})
+    truth = true_totals(orders)
+    low = utility(dp_regional_report(orders, DPConfig(epsilon=0.1), rng=np.random.default_rng(2)), truth)
+    high = utility(dp_regional_report(orders, DPConfig(epsilon=10.0), rng=np.random.default_rng(2)), truth)
+    assert high["mae_orders"] < low["mae_orders"] and high["rel_err_orders_large"] < 0.05
+    assert high["rank_corr_regions"] > 0.95
+
+
+def test_orders_by_region_joins_customers_and_item_value():
+    orders = pd.DataFrame({"order_id": ["o1", "o2", "o3"], "customer_id": ["a", "b", "zz"],
+                           "purchased_at": pd.to_datetime(["2024-01-05", "2024-02-10", "2024-02-11"])})
+    customers = pd.DataFrame({"customer_id": ["a", "b"], "state": ["SP", "RJ"], "zip_prefix": ["01310", "20040"]})
+    items = pd.DataFrame({"order_id": ["o1", "o1", "o2"], "price": [10.0, 5.0, 7.0], "freight": [1.0, 1.0, None]})
+    state = orders_by_region(orders, customers, items)
+    assert state.to_dict("list") == {"customer_id": ["a", "b"], "region": ["SP", "RJ"],
+                                     "month": [JAN, FEB], "revenue": [17.0, 7.0]}
+    assert orders_by_region(orders, customers, items, "zip3")["region"].tolist() == ["013", "200"]
+
+
+# ---------------------------------------------------------------------------------------------- the asset
+def _run_asset(root, staging: dict[str, pd.DataFrame]):
+    from ecom_pipeline.assets.sharing import regional_demand_dp
+    from ecom_pipeline.resources import SourceResource, WarehouseResource
+
+    root.mkdir(parents=True)
+    wh = root / "wh.duckdb"
+    con = duckdb.connect(str(wh))
+    con.execute("CREATE SCHEMA staging")
+    for name, frame in staging.items():
+        con.register("_f", frame)
+        con.execute(f"CREATE TABLE staging.{name} AS SELECT * FROM _f")
+        con.unregister("_f")
+    con.close()
+    result = dg.materialize(
+        [regional_demand_dp], resources={"warehouse": WarehouseResource(path=str(wh)),
+                                         "source": SourceResource(data_root=str(root))},
+        run_config={"ops": {"reports__regional_demand_dp": {"config": {"epsilon": 1.0, "seed": 3}}}})
+    assert result.success
+    con = duckdb.connect(str(wh), read_only=True)
+    try:
+        table = con.execute("SELECT * FROM reports.regional_demand_dp").fetchdf()
+    finally:
+        con.close()
+    return table, pd.read_csv(root / "reports" / "regional_demand_dp.csv")
+
+
+def test_asset_on_a_small_warehouse_and_on_empty_input(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 600
+    orders = pd.DataFrame({"order_id": [f"o{i}" for i in range(n)], "customer_id": [f"c{i % 200}" for i in range(n)],
+                           "purchased_at": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 90, n), "D")})
+    customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(200)],
+                              "state": rng.choice(["SP", "RJ", "MG"], 200), "zip_prefix": ["01310"] * 200})
+    items = pd.DataFrame({"order_id": orders["order_id"], "price": rng.gamma(2, 50, n), "freight": 10.0})
+    table, csv = _run_asset(tmp_path / "a", {"orders": orders, "customers": customers, "order_items": items})
+    assert len(table) == len(BR_STATES) * 3 and len(csv) == len(table)
+    assert set(table.columns) == set(REPORT_COLUMNS)
+    sp = table[(table["region"] == "SP") & ~table["suppressed"]]
+    assert len(sp) == 3 and (sp["orders"] > 0).all()
+    assert (table["epsilon"] == 1.0).all()
+
+    empty = {k: v.iloc[0:0] for k, v in {"orders": orders, "customers": customers, "order_items": items}.items()}
+    table, csv = _run_asset(tmp_path / "b", empty)
+    assert len(table) == 0 and list(csv.columns) == REPORT_COLUMNS
