@@ -9,20 +9,23 @@ lists every failing rule):
 4. ``out_of_range:<col>``        numeric value outside the column's [min, max]
 5. ``not_allowed:<col>``         value outside the column's closed vocabulary
 6. ``future_timestamp:<col>``    timestamp later than now + 1 day (see ``FUTURE_HORIZON_DAYS``)
-7. ``lifecycle:<a>_after_<b>``   timestamp ``a`` later than timestamp ``b`` (both present)
-8. ``outside_bounds:<lat>``      coordinates outside the world, or outside Brazil for Brazilian sources
-9. ``orphan:<parent>``           foreign key not present in ``staging.<parent>``
-10. ``duplicate_key``            another row with the same key came first (by source file, row)
+7. ``ancient_timestamp:<col>``   timestamp before ``MIN_TIMESTAMP`` (1990): a placeholder such as 1900-01-01
+                                 or 1970-01-01, not a real order, payment, review or event
+8. ``lifecycle:<a>_after_<b>``   timestamp ``a`` later than timestamp ``b`` (both present)
+9. ``outside_bounds:<lat>``      coordinates outside the world, or outside Brazil for Brazilian sources
+10. ``orphan:<parent>``          foreign key not present in ``staging.<parent>``
+11. ``duplicate_key``            another row with the same key came first (by source file, row)
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import datetime
 
 REASON_ORDER: tuple[str, ...] = (
     "malformed_line", "missing_required", "bad_type", "out_of_range", "not_allowed", "future_timestamp",
-    "lifecycle", "outside_bounds", "orphan", "duplicate_key",
+    "ancient_timestamp", "lifecycle", "outside_bounds", "orphan", "duplicate_key",
 )
 
 # Column-name driven normalisation (the same column name means the same thing in every table).
@@ -42,6 +45,9 @@ TRIM_CHARS = " \t\n\x0b\x0c\r\xa0"
 # future for recent orders, so they get a year instead of a day.
 DEFAULT_FUTURE_HORIZON_DAYS = 1
 FUTURE_HORIZON_DAYS: dict[str, int] = {"estimated_delivery_at": 366}
+
+# Earliest plausible timestamp: earlier ones are export placeholders (1900-01-01, 1970-01-01 epoch zero).
+MIN_TIMESTAMP = datetime(1990, 1, 1)
 
 WORLD_BOUNDS = {"lat": (-90.0, 90.0), "lng": (-180.0, 180.0)}
 

@@ -202,11 +202,20 @@ def _cast_sql(c: Column, n: str, hints: ParseHints) -> str:
     in :func:`_value_sql`); NULL when only offset-carrying formats match.
     """
     if c.dtype in ("DOUBLE", "INTEGER"):
+        # The other separator is accepted only as a thousands separator in exact groups of three
+        # ("1,234.56" / "1.234,56"); anything else ("12.50" in a decimal-comma file, "12,50" in a
+        # decimal-point file) is NULL, hence bad_type, rather than a number off by a factor of 100.
         if hints.decimal == ",":
-            n = f"replace(replace({n}, '.', ''), ',', '.')"
-        elif hints.decimal != ".":
+            grouped, plain = r"[+-]?[0-9]{1,3}(\.[0-9]{3})+(,[0-9]*)?", f"replace({n}, ',', '.')"
+            ungrouped = f"replace(replace({n}, '.', ''), ',', '.')"
+            other = "'.'"
+        elif hints.decimal == ".":
+            grouped, plain, ungrouped = r"[+-]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?", n, f"replace({n}, ',', '')"
+            other = "','"
+        else:
             raise ValueError(f"unsupported decimal separator {hints.decimal!r}")
-        return f"TRY_CAST({n} AS DOUBLE)"
+        return (f"CASE WHEN NOT contains({n}, {other}) THEN TRY_CAST({plain} AS DOUBLE) "
+                f"WHEN regexp_full_match({n}, {_lit(grouped)}) THEN TRY_CAST({ungrouped} AS DOUBLE) END")
     if c.dtype == "TIMESTAMP":
         naive, _ = _ts_formats(hints)
         return f"try_strptime({n}, {_fmt_list(naive)})" if naive else "CAST(NULL AS TIMESTAMP)"
@@ -218,7 +227,11 @@ def _cast_sql(c: Column, n: str, hints: ParseHints) -> str:
 def _aware_sql(n: str, hints: ParseHints) -> str | None:
     """UTC value of text parsed with the offset-carrying formats (``%z``/``%Z``), if there are any."""
     _, aware = _ts_formats(hints)
-    return f"timezone('UTC', try_strptime({n}, {_fmt_list(aware)}))" if aware else None
+    if not aware:
+        return None
+    if any(f.endswith("%z") for f in aware):  # ISO 8601 "Z" (UTC), which DuckDB's %z does not read
+        n = f"CASE WHEN suffix({n}, 'Z') THEN left({n}, -1) || '+00:00' ELSE {n} END"
+    return f"timezone('UTC', try_strptime({n}, {_fmt_list(aware)}))"
 
 
 def _value_sql(c: Column, x: str, *, tz: str | None = None, tzmap: str | None = None,
@@ -354,6 +367,9 @@ def _build_work_sql(
         if c.dtype == "TIMESTAMP":
             days = rules.FUTURE_HORIZON_DAYS.get(c.name, rules.DEFAULT_FUTURE_HORIZON_DAYS)
             check(f"w.v{i} > {_ts_lit(now + timedelta(days=days))}", f"future_timestamp:{c.name}")
+    for i, c in enumerate(cols):
+        if c.dtype == "TIMESTAMP":
+            check(f"w.v{i} < {_ts_lit(rules.MIN_TIMESTAMP)}", f"ancient_timestamp:{c.name}")
     for earlier, later in spec.lifecycle:
         check(f"w.v{idx[earlier]} > w.v{idx[later]}", f"lifecycle:{earlier}_after_{later}")
     for lat, lng in spec.coordinates:

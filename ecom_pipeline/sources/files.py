@@ -29,6 +29,11 @@ bytes invalid in the declared          the rows containing them: ``_parse_error=
 encoding                               ``"invalid_encoding"`` for other encodings), text decoded with U+FFFD
                                        replacement characters, fields kept; other rows are unaffected
 the header line repeated in the data   row emitted, ``_parse_error="repeated_header"``, line in ``_raw_line``
+                                       (also when it starts with a BOM: concatenated exports)
+UTF-16/UTF-32 file (byte-order mark)   ``SourceError`` "file is UTF-16 encoded", naming the file
+a wanted column twice in the header    ``SourceError`` naming the file and the column (ambiguous)
+header read as one column containing   the missing-column ``SourceError`` says which delimiter the
+``;``/tab/``|``                        header seems to use
 a very long field                      fine up to 128 MiB (the csv module's default limit is 128 KiB);
                                        beyond that, handled like an unclosed quote
 truncated or corrupt .gz               ``SourceError`` "truncated or corrupt gzip" naming the file (rows
@@ -76,6 +81,9 @@ INVALID_UTF8 = "invalid_utf8"
 INVALID_ENCODING = "invalid_encoding"
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# Byte-order marks of encodings the line-based reader cannot split (UTF-32 first: its LE BOM starts like UTF-16's).
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"),
+              (codecs.BOM_UTF16_BE, "UTF-16"))
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 
@@ -273,6 +281,19 @@ def _dedupe_names(names: Sequence[str]) -> list[str]:
 # CSV
 
 
+def _refuse_wide_encoding(binary: io.BufferedReader, label: str) -> None:
+    """SourceError for a UTF-16/32 file (e.g. Excel's "Unicode text"): read as bytes it would only give
+    garbled column names."""
+    try:
+        head = binary.peek(4)[:4]
+    except _gzip_errors():
+        return  # a damaged archive: reported by the reader with its own message
+    for bom, name in _WIDE_BOMS:
+        if head.startswith(bom):
+            raise SourceError(f"file is {name} encoded (byte-order mark {bom.hex()}); save or convert it as UTF-8",
+                              file=label)
+
+
 class _CsvFile:
     """An open CSV file: its header and a reader positioned after it."""
 
@@ -283,12 +304,13 @@ class _CsvFile:
         enc = codecs.lookup(options.encoding).name
         utf8 = enc in ("utf-8", "utf-8-sig")
         self.decode_error = INVALID_UTF8 if utf8 else INVALID_ENCODING
+        _refuse_wide_encoding(self.binary, label)
         self.feed = _LineFeed(self.binary, "utf-8" if utf8 else options.encoding, label, strip_bom=utf8)
         self._options = options
         self.reader = self.make_reader(iter(self.feed))
         self.blank_lines = 0
         try:
-            self.names, self.header_record = self._read_header(options)
+            self.names, self.header_record, self.raw_names = self._read_header(options)
         except BaseException:
             self.close()
             raise
@@ -318,9 +340,10 @@ class _CsvFile:
             self.blank_lines += 1
         return None
 
-    def _read_header(self, options: CsvOptions) -> tuple[list[str], list[str] | None]:
+    def _read_header(self, options: CsvOptions) -> tuple[list[str], list[str] | None, list[str]]:
+        """(column names, the header record as read, the header's names before duplicates are renamed)."""
         if options.header is None:
-            return list(options.names or ()), None
+            return list(options.names or ()), None, list(options.names or ())
         rec = None
         for _ in range(options.header):
             try:
@@ -330,8 +353,10 @@ class _CsvFile:
             if rec is None:
                 msg = "empty file (no header row)" if options.header == 1 else f"no header row {options.header}"
                 raise SourceError(msg, file=self.label)
-        names = list(options.names) if options.names else _dedupe_names([f.strip() for f in rec])
-        return names, rec
+        if options.names:
+            return list(options.names), rec, list(options.names)
+        raw_names = [f.strip() for f in rec]
+        return _dedupe_names(raw_names), rec, raw_names
 
 
 def read_csv_header(path: Path | str, options: CsvOptions = CsvOptions(), label: str | None = None) -> list[str]:
@@ -345,7 +370,7 @@ def _iter_csv(path: Path, options: CsvOptions, columns: Sequence[str] | None, ch
               report: ReadReport) -> Iterator[pd.DataFrame]:
     f = _CsvFile(path, options, label)
     try:
-        wanted = _check_columns(f.names, columns, label)
+        wanted = _check_columns(f.names, columns, label, f.raw_names)
         idx = [f.names.index(c) for c in wanted]
         n_fields = len(f.names)
         if idx == list(range(n_fields)):
@@ -362,6 +387,8 @@ def _iter_csv(path: Path, options: CsvOptions, columns: Sequence[str] | None, ch
                 return ()
         empty = (None,) * len(wanted)
         header = f.header_record
+        # `cat a.csv b.csv` of exports that each start with a BOM: the second header begins with one.
+        bom_header = ["\ufeff" + header[0], *header[1:]] if header else None
         reader, feed = f.reader, f.feed
         decode_error = f.decode_error
         report.blank_lines += f.blank_lines
@@ -382,7 +409,7 @@ def _iter_csv(path: Path, options: CsvOptions, columns: Sequence[str] | None, ch
                         prev = ln
                         continue
                     row_no += 1
-                    if len(rec) == n_fields and rec != header:
+                    if len(rec) == n_fields and rec != header and rec != bom_header:
                         rows.append(project(rec))
                         if feed.bad and feed.any_bad(prev, ln):
                             errors[len(rows) - 1] = decode_error
@@ -452,21 +479,55 @@ def _frame(columns: Sequence[str], rows: list[tuple], errors: dict[int, str], ra
     return df
 
 
-def _check_columns(names: Sequence[str], columns: Sequence[str] | None, label: str) -> list[str]:
+def _check_columns(names: Sequence[str], columns: Sequence[str] | None, label: str,
+                   raw_names: Sequence[str] | None = None) -> list[str]:
+    """The wanted columns; SourceError naming the file and the column when one is missing, or appears more
+    than once in the header (``raw_names``: the header before duplicates were renamed ``name.1``...)."""
     if columns is None:
         return list(names)
     missing = [c for c in columns if c not in names]
     if missing:
-        import difflib
-
-        hint = ""
-        close = difflib.get_close_matches(missing[0], names, n=1)
-        if close:
-            hint = f" (did you mean {close[0]!r}?)"
         raise SourceError(
-            f"required column {missing[0]!r} not in the file{hint}; missing: {missing}; the file has: {list(names)}",
-            file=label, column=missing[0])
+            f"source column {missing[0]!r} is not in the file{_missing_column_hint(missing[0], names)}; "
+            f"missing: {missing}; the file has: {list(names)}", file=label, column=missing[0])
+    raw = list(raw_names if raw_names is not None else names)
+    for c in dict.fromkeys(columns):
+        if raw.count(c) > 1:
+            positions = [i + 1 for i, n in enumerate(raw) if n == c]
+            raise SourceError(
+                f"column {c!r} appears {len(positions)} times in the header (columns {positions}): which one "
+                "is meant is ambiguous; rename the duplicates in the file, or give every column a name with "
+                "`names: [...]`", file=label, column=c)
     return list(dict.fromkeys(columns))
+
+
+def _missing_column_hint(missing: str, names: Sequence[str]) -> str:
+    """' (did you mean ...?)', or a delimiter hint when the whole header was read as one column."""
+    import difflib
+
+    if len(names) == 1:
+        for delim, word in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
+            if delim in names[0]:
+                return (f" (the header was read as one column containing {delim!r}: is the file "
+                        f"{word}-delimited? set delimiter: {word})")
+    close = difflib.get_close_matches(missing, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def require_columns(path: Path | str, columns: Sequence[str], fmt: str | None = None,
+                    options: CsvOptions | None = None, label: str | None = None) -> None:
+    """SourceError naming the file and column unless every one of ``columns`` is in the file's header,
+    exactly once (reads only the header / the Parquet schema)."""
+    path = Path(path)
+    label = label or path.name
+    fmt = detect_format(path, fmt)
+    if fmt == "parquet":
+        names = read_parquet_header(path, label)
+        _check_columns(_dedupe_names(names), columns, label, names)
+        return
+    f = _CsvFile(path, options or CsvOptions(delimiter=default_delimiter(path)), label)
+    f.close()
+    _check_columns(f.names, columns, label, f.raw_names)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -524,6 +585,8 @@ def _iter_parquet(path: Path, columns: Sequence[str] | None, chunk_rows: int, la
 
     pf = _parquet_file(path, label)
     wanted = _check_columns(list(pf.schema_arrow.names), columns, label)
+    if len(set(pf.schema_arrow.names)) < len(pf.schema_arrow.names):
+        _check_columns(_dedupe_names(pf.schema_arrow.names), wanted, label, pf.schema_arrow.names)
     first_row = 1
     try:
         for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):

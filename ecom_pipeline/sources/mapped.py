@@ -41,7 +41,7 @@ from ecom_pipeline.sources.files import (
     detect_format,
     finish_chunk,
     iter_file_chunks,
-    read_header,
+    require_columns,
 )
 
 TOP_KEYS = {"version", "description", "timezone", "timestamp_formats", "geo_bounds", "decimal", "csv", "tables"}
@@ -265,16 +265,11 @@ class MappedSource(Source):
         tm = TableMapping(table, file_, paths, labels, fmt, options, columns, constants, derive, dedup)
         # every mapped source column must be in every file
         for path, label in zip(paths, labels):
-            header = read_header(path, fmt, options, label)
-            for src in tm.source_columns:
-                if src not in header:
-                    import difflib
-
-                    close = difflib.get_close_matches(src, header, n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise SourceError(
-                        f"{self._where}: {key}: source column {src!r} is not in the file{hint}; "
-                        f"the file has: {header}", file=str(path), column=src)
+            try:
+                require_columns(path, tm.source_columns, fmt, options, label)
+            except SourceError as exc:
+                message = str(exc).split(" | file: ")[0]
+                raise SourceError(f"{self._where}: {key}: {message}", file=str(path), column=exc.column) from None
         return tm
 
     def _parse_derive(self, key: str, d: Any) -> dict:
@@ -345,10 +340,12 @@ class MappedSource(Source):
         for base in ([Path("/")] if p.is_absolute() else bases):
             full = p if p.is_absolute() else base / p
             tried.append(str(full))
-            if glob.has_magic(str(p)):
+            if full.is_file():  # a literal name first: "orders[1].csv" is a file, not a pattern
+                matches = [full]
+            elif glob.has_magic(str(p)):
                 matches = sorted(Path(x) for x in glob.glob(str(full)) if Path(x).is_file())
             else:
-                matches = [full] if full.is_file() else []
+                matches = []
             if matches:
                 labels = []
                 for mp in matches:
