@@ -10,6 +10,10 @@ import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Refused before decoding: more pixels than a 64-megapixel photo (a decompression bomb would otherwise
+# take gigabytes), or a strip so thin that resizing its short side to 224 px makes a gigantic tensor.
+MAX_IMAGE_PIXELS = 64_000_000
+MAX_ASPECT_RATIO = 20.0
 
 
 class ImageDecodeError(Exception):
@@ -27,13 +31,23 @@ def decode_image(uri: str, base_dir: str | Path | None = None):
     path = Path(uri.removeprefix("file://"))
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
-    if not path.exists():
-        raise ImageDecodeError(f"file not found: {path}")
+    try:  # a NUL byte or an over-long name raises instead of answering False
+        if not path.exists():
+            raise ImageDecodeError(f"file not found: {path}")
+        if not path.is_file():  # a directory, a FIFO (would block forever), a device
+            raise ImageDecodeError(f"not a regular file: {path}")
+    except (OSError, ValueError) as exc:
+        raise ImageDecodeError(f"unusable image path: {type(exc).__name__}: {str(exc)[:200]}") from None
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ImageDecodeError(f"image too large: {w}x{h} pixels (limit {MAX_IMAGE_PIXELS:,})")
+            if min(w, h) < 1 or max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
+                raise ImageDecodeError(f"degenerate image: {w}x{h} pixels (aspect ratio limit {MAX_ASPECT_RATIO:g})")
             im.load()
             return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
 
 
