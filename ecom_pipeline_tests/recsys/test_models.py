@@ -1,5 +1,6 @@
 """Every baseline and model on a world with planted preferences: the personalised ones must beat popularity."""
 
+import pandas as pd
 import pytest
 
 from ecom_pipeline.ml.recsys.data import build_data
@@ -72,3 +73,50 @@ def test_recommendations_exclude_purchases(world):
         bought = {data.items[j] for j in data.purchased[data.users.get_loc(u)].indices}
         assert not bought & set(items)
         assert len(items) == 10
+
+
+@pytest.mark.parametrize("name", ["popularity", "recent_popularity", "regional_popularity", "item_knn", "als",
+                                  "two_tower"])
+def test_vectorised_explanations_equal_the_per_pair_ones(world, name):
+    import numpy as np
+
+    from ecom_pipeline.ml.recsys.models import explain_many
+
+    w, inter, regions = world
+    s = user_temporal_split(inter, item_col="product_id")
+    names = w["products"].set_index("product_id")["title"].to_dict()
+    data = build_data(s.train, "product_id", user_regions=regions, item_names=names)
+    params = {"epochs": 1, "max_seconds": 20} if name == "two_tower" else {}
+    model = make_model(name, **params).fit(data)
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, data.n_users, 400)
+    items = rng.integers(0, data.n_items, 400)
+    # each user's own top items too, where history explanations are most often non-trivial
+    top = top_k(model, data, [data.users[u] for u in users[:50]], 3)
+    pairs = [(u, data.items.get_loc(i)) for u in users[:50] for i in top[data.users[u]]]
+    users = np.concatenate([users, [p[0] for p in pairs]])
+    items = np.concatenate([items, [p[1] for p in pairs]])
+    got = explain_many(model, data, users, items)
+    expected = [model.explain(data, int(u), int(i)) for u, i in zip(users, items)]
+    assert list(got) == expected
+    assert len(set(expected)) > 1 or name in ("popularity", "recent_popularity")
+
+
+def test_serve_ranks_exclude_purchases_and_explain(world):
+    from ecom_pipeline.ml.recsys.pipeline import serve
+
+    w, inter, regions = world
+    names = w["products"].set_index("product_id")["title"].to_dict()
+    out, fitted = serve(inter, level="item", model_name="item_knn", params={}, k=5, user_regions=regions,
+                        item_names=names, model_version="v-test")
+    data = fitted.data
+    assert len(out) == 5 * data.n_users
+    assert out.groupby("customer_id")["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
+    first = out[out["customer_id"] == data.users[0]]
+    bought = {data.items[j] for j in data.purchased[0].indices}
+    assert not bought & set(first["item_id"])
+    assert first["score"].is_monotonic_decreasing
+    assert list(first["item_id"]) == fitted.predict(pd.DataFrame({"customer_id": [data.users[0]]}))[0].split()
+    assert list(first["explanation"]) == [fitted.model.explain(data, 0, data.items.get_loc(i))
+                                          for i in first["item_id"]]
+    assert (first["item_name"] == [names.get(i, i) for i in first["item_id"]]).all()

@@ -43,6 +43,15 @@ class InteractionData:
         item = self.items[item_idx]
         return str(self.item_names.get(item, item))
 
+    def phrases(self, template: str) -> np.ndarray:
+        """``template.format(name=<item name>)`` for every item index (object array, cached per template):
+        explanations for millions of rows share one string per item instead of building one per row."""
+        cache = self.__dict__.setdefault("_phrases", {})
+        if template not in cache:
+            cache[template] = np.array([template.format(name=self.name(j)) for j in range(self.n_items)],
+                                       dtype=object)
+        return cache[template]
+
 
 def build_data(
     interactions: pd.DataFrame,

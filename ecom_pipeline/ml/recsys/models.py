@@ -1,7 +1,8 @@
 """Recommenders over :class:`InteractionData`: four baselines and implicit-feedback matrix factorisation.
 
 Every model has ``fit(data)``, ``score(user_idx) -> (n, n_items)`` and ``explain(data, u, i) -> str``
-(a short reason that refers to the user's real history or region).
+(a short reason that refers to the user's real history or region); :func:`explain_many` gives the same
+texts for many (user, item) pairs at once, vectorised where the model has ``explain_many``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,48 @@ from ecom_pipeline.ml.recsys.data import InteractionData
 def _normalise(v: np.ndarray) -> np.ndarray:
     m = float(v.max()) if v.size else 0.0
     return v / m if m > 0 else v
+
+
+ANYONE = "popular with all customers"
+
+
+def explain_many(model, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """``model.explain(data, u, i)`` for every pair (object array); vectorised when the model can."""
+    users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    if hasattr(model, "explain_many"):
+        return model.explain_many(data, users, items)
+    return np.array([model.explain(data, int(u), int(i)) for u, i in zip(users, items)], dtype=object)
+
+
+def best_history_item(history: sp.csr_matrix, users: np.ndarray, items: np.ndarray, score,
+                      order_weight: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Per pair (u, i): the history item j of user u maximising ``score(j, i, w)`` (``w`` = history value),
+    and that score; -1 where u has no history.  Ties go to the first j in the history order (column order,
+    or descending value first with ``order_weight``), as ``np.argmax`` over that order would."""
+    starts, ends = history.indptr[users], history.indptr[users + 1]
+    lengths = ends - starts
+    pair = np.repeat(np.arange(len(users)), lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    entry = np.repeat(starts, lengths) + offsets
+    j, w = history.indices[entry], history.data[entry]
+    values = np.asarray(score(j, items[pair], w), dtype=np.float64)
+    keys = (offsets, -w, -values, pair) if order_weight else (offsets, -values, pair)
+    order = np.lexsort(keys)
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = pair[order][1:] != pair[order][:-1]
+    best_j, best_v = np.full(len(users), -1), np.full(len(users), -np.inf)
+    chosen = order[first]
+    best_j[pair[chosen]], best_v[pair[chosen]] = j[chosen], values[chosen]
+    return best_j, best_v
+
+
+def _you_bought_or_viewed(data: InteractionData, users: np.ndarray, best: np.ndarray) -> np.ndarray:
+    out = np.full(len(users), ANYONE, dtype=object)
+    has = best >= 0
+    bought = np.asarray(data.purchased[users[has], best[has]]).ravel() > 0
+    out[np.flatnonzero(has)[bought]] = data.phrases("similar to {name} you bought")[best[has][bought]]
+    out[np.flatnonzero(has)[~bought]] = data.phrases("similar to {name} you viewed")[best[has][~bought]]
+    return out
 
 
 class GlobalPopularity:
@@ -35,7 +78,10 @@ class GlobalPopularity:
         return np.tile(self.scores, (len(user_idx), 1))
 
     def explain(self, data: InteractionData, u: int, i: int) -> str:
-        return "popular with all customers"
+        return ANYONE
+
+    def explain_many(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.full(len(users), self.explain(data, 0, 0), dtype=object)
 
 
 class RecentPopularity(GlobalPopularity):
@@ -84,7 +130,13 @@ class RegionalPopularity:
 
     def explain(self, data: InteractionData, u: int, i: int) -> str:
         r = data.user_region[u]
-        return f"popular in your region ({r})" if r is not None else "popular with all customers"
+        return f"popular in your region ({r})" if r is not None else ANYONE
+
+    def explain_many(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        regions = data.user_region[users]
+        text = {r: self.explain(data, int(users[k]), 0) for r, k in
+                zip(*np.unique(regions.astype(str), return_index=True))}
+        return np.array([text[r] for r in regions.astype(str)], dtype=object)
 
 
 def _history(data: InteractionData, u: int) -> np.ndarray:
@@ -148,7 +200,17 @@ class ItemKNN:
             if contrib.max() > 0:
                 j = hist.indices[int(np.argmax(contrib))]
                 return f"customers who bought {data.name(j)} also bought this"
-        return "popular with all customers"
+        return ANYONE
+
+    def explain_many(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        def contribution(j, i, w):
+            return np.asarray(self.sim[j, i]).ravel() * w if len(j) else np.zeros(0)
+
+        best, value = best_history_item(self.user_matrix, users, items, contribution)
+        out = np.full(len(users), ANYONE, dtype=object)
+        hit = (best >= 0) & (value > 0)
+        out[hit] = data.phrases("customers who bought {name} also bought this")[best[hit]]
+        return out
 
 
 class ALSRecommender:
@@ -195,7 +257,14 @@ class ALSRecommender:
             j = hist[int(np.argmax(sims))]
             return f"similar to {data.name(j)} you bought" if data.purchased[u, j] else \
                 f"similar to {data.name(j)} you viewed"
-        return "popular with all customers"
+        return ANYONE
+
+    def explain_many(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        def similarity(j, i, w):
+            return np.einsum("nf,nf->n", self._unit[j], self._unit[i])
+
+        best, _ = best_history_item(data.matrix, users, items, similarity, order_weight=True)
+        return _you_bought_or_viewed(data, users, best)
 
 
 BASELINES = ("popularity", "recent_popularity", "regional_popularity", "item_knn")

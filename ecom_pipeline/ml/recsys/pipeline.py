@@ -14,7 +14,7 @@ import pandas as pd
 
 from ecom_pipeline.ml.recsys.data import InteractionData, build_data
 from ecom_pipeline.ml.recsys.evaluation import evaluate_model, top_k, user_temporal_split
-from ecom_pipeline.ml.recsys.models import BASELINES, make_model
+from ecom_pipeline.ml.recsys.models import BASELINES, explain_many, make_model
 
 LEVELS = {"item": "product_id", "category": "category"}
 
@@ -123,9 +123,10 @@ def serve(
     data = build_data(interactions, col, user_regions=user_regions, item_names=item_names)
     model = fitted or make_model(model_name, **params).fit(data)
     users = list(data.users) if users is None else users
-    rows = []
+    frames = []
     batch = 1024
-    for start in range(0, len(users), batch):
+    item_ids = np.asarray(data.items, dtype=object)
+    for start in range(0, len(users), batch):  # columnar per chunk: millions of rows stay arrays, not tuples
         chunk = users[start:start + batch]
         uidx = data.users.get_indexer(pd.Index(chunk))
         scores = np.asarray(model.score(uidx), dtype=np.float64)
@@ -134,16 +135,21 @@ def serve(
             scores[r, c] = -np.inf
         kk = min(k, scores.shape[1])
         part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        for row, u in enumerate(chunk):
-            cand = part[row][np.argsort(-scores[row, part[row]], kind="stable")]
-            rank = 0
-            for i in cand:
-                if not np.isfinite(scores[row, i]):
-                    continue
-                rank += 1
-                rows.append((u, level, rank, data.items[i], data.name(i), float(scores[row, i]), model_name,
-                             model_version, model.explain(data, int(uidx[row]), int(i))))
-    return pd.DataFrame(rows, columns=cols), FittedRecommender(model, data, k)
+        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        cand = np.take_along_axis(part, order, axis=1)
+        top = np.take_along_axis(scores, cand, axis=1)
+        finite = np.isfinite(top)
+        row, pos = np.nonzero(finite)
+        items = cand[row, pos]
+        frames.append(pd.DataFrame({
+            "customer_id": np.asarray(chunk, dtype=object)[row], "level": level,
+            "rank": np.cumsum(finite, axis=1)[row, pos], "item_id": item_ids[items],
+            "item_name": data.phrases("{name}")[items], "score": top[row, pos], "model": model_name,
+            "model_version": model_version,
+            "explanation": explain_many(model, data, uidx[row], items),
+        }, columns=cols))
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    return out, FittedRecommender(model, data, k)
 
 
 def related_items(
