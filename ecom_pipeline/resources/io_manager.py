@@ -6,11 +6,16 @@ with "table does not exist" instead of handing the next asset an empty frame it 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pandas as pd
-from dagster import OutputContext
-from dagster._core.storage.db_io_manager import TableSlice
+from dagster import InputContext, OutputContext
+from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
+from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 from dagster_duckdb_pandas.duckdb_pandas_type_handler import DuckDBPandasTypeHandler
+
+from ecom_pipeline.resources.warehouse import DEFAULT_LOCK_TIMEOUT_S, connect_with_retry
 
 
 class EmptyTableTypeHandler(DuckDBPandasTypeHandler):
@@ -30,9 +35,31 @@ class EmptyTableTypeHandler(DuckDBPandasTypeHandler):
         super().handle_output(context, table_slice, obj, connection)
 
 
+class RetryingDuckDbClient(DuckDbClient):
+    """Opens the file like every other warehouse open (``connect_with_retry``): waits with jittered back-off
+    for another process's lock for as long as the warehouse resource does (dagster-duckdb gives up after
+    10 fixed back-offs), reads inputs read-only, and uses the same DuckDB settings (a second open with
+    different settings is refused).  ``connection_config`` is not used: settings come from ``duckdb_config``."""
+
+    @staticmethod
+    @contextmanager
+    def connect(context, _):
+        con = connect_with_retry(context.resource_config["database"], read_only=isinstance(context, InputContext),
+                                 timeout_s=DEFAULT_LOCK_TIMEOUT_S)
+        try:
+            yield con
+        finally:
+            con.close()
+
+
 class WarehouseIOManager(DuckDBPandasIOManager):
     """``DuckDBPandasIOManager`` whose empty outputs are empty tables (schema = asset key prefix)."""
 
     @staticmethod
     def type_handlers():
         return [EmptyTableTypeHandler()]
+
+    def create_io_manager(self, context) -> DbIOManager:  # as dagster-duckdb's, with the retrying client
+        return DbIOManager(db_client=RetryingDuckDbClient(), database=self.database, schema=self.schema_,
+                           type_handlers=self.type_handlers(), default_load_type=self.default_load_type(),
+                           io_manager_name="DuckDBIOManager")
