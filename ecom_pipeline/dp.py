@@ -20,8 +20,8 @@ Mechanism (per month, the Laplace mechanism on clipped contributions)
    grid is public reference data (27 states; or all 1,000 CEP-3 prefixes) and the month range is taken
    as public (the period the shop has been trading).
 5. **Post-processing** (free: it touches only noisy numbers): counts rounded and clamped at 0, revenue
-   clamped at 0, and a cell whose noisy count is below ``suppress_below`` is suppressed (both measures
-   NULL) because its relative error would be large.
+   clamped at 0, and a cell whose noisy count is below ``suppress_below_noise_scales`` (2) times the count's
+   noise scale is suppressed (both measures NULL) because its relative error would be large.
 
 The guarantee is ``epsilon`` per month and customer: a customer who orders in ``k`` different months of the
 period is protected at ``k * epsilon`` over the whole release (sequential composition across months).
@@ -51,7 +51,10 @@ class DPConfig:
     orders_share: float = 0.5  # fraction of epsilon spent on the order counts
     max_orders_per_customer: int = 3  # C: a customer's orders in one month count at most this often
     max_revenue_per_customer: float = 1000.0  # R: a customer's revenue in one month counts at most this much
-    suppress_below: float = 10.0  # noisy count under this: cell suppressed (post-processing)
+    # a cell whose noisy count is under this many noise scales (b_orders) is suppressed (post-processing):
+    # its relative error would exceed ~70 %.  Tied to the scale, not a fixed count, so a larger epsilon
+    # publishes more cells instead of hiding accurate small ones.
+    suppress_below_noise_scales: float = 2.0
 
     def __post_init__(self):
         if not self.epsilon > 0:
@@ -69,6 +72,10 @@ class DPConfig:
     @property
     def epsilon_revenue(self) -> float:
         return self.epsilon * (1.0 - self.orders_share)
+
+    @property
+    def suppress_threshold(self) -> float:
+        return self.suppress_below_noise_scales * self.max_orders_per_customer / self.epsilon_orders
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -134,7 +141,7 @@ def dp_regional_report(orders: pd.DataFrame, cfg: DPConfig, level: str = "state"
     noisy_revenue = cells["revenue"].to_numpy(float) + rng.laplace(0.0, b_revenue, len(cells))
     orders_out = np.maximum(np.rint(noisy_orders), 0.0)
     revenue_out = np.maximum(noisy_revenue, 0.0).round(2)
-    suppressed = noisy_orders < cfg.suppress_below
+    suppressed = noisy_orders < cfg.suppress_threshold
     out = pd.DataFrame({
         "level": level,
         "region": cells["region"].astype(object),

@@ -31,7 +31,8 @@ import duckdb
 
 from ecom_pipeline.loading import quote_ident
 
-# RE2 (DuckDB) and Python ``re`` read these identically: no lookaround, ASCII classes, ``\b`` word edges.
+# Written independently of cleaning.privacy.MASK_RULES on purpose: a scan that reused the masker's patterns
+# could not catch the masker's own blind spots.  RE2 (DuckDB) and Python ``re`` read them identically.
 PATTERNS: dict[str, str] = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
     "cpf": r"\b[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}\b|\b[0-9]{9}-[0-9]{2}\b",

@@ -26,7 +26,7 @@ class RegionalDemandDPConfig(dg.Config):
     level: str = "state"  # state | zip3
     max_orders_per_customer: int = 3
     max_revenue_per_customer: float = 1000.0
-    suppress_below: float = 10.0
+    suppress_below_noise_scales: float = 2.0  # suppress cells with a noisy count < this x noise scale
     seed: int | None = None  # None: fresh noise every run (a fixed seed only for reproducible tests)
 
 
@@ -45,7 +45,7 @@ def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemand
 
     cfg = DPConfig(epsilon=config.epsilon, orders_share=config.orders_share,
                    max_orders_per_customer=config.max_orders_per_customer,
-                   max_revenue_per_customer=config.max_revenue_per_customer, suppress_below=config.suppress_below)
+                   max_revenue_per_customer=config.max_revenue_per_customer, suppress_below_noise_scales=config.suppress_below_noise_scales)
     with warehouse.connect(read_only=True) as con:
         frames = {t: read_table(con, f"staging.{t}", cols) for t, cols in COLUMNS.items()}
     orders = orders_by_region(frames["orders"], frames["customers"], frames["order_items"], config.level)

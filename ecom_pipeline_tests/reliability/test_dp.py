@@ -41,7 +41,7 @@ def _sp_errors(cfg: DPConfig, n_months: int = 400):
 def test_noise_scale_matches_sensitivity_over_epsilon():
     """Empirical variance of the noise over many draws = 2 b^2 with b = C / eps_share, per measure."""
     cfg = DPConfig(epsilon=0.5, orders_share=0.4, max_orders_per_customer=2, max_revenue_per_customer=300.0,
-                   suppress_below=-1e18)  # no suppression: every noisy cell is visible
+                   suppress_below_noise_scales=-1e18)  # no suppression: every noisy cell is visible
     b_orders, b_revenue = noise_scales(cfg)
     assert b_orders == pytest.approx(2 / 0.2) and b_revenue == pytest.approx(300 / 0.3)
     err_o, err_r = _sp_errors(cfg)
@@ -51,7 +51,7 @@ def test_noise_scale_matches_sensitivity_over_epsilon():
     assert abs(err_o.mean()) < 4 * b_orders * np.sqrt(2 / 400) + 0.5  # unbiased (rounding aside)
     # a 10x larger epsilon gives a 10x smaller spread
     tight = DPConfig(epsilon=5.0, orders_share=0.4, max_orders_per_customer=2, max_revenue_per_customer=300.0,
-                     suppress_below=-1e18)
+                     suppress_below_noise_scales=-1e18)
     _, err_r_tight = _sp_errors(tight)
     assert err_r_tight.std() == pytest.approx(err_r.std() / 10, rel=0.3)
 
@@ -71,16 +71,17 @@ def test_clipping_bounds_one_customers_contribution():
 
 def test_output_never_negative_and_fixed_grid_with_suppression():
     orders = _orders([("a", "AC", JAN, 10.0), ("b", "SP", FEB, 20.0)])
-    cfg = DPConfig(epsilon=0.1, suppress_below=5.0)  # huge noise: many negative draws to clamp
+    cfg = DPConfig(epsilon=0.1)  # huge noise (b = 60 orders): many negative draws to clamp
     for seed in range(8):
         rep = dp_regional_report(orders, cfg, rng=np.random.default_rng(seed))
         assert list(rep.columns) == REPORT_COLUMNS
         # every state x every month of the period, whether or not anyone ordered there
         assert len(rep) == len(BR_STATES) * 2 and set(rep["region"]) == set(BR_STATES)
         assert (rep["orders"].dropna() >= 0).all() and (rep["revenue"].dropna() >= 0).all()
-        assert (rep["orders"].dropna() >= 5).all()  # below the threshold -> suppressed, not published
+        assert cfg.suppress_threshold == pytest.approx(120.0)
+        assert (rep["orders"].dropna() >= 119).all()  # below 2 noise scales -> suppressed, not published
         assert rep.loc[rep["suppressed"], ["orders", "revenue"]].isna().all().all()
-        assert rep["suppressed"].any()
+        assert rep["suppressed"].any() and (~rep["suppressed"]).any()
 
 
 def test_unknown_regions_are_not_published_and_bad_config_is_refused():
