@@ -124,7 +124,7 @@ def _read(warehouse: WarehouseResource, sql: str) -> pd.DataFrame:
 
 
 @dg.asset(
-    key=fkey("review_text_embeddings"), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    key=fkey("review_text_embeddings"), group_name=GROUP, tags={"ecom/stage": "features"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
     deps=[dg.AssetKey(["staging", "reviews"])], kinds={"pytorch", "duckdb"},
     description="One L2-normalised `passage:` embedding (FLOAT[]) per review with text; incremental: only "
     "reviews whose text or model changed since the last run are encoded, at most `max_new_per_run` per run "
@@ -189,7 +189,7 @@ def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbe
 
 
 @dg.asset(
-    key=fkey("product_text_embeddings"), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    key=fkey("product_text_embeddings"), group_name=GROUP, tags={"ecom/stage": "features"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
     deps=[dg.AssetKey(["staging", "products"]), fkey("review_text_embeddings")], kinds={"pytorch", "duckdb"},
     description="Product text embeddings from category + title + description; products without a title "
     "(Olist) get their category embedding blended with the mean embedding of their reviews.",
@@ -236,7 +236,7 @@ def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbed
 
 
 @dg.asset(
-    key=fkey("product_image_embeddings"), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    key=fkey("product_image_embeddings"), group_name=GROUP, tags={"ecom/stage": "features"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
     deps=[dg.AssetKey(["staging", "products"]), dg.AssetKey(["staging", "order_items"])],  # order_items: priority
     kinds={"pytorch", "duckdb"},
     description="MobileNetV2 (ImageNet) global-pooled image embeddings of products with an image; images "
@@ -314,7 +314,7 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
 
 
 @dg.asset(
-    key=fkey("product_embeddings"), group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    key=fkey("product_embeddings"), group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
     deps=[fkey("product_text_embeddings"), fkey("product_image_embeddings")],
     description="Fused product vectors: weighted concatenation of the unit-norm text and image embeddings "
     "(zeros for a missing modality), re-normalised; `modalities` says which were present.",
@@ -355,7 +355,7 @@ def product_embeddings(context: dg.AssetExecutionContext, config: FusionConfig, 
 
 
 @dg.asset(
-    key=dg.AssetKey(["serving", "similar_products"]), group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    key=dg.AssetKey(["serving", "similar_products"]), group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
     deps=[fkey("product_embeddings")],
     description="Top-k most similar products per product (cosine of fused embeddings). For ad-hoc queries "
     "use `ecom_pipeline.ml.encoders.store.similar_products` (DuckDB `list_cosine_similarity`).",
@@ -425,7 +425,7 @@ def _pairs(config: ProjectionConfig, warehouse: WarehouseResource, image_encoder
 
 
 @dg.asset(
-    key=dg.AssetKey(["models", "image_text_projection"]), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    key=dg.AssetKey(["models", "image_text_projection"]), group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
     deps=[fkey("product_image_embeddings"), dg.AssetKey(["staging", "products"])],
     kinds={"pytorch", "mlflow"},
     description="A linear map of image embeddings into the text space (symmetric InfoNCE on image/title "

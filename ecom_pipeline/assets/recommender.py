@@ -90,7 +90,7 @@ def _item_names(warehouse: WarehouseResource) -> tuple[dict, pd.DataFrame]:
 
 
 @dg.asset(
-    key_prefix=["features"], group_name=GROUP, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "pandas"},
+    key_prefix=["features"], group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "pandas"},
     description="User-item interactions: purchases from orders (cancelled excluded) and weighted view/cart "
     "events, one row each with category and time. Purchase events are dropped where orders exist.",
 )
@@ -123,7 +123,7 @@ def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
 
 
 @dg.asset(
-    key_prefix=["features"], group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+    key_prefix=["features"], group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
     deps=[INTERACTIONS],
     description="Interactions aggregated per (customer, category): weight, counts per event type, first/last "
     "time. The honest unit on sparse data (Olist: almost every customer buys once).",
@@ -142,7 +142,7 @@ def _mlflow_name(s: str) -> str:
 
 
 @dg.asset(
-    key_prefix=["ml"], group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb", "mlflow"},
+    key_prefix=["ml"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "mlflow"},
     deps=[INTERACTIONS],
     description="Every recommender (global / recent / regional popularity, item-kNN, implicit ALS) on the "
     "user-level temporal split, item and category level: Recall/NDCG/HitRate/MAP@K, catalogue coverage, "
@@ -236,7 +236,7 @@ def _choose(level: str, evaluation: pd.DataFrame, cfg: RecommenderConfig) -> tup
 
 
 @dg.asset(
-    key_prefix=["serving"], group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+    key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
     deps=[INTERACTIONS, dg.AssetKey(["ml", "recommender_evaluation"])],
     description="User → top-K items (and top categories) with score, model, model version and a short "
     "explanation from the user's real history or region. Served by the evaluation winner per level, "
@@ -283,7 +283,7 @@ def recommendations(context: dg.AssetExecutionContext, config: RecommenderConfig
 
 
 @dg.asset(
-    key_prefix=["serving"], group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+    key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
     deps=[INTERACTIONS],
     description="Product → related products: co-occurrence (customers who bought X also bought); items "
     "without co-occurrence (cold start) by content similarity of features.product_embeddings when present, "
@@ -333,7 +333,7 @@ OPTIONAL_TWO_TOWER_INPUTS = {
 
 
 @dg.asset(
-    key_prefix=["ml"], group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS, kinds={"pytorch", "mlflow", "duckdb"},
+    key_prefix=["ml"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS, kinds={"pytorch", "mlflow", "duckdb"},
     deps=[INTERACTIONS, dg.AssetKey(["features", "product_embeddings"]), dg.AssetKey(["features", "region_embeddings"]),
           dg.AssetKey(["reports", "sentiment_aggregates"]), dg.AssetKey(["serving", "user_profiles"])],
     description="Hybrid two-tower recommender (torch, sampled softmax): user = history + region (GCN embedding "

@@ -61,7 +61,7 @@ def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.nd
 
 
 @dg.asset(
-    key=dg.AssetKey(["models", "sentiment_model"]), group_name=GROUP, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    key=dg.AssetKey(["models", "sentiment_model"]), group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
     deps=[dg.AssetKey(["features", "review_text_embeddings"]), dg.AssetKey(["staging", "reviews"])],
     kinds={"scikitlearn", "pytorch", "mlflow"},
     description="Review sentiment (3-class and binary) on a time-based split: TF-IDF + logistic regression "
@@ -155,7 +155,7 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
 
 
 @dg.asset(
-    key=dg.AssetKey(["features", "review_sentiment"]), group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    key=dg.AssetKey(["features", "review_sentiment"]), group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
     deps=[dg.AssetKey(["models", "sentiment_model"]), dg.AssetKey(["features", "review_text_embeddings"])],
     description="Per review: class probabilities (negative/neutral/positive) from the champion "
     "`ecom.sentiment.3class` model, the predicted label and the model version.",
@@ -214,7 +214,7 @@ AGGREGATES = {
 
 
 @dg.asset(
-    key=dg.AssetKey(["reports", "sentiment_aggregates"]), group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    key=dg.AssetKey(["reports", "sentiment_aggregates"]), group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
     deps=[dg.AssetKey(["features", "review_sentiment"]), dg.AssetKey(["staging", "order_items"]),
           dg.AssetKey(["staging", "products"]), dg.AssetKey(["staging", "customers"])],
     description="Satisfaction per product, seller, category and customer state × month: reviews, mean "
@@ -254,7 +254,7 @@ class TopicConfig(dg.Config):
 
 
 @dg.asset(
-    key=dg.AssetKey(["features", "review_topics"]), group_name=GROUP, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    key=dg.AssetKey(["features", "review_topics"]), group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
     deps=[dg.AssetKey(["features", "review_text_embeddings"]), dg.AssetKey(["staging", "reviews"]),
           dg.AssetKey(["staging", "customers"])],
     description="Complaint topics: k-means clusters of negative/neutral review embeddings labelled with "

@@ -49,7 +49,7 @@ def _write(warehouse: WarehouseResource, table: str, df: pd.DataFrame) -> None:
 
 
 @dg.asset(
-    key_prefix=["serving"], group_name=GROUP, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "sklearn"},
+    key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "sklearn"},
     description="One row per customer: RFM, behaviour (categories, price band, views/carts), experience "
     "(review score given, delivery delay), region, and a KMeans segment with a readable name and description.",
 )
@@ -76,7 +76,7 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig,
 
 
 @dg.asset(
-    key_prefix=["serving"], group_name=GROUP, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "sklearn", "mlflow"},
+    key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "sklearn", "mlflow"},
     description="P(customer orders again within N days): calibrated gradient boosting on profile features, "
     "time-based (train at T−N, test at T), compared with an RFM-only logistic baseline (AUC, PR-AUC, ECE, "
     "Brier) in MLflow and ml.model_metrics; scores every customer as of the last order.",
