@@ -26,9 +26,9 @@ FAST_FEATURES = {"ops": {"features__region_embeddings": {"config": {"cpu_epochs"
 
 def _hold_lock(path, seconds: float) -> subprocess.Popen:
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(path)!r}); "
-         f"c.execute('CREATE TABLE IF NOT EXISTS held(x INT)'); print('held', flush=True); "
-         f"time.sleep({seconds}); c.close()"],
+        [sys.executable, "-c", (f"import duckdb,time; c=duckdb.connect({str(path)!r}); "
+                                f"c.execute('CREATE TABLE IF NOT EXISTS held(x INT)'); print('held', flush=True); "
+                                f"time.sleep({seconds}); c.close()")],
         stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     return holder
