@@ -207,3 +207,15 @@ def test_real_env_files_and_key_files_are_not_committed(path):
     ignored = (REPO_ROOT / path).read_text()
     assert re.search(r"^(docker/)?\.env$|^\.env$|^\*\*/\.env$", ignored, re.MULTILINE), "docker/.env must be ignored"
     assert "data/" in ignored or ".pseudonym_key" in ignored
+
+
+@pytest.mark.xfail(strict=True, reason="open finding: the celery broker URL carries RabbitMQ's default guest:guest "
+                   "(docker-compose.yaml, celery.yaml, automation/executors.py); RabbitMQ also refuses guest from "
+                   "other containers. Fix: RABBITMQ_DEFAULT_USER/PASS from required env vars and the URL from env")
+def test_no_credentials_written_into_urls():
+    userinfo = re.compile(r"[a-z]+://([^:/@\s${}]+):([^@\s${}]+)@")  # scheme://user:password@ with literal parts
+    offenders = []
+    for path in [*DOCKER.rglob("*.y*ml"), *PACKAGE.rglob("*.py")]:
+        for m in userinfo.finditer(path.read_text()):
+            offenders.append(f"{path.relative_to(REPO_ROOT)}: {m.group(1)}:***")
+    assert offenders == [], offenders
