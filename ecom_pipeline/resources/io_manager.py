@@ -1,38 +1,62 @@
-"""The DuckDB pandas IO manager, with one change: an empty DataFrame still creates its (typed) table.
+"""The DuckDB pandas IO manager, made safe to kill: each output replaces its table in one transaction.
 
-The stock handler skips empty frames, so a source without, say, geolocation made the downstream load fail
-with "table does not exist" instead of handing the next asset an empty frame it can explain.
+Also: an empty DataFrame still creates its (typed) table, and opens wait for another process's lock like
+every other warehouse open.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
+import duckdb
 import pandas as pd
-from dagster import InputContext, OutputContext
+from dagster import InputContext, MetadataValue, OutputContext, TableColumn, TableSchema
+from dagster._core.definitions.metadata import TableMetadataSet
 from dagster._core.storage.db_io_manager import DbIOManager, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 from dagster_duckdb_pandas.duckdb_pandas_type_handler import DuckDBPandasTypeHandler
 
+from ecom_pipeline.loading import fault_pause_point
+from ecom_pipeline.resources.tables import table_exists, write_table
 from ecom_pipeline.resources.warehouse import DEFAULT_LOCK_TIMEOUT_S, connect_with_retry
 
 
-class EmptyTableTypeHandler(DuckDBPandasTypeHandler):
+class AtomicTableTypeHandler(DuckDBPandasTypeHandler):
+    """Replaces the output's table (or partition) inside one transaction.
+
+    dagster-duckdb deletes the old rows in one auto-committed statement and inserts the new ones in another
+    (positionally): a step killed in between left an empty table, and a frame whose columns changed order was
+    misaligned.  Here a killed step leaves the previous complete table; an empty frame still creates its
+    (typed) table, so a source without, say, geolocation gives the next asset an empty frame it can explain.
+    """
+
     def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection):
-        if obj.empty and len(obj.columns):
-            # all-null object columns have no type DuckDB can infer: store them as text
-            frame = obj.astype({c: "string" for c in obj.columns if obj[c].dtype == object})
-            connection.register("_empty_frame", frame)
-            try:
-                connection.execute(
-                    f"CREATE TABLE IF NOT EXISTS {table_slice.schema}.{table_slice.table} AS SELECT * FROM _empty_frame"
-                )
-            finally:
-                connection.unregister("_empty_frame")
-            context.add_output_metadata({"dagster/row_count": 0})
-            return
-        super().handle_output(context, table_slice, obj, connection)
+        qualified = f"{table_slice.schema}.{table_slice.table}"
+        connection.execute("BEGIN TRANSACTION")
+        try:
+            if table_slice.partition_dimensions and table_exists(connection, qualified):
+                DuckDbClient.delete_table_slice(context, table_slice, connection)
+                connection.register("_partition_df", obj)
+                try:
+                    connection.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM _partition_df")
+                finally:
+                    connection.unregister("_partition_df")
+            else:
+                write_table(connection, qualified, obj)
+            fault_pause_point(f"io_write.{qualified}")
+            connection.execute("COMMIT")
+        except BaseException:
+            with suppress(duckdb.Error):
+                connection.execute("ROLLBACK")
+            raise
+        rows = TableMetadataSet(partition_row_count=len(obj)) if context.has_partition_key \
+            else TableMetadataSet(row_count=len(obj))
+        context.add_output_metadata({
+            **rows,
+            "dataframe_columns": MetadataValue.table_schema(
+                TableSchema(columns=[TableColumn(name=str(n), type=str(t)) for n, t in obj.dtypes.items()])),
+        })
 
 
 class RetryingDuckDbClient(DuckDbClient):
@@ -40,6 +64,10 @@ class RetryingDuckDbClient(DuckDbClient):
     for another process's lock for as long as the warehouse resource does (dagster-duckdb gives up after
     10 fixed back-offs), reads inputs read-only, and uses the same DuckDB settings (a second open with
     different settings is refused).  ``connection_config`` is not used: settings come from ``duckdb_config``."""
+
+    @staticmethod
+    def delete_table_slice(context, table_slice, connection) -> None:
+        """Nothing here: the type handler deletes and writes inside one transaction."""
 
     @staticmethod
     @contextmanager
@@ -53,11 +81,11 @@ class RetryingDuckDbClient(DuckDbClient):
 
 
 class WarehouseIOManager(DuckDBPandasIOManager):
-    """``DuckDBPandasIOManager`` whose empty outputs are empty tables (schema = asset key prefix)."""
+    """``DuckDBPandasIOManager`` that replaces each output's table atomically (schema = asset key prefix)."""
 
     @staticmethod
     def type_handlers():
-        return [EmptyTableTypeHandler()]
+        return [AtomicTableTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:  # as dagster-duckdb's, with the retrying client
         return DbIOManager(db_client=RetryingDuckDbClient(), database=self.database, schema=self.schema_,
