@@ -30,6 +30,7 @@ encoding                               ``"invalid_encoding"`` for other encoding
                                        replacement characters, fields kept; other rows are unaffected
 the header line repeated in the data   row emitted, ``_parse_error="repeated_header"``, line in ``_raw_line``
                                        (also when it starts with a BOM: concatenated exports)
+CR-only line ends (classic Mac)        read like LF line ends
 UTF-16/UTF-32 file (byte-order mark)   ``SourceError`` "file is UTF-16 encoded", naming the file
 a wanted column twice in the header    ``SourceError`` naming the file and the column (ambiguous)
 header read as one column containing   the missing-column ``SourceError`` says which delimiter the
@@ -286,12 +287,30 @@ def _refuse_wide_encoding(binary: io.BufferedReader, label: str) -> None:
     garbled column names."""
     try:
         head = binary.peek(4)[:4]
-    except _gzip_errors():
-        return  # a damaged archive: reported by the reader with its own message
+    except _gzip_errors() as exc:
+        raise SourceError(f"truncated or corrupt gzip ({exc})", file=label) from None
     for bom, name in _WIDE_BOMS:
         if head.startswith(bom):
             raise SourceError(f"file is {name} encoded (byte-order mark {bom.hex()}); save or convert it as UTF-8",
                               file=label)
+
+
+def _cr_only(binary: io.BufferedReader) -> bool:
+    """Classic-Mac line endings (Excel for Mac's "CSV (Macintosh)"): CRs and no LF in the first block."""
+    head = binary.peek(1 << 16)
+    return b"\r" in head and b"\n" not in head
+
+
+def _cr_lines(binary: io.BufferedReader) -> Iterator[bytes]:
+    """The lines of a CR-only file, each ending in LF (a CR inside a quoted field becomes an LF)."""
+    rest = b""
+    while block := binary.read(1 << 20):
+        parts = (rest + block).split(b"\r")
+        rest = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+    if rest:
+        yield rest
 
 
 class _CsvFile:
@@ -305,7 +324,8 @@ class _CsvFile:
         utf8 = enc in ("utf-8", "utf-8-sig")
         self.decode_error = INVALID_UTF8 if utf8 else INVALID_ENCODING
         _refuse_wide_encoding(self.binary, label)
-        self.feed = _LineFeed(self.binary, "utf-8" if utf8 else options.encoding, label, strip_bom=utf8)
+        lines = _cr_lines(self.binary) if _cr_only(self.binary) else self.binary
+        self.feed = _LineFeed(lines, "utf-8" if utf8 else options.encoding, label, strip_bom=utf8)
         self._options = options
         self.reader = self.make_reader(iter(self.feed))
         self.blank_lines = 0
