@@ -188,11 +188,27 @@ def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbe
     })
 
 
+def _reusable_text_vectors(con, model_id: str) -> tuple[list[str], np.ndarray]:
+    """(input_hash, vector) of plain product-text rows the last run embedded with ``model_id``."""
+    from ecom_pipeline.ml.encoders.store import table_exists
+
+    if not table_exists(con, PRODUCT_TEXT_EMB):
+        return [], np.zeros((0, 0), np.float32)
+    arrow = con.sql(f"SELECT any_value(embedding) AS embedding, input_hash FROM {PRODUCT_TEXT_EMB} "
+                    "WHERE model = ? AND sources = 'text' GROUP BY input_hash", params=[model_id]).to_arrow_table()
+    if arrow.num_rows == 0:
+        return [], np.zeros((0, 0), np.float32)
+    col = arrow.column("embedding").combine_chunks()
+    mat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(arrow.num_rows, -1)
+    return arrow.column("input_hash").to_pylist(), mat
+
+
 @dg.asset(
     key=fkey("product_text_embeddings"), group_name=GROUP, tags={"ecom/stage": "features"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
     deps=[dg.AssetKey(["staging", "products"]), fkey("review_text_embeddings")], kinds={"pytorch", "duckdb"},
     description="Product text embeddings from category + title + description; products without a title "
-    "(Olist) get their category embedding blended with the mean embedding of their reviews.",
+    "(Olist) get their category embedding blended with the mean embedding of their reviews. Incremental: "
+    "texts unchanged since the last run (same model) are not encoded again.",
 )
 def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbeddingConfig,
                             warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
@@ -204,15 +220,24 @@ def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbed
     enc = _text_encoder(config, compute, source)
     t0 = time.monotonic()
     distinct = texts.drop_duplicates("input_hash")
-    context.log.info(f"{len(texts):,} products, {len(distinct):,} distinct texts to encode on {enc.device}")
-    uniq = enc.encode(distinct["text"].tolist(), kind="passage", progress=_progress(context, "product texts"))
-    row = {h: i for i, h in enumerate(distinct["input_hash"])}
-    emb = uniq[[row[h] for h in texts["input_hash"]]] if len(texts) else uniq
+    # incremental: texts embedded by the same model in the last run (plain text rows, not review blends) are reused
     with warehouse.connect(read_only=True) as con:
-        r_keys, r_emb = read_vectors(con, REVIEW_EMB, "review_id")
-        r_prod = (con.execute(f"SELECT review_id, product_id FROM {REVIEW_EMB}").fetchdf()
-                  .set_index("review_id")["product_id"] if r_keys else pd.Series(dtype=object))
+        known_hashes, known = _reusable_text_vectors(con, enc.model_id)
+    todo = distinct[~distinct["input_hash"].isin(set(known_hashes))]
+    context.log.info(f"{len(texts):,} products, {len(distinct):,} distinct texts, {len(todo):,} to encode on "
+                     f"{enc.device} ({len(distinct) - len(todo):,} unchanged since the last run)")
+    fresh = enc.encode(todo["text"].tolist(), kind="passage", progress=_progress(context, "product texts"))
+    row = {h: i for i, h in enumerate(known_hashes)}
+    row.update({h: len(known_hashes) + i for i, h in enumerate(todo["input_hash"])})
+    uniq = np.concatenate([known.reshape(len(known_hashes), -1), fresh]) if len(known_hashes) else fresh
+    emb = uniq[[row[h] for h in texts["input_hash"]]] if len(texts) else fresh
     no_title = ~texts["has_title"].astype(bool).to_numpy() if len(texts) else np.zeros(0, bool)
+    r_keys = []
+    if no_title.any():  # only products without a title blend in their reviews: read those vectors only then
+        with warehouse.connect(read_only=True) as con:
+            r_keys, r_emb = read_vectors(con, REVIEW_EMB, "review_id")
+            r_prod = (con.execute(f"SELECT review_id, product_id FROM {REVIEW_EMB}").fetchdf()
+                      .set_index("review_id")["product_id"] if r_keys else pd.Series(dtype=object))
     n_reviews = np.zeros(len(texts), np.int64)
     if r_keys and no_title.any() and r_emb.shape[1] == emb.shape[1]:
         pids = texts["product_id"].tolist()
@@ -229,8 +254,8 @@ def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbed
     if texts.empty:
         context.log.warning("staging.products is empty: product_text_embeddings is empty")
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": written, "distinct_texts_encoded": len(distinct),
-        "with_review_blend": int((n_reviews > 0).sum()), "model": enc.model_id, "device": enc.device,
+        "dagster/row_count": written, "distinct_texts": len(distinct), "distinct_texts_encoded": len(todo),
+        "reused_unchanged": len(distinct) - len(todo), "with_review_blend": int((n_reviews > 0).sum()), "model": enc.model_id, "device": enc.device,
         "seconds": round(time.monotonic() - t0, 2),
     })
 

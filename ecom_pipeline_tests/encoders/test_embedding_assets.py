@@ -170,3 +170,25 @@ def test_review_embeddings_cap_leaves_a_visible_backlog_that_later_runs_encode(r
     second = _meta(dg.materialize([E.review_text_embeddings], resources=res, run_config=cfg),
                    "features__review_text_embeddings")
     assert (second["encoded_this_run"], second["backlog"], second["dagster/row_count"]) == (2, 0, 6)
+
+
+def test_product_text_embeddings_reuse_unchanged_texts(root):
+    db = root / "wh_ptext.duckdb"
+    products = _products(root / "img")
+    _write(db, products, _reviews())
+    res = _resources(root, db)
+    assets = [E.review_text_embeddings, E.product_text_embeddings]
+    first = _meta(dg.materialize(assets, resources=res), "features__product_text_embeddings")
+    con = duckdb.connect(str(db), read_only=True)
+    before = dict(con.execute("SELECT product_id, embedding FROM features.product_text_embeddings").fetchall())
+    con.close()
+    products.loc[products["product_id"] == "p1", "title"] = "Red running shoe, new edition"
+    _write(db, products, _reviews())
+    second = _meta(dg.materialize(assets, resources=res), "features__product_text_embeddings")
+    assert first["reused_unchanged"] == 0 and first["distinct_texts_encoded"] == first["distinct_texts"]
+    # only p1's changed text and the title-less p6 (category text, blended with reviews) are encoded again
+    assert second["distinct_texts_encoded"] == 2 and second["reused_unchanged"] == first["distinct_texts"] - 2
+    con = duckdb.connect(str(db), read_only=True)
+    after = dict(con.execute("SELECT product_id, embedding FROM features.product_text_embeddings").fetchall())
+    con.close()
+    assert after["p3"] == before["p3"] and after["p1"] != before["p1"]
