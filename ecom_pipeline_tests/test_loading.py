@@ -1,8 +1,15 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import duckdb
 import pandas as pd
 import pytest
 
-from ecom_pipeline.loading import PARSE_ERROR_COLUMN, load_raw_table, raw_columns
+from ecom_pipeline.loading import FAULT_PAUSE_ENV, PARSE_ERROR_COLUMN, fault_pause_point, load_raw_table, raw_columns
 from ecom_pipeline.sources.base import SourceError
 from ecom_pipeline_tests.framesource import FrameSource
 
@@ -51,3 +58,56 @@ def test_unknown_column_is_a_clear_error(tmp_path):
     bad = ORDERS.assign(coupon="X")
     with pytest.raises(SourceError, match="coupon"):
         load_raw_table(con, FrameSource({"orders": bad}), "orders", load_id="L1")
+
+
+KILLED_LOAD = """
+import sys, duckdb, pandas as pd
+from ecom_pipeline.loading import load_raw_table
+from ecom_pipeline_tests.framesource import FrameSource
+orders = pd.read_json(sys.argv[2])
+con = duckdb.connect(sys.argv[1])
+load_raw_table(con, FrameSource({"orders": orders}), "orders", load_id="L2", chunk_rows=10)
+"""
+
+
+def test_process_killed_mid_load_leaves_previous_table_and_next_load_cleans_up(tmp_path, monkeypatch):
+    """SIGKILL (no exception handler runs) after the first chunk of a reload: the previous load survives whole."""
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    load_raw_table(con, FrameSource({"orders": ORDERS}), "orders", load_id="L1", chunk_rows=10)
+    con.close()
+    marker = tmp_path / "paused"
+    (tmp_path / "orders.json").write_text(ORDERS.to_json())
+    monkeypatch.setenv(FAULT_PAUSE_ENV, f"raw_load.orders={marker}")
+    child = subprocess.Popen([sys.executable, "-c", KILLED_LOAD, str(path), str(tmp_path / "orders.json")],
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 120
+        while not (marker.exists() and marker.read_text()) and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), f"the loader never reached the pause point (exit code {child.poll()})"
+        os.kill(int(marker.read_text()), signal.SIGKILL)
+    finally:
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+
+    con = duckdb.connect(str(path))
+    assert con.execute("SELECT count(*), min(_load_id), max(_load_id) FROM raw.orders").fetchone() == (25, "L1", "L1")
+    assert con.execute('SELECT count(*) FROM raw."orders__loading"').fetchone() == (10,)  # the half-written load
+    monkeypatch.delenv(FAULT_PAUSE_ENV)
+    load_raw_table(con, FrameSource({"orders": ORDERS}), "orders", load_id="L3", chunk_rows=10)
+    assert con.execute("SELECT count(*), min(_load_id) FROM raw.orders").fetchone() == (25, "L3")
+    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '%__loading'"
+                       ).fetchone() == (0,)
+
+
+def test_fault_pause_point_is_a_no_op_unless_named(tmp_path, monkeypatch):
+    marker = tmp_path / "m"
+    monkeypatch.setenv(FAULT_PAUSE_ENV, f"raw_load.other={marker}")
+    fault_pause_point("raw_load.orders")
+    assert not marker.exists()
+    marker.write_text("1")  # already taken: a second arrival goes straight on
+    monkeypatch.setenv(FAULT_PAUSE_ENV, f"raw_load.orders={marker}")
+    t0 = time.monotonic()
+    fault_pause_point("raw_load.orders")
+    assert time.monotonic() - t0 < 5

@@ -12,6 +12,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -338,3 +340,66 @@ def test_corrupted_champion_artifact_keeps_serving_the_previous_champion(env, tm
     client = mlflow.MlflowClient(tracking.tracking_uri)
     assert "truncated" in client.get_model_version(name, v2.version).tags[LOAD_ERROR_TAG]
     assert str(client.get_model_version_by_alias(name, "champion").version) == str(v2.version)
+
+
+# ---------------------------------------------------------------------- the IO manager's write, directly
+
+IO_WRITE = """
+import sys
+import dagster as dg, pandas as pd
+from ecom_pipeline.resources.io_manager import WarehouseIOManager
+
+@dg.asset(key=["features", "t"])
+def t() -> pd.DataFrame:
+    return pd.DataFrame({"a": range(int(sys.argv[2]))})
+
+dg.materialize([t], resources={"io_manager": WarehouseIOManager(database=sys.argv[1])})
+"""
+
+
+def test_io_manager_write_killed_keeps_the_previous_rows(tmp_path, monkeypatch):
+    """The stock dagster-duckdb handler auto-commits its DELETE before the INSERT: the same kill left 0 rows."""
+    path = tmp_path / "w.duckdb"
+    cwd = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-c", IO_WRITE, str(path), "1000"], check=True, cwd=cwd, capture_output=True)
+    marker = tmp_path / "paused"
+    monkeypatch.setenv(FAULT_PAUSE_ENV, f"io_write.features.t={marker}")
+    killer = Killer(marker)
+    child = subprocess.run([sys.executable, "-c", IO_WRITE, str(path), "2000"], cwd=cwd, capture_output=True)
+    killer.thread.join(timeout=5)
+    assert len(killer.killed) == 1 and child.returncode == -signal.SIGKILL
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("SELECT count(*) FROM features.t").fetchall() == [(1000,)]
+    con.close()
+
+
+def test_io_manager_replaces_partitions_and_matches_columns_by_name(tmp_path):
+    parts = dg.StaticPartitionsDefinition(["a", "b"])
+
+    @dg.asset(key=["features", "p"], partitions_def=parts, metadata={"partition_expr": "part"})
+    def p(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        n = 3 if context.partition_key == "a" else 2
+        frame = pd.DataFrame({"part": [context.partition_key] * n, "value": range(n)})
+        return frame[["value", "part"]] if context.partition_key == "b" else frame  # column order differs
+
+    io = {"io_manager": WarehouseIOManager(database=str(tmp_path / "w.duckdb"))}
+    for key in ("a", "b", "a"):  # "a" twice: replaced, not appended
+        assert dg.materialize([p], partition_key=key, resources=io).success
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    rows = con.execute("SELECT part, count(*), sum(value) FROM features.p GROUP BY 1 ORDER BY 1").fetchall()
+    con.close()
+    assert rows == [("a", 3, 3), ("b", 2, 1)]
+
+
+def test_io_manager_empty_frame_creates_a_typed_empty_table(tmp_path):
+    @dg.asset(key=["features", "e"])
+    def e() -> pd.DataFrame:
+        return pd.DataFrame({"id": pd.Series([], dtype=object), "n": pd.Series([], dtype="int64")})
+
+    io = {"io_manager": WarehouseIOManager(database=str(tmp_path / "w.duckdb"))}
+    assert dg.materialize([e], resources=io).success
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    types = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'e' "
+                        "ORDER BY 1").fetchall()
+    con.close()
+    assert types == [("id", "VARCHAR"), ("n", "BIGINT")]
