@@ -48,9 +48,10 @@ class ReviewEmbeddingConfig(TextEmbeddingConfig):
     """Review embeddings are incremental and bounded per run (see docs/performance.md)."""
 
     # at most this many new/changed reviews are encoded per run, newest first; the rest is reported as
-    # `backlog` and encoded by the next runs. CPU: ~100 reviews/s on 2 quiet cores, 20k ≈ 3-4 min (a daily
-    # delivery of a 1M-orders shop is ~1.2k reviews). 0 = no cap.
-    max_new_per_run_cpu: int = 20_000
+    # `backlog` and encoded by the next runs. CPU: ~100 reviews/s on 2 quiet cores, 5k ≈ 1 min; a day of a
+    # 1M-orders shop is ~600 reviews with text, the demo and the Olist sample stay under 5k. Raise it for a
+    # one-off catch-up run (or run on CUDA). 0 = no cap.
+    max_new_per_run_cpu: int = 5_000
     max_new_per_run_cuda: int = 500_000
     write_every: int = 10_000  # encoded vectors are committed in chunks: an interrupted run keeps its progress
 
@@ -60,8 +61,8 @@ class ImageEmbeddingConfig(dg.Config):
     batch_size_cpu: int = 32
     batch_size_cuda: int = 256
     # at most this many new/changed images per run, best-selling products first; the rest is the `backlog`.
-    # CPU: ~27 images/s on 2 quiet cores, 2k ≈ 1.5 min. 0 = no cap.
-    max_new_per_run_cpu: int = 2_000
+    # CPU: ~27 images/s on 2 quiet cores, 1k ≈ 40 s (the demo has ~400 products). 0 = no cap.
+    max_new_per_run_cpu: int = 1_000
     max_new_per_run_cuda: int = 50_000
 
 
