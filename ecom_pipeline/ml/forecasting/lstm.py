@@ -1,4 +1,6 @@
-"""A global LSTM forecaster trained across all series at once.
+"""A global LSTM forecaster trained across all series at once, and the pieces it shares with the
+spatio-temporal GCN forecaster (:mod:`.stgcn`): quantile head, pinball loss, windowing, scaling, training loop
+and the panel backtest.
 
 Each sample is one series' last ``window`` days (scaled by that series' training mean) with the calendar
 covariates of those days; the encoder's last hidden state, a learned series embedding and the covariates of
@@ -26,13 +28,17 @@ class LSTMConfig:
     hidden: int = 32
     embed_dim: int = 4
     epochs: int = 8
-    batch_size: int = 64
+    batch_size: int = 64  # series-windows per step (the ST-GCN counts each state of a day-window as one)
     lr: float = 3e-3
     stride: int = 2
     alpha: float = 0.2
     seed: int = 0
     max_samples: int = 3000  # per training: a random subset when there are more windows (CPU-small)
     refit_every_fold: bool = False  # False: one fit at the first origin serves every backtest fold
+
+
+def quantile_levels(alpha: float) -> list[float]:
+    return [alpha / 2, 0.5, 1 - alpha / 2]
 
 
 def pinball_loss(pred, target, quantiles):
@@ -44,10 +50,6 @@ def pinball_loss(pred, target, quantiles):
     return torch.mean(torch.maximum(q * diff, (q - 1) * diff))
 
 
-def _net(n_series: int, cov_dim: int, cfg: LSTMConfig):
-    return GlobalLSTM(n_series, cov_dim, cfg.hidden, cfg.embed_dim, cfg.horizon)
-
-
 def _module_base():
     import torch.nn
 
@@ -55,33 +57,86 @@ def _module_base():
 
 
 class GlobalLSTM(_module_base()):
-    """Encoder LSTM + series embedding + target-day covariates -> 3 quantiles per target day."""
+    """Encoder LSTM + series embedding + target-day covariates -> 3 quantiles per target day.
 
-    def __init__(self, n_series: int, cov_dim: int, hidden: int, embed_dim: int, horizon: int):
+    ``extra_dim`` > 0 adds per-day input features beside the series' own value (the ST-GCN feeds its graph
+    convolution outputs here); with 0 it is the plain global LSTM."""
+
+    def __init__(self, n_series: int, cov_dim: int, hidden: int, embed_dim: int, horizon: int, extra_dim: int = 0):
         from torch import nn
 
         super().__init__()
         self.horizon = horizon
         self.embed = nn.Embedding(n_series, embed_dim)
-        self.lstm = nn.LSTM(1 + cov_dim, hidden, batch_first=True)
+        self.lstm = nn.LSTM(1 + cov_dim + extra_dim, hidden, batch_first=True)
         self.head = nn.Sequential(nn.Linear(hidden + embed_dim + horizon * cov_dim, 2 * hidden), nn.ReLU(),
                                   nn.Linear(2 * hidden, horizon * 3))
 
-    def forward(self, x, cov_in, cov_out, sid):
+    def forward(self, x, cov_in, cov_out, sid, extra=None):
         import torch
         from torch.nn import functional as F
 
-        _, (h, _) = self.lstm(torch.cat([x.unsqueeze(-1), cov_in], dim=-1))
+        steps = [x.unsqueeze(-1), cov_in] + ([extra] if extra is not None else [])
+        _, (h, _) = self.lstm(torch.cat(steps, dim=-1))
         z = torch.cat([h[-1], self.embed(sid), cov_out.flatten(1)], dim=1)
         q = self.head(z).view(-1, self.horizon, 3)
         mid = q[..., 1]  # median; the outer quantiles are non-negative offsets from it
         return torch.stack([mid - F.softplus(q[..., 0]), mid, mid + F.softplus(q[..., 2])], -1)
 
 
+def temporal_net(n_series: int, cov_dim: int, cfg: LSTMConfig, extra_dim: int = 0) -> GlobalLSTM:
+    return GlobalLSTM(n_series, cov_dim, cfg.hidden, cfg.embed_dim, cfg.horizon, extra_dim)
+
+
 def make_windows(Y: np.ndarray, end: int, window: int, horizon: int, stride: int = 1):
     """Training windows whose targets lie entirely before position ``end``: (series, start) index pairs."""
-    starts = np.arange(0, end - window - horizon + 1, stride)
+    starts = window_starts(end, window, horizon, stride)
     return [(i, s) for i in range(Y.shape[0]) for s in starts]
+
+
+def window_starts(end: int, window: int, horizon: int, stride: int = 1) -> np.ndarray:
+    """Start positions of windows (``window`` inputs + ``horizon`` targets) that end before ``end``."""
+    starts = np.arange(0, end - window - horizon + 1, stride)
+    if not len(starts):
+        raise TooShort(f"no training window: need {window + horizon} days before the origin, have {end}")
+    return starts
+
+
+def series_scale(Y: np.ndarray, end: int) -> np.ndarray:
+    """Per-series training mean (floored): every series is modelled relative to its own level."""
+    return np.maximum(Y[:, :end].mean(axis=1), 1e-3)
+
+
+def to_intervals(q_scaled: np.ndarray, scale: np.ndarray):
+    """Scaled quantiles [series, horizon, 3] -> (yhat, lo, hi) in counts, sorted and clipped at zero."""
+    q = np.maximum(np.sort(q_scaled, axis=-1) * scale[:, None, None], 0)
+    return q[..., 1], q[..., 0], q[..., 2]
+
+
+def train_quantile_net(net, n: int, batch, cfg: LSTMConfig, batch_size: int, *, name: str = "lstm", log=None):
+    """Adam on the pinball loss over ``n`` samples; ``batch(idx)`` -> (pred, target) for a LongTensor of sample
+    indices.  Returns (final epoch loss, seconds)."""
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    qs = quantile_levels(cfg.alpha)
+    t0 = time.perf_counter()
+    final = float("nan")
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n)
+        total = 0.0
+        for b in range(0, n, batch_size):
+            j = perm[b:b + batch_size]
+            pred, target = batch(j)
+            loss = pinball_loss(pred, target, qs)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(j)
+        final = total / n
+        if log and (epoch + 1) % max(1, cfg.epochs // 4) == 0:
+            log(f"{name} epoch {epoch + 1}/{cfg.epochs}: pinball {final:.4f}")
+    return final, time.perf_counter() - t0
 
 
 class GlobalLSTMForecaster:
@@ -101,11 +156,9 @@ class GlobalLSTMForecaster:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
-        self.scale = np.maximum(Y[:, :end].mean(axis=1), 1e-3)
+        self.scale = series_scale(Y, end)
         Ys = (Y / self.scale[:, None]).astype(np.float32)
         idx = make_windows(Y, end, cfg.window, cfg.horizon, cfg.stride)
-        if not idx:
-            raise TooShort(f"no training window: need {cfg.window + cfg.horizon} days before the origin, have {end}")
         if len(idx) > cfg.max_samples:
             idx = [idx[i] for i in rng.choice(len(idx), cfg.max_samples, replace=False)]
         sid = np.array([i for i, _ in idx])
@@ -113,32 +166,13 @@ class GlobalLSTMForecaster:
         w, h = cfg.window, cfg.horizon
         xi = st[:, None] + np.arange(w)
         yi = st[:, None] + w + np.arange(h)
-        X = torch.tensor(Ys[sid[:, None], xi])
-        T = torch.tensor(Ys[sid[:, None], yi])
-        Ci = torch.tensor(cov[xi])
-        Co = torch.tensor(cov[yi])
-        S = torch.tensor(sid, dtype=torch.long)
         dev = torch.device(self.device)
-        self.net = _net(Y.shape[0], cov.shape[1], cfg).to(dev)
-        opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
-        qs = [cfg.alpha / 2, 0.5, 1 - cfg.alpha / 2]
-        t0 = time.perf_counter()
-        n = len(S)
-        for epoch in range(cfg.epochs):
-            perm = torch.randperm(n)
-            total = 0.0
-            for b in range(0, n, cfg.batch_size):
-                j = perm[b:b + cfg.batch_size]
-                pred = self.net(X[j].to(dev), Ci[j].to(dev), Co[j].to(dev), S[j].to(dev))
-                loss = pinball_loss(pred, T[j].to(dev), qs)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(j)
-            self.final_loss = total / n
-            if log and (epoch + 1) % max(1, cfg.epochs // 4) == 0:
-                log(f"lstm epoch {epoch + 1}/{cfg.epochs}: pinball {self.final_loss:.4f}")
-        self.train_seconds = time.perf_counter() - t0
+        X, T = torch.tensor(Ys[sid[:, None], xi]).to(dev), torch.tensor(Ys[sid[:, None], yi]).to(dev)
+        Ci, Co = torch.tensor(cov[xi]).to(dev), torch.tensor(cov[yi]).to(dev)
+        S = torch.tensor(sid, dtype=torch.long, device=dev)
+        self.net = temporal_net(Y.shape[0], cov.shape[1], cfg).to(dev)
+        self.final_loss, self.train_seconds = train_quantile_net(
+            self.net, len(S), lambda j: (self.net(X[j], Ci[j], Co[j], S[j]), T[j]), cfg, cfg.batch_size, log=log)
         return self
 
     def predict(self, Y: np.ndarray, cov: np.ndarray, origin: int):
@@ -155,15 +189,14 @@ class GlobalLSTMForecaster:
             Co = torch.tensor(np.repeat(cov[None, origin:origin + h], Y.shape[0], 0))
             q = self.net(X.to(dev), Ci.to(dev), Co.to(dev), torch.arange(Y.shape[0], device=dev)).cpu().numpy()
         self.net.train()
-        q = np.sort(q, axis=-1) * self.scale[:, None, None]
-        q = np.maximum(q, 0)
-        return q[..., 1], q[..., 0], q[..., 2]
+        return to_intervals(q, self.scale)
 
 
-def lstm_backtest(series_ids: list[str], dates, Y: np.ndarray, cov: np.ndarray, cfg: LSTMConfig, *,
-                  folds: int = 3, step: int | None = None, device: str = "cpu", season: int = 7, log=None):
-    """Rolling-origin backtest of the global LSTM over all series at once plus a final fit on everything
-    for the ``future`` forecast.  ``cov`` covers ``len(dates) + horizon`` days.
+def panel_backtest(model: str, new_forecaster, series_ids: list[str], dates, Y: np.ndarray, cov: np.ndarray,
+                   cfg: LSTMConfig, *, folds: int = 3, step: int | None = None, season: int = 7, log=None):
+    """Rolling-origin backtest of a panel forecaster (``new_forecaster()`` -> object with ``fit(Y, cov, end,
+    log)`` and ``predict(Y, cov, origin)``) over all series at once, plus a final fit on everything for the
+    ``future`` forecast.  ``cov`` covers ``len(dates) + horizon`` days.
 
     Returns (predictions, metrics, final forecaster) in the frames of :mod:`.models`."""
     dates = pd.DatetimeIndex(pd.to_datetime(dates))
@@ -176,20 +209,27 @@ def lstm_backtest(series_ids: list[str], dates, Y: np.ndarray, cov: np.ndarray, 
     for fi, fold in enumerate(fold_list + [None]):
         origin = int(fold.test_idx[0]) if fold is not None else n
         if log:
-            log(f"lstm fold {fi + 1}/{len(fold_list) + 1} (origin {origin})")
+            log(f"{model} fold {fi + 1}/{len(fold_list) + 1} (origin {origin})")
         if fold is None or fi == 0 or cfg.refit_every_fold:
-            model = GlobalLSTMForecaster(cfg, device).fit(Y, cov, origin, log=log)
-        yhat, lo, hi = model.predict(Y, cov, origin)
+            forecaster = new_forecaster().fit(Y, cov, origin, log=log)
+        yhat, lo, hi = forecaster.predict(Y, cov, origin)
         fdates = dates[origin:origin + h] if fold is not None else future_dates
         for i, sid in enumerate(series_ids):
             actual = Y[i, origin:origin + h] if fold is not None else np.full(h, np.nan)
-            preds.append(pd.DataFrame({"series_id": sid, "model": "lstm",
+            preds.append(pd.DataFrame({"series_id": sid, "model": model,
                                        "kind": "backtest" if fold is not None else "future",
                                        "origin": fdates[0], "date": fdates, "step": np.arange(1, h + 1),
                                        "actual": actual, "yhat": yhat[i], "lo": lo[i], "hi": hi[i]}))
             if fold is not None:
                 for metric, value in all_metrics(actual, yhat[i], lo[i], hi[i], Y[i, :origin], season).items():
-                    mets.append((sid, "lstm", fi, metric, value))
-        final = model
+                    mets.append((sid, model, fi, metric, value))
+        final = forecaster
     return (pd.concat(preds, ignore_index=True),
             pd.DataFrame(mets, columns=["series_id", "model", "fold", "metric", "value"]), final)
+
+
+def lstm_backtest(series_ids: list[str], dates, Y: np.ndarray, cov: np.ndarray, cfg: LSTMConfig, *,
+                  folds: int = 3, step: int | None = None, device: str = "cpu", season: int = 7, log=None):
+    """The global LSTM through :func:`panel_backtest` (model name ``lstm``)."""
+    return panel_backtest("lstm", lambda: GlobalLSTMForecaster(cfg, device), series_ids, dates, Y, cov, cfg,
+                          folds=folds, step=step, season=season, log=log)
