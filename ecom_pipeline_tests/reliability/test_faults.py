@@ -23,6 +23,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 
 from ecom_pipeline.assets import ingest, reviews, spatial
 from ecom_pipeline.automation.jobs import JOBS, MODEL_RETRY_POLICY
@@ -270,7 +271,8 @@ def test_mlflow_unreachable_fails_clearly_is_retried_and_registers_nothing(env, 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     monkeypatch.setenv("ECOM_MLFLOW_CONNECT_TIMEOUT_S", "2")
     uri = _closed_port_uri()
-    result = _delivery_job(warehouse, uri, fast).execute_in_process(raise_on_error=False)
+    with threadpool_limits(1):  # OpenMP threads on a shared 2-core machine spin instead of helping
+        result = _delivery_job(warehouse, uri, fast).execute_in_process(raise_on_error=False)
 
     assert not result.success
     retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
