@@ -4,6 +4,7 @@ parameters or quoted identifiers only.  Each scan reads the package source, so a
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -58,9 +59,11 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
 USER_INPUT_MODULES = ("sources/mapped.py", "sources/files.py", "sources/olist.py", "automation/inbox.py")
 
 
-def _modules():
-    for path in sorted(PACKAGE.rglob("*.py")):
-        yield str(path.relative_to(PACKAGE)), ast.parse(path.read_text(), filename=str(path))
+@functools.lru_cache(maxsize=1)
+def _modules() -> tuple[tuple[str, ast.Module], ...]:
+    """Every module of the package, parsed once per session."""
+    return tuple((str(path.relative_to(PACKAGE)), ast.parse(path.read_text(), filename=str(path)))
+                 for path in sorted(PACKAGE.rglob("*.py")))
 
 
 def _called_name(node: ast.AST) -> str | None:
