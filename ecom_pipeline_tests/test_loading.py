@@ -9,7 +9,13 @@ import duckdb
 import pandas as pd
 import pytest
 
-from ecom_pipeline.loading import FAULT_PAUSE_ENV, PARSE_ERROR_COLUMN, fault_pause_point, load_raw_table, raw_columns
+from ecom_pipeline.loading import (
+    FAULT_PAUSE_ENV,
+    PARSE_ERROR_COLUMN,
+    fault_pause_point,
+    load_raw_table,
+    raw_columns,
+)
 from ecom_pipeline.sources.base import SourceError
 from ecom_pipeline_tests.framesource import FrameSource
 

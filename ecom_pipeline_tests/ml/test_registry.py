@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from ecom_pipeline.ml.registry import LOAD_ERROR_TAG, Candidate, load_champion, load_serving_model, log_and_register
+from ecom_pipeline.ml.registry import (
+    LOAD_ERROR_TAG,
+    Candidate,
+    load_champion,
+    load_serving_model,
+    log_and_register,
+)
 from ecom_pipeline.resources.tracking import MLflowResource, MlflowUnavailableError
 
 
@@ -113,11 +119,10 @@ def test_version_is_registered_with_its_score_and_a_failed_comparison_leaves_the
     m, x = _model(3)
     with tracking.start_run("v1"):
         log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.3, baseline="pop", baseline_value=0.2))
-    with pytest.raises(ConnectionError):
-        with tracking.start_run("v2") as run:
-            def scoring_fails(uri):  # e.g. the holdout store went away while the champion was being re-scored
-                raise ConnectionError("holdout unavailable")
-            log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.9), score_champion=scoring_fails)
+    with pytest.raises(ConnectionError), tracking.start_run("v2") as run:
+        def scoring_fails(uri):  # e.g. the holdout store went away while the champion was being re-scored
+            raise ConnectionError("holdout unavailable")
+        log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.9), score_champion=scoring_fails)
     client = mlflow.MlflowClient()
     v2 = client.get_model_version("t.half", "2")
     # the version that exists carries its score and its run holds the metric; the champion did not move
@@ -139,4 +144,4 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri():
             pass
     with pytest.raises(MlflowUnavailableError):
         resource.client()
-    assert time.monotonic() - t0 < 10
+    assert time.monotonic() - t0 < 20  # not MLflow's own minutes of HTTP retries

@@ -33,7 +33,6 @@ from ecom_pipeline.ml.registry import LOAD_ERROR_TAG, Candidate, log_and_registe
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource, build_resources
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
 from ecom_pipeline.resources.tables import warehouse_fingerprints
-from ecom_pipeline_tests.ml.test_registry import corrupt, model_file
 
 TABLES = ("customers", "sellers", "orders", "order_items")  # what models/delivery_delay reads
 FAULT_TABLES = ("orders",)  # the kill test's job: raw + staging orders and the IO-manager asset (3 processes)
@@ -247,8 +246,6 @@ def _delivery_job(warehouse: Path, tracking_uri: str, retry_policy: dg.RetryPoli
 
 @pytest.mark.slow  # delivery_delay trains before it reaches MLflow, and the retries train again
 def test_mlflow_unreachable_fails_clearly_is_retried_and_registers_nothing(env, tmp_path, monkeypatch):
-    import mlflow
-
     warehouse = tmp_path / "training.duckdb"
     shutil.copy(env / "reference.duckdb", warehouse)
     # a champion registered through a working store first
@@ -296,6 +293,11 @@ def test_corrupted_champion_artifact_keeps_serving_the_previous_champion(env, tm
     """review_sentiment (the serving asset that loads a champion) on a champion whose model file is truncated."""
     import mlflow
     from sklearn.linear_model import LogisticRegression
+
+    from ecom_pipeline_tests.ml.test_registry import (  # sklearn: not in the step processes' imports
+        corrupt,
+        model_file,
+    )
 
     rng = np.random.default_rng(0)
     n, dim = 60, 8
@@ -367,7 +369,8 @@ def test_io_manager_write_killed_keeps_the_previous_rows(tmp_path, monkeypatch):
     marker = tmp_path / "paused"
     monkeypatch.setenv(FAULT_PAUSE_ENV, f"io_write.features.t={marker}")
     killer = Killer(marker)
-    child = subprocess.run([sys.executable, "-c", IO_WRITE, str(path), "2000"], cwd=cwd, capture_output=True)
+    child = subprocess.run([sys.executable, "-c", IO_WRITE, str(path), "2000"], cwd=cwd, capture_output=True,
+                           check=False)
     killer.thread.join(timeout=5)
     assert len(killer.killed) == 1 and child.returncode == -signal.SIGKILL
     con = duckdb.connect(str(path), read_only=True)
