@@ -565,14 +565,15 @@ def _benchmark():
 @pytest.mark.slow
 def test_big_file_is_streamed_with_bounded_memory(tmp_path):
     """A 96 MB CSV (the 200 MB figure is in benchmarks/results/hostile_input.md) loads into raw in a child
-    process whose memory grows by much less than the file, and by about as much as for a 16 MB file."""
+    process whose memory grows by less than the file, and by about as much as for a 16 MB file: the cost
+    is one chunk plus DuckDB's capped buffer pool, whatever the file size."""
     bench = _benchmark()
     small = bench.measure(16, bench.SMALL_CHUNK_ROWS, bench.SMALL_MEMORY_LIMIT, workdir=tmp_path)
     big = bench.measure(96, bench.SMALL_CHUNK_ROWS, bench.SMALL_MEMORY_LIMIT, workdir=tmp_path)
     for r in (small, big):
         assert r["raw_count"] == r["file_rows"] == r["distinct_ids"] == r["rows"]  # every row arrived, once
     assert big["file_mb"] > 90
-    assert big["rss_growth_mb"] < 0.5 * big["file_mb"], big
+    assert big["rss_growth_mb"] < 0.75 * big["file_mb"], (small, big)
     # bounded: six times the data costs at most a little more memory
     assert big["rss_growth_mb"] - small["rss_growth_mb"] < 0.2 * (big["file_mb"] - small["file_mb"]), (small, big)
 
