@@ -47,8 +47,9 @@ def dataset_name(source: SourceResource) -> str:
 
 
 def metric_records(summary: pd.DataFrame, *, model: str, dataset: str, run_id: str | None, task: str = TASK,
-                   baseline: str = BASELINE):
-    """``ml.model_metrics`` rows for ``model`` beside ``baseline`` per series plus the mean over series."""
+                   baseline: str = BASELINE, mean_label: str = "mean_over_series"):
+    """``ml.model_metrics`` rows for ``model`` beside ``baseline`` per series plus the mean over series
+    (dataset ``<dataset>:<mean_label>``)."""
     from ecom_pipeline.resources.model_metrics import MetricRecord
 
     piv = summary.pivot_table(index=["series_id", "metric"], columns="model", values="value").reset_index()
@@ -58,7 +59,7 @@ def metric_records(summary: pd.DataFrame, *, model: str, dataset: str, run_id: s
     recs = [MetricRecord(model, task, f"{dataset}:{r.series_id}", "rolling_origin_backtest", r.metric,
                          float(r[model]), baseline, float(r[baseline]), run_id) for _, r in piv.iterrows()]
     mean = piv.groupby("metric")[[model, baseline]].mean()
-    recs += [MetricRecord(model, task, f"{dataset}:mean_over_series", "rolling_origin_backtest", m,
+    recs += [MetricRecord(model, task, f"{dataset}:{mean_label}", "rolling_origin_backtest", m,
                           float(row[model]), baseline, float(row[baseline]), run_id) for m, row in mean.iterrows()]
     return recs
 
@@ -118,10 +119,9 @@ def _selected(daily: pd.DataFrame, n_states: int, n_categories: int, value: str)
 
 
 def _panel(daily: pd.DataFrame, series_ids: list[str], value: str):
-    sub = daily[daily["series_id"].isin(series_ids)]
-    wide = sub.pivot(index="date", columns="series_id", values=value).sort_index()
-    wide = wide[[s for s in series_ids if s in wide.columns]]
-    return wide.index, wide.to_numpy(dtype=float).T, list(wide.columns)
+    from ecom_pipeline.ml.forecasting.series import panel
+
+    return panel(daily, series_ids, value)
 
 
 # ---------------------------------------------------------------- assets
@@ -256,7 +256,7 @@ def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, wa
                   mlflow: MLflowResource, compute: ComputeResource, source: SourceResource) -> dg.MaterializeResult:
     from ecom_pipeline.ml.forecasting import models as fm
     from ecom_pipeline.ml.forecasting.lstm import LSTMConfig, lstm_backtest as run_lstm
-    from ecom_pipeline.ml.forecasting.series import covariate_matrix
+    from ecom_pipeline.ml.forecasting.series import covariates_for
     from ecom_pipeline.ml.registry import Candidate, log_and_register
     from ecom_pipeline.resources.model_metrics import record_model_metrics
 
@@ -275,8 +275,7 @@ def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, wa
         context.log.warning(meta["message"])
     else:
         dates, Y, ids = _panel(daily, chosen, config.value)
-        cal = cal.sort_values("date").set_index("date")
-        cov = covariate_matrix(cal.loc[dates[0]:dates[-1] + pd.Timedelta(days=config.horizon)].reset_index())
+        cov = covariates_for(cal, dates, config.horizon)
         cfg = LSTMConfig(window=config.window, horizon=config.horizon, hidden=config.hidden,
                          epochs=config.epochs if gpu else config.cpu_epochs, seed=config.seed,
                          max_samples=config.gpu_max_samples if gpu else config.max_samples)
@@ -322,20 +321,23 @@ def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, wa
 
 @dg.asset(key=["serving", "forecasts"], group_name="serving", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"sarima": dg.AssetIn(key=["models", "sarima_backtest"])},
-          deps=[dg.AssetKey(["models", "lstm_backtest"])],
-          description="28-day forecasts with 80 % intervals per series and model (seasonal naive, SARIMA, LSTM and "
-          "their ensemble when it wins), each with its backtest MASE; `is_best` marks the model chosen per series "
-          "by backtest MASE.")
+          deps=[dg.AssetKey(["models", "lstm_backtest"]), dg.AssetKey(["models", "stgcn_backtest"])],
+          description="28-day forecasts with 80 % intervals per series and model (seasonal naive, SARIMA, LSTM, "
+          "their ensemble, and the spatio-temporal GCN on the state series it covers), each with its backtest MASE; "
+          "`is_best` marks the model chosen per series by backtest MASE.")
 def forecasts(context: dg.AssetExecutionContext, sarima: pd.DataFrame, warehouse: WarehouseResource,
               mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
     from ecom_pipeline.ml.forecasting import models as fm
-    from ecom_pipeline.ml.forecasting.metrics import all_metrics
     from ecom_pipeline.resources.model_metrics import record_model_metrics
 
     with warehouse.connect(read_only=True) as con:
         lstm = read_table(con, "models.lstm_backtest")
+        stgcn = read_table(con, "models.stgcn_backtest")
         daily = read_table(con, "features.daily_series")
-    allp = pd.concat([p for p in (sarima, lstm) if len(p)] or [pd.DataFrame(columns=fm.PRED_COLUMNS)], ignore_index=True)
+    # the ST-GCN competes on the state series it covers; its no-graph twin is an ablation without future rows
+    stgcn = stgcn[stgcn["model"] == "stgcn"] if len(stgcn) else stgcn
+    allp = pd.concat([p for p in (sarima, lstm, stgcn) if len(p)] or [pd.DataFrame(columns=fm.PRED_COLUMNS)],
+                     ignore_index=True)
     cols = ["series_id", "model", "date", "step", "yhat", "lo", "hi", "interval", "backtest_mase", "baseline_mase",
             "is_best", "best_model"]
     if allp.empty:
@@ -344,20 +346,11 @@ def forecasts(context: dg.AssetExecutionContext, sarima: pd.DataFrame, warehouse
     allp["date"] = pd.to_datetime(allp["date"])
     allp["origin"] = pd.to_datetime(allp["origin"])
     # Ensemble of SARIMA and LSTM (mean of point forecasts and of interval bounds)
-    members = [m for m in ("sarima", "lstm") if m in set(allp["model"])]
-    if len(members) == 2:
-        keys = ["series_id", "kind", "origin", "date", "step"]
-        w = allp[allp.model.isin(members)].groupby(keys).agg(actual=("actual", "first"), yhat=("yhat", "mean"),
-                                                              lo=("lo", "mean"), hi=("hi", "mean"), n=("model", "count"))
-        w = w[w["n"] == 2].drop(columns="n").reset_index().assign(model="ensemble")
+    w = fm.ensemble(allp, ("sarima", "lstm"))
+    if len(w):
         allp = pd.concat([allp, w], ignore_index=True)
     # backtest metrics for every model, recomputed on the same folds with the shared metric functions
-    rows = []
-    for (sid, model, origin), g in allp[allp.kind == "backtest"].groupby(["series_id", "model", "origin"]):
-        train = daily[(daily.series_id == sid) & (pd.to_datetime(daily.date) < origin)].sort_values("date")["orders"]
-        for metric, v in all_metrics(g["actual"], g["yhat"], g["lo"], g["hi"], train).items():
-            rows.append((sid, model, str(origin), metric, v))
-    summary = fm.summarise(pd.DataFrame(rows, columns=["series_id", "model", "fold", "metric", "value"]))
+    summary = fm.summarise(fm.backtest_metrics(allp, daily))
     best = fm.choose_best(summary)
     mase = summary[summary.metric == "mase"][["series_id", "model", "value"]].rename(columns={"value": "backtest_mase"})
     fut = allp[allp.kind == "future"].merge(mase, on=["series_id", "model"], how="left")

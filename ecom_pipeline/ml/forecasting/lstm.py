@@ -193,10 +193,11 @@ class GlobalLSTMForecaster:
 
 
 def panel_backtest(model: str, new_forecaster, series_ids: list[str], dates, Y: np.ndarray, cov: np.ndarray,
-                   cfg: LSTMConfig, *, folds: int = 3, step: int | None = None, season: int = 7, log=None):
+                   cfg: LSTMConfig, *, folds: int = 3, step: int | None = None, season: int = 7, log=None,
+                   future: bool = True):
     """Rolling-origin backtest of a panel forecaster (``new_forecaster()`` -> object with ``fit(Y, cov, end,
-    log)`` and ``predict(Y, cov, origin)``) over all series at once, plus a final fit on everything for the
-    ``future`` forecast.  ``cov`` covers ``len(dates) + horizon`` days.
+    log)`` and ``predict(Y, cov, origin)``) over all series at once, plus (``future``) a final fit on everything
+    for the ``future`` forecast, then also the returned forecaster.  ``cov`` covers ``len(dates) + horizon`` days.
 
     Returns (predictions, metrics, final forecaster) in the frames of :mod:`.models`."""
     dates = pd.DatetimeIndex(pd.to_datetime(dates))
@@ -206,10 +207,10 @@ def panel_backtest(model: str, new_forecaster, series_ids: list[str], dates, Y: 
     preds, mets = [], []
     future_dates = pd.date_range(dates[-1] + pd.Timedelta(days=1), periods=h, freq="D")
     final = None
-    for fi, fold in enumerate(fold_list + [None]):
+    for fi, fold in enumerate(fold_list + ([None] if future else [])):
         origin = int(fold.test_idx[0]) if fold is not None else n
         if log:
-            log(f"{model} fold {fi + 1}/{len(fold_list) + 1} (origin {origin})")
+            log(f"{model} fold {fi + 1}/{len(fold_list) + int(future)} (origin {origin})")
         if fold is None or fi == 0 or cfg.refit_every_fold:
             forecaster = new_forecaster().fit(Y, cov, origin, log=log)
         yhat, lo, hi = forecaster.predict(Y, cov, origin)

@@ -224,6 +224,33 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics.groupby(["series_id", "model", "metric"], as_index=False)["value"].mean()
 
 
+def ensemble(predictions: pd.DataFrame, members=("sarima", "lstm"), name: str = "ensemble") -> pd.DataFrame:
+    """Mean of the members' point forecasts and interval bounds, on the (series, kind, origin, day) rows
+    every member forecast; empty when a member is missing."""
+    sub = predictions[predictions["model"].isin(members)]
+    if set(members) - set(sub["model"]):
+        return pd.DataFrame(columns=PRED_COLUMNS)
+    keys = ["series_id", "kind", "origin", "date", "step"]
+    w = sub.groupby(keys).agg(actual=("actual", "first"), yhat=("yhat", "mean"), lo=("lo", "mean"),
+                              hi=("hi", "mean"), n=("model", "count"))
+    return w[w["n"] == len(members)].drop(columns="n").reset_index().assign(model=name)[PRED_COLUMNS]
+
+
+def backtest_metrics(predictions: pd.DataFrame, daily: pd.DataFrame, value: str = "orders", season: int = 7) -> pd.DataFrame:
+    """Per-fold metrics of stored backtest predictions (any model), each scored against the series' history
+    before its origin from the long daily table: (series_id, model, fold, metric, value), fold = origin."""
+    bt = predictions[predictions["kind"] == "backtest"]
+    history = {sid: g.assign(date=pd.to_datetime(g["date"])).sort_values("date")
+               for sid, g in daily[daily["series_id"].isin(set(bt["series_id"]))].groupby("series_id")}
+    rows = []
+    for (sid, model, origin), g in bt.groupby(["series_id", "model", "origin"]):
+        h = history.get(sid)
+        train = h[h["date"] < pd.Timestamp(origin)][value] if h is not None else []
+        for metric, v in all_metrics(g["actual"], g["yhat"], g["lo"], g["hi"], train, season).items():
+            rows.append((sid, model, str(origin), metric, v))
+    return pd.DataFrame(rows, columns=["series_id", "model", "fold", "metric", "value"])
+
+
 def choose_best(summary: pd.DataFrame, metric: str = "mase", baseline: str = "seasonal_naive") -> pd.DataFrame:
     """Per series, the model with the lowest backtest ``metric`` (ties go to the baseline)."""
     s = summary[summary["metric"] == metric].copy()

@@ -162,3 +162,27 @@ def top_series(daily: pd.DataFrame, *, n_states: int = 5, n_categories: int = 5,
     for level, n in (("state", n_states), ("category", n_categories)):
         chosen += vol[vol["level"] == level].sort_values(metric, ascending=False)["series_id"].head(n).tolist()
     return chosen
+
+
+def panel(daily: pd.DataFrame, series_ids: list[str], value: str = "orders"):
+    """(dates, Y [series, days], ids) of the long daily table: one row per series in ``series_ids`` order."""
+    sub = daily[daily["series_id"].isin(series_ids)]
+    wide = sub.pivot(index="date", columns="series_id", values=value).sort_index()
+    wide = wide[[s for s in series_ids if s in wide.columns]]
+    return pd.DatetimeIndex(pd.to_datetime(wide.index)), wide.to_numpy(dtype=float).T, list(wide.columns)
+
+
+def top_states(daily: pd.DataFrame, n_states: int = 10, metric: str = "orders") -> list[str]:
+    """State series by volume (``n_states`` = 0: every state with at least one order; unknown state left out)."""
+    if daily.empty:
+        return []
+    st = daily[(daily["level"] == "state") & ~daily["series_id"].str.endswith(":" + UNKNOWN)]
+    vol = st.groupby("series_id")[metric].sum().sort_values(ascending=False)
+    return vol[vol > 0].index.tolist()[:n_states or None]
+
+
+def covariates_for(cal: pd.DataFrame, dates, horizon: int) -> np.ndarray:
+    """Calendar covariates of ``dates`` plus the ``horizon`` days after them (the forecast days)."""
+    cal = cal.assign(date=pd.to_datetime(cal["date"])).sort_values("date").set_index("date")
+    dates = pd.DatetimeIndex(dates)
+    return covariate_matrix(cal.loc[dates[0]:dates[-1] + pd.Timedelta(days=horizon)].reset_index())
