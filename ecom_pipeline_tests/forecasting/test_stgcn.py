@@ -130,6 +130,8 @@ def _materialise(root, tables, stgcn_config, with_sarima=True):
     ops = {"models__sarima_backtest": {"config": {"n_states": 3, "n_categories": 0, "folds": 2, "horizon": 14,
                                                   "max_train_days": 120, "workers": 1}},
            "models__stgcn_backtest": {"config": stgcn_config}}
+    if not with_sarima:
+        del ops["models__sarima_backtest"]
     result = dg.materialize(assets, selection=[dg.AssetKey(k) for k in keys], resources=resources,
                             run_config={"ops": ops})
     assert result.success
