@@ -34,10 +34,14 @@ class SentimentConfig(dg.Config):
     text_encoder: str = "multilingual-e5-small"
     max_length: int = 128
     min_reviews: int = 30  # fewer labelled reviews with text than this: skip training with a message
+    # train on at most the newest this many embedded reviews (the temporal split then tests on the newest of
+    # them); bounds the weekly training at scale, the demo and Olist sample are far below. 0 = all.
+    max_train_reviews: int = 200_000
 
 
-def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.ndarray, str]:
-    """Reviews with text joined to their embeddings (row-aligned), and the embedding model."""
+def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.ndarray, str, int]:
+    """Reviews with text joined to their embeddings (row-aligned), the embedding model, and how many reviews
+    with text have no embedding yet (the embedding backlog)."""
     from ecom_pipeline.ml.encoders.store import read_vectors, table_exists
     from ecom_pipeline.ml.text.reviews import review_documents
 
@@ -45,19 +49,20 @@ def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.nd
                                   "created_at", "doc", "input_hash"])
     with warehouse.connect(read_only=True) as con:
         if not table_exists(con, "staging.reviews") or not table_exists(con, REVIEW_EMB):
-            return empty, np.zeros((0, 0), np.float32), ""
+            return empty, np.zeros((0, 0), np.float32), "", 0
         reviews = con.execute("SELECT review_id, order_id, customer_id, product_id, score, title, text, created_at "
                               "FROM staging.reviews").fetchdf()
         keys, mat = read_vectors(con, REVIEW_EMB, "review_id")
         model = con.execute(f"SELECT any_value(model) FROM {REVIEW_EMB}").fetchall()[0][0] or ""
     docs = review_documents(reviews)
     if docs.empty:
-        return empty, np.zeros((0, mat.shape[1] if mat.size else 0), np.float32), model
+        return empty, np.zeros((0, mat.shape[1] if mat.size else 0), np.float32), model, 0
     index = {k: i for i, k in enumerate(keys)}
-    docs = docs[docs["review_id"].map(lambda k: k in index)].reset_index(drop=True)
+    with_text = len(docs)
+    docs = docs[docs["review_id"].isin(index.keys())].reset_index(drop=True)
     emb = mat[[index[k] for k in docs["review_id"]]] if len(docs) else np.zeros((0, mat.shape[1] if mat.size else 0),
                                                                                np.float32)
-    return docs, emb, model
+    return docs, emb, model, with_text - len(docs)
 
 
 @dg.asset(
@@ -76,7 +81,16 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
     from ecom_pipeline.ml.text.sentiment import finetune_encoder, fit_and_evaluate, predict_finetuned
     from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
 
-    docs, emb, emb_model = _labelled_reviews(warehouse)
+    from ecom_pipeline.ml.encoders.store import bounded_batch
+
+    docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
+    available = len(docs)
+    newest, _ = bounded_batch(docs, config.max_train_reviews, by="created_at")
+    if len(newest) < available:
+        keep = np.sort(newest.index.to_numpy())
+        docs, emb = docs.iloc[keep].reset_index(drop=True), emb[keep]
+        context.log.info(f"training on the newest {len(docs):,} of {available:,} embedded reviews "
+                         f"(max_train_reviews={config.max_train_reviews:,})")
     device = compute.torch_device()
     training_path = "full_finetune" if device.startswith("cuda") else "frozen_embeddings_head"
     if len(docs) < config.min_reviews:
@@ -150,6 +164,8 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
         record_model_metrics(con, records)
     return dg.MaterializeResult(metadata={
         "device": device, "training_path": training_path, "embedding_model": emb_model, "dataset": dataset,
+        "reviews_used": len(docs), "reviews_embedded": available, "max_train_reviews": config.max_train_reviews,
+        "reviews_awaiting_embedding": awaiting,
         "results": dg.MetadataValue.json(summary),
     })
 
@@ -166,7 +182,7 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     from ecom_pipeline.ml.registry import load_serving_model
     from ecom_pipeline.ml.text.sentiment import SETTINGS
 
-    docs, emb, emb_model = _labelled_reviews(warehouse)
+    docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
     name = MODEL_NAME.format(setting="3class")
     out = pd.DataFrame(columns=["review_id", "product_id", "p_negative", "p_neutral", "p_positive", "label",
                                 "model", "model_version"])
@@ -201,7 +217,11 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
                         p_positive::DOUBLE p_positive, label::VARCHAR label, model::VARCHAR model,
                         model_version::VARCHAR model_version FROM _s""")
         con.unregister("_s")
+    if awaiting:
+        context.log.warning(f"{awaiting:,} reviews with text have no embedding yet (embedding backlog): "
+                            "no sentiment for them until review_text_embeddings catches up")
     return dg.MaterializeResult(metadata={"dagster/row_count": len(out), "message": message,
+                                          "reviews_awaiting_embedding": awaiting,
                                           "labels": out["label"].value_counts().to_dict() if len(out) else {}})
 
 
@@ -268,7 +288,7 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
     from ecom_pipeline.ml.encoders.store import table_exists
     from ecom_pipeline.ml.text.topics import intent_matrix, topic_table
 
-    docs, emb, emb_model = _labelled_reviews(warehouse)
+    docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
     sel = (docs["score"].astype(float) <= config.max_score).to_numpy() if len(docs) else np.zeros(0, bool)
     docs, emb = docs[sel].reset_index(drop=True), emb[sel]
     names, ivecs = [], np.zeros((0, 0), np.float32)
@@ -305,7 +325,8 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
     plot_meta = ({"plot": dg.MetadataValue.md(f"![intent trend]({png.resolve().as_uri()})\n\n`{png}`"),
                   "plot_path": dg.MetadataValue.path(str(png))} if png else {})
     return dg.MaterializeResult(metadata=plot_meta | {
-        "dagster/row_count": len(per), "topics": dg.MetadataValue.md(topics.to_markdown(index=False)
+        "dagster/row_count": len(per), "reviews_awaiting_embedding": awaiting,
+        "topics": dg.MetadataValue.md(topics.to_markdown(index=False)
                                                                      if len(topics) else "none"),
         "intents": per["topic_intent"].value_counts().to_dict() if len(per) else {},
     })

@@ -104,3 +104,30 @@ def test_review_group_with_no_reviews(tmp_path):
               "reports.intent_trend"):
         assert con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] == 0
     con.close()
+
+
+def test_capped_embeddings_and_training_sample_are_visible(root):
+    db = root / "wh_capped.duckdb"
+    con = duckdb.connect(str(db))  # the fixture's staging tables only (the other test adds features to wh.duckdb)
+    con.execute(f"ATTACH '{root / 'wh.duckdb'}' AS src (READ_ONLY)")
+    con.execute("CREATE SCHEMA staging")
+    for t in ("reviews", "products", "order_items", "customers"):
+        con.execute(f"CREATE TABLE staging.{t} AS SELECT * FROM src.staging.{t}")
+    con.close()
+    res = {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
+           "source": SourceResource(data_root=str(root)),
+           "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow_capped.db")}
+    cfg = {"ops": {"features__review_text_embeddings": {"config": {"max_new_per_run_cpu": 120}},
+                   "models__sentiment_model": {"config": {"max_train_reviews": 100, "settings": ["3class"]}}}}
+    result = dg.materialize([E.review_text_embeddings, R.sentiment_model, R.review_sentiment], resources=res,
+                            run_config=cfg)
+    assert result.success
+
+    def meta(node):
+        return {k: v.value for k, v in result.asset_materializations_for_node(node)[-1].metadata.items()}
+
+    assert meta("features__review_text_embeddings")["backlog"] == 30
+    trained = meta("models__sentiment_model")
+    assert (trained["reviews_used"], trained["reviews_embedded"], trained["reviews_awaiting_embedding"]) == (100, 120, 30)
+    scored = meta("features__review_sentiment")
+    assert scored["dagster/row_count"] == 120 and scored["reviews_awaiting_embedding"] == 30
