@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,24 +96,39 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return _tree_rss_psutil(pid)
 
 
+def peak_rss_hwm(pid: int) -> int:
+    """The kernel's high-water mark of ``pid``'s own RSS since it started (VmHWM), bytes; 0 when gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class Sampler(threading.Thread):
-    """Samples the process tree of ``pid`` every ``SAMPLE_SECONDS`` until it exits: (unix ts, sum, max)."""
+    """Samples the process tree of ``pid`` every ``SAMPLE_SECONDS`` until stopped: (unix ts, sum, max), plus
+    the root process's VmHWM (its peak RSS since start, also covering the time before sampling began)."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
         self.pid = pid
         self.samples: list[tuple[float, int, int]] = []
-        self._stop = threading.Event()
+        self.root_hwm = 0
+        self._finished = threading.Event()  # not `_stop`: threading.Thread has a method of that name
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._finished.is_set():
             total, biggest = tree_rss(self.pid)
             if total:
                 self.samples.append((time.time(), total, biggest))
-            self._stop.wait(SAMPLE_SECONDS)
+                self.root_hwm = max(self.root_hwm, peak_rss_hwm(self.pid))
+            self._finished.wait(SAMPLE_SECONDS)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._finished.set()
         self.join()
 
 
@@ -147,41 +162,93 @@ def step_stats(dagster_home: Path, run_id: str | None) -> tuple[str | None, str 
     return run_id, run.status.value if run else None, steps
 
 
-def run_job(root: Path, orders: int, job: str, timeout: float, log: Path) -> dict:
-    """One ``ecom_pipeline.demo --job <job>`` subprocess, sampled; wall time, peak RSS and per-step figures."""
+def _process_start(pid: int) -> float:
+    """Unix time ``pid`` started (from /proc: boot time + start ticks)."""
+    with open("/proc/stat") as fh:
+        boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+    with open(f"/proc/{pid}/stat") as fh:
+        ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_pid(pid: int, timeout: float) -> tuple[int | None, bool]:
+    """Wait for a process that is not our child (``--attach``); SIGTERM then SIGKILL at the timeout."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":  # exited, not reaped
+                return None, False
+        except OSError:  # gone
+            return None, False
+        time.sleep(1)
+    os.kill(pid, 15)
+    for _ in range(60):
+        if not Path(f"/proc/{pid}").exists():
+            return None, True
+        time.sleep(1)
+    os.kill(pid, 9)
+    return None, True
+
+
+def run_job(root: Path, orders: int, job: str, timeout: float, log: Path, memory_limit: str = "",
+            attach_pid: int | None = None) -> dict:
+    """One ``ecom_pipeline.demo --job <job>`` subprocess, sampled; wall time, peak RSS and per-step figures.
+
+    ``attach_pid``: monitor a run an earlier driver started (same root) instead of starting one; RSS samples
+    then cover only the time since attaching (the root process's VmHWM still gives its whole-run peak)."""
     env = _env(root, orders)
+    if memory_limit:
+        env["ECOM_DUCKDB_MEMORY_LIMIT"] = memory_limit
     cmd = [sys.executable, "-m", "ecom_pipeline.demo", "--job", job, "--log-level", "INFO"]
     t0 = time.time()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        sampler = Sampler(proc.pid)
+    attached_at = None
+    if attach_pid:
+        attached_at = t0
+        t0 = _process_start(attach_pid)
+        sampler = Sampler(attach_pid)
         sampler.start()
-        timed_out = False
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            proc.terminate()
-            try:
-                rc = proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait()
+        rc, timed_out = _wait_pid(attach_pid, timeout)
         sampler.stop()
+    else:
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            sampler = Sampler(proc.pid)
+            sampler.start()
+            timed_out = False
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                proc.terminate()
+                try:
+                    rc = proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    rc = proc.wait()
+            sampler.stop()
     wall = time.time() - t0
     text = log.read_text(errors="replace")
-    m = re.search(r"^run ([0-9a-f-]{36}): (SUCCESS|FAILED)", text, re.M)
+    m = re.search(r"^run ([0-9a-f-]{36}): (SUCCESS|FAILED)", text, re.MULTILINE)
     run_id, status, steps = step_stats(root / "dagster_home", m.group(1) if m else None)
     samples = sampler.samples
+    stopped = t0 + wall
     for s in steps:  # the in-process executor runs one step at a time: a sample belongs to the running step
-        end = s["end"] or time.time()
+        end = s["end"] or stopped
+        if s["seconds"] is None and s["start"]:  # still running when the run ended (timeout): time until then
+            s["seconds"] = round(stopped - s["start"], 2)
+            s["status"] = "INTERRUPTED"
         inside = [tot for ts, tot, _ in samples if s["start"] and s["start"] <= ts <= end]
         s["peak_tree_rss_mb"] = round(max(inside) / 2**20) if inside else None
         del s["start"], s["end"]
     steps.sort(key=lambda s: -(s["seconds"] or 0))
     return {
-        "job": job, "orders": orders, "returncode": rc, "timed_out": timed_out, "run_id": run_id,
-        "run_status": status, "complete": rc == 0 and status == "SUCCESS",
+        "job": job, "orders": orders, "duckdb_memory_limit": memory_limit or "DuckDB default (80% of RAM)",
+        "returncode": rc, "timed_out": timed_out, "run_id": run_id,
+        "run_status": status, "complete": status == "SUCCESS" and rc in (0, None),
+        "rss_sampled_from": ("attached after start: tree RSS samples from "
+                             + datetime.fromtimestamp(attached_at, UTC).strftime("%H:%M UTC")
+                             if attached_at else "start"),
+        "peak_root_process_rss_mb_vmhwm": round(sampler.root_hwm / 2**20),
         "wall_seconds": round(wall, 1),
         "peak_tree_rss_mb": round(max((t for _, t, _ in samples), default=0) / 2**20),
         "peak_single_process_rss_mb": round(max((b for _, _, b in samples), default=0) / 2**20),
@@ -200,20 +267,22 @@ def _prepare_root(root: Path) -> None:
     shutil.copy(REPO / ".dagster_home" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
 
 
-def run_case(orders: int, daily: bool, growth: int | None, timeout: float, root: Path) -> dict:
-    _prepare_root(root)
+def run_case(orders: int, daily: bool, growth: int | None, timeout: float, root: Path, memory_limit: str = "",
+             attach_pid: int | None = None) -> dict:
+    if not attach_pid:  # attaching: the earlier driver's data root and run stay as they are
+        _prepare_root(root)
     print(f"[load] {orders:,} orders: full_pipeline in {root}", flush=True)
-    full = run_job(root, orders, "full_pipeline", timeout, root / "full_pipeline.log")
+    full = run_job(root, orders, "full_pipeline", timeout, root / "full_pipeline.log", memory_limit, attach_pid)
     _print_run(full)
     case = {"orders": orders, "data_root": str(root), "full": full, "daily": None,
             "complete": full["complete"],
-            "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+            "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
     if daily and full["complete"]:
         grown = orders + (growth if growth is not None else max(1, round(orders / CALENDAR_DAYS)))
         runs = []
         for job in ("daily_refresh", "scoring"):
             print(f"[load] {grown:,} orders: {job}", flush=True)
-            r = run_job(root, grown, job, timeout, root / f"{job}.log")
+            r = run_job(root, grown, job, timeout, root / f"{job}.log", memory_limit)
             _print_run(r)
             runs.append(r)
         wall = sum(r["wall_seconds"] for r in runs)
@@ -289,19 +358,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per job run")
     p.add_argument("--root", default="/tmp/ecom_load", help="parent of the per-case data roots")
     p.add_argument("--out", default="load", help="results name under benchmarks/results/")
+    p.add_argument("--duckdb-memory-limit", default="", help="ECOM_DUCKDB_MEMORY_LIMIT for the runs, e.g. 4GB")
+    p.add_argument("--attach", type=int, default=None, metavar="PID",
+                   help="monitor the full run an earlier driver started for --orders (one case) and finish its "
+                   "case (--timeout counts from now)")
     args = p.parse_args(argv)
 
     out_json = RESULTS / f"{args.out}.json"
-    results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
-    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, " + (
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM")
+    complete = True
     for orders in args.orders:
-        case = run_case(orders, args.daily, args.daily_growth, args.timeout, Path(args.root) / f"orders_{orders}")
+        case = run_case(orders, args.daily, args.daily_growth, args.timeout, Path(args.root) / f"orders_{orders}",
+                        args.duckdb_memory_limit, args.attach)
+        complete = complete and case["complete"]
+        # re-read before writing: several cases may run at once (separate processes) into the same file
+        results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
+        results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, " + (
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM")
         results["cases"][str(orders)] = case
         RESULTS.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(results, indent=1, default=str) + "\n")
         (RESULTS / f"{args.out}.md").write_text(render_md(results))
-    return 0 if all(results["cases"][str(o)]["complete"] for o in args.orders) else 1
+    return 0 if complete else 1
 
 
 if __name__ == "__main__":
