@@ -269,12 +269,15 @@ def _prepare_root(root: Path) -> None:
 
 def run_case(orders: int, daily: bool, growth: int | None, timeout: float, root: Path, memory_limit: str = "",
              attach_pid: int | None = None) -> dict:
+    commit = None  # attaching: the code the earlier driver started with is not known here
     if not attach_pid:  # attaching: the earlier driver's data root and run stay as they are
         _prepare_root(root)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True).stdout.strip() or None
     print(f"[load] {orders:,} orders: full_pipeline in {root}", flush=True)
     full = run_job(root, orders, "full_pipeline", timeout, root / "full_pipeline.log", memory_limit, attach_pid)
     _print_run(full)
-    case = {"orders": orders, "data_root": str(root), "full": full, "daily": None,
+    case = {"orders": orders, "data_root": str(root), "full": full, "daily": None, "commit": commit,
             "complete": full["complete"],
             "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
     if daily and full["complete"]:
@@ -317,21 +320,26 @@ def render_md(results: dict) -> str:
         "upper bounds. Daily = `daily_refresh` then `scoring` on the warehouse the full run left, source grown "
         "by one day of orders (see docs/performance.md for what is incremental).",
         "",
-        "| orders | full run | wall s | peak tree RSS MB | peak 1-process RSS MB | steps ok | daily wall s "
-        "| daily peak RSS MB | daily/full time | measured |",
+        "| orders | full run | wall s | peak tree RSS MB (sampled) | peak RSS MB of the run process (VmHWM) "
+        "| steps ok | daily wall s | daily peak RSS MB | daily/full time | measured |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in cases:
         f, d = c["full"], c.get("daily")
-        state = "complete" if f["complete"] else ("**PARTIAL** (timed out)" if f["timed_out"] else "**FAILED**")
+        state = ("complete" if f["complete"] else "**PARTIAL** (timed out)" if f["timed_out"] else
+                 "**FAILED**" if f["steps_failed"] else "**PARTIAL** (stopped)")
         lines.append(
             f"| {c['orders']:,} | {state} | {f['wall_seconds']:,.0f} | {f['peak_tree_rss_mb']:,} | "
-            f"{f['peak_single_process_rss_mb']:,} | {f['steps_succeeded']} | "
+            f"{f.get('peak_root_process_rss_mb_vmhwm', '-'):,} | {f['steps_succeeded']} | "
             + (f"{d['wall_seconds']:,.0f} | {d['peak_tree_rss_mb']:,} | {d['wall_ratio_vs_full']:.2f} | "
                if d else "- | - | - | ")
             + f"{c['measured_at']} |")
     for c in cases:
+        f = c["full"]
         lines += ["", f"## {c['orders']:,} orders: slowest steps of the full run", "",
+                  f"Code: {c.get('commit') or 'see note'}; RSS samples from {f.get('rss_sampled_from', 'start')}; "
+                  f"DuckDB memory limit: {f.get('duckdb_memory_limit', '-')}."
+                  + (f" Note: {c['note']}" if c.get("note") else ""), "",
                   "| step | status | s | peak tree RSS MB |", "|---|---|---:|---:|"]
         for s in c["full"]["steps"][:15]:
             lines.append(f"| {s['step']} | {s['status']} | {s['seconds'] if s['seconds'] is not None else '-'} | "
