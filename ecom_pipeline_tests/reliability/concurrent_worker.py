@@ -1,7 +1,7 @@
 """One OS process of a concurrency test: a writer running a job, or a read-only reader.
 
     python -m ecom_pipeline_tests.reliability.concurrent_worker write --job ingest --sync DIR --out OUT.json
-        [--run-config JSON]
+        [--run-config JSON | --fast | --light]
     python -m ecom_pipeline_tests.reliability.concurrent_worker read --sync DIR --out OUT.json
 
 Settings come from the environment (``ECOM_DATA_ROOT`` ...).  Every worker imports and builds everything
@@ -23,6 +23,34 @@ LOCK_ERRORS = ("could not set lock", "Conflicting lock")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# Test-sized settings for the features job: a short GCN training and the small packaged English text encoder
+# (the default e5 is converted on first use, ~1 min); ops the job does not have are left out.
+FAST_OPS = {
+    "features__region_embeddings": {"cpu_epochs": 20},
+    "features__review_text_embeddings": {"text_encoder": "all-minilm-l6-v2"},
+    "features__product_text_embeddings": {"text_encoder": "all-minilm-l6-v2"},
+    "features__review_topics": {"text_encoder": "all-minilm-l6-v2"},
+}
+
+
+# Model-heavy feature assets (encoders, topic clustering, GCN + MLflow) left out where a test only needs the
+# job's warehouse writes: the rest still writes a dozen tables through the pandas IO manager.
+HEAVY_FEATURES = ("review_text_embeddings", "product_text_embeddings", "product_image_embeddings",
+                  "product_embeddings", "review_topics", "region_embeddings")
+
+
+def light_selection(job) -> list:
+    """The asset keys of ``job`` without ``HEAVY_FEATURES``."""
+    return [k for k in job.asset_layer.selected_asset_keys
+            if not (k.path[0] == "features" and k.path[-1] in HEAVY_FEATURES)]
+
+
+def fast_run_config(job) -> dict:
+    """``FAST_OPS`` for the ops that ``job`` (a resolved job definition) has."""
+    names = {node.name for node in job.graph.nodes}
+    return {"ops": {op: {"config": cfg} for op, cfg in FAST_OPS.items() if op in names}}
+
+
 def _wait_for_go(sync: Path) -> float:
     (sync / f"ready.{os.getpid()}").write_text("")
     while not (sync / "go").exists():
@@ -30,7 +58,8 @@ def _wait_for_go(sync: Path) -> float:
     return time.time()
 
 
-def write(job_name: str, sync: Path, out: Path, run_config: dict | None = None) -> None:
+def write(job_name: str, sync: Path, out: Path, run_config: dict | None = None, fast: bool = False,
+          light: bool = False) -> None:
     import dagster as dg
 
     from ecom_pipeline.config import Settings
@@ -38,9 +67,12 @@ def write(job_name: str, sync: Path, out: Path, run_config: dict | None = None) 
     from ecom_pipeline.resources.warehouse import lock_wait_stats
 
     job = build_definitions(Settings.from_env()).resolve_job_def(job_name)
+    run_config = fast_run_config(job) if fast else run_config
+    selection = light_selection(job) if light else None
     started = _wait_for_go(sync)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config or {})
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config or {},
+                                        asset_selection=selection)
         failures = [str(e.event_specific_data.error.message if e.event_specific_data.error else e.message)
                     for e in result.all_events if e.is_step_failure]
     out.write_text(json.dumps({
@@ -86,12 +118,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("role", choices=("write", "read"))
     parser.add_argument("--job", default="ingest")
     parser.add_argument("--run-config", default="{}", help="JSON run config for the writer's job")
+    parser.add_argument("--fast", action="store_true", help="run config = fast_run_config(job) (test-sized)")
+    parser.add_argument("--light", action="store_true", help="only light_selection(job) (no model-heavy assets)")
     parser.add_argument("--table", default="staging.orders", help="what the reader counts")
     parser.add_argument("--sync", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.role == "write":
-        write(args.job, args.sync, args.out, json.loads(args.run_config))
+        write(args.job, args.sync, args.out, json.loads(args.run_config), args.fast, args.light)
     else:
         read(args.sync, args.out, args.table)
 
@@ -102,7 +136,7 @@ if __name__ == "__main__":
 
 def run_together(workers: list[list[str]], sync: Path, env: dict, *, reader_table: str | None = "staging.orders",
                  timeout_s: float = 600) -> list[dict]:
-    """Start one process per writer (``[job, run_config_json]``) plus a reader, release them at once, wait
+    """Start one process per writer (``[job, run_config_json | "fast" | "light"]``) plus a reader, release them at once, wait
     for the writers, stop the reader; their JSON reports (writers first, reader last)."""
     import subprocess
     import sys
@@ -112,7 +146,8 @@ def run_together(workers: list[list[str]], sync: Path, env: dict, *, reader_tabl
     procs, outs = [], []
     for i, (job, config) in enumerate(workers):
         outs.append(sync / f"writer{i}.json")
-        procs.append(subprocess.Popen(cmd + ["write", "--job", job, "--run-config", config, "--sync", str(sync),
+        config_args = {"fast": ["--fast"], "light": ["--light"]}.get(config, ["--run-config", config])
+        procs.append(subprocess.Popen(cmd + ["write", "--job", job, *config_args, "--sync", str(sync),
                                              "--out", str(outs[-1])], env=env, cwd=REPO_ROOT))
     if reader_table:
         outs.append(sync / "reader.json")

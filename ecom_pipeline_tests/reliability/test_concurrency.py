@@ -19,9 +19,7 @@ import pytest
 
 from ecom_pipeline.resources.tables import PER_RUN_COLUMNS, warehouse_fingerprints
 from ecom_pipeline.resources.warehouse import connect_with_retry, lock_wait_stats
-from ecom_pipeline_tests.reliability.concurrent_worker import run_together
-
-FAST_FEATURES = {"ops": {"features__region_embeddings": {"config": {"cpu_epochs": 20}}}}
+from ecom_pipeline_tests.reliability.concurrent_worker import light_selection, run_together
 
 
 def _hold_lock(path, seconds: float) -> subprocess.Popen:
@@ -88,8 +86,8 @@ def shop(tmp_path_factory):
         defs = build_definitions(settings)
         with dg.DagsterInstance.ephemeral() as instance:
             assert defs.resolve_job_def("ingest").execute_in_process(instance=instance).success
-            assert defs.resolve_job_def("features").execute_in_process(instance=instance,
-                                                                       run_config=FAST_FEATURES).success
+            features = defs.resolve_job_def("features")
+            assert features.execute_in_process(instance=instance, asset_selection=light_selection(features)).success
     return {"env": env, "warehouse": settings.warehouse, "reference": _fingerprints(settings.warehouse)}
 
 
@@ -103,10 +101,11 @@ def _fingerprints(warehouse) -> dict:
 
 @pytest.mark.slow
 def test_ingest_and_features_started_together_in_two_processes_both_complete(shop, tmp_path, record_property):
-    """Two writer processes (ingest: raw + staging via the warehouse resource; features: DataFrames via the
-    pandas IO manager) and a read-only reader, released at the same instant on one DuckDB file."""
+    """Two writer processes (ingest: raw + staging via the warehouse resource; features without the
+    model-heavy assets: DataFrames via the pandas IO manager) and a read-only reader, released at the same
+    instant on one DuckDB file."""
     expected_orders = shop["reference"]["staging.orders"][0]
-    writers = [["ingest", "{}"], ["features", json.dumps(FAST_FEATURES)]]
+    writers = [["ingest", "{}"], ["features", "light"]]
     ingest, features, reader = run_together(writers, tmp_path / "sync", shop["env"])
     report = {"ingest": ingest, "features": features, "reader": reader}
     record_property("concurrency", json.dumps(report))
