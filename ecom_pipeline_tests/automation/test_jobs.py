@@ -75,3 +75,29 @@ def test_schedule_evaluation_requests_a_run():
     result = jobs_mod.weekly_retraining.evaluate_tick(ctx)
     assert len(result.run_requests) == 1
     assert result.run_requests[0].tags["ecom/trigger"] == "schedule"
+
+
+def test_reload_runs_are_limited_to_one_at_a_time(tmp_path):
+    """Every job that reloads raw + staging carries the reload tag, and both instance configs queue a second
+    such run until the first ends (the run queue the daemon applies)."""
+    import shutil
+
+    import yaml
+
+    from ecom_pipeline.automation.jobs import JOBS, RELOAD_TAG
+    from ecom_pipeline.config import REPO_ROOT
+    from ecom_pipeline.definitions import defs
+
+    (key, value), = RELOAD_TAG.items()
+    for job in JOBS:
+        selected = {k.path[0] for k in defs.resolve_job_def(job.name).asset_layer.executable_asset_keys}
+        reloads = bool(selected & {"raw", "staging"})
+        assert (job.tags.get(key) == value) == reloads, job.name
+
+    shutil.copy(REPO_ROOT / ".dagster_home" / "dagster.yaml", tmp_path)
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert {"key": key, "limit": 1} in limits
+
+    docker = yaml.safe_load((REPO_ROOT / "docker" / "dagster.yaml").read_text())
+    assert {"key": key, "limit": 1} in docker["run_coordinator"]["config"]["tag_concurrency_limits"]
