@@ -217,7 +217,9 @@ assert set(TABLE_ORDER) == set(TABLES)
 class ParseHints:
     """How a source writes values, so staging can type them without source-specific code."""
 
-    timestamp_formats: tuple[str, ...] = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
+    # naive ISO forms (in ``timezone``) and ISO 8601 with an offset or "Z" (exports from most web shops)
+    timestamp_formats: tuple[str, ...] = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d",
+                                          "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z")
     timezone: str = "UTC"  # the zone naive timestamps are in; staging converts to UTC
     geo_bounds: Literal["world", "brazil"] = "world"
     decimal: str = "."
