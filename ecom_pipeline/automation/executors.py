@@ -44,8 +44,12 @@ def executor_from_env(kind: str | None = None):
     if kind == "celery":
         from dagster_celery import celery_executor
 
+        broker = os.environ.get("CELERY_BROKER_URL")
+        if not broker:  # no default: the only one that would work out of the box is RabbitMQ's guest account
+            raise ValueError("ECOM_EXECUTOR=celery needs CELERY_BROKER_URL (an amqp URL with user and password); "
+                             "docker/docker-compose.yaml builds it from RABBITMQ_USER / RABBITMQ_PASSWORD")
         return celery_executor.configured({
-            "broker": os.environ.get("CELERY_BROKER_URL", "amqp://guest:guest@rabbitmq:5672//"),
+            "broker": broker,
             "backend": os.environ.get("CELERY_RESULT_BACKEND", "rpc://"),
         })
     from dagster_k8s import k8s_job_executor

@@ -82,7 +82,8 @@ def test_compose_client_validates_the_file():
     client = _compose_client()
     if client is None:
         pytest.skip("no docker compose client installed")
-    env = {**os.environ, "ECOM_PSEUDONYM_KEY": "test-only", "POSTGRES_PASSWORD": "test-only"}
+    env = {**os.environ, "ECOM_PSEUDONYM_KEY": "test-only", "POSTGRES_PASSWORD": "test-only",
+           "RABBITMQ_PASSWORD": "test-only"}
     for profile in ([], ["--profile", "gpu"]):
         proc = subprocess.run([*client, "-f", str(DOCKER / "docker-compose.yaml"), *profile, "config", "-q"],
                               capture_output=True, text=True, env=env)

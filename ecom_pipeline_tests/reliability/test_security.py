@@ -212,9 +212,6 @@ def test_real_env_files_and_key_files_are_not_committed(path):
     assert "data/" in ignored or ".pseudonym_key" in ignored
 
 
-@pytest.mark.xfail(strict=True, reason="open finding: the celery broker URL carries RabbitMQ's default guest:guest "
-                   "(docker-compose.yaml, celery.yaml, automation/executors.py); RabbitMQ also refuses guest from "
-                   "other containers. Fix: RABBITMQ_DEFAULT_USER/PASS from required env vars and the URL from env")
 def test_no_credentials_written_into_urls():
     userinfo = re.compile(r"[a-z]+://([^:/@\s${}]+):([^@\s${}]+)@")  # scheme://user:password@ with literal parts
     offenders = []
