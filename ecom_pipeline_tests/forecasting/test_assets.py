@@ -3,7 +3,7 @@
 import dagster as dg
 import duckdb
 import pytest
-from dagster_duckdb_pandas import DuckDBPandasIOManager
+from ecom_pipeline.resources.io_manager import WarehouseIOManager
 
 from ecom_pipeline.assets import timeseries as ts
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
@@ -25,7 +25,7 @@ def materialised(tmp_path_factory):
     wh = write_staging(root / "wh.duckdb", make_shop(days=330))
     resources = {
         "warehouse": WarehouseResource(path=str(wh)),
-        "io_manager": DuckDBPandasIOManager(database=str(wh)),
+        "io_manager": WarehouseIOManager(database=str(wh)),
         "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db"),
         "compute": ComputeResource(device="cpu", threads=2),
         "source": SourceResource(kind="synthetic", data_root=str(root)),

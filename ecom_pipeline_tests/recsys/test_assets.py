@@ -8,7 +8,7 @@ import pytest
 from ecom_pipeline.assets import recommender
 from ecom_pipeline.ml.recsys.planted import planted_world
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
-from dagster_duckdb_pandas import DuckDBPandasIOManager
+from ecom_pipeline.resources.io_manager import WarehouseIOManager
 
 
 def write_staging(path, tables: dict[str, pd.DataFrame]):
@@ -27,7 +27,7 @@ def mlflow_uri(tmp_path_factory):
 
 
 def resources(db, mlflow_uri, root):
-    return {"warehouse": WarehouseResource(path=str(db)), "io_manager": DuckDBPandasIOManager(database=str(db)),
+    return {"warehouse": WarehouseResource(path=str(db)), "io_manager": WarehouseIOManager(database=str(db)),
             "mlflow": MLflowResource(tracking_uri=mlflow_uri), "source": SourceResource(kind="synthetic",
                                                                                      data_root=str(root))}
 

@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from dagster_duckdb_pandas import DuckDBPandasIOManager
+from ecom_pipeline.resources.io_manager import WarehouseIOManager
 
 from ecom_pipeline.assets import recommender
 from ecom_pipeline.ml.recsys.data import build_data
@@ -97,7 +97,7 @@ def test_two_tower_asset_on_planted_world(tmp_path, mlflow_uri):
     w = planted_world(n_users=300, n_items=150, seed=3)
     db = tmp_path / "wh.duckdb"
     write_staging(db, {k: v for k, v in w.items() if k != "taste"})
-    resources = {"warehouse": WarehouseResource(path=str(db)), "io_manager": DuckDBPandasIOManager(database=str(db)),
+    resources = {"warehouse": WarehouseResource(path=str(db)), "io_manager": WarehouseIOManager(database=str(db)),
                  "mlflow": MLflowResource(tracking_uri=mlflow_uri), "compute": ComputeResource(device="cpu"),
                  "source": SourceResource(kind="synthetic", data_root=str(tmp_path))}
     result = dg.materialize([recommender.interactions, recommender.two_tower_recommender], resources=resources)

@@ -5,7 +5,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from dagster_duckdb_pandas import DuckDBPandasIOManager
+from ecom_pipeline.resources.io_manager import WarehouseIOManager
 
 from ecom_pipeline.ml.spatial.gcn import GCNLayer, adjacency, normalized_adjacency
 from ecom_pipeline.ml.spatial.geo import haversine_km, knn_graph
@@ -61,7 +61,7 @@ def test_spatial_assets(tmp_path):
     from ecom_pipeline_tests.forecasting.shop import make_shop, write_staging
 
     wh = write_staging(tmp_path / "wh.duckdb", make_shop(days=150, base_per_day=8))
-    res = {"warehouse": WarehouseResource(path=str(wh)), "io_manager": DuckDBPandasIOManager(database=str(wh)),
+    res = {"warehouse": WarehouseResource(path=str(wh)), "io_manager": WarehouseIOManager(database=str(wh)),
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
            "compute": ComputeResource(device="cpu", threads=2), "source": SourceResource(data_root=str(tmp_path))}
     result = dg.materialize(list(spatial.build().assets), resources=res,
