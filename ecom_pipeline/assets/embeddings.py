@@ -15,6 +15,7 @@ import pandas as pd
 
 from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.tables import atomic
 
 GROUP = "embeddings"
 REVIEW_EMB = "features.review_text_embeddings"
@@ -363,7 +364,7 @@ def product_embeddings(context: dg.AssetExecutionContext, config: FusionConfig, 
     model = " + ".join(f"{k}:{v}" for k, v in models.items()) or "none"
     meta["model"] = model
     meta["dim"] = fused.shape[1] if fused.size else 0
-    with warehouse.connect() as con:
+    with warehouse.connect() as con, atomic(con):
         con.execute(f"DROP TABLE IF EXISTS {PRODUCT_EMB}")
         con.execute(f"CREATE TABLE {PRODUCT_EMB} (product_id VARCHAR PRIMARY KEY, embedding FLOAT[], "
                     "modalities VARCHAR, model VARCHAR, dim INTEGER)")
@@ -400,7 +401,7 @@ def similar_products(context: dg.AssetExecutionContext, config: FusionConfig, wa
         keys, mat = [keys[i] for i in chosen], mat[chosen]
         context.log.info(f"similar_products restricted to the {len(keys):,} best-selling products")
     table = top_k_similar(keys, mat, k=config.top_k, progress=_progress(context, "similar products"))
-    with warehouse.connect() as con:
+    with warehouse.connect() as con, atomic(con):
         con.execute(f"DROP TABLE IF EXISTS {SIMILAR}")
         con.execute(f"CREATE TABLE {SIMILAR} (product_id VARCHAR, rank INTEGER, similar_product_id VARCHAR, "
                     "score DOUBLE)")

@@ -210,9 +210,8 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     if message != "ok":
         context.log.warning(message)
     with warehouse.connect() as con:
-        con.execute(f"DROP TABLE IF EXISTS {SENTIMENT_TABLE}")
         con.register("_s", out)
-        con.execute(f"""CREATE TABLE {SENTIMENT_TABLE} AS SELECT review_id::VARCHAR review_id,
+        con.execute(f"""CREATE OR REPLACE TABLE {SENTIMENT_TABLE} AS SELECT review_id::VARCHAR review_id,
                         product_id::VARCHAR product_id, p_negative::DOUBLE p_negative, p_neutral::DOUBLE p_neutral,
                         p_positive::DOUBLE p_positive, label::VARCHAR label, model::VARCHAR model,
                         model_version::VARCHAR model_version FROM _s""")
@@ -251,8 +250,7 @@ def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: Warehouse
                                                   "staging.products", "staging.customers")}
         for level in AGGREGATES:
             table = f"reports.sentiment_by_{level}"
-            con.execute(f"DROP TABLE IF EXISTS {table}")
-            con.execute(f"CREATE TABLE {table} AS {sentiment_aggregate_sql(level, have)}")
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS {sentiment_aggregate_sql(level, have)}")
             counts[level] = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
         by_state_month = con.execute("SELECT * FROM reports.sentiment_by_state_month").fetchdf()
     if not counts.get("product"):
@@ -301,17 +299,15 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
                               n_clusters=config.n_clusters, top_n=config.top_terms, seed=config.seed)
     per["model"] = emb_model
     with warehouse.connect() as con:
-        con.execute(f"DROP TABLE IF EXISTS {TOPICS_TABLE}")
         con.register("_t", per)
-        con.execute(f"""CREATE TABLE {TOPICS_TABLE} AS SELECT review_id::VARCHAR review_id, topic::INTEGER topic,
+        con.execute(f"""CREATE OR REPLACE TABLE {TOPICS_TABLE} AS SELECT review_id::VARCHAR review_id, topic::INTEGER topic,
                         topic_label::VARCHAR topic_label, topic_intent::VARCHAR topic_intent,
                         review_intent::VARCHAR review_intent, intent_similarity::DOUBLE intent_similarity,
                         model::VARCHAR model FROM _t""")
         con.unregister("_t")
         state = ("LEFT JOIN staging.customers c ON c.customer_id = r.customer_id"
                  if table_exists(con, "staging.customers") else "")
-        con.execute("DROP TABLE IF EXISTS reports.intent_trend")
-        con.execute(f"""CREATE TABLE reports.intent_trend AS
+        con.execute(f"""CREATE OR REPLACE TABLE reports.intent_trend AS
             SELECT t.topic_intent AS intent, date_trunc('month', r.created_at)::DATE AS month,
                    {"c.state" if state else "NULL::VARCHAR"} AS state, count(*)::BIGINT AS reviews
             FROM {TOPICS_TABLE} t JOIN staging.reviews r ON r.review_id = t.review_id {state}

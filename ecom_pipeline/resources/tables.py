@@ -4,6 +4,8 @@ The one implementation of "does this table exist / give me it or an empty frame 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import duckdb
 import pandas as pd
 
@@ -87,3 +89,15 @@ def warehouse_fingerprints(con: duckdb.DuckDBPyConnection, schemas: tuple[str, .
 # `_loaded_at`, quarantine `load_id`/`quarantined_at`, inbox `run_id`/`published_at`, embedding `embedded_at`).
 PER_RUN_COLUMNS = frozenset({"_load_id", "_loaded_at", "load_id", "quarantined_at", "run_id", "published_at",
                              "embedded_at"})
+
+
+@contextmanager
+def atomic(con: duckdb.DuckDBPyConnection):
+    """One transaction: a step killed between dropping and refilling a table leaves the previous table."""
+    con.execute("BEGIN")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
