@@ -455,6 +455,7 @@ def two_tower_recommender(context: dg.AssetExecutionContext, config: TwoTowerCon
         meta["inputs_used"] = model.inputs_used
         meta["final_loss"] = round(model.loss_history[-1], 4) if model.loss_history else "n/a"
         meta["fit_seconds"] = round(res.fit_seconds["two_tower"], 2)
+        meta["training_stopped_early"] = model.stopped_early or "no: every epoch ran"
         meta["registered"] = f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})"
     else:
         meta["comparison"] = f"not evaluated: {res.message}"

@@ -88,6 +88,17 @@ def test_two_tower_uses_product_and_region_embeddings_when_given(world):
     assert evaluate_model(m, data, split, 10)["ndcg@10"] > pop["ndcg@10"]
 
 
+def test_two_tower_time_cap_stops_inside_an_epoch(world):
+    """max_seconds bounds training even when one epoch is longer than the cap (the 1M-order case)."""
+    w, split, data = world
+    capped = make_model("two_tower", epochs=50, batch_size=8, max_seconds=0.5).fit(data, products=w["products"])
+    assert "stopped in epoch 1 of 50" in capped.stopped_early
+    assert capped.fit_seconds < 5, capped.fit_seconds
+    assert capped.user_vectors.shape == (data.n_users, 32)  # still a usable model
+    full = make_model("two_tower", epochs=1).fit(data, products=w["products"])
+    assert full.stopped_early == ""
+
+
 @pytest.fixture(scope="module")
 def mlflow_uri(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow_tt')}/mlflow.db"

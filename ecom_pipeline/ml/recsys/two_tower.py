@@ -66,6 +66,7 @@ class TwoTowerRecommender:
                            max_seconds=max_seconds)
         self.inputs_used: dict[str, str] = {}
         self.loss_history: list[float] = []
+        self.stopped_early = ""
         self.device = "cpu"
 
     # ---------------------------------------------------------------- features
@@ -224,13 +225,18 @@ class TwoTowerRecommender:
         pu, pi = coo.row.astype(np.int64), coo.col.astype(np.int64)
         pw = np.log1p(coo.data).astype(np.float32)
         t0 = time.perf_counter()
-        self.loss_history = []
+        self.loss_history, self.stopped_early = [], ""
         if len(pu) and data.n_items > 1:
+            out_of_time = False
             for epoch in range(p["epochs"]):
                 order = rng.permutation(len(pu))
                 total, n = 0.0, 0
                 net.train()
                 for s in range(0, len(order), p["batch_size"]):
+                    # the cap is checked per batch: at 1M orders one CPU epoch alone is far longer than it
+                    if time.perf_counter() - t0 > p["max_seconds"]:
+                        out_of_time = True
+                        break
                     b = order[s:s + p["batch_size"]]
                     u = torch.as_tensor(pu[b], device=dev)
                     i = torch.as_tensor(pi[b], device=dev)
@@ -250,12 +256,15 @@ class TwoTowerRecommender:
                     loss.backward()
                     opt.step()
                     total, n = total + float(loss.detach()) * len(b), n + len(b)
-                self.loss_history.append(total / max(n, 1))
+                if n:
+                    self.loss_history.append(total / n)
                 if log:
-                    log(f"two_tower epoch {epoch + 1}/{p['epochs']}: loss {self.loss_history[-1]:.4f}")
-                if time.perf_counter() - t0 > p["max_seconds"]:
+                    done = f"{n:,}/{len(order):,} interactions" if out_of_time else "complete"
+                    log(f"two_tower epoch {epoch + 1}/{p['epochs']} ({done}): loss {total / max(n, 1):.4f}")
+                if out_of_time or (epoch + 1 < p["epochs"] and time.perf_counter() - t0 > p["max_seconds"]):
+                    self.stopped_early = f"stopped in epoch {epoch + 1} of {p['epochs']} (max_seconds={p['max_seconds']})"
                     if log:
-                        log(f"two_tower: stopped after {epoch + 1} epochs (max_seconds={p['max_seconds']})")
+                        log(f"two_tower: {self.stopped_early}")
                     break
         self.fit_seconds = time.perf_counter() - t0
         net.eval()
