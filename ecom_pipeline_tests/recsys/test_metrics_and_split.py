@@ -106,3 +106,25 @@ def test_default_cutoff_comes_from_the_shared_splitter():
     purchases = inter[inter.event_type == "purchase"]
     assert s.cutoff == temporal_split(purchases, "ts", test_fraction=0.4).cutoff
     assert np.all(s.train["ts"] < s.cutoff)
+
+
+def test_interactions_query_on_warehouse_tables_matches_the_frame_path(tmp_path):
+    """The asset runs interactions_query inside DuckDB on staging tables; same rows as build_interactions."""
+    import duckdb
+
+    from ecom_pipeline.ml.recsys.interactions import STAGING_TABLES, interactions_query
+
+    orders, items, events, products = _frames()
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    con.execute("CREATE SCHEMA staging")
+    for name, frame in zip(["orders", "order_items", "events", "products"], [orders, items, events, products]):
+        con.register("f", frame)
+        con.execute(f"CREATE TABLE {STAGING_TABLES[name]} AS SELECT * FROM f")
+        con.unregister("f")
+    sql, params = interactions_query(STAGING_TABLES, {"view": 2.0})
+    got = con.execute(sql, params).df()
+    want = build_interactions(orders, items, events, products, {"view": 2.0})
+    assert len(got) == len(want) > 0
+    assert (got["weight"][got["event_type"] == "view"] == 2.0).all()
+    pd.testing.assert_frame_equal(got.drop(columns="ts"), want.drop(columns="ts"))
+    assert (pd.to_datetime(got["ts"]) == want["ts"]).all()

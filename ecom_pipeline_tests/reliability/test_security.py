@@ -51,6 +51,10 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         {"'c.state' if state else 'NULL::VARCHAR'", "sentiment_aggregate_sql(level, have)", "state", "table"},
         "fixed SQL fragments chosen by booleans and level names from a closed set in ml/text/aggregates.py"),
     "automation/retraining.py": ({"_QUERY"}, "a module-level constant query"),
+    "assets/recommender.py": ({"sql", "t"}, "t: STAGING_TABLES constants; sql: interactions_query() over them, "
+                              "event weights and statuses as ? parameters"),
+    "ml/recsys/interactions.py": ({"sql"}, "interactions_query() over STAGING_TABLES constants or the names it "
+                                  "registers its own DataFrames under; values as ? parameters"),
     "cleaning/privacy.py": ({"pseudonym_macro_sql(key)"}, "hex of the HMAC pads: [0-9a-f] only, no quote can occur"),
     "demo.py": ({"table"}, "canonical.TABLE_ORDER names inside double quotes"),
     "pii_scan.py": ({"p", "values"}, "p: a PATTERNS regex with quotes doubled; values: built with quote_ident()"),

@@ -16,13 +16,55 @@ INTERACTION_COLUMNS = ["customer_id", "product_id", "category", "event_type", "t
 UNKNOWN_CATEGORY = "unknown"
 
 
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame({
-        "customer_id": pd.Series(dtype="object"), "product_id": pd.Series(dtype="object"),
-        "category": pd.Series(dtype="object"), "event_type": pd.Series(dtype="object"),
-        "ts": pd.Series(dtype="datetime64[ns]"), "weight": pd.Series(dtype="float64"),
-        "source": pd.Series(dtype="object"),
-    })
+# Table names the SQL reads; ``build_interactions`` registers DataFrames under these names, the asset
+# points them at the staging tables, so both run the one query below.
+STAGING_TABLES = {"orders": "staging.orders", "order_items": "staging.order_items", "events": "staging.events",
+                  "products": "staging.products"}
+
+
+def interactions_query(tables: dict[str, str], weights: dict[str, float] | None = None,
+                       has_orders: bool = True) -> tuple[str, list]:
+    """(SQL, parameters) for the interactions of ``tables`` (keys as in STAGING_TABLES; a missing key is a
+    source without that table).  DuckDB SQL, so 13M events at 1M orders never become a pandas frame.
+
+    ``has_orders``: orders and order items both non-empty; then purchase events are dropped (orders are the
+    source of truth for purchases)."""
+    weights = {**DEFAULT_WEIGHTS, **(weights or {})}
+    parts, params = [], []
+    if has_orders and "orders" in tables and "order_items" in tables:
+        excluded = ", ".join("?" for _ in NON_PURCHASE_STATUSES)
+        parts.append(f"""
+            SELECT CAST(o.customer_id AS VARCHAR) AS customer_id, CAST(i.product_id AS VARCHAR) AS product_id,
+                   'purchase' AS event_type, CAST(o.purchased_at AS TIMESTAMP) AS ts, CAST(? AS DOUBLE) AS weight,
+                   'orders' AS source
+            FROM (SELECT DISTINCT order_id, product_id FROM {tables["order_items"]}) i
+            JOIN {tables["orders"]} o ON o.order_id = i.order_id
+            WHERE lower(coalesce(CAST(o.status AS VARCHAR), '')) NOT IN ({excluded})""")
+        params += [float(weights["purchase"]), *NON_PURCHASE_STATUSES]
+    if "events" in tables:
+        kinds = [k for k in weights if not (has_orders and k == "purchase")]
+        if kinds:
+            values = ", ".join("(?, CAST(? AS DOUBLE))" for _ in kinds)
+            parts.append(f"""
+                SELECT CAST(e.customer_id AS VARCHAR), CAST(e.product_id AS VARCHAR), w.event_type,
+                       CAST(e.ts AS TIMESTAMP), w.weight, 'events'
+                FROM {tables["events"]} e
+                JOIN (VALUES {values}) w(event_type, weight) ON lower(CAST(e.event_type AS VARCHAR)) = w.event_type""")
+            params += [x for k in kinds for x in (k, float(weights[k]))]
+    if not parts:
+        parts.append("SELECT NULL::VARCHAR AS customer_id, NULL::VARCHAR AS product_id, NULL::VARCHAR AS event_type, "
+                     "NULL::TIMESTAMP AS ts, NULL::DOUBLE AS weight, NULL::VARCHAR AS source WHERE false")
+    category = ("(SELECT CAST(product_id AS VARCHAR) AS product_id, any_value(CAST(category AS VARCHAR)) AS category "
+                f"FROM {tables['products']} GROUP BY 1)" if "products" in tables else
+                "(SELECT NULL::VARCHAR AS product_id, NULL::VARCHAR AS category WHERE false)")
+    sql = f"""
+        WITH x AS ({" UNION ALL ".join(parts)})
+        SELECT x.customer_id, x.product_id, coalesce(c.category, ?) AS category, x.event_type, x.ts, x.weight,
+               x.source
+        FROM x LEFT JOIN {category} c ON c.product_id = x.product_id
+        WHERE x.customer_id IS NOT NULL AND x.product_id IS NOT NULL AND x.ts IS NOT NULL
+        ORDER BY x.ts, x.customer_id, x.product_id, x.event_type"""
+    return sql, [*params, UNKNOWN_CATEGORY]
 
 
 def build_interactions(
@@ -32,45 +74,24 @@ def build_interactions(
     products: pd.DataFrame | None = None,
     weights: dict[str, float] | None = None,
 ) -> pd.DataFrame:
-    """One row per interaction: customer_id, product_id, category, event_type, ts, weight, source."""
-    weights = {**DEFAULT_WEIGHTS, **(weights or {})}
-    parts = []
-    has_orders = orders is not None and len(orders) and order_items is not None and len(order_items)
-    if has_orders:
-        o = orders[["order_id", "customer_id", "status", "purchased_at"]].copy()
-        status = o["status"].fillna("").astype(str).str.lower()
-        o = o[~status.isin(NON_PURCHASE_STATUSES)]
-        items = order_items[["order_id", "product_id"]].drop_duplicates()
-        p = items.merge(o, on="order_id", how="inner")
-        parts.append(pd.DataFrame({
-            "customer_id": p["customer_id"].astype(str), "product_id": p["product_id"].astype(str),
-            "event_type": "purchase", "ts": pd.to_datetime(p["purchased_at"]),
-            "weight": float(weights["purchase"]), "source": "orders",
-        }))
-    if events is not None and len(events):
-        e = events[["customer_id", "product_id", "event_type", "ts"]].copy()
-        e["event_type"] = e["event_type"].astype(str).str.lower()
-        if has_orders:
-            e = e[e["event_type"] != "purchase"]
-        e = e[e["event_type"].isin(list(weights))]
-        parts.append(pd.DataFrame({
-            "customer_id": e["customer_id"].astype(str), "product_id": e["product_id"].astype(str),
-            "event_type": e["event_type"], "ts": pd.to_datetime(e["ts"]),
-            "weight": e["event_type"].map(weights).astype(float), "source": "events",
-        }))
-    if not parts:
-        return _empty()
-    out = pd.concat(parts, ignore_index=True)
-    out = out.dropna(subset=["customer_id", "product_id", "ts"])
-    if products is not None and len(products):
-        cats = products[["product_id", "category"]].drop_duplicates("product_id")
-        cats = cats.assign(product_id=cats["product_id"].astype(str))
-        out = out.merge(cats, on="product_id", how="left")
-    else:
-        out["category"] = None
-    out["category"] = out["category"].fillna(UNKNOWN_CATEGORY).astype(str)
+    """One row per interaction: customer_id, product_id, category, event_type, ts, weight, source
+    (``interactions_query`` run on DataFrames)."""
+    import duckdb
+
+    frames = {"orders": orders, "order_items": order_items, "events": events, "products": products}
+    frames = {k: v for k, v in frames.items() if v is not None and len(v)}
+    has_orders = "orders" in frames and "order_items" in frames
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for name, frame in frames.items():
+            con.register(f"frame_{name}", frame)
+        sql, params = interactions_query({k: f"frame_{k}" for k in frames}, weights, has_orders)
+        out = con.execute(sql, params).df()
+    finally:
+        con.close()
     out["ts"] = pd.to_datetime(out["ts"]).astype("datetime64[ns]")
-    return out[INTERACTION_COLUMNS].sort_values(["ts", "customer_id", "product_id"]).reset_index(drop=True)
+    return out[INTERACTION_COLUMNS].reset_index(drop=True)
 
 
 def aggregate_interactions(interactions: pd.DataFrame, item_col: str = "product_id") -> pd.DataFrame:
