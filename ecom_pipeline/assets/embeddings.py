@@ -250,9 +250,8 @@ def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbed
     frame = texts[["product_id", "input_hash"]].copy()
     frame["sources"] = np.where(n_reviews > 0, "category+reviews", np.where(no_title, "category", "text"))
     with warehouse.connect() as con:
-        con.execute(f"DROP TABLE IF EXISTS {PRODUCT_TEXT_EMB}")
         written = upsert_embeddings(con, PRODUCT_TEXT_EMB, "product_id", frame, emb, model=enc.model_id,
-                                    model_version=enc.version, extra_columns="sources VARCHAR")
+                                    model_version=enc.version, extra_columns="sources VARCHAR", replace=True)
     if texts.empty:
         context.log.warning("staging.products is empty: product_text_embeddings is empty")
     return dg.MaterializeResult(metadata={

@@ -102,14 +102,14 @@ def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
     weights = {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
     with warehouse.connect() as con:
         # built inside DuckDB: at 1M orders the 13M event rows never become a pandas frame
-        counts = {k: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] if table_exists(con, t) else 0
+        counts = {k: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] if table_exists(con, t) else 0
                   for k, t in STAGING_TABLES.items()}
         tables = {k: t for k, t in STAGING_TABLES.items() if counts[k]}
         sql, params = interactions_query(tables, weights, has_orders=bool(counts["orders"] and counts["order_items"]))
         con.execute("CREATE SCHEMA IF NOT EXISTS features")
         con.execute(f"CREATE OR REPLACE TABLE features.interactions AS {sql}", params)
         rows, users, items = con.execute("SELECT count(*), count(DISTINCT customer_id), count(DISTINCT product_id) "
-                                         "FROM features.interactions").fetchone()
+                                         "FROM features.interactions").fetchall()[0]
         by_type = dict(con.execute("SELECT event_type, count(*) FROM features.interactions GROUP BY 1 "
                                    "ORDER BY 2 DESC").fetchall())
     notes = []

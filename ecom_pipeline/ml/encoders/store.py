@@ -72,32 +72,45 @@ def bounded_batch(pending: pd.DataFrame, limit: int, by: str) -> tuple[pd.DataFr
 
 
 def upsert_embeddings(con, table: str, key: str, frame: pd.DataFrame, embeddings: np.ndarray, *,
-                      model: str, model_version: str, extra_columns: str = "") -> int:
-    """Replace the rows of ``frame[key]`` in ``table`` with the new vectors; returns rows written."""
-    ensure_embedding_table(con, table, key, extra_columns)
-    if len(frame) == 0:
-        return 0
-    f = frame.reset_index(drop=True).copy()
-    f["dim"] = int(embeddings.shape[1])
-    f["model"] = model
-    f["model_version"] = model_version
-    f["embedded_at"] = datetime.now(UTC).replace(tzinfo=None)
+                      model: str, model_version: str, extra_columns: str = "", replace: bool = False) -> int:
+    """Replace the rows of ``frame[key]`` in ``table`` with the new vectors; returns rows written.
+
+    ``replace``: the table becomes exactly ``frame`` (dropped and recreated in the same transaction as the
+    insert, so a step killed half-way leaves the previous table, never a missing one)."""
     cols = [c.strip().split()[0] for c in extra_columns.split(",") if c.strip()]
-    f = f[[key] + cols + ["dim", "model", "model_version", "input_hash", "embedded_at"]]
-    arrow = to_arrow(f, embeddings)
-    con.register("_new", arrow)
+    names = ", ".join([key] + cols + ["embedding", "dim", "model", "model_version", "input_hash", "embedded_at"])
+    arrow = None
+    if len(frame):
+        f = frame.reset_index(drop=True).copy()
+        f["dim"] = int(embeddings.shape[1])
+        f["model"] = model
+        f["model_version"] = model_version
+        f["embedded_at"] = datetime.now(UTC).replace(tzinfo=None)
+        arrow = to_arrow(f[[key] + cols + ["dim", "model", "model_version", "input_hash", "embedded_at"]], embeddings)
+    elif not replace:
+        ensure_embedding_table(con, table, key, extra_columns)
+        return 0
+    if not replace:
+        ensure_embedding_table(con, table, key, extra_columns)
+    if arrow is not None:
+        con.register("_new", arrow)
     try:
         con.execute("BEGIN")
-        con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _new)")
-        names = ", ".join([key] + cols + ["embedding", "dim", "model", "model_version", "input_hash", "embedded_at"])
-        con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _new")
+        if replace:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+            ensure_embedding_table(con, table, key, extra_columns)
+        elif arrow is not None:
+            con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _new)")
+        if arrow is not None:
+            con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _new")
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     finally:
-        con.unregister("_new")
-    return len(f)
+        if arrow is not None:
+            con.unregister("_new")
+    return len(frame)
 
 
 def read_vectors(con, table: str, key: str, where: str = "") -> tuple[list[str], np.ndarray]:
