@@ -316,9 +316,9 @@ def render_md(results: dict) -> str:
         "",
         f"{results['machine']}. Whole graph (`full_pipeline`, what `make demo` runs) on synthetic orders, each "
         "case in a fresh data root under /tmp with its own Dagster instance; RSS of the whole process tree "
-        "sampled every 0.5 s. The machine was **shared with other engineers' test runs**: wall times are "
-        "upper bounds. Code = the commit below plus whatever other engineers had not committed yet in the shared "
-        "working tree. Daily = `daily_refresh` then `scoring` on the warehouse the full run left, source grown "
+        "sampled every 0.5 s. The in-process executor runs the steps one after another in one process, so a "
+        "step's peak tree RSS includes what earlier steps left allocated. Wall times depend on what else ran on "
+        "the machine: each case's note says how busy it was. Code = the commit given per case. Daily = `daily_refresh` then `scoring` on the warehouse the full run left, source grown "
         "by one day of orders (see docs/performance.md for what is incremental).",
         "",
         "| orders | full run | wall s | peak tree RSS MB (sampled) | peak RSS MB of the run process (VmHWM) "
