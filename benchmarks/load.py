@@ -117,6 +117,7 @@ class Sampler(threading.Thread):
         self.pid = pid
         self.samples: list[tuple[float, int, int]] = []
         self.root_hwm = 0
+        self.load_averages: list[float] = []  # 1-minute load average: how busy the machine was
         self._finished = threading.Event()  # not `_stop`: threading.Thread has a method of that name
 
     def run(self) -> None:
@@ -125,6 +126,7 @@ class Sampler(threading.Thread):
             if total:
                 self.samples.append((time.time(), total, biggest))
                 self.root_hwm = max(self.root_hwm, peak_rss_hwm(self.pid))
+                self.load_averages.append(os.getloadavg()[0])
             self._finished.wait(SAMPLE_SECONDS)
 
     def stop(self) -> None:
@@ -253,6 +255,8 @@ def run_job(root: Path, orders: int, job: str, timeout: float, log: Path, memory
         "peak_tree_rss_mb": round(max((t for _, t, _ in samples), default=0) / 2**20),
         "peak_single_process_rss_mb": round(max((b for _, _, b in samples), default=0) / 2**20),
         "samples": len(samples),
+        "load_average_1m": ({"mean": round(sum(sampler.load_averages) / len(sampler.load_averages), 2),
+                             "max": round(max(sampler.load_averages), 2)} if sampler.load_averages else None),
         "steps_succeeded": sum(s["status"] == "SUCCESS" for s in steps),
         "steps_failed": [s["step"] for s in steps if s["status"] == "FAILURE"],
         "steps": steps, "log": str(log),
@@ -340,6 +344,8 @@ def render_md(results: dict) -> str:
         lines += ["", f"## {c['orders']:,} orders: slowest steps of the full run", "",
                   f"Code: {c.get('commit') or 'see note'}; RSS samples from {f.get('rss_sampled_from', 'start')}; "
                   f"DuckDB memory limit: {f.get('duckdb_memory_limit', '-')}."
+                  + (f" Load average (1 min) during the run: mean {f['load_average_1m']['mean']}, max "
+                     f"{f['load_average_1m']['max']} on {os.cpu_count()} cores." if f.get("load_average_1m") else "")
                   + (f" Note: {c['note']}" if c.get("note") else ""), "",
                   "| step | status | s | peak tree RSS MB |", "|---|---|---:|---:|"]
         for s in c["full"]["steps"][:15]:
