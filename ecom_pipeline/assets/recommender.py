@@ -90,7 +90,7 @@ def _item_names(warehouse: WarehouseResource) -> tuple[dict, pd.DataFrame]:
 
 
 @dg.asset(
-    key_prefix=["features"], group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "pandas"},
+    key_prefix=["features"], group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb"},
     description="User-item interactions: purchases from orders (cancelled excluded) and weighted view/cart "
     "events, one row each with category and time. Purchase events are dropped where orders exist.",
 )

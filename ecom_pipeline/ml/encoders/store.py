@@ -87,11 +87,10 @@ def upsert_embeddings(con, table: str, key: str, frame: pd.DataFrame, embeddings
         f["model_version"] = model_version
         f["embedded_at"] = datetime.now(UTC).replace(tzinfo=None)
         arrow = to_arrow(f[[key] + cols + ["dim", "model", "model_version", "input_hash", "embedded_at"]], embeddings)
-    elif not replace:
-        ensure_embedding_table(con, table, key, extra_columns)
-        return 0
     if not replace:
         ensure_embedding_table(con, table, key, extra_columns)
+        if arrow is None:
+            return 0
     if arrow is not None:
         con.register("_new", arrow)
     try:
