@@ -20,6 +20,7 @@ import pandas as pd
 
 from ecom_pipeline.canonical import LOAD_COLUMNS, TABLES
 from ecom_pipeline.sources.base import DEFAULT_CHUNK_ROWS, Source, SourceError
+from ecom_pipeline.warehouse.tables import quote_ident  # noqa: F401  (re-exported for older imports)
 
 RAW_SCHEMA = "raw"
 # Raw-only column: a reader that could not split a line into fields puts the reason here (and the
@@ -54,11 +55,6 @@ def fault_pause_point(point: str) -> None:
 
 def raw_columns(table: str) -> list[str]:
     return TABLES[table].column_names + [PARSE_ERROR_COLUMN, *LOAD_COLUMNS]
-
-
-def quote_ident(name: str) -> str:
-    """Quote an SQL identifier (table and column names never come from data, but be safe)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def new_load_id() -> str:

@@ -1,103 +1,13 @@
-"""Reading and writing whole warehouse tables that may not exist yet (a source without reviews, a first run).
+"""Moved to :mod:`ecom_pipeline.warehouse.tables` (framework-free); kept so existing imports keep working."""
 
-The one implementation of "does this table exist / give me it or an empty frame / replace it" for every asset."""
-
-from __future__ import annotations
-
-from contextlib import contextmanager
-
-import duckdb
-import pandas as pd
-
-from ecom_pipeline.loading import quote_ident
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
-    schema, name = qualified.split(".", 1)
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, name]).fetchall()[0][0])
-
-
-def read_table(con: duckdb.DuckDBPyConnection, qualified: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """The table as a DataFrame, or an empty frame (with ``columns``) when the table does not exist."""
-    if not table_exists(con, qualified):
-        return pd.DataFrame(columns=columns or [])
-    if columns:
-        have = {r[0] for r in con.execute(f"DESCRIBE {qualified}").fetchall()}
-        sel = ", ".join(c if c in have else f"NULL AS {c}" for c in columns)
-    else:
-        sel = "*"
-    return con.execute(f"SELECT {sel} FROM {qualified}").fetchdf()
-
-
-def write_table(con: duckdb.DuckDBPyConnection, qualified: str, df: pd.DataFrame) -> int:
-    """Replace ``qualified`` with ``df`` (an empty frame still creates the table, with typed columns)."""
-    schema = qualified.split(".", 1)[0]
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    frame = df.copy()
-    for c in frame.columns:
-        if frame[c].dtype == object and frame[c].isna().all():
-            frame[c] = frame[c].astype("string")
-    con.register("_write_df", frame)
-    try:
-        con.execute(f"CREATE OR REPLACE TABLE {qualified} AS SELECT * FROM _write_df")
-    finally:
-        con.unregister("_write_df")
-    return len(frame)
-
-
-def read_or_empty(warehouse, qualified: str, columns: list[str] | None = None) -> pd.DataFrame:
-    with warehouse.connect(read_only=True) as con:
-        return read_table(con, qualified, columns)
-
-
-def table_fingerprint(con: duckdb.DuckDBPyConnection, qualified: str,
-                      exclude: tuple[str, ...] | frozenset[str] = ()) -> tuple[int, str]:
-    """Row count and an order-independent content hash of ``qualified``, leaving out the columns in ``exclude``.
-
-    The hash is the exact (HUGEINT) sum of DuckDB's 64-bit ``hash()`` of every row, columns taken in name
-    order: row order and physical column order do not change it, a duplicated or changed row does (a XOR
-    of row hashes would let two equal rows cancel out)."""
-    schema, name = qualified.split(".", 1)
-    cols = [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-        [schema, name]).fetchall() if r[0] not in exclude]
-    if not cols:
-        rows = con.execute(f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(name)}").fetchall()[0][0]
-        return int(rows), "0"
-    struct = ", ".join(quote_ident(c) for c in sorted(cols))
-    rows, total = con.execute(
-        f"SELECT count(*), coalesce(sum(hash(struct_pack({struct}))::HUGEINT), 0) "
-        f"FROM {quote_ident(schema)}.{quote_ident(name)}").fetchall()[0]
-    return int(rows), format(int(total), "x")
-
-
-def warehouse_fingerprints(con: duckdb.DuckDBPyConnection, schemas: tuple[str, ...],
-                           exclude_columns: tuple[str, ...] | frozenset[str] = (),
-                           exclude_tables: tuple[str, ...] | frozenset[str] = ()) -> dict[str, tuple[int, str]]:
-    """``table_fingerprint`` of every table in ``schemas`` (qualified name -> (rows, hash))."""
-    marks = ", ".join("?" for _ in schemas)
-    tables = con.execute(
-        f"SELECT table_schema || '.' || table_name FROM information_schema.tables "
-        f"WHERE table_schema IN ({marks}) AND table_type = 'BASE TABLE' ORDER BY 1", list(schemas)).fetchall()
-    return {t: table_fingerprint(con, t, exclude_columns) for (t,) in tables if t not in exclude_tables}
-
-
-# Columns that say which run wrote a row and when; they differ between two runs of the same work by design.
-# An idempotency comparison leaves out exactly these (raw/staging lineage `_load_id` = the run id, raw
-# `_loaded_at`, quarantine `load_id`/`quarantined_at`, inbox `run_id`/`published_at`, embedding `embedded_at`).
-PER_RUN_COLUMNS = frozenset({"_load_id", "_loaded_at", "load_id", "quarantined_at", "run_id", "published_at",
-                             "embedded_at"})
-
-
-@contextmanager
-def atomic(con: duckdb.DuckDBPyConnection):
-    """One transaction: a step killed between dropping and refilling a table leaves the previous table."""
-    con.execute("BEGIN")
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
+from ecom_pipeline.warehouse.tables import (  # noqa: F401
+    PER_RUN_COLUMNS,
+    quote_ident,
+    atomic,
+    read_or_empty,
+    read_table,
+    table_exists,
+    table_fingerprint,
+    warehouse_fingerprints,
+    write_table,
+)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.resources.tables import table_exists  # noqa: F401  (the shared helper; callers import it from here)
+from ecom_pipeline.warehouse.tables import table_exists  # noqa: F401  (the shared helper; callers import it from here)
 
 EMBEDDING_COLUMNS = ("embedding FLOAT[], dim INTEGER, model VARCHAR, model_version VARCHAR, "
                      "input_hash VARCHAR, embedded_at TIMESTAMP")
