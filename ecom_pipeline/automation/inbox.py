@@ -38,6 +38,7 @@ from pathlib import Path
 import dagster as dg
 
 from ecom_pipeline.assets.routing import WAREHOUSE_POOL
+from ecom_pipeline.automation.executors import short_steps_executor
 from ecom_pipeline.automation.partitions import INBOX_PARTITIONS, INBOX_START_DATE
 from ecom_pipeline.resources import SourceResource, WarehouseResource
 
@@ -298,6 +299,7 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
 
 inbox_ingest_job = dg.define_asset_job(
     "inbox_ingest",
+    executor_def=short_steps_executor(),  # one short step: no step process to start (see executors.py)
     selection=dg.AssetSelection.keys(inbox_deliveries.key),
     partitions_def=INBOX_PARTITIONS,
     description="Record and publish one delivery day of the inbox (daily partition). On success the "

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ecom_pipeline.automation.executors import executor_from_env
+from ecom_pipeline.automation.executors import executor_from_env, short_steps_executor
 
 STAGE_TAG = "ecom/stage"
 # Model steps talk to MLflow (and wait for the warehouse lock and the GPU pool): a tracking-server restart or
@@ -49,6 +49,8 @@ MODEL_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.
 RELOAD_TAG = {"ecom/reload": "warehouse"}
 # None (the code location's multiprocess executor) unless ECOM_EXECUTOR=celery|k8s
 EXECUTOR = executor_from_env()
+# ingest's ~80 steps are short warehouse writes and checks: one process runs them all (see executors.py)
+SHORT_STEPS_EXECUTOR = short_steps_executor()
 
 
 def _groups_or_stage(*groups: str, stage: str) -> dg.AssetSelection:
@@ -56,7 +58,7 @@ def _groups_or_stage(*groups: str, stage: str) -> dg.AssetSelection:
 
 
 ingest_job = dg.define_asset_job(
-    executor_def=EXECUTOR,
+    executor_def=SHORT_STEPS_EXECUTOR or EXECUTOR,
     name="ingest",
     selection=dg.AssetSelection.groups("raw", "staging"),
     tags=RELOAD_TAG,
