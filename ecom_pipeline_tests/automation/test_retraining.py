@@ -130,3 +130,22 @@ def test_stale_forecasts_launch_training_even_without_data_drift(instance, tmp_p
     assert isinstance(result, dg.SensorResult)
     (request,) = result.run_requests
     assert request.tags["ecom/drift_reason"].startswith("forecast_error: median live/backtest MASE")
+
+
+@pytest.mark.parametrize("fixture", ["stable_warehouse", "drifted_warehouse"])
+def test_drift_check_job_gives_the_sensors_verdict(instance, fixture, request):
+    from ecom_pipeline.automation.retraining import drift_check_job
+
+    path = request.getfixturevalue(fixture)
+    tick = drift_retraining(_ctx(instance, path))
+    result = drift_check_job.execute_in_process(
+        instance=instance, resources={"warehouse": WarehouseResource(path=str(path))})
+    assert result.success
+    verdict = result.output_for_node("drift_check_op")
+    if isinstance(tick, dg.SkipReason):
+        assert fixture == "stable_warehouse"
+        assert verdict == {"retrain": False, "message": tick.skip_message}
+    else:
+        assert fixture == "drifted_warehouse"
+        assert verdict["retrain"] and verdict["message"] == "retrain: " + tick.run_requests[0].tags[
+            "ecom/drift_reason"]
