@@ -56,6 +56,24 @@ def short_steps_executor(kind: str | None = None):
     return dg.in_process_executor if kind == "in_process" else None
 
 
+def executor_kind(kind: str | None = None) -> str:
+    kind = (kind or os.environ.get("ECOM_EXECUTOR", "multiprocess")).strip().lower() or "multiprocess"
+    if kind not in EXECUTORS:
+        raise ValueError(f"ECOM_EXECUTOR={kind!r} is not one of {EXECUTORS}")
+    return kind
+
+
+# Dagster's celery executor ignores pools (and we do not rely on the k8s one honouring them), so there the
+# one-writer rule is kept by the run queue instead: every job carries this tag and the instance configs
+# (docker/dagster.yaml, docker/k8s/values.yaml) let one run with it in progress at a time.  With the
+# multiprocess executor the tag is left off, so runs still overlap and the `duckdb` pool orders their steps.
+WRITER_TAG_KEY = "ecom/writer"
+
+
+def writer_tag(kind: str | None = None) -> dict[str, str]:
+    return {WRITER_TAG_KEY: "warehouse"} if executor_kind(kind) in ("celery", "k8s") else {}
+
+
 def gpu_k8s_config(node_selector: str | None = None) -> dict:
     """k8s_job_executor ``per_step``-style config for GPU steps: node selector and the NVIDIA toleration."""
     selector = node_selector or os.environ.get("ECOM_K8S_GPU_NODE_SELECTOR", "nvidia.com/gpu.present=true")
@@ -71,9 +89,7 @@ def gpu_k8s_config(node_selector: str | None = None) -> dict:
 
 def executor_from_env(kind: str | None = None):
     """The executor definition for ``kind`` (default ``ECOM_EXECUTOR``); None = the location's default."""
-    kind = (kind or os.environ.get("ECOM_EXECUTOR", "multiprocess")).strip().lower() or "multiprocess"
-    if kind not in EXECUTORS:
-        raise ValueError(f"ECOM_EXECUTOR={kind!r} is not one of {EXECUTORS}")
+    kind = executor_kind(kind)
     if kind == "multiprocess":
         return None
     if kind == "celery":
@@ -94,4 +110,13 @@ def executor_from_env(kind: str | None = None):
         "job_namespace": os.environ.get("ECOM_K8S_NAMESPACE", "ecom-pipeline"),
         "env_config_maps": ["ecom-pipeline-env"],
         "env_secrets": ["ecom-pipeline-secrets"],
+        **k8s_data_volume(),
     })
+
+
+def k8s_data_volume(claim: str | None = None) -> dict:
+    """Every step pod mounts the one warehouse / data volume (a ReadWriteMany claim, ECOM_K8S_DATA_PVC) at
+    /data: without it each pod would write its own empty DuckDB file."""
+    claim = claim or os.environ.get("ECOM_K8S_DATA_PVC", "ecom-pipeline-data")
+    return {"volumes": [{"name": "ecom-data", "persistentVolumeClaim": {"claimName": claim}}],
+            "volume_mounts": [{"name": "ecom-data", "mountPath": "/data"}]}

@@ -43,7 +43,7 @@ from pathlib import Path
 import dagster as dg
 
 from ecom_pipeline.assets.routing import WAREHOUSE_POOL
-from ecom_pipeline.automation.executors import short_steps_executor
+from ecom_pipeline.automation.executors import short_steps_executor, writer_tag
 from ecom_pipeline.automation.partitions import INBOX_PARTITIONS, INBOX_START_DATE
 from ecom_pipeline.resources import SourceResource, WarehouseResource
 
@@ -419,7 +419,7 @@ inbox_ingest_job = dg.define_asset_job(
     partitions_def=INBOX_PARTITIONS,
     description="Record and publish one delivery day of the inbox (daily partition). On success the "
     "`ingest_after_inbox` sensor launches the full `ingest` reload of raw and staging.",
-    tags={"ecom/stage": "ingest"},
+    tags={"ecom/stage": "ingest", **writer_tag()},
 )
 
 
