@@ -17,7 +17,12 @@ training            group models                                             ``w
                                                                              drift_retraining sensor
 scoring             groups serving, reports                                  ``daily_scoring``
 full_pipeline       everything                                               ``make demo``
+drift_check         the drift sensor's check, on demand (defined in          UI / CLI
+                    :mod:`.retraining`; reports, launches nothing)
 ==================  =======================================================  ==========================
+
+``ingest`` and ``inbox_ingest`` run with the in-process executor (see :mod:`.executors`): launched from the
+UI, a schedule or a sensor they cost about what the in-process run does.
 
 Schedules rather than declarative automation conditions: raw/staging are a full atomic reload of an
 *external* source (there is no upstream materialisation for ``AutomationCondition.eager()`` to react to,
