@@ -22,18 +22,20 @@ concurrency:
 """
 
 
-def _launch(job: str, tmp_path, **env) -> tuple[subprocess.CompletedProcess, float]:
+def _launch(job: str, tmp_path, *extra: str, **env) -> tuple[subprocess.CompletedProcess, float]:
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
     run_env = {**os.environ, "DAGSTER_HOME": str(home), "ECOM_DATA_ROOT": str(tmp_path / "data"),
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
                **env}
-    for var in ("ECOM_WAREHOUSE", "ECOM_DATA_SOURCE", "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_EXECUTOR"):
+    for var in ("ECOM_WAREHOUSE", "ECOM_DATA_SOURCE", "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_EXECUTOR",
+                "ECOM_SHORT_JOBS_EXECUTOR"):
         if var not in env:
             run_env.pop(var, None)
     started = time.perf_counter()
-    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "ecom_pipeline.definitions", "-j", job]
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "ecom_pipeline.definitions",
+               "-j", job, *extra]
     proc = subprocess.run(command, env=run_env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           check=False)
     return proc, time.perf_counter() - started
@@ -76,3 +78,26 @@ def test_short_jobs_run_in_process_and_the_rest_fork_from_a_preloaded_server(mon
     with pytest.raises(ValueError, match="ECOM_SHORT_JOBS_EXECUTOR"):
         short_steps_executor("threads")
     assert EXECUTOR.name == "multiprocess" and FORKSERVER_PRELOAD == ["ecom_pipeline.definitions"]
+
+
+
+@pytest.mark.slow
+def test_the_locations_multiprocess_executor_runs_launched_steps_in_forked_processes(tmp_path, monkeypatch):
+    """Model jobs keep one process per step, forked from the preloaded forkserver; two steps of ingest put
+    back on the location's executor show that path works when launched."""
+    proc, _ = _launch("ingest", tmp_path, "-o", "raw__orders,raw__customers", ECOM_SYNTHETIC_ORDERS="300",
+                      ECOM_SHORT_JOBS_EXECUTOR="location")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    instance = dg.DagsterInstance.get()
+    try:
+        (run,) = instance.get_runs(filters=dg.RunsFilter(job_name="ingest"))
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        events = [r.event_log_entry.dagster_event for r in instance.get_records_for_run(run.run_id).records
+                  if r.event_log_entry.dagster_event]
+        parent = {e.pid for e in events
+                  if e.message and e.message.startswith("Executing steps using multiprocess executor")}
+        step_pids = {e.pid for e in events if e.event_type_value == "STEP_SUCCESS"}
+        assert len(parent) == 1 and len(step_pids) == 2 and not parent & step_pids  # one process per step
+    finally:
+        instance.dispose()

@@ -110,8 +110,10 @@ def test_one_writer_by_run_queue_tag_where_pools_do_not_apply(monkeypatch):
     limits = instance["run_coordinator"]["config"]["tag_concurrency_limits"]
     assert {"key": WRITER_TAG_KEY, "limit": 1} in limits
     values = yaml.safe_load((DOCKER / "k8s" / "values.yaml").read_text())
-    k8s_limits = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
-    assert {"key": WRITER_TAG_KEY, "limit": 1} in k8s_limits and {"key": "ecom/reload", "limit": 1} in k8s_limits
+    queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    k8s_limits = queue["tagConcurrencyLimits"]
+    assert {"key": WRITER_TAG_KEY, "limit": 1} in k8s_limits
+    assert {"key": "ecom/reload", "limit": 1} in k8s_limits
 
 
 def test_k8s_shares_one_data_volume_between_code_server_runs_and_steps():
@@ -124,7 +126,8 @@ def test_k8s_shares_one_data_volume_between_code_server_runs_and_steps():
     for volumes, mounts in ((deployment["volumes"], deployment["volumeMounts"]),
                             (launcher["volumes"], launcher["volumeMounts"]),
                             (steps["volumes"], steps["volume_mounts"])):
-        assert volumes == [{"name": "ecom-data", "persistentVolumeClaim": {"claimName": "ecom-pipeline-data"}}]
+        claim = {"claimName": "ecom-pipeline-data"}
+        assert volumes == [{"name": "ecom-data", "persistentVolumeClaim": claim}]
         assert mounts == [{"name": "ecom-data", "mountPath": "/data"}]
 
 
@@ -137,5 +140,6 @@ def test_env_example_points_a_file_source_at_the_inbox_landing_folder(compose):
     assert env["ECOM_DATA_SOURCE"] in FILE_SOURCES
     assert env["ECOM_DATA_DIR"] == pipeline_env["ECOM_DATA_ROOT"] + "/landing"  # where the inbox publishes
     instance = yaml.safe_load((DOCKER / "dagster.yaml").read_text())
-    for var in ("ECOM_DATA_SOURCE", "ECOM_DATA_DIR", "ECOM_MAPPING"):  # reach the code server and run containers
+    # they reach the code server and the run containers
+    for var in ("ECOM_DATA_SOURCE", "ECOM_DATA_DIR", "ECOM_MAPPING"):
         assert var in pipeline_env and var in instance["run_launcher"]["config"]["env_vars"]
