@@ -207,15 +207,16 @@ def _mapped_layout(mapping: str | Path | None) -> dict[str, tuple[list[str], lis
     from ecom_pipeline.sources.mapped import TableMapping
 
     if not mapping:
-        raise ValueError("ECOM_DATA_SOURCE=mapped needs ECOM_MAPPING: the inbox cannot tell which files it takes")
+        raise ValueError("ECOM_DATA_SOURCE=mapped needs ECOM_MAPPING: without it no file name is expected")
     doc = yaml.safe_load(Path(mapping).read_text(encoding="utf-8")) or {}
     top_csv = doc.get("csv") or {}
     layout: dict[str, tuple[list[str], list[str], str | None, dict]] = {}
     for table, spec in (doc.get("tables") or {}).items():
         pattern = Path(str(spec.get("file", ""))).name
-        cols = TableMapping(table, pattern, [], [], spec.get("format") or "", None, dict(spec.get("columns") or {}),
-                            {}, dict(spec.get("derive") or {})).source_columns
-        tables, known, fmt, opts = layout.get(pattern, ([], [], spec.get("format"), {**top_csv, **(spec.get("csv") or {})}))
+        cols = TableMapping(table, pattern, [], [], spec.get("format") or "", None,
+                            dict(spec.get("columns") or {}), {}, dict(spec.get("derive") or {})).source_columns
+        csv_opts = {**top_csv, **(spec.get("csv") or {})}
+        tables, known, fmt, opts = layout.get(pattern, ([], [], spec.get("format"), csv_opts))
         layout[pattern] = (tables + [table], list(dict.fromkeys(known + cols)), fmt, opts)
     return layout
 
@@ -239,10 +240,12 @@ def check_layout(path: Path, landing: str, kind: str, mapping: str | Path | None
         layout = _mapped_layout(mapping)
         match = next((p for p in layout if fnmatch.fnmatchcase(landing, p)), None)
         if match is None:
-            return f"the mapping {mapping} reads no file called {landing!r}; it reads {', '.join(sorted(layout))}"
+            return (f"the mapping {mapping} reads no file called {landing!r}; "
+                    f"it reads {', '.join(sorted(layout))}")
         _tables, columns, fmt, opts = layout[match]
         options = CsvOptions(delimiter=str(opts.get("delimiter", default_delimiter(path))),
-                             encoding=str(opts.get("encoding", "utf-8")), header=opts.get("header", 1) or None,
+                             encoding=str(opts.get("encoding", "utf-8")),
+                             header=opts.get("header", 1) or None,
                              names=tuple(opts["names"]) if opts.get("names") else None)
     else:
         return f"the {kind!r} source takes no files"

@@ -129,7 +129,8 @@ def drift_verdict(context, warehouse_path: str, trained_until: datetime | None, 
         return DriftVerdict(False, f"cannot read the warehouse now: {type(exc).__name__}: {exc}")
     if newest is None:
         return DriftVerdict(False, "staging.orders is empty")
-    report = measure_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL, thresholds=thresholds)
+    report = measure_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL,
+                           thresholds=thresholds)
     context.log.info(f"drift check: {report.summary()} | {json.dumps(report.features, default=str)[:2000]}")
     fc_report = forecast_error_from_warehouse(warehouse_path)
     context.log.info(f"forecast error check: {fc_report.summary()}")

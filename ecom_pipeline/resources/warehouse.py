@@ -64,7 +64,8 @@ def lock_holder(message: str) -> str:
     pid = int(m.group("pid"))
     parts = [f"PID {pid} ({m.group('exe')})"]
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        cmdline = cmdline.decode(errors="replace").strip()
         if cmdline:
             parts.append(f"command: {cmdline[:200]}")
         ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
@@ -119,8 +120,8 @@ def connect_with_retry(
             now = time.monotonic()
             if now >= next_report:  # a reader left open (notebook, BI tool) or a long writer: say who
                 _waiting_logger().warning(
-                    f"waiting {now - start:.0f} s for the warehouse lock on {path}: held by {lock_holder(str(exc))}; "
-                    f"giving up after {timeout_s:.0f} s")
+                    f"waiting {now - start:.0f} s for the warehouse lock on {path}: held by "
+                    f"{lock_holder(str(exc))}; giving up after {timeout_s:.0f} s")
                 next_report = now + LOCK_REPORT_EVERY_S
             time.sleep(delay + random.uniform(0, delay))
             delay = min(delay * 2, 2.0)
