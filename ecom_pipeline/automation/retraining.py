@@ -193,7 +193,8 @@ def sensor_trained_until(instance) -> datetime | None:
         return None
     from dagster._core.scheduler.instigation import InstigatorType
 
-    for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    for state in sorted(states, key=lambda st: not st.is_running):  # the running sensor's window first
         if state.instigator_name == drift_retraining.name and state.instigator_data is not None:
             cursor = _cursor(getattr(state.instigator_data, "cursor", None))
             if cursor.get("trained_until"):
