@@ -14,9 +14,9 @@ class SourceBuildFailure(dg.Failure, SourceError):
     """A source that cannot be built: a ``SourceError`` (for callers outside Dagster) that is also a Dagster
     ``Failure`` with ``allow_retries=False``, so a step's retry policy does not re-run it."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, file: str | None = None, column: str | None = None):
         dg.Failure.__init__(self, description=message, allow_retries=False)
-        self.file = self.column = None
+        self.file, self.column = file, column  # as the SourceError it replaces
         self.args = (message,)
 
 
@@ -45,7 +45,7 @@ class SourceResource(dg.ConfigurableResource):
                 synthetic_seed=self.synthetic_seed,
             )
         except SourceError as exc:
-            raise SourceBuildFailure(str(exc)) from exc
+            raise SourceBuildFailure(str(exc), file=exc.file, column=exc.column) from exc
 
 
 class PrivacyResource(dg.ConfigurableResource):
