@@ -41,6 +41,7 @@ def _launch(job: str, tmp_path, *extra: str, **env) -> tuple[subprocess.Complete
     return proc, time.perf_counter() - started
 
 
+@pytest.mark.slow  # ~15 s on a quiet 2-core machine (a run worker start-up plus ingest on 300 orders)
 def test_ingest_launched_in_a_run_worker_process_succeeds_with_pools(tmp_path, monkeypatch):
     proc, wall = _launch("ingest", tmp_path, ECOM_SYNTHETIC_ORDERS="300")
     assert proc.returncode == 0, proc.stderr[-3000:]
