@@ -9,7 +9,6 @@ of the environment.
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 import warnings
 
@@ -17,12 +16,14 @@ import dagster as dg
 
 import ecom_pipeline.assets
 import ecom_pipeline.automation
+from ecom_pipeline.automation.executors import multiprocess_executor
 from ecom_pipeline.config import Settings
 from ecom_pipeline.resources import build_resources
 
-# Two cores on the reference machine: at most two steps at once.  Pools (set in the instance's
-# dagster.yaml, `concurrency.pools.default_limit: 1`) keep `duckdb` to one writer and `gpu` to one step.
-EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": int(os.environ.get("ECOM_MAX_CONCURRENT", "2"))})
+# Two cores on the reference machine: at most two steps at once, forked from a preloaded forkserver.  Pools
+# (the instance's dagster.yaml, `concurrency.pools.default_limit: 1`) keep `duckdb` to one writer and `gpu`
+# to one step.  Short-step jobs (ingest, inbox_ingest) run in process instead: see automation/executors.py.
+EXECUTOR = multiprocess_executor()
 
 
 def _contributions(package, settings: Settings) -> list[dg.Definitions]:

@@ -10,6 +10,18 @@
                             selector / toleration below (``ECOM_K8S_GPU_NODE_SELECTOR``, default
                             ``nvidia.com/gpu.present=true``).
 
+Jobs made of short warehouse steps (``ingest``, ``inbox_ingest``) run with the **in-process** executor in
+every mode (:func:`short_steps_executor`): the run worker that the UI, a schedule or a sensor launches
+executes all their steps itself.  With one process per step, ``ingest`` (20 assets + 57 checks, each a
+few seconds of imports, serialised by the ``duckdb`` pool anyway) took 640 s launched against 8 s in
+process; in one process it costs the in-process time plus one start-up (benchmarks/results/launched.md).
+Pools still apply (the in-process executor claims ``duckdb`` slots from the instance like the others),
+so it keeps the one-writer rule even where the step executor (celery) ignores pools.
+``ECOM_SHORT_JOBS_EXECUTOR=location`` puts them back on the location's executor.
+
+The location's multiprocess executor starts step processes from a **forkserver** that has imported
+``ecom_pipeline.definitions`` once, so a step no longer pays the ~4 s of imports of a fresh interpreter.
+
 dagster-celery and dagster-k8s are installed in the docker images, not in the local venv: they are
 imported only when selected.
 """
@@ -18,7 +30,48 @@ from __future__ import annotations
 
 import os
 
+import dagster as dg
+
 EXECUTORS = ("multiprocess", "celery", "k8s")
+SHORT_JOBS_EXECUTORS = ("in_process", "location")
+# What the forkserver imports once; step processes fork from it with the definitions already built.
+FORKSERVER_PRELOAD = ["ecom_pipeline.definitions"]
+
+
+def multiprocess_executor(max_concurrent: int | None = None):
+    """The location's default: at most ``ECOM_MAX_CONCURRENT`` (default 2, the reference machine's cores)
+    step processes, forked from a preloaded forkserver."""
+    limit = max_concurrent or int(os.environ.get("ECOM_MAX_CONCURRENT", "2"))
+    return dg.multiprocess_executor.configured({
+        "max_concurrent": limit,
+        "start_method": {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}},
+    })
+
+
+def short_steps_executor(kind: str | None = None):
+    """Executor of jobs made of short warehouse steps: in-process (default) or None = the location's."""
+    kind = (kind or os.environ.get("ECOM_SHORT_JOBS_EXECUTOR", "in_process")).strip().lower() or "in_process"
+    if kind not in SHORT_JOBS_EXECUTORS:
+        raise ValueError(f"ECOM_SHORT_JOBS_EXECUTOR={kind!r} is not one of {SHORT_JOBS_EXECUTORS}")
+    return dg.in_process_executor if kind == "in_process" else None
+
+
+def executor_kind(kind: str | None = None) -> str:
+    kind = (kind or os.environ.get("ECOM_EXECUTOR", "multiprocess")).strip().lower() or "multiprocess"
+    if kind not in EXECUTORS:
+        raise ValueError(f"ECOM_EXECUTOR={kind!r} is not one of {EXECUTORS}")
+    return kind
+
+
+# Dagster's celery executor ignores pools (and we do not rely on the k8s one honouring them), so there the
+# one-writer rule is kept by the run queue instead: every job carries this tag and the instance configs
+# (docker/dagster.yaml, docker/k8s/values.yaml) let one run with it in progress at a time.  With the
+# multiprocess executor the tag is left off, so runs still overlap and the `duckdb` pool orders their steps.
+WRITER_TAG_KEY = "ecom/writer"
+
+
+def writer_tag(kind: str | None = None) -> dict[str, str]:
+    return {WRITER_TAG_KEY: "warehouse"} if executor_kind(kind) in ("celery", "k8s") else {}
 
 
 def gpu_k8s_config(node_selector: str | None = None) -> dict:
@@ -36,9 +89,7 @@ def gpu_k8s_config(node_selector: str | None = None) -> dict:
 
 def executor_from_env(kind: str | None = None):
     """The executor definition for ``kind`` (default ``ECOM_EXECUTOR``); None = the location's default."""
-    kind = (kind or os.environ.get("ECOM_EXECUTOR", "multiprocess")).strip().lower() or "multiprocess"
-    if kind not in EXECUTORS:
-        raise ValueError(f"ECOM_EXECUTOR={kind!r} is not one of {EXECUTORS}")
+    kind = executor_kind(kind)
     if kind == "multiprocess":
         return None
     if kind == "celery":
@@ -59,4 +110,13 @@ def executor_from_env(kind: str | None = None):
         "job_namespace": os.environ.get("ECOM_K8S_NAMESPACE", "ecom-pipeline"),
         "env_config_maps": ["ecom-pipeline-env"],
         "env_secrets": ["ecom-pipeline-secrets"],
+        **k8s_data_volume(),
     })
+
+
+def k8s_data_volume(claim: str | None = None) -> dict:
+    """Every step pod mounts the one warehouse / data volume (a ReadWriteMany claim, ECOM_K8S_DATA_PVC) at
+    /data: without it each pod would write its own empty DuckDB file."""
+    claim = claim or os.environ.get("ECOM_K8S_DATA_PVC", "ecom-pipeline-data")
+    return {"volumes": [{"name": "ecom-data", "persistentVolumeClaim": {"claimName": claim}}],
+            "volume_mounts": [{"name": "ecom-data", "mountPath": "/data"}]}

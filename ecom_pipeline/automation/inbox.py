@@ -2,10 +2,14 @@
 
 Flow (each step is idempotent, so a crash anywhere is repaired by re-running it):
 
+0. Only a file-based source (``olist``, ``mapped``) takes deliveries: with any other source the sensor
+   skips, says so, and leaves the files where they are.
 1. ``inbox_sensor`` (every 30 s) looks at the top level of the inbox.  Each entry is validated: a plain
    file name (no path separators, no ``..``, no hidden or control characters, an allowed extension), a
    regular file (symlinks are refused, whatever they point to), whose resolved path is inside the inbox,
-   not empty, and not modified in the last ``settle_seconds`` (still being copied).  Invalid entries are
+   not empty, not modified in the last ``settle_seconds`` (still being copied), and fitting the source's
+   layout (:func:`check_layout`: a file name the source reads, a header with the columns it takes from
+   that file; docs/deployment.md lists the names per source).  Invalid entries are
    moved to ``inbox/rejected/`` with a ``.reason`` note; files whose SHA-256 is already in the sensor's
    cursor are moved to ``inbox/duplicates/``.  New files are moved to ``inbox/processed/<day>/`` where
    ``<day>`` is the delivery day (a ``YYYY-MM-DD`` or ``YYYYMMDD`` token in the name, else the file's
@@ -18,12 +22,13 @@ Flow (each step is idempotent, so a crash anywhere is repaired by re-running it)
    set, i.e. what a file-based source (olist / mapped) reads.  Backfilling a day re-publishes its archive,
    each file as its newest archived version (a later day's delivery is never replaced by an older one), so
    the landing folder and ``meta.inbox_deliveries`` are the same whatever order or how often days run.
-3. ``ingest_after_inbox`` (run-status sensor) launches the unpartitioned ``ingest`` job (full atomic reload
-   of raw + staging) after each successful ``inbox_ingest`` run, pointing a file-based source at the
-   landing folder.
+3. ``ingest_after_inbox`` (run-status sensor, running by default) launches the unpartitioned ``ingest``
+   job (full atomic reload of raw + staging) after each successful ``inbox_ingest`` run, pointing a
+   file-based source at the landing folder.
 """
 
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -38,6 +43,7 @@ from pathlib import Path
 import dagster as dg
 
 from ecom_pipeline.assets.routing import WAREHOUSE_POOL
+from ecom_pipeline.automation.executors import short_steps_executor, writer_tag
 from ecom_pipeline.automation.partitions import INBOX_PARTITIONS, INBOX_START_DATE
 from ecom_pipeline.resources import SourceResource, WarehouseResource
 
@@ -155,6 +161,103 @@ def newest_archived(processed: Path) -> dict[str, Path]:
     return newest
 
 
+
+# ------------------------------------------------------------------------------------- expected layout
+
+# The columns OlistSource (sources/olist.py) reads from each Olist file; a delivery under one of these names
+# must have at least these in its header.  A test checks them against the real Olist sample's headers.
+OLIST_COLUMNS: dict[str, tuple[str, ...]] = {
+    "olist_orders_dataset": ("order_id", "customer_id", "order_status", "order_purchase_timestamp",
+                             "order_approved_at", "order_delivered_customer_date",
+                             "order_estimated_delivery_date"),
+    "olist_customers_dataset": ("customer_id", "customer_unique_id", "customer_zip_code_prefix",
+                                "customer_city", "customer_state"),
+    "olist_order_items_dataset": ("order_id", "order_item_id", "product_id", "seller_id", "price",
+                                  "freight_value"),
+    "olist_order_payments_dataset": ("order_id", "payment_sequential", "payment_type", "payment_installments",
+                                     "payment_value"),
+    "olist_order_reviews_dataset": ("review_id", "order_id", "review_score", "review_comment_title",
+                                    "review_comment_message", "review_creation_date"),
+    "olist_geolocation_dataset": ("geolocation_zip_code_prefix", "geolocation_lat", "geolocation_lng",
+                                  "geolocation_city", "geolocation_state"),
+    "olist_products_dataset": ("product_id", "product_category_name", "product_name_lenght",
+                               "product_description_lenght", "product_photos_qty", "product_weight_g",
+                               "product_length_cm", "product_height_cm", "product_width_cm"),
+    "olist_sellers_dataset": ("seller_id", "seller_zip_code_prefix", "seller_city", "seller_state"),
+    "product_category_name_translation": ("product_category_name", "product_category_name_english"),
+}
+FILE_SOURCES = ("olist", "mapped")
+
+
+def expected_files(kind: str, mapping: str | Path | None = None) -> dict[str, str]:
+    """landing name pattern -> what it feeds, for a file-based source (the names the docs list)."""
+    if kind == "olist":
+        return {f"{stem}.csv (or .csv.gz)": stem for stem in OLIST_COLUMNS}
+    if kind == "mapped":
+        return {pattern: ", ".join(tables) for pattern, (tables, _cols, _fmt, _opts) in
+                _mapped_layout(mapping).items()}
+    return {}
+
+
+def _mapped_layout(mapping: str | Path | None) -> dict[str, tuple[list[str], list[str], str | None, dict]]:
+    """file pattern -> (tables, source columns, format, csv options) from a mapping file.  Only the parts
+    that say what a delivered file must look like: the mapping itself is validated by the ingest."""
+    import yaml
+
+    from ecom_pipeline.sources.mapped import TableMapping
+
+    if not mapping:
+        raise ValueError("ECOM_DATA_SOURCE=mapped needs ECOM_MAPPING: without it no file name is expected")
+    doc = yaml.safe_load(Path(mapping).read_text(encoding="utf-8")) or {}
+    top_csv = doc.get("csv") or {}
+    layout: dict[str, tuple[list[str], list[str], str | None, dict]] = {}
+    for table, spec in (doc.get("tables") or {}).items():
+        pattern = Path(str(spec.get("file", ""))).name
+        cols = TableMapping(table, pattern, [], [], spec.get("format") or "", None,
+                            dict(spec.get("columns") or {}), {}, dict(spec.get("derive") or {})).source_columns
+        csv_opts = {**top_csv, **(spec.get("csv") or {})}
+        tables, known, fmt, opts = layout.get(pattern, ([], [], spec.get("format"), csv_opts))
+        layout[pattern] = (tables + [table], list(dict.fromkeys(known + cols)), fmt, opts)
+    return layout
+
+
+def check_layout(path: Path, landing: str, kind: str, mapping: str | Path | None = None) -> str | None:
+    """Why ``path`` (to be published as ``landing``) does not fit the source's expected layout, or None.
+
+    The name must be one the source reads and the header must hold every column the source takes from
+    it; the file is read with the source's own reader (header only: single bad rows are the ingest's
+    business, they go to quarantine)."""
+    from ecom_pipeline.sources.base import SourceError
+    from ecom_pipeline.sources.files import CsvOptions, default_delimiter, require_columns
+
+    stem, suffix = _split_suffix(landing)
+    if kind == "olist":
+        if stem not in OLIST_COLUMNS or suffix.lower() not in (".csv", ".csv.gz"):
+            return (f"the olist source reads no file called {landing!r}; it reads "
+                    + ", ".join(f"{s}.csv[.gz]" for s in OLIST_COLUMNS))
+        columns, fmt, options = OLIST_COLUMNS[stem], "csv", CsvOptions()
+    elif kind == "mapped":
+        layout = _mapped_layout(mapping)
+        match = next((p for p in layout if fnmatch.fnmatchcase(landing, p)), None)
+        if match is None:
+            return (f"the mapping {mapping} reads no file called {landing!r}; "
+                    f"it reads {', '.join(sorted(layout))}")
+        _tables, columns, fmt, opts = layout[match]
+        options = CsvOptions(delimiter=str(opts.get("delimiter", default_delimiter(path))),
+                             encoding=str(opts.get("encoding", "utf-8")),
+                             header=opts.get("header", 1) or None,
+                             names=tuple(opts["names"]) if opts.get("names") else None)
+    else:
+        return f"the {kind!r} source takes no files"
+    try:
+        require_columns(path, columns, fmt=fmt, options=options, label=landing)
+    except SourceError as exc:
+        return f"does not fit the {kind} layout: {exc}"
+    except (OSError, ValueError) as exc:  # unreadable bytes, a broken archive
+        return f"unreadable as {fmt or 'a data file'}: {type(exc).__name__}: {exc}"
+    return None
+
+
 @dataclass
 class InboxScan:
     accepted: dict[str, list[dict]] = field(default_factory=dict)  # day -> [{name, sha256, bytes}]
@@ -164,8 +267,12 @@ class InboxScan:
 
 
 def process_inbox(inbox: Path, seen: dict[str, str], *, settle_seconds: float = 10.0,
-                  now: float | None = None, today: date | None = None) -> InboxScan:
+                  now: float | None = None, today: date | None = None,
+                  layout_check=None) -> InboxScan:
     """Validate, deduplicate and move every top-level entry of ``inbox``; ``seen`` (sha → where) is updated.
+
+    ``layout_check(path, landing_name)`` returns why a file does not fit the source's layout (or None);
+    a file that does not fit is rejected here, so it never reaches ``processed/`` or ``landing/``.
 
     Files are moved (rename within the inbox folder, so atomic), never copied or deleted.
     """
@@ -202,6 +309,8 @@ def process_inbox(inbox: Path, seen: dict[str, str], *, settle_seconds: float = 
             if not (date.fromisoformat(INBOX_START_DATE).toordinal() <= date.fromisoformat(day).toordinal()
                     <= last_day):
                 reason = f"delivery day {day} outside {INBOX_START_DATE}..{date.fromordinal(last_day)}"
+        if reason is None and layout_check is not None:
+            reason = layout_check(Path(entry.path), landing_name(name))
         if reason is not None:
             target = _free_target(inbox / "rejected", name if validate_name(name) is None else "invalid_name", "0" * 8)
             os.rename(entry.path, target)  # a symlink is moved as a link: its target is never touched
@@ -252,7 +361,7 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
     folder = inbox_dir(root) / "processed" / day
     landing = landing_dir(root)
     files = []
-    superseded = []
+    superseded, refused = [], []
     newest = newest_archived(inbox_dir(root) / "processed")
     if folder.is_dir():
         for path in _archived_files(folder):
@@ -262,8 +371,15 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
             published = newest[landing_name(path.name)]
             if published != path:
                 superseded.append(f"{path.name} (newer: {published.parent.name}/{published.name})")
-            landing.mkdir(parents=True, exist_ok=True)
             target = landing / landing_name(path.name)
+            # checked again here: an archive from before the sensor checked layouts, or a changed mapping,
+            # must not replace a good landing file either
+            reason = (check_layout(published, target.name, source.kind, source.mapping or None)
+                      if source.kind in FILE_SOURCES else None)
+            if reason:
+                refused.append(f"{published.parent.name}/{published.name}: {reason}")
+                continue
+            landing.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{context.run.run_id[:8]}.tmp")
             shutil.copyfile(published, tmp)
             os.replace(tmp, target)
@@ -283,6 +399,8 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
         context.log.warning(f"no files delivered on {day} (nothing under {folder})")
     for note in superseded:
         context.log.info(f"landing keeps a later delivery: {note}")
+    for note in refused:
+        context.log.warning(f"not published (landing keeps its previous file): {note}")
     table = "\n".join(f"| {f['file']} | {f['landing_file']} | {f['bytes']:,} | {f['sha256'][:12]} |" for f in files)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(files),
@@ -290,6 +408,7 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
         "bytes": sum(f["bytes"] for f in files),
         "landing_dir": dg.MetadataValue.path(str(landing)),
         "superseded_by_later_delivery": len(superseded),
+        "refused_layout": len(refused),
         "deliveries": dg.MetadataValue.md(
             "| file | landing file | bytes | sha256 |\n|---|---|---|---|\n" + table if files
             else f"no files delivered on {day}"),
@@ -298,11 +417,12 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
 
 inbox_ingest_job = dg.define_asset_job(
     "inbox_ingest",
+    executor_def=short_steps_executor(),  # one short step: no step process to start (see executors.py)
     selection=dg.AssetSelection.keys(inbox_deliveries.key),
     partitions_def=INBOX_PARTITIONS,
     description="Record and publish one delivery day of the inbox (daily partition). On success the "
     "`ingest_after_inbox` sensor launches the full `ingest` reload of raw and staging.",
-    tags={"ecom/stage": "ingest"},
+    tags={"ecom/stage": "ingest", **writer_tag()},
 )
 
 
@@ -322,8 +442,21 @@ SETTLE_SECONDS = float(os.environ.get("ECOM_INBOX_SETTLE_SECONDS", "10"))
 def inbox_sensor(context: dg.SensorEvaluationContext, source: SourceResource) -> dg.SensorResult:
     inbox = inbox_dir(source.data_root)
     inbox.mkdir(parents=True, exist_ok=True)
+    if source.kind not in FILE_SOURCES:  # leave the files where they are: nothing would ever read them
+        waiting = sorted(e.name for e in os.scandir(inbox) if e.name not in SUBDIRS)
+        return dg.SensorResult(skip_reason=(
+            f"the configured source {source.kind!r} takes no files: set ECOM_DATA_SOURCE=olist or mapped "
+            f"(with ECOM_MAPPING) to ingest deliveries; {len(waiting)} file(s) left untouched in {inbox}"),
+            cursor=context.cursor)
+    try:
+        expected_files(source.kind, source.mapping or None)
+    except (OSError, ValueError) as exc:  # no mapping, or one that cannot be read: nothing can be checked
+        return dg.SensorResult(skip_reason=f"cannot tell which files the {source.kind} source takes: {exc}",
+                               cursor=context.cursor)
     state = _load_cursor(context.cursor)
-    scan = process_inbox(inbox, state["hashes"], settle_seconds=SETTLE_SECONDS)
+    scan = process_inbox(inbox, state["hashes"], settle_seconds=SETTLE_SECONDS,
+                         layout_check=lambda path, landing: check_layout(path, landing, source.kind,
+                                                                          source.mapping or None))
     for name, reason in scan.rejected:
         context.log.warning(f"inbox: rejected {name!r}: {reason}")
     for name in scan.duplicates:
@@ -351,14 +484,15 @@ def _ingest_job():
     return ingest_job
 
 
-FILE_SOURCES = ("olist", "mapped")
-
-
+# On by default: it only reacts to successful inbox_ingest runs, which exist only once someone started
+# inbox_sensor (or backfilled the inbox), so starting inbox_sensor is the one action that turns the
+# file-drop automation on.
 @dg.run_status_sensor(
     name="ingest_after_inbox",
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[inbox_ingest_job],
     request_job=_ingest_job(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="After a successful inbox_ingest run, launch the full ingest (raw + staging) reload; a "
     "file-based source (olist / mapped) reads the landing folder.",
 )
@@ -368,7 +502,11 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
         return dg.SkipReason(f"run {run.run_id} is {run.job_name}, not {inbox_ingest_job.name}")
     run_config = {}
     if source.kind in FILE_SOURCES:
-        run_config = {"resources": {"source": {"config": {"data_dir": str(landing_dir(source.data_root))}}}}
+        # The whole source config, not just data_dir: run config for a resource replaces its configuration
+        # (fields left out fall back to the class defaults, i.e. kind=synthetic), it does not merge.
+        config = {name: getattr(source, name) for name in SourceResource.model_fields}
+        run_config = {"resources": {"source": {"config": {**config,
+                                                          "data_dir": str(landing_dir(source.data_root))}}}}
     day = run.tags.get("dagster/partition", "")
     return dg.RunRequest(
         run_key=f"ingest-after-inbox:{run.run_id}",

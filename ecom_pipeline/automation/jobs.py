@@ -17,7 +17,12 @@ training            group models                                             ``w
                                                                              drift_retraining sensor
 scoring             groups serving, reports                                  ``daily_scoring``
 full_pipeline       everything                                               ``make demo``
+drift_check         the drift sensor's check, on demand (defined in          UI / CLI
+                    :mod:`.retraining`; reports, launches nothing)
 ==================  =======================================================  ==========================
+
+``ingest`` and ``inbox_ingest`` run with the in-process executor (see :mod:`.executors`): launched from the
+UI, a schedule or a sensor they cost about what the in-process run does.
 
 Schedules rather than declarative automation conditions: raw/staging are a full atomic reload of an
 *external* source (there is no upstream materialisation for ``AutomationCondition.eager()`` to react to,
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ecom_pipeline.automation.executors import executor_from_env
+from ecom_pipeline.automation.executors import executor_from_env, short_steps_executor, writer_tag
 
 STAGE_TAG = "ecom/stage"
 # Model steps talk to MLflow (and wait for the warehouse lock and the GPU pool): a tracking-server restart or
@@ -46,9 +51,13 @@ MODEL_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.
 # docker/dagster.yaml) let one such run in progress at a time.  Two overlapping reloads are each consistent
 # per table, but one run's staging check can see the other run's newer raw load (measured: 1 failed
 # row_invariant check in 9 runs with 3 reloads at once, benchmarks/results/concurrency.md).
-RELOAD_TAG = {"ecom/reload": "warehouse"}
+RELOAD_TAG = {"ecom/reload": "warehouse", **writer_tag()}
+# celery / k8s only (empty otherwise): one warehouse-writing run at a time, see executors.writer_tag
+WRITER_TAG = writer_tag()
 # None (the code location's multiprocess executor) unless ECOM_EXECUTOR=celery|k8s
 EXECUTOR = executor_from_env()
+# ingest's ~80 steps are short warehouse writes and checks: one process runs them all (see executors.py)
+SHORT_STEPS_EXECUTOR = short_steps_executor()
 
 
 def _groups_or_stage(*groups: str, stage: str) -> dg.AssetSelection:
@@ -56,7 +65,7 @@ def _groups_or_stage(*groups: str, stage: str) -> dg.AssetSelection:
 
 
 ingest_job = dg.define_asset_job(
-    executor_def=EXECUTOR,
+    executor_def=SHORT_STEPS_EXECUTOR or EXECUTOR,
     name="ingest",
     selection=dg.AssetSelection.groups("raw", "staging"),
     tags=RELOAD_TAG,
@@ -69,7 +78,7 @@ features_job = dg.define_asset_job(
     selection=_groups_or_stage("features", stage="features"),
     description="Recompute the feature tables (embeddings, sentiment, topics, time series, spatial features, "
     "interactions) from the current staging tables.",
-    tags={STAGE_TAG: "features"},
+    tags={STAGE_TAG: "features", **WRITER_TAG},
 )
 
 daily_refresh_job = dg.define_asset_job(
@@ -87,7 +96,7 @@ training_job = dg.define_asset_job(
     selection=_groups_or_stage("models", stage="training"),
     description="Train every model, evaluate it against its baseline, register it in MLflow and promote it "
     "to `champion` only when it beats the current champion by the configured margin.",
-    tags={STAGE_TAG: "training"},
+    tags={STAGE_TAG: "training", **WRITER_TAG},
 )
 
 scoring_job = dg.define_asset_job(
@@ -97,7 +106,7 @@ scoring_job = dg.define_asset_job(
     selection=_groups_or_stage("serving", "reports", stage="scoring"),
     description="Score with the current champions (forecasts, anomalies, recommendations, profiles) and "
     "rebuild the reports, including the model registry report.",
-    tags={STAGE_TAG: "scoring"},
+    tags={STAGE_TAG: "scoring", **WRITER_TAG},
 )
 
 full_pipeline_job = dg.define_asset_job(

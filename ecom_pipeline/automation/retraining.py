@@ -24,11 +24,11 @@ Thresholds: :class:`~ecom_pipeline.ml.drift.DriftThresholds` defaults, overridab
 ``ECOM_RETRAIN_COOLDOWN_HOURS`` (default 24).
 """
 
-from __future__ import annotations
 
 import json
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -106,6 +106,44 @@ def _cursor(raw: str | None) -> dict:
         return {}
 
 
+@dataclass
+class DriftVerdict:
+    """What one drift check concluded: ``retrain`` with ``reason``, or not with ``message`` saying why."""
+
+    retrain: bool
+    message: str
+    reason: str = ""
+    newest: datetime | None = None
+    current_rows: int = 0
+
+
+def drift_verdict(context, warehouse_path: str, trained_until: datetime | None, *,
+                  thresholds: DriftThresholds) -> DriftVerdict:
+    """The drift check itself, shared by the ``drift_retraining`` sensor and the ``drift_check`` job so
+    that both say the same thing about the same warehouse and training window."""
+    try:
+        reference, current, newest = load_windows(warehouse_path, trained_until)
+    except FileNotFoundError:
+        return DriftVerdict(False, "no warehouse yet: run the ingest job first")
+    except Exception as exc:  # noqa: BLE001 - a busy or half-built warehouse: try again next tick
+        return DriftVerdict(False, f"cannot read the warehouse now: {type(exc).__name__}: {exc}")
+    if newest is None:
+        return DriftVerdict(False, "staging.orders is empty")
+    report = measure_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL,
+                           thresholds=thresholds)
+    context.log.info(f"drift check: {report.summary()} | {json.dumps(report.features, default=str)[:2000]}")
+    fc_report = forecast_error_from_warehouse(warehouse_path)
+    context.log.info(f"forecast error check: {fc_report.summary()}")
+    data_drift = report.enough_data and report.drifted
+    if not data_drift and not fc_report.drifted:
+        return DriftVerdict(False, f"{report.summary()} (reference {report.reference_rows} rows, current "
+                                   f"{report.current_rows} rows, volume ratio {report.volume_ratio:.2f}); "
+                                   f"{fc_report.summary()}", newest=newest, current_rows=report.current_rows)
+    reason = "; ".join(([report.summary()] if data_drift else []) + fc_report.reasons)
+    return DriftVerdict(True, f"retrain: {reason}", reason=reason, newest=newest,
+                        current_rows=report.current_rows)
+
+
 def evaluate_retraining(context: dg.SensorEvaluationContext, warehouse_path: str, *,
                         thresholds: DriftThresholds, cooldown_hours: float, now: float | None = None):
     now = time.time() if now is None else now
@@ -121,30 +159,15 @@ def evaluate_retraining(context: dg.SensorEvaluationContext, warehouse_path: str
         if active:
             return dg.SkipReason(f"training run {active[0].run_id} is still queued or running")
     trained_until = datetime.fromisoformat(state["trained_until"]) if state.get("trained_until") else None
-    try:
-        reference, current, newest = load_windows(warehouse_path, trained_until)
-    except FileNotFoundError:
-        return dg.SkipReason("no warehouse yet: run the ingest job first")
-    except Exception as exc:  # a busy or half-built warehouse: try again next tick
-        return dg.SkipReason(f"cannot read the warehouse now: {type(exc).__name__}: {exc}")
-    if newest is None:
-        return dg.SkipReason("staging.orders is empty")
-    report = measure_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL, thresholds=thresholds)
-    context.log.info(f"drift check: {report.summary()} | {json.dumps(report.features, default=str)[:2000]}")
-    fc_report = forecast_error_from_warehouse(warehouse_path)
-    context.log.info(f"forecast error check: {fc_report.summary()}")
-    data_drift = report.enough_data and report.drifted
-    if not data_drift and not fc_report.drifted:
-        return dg.SkipReason(f"{report.summary()} (reference {report.reference_rows} rows, current "
-                             f"{report.current_rows} rows, volume ratio {report.volume_ratio:.2f}); "
-                             f"{fc_report.summary()}")
-    state.update({"trained_until": newest.isoformat(), "last_fired": now})
-    reason = "; ".join(([report.summary()] if data_drift else []) + fc_report.reasons)
+    verdict = drift_verdict(context, warehouse_path, trained_until, thresholds=thresholds)
+    if not verdict.retrain:
+        return dg.SkipReason(verdict.message)
+    state.update({"trained_until": verdict.newest.isoformat(), "last_fired": now})
     request = dg.RunRequest(
-        run_key=f"drift:{newest.isoformat()}",
-        tags={"ecom/trigger": "drift", "ecom/drift_reason": reason[:1000],
-              "ecom/trained_until": newest.isoformat(),
-              "ecom/drift_current_rows": str(report.current_rows)},
+        run_key=f"drift:{verdict.newest.isoformat()}",
+        tags={"ecom/trigger": "drift", "ecom/drift_reason": verdict.reason[:1000],
+              "ecom/trained_until": verdict.newest.isoformat(),
+              "ecom/drift_current_rows": str(verdict.current_rows)},
     )
     return dg.SensorResult(run_requests=[request], cursor=json.dumps(state))
 
@@ -164,5 +187,46 @@ def drift_retraining(context: dg.SensorEvaluationContext, warehouse: WarehouseRe
     )
 
 
+def sensor_trained_until(instance) -> datetime | None:
+    """The training window end the ``drift_retraining`` sensor measures against (from its cursor)."""
+    if instance is None or instance.schedule_storage is None:  # an ephemeral instance keeps no cursors
+        return None
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    for state in sorted(states, key=lambda st: not st.is_running):  # the running sensor's window first
+        if state.instigator_name == drift_retraining.name and state.instigator_data is not None:
+            cursor = _cursor(getattr(state.instigator_data, "cursor", None))
+            if cursor.get("trained_until"):
+                return datetime.fromisoformat(cursor["trained_until"])
+    return None
+
+
+class DriftCheckConfig(dg.Config):
+    trained_until: str = ""  # ISO time; "" = the drift_retraining sensor's current window (or the default)
+
+
+@dg.op(description="The drift_retraining sensor's check, on demand: same windows, thresholds and verdict; "
+       "it reports, it does not launch training (the sensor does, with its cooldown).")
+def drift_check_op(context: dg.OpExecutionContext, config: DriftCheckConfig,
+                   warehouse: WarehouseResource) -> dg.Output:
+    trained_until = (datetime.fromisoformat(config.trained_until) if config.trained_until
+                     else sensor_trained_until(context.instance))
+    verdict = drift_verdict(context, warehouse.path, trained_until, thresholds=thresholds_from_env())
+    (context.log.warning if verdict.retrain else context.log.info)(f"drift verdict: {verdict.message}")
+    return dg.Output(
+        {"retrain": verdict.retrain, "message": verdict.message},
+        metadata={"retrain": verdict.retrain, "verdict": verdict.message,
+                  "trained_until": trained_until.isoformat() if trained_until else "none (newest 30 days)",
+                  "current_rows": verdict.current_rows})
+
+
+@dg.job(name="drift_check", tags={"ecom/stage": "drift_check"}, executor_def=dg.in_process_executor,
+        description="Run the drift check now (what the hourly drift_retraining sensor evaluates) and report "
+        "its verdict in the run's logs and metadata.")
+def drift_check_job():
+    drift_check_op()
+
+
 def build(settings=None) -> dg.Definitions:
-    return dg.Definitions(sensors=[drift_retraining])
+    return dg.Definitions(sensors=[drift_retraining], jobs=[drift_check_job])

@@ -7,6 +7,17 @@ from pathlib import Path
 import dagster as dg
 
 from ecom_pipeline.sources import DEFAULT_CHUNK_ROWS, Source, make_source
+from ecom_pipeline.sources.base import SourceError
+
+
+class SourceBuildFailure(dg.Failure, SourceError):
+    """A source that cannot be built: a ``SourceError`` (for callers outside Dagster) that is also a Dagster
+    ``Failure`` with ``allow_retries=False``, so a step's retry policy does not re-run it."""
+
+    def __init__(self, message: str, *, file: str | None = None, column: str | None = None):
+        dg.Failure.__init__(self, description=message, allow_retries=False)
+        self.file, self.column = file, column  # as the SourceError it replaces
+        self.args = (message,)
 
 
 class SourceResource(dg.ConfigurableResource):
@@ -21,14 +32,20 @@ class SourceResource(dg.ConfigurableResource):
     chunk_rows: int = DEFAULT_CHUNK_ROWS
 
     def build(self) -> Source:
-        return make_source(
-            self.kind,
-            data_dir=Path(self.data_dir) if self.data_dir else None,
-            mapping=Path(self.mapping) if self.mapping else None,
-            data_root=Path(self.data_root),
-            synthetic_orders=self.synthetic_orders,
-            synthetic_seed=self.synthetic_seed,
-        )
+        """The configured source.  A source that cannot be built (missing data folder, missing or invalid
+        mapping, unknown kind) fails the step at once, without the step's retries: trying again in a few
+        seconds cannot make a folder appear, it only hides the cause behind retries."""
+        try:
+            return make_source(
+                self.kind,
+                data_dir=Path(self.data_dir) if self.data_dir else None,
+                mapping=Path(self.mapping) if self.mapping else None,
+                data_root=Path(self.data_root),
+                synthetic_orders=self.synthetic_orders,
+                synthetic_seed=self.synthetic_seed,
+            )
+        except SourceError as exc:
+            raise SourceBuildFailure(str(exc), file=exc.file, column=exc.column) from exc
 
 
 class PrivacyResource(dg.ConfigurableResource):

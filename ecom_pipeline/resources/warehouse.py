@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +30,10 @@ MEMORY_LIMIT_ENV = "ECOM_DUCKDB_MEMORY_LIMIT"
 DEFAULT_LOCK_TIMEOUT_S = 300.0
 
 log = logging.getLogger(__name__)
+# A waiting open says who holds the lock after this long, then again every LOCK_REPORT_EVERY_S.
+LOCK_REPORT_AFTER_S = 5.0
+LOCK_REPORT_EVERY_S = 30.0
+_HOLDER_RE = re.compile(r"held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
 _waits: list[float] = []  # seconds this process waited for the lock, one entry per open that had to wait
 _waits_guard = threading.Lock()
 
@@ -50,6 +55,35 @@ def duckdb_config(threads: int | None = None, memory_limit: str | None = None) -
     return config
 
 
+def lock_holder(message: str) -> str:
+    """Who holds the warehouse lock, from DuckDB's error: PID, program, and how long that process has been
+    running (from /proc, when it is visible from here: same host or PID namespace)."""
+    m = _HOLDER_RE.search(message)
+    if not m:
+        return "an unknown process"
+    pid = int(m.group("pid"))
+    parts = [f"PID {pid} ({m.group('exe')})"]
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        cmdline = cmdline.decode(errors="replace").strip()
+        if cmdline:
+            parts.append(f"command: {cmdline[:200]}")
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        parts.append(f"running for {uptime - ticks / os.sysconf('SC_CLK_TCK'):.0f} s")
+    except (OSError, ValueError, IndexError):
+        pass  # another host or container: the PID and program are what DuckDB tells
+    return ", ".join(parts)
+
+
+def _waiting_logger():
+    """Dagster's logger inside a step (shown in the run's logs in the UI), this module's outside one."""
+    try:
+        return dg.get_dagster_logger("ecom_pipeline.warehouse")
+    except Exception:  # noqa: BLE001 - logging must never break an open
+        return log
+
+
 def connect_with_retry(
     path: str | Path, *, read_only: bool = False, timeout_s: float = 120.0, threads: int | None = None,
     memory_limit: str | None = None,
@@ -65,6 +99,7 @@ def connect_with_retry(
     deadline = start + timeout_s
     delay = 0.1
     waited = False
+    next_report = start + LOCK_REPORT_AFTER_S
     while True:
         try:
             con = duckdb.connect(str(path), read_only=read_only, config=config)
@@ -82,6 +117,12 @@ def connect_with_retry(
                     f"{exc} (gave up after waiting {timeout_s:.0f} s for another process to release the "
                     f"warehouse lock on {path})") from exc
             waited = True
+            now = time.monotonic()
+            if now >= next_report:  # a reader left open (notebook, BI tool) or a long writer: say who
+                _waiting_logger().warning(
+                    f"waiting {now - start:.0f} s for the warehouse lock on {path}: held by "
+                    f"{lock_holder(str(exc))}; giving up after {timeout_s:.0f} s")
+                next_report = now + LOCK_REPORT_EVERY_S
             time.sleep(delay + random.uniform(0, delay))
             delay = min(delay * 2, 2.0)
             continue

@@ -130,3 +130,51 @@ def test_stale_forecasts_launch_training_even_without_data_drift(instance, tmp_p
     assert isinstance(result, dg.SensorResult)
     (request,) = result.run_requests
     assert request.tags["ecom/drift_reason"].startswith("forecast_error: median live/backtest MASE")
+
+
+@pytest.mark.parametrize("fixture", ["stable_warehouse", "drifted_warehouse"])
+def test_drift_check_job_gives_the_sensors_verdict(instance, fixture, request):
+    from ecom_pipeline.automation.retraining import drift_check_job
+
+    path = request.getfixturevalue(fixture)
+    tick = drift_retraining(_ctx(instance, path))
+    result = drift_check_job.execute_in_process(
+        instance=instance, resources={"warehouse": WarehouseResource(path=str(path))})
+    assert result.success
+    verdict = result.output_for_node("drift_check_op")
+    if isinstance(tick, dg.SkipReason):
+        assert fixture == "stable_warehouse"
+        assert verdict == {"retrain": False, "message": tick.skip_message}
+    else:
+        assert fixture == "drifted_warehouse"
+        assert verdict["retrain"] and verdict["message"] == "retrain: " + tick.run_requests[0].tags[
+            "ecom/drift_reason"]
+
+
+def test_drift_check_job_measures_against_the_running_sensors_window(drifted_warehouse):
+    """Run on demand after the sensor fired, the job reads the sensor's cursor: no new data since the
+    window it stored, so no drift, the same verdict the next tick gives."""
+    from dagster._core.remote_origin import (InProcessCodeLocationOrigin, RemoteInstigatorOrigin,
+                                             RemoteRepositoryOrigin)
+    from dagster._core.scheduler.instigation import (InstigatorState, InstigatorStatus, InstigatorType,
+                                                     SensorInstigatorData)
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from ecom_pipeline.automation.retraining import drift_check_job, sensor_trained_until
+
+    with dg.instance_for_test() as instance:
+        fired = drift_retraining(_ctx(instance, drifted_warehouse))
+        assert fired.run_requests
+        origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(module_name="ecom_pipeline.definitions"), location_name="ecom_pipeline"),
+            "__repository__"), "drift_retraining")
+        instance.add_instigator_state(InstigatorState(
+            origin, InstigatorType.SENSOR, InstigatorStatus.RUNNING, SensorInstigatorData(cursor=fired.cursor)))
+        assert sensor_trained_until(instance).isoformat() == json.loads(fired.cursor)["trained_until"]
+        result = drift_check_job.execute_in_process(
+            instance=instance, resources={"warehouse": WarehouseResource(path=str(drifted_warehouse))})
+        verdict = result.output_for_node("drift_check_op")
+        assert not verdict["retrain"]
+        tick = evaluate_retraining(_ctx(instance, drifted_warehouse, cursor=fired.cursor), str(drifted_warehouse),
+                                   thresholds=DriftThresholds(), cooldown_hours=0)
+        assert isinstance(tick, dg.SkipReason) and tick.skip_message == verdict["message"]

@@ -84,7 +84,62 @@ def test_compose_client_validates_the_file():
         pytest.skip("no docker compose client installed")
     env = {**os.environ, "ECOM_PSEUDONYM_KEY": "test-only", "POSTGRES_PASSWORD": "test-only",
            "RABBITMQ_PASSWORD": "test-only"}
-    for profile in ([], ["--profile", "gpu"]):
+    for profile in ([], ["--profile", "celery"], ["--profile", "gpu"]):
         proc = subprocess.run([*client, "-f", str(DOCKER / "docker-compose.yaml"), *profile, "config", "-q"],
                               capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_celery_has_a_default_queue_worker_beside_the_gpu_one(compose):
+    services = compose["services"]
+    worker, gpu = services["worker"], services["gpu_worker"]
+    queue = worker["command"][worker["command"].index("-q") + 1]
+    celery = yaml.safe_load((DOCKER / "celery.yaml").read_text())
+    assert queue == celery["execution"]["celery"]["config"]["config_source"]["task_default_queue"]
+    assert "--concurrency=1" in worker["command"] and "data:/data" in worker["volumes"]
+    assert {"celery", "gpu"} == set(worker["profiles"]) and "gpu" in gpu["profiles"]
+    assert set(worker["profiles"]) <= set(services["rabbitmq"]["profiles"])  # the broker starts with it
+
+
+def test_one_writer_by_run_queue_tag_where_pools_do_not_apply(monkeypatch):
+    from ecom_pipeline.automation.executors import WRITER_TAG_KEY, writer_tag
+
+    assert writer_tag("multiprocess") == {} and writer_tag("celery") == writer_tag("k8s") == {
+        WRITER_TAG_KEY: "warehouse"}
+    instance = yaml.safe_load((DOCKER / "dagster.yaml").read_text())
+    limits = instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert {"key": WRITER_TAG_KEY, "limit": 1} in limits
+    values = yaml.safe_load((DOCKER / "k8s" / "values.yaml").read_text())
+    queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    k8s_limits = queue["tagConcurrencyLimits"]
+    assert {"key": WRITER_TAG_KEY, "limit": 1} in k8s_limits
+    assert {"key": "ecom/reload", "limit": 1} in k8s_limits
+
+
+def test_k8s_shares_one_data_volume_between_code_server_runs_and_steps():
+    from ecom_pipeline.automation.executors import k8s_data_volume
+
+    values = yaml.safe_load((DOCKER / "k8s" / "values.yaml").read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    steps = k8s_data_volume()
+    for volumes, mounts in ((deployment["volumes"], deployment["volumeMounts"]),
+                            (launcher["volumes"], launcher["volumeMounts"]),
+                            (steps["volumes"], steps["volume_mounts"])):
+        claim = {"claimName": "ecom-pipeline-data"}
+        assert volumes == [{"name": "ecom-data", "persistentVolumeClaim": claim}]
+        assert mounts == [{"name": "ecom-data", "mountPath": "/data"}]
+
+
+def test_env_example_points_a_file_source_at_the_inbox_landing_folder(compose):
+    env = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines()
+               if line and not line.startswith("#"))
+    from ecom_pipeline.automation.inbox import FILE_SOURCES
+
+    pipeline_env = compose["services"]["user_code"]["environment"]
+    assert env["ECOM_DATA_SOURCE"] in FILE_SOURCES
+    assert env["ECOM_DATA_DIR"] == pipeline_env["ECOM_DATA_ROOT"] + "/landing"  # where the inbox publishes
+    instance = yaml.safe_load((DOCKER / "dagster.yaml").read_text())
+    # they reach the code server and the run containers
+    for var in ("ECOM_DATA_SOURCE", "ECOM_DATA_DIR", "ECOM_MAPPING"):
+        assert var in pipeline_env and var in instance["run_launcher"]["config"]["env_vars"]
