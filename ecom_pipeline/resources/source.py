@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from ecom_pipeline.sources import DEFAULT_CHUNK_ROWS, Source, make_source
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class SourceResource(dg.ConfigurableResource):
@@ -19,6 +23,8 @@ class SourceResource(dg.ConfigurableResource):
     synthetic_orders: int = 5000
     synthetic_seed: int = 42
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    countries: str = ""  # ECOM_COUNTRY: the shop's ISO country code(s), comma-separated
+    synthetic_country: str = "BR"  # ECOM_SYNTHETIC_COUNTRY: the synthetic source's country profile
 
     def build(self) -> Source:
         return make_source(
@@ -28,7 +34,26 @@ class SourceResource(dg.ConfigurableResource):
             data_root=Path(self.data_root),
             synthetic_orders=self.synthetic_orders,
             synthetic_seed=self.synthetic_seed,
+            synthetic_country=self.synthetic_country,
         )
+
+    def shop_countries(self, data_countries: pd.Series | None = None) -> tuple[str, ...]:
+        """The shop's countries, most customers first: ECOM_COUNTRY, else the data's own country column
+        (``data_countries``, one value per customer), else what the source implies (the synthetic profile's
+        country, BR for Olist), else ``()``: no calendar country (the assets say so)."""
+        from ecom_pipeline.geography import country_code
+
+        if self.countries.strip():
+            return tuple(c.strip().upper() for c in self.countries.split(",") if c.strip())
+        if data_countries is not None and data_countries.notna().any():
+            codes = data_countries.dropna().map(country_code).dropna()
+            if len(codes):
+                return tuple(codes.value_counts().index)
+        if self.kind == "synthetic":
+            return (self.synthetic_country.upper(),)
+        if self.kind == "olist":
+            return ("BR",)
+        return ()
 
 
 class PrivacyResource(dg.ConfigurableResource):
