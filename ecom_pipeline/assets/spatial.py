@@ -103,8 +103,10 @@ def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sou
         context.log.warning("no customers and no regions in staging: regions is empty")
         context.add_output_metadata({"dagster/row_count": 0, "message": "no customers/regions"})
         return pd.DataFrame(columns=REGION_COLUMNS)
-    out = pd.concat([region_table(lv, f["regions"], f["customers"], f["sellers"], f["orders"], f["order_items"],
-                                  qualify) for lv in LEVELS], ignore_index=True)
+    parts = [region_table(lv, f["regions"], f["customers"], f["sellers"], f["orders"], f["order_items"], qualify)
+             for lv in LEVELS]
+    parts = [p for p in parts if len(p)]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REGION_COLUMNS)
     meta = location_metadata(f, countries)
     if meta["customers_unresolved"]:
         context.log.warning(f"{meta['customers_unresolved']} customers could not be placed in any region: "

@@ -21,7 +21,7 @@ def test_us_profile_has_real_states_and_us_customers():
     regions = next(src.read("regions"))
     states = regions[regions.level == "state"].set_index("state")
     assert len(states) == 51 and states.loc["CA", "name"] == "California"
-    assert abs(states.loc["CA", "lat"] - us.loc["CA", "lat"]) < 1e-3
+    assert abs(float(states.loc["CA", "lat"]) - us.loc["CA", "lat"]) < 1e-3  # raw text, 6 decimals
     assert src.parse_hints("customers").geo_bounds == "world" and src.describe()["country"] == "US"
     with pytest.raises(ValueError, match="no synthetic country profile 'XX'"):
         SyntheticSource(n_orders=10, country="XX")
@@ -61,3 +61,52 @@ def test_spatial_and_calendar_assets_on_the_us_profile(data_root, monkeypatch):
     assert (states[["lat", "lng"]] - us.loc[states.index, ["lat", "lng"]].to_numpy()).abs().max().max() < 1e-3
     assert list(regs[regs.level == "country"]["region_id"]) == ["country:US"]
     assert len(knn) > 0 and knn["src"].str.startswith("state:").all()
+
+
+@pytest.mark.slow
+def test_country_only_shop_gets_country_regions_and_a_named_stgcn_skip(tmp_path):
+    """Like the UK online shop: customers carry only a country name, sellers no location at all."""
+    from ecom_pipeline.assets import spatial, spatiotemporal
+    from ecom_pipeline.assets import timeseries as ts
+    from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+    from ecom_pipeline.resources.io_manager import WarehouseIOManager
+    from ecom_pipeline_tests.forecasting.shop import make_shop, write_staging
+
+    wh = write_staging(tmp_path / "wh.duckdb", make_shop(days=150, base_per_day=8))
+    country = {"SP": "United Kingdom", "RJ": "France", "MG": "Germany", "RS": "EIRE", "BA": "Spain",
+               "PR": "Unspecified"}
+    con = duckdb.connect(str(wh))
+    con.execute("ALTER TABLE staging.customers ADD COLUMN country VARCHAR")
+    con.execute("UPDATE staging.customers SET country = CASE state "
+                + " ".join(f"WHEN '{s}' THEN '{c}'" for s, c in country.items())
+                + " END, state = NULL, city = NULL, zip_prefix = NULL, lat = NULL, lng = NULL")
+    con.execute("DELETE FROM staging.regions")  # the shop ships no region table
+    con.execute("UPDATE staging.sellers SET state = NULL, city = NULL, zip_prefix = NULL, lat = NULL, lng = NULL")
+    n_unspecified = con.execute("SELECT count(*) FROM staging.customers WHERE country = 'Unspecified'").fetchone()[0]
+    con.close()
+    res = {"warehouse": WarehouseResource(path=str(wh)), "io_manager": WarehouseIOManager(database=str(wh)),
+           "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
+           "compute": ComputeResource(device="cpu", threads=1),
+           "source": SourceResource(kind="mapped", countries="GB", data_root=str(tmp_path))}
+    keys = [["features", k] for k in ("daily_series", "calendar", "regions", "region_flows", "region_knn_graph")]
+    keys.append(["models", "stgcn_backtest"])
+    result = dg.materialize(list(ts.build().assets) + list(spatial.build().assets)
+                            + list(spatiotemporal.build().assets), selection=[dg.AssetKey(k) for k in keys],
+                            resources=res)
+    assert result.success
+    md = result.asset_materializations_for_node("features__regions")[0].metadata
+    assert md["customers_unresolved"].value == n_unspecified > 0
+    assert md["customers_unresolved_reasons"].value == {"unknown country": n_unspecified}
+    stgcn = result.asset_materializations_for_node("models__stgcn_backtest")[0].metadata
+    assert "no first-level divisions" in stgcn["skipped"].value and "country" in stgcn["skipped"].value
+    con = duckdb.connect(str(wh), read_only=True)
+    regs = con.execute("SELECT * FROM features.regions").fetchdf()
+    cal = con.execute("SELECT * FROM features.calendar").fetchdf()
+    knn = con.execute("SELECT * FROM features.region_knn_graph").fetchdf()
+    con.close()
+    assert set(regs["level"]) == {"country"}
+    assert set(regs["region_id"]) == {"country:GB", "country:FR", "country:DE", "country:IE", "country:ES"}
+    gb = regs.set_index("region_id").loc["country:GB"]
+    assert abs(gb["lat"] - 53) < 2 and abs(gb["lng"] + 2) < 2 and gb["resolution_source"] == "country"
+    assert gb["orders"] > 0 and len(knn) > 0 and (knn["level"] == "country").all()
+    assert (cal["country"] == "GB").all() and "Spring Bank Holiday" in set(cal["holiday_name"].dropna())
