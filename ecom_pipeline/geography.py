@@ -166,6 +166,17 @@ def postal_prefix(values: pd.Series) -> pd.Series:
     return s.str.extract(r"^([0-9A-Z]{3})", expand=False)
 
 
+@lru_cache(maxsize=256)
+def _city_index(cc: str) -> dict[str, list[dict]]:
+    """Normalised place name -> the places of ``cc`` with that name (lat, lng, admin1)."""
+    p = places()
+    p = p[p["cc"] == cc]
+    out: dict[str, list[dict]] = {}
+    for r in p[["name_key", "lat", "lng", "admin1"]].itertuples(index=False):
+        out.setdefault(r.name_key, []).append({"lat": r.lat, "lng": r.lng, "admin1": r.admin1})
+    return out
+
+
 def _col(df: pd.DataFrame, *names: str) -> pd.Series:
     for n in names:
         if n in df.columns:
@@ -209,7 +220,9 @@ def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix:
         out.loc[has_xy, "resolution_source"] = "coordinates"
     out["country"] = cc
     # 2-4 per distinct (country, state, city): small even for millions of rows
-    keys = pd.DataFrame({"cc": cc, "state": state_in.astype(object), "city": city_in.astype(object)})
+    # a row with coordinates needs no city lookup: fewer distinct keys
+    keys = pd.DataFrame({"cc": cc, "state": state_in.astype(object),
+                         "city": city_in.astype(object).where(~has_xy, None)})
     keys = keys.where(keys.notna(), None)
     combos = keys.drop_duplicates()
     cent = country_centroids()
@@ -221,12 +234,11 @@ def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix:
         res = {"state": st_code, "state_name": d["name"] if d is not None else None}
         hit = None
         if c and ci is not None and norm(ci):
-            p = places()
-            m = p[(p["cc"] == c) & (p["name_key"] == norm(ci))]
-            if d is not None and len(m):
-                m = m[m["admin1"] == d["name"]] if (m["admin1"] == d["name"]).any() else m.iloc[0:0]
-            if len(m):
-                hit = m.iloc[0]
+            m = _city_index(c).get(norm(ci), [])
+            if d is not None:
+                m = [h for h in m if h["admin1"] == d["name"]]
+            if m:
+                hit = m[0]
         if hit is not None:
             res |= {"lat": hit["lat"], "lng": hit["lng"], "src": "city"}
             if d is None:
@@ -238,8 +250,10 @@ def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix:
         elif c and c in cent.index:
             res |= {"lat": cent.at[c, "lat"], "lng": cent.at[c, "lng"], "src": "country"}
         resolved[(c, st, ci)] = res
-    key_tuples = list(zip(keys["cc"], keys["state"], keys["city"], strict=True))
-    info = pd.DataFrame([resolved[k] for k in key_tuples], index=df.index)
+    # groups numbered in order of first appearance = the order of ``combos``
+    gid = keys.groupby(["cc", "state", "city"], dropna=False, sort=False).ngroup().to_numpy()
+    per_combo = pd.DataFrame(list(resolved.values()))
+    info = per_combo.iloc[gid].set_axis(df.index) if len(per_combo) else pd.DataFrame(index=df.index)
     for c in ("state", "state_name", "lat", "lng", "src"):
         if c not in info:
             info[c] = None
