@@ -110,3 +110,39 @@ def test_country_only_shop_gets_country_regions_and_a_named_stgcn_skip(tmp_path)
     assert abs(gb["lat"] - 53) < 2 and abs(gb["lng"] + 2) < 2 and gb["resolution_source"] == "country"
     assert gb["orders"] > 0 and len(knn) > 0 and (knn["level"] == "country").all()
     assert (cal["country"] == "GB").all() and "Spring Bank Holiday" in set(cal["holiday_name"].dropna())
+
+
+@pytest.mark.slow
+def test_mapped_us_export_without_coordinates_gets_state_regions(data_root, monkeypatch):
+    """The documented US export (city, state, postal code, no coordinates) with ECOM_COUNTRY=US: customers are
+    placed at their city, regions are US states, and the DP report's regions are the shop's own."""
+    from pathlib import Path
+
+    from ecom_pipeline.assets import sharing, spatial
+
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "retail_orders.yaml"
+    monkeypatch.setenv("ECOM_DATA_SOURCE", "mapped")
+    monkeypatch.setenv("ECOM_MAPPING", str(example))
+    monkeypatch.setenv("ECOM_COUNTRY", "US")
+    settings = Settings.from_env()
+    ingest = build_definitions(settings).resolve_job_def("ingest").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral())
+    assert ingest.success
+    keys = [["features", "regions"], ["features", "region_knn_graph"], ["reports", "regional_demand_dp"]]
+    result = dg.materialize(list(spatial.build().assets) + list(sharing.build().assets),
+                            selection=[dg.AssetKey(k) for k in keys], resources=build_resources(settings))
+    assert result.success
+    md = result.asset_materializations_for_node("features__regions")[0].metadata
+    assert md["customers_unresolved"].value == 0 and md["countries"].value == "US"
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        regs = con.execute("SELECT * FROM features.regions").fetchdf()
+        dp = con.execute("SELECT * FROM reports.regional_demand_dp").fetchdf()
+    finally:
+        con.close()
+    states = regs[regs.level == "state"].set_index("state")
+    assert set(states.index) <= set(divisions("US")["code"]) and {"MA", "GA", "WA"} <= set(states.index)
+    ma = states.loc["MA"]  # every MA customer is in Cambridge: the centroid is Cambridge's
+    assert ma["resolution_source"] == "city" and abs(ma["lat"] - 42.37) < 0.05 and ma["name"] == "Massachusetts"
+    assert set(regs[regs.level == "country"]["region_id"]) == {"country:US"}
+    assert len(dp) and set(dp["region"]) <= set(divisions("US")["code"]) | {"US"} and "SP" not in set(dp["region"])

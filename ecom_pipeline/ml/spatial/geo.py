@@ -27,7 +27,8 @@ def locate(frame: pd.DataFrame, countries: tuple[str, ...] = ()) -> pd.DataFrame
 
     r = resolve_locations(frame, countries)
     out = frame.copy()
-    for c in ("country", "state", "zip3", "lat", "lng", "level", "resolution_source", "unresolved_reason"):
+    for c in ("country", "state", "state_name", "zip3", "lat", "lng", "level", "resolution_source",
+              "unresolved_reason"):
         out[c] = r[c]
     if "zip_prefix" not in out.columns:
         out["zip_prefix"] = None
