@@ -186,8 +186,9 @@ def _col(df: pd.DataFrame, *names: str) -> pd.Series:
 
 def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix: str = "") -> pd.DataFrame:
     """Place every row of ``df`` (columns ``{prefix}lat``, ``lng``, ``zip_prefix``/``postal_code``, ``city``,
-    ``state``, ``country``; each optional) in the hierarchy.  ``countries``: the shop's countries; the first
-    is assumed for a row without a country when there is exactly one.
+    ``state``, ``country``; each optional) in the hierarchy.  ``countries``: the shop's countries; when there
+    is exactly one it is assumed for a row without a country (a row with no location at all is then placed at
+    that country's centroid with ``resolution_source`` ``shop_country``).
 
     Order of evidence per row: the data's own coordinates (``coordinates``; the country and division are
     reverse-geocoded when missing) > a known city of the row's country/division (``city``) > the division
@@ -263,11 +264,14 @@ def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix:
     out.loc[no_xy, "lat"] = pd.to_numeric(info.loc[no_xy, "lat"], errors="coerce")
     out.loc[no_xy, "lng"] = pd.to_numeric(info.loc[no_xy, "lng"], errors="coerce")
     out.loc[no_xy, "resolution_source"] = info.loc[no_xy, "src"]
+    # placed in the shop's country only because the shop has one: say so (the data itself had no location)
+    assumed = no_xy & ~given_country & (out["resolution_source"] == "country")
+    out.loc[assumed, "resolution_source"] = "shop_country"
     out["lat"], out["lng"] = out["lat"].astype("float64"), out["lng"].astype("float64")
     # finest level reached: a zip3 needs a placed row; a state needs a known (or data-given) division
     placed = out["lat"].notna()
     src = out["resolution_source"]
-    has_state = placed & out["state"].notna() & (src != "country")
+    has_state = placed & out["state"].notna() & ~src.isin(["country", "shop_country"])
     out["level"] = np.where(placed & has_state & out["zip3"].notna(), "zip3",
                             np.where(has_state, "state", np.where(placed, "country", None)))
     out["level"] = out["level"].astype(object).where(placed, None)

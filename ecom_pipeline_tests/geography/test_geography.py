@@ -57,6 +57,8 @@ def test_resolution_from_what_the_data_has(no_network):
     sp = resolve_locations(df.iloc[[3]], ("BR",)).iloc[0]
     assert (sp["country"], sp["state"], sp["level"]) == ("BR", "SP", "zip3")
     assert sp["lat"] == pytest.approx(-22.5, abs=1.5) and sp["lng"] == pytest.approx(-48.0, abs=2)
+    nothing = resolve_locations(pd.DataFrame({"city": [None]}), ("GB",)).iloc[0]
+    assert (nothing["country"], nothing["level"], nothing["resolution_source"]) == ("GB", "country", "shop_country")
 
 
 def test_divisions_are_real_first_level_divisions():
@@ -94,3 +96,22 @@ def test_multi_country_calendar_weights_customers():
     assert "GB: Boxing Day" in day["holiday_name"] and "US" not in day["holiday_name"]
     us_major = calendar_features("2019-12-24", "2019-12-27", ["GB", "US"], {"GB": 10, "US": 90})
     assert not us_major.set_index("date").loc["2019-12-26", "is_holiday"]
+
+
+def test_order_ship_to_location_replaces_the_customers_address():
+    from ecom_pipeline.ml.spatial.geo import flows, locate, order_geo
+
+    customers = locate(pd.DataFrame({"customer_id": ["a", "b"], "city": ["Boston", "Denver"],
+                                     "state": ["MA", "CO"]}), ("US",))
+    sellers = locate(pd.DataFrame({"seller_id": ["s"], "city": ["Chicago"], "state": ["IL"]}), ("US",))
+    orders = pd.DataFrame({"order_id": ["o1", "o2"], "customer_id": ["a", "b"],
+                           "purchased_at": pd.to_datetime(["2024-01-01", "2024-01-02"]),
+                           "ship_city": ["Seattle", None], "ship_state": ["WA", None]})
+    items = pd.DataFrame({"order_id": ["o1", "o2"], "seller_id": ["s", "s"], "price": [10.0, 20.0],
+                          "freight": [1.0, 2.0]})
+    g = order_geo(orders, items, customers, sellers, ("US",)).set_index("order_id")
+    assert g.loc["o1", "c_state"] == "WA" and g.loc["o1", "c_lat"] == pytest.approx(47.6, abs=0.1)
+    assert g.loc["o2", "c_state"] == "CO"  # no ship-to: the customer's own address
+    assert g.loc["o1", "distance_km"] == pytest.approx(2790, rel=0.05)  # Chicago -> Seattle
+    st = flows(g.reset_index(), "state")
+    assert set(zip(st["src"], st["dst"], strict=True)) == {("state:IL", "state:WA"), ("state:IL", "state:CO")}

@@ -139,7 +139,7 @@ def order_geo(orders: pd.DataFrame, items: pd.DataFrame, customers: pd.DataFrame
     if ship and orders[ship].notna().any(axis=None):
         located = locate(orders[["order_id"] + ship].rename(columns=lambda k: k.removeprefix("ship_"))
                          .rename(columns={"postal_code": "zip_prefix"}), countries)
-        has = located["lat"].notna()
+        has = located["lat"].notna() & orders[ship].notna().any(axis=1).to_numpy()  # only orders with a ship-to
         repl = located[has].set_index("order_id")
         m = g["order_id"].isin(repl.index)
         for k in loc_cols:
