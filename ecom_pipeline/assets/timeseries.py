@@ -200,7 +200,7 @@ def calendar(context: dg.AssetExecutionContext, config: CalendarConfig, daily: p
     out = fn(start, end)
     context.add_output_metadata(meta | {
         "dagster/row_count": len(out), "holidays": int(out["is_holiday"].sum()),
-        "holiday_names": ", ".join(sorted(set(out["holiday_name"].dropna())))[:2000],
+        "holiday_names": ", ".join(sorted(set(out[out["is_holiday"]]["holiday_name"].dropna())))[:2000],
         "black_fridays": ", ".join(str(d.date()) for d in out[out.is_black_friday]["date"]),
         "shopping_event_days": {c: int(out[c].sum()) for c in ("is_cyber_monday", "is_boxing_day",
                                                                 "is_singles_day")}})
