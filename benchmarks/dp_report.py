@@ -56,15 +56,18 @@ def load_olist_staging(data_dir: Path, root: Path) -> dict[str, pd.DataFrame]:
 
 
 def trade_off(staging: dict[str, pd.DataFrame]) -> list[dict]:
-    from ecom_pipeline.dp import DPConfig, dp_regional_report, noise_scales, orders_by_region, true_totals, utility
+    from ecom_pipeline.dp import (DPConfig, dp_regional_report, noise_scales, orders_by_region, public_regions,
+                                  true_totals, utility)
 
     rows = []
     for level in LEVELS:
-        orders = orders_by_region(staging["orders"], staging["customers"], staging["order_items"], level)
+        orders = orders_by_region(staging["orders"], staging["customers"], staging["order_items"], level, ("BR",))
+        grid = public_regions(level, ("BR",))
         truth = true_totals(orders)
         for eps in EPSILONS:
             cfg = DPConfig(epsilon=eps)
-            runs = [utility(dp_regional_report(orders, cfg, level, rng=np.random.default_rng(seed)), truth)
+            runs = [utility(dp_regional_report(orders, cfg, level, regions=grid, rng=np.random.default_rng(seed)),
+                            truth)
                     for seed in range(REPEATS)]
             mean = {k: float(np.nanmean([r[k] for r in runs])) for k in runs[0]}
             b_orders, b_revenue = noise_scales(cfg)
@@ -108,7 +111,7 @@ def main() -> int:
         t2 = time.perf_counter()
     from ecom_pipeline.dp import orders_by_region
 
-    orders = orders_by_region(staging["orders"], staging["customers"], staging["order_items"])
+    orders = orders_by_region(staging["orders"], staging["customers"], staging["order_items"], "state", ("BR",))
     meta = {"dataset": str(data_dir), "orders": len(orders), "months": int(orders["month"].nunique()),
             "repeats": REPEATS, "ingest_s": t1 - t0, "release_s": t2 - t1}
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,10 @@ class Settings:
     mlflow_tracking_uri: str
     synthetic_orders: int
     synthetic_seed: int
+    # ISO codes of the shop's country or countries (ECOM_COUNTRY=GB or =US,CA); empty: taken from the data's
+    # customers.country / orders.ship_country, else the source's own (synthetic profile, Olist = BR).
+    countries: tuple[str, ...] = ()
+    synthetic_country: str = "BR"  # country profile of the synthetic source: BR | US
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -45,4 +49,6 @@ class Settings:
             mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{data_root / 'mlflow.db'}"),
             synthetic_orders=int(_env("ECOM_SYNTHETIC_ORDERS", "5000")),
             synthetic_seed=int(_env("ECOM_SYNTHETIC_SEED", "42")),
+            countries=tuple(c.strip().upper() for c in os.environ.get("ECOM_COUNTRY", "").split(",") if c.strip()),
+            synthetic_country=_env("ECOM_SYNTHETIC_COUNTRY", "BR").upper(),
         )

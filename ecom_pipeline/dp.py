@@ -17,8 +17,11 @@ Mechanism (per month, the Laplace mechanism on clipped contributions)
 4. **Noise.**  Laplace noise with scale ``C / epsilon_orders`` on every count and ``R / epsilon_revenue``
    on every revenue, on *every* cell of a fixed grid (every region of the level x every month of the
    period), including cells with no orders: which regions exist must not reveal anyone.  The region
-   grid is public reference data (27 states; or all 1,000 CEP-3 prefixes) and the month range is taken
-   as public (the period the shop has been trading).
+   grid is public reference data for the shop's own countries (:func:`public_regions`: the countries; every
+   first-level division of them from the offline geography; or all 1,000 numeric 3-digit postal prefixes),
+   never a fixed country's grid, and the month range is taken as public (the period the shop has been
+   trading).  The countries are public when ECOM_COUNTRY names them; when they are read from the data
+   instead, which countries the shop sells to is disclosed (docs/privacy.md).
 5. **Post-processing** (free: it touches only noisy numbers): counts rounded and clamped at 0, revenue
    clamped at 0, and a cell whose noisy count is below ``suppress_below_noise_scales`` (2) times the count's
    noise scale is suppressed (both measures NULL) because its relative error would be large.
@@ -35,10 +38,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-BR_STATES = ("AC", "AL", "AM", "AP", "BA", "CE", "DF", "ES", "GO", "MA", "MG", "MS", "MT", "PA", "PB", "PE",
-             "PI", "PR", "RJ", "RN", "RO", "RR", "RS", "SC", "SE", "SP", "TO")
 ZIP3_PREFIXES = tuple(f"{i:03d}" for i in range(1000))
-LEVELS = {"state": BR_STATES, "zip3": ZIP3_PREFIXES}
+LEVELS = ("country", "state", "zip3")  # coarse to fine
+AUTO_LEVELS = ("state", "country")  # what level="auto" chooses from, finest first
 
 ORDER_COLUMNS = ["customer_id", "region", "month", "revenue"]  # one row per order
 REPORT_COLUMNS = ["level", "region", "month", "orders", "revenue", "suppressed", "epsilon", "epsilon_orders",
@@ -81,6 +83,47 @@ class DPConfig:
         return asdict(self)
 
 
+def public_regions(level: str, countries: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The public grid of ``level`` for a shop in ``countries`` (ISO codes), from reference data only:
+    ``country`` -> the countries; ``state`` -> every first-level division of each (``SP``; ``US-CA`` when
+    there are several countries); ``zip3`` -> the 1,000 numeric 3-digit postal prefixes."""
+    from ecom_pipeline.geography import country_code, divisions
+
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}; choose one of {list(LEVELS)}")
+    if level == "zip3":
+        return ZIP3_PREFIXES
+    codes = [c for c in dict.fromkeys(country_code(c) for c in countries) if c]
+    if not codes:
+        raise ValueError("no shop country known for the DP region grid: set ECOM_COUNTRY (e.g. GB or US,CA)")
+    if level == "country":
+        return tuple(codes)
+    many = len(codes) > 1
+    return tuple(sorted(f"{c}-{d}" if many else str(d) for c in codes for d in divisions(c)["code"]))
+
+
+def choose_level(by_level: dict[str, pd.DataFrame], cfg: DPConfig, min_share: float = 0.5) -> tuple[str, dict]:
+    """``level="auto"``: the finest of :data:`AUTO_LEVELS` at which cells with enough contributors (clipped
+    order count at or above the suppression threshold) hold at least ``min_share`` of the orders, else the
+    coarsest.  ``by_level``: :func:`orders_by_region` per level.  This choice reads the true counts and is
+    not covered by epsilon: it reveals only which of two granularities is well populated (set ``level``
+    explicitly to avoid even that)."""
+    shares = {}
+    for level in AUTO_LEVELS:
+        orders = by_level.get(level)
+        if orders is None or orders.empty:
+            shares[level] = 0.0
+            continue
+        cells = clip_contributions(orders, cfg.max_orders_per_customer, cfg.max_revenue_per_customer)
+        per_cell = orders.groupby(["region", "month"], observed=True).size()
+        ok = cells.set_index(["region", "month"])["orders"] >= cfg.suppress_threshold
+        shares[level] = round(float(per_cell[ok.reindex(per_cell.index, fill_value=False)].sum()
+                                    / per_cell.sum()), 4)
+        if shares[level] >= min_share:
+            return level, shares
+    return AUTO_LEVELS[-1], shares
+
+
 def noise_scales(cfg: DPConfig) -> tuple[float, float]:
     """Laplace scales ``(b_orders, b_revenue)`` = sensitivity / epsilon share (variance is ``2 b^2``)."""
     return cfg.max_orders_per_customer / cfg.epsilon_orders, cfg.max_revenue_per_customer / cfg.epsilon_revenue
@@ -120,17 +163,18 @@ def month_grid(orders: pd.DataFrame, months: list | None = None) -> list[pd.Time
     return list(pd.date_range(first, last, freq="MS"))
 
 
-def dp_regional_report(orders: pd.DataFrame, cfg: DPConfig, level: str = "state", *,
+def dp_regional_report(orders: pd.DataFrame, cfg: DPConfig, level: str = "state", *, regions: tuple[str, ...],
                        months: list | None = None, rng: np.random.Generator | None = None) -> pd.DataFrame:
     """The publishable table (:data:`REPORT_COLUMNS`): one row per region of ``level`` and month.
 
     ``orders``: one row per order, :data:`ORDER_COLUMNS`, ``region`` already at ``level`` and ``month``
-    the first day of the order's month.  Regions outside the level's public grid are not published (their
-    orders are dropped before noise so they cannot reveal themselves)."""
+    the first day of the order's month; ``regions`` the public grid (:func:`public_regions`).  Regions outside
+    it are not published (their orders are dropped before noise so they cannot reveal themselves)."""
     if level not in LEVELS:
-        raise ValueError(f"unknown level {level!r}; choose one of {sorted(LEVELS)}")
+        raise ValueError(f"unknown level {level!r}; choose one of {list(LEVELS)}")
+    if not len(regions):
+        raise ValueError("the public region grid is empty")
     rng = rng if rng is not None else np.random.default_rng()
-    regions = LEVELS[level]
     grid_months = month_grid(orders, months)
     clipped = clip_contributions(orders[orders["region"].isin(regions)], cfg.max_orders_per_customer,
                                  cfg.max_revenue_per_customer)
@@ -195,17 +239,25 @@ def utility(report: pd.DataFrame, truth: pd.DataFrame, large: int = 100) -> dict
 
 
 def orders_by_region(orders: pd.DataFrame, customers: pd.DataFrame, items: pd.DataFrame,
-                     level: str = "state") -> pd.DataFrame:
+                     level: str = "state", countries: tuple[str, ...] = ()) -> pd.DataFrame:
     """Canonical staging frames -> one row per order with :data:`ORDER_COLUMNS` at ``level``.
 
-    Revenue of an order = its items' price + freight (payments can include interest).  Orders whose
-    customer has no region are kept out (they cannot be placed on the grid)."""
+    Customers are placed with the offline geography from their own address (a customer is the unit of
+    privacy and sits in one region; a per-order ship-to would let one customer touch several cells);
+    ``region`` is the country code, the division code (``US-CA`` in a shop with several countries) or the
+    3-digit postal prefix.  Revenue of an order = its items' price + freight (payments can include interest),
+    in the shop's own currency.  Orders whose customer does not reach ``level`` are kept out (they cannot be
+    placed on the grid); callers report how many."""
+    from ecom_pipeline.ml.spatial.geo import locate, region_id
+
     if level not in LEVELS:
-        raise ValueError(f"unknown level {level!r}; choose one of {sorted(LEVELS)}")
+        raise ValueError(f"unknown level {level!r}; choose one of {list(LEVELS)}")
     if orders.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in ORDER_COLUMNS})
-    cust = customers[["customer_id", "state", "zip_prefix"]].drop_duplicates("customer_id")
-    cust = cust.assign(region=cust["state"] if level == "state" else cust["zip_prefix"].astype("string").str[:3])
+    cust = locate(customers.drop_duplicates("customer_id"), countries)
+    many = len(set(countries)) > 1 if countries else cust["country"].nunique() > 1  # as public_regions
+    rid = region_id(cust, level, qualify=many)
+    cust = cust.assign(region=rid.str.split(":", n=1).str[1])
     value = (items.assign(v=items["price"].astype("float64").fillna(0) + items["freight"].astype("float64").fillna(0))
              .groupby("order_id")["v"].sum()) if not items.empty else pd.Series(dtype="float64")
     out = orders[["order_id", "customer_id", "purchased_at"]].merge(cust[["customer_id", "region"]], on="customer_id")

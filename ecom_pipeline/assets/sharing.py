@@ -16,14 +16,16 @@ STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "
 COLUMNS = {
     "orders": ["order_id", "customer_id", "purchased_at"],
     "order_items": ["order_id", "price", "freight"],
-    "customers": ["customer_id", "state", "zip_prefix"],
+    "customers": None,  # every location column the source has (state, city, postal code, lat/lng, country)
 }
 
 
 class RegionalDemandDPConfig(dg.Config):
     epsilon: float = 1.0  # per month and customer, split between order counts and revenue
     orders_share: float = 0.5
-    level: str = "state"  # state | zip3
+    # auto: the finest of state / country whose cells have enough contributors (dp.choose_level);
+    # or country | state | zip3
+    level: str = "auto"
     max_orders_per_customer: int = 3
     max_revenue_per_customer: float = 1000.0
     suppress_below_noise_scales: float = 2.0  # suppress cells with a noisy count < this x noise scale
@@ -33,14 +35,23 @@ class RegionalDemandDPConfig(dg.Config):
 @dg.asset(
     key=dg.AssetKey(["reports", "regional_demand_dp"]), group_name="reports", pool=WAREHOUSE_POOL,
     deps=STAGING_DEPS, kinds={"duckdb", "csv"}, tags={"ecom/stage": "scoring"},
-    description="Monthly order counts and revenue per region (state or CEP-3) with differential privacy, safe "
-    "to share outside the company: each customer's monthly contribution is clipped, Laplace noise scaled to "
-    "the clip / epsilon is added to every cell of the fixed region x month grid, negatives are clamped and "
-    "low-count cells suppressed. See docs/privacy.md.",
+    description="Monthly order counts and revenue (shop currency) per region of the shop's own countries "
+    "(country, first-level division or postal prefix; level=auto picks the finest with enough contributors) "
+    "with differential privacy, safe to share outside the company: each customer's monthly contribution is "
+    "clipped, Laplace noise scaled to the clip / epsilon is added to every cell of the public region x month "
+    "grid, negatives are clamped and low-count cells suppressed. See docs/privacy.md.",
 )
 def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemandDPConfig,
                        warehouse: WarehouseResource, source: SourceResource) -> dg.MaterializeResult:
-    from ecom_pipeline.dp import DPConfig, dp_regional_report, noise_scales, orders_by_region
+    from ecom_pipeline.dp import (
+        AUTO_LEVELS,
+        DPConfig,
+        choose_level,
+        dp_regional_report,
+        noise_scales,
+        orders_by_region,
+        public_regions,
+    )
     from ecom_pipeline.resources.tables import read_table, write_table
 
     cfg = DPConfig(epsilon=config.epsilon, orders_share=config.orders_share,
@@ -48,10 +59,16 @@ def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemand
                    max_revenue_per_customer=config.max_revenue_per_customer, suppress_below_noise_scales=config.suppress_below_noise_scales)
     with warehouse.connect(read_only=True) as con:
         frames = {t: read_table(con, f"staging.{t}", cols) for t, cols in COLUMNS.items()}
-    orders = orders_by_region(frames["orders"], frames["customers"], frames["order_items"], config.level)
+    cust = frames["customers"]
+    countries = source.shop_countries(cust["country"] if "country" in cust.columns else None)
+    levels = AUTO_LEVELS if config.level == "auto" else (config.level,)
+    by_level = {lv: orders_by_region(frames["orders"], cust, frames["order_items"], lv, countries) for lv in levels}
+    level, shares = choose_level(by_level, cfg) if config.level == "auto" else (config.level, {})
+    orders = by_level[level]
     if orders.empty:
-        context.log.warning("no orders with a known customer region: the report is an empty table")
-    report = dp_regional_report(orders, cfg, config.level, rng=np.random.default_rng(config.seed))
+        context.log.warning(f"no orders with a known customer {level}: the report has only noise cells")
+    grid = public_regions(level, countries)
+    report = dp_regional_report(orders, cfg, level, regions=grid, rng=np.random.default_rng(config.seed))
     with warehouse.connect() as con:
         write_table(con, "reports.regional_demand_dp", report)
     csv = Path(source.data_root) / "reports" / "regional_demand_dp.csv"
@@ -62,7 +79,12 @@ def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemand
         "dagster/row_count": len(report),
         "epsilon": cfg.epsilon, "epsilon_orders": cfg.epsilon_orders, "epsilon_revenue": cfg.epsilon_revenue,
         "noise_scale_orders": b_orders, "noise_scale_revenue": b_revenue,
-        "level": config.level, "months": int(report["month"].nunique()),
+        "level": level, "level_choice": config.level, "share_of_orders_in_populated_cells": shares,
+        "countries": ", ".join(countries), "grid_regions": len(grid),
+        "orders_placed": len(orders), "orders_not_placed_at_level": int(len(frames["orders"]) - len(orders)),
+        "orders_outside_grid": int((~orders["region"].isin(grid)).sum()) if len(orders) else 0,
+        "revenue_unit": "the shop's own currency, as staged (no conversion)",
+        "months": int(report["month"].nunique()),
         "suppressed_fraction": float(report["suppressed"].mean()) if len(report) else 0.0,
         "csv": dg.MetadataValue.path(str(csv)),
         "guarantee": f"epsilon={cfg.epsilon} per month and customer (k months of activity: k*epsilon)",

@@ -19,6 +19,35 @@ from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResou
 STAGING = [dg.AssetKey(["staging", t]) for t in ("regions", "customers", "sellers", "orders", "order_items")]
 
 
+def located_frames(warehouse: WarehouseResource, source: SourceResource) -> tuple[dict, tuple[str, ...], bool]:
+    """Staging customers/sellers/orders/items/regions with customers and sellers placed offline
+    (:func:`ecom_pipeline.ml.spatial.geo.locate`), the shop's countries, and whether region ids need their
+    country (customers or sellers in more than one country)."""
+    from ecom_pipeline.ml.spatial.geo import locate
+
+    f = staging_frames(warehouse, "regions", "customers", "sellers", "orders", "order_items")
+    data_countries = f["customers"]["country"] if "country" in f["customers"].columns else None
+    countries = source.shop_countries(data_countries)
+    f["customers"] = locate(f["customers"], countries)
+    f["sellers"] = locate(f["sellers"], countries)
+    qualify = len(set(f["customers"]["country"].dropna()) | set(f["sellers"]["country"].dropna())) > 1
+    return f, countries, qualify
+
+
+def location_metadata(f: dict, countries: tuple[str, ...]) -> dict:
+    """Resolved vs unresolved customers and sellers, with reasons and how they were placed."""
+    from ecom_pipeline.geography import unresolved_summary
+
+    meta = {"countries": ", ".join(countries) or "none known (set ECOM_COUNTRY)"}
+    for t in ("customers", "sellers"):
+        summary = unresolved_summary(f[t])
+        meta[f"{t}_resolved"] = summary["resolved"]
+        meta[f"{t}_unresolved"] = summary["unresolved"]
+        meta[f"{t}_unresolved_reasons"] = summary["by_reason"]
+        meta[f"{t}_resolution_sources"] = summary["by_source"]
+    return meta
+
+
 class KnnConfig(dg.Config):
     k: int = 5
 
@@ -61,26 +90,35 @@ def map_plot(path: Path, regions: pd.DataFrame, level: str) -> Path:
 
 
 @dg.asset(key=["features", "regions"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"}, deps=STAGING,
-          description="State and zip3 regions: centroid (staging.regions, else mean customer/seller location), "
-          "customers, sellers, orders, revenue, mean delivery days and late rate. Map-like plot in "
-          "<data_root>/reports/regions.png.")
+          description="Country, state (first-level division) and zip3 (postal prefix) regions of the data's own "
+          "locations, placed offline (coordinates, else city, division or country centroid; see "
+          "docs/geography.md): centroid, customers, sellers, orders, revenue, mean delivery days, late rate, "
+          "level and resolution_source. Unresolved customers/sellers are counted in the metadata. Map-like plot "
+          "in <data_root>/reports/regions.png.")
 def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource) -> pd.DataFrame:
-    from ecom_pipeline.ml.spatial.geo import LEVELS, region_table
+    from ecom_pipeline.ml.spatial.geo import LEVELS, REGION_COLUMNS, region_table
 
-    f = staging_frames(warehouse, "regions", "customers", "sellers", "orders", "order_items")
+    f, countries, qualify = located_frames(warehouse, source)
     if f["customers"].empty and f["regions"].empty:
         context.log.warning("no customers and no regions in staging: regions is empty")
         context.add_output_metadata({"dagster/row_count": 0, "message": "no customers/regions"})
-        return pd.DataFrame(columns=["region_id", "level", "name", "state", "lat", "lng", "customers", "sellers",
-                                     "orders", "revenue", "mean_delivery_days", "late_rate"])
-    out = pd.concat([region_table(lv, f["regions"], f["customers"], f["sellers"], f["orders"], f["order_items"])
-                     for lv in LEVELS], ignore_index=True)
-    meta = {"dagster/row_count": len(out), "by_level": out["level"].value_counts().to_dict(),
+        return pd.DataFrame(columns=REGION_COLUMNS)
+    parts = [region_table(lv, f["regions"], f["customers"], f["sellers"], f["orders"], f["order_items"], qualify)
+             for lv in LEVELS]
+    parts = [p for p in parts if len(p)]
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REGION_COLUMNS)
+    meta = location_metadata(f, countries)
+    if meta["customers_unresolved"]:
+        context.log.warning(f"{meta['customers_unresolved']} customers could not be placed in any region: "
+                            f"{meta['customers_unresolved_reasons']}")
+    meta |= {"dagster/row_count": len(out), "by_level": out["level"].value_counts().to_dict(),
             "top_states": _md_table(out[out.level == "state"].sort_values("orders", ascending=False)
                                     [["region_id", "customers", "sellers", "orders", "revenue", "mean_delivery_days",
                                       "late_rate"]].round(2), 10)}
-    if (out.level == "state").any():
-        meta |= png_metadata(map_plot(Path(source.data_root) / "reports" / "regions.png", out, "state"), "regions map")
+    map_level = "state" if (out.level == "state").any() else "country"
+    if (out.level == map_level).any():
+        meta |= png_metadata(map_plot(Path(source.data_root) / "reports" / "regions.png", out, map_level),
+                             "regions map")
     context.add_output_metadata(meta)
     return out
 
@@ -88,19 +126,23 @@ def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sou
 @dg.asset(key=["features", "region_flows"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           deps=STAGING, description="Seller-region → customer-region flow edges (state and zip3): orders, items, "
           "revenue and haversine distance (mean, median km) between the actual seller and customer locations.")
-def region_flows(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> pd.DataFrame:
+def region_flows(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                 source: SourceResource) -> pd.DataFrame:
     from ecom_pipeline.ml.spatial.geo import LEVELS, flows, order_geo
 
-    f = staging_frames(warehouse, "customers", "sellers", "orders", "order_items")
+    f, countries, qualify = located_frames(warehouse, source)
     if f["orders"].empty or f["order_items"].empty:
         context.add_output_metadata({"dagster/row_count": 0, "message": "no orders/items"})
         return pd.DataFrame(columns=["src", "dst", "orders", "items", "revenue", "mean_distance_km",
                                      "median_distance_km", "level"])
-    geo = order_geo(f["orders"], f["order_items"], f["customers"], f["sellers"])
-    out = pd.concat([flows(geo, lv) for lv in LEVELS], ignore_index=True)
+    geo = order_geo(f["orders"], f["order_items"], f["customers"], f["sellers"], countries)
+    out = pd.concat([flows(geo, lv, qualify) for lv in LEVELS], ignore_index=True)
     st = out[out.level == "state"]
+    median_km = geo["distance_km"].median()
     context.add_output_metadata({
-        "dagster/row_count": len(out), "median_order_distance_km": round(float(geo["distance_km"].median()), 1),
+        "dagster/row_count": len(out),
+        "median_order_distance_km": round(float(median_km), 1) if pd.notna(median_km) else "n/a",
+        "lines_without_both_locations": int(geo["distance_km"].isna().sum()),
         "intra_state_share": round(float(st[st.src == st.dst]["orders"].sum() / max(st["orders"].sum(), 1)), 3),
         "top_flows": _md_table(st.head(10).round(1))})
     return out
@@ -157,6 +199,8 @@ def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig
     with mlflow.start_run("region_embeddings", tags={"task": "region_embedding", "dataset": source.kind}) as run:
         import mlflow as mlf
 
+        sizes = regs["level"].value_counts() if len(regs) else pd.Series(dtype=int)
+        finest = next((lv for lv in ("zip3", "state", "country") if sizes.get(lv, 0) >= 3), None)
         for level, r in (regs.groupby("level") if len(regs) else []):
             r = r.reset_index(drop=True)
             ids = r["region_id"].tolist()
@@ -186,7 +230,7 @@ def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig
                 recs.append(MetricRecord("gcn_autoencoder", "region_embedding", f"{source.kind}:{level}", "in_sample_edges",
                                          "auc", auc, "random_embedding", rand_auc, run.info.run_id))
             rows += [{"region_id": rid, "level": level, "embedding": Z[i].astype(float).tolist()} for i, rid in enumerate(ids)]
-            if level == "zip3" or "state" == level and not (regs.level == "zip3").any():
+            if level == finest:  # the encoder of the finest level with a graph is the one served
                 outcome = log_and_register(Candidate("ecom.spatial.gcn_embeddings", "pytorch", enc.cpu(), None, "auc", auc))
                 meta["registered"] = f"{outcome.name} v{outcome.version}"
     out = pd.DataFrame(rows, columns=["region_id", "level", "embedding"])
@@ -213,7 +257,7 @@ def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, wa
     from ecom_pipeline.ml.spatial.delivery import FEATURES, delivery_frame, train_delivery_model
     from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
 
-    f = staging_frames(warehouse, "customers", "sellers", "orders", "order_items")
+    f, _, _ = located_frames(warehouse, source)
     frame = delivery_frame(f["orders"], f["order_items"], f["customers"], f["sellers"])
     cols = ["order_id", "purchased_at", "delivery_days", "promised_days", "is_late", "predicted_days", "late_probability"]
     if len(frame) < 50:

@@ -37,7 +37,8 @@ class STGCNAssetConfig(dg.Config):
 
 @dg.asset(key=["models", "stgcn_backtest"], group_name="models", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
           kinds={"pytorch", "mlflow"},
-          deps=[dg.AssetKey(["features", k]) for k in ("daily_series", "calendar", "region_knn_graph", "region_flows")]
+          deps=[dg.AssetKey(["features", k])
+                for k in ("daily_series", "calendar", "regions", "region_knn_graph", "region_flows")]
           + [dg.AssetKey(["models", "sarima_backtest"])],
           description="Spatio-temporal GCN for per-state daily orders: graph convolutions over the state graph "
           "(kNN + seller→customer flow edges, normalised adjacency) feed the global LSTM's temporal model. "
@@ -60,6 +61,7 @@ def stgcn_backtest(context: dg.AssetExecutionContext, config: STGCNAssetConfig, 
         knn = read_table(con, "features.region_knn_graph")
         flows = read_table(con, "features.region_flows")
         sarima = read_table(con, "models.sarima_backtest")
+        regions = read_table(con, "features.regions")
     meta = {"device": device, "threads": threads,
             "training_path": "gpu: full epochs/samples" if gpu else "cpu-small: capped samples and epochs"}
     cfg = LSTMConfig(window=config.window, horizon=config.horizon, hidden=config.hidden,
@@ -74,6 +76,12 @@ def stgcn_backtest(context: dg.AssetExecutionContext, config: STGCNAssetConfig, 
                         flows[flows["level"] == "state"] if len(flows.columns) else None, config.min_flow_orders)
     reason = "no daily series" if daily.empty else ("no calendar" if cal.empty else
                                                     skip_reason(ids, len(dates), A, cfg, config.folds))
+    populated = regions[regions["customers"] > 0] if len(regions.columns) else regions
+    if reason and len(regions.columns) and not (populated["level"] == "state").any():
+        levels = sorted(set(populated["level"])) or ["no"]
+        reason = ("no first-level divisions: customers' and sellers' locations resolve only to "
+                  f"{', '.join(levels)} regions (e.g. the data has a country but no state, city or coordinates); "
+                  f"the ST-GCN needs state regions ({reason})")
     preds = pd.DataFrame(columns=fm.PRED_COLUMNS)
     if reason:
         meta["skipped"] = reason

@@ -75,7 +75,9 @@ class SeriesBuildConfig(dg.Config):
 
 
 class CalendarConfig(dg.Config):
-    country: str = "BR"  # holidays of the data's country (``holidays`` package, offline)
+    # ISO code(s) of the shop's countries, comma-separated; "" = ECOM_COUNTRY, else the data's customer
+    # countries, else the source's own (synthetic profile, Olist = BR): see docs/geography.md
+    country: str = ""
     horizon_days: int = 28  # calendar extends this far past the last order day (forecast covariates)
 
 
@@ -164,17 +166,69 @@ def weekly_series(context: dg.AssetExecutionContext, daily: pd.DataFrame) -> pd.
           ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
           description="Calendar features per day: weekday, month, national holidays (holidays package, offline), "
           "Black Friday and its week, Christmas run-up, yearly Fourier terms; extends past the data by the horizon.")
-def calendar(context: dg.AssetExecutionContext, config: CalendarConfig, daily: pd.DataFrame) -> pd.DataFrame:
+def calendar(context: dg.AssetExecutionContext, config: CalendarConfig, daily: pd.DataFrame,
+             warehouse: WarehouseResource, source: SourceResource) -> pd.DataFrame:
+    import holidays
+
+    from ecom_pipeline.geography import country_code
     from ecom_pipeline.ml.forecasting.series import calendar_features
 
+    data_countries = _customer_countries(warehouse)
+    countries = (tuple(c.strip().upper() for c in config.country.split(",") if c.strip())
+                 or source.shop_countries(data_countries))
+    supported = set(holidays.list_supported_countries())
+    without = [c for c in countries if c not in supported]
+    countries = tuple(c for c in countries if c in supported)
+    meta = {"countries": ", ".join(countries) or "none"}
+    if without:
+        meta["countries_without_holiday_calendar"] = ", ".join(without)
+    if not countries:
+        msg = ("no shop country known: set ECOM_COUNTRY (ISO code, e.g. GB or US,CA) or map customers.country; "
+               "the calendar has weekdays and seasons but no holidays or shopping events")
+        context.log.warning(msg)
+        meta["message"] = msg
+    weights = None
+    if data_countries is not None and len(countries) > 1:
+        weights = data_countries.dropna().map(country_code).value_counts().to_dict()
+        meta["customer_weights"] = {c: int(weights.get(c, 0)) for c in countries}
+    fn = (lambda a, b: calendar_features(a, b, list(countries), weights)) if countries else _no_country_calendar
     if daily.empty:
-        context.add_output_metadata({"dagster/row_count": 0, "message": "no daily series"})
-        return calendar_features("2000-01-01", "2000-01-01", config.country).iloc[0:0]
+        context.add_output_metadata(meta | {"dagster/row_count": 0, "message": "no daily series"})
+        return fn("2000-01-01", "2000-01-01").iloc[0:0]
     start = pd.to_datetime(daily["date"]).min()
     end = pd.to_datetime(daily["date"]).max() + pd.Timedelta(days=config.horizon_days)
-    out = calendar_features(start, end, config.country)
-    context.add_output_metadata({"dagster/row_count": len(out), "holidays": int(out["is_holiday"].sum()),
-                                 "black_fridays": ", ".join(str(d.date()) for d in out[out.is_black_friday]["date"])})
+    out = fn(start, end)
+    context.add_output_metadata(meta | {
+        "dagster/row_count": len(out), "holidays": int(out["is_holiday"].sum()),
+        "holiday_names": ", ".join(sorted(set(out[out["is_holiday"]]["holiday_name"].dropna())))[:2000],
+        "black_fridays": ", ".join(str(d.date()) for d in out[out.is_black_friday]["date"]),
+        "shopping_event_days": {c: int(out[c].sum()) for c in ("is_cyber_monday", "is_boxing_day",
+                                                                "is_singles_day")}})
+    return out
+
+
+def _customer_countries(warehouse: WarehouseResource) -> pd.Series | None:
+    """``staging.customers.country`` when the source maps one (one value per customer), else None."""
+    with warehouse.connect(read_only=True) as con:
+        cols = con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'staging' "
+            "AND table_name = 'customers'").fetchdf()["column_name"].tolist()
+        if "country" not in cols:
+            return None
+        return con.execute("SELECT country FROM staging.customers").fetchdf()["country"]
+
+
+def _no_country_calendar(start, end) -> pd.DataFrame:
+    """A calendar without any country: the Brazilian layout with every holiday and event flag off."""
+    from ecom_pipeline.ml.forecasting.series import EVENT_COLUMNS, calendar_features
+
+    out = calendar_features(start, end, "BR")
+    out["holiday_name"] = None
+    out["holiday_share"] = 0.0
+    out["is_holiday"] = False
+    out[EVENT_COLUMNS] = False
+    out["days_to_black_friday"] = 999
+    out["country"] = ""
     return out
 
 

@@ -57,6 +57,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             data_root=str(settings.data_root),
             synthetic_orders=settings.synthetic_orders,
             synthetic_seed=settings.synthetic_seed,
+            countries=",".join(settings.countries),
+            synthetic_country=settings.synthetic_country,
         ),
         "privacy": PrivacyResource(
             pseudonym_key=_secret("ECOM_PSEUDONYM_KEY"), env=settings.env, data_root=str(settings.data_root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -19,6 +20,9 @@ class SourceBuildFailure(dg.Failure, SourceError):
         self.file, self.column = file, column  # as the SourceError it replaces
         self.args = (message,)
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 class SourceResource(dg.ConfigurableResource):
     """``kind``: synthetic (embedded default) | olist | mapped; see README, "Bring your own data"."""
@@ -30,6 +34,8 @@ class SourceResource(dg.ConfigurableResource):
     synthetic_orders: int = 5000
     synthetic_seed: int = 42
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    countries: str = ""  # ECOM_COUNTRY: the shop's ISO country code(s), comma-separated
+    synthetic_country: str = "BR"  # ECOM_SYNTHETIC_COUNTRY: the synthetic source's country profile
 
     def build(self) -> Source:
         """The configured source.  A source that cannot be built (missing data folder, missing or invalid
@@ -43,9 +49,28 @@ class SourceResource(dg.ConfigurableResource):
                 data_root=Path(self.data_root),
                 synthetic_orders=self.synthetic_orders,
                 synthetic_seed=self.synthetic_seed,
+                synthetic_country=self.synthetic_country,
             )
         except SourceError as exc:
             raise SourceBuildFailure(str(exc), file=exc.file, column=exc.column) from exc
+
+    def shop_countries(self, data_countries: pd.Series | None = None) -> tuple[str, ...]:
+        """The shop's countries, most customers first: ECOM_COUNTRY, else the data's own country column
+        (``data_countries``, one value per customer), else what the source implies (the synthetic profile's
+        country, BR for Olist), else ``()``: no calendar country (the assets say so)."""
+        from ecom_pipeline.geography import country_code
+
+        if self.countries.strip():
+            return tuple(c.strip().upper() for c in self.countries.split(",") if c.strip())
+        if data_countries is not None and data_countries.notna().any():
+            codes = data_countries.dropna().map(country_code).dropna()
+            if len(codes):
+                return tuple(codes.value_counts().index)
+        if self.kind == "synthetic":
+            return (self.synthetic_country.upper(),)
+        if self.kind == "olist":
+            return ("BR",)
+        return ()
 
 
 class PrivacyResource(dg.ConfigurableResource):

@@ -19,6 +19,7 @@ def make_source(
     data_root: Path | None = None,
     synthetic_orders: int = 5000,
     synthetic_seed: int = 42,
+    synthetic_country: str = "BR",
 ) -> Source:
     """Build the configured source, with an error that says what is missing."""
     kind = kind.lower()
@@ -26,7 +27,8 @@ def make_source(
         from ecom_pipeline.sources.synthetic import SyntheticSource
 
         image_dir = (data_root or Path("data")) / "synthetic_images"
-        return SyntheticSource(n_orders=synthetic_orders, seed=synthetic_seed, image_dir=image_dir)
+        return SyntheticSource(n_orders=synthetic_orders, seed=synthetic_seed, image_dir=image_dir,
+                               country=synthetic_country)
     if kind == "olist":
         if data_dir is None:
             raise SourceError("ECOM_DATA_SOURCE=olist needs ECOM_DATA_DIR pointing at the Olist CSV folder")

@@ -207,16 +207,17 @@ def _segment_positions(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------------------------------------- geography
 class _Geo:
-    """Arrays over the states and cities of :mod:`synthetic_geo` (seed independent)."""
+    """Arrays over the states and cities of a :mod:`synthetic_geo` country profile (seed independent)."""
 
-    def __init__(self) -> None:
-        st = geo.STATES
+    def __init__(self, prof: geo.CountryProfile) -> None:
+        self.profile = prof
+        st = prof.states
         self.state_code = np.array([s[0] for s in st], dtype=object)
         self.state_name = np.array([s[1] for s in st], dtype=object)
         self.state_lat = np.array([s[4] for s in st])
         self.state_lng = np.array([s[5] for s in st])
         index = {s[0]: i for i, s in enumerate(st)}
-        ci = geo.CITIES
+        ci = prof.cities
         self.city_state = np.array([index[c[0]] for c in ci])
         self.city_name = np.array([c[1] for c in ci], dtype=object)
         self.city_lat = np.array([c[2] for c in ci])
@@ -231,10 +232,10 @@ class _Geo:
         city_w = np.array([c[7] for c in ci])
         within = city_w / np.bincount(self.city_state, weights=city_w)[self.city_state]
         pop = np.array([s[3] for s in st])
-        factor = np.array([geo.STATE_ECOMMERCE_OVERRIDE.get(s[0], geo.ECOMMERCE_FACTOR[s[2]]) for s in st])
+        factor = np.array([prof.state_override.get(s[0], prof.ecommerce_factor[s[2]]) for s in st])
         cust_w = (pop * factor)[self.city_state] * within
         self.customer_city_cdf = np.cumsum(cust_w) / cust_w.sum()
-        seller_share = np.array([geo.SELLER_STATE_SHARE.get(s[0], 0.002) for s in st])
+        seller_share = np.array([prof.seller_state_share.get(s[0], 0.002) for s in st])
         sel_w = seller_share[self.city_state] * within
         self.seller_city_cdf = np.cumsum(sel_w) / sel_w.sum()
         # Every CEP-3 prefix belongs to exactly one city (checked by the tests).
@@ -254,14 +255,13 @@ class _Geo:
         return lat, lng
 
 
-_GEO: _Geo | None = None
+_GEO: dict[str, _Geo] = {}
 
 
-def _geo() -> _Geo:
-    global _GEO
-    if _GEO is None:
-        _GEO = _Geo()
-    return _GEO
+def _geo(country: str = "BR") -> _Geo:
+    if country not in _GEO:
+        _GEO[country] = _Geo(geo.profile(country))
+    return _GEO[country]
 
 
 # ---------------------------------------------------------------------------------------------- phrase banks
@@ -408,7 +408,7 @@ def black_friday(year: int) -> date:
     return first_thu + timedelta(days=22)
 
 
-def _special_days(year: int) -> dict[date, float]:
+def _special_days(year: int, country: str = "BR") -> dict[date, float]:
     out: dict[date, float] = {}
     bf = black_friday(year)
     for k in range(-11, -4):
@@ -424,10 +424,13 @@ def _special_days(year: int) -> dict[date, float]:
     mothers_day = may1 + timedelta(days=(6 - may1.weekday()) % 7 + 7)
     for k in range(1, 11):
         out[mothers_day - timedelta(days=k)] = 1.15
-    for d in range(1, 12):
-        out[date(year, 6, d)] = 1.10  # Dia dos Namorados (12 June)
-        out[date(year, 10, d)] = 1.10  # Dia das Crianças (12 October)
-    out[date(year, 3, 15)] = 1.30  # Dia do Consumidor
+    if country == "BR":
+        for d in range(1, 12):
+            out[date(year, 6, d)] = 1.10  # Dia dos Namorados (12 June)
+            out[date(year, 10, d)] = 1.10  # Dia das Crianças (12 October)
+        out[date(year, 3, 15)] = 1.30  # Dia do Consumidor
+    else:
+        out[bf - timedelta(days=1)] = 0.7  # US Thanksgiving: shops and shoppers at home
     for d in range(1, 21):
         out[date(year, 12, d)] = 1.0 + 0.30 * d / 20
     out.update(
@@ -483,6 +486,7 @@ class SyntheticSource(Source):
         end_date: str | date = "2024-12-31",
         dirty_rate: float = 0.002,
         write_images: bool = True,
+        country: str = "BR",
     ) -> None:
         if int(n_orders) < 0:
             raise ValueError("n_orders must be >= 0")
@@ -490,6 +494,8 @@ class SyntheticSource(Source):
             raise ValueError("days must be >= 1")
         if not 0.0 <= float(dirty_rate) <= 0.5:
             raise ValueError("dirty_rate must be between 0 and 0.5")
+        self.country = country.upper()
+        self._geo = _geo(self.country)  # fails early with the supported profiles
         self.n_orders = int(n_orders)
         self.seed = int(seed) & _MASK
         self.days = int(days)
@@ -508,7 +514,7 @@ class SyntheticSource(Source):
         return set(TABLES)
 
     def parse_hints(self, table: str) -> ParseHints:
-        return ParseHints(geo_bounds="brazil")
+        return ParseHints(geo_bounds=self._geo.profile.geo_bounds)
 
     def describe(self) -> dict:
         return {
@@ -521,8 +527,9 @@ class SyntheticSource(Source):
             "customers": self.n_customers,
             "products": self.n_products,
             "sellers": self.n_sellers,
-            "states": len(geo.STATES),
-            "cities": len(geo.CITIES),
+            "country": self.country,
+            "states": len(self._geo.profile.states),
+            "cities": len(self._geo.profile.cities),
             "dirty_rate": self.dirty_rate,
             "image_dir": str(self.image_dir) if self.image_dir is not None else None,
             "blocks": len(self._cal["blocks"]),
@@ -595,7 +602,7 @@ class SyntheticSource(Source):
         w = _WEEKDAY_FACTOR[weekday] * _MONTH_FACTOR[month - 1] * _YEARLY_GROWTH ** (np.arange(days) / 365.0)
         special: dict[date, float] = {}
         for y in range(self.start_date.year, self.end_date.year + 1):
-            special.update(_special_days(y))
+            special.update(_special_days(y, self.country))
         for i in range(days):
             w[i] *= special.get(self.start_date + timedelta(days=i), 1.0)
         rng = self._rng("calendar")
@@ -637,7 +644,7 @@ class SyntheticSource(Source):
 
     # ------------------------------------------------------------------------------------ dimensions
     def _place(self, idx: np.ndarray, kind: str, cdf: np.ndarray) -> dict:
-        g = _geo()
+        g = self._geo
         idx = np.asarray(idx, dtype=np.int64)
         city = np.minimum(np.searchsorted(cdf, self._u(idx, kind + ".city"), side="right"), len(cdf) - 1)
         zip3 = g.city_z3_lo[city] + (self._u(idx, kind + ".zip3") * g.city_n_z3[city]).astype(np.int64)
@@ -650,12 +657,12 @@ class SyntheticSource(Source):
         return {"city": city, "zip3": zip3, "zip5": zip5, "lat": lat, "lng": lng}
 
     def _customer_place(self, cidx: np.ndarray) -> dict:
-        return self._place(cidx, "customer", _geo().customer_city_cdf)
+        return self._place(cidx, "customer", self._geo.customer_city_cdf)
 
     @cached_property
     def _sellers(self) -> dict:
         idx = np.arange(self.n_sellers)
-        return self._place(idx, "seller", _geo().seller_city_cdf)
+        return self._place(idx, "seller", self._geo.seller_city_cdf)
 
     def _affine_perm(self, n: int, salt: int) -> tuple[int, int]:
         """(a, c) of the bijection x -> (a*x + c) mod n that scatters ranks over indices."""
@@ -922,11 +929,11 @@ class SyntheticSource(Source):
     def _customer_columns(self, idx: np.ndarray) -> dict:
         if not len(idx):
             return {}
-        g = _geo()
+        g = self._geo
         v = _name_vocab()
         p = self._customer_place(idx)
         n = len(idx)
-        english = self._u(idx, "cust.en") < 0.08
+        english = self._u(idx, "cust.en") < g.profile.english_share
 
         def pick(n_br: int, n_en: int, stream: str) -> np.ndarray:
             u = self._u(idx, stream)
@@ -962,7 +969,8 @@ class SyntheticSource(Source):
         ddd = g.city_ddd[p["city"]]
         num = (self._u(idx, "cust.phone") * 1e8).astype(np.int64)
         phone = _S.add(
-            _S.add(_S.add(_S.add("+55 ", ddd.astype(str)), " 9"), _S.add(_pad(num // 10000, 4), "-")),
+            _S.add(_S.add(_S.add(g.profile.phone_prefix + " ", ddd.astype(str)), " 9"),
+                   _S.add(_pad(num // 10000, 4), "-")),
             _pad(num % 10000, 4),
         )
         phone = phone.astype(object)
@@ -980,7 +988,7 @@ class SyntheticSource(Source):
         }
 
     def _seller_blocks(self) -> Iterator[tuple[int, dict]]:
-        g = _geo()
+        g = self._geo
         p = self._sellers
         idx = np.arange(self.n_sellers)
         yield (
@@ -1367,7 +1375,7 @@ class SyntheticSource(Source):
             )
 
     def _region_blocks(self) -> Iterator[tuple[int, dict]]:
-        g = _geo()
+        g = self._geo
         used: set[int] = {int(z) for z in self._sellers["zip3"]}
         for lo in range(0, self.n_customers, 200_000):
             idx = np.arange(lo, min(self.n_customers, lo + 200_000))

@@ -1,4 +1,5 @@
-"""Brazilian geography for the synthetic source: the 27 federative units (UF) and a few real cities each.
+"""Geography for the synthetic source.  Brazil (the default profile): the 27 federative units (UF) and a few
+real cities each, below; other countries (``US``): :func:`reference_profile` from the offline packages.
 
 Coordinates are approximate (two decimals), populations are the 2022 census rounded to 0.01 million, and
 the CEP (postal code) ranges follow the real first-digit allocation:
@@ -24,6 +25,10 @@ centre, then a point near that centre.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
 
 # code, name, region, population (millions), centroid lat, centroid lng
 STATES: tuple[tuple[str, str, str, float, float, float], ...] = (
@@ -214,3 +219,69 @@ STATE_CEP_RANGES: dict[str, tuple[tuple[int, int], ...]] = {
     "SC": ((88000, 89999),),
     "RS": ((90000, 99999),),
 }
+
+
+# ---------------------------------------------------------------------------------------------- profiles
+@dataclass(frozen=True)
+class CountryProfile:
+    """Geography of one synthetic shop: the tuples above for Brazil, or built from the offline reference
+    packages (:mod:`ecom_pipeline.geography`) for another country."""
+
+    country: str
+    states: tuple[tuple[str, str, str, float, float, float], ...]
+    cities: tuple[tuple[str, str, float, float, int, int, int, float], ...]
+    ecommerce_factor: dict[str, float]
+    state_override: dict[str, float]
+    seller_state_share: dict[str, float]
+    phone_prefix: str
+    english_share: float  # share of customers with English (vs Portuguese) names
+    geo_bounds: str  # ParseHints.geo_bounds for staging's coordinate check
+
+
+BR_PROFILE = CountryProfile("BR", STATES, CITIES, ECOMMERCE_FACTOR, STATE_ECOMMERCE_OVERRIDE, SELLER_STATE_SHARE,
+                            "+55", 0.08, "brazil")
+# US marketplace sellers cluster in the large coastal states (assumed shares; other states 0.002).
+US_SELLER_STATE_SHARE = {"CA": 0.22, "NY": 0.14, "TX": 0.1, "FL": 0.08, "WA": 0.06, "IL": 0.06, "NJ": 0.05,
+                         "GA": 0.04, "MA": 0.04, "PA": 0.04}
+SUPPORTED_PROFILES = ("BR", "US")
+
+
+def reference_profile(country: str, seller_state_share: dict[str, float] | None = None,
+                      cities_per_state: int = 3) -> CountryProfile:
+    """A profile from the offline reference data: the country's real first-level divisions and their
+    centroids (GeoNames places >= 1,000 inhabitants, via :mod:`ecom_pipeline.geography`).  A division's weight
+    is its number of such places (a population proxy, the reference data has no populations); its cities are
+    ``cities_per_state`` real places spread south to north.  Postal codes are synthetic: each city gets its own
+    block of three 3-digit prefixes (10000 + 300 * city index ...), so prefixes never cross a city."""
+    from ecom_pipeline.geography import divisions, places
+
+    divs = divisions(country).sort_values("code").reset_index(drop=True)
+    p = places()
+    p = p[p["cc"] == country]
+    states, cities = [], []
+    for d in divs.itertuples(index=False):
+        states.append((str(d.code), str(d.name), country, float(d.places) / 1000.0, round(float(d.lat), 4),
+                       round(float(d.lng), 4)))
+        inside = p[p["admin1"] == d.name].sort_values(["lat", "name"]).reset_index(drop=True)
+        picks = sorted({round(q * (len(inside) - 1)) for q in np.linspace(0.15, 0.85, cities_per_state)})
+        weights = np.linspace(1.0, 0.5, len(picks))
+        for k, i in enumerate(picks):
+            c = len(cities)
+            lo = 10000 + 300 * c
+            cities.append((str(d.code), str(inside.at[i, "name"]), round(float(inside.at[i, "lat"]), 4),
+                           round(float(inside.at[i, "lng"]), 4), lo, lo + 299, 200 + c % 800,
+                           float(weights[k] / weights.sum())))
+    if 10000 + 300 * len(cities) > 100000:
+        raise ValueError(f"{country}: too many cities for the synthetic 5-digit postal codes")
+    return CountryProfile(country, tuple(states), tuple(cities), {country: 1.0}, {},
+                          seller_state_share if seller_state_share is not None else {}, "+1", 1.0, "world")
+
+
+def profile(country: str) -> CountryProfile:
+    """The synthetic source's geography for ``country`` (ECOM_SYNTHETIC_COUNTRY)."""
+    country = country.upper()
+    if country == "BR":
+        return BR_PROFILE
+    if country == "US":
+        return reference_profile("US", US_SELLER_STATE_SHARE)
+    raise ValueError(f"no synthetic country profile {country!r}; choose one of {', '.join(SUPPORTED_PROFILES)}")

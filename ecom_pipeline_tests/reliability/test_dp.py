@@ -9,16 +9,19 @@ import pandas as pd
 import pytest
 
 from ecom_pipeline.dp import (
-    BR_STATES,
     REPORT_COLUMNS,
     DPConfig,
+    choose_level,
     clip_contributions,
     dp_regional_report,
     noise_scales,
     orders_by_region,
+    public_regions,
     true_totals,
     utility,
 )
+
+BR_STATES = public_regions("state", ("BR",))  # the 27 UFs, from the offline reference data
 
 JAN, FEB = pd.Timestamp("2024-01-01"), pd.Timestamp("2024-02-01")
 
@@ -32,7 +35,7 @@ def _sp_errors(cfg: DPConfig, n_months: int = 400):
     months = list(pd.date_range("1990-01-01", periods=n_months, freq="MS"))
     orders = _orders([(f"c{i}", "SP", m, 100.0) for m in months for i in range(150)])
     truth = clip_contributions(orders, cfg.max_orders_per_customer, cfg.max_revenue_per_customer)
-    rep = dp_regional_report(orders, cfg, months=months, rng=np.random.default_rng(7))
+    rep = dp_regional_report(orders, cfg, months=months, regions=BR_STATES, rng=np.random.default_rng(7))
     sp = rep[rep["region"] == "SP"].merge(truth, on=["region", "month"], suffixes=("", "_true"))
     assert len(sp) == n_months
     return sp["orders"].astype(float) - sp["orders_true"], sp["revenue"].astype(float) - sp["revenue_true"]
@@ -73,7 +76,7 @@ def test_output_never_negative_and_fixed_grid_with_suppression():
     orders = _orders([("a", "AC", JAN, 10.0), ("b", "SP", FEB, 20.0)])
     cfg = DPConfig(epsilon=0.1)  # huge noise (b = 60 orders): many negative draws to clamp
     for seed in range(8):
-        rep = dp_regional_report(orders, cfg, rng=np.random.default_rng(seed))
+        rep = dp_regional_report(orders, cfg, regions=BR_STATES, rng=np.random.default_rng(seed))
         assert list(rep.columns) == REPORT_COLUMNS
         # every state x every month of the period, whether or not anyone ordered there
         assert len(rep) == len(BR_STATES) * 2 and set(rep["region"]) == set(BR_STATES)
@@ -85,12 +88,12 @@ def test_output_never_negative_and_fixed_grid_with_suppression():
 
 
 def test_unknown_regions_are_not_published_and_bad_config_is_refused():
-    rep = dp_regional_report(_orders([("a", "XX", JAN, 10.0)]), DPConfig(), rng=np.random.default_rng(0))
+    rep = dp_regional_report(_orders([("a", "XX", JAN, 10.0)]), DPConfig(), regions=BR_STATES, rng=np.random.default_rng(0))
     assert "XX" not in set(rep["region"])
     with pytest.raises(ValueError, match="epsilon"):
         DPConfig(epsilon=0)
     with pytest.raises(ValueError, match="level"):
-        dp_regional_report(_orders([]), DPConfig(), level="city")
+        dp_regional_report(_orders([]), DPConfig(), level="city", regions=BR_STATES)
 
 
 def test_utility_improves_with_epsilon():
@@ -100,8 +103,8 @@ def test_utility_improves_with_epsilon():
     orders = pd.DataFrame({"customer_id": [f"c{i}" for i in range(4000)], "region": states, "month": months,
                            "revenue": rng.gamma(2.0, 80.0, 4000)})
     truth = true_totals(orders)
-    low = utility(dp_regional_report(orders, DPConfig(epsilon=0.1), rng=np.random.default_rng(2)), truth)
-    high = utility(dp_regional_report(orders, DPConfig(epsilon=10.0), rng=np.random.default_rng(2)), truth)
+    low = utility(dp_regional_report(orders, DPConfig(epsilon=0.1), regions=BR_STATES, rng=np.random.default_rng(2)), truth)
+    high = utility(dp_regional_report(orders, DPConfig(epsilon=10.0), regions=BR_STATES, rng=np.random.default_rng(2)), truth)
     assert high["mae_orders"] < low["mae_orders"] and high["rel_err_orders_large"] < 0.05
     assert high["rank_corr_regions"] > 0.95
 
@@ -111,14 +114,16 @@ def test_orders_by_region_joins_customers_and_item_value():
                            "purchased_at": pd.to_datetime(["2024-01-05", "2024-02-10", "2024-02-11"])})
     customers = pd.DataFrame({"customer_id": ["a", "b"], "state": ["SP", "RJ"], "zip_prefix": ["01310", "20040"]})
     items = pd.DataFrame({"order_id": ["o1", "o1", "o2"], "price": [10.0, 5.0, 7.0], "freight": [1.0, 1.0, None]})
-    state = orders_by_region(orders, customers, items)
+    state = orders_by_region(orders, customers, items, countries=("BR",))
     assert state.to_dict("list") == {"customer_id": ["a", "b"], "region": ["SP", "RJ"],
                                      "month": [JAN, FEB], "revenue": [17.0, 7.0]}
-    assert orders_by_region(orders, customers, items, "zip3")["region"].tolist() == ["013", "200"]
+    assert orders_by_region(orders, customers, items, "zip3", ("BR",))["region"].tolist() == ["013", "200"]
+    # without any country the state codes cannot be placed: nothing is guessed
+    assert orders_by_region(orders, customers, items).empty
 
 
 # ---------------------------------------------------------------------------------------------- the asset
-def _run_asset(root, staging: dict[str, pd.DataFrame]):
+def _run_asset(root, staging: dict[str, pd.DataFrame], countries: str = "", level: str = "auto"):
     from ecom_pipeline.assets.sharing import regional_demand_dp
     from ecom_pipeline.resources import SourceResource, WarehouseResource
 
@@ -133,8 +138,9 @@ def _run_asset(root, staging: dict[str, pd.DataFrame]):
     con.close()
     result = dg.materialize(
         [regional_demand_dp], resources={"warehouse": WarehouseResource(path=str(wh)),
-                                         "source": SourceResource(data_root=str(root))},
-        run_config={"ops": {"reports__regional_demand_dp": {"config": {"epsilon": 1.0, "seed": 3}}}})
+                                         "source": SourceResource(data_root=str(root), kind="mapped",
+                                                                  countries=countries or "BR")},
+        run_config={"ops": {"reports__regional_demand_dp": {"config": {"epsilon": 1.0, "seed": 3, "level": level}}}})
     assert result.success
     con = duckdb.connect(str(wh), read_only=True)
     try:
@@ -162,3 +168,36 @@ def test_asset_on_a_small_warehouse_and_on_empty_input(tmp_path):
     empty = {k: v.iloc[0:0] for k, v in {"orders": orders, "customers": customers, "order_items": items}.items()}
     table, csv = _run_asset(tmp_path / "b", empty)
     assert len(table) == 0 and list(csv.columns) == REPORT_COLUMNS
+
+
+def test_grid_is_the_shops_own_regions_never_brazil(tmp_path):
+    """A UK-style shop whose customers carry only a country: level=auto falls back to countries, the grid is the
+    shop's countries, and no Brazilian state appears."""
+    rng = np.random.default_rng(1)
+    n = 900
+    cc = rng.choice(["United Kingdom", "France", "EIRE"], 300, p=[0.8, 0.15, 0.05])
+    customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(300)], "country": cc})
+    orders = pd.DataFrame({"order_id": [f"o{i}" for i in range(n)], "customer_id": [f"c{i % 300}" for i in range(n)],
+                           "purchased_at": pd.Timestamp("2011-01-01") + pd.to_timedelta(rng.integers(0, 90, n), "D")})
+    items = pd.DataFrame({"order_id": orders["order_id"], "price": rng.gamma(2, 20, n), "freight": 0.0})
+    table, _ = _run_asset(tmp_path / "uk", {"orders": orders, "customers": customers, "order_items": items},
+                          countries="GB,FR,IE")
+    assert set(table["level"]) == {"country"} and set(table["region"]) == {"GB", "FR", "IE"}
+    assert len(table) == 3 * 3 and not table[table.region == "GB"]["suppressed"].any()
+    # a US shop with states: auto publishes states, and the grid is the 51 US divisions
+    us = pd.DataFrame({"customer_id": [f"c{i}" for i in range(300)],
+                       "state": rng.choice(["CA", "NY", "TX"], 300), "city": None})
+    table, _ = _run_asset(tmp_path / "us", {"orders": orders, "customers": us, "order_items": items}, countries="US")
+    assert set(table["level"]) == {"state"} and len(set(table["region"])) == 51 and "SP" not in set(table["region"])
+    ca = table[table.region == "CA"]
+    assert len(ca) == 3 and not ca["suppressed"].any()
+
+
+def test_choose_level_prefers_the_finest_populated_level():
+    cfg = DPConfig()  # threshold: 12 clipped orders per cell
+    many = _orders([(f"c{i}", "SP" if i % 2 else "RJ", JAN, 10.0) for i in range(100)])
+    few = _orders([(f"c{i}", f"S{i}", JAN, 10.0) for i in range(100)])  # one customer per state
+    country = _orders([(f"c{i}", "BR", JAN, 10.0) for i in range(100)])
+    assert choose_level({"state": many, "country": country}, cfg)[0] == "state"
+    level, shares = choose_level({"state": few, "country": country}, cfg)
+    assert level == "country" and shares == {"state": 0.0, "country": 1.0}

@@ -69,9 +69,11 @@ def test_spatial_assets(tmp_path):
     assert result.success
     con = duckdb.connect(str(wh), read_only=True)
     regs = con.execute("SELECT * FROM features.regions").fetchdf()
-    assert set(regs.level) == {"state", "zip3"} and regs[regs.level == "state"]["orders"].sum() > 0
+    assert set(regs.level) == {"country", "state", "zip3"} and regs[regs.level == "state"]["orders"].sum() > 0
+    assert list(regs[regs.level == "country"]["region_id"]) == ["country:BR"]  # the synthetic shop is Brazilian
+    assert set(regs[regs.level != "country"]["resolution_source"]) <= {"coordinates", "staging.regions"}
     emb = con.execute("SELECT region_id, len(embedding) d FROM features.region_embeddings").fetchdf()
-    assert len(emb) == len(regs) and (emb["d"] == 16).all()
+    assert len(emb) == (regs.level != "country").sum() and (emb["d"] == 16).all()  # 1 country: no graph
     assert con.execute("SELECT typeof(embedding) FROM features.region_embeddings LIMIT 1").fetchone()[0] == "FLOAT[]"
     flows = con.execute("SELECT * FROM features.region_flows WHERE level='state'").fetchdf()
     assert (flows["mean_distance_km"] >= 0).all() and len(flows) > 0

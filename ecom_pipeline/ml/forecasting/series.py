@@ -106,39 +106,84 @@ def black_friday(year: int) -> pd.Timestamp:
     return first_thu + pd.Timedelta(days=22)
 
 
-def calendar_features(start, end, country: str = "BR") -> pd.DataFrame:
-    """One row per day: weekday, month, day of month/year, holidays of ``country`` (``holidays`` package,
-    offline), Black Friday and the days around it, Christmas run-up, and Fourier terms for the year."""
+# Shopping events that move online demand, by ISO country.  Black Friday / Cyber Monday spread from US retail
+# to most online markets; Boxing Day sales are Commonwealth; Singles' Day (11.11) is Chinese / South-East Asian.
+# A country in none of these lists gets only its public holidays (and the Christmas run-up where Christmas is
+# one of them, derived from the holidays package rather than listed).
+BLACK_FRIDAY_COUNTRIES = frozenset(
+    ["US", "CA", "MX", "BR", "AR", "CL", "CO", "PE", "UY", "GB", "IE", "FR", "DE", "AT", "CH", "BE", "NL", "LU", "ES", "PT", "IT", "PL", "CZ", "SK", "HU", "RO", "BG", "GR", "SE", "NO", "DK", "FI", "EE", "LV", "LT", "AU", "NZ", "ZA", "IN", "AE", "SA", "TR"])
+CYBER_MONDAY_COUNTRIES = frozenset(["US", "CA", "MX", "BR", "AR", "CL", "CO", "PE", "GB", "IE", "FR", "DE", "ES", "IT", "NL", "PT", "AU", "NZ", "ZA"])
+BOXING_DAY_COUNTRIES = frozenset(["GB", "IE", "CA", "AU", "NZ", "ZA", "HK"])
+SINGLES_DAY_COUNTRIES = frozenset(["CN", "HK", "TW", "SG", "MY", "ID", "TH", "VN", "PH"])
+EVENT_COLUMNS = ["is_black_friday", "black_friday_week", "is_cyber_monday", "christmas_runup", "is_boxing_day",
+                 "is_singles_day"]
+
+
+def _country_calendar(dates: pd.DatetimeIndex, country: str) -> pd.DataFrame:
+    """Public holidays (``holidays`` package, offline) and shopping-event flags of one country."""
     import holidays as hol
 
-    dates = pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize(), freq="D")
     years = sorted(set(dates.year))
     try:
         cal = hol.country_holidays(country, years=years)
-    except Exception:  # unknown country code: no holidays rather than a crash
-        cal = {}
+    except NotImplementedError as e:
+        raise ValueError(f"the holidays package has no calendar for country {country!r} (ISO 3166 alpha-2 "
+                         "expected; set ECOM_COUNTRY)") from e
+    df = pd.DataFrame(index=dates)
+    df["holiday_name"] = [cal.get(d.date()) or None for d in dates]
+    bf = {black_friday(y) for y in years} if country in BLACK_FRIDAY_COUNTRIES else set()
+    df["is_black_friday"] = dates.isin(list(bf))
+    delta = np.full(len(dates), 999)
+    for b in bf:
+        d = (dates - b).days.values
+        delta = np.where(np.abs(d) < np.abs(delta), d, delta)
+    df["days_to_black_friday"] = delta.astype("int64")
+    df["black_friday_week"] = (delta >= -3) & (delta <= 3)
+    df["is_cyber_monday"] = (delta == 3) if country in CYBER_MONDAY_COUNTRIES else False
+    christmas = any(pd.Timestamp(y, 12, 25).date() in cal for y in years)
+    df["christmas_runup"] = christmas & (dates.month == 12) & (dates.day >= 10) & (dates.day <= 24)
+    df["is_boxing_day"] = (dates.month == 12) & (dates.day == 26) & (country in BOXING_DAY_COUNTRIES)
+    df["is_singles_day"] = (dates.month == 11) & (dates.day == 11) & (country in SINGLES_DAY_COUNTRIES)
+    return df
+
+
+def calendar_features(start, end, country="BR", weights: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per day: weekday, month, day of month/year, public holidays and shopping events of the shop's
+    ``country`` (an ISO code, or several for a shop selling in several countries), and Fourier terms.
+
+    With several countries each flag is true on a day when countries holding at least half of the customers
+    (``weights``: customers per country; equal weights when None) have it, ``holiday_share`` is that share
+    and ``holiday_name`` lists ``CC: name`` per country; with one country they are that country's own."""
+    countries = [country] if isinstance(country, str) else list(country)
+    if not countries:
+        raise ValueError("calendar_features needs at least one country (set ECOM_COUNTRY)")
+    dates = pd.date_range(pd.Timestamp(start).normalize(), pd.Timestamp(end).normalize(), freq="D")
+    w = pd.Series({c: float((weights or {}).get(c, 1.0 if weights is None else 0.0)) for c in countries})
+    w = w / w.sum() if w.sum() > 0 else pd.Series(1.0 / len(countries), index=countries)
+    per = {c: _country_calendar(dates, c) for c in countries}
     df = pd.DataFrame({"date": dates})
     df["weekday"] = dates.weekday.astype("int64")
     df["is_weekend"] = df["weekday"] >= 5
     df["month"] = dates.month.astype("int64")
     df["day_of_month"] = dates.day.astype("int64")
     df["day_of_year"] = dates.dayofyear.astype("int64")
-    names = [cal.get(d.date()) for d in dates]
-    df["holiday_name"] = [n if n else None for n in names]
-    df["is_holiday"] = df["holiday_name"].notna()
-    bf = {black_friday(y) for y in years}
-    df["is_black_friday"] = df["date"].isin(bf)
-    delta = np.full(len(dates), 999)
-    for b in bf:
-        d = (dates - b).days.values
-        delta = np.where(np.abs(d) < np.abs(delta), d, delta)
-    df["days_to_black_friday"] = delta.astype("int64")
-    df["black_friday_week"] = (df["days_to_black_friday"] >= -3) & (df["days_to_black_friday"] <= 3)
-    df["christmas_runup"] = (df["month"] == 12) & (df["day_of_month"] <= 24) & (df["day_of_month"] >= 10)
+    share = sum(w[c] * per[c]["holiday_name"].notna().to_numpy() for c in countries)
+    if len(countries) == 1:
+        df["holiday_name"] = per[countries[0]]["holiday_name"].to_numpy()
+    else:
+        names = pd.DataFrame({c: per[c]["holiday_name"].to_numpy() for c in countries})
+        df["holiday_name"] = ["; ".join(f"{c}: {n}" for c, n in row.items() if n) or None
+                              for _, row in names.iterrows()]
+    df["holiday_share"] = np.asarray(share, dtype=float)
+    df["is_holiday"] = df["holiday_share"] >= 0.5
+    for col in EVENT_COLUMNS:
+        df[col] = sum(w[c] * per[c][col].to_numpy().astype(float) for c in countries) >= 0.5
+    main = w.idxmax()
+    df["days_to_black_friday"] = per[main]["days_to_black_friday"].to_numpy()
     angle = 2 * np.pi * df["day_of_year"] / 365.25
     df["year_sin"] = np.sin(angle)
     df["year_cos"] = np.cos(angle)
-    df["country"] = country
+    df["country"] = ",".join(countries)
     return df
 
 

@@ -1,4 +1,6 @@
-"""Regions (state and 3-digit zip prefix), their customer/seller distribution, flows and the kNN graph."""
+"""Regions (country, state = first-level division, zip3 = 3-character postal prefix), their customer/seller
+distribution, flows and the kNN graph.  Locations are placed offline by :mod:`ecom_pipeline.geography`
+(:func:`locate`), so a shop whose customers carry only a city, a state or a country still gets regions."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 EARTH_RADIUS_KM = 6371.0088
-LEVELS = ("state", "zip3")
+LEVELS = ("country", "state", "zip3")  # coarse to fine
+SHIP_TO = ("ship_lat", "ship_lng", "ship_postal_code", "ship_city", "ship_state", "ship_country")
 
 
 def haversine_km(lat1, lng1, lat2, lng2):
@@ -16,15 +19,44 @@ def haversine_km(lat1, lng1, lat2, lng2):
     return 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(a, 0, 1)))
 
 
-def region_id(df: pd.DataFrame, level: str) -> pd.Series:
-    """``state:SP`` or ``zip3:010`` for rows with ``state`` / ``zip_prefix`` columns (None when unknown)."""
+def locate(frame: pd.DataFrame, countries: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``frame`` (customers or sellers) with its location placed: ``lat``/``lng`` filled from the reference
+    centroids where the data has none, ``state`` as the division code, ``zip3``, ``country``, ``level``,
+    ``resolution_source`` and ``unresolved_reason`` (see :func:`ecom_pipeline.geography.resolve_locations`)."""
+    from ecom_pipeline.geography import resolve_locations
+
+    r = resolve_locations(frame, countries)
+    out = frame.copy()
+    for c in ("country", "state", "state_name", "zip3", "lat", "lng", "level", "resolution_source",
+              "unresolved_reason"):
+        out[c] = r[c]
+    if "zip_prefix" not in out.columns:
+        out["zip_prefix"] = None
+    return out
+
+
+def region_id(df: pd.DataFrame, level: str, qualify: bool = False) -> pd.Series:
+    """``country:GB``, ``state:SP`` or ``zip3:010`` (None when the row does not reach ``level``); with
+    ``qualify`` (a shop in several countries) states and prefixes carry their country: ``state:US-CA``."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown region level {level!r}; use one of {LEVELS}")
+    reached = df["level"].map({lv: i for i, lv in enumerate(LEVELS)}) if "level" in df.columns else None
+    cc = df["country"].astype("string") if "country" in df.columns else pd.Series(pd.NA, index=df.index,
+                                                                                   dtype="string")
+    if level == "country":
+        return ("country:" + cc).where(cc.notna(), None)
     if level == "state":
         s = df["state"].astype("string").str.upper().str.strip()
-        return ("state:" + s).where(s.notna() & (s != ""), None)
-    if level == "zip3":
-        z = df["zip_prefix"].astype("string").str.extract(r"^(\d{3})", expand=False)
-        return ("zip3:" + z).where(z.notna(), None)
-    raise ValueError(f"unknown region level {level!r}; use one of {LEVELS}")
+    elif "zip3" in df.columns:
+        s = df["zip3"].astype("string")
+    else:
+        s = df["zip_prefix"].astype("string").str.extract(r"^(\d{3})", expand=False)
+    if qualify:
+        s = cc + "-" + s
+    ok = s.notna() & (s != "")
+    if reached is not None:
+        ok &= reached.fillna(-1) >= LEVELS.index(level)
+    return (f"{level}:" + s).where(ok, None)
 
 
 def delivered_orders(orders: pd.DataFrame) -> pd.DataFrame:
@@ -39,21 +71,33 @@ def delivered_orders(orders: pd.DataFrame) -> pd.DataFrame:
 
 
 def region_table(level: str, regions: pd.DataFrame, customers: pd.DataFrame, sellers: pd.DataFrame,
-                 orders: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+                 orders: pd.DataFrame, items: pd.DataFrame, qualify: bool = False) -> pd.DataFrame:
     """One row per region of ``level``: centroid (staging.regions where present, else the mean location of
-    its customers and sellers), customers, sellers, orders, revenue, mean delivery days and late rate."""
-    cust = customers.assign(region_id=region_id(customers, level)).dropna(subset=["region_id"])
-    sell = sellers.assign(region_id=region_id(sellers, level)).dropna(subset=["region_id"])
-    pts = pd.concat([cust[["region_id", "lat", "lng", "state"]], sell[["region_id", "lat", "lng", "state"]]])
-    cent = pts.groupby("region_id").agg(lat=("lat", "mean"), lng=("lng", "mean"), state=("state", "first"))
-    if len(regions):
-        staged = regions[regions["level"] == level].set_index("region_id")[["lat", "lng", "name", "state"]]
-        cent = cent.combine_first(staged[["lat", "lng", "state"]]) if len(cent) else staged[["lat", "lng", "state"]]
-        cent.loc[cent.index.intersection(staged.index), ["lat", "lng"]] = staged.loc[
-            cent.index.intersection(staged.index), ["lat", "lng"]].to_numpy()
+    its located customers and sellers), customers, sellers, orders, revenue, mean delivery days, late rate,
+    ``country`` and ``resolution_source`` (how most of its points were placed).  ``customers``/``sellers``
+    come from :func:`locate`."""
+    cust = customers.assign(region_id=region_id(customers, level, qualify)).dropna(subset=["region_id"])
+    sell = sellers.assign(region_id=region_id(sellers, level, qualify)).dropna(subset=["region_id"])
+    cols = ["region_id", "lat", "lng", "state", "country", "resolution_source"]
+    pts = pd.concat([cust.reindex(columns=cols), sell.reindex(columns=cols)])
+    cent = pts.groupby("region_id").agg(
+        lat=("lat", "mean"), lng=("lng", "mean"), state=("state", "first"), country=("country", "first"),
+        resolution_source=("resolution_source", lambda x: x.mode().iat[0] if x.notna().any() else None))
+    staged = regions[regions["level"] == level].set_index("region_id") if len(regions) else None
+    if staged is not None and len(staged):
+        staged = staged.assign(resolution_source="staging.regions")
+        keep = ["lat", "lng", "state", "resolution_source"]
+        cent = cent.combine_first(staged[keep]) if len(cent) else staged[keep].assign(country=None)
+        both = cent.index.intersection(staged.index)
+        cent.loc[both, ["lat", "lng"]] = staged.loc[both, ["lat", "lng"]].to_numpy()
+        cent.loc[both, "resolution_source"] = "staging.regions"
         cent["name"] = staged["name"].reindex(cent.index)
     else:
         cent["name"] = None
+    if level == "state" and len(cust) + len(sell):
+        names = pd.concat([cust.reindex(columns=["region_id", "state_name"]),
+                           sell.reindex(columns=["region_id", "state_name"])]).dropna()
+        cent["name"] = cent["name"].fillna(names.drop_duplicates("region_id").set_index("region_id")["state_name"])
     cent["name"] = cent["name"].fillna(pd.Series(cent.index.str.split(":").str[1], index=cent.index))
     out = cent.reset_index().rename(columns={"index": "region_id"})
     out["level"] = level
@@ -64,7 +108,6 @@ def region_table(level: str, regions: pd.DataFrame, customers: pd.DataFrame, sel
     stats = o.groupby("region_id").agg(orders=("order_id", "nunique"), revenue=("revenue", "sum"),
                                        mean_delivery_days=("delivery_days", "mean"),
                                        late_rate=("is_late", lambda s: s.dropna().astype(float).mean()))
-    stats["customers"] = cust.groupby("region_id")["customer_id"].nunique()
     stats = stats.reindex(out["region_id"]).reset_index()
     stats["customers"] = cust.groupby("region_id")["customer_id"].nunique().reindex(stats["region_id"]).to_numpy()
     stats["sellers"] = sell.groupby("region_id")["seller_id"].nunique().reindex(stats["region_id"]).to_numpy()
@@ -73,28 +116,49 @@ def region_table(level: str, regions: pd.DataFrame, customers: pd.DataFrame, sel
         out[c] = out[c].fillna(0).astype("int64")
     out["revenue"] = out["revenue"].fillna(0.0)
     out = out.dropna(subset=["lat", "lng"])
-    return out[["region_id", "level", "name", "state", "lat", "lng", "customers", "sellers", "orders", "revenue",
-                "mean_delivery_days", "late_rate"]].sort_values("region_id").reset_index(drop=True)
+    return out[REGION_COLUMNS].sort_values("region_id").reset_index(drop=True)
 
 
-def order_geo(orders: pd.DataFrame, items: pd.DataFrame, customers: pd.DataFrame, sellers: pd.DataFrame) -> pd.DataFrame:
-    """Order item lines with seller and customer coordinates, regions and the haversine distance."""
+REGION_COLUMNS = ["region_id", "level", "name", "state", "country", "lat", "lng", "customers", "sellers", "orders",
+                  "revenue", "mean_delivery_days", "late_rate", "resolution_source"]
+
+
+def order_geo(orders: pd.DataFrame, items: pd.DataFrame, customers: pd.DataFrame, sellers: pd.DataFrame,
+              countries: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Order item lines with seller and customer coordinates, regions and the haversine distance.  An order's
+    own ship-to location (``ship_*`` columns, when the source maps them) replaces its customer's address."""
     it = items[["order_id", "seller_id", "price", "freight"]]
+    loc_cols = ["lat", "lng", "state", "zip_prefix", "zip3", "country", "level"]
     o = orders[["order_id", "customer_id", "purchased_at"]].merge(it, on="order_id", how="inner")
-    c = customers[["customer_id", "lat", "lng", "state", "zip_prefix"]].rename(
-        columns={"lat": "c_lat", "lng": "c_lng", "state": "c_state", "zip_prefix": "c_zip"})
-    s = sellers[["seller_id", "lat", "lng", "state", "zip_prefix"]].rename(
-        columns={"lat": "s_lat", "lng": "s_lng", "state": "s_state", "zip_prefix": "s_zip"})
+    c = customers[["customer_id"] + [k for k in loc_cols if k in customers.columns]].rename(
+        columns={k: "c_" + k for k in loc_cols})
+    s = sellers[["seller_id"] + [k for k in loc_cols if k in sellers.columns]].rename(
+        columns={k: "s_" + k for k in loc_cols})
     g = o.merge(c, on="customer_id", how="left").merge(s, on="seller_id", how="left")
+    ship = [k for k in SHIP_TO if k in orders.columns]
+    if ship and orders[ship].notna().any(axis=None):
+        located = locate(orders[["order_id"] + ship].rename(columns=lambda k: k.removeprefix("ship_"))
+                         .rename(columns={"postal_code": "zip_prefix"}), countries)
+        has = located["lat"].notna() & orders[ship].notna().any(axis=1).to_numpy()  # only orders with a ship-to
+        repl = located[has].set_index("order_id")
+        m = g["order_id"].isin(repl.index)
+        for k in loc_cols:
+            if k in repl.columns and "c_" + k in g.columns:
+                g.loc[m, "c_" + k] = g.loc[m, "order_id"].map(repl[k]).to_numpy()
     g["distance_km"] = haversine_km(g["s_lat"], g["s_lng"], g["c_lat"], g["c_lng"])
     return g
 
 
-def flows(geo: pd.DataFrame, level: str) -> pd.DataFrame:
+def _side(geo: pd.DataFrame, prefix: str) -> pd.DataFrame:
+    cols = {c: c.removeprefix(prefix) for c in geo.columns if c.startswith(prefix)}
+    return geo[list(cols)].rename(columns=cols)
+
+
+def flows(geo: pd.DataFrame, level: str, qualify: bool = False) -> pd.DataFrame:
     """Seller-region → customer-region edges: orders, items, revenue, mean and median distance (km)."""
     g = geo.copy()
-    g["src"] = region_id(g.rename(columns={"s_state": "state", "s_zip": "zip_prefix"}), level)
-    g["dst"] = region_id(g.rename(columns={"c_state": "state", "c_zip": "zip_prefix"}), level)
+    g["src"] = region_id(_side(g, "s_"), level, qualify)
+    g["dst"] = region_id(_side(g, "c_"), level, qualify)
     g = g.dropna(subset=["src", "dst"])
     g["revenue"] = g["price"].astype(float) + g["freight"].astype(float).fillna(0)
     out = g.groupby(["src", "dst"]).agg(orders=("order_id", "nunique"), items=("order_id", "size"),
