@@ -21,6 +21,12 @@ class SourceResource(dg.ConfigurableResource):
     chunk_rows: int = DEFAULT_CHUNK_ROWS
 
     def build(self) -> Source:
+        """The configured source, with the serving app's archived session events appended to ``events``."""
+        from ecom_pipeline.sources.online_events import WithOnlineEvents
+
+        return WithOnlineEvents(self._build_base(), self.data_root)
+
+    def _build_base(self) -> Source:
         return make_source(
             self.kind,
             data_dir=Path(self.data_dir) if self.data_dir else None,

@@ -1,0 +1,5 @@
+import sys
+
+from ecom_pipeline.api.app import main
+
+sys.exit(main())
