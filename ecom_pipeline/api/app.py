@@ -119,11 +119,14 @@ class AppState:
         text = load_text_encoder(DEFAULT_TEXT_ENCODER, models_dir=s.data_root / "models", device="cpu",
                                  backend="auto")
         self.encoder = BatchingEncoder(text)
-        self.intents = intent_matrix(text)
+        self.intents = intent_matrix(text)  # also warms the encoder up before the first request
         if len(self.data.image):
+            from PIL import Image
+
             from ecom_pipeline.ml.encoders import DEFAULT_IMAGE_ENCODER, load_image_encoder
 
             self.image_encoder = load_image_encoder(self.data.image.model or DEFAULT_IMAGE_ENCODER)
+            self.image_encoder.encode_images([Image.new("RGB", (64, 64))])  # first call builds the transforms
         self.spool = EventSpool(s.data_root)
 
     def check(self) -> dict:

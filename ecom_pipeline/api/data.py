@@ -69,13 +69,43 @@ def _vectors(con, table: str) -> VectorIndex:
     return VectorIndex(ids, mat.astype(np.float32), model or "")
 
 
+class CustomerLists:
+    """The batch lists of ``serving.recommendations`` (level item), one sorted frame with a customer → row
+    range index: a dict of one small frame per customer costs seconds and gigabytes at a million customers."""
+
+    def __init__(self, recs: pd.DataFrame):
+        self.frame = recs.reset_index(drop=True)
+        self.ranges: dict[str, tuple[int, int]] = {}
+        if len(recs):
+            ids = self.frame["customer_id"].to_numpy()
+            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+            ends = np.r_[starts[1:], len(ids)]
+            self.ranges = dict(zip(ids[starts].tolist(), zip(starts.tolist(), ends.tolist())))
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def __contains__(self, customer: str) -> bool:
+        return customer in self.ranges
+
+    def get(self, customer: str) -> pd.DataFrame | None:
+        span = self.ranges.get(customer)
+        return None if span is None else self.frame.iloc[span[0]:span[1]]
+
+    def __getitem__(self, customer: str) -> pd.DataFrame:
+        rows = self.get(customer)
+        if rows is None:
+            raise KeyError(customer)
+        return rows
+
+
 @dataclass
 class ServingData:
     path: Path
     identity: tuple[int, int] | None
     published_at: str | None
     products: pd.DataFrame  # product_id (index) -> title, category, price
-    recommendations: dict[str, pd.DataFrame]  # pseudonymised customer_id -> item rows ordered by rank
+    recommendations: CustomerLists  # pseudonymised customer_id -> item rows ordered by rank
     customer_region: dict[str, str]
     popular: dict[str, list[str]]  # region ('*' = everywhere) -> product ids, most order lines first
     similar: dict[str, list[tuple[str, float]]]  # precomputed serving.similar_products
@@ -108,8 +138,7 @@ def load_serving_data(path: str | Path) -> ServingData:
             columns=["title", "category", "price"])
         recs = _frame(con, "serving.recommendations",
                       "SELECT * FROM serving.recommendations WHERE level = 'item' ORDER BY customer_id, rank")
-        by_customer = {c: g.reset_index(drop=True) for c, g in recs.groupby("customer_id", sort=False)} if len(
-            recs) else {}
+        by_customer = CustomerLists(recs)
         regions = _frame(con, "staging.customer_regions")
         popular_rows = _frame(con, "serving.popular_items",
                               "SELECT region, product_id FROM serving.popular_items "

@@ -109,7 +109,7 @@ def test_posted_events_reach_the_warehouse_after_the_next_ingest(server, served_
     closed = server.app.state.serving.spool.rotate(force=True)
     assert closed is not None and closed.suffix == ".csv"
     scan = process_inbox(inbox_dir(served_root), {}, settle_seconds=0)
-    assert not scan.rejected and sum(len(v) for v in scan.accepted.values()) == 1
+    assert not scan.rejected and any(f["name"] == closed.name for v in scan.accepted.values() for f in v)
 
     defs = build_definitions(Settings.from_env())
     assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
@@ -118,8 +118,8 @@ def test_posted_events_reach_the_warehouse_after_the_next_ingest(server, served_
     assert result.success
     con = duckdb.connect(str(served_root / "warehouse.duckdb"), read_only=True)
     try:
-        raw = con.execute("SELECT count(*) FROM raw.events WHERE _source_file LIKE 'inbox/processed/%online_events_%'"
-                          ).fetchall()[0][0]
+        raw = con.execute("SELECT count(*) FROM raw.events WHERE customer_id = ? AND "
+                          "_source_file LIKE 'inbox/processed/%online_events_%'", [customer]).fetchall()[0][0]
         staged = con.execute("SELECT event_type, product_id, ts FROM staging.events WHERE customer_id = ? "
                              "ORDER BY ts", [pseudonym(customer, _key())]).fetchall()
     finally:
@@ -237,3 +237,41 @@ def test_champion_change_is_picked_up_without_failed_requests(server, served_roo
     ready = httpx.get(f"{server.url}/ready").json()
     assert ready["champions"][SENTIMENT]["version"] == str(new.version)
     assert any("champions" in r for r in ready["reloads"])
+
+
+def test_serving_gate_decisions_are_obeyed(server, served_root):
+    """With ml.serving_decisions saying served = false, the app serves what the batch gate would."""
+    from ecom_pipeline.snapshot import publish_snapshot
+
+    data = server.app.state.serving.data
+    key = _key()
+    known = next(c for c in _raw_customers(served_root) if pseudonym(c, key) in data.recommendations)
+    model = str(data.recommendations[pseudonym(known, key)].iloc[0]["model"])
+    wh = served_root / "warehouse.duckdb"
+    con = duckdb.connect(str(wh))
+    try:
+        con.execute("""CREATE OR REPLACE TABLE ml.serving_decisions (task VARCHAR, scope VARCHAR, candidate VARCHAR,
+            baseline VARCHAR, metric VARCHAR, candidate_value DOUBLE, baseline_value DOUBLE, ci_low DOUBLE,
+            ci_high DOUBLE, served BOOLEAN, reason VARCHAR, decided_at TIMESTAMP)""")
+        con.execute("INSERT INTO ml.serving_decisions VALUES "
+                    "('sentiment', '3class', ?, 'tfidf_logreg', 'macro_f1', 0.5, 0.52, -0.06, 0.02, false, "
+                    "'no better than its baseline (interval includes 0)', now()), "
+                    "('recommendations', 'item', ?, 'regional_popularity', 'ndcg@10', 0.1, 0.1, -0.01, 0.01, false, "
+                    "'no better than regional popularity', now())", [SENTIMENT, model])
+    finally:
+        con.close()
+    publish_snapshot(wh, served_root / "snapshot.duckdb")
+    try:
+        assert httpx.post(f"{server.url}/admin/reload").json().get("snapshot")
+        tri = httpx.post(f"{server.url}/v1/triage", json={"text": "nunca chegou"}).json()
+        assert tri["sentiment"]["model"] == "ecom.sentiment_baseline.3class"
+        assert "baseline" in tri["sentiment"]["gate"]
+        rec = httpx.post(f"{server.url}/v1/recommendations", json={"customer_id": known}).json()
+        assert rec["basis"] in ("regional_popular", "popular") and "regional popularity" in rec["gate"]
+    finally:
+        con = duckdb.connect(str(wh))
+        con.execute("DROP TABLE ml.serving_decisions")
+        con.close()
+        publish_snapshot(wh, served_root / "snapshot.duckdb")
+        httpx.post(f"{server.url}/admin/reload")
+    assert httpx.get(f"{server.url}/ready").json()["snapshot"]["gate_table"] is False
