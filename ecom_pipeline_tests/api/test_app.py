@@ -20,6 +20,14 @@ from ecom_pipeline_tests.api.conftest import start
 pytestmark = pytest.mark.slow  # builds a small pipeline run once per session (~1-2 min on 2 cores)
 
 
+def post(url, **kw):
+    return httpx.post(url, timeout=60, **kw)  # the shared test machine is often far busier than 2 cores
+
+
+def get(url, **kw):
+    return httpx.get(url, timeout=60, **kw)
+
+
 def _key() -> bytes:
     return os.environ["ECOM_PSEUDONYM_KEY"].encode()
 
@@ -41,12 +49,12 @@ def _snapshot(root, sql):
 
 
 def test_health_ready_and_openapi(server):
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
-    ready = httpx.get(f"{server.url}/ready").json()
+    assert get(f"{server.url}/health").json() == {"status": "ok"}
+    ready = get(f"{server.url}/ready").json()
     assert ready["ready"] is True and ready["snapshot"]["published_at"]
     assert ready["champions"][SENTIMENT]["version"] == ready["champions"][SENTIMENT]["champion_version"]
     assert ready["encoders"]["text"] == "multilingual-e5-small"
-    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    paths = get(f"{server.url}/openapi.json").json()["paths"]
     assert {"/v1/recommendations", "/v1/triage", "/v1/similar/text", "/v1/similar/image",
             "/v1/forecasts/{series_id}", "/v1/events", "/ready"} <= set(paths)
 
@@ -55,29 +63,29 @@ def test_recommendations_known_and_unknown_customer(server, served_root):
     key = _key()
     known = next(c for c in _raw_customers(served_root)
                  if server.app.state.serving.data.recommendations.get(pseudonym(c, key)) is not None)
-    r = httpx.post(f"{server.url}/v1/recommendations", json={"customer_id": known, "k": 5})
+    r = post(f"{server.url}/v1/recommendations", json={"customer_id": known, "k": 5})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["known_customer"] and body["basis"] == "batch" and len(body["items"]) == 5
     assert all(item["reason"] for item in body["items"])
-    new = httpx.post(f"{server.url}/v1/recommendations", json={"customer_id": "never-seen-42", "region": "SP"}).json()
+    new = post(f"{server.url}/v1/recommendations", json={"customer_id": "never-seen-42", "region": "SP"}).json()
     assert not new["known_customer"] and new["basis"] in ("regional_popular", "popular") and len(new["items"]) == 10
     assert all("popular" in item["reason"] for item in new["items"])
-    bad = httpx.post(f"{server.url}/v1/recommendations", json={"customer_id": "", "k": 0})
+    bad = post(f"{server.url}/v1/recommendations", json={"customer_id": "", "k": 0})
     assert bad.status_code == 422 and {tuple(e["loc"])[-1] for e in bad.json()["detail"]} == {"customer_id", "k"}
 
 
 def test_session_events_move_the_list_toward_the_viewed_products(server, served_root):
     data = server.app.state.serving.data
     customer = "session-test-customer"
-    before = httpx.post(f"{server.url}/v1/recommendations", json={"customer_id": customer, "k": 10}).json()
+    before = post(f"{server.url}/v1/recommendations", json={"customer_id": customer, "k": 10}).json()
     # three products of one category the unpersonalised list does not lead with
     cats = data.products.loc[[p for p in data.fused.ids if p in data.products.index], "category"]
     top_cats = {cats.get(i["product_id"]) for i in before["items"]}
     category = next(c for c in cats.value_counts().index if c not in top_cats and (cats == c).sum() >= 5)
     viewed = cats[cats == category].index[:3].tolist()
     events = [{"product_id": p, "event_type": t} for p, t in zip(viewed, ("view", "view", "cart"))]
-    after = httpx.post(f"{server.url}/v1/recommendations",
+    after = post(f"{server.url}/v1/recommendations",
                        json={"customer_id": customer, "k": 10, "events": events}).json()
     assert after["session_products_used"] == 3
 
@@ -100,11 +108,11 @@ def test_posted_events_reach_the_warehouse_after_the_next_ingest(server, served_
 
     product = server.app.state.serving.data.fused.ids[0]
     customer = "online-customer-7"
-    r = httpx.post(f"{server.url}/v1/events", json={"events": [
+    r = post(f"{server.url}/v1/events", json={"events": [
         {"customer_id": customer, "product_id": product, "event_type": "view", "session_id": "s-1"},
         {"customer_id": customer, "product_id": product, "event_type": "cart", "ts": "2024-11-02T10:00:00Z"}]})
     assert r.status_code == 202 and r.json()["accepted"] == 2
-    assert httpx.post(f"{server.url}/v1/events", json={"events": [
+    assert post(f"{server.url}/v1/events", json={"events": [
         {"customer_id": customer, "product_id": product, "event_type": "click"}]}).status_code == 422
     closed = server.app.state.serving.spool.rotate(force=True)
     assert closed is not None and closed.suffix == ".csv"
@@ -132,7 +140,7 @@ def test_posted_events_reach_the_warehouse_after_the_next_ingest(server, served_
 def test_review_triage(server, caplog):
     caplog.set_level(logging.INFO, logger="ecom_pipeline.api")
     text = "O produto chegou quebrado e o vendedor não responde, escrevi para joao.silva@example.com"
-    r = httpx.post(f"{server.url}/v1/triage", json={"text": text})
+    r = post(f"{server.url}/v1/triage", json={"text": text})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["sentiment"]["label"] in ("negative", "neutral", "positive")
@@ -142,8 +150,8 @@ def test_review_triage(server, caplog):
                                        "late_delivery", "other", "praise")
     assert body["routing"]["team"] and "joao.silva@example.com" not in body["masked_text"]
     assert "joao.silva" not in caplog.text
-    assert httpx.post(f"{server.url}/v1/triage", json={"text": "   "}).status_code == 422
-    malformed = httpx.post(f"{server.url}/v1/triage", content=b'{"text": "unterminated',
+    assert post(f"{server.url}/v1/triage", json={"text": "   "}).status_code == 422
+    malformed = post(f"{server.url}/v1/triage", content=b'{"text": "unterminated',
                            headers={"content-type": "application/json"})
     assert malformed.status_code == 400 and malformed.json()["error"] == "malformed JSON"
 
@@ -151,40 +159,40 @@ def test_review_triage(server, caplog):
 def test_similar_products_by_id_text_and_image(server, served_root):
     data = server.app.state.serving.data
     pid = data.fused.ids[0]
-    r = httpx.get(f"{server.url}/v1/products/{pid}/similar", params={"k": 5})
+    r = get(f"{server.url}/v1/products/{pid}/similar", params={"k": 5})
     assert r.status_code == 200 and len(r.json()["items"]) == 5 and pid not in {i["product_id"] for i in r.json()["items"]}
-    assert httpx.get(f"{server.url}/v1/products/no-such-product/similar").status_code == 404
+    assert get(f"{server.url}/v1/products/no-such-product/similar").status_code == 404
     title = str(data.products.loc[data.text.ids[0], "title"])
-    t = httpx.post(f"{server.url}/v1/similar/text", json={"text": title, "k": 5})
+    t = post(f"{server.url}/v1/similar/text", json={"text": title, "k": 5})
     assert t.status_code == 200 and data.text.ids[0] in [i["product_id"] for i in t.json()["items"]]
-    assert httpx.post(f"{server.url}/v1/similar/text", json={"text": ""}).status_code == 422
+    assert post(f"{server.url}/v1/similar/text", json={"text": ""}).status_code == 422
     image = next((served_root / "synthetic_images").rglob("*.*"))
-    up = httpx.post(f"{server.url}/v1/similar/image", files={"file": (image.name, image.read_bytes())},
+    up = post(f"{server.url}/v1/similar/image", files={"file": (image.name, image.read_bytes())},
                     data={"k": "3"})
     assert up.status_code == 200, up.text
     assert len(up.json()["items"]) == 3
-    not_image = httpx.post(f"{server.url}/v1/similar/image", files={"file": ("notes.txt", b"hello, not a picture")})
+    not_image = post(f"{server.url}/v1/similar/image", files={"file": ("notes.txt", b"hello, not a picture")})
     assert not_image.status_code == 415
 
 
 def test_forecast_and_anomaly_status(server):
-    r = httpx.get(f"{server.url}/v1/forecasts/total")
+    r = get(f"{server.url}/v1/forecasts/total")
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["forecast"] and body["model"] and body["anomaly"]["status"] in ("normal", "anomalous")
     assert all(p["lo"] <= p["yhat"] <= p["hi"] for p in body["forecast"])
-    assert httpx.get(f"{server.url}/v1/forecasts/state:NOWHERE").status_code == 404
+    assert get(f"{server.url}/v1/forecasts/state:NOWHERE").status_code == 404
 
 
 def test_guards_body_limit_and_no_stack_traces(server):
-    big = httpx.post(f"{server.url}/v1/triage", content=b"x" * (10 * 1024 * 1024),
+    big = post(f"{server.url}/v1/triage", content=b"x" * (10 * 1024 * 1024),
                      headers={"content-type": "application/json"})
     assert big.status_code == 413
     state = server.app.state.serving
     data = state.data
     state.data = dataclasses.replace(data, fused=None)  # a broken snapshot object: the endpoint crashes
     try:
-        crash = httpx.post(f"{server.url}/v1/recommendations", json={"customer_id": "x", "events": [
+        crash = post(f"{server.url}/v1/recommendations", json={"customer_id": "x", "events": [
             {"product_id": "p", "event_type": "view"}]})
     finally:
         state.data = data
@@ -198,9 +206,9 @@ def test_api_key_required_outside_local(served_root):
     with pytest.raises(RuntimeError, match="ECOM_API_KEY"):
         create_app(dataclasses.replace(settings, env="prod", api_key=""))
     with start(dataclasses.replace(settings, env="prod", api_key="s3cret"), poll=False) as keyed:
-        assert httpx.get(f"{keyed.url}/health").status_code == 200
-        assert httpx.get(f"{keyed.url}/v1/forecasts/total").status_code == 401
-        assert httpx.get(f"{keyed.url}/v1/forecasts/total", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert get(f"{keyed.url}/health").status_code == 200
+        assert get(f"{keyed.url}/v1/forecasts/total").status_code == 401
+        assert get(f"{keyed.url}/v1/forecasts/total", headers={"X-API-Key": "s3cret"}).status_code == 200
 
 
 def test_champion_change_is_picked_up_without_failed_requests(server, served_root):
@@ -234,7 +242,7 @@ def test_champion_change_is_picked_up_without_failed_requests(server, served_roo
         w.join()
     assert str(new.version) in versions and str(current.version) in versions
     assert statuses and set(statuses) == {200}
-    ready = httpx.get(f"{server.url}/ready").json()
+    ready = get(f"{server.url}/ready").json()
     assert ready["champions"][SENTIMENT]["version"] == str(new.version)
     assert any("champions" in r for r in ready["reloads"])
 
@@ -262,16 +270,16 @@ def test_serving_gate_decisions_are_obeyed(server, served_root):
         con.close()
     publish_snapshot(wh, served_root / "snapshot.duckdb")
     try:
-        assert httpx.post(f"{server.url}/admin/reload").json().get("snapshot")
-        tri = httpx.post(f"{server.url}/v1/triage", json={"text": "nunca chegou"}).json()
+        assert post(f"{server.url}/admin/reload").json().get("snapshot")
+        tri = post(f"{server.url}/v1/triage", json={"text": "nunca chegou"}).json()
         assert tri["sentiment"]["model"] == "ecom.sentiment_baseline.3class"
         assert "baseline" in tri["sentiment"]["gate"]
-        rec = httpx.post(f"{server.url}/v1/recommendations", json={"customer_id": known}).json()
+        rec = post(f"{server.url}/v1/recommendations", json={"customer_id": known}).json()
         assert rec["basis"] in ("regional_popular", "popular") and "regional popularity" in rec["gate"]
     finally:
         con = duckdb.connect(str(wh))
         con.execute("DROP TABLE ml.serving_decisions")
         con.close()
         publish_snapshot(wh, served_root / "snapshot.duckdb")
-        httpx.post(f"{server.url}/admin/reload")
-    assert httpx.get(f"{server.url}/ready").json()["snapshot"]["gate_table"] is False
+        post(f"{server.url}/admin/reload")
+    assert get(f"{server.url}/ready").json()["snapshot"]["gate_table"] is False
