@@ -199,16 +199,20 @@ def test_guards_body_limit_and_no_stack_traces(server):
     assert crash.status_code == 500 and set(crash.json()) == {"error", "ref"} and "Traceback" not in crash.text
 
 
-def test_api_key_required_outside_local(served_root):
+def test_api_key_required_outside_local_and_request_timeout(served_root):
     from ecom_pipeline.api.app import create_app
 
     settings = Settings.from_env()
     with pytest.raises(RuntimeError, match="ECOM_API_KEY"):
         create_app(dataclasses.replace(settings, env="prod", api_key=""))
-    with start(dataclasses.replace(settings, env="prod", api_key="s3cret"), poll=False) as keyed:
+    # a 1 ms request timeout as well: a request with the right key gets past the key check and is cut off
+    keyed_settings = dataclasses.replace(settings, env="prod", api_key="s3cret", api_timeout_s=0.001)
+    with start(keyed_settings, poll=False) as keyed:
         assert get(f"{keyed.url}/health").status_code == 200
-        assert get(f"{keyed.url}/v1/forecasts/total").status_code == 401
-        assert get(f"{keyed.url}/v1/forecasts/total", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert post(f"{keyed.url}/v1/triage", json={"text": "ok"}).status_code == 401
+        assert post(f"{keyed.url}/v1/triage", json={"text": "ok"}, headers={"X-API-Key": "wrong"}).status_code == 401
+        cut = post(f"{keyed.url}/v1/triage", json={"text": "ok"}, headers={"X-API-Key": "s3cret"})
+        assert cut.status_code == 504 and "longer than" in cut.json()["detail"]
 
 
 def test_champion_change_is_picked_up_without_failed_requests(server, served_root):
