@@ -11,9 +11,10 @@ import contextlib
 import logging
 import os
 import random
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -50,11 +51,26 @@ def duckdb_config(threads: int | None = None, memory_limit: str | None = None) -
     return config
 
 
+_HOLDER_RE = re.compile(r"lock is held in (?P<cmd>.*?) \(PID (?P<pid>\d+)\)")
+LOCK_WARN_EVERY_S = 10.0  # while waiting, say who holds the lock this often
+
+
+def lock_holder(message: str) -> str:
+    """'PID 123 (/usr/bin/python3)' from DuckDB's lock error, or 'another process' when it names none."""
+    m = _HOLDER_RE.search(message)
+    return f"PID {m.group('pid')} ({m.group('cmd')})" if m else "another process"
+
+
 def connect_with_retry(
     path: str | Path, *, read_only: bool = False, timeout_s: float = 120.0, threads: int | None = None,
-    memory_limit: str | None = None,
+    memory_limit: str | None = None, warn: Callable[[str], None] | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting (with jittered back-off) while another process holds the write lock."""
+    """Open the warehouse, waiting (with jittered back-off) while another process holds the write lock.
+
+    While it waits it says who holds the lock and for how long, through ``warn`` (default: this module's
+    logger at WARNING), at the first wait and every ``LOCK_WARN_EVERY_S``: an open read-only session (a
+    notebook, a BI tool) that stalls a run is named, not silent.  Readers should open the published snapshot
+    instead (:mod:`ecom_pipeline.snapshot`)."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +81,7 @@ def connect_with_retry(
     deadline = start + timeout_s
     delay = 0.1
     waited = False
+    next_warning = start
     while True:
         try:
             con = duckdb.connect(str(path), read_only=read_only, config=config)
@@ -79,9 +96,15 @@ def connect_with_retry(
                 raise
             if time.monotonic() > deadline:
                 raise duckdb.IOException(
-                    f"{exc} (gave up after waiting {timeout_s:.0f} s for another process to release the "
+                    f"{exc} (gave up after waiting {timeout_s:.0f} s for {lock_holder(str(exc))} to release the "
                     f"warehouse lock on {path})") from exc
             waited = True
+            now = time.monotonic()
+            if now >= next_warning:
+                (warn or log.warning)(
+                    f"waiting {now - start:.0f} s for the warehouse lock on {path}: held by {lock_holder(str(exc))}; "
+                    f"giving up after {timeout_s:.0f} s (readers: open the snapshot, not the warehouse)")
+                next_warning = now + LOCK_WARN_EVERY_S
             time.sleep(delay + random.uniform(0, delay))
             delay = min(delay * 2, 2.0)
             continue
@@ -105,7 +128,7 @@ class WarehouseResource(dg.ConfigurableResource):
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         con = connect_with_retry(
             self.path, read_only=read_only, timeout_s=self.lock_timeout_s, threads=self.threads or None,
-            memory_limit=self.memory_limit or None,
+            memory_limit=self.memory_limit or None, warn=dg.get_dagster_logger().warning,  # shown in the run's log
         )
         try:
             if not read_only:

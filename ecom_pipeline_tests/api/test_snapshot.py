@@ -11,7 +11,7 @@ import pytest
 from ecom_pipeline.assets import ingest
 from ecom_pipeline.assets.snapshot import SNAPSHOT_DEPS, SNAPSHOT_KEY, read_only_warehouse
 from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
-from ecom_pipeline.resources.warehouse import lock_wait_stats
+from ecom_pipeline.resources.warehouse import connect_with_retry, lock_wait_stats
 from ecom_pipeline.snapshot import publish_snapshot
 
 # holds a read-only connection on argv[1] until stdin closes, reporting the published_at it sees
@@ -76,12 +76,17 @@ def test_a_reader_on_the_warehouse_itself_does_block_the_ingest(tmp_path):
     """The control: the same reader on warehouse.duckdb makes the ingest's writes fail on the lock."""
     assert _ingest(tmp_path).success
     reader, _ = _reader(tmp_path / "wh.duckdb", "SELECT count(*) FROM staging.orders")
+    warnings = []
     try:
         # one table is enough (each raw step retries twice, 5 s apart, before it fails)
         result = _ingest(tmp_path, selection=[dg.AssetKey(["raw", "regions"])], lock_timeout_s=1.0)
+        # the waiting writer says who holds the lock (the run log gets the same line via the resource)
+        with pytest.raises(duckdb.IOException, match=f"PID {reader.pid}"):
+            connect_with_retry(tmp_path / "wh.duckdb", timeout_s=1.0, warn=warnings.append)
     finally:
         reader.kill()
     assert not result.success
+    assert warnings and f"held by PID {reader.pid}" in warnings[0] and "snapshot" in warnings[0]
 
 
 @pytest.mark.parametrize("group", ["serving", "reports"])
