@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install demo test test-all dev bench clean-data
+.PHONY: install demo test test-all dev serve bench clean-data
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ test-all: install
 
 dev: install
 	$(VENV)/bin/dagster dev -w workspace.yaml
+
+# the serving app on http://127.0.0.1:8000 (OpenAPI at /docs); reads data/snapshot.duckdb (see docs/serving.md)
+serve: install
+	$(PY) -m ecom_pipeline.api --host $${ECOM_API_HOST:-127.0.0.1} --port $${ECOM_API_PORT:-8000}
 
 bench: install
 	$(PY) benchmarks/ingest.py

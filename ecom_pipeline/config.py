@@ -33,6 +33,13 @@ class Settings:
     # customers.country / orders.ship_country, else the source's own (synthetic profile, Olist = BR).
     countries: tuple[str, ...] = ()
     synthetic_country: str = "BR"  # country profile of the synthetic source: BR | US
+    # read-only snapshot readers open instead of the warehouse (see ecom_pipeline/snapshot.py)
+    snapshot: Path = REPO_ROOT / "data" / "snapshot.duckdb"
+    # serving app (ecom_pipeline/api): key required outside ECOM_ENV=local, limits, champion/snapshot polling
+    api_key: str = ""
+    api_max_body_bytes: int = 8 * 1024 * 1024
+    api_timeout_s: float = 5.0
+    api_poll_seconds: float = 30.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -51,4 +58,9 @@ class Settings:
             synthetic_seed=int(_env("ECOM_SYNTHETIC_SEED", "42")),
             countries=tuple(c.strip().upper() for c in os.environ.get("ECOM_COUNTRY", "").split(",") if c.strip()),
             synthetic_country=_env("ECOM_SYNTHETIC_COUNTRY", "BR").upper(),
+            snapshot=Path(_env("ECOM_SNAPSHOT", str(data_root / "snapshot.duckdb"))),
+            api_key=os.environ.get("ECOM_API_KEY", "").strip(),
+            api_max_body_bytes=int(_env("ECOM_API_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
+            api_timeout_s=float(_env("ECOM_API_TIMEOUT_S", "5")),
+            api_poll_seconds=float(_env("ECOM_API_POLL_SECONDS", "30")),
         )

@@ -38,11 +38,14 @@ class SourceResource(dg.ConfigurableResource):
     synthetic_country: str = "BR"  # ECOM_SYNTHETIC_COUNTRY: the synthetic source's country profile
 
     def build(self) -> Source:
-        """The configured source.  A source that cannot be built (missing data folder, missing or invalid
+        """The configured source, with the serving app's archived session events appended to ``events``.
+        A source that cannot be built (missing data folder, missing or invalid
         mapping, unknown kind) fails the step at once, without the step's retries: trying again in a few
         seconds cannot make a folder appear, it only hides the cause behind retries."""
+        from ecom_pipeline.sources.online_events import WithOnlineEvents
+
         try:
-            return make_source(
+            base = make_source(
                 self.kind,
                 data_dir=Path(self.data_dir) if self.data_dir else None,
                 mapping=Path(self.mapping) if self.mapping else None,
@@ -53,6 +56,7 @@ class SourceResource(dg.ConfigurableResource):
             )
         except SourceError as exc:
             raise SourceBuildFailure(str(exc), file=exc.file, column=exc.column) from exc
+        return WithOnlineEvents(base, self.data_root)
 
     def shop_countries(self, data_countries: pd.Series | None = None) -> tuple[str, ...]:
         """The shop's countries, most customers first: ECOM_COUNTRY, else the data's own country column

@@ -14,7 +14,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -86,9 +86,14 @@ def _waiting_logger():
 
 def connect_with_retry(
     path: str | Path, *, read_only: bool = False, timeout_s: float = 120.0, threads: int | None = None,
-    memory_limit: str | None = None,
+    memory_limit: str | None = None, warn: Callable[[str], None] | None = None,
 ) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse, waiting (with jittered back-off) while another process holds the write lock."""
+    """Open the warehouse, waiting (with jittered back-off) while another process holds the write lock.
+
+    While it waits it says who holds the lock and for how long, through ``warn`` (default: this module's
+    logger at WARNING), after ``LOCK_REPORT_AFTER_S`` and every ``LOCK_REPORT_EVERY_S``: an open read-only session (a
+    notebook, a BI tool) that stalls a run is named, not silent.  Readers should open the published snapshot
+    instead (:mod:`ecom_pipeline.snapshot`)."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,14 +119,15 @@ def connect_with_retry(
                 raise
             if time.monotonic() > deadline:
                 raise duckdb.IOException(
-                    f"{exc} (gave up after waiting {timeout_s:.0f} s for another process to release the "
+                    f"{exc} (gave up after waiting {timeout_s:.0f} s for {lock_holder(str(exc))} to release the "
                     f"warehouse lock on {path})") from exc
             waited = True
             now = time.monotonic()
             if now >= next_report:  # a reader left open (notebook, BI tool) or a long writer: say who
-                _waiting_logger().warning(
+                (warn or _waiting_logger().warning)(
                     f"waiting {now - start:.0f} s for the warehouse lock on {path}: held by "
-                    f"{lock_holder(str(exc))}; giving up after {timeout_s:.0f} s")
+                    f"{lock_holder(str(exc))}; giving up after {timeout_s:.0f} s "
+                    "(readers: open the published snapshot, not the warehouse)")
                 next_report = now + LOCK_REPORT_EVERY_S
             time.sleep(delay + random.uniform(0, delay))
             delay = min(delay * 2, 2.0)
@@ -146,7 +152,7 @@ class WarehouseResource(dg.ConfigurableResource):
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         con = connect_with_retry(
             self.path, read_only=read_only, timeout_s=self.lock_timeout_s, threads=self.threads or None,
-            memory_limit=self.memory_limit or None,
+            memory_limit=self.memory_limit or None, warn=dg.get_dagster_logger().warning,  # shown in the run's log
         )
         try:
             if not read_only:
