@@ -46,6 +46,8 @@ from ecom_pipeline.assets.routing import WAREHOUSE_POOL
 from ecom_pipeline.automation.executors import short_steps_executor, writer_tag
 from ecom_pipeline.automation.partitions import INBOX_PARTITIONS, INBOX_START_DATE
 from ecom_pipeline.resources import SourceResource, WarehouseResource
+from ecom_pipeline.sources.online_events import COLUMNS as ONLINE_EVENT_COLUMNS
+from ecom_pipeline.sources.online_events import PREFIX as ONLINE_EVENTS_PREFIX
 
 ALLOWED_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt", ".parquet", ".pq")
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart")
@@ -221,6 +223,11 @@ def _mapped_layout(mapping: str | Path | None) -> dict[str, tuple[list[str], lis
     return layout
 
 
+def is_online_events(name: str) -> bool:
+    """A file of session events written by the serving app (read from the archive by every ingest)."""
+    return name.startswith(ONLINE_EVENTS_PREFIX)
+
+
 def check_layout(path: Path, landing: str, kind: str, mapping: str | Path | None = None) -> str | None:
     """Why ``path`` (to be published as ``landing``) does not fit the source's expected layout, or None.
 
@@ -231,7 +238,9 @@ def check_layout(path: Path, landing: str, kind: str, mapping: str | Path | None
     from ecom_pipeline.sources.files import CsvOptions, default_delimiter, require_columns
 
     stem, suffix = _split_suffix(landing)
-    if kind == "olist":
+    if is_online_events(path.name):  # the serving app's session events: the same layout whatever the source
+        columns, fmt, options = list(ONLINE_EVENT_COLUMNS), "csv", CsvOptions()
+    elif kind == "olist":
         if stem not in OLIST_COLUMNS or suffix.lower() not in (".csv", ".csv.gz"):
             return (f"the olist source reads no file called {landing!r}; it reads "
                     + ", ".join(f"{s}.csv[.gz]" for s in OLIST_COLUMNS))
@@ -268,11 +277,13 @@ class InboxScan:
 
 def process_inbox(inbox: Path, seen: dict[str, str], *, settle_seconds: float = 10.0,
                   now: float | None = None, today: date | None = None,
-                  layout_check=None) -> InboxScan:
+                  layout_check=None, only=None) -> InboxScan:
     """Validate, deduplicate and move every top-level entry of ``inbox``; ``seen`` (sha → where) is updated.
 
     ``layout_check(path, landing_name)`` returns why a file does not fit the source's layout (or None);
     a file that does not fit is rejected here, so it never reaches ``processed/`` or ``landing/``.
+
+    ``only(name)``: when given, entries it refuses are left where they are (not scanned at all).
 
     Files are moved (rename within the inbox folder, so atomic), never copied or deleted.
     """
@@ -286,6 +297,8 @@ def process_inbox(inbox: Path, seen: dict[str, str], *, settle_seconds: float = 
     for entry in sorted(os.scandir(inbox), key=lambda e: e.name):
         name = entry.name
         if name in SUBDIRS and entry.is_dir(follow_symlinks=False):
+            continue
+        if only is not None and not only(name):
             continue
         st = entry.stat(follow_symlinks=False)
         if name.lower().endswith(IN_PROGRESS_SUFFIXES) and stat.S_ISREG(st.st_mode):
@@ -365,6 +378,8 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
     newest = newest_archived(inbox_dir(root) / "processed")
     if folder.is_dir():
         for path in _archived_files(folder):
+            if is_online_events(path.name):  # read from the archive by every ingest, never landed
+                continue
             # Publish the newest archived version of this landing file, whichever day that is: re-running or
             # backfilling an old day never replaces a later delivery, so the landing folder does not depend
             # on the order in which partitions run.
@@ -442,19 +457,25 @@ SETTLE_SECONDS = float(os.environ.get("ECOM_INBOX_SETTLE_SECONDS", "10"))
 def inbox_sensor(context: dg.SensorEvaluationContext, source: SourceResource) -> dg.SensorResult:
     inbox = inbox_dir(source.data_root)
     inbox.mkdir(parents=True, exist_ok=True)
-    if source.kind not in FILE_SOURCES:  # leave the files where they are: nothing would ever read them
+    only = None
+    if source.kind not in FILE_SOURCES:
+        # Delivered files are left where they are (nothing would ever read them); the serving app's
+        # session-event files are archived all the same: every ingest reads them, whatever the source.
         waiting = sorted(e.name for e in os.scandir(inbox) if e.name not in SUBDIRS)
-        return dg.SensorResult(skip_reason=(
-            f"the configured source {source.kind!r} takes no files: set ECOM_DATA_SOURCE=olist or mapped "
-            f"(with ECOM_MAPPING) to ingest deliveries; {len(waiting)} file(s) left untouched in {inbox}"),
-            cursor=context.cursor)
-    try:
-        expected_files(source.kind, source.mapping or None)
-    except (OSError, ValueError) as exc:  # no mapping, or one that cannot be read: nothing can be checked
-        return dg.SensorResult(skip_reason=f"cannot tell which files the {source.kind} source takes: {exc}",
-                               cursor=context.cursor)
+        if not any(is_online_events(n) and not n.lower().endswith(IN_PROGRESS_SUFFIXES) for n in waiting):
+            return dg.SensorResult(skip_reason=(
+                f"the configured source {source.kind!r} takes no files: set ECOM_DATA_SOURCE=olist or mapped "
+                f"(with ECOM_MAPPING) to ingest deliveries; {len(waiting)} file(s) left untouched in {inbox}"),
+                cursor=context.cursor)
+        only = is_online_events
+    else:
+        try:
+            expected_files(source.kind, source.mapping or None)
+        except (OSError, ValueError) as exc:  # no mapping, or one that cannot be read: nothing can be checked
+            return dg.SensorResult(skip_reason=f"cannot tell which files the {source.kind} source takes: {exc}",
+                                   cursor=context.cursor)
     state = _load_cursor(context.cursor)
-    scan = process_inbox(inbox, state["hashes"], settle_seconds=SETTLE_SECONDS,
+    scan = process_inbox(inbox, state["hashes"], settle_seconds=SETTLE_SECONDS, only=only,
                          layout_check=lambda path, landing: check_layout(path, landing, source.kind,
                                                                           source.mapping or None))
     for name, reason in scan.rejected:

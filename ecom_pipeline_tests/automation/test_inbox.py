@@ -186,6 +186,28 @@ def test_a_source_that_takes_no_files_leaves_the_inbox_alone_and_says_why(tmp_pa
     assert dropped.exists() and not (tmp_path / "inbox" / "processed").exists()
 
 
+ONLINE_EVENTS = (b"event_id,ts,customer_id,session_id,event_type,product_id\n"
+                 b"e1,2024-05-01 10:00:00,c1,s1,view,p1\n")
+
+
+@pytest.mark.parametrize("kind", ["synthetic", "olist"])
+def test_the_serving_apps_session_events_are_archived_whatever_the_source(tmp_path, kind):
+    """Every ingest reads archived online-event files, so the sensor archives them for any source (a source
+    that takes no files still leaves delivered files alone); a broken one is rejected with a reason."""
+    inbox = tmp_path / "inbox"
+    other = _drop(inbox, "orders_2024-05-01.csv", _orders("o1"))
+    _drop(inbox, "online_events_2024-05-01_1_000001.csv", ONLINE_EVENTS)
+    _drop(inbox, "online_events_2024-05-01_1_000002.csv", b"what,ever\n1,2\n")
+    result = inbox_sensor(_ctx(tmp_path, source=SourceResource(kind=kind, data_root=str(tmp_path))))
+    assert [r.partition_key for r in result.run_requests] == ["2024-05-01"]
+    assert (inbox / "processed" / "2024-05-01" / "online_events_2024-05-01_1_000001.csv").is_file()
+    reasons = list((inbox / "rejected").glob("*.reason"))
+    assert len(reasons) == (1 if kind == "synthetic" else 2)
+    assert any("online_events_2024-05-01_1_000002.csv" in r.read_text() for r in reasons)
+    if kind == "synthetic":
+        assert other.exists()
+
+
 def test_olist_takes_only_its_own_file_names_and_headers(tmp_path):
     source = SourceResource(kind="olist", data_root=str(tmp_path))
     inbox = tmp_path / "inbox"
