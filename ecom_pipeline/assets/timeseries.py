@@ -461,5 +461,11 @@ def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: p
 
 
 def build(settings=None) -> dg.Definitions:
+    from ecom_pipeline.ml.registry import promotion_gate_check
+
+    # blocking, skip-aware: a model asset that trained nothing passes with its reason; one that trained but left
+    # no usable champion blocks serving/forecasts in the same run
+    checks = [promotion_gate_check(sarima_backtest.key, "ecom.forecast.sarima"),
+              promotion_gate_check(lstm_backtest.key, "ecom.forecast.lstm")]
     return dg.Definitions(assets=[daily_series, weekly_series, calendar, sarima_backtest, lstm_backtest, forecasts,
-                                  anomalies])
+                                  anomalies], asset_checks=checks)

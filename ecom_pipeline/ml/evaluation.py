@@ -93,17 +93,26 @@ def bootstrap_metric(score: Callable[[np.ndarray], tuple[float, float]], n_units
     return Comparison(metric, float(cand), float(base), float(cand - base), lo, hi, int(n_units), higher_is_better)
 
 
+def scorer_comparison(y, candidate_scores, baseline_scores, metric_fn: Callable, *, metric: str,
+                      higher_is_better: bool, needs_both_classes: bool = True, n_boot: int = DEFAULT_BOOTSTRAPS,
+                      seed: int = 0) -> Comparison:
+    """``metric_fn(y, scores)`` of two scorers on the same labelled units, paired bootstrap over the units."""
+    y, c, b = (np.asarray(v, dtype=float) for v in (y, candidate_scores, baseline_scores))
+
+    def score(idx):
+        yy = y[idx]
+        if needs_both_classes and yy.min() == yy.max():
+            return float("nan"), float("nan")
+        return float(metric_fn(yy, c[idx])), float(metric_fn(yy, b[idx]))
+
+    return bootstrap_metric(score, len(y), metric=metric, higher_is_better=higher_is_better, n_boot=n_boot,
+                            seed=seed)
+
+
 def auc_comparison(y, candidate_scores, baseline_scores, *, n_boot: int = DEFAULT_BOOTSTRAPS,
                    seed: int = 0) -> Comparison:
     """ROC AUC of two scorers on the same labelled units, paired bootstrap over units."""
     from sklearn.metrics import roc_auc_score
 
-    y, c, b = (np.asarray(v, dtype=float) for v in (y, candidate_scores, baseline_scores))
-
-    def score(idx):
-        yy = y[idx]
-        if yy.min() == yy.max():
-            return float("nan"), float("nan")
-        return float(roc_auc_score(yy, c[idx])), float(roc_auc_score(yy, b[idx]))
-
-    return bootstrap_metric(score, len(y), metric="auc", higher_is_better=True, n_boot=n_boot, seed=seed)
+    return scorer_comparison(y, candidate_scores, baseline_scores, roc_auc_score, metric="auc",
+                             higher_is_better=True, n_boot=n_boot, seed=seed)
