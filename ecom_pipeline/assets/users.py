@@ -161,7 +161,8 @@ def repurchase_scores(context: dg.AssetExecutionContext, config: RepurchaseConfi
         "train_cutoff": str(res.train_cutoff), "test_cutoff": str(res.test_cutoff),
         "train_positive_rate": float(res.train_positive_rate), "test_positive_rate": float(res.test_positive_rate),
         "registered": f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})" if outcome else "none",
-        "features": ", ".join(res.model.features) if res.model is not None else ", ".join(NUMERIC_FEATURES),
+        "features": (", ".join(res.candidate_model.features) if res.candidate_model is not None
+                     else ", ".join(NUMERIC_FEATURES)),
     })
 
 
