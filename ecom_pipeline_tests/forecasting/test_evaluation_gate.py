@@ -159,3 +159,18 @@ def test_degenerate_and_decision_rules():
     assert degenerate_forecast([0.0] * 28, [0.2] * 28) is None  # a sparse series: about zero is plausible
     assert degenerate_forecast([18.0] * 28, [20] * 28) is None
     assert decide(TASK, "x", "m", "b", None).served == "b"
+
+
+def test_sentiment_macro_f1_gap_inside_its_interval_is_no_difference():
+    from ecom_pipeline.ml.text.sentiment import macro_f1_comparison
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    base = np.where(rng.random(400) < 0.94, y, 1 - y)  # 94 % right
+    cand = base.copy()
+    flip = rng.choice(np.flatnonzero(cand != y), 3, replace=False)
+    cand[flip] = y[flip]  # three more right: a small gap
+    c = macro_f1_comparison(y, cand, base, n_boot=300)
+    assert c.candidate_value > c.baseline_value and not c.significant
+    d = decide("sentiment_binary", "all", "head", "tfidf_logreg", c)
+    assert d.served == "tfidf_logreg" and "no significant difference" in d.reason
