@@ -18,7 +18,7 @@ import json
 import os
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -113,19 +113,19 @@ def recommendations(tables: dict, k: int = 10) -> dict:
 
 def markdown(res: dict) -> str:
     lines = ["# Repurchase and recommendations on real repeat purchases", "",
-             f"{res['date']} at commit {res['commit']}, load average at start "
+             (f"{res['date']} at commit {res['commit']}, load average at start "
              f"{', '.join(f'{x:.1f}' for x in res['load_average_at_start'])} (shared 2-core machine: times are "
              "upper bounds). Intervals: 95 % paired bootstrap (customers / users resampled) of candidate minus "
-             "baseline.", ""]
+             "baseline."), ""]
     for d in res["datasets"]:
         lines += [f"## {d['dataset']}", ""]
         if "skipped" in d:
             lines += [f"skipped: {d['skipped']}", ""]
             continue
         r = d["repurchase"]
-        lines += [f"**Repurchase within {res['horizon']} days** (train at {r['train_cutoff'][:10]}, test at "
+        lines += [(f"**Repurchase within {res['horizon']} days** (train at {r['train_cutoff'][:10]}, test at "
                   f"{r['test_cutoff'][:10]}): {r['evaluable_customers']} evaluable customers, {r['test_positives']} "
-                  f"positives (claim needs >= {r['min_test_positives']}: {'yes' if r['claim'] else 'NO: too sparse'}).",
+                  f"positives (claim needs >= {r['min_test_positives']}: {'yes' if r['claim'] else 'NO: too sparse'})."),
                   "", "| metric | gbm_calibrated | rfm_logistic | difference [95 % interval] | significant |",
                   "|---|---|---|---|---|"]
         for c in r["comparisons"]:
@@ -134,9 +134,9 @@ def markdown(res: dict) -> str:
                          f"{'yes' if c['significant'] else 'no'} |")
         lines += ["", f"Served: **{r['served']}** ({r['reason']}).", ""]
         e = d["recommendations"]
-        lines += [f"**Item-level recommendations** (NDCG@10, user-level temporal split at {e['cutoff'][:10]}): "
+        lines += [(f"**Item-level recommendations** (NDCG@10, user-level temporal split at {e['cutoff'][:10]}): "
                   f"{e['evaluable_users']} evaluable users, {e['items']} items (claim needs >= {e['min_eval_users']}: "
-                  f"{'yes' if e['claim'] else 'NO: too sparse'}).", "",
+                  f"{'yes' if e['claim'] else 'NO: too sparse'})."), "",
                   "| model | NDCG@10 | best baseline | baseline NDCG@10 | difference [95 % interval] | users |",
                   "|---|---|---|---|---|---|"]
         for v in e["vs_best_baseline"]:
@@ -155,7 +155,7 @@ def main() -> None:
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
                             cwd=Path(__file__).parent).stdout.strip()
-    res = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+    res = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "commit": commit,
            "load_average_at_start": os.getloadavg(), "horizon": args.horizon, "datasets": []}
     loaders = {"uk": ("online_retail_uk", uk_tables), "olist": ("olist", olist_tables)}
     for name in args.datasets.split(","):

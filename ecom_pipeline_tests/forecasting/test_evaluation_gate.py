@@ -13,7 +13,11 @@ from ecom_pipeline.ml.forecasting.models import BASELINES, PEERS, SeriesConfig, 
 from ecom_pipeline.ml.forecasting.selection import gate_series, served_forecasts
 from ecom_pipeline.ml.forecasting.series import panel
 from ecom_pipeline.ml.serving_gate import (
-    SERVING_DECISIONS_TABLE, decide, degenerate_forecast, record_decisions, served_against_decision,
+    SERVING_DECISIONS_TABLE,
+    decide,
+    degenerate_forecast,
+    record_decisions,
+    served_against_decision,
 )
 from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
 
@@ -53,7 +57,7 @@ def test_panel_ends_every_series_at_the_last_complete_day():
     rows = [pd.DataFrame({"series_id": sid, "level": lvl, "date": dates, "orders": v})
             for sid, lvl, v in (("total", "total", y), ("state:SP", "state", np.round(y * 0.6)))]
     daily = pd.concat(rows, ignore_index=True)
-    d, Y, ids = panel(daily, ["state:SP"])
+    d, Y, _ = panel(daily, ["state:SP"])
     assert d[-1] == dates[-31] and Y.shape == (1, 220)
     folds = rolling_origin(d, horizon=28, folds=3)
     assert folds[-1].test_idx[-1] == len(d) - 1  # the fold grid ends at the last complete day
