@@ -75,7 +75,8 @@ def gate_series(predictions: pd.DataFrame, daily: pd.DataFrame, *, task: str, va
     per_series_mase = losses.groupby(["series_id", "model"])["mase"].mean()
     for sid, g in losses.groupby("series_id"):
         means = per_series_mase.loc[sid]
-        base_means = means[means.index.isin(baselines)]
+        has_future = set(fut.loc[fut["series_id"] == sid, "model"])
+        base_means = means[means.index.isin(baselines) & means.index.isin(has_future)]  # it must be able to serve
         if base_means.empty:
             continue
         base = str(base_means.idxmin())
