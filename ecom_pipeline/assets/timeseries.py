@@ -424,6 +424,7 @@ def forecasts(context: dg.AssetExecutionContext, config: ForecastGateConfig, sar
         "decisions": _md_table(decisions, 40),
         "vs_best_peer": _md_table(headline.round(3) if len(headline) else headline),
         "model_metrics_rows": len(recs),
+        "not_served": gate.skipped or "none",
     } | _tail_metadata(daily, config.value))
     return out
 

@@ -52,6 +52,7 @@ class SeriesGate:
     comparisons: pd.DataFrame  # scope (series id or "mean_over_series"), model, baseline, Comparison per loss
     decisions: list[Decision]
     best_baseline: dict[str, str]  # series -> its best baseline
+    skipped: dict[str, str] | None = None  # series -> why no decision (and so no serving rows)
 
 
 def _paired(losses: pd.DataFrame, model: str, baseline: str, loss: str, block: int) -> Comparison:
@@ -71,13 +72,14 @@ def gate_series(predictions: pd.DataFrame, daily: pd.DataFrame, *, task: str, va
     losses = daily_losses(predictions, daily, value, season)
     fut = predictions[predictions["kind"] == "future"]
     hist = daily.assign(date=pd.to_datetime(daily["date"])).sort_values("date")
-    rows, decisions, best_base = [], [], {}
+    rows, decisions, best_base, skipped = [], [], {}, {}
     per_series_mase = losses.groupby(["series_id", "model"])["mase"].mean()
     for sid, g in losses.groupby("series_id"):
         means = per_series_mase.loc[sid]
         has_future = set(fut.loc[fut["series_id"] == sid, "model"])
         base_means = means[means.index.isin(baselines) & means.index.isin(has_future)]  # it must be able to serve
         if base_means.empty:
+            skipped[sid] = "no baseline with both a backtest and a future forecast: nothing served"
             continue
         base = str(base_means.idxmin())
         best_base[sid] = base
@@ -113,7 +115,7 @@ def gate_series(predictions: pd.DataFrame, daily: pd.DataFrame, *, task: str, va
                 rows.append({"scope": "mean_over_series", "model": model, "baseline": peer, "loss": loss,
                              "comparison": c})
     return SeriesGate(pd.DataFrame(rows, columns=["scope", "model", "baseline", "loss", "comparison"]), decisions,
-                      best_base)
+                      best_base, skipped)
 
 
 def served_forecasts(future: pd.DataFrame, decisions: list[Decision]) -> pd.DataFrame:
