@@ -178,3 +178,16 @@ def test_sentiment_macro_f1_gap_inside_its_interval_is_no_difference():
     assert c.candidate_value > c.baseline_value and not c.significant
     d = decide("sentiment_binary", "all", "head", "tfidf_logreg", c)
     assert d.served == "tfidf_logreg" and "no significant difference" in d.reason
+
+
+def test_promotion_gate_verdict_is_skip_aware():
+    import dagster as dg
+
+    from ecom_pipeline.ml.registry import gate_verdict, skip_reason
+
+    assert skip_reason({"message": dg.MetadataValue.text("too short: 40 days")}) == "too short: 40 days"
+    assert skip_reason({"skipped": {"state:AC": "empty series"}, "registered": "x v1"}) is None  # per-part skips
+    assert skip_reason({"skipped": "none"}) is None and skip_reason(None) is None
+    passed, severity, text = gate_verdict(None, "ecom.forecast.lstm", "too short: 40 days")
+    assert passed and severity == "WARN" and "skipped" in text
+    assert gate_verdict(None, "ecom.forecast.lstm")[:2] == (False, "ERROR")  # trained, yet nothing registered
