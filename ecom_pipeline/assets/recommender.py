@@ -162,6 +162,7 @@ def recommender_evaluation(context: dg.AssetExecutionContext, config: Recommende
     from ecom_pipeline.ml.recsys.data import build_data
     from ecom_pipeline.ml.recsys.models import make_model
     from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.resources.tables import write_table
 
     interactions = _interactions(warehouse)
@@ -208,26 +209,67 @@ def recommender_evaluation(context: dg.AssetExecutionContext, config: Recommende
     ]
     frame["model_version"] = frame.apply(
         lambda x: registered[x["level"]].version if x["model"] == "als" and x["level"] in registered else "", axis=1)
+    # the serving gate: per level, the best candidate serves only if its NDCG beats the best baseline's
+    # significantly (paired bootstrap over evaluated users); ``winner`` marks the model that serves
+    decisions, interval_records = _gate_levels(results, config, source.kind, run_id)
+    records += interval_records
+    served = {d.scope: d.served for d in decisions}
+    frame["winner"] = frame["model"] == frame["level"].map(served)
     with warehouse.connect() as con:
         record_model_metrics(con, records)
         write_table(con, "ml.recommender_evaluation", frame)
+        record_decisions(con, "recommendation", decisions)
     comparison = []
     for r in results:
-        w = r.winner()
+        w = served.get(r.level) if r.metrics else None
         if w is None:
             comparison.append(f"{r.level}: not evaluated ({r.message})")
             continue
         base = r.metrics.get("popularity", {}).get(f"ndcg@{r.k}", float("nan"))
         parts = [f"{m} {v.get(f'ndcg@{r.k}', float('nan')):.4f}" for m, v in r.metrics.items()]
-        comparison.append(f"{r.level} (ndcg@{r.k}, {r.n_eval_users} users): winner {w}; popularity {base:.4f}; "
+        comparison.append(f"{r.level} (ndcg@{r.k}, {r.n_eval_users} users): served {w}; popularity {base:.4f}; "
                           + ", ".join(parts))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(frame), "mlflow_run_id": run_id,
         "comparison": dg.MetadataValue.md("\n".join(f"- {c}" for c in comparison)),
-        "winners": {r.level: r.winner() or "none" for r in results},
+        "winners": {r.level: served.get(r.level, "none") for r in results},
+        "decisions": {d.scope: d.reason for d in decisions},
         "registered": {lvl: f"{o.name} v{o.version} (promoted={o.promoted})" for lvl, o in registered.items()},
         "cutoffs": {r.level: str(r.cutoff) for r in results},
     })
+
+
+def _gate_levels(results, cfg: RecommenderConfig, dataset: str, run_id: str | None):
+    """Serving decisions per level and ``ml.model_metrics`` rows with intervals: every candidate's NDCG@k
+    against the level's best baseline, paired bootstrap over the evaluated users."""
+    from ecom_pipeline.ml.evaluation import paired_bootstrap
+    from ecom_pipeline.ml.recsys.models import BASELINES as REC_BASELINES
+    from ecom_pipeline.ml.serving_gate import decide
+
+    decisions, records = [], []
+    for r in results:
+        metric = f"ndcg@{r.k}"
+        scored = {m: v[metric] for m, v in r.metrics.items() if v.get(metric) == v.get(metric) and metric in v}
+        bases = {m: v for m, v in scored.items() if m in REC_BASELINES and r.per_user.get(m) is not None}
+        cands = {m: v for m, v in scored.items() if m not in REC_BASELINES and r.per_user.get(m) is not None}
+        if not bases:
+            decisions.append(decide("recommendation", r.level, "none", cfg.fallback_model, None, metric=metric))
+            continue
+        base = max(bases, key=bases.get)
+        comps = {}
+        for m in cands:
+            both = pd.concat([r.per_user[m], r.per_user[base]], axis=1, join="inner").dropna()
+            comps[m] = paired_bootstrap(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), metric=metric,
+                                        higher_is_better=True)
+            records.append(MetricRecord.from_comparison(
+                comps[m], model=m, task=f"recommendation_{r.level}", dataset=f"{dataset}:{r.level}",
+                split=f"temporal@{pd.Timestamp(r.cutoff):%Y-%m-%d}", baseline=base, mlflow_run_id=run_id))
+        if not comps:
+            decisions.append(decide("recommendation", r.level, "none", base, None, metric=metric))
+            continue
+        cand = max(comps, key=lambda m: comps[m].candidate_value)
+        decisions.append(decide("recommendation", r.level, cand, base, comps[cand]))
+    return decisions, records
 
 
 def _choose(level: str, evaluation: pd.DataFrame, cfg: RecommenderConfig) -> tuple[str, str]:
@@ -235,7 +277,7 @@ def _choose(level: str, evaluation: pd.DataFrame, cfg: RecommenderConfig) -> tup
         return cfg.serve_model, "configured"
     e = evaluation[(evaluation["level"] == level) & evaluation["winner"].astype(bool)] if len(evaluation) else evaluation
     if len(e):
-        return str(e["model"].iloc[0]), "evaluation winner"
+        return str(e["model"].iloc[0]), "serving gate (ml.serving_decisions)"
     return cfg.fallback_model, "fallback: level could not be evaluated"
 
 

@@ -25,6 +25,15 @@ def _write(warehouse: WarehouseResource, table: str, frame: pd.DataFrame) -> Non
             con.unregister("_report")
 
 
+# The assets that train and register models: the report runs after them, so a first run reports what it trained.
+TRAINING_ASSETS = [dg.AssetKey(k) for k in (
+    ["models", "sarima_backtest"], ["models", "lstm_backtest"], ["models", "stgcn_backtest"],
+    ["models", "sentiment_model"], ["models", "image_text_projection"], ["models", "delivery_delay"],
+    ["features", "region_embeddings"], ["ml", "recommender_evaluation"], ["ml", "two_tower_recommender"],
+    ["serving", "repurchase_scores"],
+)]
+
+
 def _markdown(frame: pd.DataFrame, limit: int = 50) -> str:
     if frame.empty:
         return "none"
@@ -38,6 +47,7 @@ def _markdown(frame: pd.DataFrame, limit: int = 50) -> str:
     kinds={"mlflow", "duckdb"},
     owners=["team:mlops"],
     tags={"ecom/stage": "scoring"},
+    deps=TRAINING_ASSETS,
     description="Every registered model: champion version, its metric beside its baseline, whether it beats "
     "the baseline, its age, and whether the newest version was promoted (and why).",
 )

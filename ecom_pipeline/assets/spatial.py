@@ -259,7 +259,8 @@ def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, wa
 
     f, _, _ = located_frames(warehouse, source)
     frame = delivery_frame(f["orders"], f["order_items"], f["customers"], f["sellers"])
-    cols = ["order_id", "purchased_at", "delivery_days", "promised_days", "is_late", "predicted_days", "late_probability"]
+    cols = ["order_id", "purchased_at", "delivery_days", "promised_days", "is_late", "predicted_days", "late_probability",
+            "days_model", "late_model"]
     if len(frame) < 50:
         msg = f"only {len(frame)} delivered orders with an estimated date: no delivery model"
         context.log.warning(msg)
@@ -274,17 +275,22 @@ def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, wa
         mlf.log_metrics(m)
         outcome = log_and_register(Candidate("ecom.delivery.delay", "sklearn", res.regressor,
                                              frame[FEATURES].head(5), "mae", m["mae"], higher_is_better=False))
-        recs = [MetricRecord("hgb_delivery_days", "delivery_delay", source.kind, "temporal_test", "mae", m["mae"],
-                             "platform_estimate", m["baseline_mae"], run.info.run_id)]
-        if "auc" in m:
-            recs.append(MetricRecord("hgb_late_classifier", "delivery_late", source.kind, "temporal_test", "auc",
-                                     m["auc"], "platform_estimate", m["baseline_auc"], run.info.run_id))
+        # each model beside its best baseline with an interval (ml/spatial/delivery.py); the gate's decisions
+        recs = [MetricRecord.from_comparison(c, model=cand, task=task,
+                                             dataset=source.kind, split="temporal_test", baseline=base,
+                                             mlflow_run_id=run.info.run_id)
+                for task, (cand, base, c) in res.comparisons.items()]
     with warehouse.connect() as con:
+        from ecom_pipeline.ml.serving_gate import record_decisions
+
         record_model_metrics(con, recs)
+        for d in res.decisions:
+            record_decisions(con, d.task, [d])
     context.add_output_metadata({"dagster/row_count": len(res.predictions), "cutoff": str(res.cutoff),
                                  "n_train": res.n_train, "n_test": res.n_test,
                                  "metrics": {k: round(v, 4) for k, v in m.items()},
                                  "beats_platform_estimate_mae": m["mae"] < m["baseline_mae"],
+                                 "served": {d.task: f"{d.served} ({d.reason})" for d in res.decisions},
                                  "registered": f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"})
     return res.predictions[cols]
 

@@ -48,8 +48,8 @@ def dataset_name(source: SourceResource) -> str:
 
 def metric_records(summary: pd.DataFrame, *, model: str, dataset: str, run_id: str | None, task: str = TASK,
                    baseline: str = BASELINE, mean_label: str = "mean_over_series"):
-    """``ml.model_metrics`` rows for ``model`` beside ``baseline`` per series plus the mean over series
-    (dataset ``<dataset>:<mean_label>``)."""
+    """``ml.model_metrics`` rows for ``model`` beside ``baseline`` per series (fold means: no interval) plus the
+    mean over series (dataset ``<dataset>:<mean_label>``, with a paired-bootstrap interval over the series)."""
     from ecom_pipeline.resources.model_metrics import MetricRecord
 
     piv = summary.pivot_table(index=["series_id", "metric"], columns="model", values="value").reset_index()
@@ -58,9 +58,13 @@ def metric_records(summary: pd.DataFrame, *, model: str, dataset: str, run_id: s
     piv = piv.dropna(subset=[model, baseline])
     recs = [MetricRecord(model, task, f"{dataset}:{r.series_id}", "rolling_origin_backtest", r.metric,
                          float(r[model]), baseline, float(r[baseline]), run_id) for _, r in piv.iterrows()]
-    mean = piv.groupby("metric")[[model, baseline]].mean()
-    recs += [MetricRecord(model, task, f"{dataset}:{mean_label}", "rolling_origin_backtest", m,
-                          float(row[model]), baseline, float(row[baseline]), run_id) for m, row in mean.iterrows()]
+    from ecom_pipeline.ml.evaluation import paired_bootstrap
+
+    for m, g in piv.groupby("metric"):  # the mean over series, with a paired bootstrap over the series
+        c = paired_bootstrap(g[model].to_numpy(), g[baseline].to_numpy(), metric=m, higher_is_better=m == "coverage")
+        recs.append(MetricRecord.from_comparison(c, model=model, task=task, dataset=f"{dataset}:{mean_label}",
+                                                 split="rolling_origin_backtest", baseline=baseline,
+                                                 mlflow_run_id=run_id))
     return recs
 
 
@@ -114,10 +118,24 @@ class AnomalyConfig(dg.Config):
     levels: list[str] = ["total", "state", "category"]
 
 
-def _selected(daily: pd.DataFrame, n_states: int, n_categories: int, value: str):
-    from ecom_pipeline.ml.forecasting.series import top_series
+def _selected(daily: pd.DataFrame, n_states: int, n_categories: int, value: str, horizon: int = 28,
+              folds: int = 3):
+    """Top series by volume before the first backtest origin (no statistic over any test window)."""
+    from ecom_pipeline.ml.forecasting.series import complete_part, top_series
 
-    return top_series(daily, n_states=n_states, n_categories=n_categories, metric=value)
+    d = complete_part(daily, value)
+    if len(d):
+        dates = pd.to_datetime(d["date"])
+        first_origin = dates.max() - pd.Timedelta(days=horizon * folds - 1)
+        before = d[dates < first_origin]
+        d = before if len(before) else d
+    return top_series(d, n_states=n_states, n_categories=n_categories, metric=value)
+
+
+def _tail_metadata(daily: pd.DataFrame, value: str) -> dict:
+    from ecom_pipeline.ml.forecasting.series import shop_tail
+
+    return {"complete_data": shop_tail(daily, value).as_metadata()} if len(daily) else {}
 
 
 def _panel(daily: pd.DataFrame, series_ids: list[str], value: str):
@@ -147,7 +165,7 @@ def daily_series(context: dg.AssetExecutionContext, config: SeriesBuildConfig,
         "dagster/row_count": len(out), "series_by_level": counts, "days": int(out["date"].nunique()),
         "first_day": str(out["date"].min().date()), "last_day": str(out["date"].max().date()),
         "zero_days_total": int((out[out.series_id == "total"]["orders"] == 0).sum()),
-    })
+    } | _tail_metadata(out, "orders"))
     return out
 
 
@@ -241,9 +259,8 @@ def sarima_backtest(context: dg.AssetExecutionContext, config: SarimaConfig, dai
                     warehouse: WarehouseResource, mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
     from ecom_pipeline.ml.forecasting import models as fm
     from ecom_pipeline.ml.registry import Candidate, log_and_register
-    from ecom_pipeline.resources.model_metrics import record_model_metrics
 
-    chosen = _selected(daily, config.n_states, config.n_categories, config.value)
+    chosen = _selected(daily, config.n_states, config.n_categories, config.value, config.horizon, config.folds)
     if not chosen:
         context.log.warning("no series to forecast (no orders)")
         context.add_output_metadata({"dagster/row_count": 0, "message": "no series"})
@@ -268,7 +285,7 @@ def sarima_backtest(context: dg.AssetExecutionContext, config: SarimaConfig, dai
         piv = summary.pivot_table(index="series_id", columns=["model", "metric"], values="value")
         mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
         meta["backtest_mean"] = _md_table(mean.reset_index().round(3))
-        with mlflow.start_run("sarima_backtest", tags={"task": TASK, "dataset": dataset_name(source)}) as run:
+        with mlflow.start_run("sarima_backtest", tags={"task": TASK, "dataset": dataset_name(source)}):
             import mlflow as mlf
 
             mlf.log_params({"n_series": len(ids), "horizon": config.horizon, "folds": config.folds,
@@ -280,7 +297,6 @@ def sarima_backtest(context: dg.AssetExecutionContext, config: SarimaConfig, dai
                 for (model, metric), v in row.items():
                     if np.isfinite(v):
                         mlf.log_metric(f"{model}_{metric}__{sid.replace(':', '_').replace('|', '_')}"[:250], float(v))
-            recs = metric_records(summary, model="sarima", dataset=dataset_name(source), run_id=run.info.run_id)
             total = next((r for r in results if r.series_id == ids[0] and r.order is not None), None)
             if total is not None:
                 res = fm._sarimax(Y[0][-config.max_train_days:], total.order, total.seasonal_order)
@@ -289,12 +305,15 @@ def sarima_backtest(context: dg.AssetExecutionContext, config: SarimaConfig, dai
                                                      float(tm["value"].iloc[0]) if len(tm) else float("nan"),
                                                      higher_is_better=False))
                 meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted}; {outcome.reason})"
-        with warehouse.connect() as con:
-            record_model_metrics(con, recs)
-        meta["model_metrics_rows"] = len(recs)
         wins = summary[summary.metric == "mase"].pivot(index="series_id", columns="model", values="value").dropna()
         if "sarima" in wins:
-            meta["sarima_beats_baseline_mase"] = f"{int((wins['sarima'] < wins[BASELINE]).sum())}/{len(wins)} series"
+            best_base = wins[[b for b in fm.BASELINES if b in wins]].min(axis=1)
+            meta["sarima_below_best_baseline_mase"] = f"{int((wins['sarima'] < best_base).sum())}/{len(wins)} series"
+        meta["model_metrics"] = "written with intervals by serving/forecasts (every forecaster vs its best baseline)"
+    peer_seconds = pd.DataFrame([r.model_seconds for r in results if r.model_seconds])
+    if len(peer_seconds):
+        meta["fit_seconds_per_series"] = {k: round(float(v), 2) for k, v in peer_seconds.mean().items()}
+    meta |= _tail_metadata(daily, config.value)
     meta["dagster/row_count"] = len(preds)
     context.add_output_metadata(meta)
     return preds
@@ -312,7 +331,6 @@ def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, wa
     from ecom_pipeline.ml.forecasting.lstm import LSTMConfig, lstm_backtest as run_lstm
     from ecom_pipeline.ml.forecasting.series import covariates_for
     from ecom_pipeline.ml.registry import Candidate, log_and_register
-    from ecom_pipeline.resources.model_metrics import record_model_metrics
 
     device = compute.torch_device()
     threads = compute.configure_threads()
@@ -322,7 +340,8 @@ def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, wa
         cal = read_table(con, "features.calendar")
     meta = {"device": device, "threads": threads,
             "training_path": "gpu: full epochs/samples" if gpu else "cpu-small: capped samples and epochs"}
-    chosen = _selected(daily, config.n_states, config.n_categories, config.value) if len(daily) else []
+    chosen = (_selected(daily, config.n_states, config.n_categories, config.value, config.horizon, config.folds)
+              if len(daily) else [])
     preds = pd.DataFrame(columns=fm.PRED_COLUMNS)
     if not chosen or cal.empty:
         meta["message"] = "no series or no calendar: nothing to train"
@@ -349,22 +368,20 @@ def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, wa
             mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
             meta["backtest_mean"] = _md_table(mean.reset_index().round(3))
             with mlflow.start_run("lstm_backtest", tags={"task": TASK, "dataset": dataset_name(source),
-                                                         "device": device}) as run:
+                                                         "device": device}):
                 import mlflow as mlf
 
                 mlf.log_params({k: v for k, v in vars(cfg).items()} | {"n_series": len(ids), "device": device})
                 for (model, metric), v in mean.stack().items():
                     mlf.log_metric(f"{model}_{metric}", float(v))
-                recs = metric_records(summary, model="lstm", dataset=dataset_name(source), run_id=run.info.run_id)
                 lm = summary[(summary.model == "lstm") & (summary.metric == "mase")]["value"].mean()
                 outcome = log_and_register(Candidate("ecom.forecast.lstm", "pytorch", final.net.cpu(), None, "mase",
                                                      float(lm), higher_is_better=False))
                 meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"
             wins = summary[summary.metric == "mase"].pivot(index="series_id", columns="model", values="value").dropna()
             meta["lstm_beats_baseline_mase"] = f"{int((wins['lstm'] < wins[BASELINE]).sum())}/{len(wins)} series"
-            with warehouse.connect() as con:
-                record_model_metrics(con, recs)
-            meta["model_metrics_rows"] = len(recs)
+            meta["model_metrics"] = "written with intervals by serving/forecasts (vs the best baseline)"
+            meta |= _tail_metadata(daily, config.value)
     with warehouse.connect() as con:
         con.register("_p", preds.astype({"actual": float, "yhat": float, "lo": float, "hi": float}))
         con.execute("CREATE OR REPLACE TABLE models.lstm_backtest AS SELECT * FROM _p")
@@ -373,16 +390,27 @@ def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, wa
     return dg.MaterializeResult(metadata=meta)
 
 
+class ForecastGateConfig(dg.Config):
+    value: str = "orders"
+    recent_days: int = 28  # a candidate's future forecast is compared with this many last complete days
+    min_recent_mean: float = 0.5  # below this level/day an about-zero forecast is not called degenerate
+
+
 @dg.asset(key=["serving", "forecasts"], group_name="serving", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"sarima": dg.AssetIn(key=["models", "sarima_backtest"])},
           deps=[dg.AssetKey(["models", "lstm_backtest"]), dg.AssetKey(["models", "stgcn_backtest"])],
-          description="28-day forecasts with 80 % intervals per series and model (seasonal naive, SARIMA, LSTM, "
-          "their ensemble, and the spatio-temporal GCN on the state series it covers), each with its backtest MASE; "
-          "`is_best` marks the model chosen per series by backtest MASE.")
-def forecasts(context: dg.AssetExecutionContext, sarima: pd.DataFrame, warehouse: WarehouseResource,
-              mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
+          description="28-day forecasts with 80 % intervals, one model per series chosen by the serving gate: the "
+          "best candidate (SARIMA, LSTM, their ensemble, ST-GCN) serves only if it beats the series' best baseline "
+          "(seasonal naive or a statsforecast peer) significantly on the backtest and its forecast is not "
+          "degenerate; otherwise that baseline serves. `model` names the model of every row; decisions in "
+          "ml.serving_decisions, every forecaster vs its best baseline with intervals in ml.model_metrics.")
+def forecasts(context: dg.AssetExecutionContext, config: ForecastGateConfig, sarima: pd.DataFrame,
+              warehouse: WarehouseResource, mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
     from ecom_pipeline.ml.forecasting import models as fm
-    from ecom_pipeline.resources.model_metrics import record_model_metrics
+    from ecom_pipeline.ml.forecasting.selection import GATE_METRIC, gate_series, served_forecasts
+    from ecom_pipeline.ml.forecasting.series import complete_part
+    from ecom_pipeline.ml.serving_gate import record_decisions, served_against_decision
+    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
 
     with warehouse.connect(read_only=True) as con:
         lstm = read_table(con, "models.lstm_backtest")
@@ -393,8 +421,10 @@ def forecasts(context: dg.AssetExecutionContext, sarima: pd.DataFrame, warehouse
     allp = pd.concat([p for p in (sarima, lstm, stgcn) if len(p)] or [pd.DataFrame(columns=fm.PRED_COLUMNS)],
                      ignore_index=True)
     cols = ["series_id", "model", "date", "step", "yhat", "lo", "hi", "interval", "backtest_mase", "baseline_mase",
-            "is_best", "best_model"]
+            "is_best", "best_model", "baseline_model"]
     if allp.empty:
+        with warehouse.connect() as con:
+            record_decisions(con, TASK, [])
         context.add_output_metadata({"dagster/row_count": 0, "message": "no model predictions"})
         return pd.DataFrame(columns=cols)
     allp["date"] = pd.to_datetime(allp["date"])
@@ -403,33 +433,53 @@ def forecasts(context: dg.AssetExecutionContext, sarima: pd.DataFrame, warehouse
     w = fm.ensemble(allp, ("sarima", "lstm"))
     if len(w):
         allp = pd.concat([allp, w], ignore_index=True)
-    # backtest metrics for every model, recomputed on the same folds with the shared metric functions
-    summary = fm.summarise(fm.backtest_metrics(allp, daily))
-    best = fm.choose_best(summary)
+    complete = complete_part(daily, config.value)
+    gate = gate_series(allp, complete, task=TASK, value=config.value, recent_days=config.recent_days,
+                       min_recent_mean=config.min_recent_mean)
+    summary = fm.summarise(fm.backtest_metrics(allp, complete))
     mase = summary[summary.metric == "mase"][["series_id", "model", "value"]].rename(columns={"value": "backtest_mase"})
-    fut = allp[allp.kind == "future"].merge(mase, on=["series_id", "model"], how="left")
-    fut = fut.merge(best.rename(columns={"baseline_value": "baseline_mase"})[["series_id", "best_model", "baseline_mase"]],
-                    on="series_id", how="left")
-    fut["is_best"] = fut["model"] == fut["best_model"]
+    fut = served_forecasts(allp[allp.kind == "future"], gate.decisions).merge(mase, on=["series_id", "model"],
+                                                                               how="left")
+    base = pd.DataFrame([(d.scope, d.baseline, d.baseline_value) for d in gate.decisions],
+                        columns=["series_id", "baseline_model", "baseline_mase"])
+    fut = fut.merge(base, on="series_id", how="left")
+    fut["is_best"] = True  # kept for readers of the old schema: every row is the series' served model
+    fut["best_model"] = fut["model"]
     fut["interval"] = 0.8
     out = fut[cols].sort_values(["series_id", "model", "date"]).reset_index(drop=True)
-    if "ensemble" in set(summary.model):
-        with mlflow.start_run("forecast_ensemble", tags={"task": TASK, "dataset": dataset_name(source)}) as run:
-            recs = metric_records(summary, model="ensemble", dataset=dataset_name(source), run_id=run.info.run_id)
-            import mlflow as mlf
+    wrong = served_against_decision(out, gate.decisions, scope_col="series_id")
+    if len(wrong):  # cannot happen by construction; refuse to publish rather than serve a loser
+        raise RuntimeError(f"{len(wrong)} forecast rows from a model its decision did not serve")
+    dataset = dataset_name(source)
+    with mlflow.start_run("forecast_gate", tags={"task": TASK, "dataset": dataset}) as run:
+        import mlflow as mlf
 
-            for r in recs:
-                if r.dataset.endswith("mean_over_series"):
-                    mlf.log_metric(f"ensemble_{r.metric}", r.value)
-        with warehouse.connect() as con:
-            record_model_metrics(con, recs)
-    mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
+        recs = [MetricRecord.from_comparison(r.comparison, model=r.model, task=TASK, dataset=f"{dataset}:{r.scope}",
+                                             split="rolling_origin_backtest", baseline=r.baseline,
+                                             mlflow_run_id=run.info.run_id) for r in gate.comparisons.itertuples()]
+        for r in recs:
+            if r.dataset.endswith(":mean_over_series"):
+                mlf.log_metric(f"{r.model}_{r.metric}", r.value)
+        mlf.log_metric("candidates_served", sum(d.candidate_serves for d in gate.decisions))
+    with warehouse.connect() as con:
+        record_model_metrics(con, recs)
+        record_decisions(con, TASK, gate.decisions)
+    decisions = pd.DataFrame([{"series_id": d.scope, "served": d.served, "candidate": d.candidate,
+                               "baseline": d.baseline, "reason": d.reason} for d in gate.decisions])
+    head = gate.comparisons[(gate.comparisons.scope == "mean_over_series") & (gate.comparisons.loss == GATE_METRIC)]
+    headline = pd.DataFrame([{"model": r.model, "mean_mase": r.comparison.candidate_value,
+                              "best_peer": r.baseline, "peer_mase": r.comparison.baseline_value,
+                              "diff": r.comparison.diff, "ci_low": r.comparison.ci_low,
+                              "ci_high": r.comparison.ci_high, "n_series": r.comparison.n_units,
+                              "significant": r.comparison.significant} for r in head.itertuples()])
     context.add_output_metadata({
         "dagster/row_count": len(out),
-        "chosen_models": best["best_model"].value_counts().to_dict(),
-        "selection": _md_table(best.round(3), 30),
-        "backtest_mean_by_model": _md_table(mean.reset_index().round(3)),
-    })
+        "served_models": out.drop_duplicates("series_id")["model"].value_counts().to_dict(),
+        "decisions": _md_table(decisions, 40),
+        "vs_best_peer": _md_table(headline.round(3) if len(headline) else headline),
+        "model_metrics_rows": len(recs),
+        "not_served": gate.skipped or "none",
+    } | _tail_metadata(daily, config.value))
     return out
 
 
@@ -466,5 +516,11 @@ def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: p
 
 
 def build(settings=None) -> dg.Definitions:
+    from ecom_pipeline.ml.registry import promotion_gate_check
+
+    # blocking, skip-aware: a model asset that trained nothing passes with its reason; one that trained but left
+    # no usable champion blocks serving/forecasts in the same run
+    checks = [promotion_gate_check(sarima_backtest.key, "ecom.forecast.sarima"),
+              promotion_gate_check(lstm_backtest.key, "ecom.forecast.lstm")]
     return dg.Definitions(assets=[daily_series, weekly_series, calendar, sarima_backtest, lstm_backtest, forecasts,
-                                  anomalies])
+                                  anomalies], asset_checks=checks)

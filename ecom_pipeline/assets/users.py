@@ -78,17 +78,19 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig,
 @dg.asset(
     key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "sklearn", "mlflow"},
     description="P(customer orders again within N days): calibrated gradient boosting on profile features, "
-    "time-based (train at T−N, test at T), compared with an RFM-only logistic baseline (AUC, PR-AUC, ECE, "
-    "Brier) in MLflow and ml.model_metrics; scores every customer as of the last order.",
+    "time-based (train at T−N, test at T), compared with an RFM-only logistic baseline (AUC, PR-AUC, Brier with "
+    "paired-bootstrap intervals; ECE) in MLflow and ml.model_metrics; the serving gate lets the GBM score customers "
+    "only when it beats the baseline significantly on enough test positives, else the baseline scores them "
+    "(`model` names which; decision in ml.serving_decisions).",
 )
 def repurchase_scores(context: dg.AssetExecutionContext, config: RepurchaseConfig, warehouse: WarehouseResource,
                       mlflow: MLflowResource, source: SourceResource) -> dg.MaterializeResult:
     import mlflow as mlf
-    import numpy as np
 
     from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.ml.serving_gate import Decision, decide, record_decisions
     from ecom_pipeline.ml.users.profiles import NUMERIC_FEATURES, build_profiles
-    from ecom_pipeline.ml.users.repurchase import train_and_evaluate
+    from ecom_pipeline.ml.users.repurchase import BASELINE, CANDIDATE, train_and_evaluate
 
     t = _tables(warehouse)
     params = dict(max_iter=config.max_iter, learning_rate=config.learning_rate,
@@ -107,44 +109,65 @@ def repurchase_scores(context: dg.AssetExecutionContext, config: RepurchaseConfi
         mlf.log_metrics({"n_train": res.n_train, "n_test": res.n_test})
         for model, ms in res.metrics.items():
             mlf.log_metrics({f"{model}.{m}": v for m, v in ms.items()})
-        if res.model is not None and len(prof):
+        if res.candidate_model is not None and len(prof):
             gbm = res.metrics["gbm_calibrated"]
             outcome = log_and_register(Candidate(
-                name="ecom.users.repurchase", flavor="sklearn", model=res.model.model,
-                input_example=prof[res.model.features].astype(float).head(5), metric="pr_auc",
+                name="ecom.users.repurchase", flavor="sklearn", model=res.candidate_model.model,
+                input_example=prof[res.candidate_model.features].astype(float).head(5), metric="pr_auc",
                 value=gbm.get("pr_auc", float("nan")), baseline="rfm_logistic",
                 baseline_value=res.metrics["rfm_logistic"].get("pr_auc")))
             version = outcome.version
-    if len(prof):
-        if res.model is not None:
-            p, model = res.model.predict_proba(prof), "gbm_calibrated"
-        else:
-            p, model = np.full(len(prof), res.train_positive_rate if res.train_positive_rate == res.train_positive_rate else 0.0), "base_rate"
-        out = prof.assign(horizon_days=config.horizon_days, probability=p, model=model, model_version=version)[cols]
+    # the serving gate: the GBM serves only when it beat the RFM baseline significantly; with nothing trained
+    # nobody is scored (an empty table and a decision row with the reason, not a constant 0.0 for everyone)
+    if len(prof) and res.model is not None:
+        served_version = version if res.served == CANDIDATE else ""
+        out = prof.assign(horizon_days=config.horizon_days, probability=res.model.predict_proba(prof),
+                          model=res.served, model_version=served_version)[cols]
     else:
         out = pd.DataFrame(columns=cols)
-    base = res.metrics.get("rfm_logistic", {})
-    records = [MetricRecord(model=m, task="repurchase", dataset=source.kind,
-                            split=f"temporal@{res.test_cutoff:%Y-%m-%d}+{config.horizon_days}d", metric=k, value=v,
-                            baseline="rfm_logistic", baseline_value=base.get(k), mlflow_run_id=run_id)
-               for m, ms in res.metrics.items() for k, v in ms.items()]
+    split = f"temporal@{res.test_cutoff:%Y-%m-%d}+{config.horizon_days}d" if res.test_cutoff is not None else "none"
+    auc = next((c for c in res.comparisons if c.metric == "auc"), None)
+    if res.model is None:
+        decision = Decision("repurchase", "all", CANDIDATE, BASELINE, "auc", None, None, None, None, "none",
+                            f"nothing served: {res.message}")
+    else:
+        decision = decide("repurchase", "all", CANDIDATE, BASELINE, auc,
+                          refusal=None if res.served == CANDIDATE or not auc.candidate_better else res.serve_reason)
+        decision.reason = f"{res.serve_reason}; {decision.reason}"
+        assert decision.served == res.served
+    base = res.metrics.get(BASELINE, {})
+    with_interval = {c.metric: c for c in res.comparisons}
+    records = [MetricRecord.from_comparison(c, model=CANDIDATE, task="repurchase", dataset=source.kind, split=split,
+                                            baseline=BASELINE, mlflow_run_id=run_id) for c in res.comparisons]
+    records += [MetricRecord(model=m, task="repurchase", dataset=source.kind, split=split, metric=k, value=v,
+                             baseline=BASELINE, baseline_value=base.get(k), mlflow_run_id=run_id)
+                for m, ms in res.metrics.items() for k, v in ms.items()
+                if not (m == CANDIDATE and k in with_interval)]
     with warehouse.connect() as con:
         record_model_metrics(con, records)
+        record_decisions(con, "repurchase", [decision])
     _write(warehouse, "serving.repurchase_scores", out)
     g, b = res.metrics.get("gbm_calibrated", {}), base
     verdict = "not evaluated: " + res.message if not g else (
         f"gbm_calibrated AUC {g.get('auc', float('nan')):.3f} / PR-AUC {g.get('pr_auc', float('nan')):.3f} / ECE "
         f"{g['ece']:.3f} vs rfm_logistic AUC {b.get('auc', float('nan')):.3f} / PR-AUC "
         f"{b.get('pr_auc', float('nan')):.3f} / ECE {b['ece']:.3f} → "
-        + ("GBM wins" if g.get("pr_auc", 0) > b.get("pr_auc", 0) else "GBM LOSES to the RFM baseline"))
+        + f"served: {decision.served}")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(out), "comparison": verdict, "mlflow_run_id": run_id or "",
+        "served": decision.served, "decision": decision.reason, "test_positives": res.test_positives,
+        "evaluable_customers": res.n_test,
+        **({"skipped": res.message} if res.candidate_model is None else {}),
         "train_cutoff": str(res.train_cutoff), "test_cutoff": str(res.test_cutoff),
         "train_positive_rate": float(res.train_positive_rate), "test_positive_rate": float(res.test_positive_rate),
         "registered": f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})" if outcome else "none",
-        "features": ", ".join(res.model.features) if res.model is not None else ", ".join(NUMERIC_FEATURES),
+        "features": (", ".join(res.candidate_model.features) if res.candidate_model is not None
+                     else ", ".join(NUMERIC_FEATURES)),
     })
 
 
 def build(settings=None) -> dg.Definitions:
-    return dg.Definitions(assets=[user_profiles, repurchase_scores])
+    from ecom_pipeline.ml.registry import promotion_gate_check
+
+    return dg.Definitions(assets=[user_profiles, repurchase_scores],
+                          asset_checks=[promotion_gate_check(repurchase_scores.key, "ecom.users.repurchase")])

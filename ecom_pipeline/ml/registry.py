@@ -290,12 +290,29 @@ def registry_summary(client=None, *, now=None) -> list[dict]:
     return rows
 
 
-def gate_verdict(row: dict | None, name: str) -> tuple[bool, str, str]:
+SKIP_METADATA_KEYS = ("skipped", "message")  # what a model asset writes when it trained nothing, and why
+
+
+def skip_reason(metadata: dict | None) -> str | None:
+    """Why the model asset's latest materialisation trained nothing (its ``skipped``/``message`` metadata)."""
+    for key in SKIP_METADATA_KEYS:
+        value = (metadata or {}).get(key)
+        value = getattr(value, "value", value)
+        if isinstance(value, str) and value and value != "none":  # a dict is a per-part skip list, not a skip
+            return value
+    return None
+
+
+def gate_verdict(row: dict | None, name: str, skipped: str | None = None) -> tuple[bool, str, str]:
     """(passed, severity "ERROR"|"WARN", description) of the promotion gate for one registry row.
 
-    ERROR (blocks downstream): the model is not registered, has no champion, or the champion carries no
-    comparable score.  WARN: the champion does not beat its baseline (it is served, and reported as losing).
+    ``skipped``: the asset trained nothing this run, for this reason (too little data): passed with a WARN
+    description, nothing to gate; the serving gate serves the baseline.  ERROR (blocks downstream): the model
+    is not registered, has no champion, or the champion carries no comparable score.  WARN: the champion does
+    not beat its baseline (the serving gate then serves the baseline).
     """
+    if skipped:
+        return True, "WARN", f"{name}: training skipped ({skipped}); nothing to promote, the baseline serves"
     if row is None:
         return False, "ERROR", f"{name} is not registered"
     if row["champion_version"] is None:
@@ -316,7 +333,8 @@ def promotion_gate_check(asset_key, name: str, *, check_name: str = "promotion_g
 
     Attach it in the model module's ``build()``: ``asset_checks=[promotion_gate_check(key, "ecom.x")]``.
     It fails (ERROR, which blocks downstream serving assets in the same run) when there is no usable
-    champion, and warns when the champion loses to its baseline.
+    champion, warns when the champion loses to its baseline, and passes with a warning description when the
+    asset's materialisation says it skipped training (``skipped``/``message`` metadata).
     """
     import dagster as dg
 
@@ -327,7 +345,10 @@ def promotion_gate_check(asset_key, name: str, *, check_name: str = "promotion_g
         client = context.resources.mlflow.client()
         rows = {r["model"]: r for r in registry_summary(client)}
         row = rows.get(name)
-        passed, severity, description = gate_verdict(row, name)
+        event = context.instance.get_latest_materialization_event(dg.AssetKey.from_coercible(asset_key))
+        materialization = event.asset_materialization if event is not None else None
+        skipped = skip_reason(materialization.metadata if materialization is not None else None)
+        passed, severity, description = gate_verdict(row, name, skipped)
         meta = {k: v for k, v in (row or {}).items()
                 if k in ("champion_version", "latest_version", "metric", "champion_value", "baseline_value",
                          "latest_promoted") and v is not None}

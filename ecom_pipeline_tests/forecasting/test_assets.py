@@ -57,20 +57,27 @@ def test_daily_series_gap_free_and_consistent(materialised):
 
 
 def test_forecasts_and_metrics(materialised):
-    _, wh, _ = materialised
+    _, wh, result = materialised
     f = _q(wh, "SELECT * FROM serving.forecasts")
-    assert set(f["model"]) >= {"seasonal_naive", "sarima", "lstm"}
-    assert (f.groupby(["series_id", "model"]).size() == 28).all()
+    d = _q(wh, "SELECT * FROM ml.serving_decisions")
+    # one gated model per series, and it is the model its decision serves (nothing served that lost)
+    assert (f.groupby("series_id")["model"].nunique() == 1).all() and (f.groupby("series_id").size() == 28).all()
+    assert set(d["task"]) == {ts.TASK} and set(d["scope"]) == set(f["series_id"])
+    served = f.drop_duplicates("series_id").merge(d, left_on="series_id", right_on="scope")
+    assert (served["model"] == served["served"]).all()
+    assert ((d["served"] == d["candidate"]) | (d["served"] == d["baseline"])).all()
+    assert d.loc[d.served == d.candidate, "ci_high"].lt(0).all()  # a candidate serves only when significantly better
     assert (f["lo"] <= f["yhat"] + 1e-9).all() and (f["yhat"] <= f["hi"] + 1e-9).all()
-    best = f[f.is_best].groupby("series_id")["model"].nunique()
-    assert (best == 1).all() and set(best.index) == set(f["series_id"])
     m = _q(wh, "SELECT * FROM ml.model_metrics")
-    assert {"sarima", "lstm"} <= set(m["model"])
-    assert set(m["baseline"]) == {"seasonal_naive"}
-    assert {"mase", "smape", "rmse", "coverage"} <= set(m["metric"])
-    # the total series has strong weekly structure: SARIMA must beat repeating last week on it
-    row = m[(m.model == "sarima") & (m.metric == "mase") & m.dataset.str.endswith(":total")].iloc[0]
-    assert row["value"] < row["baseline_value"]
+    assert {"sarima", "lstm", "ensemble"} <= set(m["model"])
+    assert set(m["baseline"]) <= {"seasonal_naive", "auto_ets", "auto_theta", "auto_arima", "mstl"}
+    assert {"mase", "smape", "mae"} <= set(m["metric"])
+    assert m["ci_low"].notna().all() and (m["ci_low"] <= m["ci_high"]).all() and (m["n_units"] > 0).all()
+    assert (m["significant"] == ((m["ci_low"] > 0) | (m["ci_high"] < 0))).all()
+    mean = m[m.dataset.str.endswith(":mean_over_series")]
+    assert (mean["n_units"] == f["series_id"].nunique()).any()
+    md = result.asset_materializations_for_node("serving__forecasts")[0].metadata
+    assert md["complete_data"].value["trimmed_days"] == 0  # the test shop is complete to its last day
 
 
 def test_anomalies_find_the_spike_and_plot(materialised):

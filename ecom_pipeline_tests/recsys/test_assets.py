@@ -49,13 +49,17 @@ def test_recommender_assets_on_planted_world(tmp_path, mlflow_uri):
     assert ndcg["als"] > ndcg["popularity"] and ndcg["item_knn"] > ndcg["popularity"]
     mm = con.execute("SELECT model, metric, baseline, baseline_value, mlflow_run_id FROM ml.model_metrics").fetchdf()
     assert {"als", "item_knn", "regional_popularity"} <= set(mm.model)
-    assert (mm.baseline == "popularity").all() and mm.mlflow_run_id.notna().all()
+    from ecom_pipeline.ml.recsys.models import BASELINES
+    assert mm.baseline.isin(BASELINES).all() and mm.mlflow_run_id.notna().all()
     assert {"recall@10", "ndcg@10", "hit_rate@10", "map@10", "catalog_coverage", "novelty"} <= set(mm.metric)
     recs = con.execute("SELECT * FROM serving.recommendations").fetchdf()
     items = recs[recs.level == "item"]
     assert items.groupby("customer_id").size().max() == 10
     winner = ev[(ev.level == "item") & ev.winner].model.iloc[0]
     assert set(items.model) == {winner}
+    decisions = con.execute("SELECT * FROM ml.serving_decisions WHERE task = 'recommendation'").fetchdf()
+    assert set(decisions.scope) == {"item", "category"}
+    assert decisions.set_index("scope").loc["item", "served"] == winner  # served = the gate's decision
     # explanations name a product the user really interacted with, or the user's real state
     inter = con.execute("SELECT customer_id, product_id FROM features.interactions").fetchdf()
     names = w["products"].set_index("product_id")["title"]

@@ -145,6 +145,12 @@ def test_user_assets_on_orders_only_world(tmp_path, mlflow_uri):
     assert scores.loc[even, "probability"].mean() > scores.loc[~even, "probability"].mean() + 0.2
     mm = con.execute("SELECT * FROM ml.model_metrics WHERE task = 'repurchase'").fetchdf()
     assert {"auc", "pr_auc", "ece", "brier"} <= set(mm.metric) and (mm.baseline == "rfm_logistic").all()
+    auc = mm[(mm.model == "gbm_calibrated") & (mm.metric == "auc")].iloc[0]
+    assert auc["n_units"] > 0 and auc["ci_low"] <= auc["ci_high"]
+    # the serving gate: one decision, and every score comes from the model it serves
+    dec = con.execute("SELECT * FROM ml.serving_decisions WHERE task = 'repurchase'").fetchdf()
+    assert len(dec) == 1 and set(scores["model"]) == {dec["served"].iloc[0]}
+    assert dec["served"].iloc[0] in {"gbm_calibrated", "rfm_logistic"} and dec["reason"].iloc[0]
     md = {e.asset_key.path[-1]: e.event_specific_data.materialization.metadata
           for e in res.get_asset_materialization_events()}
     assert "no reviews" in md["user_profiles"]["notes"].value

@@ -34,7 +34,7 @@ class LSTMConfig:
     alpha: float = 0.2
     seed: int = 0
     max_samples: int = 3000  # per training: a random subset when there are more windows (CPU-small)
-    refit_every_fold: bool = False  # False: one fit at the first origin serves every backtest fold
+    refit_every_fold: bool = False  # False: one fit at the first origin, re-scaled per fold to its training mean
 
 
 def quantile_levels(alpha: float) -> list[float]:
@@ -102,9 +102,10 @@ def window_starts(end: int, window: int, horizon: int, stride: int = 1) -> np.nd
     return starts
 
 
-def series_scale(Y: np.ndarray, end: int) -> np.ndarray:
-    """Per-series training mean (floored): every series is modelled relative to its own level."""
-    return np.maximum(Y[:, :end].mean(axis=1), 1e-3)
+def series_scale(Y: np.ndarray, end: int, recent_days: int = 91) -> np.ndarray:
+    """Per-series mean of the last ``recent_days`` before ``end`` (floored): every series is modelled relative
+    to its current level, not to a whole-history mean that a growing shop's early months drag down."""
+    return np.maximum(Y[:, max(0, end - recent_days):end].mean(axis=1), 1e-3)
 
 
 def to_intervals(q_scaled: np.ndarray, scale: np.ndarray):
@@ -213,6 +214,8 @@ def panel_backtest(model: str, new_forecaster, series_ids: list[str], dates, Y: 
             log(f"{model} fold {fi + 1}/{len(fold_list) + int(future)} (origin {origin})")
         if fold is None or fi == 0 or cfg.refit_every_fold:
             forecaster = new_forecaster().fit(Y, cov, origin, log=log)
+        else:  # not refitted: at least re-scaled to the level of this fold's own training window
+            forecaster.scale = series_scale(Y, origin)
         yhat, lo, hi = forecaster.predict(Y, cov, origin)
         fdates = dates[origin:origin + h] if fold is not None else future_dates
         for i, sid in enumerate(series_ids):

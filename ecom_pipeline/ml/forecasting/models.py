@@ -1,5 +1,6 @@
-"""Per-series forecasters: seasonal naive (the baseline) and SARIMA (statsmodels SARIMAX, order chosen by
-AIC over a small grid on data before the first backtest origin), run in parallel across series.
+"""Per-series forecasters: the baselines (seasonal naive and the ``statsforecast`` peers AutoETS, AutoTheta,
+AutoARIMA and MSTL, each refitted on every fold's training window) and SARIMA (statsmodels SARIMAX, order
+chosen by AIC over a small grid on data before the first backtest origin), run in parallel across series.
 
 Every forecaster returns ``(yhat, lo, hi)`` for the next ``horizon`` days with a central ``1 - alpha``
 prediction interval; counts are clipped at zero.
@@ -50,6 +51,28 @@ def seasonal_naive(train, horizon: int, m: int = 7, alpha: float = 0.2):
     return yhat, np.maximum(yhat + qlo * k, 0), np.maximum(yhat + qhi * k, 0)
 
 
+# The baselines every forecaster is compared with; the best of them per series is "the baseline".
+PEERS = ("auto_ets", "auto_theta", "auto_arima", "mstl")
+BASELINES = ("seasonal_naive",) + PEERS
+
+
+def peer_forecast(name: str, train, horizon: int, m: int = 7, alpha: float = 0.2):
+    """A ``statsforecast`` model fitted on ``train`` (C++/numpy implementations: nothing is downloaded or
+    JIT-compiled); returns (yhat, lo, hi) clipped at zero with the central ``1 - alpha`` interval."""
+    from statsforecast.models import MSTL, AutoARIMA, AutoETS, AutoTheta
+
+    train = np.asarray(train, dtype=float)
+    if len(train) < 2 * m + 1:
+        raise TooShort(f"{name} needs at least {2 * m + 1} days, got {len(train)}")
+    model = {"auto_ets": lambda: AutoETS(season_length=m), "auto_theta": lambda: AutoTheta(season_length=m),
+             "auto_arima": lambda: AutoARIMA(season_length=m), "mstl": lambda: MSTL(season_length=m)}[name]()
+    level = round(100 * (1 - alpha))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = model.forecast(y=train, h=horizon, level=[level])
+    return tuple(np.maximum(np.asarray(out[k], dtype=float), 0) for k in ("mean", f"lo-{level}", f"hi-{level}"))
+
+
 def _sarimax(train, order, seasonal_order):
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
@@ -98,7 +121,7 @@ class SeriesConfig:
     alpha: float = 0.2
     season: int = 7
     grid: tuple = DEFAULT_GRID
-    models: tuple[str, ...] = ("seasonal_naive", "sarima")
+    models: tuple[str, ...] = ("seasonal_naive", "sarima") + PEERS
 
 
 @dataclass
@@ -112,6 +135,7 @@ class SeriesResult:
     fit_seconds: float = 0.0
     skip_reason: str | None = None
     notes: list[str] = field(default_factory=list)
+    model_seconds: dict = field(default_factory=dict)  # fit+forecast seconds per model over all folds
 
 
 def _rows(series_id, model, kind, origin, dates, actual, yhat, lo, hi) -> pd.DataFrame:
@@ -147,6 +171,7 @@ def run_series(series_id: str, dates, y, cfg: SeriesConfig) -> SeriesResult:
         except RuntimeError as exc:
             notes.append(f"sarima skipped: {exc}")
     preds, mets = [], []
+    seconds = {"sarima_order_selection": time.perf_counter() - t0} if order is not None else {}
     future_dates = pd.date_range(dates[-1] + pd.Timedelta(days=1), periods=cfg.horizon, freq="D")
     for fi, fold in enumerate(folds + [None]):
         train_idx = fold.train_idx if fold is not None else np.arange(len(y))
@@ -159,10 +184,19 @@ def run_series(series_id: str, dates, y, cfg: SeriesConfig) -> SeriesResult:
         if "seasonal_naive" in cfg.models:
             outputs["seasonal_naive"] = seasonal_naive(train, len(fdates), cfg.season, cfg.alpha)
         if "sarima" in cfg.models and order is not None:
+            t1 = time.perf_counter()
             try:
                 outputs["sarima"] = sarima_forecast(train[-cfg.max_train_days:], len(fdates), order, sorder, cfg.alpha)
             except Exception as exc:  # noqa: BLE001
                 notes.append(f"sarima fold {fi} failed: {str(exc)[:80]}")
+            seconds["sarima"] = seconds.get("sarima", 0.0) + time.perf_counter() - t1
+        for peer in (p for p in PEERS if p in cfg.models):
+            t1 = time.perf_counter()
+            try:
+                outputs[peer] = peer_forecast(peer, train[-cfg.max_train_days:], len(fdates), cfg.season, cfg.alpha)
+            except Exception as exc:  # noqa: BLE001 - a peer that cannot fit this fold is reported, not fatal
+                notes.append(f"{peer} fold {fi} failed: {str(exc)[:80]}")
+            seconds[peer] = seconds.get(peer, 0.0) + time.perf_counter() - t1
         for model, (yhat, lo, hi) in outputs.items():
             preds.append(_rows(series_id, model, kind, origin, fdates, actual, yhat, lo, hi))
             if fold is not None:
@@ -170,7 +204,7 @@ def run_series(series_id: str, dates, y, cfg: SeriesConfig) -> SeriesResult:
                     mets.append((series_id, model, fi, metric, value))
     return SeriesResult(series_id, pd.concat(preds, ignore_index=True),
                         pd.DataFrame(mets, columns=["series_id", "model", "fold", "metric", "value"]),
-                        order, sorder, aic, time.perf_counter() - t0, None, notes)
+                        order, sorder, aic, time.perf_counter() - t0, None, notes, seconds)
 
 
 def _init_worker():

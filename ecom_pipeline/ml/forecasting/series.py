@@ -209,8 +209,31 @@ def top_series(daily: pd.DataFrame, *, n_states: int = 5, n_categories: int = 5,
     return chosen
 
 
-def panel(daily: pd.DataFrame, series_ids: list[str], value: str = "orders"):
-    """(dates, Y [series, days], ids) of the long daily table: one row per series in ``series_ids`` order."""
+def shop_tail(daily: pd.DataFrame, value: str = "orders"):
+    """:class:`~ecom_pipeline.ml.forecasting.backtest.TailCheck` of the shop's total series (the busiest, so
+    the most reliable place to see an export stop); every series of the shop shares its last complete day."""
+    from ecom_pipeline.ml.forecasting.backtest import incomplete_tail
+
+    total = daily[daily["series_id"] == "total"]
+    if total.empty:  # a table without the total row: sum the states (each order has one state)
+        total = daily[daily["level"] == "state"].groupby("date", as_index=False)[value].sum()
+    total = total.assign(date=pd.to_datetime(total["date"])).sort_values("date")
+    return incomplete_tail(total["date"], total[value].to_numpy(dtype=float))
+
+
+def complete_part(daily: pd.DataFrame, value: str = "orders") -> pd.DataFrame:
+    """The daily table without the shop's incomplete tail (see :func:`shop_tail`)."""
+    if daily.empty:
+        return daily
+    last = shop_tail(daily, value).last_complete
+    return daily[pd.to_datetime(daily["date"]) <= last]
+
+
+def panel(daily: pd.DataFrame, series_ids: list[str], value: str = "orders", *, complete_only: bool = True):
+    """(dates, Y [series, days], ids) of the long daily table: one row per series in ``series_ids`` order.
+    ``complete_only``: cut the shop's incomplete tail first, so every backtest ends at the last complete day."""
+    if complete_only and len(daily):
+        daily = complete_part(daily, value)
     sub = daily[daily["series_id"].isin(series_ids)]
     wide = sub.pivot(index="date", columns="series_id", values=value).sort_index()
     wide = wide[[s for s in series_ids if s in wide.columns]]

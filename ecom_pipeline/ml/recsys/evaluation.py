@@ -82,13 +82,25 @@ def top_k(model, data: InteractionData, user_ids, k: int, *, exclude_seen: bool 
 
 
 def evaluate_model(model, data: InteractionData, split: RecsysSplit, k: int = 10,
-                   exclude_seen: bool = True) -> dict[str, float]:
+                   exclude_seen: bool = True, per_user: bool = False) -> dict[str, float]:
+    """Ranking metrics on the split; ``per_user`` adds ``_per_user_ndcg`` (a Series) for the serving gate."""
     t0 = time.perf_counter()
     recs = top_k(model, data, list(split.truth), k, exclude_seen=exclude_seen)
     metrics = evaluate_rankings(recs, split.truth, k=k, catalog_size=data.n_items,
                                 item_user_counts=data.item_user_counts(), n_train_users=data.n_users)
     metrics["_score_seconds"] = time.perf_counter() - t0
+    if per_user:
+        metrics["_per_user_ndcg"] = per_user_ndcg(recs, split.truth, k)
     return metrics
+
+
+def per_user_ndcg(recs: dict, truth: dict, k: int) -> pd.Series:
+    """NDCG@k of every evaluated user (0 for a user the model recommends nothing to), indexed by user: the
+    evaluation units the serving gate's paired bootstrap resamples."""
+    from ecom_pipeline.ml.recsys.metrics import ndcg_at_k
+
+    users = list(truth)
+    return pd.Series([ndcg_at_k(recs.get(u, []), set(truth[u]), k) for u in users], index=users, dtype=float)
 
 
 __all__ = ["RecsysSplit", "build_data", "evaluate_model", "top_k", "user_temporal_split"]

@@ -30,6 +30,7 @@ class LevelResult:
     metrics: dict = field(default_factory=dict)  # model -> {metric: value}
     fit_seconds: dict = field(default_factory=dict)
     message: str = ""
+    per_user: dict = field(default_factory=dict)  # model -> per-user NDCG@k (pd.Series), for the serving gate
 
     def winner(self, metric: str | None = None) -> str | None:
         metric = metric or f"ndcg@{self.k}"
@@ -71,8 +72,9 @@ def evaluate_level(
             log(f"{level}/{name}: training failed: {exc!r}")
             continue
         res.fit_seconds[name] = time.perf_counter() - t0
-        m = evaluate_model(model, data, split, k, exclude_seen=exclude_seen)
+        m = evaluate_model(model, data, split, k, exclude_seen=exclude_seen, per_user=True)
         m.pop("_score_seconds", None)
+        res.per_user[name] = m.pop("_per_user_ndcg", None)
         res.metrics[name] = m
         log(f"{level}/{name}: " + ", ".join(f"{a}={b:.4f}" for a, b in m.items()))
     return res
