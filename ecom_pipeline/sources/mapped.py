@@ -12,8 +12,8 @@ typo fails at once with the mapping file and the key in the message rather than 
 Reading streams each file in chunks through :mod:`ecom_pipeline.sources.files` (bad lines, bad bytes and
 damaged archives are handled there).  One file may feed several tables, e.g. a line-level "orders export"
 feeds orders, order_items, customers and products.  For such dimension tables ``deduplicate: true`` keeps
-the first row of each key (exact text match of the canonical key) and drops later *identical* ones; a later
-row that disagrees with the kept one in some other column is passed on to raw, where staging quarantines it
+the first row of each key (exact text match of the canonical key) and drops later *identical* ones; the
+first row of each other variant (same key, other values) is passed on to raw, where staging quarantines it
 as ``duplicate_key_conflict`` (visible in the quarantine, the asset metadata and the demo summary).  Counts
 are in ``describe()`` and :meth:`MappedSource.table_facts`.  Rows that could not be parsed are never
 deduplicated or filtered: they always reach raw (and then quarantine).
@@ -140,6 +140,7 @@ class _Stats:
     duplicates_dropped: Counter = field(default_factory=Counter)
     conflicting_duplicates: Counter = field(default_factory=Counter)
     not_a_number: Counter = field(default_factory=Counter)
+    conflict_variants: Counter = field(default_factory=Counter)
     filtered_out: Counter = field(default_factory=Counter)
     guests: Counter = field(default_factory=Counter)
 
@@ -183,7 +184,8 @@ class MappedSource(Source):
     def _parse(self, m: Any) -> None:
         if not isinstance(m, dict):
             raise self._err("(top level)", "the mapping must be a YAML mapping with a 'tables' key")
-        unknown = sorted(set(m) - TOP_KEYS)
+        # "x-..." keys are free: a place for YAML anchors that tables reuse (like docker compose)
+        unknown = sorted(k for k in set(m) - TOP_KEYS if not str(k).startswith("x-"))
         if unknown:
             raise self._err(unknown[0], f"unknown key; allowed: {sorted(TOP_KEYS)}")
         if m.get("version", 1) != 1:
@@ -531,6 +533,7 @@ class MappedSource(Source):
             "read_reports": {t: [r.as_dict() for r in rs] for t, rs in self.reports.items()},
             "duplicates_dropped": dict(self.stats.duplicates_dropped),
             "conflicting_duplicates": dict(self.stats.conflicting_duplicates),
+            "conflicting_variants_passed": dict(self.stats.conflict_variants),
             "filtered_out": dict(self.stats.filtered_out),
             "guest_rows": dict(self.stats.guests),
             "derived_not_a_number": dict(self.stats.not_a_number),
@@ -541,7 +544,8 @@ class MappedSource(Source):
         return {
             "rows_filtered_out": int(self.stats.filtered_out.get(table, 0)),
             "identical_duplicates_dropped": int(self.stats.duplicates_dropped.get(table, 0)),
-            "conflicting_duplicates_passed_to_staging": int(self.stats.conflicting_duplicates.get(table, 0)),
+            "conflicting_duplicate_rows": int(self.stats.conflicting_duplicates.get(table, 0)),
+            "conflicting_variants_passed_to_staging": int(self.stats.conflict_variants.get(table, 0)),
             "guest_rows": int(self.stats.guests.get(table, 0)),
         }
 
@@ -551,12 +555,13 @@ class MappedSource(Source):
         if tm is None:
             raise SourceError(f"the mapping has no {table} table", file=self._where)
         self.reports[table] = []
-        for counter in (self.stats.duplicates_dropped, self.stats.conflicting_duplicates,
+        for counter in (self.stats.duplicates_dropped, self.stats.conflicting_duplicates, self.stats.conflict_variants,
                         self.stats.filtered_out, self.stats.guests, self.stats.not_a_number):
             counter[table] = 0
         key_cols = list(TABLES[table].key)
         first_col = tm.output_columns[0]
         seen: dict[tuple, int] = {}  # key -> hash of the kept row (deduplicate)
+        variants: set[tuple] = set()  # (key, hash) of conflicting variants already passed on
         counters: Counter = Counter()  # row_number_within
         row_number = 0
         for path, label in zip(tm.paths, tm.labels):
@@ -601,7 +606,7 @@ class MappedSource(Source):
                 row_number += len(chunk)
                 out = finish_chunk(chunk, {c: values[c] for c in tm.output_columns}, first_col)
                 if tm.deduplicate:
-                    out = self._dedupe(table, out, key_cols, ok, seen)
+                    out = self._dedupe(table, out, key_cols, ok, seen, variants)
                 if len(out):
                     yield out
 
@@ -682,7 +687,7 @@ class MappedSource(Source):
         return out
 
     def _dedupe(self, table: str, out: pd.DataFrame, key_cols: list[str], ok: np.ndarray,
-                seen: dict[tuple, int]) -> pd.DataFrame:
+                seen: dict[tuple, int], variants: set[tuple]) -> pd.DataFrame:
         value_cols = [c for c in out.columns if c not in ("_source_file", "_source_row", "_parse_error")]
         keep = np.ones(len(out), dtype=bool)
         keys = zip(*(out[k] for k in key_cols))
@@ -697,6 +702,13 @@ class MappedSource(Source):
             elif prev == h:
                 keep[i] = False
                 self.stats.duplicates_dropped[table] += 1
-            else:  # disagrees with the kept row: staging quarantines it as duplicate_key_conflict
+            else:
+                # Disagrees with the kept row.  The first row of each other variant goes on to raw, where
+                # staging quarantines it as duplicate_key_conflict; its repeats are counted, not copied.
                 self.stats.conflicting_duplicates[table] += 1
+                if (key, h) in variants:
+                    keep[i] = False
+                else:
+                    variants.add((key, h))
+                    self.stats.conflict_variants[table] += 1
         return out[keep].reset_index(drop=True)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from ecom_pipeline.config import Settings
+from ecom_pipeline.demo import outputs_summary
 from ecom_pipeline.definitions import build_definitions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def _ingest(data_root: Path, monkeypatch, mapping: Path):
     monkeypatch.setenv("ECOM_MAPPING", str(mapping))
     settings = Settings.from_env()
     job = build_definitions(settings).resolve_job_def("ingest")
-    return settings, job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return settings, job, job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
 
 def _materialized(result) -> set[str]:
@@ -62,7 +63,7 @@ def test_dates_that_do_not_match_the_mapping_fail_the_run_at_the_staging_check(d
     folder.mkdir()
     _write_day_first_copy(folder)
     # the mistake of the issue: the documented month-first format copied onto a dd/mm/yy file
-    settings, result = _ingest(data_root, monkeypatch, _mapping(folder, ["%m/%d/%Y"]))
+    settings, job, result = _ingest(data_root, monkeypatch, _mapping(folder, ["%m/%d/%Y"]))
     assert not result.success
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     share = [e for e in failed if e.check_name == "quarantine_share"]
@@ -75,9 +76,15 @@ def test_dates_that_do_not_match_the_mapping_fail_the_run_at_the_staging_check(d
     done = _materialized(result)
     assert "staging/orders" in done and "staging/customers" in done
     assert not {"staging/order_items", "staging/payments", "staging/reviews"} & done
+    # the demo summary says which outputs were produced and which were not, and why
+    lines = outputs_summary(job, result)
+    assert lines[0].startswith("outputs: ") and "not run" in lines[0]
+    assert any(line.startswith("  not run: staging/order_items: ") and "staging/orders:quarantine_share" in line
+               for line in lines), lines
+    assert "staging/orders" in next(line for line in lines if line.startswith("  produced: "))
 
     # the same file with the right format stages completely and every blocking check passes
-    settings, result = _ingest(data_root, monkeypatch, _mapping(folder, ["%d/%m/%y"]))
+    settings, job, result = _ingest(data_root, monkeypatch, _mapping(folder, ["%d/%m/%y"]))
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations() if e.check_name == "quarantine_share")
     con = duckdb.connect(str(settings.warehouse), read_only=True)

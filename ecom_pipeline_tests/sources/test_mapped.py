@@ -57,7 +57,8 @@ def test_retail_example_counts(retail):
     assert d["duplicates_dropped"] == {"orders": 25, "order_items": 0, "customers": 30, "products": 23}
     assert d["conflicting_duplicates"] == {"orders": 0, "order_items": 0, "customers": 0, "products": 1}
     assert src.table_facts("products") == {"rows_filtered_out": 0, "identical_duplicates_dropped": 23,
-                                           "conflicting_duplicates_passed_to_staging": 1, "guest_rows": 0}
+                                           "conflicting_duplicate_rows": 1,
+                                           "conflicting_variants_passed_to_staging": 1, "guest_rows": 0}
     for name, df in t.items():
         assert df["_parse_error"].isna().all(), name
         assert (df["_source_file"] == "retail_orders.csv").all()
