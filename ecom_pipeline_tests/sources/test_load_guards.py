@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from ecom_pipeline.config import Settings
-from ecom_pipeline.demo import outputs_summary
 from ecom_pipeline.definitions import build_definitions
+from ecom_pipeline.demo import outputs_summary
 
 REPO = Path(__file__).resolve().parents[2]
 RETAIL_YAML = REPO / "docs" / "examples" / "retail_orders.yaml"
