@@ -4,6 +4,9 @@ dates do not match the mapping, and its message names the file, the column and t
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -121,3 +124,23 @@ def test_quarantine_share_threshold_and_duplicates(tmp_path, share, passes):
         assert out.description.startswith("staging.products: 10.0 % of 100 raw rows quarantined (limit 5.0 %")
         assert "bad_type:price (7), missing_required:product_id (3)" in out.description
         assert 'file p.csv row 1: bad_type:price; values {"price": "12,5,0"}' in out.description
+
+
+def test_a_custom_dagster_home_without_pools_is_refused_with_a_clear_message(tmp_path, monkeypatch):
+    from ecom_pipeline.config import REPO_DAGSTER_HOME, missing_pool_limits
+
+    assert missing_pool_limits(REPO_DAGSTER_HOME) is None
+    assert missing_pool_limits("") is None  # no instance directory: ephemeral instances
+    empty = tmp_path / "home"
+    empty.mkdir()
+    assert "has no dagster.yaml" in missing_pool_limits(empty)
+    (empty / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    problem = missing_pool_limits(empty)
+    assert "sets no concurrency.pools.default_limit" in problem and "ECOM_ALLOW_NO_POOLS=1" in problem
+    # loading the code location (what dagster dev / make demo do) refuses, naming the fix
+    env = {k: v for k, v in os.environ.items() if k != "ECOM_ALLOW_NO_POOLS"}
+    env["DAGSTER_HOME"] = str(empty)
+    proc = subprocess.run([sys.executable, "-c", "import ecom_pipeline.definitions"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "sets no concurrency.pools.default_limit" in proc.stderr
+    assert str(REPO_DAGSTER_HOME / "dagster.yaml") in proc.stderr
