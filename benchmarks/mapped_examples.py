@@ -38,7 +38,6 @@ def child(name: str) -> dict:
     from ecom_pipeline.canonical import TABLE_ORDER
     from ecom_pipeline.config import Settings
     from ecom_pipeline.definitions import build_definitions
-    from ecom_pipeline.sources import make_source
 
     settings = Settings.from_env()
     job = build_definitions(settings).resolve_job_def("ingest")
@@ -64,7 +63,6 @@ def child(name: str) -> dict:
         tables[t] = {"raw": raw, "staged": staged, "quarantined": sum(reasons.values()), "reasons": reasons,
                      **facts.get(t, {})}
     con.close()
-    del make_source
     return {"example": name, "success": result.success, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "tables": tables,
             "checks_not_passed": sorted(f"{c.asset_key.to_user_string()}:{c.check_name}"
@@ -109,9 +107,12 @@ def main() -> None:
         if "skipped" in r:
             md.append(f"## {r['example']}: skipped ({r['skipped']})")
             continue
-        md += [f"## {r['example']}: {'SUCCESS' if r['success'] else 'FAILED'}, {r['wall_s']} s wall, "
-               f"{r['cpu_s']} s CPU (main process), load average {r['load_avg_1m'][0]} -> {r['load_avg_1m'][1]}",
-               "", "| table | raw | staged | quarantined | reasons | filtered out | guest lines |", "|---|---|---|---|---|---|---|"]
+        status = "SUCCESS" if r["success"] else "FAILED"
+        load = f"{r['load_avg_1m'][0]} -> {r['load_avg_1m'][1]}"
+        title = f"## {r['example']}: {status}, {r['wall_s']} s wall, {r['cpu_s']} s CPU, load average {load}"
+        md += [title, "",
+               "| table | raw | staged | quarantined | reasons | filtered out | guest lines |",
+               "|---|---|---|---|---|---|---|"]
         for t, c in r["tables"].items():
             reasons = ", ".join(f"{k} {v:,}" for k, v in c["reasons"].items()) or "-"
             md.append(f"| {t} | {c['raw']:,} | {c['staged']:,} | {c['quarantined']:,} | {reasons} | "
