@@ -209,3 +209,16 @@ def test_two_digit_year_start_from_the_mapping(tmp_path):
     # "69" is now 1969, not 2069: before 1990, so ancient (with the default window it was future_timestamp)
     assert rows(con, "SELECT reason FROM staging.quarantine WHERE table_name = 'orders'") == [
         ("ancient_timestamp:purchased_at",)]
+
+
+def test_canceled_and_returned_orders_are_not_revenue():
+    from ecom_pipeline.ml.forecasting.series import order_lines
+
+    orders = pd.DataFrame({"order_id": ["o1", "o2", "o3"], "customer_id": ["c", "c", "c"],
+                           "status": ["delivered", "canceled", "returned"],
+                           "purchased_at": pd.to_datetime(["2020-01-01"] * 3)})
+    items = pd.DataFrame({"order_id": ["o1", "o2", "o3"], "product_id": ["p"] * 3, "price": [10.0, 20.0, 30.0],
+                          "freight": [None] * 3, "quantity": [1, 1, 1]})
+    lines = order_lines(orders, items, pd.DataFrame({"product_id": ["p"], "category": ["toys"]}),
+                        pd.DataFrame({"customer_id": ["c"], "state": ["SP"]}))
+    assert lines["order_id"].tolist() == ["o1"] and lines["revenue"].sum() == 10.0
