@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ecom_pipeline demo: source={settings.data_source} warehouse={settings.warehouse} "
           f"mlflow={settings.mlflow_tracking_uri}", flush=True)
     instance = _instance()
+    from ecom_pipeline.config import check_pool_limits
+
+    try:
+        check_pool_limits()
+    except RuntimeError as exc:  # a custom DAGSTER_HOME without the pool limits: say how to fix it
+        print(f"refusing to run: {exc}", file=sys.stderr)
+        return 2
     from ecom_pipeline.definitions import defs
 
     job = defs.resolve_job_def(args.job)
