@@ -64,6 +64,10 @@ def _skip_reason(metadata: dict) -> str | None:
         return str(value("message") or "skipped")
     if value("dagster/row_count") == 0 and value("message"):
         return str(value("message"))
+    if value("delivered") is False:  # raw.<table> of a table the source does not have
+        return f"the source ({value('source')}) delivers no such table: empty"
+    if value("raw_rows") == 0:  # staging.<table> over an empty raw table
+        return "no raw rows: empty"
     return None
 
 

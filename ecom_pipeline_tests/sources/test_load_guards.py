@@ -85,6 +85,7 @@ def test_dates_that_do_not_match_the_mapping_fail_the_run_at_the_staging_check(d
     assert any(line.startswith("  not run: staging/order_items: ") and "staging/orders:quarantine_share" in line
                for line in lines), lines
     assert "staging/orders" in next(line for line in lines if line.startswith("  produced: "))
+    assert "  skipped: raw/events: the source (mapped) delivers no such table: empty" in lines
 
     # the same file with the right format stages completely and every blocking check passes
     settings, job, result = _ingest(data_root, monkeypatch, _mapping(folder, ["%d/%m/%y"]))
