@@ -121,11 +121,20 @@ TABLES: dict[str, TableSpec] = {
                 Column("approved_at", "TIMESTAMP"),
                 Column("delivered_at", "TIMESTAMP"),
                 Column("estimated_delivery_at", "TIMESTAMP"),
+                # Where this order ships to (a customer may ship to many places); resolved to regions by
+                # the geography step.  All optional; see docs/mapping.md "Ship-to location".
+                Column("ship_city", "VARCHAR"),
+                Column("ship_state", "VARCHAR", description="state / province / first-level division"),
+                Column("ship_postal_code", "VARCHAR", description="as written (UK and CA codes have letters)"),
+                Column("ship_country", "VARCHAR", description="country name or ISO code, as delivered"),
+                Column("ship_lat", "DOUBLE", **_LAT),
+                Column("ship_lng", "DOUBLE", **_LNG),
             ),
             time_column="purchased_at",
             foreign_keys=(ForeignKey(("customer_id",), "customers", ("customer_id",)),),
             lifecycle=(("purchased_at", "approved_at"), ("purchased_at", "delivered_at"),
                        ("purchased_at", "estimated_delivery_at")),
+            coordinates=(("ship_lat", "ship_lng"),),
         ),
         TableSpec(
             "order_items",
@@ -207,6 +216,13 @@ TABLE_ORDER: tuple[str, ...] = (
     "regions", "customers", "sellers", "products", "orders", "order_items", "payments", "reviews", "events",
 )
 
+# Order statuses that are not a purchase: RFM, revenue, segments and interactions leave such orders out.
+# Sources write them lower-case (staging lower-cases `status`); a mapping turns its own words into these,
+# e.g. "Cancelled" or a "C..." invoice number into `canceled` (docs/mapping.md, "Cancellations and returns").
+CANCELED_STATUS = "canceled"
+RETURNED_STATUS = "returned"
+NON_PURCHASE_STATUSES: tuple[str, ...] = (CANCELED_STATUS, "cancelled", "unavailable", RETURNED_STATUS)
+
 # Load metadata every raw row carries.
 LOAD_COLUMNS: tuple[str, ...] = ("_load_id", "_source_file", "_source_row", "_loaded_at")
 
@@ -223,6 +239,9 @@ class ParseHints:
     timezone: str = "UTC"  # the zone naive timestamps are in; staging converts to UTC
     geo_bounds: Literal["world", "brazil"] = "world"
     decimal: str = "."
+    # Two-digit years (``%y``) are read into [two_digit_year_start, two_digit_year_start + 99]:
+    # with the default 1970, "69" is 2069 and "70" is 1970.
+    two_digit_year_start: int = 1970
     extra: dict = field(default_factory=dict)
 
 

@@ -40,6 +40,8 @@ class Settings:
     api_max_body_bytes: int = 8 * 1024 * 1024
     api_timeout_s: float = 5.0
     api_poll_seconds: float = 30.0
+    # Load guard: a staging table with a larger share of quarantined raw rows fails its blocking check.
+    max_quarantine_share: float = 0.05
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -63,4 +65,44 @@ class Settings:
             api_max_body_bytes=int(_env("ECOM_API_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
             api_timeout_s=float(_env("ECOM_API_TIMEOUT_S", "5")),
             api_poll_seconds=float(_env("ECOM_API_POLL_SECONDS", "30")),
+            max_quarantine_share=float(_env("ECOM_MAX_QUARANTINE_SHARE", "0.05")),
         )
+
+
+# The repository's instance settings: `make dev` / `make demo` point DAGSTER_HOME here.
+REPO_DAGSTER_HOME = REPO_ROOT / ".dagster_home"
+ALLOW_NO_POOLS_ENV = "ECOM_ALLOW_NO_POOLS"
+
+
+def missing_pool_limits(dagster_home: str | Path | None = None) -> str | None:
+    """Why the Dagster instance at ``dagster_home`` (default ``$DAGSTER_HOME``) would run without the pool
+    limits the pipeline relies on (one DuckDB writer, one GPU step), or None when it has them.
+
+    Pools live in the instance's dagster.yaml, not in code, so a custom DAGSTER_HOME without
+    ``concurrency.pools.default_limit`` silently lets two steps write the warehouse at once."""
+    home = dagster_home if dagster_home is not None else os.environ.get("DAGSTER_HOME", "").strip()
+    if not home:
+        return None  # no instance directory: ephemeral/test instances (each run on its own)
+    config_file = Path(home) / "dagster.yaml"
+    fix = (f"copy {REPO_DAGSTER_HOME / 'dagster.yaml'} to {config_file} (or add concurrency: pools: "
+           f"default_limit: 1 to it), or set {ALLOW_NO_POOLS_ENV}=1 to run without pool limits")
+    if not config_file.is_file():
+        return f"DAGSTER_HOME={home} has no dagster.yaml, so pools (duckdb, gpu) are unlimited: {fix}"
+    import yaml
+
+    try:
+        config = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        return f"{config_file} is not valid YAML ({exc}): {fix}"
+    pools = ((config.get("concurrency") or {}).get("pools") or {}) if isinstance(config, dict) else {}
+    if not isinstance(pools, dict) or pools.get("default_limit") is None:
+        return f"{config_file} sets no concurrency.pools.default_limit, so pools (duckdb, gpu) are unlimited: {fix}"
+    return None
+
+
+def check_pool_limits() -> None:
+    """Refuse to load the code location on an instance without pool limits (unless explicitly allowed)."""
+    problem = missing_pool_limits()
+    if problem and os.environ.get(ALLOW_NO_POOLS_ENV, "").strip().lower() not in ("1", "true", "yes"):
+        raise RuntimeError(problem)
+

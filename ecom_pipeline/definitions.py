@@ -17,7 +17,7 @@ import dagster as dg
 import ecom_pipeline.assets
 import ecom_pipeline.automation
 from ecom_pipeline.automation.executors import multiprocess_executor
-from ecom_pipeline.config import Settings
+from ecom_pipeline.config import Settings, check_pool_limits
 from ecom_pipeline.resources import build_resources
 
 # Two cores on the reference machine: at most two steps at once, forked from a preloaded forkserver.  Pools
@@ -58,4 +58,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions.merge(merged, dg.Definitions(resources=build_resources(settings), executor=EXECUTOR))
 
 
+# What `dagster dev`, the daemon and `make demo` load: refuse an instance without pool limits (a custom
+# DAGSTER_HOME without the repo's dagster.yaml would let two steps write the warehouse at once).
+check_pool_limits()
 defs = build_definitions()

@@ -79,12 +79,17 @@ def _digits(s: str) -> str:
 
 
 def phone_variants(phone: str) -> set[str]:
-    """The ways one Brazilian phone number is written: with/without +55, DDD in parentheses, bare digits."""
+    """The ways one phone number is written: as delivered and as bare digits (any country, e.g.
+    "+33 1 46 62 7555" / "33146627555", "(171) 555-2282" / "1715552282"); a Brazilian number also with
+    or without +55 and the DDD in parentheses."""
     d = _digits(phone)
+    out = {phone.strip()}
+    if len(d) >= 7:  # shorter digit runs would match ordinary numbers (prices, ids)
+        out.add(d)
+    brazilian = phone.strip().startswith("+55") or (d.startswith("55") and len(d) in (12, 13)) or len(d) in (10, 11)
     if d.startswith("55") and len(d) in (12, 13):
         d = d[2:]
-    out = {phone.strip()}
-    if len(d) in (10, 11):
+    if brazilian and len(d) in (10, 11):
         ddd, num = d[:2], d[2:]
         head, tail = num[:-4], num[-4:]
         out |= {f"+55 {ddd} {head}-{tail}", f"+55{d}", f"55{d}", f"({ddd}) {head}-{tail}", f"({ddd}){head}-{tail}",
@@ -99,8 +104,14 @@ def cpf_variants(cpf: str) -> set[str]:
     return {f"{d[:3]}.{d[3:6]}.{d[6:9]}-{d[9:]}", f"{d[:9]}-{d[9:]}", d}
 
 
+def address_variants(address: str) -> set[str]:
+    """A street address as delivered and with its runs of spaces collapsed ("59 rue de l'Abbaye")."""
+    return {address.strip(), " ".join(address.split())}
+
+
 def seeded_needles(*, names: Iterable[str] = (), emails: Iterable[str] = (), phones: Iterable[str] = (),
-                   cpfs: Iterable[str] = (), ids: Iterable[str] = (), min_length: int = 6) -> dict[str, str]:
+                   cpfs: Iterable[str] = (), ids: Iterable[str] = (), addresses: Iterable[str] = (),
+                   min_length: int = 6) -> dict[str, str]:
     """``{lower-cased needle: label}`` for every format of every seeded value.
 
     Needles shorter than ``min_length`` are dropped: a 3-letter name would match ordinary words."""
@@ -119,6 +130,7 @@ def seeded_needles(*, names: Iterable[str] = (), emails: Iterable[str] = (), pho
     add(phones, "phone", phone_variants)
     add(cpfs, "cpf", cpf_variants)
     add(ids, "customer_id")
+    add(addresses, "address", address_variants)
     return out
 
 

@@ -5,13 +5,15 @@ Each returns a :class:`CheckOutcome`: passed or not, and figures for the UI.
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import duckdb
 
-from ecom_pipeline.canonical import TABLES
+from ecom_pipeline.canonical import TABLES, ParseHints
+from ecom_pipeline.cleaning import rules
 from ecom_pipeline.loading import RAW_SCHEMA, quote_ident
 from ecom_pipeline.resources.tables import table_exists
 
@@ -110,6 +112,59 @@ def check_row_invariant(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutc
     meta = {"raw_rows": int(raw), "staged_rows": int(staged), "quarantined_rows": int(quarantined),
             "load_id": load_id or ""}
     return CheckOutcome(raw == staged + quarantined, meta, "raw = staged + quarantined")
+
+
+def _fmt_pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def check_quarantine_share(
+    con: duckdb.DuckDBPyConnection, table: str, max_share: float, hints: ParseHints | None = None,
+) -> CheckOutcome:
+    """At most ``max_share`` of the raw rows quarantined (duplicates of a staged key not counted).
+
+    A failure names the top reasons and one example row (file, row, the values of the failing column); when
+    timestamps did not parse, also the formats they were read with, so a file whose dates do not match the
+    mapping (``dd/mm/yy`` read as ``%m/%d/%Y``) stops here instead of training models on nothing.
+    """
+    raw = con.execute(f"SELECT count(*) FROM {RAW_SCHEMA}.{quote_ident(table)}").fetchall()[0][0]
+    reasons: dict[str, int] = {}
+    if _exists(con, STAGING_SCHEMA, "quarantine"):
+        load_id = current_load_id(con, table)
+        reasons = dict(con.execute(
+            f"SELECT reason, count(*) FROM {QUARANTINE} WHERE table_name = ? AND load_id IS NOT DISTINCT FROM ? "
+            "GROUP BY 1 ORDER BY 2 DESC, 1", [table, load_id]).fetchall())
+    rejected = {r: n for r, n in reasons.items() if r not in rules.DUPLICATE_REASONS}
+    duplicates = {r: n for r, n in reasons.items() if r in rules.DUPLICATE_REASONS}
+    n_rejected = sum(rejected.values())
+    share = n_rejected / raw if raw else 0.0
+    meta = {"raw_rows": int(raw), "quarantined_rows": int(n_rejected), "share": round(share, 4),
+            "max_share": max_share, "reasons": rejected or "none",
+            "duplicates_not_counted": duplicates or "none"}
+    if share <= max_share:
+        return CheckOutcome(True, meta, f"at most {_fmt_pct(max_share)} of raw rows quarantined "
+                                        f"({_fmt_pct(share)}; duplicates of a staged key not counted)")
+    top = list(rejected.items())[:3]
+    top_reason = top[0][0]
+    example = con.execute(
+        f"SELECT source_file, source_row, detail, original_row FROM {QUARANTINE} WHERE table_name = ? "
+        "AND reason = ? ORDER BY source_file, source_row LIMIT 1", [table, top_reason]).fetchall()[0]
+    file_, row, detail, original = example
+    column = top_reason.split(":", 1)[1] if ":" in top_reason else None
+    values = json.loads(original) if original else {}
+    shown = {column: values.get(column)} if column in values else values
+    message = (f"staging.{table}: {_fmt_pct(share)} of {raw:,} raw rows quarantined (limit {_fmt_pct(max_share)}, "
+               "setting ECOM_MAX_QUARANTINE_SHARE). Top reasons: "
+               + ", ".join(f"{r} ({n:,})" for r, n in top)
+               + f". Example: file {file_} row {row}: {detail}; values {json.dumps(shown, ensure_ascii=False)}.")
+    if column and column in TABLES[table].column_names and TABLES[table].column(column).dtype == "TIMESTAMP" \
+            and top_reason.split(":")[0] in ("bad_type", "ancient_timestamp", "future_timestamp"):
+        formats = list(hints.timestamp_formats) if hints else "the source's"
+        message += (f" Dates of column {column} in file {file_} do not match the timestamp format(s) {formats}: "
+                    "set timestamp_formats in the mapping to the file's format (docs/mapping.md).")
+    meta["example"] = {"file": file_, "row": int(row), "detail": detail, "values": shown}
+    meta["message"] = message
+    return CheckOutcome(False, meta, message)
 
 
 def check_freshness(

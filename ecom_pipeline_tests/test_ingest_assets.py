@@ -46,7 +46,8 @@ def test_ingest_job_on_synthetic_holds_the_invariant_and_passes_blocking_checks(
     result = _run_ingest(build_definitions(settings))
     assert result.success
     evaluations = result.get_asset_check_evaluations()
-    blocking_names = {"row_invariant", "unique_key", "non_null_key", "referential_integrity", "value_ranges"}
+    blocking_names = {"row_invariant", "unique_key", "non_null_key", "referential_integrity", "value_ranges",
+                      "quarantine_share"}
     blocking = [e for e in evaluations if e.check_name in blocking_names]
     assert len(blocking) == len(blocking_names) * len(TABLE_ORDER)
     assert all(e.passed for e in blocking), [(e.asset_key, e.check_name) for e in blocking if not e.passed]

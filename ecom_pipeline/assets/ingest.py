@@ -11,6 +11,7 @@ import dagster as dg
 
 from ecom_pipeline import quality
 from ecom_pipeline.canonical import TABLE_ORDER, TABLES
+from ecom_pipeline.config import Settings
 from ecom_pipeline.loading import load_raw_table
 from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
 
@@ -77,6 +78,7 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
                 "seconds": round(result.seconds, 2),
                 "rows_per_second": round(result.rows / result.seconds) if result.seconds else 0,
                 "files": ", ".join(result.files[:10]),
+                **src.table_facts(table),  # mapped source: rows filtered out, duplicates, guests
             }
         )
 
@@ -126,6 +128,8 @@ def _staging_asset(table: str) -> dg.AssetsDefinition:
                 "raw_rows": result.raw_rows,
                 "quarantined_rows": result.quarantined_rows,
                 "quarantine_reasons": reasons,
+                # later rows of a staged key that disagree with the kept one (the first value won)
+                "duplicate_key_conflict": int(result.reasons.get("duplicate_key_conflict", 0)),
                 "quarantine_preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "none"),
                 "load_id": result.load_id or "",
                 "seconds": round(result.seconds, 2),
@@ -141,7 +145,8 @@ def _outcome(outcome: quality.CheckOutcome, severity=dg.AssetCheckSeverity.ERROR
                                severity=severity, description=outcome.description or None)
 
 
-def _staging_checks(table: str, freshness_max_lag_days: float) -> list[dg.AssetChecksDefinition]:
+def _staging_checks(table: str, freshness_max_lag_days: float,
+                    max_quarantine_share: float) -> list[dg.AssetChecksDefinition]:
     """Blocking checks (a bad table would poison every model) plus warn-only freshness and volume."""
     key = staging_key(table)
     blocking = {
@@ -162,6 +167,15 @@ def _staging_checks(table: str, freshness_max_lag_days: float) -> list[dg.AssetC
             return _check
         checks.append(_make())
 
+    @dg.asset_check(asset=key, name="quarantine_share", blocking=True, pool=WAREHOUSE_POOL,
+                    description=f"at most {max_quarantine_share:.1%} of raw rows quarantined (duplicates of a "
+                    "staged key not counted); a failure names the top reasons and an example row")
+    def _share(source: SourceResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        hints = source.build().parse_hints(table)
+        with warehouse.connect(read_only=True) as con:
+            return _outcome(quality.check_quarantine_share(con, table, max_quarantine_share, hints))
+    checks.append(_share)
+
     if TABLES[table].time_column:
         @dg.asset_check(asset=key, name="freshness", pool=WAREHOUSE_POOL,
                         description=f"newest event at most {freshness_max_lag_days} days old (warn)")
@@ -180,9 +194,11 @@ def _staging_checks(table: str, freshness_max_lag_days: float) -> list[dg.AssetC
     return checks
 
 
-def build(settings=None) -> dg.Definitions:
-    """raw + staging assets and their checks (freshness lag from ``ECOM_FRESHNESS_MAX_DAYS``, default 2)."""
+def build(settings: Settings | None = None) -> dg.Definitions:
+    """raw + staging assets and their checks (freshness lag from ``ECOM_FRESHNESS_MAX_DAYS``, default 2;
+    quarantine share from ``Settings.max_quarantine_share``)."""
+    settings = settings or Settings.from_env()
     lag = float(os.environ.get("ECOM_FRESHNESS_MAX_DAYS", "2"))
     assets = [_raw_asset(t) for t in TABLE_ORDER] + [_staging_asset(t) for t in TABLE_ORDER]
-    checks = [c for t in TABLE_ORDER for c in _staging_checks(t, lag)]
+    checks = [c for t in TABLE_ORDER for c in _staging_checks(t, lag, settings.max_quarantine_share)]
     return dg.Definitions(assets=assets, asset_checks=checks)

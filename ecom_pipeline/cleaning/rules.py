@@ -14,7 +14,9 @@ lists every failing rule):
 8. ``lifecycle:<a>_after_<b>``   timestamp ``a`` later than timestamp ``b`` (both present)
 9. ``outside_bounds:<lat>``      coordinates outside the world, or outside Brazil for Brazilian sources
 10. ``orphan:<parent>``          foreign key not present in ``staging.<parent>``
-11. ``duplicate_key``            another row with the same key came first (by source file, row)
+11. ``duplicate_key``            another row with the same key and the same values came first (by source
+                                 file, row)
+    ``duplicate_key_conflict``   another row with the same key but other values came first: the first won
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from datetime import datetime
 
 REASON_ORDER: tuple[str, ...] = (
     "malformed_line", "missing_required", "bad_type", "out_of_range", "not_allowed", "future_timestamp",
-    "ancient_timestamp", "lifecycle", "outside_bounds", "orphan", "duplicate_key",
+    "ancient_timestamp", "lifecycle", "outside_bounds", "orphan", "duplicate_key", "duplicate_key_conflict",
 )
+# Reasons whose key is staged all the same (another row of the key was kept): not lost rows.
+DUPLICATE_REASONS: tuple[str, ...] = ("duplicate_key", "duplicate_key_conflict")
 
 # Column-name driven normalisation (the same column name means the same thing in every table).
 UPPER_COLUMNS = frozenset({"state"})

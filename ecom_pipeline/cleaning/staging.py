@@ -218,7 +218,22 @@ def _cast_sql(c: Column, n: str, hints: ParseHints) -> str:
                 f"WHEN regexp_full_match({n}, {_lit(grouped)}) THEN TRY_CAST({ungrouped} AS DOUBLE) END")
     if c.dtype == "TIMESTAMP":
         naive, _ = _ts_formats(hints)
-        return f"try_strptime({n}, {_fmt_list(naive)})" if naive else "CAST(NULL AS TIMESTAMP)"
+        if not naive:
+            return "CAST(NULL AS TIMESTAMP)"
+        if not any("%y" in f for f in naive):
+            return f"try_strptime({n}, {_fmt_list(naive)})"
+        # Two-digit years: DuckDB reads "%y" into 1969..2068; move each such value by whole centuries into
+        # [start, start + 99].  Formats are tried one by one, in order, so only %y matches are moved.
+        start = int(hints.two_digit_year_start)
+        whens = []
+        for f in naive:
+            parsed = f"try_strptime({n}, {_lit(f)})"
+            value = parsed
+            if "%y" in f:
+                value = (f"{parsed} + to_years(CAST(100 * floor(({start + 99} - year({parsed})) / 100.0) "
+                         "AS INTEGER))")
+            whens.append(f"WHEN {parsed} IS NOT NULL THEN {value}")
+        return f"CASE {' '.join(whens)} END"
     if c.dtype == "VARCHAR":
         return n
     raise ValueError(f"unsupported staging type {c.dtype} for column {c.name}")
@@ -516,14 +531,19 @@ def stage_table(
             con.execute(f"CREATE TEMP TABLE {qi(tzmap)} AS {_tz_map_sql(spec, raw_cols, raw_rel, hints)}")
         # 1. every raw row, typed and protected, with its first failing rule (NULL when it passes).
         con.execute(f"CREATE TABLE {building_rel} AS {work_sql}")
-        # 2. duplicate keys among the rows that pass everything else: the first by (file, row) stays.
+        # 2. duplicate keys among the rows that pass everything else: the first by (file, row) stays.  A later
+        #    row equal to the kept one in every staged column is `duplicate_key`; one that disagrees
+        #    (same product id, another title) is `duplicate_key_conflict`: the first value won.
         on = " AND ".join(f"s.{k} = k.{k}" for k in keys)
+        row_hash = "hash(" + ", ".join(f"s.{qi(c.name)}" for c in spec.columns) + ")"
         con.execute(
-            f"UPDATE {building_rel} AS b SET _reason = 'duplicate_key', "
-            "_detail = 'duplicate_key (kept ' || d._first_file || ':' || d._first_row || ')' "
-            "FROM (SELECT * FROM ("
+            f"UPDATE {building_rel} AS b SET _reason = d._dup_reason, "
+            "_detail = d._dup_reason || ' (kept ' || d._first_file || ':' || d._first_row || ')' "
+            "FROM (SELECT *, CASE WHEN _hash = _first_hash THEN 'duplicate_key' "
+            "                     ELSE 'duplicate_key_conflict' END AS _dup_reason FROM ("
             "  SELECT s._rid, row_number() OVER w AS _rn, first_value(s._source_file) OVER w AS _first_file, "
-            "         first_value(s._source_row) OVER w AS _first_row "
+            "         first_value(s._source_row) OVER w AS _first_row, "
+            f"        {row_hash} AS _hash, first_value({row_hash}) OVER w AS _first_hash "
             f"  FROM {building_rel} s SEMI JOIN ("
             f"    SELECT {key_list} FROM {building_rel} WHERE _reason IS NULL "
             f"    GROUP BY {key_list} HAVING count(*) > 1) k ON {on} "

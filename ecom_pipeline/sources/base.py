@@ -66,6 +66,10 @@ class Source(ABC):
         """Human-readable facts about the source for asset metadata (paths, sizes, seed...)."""
         return {"source": self.name}
 
+    def table_facts(self, table: str) -> dict:
+        """Counts about the last read of ``table`` (rows filtered out, duplicates dropped...) for metadata."""
+        return {}
+
     def check_table(self, table: str) -> None:
         if table not in TABLES:
             raise SourceError(f"unknown canonical table {table!r}; known: {sorted(TABLES)}")

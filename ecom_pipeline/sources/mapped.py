@@ -12,10 +12,14 @@ typo fails at once with the mapping file and the key in the message rather than 
 Reading streams each file in chunks through :mod:`ecom_pipeline.sources.files` (bad lines, bad bytes and
 damaged archives are handled there).  One file may feed several tables, e.g. a line-level "orders export"
 feeds orders, order_items, customers and products.  For such dimension tables ``deduplicate: true`` keeps
-the first row of each key (exact text match of the canonical key) and drops later ones; the number of
-dropped rows, and of those that disagreed with the kept row in some other column, is reported by
-``describe()``.  Rows that could not be parsed are never deduplicated: they always reach raw (and then
-quarantine).
+the first row of each key (exact text match of the canonical key) and drops later *identical* ones; the
+first row of each other variant (same key, other values) is passed on to raw, where staging quarantines it
+as ``duplicate_key_conflict`` (visible in the quarantine, the asset metadata and the demo summary).  Counts
+are in ``describe()`` and :meth:`MappedSource.table_facts`.  Rows that could not be parsed are never
+deduplicated or filtered: they always reach raw (and then quarantine).
+
+A table's ``filter`` drops rows before anything else (e.g. another country's rows); the number dropped is
+counted and reported, so the raw = delivered rows invariant becomes raw = delivered - filtered.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,11 +49,60 @@ from ecom_pipeline.sources.files import (
     require_columns,
 )
 
-TOP_KEYS = {"version", "description", "timezone", "timestamp_formats", "geo_bounds", "decimal", "csv", "tables"}
+TOP_KEYS = {"version", "description", "timezone", "timestamp_formats", "two_digit_year_start", "geo_bounds",
+            "decimal", "csv", "tables"}
 CSV_KEYS = {"delimiter", "encoding", "header", "names", "quotechar"}
-TABLE_KEYS = {"file", "format", "columns", "constants", "derive", "deduplicate", *CSV_KEYS}
-DERIVE_OPS = {"row_number", "row_number_within", "divide", "json_object", "concat"}
+TABLE_KEYS = {"file", "format", "columns", "constants", "derive", "deduplicate", "filter", *CSV_KEYS}
+DERIVE_OPS = {"row_number", "row_number_within", "divide", "json_object", "concat", "coalesce", "when", "abs",
+              "guest_per_order"}
+CONDITION_TESTS = {"equals", "prefix", "regex", "empty"}
+GUEST_PREFIX = "guest-"
 DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A test on one source column's text: ``equals`` / ``prefix`` (one value or a list), ``regex``
+    (searched anywhere; anchor it with ^...$) or ``empty`` (no value).  An empty value matches only
+    ``empty: true``."""
+
+    column: str
+    test: str
+    values: tuple[str, ...] = ()
+    pattern: re.Pattern | None = None
+
+    def matches(self, value: str | None) -> bool:
+        if self.test == "empty":
+            return value is None
+        if value is None:
+            return False
+        if self.test == "equals":
+            return value in self.values
+        if self.test == "prefix":
+            return value.startswith(self.values)
+        return self.pattern.search(value) is not None
+
+    def mask(self, column: pd.Series) -> np.ndarray:
+        return np.fromiter((self.matches(v) for v in column), dtype=bool, count=len(column))
+
+
+@dataclass
+class RowFilter:
+    keep: list[Condition]  # a row is kept when it matches any of these (all rows when empty)
+    drop: list[Condition]  # ... and none of these
+
+    @property
+    def source_columns(self) -> list[str]:
+        return [c.column for c in self.keep + self.drop]
+
+    def keep_mask(self, chunk: pd.DataFrame) -> np.ndarray:
+        n = len(chunk)
+        keep = np.zeros(n, dtype=bool) if self.keep else np.ones(n, dtype=bool)
+        for cond in self.keep:
+            keep |= cond.mask(chunk[cond.column])
+        for cond in self.drop:
+            keep &= ~cond.mask(chunk[cond.column])
+        return keep
 
 
 @dataclass
@@ -63,14 +117,15 @@ class TableMapping:
     constants: dict[str, str]
     derive: dict[str, dict]  # canonical -> {op: argument, ...}
     deduplicate: bool = False
+    row_filter: RowFilter | None = None
 
     @property
     def source_columns(self) -> list[str]:
         cols = list(self.columns.values())
         for spec in self.derive.values():
-            for op in ("divide", "json_object", "concat"):
-                if op in spec:
-                    cols.extend(spec[op])
+            cols.extend(spec.get("_sources", []))
+        if self.row_filter is not None:
+            cols.extend(self.row_filter.source_columns)
         return list(dict.fromkeys(cols))
 
     @property
@@ -85,6 +140,9 @@ class _Stats:
     duplicates_dropped: Counter = field(default_factory=Counter)
     conflicting_duplicates: Counter = field(default_factory=Counter)
     not_a_number: Counter = field(default_factory=Counter)
+    conflict_variants: Counter = field(default_factory=Counter)
+    filtered_out: Counter = field(default_factory=Counter)
+    guests: Counter = field(default_factory=Counter)
 
 
 class MappingError(SourceError):
@@ -126,7 +184,8 @@ class MappedSource(Source):
     def _parse(self, m: Any) -> None:
         if not isinstance(m, dict):
             raise self._err("(top level)", "the mapping must be a YAML mapping with a 'tables' key")
-        unknown = sorted(set(m) - TOP_KEYS)
+        # "x-..." keys are free: a place for YAML anchors that tables reuse (like docker compose)
+        unknown = sorted(k for k in set(m) - TOP_KEYS if not str(k).startswith("x-"))
         if unknown:
             raise self._err(unknown[0], f"unknown key; allowed: {sorted(TOP_KEYS)}")
         if m.get("version", 1) != 1:
@@ -164,6 +223,12 @@ class MappedSource(Source):
             if not isinstance(fmts, list) or not fmts or not all(isinstance(f, str) and "%" in f for f in fmts):
                 raise self._err("timestamp_formats", "must be a list of strptime formats such as '%m/%d/%Y'")
             kw["timestamp_formats"] = tuple(fmts)
+        if "two_digit_year_start" in m:
+            start = m["two_digit_year_start"]
+            if not isinstance(start, int) or isinstance(start, bool) or not 1800 <= start <= 2100:
+                raise self._err("two_digit_year_start", f"must be a year such as 1970 (then '69' is 2069 "
+                                                        f"and '70' is 1970), not {start!r}")
+            kw["two_digit_year_start"] = start
         if "geo_bounds" in m:
             if m["geo_bounds"] not in ("world", "brazil"):
                 raise self._err("geo_bounds", f"must be world or brazil, not {m['geo_bounds']!r}")
@@ -243,6 +308,7 @@ class MappedSource(Source):
         dedup = spec.get("deduplicate", False)
         if not isinstance(dedup, bool):
             raise self._err(f"{key}.deduplicate", f"must be true or false, not {dedup!r}")
+        row_filter = self._parse_filter(f"{key}.filter", spec["filter"]) if "filter" in spec else None
 
         # the file(s)
         file_ = spec.get("file")
@@ -262,7 +328,7 @@ class MappedSource(Source):
         else:
             opts = {**defaults, **csv_given}
             options = self._csv_options(key, opts, paths[0])
-        tm = TableMapping(table, file_, paths, labels, fmt, options, columns, constants, derive, dedup)
+        tm = TableMapping(table, file_, paths, labels, fmt, options, columns, constants, derive, dedup, row_filter)
         # every mapped source column must be in every file
         for path, label in zip(paths, labels):
             try:
@@ -272,12 +338,52 @@ class MappedSource(Source):
                 raise SourceError(f"{self._where}: {key}: {message}", file=str(path), column=exc.column) from None
         return tm
 
+    def _parse_condition(self, key: str, c: Any) -> Condition:
+        example = "{column: Country, equals: United Kingdom}"
+        if not isinstance(c, dict) or "column" not in c:
+            raise self._err(key, f"a condition names a source column and one test, e.g. {example}")
+        tests = sorted(set(c) - {"column", "then"})
+        if len(tests) != 1 or tests[0] not in CONDITION_TESTS:
+            raise self._err(key, f"needs exactly one of {sorted(CONDITION_TESTS)} besides column, e.g. {example}")
+        test, arg = tests[0], c[tests[0]]
+        column = str(c["column"])
+        if test == "empty":
+            if arg is not True:
+                raise self._err(f"{key}.empty", "write empty: true")
+            return Condition(column, test)
+        if test == "regex":
+            try:
+                return Condition(column, test, pattern=re.compile(str(arg)))
+            except re.error as exc:
+                raise self._err(f"{key}.regex", f"not a valid regular expression: {exc}") from None
+        values = arg if isinstance(arg, list) else [arg]
+        if not values or any(v is None or isinstance(v, (dict, list)) for v in values):
+            raise self._err(f"{key}.{test}", "must be a value or a list of values")
+        return Condition(column, test, values=tuple(str(v).lower() if isinstance(v, bool) else str(v)
+                                                    for v in values))
+
+    def _parse_filter(self, key: str, f: Any) -> RowFilter:
+        if not isinstance(f, dict) or not f or set(f) - {"keep", "drop"}:
+            raise self._err(key, "write filter: {keep: <condition or list>, drop: <condition or list>}")
+        parts: dict[str, list[Condition]] = {}
+        for part in ("keep", "drop"):
+            raw = f.get(part) or []
+            raw = raw if isinstance(raw, list) else [raw]
+            parts[part] = [self._parse_condition(f"{key}.{part}[{i}]", c) for i, c in enumerate(raw)]
+        return RowFilter(parts["keep"], parts["drop"])
+
     def _parse_derive(self, key: str, d: Any) -> dict:
-        if not isinstance(d, dict) or len(d) != 1:
+        if not isinstance(d, dict) or not d:
             raise self._err(key, f"must be one of {sorted(DERIVE_OPS)}, e.g. {{row_number_within: order_id}}")
-        (op, arg), = d.items()
-        if op not in DERIVE_OPS:
-            raise self._err(f"{key}.{op}", f"unknown derivation; known: {sorted(DERIVE_OPS)}")
+        ops = sorted(set(d) & DERIVE_OPS)
+        extra = sorted(set(d) - DERIVE_OPS - ({"else"} if ops == ["when"] else set()))
+        if extra:
+            raise self._err(f"{key}.{extra[0]}", f"unknown derivation; known: {sorted(DERIVE_OPS)} "
+                                                 "(only when takes a second key, else)")
+        if len(ops) != 1:
+            raise self._err(key, f"one derivation per column, not {ops}")
+        op = ops[0]
+        arg = d[op]
         if op == "row_number":
             if arg is not True:
                 raise self._err(f"{key}.{op}", "write row_number: true")
@@ -294,15 +400,67 @@ class MappedSource(Source):
                 cols, sep = arg, "-"
             if not isinstance(cols, list) or len(cols) < 2 or not isinstance(sep, str):
                 raise self._err(f"{key}.{op}", "write concat: [Col A, Col B] or concat: {columns: [...], sep: '|'}")
-            return {op: [str(c) for c in cols], "sep": sep}
+            cols = [str(c) for c in cols]
+            return {op: cols, "sep": sep, "_sources": cols}
         if op == "divide":
             if not isinstance(arg, list) or len(arg) != 2:
                 raise self._err(f"{key}.{op}", "write divide: [numerator column, denominator column]")
-            return {op: [str(c) for c in arg]}
+            cols = [str(c) for c in arg]
+            return {op: cols, "_sources": cols}
+        if op == "coalesce":
+            default = None
+            if isinstance(arg, dict):
+                cols, default = arg.get("columns"), arg.get("default")
+                if default is not None and isinstance(default, (dict, list)):
+                    raise self._err(f"{key}.{op}.default", "must be a single value")
+            else:
+                cols = arg
+            if not isinstance(cols, list) or not cols:
+                raise self._err(f"{key}.{op}", "write coalesce: [Col A, Col B] or coalesce: {columns: [...], "
+                                               "default: unknown}")
+            cols = [str(c) for c in cols]
+            return {op: cols, "default": None if default is None else str(default), "_sources": cols}
+        if op == "abs":
+            if not isinstance(arg, str):
+                raise self._err(f"{key}.{op}", "names one source column, e.g. abs: Quantity")
+            return {op: arg, "_sources": [arg]}
+        if op == "guest_per_order":
+            if not isinstance(arg, dict) or not {"column", "order"} <= set(arg) or set(arg) - {
+                    "column", "order", "guest_values"}:
+                raise self._err(f"{key}.{op}", "write guest_per_order: {column: CustomerID, order: InvoiceNo, "
+                                               "guest_values: ['0']}")
+            guests = arg.get("guest_values") or []
+            guests = guests if isinstance(guests, list) else [guests]
+            cols = [str(arg["column"]), str(arg["order"])]
+            return {op: cols, "guest_values": frozenset(str(g) for g in guests), "_sources": cols}
+        if op == "when":
+            rules = arg if isinstance(arg, list) else None
+            if not rules:
+                raise self._err(f"{key}.when", "write when: [{column: STATUS, equals: Cancelled, then: canceled}, "
+                                               "...] (first matching rule wins), optionally else: <value>")
+            parsed = []
+            for i, rule in enumerate(rules):
+                if not isinstance(rule, dict) or "then" not in rule or isinstance(rule["then"], (dict, list)):
+                    raise self._err(f"{key}.when[{i}]", "each rule needs then: <value>")
+                then = rule["then"]
+                parsed.append((self._parse_condition(f"{key}.when[{i}]", rule),
+                               None if then is None else str(then)))
+            otherwise = d.get("else")
+            else_column = None
+            if isinstance(otherwise, dict):
+                if set(otherwise) != {"column"}:
+                    raise self._err(f"{key}.else", "a value, or {column: Source Column}")
+                else_column, otherwise = str(otherwise["column"]), None
+            elif isinstance(otherwise, list):
+                raise self._err(f"{key}.else", "a value, or {column: Source Column}")
+            sources = [c.column for c, _ in parsed] + ([else_column] if else_column else [])
+            return {op: parsed, "else": None if otherwise is None else str(otherwise), "else_column": else_column,
+                    "_sources": list(dict.fromkeys(sources))}
         # json_object
         if not isinstance(arg, list) or not arg:
             raise self._err(f"{key}.{op}", "write json_object: [Col A, Col B, ...]")
-        return {op: [str(c) for c in arg]}
+        cols = [str(c) for c in arg]
+        return {op: cols, "_sources": cols}
 
     def _csv_options(self, key: str, opts: dict, path: Path) -> CsvOptions:
         delimiter = opts.get("delimiter", default_delimiter(path))
@@ -375,7 +533,20 @@ class MappedSource(Source):
             "read_reports": {t: [r.as_dict() for r in rs] for t, rs in self.reports.items()},
             "duplicates_dropped": dict(self.stats.duplicates_dropped),
             "conflicting_duplicates": dict(self.stats.conflicting_duplicates),
+            "conflicting_variants_passed": dict(self.stats.conflict_variants),
+            "filtered_out": dict(self.stats.filtered_out),
+            "guest_rows": dict(self.stats.guests),
             "derived_not_a_number": dict(self.stats.not_a_number),
+        }
+
+    def table_facts(self, table: str) -> dict:
+        """Counts of the last read of ``table`` for the raw asset's metadata."""
+        return {
+            "rows_filtered_out": int(self.stats.filtered_out.get(table, 0)),
+            "identical_duplicates_dropped": int(self.stats.duplicates_dropped.get(table, 0)),
+            "conflicting_duplicate_rows": int(self.stats.conflicting_duplicates.get(table, 0)),
+            "conflicting_variants_passed_to_staging": int(self.stats.conflict_variants.get(table, 0)),
+            "guest_rows": int(self.stats.guests.get(table, 0)),
         }
 
     def read(self, table: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
@@ -384,11 +555,13 @@ class MappedSource(Source):
         if tm is None:
             raise SourceError(f"the mapping has no {table} table", file=self._where)
         self.reports[table] = []
-        self.stats.duplicates_dropped[table] = 0
-        self.stats.conflicting_duplicates[table] = 0
+        for counter in (self.stats.duplicates_dropped, self.stats.conflicting_duplicates, self.stats.conflict_variants,
+                        self.stats.filtered_out, self.stats.guests, self.stats.not_a_number):
+            counter[table] = 0
         key_cols = list(TABLES[table].key)
         first_col = tm.output_columns[0]
         seen: dict[tuple, int] = {}  # key -> hash of the kept row (deduplicate)
+        variants: set[tuple] = set()  # (key, hash) of conflicting variants already passed on
         counters: Counter = Counter()  # row_number_within
         row_number = 0
         for path, label in zip(tm.paths, tm.labels):
@@ -397,6 +570,14 @@ class MappedSource(Source):
             for chunk in iter_file_chunks(path, fmt=tm.fmt, options=tm.csv, columns=tm.source_columns,
                                           chunk_rows=chunk_rows, label=label, report=report):
                 ok = chunk["_parse_error"].isna().to_numpy()  # rows read cleanly
+                if tm.row_filter is not None:
+                    keep = tm.row_filter.keep_mask(chunk) | ~ok  # unparseable rows always reach quarantine
+                    self.stats.filtered_out[table] += int((~keep).sum())
+                    if not keep.all():
+                        chunk = chunk[keep].reset_index(drop=True)
+                        ok = ok[keep]
+                    if not len(chunk):
+                        continue
                 values: dict[str, Any] = {c: chunk[src] for c, src in tm.columns.items()}
                 values.update(tm.constants)
                 for c, d in tm.derive.items():
@@ -414,10 +595,18 @@ class MappedSource(Source):
                         sep = d["sep"]
                         values[c] = [None if any(v is None for v in vals) else sep.join(vals)
                                      for vals in zip(*(chunk[x] for x in d["concat"]))]
+                    elif "coalesce" in d:
+                        values[c] = self._coalesce(chunk, d["coalesce"], d["default"])
+                    elif "abs" in d:
+                        values[c] = [v[1:] if v is not None and v.startswith("-") else v for v in chunk[d["abs"]]]
+                    elif "guest_per_order" in d:
+                        values[c] = self._guest_per_order(table, chunk, *d["guest_per_order"], d["guest_values"])
+                    elif "when" in d:
+                        values[c] = self._when(chunk, d["when"], d["else"], d["else_column"])
                 row_number += len(chunk)
                 out = finish_chunk(chunk, {c: values[c] for c in tm.output_columns}, first_col)
                 if tm.deduplicate:
-                    out = self._dedupe(table, out, key_cols, ok, seen)
+                    out = self._dedupe(table, out, key_cols, ok, seen, variants)
                 if len(out):
                     yield out
 
@@ -435,6 +624,44 @@ class MappedSource(Source):
                 continue
             counters[key] += 1
             out.append(str(counters[key]))
+        return out
+
+    @staticmethod
+    def _coalesce(chunk: pd.DataFrame, cols: list[str], default: str | None) -> list:
+        out: list[str | None] = []
+        for vals in zip(*(chunk[x] for x in cols)):
+            # a blank field counts as empty too (staging would trim it to NULL anyway)
+            out.append(next((v for v in vals if v is not None and v.strip()), default))
+        return out
+
+    def _guest_per_order(self, table: str, chunk: pd.DataFrame, customer_col: str, order_col: str,
+                         guest_values: frozenset) -> list:
+        """The customer id, or one synthetic guest per order (``guest-<order>``) when the id is empty or a
+        guest marker; staging pseudonymises it like any customer id."""
+        out: list[str | None] = []
+        guests = 0
+        for cust, order in zip(chunk[customer_col], chunk[order_col]):
+            if cust is not None and cust.strip() and cust.strip() not in guest_values:
+                out.append(cust)
+            elif order is not None and order.strip():
+                guests += 1
+                out.append(GUEST_PREFIX + order.strip())
+            else:
+                out.append(None)  # no order either: staging quarantines it as missing_required
+        self.stats.guests[table] += guests
+        return out
+
+    @staticmethod
+    def _when(chunk: pd.DataFrame, rules: list[tuple[Condition, str | None]], otherwise: str | None,
+              else_column: str | None) -> list:
+        n = len(chunk)
+        out: list[str | None] = list(chunk[else_column]) if else_column else [otherwise] * n
+        decided = np.zeros(n, dtype=bool)
+        for cond, then in rules:  # first matching rule wins
+            hit = cond.mask(chunk[cond.column]) & ~decided
+            for i in np.flatnonzero(hit):
+                out[i] = then
+            decided |= hit
         return out
 
     def _divide(self, table: str, chunk: pd.DataFrame, num_col: str, den_col: str) -> list:
@@ -460,7 +687,7 @@ class MappedSource(Source):
         return out
 
     def _dedupe(self, table: str, out: pd.DataFrame, key_cols: list[str], ok: np.ndarray,
-                seen: dict[tuple, int]) -> pd.DataFrame:
+                seen: dict[tuple, int], variants: set[tuple]) -> pd.DataFrame:
         value_cols = [c for c in out.columns if c not in ("_source_file", "_source_row", "_parse_error")]
         keep = np.ones(len(out), dtype=bool)
         keys = zip(*(out[k] for k in key_cols))
@@ -472,9 +699,16 @@ class MappedSource(Source):
             prev = seen.get(key)
             if prev is None:
                 seen[key] = h
-            else:
+            elif prev == h:
                 keep[i] = False
                 self.stats.duplicates_dropped[table] += 1
-                if prev != h:
-                    self.stats.conflicting_duplicates[table] += 1
+            else:
+                # Disagrees with the kept row.  The first row of each other variant goes on to raw, where
+                # staging quarantines it as duplicate_key_conflict; its repeats are counted, not copied.
+                self.stats.conflicting_duplicates[table] += 1
+                if (key, h) in variants:
+                    keep[i] = False
+                else:
+                    variants.add((key, h))
+                    self.stats.conflict_variants[table] += 1
         return out[keep].reset_index(drop=True)

@@ -50,6 +50,7 @@ def test_webserver_serves_assets_jobs_schedules_and_sensors(tmp_path):
     port = _free_port()
     home = tmp_path / "dagster_home"
     home.mkdir()
+    (home / "dagster.yaml").write_bytes((REPO_ROOT / ".dagster_home" / "dagster.yaml").read_bytes())  # pools
     env = {**os.environ, "DAGSTER_HOME": str(home), "ECOM_DATA_ROOT": str(tmp_path / "data")}
     webserver = Path(sys.executable).parent / "dagster-webserver"
     proc = subprocess.Popen(

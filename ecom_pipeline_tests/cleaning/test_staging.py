@@ -148,16 +148,19 @@ def test_duplicate_keys_keep_the_first_passing_row(con):
         {"product_id": "p2", "title": "good second"},
         {"product_id": "p1", "title": "third"},
         {"product_id": "p2", "title": "good third"},
+        {"product_id": "p1", "title": " first "},  # equal to the kept row once trimmed
     ])
     assert staged(con, "products", "product_id, title, _source_row") == [
         ("p1", "first", 1), ("p2", "good second", 4)]
+    # a later row that disagrees with the kept one has its own reason: the first value won
     assert quarantine(con, "products") == [
         (2, "out_of_range:price", "out_of_range:price"),
-        (3, "duplicate_key", "duplicate_key (kept products.csv:1)"),
-        (5, "duplicate_key", "duplicate_key (kept products.csv:1)"),
-        (6, "duplicate_key", "duplicate_key (kept products.csv:4)"),
+        (3, "duplicate_key_conflict", "duplicate_key_conflict (kept products.csv:1)"),
+        (5, "duplicate_key_conflict", "duplicate_key_conflict (kept products.csv:1)"),
+        (6, "duplicate_key_conflict", "duplicate_key_conflict (kept products.csv:4)"),
+        (7, "duplicate_key", "duplicate_key (kept products.csv:1)"),
     ]
-    assert res.reasons == {"duplicate_key": 3, "out_of_range:price": 1}
+    assert res.reasons == {"duplicate_key_conflict": 3, "duplicate_key": 1, "out_of_range:price": 1}
 
 
 def test_composite_key_duplicates(con):
@@ -168,7 +171,7 @@ def test_composite_key_duplicates(con):
         {"order_id": "o2", "seq": "1", "value": "10"},
     ])
     assert staged(con, "payments", "order_id, seq, value") == [("o1", 1, 10.0), ("o1", 2, 10.0), ("o2", 1, 10.0)]
-    assert [q[:2] for q in quarantine(con, "payments")] == [(3, "duplicate_key")]
+    assert [q[:2] for q in quarantine(con, "payments")] == [(3, "duplicate_key_conflict")]
 
 
 # ------------------------------------------------------------------------------------------ timestamps
@@ -531,3 +534,33 @@ def test_column_schema_matches_canonical_spec():
         assert [(n, t) for n, t, _ in schema][: len(spec.columns)] == [(c.name, c.dtype) for c in spec.columns]
     desc = {n: d for n, _, d in column_schema("customers")}
     assert "pseudonym" in desc["email"] and "key" in desc["customer_id"]
+
+
+def test_two_digit_years_in_the_documented_window(con):
+    """%y years land in [two_digit_year_start, +99]; full-year formats tried first are not moved."""
+    from ecom_pipeline.cleaning.staging import _cast_sql
+
+    col = TABLES["orders"].column("purchased_at")
+
+    def year(text: str, hints: ParseHints):
+        value = con.execute(f"SELECT {_cast_sql(col, repr(text), hints)}").fetchall()[0][0]
+        return value.year if value else None
+
+    default = ParseHints(timestamp_formats=("%Y-%m-%d", "%d/%m/%y"))
+    assert default.two_digit_year_start == 1970
+    assert [year(t, default) for t in ("13/02/19", "01/02/69", "01/02/70", "01/02/99", "2019-02-13")] == [
+        2019, 2069, 1970, 1999, 2019]
+    # "13/02/2019" does not fit %d/%m/%y (a 4-digit year): no value, so bad_type -- never 2020 or 0019
+    assert year("13/02/2019", default) is None
+    window_1950 = ParseHints(timestamp_formats=("%d/%m/%y",), two_digit_year_start=1950)
+    assert [year(t, window_1950) for t in ("01/02/49", "01/02/50", "01/02/69", "01/02/19")] == [
+        2049, 1950, 1969, 2019]
+
+    # through staging: 2069 is in the future, 1970 before MIN_TIMESTAMP: both quarantined with the reason
+    rows = [{"order_id": f"o{i}", "customer_id": "c", "purchased_at": t}
+            for i, t in enumerate(["13/02/19", "01/02/69", "01/02/70", "13/02/2019"])]
+    stage(con, "customers", [{"customer_id": "c"}])
+    stage(con, "orders", rows, hints=default)
+    assert staged(con, "orders", "order_id, year(purchased_at)") == [("o0", 2019)]
+    assert [q[:2] for q in quarantine(con, "orders")] == [
+        (2, "future_timestamp:purchased_at"), (3, "ancient_timestamp:purchased_at"), (4, "bad_type:purchased_at")]

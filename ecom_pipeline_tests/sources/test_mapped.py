@@ -50,11 +50,15 @@ def test_example_has_forty_lines():
 def test_retail_example_counts(retail):
     src, t = retail
     assert src.tables() == {"orders", "order_items", "customers", "products"}
-    assert {k: len(v) for k, v in t.items()} == {"orders": 15, "order_items": 40, "customers": 10, "products": 16}
+    # 16 products + the one later line that names a product differently: it goes on to raw, where staging
+    # quarantines it as duplicate_key_conflict (the first name wins); identical repeats are dropped here
+    assert {k: len(v) for k, v in t.items()} == {"orders": 15, "order_items": 40, "customers": 10, "products": 17}
     d = src.describe()
-    assert d["duplicates_dropped"] == {"orders": 25, "order_items": 0, "customers": 30, "products": 24}
-    # one product is named differently on a later line: first occurrence kept, disagreement counted
+    assert d["duplicates_dropped"] == {"orders": 25, "order_items": 0, "customers": 30, "products": 23}
     assert d["conflicting_duplicates"] == {"orders": 0, "order_items": 0, "customers": 0, "products": 1}
+    assert src.table_facts("products") == {"rows_filtered_out": 0, "identical_duplicates_dropped": 23,
+                                           "conflicting_duplicate_rows": 1,
+                                           "conflicting_variants_passed_to_staging": 1, "guest_rows": 0}
     for name, df in t.items():
         assert df["_parse_error"].isna().all(), name
         assert (df["_source_file"] == "retail_orders.csv").all()
@@ -70,9 +74,13 @@ def test_dimension_rows_are_the_first_occurrence(retail):
         first_row.setdefault(("products", line["Product ID"]), i)
     for table, key in (("orders", "order_id"), ("customers", "customer_id"), ("products", "product_id")):
         df = t[table]
-        assert df[key].is_unique
-        assert [first_row[(table, k)] for k in df[key]] == df["_source_row"].tolist(), table
-    paper = t["products"].set_index("product_id").loc["OFF-PA-1006"]
+        first = df.drop_duplicates(key)
+        assert [first_row[(table, k)] for k in first[key]] == first["_source_row"].tolist(), table
+    # the one repeated key is the conflicting product line, later than the kept one and named differently
+    again = t["products"][t["products"]["product_id"].duplicated()]
+    assert again["product_id"].tolist() == ["OFF-PA-1006"]
+    assert again["title"].tolist() != [t["products"].iloc[0]["title"]]
+    paper = t["products"].drop_duplicates("product_id").set_index("product_id").loc["OFF-PA-1006"]
     assert paper["title"] == "Premium Copy Paper, 500 Sheets"
     assert json.loads(paper["attributes"]) == {"Category": "Office Supplies", "Sub-Category": "Paper"}
     assert paper["category"] == "Paper"
@@ -126,7 +134,7 @@ def test_parquet_file_and_same_result(tmp_path):
     src = MappedSource(m, data_dir=tmp_path)
     assert src.tables_["orders"].fmt == "parquet"
     assert {t: len(_all(src, t)) for t in src.tables()} == {"orders": 15, "order_items": 40, "customers": 10,
-                                                          "products": 16}
+                                                          "products": 17}
     assert _all(src, "customers").set_index("customer_id").loc["CU-10045", "zip_prefix"] == "02138"
 
 

@@ -10,13 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ecom_pipeline.canonical import NON_PURCHASE_STATUSES
+
 SERIES_COLUMNS = ["series_id", "level", "state", "category", "date", "orders", "revenue", "customers"]
 UNKNOWN = "unknown"
 
 
 def order_lines(orders: pd.DataFrame, items: pd.DataFrame, products: pd.DataFrame,
                 customers: pd.DataFrame) -> pd.DataFrame:
-    """One row per order item with the order day, customer, state, category and line revenue."""
+    """One row per order item with the order day, customer, state, category and line revenue.
+
+    Canceled and returned orders (``canonical.NON_PURCHASE_STATUSES``) are neither orders nor revenue."""
+    if "status" in orders.columns:
+        orders = orders[~orders["status"].fillna("").astype(str).str.lower().isin(NON_PURCHASE_STATUSES)]
     o = orders[["order_id", "customer_id", "purchased_at"]].copy()
     o["date"] = pd.to_datetime(o["purchased_at"]).dt.normalize()
     c = customers[["customer_id", "state"]].drop_duplicates("customer_id")

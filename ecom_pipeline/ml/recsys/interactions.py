@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ecom_pipeline.canonical import NON_PURCHASE_STATUSES  # one list for every consumer
+
 DEFAULT_WEIGHTS: dict[str, float] = {"view": 1.0, "cart": 3.0, "purchase": 5.0}
-NON_PURCHASE_STATUSES = ("canceled", "cancelled", "unavailable")
 INTERACTION_COLUMNS = ["customer_id", "product_id", "category", "event_type", "ts", "weight", "source"]
 UNKNOWN_CATEGORY = "unknown"
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-NON_PURCHASE_STATUSES = ("canceled", "cancelled", "unavailable")
+from ecom_pipeline.canonical import NON_PURCHASE_STATUSES  # one list for every consumer
+
 RFM_FEATURES = ["recency_days", "frequency", "monetary"]
 BEHAVIOUR_FEATURES = [
     "avg_order_value", "tenure_days", "n_items", "n_categories", "avg_item_price", "avg_review_score",
