@@ -7,7 +7,7 @@ shows where a value came from.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +29,8 @@ class Settings:
     mlflow_tracking_uri: str
     synthetic_orders: int
     synthetic_seed: int
+    # HMAC key for registered model artifacts (ml/safe_artifacts.py); "" = generated locally, refused in prod
+    model_signing_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -45,4 +47,5 @@ class Settings:
             mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{data_root / 'mlflow.db'}"),
             synthetic_orders=int(_env("ECOM_SYNTHETIC_ORDERS", "5000")),
             synthetic_seed=int(_env("ECOM_SYNTHETIC_SEED", "42")),
+            model_signing_key=os.environ.get("ECOM_MODEL_SIGNING_KEY", "").strip(),
         )
