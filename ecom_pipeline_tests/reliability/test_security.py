@@ -137,19 +137,73 @@ def test_torch_load_always_uses_weights_only():
     assert calls >= 1  # the scan sees the one real call (MobileNet weights)
 
 
-def test_no_other_unsafe_deserialisation_in_the_package():
-    """pickle/joblib/yaml.load run code from the file; MLflow flavours load our own registered models."""
+PICKLE_MODULES = frozenset({"pickle", "_pickle", "cloudpickle", "dill", "joblib", "shelve", "marshal"})
+
+
+def unsafe_loads(tree: ast.AST) -> list[str]:
+    """Reads that can run code from the file (issue #20): any pickle-family import or load, an MLflow flavour's
+    ``load_model`` (the pickle flavours unpickle), ``read_pickle``, ``np.load(allow_pickle=...)``, unsafe YAML
+    loaders, ``torch.load`` without ``weights_only=True`` and skops' ``trusted=True``.  Models load through
+    ``ml/safe_artifacts.py`` (safetensors, skops with a trusted-type list, JSON) after their signature verifies.
+    """
     bad = []
-    for module, tree in _modules():
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
-                owner, attr = node.func.value.id, node.func.attr
-                if (owner in ("pickle", "cloudpickle", "joblib", "dill") and attr in ("load", "loads")) \
-                        or (owner == "yaml" and attr in ("load", "unsafe_load", "full_load")):
-                    bad.append(f"{module}:{node.lineno} {owner}.{attr}")
-                if owner == "np" and attr == "load" and any(k.arg == "allow_pickle" for k in node.keywords):
-                    bad.append(f"{module}:{node.lineno} np.load(allow_pickle)")
-    assert bad == []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bad += [f"{node.lineno} import {a.name}" for a in node.names if a.name.split(".")[0] in PICKLE_MODULES]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PICKLE_MODULES:
+            bad.append(f"{node.lineno} from {node.module} import")
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        attr, receiver = node.func.attr, ast.unparse(node.func.value)
+        owner = receiver.split(".")[0]
+        kw = {k.arg: k.value for k in node.keywords}
+        if owner in PICKLE_MODULES and attr in ("load", "loads", "Unpickler"):
+            bad.append(f"{node.lineno} {receiver}.{attr}")
+        elif attr == "load_model" and "mlflow" in receiver:
+            bad.append(f"{node.lineno} {receiver}.load_model")
+        elif attr == "read_pickle":
+            bad.append(f"{node.lineno} {receiver}.read_pickle")
+        elif owner in ("np", "numpy") and attr == "load" and "allow_pickle" in kw:
+            bad.append(f"{node.lineno} np.load(allow_pickle)")
+        elif owner == "yaml" and attr in ("load", "unsafe_load", "full_load"):
+            bad.append(f"{node.lineno} yaml.{attr}")
+        elif owner == "torch" and attr == "load" and not (
+                isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
+            bad.append(f"{node.lineno} torch.load without weights_only=True")
+        elif attr == "load" and isinstance(kw.get("trusted"), ast.Constant) and kw["trusted"].value is True:
+            bad.append(f"{node.lineno} {receiver}.load(trusted=True)")
+    return bad
+
+
+def test_no_unsafe_deserialisation_anywhere_in_the_package():
+    bad = [f"{module}:{b}" for module, tree in _modules() for b in unsafe_loads(tree)]
+    assert bad == [], f"reads that can execute code from a file: {bad}"
+
+
+def test_the_unsafe_load_scan_catches_every_pattern():
+    code = """
+import pickle
+from cloudpickle import loads
+import joblib as jl
+def f(path, mlflow, np, pd, yaml, torch, sio, flavor):
+    pickle.load(open(path, "rb"))
+    mlflow.sklearn.load_model(path)
+    getattr(mlflow, flavor).load_model(path)
+    pd.read_pickle(path)
+    np.load(path, allow_pickle=True)
+    yaml.load(path)
+    torch.load(path)
+    torch.load(path, weights_only=False)
+    sio.load(path, trusted=True)
+    torch.load(path, weights_only=True)  # safe
+    sio.load(path, trusted=["sklearn.linear_model._logistic.LogisticRegression"])  # safe
+    yaml.safe_load(path)  # safe
+"""
+    found = unsafe_loads(ast.parse(code))
+    assert [b.split(" ", 1)[1] for b in found] == [
+        "import pickle", "from cloudpickle import", "import joblib", "pickle.load", "mlflow.sklearn.load_model",
+        "getattr(mlflow, flavor).load_model", "pd.read_pickle", "np.load(allow_pickle)", "yaml.load",
+        "torch.load without weights_only=True", "torch.load without weights_only=True", "sio.load(trusted=True)"]
 
 
 SECRET_FIELD = re.compile(r"(key|password|passwd|secret|token)$", re.IGNORECASE)
