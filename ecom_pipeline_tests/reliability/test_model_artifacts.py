@@ -22,7 +22,13 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from ecom_pipeline.ml.registry import LOAD_ERROR_TAG, Candidate, load_serving_model, load_version, log_and_register
+from ecom_pipeline.ml.registry import (
+    LOAD_ERROR_TAG,
+    Candidate,
+    load_serving_model,
+    load_version,
+    log_and_register,
+)
 from ecom_pipeline.ml.safe_artifacts import (
     KEY_ENV_VAR,
     KEY_FILE_NAME,
@@ -153,7 +159,7 @@ def test_tampered_safe_format_weights_are_refused_and_the_former_champion_serves
 def test_unsigned_or_wrongly_keyed_versions_are_refused(tracking, monkeypatch):
     import mlflow
 
-    good, newer, X = _sklearn_pair(1)
+    good, _, X = _sklearn_pair(1)
     name = "t.keys"
     with tracking.start_run("signed"):
         v1 = log_and_register(Candidate(name, "sklearn", good, X[:2], "auc", 0.7)).version
