@@ -26,7 +26,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +174,9 @@ def _build_stgcn(cfg: dict):
     from ecom_pipeline.ml.forecasting.stgcn import GraphConfig, SpatioTemporalNet
 
     n = int(cfg["n_states"])  # the adjacency itself is a buffer: it comes back with the weights
-    return SpatioTemporalNet(np.zeros((n, n), dtype=np.float32), int(cfg["cov_dim"]), LSTMConfig(**cfg["cfg"]),
-                             GraphConfig(**cfg["gcfg"]))
+    lstm = LSTMConfig(hidden=int(cfg["hidden"]), embed_dim=int(cfg["embed_dim"]), horizon=int(cfg["horizon"]))
+    graph = GraphConfig(gcn_dim=int(cfg["gcn_dim"]), gcn_layers=int(cfg["gcn_layers"]))
+    return SpatioTemporalNet(np.zeros((n, n), dtype=np.float32), int(cfg["cov_dim"]), lstm, graph)
 
 
 def _build_gcn_encoder(cfg: dict):
@@ -373,7 +373,3 @@ def load_verified(model_uri: str, signature: str | None, key: bytes, label: str)
         except ModelIntegrityError as exc:
             raise ModelIntegrityError(f"{label}: {exc}") from None
 
-
-def config_dict(obj) -> dict:
-    """A dataclass config as plain JSON values (for ``safe_config`` methods)."""
-    return json.loads(json.dumps(asdict(obj)))

@@ -41,18 +41,17 @@ class SpatioTemporalNet(_module_base()):
 
         super().__init__()
         n = len(a_hat)
-        self._config = (n, cov_dim, cfg, gcfg)
         self.register_buffer("a_hat", torch.tensor(a_hat, dtype=torch.float32))
         dims = [1] + [gcfg.gcn_dim] * gcfg.gcn_layers
         self.gcn = nn.ModuleList([GCNLayer(a, b) for a, b in zip(dims[:-1], dims[1:])])
         self.temporal = temporal_net(n, cov_dim, cfg, extra_dim=gcfg.gcn_dim)
 
     def safe_config(self) -> dict:
-        """Constructor arguments (the adjacency is a buffer, restored with the weights)."""
-        from ecom_pipeline.ml.safe_artifacts import config_dict
-
-        n, cov_dim, cfg, gcfg = self._config
-        return {"n_states": int(n), "cov_dim": int(cov_dim), "cfg": config_dict(cfg), "gcfg": config_dict(gcfg)}
+        """What the architecture depends on, read off the layers; the adjacency is a buffer (in the weights)."""
+        t = self.temporal.safe_config()
+        return {"n_states": int(self.a_hat.shape[0]), "cov_dim": t["cov_dim"], "hidden": t["hidden"],
+                "embed_dim": t["embed_dim"], "horizon": t["horizon"], "gcn_dim": self.gcn[0].linear.out_features,
+                "gcn_layers": len(self.gcn)}
 
     def forward(self, x, cov_in, cov_out):
         import torch
