@@ -73,8 +73,9 @@ def _log(candidate: Candidate) -> tuple[str, str]:
         spec = save_model(candidate.model, candidate.flavor, directory)
         signature = sign_directory(directory, key)
         run = mlflow.active_run()
-        logged = mlflow.initialize_logged_model(
+        logged = mlflow.initialize_logged_model(  # in the run's experiment (its artifact root), as log_model did
             name="model", source_run_id=run.info.run_id if run else None,
+            experiment_id=run.info.experiment_id if run else None,
             tags={"ecom.format": spec["format"], "ecom.class": spec["class"][:250]})
         mlflow.MlflowClient().log_model_artifacts(logged.model_id, str(directory))
         mlflow.finalize_logged_model(logged.model_id, "READY")
