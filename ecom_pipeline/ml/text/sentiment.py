@@ -136,7 +136,9 @@ class FinetunedClassifier(_module_base()):
     def safe_config(self) -> dict:
         """The backbone's architecture (its Hugging Face config, no weights) and the head's shape."""
         return {"backbone_config": self.backbone.config.to_dict(), "dim": self.head.in_features,
-                "k": self.head.out_features}
+                "k": self.head.out_features,
+                # sentence encoders are often loaded without the pooler head (mean pooling is used instead)
+                "backbone_pooler": getattr(self.backbone, "pooler", None) is not None}
 
     @classmethod
     def from_config(cls, cfg: dict) -> FinetunedClassifier:
@@ -145,7 +147,10 @@ class FinetunedClassifier(_module_base()):
 
         backbone_cfg = dict(cfg["backbone_config"])
         config = AutoConfig.for_model(backbone_cfg.pop("model_type"), **backbone_cfg)
-        return cls(AutoModel.from_config(config), int(cfg["dim"]), int(cfg["k"]))
+        backbone = AutoModel.from_config(config)
+        if not cfg.get("backbone_pooler", True) and hasattr(backbone, "pooler"):
+            backbone.pooler = None  # as trained: the state dict has no pooler weights
+        return cls(backbone, int(cfg["dim"]), int(cfg["k"]))
 
 
 def finetune_encoder(
