@@ -7,7 +7,7 @@ shows where a value came from.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,8 @@ class Settings:
     api_poll_seconds: float = 30.0
     # Load guard: a staging table with a larger share of quarantined raw rows fails its blocking check.
     max_quarantine_share: float = 0.05
+    # HMAC key for registered model artifacts (ml/safe_artifacts.py); "" = generated locally, refused in prod
+    model_signing_key: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -66,6 +68,7 @@ class Settings:
             api_timeout_s=float(_env("ECOM_API_TIMEOUT_S", "5")),
             api_poll_seconds=float(_env("ECOM_API_POLL_SECONDS", "30")),
             max_quarantine_share=float(_env("ECOM_MAX_QUARANTINE_SHARE", "0.05")),
+            model_signing_key=os.environ.get("ECOM_MODEL_SIGNING_KEY", "").strip(),
         )
 
 

@@ -6,6 +6,8 @@ import pytest
 # Never touch the user's data/ or a real MLflow server from tests, and never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# registered models are signed (ml/safe_artifacts.py): a fixed test key, no key file under the repo's data/
+os.environ.setdefault("ECOM_MODEL_SIGNING_KEY", "test-model-signing-key-not-secret-0123456789")
 
 
 @pytest.fixture

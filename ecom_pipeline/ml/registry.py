@@ -8,17 +8,22 @@ Faults: a version is created only after its artifact and score are logged, with 
 call, and the alias moves last, so a tracking server lost half way leaves no version without its metrics and
 the champion unchanged.  A champion whose artifact no longer loads is tagged ``ecom.load_error`` and the
 previous champion is served instead (:func:`load_serving_model`).
+
+Artifacts are written in formats that cannot run code when read (state dicts in safetensors, skops with a
+trusted-type list, parameters as JSON: :mod:`ecom_pipeline.ml.safe_artifacts`) and every file is signed with
+``ECOM_MODEL_SIGNING_KEY`` at registration; a version whose files do not match its signature is refused.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
+
+from ecom_pipeline.ml.safe_artifacts import SIGNATURE_TAG
 
 CHAMPION = "champion"
 LOAD_ERROR_TAG = "ecom.load_error"
@@ -29,7 +34,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Candidate:
     name: str  # registered model name, e.g. "ecom.sentiment.head"
-    flavor: str  # sklearn | pytorch | statsmodels | pyfunc
+    flavor: str  # sklearn | pytorch | statsmodels (each has a safe format in ml/safe_artifacts.py)
     model: Any
     input_example: Any
     metric: str  # conventional name, e.g. "macro_f1"
@@ -49,64 +54,32 @@ class RegistryOutcome:
     model_uri: str
 
 
-def _log(candidate: Candidate):
+def _log(candidate: Candidate) -> tuple[str, str]:
+    """Write the candidate in its safe format as an MLflow logged model of the active run; sign its files.
+
+    Returns ``(model_uri, signature)``: the signature (:data:`SIGNATURE_TAG`) goes on the registry version in
+    the same call that creates it, so no version exists unsigned.
+    """
+    import tempfile
+    from pathlib import Path
+
     import mlflow
-    from mlflow.models import infer_signature
 
-    example = candidate.input_example
-    signature = None
-    if candidate.flavor in ("sklearn", "statsmodels") and example is not None:
-        try:
-            signature = infer_signature(example, candidate.model.predict(example))
-        except Exception:  # a model whose predict needs more than the example still gets logged
-            signature = infer_signature(example)
-    elif candidate.flavor == "pytorch" and example is not None:
-        signature = _torch_signature(candidate.model, example)
-    flavor = getattr(mlflow, candidate.flavor)
-    # MLflow 3 defaults torch models to the traced "pt2" format, which requires an input example
-    extra = {"serialization_format": "pickle"} if candidate.flavor == "pytorch" else {}
-    if candidate.flavor == "sklearn":
-        # MLflow 3's default skops format refuses estimators it does not trust (HistGradientBoosting,
-        # CalibratedClassifierCV); models are logged by this project, so cloudpickle is safe here
-        extra["serialization_format"] = "cloudpickle"
-    # Inferring pip requirements starts a subprocess that re-imports the model (seconds per model on a
-    # small machine); the flavor's default requirements are what that inference finds for these models.
-    # ECOM_MLFLOW_INFER_REQUIREMENTS=1 restores MLflow's inference.
-    defaults = getattr(flavor, "get_default_pip_requirements", None)
-    if defaults is not None and os.environ.get("ECOM_MLFLOW_INFER_REQUIREMENTS", "0") != "1":
-        try:
-            extra["pip_requirements"] = list(defaults())
-        except Exception:
-            pass
-    return flavor.log_model(
-        candidate.model, name="model", signature=signature,
-        input_example=example if candidate.flavor != "pytorch" else None, **extra,
-    )
+    from ecom_pipeline.ml.safe_artifacts import save_model, sign_directory, signing_key
 
-
-def _torch_signature(model, example):
-    """Signature of a torch module from a numpy example (input → output of ``model``); None if it fails."""
-    from mlflow.models import infer_signature
-
-    try:
-        import numpy as np
-        import torch
-
-        x = np.asarray(example)
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else "cpu"
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            out = model(torch.as_tensor(x, device=device))
-        model.train(was_training)
-        out = out[0] if isinstance(out, (tuple, list)) else out
-        return infer_signature(x, out.detach().cpu().numpy())
-    except Exception:
-        try:
-            return infer_signature(np.asarray(example))
-        except Exception:
-            return None
+    key = signing_key()
+    with tempfile.TemporaryDirectory(prefix="ecom-model-") as tmp:
+        directory = Path(tmp) / "model"
+        spec = save_model(candidate.model, candidate.flavor, directory)
+        signature = sign_directory(directory, key)
+        run = mlflow.active_run()
+        logged = mlflow.initialize_logged_model(  # in the run's experiment (its artifact root), as log_model did
+            name="model", source_run_id=run.info.run_id if run else None,
+            experiment_id=run.info.experiment_id if run else None,
+            tags={"ecom.format": spec["format"], "ecom.class": spec["class"][:250]})
+        mlflow.MlflowClient().log_model_artifacts(logged.model_id, str(directory))
+        mlflow.finalize_logged_model(logged.model_id, "READY")
+    return f"models:/{logged.model_id}", signature
 
 
 def log_and_register(
@@ -120,17 +93,17 @@ def log_and_register(
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
-    info = _log(candidate)
+    model_uri, signature = _log(candidate)
     # the run holds the score before the registry hears of the version (MLflow metric names allow no "@")
     mlflow.log_metric(re.sub(r"[^\w./ :-]", "_", f"registry.{candidate.name}.{candidate.metric}"),
                       float(candidate.value))
     tags = {"metric": candidate.metric, "metric_value": repr(float(candidate.value)),
-            "higher_is_better": str(candidate.higher_is_better)}
+            "higher_is_better": str(candidate.higher_is_better), SIGNATURE_TAG: signature}
     if candidate.baseline is not None:
         tags["baseline"] = candidate.baseline
     if candidate.baseline_value is not None:
         tags["baseline_value"] = repr(float(candidate.baseline_value))
-    version = str(mlflow.register_model(info.model_uri, candidate.name, tags=tags).version)
+    version = str(mlflow.register_model(model_uri, candidate.name, tags=tags).version)
     try:
         champion = client.get_model_version_by_alias(candidate.name, CHAMPION)
     except MlflowException:
@@ -170,17 +143,39 @@ class ServedModel:
     fallback_reason: str | None = None  # why the champion itself is not served (None: it is)
 
 
+def load_version(name: str, version, key: bytes | None = None, client=None):
+    """The model of ``name`` version ``version``, after its files were verified against the version's signature.
+
+    Raises :class:`~ecom_pipeline.ml.safe_artifacts.ModelIntegrityError` (naming model and version) for an
+    unsigned, tampered or unsafe artifact; nothing in the artifact is parsed before it verifies.
+    """
+    import mlflow
+
+    from ecom_pipeline.ml.safe_artifacts import load_verified, signing_key
+
+    client = client or mlflow.MlflowClient()
+    mv = client.get_model_version(name, str(version))
+    return load_verified(f"models:/{name}/{mv.version}", (mv.tags or {}).get(SIGNATURE_TAG),
+                         key if key is not None else signing_key(), f"model {name} version {mv.version}")
+
+
 def load_serving_model(name: str, flavor: str = "pyfunc", client=None) -> ServedModel:
     """Load the champion of ``name``; if its artifact does not load, serve the newest former champion that does.
 
-    A version that fails to load is logged and tagged ``ecom.load_error`` (the tag is cleared once it loads
-    again); the alias is not moved: re-train, or point ``champion`` at a good version by hand.  Only former
-    champions (tag ``promoted=True``) are fallbacks: a version that lost its comparison is never served.
+    Every version is verified against its signature before anything in it is parsed (``load_version``); a
+    version that fails (tampered, unsigned, corrupt, missing) is logged and tagged ``ecom.load_error`` (the
+    tag is cleared once it loads again); the alias is not moved: re-train, or point ``champion`` at a good
+    version by hand.  Only former champions (tag ``promoted=True``) are fallbacks: a version that lost its
+    comparison is never served.  ``flavor`` is kept for callers; the artifact's own format decides how the
+    model is rebuilt (sklearn → the estimator, pytorch → the module, statsmodels → the results object).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from ecom_pipeline.ml.safe_artifacts import load_verified, signing_key
+
     client = client or mlflow.MlflowClient()
+    key = signing_key()  # no key (prod without ECOM_MODEL_SIGNING_KEY) is an error, not a fallback
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
@@ -192,8 +187,9 @@ def load_serving_model(name: str, flavor: str = "pyfunc", client=None) -> Served
     errors = []
     for v in [champion, *former]:
         try:
-            model = getattr(mlflow, flavor).load_model(f"models:/{name}/{v.version}")
-        except Exception as exc:  # corrupt or missing artifact, unpickling error: record it, try the next one
+            model = load_verified(f"models:/{name}/{v.version}", (v.tags or {}).get(SIGNATURE_TAG), key,
+                                  f"model {name} version {v.version}")
+        except Exception as exc:  # tampered, unsigned, corrupt or missing artifact: record it, try the next one
             error = f"{type(exc).__name__}: {exc}"[:500]
             errors.append(f"v{v.version}: {error}")
             log.error("model %s v%s does not load: %s", name, v.version, error)

@@ -32,7 +32,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
     local:  files under ``data/``, MLflow in sqlite, device auto.
     docker: the same layout under the compose volume; MLflow at the compose service unless overridden.
     prod:   nothing defaulted that could silently write to the wrong place: the warehouse, MLflow URI and
-            pseudonym key must be set explicitly.
+            pseudonym and model signing keys must be set explicitly.
     """
     if settings.env not in ENVIRONMENTS:
         raise ValueError(f"ECOM_ENV={settings.env!r} is not one of {ENVIRONMENTS}")
@@ -40,7 +40,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
     if settings.env == "docker" and "MLFLOW_TRACKING_URI" not in os.environ:
         tracking_uri = "http://mlflow:5000"
     if settings.env == "prod":
-        missing = [v for v in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY") if not os.environ.get(v)]
+        missing = [v for v in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY",
+                                        "ECOM_MODEL_SIGNING_KEY") if not os.environ.get(v)]
         if missing:
             raise ValueError(f"ECOM_ENV=prod requires {', '.join(missing)} to be set")
     return {

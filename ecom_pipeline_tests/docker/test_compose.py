@@ -60,7 +60,7 @@ def test_instance_and_workspace(compose):
     assert instance["run_launcher"]["class"] in ("DockerRunLauncher", "DefaultRunLauncher")
     assert instance["concurrency"]["pools"]["default_limit"] == 1
     assert instance["run_launcher"]["config"]["network"] == compose["networks"]["default"]["name"]
-    for var in ("DAGSTER_POSTGRES_HOST", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY"):
+    for var in ("DAGSTER_POSTGRES_HOST", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY", "ECOM_MODEL_SIGNING_KEY"):
         assert var in instance["run_launcher"]["config"]["env_vars"]
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
     (entry,) = workspace["load_from"]
@@ -82,7 +82,8 @@ def test_compose_client_validates_the_file():
     client = _compose_client()
     if client is None:
         pytest.skip("no docker compose client installed")
-    env = {**os.environ, "ECOM_PSEUDONYM_KEY": "test-only", "POSTGRES_PASSWORD": "test-only",
+    env = {**os.environ, "ECOM_PSEUDONYM_KEY": "test-only", "ECOM_MODEL_SIGNING_KEY": "test-only",
+           "POSTGRES_PASSWORD": "test-only",
            "RABBITMQ_PASSWORD": "test-only"}
     for profile in ([], ["--profile", "celery"], ["--profile", "gpu"]):
         proc = subprocess.run([*client, "-f", str(DOCKER / "docker-compose.yaml"), *profile, "config", "-q"],

@@ -71,17 +71,17 @@ def test_missing_champion_is_a_clear_error(tracking):
 # ------------------------------------------------------------------------------------------------ faults
 
 def model_file(name: str, version: str) -> Path:
-    """The pickled model of a registered version on disk (local artifact store)."""
+    """The serialised model of a registered version on disk (local artifact store)."""
     import mlflow
 
     client = mlflow.MlflowClient()
     source = client.get_model_version(name, version).source  # models:/m-<logged model id>
     location = client.get_logged_model(source.removeprefix("models:/")).artifact_location
-    return Path(urlparse(location).path) / "model.pkl"
+    return Path(urlparse(location).path) / "model.skops"
 
 
 def corrupt(path: Path) -> None:
-    """Truncate a pickle to half its size, as a disk-full write or a bad copy would."""
+    """Truncate a file to half its size, as a disk-full write or a bad copy would."""
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
 

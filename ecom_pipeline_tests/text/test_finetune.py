@@ -23,6 +23,12 @@ def _run(device: str, tmp_path):
     probs = predict_finetuned(model, enc, TEXTS)
     assert probs.shape == (len(TEXTS), 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     assert (probs.argmax(1) == Y).mean() >= 0.8
+    # what sentiment_model registers: state dict + architecture config, rebuilt without downloading anything
+    from ecom_pipeline.ml.safe_artifacts import load_model_dir, save_model
+
+    save_model(model.cpu(), "pytorch", tmp_path / "registered")
+    back = load_model_dir(tmp_path / "registered").to(enc.device)
+    assert np.allclose(predict_finetuned(back, enc, TEXTS), probs, atol=1e-5)
 
 
 def test_finetune_runs_on_cpu(tmp_path):

@@ -72,6 +72,14 @@ class GlobalLSTM(_module_base()):
         self.head = nn.Sequential(nn.Linear(hidden + embed_dim + horizon * cov_dim, 2 * hidden), nn.ReLU(),
                                   nn.Linear(2 * hidden, horizon * 3))
 
+    def safe_config(self) -> dict:
+        """Constructor arguments, read off the layers (so modules pickled by older code convert too), to
+        rebuild a registered state dict (ml/safe_artifacts.py)."""
+        hidden, embed_dim = self.lstm.hidden_size, self.embed.embedding_dim
+        cov_dim = (self.head[0].in_features - hidden - embed_dim) // self.horizon
+        return {"n_series": self.embed.num_embeddings, "cov_dim": cov_dim, "hidden": hidden, "embed_dim": embed_dim,
+                "horizon": int(self.horizon), "extra_dim": self.lstm.input_size - 1 - cov_dim}
+
     def forward(self, x, cov_in, cov_out, sid, extra=None):
         import torch
         from torch.nn import functional as F

@@ -46,6 +46,13 @@ class SpatioTemporalNet(_module_base()):
         self.gcn = nn.ModuleList([GCNLayer(a, b) for a, b in zip(dims[:-1], dims[1:])])
         self.temporal = temporal_net(n, cov_dim, cfg, extra_dim=gcfg.gcn_dim)
 
+    def safe_config(self) -> dict:
+        """What the architecture depends on, read off the layers; the adjacency is a buffer (in the weights)."""
+        t = self.temporal.safe_config()
+        return {"n_states": int(self.a_hat.shape[0]), "cov_dim": t["cov_dim"], "hidden": t["hidden"],
+                "embed_dim": t["embed_dim"], "horizon": t["horizon"], "gcn_dim": self.gcn[0].linear.out_features,
+                "gcn_layers": len(self.gcn)}
+
     def forward(self, x, cov_in, cov_out):
         import torch
 

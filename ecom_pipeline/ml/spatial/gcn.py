@@ -59,6 +59,11 @@ class GCNEncoder(_torch_nn()):
         self.g1 = GCNLayer(d_in, hidden)
         self.g2 = GCNLayer(hidden, d_out)
 
+    def safe_config(self) -> dict:
+        """Constructor arguments, so a registered state dict can be rebuilt (ml/safe_artifacts.py)."""
+        return {"d_in": self.g1.linear.in_features, "hidden": self.g1.linear.out_features,
+                "d_out": self.g2.linear.out_features}
+
     def forward(self, x, a_hat):
         import torch
 

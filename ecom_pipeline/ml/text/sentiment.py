@@ -130,6 +130,48 @@ def macro_f1_comparison(y, candidate_pred, baseline_pred, n_boot: int = 1000):
                              higher_is_better=True, needs_both_classes=True, n_boot=n_boot)
 
 
+def _module_base():
+    import torch.nn
+
+    return torch.nn.Module
+
+
+class FinetunedClassifier(_module_base()):
+    """A Hugging Face encoder + linear head on mean-pooled states (the full fine-tuning path)."""
+
+    def __init__(self, backbone, dim: int, k: int):
+        import torch
+
+        super().__init__()
+        self.backbone = backbone
+        self.head = torch.nn.Linear(dim, k)
+
+    def forward(self, input_ids, attention_mask):
+        from ecom_pipeline.ml.encoders.pooling import mean_pool
+
+        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(mean_pool(h, attention_mask))
+
+    def safe_config(self) -> dict:
+        """The backbone's architecture (its Hugging Face config, no weights) and the head's shape."""
+        return {"backbone_config": self.backbone.config.to_dict(), "dim": self.head.in_features,
+                "k": self.head.out_features,
+                # sentence encoders are often loaded without the pooler head (mean pooling is used instead)
+                "backbone_pooler": getattr(self.backbone, "pooler", None) is not None}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> FinetunedClassifier:
+        """The architecture with random weights (nothing downloaded); the registered state dict fills them in."""
+        from transformers import AutoConfig, AutoModel
+
+        backbone_cfg = dict(cfg["backbone_config"])
+        config = AutoConfig.for_model(backbone_cfg.pop("model_type"), **backbone_cfg)
+        backbone = AutoModel.from_config(config)
+        if not cfg.get("backbone_pooler", True) and hasattr(backbone, "pooler"):
+            backbone.pooler = None  # as trained: the state dict has no pooler weights
+        return cls(backbone, int(cfg["dim"]), int(cfg["k"]))
+
+
 def finetune_encoder(
     encoder, texts: list[str], y: np.ndarray, n_classes: int, *, epochs: int = 2, lr: float = 3e-5,
     batch_size: int = 32, progress: Callable[[int, int], None] | None = None, seed: int = 0,
@@ -143,22 +185,10 @@ def finetune_encoder(
 
     import torch
 
-    from ecom_pipeline.ml.encoders.pooling import mean_pool
-
     torch.manual_seed(seed)
     device = encoder.device
 
-    class Classifier(torch.nn.Module):
-        def __init__(self, backbone, dim: int, k: int):
-            super().__init__()
-            self.backbone = backbone
-            self.head = torch.nn.Linear(dim, k)
-
-        def forward(self, input_ids, attention_mask):
-            h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return self.head(mean_pool(h, attention_mask))
-
-    model = Classifier(copy.deepcopy(encoder.model), encoder.dim, n_classes).to(device).train()
+    model = FinetunedClassifier(copy.deepcopy(encoder.model), encoder.dim, n_classes).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     counts = np.bincount(y, minlength=n_classes).astype(float)
     weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / n_classes, dtype=torch.float32, device=device)
