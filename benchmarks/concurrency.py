@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 def _fingerprints(warehouse: Path) -> dict:
     import duckdb
 
-    from ecom_pipeline.resources.tables import PER_RUN_COLUMNS, warehouse_fingerprints
+    from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, warehouse_fingerprints
 
     con = duckdb.connect(str(warehouse), read_only=True)
     try:

@@ -44,7 +44,7 @@ def warehouse_features(kind: str, root: Path) -> dict[str, pd.DataFrame]:
         os.environ["ECOM_DATA_DIR"] = str(OLIST.resolve())
     from ecom_pipeline.config import Settings
     from ecom_pipeline.definitions import build_definitions
-    from ecom_pipeline.resources.tables import read_table
+    from ecom_pipeline.warehouse.tables import read_table
 
     settings = Settings.from_env()
     defs = build_definitions(settings)

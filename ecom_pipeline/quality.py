@@ -15,7 +15,7 @@ import duckdb
 from ecom_pipeline.canonical import TABLES, ParseHints
 from ecom_pipeline.cleaning import rules
 from ecom_pipeline.loading import RAW_SCHEMA, quote_ident
-from ecom_pipeline.resources.tables import table_exists
+from ecom_pipeline.warehouse.tables import table_exists
 
 STAGING_SCHEMA = "staging"
 QUARANTINE = f"{STAGING_SCHEMA}.quarantine"

@@ -1,7 +1,7 @@
 import duckdb
 import pytest
 
-from ecom_pipeline.resources.tables import atomic
+from ecom_pipeline.warehouse.tables import atomic
 
 
 def test_atomic_replace_interrupted_keeps_the_previous_table(tmp_path):

@@ -13,9 +13,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
-from ecom_pipeline.resources.tables import atomic
+from ecom_pipeline.warehouse.tables import atomic
 
 GROUP = "embeddings"
 REVIEW_EMB = "features.review_text_embeddings"

@@ -9,7 +9,7 @@ says when it does not.
 import dagster as dg
 import pandas as pd
 
-from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
 
@@ -53,7 +53,7 @@ INTERACTIONS = dg.AssetKey(["features", "interactions"])
 
 
 def _write(table: str, df: pd.DataFrame, warehouse: WarehouseResource) -> None:
-    from ecom_pipeline.resources.tables import write_table
+    from ecom_pipeline.warehouse.tables import write_table
 
     with warehouse.connect() as con:
         write_table(con, table, df)
@@ -61,7 +61,7 @@ def _write(table: str, df: pd.DataFrame, warehouse: WarehouseResource) -> None:
 
 def _interactions(warehouse: WarehouseResource) -> pd.DataFrame:
     from ecom_pipeline.ml.recsys.interactions import INTERACTION_COLUMNS
-    from ecom_pipeline.resources.tables import read_or_empty
+    from ecom_pipeline.warehouse.tables import read_or_empty
 
     df = read_or_empty(warehouse, "features.interactions", INTERACTION_COLUMNS)
     if len(df):
@@ -70,7 +70,7 @@ def _interactions(warehouse: WarehouseResource) -> pd.DataFrame:
 
 
 def _user_regions(warehouse: WarehouseResource) -> pd.Series:
-    from ecom_pipeline.resources.tables import read_table
+    from ecom_pipeline.warehouse.tables import read_table
 
     with warehouse.connect(read_only=True) as con:
         c = read_table(con, "staging.customers", ["customer_id", "state"])
@@ -79,7 +79,7 @@ def _user_regions(warehouse: WarehouseResource) -> pd.Series:
 
 
 def _item_names(warehouse: WarehouseResource) -> tuple[dict, pd.DataFrame]:
-    from ecom_pipeline.resources.tables import read_table
+    from ecom_pipeline.warehouse.tables import read_table
 
     with warehouse.connect(read_only=True) as con:
         p = read_table(con, "staging.products", ["product_id", "category", "title"])
@@ -97,7 +97,7 @@ def _item_names(warehouse: WarehouseResource) -> tuple[dict, pd.DataFrame]:
 def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
     from ecom_pipeline.ml.recsys.interactions import STAGING_TABLES, interactions_query
-    from ecom_pipeline.resources.tables import table_exists
+    from ecom_pipeline.warehouse.tables import table_exists
 
     weights = {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
     with warehouse.connect() as con:
@@ -163,7 +163,7 @@ def recommender_evaluation(context: dg.AssetExecutionContext, config: Recommende
     from ecom_pipeline.ml.recsys.models import make_model
     from ecom_pipeline.ml.registry import Candidate, log_and_register
     from ecom_pipeline.ml.serving_gate import record_decisions
-    from ecom_pipeline.resources.tables import write_table
+    from ecom_pipeline.warehouse.tables import write_table
 
     interactions = _interactions(warehouse)
     regions = _user_regions(warehouse)
@@ -291,7 +291,7 @@ def _choose(level: str, evaluation: pd.DataFrame, cfg: RecommenderConfig) -> tup
 def recommendations(context: dg.AssetExecutionContext, config: RecommenderConfig,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
     from ecom_pipeline.ml.recsys.pipeline import serve
-    from ecom_pipeline.resources.tables import read_or_empty
+    from ecom_pipeline.warehouse.tables import read_or_empty
 
     interactions = _interactions(warehouse)
     recommender_evaluation = read_or_empty(warehouse, "ml.recommender_evaluation")
@@ -337,7 +337,7 @@ def recommendations(context: dg.AssetExecutionContext, config: RecommenderConfig
 )
 def related_items(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     from ecom_pipeline.ml.recsys.pipeline import related_items as compute
-    from ecom_pipeline.resources.tables import read_table, table_exists
+    from ecom_pipeline.warehouse.tables import read_table, table_exists
 
     interactions = _interactions(warehouse)
     names, products = _item_names(warehouse)
@@ -398,7 +398,7 @@ def two_tower_recommender(context: dg.AssetExecutionContext, config: TwoTowerCon
     from ecom_pipeline.ml.recsys.export import factor_module, seen_items
     from ecom_pipeline.ml.recsys.models import BASELINES, make_model
     from ecom_pipeline.ml.recsys.pipeline import LevelResult, metrics_frame
-    from ecom_pipeline.resources.tables import read_table, table_exists, write_table
+    from ecom_pipeline.warehouse.tables import read_table, table_exists, write_table
     from ecom_pipeline.ml.registry import Candidate, log_and_register
 
     device = compute.torch_device()

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
-from ecom_pipeline.assets.routing import WAREHOUSE_POOL
+from ecom_pipeline.failure_log import read_failures
+from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
 
 
@@ -101,8 +102,6 @@ FAILURE_COLUMNS = ["run_id", "job_name", "failed_at", "message", "failed_steps",
 )
 def run_failures(context: dg.AssetExecutionContext, source: SourceResource,
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from ecom_pipeline.automation.failures import read_failures
-
     records = read_failures(source.data_root)
     frame = pd.DataFrame([{
         "run_id": r.get("run_id"), "job_name": r.get("job_name"), "failed_at": r.get("failed_at"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from ecom_pipeline.assets.routing import WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.resources import SourceResource, WarehouseResource
 
 STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "customers")]
@@ -52,7 +52,7 @@ def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemand
         orders_by_region,
         public_regions,
     )
-    from ecom_pipeline.resources.tables import read_table, write_table
+    from ecom_pipeline.warehouse.tables import read_table, write_table
 
     cfg = DPConfig(epsilon=config.epsilon, orders_share=config.orders_share,
                    max_orders_per_customer=config.max_orders_per_customer,

@@ -9,7 +9,7 @@ serving and reporting assets they depend on; ``publish_snapshot`` publishes on d
 
 import dagster as dg
 
-from ecom_pipeline.assets.routing import WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.resources import WarehouseResource
 from ecom_pipeline.resources.source import SourceResource
 

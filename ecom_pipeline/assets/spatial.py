@@ -11,9 +11,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.assets.timeseries import _md_table, png_metadata, staging_frames
-from ecom_pipeline.resources.tables import read_table
+from ecom_pipeline.warehouse.tables import read_table
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 
 STAGING = [dg.AssetKey(["staging", t]) for t in ("regions", "customers", "sellers", "orders", "order_items")]

@@ -9,10 +9,10 @@ import time
 import dagster as dg
 import pandas as pd
 
-from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
 from ecom_pipeline.assets.timeseries import BASELINE, TASK, _md_table, dataset_name, metric_records
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
-from ecom_pipeline.resources.tables import read_table, write_table
+from ecom_pipeline.warehouse.tables import read_table, write_table
 
 MEAN_LABEL = "mean_over_states"
 

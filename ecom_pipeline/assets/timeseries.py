@@ -13,9 +13,9 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
-from ecom_pipeline.resources.tables import read_table
+from ecom_pipeline.warehouse.tables import read_table
 
 TASK = "forecast_daily_orders"
 BASELINE = "seasonal_naive"
@@ -516,7 +516,7 @@ def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: p
 
 
 def build(settings=None) -> dg.Definitions:
-    from ecom_pipeline.ml.registry import promotion_gate_check
+    from ecom_pipeline.assets.gates import promotion_gate_check
 
     # blocking, skip-aware: a model asset that trained nothing passes with its reason; one that trained but left
     # no usable champion blocks serving/forecasts in the same run

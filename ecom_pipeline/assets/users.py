@@ -4,7 +4,7 @@ prediction (serving.repurchase_scores), over :mod:`ecom_pipeline.ml.users`."""
 import dagster as dg
 import pandas as pd
 
-from ecom_pipeline.assets.routing import WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
 
@@ -35,14 +35,14 @@ class RepurchaseConfig(dg.Config):
 
 
 def _tables(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
-    from ecom_pipeline.resources.tables import read_table
+    from ecom_pipeline.warehouse.tables import read_table
 
     with warehouse.connect(read_only=True) as con:
         return {t: read_table(con, f"staging.{t}", cols) for t, cols in COLUMNS.items()}
 
 
 def _write(warehouse: WarehouseResource, table: str, df: pd.DataFrame) -> None:
-    from ecom_pipeline.resources.tables import write_table
+    from ecom_pipeline.warehouse.tables import write_table
 
     with warehouse.connect() as con:
         write_table(con, table, df)
@@ -167,7 +167,7 @@ def repurchase_scores(context: dg.AssetExecutionContext, config: RepurchaseConfi
 
 
 def build(settings=None) -> dg.Definitions:
-    from ecom_pipeline.ml.registry import promotion_gate_check
+    from ecom_pipeline.assets.gates import promotion_gate_check
 
     return dg.Definitions(assets=[user_profiles, repurchase_scores],
                           asset_checks=[promotion_gate_check(repurchase_scores.key, "ecom.users.repurchase")])

@@ -10,48 +10,15 @@ last event it processed) itself.
 
 from __future__ import annotations
 
-import json
-import os
 from datetime import datetime, timezone
-from pathlib import Path
 
 import dagster as dg
 
+from ecom_pipeline.failure_log import FAILURE_LOG, failure_log_path, read_failures, record_failure  # noqa: F401
 from ecom_pipeline.resources import SourceResource
 
-FAILURE_LOG = Path("ops") / "run_failures.jsonl"
 KEPT_TAGS = ("ecom/trigger", "ecom/drift_reason", "ecom/inbox_day", "dagster/partition", "dagster/schedule_name",
              "dagster/sensor_name", "dagster/backfill")
-
-
-def failure_log_path(data_root: str | Path) -> Path:
-    return Path(data_root) / FAILURE_LOG
-
-
-def read_failures(data_root: str | Path) -> list[dict]:
-    path = failure_log_path(data_root)
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn line from a crash: skip it, keep the rest
-    return out
-
-
-def record_failure(data_root: str | Path, record: dict) -> bool:
-    """Append ``record`` unless its run id is already recorded; True when written."""
-    if any(r.get("run_id") == record["run_id"] for r in read_failures(data_root)):
-        return False
-    path = failure_log_path(data_root)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return True
 
 
 def step_error(event: dg.DagsterEvent) -> str:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ecom_pipeline.assets.routing import WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.automation.executors import short_steps_executor, writer_tag
 from ecom_pipeline.automation.partitions import INBOX_PARTITIONS, INBOX_START_DATE
 from ecom_pipeline.resources import SourceResource, WarehouseResource

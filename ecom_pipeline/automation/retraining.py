@@ -38,7 +38,7 @@ from ecom_pipeline.automation.jobs import training_job
 from ecom_pipeline.ml.drift import (DriftThresholds, ForecastErrorReport, ForecastErrorThresholds,
                                     forecast_error_drift, measure_drift)
 from ecom_pipeline.resources import WarehouseResource
-from ecom_pipeline.resources.tables import read_table
+from ecom_pipeline.warehouse.tables import read_table
 from ecom_pipeline.resources.warehouse import connect_with_retry
 
 NUMERIC = ["price", "freight"]

@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
 from ecom_pipeline.resources import ComputeResource
 
 torch = pytest.importorskip("torch")

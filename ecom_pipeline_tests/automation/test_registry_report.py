@@ -7,7 +7,8 @@ from sklearn.linear_model import LogisticRegression
 
 from ecom_pipeline.assets.registry_report import model_registry_report, run_failures
 from ecom_pipeline.automation.failures import record_failure
-from ecom_pipeline.ml.registry import Candidate, gate_verdict, log_and_register, promotion_gate_check, registry_summary
+from ecom_pipeline.assets.gates import promotion_gate_check
+from ecom_pipeline.ml.registry import Candidate, gate_verdict, log_and_register, registry_summary
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
 
 

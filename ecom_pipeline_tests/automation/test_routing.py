@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.config import REPO_ROOT
 
 GPU_TAG_KEYS = set(GPU_OP_TAGS)

@@ -32,7 +32,7 @@ from ecom_pipeline.loading import FAULT_PAUSE_ENV
 from ecom_pipeline.ml.registry import LOAD_ERROR_TAG, Candidate, log_and_register
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource, build_resources
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
-from ecom_pipeline.resources.tables import warehouse_fingerprints
+from ecom_pipeline.warehouse.tables import warehouse_fingerprints
 
 TABLES = ("customers", "sellers", "orders", "order_items")  # what models/delivery_delay reads
 FAULT_TABLES = ("orders",)  # the kill test's job: raw + staging orders and the IO-manager asset (3 processes)

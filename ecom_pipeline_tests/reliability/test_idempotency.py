@@ -16,7 +16,7 @@ import pytest
 
 from ecom_pipeline.automation.inbox import INBOX_TABLE, inbox_deliveries
 from ecom_pipeline.resources import SourceResource, WarehouseResource
-from ecom_pipeline.resources.tables import PER_RUN_COLUMNS, table_fingerprint, warehouse_fingerprints
+from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, table_fingerprint, warehouse_fingerprints
 from ecom_pipeline_tests.reliability.concurrent_worker import fast_run_config
 
 DAYS = [f"2024-05-0{d}" for d in range(1, 6)]

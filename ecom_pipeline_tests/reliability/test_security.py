@@ -37,7 +37,7 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
     "quality.py": (
         {"' OR '.join(conds)", "_staged(fk.parent)", "_staged(table)", "cond", "key", "not_null", "on"},
         "check SQL built from canonical table/column names through quote_ident()"),
-    "resources/tables.py": (
+    "warehouse/tables.py": (
         {"marks", "qualified", "schema", "sel", "struct"},
         "schema.table and column names passed by asset code as constants (never from data)"),
     "resources/io_manager.py": ({"qualified"}, "schema.table from the asset key (code), not from data"),
