@@ -17,6 +17,7 @@ from ecom_pipeline.config import REPO_ROOT, Settings
 def _instance():
     import dagster as dg
 
+    # env exception: Dagster reads DAGSTER_HOME itself; the demo only supplies the repository's instance
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
     return dg.DagsterInstance.get()
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + "\n".join(outputs_summary(job, result)))
     if settings.warehouse.exists():
         print("\n" + warehouse_summary(settings.warehouse))
-    print(f"\nOpen the UI with `make dev` (runs are in {os.environ['DAGSTER_HOME']}); "
+    print(f"\nOpen the UI with `make dev` (runs are in {instance.root_directory}); "
           f"query the warehouse with duckdb {settings.warehouse}")
     return 0 if result.success else 1
 

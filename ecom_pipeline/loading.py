@@ -19,6 +19,7 @@ import duckdb
 import pandas as pd
 
 from ecom_pipeline.canonical import LOAD_COLUMNS, TABLES
+from ecom_pipeline.config import env
 from ecom_pipeline.sources.base import DEFAULT_CHUNK_ROWS, Source, SourceError
 from ecom_pipeline.warehouse.tables import quote_ident  # noqa: F401  (re-exported for older imports)
 
@@ -40,7 +41,7 @@ def fault_pause_point(point: str) -> None:
     SIGKILL exactly the process that is in the middle of a write; later arrivals (the re-execution) see the
     marker and go on.  Never killed within ``FAULT_PAUSE_MAX_S``, it goes on too (the test then fails, not hangs).
     """
-    spec = os.environ.get(FAULT_PAUSE_ENV, "")
+    spec = env(FAULT_PAUSE_ENV)
     name, _, marker = spec.partition("=")
     if not marker or name != point:
         return

@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # one intra-op thread per image encode (see __main__.py; set here, not in create_app: tests share the
     # process with other torch work)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # env exception: OpenMP's own variable
     started = time.monotonic()
     app = create_app()
     log.info("app built in %.1f s; serving on http://%s:%d (OpenAPI: /docs)", time.monotonic() - started,

@@ -5,13 +5,12 @@ Assets are thin: the work is in :mod:`ecom_pipeline.loading` (raw), :mod:`ecom_p
 """
 
 
-import os
 
 import dagster as dg
 
 from ecom_pipeline import quality
 from ecom_pipeline.canonical import TABLE_ORDER, TABLES
-from ecom_pipeline.config import Settings
+from ecom_pipeline.config import Settings, env
 from ecom_pipeline.loading import load_raw_table
 from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
 
@@ -198,7 +197,7 @@ def build(settings: Settings | None = None) -> dg.Definitions:
     """raw + staging assets and their checks (freshness lag from ``ECOM_FRESHNESS_MAX_DAYS``, default 2;
     quarantine share from ``Settings.max_quarantine_share``)."""
     settings = settings or Settings.from_env()
-    lag = float(os.environ.get("ECOM_FRESHNESS_MAX_DAYS", "2"))
+    lag = float(env("ECOM_FRESHNESS_MAX_DAYS"))
     assets = [_raw_asset(t) for t in TABLE_ORDER] + [_staging_asset(t) for t in TABLE_ORDER]
     checks = [c for t in TABLE_ORDER for c in _staging_checks(t, lag, settings.max_quarantine_share)]
     return dg.Definitions(assets=assets, asset_checks=checks)

@@ -28,9 +28,9 @@ imported only when selected.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
+
+from ecom_pipeline.config import env
 
 EXECUTORS = ("multiprocess", "celery", "k8s")
 SHORT_JOBS_EXECUTORS = ("in_process", "location")
@@ -41,7 +41,7 @@ FORKSERVER_PRELOAD = ["ecom_pipeline.definitions"]
 def multiprocess_executor(max_concurrent: int | None = None):
     """The location's default: at most ``ECOM_MAX_CONCURRENT`` (default 2, the reference machine's cores)
     step processes, forked from a preloaded forkserver."""
-    limit = max_concurrent or int(os.environ.get("ECOM_MAX_CONCURRENT", "2"))
+    limit = max_concurrent or int(env("ECOM_MAX_CONCURRENT"))
     return dg.multiprocess_executor.configured({
         "max_concurrent": limit,
         "start_method": {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}},
@@ -50,14 +50,14 @@ def multiprocess_executor(max_concurrent: int | None = None):
 
 def short_steps_executor(kind: str | None = None):
     """Executor of jobs made of short warehouse steps: in-process (default) or None = the location's."""
-    kind = (kind or os.environ.get("ECOM_SHORT_JOBS_EXECUTOR", "in_process")).strip().lower() or "in_process"
+    kind = (kind or env("ECOM_SHORT_JOBS_EXECUTOR")).strip().lower()
     if kind not in SHORT_JOBS_EXECUTORS:
         raise ValueError(f"ECOM_SHORT_JOBS_EXECUTOR={kind!r} is not one of {SHORT_JOBS_EXECUTORS}")
     return dg.in_process_executor if kind == "in_process" else None
 
 
 def executor_kind(kind: str | None = None) -> str:
-    kind = (kind or os.environ.get("ECOM_EXECUTOR", "multiprocess")).strip().lower() or "multiprocess"
+    kind = (kind or env("ECOM_EXECUTOR")).strip().lower()
     if kind not in EXECUTORS:
         raise ValueError(f"ECOM_EXECUTOR={kind!r} is not one of {EXECUTORS}")
     return kind
@@ -76,7 +76,7 @@ def writer_tag(kind: str | None = None) -> dict[str, str]:
 
 def gpu_k8s_config(node_selector: str | None = None) -> dict:
     """k8s_job_executor ``per_step``-style config for GPU steps: node selector and the NVIDIA toleration."""
-    selector = node_selector or os.environ.get("ECOM_K8S_GPU_NODE_SELECTOR", "nvidia.com/gpu.present=true")
+    selector = node_selector or env("ECOM_K8S_GPU_NODE_SELECTOR")
     key, _, value = selector.partition("=")
     return {
         "container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
@@ -95,19 +95,19 @@ def executor_from_env(kind: str | None = None):
     if kind == "celery":
         from dagster_celery import celery_executor
 
-        broker = os.environ.get("CELERY_BROKER_URL")
+        broker = env("CELERY_BROKER_URL")
         if not broker:  # no default: the only one that would work out of the box is RabbitMQ's guest account
             raise ValueError("ECOM_EXECUTOR=celery needs CELERY_BROKER_URL (an amqp URL with user and password); "
                              "docker/docker-compose.yaml builds it from RABBITMQ_USER / RABBITMQ_PASSWORD")
         return celery_executor.configured({
             "broker": broker,
-            "backend": os.environ.get("CELERY_RESULT_BACKEND", "rpc://"),
+            "backend": env("CELERY_RESULT_BACKEND"),
         })
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured({
-        "max_concurrent": int(os.environ.get("ECOM_K8S_MAX_CONCURRENT", "8")),
-        "job_namespace": os.environ.get("ECOM_K8S_NAMESPACE", "ecom-pipeline"),
+        "max_concurrent": int(env("ECOM_K8S_MAX_CONCURRENT")),
+        "job_namespace": env("ECOM_K8S_NAMESPACE"),
         "env_config_maps": ["ecom-pipeline-env"],
         "env_secrets": ["ecom-pipeline-secrets"],
         **k8s_data_volume(),
@@ -117,6 +117,6 @@ def executor_from_env(kind: str | None = None):
 def k8s_data_volume(claim: str | None = None) -> dict:
     """Every step pod mounts the one warehouse / data volume (a ReadWriteMany claim, ECOM_K8S_DATA_PVC) at
     /data: without it each pod would write its own empty DuckDB file."""
-    claim = claim or os.environ.get("ECOM_K8S_DATA_PVC", "ecom-pipeline-data")
+    claim = claim or env("ECOM_K8S_DATA_PVC")
     return {"volumes": [{"name": "ecom-data", "persistentVolumeClaim": {"claimName": claim}}],
             "volume_mounts": [{"name": "ecom-data", "mountPath": "/data"}]}

@@ -42,10 +42,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.automation.executors import short_steps_executor, writer_tag
 from ecom_pipeline.automation.partitions import INBOX_PARTITIONS, INBOX_START_DATE
+from ecom_pipeline.config import env
 from ecom_pipeline.resources import SourceResource, WarehouseResource
+from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.sources.online_events import COLUMNS as ONLINE_EVENT_COLUMNS
 from ecom_pipeline.sources.online_events import PREFIX as ONLINE_EVENTS_PREFIX
 
@@ -443,7 +444,9 @@ inbox_ingest_job = dg.define_asset_job(
 
 # --------------------------------------------------------------------------------------------- sensors
 
-SETTLE_SECONDS = float(os.environ.get("ECOM_INBOX_SETTLE_SECONDS", "10"))
+def settle_seconds() -> float:
+    """How old a file must be before the sensor takes it (read per tick, not at import)."""
+    return float(env("ECOM_INBOX_SETTLE_SECONDS"))
 
 
 @dg.sensor(
@@ -475,7 +478,7 @@ def inbox_sensor(context: dg.SensorEvaluationContext, source: SourceResource) ->
             return dg.SensorResult(skip_reason=f"cannot tell which files the {source.kind} source takes: {exc}",
                                    cursor=context.cursor)
     state = _load_cursor(context.cursor)
-    scan = process_inbox(inbox, state["hashes"], settle_seconds=SETTLE_SECONDS, only=only,
+    scan = process_inbox(inbox, state["hashes"], settle_seconds=settle_seconds(), only=only,
                          layout_check=lambda path, landing: check_layout(path, landing, source.kind,
                                                                           source.mapping or None))
     for name, reason in scan.rejected:

@@ -26,7 +26,6 @@ Thresholds: :class:`~ecom_pipeline.ml.drift.DriftThresholds` defaults, overridab
 
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,11 +34,17 @@ import dagster as dg
 import pandas as pd
 
 from ecom_pipeline.automation.jobs import training_job
-from ecom_pipeline.ml.drift import (DriftThresholds, ForecastErrorReport, ForecastErrorThresholds,
-                                    forecast_error_drift, measure_drift)
+from ecom_pipeline.config import env
+from ecom_pipeline.ml.drift import (
+    DriftThresholds,
+    ForecastErrorReport,
+    ForecastErrorThresholds,
+    forecast_error_drift,
+    measure_drift,
+)
 from ecom_pipeline.resources import WarehouseResource
-from ecom_pipeline.warehouse.tables import read_table
 from ecom_pipeline.resources.warehouse import connect_with_retry
+from ecom_pipeline.warehouse.tables import read_table
 
 NUMERIC = ["price", "freight"]
 CATEGORICAL = ["category"]
@@ -62,11 +67,11 @@ WHERE o.purchased_at > ?
 def thresholds_from_env() -> DriftThresholds:
     d = DriftThresholds()
     return DriftThresholds(
-        psi=float(os.environ.get("ECOM_DRIFT_PSI", d.psi)),
-        ks=float(os.environ.get("ECOM_DRIFT_KS", d.ks)),
-        new_category_share=float(os.environ.get("ECOM_DRIFT_NEW_CATEGORIES", d.new_category_share)),
-        volume_ratio=float(os.environ.get("ECOM_DRIFT_VOLUME", d.volume_ratio)),
-        min_rows=int(os.environ.get("ECOM_DRIFT_MIN_ROWS", d.min_rows)),
+        psi=float(env("ECOM_DRIFT_PSI") or d.psi),
+        ks=float(env("ECOM_DRIFT_KS") or d.ks),
+        new_category_share=float(env("ECOM_DRIFT_NEW_CATEGORIES") or d.new_category_share),
+        volume_ratio=float(env("ECOM_DRIFT_VOLUME") or d.volume_ratio),
+        min_rows=int(env("ECOM_DRIFT_MIN_ROWS") or d.min_rows),
     )
 
 
@@ -95,7 +100,7 @@ def forecast_error_from_warehouse(warehouse_path: str, *, timeout_s: float = 10.
         daily = read_table(con, "features.daily_series")
     finally:
         con.close()
-    ratio = float(os.environ.get("ECOM_DRIFT_FORECAST_MASE_RATIO", ForecastErrorThresholds.mase_ratio))
+    ratio = float(env("ECOM_DRIFT_FORECAST_MASE_RATIO") or ForecastErrorThresholds.mase_ratio)
     return forecast_error_drift(fc, daily, thresholds=ForecastErrorThresholds(mase_ratio=ratio))
 
 
@@ -183,7 +188,7 @@ def evaluate_retraining(context: dg.SensorEvaluationContext, warehouse_path: str
 def drift_retraining(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     return evaluate_retraining(
         context, warehouse.path, thresholds=thresholds_from_env(),
-        cooldown_hours=float(os.environ.get("ECOM_RETRAIN_COOLDOWN_HOURS", "24")),
+        cooldown_hours=float(env("ECOM_RETRAIN_COOLDOWN_HOURS")),
     )
 
 

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import duckdb
 
+from ecom_pipeline import config
+
 PSEUDONYM_HEX_CHARS = 32
 KEY_ENV_VAR = "ECOM_PSEUDONYM_KEY"
 KEY_FILE_NAME = ".pseudonym_key"
@@ -176,7 +178,7 @@ def resolve_pseudonym_key(env: str, data_root: Path) -> tuple[bytes, str]:
     * else (``docker``, ``prod``...): :class:`PseudonymKeyError`; a deployment must set the key, a
       generated one inside a container would silently change every pseudonym on redeploy.
     """
-    value = os.environ.get(KEY_ENV_VAR, "").strip()
+    value = config.env(KEY_ENV_VAR)
     if value:
         warning = ""
         if len(value) < 16:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-from ecom_pipeline.config import Settings
+from ecom_pipeline.config import Settings, env, env_is_set
 from ecom_pipeline.resources.compute import ComputeResource
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
 from ecom_pipeline.resources.source import PrivacyResource, SourceResource
@@ -23,7 +21,7 @@ ENVIRONMENTS = ("local", "docker", "prod")
 
 def _secret(name: str) -> str | dg.EnvVar:
     """Secrets are passed as EnvVar (resolved at run time, never stored in run config); '' when unset."""
-    return dg.EnvVar(name) if os.environ.get(name) else ""
+    return dg.EnvVar(name) if env_is_set(name) else ""
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
@@ -37,11 +35,11 @@ def build_resources(settings: Settings) -> dict[str, object]:
     if settings.env not in ENVIRONMENTS:
         raise ValueError(f"ECOM_ENV={settings.env!r} is not one of {ENVIRONMENTS}")
     tracking_uri = settings.mlflow_tracking_uri
-    if settings.env == "docker" and "MLFLOW_TRACKING_URI" not in os.environ:
+    if settings.env == "docker" and not env_is_set("MLFLOW_TRACKING_URI"):
         tracking_uri = "http://mlflow:5000"
     if settings.env == "prod":
         missing = [v for v in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY",
-                                        "ECOM_MODEL_SIGNING_KEY") if not os.environ.get(v)]
+                                        "ECOM_MODEL_SIGNING_KEY") if not env_is_set(v)]
         if missing:
             raise ValueError(f"ECOM_ENV=prod requires {', '.join(missing)} to be set")
     return {
@@ -50,7 +48,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         # the schema is the asset key prefix.
         "io_manager": WarehouseIOManager(database=str(settings.warehouse)),
         "mlflow": MLflowResource(tracking_uri=tracking_uri),
-        "compute": ComputeResource(device=os.environ.get("ECOM_DEVICE", "auto")),
+        "compute": ComputeResource(device=env("ECOM_DEVICE")),
         "source": SourceResource(
             kind=settings.data_source,
             data_dir=str(settings.data_dir or ""),

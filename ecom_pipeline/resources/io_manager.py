@@ -18,8 +18,8 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager
 from dagster_duckdb_pandas.duckdb_pandas_type_handler import DuckDBPandasTypeHandler
 
 from ecom_pipeline.loading import fault_pause_point
-from ecom_pipeline.warehouse.tables import table_exists, write_table
 from ecom_pipeline.resources.warehouse import DEFAULT_LOCK_TIMEOUT_S, connect_with_retry
+from ecom_pipeline.warehouse.tables import table_exists, write_table
 
 
 class AtomicTableTypeHandler(DuckDBPandasTypeHandler):

@@ -8,12 +8,13 @@ training, scoring and full-pipeline jobs retry such a step with back-off (``auto
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 import dagster as dg
+
+from ecom_pipeline.config import env
 
 # Seconds the reachability probe waits for the server to answer.
 CONNECT_TIMEOUT_ENV = "ECOM_MLFLOW_CONNECT_TIMEOUT_S"
@@ -33,7 +34,7 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float | None = None) 
         return
     import requests
 
-    timeout = timeout_s if timeout_s is not None else float(os.environ.get(CONNECT_TIMEOUT_ENV, "5"))
+    timeout = timeout_s if timeout_s is not None else float(env(CONNECT_TIMEOUT_ENV))
     try:
         requests.get(tracking_uri.rstrip("/") + "/health", timeout=timeout)
     except requests.RequestException as exc:

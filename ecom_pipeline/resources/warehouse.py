@@ -20,6 +20,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from ecom_pipeline.config import env
+
 LAYER_SCHEMAS = ("raw", "staging", "features", "ml", "serving", "reports", "meta")
 
 # DuckDB's message for a file locked by another process.
@@ -49,7 +51,7 @@ def duckdb_config(threads: int | None = None, memory_limit: str | None = None) -
     """Connection settings; every open in a process must use the same ones (DuckDB refuses a second open of
     a file with a different configuration), so all of them are built here."""
     config: dict = {"threads": threads} if threads else {}
-    memory_limit = memory_limit or os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    memory_limit = memory_limit or env(MEMORY_LIMIT_ENV)
     if memory_limit:
         config["memory_limit"] = memory_limit
     return config

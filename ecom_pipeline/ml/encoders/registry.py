@@ -51,8 +51,9 @@ _LOCK = threading.Lock()
 
 def force_offline() -> None:
     """Packaged models must never reach a hub: make transformers / huggingface_hub refuse to."""
+    # env exception: tells transformers / huggingface_hub never to reach a hub (writes, reads no setting)
     os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"  # env exception: as above
 
 
 def default_models_dir() -> Path:

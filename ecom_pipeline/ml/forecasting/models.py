@@ -209,7 +209,7 @@ def run_series(series_id: str, dates, y, cfg: SeriesConfig) -> SeriesResult:
 
 def _init_worker():
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
+        os.environ[var] = "1"  # env exception: pins worker threads (a library variable, not a setting)
 
 
 def _run_packed(args):
