@@ -29,6 +29,8 @@ class Settings:
     mlflow_tracking_uri: str
     synthetic_orders: int
     synthetic_seed: int
+    # torch | onnx-int8: how the text and image encoders run on CPU (see docs/models.md)
+    encoder_runtime: str = "torch"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -45,4 +47,5 @@ class Settings:
             mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{data_root / 'mlflow.db'}"),
             synthetic_orders=int(_env("ECOM_SYNTHETIC_ORDERS", "5000")),
             synthetic_seed=int(_env("ECOM_SYNTHETIC_SEED", "42")),
+            encoder_runtime=_env("ECOM_ENCODER_RUNTIME", "torch").lower(),
         )

@@ -78,6 +78,13 @@ def models_dir(source: SourceResource) -> Path:
     return Path(source.data_root) / "models"
 
 
+def _encoder_runtime() -> str:
+    """torch | onnx-int8, from ``ECOM_ENCODER_RUNTIME`` (Settings)."""
+    from ecom_pipeline.config import Settings
+
+    return Settings.from_env().encoder_runtime
+
+
 def _text_encoder(cfg: TextEmbeddingConfig, compute: ComputeResource, source: SourceResource):
     from ecom_pipeline.ml.encoders import load_text_encoder
 
@@ -87,7 +94,7 @@ def _text_encoder(cfg: TextEmbeddingConfig, compute: ComputeResource, source: So
     enc = load_text_encoder(cfg.text_encoder, models_dir=models_dir(source), device=device,
                             quantize=cfg.quantize_int8 and not cuda, max_length=cfg.max_length,
                             batch_size=cfg.batch_size_cuda if cuda else cfg.batch_size_cpu,
-                            backend=cfg.backend)
+                            backend=cfg.backend, runtime=_encoder_runtime())
     return enc
 
 
@@ -286,7 +293,8 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
     device = compute.torch_device()
     compute.configure_threads()
     enc = load_image_encoder(config.image_encoder, device=device,
-                             batch_size=config.batch_size_cuda if device.startswith("cuda") else config.batch_size_cpu)
+                             batch_size=config.batch_size_cuda if device.startswith("cuda") else config.batch_size_cpu,
+                             runtime=_encoder_runtime(), models_dir=models_dir(source))
     if not products.empty:
         products["input_hash"] = products["image_uri"].map(text_hash)
     else:
