@@ -5,10 +5,10 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from ecom_pipeline.config import Settings  # noqa: E402
-from ecom_pipeline.ml.encoders import load_image_encoder, load_text_encoder  # noqa: E402
-from ecom_pipeline.ml.encoders.onnx_runtime import OnnxTextEncoder, check_runtime  # noqa: E402
-from ecom_pipeline_tests.encoders.test_encoders import SENTENCES  # noqa: E402
+from ecom_pipeline.config import Settings
+from ecom_pipeline.ml.encoders import load_image_encoder, load_text_encoder
+from ecom_pipeline.ml.encoders.onnx_runtime import OnnxTextEncoder, check_runtime
+from ecom_pipeline_tests.encoders.test_encoders import SENTENCES
 
 
 def test_runtime_setting_is_validated(monkeypatch):
