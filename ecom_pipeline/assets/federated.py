@@ -95,7 +95,8 @@ def federated_sentiment(context: dg.AssetExecutionContext, config: FederatedSent
     # the interval and the number of test reviews travel in `split` (the table has no interval columns)
     split = f"temporal_test n={res.n_test}"
     records = []
-    for model, baseline in (("fedavg", "centralised"), ("fedavg", "local_only"), ("local_only", "majority"),
+    for model, baseline in (("fedavg", "centralised"), ("fedavg", "local_only"),
+                            ("fedavg", "centralised_sentiment_head"), ("local_only", "majority"),
                             ("centralised", "majority")):
         lo, hi = ci[model]
         records.append(MetricRecord(f"sentiment_{model}", task, dataset, f"{split} ci95=[{lo:.4f},{hi:.4f}]",

@@ -119,6 +119,6 @@ def test_federated_asset_logs_to_mlflow_and_model_metrics(tmp_path):
                        "FROM ml.model_metrics ORDER BY model, baseline").fetchdf()
     con.close()
     fed = rows[(rows["model"] == "sentiment_fedavg") & (rows["metric"] == "accuracy")]
-    assert set(fed["baseline"]) == {"centralised", "local_only"}
+    assert set(fed["baseline"]) == {"centralised", "local_only", "centralised_sentiment_head"}
     assert np.isclose(fed["value"].iloc[0], meta["accuracy_fedavg"])
     assert fed["split"].str.contains(r"ci95=\[0\.\d+,0\.\d+\]").all() and rows["mlflow_run_id"].notna().all()

@@ -10,7 +10,8 @@ the parties are real ``flwr.client.NumPyClient`` objects and the aggregation is 
 strategy object (``aggregate_fit``), called directly instead of over gRPC.
 
 Compared on the same time-split test reviews (``ml.splits.temporal_split``) with
-* centralised: the same head trained on all parties' training reviews pooled (the upper reference),
+* centralised: the same head and optimiser on all parties' training reviews pooled (the upper reference),
+  and the project's sentiment head (``ml.text.sentiment.embedding_head``) on the same pooled reviews,
 * local-only: each party trains alone and scores its own test reviews,
 with bootstrap intervals (paired for the differences).
 
@@ -195,7 +196,7 @@ class FederatedResult:
     n_train: int
     n_test: int
     cutoff: str
-    accuracy: dict[str, float]  # fedavg, centralised, local_only, majority
+    accuracy: dict[str, float]  # fedavg, centralised, centralised_sentiment_head, local_only, majority
     macro_f1: dict[str, float]
     interval: dict[str, tuple[float, float]]  # 95 % bootstrap of each accuracy
     difference: dict[str, tuple[float, float, float]]  # name → (value, lo, hi), paired bootstrap
@@ -265,6 +266,10 @@ def train_and_compare(embeddings: np.ndarray, frame: pd.DataFrame, cfg: Federate
     central = sgd(init_params(x.shape[1], len(classes)), (x[is_train] - mean) / std, y[is_train], epochs=epochs,
                   lr=cfg.lr, batch_size=cfg.batch_size, l2=cfg.l2, rng=np.random.default_rng(cfg.seed))
     pred["centralised"] = predict(central, x_test)
+    # and the project's production head (class-balanced L-BFGS logistic regression) on the pooled reviews
+    from ecom_pipeline.ml.text.sentiment import embedding_head
+
+    pred["centralised_sentiment_head"] = embedding_head().fit(x[is_train], y[is_train]).predict(x[~is_train])
 
     # local-only: each party standardises with its own moments and trains alone
     local = np.zeros(len(y_test), dtype=int)
@@ -284,7 +289,7 @@ def train_and_compare(embeddings: np.ndarray, frame: pd.DataFrame, cfg: Federate
     macro = {k: classification_metrics(y_test, v, classes)["macro_f1"] for k, v in pred.items()}
     interval = {k: bootstrap_interval(v, cfg.bootstrap, rng) for k, v in correct.items()}
     difference = {}
-    for a, b in (("fedavg", "centralised"), ("fedavg", "local_only")):
+    for a, b in (("fedavg", "centralised"), ("fedavg", "local_only"), ("fedavg", "centralised_sentiment_head")):
         lo, hi = bootstrap_interval(correct[a], cfg.bootstrap, rng, other=correct[b])
         difference[f"accuracy_{a}_minus_{b}"] = (accuracy[a] - accuracy[b], lo, hi)
     return FederatedResult(
