@@ -168,6 +168,31 @@ def bench_text(n: int, models_dir: Path, repeats: int = 3) -> dict:
     return res
 
 
+def bench_onnx_text(n: int, models_dir: Path, repeats: int, threads: tuple[int, ...]) -> dict:
+    """Only fp32 torch vs ONNX Runtime int8 (served variant) on the same texts, interleaved, per thread count:
+    a short run for a loaded machine, where the full benchmark takes too long to be fair."""
+    import torch
+
+    from ecom_pipeline.ml.encoders import load_text_encoder
+    from ecom_pipeline.ml.encoders.onnx_runtime import onnx_text_encoder
+
+    frame, source = _texts(n)
+    texts = frame["doc"].tolist()
+    fp32 = load_text_encoder("multilingual-e5-small", models_dir=models_dir, max_length=128, batch_size=32)
+    res: dict = {"texts": len(texts), "text_source": source, "repeats": repeats, "by_threads": {}}
+    for k in threads:
+        torch.set_num_threads(k)
+        ort = onnx_text_encoder(fp32, models_dir, threads=k)
+        fp32.encode(texts[:8]), ort.encode(texts[:8])
+        t, o = _interleaved({"fp32": lambda: fp32.encode(texts), "ort": lambda e=ort: e.encode(texts)}, repeats)
+        cos = (o["fp32"] * o["ort"]).sum(axis=1)
+        res["by_threads"][k] = {"fp32_sentences_per_s": len(texts) / t["fp32"],
+                                "onnx_int8_sentences_per_s": len(texts) / t["ort"],
+                                "speedup": t["fp32"] / t["ort"], "cosine_mean": float(cos.mean()),
+                                "cosine_min": float(cos.min())}
+    return res
+
+
 def bench_images(n: int, models_dir: Path, repeats: int = 3) -> dict:
     import torch
 
@@ -215,6 +240,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-images", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models-dir", default=str(REPO / "data" / "models"))
+    ap.add_argument("--onnx-text-only", action="store_true",
+                    help="only fp32 torch vs ONNX int8 text, 1 and 2 threads → embeddings_onnx_int8.md")
     args = ap.parse_args(argv)
     import torch
 
@@ -230,6 +257,8 @@ def main(argv=None) -> int:
                        "threads": torch.get_num_threads(),
                        "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                        "device": "cpu"}}
+    if args.onnx_text_only:
+        return _onnx_only(out, args)
     out["text"] = bench_text(args.n_texts, Path(args.models_dir), args.repeats)
     out["image"] = bench_images(args.n_images, Path(args.models_dir), args.repeats)
     out["machine"]["load_average_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -292,6 +321,28 @@ def main(argv=None) -> int:
            f"{i['image_onnx_int8_vs_fp32_cosine_mean']:.4f}, {i['image_onnx_int8_vs_fp32_cosine_min']:.4f} | |", "",
            f"Images: {i['images']} {i['image_source']}, MobileNetV2, batch 32. Total {out['seconds']} s.", ""]
     (res_dir / "embeddings.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+def _onnx_only(out: dict, args) -> int:
+    started = time.time()
+    out["onnx_text"] = r = bench_onnx_text(args.n_texts, Path(args.models_dir), args.repeats, (1, 2))
+    out["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    out["seconds"] = round(time.time() - started, 1)
+    res_dir = REPO / "benchmarks" / "results"
+    (res_dir / "embeddings_onnx_int8.json").write_text(json.dumps(out, indent=2, default=float))
+    m = out["machine"]
+    md = ["# ONNX Runtime int8 vs fp32 torch: text encoder (short interleaved run)", "",
+          f"Commit {out['commit']}. {m['cpus']} CPUs, load average {m['load_average_at_start']:.1f} → "
+          f"{m['load_average_at_end']:.1f}; {r['texts']} {r['text_source']}, multilingual-e5-small, max_length 128, "
+          f"batch 32; best of {r['repeats']} interleaved runs per thread count; {out['seconds']} s.", "",
+          "| threads | fp32 torch (sentences/s) | ONNX int8 (sentences/s) | speed-up | cosine mean / min |",
+          "|---:|---:|---:|---:|---|"]
+    for k, v in r["by_threads"].items():
+        md.append(f"| {k} | {v['fp32_sentences_per_s']:.1f} | {v['onnx_int8_sentences_per_s']:.1f} | "
+                  f"{v['speedup']:.2f}× | {v['cosine_mean']:.4f} / {v['cosine_min']:.4f} |")
+    (res_dir / "embeddings_onnx_int8.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0
 
