@@ -81,7 +81,8 @@ def models_dir(source: SourceResource) -> Path:
 
 
 def _encoder_runtime() -> str:
-    """torch | onnx-int8, from ``ECOM_ENCODER_RUNTIME`` (Settings)."""
+    """torch | onnx-int8, from ``ECOM_ENCODER_RUNTIME`` (Settings); applies to the text encoder only:
+    MobileNetV2 with dynamic int8 measured slower than torch at cosine 0.96 (docs/models.md)."""
     from ecom_pipeline.config import Settings
 
     return Settings.from_env().encoder_runtime
@@ -295,8 +296,7 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
     device = compute.torch_device()
     compute.configure_threads()
     enc = load_image_encoder(config.image_encoder, device=device,
-                             batch_size=config.batch_size_cuda if device.startswith("cuda") else config.batch_size_cpu,
-                             runtime=_encoder_runtime(), models_dir=models_dir(source))
+                             batch_size=config.batch_size_cuda if device.startswith("cuda") else config.batch_size_cpu)
     if not products.empty:
         products["input_hash"] = products["image_uri"].map(text_hash)
     else:

@@ -14,10 +14,8 @@ import pandas as pd
 from ecom_pipeline.assets.embeddings import (
     GROUP,
     PRODUCT_VIDEO_EMB,
-    _encoder_runtime,
     _progress,
     fkey,
-    models_dir,
 )
 from ecom_pipeline.assets.routing import GPU_OP_TAGS, GPU_POOL
 from ecom_pipeline.resources import ComputeResource, SourceResource, WarehouseResource
@@ -75,8 +73,7 @@ def product_video_embeddings(context: dg.AssetExecutionContext, config: VideoEmb
     videos = video_frame(folders, known)
     device = compute.torch_device()
     compute.configure_threads()
-    image_enc = load_image_encoder(config.image_encoder, device=device, runtime=_encoder_runtime(),
-                                   models_dir=models_dir(source))
+    image_enc = load_image_encoder(config.image_encoder, device=device)
     enc = VideoEncoder(image_enc, VideoLimits(frames=config.frames, max_pixels=config.max_pixels,
                                               max_seconds=config.max_seconds))
     unknown = videos[~videos["known"]]
