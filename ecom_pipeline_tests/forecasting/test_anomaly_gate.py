@@ -81,3 +81,24 @@ def test_serving_violations_finds_rows_of_a_model_that_lost():
         ["serving.forecasts", "SP", "sarima", "seasonal_naive", 2]]
     con.execute("UPDATE serving.forecasts SET model = 'seasonal_naive' WHERE series_id = 'SP'")
     assert serving_violations(con).empty
+
+
+def test_the_serving_app_reads_the_pipelines_decision_rows():
+    """``served`` holds the served model's name: the app must block the head when the baseline serves."""
+    from pathlib import Path
+
+    from ecom_pipeline.api.data import CustomerLists, ServingData, VectorIndex
+    from ecom_pipeline.api.models import SENTIMENT
+    from ecom_pipeline.api.service import gate_block
+
+    con = duckdb.connect()
+    lost = decide("sentiment", "3class", SENTIMENT, "ecom.sentiment_baseline.3class", None)
+    won = decide("sentiment", "binary", "ecom.sentiment.binary", "ecom.sentiment_baseline.binary", None)
+    won.served = won.candidate
+    record_decisions(con, "sentiment", [lost, won])
+    empty_index = VectorIndex([], np.zeros((0, 4), np.float32))
+    data = ServingData(Path("."), None, None, pd.DataFrame(), CustomerLists(pd.DataFrame()), {}, {}, {},
+                       empty_index, empty_index, empty_index, pd.DataFrame(), pd.DataFrame(), {},
+                       con.execute("SELECT * FROM ml.serving_decisions").fetchdf())
+    assert "baseline serves" in gate_block(data, "sentiment", "3class", SENTIMENT)
+    assert gate_block(data, "sentiment", "binary", "ecom.sentiment.binary") is None
