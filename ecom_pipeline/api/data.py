@@ -144,8 +144,11 @@ class ServingData:
         if d is not None and len(d) and {"task", "scope", "candidate", "served"} <= set(d.columns) and not self.gate:
             d = d.sort_values("decided_at") if "decided_at" in d else d
             for row in d.itertuples(index=False):
+                # the pipeline's gate writes the served model's name; a boolean column is read as it is
+                served = (bool(row.served) if isinstance(row.served, (bool, np.bool_))
+                          else str(row.served) == str(row.candidate))
                 self.gate[(str(row.task), str(row.candidate), str(row.scope))] = (
-                    bool(row.served), str(getattr(row, "reason", "") or ""))
+                    served, str(getattr(row, "reason", "") or ""))
 
     def name(self, product_id: str) -> str:
         return self.names.get(product_id, product_id)

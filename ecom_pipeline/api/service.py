@@ -12,6 +12,7 @@ import pandas as pd
 
 from ecom_pipeline.api.data import ServingData
 from ecom_pipeline.api.models import SENTIMENT, SENTIMENT_BASELINE, SENTIMENT_CLASSES, Champions
+from ecom_pipeline.ml.serving_gate import GATED_TABLES  # the task names the pipeline's gate writes
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def recommend(data: ServingData, customer: str, events: list[SessionEvent], *, k
     rows = data.recommendations.rows(customer)
     known = rows is not None
     model = rows[2] if rows else None
-    blocked = gate_block(data, "recommendations", "item", model) if model else None
+    blocked = gate_block(data, GATED_TABLES["serving.recommendations"][0], "item", model) if model else None
     base, basis = base_list(data, customer, region, allow_batch=blocked is None, k=k)
     svec, weights = session_vector(data, events, now)
     seen = {e.product_id for e in events}
@@ -151,7 +152,7 @@ def triage(champions: Champions, data: ServingData, encoder, intents: tuple[list
            masked_text: str, timeout: float) -> dict:
     """Sentiment, intent and routing of one (already masked) review text."""
     head, baseline = champions.get(SENTIMENT), champions.get(SENTIMENT_BASELINE)
-    blocked = gate_block(data, "sentiment", "3class", SENTIMENT)
+    blocked = gate_block(data, GATED_TABLES["features.review_sentiment"][0], "3class", SENTIMENT)
     vec = encoder.encode(masked_text, "passage", timeout=timeout) if encoder is not None else None
     usable = head is not None and vec is not None and getattr(head, "n_features_in_", len(vec)) == len(vec)
     if usable and blocked is None:
@@ -230,7 +231,7 @@ def forecast(data: ServingData, series_id: str, recent_days: int = 7) -> dict | 
     if len(rows):
         best = rows[rows["is_best"].astype(bool)]
         model = str(best["model"].iloc[0]) if len(best) else None
-        gate = gate_block(data, "forecast", series_id, model) if model else None
+        gate = gate_block(data, GATED_TABLES["serving.forecasts"][0], series_id, model) if model else None
         if gate is not None or model is None:
             # the batch gate would serve the simple baseline: the seasonal-naive rows when present
             naive = rows[rows["model"].astype(str).str.contains("naive")]

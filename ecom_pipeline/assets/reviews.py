@@ -11,15 +11,15 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.ml.text.sentiment import BASELINE_NAME
+from ecom_pipeline.ml.text.sentiment import HEAD_NAME as MODEL_NAME
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 
 GROUP = "reviews"
 REVIEW_EMB = "features.review_text_embeddings"
 SENTIMENT_TABLE = "features.review_sentiment"
 TOPICS_TABLE = "features.review_topics"
-MODEL_NAME = "ecom.sentiment.{setting}"
-BASELINE_NAME = "ecom.sentiment_baseline.{setting}"
 
 
 class SentimentConfig(dg.Config):
@@ -77,11 +77,11 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
                     mlflow: MLflowResource, compute: ComputeResource, source: SourceResource):
     import mlflow as mlf
 
+    from ecom_pipeline.ml.encoders.store import bounded_batch
     from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.ml.text.sentiment import finetune_encoder, fit_and_evaluate, predict_finetuned
     from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
-
-    from ecom_pipeline.ml.encoders.store import bounded_batch
 
     docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
     available = len(docs)
@@ -96,10 +96,12 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
     if len(docs) < config.min_reviews:
         msg = f"only {len(docs)} reviews with text and embeddings (< {config.min_reviews}): sentiment not trained"
         context.log.warning(msg)
+        with warehouse.connect() as con:  # no evaluation this run: no earlier decision may keep a head serving
+            record_decisions(con, "sentiment", [])
         return dg.MaterializeResult(metadata={"message": msg, "device": device, "training_path": "skipped"})
     src = source.build()
     dataset = getattr(src, "name", source.kind)
-    summary, records = {}, []
+    summary, records, decisions = {}, [], []
     for setting in config.settings:
         t0 = time.monotonic()
         try:
@@ -142,26 +144,41 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
                                                   docs["doc"].iloc[:2].tolist(),
                                                   "macro_f1", res.baseline_metrics["macro_f1"]))
             run_id = run.info.run_id
+        # the frozen head's macro-F1 (the model the gate decides on) carries its paired-bootstrap interval
+        split = f"temporal_test@{pd.Timestamp(res.cutoff):%Y-%m-%d}"
+        records.append(MetricRecord.from_comparison(res.comparison, model="sentiment_frozen_embeddings_head",
+                                                    task=f"sentiment_{setting}", dataset=dataset, split=split,
+                                                    baseline="tfidf_logreg", mlflow_run_id=run_id))
         for metric, value in model_metrics.items():
-            records.append(MetricRecord(f"sentiment_{path}", f"sentiment_{setting}", dataset, "temporal_test",
+            if path == "frozen_embeddings_head" and metric == "macro_f1":
+                continue  # written above with its interval
+            records.append(MetricRecord(f"sentiment_{path}", f"sentiment_{setting}", dataset, split,
                                         metric, value, "tfidf_logreg", res.baseline_metrics.get(metric), run_id))
+        decisions.append(res.decision)
         for metric in ("accuracy", "macro_f1"):
-            records.append(MetricRecord("tfidf_logreg", f"sentiment_{setting}", dataset, "temporal_test", metric,
+            records.append(MetricRecord("tfidf_logreg", f"sentiment_{setting}", dataset, split, metric,
                                         res.baseline_metrics[metric], "majority_class",
                                         res.majority_metrics[metric], run_id))
         wins = model_metrics["macro_f1"] > res.baseline_metrics["macro_f1"]
+        c = res.comparison
         summary[setting] = {"model": {k: round(v, 4) for k, v in model_metrics.items()},
                             "baseline_tfidf": {k: round(v, 4) for k, v in res.baseline_metrics.items()},
                             "majority": {k: round(v, 4) for k, v in res.majority_metrics.items()},
-                            "model_beats_baseline_macro_f1": bool(wins), "n_train": res.n_train,
+                            "model_beats_baseline_macro_f1": bool(wins),
+                            "macro_f1_diff_ci95": [round(c.ci_low, 4), round(c.ci_high, 4)],
+                            "n_test_units": c.n_units, "served": res.decision.served,
+                            "gate_reason": res.decision.reason, "n_train": res.n_train,
                             "n_test": res.n_test, "cutoff": res.cutoff, "mlflow_run_id": run_id,
                             "registered": f"{head_out.name} v{head_out.version} (promoted={head_out.promoted})",
                             "baseline_registered": f"{base_out.name} v{base_out.version}",
                             "seconds": round(time.monotonic() - t0, 1)}
         context.log.info(f"sentiment {setting}: model macro_f1 {model_metrics['macro_f1']:.3f} vs TF-IDF "
-                         f"{res.baseline_metrics['macro_f1']:.3f} ({'wins' if wins else 'LOSES'})")
+                         f"{res.baseline_metrics['macro_f1']:.3f}; serving {res.decision.served}: "
+                         f"{res.decision.reason}")
     with warehouse.connect() as con:
         record_model_metrics(con, records)
+        # replaced every run (also with no decision: a setting that could not be evaluated serves nothing new)
+        record_decisions(con, "sentiment", decisions)
     return dg.MaterializeResult(metadata={
         "device": device, "training_path": training_path, "embedding_model": emb_model, "dataset": dataset,
         "reviews_used": len(docs), "reviews_embedded": available, "max_train_reviews": config.max_train_reviews,
@@ -173,41 +190,56 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
 @dg.asset(
     key=dg.AssetKey(["features", "review_sentiment"]), group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
     deps=[dg.AssetKey(["models", "sentiment_model"]), dg.AssetKey(["features", "review_text_embeddings"])],
-    description="Per review: class probabilities (negative/neutral/positive) from the champion "
-    "`ecom.sentiment.3class` model, the predicted label and the model version.",
+    description="Per review: class probabilities (negative/neutral/positive), the predicted label, and in `model` "
+    "the model that produced the row: the embedding head `ecom.sentiment.3class` only when the serving gate "
+    "(ml.serving_decisions, task sentiment, scope 3class) says it beat TF-IDF significantly, otherwise the "
+    "TF-IDF baseline `ecom.sentiment_baseline.3class`.",
 )
 def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MLflowResource):
     from mlflow.exceptions import MlflowException
 
     from ecom_pipeline.ml.registry import load_serving_model
+    from ecom_pipeline.ml.serving_gate import served_model
     from ecom_pipeline.ml.text.sentiment import SETTINGS
 
     docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
-    name = MODEL_NAME.format(setting="3class")
+    head_name, base_name = MODEL_NAME.format(setting="3class"), BASELINE_NAME.format(setting="3class")
     out = pd.DataFrame(columns=["review_id", "product_id", "p_negative", "p_neutral", "p_positive", "label",
                                 "model", "model_version"])
-    message = "ok"
+    with warehouse.connect(read_only=True) as con:
+        chosen, why = served_model(con, "sentiment", "3class", candidate=head_name, baseline=base_name)
+    messages = [f"serving {chosen}: {why}"]
     if len(docs):
         client = mlflow.client()
-        try:  # a champion whose artifact does not load falls back to the former champion (message says so)
-            served = load_serving_model(name, "sklearn", client)
-            head, version, message = served.model, served.version, served.fallback_reason or "ok"
-        except (LookupError, MlflowException) as exc:  # no registered model yet (e.g. too few reviews)
-            head, message = None, f"no champion for {name}: {exc}"
-        if head is not None and getattr(head, "n_features_in_", emb.shape[1]) == emb.shape[1]:
-            probs = head.predict_proba(emb)
+        for name in dict.fromkeys([chosen, base_name]):  # the gate's choice, else its baseline
+            try:  # a champion whose artifact does not load falls back to the former champion (message says so)
+                served = load_serving_model(name, "sklearn", client)
+            except (LookupError, MlflowException) as exc:  # no registered model yet (e.g. too few reviews)
+                messages.append(f"no champion for {name}: {exc}")
+                continue
+            model, version = served.model, served.version
+            if served.fallback_reason:
+                messages.append(served.fallback_reason)
+            if name == head_name:
+                if getattr(model, "n_features_in_", emb.shape[1]) != emb.shape[1]:
+                    messages.append(f"{name} was trained on a different embedding model: re-run sentiment_model; "
+                                    f"serving {base_name}")
+                    continue
+                probs, tag = model.predict_proba(emb), f"v{version} on {emb_model}"
+            else:
+                probs, tag = model.predict_proba(docs["doc"].tolist()), f"v{version}"
             classes = SETTINGS["3class"]
             out = pd.DataFrame({"review_id": docs["review_id"], "product_id": docs["product_id"]})
             for j, c in enumerate(classes):
-                out[f"p_{c}"] = probs[:, list(head.classes_).index(j)] if j in head.classes_ else 0.0
+                out[f"p_{c}"] = probs[:, list(model.classes_).index(j)] if j in model.classes_ else 0.0
             out["label"] = [classes[i] for i in np.argmax(out[[f"p_{c}" for c in classes]].to_numpy(), axis=1)]
             out["model"] = name
-            out["model_version"] = f"v{version} on {emb_model}"
-        elif head is not None:
-            message = "champion was trained on a different embedding model: re-run sentiment_model"
+            out["model_version"] = tag
+            break
     else:
-        message = "no reviews with text and embeddings"
-    if message != "ok":
+        messages.append("no reviews with text and embeddings")
+    message = "; ".join(messages)
+    if len(docs) and out.empty:
         context.log.warning(message)
     with warehouse.connect() as con:
         con.register("_s", out)
@@ -220,6 +252,7 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         context.log.warning(f"{awaiting:,} reviews with text have no embedding yet (embedding backlog): "
                             "no sentiment for them until review_text_embeddings catches up")
     return dg.MaterializeResult(metadata={"dagster/row_count": len(out), "message": message,
+                                          "served_model": str(out["model"].iloc[0]) if len(out) else "none",
                                           "reviews_awaiting_embedding": awaiting,
                                           "labels": out["label"].value_counts().to_dict() if len(out) else {}})
 

@@ -486,28 +486,48 @@ def forecasts(context: dg.AssetExecutionContext, config: ForecastGateConfig, sar
 @dg.asset(key=["serving", "anomalies"], group_name="serving", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"daily": dg.AssetIn(key=["features", "daily_series"]), "fc": dg.AssetIn(key=["serving", "forecasts"])},
           description="Days whose actual orders fall outside robust bounds of the residuals of a causal seasonal "
-          "forecast, per series, with size and direction; the flag rate per series is in the metadata. Also draws "
+          "forecast, per series, with size and direction. The expected values come from the model the serving "
+          "gate serves for the series (4-week seasonal median only if it beats seasonal naive significantly on "
+          "one-step MAE), named in `expected_model`; decisions in ml.serving_decisions (task anomaly_expected); the flag rate per series is in the metadata. Also draws "
           "the forecast-vs-actual plot (intervals, anomaly markers) to <data_root>/reports/forecasts.png.")
 def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: pd.DataFrame, fc: pd.DataFrame,
-              source: SourceResource) -> pd.DataFrame:
-    from ecom_pipeline.ml.forecasting.anomalies import ANOMALY_COLUMNS, detect_many
+              warehouse: WarehouseResource, source: SourceResource) -> pd.DataFrame:
+    from ecom_pipeline.ml.forecasting.anomalies import ANOMALY_COLUMNS, GATE_TASK, detect_many
     from ecom_pipeline.ml.forecasting.plots import forecast_plot
+    from ecom_pipeline.ml.serving_gate import record_decisions, served_against_decision
+    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
 
     if daily.empty:
+        with warehouse.connect() as con:
+            record_decisions(con, GATE_TASK, [])
         context.add_output_metadata({"dagster/row_count": 0, "message": "no daily series"})
         return pd.DataFrame(columns=ANOMALY_COLUMNS)
     daily = daily.assign(date=pd.to_datetime(daily["date"]))
     mean = daily.groupby(["series_id", "level"])[config.value].mean().reset_index()
     ids = mean[(mean.level.isin(config.levels)) & (mean[config.value] >= config.min_mean_per_day)]["series_id"].tolist()
-    found, summary = detect_many(daily, ids, value=config.value, threshold=config.threshold)
+    found, summary, gate = detect_many(daily, ids, value=config.value, threshold=config.threshold)
+    decisions = [d for d, _ in gate]
+    wrong = served_against_decision(found, decisions, model_col="expected_model", scope_col="series_id")
+    if len(wrong):  # cannot happen by construction; refuse to publish rather than serve a loser's expectations
+        raise RuntimeError(f"{len(wrong)} anomaly rows with expected values from a model the gate did not serve")
+    recs = [MetricRecord.from_comparison(c, model=d.candidate, task=GATE_TASK,
+                                         dataset=f"{dataset_name(source)}:{d.scope}", split="one_step_causal",
+                                         baseline=d.baseline) for d, c in gate if c is not None]
+    with warehouse.connect() as con:
+        record_model_metrics(con, recs)
+        record_decisions(con, GATE_TASK, decisions)
     days = int(summary["days_scored"].sum()) if len(summary) else 0
     meta = {"dagster/row_count": len(found), "series_scored": len(ids),
+            "expected_model_by_series": {d.scope: d.served for d in decisions},
+            "gate": _md_table(pd.DataFrame([{"series_id": d.scope, "served": d.served, "reason": d.reason}
+                                            for d in decisions]), 20),
             "flag_rate": round(len(found) / days, 4) if days else 0.0,
             "by_direction": found["direction"].value_counts().to_dict() if len(found) else {},
             "flag_rate_by_series": (_md_table(summary.sort_values("flag_rate", ascending=False).round(4), 15)
                                     if len(summary) else "no series long or busy enough to score"),
             "largest": _md_table(found.reindex(found["robust_z"].abs().sort_values(ascending=False).index)
-                                 [["series_id", "date", "actual", "expected", "robust_z", "direction"]].round(2), 10)}
+                                 [["series_id", "date", "actual", "expected", "robust_z", "direction",
+                                   "expected_model"]].round(2), 10)}
     plot_ids = list(dict.fromkeys(["total"] + fc["series_id"].drop_duplicates().tolist()))[:4] if len(fc) else ["total"]
     path = forecast_plot(Path(source.data_root) / "reports" / "forecasts.png", daily, fc, found, plot_ids)
     meta |= png_metadata(path, "forecast vs actual")

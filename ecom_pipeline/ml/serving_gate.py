@@ -124,3 +124,54 @@ def served_against_decision(serving: pd.DataFrame, decisions: list[Decision] | p
         return serving[~serving[model_col].isin(served)] if len(d) else serving
     m = serving.merge(d[["scope", "served"]], left_on=scope_col, right_on="scope", how="left")
     return serving[(m["served"].isna() | (m[model_col] != m["served"])).to_numpy()]
+
+
+def served_model(con: duckdb.DuckDBPyConnection, task: str, scope: str, *, candidate: str,
+                 baseline: str) -> tuple[str, str]:
+    """(model to serve, why) for ``task``/``scope`` from the newest decision row on ``candidate``; without one
+    (no table, no evaluation this run) the baseline serves, as :func:`decide` would."""
+    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml' "
+                         "AND table_name = 'serving_decisions'").fetchall()[0][0]
+    row = con.execute(f"SELECT served, reason FROM {SERVING_DECISIONS_TABLE} WHERE task = ? AND scope = ? "
+                      "AND candidate = ? ORDER BY decided_at DESC LIMIT 1", [task, scope, candidate]).fetchone() \
+        if exists else None
+    if row is None:
+        return baseline, f"no decision row for {task}/{scope} in {SERVING_DECISIONS_TABLE}: the baseline serves"
+    return str(row[0]), str(row[1])
+
+
+# Every gated serving table: (task in ml.serving_decisions, column naming the model, column holding the
+# decision's scope; a plain string instead = one fixed scope for every row)
+GATED_TABLES: dict[str, tuple[str, str, str]] = {
+    "serving.forecasts": ("forecast_daily_orders", "model", "series_id"),
+    "serving.anomalies": ("anomaly_expected", "expected_model", "series_id"),
+    "serving.recommendations": ("recommendation", "model", "level"),
+    "serving.repurchase_scores": ("repurchase", "model", "all"),
+    "features.review_sentiment": ("sentiment", "model", "3class"),
+}
+
+
+def serving_violations(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Rows of the gated serving tables produced by a model other than the one the decision row for their task
+    and scope serves (the candidate where it lost, or any other model), grouped with counts.  Empty when the
+    gate held.  Rows whose scope has no decision are not judged here (each asset refuses those itself)."""
+    ensure_serving_decisions(con)
+    present = set(con.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables")
+                  .fetchdf().iloc[:, 0])
+    found = []
+    for table, (task, model_col, scope) in GATED_TABLES.items():
+        if table not in present:
+            continue
+        cols = set(con.execute(f"SELECT * FROM {table} LIMIT 0").fetchdf().columns)
+        if model_col not in cols:
+            raise ValueError(f"{table} has no {model_col!r} column naming the model behind each row")
+        scope_sql = f"t.{scope}::VARCHAR" if scope in cols else f"'{scope}'"
+        found.append(con.execute(f"""
+            SELECT '{table}' AS serving_table, {scope_sql} AS scope, t.{model_col}::VARCHAR AS model,
+                   d.served, d.reason, count(*) AS rows
+            FROM {table} t JOIN {SERVING_DECISIONS_TABLE} d
+              ON d.task = '{task}' AND d.scope = {scope_sql}
+            WHERE t.{model_col}::VARCHAR IS DISTINCT FROM d.served
+            GROUP BY ALL""").fetchdf())
+    return pd.concat(found, ignore_index=True) if found else pd.DataFrame(
+        columns=["serving_table", "scope", "model", "served", "reason", "rows"])

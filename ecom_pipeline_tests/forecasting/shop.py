@@ -88,7 +88,11 @@ def write_staging(path: Path, tables: dict[str, pd.DataFrame]) -> Path:
         cols = ", ".join(f'"{c.name}" {c.dtype}' for c in spec.columns)
         con.execute(f"CREATE OR REPLACE TABLE staging.{name} ({cols})")
         if len(df):
-            con.register("_df", df[spec.column_names])
+            # canonical columns the shop does not model (e.g. the ship-to address) are NULL, as for a source
+            # that maps none
+            missing = {c: pd.Series([None] * len(df), index=df.index, dtype=object)
+                       for c in spec.column_names if c not in df}
+            con.register("_df", df.assign(**missing)[spec.column_names])
             con.execute(f"INSERT INTO staging.{name} SELECT * FROM _df")
             con.unregister("_df")
     con.close()

@@ -59,10 +59,10 @@ def test_daily_series_gap_free_and_consistent(materialised):
 def test_forecasts_and_metrics(materialised):
     _, wh, result = materialised
     f = _q(wh, "SELECT * FROM serving.forecasts")
-    d = _q(wh, "SELECT * FROM ml.serving_decisions")
+    d = _q(wh, f"SELECT * FROM ml.serving_decisions WHERE task = '{ts.TASK}'")  # anomalies have their own
     # one gated model per series, and it is the model its decision serves (nothing served that lost)
     assert (f.groupby("series_id")["model"].nunique() == 1).all() and (f.groupby("series_id").size() == 28).all()
-    assert set(d["task"]) == {ts.TASK} and set(d["scope"]) == set(f["series_id"])
+    assert set(d["scope"]) == set(f["series_id"])
     served = f.drop_duplicates("series_id").merge(d, left_on="series_id", right_on="scope")
     assert (served["model"] == served["served"]).all()
     assert ((d["served"] == d["candidate"]) | (d["served"] == d["baseline"])).all()
@@ -85,6 +85,11 @@ def test_anomalies_find_the_spike_and_plot(materialised):
     a = _q(wh, "SELECT * FROM serving.anomalies WHERE series_id = 'total'")
     assert SPIKE_DAY in set(a["date"])
     assert a.loc[a["date"] == SPIKE_DAY, "direction"].iloc[0] == "spike"
+    # the expected values come from the model the gate served for the series, named on every row
+    d = _q(wh, "SELECT scope, served, candidate, baseline FROM ml.serving_decisions WHERE task = 'anomaly_expected'")
+    assert "total" in set(d["scope"]) and (a["expected_model"] == d.set_index("scope").loc["total", "served"]).all()
+    iv = _q(wh, "SELECT n_units, ci_low, ci_high FROM ml.model_metrics WHERE task = 'anomaly_expected'")
+    assert len(iv) == len(d) and (iv["n_units"] > 100).all()
     md = result.asset_materializations_for_node("serving__anomalies")[0].metadata
     assert md["flag_rate"].value < 0.05
     assert (root / "reports" / "forecasts.png").stat().st_size > 1000

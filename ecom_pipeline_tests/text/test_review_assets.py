@@ -62,10 +62,20 @@ def test_review_group_end_to_end(root):
     assert {"sentiment_3class", "sentiment_binary"} <= set(mm["task"])
     head = mm[(mm["model"] == "sentiment_frozen_embeddings_head") & (mm["metric"] == "macro_f1")]
     assert len(head) == 2 and (head["baseline"] == "tfidf_logreg").all() and head["value"].min() > 0.5
+    # the head's macro-F1 carries its paired-bootstrap interval and the number of test reviews
+    iv = con.execute("SELECT ci_low, ci_high, n_units, significant FROM ml.model_metrics WHERE metric = 'macro_f1' "
+                     "AND model = 'sentiment_frozen_embeddings_head'").fetchdf()
+    assert len(iv) == 2 and (iv["n_units"] > 0).all() and (iv["ci_low"] <= iv["ci_high"]).all()
+    dec = con.execute("SELECT * FROM ml.serving_decisions WHERE task = 'sentiment' ORDER BY scope").fetchdf()
+    assert dec["scope"].tolist() == ["3class", "binary"]
+    assert set(dec["candidate"]) == {"ecom.sentiment.3class", "ecom.sentiment.binary"}
+    served = dec.set_index("scope").loc["3class", "served"]
+    assert served in ("ecom.sentiment.3class", "ecom.sentiment_baseline.3class")
     sent = con.execute("SELECT * FROM features.review_sentiment").fetchdf()
     assert len(sent) == 150
     assert np.allclose(sent[["p_negative", "p_neutral", "p_positive"]].sum(axis=1), 1, atol=1e-6)
     assert sent["model_version"].str.startswith("v1").all()
+    assert (sent["model"] == served).all()  # every row from the model the gate serves
     for level in ("product", "seller", "category", "state_month"):
         assert con.execute(f"SELECT sum(reviews) FROM reports.sentiment_by_{level}").fetchall()[0][0] == 150
     topics = con.execute("SELECT * FROM features.review_topics").fetchdf()
@@ -131,3 +141,32 @@ def test_capped_embeddings_and_training_sample_are_visible(root):
     assert (trained["reviews_used"], trained["reviews_embedded"], trained["reviews_awaiting_embedding"]) == (100, 120, 30)
     scored = meta("features__review_sentiment")
     assert scored["dagster/row_count"] == 120 and scored["reviews_awaiting_embedding"] == 30
+
+
+def test_review_sentiment_serves_what_the_decision_row_says(root):
+    """The TF-IDF baseline scores every review when the head lost; the head only when its decision row says so."""
+    db = root / "wh.duckdb"
+    res = {"warehouse": WarehouseResource(path=str(db)),
+           "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db")}
+    if not duckdb.connect(str(db), read_only=True).execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'serving_decisions'").fetchall()[0][0]:
+        pytest.skip("needs test_review_group_end_to_end's trained models")
+    from ecom_pipeline.ml.serving_gate import serving_violations
+
+    head, base = "ecom.sentiment.3class", "ecom.sentiment_baseline.3class"
+    for served in (base, head):
+        con = duckdb.connect(str(db))
+        con.execute("UPDATE ml.serving_decisions SET served = ?, reason = 'planted by the test' "
+                    "WHERE task = 'sentiment' AND scope = '3class'", [served])
+        con.close()
+        result = dg.materialize([R.review_sentiment], resources=res)
+        assert result.success
+        meta = result.asset_materializations_for_node("features__review_sentiment")[-1].metadata
+        assert meta["served_model"].value == served and "planted by the test" in meta["message"].value
+        con = duckdb.connect(str(db))
+        sent = con.execute("SELECT model, model_version, label FROM features.review_sentiment").fetchdf()
+        assert len(sent) == 150 and (sent["model"] == served).all()
+        assert serving_violations(con).empty
+        con.close()
+        if served == base:  # the baseline is a text model: its version has no embedding model
+            assert not sent["model_version"].str.contains(" on ").any()

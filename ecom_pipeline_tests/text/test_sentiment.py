@@ -40,7 +40,8 @@ def test_time_split_is_respected():
     assert r.model_metrics["macro_f1"] == 1.0  # perfectly separable embeddings
     # the TF-IDF baseline separates these too: a tie, so the baseline serves (the gate needs a significant win)
     assert r.comparison.n_units == 30 and not r.comparison.candidate_better
-    assert r.decision.served == "tfidf_logreg"
+    assert r.decision.served == "ecom.sentiment_baseline.3class" and not r.decision.candidate_serves
+    assert (r.decision.task, r.decision.scope, r.decision.candidate) == ("sentiment", "3class", "ecom.sentiment.3class")
 
 
 @requires_olist

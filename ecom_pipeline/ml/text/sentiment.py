@@ -78,7 +78,12 @@ class SentimentResult:
     baseline: object
     training_path: str
     comparison: object = None  # Comparison: head vs TF-IDF macro-F1, paired bootstrap over test reviews
-    decision: object = None  # the serving gate's Decision (task sentiment_<setting>)
+    decision: object = None  # the serving gate's Decision (task "sentiment", scope = the setting)
+
+
+# the registered names the serving gate decides between (the serving app looks decisions up by these)
+HEAD_NAME = "ecom.sentiment.{setting}"
+BASELINE_NAME = "ecom.sentiment_baseline.{setting}"
 
 
 def fit_and_evaluate(
@@ -114,7 +119,8 @@ def fit_and_evaluate(
         classification_metrics(y_te, p_base, classes),
         classification_metrics(y_te, np.full(len(te), maj), classes),
         head, base, "frozen_embeddings_head", comparison,
-        decide(f"sentiment_{setting}", "all", "sentiment_frozen_embeddings_head", "tfidf_logreg", comparison),
+        decide("sentiment", setting, HEAD_NAME.format(setting=setting), BASELINE_NAME.format(setting=setting),
+               comparison),
     )
 
 
