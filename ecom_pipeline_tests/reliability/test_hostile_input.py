@@ -394,7 +394,8 @@ def test_metacharacters_in_inbox_file_names_are_refused(case, tmp_path, monkeypa
     content = orders_csv(2).encode()
     (inbox / name).write_bytes(content)
     os.utime(inbox / name, (0, 1_700_000_000))  # settled long ago
-    ctx = dg.build_sensor_context(resources={"source": SourceResource(data_root=str(tmp_path))})
+    # a file-based source: one that takes no files leaves the inbox alone (automation/test_inbox.py)
+    ctx = dg.build_sensor_context(resources={"source": SourceResource(kind="olist", data_root=str(tmp_path))})
     result = inbox_sensor(ctx)
     assert not result.run_requests and "1 rejected" in result.skip_reason.skip_message
     rejected = sorted(p.name for p in (inbox / "rejected").iterdir())
