@@ -314,10 +314,15 @@ def test_corrupted_champion_artifact_keeps_serving_the_previous_champion(env, tm
     con.execute("CREATE TABLE staging.reviews AS SELECT * FROM _r")
     con.register("_e", pd.DataFrame({"review_id": reviews_df["review_id"], "embedding": list(emb), "model": "test-enc"}))
     con.execute(f"CREATE TABLE {reviews.REVIEW_EMB} AS SELECT review_id, embedding::FLOAT[] AS embedding, model FROM _e")
+    name = reviews.MODEL_NAME.format(setting="3class")
+    # the serving gate's decision: the head serves (otherwise the TF-IDF baseline would, and no head is loaded)
+    from ecom_pipeline.ml.serving_gate import Decision, record_decisions
+
+    record_decisions(con, "sentiment", [Decision("sentiment", "3class", name, "ecom.sentiment_baseline.3class",
+                                                 "macro_f1", 0.6, 0.4, 0.1, 0.3, name, "planted by the test")])
     con.close()
 
     tracking = MLflowResource(tracking_uri=f"sqlite:///{env / 'mlflow.db'}", experiment="serving_faults")
-    name = reviews.MODEL_NAME.format(setting="3class")
     y = rng.integers(0, 3, n)
     good = LogisticRegression(max_iter=200).fit(emb, y)
     newer = LogisticRegression(max_iter=200, C=0.01).fit(emb, (y + 1) % 3)
