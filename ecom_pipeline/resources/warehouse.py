@@ -106,7 +106,8 @@ def connect_with_retry(
     deadline = start + timeout_s
     delay = 0.1
     waited = False
-    next_report = start + LOCK_REPORT_AFTER_S
+    # short waits are normal (another step finishing a write); a wait that lasts is reported, always before giving up
+    next_report = start + min(LOCK_REPORT_AFTER_S, timeout_s / 2)
     while True:
         try:
             con = duckdb.connect(str(path), read_only=read_only, config=config)
