@@ -88,7 +88,7 @@ def write_staging(path: Path, tables: dict[str, pd.DataFrame]) -> Path:
         cols = ", ".join(f'"{c.name}" {c.dtype}' for c in spec.columns)
         con.execute(f"CREATE OR REPLACE TABLE staging.{name} ({cols})")
         if len(df):
-            con.register("_df", df[spec.column_names])
+            con.register("_df", df.reindex(columns=spec.column_names))  # a column the shop lacks: NULL
             con.execute(f"INSERT INTO staging.{name} SELECT * FROM _df")
             con.unregister("_df")
     con.close()
