@@ -110,8 +110,24 @@ def facts(warehouse: Path, materialised: dict) -> dict:
         con.close()
 
 
-def child(name: str) -> dict:
-    """Runs in the measured process (environment set by the parent)."""
+class _Recorded:
+    """A finished run read back from its Dagster instance, shaped like an in-process result for
+    :func:`ecom_pipeline.demo.outputs_summary` (``--collect``: a run started by ``make demo``)."""
+
+    def __init__(self, instance, run_id: str):
+        self.all_events = [e.dagster_event for e in instance.all_logs(run_id) if e.is_dagster_event]
+        record = instance.get_run_record_by_id(run_id)
+        self.success = record.dagster_run.is_success
+        start, end = record.start_time, record.end_time or time.time()
+        self.wall_s = round(end - start, 1) if start else None
+
+    def get_asset_check_evaluations(self):
+        return [e.event_specific_data for e in self.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+
+
+def child(name: str, collect: bool = False) -> dict:
+    """Runs in the measured process (environment set by the parent); ``collect``: read the latest run of
+    ``DAGSTER_HOME`` instead of starting one."""
     import dagster as dg
 
     from ecom_pipeline.config import Settings
@@ -120,16 +136,21 @@ def child(name: str) -> dict:
 
     settings = Settings.from_env()
     job = build_definitions(settings).resolve_job_def("full_pipeline")
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = job.execute_in_process(instance=dg.DagsterInstance.get(), raise_on_error=False)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    instance = dg.DagsterInstance.get()
+    if collect:
+        result = _Recorded(instance, instance.get_runs(limit=1)[0].run_id)
+        wall, cpu = result.wall_s, None
+    else:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        wall, cpu = round(time.perf_counter() - wall, 1), round(time.process_time() - cpu, 1)
     materialised = {}
     for ev in result.all_events:
         if ev.event_type_value == "ASSET_MATERIALIZATION":
             materialised[ev.asset_key.to_user_string()] = ev.event_specific_data.materialization.metadata
     cal = materialised.get("features/calendar", {})
     reg = materialised.get("features/regions", {})
-    run = {"example": name, "success": result.success, "wall_s": round(wall, 1), "cpu_s_main_process": round(cpu, 1),
+    run = {"example": name, "success": result.success, "wall_s": wall, "cpu_s_main_process": cpu,
            "outputs": outputs_summary(job, result),
            "checks_not_passed": sorted(f"{c.asset_key.to_user_string()}:{c.check_name} ({c.severity.value})"
                                        for c in result.get_asset_check_evaluations() if not c.passed),
@@ -199,9 +220,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--examples", nargs="*", default=list(EXAMPLES))
     parser.add_argument("--child")
+    parser.add_argument("--collect", action="store_true",
+                        help="with --child, in the environment of a finished `make demo` run: read that run")
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child), default=str))
+        print("RESULT " + json.dumps(child(args.child, args.collect), default=str))
         return
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                             check=False).stdout.strip()
