@@ -9,6 +9,9 @@ report's regions lie in the data's countries and which of them the data has, whe
 a region id, and (multi-country sample) a personal-data scan of everything outside ``raw``.
 
     nice -n 10 python benchmarks/shared_examples.py [--examples sales_sample_multicountry online_retail_uk]
+    # a finished `python -m ecom_pipeline.demo` run of one example (its DAGSTER_HOME and ECOM_DATA_ROOT):
+    nice -n 10 python benchmarks/shared_examples.py --examples online_retail_uk --collect \
+        --dagster-home DIR --data-root DIR
 
 Results: ``benchmarks/results/shared_examples.json`` and ``shared_examples.md`` (with the git commit).
 """
@@ -186,8 +189,8 @@ def child(name: str, collect: bool = False) -> dict:
 
 
 def markdown(out: dict) -> str:
-    md = [(f"# The whole graph (full_pipeline) on the shared example shops (commit {out['commit']}, "
-          f"{out['cpus']} CPUs, shared machine, `nice -n 10`)"), "",
+    md = [(f"# The whole graph (full_pipeline) on the shared example shops ({out['cpus']} CPUs, shared machine, "
+          "`nice -n 10`)"), "",
           ("Produced by `benchmarks/shared_examples.py`. Wall time includes every model of the graph "
           "(CPU-small training paths)."), ""]
     for r in out["runs"]:
@@ -195,8 +198,8 @@ def markdown(out: dict) -> str:
             md += [f"## {r['example']}: {r.get('skipped') or 'ERROR ' + r['error'][-1500:]}", ""]
             continue
         status = "SUCCESS" if r["success"] else "FAILED"
-        md += [(f"## {r['example']}: {status}, {r['wall_s']} s wall, load average (1 min) "
-               f"{r['load_avg_1m'][0]} -> {r['load_avg_1m'][1]}"), "",
+        md += [(f"## {r['example']}: {status}, {r['wall_s']} s wall, commit {r.get('commit')}, load average "
+               f"(1 min) {r['load_avg_1m'][0]} -> {r['load_avg_1m'][1]}"), "", f"Run by: {r.get('how')}", "",
                "| table | raw | staged | quarantined | reasons |", "|---|---|---|---|---|"]
         for t, c in r.get("tables", {}).items():
             reasons = ", ".join(f"{k} {v:,}" for k, v in c["reasons"].items()) or "-"
@@ -216,50 +219,66 @@ def markdown(out: dict) -> str:
     return "\n".join(md) + "\n"
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _run_child(name: str, env: dict, collect: bool) -> dict:
+    load_before = os.getloadavg()[0]
+    proc = subprocess.run([sys.executable, __file__, "--child", name] + (["--collect"] if collect else []),
+                          env=env, cwd=REPO, capture_output=True, text=True, check=False)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        return {"example": name, "error": proc.stderr[-3000:]}
+    run = json.loads(line[len("RESULT "):])
+    run["load_avg_1m"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--examples", nargs="*", default=list(EXAMPLES))
     parser.add_argument("--child")
     parser.add_argument("--collect", action="store_true",
-                        help="with --child, in the environment of a finished `make demo` run: read that run")
+                        help="read a finished `make demo` run instead of starting one: with --child, or with "
+                        "--dagster-home and --data-root (one example)")
+    parser.add_argument("--dagster-home", type=Path)
+    parser.add_argument("--data-root", type=Path)
     args = parser.parse_args()
     if args.child:
         print("RESULT " + json.dumps(child(args.child, args.collect), default=str))
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                            check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True, check=False).stdout.strip()
+    commit = _git("rev-parse", "--short", "HEAD") + ("-dirty" if _git("status", "--porcelain",
+                                                                       "--untracked-files=no") else "")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("ECOM_", "MLFLOW_", "DAGSTER_HOME"))}
     runs = []
     for name in args.examples:
         data = DATASETS / name
+        env = base | {"ECOM_DATA_SOURCE": "mapped", "ECOM_DATA_DIR": str(data), "PYTHONPATH": str(REPO),
+                      "ECOM_MAPPING": str(REPO / "docs" / "examples" / f"{name}.yaml")}
         if not (data / EXAMPLES[name]).is_file():
             runs.append({"example": name, "skipped": f"dataset not found at {data}"})
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            home = Path(tmp) / "dagster_home"
-            home.mkdir()
-            shutil.copy(REPO / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")  # the pool limits
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOM_", "MLFLOW_", "DAGSTER_HOME"))}
-            env.update(ECOM_DATA_ROOT=str(Path(tmp) / "data"), ECOM_DATA_SOURCE="mapped", ECOM_DATA_DIR=str(data),
-                       ECOM_MAPPING=str(REPO / "docs" / "examples" / f"{name}.yaml"), DAGSTER_HOME=str(home),
-                       PYTHONPATH=str(REPO))
-            load_before = os.getloadavg()[0]
-            proc = subprocess.run([sys.executable, __file__, "--child", name], env=env, cwd=REPO,
-                                  capture_output=True, text=True, check=False)
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                runs.append({"example": name, "error": proc.stderr[-3000:]})
-                continue
-            run = json.loads(line[len("RESULT "):])
-            run["load_avg_1m"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
-            runs.append(run)
-            print(json.dumps(run, indent=1), flush=True)
+        elif args.collect:
+            env |= {"ECOM_DATA_ROOT": str(args.data_root), "DAGSTER_HOME": str(args.dagster_home)}
+            runs.append(_run_child(name, env, collect=True) | {
+                "how": "collected from a `make demo`-style run (python -m ecom_pipeline.demo) of this commit"})
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                home = Path(tmp) / "dagster_home"
+                home.mkdir()
+                shutil.copy(REPO / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")  # the pool limits
+                env |= {"ECOM_DATA_ROOT": str(Path(tmp) / "data"), "DAGSTER_HOME": str(home)}
+                runs.append(_run_child(name, env, collect=False) | {"how": "benchmarks/shared_examples.py"})
+        runs[-1]["commit"] = commit
+        print(json.dumps(runs[-1], indent=1), flush=True)
+    # one file for both examples: a run replaces the earlier result of its example only
     RESULTS.mkdir(exist_ok=True)
-    out = {"commit": commit + ("-dirty" if dirty else ""), "cpus": os.cpu_count(), "runs": runs}
-    stem = "shared_examples" if set(args.examples) == set(EXAMPLES) else "shared_examples_" + "_".join(args.examples)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
-    (RESULTS / f"{stem}.md").write_text(markdown(out))
+    path = RESULTS / "shared_examples.json"
+    earlier = json.loads(path.read_text())["runs"] if path.is_file() else []
+    merged = {r["example"]: r for r in earlier} | {r["example"]: r for r in runs}
+    out = {"cpus": os.cpu_count(), "runs": [merged[n] for n in EXAMPLES if n in merged]}
+    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    (RESULTS / "shared_examples.md").write_text(markdown(out))
 
 
 if __name__ == "__main__":
