@@ -213,6 +213,8 @@ def markdown(out: dict) -> str:
                f"- calendar: {json.dumps(r.get('calendar'))}",
                f"- DP report: {json.dumps(r.get('dp'))}",
                "- checks not passed: " + (", ".join(r["checks_not_passed"]) or "none")]
+        if r.get("notes"):
+            md.append(f"- notes: {r['notes']}")
         if "personal_data" in r:
             md.append(f"- personal data (contact names, phones, street addresses): {json.dumps(r['personal_data'])}")
         md += ["", "```", *r["outputs"], "```", ""]
@@ -276,7 +278,9 @@ def main() -> None:
     path = RESULTS / "shared_examples.json"
     earlier = json.loads(path.read_text())["runs"] if path.is_file() else []
     merged = {r["example"]: r for r in earlier} | {r["example"]: r for r in runs}
-    out = {"cpus": os.cpu_count(), "runs": [merged[n] for n in EXAMPLES if n in merged]}
+    # other entries (e.g. a run recorded before a fix, for comparison) are kept after the examples
+    out = {"cpus": os.cpu_count(), "runs": [merged[n] for n in EXAMPLES if n in merged]
+           + [r for k, r in merged.items() if k not in EXAMPLES]}
     path.write_text(json.dumps(out, indent=1, default=str) + "\n")
     (RESULTS / "shared_examples.md").write_text(markdown(out))
 
