@@ -76,6 +76,8 @@ TABLES: dict[str, TableSpec] = {
                 Column("zip_prefix", "VARCHAR"),
                 Column("city", "VARCHAR"),
                 Column("state", "VARCHAR"),
+                Column("country", "VARCHAR", description="country name or ISO code, as delivered; "
+                       "picks the calendar's holidays"),
                 Column("lat", "DOUBLE", **_LAT),
                 Column("lng", "DOUBLE", **_LNG),
                 Column("name", "VARCHAR", privacy="pseudonym"),

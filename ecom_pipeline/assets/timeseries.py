@@ -146,19 +146,30 @@ def _panel(daily: pd.DataFrame, series_ids: list[str], value: str):
 
 # ---------------------------------------------------------------- assets
 @dg.asset(key=["features", "daily_series"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
-          deps=[dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "products", "customers")],
+          deps=[dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "products", "customers", "sellers",
+                                                       "regions")],
           description="Daily orders, revenue and distinct customers: total, per state, per category and per "
-          "(state, top category). Every day between the first and last order day is present (0 = no orders).")
+          "(state, top category). Every day between the first and last order day is present (0 = no orders). "
+          "A state series id is its region id in features.regions (state:SP, or state:US-CA in a shop with "
+          "several countries).")
 def daily_series(context: dg.AssetExecutionContext, config: SeriesBuildConfig,
-                 warehouse: WarehouseResource) -> pd.DataFrame:
-    from ecom_pipeline.ml.forecasting.series import SERIES_COLUMNS, daily_series as build_daily
+                 warehouse: WarehouseResource, source: SourceResource) -> pd.DataFrame:
+    from ecom_pipeline.assets.spatial import located_frames  # here: spatial imports this module
+    from ecom_pipeline.ml.forecasting.series import SERIES_COLUMNS
+    from ecom_pipeline.ml.forecasting.series import daily_series as build_daily
+    from ecom_pipeline.ml.spatial.geo import region_id
 
-    f = staging_frames(warehouse, "orders", "order_items", "products", "customers")
+    f = staging_frames(warehouse, "orders", "products")
     if f["orders"].empty:
         context.log.warning("staging.orders is empty: no daily series")
         context.add_output_metadata({"dagster/row_count": 0, "message": "no orders in staging"})
         return pd.DataFrame(columns=SERIES_COLUMNS)
-    out = build_daily(f["orders"], f["order_items"], f["products"], f["customers"],
+    # the customer's state as the spatial assets place it, so state series ids are region ids (the ST-GCN's
+    # graph and the forecasts join on them); a customer not placed at state level counts as unknown
+    located, _, qualify = located_frames(warehouse, source)
+    customers = located["customers"]
+    customers["state"] = region_id(customers, "state", qualify).str.removeprefix("state:")
+    out = build_daily(located["orders"], located["order_items"], f["products"], customers,
                       top_categories=config.top_categories, top_states=config.top_states_in_cross)
     counts = out.groupby("level")["series_id"].nunique().to_dict()
     context.add_output_metadata({

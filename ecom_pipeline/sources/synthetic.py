@@ -980,6 +980,7 @@ class SyntheticSource(Source):
             "zip_prefix": _pad(p["zip5"], 5).astype(object),
             "city": g.city_name[p["city"]],
             "state": g.state_code[g.city_state[p["city"]]],
+            "country": np.full(len(idx), self.country, dtype=object),  # the profile's country (ISO code)
             "lat": _fmt_fixed(p["lat"], 6),
             "lng": _fmt_fixed(p["lng"], 6),
             "name": name,

@@ -63,7 +63,11 @@ def test_uk_shop_stages_with_under_one_percent_of_lines_quarantined(tmp_path):
     assert set(items["reasons"]) <= {"orphan:products"}, items["reasons"]
     # guests: one synthetic customer per guest invoice, never one quarantined row per line
     customers = counts["customers"]
-    assert customers["staged"] == 4_339 + 2_189 and customers["quarantined"] == 0
+    assert customers["staged"] == 4_339 + 2_189
+    # 8 customers bought from two countries: their second country is a conflicting duplicate (first wins)
+    assert customers["reasons"] == {"duplicate_key_conflict": 8}
+    assert con.execute("SELECT count(DISTINCT country), count(*) FILTER (WHERE country IS NULL) "
+                       "FROM staging.customers").fetchall() == [(38, 0)]
     assert customers["guest_rows"] == 133_358
     orders = counts["orders"]
     assert orders["staged"] == 20_725  # every invoice
@@ -94,6 +98,9 @@ def test_multicountry_sample_statuses_ship_to_and_no_personal_data_outside_raw(t
     assert con.execute("SELECT count(DISTINCT ship_country), count(DISTINCT ship_city) FILTER "
                        "(WHERE ship_country = 'UK'), max(ship_postal_code) FILTER (WHERE ship_city = 'Liverpool') "
                        "FROM staging.orders").fetchall() == [(19, 4, "WX1 6LT")]
+    # the customer's country (the calendar's holidays, the DP report's grid): every company has one
+    assert con.execute("SELECT count(DISTINCT country), count(*) FILTER (WHERE country IS NULL) "
+                       "FROM staging.customers").fetchall() == [(19, 0)]
 
     with open(SALES_DIR / "sales_data_sample.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))

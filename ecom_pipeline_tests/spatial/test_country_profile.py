@@ -76,7 +76,6 @@ def test_country_only_shop_gets_country_regions_and_a_named_stgcn_skip(tmp_path)
     country = {"SP": "United Kingdom", "RJ": "France", "MG": "Germany", "RS": "EIRE", "BA": "Spain",
                "PR": "Unspecified"}
     con = duckdb.connect(str(wh))
-    con.execute("ALTER TABLE staging.customers ADD COLUMN country VARCHAR")
     con.execute("UPDATE staging.customers SET country = CASE state "
                 + " ".join(f"WHEN '{s}' THEN '{c}'" for s, c in country.items())
                 + " END, state = NULL, city = NULL, zip_prefix = NULL, lat = NULL, lng = NULL")
