@@ -76,6 +76,7 @@ __all__ = ["SyntheticSource", "black_friday"]
 
 _DAY = 86400
 _HOUR = 3600
+SHIP_TO_COLUMNS = ("ship_city", "ship_state", "ship_postal_code", "ship_country", "ship_lat", "ship_lng")
 _S = np.strings if hasattr(np, "strings") else np.char  # vectorised string functions (numpy >= 2 / 1.x)
 
 # ---------------------------------------------------------------------------------------------- hashing
@@ -1076,6 +1077,8 @@ class SyntheticSource(Source):
                     "approved_at": _fmt_ts(k["approved"], k["has_approved"]),
                     "delivered_at": _fmt_ts(k["delivered"], k["is_delivered"]),
                     "estimated_delivery_at": _fmt_ts(k["estimated"]),
+                    # every synthetic order ships to its customer's address: no separate ship-to location
+                    **{c: np.full(k["n"], None, dtype=object) for c in SHIP_TO_COLUMNS},
                 },
             )
 
