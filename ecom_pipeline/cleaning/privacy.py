@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
-import secrets
 from pathlib import Path
 
 import duckdb
 
 from ecom_pipeline import config
+from ecom_pipeline.local_keys import read_or_create_key
 
 PSEUDONYM_HEX_CHARS = 32
 KEY_ENV_VAR = "ECOM_PSEUDONYM_KEY"
@@ -192,21 +191,10 @@ def resolve_pseudonym_key(env: str, data_root: Path) -> tuple[bytes, str]:
             "ECOM_ENV=local."
         )
     path = Path(data_root) / KEY_FILE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    created = False
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32) + "\n")
-        created = True
-    value = path.read_text().strip()
-    if not value:
-        raise PseudonymKeyError(f"pseudonym key file {path} is empty; delete it to generate a new key")
-    if os.stat(path).st_mode & 0o077:
-        os.chmod(path, 0o600)
+        value, created = read_or_create_key(path)
+    except ValueError as exc:
+        raise PseudonymKeyError(f"pseudonym {exc}") from exc
     what = "generated a new" if created else "using the"
     warning = (
         f"{KEY_ENV_VAR} is not set: {what} local pseudonym key in {path} (mode 0600). Keep it: "

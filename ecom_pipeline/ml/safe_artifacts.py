@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -73,18 +72,13 @@ def resolve_signing_key(settings=None) -> tuple[bytes, str]:
             f"{KEY_ENV_VAR} is not set. In environment {settings.env!r} the model signing key must be provided "
             f"(e.g. `export {KEY_ENV_VAR}=$(python -c 'import secrets; print(secrets.token_hex(32))')`); it is "
             "only generated automatically with ECOM_ENV=local.")
-    path = Path(settings.data_root) / KEY_FILE_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        import secrets
+    from ecom_pipeline.local_keys import read_or_create_key
 
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-    key = path.read_text().strip().encode("utf-8")
+    path = Path(settings.data_root) / KEY_FILE_NAME
+    try:
+        key = read_or_create_key(path)[0].encode("utf-8")
+    except ValueError as exc:
+        raise SigningKeyError(f"model signing {exc}") from exc
     return key, (f"{KEY_ENV_VAR} is not set: using the local key in {path} (generated once). Versions signed "
                  "with it do not verify elsewhere; set the variable for any shared registry.")
 

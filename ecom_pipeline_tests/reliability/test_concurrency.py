@@ -17,8 +17,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, warehouse_fingerprints
 from ecom_pipeline.resources.warehouse import connect_with_retry, lock_wait_stats
+from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, warehouse_fingerprints
 from ecom_pipeline_tests.reliability.concurrent_worker import light_selection, run_together
 
 

@@ -298,29 +298,13 @@ def test_corrupted_champion_artifact_keeps_serving_the_previous_champion(env, tm
         corrupt,
         model_file,
     )
+    from ecom_pipeline_tests.reliability.review_serving import review_serving_warehouse
 
     rng = np.random.default_rng(0)
     n, dim = 60, 8
     warehouse = tmp_path / "serving.duckdb"
-    con = duckdb.connect(str(warehouse))
-    con.execute("CREATE SCHEMA staging; CREATE SCHEMA features")
-    reviews_df = pd.DataFrame({
-        "review_id": [f"r{i}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)],
-        "customer_id": [f"c{i}" for i in range(n)], "product_id": [f"p{i % 5}" for i in range(n)],
-        "score": rng.integers(1, 6, n), "title": ["ok"] * n, "text": [f"review text {i}" for i in range(n)],
-        "created_at": pd.date_range("2024-01-01", periods=n, freq="D")})
-    emb = rng.normal(size=(n, dim)).astype(np.float32)
-    con.register("_r", reviews_df)
-    con.execute("CREATE TABLE staging.reviews AS SELECT * FROM _r")
-    con.register("_e", pd.DataFrame({"review_id": reviews_df["review_id"], "embedding": list(emb), "model": "test-enc"}))
-    con.execute(f"CREATE TABLE {reviews.REVIEW_EMB} AS SELECT review_id, embedding::FLOAT[] AS embedding, model FROM _e")
+    emb = review_serving_warehouse(warehouse, rng, n, dim)
     name = reviews.MODEL_NAME.format(setting="3class")
-    # the serving gate's decision: the head serves (otherwise the TF-IDF baseline would, and no head is loaded)
-    from ecom_pipeline.ml.serving_gate import Decision, record_decisions
-
-    record_decisions(con, "sentiment", [Decision("sentiment", "3class", name, "ecom.sentiment_baseline.3class",
-                                                 "macro_f1", 0.6, 0.4, 0.1, 0.3, name, "planted by the test")])
-    con.close()
 
     tracking = MLflowResource(tracking_uri=f"sqlite:///{env / 'mlflow.db'}", experiment="serving_faults")
     y = rng.integers(0, 3, n)
@@ -344,7 +328,7 @@ def test_corrupted_champion_artifact_keeps_serving_the_previous_champion(env, tm
     p_positive = con.execute(f"SELECT p_positive FROM {reviews.SENTIMENT_TABLE} ORDER BY review_id").fetchdf()
     con.close()
     assert served == [(f"v{v1.version} on test-enc",)]
-    order = np.argsort(reviews_df["review_id"].to_numpy())
+    order = np.arange(n)  # the ids are zero-padded: sorted order = generated order
     assert np.allclose(p_positive["p_positive"].to_numpy(), good.predict_proba(emb[order])[:, 2])
     client = mlflow.MlflowClient(tracking.tracking_uri)
     assert "signature mismatch" in client.get_model_version(name, v2.version).tags[LOAD_ERROR_TAG]

@@ -18,7 +18,6 @@ from urllib.parse import urlparse
 import dagster as dg
 import duckdb
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
@@ -181,23 +180,12 @@ def test_the_serving_asset_refuses_a_planted_pickle_and_serves_the_former_champi
 
     from ecom_pipeline.assets import reviews
     from ecom_pipeline.resources import WarehouseResource
+    from ecom_pipeline_tests.reliability.review_serving import review_serving_warehouse
 
     rng = np.random.default_rng(0)
     n, dim = 40, 8
     warehouse = tmp_path / "serving.duckdb"
-    con = duckdb.connect(str(warehouse))
-    con.execute("CREATE SCHEMA staging; CREATE SCHEMA features")
-    docs = pd.DataFrame({
-        "review_id": [f"r{i:02d}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)],
-        "customer_id": [f"c{i}" for i in range(n)], "product_id": [f"p{i % 5}" for i in range(n)],
-        "score": rng.integers(1, 6, n), "title": ["ok"] * n, "text": [f"review text {i}" for i in range(n)],
-        "created_at": pd.date_range("2024-01-01", periods=n, freq="D")})
-    emb = rng.normal(size=(n, dim)).astype(np.float32)
-    con.register("_r", docs)
-    con.execute("CREATE TABLE staging.reviews AS SELECT * FROM _r")
-    con.register("_e", pd.DataFrame({"review_id": docs["review_id"], "embedding": list(emb), "model": "test-enc"}))
-    con.execute(f"CREATE TABLE {reviews.REVIEW_EMB} AS SELECT review_id, embedding::FLOAT[] AS embedding, model FROM _e")
-    con.close()
+    emb = review_serving_warehouse(warehouse, rng, n, dim)
 
     y = rng.integers(0, 3, n)
     good = LogisticRegression(max_iter=200).fit(emb, y)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import functools
 import re
-from pathlib import Path
 
 import dagster as dg
 import pytest
