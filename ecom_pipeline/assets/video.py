@@ -41,7 +41,8 @@ def video_frame(folders: list, known_products: set[str]) -> pd.DataFrame:
     for pid, path in find_product_videos(*folders).items():
         st = path.stat()
         rows.append((pid, str(path), text_hash(f"{path}|{st.st_size}|{st.st_mtime_ns}"), pid in known_products))
-    return pd.DataFrame(rows, columns=["product_id", "video_uri", "input_hash", "known"])
+    # bool dtype even when empty: an empty object-dtype mask would select columns, not rows
+    return pd.DataFrame(rows, columns=["product_id", "video_uri", "input_hash", "known"]).astype({"known": bool})
 
 
 @dg.asset(
