@@ -27,7 +27,7 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
     "cleaning/staging.py": (
         {"', '.join(('s.' + k for k in keys))", "_lit(load_id) if load_id else 'NULL'",
          "_tz_map_sql(spec, raw_cols, raw_rel, hints)", "building_rel", "cols", "final_rel", "helper", "key_list",
-         "load_col", "on", "original", "quarantine_rel", "raw_rel", "sql", "work_sql"},
+         "load_col", "on", "original", "quarantine_rel", "raw_rel", "sql", "work_sql", "row_hash"},
         "relations and column lists assembled from qi()-quoted canonical names (canonical.TABLES), values "
         "through _lit(); the source's timezone hint is a literal via _lit inside _tz_map_sql"),
     "loading.py": (
@@ -57,6 +57,19 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
     "cleaning/privacy.py": ({"pseudonym_macro_sql(key)"}, "hex of the HMAC pads: [0-9a-f] only, no quote can occur"),
     "demo.py": ({"table"}, "canonical.TABLE_ORDER names inside double quotes"),
     "pii_scan.py": ({"p", "values"}, "p: a PATTERNS regex with quotes doubled; values: built with quote_ident()"),
+    "api/data.py": ({"sql or f'SELECT * FROM {table}'", "table"},
+                    "snapshot table names are module constants of the app; `sql` a fixed statement of the module"),
+    "assets/federated.py": ({"state", "join"}, "two fixed SQL fragments chosen by whether staging.customers exists"),
+    "geography.py": ({"np.c_[np.cos(la) * np.cos(ln), np.cos(la) * np.sin(ln), np.sin(la)]"},
+                     "not SQL: a KD-tree query of unit vectors"),
+    "ml/serving_gate.py": (
+        {"', '.join(DECISION_COLUMNS)", "table", "scope_sql", "model_col", "task"},
+        "DECISION_COLUMNS and GATED_TABLES (table, task, model column, scope) are module constants"),
+    "resources/model_metrics.py": ({"column", "sql_type", "', '.join(COLUMNS)"},
+                                   "INTERVAL_COLUMNS and COLUMNS are module constants"),
+    "snapshot.py": ({"schema", "_quoted(table)", "sql"},
+                    "schemas and tables listed from the warehouse's own catalogue, double-quoted by _quoted(); "
+                    "`sql` the module's DERIVED statements"),
 }
 # Where user-controlled names enter the package: no interpolated SQL there except constants/quoting helpers.
 USER_INPUT_MODULES = ("sources/mapped.py", "sources/files.py", "sources/olist.py", "automation/inbox.py")
