@@ -68,7 +68,8 @@ def start(settings, **kwargs) -> RunningServer:
     return RunningServer(create_app(settings, **kwargs), free_port())
 
 
-@pytest.fixture(scope="session")
+# module scope: the app's champion poller must not outlive this module's tests (it shares the process)
+@pytest.fixture(scope="module")
 def server(served_root):
     import dataclasses
 

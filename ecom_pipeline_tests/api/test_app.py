@@ -137,7 +137,18 @@ def test_posted_events_reach_the_warehouse_after_the_next_ingest(server, served_
     assert str(staged[0][2]).startswith("2024-11-02 10:00:00")
 
 
-def test_review_triage(server, caplog):
+def _served_sentiment_model(root) -> str:
+    """What the pipeline's gate serves for 3-class sentiment (the head only where it beat TF-IDF)."""
+    con = duckdb.connect(str(root / "snapshot.duckdb"), read_only=True)
+    try:
+        row = con.execute("SELECT served FROM ml.serving_decisions WHERE task = 'sentiment' "
+                          "AND scope = '3class' ORDER BY decided_at DESC LIMIT 1").fetchall()
+    finally:
+        con.close()
+    return row[0][0] if row else SENTIMENT
+
+
+def test_review_triage(server, served_root, caplog):
     caplog.set_level(logging.INFO, logger="ecom_pipeline.api")
     text = "O produto chegou quebrado e o vendedor não responde, escrevi para joao.silva@example.com"
     r = post(f"{server.url}/v1/triage", json={"text": text})
@@ -145,7 +156,7 @@ def test_review_triage(server, caplog):
     body = r.json()
     assert body["sentiment"]["label"] in ("negative", "neutral", "positive")
     assert abs(sum(body["sentiment"]["probabilities"].values()) - 1) < 1e-3
-    assert body["sentiment"]["model"] == SENTIMENT
+    assert body["sentiment"]["model"] == _served_sentiment_model(served_root)
     assert body["intent"]["label"] in ("wrong_or_damaged", "quality", "seller_service", "not_received",
                                        "late_delivery", "other", "praise")
     assert body["routing"]["team"] and "joao.silva@example.com" not in body["masked_text"]
@@ -219,7 +230,8 @@ def test_champion_change_is_picked_up_without_failed_requests(server, served_roo
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{served_root / 'mlflow.db'}")
-    current = client.get_model_version_by_alias(SENTIMENT, "champion")
+    served = _served_sentiment_model(served_root)  # the head, or the TF-IDF baseline where the head lost
+    current = client.get_model_version_by_alias(served, "champion")
     statuses, versions, stop = [], set(), threading.Event()
 
     def hammer():
@@ -234,9 +246,9 @@ def test_champion_change_is_picked_up_without_failed_requests(server, served_roo
     for w in workers:
         w.start()
     time.sleep(1.0)
-    new = client.create_model_version(SENTIMENT, current.source, run_id=current.run_id,
+    new = client.create_model_version(served, current.source, run_id=current.run_id,
                                       tags={**current.tags, "promoted": "True"})
-    client.set_registered_model_alias(SENTIMENT, "champion", new.version)
+    client.set_registered_model_alias(served, "champion", new.version)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and str(new.version) not in versions:
         time.sleep(0.2)
@@ -247,7 +259,7 @@ def test_champion_change_is_picked_up_without_failed_requests(server, served_roo
     assert str(new.version) in versions and str(current.version) in versions
     assert statuses and set(statuses) == {200}
     ready = get(f"{server.url}/ready").json()
-    assert ready["champions"][SENTIMENT]["version"] == str(new.version)
+    assert ready["champions"][served]["version"] == str(new.version)
     assert any("champions" in r for r in ready["reloads"])
 
 
@@ -260,16 +272,17 @@ def test_serving_gate_decisions_are_obeyed(server, served_root):
     known = next(c for c in _raw_customers(served_root) if pseudonym(c, key) in data.recommendations)
     model = str(data.recommendations[pseudonym(known, key)].iloc[0]["model"])
     wh = served_root / "warehouse.duckdb"
+    from ecom_pipeline.ml.serving_gate import GATED_TABLES, Decision, record_decisions
+
     con = duckdb.connect(str(wh))
-    try:
-        con.execute("""CREATE OR REPLACE TABLE ml.serving_decisions (task VARCHAR, scope VARCHAR, candidate VARCHAR,
-            baseline VARCHAR, metric VARCHAR, candidate_value DOUBLE, baseline_value DOUBLE, ci_low DOUBLE,
-            ci_high DOUBLE, served BOOLEAN, reason VARCHAR, decided_at TIMESTAMP)""")
-        con.execute("INSERT INTO ml.serving_decisions VALUES "
-                    "('sentiment', '3class', ?, 'tfidf_logreg', 'macro_f1', 0.5, 0.52, -0.06, 0.02, false, "
-                    "'no better than its baseline (interval includes 0)', now()), "
-                    "('recommendations', 'item', ?, 'regional_popularity', 'ndcg@10', 0.1, 0.1, -0.01, 0.01, false, "
-                    "'no better than regional popularity', now())", [SENTIMENT, model])
+    try:  # the pipeline's own gate rows: the candidates lost, their baselines serve
+        sentiment_task, rec_task = GATED_TABLES["features.review_sentiment"][0], GATED_TABLES["serving.recommendations"][0]
+        record_decisions(con, sentiment_task, [Decision(
+            sentiment_task, "3class", SENTIMENT, "ecom.sentiment_baseline.3class", "macro_f1", 0.5, 0.52, -0.06,
+            0.02, "ecom.sentiment_baseline.3class", "no better than its baseline (interval includes 0)")])
+        record_decisions(con, rec_task, [Decision(
+            rec_task, "item", model, "regional_popularity", "ndcg@10", 0.1, 0.1, -0.01, 0.01,
+            "regional_popularity", "no better than regional popularity")])
     finally:
         con.close()
     publish_snapshot(wh, served_root / "snapshot.duckdb")
