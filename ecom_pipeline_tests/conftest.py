@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,24 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
                 "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_ENV", "ECOM_COUNTRY", "ECOM_SYNTHETIC_COUNTRY"):
         monkeypatch.delenv(var, raising=False)
     return root
+
+
+MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_do_not_leak():
+    """MLflow keeps its tracking/registry URI in process globals (and mirrors them into the environment): a
+    test that points it at its own store must not leave later tests registering models there."""
+    before = {v: os.environ.get(v) for v in MLFLOW_URI_VARS}
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None or {v: os.environ.get(v) for v in MLFLOW_URI_VARS} == before:
+        return
+    mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+    mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
+    for var, value in before.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value

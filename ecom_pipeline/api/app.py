@@ -164,6 +164,8 @@ class AppState:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._thread is not None:  # a check in progress finishes before the app is gone
+            self._thread.join(timeout=60)
         if self.spool is not None:
             self.spool.rotate(force=True)
 

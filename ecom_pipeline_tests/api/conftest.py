@@ -12,9 +12,10 @@ from ecom_pipeline_tests.api.build import build, environment
 ORDERS = 600
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served_root(tmp_path_factory) -> Path:
-    """A small real pipeline run (synthetic shop) with its published snapshot; the env points at it."""
+    """A small real pipeline run (synthetic shop) with its published snapshot; the env points at it for this
+    module only (MLflow's tracking URI included: later modules must not register into this store)."""
     root = tmp_path_factory.mktemp("serving") / "data"
     saved = {k: os.environ.get(k) for k in environment(root, ORDERS)}
     os.environ.update(environment(root, ORDERS))
@@ -29,6 +30,11 @@ def served_root(tmp_path_factory) -> Path:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+    import mlflow  # the app set the process-wide URIs to this root's store: put them back
+
+    mlflow.set_tracking_uri(saved.get("MLFLOW_TRACKING_URI"))
+    mlflow.set_registry_uri(None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 def free_port() -> int:
