@@ -36,6 +36,7 @@ def child(name: str) -> dict:
     import duckdb
 
     from ecom_pipeline.canonical import TABLE_ORDER
+    from ecom_pipeline.warehouse.tables import load_counts
     from ecom_pipeline.config import Settings
     from ecom_pipeline.definitions import build_definitions
 
@@ -52,16 +53,7 @@ def child(name: str) -> dict:
                 "rows_filtered_out", "identical_duplicates_dropped", "conflicting_duplicate_rows", "guest_rows")
                 if k in md}
     con = duckdb.connect(str(settings.warehouse), read_only=True)
-    tables = {}
-    for t in TABLE_ORDER:
-        raw = con.execute(f'SELECT count(*) FROM raw."{t}"').fetchall()[0][0]
-        if not raw:
-            continue
-        staged = con.execute(f'SELECT count(*) FROM staging."{t}"').fetchall()[0][0]
-        reasons = dict(con.execute("SELECT reason, count(*) FROM staging.quarantine WHERE table_name = ? "
-                                   "GROUP BY 1 ORDER BY 2 DESC", [t]).fetchall())
-        tables[t] = {"raw": raw, "staged": staged, "quarantined": sum(reasons.values()), "reasons": reasons,
-                     **facts.get(t, {})}
+    tables = {t: {**c, **facts.get(t, {})} for t, c in load_counts(con, TABLE_ORDER).items() if c["raw"]}
     con.close()
     return {"example": name, "success": result.success, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "tables": tables,

@@ -58,19 +58,12 @@ def facts(warehouse: Path, materialised: dict) -> dict:
     import duckdb
 
     from ecom_pipeline.canonical import TABLE_ORDER
+    from ecom_pipeline.warehouse.tables import load_counts
     from ecom_pipeline.geography import country_code
 
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        tables = {}
-        for t in TABLE_ORDER:
-            raw = con.execute(f'SELECT count(*) FROM raw."{t}"').fetchall()[0][0]
-            if not raw:
-                continue
-            staged = con.execute(f'SELECT count(*) FROM staging."{t}"').fetchall()[0][0]
-            reasons = dict(con.execute("SELECT reason, count(*) FROM staging.quarantine WHERE table_name = ? "
-                                       "GROUP BY 1 ORDER BY 2 DESC", [t]).fetchall())
-            tables[t] = {"raw": raw, "staged": staged, "quarantined": sum(reasons.values()), "reasons": reasons}
+        tables = {t: c for t, c in load_counts(con, TABLE_ORDER).items() if c["raw"]}
         out = {"tables": tables}
         have = {f"{s}.{t}" for s, t in con.execute(
             "SELECT table_schema, table_name FROM information_schema.tables").fetchall()}

@@ -27,23 +27,16 @@ def warehouse_summary(warehouse: Path) -> str:
     """Per table: raw, staged and quarantined rows, conflicting duplicates, and the main quarantine reasons."""
     from ecom_pipeline.canonical import TABLE_ORDER
     from ecom_pipeline.resources.warehouse import connect_with_retry
+    from ecom_pipeline.warehouse.tables import load_counts
 
     con = connect_with_retry(warehouse, read_only=True)
     try:
         lines = [f"{'table':<12} {'raw':>10} {'staged':>10} {'quarantined':>12} {'dup_conflict':>12}  top reasons"]
-        for table in TABLE_ORDER:
-            raw = con.execute(f'SELECT count(*) FROM raw."{table}"').fetchall()[0][0]
-            staged = con.execute(f'SELECT count(*) FROM staging."{table}"').fetchall()[0][0]
-            reasons = con.execute(
-                "SELECT reason, count(*) n FROM staging.quarantine WHERE table_name = ? GROUP BY 1 ORDER BY 2 DESC LIMIT 3",
-                [table],
-            ).fetchall()
-            per_reason = dict(con.execute(
-                "SELECT reason, count(*) FROM staging.quarantine WHERE table_name = ? GROUP BY 1", [table]).fetchall())
-            q = sum(per_reason.values())
-            conflicts = per_reason.get("duplicate_key_conflict", 0)  # same key, other values: first one kept
-            top = ", ".join(f"{r} ({n})" for r, n in reasons) or "-"
-            lines.append(f"{table:<12} {raw:>10,} {staged:>10,} {q:>12,} {conflicts:>12,}  {top}")
+        for table, c in load_counts(con, TABLE_ORDER).items():
+            conflicts = c["reasons"].get("duplicate_key_conflict", 0)  # same key, other values: first one kept
+            top = ", ".join(f"{r} ({n})" for r, n in list(c["reasons"].items())[:3]) or "-"
+            lines.append(f"{table:<12} {c['raw']:>10,} {c['staged']:>10,} {c['quarantined']:>12,} "
+                         f"{conflicts:>12,}  {top}")
         schemas = con.execute(
             "SELECT table_schema, count(*) FROM information_schema.tables GROUP BY 1 ORDER BY 1").fetchall()
         lines.append("tables per schema: " + ", ".join(f"{s}={n}" for s, n in schemas))

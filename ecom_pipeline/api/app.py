@@ -24,7 +24,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, Upload
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field
 
 from ecom_pipeline.config import Settings
 
@@ -59,28 +59,20 @@ class EventsRequest(BaseModel):
     events: list[CustomerEvent] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
-class TriageRequest(BaseModel):
-    text: str = Field(max_length=MAX_TEXT_CHARS)
-    title: str | None = Field(None, max_length=500)
+def _not_blank(v: str) -> str:
+    if not v.strip():
+        raise ValueError("text is empty")
+    return v
 
-    @field_validator("text")
-    @classmethod
-    def not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("text is empty")
-        return v
+
+class TriageRequest(BaseModel):
+    text: Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
+    title: str | None = Field(None, max_length=500)
 
 
 class TextQuery(BaseModel):
-    text: str = Field(max_length=1000)
+    text: Annotated[str, Field(max_length=1000), AfterValidator(_not_blank)]
     k: int = Field(10, ge=1, le=100)
-
-    @field_validator("text")
-    @classmethod
-    def not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("text is empty")
-        return v
 
 
 # ------------------------------------------------------------------------------------------------- state

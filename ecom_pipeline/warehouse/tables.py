@@ -51,6 +51,19 @@ def write_table(con: duckdb.DuckDBPyConnection, qualified: str, df: pd.DataFrame
     return len(frame)
 
 
+def load_counts(con: duckdb.DuckDBPyConnection, tables) -> dict[str, dict]:
+    """Per canonical table: raw rows, staged rows, and quarantined rows by reason (most first), so the
+    invariant raw = staged + quarantined can be read off.  Used by the demo summary and the benchmarks."""
+    out = {}
+    for t in tables:
+        raw = con.execute(f"SELECT count(*) FROM raw.{quote_ident(t)}").fetchall()[0][0]
+        staged = con.execute(f"SELECT count(*) FROM staging.{quote_ident(t)}").fetchall()[0][0]
+        reasons = dict(con.execute("SELECT reason, count(*) FROM staging.quarantine WHERE table_name = ? "
+                                   "GROUP BY 1 ORDER BY 2 DESC, 1", [t]).fetchall())
+        out[t] = {"raw": raw, "staged": staged, "quarantined": sum(reasons.values()), "reasons": reasons}
+    return out
+
+
 def read_or_empty(warehouse, qualified: str, columns: list[str] | None = None) -> pd.DataFrame:
     with warehouse.connect(read_only=True) as con:
         return read_table(con, qualified, columns)
