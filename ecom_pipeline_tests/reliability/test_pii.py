@@ -42,7 +42,8 @@ SEEDED_REVIEW_SENTENCES = [  # appended to the first review texts
 ]
 SEEDED_CPFS = ["529.982.247-25", "11144477735", "390.533.447-05"]
 N_ORDERS = 500
-RAW_READERS = {"loading.py", "cleaning/staging.py", "quality.py", "demo.py", "assets/ingest.py"}
+# warehouse/tables.py only counts raw rows (load_counts: raw = staged + quarantined), never reads a value.
+RAW_READERS = {"loading.py", "cleaning/staging.py", "quality.py", "demo.py", "assets/ingest.py", "warehouse/tables.py"}
 
 
 class SeededSource(Source):
@@ -208,3 +209,6 @@ def test_only_ingestion_code_reads_the_restricted_raw_schema():
     readers = {str(p.relative_to(package)) for p in package.rglob("*.py") if pattern.search(p.read_text())}
     assert readers <= RAW_READERS, readers - RAW_READERS
     assert {"loading.py", "cleaning/staging.py"} <= readers  # the pattern does see real readers
+    # the warehouse layer may name raw only to count its rows
+    counting = re.findall(r"SELECT\s+(.{0,20}?)\s+FROM\s+raw\.", (package / "warehouse/tables.py").read_text(), re.I)
+    assert counting and all(c.lower() == "count(*)" for c in counting), counting
