@@ -82,3 +82,48 @@ def planted_world(
         "taste": pd.DataFrame({"customer_id": [f"c{u:05d}" for u in range(n_users)],
                                "category": [cats[c] for c in user_taste]}),
     }
+
+
+def planted_sequences(
+    n_users: int = 400, n_items: int = 200, purchases_per_user: tuple[int, int] = (6, 14),
+    p_next: float = 0.7, days: int = 365, seed: int = 0,
+) -> dict[str, pd.DataFrame]:
+    """A planted *order* pattern: the items form one hidden cycle, and a customer's next purchase is the
+    successor of their previous one with probability ``p_next`` (else a Zipf-popular item).  Every item is
+    as popular as its neighbours along the cycle, so popularity cannot learn it, and co-occurrence (item-kNN)
+    cannot tell the successor from the predecessor; a model of the order can.  Canonical-shaped frames:
+    customers, products, orders, order_items (no events)."""
+    rng = np.random.default_rng(seed)
+    items = [f"q{i:04d}" for i in range(n_items)]
+    cycle = rng.permutation(n_items)
+    successor = np.empty(n_items, dtype=np.int64)
+    successor[cycle] = np.roll(cycle, -1)
+    zipf = 1.0 / np.arange(1, n_items + 1) ** 1.1
+    zipf = zipf[rng.permutation(n_items)]
+    zipf /= zipf.sum()
+    start = pd.Timestamp("2023-01-01")
+    orders, order_items = [], []
+    oid = 0
+    for u in range(n_users):
+        cust = f"c{u:05d}"
+        n = int(rng.integers(purchases_per_user[0], purchases_per_user[1] + 1))
+        times = np.sort(rng.uniform(0, days, n))
+        item = int(rng.integers(n_items))
+        for t in times:
+            ts = start + pd.Timedelta(days=float(t))
+            orders.append((f"o{oid:06d}", cust, "delivered", ts, ts, ts + pd.Timedelta(days=5), ts + pd.Timedelta(days=10)))
+            order_items.append((f"o{oid:06d}", 1, items[item], "s1", 10.0, 5.0, 1))
+            oid += 1
+            item = int(successor[item]) if rng.random() < p_next else int(rng.choice(n_items, p=zipf))
+    customers = pd.DataFrame({"customer_id": [f"c{u:05d}" for u in range(n_users)], "zip_prefix": "00000",
+                              "city": "x", "state": "S0", "lat": 0.0, "lng": 0.0})
+    products = pd.DataFrame({"product_id": items, "category": "all", "title": [f"item {i}" for i in items],
+                             "description": "", "price": 10.0, "image_uri": None, "attributes": None})
+    return {
+        "customers": customers, "products": products,
+        "orders": pd.DataFrame(orders, columns=["order_id", "customer_id", "status", "purchased_at", "approved_at",
+                                                "delivered_at", "estimated_delivery_at"]),
+        "order_items": pd.DataFrame(order_items, columns=["order_id", "item_seq", "product_id", "seller_id", "price",
+                                                          "freight", "quantity"]),
+        "successor": pd.DataFrame({"product_id": items, "next_product_id": [items[j] for j in successor]}),
+    }
