@@ -60,13 +60,17 @@ def test_no_serving_row_from_a_model_that_lost(warehouse):
     con = duckdb.connect(str(warehouse))
     try:
         decisions = con.execute("SELECT task, scope, candidate, served FROM ml.serving_decisions").fetchdf()
+        present = set(con.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables")
+                      .fetchdf().iloc[:, 0])
         for table, (task, model_col, _) in GATED_TABLES.items():
-            rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            # tables of assets outside this test's selection (serving.sequence_recommendations) are not built
+            rows = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] if table in present else 0
             if rows:  # a table with rows has decisions behind it, and its model column names served models
                 assert task in set(decisions["task"]), f"{table} has {rows} rows but no {task} decision"
                 models = set(con.execute(f"SELECT DISTINCT {model_col}::VARCHAR FROM {table}").fetchdf().iloc[:, 0])
                 assert models <= set(decisions.loc[decisions["task"] == task, "served"]), (table, models)
-        served_tables = [t for t in GATED_TABLES if con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]]
+        served_tables = [t for t in GATED_TABLES
+                         if t in present and con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]]
         assert {"serving.forecasts", "serving.anomalies", "features.review_sentiment"} <= set(served_tables)
         assert serving_violations(con).empty, serving_violations(con).to_string()
 

@@ -192,6 +192,12 @@ def _build_finetuned_classifier(cfg: dict):
     return FinetunedClassifier.from_config(cfg)
 
 
+def _build_sasrec(cfg: dict):
+    from ecom_pipeline.ml.recsys.sequence import SASRecNet
+
+    return SASRecNet.from_config(cfg)
+
+
 # class name (as recorded in the spec) -> builder; the only modules a torch artifact can become
 TORCH_BUILDERS: dict[str, Callable[[dict], Any]] = {
     "torch.nn.Linear": _build_linear,
@@ -200,6 +206,7 @@ TORCH_BUILDERS: dict[str, Callable[[dict], Any]] = {
     "ecom_pipeline.ml.spatial.gcn.GCNEncoder": _build_gcn_encoder,
     "ecom_pipeline.ml.recsys.export.FactorRecommenderModule": _build_factor_module,
     "ecom_pipeline.ml.text.sentiment.FinetunedClassifier": _build_finetuned_classifier,
+    "ecom_pipeline.ml.recsys.sequence.SASRecNet": _build_sasrec,
 }
 
 

@@ -146,6 +146,7 @@ GATED_TABLES: dict[str, tuple[str, str, str]] = {
     "serving.forecasts": ("forecast_daily_orders", "model", "series_id"),
     "serving.anomalies": ("anomaly_expected", "expected_model", "series_id"),
     "serving.recommendations": ("recommendation", "model", "level"),
+    "serving.sequence_recommendations": ("recommendation_sequence", "model", "segment"),
     "serving.repurchase_scores": ("repurchase", "model", "all"),
     "features.review_sentiment": ("sentiment", "model", "3class"),
 }

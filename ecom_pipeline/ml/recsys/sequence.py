@@ -320,7 +320,9 @@ class SequenceRecommender:
         # (long histories are seen piece by piece over the epochs); targets: an item of the basket after each
         # of the window's last ``train_positions`` basket ends
         pieces = np.flatnonzero(np.array([len(e) >= 2 for e in basket_ends], dtype=bool))
-        self.loss_history, self.validation_curve, self.stopped_early = [], [], ""
+        self.loss_history, self.stopped_early = [], ""
+        if validation is not None:  # the refit keeps the validation run's curve (it chose the epochs)
+            self.validation_curve = []
         best_state, best, since_best = None, -1.0, 0
         t0 = time.perf_counter()
         L, T = p["max_len"], min(p["train_positions"], p["max_len"])
