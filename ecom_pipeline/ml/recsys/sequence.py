@@ -239,6 +239,7 @@ class SequenceRecommender:
         self.chosen_epochs = 0
         self.stopped_early = ""
         self.device = "cpu"
+        self.exclude_seen = True
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: InteractionData, *, product_embeddings: pd.DataFrame | None = None,
@@ -253,7 +254,7 @@ class SequenceRecommender:
         if cpu_threads and not str(device).startswith("cuda"):
             torch.set_num_threads(cpu_threads)
         try:
-            self.device = device
+            self.device, self.exclude_seen = device, exclude_seen
             if epochs is None:
                 epochs = self._choose_epochs(data, product_embeddings, exclude_seen, device, log)
             self.chosen_epochs = epochs
@@ -347,10 +348,13 @@ class SequenceRecommender:
                     inp[r, L - (e + 1 - start):] = seq[start:e + 1] + 1
                     first = max(k - T + 1, int(np.searchsorted(ends, start)))
                     for slot, j in enumerate(range(first, k + 1), start=T - (k + 1 - first)):
-                        nxt = seq[ends[j] + 1:ends[j + 1] + 1]
-                        tgt[r, slot] = nxt[int(rng.integers(len(nxt)))]
-                        at[r, slot] = L - 1 - (e - ends[j])
                         hist[r, slot] = history_features(seq[:ends[j] + 1], basket_of[:ends[j] + 1], data.n_items)
+                        nxt = seq[ends[j] + 1:ends[j + 1] + 1]
+                        if self.exclude_seen:  # the discovery protocol: learn to predict what is new to them
+                            nxt = nxt[hist[r, slot, nxt, 0] == 0]
+                        if len(nxt):
+                            tgt[r, slot] = nxt[int(rng.integers(len(nxt)))]
+                        at[r, slot] = L - 1 - (e - ends[j])
                 x, y = torch.as_tensor(inp, device=dev), torch.as_tensor(tgt, device=dev)
                 states = net(x)[torch.arange(len(users), device=dev)[:, None], torch.as_tensor(at, device=dev)]
                 logits = net.scores(states, torch.as_tensor(hist, device=dev))
