@@ -244,7 +244,7 @@ class SequenceRecommender:
     # ------------------------------------------------------------------ fit
     def fit(self, data: InteractionData, *, product_embeddings: pd.DataFrame | None = None,
             exclude_seen: bool = True, epochs: int | None = None, device: str = "cpu",
-            cpu_threads: int | None = 1, log=None, **_ignored):
+            cpu_threads: int | None = 1, log=None):
         """Choose the number of epochs on a validation window carved from the end of ``data``'s time
         (unless ``epochs`` is given), then train on all of ``data``.  ``exclude_seen``: the protocol the
         validation scores with (as the test will).  ``cpu_threads`` as in the two-tower."""
