@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
@@ -21,7 +21,7 @@ import pandas as pd
 from ecom_pipeline.canonical import LOAD_COLUMNS, TABLES
 from ecom_pipeline.config import env
 from ecom_pipeline.sources.base import DEFAULT_CHUNK_ROWS, Source, SourceError
-from ecom_pipeline.warehouse.tables import quote_ident  # noqa: F401  (re-exported for older imports)
+from ecom_pipeline.warehouse.tables import quote_ident
 
 RAW_SCHEMA = "raw"
 # Raw-only column: a reader that could not split a line into fields puts the reason here (and the
@@ -59,7 +59,7 @@ def raw_columns(table: str) -> list[str]:
 
 
 def new_load_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
 @dataclass
@@ -71,6 +71,11 @@ class RawLoadResult:
     seconds: float
     delivered: bool  # False when the source has no such table (an empty table was written)
     files: list[str] = field(default_factory=list)
+    # DuckDB fast path (sources.fast_csv): rows DuckDB inserted, rejected lines the Python reader read, and
+    # per file that went wholly through the Python reader, why.
+    fast_rows: int = 0
+    python_rows: int = 0
+    fast_fallbacks: dict[str, str] = field(default_factory=dict)
 
 
 def _create_raw_table_sql(qualified: str, table: str) -> str:
@@ -117,8 +122,12 @@ def load_raw_table(
     load_id: str,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Callable[[int, int], None] | None = None,
+    fast_path: bool = True,
 ) -> RawLoadResult:
-    """Replace ``raw.<table>`` with a full load from ``source``; returns counts and timings."""
+    """Replace ``raw.<table>`` with a full load from ``source``; returns counts and timings.
+
+    ``fast_path``: let DuckDB read the files of a source that offers a ``fast_scan`` (the rows in raw are
+    the same either way; ``False`` forces the Python reader, e.g. to compare the two)."""
     start = time.perf_counter()
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
     final = f"{RAW_SCHEMA}.{quote_ident(table)}"
@@ -126,16 +135,16 @@ def load_raw_table(
     loading = f"{RAW_SCHEMA}.{quote_ident(staging_name)}"
     con.execute(f"DROP TABLE IF EXISTS {loading}")
     con.execute(_create_raw_table_sql(loading, table))
-    loaded_at = datetime.now(timezone.utc)
+    loaded_at = datetime.now(UTC)
     rows = chunks = 0
     files: set[str] = set()
     delivered = table in source.tables()
+    fast = {"fast_rows": 0, "python_rows": 0, "fast_fallbacks": {}}
     if delivered:
         insert_cols = ", ".join(quote_ident(c) for c in raw_columns(table))
         params = {"load_id": load_id, "loaded_at": loaded_at.replace(tzinfo=None)}
-        for chunk in source.read(table, chunk_rows=chunk_rows):
-            if chunk.empty:
-                continue
+
+        def insert_chunk(chunk: pd.DataFrame) -> None:
             _check_chunk(chunk, table)
             select = _insert_select_sql(set(chunk.columns), table)
             con.register("_raw_chunk", chunk)
@@ -143,7 +152,16 @@ def load_raw_table(
                 con.execute(f"INSERT INTO {loading} ({insert_cols}) SELECT {select} FROM _raw_chunk", params)
             finally:
                 con.unregister("_raw_chunk")
-            rows += len(chunk)
+
+        scan = source.fast_scan(table) if fast_path else None
+        chunk_source = (_fast_chunks(con, source, table, scan, loading, params, insert_chunk, chunk_rows, fast)
+                        if scan is not None else source.read(table, chunk_rows=chunk_rows))
+        for chunk in chunk_source:
+            if chunk.empty:
+                continue
+            if "_fast_rows" not in chunk.attrs:
+                insert_chunk(chunk)
+            rows += len(chunk) if "_fast_rows" not in chunk.attrs else chunk.attrs["_fast_rows"]
             chunks += 1
             files.update(chunk["_source_file"].unique().tolist())
             if progress:
@@ -157,4 +175,35 @@ def load_raw_table(
     except Exception:
         con.execute("ROLLBACK")
         raise
-    return RawLoadResult(table, load_id, rows, chunks, time.perf_counter() - start, delivered, sorted(files))
+    return RawLoadResult(table, load_id, rows, chunks, time.perf_counter() - start, delivered, sorted(files),
+                         **fast)
+
+
+def _fast_chunks(con, source: Source, table: str, scan, loading: str, params: dict, insert_chunk,
+                 chunk_rows: int, fast: dict):
+    """Per file: DuckDB inserts it (yielding a one-row marker frame carrying the row count), or, when it
+    must be read by the Python reader, its chunks are yielded like ``source.read`` would."""
+    from ecom_pipeline.sources.fast_csv import FastFallback, load_csv_fast, python_file_chunks
+    from ecom_pipeline.sources.files import ReadReport
+
+    reports = []
+    for f in scan.files:
+        try:
+            r = load_csv_fast(con, loading, raw_columns(table), scan, f, load_id=params["load_id"],
+                              loaded_at=params["loaded_at"], insert_chunk=insert_chunk,
+                              table_columns=raw_columns(table))
+        except FastFallback as why:
+            fast["fast_fallbacks"][f.label] = str(why)
+            report = ReadReport(f.label)
+            reports.append(report)
+            yield from python_file_chunks(scan, f, chunk_rows, report)
+            continue
+        reports.append(r.report)
+        fast["fast_rows"] += r.fast_rows
+        fast["python_rows"] += r.python_rows
+        if r.rows:
+            marker = pd.DataFrame({"_source_file": [f.label]})
+            marker.attrs["_fast_rows"] = r.rows
+            yield marker
+    if hasattr(source, "record_fast_reports"):
+        source.record_fast_reports(table, reports)

@@ -549,6 +549,33 @@ class MappedSource(Source):
             "guest_rows": int(self.stats.guests.get(table, 0)),
         }
 
+    def fast_scan(self, table: str):
+        """The DuckDB fast path for a table filled only by renamed columns and constants from UTF-8 CSV
+        files (no derivations, filter or deduplication, which need the rows in Python)."""
+        from ecom_pipeline.sources.fast_csv import FastFile, FastScan, csv_options_fast
+
+        tm = self.tables_.get(table)
+        if (tm is None or tm.fmt != "csv" or tm.derive or tm.deduplicate or tm.row_filter is not None
+                or not csv_options_fast(tm.csv)):
+            return None
+        first_col = tm.output_columns[0]
+
+        def to_raw(chunk: pd.DataFrame) -> pd.DataFrame:
+            values: dict[str, Any] = {c: chunk[src] for c, src in tm.columns.items()}
+            values.update(tm.constants)
+            return finish_chunk(chunk, {c: values[c] for c in tm.output_columns}, first_col)
+
+        return FastScan(files=[FastFile(p, label, tm.csv) for p, label in zip(tm.paths, tm.labels)],
+                        columns=dict(tm.columns), constants=dict(tm.constants),
+                        source_columns=tm.source_columns, to_raw=to_raw)
+
+    def record_fast_reports(self, table: str, reports: list) -> None:
+        """Keep the fast path's per-file read reports where ``describe()`` shows them."""
+        self.reports[table] = list(reports)
+        for counter in (self.stats.duplicates_dropped, self.stats.conflicting_duplicates, self.stats.conflict_variants,
+                        self.stats.filtered_out, self.stats.guests, self.stats.not_a_number):
+            counter[table] = 0
+
     def read(self, table: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
         self.check_table(table)
         tm = self.tables_.get(table)
