@@ -123,16 +123,18 @@ def load_raw_table(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Callable[[int, int], None] | None = None,
     fast_path: bool = True,
+    schema: str = RAW_SCHEMA,
 ) -> RawLoadResult:
     """Replace ``raw.<table>`` with a full load from ``source``; returns counts and timings.
 
     ``fast_path``: let DuckDB read the files of a source that offers a ``fast_scan`` (the rows in raw are
-    the same either way; ``False`` forces the Python reader, e.g. to compare the two)."""
+    the same either way; ``False`` forces the Python reader, e.g. to compare the two).  ``schema``: where the
+    table goes (the partitioned ingest loads a day into a scratch schema first, see ``load_raw_partition``)."""
     start = time.perf_counter()
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
-    final = f"{RAW_SCHEMA}.{quote_ident(table)}"
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+    final = f"{quote_ident(schema)}.{quote_ident(table)}"
     staging_name = f"{table}__loading"
-    loading = f"{RAW_SCHEMA}.{quote_ident(staging_name)}"
+    loading = f"{quote_ident(schema)}.{quote_ident(staging_name)}"
     con.execute(f"DROP TABLE IF EXISTS {loading}")
     con.execute(_create_raw_table_sql(loading, table))
     loaded_at = datetime.now(UTC)
@@ -207,3 +209,59 @@ def _fast_chunks(con, source: Source, table: str, scan, loading: str, params: di
             yield marker
     if hasattr(source, "record_fast_reports"):
         source.record_fast_reports(table, reports)
+
+
+# ------------------------------------------------------------------------------ partitioned (daily) ingest
+# A daily run loads one partition (a delivery day, or a source's time window) of each table: its rows go to a
+# scratch table first, then replace that partition's rows in raw.<table> in one transaction, so raw is
+# append-only across partitions and a re-delivered partition replaces itself.  meta.partition_loads keeps
+# every load of every partition (the current one flagged), which staging uses to update by key
+# (cleaning/staging_upsert.py).
+PARTITION_SCHEMA = "raw_partition"
+PARTITION_LOADS = "meta.partition_loads"
+
+
+def ensure_partition_loads(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {PARTITION_LOADS} (table_name VARCHAR, partition_key VARCHAR, "
+        "load_id VARCHAR, is_current BOOLEAN, raw_rows BIGINT, loaded_at TIMESTAMP, staged_at TIMESTAMP, "
+        "accepted_rows BIGINT, inserted_rows BIGINT, updated_rows BIGINT, unchanged_rows BIGINT, "
+        "stale_rows BIGINT, quarantined_rows BIGINT)")
+
+
+def load_raw_partition(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    table: str,
+    partition: str,
+    *,
+    load_id: str,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    fast_path: bool = True,
+) -> RawLoadResult:
+    """Append partition ``partition`` of ``table`` from ``source`` (which delivers just that partition's rows)
+    to ``raw.<table>``, replacing the rows of an earlier load of the same partition, in one transaction."""
+    result = load_raw_table(con, source, table, load_id=load_id, chunk_rows=chunk_rows, fast_path=fast_path,
+                            schema=PARTITION_SCHEMA)
+    ensure_partition_loads(con)
+    scratch = f"{PARTITION_SCHEMA}.{quote_ident(table)}"
+    final = f"{RAW_SCHEMA}.{quote_ident(table)}"
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {final} AS SELECT * FROM {scratch} LIMIT 0")
+        con.execute(f"DELETE FROM {final} WHERE _load_id IN (SELECT load_id FROM {PARTITION_LOADS} "
+                    "WHERE table_name = ? AND partition_key = ?)", [table, partition])
+        con.execute(f"INSERT INTO {final} SELECT * FROM {scratch}")
+        con.execute(f"UPDATE {PARTITION_LOADS} SET is_current = false WHERE table_name = ? AND partition_key = ?",
+                    [table, partition])
+        con.execute(f"INSERT INTO {PARTITION_LOADS} (table_name, partition_key, load_id, is_current, raw_rows, "
+                    "loaded_at) VALUES (?, ?, ?, true, ?, ?)",
+                    [table, partition, load_id, result.rows, datetime.now(UTC).replace(tzinfo=None)])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    con.execute(f"DROP TABLE IF EXISTS {scratch}")
+    return result
