@@ -109,3 +109,20 @@ def test_staging_a_partition_that_was_never_loaded_is_a_clear_error(tmp_path):
     _run_day(con, "2024-05-01")
     with pytest.raises(StagingError, match="no raw load of partition 2024-05-09 of orders"):
         upsert_staging_partition(con, "orders", "2024-05-09", pseudonym_key=KEY)
+
+
+def test_a_day_without_rows_of_a_table_leaves_it_alone(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _run_day(con, "2024-05-01")
+    _run_day(con, "2024-05-02")
+    before = _prints(con)["staging.customers"]
+    orders = pd.DataFrame({"order_id": ["o4"], "customer_id": ["c4"], "status": ["delivered"],
+                           "purchased_at": ["2024-05-02 09:00:00"]})
+    source = FrameSource({"orders": orders})  # no customers delivered that day
+    for table in ("customers", "orders"):
+        load_raw_partition(con, source, table, "2024-05-03", load_id=f"d3-{table}")
+    empty = upsert_staging_partition(con, "customers", "2024-05-03", pseudonym_key=KEY)
+    assert (empty.raw_rows, empty.accepted, empty.quarantined) == (0, 0, 0)
+    assert upsert_staging_partition(con, "orders", "2024-05-03", pseudonym_key=KEY).updated == 1
+    assert _prints(con)["staging.customers"] == before and _status(con, "o4") == "delivered"
+    assert partition_load_counts(con, "customers")["partitions"]["2024-05-03"]["raw"] == 0

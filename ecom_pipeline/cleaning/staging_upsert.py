@@ -113,6 +113,9 @@ def upsert_staging_partition(
     live = f"{STAGING_SCHEMA}.{qi(table)}"
     con.execute(f"CREATE OR REPLACE TABLE {scratch_raw} AS SELECT * FROM {RAW_SCHEMA}.{qi(table)} "
                 "WHERE _load_id = ?", [load_id])
+    if table_exists(con, f"{STAGING_SCHEMA}.{table}") and not con.execute(
+            f"SELECT count(*) FROM {scratch_raw}").fetchall()[0][0]:
+        return _empty_partition(con, table, partition, load_id, start, now)
     # Orphan checks against the live parents (views, so a parent staged earlier in this run counts).
     _drop_relation(con, SCRATCH_STAGING, table)
     for fk in spec.foreign_keys:
@@ -193,6 +196,29 @@ def upsert_staging_partition(
         inserted=counts.get("insert", 0), updated=counts.get("update", 0), unchanged=counts.get("unchanged", 0),
         stale=counts.get("stale", 0), quarantined=quarantined, reasons=stage.reasons,
         seconds=time.perf_counter() - start)
+
+
+def _empty_partition(con: duckdb.DuckDBPyConnection, table: str, partition: str, load_id: str, start: float,
+                     now: datetime | None) -> PartitionStageResult:
+    """A partition without rows of ``table`` (most days have no new sellers): nothing to stage; the
+    quarantine rows of its earlier loads go, as a re-delivery would replace them."""
+    now_ts = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {STAGING_SCHEMA}.{QUARANTINE_TABLE} WHERE table_name = ? AND load_id IN "
+                    f"(SELECT load_id FROM {PARTITION_LOADS} WHERE table_name = ? AND partition_key = ?)",
+                    [table, table, partition])
+        con.execute(f"UPDATE {PARTITION_LOADS} SET staged_at = ?, accepted_rows = 0, inserted_rows = 0, "
+                    "updated_rows = 0, unchanged_rows = 0, stale_rows = 0, quarantined_rows = 0 "
+                    "WHERE load_id = ? AND table_name = ?", [now_ts, load_id, table])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    con.execute(f"DROP TABLE IF EXISTS {SCRATCH_RAW}.{qi(table)}")
+    return PartitionStageResult(table=table, partition=partition, load_id=load_id, raw_rows=0, inserted=0,
+                                updated=0, unchanged=0, stale=0, quarantined=0, reasons={},
+                                seconds=time.perf_counter() - start)
 
 
 def rebuild_staging_from_partitions(
