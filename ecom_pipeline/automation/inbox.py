@@ -37,7 +37,7 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -108,7 +108,7 @@ def delivery_day(name: str, mtime: float) -> str:
             return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
         except ValueError:
             continue
-    return datetime.fromtimestamp(mtime, tz=timezone.utc).date().isoformat()
+    return datetime.fromtimestamp(mtime, tz=UTC).date().isoformat()
 
 
 def landing_name(name: str) -> str:
@@ -163,6 +163,26 @@ def newest_archived(processed: Path) -> dict[str, Path]:
             newest[landing_name(path.name)] = path
     return newest
 
+
+
+def partition_dir(data_root: str | Path, day: str) -> Path:
+    return Path(data_root) / "partitions" / day
+
+
+def publish_partition(data_root: str | Path, day: str) -> Path:
+    """``<data_root>/partitions/<day>/``: that day's archived deliveries (``inbox/processed/<day>/``) under
+    their landing names, the newest delivery of a name that day winning: what the daily partitioned ingest
+    reads (the day's new and corrected rows; the landing folder is the current state of everything)."""
+    folder = inbox_dir(data_root) / "processed" / day
+    target = partition_dir(data_root, day)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    if folder.is_dir():
+        for path in _archived_files(folder):  # oldest first: a later copy of the same name replaces it
+            if not is_online_events(path.name):
+                shutil.copyfile(path, target / landing_name(path.name))
+    return target
 
 
 # ------------------------------------------------------------------------------------- expected layout
@@ -289,7 +309,7 @@ def process_inbox(inbox: Path, seen: dict[str, str], *, settle_seconds: float = 
     Files are moved (rename within the inbox folder, so atomic), never copied or deleted.
     """
     now = time.time() if now is None else now
-    today = today or datetime.fromtimestamp(now, tz=timezone.utc).date()
+    today = today or datetime.fromtimestamp(now, tz=UTC).date()
     last_day = today.toordinal() + 1
     scan = InboxScan()
     if not inbox.is_dir():
@@ -402,8 +422,8 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
             files.append({
                 "day": day, "file": path.name, "landing_file": target.name, "sha256": sha256_file(path),
                 "bytes": path.stat().st_size,
-                "delivered_at": datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).replace(tzinfo=None),
-                "published_at": datetime.now(timezone.utc).replace(tzinfo=None), "run_id": context.run.run_id,
+                "delivered_at": datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).replace(tzinfo=None),
+                "published_at": datetime.now(UTC).replace(tzinfo=None), "run_id": context.run.run_id,
             })
     with warehouse.connect() as con:
         con.execute(f"""CREATE TABLE IF NOT EXISTS {INBOX_TABLE} (day DATE, file VARCHAR, landing_file VARCHAR,

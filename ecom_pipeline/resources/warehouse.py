@@ -147,7 +147,7 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
     threads: int = 0  # 0 = DuckDB's default (all cores)
-    memory_limit: str = ""  # e.g. "4GB"; "" = $ECOM_DUCKDB_MEMORY_LIMIT, else DuckDB's default
+    memory_limit: str = ""  # e.g. "4GB"; "" = config.duckdb_memory_limit() ($ECOM_DUCKDB_MEMORY_LIMIT or a share)
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -177,6 +177,30 @@ class MappedSource(Source):
             raise MappingError("mapping file is not UTF-8 text", file=str(mapping_path)) from None
         return cls(mapping, mapping_path=mapping_path, data_dir=data_dir)
 
+    @classmethod
+    def for_delivery(cls, mapping_path: Path | str, data_dir: Path | str) -> MappedSource:
+        """The mapping restricted to the tables whose files are in ``data_dir`` (one day's delivery for the
+        partitioned ingest: a day usually brings orders and events, not sellers).  Files are looked for in
+        ``data_dir`` only; SourceError when none of the mapping's files is there."""
+        import yaml
+
+        mapping_path, data_dir = Path(mapping_path), Path(data_dir)
+        if not mapping_path.is_file():
+            raise MappingError("mapping file not found", file=str(mapping_path))
+        doc = yaml.safe_load(mapping_path.read_text(encoding="utf-8")) or {}
+        tables = doc.get("tables") if isinstance(doc, dict) else None
+        tables = tables if isinstance(tables, dict) else {}
+        present = {}
+        for table, spec in tables.items():
+            pattern = str((spec or {}).get("file", ""))
+            if pattern and (glob.glob(str(data_dir / pattern)) or (data_dir / pattern).is_file()):
+                present[table] = spec
+        if not present:
+            raise SourceError(f"none of the files of {mapping_path} is in this delivery "
+                              f"(looked for {sorted(str((s or {}).get('file')) for s in tables.values())})",
+                              file=str(data_dir))
+        return cls({**doc, "tables": present}, data_dir=data_dir)
+
     # ------------------------------------------------------------------ validation
     def _err(self, key: str, message: str, column: str | None = None) -> MappingError:
         return MappingError(f"{self._where}: {key}: {message}", file=self._where, column=column)
