@@ -257,17 +257,13 @@ def _rebuild_partitioned_staging(context: dg.OpExecutionContext, source: SourceR
     from ecom_pipeline.sources.mapped import MappedSource
 
     key, _warning = privacy.key()
-    hints = MappedSource.from_yaml(source.mapping).parse_hints("orders") if source.kind == "mapped" else None
+    if source.kind != "mapped":
+        raise dg.Failure(f"partitioned staging comes from a mapped source; the source is {source.kind!r}",
+                         allow_retries=False)
+    hints = MappedSource.hints_from_yaml(source.mapping)
     with warehouse.connect() as con:
-        results = rebuild_staging_from_partitions(con, pseudonym_key=key,
-                                                  hints_for=lambda _t: hints or _default_hints())
+        results = rebuild_staging_from_partitions(con, pseudonym_key=key, hints_for=lambda _t: hints)
     context.log.info(f"replayed {len(results)} partition loads")
-
-
-def _default_hints():
-    from ecom_pipeline.canonical import ParseHints
-
-    return ParseHints()
 
 
 @dg.job(name="partition_staging_rebuild", description="Rebuild staging from the daily partitions' raw loads.")

@@ -201,6 +201,18 @@ class MappedSource(Source):
                               file=str(data_dir))
         return cls({**doc, "tables": present}, data_dir=data_dir)
 
+    @classmethod
+    def hints_from_yaml(cls, mapping_path: Path | str) -> ParseHints:
+        """The mapping's parse hints (time zone, formats, decimal) without looking for its data files (the
+        partitioned rebuild re-stages raw rows that are already loaded)."""
+        import yaml
+
+        mapping_path = Path(mapping_path)
+        doc = yaml.safe_load(mapping_path.read_text(encoding="utf-8")) or {}
+        reader = cls.__new__(cls)
+        reader._where = str(mapping_path)
+        return reader._parse_hints(doc if isinstance(doc, dict) else {})
+
     # ------------------------------------------------------------------ validation
     def _err(self, key: str, message: str, column: str | None = None) -> MappingError:
         return MappingError(f"{self._where}: {key}: {message}", file=self._where, column=column)

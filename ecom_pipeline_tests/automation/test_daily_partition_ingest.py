@@ -11,8 +11,9 @@ import dagster as dg
 import duckdb
 import yaml
 
-from ecom_pipeline.assets.ingest import _daily_partition_asset
+from ecom_pipeline.assets.ingest import _daily_partition_asset, partition_staging_rebuild_job
 from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
+from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, warehouse_fingerprints
 
 MAPPING = {"version": 1, "tables": {
     "customers": {"file": "customers.csv", "columns": {"customer_id": "id", "city": "city"}},
@@ -65,6 +66,16 @@ def test_two_days_then_a_redelivery(tmp_path):
         ("o1", "delivered"), ("o2", "shipped"), ("o3", "created")]
     assert con.execute("SELECT count(*) FROM staging.change_log").fetchall()[0][0] == 1
     assert con.execute("SELECT count(*) FROM raw.orders").fetchall()[0][0] == 4  # 2 per day, re-delivery replaced
+    daily = warehouse_fingerprints(con, ("staging",), PER_RUN_COLUMNS | {"changed_at"})
+    con.close()
+    rebuild = partition_staging_rebuild_job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"source": SourceResource(kind="mapped", mapping=str(mapping), data_root=str(tmp_path)),
+                   "privacy": PrivacyResource(pseudonym_key="test-key"),
+                   "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb"))})
+    assert rebuild.success
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    assert warehouse_fingerprints(con, ("staging",), PER_RUN_COLUMNS | {"changed_at"}) == daily
 
 
 def test_other_sources_are_refused_with_a_reason(tmp_path):
