@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 OLIST = REPO.parent / "shared" / "datasets" / "olist"
 CHUNK_ROWS = 100_000
+REPEATS = 3  # interleaved raw-only repetitions (medians)
 OLIST_FILES = {
     "customers": "olist_customers_dataset", "sellers": "olist_sellers_dataset",
     "products": "olist_products_dataset", "orders": "olist_orders_dataset",
@@ -87,6 +88,37 @@ def _bare_duckdb(con, files: list[Path]) -> dict:
                     [str(f)])
         rows += con.execute(f"SELECT count(*) FROM bare_{i}").fetchone()[0]
     return {"rows": int(rows), "seconds": time.perf_counter() - t0}
+
+
+def _raw_only_interleaved(tmp: Path, source, files: list[Path], repeats: int = REPEATS) -> dict:
+    """Raw load only (files -> DuckDB tables), the three ways one after another, ``repeats`` times, medians:
+    on a shared machine, interleaving puts the same background load on each way."""
+    import statistics
+
+    import duckdb
+
+    from ecom_pipeline.canonical import TABLE_ORDER
+    from ecom_pipeline.loading import load_raw_table
+
+    times: dict[str, list[float]] = {"bare_duckdb": [], "fast_path": [], "python_reader": []}
+    for i in range(repeats):
+        for way, runs in times.items():
+            path = tmp / f"interleaved_{way}_{i}.duckdb"
+            con = duckdb.connect(str(path))
+            t0 = time.perf_counter()
+            if way == "bare_duckdb":
+                _bare_duckdb(con, files)
+            else:
+                for table in TABLE_ORDER:
+                    load_raw_table(con, source, table, load_id="bench", chunk_rows=CHUNK_ROWS,
+                                   fast_path=way == "fast_path")
+            runs.append(time.perf_counter() - t0)
+            con.close()
+            path.unlink()
+    med = {way: statistics.median(v) for way, v in times.items()}
+    return {"repeats": repeats, "seconds": times, "median_seconds": med,
+            "fast_path_vs_bare": med["bare_duckdb"] / med["fast_path"],
+            "python_reader_vs_bare": med["bare_duckdb"] / med["python_reader"]}
 
 
 def _identity_mapping(folder: Path, tables: list[str]) -> Path:
@@ -156,6 +188,7 @@ def run_case(case: str) -> dict:
             bare = duckdb.connect(str(tmp / "bare.duckdb"))
             out["bare_duckdb"] = _bare_duckdb(bare, [csv_dir / f"{t}.csv" for t in TABLE_ORDER])
             bare.close()
+            out["raw_only_interleaved"] = _raw_only_interleaved(tmp, mapped, [csv_dir / f"{t}.csv" for t in TABLE_ORDER])
     p, b = out["pipeline"], out["bare_duckdb"]
     p.pop("fingerprints", None)
     p["rows_per_s"] = p["rows"] / p["seconds"]
@@ -212,6 +245,18 @@ def _markdown(results: list[dict], meta: dict) -> str:
                 f"{r['ratio_python_reader_raw_only_vs_bare']:.2f}x | {p['fast_rows']:,} / {p['python_rows']:,} "
                 f"(whole files through Python: {len(p['fast_fallbacks'])}) | "
                 f"{same['raw_and_staging_fingerprints']} | {same['quarantine_by_reason']} |")
+    inter = [r for r in results if "raw_only_interleaved" in r]
+    if inter:
+        lines += ["", ("Raw load only (files → raw tables), the three ways interleaved, median of "
+                  f"{inter[0]['raw_only_interleaved']['repeats']} (same background load on each way):"), "",
+                  ("| case | bare DuckDB s | fast path s | Python reader s | fast path / bare (speed) | "
+                  "Python reader / bare (speed) |"), "|---|---:|---:|---:|---:|---:|"]
+        for r in inter:
+            m = r["raw_only_interleaved"]
+            med = m["median_seconds"]
+            lines.append(f"| {r['case']} | {med['bare_duckdb']:.1f} | {med['fast_path']:.1f} | "
+                         f"{med['python_reader']:.1f} | {m['fast_path_vs_bare']:.2f}x | "
+                         f"{m['python_reader_vs_bare']:.2f}x |")
     gens = [r for r in results if "generator_and_pipeline" in r]
     if gens:
         lines += ["", "Synthetic generator → raw → staging (no files): "
