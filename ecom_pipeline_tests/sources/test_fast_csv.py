@@ -124,3 +124,26 @@ def test_multi_buffer_file_read_in_parallel_keeps_row_order_and_numbers(tmp_path
         con.close()
     assert prints[0] == prints[1]
     assert (results[0].fast_rows, results[0].python_rows, results[0].fast_fallbacks) == (399_991, 9, {})
+
+
+def test_the_pipelines_source_wrapper_keeps_the_fast_path(tmp_path):
+    """SourceResource wraps every source in WithOnlineEvents: the fast path must survive the wrapper, except
+    for `events` when the serving app's archived events are appended to it."""
+    from ecom_pipeline.sources.online_events import PREFIX, WithOnlineEvents
+
+    shutil.copy(BAD / "wrong_field_count.csv", tmp_path / "o.csv")
+    wrapped = WithOnlineEvents(_orders_source(tmp_path, "o.csv"), tmp_path / "root")
+    assert wrapped.fast_scan("orders") is not None
+    con = duckdb.connect()
+    assert load_raw_table(con, wrapped, "orders", load_id="L").fast_rows == 2
+    events = {"version": 1, "tables": {"events": {"file": "e.csv", "columns": {
+        "event_id": "id", "ts": "ts", "event_type": "type", "customer_id": "who", "session_id": "s",
+        "product_id": "p"}}}}
+    (tmp_path / "e.csv").write_text("id,ts,type,who,s,p\ne1,2024-05-01 10:00:00,view,c1,s1,p1\n")
+    archive = tmp_path / "root" / "inbox" / "processed" / "2024-05-01"
+    archive.mkdir(parents=True)
+    (archive / f"{PREFIX}2024-05-01_x.csv").write_text("event_id,ts,customer_id,session_id,event_type,product_id\n"
+                                                       "e2,2024-05-01 11:00:00,c1,s1,view,p1\n")
+    wrapped = WithOnlineEvents(MappedSource(events, data_dir=tmp_path), tmp_path / "root")
+    assert wrapped.fast_scan("events") is None
+    assert load_raw_table(con, wrapped, "events", load_id="L").rows == 2
