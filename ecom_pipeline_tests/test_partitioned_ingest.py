@@ -9,6 +9,8 @@ import pytest
 from ecom_pipeline.cleaning.staging import StagingError
 from ecom_pipeline.cleaning.staging_upsert import (
     CHANGE_LOG,
+    customers_with_new_activity,
+    keys_written_by_partition,
     rebuild_staging_from_partitions,
     upsert_staging_partition,
 )
@@ -126,3 +128,15 @@ def test_a_day_without_rows_of_a_table_leaves_it_alone(tmp_path):
     assert upsert_staging_partition(con, "orders", "2024-05-03", pseudonym_key=KEY).updated == 1
     assert _prints(con)["staging.customers"] == before and _status(con, "o4") == "delivered"
     assert partition_load_counts(con, "customers")["partitions"]["2024-05-03"]["raw"] == 0
+
+
+def test_customers_with_new_activity_are_those_a_day_inserted_or_changed(tmp_path):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _run_day(con, "2024-05-01")
+    _run_day(con, "2024-05-02")
+    assert keys_written_by_partition(con, "orders", "2024-05-02") == [("o2",), ("o4",)]  # o5: an orphan
+    of_orders = dict(con.execute("SELECT order_id, customer_id FROM staging.orders").fetchall())
+    # c2 (o2 corrected) and c4 (new customer, new order); pseudonyms, as staging stores them
+    assert customers_with_new_activity(con, "2024-05-02") == sorted({of_orders["o2"], of_orders["o4"]})
+    _run_day(con, "2024-05-02", n=1)  # re-delivered: it changed nothing, so nobody is new
+    assert customers_with_new_activity(con, "2024-05-02") == []

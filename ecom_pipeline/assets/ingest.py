@@ -215,7 +215,10 @@ def _daily_partition_asset() -> dg.AssetsDefinition:
     def _daily(context: dg.AssetExecutionContext, source: SourceResource, privacy: PrivacyResource,
                warehouse: WarehouseResource) -> dg.MaterializeResult:
         from ecom_pipeline.automation.inbox import publish_partition
-        from ecom_pipeline.cleaning.staging_upsert import upsert_staging_partition
+        from ecom_pipeline.cleaning.staging_upsert import (
+            customers_with_new_activity,
+            upsert_staging_partition,
+        )
         from ecom_pipeline.loading import load_raw_partition
         from ecom_pipeline.sources.mapped import MappedSource
 
@@ -235,12 +238,15 @@ def _daily_partition_asset() -> dg.AssetsDefinition:
                 r = upsert_staging_partition(con, table, day, pseudonym_key=key, hints=src.parse_hints(table))
                 rows[table] = {"raw": raw.rows, "new": r.inserted, "changed": r.updated,
                                "untouched": r.unchanged + r.stale, "quarantined": r.quarantined}
+            active = customers_with_new_activity(con, day)
         total = {k: sum(v[k] for v in rows.values()) for k in ("raw", "new", "changed", "untouched", "quarantined")}
         table_md = "\n".join(f"| {t} | {v['raw']} | {v['new']} | {v['changed']} | {v['untouched']} | "
                              f"{v['quarantined']} |" for t, v in rows.items())
         return dg.MaterializeResult(metadata={
             "dagster/row_count": total["raw"], "new_rows": total["new"], "changed_rows": total["changed"],
             "untouched_rows": total["untouched"], "quarantined_rows": total["quarantined"],
+            # whom incremental scoring must recompute (staging_upsert.customers_with_new_activity)
+            "customers_with_new_activity": len(active),
             "tables_delivered": ", ".join(sorted(src.tables())),
             "by_table": dg.MetadataValue.md("| table | raw | new | changed | untouched | quarantined |\n"
                                             "|---|---:|---:|---:|---:|---:|\n" + table_md),

@@ -250,3 +250,34 @@ def rebuild_staging_from_partitions(
                 results.append(upsert_staging_partition(con, t, p, pseudonym_key=pseudonym_key,
                                                         hints=hints_for(t), now=now))
     return results
+
+
+# Tables whose rows are a customer's activity (their customer_id column), for incremental scoring.
+ACTIVITY_TABLES = ("customers", "orders", "reviews", "events")
+
+
+def keys_written_by_partition(con: duckdb.DuckDBPyConnection, table: str, partition: str) -> list[tuple]:
+    """Keys of ``table`` that the current load of ``partition`` inserted or updated in staging (rows it left
+    unchanged keep their earlier lineage and are not listed)."""
+    load_id = current_load(con, table, partition)
+    keys = ", ".join(qi(k) for k in TABLES[table].key)
+    return con.execute(f"SELECT {keys} FROM {STAGING_SCHEMA}.{qi(table)} WHERE _load_id = ? ORDER BY ALL",
+                       [load_id]).fetchall()
+
+
+def customers_with_new_activity(con: duckdb.DuckDBPyConnection, partition: str) -> list[str]:
+    """Staged (pseudonymised) customer ids with a row that ``partition`` inserted or changed in customers,
+    orders, reviews or events: whom incremental scoring must recompute."""
+    parts = []
+    params: list = []
+    for table in ACTIVITY_TABLES:
+        if not table_exists(con, f"{STAGING_SCHEMA}.{table}"):
+            continue
+        parts.append(f"SELECT customer_id FROM {STAGING_SCHEMA}.{qi(table)} WHERE _load_id IN "
+                     f"(SELECT load_id FROM {PARTITION_LOADS} WHERE table_name = ? AND partition_key = ? "
+                     "AND is_current)")
+        params += [table, partition]
+    if not parts:
+        return []
+    return [r[0] for r in con.execute(f"SELECT DISTINCT customer_id FROM ({' UNION ALL '.join(parts)}) "
+                                      "WHERE customer_id IS NOT NULL ORDER BY 1", params).fetchall()]

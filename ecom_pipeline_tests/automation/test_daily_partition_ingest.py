@@ -57,6 +57,7 @@ def test_two_days_then_a_redelivery(tmp_path):
     meta = second.asset_materializations_for_node(second.all_node_events[0].node_name)[0].metadata
     assert (meta["new_rows"].value, meta["changed_rows"].value, meta["untouched_rows"].value) == (1, 1, 0)
     assert meta["tables_delivered"].value == "orders"
+    assert meta["customers_with_new_activity"].value == 2  # c1 (corrected o1) and c2 (new o3)
     again = _materialize(tmp_path, "2024-05-02", mapping)  # the same day re-delivered
     meta = again.asset_materializations_for_node(again.all_node_events[0].node_name)[0].metadata
     assert (meta["new_rows"].value, meta["changed_rows"].value, meta["untouched_rows"].value) == (0, 0, 2)
