@@ -12,6 +12,7 @@ For every case and path: rows, seconds, rows/s; the ratio pipeline / bare DuckDB
 
     python benchmarks/ingest.py                      # olist, synthetic 100k and 1M
     python benchmarks/ingest.py --cases olist synthetic_100000
+    python benchmarks/ingest.py --cases olist synthetic_100000 --out ingest_fast_path_100k
 
 Results: ``benchmarks/results/ingest.json`` and ``ingest.md``.
 """
@@ -271,6 +272,7 @@ def _markdown(results: list[dict], meta: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["olist", "synthetic_100000", "synthetic_1000000"])
+    parser.add_argument("--out", default="ingest", help="results name under benchmarks/results/")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case in this process
     args = parser.parse_args()
     if args.one:
@@ -299,9 +301,9 @@ def main() -> int:
             "cpus": os.cpu_count(), "python": platform.python_version(), "commit": commit,
             "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    (RESULTS / "ingest.md").write_text(_markdown(results, meta))
-    print((RESULTS / "ingest.md").read_text())
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (RESULTS / f"{args.out}.md").write_text(_markdown(results, meta))
+    print((RESULTS / f"{args.out}.md").read_text())
     return 0
 
 
