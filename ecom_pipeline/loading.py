@@ -21,7 +21,7 @@ import pandas as pd
 from ecom_pipeline.canonical import LOAD_COLUMNS, TABLES
 from ecom_pipeline.config import env
 from ecom_pipeline.sources.base import DEFAULT_CHUNK_ROWS, Source, SourceError
-from ecom_pipeline.warehouse.tables import quote_ident
+from ecom_pipeline.warehouse.tables import quote_ident, table_exists
 
 RAW_SCHEMA = "raw"
 # Raw-only column: a reader that could not split a line into fields puts the reason here (and the
@@ -242,11 +242,21 @@ def load_raw_partition(
 ) -> RawLoadResult:
     """Append partition ``partition`` of ``table`` from ``source`` (which delivers just that partition's rows)
     to ``raw.<table>``, replacing the rows of an earlier load of the same partition, in one transaction."""
-    result = load_raw_table(con, source, table, load_id=load_id, chunk_rows=chunk_rows, fast_path=fast_path,
-                            schema=PARTITION_SCHEMA)
     ensure_partition_loads(con)
     scratch = f"{PARTITION_SCHEMA}.{quote_ident(table)}"
     final = f"{RAW_SCHEMA}.{quote_ident(table)}"
+    if table_exists(con, f"{RAW_SCHEMA}.{table}"):
+        # The full `ingest` job replaces raw with a snapshot of the landing folder; appending days to that
+        # would count its rows twice.  One warehouse holds one kind of raw.
+        foreign = con.execute(f"SELECT count(*), any_value(_load_id) FROM {final} WHERE _load_id NOT IN "
+                              f"(SELECT load_id FROM {PARTITION_LOADS} WHERE table_name = ?)", [table]).fetchall()[0]
+        if foreign[0]:
+            raise SourceError(
+                f"raw.{table} holds {foreign[0]:,} rows of a full (unpartitioned) load ({foreign[1]}): the daily "
+                "partitioned ingest appends days to a raw layer built from days only; use the full `ingest` job "
+                "on this warehouse, or start the partitioned ingest on a new warehouse")
+    result = load_raw_table(con, source, table, load_id=load_id, chunk_rows=chunk_rows, fast_path=fast_path,
+                            schema=PARTITION_SCHEMA)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
     con.execute("BEGIN TRANSACTION")
     try:

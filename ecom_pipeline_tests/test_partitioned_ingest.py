@@ -140,3 +140,14 @@ def test_customers_with_new_activity_are_those_a_day_inserted_or_changed(tmp_pat
     assert customers_with_new_activity(con, "2024-05-02") == sorted({of_orders["o2"], of_orders["o4"]})
     _run_day(con, "2024-05-02", n=1)  # re-delivered: it changed nothing, so nobody is new
     assert customers_with_new_activity(con, "2024-05-02") == []
+
+
+def test_a_day_is_not_appended_to_a_full_snapshot_load(tmp_path):
+    from ecom_pipeline.loading import load_raw_table
+    from ecom_pipeline.sources.base import SourceError
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    load_raw_table(con, FrameSource({"orders": ORDERS_DAY1}), "orders", load_id="full-run")
+    with pytest.raises(SourceError, match="holds 4 rows of a full .unpartitioned. load .full-run."):
+        load_raw_partition(con, FrameSource({"orders": ORDERS_DAY2}), "orders", "2024-05-02", load_id="d2")
+    assert con.execute("SELECT count(*) FROM raw.orders").fetchall()[0][0] == 4  # untouched
