@@ -193,90 +193,6 @@ def _staging_checks(table: str, freshness_max_lag_days: float,
     return checks
 
 
-# ------------------------------------------------------------------------ daily partitioned ingest (opt-in)
-DAILY_PARTITION_KEY = dg.AssetKey(["inbox", "daily_partition_ingest"])
-
-
-def _daily_partition_asset() -> dg.AssetsDefinition:
-    from ecom_pipeline.automation.partitions import INBOX_PARTITIONS
-
-    @dg.asset(
-        key=DAILY_PARTITION_KEY,
-        group_name="inbox",  # kept out of the unpartitioned jobs (ingest, daily_refresh, full_pipeline)
-        partitions_def=INBOX_PARTITIONS,
-        deps=[dg.AssetKey(["inbox", "deliveries"])],
-        pool=WAREHOUSE_POOL,
-        kinds={"duckdb"},
-        description="One delivery day's files (new and corrected rows, mapped source) appended to raw as "
-        "that day's load and merged into staging by key (late corrections update their key, recorded in "
-        "`staging.change_log`; a re-delivered day changes nothing). The full rebuild is the "
-        "`partition_staging_rebuild` job. See docs/performance.md.",
-    )
-    def _daily(context: dg.AssetExecutionContext, source: SourceResource, privacy: PrivacyResource,
-               warehouse: WarehouseResource) -> dg.MaterializeResult:
-        from ecom_pipeline.automation.inbox import publish_partition
-        from ecom_pipeline.cleaning.staging_upsert import (
-            customers_with_new_activity,
-            upsert_staging_partition,
-        )
-        from ecom_pipeline.loading import load_raw_partition
-        from ecom_pipeline.sources.mapped import MappedSource
-
-        if source.kind != "mapped":
-            raise dg.Failure(f"the daily partitioned ingest reads a mapped source's day files; the source is "
-                             f"{source.kind!r} (use the full `ingest` job)", allow_retries=False)
-        day = context.partition_key
-        src = MappedSource.for_delivery(source.mapping, publish_partition(source.data_root, day))
-        key, warning = privacy.key()
-        if warning:
-            context.log.warning(warning)
-        rows = {}
-        with warehouse.connect() as con:
-            for table in TABLE_ORDER:
-                raw = load_raw_partition(con, src, table, day, load_id=f"{day}:{context.run.run_id}",
-                                         chunk_rows=source.chunk_rows)
-                r = upsert_staging_partition(con, table, day, pseudonym_key=key, hints=src.parse_hints(table))
-                rows[table] = {"raw": raw.rows, "new": r.inserted, "changed": r.updated,
-                               "untouched": r.unchanged + r.stale, "quarantined": r.quarantined}
-            active = customers_with_new_activity(con, day)
-        total = {k: sum(v[k] for v in rows.values()) for k in ("raw", "new", "changed", "untouched", "quarantined")}
-        table_md = "\n".join(f"| {t} | {v['raw']} | {v['new']} | {v['changed']} | {v['untouched']} | "
-                             f"{v['quarantined']} |" for t, v in rows.items())
-        return dg.MaterializeResult(metadata={
-            "dagster/row_count": total["raw"], "new_rows": total["new"], "changed_rows": total["changed"],
-            "untouched_rows": total["untouched"], "quarantined_rows": total["quarantined"],
-            # whom incremental scoring must recompute (staging_upsert.customers_with_new_activity)
-            "customers_with_new_activity": len(active),
-            "tables_delivered": ", ".join(sorted(src.tables())),
-            "by_table": dg.MetadataValue.md("| table | raw | new | changed | untouched | quarantined |\n"
-                                            "|---|---:|---:|---:|---:|---:|\n" + table_md),
-        })
-
-    return _daily
-
-
-@dg.op(description="Full rebuild of staging from the partitioned raw loads, replayed in day order (after a "
-       "mapping or cleaning-rule change).")
-def _rebuild_partitioned_staging(context: dg.OpExecutionContext, source: SourceResource,
-                                 privacy: PrivacyResource, warehouse: WarehouseResource) -> None:
-    from ecom_pipeline.cleaning.staging_upsert import rebuild_staging_from_partitions
-    from ecom_pipeline.sources.mapped import MappedSource
-
-    key, _warning = privacy.key()
-    if source.kind != "mapped":
-        raise dg.Failure(f"partitioned staging comes from a mapped source; the source is {source.kind!r}",
-                         allow_retries=False)
-    hints = MappedSource.hints_from_yaml(source.mapping)
-    with warehouse.connect() as con:
-        results = rebuild_staging_from_partitions(con, pseudonym_key=key, hints_for=lambda _t: hints)
-    context.log.info(f"replayed {len(results)} partition loads")
-
-
-@dg.job(name="partition_staging_rebuild", description="Rebuild staging from the daily partitions' raw loads.")
-def partition_staging_rebuild_job():
-    _rebuild_partitioned_staging()
-
-
 def build(settings: Settings | None = None) -> dg.Definitions:
     """raw + staging assets and their checks (freshness lag from ``ECOM_FRESHNESS_MAX_DAYS``, default 2;
     quarantine share from ``Settings.max_quarantine_share``)."""
@@ -284,9 +200,4 @@ def build(settings: Settings | None = None) -> dg.Definitions:
     lag = float(env("ECOM_FRESHNESS_MAX_DAYS"))
     assets = [_raw_asset(t) for t in TABLE_ORDER] + [_staging_asset(t) for t in TABLE_ORDER]
     checks = [c for t in TABLE_ORDER for c in _staging_checks(t, lag, settings.max_quarantine_share)]
-    daily = _daily_partition_asset()
-    daily_job = dg.define_asset_job("daily_partition_ingest", selection=dg.AssetSelection.assets(daily),
-                                    partitions_def=daily.partitions_def,
-                                    description="One delivery day appended to raw and merged into staging by key.")
-    return dg.Definitions(assets=[*assets, daily], asset_checks=checks,
-                          jobs=[daily_job, partition_staging_rebuild_job])
+    return dg.Definitions(assets=assets, asset_checks=checks)

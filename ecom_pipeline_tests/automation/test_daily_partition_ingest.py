@@ -11,7 +11,7 @@ import dagster as dg
 import duckdb
 import yaml
 
-from ecom_pipeline.assets.ingest import _daily_partition_asset, partition_staging_rebuild_job
+from ecom_pipeline.automation.inbox import daily_partition_ingest, partition_staging_rebuild_job
 from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
 from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, warehouse_fingerprints
 
@@ -32,9 +32,8 @@ def _deliver(root: Path, day: str, name: str, text: str) -> None:
 
 
 def _materialize(root: Path, day: str, mapping: Path, kind: str = "mapped"):
-    asset = _daily_partition_asset()
     return dg.materialize(
-        [asset], partition_key=day, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+        [daily_partition_ingest], partition_key=day, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
         resources={"source": SourceResource(kind=kind, mapping=str(mapping), data_root=str(root)),
                    "privacy": PrivacyResource(pseudonym_key="test-key"),
                    "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb"))})
@@ -94,3 +93,32 @@ def test_a_day_without_files_is_a_clear_error(tmp_path):
     failure = next(e for e in result.all_events if e.is_step_failure)
     error = failure.event_specific_data.error
     assert "none of the files" in error.message + str(error.cause and error.cause.message)
+
+
+def test_sensor_requests_the_same_day_after_inbox_ingest_and_is_opt_in(data_root):
+    from ecom_pipeline.automation.inbox import (
+        daily_partition_after_inbox,
+        daily_partition_ingest_job,
+        inbox_deliveries,
+    )
+    from ecom_pipeline.config import Settings
+    from ecom_pipeline.definitions import build_definitions
+
+    assert daily_partition_after_inbox.default_status == dg.DefaultSensorStatus.STOPPED
+    assert daily_partition_ingest_job.tags["ecom/reload"] == "warehouse"  # queued with the full reloads
+    defs = build_definitions(Settings.from_env())
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("inbox_ingest").execute_in_process(instance=instance,
+                                                                          partition_key="2024-05-01")
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="daily_partition_after_inbox", dagster_event=result.get_run_success_event(),
+            dagster_instance=instance, dagster_run=result.dagster_run)
+        request = daily_partition_after_inbox(ctx)
+        assert request.partition_key == "2024-05-01" and request.run_key.endswith(result.run_id)
+        other = dg.materialize([inbox_deliveries], instance=instance, partition_key="2024-05-01", resources={
+            "source": SourceResource(data_root=str(data_root)),
+            "warehouse": WarehouseResource(path=str(Path(data_root) / "w.duckdb"))})
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="daily_partition_after_inbox", dagster_event=other.get_run_success_event(),
+            dagster_instance=instance, dagster_run=other.dagster_run)
+        assert isinstance(daily_partition_after_inbox(ctx), dg.SkipReason)  # not an inbox_ingest run
