@@ -147,3 +147,25 @@ def test_the_pipelines_source_wrapper_keeps_the_fast_path(tmp_path):
     wrapped = WithOnlineEvents(MappedSource(events, data_dir=tmp_path), tmp_path / "root")
     assert wrapped.fast_scan("events") is None
     assert load_raw_table(con, wrapped, "events", load_id="L").rows == 2
+
+
+def test_raw_asset_metadata_says_what_the_fast_path_did(tmp_path):
+    import dagster as dg
+    import yaml
+
+    from ecom_pipeline.assets.ingest import _raw_asset
+    from ecom_pipeline.resources import SourceResource, WarehouseResource
+
+    shutil.copy(BAD / "wrong_field_count.csv", tmp_path / "orders.csv")
+    mapping = {"version": 1, "tables": {"orders": {
+        "file": "orders.csv", "columns": {"order_id": "order_id", "customer_id": "customer_id", "status": "status"},
+        "constants": {"purchased_at": "2024-01-02 10:00:00"}}}}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
+    result = dg.materialize([_raw_asset("orders")], instance=dg.DagsterInstance.ephemeral(), resources={
+        "source": SourceResource(kind="mapped", mapping=str(tmp_path / "m.yaml"), data_dir=str(tmp_path),
+                                 data_root=str(tmp_path / "root")),
+        "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
+    meta = result.asset_materializations_for_node("raw__orders")[0].metadata
+    assert meta["dagster/row_count"].value == 4
+    assert (meta["fast_path_rows"].value, meta["python_reader_rows_of_rejected_lines"].value) == (2, 2)
+    assert meta["files_read_by_python_reader"].value == "none"
