@@ -78,7 +78,6 @@ class FastFileResult:
     rows: int = 0
     fast_rows: int = 0
     python_rows: int = 0  # rejected lines read by the Python reader
-    fallback: str | None = None  # why the whole file went through the Python reader
     report: ReadReport = field(default_factory=lambda: ReadReport(""))
 
 
@@ -96,19 +95,24 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _is_gzip(path: Path) -> bool:
+    """By content, as the Python reader decides (a gzip stream named .csv is still gzip)."""
+    with open(path, "rb") as fh:
+        return fh.read(2) == _GZIP_MAGIC
+
+
 def _read_csv_sql(path: Path, options: CsvOptions, n_columns: int, rejects: str) -> str:
     cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_columns))
+    compression = "gzip" if _is_gzip(path) else "none"
     return (f"read_csv({_sql_text(str(path))}, columns={{{cols}}}, header=true, auto_detect=false, "
             f"delim={_sql_text(options.delimiter)}, quote={_sql_text(options.quotechar)}, "
             f"escape={_sql_text(options.quotechar)}, strict_mode=true, null_padding=false, "
-            f"compression='auto', store_rejects=true, rejects_table={_sql_text(rejects)}, "
+            f"compression='{compression}', store_rejects=true, rejects_table={_sql_text(rejects)}, "
             f"rejects_scan={_sql_text(rejects + '_scan')})")
 
 
 def _open_bytes(path: Path):
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == _GZIP_MAGIC
-    return gzip.open(path, "rb") if gz else open(path, "rb")
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
 
 
 def _has_blank_line(path: Path) -> bool:

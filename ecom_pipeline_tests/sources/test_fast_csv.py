@@ -77,6 +77,16 @@ def test_empty_and_missing_column_are_the_same_errors(tmp_path):
         load_raw_table(con, source, "orders", load_id="L")
 
 
+def test_gzip_content_is_found_by_its_bytes_not_its_name(tmp_path):
+    with gzip.open(tmp_path / "plain_name.csv", "wb") as fh:  # gzip stream, no .gz in the name
+        fh.write(b"order_id,customer_id,status\no1,c1,delivered\no2,c2\n")
+    fast, slow, result, _ = _load_both(tmp_path, lambda: _orders_source(tmp_path, "plain_name.csv"))
+    assert fast == slow and (result.fast_rows, result.python_rows) == (1, 1)
+    (tmp_path / "not_gzip.csv.gz").write_text("order_id,customer_id,status\no1,c1,x\n")
+    with pytest.raises(SourceError, match="not a gzip file"):
+        _orders_source(tmp_path, "not_gzip.csv.gz")
+
+
 def test_larger_gzip_file_with_scattered_bad_lines_keeps_row_numbers(tmp_path):
     """20k rows (several DuckDB vectors and threads) with bad lines spread through it: same raw rows,
     same quarantine; row numbers after each rejected line are shifted exactly."""
