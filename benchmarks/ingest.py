@@ -12,6 +12,7 @@ For every case and path: rows, seconds, rows/s; the ratio pipeline / bare DuckDB
 
     python benchmarks/ingest.py                      # olist, synthetic 100k and 1M
     python benchmarks/ingest.py --cases olist synthetic_100000
+    python benchmarks/ingest.py --cases olist synthetic_100000 --out ingest_fast_path_100k
 
 Results: ``benchmarks/results/ingest.json`` and ``ingest.md``.
 """
@@ -32,6 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 OLIST = REPO.parent / "shared" / "datasets" / "olist"
 CHUNK_ROWS = 100_000
+REPEATS = 3  # interleaved raw-only repetitions (medians)
 OLIST_FILES = {
     "customers": "olist_customers_dataset", "sellers": "olist_sellers_dataset",
     "products": "olist_products_dataset", "orders": "olist_orders_dataset",
@@ -45,25 +47,37 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _pipeline(con, source, key: bytes) -> dict:
-    """raw load + staging of every canonical table; returns rows and seconds per step."""
+def _pipeline(con, source, key: bytes, fast_path: bool = True) -> dict:
+    """raw load + staging of every canonical table; returns rows and seconds per step, the quarantine by
+    table and reason, and raw/staging fingerprints (to show the fast path and the Python reader agree)."""
     from ecom_pipeline.canonical import TABLE_ORDER
     from ecom_pipeline.cleaning.staging import stage_table
     from ecom_pipeline.loading import load_raw_table
+    from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, warehouse_fingerprints
 
     raw_rows = raw_s = stage_s = 0.0
     quarantined = 0
+    fast_rows = python_rows = 0
+    fallbacks: dict = {}
     for table in TABLE_ORDER:
-        r = load_raw_table(con, source, table, load_id="bench", chunk_rows=CHUNK_ROWS)
+        r = load_raw_table(con, source, table, load_id="bench", chunk_rows=CHUNK_ROWS, fast_path=fast_path)
         raw_rows += r.rows
         raw_s += r.seconds
+        fast_rows += r.fast_rows
+        python_rows += r.python_rows
+        fallbacks.update(r.fast_fallbacks)
     for table in TABLE_ORDER:
         t0 = time.perf_counter()
         s = stage_table(con, table, hints=source.parse_hints(table), pseudonym_key=key)
         stage_s += time.perf_counter() - t0
         quarantined += s.quarantined_rows
+    reasons = {f"{t}:{r}": n for t, r, n in con.execute(
+        "SELECT table_name, reason, count(*) FROM staging.quarantine GROUP BY ALL ORDER BY ALL").fetchall()}
+    prints = warehouse_fingerprints(con, ("raw", "staging"), PER_RUN_COLUMNS)
     return {"rows": int(raw_rows), "raw_seconds": raw_s, "staging_seconds": stage_s,
-            "seconds": raw_s + stage_s, "quarantined": quarantined}
+            "seconds": raw_s + stage_s, "quarantined": quarantined, "quarantine_reasons": reasons,
+            "fast_rows": fast_rows, "python_rows": python_rows, "fast_fallbacks": fallbacks,
+            "fingerprints": {k: list(v) for k, v in prints.items()}}
 
 
 def _bare_duckdb(con, files: list[Path]) -> dict:
@@ -75,6 +89,37 @@ def _bare_duckdb(con, files: list[Path]) -> dict:
                     [str(f)])
         rows += con.execute(f"SELECT count(*) FROM bare_{i}").fetchone()[0]
     return {"rows": int(rows), "seconds": time.perf_counter() - t0}
+
+
+def _raw_only_interleaved(tmp: Path, source, files: list[Path], repeats: int = REPEATS) -> dict:
+    """Raw load only (files -> DuckDB tables), the three ways one after another, ``repeats`` times, medians:
+    on a shared machine, interleaving puts the same background load on each way."""
+    import statistics
+
+    import duckdb
+
+    from ecom_pipeline.canonical import TABLE_ORDER
+    from ecom_pipeline.loading import load_raw_table
+
+    times: dict[str, list[float]] = {"bare_duckdb": [], "fast_path": [], "python_reader": []}
+    for i in range(repeats):
+        for way, runs in times.items():
+            path = tmp / f"interleaved_{way}_{i}.duckdb"
+            con = duckdb.connect(str(path))
+            t0 = time.perf_counter()
+            if way == "bare_duckdb":
+                _bare_duckdb(con, files)
+            else:
+                for table in TABLE_ORDER:
+                    load_raw_table(con, source, table, load_id="bench", chunk_rows=CHUNK_ROWS,
+                                   fast_path=way == "fast_path")
+            runs.append(time.perf_counter() - t0)
+            con.close()
+            path.unlink()
+    med = {way: statistics.median(v) for way, v in times.items()}
+    return {"repeats": repeats, "seconds": times, "median_seconds": med,
+            "fast_path_vs_bare": med["bare_duckdb"] / med["fast_path"],
+            "python_reader_vs_bare": med["bare_duckdb"] / med["python_reader"]}
 
 
 def _identity_mapping(folder: Path, tables: list[str]) -> Path:
@@ -132,16 +177,30 @@ def run_case(case: str) -> dict:
             gen_db.close()
             mapped = MappedSource.from_yaml(_identity_mapping(csv_dir, list(TABLE_ORDER)), data_dir=csv_dir)
             con = duckdb.connect(str(tmp / "pipeline.duckdb"))
-            out["pipeline"] = _pipeline(con, mapped, key)
+            out["pipeline"] = _pipeline(con, mapped, key, fast_path=True)
             con.close()
+            con = duckdb.connect(str(tmp / "python_reader.duckdb"))
+            out["python_reader"] = _pipeline(con, mapped, key, fast_path=False)
+            con.close()
+            f, p = out["pipeline"], out["python_reader"]
+            out["same_as_python_reader"] = {
+                "raw_and_staging_fingerprints": f.pop("fingerprints") == p.pop("fingerprints"),
+                "quarantine_by_reason": f["quarantine_reasons"] == p["quarantine_reasons"]}
             bare = duckdb.connect(str(tmp / "bare.duckdb"))
             out["bare_duckdb"] = _bare_duckdb(bare, [csv_dir / f"{t}.csv" for t in TABLE_ORDER])
             bare.close()
+            out["raw_only_interleaved"] = _raw_only_interleaved(tmp, mapped, [csv_dir / f"{t}.csv" for t in TABLE_ORDER])
     p, b = out["pipeline"], out["bare_duckdb"]
+    p.pop("fingerprints", None)
     p["rows_per_s"] = p["rows"] / p["seconds"]
     b["rows_per_s"] = b["rows"] / b["seconds"]
     out["ratio_pipeline_vs_bare"] = p["rows_per_s"] / b["rows_per_s"]
+    out["ratio_raw_only_vs_bare"] = (p["rows"] / p["raw_seconds"]) / b["rows_per_s"]
     out["ratio_staging_only_vs_bare"] = (p["rows"] / p["staging_seconds"]) / b["rows_per_s"]
+    if "python_reader" in out:
+        q = out["python_reader"]
+        out["ratio_python_reader_vs_bare"] = (q["rows"] / q["seconds"]) / b["rows_per_s"]
+        out["ratio_python_reader_raw_only_vs_bare"] = (q["rows"] / q["raw_seconds"]) / b["rows_per_s"]
     if "generator_and_pipeline" in out:
         g = out["generator_and_pipeline"]
         g["rows_per_s"] = g["rows"] / g["seconds"]
@@ -152,12 +211,13 @@ def run_case(case: str) -> dict:
 def _markdown(results: list[dict], meta: dict) -> str:
     lines = [
         "# Ingest benchmark", "",
-        f"{meta['when']} on {meta['machine']} ({meta['cpus']} cores), chunk size {CHUNK_ROWS:,} rows. "
+        (f"{meta['when']} on {meta['machine']} ({meta['cpus']} cores), commit {meta.get('commit', '?')}, load "
+        f"average at the end {meta.get('load_average_after', '?')}, chunk size {CHUNK_ROWS:,} rows. "
         "Pipeline = source → raw (text, lineage) → staging (typed, validated, quarantined, pseudonymised, masked). "
-        "Bare = DuckDB `read_csv(all_varchar)` → table of the same files. Each case in a fresh process.", "",
-        "| case | rows | pipeline rows/s | bare DuckDB rows/s | ratio | staging-only ratio | raw s | staging s | "
-        "quarantined | peak RSS MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Bare = DuckDB `read_csv(all_varchar)` → table of the same files. Each case in a fresh process."), "",
+        ("| case | rows | pipeline rows/s | bare DuckDB rows/s | ratio | raw-only ratio | staging-only ratio | "
+        "raw s | staging s | quarantined | peak RSS MB |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "skipped" in r:
@@ -166,47 +226,84 @@ def _markdown(results: list[dict], meta: dict) -> str:
         p, b = r["pipeline"], r["bare_duckdb"]
         lines.append(
             f"| {r['case']} | {p['rows']:,} | {p['rows_per_s']:,.0f} | {b['rows_per_s']:,.0f} | "
-            f"{r['ratio_pipeline_vs_bare']:.2f}x | {r['ratio_staging_only_vs_bare']:.2f}x | {p['raw_seconds']:.1f} | "
+            f"{r['ratio_pipeline_vs_bare']:.2f}x | {r['ratio_raw_only_vs_bare']:.2f}x | "
+            f"{r['ratio_staging_only_vs_bare']:.2f}x | {p['raw_seconds']:.1f} | "
             f"{p['staging_seconds']:.1f} | {p['quarantined']:,} | {r['peak_rss_mb']:,.0f} |"
         )
+    compared = [r for r in results if "python_reader" in r]
+    if compared:
+        lines += ["", ("DuckDB fast path (the pipeline above) vs the Python reader on the same files "
+                  "(raw = source → raw.<table>; all = raw + staging):"), "",
+                  ("| case | fast path raw s | Python reader raw s | fast path all, ratio to bare | Python reader all, "
+                  "ratio to bare | fast path raw-only ratio | Python reader raw-only ratio | rows by DuckDB / "
+                  "by the Python reader | raw+staging fingerprints equal | quarantine by reason equal |"),
+                  "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
+        for r in compared:
+            p, q, same = r["pipeline"], r["python_reader"], r["same_as_python_reader"]
+            lines.append(
+                f"| {r['case']} | {p['raw_seconds']:.1f} | {q['raw_seconds']:.1f} | {r['ratio_pipeline_vs_bare']:.2f}x | "
+                f"{r['ratio_python_reader_vs_bare']:.2f}x | {r['ratio_raw_only_vs_bare']:.2f}x | "
+                f"{r['ratio_python_reader_raw_only_vs_bare']:.2f}x | {p['fast_rows']:,} / {p['python_rows']:,} "
+                f"(whole files through Python: {len(p['fast_fallbacks'])}) | "
+                f"{same['raw_and_staging_fingerprints']} | {same['quarantine_by_reason']} |")
+    inter = [r for r in results if "raw_only_interleaved" in r]
+    if inter:
+        lines += ["", ("Raw load only (files → raw tables), the three ways interleaved, median of "
+                  f"{inter[0]['raw_only_interleaved']['repeats']} (same background load on each way):"), "",
+                  ("| case | bare DuckDB s | fast path s | Python reader s | fast path / bare (speed) | "
+                  "Python reader / bare (speed) |"), "|---|---:|---:|---:|---:|---:|"]
+        for r in inter:
+            m = r["raw_only_interleaved"]
+            med = m["median_seconds"]
+            lines.append(f"| {r['case']} | {med['bare_duckdb']:.1f} | {med['fast_path']:.1f} | "
+                         f"{med['python_reader']:.1f} | {m['fast_path_vs_bare']:.2f}x | "
+                         f"{m['python_reader_vs_bare']:.2f}x |")
     gens = [r for r in results if "generator_and_pipeline" in r]
     if gens:
         lines += ["", "Synthetic generator → raw → staging (no files): "
                   + "; ".join(f"{r['case']}: {r['generator_and_pipeline']['rows']:,} rows in "
                               f"{r['generator_and_pipeline']['seconds']:.1f} s "
                               f"({r['generator_and_pipeline']['rows_per_s']:,.0f} rows/s)" for r in gens)]
-    lines += ["", "Target: pipeline ≥ 0.5× bare DuckDB. Olist's bare path reads the geolocation file as delivered "
-              "(45,928 rows); the pipeline turns it into regions, so its row count differs."]
+    lines += ["", ("Target: pipeline ≥ 0.5× bare DuckDB. Olist's bare path reads the geolocation file as delivered "
+              "(45,928 rows); the pipeline turns it into regions, so its row count differs.")]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=["olist", "synthetic_100000", "synthetic_1000000"])
+    parser.add_argument("--out", default="ingest", help="results name under benchmarks/results/")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case in this process
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_case(args.one)))
         return 0
+    import os
+
     results = []
     for case in args.cases:
         print(f"[ingest benchmark] {case} ...", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--one", case], capture_output=True, text=True)
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        proc = subprocess.run([sys.executable, __file__, "--one", case], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             results.append({"case": case, "skipped": f"failed (exit {proc.returncode})"})
             continue
         result = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["load_average_before"] = load_before
         results.append(result)
         print(json.dumps(result, indent=1), flush=True)
     import os
 
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, check=False,
+                            text=True).stdout.strip()
     meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version()}
+            "cpus": os.cpu_count(), "python": platform.python_version(), "commit": commit,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    (RESULTS / "ingest.md").write_text(_markdown(results, meta))
-    print((RESULTS / "ingest.md").read_text())
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (RESULTS / f"{args.out}.md").write_text(_markdown(results, meta))
+    print((RESULTS / f"{args.out}.md").read_text())
     return 0
 
 

@@ -277,7 +277,7 @@ def run_case(orders: int, daily: bool, growth: int | None, timeout: float, root:
     if not attach_pid:  # attaching: the earlier driver's data root and run stay as they are
         _prepare_root(root)
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True).stdout.strip() or None
+                                text=True, check=False).stdout.strip() or None
     print(f"[load] {orders:,} orders: full_pipeline in {root}", flush=True)
     full = run_job(root, orders, "full_pipeline", timeout, root / "full_pipeline.log", memory_limit, attach_pid)
     _print_run(full)
@@ -318,15 +318,15 @@ def render_md(results: dict) -> str:
     lines = [
         "# Load benchmark",
         "",
-        f"{results['machine']}. Whole graph (`full_pipeline`, what `make demo` runs) on synthetic orders, each "
+        (f"{results['machine']}. Whole graph (`full_pipeline`, what `make demo` runs) on synthetic orders, each "
         "case in a fresh data root under /tmp with its own Dagster instance; RSS of the whole process tree "
         "sampled every 0.5 s. The in-process executor runs the steps one after another in one process, so a "
         "step's peak tree RSS includes what earlier steps left allocated. Wall times depend on what else ran on "
         "the machine: each case's note says how busy it was. Code = the commit given per case. Daily = `daily_refresh` then `scoring` on the warehouse the full run left, source grown "
-        "by one day of orders (see docs/performance.md for what is incremental).",
+        "by one day of orders (see docs/performance.md for what is incremental)."),
         "",
-        "| orders | full run | wall s | peak tree RSS MB (sampled) | peak RSS MB of the run process (VmHWM) "
-        "| steps ok | daily wall s | daily peak RSS MB | daily/full time | measured |",
+        ("| orders | full run | wall s | peak tree RSS MB (sampled) | peak RSS MB of the run process (VmHWM) "
+        "| steps ok | daily wall s | daily peak RSS MB | daily/full time | measured |"),
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in cases:
@@ -355,13 +355,200 @@ def render_md(results: dict) -> str:
             lines.append(f"\nFailed steps: {', '.join(c['full']['steps_failed'])}")
         if c.get("daily"):
             for r in c["daily"]["runs"]:
-                lines += ["", f"### daily: `{r['job']}` ({c['daily']['orders']:,} orders, "
+                lines += ["", (f"### daily: `{r['job']}` ({c['daily']['orders']:,} orders, "
                           f"+{c['daily']['added_orders']:,}): {r['wall_seconds']:,.0f} s, peak "
-                          f"{r['peak_tree_rss_mb']:,} MB; slowest steps", "",
+                          f"{r['peak_tree_rss_mb']:,} MB; slowest steps"), "",
                           "| step | status | s |", "|---|---|---:|"]
                 for s in r["steps"][:8]:
                     lines.append(f"| {s['step']} | {s['status']} | {s['seconds'] if s['seconds'] is not None else '-'} |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------- ingest layer: daily vs full
+
+# Which rows of each table belong to the last day (the daily partition): orders by purchase day, their
+# items / payments / reviews with them, customers whose first order is that day, events by time.  Everything
+# else (dimension tables, rows whose date cannot be read) is history.
+_DAY_OF = {
+    "orders": "order_id IN (SELECT order_id FROM _day_orders)",
+    "order_items": "order_id IN (SELECT order_id FROM _day_orders)",
+    "payments": "order_id IN (SELECT order_id FROM _day_orders)",
+    "reviews": "order_id IN (SELECT order_id FROM _day_orders)",
+    "customers": "customer_id IN (SELECT customer_id FROM _day_customers)",
+    "events": "TRY_CAST(ts AS TIMESTAMP)::DATE = $day",
+}
+
+
+def _identity_mapping(folder: Path, pattern: str) -> Path:
+    import yaml
+
+    from ecom_pipeline.canonical import TABLE_ORDER, TABLES
+
+    mapping = {
+        "version": 1, "timezone": "UTC", "geo_bounds": "brazil",
+        "timestamp_formats": ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
+        "tables": {t: {"file": pattern.format(table=t), "columns": {c: c for c in TABLES[t].column_names}}
+                   for t in TABLE_ORDER},
+    }
+    path = folder / f"mapping_{abs(hash(pattern))}.yaml"
+    path.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    return path
+
+
+def _split_by_day(gen, root: Path) -> tuple[str, str, dict]:
+    """Write every table as two CSV partitions, <day before>/ (history) and <last day>/; returns the keys."""
+    from ecom_pipeline.canonical import TABLE_ORDER, TABLES
+
+    day = gen.execute("SELECT max(TRY_CAST(purchased_at AS TIMESTAMP))::DATE FROM raw.orders").fetchall()[0][0]
+    history = (day - __import__("datetime").timedelta(days=1)).isoformat()
+    gen.execute("CREATE TEMP TABLE _first AS SELECT order_id, customer_id, "
+                "min(TRY_CAST(purchased_at AS TIMESTAMP))::DATE AS d FROM raw.orders GROUP BY ALL")
+    gen.execute("CREATE TEMP TABLE _day_orders AS SELECT DISTINCT order_id FROM raw.orders WHERE order_id IN "
+                "(SELECT order_id FROM _first GROUP BY order_id HAVING min(d) = $day)", {"day": day})
+    gen.execute("CREATE TEMP TABLE _day_customers AS SELECT customer_id FROM _first GROUP BY customer_id "
+                "HAVING min(d) = $day", {"day": day})
+    rows: dict = {}
+    for key in (history, day.isoformat()):
+        (root / key).mkdir(parents=True)
+    for t in TABLE_ORDER:
+        cols = ", ".join(f'"{c}"' for c in TABLES[t].column_names)
+        pred = _DAY_OF.get(t, "false")
+        for key, where in ((day.isoformat(), f"coalesce({pred}, false)"), (history, f"NOT coalesce({pred}, false)")):
+            params = {"day": day} if "$day" in where else None
+            gen.execute(f"COPY (SELECT {cols} FROM raw.\"{t}\" WHERE {where} ORDER BY _source_row) "
+                        f"TO '{root / key / (t + '.csv')}' (HEADER, DELIMITER ',')", params)
+            rows.setdefault(key, {})[t] = gen.execute(
+                f"SELECT count(*) FROM raw.\"{t}\" WHERE {where}", params).fetchall()[0][0]
+    return history, day.isoformat(), rows
+
+
+def ingest_daily_case(orders: int, root: Path) -> dict:
+    """The ingest layer (raw + staging of every table) after one new day: the full reload (what the
+    unpartitioned ingest job does every day) vs the daily partition (load_raw_partition +
+    upsert_staging_partition) on a warehouse that holds the history, and whether they give the same staging."""
+    import duckdb
+
+    from ecom_pipeline.canonical import TABLE_ORDER
+    from ecom_pipeline.cleaning.staging import stage_table
+    from ecom_pipeline.cleaning.staging_upsert import upsert_staging_partition
+    from ecom_pipeline.loading import load_raw_partition, load_raw_table
+    from ecom_pipeline.sources.mapped import MappedSource
+    from ecom_pipeline.sources.synthetic import SyntheticSource
+    from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, table_fingerprint
+
+    key = b"benchmark-key"
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    gen = duckdb.connect(str(root / "generated.duckdb"))
+    source = SyntheticSource(n_orders=orders, seed=7, image_dir=None)
+    for t in TABLE_ORDER:
+        load_raw_table(gen, source, t, load_id="gen")
+    files = root / "files"
+    history, day, rows = _split_by_day(gen, files)
+    gen.close()
+    hints = MappedSource.from_yaml(_identity_mapping(root, "*/{table}.csv"), data_dir=files).parse_hints("orders")
+
+    def full_reload(con) -> float:
+        src = MappedSource.from_yaml(_identity_mapping(root, "*/{table}.csv"), data_dir=files)
+        t0 = time.perf_counter()
+        for t in TABLE_ORDER:
+            load_raw_table(con, src, t, load_id="full")
+        for t in TABLE_ORDER:
+            stage_table(con, t, hints=hints, pseudonym_key=key)
+        return time.perf_counter() - t0
+
+    def partition(con, part: str) -> tuple[float, dict]:
+        src = MappedSource.from_yaml(_identity_mapping(root, part + "/{table}.csv"), data_dir=files)
+        t0 = time.perf_counter()
+        counts = {}
+        for t in TABLE_ORDER:
+            load_raw_partition(con, src, t, part, load_id=f"{part}-{t}")
+            r = upsert_staging_partition(con, t, part, pseudonym_key=key, hints=hints)
+            counts[t] = {"raw": r.raw_rows, "inserted": r.inserted, "updated": r.updated,
+                         "unchanged": r.unchanged, "stale": r.stale, "quarantined": r.quarantined}
+        return time.perf_counter() - t0, counts
+
+    def staging_state(con) -> tuple[dict, dict]:
+        prints = {t: table_fingerprint(con, f"staging.{t}", PER_RUN_COLUMNS) for t in TABLE_ORDER}
+        reasons = {f"{t}:{r}": n for t, r, n in con.execute(
+            "SELECT table_name, reason, count(*) FROM staging.quarantine GROUP BY ALL ORDER BY ALL").fetchall()}
+        return prints, reasons
+
+    full_con = duckdb.connect(str(root / "full.duckdb"))
+    full_s = full_reload(full_con)
+    full_prints, full_reasons = staging_state(full_con)
+    full_con.close()
+    inc = duckdb.connect(str(root / "daily.duckdb"))
+    history_s, _ = partition(inc, history)
+    daily_s, day_counts = partition(inc, day)
+    inc_prints, inc_reasons = staging_state(inc)
+    inc.close()
+    differences = {t: {"full": list(full_prints[t]), "daily": list(inc_prints[t])}
+                   for t in TABLE_ORDER if full_prints[t] != inc_prints[t]}
+    reason_diff = {k: {"full": full_reasons.get(k, 0), "daily": inc_reasons.get(k, 0)}
+                   for k in sorted(set(full_reasons) | set(inc_reasons)) if full_reasons.get(k) != inc_reasons.get(k)}
+    return {
+        "orders": orders, "history_partition": history, "day_partition": day,
+        "rows": {p: sum(r.values()) for p, r in rows.items()}, "day_rows_by_table": rows[day],
+        "full_reload_seconds": round(full_s, 2), "history_partition_seconds": round(history_s, 2),
+        "daily_partition_seconds": round(daily_s, 2), "daily_vs_full": round(daily_s / full_s, 4),
+        "day_counts": day_counts, "staging_tables_equal": not differences,
+        "staging_differences": differences, "quarantine_reason_differences": reason_diff,
+    }
+
+
+def render_ingest_md(results: dict) -> str:
+    lines = ["# Ingest layer: daily partition vs full reload", "",
+             (f"{results['machine']}. Synthetic orders dumped to CSV and split into two partitions: the last day "
+             "(its orders with their items, payments and reviews, customers whose first order it is, its events) and "
+             "the history (everything else). Full = raw + staging of every table reloaded from all files (what the "
+             "unpartitioned ingest does every day). Daily = `load_raw_partition` + `upsert_staging_partition` of "
+             "the last day on a warehouse that already holds the history. Only the ingest layer is measured "
+             "here, not the feature, model and scoring steps of the daily jobs."), "",
+             ("| orders | rows (history / day) | full reload s | daily partition s | daily / full | "
+             "staging equal | commit | load avg (1 min) before / after | measured |"),
+             "|---:|---|---:|---:|---:|---|---|---|---|"]
+    for c in sorted(results["cases"].values(), key=lambda c: c["orders"]):
+        r = c["rows"]
+        lines.append(
+            f"| {c['orders']:,} | {r[c['history_partition']]:,} / {r[c['day_partition']]:,} | "
+            f"{c['full_reload_seconds']:.1f} | {c['daily_partition_seconds']:.2f} | {c['daily_vs_full']:.3f} | "
+            f"{c['staging_tables_equal']} | {c['commit']} | {c['load_before']} / {c['load_after']} | "
+            f"{c['measured_at']} |")
+    for c in sorted(results["cases"].values(), key=lambda c: c["orders"]):
+        lines += ["", f"## {c['orders']:,} orders: the day's partition by table", "",
+                  "| table | raw | inserted | updated | unchanged | stale | quarantined |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for t, n in c["day_counts"].items():
+            lines.append(f"| {t} | {n['raw']} | {n['inserted']} | {n['updated']} | {n['unchanged']} | "
+                         f"{n['stale']} | {n['quarantined']} |")
+        if c["staging_differences"] or c["quarantine_reason_differences"]:
+            lines += ["", "Differences between the two (staging fingerprints: rows, hash; quarantine by reason):",
+                      "", "```", json.dumps({"staging": c["staging_differences"],
+                                             "quarantine": c["quarantine_reason_differences"]}, indent=1), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def ingest_daily_main(orders_list: list[int], root: Path, out: str) -> int:
+    out_json = RESULTS / f"{out}.json"
+    for orders in orders_list:
+        before = [round(x, 2) for x in os.getloadavg()]
+        case = ingest_daily_case(orders, root / f"ingest_daily_{orders}")
+        case["load_before"] = before
+        case["load_after"] = [round(x, 2) for x in os.getloadavg()]
+        case["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                        text=True, check=False).stdout.strip()
+        case["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        print(json.dumps(case, indent=1, default=str), flush=True)
+        results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
+        results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores"
+        results["cases"][str(orders)] = case
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        (RESULTS / f"{out}.md").write_text(render_ingest_md(results))
+        shutil.rmtree(root / f"ingest_daily_{orders}", ignore_errors=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,7 +564,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attach", type=int, default=None, metavar="PID",
                    help="monitor the full run an earlier driver started for --orders (one case) and finish its "
                    "case (--timeout counts from now)")
+    p.add_argument("--ingest-daily", action="store_true",
+                   help="measure only the ingest layer: daily partition vs full reload (results: load_ingest_daily)")
     args = p.parse_args(argv)
+    if args.ingest_daily:
+        return ingest_daily_main(args.orders, Path(args.root), "load_ingest_daily")
 
     out_json = RESULTS / f"{args.out}.json"
     complete = True

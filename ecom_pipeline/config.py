@@ -52,7 +52,10 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in [
     Variable("ECOM_INBOX_SETTLE_SECONDS", "10", "inbox sensor: a file must be this old before it is taken"),
     # checks, storage, tracking, compute
     Variable("ECOM_FRESHNESS_MAX_DAYS", "2", "freshness check threshold (warn)"),
-    Variable("ECOM_DUCKDB_MEMORY_LIMIT", "", "DuckDB memory limit, e.g. 4GB (unset: DuckDB's default)"),
+    Variable("ECOM_DUCKDB_MEMORY_LIMIT", "", "DuckDB memory limit per process, e.g. 4GB (unset: "
+             "ECOM_DUCKDB_MEMORY_SHARE of the machine's memory divided by ECOM_MAX_CONCURRENT)"),
+    Variable("ECOM_DUCKDB_MEMORY_SHARE", "0.5", "share of the machine's memory (RAM, or the container's limit) "
+             "that the DuckDB connections of the steps running at once may use together"),
     Variable("ECOM_MLFLOW_CONNECT_TIMEOUT_S", "5", "seconds to wait for the MLflow tracking server"),
     Variable("ECOM_DEVICE", "auto", "torch device for GPU-heavy steps (auto = CUDA when available)"),
     Variable("ECOM_PSEUDONYM_KEY", "", "HMAC key for pseudonyms (required outside local mode)"),
@@ -65,6 +68,36 @@ def env(name: str) -> str:
     """The value of a declared variable (``VARIABLES``): the environment's when set and not blank, else its
     default.  An undeclared name is an error, so every variable has exactly one declared default."""
     return _env(name, VARIABLES[name].default)
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory, or the cgroup (container) limit when that is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def duckdb_memory_limit() -> str:
+    """DuckDB's ``memory_limit`` for a warehouse connection: ``ECOM_DUCKDB_MEMORY_LIMIT`` when set, else
+    ``ECOM_DUCKDB_MEMORY_SHARE`` of the machine's memory over ``ECOM_MAX_CONCURRENT`` (in MiB).  DuckDB's own
+    default, 80 % of RAM in every process, lets two concurrent steps ask for 160 % between them."""
+    explicit = env("ECOM_DUCKDB_MEMORY_LIMIT")
+    if explicit:
+        return explicit
+    try:
+        share = float(env("ECOM_DUCKDB_MEMORY_SHARE"))
+        steps = max(1, int(env("ECOM_MAX_CONCURRENT")))
+    except ValueError as exc:
+        raise ValueError(f"ECOM_DUCKDB_MEMORY_SHARE / ECOM_MAX_CONCURRENT must be numbers: {exc}") from None
+    if not 0 < share <= 1:
+        raise ValueError(f"ECOM_DUCKDB_MEMORY_SHARE must be in (0, 1], got {share}")
+    return f"{max(256, int(machine_memory_bytes() * share / steps / 2**20))}MiB"
 
 
 def env_is_set(name: str) -> bool:
@@ -102,7 +135,7 @@ class Settings:
     encoder_runtime: str = "torch"
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         data_root = Path(_env("ECOM_DATA_ROOT", str(REPO_ROOT / "data"))).resolve()
         data_dir = os.environ.get("ECOM_DATA_DIR", "").strip()
         mapping = os.environ.get("ECOM_MAPPING", "").strip()

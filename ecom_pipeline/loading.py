@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
@@ -21,7 +21,7 @@ import pandas as pd
 from ecom_pipeline.canonical import LOAD_COLUMNS, TABLES
 from ecom_pipeline.config import env
 from ecom_pipeline.sources.base import DEFAULT_CHUNK_ROWS, Source, SourceError
-from ecom_pipeline.warehouse.tables import quote_ident  # noqa: F401  (re-exported for older imports)
+from ecom_pipeline.warehouse.tables import quote_ident, table_exists
 
 RAW_SCHEMA = "raw"
 # Raw-only column: a reader that could not split a line into fields puts the reason here (and the
@@ -59,7 +59,7 @@ def raw_columns(table: str) -> list[str]:
 
 
 def new_load_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
 @dataclass
@@ -71,6 +71,11 @@ class RawLoadResult:
     seconds: float
     delivered: bool  # False when the source has no such table (an empty table was written)
     files: list[str] = field(default_factory=list)
+    # DuckDB fast path (sources.fast_csv): rows DuckDB inserted, rejected lines the Python reader read, and
+    # per file that went wholly through the Python reader, why.
+    fast_rows: int = 0
+    python_rows: int = 0
+    fast_fallbacks: dict[str, str] = field(default_factory=dict)
 
 
 def _create_raw_table_sql(qualified: str, table: str) -> str:
@@ -117,25 +122,31 @@ def load_raw_table(
     load_id: str,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: Callable[[int, int], None] | None = None,
+    fast_path: bool = True,
+    schema: str = RAW_SCHEMA,
 ) -> RawLoadResult:
-    """Replace ``raw.<table>`` with a full load from ``source``; returns counts and timings."""
+    """Replace ``raw.<table>`` with a full load from ``source``; returns counts and timings.
+
+    ``fast_path``: let DuckDB read the files of a source that offers a ``fast_scan`` (the rows in raw are
+    the same either way; ``False`` forces the Python reader, e.g. to compare the two).  ``schema``: where the
+    table goes (the partitioned ingest loads a day into a scratch schema first, see ``load_raw_partition``)."""
     start = time.perf_counter()
-    con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
-    final = f"{RAW_SCHEMA}.{quote_ident(table)}"
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+    final = f"{quote_ident(schema)}.{quote_ident(table)}"
     staging_name = f"{table}__loading"
-    loading = f"{RAW_SCHEMA}.{quote_ident(staging_name)}"
+    loading = f"{quote_ident(schema)}.{quote_ident(staging_name)}"
     con.execute(f"DROP TABLE IF EXISTS {loading}")
     con.execute(_create_raw_table_sql(loading, table))
-    loaded_at = datetime.now(timezone.utc)
+    loaded_at = datetime.now(UTC)
     rows = chunks = 0
     files: set[str] = set()
     delivered = table in source.tables()
+    fast = {"fast_rows": 0, "python_rows": 0, "fast_fallbacks": {}}
     if delivered:
         insert_cols = ", ".join(quote_ident(c) for c in raw_columns(table))
         params = {"load_id": load_id, "loaded_at": loaded_at.replace(tzinfo=None)}
-        for chunk in source.read(table, chunk_rows=chunk_rows):
-            if chunk.empty:
-                continue
+
+        def insert_chunk(chunk: pd.DataFrame) -> None:
             _check_chunk(chunk, table)
             select = _insert_select_sql(set(chunk.columns), table)
             con.register("_raw_chunk", chunk)
@@ -143,7 +154,16 @@ def load_raw_table(
                 con.execute(f"INSERT INTO {loading} ({insert_cols}) SELECT {select} FROM _raw_chunk", params)
             finally:
                 con.unregister("_raw_chunk")
-            rows += len(chunk)
+
+        scan = source.fast_scan(table) if fast_path else None
+        chunk_source = (_fast_chunks(con, source, table, scan, loading, params, insert_chunk, chunk_rows, fast)
+                        if scan is not None else source.read(table, chunk_rows=chunk_rows))
+        for chunk in chunk_source:
+            if chunk.empty:
+                continue
+            if "_fast_rows" not in chunk.attrs:
+                insert_chunk(chunk)
+            rows += len(chunk) if "_fast_rows" not in chunk.attrs else chunk.attrs["_fast_rows"]
             chunks += 1
             files.update(chunk["_source_file"].unique().tolist())
             if progress:
@@ -157,4 +177,101 @@ def load_raw_table(
     except Exception:
         con.execute("ROLLBACK")
         raise
-    return RawLoadResult(table, load_id, rows, chunks, time.perf_counter() - start, delivered, sorted(files))
+    return RawLoadResult(table, load_id, rows, chunks, time.perf_counter() - start, delivered, sorted(files),
+                         **fast)
+
+
+def _fast_chunks(con, source: Source, table: str, scan, loading: str, params: dict, insert_chunk,
+                 chunk_rows: int, fast: dict):
+    """Per file: DuckDB inserts it (yielding a one-row marker frame carrying the row count), or, when it
+    must be read by the Python reader, its chunks are yielded like ``source.read`` would."""
+    from ecom_pipeline.sources.fast_csv import FastFallback, load_csv_fast, python_file_chunks
+    from ecom_pipeline.sources.files import ReadReport
+
+    reports = []
+    for f in scan.files:
+        try:
+            r = load_csv_fast(con, loading, raw_columns(table), scan, f, load_id=params["load_id"],
+                              loaded_at=params["loaded_at"], insert_chunk=insert_chunk,
+                              table_columns=raw_columns(table))
+        except FastFallback as why:
+            fast["fast_fallbacks"][f.label] = str(why)
+            report = ReadReport(f.label)
+            reports.append(report)
+            yield from python_file_chunks(scan, f, chunk_rows, report)
+            continue
+        reports.append(r.report)
+        fast["fast_rows"] += r.fast_rows
+        fast["python_rows"] += r.python_rows
+        if r.rows:
+            marker = pd.DataFrame({"_source_file": [f.label]})
+            marker.attrs["_fast_rows"] = r.rows
+            yield marker
+    if hasattr(source, "record_fast_reports"):
+        source.record_fast_reports(table, reports)
+
+
+# ------------------------------------------------------------------------------ partitioned (daily) ingest
+# A daily run loads one partition (a delivery day, or a source's time window) of each table: its rows go to a
+# scratch table first, then replace that partition's rows in raw.<table> in one transaction, so raw is
+# append-only across partitions and a re-delivered partition replaces itself.  meta.partition_loads keeps
+# every load of every partition (the current one flagged), which staging uses to update by key
+# (cleaning/staging_upsert.py).
+PARTITION_SCHEMA = "raw_partition"
+PARTITION_LOADS = "meta.partition_loads"
+
+
+def ensure_partition_loads(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {PARTITION_LOADS} (table_name VARCHAR, partition_key VARCHAR, "
+        "load_id VARCHAR, is_current BOOLEAN, raw_rows BIGINT, loaded_at TIMESTAMP, staged_at TIMESTAMP, "
+        "accepted_rows BIGINT, inserted_rows BIGINT, updated_rows BIGINT, unchanged_rows BIGINT, "
+        "stale_rows BIGINT, quarantined_rows BIGINT)")
+
+
+def load_raw_partition(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    table: str,
+    partition: str,
+    *,
+    load_id: str,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    fast_path: bool = True,
+) -> RawLoadResult:
+    """Append partition ``partition`` of ``table`` from ``source`` (which delivers just that partition's rows)
+    to ``raw.<table>``, replacing the rows of an earlier load of the same partition, in one transaction."""
+    ensure_partition_loads(con)
+    scratch = f"{PARTITION_SCHEMA}.{quote_ident(table)}"
+    final = f"{RAW_SCHEMA}.{quote_ident(table)}"
+    if table_exists(con, f"{RAW_SCHEMA}.{table}"):
+        # The full `ingest` job replaces raw with a snapshot of the landing folder; appending days to that
+        # would count its rows twice.  One warehouse holds one kind of raw.
+        foreign = con.execute(f"SELECT count(*), any_value(_load_id) FROM {final} WHERE _load_id NOT IN "
+                              f"(SELECT load_id FROM {PARTITION_LOADS} WHERE table_name = ?)", [table]).fetchall()[0]
+        if foreign[0]:
+            raise SourceError(
+                f"raw.{table} holds {foreign[0]:,} rows of a full (unpartitioned) load ({foreign[1]}): the daily "
+                "partitioned ingest appends days to a raw layer built from days only; use the full `ingest` job "
+                "on this warehouse, or start the partitioned ingest on a new warehouse")
+    result = load_raw_table(con, source, table, load_id=load_id, chunk_rows=chunk_rows, fast_path=fast_path,
+                            schema=PARTITION_SCHEMA)
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {final} AS SELECT * FROM {scratch} LIMIT 0")
+        con.execute(f"DELETE FROM {final} WHERE _load_id IN (SELECT load_id FROM {PARTITION_LOADS} "
+                    "WHERE table_name = ? AND partition_key = ?)", [table, partition])
+        con.execute(f"INSERT INTO {final} SELECT * FROM {scratch}")
+        con.execute(f"UPDATE {PARTITION_LOADS} SET is_current = false WHERE table_name = ? AND partition_key = ?",
+                    [table, partition])
+        con.execute(f"INSERT INTO {PARTITION_LOADS} (table_name, partition_key, load_id, is_current, raw_rows, "
+                    "loaded_at) VALUES (?, ?, ?, true, ?, ?)",
+                    [table, partition, load_id, result.rows, datetime.now(UTC).replace(tzinfo=None)])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    con.execute(f"DROP TABLE IF EXISTS {scratch}")
+    return result

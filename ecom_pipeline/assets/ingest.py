@@ -77,6 +77,12 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
                 "seconds": round(result.seconds, 2),
                 "rows_per_second": round(result.rows / result.seconds) if result.seconds else 0,
                 "files": ", ".join(result.files[:10]),
+                # DuckDB fast path (sources/fast_csv.py): rows DuckDB read, rejected lines the Python reader
+                # read, and files that went wholly through the Python reader, with why
+                "fast_path_rows": result.fast_rows,
+                "python_reader_rows_of_rejected_lines": result.python_rows,
+                "files_read_by_python_reader": "; ".join(f"{f}: {why}" for f, why in
+                                                         result.fast_fallbacks.items()) or "none",
                 **src.table_facts(table),  # mapped source: rows filtered out, duplicates, guests
             }
         )

@@ -25,6 +25,10 @@ Flow (each step is idempotent, so a crash anywhere is repaired by re-running it)
 3. ``ingest_after_inbox`` (run-status sensor, running by default) launches the unpartitioned ``ingest``
    job (full atomic reload of raw + staging) after each successful ``inbox_ingest`` run, pointing a
    file-based source at the landing folder.
+
+   Opt-in instead (files that hold each day's new and corrected rows, mapped source):
+   ``daily_partition_after_inbox`` launches ``daily_partition_ingest`` for the same day: the day's archived
+   files (``publish_partition``) are appended to raw and merged into staging by key.
 """
 
 
@@ -37,7 +41,7 @@ import shutil
 import stat
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -45,7 +49,7 @@ import dagster as dg
 from ecom_pipeline.automation.executors import short_steps_executor, writer_tag
 from ecom_pipeline.automation.partitions import INBOX_PARTITIONS, INBOX_START_DATE
 from ecom_pipeline.config import env
-from ecom_pipeline.resources import SourceResource, WarehouseResource
+from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
 from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.sources.online_events import COLUMNS as ONLINE_EVENT_COLUMNS
 from ecom_pipeline.sources.online_events import PREFIX as ONLINE_EVENTS_PREFIX
@@ -108,7 +112,7 @@ def delivery_day(name: str, mtime: float) -> str:
             return date(int(m.group(1)), int(m.group(2)), int(m.group(3))).isoformat()
         except ValueError:
             continue
-    return datetime.fromtimestamp(mtime, tz=timezone.utc).date().isoformat()
+    return datetime.fromtimestamp(mtime, tz=UTC).date().isoformat()
 
 
 def landing_name(name: str) -> str:
@@ -163,6 +167,26 @@ def newest_archived(processed: Path) -> dict[str, Path]:
             newest[landing_name(path.name)] = path
     return newest
 
+
+
+def partition_dir(data_root: str | Path, day: str) -> Path:
+    return Path(data_root) / "partitions" / day
+
+
+def publish_partition(data_root: str | Path, day: str) -> Path:
+    """``<data_root>/partitions/<day>/``: that day's archived deliveries (``inbox/processed/<day>/``) under
+    their landing names, the newest delivery of a name that day winning: what the daily partitioned ingest
+    reads (the day's new and corrected rows; the landing folder is the current state of everything)."""
+    folder = inbox_dir(data_root) / "processed" / day
+    target = partition_dir(data_root, day)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    if folder.is_dir():
+        for path in _archived_files(folder):  # oldest first: a later copy of the same name replaces it
+            if not is_online_events(path.name):
+                shutil.copyfile(path, target / landing_name(path.name))
+    return target
 
 
 # ------------------------------------------------------------------------------------- expected layout
@@ -289,7 +313,7 @@ def process_inbox(inbox: Path, seen: dict[str, str], *, settle_seconds: float = 
     Files are moved (rename within the inbox folder, so atomic), never copied or deleted.
     """
     now = time.time() if now is None else now
-    today = today or datetime.fromtimestamp(now, tz=timezone.utc).date()
+    today = today or datetime.fromtimestamp(now, tz=UTC).date()
     last_day = today.toordinal() + 1
     scan = InboxScan()
     if not inbox.is_dir():
@@ -402,8 +426,8 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
             files.append({
                 "day": day, "file": path.name, "landing_file": target.name, "sha256": sha256_file(path),
                 "bytes": path.stat().st_size,
-                "delivered_at": datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).replace(tzinfo=None),
-                "published_at": datetime.now(timezone.utc).replace(tzinfo=None), "run_id": context.run.run_id,
+                "delivered_at": datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).replace(tzinfo=None),
+                "published_at": datetime.now(UTC).replace(tzinfo=None), "run_id": context.run.run_id,
             })
     with warehouse.connect() as con:
         con.execute(f"""CREATE TABLE IF NOT EXISTS {INBOX_TABLE} (day DATE, file VARCHAR, landing_file VARCHAR,
@@ -539,6 +563,112 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
     )
 
 
+# The daily partitioned ingest (asset in assets/ingest.py): for shops whose daily files are the day's new and
+# corrected rows.  Opt-in: start this sensor and stop ingest_after_inbox (the full reload would replace raw
+# with the landing folder, and load_raw_partition then refuses to append to that snapshot).
+@dg.asset(
+    key=dg.AssetKey(["inbox", "daily_partition_ingest"]),
+    group_name="inbox",  # kept out of the unpartitioned jobs (ingest, daily_refresh, full_pipeline)
+    partitions_def=INBOX_PARTITIONS,
+    deps=[inbox_deliveries.key],
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    owners=["team:mlops"],
+    description="One delivery day's files (new and corrected rows, mapped source) appended to raw as that "
+    "day's load and merged into staging by key: late corrections update their key (recorded in "
+    "`staging.change_log`), a re-delivered day changes nothing. Full rebuild: job `partition_staging_rebuild`. "
+    "See docs/performance.md.",
+)
+def daily_partition_ingest(context: dg.AssetExecutionContext, source: SourceResource, privacy: PrivacyResource,
+                           warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from ecom_pipeline.canonical import TABLE_ORDER
+    from ecom_pipeline.cleaning.staging_upsert import customers_with_new_activity, upsert_staging_partition
+    from ecom_pipeline.loading import load_raw_partition
+    from ecom_pipeline.sources.mapped import MappedSource
+
+    if source.kind != "mapped":
+        raise dg.Failure(f"the daily partitioned ingest reads a mapped source's day files; the source is "
+                         f"{source.kind!r} (use the full `ingest` job)", allow_retries=False)
+    day = context.partition_key
+    src = MappedSource.for_delivery(source.mapping, publish_partition(source.data_root, day))
+    key, warning = privacy.key()
+    if warning:
+        context.log.warning(warning)
+    rows = {}
+    with warehouse.connect() as con:
+        for table in TABLE_ORDER:
+            raw = load_raw_partition(con, src, table, day, load_id=f"{day}:{context.run.run_id}",
+                                     chunk_rows=source.chunk_rows)
+            r = upsert_staging_partition(con, table, day, pseudonym_key=key, hints=src.parse_hints(table))
+            rows[table] = {"raw": raw.rows, "new": r.inserted, "changed": r.updated,
+                           "untouched": r.unchanged + r.stale, "quarantined": r.quarantined}
+        active = customers_with_new_activity(con, day)
+    total = {k: sum(v[k] for v in rows.values()) for k in ("raw", "new", "changed", "untouched", "quarantined")}
+    table_md = "\n".join(f"| {t} | {v['raw']} | {v['new']} | {v['changed']} | {v['untouched']} | "
+                         f"{v['quarantined']} |" for t, v in rows.items())
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": total["raw"], "new_rows": total["new"], "changed_rows": total["changed"],
+        "untouched_rows": total["untouched"], "quarantined_rows": total["quarantined"],
+        # whom incremental scoring must recompute (staging_upsert.customers_with_new_activity)
+        "customers_with_new_activity": len(active),
+        "tables_delivered": ", ".join(sorted(src.tables())),
+        "by_table": dg.MetadataValue.md("| table | raw | new | changed | untouched | quarantined |\n"
+                                        "|---|---:|---:|---:|---:|---:|\n" + table_md),
+    })
+
+
+@dg.op(description="Full rebuild of staging from the partitioned raw loads, replayed in day order (after a "
+       "mapping or cleaning-rule change).")
+def rebuild_partitioned_staging(context: dg.OpExecutionContext, source: SourceResource, privacy: PrivacyResource,
+                                warehouse: WarehouseResource) -> None:
+    from ecom_pipeline.cleaning.staging_upsert import rebuild_staging_from_partitions
+    from ecom_pipeline.sources.mapped import MappedSource
+
+    if source.kind != "mapped":
+        raise dg.Failure(f"partitioned staging comes from a mapped source; the source is {source.kind!r}",
+                         allow_retries=False)
+    key, _warning = privacy.key()
+    hints = MappedSource.hints_from_yaml(source.mapping)
+    with warehouse.connect() as con:
+        results = rebuild_staging_from_partitions(con, pseudonym_key=key, hints_for=lambda _t: hints)
+    context.log.info(f"replayed {len(results)} partition loads")
+
+
+@dg.job(name="partition_staging_rebuild", tags={"ecom/reload": "warehouse", **writer_tag()},
+        description="Rebuild staging from the daily partitions' raw loads (daily_partition_ingest).")
+def partition_staging_rebuild_job():
+    rebuild_partitioned_staging()
+
+
+DAILY_PARTITION_KEY = daily_partition_ingest.key
+daily_partition_ingest_job = dg.define_asset_job(
+    "daily_partition_ingest",
+    selection=dg.AssetSelection.keys(DAILY_PARTITION_KEY),
+    partitions_def=INBOX_PARTITIONS,
+    tags={"ecom/reload": "warehouse", **writer_tag()},  # queued with the other raw + staging writers
+    description="One delivery day appended to raw and merged into staging by key (mapped source).",
+)
+
+
+@dg.run_status_sensor(
+    name="daily_partition_after_inbox",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[inbox_ingest_job],
+    request_job=daily_partition_ingest_job,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Opt-in replacement for ingest_after_inbox: after a successful inbox_ingest run, append that "
+    "delivery day to raw and merge it into staging (daily_partition_ingest, same partition).",
+)
+def daily_partition_after_inbox(context: dg.RunStatusSensorContext):
+    run = context.dagster_run
+    day = run.tags.get("dagster/partition", "")
+    if run.job_name != inbox_ingest_job.name or not day:
+        return dg.SkipReason(f"run {run.run_id} is not a partitioned {inbox_ingest_job.name} run")
+    return dg.RunRequest(run_key=f"daily-partition-after-inbox:{run.run_id}", partition_key=day,
+                         tags={"ecom/trigger": "inbox", "ecom/inbox_run": run.run_id, "ecom/inbox_day": day})
+
+
 def build(settings=None) -> dg.Definitions:
-    return dg.Definitions(assets=[inbox_deliveries], jobs=[inbox_ingest_job],
-                          sensors=[inbox_sensor, ingest_after_inbox])
+    return dg.Definitions(assets=[inbox_deliveries, daily_partition_ingest],
+                          jobs=[inbox_ingest_job, daily_partition_ingest_job, partition_staging_rebuild_job],
+                          sensors=[inbox_sensor, ingest_after_inbox, daily_partition_after_inbox])

@@ -20,13 +20,13 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from ecom_pipeline.config import env
+from ecom_pipeline.config import duckdb_memory_limit
 
 LAYER_SCHEMAS = ("raw", "staging", "features", "ml", "serving", "reports", "meta")
 
 # DuckDB's message for a file locked by another process.
 _LOCK_MARKERS = ("could not set lock", "Conflicting lock")
-# Opt-in cap on DuckDB's buffer pool (e.g. "4GB"); unset = DuckDB's default (80 % of RAM).
+# Cap on DuckDB's buffer pool (e.g. "4GB"); unset = a share of the machine (config.duckdb_memory_limit).
 MEMORY_LIMIT_ENV = "ECOM_DUCKDB_MEMORY_LIMIT"
 # How long a writer waits for another process's lock before failing (a full ingest step holds it ~minutes).
 DEFAULT_LOCK_TIMEOUT_S = 300.0
@@ -51,9 +51,7 @@ def duckdb_config(threads: int | None = None, memory_limit: str | None = None) -
     """Connection settings; every open in a process must use the same ones (DuckDB refuses a second open of
     a file with a different configuration), so all of them are built here."""
     config: dict = {"threads": threads} if threads else {}
-    memory_limit = memory_limit or env(MEMORY_LIMIT_ENV)
-    if memory_limit:
-        config["memory_limit"] = memory_limit
+    config["memory_limit"] = memory_limit or duckdb_memory_limit()
     return config
 
 
@@ -149,7 +147,7 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
     threads: int = 0  # 0 = DuckDB's default (all cores)
-    memory_limit: str = ""  # e.g. "4GB"; "" = $ECOM_DUCKDB_MEMORY_LIMIT, else DuckDB's default
+    memory_limit: str = ""  # e.g. "4GB"; "" = config.duckdb_memory_limit() ($ECOM_DUCKDB_MEMORY_LIMIT or a share)
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:

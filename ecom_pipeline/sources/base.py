@@ -70,6 +70,11 @@ class Source(ABC):
         """Counts about the last read of ``table`` (rows filtered out, duplicates dropped...) for metadata."""
         return {}
 
+    def fast_scan(self, table: str):
+        """A :class:`ecom_pipeline.sources.fast_csv.FastScan` when ``table`` comes from plain CSV files that
+        DuckDB can read exactly as the shared Python reader does (the raw loader's fast path), else None."""
+        return
+
     def check_table(self, table: str) -> None:
         if table not in TABLES:
             raise SourceError(f"unknown canonical table {table!r}; known: {sorted(TABLES)}")

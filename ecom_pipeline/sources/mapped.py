@@ -177,6 +177,42 @@ class MappedSource(Source):
             raise MappingError("mapping file is not UTF-8 text", file=str(mapping_path)) from None
         return cls(mapping, mapping_path=mapping_path, data_dir=data_dir)
 
+    @classmethod
+    def for_delivery(cls, mapping_path: Path | str, data_dir: Path | str) -> MappedSource:
+        """The mapping restricted to the tables whose files are in ``data_dir`` (one day's delivery for the
+        partitioned ingest: a day usually brings orders and events, not sellers).  Files are looked for in
+        ``data_dir`` only; SourceError when none of the mapping's files is there."""
+        import yaml
+
+        mapping_path, data_dir = Path(mapping_path), Path(data_dir)
+        if not mapping_path.is_file():
+            raise MappingError("mapping file not found", file=str(mapping_path))
+        doc = yaml.safe_load(mapping_path.read_text(encoding="utf-8")) or {}
+        tables = doc.get("tables") if isinstance(doc, dict) else None
+        tables = tables if isinstance(tables, dict) else {}
+        present = {}
+        for table, spec in tables.items():
+            pattern = str((spec or {}).get("file", ""))
+            if pattern and (glob.glob(str(data_dir / pattern)) or (data_dir / pattern).is_file()):
+                present[table] = spec
+        if not present:
+            raise SourceError(f"none of the files of {mapping_path} is in this delivery "
+                              f"(looked for {sorted(str((s or {}).get('file')) for s in tables.values())})",
+                              file=str(data_dir))
+        return cls({**doc, "tables": present}, data_dir=data_dir)
+
+    @classmethod
+    def hints_from_yaml(cls, mapping_path: Path | str) -> ParseHints:
+        """The mapping's parse hints (time zone, formats, decimal) without looking for its data files (the
+        partitioned rebuild re-stages raw rows that are already loaded)."""
+        import yaml
+
+        mapping_path = Path(mapping_path)
+        doc = yaml.safe_load(mapping_path.read_text(encoding="utf-8")) or {}
+        reader = cls.__new__(cls)
+        reader._where = str(mapping_path)
+        return reader._parse_hints(doc if isinstance(doc, dict) else {})
+
     # ------------------------------------------------------------------ validation
     def _err(self, key: str, message: str, column: str | None = None) -> MappingError:
         return MappingError(f"{self._where}: {key}: {message}", file=self._where, column=column)
@@ -548,6 +584,33 @@ class MappedSource(Source):
             "conflicting_variants_passed_to_staging": int(self.stats.conflict_variants.get(table, 0)),
             "guest_rows": int(self.stats.guests.get(table, 0)),
         }
+
+    def fast_scan(self, table: str):
+        """The DuckDB fast path for a table filled only by renamed columns and constants from UTF-8 CSV
+        files (no derivations, filter or deduplication, which need the rows in Python)."""
+        from ecom_pipeline.sources.fast_csv import FastFile, FastScan, csv_options_fast
+
+        tm = self.tables_.get(table)
+        if (tm is None or tm.fmt != "csv" or tm.derive or tm.deduplicate or tm.row_filter is not None
+                or not csv_options_fast(tm.csv)):
+            return None
+        first_col = tm.output_columns[0]
+
+        def to_raw(chunk: pd.DataFrame) -> pd.DataFrame:
+            values: dict[str, Any] = {c: chunk[src] for c, src in tm.columns.items()}
+            values.update(tm.constants)
+            return finish_chunk(chunk, {c: values[c] for c in tm.output_columns}, first_col)
+
+        return FastScan(files=[FastFile(p, label, tm.csv) for p, label in zip(tm.paths, tm.labels)],
+                        columns=dict(tm.columns), constants=dict(tm.constants),
+                        source_columns=tm.source_columns, to_raw=to_raw)
+
+    def record_fast_reports(self, table: str, reports: list) -> None:
+        """Keep the fast path's per-file read reports where ``describe()`` shows them."""
+        self.reports[table] = list(reports)
+        for counter in (self.stats.duplicates_dropped, self.stats.conflicting_duplicates, self.stats.conflict_variants,
+                        self.stats.filtered_out, self.stats.guests, self.stats.not_a_number):
+            counter[table] = 0
 
     def read(self, table: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
         self.check_table(table)

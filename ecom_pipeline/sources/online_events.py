@@ -60,6 +60,12 @@ class WithOnlineEvents(Source):
                 chunk["_source_row"] = range(int(chunk.index[0]) + 1, int(chunk.index[0]) + 1 + len(chunk))
                 yield chunk
 
+    def fast_scan(self, table: str):
+        """The base source's DuckDB fast path, except for ``events`` when online events are appended to it."""
+        if table not in self.base.tables() or (table == "events" and online_event_files(self.data_root)):
+            return None
+        return self.base.fast_scan(table)
+
     def parse_hints(self, table: str) -> ParseHints:
         if table == "events" and "events" not in self.base.tables():
             return ONLINE_HINTS

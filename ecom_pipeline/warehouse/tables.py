@@ -118,3 +118,24 @@ def atomic(con: duckdb.DuckDBPyConnection):
         con.execute("ROLLBACK")
         raise
     con.execute("COMMIT")
+
+
+def partition_load_counts(con: duckdb.DuckDBPyConnection, table: str) -> dict:
+    """Per current partition load of ``table`` (daily ingest, ``meta.partition_loads``): raw rows, accepted
+    rows (inserted / updated / unchanged / stale) and quarantined rows, plus the totals and the rows in raw
+    and staging now, so raw = accepted + quarantined can be read off per partition and in total."""
+    if not table_exists(con, "meta.partition_loads"):
+        return {"partitions": {}, "total": {}}
+    rows = con.execute(
+        "SELECT partition_key, raw_rows, accepted_rows, inserted_rows, updated_rows, unchanged_rows, stale_rows, "
+        "quarantined_rows FROM meta.partition_loads WHERE table_name = ? AND is_current ORDER BY 1",
+        [table]).fetchall()
+    names = ("raw", "accepted", "inserted", "updated", "unchanged", "stale", "quarantined")
+    parts = {r[0]: dict(zip(names, (int(v or 0) for v in r[1:]))) for r in rows}
+    total = {n: sum(p[n] for p in parts.values()) for n in names}
+    total["raw_table_rows"] = con.execute(f"SELECT count(*) FROM raw.{quote_ident(table)}").fetchall()[0][0]
+    total["staged_table_rows"] = (con.execute(f"SELECT count(*) FROM staging.{quote_ident(table)}").fetchall()[0][0]
+                                  if table_exists(con, f"staging.{table}") else 0)
+    total["quarantine_table_rows"] = con.execute(
+        "SELECT count(*) FROM staging.quarantine WHERE table_name = ?", [table]).fetchall()[0][0]
+    return {"partitions": parts, "total": total}
