@@ -17,6 +17,7 @@ import pandas as pd
 from ecom_pipeline.ml.spatial.geo import delivered_orders, order_geo
 from ecom_pipeline.ml.splits import temporal_split
 
+LOCATION_COLUMNS = [f"{side}_{c}" for side in ("c", "s") for c in ("state", "zip3", "country", "level", "lat", "lng")]
 FEATURES = ["distance_km", "same_state", "c_state_code", "s_state_code", "month", "weekday", "n_items", "price",
             "freight", "promised_days", "seller_past_mean_days", "seller_past_late_rate", "seller_past_orders"]
 
@@ -27,10 +28,12 @@ def delivery_frame(orders, items, customers, sellers) -> pd.DataFrame:
     if o.empty or items.empty:
         return pd.DataFrame(columns=["order_id", "purchased_at", "delivery_days", "is_late"] + FEATURES)
     g = order_geo(o, items, customers, sellers)
+    # the location columns the graph features place an order with (ml/spatial/delivery_graph.py)
+    where = {c: (c, "first") for c in LOCATION_COLUMNS if c in g.columns}
     agg = g.groupby("order_id").agg(distance_km=("distance_km", "max"), n_items=("seller_id", "size"),
                                     price=("price", "sum"), freight=("freight", "sum"),
-                                    seller_id=("seller_id", "first"), c_state=("c_state", "first"),
-                                    s_state=("s_state", "first")).reset_index()
+                                    seller_id=("seller_id", "first"), **where).reset_index()
+    agg = agg.reindex(columns=list(agg.columns) + [c for c in LOCATION_COLUMNS if c not in agg.columns])
     f = o[["order_id", "purchased_at", "delivered_at", "delivery_days", "promised_days", "is_late"]].merge(agg, on="order_id")
     f["same_state"] = (f["c_state"] == f["s_state"]).astype(float)
     states = sorted(set(f["c_state"].dropna()) | set(f["s_state"].dropna()))
