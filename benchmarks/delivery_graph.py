@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO.parent / "shared" / "datasets"
 RESULTS = Path(__file__).parent / "results"
 VARIANTS = ["latlon", "neighbour", "gcn", "neighbour+gcn"]  # each vs the no-graph model
+RECENT_DAYS = 90
 
 
 def located(kind: str, root: Path) -> tuple[dict, tuple]:
@@ -89,10 +90,16 @@ def olist(test_fraction: float) -> dict:
     for v in VARIANTS:
         cols = FEATURES + [c for fam in parse_variant(v) for c in family[fam]]
         fits[v] = _fit_models(gf.loc[tr.index], gf.loc[te.index], cols, 0)
+    # tried: the neighbour aggregates from the last RECENT_DAYS of deliveries only (to follow the drift)
+    recent = graph_features(frame, split.cutoff, "neighbour", window_days=RECENT_DAYS)
+    rf = frame.join(recent.frame[recent.columns])
+    fits[f"neighbour, last {RECENT_DAYS} days"] = _fit_models(rf.loc[tr.index], rf.loc[te.index],
+                                                              FEATURES + recent.columns, 0)
+    family[f"neighbour, last {RECENT_DAYS} days"] = recent.columns
     rows = []
     for v, (_, pred, _, score) in fits.items():
-        row = {"variant": v, "n_features": len(FEATURES) + (0 if v == "none" else sum(
-            len(family[x]) for x in parse_variant(v))), "mae": float(np.mean(np.abs(y - pred))),
+        n_graph = 0 if v == "none" else len(family[v]) if v in family else sum(len(family[x]) for x in parse_variant(v))
+        row = {"variant": v, "n_features": len(FEATURES) + n_graph, "mae": float(np.mean(np.abs(y - pred))),
                "auc": float(roc_auc_score(late, score)) if score is not None else None}
         if v != "none":
             c = paired_bootstrap(np.abs(y - pred), np.abs(y - fits["none"][1]), metric="mae", higher_is_better=False)

@@ -58,10 +58,14 @@ def parse_variant(variant: str) -> list[str]:
     return parts
 
 
-def known_at(frame: pd.DataFrame, cutoff: pd.Timestamp) -> pd.Series:
-    """Orders whose delivery time is known at ``cutoff``: purchased and delivered before it."""
+def known_at(frame: pd.DataFrame, cutoff: pd.Timestamp, window_days: float | None = None) -> pd.Series:
+    """Orders whose delivery time is known at ``cutoff``: purchased and delivered before it (and, with
+    ``window_days``, delivered in the last ``window_days`` before it)."""
     cut = pd.Timestamp(cutoff)
-    return (frame["purchased_at"] < cut) & (frame["delivered_at"] < cut) & frame["delivery_days"].notna()
+    known = (frame["purchased_at"] < cut) & (frame["delivered_at"] < cut) & frame["delivery_days"].notna()
+    if window_days:
+        known &= frame["delivered_at"] >= cut - pd.Timedelta(days=window_days)
+    return known
 
 
 def _side_regions(frame: pd.DataFrame, prefix: str, level: str, qualify: bool) -> pd.Series:
@@ -224,7 +228,8 @@ def gcn_embeddings(frame: pd.DataFrame, known: pd.DataFrame, regions: pd.Series,
 
 
 def graph_features(frame: pd.DataFrame, cutoff: pd.Timestamp, variant: str = DEFAULT_VARIANT, *, k: int = 5,
-                   gcn_dim: int = 8, gcn_epochs: int = 200, seed: int = 0) -> GraphFeatures:
+                   gcn_dim: int = 8, gcn_epochs: int = 200, seed: int = 0,
+                   window_days: float | None = None) -> GraphFeatures:
     """``variant``'s features for every order of ``frame`` (from :func:`delivery.delivery_frame`), each from
     orders known before its snapshot time (:func:`snapshot_times`), so only from the training period."""
     families = parse_variant(variant)
@@ -234,7 +239,8 @@ def graph_features(frame: pd.DataFrame, cutoff: pd.Timestamp, variant: str = DEF
     is_known = known_at(frame, cutoff)
     qualify = _qualify(frame)
     cols: dict[str, np.ndarray] = {}
-    details: dict = {"variant": variant, "known_orders_at_cutoff": int(is_known.sum()), "cutoff": str(cutoff)}
+    details: dict = {"variant": variant, "known_orders_at_cutoff": int(is_known.sum()), "cutoff": str(cutoff),
+                     "window_days": window_days}
     reasons = []
     if "latlon" in families:
         if frame[["c_lat", "c_lng"]].notna().all(axis=1).any():
@@ -260,7 +266,7 @@ def graph_features(frame: pd.DataFrame, cutoff: pd.Timestamp, variant: str = DEF
         coarsest = list(levels)[-1]  # finer routes (zip3 -> zip3) almost never repeat in training
         parts = []
         for t, rows in frame.groupby(snap):
-            known = frame[known_at(frame, t)]
+            known = frame[known_at(frame, t, window_days)]
             part = {}
             for level, (regions, sellers) in levels.items():
                 part |= _snapshot_features(rows, known, regions, sellers, level, k, graph_families, level == coarsest)
@@ -270,7 +276,7 @@ def graph_features(frame: pd.DataFrame, cutoff: pd.Timestamp, variant: str = DEF
         cols |= {c: snap_cols[c].to_numpy(dtype=float) for c in snap_cols.columns}
         if "gcn" in families:
             finest = next(iter(levels))
-            emb, info = gcn_embeddings(frame, frame[is_known], *levels[finest], finest, k, dim=gcn_dim,
+            emb, info = gcn_embeddings(frame, frame[known_at(frame, cutoff, window_days)], *levels[finest], finest, k, dim=gcn_dim,
                                        epochs=gcn_epochs, seed=seed)
             cols |= emb
             details |= info
