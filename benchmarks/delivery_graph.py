@@ -188,8 +188,26 @@ def markdown(res: dict) -> str:
     for s in res["other_shops"]:
         lines += ["", f"## {s['dataset']}: {s['orders']} orders, customer regions {s['customer_regions']}", "",
                   s.get("result", f"{s['orders_delivered_with_dates']} delivered orders with dates")]
+    lines += ["", "## The other graph model: ST-GCN (forecasting, cited, not re-run)", "", stgcn_note()]
     lines += ["", f"Total {res['total_s']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def stgcn_note() -> str:
+    """The ST-GCN against its no-graph twin, from benchmarks/results/forecasting.json (another benchmark)."""
+    path = RESULTS / "forecasting.json"
+    if not path.exists():
+        return "benchmarks/results/forecasting.json not found: run benchmarks/forecasting.py."
+    f = json.loads(path.read_text())
+    parts = []
+    for d in f["datasets"]:
+        m = d["mean_over_states"]
+        if "stgcn" in m and "stgcn_no_graph" in m:
+            parts.append(f"{d['dataset']} ({len(d['states'])} states, rolling-origin folds): MASE ST-GCN "
+                         f"{m['stgcn']['mase']:.3f} vs no-graph twin {m['stgcn_no_graph']['mase']:.3f}; ST-GCN beats "
+                         f"the twin on {d['stgcn_beats_no_graph_states']}/{len(d['states'])} states")
+    return ("; ".join(parts) + f" (benchmarks/results/forecasting.md, commit {f['machine'].get('commit')}): "
+            ".") if parts else "no ST-GCN figures."
 
 
 def main() -> None:
