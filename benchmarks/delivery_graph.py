@@ -206,7 +206,7 @@ def stgcn_note() -> str:
             parts.append(f"{d['dataset']} ({len(d['states'])} states, rolling-origin folds): MASE ST-GCN "
                          f"{m['stgcn']['mase']:.3f} vs no-graph twin {m['stgcn_no_graph']['mase']:.3f}; ST-GCN beats "
                          f"the twin on {d['stgcn_beats_no_graph_states']}/{len(d['states'])} states")
-    return ("; ".join(parts) + f" (benchmarks/results/forecasting.md, commit {f['machine'].get('commit')}): "
+    return ("; ".join(parts) + f" (benchmarks/results/forecasting.md, commit {f['machine'].get('commit')})"
             ".") if parts else "no ST-GCN figures."
 
 
