@@ -1,25 +1,30 @@
 """Region-graph features for the delivery-time and late-delivery models, built from training-period orders only.
 
-Only orders *known at the cutoff* feed any feature: purchased before the cutoff and delivered before it (an
-order still in transit at the cutoff has no delivery time yet).  Test-period orders contribute nothing: not
-their delivery times, not their regions, not their locations (an order's own customer coordinates are its own
-input, used only to place it when its region has no known order).
+Every feature of an order comes from the orders *known* at its snapshot time (:func:`snapshot_times`):
+purchased and delivered before it.  A test order's snapshot is the cutoff; a training order's is the start of
+its purchase month, so its own delivery time (and any later one) never reaches its features, and training
+orders see features made the way the test orders' are.  Test-period orders contribute nothing: not their
+delivery times, not their regions, not their locations (an order's own customer coordinates are its own input,
+used only to place it on the graph when its region has no known order).
 
 Three feature families (``VARIANTS``), so the graph can be compared with plain coordinates:
 
 * ``latlon``: customer and seller coordinates (no graph; what a tree model can do with location alone).
-* ``neighbour``: per region level (zip3, state, country; every level with at least ``MIN_REGIONS`` regions
-  with known orders): the inverse-distance-weighted mean delivery days and late share of the ``k`` nearest
-  *other* regions, the region's own mean shrunk towards that neighbour mean (sparse regions borrow from their
-  neighbours), its number of known orders, and the seller-region -> customer-region route mean (flow-graph
-  edge) shrunk towards the region.  A training order's own label is left out of its region's and its route's
-  mean (leave-one-out), so no feature contains the label it is trained to predict.
-* ``gcn``: the customer region's embedding from the GCN graph autoencoder (:mod:`ecom_pipeline.ml.spatial.gcn`)
-  over the kNN + flow graph of the finest level, node features from the known orders (this one is not
-  leave-one-out: a region's node features include its training orders' labels, smoothed by the encoder).
+* ``neighbour``: per region level (zip3, state, country; every level with at least ``MIN_REGIONS`` customer
+  regions with deliveries known at the cutoff): the inverse-distance-weighted mean delivery days and late share
+  of the ``k`` nearest *other* regions, the region's own mean shrunk towards that neighbour mean (sparse regions
+  borrow from their neighbours), its number of known orders, and, at the coarsest level, the seller-region ->
+  customer-region route mean (an edge of the flow graph) shrunk towards the region.
+* ``gcn``: two hops of the normalised adjacency (SGC-style graph convolution) over the kNN + flow graph applied
+  to the regions' known delivery days and late shares, per snapshot; and the customer region's embedding from
+  the GCN graph autoencoder (:mod:`ecom_pipeline.ml.spatial.gcn`) of the finest level at the cutoff, whose node
+  features carry no delivery labels (so one embedding can serve training and test orders).
 
 A shop without a region graph (one country, no locations, fewer than ``MIN_REGIONS`` regions with known
 deliveries) gets no graph features and a ``reason`` naming why; the models then run without them.
+
+Measured on the Olist sample (benchmarks/results/delivery_graph.md): none of the families lowers the delivery
+MAE; neighbour aggregates and the GCN raise it significantly (delivery times drift strongly over time there).
 """
 
 from __future__ import annotations
