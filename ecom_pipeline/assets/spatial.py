@@ -251,7 +251,8 @@ def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig
 @dg.asset(key=["models", "delivery_delay"], group_name="models", pool=WAREHOUSE_POOL, kinds={"sklearn", "mlflow"},
           deps=STAGING, description="Gradient-boosting delivery-time and lateness model (distance, regions, seller "
           "history, season) on a time-based split; baseline = the platform's estimated delivery date. Test-set "
-          "predictions; MAE and late-order AUC beside the baseline; registered as ecom.delivery.delay.")
+          "predictions; MAE and late-order AUC beside the baseline; registered as ecom.delivery.delay. A twin with "
+          "region-graph features (training-period orders only) serves only if it significantly beats the rest.")
 def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, warehouse: WarehouseResource,
                    mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
     from ecom_pipeline.ml.registry import Candidate, log_and_register
