@@ -63,6 +63,7 @@ class EmbeddingConfig(dg.Config):
 
 class DeliveryConfig(dg.Config):
     test_fraction: float = 0.2
+    graph_features: str = "neighbour+gcn"  # ml/spatial/delivery_graph.py variants joined by "+"; "" = none
 
 
 def map_plot(path: Path, regions: pd.DataFrame, level: str) -> Path:
@@ -250,7 +251,8 @@ def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig
 @dg.asset(key=["models", "delivery_delay"], group_name="models", pool=WAREHOUSE_POOL, kinds={"sklearn", "mlflow"},
           deps=STAGING, description="Gradient-boosting delivery-time and lateness model (distance, regions, seller "
           "history, season) on a time-based split; baseline = the platform's estimated delivery date. Test-set "
-          "predictions; MAE and late-order AUC beside the baseline; registered as ecom.delivery.delay.")
+          "predictions; MAE and late-order AUC beside the baseline; registered as ecom.delivery.delay. A twin with "
+          "region-graph features (training-period orders only) serves only if it significantly beats the rest.")
 def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, warehouse: WarehouseResource,
                    mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
     from ecom_pipeline.ml.registry import Candidate, log_and_register
@@ -266,12 +268,13 @@ def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, wa
         context.log.warning(msg)
         context.add_output_metadata({"dagster/row_count": 0, "message": msg})
         return pd.DataFrame(columns=cols)
-    res = train_delivery_model(frame, config.test_fraction)
+    res = train_delivery_model(frame, config.test_fraction, graph_variant=config.graph_features or None)
     m = res.metrics
     with mlflow.start_run("delivery_delay", tags={"task": "delivery_delay", "dataset": source.kind}) as run:
         import mlflow as mlf
 
-        mlf.log_params({"features": ",".join(FEATURES), "cutoff": str(res.cutoff), "n_train": res.n_train})
+        mlf.log_params({"features": ",".join(FEATURES), "cutoff": str(res.cutoff), "n_train": res.n_train,
+                        "graph_features": ",".join(res.graph.columns) if res.graph else "none"})
         mlf.log_metrics(m)
         outcome = log_and_register(Candidate("ecom.delivery.delay", "sklearn", res.regressor,
                                              frame[FEATURES].head(5), "mae", m["mae"], higher_is_better=False))
@@ -279,18 +282,21 @@ def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, wa
         recs = [MetricRecord.from_comparison(c, model=cand, task=task,
                                              dataset=source.kind, split="temporal_test", baseline=base,
                                              mlflow_run_id=run.info.run_id)
-                for task, (cand, base, c) in res.comparisons.items()]
+                for task, cand, base, c in res.comparison_rows()]
     with warehouse.connect() as con:
         from ecom_pipeline.ml.serving_gate import record_decisions
 
         record_model_metrics(con, recs)
-        for d in res.decisions:
-            record_decisions(con, d.task, [d])
+        for task in dict.fromkeys(d.task for d in res.decisions):  # one call per task: it replaces the task's rows
+            record_decisions(con, task, [d for d in res.decisions if d.task == task])
     context.add_output_metadata({"dagster/row_count": len(res.predictions), "cutoff": str(res.cutoff),
                                  "n_train": res.n_train, "n_test": res.n_test,
                                  "metrics": {k: round(v, 4) for k, v in m.items()},
                                  "beats_platform_estimate_mae": m["mae"] < m["baseline_mae"],
-                                 "served": {d.task: f"{d.served} ({d.reason})" for d in res.decisions},
+                                 "served": {f"{d.task}: {d.candidate} vs {d.baseline}": d.reason for d in res.decisions},
+                                 "graph_features": {"columns": len(res.graph.columns) if res.graph else 0,
+                                                    "missing": (res.graph.reason if res.graph else "not requested")
+                                                    or "none"} | (res.graph.details if res.graph else {}),
                                  "registered": f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"})
     return res.predictions[cols]
 

@@ -9,6 +9,7 @@ decisions with :func:`record_decisions`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -176,3 +177,18 @@ def serving_violations(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
             GROUP BY ALL""").fetchdf())
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame(
         columns=["serving_table", "scope", "model", "served", "reason", "rows"])
+
+
+def decide_chain(task: str, scope: str, baseline: str, candidates: list[str],
+                 compare: Callable[[str, str], Comparison | None]) -> list[Decision]:
+    """Nested candidates, simplest first (e.g. a model without, then with, graph features): each serves only
+    if it significantly beats what would serve without it (``compare(candidate, reference)``), starting from
+    ``baseline``.  One decision per step, every one naming the model that finally serves."""
+    current, steps = baseline, []
+    for candidate in candidates:
+        d = decide(task, scope, candidate, current, compare(candidate, current))
+        steps.append(d)
+        current = d.served
+    for d in steps:
+        d.served, d.reason = current, f"{d.reason}; serves: {current}"
+    return steps

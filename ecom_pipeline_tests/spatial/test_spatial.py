@@ -82,7 +82,10 @@ def test_spatial_assets(tmp_path):
     assert d["baseline"] in {"platform_estimate", "state_median"} and d["n_units"] > 0 and d["ci_low"] <= d["ci_high"]
     dec = con.execute("SELECT * FROM ml.serving_decisions WHERE task = 'delivery_delay'").fetchdf()
     served = con.execute("SELECT DISTINCT days_model FROM models.delivery_delay").fetchdf()["days_model"].tolist()
-    assert len(dec) == 1 and served == [dec["served"].iloc[0]]  # predictions come from the gate's choice
+    # one decision per step of the nested gate (no-graph model, then its graph-feature twin), one served model
+    assert set(dec["candidate"]) == {"hgb_delivery_days", "hgb_delivery_days_graph"} and dec["served"].nunique() == 1
+    assert served == [dec["served"].iloc[0]]  # predictions come from the gate's choice
+    assert {"hgb_delivery_days_graph"} <= set(m.model)  # its comparisons have their rows too
     e = m[m.task == "region_embedding"]
     assert len(e) >= 1 and (e["value"] > 0.5).all()  # the 6-state kNN graph is complete: AUC undefined
     con.close()

@@ -9,14 +9,16 @@ only orders delivered before each order was placed (no leakage)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from ecom_pipeline.ml.spatial.delivery_graph import DEFAULT_VARIANT, GraphFeatures, graph_features
 from ecom_pipeline.ml.spatial.geo import delivered_orders, order_geo
 from ecom_pipeline.ml.splits import temporal_split
 
+LOCATION_COLUMNS = [f"{side}_{c}" for side in ("c", "s") for c in ("state", "zip3", "country", "level", "lat", "lng")]
 FEATURES = ["distance_km", "same_state", "c_state_code", "s_state_code", "month", "weekday", "n_items", "price",
             "freight", "promised_days", "seller_past_mean_days", "seller_past_late_rate", "seller_past_orders"]
 
@@ -27,10 +29,12 @@ def delivery_frame(orders, items, customers, sellers) -> pd.DataFrame:
     if o.empty or items.empty:
         return pd.DataFrame(columns=["order_id", "purchased_at", "delivery_days", "is_late"] + FEATURES)
     g = order_geo(o, items, customers, sellers)
+    # the location columns the graph features place an order with (ml/spatial/delivery_graph.py)
+    where = {c: (c, "first") for c in LOCATION_COLUMNS if c in g.columns}
     agg = g.groupby("order_id").agg(distance_km=("distance_km", "max"), n_items=("seller_id", "size"),
                                     price=("price", "sum"), freight=("freight", "sum"),
-                                    seller_id=("seller_id", "first"), c_state=("c_state", "first"),
-                                    s_state=("s_state", "first")).reset_index()
+                                    seller_id=("seller_id", "first"), **where).reset_index()
+    agg = agg.reindex(columns=list(agg.columns) + [c for c in LOCATION_COLUMNS if c not in agg.columns])
     f = o[["order_id", "purchased_at", "delivered_at", "delivery_days", "promised_days", "is_late"]].merge(agg, on="order_id")
     f["same_state"] = (f["c_state"] == f["s_state"]).astype(float)
     states = sorted(set(f["c_state"].dropna()) | set(f["s_state"].dropna()))
@@ -72,9 +76,19 @@ class DeliveryResult:
     n_test: int
     comparisons: dict = None  # "delivery_delay" / "delivery_late" -> (candidate, baseline, Comparison)
     decisions: list = None  # serving-gate decisions, tasks delivery_delay and delivery_late
+    graph: GraphFeatures | None = None  # the graph features used (or why there are none)
+    graph_comparisons: list = field(default_factory=list)  # (task, candidate, reference, Comparison)
+    graph_regressor: object | None = None
+    graph_classifier: object | None = None
+
+    def comparison_rows(self) -> list[tuple[str, str, str, object]]:
+        """Every (task, candidate, baseline, Comparison): models without graph features vs their best baseline,
+        then the graph-feature models vs the baseline and vs their no-graph twins."""
+        return [(task, c, b, cmp) for task, (c, b, cmp) in (self.comparisons or {}).items()] + self.graph_comparisons
 
 
 DAYS_CANDIDATE, LATE_CANDIDATE = "hgb_delivery_days", "hgb_late_classifier"
+GRAPH_DAYS_CANDIDATE, GRAPH_LATE_CANDIDATE = "hgb_delivery_days_graph", "hgb_late_classifier_graph"
 
 
 def baseline_days(tr: pd.DataFrame, te: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -99,23 +113,40 @@ def baseline_late_scores(tr: pd.DataFrame, te: pd.DataFrame) -> dict[str, np.nda
     return out
 
 
-def train_delivery_model(frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0) -> DeliveryResult:
+def _fit_models(tr: pd.DataFrame, te: pd.DataFrame, features: list[str], seed: int):
+    """(regressor, predicted test days, classifier or None, test late scores or None) on ``features``."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    reg = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=seed)
+    reg.fit(tr[features], tr["delivery_days"])
+    clf, late_score = None, None
+    if tr["is_late"].nunique() == 2:
+        clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed)
+        clf.fit(tr[features], tr["is_late"].astype(int))
+        late_score = clf.predict_proba(te[features])[:, 1]
+    return reg, reg.predict(te[features]), clf, late_score
+
+
+def train_delivery_model(frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0,
+                         graph_variant: str | None = DEFAULT_VARIANT) -> DeliveryResult:
+    """The delivery-days regressor and late classifier without graph features, and (``graph_variant``, see
+    :mod:`delivery_graph`; None: none) their twins with graph features built from training-period orders; the
+    serving gate picks per task among the best baseline, the no-graph model and the graph model, each richer
+    model serving only if it significantly beats what would serve without it."""
     from sklearn.metrics import mean_absolute_error, roc_auc_score
+
+    from ecom_pipeline.ml.evaluation import auc_comparison, paired_bootstrap
+    from ecom_pipeline.ml.serving_gate import decide_chain
 
     split = temporal_split(frame, "purchased_at", test_fraction=test_fraction)
     tr, te = split.train, split.test
-    reg = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=seed)
-    reg.fit(tr[FEATURES], tr["delivery_days"])
-    pred = reg.predict(te[FEATURES])
-    clf = None
-    late_score = None
-    if tr["is_late"].nunique() == 2:
-        clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=seed)
-        clf.fit(tr[FEATURES], tr["is_late"].astype(int))
-        late_score = clf.predict_proba(te[FEATURES])[:, 1]
-    from ecom_pipeline.ml.evaluation import auc_comparison, paired_bootstrap
-    from ecom_pipeline.ml.serving_gate import decide
+    reg, pred, clf, late_score = _fit_models(tr, te, FEATURES, seed)
+    graph = graph_features(frame, split.cutoff, graph_variant, seed=seed) if graph_variant else None
+    g_reg = g_clf = g_pred = g_late = None
+    if graph is not None and graph.columns:
+        gcols = FEATURES + graph.columns
+        gf = frame.join(graph.frame[graph.columns])
+        g_reg, g_pred, g_clf, g_late = _fit_models(gf.loc[tr.index], gf.loc[te.index], gcols, seed)
 
     y = te["delivery_days"].to_numpy(dtype=float)
     base_days = baseline_days(tr, te)
@@ -123,10 +154,23 @@ def train_delivery_model(frame: pd.DataFrame, test_fraction: float = 0.2, seed: 
          "baseline_mae": float(mean_absolute_error(y, base_days["platform_estimate"]))}
     m |= {f"{name}_mae": float(np.mean(np.abs(y - v))) for name, v in base_days.items()}
     best_days = min(base_days, key=lambda k: m[f"{k}_mae"])
-    comparisons = {"delivery_delay": (DAYS_CANDIDATE, best_days, paired_bootstrap(
-        np.abs(y - pred), np.abs(y - base_days[best_days]), metric="mae", higher_is_better=False))}
-    days_decision = decide("delivery_delay", "all", DAYS_CANDIDATE, best_days, comparisons["delivery_delay"][2])
-    served_days = pred if days_decision.candidate_serves else base_days[best_days]
+    days_by_model = {best_days: base_days[best_days], DAYS_CANDIDATE: pred}
+    if g_pred is not None:
+        days_by_model[GRAPH_DAYS_CANDIDATE] = g_pred
+        m["graph_mae"] = float(mean_absolute_error(y, g_pred))
+
+    def days_comparison(candidate, reference):
+        return paired_bootstrap(np.abs(y - days_by_model[candidate]), np.abs(y - days_by_model[reference]),
+                                metric="mae", higher_is_better=False)
+
+    comparisons = {"delivery_delay": (DAYS_CANDIDATE, best_days, days_comparison(DAYS_CANDIDATE, best_days))}
+    graph_comparisons = []
+    if g_pred is not None:
+        graph_comparisons += [("delivery_delay", GRAPH_DAYS_CANDIDATE, ref, days_comparison(GRAPH_DAYS_CANDIDATE, ref))
+                              for ref in (DAYS_CANDIDATE, best_days)]
+    days_decisions = decide_chain("delivery_delay", "all", best_days, list(days_by_model)[1:], days_comparison)
+    days_served = days_decisions[-1].served
+    decisions = list(days_decisions)
     late_served, late_model = np.full(len(te), np.nan), None
     if te["is_late"].nunique() == 2:
         base_late = baseline_late_scores(tr, te)
@@ -135,21 +179,35 @@ def train_delivery_model(frame: pd.DataFrame, test_fraction: float = 0.2, seed: 
         m["regressor_slack_auc"] = float(roc_auc_score(te["is_late"], pred - te["promised_days"]))
         best_late = max(base_late, key=lambda k: m[f"{k}_auc"])
         m["baseline_auc"] = m[f"{best_late}_auc"]
+        late_by_model = {best_late: base_late[best_late]}
         if late_score is not None:
             m["auc"] = float(roc_auc_score(te["is_late"], late_score))
-            comparisons["delivery_late"] = (LATE_CANDIDATE, best_late,
-                                            auc_comparison(te["is_late"], late_score, base_late[best_late]))
-            late_decision = decide("delivery_late", "all", LATE_CANDIDATE, best_late,
-                                   comparisons["delivery_late"][2])
-        else:
-            late_decision = decide("delivery_late", "all", LATE_CANDIDATE, best_late, None)
-        late_model = late_decision.served
+            late_by_model[LATE_CANDIDATE] = late_score
+        if g_late is not None:
+            m["graph_auc"] = float(roc_auc_score(te["is_late"], g_late))
+            late_by_model[GRAPH_LATE_CANDIDATE] = g_late
+
+        def late_comparison(candidate, reference):
+            return auc_comparison(te["is_late"], late_by_model[candidate], late_by_model[reference])
+
+        if late_score is not None:
+            comparisons["delivery_late"] = (LATE_CANDIDATE, best_late, late_comparison(LATE_CANDIDATE, best_late))
+        if g_late is not None:
+            graph_comparisons += [("delivery_late", GRAPH_LATE_CANDIDATE, ref,
+                                   late_comparison(GRAPH_LATE_CANDIDATE, ref)) for ref in (LATE_CANDIDATE, best_late)]
+        candidates = list(late_by_model)[1:]
+        late_decisions = (decide_chain("delivery_late", "all", best_late, candidates, late_comparison) if candidates
+                          else decide_chain("delivery_late", "all", best_late, [LATE_CANDIDATE], lambda c, r: None))
+        decisions += late_decisions
+        late_model = late_decisions[-1].served
         # probabilities only: the per-state late rate is one; the promised-days rule is a ranking (its input,
         # promised_days, is in the table and late_model names the rule)
-        late_served = {LATE_CANDIDATE: late_score, "state_late_rate": base_late["state_late_rate"]}.get(
-            late_model, np.full(len(te), np.nan))
+        late_served = {LATE_CANDIDATE: late_score, GRAPH_LATE_CANDIDATE: g_late,
+                       "state_late_rate": base_late["state_late_rate"]}.get(late_model)
+        if late_served is None:
+            late_served = np.full(len(te), np.nan)
+    served_days = days_by_model[days_served]
     preds = te[["order_id", "purchased_at", "delivery_days", "promised_days", "is_late"]].assign(
-        predicted_days=served_days, late_probability=late_served, days_model=days_decision.served,
-        late_model=late_model)
-    return DeliveryResult(m, preds, reg, clf, split.cutoff, len(tr), len(te), comparisons,
-                          [days_decision] + ([late_decision] if late_model else []))
+        predicted_days=served_days, late_probability=late_served, days_model=days_served, late_model=late_model)
+    return DeliveryResult(m, preds, reg, clf, split.cutoff, len(tr), len(te), comparisons, decisions, graph,
+                          graph_comparisons, g_reg, g_clf)
