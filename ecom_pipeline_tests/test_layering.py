@@ -68,3 +68,12 @@ def test_contract_catches_a_forbidden_import(tmp_path, monkeypatch):
         "def f():\n    from ecom_pipeline.resources.tables import table_exists\n", encoding="utf-8")
     monkeypatch.setattr(__import__(__name__, fromlist=["PACKAGE"]), "PACKAGE", fake)
     assert _violations("ml") == ["ecom_pipeline/ml/store.py:2 imports ecom_pipeline.resources.tables"]
+
+
+def test_ml_reads_no_configuration_but_the_signing_key():
+    """``ml/`` takes configuration from its caller (models_dir, device, sizes); the one module still reading
+    ``ecom_pipeline.config`` is ``ml/safe_artifacts.py`` (the model signing key, used by every registry call:
+    passing it in from the callers is an open follow-up of issue 12)."""
+    readers = {str(path.relative_to(PACKAGE.parent)) for path in sorted((PACKAGE / "ml").rglob("*.py"))
+               for _, module in _imports(path) if module == "ecom_pipeline.config"}
+    assert readers == {"ecom_pipeline/ml/safe_artifacts.py"}

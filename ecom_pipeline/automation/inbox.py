@@ -539,6 +539,6 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
     )
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[inbox_deliveries], jobs=[inbox_ingest_job],
                           sensors=[inbox_sensor, ingest_after_inbox])

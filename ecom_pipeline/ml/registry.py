@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ecom_pipeline.ml.safe_artifacts import SIGNATURE_TAG
@@ -132,6 +132,51 @@ def log_and_register(
                      f"registry.{candidate.name}.version": version})
     return RegistryOutcome(candidate.name, version, promoted, champion_version, reason,
                            f"models:/{candidate.name}@{CHAMPION}")
+
+
+@dataclass
+class ModelRun:
+    """Everything a model asset records in MLflow for one run: :func:`record_run` logs it in one sequence."""
+
+    name: str  # the MLflow run name, e.g. "sarima_backtest"
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # logged as given (callers drop NaN if they must)
+    metric_steps: dict[str, list[float]] = field(default_factory=dict)  # per-step series, e.g. train_loss
+    dicts: dict[str, Any] = field(default_factory=dict)  # artifact file name -> JSON-able content
+    candidates: list[Candidate] = field(default_factory=list)  # registered in this order
+
+
+@dataclass
+class RecordedRun:
+    run_id: str
+    outcomes: list[RegistryOutcome]
+
+    def outcome(self, name: str) -> RegistryOutcome | None:
+        """The registry outcome of the candidate registered as ``name`` in this run (None: not registered)."""
+        return next((o for o in self.outcomes if o.name == name), None)
+
+
+def record_run(run: ModelRun, experiment_id: str) -> RecordedRun:
+    """The one MLflow sequence of every model asset: start the run, log params, metrics and JSON artifacts,
+    then log, sign and register each candidate (:func:`log_and_register`: champion alias moves last).
+
+    The tracking URI must already be set (the tracking resource does it); nothing here reads configuration.
+    """
+    import mlflow
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run.name, tags=run.tags) as active:
+        if run.params:
+            mlflow.log_params(run.params)
+        if run.metrics:
+            mlflow.log_metrics({k: float(v) for k, v in run.metrics.items()})
+        for key, values in run.metric_steps.items():
+            for step, value in enumerate(values):
+                mlflow.log_metric(key, float(value), step=step)
+        for file_name, content in run.dicts.items():
+            mlflow.log_dict(content, file_name)
+        outcomes = [log_and_register(candidate) for candidate in run.candidates]
+        return RecordedRun(active.info.run_id, outcomes)
 
 
 @dataclass

@@ -10,11 +10,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import dagster as dg
 
 from ecom_pipeline.config import env
+
+if TYPE_CHECKING:
+    from ecom_pipeline.ml.registry import ModelRun, RecordedRun
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+    from ecom_pipeline.resources.warehouse import WarehouseResource
 
 # Seconds the reachability probe waits for the server to answer.
 CONNECT_TIMEOUT_ENV = "ECOM_MLFLOW_CONNECT_TIMEOUT_S"
@@ -89,3 +95,24 @@ class MLflowResource(dg.ConfigurableResource):
         experiment_id = self.experiment_id()
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {}) as run:
             yield run
+
+    def record_model(self, run: ModelRun, *, warehouse: WarehouseResource | None = None,
+                     metric_records: list[MetricRecord] | None = None) -> RecordedRun:
+        """Record one model run: MLflow run, params, metrics, signed safe artifacts, registration and champion
+        alias (:func:`ecom_pipeline.ml.registry.record_run`), then its ``ml.model_metrics`` rows.
+
+        Rows without an ``mlflow_run_id`` get this run's id.  ``warehouse`` is required when rows are given.
+        """
+        from ecom_pipeline.ml.registry import record_run
+        from ecom_pipeline.resources.model_metrics import record_model_metrics
+
+        recorded = record_run(run, self.experiment_id())
+        if metric_records:
+            if warehouse is None:
+                raise ValueError(f"run {run.name!r}: ml.model_metrics rows given without a warehouse to "
+                                 "write them")
+            for record in metric_records:
+                record.mlflow_run_id = record.mlflow_run_id or recorded.run_id
+            with warehouse.connect() as con:
+                record_model_metrics(con, metric_records)
+        return recorded

@@ -145,3 +145,38 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri():
     with pytest.raises(MlflowUnavailableError):
         resource.client()
     assert time.monotonic() - t0 < 20  # not MLflow's own minutes of HTTP retries
+
+
+def test_record_model_is_the_one_sequence_run_metrics_registry_and_model_metrics(tracking, tmp_path):
+    """One call: the run with its params, metrics, step series and JSON artifact, the signed registered
+    candidate with its champion alias, and the ml.model_metrics rows carrying the run id."""
+    import mlflow
+
+    from ecom_pipeline.ml.registry import CHAMPION, ModelRun
+    from ecom_pipeline.ml.safe_artifacts import SIGNATURE_TAG
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+    from ecom_pipeline.resources.warehouse import WarehouseResource
+
+    warehouse = WarehouseResource(path=str(tmp_path / "wh.duckdb"))
+    m, x = _model(7)
+    row = MetricRecord("clf", "t", "synthetic", "temporal", "auc", 0.8, "majority", 0.5)
+    recorded = tracking.record_model(
+        ModelRun("unit_record", tags={"task": "t"}, params={"C": 1.0}, metrics={"auc": 0.8},
+                 metric_steps={"train_loss": [0.9, 0.5]}, dicts={"classes.json": {"classes": [0, 1]}},
+                 candidates=[Candidate("t.record", "sklearn", m, x, "auc", 0.8, baseline="majority",
+                                       baseline_value=0.5)]),
+        warehouse=warehouse, metric_records=[row])
+    run = mlflow.get_run(recorded.run_id)
+    assert run.info.run_name == "unit_record" and run.data.tags["task"] == "t"
+    assert run.data.params["C"] == "1.0" and run.data.metrics["auc"] == 0.8
+    history = mlflow.MlflowClient().get_metric_history(recorded.run_id, "train_loss")
+    assert [h.value for h in history] == [0.9, 0.5]
+    outcome = recorded.outcome("t.record")
+    assert outcome.promoted and recorded.outcome("t.other") is None
+    version = mlflow.MlflowClient().get_model_version_by_alias("t.record", CHAMPION)
+    assert str(version.version) == outcome.version and version.tags[SIGNATURE_TAG]
+    with warehouse.connect(read_only=True) as con:
+        stored = con.execute("SELECT model, value, mlflow_run_id FROM ml.model_metrics").fetchall()
+    assert stored == [("clf", 0.8, recorded.run_id)]
+    with pytest.raises(ValueError, match="without a warehouse"):
+        tracking.record_model(ModelRun("no_warehouse"), metric_records=[row])

@@ -28,11 +28,11 @@ from threadpoolctl import threadpool_limits
 from ecom_pipeline.assets import ingest, reviews, spatial
 from ecom_pipeline.automation.jobs import JOBS, MODEL_RETRY_POLICY
 from ecom_pipeline.config import Settings
-from ecom_pipeline.loading import FAULT_PAUSE_ENV
 from ecom_pipeline.ml.registry import LOAD_ERROR_TAG, Candidate, log_and_register
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource, build_resources
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
 from ecom_pipeline.warehouse.tables import warehouse_fingerprints
+from ecom_pipeline_tests.reliability.fault_points import FAULT_PAUSE_ENV, install
 
 TABLES = ("customers", "sellers", "orders", "order_items")  # what models/delivery_delay reads
 FAULT_TABLES = ("orders",)  # the kill test's job: raw + staging orders and the IO-manager asset (3 processes)
@@ -66,7 +66,9 @@ def _definitions(tables, extra=(), max_concurrent: int = 1) -> dg.Definitions:
 
 
 def fault_job():
-    """Reconstructable (module level): every multiprocess step re-imports it, with the test's environment."""
+    """Reconstructable (module level): every multiprocess step re-imports it, with the test's environment,
+    and installs the fault points in its own process."""
+    install()
     return _definitions(FAULT_TABLES, [orders_per_customer]).resolve_job_def("faults")
 
 
@@ -341,6 +343,8 @@ IO_WRITE = """
 import sys
 import dagster as dg, pandas as pd
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
+from ecom_pipeline_tests.reliability.fault_points import install
+install()
 
 @dg.asset(key=["features", "t"])
 def t() -> pd.DataFrame:
