@@ -246,7 +246,7 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         client = mlflow.client()
         for name in dict.fromkeys([chosen, base_name]):  # the gate's choice, else its baseline
             try:  # a champion whose artifact does not load falls back to the former champion (message says so)
-                served = load_serving_model(name, "sklearn", client)
+                served = load_serving_model(name, "sklearn", client, key=mlflow.signing_key())
             except (LookupError, MlflowException) as exc:  # no registered model yet (e.g. too few reviews)
                 messages.append(f"no champion for {name}: {exc}")
                 continue

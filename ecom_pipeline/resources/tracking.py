@@ -87,6 +87,14 @@ class MLflowResource(dg.ConfigurableResource):
             return existing.experiment_id
         return mlflow.create_experiment(self.experiment, artifact_location=default_artifact_root(self.tracking_uri))
 
+    def signing_key(self) -> bytes:
+        """The model signing key of the configured settings (``ECOM_MODEL_SIGNING_KEY``; a generated local
+        key with ``ECOM_ENV=local``): every version is signed with it and verified against it."""
+        from ecom_pipeline.config import Settings
+        from ecom_pipeline.ml.safe_artifacts import signing_key
+
+        return signing_key(Settings.from_env())
+
     @contextlib.contextmanager
     def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator["object"]:
         """Start an MLflow run in the project experiment; the caller logs params, metrics and models."""
@@ -106,13 +114,13 @@ class MLflowResource(dg.ConfigurableResource):
         from ecom_pipeline.ml.registry import record_run
         from ecom_pipeline.resources.model_metrics import record_model_metrics
 
-        recorded = record_run(run, self.experiment_id())
-        if metric_records:
-            if warehouse is None:
-                raise ValueError(f"run {run.name!r}: ml.model_metrics rows given without a warehouse to "
-                                 "write them")
+        if metric_records and warehouse is None:
+            raise ValueError(f"run {run.name!r}: ml.model_metrics rows given without a warehouse to "
+                             "write them")
+        recorded = record_run(run, self.experiment_id(), self.signing_key())
+        if metric_records is not None and warehouse is not None:
             for record in metric_records:
                 record.mlflow_run_id = record.mlflow_run_id or recorded.run_id
-            with warehouse.connect() as con:
+            with warehouse.connect() as con:  # also with no rows: the table exists after every model run
                 record_model_metrics(con, metric_records)
         return recorded
