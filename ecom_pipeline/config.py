@@ -60,7 +60,6 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in [
     Variable("ECOM_DEVICE", "auto", "torch device for GPU-heavy steps (auto = CUDA when available)"),
     Variable("ECOM_PSEUDONYM_KEY", "", "HMAC key for pseudonyms (required outside local mode)"),
     # test hook of the reliability suite: unset in real runs
-    Variable("ECOM_FAULT_PAUSE", "", "fault injection for the kill tests: <point>=<marker file>"),
 ]}
 
 

@@ -1,14 +1,16 @@
 """The Dagster code location: assets, checks, jobs, schedules, sensors, resources and the executor.
 
-Every module in ``ecom_pipeline.assets`` contributes through a ``build(settings)`` function returning a
+Every module in ``ecom_pipeline.assets`` contributes through a ``build()`` function returning a
 :class:`dagster.Definitions` (assets, checks and whatever else that group owns); ``ecom_pipeline.automation``
-contributes jobs, schedules and sensors the same way.  They are merged here once, with the resources
-of the environment.
+contributes jobs, schedules and sensors the same way.  One rule: ``build`` takes ``settings`` only when it
+uses them (``assets/ingest.py``: freshness and quarantine thresholds), and then it is given them.  They are
+merged here once, with the resources of the environment.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import warnings
 
@@ -32,7 +34,7 @@ def _contributions(package, settings: Settings) -> list[dg.Definitions]:
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         build = getattr(module, "build", None)
         if callable(build):
-            found.append(build(settings))
+            found.append(build(settings) if "settings" in inspect.signature(build).parameters else build())
     return found
 
 

@@ -8,7 +8,6 @@ load of that table).
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +18,6 @@ import duckdb
 import pandas as pd
 
 from ecom_pipeline.canonical import LOAD_COLUMNS, TABLES
-from ecom_pipeline.config import env
 from ecom_pipeline.sources.base import DEFAULT_CHUNK_ROWS, Source, SourceError
 from ecom_pipeline.warehouse.tables import quote_ident, table_exists
 
@@ -27,31 +25,6 @@ RAW_SCHEMA = "raw"
 # Raw-only column: a reader that could not split a line into fields puts the reason here (and the
 # line itself in the first text column); staging quarantines such rows as `malformed_line`.
 PARSE_ERROR_COLUMN = "_parse_error"
-
-
-# Fault injection for the kill tests (ecom_pipeline_tests/reliability, docs/reliability.md): unset in real runs.
-FAULT_PAUSE_ENV = "ECOM_FAULT_PAUSE"
-FAULT_PAUSE_MAX_S = 120.0
-
-
-def fault_pause_point(point: str) -> None:
-    """Pause here, once, when ``ECOM_FAULT_PAUSE=<point>=<marker file>`` names this point; a no-op otherwise.
-
-    The first process to reach the point creates the marker file with its pid and sleeps, so a test can
-    SIGKILL exactly the process that is in the middle of a write; later arrivals (the re-execution) see the
-    marker and go on.  Never killed within ``FAULT_PAUSE_MAX_S``, it goes on too (the test then fails, not hangs).
-    """
-    spec = env(FAULT_PAUSE_ENV)
-    name, _, marker = spec.partition("=")
-    if not marker or name != point:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
-    time.sleep(FAULT_PAUSE_MAX_S)
 
 
 def raw_columns(table: str) -> list[str]:
@@ -168,7 +141,6 @@ def load_raw_table(
             files.update(chunk["_source_file"].unique().tolist())
             if progress:
                 progress(chunks, rows)
-            fault_pause_point(f"raw_load.{table}")
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"DROP TABLE IF EXISTS {final}")

@@ -117,12 +117,13 @@ class Outcome:
 def resign_champion(name: str, client, *, dry_run: bool = False, run_name: str = "resign_models") -> Outcome:
     import mlflow
 
+    from ecom_pipeline.config import Settings
     from ecom_pipeline.ml.registry import CHAMPION, _log
     from ecom_pipeline.ml.safe_artifacts import SIGNATURE_TAG, ModelIntegrityError, load_verified, signing_key
 
     champion = client.get_model_version_by_alias(name, CHAMPION)
     version, tags = str(champion.version), dict(champion.tags or {})
-    key = signing_key()
+    key = signing_key(Settings.from_env())
     uri = f"models:/{name}/{version}"
     if tags.get(SIGNATURE_TAG):
         try:
@@ -144,7 +145,7 @@ def resign_champion(name: str, client, *, dry_run: bool = False, run_name: str =
 
     candidate = Candidate(name, flavor, model, None, tags.get("metric", "unknown"), float("nan"))
     with mlflow.start_run(run_name=run_name, tags={"task": "resign_models", "model": name}):
-        model_uri, signature = _log(candidate)
+        model_uri, signature = _log(candidate, key)
         new_tags = {k: tags[k] for k in COPIED_TAGS if k in tags} | {
             SIGNATURE_TAG: signature, RESIGNED_FROM_TAG: version, "promoted": "True",
             "promotion_reason": f"v{version} re-logged in the safe format and signed (resign_models)"}

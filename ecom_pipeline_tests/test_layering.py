@@ -68,3 +68,11 @@ def test_contract_catches_a_forbidden_import(tmp_path, monkeypatch):
         "def f():\n    from ecom_pipeline.resources.tables import table_exists\n", encoding="utf-8")
     monkeypatch.setattr(__import__(__name__, fromlist=["PACKAGE"]), "PACKAGE", fake)
     assert _violations("ml") == ["ecom_pipeline/ml/store.py:2 imports ecom_pipeline.resources.tables"]
+
+
+def test_ml_reads_no_configuration():
+    """``ml/`` takes configuration from its caller (signing key, models_dir, device, sizes): no module in it
+    imports ``ecom_pipeline.config``."""
+    readers = [f"{path.relative_to(PACKAGE.parent)}:{line}" for path in sorted((PACKAGE / "ml").rglob("*.py"))
+               for line, module in _imports(path) if module == "ecom_pipeline.config"]
+    assert readers == []

@@ -9,15 +9,10 @@ import duckdb
 import pandas as pd
 import pytest
 
-from ecom_pipeline.loading import (
-    FAULT_PAUSE_ENV,
-    PARSE_ERROR_COLUMN,
-    fault_pause_point,
-    load_raw_table,
-    raw_columns,
-)
+from ecom_pipeline.loading import PARSE_ERROR_COLUMN, load_raw_table, raw_columns
 from ecom_pipeline.sources.base import SourceError
 from ecom_pipeline_tests.framesource import FrameSource
+from ecom_pipeline_tests.reliability.fault_points import FAULT_PAUSE_ENV, pause_point
 
 ORDERS = pd.DataFrame(
     {
@@ -70,9 +65,11 @@ KILLED_LOAD = """
 import sys, duckdb, pandas as pd
 from ecom_pipeline.loading import load_raw_table
 from ecom_pipeline_tests.framesource import FrameSource
+from ecom_pipeline_tests.reliability.fault_points import pausing_progress
 orders = pd.read_json(sys.argv[2])
 con = duckdb.connect(sys.argv[1])
-load_raw_table(con, FrameSource({"orders": orders}), "orders", load_id="L2", chunk_rows=10)
+load_raw_table(con, FrameSource({"orders": orders}), "orders", load_id="L2", chunk_rows=10,
+               progress=pausing_progress("orders"))
 """
 
 
@@ -107,13 +104,13 @@ def test_process_killed_mid_load_leaves_previous_table_and_next_load_cleans_up(t
                        ).fetchone() == (0,)
 
 
-def test_fault_pause_point_is_a_no_op_unless_named(tmp_path, monkeypatch):
+def test_pause_point_is_a_no_op_unless_named(tmp_path, monkeypatch):
     marker = tmp_path / "m"
     monkeypatch.setenv(FAULT_PAUSE_ENV, f"raw_load.other={marker}")
-    fault_pause_point("raw_load.orders")
+    pause_point("raw_load.orders")
     assert not marker.exists()
     marker.write_text("1")  # already taken: a second arrival goes straight on
     monkeypatch.setenv(FAULT_PAUSE_ENV, f"raw_load.orders={marker}")
     t0 = time.monotonic()
-    fault_pause_point("raw_load.orders")
+    pause_point("raw_load.orders")
     assert time.monotonic() - t0 < 5

@@ -54,14 +54,19 @@ def load_champions(tracking_uri: str, names: dict[str, str] | None = None) -> Ch
     """Every model of ``names`` (name -> flavour) that has a usable champion; the others with the reason."""
     import mlflow
 
+    from ecom_pipeline.config import Settings
+    from ecom_pipeline.ml.safe_artifacts import signing_key
+
     names = names or SERVED_MODELS
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = _client(tracking_uri)
     out = Champions()
+    key = None
     for name, flavor in names.items():
-        try:
-            out.models[name] = load_serving_model(name, flavor, client)
+        try:  # no signing key where one is required: an error per model (in /ready), not a fallback
+            key = key or signing_key(Settings.from_env())
+            out.models[name] = load_serving_model(name, flavor, client, key=key)
         except Exception as exc:  # noqa: BLE001 - no such model yet, or nothing loads: served without it, said in /ready
             out.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
     return out

@@ -93,10 +93,10 @@ def _text_encoder(cfg: TextEmbeddingConfig, compute: ComputeResource, source: So
 
     device = compute.torch_device()
     compute.configure_threads()
-    cuda = device.startswith("cuda")
+    cuda = compute.is_cuda(device)
     enc = load_text_encoder(cfg.text_encoder, models_dir=models_dir(source), device=device,
                             quantize=cfg.quantize_int8 and not cuda, max_length=cfg.max_length,
-                            batch_size=cfg.batch_size_cuda if cuda else cfg.batch_size_cpu,
+                            batch_size=compute.sized(cfg, "batch_size", device),
                             backend=cfg.backend, runtime=_encoder_runtime())
     return enc
 
@@ -159,7 +159,7 @@ def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbe
     enc = _text_encoder(config, compute, source)
     with warehouse.connect(read_only=True) as con:
         pending = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
-    cap = config.max_new_per_run_cuda if enc.device.startswith("cuda") else config.max_new_per_run_cpu
+    cap = compute.sized(config, "max_new_per_run", enc.device)
     todo, backlog = bounded_batch(pending, cap, by="created_at")  # newest first
     context.log.info(f"{len(docs):,} reviews with text; {len(pending):,} not embedded yet; encoding {len(todo):,} "
                      f"with {enc.model_id} on {enc.device}"
@@ -282,6 +282,7 @@ def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbed
 def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingConfig,
                              warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
     from ecom_pipeline.ml.encoders import load_image_encoder
+    from ecom_pipeline.ml.encoders.quarantine import replace_quarantine
     from ecom_pipeline.ml.encoders.store import (
         bounded_batch,
         ensure_embedding_table,
@@ -296,14 +297,14 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
     device = compute.torch_device()
     compute.configure_threads()
     enc = load_image_encoder(config.image_encoder, device=device,
-                             batch_size=config.batch_size_cuda if device.startswith("cuda") else config.batch_size_cpu)
+                             batch_size=compute.sized(config, "batch_size", device))
     if not products.empty:
         products["input_hash"] = products["image_uri"].map(text_hash)
     else:
         products = pd.DataFrame(columns=["product_id", "image_uri", "input_hash", "sold"])
     with warehouse.connect(read_only=True) as con:
         pending = pending_rows(con, PRODUCT_IMAGE_EMB, "product_id", products, enc.model_id)
-    cap = config.max_new_per_run_cuda if device.startswith("cuda") else config.max_new_per_run_cpu
+    cap = compute.sized(config, "max_new_per_run", device)
     todo, backlog = bounded_batch(pending, cap, by="sold")  # best-selling first
     context.log.info(f"{len(products):,} products with an image; {len(pending):,} not embedded yet; encoding "
                      f"{len(todo):,} on {device}" + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})"
@@ -319,19 +320,8 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
         ensure_embedding_table(con, PRODUCT_IMAGE_EMB, "product_id")
         written = upsert_embeddings(con, PRODUCT_IMAGE_EMB, "product_id", ok[["product_id", "input_hash"]], emb,
                                     model=enc.model_id, model_version=enc.version)
-        con.execute(f"""CREATE TABLE IF NOT EXISTS {IMAGE_QUARANTINE} (product_id VARCHAR, image_uri VARCHAR,
-                        reason VARCHAR, model VARCHAR, checked_at TIMESTAMP)""")
-        con.execute(f"DELETE FROM {IMAGE_QUARANTINE} WHERE product_id IN (SELECT unnest(?::VARCHAR[]))",
-                    [todo["product_id"].tolist()])
-        if len(bad):
-            q = bad[["product_id", "image_uri", "reason"]].assign(model=enc.model_id,
-                                                                   checked_at=pd.Timestamp.now(tz=None))
-            con.register("_bad", q)
-            con.execute(f"INSERT INTO {IMAGE_QUARANTINE} SELECT product_id, image_uri, reason, model, checked_at FROM _bad")
-            con.execute(f"DELETE FROM {PRODUCT_IMAGE_EMB} WHERE product_id IN (SELECT product_id FROM _bad)")
-            con.unregister("_bad")
-        total = con.execute(f"SELECT count(*) FROM {PRODUCT_IMAGE_EMB}").fetchall()[0][0]
-        quarantined = con.execute(f"SELECT count(*) FROM {IMAGE_QUARANTINE}").fetchall()[0][0]
+        total, quarantined = replace_quarantine(con, IMAGE_QUARANTINE, PRODUCT_IMAGE_EMB, "image_uri",
+                                                todo["product_id"].tolist(), bad, enc.model_id)
     if products.empty:
         context.log.warning("no product has an image_uri: product_image_embeddings is empty")
     if failures:
@@ -472,12 +462,10 @@ def _pairs(config: ProjectionConfig, warehouse: WarehouseResource, image_encoder
 )
 def image_text_projection(context: dg.AssetExecutionContext, config: ProjectionConfig, warehouse: WarehouseResource,
                           compute: ComputeResource, source: SourceResource, mlflow: MLflowResource):
-    import mlflow as mlf
-
     from ecom_pipeline.ml.encoders import load_image_encoder, load_text_encoder
     from ecom_pipeline.ml.encoders.projection import evaluate_projection
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
-    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+    from ecom_pipeline.resources.model_metrics import MetricRecord
 
     device = compute.torch_device()
     compute.configure_threads()
@@ -489,24 +477,23 @@ def image_text_projection(context: dg.AssetExecutionContext, config: ProjectionC
         return dg.MaterializeResult(metadata={"message": msg, "device": device, "training_path": "skipped"})
     txt_enc = load_text_encoder(config.text_encoder, models_dir=models_dir(source), device=device, backend="auto")
     txt = txt_enc.encode(titles, kind="query", progress=_progress(context, "titles"))
-    epochs = config.epochs_cuda if device.startswith("cuda") else config.epochs_cpu
+    epochs = compute.sized(config, "epochs", device)
     res = evaluate_projection(img, txt, ids, k=10, test_fraction=config.test_fraction, epochs=epochs,
                               temperature=config.temperature, lr=config.lr, device=device,
                               progress=_progress(context, "projection epochs"))
     dataset = Path(config.pairs_manifest).parent.name if config.pairs_manifest else source.kind
-    with mlflow.start_run("image_text_projection", tags={"task": "image_text_retrieval", "device": device}) as run:
-        mlf.log_params({"epochs": epochs, "temperature": config.temperature, "lr": config.lr, "pairs": len(ids),
-                        "text_encoder": txt_enc.model_id, "image_encoder": img_enc.model_id, "dataset": dataset,
-                        "split": "held-out by id hash (pairs have no timestamps)"})
-        mlf.log_metrics({"recall_at_10": res["recall@10"], "random_recall_at_10": res["random_recall@10"],
-                         "chance_recall_at_10": res["chance"]})
-        out = log_and_register(Candidate(PROJECTION_MODEL, "pytorch", res["model"].cpu(), None, "recall@10",
-                                         res["recall@10"]))
-        run_id = run.info.run_id
-    with warehouse.connect() as con:
-        record_model_metrics(con, [MetricRecord("image_text_projection", "text_to_image_retrieval", dataset,
-                                                "holdout_id_hash", "recall@10", res["recall@10"],
-                                                "random_projection", res["random_recall@10"], run_id)])
+    row = MetricRecord("image_text_projection", "text_to_image_retrieval", dataset, "holdout_id_hash",
+                       "recall@10", res["recall@10"], "random_projection", res["random_recall@10"])
+    out = mlflow.record_model(ModelRun(
+        "image_text_projection", tags={"task": "image_text_retrieval", "device": device},
+        params={"epochs": epochs, "temperature": config.temperature, "lr": config.lr, "pairs": len(ids),
+                "text_encoder": txt_enc.model_id, "image_encoder": img_enc.model_id, "dataset": dataset,
+                "split": "held-out by id hash (pairs have no timestamps)"},
+        metrics={"recall_at_10": res["recall@10"], "random_recall_at_10": res["random_recall@10"],
+                 "chance_recall_at_10": res["chance"]},
+        candidates=[Candidate(PROJECTION_MODEL, "pytorch", res["model"].cpu(), None, "recall@10",
+                              res["recall@10"])]),
+        warehouse=warehouse, metric_records=[row]).outcomes[0]
     return dg.MaterializeResult(metadata={
         "recall@10": res["recall@10"], "random_projection_recall@10": res["random_recall@10"],
         "chance_recall@10": res["chance"], "n_train": res["n_train"], "n_test": res["n_test"], "device": device,
@@ -515,6 +502,6 @@ def image_text_projection(context: dg.AssetExecutionContext, config: ProjectionC
     })
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[review_text_embeddings, product_text_embeddings, product_image_embeddings,
                                   product_embeddings, similar_products, image_text_projection])

@@ -47,6 +47,47 @@ def _reviews_with_party(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.
     return meta, (mat[[index[k] for k in meta["review_id"]]] if len(meta) else np.zeros((0, 0), np.float32))
 
 
+def _metric_records(res, setting: str, dataset: str) -> list:
+    """ml.model_metrics rows: FedAvg against centralised and local-only training, each beside its baseline."""
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+
+    task, acc = f"sentiment_{setting}_federated", res.accuracy
+    # the interval and the number of test reviews travel in `split` (the table has no interval columns)
+    split = f"temporal_test n={res.n_test}"
+    records = []
+    for model, baseline in (("fedavg", "centralised"), ("fedavg", "local_only"),
+                            ("fedavg", "centralised_sentiment_head"), ("local_only", "majority"),
+                            ("centralised", "majority")):
+        lo, hi = res.interval[model]
+        records.append(MetricRecord(f"sentiment_{model}", task, dataset, f"{split} ci95=[{lo:.4f},{hi:.4f}]",
+                                    "accuracy", acc[model], baseline, acc[baseline]))
+    records.append(MetricRecord("sentiment_fedavg", task, dataset, split, "macro_f1", res.macro_f1["fedavg"],
+                                "centralised", res.macro_f1["centralised"]))
+    return records
+
+
+def _model_run(res, cfg, dataset: str, emb: np.ndarray):
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+    from ecom_pipeline.ml.text.federated import to_sklearn
+
+    metrics = {k.replace("@", "_"): float(v) for k, v in res.summary().items()
+               if isinstance(v, int | float) and np.isfinite(v)}
+    for name, (value, lo, hi) in res.difference.items():
+        metrics.update({name: value, f"{name}_ci_low": lo, f"{name}_ci_high": hi})
+    return ModelRun(
+        f"federated_sentiment_{cfg.setting}",
+        tags={"task": "sentiment", "setting": cfg.setting, "training_path": "fedavg_flower"},
+        params={"setting": cfg.setting, "rounds": cfg.rounds, "local_epochs": cfg.local_epochs, "lr": cfg.lr,
+                "parties": ",".join(res.parties), "n_train": res.n_train, "n_test": res.n_test,
+                "cutoff": res.cutoff, "dp_noise_multiplier": cfg.dp_noise_multiplier,
+                "dp_clip": cfg.dp_clip, "dp_delta": cfg.dp_delta, "dataset": dataset},
+        metrics=metrics, dicts={"federated_summary.json": res.summary()},
+        candidates=[Candidate(MODEL_NAME.format(setting=cfg.setting), "sklearn",
+                              to_sklearn(res.params, res.mean, res.std), emb[:2], "accuracy",
+                              res.accuracy["fedavg"], baseline="centralised",
+                              baseline_value=res.accuracy["centralised"])])
+
+
 @dg.asset(
     key=dg.AssetKey(["models", "federated_sentiment"]), group_name="reviews", tags={"ecom/stage": "training"},
     pool=WAREHOUSE_POOL, kinds={"scikitlearn", "mlflow"},
@@ -58,11 +99,7 @@ def _reviews_with_party(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.
 )
 def federated_sentiment(context: dg.AssetExecutionContext, config: FederatedSentimentConfig,
                         warehouse: WarehouseResource, mlflow: MLflowResource, source: SourceResource):
-    import mlflow as mlf
-
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
-    from ecom_pipeline.ml.text.federated import FederatedConfig, to_sklearn, train_and_compare
-    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+    from ecom_pipeline.ml.text.federated import FederatedConfig, train_and_compare
 
     frame, emb = _reviews_with_party(warehouse)
     if len(frame) < config.min_reviews:
@@ -75,36 +112,10 @@ def federated_sentiment(context: dg.AssetExecutionContext, config: FederatedSent
                           dp_clip=config.dp_clip, dp_delta=config.dp_delta)
     res = train_and_compare(emb, frame, cfg)
     dataset = getattr(source.build(), "name", source.kind)
-    acc, ci = res.accuracy, res.interval
-    with mlflow.start_run(f"federated_sentiment_{cfg.setting}", tags={"task": "sentiment", "setting": cfg.setting,
-                                                                       "training_path": "fedavg_flower"}) as run:
-        mlf.log_params({"setting": cfg.setting, "rounds": cfg.rounds, "local_epochs": cfg.local_epochs, "lr": cfg.lr,
-                        "parties": ",".join(res.parties), "n_train": res.n_train, "n_test": res.n_test,
-                        "cutoff": res.cutoff, "dp_noise_multiplier": cfg.dp_noise_multiplier,
-                        "dp_clip": cfg.dp_clip, "dp_delta": cfg.dp_delta, "dataset": dataset})
-        mlf.log_metrics({k.replace("@", "_"): float(v) for k, v in res.summary().items()
-                         if isinstance(v, int | float) and np.isfinite(v)})
-        for name, (value, lo, hi) in res.difference.items():
-            mlf.log_metrics({name: value, f"{name}_ci_low": lo, f"{name}_ci_high": hi})
-        mlf.log_dict(res.summary(), "federated_summary.json")
-        out = log_and_register(Candidate(MODEL_NAME.format(setting=cfg.setting), "sklearn",
-                                         to_sklearn(res.params, res.mean, res.std), emb[:2], "accuracy",
-                                         acc["fedavg"], baseline="centralised", baseline_value=acc["centralised"]))
-        run_id = run.info.run_id
-    task = f"sentiment_{cfg.setting}_federated"
-    # the interval and the number of test reviews travel in `split` (the table has no interval columns)
-    split = f"temporal_test n={res.n_test}"
-    records = []
-    for model, baseline in (("fedavg", "centralised"), ("fedavg", "local_only"),
-                            ("fedavg", "centralised_sentiment_head"), ("local_only", "majority"),
-                            ("centralised", "majority")):
-        lo, hi = ci[model]
-        records.append(MetricRecord(f"sentiment_{model}", task, dataset, f"{split} ci95=[{lo:.4f},{hi:.4f}]",
-                                    "accuracy", acc[model], baseline, acc[baseline], run_id))
-    records.append(MetricRecord("sentiment_fedavg", task, dataset, split, "macro_f1", res.macro_f1["fedavg"],
-                                "centralised", res.macro_f1["centralised"], run_id))
-    with warehouse.connect() as con:
-        record_model_metrics(con, records)
+    acc = res.accuracy
+    recorded = mlflow.record_model(_model_run(res, cfg, dataset, emb), warehouse=warehouse,
+                                   metric_records=_metric_records(res, cfg.setting, dataset))
+    out, run_id = recorded.outcomes[0], recorded.run_id
     d_central, d_local = res.difference["accuracy_fedavg_minus_centralised"], res.difference[
         "accuracy_fedavg_minus_local_only"]
     context.log.info(f"FedAvg accuracy {acc['fedavg']:.3f} vs centralised {acc['centralised']:.3f} "
@@ -124,5 +135,5 @@ def federated_sentiment(context: dg.AssetExecutionContext, config: FederatedSent
     })
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[federated_sentiment])

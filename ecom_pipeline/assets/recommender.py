@@ -11,7 +11,7 @@ import pandas as pd
 
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
-from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+from ecom_pipeline.resources.model_metrics import MetricRecord
 
 GROUP = "recommender"
 STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "events", "products", "customers")]
@@ -155,13 +155,7 @@ def _mlflow_name(s: str) -> str:
 def recommender_evaluation(context: dg.AssetExecutionContext, config: RecommenderConfig,
                            warehouse: WarehouseResource, mlflow: MLflowResource,
                            source: SourceResource) -> dg.MaterializeResult:
-    import mlflow as mlf
-
-    from ecom_pipeline.ml.recsys.export import factor_module, seen_items
     from ecom_pipeline.ml.recsys.pipeline import evaluate_level, metrics_frame
-    from ecom_pipeline.ml.recsys.data import build_data
-    from ecom_pipeline.ml.recsys.models import make_model
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.warehouse.tables import write_table
 
@@ -177,48 +171,65 @@ def recommender_evaluation(context: dg.AssetExecutionContext, config: Recommende
             context.log.warning(f"{level}: {r.message}")
         results.append(r)
     frame = metrics_frame(results, dataset=source.kind)
-    registered = {}
-    with mlflow.start_run("recommender_evaluation", tags={"group": GROUP, "dataset": source.kind}) as run:
-        mlf.log_params({**{f"{m}.{p}": v for m, ps in params.items() for p, v in ps.items()},
-                        "k": config.k, "category_k": config.category_k, "test_fraction": config.test_fraction})
-        for r in results:
-            mlf.log_metrics({f"{r.level}.eval_users": r.n_eval_users, f"{r.level}.items": r.n_items})
-            for model, ms in r.metrics.items():
-                mlf.log_metrics({_mlflow_name(f"{r.level}.{model}.{m}"): v for m, v in ms.items() if v == v})
-            if "als" in r.metrics and r.cutoff is not None:
-                # register the evaluated ALS (trained before the cutoff) under its holdout NDCG
-                from ecom_pipeline.ml.recsys.evaluation import user_temporal_split
-                col = "product_id" if r.level == "item" else "category"
-                split = user_temporal_split(interactions, item_col=col, cutoff=r.cutoff,
-                                            exclude_seen=r.level == "item")
-                data = build_data(split.train, col, user_regions=regions)
-                als = make_model("als", **params["als"]).fit(data)
-                module = factor_module(data.users, data.items, als.user_factors, als.item_factors,
-                                       seen_items(data) if r.level == "item" else None)
-                outcome = log_and_register(Candidate(
-                    name=f"ecom.recsys.als_{r.level}", flavor="pytorch", model=module, input_example=None,
-                    metric=f"ndcg@{r.k}", value=r.metrics["als"][f"ndcg@{r.k}"]))
-                registered[r.level] = outcome
-                context.log.info(f"registered {outcome.name} v{outcome.version}: {outcome.reason}")
-        run_id = run.info.run_id
     records = [
         MetricRecord(model=row.model, task=f"recommendation_{row.level}", dataset=f"{source.kind}:{row.level}",
                      split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}", metric=row.metric, value=row.value,
-                     baseline=row.baseline, baseline_value=row.baseline_value, mlflow_run_id=run_id)
+                     baseline=row.baseline, baseline_value=row.baseline_value)
         for row in frame.itertuples() if row.value == row.value
     ]
-    frame["model_version"] = frame.apply(
-        lambda x: registered[x["level"]].version if x["model"] == "als" and x["level"] in registered else "", axis=1)
     # the serving gate: per level, the best candidate serves only if its NDCG beats the best baseline's
     # significantly (paired bootstrap over evaluated users); ``winner`` marks the model that serves
-    decisions, interval_records = _gate_levels(results, config, source.kind, run_id)
-    records += interval_records
+    decisions, interval_records = _gate_levels(results, config, source.kind, None)
+    run = _evaluation_run(config, params, results, interactions, regions, source.kind)
+    recorded = mlflow.record_model(run, warehouse=warehouse, metric_records=records + interval_records)
+    registered = {o.name.removeprefix("ecom.recsys.als_"): o for o in recorded.outcomes}
+    for outcome in recorded.outcomes:
+        context.log.info(f"registered {outcome.name} v{outcome.version}: {outcome.reason}")
+    run_id = recorded.run_id
+    frame["model_version"] = frame.apply(
+        lambda x: registered[x["level"]].version if x["model"] == "als" and x["level"] in registered else "", axis=1)
     served = {d.scope: d.served for d in decisions}
     frame["winner"] = frame["model"] == frame["level"].map(served)
     with warehouse.connect() as con:
-        record_model_metrics(con, records)
         write_table(con, "ml.recommender_evaluation", frame)
         record_decisions(con, "recommendation", decisions)
+    comparison = _comparison_lines(results, served)
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": len(frame), "mlflow_run_id": run_id,
+        "comparison": dg.MetadataValue.md("\n".join(f"- {c}" for c in comparison)),
+        "winners": {r.level: served.get(r.level, "none") for r in results},
+        "decisions": {d.scope: d.reason for d in decisions},
+        "registered": {lvl: f"{o.name} v{o.version} (promoted={o.promoted})" for lvl, o in registered.items()},
+        "cutoffs": {r.level: str(r.cutoff) for r in results},
+    })
+
+
+def _evaluation_run(config: RecommenderConfig, params: dict, results, interactions: pd.DataFrame,
+                    regions: pd.Series, dataset: str):
+    """The MLflow record of the evaluation: every model's metrics per level, and per level the evaluated ALS
+    (trained before the cutoff) registered under its holdout NDCG."""
+    from ecom_pipeline.ml.recsys.model_runs import evaluated_als_module
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+
+    metrics, candidates = {}, []
+    for r in results:
+        metrics.update({f"{r.level}.eval_users": r.n_eval_users, f"{r.level}.items": r.n_items})
+        for model, ms in r.metrics.items():
+            metrics.update({_mlflow_name(f"{r.level}.{model}.{m}"): v for m, v in ms.items() if v == v})
+        if "als" in r.metrics and r.cutoff is not None:
+            module = evaluated_als_module(interactions, r, als_params=params["als"], regions=regions)
+            candidates.append(Candidate(name=f"ecom.recsys.als_{r.level}", flavor="pytorch", model=module,
+                                        input_example=None, metric=f"ndcg@{r.k}",
+                                        value=r.metrics["als"][f"ndcg@{r.k}"]))
+    return ModelRun("recommender_evaluation", tags={"group": GROUP, "dataset": dataset},
+                    params={**{f"{m}.{p}": v for m, ps in params.items() for p, v in ps.items()},
+                            "k": config.k, "category_k": config.category_k,
+                            "test_fraction": config.test_fraction},
+                    metrics=metrics, candidates=candidates)
+
+
+def _comparison_lines(results, served: dict) -> list[str]:
+    """Per level: the served model and every model's NDCG beside popularity (or why it was not evaluated)."""
     comparison = []
     for r in results:
         w = served.get(r.level) if r.metrics else None
@@ -229,14 +240,7 @@ def recommender_evaluation(context: dg.AssetExecutionContext, config: Recommende
         parts = [f"{m} {v.get(f'ndcg@{r.k}', float('nan')):.4f}" for m, v in r.metrics.items()]
         comparison.append(f"{r.level} (ndcg@{r.k}, {r.n_eval_users} users): served {w}; popularity {base:.4f}; "
                           + ", ".join(parts))
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(frame), "mlflow_run_id": run_id,
-        "comparison": dg.MetadataValue.md("\n".join(f"- {c}" for c in comparison)),
-        "winners": {r.level: served.get(r.level, "none") for r in results},
-        "decisions": {d.scope: d.reason for d in decisions},
-        "registered": {lvl: f"{o.name} v{o.version} (promoted={o.promoted})" for lvl, o in registered.items()},
-        "cutoffs": {r.level: str(r.cutoff) for r in results},
-    })
+    return comparison
 
 
 def _gate_levels(results, cfg: RecommenderConfig, dataset: str, run_id: str | None):
@@ -360,10 +364,10 @@ class TwoTowerConfig(dg.Config):
     test_fraction: float = 0.2
     min_eval_users: int = 5
     dim: int = 32
-    epochs: int = 8  # CPU path
-    gpu_epochs: int = 20
-    batch_size: int = 256  # CPU path
-    gpu_batch_size: int = 1024
+    epochs_cpu: int = 8  # CPU/GPU sizing: ComputeResource.sized picks one by device
+    epochs_cuda: int = 20
+    batch_size_cpu: int = 256
+    batch_size_cuda: int = 1024
     lr: float = 0.01
     temperature: float = 0.1
     uniform_negatives: int = 512
@@ -389,24 +393,54 @@ OPTIONAL_TWO_TOWER_INPUTS = {
 )
 def two_tower_recommender(context: dg.AssetExecutionContext, config: TwoTowerConfig, warehouse: WarehouseResource,
                           mlflow: MLflowResource, compute: ComputeResource, source: SourceResource) -> dg.MaterializeResult:
-    import time
-
-    import mlflow as mlf
-
-    from ecom_pipeline.ml.recsys.data import build_data
-    from ecom_pipeline.ml.recsys.evaluation import evaluate_model, user_temporal_split
-    from ecom_pipeline.ml.recsys.export import factor_module, seen_items
-    from ecom_pipeline.ml.recsys.models import BASELINES, make_model
-    from ecom_pipeline.ml.recsys.pipeline import LevelResult, metrics_frame
-    from ecom_pipeline.warehouse.tables import read_table, table_exists, write_table
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.ml.recsys.model_runs import evaluate_two_tower
+    from ecom_pipeline.ml.recsys.pipeline import metrics_frame
+    from ecom_pipeline.warehouse.tables import write_table
 
     device = compute.torch_device()
-    gpu = device.startswith("cuda")
-    training_path = (f"gpu: {config.gpu_epochs} epochs, batch {config.gpu_batch_size}" if gpu else
-                     f"cpu (small settings): {config.epochs} epochs, batch {config.batch_size}, 1 torch thread")
+    epochs, batch_size = compute.sized(config, "epochs", device), compute.sized(config, "batch_size", device)
+    training_path = (f"gpu: {epochs} epochs, batch {batch_size}" if compute.is_cuda(device) else
+                     f"cpu (small settings): {epochs} epochs, batch {batch_size}, 1 torch thread")
     interactions_df = _interactions(warehouse)
-    regions = _user_regions(warehouse)
+    side, missing = _two_tower_side_inputs(warehouse)
+    if missing:
+        context.log.info(f"two-tower without: {', '.join(missing)} (absent or empty)")
+    tt_params = dict(dim=config.dim, epochs=epochs, batch_size=batch_size, lr=config.lr,
+                     temperature=config.temperature, uniform_negatives=config.uniform_negatives,
+                     history_len=config.history_len, seed=config.seed, max_seconds=config.max_seconds)
+    meta = {"device": device, "training_path": training_path,
+            "missing_optional_inputs": ", ".join(missing) or "none"}
+    trained = evaluate_two_tower(interactions_df, regions=_user_regions(warehouse), side=side,
+                                 params=tt_params, k=config.k, test_fraction=config.test_fraction,
+                                 min_eval_users=config.min_eval_users, device=device, log=context.log.info)
+    res = trained.result
+    if res.message:
+        context.log.warning(res.message)
+    frame = metrics_frame([res], dataset=source.kind)
+    records = [
+        MetricRecord(model=row.model, task="recommendation_item", dataset=f"{source.kind}:item",
+                     split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}", metric=row.metric, value=row.value,
+                     baseline=row.baseline, baseline_value=row.baseline_value)
+        for row in frame.itertuples() if row.value == row.value and row.model == "two_tower"
+    ]
+    recorded = mlflow.record_model(_two_tower_run(config, tt_params, meta, trained, source.kind),
+                                   warehouse=warehouse, metric_records=records)
+    outcome, run_id = recorded.outcome("ecom.recsys.two_tower_item"), recorded.run_id
+    if outcome is not None:
+        context.log.info(f"registered {outcome.name} v{outcome.version}: {outcome.reason}")
+    frame["model_version"] = [outcome.version if outcome and m == "two_tower" else "" for m in frame["model"]]
+    with warehouse.connect() as con:
+        write_table(con, "ml.two_tower_evaluation", frame)
+    meta |= _two_tower_metadata(trained, config.k, outcome)
+    meta.update({"dagster/row_count": len(frame), "mlflow_run_id": run_id})
+    return dg.MaterializeResult(metadata=meta)
+
+
+def _two_tower_side_inputs(warehouse: WarehouseResource) -> tuple[dict, list[str]]:
+    """Products (id, category, price) and whichever optional inputs exist: product and state embeddings,
+    product sentiment, user segments; plus the tables that are absent or empty."""
+    from ecom_pipeline.warehouse.tables import read_table, table_exists
+
     side, present = {}, {}
     with warehouse.connect(read_only=True) as con:
         side["products"] = read_table(con, "staging.products", ["product_id", "category", "price"])
@@ -423,92 +457,58 @@ def two_tower_recommender(context: dg.AssetExecutionContext, config: TwoTowerCon
                 df = df.dropna(subset=["customer_id"]).set_index(df["customer_id"].dropna().astype(str))["segment"]
             side[arg] = df
     missing = [t for a, t in OPTIONAL_TWO_TOWER_INPUTS.items() if not present[a] or not len(side.get(a, []))]
-    if missing:
-        context.log.info(f"two-tower without: {', '.join(missing)} (absent or empty)")
-    tt_params = dict(dim=config.dim, epochs=config.gpu_epochs if gpu else config.epochs,
-                     batch_size=config.gpu_batch_size if gpu else config.batch_size, lr=config.lr,
-                     temperature=config.temperature, uniform_negatives=config.uniform_negatives,
-                     history_len=config.history_len, seed=config.seed, max_seconds=config.max_seconds)
-    meta = {"device": device, "training_path": training_path,
-            "missing_optional_inputs": ", ".join(missing) or "none"}
-    res = LevelResult("item", config.k, None, len(interactions_df), 0, 0)
-    model = data = None
-    if interactions_df.empty:
-        res.message = "no interactions: nothing to train"
-    else:
-        try:
-            split = user_temporal_split(interactions_df, item_col="product_id", test_fraction=config.test_fraction)
-        except ValueError as exc:
-            split, res.message = None, f"cannot split: {exc}"
-        if split is not None:
-            res.cutoff, res.n_train_interactions, res.n_eval_users = split.cutoff, len(split.train), len(split.truth)
-            if len(split.truth) < config.min_eval_users:
-                res.message = (f"only {len(split.truth)} users have history before {split.cutoff:%Y-%m-%d} and a new "
-                               f"purchase after it (< {config.min_eval_users}): two-tower not trained")
-            else:
-                data = build_data(split.train, "product_id", user_regions=regions)
-                res.n_items = data.n_items
-                for name in list(BASELINES) + ["two_tower"]:
-                    t0 = time.perf_counter()
-                    m = make_model(name, **(tt_params if name == "two_tower" else {}))
-                    if name == "two_tower":
-                        m.fit(data, device=device, log=context.log.info, **side)
-                        model = m
-                    else:
-                        m.fit(data)
-                    res.fit_seconds[name] = time.perf_counter() - t0
-                    ms = evaluate_model(m, data, split, config.k)
-                    ms.pop("_score_seconds", None)
-                    res.metrics[name] = ms
-    if res.message:
-        context.log.warning(res.message)
-    frame = metrics_frame([res], dataset=source.kind)
-    outcome, run_id = None, None
-    ndcg = f"ndcg@{config.k}"
-    with mlflow.start_run("two_tower_recommender", tags={"group": GROUP, "dataset": source.kind,
-                                                         "device": device}) as run:
-        run_id = run.info.run_id
-        mlf.log_params({**tt_params, "k": config.k, "device": device, "training_path": training_path,
-                        "missing_optional_inputs": meta["missing_optional_inputs"]})
-        for mname, ms in res.metrics.items():
-            mlf.log_metrics({_mlflow_name(f"item.{mname}.{k}"): v for k, v in ms.items() if v == v})
-        if model is not None:
-            for step, loss in enumerate(model.loss_history):
-                mlf.log_metric("train_loss", loss, step=step)
-            module = factor_module(data.users, data.items, model.user_vectors, model.item_vectors, seen_items(data))
-            outcome = log_and_register(Candidate(
-                name="ecom.recsys.two_tower_item", flavor="pytorch", model=module, input_example=None, metric=ndcg,
-                value=res.metrics["two_tower"][ndcg], baseline="popularity",
-                baseline_value=res.metrics["popularity"][ndcg]))
-            context.log.info(f"registered {outcome.name} v{outcome.version}: {outcome.reason}")
-    records = [
-        MetricRecord(model=row.model, task="recommendation_item", dataset=f"{source.kind}:item",
-                     split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}", metric=row.metric, value=row.value,
-                     baseline=row.baseline, baseline_value=row.baseline_value, mlflow_run_id=run_id)
-        for row in frame.itertuples() if row.value == row.value and row.model == "two_tower"
-    ]
-    frame["model_version"] = [outcome.version if outcome and m == "two_tower" else "" for m in frame["model"]]
-    with warehouse.connect() as con:
-        record_model_metrics(con, records)
-        write_table(con, "ml.two_tower_evaluation", frame)
+    return side, missing
+
+
+def _two_tower_run(config: TwoTowerConfig, tt_params: dict, meta: dict, trained, dataset: str):
+    """The MLflow record: every model's item metrics, the training loss per epoch, and the two-tower factors
+    registered beside popularity."""
+    from ecom_pipeline.ml.recsys.export import factor_module, seen_items
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+
+    res, model, data, ndcg = trained.result, trained.model, trained.data, f"ndcg@{config.k}"
+    metrics = {}
+    for mname, ms in res.metrics.items():
+        metrics.update({_mlflow_name(f"item.{mname}.{k}"): v for k, v in ms.items() if v == v})
+    candidates = []
     if model is not None:
-        tt, scores = res.metrics["two_tower"][ndcg], {m: v[ndcg] for m, v in res.metrics.items()}
-        best_base = max((m for m in scores if m != "two_tower"), key=scores.get)
-        verdict = "wins" if tt > scores[best_base] else "LOSES to " + best_base
-        meta["comparison"] = dg.MetadataValue.md(
+        module = factor_module(data.users, data.items, model.user_vectors, model.item_vectors,
+                               seen_items(data))
+        candidates.append(Candidate(
+            name="ecom.recsys.two_tower_item", flavor="pytorch", model=module, input_example=None,
+            metric=ndcg, value=res.metrics["two_tower"][ndcg], baseline="popularity",
+            baseline_value=res.metrics["popularity"][ndcg]))
+    return ModelRun("two_tower_recommender",
+                    tags={"group": GROUP, "dataset": dataset, "device": meta["device"]},
+                    params={**tt_params, "k": config.k, "device": meta["device"],
+                            "training_path": meta["training_path"],
+                            "missing_optional_inputs": meta["missing_optional_inputs"]},
+                    metrics=metrics,
+                    metric_steps={"train_loss": model.loss_history} if model is not None else {},
+                    candidates=candidates)
+
+
+def _two_tower_metadata(trained, k: int, outcome) -> dict:
+    """The two-tower's NDCG beside every baseline, its inputs and training summary (or why it did not
+    train)."""
+    res, model, ndcg = trained.result, trained.model, f"ndcg@{k}"
+    if model is None:
+        return {"comparison": f"not evaluated: {res.message}"}
+    tt, scores = res.metrics["two_tower"][ndcg], {m: v[ndcg] for m, v in res.metrics.items()}
+    best_base = max((m for m in scores if m != "two_tower"), key=scores.get)
+    verdict = "wins" if tt > scores[best_base] else "LOSES to " + best_base
+    return {
+        "comparison": dg.MetadataValue.md(
             f"{ndcg} on {res.n_eval_users} users (cutoff {res.cutoff:%Y-%m-%d}): two_tower {tt:.4f} {verdict}; "
-            + ", ".join(f"{m} {v:.4f}" for m, v in scores.items() if m != "two_tower"))
-        meta["inputs_used"] = model.inputs_used
-        meta["final_loss"] = round(model.loss_history[-1], 4) if model.loss_history else "n/a"
-        meta["fit_seconds"] = round(res.fit_seconds["two_tower"], 2)
-        meta["training_stopped_early"] = model.stopped_early or "no: every epoch ran"
-        meta["registered"] = f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})"
-    else:
-        meta["comparison"] = f"not evaluated: {res.message}"
-    meta.update({"dagster/row_count": len(frame), "mlflow_run_id": run_id})
-    return dg.MaterializeResult(metadata=meta)
+            + ", ".join(f"{m} {v:.4f}" for m, v in scores.items() if m != "two_tower")),
+        "inputs_used": model.inputs_used,
+        "final_loss": round(model.loss_history[-1], 4) if model.loss_history else "n/a",
+        "fit_seconds": round(res.fit_seconds["two_tower"], 2),
+        "training_stopped_early": model.stopped_early or "no: every epoch ran",
+        "registered": f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})",
+    }
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[interactions, category_interactions, recommender_evaluation, recommendations,
                                   related_items, two_tower_recommender])

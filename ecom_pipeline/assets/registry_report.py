@@ -119,5 +119,5 @@ def run_failures(context: dg.AssetExecutionContext, source: SourceResource,
     })
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[model_registry_report, run_failures])

@@ -75,13 +75,9 @@ def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.nd
 )
 def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, warehouse: WarehouseResource,
                     mlflow: MLflowResource, compute: ComputeResource, source: SourceResource):
-    import mlflow as mlf
-
     from ecom_pipeline.ml.encoders.store import bounded_batch
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
     from ecom_pipeline.ml.serving_gate import record_decisions
-    from ecom_pipeline.ml.text.sentiment import finetune_encoder, fit_and_evaluate, predict_finetuned
-    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+    from ecom_pipeline.ml.text.sentiment import fit_and_evaluate
 
     docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
     available = len(docs)
@@ -92,7 +88,7 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
         context.log.info(f"training on the newest {len(docs):,} of {available:,} embedded reviews "
                          f"(max_train_reviews={config.max_train_reviews:,})")
     device = compute.torch_device()
-    training_path = "full_finetune" if device.startswith("cuda") else "frozen_embeddings_head"
+    training_path = "full_finetune" if compute.is_cuda(device) else "frozen_embeddings_head"
     if len(docs) < config.min_reviews:
         msg = f"only {len(docs)} reviews with text and embeddings (< {config.min_reviews}): sentiment not trained"
         context.log.warning(msg)
@@ -101,7 +97,7 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
         return dg.MaterializeResult(metadata={"message": msg, "device": device, "training_path": "skipped"})
     src = source.build()
     dataset = getattr(src, "name", source.kind)
-    summary, records, decisions = {}, [], []
+    summary, decisions = {}, []
     for setting in config.settings:
         t0 = time.monotonic()
         try:
@@ -111,72 +107,21 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
             context.log.warning(str(exc))
             summary[setting] = {"message": str(exc)}
             continue
-        model_metrics, path = res.model_metrics, res.training_path
-        with mlflow.start_run(f"sentiment_{setting}", tags={"task": "sentiment", "setting": setting,
-                                                           "training_path": training_path}) as run:
-            mlf.log_params({"setting": setting, "embedding_model": emb_model, "head_C": config.head_C,
-                            "baseline_C": config.baseline_C, "n_train": res.n_train, "n_test": res.n_test,
-                            "cutoff": res.cutoff, "device": device, "dataset": dataset})
-            if device.startswith("cuda"):
-                from ecom_pipeline.ml.encoders import load_text_encoder
-                from ecom_pipeline.ml.splits import temporal_split
-                from ecom_pipeline.ml.text.sentiment import classification_metrics, sentiment_labels
-
-                enc = load_text_encoder(config.text_encoder, models_dir=Path(source.data_root) / "models",
-                                        device=device, max_length=config.max_length)
-                y = sentiment_labels(docs["score"], setting)
-                lab = docs[y >= 0].assign(_y=y[y >= 0])
-                sp = temporal_split(lab, "created_at", cutoff=res.cutoff)
-                ft = finetune_encoder(enc, sp.train["doc"].tolist(), sp.train["_y"].to_numpy(), len(res.classes),
-                                      epochs=config.finetune_epochs, lr=config.finetune_lr,
-                                      batch_size=config.finetune_batch_size)
-                probs = predict_finetuned(ft, enc, sp.test["doc"].tolist())
-                model_metrics, path = classification_metrics(sp.test["_y"], probs.argmax(1), res.classes), "full_finetune"
-                log_and_register(Candidate(f"ecom.sentiment_finetuned.{setting}", "pytorch", ft.cpu(), None,
-                                           "macro_f1", model_metrics["macro_f1"]))
-            mlf.log_metrics({f"model_{k}": v for k, v in model_metrics.items()})
-            mlf.log_metrics({f"baseline_{k}": v for k, v in res.baseline_metrics.items()})
-            mlf.log_metrics({f"majority_{k}": v for k, v in res.majority_metrics.items()})
-            mlf.log_dict({"classes": list(res.classes), "embedding_model": emb_model}, "classes.json")
-            head_out = log_and_register(Candidate(MODEL_NAME.format(setting=setting), "sklearn", res.model,
-                                                  emb[:2], "macro_f1", res.model_metrics["macro_f1"]))
-            base_out = log_and_register(Candidate(BASELINE_NAME.format(setting=setting), "sklearn", res.baseline,
-                                                  docs["doc"].iloc[:2].tolist(),
-                                                  "macro_f1", res.baseline_metrics["macro_f1"]))
-            run_id = run.info.run_id
-        # the frozen head's macro-F1 (the model the gate decides on) carries its paired-bootstrap interval
-        split = f"temporal_test@{pd.Timestamp(res.cutoff):%Y-%m-%d}"
-        records.append(MetricRecord.from_comparison(res.comparison, model="sentiment_frozen_embeddings_head",
-                                                    task=f"sentiment_{setting}", dataset=dataset, split=split,
-                                                    baseline="tfidf_logreg", mlflow_run_id=run_id))
-        for metric, value in model_metrics.items():
-            if path == "frozen_embeddings_head" and metric == "macro_f1":
-                continue  # written above with its interval
-            records.append(MetricRecord(f"sentiment_{path}", f"sentiment_{setting}", dataset, split,
-                                        metric, value, "tfidf_logreg", res.baseline_metrics.get(metric), run_id))
+        cuda = compute.is_cuda(device)
+        finetuned = _finetuned(config, docs, res, setting, device, source) if cuda else None
+        model_metrics = finetuned[1] if finetuned else res.model_metrics
+        path = "full_finetune" if finetuned else res.training_path
+        run = _sentiment_run(config, setting, res, docs, emb, emb_model, device, dataset, training_path,
+                             model_metrics, finetuned)
+        records = _sentiment_records(res, setting, dataset, model_metrics, path)
+        recorded = mlflow.record_model(run, warehouse=warehouse, metric_records=records)
         decisions.append(res.decision)
-        for metric in ("accuracy", "macro_f1"):
-            records.append(MetricRecord("tfidf_logreg", f"sentiment_{setting}", dataset, split, metric,
-                                        res.baseline_metrics[metric], "majority_class",
-                                        res.majority_metrics[metric], run_id))
-        wins = model_metrics["macro_f1"] > res.baseline_metrics["macro_f1"]
-        c = res.comparison
-        summary[setting] = {"model": {k: round(v, 4) for k, v in model_metrics.items()},
-                            "baseline_tfidf": {k: round(v, 4) for k, v in res.baseline_metrics.items()},
-                            "majority": {k: round(v, 4) for k, v in res.majority_metrics.items()},
-                            "model_beats_baseline_macro_f1": bool(wins),
-                            "macro_f1_diff_ci95": [round(c.ci_low, 4), round(c.ci_high, 4)],
-                            "n_test_units": c.n_units, "served": res.decision.served,
-                            "gate_reason": res.decision.reason, "n_train": res.n_train,
-                            "n_test": res.n_test, "cutoff": res.cutoff, "mlflow_run_id": run_id,
-                            "registered": f"{head_out.name} v{head_out.version} (promoted={head_out.promoted})",
-                            "baseline_registered": f"{base_out.name} v{base_out.version}",
-                            "seconds": round(time.monotonic() - t0, 1)}
+        summary[setting] = _setting_summary(res, model_metrics, recorded, setting) | {
+            "seconds": round(time.monotonic() - t0, 1)}
         context.log.info(f"sentiment {setting}: model macro_f1 {model_metrics['macro_f1']:.3f} vs TF-IDF "
                          f"{res.baseline_metrics['macro_f1']:.3f}; serving {res.decision.served}: "
                          f"{res.decision.reason}")
     with warehouse.connect() as con:
-        record_model_metrics(con, records)
         # replaced every run (also with no decision: a setting that could not be evaluated serves nothing new)
         record_decisions(con, "sentiment", decisions)
     return dg.MaterializeResult(metadata={
@@ -185,6 +130,94 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
         "reviews_awaiting_embedding": awaiting,
         "results": dg.MetadataValue.json(summary),
     })
+
+
+def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, device: str,
+               source: SourceResource):
+    """CUDA path: the text encoder fully fine-tuned on the same temporal split; ``(module, test metrics)``."""
+    from ecom_pipeline.ml.encoders import load_text_encoder
+    from ecom_pipeline.ml.splits import temporal_split
+    from ecom_pipeline.ml.text.sentiment import (
+        classification_metrics,
+        finetune_encoder,
+        predict_finetuned,
+        sentiment_labels,
+    )
+
+    enc = load_text_encoder(config.text_encoder, models_dir=Path(source.data_root) / "models",
+                            device=device, max_length=config.max_length)
+    y = sentiment_labels(docs["score"], setting)
+    lab = docs[y >= 0].assign(_y=y[y >= 0])
+    sp = temporal_split(lab, "created_at", cutoff=res.cutoff)
+    ft = finetune_encoder(enc, sp.train["doc"].tolist(), sp.train["_y"].to_numpy(), len(res.classes),
+                          epochs=config.finetune_epochs, lr=config.finetune_lr,
+                          batch_size=config.finetune_batch_size)
+    probs = predict_finetuned(ft, enc, sp.test["doc"].tolist())
+    return ft.cpu(), classification_metrics(sp.test["_y"], probs.argmax(1), res.classes)
+
+
+def _sentiment_run(config: SentimentConfig, setting: str, res, docs: pd.DataFrame, emb: np.ndarray,
+                   emb_model: str, device: str, dataset: str, training_path: str, model_metrics: dict,
+                   finetuned):
+    """The MLflow record of one setting: model, TF-IDF and majority metrics; the fine-tuned encoder (CUDA),
+    the embedding head and the TF-IDF baseline registered, in that order."""
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+
+    candidates = ([Candidate(f"ecom.sentiment_finetuned.{setting}", "pytorch", finetuned[0], None, "macro_f1",
+                             model_metrics["macro_f1"])] if finetuned else [])
+    candidates += [Candidate(MODEL_NAME.format(setting=setting), "sklearn", res.model, emb[:2], "macro_f1",
+                             res.model_metrics["macro_f1"]),
+                   Candidate(BASELINE_NAME.format(setting=setting), "sklearn", res.baseline,
+                             docs["doc"].iloc[:2].tolist(), "macro_f1", res.baseline_metrics["macro_f1"])]
+    return ModelRun(
+        f"sentiment_{setting}",
+        tags={"task": "sentiment", "setting": setting, "training_path": training_path},
+        params={"setting": setting, "embedding_model": emb_model, "head_C": config.head_C,
+                "baseline_C": config.baseline_C, "n_train": res.n_train, "n_test": res.n_test,
+                "cutoff": res.cutoff, "device": device, "dataset": dataset},
+        metrics={**{f"model_{k}": v for k, v in model_metrics.items()},
+                 **{f"baseline_{k}": v for k, v in res.baseline_metrics.items()},
+                 **{f"majority_{k}": v for k, v in res.majority_metrics.items()}},
+        dicts={"classes.json": {"classes": list(res.classes), "embedding_model": emb_model}},
+        candidates=candidates)
+
+
+def _sentiment_records(res, setting: str, dataset: str, model_metrics: dict, path: str) -> list:
+    """ml.model_metrics rows of one setting: the model beside TF-IDF (the frozen head's macro-F1, the model
+    the gate decides on, with its paired-bootstrap interval) and TF-IDF beside the majority class."""
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+
+    split = f"temporal_test@{pd.Timestamp(res.cutoff):%Y-%m-%d}"
+    task = f"sentiment_{setting}"
+    records = [MetricRecord.from_comparison(res.comparison, model="sentiment_frozen_embeddings_head",
+                                            task=task, dataset=dataset, split=split, baseline="tfidf_logreg")]
+    for metric, value in model_metrics.items():
+        if path == "frozen_embeddings_head" and metric == "macro_f1":
+            continue  # written above with its interval
+        records.append(MetricRecord(f"sentiment_{path}", task, dataset, split, metric, value, "tfidf_logreg",
+                                    res.baseline_metrics.get(metric)))
+    for metric in ("accuracy", "macro_f1"):
+        records.append(MetricRecord("tfidf_logreg", task, dataset, split, metric,
+                                    res.baseline_metrics[metric], "majority_class",
+                                    res.majority_metrics[metric]))
+    return records
+
+
+def _setting_summary(res, model_metrics: dict, recorded, setting: str) -> dict:
+    head_out = recorded.outcome(MODEL_NAME.format(setting=setting))
+    base_out = recorded.outcome(BASELINE_NAME.format(setting=setting))
+    c = res.comparison
+    return {"model": {k: round(v, 4) for k, v in model_metrics.items()},
+            "baseline_tfidf": {k: round(v, 4) for k, v in res.baseline_metrics.items()},
+            "majority": {k: round(v, 4) for k, v in res.majority_metrics.items()},
+            "model_beats_baseline_macro_f1": bool(model_metrics["macro_f1"]
+                                                  > res.baseline_metrics["macro_f1"]),
+            "macro_f1_diff_ci95": [round(c.ci_low, 4), round(c.ci_high, 4)],
+            "n_test_units": c.n_units, "served": res.decision.served,
+            "gate_reason": res.decision.reason, "n_train": res.n_train,
+            "n_test": res.n_test, "cutoff": res.cutoff, "mlflow_run_id": recorded.run_id,
+            "registered": f"{head_out.name} v{head_out.version} (promoted={head_out.promoted})",
+            "baseline_registered": f"{base_out.name} v{base_out.version}"}
 
 
 @dg.asset(
@@ -213,7 +246,7 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         client = mlflow.client()
         for name in dict.fromkeys([chosen, base_name]):  # the gate's choice, else its baseline
             try:  # a champion whose artifact does not load falls back to the former champion (message says so)
-                served = load_serving_model(name, "sklearn", client)
+                served = load_serving_model(name, "sklearn", client, key=mlflow.signing_key())
             except (LookupError, MlflowException) as exc:  # no registered model yet (e.g. too few reviews)
                 messages.append(f"no champion for {name}: {exc}")
                 continue
@@ -361,5 +394,5 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
     })
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[sentiment_model, review_sentiment, sentiment_aggregates, review_topics])

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ecom_pipeline.assets.recommender import GROUP, INTERACTIONS, _interactions, _mlflow_name, _user_regions
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
-from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+from ecom_pipeline.resources.model_metrics import MetricRecord
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
 
 TASK = "recommendation_sequence"  # the task in ml.serving_decisions / ml.model_metrics
@@ -35,8 +35,8 @@ class SequenceRecommenderConfig(dg.Config):
     heads: int = 2
     dropout: float = 0.2
     lr: float = 2e-3
-    batch_size: int = 128  # CPU path
-    gpu_batch_size: int = 512
+    batch_size_cpu: int = 128
+    batch_size_cuda: int = 512
     max_epochs: int = 40
     patience: int = 3
     validation_fraction: float = 0.1  # of the training interactions' time, for early stopping
@@ -67,34 +67,19 @@ def _side_inputs(warehouse: WarehouseResource) -> tuple[pd.DataFrame, pd.DataFra
 def sequence_recommender(context: dg.AssetExecutionContext, config: SequenceRecommenderConfig,
                          warehouse: WarehouseResource, mlflow: MLflowResource, compute: ComputeResource,
                          source: SourceResource) -> dg.MaterializeResult:
-    import mlflow as mlf
-
-    from ecom_pipeline.ml.recsys.data import build_data
     from ecom_pipeline.ml.recsys.sequence import (
-        NON_PERSONALISED,
-        SEQUENCE_BASELINES,
         evaluate_sequence_models,
+        evaluation_frame,
         gate_segments,
-        global_rows,
-        make_sequence_model,
-        recommendation_rows,
-        versus_non_personalised,
+        serving_recommendations,
     )
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.warehouse.tables import write_table
 
     device = compute.torch_device()
-    gpu = device.startswith("cuda")
-    interactions = _interactions(warehouse)
-    regions = _user_regions(warehouse)
+    interactions, regions = _interactions(warehouse), _user_regions(warehouse)
     products, product_embeddings = _side_inputs(warehouse)
-    sasrec = {"dim": config.dim, "max_len": config.max_len, "layers": config.layers, "heads": config.heads,
-              "dropout": config.dropout, "lr": config.lr, "max_epochs": config.max_epochs,
-              "batch_size": config.gpu_batch_size if gpu else config.batch_size, "patience": config.patience,
-              "validation_fraction": config.validation_fraction, "k": config.k, "seed": config.seed,
-              "max_seconds": config.max_seconds}
-    params = {"sasrec": sasrec, "two_tower": {"max_seconds": config.two_tower_max_seconds, "seed": config.seed}}
+    params = _params(config, compute.sized(config, "batch_size", device))
     fit_args = {"sasrec": {"product_embeddings": product_embeddings, "device": device},
                 "two_tower": {"products": products, "product_embeddings": product_embeddings, "device": device}}
     res = evaluate_sequence_models(interactions, k=config.k, models=tuple(config.models), params=params,
@@ -105,72 +90,79 @@ def sequence_recommender(context: dg.AssetExecutionContext, config: SequenceReco
         context.log.warning(res.message)
     decisions, comparisons = gate_segments(res, TASK) if res.metrics else ([], [])
     protocol = "new_items" if config.exclude_seen else "repeats"
-    dataset, split = f"{source.kind}:item_{protocol}", f"temporal@{pd.Timestamp(res.cutoff):%Y-%m-%d}"
-    ndcg = f"ndcg@{config.k}"
-    scores = {m: v.get(ndcg) for m, v in res.metrics.items()}
-    best_base = max((m for m in scores if m in SEQUENCE_BASELINES), key=scores.get, default=None)
-    outcome = None
-    with mlflow.start_run("sequence_recommender", tags={"group": GROUP, "dataset": source.kind,
-                                                        "device": device, "protocol": protocol}) as run:
-        run_id = run.info.run_id
-        mlf.log_params({**{f"sasrec.{k}": v for k, v in sasrec.items()}, "k": config.k, "device": device,
-                        "protocol": protocol, "models": ",".join(config.models)})
-        mlf.log_metrics({f"users.{s}": n for s, n in res.users.items()})
-        for m, ms in res.metrics.items():
-            mlf.log_metrics({_mlflow_name(f"item.{m}.{k}"): v for k, v in ms.items() if not math.isnan(v)})
-        model = res.fitted.get("sasrec")
-        if model is not None:
-            for step, loss in enumerate(model.loss_history):
-                mlf.log_metric("sasrec.train_loss", loss, step=step)
-            for step, v in enumerate(model.validation_curve):
-                mlf.log_metric(_mlflow_name(f"sasrec.validation_{ndcg}"), v, step=step)
-            outcome = log_and_register(Candidate(
-                name=REGISTERED_NAME, flavor="pytorch", model=model.net.cpu(), input_example=None, metric=ndcg,
-                value=scores["sasrec"], baseline=best_base, baseline_value=scores.get(best_base)))
-            context.log.info(f"registered {outcome.name} v{outcome.version}: {outcome.reason}")
-    records = [MetricRecord(model=m, task=TASK, dataset=dataset, split=split, metric=k, value=v,
-                            baseline=best_base or "", baseline_value=res.metrics.get(best_base, {}).get(k),
-                            mlflow_run_id=run_id)
-               for m, ms in res.metrics.items() for k, v in ms.items() if not math.isnan(v)]
-    records += [MetricRecord.from_comparison(c, model=m, task=TASK, dataset=f"{dataset}:{seg}", split=split,
-                                             baseline=b, mlflow_run_id=run_id) for seg, m, b, c in comparisons]
-    evaluation = pd.DataFrame(
-        [{"segment": seg, "model": m, "baseline": b, "metric": c.metric, "value": c.candidate_value,
-          "baseline_value": c.baseline_value, "ci_low": c.ci_low, "ci_high": c.ci_high, "customers": c.n_units,
-          "significant": c.significant, "protocol": protocol, "cutoff": res.cutoff} for seg, m, b, c in comparisons],
-        columns=["segment", "model", "baseline", "metric", "value", "baseline_value", "ci_low", "ci_high",
-                 "customers", "significant", "protocol", "cutoff"])
-
-    # serving: each segment's gated model, refit on every interaction (SASRec: its chosen number of epochs)
-    frames, served = [], {d.scope: d.served for d in decisions}
-    if served and not interactions.empty:
-        data = build_data(interactions, "product_id", user_regions=regions)
-        for segment, name in served.items():
-            args = dict(fit_args.get(name, {}))
-            if name == "sasrec":
-                args.update(epochs=max(res.fitted["sasrec"].chosen_epochs, 1), exclude_seen=config.exclude_seen)
-            fitted = make_sequence_model(name, **params.get(name, {})).fit(data, **args)
-            version = (f"{REGISTERED_NAME} v{outcome.version} refit on all data" if name == "sasrec" and outcome
-                       else "baseline (no training)" if name in (*NON_PERSONALISED, "repeat")
-                       else "refit on all data (not registered)")
-            if segment == "new":
-                frames.append(global_rows(fitted, data, config.k, model_name=name, model_version=version))
-            else:
-                frames.append(recommendation_rows(fitted, data, list(data.users), config.k,
-                                                  exclude_seen=config.exclude_seen, model_name=name,
-                                                  model_version=version))
-    serving = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["customer_id", "segment", "rank", "item_id", "model", "model_version"])
+    records = _metric_records(res, comparisons, config.k, f"{source.kind}:item_{protocol}",
+                              f"temporal@{pd.Timestamp(res.cutoff):%Y-%m-%d}")
+    recorded = mlflow.record_model(_model_run(config, params["sasrec"], res, device, protocol, source.kind),
+                                   warehouse=warehouse, metric_records=records)
+    outcome = recorded.outcome(REGISTERED_NAME)
+    if outcome is not None:
+        context.log.info(f"registered {outcome.name} v{outcome.version}: {outcome.reason}")
+    serving = serving_recommendations(
+        interactions, {d.scope: d.served for d in decisions}, res, params=params, fit_args=fit_args, k=config.k,
+        exclude_seen=config.exclude_seen, user_regions=regions,
+        registered=f"{REGISTERED_NAME} v{outcome.version}" if outcome else None)
     with warehouse.connect() as con:
-        record_model_metrics(con, records)
-        write_table(con, "ml.sequence_evaluation", evaluation)
+        write_table(con, "ml.sequence_evaluation", evaluation_frame(comparisons, protocol, res.cutoff))
         record_decisions(con, TASK, decisions)
         write_table(con, "serving.sequence_recommendations", serving)
+    return dg.MaterializeResult(metadata=_metadata(res, comparisons, decisions, outcome, len(serving),
+                                                   recorded.run_id, device, protocol))
+
+
+def _params(config: SequenceRecommenderConfig, batch_size: int) -> dict:
+    sasrec = {"dim": config.dim, "max_len": config.max_len, "layers": config.layers, "heads": config.heads,
+              "dropout": config.dropout, "lr": config.lr, "max_epochs": config.max_epochs,
+              "batch_size": batch_size, "patience": config.patience,
+              "validation_fraction": config.validation_fraction, "k": config.k, "seed": config.seed,
+              "max_seconds": config.max_seconds}
+    return {"sasrec": sasrec, "two_tower": {"max_seconds": config.two_tower_max_seconds, "seed": config.seed}}
+
+
+def _metric_records(res, comparisons, k: int, dataset: str, split: str) -> list[MetricRecord]:
+    """Every model's metrics beside the best non-learned baseline, then each segment's gate comparison."""
+    from ecom_pipeline.ml.recsys.sequence import SEQUENCE_BASELINES
+
+    scores = {m: v.get(f"ndcg@{k}") for m, v in res.metrics.items()}
+    best = max((m for m in scores if m in SEQUENCE_BASELINES), key=scores.get, default=None)
+    records = [MetricRecord(model=m, task=TASK, dataset=dataset, split=split, metric=name, value=v,
+                            baseline=best or "", baseline_value=res.metrics.get(best, {}).get(name))
+               for m, ms in res.metrics.items() for name, v in ms.items() if not math.isnan(v)]
+    return records + [MetricRecord.from_comparison(c, model=m, task=TASK, dataset=f"{dataset}:{seg}", split=split,
+                                                   baseline=b) for seg, m, b, c in comparisons]
+
+
+def _model_run(config: SequenceRecommenderConfig, sasrec: dict, res, device: str, protocol: str, dataset: str):
+    """The MLflow run: parameters, per-model metrics, SASRec's loss and validation curves and its network."""
+    from ecom_pipeline.ml.recsys.sequence import SEQUENCE_BASELINES
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+
+    ndcg = f"ndcg@{config.k}"
+    scores = {m: v.get(ndcg) for m, v in res.metrics.items()}
+    best = max((m for m in scores if m in SEQUENCE_BASELINES), key=scores.get, default=None)
+    metrics = {f"users.{s}": n for s, n in res.users.items()}
+    metrics |= {_mlflow_name(f"item.{m}.{k}"): v for m, ms in res.metrics.items() for k, v in ms.items()
+                if not math.isnan(v)}
+    model = res.fitted.get("sasrec")
+    run = ModelRun("sequence_recommender", tags={"group": GROUP, "dataset": dataset, "device": device,
+                                                 "protocol": protocol},
+                   params={**{f"sasrec.{k}": v for k, v in sasrec.items()}, "k": config.k, "device": device,
+                           "protocol": protocol, "models": ",".join(config.models)}, metrics=metrics)
+    if model is not None:
+        run.metric_steps = {"sasrec.train_loss": list(model.loss_history),
+                            _mlflow_name(f"sasrec.validation_{ndcg}"): list(model.validation_curve)}
+        run.candidates = [Candidate(name=REGISTERED_NAME, flavor="pytorch", model=model.net.cpu(),
+                                    input_example=None, metric=ndcg, value=scores["sasrec"], baseline=best,
+                                    baseline_value=scores.get(best))]
+    return run
+
+
+def _metadata(res, comparisons, decisions, outcome, rows: int, run_id: str, device: str, protocol: str) -> dict:
+    from ecom_pipeline.ml.recsys.sequence import versus_non_personalised
 
     target = versus_non_personalised(res) if res.metrics else {}
     sas = res.fitted.get("sasrec")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(serving), "mlflow_run_id": run_id, "device": device, "protocol": protocol,
+    return {
+        "dagster/row_count": rows, "mlflow_run_id": run_id, "device": device, "protocol": protocol,
         "cutoff": str(res.cutoff), "evaluable_customers": res.users,
         "comparison": dg.MetadataValue.md("\n".join(
             f"- {seg}: {m} {c.candidate_value:.4f} vs {b} {c.baseline_value:.4f}, difference "
@@ -182,8 +174,8 @@ def sequence_recommender(context: dg.AssetExecutionContext, config: SequenceReco
         "sasrec": ({"chosen_epochs": sas.chosen_epochs, "stopped": sas.stopped_early or "no",
                     "inputs_used": sas.inputs_used} if sas else "not trained"),
         "registered": f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})" if outcome else "none",
-    })
+    }
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[sequence_recommender])

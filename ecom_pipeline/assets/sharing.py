@@ -91,5 +91,5 @@ def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemand
     })
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[regional_demand_dp])

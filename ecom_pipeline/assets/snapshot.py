@@ -81,6 +81,6 @@ def snapshot_after_training(context: dg.RunStatusSensorContext):
     return dg.RunRequest(run_key=f"snapshot-after:{run.run_id}", tags={"ecom/trigger": run.job_name})
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[read_only_warehouse], jobs=[publish_snapshot_job],
                           sensors=[snapshot_after_training])

@@ -4,7 +4,6 @@ graph, kNN features, GCN region embeddings (for the recommender) and the deliver
 Thin assets over :mod:`ecom_pipeline.ml.spatial`.
 """
 
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -55,8 +54,8 @@ class KnnConfig(dg.Config):
 class EmbeddingConfig(dg.Config):
     dim: int = 16
     hidden: int = 32
-    epochs: int = 200
-    cpu_epochs: int = 200
+    epochs_cpu: int = 200  # CPU/GPU sizing: ComputeResource.sized picks one by device
+    epochs_cuda: int = 200
     k: int = 5  # kNN edges; flow edges (seller region -> customer region) are added on top
     min_flow_orders: int = 3
 
@@ -185,9 +184,9 @@ def region_knn_features(context: dg.AssetExecutionContext, regions: pd.DataFrame
           "embedding baseline in ml.model_metrics; encoder registered as ecom.spatial.gcn_embeddings.")
 def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, warehouse: WarehouseResource,
                       mlflow: MLflowResource, compute: ComputeResource, source: SourceResource) -> dg.MaterializeResult:
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
-    from ecom_pipeline.ml.spatial.gcn import adjacency, link_auc, node_features, train_embeddings
-    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+    from ecom_pipeline.ml.spatial.region_embedding import embed_region_levels
+    from ecom_pipeline.resources.model_metrics import MetricRecord
 
     device = compute.torch_device()
     compute.configure_threads()
@@ -195,53 +194,27 @@ def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig
         regs = read_table(con, "features.regions")
         graph = read_table(con, "features.region_knn_graph")
         fl = read_table(con, "features.region_flows")
-    meta = {"device": device, "training_path": "gpu" if device.startswith("cuda") else "cpu (full-batch, small graph)"}
-    rows, recs = [], []
-    with mlflow.start_run("region_embeddings", tags={"task": "region_embedding", "dataset": source.kind}) as run:
-        import mlflow as mlf
-
-        sizes = regs["level"].value_counts() if len(regs) else pd.Series(dtype=int)
-        finest = next((lv for lv in ("zip3", "state", "country") if sizes.get(lv, 0) >= 3), None)
-        for level, r in (regs.groupby("level") if len(regs) else []):
-            r = r.reset_index(drop=True)
-            ids = r["region_id"].tolist()
-            if len(r) < 3:
-                meta[f"{level}_skipped"] = f"only {len(r)} regions"
-                continue
-            edges = graph[graph.level == level][["src", "dst"]]
-            if len(fl):
-                f = fl[(fl.level == level) & (fl.orders >= config.min_flow_orders)][["src", "dst"]]
-                edges = pd.concat([edges, f])
-            A = adjacency(ids, edges)
-            t0 = time.perf_counter()
-            Z, hist, enc = train_embeddings(node_features(r), A, dim=config.dim, hidden=config.hidden,
-                                            epochs=config.epochs if device.startswith("cuda") else config.cpu_epochs,
-                                            device=device)
-            auc = link_auc(Z, A)
-            rand_auc = link_auc(np.random.default_rng(0).normal(size=Z.shape), A)
-            meta[f"{level}_regions"] = len(r)
-            meta[f"{level}_edges"] = int((A > 0).sum() // 2)
-            meta[f"{level}_link_auc"] = round(auc, 3)
-            meta[f"{level}_seconds"] = round(time.perf_counter() - t0, 1)
-            mlf.log_metrics({k: v for k, v in {f"{level}_link_auc": auc, f"{level}_random_link_auc": rand_auc,
-                                                f"{level}_final_loss": hist[-1]}.items() if v == v})
-            if auc != auc:
-                meta[f"{level}_note"] = "graph is complete (no non-edges): link AUC undefined, no metric row"
-            else:
-                recs.append(MetricRecord("gcn_autoencoder", "region_embedding", f"{source.kind}:{level}", "in_sample_edges",
-                                         "auc", auc, "random_embedding", rand_auc, run.info.run_id))
-            rows += [{"region_id": rid, "level": level, "embedding": Z[i].astype(float).tolist()} for i, rid in enumerate(ids)]
-            if level == finest:  # the encoder of the finest level with a graph is the one served
-                outcome = log_and_register(Candidate("ecom.spatial.gcn_embeddings", "pytorch", enc.cpu(), None, "auc", auc))
-                meta["registered"] = f"{outcome.name} v{outcome.version}"
-    out = pd.DataFrame(rows, columns=["region_id", "level", "embedding"])
+    res = embed_region_levels(regs, graph, fl, dim=config.dim, hidden=config.hidden,
+                              epochs=compute.sized(config, "epochs", device),
+                              min_flow_orders=config.min_flow_orders, device=device)
+    path = "gpu" if compute.is_cuda(device) else "cpu (full-batch, small graph)"
+    meta = {"device": device, "training_path": path, **res.meta}
+    recs = [MetricRecord("gcn_autoencoder", "region_embedding", f"{source.kind}:{s.level}", "in_sample_edges",
+                         "auc", s.auc, "random_embedding", s.random_auc) for s in res.scores]
+    candidates = ([Candidate("ecom.spatial.gcn_embeddings", "pytorch", res.served_encoder, None, "auc",
+                             res.served_auc)] if res.served_encoder is not None else [])
+    recorded = mlflow.record_model(
+        ModelRun("region_embeddings", tags={"task": "region_embedding", "dataset": source.kind},
+                 metrics=res.metrics, candidates=candidates), warehouse=warehouse, metric_records=recs)
+    if recorded.outcomes:
+        meta["registered"] = f"{recorded.outcomes[0].name} v{recorded.outcomes[0].version}"
+    out = res.embeddings
     with warehouse.connect() as con:
         con.execute("CREATE OR REPLACE TABLE features.region_embeddings (region_id VARCHAR, level VARCHAR, embedding FLOAT[])")
         if len(out):
             con.register("_e", out)
             con.execute("INSERT INTO features.region_embeddings SELECT region_id, level, embedding::FLOAT[] FROM _e")
             con.unregister("_e")
-        record_model_metrics(con, recs)
     if out.empty:
         context.log.warning("no regions: region_embeddings is empty")
     meta["dagster/row_count"] = len(out)
@@ -255,9 +228,9 @@ def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig
           "region-graph features (training-period orders only) serves only if it significantly beats the rest.")
 def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, warehouse: WarehouseResource,
                    mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
     from ecom_pipeline.ml.spatial.delivery import FEATURES, delivery_frame, train_delivery_model
-    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+    from ecom_pipeline.resources.model_metrics import MetricRecord
 
     f, _, _ = located_frames(warehouse, source)
     frame = delivery_frame(f["orders"], f["order_items"], f["customers"], f["sellers"])
@@ -270,23 +243,19 @@ def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, wa
         return pd.DataFrame(columns=cols)
     res = train_delivery_model(frame, config.test_fraction, graph_variant=config.graph_features or None)
     m = res.metrics
-    with mlflow.start_run("delivery_delay", tags={"task": "delivery_delay", "dataset": source.kind}) as run:
-        import mlflow as mlf
-
-        mlf.log_params({"features": ",".join(FEATURES), "cutoff": str(res.cutoff), "n_train": res.n_train,
-                        "graph_features": ",".join(res.graph.columns) if res.graph else "none"})
-        mlf.log_metrics(m)
-        outcome = log_and_register(Candidate("ecom.delivery.delay", "sklearn", res.regressor,
-                                             frame[FEATURES].head(5), "mae", m["mae"], higher_is_better=False))
-        # each model beside its best baseline with an interval (ml/spatial/delivery.py); the gate's decisions
-        recs = [MetricRecord.from_comparison(c, model=cand, task=task,
-                                             dataset=source.kind, split="temporal_test", baseline=base,
-                                             mlflow_run_id=run.info.run_id)
-                for task, cand, base, c in res.comparison_rows()]
+    # each model beside its best baseline with an interval (ml/spatial/delivery.py); the gate's decisions
+    recs = [MetricRecord.from_comparison(c, model=cand, task=task, dataset=source.kind, split="temporal_test",
+                                         baseline=base) for task, cand, base, c in res.comparison_rows()]
+    recorded = mlflow.record_model(ModelRun(
+        "delivery_delay", tags={"task": "delivery_delay", "dataset": source.kind},
+        params={"features": ",".join(FEATURES), "cutoff": str(res.cutoff), "n_train": res.n_train,
+                "graph_features": ",".join(res.graph.columns) if res.graph else "none"}, metrics=m,
+        candidates=[Candidate("ecom.delivery.delay", "sklearn", res.regressor, frame[FEATURES].head(5), "mae",
+                              m["mae"], higher_is_better=False)]), warehouse=warehouse, metric_records=recs)
+    outcome = recorded.outcomes[0]
     with warehouse.connect() as con:
         from ecom_pipeline.ml.serving_gate import record_decisions
 
-        record_model_metrics(con, recs)
         for task in dict.fromkeys(d.task for d in res.decisions):  # one call per task: it replaces the task's rows
             record_decisions(con, task, [d for d in res.decisions if d.task == task])
     context.add_output_metadata({"dagster/row_count": len(res.predictions), "cutoff": str(res.cutoff),
@@ -301,6 +270,6 @@ def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, wa
     return res.predictions[cols]
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[regions, region_flows, region_knn_graph, region_knn_features, region_embeddings,
                                   delivery_delay])

@@ -25,10 +25,10 @@ class STGCNAssetConfig(dg.Config):
     # temporal model: the global LSTM's defaults (models/lstm_backtest), so the two are comparable
     window: int = 56
     hidden: int = 32
-    epochs: int = 8
-    cpu_epochs: int = 8  # used instead of ``epochs`` when no GPU
-    max_samples: int = 3000  # state-windows per fit (CPU-small)
-    gpu_max_samples: int = 50000
+    epochs_cpu: int = 8  # CPU/GPU sizing: ComputeResource.sized picks one by device
+    epochs_cuda: int = 8
+    max_samples_cpu: int = 3000  # state-windows per fit (CPU-small)
+    max_samples_cuda: int = 50000
     gcn_dim: int = 8
     gcn_layers: int = 2
     min_flow_orders: int = 3  # seller->customer state flows with fewer orders add no edge
@@ -49,12 +49,13 @@ def stgcn_backtest(context: dg.AssetExecutionContext, config: STGCNAssetConfig, 
                    mlflow: MLflowResource, compute: ComputeResource, source: SourceResource) -> dg.MaterializeResult:
     from ecom_pipeline.ml.forecasting import models as fm
     from ecom_pipeline.ml.forecasting.lstm import LSTMConfig
-    from ecom_pipeline.ml.forecasting.series import covariates_for, panel, top_states
-    from ecom_pipeline.ml.forecasting.stgcn import GraphConfig, compare_graph, skip_reason, state_graph
+    from ecom_pipeline.ml.forecasting.series import covariates_for
+    from ecom_pipeline.ml.forecasting.state_panel import state_panel
+    from ecom_pipeline.ml.forecasting.stgcn import GraphConfig, compare_graph
 
     device = compute.torch_device()
     threads = compute.configure_threads()
-    gpu = device.startswith("cuda")
+    gpu = compute.is_cuda(device)
     with warehouse.connect(read_only=True) as con:
         daily = read_table(con, "features.daily_series")
         cal = read_table(con, "features.calendar")
@@ -65,33 +66,23 @@ def stgcn_backtest(context: dg.AssetExecutionContext, config: STGCNAssetConfig, 
     meta = {"device": device, "threads": threads,
             "training_path": "gpu: full epochs/samples" if gpu else "cpu-small: capped samples and epochs"}
     cfg = LSTMConfig(window=config.window, horizon=config.horizon, hidden=config.hidden,
-                     epochs=config.epochs if gpu else config.cpu_epochs, seed=config.seed,
-                     max_samples=config.gpu_max_samples if gpu else config.max_samples)
+                     epochs=compute.sized(config, "epochs", device), seed=config.seed,
+                     max_samples=compute.sized(config, "max_samples", device))
     gcfg = GraphConfig(gcn_dim=config.gcn_dim, gcn_layers=config.gcn_layers, min_flow_orders=config.min_flow_orders)
-    ids = top_states(daily, config.n_states, config.value) if len(daily) else []
-    dates, Y, ids = panel(daily, ids, config.value) if ids else (pd.DatetimeIndex([]), None, [])
-    A = None
-    if len(ids) and len(knn.columns):
-        A = state_graph(ids, knn[knn["level"] == "state"],
-                        flows[flows["level"] == "state"] if len(flows.columns) else None, config.min_flow_orders)
-    reason = "no daily series" if daily.empty else ("no calendar" if cal.empty else
-                                                    skip_reason(ids, len(dates), A, cfg, config.folds))
-    populated = regions[regions["customers"] > 0] if len(regions.columns) else regions
-    if reason and len(regions.columns) and not (populated["level"] == "state").any():
-        levels = sorted(set(populated["level"])) or ["no"]
-        reason = ("no first-level divisions: customers' and sellers' locations resolve only to "
-                  f"{', '.join(levels)} regions (e.g. the data has a country but no state, city or coordinates); "
-                  f"the ST-GCN needs state regions ({reason})")
+    sp = state_panel(daily, cal, knn, flows, regions, n_states=config.n_states, value=config.value, cfg=cfg,
+                     folds=config.folds, min_flow_orders=config.min_flow_orders)
     preds = pd.DataFrame(columns=fm.PRED_COLUMNS)
-    if reason:
-        meta["skipped"] = reason
-        context.log.warning(f"stgcn_backtest skipped: {reason}")
+    if sp.skip_reason:
+        meta["skipped"] = sp.skip_reason
+        context.log.warning(f"stgcn_backtest skipped: {sp.skip_reason}")
     else:
+        ids, A = sp.ids, sp.A
         meta |= {"states": len(ids), "edges": int((A > 0).sum() // 2),
                  "graph_density": round(float((A > 0).sum() / (len(ids) * (len(ids) - 1))), 3)}
         t0 = time.perf_counter()
-        cmp = compare_graph(ids, dates, Y, covariates_for(cal, dates, cfg.horizon), A, cfg, gcfg=gcfg,
-                            folds=config.folds, device=device, log=context.log.info)
+        cov = covariates_for(cal, sp.dates, cfg.horizon)
+        cmp = compare_graph(ids, sp.dates, sp.Y, cov, A, cfg, gcfg=gcfg, folds=config.folds, device=device,
+                            log=context.log.info)
         meta["train_seconds"] = round(time.perf_counter() - t0, 1)
         preds = cmp.predictions
         summary = fm.summarise(cmp.metrics)
@@ -101,32 +92,35 @@ def stgcn_backtest(context: dg.AssetExecutionContext, config: STGCNAssetConfig, 
             summary = pd.concat([summary, fm.summarise(fm.backtest_metrics(sar, daily, config.value))],
                                 ignore_index=True)
         meta |= _comparison_metadata(summary)
-        with mlflow.start_run("stgcn_backtest", tags={"task": TASK, "dataset": dataset_name(source),
-                                                      "device": device}) as run:
-            import mlflow as mlf
-
-            from ecom_pipeline.ml.registry import Candidate, log_and_register
-            from ecom_pipeline.resources.model_metrics import record_model_metrics
-
-            mlf.log_params(vars(cfg) | vars(gcfg) | {"n_states": len(ids), "edges": meta["edges"], "device": device})
-            mean = summary.groupby(["model", "metric"])["value"].mean()
-            for (model, metric), v in mean.items():
-                mlf.log_metric(f"{model}_{metric}", float(v))
-            kw = {"dataset": dataset_name(source), "run_id": run.info.run_id, "mean_label": MEAN_LABEL}
-            recs = (metric_records(summary, model="stgcn", **kw) + metric_records(summary, model="stgcn_no_graph", **kw)
-                    + metric_records(summary, model="stgcn", baseline="stgcn_no_graph", **kw))
-            outcome = log_and_register(Candidate(
-                "ecom.forecast.stgcn", "pytorch", cmp.final.net.cpu(), None, "mase", float(mean[("stgcn", "mase")]),
-                higher_is_better=False, baseline=BASELINE, baseline_value=float(mean[(BASELINE, "mase")])))
-            meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"
-        with warehouse.connect() as con:
-            record_model_metrics(con, recs)
+        run, recs = _stgcn_run(summary, cmp, cfg, gcfg, ids, meta["edges"], device, dataset_name(source))
+        outcome = mlflow.record_model(run, warehouse=warehouse, metric_records=recs).outcomes[0]
+        meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"
         meta["model_metrics_rows"] = len(recs)
     with warehouse.connect() as con:
         write_table(con, "models.stgcn_backtest",
                     preds.astype({"actual": float, "yhat": float, "lo": float, "hi": float}))
     meta["dagster/row_count"] = len(preds)
     return dg.MaterializeResult(metadata=meta)
+
+
+def _stgcn_run(summary: pd.DataFrame, cmp, cfg, gcfg, ids: list, edges: int, device: str, dataset: str):
+    """The MLflow record (mean metrics, the ST-GCN as candidate beside seasonal naive) and the
+    ``ml.model_metrics`` rows: ST-GCN and its no-graph twin vs the baseline, and the ST-GCN vs its twin."""
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+
+    mean = summary.groupby(["model", "metric"])["value"].mean()
+    kw = {"dataset": dataset, "run_id": None, "mean_label": MEAN_LABEL}
+    recs = (metric_records(summary, model="stgcn", **kw)
+            + metric_records(summary, model="stgcn_no_graph", **kw)
+            + metric_records(summary, model="stgcn", baseline="stgcn_no_graph", **kw))
+    run = ModelRun(
+        "stgcn_backtest", tags={"task": TASK, "dataset": dataset, "device": device},
+        params=vars(cfg) | vars(gcfg) | {"n_states": len(ids), "edges": edges, "device": device},
+        metrics={f"{model}_{metric}": float(v) for (model, metric), v in mean.items()},
+        candidates=[Candidate("ecom.forecast.stgcn", "pytorch", cmp.final.net.cpu(), None, "mase",
+                              float(mean[("stgcn", "mase")]), higher_is_better=False, baseline=BASELINE,
+                              baseline_value=float(mean[(BASELINE, "mase")]))])
+    return run, recs
 
 
 def _comparison_metadata(summary: pd.DataFrame) -> dict:
@@ -145,5 +139,5 @@ def _comparison_metadata(summary: pd.DataFrame) -> dict:
     return out
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[stgcn_backtest])

@@ -104,10 +104,10 @@ class LSTMAssetConfig(dg.Config):
     folds: int = 3
     window: int = 56
     hidden: int = 32
-    epochs: int = 8
-    cpu_epochs: int = 8  # used instead of ``epochs`` when no GPU
-    max_samples: int = 3000
-    gpu_max_samples: int = 50000
+    epochs_cpu: int = 8  # CPU/GPU sizing: ComputeResource.sized picks one by device
+    epochs_cuda: int = 8
+    max_samples_cpu: int = 3000
+    max_samples_cuda: int = 50000
     seed: int = 0
 
 
@@ -261,6 +261,35 @@ def _no_country_calendar(start, end) -> pd.DataFrame:
     return out
 
 
+def _sarima_run(config: SarimaConfig, summary: pd.DataFrame, results, ids: list, Y, dataset: str):
+    """The MLflow record of the SARIMA backtest: mean and per-series metrics; SARIMA of the total series
+    (refit on its last ``max_train_days``) as the candidate, scored by its backtest MASE."""
+    from ecom_pipeline.ml.forecasting import models as fm
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+
+    mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
+    metrics = {f"{model}_{metric}": float(v) for (model, metric), v in mean.stack().items()}
+    piv = summary.pivot_table(index="series_id", columns=["model", "metric"], values="value")
+    for sid, row in piv.iterrows():
+        for (model, metric), v in row.items():
+            if np.isfinite(v):
+                metrics[f"{model}_{metric}__{sid.replace(':', '_').replace('|', '_')}"[:250]] = float(v)
+    candidates = []
+    total = next((r for r in results if r.series_id == ids[0] and r.order is not None), None)
+    if total is not None:
+        res = fm._sarimax(Y[0][-config.max_train_days:], total.order, total.seasonal_order)
+        tm = summary[(summary.series_id == total.series_id) & (summary.model == "sarima")
+                     & (summary.metric == "mase")]
+        candidates.append(Candidate("ecom.forecast.sarima", "statsmodels", res, None, "mase",
+                                    float(tm["value"].iloc[0]) if len(tm) else float("nan"),
+                                    higher_is_better=False))
+    return ModelRun("sarima_backtest", tags={"task": TASK, "dataset": dataset},
+                    params={"n_series": len(ids), "horizon": config.horizon, "folds": config.folds,
+                            "max_train_days": config.max_train_days, "alpha": config.alpha,
+                            "grid": str(fm.DEFAULT_GRID)},
+                    metrics=metrics, candidates=candidates)
+
+
 @dg.asset(key=["models", "sarima_backtest"], group_name="models", pool=WAREHOUSE_POOL, kinds={"statsmodels", "mlflow"},
           ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
           description="Seasonal-naive baseline and SARIMA (order by AIC over a small weekly-seasonal grid) on the "
@@ -269,7 +298,6 @@ def _no_country_calendar(start, end) -> pd.DataFrame:
 def sarima_backtest(context: dg.AssetExecutionContext, config: SarimaConfig, daily: pd.DataFrame,
                     warehouse: WarehouseResource, mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
     from ecom_pipeline.ml.forecasting import models as fm
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
 
     chosen = _selected(daily, config.n_states, config.n_categories, config.value, config.horizon, config.folds)
     if not chosen:
@@ -293,29 +321,13 @@ def sarima_backtest(context: dg.AssetExecutionContext, config: SarimaConfig, dai
                                 "aic": r.aic, "fit_seconds": round(r.fit_seconds, 2)} for r in results if not r.skip_reason])
     meta = {"series": len(ids), "skipped": skipped or "none", "seconds": round(elapsed, 1), "orders": _md_table(orders_tbl)}
     if not summary.empty:
-        piv = summary.pivot_table(index="series_id", columns=["model", "metric"], values="value")
         mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
         meta["backtest_mean"] = _md_table(mean.reset_index().round(3))
-        with mlflow.start_run("sarima_backtest", tags={"task": TASK, "dataset": dataset_name(source)}):
-            import mlflow as mlf
-
-            mlf.log_params({"n_series": len(ids), "horizon": config.horizon, "folds": config.folds,
-                            "max_train_days": config.max_train_days, "alpha": config.alpha,
-                            "grid": str(fm.DEFAULT_GRID)})
-            for (model, metric), v in mean.stack().items():
-                mlf.log_metric(f"{model}_{metric}", float(v))
-            for sid, row in piv.iterrows():
-                for (model, metric), v in row.items():
-                    if np.isfinite(v):
-                        mlf.log_metric(f"{model}_{metric}__{sid.replace(':', '_').replace('|', '_')}"[:250], float(v))
-            total = next((r for r in results if r.series_id == ids[0] and r.order is not None), None)
-            if total is not None:
-                res = fm._sarimax(Y[0][-config.max_train_days:], total.order, total.seasonal_order)
-                tm = summary[(summary.series_id == total.series_id) & (summary.model == "sarima") & (summary.metric == "mase")]
-                outcome = log_and_register(Candidate("ecom.forecast.sarima", "statsmodels", res, None, "mase",
-                                                     float(tm["value"].iloc[0]) if len(tm) else float("nan"),
-                                                     higher_is_better=False))
-                meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted}; {outcome.reason})"
+        run = _sarima_run(config, summary, results, ids, Y, dataset_name(source))
+        outcome = mlflow.record_model(run).outcome("ecom.forecast.sarima")
+        if outcome is not None:
+            meta["registered"] = (f"{outcome.name} v{outcome.version} (champion: {outcome.promoted}; "
+                                  f"{outcome.reason})")
         wins = summary[summary.metric == "mase"].pivot(index="series_id", columns="model", values="value").dropna()
         if "sarima" in wins:
             best_base = wins[[b for b in fm.BASELINES if b in wins]].min(axis=1)
@@ -341,11 +353,11 @@ def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, wa
     from ecom_pipeline.ml.forecasting import models as fm
     from ecom_pipeline.ml.forecasting.lstm import LSTMConfig, lstm_backtest as run_lstm
     from ecom_pipeline.ml.forecasting.series import covariates_for
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
 
     device = compute.torch_device()
     threads = compute.configure_threads()
-    gpu = device.startswith("cuda")
+    gpu = compute.is_cuda(device)
     with warehouse.connect(read_only=True) as con:
         daily = read_table(con, "features.daily_series")
         cal = read_table(con, "features.calendar")
@@ -361,8 +373,8 @@ def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, wa
         dates, Y, ids = _panel(daily, chosen, config.value)
         cov = covariates_for(cal, dates, config.horizon)
         cfg = LSTMConfig(window=config.window, horizon=config.horizon, hidden=config.hidden,
-                         epochs=config.epochs if gpu else config.cpu_epochs, seed=config.seed,
-                         max_samples=config.gpu_max_samples if gpu else config.max_samples)
+                         epochs=compute.sized(config, "epochs", device), seed=config.seed,
+                         max_samples=compute.sized(config, "max_samples", device))
         need = cfg.window + cfg.horizon * (config.folds + 1)
         if len(dates) < need:
             meta["message"] = f"too short: {len(dates)} days, the LSTM backtest needs {need}"
@@ -378,17 +390,14 @@ def lstm_backtest(context: dg.AssetExecutionContext, config: LSTMAssetConfig, wa
             summary = fm.summarise(pd.concat([mets] + [b.metrics for b in base], ignore_index=True))
             mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
             meta["backtest_mean"] = _md_table(mean.reset_index().round(3))
-            with mlflow.start_run("lstm_backtest", tags={"task": TASK, "dataset": dataset_name(source),
-                                                         "device": device}):
-                import mlflow as mlf
-
-                mlf.log_params({k: v for k, v in vars(cfg).items()} | {"n_series": len(ids), "device": device})
-                for (model, metric), v in mean.stack().items():
-                    mlf.log_metric(f"{model}_{metric}", float(v))
-                lm = summary[(summary.model == "lstm") & (summary.metric == "mase")]["value"].mean()
-                outcome = log_and_register(Candidate("ecom.forecast.lstm", "pytorch", final.net.cpu(), None, "mase",
-                                                     float(lm), higher_is_better=False))
-                meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"
+            lm = summary[(summary.model == "lstm") & (summary.metric == "mase")]["value"].mean()
+            outcome = mlflow.record_model(ModelRun(
+                "lstm_backtest", tags={"task": TASK, "dataset": dataset_name(source), "device": device},
+                params=dict(vars(cfg)) | {"n_series": len(ids), "device": device},
+                metrics={f"{model}_{metric}": float(v) for (model, metric), v in mean.stack().items()},
+                candidates=[Candidate("ecom.forecast.lstm", "pytorch", final.net.cpu(), None, "mase",
+                                      float(lm), higher_is_better=False)])).outcomes[0]
+            meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"
             wins = summary[summary.metric == "mase"].pivot(index="series_id", columns="model", values="value").dropna()
             meta["lstm_beats_baseline_mase"] = f"{int((wins['lstm'] < wins[BASELINE]).sum())}/{len(wins)} series"
             meta["model_metrics"] = "written with intervals by serving/forecasts (vs the best baseline)"
@@ -407,6 +416,23 @@ class ForecastGateConfig(dg.Config):
     min_recent_mean: float = 0.5  # below this level/day an about-zero forecast is not called degenerate
 
 
+def _gate_metadata(gate) -> dict:
+    """The forecast gate's decision per series and every forecaster's mean MASE beside its best peer."""
+    from ecom_pipeline.ml.forecasting.selection import GATE_METRIC
+
+    decisions = pd.DataFrame([{"series_id": d.scope, "served": d.served, "candidate": d.candidate,
+                               "baseline": d.baseline, "reason": d.reason} for d in gate.decisions])
+    head = gate.comparisons[(gate.comparisons.scope == "mean_over_series")
+                            & (gate.comparisons.loss == GATE_METRIC)]
+    headline = pd.DataFrame([{"model": r.model, "mean_mase": r.comparison.candidate_value,
+                              "best_peer": r.baseline, "peer_mase": r.comparison.baseline_value,
+                              "diff": r.comparison.diff, "ci_low": r.comparison.ci_low,
+                              "ci_high": r.comparison.ci_high, "n_series": r.comparison.n_units,
+                              "significant": r.comparison.significant} for r in head.itertuples()])
+    return {"decisions": _md_table(decisions, 40),
+            "vs_best_peer": _md_table(headline.round(3) if len(headline) else headline)}
+
+
 @dg.asset(key=["serving", "forecasts"], group_name="serving", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"sarima": dg.AssetIn(key=["models", "sarima_backtest"])},
           deps=[dg.AssetKey(["models", "lstm_backtest"]), dg.AssetKey(["models", "stgcn_backtest"])],
@@ -417,11 +443,10 @@ class ForecastGateConfig(dg.Config):
           "ml.serving_decisions, every forecaster vs its best baseline with intervals in ml.model_metrics.")
 def forecasts(context: dg.AssetExecutionContext, config: ForecastGateConfig, sarima: pd.DataFrame,
               warehouse: WarehouseResource, mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
-    from ecom_pipeline.ml.forecasting import models as fm
-    from ecom_pipeline.ml.forecasting.selection import GATE_METRIC, gate_series, served_forecasts
-    from ecom_pipeline.ml.forecasting.series import complete_part
+    from ecom_pipeline.ml.forecasting.served import SERVED_COLUMNS, gate_and_serve
+    from ecom_pipeline.ml.registry import ModelRun
     from ecom_pipeline.ml.serving_gate import record_decisions, served_against_decision
-    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+    from ecom_pipeline.resources.model_metrics import MetricRecord
 
     with warehouse.connect(read_only=True) as con:
         lstm = read_table(con, "models.lstm_backtest")
@@ -429,65 +454,32 @@ def forecasts(context: dg.AssetExecutionContext, config: ForecastGateConfig, sar
         daily = read_table(con, "features.daily_series")
     # the ST-GCN competes on the state series it covers; its no-graph twin is an ablation without future rows
     stgcn = stgcn[stgcn["model"] == "stgcn"] if len(stgcn) else stgcn
-    allp = pd.concat([p for p in (sarima, lstm, stgcn) if len(p)] or [pd.DataFrame(columns=fm.PRED_COLUMNS)],
-                     ignore_index=True)
-    cols = ["series_id", "model", "date", "step", "yhat", "lo", "hi", "interval", "backtest_mase", "baseline_mase",
-            "is_best", "best_model", "baseline_model"]
-    if allp.empty:
+    served = gate_and_serve([sarima, lstm, stgcn], daily, task=TASK, value=config.value,
+                            recent_days=config.recent_days, min_recent_mean=config.min_recent_mean)
+    if served is None:
         with warehouse.connect() as con:
             record_decisions(con, TASK, [])
         context.add_output_metadata({"dagster/row_count": 0, "message": "no model predictions"})
-        return pd.DataFrame(columns=cols)
-    allp["date"] = pd.to_datetime(allp["date"])
-    allp["origin"] = pd.to_datetime(allp["origin"])
-    # Ensemble of SARIMA and LSTM (mean of point forecasts and of interval bounds)
-    w = fm.ensemble(allp, ("sarima", "lstm"))
-    if len(w):
-        allp = pd.concat([allp, w], ignore_index=True)
-    complete = complete_part(daily, config.value)
-    gate = gate_series(allp, complete, task=TASK, value=config.value, recent_days=config.recent_days,
-                       min_recent_mean=config.min_recent_mean)
-    summary = fm.summarise(fm.backtest_metrics(allp, complete))
-    mase = summary[summary.metric == "mase"][["series_id", "model", "value"]].rename(columns={"value": "backtest_mase"})
-    fut = served_forecasts(allp[allp.kind == "future"], gate.decisions).merge(mase, on=["series_id", "model"],
-                                                                               how="left")
-    base = pd.DataFrame([(d.scope, d.baseline, d.baseline_value) for d in gate.decisions],
-                        columns=["series_id", "baseline_model", "baseline_mase"])
-    fut = fut.merge(base, on="series_id", how="left")
-    fut["is_best"] = True  # kept for readers of the old schema: every row is the series' served model
-    fut["best_model"] = fut["model"]
-    fut["interval"] = 0.8
-    out = fut[cols].sort_values(["series_id", "model", "date"]).reset_index(drop=True)
+        return pd.DataFrame(columns=SERVED_COLUMNS)
+    out, gate = served
     wrong = served_against_decision(out, gate.decisions, scope_col="series_id")
     if len(wrong):  # cannot happen by construction; refuse to publish rather than serve a loser
         raise RuntimeError(f"{len(wrong)} forecast rows from a model its decision did not serve")
     dataset = dataset_name(source)
-    with mlflow.start_run("forecast_gate", tags={"task": TASK, "dataset": dataset}) as run:
-        import mlflow as mlf
-
-        recs = [MetricRecord.from_comparison(r.comparison, model=r.model, task=TASK, dataset=f"{dataset}:{r.scope}",
-                                             split="rolling_origin_backtest", baseline=r.baseline,
-                                             mlflow_run_id=run.info.run_id) for r in gate.comparisons.itertuples()]
-        for r in recs:
-            if r.dataset.endswith(":mean_over_series"):
-                mlf.log_metric(f"{r.model}_{r.metric}", r.value)
-        mlf.log_metric("candidates_served", sum(d.candidate_serves for d in gate.decisions))
+    recs = [MetricRecord.from_comparison(r.comparison, model=r.model, task=TASK,
+                                         dataset=f"{dataset}:{r.scope}", split="rolling_origin_backtest",
+                                         baseline=r.baseline)
+            for r in gate.comparisons.itertuples()]
+    metrics = {f"{r.model}_{r.metric}": r.value for r in recs if r.dataset.endswith(":mean_over_series")}
+    metrics["candidates_served"] = sum(d.candidate_serves for d in gate.decisions)
+    mlflow.record_model(ModelRun("forecast_gate", tags={"task": TASK, "dataset": dataset}, metrics=metrics),
+                        warehouse=warehouse, metric_records=recs)
     with warehouse.connect() as con:
-        record_model_metrics(con, recs)
         record_decisions(con, TASK, gate.decisions)
-    decisions = pd.DataFrame([{"series_id": d.scope, "served": d.served, "candidate": d.candidate,
-                               "baseline": d.baseline, "reason": d.reason} for d in gate.decisions])
-    head = gate.comparisons[(gate.comparisons.scope == "mean_over_series") & (gate.comparisons.loss == GATE_METRIC)]
-    headline = pd.DataFrame([{"model": r.model, "mean_mase": r.comparison.candidate_value,
-                              "best_peer": r.baseline, "peer_mase": r.comparison.baseline_value,
-                              "diff": r.comparison.diff, "ci_low": r.comparison.ci_low,
-                              "ci_high": r.comparison.ci_high, "n_series": r.comparison.n_units,
-                              "significant": r.comparison.significant} for r in head.itertuples()])
     context.add_output_metadata({
         "dagster/row_count": len(out),
         "served_models": out.drop_duplicates("series_id")["model"].value_counts().to_dict(),
-        "decisions": _md_table(decisions, 40),
-        "vs_best_peer": _md_table(headline.round(3) if len(headline) else headline),
+        **_gate_metadata(gate),
         "model_metrics_rows": len(recs),
         "not_served": gate.skipped or "none",
     } | _tail_metadata(daily, config.value))
@@ -546,7 +538,7 @@ def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: p
     return found
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     from ecom_pipeline.assets.gates import promotion_gate_check
 
     # blocking, skip-aware: a model asset that trained nothing passes with its reason; one that trained but left

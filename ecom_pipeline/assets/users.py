@@ -6,7 +6,7 @@ import pandas as pd
 
 from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
-from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+from ecom_pipeline.resources.model_metrics import MetricRecord
 
 GROUP = "users"
 STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in
@@ -75,6 +75,72 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig,
     })
 
 
+def _repurchase_run(res, params: dict, horizon_days: int, prof: pd.DataFrame, dataset: str):
+    """The MLflow record: GBM and baseline metrics; the calibrated GBM registered when one was trained."""
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+
+    metrics = {"n_train": res.n_train, "n_test": res.n_test}
+    for model, ms in res.metrics.items():
+        metrics.update({f"{model}.{m}": v for m, v in ms.items()})
+    candidates = []
+    if res.candidate_model is not None and len(prof):
+        candidates.append(Candidate(
+            name="ecom.users.repurchase", flavor="sklearn", model=res.candidate_model.model,
+            input_example=prof[res.candidate_model.features].astype(float).head(5), metric="pr_auc",
+            value=res.metrics["gbm_calibrated"].get("pr_auc", float("nan")), baseline="rfm_logistic",
+            baseline_value=res.metrics["rfm_logistic"].get("pr_auc")))
+    return ModelRun("repurchase", tags={"group": GROUP, "dataset": dataset},
+                    params={**params, "horizon_days": horizon_days, "train_cutoff": str(res.train_cutoff),
+                            "test_cutoff": str(res.test_cutoff)},
+                    metrics=metrics, candidates=candidates)
+
+
+def _repurchase_records(res, split: str, dataset: str) -> list[MetricRecord]:
+    """The candidate's metrics with their paired-bootstrap intervals, every other metric beside the
+    baseline."""
+    from ecom_pipeline.ml.users.repurchase import BASELINE, CANDIDATE
+
+    base = res.metrics.get(BASELINE, {})
+    with_interval = {c.metric: c for c in res.comparisons}
+    records = [MetricRecord.from_comparison(c, model=CANDIDATE, task="repurchase", dataset=dataset,
+                                            split=split, baseline=BASELINE) for c in res.comparisons]
+    return records + [MetricRecord(model=m, task="repurchase", dataset=dataset, split=split, metric=k,
+                                   value=v, baseline=BASELINE, baseline_value=base.get(k))
+                      for m, ms in res.metrics.items() for k, v in ms.items()
+                      if not (m == CANDIDATE and k in with_interval)]
+
+
+def _repurchase_scores(res, prof: pd.DataFrame, horizon_days: int, version: str) -> pd.DataFrame:
+    """The served model's probabilities per customer. The serving gate: the GBM serves only when it beat the
+    RFM baseline significantly; with nothing trained nobody is scored (an empty table and a decision row
+    with the reason, not a constant 0.0 for everyone)."""
+    from ecom_pipeline.ml.users.repurchase import CANDIDATE
+
+    cols = ["customer_id", "as_of", "horizon_days", "probability", "model", "model_version", "recency_days",
+            "frequency", "monetary"]
+    if not (len(prof) and res.model is not None):
+        return pd.DataFrame(columns=cols)
+    served_version = version if res.served == CANDIDATE else ""
+    return prof.assign(horizon_days=horizon_days, probability=res.model.predict_proba(prof),
+                       model=res.served, model_version=served_version)[cols]
+
+
+def _repurchase_decision(res):
+    from ecom_pipeline.ml.serving_gate import Decision, decide
+    from ecom_pipeline.ml.users.repurchase import BASELINE, CANDIDATE
+
+    if res.model is None:
+        return Decision("repurchase", "all", CANDIDATE, BASELINE, "auc", None, None, None, None, "none",
+                        f"nothing served: {res.message}")
+    auc = next((c for c in res.comparisons if c.metric == "auc"), None)
+    refused = res.served != CANDIDATE and auc.candidate_better
+    decision = decide("repurchase", "all", CANDIDATE, BASELINE, auc,
+                      refusal=res.serve_reason if refused else None)
+    decision.reason = f"{res.serve_reason}; {decision.reason}"
+    assert decision.served == res.served
+    return decision
+
+
 @dg.asset(
     key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "sklearn", "mlflow"},
     description="P(customer orders again within N days): calibrated gradient boosting on profile features, "
@@ -85,12 +151,9 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig,
 )
 def repurchase_scores(context: dg.AssetExecutionContext, config: RepurchaseConfig, warehouse: WarehouseResource,
                       mlflow: MLflowResource, source: SourceResource) -> dg.MaterializeResult:
-    import mlflow as mlf
-
-    from ecom_pipeline.ml.registry import Candidate, log_and_register
-    from ecom_pipeline.ml.serving_gate import Decision, decide, record_decisions
+    from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.ml.users.profiles import NUMERIC_FEATURES, build_profiles
-    from ecom_pipeline.ml.users.repurchase import BASELINE, CANDIDATE, train_and_evaluate
+    from ecom_pipeline.ml.users.repurchase import train_and_evaluate
 
     t = _tables(warehouse)
     params = dict(max_iter=config.max_iter, learning_rate=config.learning_rate,
@@ -99,55 +162,17 @@ def repurchase_scores(context: dg.AssetExecutionContext, config: RepurchaseConfi
     if res.message:
         context.log.warning(res.message)
     prof = build_profiles(t["orders"], t["order_items"], t["products"], t["customers"], t["reviews"], t["events"])
-    cols = ["customer_id", "as_of", "horizon_days", "probability", "model", "model_version", "recency_days",
-            "frequency", "monetary"]
-    version, run_id, outcome = "", None, None
-    with mlflow.start_run("repurchase", tags={"group": GROUP, "dataset": source.kind}) as run:
-        run_id = run.info.run_id
-        mlf.log_params({**params, "horizon_days": config.horizon_days, "train_cutoff": str(res.train_cutoff),
-                        "test_cutoff": str(res.test_cutoff)})
-        mlf.log_metrics({"n_train": res.n_train, "n_test": res.n_test})
-        for model, ms in res.metrics.items():
-            mlf.log_metrics({f"{model}.{m}": v for m, v in ms.items()})
-        if res.candidate_model is not None and len(prof):
-            gbm = res.metrics["gbm_calibrated"]
-            outcome = log_and_register(Candidate(
-                name="ecom.users.repurchase", flavor="sklearn", model=res.candidate_model.model,
-                input_example=prof[res.candidate_model.features].astype(float).head(5), metric="pr_auc",
-                value=gbm.get("pr_auc", float("nan")), baseline="rfm_logistic",
-                baseline_value=res.metrics["rfm_logistic"].get("pr_auc")))
-            version = outcome.version
-    # the serving gate: the GBM serves only when it beat the RFM baseline significantly; with nothing trained
-    # nobody is scored (an empty table and a decision row with the reason, not a constant 0.0 for everyone)
-    if len(prof) and res.model is not None:
-        served_version = version if res.served == CANDIDATE else ""
-        out = prof.assign(horizon_days=config.horizon_days, probability=res.model.predict_proba(prof),
-                          model=res.served, model_version=served_version)[cols]
-    else:
-        out = pd.DataFrame(columns=cols)
     split = f"temporal@{res.test_cutoff:%Y-%m-%d}+{config.horizon_days}d" if res.test_cutoff is not None else "none"
-    auc = next((c for c in res.comparisons if c.metric == "auc"), None)
-    if res.model is None:
-        decision = Decision("repurchase", "all", CANDIDATE, BASELINE, "auc", None, None, None, None, "none",
-                            f"nothing served: {res.message}")
-    else:
-        decision = decide("repurchase", "all", CANDIDATE, BASELINE, auc,
-                          refusal=None if res.served == CANDIDATE or not auc.candidate_better else res.serve_reason)
-        decision.reason = f"{res.serve_reason}; {decision.reason}"
-        assert decision.served == res.served
-    base = res.metrics.get(BASELINE, {})
-    with_interval = {c.metric: c for c in res.comparisons}
-    records = [MetricRecord.from_comparison(c, model=CANDIDATE, task="repurchase", dataset=source.kind, split=split,
-                                            baseline=BASELINE, mlflow_run_id=run_id) for c in res.comparisons]
-    records += [MetricRecord(model=m, task="repurchase", dataset=source.kind, split=split, metric=k, value=v,
-                             baseline=BASELINE, baseline_value=base.get(k), mlflow_run_id=run_id)
-                for m, ms in res.metrics.items() for k, v in ms.items()
-                if not (m == CANDIDATE and k in with_interval)]
+    records = _repurchase_records(res, split, source.kind)
+    recorded = mlflow.record_model(_repurchase_run(res, params, config.horizon_days, prof, source.kind),
+                                   warehouse=warehouse, metric_records=records)
+    outcome, run_id = recorded.outcome("ecom.users.repurchase"), recorded.run_id
+    out = _repurchase_scores(res, prof, config.horizon_days, outcome.version if outcome else "")
+    decision = _repurchase_decision(res)
     with warehouse.connect() as con:
-        record_model_metrics(con, records)
         record_decisions(con, "repurchase", [decision])
     _write(warehouse, "serving.repurchase_scores", out)
-    g, b = res.metrics.get("gbm_calibrated", {}), base
+    g, b = res.metrics.get("gbm_calibrated", {}), res.metrics.get("rfm_logistic", {})
     verdict = "not evaluated: " + res.message if not g else (
         f"gbm_calibrated AUC {g.get('auc', float('nan')):.3f} / PR-AUC {g.get('pr_auc', float('nan')):.3f} / ECE "
         f"{g['ece']:.3f} vs rfm_logistic AUC {b.get('auc', float('nan')):.3f} / PR-AUC "
@@ -166,7 +191,7 @@ def repurchase_scores(context: dg.AssetExecutionContext, config: RepurchaseConfi
     })
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     from ecom_pipeline.assets.gates import promotion_gate_check
 
     return dg.Definitions(assets=[user_profiles, repurchase_scores],

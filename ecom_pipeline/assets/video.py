@@ -58,6 +58,7 @@ def product_video_embeddings(context: dg.AssetExecutionContext, config: VideoEmb
     import time
 
     from ecom_pipeline.ml.encoders import load_image_encoder
+    from ecom_pipeline.ml.encoders.quarantine import replace_quarantine
     from ecom_pipeline.ml.encoders.store import (
         bounded_batch,
         ensure_embedding_table,
@@ -96,21 +97,12 @@ def product_video_embeddings(context: dg.AssetExecutionContext, config: VideoEmb
         written = upsert_embeddings(con, PRODUCT_VIDEO_EMB, "product_id", ok[["product_id", "input_hash"]]
                                     .assign(frames=frames), emb, model=enc.model_id, model_version=enc.version,
                                     extra_columns="frames INTEGER")
-        con.execute(f"""CREATE TABLE IF NOT EXISTS {VIDEO_QUARANTINE} (product_id VARCHAR, video_uri VARCHAR,
-                        reason VARCHAR, model VARCHAR, checked_at TIMESTAMP)""")
-        checked = todo["product_id"].tolist() + unknown["product_id"].tolist()
-        con.execute(f"DELETE FROM {VIDEO_QUARANTINE} WHERE product_id IN (SELECT unnest(?::VARCHAR[]))", [checked])
         # a product whose video file is gone has no video embedding any more
         con.execute(f"DELETE FROM {PRODUCT_VIDEO_EMB} WHERE product_id NOT IN (SELECT unnest(?::VARCHAR[]))",
                     [videos.loc[videos["known"], "product_id"].tolist()])
-        if len(bad):
-            con.register("_bad", bad.assign(model=enc.model_id, checked_at=pd.Timestamp.now(tz=None)))
-            con.execute(f"INSERT INTO {VIDEO_QUARANTINE} SELECT product_id, video_uri, reason, model, checked_at "
-                        "FROM _bad")
-            con.execute(f"DELETE FROM {PRODUCT_VIDEO_EMB} WHERE product_id IN (SELECT product_id FROM _bad)")
-            con.unregister("_bad")
-        total = con.execute(f"SELECT count(*) FROM {PRODUCT_VIDEO_EMB}").fetchall()[0][0]
-        quarantined = con.execute(f"SELECT count(*) FROM {VIDEO_QUARANTINE}").fetchall()[0][0]
+        total, quarantined = replace_quarantine(
+            con, VIDEO_QUARANTINE, PRODUCT_VIDEO_EMB, "video_uri",
+            todo["product_id"].tolist() + unknown["product_id"].tolist(), bad, enc.model_id)
     if len(bad):
         context.log.warning(f"{len(bad)} product videos quarantined this run; see {VIDEO_QUARANTINE}")
     return dg.MaterializeResult(metadata={
@@ -121,5 +113,5 @@ def product_video_embeddings(context: dg.AssetExecutionContext, config: VideoEmb
     })
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[product_video_embeddings])

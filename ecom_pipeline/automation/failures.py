@@ -76,5 +76,5 @@ def record_run_failures(context: dg.RunFailureSensorContext, source: SourceResou
     return dg.SkipReason(f"failure of run {run.run_id} already recorded")
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(sensors=[record_run_failures])

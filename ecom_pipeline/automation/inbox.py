@@ -668,7 +668,7 @@ def daily_partition_after_inbox(context: dg.RunStatusSensorContext):
                          tags={"ecom/trigger": "inbox", "ecom/inbox_run": run.run_id, "ecom/inbox_day": day})
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(assets=[inbox_deliveries, daily_partition_ingest],
                           jobs=[inbox_ingest_job, daily_partition_ingest_job, partition_staging_rebuild_job],
                           sensors=[inbox_sensor, ingest_after_inbox, daily_partition_after_inbox])

@@ -149,5 +149,5 @@ daily_scoring = dg.ScheduleDefinition(
 SCHEDULES = [daily_ingest_features, weekly_retraining, daily_scoring]
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(jobs=JOBS, schedules=SCHEDULES)

@@ -233,5 +233,5 @@ def drift_check_job():
     drift_check_op()
 
 
-def build(settings=None) -> dg.Definitions:
+def build() -> dg.Definitions:
     return dg.Definitions(sensors=[drift_retraining], jobs=[drift_check_job])

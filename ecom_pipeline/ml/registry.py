@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ecom_pipeline.ml.safe_artifacts import SIGNATURE_TAG
@@ -54,7 +54,7 @@ class RegistryOutcome:
     model_uri: str
 
 
-def _log(candidate: Candidate) -> tuple[str, str]:
+def _log(candidate: Candidate, key: bytes) -> tuple[str, str]:
     """Write the candidate in its safe format as an MLflow logged model of the active run; sign its files.
 
     Returns ``(model_uri, signature)``: the signature (:data:`SIGNATURE_TAG`) goes on the registry version in
@@ -65,9 +65,8 @@ def _log(candidate: Candidate) -> tuple[str, str]:
 
     import mlflow
 
-    from ecom_pipeline.ml.safe_artifacts import save_model, sign_directory, signing_key
+    from ecom_pipeline.ml.safe_artifacts import save_model, sign_directory
 
-    key = signing_key()
     with tempfile.TemporaryDirectory(prefix="ecom-model-") as tmp:
         directory = Path(tmp) / "model"
         spec = save_model(candidate.model, candidate.flavor, directory)
@@ -85,15 +84,18 @@ def _log(candidate: Candidate) -> tuple[str, str]:
 def log_and_register(
     candidate: Candidate,
     *,
+    key: bytes,
     margin: float = 0.0,
     score_champion: Callable[[str], float] | None = None,
 ) -> RegistryOutcome:
-    """Inside an active MLflow run: log and register ``candidate``; move ``champion`` if it wins."""
+    """Inside an active MLflow run: log and register ``candidate``, its files signed with ``key`` (the
+    caller's model signing key, :func:`ecom_pipeline.ml.safe_artifacts.signing_key`); move ``champion`` if
+    it wins."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
-    model_uri, signature = _log(candidate)
+    model_uri, signature = _log(candidate, key)
     # the run holds the score before the registry hears of the version (MLflow metric names allow no "@")
     mlflow.log_metric(re.sub(r"[^\w./ :-]", "_", f"registry.{candidate.name}.{candidate.metric}"),
                       float(candidate.value))
@@ -135,6 +137,51 @@ def log_and_register(
 
 
 @dataclass
+class ModelRun:
+    """Everything a model asset records in MLflow for one run: :func:`record_run` logs it in one sequence."""
+
+    name: str  # the MLflow run name, e.g. "sarima_backtest"
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # logged as given (callers drop NaN if they must)
+    metric_steps: dict[str, list[float]] = field(default_factory=dict)  # per-step series, e.g. train_loss
+    dicts: dict[str, Any] = field(default_factory=dict)  # artifact file name -> JSON-able content
+    candidates: list[Candidate] = field(default_factory=list)  # registered in this order
+
+
+@dataclass
+class RecordedRun:
+    run_id: str
+    outcomes: list[RegistryOutcome]
+
+    def outcome(self, name: str) -> RegistryOutcome | None:
+        """The registry outcome of the candidate registered as ``name`` in this run (None: not registered)."""
+        return next((o for o in self.outcomes if o.name == name), None)
+
+
+def record_run(run: ModelRun, experiment_id: str, key: bytes) -> RecordedRun:
+    """The one MLflow sequence of every model asset: start the run, log params, metrics and JSON artifacts,
+    then log, sign and register each candidate (:func:`log_and_register`: champion alias moves last).
+
+    The tracking URI must already be set (the tracking resource does it); nothing here reads configuration.
+    """
+    import mlflow
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run.name, tags=run.tags) as active:
+        if run.params:
+            mlflow.log_params(run.params)
+        if run.metrics:
+            mlflow.log_metrics({k: float(v) for k, v in run.metrics.items()})
+        for metric, values in run.metric_steps.items():
+            for step, value in enumerate(values):
+                mlflow.log_metric(metric, float(value), step=step)
+        for file_name, content in run.dicts.items():
+            mlflow.log_dict(content, file_name)
+        outcomes = [log_and_register(candidate, key=key) for candidate in run.candidates]
+        return RecordedRun(active.info.run_id, outcomes)
+
+
+@dataclass
 class ServedModel:
     model: Any
     name: str
@@ -143,7 +190,7 @@ class ServedModel:
     fallback_reason: str | None = None  # why the champion itself is not served (None: it is)
 
 
-def load_version(name: str, version, key: bytes | None = None, client=None):
+def load_version(name: str, version, key: bytes, client=None):
     """The model of ``name`` version ``version``, after its files were verified against the version's signature.
 
     Raises :class:`~ecom_pipeline.ml.safe_artifacts.ModelIntegrityError` (naming model and version) for an
@@ -151,15 +198,15 @@ def load_version(name: str, version, key: bytes | None = None, client=None):
     """
     import mlflow
 
-    from ecom_pipeline.ml.safe_artifacts import load_verified, signing_key
+    from ecom_pipeline.ml.safe_artifacts import load_verified
 
     client = client or mlflow.MlflowClient()
     mv = client.get_model_version(name, str(version))
-    return load_verified(f"models:/{name}/{mv.version}", (mv.tags or {}).get(SIGNATURE_TAG),
-                         key if key is not None else signing_key(), f"model {name} version {mv.version}")
+    return load_verified(f"models:/{name}/{mv.version}", (mv.tags or {}).get(SIGNATURE_TAG), key,
+                         f"model {name} version {mv.version}")
 
 
-def load_serving_model(name: str, flavor: str = "pyfunc", client=None) -> ServedModel:
+def load_serving_model(name: str, flavor: str = "pyfunc", client=None, *, key: bytes) -> ServedModel:
     """Load the champion of ``name``; if its artifact does not load, serve the newest former champion that does.
 
     Every version is verified against its signature before anything in it is parsed (``load_version``); a
@@ -172,10 +219,9 @@ def load_serving_model(name: str, flavor: str = "pyfunc", client=None) -> Served
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from ecom_pipeline.ml.safe_artifacts import load_verified, signing_key
+    from ecom_pipeline.ml.safe_artifacts import load_verified
 
     client = client or mlflow.MlflowClient()
-    key = signing_key()  # no key (prod without ECOM_MODEL_SIGNING_KEY) is an error, not a fallback
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
@@ -208,9 +254,9 @@ def load_serving_model(name: str, flavor: str = "pyfunc", client=None) -> Served
                       f"load ({'; '.join(errors)})")
 
 
-def load_champion(name: str, flavor: str = "pyfunc"):
+def load_champion(name: str, flavor: str = "pyfunc", *, key: bytes):
     """The served model of ``name`` (see :func:`load_serving_model`); LookupError when none loads."""
-    return load_serving_model(name, flavor).model
+    return load_serving_model(name, flavor, key=key).model
 
 
 # ------------------------------------------------------------------------------------------- reporting

@@ -52,16 +52,14 @@ class SigningKeyError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------- the key
 
-def resolve_signing_key(settings=None) -> tuple[bytes, str]:
-    """``(key, warning)`` from ``Settings.model_signing_key``; warning is "" when the key was set explicitly.
+def resolve_signing_key(settings) -> tuple[bytes, str]:
+    """``(key, warning)`` from ``settings.model_signing_key`` (:class:`ecom_pipeline.config.Settings`, given
+    by the caller: ``ml/`` reads no configuration); warning is "" when the key was set explicitly.
 
     Unset: with ``ECOM_ENV=local`` a random key is generated once into ``<data_root>/.model_signing_key``
     (mode 0600) and reused; anywhere else :class:`SigningKeyError` (a key generated inside a container would
     make every registered version unverifiable after a redeploy).
     """
-    from ecom_pipeline.config import Settings
-
-    settings = settings or Settings.from_env()
     value = settings.model_signing_key
     if value:
         warning = "" if len(value) >= 16 else (f"{KEY_ENV_VAR} is short ({len(value)} characters); "
@@ -83,8 +81,9 @@ def resolve_signing_key(settings=None) -> tuple[bytes, str]:
                  "with it do not verify elsewhere; set the variable for any shared registry.")
 
 
-def signing_key() -> bytes:
-    key, warning = resolve_signing_key()
+def signing_key(settings) -> bytes:
+    """The model signing key of ``settings`` (see :func:`resolve_signing_key`), logging its warning."""
+    key, warning = resolve_signing_key(settings)
     if warning:
         log.warning(warning)
     return key

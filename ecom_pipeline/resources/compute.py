@@ -1,11 +1,14 @@
-"""Compute routing: which torch device and how many threads a step uses.
+"""Compute routing: which torch device and how many threads a step uses, and how big its work is there.
 
-CUDA is initialised only when a step asks (inside asset bodies), never at import time.
+CUDA is initialised only when a step asks (inside asset bodies), never at import time.  CPU/GPU sizing has
+one spelling: an asset config declares ``<name>_cpu`` and ``<name>_cuda`` (epochs, batch size, samples,
+items per run) and asks :meth:`ComputeResource.sized` which applies on its device.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dagster as dg
 
@@ -32,6 +35,15 @@ class ComputeResource(dg.ConfigurableResource):
         n = self.threads or os.cpu_count() or 1
         torch.set_num_threads(n)
         return n
+
+    @staticmethod
+    def is_cuda(device: str) -> bool:
+        return device.startswith("cuda")
+
+    def sized(self, config: object, name: str, device: str) -> Any:
+        """``config.<name>_cuda`` on a CUDA device, else ``config.<name>_cpu``: the one spelling of CPU/GPU
+        sizing (epochs, batch size, max samples, items per run)."""
+        return getattr(config, f"{name}_{'cuda' if self.is_cuda(device) else 'cpu'}")
 
     def describe(self) -> dict[str, str]:
         device = self.torch_device()

@@ -17,7 +17,6 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 from dagster_duckdb_pandas.duckdb_pandas_type_handler import DuckDBPandasTypeHandler
 
-from ecom_pipeline.loading import fault_pause_point
 from ecom_pipeline.resources.warehouse import DEFAULT_LOCK_TIMEOUT_S, connect_with_retry
 from ecom_pipeline.warehouse.tables import table_exists, write_table
 
@@ -44,7 +43,6 @@ class AtomicTableTypeHandler(DuckDBPandasTypeHandler):
                     connection.unregister("_partition_df")
             else:
                 write_table(connection, qualified, obj)
-            fault_pause_point(f"io_write.{qualified}")
             connection.execute("COMMIT")
         except BaseException:
             with suppress(duckdb.Error):

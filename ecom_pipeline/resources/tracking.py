@@ -10,11 +10,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import dagster as dg
 
 from ecom_pipeline.config import env
+
+if TYPE_CHECKING:
+    from ecom_pipeline.ml.registry import ModelRun, RecordedRun
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+    from ecom_pipeline.resources.warehouse import WarehouseResource
 
 # Seconds the reachability probe waits for the server to answer.
 CONNECT_TIMEOUT_ENV = "ECOM_MLFLOW_CONNECT_TIMEOUT_S"
@@ -81,6 +87,14 @@ class MLflowResource(dg.ConfigurableResource):
             return existing.experiment_id
         return mlflow.create_experiment(self.experiment, artifact_location=default_artifact_root(self.tracking_uri))
 
+    def signing_key(self) -> bytes:
+        """The model signing key of the configured settings (``ECOM_MODEL_SIGNING_KEY``; a generated local
+        key with ``ECOM_ENV=local``): every version is signed with it and verified against it."""
+        from ecom_pipeline.config import Settings
+        from ecom_pipeline.ml.safe_artifacts import signing_key
+
+        return signing_key(Settings.from_env())
+
     @contextlib.contextmanager
     def start_run(self, run_name: str, tags: dict[str, str] | None = None) -> Iterator["object"]:
         """Start an MLflow run in the project experiment; the caller logs params, metrics and models."""
@@ -89,3 +103,24 @@ class MLflowResource(dg.ConfigurableResource):
         experiment_id = self.experiment_id()
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {}) as run:
             yield run
+
+    def record_model(self, run: ModelRun, *, warehouse: WarehouseResource | None = None,
+                     metric_records: list[MetricRecord] | None = None) -> RecordedRun:
+        """Record one model run: MLflow run, params, metrics, signed safe artifacts, registration and champion
+        alias (:func:`ecom_pipeline.ml.registry.record_run`), then its ``ml.model_metrics`` rows.
+
+        Rows without an ``mlflow_run_id`` get this run's id.  ``warehouse`` is required when rows are given.
+        """
+        from ecom_pipeline.ml.registry import record_run
+        from ecom_pipeline.resources.model_metrics import record_model_metrics
+
+        if metric_records and warehouse is None:
+            raise ValueError(f"run {run.name!r}: ml.model_metrics rows given without a warehouse to "
+                             "write them")
+        recorded = record_run(run, self.experiment_id(), self.signing_key())
+        if metric_records is not None and warehouse is not None:
+            for record in metric_records:
+                record.mlflow_run_id = record.mlflow_run_id or recorded.run_id
+            with warehouse.connect() as con:  # also with no rows: the table exists after every model run
+                record_model_metrics(con, metric_records)
+        return recorded

@@ -44,14 +44,14 @@ def test_registry_report_empty_then_with_champions_and_a_losing_challenger(store
     m = LogisticRegression().fit(X, (X["a"] > 0).astype(int))
     with tracking.start_run("good"):
         log_and_register(Candidate("t.good", "sklearn", m, X.head(3), "auc", 0.9, baseline="majority",
-                                   baseline_value=0.5))
+                                   baseline_value=0.5), key=_key())
     with tracking.start_run("challenger"):
         lost = log_and_register(Candidate("t.good", "sklearn", m, X.head(3), "auc", 0.85, baseline="majority",
-                                          baseline_value=0.5), margin=0.01)
+                                          baseline_value=0.5), margin=0.01, key=_key())
     assert not lost.promoted
     with tracking.start_run("bad"):
         log_and_register(Candidate("t.bad", "sklearn", m, X.head(3), "mase", 1.3, higher_is_better=False,
-                                   baseline="seasonal_naive", baseline_value=1.0))
+                                   baseline="seasonal_naive", baseline_value=1.0), key=_key())
 
     rows = {r["model"]: r for r in registry_summary()}
     assert rows["t.good"]["champion_version"] == "1" and rows["t.good"]["latest_version"] == "2"
@@ -104,3 +104,11 @@ def test_run_failures_report(store, tmp_path):
     assert result.success
     table = _read(tmp_path, "SELECT * FROM reports.run_failures")
     assert table["job_name"].tolist() == ["training"] and table["trigger"].tolist() == ["drift"]
+
+
+def _key() -> bytes:
+    """The model signing key of the current settings, read at call time (some tests change it)."""
+    from ecom_pipeline.config import Settings
+    from ecom_pipeline.ml.safe_artifacts import signing_key
+
+    return signing_key(Settings.from_env())

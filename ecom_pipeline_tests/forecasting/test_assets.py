@@ -11,8 +11,8 @@ from ecom_pipeline_tests.forecasting.shop import SPIKE_DAY, make_shop, write_sta
 
 SMALL = {
     "models__sarima_backtest": {"config": {"n_states": 2, "n_categories": 1, "folds": 2, "max_train_days": 180}},
-    "models__lstm_backtest": {"config": {"n_states": 2, "n_categories": 1, "folds": 2, "cpu_epochs": 2,
-                                         "max_samples": 600, "hidden": 16}},
+    "models__lstm_backtest": {"config": {"n_states": 2, "n_categories": 1, "folds": 2, "epochs_cpu": 2,
+                                         "max_samples_cpu": 600, "hidden": 16}},
 }
 
 

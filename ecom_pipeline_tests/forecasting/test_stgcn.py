@@ -107,8 +107,8 @@ def test_skip_reasons():
 
 
 # ---------------------------------------------------------------- the asset on a small warehouse
-STGCN_SMALL = {"n_states": 0, "horizon": 14, "folds": 2, "window": 28, "hidden": 8, "cpu_epochs": 2,
-               "max_samples": 300, "gcn_dim": 4}
+STGCN_SMALL = {"n_states": 0, "horizon": 14, "folds": 2, "window": 28, "hidden": 8, "epochs_cpu": 2,
+               "max_samples_cpu": 300, "gcn_dim": 4}
 
 
 def _materialise(root, tables, stgcn_config, with_sarima=True):

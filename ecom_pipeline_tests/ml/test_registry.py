@@ -36,36 +36,37 @@ def _model(seed):
 def test_first_version_becomes_champion_and_worse_one_does_not(tracking):
     m, x = _model(0)
     with tracking.start_run("v1"):
-        first = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.80))
+        first = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.80), key=_key())
     assert first.promoted and first.version == "1"
     with tracking.start_run("v2"):
-        worse = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.79))
+        worse = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.79), key=_key())
     assert not worse.promoted and worse.champion_version == "1"
     with tracking.start_run("v3"):
-        marginal = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.805), margin=0.01)
+        marginal = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.805), margin=0.01,
+                                    key=_key())
     assert not marginal.promoted
     with tracking.start_run("v4"):
-        better = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.9), margin=0.01)
+        better = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.9), margin=0.01, key=_key())
     assert better.promoted and better.version == "4"
-    loaded = load_champion("t.clf", "sklearn")
+    loaded = load_champion("t.clf", "sklearn", key=_key())
     assert (loaded.predict(x) == m.predict(x)).all()
 
 
 def test_lower_is_better_and_rescoring_the_champion(tracking):
     m, x = _model(1)
     with tracking.start_run("a"):
-        log_and_register(Candidate("t.fc", "sklearn", m, x, "mase", 1.0, higher_is_better=False))
+        log_and_register(Candidate("t.fc", "sklearn", m, x, "mase", 1.0, higher_is_better=False), key=_key())
     with tracking.start_run("b"):
         # the champion re-scored on today's holdout is worse (1.5) than the candidate (1.2): promote
         out = log_and_register(Candidate("t.fc", "sklearn", m, x, "mase", 1.2, higher_is_better=False),
-                               score_champion=lambda uri: 1.5)
+                               score_champion=lambda uri: 1.5, key=_key())
     assert out.promoted and "re-scored" in out.reason
 
 
 def test_missing_champion_is_a_clear_error(tracking):
     tracking.client()
     with pytest.raises(LookupError, match="no usable champion"):
-        load_champion("does.not.exist", "sklearn")
+        load_champion("does.not.exist", "sklearn", key=_key())
 
 
 # ------------------------------------------------------------------------------------------------ faults
@@ -92,14 +93,14 @@ def test_corrupt_champion_falls_back_to_former_champion_and_is_tagged(tracking):
     m1, x = _model(2)
     m2 = LogisticRegression(C=0.01).fit(x.assign(a=-x["a"]), [0, 1, 0])  # predicts differently from m1
     with tracking.start_run("v1"):
-        log_and_register(Candidate("t.corrupt", "sklearn", m1, x, "auc", 0.7))
+        log_and_register(Candidate("t.corrupt", "sklearn", m1, x, "auc", 0.7), key=_key())
     with tracking.start_run("v2"):
-        log_and_register(Candidate("t.corrupt", "sklearn", m2, x, "auc", 0.9))
+        log_and_register(Candidate("t.corrupt", "sklearn", m2, x, "auc", 0.9), key=_key())
     with tracking.start_run("v3"):  # lost to v2: never served, not even as a fallback
-        log_and_register(Candidate("t.corrupt", "sklearn", m2, x, "auc", 0.5))
+        log_and_register(Candidate("t.corrupt", "sklearn", m2, x, "auc", 0.5), key=_key())
     corrupt(model_file("t.corrupt", "2"))
 
-    served = load_serving_model("t.corrupt", "sklearn")
+    served = load_serving_model("t.corrupt", "sklearn", key=_key())
     assert (served.version, served.champion_version) == ("1", "2")
     assert "v2 does not load" in served.fallback_reason and "serving former champion v1" in served.fallback_reason
     assert (served.model.predict(x) == m1.predict(x)).all()
@@ -110,7 +111,7 @@ def test_corrupt_champion_falls_back_to_former_champion_and_is_tagged(tracking):
 
     corrupt(model_file("t.corrupt", "1"))
     with pytest.raises(LookupError, match=r"every former champion fail to load.*v2: .*v1: "):
-        load_champion("t.corrupt", "sklearn")
+        load_champion("t.corrupt", "sklearn", key=_key())
 
 
 def test_version_is_registered_with_its_score_and_a_failed_comparison_leaves_the_champion(tracking):
@@ -118,11 +119,13 @@ def test_version_is_registered_with_its_score_and_a_failed_comparison_leaves_the
 
     m, x = _model(3)
     with tracking.start_run("v1"):
-        log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.3, baseline="pop", baseline_value=0.2))
+        log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.3, baseline="pop",
+                                   baseline_value=0.2), key=_key())
     with pytest.raises(ConnectionError), tracking.start_run("v2") as run:
         def scoring_fails(uri):  # e.g. the holdout store went away while the champion was being re-scored
             raise ConnectionError("holdout unavailable")
-        log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.9), score_champion=scoring_fails)
+        log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.9), score_champion=scoring_fails,
+                         key=_key())
     client = mlflow.MlflowClient()
     v2 = client.get_model_version("t.half", "2")
     # the version that exists carries its score and its run holds the metric; the champion did not move
@@ -145,3 +148,50 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri():
     with pytest.raises(MlflowUnavailableError):
         resource.client()
     assert time.monotonic() - t0 < 20  # not MLflow's own minutes of HTTP retries
+
+
+def test_record_model_is_the_one_sequence_run_metrics_registry_and_model_metrics(tracking, tmp_path):
+    """One call: the run with its params, metrics, step series and JSON artifact, the signed registered
+    candidate with its champion alias, and the ml.model_metrics rows carrying the run id."""
+    import mlflow
+
+    from ecom_pipeline.ml.registry import CHAMPION, ModelRun
+    from ecom_pipeline.ml.safe_artifacts import SIGNATURE_TAG
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+    from ecom_pipeline.resources.warehouse import WarehouseResource
+
+    warehouse = WarehouseResource(path=str(tmp_path / "wh.duckdb"))
+    m, x = _model(7)
+    row = MetricRecord("clf", "t", "synthetic", "temporal", "auc", 0.8, "majority", 0.5)
+    recorded = tracking.record_model(
+        ModelRun("unit_record", tags={"task": "t"}, params={"C": 1.0}, metrics={"auc": 0.8},
+                 metric_steps={"train_loss": [0.9, 0.5]}, dicts={"classes.json": {"classes": [0, 1]}},
+                 candidates=[Candidate("t.record", "sklearn", m, x, "auc", 0.8, baseline="majority",
+                                       baseline_value=0.5)]),
+        warehouse=warehouse, metric_records=[row])
+    run = mlflow.get_run(recorded.run_id)
+    assert run.info.run_name == "unit_record" and run.data.tags["task"] == "t"
+    assert run.data.params["C"] == "1.0" and run.data.metrics["auc"] == 0.8
+    history = mlflow.MlflowClient().get_metric_history(recorded.run_id, "train_loss")
+    assert [h.value for h in history] == [0.9, 0.5]
+    outcome = recorded.outcome("t.record")
+    assert outcome.promoted and recorded.outcome("t.other") is None
+    version = mlflow.MlflowClient().get_model_version_by_alias("t.record", CHAMPION)
+    assert str(version.version) == outcome.version and version.tags[SIGNATURE_TAG]
+    with warehouse.connect(read_only=True) as con:
+        stored = con.execute("SELECT model, value, mlflow_run_id FROM ml.model_metrics").fetchall()
+    assert stored == [("clf", 0.8, recorded.run_id)]
+    with pytest.raises(ValueError, match="without a warehouse"):
+        tracking.record_model(ModelRun("no_warehouse"), metric_records=[row])
+    empty = WarehouseResource(path=str(tmp_path / "empty.duckdb"))
+    tracking.record_model(ModelRun("no_rows"), warehouse=empty, metric_records=[])  # as every model asset did:
+    with empty.connect(read_only=True) as con:  # the table exists after a run that had no rows to write
+        assert con.execute("SELECT count(*) FROM ml.model_metrics").fetchall() == [(0,)]
+
+
+def _key() -> bytes:
+    """The model signing key of the current settings, read at call time (some tests change it)."""
+    from ecom_pipeline.config import Settings
+    from ecom_pipeline.ml.safe_artifacts import signing_key
+
+    return signing_key(Settings.from_env())

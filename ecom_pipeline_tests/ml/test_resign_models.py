@@ -67,7 +67,7 @@ def test_legacy_champions_are_relogged_signed_and_serve_the_same_predictions(tra
     # a legacy champion whose pickle an attacker replaced: must be refused, never run
     (model_file("t.bomb", "1").parent / "model.pkl").write_bytes(pickle.dumps(_ShellPayload(marker)))
     with tracking.start_run("new code"):
-        log_and_register(Candidate("t.signed", "sklearn", clf, X[:2], "m", 0.9))
+        log_and_register(Candidate("t.signed", "sklearn", clf, X[:2], "m", 0.9), key=_key())
 
     assert main(["--dry-run"]) == 1  # the bomb is refused even in a dry run; nothing registered
     assert not marker.exists()
@@ -84,10 +84,19 @@ def test_legacy_champions_are_relogged_signed_and_serve_the_same_predictions(tra
         assert str(new.version) == outcomes[name].new_version == "2"
         assert new.tags[RESIGNED_FROM_TAG] == "1" and SIGNATURE_TAG in new.tags
         assert new.tags["metric_value"] == client.get_model_version(name, "1").tags["metric_value"]
-    assert (load_serving_model("t.clf").model.predict(X) == clf.predict(X)).all()
-    assert np.allclose(load_serving_model("t.reg").model.predict(X), reg.predict(X))
-    assert np.allclose(load_serving_model("t.sarima").model.forecast(7), sarima.forecast(7))
+    assert (load_serving_model("t.clf", key=_key()).model.predict(X) == clf.predict(X)).all()
+    assert np.allclose(load_serving_model("t.reg", key=_key()).model.predict(X), reg.predict(X))
+    assert np.allclose(load_serving_model("t.sarima", key=_key()).model.forecast(7), sarima.forecast(7))
     x, ci, co, sid = torch.randn(2, 10), torch.randn(2, 10, 2), torch.randn(2, 4, 2), torch.tensor([0, 2])
     with torch.no_grad():
-        assert torch.allclose(load_serving_model("t.lstm").model(x, ci, co, sid), lstm(x, ci, co, sid))
+        served = load_serving_model("t.lstm", key=_key()).model
+        assert torch.allclose(served(x, ci, co, sid), lstm(x, ci, co, sid))
     assert {o.action for o in resign_models(["t.clf", "t.lstm"])} == {"already_signed"}  # idempotent
+
+
+def _key() -> bytes:
+    """The model signing key of the current settings, read at call time (some tests change it)."""
+    from ecom_pipeline.config import Settings
+    from ecom_pipeline.ml.safe_artifacts import signing_key
+
+    return signing_key(Settings.from_env())

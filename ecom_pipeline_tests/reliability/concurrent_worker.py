@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Test-sized settings for the features job: a short GCN training and the small packaged English text encoder
 # (the default e5 is converted on first use, ~1 min); ops the job does not have are left out.
 FAST_OPS = {
-    "features__region_embeddings": {"cpu_epochs": 20},
+    "features__region_embeddings": {"epochs_cpu": 20},
     "features__review_text_embeddings": {"text_encoder": "all-minilm-l6-v2"},
     "features__product_text_embeddings": {"text_encoder": "all-minilm-l6-v2"},
     "features__review_topics": {"text_encoder": "all-minilm-l6-v2"},

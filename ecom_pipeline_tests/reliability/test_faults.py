@@ -28,11 +28,11 @@ from threadpoolctl import threadpool_limits
 from ecom_pipeline.assets import ingest, reviews, spatial
 from ecom_pipeline.automation.jobs import JOBS, MODEL_RETRY_POLICY
 from ecom_pipeline.config import Settings
-from ecom_pipeline.loading import FAULT_PAUSE_ENV
 from ecom_pipeline.ml.registry import LOAD_ERROR_TAG, Candidate, log_and_register
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource, build_resources
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
 from ecom_pipeline.warehouse.tables import warehouse_fingerprints
+from ecom_pipeline_tests.reliability.fault_points import FAULT_PAUSE_ENV, install
 
 TABLES = ("customers", "sellers", "orders", "order_items")  # what models/delivery_delay reads
 FAULT_TABLES = ("orders",)  # the kill test's job: raw + staging orders and the IO-manager asset (3 processes)
@@ -66,7 +66,9 @@ def _definitions(tables, extra=(), max_concurrent: int = 1) -> dg.Definitions:
 
 
 def fault_job():
-    """Reconstructable (module level): every multiprocess step re-imports it, with the test's environment."""
+    """Reconstructable (module level): every multiprocess step re-imports it, with the test's environment,
+    and installs the fault points in its own process."""
+    install()
     return _definitions(FAULT_TABLES, [orders_per_customer]).resolve_job_def("faults")
 
 
@@ -252,7 +254,8 @@ def test_mlflow_unreachable_fails_clearly_is_retried_and_registers_nothing(env, 
     store = MLflowResource(tracking_uri=f"sqlite:///{env / 'mlflow.db'}")
     model, x = _small_model()
     with store.start_run("champion"):
-        log_and_register(Candidate("ecom.delivery.delay", "sklearn", model, x, "mae", 2.0, higher_is_better=False))
+        log_and_register(Candidate("ecom.delivery.delay", "sklearn", model, x, "mae", 2.0,
+                                   higher_is_better=False), key=_key())
     client = store.client()
     before_versions = {v.version for v in client.search_model_versions("name = 'ecom.delivery.delay'")}
     before_champion = client.get_model_version_by_alias("ecom.delivery.delay", "champion").version
@@ -311,9 +314,9 @@ def test_corrupted_champion_artifact_keeps_serving_the_previous_champion(env, tm
     good = LogisticRegression(max_iter=200).fit(emb, y)
     newer = LogisticRegression(max_iter=200, C=0.01).fit(emb, (y + 1) % 3)
     with tracking.start_run("v1"):
-        v1 = log_and_register(Candidate(name, "sklearn", good, emb[:2], "macro_f1", 0.5))
+        v1 = log_and_register(Candidate(name, "sklearn", good, emb[:2], "macro_f1", 0.5), key=_key())
     with tracking.start_run("v2"):
-        v2 = log_and_register(Candidate(name, "sklearn", newer, emb[:2], "macro_f1", 0.6))
+        v2 = log_and_register(Candidate(name, "sklearn", newer, emb[:2], "macro_f1", 0.6), key=_key())
     assert v2.promoted
     corrupt(model_file(name, v2.version))
 
@@ -341,6 +344,8 @@ IO_WRITE = """
 import sys
 import dagster as dg, pandas as pd
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
+from ecom_pipeline_tests.reliability.fault_points import install
+install()
 
 @dg.asset(key=["features", "t"])
 def t() -> pd.DataFrame:
@@ -397,3 +402,11 @@ def test_io_manager_empty_frame_creates_a_typed_empty_table(tmp_path):
                         "ORDER BY 1").fetchall()
     con.close()
     assert types == [("id", "VARCHAR"), ("n", "BIGINT")]
+
+
+def _key() -> bytes:
+    """The model signing key of the current settings, read at call time (some tests change it)."""
+    from ecom_pipeline.config import Settings
+    from ecom_pipeline.ml.safe_artifacts import signing_key
+
+    return signing_key(Settings.from_env())

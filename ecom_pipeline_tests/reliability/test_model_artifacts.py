@@ -83,9 +83,9 @@ def test_the_planted_pickle_is_live(tmp_path):
 
 def _two_champions(tracking, name, flavor, v1_model, v2_model, example=None):
     with tracking.start_run("v1"):
-        v1 = log_and_register(Candidate(name, flavor, v1_model, example, "auc", 0.7))
+        v1 = log_and_register(Candidate(name, flavor, v1_model, example, "auc", 0.7), key=_key())
     with tracking.start_run("v2"):
-        v2 = log_and_register(Candidate(name, flavor, v2_model, example, "auc", 0.9))
+        v2 = log_and_register(Candidate(name, flavor, v2_model, example, "auc", 0.9), key=_key())
     assert v1.promoted and v2.promoted
     return v1.version, v2.version
 
@@ -114,7 +114,7 @@ def test_malicious_pickle_in_place_of_the_champion_never_runs(tracking, tmp_path
                                         "    serialization_format: cloudpickle\n")
         (target / "model.pkl").write_bytes(malicious_pickle(marker))
 
-    served = load_serving_model(name, "sklearn")
+    served = load_serving_model(name, "sklearn", key=_key())
     assert not marker.exists()  # nothing in the planted file executed
     assert (served.version, served.champion_version) == (v1, v2)
     assert f"model {name} version {v2}" in served.fallback_reason
@@ -122,7 +122,7 @@ def test_malicious_pickle_in_place_of_the_champion_never_runs(tracking, tmp_path
     assert (served.model.predict(X) == good.predict(X)).all()
     assert f"model {name} version {v2}" in mlflow.MlflowClient().get_model_version(name, v2).tags[LOAD_ERROR_TAG]
     with pytest.raises(ModelIntegrityError, match=rf"model {name} version {v2}"):
-        load_version(name, v2)
+        load_version(name, v2, key=_key())
     assert not marker.exists()
 
 
@@ -142,7 +142,7 @@ def test_tampered_safe_format_weights_are_refused_and_the_former_champion_serves
     state["g1.linear.weight"] = state["g1.linear.weight"] * 10
     save_file(state, str(weights))
 
-    served = load_serving_model(name, "pytorch")
+    served = load_serving_model(name, "pytorch", key=_key())
     assert (served.version, served.champion_version) == (v1, v2)
     assert f"model {name} version {v2}" in served.fallback_reason and "signature mismatch" in served.fallback_reason
     x, a = torch.randn(5, 4), torch.eye(5)
@@ -152,7 +152,7 @@ def test_tampered_safe_format_weights_are_refused_and_the_former_champion_serves
     spec = artifact_dir(name, v1) / SPEC_FILE  # the former champion's spec changed too: nothing serves
     spec.write_text(spec.read_text().replace("GCNEncoder", "GCNEncoderX"))
     with pytest.raises(LookupError, match=rf"v{v2}: .*signature mismatch.*v{v1}: .*signature mismatch"):
-        load_serving_model(name, "pytorch")
+        load_serving_model(name, "pytorch", key=_key())
 
 
 def test_unsigned_or_wrongly_keyed_versions_are_refused(tracking, monkeypatch):
@@ -161,17 +161,17 @@ def test_unsigned_or_wrongly_keyed_versions_are_refused(tracking, monkeypatch):
     good, _, X = _sklearn_pair(1)
     name = "t.keys"
     with tracking.start_run("signed"):
-        v1 = log_and_register(Candidate(name, "sklearn", good, X[:2], "auc", 0.7)).version
+        v1 = log_and_register(Candidate(name, "sklearn", good, X[:2], "auc", 0.7), key=_key()).version
     client = mlflow.MlflowClient()
     assert set(json.loads(client.get_model_version(name, v1).tags[SIGNATURE_TAG])["files"]) == {
         SPEC_FILE, "model.skops"}
     monkeypatch.setenv(KEY_ENV_VAR, "another-signing-key-also-long-enough-0123")
     with pytest.raises(ModelIntegrityError, match=rf"model {name} version {v1} was signed with another key"):
-        load_version(name, v1)
+        load_version(name, v1, key=_key())
     monkeypatch.undo()
     client.delete_model_version_tag(name, v1, SIGNATURE_TAG)  # e.g. registered before signing existed
     with pytest.raises(ModelIntegrityError, match=rf"model {name} version {v1} is not signed.*resign_models"):
-        load_version(name, v1)
+        load_version(name, v1, key=_key())
 
 
 def test_the_serving_asset_refuses_a_planted_pickle_and_serves_the_former_champion(tracking, tmp_path):
@@ -242,3 +242,11 @@ def test_prod_refuses_to_start_without_the_signing_key(data_root, monkeypatch):
     monkeypatch.setenv(KEY_ENV_VAR, "k" * 40)
     assert "mlflow" in build_resources(Settings.from_env())
     assert "k" * 40 not in repr(Settings.from_env())  # the key stays out of logs that print settings
+
+
+def _key() -> bytes:
+    """The model signing key of the current settings, read at call time (some tests change it)."""
+    from ecom_pipeline.config import Settings
+    from ecom_pipeline.ml.safe_artifacts import signing_key
+
+    return signing_key(Settings.from_env())

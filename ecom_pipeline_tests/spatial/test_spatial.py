@@ -65,7 +65,8 @@ def test_spatial_assets(tmp_path):
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
            "compute": ComputeResource(device="cpu", threads=2), "source": SourceResource(data_root=str(tmp_path))}
     result = dg.materialize(list(spatial.build().assets), resources=res,
-                            run_config={"ops": {"features__region_embeddings": {"config": {"cpu_epochs": 60}}}})
+                            run_config={"ops": {"features__region_embeddings":
+                                                {"config": {"epochs_cpu": 60}}}})
     assert result.success
     con = duckdb.connect(str(wh), read_only=True)
     regs = con.execute("SELECT * FROM features.regions").fetchdf()

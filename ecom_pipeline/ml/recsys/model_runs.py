@@ -1,0 +1,81 @@
+"""Training runs of the recommender assets, framework-free: the two-tower model beside the baselines on the
+item-level temporal split, and the evaluated ALS rebuilt for registration.
+
+They take interaction frames and plain parameters and return results; the assets read the warehouse, call
+these, and record the results (MLflow, ``ml.model_metrics``, tables).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+
+@dataclass
+class TwoTowerRun:
+    result: Any  # pipeline.LevelResult of the item level: metrics per model, cutoff, message
+    model: Any = None  # the fitted TwoTower (None: not trained, see result.message)
+    data: Any = None  # the training RecData (users, items) the model's vectors index
+
+
+def evaluate_two_tower(interactions: pd.DataFrame, *, regions: pd.Series, side: dict, params: dict, k: int,
+                       test_fraction: float, min_eval_users: int, device: str,
+                       log: Callable[[str], None] = print) -> TwoTowerRun:
+    """Train the two-tower model and every baseline on the user-level temporal split of the item level and
+    score each at ``k``; too few evaluable users (< ``min_eval_users``) trains nothing and says why."""
+    from ecom_pipeline.ml.recsys.data import build_data
+    from ecom_pipeline.ml.recsys.evaluation import evaluate_model, user_temporal_split
+    from ecom_pipeline.ml.recsys.models import BASELINES, make_model
+    from ecom_pipeline.ml.recsys.pipeline import LevelResult
+
+    res = LevelResult("item", k, None, len(interactions), 0, 0)
+    run = TwoTowerRun(res)
+    if interactions.empty:
+        res.message = "no interactions: nothing to train"
+        return run
+    try:
+        split = user_temporal_split(interactions, item_col="product_id", test_fraction=test_fraction)
+    except ValueError as exc:
+        res.message = f"cannot split: {exc}"
+        return run
+    res.cutoff, res.n_train_interactions, res.n_eval_users = split.cutoff, len(split.train), len(split.truth)
+    if len(split.truth) < min_eval_users:
+        res.message = (f"only {len(split.truth)} users have history before {split.cutoff:%Y-%m-%d} and a new "
+                       f"purchase after it (< {min_eval_users}): two-tower not trained")
+        return run
+    run.data = build_data(split.train, "product_id", user_regions=regions)
+    res.n_items = run.data.n_items
+    for name in list(BASELINES) + ["two_tower"]:
+        t0 = time.perf_counter()
+        m = make_model(name, **(params if name == "two_tower" else {}))
+        if name == "two_tower":
+            m.fit(run.data, device=device, log=log, **side)
+            run.model = m
+        else:
+            m.fit(run.data)
+        res.fit_seconds[name] = time.perf_counter() - t0
+        ms = evaluate_model(m, run.data, split, k)
+        ms.pop("_score_seconds", None)
+        res.metrics[name] = ms
+    return run
+
+
+def evaluated_als_module(interactions: pd.DataFrame, result, *, als_params: dict, regions: pd.Series):
+    """The ALS of one evaluated level (``pipeline.LevelResult``) refit on the interactions before its cutoff,
+    as the torch module that is registered (factors plus, at item level, the items each user has seen)."""
+    from ecom_pipeline.ml.recsys.data import build_data
+    from ecom_pipeline.ml.recsys.evaluation import user_temporal_split
+    from ecom_pipeline.ml.recsys.export import factor_module, seen_items
+    from ecom_pipeline.ml.recsys.models import make_model
+
+    col = "product_id" if result.level == "item" else "category"
+    split = user_temporal_split(interactions, item_col=col, cutoff=result.cutoff,
+                                exclude_seen=result.level == "item")
+    data = build_data(split.train, col, user_regions=regions)
+    als = make_model("als", **als_params).fit(data)
+    return factor_module(data.users, data.items, als.user_factors, als.item_factors,
+                         seen_items(data) if result.level == "item" else None)
