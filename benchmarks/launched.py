@@ -9,6 +9,8 @@ instance (pools ``default_limit: 1``, as ``.dagster_home/dagster.yaml``), on the
                   loads the code location and runs the job with the job's *own* executor, as the run
                   launcher does for the UI, schedules and sensors (``ingest``: in-process executor;
                   model jobs: the forkserver multiprocess executor);
+* ``launched_in_process_executor`` (``--in-process-executor``) the same with ``ECOM_LONG_JOBS_EXECUTOR=
+                  in_process``: model jobs run every step in the run worker (no step processes);
 * ``launched_multiprocess`` (``--multiprocess``) the same with ``ECOM_SHORT_JOBS_EXECUTOR=location``, i.e.
                   ``ingest`` with one forked process per step: the configuration the issue measured.
 
@@ -84,7 +86,7 @@ def run_case(job: str, mode: str, orders: int, timeout: float) -> dict:
     env = {**os.environ, "DAGSTER_HOME": str(home), "ECOM_DATA_ROOT": str(root / "data"),
            "ECOM_SYNTHETIC_ORDERS": str(orders), "PYTHONPATH": str(REPO)}
     for var in ("ECOM_WAREHOUSE", "ECOM_DATA_SOURCE", "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_EXECUTOR",
-                "ECOM_SHORT_JOBS_EXECUTOR", "MLFLOW_TRACKING_URI"):
+                "ECOM_SHORT_JOBS_EXECUTOR", "ECOM_LONG_JOBS_EXECUTOR", "MLFLOW_TRACKING_URI"):
         env.pop(var, None)
     if mode == "in_process":
         command = [sys.executable, "-c", IN_PROCESS, job]
@@ -93,6 +95,8 @@ def run_case(job: str, mode: str, orders: int, timeout: float) -> dict:
                    "-j", job]
         if mode == "launched_multiprocess":
             env["ECOM_SHORT_JOBS_EXECUTOR"] = "location"
+        if mode == "launched_in_process_executor":
+            env["ECOM_LONG_JOBS_EXECUTOR"] = "in_process"
     started = time.perf_counter()
     # own process group: on a timeout the run worker and every step process it forked are stopped together
     proc = subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -120,16 +124,17 @@ def write_results(cases: list[dict], meta: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     lines = [
         "# Launched vs in-process runs", "",
-        "Same job, same synthetic source, fresh data root and Dagster instance per run (pools "
+        ("Same job, same synthetic source, fresh data root and Dagster instance per run (pools "
         "`default_limit: 1`). *in_process* = a fresh python calling `execute_in_process` (the `make demo` "
         "path); *launched* = `dagster job execute`: a run worker that runs the job with its own executor, "
-        "as the run launcher does for the UI, schedules and sensors; *launched_multiprocess* = `ingest` "
+        "as the run launcher does for the UI, schedules and sensors; *launched_in_process_executor* = the same "
+        "with `ECOM_LONG_JOBS_EXECUTOR=in_process`; *launched_multiprocess* = `ingest` "
         "with one forked process per step (`ECOM_SHORT_JOBS_EXECUTOR=location`). process s includes "
         "start-up and imports; run s is Dagster's run start to end. Medians over the repeats; the machine "
-        "is shared (load average given), so times are upper bounds. Produced by `benchmarks/launched.py`.",
+        "is shared (load average given), so times are upper bounds. Produced by `benchmarks/launched.py`."),
         "",
-        "| job | mode | complete | process s (median) | each run's process s | run s (median) | "
-        "steps ok / steps | process s / in-process | commit | load avg before -> after | measured |",
+        ("| job | mode | complete | process s (median) | each run's process s | run s (median) | "
+        "steps ok / steps | process s / in-process | commit | load avg before -> after | measured |"),
         "|---|---|---|---:|---|---:|---|---:|---|---|---|",
     ]
     rows = data["cases"]
@@ -154,19 +159,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--multiprocess", action="store_true",
                         help="also launch with one process per step (ECOM_SHORT_JOBS_EXECUTOR=location)")
+    parser.add_argument("--in-process-executor", action="store_true",
+                        help="also launch with ECOM_LONG_JOBS_EXECUTOR=in_process (model jobs in the run worker)")
     parser.add_argument("--timeout", type=float, default=600, help="per run, seconds")
     parser.add_argument("--multiprocess-timeout", type=float, default=150,
                         help="for the one-process-per-step run (reported as stopped when it runs out)")
     args = parser.parse_args(argv)
 
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    modes = ["in_process", "launched"] + (["launched_multiprocess"] if args.multiprocess else [])
+    extra = ["launched_in_process_executor"] if args.in_process_executor else []
+    modes = ["in_process", "launched", *extra] + (["launched_multiprocess"] if args.multiprocess else [])
     results = []
     for job in args.jobs:
         # interleaved (in_process, launched, in_process, launched, ...): on a shared machine the load changes
         # by the minute, and alternating exposes both modes to it alike
         runs: dict[str, list[dict]] = {mode: [] for mode in modes}
-        schedule = [m for _ in range(args.repeats) for m in ("in_process", "launched")]
+        schedule = [m for _ in range(args.repeats) for m in ("in_process", "launched", *extra)]
         if args.multiprocess:
             schedule.append("launched_multiprocess")
         for mode in schedule:

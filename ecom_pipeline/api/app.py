@@ -87,6 +87,7 @@ class AppState:
         self.encoder = None
         self.image_encoder = None
         self.intents = None
+        self.encoder_fallback: str | None = None  # why the configured text runtime is not the one serving
         self.key: bytes = b""
         self.spool = None
         self.reloads: list[dict] = []
@@ -98,9 +99,8 @@ class AppState:
     def load(self) -> None:
         from ecom_pipeline.api.data import load_serving_data
         from ecom_pipeline.api.events import EventSpool
-        from ecom_pipeline.api.models import BatchingEncoder, load_champions
+        from ecom_pipeline.api.models import BatchingEncoder, load_champions, load_serving_text_encoder
         from ecom_pipeline.cleaning.privacy import resolve_pseudonym_key
-        from ecom_pipeline.ml.encoders import DEFAULT_TEXT_ENCODER, load_text_encoder
         from ecom_pipeline.ml.text.topics import intent_matrix
 
         s = self.settings
@@ -109,9 +109,8 @@ class AppState:
             log.warning(warning)
         self.data = load_serving_data(s.snapshot)
         self.champions = load_champions(s.mlflow_tracking_uri)
-        text = load_text_encoder(DEFAULT_TEXT_ENCODER, models_dir=s.data_root / "models", device="cpu",
-                                 backend="auto")
-        self.encoder = BatchingEncoder(text)
+        text, self.encoder_fallback = load_serving_text_encoder(s.data_root / "models", s.api_text_runtime)
+        self.encoder = BatchingEncoder(text, window_s=s.api_batch_window_ms / 1000)
         self.intents = intent_matrix(text)  # also warms the encoder up before the first request
         if len(self.data.image):
             from PIL import Image
@@ -276,7 +275,10 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
                                             "gate_table": "ml.serving_decisions" in d.tables},
                 "champions": state.champions.describe(),
                 "encoders": {"text": state.encoder.model_id if state.encoder else None,
-                             "image": state.image_encoder.model_id if state.image_encoder else None},
+                             "image": state.image_encoder.model_id if state.image_encoder else None,
+                             "text_fallback": state.encoder_fallback,
+                             "text_batches": {"passes": state.encoder.batches, "texts": state.encoder.texts}
+                             if state.encoder else None},
                 "reloads": state.reloads[-5:], "poll_seconds": settings.api_poll_seconds}
 
     @app.post("/admin/reload", tags=["operations"], dependencies=guarded)

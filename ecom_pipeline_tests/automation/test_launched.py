@@ -102,3 +102,15 @@ def test_the_locations_multiprocess_executor_runs_launched_steps_in_forked_proce
         assert len(parent) == 1 and len(step_pids) == 2 and not parent & step_pids  # one process per step
     finally:
         instance.dispose()
+
+
+def test_long_jobs_use_the_locations_executor_unless_in_process_is_asked_for_locally(monkeypatch):
+    from ecom_pipeline.automation.executors import long_steps_executor
+
+    monkeypatch.delenv("ECOM_LONG_JOBS_EXECUTOR", raising=False)
+    assert long_steps_executor() is None
+    assert long_steps_executor("in_process", executor="multiprocess") is dg.in_process_executor
+    with pytest.raises(ValueError, match="needs ECOM_EXECUTOR=multiprocess"):
+        long_steps_executor("in_process", executor="celery")
+    with pytest.raises(ValueError, match="ECOM_LONG_JOBS_EXECUTOR"):
+        long_steps_executor("threads")

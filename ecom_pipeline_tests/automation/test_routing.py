@@ -1,14 +1,12 @@
 """Every GPU-heavy asset (pool "gpu") carries the k8s/celery routing tags, and no other asset does."""
 
 import json
-from pathlib import Path
 
-import dagster as dg
 import pytest
 import yaml
 
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.config import REPO_ROOT
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 
 GPU_TAG_KEYS = set(GPU_OP_TAGS)
 
@@ -62,3 +60,60 @@ def test_instance_configs_limit_every_pool_to_one_step(path):
     assert config["concurrency"]["pools"]["default_limit"] == 1
     result = validate_config(dagster_instance_config_schema(), config)
     assert result.success, [e.message for e in result.errors]
+
+
+def test_writers_hold_the_duckdb_pool_and_read_only_checks_do_not():
+    """raw/staging assets write the warehouse (pool duckdb, one slot); their checks only read, so they stay
+    out of the pool and do not queue behind every writer with Dagster's claim back-off."""
+    from ecom_pipeline.definitions import defs
+
+    repo = defs.get_repository_def()
+    ingest = {k: ad for k, ad in repo.assets_defs_by_key.items() if k.path[0] in ("raw", "staging")}
+    assert len(ingest) >= 16
+    for key, ad in ingest.items():
+        assert ad.node_def.pool == WAREHOUSE_POOL, key
+    checks = {key: c for key, c in repo.asset_checks_defs_by_key.items() if key.asset_key.path[0] == "staging"}
+    assert len(checks) >= 40
+    for key, check in checks.items():
+        assert check.node_def.pool is None, key
+
+
+def _hold(path, *, read_only: bool, seconds: float):
+    import subprocess
+    import sys
+
+    code = (f"import duckdb,time; c=duckdb.connect({str(path)!r}, read_only={read_only}); "
+            "print('held', flush=True); "
+            + ("c.execute('INSERT INTO t VALUES (2)'); " if not read_only else "")
+            + f"time.sleep({seconds}); c.close()")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_read_only_check_and_a_writer_wait_for_each_other_instead_of_failing(tmp_path):
+    """What makes the checks safe outside the pool: a read-only open that meets another process's write lock
+    waits (and then sees the committed write), and a writer that meets a reader's lock waits too."""
+    import time
+
+    import duckdb
+
+    from ecom_pipeline.resources.warehouse import connect_with_retry
+
+    path = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1)")
+    con.close()
+    writer = _hold(path, read_only=False, seconds=1.5)
+    started = time.monotonic()
+    reader = connect_with_retry(path, read_only=True, timeout_s=60)
+    assert time.monotonic() - started > 0.5  # it really waited for the writer process
+    assert reader.execute("SELECT sum(x) FROM t").fetchone()[0] == 3
+    reader.close()
+    writer.wait(30)
+    check = _hold(path, read_only=True, seconds=1.5)
+    started = time.monotonic()
+    con = connect_with_retry(path, timeout_s=60)
+    assert time.monotonic() - started > 0.5
+    con.close()
+    check.wait(30)
