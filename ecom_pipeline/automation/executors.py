@@ -4,7 +4,9 @@
                             pools ``duckdb`` / ``gpu`` limited to one step each by the instance (dagster.yaml).
 ``celery``                  dagster-celery: each step is a celery task; GPU-heavy steps carry
                             ``dagster-celery/queue: gpu`` and run on the CUDA worker (compose profile ``gpu``),
-                            the rest on the default ``dagster`` queue.  Broker from ``CELERY_BROKER_URL``.
+                            the rest on the ``default`` queue.  Broker from ``CELERY_BROKER_URL`` (Redis),
+                            results from ``CELERY_RESULT_BACKEND``.  dagster-celery 0.29 claims pool slots
+                            from the instance (``InstanceConcurrencyContext``), so pools hold here too.
 ``k8s``                     dagster-k8s ``k8s_job_executor``: one Kubernetes Job per step; GPU-heavy steps
                             carry ``dagster-k8s/config`` limits ``nvidia.com/gpu: 1`` and get the GPU node
                             selector / toleration below (``ECOM_K8S_GPU_NODE_SELECTOR``, default
@@ -87,6 +89,14 @@ def gpu_k8s_config(node_selector: str | None = None) -> dict:
     }
 
 
+# Celery app settings shared by the executor and every worker (docker/celery.yaml repeats them; a test checks
+# they agree): steps without a queue tag go to `default`, GPU steps carry `dagster-celery/queue: gpu`
+# (routing.GPU_OP_TAGS).  One task at a time per worker process: a step is long, prefetching only hides it.
+CELERY_DEFAULT_QUEUE = "default"
+CELERY_QUEUES = (CELERY_DEFAULT_QUEUE, "gpu")
+CELERY_CONFIG_SOURCE = {"task_default_queue": CELERY_DEFAULT_QUEUE, "worker_prefetch_multiplier": 1}
+
+
 def executor_from_env(kind: str | None = None):
     """The executor definition for ``kind`` (default ``ECOM_EXECUTOR``); None = the location's default."""
     kind = executor_kind(kind)
@@ -96,12 +106,13 @@ def executor_from_env(kind: str | None = None):
         from dagster_celery import celery_executor
 
         broker = env("CELERY_BROKER_URL")
-        if not broker:  # no default: the only one that would work out of the box is RabbitMQ's guest account
-            raise ValueError("ECOM_EXECUTOR=celery needs CELERY_BROKER_URL (an amqp URL with user and password); "
-                             "docker/docker-compose.yaml builds it from RABBITMQ_USER / RABBITMQ_PASSWORD")
+        if not broker:  # no default: the broker is a deployment's (compose: redis, password from docker/.env)
+            raise ValueError("ECOM_EXECUTOR=celery needs CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0); "
+                             "see docs/deployment.md")
         return celery_executor.configured({
             "broker": broker,
             "backend": env("CELERY_RESULT_BACKEND"),
+            "config_source": dict(CELERY_CONFIG_SOURCE),
         })
     from dagster_k8s import k8s_job_executor
 

@@ -23,7 +23,7 @@ def compose():
 
 def test_services_images_and_dependencies(compose):
     services = compose["services"]
-    assert {"postgres", "mlflow", "user_code", "webserver", "daemon", "gpu_worker", "rabbitmq"} <= set(services)
+    assert {"postgres", "mlflow", "user_code", "webserver", "daemon", "gpu_worker", "redis"} <= set(services)
     for name, svc in services.items():
         assert "image" in svc or "build" in svc, name
         for dep in svc.get("depends_on", {}):
@@ -84,7 +84,7 @@ def test_compose_client_validates_the_file():
         pytest.skip("no docker compose client installed")
     env = {**os.environ, "ECOM_PSEUDONYM_KEY": "test-only", "ECOM_MODEL_SIGNING_KEY": "test-only",
            "POSTGRES_PASSWORD": "test-only",
-           "RABBITMQ_PASSWORD": "test-only"}
+           "REDIS_PASSWORD": "test-only"}
     for profile in ([], ["--profile", "celery"], ["--profile", "gpu"]):
         proc = subprocess.run([*client, "-f", str(DOCKER / "docker-compose.yaml"), *profile, "config", "-q"],
                               capture_output=True, text=True, env=env)
@@ -99,7 +99,7 @@ def test_celery_has_a_default_queue_worker_beside_the_gpu_one(compose):
     assert queue == celery["execution"]["celery"]["config"]["config_source"]["task_default_queue"]
     assert "--concurrency=1" in worker["command"] and "data:/data" in worker["volumes"]
     assert {"celery", "gpu"} == set(worker["profiles"]) and "gpu" in gpu["profiles"]
-    assert set(worker["profiles"]) <= set(services["rabbitmq"]["profiles"])  # the broker starts with it
+    assert set(worker["profiles"]) <= set(services["redis"]["profiles"])  # the broker starts with it
 
 
 def test_one_writer_by_run_queue_tag_where_pools_do_not_apply(monkeypatch):
