@@ -33,6 +33,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ecom_pipeline.config import env
+from ecom_pipeline.routing import gpu_k8s_config  # noqa: F401  (re-exported: it used to live here)
 
 EXECUTORS = ("multiprocess", "celery", "k8s")
 SHORT_JOBS_EXECUTORS = ("in_process", "location")
@@ -76,25 +77,18 @@ def writer_tag(kind: str | None = None) -> dict[str, str]:
     return {WRITER_TAG_KEY: "warehouse"} if executor_kind(kind) in ("celery", "k8s") else {}
 
 
-def gpu_k8s_config(node_selector: str | None = None) -> dict:
-    """k8s_job_executor ``per_step``-style config for GPU steps: node selector and the NVIDIA toleration."""
-    selector = node_selector or env("ECOM_K8S_GPU_NODE_SELECTOR")
-    key, _, value = selector.partition("=")
-    return {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
-        "pod_spec_config": {
-            "node_selector": {key: value or "true"},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        },
-    }
-
-
 # Celery app settings shared by the executor and every worker (docker/celery.yaml repeats them; a test checks
 # they agree): steps without a queue tag go to `default`, GPU steps carry `dagster-celery/queue: gpu`
 # (routing.GPU_OP_TAGS).  One task at a time per worker process: a step is long, prefetching only hides it.
+# A worker process that dies mid-step (OOM kill, SIGKILL) must not lose its step: with Celery's default
+# (ack on receipt) the task fails with WorkerLostError and dagster-celery 0.29 then spins forever without
+# submitting the remaining steps (measured: the run never ends).  Acked only when done and rejected back to
+# the queue when its process is lost, the step is delivered again to a worker of the same queue and
+# re-executed; its writes are atomic (warehouse.tables.atomic), so nothing is lost or doubled.
 CELERY_DEFAULT_QUEUE = "default"
 CELERY_QUEUES = (CELERY_DEFAULT_QUEUE, "gpu")
-CELERY_CONFIG_SOURCE = {"task_default_queue": CELERY_DEFAULT_QUEUE, "worker_prefetch_multiplier": 1}
+CELERY_CONFIG_SOURCE = {"task_default_queue": CELERY_DEFAULT_QUEUE, "worker_prefetch_multiplier": 1,
+                        "task_acks_late": True, "task_reject_on_worker_lost": True}
 
 
 def executor_from_env(kind: str | None = None):
@@ -116,13 +110,19 @@ def executor_from_env(kind: str | None = None):
         })
     from dagster_k8s import k8s_job_executor
 
-    return k8s_job_executor.configured({
+    return k8s_job_executor.configured(k8s_executor_config())
+
+
+def k8s_executor_config() -> dict:
+    """The k8s_job_executor's config.  GPU placement is not here: it comes with each GPU step's
+    ``dagster-k8s/config`` tag (routing.GPU_OP_TAGS), which the executor merges per step."""
+    return {
         "max_concurrent": int(env("ECOM_K8S_MAX_CONCURRENT")),
         "job_namespace": env("ECOM_K8S_NAMESPACE"),
         "env_config_maps": ["ecom-pipeline-env"],
         "env_secrets": ["ecom-pipeline-secrets"],
         **k8s_data_volume(),
-    })
+    }
 
 
 def k8s_data_volume(claim: str | None = None) -> dict:
