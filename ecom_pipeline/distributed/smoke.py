@@ -41,3 +41,33 @@ def smoke_job() -> dg.JobDefinition:
 
 def in_process_smoke_job() -> dg.JobDefinition:
     return smoke_definitions("in_process").resolve_job_def(JOB_NAME)
+
+
+def steps_per_worker(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """step key -> the Celery worker that last started it (from the engine event each task reports)."""
+    placed = {}
+    for record in instance.get_records_for_run(run_id).records:
+        event = record.event_log_entry.dagster_event
+        if event and event.event_type_value == "ENGINE_EVENT" and "in celery worker" in (event.message or ""):
+            placed[event.step_key] = event.engine_event_data.metadata["Celery worker"].value
+    return placed
+
+
+def main() -> None:
+    """Run the job on the instance of $DAGSTER_HOME (``source env.sh`` of ``python -m ecom_pipeline.distributed
+    up``) and print where each step ran."""
+    import time
+
+    with dg.DagsterInstance.get() as instance:
+        started = time.perf_counter()
+        result = dg.execute_job(dg.reconstructable(smoke_job), instance=instance, run_config=RUN_CONFIG)
+        placed = steps_per_worker(instance, result.run_id)
+    queues: dict[str, int] = {}
+    for worker in placed.values():
+        queues[worker.split("@")[0]] = queues.get(worker.split("@")[0], 0) + 1
+    print(f"{JOB_NAME} run {result.run_id}: {'success' if result.success else 'FAILURE'} in "
+          f"{time.perf_counter() - started:.1f} s; steps per queue {queues}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,11 +15,15 @@ import psycopg2
 import pytest
 
 from ecom_pipeline.canonical import TABLE_ORDER
-from ecom_pipeline.config import REPO_ROOT
-from ecom_pipeline.distributed.instance import service_env, write_dagster_home
-from ecom_pipeline.distributed.services import POSTGRES_USER
-from ecom_pipeline.distributed.smoke import JOB_NAME, RUN_CONFIG, in_process_smoke_job, smoke_job
-from ecom_pipeline.distributed.workers import start_worker
+from ecom_pipeline.distributed.local import LocalCluster
+from ecom_pipeline.distributed.services import POSTGRES_BINARIES, REDIS_BINARIES, missing_binaries
+from ecom_pipeline.distributed.smoke import (
+    JOB_NAME,
+    RUN_CONFIG,
+    in_process_smoke_job,
+    smoke_job,
+    steps_per_worker,
+)
 from ecom_pipeline.routing import GPU_OP_TAGS
 from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, load_counts, warehouse_fingerprints
 
@@ -54,56 +58,36 @@ def _invariant_holds(warehouse: Path) -> dict:
     return counts
 
 
-class Cluster:
-    def __init__(self, root: Path, env: dict[str, str], postgres, marker: Path):
-        self.root, self.env, self.postgres, self.marker = root, env, postgres, marker
-        self.warehouse = Path(env["ECOM_WAREHOUSE"])
-        self.workers: dict[str, object] = {}
-
-    def instance(self) -> dg.DagsterInstance:
-        return dg.DagsterInstance.get()
-
-    def query(self, database: str, sql: str) -> list[tuple]:
-        with psycopg2.connect(self.postgres.url(database)) as con, con.cursor() as cur:
-            cur.execute(sql)
-            return cur.fetchall()
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, postgres_server, redis_server):
+def cluster(tmp_path_factory):
+    """The local distributed setup (what ``python -m ecom_pipeline.distributed up`` starts), with the test
+    process on the same environment."""
+    missing = missing_binaries(*POSTGRES_BINARIES, *REDIS_BINARIES)
+    if missing:
+        pytest.skip(f"not on PATH: {missing} (PostgreSQL 15 server binaries; redis-server: .ci/run installs it)")
     root = tmp_path_factory.mktemp("distributed")
-    home = write_dagster_home(root / "dagster_home")
     marker = root / "kill.marker"
     marker.write_text("disarmed")  # the pause point fires only once the marker is deleted
     saved = dict(os.environ)
     for var in CLEARED_VARS:
         os.environ.pop(var, None)
-    os.environ.update({
-        **service_env(postgres_host="127.0.0.1", postgres_port=postgres_server.port, postgres_user=POSTGRES_USER,
-                      broker_url=redis_server.url(0), result_backend=redis_server.url(1),
-                      mlflow_tracking_uri=postgres_server.sqlalchemy_url("mlflow")),
-        "DAGSTER_HOME": str(home),
-        "ECOM_DATA_ROOT": str(root / "data"),
-        "ECOM_WAREHOUSE": str(root / "data" / "warehouse.duckdb"),
-        "ECOM_DATA_SOURCE": "synthetic",
-        "ECOM_SYNTHETIC_ORDERS": str(ORDERS),
-        "ECOM_MLFLOW_ARTIFACT_ROOT": str(root / "mlartifacts"),
-        "ECOM_FAULT_PAUSE": f"{KILL_POINT}={marker}",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), saved.get("PYTHONPATH")) if p),
-    })
-    (root / "data").mkdir()
-    env = dict(os.environ)
-    c = Cluster(root, env, postgres_server, marker)
+    extra = {"ECOM_WAREHOUSE": str(root / "data" / "warehouse.duckdb"), "ECOM_DATA_SOURCE": "synthetic",
+             "ECOM_SYNTHETIC_ORDERS": str(ORDERS), "ECOM_FAULT_PAUSE": f"{KILL_POINT}={marker}"}
     try:
-        c.workers = {q: start_worker(q, env, root / "logs", cwd=root) for q in ("default", "gpu")}
-        for w in c.workers.values():
-            w.wait_ready()
-        yield c
+        with LocalCluster(root, extra_env=extra) as local:
+            os.environ.update(local.env)
+            local.marker = marker
+            local.warehouse = Path(extra["ECOM_WAREHOUSE"])
+            yield local
     finally:
-        for w in c.workers.values():
-            w.stop()
         os.environ.clear()
         os.environ.update(saved)
+
+
+def _query(cluster, database: str, sql: str) -> list[tuple]:
+    with psycopg2.connect(cluster.postgres.url(database)) as con, con.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchall()
 
 
 @pytest.fixture(scope="module")
@@ -129,19 +113,9 @@ def reference(cluster):
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
-def _step_workers(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
-    """step key -> the Celery worker that executed it (the engine event each task reports when it starts)."""
-    placed = {}
-    for record in instance.get_records_for_run(run_id).records:
-        event = record.event_log_entry.dagster_event
-        if event and event.event_type_value == "ENGINE_EVENT" and "in celery worker" in (event.message or ""):
-            placed[event.step_key] = event.engine_event_data.metadata["Celery worker"].value
-    return placed
-
-
 def test_smoke_job_runs_on_its_queues_workers_with_postgres_storage(cluster, reference):
     job = dg.reconstructable(smoke_job)
-    with cluster.instance() as instance:
+    with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         started = time.perf_counter()
         result = dg.execute_job(job, instance=instance, run_config=RUN_CONFIG)
@@ -149,7 +123,7 @@ def test_smoke_job_runs_on_its_queues_workers_with_postgres_storage(cluster, ref
         assert result.success
         run_id = result.run_id
 
-        placed = _step_workers(instance, run_id)
+        placed = steps_per_worker(instance, run_id)
         plan_steps = {s.step_key for s in instance.get_run_step_stats(run_id)}
         gpu_steps = {s for s in plan_steps if s == "models__lstm_backtest"}
         assert set(placed) == plan_steps and len(plan_steps) == 16
@@ -163,11 +137,11 @@ def test_smoke_job_runs_on_its_queues_workers_with_postgres_storage(cluster, ref
             assert instance.event_log_storage.get_concurrency_info(pool).active_slot_count == 0
 
     # the run, its events and the MLflow runs / registered models live in Postgres
-    assert cluster.query("dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'") == [("SUCCESS",)]
-    assert cluster.query("dagster", f"SELECT count(*) FROM event_logs WHERE run_id = '{run_id}'")[0][0] > 100
-    mlflow_runs = dict(cluster.query("mlflow", "SELECT name, status FROM runs"))
+    assert _query(cluster, "dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'") == [("SUCCESS",)]
+    assert _query(cluster, "dagster", f"SELECT count(*) FROM event_logs WHERE run_id = '{run_id}'")[0][0] > 100
+    mlflow_runs = dict(_query(cluster, "mlflow", "SELECT name, status FROM runs"))
     assert mlflow_runs == {"sarima_backtest": "FINISHED", "lstm_backtest": "FINISHED"}
-    models = {r[0] for r in cluster.query("mlflow", "SELECT name FROM registered_models")}
+    models = {r[0] for r in _query(cluster, "mlflow", "SELECT name FROM registered_models")}
     assert {"ecom.forecast.sarima", "ecom.forecast.lstm"} <= models
     assert any((cluster.root / "mlartifacts").rglob("*")), "model artifacts in the shared artifact root"
 
@@ -190,12 +164,12 @@ def test_a_worker_process_killed_mid_write_is_redelivered_and_loses_nothing(clus
     task goes back to the `default` queue (acks late, rejected on worker loss), runs again, the run
     succeeds, and raw + staging equal the clean run's (no lost or duplicated rows)."""
     job = dg.reconstructable(smoke_job)
-    ingest = [dg.AssetKey([layer, t]) for layer in ("raw", "staging") for t in INGEST_TABLES]
+    ingest = [f"{layer}__{t}" for layer in ("raw", "staging") for t in INGEST_TABLES]  # no check steps
     cluster.marker.unlink()  # arm the pause point
     outcome = {}
-    with cluster.instance() as instance:
+    with dg.DagsterInstance.get() as instance:
         thread = threading.Thread(daemon=True, target=lambda: outcome.update(result=dg.execute_job(
-            job, instance=instance, run_config=RUN_CONFIG, asset_selection=ingest, raise_on_error=False)))
+            job, instance=instance, run_config=RUN_CONFIG, op_selection=ingest, raise_on_error=False)))
         thread.start()
         deadline = time.monotonic() + 180
         while not (cluster.marker.exists() and cluster.marker.read_text().strip()):

@@ -9,16 +9,16 @@ import pytest
 
 dagster_k8s = pytest.importorskip("dagster_k8s")
 
-from dagster._core.execution.api import create_execution_plan  # noqa: E402
-from dagster_k8s.container_context import K8sContainerContext  # noqa: E402
-from dagster_k8s.job import (  # noqa: E402
+from dagster._core.execution.api import create_execution_plan
+from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.job import (
     UserDefinedDagsterK8sConfig,
     construct_dagster_k8s_job,
     get_user_defined_k8s_config,
 )
-from kubernetes.client import ApiClient  # noqa: E402
+from kubernetes.client import ApiClient
 
-from ecom_pipeline.automation.executors import k8s_executor_config  # noqa: E402
+from ecom_pipeline.automation.executors import k8s_executor_config
 
 IMAGE = "ecom_pipeline/user_code:latest"
 # What the Helm chart's K8sRunLauncher hands to every step job (the instance config map and its secret).
