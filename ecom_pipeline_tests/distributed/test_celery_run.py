@@ -168,16 +168,23 @@ def test_a_worker_process_killed_mid_write_is_redelivered_and_loses_nothing(clus
     cluster.marker.unlink()  # arm the pause point
     outcome = {}
     with dg.DagsterInstance.get() as instance:
-        thread = threading.Thread(daemon=True, target=lambda: outcome.update(result=dg.execute_job(
-            job, instance=instance, run_config=RUN_CONFIG, op_selection=ingest, raise_on_error=False)))
+        def run():
+            try:  # no run config: the ingest steps take none
+                outcome["result"] = dg.execute_job(job, instance=instance, op_selection=ingest, raise_on_error=False)
+            except BaseException as exc:  # surfaced below instead of dying silently in the thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
         thread.start()
         deadline = time.monotonic() + 180
         while not (cluster.marker.exists() and cluster.marker.read_text().strip()):
+            assert "error" not in outcome, outcome.get("error")
             assert time.monotonic() < deadline and thread.is_alive(), "the raw load never reached the pause"
             time.sleep(0.2)
         os.kill(int(cluster.marker.read_text()), signal.SIGKILL)
         thread.join(timeout=240)
         assert not thread.is_alive(), "the run did not finish after its worker process was killed"
+        assert "error" not in outcome, outcome.get("error")
         result = outcome["result"]
         assert result.success
         deliveries = _executions(instance, result.run_id, "raw__orders")
