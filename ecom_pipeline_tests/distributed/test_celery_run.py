@@ -171,7 +171,7 @@ def test_a_worker_process_killed_mid_write_is_redelivered_and_loses_nothing(clus
         def run():
             try:  # no run config: the ingest steps take none
                 outcome["result"] = dg.execute_job(job, instance=instance, op_selection=ingest, raise_on_error=False)
-            except BaseException as exc:  # surfaced below instead of dying silently in the thread
+            except BaseException as exc:  # noqa: BLE001  (surfaced below, not lost in the thread)
                 outcome["error"] = exc
 
         thread = threading.Thread(target=run, daemon=True)
