@@ -47,10 +47,11 @@ class LocalCluster:
             "DAGSTER_HOME": str(home),
             "ECOM_DATA_ROOT": str(data),
             "ECOM_MLFLOW_ARTIFACT_ROOT": str(self.root / "mlartifacts"),
+            # env exception: the workers must import this checkout; the parent's path is passed on, not a setting
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
             **self.extra_env,
         }
-        process_env = {**os.environ, **self.env}
+        process_env = {**os.environ, **self.env}  # env exception: workers inherit the caller's environment
         self.workers = {q: start_worker(q, process_env, self.root / "logs", cwd=self.root) for q in self.queues}
         for worker in self.workers.values():
             worker.wait_ready()
