@@ -42,14 +42,33 @@ class Worker:
                            f"(exit {self.process.poll()}):\n{self.log.read_text(errors='replace')[-3000:]}")
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        if self.process.poll() is not None:
+        """Warm shutdown of the whole worker: the dagster-celery CLI, celery's main process and its pool all
+        share the process group; wait until every one of them is gone (the CLI exits first), else SIGKILL."""
+        group = self.process.pid
+        if not _group_alive(group):
+            self.process.poll()
             return
-        os.killpg(self.process.pid, signal.SIGTERM)  # warm shutdown of the whole worker (CLI, main, pool)
+        os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _group_alive(group) and time.monotonic() < deadline:
+            self.process.poll()  # reap the CLI so it does not count as alive
+            time.sleep(0.2)
+        if _group_alive(group):
+            os.killpg(group, signal.SIGKILL)
         try:
-            self.process.wait(timeout=timeout_s)
+            self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            pass
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def start_worker(queue: str, env: dict[str, str], log_dir: Path, cwd: Path | None = None) -> Worker:
