@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -41,7 +42,7 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="ecom-bench-distributed-"))
     os.environ.update({"ECOM_DATA_SOURCE": "synthetic", "ECOM_SYNTHETIC_ORDERS": str(args.orders),
-                       "ECOM_MODEL_SIGNING_KEY": os.environ.get("ECOM_MODEL_SIGNING_KEY") or "bench-only-key"})
+                       "ECOM_MODEL_SIGNING_KEY": os.environ.get("ECOM_MODEL_SIGNING_KEY") or "bench-only-model-signing-key-not-secret-0123456789"})
     load_before = os.getloadavg()
     with LocalCluster(root, extra_env={"ECOM_WAREHOUSE": str(root / "data" / "warehouse.duckdb"),
                                        "ECOM_MODEL_SIGNING_KEY": os.environ["ECOM_MODEL_SIGNING_KEY"]}) as cluster:
@@ -61,6 +62,7 @@ def main() -> None:
             result = dg.execute_job(dg.reconstructable(smoke_job), instance=instance, run_config=RUN_CONFIG)
             celery_s = time.perf_counter() - started
             placed = steps_per_worker(instance, result.run_id)
+    shutil.rmtree(root, ignore_errors=True)
     per_queue: dict[str, int] = {}
     for worker in placed.values():
         per_queue[worker.split("@")[0]] = per_queue.get(worker.split("@")[0], 0) + 1
