@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Self
+
+import yaml
 
 from ecom_pipeline.automation.executors import CELERY_QUEUES
 from ecom_pipeline.config import REPO_ROOT
@@ -56,6 +60,26 @@ class LocalCluster:
         for worker in self.workers.values():
             worker.wait_ready()
         return self
+
+    def write_workspace(self) -> Path:
+        path = self.root / "workspace.yaml"
+        path.write_text(yaml.safe_dump({"load_from": [{"python_module": {
+            "module_name": "ecom_pipeline.distributed.location", "working_directory": str(REPO_ROOT),
+            "location_name": "ecom_pipeline_distributed"}}]}))
+        return path
+
+    def start_daemon(self) -> Worker:
+        """``dagster-daemon run`` on this instance: dequeues submitted runs (run queue limits) and launches
+        each in a run-worker process; stopped with the workers."""
+        workspace = self.write_workspace()
+        log = self.root / "logs" / "daemon.log"
+        daemon = Path(sys.executable).parent / "dagster-daemon"
+        with log.open("w") as out:
+            process = subprocess.Popen([str(daemon) if daemon.exists() else "dagster-daemon", "run", "-w",
+                                        str(workspace)], env={**os.environ, **self.env},  # env exception: as workers
+                                       cwd=self.root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers["daemon"] = Worker("daemon", process, log)
+        return self.workers["daemon"]
 
     def stop(self) -> None:
         for worker in self.workers.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ecom_pipeline.automation.executors import executor_from_env
+from ecom_pipeline.automation.jobs import RELOAD_TAG
 
 JOB_NAME = "distributed_smoke"
 MODEL_KEYS = (dg.AssetKey(["models", "sarima_backtest"]), dg.AssetKey(["models", "lstm_backtest"]))
@@ -31,7 +32,8 @@ def smoke_definitions(executor: str | None = None) -> dg.Definitions:
 
     executor_def = dg.in_process_executor if executor == "in_process" else executor_from_env(executor)
     job = dg.define_asset_job(JOB_NAME, selection=SELECTION, executor_def=executor_def,
-                              tags={"ecom/stage": "distributed_smoke"})
+                              # it reloads raw + staging: one such run at a time through the run queue
+                              tags={"ecom/stage": "distributed_smoke", **RELOAD_TAG})
     return dg.Definitions.merge(build_definitions(), dg.Definitions(jobs=[job]))
 
 
