@@ -5,6 +5,7 @@ the middle of a raw load, and the re-execution from failure."""
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -82,6 +83,10 @@ def cluster(tmp_path_factory):
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        mlflow = sys.modules.get("mlflow")
+        if mlflow is not None:  # the reference run pointed MLflow's process globals at its own store
+            mlflow.set_tracking_uri(saved.get("MLFLOW_TRACKING_URI"))
+            mlflow.set_registry_uri(saved.get("MLFLOW_REGISTRY_URI"))
 
 
 def _query(cluster, database: str, sql: str) -> list[tuple]:
