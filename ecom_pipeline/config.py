@@ -37,7 +37,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in [
              "location (one forked process per step) | in_process"),
     Variable("ECOM_EXECUTOR", "multiprocess", "the location's executor: multiprocess | celery | k8s"),
     Variable("CELERY_BROKER_URL", "", "Celery broker URL (required with ECOM_EXECUTOR=celery)"),
-    Variable("CELERY_RESULT_BACKEND", "rpc://", "Celery result backend"),
+    Variable("CELERY_RESULT_BACKEND", "rpc://", "Celery result backend (the local setup and compose: Redis)"),
     Variable("ECOM_K8S_MAX_CONCURRENT", "8", "k8s executor: step pods at once"),
     Variable("ECOM_K8S_NAMESPACE", "ecom-pipeline", "k8s executor: namespace of step pods"),
     Variable("ECOM_K8S_DATA_PVC", "ecom-pipeline-data", "k8s: the ReadWriteMany claim mounted at /data"),
@@ -59,6 +59,8 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in [
     Variable("ECOM_DUCKDB_MEMORY_SHARE", "0.5", "share of the machine's memory (RAM, or the container's limit) "
              "that the DuckDB connections of the steps running at once may use together"),
     Variable("ECOM_MLFLOW_CONNECT_TIMEOUT_S", "5", "seconds to wait for the MLflow tracking server"),
+    Variable("ECOM_MLFLOW_ARTIFACT_ROOT", "", "artifact root of a new MLflow experiment on a database store "
+             "(postgresql://...): a path or URI every worker reaches (unset: MLflow's ./mlruns)"),
     Variable("ECOM_DEVICE", "auto", "torch device for GPU-heavy steps (auto = CUDA when available)"),
     Variable("ECOM_PSEUDONYM_KEY", "", "HMAC key for pseudonyms (required outside local mode)"),
     # test hook of the reliability suite: unset in real runs

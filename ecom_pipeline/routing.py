@@ -5,9 +5,29 @@ writer process.  ``GPU_OP_TAGS`` are read by the k8s job executor (container res
 celery executor (queue); the local multiprocess executor ignores them.
 """
 
+from ecom_pipeline.config import env
+
 GPU_POOL = "gpu"
 WAREHOUSE_POOL = "duckdb"
+
+
+def gpu_k8s_config(node_selector: str | None = None) -> dict:
+    """``dagster-k8s/config`` of a GPU step: one ``nvidia.com/gpu``, the GPU node selector
+    (``ECOM_K8S_GPU_NODE_SELECTOR``, ``key=value``) and the NVIDIA taint's toleration."""
+    selector = node_selector or env("ECOM_K8S_GPU_NODE_SELECTOR")
+    key, _, value = selector.partition("=")
+    return {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
+        "pod_spec_config": {
+            "node_selector": {key: value or "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
+
+
+# The k8s step executor reads `dagster-k8s/config` from each step's tags, so the GPU node placement travels
+# with the asset; the celery executor reads the queue.
 GPU_OP_TAGS = {
-    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}}},
+    "dagster-k8s/config": gpu_k8s_config(),
     "dagster-celery/queue": "gpu",
 }

@@ -4,7 +4,9 @@
                             pools ``duckdb`` / ``gpu`` limited to one step each by the instance (dagster.yaml).
 ``celery``                  dagster-celery: each step is a celery task; GPU-heavy steps carry
                             ``dagster-celery/queue: gpu`` and run on the CUDA worker (compose profile ``gpu``),
-                            the rest on the default ``dagster`` queue.  Broker from ``CELERY_BROKER_URL``.
+                            the rest on the ``default`` queue.  Broker from ``CELERY_BROKER_URL`` (Redis),
+                            results from ``CELERY_RESULT_BACKEND``.  dagster-celery 0.29 claims pool slots
+                            from the instance (``InstanceConcurrencyContext``), so pools hold here too.
 ``k8s``                     dagster-k8s ``k8s_job_executor``: one Kubernetes Job per step; GPU-heavy steps
                             carry ``dagster-k8s/config`` limits ``nvidia.com/gpu: 1`` and get the GPU node
                             selector / toleration below (``ECOM_K8S_GPU_NODE_SELECTOR``, default
@@ -28,8 +30,9 @@ is to route GPU steps to GPU workers.
 The location's multiprocess executor starts step processes from a **forkserver** that has imported
 ``ecom_pipeline.definitions`` once, so a step no longer pays the ~4 s of imports of a fresh interpreter.
 
-dagster-celery and dagster-k8s are installed in the docker images, not in the local venv: they are
-imported only when selected.
+dagster-celery and dagster-k8s are project dependencies but imported only when selected.  The Celery path is
+exercised end to end by ecom_pipeline_tests/distributed (Postgres, Redis, two workers); the k8s path as far
+as rendering its step Jobs.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ecom_pipeline.config import env
+from ecom_pipeline.routing import gpu_k8s_config  # noqa: F401  (re-exported: it used to live here)
 
 EXECUTORS = ("multiprocess", "celery", "k8s")
 SHORT_JOBS_EXECUTORS = ("in_process", "location")
@@ -97,17 +101,18 @@ def writer_tag(kind: str | None = None) -> dict[str, str]:
     return {WRITER_TAG_KEY: "warehouse"} if executor_kind(kind) in ("celery", "k8s") else {}
 
 
-def gpu_k8s_config(node_selector: str | None = None) -> dict:
-    """k8s_job_executor ``per_step``-style config for GPU steps: node selector and the NVIDIA toleration."""
-    selector = node_selector or env("ECOM_K8S_GPU_NODE_SELECTOR")
-    key, _, value = selector.partition("=")
-    return {
-        "container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
-        "pod_spec_config": {
-            "node_selector": {key: value or "true"},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        },
-    }
+# Celery app settings shared by the executor and every worker (docker/celery.yaml repeats them; a test checks
+# they agree): steps without a queue tag go to `default`, GPU steps carry `dagster-celery/queue: gpu`
+# (routing.GPU_OP_TAGS).  One task at a time per worker process: a step is long, prefetching only hides it.
+# A worker process that dies mid-step (OOM kill, SIGKILL) must not lose its step: with Celery's default
+# (ack on receipt) the task fails with WorkerLostError and dagster-celery 0.29 then spins forever without
+# submitting the remaining steps (measured: the run never ends).  Acked only when done and rejected back to
+# the queue when its process is lost, the step is delivered again to a worker of the same queue and
+# re-executed; its writes are atomic (warehouse.tables.atomic), so nothing is lost or doubled.
+CELERY_DEFAULT_QUEUE = "default"
+CELERY_QUEUES = (CELERY_DEFAULT_QUEUE, "gpu")
+CELERY_CONFIG_SOURCE = {"task_default_queue": CELERY_DEFAULT_QUEUE, "worker_prefetch_multiplier": 1,
+                        "task_acks_late": True, "task_reject_on_worker_lost": True}
 
 
 def executor_from_env(kind: str | None = None):
@@ -119,22 +124,29 @@ def executor_from_env(kind: str | None = None):
         from dagster_celery import celery_executor
 
         broker = env("CELERY_BROKER_URL")
-        if not broker:  # no default: the only one that would work out of the box is RabbitMQ's guest account
-            raise ValueError("ECOM_EXECUTOR=celery needs CELERY_BROKER_URL (an amqp URL with user and password); "
-                             "docker/docker-compose.yaml builds it from RABBITMQ_USER / RABBITMQ_PASSWORD")
+        if not broker:  # no default: the broker is a deployment's (compose: redis, password from docker/.env)
+            raise ValueError("ECOM_EXECUTOR=celery needs CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0); "
+                             "see docs/deployment.md")
         return celery_executor.configured({
             "broker": broker,
             "backend": env("CELERY_RESULT_BACKEND"),
+            "config_source": dict(CELERY_CONFIG_SOURCE),
         })
     from dagster_k8s import k8s_job_executor
 
-    return k8s_job_executor.configured({
+    return k8s_job_executor.configured(k8s_executor_config())
+
+
+def k8s_executor_config() -> dict:
+    """The k8s_job_executor's config.  GPU placement is not here: it comes with each GPU step's
+    ``dagster-k8s/config`` tag (routing.GPU_OP_TAGS), which the executor merges per step."""
+    return {
         "max_concurrent": int(env("ECOM_K8S_MAX_CONCURRENT")),
         "job_namespace": env("ECOM_K8S_NAMESPACE"),
         "env_config_maps": ["ecom-pipeline-env"],
         "env_secrets": ["ecom-pipeline-secrets"],
         **k8s_data_volume(),
-    })
+    }
 
 
 def k8s_data_volume(claim: str | None = None) -> dict:

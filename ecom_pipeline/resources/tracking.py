@@ -55,10 +55,15 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float | None = None) 
 
 
 def default_artifact_root(tracking_uri: str) -> str | None:
-    """For a local sqlite store keep artifacts beside it (``data/mlartifacts``), not in the working dir."""
+    """For a local sqlite store keep artifacts beside it (``data/mlartifacts``), not in the working dir.
+    For a database store shared by several workers (postgresql://...) ``ECOM_MLFLOW_ARTIFACT_ROOT`` names the
+    shared place; unset, MLflow's default (./mlruns of whichever process creates the experiment)."""
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri.removeprefix("sqlite:///"))
         return (db.parent / "mlartifacts").resolve().as_uri()
+    if "://" in tracking_uri and not tracking_uri.startswith(("http://", "https://", "file:")):
+        shared = env("ECOM_MLFLOW_ARTIFACT_ROOT")
+        return (Path(shared).resolve().as_uri() if "://" not in shared else shared) if shared else None
     return None
 
 
@@ -85,7 +90,15 @@ class MLflowResource(dg.ConfigurableResource):
         existing = mlflow.get_experiment_by_name(self.experiment)
         if existing is not None:
             return existing.experiment_id
-        return mlflow.create_experiment(self.experiment, artifact_location=default_artifact_root(self.tracking_uri))
+        try:
+            return mlflow.create_experiment(self.experiment,
+                                            artifact_location=default_artifact_root(self.tracking_uri))
+        except mlflow.exceptions.MlflowException:
+            # two workers creating it at once (a shared database store): the loser reads the winner's
+            existing = mlflow.get_experiment_by_name(self.experiment)
+            if existing is None:
+                raise
+            return existing.experiment_id
 
     def signing_key(self) -> bytes:
         """The model signing key of the configured settings (``ECOM_MODEL_SIGNING_KEY``; a generated local

@@ -100,4 +100,4 @@ def test_reload_runs_are_limited_to_one_at_a_time(tmp_path):
     assert {"key": key, "limit": 1} in limits
 
     docker = yaml.safe_load((REPO_ROOT / "docker" / "dagster.yaml").read_text())
-    assert {"key": key, "limit": 1} in docker["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert {"key": key, "limit": 1} in docker["concurrency"]["runs"]["tag_concurrency_limits"]

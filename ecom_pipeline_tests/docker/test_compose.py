@@ -23,7 +23,7 @@ def compose():
 
 def test_services_images_and_dependencies(compose):
     services = compose["services"]
-    assert {"postgres", "mlflow", "user_code", "webserver", "daemon", "gpu_worker", "rabbitmq"} <= set(services)
+    assert {"postgres", "mlflow", "user_code", "webserver", "daemon", "gpu_worker", "redis"} <= set(services)
     for name, svc in services.items():
         assert "image" in svc or "build" in svc, name
         for dep in svc.get("depends_on", {}):
@@ -41,7 +41,7 @@ def test_services_images_and_dependencies(compose):
 def test_storage_mlflow_and_gpu_profile(compose):
     services = compose["services"]
     mlflow_cmd = " ".join(services["mlflow"]["command"])
-    assert "--backend-store-uri=postgresql://" in mlflow_cmd and "--artifacts-destination=/mlartifacts" in mlflow_cmd
+    assert "--backend-store-uri=postgresql+psycopg2://" in mlflow_cmd and "--artifacts-destination=/mlartifacts" in mlflow_cmd
     assert "mlartifacts:/mlartifacts" in services["mlflow"]["volumes"]
     assert services["user_code"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert services["webserver"]["entrypoint"][0] == "dagster-webserver"
@@ -84,7 +84,7 @@ def test_compose_client_validates_the_file():
         pytest.skip("no docker compose client installed")
     env = {**os.environ, "ECOM_PSEUDONYM_KEY": "test-only", "ECOM_MODEL_SIGNING_KEY": "test-only",
            "POSTGRES_PASSWORD": "test-only",
-           "RABBITMQ_PASSWORD": "test-only"}
+           "REDIS_PASSWORD": "test-only"}
     for profile in ([], ["--profile", "celery"], ["--profile", "gpu"]):
         proc = subprocess.run([*client, "-f", str(DOCKER / "docker-compose.yaml"), *profile, "config", "-q"],
                               capture_output=True, text=True, env=env)
@@ -96,10 +96,10 @@ def test_celery_has_a_default_queue_worker_beside_the_gpu_one(compose):
     worker, gpu = services["worker"], services["gpu_worker"]
     queue = worker["command"][worker["command"].index("-q") + 1]
     celery = yaml.safe_load((DOCKER / "celery.yaml").read_text())
-    assert queue == celery["execution"]["celery"]["config"]["config_source"]["task_default_queue"]
+    assert queue == celery["execution"]["config"]["config_source"]["task_default_queue"]
     assert "--concurrency=1" in worker["command"] and "data:/data" in worker["volumes"]
     assert {"celery", "gpu"} == set(worker["profiles"]) and "gpu" in gpu["profiles"]
-    assert set(worker["profiles"]) <= set(services["rabbitmq"]["profiles"])  # the broker starts with it
+    assert set(worker["profiles"]) <= set(services["redis"]["profiles"])  # the broker starts with it
 
 
 def test_one_writer_by_run_queue_tag_where_pools_do_not_apply(monkeypatch):
@@ -108,7 +108,7 @@ def test_one_writer_by_run_queue_tag_where_pools_do_not_apply(monkeypatch):
     assert writer_tag("multiprocess") == {} and writer_tag("celery") == writer_tag("k8s") == {
         WRITER_TAG_KEY: "warehouse"}
     instance = yaml.safe_load((DOCKER / "dagster.yaml").read_text())
-    limits = instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    limits = instance["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": WRITER_TAG_KEY, "limit": 1} in limits
     values = yaml.safe_load((DOCKER / "k8s" / "values.yaml").read_text())
     queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]

@@ -1,0 +1,102 @@
+"""The local distributed setup in one piece: a throwaway PostgreSQL (Dagster storage in db ``dagster``, the
+MLflow store in db ``mlflow``), a redis-server (Celery broker and results), the compose instance file as
+DAGSTER_HOME, and one Celery worker per queue.  Used by ``python -m ecom_pipeline.distributed up`` and by the
+distributed tests, so what a user starts is what the tests exercise.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Self
+
+import yaml
+
+from ecom_pipeline.automation.executors import CELERY_QUEUES
+from ecom_pipeline.config import REPO_ROOT
+from ecom_pipeline.distributed.instance import service_env, write_dagster_home
+from ecom_pipeline.distributed.services import POSTGRES_USER, PostgresServer, RedisServer
+from ecom_pipeline.distributed.workers import Worker, start_worker
+
+
+class LocalCluster:
+    """Context manager; ``env`` is the environment every process of the setup shares (workers, the process
+    that launches runs, ``dagster dev``)."""
+
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None,
+                 queues: tuple[str, ...] = CELERY_QUEUES):
+        self.root = Path(root).resolve()
+        self.extra_env = dict(extra_env or {})
+        self.queues = queues
+        self.postgres = PostgresServer(databases=("dagster", "mlflow"))
+        self.redis = RedisServer()
+        self.workers: dict[str, Worker] = {}
+        self.env: dict[str, str] = {}
+
+    def start(self) -> LocalCluster:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.postgres.start()
+        self.redis.start()
+        home = write_dagster_home(self.root / "dagster_home")
+        data = self.root / "data"
+        data.mkdir(exist_ok=True)
+        self.env = {
+            **service_env(postgres_host="127.0.0.1", postgres_port=self.postgres.port,
+                          postgres_user=POSTGRES_USER, broker_url=self.redis.url(0),
+                          result_backend=self.redis.url(1),
+                          mlflow_tracking_uri=self.postgres.sqlalchemy_url("mlflow")),
+            "DAGSTER_HOME": str(home),
+            "ECOM_DATA_ROOT": str(data),
+            "ECOM_MLFLOW_ARTIFACT_ROOT": str(self.root / "mlartifacts"),
+            # env exception: the workers must import this checkout; the parent's path is passed on, not a setting
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
+            **self.extra_env,
+        }
+        process_env = {**os.environ, **self.env}  # env exception: workers inherit the caller's environment
+        self.workers = {q: start_worker(q, process_env, self.root / "logs", cwd=self.root) for q in self.queues}
+        for worker in self.workers.values():
+            worker.wait_ready()
+        return self
+
+    def write_workspace(self) -> Path:
+        path = self.root / "workspace.yaml"
+        path.write_text(yaml.safe_dump({"load_from": [{"python_module": {
+            "module_name": "ecom_pipeline.distributed.location", "working_directory": str(REPO_ROOT),
+            "location_name": "ecom_pipeline_distributed"}}]}))
+        return path
+
+    def start_daemon(self) -> Worker:
+        """``dagster-daemon run`` on this instance: dequeues submitted runs (run queue limits) and launches
+        each in a run-worker process; stopped with the workers."""
+        workspace = self.write_workspace()
+        log = self.root / "logs" / "daemon.log"
+        daemon = Path(sys.executable).parent / "dagster-daemon"
+        with log.open("w") as out:
+            process = subprocess.Popen([str(daemon) if daemon.exists() else "dagster-daemon", "run", "-w",
+                                        str(workspace)], env={**os.environ, **self.env},  # env exception: as workers
+                                       cwd=self.root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers["daemon"] = Worker("daemon", process, log)
+        return self.workers["daemon"]
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+        self.redis.stop()
+        self.postgres.stop()
+
+    def write_env_file(self, path: Path) -> Path:
+        path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(self.env.items())))
+        return path
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
