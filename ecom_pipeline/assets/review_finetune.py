@@ -29,7 +29,7 @@ class ReviewFinetuneConfig(dg.Config):
     lr: float = 1e-4
     head_lr: float = 1e-3
     batch_size: int = 32
-    budget_s: float = 480.0  # wall clock for caching + training; the machine is shared
+    budget_s: float = 900.0  # wall clock for caching + training; the machine is shared
     test_fraction: float = 0.2
     val_fraction: float = 0.15  # the end of training time, where epochs and class offsets are chosen
     min_reviews: int = 30

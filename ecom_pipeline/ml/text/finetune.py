@@ -31,7 +31,7 @@ class FinetuneSettings:
     head_lr: float = 1e-3
     batch_size: int = 32
     weight_decay: float = 0.01
-    budget_s: float = 480.0  # wall clock for tokenising, caching and training (prediction not included)
+    budget_s: float = 900.0  # wall clock for tokenising, caching and training (prediction not included)
     patience: int = 2  # epochs without a better validation macro-F1 before stopping
     tune_class_bias: bool = True  # per-class logit offsets chosen on the validation window
     seed: int = 0
