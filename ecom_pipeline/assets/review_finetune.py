@@ -99,6 +99,7 @@ def sentiment_finetuned(context: dg.AssetExecutionContext, config: ReviewFinetun
     with mlflow.start_run("sentiment_finetuned", tags={"task": "sentiment", "training_path": ft.path}) as run:
         mlf.log_params({"text_encoder": encoder.version, "device": device, "trainable_layers": ft.trainable_layers,
                         "n_layers": ft.n_layers, "budget_s": ft.budget_s, "seconds": ft.seconds,
+                        "cpu_seconds": ft.cpu_seconds,
                         "stopped": ft.stopped, "epochs_run": ft.epochs_run, "best_epoch": ft.best_epoch,
                         "lr": config.lr, "head_lr": config.head_lr, "batch_size": config.batch_size,
                         "n_fit": rep.n_fit, "n_val": rep.n_val, "cutoff": rep.cutoff, "val_cutoff": rep.val_cutoff,
@@ -136,7 +137,7 @@ def sentiment_finetuned(context: dg.AssetExecutionContext, config: ReviewFinetun
                          f"{rep.decisions[setting].reason}")
     return dg.MaterializeResult(metadata={
         "device": device, "training_path": ft.path, "trainable_layers": ft.trainable_layers,
-        "budget_s": ft.budget_s, "seconds": ft.seconds, "stopped": ft.stopped, "epochs_run": ft.epochs_run,
+        "budget_s": ft.budget_s, "seconds": ft.seconds, "cpu_seconds": ft.cpu_seconds, "stopped": ft.stopped, "epochs_run": ft.epochs_run,
         "best_epoch": ft.best_epoch, "reviews_used": len(docs), "n_fit": rep.n_fit, "n_val": rep.n_val,
         "cutoff": rep.cutoff, "mlflow_run_id": run_id,
         "registered": f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})",

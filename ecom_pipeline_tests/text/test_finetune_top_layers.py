@@ -130,3 +130,34 @@ def test_depth_follows_the_device():
     assert layers_to_train("cuda", 2) == 0  # all layers: the full fine-tune
     assert layers_to_train("cuda:1", 2) == 0
     assert layers_to_train("cpu", 2) == 2 and layers_to_train("cpu", 0) == 1
+
+
+def _full_finetune(device: str, shared_models_dir):
+    from ecom_pipeline.ml.encoders import load_text_encoder
+
+    enc = load_text_encoder("all-minilm-l6-v2", models_dir=shared_models_dir, device=device, max_length=24)
+    texts, y = planted(96, seed=6)
+    res = finetune_classifier(enc, texts, y, 3, settings=FinetuneSettings(trainable_layers=0, epochs=5,
+                                                                          batch_size=16, lr=2e-4, budget_s=120))
+    assert res.path == "full_finetune" and res.trainable_layers == res.n_layers and res.cache_seconds < 1
+    before, after = enc.model.state_dict(), res.model.backbone.state_dict()
+    # every layer trained, the embeddings too (nothing cached)
+    assert not (after["embeddings.word_embeddings.weight"] == before["embeddings.word_embeddings.weight"].cpu()).all()
+    assert not (after["encoder.layer.0.attention.self.query.weight"]
+                == before["encoder.layer.0.attention.self.query.weight"].cpu()).all()
+    test_texts, test_y = planted(45, seed=7)
+    accuracy = (predict_proba(res.model, enc, test_texts).argmax(1) == test_y).mean()
+    assert accuracy >= 0.6, f"accuracy {accuracy:.2f} on a planted signal (chance 0.33); {res.history}"
+
+
+def test_full_finetune_path_on_cpu(shared_models_dir):
+    """The CUDA path (every layer trains) is the same code: exercised here on CPU with a small model."""
+    _full_finetune("cpu", shared_models_dir)
+
+
+@pytest.mark.gpu
+def test_full_finetune_on_cuda(shared_models_dir):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _full_finetune("cuda", shared_models_dir)
