@@ -44,7 +44,7 @@ def trained(encoder):
     before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
     res = finetune_classifier(encoder, texts, y, 3, val_texts=val_texts, val_y=val_y,
                               settings=FinetuneSettings(trainable_layers=2, epochs=6, batch_size=16, lr=3e-4,
-                                                        head_lr=3e-3, budget_s=120, patience=3))
+                                                        head_lr=3e-3, budget_s=600, patience=3))
     return res, before
 
 
@@ -138,7 +138,7 @@ def _full_finetune(device: str, shared_models_dir):
     enc = load_text_encoder("all-minilm-l6-v2", models_dir=shared_models_dir, device=device, max_length=24)
     texts, y = planted(96, seed=6)
     res = finetune_classifier(enc, texts, y, 3, settings=FinetuneSettings(trainable_layers=0, epochs=5,
-                                                                          batch_size=16, lr=2e-4, budget_s=120))
+                                                                          batch_size=16, lr=2e-4, budget_s=600))
     assert res.path == "full_finetune" and res.trainable_layers == res.n_layers and res.cache_seconds < 1
     before, after = enc.model.state_dict(), res.model.backbone.state_dict()
     # every layer trained, the embeddings too (nothing cached)
