@@ -1,0 +1,441 @@
+"""Fine-tuning the review encoder under a wall-clock budget: the top transformer layers + a linear head on CPU,
+every layer on CUDA (the same code; the caller picks the depth from the compute device).
+
+CPU design: frozen bottom layers give the same output for a text in every epoch, so they run ONCE over every
+text and their hidden states are cached; then only the top ``trainable_layers`` and the head train for several
+epochs on the cache (an epoch costs about trainable/total of a full forward + backward).  With every layer
+trainable there is nothing to cache and each batch runs the whole encoder (the full fine-tune).
+
+Class weights are balanced (the neutral class is about 8 % of Olist reviews).  Epochs are chosen on a
+validation window the caller carves from training time, and optionally one additive logit bias per class is
+tuned there too (folded into the head, so the saved model carries it).  The result is a
+:class:`~ecom_pipeline.ml.text.sentiment.FinetunedClassifier` (the whole encoder + head): it is saved in the
+safe format and predicted with one full forward, exactly like the CUDA path.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    trainable_layers: int = 2  # top transformer layers trained; 0 or >= the encoder's depth: all (full fine-tune)
+    epochs: int = 8
+    lr: float = 1e-4  # the trained transformer layers
+    head_lr: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    budget_s: float = 900.0  # wall clock for tokenising, caching and training (prediction not included)
+    patience: int = 2  # epochs without a better validation macro-F1 before stopping
+    tune_class_bias: bool = True  # per-class logit offsets chosen on the validation window
+    seed: int = 0
+
+
+@dataclass
+class FinetuneResult:
+    model: object  # FinetunedClassifier, on CPU, eval mode
+    trainable_layers: int
+    n_layers: int
+    device: str
+    epochs_run: int
+    best_epoch: int  # 1-based; chosen on the validation window (the last epoch without one)
+    stopped: str  # "epochs" | "patience" | "budget"
+    cache_seconds: float
+    seconds: float  # everything inside the budget (wall clock)
+    cpu_seconds: float  # this process's CPU time over the same span (on a shared machine: what it really got)
+    budget_s: float
+    class_weights: list[float]
+    class_bias: list[float]  # added to the head's bias after training (zeros when not tuned)
+    history: list[dict] = field(default_factory=list)  # per epoch: train loss, validation macro-F1, seconds
+
+    @property
+    def path(self) -> str:
+        return "full_finetune" if self.trainable_layers == self.n_layers else f"top{self.trainable_layers}_finetune"
+
+
+def layers_to_train(device: str, cpu_layers: int) -> int:
+    """How many top layers to train: every layer on CUDA (0 = all), ``cpu_layers`` on CPU."""
+    return 0 if str(device).startswith("cuda") else max(1, int(cpu_layers))
+
+
+def _macro_f1(y, pred, n_classes: int) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, pred, labels=list(range(n_classes)), average="macro", zero_division=0))
+
+
+BIAS_GRID = tuple(np.arange(-2.0, 2.01, 0.25))
+
+
+def tune_class_bias(log_probs: np.ndarray, y: np.ndarray, *, grid=BIAS_GRID, rounds: int = 2) -> np.ndarray:
+    """Additive per-class offsets on ``log_probs`` that maximise macro-F1 on these (validation) rows, by
+    coordinate ascent over ``grid``; class 0 stays 0 (only differences between classes matter)."""
+    k = log_probs.shape[1]
+    bias = np.zeros(k)
+    best = _macro_f1(y, log_probs.argmax(1), k)
+    for _ in range(rounds):
+        for c in range(1, k):
+            for v in grid:
+                trial = bias.copy()
+                trial[c] = v
+                score = _macro_f1(y, (log_probs + trial).argmax(1), k)
+                if score > best + 1e-9:
+                    best, bias = score, trial
+    return bias
+
+
+def _check_inputs(texts: Sequence[str], y, n_classes: int) -> np.ndarray:
+    y = np.asarray(y)
+    if len(texts) != len(y):
+        raise ValueError(f"fine-tune: {len(texts)} texts but {len(y)} labels")
+    if len(y) < 2:
+        raise ValueError(f"fine-tune: need at least 2 labelled texts, got {len(y)}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes:
+        raise ValueError(f"fine-tune: labels must be integers in [0, {n_classes}), got {np.unique(y)[:10]}")
+    if len(np.unique(y)) < 2:
+        raise ValueError("fine-tune: the training labels hold a single class")
+    return y.astype(np.int64)
+
+
+def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of texts of similar length (little padding): sort within random chunks of 20 batches."""
+    perm = rng.permutation(len(lengths))
+    chunk = batch_size * 20
+    batches = []
+    for s in range(0, len(perm), chunk):
+        part = perm[s:s + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class _Stack:
+    """The encoder as bottom (frozen, run once) + top (trained) layers over padded token / state batches."""
+
+    def __init__(self, model, n_top: int, device: str):
+        self.model, self.device = model, device
+        self.layers = model.backbone.encoder.layer
+        self.n_bottom = len(self.layers) - n_top
+
+    def _mask(self, hidden, attention_mask):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        return create_bidirectional_mask(config=self.model.backbone.config, inputs_embeds=hidden,
+                                         attention_mask=attention_mask)
+
+    def run(self, hidden, attention_mask, layers):
+        mask = self._mask(hidden, attention_mask)
+        for layer in layers:
+            hidden = layer(hidden, mask)
+        return hidden
+
+    def bottom(self, ids, attention_mask):
+        hidden = self.model.backbone.embeddings(input_ids=ids)
+        return self.run(hidden, attention_mask, self.layers[:self.n_bottom])
+
+    def logits_from_states(self, hidden, attention_mask):
+        from ecom_pipeline.ml.encoders.pooling import mean_pool
+
+        top = self.run(hidden, attention_mask, self.layers[self.n_bottom:])
+        return self.model.head(mean_pool(top, attention_mask))
+
+
+def _pad(seqs: list, device: str, pad_value: int = 0):
+    """Right-pad 1-d id lists / 2-d state tensors to the longest; returns (batch, attention mask)."""
+    import torch
+
+    longest = max(len(s) for s in seqs)
+    mask = torch.zeros(len(seqs), longest, dtype=torch.long)
+    if isinstance(seqs[0], torch.Tensor):
+        out = seqs[0].new_zeros((len(seqs), longest, seqs[0].shape[-1]))
+        for i, s in enumerate(seqs):
+            out[i, :len(s)] = s
+            mask[i, :len(s)] = 1
+    else:
+        out = torch.full((len(seqs), longest), pad_value, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            out[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+            mask[i, :len(s)] = 1
+    return out.to(device), mask.to(device)
+
+
+def finetune_classifier(
+    encoder, texts: Sequence[str], y, n_classes: int, *, val_texts: Sequence[str] = (), val_y=None,
+    settings: FinetuneSettings = FinetuneSettings(), progress: Callable[[str], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune a copy of ``encoder`` (a torch :class:`~ecom_pipeline.ml.encoders.text.TextEncoder`) + a linear
+    head on mean-pooled states, class-weighted cross-entropy, AdamW, within ``settings.budget_s``.
+
+    The budget covers tokenising, caching the frozen layers' states and training; the run stops at the first
+    batch boundary past it (then one validation pass), so it overruns by at most one batch and that pass.
+    A budget that runs out before the cache is complete raises ``TimeoutError`` (nothing was trained).
+    """
+    import torch
+
+    from ecom_pipeline.ml.text.sentiment import FinetunedClassifier
+
+    t0, cpu0 = time.monotonic(), time.process_time()
+    deadline = t0 + settings.budget_s
+    say = progress or (lambda _msg: None)
+    y = _check_inputs(texts, y, n_classes)
+    has_val = len(val_texts) > 0
+    vy = _check_inputs(val_texts, val_y, n_classes) if has_val and len(val_texts) >= 2 else None
+    has_val = vy is not None
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    device = encoder.device
+
+    model = FinetunedClassifier(copy.deepcopy(encoder.model), encoder.dim, n_classes).to(device)
+    n_layers = len(model.backbone.encoder.layer)
+    n_top = n_layers if settings.trainable_layers <= 0 else min(settings.trainable_layers, n_layers)
+    full = n_top == n_layers
+    stack = _Stack(model, n_top, device)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    body = model.backbone if full else stack.layers[stack.n_bottom:]
+    for p in list(body.parameters()) + list(model.head.parameters()):
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW([{"params": [p for p in body.parameters()], "lr": settings.lr},
+                             {"params": list(model.head.parameters()), "lr": settings.head_lr}],
+                            weight_decay=settings.weight_decay)
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    weights = counts.sum() / np.maximum(counts, 1) / n_classes  # balanced: rare classes (neutral) weigh more
+    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
+
+    all_texts = encoder.prefixed(list(texts) + list(val_texts if has_val else []), "passage")
+    ids = encoder.tokenizer(all_texts, truncation=True, max_length=encoder.max_length)["input_ids"]
+    lengths = np.array([len(s) for s in ids])
+    pad_id = encoder.tokenizer.pad_token_id or 0
+    n_train = len(y)
+
+    # the frozen bottom layers, once per text (in length order: little padding)
+    cache_start = time.monotonic()
+    states: list = []
+    if not full:
+        model.eval()
+        states = [None] * len(ids)
+        order = np.argsort(lengths, kind="stable")
+        with torch.no_grad():  # not inference_mode: the cached states feed layers that need autograd
+            for s in range(0, len(order), 64):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"fine-tune budget {settings.budget_s:.0f} s ran out while caching the "
+                                       f"frozen layers' states ({s}/{len(order)} texts): raise the budget or "
+                                       "train on fewer texts")
+                idx = order[s:s + 64]
+                batch, mask = _pad([ids[i] for i in idx], device, pad_id)
+                hidden = stack.bottom(batch, mask).float().cpu()
+                for j, i in enumerate(idx):
+                    states[i] = hidden[j, :lengths[i]].clone()
+        say(f"cached the states of the bottom {stack.n_bottom} layers for {len(ids):,} texts in "
+            f"{time.monotonic() - cache_start:.1f} s")
+    cache_seconds = time.monotonic() - cache_start
+
+    def logits_for(idx):
+        if full:
+            batch, mask = _pad([ids[i] for i in idx], device, pad_id)
+            return model(batch, mask)
+        batch, mask = _pad([states[i] for i in idx], device)
+        return stack.logits_from_states(batch, mask)
+
+    def val_log_probs() -> np.ndarray:
+        trained = model.backbone if full else stack.layers[stack.n_bottom:]
+        trained.eval()
+        model.head.eval()
+        out = np.zeros((len(vy), n_classes))
+        val_idx = np.arange(n_train, n_train + len(vy))
+        order = val_idx[np.argsort(lengths[val_idx], kind="stable")]
+        with torch.no_grad():
+            for s in range(0, len(order), 128):
+                idx = order[s:s + 128]
+                out[idx - n_train] = torch.log_softmax(logits_for(idx).float(), -1).cpu().numpy()
+        return out
+
+    def trained_state() -> dict:
+        trained = model.backbone if full else stack.layers[stack.n_bottom:]
+        return {"body": {k: v.detach().cpu().clone() for k, v in trained.state_dict().items()},
+                "head": {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()}}
+
+    history, best, best_epoch, bad, stopped = [], None, 0, 0, "epochs"
+    best_f1 = -1.0
+    train_lengths = lengths[:n_train]
+    for epoch in range(1, settings.epochs + 1):
+        (model.backbone if full else stack.layers[stack.n_bottom:]).train()
+        model.head.train()
+        e0, losses, out_of_time = time.monotonic(), [], False
+        for idx in _length_batches(train_lengths, settings.batch_size, rng):
+            if time.monotonic() > deadline:
+                out_of_time = True
+                break
+            loss = loss_fn(logits_for(idx), torch.as_tensor(y[idx], device=device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        if not losses:  # the budget ran out before this epoch's first batch
+            stopped = "budget"
+            break
+        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "batches": len(losses),
+               "complete": not out_of_time, "seconds": round(time.monotonic() - e0, 1)}
+        if has_val:
+            row["val_macro_f1"] = _macro_f1(vy, val_log_probs().argmax(1), n_classes)
+        history.append(row)
+        say(f"epoch {epoch}: {row}")
+        score = row.get("val_macro_f1", float(epoch))  # no validation window: the last epoch is kept
+        if score > best_f1:
+            best_f1, best, best_epoch, bad = score, trained_state(), epoch, 0
+        else:
+            bad += 1
+        if out_of_time:
+            stopped = "budget"
+            break
+        if has_val and bad >= settings.patience:
+            stopped = "patience"
+            break
+
+    if best is None:
+        raise TimeoutError(f"fine-tune budget {settings.budget_s:.0f} s ran out before the first training batch "
+                           f"(caching took {cache_seconds:.0f} s)")
+    (model.backbone if full else stack.layers[stack.n_bottom:]).load_state_dict(best["body"])
+    model.head.load_state_dict(best["head"])
+    bias = np.zeros(n_classes)
+    if has_val and settings.tune_class_bias:
+        bias = tune_class_bias(val_log_probs(), vy)
+        with torch.no_grad():
+            model.head.bias += torch.as_tensor(bias, dtype=model.head.bias.dtype, device=model.head.bias.device)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return FinetuneResult(
+        model=model.cpu().eval(), trainable_layers=n_top, n_layers=n_layers, device=device,
+        epochs_run=len(history), best_epoch=best_epoch, stopped=stopped, cache_seconds=round(cache_seconds, 1),
+        seconds=round(time.monotonic() - t0, 1), cpu_seconds=round(time.process_time() - cpu0, 1),
+        budget_s=settings.budget_s,
+        class_weights=[float(w) for w in weights], class_bias=[float(b) for b in bias], history=history)
+
+
+def predict_proba(model, encoder, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Class probabilities of a fine-tuned classifier (one full forward per text, as served), in input order."""
+    import torch
+
+    model = model.to(encoder.device).eval()
+    prefixed = encoder.prefixed(list(texts), "passage")
+    out = np.zeros((len(prefixed), model.head.out_features), dtype=np.float32)
+    order = np.argsort([len(t) for t in prefixed], kind="stable")
+    with torch.inference_mode():
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            b = encoder.tokenize([prefixed[i] for i in idx])
+            logits = model(b["input_ids"].to(encoder.device), b["attention_mask"].to(encoder.device))
+            out[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
+    return out
+
+
+# the registered model (one 3-class model; its binary call is P(positive) > P(negative)) the gate decides on
+FINETUNED_NAME = "ecom.sentiment_finetuned"
+
+
+@dataclass
+class FinetuneComparison:
+    """The fine-tuned encoder vs the frozen-embedding head and TF-IDF on the project's one time split."""
+
+    cutoff: str  # test = reviews from here on (the split of ``sentiment.fit_and_evaluate``)
+    val_cutoff: str  # validation window = training reviews from here on (epochs and class bias chosen there)
+    n_fit: int
+    n_val: int
+    finetune: FinetuneResult
+    predict_seconds: float
+    # setting -> model ("finetuned", "frozen_head", "tfidf", "majority") -> classification metrics
+    metrics: dict[str, dict[str, dict[str, float]]]
+    n_test: dict[str, int]
+    # setting -> "<metric>_vs_<baseline>" -> paired-bootstrap Comparison over the setting's test reviews
+    comparisons: dict[str, dict[str, object]]
+    decisions: dict[str, object]  # setting -> serving-gate Decision (fine-tune vs its best baseline)
+    baseline_models: dict[str, dict[str, object]]  # setting -> {"tfidf": pipeline, "frozen_head": estimator}
+
+
+BASELINE_NAMES = {"tfidf": "ecom.sentiment_baseline.{setting}", "frozen_head": "ecom.sentiment.{setting}"}
+GATE_METRIC = {"3class": "macro_f1", "binary": "accuracy"}
+
+
+def compare_with_baselines(
+    frame, embeddings: np.ndarray, encoder, *, settings: FinetuneSettings = FinetuneSettings(),
+    test_fraction: float = 0.2, val_fraction: float = 0.15, progress: Callable[[str], None] | None = None,
+) -> FinetuneComparison:
+    """Fine-tune on the 3-class labels of the training reviews (minus a validation window carved from the end
+    of training time), then score it on the test reviews against the frozen-embedding head and TF-IDF
+    (``sentiment.fit_and_evaluate``, trained on all training reviews) for 3-class (macro-F1) and binary
+    (accuracy; the fine-tune's binary call is P(positive) > P(negative), 3s left out as everywhere).
+
+    ``frame`` has ``doc``, ``score`` and ``created_at``; ``embeddings`` is row-aligned (frozen encoder).
+    """
+    from sklearn.metrics import accuracy_score
+
+    from ecom_pipeline.ml.evaluation import scorer_comparison
+    from ecom_pipeline.ml.serving_gate import decide
+    from ecom_pipeline.ml.splits import temporal_split
+    from ecom_pipeline.ml.text.sentiment import (
+        SETTINGS,
+        classification_metrics,
+        fit_and_evaluate,
+        macro_f1_comparison,
+        majority_baseline,
+        sentiment_labels,
+    )
+
+    base = {"3class": fit_and_evaluate(frame, embeddings, "3class", test_fraction=test_fraction)}
+    cutoff = base["3class"].cutoff
+    base["binary"] = fit_and_evaluate(frame, embeddings, "binary", cutoff=cutoff)
+    y3 = sentiment_labels(frame["score"], "3class")
+    labelled = frame.reset_index(drop=True).assign(_row=np.arange(len(frame)), _y=y3)[y3 >= 0]
+    split = temporal_split(labelled, "created_at", cutoff=cutoff)
+    inner = temporal_split(split.train, "created_at", test_fraction=val_fraction)
+    fit, val = inner.train, inner.test
+    if len(fit) < 2 or len(val) < 2 or fit["_y"].nunique() < 2:
+        raise ValueError(f"fine-tune: too few training reviews for a validation window (fit {len(fit)}, "
+                         f"validation {len(val)})")
+    ft = finetune_classifier(encoder, fit["doc"].tolist(), fit["_y"].to_numpy(), 3,
+                             val_texts=val["doc"].tolist(), val_y=val["_y"].to_numpy(), settings=settings,
+                             progress=progress)
+    t0 = time.monotonic()
+    probs = predict_proba(ft.model, encoder, split.test["doc"].tolist())
+    predict_seconds = time.monotonic() - t0
+    test_rows = split.test["_row"].to_numpy()
+
+    def accuracy(yy, pp):
+        return accuracy_score(yy, pp)
+
+    metrics, comparisons, decisions, n_test, models = {}, {}, {}, {}, {}
+    for setting in ("3class", "binary"):
+        res = base[setting]
+        y = sentiment_labels(frame["score"].to_numpy()[test_rows], setting)
+        keep = y >= 0
+        rows, y = test_rows[keep], y[keep]
+        ft_pred = probs[keep].argmax(1) if setting == "3class" else (probs[keep, 2] > probs[keep, 0]).astype(int)
+        preds = {"finetuned": ft_pred,
+                 "frozen_head": res.model.predict(embeddings[rows]),
+                 "tfidf": res.baseline.predict(frame["doc"].to_numpy()[rows].tolist())}
+        classes = SETTINGS[setting]
+        train_y = sentiment_labels(frame["score"].to_numpy()[split.train["_row"].to_numpy()], setting)
+        majority = majority_baseline(train_y[train_y >= 0])
+        metrics[setting] = {name: classification_metrics(y, p, classes) for name, p in preds.items()}
+        metrics[setting]["majority"] = classification_metrics(y, np.full(len(y), majority), classes)
+        n_test[setting] = len(y)
+        comparisons[setting] = {}
+        for baseline in ("tfidf", "frozen_head"):
+            comparisons[setting][f"macro_f1_vs_{baseline}"] = macro_f1_comparison(y, ft_pred, preds[baseline])
+            comparisons[setting][f"accuracy_vs_{baseline}"] = scorer_comparison(
+                y, ft_pred, preds[baseline], accuracy, metric="accuracy", higher_is_better=True,
+                needs_both_classes=False)
+        metric = GATE_METRIC[setting]
+        best = max(("tfidf", "frozen_head"), key=lambda b: metrics[setting][b][metric])
+        decisions[setting] = decide("sentiment_finetuned", setting, FINETUNED_NAME,
+                                    BASELINE_NAMES[best].format(setting=setting),
+                                    comparisons[setting][f"{metric}_vs_{best}"])
+        models[setting] = {"tfidf": res.baseline, "frozen_head": res.model}
+    return FinetuneComparison(str(cutoff), str(inner.cutoff), len(fit), len(val), ft, round(predict_seconds, 1),
+                              metrics, n_test, comparisons, decisions, models)
