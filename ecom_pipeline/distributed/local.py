@@ -56,9 +56,12 @@ class LocalCluster:
             **self.extra_env,
         }
         process_env = {**os.environ, **self.env}  # env exception: workers inherit the caller's environment
-        self.workers = {q: start_worker(q, process_env, self.root / "logs", cwd=self.root) for q in self.queues}
-        for worker in self.workers.values():
-            worker.wait_ready()
+        # one at a time: each worker creates Dagster's storage tables in Postgres on start, and two doing
+        # it at once race on CREATE TABLE (seen as a worker exiting with a duplicate-table error)
+        self.workers = {}
+        for q in self.queues:
+            self.workers[q] = start_worker(q, process_env, self.root / "logs", cwd=self.root)
+            self.workers[q].wait_ready()
         return self
 
     def write_workspace(self) -> Path:

@@ -21,7 +21,7 @@ RUN_CONFIG = {"ops": {
     "models__sarima_backtest": {"config": {"n_states": 0, "n_categories": 0, "horizon": 7, "folds": 1,
                                            "max_train_days": 120, "workers": 1}},
     "models__lstm_backtest": {"config": {"n_states": 0, "n_categories": 0, "horizon": 7, "folds": 1,
-                                         "window": 14, "hidden": 8, "cpu_epochs": 2, "max_samples": 200}},
+                                         "window": 14, "hidden": 8, "epochs_cpu": 2, "max_samples_cpu": 200}},
 }}
 
 

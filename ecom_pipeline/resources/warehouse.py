@@ -103,7 +103,7 @@ def connect_with_retry(
     start = time.monotonic()
     deadline = start + timeout_s
     delay = 0.1
-    waited = False
+    waited = reported = False
     # short waits are normal (another step finishing a write); a wait that lasts is reported, always before giving up
     next_report = start + min(LOCK_REPORT_AFTER_S, timeout_s / 2)
     while True:
@@ -119,12 +119,18 @@ def connect_with_retry(
             if not any(m in str(exc) for m in _LOCK_MARKERS):
                 raise
             if time.monotonic() > deadline:
+                if not reported:  # a slow first open can pass the deadline before the first report
+                    (warn or _waiting_logger().warning)(
+                        f"waited {time.monotonic() - start:.0f} s for the warehouse lock on {path}: held by "
+                        f"{lock_holder(str(exc))}; giving up (readers: open the published snapshot, not the "
+                        "warehouse)")
                 raise duckdb.IOException(
                     f"{exc} (gave up after waiting {timeout_s:.0f} s for {lock_holder(str(exc))} to release the "
                     f"warehouse lock on {path})") from exc
             waited = True
             now = time.monotonic()
             if now >= next_report:  # a reader left open (notebook, BI tool) or a long writer: say who
+                reported = True
                 (warn or _waiting_logger().warning)(
                     f"waiting {now - start:.0f} s for the warehouse lock on {path}: held by "
                     f"{lock_holder(str(exc))}; giving up after {timeout_s:.0f} s "

@@ -27,6 +27,7 @@ from ecom_pipeline.distributed.smoke import (
 )
 from ecom_pipeline.routing import GPU_OP_TAGS
 from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, load_counts, warehouse_fingerprints
+from ecom_pipeline_tests.distributed.fault_jobs import smoke_job_with_fault_points
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -168,7 +169,7 @@ def test_a_worker_process_killed_mid_write_is_redelivered_and_loses_nothing(clus
     """SIGKILL the default worker's process while it loads raw.orders (inside the load's transaction): the
     task goes back to the `default` queue (acks late, rejected on worker loss), runs again, the run
     succeeds, and raw + staging equal the clean run's (no lost or duplicated rows)."""
-    job = dg.reconstructable(smoke_job)
+    job = dg.reconstructable(smoke_job_with_fault_points)
     ingest = [f"{layer}__{t}" for layer in ("raw", "staging") for t in INGEST_TABLES]  # no check steps
     cluster.marker.unlink()  # arm the pause point
     outcome = {}

@@ -129,7 +129,8 @@ def test_sequence_asset_gates_per_segment_and_serves_the_winner(tmp_path):
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
            "source": SourceResource(kind="synthetic", data_root=str(tmp_path)), "compute": ComputeResource()}
     cfg = {"models": ["popularity", "recent_popularity", "item_knn", "repeat", "sasrec"], "exclude_seen": True,
-           **SMALL, "max_epochs": 12, "max_seconds": 20.0}
+           **{k: v for k, v in SMALL.items() if k != "batch_size"}, "batch_size_cpu": SMALL["batch_size"],
+           "max_epochs": 12, "max_seconds": 20.0}
     result = dg.materialize([recommender.interactions, sequence_recommender.sequence_recommender], resources=res,
                             run_config={"ops": {"ml__sequence_recommender": {"config": cfg}}})
     assert result.success

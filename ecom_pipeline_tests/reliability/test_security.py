@@ -17,13 +17,29 @@ PACKAGE = REPO_ROOT / "ecom_pipeline"
 DOCKER = REPO_ROOT / "docker"
 SQL_METHODS = {"execute", "executemany", "sql", "query"}
 # Calls that make an interpolated piece safe: identifiers quoted ("a""b"), literals quoted ('it''s').
-QUOTING_HELPERS = {"quote_ident", "qi", "_lit", "_ts_lit", "_sql_str", "mask_sql"}
+QUOTING_HELPERS = {"quote_ident", "qi", "_lit", "_ts_lit", "_sql_str", "mask_sql", "_sql_text"}
 CONSTANT = re.compile(r"[A-Z][A-Z0-9_]*")  # module constants: written in code, never from data
 
 # Interpolations that are neither a quoting helper nor a constant, reviewed one by one.  None of them
 # carries a value from data, a mapping file, a partition key or a file name: user-controlled values reach
 # SQL only as ``?`` parameters (inbox: day/file; staging: table names via _lit; loader: load ids).
 REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
+    "cleaning/staging_upsert.py": (
+        {"' UNION ALL '.join(parts)", "', '.join((f's.{qi(c)}' for c in all_cols))",
+         "', '.join((f'{qi(c)} = s.{qi(c)}' for c in all_cols))", "'VIEW' if kind == 'VIEW' else 'TABLE'",
+         "changed", "col_list", "key_json", "keys", "live", "on", "prev_json", "quarantine", "same", "schema",
+         "scratch", "scratch_raw"},
+        "MERGE/change-log SQL assembled from canonical.TABLES names through qi() and the module's schema "
+        "constants; partition keys, load ids and table names as ? parameters"),
+    "sources/fast_csv.py": (
+        {"', '.join(exprs)", "_read_csv_sql(f.path, f.options, n_cols, rejects)", "cols_sql", "mine", "rejects",
+         "target"},
+        "target: schema.table through quote_ident() by the loader; rejects: a name from the process id; file "
+        "paths, labels, delimiters and constants as literals through _sql_text() (quotes doubled)"),
+    "ml/encoders/quarantine.py": (
+        {"embeddings", "quarantine", "uri_column"},
+        "table and column names are module constants of the calling asset (embeddings.py, video.py)"),
+    "distributed/services.py": ({"db"}, "database names of the throwaway test cluster, a code constant"),
     "cleaning/staging.py": (
         {"', '.join(('s.' + k for k in keys))", "_lit(load_id) if load_id else 'NULL'",
          "_tz_map_sql(spec, raw_cols, raw_rel, hints)", "building_rel", "cols", "final_rel", "helper", "key_list",
@@ -31,7 +47,7 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         "relations and column lists assembled from qi()-quoted canonical names (canonical.TABLES), values "
         "through _lit(); the source's timezone hint is a literal via _lit inside _tz_map_sql"),
     "loading.py": (
-        {"_create_raw_table_sql(loading, table)", "final", "insert_cols", "loading", "select"},
+        {"_create_raw_table_sql(loading, table)", "final", "insert_cols", "loading", "select", "scratch"},
         "raw table names and columns from canonical.TABLES, each through quote_ident()"),
     "quality.py": (
         {"' OR '.join(conds)", "_staged(fk.parent)", "_staged(table)", "cond", "key", "not_null", "on"},

@@ -63,7 +63,8 @@ def test_finetune_asset_records_model_metrics_and_decisions(tmp_path):
     from ecom_pipeline.ml.text.finetune import predict_proba
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    served = load_serving_model("ecom.sentiment_finetuned", "pytorch", mlflow.MlflowClient())
+    key = _resources(tmp_path)["mlflow"].signing_key()  # the key the asset signed the version with
+    served = load_serving_model("ecom.sentiment_finetuned", "pytorch", mlflow.MlflowClient(), key=key)
     enc = load_text_encoder("multilingual-e5-small", models_dir=tmp_path / "models", max_length=32)
     probs = predict_proba(served.model, enc, ["Chegou quebrado", "Ótimo produto, recomendo"])
     assert probs.shape == (2, 3) and probs[0, 0] > probs[0, 2] and probs[1, 2] > probs[1, 0]
