@@ -11,18 +11,17 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Self
 
 import yaml
 
 from ecom_pipeline.automation.executors import CELERY_QUEUES
 from ecom_pipeline.config import REPO_ROOT
 from ecom_pipeline.distributed.instance import service_env, write_dagster_home
-from ecom_pipeline.distributed.services import POSTGRES_USER, PostgresServer, RedisServer
+from ecom_pipeline.distributed.services import POSTGRES_USER, PostgresServer, RedisServer, Service
 from ecom_pipeline.distributed.workers import Worker, start_worker
 
 
-class LocalCluster:
+class LocalCluster(Service):
     """Context manager; ``env`` is the environment every process of the setup shares (workers, the process
     that launches runs, ``dagster dev``)."""
 
@@ -93,13 +92,3 @@ class LocalCluster:
     def write_env_file(self, path: Path) -> Path:
         path.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(self.env.items())))
         return path
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

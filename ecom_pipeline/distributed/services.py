@@ -57,8 +57,28 @@ def _as_postgres_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
+class Service:
+    """``with`` support for anything with ``start()``/``stop()``: a failed start cleans up what it began."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 @dataclass
-class PostgresServer:
+class PostgresServer(Service):
     """A PostgreSQL cluster in a temporary directory; ``databases`` are created at start."""
 
     databases: tuple[str, ...] = ("dagster", "mlflow")
@@ -112,19 +132,9 @@ class PostgresServer:
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
 
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
 
 @dataclass
-class RedisServer:
+class RedisServer(Service):
     """A redis-server without persistence on a free loopback port."""
 
     port: int = 0
@@ -160,13 +170,3 @@ class RedisServer:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
