@@ -55,6 +55,9 @@ class LocalCluster(Service):
             **self.extra_env,
         }
         process_env = {**os.environ, **self.env}  # env exception: workers inherit the caller's environment
+        # dagster-celery starts `celery` by name: this interpreter's scripts first, also when the venv is not
+        # activated (make test runs .venv/bin/python directly)
+        process_env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), process_env.get("PATH", "")])
         # one at a time: each worker creates Dagster's storage tables in Postgres on start, and two doing
         # it at once race on CREATE TABLE (seen as a worker exiting with a duplicate-table error)
         self.workers = {}
