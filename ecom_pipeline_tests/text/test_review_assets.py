@@ -18,19 +18,23 @@ POS = ["Ótimo produto, recomendo", "Chegou rápido, adorei", "Excelente qualida
        "Muito bom, perfeito"]
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("reviews")
-    rng = np.random.default_rng(1)
-    n = 150
+def synthetic_reviews(n: int = 150, seed: int = 1) -> pd.DataFrame:
+    """``n`` reviews over 20 customers and 7 products, one every 2 days, text drawn by the score's class."""
+    rng = np.random.default_rng(seed)
     score = rng.choice([1, 2, 3, 4, 5], n, p=[0.25, 0.1, 0.15, 0.2, 0.3])
     texts = [rng.choice(NEG if s <= 2 else NEU if s == 3 else POS) + f" #{i}" for i, s in enumerate(score)]
-    reviews = pd.DataFrame({
+    return pd.DataFrame({
         "review_id": [f"r{i}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)],
         "customer_id": [f"c{i % 20}" for i in range(n)], "product_id": [f"p{i % 7}" for i in range(n)],
         "score": score, "title": None, "text": texts,
         "created_at": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(n) * 2, "D"),
     })
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("reviews")
+    reviews = synthetic_reviews()
     con = duckdb.connect(str(root / "wh.duckdb"))
     con.execute("CREATE SCHEMA staging")
     con.register("r", reviews)

@@ -3,26 +3,16 @@ multilingual e5), registered in the safe format, figures with intervals in ml.mo
 
 import dagster as dg
 import duckdb
-import numpy as np
-import pandas as pd
 import pytest
 
 from ecom_pipeline.assets import embeddings as E
 from ecom_pipeline.assets import review_finetune as F
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
-from ecom_pipeline_tests.text.test_review_assets import NEG, NEU, POS
+from ecom_pipeline_tests.text.test_review_assets import synthetic_reviews
 
 
 def _warehouse(root, n: int = 150):
-    rng = np.random.default_rng(1)
-    score = rng.choice([1, 2, 3, 4, 5], n, p=[0.25, 0.1, 0.15, 0.2, 0.3])
-    texts = [rng.choice(NEG if s <= 2 else NEU if s == 3 else POS) + f" #{i}" for i, s in enumerate(score)]
-    reviews = pd.DataFrame({
-        "review_id": [f"r{i}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)],
-        "customer_id": [f"c{i % 20}" for i in range(n)], "product_id": [f"p{i % 7}" for i in range(n)],
-        "score": score, "title": None, "text": texts,
-        "created_at": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(n) * 2, "D"),
-    })
+    reviews = synthetic_reviews(n)
     con = duckdb.connect(str(root / "wh.duckdb"))
     con.execute("CREATE SCHEMA staging")
     con.register("r", reviews)
