@@ -185,10 +185,37 @@ def _pauses_during(before: dict | None, after: dict | None, start: float, end: f
             "poller_max_ms": slow_max(after["poller"])}
 
 
-def _measured_case(url: str, make, clients: int, total: int, max_seconds: float) -> dict:
+class ClientGc:
+    """The load generator's own collector passes: one in this process stalls every request it has in flight,
+    and the stall is measured as request latency although the app had no part in it."""
+
+    def __init__(self):
+        from ecom_pipeline.api.pauses import GcPauses
+
+        self.pauses = GcPauses().install()
+
+    def mark(self) -> dict:
+        return self.pauses.summary()
+
+    def during(self, before: dict, start: float, end: float) -> dict:
+        after = self.pauses.summary()
+        return {"gc_full": after["gen2"]["count"] - before["gen2"]["count"],
+                "gc_max_ms": max((s["ms"] for g in after.values() for s in g["slow"] if start <= s["at"] <= end),
+                                 default=0.0)}
+
+
+CLIENT_GC: ClientGc | None = None
+
+
+def _measured_case(url: str, make, clients: int, total: int, max_seconds: float,
+                   keep: list[float] | None = None) -> dict:
     before, start = _pauses(url), time.time()
-    res = asyncio.run(_http_case(url, make, clients, total, max_seconds))
-    res["pauses"] = _pauses_during(before, _pauses(url), start, time.time())
+    client_before = CLIENT_GC.mark() if CLIENT_GC else None
+    res = asyncio.run(_http_case(url, make, clients, total, max_seconds, keep=keep))
+    end = time.time()
+    res["pauses"] = _pauses_during(before, _pauses(url), start, end)
+    if CLIENT_GC:
+        res["client_gc"] = CLIENT_GC.during(client_before, start, end)
     return res
 
 
@@ -227,6 +254,11 @@ def main(argv=None) -> int:
                         "--rounds times, so both see the same machine load")
     parser.add_argument("--rounds", type=int, default=2,
                         help="alternations per case with --compare-runtimes / --compare-with")
+    parser.add_argument("--client-gc", choices=("freeze", "default"), default="freeze",
+                        help="freeze: the load generator freezes what it loaded before measuring, so its own full "
+                        "collections (over every imported module) do not stall its requests in flight and count "
+                        "as app latency; default: leave its collector alone (how the figures before 2026-11-30 "
+                        "were measured)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "serving")
     args = parser.parse_args(argv)
 
@@ -303,12 +335,20 @@ def main(argv=None) -> int:
         endpoints = {k: v for k, v in endpoints.items() if k in wanted}
         floors = {k: v for k, v in floors.items() if k in wanted}
     env["ECOM_API_POLL_SECONDS"] = "5"
+    global CLIENT_GC
+    CLIENT_GC = ClientGc()
+    if args.client_gc == "freeze":
+        import gc
+
+        gc.collect()
+        gc.freeze()
     proc, url = _start_app(env)
     engine_app = other_app = None
     clients = [int(c) for c in args.clients.split(",")]
     results = {"commit": _git_commit(), "label": args.label, "cpus": os.cpu_count(), "root": str(root),
                "requests_per_case": args.requests, "seconds_cap_per_case": args.seconds,
                "load_average_at_start": os.getloadavg(), "niceness": os.nice(0), "app": {}, "floor": {},
+               "client_gc": args.client_gc,
                "rounds": args.rounds}
     try:
         t0 = time.monotonic()
@@ -377,10 +417,7 @@ def _compare_runtimes(apps: dict[str, str], endpoints: dict, clients: list[int],
             pooled: dict[str, list[float]] = {model: [] for model in apps}
             for _ in range(args.rounds):
                 for model, url in apps.items():
-                    before, start = _pauses(url), time.time()
-                    res = asyncio.run(_http_case(url, make, n, args.requests, args.seconds, keep=pooled[model]))
-                    res["pauses"] = _pauses_during(before, _pauses(url), start, time.time())
-                    runs[model].append(res)
+                    runs[model].append(_measured_case(url, make, n, args.requests, args.seconds, keep=pooled[model]))
             case = {model: {key: float(np.median([r[key] for r in rs])) for key in
                             ("p50_ms", "p99_ms", "throughput_rps")} | {"errors": sum(r["errors"] for r in rs),
                                                                      "requests": sum(r["requests"] for r in rs)}
@@ -397,6 +434,10 @@ def _pooled(latencies: list[float], runs: list[dict]) -> dict:
     pauses = [r["pauses"] for r in runs if r.get("pauses")]
     out = {"pooled_p99_ms": round(float(np.percentile(arr, 99)), 1), "max_ms": round(float(arr.max()), 1),
            "load_avg_mean": round(float(np.mean([r["load_avg_mean"] for r in runs])), 2)}
+    client = [r["client_gc"] for r in runs if r.get("client_gc")]
+    if client:
+        out["client_gc"] = {"gc_full": sum(c["gc_full"] for c in client),
+                            "gc_max_ms": max(c["gc_max_ms"] for c in client)}
     if pauses:
         out["pauses"] = {"gc_full": sum(p["gc_full"] for p in pauses),
                          "gc_max_ms": max(p["gc_max_ms"] for p in pauses),
@@ -405,12 +446,14 @@ def _pooled(latencies: list[float], runs: list[dict]) -> dict:
     return out
 
 
-def _pause_text(p: dict | None) -> str:
-    if not p:
-        return "-"
-    return (f"gc full {p['gc_full']}, longest gc {p['gc_max_ms']:.0f} ms; poller ticks {p['poller_ticks']}, "
-            f"longest {p['poller_max_ms']:.0f} ms").replace("longest gc 0 ms", "no gc pass >= 5 ms").replace(
-        "longest 0 ms", "none >= 5 ms")
+def _pause_text(p: dict | None, client: dict | None = None) -> str:
+    """App: full collections and the longest collector pause, poller ticks and the longest; load generator:
+    its own full collections and longest pause (0 ms: none of at least 5 ms)."""
+    app = "app -" if not p else (f"app: gc full {p['gc_full']}, longest {p['gc_max_ms']:.0f} ms; poller "
+                                 f"{p['poller_ticks']}, longest {p['poller_max_ms']:.0f} ms")
+    if client is None:
+        return app
+    return app + f"; client: gc full {client['gc_full']}, longest {client['gc_max_ms']:.0f} ms"
 
 
 def _commit_lines(r: dict) -> list[str]:
@@ -422,7 +465,8 @@ def _commit_lines(r: dict) -> list[str]:
               f"({r.get('rounds', 2)} rounds of at most {r['requests_per_case']} requests each), so both saw the "
               "same load. p50/p99: medians over the rounds; pooled p99 and max: over all rounds' requests. "
               "Pauses: what the app itself recorded during the rounds (`/ready` `pauses`; '-' for an app without "
-              "that record)."), "",
+              "that record) and the load generator's own collector passes; a longest pause of 0 ms: none of at "
+              "least 5 ms."), "",
              ("| endpoint | clients | app | requests | errors | p50 ms | p99 ms | pooled p99 ms | max ms | req/s | "
              "load avg | pauses |"),
              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -431,7 +475,7 @@ def _commit_lines(r: dict) -> list[str]:
             for app, v in case.items():
                 lines.append(f"| {name} | {n} | {app} | {v['requests']} | {v['errors']} | {v['p50_ms']:.1f} | "
                              f"{v['p99_ms']:.1f} | {v['pooled_p99_ms']:.1f} | {v['max_ms']:.1f} | "
-                             f"{v['throughput_rps']:.1f} | {v['load_avg_mean']} | {_pause_text(v.get('pauses'))} |")
+                             f"{v['throughput_rps']:.1f} | {v['load_avg_mean']} | {_pause_text(v.get('pauses'), v.get('client_gc'))} |")
     return lines
 
 
@@ -466,7 +510,7 @@ def markdown(r: dict) -> str:
              + ". App startup {} s; champions {}; text encoder {}.".format(
                  r.get("startup_s"), r.get("champions"), (r.get("encoders") or {}).get("text")), "",
              ("| endpoint | clients | requests | errors | p50 ms | p95 ms | p99 ms | max ms | req/s | "
-             "load avg (mean/max) | pauses in the app |"),
+             "load avg (mean/max) | pauses (app; load generator) |"),
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for kind in ("app", "floor"):
         for name, by_n in r[kind].items():
@@ -474,7 +518,7 @@ def markdown(r: dict) -> str:
                 label = name if kind == "app" else f"floor: {name} (batch table)"
                 lines.append(f"| {label} | {n} | {s['requests']} | {s['errors']} | {s['p50_ms']} | {s['p95_ms']} | "
                              f"{s['p99_ms']} | {s['max_ms']} | {s['throughput_rps']} | "
-                             f"{s['load_avg_mean']}/{s['load_avg_max']} | {_pause_text(s.get('pauses'))} |")
+                             f"{s['load_avg_mean']}/{s['load_avg_max']} | {_pause_text(s.get('pauses'), s.get('client_gc'))} |")
     rec8 = r["app"].get("recommendations", {}).get(8) or r["app"].get("recommendations", {}).get("8")
     tri8 = r["app"].get("triage", {}).get(8) or r["app"].get("triage", {}).get("8")
     errors = sum(s["errors"] for by_n in r["app"].values() for s in by_n.values())
@@ -491,6 +535,10 @@ def markdown(r: dict) -> str:
                        f"has p99 {floor8['p99_ms']} ms at 8 clients here, so at this load the figures show how the "
                        "app behaves on an oversubscribed machine (no errors, no timeouts) and cannot show whether it "
                        "meets the 2-core targets; rerun `python benchmarks/serving.py` on a quiet machine for that.")]
+    lines.append("The load generator " + ("froze its loaded objects before measuring (`--client-gc freeze`), so its own "
+                 "full collections do not stall requests it has in flight" if r.get("client_gc") == "freeze" else
+                 "left its collector alone (`--client-gc default`): a full collection in it stalls every request it "
+                 "has in flight and counts as latency") + ".")
     lines += _commit_lines(r)
     lines += _runtime_lines(r)
     if r.get("niceness"):

@@ -8,6 +8,7 @@ requests in flight finish on the models they started with.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -73,11 +74,11 @@ def load_champions(tracking_uri: str, names: dict[str, str] | None = None) -> Ch
     return out
 
 
-def champion_versions(tracking_uri: str, names) -> dict[str, str | None]:
+def champion_versions(tracking_uri: str, names, client=None) -> dict[str, str | None]:
     """Where the ``champion`` alias of each model points now (None: no champion)."""
     from mlflow.exceptions import MlflowException
 
-    client = _client(tracking_uri)
+    client = client or _client(tracking_uri)
     out = {}
     for name in names:
         try:
@@ -85,6 +86,56 @@ def champion_versions(tracking_uri: str, names) -> dict[str, str | None]:
         except MlflowException:
             out[name] = None
     return out
+
+
+class ChampionWatch:
+    """Where the champion aliases point, checked cheaply enough to run every few seconds beside live traffic.
+
+    One registry client for the app's lifetime (a new one per check rebuilt the SQLAlchemy store each time),
+    and for a SQLite registry no query at all while the database file and its journal are unchanged: an
+    alias move writes the file.  A check that queries runs SQLAlchemy in Python and holds the GIL for
+    several milliseconds (5-10 ms CPU measured), which every request in flight waits for."""
+
+    def __init__(self, tracking_uri: str, names):
+        self.tracking_uri = tracking_uri
+        self.names = list(names)
+        self.queries = 0  # checks that asked the registry (the others found the file unchanged)
+        self._client = None
+        self._db = _sqlite_path(tracking_uri)
+        self._stamp: tuple | None = None
+        self._last: dict[str, str | None] | None = None
+
+    def _file_stamp(self) -> tuple | None:
+        if self._db is None:
+            return None
+        stamp = []
+        for suffix in ("", "-wal", "-journal"):
+            try:
+                st = os.stat(f"{self._db}{suffix}")
+            except FileNotFoundError:
+                stamp.append(None)
+                continue
+            stamp.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(stamp)
+
+    def versions(self) -> dict[str, str | None]:
+        """Where each model's ``champion`` alias points now (None: no champion)."""
+        stamp = self._file_stamp()  # taken before the query: a write during it shows at the next check
+        if stamp is not None and stamp == self._stamp and self._last is not None:
+            return dict(self._last)
+        self._client = self._client or _client(self.tracking_uri)
+        self._last = champion_versions(self.tracking_uri, self.names, client=self._client)
+        self._stamp = stamp
+        self.queries += 1
+        return dict(self._last)
+
+
+def _sqlite_path(tracking_uri: str) -> str | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for any other store)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    return path or None
 
 
 def changed(loaded: Champions, now: dict[str, str | None]) -> list[str]:

@@ -7,8 +7,6 @@ import os
 import time
 from pathlib import Path
 
-import dagster as dg
-
 ASSETS = [
     "features/interactions", "ml/recommender_evaluation", "serving/recommendations",
     "features/review_text_embeddings", "features/product_text_embeddings", "features/product_image_embeddings",
@@ -36,6 +34,8 @@ def environment(root: Path, orders: int) -> dict[str, str]:
 
 def build(root: Path, orders: int = 600) -> dict:
     """Materialise ingest + :data:`ASSETS` into ``root`` (env vars must be set from :func:`environment`)."""
+    import dagster as dg  # here, not at the top: the serving benchmark imports environment() only
+
     from ecom_pipeline.config import Settings
     from ecom_pipeline.definitions import build_definitions
 

@@ -264,6 +264,42 @@ def test_champion_change_is_picked_up_without_failed_requests(server, served_roo
     assert any("champions" in r for r in ready["reloads"])
 
 
+def test_poller_ticks_query_the_registry_only_when_it_changed_and_loaded_objects_are_frozen(server, served_root):
+    """A poll with nothing changed asks the registry nothing (the SQLite file is unchanged) and is recorded
+    with its duration; a registry write makes the next poll query without reloading an unmoved champion;
+    what the app loaded sits in the collector's permanent generation (full passes do not walk it)."""
+    import gc
+
+    import mlflow
+
+    state = server.app.state.serving
+
+    def ticks_after(n: int) -> dict:
+        deadline = time.monotonic() + 30
+        start = state.poller_ticks.count
+        while state.poller_ticks.count < start + n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert state.poller_ticks.count >= start + n, "the poller did not tick (api_poll_seconds=1)"
+        return get(f"{server.url}/ready").json()
+
+    before = ticks_after(1)["pauses"]
+    quiet = ticks_after(2)["pauses"]
+    assert quiet["registry_queries"] == before["registry_queries"]
+    assert quiet["poller"]["count"] >= before["poller"]["count"] + 2
+    reloads = len(state.reloads)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{served_root / 'mlflow.db'}")
+    client.set_registered_model_tag(_served_sentiment_model(served_root), "poll_test", str(time.time()))
+    written = ticks_after(2)["pauses"]
+    assert written["registry_queries"] > quiet["registry_queries"]
+    assert len(state.reloads) == reloads  # the alias did not move: nothing reloaded
+    assert set(written["gc"]) == {"gen0", "gen1", "gen2"} and written["frozen_objects"] > 0
+    assert gc.get_freeze_count() >= written["frozen_objects"] > 0
+    frozen = [state.data, state.data.similar, state.champions]  # tracked objects, loaded before the poll
+    assert all(gc.is_tracked(o) for o in frozen)
+    young = {id(o) for g in range(3) for o in gc.get_objects(generation=g)}
+    assert not any(id(o) in young for o in frozen)
+
+
 def test_serving_gate_decisions_are_obeyed(server, served_root):
     """With ml.serving_decisions saying served = false, the app serves what the batch gate would."""
     from ecom_pipeline.snapshot import publish_snapshot
