@@ -4,10 +4,15 @@ and 32 concurrent clients, and the batch-table floor (the same lookups read stra
     python benchmarks/serving.py                      # builds a small synthetic run under /tmp first
     python benchmarks/serving.py --root data          # an existing data root (snapshot + MLflow registry)
 
+    python benchmarks/serving.py --root data --clients 8 --compare-with /tmp/pre   # two commits alternately
+
 Bounded: each (endpoint, clients) case stops after ``--requests`` requests or ``--seconds``, whichever comes
 first.  The app runs in its own process (uvicorn, one worker) and the load generator in this one, on the same
 machine, so on 2 cores they compete for the CPU like a co-located client would.  Writes
-``benchmarks/results/serving.{json,md}`` with the git commit and the load average seen during each case.
+``benchmarks/results/serving.{json,md}`` with the git commit and the load average seen during each case, and
+per case the pauses the app recorded (``/ready`` ``pauses``: collector passes, poller ticks) and the load
+generator's own collector passes: a pause in either process delays every request in flight, so it is what a
+p99/max spike is made of.
 """
 
 from __future__ import annotations
@@ -424,7 +429,7 @@ def _compare_runtimes(apps: dict[str, str], endpoints: dict, clients: list[int],
                     | _pooled(pooled[model], rs)
                     for model, rs in runs.items()}
             out.setdefault(name, {})[n] = case
-            print(f"runtimes {name:24s} clients={n:<3d} {case}", flush=True)
+            print(f"side by side {name:24s} clients={n:<3d} {case}", flush=True)
     return out
 
 

@@ -9,6 +9,7 @@ when they change, without a restart and without failing requests in flight.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import io
 import logging
@@ -139,8 +140,6 @@ class AppState:
 
     def check(self) -> dict:
         """Reload the snapshot and/or champions when they changed; returns what was reloaded."""
-        import gc
-
         from ecom_pipeline.api.data import load_serving_data
         from ecom_pipeline.api.models import changed, load_champions
         from ecom_pipeline.snapshot import snapshot_identity
@@ -257,6 +256,9 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
         yield
         state.stop()
         state.gc_pauses.uninstall()
+        # frozen objects are never collected: give what this app loaded back to the collector (a process
+        # that goes on, e.g. a test session, would otherwise keep every model it loaded)
+        gc.unfreeze()
 
     app = FastAPI(title="ecom_pipeline serving", version="1", lifespan=lifespan,
                   description="Recommendations re-ranked by the session, review triage, similar products and "

@@ -1,6 +1,7 @@
 """The serving app over real HTTP (uvicorn on a free loopback port) on a small real pipeline run."""
 
 import dataclasses
+import gc
 import logging
 import os
 import threading
@@ -225,6 +226,8 @@ def test_api_key_required_outside_local_and_request_timeout(served_root):
         assert post(f"{keyed.url}/v1/triage", json={"text": "ok"}, headers={"X-API-Key": "wrong"}).status_code == 401
         cut = post(f"{keyed.url}/v1/triage", json={"text": "ok"}, headers={"X-API-Key": "s3cret"})
         assert cut.status_code == 504 and "longer than" in cut.json()["detail"]
+        assert gc.get_freeze_count() > 0  # what the app loaded is out of the collector's reach...
+    assert gc.get_freeze_count() == 0  # ...until it stops: a process that goes on must not keep its models
 
 
 def test_champion_change_is_picked_up_without_failed_requests(server, served_root):
@@ -268,8 +271,6 @@ def test_poller_ticks_query_the_registry_only_when_it_changed_and_loaded_objects
     """A poll with nothing changed asks the registry nothing (the SQLite file is unchanged) and is recorded
     with its duration; a registry write makes the next poll query without reloading an unmoved champion;
     what the app loaded sits in the collector's permanent generation (full passes do not walk it)."""
-    import gc
-
     import mlflow
 
     state = server.app.state.serving
