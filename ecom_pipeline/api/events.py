@@ -47,11 +47,12 @@ class EventSpool:
         """Write ``rows`` (keys of :data:`COLUMNS`; ``event_id`` is generated when missing); returns the count."""
         if not rows:
             return 0
+        due = None
         with self._lock:
             day = datetime.now(UTC).strftime("%Y-%m-%d")
             if self._fh is not None and (day != self._day or self._rows >= self.rotate_events
                                          or time.monotonic() - self._opened >= self.rotate_seconds):
-                self._close_locked()
+                due = self._detach_locked()
             if self._fh is None:
                 self._seq += 1
                 self._day = day
@@ -66,6 +67,8 @@ class EventSpool:
                                        for c in COLUMNS})
             self._fh.flush()
             self._rows += len(rows)
+        if due is not None:
+            _close(*due)
         return len(rows)
 
     def rotate(self, force: bool = False) -> Path | None:
@@ -73,18 +76,26 @@ class EventSpool:
         with self._lock:
             if self._fh is None:
                 return None
-            if force or time.monotonic() - self._opened >= self.rotate_seconds:
-                return self._close_locked()
-            return None
+            if not (force or time.monotonic() - self._opened >= self.rotate_seconds):
+                return None
+            due = self._detach_locked()
+        return _close(*due)
 
-    def _close_locked(self) -> Path:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        done = self._path.with_name(self._path.name[:-len(".part")])
-        os.replace(self._path, done)
+    def _detach_locked(self) -> tuple:
+        """Take the open file off the spool; the next append opens a new one.  It is synced and renamed by
+        :func:`_close` after the lock is released, so concurrent appends never wait for an fsync."""
+        due = (self._fh, self._path)
         self._fh, self._path = None, None
-        return done
+        return due
+
+
+def _close(fh, path: Path) -> Path:
+    fh.flush()
+    os.fsync(fh.fileno())
+    fh.close()
+    done = path.with_name(path.name[:-len(".part")])
+    os.replace(path, done)
+    return done
 
 
 def _alive(pid: int) -> bool:
