@@ -47,33 +47,30 @@ def profile_as_of(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
 
 
 def read_profile_inputs(con: duckdb.DuckDBPyConnection, customers: list[str] | None = None) -> dict:
-    """The staging tables a profile needs: everything, or only the rows of ``customers`` (products whole)."""
-    if customers is None:
-        return {t: read_table(con, f"staging.{t}", cols) for t, cols in STAGING_COLUMNS.items()}
-    con.register("_profile_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")}))
+    """The staging tables a profile needs: everything, or only the rows of ``customers`` (products whole).
+    Rows come in table order (``rowid``) either way: a filtered scan may return them in another order, and
+    per-customer means summed in another order differ in the last bit from a full build's."""
+    where = {}
+    if customers is not None:
+        con.register("_profile_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")}))
+        mine = "customer_id IN (SELECT customer_id FROM _profile_customers)"
+        their_orders = f"order_id IN (SELECT order_id FROM staging.orders WHERE {mine})"
+        where = {"orders": mine, "customers": mine, "events": mine, "order_items": their_orders,
+                 "reviews": f"{mine} OR {their_orders}"}
     try:
-        con.execute("CREATE OR REPLACE TEMP TABLE _profile_orders AS SELECT order_id FROM staging.orders "
-                    "WHERE customer_id IN (SELECT customer_id FROM _profile_customers)"
-                    if table_exists(con, "staging.orders") else
-                    "CREATE OR REPLACE TEMP TABLE _profile_orders AS SELECT NULL::VARCHAR AS order_id LIMIT 0")
-        where = {"orders": "customer_id IN (SELECT customer_id FROM _profile_customers)",
-                 "customers": "customer_id IN (SELECT customer_id FROM _profile_customers)",
-                 "events": "customer_id IN (SELECT customer_id FROM _profile_customers)",
-                 "order_items": "order_id IN (SELECT order_id FROM _profile_orders)",
-                 "reviews": "customer_id IN (SELECT customer_id FROM _profile_customers) OR "
-                            "order_id IN (SELECT order_id FROM _profile_orders)"}
         out = {}
         for t, cols in STAGING_COLUMNS.items():
-            if t not in where or not table_exists(con, f"staging.{t}"):
-                out[t] = read_table(con, f"staging.{t}", cols)  # products whole; an absent table empty
+            if not table_exists(con, f"staging.{t}"):
+                out[t] = pd.DataFrame(columns=cols)
                 continue
             have = {r[0] for r in con.execute(f"DESCRIBE staging.{t}").fetchall()}
             sel = ", ".join(c if c in have else f"NULL AS {c}" for c in cols)
-            out[t] = con.execute(f"SELECT {sel} FROM staging.{t} WHERE {where[t]}").fetchdf()
+            cond = f" WHERE {where[t]}" if t in where else ""
+            out[t] = con.execute(f"SELECT {sel} FROM staging.{t}{cond} ORDER BY rowid").fetchdf()
         return out
     finally:
-        con.unregister("_profile_customers")
-        con.execute("DROP TABLE IF EXISTS temp._profile_orders")
+        if customers is not None:
+            con.unregister("_profile_customers")
 
 
 def customers_crossing(con: duckdb.DuckDBPyConnection, old_as_of, new_as_of) -> list[str]:
