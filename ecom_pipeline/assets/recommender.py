@@ -118,7 +118,7 @@ def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
         notes.append("no orders in this source")
     if not rows:
         context.log.warning("no interactions: staging orders/order_items and events are empty")
-    context.log.info(f"{res.plan.mode}: {res.plan.reason}")
+    context.log.info(res.plan.reason)
     return dg.MaterializeResult(metadata={
         "dagster/row_count": int(rows), "users": int(users), "items": int(items), **res.counts.metadata(),
         "refresh": res.plan.mode, "refresh_reason": res.plan.reason,
@@ -334,7 +334,7 @@ def recommendations(context: dg.AssetExecutionContext, config: ServeRecommendati
         rows, users = con.execute("SELECT count(*), count(DISTINCT customer_id) FROM serving.recommendations"
                                   ).fetchall()[0]
     out = res.rows
-    context.log.info(f"{res.plan.mode}: {res.plan.reason}; " + "; ".join(f"{k}: {v}" for k, v in res.scope.items()))
+    context.log.info(f"{res.plan.reason}; " + "; ".join(f"{k}: {v}" for k, v in res.scope.items()))
     if not rows:
         context.log.warning("no interactions: no recommendations")
     preview = out.head(10)[["customer_id", "level", "rank", "item_name", "model", "explanation"]] if len(out) else out

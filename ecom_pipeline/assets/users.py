@@ -64,7 +64,7 @@ def user_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig,
              (("reviews", "review"), ("events", "browsing")) if res.plan.full and not res.rows_read.get(n)]
     if prof.empty:
         context.log.warning("no orders: user_profiles is empty")
-    context.log.info(f"{res.plan.mode}: {res.plan.reason}")
+    context.log.info(res.plan.reason)
     table = summary[["segment", "segment_name", "customers", "description"]]
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(prof), "segments": len(summary), **res.counts.metadata(),
