@@ -103,13 +103,14 @@ def built_by_partitions(con: duckdb.DuckDBPyConnection) -> bool:
     return True
 
 
-def customers_changed_since(con: duckdb.DuckDBPyConnection, since: datetime | None) -> list[str]:
-    """Customers with a staging row inserted or changed by a load staged after ``since``, plus the previous
-    customer of a changed row (an order moved to another customer changes both)."""
-    loads = f"(SELECT load_id FROM {PARTITION_LOADS} WHERE staged_at > ?)"
-    when = "TIMESTAMP '1900-01-01'" if since is None else "?"
-    params = [] if since is None else [since]
-    loads = loads.replace("?", when)
+def customers_changed_since(con: duckdb.DuckDBPyConnection, since: datetime | None,
+                            upto: datetime | None = None) -> list[str]:
+    """Customers with a staging row inserted or changed by a load staged after ``since`` (and not after
+    ``upto``, when given), plus the previous customer of a changed row (an order moved to another customer
+    changes both)."""
+    loads = (f"(SELECT load_id FROM {PARTITION_LOADS} WHERE staged_at > coalesce(?, TIMESTAMP '1900-01-01') "
+             "AND staged_at <= coalesce(?, TIMESTAMP '9999-12-31'))")
+    params = [since, upto]
     parts = [sql.format(changed=f"s._load_id IN {loads}") for t, sql in ACTIVITY.items()
              if table_exists(con, f"staging.{t}")]
     n_params = len(parts)
@@ -129,11 +130,17 @@ def customers_changed_since(con: duckdb.DuckDBPyConnection, since: datetime | No
 
 
 def plan_refresh(con: duckdb.DuckDBPyConnection, target: str, *, signature: str, mode: str = "auto",
-                 full_refresh_days: float = FULL_REFRESH_DAYS, now: datetime | None = None) -> RefreshPlan:
-    """Full or incremental for ``target`` (a serving table), with the reason and whom to recompute."""
+                 full_refresh_days: float = FULL_REFRESH_DAYS, now: datetime | None = None,
+                 input_watermark: datetime | None = None, input_target: str | None = None) -> RefreshPlan:
+    """Full or incremental for ``target`` (a serving table), with the reason and whom to recompute.
+
+    ``input_target``: a table built from staging that ``target`` is computed from (recommendations from
+    features.interactions); the plan then covers the staging changes that table covers
+    (``input_watermark``, its recorded watermark), not the ones it has not caught up with yet."""
     if mode not in MODES:
         raise ValueError(f"refresh mode {mode!r}: expected one of {', '.join(MODES)}")
-    watermark = staged_watermark(con)  # read first: a load staged while this run works is caught next time
+    # read first: a load staged while this run works is caught next time
+    watermark = input_watermark if input_target else staged_watermark(con)
     state = read_state(con, target)
     at = _now(now)
 
@@ -144,6 +151,8 @@ def plan_refresh(con: duckdb.DuckDBPyConnection, target: str, *, signature: str,
         return full("full refresh requested (mode=full)")
     if state is None or not table_exists(con, target):
         return full(f"first run: no state for {target}")
+    if input_target and input_watermark is None:
+        return full(f"{input_target} records no refresh state: nothing dates what it covers")
     if not built_by_partitions(con):
         return full("staging was not built by the partitioned ingest (rows without a partition load): "
                     "nothing dates its changes")
@@ -152,6 +161,6 @@ def plan_refresh(con: duckdb.DuckDBPyConnection, target: str, *, signature: str,
     if state["last_full_at"] is None or at - state["last_full_at"] >= timedelta(days=full_refresh_days):
         return full(f"weekly full refresh due (last full {state['last_full_at']}, every {full_refresh_days:g} "
                     "days)")
-    customers = customers_changed_since(con, state["watermark"])
+    customers = customers_changed_since(con, state["watermark"], watermark if input_target else None)
     return RefreshPlan(target, False, f"incremental: {len(customers):,} customers with staging changes after "
                        f"{state['watermark']}", watermark, customers, state["last_full_at"])

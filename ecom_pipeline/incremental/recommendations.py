@@ -20,7 +20,8 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
-from ecom_pipeline.incremental.changes import FULL_REFRESH_DAYS, RefreshPlan, plan_refresh
+from ecom_pipeline.incremental.changes import FULL_REFRESH_DAYS, RefreshPlan, plan_refresh, read_state
+from ecom_pipeline.incremental.interactions import TARGET as INTERACTIONS
 from ecom_pipeline.incremental.serving import MergeCounts, Part, write_customer_rows
 from ecom_pipeline.ml.recsys.pipeline import serve
 
@@ -61,8 +62,12 @@ def refresh_recommendations(con: duckdb.DuckDBPyConnection, interactions: pd.Dat
                             now: datetime | None = None) -> RecommendationsRefresh:
     """Plan, score (everyone, or the customers with new activity) and write serving.recommendations with
     its refresh state in one transaction."""
-    signature = recommendations_signature(choices)
-    plan = plan_refresh(con, TARGET, signature=signature, mode=mode, full_refresh_days=full_refresh_days, now=now)
+    # the interactions are the input: cover the staging changes they cover, and rebuild in full when they
+    # were (new weights, a changed product: every customer's rows may differ)
+    inputs = read_state(con, INTERACTIONS) or {}
+    signature = recommendations_signature(choices) + f";interactions_full={inputs.get('last_full_at')}"
+    plan = plan_refresh(con, TARGET, signature=signature, mode=mode, full_refresh_days=full_refresh_days, now=now,
+                        input_target=INTERACTIONS, input_watermark=inputs.get("watermark"))
     with_history = set(pd.unique(interactions["customer_id"].astype(str))) if len(interactions) else set()
     frames, parts, scope = [], [], {}
     for c in choices:

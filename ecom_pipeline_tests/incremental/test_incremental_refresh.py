@@ -96,10 +96,14 @@ def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_pat
     assert first.plan.full
     before = _recs(con)
     stage_partition(con, world[1], DAY, world[2])
+    # scoring before the features caught up: nothing the interactions do not cover yet is marked done
+    early = refresh_recommendations(con, read_interactions(con), _choices(item_model), user_regions=None,
+                                    item_names={})
+    assert not early.plan.full and early.plan.customers == []
     refresh_interactions(con, DEFAULT_WEIGHTS)
     inter = read_interactions(con)
     res = refresh_recommendations(con, inter, _choices(item_model), user_regions=None, item_names={})
-    assert not res.plan.full
+    assert not res.plan.full and _late_corrected_customer(con, world) in res.plan.customers
     assert res.scope["category"].startswith("all users")  # popularity: global counts, every list recomputed
     daily = _recs(con)
     recomputed = set(res.plan.customers)
@@ -124,6 +128,11 @@ def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_pat
                  if u in stale and not g.reset_index(drop=True)[["item_id", "rank"]].equals(
                      item_daily[item_daily["customer_id"] == u].reset_index(drop=True)[["item_id", "rank"]])}
     assert differing <= stale
+    # a full rebuild of the interactions (here: other weights) makes the next recommendations run full too
+    refresh_interactions(con, {**DEFAULT_WEIGHTS, "view": 2.0})
+    after = refresh_recommendations(con, read_interactions(con), _choices(item_model), user_regions=None,
+                                    item_names={})
+    assert after.plan.full and "interactions_full=" in after.plan.reason
 
 
 def test_plan_rules_redelivery_weekly_signature_and_unpartitioned_staging(world, tmp_path):
