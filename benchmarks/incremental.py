@@ -153,14 +153,14 @@ def run_case(orders: int, root: Path, item_model: str) -> dict:
 
 def render_md(results: dict) -> str:
     lines = ["# Incremental features and scoring: one new day vs full", "",
-             f"{results['machine']}. Synthetic orders split into a history partition and the last day, staged "
+             (f"{results['machine']}. Synthetic orders split into a history partition and the last day, staged "
              "through the partitioned ingest; then interactions, user profiles (with segments) and recommendations "
              "(item level: the model below; category level: popularity) incrementally after the day vs in full "
              "on the same staging. Only these three steps are timed (framework-free functions the assets call), "
-             "not the whole graph. See `benchmarks/incremental.py`.", "",
-             "| orders | item model | daily s (interactions / profiles / recs) | full s | daily / full | "
+             "not the whole graph. See `benchmarks/incremental.py`."), "",
+             ("| orders | item model | daily s (interactions / profiles / recs) | full s | daily / full | "
              "tables equal | recs: recomputed rows equal / kept users a refit would change | commit | "
-             "load avg before / after | measured |",
+             "load avg before / after | measured |"),
              "|---:|---|---|---|---:|---|---|---|---|---|"]
     for c in results["cases"].values():
         d, f, r = c["daily_seconds"], c["full_seconds"], c["recommendations"]
