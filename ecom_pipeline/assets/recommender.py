@@ -18,14 +18,17 @@ STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "
 ALL_MODELS = ["popularity", "recent_popularity", "regional_popularity", "item_knn", "als"]
 
 
-class InteractionsConfig(dg.Config):
+class IncrementalConfig(dg.Config):
+    # auto: only customers with changes since the last run, unless a full rebuild is due (first run, settings
+    # or input rebuilt in full, staging rebuilt in full, or the last full one is full_refresh_days old)
+    refresh: str = "auto"
+    full_refresh_days: float = 7.0
+
+
+class InteractionsConfig(IncrementalConfig):
     view_weight: float = 1.0
     cart_weight: float = 3.0
     purchase_weight: float = 5.0
-    # auto: only customers with staging changes since the last run, unless a full rebuild is due (first run,
-    # weights changed, a product changed, staging rebuilt in full, or the last full one is 7 days old)
-    refresh: str = "auto"
-    full_refresh_days: float = 7.0
 
 
 class RecommenderConfig(dg.Config):
@@ -134,13 +137,18 @@ def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
     description="Interactions aggregated per (customer, category): weight, counts per event type, first/last "
     "time. The honest unit on sparse data (Olist: almost every customer buys once).",
 )
-def category_interactions(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from ecom_pipeline.ml.recsys.interactions import aggregate_interactions
+def category_interactions(context: dg.AssetExecutionContext, config: IncrementalConfig,
+                          warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from ecom_pipeline.incremental.interactions import CATEGORY_TARGET, refresh_category_interactions
 
-    df = aggregate_interactions(_interactions(warehouse), "category")
-    _write("features.category_interactions", df, warehouse)
-    return dg.MaterializeResult(metadata={"dagster/row_count": len(df),
-                                   "categories": int(df["category"].nunique()) if len(df) else 0})
+    with warehouse.connect() as con:
+        plan, counts, _ = refresh_category_interactions(con, mode=config.refresh,
+                                                        full_refresh_days=config.full_refresh_days)
+        rows, categories = con.execute(f"SELECT count(*), count(DISTINCT category) FROM {CATEGORY_TARGET}"
+                                       ).fetchall()[0]
+    context.log.info(plan.reason)
+    return dg.MaterializeResult(metadata={"dagster/row_count": int(rows), "categories": int(categories),
+                                          **counts.metadata(), "refresh": plan.mode, "refresh_reason": plan.reason})
 
 
 def _mlflow_name(s: str) -> str:

@@ -30,6 +30,7 @@ from ecom_pipeline.ml.recsys.interactions import STAGING_TABLES, interactions_qu
 from ecom_pipeline.warehouse.tables import atomic, table_exists
 
 TARGET = "features.interactions"
+CATEGORY_TARGET = "features.category_interactions"
 ORDER = "ts, customer_id, product_id, event_type"  # the query's order: what every reader sorts by
 
 
@@ -98,11 +99,39 @@ def _merge(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> MergeCount
     return MergeCounts(new=fresh - held, changed=held, untouched=total - replaced, removed=max(replaced - held, 0))
 
 
-def read_interactions(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """features.interactions in the build query's order (user and item indices follow first appearance, so
-    the order is part of what a model sees), or an empty frame."""
+def read_interactions(con: duckdb.DuckDBPyConnection, customers: list[str] | None = None) -> pd.DataFrame:
+    """features.interactions (of ``customers`` only, when given) in the build query's order (user and item
+    indices follow first appearance, so the order is part of what a model sees), or an empty frame."""
     from ecom_pipeline.ml.recsys.interactions import INTERACTION_COLUMNS
 
     if not table_exists(con, TARGET):
         return pd.DataFrame(columns=INTERACTION_COLUMNS)
-    return con.execute(f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} ORDER BY {ORDER}").fetchdf()
+    if customers is None:
+        return con.execute(f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} ORDER BY {ORDER}").fetchdf()
+    con.register("_read_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")}))
+    try:
+        return con.execute(f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} WHERE customer_id IN "
+                           f"(SELECT customer_id FROM _read_customers) ORDER BY {ORDER}").fetchdf()
+    finally:
+        con.unregister("_read_customers")
+
+
+def refresh_category_interactions(con: duckdb.DuckDBPyConnection, *, mode: str = "auto",
+                                  full_refresh_days: float = FULL_REFRESH_DAYS,
+                                  now: datetime | None = None) -> tuple[RefreshPlan, MergeCounts, pd.DataFrame]:
+    """features.category_interactions (per customer and category) re-aggregated for the customers whose
+    interactions changed: the ones features.interactions recomputed since this table's last run (its
+    watermark), everyone after a full rebuild of the interactions.  Returns the plan, counts and the rows
+    written."""
+    from ecom_pipeline.incremental.serving import write_customer_rows
+    from ecom_pipeline.ml.recsys.interactions import aggregate_interactions
+
+    inputs = read_state(con, TARGET) or {}
+    signature = f"category_interactions;interactions_full={inputs.get('last_full_at')}"
+    plan = plan_refresh(con, CATEGORY_TARGET, signature=signature, mode=mode, full_refresh_days=full_refresh_days,
+                        now=now, input_target=TARGET, input_watermark=inputs.get("watermark"))
+    frame = read_interactions(con, None if plan.full else plan.customers)
+    if len(frame):
+        frame["ts"] = pd.to_datetime(frame["ts"])
+    rows = aggregate_interactions(frame, "category")
+    return plan, write_customer_rows(con, plan, signature, rows, now=now), rows

@@ -8,14 +8,14 @@ import shutil
 import dagster as dg
 import duckdb
 
-from ecom_pipeline.assets.recommender import interactions, recommendations
+from ecom_pipeline.assets.recommender import category_interactions, interactions, recommendations
 from ecom_pipeline.assets.users import user_profiles
 from ecom_pipeline.automation.jobs import incremental_full_refresh_job
 from ecom_pipeline.resources import WarehouseResource
 from ecom_pipeline_tests.incremental.test_incremental_refresh import world  # noqa: F401 (module fixture)
 from ecom_pipeline_tests.incremental.world import DAY, stage_partition
 
-ASSETS = [interactions, user_profiles, recommendations]
+ASSETS = [interactions, category_interactions, user_profiles, recommendations]
 RUN_CONFIG = {"ops": {"serving__recommendations": {"config": {"serve_model": "item_knn"}},
                       "serving__user_profiles": {"config": {"n_segments": 2}}}}
 

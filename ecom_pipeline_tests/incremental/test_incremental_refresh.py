@@ -14,7 +14,11 @@ import pytest
 
 from ecom_pipeline.cleaning.staging_upsert import upsert_staging_partition
 from ecom_pipeline.incremental.changes import built_by_partitions, customers_changed_since, plan_refresh
-from ecom_pipeline.incremental.interactions import read_interactions, refresh_interactions
+from ecom_pipeline.incremental.interactions import (
+    read_interactions,
+    refresh_category_interactions,
+    refresh_interactions,
+)
 from ecom_pipeline.incremental.profiles import PROFILE_COLUMNS, refresh_user_profiles
 from ecom_pipeline.incremental.recommendations import LevelChoice, refresh_recommendations
 from ecom_pipeline.loading import load_raw_partition
@@ -50,14 +54,17 @@ def _late_corrected_customer(con, world) -> str:
 def test_interactions_and_profiles_after_one_day_equal_a_full_rebuild(world, tmp_path):
     con = _copy(world, tmp_path)
     assert refresh_interactions(con, DEFAULT_WEIGHTS).plan.full
+    assert refresh_category_interactions(con)[0].full
     first = refresh_user_profiles(con)
     assert first.plan.full and first.plan.reason.startswith("first run")
     before = con.execute("SELECT * FROM serving.user_profiles").fetchdf().set_index("customer_id")
     stage_partition(con, world[1], DAY, world[2])
 
     inter = refresh_interactions(con, DEFAULT_WEIGHTS)
+    per_category, category_counts, _ = refresh_category_interactions(con)
     res = refresh_user_profiles(con)
-    assert not inter.plan.full and not res.plan.full
+    assert not inter.plan.full and not res.plan.full and not per_category.full
+    assert set(per_category.customers) == set(inter.plan.customers) and category_counts.untouched > 0
     late = _late_corrected_customer(con, world)
     assert late in inter.plan.customers and late in res.plan.customers
     c = res.counts
@@ -68,10 +75,11 @@ def test_interactions_and_profiles_after_one_day_equal_a_full_rebuild(world, tmp
     kept = sorted(set(before.index) - set(res.plan.customers))
     stable = [col for col in PROFILE_COLUMNS[1:] if col not in POPULATION_COLUMNS]
     pd.testing.assert_frame_equal(after.loc[kept, stable], before.loc[kept, stable])
-    daily = {t: table_fingerprint(con, t) for t in
-             ("features.interactions", "serving.user_profiles", "serving.user_segments")}
+    daily = {t: table_fingerprint(con, t) for t in ("features.interactions", "features.category_interactions",
+                                                   "serving.user_profiles", "serving.user_segments")}
 
     assert refresh_interactions(con, DEFAULT_WEIGHTS, mode="full").plan.full
+    assert refresh_category_interactions(con)[0].full  # follows the interactions' full rebuild
     assert refresh_user_profiles(con, mode="full").plan.full
     full = {t: table_fingerprint(con, t) for t in daily}
     assert daily == full
