@@ -57,8 +57,12 @@ def _stage(con, files: Path, root: Path, part: str, key: bytes) -> float:
 
 
 def _steps(con, mode: str, item_model: str) -> tuple[dict, dict]:
-    """Run the three steps; (seconds per step, what each did)."""
-    from ecom_pipeline.incremental.interactions import read_interactions, refresh_interactions
+    """Run the four steps; (seconds per step, what each did)."""
+    from ecom_pipeline.incremental.interactions import (
+        read_interactions,
+        refresh_category_interactions,
+        refresh_interactions,
+    )
     from ecom_pipeline.incremental.profiles import refresh_user_profiles
     from ecom_pipeline.incremental.recommendations import LevelChoice, refresh_recommendations
     from ecom_pipeline.ml.recsys.interactions import DEFAULT_WEIGHTS
@@ -71,6 +75,10 @@ def _steps(con, mode: str, item_model: str) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     r = refresh_interactions(con, DEFAULT_WEIGHTS, mode=mode)
     seconds["interactions"], did["interactions"] = time.perf_counter() - t0, (r.plan, r.counts)
+    t0 = time.perf_counter()
+    cat_plan, cat_counts, _ = refresh_category_interactions(con, mode=mode)
+    seconds["category_interactions"] = time.perf_counter() - t0
+    did["category_interactions"] = (cat_plan, cat_counts)
     t0 = time.perf_counter()
     p = refresh_user_profiles(con, mode=mode)
     seconds["user_profiles"], did["user_profiles"] = time.perf_counter() - t0, (p.plan, p.counts)
@@ -111,8 +119,8 @@ def run_case(orders: int, root: Path, item_model: str) -> dict:
     ingest_s = _stage(con, root / "files", root, day, key)
     before = _recs(con)
     daily_s, daily_did = _steps(con, "auto", item_model)
-    daily = {t: table_fingerprint(con, t) for t in
-             ("features.interactions", "serving.user_profiles", "serving.user_segments")}
+    daily = {t: table_fingerprint(con, t) for t in ("features.interactions", "features.category_interactions",
+                                                   "serving.user_profiles", "serving.user_segments")}
     daily_recs = _recs(con)
     full_s, _ = _steps(con, "full", item_model)
     full = {t: table_fingerprint(con, t) for t in daily}
@@ -155,19 +163,22 @@ def render_md(results: dict) -> str:
     lines = ["# Incremental features and scoring: one new day vs full", "",
              (f"{results['machine']}. Synthetic orders split into a history partition and the last day, staged "
              "through the partitioned ingest; then interactions, user profiles (with segments) and recommendations "
-             "(item level: the model below; category level: popularity) incrementally after the day vs in full "
-             "on the same staging. Only these three steps are timed (framework-free functions the assets call), "
+             "(item level: the model below; category level: popularity), and category interactions (rows "
+             "measured before it was incremental show –), incrementally after the day vs in full "
+             "on the same staging. Only these steps are timed (framework-free functions the assets call), "
              "not the whole graph. See `benchmarks/incremental.py`."), "",
-             ("| orders | item model | daily s (interactions / profiles / recs) | full s | daily / full | "
+             ("| orders | item model | daily s (interactions / category interactions / profiles / recs) | full s | "
+              "daily / full | "
              "tables equal | recs: recomputed rows equal / kept users a refit would change | commit | "
              "load avg before / after | measured |"),
              "|---:|---|---|---|---:|---|---|---|---|---|"]
     for c in results["cases"].values():
         d, f, r = c["daily_seconds"], c["full_seconds"], c["recommendations"]
+        steps = ("interactions", "category_interactions", "user_profiles", "recommendations")
         lines.append(
-            f"| {c['orders']:,} | {c['item_model']} | {c['daily_total_seconds']:.1f} ({d['interactions']:.1f} / "
-            f"{d['user_profiles']:.1f} / {d['recommendations']:.1f}) | {c['full_total_seconds']:.1f} "
-            f"({f['interactions']:.1f} / {f['user_profiles']:.1f} / {f['recommendations']:.1f}) | "
+            f"| {c['orders']:,} | {c['item_model']} | {c['daily_total_seconds']:.1f} ("
+            + " / ".join(f"{d[k]:.1f}" if k in d else "–" for k in steps) + f") | {c['full_total_seconds']:.1f} ("
+            + " / ".join(f"{f[k]:.1f}" if k in f else "–" for k in steps) + ") | "
             f"{c['daily_vs_full']:.3f} | {all(c['fingerprints_equal'].values())} | "
             f"{r['recomputed_rows_equal_full']} / {r['kept_users_whose_list_a_full_refit_changes']:,} of "
             f"{r['kept_users']:,} | {c['commit']} | {c['load_before']} / {c['load_after']} | {c['measured_at']} |")
