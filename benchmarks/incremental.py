@@ -13,9 +13,10 @@ the last day (as ``load.py --ingest-daily`` does), and staged through the partit
    lists of other customers that a full refit would change are counted (the documented difference).
 
 The steps are the framework-free functions the assets call (``features/interactions``,
-``serving/user_profiles``, ``serving/recommendations``), without Dagster and MLflow around them; the item level
-is served by ``--item-model`` (default ALS, the usual winner), the category level by popularity (global counts:
-recomputed for every user each day).  The machine is shared: the load average is recorded beside each figure.
+``features/category_interactions``, ``serving/user_profiles``, ``serving/recommendations``), without Dagster
+and MLflow around them; the item level is served by ``--item-model`` (default ALS, the usual winner), the
+category level by popularity (global counts: recomputed for every user each day).  The machine is shared:
+the load average is recorded beside each figure.
 
     nice python benchmarks/incremental.py --orders 100000
     nice python benchmarks/incremental.py --orders 1000000      # the 1M measurement (about an hour, ~10 GB)
@@ -67,10 +68,14 @@ def _steps(con, mode: str, item_model: str) -> tuple[dict, dict]:
     from ecom_pipeline.incremental.recommendations import LevelChoice, refresh_recommendations
     from ecom_pipeline.ml.recsys.interactions import DEFAULT_WEIGHTS
 
-    params = {"als": {"factors": 32, "iterations": 15, "regularization": 0.05, "alpha": 2.0},
-              "item_knn": {"neighbours": 100}}
-    choices = [LevelChoice("item", 10, item_model, "benchmark", "v1", params.get(item_model, {})),
-               LevelChoice("category", 5, "popularity", "benchmark", "baseline (no training)", {})]
+    params = {
+        "als": {"factors": 32, "iterations": 15, "regularization": 0.05, "alpha": 2.0},
+        "item_knn": {"neighbours": 100},
+    }
+    choices = [
+        LevelChoice("item", 10, item_model, "benchmark", "v1", params.get(item_model, {})),
+        LevelChoice("category", 5, "popularity", "benchmark", "baseline (no training)", {}),
+    ]
     seconds, did = {}, {}
     t0 = time.perf_counter()
     r = refresh_interactions(con, DEFAULT_WEIGHTS, mode=mode)
@@ -90,8 +95,10 @@ def _steps(con, mode: str, item_model: str) -> tuple[dict, dict]:
 
 
 def _recs(con):
-    return con.execute("SELECT customer_id, level, rank, item_id, score FROM serving.recommendations "
-                       "ORDER BY customer_id, level, rank").fetchdf()
+    return con.execute(
+        "SELECT customer_id, level, rank, item_id, score FROM serving.recommendations "
+        "ORDER BY customer_id, level, rank"
+    ).fetchdf()
 
 
 def run_case(orders: int, root: Path, item_model: str) -> dict:
@@ -119,8 +126,15 @@ def run_case(orders: int, root: Path, item_model: str) -> dict:
     ingest_s = _stage(con, root / "files", root, day, key)
     before = _recs(con)
     daily_s, daily_did = _steps(con, "auto", item_model)
-    daily = {t: table_fingerprint(con, t) for t in ("features.interactions", "features.category_interactions",
-                                                   "serving.user_profiles", "serving.user_segments")}
+    daily = {
+        t: table_fingerprint(con, t)
+        for t in (
+            "features.interactions",
+            "features.category_interactions",
+            "serving.user_profiles",
+            "serving.user_segments",
+        )
+    }
     daily_recs = _recs(con)
     full_s, _ = _steps(con, "full", item_model)
     full = {t: table_fingerprint(con, t) for t in daily}
@@ -128,8 +142,10 @@ def run_case(orders: int, root: Path, item_model: str) -> dict:
     con.close()
     recomputed = set(daily_did["recommendations"][0].customers)
     item = {n: f[(f["level"] == "item")] for n, f in (("daily", daily_recs), ("full", full_recs))}
-    fresh = {n: f[f["customer_id"].isin(recomputed)].reset_index(drop=True)[["customer_id", "rank", "item_id"]]
-             for n, f in item.items()}
+    fresh = {
+        n: f[f["customer_id"].isin(recomputed)].reset_index(drop=True)[["customer_id", "rank", "item_id"]]
+        for n, f in item.items()
+    }
     kept = {n: f[~f["customer_id"].isin(recomputed)] for n, f in item.items()}
     merged = kept["daily"].merge(kept["full"], on=["customer_id", "rank"], how="outer", suffixes=("_d", "_f"))
     stale_users = merged.loc[merged["item_id_d"] != merged["item_id_f"], "customer_id"].nunique()
@@ -137,22 +153,32 @@ def run_case(orders: int, root: Path, item_model: str) -> dict:
     del before
     daily_total, full_total = sum(daily_s.values()), sum(full_s.values())
     return {
-        "orders": orders, "item_model": item_model, "day_partition": day,
+        "orders": orders,
+        "item_model": item_model,
+        "day_partition": day,
         "rows": {p: sum(r.values()) for p, r in rows.items()},
         "day_ingest_seconds": round(ingest_s, 2),
         "daily_seconds": {k: round(v, 2) for k, v in daily_s.items()},
         "full_seconds": {k: round(v, 2) for k, v in full_s.items()},
-        "daily_total_seconds": round(daily_total, 2), "full_total_seconds": round(full_total, 2),
+        "daily_total_seconds": round(daily_total, 2),
+        "full_total_seconds": round(full_total, 2),
         "daily_vs_full": round(daily_total / full_total, 4),
-        "daily_plans": {k: {"mode": p.mode, "reason": p.reason, "customers": len(p.customers), **c.metadata()}
-                        for k, (p, c) in daily_did.items()},
+        "daily_plans": {
+            k: {"mode": p.mode, "reason": p.reason, "customers": len(p.customers), **c.metadata()}
+            for k, (p, c) in daily_did.items()
+        },
         "fingerprints_equal": {t: daily[t] == full[t] for t in daily},
         "recommendations": {
             "recomputed_rows_equal_full": bool(fresh["daily"].equals(fresh["full"])),
             "category_level_equal_full": bool(
-                daily_recs[daily_recs["level"] == "category"].reset_index(drop=True)[["customer_id", "rank", "item_id"]]
-                .equals(full_recs[full_recs["level"] == "category"].reset_index(drop=True)[
-                    ["customer_id", "rank", "item_id"]])),
+                daily_recs[daily_recs["level"] == "category"]
+                .reset_index(drop=True)[["customer_id", "rank", "item_id"]]
+                .equals(
+                    full_recs[full_recs["level"] == "category"].reset_index(drop=True)[
+                        ["customer_id", "rank", "item_id"]
+                    ]
+                )
+            ),
             "kept_users": int(kept["daily"]["customer_id"].nunique()),
             "kept_users_whose_list_a_full_refit_changes": int(stale_users),
         },
@@ -160,35 +186,54 @@ def run_case(orders: int, root: Path, item_model: str) -> dict:
 
 
 def render_md(results: dict) -> str:
-    lines = ["# Incremental features and scoring: one new day vs full", "",
-             (f"{results['machine']}. Synthetic orders split into a history partition and the last day, staged "
-             "through the partitioned ingest; then interactions, user profiles (with segments) and recommendations "
-             "(item level: the model below; category level: popularity), and category interactions (rows "
-             "measured before it was incremental show –), incrementally after the day vs in full "
-             "on the same staging. Only these steps are timed (framework-free functions the assets call), "
-             "not the whole graph. See `benchmarks/incremental.py`."), "",
-             ("| orders | item model | daily s (interactions / category interactions / profiles / recs) | full s | "
-              "daily / full | "
-             "tables equal | recs: recomputed rows equal / kept users a refit would change | commit | "
-             "load avg before / after | measured |"),
-             "|---:|---|---|---|---:|---|---|---|---|---|"]
+    lines = [
+        "# Incremental features and scoring: one new day vs full",
+        "",
+        (
+            f"{results['machine']}. Synthetic orders split into a history partition and the last day, staged "
+            "through the partitioned ingest; then interactions, user profiles (with segments) and "
+            "recommendations "
+            "(item level: the model below; category level: popularity), and category interactions (rows "
+            "measured before it was incremental show –), incrementally after the day vs in full "
+            "on the same staging. Only these steps are timed (framework-free functions the assets call), "
+            "not the whole graph. See `benchmarks/incremental.py`."
+        ),
+        "",
+        (
+            "| orders | item model | daily s (interactions / category interactions / profiles / recs) | "
+            "full s | daily / full | "
+            "tables equal | recs: recomputed rows equal / kept users a refit would change | commit | "
+            "load avg before / after | measured |"
+        ),
+        "|---:|---|---|---|---:|---|---|---|---|---|",
+    ]
     for c in results["cases"].values():
         d, f, r = c["daily_seconds"], c["full_seconds"], c["recommendations"]
         steps = ("interactions", "category_interactions", "user_profiles", "recommendations")
         lines.append(
             f"| {c['orders']:,} | {c['item_model']} | {c['daily_total_seconds']:.1f} ("
-            + " / ".join(f"{d[k]:.1f}" if k in d else "–" for k in steps) + f") | {c['full_total_seconds']:.1f} ("
-            + " / ".join(f"{f[k]:.1f}" if k in f else "–" for k in steps) + ") | "
+            + " / ".join(f"{d[k]:.1f}" if k in d else "–" for k in steps)
+            + f") | {c['full_total_seconds']:.1f} ("
+            + " / ".join(f"{f[k]:.1f}" if k in f else "–" for k in steps)
+            + ") | "
             f"{c['daily_vs_full']:.3f} | {all(c['fingerprints_equal'].values())} | "
             f"{r['recomputed_rows_equal_full']} / {r['kept_users_whose_list_a_full_refit_changes']:,} of "
-            f"{r['kept_users']:,} | {c['commit']} | {c['load_before']} / {c['load_after']} | {c['measured_at']} |")
+            f"{r['kept_users']:,} | {c['commit']} | {c['load_before']} / {c['load_after']} | "
+            f"{c['measured_at']} |"
+        )
     for c in results["cases"].values():
-        lines += ["", f"## {c['orders']:,} orders: what the daily run did (day ingest {c['day_ingest_seconds']:.1f} s)",
-                  "", "| step | mode | customers recomputed | new | changed | untouched | removed | reason |",
-                  "|---|---|---:|---:|---:|---:|---:|---|"]
+        lines += [
+            "",
+            f"## {c['orders']:,} orders: what the daily run did (day ingest {c['day_ingest_seconds']:.1f} s)",
+            "",
+            "| step | mode | customers recomputed | new | changed | untouched | removed | reason |",
+            "|---|---|---:|---:|---:|---:|---:|---|",
+        ]
         for step, p in c["daily_plans"].items():
-            lines.append(f"| {step} | {p['mode']} | {p['customers']:,} | {p['new_rows']:,} | {p['changed_rows']:,} | "
-                         f"{p['untouched_rows']:,} | {p['removed_rows']:,} | {p['reason']} |")
+            lines.append(
+                f"| {step} | {p['mode']} | {p['customers']:,} | {p['new_rows']:,} | {p['changed_rows']:,} | "
+                f"{p['untouched_rows']:,} | {p['removed_rows']:,} | {p['reason']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -204,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         before = [round(x, 2) for x in os.getloadavg()]
         case = run_case(orders, Path(args.root) / f"orders_{orders}", args.item_model)
         case["load_before"], case["load_after"] = before, [round(x, 2) for x in os.getloadavg()]
-        case["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                        text=True, check=False).stdout.strip()
+        case["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
         case["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         print(json.dumps(case, indent=1, default=str), flush=True)
         results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}

@@ -108,7 +108,8 @@ def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
     weights = {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
     with warehouse.connect() as con:
         # built inside DuckDB: at 1M orders the 13M event rows never become a pandas frame
-        res = refresh_interactions(con, weights, mode=config.refresh, full_refresh_days=config.full_refresh_days)
+        res = refresh_interactions(con, weights, mode=config.refresh,
+                                   full_refresh_days=config.full_refresh_days)
         rows, users, items = con.execute("SELECT count(*), count(DISTINCT customer_id), count(DISTINCT product_id) "
                                          f"FROM {TARGET}").fetchall()[0]
         by_type = dict(con.execute(f"SELECT event_type, count(*) FROM {TARGET} GROUP BY 1 "
@@ -148,7 +149,8 @@ def category_interactions(context: dg.AssetExecutionContext, config: Incremental
                                        ).fetchall()[0]
     context.log.info(plan.reason)
     return dg.MaterializeResult(metadata={"dagster/row_count": int(rows), "categories": int(categories),
-                                          **counts.metadata(), "refresh": plan.mode, "refresh_reason": plan.reason})
+                                          **counts.metadata(), "refresh": plan.mode,
+                                          "refresh_reason": plan.reason})
 
 
 def _mlflow_name(s: str) -> str:
@@ -311,8 +313,10 @@ def _served_models(config: RecommenderConfig, evaluation: pd.DataFrame):
         model, why = _choose(level, evaluation, config)
         version = "baseline (no training)"
         if model == "als" and len(evaluation):
-            v = evaluation.loc[(evaluation["level"] == level) & (evaluation["model"] == "als"), "model_version"]
-            version = f"ecom.recsys.als_{level} v{v.iloc[0]} refit on all data" if len(v) and v.iloc[0] else "unregistered"
+            ev = evaluation
+            v = ev.loc[(ev["level"] == level) & (ev["model"] == "als"), "model_version"]
+            version = (f"ecom.recsys.als_{level} v{v.iloc[0]} refit on all data" if len(v) and v.iloc[0]
+                       else "unregistered")
         elif model not in ("popularity", "recent_popularity", "regional_popularity"):
             version = "refit on all data (not registered)"
         choices.append(LevelChoice(level, k, model, why, version, params.get(model, {})))

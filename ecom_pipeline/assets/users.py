@@ -47,8 +47,8 @@ def _write(warehouse: WarehouseResource, table: str, df: pd.DataFrame) -> None:
 @dg.asset(
     key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "sklearn"},
     description="One row per customer: RFM, behaviour (categories, price band, views/carts), experience "
-    "(review score given, delivery delay), region, and a KMeans segment with a readable name and description. "
-    "Daily runs recompute from staging only customers with new activity (or a dated fact that the new as-of "
+    "(review score given, delivery delay), region, and a KMeans segment with a readable name and description."
+    " Daily runs recompute from staging only customers with new activity (or a dated fact that the new as-of "
     "now counts), refresh the as-of columns for everyone and refit the segments; a full rebuild weekly or "
     "with refresh=full.",
 )

@@ -128,11 +128,13 @@ full_pipeline_job = dg.define_asset_job(
 
 JOBS = [ingest_job, features_job, daily_refresh_job, training_job, scoring_job, full_pipeline_job]
 
-# Interactions (and per category), user profiles and recommendations refresh incrementally by default (ecom_pipeline/incremental:
-# only customers with staging changes since their last run, full weekly or when the served model changes);
-# this job rebuilds them in full on demand.
-INCREMENTAL_ASSETS = [dg.AssetKey(["features", "interactions"]), dg.AssetKey(["features", "category_interactions"]),
-                      dg.AssetKey(["serving", "user_profiles"]), dg.AssetKey(["serving", "recommendations"])]
+# Interactions (and per category), user profiles and recommendations refresh incrementally by default
+# (ecom_pipeline/incremental: only customers with staging changes since their last run, full weekly or when
+# the served model changes); this job rebuilds them in full on demand.
+INCREMENTAL_ASSETS = [dg.AssetKey(["features", "interactions"]),
+                      dg.AssetKey(["features", "category_interactions"]),
+                      dg.AssetKey(["serving", "user_profiles"]),
+                      dg.AssetKey(["serving", "recommendations"])]
 incremental_full_refresh_job = dg.define_asset_job(
     executor_def=LONG_STEPS_EXECUTOR,
     name="incremental_full_refresh",

@@ -32,8 +32,13 @@ SEGMENTS = "serving.user_segments"
 # Per customer-dated staging table: the timestamp columns a profile compares with its as-of.
 DATED = {
     "orders": ("SELECT customer_id, {col} AS t FROM staging.orders", ("purchased_at", "delivered_at")),
-    "reviews": (("SELECT coalesce(r.customer_id, o.customer_id) AS customer_id, r.{col} AS t "
-                 "FROM staging.reviews r LEFT JOIN staging.orders o USING (order_id)"), ("created_at",)),
+    "reviews": (
+        (
+            "SELECT coalesce(r.customer_id, o.customer_id) AS customer_id, r.{col} AS t "
+            "FROM staging.reviews r LEFT JOIN staging.orders o USING (order_id)"
+        ),
+        ("created_at",),
+    ),
     "events": ("SELECT customer_id, {col} AS t FROM staging.events", ("ts",)),
 }
 
@@ -52,11 +57,18 @@ def read_profile_inputs(con: duckdb.DuckDBPyConnection, customers: list[str] | N
     per-customer means summed in another order differ in the last bit from a full build's."""
     where = {}
     if customers is not None:
-        con.register("_profile_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")}))
+        con.register(
+            "_profile_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")})
+        )
         mine = "customer_id IN (SELECT customer_id FROM _profile_customers)"
         their_orders = f"order_id IN (SELECT order_id FROM staging.orders WHERE {mine})"
-        where = {"orders": mine, "customers": mine, "events": mine, "order_items": their_orders,
-                 "reviews": f"{mine} OR {their_orders}"}
+        where = {
+            "orders": mine,
+            "customers": mine,
+            "events": mine,
+            "order_items": their_orders,
+            "reviews": f"{mine} OR {their_orders}",
+        }
     try:
         out = {}
         for t, cols in STAGING_COLUMNS.items():
@@ -89,19 +101,25 @@ def customers_crossing(con: duckdb.DuckDBPyConnection, old_as_of, new_as_of) -> 
                 params += [lo, hi]
     if not parts:
         return []
-    rows = con.execute(f"SELECT DISTINCT customer_id FROM ({' UNION ALL '.join(parts)}) "
-                       "WHERE customer_id IS NOT NULL", params).fetchall()
+    rows = con.execute(
+        f"SELECT DISTINCT customer_id FROM ({' UNION ALL '.join(parts)}) WHERE customer_id IS NOT NULL",
+        params,
+    ).fetchall()
     return sorted(str(r[0]) for r in rows)
 
 
-def _refresh_population_columns(con: duckdb.DuckDBPyConnection, prof: pd.DataFrame,
-                                as_of: pd.Timestamp) -> pd.DataFrame:
+def _refresh_population_columns(
+    con: duckdb.DuckDBPyConnection, prof: pd.DataFrame, as_of: pd.Timestamp
+) -> pd.DataFrame:
     """Recency, tenure, as-of and price band for every row, computed as :func:`build_profiles` does."""
     marks = ", ".join("?" for _ in NON_PURCHASE_STATUSES)
     span = con.execute(
-        "SELECT CAST(customer_id AS VARCHAR) AS customer_id, max(purchased_at) AS last, min(purchased_at) AS first "
+        "SELECT CAST(customer_id AS VARCHAR) AS customer_id, max(purchased_at) AS last, "
+        "min(purchased_at) AS first "
         "FROM staging.orders WHERE purchased_at < ? AND lower(coalesce(CAST(status AS VARCHAR), '')) "
-        f"NOT IN ({marks}) GROUP BY 1", [as_of.to_pydatetime(), *NON_PURCHASE_STATUSES]).fetchdf()
+        f"NOT IN ({marks}) GROUP BY 1",
+        [as_of.to_pydatetime(), *NON_PURCHASE_STATUSES],
+    ).fetchdf()
     span = span.set_index("customer_id").reindex(prof["customer_id"].astype(str))
     last, first = pd.to_datetime(span["last"]).to_numpy(), pd.to_datetime(span["first"]).to_numpy()
     out = prof.copy()
@@ -112,21 +130,25 @@ def _refresh_population_columns(con: duckdb.DuckDBPyConnection, prof: pd.DataFra
     return out
 
 
-def refresh_profiles(con: duckdb.DuckDBPyConnection, plan: RefreshPlan) -> tuple[pd.DataFrame, list[str], dict]:
+def refresh_profiles(
+    con: duckdb.DuckDBPyConnection, plan: RefreshPlan
+) -> tuple[pd.DataFrame, list[str], dict]:
     """(every customer's profile without segments, the customers recomputed from staging, staging row counts
     read).  Full plan: :func:`build_profiles` over all of staging."""
     if plan.full or not table_exists(con, TARGET):
         t = read_profile_inputs(con)
-        prof = build_profiles(t["orders"], t["order_items"], t["products"], t["customers"], t["reviews"],
-                              t["events"])
+        prof = build_profiles(
+            t["orders"], t["order_items"], t["products"], t["customers"], t["reviews"], t["events"]
+        )
         return prof, prof["customer_id"].astype(str).tolist(), {k: len(v) for k, v in t.items()}
     previous = read_table(con, TARGET, PROFILE_COLUMNS)
     as_of = profile_as_of(con)
     old_as_of = previous["as_of"].iloc[0] if len(previous) else None
     affected = sorted(set(plan.customers) | set(customers_crossing(con, old_as_of, as_of)))
     t = read_profile_inputs(con, affected)
-    fresh = build_profiles(t["orders"], t["order_items"], t["products"], t["customers"], t["reviews"], t["events"],
-                           as_of=as_of)
+    fresh = build_profiles(
+        t["orders"], t["order_items"], t["products"], t["customers"], t["reviews"], t["events"], as_of=as_of
+    )
     kept = previous[~previous["customer_id"].astype(str).isin(set(affected))]
     merged = pd.concat([kept, fresh], ignore_index=True) if len(fresh) else kept
     if merged.empty or as_of is None:
@@ -148,18 +170,27 @@ def profiles_signature(n_segments: int, seed: int) -> str:
     return f"user_profiles:n_segments={n_segments};seed={seed}"
 
 
-def refresh_user_profiles(con: duckdb.DuckDBPyConnection, *, n_segments: int = 5, seed: int = 0,
-                          mode: str = "auto", full_refresh_days: float = FULL_REFRESH_DAYS,
-                          now: datetime | None = None) -> ProfilesRefresh:
+def refresh_user_profiles(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    n_segments: int = 5,
+    seed: int = 0,
+    mode: str = "auto",
+    full_refresh_days: float = FULL_REFRESH_DAYS,
+    now: datetime | None = None,
+) -> ProfilesRefresh:
     """Plan, recompute, segment (KMeans over all profiles, as a full run) and write serving.user_profiles and
     serving.user_segments with the refresh state, in one transaction."""
     from ecom_pipeline.ml.users.segments import segment_customers
 
     signature = profiles_signature(n_segments, seed)
-    plan = plan_refresh(con, TARGET, signature=signature, mode=mode, full_refresh_days=full_refresh_days, now=now)
+    plan = plan_refresh(
+        con, TARGET, signature=signature, mode=mode, full_refresh_days=full_refresh_days, now=now
+    )
     prof, recomputed, rows_read = refresh_profiles(con, plan)
     plan.customers = recomputed
     prof, summary = segment_customers(prof, n_segments, seed)
-    counts = write_customer_rows(con, plan, signature, prof, replace_table=True, now=now,
-                                 also={SEGMENTS: summary})
+    counts = write_customer_rows(
+        con, plan, signature, prof, replace_table=True, now=now, also={SEGMENTS: summary}
+    )
     return ProfilesRefresh(plan, counts, prof, summary, rows_read)

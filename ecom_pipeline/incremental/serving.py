@@ -1,5 +1,5 @@
-"""Write a serving table keyed by customer: in full, or merged for the recomputed customers, in one transaction
-with the table's refresh state."""
+"""Write a table keyed by customer: in full, or merged for the recomputed customers, in one transaction with
+the table's refresh state."""
 
 from __future__ import annotations
 
@@ -15,16 +15,22 @@ from ecom_pipeline.warehouse.tables import atomic, table_exists
 
 @dataclass
 class MergeCounts:
-    """Rows after the write: ``new`` (customers the table did not hold), ``changed`` (recomputed customers it
-    held), ``untouched`` (kept as they were); ``removed``: how many fewer rows the recomputed customers hold."""
+    """Rows after the write: ``new`` (customers the table did not hold), ``changed`` (recomputed customers
+    it held), ``untouched`` (kept as they were); ``removed``: how many fewer rows the recomputed customers
+    hold."""
+
     new: int
     changed: int
     untouched: int
     removed: int
 
     def metadata(self) -> dict:
-        return {"new_rows": self.new, "changed_rows": self.changed, "untouched_rows": self.untouched,
-                "removed_rows": self.removed}
+        return {
+            "new_rows": self.new,
+            "changed_rows": self.changed,
+            "untouched_rows": self.untouched,
+            "removed_rows": self.removed,
+        }
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -40,13 +46,22 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 class Part:
     """What an incremental write replaces: the rows within ``scope`` (an SQL condition; "" = the whole table)
     of ``customers`` (None: every customer, e.g. a recommendation level served by global counts)."""
+
     scope: str = ""
     customers: list[str] | None = None
 
 
-def write_customer_rows(con: duckdb.DuckDBPyConnection, plan: RefreshPlan, signature: str, rows: pd.DataFrame,
-                        *, parts: list[Part] | None = None, replace_table: bool = False,
-                        also: dict[str, pd.DataFrame] | None = None, now: datetime | None = None) -> MergeCounts:
+def write_customer_rows(
+    con: duckdb.DuckDBPyConnection,
+    plan: RefreshPlan,
+    signature: str,
+    rows: pd.DataFrame,
+    *,
+    parts: list[Part] | None = None,
+    replace_table: bool = False,
+    also: dict[str, pd.DataFrame] | None = None,
+    now: datetime | None = None,
+) -> MergeCounts:
     """Full plan: replace ``plan.target`` with ``rows``.  Incremental: per part, delete the rows of its
     customers within its scope, then insert ``rows`` (the recomputed rows only); or, with ``replace_table``
     (a table with population-wide columns, ``rows`` being all of it), replace the table and count rows by
@@ -88,24 +103,34 @@ def _merge(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame, parts
             name = f"_recomputed_{i}"
             con.register(name, pd.DataFrame({"customer_id": pd.Series(part.customers, dtype="string")}))
             cond += f" AND customer_id IN (SELECT customer_id FROM {name})"
-        held_customers |= {r[0] for r in con.execute(f"SELECT DISTINCT customer_id FROM {table} WHERE {cond}")
-                           .fetchall()}
+        held_customers |= {
+            r[0] for r in con.execute(f"SELECT DISTINCT customer_id FROM {table} WHERE {cond}").fetchall()
+        }
         replaced += con.execute(f"DELETE FROM {table} WHERE {cond}").fetchall()[0][0]
         if part.customers is not None:
             con.unregister(name)
     con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _rows")
     changed = int(rows["customer_id"].astype(str).isin(held_customers).sum()) if len(rows) else 0
-    return MergeCounts(new=len(rows) - changed, changed=changed, untouched=total - replaced,
-                       removed=max(replaced - changed, 0))
+    return MergeCounts(
+        new=len(rows) - changed,
+        changed=changed,
+        untouched=total - replaced,
+        removed=max(replaced - changed, 0),
+    )
 
 
-def _replace_counts(con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame,
-                    recomputed: list[str]) -> MergeCounts:
+def _replace_counts(
+    con: duckdb.DuckDBPyConnection, table: str, rows: pd.DataFrame, recomputed: list[str]
+) -> MergeCounts:
     held = {r[0] for r in con.execute(f"SELECT DISTINCT customer_id FROM {table}").fetchall()}
     total = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
     ids = rows["customer_id"].astype(str) if len(rows) else pd.Series(dtype=str)
     is_new, is_recomputed = ~ids.isin(held), ids.isin(set(recomputed))
     changed = int((is_recomputed & ~is_new).sum())
     untouched = int((~is_recomputed & ~is_new).sum())
-    return MergeCounts(new=int(is_new.sum()), changed=changed, untouched=untouched,
-                       removed=max(total - changed - untouched, 0))
+    return MergeCounts(
+        new=int(is_new.sum()),
+        changed=changed,
+        untouched=untouched,
+        removed=max(total - changed - untouched, 0),
+    )

@@ -1,5 +1,6 @@
 """The incremental refresh as Dagster materialisations: a first run in full, the next day incremental with
-new / changed / untouched counts in the metadata, and the ``incremental_full_refresh`` job rebuilding in full."""
+new / changed / untouched counts in the metadata, and the ``incremental_full_refresh`` job rebuilding in
+full."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from ecom_pipeline_tests.incremental.test_incremental_refresh import world  # no
 from ecom_pipeline_tests.incremental.world import DAY, stage_partition
 
 ASSETS = [interactions, category_interactions, user_profiles, recommendations]
-RUN_CONFIG = {"ops": {"serving__recommendations": {"config": {"serve_model": "item_knn"}},
-                      "serving__user_profiles": {"config": {"n_segments": 2}}}}
+RUN_CONFIG = {
+    "ops": {
+        "serving__recommendations": {"config": {"serve_model": "item_knn"}},
+        "serving__user_profiles": {"config": {"n_segments": 2}},
+    }
+}
 
 
 def _meta(result, asset) -> dict:
@@ -46,7 +51,8 @@ def test_daily_materialisations_are_incremental_and_the_job_rebuilds_in_full(wor
     defs = dg.Definitions(assets=ASSETS, jobs=[incremental_full_refresh_job], resources=resources)
     # the job's own run config (refresh=full for the three); a run config given here would replace it
     rebuilt = defs.resolve_job_def("incremental_full_refresh").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral())
+        instance=dg.DagsterInstance.ephemeral()
+    )
     assert rebuilt.success
     for asset in ASSETS:
         meta = _meta(rebuilt, asset)

@@ -27,8 +27,15 @@ from ecom_pipeline.warehouse.tables import table_fingerprint
 from ecom_pipeline_tests.framesource import FrameSource
 from ecom_pipeline_tests.incremental.world import DAY, HISTORY, KEY, day_partitions, stage_partition
 
-POPULATION_COLUMNS = ["recency_days", "tenure_days", "as_of", "price_band", "segment", "segment_name",
-                      "segment_description"]
+POPULATION_COLUMNS = [
+    "recency_days",
+    "tenure_days",
+    "as_of",
+    "price_band",
+    "segment",
+    "segment_name",
+    "segment_description",
+]
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +82,15 @@ def test_interactions_and_profiles_after_one_day_equal_a_full_rebuild(world, tmp
     kept = sorted(set(before.index) - set(res.plan.customers))
     stable = [col for col in PROFILE_COLUMNS[1:] if col not in POPULATION_COLUMNS]
     pd.testing.assert_frame_equal(after.loc[kept, stable], before.loc[kept, stable])
-    daily = {t: table_fingerprint(con, t) for t in ("features.interactions", "features.category_interactions",
-                                                   "serving.user_profiles", "serving.user_segments")}
+    daily = {
+        t: table_fingerprint(con, t)
+        for t in (
+            "features.interactions",
+            "features.category_interactions",
+            "serving.user_profiles",
+            "serving.user_segments",
+        )
+    }
 
     assert refresh_interactions(con, DEFAULT_WEIGHTS, mode="full").plan.full
     assert refresh_category_interactions(con)[0].full  # follows the interactions' full rebuild
@@ -87,8 +101,10 @@ def test_interactions_and_profiles_after_one_day_equal_a_full_rebuild(world, tmp
 
 def _choices(item_model: str) -> list[LevelChoice]:
     params = {"als": {"factors": 8, "iterations": 5}, "item_knn": {"neighbours": 50}}
-    return [LevelChoice("item", 5, item_model, "test", "v1", params.get(item_model, {})),
-            LevelChoice("category", 3, "popularity", "test", "baseline (no training)", {})]
+    return [
+        LevelChoice("item", 5, item_model, "test", "v1", params.get(item_model, {})),
+        LevelChoice("category", 3, "popularity", "test", "baseline (no training)", {}),
+    ]
 
 
 def _recs(con) -> pd.DataFrame:
@@ -99,14 +115,16 @@ def _recs(con) -> pd.DataFrame:
 def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_path, item_model):
     con = _copy(world, tmp_path)
     refresh_interactions(con, DEFAULT_WEIGHTS)
-    first = refresh_recommendations(con, read_interactions(con), _choices(item_model), user_regions=None,
-                                    item_names={})
+    first = refresh_recommendations(
+        con, read_interactions(con), _choices(item_model), user_regions=None, item_names={}
+    )
     assert first.plan.full
     before = _recs(con)
     stage_partition(con, world[1], DAY, world[2])
     # scoring before the features caught up: nothing the interactions do not cover yet is marked done
-    early = refresh_recommendations(con, read_interactions(con), _choices(item_model), user_regions=None,
-                                    item_names={})
+    early = refresh_recommendations(
+        con, read_interactions(con), _choices(item_model), user_regions=None, item_names={}
+    )
     assert not early.plan.full and early.plan.customers == []
     refresh_interactions(con, DEFAULT_WEIGHTS)
     inter = read_interactions(con)
@@ -118,28 +136,40 @@ def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_pat
     item_before, item_daily = (f[f["level"] == "item"] for f in (before, daily))
     # customers without new activity keep their item lists exactly
     kept = ~item_daily["customer_id"].isin(recomputed)
-    pd.testing.assert_frame_equal(item_daily[kept].reset_index(drop=True),
-                                  item_before[~item_before["customer_id"].isin(recomputed)].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        item_daily[kept].reset_index(drop=True),
+        item_before[~item_before["customer_id"].isin(recomputed)].reset_index(drop=True),
+    )
     assert res.counts.untouched == int(kept.sum())
     assert res.counts.new + res.counts.changed == len(res.rows)
 
-    full = refresh_recommendations(con, inter, _choices(item_model), user_regions=None, item_names={}, mode="full")
+    full = refresh_recommendations(
+        con, inter, _choices(item_model), user_regions=None, item_names={}, mode="full"
+    )
     assert full.plan.full
     rebuilt = _recs(con)
     # the rows an incremental run recomputes are the rows a full rebuild gives them ...
     fresh = rebuilt["customer_id"].isin(recomputed) | (rebuilt["level"] == "category")
-    pd.testing.assert_frame_equal(daily[daily["customer_id"].isin(recomputed) | (daily["level"] == "category")]
-                                  .reset_index(drop=True), rebuilt[fresh].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        daily[daily["customer_id"].isin(recomputed) | (daily["level"] == "category")].reset_index(drop=True),
+        rebuilt[fresh].reset_index(drop=True),
+    )
     # ... and the only differences are kept lists of customers without activity (a refit moved the model)
     stale = set(daily.loc[kept.reindex(daily.index, fill_value=False)]["customer_id"]) - recomputed
-    differing = {u for u, g in rebuilt[rebuilt["level"] == "item"].groupby("customer_id")
-                 if u in stale and not g.reset_index(drop=True)[["item_id", "rank"]].equals(
-                     item_daily[item_daily["customer_id"] == u].reset_index(drop=True)[["item_id", "rank"]])}
+    differing = {
+        u
+        for u, g in rebuilt[rebuilt["level"] == "item"].groupby("customer_id")
+        if u in stale
+        and not g.reset_index(drop=True)[["item_id", "rank"]].equals(
+            item_daily[item_daily["customer_id"] == u].reset_index(drop=True)[["item_id", "rank"]]
+        )
+    }
     assert differing <= stale
     # a full rebuild of the interactions (here: other weights) makes the next recommendations run full too
     refresh_interactions(con, {**DEFAULT_WEIGHTS, "view": 2.0})
-    after = refresh_recommendations(con, read_interactions(con), _choices(item_model), user_regions=None,
-                                    item_names={})
+    after = refresh_recommendations(
+        con, read_interactions(con), _choices(item_model), user_regions=None, item_names={}
+    )
     assert after.plan.full and "interactions_full=" in after.plan.reason
 
 
@@ -171,7 +201,9 @@ def test_plan_rules_redelivery_weekly_signature_and_unpartitioned_staging(world,
     with pytest.raises(ValueError, match="refresh mode"):
         plan_refresh(con, "serving.user_profiles", signature=sig, mode="sometimes")
     # a full (unpartitioned) staging build leaves rows without a partition load: nothing dates them
-    con.execute("UPDATE staging.orders SET _load_id = 'full-ingest-run' WHERE order_id IN "
-                "(SELECT order_id FROM staging.orders LIMIT 1)")
+    con.execute(
+        "UPDATE staging.orders SET _load_id = 'full-ingest-run' WHERE order_id IN "
+        "(SELECT order_id FROM staging.orders LIMIT 1)"
+    )
     assert not built_by_partitions(con)
     assert "partitioned ingest" in refresh(con, seed=1, now=now).plan.reason

@@ -18,7 +18,8 @@ BEHAVIOUR_FEATURES = [
     "days_between_orders",
 ]
 NUMERIC_FEATURES = RFM_FEATURES + BEHAVIOUR_FEATURES
-PROFILE_COLUMNS = ["customer_id"] + NUMERIC_FEATURES + ["top_category", "price_band", "state", "city", "as_of"]
+PROFILE_COLUMNS = (["customer_id"] + NUMERIC_FEATURES
+                   + ["top_category", "price_band", "state", "city", "as_of"])
 # The staging columns a profile is built from (the assets and the incremental refresh read exactly these).
 STAGING_COLUMNS = {
     "orders": ["order_id", "customer_id", "status", "purchased_at", "delivered_at", "estimated_delivery_at"],
