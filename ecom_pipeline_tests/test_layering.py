@@ -26,6 +26,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "warehouse": ("dagster", "ecom_pipeline.resources", "ecom_pipeline.assets", "ecom_pipeline.automation",
                   "ecom_pipeline.definitions", "ecom_pipeline.ml"),
     "canonical": ("dagster", "ecom_pipeline.resources", "ecom_pipeline.assets", "ecom_pipeline.automation"),
+    "incremental": ("dagster", "ecom_pipeline.resources", "ecom_pipeline.assets", "ecom_pipeline.automation",
+                    "ecom_pipeline.definitions"),
     "resources": ("ecom_pipeline.assets", "ecom_pipeline.automation", "ecom_pipeline.definitions"),
     "assets": ("ecom_pipeline.automation", "ecom_pipeline.definitions"),
     "automation": ("ecom_pipeline.assets", "ecom_pipeline.definitions"),

@@ -18,7 +18,14 @@ STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "
 ALL_MODELS = ["popularity", "recent_popularity", "regional_popularity", "item_knn", "als"]
 
 
-class InteractionsConfig(dg.Config):
+class IncrementalConfig(dg.Config):
+    # auto: only customers with changes since the last run, unless a full rebuild is due (first run, settings
+    # or input rebuilt in full, staging rebuilt in full, or the last full one is full_refresh_days old)
+    refresh: str = "auto"
+    full_refresh_days: float = 7.0
+
+
+class InteractionsConfig(IncrementalConfig):
     view_weight: float = 1.0
     cart_weight: float = 3.0
     purchase_weight: float = 5.0
@@ -60,10 +67,10 @@ def _write(table: str, df: pd.DataFrame, warehouse: WarehouseResource) -> None:
 
 
 def _interactions(warehouse: WarehouseResource) -> pd.DataFrame:
-    from ecom_pipeline.ml.recsys.interactions import INTERACTION_COLUMNS
-    from ecom_pipeline.warehouse.tables import read_or_empty
+    from ecom_pipeline.incremental.interactions import read_interactions
 
-    df = read_or_empty(warehouse, "features.interactions", INTERACTION_COLUMNS)
+    with warehouse.connect(read_only=True) as con:
+        df = read_interactions(con)
     if len(df):
         df["ts"] = pd.to_datetime(df["ts"])
     return df
@@ -96,22 +103,18 @@ def _item_names(warehouse: WarehouseResource) -> tuple[dict, pd.DataFrame]:
 )
 def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from ecom_pipeline.ml.recsys.interactions import STAGING_TABLES, interactions_query
-    from ecom_pipeline.warehouse.tables import table_exists
+    from ecom_pipeline.incremental.interactions import TARGET, refresh_interactions
 
     weights = {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
     with warehouse.connect() as con:
         # built inside DuckDB: at 1M orders the 13M event rows never become a pandas frame
-        counts = {k: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] if table_exists(con, t) else 0
-                  for k, t in STAGING_TABLES.items()}
-        tables = {k: t for k, t in STAGING_TABLES.items() if counts[k]}
-        sql, params = interactions_query(tables, weights, has_orders=bool(counts["orders"] and counts["order_items"]))
-        con.execute("CREATE SCHEMA IF NOT EXISTS features")
-        con.execute(f"CREATE OR REPLACE TABLE features.interactions AS {sql}", params)
+        res = refresh_interactions(con, weights, mode=config.refresh,
+                                   full_refresh_days=config.full_refresh_days)
         rows, users, items = con.execute("SELECT count(*), count(DISTINCT customer_id), count(DISTINCT product_id) "
-                                         "FROM features.interactions").fetchall()[0]
-        by_type = dict(con.execute("SELECT event_type, count(*) FROM features.interactions GROUP BY 1 "
+                                         f"FROM {TARGET}").fetchall()[0]
+        by_type = dict(con.execute(f"SELECT event_type, count(*) FROM {TARGET} GROUP BY 1 "
                                    "ORDER BY 2 DESC").fetchall())
+    counts = res.source_rows
     notes = []
     if not counts["events"]:
         notes.append("no events in this source: purchases from orders only")
@@ -119,8 +122,11 @@ def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
         notes.append("no orders in this source")
     if not rows:
         context.log.warning("no interactions: staging orders/order_items and events are empty")
+    context.log.info(res.plan.reason)
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": int(rows), "users": int(users), "items": int(items),
+        "dagster/row_count": int(rows), "users": int(users), "items": int(items), **res.counts.metadata(),
+        "refresh": res.plan.mode, "refresh_reason": res.plan.reason,
+        "recomputed_customers": len(res.plan.customers),
         "by_event_type": {str(k): int(v) for k, v in by_type.items()},
         "weights": weights, "notes": "; ".join(notes) or "orders and events both present",
     })
@@ -132,13 +138,19 @@ def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
     description="Interactions aggregated per (customer, category): weight, counts per event type, first/last "
     "time. The honest unit on sparse data (Olist: almost every customer buys once).",
 )
-def category_interactions(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from ecom_pipeline.ml.recsys.interactions import aggregate_interactions
+def category_interactions(context: dg.AssetExecutionContext, config: IncrementalConfig,
+                          warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from ecom_pipeline.incremental.interactions import CATEGORY_TARGET, refresh_category_interactions
 
-    df = aggregate_interactions(_interactions(warehouse), "category")
-    _write("features.category_interactions", df, warehouse)
-    return dg.MaterializeResult(metadata={"dagster/row_count": len(df),
-                                   "categories": int(df["category"].nunique()) if len(df) else 0})
+    with warehouse.connect() as con:
+        plan, counts, _ = refresh_category_interactions(con, mode=config.refresh,
+                                                        full_refresh_days=config.full_refresh_days)
+        rows, categories = con.execute(f"SELECT count(*), count(DISTINCT category) FROM {CATEGORY_TARGET}"
+                                       ).fetchall()[0]
+    context.log.info(plan.reason)
+    return dg.MaterializeResult(metadata={"dagster/row_count": int(rows), "categories": int(categories),
+                                          **counts.metadata(), "refresh": plan.mode,
+                                          "refresh_reason": plan.reason})
 
 
 def _mlflow_name(s: str) -> str:
@@ -285,47 +297,63 @@ def _choose(level: str, evaluation: pd.DataFrame, cfg: RecommenderConfig) -> tup
     return cfg.fallback_model, "fallback: level could not be evaluated"
 
 
+class ServeRecommendationsConfig(RecommenderConfig):
+    # auto: only customers with new activity since the last run, unless a full refresh is due (first run,
+    # served model or version changed, staging rebuilt in full, or the last full one is full_refresh_days old)
+    refresh: str = "auto"
+    full_refresh_days: float = 7.0
+
+
+def _served_models(config: RecommenderConfig, evaluation: pd.DataFrame):
+    """Per level: the model that serves it, why, and the version its rows carry."""
+    from ecom_pipeline.incremental.recommendations import LevelChoice
+
+    params, choices = _params(config), []
+    for level, k in (("item", config.k), ("category", config.category_k)):
+        model, why = _choose(level, evaluation, config)
+        version = "baseline (no training)"
+        if model == "als" and len(evaluation):
+            ev = evaluation
+            v = ev.loc[(ev["level"] == level) & (ev["model"] == "als"), "model_version"]
+            version = (f"ecom.recsys.als_{level} v{v.iloc[0]} refit on all data" if len(v) and v.iloc[0]
+                       else "unregistered")
+        elif model not in ("popularity", "recent_popularity", "regional_popularity"):
+            version = "refit on all data (not registered)"
+        choices.append(LevelChoice(level, k, model, why, version, params.get(model, {})))
+    return choices
+
+
 @dg.asset(
     key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
     deps=[INTERACTIONS, dg.AssetKey(["ml", "recommender_evaluation"])],
     description="User → top-K items (and top categories) with score, model, model version and a short "
     "explanation from the user's real history or region. Served by the evaluation winner per level, "
-    "refit on all interactions.",
+    "refit on all interactions. Daily runs rescore only customers with new activity (merged by customer); "
+    "a full refresh weekly, when the served model or version changes, or with refresh=full.",
 )
-def recommendations(context: dg.AssetExecutionContext, config: RecommenderConfig,
+def recommendations(context: dg.AssetExecutionContext, config: ServeRecommendationsConfig,
                     warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from ecom_pipeline.ml.recsys.pipeline import serve
+    from ecom_pipeline.incremental.recommendations import refresh_recommendations
     from ecom_pipeline.warehouse.tables import read_or_empty
 
     interactions = _interactions(warehouse)
-    recommender_evaluation = read_or_empty(warehouse, "ml.recommender_evaluation")
-
+    choices = _served_models(config, read_or_empty(warehouse, "ml.recommender_evaluation"))
     regions = _user_regions(warehouse)
     names, _ = _item_names(warehouse)
-    params = _params(config)
-    frames, chosen = [], {}
-    for level, k in (("item", config.k), ("category", config.category_k)):
-        model, why = _choose(level, recommender_evaluation, config)
-        version = "baseline (no training)"
-        ev = recommender_evaluation
-        if model == "als" and len(ev):
-            v = ev.loc[(ev["level"] == level) & (ev["model"] == "als"), "model_version"]
-            version = f"ecom.recsys.als_{level} v{v.iloc[0]} refit on all data" if len(v) and v.iloc[0] else "unregistered"
-        elif model not in ("popularity", "recent_popularity", "regional_popularity"):
-            version = "refit on all data (not registered)"
-        df, _ = serve(interactions, level=level, model_name=model, params=params.get(model, {}), k=k,
-                      user_regions=regions, item_names=names if level == "item" else {}, model_version=version)
-        context.log.info(f"{level}: {model} ({why}) → {len(df):,} rows")
-        chosen[level] = f"{model} ({why})"
-        frames.append(df)
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if out.empty:
+    with warehouse.connect() as con:
+        res = refresh_recommendations(con, interactions, choices, user_regions=regions, item_names=names,
+                                      mode=config.refresh, full_refresh_days=config.full_refresh_days)
+        rows, users = con.execute("SELECT count(*), count(DISTINCT customer_id) FROM serving.recommendations"
+                                  ).fetchall()[0]
+    out = res.rows
+    context.log.info(f"{res.plan.reason}; " + "; ".join(f"{k}: {v}" for k, v in res.scope.items()))
+    if not rows:
         context.log.warning("no interactions: no recommendations")
-    _write("serving.recommendations", out, warehouse)
     preview = out.head(10)[["customer_id", "level", "rank", "item_name", "model", "explanation"]] if len(out) else out
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(out), "users": int(out["customer_id"].nunique()) if len(out) else 0,
-        "models": chosen,
+        "dagster/row_count": int(rows), "users": int(users), **res.counts.metadata(),
+        "refresh": res.plan.mode, "refresh_reason": res.plan.reason, "recomputed": res.scope,
+        "models": {c.level: f"{c.model} ({c.why})" for c in choices},
         "explanations": {str(k): int(v) for k, v in out["explanation"].str.replace(r"\(.*\)|[\w-]+ [0-9a-f]{8}", "…", regex=True)
                          .str.slice(0, 40).value_counts().head(8).items()} if len(out) else {},
         "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "empty"),

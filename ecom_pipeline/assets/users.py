@@ -11,19 +11,15 @@ from ecom_pipeline.resources.model_metrics import MetricRecord
 GROUP = "users"
 STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in
                 ("orders", "order_items", "products", "customers", "reviews", "events")]
-COLUMNS = {
-    "orders": ["order_id", "customer_id", "status", "purchased_at", "delivered_at", "estimated_delivery_at"],
-    "order_items": ["order_id", "product_id", "price", "freight", "quantity"],
-    "products": ["product_id", "category"],
-    "customers": ["customer_id", "state", "city"],
-    "reviews": ["order_id", "customer_id", "score", "created_at"],
-    "events": ["customer_id", "event_type", "ts"],
-}
 
 
 class ProfilesConfig(dg.Config):
     n_segments: int = 5
     seed: int = 0
+    # auto: incremental unless a full refresh is due (first run, settings changed, staging rebuilt in full,
+    # or the last full one is full_refresh_days old); full: rebuild from all of staging
+    refresh: str = "auto"
+    full_refresh_days: float = 7.0
 
 
 class RepurchaseConfig(dg.Config):
@@ -35,10 +31,10 @@ class RepurchaseConfig(dg.Config):
 
 
 def _tables(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
-    from ecom_pipeline.warehouse.tables import read_table
+    from ecom_pipeline.incremental.profiles import read_profile_inputs
 
     with warehouse.connect(read_only=True) as con:
-        return {t: read_table(con, f"staging.{t}", cols) for t, cols in COLUMNS.items()}
+        return read_profile_inputs(con)
 
 
 def _write(warehouse: WarehouseResource, table: str, df: pd.DataFrame) -> None:
@@ -51,25 +47,30 @@ def _write(warehouse: WarehouseResource, table: str, df: pd.DataFrame) -> None:
 @dg.asset(
     key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb", "sklearn"},
     description="One row per customer: RFM, behaviour (categories, price band, views/carts), experience "
-    "(review score given, delivery delay), region, and a KMeans segment with a readable name and description.",
+    "(review score given, delivery delay), region, and a KMeans segment with a readable name and description."
+    " Daily runs recompute from staging only customers with new activity (or a dated fact that the new as-of "
+    "now counts), refresh the as-of columns for everyone and refit the segments; a full rebuild weekly or "
+    "with refresh=full.",
 )
 def user_profiles(context: dg.AssetExecutionContext, config: ProfilesConfig,
                   warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from ecom_pipeline.ml.users.profiles import build_profiles
-    from ecom_pipeline.ml.users.segments import segment_customers
+    from ecom_pipeline.incremental.profiles import refresh_user_profiles
 
-    t = _tables(warehouse)
-    prof = build_profiles(t["orders"], t["order_items"], t["products"], t["customers"], t["reviews"], t["events"])
-    prof, summary = segment_customers(prof, config.n_segments, config.seed)
+    with warehouse.connect() as con:
+        res = refresh_user_profiles(con, n_segments=config.n_segments, seed=config.seed, mode=config.refresh,
+                                    full_refresh_days=config.full_refresh_days)
+    prof, summary = res.profiles, res.summary
     notes = [f"no {n} in this source: {what} features are empty" for n, what in
-             (("reviews", "review"), ("events", "browsing")) if t[n].empty]
+             (("reviews", "review"), ("events", "browsing")) if res.plan.full and not res.rows_read.get(n)]
     if prof.empty:
         context.log.warning("no orders: user_profiles is empty")
-    _write(warehouse, "serving.user_profiles", prof)
-    _write(warehouse, "serving.user_segments", summary)
+    context.log.info(res.plan.reason)
     table = summary[["segment", "segment_name", "customers", "description"]]
     return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(prof), "segments": len(summary),
+        "dagster/row_count": len(prof), "segments": len(summary), **res.counts.metadata(),
+        "refresh": res.plan.mode, "refresh_reason": res.plan.reason,
+        "recomputed_customers": len(res.plan.customers),
+        "staging_rows_read": {k: int(v) for k, v in res.rows_read.items()},
         "segment_table": dg.MetadataValue.md(table.to_markdown(index=False) if len(table) else "none"),
         "notes": "; ".join(notes) or "orders, reviews and events present",
     })

@@ -128,6 +128,23 @@ full_pipeline_job = dg.define_asset_job(
 
 JOBS = [ingest_job, features_job, daily_refresh_job, training_job, scoring_job, full_pipeline_job]
 
+# Interactions (and per category), user profiles and recommendations refresh incrementally by default
+# (ecom_pipeline/incremental: only customers with staging changes since their last run, full weekly or when
+# the served model changes); this job rebuilds them in full on demand.
+INCREMENTAL_ASSETS = [dg.AssetKey(["features", "interactions"]),
+                      dg.AssetKey(["features", "category_interactions"]),
+                      dg.AssetKey(["serving", "user_profiles"]),
+                      dg.AssetKey(["serving", "recommendations"])]
+incremental_full_refresh_job = dg.define_asset_job(
+    executor_def=LONG_STEPS_EXECUTOR,
+    name="incremental_full_refresh",
+    selection=dg.AssetSelection.assets(*INCREMENTAL_ASSETS),
+    config={"ops": {"__".join(k.path): {"config": {"refresh": "full"}} for k in INCREMENTAL_ASSETS}},
+    description="Rebuild features.interactions, category_interactions, serving.user_profiles and "
+    "serving.recommendations in full (the daily runs recompute only customers with new activity).",
+    tags={STAGE_TAG: "scoring", **WRITER_TAG},
+)
+
 daily_ingest_features = dg.ScheduleDefinition(
     name="daily_ingest_features",
     job=daily_refresh_job,
@@ -157,4 +174,4 @@ SCHEDULES = [daily_ingest_features, weekly_retraining, daily_scoring]
 
 
 def build() -> dg.Definitions:
-    return dg.Definitions(jobs=JOBS, schedules=SCHEDULES)
+    return dg.Definitions(jobs=[*JOBS, incremental_full_refresh_job], schedules=SCHEDULES)

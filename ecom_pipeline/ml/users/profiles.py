@@ -18,6 +18,17 @@ BEHAVIOUR_FEATURES = [
     "days_between_orders",
 ]
 NUMERIC_FEATURES = RFM_FEATURES + BEHAVIOUR_FEATURES
+PROFILE_COLUMNS = (["customer_id"] + NUMERIC_FEATURES
+                   + ["top_category", "price_band", "state", "city", "as_of"])
+# The staging columns a profile is built from (the assets and the incremental refresh read exactly these).
+STAGING_COLUMNS = {
+    "orders": ["order_id", "customer_id", "status", "purchased_at", "delivered_at", "estimated_delivery_at"],
+    "order_items": ["order_id", "product_id", "price", "freight", "quantity"],
+    "products": ["product_id", "category"],
+    "customers": ["customer_id", "state", "city"],
+    "reviews": ["order_id", "customer_id", "score", "created_at"],
+    "events": ["customer_id", "event_type", "ts"],
+}
 
 
 def _empty_tables(tables: dict) -> dict:
@@ -35,8 +46,8 @@ def build_profiles(
     as_of: pd.Timestamp | str | None = None,
 ) -> pd.DataFrame:
     """One row per customer with at least one purchase before ``as_of`` (default: after the last order)."""
-    t = _empty_tables(dict(products=products, customers=customers, reviews=reviews, events=events))
-    cols = ["customer_id"] + NUMERIC_FEATURES + ["top_category", "price_band", "state", "city", "as_of"]
+    t = _empty_tables({"products": products, "customers": customers, "reviews": reviews, "events": events})
+    cols = PROFILE_COLUMNS
     if orders is None or orders.empty:
         return pd.DataFrame(columns=cols)
     o = orders.copy()
@@ -128,11 +139,15 @@ def build_profiles(
     else:
         prof["state"] = None
         prof["city"] = None
-    price = prof["avg_item_price"]
-    if price.notna().sum() >= 3 and price.nunique() >= 3:
-        prof["price_band"] = pd.qcut(price.rank(method="first"), 3, labels=["low", "mid", "high"]).astype(str)
-    else:
-        prof["price_band"] = "mid"
+    prof["price_band"] = price_bands(prof["avg_item_price"])
     prof["as_of"] = as_of
     prof = prof.reset_index().rename(columns={"index": "customer_id"})
     return prof[cols]
+
+
+def price_bands(price: pd.Series) -> pd.Series:
+    """Terciles of the average item price over every profiled customer (ties in customer order): a column
+    that depends on the whole population, which the incremental refresh recomputes for everyone."""
+    if price.notna().sum() >= 3 and price.nunique() >= 3:
+        return pd.qcut(price.rank(method="first"), 3, labels=["low", "mid", "high"]).astype(str)
+    return pd.Series("mid", index=price.index)
