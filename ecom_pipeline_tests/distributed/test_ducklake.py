@@ -85,6 +85,28 @@ def test_a_lake_without_a_catalog_is_a_clear_error(tmp_path):
         connect_lake("", tmp_path / "lake")
 
 
+def test_the_setting_selects_the_lake_for_both_warehouse_resources(monkeypatch, tmp_path):
+    from ecom_pipeline.config import Settings
+    from ecom_pipeline.resources import build_resources
+
+    monkeypatch.setenv("ECOM_DATA_ROOT", str(tmp_path))
+    for var in ("ECOM_WAREHOUSE_BACKEND", "ECOM_DUCKLAKE_CATALOG", "ECOM_DUCKLAKE_DATA_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    default = build_resources(Settings.from_env())
+    assert default["warehouse"].backend == "duckdb" and default["io_manager"].backend == "duckdb"
+    monkeypatch.setenv("ECOM_WAREHOUSE_BACKEND", "ducklake")
+    with pytest.raises(ValueError, match="ECOM_DUCKLAKE_CATALOG"):
+        build_resources(Settings.from_env())
+    monkeypatch.setenv("ECOM_DUCKLAKE_CATALOG", "host=pg dbname=ducklake password=secret")
+    lake = build_resources(Settings.from_env())
+    for name in ("warehouse", "io_manager"):
+        assert lake[name].backend == "ducklake" and lake[name].lake_data_path == str(tmp_path / "lake")
+        assert isinstance(lake[name].lake_catalog, dg.EnvVar)  # a DSN with a password is not stored in config
+    monkeypatch.setenv("ECOM_WAREHOUSE_BACKEND", "postgres")
+    with pytest.raises(ValueError, match="duckdb, ducklake"):
+        build_resources(Settings.from_env())
+
+
 @needs_servers
 def test_two_writers_replacing_the_same_table_at_once_both_finish(lake):
     """Both transactions drop and re-create the table from the same snapshot; DuckLake refuses the second
