@@ -140,6 +140,11 @@ class Settings:
     model_signing_key: str = field(default="", repr=False)
     # torch | onnx-int8: how the text and image encoders run on CPU (see docs/models.md)
     encoder_runtime: str = "torch"
+    # duckdb: the one file `warehouse` (one writer process at a time); ducklake: a PostgreSQL catalog plus a
+    # shared folder of Parquet files that several machines write at once (warehouse/lake.py, docs/deployment.md)
+    warehouse_backend: str = "duckdb"
+    ducklake_catalog: str = field(default="", repr=False)  # a PostgreSQL connection string (may hold a password)
+    ducklake_data_path: str = ""  # a folder every writer reaches; default <data_root>/lake
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -168,6 +173,9 @@ class Settings:
             max_quarantine_share=float(_env("ECOM_MAX_QUARANTINE_SHARE", "0.05")),
             model_signing_key=os.environ.get("ECOM_MODEL_SIGNING_KEY", "").strip(),
             encoder_runtime=_env("ECOM_ENCODER_RUNTIME", "torch").lower(),
+            warehouse_backend=_env("ECOM_WAREHOUSE_BACKEND", "duckdb").lower(),
+            ducklake_catalog=os.environ.get("ECOM_DUCKLAKE_CATALOG", "").strip(),
+            ducklake_data_path=_env("ECOM_DUCKLAKE_DATA_PATH", str(data_root / "lake")),
         )
 
 

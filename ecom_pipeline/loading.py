@@ -19,6 +19,7 @@ import pandas as pd
 
 from ecom_pipeline.canonical import LOAD_COLUMNS, TABLES
 from ecom_pipeline.sources.base import DEFAULT_CHUNK_ROWS, Source, SourceError
+from ecom_pipeline.warehouse.lake import is_lake, run_transaction
 from ecom_pipeline.warehouse.tables import quote_ident, table_exists
 
 RAW_SCHEMA = "raw"
@@ -56,6 +57,8 @@ def _create_raw_table_sql(qualified: str, table: str) -> str:
     for c in raw_columns(table):
         dtype = {"_source_row": "BIGINT", "_loaded_at": "TIMESTAMP"}.get(c, "VARCHAR")
         cols.append(f"{quote_ident(c)} {dtype}")
+    if qualified.startswith("temp."):  # DuckDB: a table in the temp catalog is created as TEMP
+        return f"CREATE TEMP TABLE {qualified.removeprefix('temp.')} ({', '.join(cols)})"
     return f"CREATE TABLE {qualified} ({', '.join(cols)})"
 
 
@@ -107,7 +110,10 @@ def load_raw_table(
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
     final = f"{quote_ident(schema)}.{quote_ident(table)}"
     staging_name = f"{table}__loading"
-    loading = f"{quote_ident(schema)}.{quote_ident(staging_name)}"
+    # DuckLake: other writers share the schema, so the loading table is this connection's own (temp), and it
+    # is copied in at the swap (one Parquet write, not one per chunk)
+    lake = is_lake(con)
+    loading = f"temp.{quote_ident(staging_name)}" if lake else f"{quote_ident(schema)}.{quote_ident(staging_name)}"
     con.execute(f"DROP TABLE IF EXISTS {loading}")
     con.execute(_create_raw_table_sql(loading, table))
     loaded_at = datetime.now(UTC)
@@ -141,14 +147,17 @@ def load_raw_table(
             files.update(chunk["_source_file"].unique().tolist())
             if progress:
                 progress(chunks, rows)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute(f"DROP TABLE IF EXISTS {final}")
-        con.execute(f"ALTER TABLE {loading} RENAME TO {quote_ident(table)}")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+
+    def swap(c) -> None:
+        c.execute(f"DROP TABLE IF EXISTS {final}")
+        if lake:
+            c.execute(f"CREATE TABLE {final} AS SELECT * FROM {loading}")
+        else:
+            c.execute(f"ALTER TABLE {loading} RENAME TO {quote_ident(table)}")
+
+    run_transaction(con, swap)  # re-run on a DuckLake conflict (another writer replaced the table first)
+    if lake:
+        con.execute(f"DROP TABLE IF EXISTS {loading}")
     return RawLoadResult(table, load_id, rows, chunks, time.perf_counter() - start, delivered, sorted(files),
                          **fast)
 

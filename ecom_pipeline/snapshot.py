@@ -82,7 +82,7 @@ def publish_snapshot(warehouse: duckdb.DuckDBPyConnection | str | Path, target: 
     start = time.monotonic()
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    own = not isinstance(warehouse, duckdb.DuckDBPyConnection)
+    own = isinstance(warehouse, (str, Path))  # else an open connection (a DuckLake one too)
     src = connect_with_retry(warehouse, read_only=True) if own else warehouse
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{int(time.time() * 1000)}.tmp")
     result = SnapshotResult(target)

@@ -278,7 +278,7 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         con.register("_s", out)
         con.execute(f"""CREATE OR REPLACE TABLE {SENTIMENT_TABLE} AS SELECT review_id::VARCHAR review_id,
                         product_id::VARCHAR product_id, p_negative::DOUBLE p_negative, p_neutral::DOUBLE p_neutral,
-                        p_positive::DOUBLE p_positive, label::VARCHAR label, model::VARCHAR model,
+                        p_positive::DOUBLE p_positive, label::VARCHAR AS label, model::VARCHAR model,
                         model_version::VARCHAR model_version FROM _s""")
         con.unregister("_s")
     if awaiting:

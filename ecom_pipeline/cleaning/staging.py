@@ -31,6 +31,7 @@ import duckdb
 from ecom_pipeline.canonical import BRAZIL_BOUNDS, TABLES, Column, ParseHints, TableSpec
 from ecom_pipeline.cleaning import rules
 from ecom_pipeline.cleaning.privacy import PSEUDONYM_FUNCTION, mask_sql, register_privacy_functions
+from ecom_pipeline.warehouse.lake import is_lake, run_transaction
 
 STAGING_SCHEMA = "staging"
 QUARANTINE_TABLE = "quarantine"
@@ -497,9 +498,16 @@ def stage_table(
     ensure_quarantine_table(con, staging_schema)
     raw_rel = f"{qi(raw_schema)}.{qi(table)}"
     final_rel = f"{qi(staging_schema)}.{qi(table)}"
-    building_rel = f"{qi(staging_schema)}.{qi(table + '__building')}"
+    # DuckLake: other writers share the schema, so the table being built is this connection's own (temp),
+    # copied in at the swap
+    lake = is_lake(con)
+    building_rel = f"temp.{qi(table + '__building')}" if lake else f"{qi(staging_schema)}.{qi(table + '__building')}"
     quarantine_rel = f"{qi(staging_schema)}.{qi(QUARANTINE_TABLE)}"
     qwork = f"_stage_quarantine_{table}"
+    if lake:  # another writer may replace raw meanwhile: stage one snapshot of it (rowids stay consistent)
+        raw_copy = f"temp.{qi('_stage_raw_' + table)}"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {qi('_stage_raw_' + table)} AS SELECT * FROM {raw_rel}")
+        raw_rel = raw_copy
 
     load_col = qi("_load_id") if "_load_id" in raw_cols else "CAST(NULL AS VARCHAR)"
     load_id, first_load = con.execute(f"SELECT max({load_col}), min({load_col}) FROM {raw_rel}").fetchall()[0]
@@ -530,7 +538,8 @@ def stage_table(
             con.execute(f"DROP TABLE IF EXISTS temp.{qi(tzmap)}")
             con.execute(f"CREATE TEMP TABLE {qi(tzmap)} AS {_tz_map_sql(spec, raw_cols, raw_rel, hints)}")
         # 1. every raw row, typed and protected, with its first failing rule (NULL when it passes).
-        con.execute(f"CREATE TABLE {building_rel} AS {work_sql}")
+        create = f"CREATE TEMP TABLE {building_rel.removeprefix('temp.')}" if lake else f"CREATE TABLE {building_rel}"
+        con.execute(f"{create} AS {work_sql}")
         # 2. duplicate keys among the rows that pass everything else: the first by (file, row) stays.  A later
         #    row equal to the kept one in every staged column is `duplicate_key`; one that disagrees
         #    (same product id, another title) is `duplicate_key_conflict`: the first value won.
@@ -570,30 +579,31 @@ def stage_table(
             f"SELECT reason, count(*) FROM {qi(qwork)} GROUP BY reason ORDER BY count(*) DESC, reason"
         ).fetchall())
 
-        con.execute("BEGIN TRANSACTION")
-        try:
-            con.execute(f"DROP TABLE IF EXISTS {final_rel}")
-            con.execute(f"ALTER TABLE {building_rel} RENAME TO {qi(table)}")
-            con.execute(f"DELETE FROM {quarantine_rel} WHERE table_name = ?", [table])
-            con.execute(f"INSERT INTO {quarantine_rel} SELECT * FROM {qi(qwork)}")
-            staged_rows = _scalar(con, f"SELECT count(*) FROM {final_rel}")
-            quarantined_rows = _scalar(
-                con, f"SELECT count(*) FROM {quarantine_rel} WHERE table_name = ?", [table]
-            )
-            if raw_rows != staged_rows + quarantined_rows:
+        def swap(c) -> tuple[int, int]:  # re-run whole when a DuckLake commit loses to another writer
+            c.execute(f"DROP TABLE IF EXISTS {final_rel}")
+            if lake:
+                c.execute(f"CREATE TABLE {final_rel} AS SELECT * FROM {building_rel}")
+            else:
+                c.execute(f"ALTER TABLE {building_rel} RENAME TO {qi(table)}")
+            c.execute(f"DELETE FROM {quarantine_rel} WHERE table_name = ?", [table])
+            c.execute(f"INSERT INTO {quarantine_rel} SELECT * FROM {qi(qwork)}")
+            staged = _scalar(c, f"SELECT count(*) FROM {final_rel}")
+            quarantined = _scalar(c, f"SELECT count(*) FROM {quarantine_rel} WHERE table_name = ?", [table])
+            if raw_rows != staged + quarantined:
                 raise StagingError(
-                    f"invariant violated for {table}: raw {raw_rows} != staged {staged_rows} + "
-                    f"quarantined {quarantined_rows}; nothing was changed"
+                    f"invariant violated for {table}: raw {raw_rows} != staged {staged} + "
+                    f"quarantined {quarantined}; nothing was changed"
                 )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+            return staged, quarantined
+
+        staged_rows, quarantined_rows = run_transaction(con, swap)
     finally:
         con.execute(f"DROP TABLE IF EXISTS temp.{qi(qwork)}")
         if tzmap:
             con.execute(f"DROP TABLE IF EXISTS temp.{qi(tzmap)}")
         con.execute(f"DROP TABLE IF EXISTS {building_rel}")
+        if lake:
+            con.execute(f"DROP TABLE IF EXISTS {raw_rel}")
 
     return StageResult(
         table=table, load_id=load_id, raw_rows=raw_rows, staged_rows=staged_rows,

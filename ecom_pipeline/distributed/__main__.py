@@ -23,10 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--daemon", action="store_true",
                         help="also run dagster-daemon on the instance (run queue, schedules, sensors) with "
                         "workspace.yaml = the project plus distributed_smoke")
+    parser.add_argument("--warehouse", choices=["duckdb", "ducklake"], default="duckdb",
+                        help="ducklake: the warehouse as a DuckLake (catalog in the Postgres db 'ducklake', Parquet "
+                        "files under DIR/lake) that several workers write at once; default: one DuckDB file")
     args = parser.parse_args(argv)
     root = args.root or Path(tempfile.mkdtemp(prefix="ecom-distributed-"))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
-    with LocalCluster(root) as cluster:
+    with LocalCluster(root, warehouse=args.warehouse) as cluster:
         env_file = cluster.write_env_file(root / "env.sh")
         if args.daemon:
             cluster.start_daemon()

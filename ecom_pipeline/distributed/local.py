@@ -19,18 +19,35 @@ from ecom_pipeline.config import REPO_ROOT
 from ecom_pipeline.distributed.instance import service_env, write_dagster_home
 from ecom_pipeline.distributed.services import POSTGRES_USER, PostgresServer, RedisServer, Service
 from ecom_pipeline.distributed.workers import Worker, start_worker
+from ecom_pipeline.resources.warehouse import LAYER_SCHEMAS
+from ecom_pipeline.warehouse.lake import connect_lake
+
+LAKE_DATABASE = "ducklake"  # the lake's catalog database on the setup's Postgres
+
+
+def create_lake(catalog: str, data_path: str) -> None:
+    """Create the lake's catalog tables and the layer schemas once, so the first writers do not race to."""
+    with connect_lake(catalog, data_path) as con:
+        for schema in LAYER_SCHEMAS:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
 
 
 class LocalCluster(Service):
     """Context manager; ``env`` is the environment every process of the setup shares (workers, the process
-    that launches runs, ``dagster dev``)."""
+    that launches runs, ``dagster dev``).
+
+    ``queues``: one worker per entry; a queue named twice gets a second worker (``default-2@host``).
+    ``warehouse``: ``duckdb`` (one file under ``data/``) or ``ducklake`` (catalog in the Postgres db
+    ``ducklake``, Parquet files under ``lake/``; created once here, before any worker writes)."""
 
     def __init__(self, root: Path, extra_env: dict[str, str] | None = None,
-                 queues: tuple[str, ...] = CELERY_QUEUES):
+                 queues: tuple[str, ...] = CELERY_QUEUES, warehouse: str = "duckdb"):
         self.root = Path(root).resolve()
         self.extra_env = dict(extra_env or {})
         self.queues = queues
-        self.postgres = PostgresServer(databases=("dagster", "mlflow"))
+        self.warehouse = warehouse
+        databases = ("dagster", "mlflow", LAKE_DATABASE) if warehouse == "ducklake" else ("dagster", "mlflow")
+        self.postgres = PostgresServer(databases=databases)
         self.redis = RedisServer()
         self.workers: dict[str, Worker] = {}
         self.env: dict[str, str] = {}
@@ -52,8 +69,11 @@ class LocalCluster(Service):
             "ECOM_MLFLOW_ARTIFACT_ROOT": str(self.root / "mlartifacts"),
             # env exception: the workers must import this checkout; the parent's path is passed on, not a setting
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
+            **self.lake_env(),
             **self.extra_env,
         }
+        if self.warehouse == "ducklake":
+            create_lake(self.env["ECOM_DUCKLAKE_CATALOG"], self.env["ECOM_DUCKLAKE_DATA_PATH"])
         process_env = {**os.environ, **self.env}  # env exception: workers inherit the caller's environment
         # dagster-celery starts `celery` by name: this interpreter's scripts first, also when the venv is not
         # activated (make test runs .venv/bin/python directly)
@@ -62,9 +82,19 @@ class LocalCluster(Service):
         # it at once race on CREATE TABLE (seen as a worker exiting with a duplicate-table error)
         self.workers = {}
         for q in self.queues:
-            self.workers[q] = start_worker(q, process_env, self.root / "logs", cwd=self.root)
-            self.workers[q].wait_ready()
+            name = q if q not in self.workers else f"{q}-{sum(n.split('-')[0] == q for n in self.workers) + 1}"
+            self.workers[name] = start_worker(q, process_env, self.root / "logs", cwd=self.root, name=name)
+            self.workers[name].wait_ready()
         return self
+
+    def lake_env(self) -> dict[str, str]:
+        """The DuckLake settings when ``warehouse="ducklake"`` (nothing for the single file)."""
+        if self.warehouse == "duckdb":
+            return {}
+        if self.warehouse != "ducklake":
+            raise ValueError(f"warehouse={self.warehouse!r}: duckdb | ducklake")
+        return {"ECOM_WAREHOUSE_BACKEND": "ducklake", "ECOM_DUCKLAKE_CATALOG": self.postgres.url(LAKE_DATABASE),
+                "ECOM_DUCKLAKE_DATA_PATH": str(self.root / "lake")}
 
     def write_workspace(self) -> Path:
         path = self.root / "workspace.yaml"

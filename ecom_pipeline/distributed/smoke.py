@@ -55,20 +55,30 @@ def steps_per_worker(instance: dg.DagsterInstance, run_id: str) -> dict[str, str
     return placed
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Run the job on the instance of $DAGSTER_HOME (``source env.sh`` of ``python -m ecom_pipeline.distributed
-    up``) and print where each step ran."""
+    up``) and print where each step ran; ``--steps a,b`` runs only those steps (e.g. the ingest ones).  The
+    last line is the outcome as JSON (for scripts: benchmarks/ducklake.py)."""
+    import argparse
+    import json
     import time
 
+    parser = argparse.ArgumentParser(prog="python -m ecom_pipeline.distributed.smoke")
+    parser.add_argument("--steps", default="", help="comma-separated step keys (default: all 16)")
+    steps = [s for s in parser.parse_args(argv).steps.split(",") if s]
     with dg.DagsterInstance.get() as instance:
         started = time.perf_counter()
-        result = dg.execute_job(dg.reconstructable(smoke_job), instance=instance, run_config=RUN_CONFIG)
+        result = dg.execute_job(dg.reconstructable(smoke_job), instance=instance, raise_on_error=False,
+                                **({"op_selection": steps} if steps else {"run_config": RUN_CONFIG}))
+        wall = time.perf_counter() - started
         placed = steps_per_worker(instance, result.run_id)
     queues: dict[str, int] = {}
     for worker in placed.values():
         queues[worker.split("@")[0]] = queues.get(worker.split("@")[0], 0) + 1
     print(f"{JOB_NAME} run {result.run_id}: {'success' if result.success else 'FAILURE'} in "
-          f"{time.perf_counter() - started:.1f} s; steps per queue {queues}")
+          f"{wall:.1f} s; steps per worker {queues}")
+    print(json.dumps({"run_id": result.run_id, "success": result.success, "wall_s": round(wall, 1),
+                      "steps_per_worker": queues}), flush=True)
 
 
 if __name__ == "__main__":

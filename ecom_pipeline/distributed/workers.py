@@ -17,10 +17,12 @@ READY_MARKER = " ready."  # celery's log line once the worker consumes
 WORKER_START_TIMEOUT_S = 120.0
 
 
-def worker_command(queue: str, config_yaml: Path = CELERY_WORKER_YAML, concurrency: int = 1) -> list[str]:
+def worker_command(queue: str, config_yaml: Path = CELERY_WORKER_YAML, concurrency: int = 1,
+                   name: str | None = None) -> list[str]:
+    """``name`` (default: the queue's) names the worker, ``<name>@host``; a second worker of a queue needs its own."""
     dagster_celery = Path(sys.executable).parent / "dagster-celery"
     return [str(dagster_celery) if dagster_celery.exists() else "dagster-celery", "worker", "start",
-            "-A", "dagster_celery.app", "-q", queue, "-n", queue, "-y", str(config_yaml), "-l", "INFO", "--",
+            "-A", "dagster_celery.app", "-q", queue, "-n", name or queue, "-y", str(config_yaml), "-l", "INFO", "--",
             f"--concurrency={concurrency}", "--without-gossip", "--without-mingle"]
 
 
@@ -71,11 +73,12 @@ def _group_alive(group: int) -> bool:
     return True
 
 
-def start_worker(queue: str, env: dict[str, str], log_dir: Path, cwd: Path | None = None) -> Worker:
+def start_worker(queue: str, env: dict[str, str], log_dir: Path, cwd: Path | None = None,
+                 name: str | None = None) -> Worker:
     """Start a worker consuming ``queue`` in its own process group (so it can be stopped as a whole)."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"worker-{queue}.log"
+    log = log_dir / f"worker-{name or queue}.log"
     with log.open("w") as out:
-        process = subprocess.Popen(worker_command(queue), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(worker_command(queue, name=name), env=env, cwd=cwd, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     return Worker(queue, process, log)

@@ -42,11 +42,20 @@ def build_resources(settings: Settings) -> dict[str, object]:
                                         "ECOM_MODEL_SIGNING_KEY") if not env_is_set(v)]
         if missing:
             raise ValueError(f"ECOM_ENV=prod requires {', '.join(missing)} to be set")
+    lake = {}  # the single DuckDB file unless ECOM_WAREHOUSE_BACKEND=ducklake
+    if settings.warehouse_backend == "ducklake":
+        if not settings.ducklake_catalog:
+            raise ValueError("ECOM_WAREHOUSE_BACKEND=ducklake requires ECOM_DUCKLAKE_CATALOG (a PostgreSQL "
+                             "connection string for the lake's catalog)")
+        lake = {"backend": "ducklake", "lake_catalog": _secret("ECOM_DUCKLAKE_CATALOG"),
+                "lake_data_path": settings.ducklake_data_path}
+    elif settings.warehouse_backend != "duckdb":
+        raise ValueError(f"ECOM_WAREHOUSE_BACKEND={settings.warehouse_backend!r} is not one of duckdb, ducklake")
     return {
-        "warehouse": WarehouseResource(path=str(settings.warehouse)),
+        "warehouse": WarehouseResource(path=str(settings.warehouse), **lake),
         # DataFrame-returning assets (features, models, serving) go through the DuckDB pandas IO manager;
         # the schema is the asset key prefix.
-        "io_manager": WarehouseIOManager(database=str(settings.warehouse)),
+        "io_manager": WarehouseIOManager(database=str(settings.warehouse), **lake),
         "mlflow": MLflowResource(tracking_uri=tracking_uri),
         "compute": ComputeResource(device=env("ECOM_DEVICE")),
         "source": SourceResource(

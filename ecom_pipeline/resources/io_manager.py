@@ -6,9 +6,8 @@ every other warehouse open.
 
 from __future__ import annotations
 
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
-import duckdb
 import pandas as pd
 from dagster import InputContext, MetadataValue, OutputContext, TableColumn, TableSchema
 from dagster._core.definitions.metadata import TableMetadataSet
@@ -17,7 +16,8 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 from dagster_duckdb_pandas.duckdb_pandas_type_handler import DuckDBPandasTypeHandler
 
-from ecom_pipeline.resources.warehouse import DEFAULT_LOCK_TIMEOUT_S, connect_with_retry
+from ecom_pipeline.resources.warehouse import DEFAULT_LOCK_TIMEOUT_S, open_warehouse
+from ecom_pipeline.warehouse.lake import run_transaction
 from ecom_pipeline.warehouse.tables import table_exists, write_table
 
 
@@ -32,22 +32,19 @@ class AtomicTableTypeHandler(DuckDBPandasTypeHandler):
 
     def handle_output(self, context: OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection):
         qualified = f"{table_slice.schema}.{table_slice.table}"
-        connection.execute("BEGIN TRANSACTION")
-        try:
-            if table_slice.partition_dimensions and table_exists(connection, qualified):
-                DuckDbClient.delete_table_slice(context, table_slice, connection)
-                connection.register("_partition_df", obj)
+
+        def replace(con) -> None:  # re-run whole when a DuckLake commit loses to another writer
+            if table_slice.partition_dimensions and table_exists(con, qualified):
+                DuckDbClient.delete_table_slice(context, table_slice, con)
+                con.register("_partition_df", obj)
                 try:
-                    connection.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM _partition_df")
+                    con.execute(f"INSERT INTO {qualified} BY NAME SELECT * FROM _partition_df")
                 finally:
-                    connection.unregister("_partition_df")
+                    con.unregister("_partition_df")
             else:
-                write_table(connection, qualified, obj)
-            connection.execute("COMMIT")
-        except BaseException:
-            with suppress(duckdb.Error):
-                connection.execute("ROLLBACK")
-            raise
+                write_table(con, qualified, obj)
+
+        run_transaction(connection, replace, on_retry=context.log.warning)
         rows = TableMetadataSet(partition_row_count=len(obj)) if context.has_partition_key \
             else TableMetadataSet(row_count=len(obj))
         context.add_output_metadata({
@@ -70,8 +67,11 @@ class RetryingDuckDbClient(DuckDbClient):
     @staticmethod
     @contextmanager
     def connect(context, _):
-        con = connect_with_retry(context.resource_config["database"], read_only=isinstance(context, InputContext),
-                                 timeout_s=DEFAULT_LOCK_TIMEOUT_S)
+        config = context.resource_config
+        con = open_warehouse(config["database"], backend=config.get("backend") or "duckdb",
+                             lake_catalog=config.get("lake_catalog") or "",
+                             lake_data_path=config.get("lake_data_path") or "",
+                             read_only=isinstance(context, InputContext), timeout_s=DEFAULT_LOCK_TIMEOUT_S)
         try:
             yield con
         finally:
@@ -79,7 +79,12 @@ class RetryingDuckDbClient(DuckDbClient):
 
 
 class WarehouseIOManager(DuckDBPandasIOManager):
-    """``DuckDBPandasIOManager`` that replaces each output's table atomically (schema = asset key prefix)."""
+    """``DuckDBPandasIOManager`` that replaces each output's table atomically (schema = asset key prefix), in
+    the DuckDB file ``database`` or, with ``backend="ducklake"``, in the lake."""
+
+    backend: str = "duckdb"  # as WarehouseResource
+    lake_catalog: str = ""
+    lake_data_path: str = ""
 
     @staticmethod
     def type_handlers():

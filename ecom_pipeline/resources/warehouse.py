@@ -3,6 +3,10 @@
 DuckDB allows one writer *process* at a time.  Writers run in the Dagster pool ``duckdb`` (limit 1) and
 readers open the file read-only; on top of that, opening retries for a while on a lock conflict so two
 runs that race for the file wait for each other instead of failing with "could not set lock".
+
+With ``ECOM_WAREHOUSE_BACKEND=ducklake`` the same schemas and tables live in a DuckLake instead (a Postgres
+catalog plus shared Parquet files, several writers at once: :mod:`ecom_pipeline.warehouse.lake`); the lock
+rules above are then not needed (optimistic concurrency, conflicts retried).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import dagster as dg
 import duckdb
 
 from ecom_pipeline.config import duckdb_memory_limit
+from ecom_pipeline.warehouse.lake import connect_lake
 
 LAYER_SCHEMAS = ("raw", "staging", "features", "ml", "serving", "reports", "meta")
 
@@ -28,6 +33,8 @@ LAYER_SCHEMAS = ("raw", "staging", "features", "ml", "serving", "reports", "meta
 _LOCK_MARKERS = ("could not set lock", "Conflicting lock")
 # Cap on DuckDB's buffer pool (e.g. "4GB"); unset = a share of the machine (config.duckdb_memory_limit).
 MEMORY_LIMIT_ENV = "ECOM_DUCKDB_MEMORY_LIMIT"
+# ECOM_WAREHOUSE_BACKEND: one DuckDB file (default) or a DuckLake (several writers)
+BACKENDS = ("duckdb", "ducklake")
 # How long a writer waits for another process's lock before failing (a full ingest step holds it ~minutes).
 DEFAULT_LOCK_TIMEOUT_S = 300.0
 
@@ -147,18 +154,36 @@ def connect_with_retry(
         return con
 
 
+def open_warehouse(path: str | Path, *, backend: str = "duckdb", lake_catalog: str = "", lake_data_path: str = "",
+                   read_only: bool = False, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, threads: int | None = None,
+                   memory_limit: str | None = None, warn: Callable[[str], None] | None = None):
+    """A connection to the warehouse of ``backend``: the DuckDB file at ``path`` (waiting for its lock), or
+    the DuckLake (``lake_catalog`` + ``lake_data_path``) used as the default catalog."""
+    if backend == "ducklake":
+        return connect_lake(lake_catalog, lake_data_path, read_only=read_only,
+                            config=duckdb_config(threads, memory_limit))
+    if backend != "duckdb":
+        raise ValueError(f"ECOM_WAREHOUSE_BACKEND={backend!r} is not one of {BACKENDS}")
+    return connect_with_retry(path, read_only=read_only, timeout_s=timeout_s, threads=threads,
+                              memory_limit=memory_limit, warn=warn)
+
+
 class WarehouseResource(dg.ConfigurableResource):
-    """Connections to the DuckDB warehouse file (default ``data/warehouse.duckdb``)."""
+    """Connections to the warehouse: the DuckDB file (default ``data/warehouse.duckdb``) or the DuckLake."""
 
     path: str
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
     threads: int = 0  # 0 = DuckDB's default (all cores)
     memory_limit: str = ""  # e.g. "4GB"; "" = config.duckdb_memory_limit() ($ECOM_DUCKDB_MEMORY_LIMIT or a share)
+    backend: str = "duckdb"  # duckdb | ducklake (ECOM_WAREHOUSE_BACKEND)
+    lake_catalog: str = ""  # ducklake: the catalog's PostgreSQL connection string (ECOM_DUCKLAKE_CATALOG)
+    lake_data_path: str = ""  # ducklake: the shared folder of its Parquet files (ECOM_DUCKLAKE_DATA_PATH)
 
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        con = connect_with_retry(
-            self.path, read_only=read_only, timeout_s=self.lock_timeout_s, threads=self.threads or None,
+        con = open_warehouse(
+            self.path, backend=self.backend, lake_catalog=self.lake_catalog, lake_data_path=self.lake_data_path,
+            read_only=read_only, timeout_s=self.lock_timeout_s, threads=self.threads or None,
             memory_limit=self.memory_limit or None, warn=dg.get_dagster_logger().warning,  # shown in the run's log
         )
         try:

@@ -41,3 +41,15 @@ def test_compose_sets_every_variable_the_local_setup_sets():
                             result_backend="r", mlflow_tracking_uri="m"))
     for service in ("worker", "gpu_worker", "daemon", "user_code"):
         assert names <= set(COMPOSE["services"][service]["environment"]), service
+
+
+def test_compose_sets_the_ducklake_settings_the_local_lake_setup_sets(tmp_path):
+    from ecom_pipeline.distributed.local import LocalCluster
+
+    names = set(LocalCluster(tmp_path, warehouse="ducklake").lake_env())  # nothing started
+    assert names == {"ECOM_WAREHOUSE_BACKEND", "ECOM_DUCKLAKE_CATALOG", "ECOM_DUCKLAKE_DATA_PATH"}
+    env = COMPOSE["x-pipeline-env"]
+    assert names <= set(env) and env["ECOM_WAREHOUSE_BACKEND"] == "${ECOM_WAREHOUSE_BACKEND:-duckdb}"
+    assert "dbname=ducklake" in env["ECOM_DUCKLAKE_CATALOG"]
+    init = (REPO_ROOT / "docker" / "postgres" / "init-databases.sh").read_text()
+    assert "CREATE DATABASE ducklake" in init

@@ -1,0 +1,25 @@
+"""One ingest run (raw + staging of customers and orders, the kill tests' smoke job) on the instance of
+``$DAGSTER_HOME``, in a process of its own; prints the run id and outcome as JSON.
+
+Concurrent runs are separate processes, as on separate machines: ``execute_job`` sets up logging per run and
+two calls in one process deadlock on the logging locks (seen here)."""
+
+import json
+
+import dagster as dg
+
+from ecom_pipeline_tests.distributed.fault_jobs import smoke_job_with_fault_points
+
+TABLES = ("customers", "orders")  # orders' staging checks its customers
+STEPS = [f"{layer}__{t}" for layer in ("raw", "staging") for t in TABLES]
+
+
+def main() -> None:
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(dg.reconstructable(smoke_job_with_fault_points), instance=instance,
+                                op_selection=STEPS, raise_on_error=False)
+    print(json.dumps({"run_id": result.run_id, "success": result.success}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
