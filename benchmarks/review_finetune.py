@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     defaults = FinetuneSettings()
     ap.add_argument("--prefix", default=defaults.prefix, choices=["passage", "query"])
-    ap.add_argument("--schedule", default=defaults.lr_schedule, choices=["constant", "linear"])
+    ap.add_argument("--schedule", default=defaults.lr_schedule, choices=["constant", "linear", "budget"])
     ap.add_argument("--average-best", type=int, default=defaults.average_best)
     ap.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
     ap.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
