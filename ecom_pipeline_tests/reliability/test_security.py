@@ -81,8 +81,8 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
     "ml/serving_gate.py": (
         {"', '.join(DECISION_COLUMNS)", "table", "scope_sql", "model_col", "task",
          "_judging_decisions_sql(table, task)"},
-        "DECISION_COLUMNS, GATED_TABLES (table, task, model column, scope) and OVERRIDING_TASKS are module "
-        "constants"),
+        ("DECISION_COLUMNS, GATED_TABLES (table, task, model column, scope) and OVERRIDING_TASKS are module "
+         "constants")),
     "resources/model_metrics.py": ({"column", "sql_type", "', '.join(COLUMNS)"},
                                    "INTERVAL_COLUMNS and COLUMNS are module constants"),
     "snapshot.py": ({"schema", "_quoted(table)", "sql"},
