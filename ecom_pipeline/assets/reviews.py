@@ -152,7 +152,7 @@ def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, d
     ft = finetune_classifier(enc, sp.train["doc"].tolist(), sp.train["_y"].to_numpy(), len(res.classes),
                              settings=settings)
     probs = predict_proba(ft.model, enc, sp.test["doc"].tolist())
-    return ft.model, classification_metrics(sp.test["_y"], probs.argmax(1), res.classes)
+    return ft.model.cpu(), classification_metrics(sp.test["_y"], probs.argmax(1), res.classes)  # predicted on device
 
 
 def _sentiment_run(config: SentimentConfig, setting: str, res, docs: pd.DataFrame, emb: np.ndarray,
