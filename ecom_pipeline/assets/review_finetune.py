@@ -31,7 +31,7 @@ class ReviewFinetuneConfig(dg.Config):
     head_lr: float = 1e-3
     batch_size: int = 32
     weight_decay: float = 0.01
-    prefix: str = "passage"  # e5 input prefix ("passage" / "query")
+    prefix: str = "query"  # e5 input prefix ("query" / "passage"), chosen on the validation window
     lr_schedule: str = "constant"  # or "linear" (one warm-up epoch, then decay to 0)
     label_smoothing: float = 0.0
     average_best: int = 1  # average the weights of this many best epochs where validation says it helps
