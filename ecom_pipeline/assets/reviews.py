@@ -31,6 +31,7 @@ class SentimentConfig(dg.Config):
     finetune_epochs: int = 2
     finetune_lr: float = 3e-5
     finetune_batch_size: int = 32
+    finetune_budget_s: float = 3600.0  # wall clock of the full fine-tune (CUDA)
     text_encoder: str = "multilingual-e5-small"
     max_length: int = 128
     min_reviews: int = 30  # fewer labelled reviews with text than this: skip training with a message
@@ -108,7 +109,8 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
             summary[setting] = {"message": str(exc)}
             continue
         cuda = compute.is_cuda(device)
-        finetuned = _finetuned(config, docs, res, setting, device, source) if cuda else None
+        finetuned = (_finetuned(config, docs, res, setting, device, Path(source.data_root) / "models")
+                     if cuda else None)
         model_metrics = finetuned[1] if finetuned else res.model_metrics
         path = "full_finetune" if finetuned else res.training_path
         run = _sentiment_run(config, setting, res, docs, emb, emb_model, device, dataset, training_path,
@@ -132,28 +134,25 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
     })
 
 
-def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, device: str,
-               source: SourceResource):
-    """CUDA path: the text encoder fully fine-tuned on the same temporal split; ``(module, test metrics)``."""
+def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, device: str, models_dir: Path):
+    """CUDA path: the text encoder fully fine-tuned on the same temporal split (``finetune_classifier`` with
+    every layer trainable, no validation window: the last epoch is kept); ``(module, test metrics)``."""
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.splits import temporal_split
-    from ecom_pipeline.ml.text.sentiment import (
-        classification_metrics,
-        finetune_encoder,
-        predict_finetuned,
-        sentiment_labels,
-    )
+    from ecom_pipeline.ml.text.finetune import FinetuneSettings, finetune_classifier, predict_proba
+    from ecom_pipeline.ml.text.sentiment import classification_metrics, sentiment_labels
 
-    enc = load_text_encoder(config.text_encoder, models_dir=Path(source.data_root) / "models",
-                            device=device, max_length=config.max_length)
+    enc = load_text_encoder(config.text_encoder, models_dir=models_dir, device=device, max_length=config.max_length)
     y = sentiment_labels(docs["score"], setting)
     lab = docs[y >= 0].assign(_y=y[y >= 0])
     sp = temporal_split(lab, "created_at", cutoff=res.cutoff)
-    ft = finetune_encoder(enc, sp.train["doc"].tolist(), sp.train["_y"].to_numpy(), len(res.classes),
-                          epochs=config.finetune_epochs, lr=config.finetune_lr,
-                          batch_size=config.finetune_batch_size)
-    probs = predict_finetuned(ft, enc, sp.test["doc"].tolist())
-    return ft.cpu(), classification_metrics(sp.test["_y"], probs.argmax(1), res.classes)
+    settings = FinetuneSettings(trainable_layers=0, epochs=config.finetune_epochs, lr=config.finetune_lr,
+                                head_lr=config.finetune_lr, batch_size=config.finetune_batch_size,
+                                budget_s=config.finetune_budget_s)
+    ft = finetune_classifier(enc, sp.train["doc"].tolist(), sp.train["_y"].to_numpy(), len(res.classes),
+                             settings=settings)
+    probs = predict_proba(ft.model, enc, sp.test["doc"].tolist())
+    return ft.model.cpu(), classification_metrics(sp.test["_y"], probs.argmax(1), res.classes)  # predicted on device
 
 
 def _sentiment_run(config: SentimentConfig, setting: str, res, docs: pd.DataFrame, emb: np.ndarray,
@@ -220,19 +219,29 @@ def _setting_summary(res, model_metrics: dict, recorded, setting: str) -> dict:
             "baseline_registered": f"{base_out.name} v{base_out.version}"}
 
 
+class ReviewSentimentConfig(dg.Config):
+    # the fine-tuned model's tokenizer: the text encoder and length it was trained with (sentiment_finetuned)
+    text_encoder: str = "multilingual-e5-small"
+    max_length: int = 128
+
+
 @dg.asset(
     key=dg.AssetKey(["features", "review_sentiment"]), group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
-    deps=[dg.AssetKey(["models", "sentiment_model"]), dg.AssetKey(["features", "review_text_embeddings"])],
+    deps=[dg.AssetKey(["models", "sentiment_model"]), dg.AssetKey(["models", "sentiment_finetuned"]),
+          dg.AssetKey(["features", "review_text_embeddings"])],
     description="Per review: class probabilities (negative/neutral/positive), the predicted label, and in `model` "
-    "the model that produced the row: the embedding head `ecom.sentiment.3class` only when the serving gate "
-    "(ml.serving_decisions, task sentiment, scope 3class) says it beat TF-IDF significantly, otherwise the "
-    "TF-IDF baseline `ecom.sentiment_baseline.3class`.",
+    "the model that produced the row: the fine-tuned encoder `ecom.sentiment_finetuned` when the serving gate "
+    "(ml.serving_decisions, task sentiment_finetuned, scope 3class) says it beat its best baseline "
+    "significantly; otherwise the embedding head `ecom.sentiment.3class` only when the gate (task sentiment, "
+    "scope 3class) says it beat TF-IDF significantly, else the TF-IDF baseline `ecom.sentiment_baseline.3class`.",
 )
-def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseResource, mlflow: MLflowResource):
+def review_sentiment(context: dg.AssetExecutionContext, config: ReviewSentimentConfig, warehouse: WarehouseResource,
+                     mlflow: MLflowResource, source: SourceResource):
     from mlflow.exceptions import MlflowException
 
     from ecom_pipeline.ml.registry import load_serving_model
     from ecom_pipeline.ml.serving_gate import served_model
+    from ecom_pipeline.ml.text.finetune import FINETUNED_NAME
     from ecom_pipeline.ml.text.sentiment import SETTINGS
 
     docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
@@ -240,11 +249,16 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
     out = pd.DataFrame(columns=["review_id", "product_id", "p_negative", "p_neutral", "p_positive", "label",
                                 "model", "model_version"])
     with warehouse.connect(read_only=True) as con:
+        finetuned, ft_why = served_model(con, "sentiment_finetuned", "3class", candidate=FINETUNED_NAME,
+                                         baseline=head_name)
         chosen, why = served_model(con, "sentiment", "3class", candidate=head_name, baseline=base_name)
-    messages = [f"serving {chosen}: {why}"]
+    # the fine-tune first where its gate row serves it; otherwise (or if it does not load) what served before
+    order = [FINETUNED_NAME] if finetuned == FINETUNED_NAME else []
+    messages = [f"serving {FINETUNED_NAME}: {ft_why}" if order else
+                f"not serving {FINETUNED_NAME} ({ft_why}); serving {chosen}: {why}"]
     if len(docs):
         client = mlflow.client()
-        for name in dict.fromkeys([chosen, base_name]):  # the gate's choice, else its baseline
+        for name in dict.fromkeys(order + [chosen, base_name]):  # the gate's choice, else its baseline
             try:  # a champion whose artifact does not load falls back to the former champion (message says so)
                 served = load_serving_model(name, "sklearn", client, key=mlflow.signing_key())
             except (LookupError, MlflowException) as exc:  # no registered model yet (e.g. too few reviews)
@@ -253,18 +267,26 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
             model, version = served.model, served.version
             if served.fallback_reason:
                 messages.append(served.fallback_reason)
-            if name == head_name:
+            if name == FINETUNED_NAME:
+                probs, problem = _finetuned_probs(model, docs["doc"].tolist(), config, source)
+                if problem:
+                    messages.append(f"{name}: {problem}; serving {chosen}")
+                    continue
+                tag, model_classes = f"v{version}", list(range(probs.shape[1]))  # outputs index the classes
+            elif name == head_name:
                 if getattr(model, "n_features_in_", emb.shape[1]) != emb.shape[1]:
                     messages.append(f"{name} was trained on a different embedding model: re-run sentiment_model; "
                                     f"serving {base_name}")
                     continue
                 probs, tag = model.predict_proba(emb), f"v{version} on {emb_model}"
+                model_classes = list(model.classes_)
             else:
                 probs, tag = model.predict_proba(docs["doc"].tolist()), f"v{version}"
+                model_classes = list(model.classes_)
             classes = SETTINGS["3class"]
             out = pd.DataFrame({"review_id": docs["review_id"], "product_id": docs["product_id"]})
             for j, c in enumerate(classes):
-                out[f"p_{c}"] = probs[:, list(model.classes_).index(j)] if j in model.classes_ else 0.0
+                out[f"p_{c}"] = probs[:, model_classes.index(j)] if j in model_classes else 0.0
             out["label"] = [classes[i] for i in np.argmax(out[[f"p_{c}" for c in classes]].to_numpy(), axis=1)]
             out["model"] = name
             out["model_version"] = tag
@@ -288,6 +310,22 @@ def review_sentiment(context: dg.AssetExecutionContext, warehouse: WarehouseReso
                                           "served_model": str(out["model"].iloc[0]) if len(out) else "none",
                                           "reviews_awaiting_embedding": awaiting,
                                           "labels": out["label"].value_counts().to_dict() if len(out) else {}})
+
+
+def _finetuned_probs(model, texts: list[str], config: ReviewSentimentConfig,
+                     source: SourceResource) -> tuple[np.ndarray | None, str | None]:
+    """3-class probabilities of the fine-tuned encoder (one full forward per review, on CPU), or why not."""
+    from ecom_pipeline.ml.encoders import load_text_encoder
+    from ecom_pipeline.ml.text.finetune import predict_proba
+    from ecom_pipeline.ml.text.sentiment import SETTINGS
+
+    encoder = load_text_encoder(config.text_encoder, models_dir=Path(source.data_root) / "models", device="cpu",
+                                max_length=config.max_length)
+    vocab = model.backbone.config.vocab_size
+    if len(encoder.tokenizer) > vocab or model.head.out_features != len(SETTINGS["3class"]):
+        return None, (f"does not match {config.text_encoder}'s tokenizer ({len(encoder.tokenizer)} tokens vs "
+                      f"{vocab}) or the 3 classes: re-run sentiment_finetuned")
+    return predict_proba(model, encoder, texts), None
 
 
 AGGREGATES = {

@@ -153,6 +153,24 @@ GATED_TABLES: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Gated tables a second candidate may take over: where the overriding task's decision for a scope serves its
+# candidate (the fine-tuned review model), that decision judges the scope's rows; elsewhere the table's own does.
+OVERRIDING_TASKS: dict[str, str] = {
+    "features.review_sentiment": "sentiment_finetuned",
+}
+
+
+def _judging_decisions_sql(table: str, task: str) -> str:
+    """SELECT scope, served, reason of the decisions that judge ``table``'s rows (see OVERRIDING_TASKS)."""
+    own = f"SELECT scope, served, reason FROM {SERVING_DECISIONS_TABLE} WHERE task = '{task}'"
+    over = OVERRIDING_TASKS.get(table)
+    if over is None:
+        return own
+    won = (f"SELECT scope, served, reason FROM {SERVING_DECISIONS_TABLE} WHERE task = '{over}' "
+           "AND served = candidate")
+    return f"{won} UNION ALL ({own} AND scope NOT IN (SELECT scope FROM ({won})))"
+
+
 def serving_violations(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Rows of the gated serving tables produced by a model other than the one the decision row for their task
     and scope serves (the candidate where it lost, or any other model), grouped with counts.  Empty when the
@@ -171,8 +189,8 @@ def serving_violations(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         found.append(con.execute(f"""
             SELECT '{table}' AS serving_table, {scope_sql} AS scope, t.{model_col}::VARCHAR AS model,
                    d.served, d.reason, count(*) AS rows
-            FROM {table} t JOIN {SERVING_DECISIONS_TABLE} d
-              ON d.task = '{task}' AND d.scope = {scope_sql}
+            FROM {table} t JOIN ({_judging_decisions_sql(table, task)}) d
+              ON d.scope = {scope_sql}
             WHERE t.{model_col}::VARCHAR IS DISTINCT FROM d.served
             GROUP BY ALL""").fetchdf())
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame(

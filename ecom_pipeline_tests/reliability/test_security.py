@@ -79,8 +79,10 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
     "geography.py": ({"np.c_[np.cos(la) * np.cos(ln), np.cos(la) * np.sin(ln), np.sin(la)]"},
                      "not SQL: a KD-tree query of unit vectors"),
     "ml/serving_gate.py": (
-        {"', '.join(DECISION_COLUMNS)", "table", "scope_sql", "model_col", "task"},
-        "DECISION_COLUMNS and GATED_TABLES (table, task, model column, scope) are module constants"),
+        {"', '.join(DECISION_COLUMNS)", "table", "scope_sql", "model_col", "task",
+         "_judging_decisions_sql(table, task)"},
+        ("DECISION_COLUMNS, GATED_TABLES (table, task, model column, scope) and OVERRIDING_TASKS are module "
+         "constants")),
     "resources/model_metrics.py": ({"column", "sql_type", "', '.join(COLUMNS)"},
                                    "INTERVAL_COLUMNS and COLUMNS are module constants"),
     "snapshot.py": ({"schema", "_quoted(table)", "sql"},

@@ -1,46 +1,53 @@
-"""The full fine-tuning path (used by sentiment_model when CUDA is available)."""
+"""The full fine-tuning path of sentiment_model (taken when CUDA is available): ``finetune_classifier`` with
+every layer trainable, exercised here on CPU with a small model."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from ecom_pipeline.ml.text.sentiment import finetune_encoder, predict_finetuned
-
 TEXTS = ["terrible, broken", "awful, never arrived", "bad quality", "great, love it", "excellent, fast",
-         "perfect product"] * 4
-Y = np.array([0, 0, 0, 1, 1, 1] * 4)
+         "perfect product"] * 6
+SCORES = [1, 1, 2, 5, 5, 4] * 6
 
 
-def _run(device: str, tmp_path):
+def _run(device: str, models_dir, out_dir):
+    from ecom_pipeline.assets.reviews import SentimentConfig, _finetuned
     from ecom_pipeline.ml.encoders import load_text_encoder
-
-    enc = load_text_encoder("all-minilm-l6-v2", models_dir=tmp_path, device=device, max_length=16)
-    before = {k: v.clone() for k, v in enc.model.state_dict().items()}
-    model = finetune_encoder(enc, TEXTS, Y, 2, epochs=3, lr=5e-4, batch_size=8)
-    # the encoder handed in is untouched (a copy is trained); the trained copy changed
-    assert all((enc.model.state_dict()[k] == v).all() for k, v in before.items())
-    changed = any(not (model.backbone.state_dict()[k].cpu() == v.cpu()).all() for k, v in before.items())
-    assert changed
-    probs = predict_finetuned(model, enc, TEXTS)
-    assert probs.shape == (len(TEXTS), 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    assert (probs.argmax(1) == Y).mean() >= 0.8
-    # what sentiment_model registers: state dict + architecture config, rebuilt without downloading anything
     from ecom_pipeline.ml.safe_artifacts import load_model_dir, save_model
+    from ecom_pipeline.ml.text.finetune import predict_proba
+    from ecom_pipeline.ml.text.sentiment import fit_and_evaluate
 
-    save_model(model.cpu(), "pytorch", tmp_path / "registered")
-    back = load_model_dir(tmp_path / "registered").to(enc.device)
-    assert np.allclose(predict_finetuned(back, enc, TEXTS), probs, atol=1e-5)
+    docs = pd.DataFrame({"doc": TEXTS, "score": SCORES,
+                         "created_at": pd.date_range("2024-01-01", periods=len(TEXTS), freq="D")})
+    res = fit_and_evaluate(docs, np.eye(len(TEXTS), 8, dtype=np.float32), "binary", test_fraction=0.25)
+    config = SentimentConfig(text_encoder="all-minilm-l6-v2", max_length=16, finetune_epochs=3,
+                             finetune_lr=5e-4, finetune_batch_size=8)
+    enc = load_text_encoder("all-minilm-l6-v2", models_dir=models_dir, device=device, max_length=16)
+    before = {k: v.detach().cpu().clone() for k, v in enc.model.state_dict().items()}
+    model, metrics = _finetuned(config, docs, res, "binary", device, models_dir)
+    # the registry's encoder is untouched (a copy is trained); in the copy the bottom layer changed too
+    assert all((enc.model.state_dict()[k].cpu() == v).all() for k, v in before.items())
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert not (model.backbone.state_dict()[key] == before[key]).all()
+    assert metrics["accuracy"] >= 0.8, metrics
+    probs = predict_proba(model, enc, TEXTS)
+    assert probs.shape == (len(TEXTS), 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    # what sentiment_model registers: state dict + architecture config, rebuilt without downloading anything
+    save_model(model.cpu(), "pytorch", out_dir / "registered")
+    back = load_model_dir(out_dir / "registered")
+    assert np.allclose(predict_proba(back, enc, TEXTS), probs, atol=1e-5)
 
 
-def test_finetune_runs_on_cpu(tmp_path):
-    _run("cpu", tmp_path)
+def test_full_finetune_of_sentiment_model_runs_on_cpu(shared_models_dir, tmp_path):
+    _run("cpu", shared_models_dir, tmp_path)
 
 
 @pytest.mark.gpu
-def test_finetune_on_cuda(tmp_path):
+def test_finetune_on_cuda(shared_models_dir, tmp_path):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    _run("cuda", tmp_path)
+    _run("cuda", shared_models_dir, tmp_path)
 
 
 @pytest.mark.gpu

@@ -161,3 +161,45 @@ def test_full_finetune_on_cuda(shared_models_dir):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     _full_finetune("cuda", shared_models_dir)
+
+
+def test_budget_schedule_weight_averaging_and_a_reused_cache(encoder, monkeypatch):
+    texts, y = planted(48, seed=8)
+    val_texts, val_y = planted(24, seed=9)
+    cache: dict = {}
+    settings = FinetuneSettings(trainable_layers=2, epochs=4, batch_size=16, lr=3e-4, head_lr=3e-3, budget_s=600,
+                                patience=4, lr_schedule="budget", average_best=2, prefix="query")
+    first = finetune_classifier(encoder, texts, y, 3, val_texts=val_texts, val_y=val_y, settings=settings,
+                                state_cache=cache)
+
+    def no_bottom_pass(*_args):
+        raise AssertionError("the frozen layers ran again: the cache was not reused")
+
+    with monkeypatch.context() as m:
+        m.setattr(_Stack, "bottom", no_bottom_pass)
+        again = finetune_classifier(encoder, texts, y, 3, val_texts=val_texts, val_y=val_y, settings=settings,
+                                    state_cache=cache)
+    assert len(cache) == 1
+    assert [h["val_macro_f1"] for h in again.history] == [h["val_macro_f1"] for h in first.history]
+    # averaging is kept only where it is no worse on validation than the best single epoch
+    best_single = max(h["val_macro_f1"] for h in first.history)
+    assert first.averaged_epochs in ([], sorted(first.averaged_epochs)) and len(first.averaged_epochs) in (0, 2)
+    assert first.val_macro_f1 >= best_single - 1e-9
+    assert first.val_log_probs.shape == (24, 3) and np.allclose(np.exp(first.val_log_probs).sum(1), 1, atol=1e-5)
+    assert first.model.prefix == "query"  # predicted with the prefix it was trained with
+    probs = predict_proba(first.model, encoder, val_texts)
+    assert np.allclose(np.log(probs), first.val_log_probs, atol=1e-4)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        finetune_classifier(encoder, texts, y, 3, settings=FinetuneSettings(lr_schedule="cosine"))
+
+
+def test_tfidf_weight_is_chosen_on_validation():
+    from ecom_pipeline.ml.text.finetune import blend_log_probs, choose_tfidf_weight
+
+    y = np.array([0, 1, 2] * 10)
+    uninformative = np.log(np.full((30, 3), 1 / 3))
+    informative = np.log(np.where(np.eye(3)[y] == 1, 0.8, 0.1))
+    choice = choose_tfidf_weight(uninformative, informative, y)
+    assert choice["weight"] > 0 and choice["val_macro_f1"] == 1.0
+    assert (blend_log_probs(np.exp(uninformative), np.exp(informative), choice).argmax(1) == y).all()
+    assert choose_tfidf_weight(informative, uninformative, y)["weight"] == 0.0  # ties: the smaller weight

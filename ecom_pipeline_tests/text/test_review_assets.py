@@ -150,7 +150,7 @@ def test_capped_embeddings_and_training_sample_are_visible(root):
 def test_review_sentiment_serves_what_the_decision_row_says(root):
     """The TF-IDF baseline scores every review when the head lost; the head only when its decision row says so."""
     db = root / "wh.duckdb"
-    res = {"warehouse": WarehouseResource(path=str(db)),
+    res = {"warehouse": WarehouseResource(path=str(db)), "source": SourceResource(data_root=str(root)),
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db")}
     if not duckdb.connect(str(db), read_only=True).execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'serving_decisions'").fetchall()[0][0]:

@@ -7,6 +7,7 @@ import pytest
 
 from ecom_pipeline.assets import embeddings as E
 from ecom_pipeline.assets import review_finetune as F
+from ecom_pipeline.assets import reviews as R
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline_tests.text.test_review_assets import synthetic_reviews
 
@@ -26,13 +27,23 @@ def _resources(root):
             "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db")}
 
 
-@pytest.mark.slow
-def test_finetune_asset_records_model_metrics_and_decisions(tmp_path):
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """A warehouse with the fine-tune (and sentiment_model, what serves without it) trained: (root, result)."""
+    tmp_path = tmp_path_factory.mktemp("finetuned")
     _warehouse(tmp_path)
     config = {"trainable_layers_cpu": 1, "epochs": 3, "max_length": 32, "budget_s": 600, "lr": 3e-4}
-    result = dg.materialize([E.review_text_embeddings, F.sentiment_finetuned], resources=_resources(tmp_path),
-                            run_config={"ops": {"models__sentiment_finetuned": {"config": config}}})
+    result = dg.materialize([E.review_text_embeddings, F.sentiment_finetuned, R.sentiment_model],
+                            resources=_resources(tmp_path),
+                            run_config={"ops": {"models__sentiment_finetuned": {"config": config},
+                                                "models__sentiment_model": {"config": {"settings": ["3class"]}}}})
     assert result.success
+    return tmp_path, result
+
+
+@pytest.mark.slow
+def test_finetune_asset_records_model_metrics_and_decisions(finetuned):
+    tmp_path, result = finetuned
     meta = result.asset_materializations_for_node("models__sentiment_finetuned")[-1].metadata
     assert meta["training_path"].value == "top1_finetune" and meta["trainable_layers"].value == 1
     assert meta["seconds"].value <= 600 + 60 and meta["registered"].value.startswith("ecom.sentiment_finetuned v1")
@@ -70,3 +81,42 @@ def test_finetune_asset_with_too_few_reviews(tmp_path):
     assert con.execute("SELECT count(*) FROM ml.serving_decisions WHERE task = 'sentiment_finetuned'").fetchall() \
         == [(0,)]
     con.close()
+
+
+@pytest.mark.slow
+def test_review_sentiment_serves_the_finetune_only_where_its_gate_row_says_so(finetuned):
+    """Both directions on the trained models: the fine-tune's decision planted as won, then as lost."""
+    from ecom_pipeline.ml.serving_gate import serving_violations
+
+    root, _ = finetuned
+    db = root / "wh.duckdb"
+    con = duckdb.connect(str(db))
+    served_before = con.execute("SELECT served FROM ml.serving_decisions WHERE task = 'sentiment' "
+                                "AND scope = '3class'").fetchall()[0][0]
+    con.close()
+    run_config = {"ops": {"features__review_sentiment": {"config": {"max_length": 32}}}}
+    for planted in ("ecom.sentiment_finetuned", "ecom.sentiment.3class"):
+        con = duckdb.connect(str(db))
+        con.execute("UPDATE ml.serving_decisions SET served = ?, reason = 'planted by the test' "
+                    "WHERE task = 'sentiment_finetuned' AND scope = '3class'", [planted])
+        con.close()
+        result = dg.materialize([R.review_sentiment], resources=_resources(root), run_config=run_config)
+        assert result.success
+        meta = result.asset_materializations_for_node("features__review_sentiment")[-1].metadata
+        expected = planted if planted == "ecom.sentiment_finetuned" else served_before  # else: what served
+        assert meta["served_model"].value == expected and "planted by the test" in meta["message"].value
+        con = duckdb.connect(str(db))
+        sent = con.execute("SELECT * FROM features.review_sentiment").fetchdf()
+        assert len(sent) == 150 and (sent["model"] == expected).all()
+        assert ((sent[["p_negative", "p_neutral", "p_positive"]].sum(axis=1) - 1).abs() < 1e-5).all()
+        assert serving_violations(con).empty
+        if planted == "ecom.sentiment_finetuned":  # the fine-tune reads the text: it gets the planted words
+            by_label = sent.merge(con.execute("SELECT review_id, score FROM staging.reviews").fetchdf())
+            neg, pos = by_label[by_label["score"] <= 2], by_label[by_label["score"] >= 4]
+            assert (neg["label"] == "negative").mean() > 0.7, by_label.groupby("score")["label"].value_counts()
+            assert pos["p_positive"].mean() > neg["p_positive"].mean()  # a small model: ordered, not sharp
+            # the check can fail: the fine-tune's rows where its decision says it lost
+            con.execute("UPDATE ml.serving_decisions SET served = baseline WHERE task = 'sentiment_finetuned'")
+            bad = serving_violations(con)
+            assert len(bad) == 1 and bad.iloc[0]["rows"] == 150 and bad.iloc[0]["model"] == planted
+        con.close()

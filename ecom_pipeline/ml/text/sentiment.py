@@ -1,12 +1,12 @@
 """Review sentiment: labels from scores, a TF-IDF + logistic-regression baseline, a classifier head on
-frozen sentence embeddings (CPU path) and full fine-tuning of the encoder (CUDA path), and their metrics.
+frozen sentence embeddings, the fine-tuned classifier's module (trained by :mod:`ecom_pipeline.ml.text.finetune`,
+top layers on CPU, every layer on CUDA), and their metrics.
 
 Labels: 3-class (1–2 negative, 3 neutral, 4–5 positive) and binary (negative vs positive, 3s dropped).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,12 +145,13 @@ def _module_base():
 class FinetunedClassifier(_module_base()):
     """A Hugging Face encoder + linear head on mean-pooled states (the full fine-tuning path)."""
 
-    def __init__(self, backbone, dim: int, k: int):
+    def __init__(self, backbone, dim: int, k: int, prefix: str = "passage"):
         import torch
 
         super().__init__()
         self.backbone = backbone
         self.head = torch.nn.Linear(dim, k)
+        self.prefix = prefix  # the encoder's input prefix it was trained with ("passage" / "query")
 
     def forward(self, input_ids, attention_mask):
         from ecom_pipeline.ml.encoders.pooling import mean_pool
@@ -161,7 +162,7 @@ class FinetunedClassifier(_module_base()):
     def safe_config(self) -> dict:
         """The backbone's architecture (its Hugging Face config, no weights) and the head's shape."""
         return {"backbone_config": self.backbone.config.to_dict(), "dim": self.head.in_features,
-                "k": self.head.out_features,
+                "k": self.head.out_features, "prefix": self.prefix,
                 # sentence encoders are often loaded without the pooler head (mean pooling is used instead)
                 "backbone_pooler": getattr(self.backbone, "pooler", None) is not None}
 
@@ -175,58 +176,4 @@ class FinetunedClassifier(_module_base()):
         backbone = AutoModel.from_config(config)
         if not cfg.get("backbone_pooler", True) and hasattr(backbone, "pooler"):
             backbone.pooler = None  # as trained: the state dict has no pooler weights
-        return cls(backbone, int(cfg["dim"]), int(cfg["k"]))
-
-
-def finetune_encoder(
-    encoder, texts: list[str], y: np.ndarray, n_classes: int, *, epochs: int = 2, lr: float = 3e-5,
-    batch_size: int = 32, progress: Callable[[int, int], None] | None = None, seed: int = 0,
-):
-    """Full fine-tuning (CUDA path): encoder + linear head on mean-pooled states, cross-entropy, AdamW.
-
-    Returns a ``torch.nn.Module`` mapping tokenised batches to logits; ``encoder`` is a
-    :class:`~ecom_pipeline.ml.encoders.text.TextEncoder` (its model is trained in place on a copy).
-    """
-    import copy
-
-    import torch
-
-    torch.manual_seed(seed)
-    device = encoder.device
-
-    model = FinetunedClassifier(copy.deepcopy(encoder.model), encoder.dim, n_classes).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    counts = np.bincount(y, minlength=n_classes).astype(float)
-    weight = torch.tensor(counts.sum() / np.maximum(counts, 1) / n_classes, dtype=torch.float32, device=device)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
-    prefixed = encoder.prefixed(texts, "passage")
-    n = len(prefixed)
-    steps, total = 0, epochs * ((n + batch_size - 1) // batch_size)
-    rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        perm = rng.permutation(n)
-        for s in range(0, n, batch_size):
-            idx = perm[s:s + batch_size]
-            batch = encoder.tokenize([prefixed[i] for i in idx])
-            logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-            loss = loss_fn(logits, torch.as_tensor(y[idx], device=device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            steps += 1
-            if progress:
-                progress(steps, total)
-    return model.eval()
-
-
-def predict_finetuned(model, encoder, texts: list[str], batch_size: int = 128) -> np.ndarray:
-    import torch
-
-    out = []
-    prefixed = encoder.prefixed(texts, "passage")
-    with torch.inference_mode():
-        for s in range(0, len(prefixed), batch_size):
-            b = encoder.tokenize(prefixed[s:s + batch_size])
-            logits = model(b["input_ids"].to(encoder.device), b["attention_mask"].to(encoder.device))
-            out.append(torch.softmax(logits.float(), -1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0))
+        return cls(backbone, int(cfg["dim"]), int(cfg["k"]), prefix=cfg.get("prefix", "passage"))
