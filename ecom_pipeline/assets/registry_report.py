@@ -12,7 +12,7 @@ import pandas as pd
 
 from ecom_pipeline.failure_log import read_failures
 from ecom_pipeline.routing import WAREHOUSE_POOL
-from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import MLflowResource, PathsResource, WarehouseResource
 
 
 def _write(warehouse: WarehouseResource, table: str, frame: pd.DataFrame) -> None:
@@ -100,9 +100,9 @@ FAILURE_COLUMNS = ["run_id", "job_name", "failed_at", "message", "failed_steps",
     description="Failed runs recorded by the `record_run_failures` sensor (<data_root>/ops/run_failures.jsonl): "
     "job, time, error, failed steps and what triggered the run.",
 )
-def run_failures(context: dg.AssetExecutionContext, source: SourceResource,
+def run_failures(context: dg.AssetExecutionContext, paths: PathsResource,
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
-    records = read_failures(source.data_root)
+    records = read_failures(paths.root)
     frame = pd.DataFrame([{
         "run_id": r.get("run_id"), "job_name": r.get("job_name"), "failed_at": r.get("failed_at"),
         "message": (r.get("message") or "")[:2000], "failed_steps": ",".join(r.get("failed_steps") or []),

@@ -13,7 +13,13 @@ import pandas as pd
 
 from ecom_pipeline.ml.text.sentiment import BASELINE_NAME
 from ecom_pipeline.ml.text.sentiment import HEAD_NAME as MODEL_NAME
-from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import (
+    ComputeResource,
+    MLflowResource,
+    PathsResource,
+    SourceResource,
+    WarehouseResource,
+)
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 
 GROUP = "reviews"
@@ -74,7 +80,8 @@ def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.nd
     "MLflow and ml.model_metrics; models registered (`ecom.sentiment.<setting>`, champion alias).",
 )
 def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, warehouse: WarehouseResource,
-                    mlflow: MLflowResource, compute: ComputeResource, source: SourceResource):
+                    mlflow: MLflowResource, compute: ComputeResource, source: SourceResource,
+                    paths: PathsResource):
     from ecom_pipeline.ml.encoders.store import bounded_batch
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.ml.text.sentiment import fit_and_evaluate
@@ -108,7 +115,7 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
             summary[setting] = {"message": str(exc)}
             continue
         cuda = compute.is_cuda(device)
-        finetuned = _finetuned(config, docs, res, setting, device, source) if cuda else None
+        finetuned = _finetuned(config, docs, res, setting, device, paths) if cuda else None
         model_metrics = finetuned[1] if finetuned else res.model_metrics
         path = "full_finetune" if finetuned else res.training_path
         run = _sentiment_run(config, setting, res, docs, emb, emb_model, device, dataset, training_path,
@@ -133,7 +140,7 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
 
 
 def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, device: str,
-               source: SourceResource):
+               paths: PathsResource):
     """CUDA path: the text encoder fully fine-tuned on the same temporal split; ``(module, test metrics)``."""
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.splits import temporal_split
@@ -144,7 +151,7 @@ def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, d
         sentiment_labels,
     )
 
-    enc = load_text_encoder(config.text_encoder, models_dir=Path(source.data_root) / "models",
+    enc = load_text_encoder(config.text_encoder, models_dir=paths.models,
                             device=device, max_length=config.max_length)
     y = sentiment_labels(docs["score"], setting)
     lab = docs[y >= 0].assign(_y=y[y >= 0])
@@ -305,7 +312,8 @@ AGGREGATES = {
     description="Satisfaction per product, seller, category and customer state × month: reviews, mean "
     "score, share predicted negative, mean P(positive). Tables reports.sentiment_by_<level>.",
 )
-def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource):
+def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                         paths: PathsResource):
     from ecom_pipeline.ml.encoders.store import table_exists
     from ecom_pipeline.ml.text.aggregates import sentiment_aggregate_sql
     from ecom_pipeline.ml.text.plots import plot_share_negative
@@ -322,7 +330,7 @@ def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: Warehouse
     if not counts.get("product"):
         context.log.warning("no review sentiment to aggregate")
     meta = {f"rows_{k}": int(v) for k, v in counts.items()}
-    png = plot_share_negative(by_state_month, Path(source.data_root) / "reports" / "sentiment_by_state_month.png")
+    png = plot_share_negative(by_state_month, paths.report("sentiment_by_state_month.png"))
     if png:
         meta["plot"] = dg.MetadataValue.md(f"![share negative by month]({png.resolve().as_uri()})\n\n`{png}`")
         meta["plot_path"] = dg.MetadataValue.path(str(png))
@@ -347,7 +355,7 @@ class TopicConfig(dg.Config):
     "`reports.intent_trend` (intent × month × state).",
 )
 def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, warehouse: WarehouseResource,
-                  compute: ComputeResource, source: SourceResource):
+                  compute: ComputeResource, paths: PathsResource):
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.encoders.store import table_exists
     from ecom_pipeline.ml.text.topics import intent_matrix, topic_table
@@ -358,7 +366,7 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
     names, ivecs = [], np.zeros((0, 0), np.float32)
     if len(docs):
         enc_name = emb_model.removesuffix("+int8") or config.text_encoder
-        enc = load_text_encoder(enc_name, models_dir=Path(source.data_root) / "models", device="cpu",
+        enc = load_text_encoder(enc_name, models_dir=paths.models, device="cpu",
                                 quantize=emb_model.endswith("+int8"), backend="auto")
         names, ivecs = intent_matrix(enc)
     per, topics = topic_table(docs["review_id"].tolist(), docs["doc"].tolist(), emb, names, ivecs,
@@ -383,7 +391,7 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
         context.log.warning("no negative/neutral reviews with embeddings: review_topics is empty")
     from ecom_pipeline.ml.text.plots import plot_intent_trend
 
-    png = plot_intent_trend(trend, Path(source.data_root) / "reports" / "intent_trend.png")
+    png = plot_intent_trend(trend, paths.report("intent_trend.png"))
     plot_meta = ({"plot": dg.MetadataValue.md(f"![intent trend]({png.resolve().as_uri()})\n\n`{png}`"),
                   "plot_path": dg.MetadataValue.path(str(png))} if png else {})
     return dg.MaterializeResult(metadata=plot_meta | {

@@ -13,7 +13,13 @@ import pandas as pd
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.assets.timeseries import _md_table, png_metadata, staging_frames
 from ecom_pipeline.warehouse.tables import read_table
-from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import (
+    ComputeResource,
+    MLflowResource,
+    PathsResource,
+    SourceResource,
+    WarehouseResource,
+)
 
 STAGING = [dg.AssetKey(["staging", t]) for t in ("regions", "customers", "sellers", "orders", "order_items")]
 
@@ -95,7 +101,8 @@ def map_plot(path: Path, regions: pd.DataFrame, level: str) -> Path:
           "docs/geography.md): centroid, customers, sellers, orders, revenue, mean delivery days, late rate, "
           "level and resolution_source. Unresolved customers/sellers are counted in the metadata. Map-like plot "
           "in <data_root>/reports/regions.png.")
-def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource) -> pd.DataFrame:
+def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource,
+            paths: PathsResource) -> pd.DataFrame:
     from ecom_pipeline.ml.spatial.geo import LEVELS, REGION_COLUMNS, region_table
 
     f, countries, qualify = located_frames(warehouse, source)
@@ -117,7 +124,7 @@ def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sou
                                       "late_rate"]].round(2), 10)}
     map_level = "state" if (out.level == "state").any() else "country"
     if (out.level == map_level).any():
-        meta |= png_metadata(map_plot(Path(source.data_root) / "reports" / "regions.png", out, map_level),
+        meta |= png_metadata(map_plot(paths.report("regions.png"), out, map_level),
                              "regions map")
     context.add_output_metadata(meta)
     return out

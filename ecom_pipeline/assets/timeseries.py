@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
-from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import (
+    ComputeResource,
+    MLflowResource,
+    PathsResource,
+    SourceResource,
+    WarehouseResource,
+)
 from ecom_pipeline.warehouse.tables import read_table
 
 TASK = "forecast_daily_orders"
@@ -494,7 +500,7 @@ def forecasts(context: dg.AssetExecutionContext, config: ForecastGateConfig, sar
           "one-step MAE), named in `expected_model`; decisions in ml.serving_decisions (task anomaly_expected); the flag rate per series is in the metadata. Also draws "
           "the forecast-vs-actual plot (intervals, anomaly markers) to <data_root>/reports/forecasts.png.")
 def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: pd.DataFrame, fc: pd.DataFrame,
-              warehouse: WarehouseResource, source: SourceResource) -> pd.DataFrame:
+              warehouse: WarehouseResource, source: SourceResource, paths: PathsResource) -> pd.DataFrame:
     from ecom_pipeline.ml.forecasting.anomalies import ANOMALY_COLUMNS, GATE_TASK, detect_many
     from ecom_pipeline.ml.forecasting.plots import forecast_plot
     from ecom_pipeline.ml.serving_gate import record_decisions, served_against_decision
@@ -532,7 +538,7 @@ def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: p
                                  [["series_id", "date", "actual", "expected", "robust_z", "direction",
                                    "expected_model"]].round(2), 10)}
     plot_ids = list(dict.fromkeys(["total"] + fc["series_id"].drop_duplicates().tolist()))[:4] if len(fc) else ["total"]
-    path = forecast_plot(Path(source.data_root) / "reports" / "forecasts.png", daily, fc, found, plot_ids)
+    path = forecast_plot(paths.report("forecasts.png"), daily, fc, found, plot_ids)
     meta |= png_metadata(path, "forecast vs actual")
     context.add_output_metadata(meta)
     return found
