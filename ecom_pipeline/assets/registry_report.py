@@ -30,7 +30,7 @@ def _write(warehouse: WarehouseResource, table: str, frame: pd.DataFrame) -> Non
 TRAINING_ASSETS = [dg.AssetKey(k) for k in (
     ["models", "sarima_backtest"], ["models", "lstm_backtest"], ["models", "stgcn_backtest"],
     ["models", "sentiment_model"], ["models", "image_text_projection"], ["models", "delivery_delay"],
-    ["features", "region_embeddings"], ["ml", "recommender_evaluation"], ["ml", "two_tower_recommender"],
+    ["features", "region_embeddings"], ["models", "recommender_evaluation"], ["models", "two_tower_recommender"],
     ["serving", "repurchase_scores"],
 )]
 
@@ -43,7 +43,7 @@ def _markdown(frame: pd.DataFrame, limit: int = 50) -> str:
 
 @dg.asset(
     key_prefix=["reports"],
-    group_name="reports",
+    group_name="operations",
     pool=WAREHOUSE_POOL,
     kinds={"mlflow", "duckdb"},
     owners=["team:mlops"],
@@ -92,7 +92,7 @@ FAILURE_COLUMNS = ["run_id", "job_name", "failed_at", "message", "failed_steps",
 
 @dg.asset(
     key_prefix=["reports"],
-    group_name="reports",
+    group_name="operations",
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
     owners=["team:mlops"],

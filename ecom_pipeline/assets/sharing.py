@@ -33,7 +33,7 @@ class RegionalDemandDPConfig(dg.Config):
 
 
 @dg.asset(
-    key=dg.AssetKey(["reports", "regional_demand_dp"]), group_name="reports", pool=WAREHOUSE_POOL,
+    key=dg.AssetKey(["reports", "regional_demand_dp"]), group_name="sharing", pool=WAREHOUSE_POOL,
     deps=STAGING_DEPS, kinds={"duckdb", "csv"}, tags={"ecom/stage": "scoring"},
     description="Monthly order counts and revenue (shop currency) per region of the shop's own countries "
     "(country, first-level division or postal prefix; level=auto picks the finest with enough contributors) "

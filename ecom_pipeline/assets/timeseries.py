@@ -151,7 +151,7 @@ def _panel(daily: pd.DataFrame, series_ids: list[str], value: str):
 
 
 # ---------------------------------------------------------------- assets
-@dg.asset(key=["features", "daily_series"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["features", "daily_series"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           deps=[dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "products", "customers", "sellers",
                                                        "regions")],
           description="Daily orders, revenue and distinct customers: total, per state, per category and per "
@@ -186,7 +186,7 @@ def daily_series(context: dg.AssetExecutionContext, config: SeriesBuildConfig,
     return out
 
 
-@dg.asset(key=["features", "weekly_series"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["features", "weekly_series"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
           description="Weekly (Monday-start) sums of the daily series.")
 def weekly_series(context: dg.AssetExecutionContext, daily: pd.DataFrame) -> pd.DataFrame:
@@ -197,7 +197,7 @@ def weekly_series(context: dg.AssetExecutionContext, daily: pd.DataFrame) -> pd.
     return out
 
 
-@dg.asset(key=["features", "calendar"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["features", "calendar"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
           description="Calendar features per day: weekday, month, national holidays (holidays package, offline), "
           "Black Friday and its week, Christmas run-up, yearly Fourier terms; extends past the data by the horizon.")
@@ -296,7 +296,7 @@ def _sarima_run(config: SarimaConfig, summary: pd.DataFrame, results, ids: list,
                     metrics=metrics, candidates=candidates)
 
 
-@dg.asset(key=["models", "sarima_backtest"], group_name="models", pool=WAREHOUSE_POOL, kinds={"statsmodels", "mlflow"},
+@dg.asset(key=["models", "sarima_backtest"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"statsmodels", "mlflow"},
           ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
           description="Seasonal-naive baseline and SARIMA (order by AIC over a small weekly-seasonal grid) on the "
           "top series: rolling-origin backtest predictions (kind=backtest) and the 28-day forecast (kind=future). "
@@ -348,7 +348,7 @@ def sarima_backtest(context: dg.AssetExecutionContext, config: SarimaConfig, dai
     return preds
 
 
-@dg.asset(key=["models", "lstm_backtest"], group_name="models", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+@dg.asset(key=["models", "lstm_backtest"], group_name="forecasting", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
           kinds={"pytorch", "mlflow"},
           deps=[dg.AssetKey(["features", "daily_series"]), dg.AssetKey(["features", "calendar"])],
           description="Global LSTM over the top series (calendar covariates, series embeddings, quantile "
@@ -439,7 +439,7 @@ def _gate_metadata(gate) -> dict:
             "vs_best_peer": _md_table(headline.round(3) if len(headline) else headline)}
 
 
-@dg.asset(key=["serving", "forecasts"], group_name="serving", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["serving", "forecasts"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"sarima": dg.AssetIn(key=["models", "sarima_backtest"])},
           deps=[dg.AssetKey(["models", "lstm_backtest"]), dg.AssetKey(["models", "stgcn_backtest"])],
           description="28-day forecasts with 80 % intervals, one model per series chosen by the serving gate: the "
@@ -492,7 +492,7 @@ def forecasts(context: dg.AssetExecutionContext, config: ForecastGateConfig, sar
     return out
 
 
-@dg.asset(key=["serving", "anomalies"], group_name="serving", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["serving", "anomalies"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"daily": dg.AssetIn(key=["features", "daily_series"]), "fc": dg.AssetIn(key=["serving", "forecasts"])},
           description="Days whose actual orders fall outside robust bounds of the residuals of a causal seasonal "
           "forecast, per series, with size and direction. The expected values come from the model the serving "

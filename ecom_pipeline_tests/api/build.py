@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 ASSETS = [
-    "features/interactions", "ml/recommender_evaluation", "serving/recommendations",
+    "features/interactions", "models/recommender_evaluation", "serving/recommendations",
     "features/review_text_embeddings", "features/product_text_embeddings", "features/product_image_embeddings",
     "features/product_embeddings", "serving/similar_products", "models/sentiment_model",
     "features/daily_series", "models/sarima_backtest", "serving/forecasts", "serving/anomalies",

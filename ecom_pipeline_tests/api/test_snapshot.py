@@ -42,7 +42,7 @@ def _resources(root, lock_timeout_s=300.0):
 def _ingest(root, selection=None, **kw):
     assets = ingest.build().assets
     return dg.materialize(list(assets), resources=_resources(root, **kw), raise_on_error=False,
-                          selection=selection or dg.AssetSelection.groups("raw", "staging"))
+                          selection=selection or dg.AssetSelection.groups("ingest"))
 
 
 def test_ingest_runs_while_a_reader_holds_the_snapshot(tmp_path):
