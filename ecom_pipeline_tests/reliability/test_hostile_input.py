@@ -32,6 +32,7 @@ import yaml
 from ecom_pipeline.cleaning.privacy import pseudonym
 from ecom_pipeline.cleaning.staging import stage_table
 from ecom_pipeline.loading import load_raw_table
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.sources.base import SourceError
 from ecom_pipeline.sources.mapped import MappedSource
 
@@ -386,7 +387,6 @@ def test_metacharacters_in_inbox_file_names_are_refused(case, tmp_path, monkeypa
     executed, the file kept byte for byte."""
     from ecom_pipeline.automation.inbox import inbox_sensor
     from ecom_pipeline.resources import SourceResource
-    from ecom_pipeline.resources.paths import PathsResource
 
     monkeypatch.chdir(tmp_path)
     inbox = tmp_path / "inbox"
