@@ -98,13 +98,13 @@ def cmd_build(args) -> int:
     load_before = os.getloadavg()
     started = time.perf_counter()
     with open(root / "demo.log", "w") as log:
-        rc = subprocess.run([sys.executable, "-m", "ecom_pipeline.demo", "--log-level", "WARNING"],
+        rc = subprocess.run([sys.executable, "-m", "ecom_pipeline.demo", "--job", args.job, "--log-level", "WARNING"],
                             check=False, cwd=repo, env=env, stdout=log,
                             stderr=subprocess.STDOUT).returncode
     elapsed = time.perf_counter() - started
     tail = (root / "demo.log").read_text(errors="replace").splitlines()
     summary_at = max((i for i, line in enumerate(tail) if line.startswith("run ")), default=max(0, len(tail) - 40))
-    result = {"commit": _commit(repo), "repo": str(repo), "source": args.source,
+    result = {"commit": _commit(repo), "repo": str(repo), "source": args.source, "job": args.job,
               "orders": args.orders if args.source == "synthetic" else None, "seed": args.seed,
               "demo_rc": rc, "wall_s": round(elapsed, 1), "load_before": [round(x, 2) for x in load_before],
               "load_after": [round(x, 2) for x in os.getloadavg()], "demo_summary": tail[summary_at:],
@@ -140,7 +140,8 @@ def compare(a: dict, b: dict) -> tuple[list[str], bool]:
     ta, tb = a["tables"], b["tables"]
     shared = sorted(set(ta) & set(tb))
     differ = [t for t in shared if ta[t] != tb[t]]
-    lines = [f"### {a['source']}" + (f" ({a['orders']} orders)" if a.get("orders") else ""), "",
+    lines = [f"### {a['source']}" + (f" ({a['orders']} orders)" if a.get("orders") else "")
+             + f", job {a.get('job', 'full_pipeline')} / {b.get('job', 'full_pipeline')}", "",
              f"* before: {_build_line(a)}", f"* after: {_build_line(b)}",
              (f"* tables in both: {len(shared)}; fingerprints equal: {len(shared) - len(differ)}; "
               f"different: {len(differ)}")]
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--seed", type=int, default=42, help="synthetic seed")
     b.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "olist"),
                    help="the Olist CSV folder (source olist)")
+    b.add_argument("--job", default="full_pipeline", help="job the demo runs: full_pipeline (every asset) or "
+                   "daily_refresh (raw, staging and features only: no model metrics, a fraction of the time)")
     b.add_argument("--out", required=True)
     b.add_argument("--keep", action="store_true", help="keep the temporary build root")
     c = sub.add_parser("compare", help="compare two build JSON files (exit 1 when a shared table differs)")
