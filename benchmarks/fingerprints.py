@@ -77,6 +77,7 @@ def fingerprint_warehouse(warehouse: Path) -> dict:
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         tables = warehouse_fingerprints(con, FINGERPRINT_SCHEMAS, exclude_columns=PER_RUN_COLUMNS)
+        columns = {t: column_hashes(con, t, PER_RUN_COLUMNS) for t in tables}
         has_metrics = con.execute("SELECT count(*) FROM information_schema.tables "
                                   "WHERE table_schema = 'ml' AND table_name = 'model_metrics'").fetchall()[0][0]
         metrics = []
@@ -88,7 +89,24 @@ def fingerprint_warehouse(warehouse: Path) -> dict:
             metrics = json.loads(df.to_json(orient="records"))
     finally:
         con.close()
-    return {"tables": {t: {"rows": rows, "hash": h} for t, (rows, h) in tables.items()}, "model_metrics": metrics}
+    return {"tables": {t: {"rows": rows, "hash": h} for t, (rows, h) in tables.items()}, "columns": columns,
+            "model_metrics": metrics}
+
+
+def column_hashes(con, qualified: str, exclude) -> dict[str, str]:
+    """Per column, the exact sum of DuckDB's ``hash()`` over its values: says *which* columns of a table whose
+    fingerprint changed differ (a column added by a later commit, or changed values), order-independently."""
+    from ecom_pipeline.warehouse.tables import quote_ident
+
+    schema, name = qualified.split(".", 1)
+    cols = [r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+        "ORDER BY ordinal_position", [schema, name]).fetchall() if r[0] not in exclude]
+    if not cols:
+        return {}
+    sums = ", ".join(f"coalesce(sum(hash({quote_ident(c)}))::HUGEINT, 0)" for c in cols)
+    values = con.execute(f"SELECT {sums} FROM {quote_ident(schema)}.{quote_ident(name)}").fetchall()[0]
+    return {c: format(int(v), "x") for c, v in zip(cols, values, strict=True)}
 
 
 def cmd_build(args) -> int:
@@ -115,6 +133,19 @@ def cmd_build(args) -> int:
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
     return 0
+
+
+def _column_diff(a: dict, b: dict, table: str) -> str:
+    ca, cb = a.get("columns", {}).get(table), b.get("columns", {}).get(table)
+    if ca is None or cb is None:
+        return "no per-column hashes"
+    added, dropped = [c for c in cb if c not in ca], [c for c in ca if c not in cb]
+    changed = [c for c in ca if c in cb and ca[c] != cb[c]]
+    parts = [f"columns added: {', '.join(added)}" if added else "",
+             f"columns dropped: {', '.join(dropped)}" if dropped else "",
+             f"shared columns with other values: {', '.join(changed)}" if changed else
+             "every shared column has the same values"]
+    return "; ".join(p for p in parts if p)
 
 
 def _metric_map(rows: list[dict]) -> dict[tuple, dict]:
@@ -146,7 +177,7 @@ def compare(a: dict, b: dict) -> tuple[list[str], bool]:
              (f"* tables in both: {len(shared)}; fingerprints equal: {len(shared) - len(differ)}; "
               f"different: {len(differ)}")]
     for t in differ:
-        lines.append(f"  * `{t}`: {ta[t]['rows']} rows `{ta[t]['hash']}` vs {tb[t]['rows']} rows `{tb[t]['hash']}`")
+        lines.append(f"  * `{t}`: {ta[t]['rows']} vs {tb[t]['rows']} rows; " + _column_diff(a, b, t))
     for label, only in (("only before", sorted(set(ta) - set(tb))), ("only after", sorted(set(tb) - set(ta)))):
         lines.append(f"* tables {label}: " + (", ".join(f"`{t}`" for t in only) or "none"))
     ma, mb = _metric_map(a["model_metrics"]), _metric_map(b["model_metrics"])

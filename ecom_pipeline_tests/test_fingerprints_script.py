@@ -49,5 +49,6 @@ def test_per_run_columns_do_not_count_and_a_changed_value_does(tmp_path):
     c["model_metrics"][0]["value"] = 1.6
     lines, equal = fp.compare(meta | a, meta | c)
     text = "\n".join(lines)
-    assert not equal and "`raw.orders`" in text and "tables only after: `raw.extra`" in text
+    assert not equal and "tables only after: `raw.extra`" in text
+    assert "`raw.orders`: 1 vs 1 rows; shared columns with other values: status" in text
     assert "| m | t | s | mae | 1.5 | 1.6 |" in text
