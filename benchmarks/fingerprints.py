@@ -42,9 +42,11 @@ FINGERPRINT_SCHEMAS = ("raw", "staging", "features")
 METRIC_KEY = ("model", "task", "dataset", "split", "metric", "baseline")
 METRIC_VALUES = ("value", "baseline_value", "ci_low", "ci_high", "n_units", "significant")
 # Variables a build must not inherit from the caller's shell: each build gets its own root and stores.
+BUILD_ROOT = Path(tempfile.gettempdir()) / "fingerprints_build"  # one builder at a time (see the module doc)
+BUILD_PSEUDONYM_KEY = "fingerprints-build-key-not-a-secret-0123456789"
 _BUILD_OWNED = ("ECOM_DATA_ROOT", "ECOM_WAREHOUSE", "ECOM_SNAPSHOT", "MLFLOW_TRACKING_URI", "DAGSTER_HOME",
                 "ECOM_DATA_SOURCE", "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_SYNTHETIC_ORDERS",
-                "ECOM_SYNTHETIC_SEED", "PYTHONPATH")
+                "ECOM_SYNTHETIC_SEED", "ECOM_PSEUDONYM_KEY", "PYTHONPATH")
 
 
 def _commit(repo: Path) -> str:
@@ -60,8 +62,11 @@ def build_env(repo: Path, root: Path, args) -> dict[str, str]:
     home = root / "dagster_home"
     home.mkdir(parents=True)
     shutil.copy(repo / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")  # the pool limits
+    # One pseudonym key for every build (unset, each data root generates its own and every pseudonymised
+    # column differs); one root path too: the synthetic source writes absolute image paths into raw.products.
     env |= {"PYTHONPATH": str(repo), "DAGSTER_HOME": str(home), "ECOM_DATA_ROOT": str(root / "data"),
-            "ECOM_DATA_SOURCE": args.source, "ECOM_SYNTHETIC_SEED": str(args.seed)}
+            "ECOM_DATA_SOURCE": args.source, "ECOM_SYNTHETIC_SEED": str(args.seed),
+            "ECOM_PSEUDONYM_KEY": BUILD_PSEUDONYM_KEY}
     if args.source == "synthetic":
         env["ECOM_SYNTHETIC_ORDERS"] = str(args.orders)
     else:
@@ -111,7 +116,8 @@ def column_hashes(con, qualified: str, exclude) -> dict[str, str]:
 
 def cmd_build(args) -> int:
     repo = Path(args.repo).resolve()
-    root = Path(tempfile.mkdtemp(prefix="fingerprints_"))
+    root = BUILD_ROOT
+    shutil.rmtree(root, ignore_errors=True)
     env = build_env(repo, root, args)
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -128,10 +134,10 @@ def cmd_build(args) -> int:
               "load_after": [round(x, 2) for x in os.getloadavg()], "demo_summary": tail[summary_at:],
               **fingerprint_warehouse(root / "data" / "warehouse.duckdb")}
     Path(args.out).write_text(json.dumps(result, indent=1))
+    kept = shutil.move(str(root), tempfile.mkdtemp(prefix="fingerprints_")) if args.keep else None
+    shutil.rmtree(root, ignore_errors=True)
     print(f"{args.out}: {len(result['tables'])} tables, {len(result['model_metrics'])} metric rows, "
-          f"demo rc {rc}, {elapsed:.0f} s; build root {root}")
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
+          f"demo rc {rc}, {elapsed:.0f} s" + (f"; build kept in {kept}" if kept else ""))
     return 0
 
 
