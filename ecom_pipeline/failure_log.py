@@ -11,11 +11,13 @@ import json
 import os
 from pathlib import Path
 
+from ecom_pipeline.paths import DataPaths
+
 FAILURE_LOG = Path("ops") / "run_failures.jsonl"
 
 
 def failure_log_path(data_root: str | Path) -> Path:
-    return Path(data_root) / FAILURE_LOG
+    return DataPaths(Path(data_root)).failure_log
 
 
 def read_failures(data_root: str | Path) -> list[dict]:

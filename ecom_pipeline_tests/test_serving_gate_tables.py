@@ -17,7 +17,7 @@ from ecom_pipeline_tests.api.build import RUN_CONFIG, environment
 pytestmark = pytest.mark.slow  # one bounded pipeline run on 300 synthetic orders
 
 ASSETS = [
-    "features/interactions", "ml/recommender_evaluation", "serving/recommendations", "serving/user_profiles",
+    "features/interactions", "models/recommender_evaluation", "serving/recommendations", "serving/user_profiles",
     "serving/repurchase_scores", "features/review_text_embeddings", "models/sentiment_model",
     "features/review_sentiment", "features/daily_series", "models/sarima_backtest", "serving/forecasts",
     "serving/anomalies",

@@ -62,7 +62,7 @@ def test_every_contribution_loads_into_the_code_location():
 
     defs = build_definitions()
     keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"ml/recommender_evaluation", "models/sentiment_model", "raw/orders"} <= keys
+    assert {"models/recommender_evaluation", "models/sentiment_model", "raw/orders"} <= keys
 
 
 def test_cpu_gpu_sizing_has_one_spelling():

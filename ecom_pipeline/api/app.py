@@ -116,6 +116,7 @@ class AppState:
         from ecom_pipeline.api.pauses import freeze_loaded_objects
         from ecom_pipeline.cleaning.privacy import resolve_pseudonym_key
         from ecom_pipeline.ml.text.topics import intent_matrix
+        from ecom_pipeline.paths import DataPaths
 
         s = self.settings
         self.key, warning = resolve_pseudonym_key(s.env, s.data_root)
@@ -123,7 +124,8 @@ class AppState:
             log.warning(warning)
         self.data = load_serving_data(s.snapshot)
         self.champions = load_champions(s.mlflow_tracking_uri)
-        text, self.encoder_fallback = load_serving_text_encoder(s.data_root / "models", s.api_text_runtime)
+        models_dir = DataPaths(s.data_root).models
+        text, self.encoder_fallback = load_serving_text_encoder(models_dir, s.api_text_runtime)
         self.encoder = BatchingEncoder(text, window_s=s.api_batch_window_ms / 1000)
         self.intents = intent_matrix(text)  # also warms the encoder up before the first request
         if len(self.data.image):

@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
-from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import (
+    ComputeResource,
+    MLflowResource,
+    PathsResource,
+    SourceResource,
+    WarehouseResource,
+)
 from ecom_pipeline.warehouse.tables import atomic
 
 GROUP = "embeddings"
@@ -76,10 +82,6 @@ class FusionConfig(dg.Config):
     max_products: int = 20000  # similar_products is precomputed for at most this many (best-selling first)
 
 
-def models_dir(source: SourceResource) -> Path:
-    return Path(source.data_root) / "models"
-
-
 def _encoder_runtime() -> str:
     """torch | onnx-int8, from ``ECOM_ENCODER_RUNTIME`` (Settings); applies to the text encoder only:
     MobileNetV2 with dynamic int8 measured slower than torch at cosine 0.96 (docs/models.md)."""
@@ -88,13 +90,13 @@ def _encoder_runtime() -> str:
     return Settings.from_env().encoder_runtime
 
 
-def _text_encoder(cfg: TextEmbeddingConfig, compute: ComputeResource, source: SourceResource):
+def _text_encoder(cfg: TextEmbeddingConfig, compute: ComputeResource, paths: PathsResource):
     from ecom_pipeline.ml.encoders import load_text_encoder
 
     device = compute.torch_device()
     compute.configure_threads()
     cuda = compute.is_cuda(device)
-    enc = load_text_encoder(cfg.text_encoder, models_dir=models_dir(source), device=device,
+    enc = load_text_encoder(cfg.text_encoder, models_dir=paths.models, device=device,
                             quantize=cfg.quantize_int8 and not cuda, max_length=cfg.max_length,
                             batch_size=compute.sized(cfg, "batch_size", device),
                             backend=cfg.backend, runtime=_encoder_runtime())
@@ -143,7 +145,7 @@ def _read(warehouse: WarehouseResource, sql: str) -> pd.DataFrame:
     "(newest first; the rest is the `backlog` in the metadata, encoded by the next runs).",
 )
 def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbeddingConfig,
-                           warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
+                           warehouse: WarehouseResource, compute: ComputeResource, paths: PathsResource):
     from ecom_pipeline.ml.encoders.store import (
         ensure_embedding_table,
         bounded_batch,
@@ -156,7 +158,7 @@ def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbe
     docs = review_documents(reviews)
     del reviews
     t0 = time.monotonic()
-    enc = _text_encoder(config, compute, source)
+    enc = _text_encoder(config, compute, paths)
     with warehouse.connect(read_only=True) as con:
         pending = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
     cap = compute.sized(config, "max_new_per_run", enc.device)
@@ -223,13 +225,13 @@ def _reusable_text_vectors(con, model_id: str) -> tuple[list[str], np.ndarray]:
     "texts unchanged since the last run (same model) are not encoded again.",
 )
 def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbeddingConfig,
-                            warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
+                            warehouse: WarehouseResource, compute: ComputeResource, paths: PathsResource):
     from ecom_pipeline.ml.encoders.products import blend_with_reviews, product_texts
     from ecom_pipeline.ml.encoders.store import read_vectors, upsert_embeddings
 
     products = _read(warehouse, "SELECT product_id, category, title, description FROM staging.products")
     texts = product_texts(products)
-    enc = _text_encoder(config, compute, source)
+    enc = _text_encoder(config, compute, paths)
     t0 = time.monotonic()
     distinct = texts.drop_duplicates("input_hash")
     # incremental: texts embedded by the same model in the last run (plain text rows, not review blends) are reused
@@ -461,7 +463,8 @@ def _pairs(config: ProjectionConfig, warehouse: WarehouseResource, image_encoder
     "registered as `ecom.image_text_projection`.",
 )
 def image_text_projection(context: dg.AssetExecutionContext, config: ProjectionConfig, warehouse: WarehouseResource,
-                          compute: ComputeResource, source: SourceResource, mlflow: MLflowResource):
+                          compute: ComputeResource, source: SourceResource, mlflow: MLflowResource,
+                          paths: PathsResource):
     from ecom_pipeline.ml.encoders import load_image_encoder, load_text_encoder
     from ecom_pipeline.ml.encoders.projection import evaluate_projection
     from ecom_pipeline.ml.registry import Candidate, ModelRun
@@ -475,7 +478,7 @@ def image_text_projection(context: dg.AssetExecutionContext, config: ProjectionC
         msg = f"only {len(ids)} image/title pairs (< {config.min_pairs}): projection not trained"
         context.log.warning(msg)
         return dg.MaterializeResult(metadata={"message": msg, "device": device, "training_path": "skipped"})
-    txt_enc = load_text_encoder(config.text_encoder, models_dir=models_dir(source), device=device, backend="auto")
+    txt_enc = load_text_encoder(config.text_encoder, models_dir=paths.models, device=device, backend="auto")
     txt = txt_enc.encode(titles, kind="query", progress=_progress(context, "titles"))
     epochs = compute.sized(config, "epochs", device)
     res = evaluate_projection(img, txt, ids, k=10, test_fraction=config.test_fraction, epochs=epochs,

@@ -44,7 +44,7 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=raw_key(table),
-        group_name="raw",
+        group_name="ingest",
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
         description=f"`{table}` rows exactly as delivered (all text) with load metadata. Restricted: may "
@@ -96,7 +96,7 @@ def _staging_asset(table: str) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=staging_key(table),
-        group_name="staging",
+        group_name="ingest",
         pool=WAREHOUSE_POOL,
         kinds={"duckdb"},
         deps=deps,

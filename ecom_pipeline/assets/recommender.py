@@ -158,7 +158,7 @@ def _mlflow_name(s: str) -> str:
 
 
 @dg.asset(
-    key_prefix=["ml"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "mlflow"},
+    key_prefix=["models"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "mlflow"},
     deps=[INTERACTIONS],
     description="Every recommender (global / recent / regional popularity, item-kNN, implicit ALS) on the "
     "user-level temporal split, item and category level: Recall/NDCG/HitRate/MAP@K, catalogue coverage, "
@@ -325,7 +325,7 @@ def _served_models(config: RecommenderConfig, evaluation: pd.DataFrame):
 
 @dg.asset(
     key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
-    deps=[INTERACTIONS, dg.AssetKey(["ml", "recommender_evaluation"])],
+    deps=[INTERACTIONS, dg.AssetKey(["models", "recommender_evaluation"])],
     description="User → top-K items (and top categories) with score, model, model version and a short "
     "explanation from the user's real history or region. Served by the evaluation winner per level, "
     "refit on all interactions. Daily runs rescore only customers with new activity (merged by customer); "
@@ -411,7 +411,7 @@ OPTIONAL_TWO_TOWER_INPUTS = {
 
 
 @dg.asset(
-    key_prefix=["ml"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS, kinds={"pytorch", "mlflow", "duckdb"},
+    key_prefix=["models"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS, kinds={"pytorch", "mlflow", "duckdb"},
     deps=[INTERACTIONS, dg.AssetKey(["features", "product_embeddings"]), dg.AssetKey(["features", "region_embeddings"]),
           dg.AssetKey(["reports", "sentiment_aggregates"]), dg.AssetKey(["serving", "user_profiles"])],
     description="Hybrid two-tower recommender (torch, sampled softmax): user = history + region (GCN embedding "

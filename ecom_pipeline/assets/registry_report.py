@@ -12,7 +12,7 @@ import pandas as pd
 
 from ecom_pipeline.failure_log import read_failures
 from ecom_pipeline.routing import WAREHOUSE_POOL
-from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import MLflowResource, PathsResource, WarehouseResource
 
 
 def _write(warehouse: WarehouseResource, table: str, frame: pd.DataFrame) -> None:
@@ -30,7 +30,7 @@ def _write(warehouse: WarehouseResource, table: str, frame: pd.DataFrame) -> Non
 TRAINING_ASSETS = [dg.AssetKey(k) for k in (
     ["models", "sarima_backtest"], ["models", "lstm_backtest"], ["models", "stgcn_backtest"],
     ["models", "sentiment_model"], ["models", "image_text_projection"], ["models", "delivery_delay"],
-    ["features", "region_embeddings"], ["ml", "recommender_evaluation"], ["ml", "two_tower_recommender"],
+    ["features", "region_embeddings"], ["models", "recommender_evaluation"], ["models", "two_tower_recommender"],
     ["serving", "repurchase_scores"],
 )]
 
@@ -43,7 +43,7 @@ def _markdown(frame: pd.DataFrame, limit: int = 50) -> str:
 
 @dg.asset(
     key_prefix=["reports"],
-    group_name="reports",
+    group_name="operations",
     pool=WAREHOUSE_POOL,
     kinds={"mlflow", "duckdb"},
     owners=["team:mlops"],
@@ -92,7 +92,7 @@ FAILURE_COLUMNS = ["run_id", "job_name", "failed_at", "message", "failed_steps",
 
 @dg.asset(
     key_prefix=["reports"],
-    group_name="reports",
+    group_name="operations",
     pool=WAREHOUSE_POOL,
     kinds={"duckdb"},
     owners=["team:mlops"],
@@ -100,9 +100,9 @@ FAILURE_COLUMNS = ["run_id", "job_name", "failed_at", "message", "failed_steps",
     description="Failed runs recorded by the `record_run_failures` sensor (<data_root>/ops/run_failures.jsonl): "
     "job, time, error, failed steps and what triggered the run.",
 )
-def run_failures(context: dg.AssetExecutionContext, source: SourceResource,
+def run_failures(context: dg.AssetExecutionContext, paths: PathsResource,
                  warehouse: WarehouseResource) -> dg.MaterializeResult:
-    records = read_failures(source.data_root)
+    records = read_failures(paths.root)
     frame = pd.DataFrame([{
         "run_id": r.get("run_id"), "job_name": r.get("job_name"), "failed_at": r.get("failed_at"),
         "message": (r.get("message") or "")[:2000], "failed_steps": ",".join(r.get("failed_steps") or []),

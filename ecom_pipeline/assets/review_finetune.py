@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 
 from ecom_pipeline.assets.reviews import GROUP, _labelled_reviews
-from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import (
+    ComputeResource,
+    MLflowResource,
+    PathsResource,
+    SourceResource,
+    WarehouseResource,
+)
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
 
 TASK = "sentiment_finetuned"
@@ -56,7 +62,7 @@ class ReviewFinetuneConfig(dg.Config):
 )
 def sentiment_finetuned(context: dg.AssetExecutionContext, config: ReviewFinetuneConfig,
                         warehouse: WarehouseResource, mlflow: MLflowResource, compute: ComputeResource,
-                        source: SourceResource):
+                        source: SourceResource, paths: PathsResource):
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.encoders.store import bounded_batch
     from ecom_pipeline.ml.serving_gate import record_decisions
@@ -78,7 +84,7 @@ def sentiment_finetuned(context: dg.AssetExecutionContext, config: ReviewFinetun
     if len(docs) < config.min_reviews:
         return skipped(f"only {len(docs)} reviews with text and embeddings (< {config.min_reviews}): "
                        "fine-tune not trained")
-    encoder = load_text_encoder(config.text_encoder, models_dir=Path(source.data_root) / "models", device=device,
+    encoder = load_text_encoder(config.text_encoder, models_dir=paths.models, device=device,
                                 max_length=config.max_length)
     settings = FinetuneSettings(trainable_layers=compute.sized(config, "trainable_layers", device),
                                 epochs=config.epochs, lr=config.lr, head_lr=config.head_lr,

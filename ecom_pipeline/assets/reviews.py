@@ -5,7 +5,6 @@ Thin assets over :mod:`ecom_pipeline.ml.text`.
 """
 
 import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -13,7 +12,13 @@ import pandas as pd
 
 from ecom_pipeline.ml.text.sentiment import BASELINE_NAME
 from ecom_pipeline.ml.text.sentiment import HEAD_NAME as MODEL_NAME
-from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import (
+    ComputeResource,
+    MLflowResource,
+    PathsResource,
+    SourceResource,
+    WarehouseResource,
+)
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 
 GROUP = "reviews"
@@ -75,7 +80,8 @@ def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.nd
     "MLflow and ml.model_metrics; models registered (`ecom.sentiment.<setting>`, champion alias).",
 )
 def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, warehouse: WarehouseResource,
-                    mlflow: MLflowResource, compute: ComputeResource, source: SourceResource):
+                    mlflow: MLflowResource, compute: ComputeResource, source: SourceResource,
+                    paths: PathsResource):
     from ecom_pipeline.ml.encoders.store import bounded_batch
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.ml.text.sentiment import fit_and_evaluate
@@ -109,8 +115,7 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
             summary[setting] = {"message": str(exc)}
             continue
         cuda = compute.is_cuda(device)
-        finetuned = (_finetuned(config, docs, res, setting, device, Path(source.data_root) / "models")
-                     if cuda else None)
+        finetuned = _finetuned(config, docs, res, setting, device, paths) if cuda else None
         model_metrics = finetuned[1] if finetuned else res.model_metrics
         path = "full_finetune" if finetuned else res.training_path
         run = _sentiment_run(config, setting, res, docs, emb, emb_model, device, dataset, training_path,
@@ -134,7 +139,8 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
     })
 
 
-def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, device: str, models_dir: Path):
+def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, device: str,
+               paths: PathsResource):
     """CUDA path: the text encoder fully fine-tuned on the same temporal split (``finetune_classifier`` with
     every layer trainable, no validation window: the last epoch is kept); ``(module, test metrics)``."""
     from ecom_pipeline.ml.encoders import load_text_encoder
@@ -142,7 +148,8 @@ def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, d
     from ecom_pipeline.ml.text.finetune import FinetuneSettings, finetune_classifier, predict_proba
     from ecom_pipeline.ml.text.sentiment import classification_metrics, sentiment_labels
 
-    enc = load_text_encoder(config.text_encoder, models_dir=models_dir, device=device, max_length=config.max_length)
+    enc = load_text_encoder(config.text_encoder, models_dir=paths.models,
+                            device=device, max_length=config.max_length)
     y = sentiment_labels(docs["score"], setting)
     lab = docs[y >= 0].assign(_y=y[y >= 0])
     sp = temporal_split(lab, "created_at", cutoff=res.cutoff)
@@ -236,7 +243,7 @@ class ReviewSentimentConfig(dg.Config):
     "scope 3class) says it beat TF-IDF significantly, else the TF-IDF baseline `ecom.sentiment_baseline.3class`.",
 )
 def review_sentiment(context: dg.AssetExecutionContext, config: ReviewSentimentConfig, warehouse: WarehouseResource,
-                     mlflow: MLflowResource, source: SourceResource):
+                     mlflow: MLflowResource, paths: PathsResource):
     from mlflow.exceptions import MlflowException
 
     from ecom_pipeline.ml.registry import load_serving_model
@@ -268,7 +275,7 @@ def review_sentiment(context: dg.AssetExecutionContext, config: ReviewSentimentC
             if served.fallback_reason:
                 messages.append(served.fallback_reason)
             if name == FINETUNED_NAME:
-                probs, problem = _finetuned_probs(model, docs["doc"].tolist(), config, source)
+                probs, problem = _finetuned_probs(model, docs["doc"].tolist(), config, paths)
                 if problem:
                     messages.append(f"{name}: {problem}; serving {chosen}")
                     continue
@@ -313,13 +320,13 @@ def review_sentiment(context: dg.AssetExecutionContext, config: ReviewSentimentC
 
 
 def _finetuned_probs(model, texts: list[str], config: ReviewSentimentConfig,
-                     source: SourceResource) -> tuple[np.ndarray | None, str | None]:
+                     paths: PathsResource) -> tuple[np.ndarray | None, str | None]:
     """3-class probabilities of the fine-tuned encoder (one full forward per review, on CPU), or why not."""
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.text.finetune import predict_proba
     from ecom_pipeline.ml.text.sentiment import SETTINGS
 
-    encoder = load_text_encoder(config.text_encoder, models_dir=Path(source.data_root) / "models", device="cpu",
+    encoder = load_text_encoder(config.text_encoder, models_dir=paths.models, device="cpu",
                                 max_length=config.max_length)
     vocab = model.backbone.config.vocab_size
     if len(encoder.tokenizer) > vocab or model.head.out_features != len(SETTINGS["3class"]):
@@ -343,7 +350,8 @@ AGGREGATES = {
     description="Satisfaction per product, seller, category and customer state × month: reviews, mean "
     "score, share predicted negative, mean P(positive). Tables reports.sentiment_by_<level>.",
 )
-def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource):
+def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                         paths: PathsResource):
     from ecom_pipeline.ml.encoders.store import table_exists
     from ecom_pipeline.ml.text.aggregates import sentiment_aggregate_sql
     from ecom_pipeline.ml.text.plots import plot_share_negative
@@ -360,7 +368,7 @@ def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: Warehouse
     if not counts.get("product"):
         context.log.warning("no review sentiment to aggregate")
     meta = {f"rows_{k}": int(v) for k, v in counts.items()}
-    png = plot_share_negative(by_state_month, Path(source.data_root) / "reports" / "sentiment_by_state_month.png")
+    png = plot_share_negative(by_state_month, paths.report("sentiment_by_state_month.png"))
     if png:
         meta["plot"] = dg.MetadataValue.md(f"![share negative by month]({png.resolve().as_uri()})\n\n`{png}`")
         meta["plot_path"] = dg.MetadataValue.path(str(png))
@@ -385,7 +393,7 @@ class TopicConfig(dg.Config):
     "`reports.intent_trend` (intent × month × state).",
 )
 def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, warehouse: WarehouseResource,
-                  compute: ComputeResource, source: SourceResource):
+                  compute: ComputeResource, paths: PathsResource):
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.encoders.store import table_exists
     from ecom_pipeline.ml.text.topics import intent_matrix, topic_table
@@ -396,7 +404,7 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
     names, ivecs = [], np.zeros((0, 0), np.float32)
     if len(docs):
         enc_name = emb_model.removesuffix("+int8") or config.text_encoder
-        enc = load_text_encoder(enc_name, models_dir=Path(source.data_root) / "models", device="cpu",
+        enc = load_text_encoder(enc_name, models_dir=paths.models, device="cpu",
                                 quantize=emb_model.endswith("+int8"), backend="auto")
         names, ivecs = intent_matrix(enc)
     per, topics = topic_table(docs["review_id"].tolist(), docs["doc"].tolist(), emb, names, ivecs,
@@ -421,7 +429,7 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
         context.log.warning("no negative/neutral reviews with embeddings: review_topics is empty")
     from ecom_pipeline.ml.text.plots import plot_intent_trend
 
-    png = plot_intent_trend(trend, Path(source.data_root) / "reports" / "intent_trend.png")
+    png = plot_intent_trend(trend, paths.report("intent_trend.png"))
     plot_meta = ({"plot": dg.MetadataValue.md(f"![intent trend]({png.resolve().as_uri()})\n\n`{png}`"),
                   "plot_path": dg.MetadataValue.path(str(png))} if png else {})
     return dg.MaterializeResult(metadata=plot_meta | {

@@ -26,7 +26,7 @@ class SequenceRecommenderConfig(dg.Config):
     test_fraction: float = 0.2
     min_eval_users: int = 5
     # False: repeat purchases stay in the truth and the rankings (what the shop's customers really buy next);
-    # True: new products only (the discovery protocol of ml/recommender_evaluation)
+    # True: new products only (the discovery protocol of models/recommender_evaluation)
     exclude_seen: bool = False
     models: list[str] = list(ALL_SEQUENCE_MODELS)  # noqa: RUF012 - a Dagster (pydantic) config field
     dim: int = 64
@@ -56,7 +56,7 @@ def _side_inputs(warehouse: WarehouseResource) -> tuple[pd.DataFrame, pd.DataFra
 
 
 @dg.asset(
-    key_prefix=["ml"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    key_prefix=["models"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "mlflow", "duckdb"}, deps=[INTERACTIONS, dg.AssetKey(["features", "product_embeddings"])],
     description="Sequence recommender (SASRec-style self-attention over each customer's ordered baskets, item "
     "= id + product embedding, learned repeat term) against popularity, item-kNN, 'repeat' (own most-bought "

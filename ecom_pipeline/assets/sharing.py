@@ -10,7 +10,7 @@ import dagster as dg
 import numpy as np
 
 from ecom_pipeline.routing import WAREHOUSE_POOL
-from ecom_pipeline.resources import SourceResource, WarehouseResource
+from ecom_pipeline.resources import PathsResource, SourceResource, WarehouseResource
 
 STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "customers")]
 COLUMNS = {
@@ -33,7 +33,7 @@ class RegionalDemandDPConfig(dg.Config):
 
 
 @dg.asset(
-    key=dg.AssetKey(["reports", "regional_demand_dp"]), group_name="reports", pool=WAREHOUSE_POOL,
+    key=dg.AssetKey(["reports", "regional_demand_dp"]), group_name="sharing", pool=WAREHOUSE_POOL,
     deps=STAGING_DEPS, kinds={"duckdb", "csv"}, tags={"ecom/stage": "scoring"},
     description="Monthly order counts and revenue (shop currency) per region of the shop's own countries "
     "(country, first-level division or postal prefix; level=auto picks the finest with enough contributors) "
@@ -42,7 +42,8 @@ class RegionalDemandDPConfig(dg.Config):
     "grid, negatives are clamped and low-count cells suppressed. See docs/privacy.md.",
 )
 def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemandDPConfig,
-                       warehouse: WarehouseResource, source: SourceResource) -> dg.MaterializeResult:
+                       warehouse: WarehouseResource, source: SourceResource,
+                       paths: PathsResource) -> dg.MaterializeResult:
     from ecom_pipeline.dp import (
         AUTO_LEVELS,
         DPConfig,
@@ -71,7 +72,7 @@ def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemand
     report = dp_regional_report(orders, cfg, level, regions=grid, rng=np.random.default_rng(config.seed))
     with warehouse.connect() as con:
         write_table(con, "reports.regional_demand_dp", report)
-    csv = Path(source.data_root) / "reports" / "regional_demand_dp.csv"
+    csv = paths.report("regional_demand_dp.csv")
     csv.parent.mkdir(parents=True, exist_ok=True)
     report.to_csv(csv, index=False)
     b_orders, b_revenue = noise_scales(cfg)

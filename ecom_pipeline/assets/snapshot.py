@@ -10,8 +10,7 @@ serving and reporting assets they depend on; ``publish_snapshot`` publishes on d
 import dagster as dg
 
 from ecom_pipeline.routing import WAREHOUSE_POOL
-from ecom_pipeline.resources import WarehouseResource
-from ecom_pipeline.resources.source import SourceResource
+from ecom_pipeline.resources import PathsResource, WarehouseResource
 
 SNAPSHOT_KEY = dg.AssetKey(["snapshot", "read_only_warehouse"])
 # every asset that writes a table the snapshot copies (a test checks no serving/reports asset is missing)
@@ -24,20 +23,7 @@ SNAPSHOT_DEPS = [dg.AssetKey(k.split("/")) for k in (
 
 
 class SnapshotConfig(dg.Config):
-    path: str = ""  # "" = Settings.snapshot ($ECOM_SNAPSHOT, default <data_root>/snapshot.duckdb)
-
-
-def snapshot_path(config: SnapshotConfig, source: SourceResource) -> str:
-    from pathlib import Path
-
-    from ecom_pipeline.config import Settings
-
-    if config.path:
-        return config.path
-    settings = Settings.from_env()
-    if Path(source.data_root).resolve() != settings.data_root:  # a run configured with another data root
-        return str(Path(source.data_root) / "snapshot.duckdb")
-    return str(settings.snapshot)
+    path: str = ""  # "" = the paths resource's snapshot ($ECOM_SNAPSHOT, default <data_root>/snapshot.duckdb)
 
 
 @dg.asset(
@@ -47,11 +33,11 @@ def snapshot_path(config: SnapshotConfig, source: SourceResource) -> str:
     "in a separate DuckDB file swapped atomically; readers open it instead of the warehouse, so they never "
     "hold the warehouse lock.",
 )
-def read_only_warehouse(context: dg.AssetExecutionContext, config: SnapshotConfig, source: SourceResource,
+def read_only_warehouse(context: dg.AssetExecutionContext, config: SnapshotConfig, paths: PathsResource,
                         warehouse: WarehouseResource) -> dg.MaterializeResult:
     from ecom_pipeline.snapshot import publish_snapshot
 
-    target = snapshot_path(config, source)
+    target = config.path or str(paths.snapshot)
     with warehouse.connect(read_only=True) as con:
         result = publish_snapshot(con, target)
     context.log.info(f"snapshot {target}: {len(result.tables)} tables, {result.bytes:,} bytes, "

@@ -13,7 +13,13 @@ import pandas as pd
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.assets.timeseries import _md_table, png_metadata, staging_frames
 from ecom_pipeline.warehouse.tables import read_table
-from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import (
+    ComputeResource,
+    MLflowResource,
+    PathsResource,
+    SourceResource,
+    WarehouseResource,
+)
 
 STAGING = [dg.AssetKey(["staging", t]) for t in ("regions", "customers", "sellers", "orders", "order_items")]
 
@@ -89,13 +95,14 @@ def map_plot(path: Path, regions: pd.DataFrame, level: str) -> Path:
     return path
 
 
-@dg.asset(key=["features", "regions"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"}, deps=STAGING,
+@dg.asset(key=["features", "regions"], group_name="spatial", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"}, deps=STAGING,
           description="Country, state (first-level division) and zip3 (postal prefix) regions of the data's own "
           "locations, placed offline (coordinates, else city, division or country centroid; see "
           "docs/geography.md): centroid, customers, sellers, orders, revenue, mean delivery days, late rate, "
           "level and resolution_source. Unresolved customers/sellers are counted in the metadata. Map-like plot "
           "in <data_root>/reports/regions.png.")
-def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource) -> pd.DataFrame:
+def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource,
+            paths: PathsResource) -> pd.DataFrame:
     from ecom_pipeline.ml.spatial.geo import LEVELS, REGION_COLUMNS, region_table
 
     f, countries, qualify = located_frames(warehouse, source)
@@ -117,13 +124,13 @@ def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sou
                                       "late_rate"]].round(2), 10)}
     map_level = "state" if (out.level == "state").any() else "country"
     if (out.level == map_level).any():
-        meta |= png_metadata(map_plot(Path(source.data_root) / "reports" / "regions.png", out, map_level),
+        meta |= png_metadata(map_plot(paths.report("regions.png"), out, map_level),
                              "regions map")
     context.add_output_metadata(meta)
     return out
 
 
-@dg.asset(key=["features", "region_flows"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["features", "region_flows"], group_name="spatial", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           deps=STAGING, description="Seller-region → customer-region flow edges (state and zip3): orders, items, "
           "revenue and haversine distance (mean, median km) between the actual seller and customer locations.")
 def region_flows(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
@@ -148,7 +155,7 @@ def region_flows(context: dg.AssetExecutionContext, warehouse: WarehouseResource
     return out
 
 
-@dg.asset(key=["features", "region_knn_graph"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["features", "region_knn_graph"], group_name="spatial", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"regions": dg.AssetIn(key=["features", "regions"])},
           description="Geographic kNN graph: each region to its k nearest regions of the same level (haversine km).")
 def region_knn_graph(context: dg.AssetExecutionContext, config: KnnConfig, regions: pd.DataFrame) -> pd.DataFrame:
@@ -160,7 +167,7 @@ def region_knn_graph(context: dg.AssetExecutionContext, config: KnnConfig, regio
     return out
 
 
-@dg.asset(key=["features", "region_knn_features"], group_name="features", pool=WAREHOUSE_POOL,
+@dg.asset(key=["features", "region_knn_features"], group_name="spatial", pool=WAREHOUSE_POOL,
           kinds={"duckdb", "pandas"},
           ins={"regions": dg.AssetIn(key=["features", "regions"]), "graph": dg.AssetIn(key=["features", "region_knn_graph"])},
           description="kNN features per region: inverse-distance-weighted neighbour demand (orders, revenue) and "
@@ -175,7 +182,7 @@ def region_knn_features(context: dg.AssetExecutionContext, regions: pd.DataFrame
     return out
 
 
-@dg.asset(key=["features", "region_embeddings"], group_name="features", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+@dg.asset(key=["features", "region_embeddings"], group_name="spatial", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
           kinds={"pytorch", "mlflow"},
           deps=[dg.AssetKey(["features", "regions"]), dg.AssetKey(["features", "region_knn_graph"]),
                 dg.AssetKey(["features", "region_flows"])],
@@ -221,7 +228,7 @@ def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset(key=["models", "delivery_delay"], group_name="models", pool=WAREHOUSE_POOL, kinds={"sklearn", "mlflow"},
+@dg.asset(key=["models", "delivery_delay"], group_name="spatial", pool=WAREHOUSE_POOL, kinds={"sklearn", "mlflow"},
           deps=STAGING, description="Gradient-boosting delivery-time and lateness model (distance, regions, seller "
           "history, season) on a time-based split; baseline = the platform's estimated delivery date. Test-set "
           "predictions; MAE and late-order AUC beside the baseline; registered as ecom.delivery.delay. A twin with "

@@ -35,7 +35,7 @@ class STGCNAssetConfig(dg.Config):
     seed: int = 0
 
 
-@dg.asset(key=["models", "stgcn_backtest"], group_name="models", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+@dg.asset(key=["models", "stgcn_backtest"], group_name="forecasting", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
           kinds={"pytorch", "mlflow"},
           deps=[dg.AssetKey(["features", k])
                 for k in ("daily_series", "calendar", "regions", "region_knn_graph", "region_flows")]

@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
-from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import (
+    ComputeResource,
+    MLflowResource,
+    PathsResource,
+    SourceResource,
+    WarehouseResource,
+)
 from ecom_pipeline.warehouse.tables import read_table
 
 TASK = "forecast_daily_orders"
@@ -145,7 +151,7 @@ def _panel(daily: pd.DataFrame, series_ids: list[str], value: str):
 
 
 # ---------------------------------------------------------------- assets
-@dg.asset(key=["features", "daily_series"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["features", "daily_series"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           deps=[dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "products", "customers", "sellers",
                                                        "regions")],
           description="Daily orders, revenue and distinct customers: total, per state, per category and per "
@@ -180,7 +186,7 @@ def daily_series(context: dg.AssetExecutionContext, config: SeriesBuildConfig,
     return out
 
 
-@dg.asset(key=["features", "weekly_series"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["features", "weekly_series"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
           description="Weekly (Monday-start) sums of the daily series.")
 def weekly_series(context: dg.AssetExecutionContext, daily: pd.DataFrame) -> pd.DataFrame:
@@ -191,7 +197,7 @@ def weekly_series(context: dg.AssetExecutionContext, daily: pd.DataFrame) -> pd.
     return out
 
 
-@dg.asset(key=["features", "calendar"], group_name="features", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["features", "calendar"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
           description="Calendar features per day: weekday, month, national holidays (holidays package, offline), "
           "Black Friday and its week, Christmas run-up, yearly Fourier terms; extends past the data by the horizon.")
@@ -290,7 +296,7 @@ def _sarima_run(config: SarimaConfig, summary: pd.DataFrame, results, ids: list,
                     metrics=metrics, candidates=candidates)
 
 
-@dg.asset(key=["models", "sarima_backtest"], group_name="models", pool=WAREHOUSE_POOL, kinds={"statsmodels", "mlflow"},
+@dg.asset(key=["models", "sarima_backtest"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"statsmodels", "mlflow"},
           ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
           description="Seasonal-naive baseline and SARIMA (order by AIC over a small weekly-seasonal grid) on the "
           "top series: rolling-origin backtest predictions (kind=backtest) and the 28-day forecast (kind=future). "
@@ -342,7 +348,7 @@ def sarima_backtest(context: dg.AssetExecutionContext, config: SarimaConfig, dai
     return preds
 
 
-@dg.asset(key=["models", "lstm_backtest"], group_name="models", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+@dg.asset(key=["models", "lstm_backtest"], group_name="forecasting", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
           kinds={"pytorch", "mlflow"},
           deps=[dg.AssetKey(["features", "daily_series"]), dg.AssetKey(["features", "calendar"])],
           description="Global LSTM over the top series (calendar covariates, series embeddings, quantile "
@@ -433,7 +439,7 @@ def _gate_metadata(gate) -> dict:
             "vs_best_peer": _md_table(headline.round(3) if len(headline) else headline)}
 
 
-@dg.asset(key=["serving", "forecasts"], group_name="serving", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["serving", "forecasts"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"sarima": dg.AssetIn(key=["models", "sarima_backtest"])},
           deps=[dg.AssetKey(["models", "lstm_backtest"]), dg.AssetKey(["models", "stgcn_backtest"])],
           description="28-day forecasts with 80 % intervals, one model per series chosen by the serving gate: the "
@@ -486,7 +492,7 @@ def forecasts(context: dg.AssetExecutionContext, config: ForecastGateConfig, sar
     return out
 
 
-@dg.asset(key=["serving", "anomalies"], group_name="serving", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+@dg.asset(key=["serving", "anomalies"], group_name="forecasting", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
           ins={"daily": dg.AssetIn(key=["features", "daily_series"]), "fc": dg.AssetIn(key=["serving", "forecasts"])},
           description="Days whose actual orders fall outside robust bounds of the residuals of a causal seasonal "
           "forecast, per series, with size and direction. The expected values come from the model the serving "
@@ -494,7 +500,7 @@ def forecasts(context: dg.AssetExecutionContext, config: ForecastGateConfig, sar
           "one-step MAE), named in `expected_model`; decisions in ml.serving_decisions (task anomaly_expected); the flag rate per series is in the metadata. Also draws "
           "the forecast-vs-actual plot (intervals, anomaly markers) to <data_root>/reports/forecasts.png.")
 def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: pd.DataFrame, fc: pd.DataFrame,
-              warehouse: WarehouseResource, source: SourceResource) -> pd.DataFrame:
+              warehouse: WarehouseResource, source: SourceResource, paths: PathsResource) -> pd.DataFrame:
     from ecom_pipeline.ml.forecasting.anomalies import ANOMALY_COLUMNS, GATE_TASK, detect_many
     from ecom_pipeline.ml.forecasting.plots import forecast_plot
     from ecom_pipeline.ml.serving_gate import record_decisions, served_against_decision
@@ -532,7 +538,7 @@ def anomalies(context: dg.AssetExecutionContext, config: AnomalyConfig, daily: p
                                  [["series_id", "date", "actual", "expected", "robust_z", "direction",
                                    "expected_model"]].round(2), 10)}
     plot_ids = list(dict.fromkeys(["total"] + fc["series_id"].drop_duplicates().tolist()))[:4] if len(fc) else ["total"]
-    path = forecast_plot(Path(source.data_root) / "reports" / "forecasts.png", daily, fc, found, plot_ids)
+    path = forecast_plot(paths.report("forecasts.png"), daily, fc, found, plot_ids)
     meta |= png_metadata(path, "forecast vs actual")
     context.add_output_metadata(meta)
     return found

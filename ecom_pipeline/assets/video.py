@@ -18,7 +18,7 @@ from ecom_pipeline.assets.embeddings import (
     fkey,
 )
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
-from ecom_pipeline.resources import ComputeResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import ComputeResource, PathsResource, SourceResource, WarehouseResource
 
 VIDEO_QUARANTINE = "features.video_quarantine"
 
@@ -54,7 +54,8 @@ def video_frame(folders: list, known_products: set[str]) -> pd.DataFrame:
     "`features.video_quarantine` with the reason. Incremental by file (path, size, mtime).",
 )
 def product_video_embeddings(context: dg.AssetExecutionContext, config: VideoEmbeddingConfig,
-                             warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
+                             warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource,
+                             paths: PathsResource):
     import time
 
     from ecom_pipeline.ml.encoders import load_image_encoder
@@ -71,7 +72,7 @@ def product_video_embeddings(context: dg.AssetExecutionContext, config: VideoEmb
     with warehouse.connect(read_only=True) as con:
         known = (set(con.execute("SELECT product_id FROM staging.products").fetchdf()["product_id"].astype(str))
                  if table_exists(con, "staging.products") else set())
-    folders = [source.data_dir or None, source.data_root]
+    folders = [source.data_dir or None, paths.root]
     videos = video_frame(folders, known)
     device = compute.torch_device()
     compute.configure_threads()

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from ecom_pipeline.failure_log import FAILURE_LOG, failure_log_path, read_failures, record_failure  # noqa: F401
-from ecom_pipeline.resources import SourceResource
+from ecom_pipeline.resources import PathsResource
 
 KEPT_TAGS = ("ecom/trigger", "ecom/drift_reason", "ecom/inbox_day", "dagster/partition", "dagster/schedule_name",
              "dagster/sensor_name", "dagster/backfill")
@@ -46,7 +46,7 @@ def step_error(event: dg.DagsterEvent) -> str:
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
-def record_run_failures(context: dg.RunFailureSensorContext, source: SourceResource):
+def record_run_failures(context: dg.RunFailureSensorContext, paths: PathsResource):
     run = context.dagster_run
     if run.status != dg.DagsterRunStatus.FAILURE:
         return dg.SkipReason(f"run {run.run_id} is {run.status.value}, not FAILURE")
@@ -70,7 +70,7 @@ def record_run_failures(context: dg.RunFailureSensorContext, source: SourceResou
         "step_errors": errors,
         "tags": {k: v for k, v in run.tags.items() if k in KEPT_TAGS},
     }
-    if record_failure(source.data_root, record):
+    if record_failure(paths.root, record):
         context.log.info(f"recorded failure of {run.job_name} run {run.run_id}")
         return None
     return dg.SkipReason(f"failure of run {run.run_id} already recorded")

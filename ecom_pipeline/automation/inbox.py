@@ -49,7 +49,8 @@ import dagster as dg
 from ecom_pipeline.automation.executors import short_steps_executor, writer_tag
 from ecom_pipeline.automation.partitions import INBOX_PARTITIONS, INBOX_START_DATE
 from ecom_pipeline.config import env
-from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
+from ecom_pipeline.paths import DataPaths
+from ecom_pipeline.resources import PathsResource, PrivacyResource, SourceResource, WarehouseResource
 from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.sources.online_events import COLUMNS as ONLINE_EVENT_COLUMNS
 from ecom_pipeline.sources.online_events import PREFIX as ONLINE_EVENTS_PREFIX
@@ -66,11 +67,11 @@ INBOX_TABLE = "meta.inbox_deliveries"
 
 
 def inbox_dir(data_root: str | Path) -> Path:
-    return Path(data_root) / "inbox"
+    return DataPaths(Path(data_root)).inbox
 
 
 def landing_dir(data_root: str | Path) -> Path:
-    return Path(data_root) / "landing"
+    return DataPaths(Path(data_root)).landing
 
 
 def validate_name(name: str) -> str | None:
@@ -170,14 +171,14 @@ def newest_archived(processed: Path) -> dict[str, Path]:
 
 
 def partition_dir(data_root: str | Path, day: str) -> Path:
-    return Path(data_root) / "partitions" / day
+    return DataPaths(Path(data_root)).partition(day)
 
 
 def publish_partition(data_root: str | Path, day: str) -> Path:
     """``<data_root>/partitions/<day>/``: that day's archived deliveries (``inbox/processed/<day>/``) under
     their landing names, the newest delivery of a name that day winning: what the daily partitioned ingest
     reads (the day's new and corrected rows; the landing folder is the current state of everything)."""
-    folder = inbox_dir(data_root) / "processed" / day
+    folder = DataPaths(Path(data_root)).inbox_processed / day
     target = partition_dir(data_root, day)
     if target.exists():
         shutil.rmtree(target)
@@ -392,15 +393,14 @@ def _load_cursor(cursor: str | None) -> dict:
     "`meta.inbox_deliveries` and published into `<data_root>/landing/`, the folder a file-based source reads. "
     "Backfilling a day re-publishes that day's archived files from `inbox/processed/<day>/`.",
 )
-def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource,
+def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource, paths: PathsResource,
                      warehouse: WarehouseResource) -> dg.MaterializeResult:
     day = context.partition_key
-    root = Path(source.data_root)
-    folder = inbox_dir(root) / "processed" / day
-    landing = landing_dir(root)
+    folder = paths.layout.inbox_processed / day
+    landing = paths.landing
     files = []
     superseded, refused = [], []
-    newest = newest_archived(inbox_dir(root) / "processed")
+    newest = newest_archived(paths.layout.inbox_processed)
     if folder.is_dir():
         for path in _archived_files(folder):
             if is_online_events(path.name):  # read from the archive by every ingest, never landed
@@ -481,8 +481,9 @@ def settle_seconds() -> float:
     "inbox), deduplicates by SHA-256 (cursor), moves files to processed/<day>/ and launches inbox_ingest "
     "for that day.",
 )
-def inbox_sensor(context: dg.SensorEvaluationContext, source: SourceResource) -> dg.SensorResult:
-    inbox = inbox_dir(source.data_root)
+def inbox_sensor(context: dg.SensorEvaluationContext, source: SourceResource,
+                 paths: PathsResource) -> dg.SensorResult:
+    inbox = paths.inbox
     inbox.mkdir(parents=True, exist_ok=True)
     only = None
     if source.kind not in FILE_SOURCES:
@@ -544,7 +545,7 @@ def _ingest_job():
     description="After a successful inbox_ingest run, launch the full ingest (raw + staging) reload; a "
     "file-based source (olist / mapped) reads the landing folder.",
 )
-def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResource):
+def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResource, paths: PathsResource):
     run = context.dagster_run
     if run.job_name != inbox_ingest_job.name:
         return dg.SkipReason(f"run {run.run_id} is {run.job_name}, not {inbox_ingest_job.name}")
@@ -554,7 +555,7 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
         # (fields left out fall back to the class defaults, i.e. kind=synthetic), it does not merge.
         config = {name: getattr(source, name) for name in SourceResource.model_fields}
         run_config = {"resources": {"source": {"config": {**config,
-                                                          "data_dir": str(landing_dir(source.data_root))}}}}
+                                                          "data_dir": str(paths.landing)}}}}
     day = run.tags.get("dagster/partition", "")
     return dg.RunRequest(
         run_key=f"ingest-after-inbox:{run.run_id}",
@@ -580,7 +581,7 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
     "See docs/performance.md.",
 )
 def daily_partition_ingest(context: dg.AssetExecutionContext, source: SourceResource, privacy: PrivacyResource,
-                           warehouse: WarehouseResource) -> dg.MaterializeResult:
+                           warehouse: WarehouseResource, paths: PathsResource) -> dg.MaterializeResult:
     from ecom_pipeline.canonical import TABLE_ORDER
     from ecom_pipeline.cleaning.staging_upsert import customers_with_new_activity, upsert_staging_partition
     from ecom_pipeline.loading import load_raw_partition
@@ -590,7 +591,7 @@ def daily_partition_ingest(context: dg.AssetExecutionContext, source: SourceReso
         raise dg.Failure(f"the daily partitioned ingest reads a mapped source's day files; the source is "
                          f"{source.kind!r} (use the full `ingest` job)", allow_retries=False)
     day = context.partition_key
-    src = MappedSource.for_delivery(source.mapping, publish_partition(source.data_root, day))
+    src = MappedSource.for_delivery(source.mapping, publish_partition(paths.root, day))
     key, warning = privacy.key()
     if warning:
         context.log.warning(warning)

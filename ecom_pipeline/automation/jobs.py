@@ -1,22 +1,25 @@
 """Jobs over the asset graph, and their schedules.
 
-Jobs select by asset *group* (plus the ``ecom/stage`` tag, for assets a module wants in a job without
-moving group), so they pick up new assets as the other groups grow; a group with no assets yet gives a
-job with nothing to do, not an error.
+Jobs select by the rule of :mod:`ecom_pipeline.asset_layout`: a topic job by its *group*, a stage job by
+its *layers* (the asset key prefix, ``STAGE_LAYERS``) plus the two assets whose step belongs to another stage
+than their layer (listed below by key, with the reason).  New assets are picked up by their layer or group
+without touching this module.
 
 ==================  =======================================================  ==========================
 job                 selection                                                triggered by
 ==================  =======================================================  ==========================
-ingest              groups raw, staging                                      ingest_after_inbox sensor,
+ingest              group ingest (= layers raw, staging)                     ingest_after_inbox sensor,
                                                                              UI / CLI
 inbox_ingest        ``inbox/deliveries`` (daily partition = delivery day)    inbox_sensor, backfills
                     (defined in :mod:`.inbox`)
-features            group features                                           UI / CLI
-daily_refresh       groups raw, staging, features                            ``daily_ingest_features``
-training            group models                                             ``weekly_retraining``,
+features            layer features, except ``features/review_sentiment``     UI / CLI
+daily_refresh       ingest + features                                        ``daily_ingest_features``
+training            layer models, plus ``serving/repurchase_scores``         ``weekly_retraining``,
                                                                              drift_retraining sensor
-scoring             groups serving, reports                                  ``daily_scoring``
-full_pipeline       everything                                               ``make demo``
+scoring             layers serving, reports, snapshot, except                ``daily_scoring``
+                    ``serving/repurchase_scores``; plus
+                    ``features/review_sentiment``
+full_pipeline       everything but group inbox                               ``make demo``
 drift_check         the drift sensor's check, on demand (defined in          UI / CLI
                     :mod:`.retraining`; reports, launches nothing)
 ==================  =======================================================  ==========================
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ecom_pipeline.asset_layout import STAGE_LAYERS
 from ecom_pipeline.automation.executors import (
     executor_from_env,
     long_steps_executor,
@@ -67,14 +71,35 @@ SHORT_STEPS_EXECUTOR = short_steps_executor()
 LONG_STEPS_EXECUTOR = long_steps_executor() or EXECUTOR
 
 
-def _groups_or_stage(*groups: str, stage: str) -> dg.AssetSelection:
-    return dg.AssetSelection.groups(*groups) | dg.AssetSelection.tag(STAGE_TAG, stage)
+def _layers(stage: str) -> dg.AssetSelection:
+    return dg.AssetSelection.key_prefixes(*STAGE_LAYERS[stage])
+
+
+# The two assets whose step belongs to another stage than their layer (selected by key: each is one asset of
+# one topic, and a tag for two assets would be a second selection rule):
+# review sentiment is a feature computed *with the champion sentiment model*, so it runs after training, in
+# scoring; the repurchase scores come out of the step that trains the repurchase model, so they run weekly
+# with the other models, in training.
+REVIEW_SENTIMENT = dg.AssetKey(["features", "review_sentiment"])
+REPURCHASE_SCORES = dg.AssetKey(["serving", "repurchase_scores"])
+
+
+def _asset(key: dg.AssetKey) -> dg.AssetSelection:
+    # by selection string, not AssetSelection.assets: that one refuses a Definitions without the key (a test's
+    # subset of the graph); this one selects nothing then
+    return dg.AssetSelection.from_string(f'key:"{key.to_user_string()}"')
+
+
+INGEST_SELECTION = dg.AssetSelection.groups("ingest")
+FEATURES_SELECTION = _layers("features") - _asset(REVIEW_SENTIMENT)
+TRAINING_SELECTION = _layers("training") | _asset(REPURCHASE_SCORES)
+SCORING_SELECTION = (_layers("scoring") - _asset(REPURCHASE_SCORES)) | _asset(REVIEW_SENTIMENT)
 
 
 ingest_job = dg.define_asset_job(
     executor_def=SHORT_STEPS_EXECUTOR or EXECUTOR,
     name="ingest",
-    selection=dg.AssetSelection.groups("raw", "staging"),
+    selection=INGEST_SELECTION,
     tags=RELOAD_TAG,
     description="Load the configured source into raw and build the validated, pseudonymised staging tables.",
 )
@@ -82,7 +107,7 @@ ingest_job = dg.define_asset_job(
 features_job = dg.define_asset_job(
     executor_def=LONG_STEPS_EXECUTOR,
     name="features",
-    selection=_groups_or_stage("features", stage="features"),
+    selection=FEATURES_SELECTION,
     description="Recompute the feature tables (embeddings, sentiment, topics, time series, spatial features, "
     "interactions) from the current staging tables.",
     tags={STAGE_TAG: "features", **WRITER_TAG},
@@ -91,7 +116,7 @@ features_job = dg.define_asset_job(
 daily_refresh_job = dg.define_asset_job(
     executor_def=LONG_STEPS_EXECUTOR,
     name="daily_refresh",
-    selection=dg.AssetSelection.groups("raw", "staging") | _groups_or_stage("features", stage="features"),
+    selection=INGEST_SELECTION | FEATURES_SELECTION,
     description="Daily: reload raw + staging from the source, then refresh the features.",
     tags={STAGE_TAG: "daily_refresh", **RELOAD_TAG},
 )
@@ -100,7 +125,7 @@ training_job = dg.define_asset_job(
     executor_def=LONG_STEPS_EXECUTOR,
     name="training",
     op_retry_policy=MODEL_RETRY_POLICY,
-    selection=_groups_or_stage("models", stage="training"),
+    selection=TRAINING_SELECTION,
     description="Train every model, evaluate it against its baseline, register it in MLflow and promote it "
     "to `champion` only when it beats the current champion by the configured margin.",
     tags={STAGE_TAG: "training", **WRITER_TAG},
@@ -110,7 +135,7 @@ scoring_job = dg.define_asset_job(
     executor_def=LONG_STEPS_EXECUTOR,
     name="scoring",
     op_retry_policy=MODEL_RETRY_POLICY,
-    selection=_groups_or_stage("serving", "reports", stage="scoring"),
+    selection=SCORING_SELECTION,
     description="Score with the current champions (forecasts, anomalies, recommendations, profiles) and "
     "rebuild the reports, including the model registry report.",
     tags={STAGE_TAG: "scoring", **WRITER_TAG},

@@ -7,12 +7,14 @@ import dagster as dg
 from ecom_pipeline.config import Settings, env, env_is_set
 from ecom_pipeline.resources.compute import ComputeResource
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.resources.source import PrivacyResource, SourceResource
 from ecom_pipeline.resources.tracking import MLflowResource
 from ecom_pipeline.resources.warehouse import WarehouseResource
 
 __all__ = [
-    "ComputeResource", "MLflowResource", "PrivacyResource", "SourceResource", "WarehouseResource",
+    "ComputeResource", "MLflowResource", "PathsResource", "PrivacyResource", "SourceResource",
+    "WarehouseResource",
     "build_resources",
 ]
 
@@ -58,6 +60,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "io_manager": WarehouseIOManager(database=str(settings.warehouse), **lake),
         "mlflow": MLflowResource(tracking_uri=tracking_uri),
         "compute": ComputeResource(device=env("ECOM_DEVICE")),
+        # the data root and its folders (models, reports, inbox, landing, failure log, snapshot)
+        "paths": PathsResource(data_root=str(settings.data_root), snapshot_path=str(settings.snapshot)),
         "source": SourceResource(
             kind=settings.data_source,
             data_dir=str(settings.data_dir or ""),

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 ASSETS = [
-    "features/interactions", "ml/recommender_evaluation", "serving/recommendations",
+    "features/interactions", "models/recommender_evaluation", "serving/recommendations",
     "features/review_text_embeddings", "features/product_text_embeddings", "features/product_image_embeddings",
     "features/product_embeddings", "serving/similar_products", "models/sentiment_model",
     "features/daily_series", "models/sarima_backtest", "serving/forecasts", "serving/anomalies",

@@ -11,6 +11,7 @@ import pytest
 from ecom_pipeline.assets import ingest
 from ecom_pipeline.assets.snapshot import SNAPSHOT_DEPS, SNAPSHOT_KEY, read_only_warehouse
 from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.resources.warehouse import connect_with_retry, lock_wait_stats
 from ecom_pipeline.snapshot import publish_snapshot
 
@@ -33,6 +34,7 @@ def _reader(path, sql):
 
 def _resources(root, lock_timeout_s=300.0):
     return {"source": SourceResource(kind="synthetic", synthetic_orders=300, data_root=str(root)),
+            "paths": PathsResource(data_root=str(root)),
             "privacy": PrivacyResource(pseudonym_key="snapshot-test-key-0123456789abcdef", data_root=str(root)),
             "warehouse": WarehouseResource(path=str(root / "wh.duckdb"), lock_timeout_s=lock_timeout_s)}
 
@@ -40,7 +42,7 @@ def _resources(root, lock_timeout_s=300.0):
 def _ingest(root, selection=None, **kw):
     assets = ingest.build().assets
     return dg.materialize(list(assets), resources=_resources(root, **kw), raise_on_error=False,
-                          selection=selection or dg.AssetSelection.groups("raw", "staging"))
+                          selection=selection or dg.AssetSelection.groups("ingest"))
 
 
 def test_ingest_runs_while_a_reader_holds_the_snapshot(tmp_path):

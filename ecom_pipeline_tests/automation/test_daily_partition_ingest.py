@@ -13,6 +13,7 @@ import yaml
 
 from ecom_pipeline.automation.inbox import daily_partition_ingest, partition_staging_rebuild_job
 from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, warehouse_fingerprints
 
 MAPPING = {"version": 1, "tables": {
@@ -35,6 +36,7 @@ def _materialize(root: Path, day: str, mapping: Path, kind: str = "mapped"):
     return dg.materialize(
         [daily_partition_ingest], partition_key=day, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
         resources={"source": SourceResource(kind=kind, mapping=str(mapping), data_root=str(root)),
+                   "paths": PathsResource(data_root=str(root)),
                    "privacy": PrivacyResource(pseudonym_key="test-key"),
                    "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb"))})
 
@@ -71,6 +73,7 @@ def test_two_days_then_a_redelivery(tmp_path):
     rebuild = partition_staging_rebuild_job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         resources={"source": SourceResource(kind="mapped", mapping=str(mapping), data_root=str(tmp_path)),
+                   "paths": PathsResource(data_root=str(tmp_path)),
                    "privacy": PrivacyResource(pseudonym_key="test-key"),
                    "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb"))})
     assert rebuild.success
@@ -117,6 +120,7 @@ def test_sensor_requests_the_same_day_after_inbox_ingest_and_is_opt_in(data_root
         assert request.partition_key == "2024-05-01" and request.run_key.endswith(result.run_id)
         other = dg.materialize([inbox_deliveries], instance=instance, partition_key="2024-05-01", resources={
             "source": SourceResource(data_root=str(data_root)),
+            "paths": PathsResource(data_root=str(data_root)),
             "warehouse": WarehouseResource(path=str(Path(data_root) / "w.duckdb"))})
         ctx = dg.build_run_status_sensor_context(
             sensor_name="daily_partition_after_inbox", dagster_event=other.get_run_success_event(),

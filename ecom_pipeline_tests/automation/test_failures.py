@@ -2,6 +2,7 @@ import dagster as dg
 
 from ecom_pipeline.automation.failures import read_failures, record_run_failures
 from ecom_pipeline.resources import SourceResource
+from ecom_pipeline.resources.paths import PathsResource
 
 
 @dg.op
@@ -28,7 +29,8 @@ def _context(instance, result, root, failed=True):
     event = result.get_run_failure_event() if failed else result.get_run_success_event()
     ctx = dg.build_run_status_sensor_context(
         sensor_name="record_run_failures", dagster_event=event, dagster_instance=instance,
-        dagster_run=result.dagster_run, resources={"source": SourceResource(data_root=str(root))})
+        dagster_run=result.dagster_run, resources={"source": SourceResource(data_root=str(root)),
+                                                   "paths": PathsResource(data_root=str(root))})
     return ctx.for_run_failure() if failed else ctx
 
 

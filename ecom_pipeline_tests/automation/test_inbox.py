@@ -13,6 +13,7 @@ from ecom_pipeline.automation.inbox import (
     safe_inbox_path, validate_name,
 )
 from ecom_pipeline.resources import SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline_tests.datasets import OLIST_DIR, requires_olist
 
 OLD = time.time() - 3600  # files older than the settle time
@@ -45,7 +46,8 @@ def _ctx(root, cursor=None, instance=None, source=None):
     if source is None:
         (root / "mapping.yaml").write_text(MAPPING)
         source = SourceResource(kind="mapped", mapping=str(root / "mapping.yaml"), data_root=str(root))
-    return dg.build_sensor_context(cursor=cursor, instance=instance, resources={"source": source})
+    return dg.build_sensor_context(cursor=cursor, instance=instance,
+                                   resources={"source": source, "paths": PathsResource(data_root=str(root))})
 
 
 @pytest.mark.parametrize("name", ["../orders.csv", "a/b.csv", "a\\b.csv", "..", ".hidden.csv", "orders.exe",
@@ -131,7 +133,8 @@ def test_partition_publishes_to_landing_and_records_deliveries(tmp_path):
     _drop(day, "orders_2024-05-01.csv", b"order_id\no1\n", mtime=OLD)
     _drop(day, "orders_2024-05-01~0123abcd.csv", b"order_id\no2\n", mtime=OLD + 10)  # later delivery wins
     wh = root / "w.duckdb"
-    resources = {"source": SourceResource(data_root=str(root)), "warehouse": WarehouseResource(path=str(wh))}
+    resources = {"source": SourceResource(data_root=str(root)),
+                 "paths": PathsResource(data_root=str(root)), "warehouse": WarehouseResource(path=str(wh))}
     res = dg.materialize([inbox_deliveries], partition_key="2024-05-01", resources=resources)
     assert res.success
     assert (root / "landing" / "orders.csv").read_bytes() == b"order_id\no2\n"
@@ -149,13 +152,15 @@ def test_partition_publishes_to_landing_and_records_deliveries(tmp_path):
 def test_ingest_follows_a_successful_inbox_run(tmp_path):
     defs = dg.Definitions(assets=[inbox_deliveries], jobs=[inbox_ingest_job], resources={
         "source": SourceResource(data_root=str(tmp_path)),
+        "paths": PathsResource(data_root=str(tmp_path)),
         "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
     with dg.DagsterInstance.ephemeral() as instance:
         result = defs.resolve_job_def("inbox_ingest").execute_in_process(instance=instance, partition_key="2024-05-01")
         ctx = dg.build_run_status_sensor_context(
             sensor_name="ingest_after_inbox", dagster_event=result.get_run_success_event(),
             dagster_instance=instance, dagster_run=result.dagster_run,
-            resources={"source": SourceResource(kind="olist", data_root=str(tmp_path))})
+            resources={"source": SourceResource(kind="olist", data_root=str(tmp_path)),
+                       "paths": PathsResource(data_root=str(tmp_path))})
         request = ingest_after_inbox(ctx)
         assert request.run_key == f"ingest-after-inbox:{result.run_id}"
         assert request.tags["ecom/inbox_day"] == "2024-05-01"
@@ -165,11 +170,13 @@ def test_ingest_follows_a_successful_inbox_run(tmp_path):
 
         other = dg.materialize([inbox_deliveries], instance=instance, partition_key="2024-05-01", resources={
             "source": SourceResource(data_root=str(tmp_path)),
+            "paths": PathsResource(data_root=str(tmp_path)),
             "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
         ctx2 = dg.build_run_status_sensor_context(
             sensor_name="ingest_after_inbox", dagster_event=other.get_run_success_event(),
             dagster_instance=instance, dagster_run=other.dagster_run,
-            resources={"source": SourceResource(data_root=str(tmp_path))})
+            resources={"source": SourceResource(data_root=str(tmp_path)),
+                       "paths": PathsResource(data_root=str(tmp_path))})
         assert isinstance(ingest_after_inbox(ctx2), dg.SkipReason)  # not the inbox_ingest job
 
 
@@ -245,7 +252,8 @@ def test_garbage_is_rejected_the_good_delivery_lands_and_ingests_and_the_previou
         monkeypatch.delenv(var, raising=False)
     defs = build_definitions()
     source = SourceResource(kind="mapped", mapping=str(mapping), data_root=str(tmp_path))
-    resources = {"source": source, "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb"))}
+    resources = {"source": source, "paths": PathsResource(data_root=str(tmp_path)),
+                 "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb"))}
     inbox, landing = tmp_path / "inbox", tmp_path / "landing" / "retail_orders.csv"
 
     _drop(inbox, "retail_orders_2024-05-01.csv", first)
@@ -269,7 +277,8 @@ def test_garbage_is_rejected_the_good_delivery_lands_and_ingests_and_the_previou
         assert inbox_run.success and landing.read_bytes() == second
         request = ingest_after_inbox(dg.build_run_status_sensor_context(
             sensor_name="ingest_after_inbox", dagster_event=inbox_run.get_run_success_event(),
-            dagster_instance=instance, dagster_run=inbox_run.dagster_run, resources={"source": source}))
+            dagster_instance=instance, dagster_run=inbox_run.dagster_run,
+            resources={"source": source, "paths": PathsResource(data_root=str(tmp_path))}))
         ingest = defs.resolve_job_def("ingest").execute_in_process(instance=instance,
                                                                    run_config=request.run_config)
         assert ingest.success

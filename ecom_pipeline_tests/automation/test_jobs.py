@@ -42,32 +42,37 @@ def test_schedules_and_sensors_target_the_right_jobs(defs):
     assert sensors["inbox_sensor"].job_name == "inbox_ingest"
 
 
-def test_jobs_pick_up_assets_as_groups_and_tags_appear():
-    @dg.asset(group_name="models")
+def test_jobs_pick_up_new_assets_by_layer_and_group():
+    @dg.asset(key=["models", "some_model"], group_name="reviews")
     def some_model():
         return 1
 
-    @dg.asset(group_name="features")
+    @dg.asset(key=["features", "some_feature"], group_name="spatial")
     def some_feature():
         return 1
 
-    @dg.asset(group_name="misc", tags={jobs_mod.STAGE_TAG: "scoring"})
-    def tagged_scorer():
+    @dg.asset(key=["raw", "some_table"], group_name="ingest")
+    def some_raw():
         return 1
 
-    @dg.asset(group_name="reports")
+    @dg.asset(key=["reports", "some_report"], group_name="operations")
     def some_report():
         return 1
 
-    d = dg.Definitions(assets=[some_model, some_feature, tagged_scorer, some_report], jobs=jobs_mod.JOBS)
+    @dg.asset(key=["snapshot", "some_copy"], group_name="snapshot")
+    def some_copy():
+        return 1
+
+    d = dg.Definitions(assets=[some_model, some_feature, some_raw, some_report, some_copy], jobs=jobs_mod.JOBS)
 
     def keys(job):
         return {k.to_user_string() for k in d.resolve_job_def(job).asset_layer.selected_asset_keys}
 
-    assert keys("training") == {"some_model"}
-    assert keys("features") == {"some_feature"}
-    assert keys("scoring") == {"tagged_scorer", "some_report"}
-    assert keys("daily_refresh") == {"some_feature"}
+    assert keys("training") == {"models/some_model"}
+    assert keys("features") == {"features/some_feature"}
+    assert keys("scoring") == {"reports/some_report", "snapshot/some_copy"}
+    assert keys("ingest") == {"raw/some_table"}
+    assert keys("daily_refresh") == {"raw/some_table", "features/some_feature"}
 
 
 def test_schedule_evaluation_requests_a_run():

@@ -10,6 +10,7 @@ from ecom_pipeline.automation.failures import record_failure
 from ecom_pipeline.assets.gates import promotion_gate_check
 from ecom_pipeline.ml.registry import Candidate, gate_verdict, log_and_register, registry_summary
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,7 @@ def store(tmp_path_factory):
 def _materialize(root, tracking, *assets):
     return dg.materialize(list(assets), resources={
         "mlflow": tracking, "source": SourceResource(data_root=str(root)),
+                            "paths": PathsResource(data_root=str(root)),
         "warehouse": WarehouseResource(path=str(root / "w.duckdb"))})
 
 

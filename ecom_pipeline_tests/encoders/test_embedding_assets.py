@@ -8,6 +8,7 @@ import pytest
 
 from ecom_pipeline.assets import embeddings as E
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,8 @@ def _write(db: Path, products: pd.DataFrame, reviews: pd.DataFrame) -> None:
 
 def _resources(root: Path, db: Path) -> dict:
     return {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
-            "source": SourceResource(data_root=str(root))}
+            "source": SourceResource(data_root=str(root)),
+            "paths": PathsResource(data_root=str(root))}
 
 
 def _meta(result, key: str):

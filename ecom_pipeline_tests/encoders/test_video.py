@@ -126,6 +126,7 @@ def test_video_asset_embeds_quarantines_and_fuses(tmp_path, photos):
     from ecom_pipeline.assets import embeddings as E
     from ecom_pipeline.assets import video as V
     from ecom_pipeline.resources import ComputeResource, SourceResource, WarehouseResource
+    from ecom_pipeline.resources.paths import PathsResource
 
     img_dir = tmp_path / "img"
     img_dir.mkdir()
@@ -147,7 +148,8 @@ def test_video_asset_embeds_quarantines_and_fuses(tmp_path, photos):
     (videos / "p2.mp4").write_bytes(data[: len(data) // 2])  # truncated
     write_clip(videos / "ghost.mp4", photos[:1], fps=4)  # no such product
     res = {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
-           "source": SourceResource(data_root=str(tmp_path))}
+           "source": SourceResource(data_root=str(tmp_path)),
+           "paths": PathsResource(data_root=str(tmp_path))}
     assets = [E.product_image_embeddings, V.product_video_embeddings, E.product_embeddings]
     result = dg.materialize(assets, resources=res)
     assert result.success

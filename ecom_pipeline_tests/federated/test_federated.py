@@ -89,6 +89,7 @@ def test_federated_asset_logs_to_mlflow_and_model_metrics(tmp_path):
     from ecom_pipeline.assets import federated as F
     from ecom_pipeline.ml.encoders.store import upsert_embeddings
     from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
+    from ecom_pipeline.resources.paths import PathsResource
 
     frame, emb = _reviews(n=1200)
     db = tmp_path / "wh.duckdb"
@@ -105,6 +106,7 @@ def test_federated_asset_logs_to_mlflow_and_model_metrics(tmp_path):
                       frame[["review_id"]].assign(input_hash="h"), emb, model="synthetic", model_version="0")
     con.close()
     res = {"warehouse": WarehouseResource(path=str(db)), "source": SourceResource(data_root=str(tmp_path)),
+                                                         "paths": PathsResource(data_root=str(tmp_path)),
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")}
     result = dg.materialize([F.federated_sentiment], resources=res,
                             run_config={"ops": {"models__federated_sentiment": {"config": {"rounds": 8,

@@ -7,6 +7,7 @@ from ecom_pipeline.resources.io_manager import WarehouseIOManager
 
 from ecom_pipeline.assets import timeseries as ts
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline_tests.forecasting.shop import SPIKE_DAY, make_shop, write_staging
 
 SMALL = {
@@ -29,6 +30,7 @@ def materialised(tmp_path_factory):
         "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db"),
         "compute": ComputeResource(device="cpu", threads=2),
         "source": SourceResource(kind="synthetic", data_root=str(root)),
+        "paths": PathsResource(data_root=str(root)),
     }
     defs = ts.build()
     result = dg.materialize(list(defs.assets), resources=resources, run_config={"ops": SMALL})

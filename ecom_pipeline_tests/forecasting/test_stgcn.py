@@ -115,6 +115,7 @@ def _materialise(root, tables, stgcn_config, with_sarima=True):
     from ecom_pipeline.assets import spatial, spatiotemporal
     from ecom_pipeline.assets import timeseries as ts
     from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+    from ecom_pipeline.resources.paths import PathsResource
     from ecom_pipeline.resources.io_manager import WarehouseIOManager
     from ecom_pipeline_tests.forecasting.shop import write_staging
 
@@ -122,7 +123,8 @@ def _materialise(root, tables, stgcn_config, with_sarima=True):
     resources = {"warehouse": WarehouseResource(path=str(wh)), "io_manager": WarehouseIOManager(database=str(wh)),
                  "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db"),
                  "compute": ComputeResource(device="cpu", threads=1),
-                 "source": SourceResource(kind="synthetic", data_root=str(root))}
+                 "source": SourceResource(kind="synthetic", data_root=str(root)),
+                 "paths": PathsResource(data_root=str(root))}
     keys = [["features", k] for k in ("daily_series", "calendar", "regions", "region_flows", "region_knn_graph")]
     keys += ([["models", "sarima_backtest"], ["models", "stgcn_backtest"], ["serving", "forecasts"]] if with_sarima
              else [["models", "stgcn_backtest"]])

@@ -8,6 +8,7 @@ import pytest
 from ecom_pipeline.assets import recommender
 from ecom_pipeline.ml.recsys.planted import planted_world
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
 
 
@@ -29,7 +30,8 @@ def mlflow_uri(tmp_path_factory):
 def resources(db, mlflow_uri, root):
     return {"warehouse": WarehouseResource(path=str(db)), "io_manager": WarehouseIOManager(database=str(db)),
             "mlflow": MLflowResource(tracking_uri=mlflow_uri), "source": SourceResource(kind="synthetic",
-                                                                                     data_root=str(root))}
+                                                                                     data_root=str(root)),
+                                                               "paths": PathsResource(data_root=str(root))}
 
 
 ASSETS = [recommender.interactions, recommender.category_interactions, recommender.recommender_evaluation,

@@ -18,6 +18,7 @@ from ecom_pipeline.ml.recsys.sequence import (
     user_baskets,
 )
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
 from ecom_pipeline_tests.recsys.test_assets import write_staging
 
@@ -127,7 +128,8 @@ def test_sequence_asset_gates_per_segment_and_serves_the_winner(tmp_path):
     write_staging(db, {k: v for k, v in w.items() if k != "successor"})
     res = {"warehouse": WarehouseResource(path=str(db)), "io_manager": WarehouseIOManager(database=str(db)),
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
-           "source": SourceResource(kind="synthetic", data_root=str(tmp_path)), "compute": ComputeResource()}
+           "source": SourceResource(kind="synthetic", data_root=str(tmp_path)),
+           "paths": PathsResource(data_root=str(tmp_path)), "compute": ComputeResource()}
     cfg = {"models": ["popularity", "recent_popularity", "item_knn", "repeat", "sasrec"], "exclude_seen": True,
            **{k: v for k, v in SMALL.items() if k != "batch_size"}, "batch_size_cpu": SMALL["batch_size"],
            "max_epochs": 12, "max_seconds": 20.0}

@@ -17,6 +17,7 @@ from ecom_pipeline.ml.recsys.interactions import build_interactions
 from ecom_pipeline.ml.recsys.models import make_model
 from ecom_pipeline.ml.recsys.planted import planted_world
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline_tests.recsys.test_assets import write_staging
 
 
@@ -110,7 +111,8 @@ def test_two_tower_asset_on_planted_world(tmp_path, mlflow_uri):
     write_staging(db, {k: v for k, v in w.items() if k != "taste"})
     resources = {"warehouse": WarehouseResource(path=str(db)), "io_manager": WarehouseIOManager(database=str(db)),
                  "mlflow": MLflowResource(tracking_uri=mlflow_uri), "compute": ComputeResource(device="cpu"),
-                 "source": SourceResource(kind="synthetic", data_root=str(tmp_path))}
+                 "source": SourceResource(kind="synthetic", data_root=str(tmp_path)),
+                 "paths": PathsResource(data_root=str(tmp_path))}
     result = dg.materialize([recommender.interactions, recommender.two_tower_recommender], resources=resources)
     assert result.success
     spec = recommender.two_tower_recommender

@@ -126,6 +126,7 @@ def test_orders_by_region_joins_customers_and_item_value():
 def _run_asset(root, staging: dict[str, pd.DataFrame], countries: str = "", level: str = "auto"):
     from ecom_pipeline.assets.sharing import regional_demand_dp
     from ecom_pipeline.resources import SourceResource, WarehouseResource
+    from ecom_pipeline.resources.paths import PathsResource
 
     root.mkdir(parents=True)
     wh = root / "wh.duckdb"
@@ -139,7 +140,8 @@ def _run_asset(root, staging: dict[str, pd.DataFrame], countries: str = "", leve
     result = dg.materialize(
         [regional_demand_dp], resources={"warehouse": WarehouseResource(path=str(wh)),
                                          "source": SourceResource(data_root=str(root), kind="mapped",
-                                                                  countries=countries or "BR")},
+                                                                  countries=countries or "BR"),
+                                         "paths": PathsResource(data_root=str(root))},
         run_config={"ops": {"reports__regional_demand_dp": {"config": {"epsilon": 1.0, "seed": 3, "level": level}}}})
     assert result.success
     con = duckdb.connect(str(wh), read_only=True)

@@ -32,6 +32,7 @@ import yaml
 from ecom_pipeline.cleaning.privacy import pseudonym
 from ecom_pipeline.cleaning.staging import stage_table
 from ecom_pipeline.loading import load_raw_table
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.sources.base import SourceError
 from ecom_pipeline.sources.mapped import MappedSource
 
@@ -395,7 +396,8 @@ def test_metacharacters_in_inbox_file_names_are_refused(case, tmp_path, monkeypa
     (inbox / name).write_bytes(content)
     os.utime(inbox / name, (0, 1_700_000_000))  # settled long ago
     # a file-based source: one that takes no files leaves the inbox alone (automation/test_inbox.py)
-    ctx = dg.build_sensor_context(resources={"source": SourceResource(kind="olist", data_root=str(tmp_path))})
+    ctx = dg.build_sensor_context(resources={"source": SourceResource(kind="olist", data_root=str(tmp_path)),
+                                             "paths": PathsResource(data_root=str(tmp_path))})
     result = inbox_sensor(ctx)
     assert not result.run_requests and "1 rejected" in result.skip_reason.skip_message
     rejected = sorted(p.name for p in (inbox / "rejected").iterdir())
@@ -417,7 +419,9 @@ def test_metacharacters_in_partition_keys_are_refused(key, tmp_path, monkeypatch
 
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "warehouse.duckdb"
-    resources = {"source": SourceResource(data_root=str(tmp_path)), "warehouse": WarehouseResource(path=str(db))}
+    resources = {"source": SourceResource(data_root=str(tmp_path)),
+                 "paths": PathsResource(data_root=str(tmp_path)),
+                 "warehouse": WarehouseResource(path=str(db))}
     assert dg.materialize([inbox_deliveries], partition_key="2024-05-01", resources=resources).success
     with duckdb.connect(str(db)) as c:
         c.execute("CREATE SCHEMA IF NOT EXISTS staging")
@@ -546,7 +550,8 @@ def test_image_embedding_asset_records_one_reason_per_bad_product(tmp_path):
         c.register("p", pd.DataFrame({"product_id": pids, "image_uri": uris}))
         c.execute("CREATE TABLE staging.products AS SELECT * FROM p")
     resources = {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
-                 "source": SourceResource(data_root=str(tmp_path))}
+                 "source": SourceResource(data_root=str(tmp_path)),
+                 "paths": PathsResource(data_root=str(tmp_path))}
     assert dg.materialize([product_image_embeddings], resources=resources).success
     with duckdb.connect(str(db), read_only=True) as c:
         q = dict(c.execute(f"SELECT product_id, reason FROM {IMAGE_QUARANTINE}").fetchall())

@@ -16,6 +16,7 @@ import pytest
 
 from ecom_pipeline.automation.inbox import INBOX_TABLE, inbox_deliveries
 from ecom_pipeline.resources import SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, table_fingerprint, warehouse_fingerprints
 from ecom_pipeline_tests.reliability.concurrent_worker import fast_run_config
 
@@ -61,6 +62,7 @@ def _inbox_state(root: Path) -> dict:
 
 def _run_days(root: Path, instance: dg.DagsterInstance, days: list[str]) -> list[str]:
     resources = {"source": SourceResource(data_root=str(root)),
+                 "paths": PathsResource(data_root=str(root)),
                  "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb"))}
     run_ids = []
     for day in days:

@@ -165,6 +165,7 @@ def test_raw_asset_metadata_says_what_the_fast_path_did(tmp_path):
 
     from ecom_pipeline.assets.ingest import _raw_asset
     from ecom_pipeline.resources import SourceResource, WarehouseResource
+    from ecom_pipeline.resources.paths import PathsResource
 
     shutil.copy(BAD / "wrong_field_count.csv", tmp_path / "orders.csv")
     mapping = {"version": 1, "tables": {"orders": {
@@ -174,6 +175,7 @@ def test_raw_asset_metadata_says_what_the_fast_path_did(tmp_path):
     result = dg.materialize([_raw_asset("orders")], instance=dg.DagsterInstance.ephemeral(), resources={
         "source": SourceResource(kind="mapped", mapping=str(tmp_path / "m.yaml"), data_dir=str(tmp_path),
                                  data_root=str(tmp_path / "root")),
+        "paths": PathsResource(data_root=str(tmp_path / "root")),
         "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
     meta = result.asset_materializations_for_node("raw__orders")[0].metadata
     assert meta["dagster/row_count"].value == 4

@@ -69,6 +69,7 @@ def test_country_only_shop_gets_country_regions_and_a_named_stgcn_skip(tmp_path)
     from ecom_pipeline.assets import spatial, spatiotemporal
     from ecom_pipeline.assets import timeseries as ts
     from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+    from ecom_pipeline.resources.paths import PathsResource
     from ecom_pipeline.resources.io_manager import WarehouseIOManager
     from ecom_pipeline_tests.forecasting.shop import make_shop, write_staging
 
@@ -86,7 +87,8 @@ def test_country_only_shop_gets_country_regions_and_a_named_stgcn_skip(tmp_path)
     res = {"warehouse": WarehouseResource(path=str(wh)), "io_manager": WarehouseIOManager(database=str(wh)),
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
            "compute": ComputeResource(device="cpu", threads=1),
-           "source": SourceResource(kind="mapped", countries="GB", data_root=str(tmp_path))}
+           "source": SourceResource(kind="mapped", countries="GB", data_root=str(tmp_path)),
+           "paths": PathsResource(data_root=str(tmp_path))}
     keys = [["features", k] for k in ("daily_series", "calendar", "regions", "region_flows", "region_knn_graph")]
     keys.append(["models", "stgcn_backtest"])
     result = dg.materialize(list(ts.build().assets) + list(spatial.build().assets)

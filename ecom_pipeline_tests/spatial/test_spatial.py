@@ -58,12 +58,15 @@ def test_delivery_seller_history_uses_only_the_past():
 def test_spatial_assets(tmp_path):
     from ecom_pipeline.assets import spatial
     from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+    from ecom_pipeline.resources.paths import PathsResource
     from ecom_pipeline_tests.forecasting.shop import make_shop, write_staging
 
     wh = write_staging(tmp_path / "wh.duckdb", make_shop(days=150, base_per_day=8))
     res = {"warehouse": WarehouseResource(path=str(wh)), "io_manager": WarehouseIOManager(database=str(wh)),
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
-           "compute": ComputeResource(device="cpu", threads=2), "source": SourceResource(data_root=str(tmp_path))}
+           "compute": ComputeResource(device="cpu", threads=2),
+           "source": SourceResource(data_root=str(tmp_path)),
+           "paths": PathsResource(data_root=str(tmp_path))}
     result = dg.materialize(list(spatial.build().assets), resources=res,
                             run_config={"ops": {"features__region_embeddings":
                                                 {"config": {"epochs_cpu": 60}}}})

@@ -10,6 +10,7 @@ from ecom_pipeline.assets import embeddings as E
 from ecom_pipeline.assets import reviews as R
 from ecom_pipeline.ml.text.topics import INTENTS
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 
 NEG = ["Não recebi o produto", "Chegou quebrado", "Péssimo, demorou demais", "Produto com defeito, horrível",
        "never arrived, terrible", "o vendedor não responde"]
@@ -54,6 +55,7 @@ def test_review_group_end_to_end(root):
     db = root / "wh.duckdb"
     res = {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
            "source": SourceResource(data_root=str(root)),
+           "paths": PathsResource(data_root=str(root)),
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db")}
     result = dg.materialize([E.review_text_embeddings, R.sentiment_model, R.review_sentiment,
                              R.sentiment_aggregates, R.review_topics], resources=res,
@@ -107,6 +109,7 @@ def test_review_group_with_no_reviews(tmp_path):
     con.close()
     res = {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
            "source": SourceResource(data_root=str(tmp_path)),
+           "paths": PathsResource(data_root=str(tmp_path)),
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")}
     result = dg.materialize([E.review_text_embeddings, R.sentiment_model, R.review_sentiment,
                              R.sentiment_aggregates, R.review_topics], resources=res)
@@ -130,6 +133,7 @@ def test_capped_embeddings_and_training_sample_are_visible(root):
     con.close()
     res = {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
            "source": SourceResource(data_root=str(root)),
+           "paths": PathsResource(data_root=str(root)),
            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow_capped.db")}
     cfg = {"ops": {"features__review_text_embeddings": {"config": {"max_new_per_run_cpu": 120}},
                    "models__sentiment_model": {"config": {"max_train_reviews": 100, "settings": ["3class"]}}}}

@@ -9,6 +9,7 @@ from ecom_pipeline.assets import embeddings as E
 from ecom_pipeline.assets import review_finetune as F
 from ecom_pipeline.assets import reviews as R
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline_tests.text.test_review_assets import synthetic_reviews
 
 
@@ -24,6 +25,7 @@ def _warehouse(root, n: int = 150):
 def _resources(root):
     return {"warehouse": WarehouseResource(path=str(root / "wh.duckdb")),
             "compute": ComputeResource(device="cpu", threads=2), "source": SourceResource(data_root=str(root)),
+                                                                 "paths": PathsResource(data_root=str(root)),
             "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db")}
 
 

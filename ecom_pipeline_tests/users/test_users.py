@@ -123,6 +123,7 @@ def mlflow_uri(tmp_path_factory):
 def test_user_assets_on_orders_only_world(tmp_path, mlflow_uri):
     from ecom_pipeline.assets import users
     from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
+    from ecom_pipeline.resources.paths import PathsResource
     from ecom_pipeline_tests.recsys.test_assets import write_staging
 
     w = loyal_world(n=400)
@@ -134,7 +135,8 @@ def test_user_assets_on_orders_only_world(tmp_path, mlflow_uri):
                                                "ts": pd.Series(dtype="datetime64[ns]")})})
     res = dg.materialize([users.user_profiles, users.repurchase_scores], resources={
         "warehouse": WarehouseResource(path=str(db)), "mlflow": MLflowResource(tracking_uri=mlflow_uri),
-        "source": SourceResource(kind="mapped", data_root=str(tmp_path))})
+        "source": SourceResource(kind="mapped", data_root=str(tmp_path)),
+        "paths": PathsResource(data_root=str(tmp_path))})
     assert res.success
     con = duckdb.connect(str(db), read_only=True)
     prof = con.execute("SELECT * FROM serving.user_profiles").fetchdf()
