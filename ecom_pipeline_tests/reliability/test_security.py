@@ -17,7 +17,7 @@ PACKAGE = REPO_ROOT / "ecom_pipeline"
 DOCKER = REPO_ROOT / "docker"
 SQL_METHODS = {"execute", "executemany", "sql", "query"}
 # Calls that make an interpolated piece safe: identifiers quoted ("a""b"), literals quoted ('it''s').
-QUOTING_HELPERS = {"quote_ident", "qi", "_lit", "_ts_lit", "_sql_str", "mask_sql", "_sql_text"}
+QUOTING_HELPERS = {"quote_ident", "qi", "_lit", "_ts_lit", "_sql_str", "mask_sql", "_sql_text", "_literal"}
 CONSTANT = re.compile(r"[A-Z][A-Z0-9_]*")  # module constants: written in code, never from data
 
 # Interpolations that are neither a quoting helper nor a constant, reviewed one by one.  None of them
@@ -43,9 +43,11 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
     "cleaning/staging.py": (
         {"', '.join(('s.' + k for k in keys))", "_lit(load_id) if load_id else 'NULL'",
          "_tz_map_sql(spec, raw_cols, raw_rel, hints)", "building_rel", "cols", "final_rel", "helper", "key_list",
-         "load_col", "on", "original", "quarantine_rel", "raw_rel", "sql", "work_sql", "row_hash"},
+         "load_col", "on", "original", "quarantine_rel", "raw_rel", "sql", "work_sql", "row_hash",
+         "create"},
         "relations and column lists assembled from qi()-quoted canonical names (canonical.TABLES), values "
-        "through _lit(); the source's timezone hint is a literal via _lit inside _tz_map_sql"),
+        "through _lit(); the source's timezone hint is a literal via _lit inside _tz_map_sql; `create` a fixed "
+        "CREATE [TEMP] TABLE prefix over building_rel"),
     "loading.py": (
         {"_create_raw_table_sql(loading, table)", "final", "insert_cols", "loading", "select", "scratch"},
         "raw table names and columns from canonical.TABLES, each through quote_ident()"),
@@ -85,6 +87,26 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
          "constants")),
     "resources/model_metrics.py": ({"column", "sql_type", "', '.join(COLUMNS)"},
                                    "INTERVAL_COLUMNS and COLUMNS are module constants"),
+    "distributed/local.py": ({"schema"}, "LAYER_SCHEMAS constants of the warehouse layer"),
+    "warehouse/lake.py": ({"query", "options"},
+                          "`query`: the connection wrapper forwards its caller's statement unchanged (the caller's "
+                          "own interpolations are checked in the caller's module); `options`: DATA_PATH through "
+                          "_literal() plus a fixed READ_ONLY"),
+    "incremental/changes.py": ({"sql", "t"}, "t: ACTIVITY staging table names (module constants); sql: the "
+                               "union of ACTIVITY statements; load ids and times as ? parameters"),
+    "incremental/interactions.py": (
+        {"sql", "t", "', '.join(INTERACTION_COLUMNS)"},
+        "t: STAGING_TABLES constants; sql: interactions_query() over them with values as ? parameters; "
+        "INTERACTION_COLUMNS a module constant"),
+    "incremental/profiles.py": (
+        {"' UNION ALL '.join(parts)", "marks", "sel", "t", "cond", "table"},
+        "t/table: STAGING_COLUMNS and DATED keys (module constants); sel: their column names, or NULL for a "
+        "missing one; cond and parts: module-level WHERE fragments; marks: '?' placeholders; values as ? "
+        "parameters"),
+    "incremental/serving.py": (
+        {"table.split('.', 1)[0]", "table", "name.split('.', 1)[0]", "name", "i", "cond"},
+        "table/name: serving table names passed by the calling asset as code constants; i: an integer; cond: "
+        "the caller's scope fragment (a code constant) and a fixed IN (SELECT ...) over a registered frame"),
     "snapshot.py": ({"schema", "_quoted(table)", "sql"},
                     "schemas and tables listed from the warehouse's own catalogue, double-quoted by _quoted(); "
                     "`sql` the module's DERIVED statements"),
