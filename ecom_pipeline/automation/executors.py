@@ -19,7 +19,9 @@ few seconds of imports, serialised by the ``duckdb`` pool anyway) took 640 s lau
 process; in one process it costs the in-process time plus one start-up (benchmarks/results/launched.md).
 Pools still apply (the in-process executor claims ``duckdb`` slots from the instance like the others),
 so it keeps the one-writer rule even where the step executor (celery) ignores pools.
-``ECOM_SHORT_JOBS_EXECUTOR=location`` puts them back on the location's executor.
+``ECOM_SHORT_JOBS_EXECUTOR=multiprocess`` runs each of their steps in its own process forked from the
+preloaded forkserver, one at a time (process isolation, at the cost measured in
+benchmarks/results/launched.md); ``location`` puts them on the location's executor.
 
 The other jobs (features, training, scoring, daily_refresh, full_pipeline) use the location's executor;
 with ``ECOM_EXECUTOR=multiprocess``, ``ECOM_LONG_JOBS_EXECUTOR=in_process`` runs them in the run worker too
@@ -43,7 +45,7 @@ from ecom_pipeline.config import env
 from ecom_pipeline.routing import gpu_k8s_config  # noqa: F401  (re-exported: it used to live here)
 
 EXECUTORS = ("multiprocess", "celery", "k8s")
-SHORT_JOBS_EXECUTORS = ("in_process", "location")
+SHORT_JOBS_EXECUTORS = ("in_process", "multiprocess", "location")
 # What the forkserver imports once; step processes fork from it with the definitions already built.
 FORKSERVER_PRELOAD = ["ecom_pipeline.definitions"]
 
@@ -59,10 +61,16 @@ def multiprocess_executor(max_concurrent: int | None = None):
 
 
 def short_steps_executor(kind: str | None = None):
-    """Executor of jobs made of short warehouse steps: in-process (default) or None = the location's."""
+    """Executor of jobs made of short warehouse steps: in-process (default), ``multiprocess`` (one forked
+    process per step, one step at a time) or None = the location's (``location``)."""
     kind = (kind or env("ECOM_SHORT_JOBS_EXECUTOR")).strip().lower()
     if kind not in SHORT_JOBS_EXECUTORS:
         raise ValueError(f"ECOM_SHORT_JOBS_EXECUTOR={kind!r} is not one of {SHORT_JOBS_EXECUTORS}")
+    if kind == "multiprocess":
+        # Every step of these jobs is in the one-slot `duckdb` pool, so a second concurrent step only waits
+        # for the slot, re-trying its claim with Dagster's back-off (1 s, x1.1 per try) and so starting up to
+        # a second after the slot is free.  With one step at a time the next claim is made when the slot is.
+        return multiprocess_executor(max_concurrent=1)
     return dg.in_process_executor if kind == "in_process" else None
 
 

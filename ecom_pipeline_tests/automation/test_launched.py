@@ -76,6 +76,10 @@ def test_short_jobs_run_in_process_and_the_rest_fork_from_a_preloaded_server(mon
     monkeypatch.delenv("ECOM_SHORT_JOBS_EXECUTOR", raising=False)
     assert short_steps_executor() is dg.in_process_executor
     assert short_steps_executor("location") is None
+    one_at_a_time = short_steps_executor("multiprocess")
+    config = one_at_a_time.config_schema.resolve_config({}).value["config"]
+    assert one_at_a_time.name == "multiprocess" and config["max_concurrent"] == 1
+    assert config["start_method"] == {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}}
     with pytest.raises(ValueError, match="ECOM_SHORT_JOBS_EXECUTOR"):
         short_steps_executor("threads")
     assert EXECUTOR.name == "multiprocess" and FORKSERVER_PRELOAD == ["ecom_pipeline.definitions"]
@@ -95,12 +99,12 @@ def _check_evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[str, i
 @pytest.mark.slow  # ~25 s on a quiet 2-core machine: 18 step processes forked from the preloaded server
 def test_ingest_launched_with_one_process_per_step_runs_its_checks_in_the_staging_steps(tmp_path,
                                                                                          monkeypatch):
-    """The whole ``ingest`` on the location's multiprocess executor (the path the issue measured at 84 step
-    processes): one forked process per raw / staging asset and no step per check, every check evaluated in
-    its staging table's step."""
+    """The whole ``ingest`` with one process per step (the path the issue measured at 84 step processes):
+    one process per raw / staging asset forked from the preloaded forkserver and no step per check, every
+    check evaluated in its staging table's step."""
     from ecom_pipeline.canonical import TABLE_ORDER
 
-    proc, wall = _launch("ingest", tmp_path, ECOM_SYNTHETIC_ORDERS="300", ECOM_SHORT_JOBS_EXECUTOR="location")
+    proc, wall = _launch("ingest", tmp_path, ECOM_SYNTHETIC_ORDERS="300", ECOM_SHORT_JOBS_EXECUTOR="multiprocess")
     assert proc.returncode == 0, proc.stderr[-3000:]
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     instance = dg.DagsterInstance.get()
