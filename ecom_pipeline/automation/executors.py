@@ -30,7 +30,8 @@ isolation (a step that crashes the interpreter fails the run).  Not allowed with
 is to route GPU steps to GPU workers.
 
 The location's multiprocess executor starts step processes from a **forkserver** that has imported
-``ecom_pipeline.definitions`` once, so a step no longer pays the ~4 s of imports of a fresh interpreter.
+``ecom_pipeline.definitions`` and built the repository once (``ecom_pipeline.forkserver_preload``), so a
+step pays neither the ~4 s of imports of a fresh interpreter nor the repository build.
 
 dagster-celery and dagster-k8s are project dependencies but imported only when selected.  The Celery path is
 exercised end to end by ecom_pipeline_tests/distributed (Postgres, Redis, two workers); the k8s path as far
@@ -46,8 +47,9 @@ from ecom_pipeline.routing import gpu_k8s_config  # noqa: F401  (re-exported: it
 
 EXECUTORS = ("multiprocess", "celery", "k8s")
 SHORT_JOBS_EXECUTORS = ("in_process", "multiprocess", "location")
-# What the forkserver imports once; step processes fork from it with the definitions already built.
-FORKSERVER_PRELOAD = ["ecom_pipeline.definitions"]
+# What the forkserver imports once; step processes fork from it with the definitions imported and the
+# repository (asset graph, jobs) already built.
+FORKSERVER_PRELOAD = ["ecom_pipeline.forkserver_preload"]
 
 
 def multiprocess_executor(max_concurrent: int | None = None):

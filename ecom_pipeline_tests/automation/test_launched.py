@@ -82,7 +82,7 @@ def test_short_jobs_run_in_process_and_the_rest_fork_from_a_preloaded_server(mon
     assert config["start_method"] == {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}}
     with pytest.raises(ValueError, match="ECOM_SHORT_JOBS_EXECUTOR"):
         short_steps_executor("threads")
-    assert EXECUTOR.name == "multiprocess" and FORKSERVER_PRELOAD == ["ecom_pipeline.definitions"]
+    assert EXECUTOR.name == "multiprocess" and FORKSERVER_PRELOAD == ["ecom_pipeline.forkserver_preload"]
 
 
 
