@@ -11,14 +11,20 @@ instance (pools ``default_limit: 1``, as ``.dagster_home/dagster.yaml``), on the
                   model jobs: the forkserver multiprocess executor);
 * ``launched_in_process_executor`` (``--in-process-executor``) the same with ``ECOM_LONG_JOBS_EXECUTOR=
                   in_process``: model jobs run every step in the run worker (no step processes);
-* ``launched_multiprocess`` (``--multiprocess``) the same with ``ECOM_SHORT_JOBS_EXECUTOR=location``, i.e.
-                  ``ingest`` with one forked process per step: the configuration the issue measured.
+* ``launched_multiprocess`` (``--multiprocess``) the same with ``ECOM_SHORT_JOBS_EXECUTOR=multiprocess``:
+                  ``ingest`` with one process per step forked from the preloaded forkserver, one step at a
+                  time (every ingest step is in the one-slot ``duckdb`` pool);
+* ``launched_location`` (``--location``) the same with ``ECOM_SHORT_JOBS_EXECUTOR=location``: ``ingest`` on
+                  the location's multiprocess executor (``ECOM_MAX_CONCURRENT`` steps, default 2, so the
+                  second waits for the pool slot with Dagster's claim back-off).
 
 Reported per case: wall seconds of the whole process (start-up and imports included) and of the run itself
-(Dagster's run start to end), steps, and the launched / in-process ratio of the medians.
+(Dagster's run start to end), steps, and the launched / in-process ratios of the medians.  Every mode runs
+once per repeat, interleaved, and a ratio is given only between cases of the same invocation (same commit,
+same load).
 
     python benchmarks/launched.py                       # ingest, 2 repeats
-    python benchmarks/launched.py --multiprocess --multiprocess-timeout 150
+    python benchmarks/launched.py --multiprocess --location --repeats 2   # ingest, one process per step
     python benchmarks/launched.py --jobs full_pipeline --repeats 1 --timeout 3600  # long: not on a shared box
 
 Results are merged per (job, mode) into ``benchmarks/results/launched.json`` and ``launched.md``.
@@ -94,6 +100,8 @@ def run_case(job: str, mode: str, orders: int, timeout: float) -> dict:
         command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "ecom_pipeline.definitions",
                    "-j", job]
         if mode == "launched_multiprocess":
+            env["ECOM_SHORT_JOBS_EXECUTOR"] = "multiprocess"
+        if mode == "launched_location":
             env["ECOM_SHORT_JOBS_EXECUTOR"] = "location"
         if mode == "launched_in_process_executor":
             env["ECOM_LONG_JOBS_EXECUTOR"] = "in_process"
@@ -129,24 +137,33 @@ def write_results(cases: list[dict], meta: dict) -> None:
         "path); *launched* = `dagster job execute`: a run worker that runs the job with its own executor, "
         "as the run launcher does for the UI, schedules and sensors; *launched_in_process_executor* = the same "
         "with `ECOM_LONG_JOBS_EXECUTOR=in_process`; *launched_multiprocess* = `ingest` "
-        "with one forked process per step (`ECOM_SHORT_JOBS_EXECUTOR=location`). process s includes "
-        "start-up and imports; run s is Dagster's run start to end. Medians over the repeats; the machine "
+        "with one process per step forked from the preloaded forkserver, one at a time "
+        "(`ECOM_SHORT_JOBS_EXECUTOR=multiprocess`); *launched_location* = `ingest` on the location's "
+        "multiprocess executor (2 steps at once; `ECOM_SHORT_JOBS_EXECUTOR=location`). Since commit 904cf89 "
+        "the staging checks run in their table's step: `ingest` has 18 steps (84 before). process s includes "
+        "start-up and imports; run s is Dagster's run start to end. Medians over the repeats; ratios only "
+        "between cases measured in the same invocation (same commit and load); the machine "
         "is shared (load average given), so times are upper bounds. Produced by `benchmarks/launched.py`."),
         "",
         ("| job | mode | complete | process s (median) | each run's process s | run s (median) | "
-        "steps ok / steps | process s / in-process | commit | load avg before -> after | measured |"),
-        "|---|---|---|---:|---|---:|---|---:|---|---|---|",
+        "steps ok / steps | process s / in-process | run s / in-process | commit | "
+        "load avg before -> after | measured |"),
+        "|---|---|---|---:|---|---:|---|---:|---:|---|---|---|",
     ]
     rows = data["cases"]
     for key in sorted(rows):
         c = rows[key]
         base = rows.get(f"{c['job']}/in_process")
-        ratio = (f"{c['process_s'] / base['process_s']:.2f}" if base and c.get("complete")
-                 and base.get("complete") and c["mode"] != "in_process" else "-")
+        comparable = (base and c.get("complete") and base.get("complete") and c["mode"] != "in_process"
+                      and base.get("measured") == c.get("measured") and base.get("commit") == c.get("commit"))
+        ratio = f"{c['process_s'] / base['process_s']:.2f}" if comparable else "-"
+        run_ratio = (f"{c['run_s'] / base['run_s']:.2f}"
+                     if comparable and c.get("run_s") and base.get("run_s") else "-")
         lines.append(f"| {c['job']} | {c['mode']} | {'yes' if c.get('complete') else '**no** (stopped)'} | "
                      f"{c['process_s']} | {', '.join(str(x) for x in c.get('all_process_s', []))} | "
                      f"{c.get('run_s') or '-'} | "
-                     f"{c.get('steps_ok', '-')} / {c.get('steps', '-')} | {ratio} | {c['commit']} | "
+                     f"{c.get('steps_ok', '-')} / {c.get('steps', '-')} | {ratio} | {run_ratio} | "
+                     f"{c['commit']} | "
                      f"{c['load_before']} -> {c['load_after']} | {c['measured']} |")
     (RESULTS / "launched.md").write_text("\n".join(lines) + "\n")
 
@@ -158,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", type=int, default=5000, help="synthetic orders (default: the demo's)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--multiprocess", action="store_true",
-                        help="also launch with one process per step (ECOM_SHORT_JOBS_EXECUTOR=location)")
+                        help="also launch with one process per step, one at a time "
+                        "(ECOM_SHORT_JOBS_EXECUTOR=multiprocess)")
+    parser.add_argument("--location", action="store_true",
+                        help="also launch on the location's executor (ECOM_SHORT_JOBS_EXECUTOR=location)")
     parser.add_argument("--in-process-executor", action="store_true",
                         help="also launch with ECOM_LONG_JOBS_EXECUTOR=in_process (model jobs in the run worker)")
     parser.add_argument("--timeout", type=float, default=600, help="per run, seconds")
@@ -168,17 +188,18 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     extra = ["launched_in_process_executor"] if args.in_process_executor else []
-    modes = ["in_process", "launched", *extra] + (["launched_multiprocess"] if args.multiprocess else [])
+    extra += (["launched_multiprocess"] if args.multiprocess else []) + (
+        ["launched_location"] if args.location else [])
+    modes = ["in_process", "launched", *extra]
     results = []
     for job in args.jobs:
         # interleaved (in_process, launched, in_process, launched, ...): on a shared machine the load changes
         # by the minute, and alternating exposes both modes to it alike
         runs: dict[str, list[dict]] = {mode: [] for mode in modes}
-        schedule = [m for _ in range(args.repeats) for m in ("in_process", "launched", *extra)]
-        if args.multiprocess:
-            schedule.append("launched_multiprocess")
+        schedule = [m for _ in range(args.repeats) for m in modes]
         for mode in schedule:
-            timeout = args.multiprocess_timeout if mode == "launched_multiprocess" else args.timeout
+            timeout = (args.multiprocess_timeout if mode in ("launched_multiprocess", "launched_location")
+                       else args.timeout)
             runs[mode].append(run_case(job, mode, args.orders, timeout))
             print(json.dumps(runs[mode][-1]), flush=True)
         for mode, done_runs in runs.items():

@@ -32,7 +32,7 @@ VARIABLES: dict[str, Variable] = {v.name: v for v in [
     # runs and executors (automation/executors.py)
     Variable("ECOM_MAX_CONCURRENT", "2", "steps at once in a run (multiprocess executor)"),
     Variable("ECOM_SHORT_JOBS_EXECUTOR", "in_process", "executor of short-step jobs (ingest, inbox_ingest): "
-             "in_process | location"),
+             "in_process | multiprocess (a process per step, one at a time) | location"),
     Variable("ECOM_LONG_JOBS_EXECUTOR", "location", "executor of the other jobs when ECOM_EXECUTOR=multiprocess: "
              "location (one forked process per step) | in_process"),
     Variable("ECOM_EXECUTOR", "multiprocess", "the location's executor: multiprocess | celery | k8s"),

@@ -19,7 +19,9 @@ few seconds of imports, serialised by the ``duckdb`` pool anyway) took 640 s lau
 process; in one process it costs the in-process time plus one start-up (benchmarks/results/launched.md).
 Pools still apply (the in-process executor claims ``duckdb`` slots from the instance like the others),
 so it keeps the one-writer rule even where the step executor (celery) ignores pools.
-``ECOM_SHORT_JOBS_EXECUTOR=location`` puts them back on the location's executor.
+``ECOM_SHORT_JOBS_EXECUTOR=multiprocess`` runs each of their steps in its own process forked from the
+preloaded forkserver, one at a time (process isolation, at the cost measured in
+benchmarks/results/launched.md); ``location`` puts them on the location's executor.
 
 The other jobs (features, training, scoring, daily_refresh, full_pipeline) use the location's executor;
 with ``ECOM_EXECUTOR=multiprocess``, ``ECOM_LONG_JOBS_EXECUTOR=in_process`` runs them in the run worker too
@@ -28,7 +30,8 @@ isolation (a step that crashes the interpreter fails the run).  Not allowed with
 is to route GPU steps to GPU workers.
 
 The location's multiprocess executor starts step processes from a **forkserver** that has imported
-``ecom_pipeline.definitions`` once, so a step no longer pays the ~4 s of imports of a fresh interpreter.
+``ecom_pipeline.definitions`` and built the repository once (``ecom_pipeline.forkserver_preload``), so a
+step pays neither the ~4 s of imports of a fresh interpreter nor the repository build.
 
 dagster-celery and dagster-k8s are project dependencies but imported only when selected.  The Celery path is
 exercised end to end by ecom_pipeline_tests/distributed (Postgres, Redis, two workers); the k8s path as far
@@ -43,9 +46,10 @@ from ecom_pipeline.config import env
 from ecom_pipeline.routing import gpu_k8s_config  # noqa: F401  (re-exported: it used to live here)
 
 EXECUTORS = ("multiprocess", "celery", "k8s")
-SHORT_JOBS_EXECUTORS = ("in_process", "location")
-# What the forkserver imports once; step processes fork from it with the definitions already built.
-FORKSERVER_PRELOAD = ["ecom_pipeline.definitions"]
+SHORT_JOBS_EXECUTORS = ("in_process", "multiprocess", "location")
+# What the forkserver imports once; step processes fork from it with the definitions imported and the
+# repository (asset graph, jobs) already built.
+FORKSERVER_PRELOAD = ["ecom_pipeline.forkserver_preload"]
 
 
 def multiprocess_executor(max_concurrent: int | None = None):
@@ -59,10 +63,16 @@ def multiprocess_executor(max_concurrent: int | None = None):
 
 
 def short_steps_executor(kind: str | None = None):
-    """Executor of jobs made of short warehouse steps: in-process (default) or None = the location's."""
+    """Executor of jobs made of short warehouse steps: in-process (default), ``multiprocess`` (one forked
+    process per step, one step at a time) or None = the location's (``location``)."""
     kind = (kind or env("ECOM_SHORT_JOBS_EXECUTOR")).strip().lower()
     if kind not in SHORT_JOBS_EXECUTORS:
         raise ValueError(f"ECOM_SHORT_JOBS_EXECUTOR={kind!r} is not one of {SHORT_JOBS_EXECUTORS}")
+    if kind == "multiprocess":
+        # Every step of these jobs is in the one-slot `duckdb` pool, so a second concurrent step only waits
+        # for the slot, re-trying its claim with Dagster's back-off (1 s, x1.1 per try) and so starting up to
+        # a second after the slot is free.  With one step at a time the next claim is made when the slot is.
+        return multiprocess_executor(max_concurrent=1)
     return dg.in_process_executor if kind == "in_process" else None
 
 

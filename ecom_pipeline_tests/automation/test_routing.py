@@ -62,9 +62,10 @@ def test_instance_configs_limit_every_pool_to_one_step(path):
     assert result.success, [e.message for e in result.errors]
 
 
-def test_writers_hold_the_duckdb_pool_and_read_only_checks_do_not():
-    """raw/staging assets write the warehouse (pool duckdb, one slot); their checks only read, so they stay
-    out of the pool and do not queue behind every writer with Dagster's claim back-off."""
+def test_writers_hold_the_duckdb_pool_and_their_checks_run_in_the_writers_step():
+    """raw/staging assets write the warehouse (pool duckdb, one slot); each staging table's checks are
+    declared on its asset (check_specs) and run in its step, on the writer's connection, so they add no
+    step of their own (and no step that could queue for the pool)."""
     from ecom_pipeline.definitions import defs
 
     repo = defs.get_repository_def()
@@ -72,10 +73,14 @@ def test_writers_hold_the_duckdb_pool_and_read_only_checks_do_not():
     assert len(ingest) >= 16
     for key, ad in ingest.items():
         assert ad.node_def.pool == WAREHOUSE_POOL, key
-    checks = {key: c for key, c in repo.asset_checks_defs_by_key.items() if key.asset_key.path[0] == "staging"}
-    assert len(checks) >= 40
-    for key, check in checks.items():
-        assert check.node_def.pool is None, key
+        checks = {c.name for c in ad.check_specs}
+        if key.path[0] == "staging":
+            assert {"row_invariant", "quarantine_share", "row_count_anomaly"} <= checks, key
+        else:
+            assert not checks, key
+    # no separate check definitions, and the ingest job has one step (node) per table and layer, no more
+    assert not [k for k in repo.asset_checks_defs_by_key if k.asset_key.path[0] in ("raw", "staging")]
+    assert len(defs.resolve_job_def("ingest").nodes) == len(ingest)
 
 
 def _hold(path, *, read_only: bool, seconds: float):
