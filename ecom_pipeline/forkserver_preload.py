@@ -19,6 +19,7 @@ import dagster as dg
 from ecom_pipeline.definitions import defs
 
 defs.get_repository_def().get_all_jobs()
-if os.environ.get("DAGSTER_HOME"):  # the run worker's instance (an ephemeral one has nothing to import)
+# env exception: DAGSTER_HOME is Dagster's own variable; only the run worker's instance has modules to import
+if os.environ.get("DAGSTER_HOME"):
     with dg.DagsterInstance.get():
         pass
