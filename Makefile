@@ -1,6 +1,7 @@
 # The two front-door commands are `make demo` and `make test` (see README).
 VENV ?= .venv
 PY := $(VENV)/bin/python
+RUFF := $(VENV)/bin/ruff
 PIP := $(PY) -m pip
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
@@ -20,7 +21,9 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m ecom_pipeline.demo
 
+# ruff (config in pyproject.toml): line length 110, unused imports/variables, import order
 test: install
+	$(RUFF) check ecom_pipeline ecom_pipeline_tests benchmarks
 	$(PY) -m pytest -m "not gpu" -q
 
 test-all: install
