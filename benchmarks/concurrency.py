@@ -47,28 +47,43 @@ def render(out: dict) -> str:
     lines = [
         "# Concurrent writers on one DuckDB warehouse",
         "",
-        (f"`python benchmarks/concurrency.py` — N processes each run the `ingest` job ({out['orders']} synthetic "
-         "orders: raw + staging of 9 tables) released at the same instant, plus one read-only reader looping on "
-         "`staging.orders`; no Dagster pool, only the lock retry of `connect_with_retry`. "
-         f"Solo ingest run: {out['solo_ingest_s']} s. {out['machine']}."),
+        (
+            f"`python benchmarks/concurrency.py` — N processes each run the `ingest` job ({out['orders']} synthetic "
+            "orders: raw + staging of 9 tables) released at the same instant, plus one read-only reader looping on "
+            "`staging.orders`; no Dagster pool, only the lock retry of `connect_with_retry`. "
+            f"Solo ingest run: {out['solo_ingest_s']} s. {out['machine']}."
+        ),
         "",
-        ("| writers | runs | succeeded | lock errors | longest single wait (s) | most waited by one run (s) "
-         "| slowest run (s) | reader reads / errors | reader longest wait (s) | warehouse = solo run |"),
+        (
+            "| writers | runs | succeeded | lock errors | longest single wait (s) | most waited by one run (s) "
+            "| slowest run (s) | reader reads / errors | reader longest wait (s) | warehouse = solo run |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, s in summary.items():
-        lines.append(f"| {n} | {s['runs']} | {s['succeeded']} | {s['lock_errors']} | {s['max_single_wait_s']} | "
-                     f"{s['max_total_wait_s']} | {s['max_run_s']} | {s['reader_reads']} / {s['reader_errors']} | "
-                     f"{s['reader_max_wait_s']} | {s['consistent']}/{s['reps']} |")
+        lines.append(
+            f"| {n} | {s['runs']} | {s['succeeded']} | {s['lock_errors']} | {s['max_single_wait_s']} | "
+            f"{s['max_total_wait_s']} | {s['max_run_s']} | {s['reader_reads']} / {s['reader_errors']} | "
+            f"{s['reader_max_wait_s']} | {s['consistent']}/{s['reps']} |"
+        )
     failed = [c for c in out["cases"] if c["failures"]]
     if failed:
-        lines += ["", ("Runs that failed (not on the lock). Two *reloads* interleave step by step: a run's blocking "
-                       "`row_invariant` check can look at `raw.<t>` after another run reloaded it (new load id) "
-                       "while `staging.<t>` and its quarantine rows still carry the first run's load id. The "
-                       "warehouse itself stayed consistent (last column); serialise reload runs to avoid it (see "
-                       "docs/reliability_concurrency.md)."), ""]
-        lines += [f"* N={c['writers']} rep {c['rep']}: " + " / ".join(f.replace("\n", " ").strip() for f in c["failures"])
-                  for c in failed]
+        lines += [
+            "",
+            (
+                "Runs that failed (not on the lock). Two *reloads* interleave step by step: a run's blocking "
+                "`row_invariant` check can look at `raw.<t>` after another run reloaded it (new load id) "
+                "while `staging.<t>` and its quarantine rows still carry the first run's load id. The "
+                "warehouse itself stayed consistent (last column); serialise reload runs to avoid it (see "
+                "docs/reliability_concurrency.md)."
+            ),
+            "",
+        ]
+        lines += [
+            f"* N={c['writers']} rep {c['rep']}: "
+            + " / ".join(f.replace("\n", " ").strip() for f in c["failures"])
+            for c in failed
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -80,15 +95,22 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
     args = parser.parse_args()
     if args.render:
-        (RESULTS / "concurrency.md").write_text(render(json.loads((RESULTS / "concurrency.json").read_text())))
+        (RESULTS / "concurrency.md").write_text(
+            render(json.loads((RESULTS / "concurrency.json").read_text()))
+        )
         return
 
     from ecom_pipeline_tests.reliability.concurrent_worker import run_together
 
     root = Path(tempfile.mkdtemp(prefix="ecom_conc_")) / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOM_", "MLFLOW_"))}
-    env.update(ECOM_DATA_ROOT=str(root), ECOM_DATA_SOURCE="synthetic", ECOM_SYNTHETIC_ORDERS=str(args.orders),
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(
+        ECOM_DATA_ROOT=str(root),
+        ECOM_DATA_SOURCE="synthetic",
+        ECOM_SYNTHETIC_ORDERS=str(args.orders),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
     warehouse = root / "warehouse.duckdb"
     work = root.parent / "sync"
 
@@ -102,15 +124,18 @@ def main() -> None:
             writers, reader = reports[:-1], reports[-1]
             consistent = _fingerprints(warehouse) == reference
             case = {
-                "writers": n, "rep": rep,
+                "writers": n,
+                "rep": rep,
                 "succeeded": sum(bool(w.get("success")) for w in writers),
                 "lock_errors": sum(w.get("lock_errors", 0) for w in writers),
                 "max_single_wait_s": max(w.get("max_s", 0.0) for w in writers),
                 "max_total_wait_s": max(w.get("total_s", 0.0) for w in writers),
                 "waits": sum(w.get("waits", 0) for w in writers),
                 "run_seconds": [w.get("seconds") for w in writers],
-                "reader_reads": reader.get("reads"), "reader_errors": reader.get("error_count"),
-                "reader_max_wait_s": reader.get("max_wait_s"), "reader_counts": reader.get("counts"),
+                "reader_reads": reader.get("reads"),
+                "reader_errors": reader.get("error_count"),
+                "reader_max_wait_s": reader.get("max_wait_s"),
+                "reader_counts": reader.get("counts"),
                 "consistent_with_solo_run": consistent,
                 "failures": [f for w in writers for f in w.get("failures", [])][:3],
             }
@@ -121,7 +146,8 @@ def main() -> None:
     for n in args.writers:
         mine = [c for c in cases if c["writers"] == n]
         summary[n] = {
-            "runs": n * len(mine), "succeeded": sum(c["succeeded"] for c in mine),
+            "runs": n * len(mine),
+            "succeeded": sum(c["succeeded"] for c in mine),
             "lock_errors": sum(c["lock_errors"] for c in mine),
             "max_single_wait_s": max(c["max_single_wait_s"] for c in mine),
             "max_total_wait_s": max(c["max_total_wait_s"] for c in mine),
@@ -129,10 +155,16 @@ def main() -> None:
             "reader_reads": sum(c["reader_reads"] or 0 for c in mine),
             "reader_errors": sum(c["reader_errors"] or 0 for c in mine),
             "reader_max_wait_s": max(c["reader_max_wait_s"] or 0 for c in mine),
-            "consistent": sum(c["consistent_with_solo_run"] for c in mine), "reps": len(mine),
+            "consistent": sum(c["consistent_with_solo_run"] for c in mine),
+            "reps": len(mine),
         }
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores (shared: timings are upper bounds)",
-           "orders": args.orders, "solo_ingest_s": solo["seconds"], "summary": summary, "cases": cases}
+    out = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared: timings are upper bounds)",
+        "orders": args.orders,
+        "solo_ingest_s": solo["seconds"],
+        "summary": summary,
+        "cases": cases,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "concurrency.json").write_text(json.dumps(out, indent=1))
     (RESULTS / "concurrency.md").write_text(render(out))

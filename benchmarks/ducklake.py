@@ -30,18 +30,32 @@ STEPS = "raw__customers,raw__orders,staging__customers,staging__orders"
 
 
 def _commit() -> str:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                          check=False).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True, check=False).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     return head + ("+dirty" if dirty else "")
 
 
 def _runs_at_once(count: int, env: dict, cwd: Path) -> tuple[float, list[dict]]:
     started = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "ecom_pipeline.distributed.smoke", "--steps", STEPS], env=env,
-                              cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(count)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "ecom_pipeline.distributed.smoke", "--steps", STEPS],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(count)
+    ]
     outcomes = []
     for proc in procs:
         out, _ = proc.communicate(timeout=600)
@@ -70,21 +84,34 @@ def main() -> None:
             instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 2)
         sequential = [_runs_at_once(1, env, root) for _ in range(2)]
         concurrent_s, concurrent = _runs_at_once(2, env, root)
-        with connect_lake(env["ECOM_DUCKLAKE_CATALOG"], env["ECOM_DUCKLAKE_DATA_PATH"], read_only=True) as con:
+        with connect_lake(
+            env["ECOM_DUCKLAKE_CATALOG"], env["ECOM_DUCKLAKE_DATA_PATH"], read_only=True
+        ) as con:
             counts = load_counts(con, ("customers", "orders"))
-        conflicts = sum(w.log.read_text(errors="replace").count("DuckLake conflict") for w in cluster.workers.values())
+        conflicts = sum(
+            w.log.read_text(errors="replace").count("DuckLake conflict") for w in cluster.workers.values()
+        )
     shutil.rmtree(root, ignore_errors=True)
     ok = all(o["success"] for _, outs in sequential for o in outs) and all(o["success"] for o in concurrent)
     invariant = all(c["raw"] == c["staged"] + c["quarantined"] > 0 for c in counts.values())
     sequential_s = sum(s for s, _ in sequential)
-    record = {"commit": _commit(), "at": datetime.now(UTC).isoformat(timespec="seconds"), "orders": args.orders,
-              "steps_per_run": STEPS.split(","), "success": ok, "sequential_two_runs_s": round(sequential_s, 1),
-              "each_sequential_run_s": [round(s, 1) for s, _ in sequential],
-              "concurrent_two_runs_s": round(concurrent_s, 1), "ratio": round(concurrent_s / sequential_s, 2),
-              "conflicts_retried": conflicts, "invariant_holds": invariant,
-              "counts": {t: {k: c[k] for k in ("raw", "staged", "quarantined")} for t, c in counts.items()},
-              "loadavg_before": [round(x, 2) for x in load_before],
-              "loadavg_after": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
+    record = {
+        "commit": _commit(),
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "orders": args.orders,
+        "steps_per_run": STEPS.split(","),
+        "success": ok,
+        "sequential_two_runs_s": round(sequential_s, 1),
+        "each_sequential_run_s": [round(s, 1) for s, _ in sequential],
+        "concurrent_two_runs_s": round(concurrent_s, 1),
+        "ratio": round(concurrent_s / sequential_s, 2),
+        "conflicts_retried": conflicts,
+        "invariant_holds": invariant,
+        "counts": {t: {k: c[k] for k in ("raw", "staged", "quarantined")} for t, c in counts.items()},
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ducklake.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / "ducklake.md").write_text(
@@ -95,7 +122,8 @@ def main() -> None:
         f"{record['concurrent_two_runs_s']} | {record['ratio']} | {conflicts} | {invariant} | "
         f"{record['loadavg_before']} | {record['loadavg_after']} |\n\n"
         "Each run is a process of its own on two Celery workers (`default`, `default-2`), 4 steps (raw + staging\n"
-        "of customers and orders); each pays its own start (imports, plan, Postgres) besides the steps.\n")
+        "of customers and orders); each pays its own start (imports, plan, Postgres) besides the steps.\n"
+    )
     print(json.dumps(record, indent=2))
 
 

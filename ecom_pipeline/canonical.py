@@ -76,8 +76,11 @@ TABLES: dict[str, TableSpec] = {
                 Column("zip_prefix", "VARCHAR"),
                 Column("city", "VARCHAR"),
                 Column("state", "VARCHAR"),
-                Column("country", "VARCHAR", description="country name or ISO code, as delivered; "
-                       "picks the calendar's holidays"),
+                Column(
+                    "country",
+                    "VARCHAR",
+                    description="country name or ISO code, as delivered; picks the calendar's holidays",
+                ),
                 Column("lat", "DOUBLE", **_LAT),
                 Column("lng", "DOUBLE", **_LNG),
                 Column("name", "VARCHAR", privacy="pseudonym"),
@@ -127,15 +130,20 @@ TABLES: dict[str, TableSpec] = {
                 # the geography step.  All optional; see docs/mapping.md "Ship-to location".
                 Column("ship_city", "VARCHAR"),
                 Column("ship_state", "VARCHAR", description="state / province / first-level division"),
-                Column("ship_postal_code", "VARCHAR", description="as written (UK and CA codes have letters)"),
+                Column(
+                    "ship_postal_code", "VARCHAR", description="as written (UK and CA codes have letters)"
+                ),
                 Column("ship_country", "VARCHAR", description="country name or ISO code, as delivered"),
                 Column("ship_lat", "DOUBLE", **_LAT),
                 Column("ship_lng", "DOUBLE", **_LNG),
             ),
             time_column="purchased_at",
             foreign_keys=(ForeignKey(("customer_id",), "customers", ("customer_id",)),),
-            lifecycle=(("purchased_at", "approved_at"), ("purchased_at", "delivered_at"),
-                       ("purchased_at", "estimated_delivery_at")),
+            lifecycle=(
+                ("purchased_at", "approved_at"),
+                ("purchased_at", "delivered_at"),
+                ("purchased_at", "estimated_delivery_at"),
+            ),
             coordinates=(("ship_lat", "ship_lng"),),
         ),
         TableSpec(
@@ -215,7 +223,15 @@ TABLES: dict[str, TableSpec] = {
 
 # Parents before children: staging builds in this order so foreign keys can be checked.
 TABLE_ORDER: tuple[str, ...] = (
-    "regions", "customers", "sellers", "products", "orders", "order_items", "payments", "reviews", "events",
+    "regions",
+    "customers",
+    "sellers",
+    "products",
+    "orders",
+    "order_items",
+    "payments",
+    "reviews",
+    "events",
 )
 
 # Order statuses that are not a purchase: RFM, revenue, segments and interactions leave such orders out.
@@ -236,8 +252,13 @@ class ParseHints:
     """How a source writes values, so staging can type them without source-specific code."""
 
     # naive ISO forms (in ``timezone``) and ISO 8601 with an offset or "Z" (exports from most web shops)
-    timestamp_formats: tuple[str, ...] = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d",
-                                          "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z")
+    timestamp_formats: tuple[str, ...] = (
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d",
+        "%Y-%m-%dT%H:%M:%S%z",
+        "%Y-%m-%dT%H:%M:%S.%f%z",
+    )
     timezone: str = "UTC"  # the zone naive timestamps are in; staging converts to UTC
     geo_bounds: Literal["world", "brazil"] = "world"
     decimal: str = "."
@@ -260,11 +281,19 @@ def tables_markdown() -> str:
     lines = [DOC_BEGIN]
     for name in TABLE_ORDER:
         spec = TABLES[name]
-        lines += ["", f"### `{name}`", "", f"Key: `{', '.join(spec.key)}`"
-                  + (f"; time column `{spec.time_column}`" if spec.time_column else "")
-                  + "".join(f"; `{', '.join(fk.columns)}` → `{fk.parent}`" for fk in spec.foreign_keys), ""]
-        lines += ["| column | type | required | privacy | allowed values / range | meaning |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### `{name}`",
+            "",
+            f"Key: `{', '.join(spec.key)}`"
+            + (f"; time column `{spec.time_column}`" if spec.time_column else "")
+            + "".join(f"; `{', '.join(fk.columns)}` → `{fk.parent}`" for fk in spec.foreign_keys),
+            "",
+        ]
+        lines += [
+            "| column | type | required | privacy | allowed values / range | meaning |",
+            "|---|---|---|---|---|---|",
+        ]
         for c in spec.columns:
             if c.allowed:
                 rule = ", ".join(c.allowed)
@@ -272,11 +301,15 @@ def tables_markdown() -> str:
                 rule = f"{'' if c.min_value is None else c.min_value} … {'' if c.max_value is None else c.max_value}"
             else:
                 rule = ""
-            lines.append(f"| `{c.name}` | {c.dtype} | {'yes' if c.required else ''} | {c.privacy or ''} "
-                         f"| {rule} | {c.description} |")
+            lines.append(
+                f"| `{c.name}` | {c.dtype} | {'yes' if c.required else ''} | {c.privacy or ''} "
+                f"| {rule} | {c.description} |"
+            )
         if spec.lifecycle:
-            lines += ["", "Lifecycle (earlier ≤ later): "
-                      + "; ".join(f"`{a}` ≤ `{b}`" for a, b in spec.lifecycle)]
+            lines += [
+                "",
+                "Lifecycle (earlier ≤ later): " + "; ".join(f"`{a}` ≤ `{b}`" for a, b in spec.lifecycle),
+            ]
     lines += ["", DOC_END]
     return "\n".join(lines)
 

@@ -28,43 +28,78 @@ class Variable:
     meaning: str
 
 
-VARIABLES: dict[str, Variable] = {v.name: v for v in [
-    # runs and executors (automation/executors.py)
-    Variable("ECOM_MAX_CONCURRENT", "2", "steps at once in a run (multiprocess executor)"),
-    Variable("ECOM_SHORT_JOBS_EXECUTOR", "in_process", "executor of short-step jobs (ingest, inbox_ingest): "
-             "in_process | multiprocess (a process per step, one at a time) | location"),
-    Variable("ECOM_LONG_JOBS_EXECUTOR", "location", "executor of the other jobs when ECOM_EXECUTOR=multiprocess: "
-             "location (one forked process per step) | in_process"),
-    Variable("ECOM_EXECUTOR", "multiprocess", "the location's executor: multiprocess | celery | k8s"),
-    Variable("CELERY_BROKER_URL", "", "Celery broker URL (required with ECOM_EXECUTOR=celery)"),
-    Variable("CELERY_RESULT_BACKEND", "rpc://", "Celery result backend (the local setup and compose: Redis)"),
-    Variable("ECOM_K8S_MAX_CONCURRENT", "8", "k8s executor: step pods at once"),
-    Variable("ECOM_K8S_NAMESPACE", "ecom-pipeline", "k8s executor: namespace of step pods"),
-    Variable("ECOM_K8S_DATA_PVC", "ecom-pipeline-data", "k8s: the ReadWriteMany claim mounted at /data"),
-    Variable("ECOM_K8S_GPU_NODE_SELECTOR", "nvidia.com/gpu.present=true", "k8s: node selector of GPU steps"),
-    # automation (automation/retraining.py, automation/inbox.py)
-    Variable("ECOM_DRIFT_PSI", "", "drift sensor: PSI threshold (unset: ml.drift.DriftThresholds default)"),
-    Variable("ECOM_DRIFT_KS", "", "drift sensor: KS threshold (unset: the DriftThresholds default)"),
-    Variable("ECOM_DRIFT_NEW_CATEGORIES", "", "drift sensor: share of new categories (unset: default)"),
-    Variable("ECOM_DRIFT_VOLUME", "", "drift sensor: new-data volume ratio (unset: default)"),
-    Variable("ECOM_DRIFT_MIN_ROWS", "", "drift sensor: minimum rows per window (unset: default)"),
-    Variable("ECOM_DRIFT_FORECAST_MASE_RATIO", "", "live forecast MASE / backtest MASE that triggers "
-             "retraining (unset: ml.drift.ForecastErrorThresholds default)"),
-    Variable("ECOM_RETRAIN_COOLDOWN_HOURS", "24", "drift sensor: hours between two retraining runs"),
-    Variable("ECOM_INBOX_SETTLE_SECONDS", "10", "inbox sensor: a file must be this old before it is taken"),
-    # checks, storage, tracking, compute
-    Variable("ECOM_FRESHNESS_MAX_DAYS", "2", "freshness check threshold (warn)"),
-    Variable("ECOM_DUCKDB_MEMORY_LIMIT", "", "DuckDB memory limit per process, e.g. 4GB (unset: "
-             "ECOM_DUCKDB_MEMORY_SHARE of the machine's memory divided by ECOM_MAX_CONCURRENT)"),
-    Variable("ECOM_DUCKDB_MEMORY_SHARE", "0.5", "share of the machine's memory (RAM, or the container's limit) "
-             "that the DuckDB connections of the steps running at once may use together"),
-    Variable("ECOM_MLFLOW_CONNECT_TIMEOUT_S", "5", "seconds to wait for the MLflow tracking server"),
-    Variable("ECOM_MLFLOW_ARTIFACT_ROOT", "", "artifact root of a new MLflow experiment on a database store "
-             "(postgresql://...): a path or URI every worker reaches (unset: MLflow's ./mlruns)"),
-    Variable("ECOM_DEVICE", "auto", "torch device for GPU-heavy steps (auto = CUDA when available)"),
-    Variable("ECOM_PSEUDONYM_KEY", "", "HMAC key for pseudonyms (required outside local mode)"),
-    # test hook of the reliability suite: unset in real runs
-]}
+VARIABLES: dict[str, Variable] = {
+    v.name: v
+    for v in [
+        # runs and executors (automation/executors.py)
+        Variable("ECOM_MAX_CONCURRENT", "2", "steps at once in a run (multiprocess executor)"),
+        Variable(
+            "ECOM_SHORT_JOBS_EXECUTOR",
+            "in_process",
+            "executor of short-step jobs (ingest, inbox_ingest): "
+            "in_process | multiprocess (a process per step, one at a time) | location",
+        ),
+        Variable(
+            "ECOM_LONG_JOBS_EXECUTOR",
+            "location",
+            "executor of the other jobs when ECOM_EXECUTOR=multiprocess: "
+            "location (one forked process per step) | in_process",
+        ),
+        Variable("ECOM_EXECUTOR", "multiprocess", "the location's executor: multiprocess | celery | k8s"),
+        Variable("CELERY_BROKER_URL", "", "Celery broker URL (required with ECOM_EXECUTOR=celery)"),
+        Variable(
+            "CELERY_RESULT_BACKEND", "rpc://", "Celery result backend (the local setup and compose: Redis)"
+        ),
+        Variable("ECOM_K8S_MAX_CONCURRENT", "8", "k8s executor: step pods at once"),
+        Variable("ECOM_K8S_NAMESPACE", "ecom-pipeline", "k8s executor: namespace of step pods"),
+        Variable("ECOM_K8S_DATA_PVC", "ecom-pipeline-data", "k8s: the ReadWriteMany claim mounted at /data"),
+        Variable(
+            "ECOM_K8S_GPU_NODE_SELECTOR", "nvidia.com/gpu.present=true", "k8s: node selector of GPU steps"
+        ),
+        # automation (automation/retraining.py, automation/inbox.py)
+        Variable(
+            "ECOM_DRIFT_PSI", "", "drift sensor: PSI threshold (unset: ml.drift.DriftThresholds default)"
+        ),
+        Variable("ECOM_DRIFT_KS", "", "drift sensor: KS threshold (unset: the DriftThresholds default)"),
+        Variable("ECOM_DRIFT_NEW_CATEGORIES", "", "drift sensor: share of new categories (unset: default)"),
+        Variable("ECOM_DRIFT_VOLUME", "", "drift sensor: new-data volume ratio (unset: default)"),
+        Variable("ECOM_DRIFT_MIN_ROWS", "", "drift sensor: minimum rows per window (unset: default)"),
+        Variable(
+            "ECOM_DRIFT_FORECAST_MASE_RATIO",
+            "",
+            "live forecast MASE / backtest MASE that triggers "
+            "retraining (unset: ml.drift.ForecastErrorThresholds default)",
+        ),
+        Variable("ECOM_RETRAIN_COOLDOWN_HOURS", "24", "drift sensor: hours between two retraining runs"),
+        Variable(
+            "ECOM_INBOX_SETTLE_SECONDS", "10", "inbox sensor: a file must be this old before it is taken"
+        ),
+        # checks, storage, tracking, compute
+        Variable("ECOM_FRESHNESS_MAX_DAYS", "2", "freshness check threshold (warn)"),
+        Variable(
+            "ECOM_DUCKDB_MEMORY_LIMIT",
+            "",
+            "DuckDB memory limit per process, e.g. 4GB (unset: "
+            "ECOM_DUCKDB_MEMORY_SHARE of the machine's memory divided by ECOM_MAX_CONCURRENT)",
+        ),
+        Variable(
+            "ECOM_DUCKDB_MEMORY_SHARE",
+            "0.5",
+            "share of the machine's memory (RAM, or the container's limit) "
+            "that the DuckDB connections of the steps running at once may use together",
+        ),
+        Variable("ECOM_MLFLOW_CONNECT_TIMEOUT_S", "5", "seconds to wait for the MLflow tracking server"),
+        Variable(
+            "ECOM_MLFLOW_ARTIFACT_ROOT",
+            "",
+            "artifact root of a new MLflow experiment on a database store "
+            "(postgresql://...): a path or URI every worker reaches (unset: MLflow's ./mlruns)",
+        ),
+        Variable("ECOM_DEVICE", "auto", "torch device for GPU-heavy steps (auto = CUDA when available)"),
+        Variable("ECOM_PSEUDONYM_KEY", "", "HMAC key for pseudonyms (required outside local mode)"),
+        # test hook of the reliability suite: unset in real runs
+    ]
+}
 
 
 def env(name: str) -> str:
@@ -143,7 +178,9 @@ class Settings:
     # duckdb: the one file `warehouse` (one writer process at a time); ducklake: a PostgreSQL catalog plus a
     # shared folder of Parquet files that several machines write at once (warehouse/lake.py, docs/deployment.md)
     warehouse_backend: str = "duckdb"
-    ducklake_catalog: str = field(default="", repr=False)  # a PostgreSQL connection string (may hold a password)
+    ducklake_catalog: str = field(
+        default="", repr=False
+    )  # a PostgreSQL connection string (may hold a password)
     ducklake_data_path: str = ""  # a folder every writer reaches; default <data_root>/lake
 
     @classmethod
@@ -161,7 +198,9 @@ class Settings:
             mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{data_root / 'mlflow.db'}"),
             synthetic_orders=int(_env("ECOM_SYNTHETIC_ORDERS", "5000")),
             synthetic_seed=int(_env("ECOM_SYNTHETIC_SEED", "42")),
-            countries=tuple(c.strip().upper() for c in os.environ.get("ECOM_COUNTRY", "").split(",") if c.strip()),
+            countries=tuple(
+                c.strip().upper() for c in os.environ.get("ECOM_COUNTRY", "").split(",") if c.strip()
+            ),
             synthetic_country=_env("ECOM_SYNTHETIC_COUNTRY", "BR").upper(),
             snapshot=Path(_env("ECOM_SNAPSHOT", str(data_root / "snapshot.duckdb"))),
             api_key=os.environ.get("ECOM_API_KEY", "").strip(),
@@ -194,8 +233,10 @@ def missing_pool_limits(dagster_home: str | Path | None = None) -> str | None:
     if not home:
         return None  # no instance directory: ephemeral/test instances (each run on its own)
     config_file = Path(home) / "dagster.yaml"
-    fix = (f"copy {REPO_DAGSTER_HOME / 'dagster.yaml'} to {config_file} (or add concurrency: pools: "
-           f"default_limit: 1 to it), or set {ALLOW_NO_POOLS_ENV}=1 to run without pool limits")
+    fix = (
+        f"copy {REPO_DAGSTER_HOME / 'dagster.yaml'} to {config_file} (or add concurrency: pools: "
+        f"default_limit: 1 to it), or set {ALLOW_NO_POOLS_ENV}=1 to run without pool limits"
+    )
     if not config_file.is_file():
         return f"DAGSTER_HOME={home} has no dagster.yaml, so pools (duckdb, gpu) are unlimited: {fix}"
     import yaml
@@ -217,16 +258,19 @@ def check_pool_limits() -> None:
         raise RuntimeError(problem)
 
 
-
 VARIABLES_DOC_BEGIN = "<!-- variables:begin (generated by `python -m ecom_pipeline.config`; do not edit) -->"
 VARIABLES_DOC_END = "<!-- variables:end -->"
 
 
 def variables_markdown() -> str:
     """The declared variables as a Markdown table, for ``docs/configuration.md`` (a test keeps them in step)."""
-    rows = [f"| `{v.name}` | {f'`{v.default}`' if v.default else 'unset'} | {v.meaning} |" for v in VARIABLES.values()]
-    return "\n".join([VARIABLES_DOC_BEGIN, "| variable | default | meaning |", "|---|---|---|", *rows,
-                      VARIABLES_DOC_END])
+    rows = [
+        f"| `{v.name}` | {f'`{v.default}`' if v.default else 'unset'} | {v.meaning} |"
+        for v in VARIABLES.values()
+    ]
+    return "\n".join(
+        [VARIABLES_DOC_BEGIN, "| variable | default | meaning |", "|---|---|---|", *rows, VARIABLES_DOC_END]
+    )
 
 
 if __name__ == "__main__":

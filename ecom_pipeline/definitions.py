@@ -52,12 +52,18 @@ def _with_owner(spec: dg.AssetSpec) -> dg.AssetSpec:
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
-    parts = _contributions(ecom_pipeline.assets, settings) + _contributions(ecom_pipeline.automation, settings)
+    parts = _contributions(ecom_pipeline.assets, settings) + _contributions(
+        ecom_pipeline.automation, settings
+    )
     merged = dg.Definitions.merge(*parts)
-    with warnings.catch_warnings():  # map_asset_specs is marked preview in 1.13; its behaviour is what we need
+    with (
+        warnings.catch_warnings()
+    ):  # map_asset_specs is marked preview in 1.13; its behaviour is what we need
         warnings.simplefilter("ignore", dg.PreviewWarning)
         merged = merged.map_asset_specs(func=_with_owner)
-    return dg.Definitions.merge(merged, dg.Definitions(resources=build_resources(settings), executor=EXECUTOR))
+    return dg.Definitions.merge(
+        merged, dg.Definitions(resources=build_resources(settings), executor=EXECUTOR)
+    )
 
 
 # What `dagster dev`, the daemon and `make demo` load: refuse an instance without pool limits (a custom

@@ -31,14 +31,21 @@ def warehouse_summary(warehouse: Path) -> str:
 
     con = connect_with_retry(warehouse, read_only=True)
     try:
-        lines = [f"{'table':<12} {'raw':>10} {'staged':>10} {'quarantined':>12} {'dup_conflict':>12}  top reasons"]
+        lines = [
+            f"{'table':<12} {'raw':>10} {'staged':>10} {'quarantined':>12} {'dup_conflict':>12}  top reasons"
+        ]
         for table, c in load_counts(con, TABLE_ORDER).items():
-            conflicts = c["reasons"].get("duplicate_key_conflict", 0)  # same key, other values: first one kept
+            conflicts = c["reasons"].get(
+                "duplicate_key_conflict", 0
+            )  # same key, other values: first one kept
             top = ", ".join(f"{r} ({n})" for r, n in list(c["reasons"].items())[:3]) or "-"
-            lines.append(f"{table:<12} {c['raw']:>10,} {c['staged']:>10,} {c['quarantined']:>12,} "
-                         f"{conflicts:>12,}  {top}")
+            lines.append(
+                f"{table:<12} {c['raw']:>10,} {c['staged']:>10,} {c['quarantined']:>12,} "
+                f"{conflicts:>12,}  {top}"
+            )
         schemas = con.execute(
-            "SELECT table_schema, count(*) FROM information_schema.tables GROUP BY 1 ORDER BY 1").fetchall()
+            "SELECT table_schema, count(*) FROM information_schema.tables GROUP BY 1 ORDER BY 1"
+        ).fetchall()
         lines.append("tables per schema: " + ", ".join(f"{s}={n}" for s, n in schemas))
         return "\n".join(lines)
     finally:
@@ -47,6 +54,7 @@ def warehouse_summary(warehouse: Path) -> str:
 
 def _skip_reason(metadata: dict) -> str | None:
     """Why an asset that ran produced nothing useful, from the conventions the assets use in metadata."""
+
     def value(key):
         v = metadata.get(key)
         return getattr(v, "value", v)
@@ -78,9 +86,11 @@ def outputs_summary(job, result) -> list[str]:
     for ev in result.all_events:
         if ev.event_type_value == "ASSET_MATERIALIZATION":
             produced[ev.asset_key] = ev.event_specific_data.materialization.metadata
-    failed_checks = sorted(f"{c.asset_key.to_user_string()}:{c.check_name}"
-                           for c in result.get_asset_check_evaluations() if not c.passed
-                           and c.severity.value == "ERROR")
+    failed_checks = sorted(
+        f"{c.asset_key.to_user_string()}:{c.check_name}"
+        for c in result.get_asset_check_evaluations()
+        if not c.passed and c.severity.value == "ERROR"
+    )
     layer = job.asset_layer
     keys = getattr(layer, "selected_asset_keys", None) or layer.executable_asset_keys
     rows = {"produced": [], "skipped": [], "failed": [], "not run": []}
@@ -93,7 +103,9 @@ def outputs_summary(job, result) -> list[str]:
             rows["failed"].append(f"{name}: {failures[key.to_python_identifier()]}")
         else:
             blocked = f"; failed blocking checks: {', '.join(failed_checks)}" if failed_checks else ""
-            rows["not run"].append(f"{name}: an upstream step failed or a blocking check did not pass{blocked}")
+            rows["not run"].append(
+                f"{name}: an upstream step failed or a blocking check did not pass{blocked}"
+            )
     counts = ", ".join(f"{len(v)} {k}" for k, v in rows.items())
     lines = [f"outputs: {counts}"]
     if rows["produced"]:
@@ -106,13 +118,20 @@ def outputs_summary(job, result) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--job", default="full_pipeline", help="job to run (default: every asset)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="console log level of the run (DEBUG prints every Dagster event)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="console log level of the run (DEBUG prints every Dagster event)",
+    )
     args = parser.parse_args(argv)
 
     settings = Settings.from_env()
-    print(f"ecom_pipeline demo: source={settings.data_source} warehouse={settings.warehouse} "
-          f"mlflow={settings.mlflow_tracking_uri}", flush=True)
+    print(
+        f"ecom_pipeline demo: source={settings.data_source} warehouse={settings.warehouse} "
+        f"mlflow={settings.mlflow_tracking_uri}",
+        flush=True,
+    )
     instance = _instance()
     from ecom_pipeline.config import check_pool_limits
 
@@ -131,16 +150,22 @@ def main(argv: list[str] | None = None) -> int:
 
     checks = result.get_asset_check_evaluations()
     failed_checks = [c for c in checks if not c.passed]
-    print(f"\nrun {result.run_id}: {'SUCCESS' if result.success else 'FAILED'} in {elapsed:.1f}s; "
-          f"{len(checks)} checks, {len(failed_checks)} not passed")
+    print(
+        f"\nrun {result.run_id}: {'SUCCESS' if result.success else 'FAILED'} in {elapsed:.1f}s; "
+        f"{len(checks)} checks, {len(failed_checks)} not passed"
+    )
     for c in failed_checks:
-        print(f"  check {c.asset_key.to_user_string()}:{c.check_name} ({c.severity.value}) did not pass"
-              + (f": {c.description}" if c.description and c.check_name == "quarantine_share" else ""))
+        print(
+            f"  check {c.asset_key.to_user_string()}:{c.check_name} ({c.severity.value}) did not pass"
+            + (f": {c.description}" if c.description and c.check_name == "quarantine_share" else "")
+        )
     print("\n" + "\n".join(outputs_summary(job, result)))
     if settings.warehouse.exists():
         print("\n" + warehouse_summary(settings.warehouse))
-    print(f"\nOpen the UI with `make dev` (runs are in {instance.root_directory}); "
-          f"query the warehouse with duckdb {settings.warehouse}")
+    print(
+        f"\nOpen the UI with `make dev` (runs are in {instance.root_directory}); "
+        f"query the warehouse with duckdb {settings.warehouse}"
+    )
     return 0 if result.success else 1
 
 

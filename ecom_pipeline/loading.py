@@ -64,7 +64,9 @@ def _create_raw_table_sql(qualified: str, table: str) -> str:
 
 def _check_chunk(chunk: pd.DataFrame, table: str) -> None:
     spec = TABLES[table]
-    unknown = set(chunk.columns) - set(spec.column_names) - {"_source_file", "_source_row", PARSE_ERROR_COLUMN}
+    unknown = (
+        set(chunk.columns) - set(spec.column_names) - {"_source_file", "_source_row", PARSE_ERROR_COLUMN}
+    )
     if unknown:
         raise SourceError(f"source produced columns that {table} does not have: {sorted(unknown)}")
     for required in ("_source_file", "_source_row"):
@@ -113,7 +115,9 @@ def load_raw_table(
     # DuckLake: other writers share the schema, so the loading table is this connection's own (temp), and it
     # is copied in at the swap (one Parquet write, not one per chunk)
     lake = is_lake(con)
-    loading = f"temp.{quote_ident(staging_name)}" if lake else f"{quote_ident(schema)}.{quote_ident(staging_name)}"
+    loading = (
+        f"temp.{quote_ident(staging_name)}" if lake else f"{quote_ident(schema)}.{quote_ident(staging_name)}"
+    )
     con.execute(f"DROP TABLE IF EXISTS {loading}")
     con.execute(_create_raw_table_sql(loading, table))
     loaded_at = datetime.now(UTC)
@@ -135,8 +139,11 @@ def load_raw_table(
                 con.unregister("_raw_chunk")
 
         scan = source.fast_scan(table) if fast_path else None
-        chunk_source = (_fast_chunks(con, source, table, scan, loading, params, insert_chunk, chunk_rows, fast)
-                        if scan is not None else source.read(table, chunk_rows=chunk_rows))
+        chunk_source = (
+            _fast_chunks(con, source, table, scan, loading, params, insert_chunk, chunk_rows, fast)
+            if scan is not None
+            else source.read(table, chunk_rows=chunk_rows)
+        )
         for chunk in chunk_source:
             if chunk.empty:
                 continue
@@ -158,12 +165,22 @@ def load_raw_table(
     run_transaction(con, swap)  # re-run on a DuckLake conflict (another writer replaced the table first)
     if lake:
         con.execute(f"DROP TABLE IF EXISTS {loading}")
-    return RawLoadResult(table, load_id, rows, chunks, time.perf_counter() - start, delivered, sorted(files),
-                         **fast)
+    return RawLoadResult(
+        table, load_id, rows, chunks, time.perf_counter() - start, delivered, sorted(files), **fast
+    )
 
 
-def _fast_chunks(con, source: Source, table: str, scan, loading: str, params: dict, insert_chunk,
-                 chunk_rows: int, fast: dict):
+def _fast_chunks(
+    con,
+    source: Source,
+    table: str,
+    scan,
+    loading: str,
+    params: dict,
+    insert_chunk,
+    chunk_rows: int,
+    fast: dict,
+):
     """Per file: DuckDB inserts it (yielding a one-row marker frame carrying the row count), or, when it
     must be read by the Python reader, its chunks are yielded like ``source.read`` would."""
     from ecom_pipeline.sources.fast_csv import FastFallback, load_csv_fast, python_file_chunks
@@ -172,9 +189,17 @@ def _fast_chunks(con, source: Source, table: str, scan, loading: str, params: di
     reports = []
     for f in scan.files:
         try:
-            r = load_csv_fast(con, loading, raw_columns(table), scan, f, load_id=params["load_id"],
-                              loaded_at=params["loaded_at"], insert_chunk=insert_chunk,
-                              table_columns=raw_columns(table))
+            r = load_csv_fast(
+                con,
+                loading,
+                raw_columns(table),
+                scan,
+                f,
+                load_id=params["load_id"],
+                loaded_at=params["loaded_at"],
+                insert_chunk=insert_chunk,
+                table_columns=raw_columns(table),
+            )
         except FastFallback as why:
             fast["fast_fallbacks"][f.label] = str(why)
             report = ReadReport(f.label)
@@ -208,7 +233,8 @@ def ensure_partition_loads(con: duckdb.DuckDBPyConnection) -> None:
         f"CREATE TABLE IF NOT EXISTS {PARTITION_LOADS} (table_name VARCHAR, partition_key VARCHAR, "
         "load_id VARCHAR, is_current BOOLEAN, raw_rows BIGINT, loaded_at TIMESTAMP, staged_at TIMESTAMP, "
         "accepted_rows BIGINT, inserted_rows BIGINT, updated_rows BIGINT, unchanged_rows BIGINT, "
-        "stale_rows BIGINT, quarantined_rows BIGINT)")
+        "stale_rows BIGINT, quarantined_rows BIGINT)"
+    )
 
 
 def load_raw_partition(
@@ -229,27 +255,45 @@ def load_raw_partition(
     if table_exists(con, f"{RAW_SCHEMA}.{table}"):
         # The full `ingest` job replaces raw with a snapshot of the landing folder; appending days to that
         # would count its rows twice.  One warehouse holds one kind of raw.
-        foreign = con.execute(f"SELECT count(*), any_value(_load_id) FROM {final} WHERE _load_id NOT IN "
-                              f"(SELECT load_id FROM {PARTITION_LOADS} WHERE table_name = ?)", [table]).fetchall()[0]
+        foreign = con.execute(
+            f"SELECT count(*), any_value(_load_id) FROM {final} WHERE _load_id NOT IN "
+            f"(SELECT load_id FROM {PARTITION_LOADS} WHERE table_name = ?)",
+            [table],
+        ).fetchall()[0]
         if foreign[0]:
             raise SourceError(
                 f"raw.{table} holds {foreign[0]:,} rows of a full (unpartitioned) load ({foreign[1]}): the daily "
                 "partitioned ingest appends days to a raw layer built from days only; use the full `ingest` job "
-                "on this warehouse, or start the partitioned ingest on a new warehouse")
-    result = load_raw_table(con, source, table, load_id=load_id, chunk_rows=chunk_rows, fast_path=fast_path,
-                            schema=PARTITION_SCHEMA)
+                "on this warehouse, or start the partitioned ingest on a new warehouse"
+            )
+    result = load_raw_table(
+        con,
+        source,
+        table,
+        load_id=load_id,
+        chunk_rows=chunk_rows,
+        fast_path=fast_path,
+        schema=PARTITION_SCHEMA,
+    )
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE TABLE IF NOT EXISTS {final} AS SELECT * FROM {scratch} LIMIT 0")
-        con.execute(f"DELETE FROM {final} WHERE _load_id IN (SELECT load_id FROM {PARTITION_LOADS} "
-                    "WHERE table_name = ? AND partition_key = ?)", [table, partition])
+        con.execute(
+            f"DELETE FROM {final} WHERE _load_id IN (SELECT load_id FROM {PARTITION_LOADS} "
+            "WHERE table_name = ? AND partition_key = ?)",
+            [table, partition],
+        )
         con.execute(f"INSERT INTO {final} SELECT * FROM {scratch}")
-        con.execute(f"UPDATE {PARTITION_LOADS} SET is_current = false WHERE table_name = ? AND partition_key = ?",
-                    [table, partition])
-        con.execute(f"INSERT INTO {PARTITION_LOADS} (table_name, partition_key, load_id, is_current, raw_rows, "
-                    "loaded_at) VALUES (?, ?, ?, true, ?, ?)",
-                    [table, partition, load_id, result.rows, datetime.now(UTC).replace(tzinfo=None)])
+        con.execute(
+            f"UPDATE {PARTITION_LOADS} SET is_current = false WHERE table_name = ? AND partition_key = ?",
+            [table, partition],
+        )
+        con.execute(
+            f"INSERT INTO {PARTITION_LOADS} (table_name, partition_key, load_id, is_current, raw_rows, "
+            "loaded_at) VALUES (?, ?, ?, true, ?, ?)",
+            [table, partition, load_id, result.rows, datetime.now(UTC).replace(tzinfo=None)],
+        )
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

@@ -36,19 +36,36 @@ from ecom_pipeline.loading import quote_ident
 PATTERNS: dict[str, str] = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
     "cpf": r"\b[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}\b|\b[0-9]{9}-[0-9]{2}\b",
-    "br_phone": (r"\+55[ .-]?\(?[0-9]{2}\)?[ .-]?9?[0-9]{4}[ .-]?[0-9]{4}\b"
-                 r"|\([0-9]{2}\)[ .-]?9?[0-9]{4}[ .-]?[0-9]{4}\b"
-                 r"|\b[0-9]{2}[ .-]9[0-9]{4}-[0-9]{4}\b"
-                 r"|\b[1-9]{2}9[0-9]{8}\b"),
+    "br_phone": (
+        r"\+55[ .-]?\(?[0-9]{2}\)?[ .-]?9?[0-9]{4}[ .-]?[0-9]{4}\b"
+        r"|\([0-9]{2}\)[ .-]?9?[0-9]{4}[ .-]?[0-9]{4}\b"
+        r"|\b[0-9]{2}[ .-]9[0-9]{4}-[0-9]{4}\b"
+        r"|\b[1-9]{2}9[0-9]{8}\b"
+    ),
 }
 _COMPILED = {kind: re.compile(p, re.ASCII) for kind, p in PATTERNS.items()}
 
 # Column types that cannot hold a string, so cannot hold personal data (dates, floats, booleans...).
 _SKIP_TYPES = re.compile(
-    r"^(BOOLEAN|FLOAT|DOUBLE|REAL|DECIMAL.*|DATE|TIME.*|TIMESTAMP.*|INTERVAL|UUID)$", re.IGNORECASE)
+    r"^(BOOLEAN|FLOAT|DOUBLE|REAL|DECIMAL.*|DATE|TIME.*|TIMESTAMP.*|INTERVAL|UUID)$", re.IGNORECASE
+)
 # Files whose content is text: searched for the patterns as well as the seeded values.
-TEXT_SUFFIXES = {".txt", ".csv", ".tsv", ".json", ".jsonl", ".md", ".yaml", ".yml", ".html", ".log", ".py",
-                 ".sql", ".xml", ""}
+TEXT_SUFFIXES = {
+    ".txt",
+    ".csv",
+    ".tsv",
+    ".json",
+    ".jsonl",
+    ".md",
+    ".yaml",
+    ".yml",
+    ".html",
+    ".log",
+    ".py",
+    ".sql",
+    ".xml",
+    "",
+}
 MAX_FILE_BYTES = 512 * 1024 * 1024
 
 
@@ -86,14 +103,24 @@ def phone_variants(phone: str) -> set[str]:
     out = {phone.strip()}
     if len(d) >= 7:  # shorter digit runs would match ordinary numbers (prices, ids)
         out.add(d)
-    brazilian = phone.strip().startswith("+55") or (d.startswith("55") and len(d) in (12, 13)) or len(d) in (10, 11)
+    brazilian = (
+        phone.strip().startswith("+55") or (d.startswith("55") and len(d) in (12, 13)) or len(d) in (10, 11)
+    )
     if d.startswith("55") and len(d) in (12, 13):
         d = d[2:]
     if brazilian and len(d) in (10, 11):
         ddd, num = d[:2], d[2:]
         head, tail = num[:-4], num[-4:]
-        out |= {f"+55 {ddd} {head}-{tail}", f"+55{d}", f"55{d}", f"({ddd}) {head}-{tail}", f"({ddd}){head}-{tail}",
-                f"{ddd} {head}-{tail}", f"{ddd}{head}-{tail}", d}
+        out |= {
+            f"+55 {ddd} {head}-{tail}",
+            f"+55{d}",
+            f"55{d}",
+            f"({ddd}) {head}-{tail}",
+            f"({ddd}){head}-{tail}",
+            f"{ddd} {head}-{tail}",
+            f"{ddd}{head}-{tail}",
+            d,
+        }
     return out
 
 
@@ -109,9 +136,16 @@ def address_variants(address: str) -> set[str]:
     return {address.strip(), " ".join(address.split())}
 
 
-def seeded_needles(*, names: Iterable[str] = (), emails: Iterable[str] = (), phones: Iterable[str] = (),
-                   cpfs: Iterable[str] = (), ids: Iterable[str] = (), addresses: Iterable[str] = (),
-                   min_length: int = 6) -> dict[str, str]:
+def seeded_needles(
+    *,
+    names: Iterable[str] = (),
+    emails: Iterable[str] = (),
+    phones: Iterable[str] = (),
+    cpfs: Iterable[str] = (),
+    ids: Iterable[str] = (),
+    addresses: Iterable[str] = (),
+    min_length: int = 6,
+) -> dict[str, str]:
     """``{lower-cased needle: label}`` for every format of every seeded value.
 
     Needles shorter than ``min_length`` are dropped: a 3-letter name would match ordinary words."""
@@ -135,17 +169,25 @@ def seeded_needles(*, names: Iterable[str] = (), emails: Iterable[str] = (), pho
 
 
 # ---------------------------------------------------------------------------------------------- warehouse
-def scannable_columns(con: duckdb.DuckDBPyConnection, exclude_schemas: Iterable[str] = ()) -> list[tuple[str, str, str]]:
+def scannable_columns(
+    con: duckdb.DuckDBPyConnection, exclude_schemas: Iterable[str] = ()
+) -> list[tuple[str, str, str]]:
     """``(schema, table, column)`` of every column that can hold text, in every base table and view."""
     rows = con.execute(
         "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
-        "WHERE table_catalog = current_database() ORDER BY 1, 2, ordinal_position").fetchall()
+        "WHERE table_catalog = current_database() ORDER BY 1, 2, ordinal_position"
+    ).fetchall()
     skip = {s.lower() for s in exclude_schemas} | {"information_schema", "pg_catalog"}
     return [(s, t, c) for s, t, c, dtype in rows if s.lower() not in skip and not _SKIP_TYPES.match(dtype)]
 
 
-def scan_warehouse(con: duckdb.DuckDBPyConnection, needles: Mapping[str, str], *, patterns: bool = True,
-                   exclude_schemas: Iterable[str] = ()) -> tuple[list[Finding], list[str]]:
+def scan_warehouse(
+    con: duckdb.DuckDBPyConnection,
+    needles: Mapping[str, str],
+    *,
+    patterns: bool = True,
+    exclude_schemas: Iterable[str] = (),
+) -> tuple[list[Finding], list[str]]:
     """Search every scannable column for ``needles`` (see :func:`seeded_needles`) and :data:`PATTERNS`.
 
     Returns ``(findings, scanned)`` where ``scanned`` lists every ``schema.table.column`` searched (so a
@@ -162,19 +204,25 @@ def scan_warehouse(con: duckdb.DuckDBPyConnection, needles: Mapping[str, str], *
             where = f"{schema}.{table}.{column}"
             scanned.append(where)
             # distinct values first: ids repeat across many rows, each is searched once
-            values = (f"(SELECT v, count(*) AS n FROM (SELECT lower(CAST({quote_ident(column)} AS VARCHAR)) AS v "
-                      f"FROM {quote_ident(schema)}.{quote_ident(table)}) WHERE v IS NOT NULL GROUP BY v)")
+            values = (
+                f"(SELECT v, count(*) AS n FROM (SELECT lower(CAST({quote_ident(column)} AS VARCHAR)) AS v "
+                f"FROM {quote_ident(schema)}.{quote_ident(table)}) WHERE v IS NOT NULL GROUP BY v)"
+            )
             if len(needle_frame):
                 rows = con.execute(
                     f"SELECT k.label, sum(d.n)::BIGINT, min(k.needle) FROM {values} d "
-                    f"JOIN _pii_needles k ON contains(d.v, k.needle) GROUP BY k.label ORDER BY 1").fetchall()
-                findings += [Finding(where, f"seeded:{label}", int(n), mask_example(ex)) for label, n, ex in rows]
+                    f"JOIN _pii_needles k ON contains(d.v, k.needle) GROUP BY k.label ORDER BY 1"
+                ).fetchall()
+                findings += [
+                    Finding(where, f"seeded:{label}", int(n), mask_example(ex)) for label, n, ex in rows
+                ]
             if patterns:
                 for kind, pattern in PATTERNS.items():
                     p = "'" + pattern.replace("'", "''") + "'"
                     n, ex = con.execute(
                         f"SELECT sum(d.n)::BIGINT, min(regexp_extract(d.v, {p})) FROM {values} d "
-                        f"WHERE regexp_matches(d.v, {p})").fetchall()[0]
+                        f"WHERE regexp_matches(d.v, {p})"
+                    ).fetchall()[0]
                     if n:
                         findings.append(Finding(where, f"pattern:{kind}", int(n), mask_example(ex)))
     finally:
@@ -183,8 +231,9 @@ def scan_warehouse(con: duckdb.DuckDBPyConnection, needles: Mapping[str, str], *
 
 
 # ---------------------------------------------------------------------------------------------- files
-def scan_files(roots: Iterable[Path], needles: Mapping[str, str], *, patterns: bool = True,
-               exclude: Iterable[Path] = ()) -> tuple[list[Finding], list[str]]:
+def scan_files(
+    roots: Iterable[Path], needles: Mapping[str, str], *, patterns: bool = True, exclude: Iterable[Path] = ()
+) -> tuple[list[Finding], list[str]]:
     """Search every file under ``roots`` (files or folders): bytes for the needles, text files for patterns.
 
     ``exclude``: files or folders not to read (the warehouse file itself, which holds ``raw``)."""
@@ -194,7 +243,13 @@ def scan_files(roots: Iterable[Path], needles: Mapping[str, str], *, patterns: b
     scanned: list[str] = []
     for root in roots:
         root = Path(root)
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+        files = (
+            [root]
+            if root.is_file()
+            else sorted(p for p in root.rglob("*") if p.is_file())
+            if root.exists()
+            else []
+        )
         for path in files:
             rp = path.resolve()
             if any(rp == s or s in rp.parents for s in skip) or path.stat().st_size > MAX_FILE_BYTES:
@@ -207,14 +262,18 @@ def scan_files(roots: Iterable[Path], needles: Mapping[str, str], *, patterns: b
                 if n:
                     hit = per_label.setdefault(label, [0, needle.decode()])
                     hit[0] += n
-            findings += [Finding(str(path), f"seeded:{label}", n, mask_example(ex))
-                         for label, (n, ex) in sorted(per_label.items())]
+            findings += [
+                Finding(str(path), f"seeded:{label}", n, mask_example(ex))
+                for label, (n, ex) in sorted(per_label.items())
+            ]
             if patterns and path.suffix.lower() in TEXT_SUFFIXES:
                 text = data.decode("utf-8", errors="replace")
                 for kind, rx in _COMPILED.items():
                     found = [m.group(0) for m in rx.finditer(text)]
                     if found:
-                        findings.append(Finding(str(path), f"pattern:{kind}", len(found), mask_example(found[0])))
+                        findings.append(
+                            Finding(str(path), f"pattern:{kind}", len(found), mask_example(found[0]))
+                        )
     return findings, scanned
 
 

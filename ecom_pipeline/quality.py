@@ -62,7 +62,9 @@ def check_foreign_keys(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutco
         if not _exists(con, STAGING_SCHEMA, fk.parent):
             skipped.append(fk.parent)
             continue
-        on = " AND ".join(f"c.{quote_ident(a)} = p.{quote_ident(b)}" for a, b in zip(fk.columns, fk.parent_columns))
+        on = " AND ".join(
+            f"c.{quote_ident(a)} = p.{quote_ident(b)}" for a, b in zip(fk.columns, fk.parent_columns)
+        )
         not_null = " AND ".join(f"c.{quote_ident(a)} IS NOT NULL" for a in fk.columns)
         n = con.execute(
             f"SELECT count(*) FROM {_staged(table)} c ANTI JOIN {_staged(fk.parent)} p ON {on} WHERE {not_null}"
@@ -89,8 +91,11 @@ def check_ranges(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutcome:
             continue
         n = con.execute(f"SELECT count(*) FROM {_staged(table)} WHERE {' OR '.join(conds)}").fetchall()[0][0]
         violations[col.name] = int(n)
-    return CheckOutcome(all(v == 0 for v in violations.values()), {"violations": violations},
-                        "numeric ranges and closed vocabularies hold")
+    return CheckOutcome(
+        all(v == 0 for v in violations.values()),
+        {"violations": violations},
+        "numeric ranges and closed vocabularies hold",
+    )
 
 
 def current_load_id(con: duckdb.DuckDBPyConnection, table: str) -> str | None:
@@ -109,8 +114,12 @@ def check_row_invariant(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutc
             f"SELECT count(*) FROM {QUARANTINE} WHERE table_name = ? AND load_id IS NOT DISTINCT FROM ?",
             [table, load_id],
         ).fetchall()[0][0]
-    meta = {"raw_rows": int(raw), "staged_rows": int(staged), "quarantined_rows": int(quarantined),
-            "load_id": load_id or ""}
+    meta = {
+        "raw_rows": int(raw),
+        "staged_rows": int(staged),
+        "quarantined_rows": int(quarantined),
+        "load_id": load_id or "",
+    }
     return CheckOutcome(raw == staged + quarantined, meta, "raw = staged + quarantined")
 
 
@@ -119,7 +128,10 @@ def _fmt_pct(x: float) -> str:
 
 
 def check_quarantine_share(
-    con: duckdb.DuckDBPyConnection, table: str, max_share: float, hints: ParseHints | None = None,
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    max_share: float,
+    hints: ParseHints | None = None,
 ) -> CheckOutcome:
     """At most ``max_share`` of the raw rows quarantined (duplicates of a staged key not counted).
 
@@ -131,37 +143,60 @@ def check_quarantine_share(
     reasons: dict[str, int] = {}
     if _exists(con, STAGING_SCHEMA, "quarantine"):
         load_id = current_load_id(con, table)
-        reasons = dict(con.execute(
-            f"SELECT reason, count(*) FROM {QUARANTINE} WHERE table_name = ? AND load_id IS NOT DISTINCT FROM ? "
-            "GROUP BY 1 ORDER BY 2 DESC, 1", [table, load_id]).fetchall())
+        reasons = dict(
+            con.execute(
+                f"SELECT reason, count(*) FROM {QUARANTINE} WHERE table_name = ? AND load_id IS NOT DISTINCT FROM ? "
+                "GROUP BY 1 ORDER BY 2 DESC, 1",
+                [table, load_id],
+            ).fetchall()
+        )
     rejected = {r: n for r, n in reasons.items() if r not in rules.DUPLICATE_REASONS}
     duplicates = {r: n for r, n in reasons.items() if r in rules.DUPLICATE_REASONS}
     n_rejected = sum(rejected.values())
     share = n_rejected / raw if raw else 0.0
-    meta = {"raw_rows": int(raw), "quarantined_rows": int(n_rejected), "share": round(share, 4),
-            "max_share": max_share, "reasons": rejected or "none",
-            "duplicates_not_counted": duplicates or "none"}
+    meta = {
+        "raw_rows": int(raw),
+        "quarantined_rows": int(n_rejected),
+        "share": round(share, 4),
+        "max_share": max_share,
+        "reasons": rejected or "none",
+        "duplicates_not_counted": duplicates or "none",
+    }
     if share <= max_share:
-        return CheckOutcome(True, meta, f"at most {_fmt_pct(max_share)} of raw rows quarantined "
-                                        f"({_fmt_pct(share)}; duplicates of a staged key not counted)")
+        return CheckOutcome(
+            True,
+            meta,
+            f"at most {_fmt_pct(max_share)} of raw rows quarantined "
+            f"({_fmt_pct(share)}; duplicates of a staged key not counted)",
+        )
     top = list(rejected.items())[:3]
     top_reason = top[0][0]
     example = con.execute(
         f"SELECT source_file, source_row, detail, original_row FROM {QUARANTINE} WHERE table_name = ? "
-        "AND reason = ? ORDER BY source_file, source_row LIMIT 1", [table, top_reason]).fetchall()[0]
+        "AND reason = ? ORDER BY source_file, source_row LIMIT 1",
+        [table, top_reason],
+    ).fetchall()[0]
     file_, row, detail, original = example
     column = top_reason.split(":", 1)[1] if ":" in top_reason else None
     values = json.loads(original) if original else {}
     shown = {column: values.get(column)} if column in values else values
-    message = (f"staging.{table}: {_fmt_pct(share)} of {raw:,} raw rows quarantined (limit {_fmt_pct(max_share)}, "
-               "setting ECOM_MAX_QUARANTINE_SHARE). Top reasons: "
-               + ", ".join(f"{r} ({n:,})" for r, n in top)
-               + f". Example: file {file_} row {row}: {detail}; values {json.dumps(shown, ensure_ascii=False)}.")
-    if column and column in TABLES[table].column_names and TABLES[table].column(column).dtype == "TIMESTAMP" \
-            and top_reason.split(":")[0] in ("bad_type", "ancient_timestamp", "future_timestamp"):
+    message = (
+        f"staging.{table}: {_fmt_pct(share)} of {raw:,} raw rows quarantined (limit {_fmt_pct(max_share)}, "
+        "setting ECOM_MAX_QUARANTINE_SHARE). Top reasons: "
+        + ", ".join(f"{r} ({n:,})" for r, n in top)
+        + f". Example: file {file_} row {row}: {detail}; values {json.dumps(shown, ensure_ascii=False)}."
+    )
+    if (
+        column
+        and column in TABLES[table].column_names
+        and TABLES[table].column(column).dtype == "TIMESTAMP"
+        and top_reason.split(":")[0] in ("bad_type", "ancient_timestamp", "future_timestamp")
+    ):
         formats = list(hints.timestamp_formats) if hints else "the source's"
-        message += (f" Dates of column {column} in file {file_} do not match the timestamp format(s) {formats}: "
-                    "set timestamp_formats in the mapping to the file's format (docs/mapping.md).")
+        message += (
+            f" Dates of column {column} in file {file_} do not match the timestamp format(s) {formats}: "
+            "set timestamp_formats in the mapping to the file's format (docs/mapping.md)."
+        )
     meta["example"] = {"file": file_, "row": int(row), "detail": detail, "values": shown}
     meta["message"] = message
     return CheckOutcome(False, meta, message)
@@ -181,7 +216,11 @@ def check_freshness(
     lag = now - newest
     return CheckOutcome(
         lag <= timedelta(days=max_lag_days),
-        {"newest": str(newest), "lag_days": round(lag.total_seconds() / 86400, 2), "max_lag_days": max_lag_days},
+        {
+            "newest": str(newest),
+            "lag_days": round(lag.total_seconds() / 86400, 2),
+            "max_lag_days": max_lag_days,
+        },
         f"newest {col} is at most {max_lag_days} days old",
     )
 
@@ -196,12 +235,21 @@ def ensure_load_log(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def log_load(
-    con: duckdb.DuckDBPyConnection, *, load_id: str, layer: str, table: str, source: str, rows: int,
-    quarantined: int, seconds: float,
+    con: duckdb.DuckDBPyConnection,
+    *,
+    load_id: str,
+    layer: str,
+    table: str,
+    source: str,
+    rows: int,
+    quarantined: int,
+    seconds: float,
 ) -> None:
     """Record one load (idempotent per load, layer and table) for the row-count anomaly check."""
     ensure_load_log(con)
-    con.execute(f"DELETE FROM {LOAD_LOG} WHERE load_id = ? AND layer = ? AND table_name = ?", [load_id, layer, table])
+    con.execute(
+        f"DELETE FROM {LOAD_LOG} WHERE load_id = ? AND layer = ? AND table_name = ?", [load_id, layer, table]
+    )
     con.execute(
         f"INSERT INTO {LOAD_LOG} VALUES (?, ?, ?, ?, ?, ?, ?, now()::TIMESTAMP)",
         [load_id, layer, table, source, rows, quarantined, seconds],
@@ -209,8 +257,13 @@ def log_load(
 
 
 def check_row_count_anomaly(
-    con: duckdb.DuckDBPyConnection, table: str, *, layer: str = "raw", history: int = 5,
-    low: float = 0.5, high: float = 2.0,
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    *,
+    layer: str = "raw",
+    history: int = 5,
+    low: float = 0.5,
+    high: float = 2.0,
 ) -> CheckOutcome:
     """The newest load's row count within [low, high] x the median of the previous loads of the same source."""
     if not _exists(con, "meta", "load_log"):
@@ -225,11 +278,18 @@ def check_row_count_anomaly(
     _, source, current = rows[0]
     previous = [r[2] for r in rows[1:] if r[1] == source]
     if not previous:
-        return CheckOutcome(True, {"rows": int(current), "note": "first load of this source: nothing to compare"})
+        return CheckOutcome(
+            True, {"rows": int(current), "note": "first load of this source: nothing to compare"}
+        )
     median = statistics.median(previous)
     ratio = current / median if median else (1.0 if current == 0 else float("inf"))
     return CheckOutcome(
         low <= ratio <= high,
-        {"rows": int(current), "median_previous": float(median), "ratio": round(ratio, 3), "loads_compared": len(previous)},
+        {
+            "rows": int(current),
+            "median_previous": float(median),
+            "ratio": round(ratio, 3),
+            "loads_compared": len(previous),
+        },
         f"row count within {low}x..{high}x of the median of the last {history} loads",
     )

@@ -35,23 +35,47 @@ RESIGNED_FROM_TAG = "ecom.resigned_from"
 COPIED_TAGS = ("metric", "metric_value", "higher_is_better", "baseline", "baseline_value")
 
 # functions (not classes) a legacy scikit-learn / statsmodels pickle needs to rebuild arrays and objects
-LEGACY_FUNCTIONS = frozenset({
-    "copyreg._reconstructor", "copyreg.__newobj__",
-    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
-    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
-    "numpy.core.numeric._frombuffer", "numpy._core.numeric._frombuffer",
-    "numpy.random._pickle.__bit_generator_ctor", "numpy.random._pickle.__generator_ctor",
-    "numpy.random._pickle.__randomstate_ctor", "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
-    "pandas.core.indexes.base._new_Index",
-})
-LEGACY_CLASSES = frozenset({
-    "builtins.object", "builtins.slice", "builtins.set", "builtins.frozenset", "builtins.complex",
-    "collections.OrderedDict", "types.SimpleNamespace",
-    "numpy.ndarray", "numpy.dtype", "numpy.float64", "numpy.float32", "numpy.int64", "numpy.int32",
-    "numpy.random._pcg64.PCG64", "numpy.random._mt19937.MT19937", "numpy.random.bit_generator.SeedSequence",
-    "numpy.random._generator.Generator", "numpy.random.mtrand.RandomState",
-    "pandas.core.indexes.range.RangeIndex", "pandas.core.indexes.base.Index",
-})
+LEGACY_FUNCTIONS = frozenset(
+    {
+        "copyreg._reconstructor",
+        "copyreg.__newobj__",
+        "numpy.core.multiarray._reconstruct",
+        "numpy._core.multiarray._reconstruct",
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "numpy.core.numeric._frombuffer",
+        "numpy._core.numeric._frombuffer",
+        "numpy.random._pickle.__bit_generator_ctor",
+        "numpy.random._pickle.__generator_ctor",
+        "numpy.random._pickle.__randomstate_ctor",
+        "numpy.random.bit_generator.__pyx_unpickle_SeedSequence",
+        "pandas.core.indexes.base._new_Index",
+    }
+)
+LEGACY_CLASSES = frozenset(
+    {
+        "builtins.object",
+        "builtins.slice",
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.complex",
+        "collections.OrderedDict",
+        "types.SimpleNamespace",
+        "numpy.ndarray",
+        "numpy.dtype",
+        "numpy.float64",
+        "numpy.float32",
+        "numpy.int64",
+        "numpy.int32",
+        "numpy.random._pcg64.PCG64",
+        "numpy.random._mt19937.MT19937",
+        "numpy.random.bit_generator.SeedSequence",
+        "numpy.random._generator.Generator",
+        "numpy.random.mtrand.RandomState",
+        "pandas.core.indexes.range.RangeIndex",
+        "pandas.core.indexes.base.Index",
+    }
+)
 LEGACY_CLASS_PACKAGES = ("sklearn.", "statsmodels.", "numpy.dtypes.")
 
 
@@ -79,8 +103,18 @@ def _legacy_torch_classes() -> list:
     from ecom_pipeline.ml.spatial.gcn import GCNEncoder, GCNLayer
 
     nn = torch.nn
-    return [GlobalLSTM, SpatioTemporalNet, GCNEncoder, GCNLayer, nn.Linear, nn.LSTM, nn.Embedding, nn.Sequential,
-            nn.ModuleList, nn.ReLU]
+    return [
+        GlobalLSTM,
+        SpatioTemporalNet,
+        GCNEncoder,
+        GCNLayer,
+        nn.Linear,
+        nn.LSTM,
+        nn.Embedding,
+        nn.Sequential,
+        nn.ModuleList,
+        nn.ReLU,
+    ]
 
 
 def read_legacy_model(directory: Path):
@@ -129,16 +163,31 @@ def resign_champion(name: str, client, *, dry_run: bool = False, run_name: str =
         try:
             load_verified(uri, tags[SIGNATURE_TAG], key, f"model {name} version {version}")
         except ModelIntegrityError as exc:
-            return Outcome(name, version, "refused", detail=f"signed but does not verify, not re-signing: {exc}")
+            return Outcome(
+                name, version, "refused", detail=f"signed but does not verify, not re-signing: {exc}"
+            )
         return Outcome(name, version, "already_signed")
     with tempfile.TemporaryDirectory(prefix="ecom-resign-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
         try:
             flavor, model = read_legacy_model(local)
-        except (pickle.UnpicklingError, ImportError, AttributeError, KeyError, TypeError, ValueError, OSError,
-                EOFError, RuntimeError) as exc:  # unreadable without running code (or broken): report, leave it
-            return Outcome(name, version, "refused", detail=f"{type(exc).__name__}: {str(exc)[:300]} "
-                           "(re-train this model)")
+        except (
+            pickle.UnpicklingError,
+            ImportError,
+            AttributeError,
+            KeyError,
+            TypeError,
+            ValueError,
+            OSError,
+            EOFError,
+            RuntimeError,
+        ) as exc:  # unreadable without running code (or broken): report, leave it
+            return Outcome(
+                name,
+                version,
+                "refused",
+                detail=f"{type(exc).__name__}: {str(exc)[:300]} (re-train this model)",
+            )
     if dry_run:
         return Outcome(name, version, "would_resign", detail=flavor)
     from ecom_pipeline.ml.registry import Candidate
@@ -147,8 +196,11 @@ def resign_champion(name: str, client, *, dry_run: bool = False, run_name: str =
     with mlflow.start_run(run_name=run_name, tags={"task": "resign_models", "model": name}):
         model_uri, signature = _log(candidate, key)
         new_tags = {k: tags[k] for k in COPIED_TAGS if k in tags} | {
-            SIGNATURE_TAG: signature, RESIGNED_FROM_TAG: version, "promoted": "True",
-            "promotion_reason": f"v{version} re-logged in the safe format and signed (resign_models)"}
+            SIGNATURE_TAG: signature,
+            RESIGNED_FROM_TAG: version,
+            "promoted": "True",
+            "promotion_reason": f"v{version} re-logged in the safe format and signed (resign_models)",
+        }
         new = str(mlflow.register_model(model_uri, name, tags=new_tags).version)
     load_verified(f"models:/{name}/{new}", signature, key, f"model {name} version {new}")  # it reads back
     client.set_registered_model_alias(name, CHAMPION, new)
@@ -182,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     from ecom_pipeline.config import Settings
     from ecom_pipeline.resources.tracking import MLflowResource
 
-    parser = argparse.ArgumentParser(prog="python -m ecom_pipeline.resign_models", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ecom_pipeline.resign_models", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--model", action="append", help="registered model name (repeatable; default: all)")
     parser.add_argument("--dry-run", action="store_true", help="read the old champions, register nothing")
     args = parser.parse_args(argv)
@@ -194,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.set_experiment(experiment_id=tracking.experiment_id())
     outcomes = resign_models(args.model, dry_run=args.dry_run, client=tracking.client())
     for o in outcomes:
-        print(f"{o.action:14s} {o.name} v{o.champion_version}" + (f" -> v{o.new_version}" if o.new_version else "")
-              + (f"  {o.detail}" if o.detail else ""))
+        print(
+            f"{o.action:14s} {o.name} v{o.champion_version}"
+            + (f" -> v{o.new_version}" if o.new_version else "")
+            + (f"  {o.detail}" if o.detail else "")
+        )
     return 1 if any(o.action == "refused" for o in outcomes) else 0
 
 

@@ -30,14 +30,15 @@ log = logging.getLogger(__name__)
 
 FULL_SCHEMAS = ("serving", "reports", "ml")
 EXTRA_TABLES = (
-    "features.product_embeddings", "features.product_text_embeddings", "features.product_image_embeddings",
+    "features.product_embeddings",
+    "features.product_text_embeddings",
+    "features.product_image_embeddings",
     "staging.products",
 )
 INFO_TABLE = "meta.snapshot_info"
 # derived tables: name -> (the staging tables it needs, its SELECT over the warehouse)
 DERIVED = {
-    "staging.customer_regions": (("staging.customers",),
-                                 "SELECT customer_id, state FROM staging.customers"),
+    "staging.customer_regions": (("staging.customers",), "SELECT customer_id, state FROM staging.customers"),
     "serving.popular_items": (
         ("staging.order_items", "staging.orders", "staging.customers"),
         """SELECT CASE WHEN grouping(c.state) = 1 THEN '*' ELSE coalesce(c.state, '?') END AS region, oi.product_id, count(*)::BIGINT AS order_lines
@@ -45,8 +46,10 @@ DERIVED = {
            LEFT JOIN staging.customers c USING (customer_id)
            GROUP BY GROUPING SETS ((c.state, oi.product_id), (oi.product_id))""",
     ),
-    "serving.series_last_day": (("features.daily_series",),
-                                "SELECT series_id, max(date) AS last_day FROM features.daily_series GROUP BY 1"),
+    "serving.series_last_day": (
+        ("features.daily_series",),
+        "SELECT series_id, max(date) AS last_day FROM features.daily_series GROUP BY 1",
+    ),
 }
 
 
@@ -60,8 +63,10 @@ class SnapshotResult:
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    rows = con.execute("SELECT table_schema, table_name FROM information_schema.tables "
-                       "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE'").fetchall()
+    rows = con.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE'"
+    ).fetchall()
     return sorted(f"{s}.{t}" for s, t in rows)
 
 
@@ -102,11 +107,15 @@ def publish_snapshot(warehouse: duckdb.DuckDBPyConnection | str | Path, target: 
                 dst.unregister("_batch")
                 result.tables[table] = dst.execute(f"SELECT count(*) FROM {_quoted(table)}").fetchall()[0][0]
             result.published_at = datetime.now(UTC).replace(tzinfo=None)
-            dst.execute(f"CREATE TABLE {INFO_TABLE} (published_at TIMESTAMP, source VARCHAR, tables INTEGER, "
-                        "pid INTEGER)")
+            dst.execute(
+                f"CREATE TABLE {INFO_TABLE} (published_at TIMESTAMP, source VARCHAR, tables INTEGER, "
+                "pid INTEGER)"
+            )
             source = str(warehouse) if own else "connection"
-            dst.execute(f"INSERT INTO {INFO_TABLE} VALUES (?, ?, ?, ?)",
-                        [result.published_at, source, len(result.tables), os.getpid()])
+            dst.execute(
+                f"INSERT INTO {INFO_TABLE} VALUES (?, ?, ?, ?)",
+                [result.published_at, source, len(result.tables), os.getpid()],
+            )
             dst.execute("CHECKPOINT")
         finally:
             dst.close()
@@ -130,7 +139,9 @@ def open_snapshot(path: str | Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection on the published snapshot (never the warehouse)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no snapshot at {path}: run the `publish_snapshot` job (or `make demo`) first")
+        raise FileNotFoundError(
+            f"no snapshot at {path}: run the `publish_snapshot` job (or `make demo`) first"
+        )
     return duckdb.connect(str(path), read_only=True)
 
 

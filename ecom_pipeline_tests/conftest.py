@@ -17,8 +17,17 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "data"
     root.mkdir()
     monkeypatch.setenv("ECOM_DATA_ROOT", str(root))
-    for var in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY", "ECOM_DATA_SOURCE",
-                "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_ENV", "ECOM_COUNTRY", "ECOM_SYNTHETIC_COUNTRY"):
+    for var in (
+        "ECOM_WAREHOUSE",
+        "MLFLOW_TRACKING_URI",
+        "ECOM_PSEUDONYM_KEY",
+        "ECOM_DATA_SOURCE",
+        "ECOM_DATA_DIR",
+        "ECOM_MAPPING",
+        "ECOM_ENV",
+        "ECOM_COUNTRY",
+        "ECOM_SYNTHETIC_COUNTRY",
+    ):
         monkeypatch.delenv(var, raising=False)
     return root
 

@@ -11,7 +11,9 @@ from ecom_pipeline.sources.base import Source, text_frame
 class FrameSource(Source):
     name = "frames"
 
-    def __init__(self, tables: dict[str, pd.DataFrame], hints: ParseHints | None = None, fail_after_chunks=None):
+    def __init__(
+        self, tables: dict[str, pd.DataFrame], hints: ParseHints | None = None, fail_after_chunks=None
+    ):
         self._tables = tables
         self._hints = hints or ParseHints()
         self._fail_after = fail_after_chunks
@@ -24,7 +26,7 @@ class FrameSource(Source):
         for i, start in enumerate(range(0, len(df), chunk_rows)):
             if self._fail_after is not None and i >= self._fail_after:
                 raise RuntimeError("source failed mid-load")
-            chunk = df.iloc[start:start + chunk_rows].copy()
+            chunk = df.iloc[start : start + chunk_rows].copy()
             chunk["_source_file"] = f"memory://{table}"
             chunk["_source_row"] = range(start + 1, start + 1 + len(chunk))
             yield text_frame(chunk)

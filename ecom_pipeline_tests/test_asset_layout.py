@@ -14,21 +14,72 @@ from ecom_pipeline.asset_layout import LAYERS, STAGE_LAYERS, TOPICS
 
 DATA_LAYERS = set(LAYERS) - {"inbox", "snapshot"}
 
-INGEST = {f"{layer}/{t}" for layer in ("raw", "staging") for t in (
-    "customers", "events", "order_items", "orders", "payments", "products", "regions", "reviews", "sellers")}
-FEATURES = {f"features/{t}" for t in (
-    "calendar", "category_interactions", "daily_series", "interactions", "product_embeddings",
-    "product_image_embeddings", "product_text_embeddings", "product_video_embeddings", "region_embeddings",
-    "region_flows", "region_knn_features", "region_knn_graph", "regions", "review_text_embeddings",
-    "review_topics", "weekly_series")}
-TRAINING = {f"models/{t}" for t in (
-    "recommender_evaluation", "sequence_recommender", "two_tower_recommender", "delivery_delay",
-    "federated_sentiment", "image_text_projection", "lstm_backtest", "sarima_backtest", "sentiment_finetuned",
-    "sentiment_model", "stgcn_backtest")} | {"serving/repurchase_scores"}
-SCORING = {"features/review_sentiment", "reports/model_registry_report", "reports/regional_demand_dp",
-           "reports/run_failures", "reports/sentiment_aggregates", "serving/anomalies", "serving/forecasts",
-           "serving/recommendations", "serving/related_items", "serving/similar_products", "serving/user_profiles",
-           "snapshot/read_only_warehouse"}
+INGEST = {
+    f"{layer}/{t}"
+    for layer in ("raw", "staging")
+    for t in (
+        "customers",
+        "events",
+        "order_items",
+        "orders",
+        "payments",
+        "products",
+        "regions",
+        "reviews",
+        "sellers",
+    )
+}
+FEATURES = {
+    f"features/{t}"
+    for t in (
+        "calendar",
+        "category_interactions",
+        "daily_series",
+        "interactions",
+        "product_embeddings",
+        "product_image_embeddings",
+        "product_text_embeddings",
+        "product_video_embeddings",
+        "region_embeddings",
+        "region_flows",
+        "region_knn_features",
+        "region_knn_graph",
+        "regions",
+        "review_text_embeddings",
+        "review_topics",
+        "weekly_series",
+    )
+}
+TRAINING = {
+    f"models/{t}"
+    for t in (
+        "recommender_evaluation",
+        "sequence_recommender",
+        "two_tower_recommender",
+        "delivery_delay",
+        "federated_sentiment",
+        "image_text_projection",
+        "lstm_backtest",
+        "sarima_backtest",
+        "sentiment_finetuned",
+        "sentiment_model",
+        "stgcn_backtest",
+    )
+} | {"serving/repurchase_scores"}
+SCORING = {
+    "features/review_sentiment",
+    "reports/model_registry_report",
+    "reports/regional_demand_dp",
+    "reports/run_failures",
+    "reports/sentiment_aggregates",
+    "serving/anomalies",
+    "serving/forecasts",
+    "serving/recommendations",
+    "serving/related_items",
+    "serving/similar_products",
+    "serving/user_profiles",
+    "snapshot/read_only_warehouse",
+}
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +128,10 @@ def test_the_rule_catches_a_layer_group_and_a_second_model_prefix():
     ]
 
 
-@pytest.mark.parametrize("job, expected", [("ingest", INGEST), ("features", FEATURES), ("training", TRAINING),
-                                           ("scoring", SCORING)])
+@pytest.mark.parametrize(
+    "job, expected",
+    [("ingest", INGEST), ("features", FEATURES), ("training", TRAINING), ("scoring", SCORING)],
+)
 def test_each_job_selects_what_it_selected_before(defs, job, expected):
     assert _keys(defs, job) == expected
 

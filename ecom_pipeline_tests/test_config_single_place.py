@@ -25,8 +25,11 @@ def test_only_config_reads_the_environment():
             continue
         lines = path.read_text(encoding="utf-8").splitlines()
         for i, line in enumerate(lines):
-            if ENV_USE.search(line) and "env exception" not in line and (
-                    i == 0 or "env exception" not in lines[i - 1]):
+            if (
+                ENV_USE.search(line)
+                and "env exception" not in line
+                and (i == 0 or "env exception" not in lines[i - 1])
+            ):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{i + 1}: {line.strip()}")
     assert offenders == []
 
@@ -35,15 +38,25 @@ def _env_calls(path: Path) -> list[tuple[int, str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     out = []
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "env"
-                and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "env"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             out.append((node.lineno, node.args[0].value))
     return out
 
 
 def test_every_variable_read_is_declared_once():
-    undeclared = [f"{p.relative_to(PACKAGE.parent)}:{line} {name}" for p in sorted(PACKAGE.rglob("*.py"))
-                  for line, name in _env_calls(p) if name not in config.VARIABLES]
+    undeclared = [
+        f"{p.relative_to(PACKAGE.parent)}:{line} {name}"
+        for p in sorted(PACKAGE.rglob("*.py"))
+        for line, name in _env_calls(p)
+        if name not in config.VARIABLES
+    ]
     assert undeclared == []
 
 
@@ -63,4 +76,5 @@ def test_configuration_doc_lists_every_declared_variable():
     start = doc.index(config.VARIABLES_DOC_BEGIN)
     end = doc.index(config.VARIABLES_DOC_END) + len(config.VARIABLES_DOC_END)
     assert doc[start:end] == config.variables_markdown(), (
-        "docs/configuration.md drifted from config.VARIABLES: regenerate with `python -m ecom_pipeline.config`")
+        "docs/configuration.md drifted from config.VARIABLES: regenerate with `python -m ecom_pipeline.config`"
+    )

@@ -18,8 +18,16 @@ from ecom_pipeline.resources import PathsResource, build_resources
 PACKAGE = Path(ecom_pipeline.__file__).resolve().parent
 CHECKED = ("assets", "automation")
 # the names of the folders and files under the data root (ecom_pipeline/paths.py)
-FOLDER_NAMES = {"models", "reports", "inbox", "landing", "partitions", "ops", "run_failures.jsonl",
-                "snapshot.duckdb"}
+FOLDER_NAMES = {
+    "models",
+    "reports",
+    "inbox",
+    "landing",
+    "partitions",
+    "ops",
+    "run_failures.jsonl",
+    "snapshot.duckdb",
+}
 
 
 def hand_built_paths(path: Path) -> list[str]:
@@ -29,27 +37,41 @@ def hand_built_paths(path: Path) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr == "data_root":
             found.append(f"{path.name}:{node.lineno} reads .data_root")
-        elif (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant)
-              and node.right.value in FOLDER_NAMES):
+        elif (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Div)
+            and isinstance(node.right, ast.Constant)
+            and node.right.value in FOLDER_NAMES
+        ):
             found.append(f"{path.name}:{node.lineno} joins {node.right.value!r}")
     return found
 
 
 def test_asset_and_automation_modules_take_folders_from_the_paths_resource():
-    bad = [hit for layer in CHECKED for path in sorted((PACKAGE / layer).rglob("*.py"))
-           for hit in hand_built_paths(path)]
+    bad = [
+        hit
+        for layer in CHECKED
+        for path in sorted((PACKAGE / layer).rglob("*.py"))
+        for hit in hand_built_paths(path)
+    ]
     assert bad == []
 
 
 def test_the_scan_catches_a_hand_built_path(tmp_path):
     module = tmp_path / "fat.py"
-    module.write_text("from pathlib import Path\n\n"
-                      "def plot(source):\n"
-                      "    return Path(source.data_root) / 'reports' / 'x.png'\n\n"
-                      "def models(settings):\n"
-                      "    return settings.root / 'models'\n", encoding="utf-8")
-    assert sorted(hand_built_paths(module)) == ["fat.py:4 joins 'reports'", "fat.py:4 reads .data_root",
-                                                "fat.py:7 joins 'models'"]
+    module.write_text(
+        "from pathlib import Path\n\n"
+        "def plot(source):\n"
+        "    return Path(source.data_root) / 'reports' / 'x.png'\n\n"
+        "def models(settings):\n"
+        "    return settings.root / 'models'\n",
+        encoding="utf-8",
+    )
+    assert sorted(hand_built_paths(module)) == [
+        "fat.py:4 joins 'reports'",
+        "fat.py:4 reads .data_root",
+        "fat.py:7 joins 'models'",
+    ]
 
 
 def test_the_resource_keeps_the_folders_of_before(tmp_path):
@@ -63,7 +85,8 @@ def test_the_resource_keeps_the_folders_of_before(tmp_path):
     assert paths.failure_log == tmp_path / "ops" / "run_failures.jsonl"
     assert paths.snapshot == tmp_path / "snapshot.duckdb"
     assert PathsResource(data_root=str(tmp_path), snapshot_path="/elsewhere/s.duckdb").snapshot == Path(
-        "/elsewhere/s.duckdb")
+        "/elsewhere/s.duckdb"
+    )
 
 
 def test_the_resource_is_built_from_settings(tmp_path, monkeypatch):
@@ -81,5 +104,7 @@ def test_an_asset_gets_the_folder_from_the_resource(tmp_path):
     def writes_a_report(paths: PathsResource) -> None:
         seen["report"] = paths.report("r.csv")
 
-    assert dg.materialize([writes_a_report], resources={"paths": PathsResource(data_root=str(tmp_path))}).success
+    assert dg.materialize(
+        [writes_a_report], resources={"paths": PathsResource(data_root=str(tmp_path))}
+    ).success
     assert seen["report"] == tmp_path / "reports" / "r.csv"

@@ -11,7 +11,9 @@ from ecom_pipeline.config import REPO_ROOT
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("fingerprints", REPO_ROOT / "benchmarks" / "fingerprints.py")
+    spec = importlib.util.spec_from_file_location(
+        "fingerprints", REPO_ROOT / "benchmarks" / "fingerprints.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -20,29 +22,56 @@ def _script():
 def _warehouse(path, status: str, loaded_at: str):
     con = duckdb.connect(str(path))
     con.execute("CREATE SCHEMA raw; CREATE SCHEMA staging; CREATE SCHEMA ml")
-    con.execute(f"CREATE TABLE raw.orders AS SELECT 'o1' order_id, '{status}' status, '{loaded_at}' _loaded_at")
+    con.execute(
+        f"CREATE TABLE raw.orders AS SELECT 'o1' order_id, '{status}' status, '{loaded_at}' _loaded_at"
+    )
     con.execute("CREATE TABLE staging.orders AS SELECT 'o1' order_id")
-    con.execute("CREATE TABLE ml.model_metrics AS SELECT now() run_ts, 'm' model, 't' task, 'd' dataset, "
-                "'s' split, 'mae' metric, 1.5 value, 'naive' baseline, 2.0 baseline_value, 'r1' mlflow_run_id, "
-                "NULL::DOUBLE ci_low, NULL::DOUBLE ci_high, NULL::BIGINT n_units, NULL::BOOLEAN significant")
+    con.execute(
+        "CREATE TABLE ml.model_metrics AS SELECT now() run_ts, 'm' model, 't' task, 'd' dataset, "
+        "'s' split, 'mae' metric, 1.5 value, 'naive' baseline, 2.0 baseline_value, 'r1' mlflow_run_id, "
+        "NULL::DOUBLE ci_low, NULL::DOUBLE ci_high, NULL::BIGINT n_units, NULL::BOOLEAN significant"
+    )
     con.close()
 
 
 def test_per_run_columns_do_not_count_and_a_changed_value_does(tmp_path):
     fp = _script()
-    for name, status, at in (("a", "delivered", "2026-01-01"), ("b", "delivered", "2026-02-02"),
-                             ("c", "canceled", "2026-01-01")):
+    for name, status, at in (
+        ("a", "delivered", "2026-01-01"),
+        ("b", "delivered", "2026-02-02"),
+        ("c", "canceled", "2026-01-01"),
+    ):
         _warehouse(tmp_path / f"{name}.duckdb", status, at)
     a, b, c = (fp.fingerprint_warehouse(tmp_path / f"{n}.duckdb") for n in "abc")
     assert set(a["tables"]) == {"raw.orders", "staging.orders"}
     assert a["tables"] == b["tables"]  # only the load time differs
     assert a["tables"]["raw.orders"] != c["tables"]["raw.orders"]
-    assert a["model_metrics"] == [{"model": "m", "task": "t", "dataset": "d", "split": "s", "metric": "mae",
-                                   "baseline": "naive", "value": 1.5, "baseline_value": 2.0, "ci_low": None,
-                                   "ci_high": None, "n_units": None, "significant": None}]
+    assert a["model_metrics"] == [
+        {
+            "model": "m",
+            "task": "t",
+            "dataset": "d",
+            "split": "s",
+            "metric": "mae",
+            "baseline": "naive",
+            "value": 1.5,
+            "baseline_value": 2.0,
+            "ci_low": None,
+            "ci_high": None,
+            "n_units": None,
+            "significant": None,
+        }
+    ]
 
-    meta = {"source": "synthetic", "orders": 10, "commit": "x", "demo_rc": 0, "wall_s": 1.0,
-            "load_before": [0, 0, 0], "load_after": [0, 0, 0]}
+    meta = {
+        "source": "synthetic",
+        "orders": 10,
+        "commit": "x",
+        "demo_rc": 0,
+        "wall_s": 1.0,
+        "load_before": [0, 0, 0],
+        "load_after": [0, 0, 0],
+    }
     lines, equal = fp.compare(meta | a, meta | b)
     assert equal and "fingerprints equal: 2; different: 0" in "\n".join(lines)
     c["tables"]["raw.extra"] = {"rows": 1, "hash": "1"}

@@ -46,8 +46,14 @@ def test_ingest_job_on_synthetic_holds_the_invariant_and_passes_blocking_checks(
     result = _run_ingest(build_definitions(settings))
     assert result.success
     evaluations = result.get_asset_check_evaluations()
-    blocking_names = {"row_invariant", "unique_key", "non_null_key", "referential_integrity", "value_ranges",
-                      "quarantine_share"}
+    blocking_names = {
+        "row_invariant",
+        "unique_key",
+        "non_null_key",
+        "referential_integrity",
+        "value_ranges",
+        "quarantine_share",
+    }
     blocking = [e for e in evaluations if e.check_name in blocking_names]
     assert len(blocking) == len(blocking_names) * len(TABLE_ORDER)
     assert all(e.passed for e in blocking), [(e.asset_key, e.check_name) for e in blocking if not e.passed]
@@ -69,7 +75,9 @@ def test_every_quarantined_row_has_a_reason_and_its_source_row(synthetic_env):
     assert _run_ingest(build_definitions(settings)).success
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     bad = con.execute("""SELECT count(*) FROM staging.quarantine
-                         WHERE reason IS NULL OR reason = '' OR source_file IS NULL OR source_row IS NULL""").fetchone()[0]
+                         WHERE reason IS NULL OR reason = '' OR source_file IS NULL OR source_row IS NULL""").fetchone()[
+        0
+    ]
     assert bad == 0
 
 
@@ -77,10 +85,13 @@ def _all_text(con: duckdb.DuckDBPyConnection, schemas: tuple[str, ...]):
     """Yield (schema.table.column, value) for every text value in the given schemas."""
     cols = con.execute(
         "SELECT table_schema, table_name, column_name FROM information_schema.columns "
-        "WHERE data_type = 'VARCHAR' AND table_schema IN (SELECT unnest(?))", [list(schemas)]
+        "WHERE data_type = 'VARCHAR' AND table_schema IN (SELECT unnest(?))",
+        [list(schemas)],
     ).fetchall()
     for schema, table, column in cols:
-        for (v,) in con.execute(f'SELECT DISTINCT "{column}" FROM {schema}."{table}" WHERE "{column}" IS NOT NULL').fetchall():
+        for (v,) in con.execute(
+            f'SELECT DISTINCT "{column}" FROM {schema}."{table}" WHERE "{column}" IS NOT NULL'
+        ).fetchall():
             yield f"{schema}.{table}.{column}", v
 
 
@@ -106,8 +117,11 @@ def test_olist_sample_invariant_and_no_raw_customer_id_survives(data_root, monke
     # Olist ids are 32 hex digits: pull every such token out of every text value and look it up
     # (same length as a pseudonym, so a surviving raw id cannot hide behind the format)
     token = re.compile(r"[0-9a-f]{32}")
-    hits = [(where, v) for where, v in _all_text(con, ("staging", "features", "ml", "models", "serving", "reports"))
-            if any(t in raw_ids for t in token.findall(v))]
+    hits = [
+        (where, v)
+        for where, v in _all_text(con, ("staging", "features", "ml", "models", "serving", "reports"))
+        if any(t in raw_ids for t in token.findall(v))
+    ]
     assert hits == [], hits[:5]
     # every quarantined row is explained
     reasons = dict(con.execute("SELECT reason, count(*) FROM staging.quarantine GROUP BY 1").fetchall())

@@ -17,17 +17,45 @@ import ecom_pipeline
 PACKAGE = Path(ecom_pipeline.__file__).resolve().parent
 
 FORBIDDEN: dict[str, tuple[str, ...]] = {
-    "ml": ("dagster", "dagster_duckdb", "dagster_duckdb_pandas", "ecom_pipeline.resources",
-           "ecom_pipeline.assets", "ecom_pipeline.automation", "ecom_pipeline.definitions"),
-    "sources": ("dagster", "ecom_pipeline.resources", "ecom_pipeline.assets", "ecom_pipeline.automation",
-                "ecom_pipeline.definitions"),
-    "cleaning": ("dagster", "ecom_pipeline.resources", "ecom_pipeline.assets", "ecom_pipeline.automation",
-                 "ecom_pipeline.definitions"),
-    "warehouse": ("dagster", "ecom_pipeline.resources", "ecom_pipeline.assets", "ecom_pipeline.automation",
-                  "ecom_pipeline.definitions", "ecom_pipeline.ml"),
+    "ml": (
+        "dagster",
+        "dagster_duckdb",
+        "dagster_duckdb_pandas",
+        "ecom_pipeline.resources",
+        "ecom_pipeline.assets",
+        "ecom_pipeline.automation",
+        "ecom_pipeline.definitions",
+    ),
+    "sources": (
+        "dagster",
+        "ecom_pipeline.resources",
+        "ecom_pipeline.assets",
+        "ecom_pipeline.automation",
+        "ecom_pipeline.definitions",
+    ),
+    "cleaning": (
+        "dagster",
+        "ecom_pipeline.resources",
+        "ecom_pipeline.assets",
+        "ecom_pipeline.automation",
+        "ecom_pipeline.definitions",
+    ),
+    "warehouse": (
+        "dagster",
+        "ecom_pipeline.resources",
+        "ecom_pipeline.assets",
+        "ecom_pipeline.automation",
+        "ecom_pipeline.definitions",
+        "ecom_pipeline.ml",
+    ),
     "canonical": ("dagster", "ecom_pipeline.resources", "ecom_pipeline.assets", "ecom_pipeline.automation"),
-    "incremental": ("dagster", "ecom_pipeline.resources", "ecom_pipeline.assets", "ecom_pipeline.automation",
-                    "ecom_pipeline.definitions"),
+    "incremental": (
+        "dagster",
+        "ecom_pipeline.resources",
+        "ecom_pipeline.assets",
+        "ecom_pipeline.automation",
+        "ecom_pipeline.definitions",
+    ),
     "resources": ("ecom_pipeline.assets", "ecom_pipeline.automation", "ecom_pipeline.definitions"),
     "assets": ("ecom_pipeline.automation", "ecom_pipeline.definitions"),
     "automation": ("ecom_pipeline.assets", "ecom_pipeline.definitions"),
@@ -67,7 +95,8 @@ def test_contract_catches_a_forbidden_import(tmp_path, monkeypatch):
     fake = tmp_path / "ecom_pipeline"
     (fake / "ml").mkdir(parents=True)
     (fake / "ml" / "store.py").write_text(
-        "def f():\n    from ecom_pipeline.resources.tables import table_exists\n", encoding="utf-8")
+        "def f():\n    from ecom_pipeline.resources.tables import table_exists\n", encoding="utf-8"
+    )
     monkeypatch.setattr(__import__(__name__, fromlist=["PACKAGE"]), "PACKAGE", fake)
     assert _violations("ml") == ["ecom_pipeline/ml/store.py:2 imports ecom_pipeline.resources.tables"]
 
@@ -75,6 +104,10 @@ def test_contract_catches_a_forbidden_import(tmp_path, monkeypatch):
 def test_ml_reads_no_configuration():
     """``ml/`` takes configuration from its caller (signing key, models_dir, device, sizes): no module in it
     imports ``ecom_pipeline.config``."""
-    readers = [f"{path.relative_to(PACKAGE.parent)}:{line}" for path in sorted((PACKAGE / "ml").rglob("*.py"))
-               for line, module in _imports(path) if module == "ecom_pipeline.config"]
+    readers = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for path in sorted((PACKAGE / "ml").rglob("*.py"))
+        for line, module in _imports(path)
+        if module == "ecom_pipeline.config"
+    ]
     assert readers == []

@@ -30,11 +30,16 @@ def test_raw_load_keeps_every_row_as_text_with_lineage(tmp_path):
     assert (res.rows, res.chunks, res.delivered) == (25, 3, True)
     cols = [r[0] for r in con.execute("DESCRIBE raw.orders").fetchall()]
     assert cols == raw_columns("orders")
-    rows = con.execute("SELECT _source_row, _load_id, approved_at, status FROM raw.orders ORDER BY 1").fetchall()
+    rows = con.execute(
+        "SELECT _source_row, _load_id, approved_at, status FROM raw.orders ORDER BY 1"
+    ).fetchall()
     assert [r[0] for r in rows] == list(range(1, 26))
     assert {r[1] for r in rows} == {"L1"} and rows[0][2] is None and rows[0][3] == "delivered"
-    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
-                             "WHERE table_name='orders'").fetchall())
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name='orders'"
+        ).fetchall()
+    )
     assert types["purchased_at"] == "VARCHAR" and types[PARSE_ERROR_COLUMN] == "VARCHAR"
 
 
@@ -49,9 +54,14 @@ def test_failed_load_leaves_previous_complete_table(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     load_raw_table(con, FrameSource({"orders": ORDERS}), "orders", load_id="L1", chunk_rows=10)
     with pytest.raises(RuntimeError, match="mid-load"):
-        load_raw_table(con, FrameSource({"orders": ORDERS}, fail_after_chunks=1), "orders", load_id="L2",
-                       chunk_rows=10)
-    assert con.execute("SELECT count(*), min(_load_id), max(_load_id) FROM raw.orders").fetchone() == (25, "L1", "L1")
+        load_raw_table(
+            con, FrameSource({"orders": ORDERS}, fail_after_chunks=1), "orders", load_id="L2", chunk_rows=10
+        )
+    assert con.execute("SELECT count(*), min(_load_id), max(_load_id) FROM raw.orders").fetchone() == (
+        25,
+        "L1",
+        "L1",
+    )
 
 
 def test_unknown_column_is_a_clear_error(tmp_path):
@@ -82,11 +92,17 @@ def test_process_killed_mid_load_leaves_previous_table_and_next_load_cleans_up(t
     marker = tmp_path / "paused"
     (tmp_path / "orders.json").write_text(ORDERS.to_json())
     monkeypatch.setenv(FAULT_PAUSE_ENV, f"raw_load.orders={marker}")
-    child = subprocess.Popen([sys.executable, "-c", KILLED_LOAD, str(path), str(tmp_path / "orders.json")],
-                             cwd=Path(__file__).resolve().parents[1])
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_LOAD, str(path), str(tmp_path / "orders.json")],
+        cwd=Path(__file__).resolve().parents[1],
+    )
     try:
         deadline = time.monotonic() + 120
-        while not (marker.exists() and marker.read_text()) and child.poll() is None and time.monotonic() < deadline:
+        while (
+            not (marker.exists() and marker.read_text())
+            and child.poll() is None
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         assert marker.exists(), f"the loader never reached the pause point (exit code {child.poll()})"
         os.kill(int(marker.read_text()), signal.SIGKILL)
@@ -95,13 +111,20 @@ def test_process_killed_mid_load_leaves_previous_table_and_next_load_cleans_up(t
     assert child.returncode == -signal.SIGKILL
 
     con = duckdb.connect(str(path))
-    assert con.execute("SELECT count(*), min(_load_id), max(_load_id) FROM raw.orders").fetchone() == (25, "L1", "L1")
-    assert con.execute('SELECT count(*) FROM raw."orders__loading"').fetchone() == (10,)  # the half-written load
+    assert con.execute("SELECT count(*), min(_load_id), max(_load_id) FROM raw.orders").fetchone() == (
+        25,
+        "L1",
+        "L1",
+    )
+    assert con.execute('SELECT count(*) FROM raw."orders__loading"').fetchone() == (
+        10,
+    )  # the half-written load
     monkeypatch.delenv(FAULT_PAUSE_ENV)
     load_raw_table(con, FrameSource({"orders": ORDERS}), "orders", load_id="L3", chunk_rows=10)
     assert con.execute("SELECT count(*), min(_load_id) FROM raw.orders").fetchone() == (25, "L3")
-    assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '%__loading'"
-                       ).fetchone() == (0,)
+    assert con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE '%__loading'"
+    ).fetchone() == (0,)
 
 
 def test_pause_point_is_a_no_op_unless_named(tmp_path, monkeypatch):

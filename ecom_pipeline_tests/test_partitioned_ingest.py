@@ -20,21 +20,27 @@ from ecom_pipeline_tests.framesource import FrameSource
 
 KEY = b"test-key"
 CUSTOMERS_DAY1 = pd.DataFrame({"customer_id": ["c1", "c2", "c3"], "city": ["a", "b", "c"]})
-ORDERS_DAY1 = pd.DataFrame({
-    "order_id": ["o1", "o2", "o3", "o1"],
-    "customer_id": ["c1", "c2", None, "c1"],  # o3 lacks its customer; o1 twice (in-partition duplicate)
-    "status": ["delivered", "shipped", "delivered", "delivered"],
-    "purchased_at": ["2024-05-01 10:00:00"] * 4,
-})
+ORDERS_DAY1 = pd.DataFrame(
+    {
+        "order_id": ["o1", "o2", "o3", "o1"],
+        "customer_id": ["c1", "c2", None, "c1"],  # o3 lacks its customer; o1 twice (in-partition duplicate)
+        "status": ["delivered", "shipped", "delivered", "delivered"],
+        "purchased_at": ["2024-05-01 10:00:00"] * 4,
+    }
+)
 CUSTOMERS_DAY2 = pd.DataFrame({"customer_id": ["c4"], "city": ["d"]})
-ORDERS_DAY2 = pd.DataFrame({
-    "order_id": ["o4", "o2", "o5"],
-    "customer_id": ["c4", "c2", "c9"],  # o2: a late correction; o5: an orphan (no customer c9)
-    "status": ["created", "delivered", "created"],
-    "purchased_at": ["2024-05-02 09:00:00", "2024-05-01 10:00:00", "2024-05-02 11:00:00"],
-})
-DAYS = {"2024-05-01": {"customers": CUSTOMERS_DAY1, "orders": ORDERS_DAY1},
-        "2024-05-02": {"customers": CUSTOMERS_DAY2, "orders": ORDERS_DAY2}}
+ORDERS_DAY2 = pd.DataFrame(
+    {
+        "order_id": ["o4", "o2", "o5"],
+        "customer_id": ["c4", "c2", "c9"],  # o2: a late correction; o5: an orphan (no customer c9)
+        "status": ["created", "delivered", "created"],
+        "purchased_at": ["2024-05-02 09:00:00", "2024-05-01 10:00:00", "2024-05-02 11:00:00"],
+    }
+)
+DAYS = {
+    "2024-05-01": {"customers": CUSTOMERS_DAY1, "orders": ORDERS_DAY1},
+    "2024-05-02": {"customers": CUSTOMERS_DAY2, "orders": ORDERS_DAY2},
+}
 
 
 def _run_day(con, day: str, n: int = 0) -> dict:
@@ -57,14 +63,19 @@ def _status(con, order_id: str) -> str:
 def test_late_correction_updates_one_order_by_key_and_is_logged(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     day1 = _run_day(con, "2024-05-01")
-    assert (day1["orders"].inserted, day1["orders"].quarantined) == (2, 2)  # o3 missing customer, o1 duplicate
+    assert (day1["orders"].inserted, day1["orders"].quarantined) == (
+        2,
+        2,
+    )  # o3 missing customer, o1 duplicate
     assert _status(con, "o2") == "shipped"
     day2 = _run_day(con, "2024-05-02")
     o = day2["orders"]
     assert (o.inserted, o.updated, o.unchanged, o.stale, o.quarantined) == (1, 1, 0, 0, 1)
     assert _status(con, "o2") == "delivered"
     assert con.execute("SELECT count(*) FROM staging.orders").fetchall()[0][0] == 3  # o1, o2, o4
-    log = con.execute(f"SELECT key_value, partition_key, changed_columns, previous_row FROM {CHANGE_LOG}").fetchall()
+    log = con.execute(
+        f"SELECT key_value, partition_key, changed_columns, previous_row FROM {CHANGE_LOG}"
+    ).fetchall()
     assert len(log) == 1
     key_value, partition, changed, previous = log[0]
     assert '"o2"' in key_value and partition == "2024-05-02" and changed == "status"
@@ -75,7 +86,9 @@ def test_late_correction_updates_one_order_by_key_and_is_logged(tmp_path):
         assert p["raw"] == p["accepted"] + p["quarantined"]
     t = counts["total"]
     assert t["raw"] == t["raw_table_rows"] == 7
-    assert t["raw"] == t["accepted"] + t["quarantined"] and t["quarantined"] == t["quarantine_table_rows"] == 3
+    assert (
+        t["raw"] == t["accepted"] + t["quarantined"] and t["quarantined"] == t["quarantine_table_rows"] == 3
+    )
     assert t["staged_table_rows"] == t["inserted"] == 3
 
 
@@ -102,7 +115,11 @@ def test_full_rebuild_from_partitions_equals_the_daily_runs(tmp_path):
     daily = _prints(con)
     rebuilt = rebuild_staging_from_partitions(con, pseudonym_key=KEY, tables=("customers", "orders"))
     assert [(r.partition, r.table) for r in rebuilt] == [
-        ("2024-05-01", "customers"), ("2024-05-01", "orders"), ("2024-05-02", "customers"), ("2024-05-02", "orders")]
+        ("2024-05-01", "customers"),
+        ("2024-05-01", "orders"),
+        ("2024-05-02", "customers"),
+        ("2024-05-02", "orders"),
+    ]
     assert _prints(con) == daily
 
 
@@ -118,8 +135,14 @@ def test_a_day_without_rows_of_a_table_leaves_it_alone(tmp_path):
     _run_day(con, "2024-05-01")
     _run_day(con, "2024-05-02")
     before = _prints(con)["staging.customers"]
-    orders = pd.DataFrame({"order_id": ["o4"], "customer_id": ["c4"], "status": ["delivered"],
-                           "purchased_at": ["2024-05-02 09:00:00"]})
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o4"],
+            "customer_id": ["c4"],
+            "status": ["delivered"],
+            "purchased_at": ["2024-05-02 09:00:00"],
+        }
+    )
     source = FrameSource({"orders": orders})  # no customers delivered that day
     for table in ("customers", "orders"):
         load_raw_partition(con, source, table, "2024-05-03", load_id=f"d3-{table}")

@@ -17,7 +17,9 @@ def con(tmp_path):
         ('o2', 'c2', TIMESTAMP '2024-01-03 10:00:00')) t(order_id, customer_id, purchased_at)""")
     c.execute("CREATE TABLE staging.quarantine (table_name VARCHAR, load_id VARCHAR, reason VARCHAR)")
     c.execute("CREATE TABLE raw.orders AS SELECT 'L1' AS _load_id FROM range(3)")
-    c.execute("INSERT INTO staging.quarantine VALUES ('orders', 'L1', 'duplicate_key'), ('orders', 'L0', 'x')")
+    c.execute(
+        "INSERT INTO staging.quarantine VALUES ('orders', 'L1', 'duplicate_key'), ('orders', 'L0', 'x')"
+    )
     return c
 
 
@@ -38,12 +40,16 @@ def test_foreign_keys_count_orphans(con):
 
 
 def test_ranges(con):
-    con.execute("CREATE TABLE staging.reviews AS SELECT * FROM (VALUES ('r1', 5), ('r2', 6)) t(review_id, score)")
+    con.execute(
+        "CREATE TABLE staging.reviews AS SELECT * FROM (VALUES ('r1', 5), ('r2', 6)) t(review_id, score)"
+    )
     # only columns present in the spec and the table are checked: build the full review table shape
     con.execute("DROP TABLE staging.reviews")
     con.execute("""CREATE TABLE staging.reviews (review_id VARCHAR, order_id VARCHAR, customer_id VARCHAR,
         product_id VARCHAR, score INTEGER, title VARCHAR, text VARCHAR, created_at TIMESTAMP)""")
-    con.execute("INSERT INTO staging.reviews (review_id, order_id, score) VALUES ('r1','o1',5), ('r2','o1',6)")
+    con.execute(
+        "INSERT INTO staging.reviews (review_id, order_id, score) VALUES ('r1','o1',5), ('r2','o1',6)"
+    )
     out = quality.check_ranges(con, "reviews")
     assert not out.passed and out.metadata["violations"]["score"] == 1
 
@@ -64,15 +70,20 @@ def test_freshness(con):
 def test_row_count_anomaly(con):
     assert not quality.check_row_count_anomaly(con, "orders").passed  # nothing logged yet
     for i, rows in enumerate([100, 110, 90]):
-        quality.log_load(con, load_id=f"L{i}", layer="raw", table="orders", source="s", rows=rows,
-                         quarantined=0, seconds=1)
+        quality.log_load(
+            con, load_id=f"L{i}", layer="raw", table="orders", source="s", rows=rows, quarantined=0, seconds=1
+        )
     assert quality.check_row_count_anomaly(con, "orders").passed
-    quality.log_load(con, load_id="L9", layer="raw", table="orders", source="s", rows=20, quarantined=0, seconds=1)
+    quality.log_load(
+        con, load_id="L9", layer="raw", table="orders", source="s", rows=20, quarantined=0, seconds=1
+    )
     out = quality.check_row_count_anomaly(con, "orders")
     assert not out.passed and out.metadata["median_previous"] == 100
 
 
 def test_log_load_is_idempotent(con):
     for _ in range(2):
-        quality.log_load(con, load_id="L1", layer="raw", table="orders", source="s", rows=5, quarantined=0, seconds=1)
+        quality.log_load(
+            con, load_id="L1", layer="raw", table="orders", source="s", rows=5, quarantined=0, seconds=1
+        )
     assert con.execute("SELECT count(*) FROM meta.load_log").fetchone()[0] == 1

@@ -15,7 +15,9 @@ def test_warehouse_creates_layer_schemas(tmp_path):
     with wh.connect() as con:
         con.execute("CREATE TABLE staging.t AS SELECT 1 AS x")
     with wh.connect(read_only=True) as con:
-        schemas = {r[0] for r in con.execute("SELECT schema_name FROM information_schema.schemata").fetchall()}
+        schemas = {
+            r[0] for r in con.execute("SELECT schema_name FROM information_schema.schemata").fetchall()
+        }
         assert set(LAYER_SCHEMAS) <= schemas
         assert con.execute("SELECT x FROM staging.t").fetchone() == (1,)
 
@@ -33,9 +35,13 @@ def test_connect_waits_for_lock_held_by_another_process(tmp_path):
     path = tmp_path / "w.duckdb"
     duckdb.connect(str(path)).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(2); c.close()"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(2); c.close()",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
     t0 = time.monotonic()
@@ -53,9 +59,13 @@ def test_connect_gives_up_after_timeout(tmp_path):
     path = tmp_path / "w.duckdb"
     duckdb.connect(str(path)).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(5)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(5)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -112,7 +122,10 @@ def test_memory_limit_defaults_to_a_share_and_comes_from_the_environment(tmp_pat
         limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     assert limit != default and limit.endswith(("MiB", "MB")) and 200 < float(limit.split()[0]) < 300
     with WarehouseResource(path=str(tmp_path / "w.duckdb"), memory_limit="1GB").connect() as con:
-        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0].split()[0] in ("953.6", "1.0")
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0].split()[0] in (
+            "953.6",
+            "1.0",
+        )
 
 
 def test_lock_waits_are_counted(tmp_path):
@@ -127,9 +140,13 @@ def test_lock_waits_are_counted(tmp_path):
     connect_with_retry(path).close()  # nobody holds it: no wait recorded
     assert lock_wait_stats()["waits"] == before["waits"]
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(1.5); c.close()"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(1.5); c.close()",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert holder.stdout.readline().strip() == "held"
     connect_with_retry(path, timeout_s=30).close()

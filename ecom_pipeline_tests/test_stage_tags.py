@@ -23,4 +23,8 @@ def test_scheduled_jobs_cover_the_whole_graph_once(defs):
     # the incremental embeddings are part of the daily refresh; champions score daily; models train weekly
     assert {"features/review_text_embeddings", "features/product_image_embeddings"} <= daily
     assert {"serving/recommendations", "features/review_sentiment", "serving/user_profiles"} <= scoring
-    assert {"models/sentiment_model", "models/recommender_evaluation", "models/two_tower_recommender"} <= training
+    assert {
+        "models/sentiment_model",
+        "models/recommender_evaluation",
+        "models/two_tower_recommender",
+    } <= training

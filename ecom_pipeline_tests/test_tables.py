@@ -33,7 +33,11 @@ def test_embedding_replace_is_one_transaction(tmp_path):
     bad = pd.DataFrame({"product_id": ["x", "x"], "input_hash": ["9", "9"], "sources": "text"})
     with pytest.raises(duckdb.ConstraintException):
         upsert_embeddings(con, "features.t", "product_id", bad, np.zeros((2, 4), np.float32), **kw)
-    assert con.execute("SELECT list(product_id ORDER BY product_id) FROM features.t").fetchall()[0][0] == ["a", "b", "c"]
+    assert con.execute("SELECT list(product_id ORDER BY product_id) FROM features.t").fetchall()[0][0] == [
+        "a",
+        "b",
+        "c",
+    ]
     new = pd.DataFrame({"product_id": ["d"], "input_hash": ["4"], "sources": "text"})
     upsert_embeddings(con, "features.t", "product_id", new, np.zeros((1, 4), np.float32), **kw)
     assert con.execute("SELECT list(product_id) FROM features.t").fetchall()[0][0] == ["d"]

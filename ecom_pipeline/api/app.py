@@ -37,6 +37,7 @@ MAX_EVENTS = 200
 
 # ------------------------------------------------------------------------------------------ request models
 
+
 class Event(BaseModel):
     product_id: str = Field(min_length=1, max_length=200)
     event_type: Literal["view", "cart", "purchase"]
@@ -45,9 +46,14 @@ class Event(BaseModel):
 
 
 class RecommendationRequest(BaseModel):
-    customer_id: str = Field(min_length=1, max_length=200, description="the shop's customer id (not the pseudonym)")
-    events: list[Event] = Field(default_factory=list, max_length=MAX_EVENTS,
-                                description="this session's events, oldest first; appended to the inbox")
+    customer_id: str = Field(
+        min_length=1, max_length=200, description="the shop's customer id (not the pseudonym)"
+    )
+    events: list[Event] = Field(
+        default_factory=list,
+        max_length=MAX_EVENTS,
+        description="this session's events, oldest first; appended to the inbox",
+    )
     k: int = Field(10, ge=1, le=100)
     region: str | None = Field(None, max_length=50, description="state for a customer without a history")
 
@@ -77,6 +83,7 @@ class TextQuery(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------- state
+
 
 class AppState:
     """Everything the endpoints read; ``data`` and ``champions`` are replaced whole on reload."""
@@ -173,8 +180,10 @@ class AppState:
                 except Exception:  # a failed poll keeps the models and data already loaded
                     log.exception("reload check failed; serving what is loaded")
                     done = {"failed": True}
-                self.poller_ticks.add((time.perf_counter() - started) * 1000,
-                                      ",".join(k for k in done if k != "at") or "no change")
+                self.poller_ticks.add(
+                    (time.perf_counter() - started) * 1000,
+                    ",".join(k for k in done if k != "at") or "no change",
+                )
 
         self._thread = threading.Thread(target=loop, name="champion-poller", daemon=True)
         self._thread.start()
@@ -188,6 +197,7 @@ class AppState:
 
 
 # ------------------------------------------------------------------------------------------------ guards
+
 
 class BodyLimit:
     """Pure ASGI middleware: a body over ``max_bytes`` gets 413 before any endpoint reads it."""
@@ -224,7 +234,9 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
     async def _too_large(self, send):
-        response = JSONResponse({"error": "request body too large", "max_bytes": self.max_bytes}, status_code=413)
+        response = JSONResponse(
+            {"error": "request body too large", "max_bytes": self.max_bytes}, status_code=413
+        )
         await response({"type": "http"}, None, send)
 
 
@@ -242,11 +254,14 @@ async def _run(state: AppState, fn, *args):
 
 # --------------------------------------------------------------------------------------------------- app
 
+
 def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAPI:
     settings = settings or Settings.from_env()
     if settings.env != "local" and not settings.api_key:
-        raise RuntimeError(f"ECOM_API_KEY must be set to serve in ECOM_ENV={settings.env!r} (only local mode "
-                           "runs without an API key)")
+        raise RuntimeError(
+            f"ECOM_API_KEY must be set to serve in ECOM_ENV={settings.env!r} (only local mode "
+            "runs without an API key)"
+        )
     state = AppState(settings)
 
     @asynccontextmanager
@@ -262,9 +277,13 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
         # that goes on, e.g. a test session, would otherwise keep every model it loaded)
         gc.unfreeze()
 
-    app = FastAPI(title="ecom_pipeline serving", version="1", lifespan=lifespan,
-                  description="Recommendations re-ranked by the session, review triage, similar products and "
-                  "forecasts from the published snapshot and the registry champions.")
+    app = FastAPI(
+        title="ecom_pipeline serving",
+        version="1",
+        lifespan=lifespan,
+        description="Recommendations re-ranked by the session, review triage, similar products and "
+        "forecasts from the published snapshot and the registry champions.",
+    )
     app.state.serving = state
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
 
@@ -278,17 +297,27 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        errors = [{"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]  # without the input: it may hold personal data
+        errors = [
+            {"loc": list(e.get("loc", [])), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]  # without the input: it may hold personal data
         status = 400 if any(e["type"] == "json_invalid" for e in errors) else 422
-        return JSONResponse({"error": "malformed JSON" if status == 400 else "invalid request",
-                             "detail": errors}, status_code=status)
+        return JSONResponse(
+            {"error": "malformed JSON" if status == 400 else "invalid request", "detail": errors},
+            status_code=status,
+        )
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):
         ref = uuid.uuid4().hex[:12]
-        log.error("request %s %s failed (ref %s): %s: %s", request.method, request.url.path, ref,
-                  type(exc).__name__, exc)
+        log.error(
+            "request %s %s failed (ref %s): %s: %s",
+            request.method,
+            request.url.path,
+            ref,
+            type(exc).__name__,
+            exc,
+        )
         return JSONResponse({"error": "internal error", "ref": ref}, status_code=500)
 
     @app.get("/health", tags=["operations"])
@@ -300,20 +329,34 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
         if state.data is None or state.champions is None:
             return JSONResponse({"ready": False}, status_code=503)
         d = state.data
-        return {"ready": True, "snapshot": {"path": str(d.path), "published_at": d.published_at,
-                                            "tables": len(d.tables), "products": len(d.products),
-                                            "customers_with_recommendations": len(d.recommendations),
-                                            "gate_table": "ml.serving_decisions" in d.tables},
-                "champions": state.champions.describe(),
-                "encoders": {"text": state.encoder.model_id if state.encoder else None,
-                             "image": state.image_encoder.model_id if state.image_encoder else None,
-                             "text_fallback": state.encoder_fallback,
-                             "text_batches": {"passes": state.encoder.batches, "texts": state.encoder.texts}
-                             if state.encoder else None},
-                "reloads": state.reloads[-5:], "poll_seconds": settings.api_poll_seconds,
-                "pauses": {"gc": state.gc_pauses.summary(), "poller": state.poller_ticks.summary(),
-                           "frozen_objects": state.frozen_objects,
-                           "registry_queries": state.watch.queries if state.watch else 0}}
+        return {
+            "ready": True,
+            "snapshot": {
+                "path": str(d.path),
+                "published_at": d.published_at,
+                "tables": len(d.tables),
+                "products": len(d.products),
+                "customers_with_recommendations": len(d.recommendations),
+                "gate_table": "ml.serving_decisions" in d.tables,
+            },
+            "champions": state.champions.describe(),
+            "encoders": {
+                "text": state.encoder.model_id if state.encoder else None,
+                "image": state.image_encoder.model_id if state.image_encoder else None,
+                "text_fallback": state.encoder_fallback,
+                "text_batches": {"passes": state.encoder.batches, "texts": state.encoder.texts}
+                if state.encoder
+                else None,
+            },
+            "reloads": state.reloads[-5:],
+            "poll_seconds": settings.api_poll_seconds,
+            "pauses": {
+                "gc": state.gc_pauses.summary(),
+                "poller": state.poller_ticks.summary(),
+                "frozen_objects": state.frozen_objects,
+                "registry_queries": state.watch.queries if state.watch else 0,
+            },
+        }
 
     @app.post("/admin/reload", tags=["operations"], dependencies=guarded)
     async def reload():
@@ -332,7 +375,9 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
         def work():
             if req.events:
                 state.spool.append([_row(req.customer_id, e, now) for e in req.events])
-            out = recommend(data, pseudonym(req.customer_id, key), events, k=req.k, region=req.region, now=now)
+            out = recommend(
+                data, pseudonym(req.customer_id, key), events, k=req.k, region=req.region, now=now
+            )
             return {"customer_id": req.customer_id, **out, "snapshot": data.published_at}
 
         return await _run(state, work)
@@ -352,12 +397,18 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
         masked = mask_text(review_document(req.title, req.text))  # before anything is logged or encoded
         champions, data = state.champions, state.data
         try:
-            out = await _run(state, run_triage, champions, data, state.encoder, state.intents, masked,
-                             _timeout(state))
+            out = await _run(
+                state, run_triage, champions, data, state.encoder, state.intents, masked, _timeout(state)
+            )
         except LookupError as exc:
             raise HTTPException(503, str(exc)) from None
-        log.info("triage: %s/%s -> %s [%s]", out["sentiment"]["label"], out["intent"]["label"],
-                 out["routing"]["team"], masked[:200])
+        log.info(
+            "triage: %s/%s -> %s [%s]",
+            out["sentiment"]["label"],
+            out["intent"]["label"],
+            out["routing"]["team"],
+            masked[:200],
+        )
         return out
 
     @app.get("/v1/products/{product_id}/similar", tags=["products"], dependencies=guarded)
@@ -385,8 +436,10 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
         return await _run(state, work)
 
     @app.post("/v1/similar/image", tags=["products"], dependencies=guarded)
-    async def similar_image(file: Annotated[UploadFile, File(description="a product photo (JPEG, PNG, ...)")],
-                            k: Annotated[int, Form()] = 10):
+    async def similar_image(
+        file: Annotated[UploadFile, File(description="a product photo (JPEG, PNG, ...)")],
+        k: Annotated[int, Form()] = 10,
+    ):
         from ecom_pipeline.api.service import similar_by_vector
 
         _check_k(k)
@@ -404,7 +457,9 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
                 with Image.open(io.BytesIO(raw)) as im:
                     image = im.convert("RGB")
             except Exception as exc:  # noqa: BLE001 - not an image, truncated, or a decompression bomb
-                raise HTTPException(415, f"the upload is not a readable image: {type(exc).__name__}") from None
+                raise HTTPException(
+                    415, f"the upload is not a readable image: {type(exc).__name__}"
+                ) from None
             vec = state.image_encoder.encode_images([image])[0]
             return {"filename": file.filename, "items": similar_by_vector(data, "image", vec, k)}
 
@@ -418,7 +473,9 @@ def create_app(settings: Settings | None = None, *, poll: bool = True) -> FastAP
             raise HTTPException(422, "recent_days must be between 1 and 366")
         out = await _run(state, run_forecast, state.data, series_id, recent_days)
         if out is None:
-            raise HTTPException(404, f"unknown series {series_id!r} (e.g. 'total', 'state:SP', 'category:toys')")
+            raise HTTPException(
+                404, f"unknown series {series_id!r} (e.g. 'total', 'state:SP', 'category:toys')"
+            )
         return out
 
     return app
@@ -438,8 +495,13 @@ def _utc(ts: datetime | None) -> datetime | None:
 
 
 def _row(customer_id: str, e: Event, now: datetime) -> dict:
-    return {"ts": (_utc(e.ts) or now).strftime("%Y-%m-%d %H:%M:%S"), "customer_id": customer_id,
-            "session_id": e.session_id, "event_type": e.event_type, "product_id": e.product_id}
+    return {
+        "ts": (_utc(e.ts) or now).strftime("%Y-%m-%d %H:%M:%S"),
+        "customer_id": customer_id,
+        "session_id": e.session_id,
+        "event_type": e.event_type,
+        "product_id": e.product_id,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,7 +509,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    parser = argparse.ArgumentParser(description="Serve recommendations, triage, similar products and forecasts.")
+    parser = argparse.ArgumentParser(
+        description="Serve recommendations, triage, similar products and forecasts."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
@@ -459,7 +523,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))  # env exception: OpenMP's own variable
     started = time.monotonic()
     app = create_app()
-    log.info("app built in %.1f s; serving on http://%s:%d (OpenAPI: /docs)", time.monotonic() - started,
-             args.host, args.port)
+    log.info(
+        "app built in %.1f s; serving on http://%s:%d (OpenAPI: /docs)",
+        time.monotonic() - started,
+        args.host,
+        args.port,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0

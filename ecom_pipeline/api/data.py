@@ -14,8 +14,12 @@ from ecom_pipeline.snapshot import open_snapshot, snapshot_identity
 
 def _exists(con, table: str) -> bool:
     schema, name = table.split(".", 1)
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND "
-                            "table_name = ?", [schema, name]).fetchall()[0][0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()[0][0]
+    )
 
 
 def _frame(con, table: str, sql: str | None = None) -> pd.DataFrame:
@@ -83,10 +87,16 @@ class CustomerLists:
             self.ranges = dict(zip(ids[starts].tolist(), zip(starts.tolist(), ends.tolist())))
         # plain arrays for the request path (a pandas slice per request costs more than the whole ranking)
         self.item_ids = self.frame["item_id"].astype(str).to_numpy() if len(recs) else np.array([], object)
-        self.explanations = (self.frame["explanation"].fillna("").astype(str).to_numpy()
-                             if "explanation" in self.frame else np.full(len(self.frame), "", object))
-        self.models = (self.frame["model"].fillna("").astype(str).to_numpy()
-                       if "model" in self.frame else np.full(len(self.frame), "", object))
+        self.explanations = (
+            self.frame["explanation"].fillna("").astype(str).to_numpy()
+            if "explanation" in self.frame
+            else np.full(len(self.frame), "", object)
+        )
+        self.models = (
+            self.frame["model"].fillna("").astype(str).to_numpy()
+            if "model" in self.frame
+            else np.full(len(self.frame), "", object)
+        )
 
     def rows(self, customer: str) -> tuple[list[str], list[str], str] | None:
         """(item ids by rank, their explanations, the model) of ``customer``'s batch list."""
@@ -104,7 +114,7 @@ class CustomerLists:
 
     def get(self, customer: str) -> pd.DataFrame | None:
         span = self.ranges.get(customer)
-        return None if span is None else self.frame.iloc[span[0]:span[1]]
+        return None if span is None else self.frame.iloc[span[0] : span[1]]
 
     def __getitem__(self, customer: str) -> pd.DataFrame:
         rows = self.get(customer)
@@ -141,14 +151,24 @@ class ServingData:
             label = p["title"].where(p["title"].notna() & (p["title"].astype(str) != ""), p["category"])
             self.names = {str(i): str(v) for i, v in label.fillna("").items() if v}
         d = self.decisions
-        if d is not None and len(d) and {"task", "scope", "candidate", "served"} <= set(d.columns) and not self.gate:
+        if (
+            d is not None
+            and len(d)
+            and {"task", "scope", "candidate", "served"} <= set(d.columns)
+            and not self.gate
+        ):
             d = d.sort_values("decided_at") if "decided_at" in d else d
             for row in d.itertuples(index=False):
                 # the pipeline's gate writes the served model's name; a boolean column is read as it is
-                served = (bool(row.served) if isinstance(row.served, (bool, np.bool_))
-                          else str(row.served) == str(row.candidate))
+                served = (
+                    bool(row.served)
+                    if isinstance(row.served, (bool, np.bool_))
+                    else str(row.served) == str(row.candidate)
+                )
                 self.gate[(str(row.task), str(row.candidate), str(row.scope))] = (
-                    served, str(getattr(row, "reason", "") or ""))
+                    served,
+                    str(getattr(row, "reason", "") or ""),
+                )
 
     def name(self, product_id: str) -> str:
         return self.names.get(product_id, product_id)
@@ -159,24 +179,45 @@ def load_serving_data(path: str | Path) -> ServingData:
     identity = snapshot_identity(path)
     con = open_snapshot(path)
     try:
-        tables = [f"{s}.{t}" for s, t in con.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables ORDER BY 1, 2").fetchall()]
+        tables = [
+            f"{s}.{t}"
+            for s, t in con.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables ORDER BY 1, 2"
+            ).fetchall()
+        ]
         info = _frame(con, "meta.snapshot_info")
-        products = _frame(con, "staging.products", "SELECT product_id, title, category, price FROM staging.products")
-        products = products.set_index("product_id") if len(products) else pd.DataFrame(
-            columns=["title", "category", "price"])
-        recs = _frame(con, "serving.recommendations",
-                      "SELECT * FROM serving.recommendations WHERE level = 'item' ORDER BY customer_id, rank")
+        products = _frame(
+            con, "staging.products", "SELECT product_id, title, category, price FROM staging.products"
+        )
+        products = (
+            products.set_index("product_id")
+            if len(products)
+            else pd.DataFrame(columns=["title", "category", "price"])
+        )
+        recs = _frame(
+            con,
+            "serving.recommendations",
+            "SELECT * FROM serving.recommendations WHERE level = 'item' ORDER BY customer_id, rank",
+        )
         by_customer = CustomerLists(recs)
         regions = _frame(con, "staging.customer_regions")
-        popular_rows = _frame(con, "serving.popular_items",
-                              "SELECT region, product_id FROM serving.popular_items "
-                              "ORDER BY region, order_lines DESC, product_id")
-        popular = {r: g["product_id"].tolist()[:500] for r, g in popular_rows.groupby("region", sort=False)} if len(
-            popular_rows) else {}
-        sim = _frame(con, "serving.similar_products",
-                     "SELECT product_id, similar_product_id, score FROM serving.similar_products "
-                     "ORDER BY product_id, rank")
+        popular_rows = _frame(
+            con,
+            "serving.popular_items",
+            "SELECT region, product_id FROM serving.popular_items "
+            "ORDER BY region, order_lines DESC, product_id",
+        )
+        popular = (
+            {r: g["product_id"].tolist()[:500] for r, g in popular_rows.groupby("region", sort=False)}
+            if len(popular_rows)
+            else {}
+        )
+        sim = _frame(
+            con,
+            "serving.similar_products",
+            "SELECT product_id, similar_product_id, score FROM serving.similar_products "
+            "ORDER BY product_id, rank",
+        )
         similar: dict[str, list[tuple[str, float]]] = {}
         for p, s, v in sim.itertuples(index=False) if len(sim) else []:
             similar.setdefault(p, []).append((s, float(v)))
@@ -184,18 +225,28 @@ def load_serving_data(path: str | Path) -> ServingData:
         anomalies = _frame(con, "serving.anomalies")
         decisions = _frame(con, "ml.serving_decisions")
         last = _frame(con, "serving.series_last_day")
-        daily_last = {sid: str(pd.Timestamp(d).date()) for sid, d in zip(last["series_id"], last["last_day"])} if len(
-            last) else {}
+        daily_last = (
+            {sid: str(pd.Timestamp(d).date()) for sid, d in zip(last["series_id"], last["last_day"])}
+            if len(last)
+            else {}
+        )
         return ServingData(
-            path=path, identity=identity,
+            path=path,
+            identity=identity,
             published_at=str(info["published_at"].iloc[0]) if len(info) else None,
-            products=products, recommendations=by_customer,
+            products=products,
+            recommendations=by_customer,
             customer_region=dict(zip(regions["customer_id"], regions["state"])) if len(regions) else {},
-            popular=popular, similar=similar,
+            popular=popular,
+            similar=similar,
             fused=_vectors(con, "features.product_embeddings"),
             text=_vectors(con, "features.product_text_embeddings"),
             image=_vectors(con, "features.product_image_embeddings"),
-            forecasts=forecasts, anomalies=anomalies, daily_last=daily_last, decisions=decisions, tables=tables,
+            forecasts=forecasts,
+            anomalies=anomalies,
+            daily_last=daily_last,
+            decisions=decisions,
+            tables=tables,
         )
     finally:
         con.close()

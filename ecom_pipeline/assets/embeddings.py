@@ -5,7 +5,6 @@ compute resource has it, CPU otherwise), read the warehouse read-only while they
 ``FLOAT[]`` tables through ``warehouse.connect()`` (which waits for the write lock).
 """
 
-
 import time
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.resources import (
     ComputeResource,
     MLflowResource,
@@ -21,6 +19,7 @@ from ecom_pipeline.resources import (
     SourceResource,
     WarehouseResource,
 )
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.warehouse.tables import atomic
 
 GROUP = "embeddings"
@@ -49,7 +48,9 @@ class TextEmbeddingConfig(dg.Config):
     batch_size_cpu: int = 32
     batch_size_cuda: int = 256
     max_length: int = 128
-    review_weight: float = 1.0  # product text: weight of the mean review embedding for products without titles
+    review_weight: float = (
+        1.0  # product text: weight of the mean review embedding for products without titles
+    )
 
 
 class ReviewEmbeddingConfig(TextEmbeddingConfig):
@@ -61,7 +62,9 @@ class ReviewEmbeddingConfig(TextEmbeddingConfig):
     # one-off catch-up run (or run on CUDA). 0 = no cap.
     max_new_per_run_cpu: int = 5_000
     max_new_per_run_cuda: int = 500_000
-    write_every: int = 10_000  # encoded vectors are committed in chunks: an interrupted run keeps its progress
+    write_every: int = (
+        10_000  # encoded vectors are committed in chunks: an interrupted run keeps its progress
+    )
 
 
 class ImageEmbeddingConfig(dg.Config):
@@ -96,10 +99,16 @@ def _text_encoder(cfg: TextEmbeddingConfig, compute: ComputeResource, paths: Pat
     device = compute.torch_device()
     compute.configure_threads()
     cuda = compute.is_cuda(device)
-    enc = load_text_encoder(cfg.text_encoder, models_dir=paths.models, device=device,
-                            quantize=cfg.quantize_int8 and not cuda, max_length=cfg.max_length,
-                            batch_size=compute.sized(cfg, "batch_size", device),
-                            backend=cfg.backend, runtime=_encoder_runtime())
+    enc = load_text_encoder(
+        cfg.text_encoder,
+        models_dir=paths.models,
+        device=device,
+        quantize=cfg.quantize_int8 and not cuda,
+        max_length=cfg.max_length,
+        batch_size=compute.sized(cfg, "batch_size", device),
+        backend=cfg.backend,
+        runtime=_encoder_runtime(),
+    )
     return enc
 
 
@@ -138,17 +147,27 @@ def _read(warehouse: WarehouseResource, sql: str) -> pd.DataFrame:
 
 
 @dg.asset(
-    key=fkey("review_text_embeddings"), group_name=GROUP, tags={"ecom/stage": "features"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
-    deps=[dg.AssetKey(["staging", "reviews"])], kinds={"pytorch", "duckdb"},
+    key=fkey("review_text_embeddings"),
+    group_name=GROUP,
+    tags={"ecom/stage": "features"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    deps=[dg.AssetKey(["staging", "reviews"])],
+    kinds={"pytorch", "duckdb"},
     description="One L2-normalised `passage:` embedding (FLOAT[]) per review with text; incremental: only "
     "reviews whose text or model changed since the last run are encoded, at most `max_new_per_run` per run "
     "(newest first; the rest is the `backlog` in the metadata, encoded by the next runs).",
 )
-def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbeddingConfig,
-                           warehouse: WarehouseResource, compute: ComputeResource, paths: PathsResource):
+def review_text_embeddings(
+    context: dg.AssetExecutionContext,
+    config: ReviewEmbeddingConfig,
+    warehouse: WarehouseResource,
+    compute: ComputeResource,
+    paths: PathsResource,
+):
     from ecom_pipeline.ml.encoders.store import (
-        ensure_embedding_table,
         bounded_batch,
+        ensure_embedding_table,
         pending_rows,
         upsert_embeddings,
     )
@@ -163,22 +182,33 @@ def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbe
         pending = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
     cap = compute.sized(config, "max_new_per_run", enc.device)
     todo, backlog = bounded_batch(pending, cap, by="created_at")  # newest first
-    context.log.info(f"{len(docs):,} reviews with text; {len(pending):,} not embedded yet; encoding {len(todo):,} "
-                     f"with {enc.model_id} on {enc.device}"
-                     + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})" if backlog else ""))
+    context.log.info(
+        f"{len(docs):,} reviews with text; {len(pending):,} not embedded yet; encoding {len(todo):,} "
+        f"with {enc.model_id} on {enc.device}"
+        + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})" if backlog else "")
+    )
     progress = _progress(context, "review embeddings")
     written, step = 0, max(1, config.write_every)
     with warehouse.connect() as con:
         ensure_embedding_table(con, REVIEW_EMB, "review_id", "product_id VARCHAR")
     for start in range(0, len(todo), step):
-        chunk = todo.iloc[start:start + step]
-        emb = enc.encode(chunk["doc"].tolist(), kind="passage",
-                         progress=lambda done, _n, base=start: progress(base + done, len(todo)))
+        chunk = todo.iloc[start : start + step]
+        emb = enc.encode(
+            chunk["doc"].tolist(),
+            kind="passage",
+            progress=lambda done, _n, base=start: progress(base + done, len(todo)),
+        )
         with warehouse.connect() as con:
-            written += upsert_embeddings(con, REVIEW_EMB, "review_id",
-                                         chunk[["review_id", "product_id", "input_hash"]], emb,
-                                         model=enc.model_id, model_version=enc.version,
-                                         extra_columns="product_id VARCHAR")
+            written += upsert_embeddings(
+                con,
+                REVIEW_EMB,
+                "review_id",
+                chunk[["review_id", "product_id", "input_hash"]],
+                emb,
+                model=enc.model_id,
+                model_version=enc.version,
+                extra_columns="product_id VARCHAR",
+            )
     encode_s = time.monotonic() - t0
     with warehouse.connect() as con:
         if not docs.empty:  # reviews deleted upstream leave the table too
@@ -189,17 +219,29 @@ def review_text_embeddings(context: dg.AssetExecutionContext, config: ReviewEmbe
     if docs.empty:
         context.log.warning("no reviews with text in staging.reviews: review_text_embeddings is empty")
     if backlog:
-        context.log.warning(f"{backlog:,} reviews not embedded yet (max_new_per_run={cap:,}): "
-                            "the next runs encode them, newest first; until then they have no sentiment or topic")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": int(total), "encoded_this_run": written, "already_embedded": len(docs) - len(pending),
-        "backlog": int(backlog), "max_new_per_run": cap,
-        "coverage": round(int(total) / len(docs), 4) if len(docs) else 1.0,
-        "model": enc.model_id, "model_version": enc.version, "device": enc.device, "dim": enc.dim,
-        "seconds": round(encode_s, 2), "rows_per_second": round(written / encode_s, 1) if written else 0.0,
-        "message": "no reviews with text" if docs.empty else (
-            f"{backlog:,} reviews left for the next runs" if backlog else "ok"),
-    })
+        context.log.warning(
+            f"{backlog:,} reviews not embedded yet (max_new_per_run={cap:,}): "
+            "the next runs encode them, newest first; until then they have no sentiment or topic"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": int(total),
+            "encoded_this_run": written,
+            "already_embedded": len(docs) - len(pending),
+            "backlog": int(backlog),
+            "max_new_per_run": cap,
+            "coverage": round(int(total) / len(docs), 4) if len(docs) else 1.0,
+            "model": enc.model_id,
+            "model_version": enc.version,
+            "device": enc.device,
+            "dim": enc.dim,
+            "seconds": round(encode_s, 2),
+            "rows_per_second": round(written / encode_s, 1) if written else 0.0,
+            "message": "no reviews with text"
+            if docs.empty
+            else (f"{backlog:,} reviews left for the next runs" if backlog else "ok"),
+        }
+    )
 
 
 def _reusable_text_vectors(con, model_id: str) -> tuple[list[str], np.ndarray]:
@@ -208,8 +250,11 @@ def _reusable_text_vectors(con, model_id: str) -> tuple[list[str], np.ndarray]:
 
     if not table_exists(con, PRODUCT_TEXT_EMB):
         return [], np.zeros((0, 0), np.float32)
-    arrow = con.sql(f"SELECT any_value(embedding) AS embedding, input_hash FROM {PRODUCT_TEXT_EMB} "
-                    "WHERE model = ? AND sources = 'text' GROUP BY input_hash", params=[model_id]).to_arrow_table()
+    arrow = con.sql(
+        f"SELECT any_value(embedding) AS embedding, input_hash FROM {PRODUCT_TEXT_EMB} "
+        "WHERE model = ? AND sources = 'text' GROUP BY input_hash",
+        params=[model_id],
+    ).to_arrow_table()
     if arrow.num_rows == 0:
         return [], np.zeros((0, 0), np.float32)
     col = arrow.column("embedding").combine_chunks()
@@ -218,14 +263,24 @@ def _reusable_text_vectors(con, model_id: str) -> tuple[list[str], np.ndarray]:
 
 
 @dg.asset(
-    key=fkey("product_text_embeddings"), group_name=GROUP, tags={"ecom/stage": "features"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
-    deps=[dg.AssetKey(["staging", "products"]), fkey("review_text_embeddings")], kinds={"pytorch", "duckdb"},
+    key=fkey("product_text_embeddings"),
+    group_name=GROUP,
+    tags={"ecom/stage": "features"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    deps=[dg.AssetKey(["staging", "products"]), fkey("review_text_embeddings")],
+    kinds={"pytorch", "duckdb"},
     description="Product text embeddings from category + title + description; products without a title "
     "(Olist) get their category embedding blended with the mean embedding of their reviews. Incremental: "
     "texts unchanged since the last run (same model) are not encoded again.",
 )
-def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbeddingConfig,
-                            warehouse: WarehouseResource, compute: ComputeResource, paths: PathsResource):
+def product_text_embeddings(
+    context: dg.AssetExecutionContext,
+    config: TextEmbeddingConfig,
+    warehouse: WarehouseResource,
+    compute: ComputeResource,
+    paths: PathsResource,
+):
     from ecom_pipeline.ml.encoders.products import blend_with_reviews, product_texts
     from ecom_pipeline.ml.encoders.store import read_vectors, upsert_embeddings
 
@@ -238,8 +293,10 @@ def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbed
     with warehouse.connect(read_only=True) as con:
         known_hashes, known = _reusable_text_vectors(con, enc.model_id)
     todo = distinct[~distinct["input_hash"].isin(set(known_hashes))]
-    context.log.info(f"{len(texts):,} products, {len(distinct):,} distinct texts, {len(todo):,} to encode on "
-                     f"{enc.device} ({len(distinct) - len(todo):,} unchanged since the last run)")
+    context.log.info(
+        f"{len(texts):,} products, {len(distinct):,} distinct texts, {len(todo):,} to encode on "
+        f"{enc.device} ({len(distinct) - len(todo):,} unchanged since the last run)"
+    )
     fresh = enc.encode(todo["text"].tolist(), kind="passage", progress=_progress(context, "product texts"))
     row = {h: i for i, h in enumerate(known_hashes)}
     row.update({h: len(known_hashes) + i for i, h in enumerate(todo["input_hash"])})
@@ -250,39 +307,73 @@ def product_text_embeddings(context: dg.AssetExecutionContext, config: TextEmbed
     if no_title.any():  # only products without a title blend in their reviews: read those vectors only then
         with warehouse.connect(read_only=True) as con:
             r_keys, r_emb = read_vectors(con, REVIEW_EMB, "review_id")
-            r_prod = (con.execute(f"SELECT review_id, product_id FROM {REVIEW_EMB}").fetchdf()
-                      .set_index("review_id")["product_id"] if r_keys else pd.Series(dtype=object))
+            r_prod = (
+                con.execute(f"SELECT review_id, product_id FROM {REVIEW_EMB}")
+                .fetchdf()
+                .set_index("review_id")["product_id"]
+                if r_keys
+                else pd.Series(dtype=object)
+            )
     n_reviews = np.zeros(len(texts), np.int64)
     if r_keys and no_title.any() and r_emb.shape[1] == emb.shape[1]:
         pids = texts["product_id"].tolist()
-        blended, n_reviews = blend_with_reviews(pids, emb, [r_prod.get(k) for k in r_keys], r_emb,
-                                                config.review_weight)
+        blended, n_reviews = blend_with_reviews(
+            pids, emb, [r_prod.get(k) for k in r_keys], r_emb, config.review_weight
+        )
         emb = np.where(no_title[:, None], blended, emb).astype(np.float32)
         n_reviews = np.where(no_title, n_reviews, 0)
     frame = texts[["product_id", "input_hash"]].copy()
     frame["sources"] = np.where(n_reviews > 0, "category+reviews", np.where(no_title, "category", "text"))
     with warehouse.connect() as con:
-        written = upsert_embeddings(con, PRODUCT_TEXT_EMB, "product_id", frame, emb, model=enc.model_id,
-                                    model_version=enc.version, extra_columns="sources VARCHAR", replace=True)
+        written = upsert_embeddings(
+            con,
+            PRODUCT_TEXT_EMB,
+            "product_id",
+            frame,
+            emb,
+            model=enc.model_id,
+            model_version=enc.version,
+            extra_columns="sources VARCHAR",
+            replace=True,
+        )
     if texts.empty:
         context.log.warning("staging.products is empty: product_text_embeddings is empty")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": written, "distinct_texts": len(distinct), "distinct_texts_encoded": len(todo),
-        "reused_unchanged": len(distinct) - len(todo), "with_review_blend": int((n_reviews > 0).sum()), "model": enc.model_id, "device": enc.device,
-        "seconds": round(time.monotonic() - t0, 2),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": written,
+            "distinct_texts": len(distinct),
+            "distinct_texts_encoded": len(todo),
+            "reused_unchanged": len(distinct) - len(todo),
+            "with_review_blend": int((n_reviews > 0).sum()),
+            "model": enc.model_id,
+            "device": enc.device,
+            "seconds": round(time.monotonic() - t0, 2),
+        }
+    )
 
 
 @dg.asset(
-    key=fkey("product_image_embeddings"), group_name=GROUP, tags={"ecom/stage": "features"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
-    deps=[dg.AssetKey(["staging", "products"]), dg.AssetKey(["staging", "order_items"])],  # order_items: priority
+    key=fkey("product_image_embeddings"),
+    group_name=GROUP,
+    tags={"ecom/stage": "features"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    deps=[
+        dg.AssetKey(["staging", "products"]),
+        dg.AssetKey(["staging", "order_items"]),
+    ],  # order_items: priority
     kinds={"pytorch", "duckdb"},
     description="MobileNetV2 (ImageNet) global-pooled image embeddings of products with an image; images "
     "that cannot be read are listed in `features.image_quarantine` with the reason. Incremental by URI, at "
     "most `max_new_per_run` images per run (best-selling first; the rest is the `backlog` in the metadata).",
 )
-def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingConfig,
-                             warehouse: WarehouseResource, compute: ComputeResource, source: SourceResource):
+def product_image_embeddings(
+    context: dg.AssetExecutionContext,
+    config: ImageEmbeddingConfig,
+    warehouse: WarehouseResource,
+    compute: ComputeResource,
+    source: SourceResource,
+):
     from ecom_pipeline.ml.encoders import load_image_encoder
     from ecom_pipeline.ml.encoders.quarantine import replace_quarantine
     from ecom_pipeline.ml.encoders.store import (
@@ -293,13 +384,17 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
         upsert_embeddings,
     )
 
-    products = _read(warehouse, "SELECT product_id, image_uri FROM staging.products WHERE image_uri IS NOT NULL "
-                                "AND trim(image_uri) <> ''")
+    products = _read(
+        warehouse,
+        "SELECT product_id, image_uri FROM staging.products WHERE image_uri IS NOT NULL "
+        "AND trim(image_uri) <> ''",
+    )
     products["sold"] = _units_sold(warehouse, products.get("product_id", pd.Series(dtype=object)))
     device = compute.torch_device()
     compute.configure_threads()
-    enc = load_image_encoder(config.image_encoder, device=device,
-                             batch_size=compute.sized(config, "batch_size", device))
+    enc = load_image_encoder(
+        config.image_encoder, device=device, batch_size=compute.sized(config, "batch_size", device)
+    )
     if not products.empty:
         products["input_hash"] = products["image_uri"].map(text_hash)
     else:
@@ -308,42 +403,77 @@ def product_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmb
         pending = pending_rows(con, PRODUCT_IMAGE_EMB, "product_id", products, enc.model_id)
     cap = compute.sized(config, "max_new_per_run", device)
     todo, backlog = bounded_batch(pending, cap, by="sold")  # best-selling first
-    context.log.info(f"{len(products):,} products with an image; {len(pending):,} not embedded yet; encoding "
-                     f"{len(todo):,} on {device}" + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})"
-                                                     if backlog else ""))
+    context.log.info(
+        f"{len(products):,} products with an image; {len(pending):,} not embedded yet; encoding "
+        f"{len(todo):,} on {device}"
+        + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})" if backlog else "")
+    )
     t0 = time.monotonic()
     base = source.data_dir or None
-    emb, good, failures = enc.encode_uris(todo["image_uri"].tolist(), base_dir=base,
-                                          progress=_progress(context, "product images"))
+    emb, good, failures = enc.encode_uris(
+        todo["image_uri"].tolist(), base_dir=base, progress=_progress(context, "product images")
+    )
     secs = time.monotonic() - t0
     ok = todo.iloc[good]
     bad = todo.iloc[sorted(failures)].assign(reason=[failures[i] for i in sorted(failures)])
     with warehouse.connect() as con:
         ensure_embedding_table(con, PRODUCT_IMAGE_EMB, "product_id")
-        written = upsert_embeddings(con, PRODUCT_IMAGE_EMB, "product_id", ok[["product_id", "input_hash"]], emb,
-                                    model=enc.model_id, model_version=enc.version)
-        total, quarantined = replace_quarantine(con, IMAGE_QUARANTINE, PRODUCT_IMAGE_EMB, "image_uri",
-                                                todo["product_id"].tolist(), bad, enc.model_id)
+        written = upsert_embeddings(
+            con,
+            PRODUCT_IMAGE_EMB,
+            "product_id",
+            ok[["product_id", "input_hash"]],
+            emb,
+            model=enc.model_id,
+            model_version=enc.version,
+        )
+        total, quarantined = replace_quarantine(
+            con,
+            IMAGE_QUARANTINE,
+            PRODUCT_IMAGE_EMB,
+            "image_uri",
+            todo["product_id"].tolist(),
+            bad,
+            enc.model_id,
+        )
     if products.empty:
         context.log.warning("no product has an image_uri: product_image_embeddings is empty")
     if failures:
         context.log.warning(f"{len(failures)} images could not be read; see {IMAGE_QUARANTINE}")
     if backlog:
-        context.log.warning(f"{backlog:,} product images not embedded yet (max_new_per_run={cap:,}): "
-                            "the next runs encode them, best-selling first")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": int(total), "encoded_this_run": written, "quarantined_total": int(quarantined),
-        "backlog": int(backlog), "max_new_per_run": cap,
-        "quarantined_this_run": len(failures), "model": enc.model_id, "model_version": enc.version,
-        "device": device, "seconds": round(secs, 2),
-        "images_per_second": round(written / secs, 1) if written and secs else 0.0,
-        "message": "no product images" if products.empty else "ok",
-    })
+        context.log.warning(
+            f"{backlog:,} product images not embedded yet (max_new_per_run={cap:,}): "
+            "the next runs encode them, best-selling first"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": int(total),
+            "encoded_this_run": written,
+            "quarantined_total": int(quarantined),
+            "backlog": int(backlog),
+            "max_new_per_run": cap,
+            "quarantined_this_run": len(failures),
+            "model": enc.model_id,
+            "model_version": enc.version,
+            "device": device,
+            "seconds": round(secs, 2),
+            "images_per_second": round(written / secs, 1) if written and secs else 0.0,
+            "message": "no product images" if products.empty else "ok",
+        }
+    )
 
 
 @dg.asset(
-    key=fkey("product_embeddings"), group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
-    deps=[fkey("product_text_embeddings"), fkey("product_image_embeddings"), fkey("product_video_embeddings")],
+    key=fkey("product_embeddings"),
+    group_name=GROUP,
+    tags={"ecom/stage": "features"},
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    deps=[
+        fkey("product_text_embeddings"),
+        fkey("product_image_embeddings"),
+        fkey("product_video_embeddings"),
+    ],
     description="Fused product vectors: weighted concatenation of the unit-norm text, image and video embeddings "
     "(zeros for a missing modality), re-normalised; `modalities` says which were present.",
 )
@@ -355,37 +485,54 @@ def product_embeddings(context: dg.AssetExecutionContext, config: FusionConfig, 
         image = read_vectors(con, PRODUCT_IMAGE_EMB, "product_id")
         video = read_vectors(con, PRODUCT_VIDEO_EMB, "product_id")
         models = {}
-        for name, table in (("text", PRODUCT_TEXT_EMB), ("image", PRODUCT_IMAGE_EMB), ("video", PRODUCT_VIDEO_EMB)):
+        for name, table in (
+            ("text", PRODUCT_TEXT_EMB),
+            ("image", PRODUCT_IMAGE_EMB),
+            ("video", PRODUCT_VIDEO_EMB),
+        ):
             if table_exists(con, table):
                 rows = con.execute(f"SELECT DISTINCT model FROM {table}").fetchall()
                 if rows:
                     models[name] = rows[0][0]
     parts = {n: p for n, p in (("text", text), ("image", image), ("video", video)) if len(p[0])}
     ids = sorted(set(text[0]) | set(image[0]) | set(video[0]))
-    meta, fused = fuse_modalities(ids, parts, {"text": config.text_weight, "image": config.image_weight,
-                                               "video": config.video_weight})
+    meta, fused = fuse_modalities(
+        ids, parts, {"text": config.text_weight, "image": config.image_weight, "video": config.video_weight}
+    )
     model = " + ".join(f"{k}:{v}" for k, v in models.items()) or "none"
     meta["model"] = model
     meta["dim"] = fused.shape[1] if fused.size else 0
     with warehouse.connect() as con, atomic(con):
         con.execute(f"DROP TABLE IF EXISTS {PRODUCT_EMB}")
-        con.execute(f"CREATE TABLE {PRODUCT_EMB} (product_id VARCHAR PRIMARY KEY, embedding FLOAT[], "
-                    "modalities VARCHAR, model VARCHAR, dim INTEGER)")
+        con.execute(
+            f"CREATE TABLE {PRODUCT_EMB} (product_id VARCHAR PRIMARY KEY, embedding FLOAT[], "
+            "modalities VARCHAR, model VARCHAR, dim INTEGER)"
+        )
         if len(meta):
             con.register("_fused", to_arrow(meta, fused))
-            con.execute(f"INSERT INTO {PRODUCT_EMB} SELECT product_id, embedding, modalities, model, dim FROM _fused")
+            con.execute(
+                f"INSERT INTO {PRODUCT_EMB} SELECT product_id, embedding, modalities, model, dim FROM _fused"
+            )
             con.unregister("_fused")
     counts = meta["modalities"].value_counts().to_dict() if len(meta) else {}
     if not len(meta):
         context.log.warning("no product has a text or image embedding: product_embeddings is empty")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(meta), "modalities": {k: int(v) for k, v in counts.items()}, "model": model,
-        "dim": int(meta["dim"].iloc[0]) if len(meta) else 0,
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(meta),
+            "modalities": {k: int(v) for k, v in counts.items()},
+            "model": model,
+            "dim": int(meta["dim"].iloc[0]) if len(meta) else 0,
+        }
+    )
 
 
 @dg.asset(
-    key=dg.AssetKey(["serving", "similar_products"]), group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
+    key=dg.AssetKey(["serving", "similar_products"]),
+    group_name=GROUP,
+    tags={"ecom/stage": "scoring"},
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
     deps=[fkey("product_embeddings")],
     description="Top-k most similar products per product (cosine of fused embeddings). For ad-hoc queries "
     "use `ecom_pipeline.ml.encoders.store.similar_products` (DuckDB `list_cosine_similarity`).",
@@ -395,31 +542,43 @@ def similar_products(context: dg.AssetExecutionContext, config: FusionConfig, wa
 
     with warehouse.connect(read_only=True) as con:
         keys, mat = read_vectors(con, PRODUCT_EMB, "product_id")
-        sold = (con.execute("SELECT product_id, count(*) n FROM staging.order_items GROUP BY 1 ORDER BY n DESC")
-                .fetchdf() if table_exists(con, "staging.order_items") else pd.DataFrame(columns=["product_id"]))
+        sold = (
+            con.execute(
+                "SELECT product_id, count(*) n FROM staging.order_items GROUP BY 1 ORDER BY n DESC"
+            ).fetchdf()
+            if table_exists(con, "staging.order_items")
+            else pd.DataFrame(columns=["product_id"])
+        )
     if len(keys) > config.max_products:
         rank = {p: i for i, p in enumerate(sold["product_id"])}
-        chosen = sorted(range(len(keys)), key=lambda i: rank.get(keys[i], len(rank) + i))[:config.max_products]
+        chosen = sorted(range(len(keys)), key=lambda i: rank.get(keys[i], len(rank) + i))[
+            : config.max_products
+        ]
         chosen.sort()
         keys, mat = [keys[i] for i in chosen], mat[chosen]
         context.log.info(f"similar_products restricted to the {len(keys):,} best-selling products")
     table = top_k_similar(keys, mat, k=config.top_k, progress=_progress(context, "similar products"))
     with warehouse.connect() as con, atomic(con):
         con.execute(f"DROP TABLE IF EXISTS {SIMILAR}")
-        con.execute(f"CREATE TABLE {SIMILAR} (product_id VARCHAR, rank INTEGER, similar_product_id VARCHAR, "
-                    "score DOUBLE)")
+        con.execute(
+            f"CREATE TABLE {SIMILAR} (product_id VARCHAR, rank INTEGER, similar_product_id VARCHAR, "
+            "score DOUBLE)"
+        )
         if len(table):
             con.register("_sim", table)
             con.execute(f"INSERT INTO {SIMILAR} SELECT * FROM _sim")
             con.unregister("_sim")
-    return dg.MaterializeResult(metadata={"dagster/row_count": len(table), "products": len(keys),
-                                          "k": config.top_k})
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": len(table), "products": len(keys), "k": config.top_k}
+    )
 
 
 class ProjectionConfig(dg.Config):
     """Image→text projection trained on (product image, product title) pairs."""
 
-    pairs_manifest: str = ""  # optional manifest.csv (image_file, product_id, title); default: warehouse pairs
+    pairs_manifest: str = (
+        ""  # optional manifest.csv (image_file, product_id, title); default: warehouse pairs
+    )
     text_encoder: str = "multilingual-e5-small"
     epochs_cpu: int = 40
     epochs_cuda: int = 100
@@ -433,38 +592,56 @@ class ProjectionConfig(dg.Config):
 PROJECTION_MODEL = "ecom.image_text_projection"
 
 
-def _pairs(config: ProjectionConfig, warehouse: WarehouseResource, image_encoder, log) -> tuple[list, np.ndarray, list]:
+def _pairs(
+    config: ProjectionConfig, warehouse: WarehouseResource, image_encoder, log
+) -> tuple[list, np.ndarray, list]:
     """(ids, image embeddings, titles): from a manifest (encoding its images) or the warehouse."""
     from ecom_pipeline.ml.encoders.store import read_vectors, table_exists
 
     if config.pairs_manifest:
         man = pd.read_csv(config.pairs_manifest).head(config.max_pairs)
         base = Path(config.pairs_manifest).parent
-        emb, good, failures = image_encoder.encode_uris(man["image_file"].tolist(), base_dir=base,
-                                                        progress=log)
+        emb, good, failures = image_encoder.encode_uris(
+            man["image_file"].tolist(), base_dir=base, progress=log
+        )
         man = man.iloc[good]
         return man["product_id"].astype(str).tolist(), emb, man["title"].astype(str).tolist()
     with warehouse.connect(read_only=True) as con:
         keys, mat = read_vectors(con, PRODUCT_IMAGE_EMB, "product_id")
         if not keys or not table_exists(con, "staging.products"):
             return [], np.zeros((0, 0), np.float32), []
-        titles = con.execute("SELECT product_id, title FROM staging.products WHERE title IS NOT NULL "
-                             "AND trim(title) <> ''").fetchdf().set_index("product_id")["title"]
+        titles = (
+            con.execute(
+                "SELECT product_id, title FROM staging.products WHERE title IS NOT NULL AND trim(title) <> ''"
+            )
+            .fetchdf()
+            .set_index("product_id")["title"]
+        )
     keep = [i for i, k in enumerate(keys) if k in titles.index][: config.max_pairs]
     return [keys[i] for i in keep], mat[keep], [titles[keys[i]] for i in keep]
 
 
 @dg.asset(
-    key=dg.AssetKey(["models", "image_text_projection"]), group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    key=dg.AssetKey(["models", "image_text_projection"]),
+    group_name=GROUP,
+    tags={"ecom/stage": "training"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     deps=[fkey("product_image_embeddings"), dg.AssetKey(["staging", "products"])],
     kinds={"pytorch", "mlflow"},
     description="A linear map of image embeddings into the text space (symmetric InfoNCE on image/title "
     "pairs); text→image Recall@10 on held-out pairs vs a random projection, to MLflow and ml.model_metrics; "
     "registered as `ecom.image_text_projection`.",
 )
-def image_text_projection(context: dg.AssetExecutionContext, config: ProjectionConfig, warehouse: WarehouseResource,
-                          compute: ComputeResource, source: SourceResource, mlflow: MLflowResource,
-                          paths: PathsResource):
+def image_text_projection(
+    context: dg.AssetExecutionContext,
+    config: ProjectionConfig,
+    warehouse: WarehouseResource,
+    compute: ComputeResource,
+    source: SourceResource,
+    mlflow: MLflowResource,
+    paths: PathsResource,
+):
     from ecom_pipeline.ml.encoders import load_image_encoder, load_text_encoder
     from ecom_pipeline.ml.encoders.projection import evaluate_projection
     from ecom_pipeline.ml.registry import Candidate, ModelRun
@@ -481,30 +658,80 @@ def image_text_projection(context: dg.AssetExecutionContext, config: ProjectionC
     txt_enc = load_text_encoder(config.text_encoder, models_dir=paths.models, device=device, backend="auto")
     txt = txt_enc.encode(titles, kind="query", progress=_progress(context, "titles"))
     epochs = compute.sized(config, "epochs", device)
-    res = evaluate_projection(img, txt, ids, k=10, test_fraction=config.test_fraction, epochs=epochs,
-                              temperature=config.temperature, lr=config.lr, device=device,
-                              progress=_progress(context, "projection epochs"))
+    res = evaluate_projection(
+        img,
+        txt,
+        ids,
+        k=10,
+        test_fraction=config.test_fraction,
+        epochs=epochs,
+        temperature=config.temperature,
+        lr=config.lr,
+        device=device,
+        progress=_progress(context, "projection epochs"),
+    )
     dataset = Path(config.pairs_manifest).parent.name if config.pairs_manifest else source.kind
-    row = MetricRecord("image_text_projection", "text_to_image_retrieval", dataset, "holdout_id_hash",
-                       "recall@10", res["recall@10"], "random_projection", res["random_recall@10"])
-    out = mlflow.record_model(ModelRun(
-        "image_text_projection", tags={"task": "image_text_retrieval", "device": device},
-        params={"epochs": epochs, "temperature": config.temperature, "lr": config.lr, "pairs": len(ids),
-                "text_encoder": txt_enc.model_id, "image_encoder": img_enc.model_id, "dataset": dataset,
-                "split": "held-out by id hash (pairs have no timestamps)"},
-        metrics={"recall_at_10": res["recall@10"], "random_recall_at_10": res["random_recall@10"],
-                 "chance_recall_at_10": res["chance"]},
-        candidates=[Candidate(PROJECTION_MODEL, "pytorch", res["model"].cpu(), None, "recall@10",
-                              res["recall@10"])]),
-        warehouse=warehouse, metric_records=[row]).outcomes[0]
-    return dg.MaterializeResult(metadata={
-        "recall@10": res["recall@10"], "random_projection_recall@10": res["random_recall@10"],
-        "chance_recall@10": res["chance"], "n_train": res["n_train"], "n_test": res["n_test"], "device": device,
-        "training_path": "contrastive_linear_projection", "registered": f"{out.name} v{out.version}",
-        "dataset": dataset,
-    })
+    row = MetricRecord(
+        "image_text_projection",
+        "text_to_image_retrieval",
+        dataset,
+        "holdout_id_hash",
+        "recall@10",
+        res["recall@10"],
+        "random_projection",
+        res["random_recall@10"],
+    )
+    out = mlflow.record_model(
+        ModelRun(
+            "image_text_projection",
+            tags={"task": "image_text_retrieval", "device": device},
+            params={
+                "epochs": epochs,
+                "temperature": config.temperature,
+                "lr": config.lr,
+                "pairs": len(ids),
+                "text_encoder": txt_enc.model_id,
+                "image_encoder": img_enc.model_id,
+                "dataset": dataset,
+                "split": "held-out by id hash (pairs have no timestamps)",
+            },
+            metrics={
+                "recall_at_10": res["recall@10"],
+                "random_recall_at_10": res["random_recall@10"],
+                "chance_recall_at_10": res["chance"],
+            },
+            candidates=[
+                Candidate(
+                    PROJECTION_MODEL, "pytorch", res["model"].cpu(), None, "recall@10", res["recall@10"]
+                )
+            ],
+        ),
+        warehouse=warehouse,
+        metric_records=[row],
+    ).outcomes[0]
+    return dg.MaterializeResult(
+        metadata={
+            "recall@10": res["recall@10"],
+            "random_projection_recall@10": res["random_recall@10"],
+            "chance_recall@10": res["chance"],
+            "n_train": res["n_train"],
+            "n_test": res["n_test"],
+            "device": device,
+            "training_path": "contrastive_linear_projection",
+            "registered": f"{out.name} v{out.version}",
+            "dataset": dataset,
+        }
+    )
 
 
 def build() -> dg.Definitions:
-    return dg.Definitions(assets=[review_text_embeddings, product_text_embeddings, product_image_embeddings,
-                                  product_embeddings, similar_products, image_text_projection])
+    return dg.Definitions(
+        assets=[
+            review_text_embeddings,
+            product_text_embeddings,
+            product_image_embeddings,
+            product_embeddings,
+            similar_products,
+            image_text_projection,
+        ]
+    )

@@ -32,11 +32,19 @@ def column_schema(table: str, *, staged: bool) -> dg.TableSchema:
     for c in spec.columns:
         desc = c.description
         if c.privacy == "pseudonym":
-            desc = (desc + "; " if desc else "") + ("keyed pseudonym (HMAC-SHA256)" if staged else "PII: raw value")
+            desc = (desc + "; " if desc else "") + (
+                "keyed pseudonym (HMAC-SHA256)" if staged else "PII: raw value"
+            )
         elif c.privacy == "mask":
             desc = (desc + "; " if desc else "") + ("PII-masked text" if staged else "PII: raw text")
-        cols.append(dg.TableColumn(c.name, c.dtype if staged else "VARCHAR", description=desc or None,
-                                   constraints=dg.TableColumnConstraints(nullable=not c.required)))
+        cols.append(
+            dg.TableColumn(
+                c.name,
+                c.dtype if staged else "VARCHAR",
+                description=desc or None,
+                constraints=dg.TableColumnConstraints(nullable=not c.required),
+            )
+        )
     return dg.TableSchema(columns=cols)
 
 
@@ -62,10 +70,19 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
                 context.log.info(f"raw.{table}: {rows:,} rows loaded ({chunks} chunks)")
 
         with warehouse.connect() as con:
-            result = load_raw_table(con, src, table, load_id=load_id, chunk_rows=source.chunk_rows,
-                                    progress=progress)
-            quality.log_load(con, load_id=load_id, layer="raw", table=table, source=src.name,
-                             rows=result.rows, quarantined=0, seconds=result.seconds)
+            result = load_raw_table(
+                con, src, table, load_id=load_id, chunk_rows=source.chunk_rows, progress=progress
+            )
+            quality.log_load(
+                con,
+                load_id=load_id,
+                layer="raw",
+                table=table,
+                source=src.name,
+                rows=result.rows,
+                quarantined=0,
+                seconds=result.seconds,
+            )
         if not result.delivered:
             context.log.warning(f"source '{src.name}' has no {table} table: raw.{table} is empty")
         return dg.MaterializeResult(
@@ -82,8 +99,10 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
                 # read, and files that went wholly through the Python reader, with why
                 "fast_path_rows": result.fast_rows,
                 "python_reader_rows_of_rejected_lines": result.python_rows,
-                "files_read_by_python_reader": "; ".join(f"{f}: {why}" for f, why in
-                                                         result.fast_fallbacks.items()) or "none",
+                "files_read_by_python_reader": "; ".join(
+                    f"{f}: {why}" for f, why in result.fast_fallbacks.items()
+                )
+                or "none",
                 **src.table_facts(table),  # mapped source: rows filtered out, duplicates, guests
             }
         )
@@ -91,8 +110,9 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
     return _raw
 
 
-def _staging_asset(table: str, freshness_max_lag_days: float,
-                   max_quarantine_share: float) -> dg.AssetsDefinition:
+def _staging_asset(
+    table: str, freshness_max_lag_days: float, max_quarantine_share: float
+) -> dg.AssetsDefinition:
     spec = TABLES[table]
     deps = [raw_key(table)] + [staging_key(fk.parent) for fk in spec.foreign_keys]
 
@@ -109,7 +129,9 @@ def _staging_asset(table: str, freshness_max_lag_days: float,
         check_specs=staging_check_specs(table, freshness_max_lag_days, max_quarantine_share),
     )
     def _staging(
-        context: dg.AssetExecutionContext, source: SourceResource, privacy: PrivacyResource,
+        context: dg.AssetExecutionContext,
+        source: SourceResource,
+        privacy: PrivacyResource,
         warehouse: WarehouseResource,
     ):
         from ecom_pipeline.cleaning.staging import stage_table
@@ -121,8 +143,16 @@ def _staging_asset(table: str, freshness_max_lag_days: float,
         hints = src.parse_hints(table)
         with warehouse.connect() as con:
             result = stage_table(con, table, hints=hints, pseudonym_key=key)
-            quality.log_load(con, load_id=result.load_id or "", layer="staging", table=table, source=src.name,
-                             rows=result.staged_rows, quarantined=result.quarantined_rows, seconds=result.seconds)
+            quality.log_load(
+                con,
+                load_id=result.load_id or "",
+                layer="staging",
+                table=table,
+                source=src.name,
+                rows=result.staged_rows,
+                quarantined=result.quarantined_rows,
+                seconds=result.seconds,
+            )
             preview = con.execute(
                 "SELECT reason, detail, source_file, source_row FROM staging.quarantine "
                 "WHERE table_name = ? ORDER BY source_file, source_row LIMIT 10",
@@ -147,8 +177,9 @@ def _staging_metadata(result, preview) -> dict:
         "quarantine_reasons": reasons,
         # later rows of a staged key that disagree with the kept one (the first value won)
         "duplicate_key_conflict": int(result.reasons.get("duplicate_key_conflict", 0)),
-        "quarantine_preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview)
-                                                  else "none"),
+        "quarantine_preview": dg.MetadataValue.md(
+            preview.to_markdown(index=False) if len(preview) else "none"
+        ),
         "load_id": result.load_id or "",
         "seconds": round(result.seconds, 2),
         "notes": "; ".join(getattr(result, "notes", []) or []) or "none",
@@ -165,8 +196,9 @@ BLOCKING_CHECKS = {
 }
 
 
-def staging_check_specs(table: str, freshness_max_lag_days: float,
-                        max_quarantine_share: float) -> list[dg.AssetCheckSpec]:
+def staging_check_specs(
+    table: str, freshness_max_lag_days: float, max_quarantine_share: float
+) -> list[dg.AssetCheckSpec]:
     """The checks of ``staging.<table>``: the blocking ones plus warn-only freshness and volume.
 
     Declared on the staging asset (``check_specs``) and evaluated in its step, right after the write and on
@@ -175,41 +207,68 @@ def staging_check_specs(table: str, freshness_max_lag_days: float,
     in-process run (benchmarks/results/launched.md).  A check cannot be run without restaging its table
     (``@asset`` is not subsettable); staging a table takes seconds."""
     key = staging_key(table)
-    specs = [dg.AssetCheckSpec(name, asset=key, blocking=True,
-                               description=(fn.__doc__ or name).strip().splitlines()[0])
-             for name, fn in BLOCKING_CHECKS.items()]
-    specs.append(dg.AssetCheckSpec(
-        "quarantine_share", asset=key, blocking=True,
-        description=f"at most {max_quarantine_share:.1%} of raw rows quarantined (duplicates of a staged key "
-        "not counted); a failure names the top reasons and an example row"))
+    specs = [
+        dg.AssetCheckSpec(
+            name, asset=key, blocking=True, description=(fn.__doc__ or name).strip().splitlines()[0]
+        )
+        for name, fn in BLOCKING_CHECKS.items()
+    ]
+    specs.append(
+        dg.AssetCheckSpec(
+            "quarantine_share",
+            asset=key,
+            blocking=True,
+            description=f"at most {max_quarantine_share:.1%} of raw rows quarantined (duplicates of a staged key "
+            "not counted); a failure names the top reasons and an example row",
+        )
+    )
     if TABLES[table].time_column:
-        specs.append(dg.AssetCheckSpec("freshness", asset=key,
-                                       description=f"newest event at most {freshness_max_lag_days} days old "
-                                       "(warn)"))
-    specs.append(dg.AssetCheckSpec("row_count_anomaly", asset=key,
-                                   description="raw row count within 0.5x..2x of the median of recent loads "
-                                   "(warn)"))
+        specs.append(
+            dg.AssetCheckSpec(
+                "freshness",
+                asset=key,
+                description=f"newest event at most {freshness_max_lag_days} days old (warn)",
+            )
+        )
+    specs.append(
+        dg.AssetCheckSpec(
+            "row_count_anomaly",
+            asset=key,
+            description="raw row count within 0.5x..2x of the median of recent loads (warn)",
+        )
+    )
     return specs
 
 
-def staging_check_results(con, table: str, hints, freshness_max_lag_days: float,
-                          max_quarantine_share: float) -> Iterator[dg.AssetCheckResult]:
+def staging_check_results(
+    con, table: str, hints, freshness_max_lag_days: float, max_quarantine_share: float
+) -> Iterator[dg.AssetCheckResult]:
     """One result per spec of :func:`staging_check_specs`, in the same order."""
     for name, fn in BLOCKING_CHECKS.items():
         yield _outcome(name, fn(con, table))
     share = quality.check_quarantine_share(con, table, max_quarantine_share, hints)
     yield _outcome("quarantine_share", share)
     if TABLES[table].time_column:
-        yield _outcome("freshness", quality.check_freshness(con, table, freshness_max_lag_days),
-                       dg.AssetCheckSeverity.WARN)
-    yield _outcome("row_count_anomaly", quality.check_row_count_anomaly(con, table),
-                   dg.AssetCheckSeverity.WARN)
+        yield _outcome(
+            "freshness",
+            quality.check_freshness(con, table, freshness_max_lag_days),
+            dg.AssetCheckSeverity.WARN,
+        )
+    yield _outcome(
+        "row_count_anomaly", quality.check_row_count_anomaly(con, table), dg.AssetCheckSeverity.WARN
+    )
 
 
-def _outcome(name: str, outcome: quality.CheckOutcome,
-             severity=dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(check_name=name, passed=bool(outcome.passed), metadata=outcome.metadata,
-                               severity=severity, description=outcome.description or None)
+def _outcome(
+    name: str, outcome: quality.CheckOutcome, severity=dg.AssetCheckSeverity.ERROR
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=bool(outcome.passed),
+        metadata=outcome.metadata,
+        severity=severity,
+        description=outcome.description or None,
+    )
 
 
 def build(settings: Settings | None = None) -> dg.Definitions:

@@ -5,16 +5,17 @@ product embeddings (``features.product_embeddings``) are used when that table ex
 says when it does not.
 """
 
-
 import dagster as dg
 import pandas as pd
 
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 
 GROUP = "recommender"
-STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "events", "products", "customers")]
+STAGING_DEPS = [
+    dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "events", "products", "customers")
+]
 ALL_MODELS = ["popularity", "recent_popularity", "regional_popularity", "item_knn", "als"]
 
 
@@ -49,8 +50,12 @@ class RecommenderConfig(dg.Config):
 
 def _params(cfg: RecommenderConfig) -> dict[str, dict]:
     return {
-        "als": dict(factors=cfg.als_factors, iterations=cfg.als_iterations,
-                    regularization=cfg.als_regularization, alpha=cfg.als_alpha),
+        "als": dict(
+            factors=cfg.als_factors,
+            iterations=cfg.als_iterations,
+            regularization=cfg.als_regularization,
+            alpha=cfg.als_alpha,
+        ),
         "item_knn": dict(neighbours=cfg.knn_neighbours),
         "recent_popularity": dict(half_life_days=cfg.recent_half_life_days),
     }
@@ -82,7 +87,9 @@ def _user_regions(warehouse: WarehouseResource) -> pd.Series:
     with warehouse.connect(read_only=True) as con:
         c = read_table(con, "staging.customers", ["customer_id", "state"])
     c = c.dropna(subset=["customer_id"])
-    return c.drop_duplicates("customer_id").set_index(c.drop_duplicates("customer_id")["customer_id"].astype(str))["state"]
+    return c.drop_duplicates("customer_id").set_index(
+        c.drop_duplicates("customer_id")["customer_id"].astype(str)
+    )["state"]
 
 
 def _item_names(warehouse: WarehouseResource) -> tuple[dict, pd.DataFrame]:
@@ -91,29 +98,40 @@ def _item_names(warehouse: WarehouseResource) -> tuple[dict, pd.DataFrame]:
     with warehouse.connect(read_only=True) as con:
         p = read_table(con, "staging.products", ["product_id", "category", "title"])
     p = p.assign(product_id=p["product_id"].astype(str))
-    label = p["title"].where(p["title"].notna() & (p["title"].astype(str).str.len() > 0),
-                             p["category"].fillna("product") + " " + p["product_id"].str[:8])
+    label = p["title"].where(
+        p["title"].notna() & (p["title"].astype(str).str.len() > 0),
+        p["category"].fillna("product") + " " + p["product_id"].str[:8],
+    )
     return dict(zip(p["product_id"], label.astype(str).str.slice(0, 60))), p
 
 
 @dg.asset(
-    key_prefix=["features"], group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, deps=STAGING_DEPS, kinds={"duckdb"},
+    key_prefix=["features"],
+    group_name=GROUP,
+    tags={"ecom/stage": "features"},
+    pool=WAREHOUSE_POOL,
+    deps=STAGING_DEPS,
+    kinds={"duckdb"},
     description="User-item interactions: purchases from orders (cancelled excluded) and weighted view/cart "
     "events, one row each with category and time. Purchase events are dropped where orders exist.",
 )
-def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
-                 warehouse: WarehouseResource) -> dg.MaterializeResult:
+def interactions(
+    context: dg.AssetExecutionContext, config: InteractionsConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     from ecom_pipeline.incremental.interactions import TARGET, refresh_interactions
 
     weights = {"view": config.view_weight, "cart": config.cart_weight, "purchase": config.purchase_weight}
     with warehouse.connect() as con:
         # built inside DuckDB: at 1M orders the 13M event rows never become a pandas frame
-        res = refresh_interactions(con, weights, mode=config.refresh,
-                                   full_refresh_days=config.full_refresh_days)
-        rows, users, items = con.execute("SELECT count(*), count(DISTINCT customer_id), count(DISTINCT product_id) "
-                                         f"FROM {TARGET}").fetchall()[0]
-        by_type = dict(con.execute(f"SELECT event_type, count(*) FROM {TARGET} GROUP BY 1 "
-                                   "ORDER BY 2 DESC").fetchall())
+        res = refresh_interactions(
+            con, weights, mode=config.refresh, full_refresh_days=config.full_refresh_days
+        )
+        rows, users, items = con.execute(
+            f"SELECT count(*), count(DISTINCT customer_id), count(DISTINCT product_id) FROM {TARGET}"
+        ).fetchall()[0]
+        by_type = dict(
+            con.execute(f"SELECT event_type, count(*) FROM {TARGET} GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        )
     counts = res.source_rows
     notes = []
     if not counts["events"]:
@@ -123,34 +141,54 @@ def interactions(context: dg.AssetExecutionContext, config: InteractionsConfig,
     if not rows:
         context.log.warning("no interactions: staging orders/order_items and events are empty")
     context.log.info(res.plan.reason)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": int(rows), "users": int(users), "items": int(items), **res.counts.metadata(),
-        "refresh": res.plan.mode, "refresh_reason": res.plan.reason,
-        "recomputed_customers": len(res.plan.customers),
-        "by_event_type": {str(k): int(v) for k, v in by_type.items()},
-        "weights": weights, "notes": "; ".join(notes) or "orders and events both present",
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": int(rows),
+            "users": int(users),
+            "items": int(items),
+            **res.counts.metadata(),
+            "refresh": res.plan.mode,
+            "refresh_reason": res.plan.reason,
+            "recomputed_customers": len(res.plan.customers),
+            "by_event_type": {str(k): int(v) for k, v in by_type.items()},
+            "weights": weights,
+            "notes": "; ".join(notes) or "orders and events both present",
+        }
+    )
 
 
 @dg.asset(
-    key_prefix=["features"], group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+    key_prefix=["features"],
+    group_name=GROUP,
+    tags={"ecom/stage": "features"},
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "pandas"},
     deps=[INTERACTIONS],
     description="Interactions aggregated per (customer, category): weight, counts per event type, first/last "
     "time. The honest unit on sparse data (Olist: almost every customer buys once).",
 )
-def category_interactions(context: dg.AssetExecutionContext, config: IncrementalConfig,
-                          warehouse: WarehouseResource) -> dg.MaterializeResult:
+def category_interactions(
+    context: dg.AssetExecutionContext, config: IncrementalConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     from ecom_pipeline.incremental.interactions import CATEGORY_TARGET, refresh_category_interactions
 
     with warehouse.connect() as con:
-        plan, counts, _ = refresh_category_interactions(con, mode=config.refresh,
-                                                        full_refresh_days=config.full_refresh_days)
-        rows, categories = con.execute(f"SELECT count(*), count(DISTINCT category) FROM {CATEGORY_TARGET}"
-                                       ).fetchall()[0]
+        plan, counts, _ = refresh_category_interactions(
+            con, mode=config.refresh, full_refresh_days=config.full_refresh_days
+        )
+        rows, categories = con.execute(
+            f"SELECT count(*), count(DISTINCT category) FROM {CATEGORY_TARGET}"
+        ).fetchall()[0]
     context.log.info(plan.reason)
-    return dg.MaterializeResult(metadata={"dagster/row_count": int(rows), "categories": int(categories),
-                                          **counts.metadata(), "refresh": plan.mode,
-                                          "refresh_reason": plan.reason})
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": int(rows),
+            "categories": int(categories),
+            **counts.metadata(),
+            "refresh": plan.mode,
+            "refresh_reason": plan.reason,
+        }
+    )
 
 
 def _mlflow_name(s: str) -> str:
@@ -158,15 +196,23 @@ def _mlflow_name(s: str) -> str:
 
 
 @dg.asset(
-    key_prefix=["models"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "mlflow"},
+    key_prefix=["models"],
+    group_name=GROUP,
+    tags={"ecom/stage": "training"},
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "mlflow"},
     deps=[INTERACTIONS],
     description="Every recommender (global / recent / regional popularity, item-kNN, implicit ALS) on the "
     "user-level temporal split, item and category level: Recall/NDCG/HitRate/MAP@K, catalogue coverage, "
     "novelty. Logged to MLflow and ml.model_metrics beside the popularity baseline; ALS registered.",
 )
-def recommender_evaluation(context: dg.AssetExecutionContext, config: RecommenderConfig,
-                           warehouse: WarehouseResource, mlflow: MLflowResource,
-                           source: SourceResource) -> dg.MaterializeResult:
+def recommender_evaluation(
+    context: dg.AssetExecutionContext,
+    config: RecommenderConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+    source: SourceResource,
+) -> dg.MaterializeResult:
     from ecom_pipeline.ml.recsys.pipeline import evaluate_level, metrics_frame
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.warehouse.tables import write_table
@@ -176,18 +222,34 @@ def recommender_evaluation(context: dg.AssetExecutionContext, config: Recommende
     params = _params(config)
     results = []
     for level, k in (("item", config.k), ("category", config.category_k)):
-        r = evaluate_level(interactions, level=level, k=k, models=list(config.models), params=params,
-                           user_regions=regions, test_fraction=config.test_fraction,
-                           min_eval_users=config.min_eval_users, log=context.log.info)
+        r = evaluate_level(
+            interactions,
+            level=level,
+            k=k,
+            models=list(config.models),
+            params=params,
+            user_regions=regions,
+            test_fraction=config.test_fraction,
+            min_eval_users=config.min_eval_users,
+            log=context.log.info,
+        )
         if r.message:
             context.log.warning(f"{level}: {r.message}")
         results.append(r)
     frame = metrics_frame(results, dataset=source.kind)
     records = [
-        MetricRecord(model=row.model, task=f"recommendation_{row.level}", dataset=f"{source.kind}:{row.level}",
-                     split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}", metric=row.metric, value=row.value,
-                     baseline=row.baseline, baseline_value=row.baseline_value)
-        for row in frame.itertuples() if row.value == row.value
+        MetricRecord(
+            model=row.model,
+            task=f"recommendation_{row.level}",
+            dataset=f"{source.kind}:{row.level}",
+            split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}",
+            metric=row.metric,
+            value=row.value,
+            baseline=row.baseline,
+            baseline_value=row.baseline_value,
+        )
+        for row in frame.itertuples()
+        if row.value == row.value
     ]
     # the serving gate: per level, the best candidate serves only if its NDCG beats the best baseline's
     # significantly (paired bootstrap over evaluated users); ``winner`` marks the model that serves
@@ -199,25 +261,38 @@ def recommender_evaluation(context: dg.AssetExecutionContext, config: Recommende
         context.log.info(f"registered {outcome.name} v{outcome.version}: {outcome.reason}")
     run_id = recorded.run_id
     frame["model_version"] = frame.apply(
-        lambda x: registered[x["level"]].version if x["model"] == "als" and x["level"] in registered else "", axis=1)
+        lambda x: registered[x["level"]].version if x["model"] == "als" and x["level"] in registered else "",
+        axis=1,
+    )
     served = {d.scope: d.served for d in decisions}
     frame["winner"] = frame["model"] == frame["level"].map(served)
     with warehouse.connect() as con:
         write_table(con, "ml.recommender_evaluation", frame)
         record_decisions(con, "recommendation", decisions)
     comparison = _comparison_lines(results, served)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(frame), "mlflow_run_id": run_id,
-        "comparison": dg.MetadataValue.md("\n".join(f"- {c}" for c in comparison)),
-        "winners": {r.level: served.get(r.level, "none") for r in results},
-        "decisions": {d.scope: d.reason for d in decisions},
-        "registered": {lvl: f"{o.name} v{o.version} (promoted={o.promoted})" for lvl, o in registered.items()},
-        "cutoffs": {r.level: str(r.cutoff) for r in results},
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            "mlflow_run_id": run_id,
+            "comparison": dg.MetadataValue.md("\n".join(f"- {c}" for c in comparison)),
+            "winners": {r.level: served.get(r.level, "none") for r in results},
+            "decisions": {d.scope: d.reason for d in decisions},
+            "registered": {
+                lvl: f"{o.name} v{o.version} (promoted={o.promoted})" for lvl, o in registered.items()
+            },
+            "cutoffs": {r.level: str(r.cutoff) for r in results},
+        }
+    )
 
 
-def _evaluation_run(config: RecommenderConfig, params: dict, results, interactions: pd.DataFrame,
-                    regions: pd.Series, dataset: str):
+def _evaluation_run(
+    config: RecommenderConfig,
+    params: dict,
+    results,
+    interactions: pd.DataFrame,
+    regions: pd.Series,
+    dataset: str,
+):
     """The MLflow record of the evaluation: every model's metrics per level, and per level the evaluated ALS
     (trained before the cutoff) registered under its holdout NDCG."""
     from ecom_pipeline.ml.recsys.model_runs import evaluated_als_module
@@ -230,14 +305,28 @@ def _evaluation_run(config: RecommenderConfig, params: dict, results, interactio
             metrics.update({_mlflow_name(f"{r.level}.{model}.{m}"): v for m, v in ms.items() if v == v})
         if "als" in r.metrics and r.cutoff is not None:
             module = evaluated_als_module(interactions, r, als_params=params["als"], regions=regions)
-            candidates.append(Candidate(name=f"ecom.recsys.als_{r.level}", flavor="pytorch", model=module,
-                                        input_example=None, metric=f"ndcg@{r.k}",
-                                        value=r.metrics["als"][f"ndcg@{r.k}"]))
-    return ModelRun("recommender_evaluation", tags={"group": GROUP, "dataset": dataset},
-                    params={**{f"{m}.{p}": v for m, ps in params.items() for p, v in ps.items()},
-                            "k": config.k, "category_k": config.category_k,
-                            "test_fraction": config.test_fraction},
-                    metrics=metrics, candidates=candidates)
+            candidates.append(
+                Candidate(
+                    name=f"ecom.recsys.als_{r.level}",
+                    flavor="pytorch",
+                    model=module,
+                    input_example=None,
+                    metric=f"ndcg@{r.k}",
+                    value=r.metrics["als"][f"ndcg@{r.k}"],
+                )
+            )
+    return ModelRun(
+        "recommender_evaluation",
+        tags={"group": GROUP, "dataset": dataset},
+        params={
+            **{f"{m}.{p}": v for m, ps in params.items() for p, v in ps.items()},
+            "k": config.k,
+            "category_k": config.category_k,
+            "test_fraction": config.test_fraction,
+        },
+        metrics=metrics,
+        candidates=candidates,
+    )
 
 
 def _comparison_lines(results, served: dict) -> list[str]:
@@ -250,8 +339,10 @@ def _comparison_lines(results, served: dict) -> list[str]:
             continue
         base = r.metrics.get("popularity", {}).get(f"ndcg@{r.k}", float("nan"))
         parts = [f"{m} {v.get(f'ndcg@{r.k}', float('nan')):.4f}" for m, v in r.metrics.items()]
-        comparison.append(f"{r.level} (ndcg@{r.k}, {r.n_eval_users} users): served {w}; popularity {base:.4f}; "
-                          + ", ".join(parts))
+        comparison.append(
+            f"{r.level} (ndcg@{r.k}, {r.n_eval_users} users): served {w}; popularity {base:.4f}; "
+            + ", ".join(parts)
+        )
     return comparison
 
 
@@ -265,21 +356,34 @@ def _gate_levels(results, cfg: RecommenderConfig, dataset: str, run_id: str | No
     decisions, records = [], []
     for r in results:
         metric = f"ndcg@{r.k}"
-        scored = {m: v[metric] for m, v in r.metrics.items() if v.get(metric) == v.get(metric) and metric in v}
+        scored = {
+            m: v[metric] for m, v in r.metrics.items() if v.get(metric) == v.get(metric) and metric in v
+        }
         bases = {m: v for m, v in scored.items() if m in REC_BASELINES and r.per_user.get(m) is not None}
         cands = {m: v for m, v in scored.items() if m not in REC_BASELINES and r.per_user.get(m) is not None}
         if not bases:
-            decisions.append(decide("recommendation", r.level, "none", cfg.fallback_model, None, metric=metric))
+            decisions.append(
+                decide("recommendation", r.level, "none", cfg.fallback_model, None, metric=metric)
+            )
             continue
         base = max(bases, key=bases.get)
         comps = {}
         for m in cands:
             both = pd.concat([r.per_user[m], r.per_user[base]], axis=1, join="inner").dropna()
-            comps[m] = paired_bootstrap(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), metric=metric,
-                                        higher_is_better=True)
-            records.append(MetricRecord.from_comparison(
-                comps[m], model=m, task=f"recommendation_{r.level}", dataset=f"{dataset}:{r.level}",
-                split=f"temporal@{pd.Timestamp(r.cutoff):%Y-%m-%d}", baseline=base, mlflow_run_id=run_id))
+            comps[m] = paired_bootstrap(
+                both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), metric=metric, higher_is_better=True
+            )
+            records.append(
+                MetricRecord.from_comparison(
+                    comps[m],
+                    model=m,
+                    task=f"recommendation_{r.level}",
+                    dataset=f"{dataset}:{r.level}",
+                    split=f"temporal@{pd.Timestamp(r.cutoff):%Y-%m-%d}",
+                    baseline=base,
+                    mlflow_run_id=run_id,
+                )
+            )
         if not comps:
             decisions.append(decide("recommendation", r.level, "none", base, None, metric=metric))
             continue
@@ -291,7 +395,11 @@ def _gate_levels(results, cfg: RecommenderConfig, dataset: str, run_id: str | No
 def _choose(level: str, evaluation: pd.DataFrame, cfg: RecommenderConfig) -> tuple[str, str]:
     if cfg.serve_model != "auto":
         return cfg.serve_model, "configured"
-    e = evaluation[(evaluation["level"] == level) & evaluation["winner"].astype(bool)] if len(evaluation) else evaluation
+    e = (
+        evaluation[(evaluation["level"] == level) & evaluation["winner"].astype(bool)]
+        if len(evaluation)
+        else evaluation
+    )
     if len(e):
         return str(e["model"].iloc[0]), "serving gate (ml.serving_decisions)"
     return cfg.fallback_model, "fallback: level could not be evaluated"
@@ -315,8 +423,11 @@ def _served_models(config: RecommenderConfig, evaluation: pd.DataFrame):
         if model == "als" and len(evaluation):
             ev = evaluation
             v = ev.loc[(ev["level"] == level) & (ev["model"] == "als"), "model_version"]
-            version = (f"ecom.recsys.als_{level} v{v.iloc[0]} refit on all data" if len(v) and v.iloc[0]
-                       else "unregistered")
+            version = (
+                f"ecom.recsys.als_{level} v{v.iloc[0]} refit on all data"
+                if len(v) and v.iloc[0]
+                else "unregistered"
+            )
         elif model not in ("popularity", "recent_popularity", "regional_popularity"):
             version = "refit on all data (not registered)"
         choices.append(LevelChoice(level, k, model, why, version, params.get(model, {})))
@@ -324,15 +435,20 @@ def _served_models(config: RecommenderConfig, evaluation: pd.DataFrame):
 
 
 @dg.asset(
-    key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+    key_prefix=["serving"],
+    group_name=GROUP,
+    tags={"ecom/stage": "scoring"},
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "pandas"},
     deps=[INTERACTIONS, dg.AssetKey(["models", "recommender_evaluation"])],
     description="User → top-K items (and top categories) with score, model, model version and a short "
     "explanation from the user's real history or region. Served by the evaluation winner per level, "
     "refit on all interactions. Daily runs rescore only customers with new activity (merged by customer); "
     "a full refresh weekly, when the served model or version changes, or with refresh=full.",
 )
-def recommendations(context: dg.AssetExecutionContext, config: ServeRecommendationsConfig,
-                    warehouse: WarehouseResource) -> dg.MaterializeResult:
+def recommendations(
+    context: dg.AssetExecutionContext, config: ServeRecommendationsConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     from ecom_pipeline.incremental.recommendations import refresh_recommendations
     from ecom_pipeline.warehouse.tables import read_or_empty
 
@@ -341,27 +457,58 @@ def recommendations(context: dg.AssetExecutionContext, config: ServeRecommendati
     regions = _user_regions(warehouse)
     names, _ = _item_names(warehouse)
     with warehouse.connect() as con:
-        res = refresh_recommendations(con, interactions, choices, user_regions=regions, item_names=names,
-                                      mode=config.refresh, full_refresh_days=config.full_refresh_days)
-        rows, users = con.execute("SELECT count(*), count(DISTINCT customer_id) FROM serving.recommendations"
-                                  ).fetchall()[0]
+        res = refresh_recommendations(
+            con,
+            interactions,
+            choices,
+            user_regions=regions,
+            item_names=names,
+            mode=config.refresh,
+            full_refresh_days=config.full_refresh_days,
+        )
+        rows, users = con.execute(
+            "SELECT count(*), count(DISTINCT customer_id) FROM serving.recommendations"
+        ).fetchall()[0]
     out = res.rows
     context.log.info(f"{res.plan.reason}; " + "; ".join(f"{k}: {v}" for k, v in res.scope.items()))
     if not rows:
         context.log.warning("no interactions: no recommendations")
-    preview = out.head(10)[["customer_id", "level", "rank", "item_name", "model", "explanation"]] if len(out) else out
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": int(rows), "users": int(users), **res.counts.metadata(),
-        "refresh": res.plan.mode, "refresh_reason": res.plan.reason, "recomputed": res.scope,
-        "models": {c.level: f"{c.model} ({c.why})" for c in choices},
-        "explanations": {str(k): int(v) for k, v in out["explanation"].str.replace(r"\(.*\)|[\w-]+ [0-9a-f]{8}", "…", regex=True)
-                         .str.slice(0, 40).value_counts().head(8).items()} if len(out) else {},
-        "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "empty"),
-    })
+    preview = (
+        out.head(10)[["customer_id", "level", "rank", "item_name", "model", "explanation"]]
+        if len(out)
+        else out
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": int(rows),
+            "users": int(users),
+            **res.counts.metadata(),
+            "refresh": res.plan.mode,
+            "refresh_reason": res.plan.reason,
+            "recomputed": res.scope,
+            "models": {c.level: f"{c.model} ({c.why})" for c in choices},
+            "explanations": {
+                str(k): int(v)
+                for k, v in out["explanation"]
+                .str.replace(r"\(.*\)|[\w-]+ [0-9a-f]{8}", "…", regex=True)
+                .str.slice(0, 40)
+                .value_counts()
+                .head(8)
+                .items()
+            }
+            if len(out)
+            else {},
+            "preview": dg.MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "empty"),
+        }
+    )
 
 
 @dg.asset(
-    key_prefix=["serving"], group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
+    key_prefix=["serving"],
+    group_name=GROUP,
+    tags={"ecom/stage": "scoring"},
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "pandas"},
     deps=[INTERACTIONS],
     description="Product → related products: co-occurrence (customers who bought X also bought); items "
     "without co-occurrence (cold start) by content similarity of features.product_embeddings when present, "
@@ -377,14 +524,21 @@ def related_items(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
         has_emb = table_exists(con, "features.product_embeddings")
         emb = read_table(con, "features.product_embeddings", ["product_id", "embedding"]) if has_emb else None
     if not has_emb:
-        context.log.info("features.product_embeddings does not exist: cold items get same-category popular items")
+        context.log.info(
+            "features.product_embeddings does not exist: cold items get same-category popular items"
+        )
     df = compute(interactions, n=10, item_names=names, product_embeddings=emb, products=products)
     _write("serving.related_items", df, warehouse)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(df), "products": int(df["product_id"].nunique()) if len(df) else 0,
-        "by_method": {str(k): int(v) for k, v in df["method"].value_counts().items()} if len(df) else {},
-        "product_embeddings": "used for cold-start items" if has_emb else "absent (table not built): not used",
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(df),
+            "products": int(df["product_id"].nunique()) if len(df) else 0,
+            "by_method": {str(k): int(v) for k, v in df["method"].value_counts().items()} if len(df) else {},
+            "product_embeddings": "used for cold-start items"
+            if has_emb
+            else "absent (table not built): not used",
+        }
+    )
 
 
 class TwoTowerConfig(dg.Config):
@@ -405,54 +559,105 @@ class TwoTowerConfig(dg.Config):
 
 
 OPTIONAL_TWO_TOWER_INPUTS = {
-    "product_embeddings": "features.product_embeddings", "region_embeddings": "features.region_embeddings",
-    "sentiment": "reports.sentiment_by_product", "user_segments": "serving.user_profiles",
+    "product_embeddings": "features.product_embeddings",
+    "region_embeddings": "features.region_embeddings",
+    "sentiment": "reports.sentiment_by_product",
+    "user_segments": "serving.user_profiles",
 }
 
 
 @dg.asset(
-    key_prefix=["models"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS, kinds={"pytorch", "mlflow", "duckdb"},
-    deps=[INTERACTIONS, dg.AssetKey(["features", "product_embeddings"]), dg.AssetKey(["features", "region_embeddings"]),
-          dg.AssetKey(["reports", "sentiment_aggregates"]), dg.AssetKey(["serving", "user_profiles"])],
+    key_prefix=["models"],
+    group_name=GROUP,
+    tags={"ecom/stage": "training"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    kinds={"pytorch", "mlflow", "duckdb"},
+    deps=[
+        INTERACTIONS,
+        dg.AssetKey(["features", "product_embeddings"]),
+        dg.AssetKey(["features", "region_embeddings"]),
+        dg.AssetKey(["reports", "sentiment_aggregates"]),
+        dg.AssetKey(["serving", "user_profiles"]),
+    ],
     description="Hybrid two-tower recommender (torch, sampled softmax): user = history + region (GCN embedding "
     "when present) + segment; item = id + category + price + product embedding + sentiment when present. "
     "Evaluated on the same item-level temporal split as the baselines (ml.two_tower_evaluation, "
     "ml.model_metrics, MLflow); registered as ecom.recsys.two_tower_item.",
 )
-def two_tower_recommender(context: dg.AssetExecutionContext, config: TwoTowerConfig, warehouse: WarehouseResource,
-                          mlflow: MLflowResource, compute: ComputeResource, source: SourceResource) -> dg.MaterializeResult:
+def two_tower_recommender(
+    context: dg.AssetExecutionContext,
+    config: TwoTowerConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+    compute: ComputeResource,
+    source: SourceResource,
+) -> dg.MaterializeResult:
     from ecom_pipeline.ml.recsys.model_runs import evaluate_two_tower
     from ecom_pipeline.ml.recsys.pipeline import metrics_frame
     from ecom_pipeline.warehouse.tables import write_table
 
     device = compute.torch_device()
     epochs, batch_size = compute.sized(config, "epochs", device), compute.sized(config, "batch_size", device)
-    training_path = (f"gpu: {epochs} epochs, batch {batch_size}" if compute.is_cuda(device) else
-                     f"cpu (small settings): {epochs} epochs, batch {batch_size}, 1 torch thread")
+    training_path = (
+        f"gpu: {epochs} epochs, batch {batch_size}"
+        if compute.is_cuda(device)
+        else f"cpu (small settings): {epochs} epochs, batch {batch_size}, 1 torch thread"
+    )
     interactions_df = _interactions(warehouse)
     side, missing = _two_tower_side_inputs(warehouse)
     if missing:
         context.log.info(f"two-tower without: {', '.join(missing)} (absent or empty)")
-    tt_params = dict(dim=config.dim, epochs=epochs, batch_size=batch_size, lr=config.lr,
-                     temperature=config.temperature, uniform_negatives=config.uniform_negatives,
-                     history_len=config.history_len, seed=config.seed, max_seconds=config.max_seconds)
-    meta = {"device": device, "training_path": training_path,
-            "missing_optional_inputs": ", ".join(missing) or "none"}
-    trained = evaluate_two_tower(interactions_df, regions=_user_regions(warehouse), side=side,
-                                 params=tt_params, k=config.k, test_fraction=config.test_fraction,
-                                 min_eval_users=config.min_eval_users, device=device, log=context.log.info)
+    tt_params = dict(
+        dim=config.dim,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=config.lr,
+        temperature=config.temperature,
+        uniform_negatives=config.uniform_negatives,
+        history_len=config.history_len,
+        seed=config.seed,
+        max_seconds=config.max_seconds,
+    )
+    meta = {
+        "device": device,
+        "training_path": training_path,
+        "missing_optional_inputs": ", ".join(missing) or "none",
+    }
+    trained = evaluate_two_tower(
+        interactions_df,
+        regions=_user_regions(warehouse),
+        side=side,
+        params=tt_params,
+        k=config.k,
+        test_fraction=config.test_fraction,
+        min_eval_users=config.min_eval_users,
+        device=device,
+        log=context.log.info,
+    )
     res = trained.result
     if res.message:
         context.log.warning(res.message)
     frame = metrics_frame([res], dataset=source.kind)
     records = [
-        MetricRecord(model=row.model, task="recommendation_item", dataset=f"{source.kind}:item",
-                     split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}", metric=row.metric, value=row.value,
-                     baseline=row.baseline, baseline_value=row.baseline_value)
-        for row in frame.itertuples() if row.value == row.value and row.model == "two_tower"
+        MetricRecord(
+            model=row.model,
+            task="recommendation_item",
+            dataset=f"{source.kind}:item",
+            split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}",
+            metric=row.metric,
+            value=row.value,
+            baseline=row.baseline,
+            baseline_value=row.baseline_value,
+        )
+        for row in frame.itertuples()
+        if row.value == row.value and row.model == "two_tower"
     ]
-    recorded = mlflow.record_model(_two_tower_run(config, tt_params, meta, trained, source.kind),
-                                   warehouse=warehouse, metric_records=records)
+    recorded = mlflow.record_model(
+        _two_tower_run(config, tt_params, meta, trained, source.kind),
+        warehouse=warehouse,
+        metric_records=records,
+    )
     outcome, run_id = recorded.outcome("ecom.recsys.two_tower_item"), recorded.run_id
     if outcome is not None:
         context.log.info(f"registered {outcome.name} v{outcome.version}: {outcome.reason}")
@@ -476,13 +681,19 @@ def _two_tower_side_inputs(warehouse: WarehouseResource) -> tuple[dict, list[str
             present[arg] = table_exists(con, table)
             if not present[arg]:
                 continue
-            cols = {"product_embeddings": ["product_id", "embedding"], "region_embeddings": ["region_id", "embedding"],
-                    "sentiment": ["product_id", "mean_p_positive"], "user_segments": ["customer_id", "segment"]}[arg]
+            cols = {
+                "product_embeddings": ["product_id", "embedding"],
+                "region_embeddings": ["region_id", "embedding"],
+                "sentiment": ["product_id", "mean_p_positive"],
+                "user_segments": ["customer_id", "segment"],
+            }[arg]
             df = read_table(con, table, cols)
             if arg == "region_embeddings":
                 df = df[df["region_id"].astype(str).str.startswith("state:")]
             if arg == "user_segments":
-                df = df.dropna(subset=["customer_id"]).set_index(df["customer_id"].dropna().astype(str))["segment"]
+                df = df.dropna(subset=["customer_id"]).set_index(df["customer_id"].dropna().astype(str))[
+                    "segment"
+                ]
             side[arg] = df
     missing = [t for a, t in OPTIONAL_TWO_TOWER_INPUTS.items() if not present[a] or not len(side.get(a, []))]
     return side, missing
@@ -500,20 +711,35 @@ def _two_tower_run(config: TwoTowerConfig, tt_params: dict, meta: dict, trained,
         metrics.update({_mlflow_name(f"item.{mname}.{k}"): v for k, v in ms.items() if v == v})
     candidates = []
     if model is not None:
-        module = factor_module(data.users, data.items, model.user_vectors, model.item_vectors,
-                               seen_items(data))
-        candidates.append(Candidate(
-            name="ecom.recsys.two_tower_item", flavor="pytorch", model=module, input_example=None,
-            metric=ndcg, value=res.metrics["two_tower"][ndcg], baseline="popularity",
-            baseline_value=res.metrics["popularity"][ndcg]))
-    return ModelRun("two_tower_recommender",
-                    tags={"group": GROUP, "dataset": dataset, "device": meta["device"]},
-                    params={**tt_params, "k": config.k, "device": meta["device"],
-                            "training_path": meta["training_path"],
-                            "missing_optional_inputs": meta["missing_optional_inputs"]},
-                    metrics=metrics,
-                    metric_steps={"train_loss": model.loss_history} if model is not None else {},
-                    candidates=candidates)
+        module = factor_module(
+            data.users, data.items, model.user_vectors, model.item_vectors, seen_items(data)
+        )
+        candidates.append(
+            Candidate(
+                name="ecom.recsys.two_tower_item",
+                flavor="pytorch",
+                model=module,
+                input_example=None,
+                metric=ndcg,
+                value=res.metrics["two_tower"][ndcg],
+                baseline="popularity",
+                baseline_value=res.metrics["popularity"][ndcg],
+            )
+        )
+    return ModelRun(
+        "two_tower_recommender",
+        tags={"group": GROUP, "dataset": dataset, "device": meta["device"]},
+        params={
+            **tt_params,
+            "k": config.k,
+            "device": meta["device"],
+            "training_path": meta["training_path"],
+            "missing_optional_inputs": meta["missing_optional_inputs"],
+        },
+        metrics=metrics,
+        metric_steps={"train_loss": model.loss_history} if model is not None else {},
+        candidates=candidates,
+    )
 
 
 def _two_tower_metadata(trained, k: int, outcome) -> dict:
@@ -528,7 +754,8 @@ def _two_tower_metadata(trained, k: int, outcome) -> dict:
     return {
         "comparison": dg.MetadataValue.md(
             f"{ndcg} on {res.n_eval_users} users (cutoff {res.cutoff:%Y-%m-%d}): two_tower {tt:.4f} {verdict}; "
-            + ", ".join(f"{m} {v:.4f}" for m, v in scores.items() if m != "two_tower")),
+            + ", ".join(f"{m} {v:.4f}" for m, v in scores.items() if m != "two_tower")
+        ),
         "inputs_used": model.inputs_used,
         "final_loss": round(model.loss_history[-1], 4) if model.loss_history else "n/a",
         "fit_seconds": round(res.fit_seconds["two_tower"], 2),
@@ -538,5 +765,13 @@ def _two_tower_metadata(trained, k: int, outcome) -> dict:
 
 
 def build() -> dg.Definitions:
-    return dg.Definitions(assets=[interactions, category_interactions, recommender_evaluation, recommendations,
-                                  related_items, two_tower_recommender])
+    return dg.Definitions(
+        assets=[
+            interactions,
+            category_interactions,
+            recommender_evaluation,
+            recommendations,
+            related_items,
+            two_tower_recommender,
+        ]
+    )

@@ -11,8 +11,8 @@ import dagster as dg
 import pandas as pd
 
 from ecom_pipeline.failure_log import read_failures
-from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.resources import MLflowResource, PathsResource, WarehouseResource
+from ecom_pipeline.routing import WAREHOUSE_POOL
 
 
 def _write(warehouse: WarehouseResource, table: str, frame: pd.DataFrame) -> None:
@@ -27,12 +27,21 @@ def _write(warehouse: WarehouseResource, table: str, frame: pd.DataFrame) -> Non
 
 
 # The assets that train and register models: the report runs after them, so a first run reports what it trained.
-TRAINING_ASSETS = [dg.AssetKey(k) for k in (
-    ["models", "sarima_backtest"], ["models", "lstm_backtest"], ["models", "stgcn_backtest"],
-    ["models", "sentiment_model"], ["models", "image_text_projection"], ["models", "delivery_delay"],
-    ["features", "region_embeddings"], ["models", "recommender_evaluation"], ["models", "two_tower_recommender"],
-    ["serving", "repurchase_scores"],
-)]
+TRAINING_ASSETS = [
+    dg.AssetKey(k)
+    for k in (
+        ["models", "sarima_backtest"],
+        ["models", "lstm_backtest"],
+        ["models", "stgcn_backtest"],
+        ["models", "sentiment_model"],
+        ["models", "image_text_projection"],
+        ["models", "delivery_delay"],
+        ["features", "region_embeddings"],
+        ["models", "recommender_evaluation"],
+        ["models", "two_tower_recommender"],
+        ["serving", "repurchase_scores"],
+    )
+]
 
 
 def _markdown(frame: pd.DataFrame, limit: int = 50) -> str:
@@ -52,8 +61,9 @@ def _markdown(frame: pd.DataFrame, limit: int = 50) -> str:
     description="Every registered model: champion version, its metric beside its baseline, whether it beats "
     "the baseline, its age, and whether the newest version was promoted (and why).",
 )
-def model_registry_report(context: dg.AssetExecutionContext, mlflow: MLflowResource,
-                          warehouse: WarehouseResource) -> dg.MaterializeResult:
+def model_registry_report(
+    context: dg.AssetExecutionContext, mlflow: MLflowResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     from ecom_pipeline.ml.registry import REPORT_COLUMNS, registry_summary
 
     rows = registry_summary(mlflow.client())
@@ -64,8 +74,16 @@ def model_registry_report(context: dg.AssetExecutionContext, mlflow: MLflowResou
     frame["champion_created_at"] = pd.to_datetime(frame["champion_created_at"]).astype("datetime64[us]")
     for col in ("beats_baseline", "latest_promoted"):
         frame[col] = frame[col].astype("boolean")
-    for col in ("model", "latest_version", "champion_version", "metric", "baseline", "latest_reason",
-                "champion_run_id", "champion_uri"):
+    for col in (
+        "model",
+        "latest_version",
+        "champion_version",
+        "metric",
+        "baseline",
+        "latest_reason",
+        "champion_run_id",
+        "champion_uri",
+    ):
         frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
     if frame.empty:
         context.log.info("the model registry is empty: no model has been trained yet")
@@ -73,18 +91,34 @@ def model_registry_report(context: dg.AssetExecutionContext, mlflow: MLflowResou
     if losing:
         context.log.warning(f"champions losing to their baseline: {', '.join(losing)}")
     _write(warehouse, "model_registry_report", frame)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(frame),
-        "models": len(frame),
-        "without_champion": int(frame["champion_version"].isna().sum()),
-        "losing_to_baseline": ", ".join(losing) or "none",
-        "tracking_uri": mlflow.tracking_uri,
-        "registry": dg.MetadataValue.md(_markdown(frame[["model", "champion_version", "metric", "champion_value",
-                                                         "baseline", "baseline_value", "beats_baseline",
-                                                         "champion_age_days", "latest_version",
-                                                         "latest_promoted"]])),
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            "models": len(frame),
+            "without_champion": int(frame["champion_version"].isna().sum()),
+            "losing_to_baseline": ", ".join(losing) or "none",
+            "tracking_uri": mlflow.tracking_uri,
+            "registry": dg.MetadataValue.md(
+                _markdown(
+                    frame[
+                        [
+                            "model",
+                            "champion_version",
+                            "metric",
+                            "champion_value",
+                            "baseline",
+                            "baseline_value",
+                            "beats_baseline",
+                            "champion_age_days",
+                            "latest_version",
+                            "latest_promoted",
+                        ]
+                    ]
+                )
+            ),
+            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+    )
 
 
 FAILURE_COLUMNS = ["run_id", "job_name", "failed_at", "message", "failed_steps", "trigger", "partition"]
@@ -100,23 +134,42 @@ FAILURE_COLUMNS = ["run_id", "job_name", "failed_at", "message", "failed_steps",
     description="Failed runs recorded by the `record_run_failures` sensor (<data_root>/ops/run_failures.jsonl): "
     "job, time, error, failed steps and what triggered the run.",
 )
-def run_failures(context: dg.AssetExecutionContext, paths: PathsResource,
-                 warehouse: WarehouseResource) -> dg.MaterializeResult:
+def run_failures(
+    context: dg.AssetExecutionContext, paths: PathsResource, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     records = read_failures(paths.root)
-    frame = pd.DataFrame([{
-        "run_id": r.get("run_id"), "job_name": r.get("job_name"), "failed_at": r.get("failed_at"),
-        "message": (r.get("message") or "")[:2000], "failed_steps": ",".join(r.get("failed_steps") or []),
-        "trigger": (r.get("tags") or {}).get("ecom/trigger"), "partition": (r.get("tags") or {}).get("dagster/partition"),
-    } for r in records], columns=FAILURE_COLUMNS).astype(object)
+    frame = pd.DataFrame(
+        [
+            {
+                "run_id": r.get("run_id"),
+                "job_name": r.get("job_name"),
+                "failed_at": r.get("failed_at"),
+                "message": (r.get("message") or "")[:2000],
+                "failed_steps": ",".join(r.get("failed_steps") or []),
+                "trigger": (r.get("tags") or {}).get("ecom/trigger"),
+                "partition": (r.get("tags") or {}).get("dagster/partition"),
+            }
+            for r in records
+        ],
+        columns=FAILURE_COLUMNS,
+    ).astype(object)
     frame["failed_at"] = pd.to_datetime(frame["failed_at"]).astype("datetime64[us]")
     by_job = frame.groupby("job_name").size().to_dict() if len(frame) else {}
     _write(warehouse, "run_failures", frame)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(frame),
-        "failures_by_job": {str(k): int(v) for k, v in by_job.items()},
-        "latest": dg.MetadataValue.md(_markdown(frame.sort_values("failed_at", ascending=False)[
-            ["failed_at", "job_name", "failed_steps", "trigger", "run_id"]], 20)),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(frame),
+            "failures_by_job": {str(k): int(v) for k, v in by_job.items()},
+            "latest": dg.MetadataValue.md(
+                _markdown(
+                    frame.sort_values("failed_at", ascending=False)[
+                        ["failed_at", "job_name", "failed_steps", "trigger", "run_id"]
+                    ],
+                    20,
+                )
+            ),
+        }
+    )
 
 
 def build() -> dg.Definitions:

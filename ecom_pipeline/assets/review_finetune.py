@@ -7,8 +7,6 @@ serving gate's decision per setting (fine-tune vs its best baseline) to ``ml.ser
 ``sentiment_finetuned``.
 """
 
-from pathlib import Path
-
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -51,8 +49,12 @@ class ReviewFinetuneConfig(dg.Config):
 
 
 @dg.asset(
-    key=dg.AssetKey(["models", "sentiment_finetuned"]), group_name=GROUP, tags={"ecom/stage": "training"},
-    pool=GPU_POOL, op_tags=GPU_OP_TAGS, kinds={"pytorch", "mlflow"},
+    key=dg.AssetKey(["models", "sentiment_finetuned"]),
+    group_name=GROUP,
+    tags={"ecom/stage": "training"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    kinds={"pytorch", "mlflow"},
     deps=[dg.AssetKey(["features", "review_text_embeddings"]), dg.AssetKey(["staging", "reviews"])],
     description="Review sentiment with the text encoder fine-tuned under a time budget (top layers on cached "
     "bottom-layer states on CPU, every layer on CUDA, class-weighted), vs the frozen-embedding head and TF-IDF "
@@ -60,9 +62,15 @@ class ReviewFinetuneConfig(dg.Config):
     "and ml.model_metrics; registered as `ecom.sentiment_finetuned` (safe format); the serving gate's "
     "decision in ml.serving_decisions (task sentiment_finetuned).",
 )
-def sentiment_finetuned(context: dg.AssetExecutionContext, config: ReviewFinetuneConfig,
-                        warehouse: WarehouseResource, mlflow: MLflowResource, compute: ComputeResource,
-                        source: SourceResource, paths: PathsResource):
+def sentiment_finetuned(
+    context: dg.AssetExecutionContext,
+    config: ReviewFinetuneConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+    compute: ComputeResource,
+    source: SourceResource,
+    paths: PathsResource,
+):
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.encoders.store import bounded_batch
     from ecom_pipeline.ml.serving_gate import record_decisions
@@ -79,28 +87,50 @@ def sentiment_finetuned(context: dg.AssetExecutionContext, config: ReviewFinetun
         context.log.warning(message)
         with warehouse.connect() as con:  # nothing evaluated this run: no earlier decision may stand
             record_decisions(con, TASK, [])
-        return dg.MaterializeResult(metadata={"message": message, "device": device, "training_path": "skipped"})
+        return dg.MaterializeResult(
+            metadata={"message": message, "device": device, "training_path": "skipped"}
+        )
 
     if len(docs) < config.min_reviews:
-        return skipped(f"only {len(docs)} reviews with text and embeddings (< {config.min_reviews}): "
-                       "fine-tune not trained")
-    encoder = load_text_encoder(config.text_encoder, models_dir=paths.models, device=device,
-                                max_length=config.max_length)
-    settings = FinetuneSettings(trainable_layers=compute.sized(config, "trainable_layers", device),
-                                epochs=config.epochs, lr=config.lr, head_lr=config.head_lr,
-                                batch_size=config.batch_size, budget_s=config.budget_s, seed=config.seed,
-                                weight_decay=config.weight_decay, prefix=config.prefix,
-                                lr_schedule=config.lr_schedule, label_smoothing=config.label_smoothing,
-                                average_best=config.average_best)
+        return skipped(
+            f"only {len(docs)} reviews with text and embeddings (< {config.min_reviews}): "
+            "fine-tune not trained"
+        )
+    encoder = load_text_encoder(
+        config.text_encoder, models_dir=paths.models, device=device, max_length=config.max_length
+    )
+    settings = FinetuneSettings(
+        trainable_layers=compute.sized(config, "trainable_layers", device),
+        epochs=config.epochs,
+        lr=config.lr,
+        head_lr=config.head_lr,
+        batch_size=config.batch_size,
+        budget_s=config.budget_s,
+        seed=config.seed,
+        weight_decay=config.weight_decay,
+        prefix=config.prefix,
+        lr_schedule=config.lr_schedule,
+        label_smoothing=config.label_smoothing,
+        average_best=config.average_best,
+    )
     try:
-        rep = compare_with_baselines(docs, emb, encoder, settings=settings, test_fraction=config.test_fraction,
-                                     val_fraction=config.val_fraction, progress=context.log.info)
+        rep = compare_with_baselines(
+            docs,
+            emb,
+            encoder,
+            settings=settings,
+            test_fraction=config.test_fraction,
+            val_fraction=config.val_fraction,
+            progress=context.log.info,
+        )
     except (ValueError, TimeoutError) as exc:
         return skipped(f"fine-tune not trained: {exc}")
     dataset = getattr(source.build(), "name", source.kind)
     recorded = mlflow.record_model(
-        _model_run(config, rep, encoder.version, device, emb_model, dataset), warehouse=warehouse,
-        metric_records=_metric_records(rep, dataset, f"temporal_test@{pd.Timestamp(rep.cutoff):%Y-%m-%d}"))
+        _model_run(config, rep, encoder.version, device, emb_model, dataset),
+        warehouse=warehouse,
+        metric_records=_metric_records(rep, dataset, f"temporal_test@{pd.Timestamp(rep.cutoff):%Y-%m-%d}"),
+    )
     with warehouse.connect() as con:
         record_decisions(con, TASK, list(rep.decisions.values()))
     for setting, decision in rep.decisions.items():
@@ -108,40 +138,89 @@ def sentiment_finetuned(context: dg.AssetExecutionContext, config: ReviewFinetun
     return dg.MaterializeResult(metadata=_metadata(rep, recorded, device, len(docs)))
 
 
-def _model_run(config: ReviewFinetuneConfig, rep, encoder_version: str, device: str, emb_model: str,
-               dataset: str):
+def _model_run(
+    config: ReviewFinetuneConfig, rep, encoder_version: str, device: str, emb_model: str, dataset: str
+):
     """The MLflow run: training settings and timings, every setting's metrics, the history and the model."""
     from ecom_pipeline.ml.registry import Candidate, ModelRun
     from ecom_pipeline.ml.text.finetune import FINETUNED_NAME
 
     ft = rep.finetune
-    params = {"text_encoder": encoder_version, "device": device, "trainable_layers": ft.trainable_layers,
-              "n_layers": ft.n_layers, "budget_s": ft.budget_s, "seconds": ft.seconds,
-              "cpu_seconds": ft.cpu_seconds, "stopped": ft.stopped, "epochs_run": ft.epochs_run,
-              "best_epoch": ft.best_epoch, "lr": config.lr, "head_lr": config.head_lr,
-              "weight_decay": config.weight_decay, "prefix": config.prefix, "lr_schedule": config.lr_schedule,
-              "label_smoothing": config.label_smoothing, "averaged_epochs": str(ft.averaged_epochs),
-              "batch_size": config.batch_size, "n_fit": rep.n_fit, "n_val": rep.n_val, "cutoff": rep.cutoff,
-              "val_cutoff": rep.val_cutoff, "embedding_model": emb_model, "dataset": dataset}
-    metrics = {f"{setting}_{name}_{k}": v for setting, by_model in rep.metrics.items()
-               for name, values in by_model.items() for k, v in values.items()}
-    history = {"history": ft.history, "class_weights": ft.class_weights, "class_bias": ft.class_bias,
-               "comparisons": {s: {k: c.as_dict() for k, c in cs.items()} for s, cs in rep.comparisons.items()},
-               "decisions": {s: d.reason for s, d in rep.decisions.items()}}
-    candidate = Candidate(FINETUNED_NAME, "pytorch", ft.model, None, "macro_f1",
-                          rep.metrics["3class"]["finetuned"]["macro_f1"], baseline="tfidf_logreg",
-                          baseline_value=rep.metrics["3class"]["tfidf"]["macro_f1"])
-    return ModelRun("sentiment_finetuned", tags={"task": "sentiment", "training_path": ft.path}, params=params,
-                    metrics=metrics, dicts={"finetune.json": history}, candidates=[candidate])
+    params = {
+        "text_encoder": encoder_version,
+        "device": device,
+        "trainable_layers": ft.trainable_layers,
+        "n_layers": ft.n_layers,
+        "budget_s": ft.budget_s,
+        "seconds": ft.seconds,
+        "cpu_seconds": ft.cpu_seconds,
+        "stopped": ft.stopped,
+        "epochs_run": ft.epochs_run,
+        "best_epoch": ft.best_epoch,
+        "lr": config.lr,
+        "head_lr": config.head_lr,
+        "weight_decay": config.weight_decay,
+        "prefix": config.prefix,
+        "lr_schedule": config.lr_schedule,
+        "label_smoothing": config.label_smoothing,
+        "averaged_epochs": str(ft.averaged_epochs),
+        "batch_size": config.batch_size,
+        "n_fit": rep.n_fit,
+        "n_val": rep.n_val,
+        "cutoff": rep.cutoff,
+        "val_cutoff": rep.val_cutoff,
+        "embedding_model": emb_model,
+        "dataset": dataset,
+    }
+    metrics = {
+        f"{setting}_{name}_{k}": v
+        for setting, by_model in rep.metrics.items()
+        for name, values in by_model.items()
+        for k, v in values.items()
+    }
+    history = {
+        "history": ft.history,
+        "class_weights": ft.class_weights,
+        "class_bias": ft.class_bias,
+        "comparisons": {s: {k: c.as_dict() for k, c in cs.items()} for s, cs in rep.comparisons.items()},
+        "decisions": {s: d.reason for s, d in rep.decisions.items()},
+    }
+    candidate = Candidate(
+        FINETUNED_NAME,
+        "pytorch",
+        ft.model,
+        None,
+        "macro_f1",
+        rep.metrics["3class"]["finetuned"]["macro_f1"],
+        baseline="tfidf_logreg",
+        baseline_value=rep.metrics["3class"]["tfidf"]["macro_f1"],
+    )
+    return ModelRun(
+        "sentiment_finetuned",
+        tags={"task": "sentiment", "training_path": ft.path},
+        params=params,
+        metrics=metrics,
+        dicts={"finetune.json": history},
+        candidates=[candidate],
+    )
 
 
 def _metric_records(rep, dataset: str, split: str) -> list:
     from ecom_pipeline.resources.model_metrics import MetricRecord
 
     label = f"sentiment_{rep.finetune.path}"
-    return [MetricRecord.from_comparison(comparison, model=label, task=f"sentiment_{setting}", dataset=dataset,
-                                         split=split, baseline=BASELINE_LABELS[key.split("_vs_")[1]])
-            for setting, comparisons in rep.comparisons.items() for key, comparison in comparisons.items()]
+    return [
+        MetricRecord.from_comparison(
+            comparison,
+            model=label,
+            task=f"sentiment_{setting}",
+            dataset=dataset,
+            split=split,
+            baseline=BASELINE_LABELS[key.split("_vs_")[1]],
+        )
+        for setting, comparisons in rep.comparisons.items()
+        for key, comparison in comparisons.items()
+    ]
 
 
 def _metadata(rep, recorded, device: str, reviews_used: int) -> dict:
@@ -149,18 +228,33 @@ def _metadata(rep, recorded, device: str, reviews_used: int) -> dict:
     outcome = recorded.outcomes[0] if recorded.outcomes else None
     summary = {}
     for setting, by_model in rep.metrics.items():
-        summary[setting] = {name: {k: round(v, 4) for k, v in values.items()} for name, values in by_model.items()}
+        summary[setting] = {
+            name: {k: round(v, 4) for k, v in values.items()} for name, values in by_model.items()
+        }
         summary[setting]["n_test"] = rep.n_test[setting]
-        summary[setting]["diff_ci95"] = {k: [round(c.diff, 4), round(c.ci_low, 4), round(c.ci_high, 4)]
-                                         for k, c in rep.comparisons[setting].items()}
+        summary[setting]["diff_ci95"] = {
+            k: [round(c.diff, 4), round(c.ci_low, 4), round(c.ci_high, 4)]
+            for k, c in rep.comparisons[setting].items()
+        }
         summary[setting]["gate"] = rep.decisions[setting].reason
     return {
-        "device": device, "training_path": ft.path, "trainable_layers": ft.trainable_layers,
-        "budget_s": ft.budget_s, "seconds": ft.seconds, "cpu_seconds": ft.cpu_seconds, "stopped": ft.stopped,
-        "epochs_run": ft.epochs_run, "best_epoch": ft.best_epoch, "reviews_used": reviews_used,
-        "n_fit": rep.n_fit, "n_val": rep.n_val, "cutoff": rep.cutoff, "mlflow_run_id": recorded.run_id,
-        "registered": (f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})" if outcome
-                       else "none"),
+        "device": device,
+        "training_path": ft.path,
+        "trainable_layers": ft.trainable_layers,
+        "budget_s": ft.budget_s,
+        "seconds": ft.seconds,
+        "cpu_seconds": ft.cpu_seconds,
+        "stopped": ft.stopped,
+        "epochs_run": ft.epochs_run,
+        "best_epoch": ft.best_epoch,
+        "reviews_used": reviews_used,
+        "n_fit": rep.n_fit,
+        "n_val": rep.n_val,
+        "cutoff": rep.cutoff,
+        "mlflow_run_id": recorded.run_id,
+        "registered": (
+            f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})" if outcome else "none"
+        ),
         "served": dg.MetadataValue.json({s: d.served for s, d in rep.decisions.items()}),
         "results": dg.MetadataValue.json(summary),
     }

@@ -51,13 +51,27 @@ def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.nd
     from ecom_pipeline.ml.encoders.store import read_vectors, table_exists
     from ecom_pipeline.ml.text.reviews import review_documents
 
-    empty = pd.DataFrame(columns=["review_id", "order_id", "customer_id", "product_id", "score", "title", "text",
-                                  "created_at", "doc", "input_hash"])
+    empty = pd.DataFrame(
+        columns=[
+            "review_id",
+            "order_id",
+            "customer_id",
+            "product_id",
+            "score",
+            "title",
+            "text",
+            "created_at",
+            "doc",
+            "input_hash",
+        ]
+    )
     with warehouse.connect(read_only=True) as con:
         if not table_exists(con, "staging.reviews") or not table_exists(con, REVIEW_EMB):
             return empty, np.zeros((0, 0), np.float32), "", 0
-        reviews = con.execute("SELECT review_id, order_id, customer_id, product_id, score, title, text, created_at "
-                              "FROM staging.reviews").fetchdf()
+        reviews = con.execute(
+            "SELECT review_id, order_id, customer_id, product_id, score, title, text, created_at "
+            "FROM staging.reviews"
+        ).fetchdf()
         keys, mat = read_vectors(con, REVIEW_EMB, "review_id")
         model = con.execute(f"SELECT any_value(model) FROM {REVIEW_EMB}").fetchall()[0][0] or ""
     docs = review_documents(reviews)
@@ -66,22 +80,35 @@ def _labelled_reviews(warehouse: WarehouseResource) -> tuple[pd.DataFrame, np.nd
     index = {k: i for i, k in enumerate(keys)}
     with_text = len(docs)
     docs = docs[docs["review_id"].isin(index.keys())].reset_index(drop=True)
-    emb = mat[[index[k] for k in docs["review_id"]]] if len(docs) else np.zeros((0, mat.shape[1] if mat.size else 0),
-                                                                               np.float32)
+    emb = (
+        mat[[index[k] for k in docs["review_id"]]]
+        if len(docs)
+        else np.zeros((0, mat.shape[1] if mat.size else 0), np.float32)
+    )
     return docs, emb, model, with_text - len(docs)
 
 
 @dg.asset(
-    key=dg.AssetKey(["models", "sentiment_model"]), group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
+    key=dg.AssetKey(["models", "sentiment_model"]),
+    group_name=GROUP,
+    tags={"ecom/stage": "training"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     deps=[dg.AssetKey(["features", "review_text_embeddings"]), dg.AssetKey(["staging", "reviews"])],
     kinds={"scikitlearn", "pytorch", "mlflow"},
     description="Review sentiment (3-class and binary) on a time-based split: TF-IDF + logistic regression "
     "baseline vs a classifier head on frozen text embeddings (CPU) or full fine-tuning (CUDA). Metrics to "
     "MLflow and ml.model_metrics; models registered (`ecom.sentiment.<setting>`, champion alias).",
 )
-def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, warehouse: WarehouseResource,
-                    mlflow: MLflowResource, compute: ComputeResource, source: SourceResource,
-                    paths: PathsResource):
+def sentiment_model(
+    context: dg.AssetExecutionContext,
+    config: SentimentConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+    compute: ComputeResource,
+    source: SourceResource,
+    paths: PathsResource,
+):
     from ecom_pipeline.ml.encoders.store import bounded_batch
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.ml.text.sentiment import fit_and_evaluate
@@ -92,14 +119,18 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
     if len(newest) < available:
         keep = np.sort(newest.index.to_numpy())
         docs, emb = docs.iloc[keep].reset_index(drop=True), emb[keep]
-        context.log.info(f"training on the newest {len(docs):,} of {available:,} embedded reviews "
-                         f"(max_train_reviews={config.max_train_reviews:,})")
+        context.log.info(
+            f"training on the newest {len(docs):,} of {available:,} embedded reviews "
+            f"(max_train_reviews={config.max_train_reviews:,})"
+        )
     device = compute.torch_device()
     training_path = "full_finetune" if compute.is_cuda(device) else "frozen_embeddings_head"
     if len(docs) < config.min_reviews:
         msg = f"only {len(docs)} reviews with text and embeddings (< {config.min_reviews}): sentiment not trained"
         context.log.warning(msg)
-        with warehouse.connect() as con:  # no evaluation this run: no earlier decision may keep a head serving
+        with (
+            warehouse.connect() as con
+        ):  # no evaluation this run: no earlier decision may keep a head serving
             record_decisions(con, "sentiment", [])
         return dg.MaterializeResult(metadata={"message": msg, "device": device, "training_path": "skipped"})
     src = source.build()
@@ -108,8 +139,14 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
     for setting in config.settings:
         t0 = time.monotonic()
         try:
-            res = fit_and_evaluate(docs, emb, setting, test_fraction=config.test_fraction, head_C=config.head_C,
-                                   baseline_C=config.baseline_C)
+            res = fit_and_evaluate(
+                docs,
+                emb,
+                setting,
+                test_fraction=config.test_fraction,
+                head_C=config.head_C,
+                baseline_C=config.baseline_C,
+            )
         except ValueError as exc:
             context.log.warning(str(exc))
             summary[setting] = {"message": str(exc)}
@@ -118,29 +155,51 @@ def sentiment_model(context: dg.AssetExecutionContext, config: SentimentConfig, 
         finetuned = _finetuned(config, docs, res, setting, device, paths) if cuda else None
         model_metrics = finetuned[1] if finetuned else res.model_metrics
         path = "full_finetune" if finetuned else res.training_path
-        run = _sentiment_run(config, setting, res, docs, emb, emb_model, device, dataset, training_path,
-                             model_metrics, finetuned)
+        run = _sentiment_run(
+            config,
+            setting,
+            res,
+            docs,
+            emb,
+            emb_model,
+            device,
+            dataset,
+            training_path,
+            model_metrics,
+            finetuned,
+        )
         records = _sentiment_records(res, setting, dataset, model_metrics, path)
         recorded = mlflow.record_model(run, warehouse=warehouse, metric_records=records)
         decisions.append(res.decision)
         summary[setting] = _setting_summary(res, model_metrics, recorded, setting) | {
-            "seconds": round(time.monotonic() - t0, 1)}
-        context.log.info(f"sentiment {setting}: model macro_f1 {model_metrics['macro_f1']:.3f} vs TF-IDF "
-                         f"{res.baseline_metrics['macro_f1']:.3f}; serving {res.decision.served}: "
-                         f"{res.decision.reason}")
+            "seconds": round(time.monotonic() - t0, 1)
+        }
+        context.log.info(
+            f"sentiment {setting}: model macro_f1 {model_metrics['macro_f1']:.3f} vs TF-IDF "
+            f"{res.baseline_metrics['macro_f1']:.3f}; serving {res.decision.served}: "
+            f"{res.decision.reason}"
+        )
     with warehouse.connect() as con:
         # replaced every run (also with no decision: a setting that could not be evaluated serves nothing new)
         record_decisions(con, "sentiment", decisions)
-    return dg.MaterializeResult(metadata={
-        "device": device, "training_path": training_path, "embedding_model": emb_model, "dataset": dataset,
-        "reviews_used": len(docs), "reviews_embedded": available, "max_train_reviews": config.max_train_reviews,
-        "reviews_awaiting_embedding": awaiting,
-        "results": dg.MetadataValue.json(summary),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "device": device,
+            "training_path": training_path,
+            "embedding_model": emb_model,
+            "dataset": dataset,
+            "reviews_used": len(docs),
+            "reviews_embedded": available,
+            "max_train_reviews": config.max_train_reviews,
+            "reviews_awaiting_embedding": awaiting,
+            "results": dg.MetadataValue.json(summary),
+        }
+    )
 
 
-def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, device: str,
-               paths: PathsResource):
+def _finetuned(
+    config: SentimentConfig, docs: pd.DataFrame, res, setting: str, device: str, paths: PathsResource
+):
     """CUDA path: the text encoder fully fine-tuned on the same temporal split (``finetune_classifier`` with
     every layer trainable, no validation window: the last epoch is kept); ``(module, test metrics)``."""
     from ecom_pipeline.ml.encoders import load_text_encoder
@@ -148,44 +207,100 @@ def _finetuned(config: SentimentConfig, docs: pd.DataFrame, res, setting: str, d
     from ecom_pipeline.ml.text.finetune import FinetuneSettings, finetune_classifier, predict_proba
     from ecom_pipeline.ml.text.sentiment import classification_metrics, sentiment_labels
 
-    enc = load_text_encoder(config.text_encoder, models_dir=paths.models,
-                            device=device, max_length=config.max_length)
+    enc = load_text_encoder(
+        config.text_encoder, models_dir=paths.models, device=device, max_length=config.max_length
+    )
     y = sentiment_labels(docs["score"], setting)
     lab = docs[y >= 0].assign(_y=y[y >= 0])
     sp = temporal_split(lab, "created_at", cutoff=res.cutoff)
-    settings = FinetuneSettings(trainable_layers=0, epochs=config.finetune_epochs, lr=config.finetune_lr,
-                                head_lr=config.finetune_lr, batch_size=config.finetune_batch_size,
-                                budget_s=config.finetune_budget_s)
-    ft = finetune_classifier(enc, sp.train["doc"].tolist(), sp.train["_y"].to_numpy(), len(res.classes),
-                             settings=settings)
+    settings = FinetuneSettings(
+        trainable_layers=0,
+        epochs=config.finetune_epochs,
+        lr=config.finetune_lr,
+        head_lr=config.finetune_lr,
+        batch_size=config.finetune_batch_size,
+        budget_s=config.finetune_budget_s,
+    )
+    ft = finetune_classifier(
+        enc, sp.train["doc"].tolist(), sp.train["_y"].to_numpy(), len(res.classes), settings=settings
+    )
     probs = predict_proba(ft.model, enc, sp.test["doc"].tolist())
-    return ft.model.cpu(), classification_metrics(sp.test["_y"], probs.argmax(1), res.classes)  # predicted on device
+    return ft.model.cpu(), classification_metrics(
+        sp.test["_y"], probs.argmax(1), res.classes
+    )  # predicted on device
 
 
-def _sentiment_run(config: SentimentConfig, setting: str, res, docs: pd.DataFrame, emb: np.ndarray,
-                   emb_model: str, device: str, dataset: str, training_path: str, model_metrics: dict,
-                   finetuned):
+def _sentiment_run(
+    config: SentimentConfig,
+    setting: str,
+    res,
+    docs: pd.DataFrame,
+    emb: np.ndarray,
+    emb_model: str,
+    device: str,
+    dataset: str,
+    training_path: str,
+    model_metrics: dict,
+    finetuned,
+):
     """The MLflow record of one setting: model, TF-IDF and majority metrics; the fine-tuned encoder (CUDA),
     the embedding head and the TF-IDF baseline registered, in that order."""
     from ecom_pipeline.ml.registry import Candidate, ModelRun
 
-    candidates = ([Candidate(f"ecom.sentiment_finetuned.{setting}", "pytorch", finetuned[0], None, "macro_f1",
-                             model_metrics["macro_f1"])] if finetuned else [])
-    candidates += [Candidate(MODEL_NAME.format(setting=setting), "sklearn", res.model, emb[:2], "macro_f1",
-                             res.model_metrics["macro_f1"]),
-                   Candidate(BASELINE_NAME.format(setting=setting), "sklearn", res.baseline,
-                             docs["doc"].iloc[:2].tolist(), "macro_f1", res.baseline_metrics["macro_f1"])]
+    candidates = (
+        [
+            Candidate(
+                f"ecom.sentiment_finetuned.{setting}",
+                "pytorch",
+                finetuned[0],
+                None,
+                "macro_f1",
+                model_metrics["macro_f1"],
+            )
+        ]
+        if finetuned
+        else []
+    )
+    candidates += [
+        Candidate(
+            MODEL_NAME.format(setting=setting),
+            "sklearn",
+            res.model,
+            emb[:2],
+            "macro_f1",
+            res.model_metrics["macro_f1"],
+        ),
+        Candidate(
+            BASELINE_NAME.format(setting=setting),
+            "sklearn",
+            res.baseline,
+            docs["doc"].iloc[:2].tolist(),
+            "macro_f1",
+            res.baseline_metrics["macro_f1"],
+        ),
+    ]
     return ModelRun(
         f"sentiment_{setting}",
         tags={"task": "sentiment", "setting": setting, "training_path": training_path},
-        params={"setting": setting, "embedding_model": emb_model, "head_C": config.head_C,
-                "baseline_C": config.baseline_C, "n_train": res.n_train, "n_test": res.n_test,
-                "cutoff": res.cutoff, "device": device, "dataset": dataset},
-        metrics={**{f"model_{k}": v for k, v in model_metrics.items()},
-                 **{f"baseline_{k}": v for k, v in res.baseline_metrics.items()},
-                 **{f"majority_{k}": v for k, v in res.majority_metrics.items()}},
+        params={
+            "setting": setting,
+            "embedding_model": emb_model,
+            "head_C": config.head_C,
+            "baseline_C": config.baseline_C,
+            "n_train": res.n_train,
+            "n_test": res.n_test,
+            "cutoff": res.cutoff,
+            "device": device,
+            "dataset": dataset,
+        },
+        metrics={
+            **{f"model_{k}": v for k, v in model_metrics.items()},
+            **{f"baseline_{k}": v for k, v in res.baseline_metrics.items()},
+            **{f"majority_{k}": v for k, v in res.majority_metrics.items()},
+        },
         dicts={"classes.json": {"classes": list(res.classes), "embedding_model": emb_model}},
-        candidates=candidates)
+        candidates=candidates,
+    )
 
 
 def _sentiment_records(res, setting: str, dataset: str, model_metrics: dict, path: str) -> list:
@@ -195,17 +310,44 @@ def _sentiment_records(res, setting: str, dataset: str, model_metrics: dict, pat
 
     split = f"temporal_test@{pd.Timestamp(res.cutoff):%Y-%m-%d}"
     task = f"sentiment_{setting}"
-    records = [MetricRecord.from_comparison(res.comparison, model="sentiment_frozen_embeddings_head",
-                                            task=task, dataset=dataset, split=split, baseline="tfidf_logreg")]
+    records = [
+        MetricRecord.from_comparison(
+            res.comparison,
+            model="sentiment_frozen_embeddings_head",
+            task=task,
+            dataset=dataset,
+            split=split,
+            baseline="tfidf_logreg",
+        )
+    ]
     for metric, value in model_metrics.items():
         if path == "frozen_embeddings_head" and metric == "macro_f1":
             continue  # written above with its interval
-        records.append(MetricRecord(f"sentiment_{path}", task, dataset, split, metric, value, "tfidf_logreg",
-                                    res.baseline_metrics.get(metric)))
+        records.append(
+            MetricRecord(
+                f"sentiment_{path}",
+                task,
+                dataset,
+                split,
+                metric,
+                value,
+                "tfidf_logreg",
+                res.baseline_metrics.get(metric),
+            )
+        )
     for metric in ("accuracy", "macro_f1"):
-        records.append(MetricRecord("tfidf_logreg", task, dataset, split, metric,
-                                    res.baseline_metrics[metric], "majority_class",
-                                    res.majority_metrics[metric]))
+        records.append(
+            MetricRecord(
+                "tfidf_logreg",
+                task,
+                dataset,
+                split,
+                metric,
+                res.baseline_metrics[metric],
+                "majority_class",
+                res.majority_metrics[metric],
+            )
+        )
     return records
 
 
@@ -213,17 +355,22 @@ def _setting_summary(res, model_metrics: dict, recorded, setting: str) -> dict:
     head_out = recorded.outcome(MODEL_NAME.format(setting=setting))
     base_out = recorded.outcome(BASELINE_NAME.format(setting=setting))
     c = res.comparison
-    return {"model": {k: round(v, 4) for k, v in model_metrics.items()},
-            "baseline_tfidf": {k: round(v, 4) for k, v in res.baseline_metrics.items()},
-            "majority": {k: round(v, 4) for k, v in res.majority_metrics.items()},
-            "model_beats_baseline_macro_f1": bool(model_metrics["macro_f1"]
-                                                  > res.baseline_metrics["macro_f1"]),
-            "macro_f1_diff_ci95": [round(c.ci_low, 4), round(c.ci_high, 4)],
-            "n_test_units": c.n_units, "served": res.decision.served,
-            "gate_reason": res.decision.reason, "n_train": res.n_train,
-            "n_test": res.n_test, "cutoff": res.cutoff, "mlflow_run_id": recorded.run_id,
-            "registered": f"{head_out.name} v{head_out.version} (promoted={head_out.promoted})",
-            "baseline_registered": f"{base_out.name} v{base_out.version}"}
+    return {
+        "model": {k: round(v, 4) for k, v in model_metrics.items()},
+        "baseline_tfidf": {k: round(v, 4) for k, v in res.baseline_metrics.items()},
+        "majority": {k: round(v, 4) for k, v in res.majority_metrics.items()},
+        "model_beats_baseline_macro_f1": bool(model_metrics["macro_f1"] > res.baseline_metrics["macro_f1"]),
+        "macro_f1_diff_ci95": [round(c.ci_low, 4), round(c.ci_high, 4)],
+        "n_test_units": c.n_units,
+        "served": res.decision.served,
+        "gate_reason": res.decision.reason,
+        "n_train": res.n_train,
+        "n_test": res.n_test,
+        "cutoff": res.cutoff,
+        "mlflow_run_id": recorded.run_id,
+        "registered": f"{head_out.name} v{head_out.version} (promoted={head_out.promoted})",
+        "baseline_registered": f"{base_out.name} v{base_out.version}",
+    }
 
 
 class ReviewSentimentConfig(dg.Config):
@@ -233,17 +380,29 @@ class ReviewSentimentConfig(dg.Config):
 
 
 @dg.asset(
-    key=dg.AssetKey(["features", "review_sentiment"]), group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
-    deps=[dg.AssetKey(["models", "sentiment_model"]), dg.AssetKey(["models", "sentiment_finetuned"]),
-          dg.AssetKey(["features", "review_text_embeddings"])],
+    key=dg.AssetKey(["features", "review_sentiment"]),
+    group_name=GROUP,
+    tags={"ecom/stage": "scoring"},
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    deps=[
+        dg.AssetKey(["models", "sentiment_model"]),
+        dg.AssetKey(["models", "sentiment_finetuned"]),
+        dg.AssetKey(["features", "review_text_embeddings"]),
+    ],
     description="Per review: class probabilities (negative/neutral/positive), the predicted label, and in `model` "
     "the model that produced the row: the fine-tuned encoder `ecom.sentiment_finetuned` when the serving gate "
     "(ml.serving_decisions, task sentiment_finetuned, scope 3class) says it beat its best baseline "
     "significantly; otherwise the embedding head `ecom.sentiment.3class` only when the gate (task sentiment, "
     "scope 3class) says it beat TF-IDF significantly, else the TF-IDF baseline `ecom.sentiment_baseline.3class`.",
 )
-def review_sentiment(context: dg.AssetExecutionContext, config: ReviewSentimentConfig, warehouse: WarehouseResource,
-                     mlflow: MLflowResource, paths: PathsResource):
+def review_sentiment(
+    context: dg.AssetExecutionContext,
+    config: ReviewSentimentConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+    paths: PathsResource,
+):
     from mlflow.exceptions import MlflowException
 
     from ecom_pipeline.ml.registry import load_serving_model
@@ -253,16 +412,30 @@ def review_sentiment(context: dg.AssetExecutionContext, config: ReviewSentimentC
 
     docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
     head_name, base_name = MODEL_NAME.format(setting="3class"), BASELINE_NAME.format(setting="3class")
-    out = pd.DataFrame(columns=["review_id", "product_id", "p_negative", "p_neutral", "p_positive", "label",
-                                "model", "model_version"])
+    out = pd.DataFrame(
+        columns=[
+            "review_id",
+            "product_id",
+            "p_negative",
+            "p_neutral",
+            "p_positive",
+            "label",
+            "model",
+            "model_version",
+        ]
+    )
     with warehouse.connect(read_only=True) as con:
-        finetuned, ft_why = served_model(con, "sentiment_finetuned", "3class", candidate=FINETUNED_NAME,
-                                         baseline=head_name)
+        finetuned, ft_why = served_model(
+            con, "sentiment_finetuned", "3class", candidate=FINETUNED_NAME, baseline=head_name
+        )
         chosen, why = served_model(con, "sentiment", "3class", candidate=head_name, baseline=base_name)
     # the fine-tune first where its gate row serves it; otherwise (or if it does not load) what served before
     order = [FINETUNED_NAME] if finetuned == FINETUNED_NAME else []
-    messages = [f"serving {FINETUNED_NAME}: {ft_why}" if order else
-                f"not serving {FINETUNED_NAME} ({ft_why}); serving {chosen}: {why}"]
+    messages = [
+        f"serving {FINETUNED_NAME}: {ft_why}"
+        if order
+        else f"not serving {FINETUNED_NAME} ({ft_why}); serving {chosen}: {why}"
+    ]
     if len(docs):
         client = mlflow.client()
         for name in dict.fromkeys(order + [chosen, base_name]):  # the gate's choice, else its baseline
@@ -282,8 +455,10 @@ def review_sentiment(context: dg.AssetExecutionContext, config: ReviewSentimentC
                 tag, model_classes = f"v{version}", list(range(probs.shape[1]))  # outputs index the classes
             elif name == head_name:
                 if getattr(model, "n_features_in_", emb.shape[1]) != emb.shape[1]:
-                    messages.append(f"{name} was trained on a different embedding model: re-run sentiment_model; "
-                                    f"serving {base_name}")
+                    messages.append(
+                        f"{name} was trained on a different embedding model: re-run sentiment_model; "
+                        f"serving {base_name}"
+                    )
                     continue
                 probs, tag = model.predict_proba(emb), f"v{version} on {emb_model}"
                 model_classes = list(model.classes_)
@@ -294,7 +469,9 @@ def review_sentiment(context: dg.AssetExecutionContext, config: ReviewSentimentC
             out = pd.DataFrame({"review_id": docs["review_id"], "product_id": docs["product_id"]})
             for j, c in enumerate(classes):
                 out[f"p_{c}"] = probs[:, model_classes.index(j)] if j in model_classes else 0.0
-            out["label"] = [classes[i] for i in np.argmax(out[[f"p_{c}" for c in classes]].to_numpy(), axis=1)]
+            out["label"] = [
+                classes[i] for i in np.argmax(out[[f"p_{c}" for c in classes]].to_numpy(), axis=1)
+            ]
             out["model"] = name
             out["model_version"] = tag
             break
@@ -311,27 +488,38 @@ def review_sentiment(context: dg.AssetExecutionContext, config: ReviewSentimentC
                         model_version::VARCHAR model_version FROM _s""")
         con.unregister("_s")
     if awaiting:
-        context.log.warning(f"{awaiting:,} reviews with text have no embedding yet (embedding backlog): "
-                            "no sentiment for them until review_text_embeddings catches up")
-    return dg.MaterializeResult(metadata={"dagster/row_count": len(out), "message": message,
-                                          "served_model": str(out["model"].iloc[0]) if len(out) else "none",
-                                          "reviews_awaiting_embedding": awaiting,
-                                          "labels": out["label"].value_counts().to_dict() if len(out) else {}})
+        context.log.warning(
+            f"{awaiting:,} reviews with text have no embedding yet (embedding backlog): "
+            "no sentiment for them until review_text_embeddings catches up"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(out),
+            "message": message,
+            "served_model": str(out["model"].iloc[0]) if len(out) else "none",
+            "reviews_awaiting_embedding": awaiting,
+            "labels": out["label"].value_counts().to_dict() if len(out) else {},
+        }
+    )
 
 
-def _finetuned_probs(model, texts: list[str], config: ReviewSentimentConfig,
-                     paths: PathsResource) -> tuple[np.ndarray | None, str | None]:
+def _finetuned_probs(
+    model, texts: list[str], config: ReviewSentimentConfig, paths: PathsResource
+) -> tuple[np.ndarray | None, str | None]:
     """3-class probabilities of the fine-tuned encoder (one full forward per review, on CPU), or why not."""
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.text.finetune import predict_proba
     from ecom_pipeline.ml.text.sentiment import SETTINGS
 
-    encoder = load_text_encoder(config.text_encoder, models_dir=paths.models, device="cpu",
-                                max_length=config.max_length)
+    encoder = load_text_encoder(
+        config.text_encoder, models_dir=paths.models, device="cpu", max_length=config.max_length
+    )
     vocab = model.backbone.config.vocab_size
     if len(encoder.tokenizer) > vocab or model.head.out_features != len(SETTINGS["3class"]):
-        return None, (f"does not match {config.text_encoder}'s tokenizer ({len(encoder.tokenizer)} tokens vs "
-                      f"{vocab}) or the 3 classes: re-run sentiment_finetuned")
+        return None, (
+            f"does not match {config.text_encoder}'s tokenizer ({len(encoder.tokenizer)} tokens vs "
+            f"{vocab}) or the 3 classes: re-run sentiment_finetuned"
+        )
     return predict_proba(model, encoder, texts), None
 
 
@@ -344,22 +532,39 @@ AGGREGATES = {
 
 
 @dg.asset(
-    key=dg.AssetKey(["reports", "sentiment_aggregates"]), group_name=GROUP, tags={"ecom/stage": "scoring"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
-    deps=[dg.AssetKey(["features", "review_sentiment"]), dg.AssetKey(["staging", "order_items"]),
-          dg.AssetKey(["staging", "products"]), dg.AssetKey(["staging", "customers"])],
+    key=dg.AssetKey(["reports", "sentiment_aggregates"]),
+    group_name=GROUP,
+    tags={"ecom/stage": "scoring"},
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    deps=[
+        dg.AssetKey(["features", "review_sentiment"]),
+        dg.AssetKey(["staging", "order_items"]),
+        dg.AssetKey(["staging", "products"]),
+        dg.AssetKey(["staging", "customers"]),
+    ],
     description="Satisfaction per product, seller, category and customer state × month: reviews, mean "
     "score, share predicted negative, mean P(positive). Tables reports.sentiment_by_<level>.",
 )
-def sentiment_aggregates(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                         paths: PathsResource):
+def sentiment_aggregates(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, paths: PathsResource
+):
     from ecom_pipeline.ml.encoders.store import table_exists
     from ecom_pipeline.ml.text.aggregates import sentiment_aggregate_sql
     from ecom_pipeline.ml.text.plots import plot_share_negative
 
     counts = {}
     with warehouse.connect() as con:
-        have = {t: table_exists(con, t) for t in ("staging.reviews", SENTIMENT_TABLE, "staging.order_items",
-                                                  "staging.products", "staging.customers")}
+        have = {
+            t: table_exists(con, t)
+            for t in (
+                "staging.reviews",
+                SENTIMENT_TABLE,
+                "staging.order_items",
+                "staging.products",
+                "staging.customers",
+            )
+        }
         for level in AGGREGATES:
             table = f"reports.sentiment_by_{level}"
             con.execute(f"CREATE OR REPLACE TABLE {table} AS {sentiment_aggregate_sql(level, have)}")
@@ -384,16 +589,28 @@ class TopicConfig(dg.Config):
 
 
 @dg.asset(
-    key=dg.AssetKey(["features", "review_topics"]), group_name=GROUP, tags={"ecom/stage": "features"}, pool=WAREHOUSE_POOL, kinds={"duckdb"},
-    deps=[dg.AssetKey(["features", "review_text_embeddings"]), dg.AssetKey(["staging", "reviews"]),
-          dg.AssetKey(["staging", "customers"])],
+    key=dg.AssetKey(["features", "review_topics"]),
+    group_name=GROUP,
+    tags={"ecom/stage": "features"},
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    deps=[
+        dg.AssetKey(["features", "review_text_embeddings"]),
+        dg.AssetKey(["staging", "reviews"]),
+        dg.AssetKey(["staging", "customers"]),
+    ],
     description="Complaint topics: k-means clusters of negative/neutral review embeddings labelled with "
     "c-TF-IDF terms and mapped to a customer-service intent (late delivery, not received, wrong or damaged "
     "item, quality, seller service, other) by similarity to intent descriptions; plus "
     "`reports.intent_trend` (intent × month × state).",
 )
-def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, warehouse: WarehouseResource,
-                  compute: ComputeResource, paths: PathsResource):
+def review_topics(
+    context: dg.AssetExecutionContext,
+    config: TopicConfig,
+    warehouse: WarehouseResource,
+    compute: ComputeResource,
+    paths: PathsResource,
+):
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.encoders.store import table_exists
     from ecom_pipeline.ml.text.topics import intent_matrix, topic_table
@@ -404,11 +621,24 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
     names, ivecs = [], np.zeros((0, 0), np.float32)
     if len(docs):
         enc_name = emb_model.removesuffix("+int8") or config.text_encoder
-        enc = load_text_encoder(enc_name, models_dir=paths.models, device="cpu",
-                                quantize=emb_model.endswith("+int8"), backend="auto")
+        enc = load_text_encoder(
+            enc_name,
+            models_dir=paths.models,
+            device="cpu",
+            quantize=emb_model.endswith("+int8"),
+            backend="auto",
+        )
         names, ivecs = intent_matrix(enc)
-    per, topics = topic_table(docs["review_id"].tolist(), docs["doc"].tolist(), emb, names, ivecs,
-                              n_clusters=config.n_clusters, top_n=config.top_terms, seed=config.seed)
+    per, topics = topic_table(
+        docs["review_id"].tolist(),
+        docs["doc"].tolist(),
+        emb,
+        names,
+        ivecs,
+        n_clusters=config.n_clusters,
+        top_n=config.top_terms,
+        seed=config.seed,
+    )
     per["model"] = emb_model
     with warehouse.connect() as con:
         con.register("_t", per)
@@ -417,8 +647,11 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
                         review_intent::VARCHAR review_intent, intent_similarity::DOUBLE intent_similarity,
                         model::VARCHAR model FROM _t""")
         con.unregister("_t")
-        state = ("LEFT JOIN staging.customers c ON c.customer_id = r.customer_id"
-                 if table_exists(con, "staging.customers") else "")
+        state = (
+            "LEFT JOIN staging.customers c ON c.customer_id = r.customer_id"
+            if table_exists(con, "staging.customers")
+            else ""
+        )
         con.execute(f"""CREATE OR REPLACE TABLE reports.intent_trend AS
             SELECT t.topic_intent AS intent, date_trunc('month', r.created_at)::DATE AS month,
                    {"c.state" if state else "NULL::VARCHAR"} AS state, count(*)::BIGINT AS reviews
@@ -430,14 +663,23 @@ def review_topics(context: dg.AssetExecutionContext, config: TopicConfig, wareho
     from ecom_pipeline.ml.text.plots import plot_intent_trend
 
     png = plot_intent_trend(trend, paths.report("intent_trend.png"))
-    plot_meta = ({"plot": dg.MetadataValue.md(f"![intent trend]({png.resolve().as_uri()})\n\n`{png}`"),
-                  "plot_path": dg.MetadataValue.path(str(png))} if png else {})
-    return dg.MaterializeResult(metadata=plot_meta | {
-        "dagster/row_count": len(per), "reviews_awaiting_embedding": awaiting,
-        "topics": dg.MetadataValue.md(topics.to_markdown(index=False)
-                                                                     if len(topics) else "none"),
-        "intents": per["topic_intent"].value_counts().to_dict() if len(per) else {},
-    })
+    plot_meta = (
+        {
+            "plot": dg.MetadataValue.md(f"![intent trend]({png.resolve().as_uri()})\n\n`{png}`"),
+            "plot_path": dg.MetadataValue.path(str(png)),
+        }
+        if png
+        else {}
+    )
+    return dg.MaterializeResult(
+        metadata=plot_meta
+        | {
+            "dagster/row_count": len(per),
+            "reviews_awaiting_embedding": awaiting,
+            "topics": dg.MetadataValue.md(topics.to_markdown(index=False) if len(topics) else "none"),
+            "intents": per["topic_intent"].value_counts().to_dict() if len(per) else {},
+        }
+    )
 
 
 def build() -> dg.Definitions:

@@ -17,8 +17,16 @@ from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
 
 TASK = "recommendation_sequence"  # the task in ml.serving_decisions / ml.model_metrics
 REGISTERED_NAME = "ecom.recsys.sasrec_item"
-ALL_SEQUENCE_MODELS = ("popularity", "recent_popularity", "regional_popularity", "item_knn", "repeat", "als",
-                       "two_tower", "sasrec")
+ALL_SEQUENCE_MODELS = (
+    "popularity",
+    "recent_popularity",
+    "regional_popularity",
+    "item_knn",
+    "repeat",
+    "als",
+    "two_tower",
+    "sasrec",
+)
 
 
 class SequenceRecommenderConfig(dg.Config):
@@ -50,23 +58,36 @@ def _side_inputs(warehouse: WarehouseResource) -> tuple[pd.DataFrame, pd.DataFra
 
     with warehouse.connect(read_only=True) as con:
         products = read_table(con, "staging.products", ["product_id", "category", "price"])
-        emb = (read_table(con, "features.product_embeddings", ["product_id", "embedding"])
-               if table_exists(con, "features.product_embeddings") else None)
+        emb = (
+            read_table(con, "features.product_embeddings", ["product_id", "embedding"])
+            if table_exists(con, "features.product_embeddings")
+            else None
+        )
     return products, emb
 
 
 @dg.asset(
-    key_prefix=["models"], group_name=GROUP, tags={"ecom/stage": "training"}, pool=GPU_POOL, op_tags=GPU_OP_TAGS,
-    kinds={"pytorch", "mlflow", "duckdb"}, deps=[INTERACTIONS, dg.AssetKey(["features", "product_embeddings"])],
+    key_prefix=["models"],
+    group_name=GROUP,
+    tags={"ecom/stage": "training"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    kinds={"pytorch", "mlflow", "duckdb"},
+    deps=[INTERACTIONS, dg.AssetKey(["features", "product_embeddings"])],
     description="Sequence recommender (SASRec-style self-attention over each customer's ordered baskets, item "
     "= id + product embedding, learned repeat term) against popularity, item-kNN, 'repeat' (own most-bought "
     "items), ALS and the two-tower on the user-level temporal split; per-segment serving gate "
     "(ml.serving_decisions task recommendation_sequence), ml.model_metrics with intervals, MLflow "
     "(ecom.recsys.sasrec_item), serving.sequence_recommendations from the model each segment's gate serves.",
 )
-def sequence_recommender(context: dg.AssetExecutionContext, config: SequenceRecommenderConfig,
-                         warehouse: WarehouseResource, mlflow: MLflowResource, compute: ComputeResource,
-                         source: SourceResource) -> dg.MaterializeResult:
+def sequence_recommender(
+    context: dg.AssetExecutionContext,
+    config: SequenceRecommenderConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+    compute: ComputeResource,
+    source: SourceResource,
+) -> dg.MaterializeResult:
     from ecom_pipeline.ml.recsys.sequence import (
         evaluate_sequence_models,
         evaluation_frame,
@@ -80,41 +101,80 @@ def sequence_recommender(context: dg.AssetExecutionContext, config: SequenceReco
     interactions, regions = _interactions(warehouse), _user_regions(warehouse)
     products, product_embeddings = _side_inputs(warehouse)
     params = _params(config, compute.sized(config, "batch_size", device))
-    fit_args = {"sasrec": {"product_embeddings": product_embeddings, "device": device},
-                "two_tower": {"products": products, "product_embeddings": product_embeddings, "device": device}}
-    res = evaluate_sequence_models(interactions, k=config.k, models=tuple(config.models), params=params,
-                                   fit_args=fit_args, user_regions=regions, exclude_seen=config.exclude_seen,
-                                   test_fraction=config.test_fraction, min_eval_users=config.min_eval_users,
-                                   seed=config.seed, log=context.log.info)
+    fit_args = {
+        "sasrec": {"product_embeddings": product_embeddings, "device": device},
+        "two_tower": {"products": products, "product_embeddings": product_embeddings, "device": device},
+    }
+    res = evaluate_sequence_models(
+        interactions,
+        k=config.k,
+        models=tuple(config.models),
+        params=params,
+        fit_args=fit_args,
+        user_regions=regions,
+        exclude_seen=config.exclude_seen,
+        test_fraction=config.test_fraction,
+        min_eval_users=config.min_eval_users,
+        seed=config.seed,
+        log=context.log.info,
+    )
     if res.message:
         context.log.warning(res.message)
     decisions, comparisons = gate_segments(res, TASK) if res.metrics else ([], [])
     protocol = "new_items" if config.exclude_seen else "repeats"
-    records = _metric_records(res, comparisons, config.k, f"{source.kind}:item_{protocol}",
-                              f"temporal@{pd.Timestamp(res.cutoff):%Y-%m-%d}")
-    recorded = mlflow.record_model(_model_run(config, params["sasrec"], res, device, protocol, source.kind),
-                                   warehouse=warehouse, metric_records=records)
+    records = _metric_records(
+        res,
+        comparisons,
+        config.k,
+        f"{source.kind}:item_{protocol}",
+        f"temporal@{pd.Timestamp(res.cutoff):%Y-%m-%d}",
+    )
+    recorded = mlflow.record_model(
+        _model_run(config, params["sasrec"], res, device, protocol, source.kind),
+        warehouse=warehouse,
+        metric_records=records,
+    )
     outcome = recorded.outcome(REGISTERED_NAME)
     if outcome is not None:
         context.log.info(f"registered {outcome.name} v{outcome.version}: {outcome.reason}")
     serving = serving_recommendations(
-        interactions, {d.scope: d.served for d in decisions}, res, params=params, fit_args=fit_args, k=config.k,
-        exclude_seen=config.exclude_seen, user_regions=regions,
-        registered=f"{REGISTERED_NAME} v{outcome.version}" if outcome else None)
+        interactions,
+        {d.scope: d.served for d in decisions},
+        res,
+        params=params,
+        fit_args=fit_args,
+        k=config.k,
+        exclude_seen=config.exclude_seen,
+        user_regions=regions,
+        registered=f"{REGISTERED_NAME} v{outcome.version}" if outcome else None,
+    )
     with warehouse.connect() as con:
         write_table(con, "ml.sequence_evaluation", evaluation_frame(comparisons, protocol, res.cutoff))
         record_decisions(con, TASK, decisions)
         write_table(con, "serving.sequence_recommendations", serving)
-    return dg.MaterializeResult(metadata=_metadata(res, comparisons, decisions, outcome, len(serving),
-                                                   recorded.run_id, device, protocol))
+    return dg.MaterializeResult(
+        metadata=_metadata(
+            res, comparisons, decisions, outcome, len(serving), recorded.run_id, device, protocol
+        )
+    )
 
 
 def _params(config: SequenceRecommenderConfig, batch_size: int) -> dict:
-    sasrec = {"dim": config.dim, "max_len": config.max_len, "layers": config.layers, "heads": config.heads,
-              "dropout": config.dropout, "lr": config.lr, "max_epochs": config.max_epochs,
-              "batch_size": batch_size, "patience": config.patience,
-              "validation_fraction": config.validation_fraction, "k": config.k, "seed": config.seed,
-              "max_seconds": config.max_seconds}
+    sasrec = {
+        "dim": config.dim,
+        "max_len": config.max_len,
+        "layers": config.layers,
+        "heads": config.heads,
+        "dropout": config.dropout,
+        "lr": config.lr,
+        "max_epochs": config.max_epochs,
+        "batch_size": batch_size,
+        "patience": config.patience,
+        "validation_fraction": config.validation_fraction,
+        "k": config.k,
+        "seed": config.seed,
+        "max_seconds": config.max_seconds,
+    }
     return {"sasrec": sasrec, "two_tower": {"max_seconds": config.two_tower_max_seconds, "seed": config.seed}}
 
 
@@ -124,14 +184,32 @@ def _metric_records(res, comparisons, k: int, dataset: str, split: str) -> list[
 
     scores = {m: v.get(f"ndcg@{k}") for m, v in res.metrics.items()}
     best = max((m for m in scores if m in SEQUENCE_BASELINES), key=scores.get, default=None)
-    records = [MetricRecord(model=m, task=TASK, dataset=dataset, split=split, metric=name, value=v,
-                            baseline=best or "", baseline_value=res.metrics.get(best, {}).get(name))
-               for m, ms in res.metrics.items() for name, v in ms.items() if not math.isnan(v)]
-    return records + [MetricRecord.from_comparison(c, model=m, task=TASK, dataset=f"{dataset}:{seg}", split=split,
-                                                   baseline=b) for seg, m, b, c in comparisons]
+    records = [
+        MetricRecord(
+            model=m,
+            task=TASK,
+            dataset=dataset,
+            split=split,
+            metric=name,
+            value=v,
+            baseline=best or "",
+            baseline_value=res.metrics.get(best, {}).get(name),
+        )
+        for m, ms in res.metrics.items()
+        for name, v in ms.items()
+        if not math.isnan(v)
+    ]
+    return records + [
+        MetricRecord.from_comparison(
+            c, model=m, task=TASK, dataset=f"{dataset}:{seg}", split=split, baseline=b
+        )
+        for seg, m, b, c in comparisons
+    ]
 
 
-def _model_run(config: SequenceRecommenderConfig, sasrec: dict, res, device: str, protocol: str, dataset: str):
+def _model_run(
+    config: SequenceRecommenderConfig, sasrec: dict, res, device: str, protocol: str, dataset: str
+):
     """The MLflow run: parameters, per-model metrics, SASRec's loss and validation curves and its network."""
     from ecom_pipeline.ml.recsys.sequence import SEQUENCE_BASELINES
     from ecom_pipeline.ml.registry import Candidate, ModelRun
@@ -140,40 +218,83 @@ def _model_run(config: SequenceRecommenderConfig, sasrec: dict, res, device: str
     scores = {m: v.get(ndcg) for m, v in res.metrics.items()}
     best = max((m for m in scores if m in SEQUENCE_BASELINES), key=scores.get, default=None)
     metrics = {f"users.{s}": n for s, n in res.users.items()}
-    metrics |= {_mlflow_name(f"item.{m}.{k}"): v for m, ms in res.metrics.items() for k, v in ms.items()
-                if not math.isnan(v)}
+    metrics |= {
+        _mlflow_name(f"item.{m}.{k}"): v
+        for m, ms in res.metrics.items()
+        for k, v in ms.items()
+        if not math.isnan(v)
+    }
     model = res.fitted.get("sasrec")
-    run = ModelRun("sequence_recommender", tags={"group": GROUP, "dataset": dataset, "device": device,
-                                                 "protocol": protocol},
-                   params={**{f"sasrec.{k}": v for k, v in sasrec.items()}, "k": config.k, "device": device,
-                           "protocol": protocol, "models": ",".join(config.models)}, metrics=metrics)
+    run = ModelRun(
+        "sequence_recommender",
+        tags={"group": GROUP, "dataset": dataset, "device": device, "protocol": protocol},
+        params={
+            **{f"sasrec.{k}": v for k, v in sasrec.items()},
+            "k": config.k,
+            "device": device,
+            "protocol": protocol,
+            "models": ",".join(config.models),
+        },
+        metrics=metrics,
+    )
     if model is not None:
-        run.metric_steps = {"sasrec.train_loss": list(model.loss_history),
-                            _mlflow_name(f"sasrec.validation_{ndcg}"): list(model.validation_curve)}
-        run.candidates = [Candidate(name=REGISTERED_NAME, flavor="pytorch", model=model.net.cpu(),
-                                    input_example=None, metric=ndcg, value=scores["sasrec"], baseline=best,
-                                    baseline_value=scores.get(best))]
+        run.metric_steps = {
+            "sasrec.train_loss": list(model.loss_history),
+            _mlflow_name(f"sasrec.validation_{ndcg}"): list(model.validation_curve),
+        }
+        run.candidates = [
+            Candidate(
+                name=REGISTERED_NAME,
+                flavor="pytorch",
+                model=model.net.cpu(),
+                input_example=None,
+                metric=ndcg,
+                value=scores["sasrec"],
+                baseline=best,
+                baseline_value=scores.get(best),
+            )
+        ]
     return run
 
 
-def _metadata(res, comparisons, decisions, outcome, rows: int, run_id: str, device: str, protocol: str) -> dict:
+def _metadata(
+    res, comparisons, decisions, outcome, rows: int, run_id: str, device: str, protocol: str
+) -> dict:
     from ecom_pipeline.ml.recsys.sequence import versus_non_personalised
 
     target = versus_non_personalised(res) if res.metrics else {}
     sas = res.fitted.get("sasrec")
     return {
-        "dagster/row_count": rows, "mlflow_run_id": run_id, "device": device, "protocol": protocol,
-        "cutoff": str(res.cutoff), "evaluable_customers": res.users,
-        "comparison": dg.MetadataValue.md("\n".join(
-            f"- {seg}: {m} {c.candidate_value:.4f} vs {b} {c.baseline_value:.4f}, difference "
-            f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] over {c.n_units} customers" for seg, m, b, c in comparisons)
-            or f"not evaluated: {res.message}"),
+        "dagster/row_count": rows,
+        "mlflow_run_id": run_id,
+        "device": device,
+        "protocol": protocol,
+        "cutoff": str(res.cutoff),
+        "evaluable_customers": res.users,
+        "comparison": dg.MetadataValue.md(
+            "\n".join(
+                f"- {seg}: {m} {c.candidate_value:.4f} vs {b} {c.baseline_value:.4f}, difference "
+                f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] over {c.n_units} customers"
+                for seg, m, b, c in comparisons
+            )
+            or f"not evaluated: {res.message}"
+        ),
         "served": {d.scope: f"{d.served} ({d.reason})" for d in decisions},
-        "personalised_vs_non_personalised": {k: (round(v, 4) if isinstance(v, float) else v)
-                                             for k, v in target.items()},
-        "sasrec": ({"chosen_epochs": sas.chosen_epochs, "stopped": sas.stopped_early or "no",
-                    "inputs_used": sas.inputs_used} if sas else "not trained"),
-        "registered": f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})" if outcome else "none",
+        "personalised_vs_non_personalised": {
+            k: (round(v, 4) if isinstance(v, float) else v) for k, v in target.items()
+        },
+        "sasrec": (
+            {
+                "chosen_epochs": sas.chosen_epochs,
+                "stopped": sas.stopped_early or "no",
+                "inputs_used": sas.inputs_used,
+            }
+            if sas
+            else "not trained"
+        ),
+        "registered": f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})"
+        if outcome
+        else "none",
     }
 
 

@@ -4,13 +4,11 @@ with differential privacy (Laplace noise on clipped per-customer contributions, 
 The asset writes ``reports.regional_demand_dp`` and ``<data_root>/reports/regional_demand_dp.csv`` (the file
 to hand over).  Only the noisy table is published; the clipped true counts never leave the step."""
 
-from pathlib import Path
-
 import dagster as dg
 import numpy as np
 
-from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.resources import PathsResource, SourceResource, WarehouseResource
+from ecom_pipeline.routing import WAREHOUSE_POOL
 
 STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "customers")]
 COLUMNS = {
@@ -33,17 +31,25 @@ class RegionalDemandDPConfig(dg.Config):
 
 
 @dg.asset(
-    key=dg.AssetKey(["reports", "regional_demand_dp"]), group_name="sharing", pool=WAREHOUSE_POOL,
-    deps=STAGING_DEPS, kinds={"duckdb", "csv"}, tags={"ecom/stage": "scoring"},
+    key=dg.AssetKey(["reports", "regional_demand_dp"]),
+    group_name="sharing",
+    pool=WAREHOUSE_POOL,
+    deps=STAGING_DEPS,
+    kinds={"duckdb", "csv"},
+    tags={"ecom/stage": "scoring"},
     description="Monthly order counts and revenue (shop currency) per region of the shop's own countries "
     "(country, first-level division or postal prefix; level=auto picks the finest with enough contributors) "
     "with differential privacy, safe to share outside the company: each customer's monthly contribution is "
     "clipped, Laplace noise scaled to the clip / epsilon is added to every cell of the public region x month "
     "grid, negatives are clamped and low-count cells suppressed. See docs/privacy.md.",
 )
-def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemandDPConfig,
-                       warehouse: WarehouseResource, source: SourceResource,
-                       paths: PathsResource) -> dg.MaterializeResult:
+def regional_demand_dp(
+    context: dg.AssetExecutionContext,
+    config: RegionalDemandDPConfig,
+    warehouse: WarehouseResource,
+    source: SourceResource,
+    paths: PathsResource,
+) -> dg.MaterializeResult:
     from ecom_pipeline.dp import (
         AUTO_LEVELS,
         DPConfig,
@@ -55,15 +61,21 @@ def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemand
     )
     from ecom_pipeline.warehouse.tables import read_table, write_table
 
-    cfg = DPConfig(epsilon=config.epsilon, orders_share=config.orders_share,
-                   max_orders_per_customer=config.max_orders_per_customer,
-                   max_revenue_per_customer=config.max_revenue_per_customer, suppress_below_noise_scales=config.suppress_below_noise_scales)
+    cfg = DPConfig(
+        epsilon=config.epsilon,
+        orders_share=config.orders_share,
+        max_orders_per_customer=config.max_orders_per_customer,
+        max_revenue_per_customer=config.max_revenue_per_customer,
+        suppress_below_noise_scales=config.suppress_below_noise_scales,
+    )
     with warehouse.connect(read_only=True) as con:
         frames = {t: read_table(con, f"staging.{t}", cols) for t, cols in COLUMNS.items()}
     cust = frames["customers"]
     countries = source.shop_countries(cust["country"] if "country" in cust.columns else None)
     levels = AUTO_LEVELS if config.level == "auto" else (config.level,)
-    by_level = {lv: orders_by_region(frames["orders"], cust, frames["order_items"], lv, countries) for lv in levels}
+    by_level = {
+        lv: orders_by_region(frames["orders"], cust, frames["order_items"], lv, countries) for lv in levels
+    }
     level, shares = choose_level(by_level, cfg) if config.level == "auto" else (config.level, {})
     orders = by_level[level]
     if orders.empty:
@@ -76,20 +88,29 @@ def regional_demand_dp(context: dg.AssetExecutionContext, config: RegionalDemand
     csv.parent.mkdir(parents=True, exist_ok=True)
     report.to_csv(csv, index=False)
     b_orders, b_revenue = noise_scales(cfg)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(report),
-        "epsilon": cfg.epsilon, "epsilon_orders": cfg.epsilon_orders, "epsilon_revenue": cfg.epsilon_revenue,
-        "noise_scale_orders": b_orders, "noise_scale_revenue": b_revenue,
-        "level": level, "level_choice": config.level, "share_of_orders_in_populated_cells": shares,
-        "countries": ", ".join(countries), "grid_regions": len(grid),
-        "orders_placed": len(orders), "orders_not_placed_at_level": int(len(frames["orders"]) - len(orders)),
-        "orders_outside_grid": int((~orders["region"].isin(grid)).sum()) if len(orders) else 0,
-        "revenue_unit": "the shop's own currency, as staged (no conversion)",
-        "months": int(report["month"].nunique()),
-        "suppressed_fraction": float(report["suppressed"].mean()) if len(report) else 0.0,
-        "csv": dg.MetadataValue.path(str(csv)),
-        "guarantee": f"epsilon={cfg.epsilon} per month and customer (k months of activity: k*epsilon)",
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(report),
+            "epsilon": cfg.epsilon,
+            "epsilon_orders": cfg.epsilon_orders,
+            "epsilon_revenue": cfg.epsilon_revenue,
+            "noise_scale_orders": b_orders,
+            "noise_scale_revenue": b_revenue,
+            "level": level,
+            "level_choice": config.level,
+            "share_of_orders_in_populated_cells": shares,
+            "countries": ", ".join(countries),
+            "grid_regions": len(grid),
+            "orders_placed": len(orders),
+            "orders_not_placed_at_level": int(len(frames["orders"]) - len(orders)),
+            "orders_outside_grid": int((~orders["region"].isin(grid)).sum()) if len(orders) else 0,
+            "revenue_unit": "the shop's own currency, as staged (no conversion)",
+            "months": int(report["month"].nunique()),
+            "suppressed_fraction": float(report["suppressed"].mean()) if len(report) else 0.0,
+            "csv": dg.MetadataValue.path(str(csv)),
+            "guarantee": f"epsilon={cfg.epsilon} per month and customer (k months of activity: k*epsilon)",
+        }
+    )
 
 
 def build() -> dg.Definitions:

@@ -9,17 +9,28 @@ serving and reporting assets they depend on; ``publish_snapshot`` publishes on d
 
 import dagster as dg
 
-from ecom_pipeline.routing import WAREHOUSE_POOL
 from ecom_pipeline.resources import PathsResource, WarehouseResource
+from ecom_pipeline.routing import WAREHOUSE_POOL
 
 SNAPSHOT_KEY = dg.AssetKey(["snapshot", "read_only_warehouse"])
 # every asset that writes a table the snapshot copies (a test checks no serving/reports asset is missing)
-SNAPSHOT_DEPS = [dg.AssetKey(k.split("/")) for k in (
-    "serving/recommendations", "serving/related_items", "serving/similar_products", "serving/user_profiles",
-    "serving/repurchase_scores", "serving/forecasts", "serving/anomalies", "reports/sentiment_aggregates",
-    "reports/model_registry_report", "reports/regional_demand_dp", "reports/run_failures",
-    "features/product_embeddings",
-)]
+SNAPSHOT_DEPS = [
+    dg.AssetKey(k.split("/"))
+    for k in (
+        "serving/recommendations",
+        "serving/related_items",
+        "serving/similar_products",
+        "serving/user_profiles",
+        "serving/repurchase_scores",
+        "serving/forecasts",
+        "serving/anomalies",
+        "reports/sentiment_aggregates",
+        "reports/model_registry_report",
+        "reports/regional_demand_dp",
+        "reports/run_failures",
+        "features/product_embeddings",
+    )
+]
 
 
 class SnapshotConfig(dg.Config):
@@ -27,36 +38,55 @@ class SnapshotConfig(dg.Config):
 
 
 @dg.asset(
-    key=SNAPSHOT_KEY, group_name="snapshot", pool=WAREHOUSE_POOL, kinds={"duckdb"}, deps=SNAPSHOT_DEPS,
-    tags={"ecom/stage": "scoring"}, owners=["team:data-engineering"],
+    key=SNAPSHOT_KEY,
+    group_name="snapshot",
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    deps=SNAPSHOT_DEPS,
+    tags={"ecom/stage": "scoring"},
+    owners=["team:data-engineering"],
     description="Read-only copy of the serving, reports and ml tables (plus product embeddings and products) "
     "in a separate DuckDB file swapped atomically; readers open it instead of the warehouse, so they never "
     "hold the warehouse lock.",
 )
-def read_only_warehouse(context: dg.AssetExecutionContext, config: SnapshotConfig, paths: PathsResource,
-                        warehouse: WarehouseResource) -> dg.MaterializeResult:
+def read_only_warehouse(
+    context: dg.AssetExecutionContext,
+    config: SnapshotConfig,
+    paths: PathsResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
     from ecom_pipeline.snapshot import publish_snapshot
 
     target = config.path or str(paths.snapshot)
     with warehouse.connect(read_only=True) as con:
         result = publish_snapshot(con, target)
-    context.log.info(f"snapshot {target}: {len(result.tables)} tables, {result.bytes:,} bytes, "
-                     f"{result.seconds:.2f} s")
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(target), "tables": len(result.tables), "bytes": result.bytes,
-        "seconds": round(result.seconds, 2), "rows": dg.MetadataValue.json(result.tables),
-    })
+    context.log.info(
+        f"snapshot {target}: {len(result.tables)} tables, {result.bytes:,} bytes, {result.seconds:.2f} s"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(target),
+            "tables": len(result.tables),
+            "bytes": result.bytes,
+            "seconds": round(result.seconds, 2),
+            "rows": dg.MetadataValue.json(result.tables),
+        }
+    )
 
 
 publish_snapshot_job = dg.define_asset_job(
-    "publish_snapshot", selection=dg.AssetSelection.keys(SNAPSHOT_KEY),
+    "publish_snapshot",
+    selection=dg.AssetSelection.keys(SNAPSHOT_KEY),
     description="Publish the read-only snapshot now (the scoring job and full_pipeline also publish it).",
 )
 
 
 @dg.run_status_sensor(
-    name="snapshot_after_training", run_status=dg.DagsterRunStatus.SUCCESS, request_job=publish_snapshot_job,
-    monitor_all_code_locations=False, default_status=dg.DefaultSensorStatus.STOPPED,
+    name="snapshot_after_training",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    request_job=publish_snapshot_job,
+    monitor_all_code_locations=False,
+    default_status=dg.DefaultSensorStatus.STOPPED,
     description="After a successful training or features run, publish the read-only snapshot (new champions "
     "and gate decisions reach the serving app without waiting for the next scoring run).",
 )
@@ -68,5 +98,6 @@ def snapshot_after_training(context: dg.RunStatusSensorContext):
 
 
 def build() -> dg.Definitions:
-    return dg.Definitions(assets=[read_only_warehouse], jobs=[publish_snapshot_job],
-                          sensors=[snapshot_after_training])
+    return dg.Definitions(
+        assets=[read_only_warehouse], jobs=[publish_snapshot_job], sensors=[snapshot_after_training]
+    )

@@ -10,9 +10,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
 from ecom_pipeline.assets.timeseries import _md_table, png_metadata, staging_frames
-from ecom_pipeline.warehouse.tables import read_table
 from ecom_pipeline.resources import (
     ComputeResource,
     MLflowResource,
@@ -20,11 +18,15 @@ from ecom_pipeline.resources import (
     SourceResource,
     WarehouseResource,
 )
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.warehouse.tables import read_table
 
 STAGING = [dg.AssetKey(["staging", t]) for t in ("regions", "customers", "sellers", "orders", "order_items")]
 
 
-def located_frames(warehouse: WarehouseResource, source: SourceResource) -> tuple[dict, tuple[str, ...], bool]:
+def located_frames(
+    warehouse: WarehouseResource, source: SourceResource
+) -> tuple[dict, tuple[str, ...], bool]:
     """Staging customers/sellers/orders/items/regions with customers and sellers placed offline
     (:func:`ecom_pipeline.ml.spatial.geo.locate`), the shop's countries, and whether region ids need their
     country (customers or sellers in more than one country)."""
@@ -79,10 +81,14 @@ def map_plot(path: Path, regions: pd.DataFrame, level: str) -> Path:
 
     r = regions[regions.level == level]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
-    for ax, col, cmap, title in ((axes[0], "orders", "viridis", "orders"),
-                                 (axes[1], "mean_delivery_days", "magma_r", "mean delivery days")):
+    for ax, col, cmap, title in (
+        (axes[0], "orders", "viridis", "orders"),
+        (axes[1], "mean_delivery_days", "magma_r", "mean delivery days"),
+    ):
         size = 10 + 300 * np.sqrt(r["orders"] / max(r["orders"].max(), 1))
-        sc = ax.scatter(r["lng"], r["lat"], c=r[col], s=size, cmap=cmap, alpha=0.8, edgecolors="k", linewidths=0.3)
+        sc = ax.scatter(
+            r["lng"], r["lat"], c=r[col], s=size, cmap=cmap, alpha=0.8, edgecolors="k", linewidths=0.3
+        )
         fig.colorbar(sc, ax=ax, label=title)
         ax.set_title(f"{level} regions: {title} (size = orders)")
         ax.set_xlabel("longitude")
@@ -95,14 +101,24 @@ def map_plot(path: Path, regions: pd.DataFrame, level: str) -> Path:
     return path
 
 
-@dg.asset(key=["features", "regions"], group_name="spatial", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"}, deps=STAGING,
-          description="Country, state (first-level division) and zip3 (postal prefix) regions of the data's own "
-          "locations, placed offline (coordinates, else city, division or country centroid; see "
-          "docs/geography.md): centroid, customers, sellers, orders, revenue, mean delivery days, late rate, "
-          "level and resolution_source. Unresolved customers/sellers are counted in the metadata. Map-like plot "
-          "in <data_root>/reports/regions.png.")
-def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource,
-            paths: PathsResource) -> pd.DataFrame:
+@dg.asset(
+    key=["features", "regions"],
+    group_name="spatial",
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "pandas"},
+    deps=STAGING,
+    description="Country, state (first-level division) and zip3 (postal prefix) regions of the data's own "
+    "locations, placed offline (coordinates, else city, division or country centroid; see "
+    "docs/geography.md): centroid, customers, sellers, orders, revenue, mean delivery days, late rate, "
+    "level and resolution_source. Unresolved customers/sellers are counted in the metadata. Map-like plot "
+    "in <data_root>/reports/regions.png.",
+)
+def regions(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    source: SourceResource,
+    paths: PathsResource,
+) -> pd.DataFrame:
     from ecom_pipeline.ml.spatial.geo import LEVELS, REGION_COLUMNS, region_table
 
     f, countries, qualify = located_frames(warehouse, source)
@@ -110,87 +126,163 @@ def regions(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sou
         context.log.warning("no customers and no regions in staging: regions is empty")
         context.add_output_metadata({"dagster/row_count": 0, "message": "no customers/regions"})
         return pd.DataFrame(columns=REGION_COLUMNS)
-    parts = [region_table(lv, f["regions"], f["customers"], f["sellers"], f["orders"], f["order_items"], qualify)
-             for lv in LEVELS]
+    parts = [
+        region_table(lv, f["regions"], f["customers"], f["sellers"], f["orders"], f["order_items"], qualify)
+        for lv in LEVELS
+    ]
     parts = [p for p in parts if len(p)]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REGION_COLUMNS)
     meta = location_metadata(f, countries)
     if meta["customers_unresolved"]:
-        context.log.warning(f"{meta['customers_unresolved']} customers could not be placed in any region: "
-                            f"{meta['customers_unresolved_reasons']}")
-    meta |= {"dagster/row_count": len(out), "by_level": out["level"].value_counts().to_dict(),
-            "top_states": _md_table(out[out.level == "state"].sort_values("orders", ascending=False)
-                                    [["region_id", "customers", "sellers", "orders", "revenue", "mean_delivery_days",
-                                      "late_rate"]].round(2), 10)}
+        context.log.warning(
+            f"{meta['customers_unresolved']} customers could not be placed in any region: "
+            f"{meta['customers_unresolved_reasons']}"
+        )
+    meta |= {
+        "dagster/row_count": len(out),
+        "by_level": out["level"].value_counts().to_dict(),
+        "top_states": _md_table(
+            out[out.level == "state"]
+            .sort_values("orders", ascending=False)[
+                ["region_id", "customers", "sellers", "orders", "revenue", "mean_delivery_days", "late_rate"]
+            ]
+            .round(2),
+            10,
+        ),
+    }
     map_level = "state" if (out.level == "state").any() else "country"
     if (out.level == map_level).any():
-        meta |= png_metadata(map_plot(paths.report("regions.png"), out, map_level),
-                             "regions map")
+        meta |= png_metadata(map_plot(paths.report("regions.png"), out, map_level), "regions map")
     context.add_output_metadata(meta)
     return out
 
 
-@dg.asset(key=["features", "region_flows"], group_name="spatial", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
-          deps=STAGING, description="Seller-region → customer-region flow edges (state and zip3): orders, items, "
-          "revenue and haversine distance (mean, median km) between the actual seller and customer locations.")
-def region_flows(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                 source: SourceResource) -> pd.DataFrame:
+@dg.asset(
+    key=["features", "region_flows"],
+    group_name="spatial",
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "pandas"},
+    deps=STAGING,
+    description="Seller-region → customer-region flow edges (state and zip3): orders, items, "
+    "revenue and haversine distance (mean, median km) between the actual seller and customer locations.",
+)
+def region_flows(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource
+) -> pd.DataFrame:
     from ecom_pipeline.ml.spatial.geo import LEVELS, flows, order_geo
 
     f, countries, qualify = located_frames(warehouse, source)
     if f["orders"].empty or f["order_items"].empty:
         context.add_output_metadata({"dagster/row_count": 0, "message": "no orders/items"})
-        return pd.DataFrame(columns=["src", "dst", "orders", "items", "revenue", "mean_distance_km",
-                                     "median_distance_km", "level"])
+        return pd.DataFrame(
+            columns=[
+                "src",
+                "dst",
+                "orders",
+                "items",
+                "revenue",
+                "mean_distance_km",
+                "median_distance_km",
+                "level",
+            ]
+        )
     geo = order_geo(f["orders"], f["order_items"], f["customers"], f["sellers"], countries)
     out = pd.concat([flows(geo, lv, qualify) for lv in LEVELS], ignore_index=True)
     st = out[out.level == "state"]
     median_km = geo["distance_km"].median()
-    context.add_output_metadata({
-        "dagster/row_count": len(out),
-        "median_order_distance_km": round(float(median_km), 1) if pd.notna(median_km) else "n/a",
-        "lines_without_both_locations": int(geo["distance_km"].isna().sum()),
-        "intra_state_share": round(float(st[st.src == st.dst]["orders"].sum() / max(st["orders"].sum(), 1)), 3),
-        "top_flows": _md_table(st.head(10).round(1))})
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(out),
+            "median_order_distance_km": round(float(median_km), 1) if pd.notna(median_km) else "n/a",
+            "lines_without_both_locations": int(geo["distance_km"].isna().sum()),
+            "intra_state_share": round(
+                float(st[st.src == st.dst]["orders"].sum() / max(st["orders"].sum(), 1)), 3
+            ),
+            "top_flows": _md_table(st.head(10).round(1)),
+        }
+    )
     return out
 
 
-@dg.asset(key=["features", "region_knn_graph"], group_name="spatial", pool=WAREHOUSE_POOL, kinds={"duckdb", "pandas"},
-          ins={"regions": dg.AssetIn(key=["features", "regions"])},
-          description="Geographic kNN graph: each region to its k nearest regions of the same level (haversine km).")
-def region_knn_graph(context: dg.AssetExecutionContext, config: KnnConfig, regions: pd.DataFrame) -> pd.DataFrame:
+@dg.asset(
+    key=["features", "region_knn_graph"],
+    group_name="spatial",
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "pandas"},
+    ins={"regions": dg.AssetIn(key=["features", "regions"])},
+    description="Geographic kNN graph: each region to its k nearest regions of the same level (haversine km).",
+)
+def region_knn_graph(
+    context: dg.AssetExecutionContext, config: KnnConfig, regions: pd.DataFrame
+) -> pd.DataFrame:
     from ecom_pipeline.ml.spatial.geo import knn_graph
 
     out = knn_graph(regions, config.k)
-    context.add_output_metadata({"dagster/row_count": len(out), "k": config.k,
-                                 "mean_edge_km": round(float(out["distance_km"].mean()), 1) if len(out) else 0.0})
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(out),
+            "k": config.k,
+            "mean_edge_km": round(float(out["distance_km"].mean()), 1) if len(out) else 0.0,
+        }
+    )
     return out
 
 
-@dg.asset(key=["features", "region_knn_features"], group_name="spatial", pool=WAREHOUSE_POOL,
-          kinds={"duckdb", "pandas"},
-          ins={"regions": dg.AssetIn(key=["features", "regions"]), "graph": dg.AssetIn(key=["features", "region_knn_graph"])},
-          description="kNN features per region: inverse-distance-weighted neighbour demand (orders, revenue) and "
-          "neighbour delivery delay / late rate.")
-def region_knn_features(context: dg.AssetExecutionContext, regions: pd.DataFrame, graph: pd.DataFrame) -> pd.DataFrame:
+@dg.asset(
+    key=["features", "region_knn_features"],
+    group_name="spatial",
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb", "pandas"},
+    ins={
+        "regions": dg.AssetIn(key=["features", "regions"]),
+        "graph": dg.AssetIn(key=["features", "region_knn_graph"]),
+    },
+    description="kNN features per region: inverse-distance-weighted neighbour demand (orders, revenue) and "
+    "neighbour delivery delay / late rate.",
+)
+def region_knn_features(
+    context: dg.AssetExecutionContext, regions: pd.DataFrame, graph: pd.DataFrame
+) -> pd.DataFrame:
     from ecom_pipeline.ml.spatial.geo import knn_features
 
     out = knn_features(regions, graph)
-    corr = out[["mean_delivery_days", "neighbour_delivery_days"]].corr().iloc[0, 1] if len(out) > 2 else float("nan")
-    context.add_output_metadata({"dagster/row_count": len(out),
-                                 "corr_own_vs_neighbour_delay": round(float(corr), 3) if corr == corr else "n/a"})
+    corr = (
+        out[["mean_delivery_days", "neighbour_delivery_days"]].corr().iloc[0, 1]
+        if len(out) > 2
+        else float("nan")
+    )
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(out),
+            "corr_own_vs_neighbour_delay": round(float(corr), 3) if corr == corr else "n/a",
+        }
+    )
     return out
 
 
-@dg.asset(key=["features", "region_embeddings"], group_name="spatial", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
-          kinds={"pytorch", "mlflow"},
-          deps=[dg.AssetKey(["features", "regions"]), dg.AssetKey(["features", "region_knn_graph"]),
-                dg.AssetKey(["features", "region_flows"])],
-          description="GCN region embeddings (graph autoencoder over kNN + flow edges, normalised adjacency), "
-          "one FLOAT[] per region (state and zip3) for the recommender. Link-reconstruction AUC vs a random "
-          "embedding baseline in ml.model_metrics; encoder registered as ecom.spatial.gcn_embeddings.")
-def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig, warehouse: WarehouseResource,
-                      mlflow: MLflowResource, compute: ComputeResource, source: SourceResource) -> dg.MaterializeResult:
+@dg.asset(
+    key=["features", "region_embeddings"],
+    group_name="spatial",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    kinds={"pytorch", "mlflow"},
+    deps=[
+        dg.AssetKey(["features", "regions"]),
+        dg.AssetKey(["features", "region_knn_graph"]),
+        dg.AssetKey(["features", "region_flows"]),
+    ],
+    description="GCN region embeddings (graph autoencoder over kNN + flow edges, normalised adjacency), "
+    "one FLOAT[] per region (state and zip3) for the recommender. Link-reconstruction AUC vs a random "
+    "embedding baseline in ml.model_metrics; encoder registered as ecom.spatial.gcn_embeddings.",
+)
+def region_embeddings(
+    context: dg.AssetExecutionContext,
+    config: EmbeddingConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+    compute: ComputeResource,
+    source: SourceResource,
+) -> dg.MaterializeResult:
     from ecom_pipeline.ml.registry import Candidate, ModelRun
     from ecom_pipeline.ml.spatial.region_embedding import embed_region_levels
     from ecom_pipeline.resources.model_metrics import MetricRecord
@@ -201,26 +293,58 @@ def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig
         regs = read_table(con, "features.regions")
         graph = read_table(con, "features.region_knn_graph")
         fl = read_table(con, "features.region_flows")
-    res = embed_region_levels(regs, graph, fl, dim=config.dim, hidden=config.hidden,
-                              epochs=compute.sized(config, "epochs", device),
-                              min_flow_orders=config.min_flow_orders, device=device)
+    res = embed_region_levels(
+        regs,
+        graph,
+        fl,
+        dim=config.dim,
+        hidden=config.hidden,
+        epochs=compute.sized(config, "epochs", device),
+        min_flow_orders=config.min_flow_orders,
+        device=device,
+    )
     path = "gpu" if compute.is_cuda(device) else "cpu (full-batch, small graph)"
     meta = {"device": device, "training_path": path, **res.meta}
-    recs = [MetricRecord("gcn_autoencoder", "region_embedding", f"{source.kind}:{s.level}", "in_sample_edges",
-                         "auc", s.auc, "random_embedding", s.random_auc) for s in res.scores]
-    candidates = ([Candidate("ecom.spatial.gcn_embeddings", "pytorch", res.served_encoder, None, "auc",
-                             res.served_auc)] if res.served_encoder is not None else [])
+    recs = [
+        MetricRecord(
+            "gcn_autoencoder",
+            "region_embedding",
+            f"{source.kind}:{s.level}",
+            "in_sample_edges",
+            "auc",
+            s.auc,
+            "random_embedding",
+            s.random_auc,
+        )
+        for s in res.scores
+    ]
+    candidates = (
+        [Candidate("ecom.spatial.gcn_embeddings", "pytorch", res.served_encoder, None, "auc", res.served_auc)]
+        if res.served_encoder is not None
+        else []
+    )
     recorded = mlflow.record_model(
-        ModelRun("region_embeddings", tags={"task": "region_embedding", "dataset": source.kind},
-                 metrics=res.metrics, candidates=candidates), warehouse=warehouse, metric_records=recs)
+        ModelRun(
+            "region_embeddings",
+            tags={"task": "region_embedding", "dataset": source.kind},
+            metrics=res.metrics,
+            candidates=candidates,
+        ),
+        warehouse=warehouse,
+        metric_records=recs,
+    )
     if recorded.outcomes:
         meta["registered"] = f"{recorded.outcomes[0].name} v{recorded.outcomes[0].version}"
     out = res.embeddings
     with warehouse.connect() as con:
-        con.execute("CREATE OR REPLACE TABLE features.region_embeddings (region_id VARCHAR, level VARCHAR, embedding FLOAT[])")
+        con.execute(
+            "CREATE OR REPLACE TABLE features.region_embeddings (region_id VARCHAR, level VARCHAR, embedding FLOAT[])"
+        )
         if len(out):
             con.register("_e", out)
-            con.execute("INSERT INTO features.region_embeddings SELECT region_id, level, embedding::FLOAT[] FROM _e")
+            con.execute(
+                "INSERT INTO features.region_embeddings SELECT region_id, level, embedding::FLOAT[] FROM _e"
+            )
             con.unregister("_e")
     if out.empty:
         context.log.warning("no regions: region_embeddings is empty")
@@ -228,21 +352,41 @@ def region_embeddings(context: dg.AssetExecutionContext, config: EmbeddingConfig
     return dg.MaterializeResult(metadata=meta)
 
 
-@dg.asset(key=["models", "delivery_delay"], group_name="spatial", pool=WAREHOUSE_POOL, kinds={"sklearn", "mlflow"},
-          deps=STAGING, description="Gradient-boosting delivery-time and lateness model (distance, regions, seller "
-          "history, season) on a time-based split; baseline = the platform's estimated delivery date. Test-set "
-          "predictions; MAE and late-order AUC beside the baseline; registered as ecom.delivery.delay. A twin with "
-          "region-graph features (training-period orders only) serves only if it significantly beats the rest.")
-def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, warehouse: WarehouseResource,
-                   mlflow: MLflowResource, source: SourceResource) -> pd.DataFrame:
+@dg.asset(
+    key=["models", "delivery_delay"],
+    group_name="spatial",
+    pool=WAREHOUSE_POOL,
+    kinds={"sklearn", "mlflow"},
+    deps=STAGING,
+    description="Gradient-boosting delivery-time and lateness model (distance, regions, seller "
+    "history, season) on a time-based split; baseline = the platform's estimated delivery date. Test-set "
+    "predictions; MAE and late-order AUC beside the baseline; registered as ecom.delivery.delay. A twin with "
+    "region-graph features (training-period orders only) serves only if it significantly beats the rest.",
+)
+def delivery_delay(
+    context: dg.AssetExecutionContext,
+    config: DeliveryConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+    source: SourceResource,
+) -> pd.DataFrame:
     from ecom_pipeline.ml.registry import Candidate, ModelRun
     from ecom_pipeline.ml.spatial.delivery import FEATURES, delivery_frame, train_delivery_model
     from ecom_pipeline.resources.model_metrics import MetricRecord
 
     f, _, _ = located_frames(warehouse, source)
     frame = delivery_frame(f["orders"], f["order_items"], f["customers"], f["sellers"])
-    cols = ["order_id", "purchased_at", "delivery_days", "promised_days", "is_late", "predicted_days", "late_probability",
-            "days_model", "late_model"]
+    cols = [
+        "order_id",
+        "purchased_at",
+        "delivery_days",
+        "promised_days",
+        "is_late",
+        "predicted_days",
+        "late_probability",
+        "days_model",
+        "late_model",
+    ]
     if len(frame) < 50:
         msg = f"only {len(frame)} delivered orders with an estimated date: no delivery model"
         context.log.warning(msg)
@@ -251,32 +395,74 @@ def delivery_delay(context: dg.AssetExecutionContext, config: DeliveryConfig, wa
     res = train_delivery_model(frame, config.test_fraction, graph_variant=config.graph_features or None)
     m = res.metrics
     # each model beside its best baseline with an interval (ml/spatial/delivery.py); the gate's decisions
-    recs = [MetricRecord.from_comparison(c, model=cand, task=task, dataset=source.kind, split="temporal_test",
-                                         baseline=base) for task, cand, base, c in res.comparison_rows()]
-    recorded = mlflow.record_model(ModelRun(
-        "delivery_delay", tags={"task": "delivery_delay", "dataset": source.kind},
-        params={"features": ",".join(FEATURES), "cutoff": str(res.cutoff), "n_train": res.n_train,
-                "graph_features": ",".join(res.graph.columns) if res.graph else "none"}, metrics=m,
-        candidates=[Candidate("ecom.delivery.delay", "sklearn", res.regressor, frame[FEATURES].head(5), "mae",
-                              m["mae"], higher_is_better=False)]), warehouse=warehouse, metric_records=recs)
+    recs = [
+        MetricRecord.from_comparison(
+            c, model=cand, task=task, dataset=source.kind, split="temporal_test", baseline=base
+        )
+        for task, cand, base, c in res.comparison_rows()
+    ]
+    recorded = mlflow.record_model(
+        ModelRun(
+            "delivery_delay",
+            tags={"task": "delivery_delay", "dataset": source.kind},
+            params={
+                "features": ",".join(FEATURES),
+                "cutoff": str(res.cutoff),
+                "n_train": res.n_train,
+                "graph_features": ",".join(res.graph.columns) if res.graph else "none",
+            },
+            metrics=m,
+            candidates=[
+                Candidate(
+                    "ecom.delivery.delay",
+                    "sklearn",
+                    res.regressor,
+                    frame[FEATURES].head(5),
+                    "mae",
+                    m["mae"],
+                    higher_is_better=False,
+                )
+            ],
+        ),
+        warehouse=warehouse,
+        metric_records=recs,
+    )
     outcome = recorded.outcomes[0]
     with warehouse.connect() as con:
         from ecom_pipeline.ml.serving_gate import record_decisions
 
-        for task in dict.fromkeys(d.task for d in res.decisions):  # one call per task: it replaces the task's rows
+        for task in dict.fromkeys(
+            d.task for d in res.decisions
+        ):  # one call per task: it replaces the task's rows
             record_decisions(con, task, [d for d in res.decisions if d.task == task])
-    context.add_output_metadata({"dagster/row_count": len(res.predictions), "cutoff": str(res.cutoff),
-                                 "n_train": res.n_train, "n_test": res.n_test,
-                                 "metrics": {k: round(v, 4) for k, v in m.items()},
-                                 "beats_platform_estimate_mae": m["mae"] < m["baseline_mae"],
-                                 "served": {f"{d.task}: {d.candidate} vs {d.baseline}": d.reason for d in res.decisions},
-                                 "graph_features": {"columns": len(res.graph.columns) if res.graph else 0,
-                                                    "missing": (res.graph.reason if res.graph else "not requested")
-                                                    or "none"} | (res.graph.details if res.graph else {}),
-                                 "registered": f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"})
+    context.add_output_metadata(
+        {
+            "dagster/row_count": len(res.predictions),
+            "cutoff": str(res.cutoff),
+            "n_train": res.n_train,
+            "n_test": res.n_test,
+            "metrics": {k: round(v, 4) for k, v in m.items()},
+            "beats_platform_estimate_mae": m["mae"] < m["baseline_mae"],
+            "served": {f"{d.task}: {d.candidate} vs {d.baseline}": d.reason for d in res.decisions},
+            "graph_features": {
+                "columns": len(res.graph.columns) if res.graph else 0,
+                "missing": (res.graph.reason if res.graph else "not requested") or "none",
+            }
+            | (res.graph.details if res.graph else {}),
+            "registered": f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})",
+        }
+    )
     return res.predictions[cols]
 
 
 def build() -> dg.Definitions:
-    return dg.Definitions(assets=[regions, region_flows, region_knn_graph, region_knn_features, region_embeddings,
-                                  delivery_delay])
+    return dg.Definitions(
+        assets=[
+            regions,
+            region_flows,
+            region_knn_graph,
+            region_knn_features,
+            region_embeddings,
+            delivery_delay,
+        ]
+    )

@@ -9,9 +9,9 @@ import time
 import dagster as dg
 import pandas as pd
 
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
 from ecom_pipeline.assets.timeseries import BASELINE, TASK, _md_table, dataset_name, metric_records
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
 from ecom_pipeline.warehouse.tables import read_table, write_table
 
 MEAN_LABEL = "mean_over_states"
@@ -35,18 +35,31 @@ class STGCNAssetConfig(dg.Config):
     seed: int = 0
 
 
-@dg.asset(key=["models", "stgcn_backtest"], group_name="forecasting", pool=GPU_POOL, op_tags=GPU_OP_TAGS,
-          kinds={"pytorch", "mlflow"},
-          deps=[dg.AssetKey(["features", k])
-                for k in ("daily_series", "calendar", "regions", "region_knn_graph", "region_flows")]
-          + [dg.AssetKey(["models", "sarima_backtest"])],
-          description="Spatio-temporal GCN for per-state daily orders: graph convolutions over the state graph "
-          "(kNN + seller→customer flow edges, normalised adjacency) feed the global LSTM's temporal model. "
-          "Backtested on the same rolling origins as SARIMA beside its no-graph twin (identity adjacency, same "
-          "hyper-parameters and seeds), SARIMA (models.sarima_backtest, where it covers the state) and seasonal "
-          "naive. Predictions in models.stgcn_backtest; registered as ecom.forecast.stgcn.")
-def stgcn_backtest(context: dg.AssetExecutionContext, config: STGCNAssetConfig, warehouse: WarehouseResource,
-                   mlflow: MLflowResource, compute: ComputeResource, source: SourceResource) -> dg.MaterializeResult:
+@dg.asset(
+    key=["models", "stgcn_backtest"],
+    group_name="forecasting",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    kinds={"pytorch", "mlflow"},
+    deps=[
+        dg.AssetKey(["features", k])
+        for k in ("daily_series", "calendar", "regions", "region_knn_graph", "region_flows")
+    ]
+    + [dg.AssetKey(["models", "sarima_backtest"])],
+    description="Spatio-temporal GCN for per-state daily orders: graph convolutions over the state graph "
+    "(kNN + seller→customer flow edges, normalised adjacency) feed the global LSTM's temporal model. "
+    "Backtested on the same rolling origins as SARIMA beside its no-graph twin (identity adjacency, same "
+    "hyper-parameters and seeds), SARIMA (models.sarima_backtest, where it covers the state) and seasonal "
+    "naive. Predictions in models.stgcn_backtest; registered as ecom.forecast.stgcn.",
+)
+def stgcn_backtest(
+    context: dg.AssetExecutionContext,
+    config: STGCNAssetConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+    compute: ComputeResource,
+    source: SourceResource,
+) -> dg.MaterializeResult:
     from ecom_pipeline.ml.forecasting import models as fm
     from ecom_pipeline.ml.forecasting.lstm import LSTMConfig
     from ecom_pipeline.ml.forecasting.series import covariates_for
@@ -63,42 +76,79 @@ def stgcn_backtest(context: dg.AssetExecutionContext, config: STGCNAssetConfig, 
         flows = read_table(con, "features.region_flows")
         sarima = read_table(con, "models.sarima_backtest")
         regions = read_table(con, "features.regions")
-    meta = {"device": device, "threads": threads,
-            "training_path": "gpu: full epochs/samples" if gpu else "cpu-small: capped samples and epochs"}
-    cfg = LSTMConfig(window=config.window, horizon=config.horizon, hidden=config.hidden,
-                     epochs=compute.sized(config, "epochs", device), seed=config.seed,
-                     max_samples=compute.sized(config, "max_samples", device))
-    gcfg = GraphConfig(gcn_dim=config.gcn_dim, gcn_layers=config.gcn_layers, min_flow_orders=config.min_flow_orders)
-    sp = state_panel(daily, cal, knn, flows, regions, n_states=config.n_states, value=config.value, cfg=cfg,
-                     folds=config.folds, min_flow_orders=config.min_flow_orders)
+    meta = {
+        "device": device,
+        "threads": threads,
+        "training_path": "gpu: full epochs/samples" if gpu else "cpu-small: capped samples and epochs",
+    }
+    cfg = LSTMConfig(
+        window=config.window,
+        horizon=config.horizon,
+        hidden=config.hidden,
+        epochs=compute.sized(config, "epochs", device),
+        seed=config.seed,
+        max_samples=compute.sized(config, "max_samples", device),
+    )
+    gcfg = GraphConfig(
+        gcn_dim=config.gcn_dim, gcn_layers=config.gcn_layers, min_flow_orders=config.min_flow_orders
+    )
+    sp = state_panel(
+        daily,
+        cal,
+        knn,
+        flows,
+        regions,
+        n_states=config.n_states,
+        value=config.value,
+        cfg=cfg,
+        folds=config.folds,
+        min_flow_orders=config.min_flow_orders,
+    )
     preds = pd.DataFrame(columns=fm.PRED_COLUMNS)
     if sp.skip_reason:
         meta["skipped"] = sp.skip_reason
         context.log.warning(f"stgcn_backtest skipped: {sp.skip_reason}")
     else:
         ids, A = sp.ids, sp.A
-        meta |= {"states": len(ids), "edges": int((A > 0).sum() // 2),
-                 "graph_density": round(float((A > 0).sum() / (len(ids) * (len(ids) - 1))), 3)}
+        meta |= {
+            "states": len(ids),
+            "edges": int((A > 0).sum() // 2),
+            "graph_density": round(float((A > 0).sum() / (len(ids) * (len(ids) - 1))), 3),
+        }
         t0 = time.perf_counter()
         cov = covariates_for(cal, sp.dates, cfg.horizon)
-        cmp = compare_graph(ids, sp.dates, sp.Y, cov, A, cfg, gcfg=gcfg, folds=config.folds, device=device,
-                            log=context.log.info)
+        cmp = compare_graph(
+            ids,
+            sp.dates,
+            sp.Y,
+            cov,
+            A,
+            cfg,
+            gcfg=gcfg,
+            folds=config.folds,
+            device=device,
+            log=context.log.info,
+        )
         meta["train_seconds"] = round(time.perf_counter() - t0, 1)
         preds = cmp.predictions
         summary = fm.summarise(cmp.metrics)
         # SARIMA on the same origins, for the states its asset covers
         sar = sarima[(sarima["model"] == "sarima") & sarima["series_id"].isin(ids)] if len(sarima) else sarima
         if len(sar):
-            summary = pd.concat([summary, fm.summarise(fm.backtest_metrics(sar, daily, config.value))],
-                                ignore_index=True)
+            summary = pd.concat(
+                [summary, fm.summarise(fm.backtest_metrics(sar, daily, config.value))], ignore_index=True
+            )
         meta |= _comparison_metadata(summary)
         run, recs = _stgcn_run(summary, cmp, cfg, gcfg, ids, meta["edges"], device, dataset_name(source))
         outcome = mlflow.record_model(run, warehouse=warehouse, metric_records=recs).outcomes[0]
         meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"
         meta["model_metrics_rows"] = len(recs)
     with warehouse.connect() as con:
-        write_table(con, "models.stgcn_backtest",
-                    preds.astype({"actual": float, "yhat": float, "lo": float, "hi": float}))
+        write_table(
+            con,
+            "models.stgcn_backtest",
+            preds.astype({"actual": float, "yhat": float, "lo": float, "hi": float}),
+        )
     meta["dagster/row_count"] = len(preds)
     return dg.MaterializeResult(metadata=meta)
 
@@ -110,16 +160,30 @@ def _stgcn_run(summary: pd.DataFrame, cmp, cfg, gcfg, ids: list, edges: int, dev
 
     mean = summary.groupby(["model", "metric"])["value"].mean()
     kw = {"dataset": dataset, "run_id": None, "mean_label": MEAN_LABEL}
-    recs = (metric_records(summary, model="stgcn", **kw)
-            + metric_records(summary, model="stgcn_no_graph", **kw)
-            + metric_records(summary, model="stgcn", baseline="stgcn_no_graph", **kw))
+    recs = (
+        metric_records(summary, model="stgcn", **kw)
+        + metric_records(summary, model="stgcn_no_graph", **kw)
+        + metric_records(summary, model="stgcn", baseline="stgcn_no_graph", **kw)
+    )
     run = ModelRun(
-        "stgcn_backtest", tags={"task": TASK, "dataset": dataset, "device": device},
+        "stgcn_backtest",
+        tags={"task": TASK, "dataset": dataset, "device": device},
         params=vars(cfg) | vars(gcfg) | {"n_states": len(ids), "edges": edges, "device": device},
         metrics={f"{model}_{metric}": float(v) for (model, metric), v in mean.items()},
-        candidates=[Candidate("ecom.forecast.stgcn", "pytorch", cmp.final.net.cpu(), None, "mase",
-                              float(mean[("stgcn", "mase")]), higher_is_better=False, baseline=BASELINE,
-                              baseline_value=float(mean[(BASELINE, "mase")]))])
+        candidates=[
+            Candidate(
+                "ecom.forecast.stgcn",
+                "pytorch",
+                cmp.final.net.cpu(),
+                None,
+                "mase",
+                float(mean[("stgcn", "mase")]),
+                higher_is_better=False,
+                baseline=BASELINE,
+                baseline_value=float(mean[(BASELINE, "mase")]),
+            )
+        ],
+    )
     return run, recs
 
 
@@ -128,10 +192,12 @@ def _comparison_metadata(summary: pd.DataFrame) -> dict:
     many states the graph helps (lower backtest MASE than the no-graph twin)."""
     mase = summary[summary.metric == "mase"].pivot(index="series_id", columns="model", values="value")
     mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
-    out = {"backtest_mean_all_states": _md_table(mean.reset_index().round(3)),
-           "graph_helps_mase": f"{int((mase['stgcn'] < mase['stgcn_no_graph']).sum())}/{len(mase)} states",
-           "stgcn_beats_baseline_mase": f"{int((mase['stgcn'] < mase[BASELINE]).sum())}/{len(mase)} states",
-           "mean_mase": {m: round(float(v), 4) for m, v in mase.mean().items()}}
+    out = {
+        "backtest_mean_all_states": _md_table(mean.reset_index().round(3)),
+        "graph_helps_mase": f"{int((mase['stgcn'] < mase['stgcn_no_graph']).sum())}/{len(mase)} states",
+        "stgcn_beats_baseline_mase": f"{int((mase['stgcn'] < mase[BASELINE]).sum())}/{len(mase)} states",
+        "mean_mase": {m: round(float(v), 4) for m, v in mase.mean().items()},
+    }
     if "sarima" in mase:
         common = mase.dropna()
         out["mean_mase_on_sarima_states"] = {m: round(float(v), 4) for m, v in common.mean().items()}

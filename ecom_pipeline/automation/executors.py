@@ -56,10 +56,12 @@ def multiprocess_executor(max_concurrent: int | None = None):
     """The location's default: at most ``ECOM_MAX_CONCURRENT`` (default 2, the reference machine's cores)
     step processes, forked from a preloaded forkserver."""
     limit = max_concurrent or int(env("ECOM_MAX_CONCURRENT"))
-    return dg.multiprocess_executor.configured({
-        "max_concurrent": limit,
-        "start_method": {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}},
-    })
+    return dg.multiprocess_executor.configured(
+        {
+            "max_concurrent": limit,
+            "start_method": {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}},
+        }
+    )
 
 
 def short_steps_executor(kind: str | None = None):
@@ -88,8 +90,10 @@ def long_steps_executor(kind: str | None = None, executor: str | None = None):
     if kind == "location":
         return None
     if executor_kind(executor) != "multiprocess":
-        raise ValueError(f"ECOM_LONG_JOBS_EXECUTOR=in_process needs ECOM_EXECUTOR=multiprocess, not "
-                         f"{executor_kind(executor)!r}: celery / k8s route GPU steps to GPU workers")
+        raise ValueError(
+            f"ECOM_LONG_JOBS_EXECUTOR=in_process needs ECOM_EXECUTOR=multiprocess, not "
+            f"{executor_kind(executor)!r}: celery / k8s route GPU steps to GPU workers"
+        )
     return dg.in_process_executor
 
 
@@ -121,8 +125,12 @@ def writer_tag(kind: str | None = None) -> dict[str, str]:
 # re-executed; its writes are atomic (warehouse.tables.atomic), so nothing is lost or doubled.
 CELERY_DEFAULT_QUEUE = "default"
 CELERY_QUEUES = (CELERY_DEFAULT_QUEUE, "gpu")
-CELERY_CONFIG_SOURCE = {"task_default_queue": CELERY_DEFAULT_QUEUE, "worker_prefetch_multiplier": 1,
-                        "task_acks_late": True, "task_reject_on_worker_lost": True}
+CELERY_CONFIG_SOURCE = {
+    "task_default_queue": CELERY_DEFAULT_QUEUE,
+    "worker_prefetch_multiplier": 1,
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+}
 
 
 def executor_from_env(kind: str | None = None):
@@ -135,13 +143,17 @@ def executor_from_env(kind: str | None = None):
 
         broker = env("CELERY_BROKER_URL")
         if not broker:  # no default: the broker is a deployment's (compose: redis, password from docker/.env)
-            raise ValueError("ECOM_EXECUTOR=celery needs CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0); "
-                             "see docs/deployment.md")
-        return celery_executor.configured({
-            "broker": broker,
-            "backend": env("CELERY_RESULT_BACKEND"),
-            "config_source": dict(CELERY_CONFIG_SOURCE),
-        })
+            raise ValueError(
+                "ECOM_EXECUTOR=celery needs CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0); "
+                "see docs/deployment.md"
+            )
+        return celery_executor.configured(
+            {
+                "broker": broker,
+                "backend": env("CELERY_RESULT_BACKEND"),
+                "config_source": dict(CELERY_CONFIG_SOURCE),
+            }
+        )
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured(k8s_executor_config())
@@ -163,5 +175,7 @@ def k8s_data_volume(claim: str | None = None) -> dict:
     """Every step pod mounts the one warehouse / data volume (a ReadWriteMany claim, ECOM_K8S_DATA_PVC) at
     /data: without it each pod would write its own empty DuckDB file."""
     claim = claim or env("ECOM_K8S_DATA_PVC")
-    return {"volumes": [{"name": "ecom-data", "persistentVolumeClaim": {"claimName": claim}}],
-            "volume_mounts": [{"name": "ecom-data", "mountPath": "/data"}]}
+    return {
+        "volumes": [{"name": "ecom-data", "persistentVolumeClaim": {"claimName": claim}}],
+        "volume_mounts": [{"name": "ecom-data", "mountPath": "/data"}],
+    }

@@ -17,8 +17,15 @@ import dagster as dg
 from ecom_pipeline.failure_log import FAILURE_LOG, failure_log_path, read_failures, record_failure  # noqa: F401
 from ecom_pipeline.resources import PathsResource
 
-KEPT_TAGS = ("ecom/trigger", "ecom/drift_reason", "ecom/inbox_day", "dagster/partition", "dagster/schedule_name",
-             "dagster/sensor_name", "dagster/backfill")
+KEPT_TAGS = (
+    "ecom/trigger",
+    "ecom/drift_reason",
+    "ecom/inbox_day",
+    "dagster/partition",
+    "dagster/schedule_name",
+    "dagster/sensor_name",
+    "dagster/backfill",
+)
 
 
 def step_error(event: dg.DagsterEvent) -> str:

@@ -31,7 +31,6 @@ Flow (each step is idempotent, so a crash anywhere is repaired by re-running it)
    files (``publish_partition``) are appended to raw and merged into staging by key.
 """
 
-
 import fnmatch
 import hashlib
 import json
@@ -127,7 +126,7 @@ def _split_suffix(name: str) -> tuple[str, str]:
     lower = name.lower()
     for suffix in sorted(ALLOWED_SUFFIXES, key=len, reverse=True):
         if lower.endswith(suffix):
-            return name[: -len(suffix)], name[-len(suffix):]
+            return name[: -len(suffix)], name[-len(suffix) :]
     return name, ""
 
 
@@ -154,7 +153,9 @@ def _free_target(folder: Path, name: str, sha: str) -> Path:
 
 def _archived_files(folder: Path) -> list[Path]:
     """The valid regular files of one ``processed/<day>/`` folder, oldest first (mtime, then name)."""
-    entries = [p for p in folder.iterdir() if not p.is_symlink() and p.is_file() and validate_name(p.name) is None]
+    entries = [
+        p for p in folder.iterdir() if not p.is_symlink() and p.is_file() and validate_name(p.name) is None
+    ]
     return sorted(entries, key=lambda p: (p.stat().st_mtime, p.name))
 
 
@@ -167,7 +168,6 @@ def newest_archived(processed: Path) -> dict[str, Path]:
         for path in _archived_files(day_dir):
             newest[landing_name(path.name)] = path
     return newest
-
 
 
 def partition_dir(data_root: str | Path, day: str) -> Path:
@@ -195,22 +195,63 @@ def publish_partition(data_root: str | Path, day: str) -> Path:
 # The columns OlistSource (sources/olist.py) reads from each Olist file; a delivery under one of these names
 # must have at least these in its header.  A test checks them against the real Olist sample's headers.
 OLIST_COLUMNS: dict[str, tuple[str, ...]] = {
-    "olist_orders_dataset": ("order_id", "customer_id", "order_status", "order_purchase_timestamp",
-                             "order_approved_at", "order_delivered_customer_date",
-                             "order_estimated_delivery_date"),
-    "olist_customers_dataset": ("customer_id", "customer_unique_id", "customer_zip_code_prefix",
-                                "customer_city", "customer_state"),
-    "olist_order_items_dataset": ("order_id", "order_item_id", "product_id", "seller_id", "price",
-                                  "freight_value"),
-    "olist_order_payments_dataset": ("order_id", "payment_sequential", "payment_type", "payment_installments",
-                                     "payment_value"),
-    "olist_order_reviews_dataset": ("review_id", "order_id", "review_score", "review_comment_title",
-                                    "review_comment_message", "review_creation_date"),
-    "olist_geolocation_dataset": ("geolocation_zip_code_prefix", "geolocation_lat", "geolocation_lng",
-                                  "geolocation_city", "geolocation_state"),
-    "olist_products_dataset": ("product_id", "product_category_name", "product_name_lenght",
-                               "product_description_lenght", "product_photos_qty", "product_weight_g",
-                               "product_length_cm", "product_height_cm", "product_width_cm"),
+    "olist_orders_dataset": (
+        "order_id",
+        "customer_id",
+        "order_status",
+        "order_purchase_timestamp",
+        "order_approved_at",
+        "order_delivered_customer_date",
+        "order_estimated_delivery_date",
+    ),
+    "olist_customers_dataset": (
+        "customer_id",
+        "customer_unique_id",
+        "customer_zip_code_prefix",
+        "customer_city",
+        "customer_state",
+    ),
+    "olist_order_items_dataset": (
+        "order_id",
+        "order_item_id",
+        "product_id",
+        "seller_id",
+        "price",
+        "freight_value",
+    ),
+    "olist_order_payments_dataset": (
+        "order_id",
+        "payment_sequential",
+        "payment_type",
+        "payment_installments",
+        "payment_value",
+    ),
+    "olist_order_reviews_dataset": (
+        "review_id",
+        "order_id",
+        "review_score",
+        "review_comment_title",
+        "review_comment_message",
+        "review_creation_date",
+    ),
+    "olist_geolocation_dataset": (
+        "geolocation_zip_code_prefix",
+        "geolocation_lat",
+        "geolocation_lng",
+        "geolocation_city",
+        "geolocation_state",
+    ),
+    "olist_products_dataset": (
+        "product_id",
+        "product_category_name",
+        "product_name_lenght",
+        "product_description_lenght",
+        "product_photos_qty",
+        "product_weight_g",
+        "product_length_cm",
+        "product_height_cm",
+        "product_width_cm",
+    ),
     "olist_sellers_dataset": ("seller_id", "seller_zip_code_prefix", "seller_city", "seller_state"),
     "product_category_name_translation": ("product_category_name", "product_category_name_english"),
 }
@@ -222,8 +263,10 @@ def expected_files(kind: str, mapping: str | Path | None = None) -> dict[str, st
     if kind == "olist":
         return {f"{stem}.csv (or .csv.gz)": stem for stem in OLIST_COLUMNS}
     if kind == "mapped":
-        return {pattern: ", ".join(tables) for pattern, (tables, _cols, _fmt, _opts) in
-                _mapped_layout(mapping).items()}
+        return {
+            pattern: ", ".join(tables)
+            for pattern, (tables, _cols, _fmt, _opts) in _mapped_layout(mapping).items()
+        }
     return {}
 
 
@@ -241,8 +284,17 @@ def _mapped_layout(mapping: str | Path | None) -> dict[str, tuple[list[str], lis
     layout: dict[str, tuple[list[str], list[str], str | None, dict]] = {}
     for table, spec in (doc.get("tables") or {}).items():
         pattern = Path(str(spec.get("file", ""))).name
-        cols = TableMapping(table, pattern, [], [], spec.get("format") or "", None,
-                            dict(spec.get("columns") or {}), {}, dict(spec.get("derive") or {})).source_columns
+        cols = TableMapping(
+            table,
+            pattern,
+            [],
+            [],
+            spec.get("format") or "",
+            None,
+            dict(spec.get("columns") or {}),
+            {},
+            dict(spec.get("derive") or {}),
+        ).source_columns
         csv_opts = {**top_csv, **(spec.get("csv") or {})}
         tables, known, fmt, opts = layout.get(pattern, ([], [], spec.get("format"), csv_opts))
         layout[pattern] = (tables + [table], list(dict.fromkeys(known + cols)), fmt, opts)
@@ -268,20 +320,25 @@ def check_layout(path: Path, landing: str, kind: str, mapping: str | Path | None
         columns, fmt, options = list(ONLINE_EVENT_COLUMNS), "csv", CsvOptions()
     elif kind == "olist":
         if stem not in OLIST_COLUMNS or suffix.lower() not in (".csv", ".csv.gz"):
-            return (f"the olist source reads no file called {landing!r}; it reads "
-                    + ", ".join(f"{s}.csv[.gz]" for s in OLIST_COLUMNS))
+            return f"the olist source reads no file called {landing!r}; it reads " + ", ".join(
+                f"{s}.csv[.gz]" for s in OLIST_COLUMNS
+            )
         columns, fmt, options = OLIST_COLUMNS[stem], "csv", CsvOptions()
     elif kind == "mapped":
         layout = _mapped_layout(mapping)
         match = next((p for p in layout if fnmatch.fnmatchcase(landing, p)), None)
         if match is None:
-            return (f"the mapping {mapping} reads no file called {landing!r}; "
-                    f"it reads {', '.join(sorted(layout))}")
+            return (
+                f"the mapping {mapping} reads no file called {landing!r}; "
+                f"it reads {', '.join(sorted(layout))}"
+            )
         _tables, columns, fmt, opts = layout[match]
-        options = CsvOptions(delimiter=str(opts.get("delimiter", default_delimiter(path))),
-                             encoding=str(opts.get("encoding", "utf-8")),
-                             header=opts.get("header", 1) or None,
-                             names=tuple(opts["names"]) if opts.get("names") else None)
+        options = CsvOptions(
+            delimiter=str(opts.get("delimiter", default_delimiter(path))),
+            encoding=str(opts.get("encoding", "utf-8")),
+            header=opts.get("header", 1) or None,
+            names=tuple(opts["names"]) if opts.get("names") else None,
+        )
     else:
         return f"the {kind!r} source takes no files"
     try:
@@ -301,9 +358,16 @@ class InboxScan:
     waiting: list[str] = field(default_factory=list)  # still being written
 
 
-def process_inbox(inbox: Path, seen: dict[str, str], *, settle_seconds: float = 10.0,
-                  now: float | None = None, today: date | None = None,
-                  layout_check=None, only=None) -> InboxScan:
+def process_inbox(
+    inbox: Path,
+    seen: dict[str, str],
+    *,
+    settle_seconds: float = 10.0,
+    now: float | None = None,
+    today: date | None = None,
+    layout_check=None,
+    only=None,
+) -> InboxScan:
     """Validate, deduplicate and move every top-level entry of ``inbox``; ``seen`` (sha → where) is updated.
 
     ``layout_check(path, landing_name)`` returns why a file does not fit the source's layout (or None);
@@ -345,13 +409,18 @@ def process_inbox(inbox: Path, seen: dict[str, str], *, settle_seconds: float = 
         day = None
         if reason is None:
             day = delivery_day(name, st.st_mtime)
-            if not (date.fromisoformat(INBOX_START_DATE).toordinal() <= date.fromisoformat(day).toordinal()
-                    <= last_day):
+            if not (
+                date.fromisoformat(INBOX_START_DATE).toordinal()
+                <= date.fromisoformat(day).toordinal()
+                <= last_day
+            ):
                 reason = f"delivery day {day} outside {INBOX_START_DATE}..{date.fromordinal(last_day)}"
         if reason is None and layout_check is not None:
             reason = layout_check(Path(entry.path), landing_name(name))
         if reason is not None:
-            target = _free_target(inbox / "rejected", name if validate_name(name) is None else "invalid_name", "0" * 8)
+            target = _free_target(
+                inbox / "rejected", name if validate_name(name) is None else "invalid_name", "0" * 8
+            )
             os.rename(entry.path, target)  # a symlink is moved as a link: its target is never touched
             target.with_name(target.name + ".reason").write_text(f"{name!r}: {reason}\n")
             scan.rejected.append((name, reason))
@@ -382,6 +451,7 @@ def _load_cursor(cursor: str | None) -> dict:
 
 # ----------------------------------------------------------------------------------------------- asset
 
+
 @dg.asset(
     key=dg.AssetKey(["inbox", "deliveries"]),
     group_name="inbox",
@@ -393,8 +463,12 @@ def _load_cursor(cursor: str | None) -> dict:
     "`meta.inbox_deliveries` and published into `<data_root>/landing/`, the folder a file-based source reads. "
     "Backfilling a day re-publishes that day's archived files from `inbox/processed/<day>/`.",
 )
-def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource, paths: PathsResource,
-                     warehouse: WarehouseResource) -> dg.MaterializeResult:
+def inbox_deliveries(
+    context: dg.AssetExecutionContext,
+    source: SourceResource,
+    paths: PathsResource,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
     day = context.partition_key
     folder = paths.layout.inbox_processed / day
     landing = paths.landing
@@ -414,8 +488,11 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource, 
             target = landing / landing_name(path.name)
             # checked again here: an archive from before the sensor checked layouts, or a changed mapping,
             # must not replace a good landing file either
-            reason = (check_layout(published, target.name, source.kind, source.mapping or None)
-                      if source.kind in FILE_SOURCES else None)
+            reason = (
+                check_layout(published, target.name, source.kind, source.mapping or None)
+                if source.kind in FILE_SOURCES
+                else None
+            )
             if reason:
                 refused.append(f"{published.parent.name}/{published.name}: {reason}")
                 continue
@@ -423,12 +500,18 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource, 
             tmp = target.with_name(f".{target.name}.{context.run.run_id[:8]}.tmp")
             shutil.copyfile(published, tmp)
             os.replace(tmp, target)
-            files.append({
-                "day": day, "file": path.name, "landing_file": target.name, "sha256": sha256_file(path),
-                "bytes": path.stat().st_size,
-                "delivered_at": datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).replace(tzinfo=None),
-                "published_at": datetime.now(UTC).replace(tzinfo=None), "run_id": context.run.run_id,
-            })
+            files.append(
+                {
+                    "day": day,
+                    "file": path.name,
+                    "landing_file": target.name,
+                    "sha256": sha256_file(path),
+                    "bytes": path.stat().st_size,
+                    "delivered_at": datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).replace(tzinfo=None),
+                    "published_at": datetime.now(UTC).replace(tzinfo=None),
+                    "run_id": context.run.run_id,
+                }
+            )
     with warehouse.connect() as con:
         con.execute(f"""CREATE TABLE IF NOT EXISTS {INBOX_TABLE} (day DATE, file VARCHAR, landing_file VARCHAR,
             sha256 VARCHAR, bytes BIGINT, delivered_at TIMESTAMP, published_at TIMESTAMP, run_id VARCHAR)""")
@@ -441,18 +524,24 @@ def inbox_deliveries(context: dg.AssetExecutionContext, source: SourceResource, 
         context.log.info(f"landing keeps a later delivery: {note}")
     for note in refused:
         context.log.warning(f"not published (landing keeps its previous file): {note}")
-    table = "\n".join(f"| {f['file']} | {f['landing_file']} | {f['bytes']:,} | {f['sha256'][:12]} |" for f in files)
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": len(files),
-        "files": len(files),
-        "bytes": sum(f["bytes"] for f in files),
-        "landing_dir": dg.MetadataValue.path(str(landing)),
-        "superseded_by_later_delivery": len(superseded),
-        "refused_layout": len(refused),
-        "deliveries": dg.MetadataValue.md(
-            "| file | landing file | bytes | sha256 |\n|---|---|---|---|\n" + table if files
-            else f"no files delivered on {day}"),
-    })
+    table = "\n".join(
+        f"| {f['file']} | {f['landing_file']} | {f['bytes']:,} | {f['sha256'][:12]} |" for f in files
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(files),
+            "files": len(files),
+            "bytes": sum(f["bytes"] for f in files),
+            "landing_dir": dg.MetadataValue.path(str(landing)),
+            "superseded_by_later_delivery": len(superseded),
+            "refused_layout": len(refused),
+            "deliveries": dg.MetadataValue.md(
+                "| file | landing file | bytes | sha256 |\n|---|---|---|---|\n" + table
+                if files
+                else f"no files delivered on {day}"
+            ),
+        }
+    )
 
 
 inbox_ingest_job = dg.define_asset_job(
@@ -468,6 +557,7 @@ inbox_ingest_job = dg.define_asset_job(
 
 # --------------------------------------------------------------------------------------------- sensors
 
+
 def settle_seconds() -> float:
     """How old a file must be before the sensor takes it (read per tick, not at import)."""
     return float(env("ECOM_INBOX_SETTLE_SECONDS"))
@@ -481,8 +571,9 @@ def settle_seconds() -> float:
     "inbox), deduplicates by SHA-256 (cursor), moves files to processed/<day>/ and launches inbox_ingest "
     "for that day.",
 )
-def inbox_sensor(context: dg.SensorEvaluationContext, source: SourceResource,
-                 paths: PathsResource) -> dg.SensorResult:
+def inbox_sensor(
+    context: dg.SensorEvaluationContext, source: SourceResource, paths: PathsResource
+) -> dg.SensorResult:
     inbox = paths.inbox
     inbox.mkdir(parents=True, exist_ok=True)
     only = None
@@ -491,21 +582,30 @@ def inbox_sensor(context: dg.SensorEvaluationContext, source: SourceResource,
         # session-event files are archived all the same: every ingest reads them, whatever the source.
         waiting = sorted(e.name for e in os.scandir(inbox) if e.name not in SUBDIRS)
         if not any(is_online_events(n) and not n.lower().endswith(IN_PROGRESS_SUFFIXES) for n in waiting):
-            return dg.SensorResult(skip_reason=(
-                f"the configured source {source.kind!r} takes no files: set ECOM_DATA_SOURCE=olist or mapped "
-                f"(with ECOM_MAPPING) to ingest deliveries; {len(waiting)} file(s) left untouched in {inbox}"),
-                cursor=context.cursor)
+            return dg.SensorResult(
+                skip_reason=(
+                    f"the configured source {source.kind!r} takes no files: set ECOM_DATA_SOURCE=olist or mapped "
+                    f"(with ECOM_MAPPING) to ingest deliveries; {len(waiting)} file(s) left untouched in {inbox}"
+                ),
+                cursor=context.cursor,
+            )
         only = is_online_events
     else:
         try:
             expected_files(source.kind, source.mapping or None)
         except (OSError, ValueError) as exc:  # no mapping, or one that cannot be read: nothing can be checked
-            return dg.SensorResult(skip_reason=f"cannot tell which files the {source.kind} source takes: {exc}",
-                                   cursor=context.cursor)
+            return dg.SensorResult(
+                skip_reason=f"cannot tell which files the {source.kind} source takes: {exc}",
+                cursor=context.cursor,
+            )
     state = _load_cursor(context.cursor)
-    scan = process_inbox(inbox, state["hashes"], settle_seconds=settle_seconds(), only=only,
-                         layout_check=lambda path, landing: check_layout(path, landing, source.kind,
-                                                                          source.mapping or None))
+    scan = process_inbox(
+        inbox,
+        state["hashes"],
+        settle_seconds=settle_seconds(),
+        only=only,
+        layout_check=lambda path, landing: check_layout(path, landing, source.kind, source.mapping or None),
+    )
     for name, reason in scan.rejected:
         context.log.warning(f"inbox: rejected {name!r}: {reason}")
     for name in scan.duplicates:
@@ -513,17 +613,25 @@ def inbox_sensor(context: dg.SensorEvaluationContext, source: SourceResource,
     runs = []
     for day, files in sorted(scan.accepted.items()):
         batch = hashlib.sha256("".join(sorted(f["sha256"] for f in files)).encode()).hexdigest()[:16]
-        runs.append(dg.RunRequest(
-            run_key=f"inbox:{day}:{batch}",
-            partition_key=day,
-            tags={"ecom/trigger": "inbox", "ecom/inbox_day": day,
-                  "ecom/inbox_files": ",".join(f["name"] for f in files)[:1000]},
-        ))
+        runs.append(
+            dg.RunRequest(
+                run_key=f"inbox:{day}:{batch}",
+                partition_key=day,
+                tags={
+                    "ecom/trigger": "inbox",
+                    "ecom/inbox_day": day,
+                    "ecom/inbox_files": ",".join(f["name"] for f in files)[:1000],
+                },
+            )
+        )
     cursor = json.dumps(state, sort_keys=False)
     if runs:
         return dg.SensorResult(run_requests=runs, cursor=cursor)
-    parts = [f"{len(scan.rejected)} rejected", f"{len(scan.duplicates)} duplicate(s)",
-             f"{len(scan.waiting)} still being written"]
+    parts = [
+        f"{len(scan.rejected)} rejected",
+        f"{len(scan.duplicates)} duplicate(s)",
+        f"{len(scan.waiting)} still being written",
+    ]
     return dg.SensorResult(skip_reason=f"no new files in {inbox} ({', '.join(parts)})", cursor=cursor)
 
 
@@ -554,8 +662,7 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
         # The whole source config, not just data_dir: run config for a resource replaces its configuration
         # (fields left out fall back to the class defaults, i.e. kind=synthetic), it does not merge.
         config = {name: getattr(source, name) for name in SourceResource.model_fields}
-        run_config = {"resources": {"source": {"config": {**config,
-                                                          "data_dir": str(paths.landing)}}}}
+        run_config = {"resources": {"source": {"config": {**config, "data_dir": str(paths.landing)}}}}
     day = run.tags.get("dagster/partition", "")
     return dg.RunRequest(
         run_key=f"ingest-after-inbox:{run.run_id}",
@@ -580,16 +687,24 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
     "`staging.change_log`), a re-delivered day changes nothing. Full rebuild: job `partition_staging_rebuild`. "
     "See docs/performance.md.",
 )
-def daily_partition_ingest(context: dg.AssetExecutionContext, source: SourceResource, privacy: PrivacyResource,
-                           warehouse: WarehouseResource, paths: PathsResource) -> dg.MaterializeResult:
+def daily_partition_ingest(
+    context: dg.AssetExecutionContext,
+    source: SourceResource,
+    privacy: PrivacyResource,
+    warehouse: WarehouseResource,
+    paths: PathsResource,
+) -> dg.MaterializeResult:
     from ecom_pipeline.canonical import TABLE_ORDER
     from ecom_pipeline.cleaning.staging_upsert import customers_with_new_activity, upsert_staging_partition
     from ecom_pipeline.loading import load_raw_partition
     from ecom_pipeline.sources.mapped import MappedSource
 
     if source.kind != "mapped":
-        raise dg.Failure(f"the daily partitioned ingest reads a mapped source's day files; the source is "
-                         f"{source.kind!r} (use the full `ingest` job)", allow_retries=False)
+        raise dg.Failure(
+            f"the daily partitioned ingest reads a mapped source's day files; the source is "
+            f"{source.kind!r} (use the full `ingest` job)",
+            allow_retries=False,
+        )
     day = context.partition_key
     src = MappedSource.for_delivery(source.mapping, publish_partition(paths.root, day))
     key, warning = privacy.key()
@@ -598,36 +713,61 @@ def daily_partition_ingest(context: dg.AssetExecutionContext, source: SourceReso
     rows = {}
     with warehouse.connect() as con:
         for table in TABLE_ORDER:
-            raw = load_raw_partition(con, src, table, day, load_id=f"{day}:{context.run.run_id}",
-                                     chunk_rows=source.chunk_rows)
+            raw = load_raw_partition(
+                con, src, table, day, load_id=f"{day}:{context.run.run_id}", chunk_rows=source.chunk_rows
+            )
             r = upsert_staging_partition(con, table, day, pseudonym_key=key, hints=src.parse_hints(table))
-            rows[table] = {"raw": raw.rows, "new": r.inserted, "changed": r.updated,
-                           "untouched": r.unchanged + r.stale, "quarantined": r.quarantined}
+            rows[table] = {
+                "raw": raw.rows,
+                "new": r.inserted,
+                "changed": r.updated,
+                "untouched": r.unchanged + r.stale,
+                "quarantined": r.quarantined,
+            }
         active = customers_with_new_activity(con, day)
-    total = {k: sum(v[k] for v in rows.values()) for k in ("raw", "new", "changed", "untouched", "quarantined")}
-    table_md = "\n".join(f"| {t} | {v['raw']} | {v['new']} | {v['changed']} | {v['untouched']} | "
-                         f"{v['quarantined']} |" for t, v in rows.items())
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": total["raw"], "new_rows": total["new"], "changed_rows": total["changed"],
-        "untouched_rows": total["untouched"], "quarantined_rows": total["quarantined"],
-        # whom incremental scoring must recompute (staging_upsert.customers_with_new_activity)
-        "customers_with_new_activity": len(active),
-        "tables_delivered": ", ".join(sorted(src.tables())),
-        "by_table": dg.MetadataValue.md("| table | raw | new | changed | untouched | quarantined |\n"
-                                        "|---|---:|---:|---:|---:|---:|\n" + table_md),
-    })
+    total = {
+        k: sum(v[k] for v in rows.values()) for k in ("raw", "new", "changed", "untouched", "quarantined")
+    }
+    table_md = "\n".join(
+        f"| {t} | {v['raw']} | {v['new']} | {v['changed']} | {v['untouched']} | {v['quarantined']} |"
+        for t, v in rows.items()
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": total["raw"],
+            "new_rows": total["new"],
+            "changed_rows": total["changed"],
+            "untouched_rows": total["untouched"],
+            "quarantined_rows": total["quarantined"],
+            # whom incremental scoring must recompute (staging_upsert.customers_with_new_activity)
+            "customers_with_new_activity": len(active),
+            "tables_delivered": ", ".join(sorted(src.tables())),
+            "by_table": dg.MetadataValue.md(
+                "| table | raw | new | changed | untouched | quarantined |\n"
+                "|---|---:|---:|---:|---:|---:|\n" + table_md
+            ),
+        }
+    )
 
 
-@dg.op(description="Full rebuild of staging from the partitioned raw loads, replayed in day order (after a "
-       "mapping or cleaning-rule change).")
-def rebuild_partitioned_staging(context: dg.OpExecutionContext, source: SourceResource, privacy: PrivacyResource,
-                                warehouse: WarehouseResource) -> None:
+@dg.op(
+    description="Full rebuild of staging from the partitioned raw loads, replayed in day order (after a "
+    "mapping or cleaning-rule change)."
+)
+def rebuild_partitioned_staging(
+    context: dg.OpExecutionContext,
+    source: SourceResource,
+    privacy: PrivacyResource,
+    warehouse: WarehouseResource,
+) -> None:
     from ecom_pipeline.cleaning.staging_upsert import rebuild_staging_from_partitions
     from ecom_pipeline.sources.mapped import MappedSource
 
     if source.kind != "mapped":
-        raise dg.Failure(f"partitioned staging comes from a mapped source; the source is {source.kind!r}",
-                         allow_retries=False)
+        raise dg.Failure(
+            f"partitioned staging comes from a mapped source; the source is {source.kind!r}",
+            allow_retries=False,
+        )
     key, _warning = privacy.key()
     hints = MappedSource.hints_from_yaml(source.mapping)
     with warehouse.connect() as con:
@@ -635,8 +775,11 @@ def rebuild_partitioned_staging(context: dg.OpExecutionContext, source: SourceRe
     context.log.info(f"replayed {len(results)} partition loads")
 
 
-@dg.job(name="partition_staging_rebuild", tags={"ecom/reload": "warehouse", **writer_tag()},
-        description="Rebuild staging from the daily partitions' raw loads (daily_partition_ingest).")
+@dg.job(
+    name="partition_staging_rebuild",
+    tags={"ecom/reload": "warehouse", **writer_tag()},
+    description="Rebuild staging from the daily partitions' raw loads (daily_partition_ingest).",
+)
 def partition_staging_rebuild_job():
     rebuild_partitioned_staging()
 
@@ -665,11 +808,16 @@ def daily_partition_after_inbox(context: dg.RunStatusSensorContext):
     day = run.tags.get("dagster/partition", "")
     if run.job_name != inbox_ingest_job.name or not day:
         return dg.SkipReason(f"run {run.run_id} is not a partitioned {inbox_ingest_job.name} run")
-    return dg.RunRequest(run_key=f"daily-partition-after-inbox:{run.run_id}", partition_key=day,
-                         tags={"ecom/trigger": "inbox", "ecom/inbox_run": run.run_id, "ecom/inbox_day": day})
+    return dg.RunRequest(
+        run_key=f"daily-partition-after-inbox:{run.run_id}",
+        partition_key=day,
+        tags={"ecom/trigger": "inbox", "ecom/inbox_run": run.run_id, "ecom/inbox_day": day},
+    )
 
 
 def build() -> dg.Definitions:
-    return dg.Definitions(assets=[inbox_deliveries, daily_partition_ingest],
-                          jobs=[inbox_ingest_job, daily_partition_ingest_job, partition_staging_rebuild_job],
-                          sensors=[inbox_sensor, ingest_after_inbox, daily_partition_after_inbox])
+    return dg.Definitions(
+        assets=[inbox_deliveries, daily_partition_ingest],
+        jobs=[inbox_ingest_job, daily_partition_ingest_job, partition_staging_rebuild_job],
+        sensors=[inbox_sensor, ingest_after_inbox, daily_partition_after_inbox],
+    )

@@ -54,8 +54,9 @@ STAGE_TAG = "ecom/stage"
 # in lockstep).  Set on the jobs as ``op_retry_policy`` rather than on each of ~20 model assets in other
 # modules: one place to tune, and it applies to new model assets too; steps with a policy of their own
 # (raw/staging) keep theirs.  The cost: a step that fails deterministically runs three times before failing.
-MODEL_RETRY_POLICY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL,
-                                    jitter=dg.Jitter.PLUS_MINUS)
+MODEL_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
 # Runs that reload raw + staging carry this tag; both instance configs (.dagster_home/dagster.yaml,
 # docker/dagster.yaml) let one such run in progress at a time.  Two overlapping reloads are each consistent
 # per table, but one run's staging check can see the other run's newer raw load (measured: 1 failed
@@ -156,10 +157,12 @@ JOBS = [ingest_job, features_job, daily_refresh_job, training_job, scoring_job, 
 # Interactions (and per category), user profiles and recommendations refresh incrementally by default
 # (ecom_pipeline/incremental: only customers with staging changes since their last run, full weekly or when
 # the served model changes); this job rebuilds them in full on demand.
-INCREMENTAL_ASSETS = [dg.AssetKey(["features", "interactions"]),
-                      dg.AssetKey(["features", "category_interactions"]),
-                      dg.AssetKey(["serving", "user_profiles"]),
-                      dg.AssetKey(["serving", "recommendations"])]
+INCREMENTAL_ASSETS = [
+    dg.AssetKey(["features", "interactions"]),
+    dg.AssetKey(["features", "category_interactions"]),
+    dg.AssetKey(["serving", "user_profiles"]),
+    dg.AssetKey(["serving", "recommendations"]),
+]
 incremental_full_refresh_job = dg.define_asset_job(
     executor_def=LONG_STEPS_EXECUTOR,
     name="incremental_full_refresh",

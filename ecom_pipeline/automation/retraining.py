@@ -24,7 +24,6 @@ Thresholds: :class:`~ecom_pipeline.ml.drift.DriftThresholds` defaults, overridab
 ``ECOM_RETRAIN_COOLDOWN_HOURS`` (default 24).
 """
 
-
 import json
 import time
 from dataclasses import dataclass
@@ -51,7 +50,9 @@ CATEGORICAL = ["category"]
 CURRENT_DAYS = 30
 REFERENCE_DAYS = 90
 ACTIVE_STATUSES = [
-    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 ]
 
@@ -75,8 +76,14 @@ def thresholds_from_env() -> DriftThresholds:
     )
 
 
-def load_windows(warehouse_path: str, trained_until: datetime | None, *, current_days: int = CURRENT_DAYS,
-                 reference_days: int = REFERENCE_DAYS, timeout_s: float = 10.0):
+def load_windows(
+    warehouse_path: str,
+    trained_until: datetime | None,
+    *,
+    current_days: int = CURRENT_DAYS,
+    reference_days: int = REFERENCE_DAYS,
+    timeout_s: float = 10.0,
+):
     """(reference, current, newest_ts) frames from the warehouse, opened read-only."""
     con = connect_with_retry(warehouse_path, read_only=True, timeout_s=timeout_s)
     try:
@@ -122,8 +129,9 @@ class DriftVerdict:
     current_rows: int = 0
 
 
-def drift_verdict(context, warehouse_path: str, trained_until: datetime | None, *,
-                  thresholds: DriftThresholds) -> DriftVerdict:
+def drift_verdict(
+    context, warehouse_path: str, trained_until: datetime | None, *, thresholds: DriftThresholds
+) -> DriftVerdict:
     """The drift check itself, shared by the ``drift_retraining`` sensor and the ``drift_check`` job so
     that both say the same thing about the same warehouse and training window."""
     try:
@@ -134,33 +142,48 @@ def drift_verdict(context, warehouse_path: str, trained_until: datetime | None, 
         return DriftVerdict(False, f"cannot read the warehouse now: {type(exc).__name__}: {exc}")
     if newest is None:
         return DriftVerdict(False, "staging.orders is empty")
-    report = measure_drift(reference, current, numeric=NUMERIC, categorical=CATEGORICAL,
-                           thresholds=thresholds)
+    report = measure_drift(
+        reference, current, numeric=NUMERIC, categorical=CATEGORICAL, thresholds=thresholds
+    )
     context.log.info(f"drift check: {report.summary()} | {json.dumps(report.features, default=str)[:2000]}")
     fc_report = forecast_error_from_warehouse(warehouse_path)
     context.log.info(f"forecast error check: {fc_report.summary()}")
     data_drift = report.enough_data and report.drifted
     if not data_drift and not fc_report.drifted:
-        return DriftVerdict(False, f"{report.summary()} (reference {report.reference_rows} rows, current "
-                                   f"{report.current_rows} rows, volume ratio {report.volume_ratio:.2f}); "
-                                   f"{fc_report.summary()}", newest=newest, current_rows=report.current_rows)
+        return DriftVerdict(
+            False,
+            f"{report.summary()} (reference {report.reference_rows} rows, current "
+            f"{report.current_rows} rows, volume ratio {report.volume_ratio:.2f}); "
+            f"{fc_report.summary()}",
+            newest=newest,
+            current_rows=report.current_rows,
+        )
     reason = "; ".join(([report.summary()] if data_drift else []) + fc_report.reasons)
-    return DriftVerdict(True, f"retrain: {reason}", reason=reason, newest=newest,
-                        current_rows=report.current_rows)
+    return DriftVerdict(
+        True, f"retrain: {reason}", reason=reason, newest=newest, current_rows=report.current_rows
+    )
 
 
-def evaluate_retraining(context: dg.SensorEvaluationContext, warehouse_path: str, *,
-                        thresholds: DriftThresholds, cooldown_hours: float, now: float | None = None):
+def evaluate_retraining(
+    context: dg.SensorEvaluationContext,
+    warehouse_path: str,
+    *,
+    thresholds: DriftThresholds,
+    cooldown_hours: float,
+    now: float | None = None,
+):
     now = time.time() if now is None else now
     state = _cursor(context.cursor)
     last_fired = float(state.get("last_fired", 0) or 0)
     if last_fired and now - last_fired < cooldown_hours * 3600:
         left = (cooldown_hours * 3600 - (now - last_fired)) / 3600
-        return dg.SkipReason(f"cooldown: last retraining requested {(now - last_fired) / 3600:.1f} h ago; "
-                             f"{left:.1f} h left")
+        return dg.SkipReason(
+            f"cooldown: last retraining requested {(now - last_fired) / 3600:.1f} h ago; {left:.1f} h left"
+        )
     if context.instance is not None:
         active = context.instance.get_runs(
-            filters=dg.RunsFilter(job_name=training_job.name, statuses=ACTIVE_STATUSES), limit=1)
+            filters=dg.RunsFilter(job_name=training_job.name, statuses=ACTIVE_STATUSES), limit=1
+        )
         if active:
             return dg.SkipReason(f"training run {active[0].run_id} is still queued or running")
     trained_until = datetime.fromisoformat(state["trained_until"]) if state.get("trained_until") else None
@@ -170,9 +193,12 @@ def evaluate_retraining(context: dg.SensorEvaluationContext, warehouse_path: str
     state.update({"trained_until": verdict.newest.isoformat(), "last_fired": now})
     request = dg.RunRequest(
         run_key=f"drift:{verdict.newest.isoformat()}",
-        tags={"ecom/trigger": "drift", "ecom/drift_reason": verdict.reason[:1000],
-              "ecom/trained_until": verdict.newest.isoformat(),
-              "ecom/drift_current_rows": str(verdict.current_rows)},
+        tags={
+            "ecom/trigger": "drift",
+            "ecom/drift_reason": verdict.reason[:1000],
+            "ecom/trained_until": verdict.newest.isoformat(),
+            "ecom/drift_current_rows": str(verdict.current_rows),
+        },
     )
     return dg.SensorResult(run_requests=[request], cursor=json.dumps(state))
 
@@ -187,7 +213,9 @@ def evaluate_retraining(context: dg.SensorEvaluationContext, warehouse_path: str
 )
 def drift_retraining(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
     return evaluate_retraining(
-        context, warehouse.path, thresholds=thresholds_from_env(),
+        context,
+        warehouse.path,
+        thresholds=thresholds_from_env(),
         cooldown_hours=float(env("ECOM_RETRAIN_COOLDOWN_HOURS")),
     )
 
@@ -211,24 +239,38 @@ class DriftCheckConfig(dg.Config):
     trained_until: str = ""  # ISO time; "" = the drift_retraining sensor's current window (or the default)
 
 
-@dg.op(description="The drift_retraining sensor's check, on demand: same windows, thresholds and verdict; "
-       "it reports, it does not launch training (the sensor does, with its cooldown).")
-def drift_check_op(context: dg.OpExecutionContext, config: DriftCheckConfig,
-                   warehouse: WarehouseResource) -> dg.Output:
-    trained_until = (datetime.fromisoformat(config.trained_until) if config.trained_until
-                     else sensor_trained_until(context.instance))
+@dg.op(
+    description="The drift_retraining sensor's check, on demand: same windows, thresholds and verdict; "
+    "it reports, it does not launch training (the sensor does, with its cooldown)."
+)
+def drift_check_op(
+    context: dg.OpExecutionContext, config: DriftCheckConfig, warehouse: WarehouseResource
+) -> dg.Output:
+    trained_until = (
+        datetime.fromisoformat(config.trained_until)
+        if config.trained_until
+        else sensor_trained_until(context.instance)
+    )
     verdict = drift_verdict(context, warehouse.path, trained_until, thresholds=thresholds_from_env())
     (context.log.warning if verdict.retrain else context.log.info)(f"drift verdict: {verdict.message}")
     return dg.Output(
         {"retrain": verdict.retrain, "message": verdict.message},
-        metadata={"retrain": verdict.retrain, "verdict": verdict.message,
-                  "trained_until": trained_until.isoformat() if trained_until else "none (newest 30 days)",
-                  "current_rows": verdict.current_rows})
+        metadata={
+            "retrain": verdict.retrain,
+            "verdict": verdict.message,
+            "trained_until": trained_until.isoformat() if trained_until else "none (newest 30 days)",
+            "current_rows": verdict.current_rows,
+        },
+    )
 
 
-@dg.job(name="drift_check", tags={"ecom/stage": "drift_check"}, executor_def=dg.in_process_executor,
-        description="Run the drift check now (what the hourly drift_retraining sensor evaluates) and report "
-        "its verdict in the run's logs and metadata.")
+@dg.job(
+    name="drift_check",
+    tags={"ecom/stage": "drift_check"},
+    executor_def=dg.in_process_executor,
+    description="Run the drift check now (what the hourly drift_retraining sensor evaluates) and report "
+    "its verdict in the run's logs and metadata.",
+)
 def drift_check_job():
     drift_check_op()
 

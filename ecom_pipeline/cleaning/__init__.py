@@ -18,7 +18,16 @@ from ecom_pipeline.cleaning.staging import (
 )
 
 __all__ = [
-    "QUARANTINE_TABLE", "STAGING_SCHEMA", "StageResult", "StagingError", "column_schema",
-    "ensure_quarantine_table", "mask_sql", "mask_text", "pseudonym", "register_privacy_functions",
-    "resolve_pseudonym_key", "stage_table",
+    "QUARANTINE_TABLE",
+    "STAGING_SCHEMA",
+    "StageResult",
+    "StagingError",
+    "column_schema",
+    "ensure_quarantine_table",
+    "mask_sql",
+    "mask_text",
+    "pseudonym",
+    "register_privacy_functions",
+    "resolve_pseudonym_key",
+    "stage_table",
 ]

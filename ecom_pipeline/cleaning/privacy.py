@@ -108,7 +108,12 @@ def register_privacy_functions(con: duckdb.DuckDBPyConnection, key: bytes) -> No
     except duckdb.InvalidInputException:  # not registered on this connection yet
         pass
     con.create_function(
-        PSEUDONYM_UDF_FUNCTION, _udf, ["VARCHAR"], "VARCHAR", type="arrow", null_handling="special",
+        PSEUDONYM_UDF_FUNCTION,
+        _udf,
+        ["VARCHAR"],
+        "VARCHAR",
+        type="arrow",
+        null_handling="special",
         side_effects=False,
     )
     con.execute(pseudonym_macro_sql(key))
@@ -125,22 +130,32 @@ MASK_RULES: tuple[tuple[str, str], ...] = (
     ("[CNPJ]", r"\b[0-9]{2}\.?[0-9]{3}\.?[0-9]{3}/?[0-9]{4}-?[0-9]{2}\b"),
     # CPF: 123.456.789-09, 123456789-09, or 11 bare digits that are not shaped like a Brazilian
     # mobile number (DDD 11-99 followed by 9): those are masked as [PHONE] below.
-    ("[CPF]", (r"\b[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}\b|\b[0-9]{9}-[0-9]{2}\b"
-               r"|\b(?:0[0-9]{10}|[0-9]0[0-9]{9}|[0-9]{2}[0-8][0-9]{8})\b")),
-    ("[PHONE]", "|".join([
-        # international: +55 11 91234-5678, +1 415-555-0100, +5511912345678, +55 (11) 91234-5678
-        r"\+[0-9]{1,3}(?:[ .-]?\(?[0-9]{1,5}\)?){2,5}",
-        # area code in parentheses: (11) 91234-5678, (11)3123-4567, (415) 555-0100
-        r"\([0-9]{2,3}\)[ .-]?9?[0-9]{3,4}[ .-]?[0-9]{4}\b",
-        # Brazilian with DDD: 11 91234-5678, 11 3123-4567, 1191234-5678
-        r"\b[0-9]{2}[ .-]?9?[0-9]{4}-[0-9]{4}\b",
-        # Brazilian mobile without DDD: 91234-5678
-        r"\b9[0-9]{4}-[0-9]{4}\b",
-        # North American: 415-555-0100, 415.555.0100
-        r"\b[0-9]{3}[ .-][0-9]{3}[ .-][0-9]{4}\b",
-        # bare Brazilian mobile: 11912345678
-        r"\b[1-9]{2}9[0-9]{8}\b",
-    ])),
+    (
+        "[CPF]",
+        (
+            r"\b[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}\b|\b[0-9]{9}-[0-9]{2}\b"
+            r"|\b(?:0[0-9]{10}|[0-9]0[0-9]{9}|[0-9]{2}[0-8][0-9]{8})\b"
+        ),
+    ),
+    (
+        "[PHONE]",
+        "|".join(
+            [
+                # international: +55 11 91234-5678, +1 415-555-0100, +5511912345678, +55 (11) 91234-5678
+                r"\+[0-9]{1,3}(?:[ .-]?\(?[0-9]{1,5}\)?){2,5}",
+                # area code in parentheses: (11) 91234-5678, (11)3123-4567, (415) 555-0100
+                r"\([0-9]{2,3}\)[ .-]?9?[0-9]{3,4}[ .-]?[0-9]{4}\b",
+                # Brazilian with DDD: 11 91234-5678, 11 3123-4567, 1191234-5678
+                r"\b[0-9]{2}[ .-]?9?[0-9]{4}-[0-9]{4}\b",
+                # Brazilian mobile without DDD: 91234-5678
+                r"\b9[0-9]{4}-[0-9]{4}\b",
+                # North American: 415-555-0100, 415.555.0100
+                r"\b[0-9]{3}[ .-][0-9]{3}[ .-][0-9]{4}\b",
+                # bare Brazilian mobile: 11912345678
+                r"\b[1-9]{2}9[0-9]{8}\b",
+            ]
+        ),
+    ),
 )
 
 _COMPILED = tuple((placeholder, re.compile(pattern, re.ASCII)) for placeholder, pattern in MASK_RULES)

@@ -26,8 +26,18 @@ import unicodedata
 from datetime import datetime
 
 REASON_ORDER: tuple[str, ...] = (
-    "malformed_line", "missing_required", "bad_type", "out_of_range", "not_allowed", "future_timestamp",
-    "ancient_timestamp", "lifecycle", "outside_bounds", "orphan", "duplicate_key", "duplicate_key_conflict",
+    "malformed_line",
+    "missing_required",
+    "bad_type",
+    "out_of_range",
+    "not_allowed",
+    "future_timestamp",
+    "ancient_timestamp",
+    "lifecycle",
+    "outside_bounds",
+    "orphan",
+    "duplicate_key",
+    "duplicate_key_conflict",
 )
 # Reasons whose key is staged all the same (another row of the key was kept): not lost rows.
 DUPLICATE_REASONS: tuple[str, ...] = ("duplicate_key", "duplicate_key_conflict")

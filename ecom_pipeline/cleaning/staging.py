@@ -164,8 +164,10 @@ def _normalise_sql(c: Column, t: str) -> str:
         # list_contains rather than IN: DuckDB plans a constant IN-list as a join.
         tokens = ", ".join(_lit(x) for x in rules.NULL_TOKENS)
         longest = max(len(x) for x in rules.NULL_TOKENS)
-        return (f"CASE WHEN length({t}) <= {longest} AND list_contains([{tokens}], lower({t})) "
-                f"THEN NULL ELSE {t} END")
+        return (
+            f"CASE WHEN length({t}) <= {longest} AND list_contains([{tokens}], lower({t})) "
+            f"THEN NULL ELSE {t} END"
+        )
     if c.name in rules.CATEGORY_COLUMNS:
         return f"NULLIF(trim(regexp_replace(lower(strip_accents({t})), '[^a-z0-9]+', '_', 'g'), '_'), '')"
     if c.name in rules.DIGIT_COLUMNS:
@@ -180,8 +182,11 @@ def _normalise_sql(c: Column, t: str) -> str:
 def _converts_timezone(spec: TableSpec, hints: ParseHints) -> bool:
     """Whether naive timestamps of ``spec`` must be converted from ``hints.timezone`` to UTC."""
     naive = [f for f in hints.timestamp_formats if "%z" not in f and "%Z" not in f]
-    return (bool(naive) and hints.timezone.strip().lower() not in rules.UTC_NAMES
-            and any(c.dtype == "TIMESTAMP" for c in spec.columns))
+    return (
+        bool(naive)
+        and hints.timezone.strip().lower() not in rules.UTC_NAMES
+        and any(c.dtype == "TIMESTAMP" for c in spec.columns)
+    )
 
 
 def _ts_formats(hints: ParseHints) -> tuple[list[str], list[str]]:
@@ -215,8 +220,10 @@ def _cast_sql(c: Column, n: str, hints: ParseHints) -> str:
             other = "','"
         else:
             raise ValueError(f"unsupported decimal separator {hints.decimal!r}")
-        return (f"CASE WHEN NOT contains({n}, {other}) THEN TRY_CAST({plain} AS DOUBLE) "
-                f"WHEN regexp_full_match({n}, {_lit(grouped)}) THEN TRY_CAST({ungrouped} AS DOUBLE) END")
+        return (
+            f"CASE WHEN NOT contains({n}, {other}) THEN TRY_CAST({plain} AS DOUBLE) "
+            f"WHEN regexp_full_match({n}, {_lit(grouped)}) THEN TRY_CAST({ungrouped} AS DOUBLE) END"
+        )
     if c.dtype == "TIMESTAMP":
         naive, _ = _ts_formats(hints)
         if not naive:
@@ -231,8 +238,10 @@ def _cast_sql(c: Column, n: str, hints: ParseHints) -> str:
             parsed = f"try_strptime({n}, {_lit(f)})"
             value = parsed
             if "%y" in f:
-                value = (f"{parsed} + to_years(CAST(100 * floor(({start + 99} - year({parsed})) / 100.0) "
-                         "AS INTEGER))")
+                value = (
+                    f"{parsed} + to_years(CAST(100 * floor(({start + 99} - year({parsed})) / 100.0) "
+                    "AS INTEGER))"
+                )
             whens.append(f"WHEN {parsed} IS NOT NULL THEN {value}")
         return f"CASE {' '.join(whens)} END"
     if c.dtype == "VARCHAR":
@@ -250,8 +259,9 @@ def _aware_sql(n: str, hints: ParseHints) -> str | None:
     return f"timezone('UTC', try_strptime({n}, {_fmt_list(aware)}))"
 
 
-def _value_sql(c: Column, x: str, *, tz: str | None = None, tzmap: str | None = None,
-               aware: str | None = None) -> str:
+def _value_sql(
+    c: Column, x: str, *, tz: str | None = None, tzmap: str | None = None, aware: str | None = None
+) -> str:
     """Final staged value from the cast ``x`` (NULL where the text did not give a valid value).
 
     Timestamps in zone ``tz``: the UTC offset comes from ``tzmap`` (the offset of each local hour,
@@ -260,16 +270,20 @@ def _value_sql(c: Column, x: str, *, tz: str | None = None, tzmap: str | None = 
     """
     if c.dtype == "TIMESTAMP":
         if tz is not None:
-            x = (f"CASE WHEN {tzmap}.exact THEN {x} + {tzmap}.off "
-                 f"ELSE timezone('UTC', timezone({_lit(tz)}, {x})) END")
+            x = (
+                f"CASE WHEN {tzmap}.exact THEN {x} + {tzmap}.off "
+                f"ELSE timezone('UTC', timezone({_lit(tz)}, {x})) END"
+            )
         if aware is not None:
             x = f"coalesce({x}, {aware})"
         return f"CAST({x} AS TIMESTAMP)"
     if c.dtype == "DOUBLE":
         return f"CASE WHEN isfinite({x}) THEN {x} END"
     if c.dtype == "INTEGER":
-        return (f"CASE WHEN {x} = trunc({x}) AND {x} BETWEEN -2147483648 AND 2147483647 "
-                f"THEN CAST({x} AS INTEGER) END")
+        return (
+            f"CASE WHEN {x} = trunc({x}) AND {x} BETWEEN -2147483648 AND 2147483647 "
+            f"THEN CAST({x} AS INTEGER) END"
+        )
     if c.privacy == "pseudonym":
         return f"{PSEUDONYM_FUNCTION}({x})"
     if c.privacy == "mask":
@@ -286,10 +300,12 @@ def _typed_ctes(spec: TableSpec, raw_cols: set[str], raw_rel: str, hints: ParseH
         return f"r.{qi(name)}" if name in raw_cols else f"CAST(NULL AS {cast})"
 
     l1 = ", ".join(f"{_trim_sql(raw(c.name))} AS t{i}" for i, c in enumerate(cols))
-    l1 = (f"SELECT r.rowid AS _rid, {raw('_load_id')} AS _load_id, {raw('_source_file')} AS _source_file, "
-          f"{raw('_source_row', 'BIGINT')} AS _source_row, "
-          f"NULLIF(left({raw('_parse_error')}, {_MAX_PARSE_ERROR_CHARS}), '') AS _parse_error, {l1} "
-          f"FROM {raw_rel} r")
+    l1 = (
+        f"SELECT r.rowid AS _rid, {raw('_load_id')} AS _load_id, {raw('_source_file')} AS _source_file, "
+        f"{raw('_source_row', 'BIGINT')} AS _source_row, "
+        f"NULLIF(left({raw('_parse_error')}, {_MAX_PARSE_ERROR_CHARS}), '') AS _parse_error, {l1} "
+        f"FROM {raw_rel} r"
+    )
     l2 = ", ".join(f"{_normalise_sql(c, f't{i}')} AS n{i}" for i, c in enumerate(cols))
     l3 = ", ".join(f"{_cast_sql(c, f'n{i}', hints)} AS x{i}" for i, c in enumerate(cols))
     return f"l1 AS ({l1}), l2 AS (SELECT *, {l2} FROM l1), l3 AS (SELECT *, {l3} FROM l2)"
@@ -300,8 +316,10 @@ def _tz_map_sql(spec: TableSpec, raw_cols: set[str], raw_rel: str, hints: ParseH
     offset holds for the whole hour (false in the hour of a DST transition)."""
     tz = _lit(hints.timezone)
     xs = ", ".join(f"x{i}" for i, c in enumerate(spec.columns) if c.dtype == "TIMESTAMP")
-    hours = (f"SELECT DISTINCT date_trunc('hour', x) AS h FROM (SELECT unnest([{xs}]) AS x FROM l3) "
-             "WHERE x IS NOT NULL")
+    hours = (
+        f"SELECT DISTINCT date_trunc('hour', x) AS h FROM (SELECT unnest([{xs}]) AS x FROM l3) "
+        "WHERE x IS NOT NULL"
+    )
     end = "h + INTERVAL 3599 SECOND"
     return (
         f"WITH {_typed_ctes(spec, raw_cols, raw_rel, hints)}, hours AS ({hours}) "
@@ -338,8 +356,16 @@ def _build_work_sql(
             alias = f"tz{i}"
             if convert:
                 l4_joins.append(f"LEFT JOIN {qi(tzmap)} {alias} ON {alias}.h = date_trunc('hour', l3.x{i})")
-            l4_vals.append(_value_sql(c, f"l3.x{i}", tz=hints.timezone if convert else None, tzmap=alias,
-                                      aware=_aware_sql(f"l3.n{i}", hints)) + f" AS v{i}")
+            l4_vals.append(
+                _value_sql(
+                    c,
+                    f"l3.x{i}",
+                    tz=hints.timezone if convert else None,
+                    tzmap=alias,
+                    aware=_aware_sql(f"l3.n{i}", hints),
+                )
+                + f" AS v{i}"
+            )
         else:
             l4_vals.append(f"{_value_sql(c, f'l3.x{i}')} AS v{i}")
     l4 = f"SELECT l3.*, {', '.join(l4_vals)} FROM l3 {' '.join(l4_joins)}"
@@ -399,8 +425,10 @@ def _build_work_sql(
             (la0, la1), (lo0, lo1) = box["lat"], box["lng"]
             conds.append(f"w.v{idx[lat]} NOT BETWEEN {_num(la0)} AND {_num(la1)}")
             conds.append(f"w.v{idx[lng]} NOT BETWEEN {_num(lo0)} AND {_num(lo1)}")
-        check(f"w.v{idx[lat]} IS NOT NULL AND w.v{idx[lng]} IS NOT NULL AND ({' OR '.join(conds)})",
-              f"outside_bounds:{lat}")
+        check(
+            f"w.v{idx[lat]} IS NOT NULL AND w.v{idx[lng]} IS NOT NULL AND ({' OR '.join(conds)})",
+            f"outside_bounds:{lat}",
+        )
     for j, fk in enumerate(spec.foreign_keys):
         if j in fk_flags:
             notnull = " AND ".join(f"w.v{idx[cc]} IS NOT NULL" for cc in fk.columns)
@@ -408,12 +436,16 @@ def _build_work_sql(
 
     fail = f"concat_ws({_lit(_DETAIL_SEP)}, {', '.join(checks)})" if checks else "''"
     values = ", ".join(f"w.v{i}" for i in range(len(cols)))
-    l5 = (f"SELECT w._rid, w._load_id, w._source_file, w._source_row, w._parse_error, {values}, "
-          f"{fail} AS _fail FROM l4 w {' '.join(joins)}")
-    l6 = ("SELECT *, CASE WHEN _parse_error IS NOT NULL THEN 'malformed_line' "
-          f"WHEN _fail <> '' THEN split_part(_fail, {_lit(_DETAIL_SEP)}, 1) END AS _reason, "
-          "CASE WHEN _parse_error IS NOT NULL THEN _parse_error WHEN _fail <> '' THEN _fail END AS _detail "
-          "FROM l5")
+    l5 = (
+        f"SELECT w._rid, w._load_id, w._source_file, w._source_row, w._parse_error, {values}, "
+        f"{fail} AS _fail FROM l4 w {' '.join(joins)}"
+    )
+    l6 = (
+        "SELECT *, CASE WHEN _parse_error IS NOT NULL THEN 'malformed_line' "
+        f"WHEN _fail <> '' THEN split_part(_fail, {_lit(_DETAIL_SEP)}, 1) END AS _reason, "
+        "CASE WHEN _parse_error IS NOT NULL THEN _parse_error WHEN _fail <> '' THEN _fail END AS _detail "
+        "FROM l5"
+    )
     staged = ", ".join(f"CAST(v{i} AS {c.dtype}) AS {qi(c.name)}" for i, c in enumerate(cols))
     return (
         f"WITH {_typed_ctes(spec, raw_cols, raw_rel, hints)}, "
@@ -501,7 +533,9 @@ def stage_table(
     # DuckLake: other writers share the schema, so the table being built is this connection's own (temp),
     # copied in at the swap
     lake = is_lake(con)
-    building_rel = f"temp.{qi(table + '__building')}" if lake else f"{qi(staging_schema)}.{qi(table + '__building')}"
+    building_rel = (
+        f"temp.{qi(table + '__building')}" if lake else f"{qi(staging_schema)}.{qi(table + '__building')}"
+    )
     quarantine_rel = f"{qi(staging_schema)}.{qi(QUARANTINE_TABLE)}"
     qwork = f"_stage_quarantine_{table}"
     if lake:  # another writer may replace raw meanwhile: stage one snapshot of it (rowids stay consistent)
@@ -512,17 +546,23 @@ def stage_table(
     load_col = qi("_load_id") if "_load_id" in raw_cols else "CAST(NULL AS VARCHAR)"
     load_id, first_load = con.execute(f"SELECT max({load_col}), min({load_col}) FROM {raw_rel}").fetchall()[0]
     if load_id != first_load:
-        notes.append(f"{raw_schema}.{table} holds rows of several loads ({first_load} .. {load_id}); staged all")
+        notes.append(
+            f"{raw_schema}.{table} holds rows of several loads ({first_load} .. {load_id}); staged all"
+        )
 
     parents: dict[int, str] = {}
     for j, fk in enumerate(spec.foreign_keys):
         pcols = _table_columns(con, staging_schema, fk.parent)
         if pcols is None:
-            notes.append(f"orphan check {fk.columns}->{fk.parent} skipped: {staging_schema}.{fk.parent} "
-                         "does not exist (stage parents first, see canonical.TABLE_ORDER)")
+            notes.append(
+                f"orphan check {fk.columns}->{fk.parent} skipped: {staging_schema}.{fk.parent} "
+                "does not exist (stage parents first, see canonical.TABLE_ORDER)"
+            )
         elif not set(fk.parent_columns) <= set(pcols):
-            notes.append(f"orphan check {fk.columns}->{fk.parent} skipped: {staging_schema}.{fk.parent} "
-                         f"lacks {fk.parent_columns}")
+            notes.append(
+                f"orphan check {fk.columns}->{fk.parent} skipped: {staging_schema}.{fk.parent} "
+                f"lacks {fk.parent_columns}"
+            )
         else:
             parents[j] = f"{qi(staging_schema)}.{qi(fk.parent)}"
 
@@ -538,7 +578,11 @@ def stage_table(
             con.execute(f"DROP TABLE IF EXISTS temp.{qi(tzmap)}")
             con.execute(f"CREATE TEMP TABLE {qi(tzmap)} AS {_tz_map_sql(spec, raw_cols, raw_rel, hints)}")
         # 1. every raw row, typed and protected, with its first failing rule (NULL when it passes).
-        create = f"CREATE TEMP TABLE {building_rel.removeprefix('temp.')}" if lake else f"CREATE TABLE {building_rel}"
+        create = (
+            f"CREATE TEMP TABLE {building_rel.removeprefix('temp.')}"
+            if lake
+            else f"CREATE TABLE {building_rel}"
+        )
         con.execute(f"{create} AS {work_sql}")
         # 2. duplicate keys among the rows that pass everything else: the first by (file, row) stays.  A later
         #    row equal to the kept one in every staged column is `duplicate_key`; one that disagrees
@@ -575,9 +619,11 @@ def stage_table(
         for helper in ("_rid", "_reason", "_detail"):
             con.execute(f"ALTER TABLE {building_rel} DROP COLUMN {helper}")
         raw_rows = _scalar(con, f"SELECT count(*) FROM {raw_rel}")
-        reasons = dict(con.execute(
-            f"SELECT reason, count(*) FROM {qi(qwork)} GROUP BY reason ORDER BY count(*) DESC, reason"
-        ).fetchall())
+        reasons = dict(
+            con.execute(
+                f"SELECT reason, count(*) FROM {qi(qwork)} GROUP BY reason ORDER BY count(*) DESC, reason"
+            ).fetchall()
+        )
 
         def swap(c) -> tuple[int, int]:  # re-run whole when a DuckLake commit loses to another writer
             c.execute(f"DROP TABLE IF EXISTS {final_rel}")
@@ -606,6 +652,12 @@ def stage_table(
             con.execute(f"DROP TABLE IF EXISTS {raw_rel}")
 
     return StageResult(
-        table=table, load_id=load_id, raw_rows=raw_rows, staged_rows=staged_rows,
-        quarantined_rows=quarantined_rows, reasons=reasons, seconds=time.perf_counter() - start, notes=notes,
+        table=table,
+        load_id=load_id,
+        raw_rows=raw_rows,
+        staged_rows=staged_rows,
+        quarantined_rows=quarantined_rows,
+        reasons=reasons,
+        seconds=time.perf_counter() - start,
+        notes=notes,
     )

@@ -32,14 +32,23 @@ def local_instance_config(compose_yaml: Path = COMPOSE_INSTANCE_YAML) -> dict:
 def write_dagster_home(home: Path) -> Path:
     """Write the local instance's dagster.yaml into ``home`` (the DAGSTER_HOME of every process)."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(local_instance_config(), sort_keys=False),
-                                       encoding="utf-8")
+    (home / "dagster.yaml").write_text(
+        yaml.safe_dump(local_instance_config(), sort_keys=False), encoding="utf-8"
+    )
     return home
 
 
-def service_env(*, postgres_host: str, postgres_port: int, postgres_user: str, broker_url: str,
-                result_backend: str, mlflow_tracking_uri: str, postgres_password: str = TRUST_AUTH_PASSWORD,
-                dagster_db: str = "dagster") -> dict[str, str]:
+def service_env(
+    *,
+    postgres_host: str,
+    postgres_port: int,
+    postgres_user: str,
+    broker_url: str,
+    result_backend: str,
+    mlflow_tracking_uri: str,
+    postgres_password: str = TRUST_AUTH_PASSWORD,
+    dagster_db: str = "dagster",
+) -> dict[str, str]:
     """The environment names the compose file sets, with the local servers' values."""
     return {
         "DAGSTER_POSTGRES_HOST": postgres_host,

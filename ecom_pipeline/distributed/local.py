@@ -40,8 +40,13 @@ class LocalCluster(Service):
     ``warehouse``: ``duckdb`` (one file under ``data/``) or ``ducklake`` (catalog in the Postgres db
     ``ducklake``, Parquet files under ``lake/``; created once here, before any worker writes)."""
 
-    def __init__(self, root: Path, extra_env: dict[str, str] | None = None,
-                 queues: tuple[str, ...] = CELERY_QUEUES, warehouse: str = "duckdb"):
+    def __init__(
+        self,
+        root: Path,
+        extra_env: dict[str, str] | None = None,
+        queues: tuple[str, ...] = CELERY_QUEUES,
+        warehouse: str = "duckdb",
+    ):
         self.root = Path(root).resolve()
         self.extra_env = dict(extra_env or {})
         self.queues = queues
@@ -60,10 +65,14 @@ class LocalCluster(Service):
         data = self.root / "data"
         data.mkdir(exist_ok=True)
         self.env = {
-            **service_env(postgres_host="127.0.0.1", postgres_port=self.postgres.port,
-                          postgres_user=POSTGRES_USER, broker_url=self.redis.url(0),
-                          result_backend=self.redis.url(1),
-                          mlflow_tracking_uri=self.postgres.sqlalchemy_url("mlflow")),
+            **service_env(
+                postgres_host="127.0.0.1",
+                postgres_port=self.postgres.port,
+                postgres_user=POSTGRES_USER,
+                broker_url=self.redis.url(0),
+                result_backend=self.redis.url(1),
+                mlflow_tracking_uri=self.postgres.sqlalchemy_url("mlflow"),
+            ),
             "DAGSTER_HOME": str(home),
             "ECOM_DATA_ROOT": str(data),
             "ECOM_MLFLOW_ARTIFACT_ROOT": str(self.root / "mlartifacts"),
@@ -82,7 +91,9 @@ class LocalCluster(Service):
         # it at once race on CREATE TABLE (seen as a worker exiting with a duplicate-table error)
         self.workers = {}
         for q in self.queues:
-            name = q if q not in self.workers else f"{q}-{sum(n.split('-')[0] == q for n in self.workers) + 1}"
+            name = (
+                q if q not in self.workers else f"{q}-{sum(n.split('-')[0] == q for n in self.workers) + 1}"
+            )
             self.workers[name] = start_worker(q, process_env, self.root / "logs", cwd=self.root, name=name)
             self.workers[name].wait_ready()
         return self
@@ -93,14 +104,29 @@ class LocalCluster(Service):
             return {}
         if self.warehouse != "ducklake":
             raise ValueError(f"warehouse={self.warehouse!r}: duckdb | ducklake")
-        return {"ECOM_WAREHOUSE_BACKEND": "ducklake", "ECOM_DUCKLAKE_CATALOG": self.postgres.url(LAKE_DATABASE),
-                "ECOM_DUCKLAKE_DATA_PATH": str(self.root / "lake")}
+        return {
+            "ECOM_WAREHOUSE_BACKEND": "ducklake",
+            "ECOM_DUCKLAKE_CATALOG": self.postgres.url(LAKE_DATABASE),
+            "ECOM_DUCKLAKE_DATA_PATH": str(self.root / "lake"),
+        }
 
     def write_workspace(self) -> Path:
         path = self.root / "workspace.yaml"
-        path.write_text(yaml.safe_dump({"load_from": [{"python_module": {
-            "module_name": "ecom_pipeline.distributed.location", "working_directory": str(REPO_ROOT),
-            "location_name": "ecom_pipeline_distributed"}}]}))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "load_from": [
+                        {
+                            "python_module": {
+                                "module_name": "ecom_pipeline.distributed.location",
+                                "working_directory": str(REPO_ROOT),
+                                "location_name": "ecom_pipeline_distributed",
+                            }
+                        }
+                    ]
+                }
+            )
+        )
         return path
 
     def start_daemon(self) -> Worker:
@@ -110,9 +136,14 @@ class LocalCluster(Service):
         log = self.root / "logs" / "daemon.log"
         daemon = Path(sys.executable).parent / "dagster-daemon"
         with log.open("w") as out:
-            process = subprocess.Popen([str(daemon) if daemon.exists() else "dagster-daemon", "run", "-w",
-                                        str(workspace)], env={**os.environ, **self.env},  # env exception: as workers
-                                       cwd=self.root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [str(daemon) if daemon.exists() else "dagster-daemon", "run", "-w", str(workspace)],
+                env={**os.environ, **self.env},  # env exception: as workers
+                cwd=self.root,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.workers["daemon"] = Worker("daemon", process, log)
         return self.workers["daemon"]
 

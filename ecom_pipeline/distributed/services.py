@@ -103,13 +103,46 @@ class PostgresServer(Service):
         if prefix:
             shutil.chown(self.directory, user="postgres")
         data, log = self.directory / "data", self.directory / "server.log"
-        subprocess.run([*prefix, "initdb", "-D", str(data), "-U", POSTGRES_USER, "--auth=trust",
-                        "--encoding=UTF8", "--no-sync"], check=True, capture_output=True, text=True)
+        subprocess.run(
+            [
+                *prefix,
+                "initdb",
+                "-D",
+                str(data),
+                "-U",
+                POSTGRES_USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         self.port = self.port or free_port()
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
-                   "-c fsync=off -c max_connections=200")
-        subprocess.run([*prefix, "pg_ctl", "-D", str(data), "-l", str(log), "-o", options, "-w",
-                        "-t", str(int(START_TIMEOUT_S)), "start"], check=True, capture_output=True, text=True)
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' "
+            "-c fsync=off -c max_connections=200"
+        )
+        subprocess.run(
+            [
+                *prefix,
+                "pg_ctl",
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(START_TIMEOUT_S)),
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         self._started = True
         _wait_for_port(self.port, START_TIMEOUT_S, "PostgreSQL", log)
         import psycopg2
@@ -126,8 +159,21 @@ class PostgresServer(Service):
         if self.directory is None:
             return
         if self._started:
-            subprocess.run([*_as_postgres_user(), "pg_ctl", "-D", str(self.directory / "data"), "-m", "fast",
-                            "-w", "stop"], check=False, capture_output=True, text=True)
+            subprocess.run(
+                [
+                    *_as_postgres_user(),
+                    "pg_ctl",
+                    "-D",
+                    str(self.directory / "data"),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "stop",
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
             self._started = False
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory = None
@@ -152,9 +198,24 @@ class RedisServer(Service):
         self.port = self.port or free_port()
         log = self.directory / "redis.log"
         self._proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--logfile", str(log)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(log),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         _wait_for_port(self.port, START_TIMEOUT_S, "redis-server", log)
         return self
 

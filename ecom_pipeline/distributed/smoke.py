@@ -17,12 +17,32 @@ JOB_NAME = "distributed_smoke"
 MODEL_KEYS = (dg.AssetKey(["models", "sarima_backtest"]), dg.AssetKey(["models", "lstm_backtest"]))
 SELECTION = dg.AssetSelection.assets(*MODEL_KEYS).upstream().without_checks()
 # Small models: the point is where the steps run, not the forecasts (docs/models.md has the real settings).
-RUN_CONFIG = {"ops": {
-    "models__sarima_backtest": {"config": {"n_states": 0, "n_categories": 0, "horizon": 7, "folds": 1,
-                                           "max_train_days": 120, "workers": 1}},
-    "models__lstm_backtest": {"config": {"n_states": 0, "n_categories": 0, "horizon": 7, "folds": 1,
-                                         "window": 14, "hidden": 8, "epochs_cpu": 2, "max_samples_cpu": 200}},
-}}
+RUN_CONFIG = {
+    "ops": {
+        "models__sarima_backtest": {
+            "config": {
+                "n_states": 0,
+                "n_categories": 0,
+                "horizon": 7,
+                "folds": 1,
+                "max_train_days": 120,
+                "workers": 1,
+            }
+        },
+        "models__lstm_backtest": {
+            "config": {
+                "n_states": 0,
+                "n_categories": 0,
+                "horizon": 7,
+                "folds": 1,
+                "window": 14,
+                "hidden": 8,
+                "epochs_cpu": 2,
+                "max_samples_cpu": 200,
+            }
+        },
+    }
+}
 
 
 def smoke_definitions(executor: str | None = None) -> dg.Definitions:
@@ -31,9 +51,13 @@ def smoke_definitions(executor: str | None = None) -> dg.Definitions:
     from ecom_pipeline.definitions import build_definitions
 
     executor_def = dg.in_process_executor if executor == "in_process" else executor_from_env(executor)
-    job = dg.define_asset_job(JOB_NAME, selection=SELECTION, executor_def=executor_def,
-                              # it reloads raw + staging: one such run at a time through the run queue
-                              tags={"ecom/stage": "distributed_smoke", **RELOAD_TAG})
+    job = dg.define_asset_job(
+        JOB_NAME,
+        selection=SELECTION,
+        executor_def=executor_def,
+        # it reloads raw + staging: one such run at a time through the run queue
+        tags={"ecom/stage": "distributed_smoke", **RELOAD_TAG},
+    )
     return dg.Definitions.merge(build_definitions(), dg.Definitions(jobs=[job]))
 
 
@@ -68,17 +92,32 @@ def main(argv: list[str] | None = None) -> None:
     steps = [s for s in parser.parse_args(argv).steps.split(",") if s]
     with dg.DagsterInstance.get() as instance:
         started = time.perf_counter()
-        result = dg.execute_job(dg.reconstructable(smoke_job), instance=instance, raise_on_error=False,
-                                **({"op_selection": steps} if steps else {"run_config": RUN_CONFIG}))
+        result = dg.execute_job(
+            dg.reconstructable(smoke_job),
+            instance=instance,
+            raise_on_error=False,
+            **({"op_selection": steps} if steps else {"run_config": RUN_CONFIG}),
+        )
         wall = time.perf_counter() - started
         placed = steps_per_worker(instance, result.run_id)
     queues: dict[str, int] = {}
     for worker in placed.values():
         queues[worker.split("@")[0]] = queues.get(worker.split("@")[0], 0) + 1
-    print(f"{JOB_NAME} run {result.run_id}: {'success' if result.success else 'FAILURE'} in "
-          f"{wall:.1f} s; steps per worker {queues}")
-    print(json.dumps({"run_id": result.run_id, "success": result.success, "wall_s": round(wall, 1),
-                      "steps_per_worker": queues}), flush=True)
+    print(
+        f"{JOB_NAME} run {result.run_id}: {'success' if result.success else 'FAILURE'} in "
+        f"{wall:.1f} s; steps per worker {queues}"
+    )
+    print(
+        json.dumps(
+            {
+                "run_id": result.run_id,
+                "success": result.success,
+                "wall_s": round(wall, 1),
+                "steps_per_worker": queues,
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -17,13 +17,30 @@ READY_MARKER = " ready."  # celery's log line once the worker consumes
 WORKER_START_TIMEOUT_S = 120.0
 
 
-def worker_command(queue: str, config_yaml: Path = CELERY_WORKER_YAML, concurrency: int = 1,
-                   name: str | None = None) -> list[str]:
+def worker_command(
+    queue: str, config_yaml: Path = CELERY_WORKER_YAML, concurrency: int = 1, name: str | None = None
+) -> list[str]:
     """``name`` (default: the queue's) names the worker, ``<name>@host``; a second worker of a queue needs its own."""
     dagster_celery = Path(sys.executable).parent / "dagster-celery"
-    return [str(dagster_celery) if dagster_celery.exists() else "dagster-celery", "worker", "start",
-            "-A", "dagster_celery.app", "-q", queue, "-n", name or queue, "-y", str(config_yaml), "-l", "INFO", "--",
-            f"--concurrency={concurrency}", "--without-gossip", "--without-mingle"]
+    return [
+        str(dagster_celery) if dagster_celery.exists() else "dagster-celery",
+        "worker",
+        "start",
+        "-A",
+        "dagster_celery.app",
+        "-q",
+        queue,
+        "-n",
+        name or queue,
+        "-y",
+        str(config_yaml),
+        "-l",
+        "INFO",
+        "--",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
 
 
 @dataclass
@@ -40,8 +57,10 @@ class Worker:
             if self.process.poll() is not None:
                 break
             time.sleep(0.5)
-        raise RuntimeError(f"celery worker for queue {self.queue!r} did not start "
-                           f"(exit {self.process.poll()}):\n{self.log.read_text(errors='replace')[-3000:]}")
+        raise RuntimeError(
+            f"celery worker for queue {self.queue!r} did not start "
+            f"(exit {self.process.poll()}):\n{self.log.read_text(errors='replace')[-3000:]}"
+        )
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Warm shutdown of the whole worker: the dagster-celery CLI, celery's main process and its pool all
@@ -73,12 +92,19 @@ def _group_alive(group: int) -> bool:
     return True
 
 
-def start_worker(queue: str, env: dict[str, str], log_dir: Path, cwd: Path | None = None,
-                 name: str | None = None) -> Worker:
+def start_worker(
+    queue: str, env: dict[str, str], log_dir: Path, cwd: Path | None = None, name: str | None = None
+) -> Worker:
     """Start a worker consuming ``queue`` in its own process group (so it can be stopped as a whole)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"worker-{name or queue}.log"
     with log.open("w") as out:
-        process = subprocess.Popen(worker_command(queue, name=name), env=env, cwd=cwd, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            worker_command(queue, name=name),
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return Worker(queue, process, log)

@@ -95,8 +95,10 @@ class DriftReport:
 
     def summary(self) -> str:
         if not self.enough_data:
-            return (f"not enough data for a verdict: reference {self.reference_rows} rows, "
-                    f"current {self.current_rows} rows")
+            return (
+                f"not enough data for a verdict: reference {self.reference_rows} rows, "
+                f"current {self.current_rows} rows"
+            )
         return "; ".join(self.reasons) if self.reasons else "no drift"
 
     def to_dict(self) -> dict:
@@ -119,7 +121,9 @@ def measure_drift(
     ``volume_ratio`` times the reference rows is a reason on its own.
     """
     report = DriftReport(reference_rows=len(reference), current_rows=len(current))
-    report.volume_ratio = len(current) / len(reference) if len(reference) else float("inf") if len(current) else 0.0
+    report.volume_ratio = (
+        len(current) / len(reference) if len(reference) else float("inf") if len(current) else 0.0
+    )
     if len(reference) < thresholds.min_rows or len(current) < thresholds.min_rows:
         report.enough_data = False
         return report
@@ -141,8 +145,10 @@ def measure_drift(
         if share > thresholds.new_category_share:
             report.reasons.append(f"new_categories({col})={share:.3f}>{thresholds.new_category_share}")
     if report.volume_ratio >= thresholds.volume_ratio:
-        report.reasons.append(f"volume: {len(current)} new rows = {report.volume_ratio:.2f}x reference "
-                              f">= {thresholds.volume_ratio}")
+        report.reasons.append(
+            f"volume: {len(current)} new rows = {report.volume_ratio:.2f}x reference "
+            f">= {thresholds.volume_ratio}"
+        )
     return report
 
 
@@ -169,13 +175,23 @@ class ForecastErrorReport:
     def summary(self) -> str:
         if self.series.empty:
             return "forecast error: no realised forecast days yet"
-        return "; ".join(self.reasons) if self.reasons else (
-            f"forecast error stable: median live/backtest MASE {self.median_ratio:.2f} over {len(self.series)} series")
+        return (
+            "; ".join(self.reasons)
+            if self.reasons
+            else (
+                f"forecast error stable: median live/backtest MASE {self.median_ratio:.2f} over {len(self.series)} series"
+            )
+        )
 
 
-def forecast_error_drift(forecasts: pd.DataFrame, daily: pd.DataFrame, *,
-                         thresholds: ForecastErrorThresholds = ForecastErrorThresholds(),
-                         value: str = "orders", m: int = 7) -> ForecastErrorReport:
+def forecast_error_drift(
+    forecasts: pd.DataFrame,
+    daily: pd.DataFrame,
+    *,
+    thresholds: ForecastErrorThresholds = ForecastErrorThresholds(),
+    value: str = "orders",
+    m: int = 7,
+) -> ForecastErrorReport:
     """Live error of the served (``is_best``) forecasts on days whose actuals are now in ``daily``.
 
     ``forecasts``: series_id, date, yhat, lo, hi, backtest_mase, is_best (``serving.forecasts``);
@@ -202,13 +218,24 @@ def forecast_error_drift(forecasts: pd.DataFrame, daily: pd.DataFrame, *,
         live = mase(realised[value], realised["yhat"], train, m)
         promised = float(f["backtest_mase"].iloc[0])
         ratio = live / promised if promised and promised == promised else float("nan")
-        rows.append((sid, len(realised), live, promised, ratio, coverage(realised[value], realised["lo"], realised["hi"])))
+        rows.append(
+            (
+                sid,
+                len(realised),
+                live,
+                promised,
+                ratio,
+                coverage(realised[value], realised["lo"], realised["hi"]),
+            )
+        )
     per_series = pd.DataFrame(rows, columns=cols)
     report = ForecastErrorReport(per_series)
     if len(per_series) < thresholds.min_series:
         return report
     report.median_ratio = float(per_series["ratio"].median())
     if report.median_ratio > thresholds.mase_ratio:
-        report.reasons.append(f"forecast_error: median live/backtest MASE {report.median_ratio:.2f}>"
-                              f"{thresholds.mase_ratio} over {len(per_series)} series")
+        report.reasons.append(
+            f"forecast_error: median live/backtest MASE {report.median_ratio:.2f}>"
+            f"{thresholds.mase_ratio} over {len(per_series)} series"
+        )
     return report

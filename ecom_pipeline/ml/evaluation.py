@@ -31,7 +31,9 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
-        return bool(np.isfinite(self.ci_low) and np.isfinite(self.ci_high) and (self.ci_low > 0 or self.ci_high < 0))
+        return bool(
+            np.isfinite(self.ci_low) and np.isfinite(self.ci_high) and (self.ci_low > 0 or self.ci_high < 0)
+        )
 
     @property
     def candidate_better(self) -> bool:
@@ -49,30 +51,58 @@ def _resample_positions(n: int, block: int, rng: np.random.Generator) -> np.ndar
     return (starts[:, None] + np.arange(block)).ravel()[:n]
 
 
-def paired_bootstrap(candidate, baseline, *, metric: str, higher_is_better: bool, block: int = 1,
-                     n_boot: int = DEFAULT_BOOTSTRAPS, level: float = DEFAULT_LEVEL, seed: int = 0) -> Comparison:
+def paired_bootstrap(
+    candidate,
+    baseline,
+    *,
+    metric: str,
+    higher_is_better: bool,
+    block: int = 1,
+    n_boot: int = DEFAULT_BOOTSTRAPS,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+) -> Comparison:
     """Interval of mean(candidate) - mean(baseline) over paired per-unit scores (same units, same order)."""
     a, b = np.asarray(candidate, dtype=float), np.asarray(baseline, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"paired_bootstrap needs two 1-d arrays of equal length, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"paired_bootstrap needs two 1-d arrays of equal length, got {a.shape} and {b.shape}"
+        )
     ok = np.isfinite(a) & np.isfinite(b)
     a, b = a[ok], b[ok]
     n = len(a)
     if n < 2:
         nan = float("nan")
-        return Comparison(metric, float(a.mean()) if n else nan, float(b.mean()) if n else nan,
-                          float((a - b).mean()) if n else nan, nan, nan, n, higher_is_better)
+        return Comparison(
+            metric,
+            float(a.mean()) if n else nan,
+            float(b.mean()) if n else nan,
+            float((a - b).mean()) if n else nan,
+            nan,
+            nan,
+            n,
+            higher_is_better,
+        )
     rng = np.random.default_rng(seed)
     idx = np.stack([_resample_positions(n, block, rng) for _ in range(n_boot)])  # vectorised: one matrix
     d = (a - b)[idx].mean(axis=1)
     lo, hi = (float(x) for x in np.quantile(d, [(1 - level) / 2, 1 - (1 - level) / 2]))
-    return Comparison(metric, float(a.mean()), float(b.mean()), float(a.mean() - b.mean()), lo, hi, n,
-                      higher_is_better)
+    return Comparison(
+        metric, float(a.mean()), float(b.mean()), float(a.mean() - b.mean()), lo, hi, n, higher_is_better
+    )
 
 
-def bootstrap_metric(score: Callable[[np.ndarray], tuple[float, float]], n_units: int, *, metric: str,
-                     higher_is_better: bool, block: int = 1, n_boot: int = DEFAULT_BOOTSTRAPS,
-                     level: float = DEFAULT_LEVEL, seed: int = 0) -> Comparison:
+def bootstrap_metric(
+    score: Callable[[np.ndarray], tuple[float, float]],
+    n_units: int,
+    *,
+    metric: str,
+    higher_is_better: bool,
+    block: int = 1,
+    n_boot: int = DEFAULT_BOOTSTRAPS,
+    level: float = DEFAULT_LEVEL,
+    seed: int = 0,
+) -> Comparison:
     """General paired bootstrap: ``score(positions)`` -> (candidate metric, baseline metric) on those units
     (e.g. AUC of both models on a resample of users).  Resamples where the metric is undefined (nan, e.g. a
     single class) are left out; fewer than half usable gives a nan interval (not significant)."""
@@ -90,12 +120,23 @@ def bootstrap_metric(score: Callable[[np.ndarray], tuple[float, float]], n_units
         lo = hi = float("nan")
     else:
         lo, hi = (float(x) for x in np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2]))
-    return Comparison(metric, float(cand), float(base), float(cand - base), lo, hi, int(n_units), higher_is_better)
+    return Comparison(
+        metric, float(cand), float(base), float(cand - base), lo, hi, int(n_units), higher_is_better
+    )
 
 
-def scorer_comparison(y, candidate_scores, baseline_scores, metric_fn: Callable, *, metric: str,
-                      higher_is_better: bool, needs_both_classes: bool = True, n_boot: int = DEFAULT_BOOTSTRAPS,
-                      seed: int = 0) -> Comparison:
+def scorer_comparison(
+    y,
+    candidate_scores,
+    baseline_scores,
+    metric_fn: Callable,
+    *,
+    metric: str,
+    higher_is_better: bool,
+    needs_both_classes: bool = True,
+    n_boot: int = DEFAULT_BOOTSTRAPS,
+    seed: int = 0,
+) -> Comparison:
     """``metric_fn(y, scores)`` of two scorers on the same labelled units, paired bootstrap over the units."""
     y, c, b = (np.asarray(v, dtype=float) for v in (y, candidate_scores, baseline_scores))
 
@@ -105,14 +146,24 @@ def scorer_comparison(y, candidate_scores, baseline_scores, metric_fn: Callable,
             return float("nan"), float("nan")
         return float(metric_fn(yy, c[idx])), float(metric_fn(yy, b[idx]))
 
-    return bootstrap_metric(score, len(y), metric=metric, higher_is_better=higher_is_better, n_boot=n_boot,
-                            seed=seed)
+    return bootstrap_metric(
+        score, len(y), metric=metric, higher_is_better=higher_is_better, n_boot=n_boot, seed=seed
+    )
 
 
-def auc_comparison(y, candidate_scores, baseline_scores, *, n_boot: int = DEFAULT_BOOTSTRAPS,
-                   seed: int = 0) -> Comparison:
+def auc_comparison(
+    y, candidate_scores, baseline_scores, *, n_boot: int = DEFAULT_BOOTSTRAPS, seed: int = 0
+) -> Comparison:
     """ROC AUC of two scorers on the same labelled units, paired bootstrap over units."""
     from sklearn.metrics import roc_auc_score
 
-    return scorer_comparison(y, candidate_scores, baseline_scores, roc_auc_score, metric="auc",
-                             higher_is_better=True, n_boot=n_boot, seed=seed)
+    return scorer_comparison(
+        y,
+        candidate_scores,
+        baseline_scores,
+        roc_auc_score,
+        metric="auc",
+        higher_is_better=True,
+        n_boot=n_boot,
+        seed=seed,
+    )

@@ -73,9 +73,11 @@ def _log(candidate: Candidate, key: bytes) -> tuple[str, str]:
         signature = sign_directory(directory, key)
         run = mlflow.active_run()
         logged = mlflow.initialize_logged_model(  # in the run's experiment (its artifact root), as log_model did
-            name="model", source_run_id=run.info.run_id if run else None,
+            name="model",
+            source_run_id=run.info.run_id if run else None,
             experiment_id=run.info.experiment_id if run else None,
-            tags={"ecom.format": spec["format"], "ecom.class": spec["class"][:250]})
+            tags={"ecom.format": spec["format"], "ecom.class": spec["class"][:250]},
+        )
         mlflow.MlflowClient().log_model_artifacts(logged.model_id, str(directory))
         mlflow.finalize_logged_model(logged.model_id, "READY")
     return f"models:/{logged.model_id}", signature
@@ -97,10 +99,15 @@ def log_and_register(
     client = mlflow.MlflowClient()
     model_uri, signature = _log(candidate, key)
     # the run holds the score before the registry hears of the version (MLflow metric names allow no "@")
-    mlflow.log_metric(re.sub(r"[^\w./ :-]", "_", f"registry.{candidate.name}.{candidate.metric}"),
-                      float(candidate.value))
-    tags = {"metric": candidate.metric, "metric_value": repr(float(candidate.value)),
-            "higher_is_better": str(candidate.higher_is_better), SIGNATURE_TAG: signature}
+    mlflow.log_metric(
+        re.sub(r"[^\w./ :-]", "_", f"registry.{candidate.name}.{candidate.metric}"), float(candidate.value)
+    )
+    tags = {
+        "metric": candidate.metric,
+        "metric_value": repr(float(candidate.value)),
+        "higher_is_better": str(candidate.higher_is_better),
+        SIGNATURE_TAG: signature,
+    }
     if candidate.baseline is not None:
         tags["baseline"] = candidate.baseline
     if candidate.baseline_value is not None:
@@ -123,17 +130,21 @@ def log_and_register(
             basis = "recorded score"
         delta = candidate.value - champ_value if candidate.higher_is_better else champ_value - candidate.value
         promoted = delta > margin or champ_value != champ_value  # NaN: champion has no comparable score
-        reason = (f"{candidate.metric}: candidate {candidate.value:.4f} vs champion v{champion.version} "
-                  f"{champ_value:.4f} ({basis}); margin {margin}")
+        reason = (
+            f"{candidate.metric}: candidate {candidate.value:.4f} vs champion v{champion.version} "
+            f"{champ_value:.4f} ({basis}); margin {margin}"
+        )
     if promoted:
         client.set_registered_model_alias(candidate.name, CHAMPION, version)
     client.set_model_version_tag(candidate.name, version, "promoted", str(promoted))
     client.set_model_version_tag(candidate.name, version, "promotion_reason", reason[:5000])
     champion_version = version if promoted else str(champion.version)
-    mlflow.set_tags({f"registry.{candidate.name}.promoted": str(promoted),
-                     f"registry.{candidate.name}.version": version})
-    return RegistryOutcome(candidate.name, version, promoted, champion_version, reason,
-                           f"models:/{candidate.name}@{CHAMPION}")
+    mlflow.set_tags(
+        {f"registry.{candidate.name}.promoted": str(promoted), f"registry.{candidate.name}.version": version}
+    )
+    return RegistryOutcome(
+        candidate.name, version, promoted, champion_version, reason, f"models:/{candidate.name}@{CHAMPION}"
+    )
 
 
 @dataclass
@@ -202,8 +213,12 @@ def load_version(name: str, version, key: bytes, client=None):
 
     client = client or mlflow.MlflowClient()
     mv = client.get_model_version(name, str(version))
-    return load_verified(f"models:/{name}/{mv.version}", (mv.tags or {}).get(SIGNATURE_TAG), key,
-                         f"model {name} version {mv.version}")
+    return load_verified(
+        f"models:/{name}/{mv.version}",
+        (mv.tags or {}).get(SIGNATURE_TAG),
+        key,
+        f"model {name} version {mv.version}",
+    )
 
 
 def load_serving_model(name: str, flavor: str = "pyfunc", client=None, *, key: bytes) -> ServedModel:
@@ -225,17 +240,30 @@ def load_serving_model(name: str, flavor: str = "pyfunc", client=None, *, key: b
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
-        raise LookupError(f"no usable champion for model {name!r} (models:/{name}@{CHAMPION}): {exc}") from exc
+        raise LookupError(
+            f"no usable champion for model {name!r} (models:/{name}@{CHAMPION}): {exc}"
+        ) from exc
     quoted = name.replace("'", "\\'")
-    former = sorted((v for v in client.search_model_versions(f"name = '{quoted}'")
-                     if int(v.version) < int(champion.version) and v.tags.get("promoted") == "True"),
-                    key=lambda v: -int(v.version))
+    former = sorted(
+        (
+            v
+            for v in client.search_model_versions(f"name = '{quoted}'")
+            if int(v.version) < int(champion.version) and v.tags.get("promoted") == "True"
+        ),
+        key=lambda v: -int(v.version),
+    )
     errors = []
     for v in [champion, *former]:
         try:
-            model = load_verified(f"models:/{name}/{v.version}", (v.tags or {}).get(SIGNATURE_TAG), key,
-                                  f"model {name} version {v.version}")
-        except Exception as exc:  # tampered, unsigned, corrupt or missing artifact: record it, try the next one
+            model = load_verified(
+                f"models:/{name}/{v.version}",
+                (v.tags or {}).get(SIGNATURE_TAG),
+                key,
+                f"model {name} version {v.version}",
+            )
+        except (
+            Exception
+        ) as exc:  # tampered, unsigned, corrupt or missing artifact: record it, try the next one
             error = f"{type(exc).__name__}: {exc}"[:500]
             errors.append(f"v{v.version}: {error}")
             log.error("model %s v%s does not load: %s", name, v.version, error)
@@ -245,13 +273,21 @@ def load_serving_model(name: str, flavor: str = "pyfunc", client=None, *, key: b
         if LOAD_ERROR_TAG in (v.tags or {}):
             with suppress(Exception):
                 client.delete_model_version_tag(name, v.version, LOAD_ERROR_TAG)
-        reason = None if not errors else (f"champion {name} v{champion.version} does not load ({errors[0]}); "
-                                          f"serving former champion v{v.version}")
+        reason = (
+            None
+            if not errors
+            else (
+                f"champion {name} v{champion.version} does not load ({errors[0]}); "
+                f"serving former champion v{v.version}"
+            )
+        )
         if reason:
             log.warning(reason)
         return ServedModel(model, name, str(v.version), str(champion.version), reason)
-    raise LookupError(f"no usable champion for model {name!r}: the champion and every former champion fail to "
-                      f"load ({'; '.join(errors)})")
+    raise LookupError(
+        f"no usable champion for model {name!r}: the champion and every former champion fail to "
+        f"load ({'; '.join(errors)})"
+    )
 
 
 def load_champion(name: str, flavor: str = "pyfunc", *, key: bytes):
@@ -260,6 +296,7 @@ def load_champion(name: str, flavor: str = "pyfunc", *, key: bytes):
 
 
 # ------------------------------------------------------------------------------------------- reporting
+
 
 def _float(text) -> float | None:
     try:
@@ -276,9 +313,21 @@ def beats_baseline(value: float | None, baseline_value: float | None, higher_is_
 
 
 REPORT_COLUMNS = [
-    "model", "versions", "latest_version", "champion_version", "metric", "champion_value", "baseline",
-    "baseline_value", "beats_baseline", "latest_promoted", "latest_reason", "champion_created_at",
-    "champion_age_days", "champion_run_id", "champion_uri",
+    "model",
+    "versions",
+    "latest_version",
+    "champion_version",
+    "metric",
+    "champion_value",
+    "baseline",
+    "baseline_value",
+    "beats_baseline",
+    "latest_promoted",
+    "latest_reason",
+    "champion_created_at",
+    "champion_age_days",
+    "champion_run_id",
+    "champion_uri",
 ]
 
 
@@ -288,8 +337,9 @@ def registry_summary(client=None, *, now=None) -> list[dict]:
     Works on an empty registry (no rows).  ``client``: an ``mlflow.MlflowClient`` (default: the current
     tracking URI).
     """
-    import mlflow
     from datetime import datetime, timezone
+
+    import mlflow
 
     client = client or mlflow.MlflowClient()
     now = now or datetime.now(timezone.utc).replace(tzinfo=None)
@@ -309,26 +359,32 @@ def registry_summary(client=None, *, now=None) -> list[dict]:
         tags = champ.tags if champ is not None else {}
         value, base = _float(tags.get("metric_value")), _float(tags.get("baseline_value"))
         hib = tags.get("higher_is_better", "True") != "False"
-        created = (datetime.fromtimestamp(champ.creation_timestamp / 1000, tz=timezone.utc).replace(tzinfo=None)
-                   if champ is not None and champ.creation_timestamp else None)
-        rows.append({
-            "model": rm.name,
-            "versions": len(versions),
-            "latest_version": str(latest.version) if latest is not None else None,
-            "champion_version": str(champ_version) if champ_version is not None else None,
-            "metric": tags.get("metric"),
-            "champion_value": value,
-            "baseline": tags.get("baseline"),
-            "baseline_value": base,
-            "beats_baseline": beats_baseline(value, base, hib),
-            "latest_promoted": (latest.tags.get("promoted") == "True") if latest is not None and "promoted" in latest.tags
-            else None,
-            "latest_reason": latest.tags.get("promotion_reason") if latest is not None else None,
-            "champion_created_at": created,
-            "champion_age_days": round((now - created).total_seconds() / 86400, 3) if created else None,
-            "champion_run_id": champ.run_id if champ is not None else None,
-            "champion_uri": f"models:/{rm.name}@{CHAMPION}" if champ is not None else None,
-        })
+        created = (
+            datetime.fromtimestamp(champ.creation_timestamp / 1000, tz=timezone.utc).replace(tzinfo=None)
+            if champ is not None and champ.creation_timestamp
+            else None
+        )
+        rows.append(
+            {
+                "model": rm.name,
+                "versions": len(versions),
+                "latest_version": str(latest.version) if latest is not None else None,
+                "champion_version": str(champ_version) if champ_version is not None else None,
+                "metric": tags.get("metric"),
+                "champion_value": value,
+                "baseline": tags.get("baseline"),
+                "baseline_value": base,
+                "beats_baseline": beats_baseline(value, base, hib),
+                "latest_promoted": (latest.tags.get("promoted") == "True")
+                if latest is not None and "promoted" in latest.tags
+                else None,
+                "latest_reason": latest.tags.get("promotion_reason") if latest is not None else None,
+                "champion_created_at": created,
+                "champion_age_days": round((now - created).total_seconds() / 86400, 3) if created else None,
+                "champion_run_id": champ.run_id if champ is not None else None,
+                "champion_uri": f"models:/{rm.name}@{CHAMPION}" if champ is not None else None,
+            }
+        )
     return rows
 
 
@@ -362,9 +418,21 @@ def gate_verdict(row: dict | None, name: str, skipped: str | None = None) -> tup
     if row["champion_value"] is None or row["champion_value"] != row["champion_value"]:
         return False, "ERROR", f"{name} champion v{row['champion_version']} has no recorded {row['metric']}"
     if row["beats_baseline"] is False:
-        return False, "WARN", (f"{name} champion v{row['champion_version']} loses to its baseline "
-                               f"{row['baseline']}: {row['metric']} {row['champion_value']:.4f} vs "
-                               f"{row['baseline_value']:.4f}")
-    return True, "ERROR", (f"{name} champion v{row['champion_version']}: {row['metric']} "
-                           f"{row['champion_value']:.4f}" + (f" vs baseline {row['baseline_value']:.4f}"
-                                                              if row["baseline_value"] is not None else ""))
+        return (
+            False,
+            "WARN",
+            (
+                f"{name} champion v{row['champion_version']} loses to its baseline "
+                f"{row['baseline']}: {row['metric']} {row['champion_value']:.4f} vs "
+                f"{row['baseline_value']:.4f}"
+            ),
+        )
+    return (
+        True,
+        "ERROR",
+        (
+            f"{name} champion v{row['champion_version']}: {row['metric']} "
+            f"{row['champion_value']:.4f}"
+            + (f" vs baseline {row['baseline_value']:.4f}" if row["baseline_value"] is not None else "")
+        ),
+    )

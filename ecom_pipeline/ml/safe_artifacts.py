@@ -52,6 +52,7 @@ class SigningKeyError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------- the key
 
+
 def resolve_signing_key(settings) -> tuple[bytes, str]:
     """``(key, warning)`` from ``settings.model_signing_key`` (:class:`ecom_pipeline.config.Settings`, given
     by the caller: ``ml/`` reads no configuration); warning is "" when the key was set explicitly.
@@ -62,14 +63,18 @@ def resolve_signing_key(settings) -> tuple[bytes, str]:
     """
     value = settings.model_signing_key
     if value:
-        warning = "" if len(value) >= 16 else (f"{KEY_ENV_VAR} is short ({len(value)} characters); "
-                                               "use at least 32 random characters")
+        warning = (
+            ""
+            if len(value) >= 16
+            else (f"{KEY_ENV_VAR} is short ({len(value)} characters); use at least 32 random characters")
+        )
         return value.encode("utf-8"), warning
     if settings.env != "local":
         raise SigningKeyError(
             f"{KEY_ENV_VAR} is not set. In environment {settings.env!r} the model signing key must be provided "
             f"(e.g. `export {KEY_ENV_VAR}=$(python -c 'import secrets; print(secrets.token_hex(32))')`); it is "
-            "only generated automatically with ECOM_ENV=local.")
+            "only generated automatically with ECOM_ENV=local."
+        )
     from ecom_pipeline.local_keys import read_or_create_key
 
     path = Path(settings.data_root) / KEY_FILE_NAME
@@ -77,8 +82,10 @@ def resolve_signing_key(settings) -> tuple[bytes, str]:
         key = read_or_create_key(path)[0].encode("utf-8")
     except ValueError as exc:
         raise SigningKeyError(f"model signing {exc}") from exc
-    return key, (f"{KEY_ENV_VAR} is not set: using the local key in {path} (generated once). Versions signed "
-                 "with it do not verify elsewhere; set the variable for any shared registry.")
+    return key, (
+        f"{KEY_ENV_VAR} is not set: using the local key in {path} (generated once). Versions signed "
+        "with it do not verify elsewhere; set the variable for any shared registry."
+    )
 
 
 def signing_key(settings) -> bytes:
@@ -95,6 +102,7 @@ def key_id(key: bytes) -> str:
 
 
 # ------------------------------------------------------------------------------------------- signatures
+
 
 def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() or p.is_symlink())
@@ -120,7 +128,8 @@ def verify_directory(directory: Path, signature: str | None, key: bytes, label: 
     if not signature:
         raise ModelIntegrityError(
             f"{label} is not signed (registered before signed safe-format artifacts, or by other code): refusing "
-            "to load it; re-log it with `python -m ecom_pipeline.resign_models` or re-train")
+            "to load it; re-log it with `python -m ecom_pipeline.resign_models` or re-train"
+        )
     try:
         record = json.loads(signature)
         expected = dict(record["files"])
@@ -129,21 +138,30 @@ def verify_directory(directory: Path, signature: str | None, key: bytes, label: 
     if record.get("key_id") != key_id(key):
         raise ModelIntegrityError(
             f"{label} was signed with another key (key id {record.get('key_id')}, this process has "
-            f"{key_id(key)}): set {KEY_ENV_VAR} to the key the registry was signed with")
+            f"{key_id(key)}): set {KEY_ENV_VAR} to the key the registry was signed with"
+        )
     directory = Path(directory)
     present = {p.relative_to(directory).as_posix(): p for p in _files(directory)}
     extra, missing = sorted(set(present) - set(expected)), sorted(set(expected) - set(present))
     if extra or missing:
-        raise ModelIntegrityError(f"{label}: artifact files differ from the signed ones "
-                                  f"(unsigned: {extra or 'none'}; missing: {missing or 'none'})")
-    bad = [rel for rel, p in present.items()
-           if p.is_symlink() or not hmac.compare_digest(file_digest(key, p), str(expected[rel]))]
+        raise ModelIntegrityError(
+            f"{label}: artifact files differ from the signed ones "
+            f"(unsigned: {extra or 'none'}; missing: {missing or 'none'})"
+        )
+    bad = [
+        rel
+        for rel, p in present.items()
+        if p.is_symlink() or not hmac.compare_digest(file_digest(key, p), str(expected[rel]))
+    ]
     if bad:
-        raise ModelIntegrityError(f"{label}: signature mismatch for {bad}: the artifact was changed after it "
-                                  "was registered; refusing to load it")
+        raise ModelIntegrityError(
+            f"{label}: signature mismatch for {bad}: the artifact was changed after it "
+            "was registered; refusing to load it"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ torch
+
 
 def _linear_config(m) -> dict:
     return {"in_features": m.in_features, "out_features": m.out_features, "bias": m.bias is not None}
@@ -216,8 +234,10 @@ def _torch_spec(model) -> tuple[str, dict]:
         return "torch.nn.Linear", _linear_config(model)
     name = f"{type(model).__module__}.{type(model).__qualname__}"
     if name not in TORCH_BUILDERS or not hasattr(model, "safe_config"):
-        raise TypeError(f"no safe format for torch module {name}: add a builder to "
-                        "ecom_pipeline.ml.safe_artifacts.TORCH_BUILDERS and a safe_config() method")
+        raise TypeError(
+            f"no safe format for torch module {name}: add a builder to "
+            "ecom_pipeline.ml.safe_artifacts.TORCH_BUILDERS and a safe_config() method"
+        )
     return name, model.safe_config()
 
 
@@ -245,14 +265,30 @@ def _load_torch(spec: dict, directory: Path):
 # ---------------------------------------------------------------------------------------------- sklearn
 
 # types outside sklearn that the project's estimators contain (numpy/scipy values, builtins)
-TRUSTED_NON_SKLEARN_TYPES = frozenset({
-    "builtins.slice", "builtins.set", "builtins.frozenset", "builtins.complex",
-    "collections.OrderedDict", "collections.defaultdict",
-    "numpy.dtype", "numpy.ndarray", "numpy.float64", "numpy.float32", "numpy.int64", "numpy.int32",
-    "numpy.bool_", "numpy.str_", "numpy.random._mt19937.MT19937", "numpy.random.mtrand.RandomState",
-    "numpy.random._generator.Generator", "numpy.random._pcg64.PCG64",
-    "scipy.sparse._csr.csr_matrix", "scipy.sparse._csr.csr_array",
-})
+TRUSTED_NON_SKLEARN_TYPES = frozenset(
+    {
+        "builtins.slice",
+        "builtins.set",
+        "builtins.frozenset",
+        "builtins.complex",
+        "collections.OrderedDict",
+        "collections.defaultdict",
+        "numpy.dtype",
+        "numpy.ndarray",
+        "numpy.float64",
+        "numpy.float32",
+        "numpy.int64",
+        "numpy.int32",
+        "numpy.bool_",
+        "numpy.str_",
+        "numpy.random._mt19937.MT19937",
+        "numpy.random.mtrand.RandomState",
+        "numpy.random._generator.Generator",
+        "numpy.random._pcg64.PCG64",
+        "scipy.sparse._csr.csr_matrix",
+        "scipy.sparse._csr.csr_array",
+    }
+)
 
 
 def trusted_skops_type(name: str) -> bool:
@@ -276,8 +312,11 @@ def _vectorizers(model) -> dict[str, Any]:
     """Fitted text vectorizers (``vocabulary_`` dicts) in ``model``, by ``get_params`` path ("" = the model)."""
     found = {"": model} if isinstance(getattr(model, "vocabulary_", None), dict) else {}
     if hasattr(model, "get_params"):
-        found |= {path: est for path, est in model.get_params(deep=True).items()
-                  if isinstance(getattr(est, "vocabulary_", None), dict)}
+        found |= {
+            path: est
+            for path, est in model.get_params(deep=True).items()
+            if isinstance(getattr(est, "vocabulary_", None), dict)
+        }
     return found
 
 
@@ -287,7 +326,9 @@ def _save_sklearn(model, directory: Path) -> dict:
     import skops.io as sio
 
     vectorizers = _vectorizers(model)
-    vocabularies = {path: {str(k): int(v) for k, v in est.vocabulary_.items()} for path, est in vectorizers.items()}
+    vocabularies = {
+        path: {str(k): int(v) for k, v in est.vocabulary_.items()} for path, est in vectorizers.items()
+    }
     try:
         for est in vectorizers.values():  # detached only for the dump; the caller's model is restored below
             est.vocabulary_ = None
@@ -324,6 +365,7 @@ def _load_sklearn(spec: dict, directory: Path):
 
 # ------------------------------------------------------------------------------------------ statsmodels
 
+
 def _save_statsmodels(results, directory: Path) -> dict:
     from statsmodels.tsa.statespace.sarimax import SARIMAX
 
@@ -331,14 +373,27 @@ def _save_statsmodels(results, directory: Path) -> dict:
     if not isinstance(model, SARIMAX):
         raise TypeError(f"no safe format for statsmodels model {type(model).__name__} (only SARIMAX)")
     kwargs = model._get_init_kwds()
-    keep = ("order", "seasonal_order", "trend", "enforce_stationarity", "enforce_invertibility",
-            "measurement_error", "time_varying_regression", "mle_regression", "simple_differencing",
-            "concentrate_scale", "trend_offset", "use_exact_diffuse")
+    keep = (
+        "order",
+        "seasonal_order",
+        "trend",
+        "enforce_stationarity",
+        "enforce_invertibility",
+        "measurement_error",
+        "time_varying_regression",
+        "mle_regression",
+        "simple_differencing",
+        "concentrate_scale",
+        "trend_offset",
+        "use_exact_diffuse",
+    )
     if kwargs.get("exog") is not None:
         raise TypeError("no safe format for SARIMAX with exogenous regressors")
-    params = {"init": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k in keep},
-              "endog": [float(x) for x in model.endog.ravel()],
-              "params": [float(x) for x in results.params]}
+    params = {
+        "init": {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k in keep},
+        "endog": [float(x) for x in model.endog.ravel()],
+        "params": [float(x) for x in results.params],
+    }
     (directory / PARAMS_FILE).write_text(json.dumps(params))
     return {"format": "statsmodels_sarimax", "class": "statsmodels.tsa.statespace.sarimax.SARIMAXResults"}
 
@@ -357,14 +412,19 @@ def _load_statsmodels(spec: dict, directory: Path):
         init["trend"] = [int(x) for x in init["trend"]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return SARIMAX(np.asarray(p["endog"], dtype=float), **init).filter(np.asarray(p["params"], dtype=float))
+        return SARIMAX(np.asarray(p["endog"], dtype=float), **init).filter(
+            np.asarray(p["params"], dtype=float)
+        )
 
 
 # ------------------------------------------------------------------------------------------------- api
 
 _SAVERS = {"pytorch": _save_torch, "sklearn": _save_sklearn, "statsmodels": _save_statsmodels}
-_LOADERS = {"torch_state_dict": _load_torch, "sklearn_skops": _load_sklearn,
-            "statsmodels_sarimax": _load_statsmodels}
+_LOADERS = {
+    "torch_state_dict": _load_torch,
+    "sklearn_skops": _load_sklearn,
+    "statsmodels_sarimax": _load_statsmodels,
+}
 
 
 def save_model(model, flavor: str, directory: Path) -> dict:
@@ -390,7 +450,9 @@ def load_model_dir(directory: Path):
     spec = json.loads(path.read_text())
     loader = _LOADERS.get(spec.get("format"))
     if loader is None or spec.get("format_version") != FORMAT_VERSION:
-        raise ModelIntegrityError(f"unknown artifact format {spec.get('format')!r} v{spec.get('format_version')}")
+        raise ModelIntegrityError(
+            f"unknown artifact format {spec.get('format')!r} v{spec.get('format_version')}"
+        )
     return loader(spec, directory)
 
 
@@ -405,4 +467,3 @@ def load_verified(model_uri: str, signature: str | None, key: bytes, label: str)
             return load_model_dir(local)
         except ModelIntegrityError as exc:
             raise ModelIntegrityError(f"{label}: {exc}") from None
-

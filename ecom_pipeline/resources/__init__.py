@@ -13,7 +13,11 @@ from ecom_pipeline.resources.tracking import MLflowResource
 from ecom_pipeline.resources.warehouse import WarehouseResource
 
 __all__ = [
-    "ComputeResource", "MLflowResource", "PathsResource", "PrivacyResource", "SourceResource",
+    "ComputeResource",
+    "MLflowResource",
+    "PathsResource",
+    "PrivacyResource",
+    "SourceResource",
     "WarehouseResource",
     "build_resources",
 ]
@@ -40,19 +44,29 @@ def build_resources(settings: Settings) -> dict[str, object]:
     if settings.env == "docker" and not env_is_set("MLFLOW_TRACKING_URI"):
         tracking_uri = "http://mlflow:5000"
     if settings.env == "prod":
-        missing = [v for v in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY",
-                                        "ECOM_MODEL_SIGNING_KEY") if not env_is_set(v)]
+        missing = [
+            v
+            for v in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY", "ECOM_MODEL_SIGNING_KEY")
+            if not env_is_set(v)
+        ]
         if missing:
             raise ValueError(f"ECOM_ENV=prod requires {', '.join(missing)} to be set")
     lake = {}  # the single DuckDB file unless ECOM_WAREHOUSE_BACKEND=ducklake
     if settings.warehouse_backend == "ducklake":
         if not settings.ducklake_catalog:
-            raise ValueError("ECOM_WAREHOUSE_BACKEND=ducklake requires ECOM_DUCKLAKE_CATALOG (a PostgreSQL "
-                             "connection string for the lake's catalog)")
-        lake = {"backend": "ducklake", "lake_catalog": _secret("ECOM_DUCKLAKE_CATALOG"),
-                "lake_data_path": settings.ducklake_data_path}
+            raise ValueError(
+                "ECOM_WAREHOUSE_BACKEND=ducklake requires ECOM_DUCKLAKE_CATALOG (a PostgreSQL "
+                "connection string for the lake's catalog)"
+            )
+        lake = {
+            "backend": "ducklake",
+            "lake_catalog": _secret("ECOM_DUCKLAKE_CATALOG"),
+            "lake_data_path": settings.ducklake_data_path,
+        }
     elif settings.warehouse_backend != "duckdb":
-        raise ValueError(f"ECOM_WAREHOUSE_BACKEND={settings.warehouse_backend!r} is not one of duckdb, ducklake")
+        raise ValueError(
+            f"ECOM_WAREHOUSE_BACKEND={settings.warehouse_backend!r} is not one of duckdb, ducklake"
+        )
     return {
         "warehouse": WarehouseResource(path=str(settings.warehouse), **lake),
         # DataFrame-returning assets (features, models, serving) go through the DuckDB pandas IO manager;

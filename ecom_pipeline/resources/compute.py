@@ -26,7 +26,9 @@ class ComputeResource(dg.ConfigurableResource):
         if wanted == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         if wanted.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"compute device {self.device!r} requested but CUDA is not available on this machine")
+            raise RuntimeError(
+                f"compute device {self.device!r} requested but CUDA is not available on this machine"
+            )
         return wanted
 
     def configure_threads(self) -> int:

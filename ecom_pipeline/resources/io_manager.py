@@ -45,13 +45,21 @@ class AtomicTableTypeHandler(DuckDBPandasTypeHandler):
                 write_table(con, qualified, obj)
 
         run_transaction(connection, replace, on_retry=context.log.warning)
-        rows = TableMetadataSet(partition_row_count=len(obj)) if context.has_partition_key \
+        rows = (
+            TableMetadataSet(partition_row_count=len(obj))
+            if context.has_partition_key
             else TableMetadataSet(row_count=len(obj))
-        context.add_output_metadata({
-            **rows,
-            "dataframe_columns": MetadataValue.table_schema(
-                TableSchema(columns=[TableColumn(name=str(n), type=str(t)) for n, t in obj.dtypes.items()])),
-        })
+        )
+        context.add_output_metadata(
+            {
+                **rows,
+                "dataframe_columns": MetadataValue.table_schema(
+                    TableSchema(
+                        columns=[TableColumn(name=str(n), type=str(t)) for n, t in obj.dtypes.items()]
+                    )
+                ),
+            }
+        )
 
 
 class RetryingDuckDbClient(DuckDbClient):
@@ -68,10 +76,14 @@ class RetryingDuckDbClient(DuckDbClient):
     @contextmanager
     def connect(context, _):
         config = context.resource_config
-        con = open_warehouse(config["database"], backend=config.get("backend") or "duckdb",
-                             lake_catalog=config.get("lake_catalog") or "",
-                             lake_data_path=config.get("lake_data_path") or "",
-                             read_only=isinstance(context, InputContext), timeout_s=DEFAULT_LOCK_TIMEOUT_S)
+        con = open_warehouse(
+            config["database"],
+            backend=config.get("backend") or "duckdb",
+            lake_catalog=config.get("lake_catalog") or "",
+            lake_data_path=config.get("lake_data_path") or "",
+            read_only=isinstance(context, InputContext),
+            timeout_s=DEFAULT_LOCK_TIMEOUT_S,
+        )
         try:
             yield con
         finally:
@@ -91,6 +103,11 @@ class WarehouseIOManager(DuckDBPandasIOManager):
         return [AtomicTableTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:  # as dagster-duckdb's, with the retrying client
-        return DbIOManager(db_client=RetryingDuckDbClient(), database=self.database, schema=self.schema_,
-                           type_handlers=self.type_handlers(), default_load_type=self.default_load_type(),
-                           io_manager_name="DuckDBIOManager")
+        return DbIOManager(
+            db_client=RetryingDuckDbClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="DuckDBIOManager",
+        )

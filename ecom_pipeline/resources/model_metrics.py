@@ -18,14 +18,42 @@ MODEL_METRICS_TABLE = "ml.model_metrics"
 
 # Conventional lower-case names (DESIGN.md); anything else is refused so the table stays comparable.
 KNOWN_METRICS = {
-    "accuracy", "macro_f1", "auc", "pr_auc", "mase", "smape", "rmse", "mae", "coverage", "recall@10",
-    "ndcg@10", "hit_rate@10", "map@10", "catalog_coverage", "novelty", "ece", "brier", "f1", "log_loss",
+    "accuracy",
+    "macro_f1",
+    "auc",
+    "pr_auc",
+    "mase",
+    "smape",
+    "rmse",
+    "mae",
+    "coverage",
+    "recall@10",
+    "ndcg@10",
+    "hit_rate@10",
+    "map@10",
+    "catalog_coverage",
+    "novelty",
+    "ece",
+    "brier",
+    "f1",
+    "log_loss",
 }
 
 
 INTERVAL_COLUMNS = {"ci_low": "DOUBLE", "ci_high": "DOUBLE", "n_units": "BIGINT", "significant": "BOOLEAN"}
-COLUMNS = ["run_ts", "model", "task", "dataset", "split", "metric", "value", "baseline", "baseline_value",
-           "mlflow_run_id", *INTERVAL_COLUMNS]
+COLUMNS = [
+    "run_ts",
+    "model",
+    "task",
+    "dataset",
+    "split",
+    "metric",
+    "value",
+    "baseline",
+    "baseline_value",
+    "mlflow_run_id",
+    *INTERVAL_COLUMNS,
+]
 
 
 @dataclass
@@ -46,12 +74,34 @@ class MetricRecord:
     significant: bool | None = None
 
     @classmethod
-    def from_comparison(cls, comparison, *, model: str, task: str, dataset: str, split: str, baseline: str,
-                        mlflow_run_id: str | None = None) -> MetricRecord:
+    def from_comparison(
+        cls,
+        comparison,
+        *,
+        model: str,
+        task: str,
+        dataset: str,
+        split: str,
+        baseline: str,
+        mlflow_run_id: str | None = None,
+    ) -> MetricRecord:
         """A row from an :class:`ecom_pipeline.ml.evaluation.Comparison`."""
         c = comparison
-        return cls(model, task, dataset, split, c.metric, c.candidate_value, baseline, c.baseline_value,
-                   mlflow_run_id, ci_low=c.ci_low, ci_high=c.ci_high, n_units=c.n_units, significant=c.significant)
+        return cls(
+            model,
+            task,
+            dataset,
+            split,
+            c.metric,
+            c.candidate_value,
+            baseline,
+            c.baseline_value,
+            mlflow_run_id,
+            ci_low=c.ci_low,
+            ci_high=c.ci_high,
+            n_units=c.n_units,
+            significant=c.significant,
+        )
 
 
 def ensure_model_metrics(con: duckdb.DuckDBPyConnection) -> None:
@@ -79,8 +129,10 @@ def record_model_metrics(con: duckdb.DuckDBPyConnection, records: list[MetricRec
     frame = frame.astype({"ci_low": float, "ci_high": float, "n_units": "Int64", "significant": "boolean"})
     con.register("_metrics", frame)
     try:
-        con.execute(f"INSERT INTO {MODEL_METRICS_TABLE} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
-                    "FROM _metrics")
+        con.execute(
+            f"INSERT INTO {MODEL_METRICS_TABLE} ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} "
+            "FROM _metrics"
+        )
     finally:
         con.unregister("_metrics")
     return len(records)

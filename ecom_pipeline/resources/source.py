@@ -20,6 +20,7 @@ class SourceBuildFailure(dg.Failure, SourceError):
         self.file, self.column = file, column  # as the SourceError it replaces
         self.args = (message,)
 
+
 if TYPE_CHECKING:
     import pandas as pd
 

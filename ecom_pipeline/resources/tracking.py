@@ -91,8 +91,9 @@ class MLflowResource(dg.ConfigurableResource):
         if existing is not None:
             return existing.experiment_id
         try:
-            return mlflow.create_experiment(self.experiment,
-                                            artifact_location=default_artifact_root(self.tracking_uri))
+            return mlflow.create_experiment(
+                self.experiment, artifact_location=default_artifact_root(self.tracking_uri)
+            )
         except mlflow.exceptions.MlflowException:
             # two workers creating it at once (a shared database store): the loser reads the winner's
             existing = mlflow.get_experiment_by_name(self.experiment)
@@ -117,8 +118,13 @@ class MLflowResource(dg.ConfigurableResource):
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {}) as run:
             yield run
 
-    def record_model(self, run: ModelRun, *, warehouse: WarehouseResource | None = None,
-                     metric_records: list[MetricRecord] | None = None) -> RecordedRun:
+    def record_model(
+        self,
+        run: ModelRun,
+        *,
+        warehouse: WarehouseResource | None = None,
+        metric_records: list[MetricRecord] | None = None,
+    ) -> RecordedRun:
         """Record one model run: MLflow run, params, metrics, signed safe artifacts, registration and champion
         alias (:func:`ecom_pipeline.ml.registry.record_run`), then its ``ml.model_metrics`` rows.
 
@@ -128,8 +134,9 @@ class MLflowResource(dg.ConfigurableResource):
         from ecom_pipeline.resources.model_metrics import record_model_metrics
 
         if metric_records and warehouse is None:
-            raise ValueError(f"run {run.name!r}: ml.model_metrics rows given without a warehouse to "
-                             "write them")
+            raise ValueError(
+                f"run {run.name!r}: ml.model_metrics rows given without a warehouse to write them"
+            )
         recorded = record_run(run, self.experiment_id(), self.signing_key())
         if metric_records is not None and warehouse is not None:
             for record in metric_records:

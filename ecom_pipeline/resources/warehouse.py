@@ -92,8 +92,13 @@ def _waiting_logger():
 
 
 def connect_with_retry(
-    path: str | Path, *, read_only: bool = False, timeout_s: float = 120.0, threads: int | None = None,
-    memory_limit: str | None = None, warn: Callable[[str], None] | None = None,
+    path: str | Path,
+    *,
+    read_only: bool = False,
+    timeout_s: float = 120.0,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, waiting (with jittered back-off) while another process holds the write lock.
 
@@ -105,7 +110,9 @@ def connect_with_retry(
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif not path.exists():
-        raise FileNotFoundError(f"warehouse {path} does not exist yet: materialise the raw and staging assets first")
+        raise FileNotFoundError(
+            f"warehouse {path} does not exist yet: materialise the raw and staging assets first"
+        )
     config = duckdb_config(threads, memory_limit)
     start = time.monotonic()
     deadline = start + timeout_s
@@ -130,10 +137,12 @@ def connect_with_retry(
                     (warn or _waiting_logger().warning)(
                         f"waited {time.monotonic() - start:.0f} s for the warehouse lock on {path}: held by "
                         f"{lock_holder(str(exc))}; giving up (readers: open the published snapshot, not the "
-                        "warehouse)")
+                        "warehouse)"
+                    )
                 raise duckdb.IOException(
                     f"{exc} (gave up after waiting {timeout_s:.0f} s for {lock_holder(str(exc))} to release the "
-                    f"warehouse lock on {path})") from exc
+                    f"warehouse lock on {path})"
+                ) from exc
             waited = True
             now = time.monotonic()
             if now >= next_report:  # a reader left open (notebook, BI tool) or a long writer: say who
@@ -141,7 +150,8 @@ def connect_with_retry(
                 (warn or _waiting_logger().warning)(
                     f"waiting {now - start:.0f} s for the warehouse lock on {path}: held by "
                     f"{lock_holder(str(exc))}; giving up after {timeout_s:.0f} s "
-                    "(readers: open the published snapshot, not the warehouse)")
+                    "(readers: open the published snapshot, not the warehouse)"
+                )
                 next_report = now + LOCK_REPORT_EVERY_S
             time.sleep(delay + random.uniform(0, delay))
             delay = min(delay * 2, 2.0)
@@ -154,18 +164,29 @@ def connect_with_retry(
         return con
 
 
-def open_warehouse(path: str | Path, *, backend: str = "duckdb", lake_catalog: str = "", lake_data_path: str = "",
-                   read_only: bool = False, timeout_s: float = DEFAULT_LOCK_TIMEOUT_S, threads: int | None = None,
-                   memory_limit: str | None = None, warn: Callable[[str], None] | None = None):
+def open_warehouse(
+    path: str | Path,
+    *,
+    backend: str = "duckdb",
+    lake_catalog: str = "",
+    lake_data_path: str = "",
+    read_only: bool = False,
+    timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+    threads: int | None = None,
+    memory_limit: str | None = None,
+    warn: Callable[[str], None] | None = None,
+):
     """A connection to the warehouse of ``backend``: the DuckDB file at ``path`` (waiting for its lock), or
     the DuckLake (``lake_catalog`` + ``lake_data_path``) used as the default catalog."""
     if backend == "ducklake":
-        return connect_lake(lake_catalog, lake_data_path, read_only=read_only,
-                            config=duckdb_config(threads, memory_limit))
+        return connect_lake(
+            lake_catalog, lake_data_path, read_only=read_only, config=duckdb_config(threads, memory_limit)
+        )
     if backend != "duckdb":
         raise ValueError(f"ECOM_WAREHOUSE_BACKEND={backend!r} is not one of {BACKENDS}")
-    return connect_with_retry(path, read_only=read_only, timeout_s=timeout_s, threads=threads,
-                              memory_limit=memory_limit, warn=warn)
+    return connect_with_retry(
+        path, read_only=read_only, timeout_s=timeout_s, threads=threads, memory_limit=memory_limit, warn=warn
+    )
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -174,7 +195,9 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str
     lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
     threads: int = 0  # 0 = DuckDB's default (all cores)
-    memory_limit: str = ""  # e.g. "4GB"; "" = config.duckdb_memory_limit() ($ECOM_DUCKDB_MEMORY_LIMIT or a share)
+    memory_limit: str = (
+        ""  # e.g. "4GB"; "" = config.duckdb_memory_limit() ($ECOM_DUCKDB_MEMORY_LIMIT or a share)
+    )
     backend: str = "duckdb"  # duckdb | ducklake (ECOM_WAREHOUSE_BACKEND)
     lake_catalog: str = ""  # ducklake: the catalog's PostgreSQL connection string (ECOM_DUCKLAKE_CATALOG)
     lake_data_path: str = ""  # ducklake: the shared folder of its Parquet files (ECOM_DUCKLAKE_DATA_PATH)
@@ -182,9 +205,15 @@ class WarehouseResource(dg.ConfigurableResource):
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         con = open_warehouse(
-            self.path, backend=self.backend, lake_catalog=self.lake_catalog, lake_data_path=self.lake_data_path,
-            read_only=read_only, timeout_s=self.lock_timeout_s, threads=self.threads or None,
-            memory_limit=self.memory_limit or None, warn=dg.get_dagster_logger().warning,  # shown in the run's log
+            self.path,
+            backend=self.backend,
+            lake_catalog=self.lake_catalog,
+            lake_data_path=self.lake_data_path,
+            read_only=read_only,
+            timeout_s=self.lock_timeout_s,
+            threads=self.threads or None,
+            memory_limit=self.memory_limit or None,
+            warn=dg.get_dagster_logger().warning,  # shown in the run's log
         )
         try:
             if not read_only:

@@ -27,8 +27,9 @@ def make_source(
         from ecom_pipeline.sources.synthetic import SyntheticSource
 
         image_dir = (data_root or Path("data")) / "synthetic_images"
-        return SyntheticSource(n_orders=synthetic_orders, seed=synthetic_seed, image_dir=image_dir,
-                               country=synthetic_country)
+        return SyntheticSource(
+            n_orders=synthetic_orders, seed=synthetic_seed, image_dir=image_dir, country=synthetic_country
+        )
     if kind == "olist":
         if data_dir is None:
             raise SourceError("ECOM_DATA_SOURCE=olist needs ECOM_DATA_DIR pointing at the Olist CSV folder")

@@ -87,8 +87,13 @@ def csv_options_fast(options: CsvOptions | None) -> bool:
         return False
     import codecs
 
-    return (codecs.lookup(options.encoding).name in ("utf-8", "utf-8-sig") and options.header == 1
-            and not options.names and options.delimiter not in "\r\n" and options.quotechar != options.delimiter)
+    return (
+        codecs.lookup(options.encoding).name in ("utf-8", "utf-8-sig")
+        and options.header == 1
+        and not options.names
+        and options.delimiter not in "\r\n"
+        and options.quotechar != options.delimiter
+    )
 
 
 def _sql_text(value: str) -> str:
@@ -104,11 +109,13 @@ def _is_gzip(path: Path) -> bool:
 def _read_csv_sql(path: Path, options: CsvOptions, n_columns: int, rejects: str) -> str:
     cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_columns))
     compression = "gzip" if _is_gzip(path) else "none"
-    return (f"read_csv({_sql_text(str(path))}, columns={{{cols}}}, header=true, auto_detect=false, "
-            f"delim={_sql_text(options.delimiter)}, quote={_sql_text(options.quotechar)}, "
-            f"escape={_sql_text(options.quotechar)}, strict_mode=true, null_padding=false, "
-            f"compression='{compression}', store_rejects=true, rejects_table={_sql_text(rejects)}, "
-            f"rejects_scan={_sql_text(rejects + '_scan')})")
+    return (
+        f"read_csv({_sql_text(str(path))}, columns={{{cols}}}, header=true, auto_detect=false, "
+        f"delim={_sql_text(options.delimiter)}, quote={_sql_text(options.quotechar)}, "
+        f"escape={_sql_text(options.quotechar)}, strict_mode=true, null_padding=false, "
+        f"compression='{compression}', store_rejects=true, rejects_table={_sql_text(rejects)}, "
+        f"rejects_scan={_sql_text(rejects + '_scan')})"
+    )
 
 
 def _open_bytes(path: Path):
@@ -149,8 +156,14 @@ def _rejected_lines(path: Path, rejects: list[tuple[int, int, str]]) -> list[byt
     return out
 
 
-def _python_rows(first_line: bytes, lines: list[bytes], record_numbers: list[int], scan: FastScan,
-                 f: FastFile, report: ReadReport) -> pd.DataFrame:
+def _python_rows(
+    first_line: bytes,
+    lines: list[bytes],
+    record_numbers: list[int],
+    scan: FastScan,
+    f: FastFile,
+    report: ReadReport,
+) -> pd.DataFrame:
     """The rejected lines read by the exact Python reader, one record each, renumbered as in the file."""
     fd, tmp = tempfile.mkstemp(suffix=".csv")
     try:
@@ -158,8 +171,17 @@ def _python_rows(first_line: bytes, lines: list[bytes], record_numbers: list[int
             out.write(first_line if first_line.endswith(b"\n") else first_line + b"\n")
             out.writelines(lines)
         part = ReadReport(f.label)
-        chunks = list(iter_file_chunks(tmp, fmt="csv", options=f.options, columns=scan.source_columns,
-                                       chunk_rows=max(len(lines), 1), label=f.label, report=part))
+        chunks = list(
+            iter_file_chunks(
+                tmp,
+                fmt="csv",
+                options=f.options,
+                columns=scan.source_columns,
+                chunk_rows=max(len(lines), 1),
+                label=f.label,
+                report=part,
+            )
+        )
     finally:
         os.unlink(tmp)
     chunk = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame()
@@ -170,9 +192,18 @@ def _python_rows(first_line: bytes, lines: list[bytes], record_numbers: list[int
     return scan.to_raw(chunk)
 
 
-def load_csv_fast(con: duckdb.DuckDBPyConnection, target: str, insert_columns: list[str], scan: FastScan,
-                  f: FastFile, *, load_id: str, loaded_at, insert_chunk: Callable[[pd.DataFrame], None],
-                  table_columns: list[str]) -> FastFileResult:
+def load_csv_fast(
+    con: duckdb.DuckDBPyConnection,
+    target: str,
+    insert_columns: list[str],
+    scan: FastScan,
+    f: FastFile,
+    *,
+    load_id: str,
+    loaded_at,
+    insert_chunk: Callable[[pd.DataFrame], None],
+    table_columns: list[str],
+) -> FastFileResult:
     """Append ``f`` to ``target`` (a raw table being loaded) through DuckDB; see the module docstring.
 
     Raises :class:`FastFallback` (after removing this file's rows from ``target``) when the file must be
@@ -184,12 +215,18 @@ def load_csv_fast(con: duckdb.DuckDBPyConnection, target: str, insert_columns: l
     index = {c: header.names.index(c) for c in wanted}
     n_cols = len(header.names)
     rejects = f"fast_rejects_{os.getpid()}"
-    is_header = " AND ".join(f"c{i} IS NOT DISTINCT FROM {_sql_text(v) if v else 'NULL'}"
-                             for i, v in enumerate(header.header_record))
+    is_header = " AND ".join(
+        f"c{i} IS NOT DISTINCT FROM {_sql_text(v) if v else 'NULL'}"
+        for i, v in enumerate(header.header_record)
+    )
     bom_header = " AND ".join(
         [f"c0 = {_sql_text(chr(0xFEFF) + header.header_record[0])}"]
-        + [f"c{i} IS NOT DISTINCT FROM {_sql_text(v) if v else 'NULL'}"
-           for i, v in enumerate(header.header_record) if i > 0])
+        + [
+            f"c{i} IS NOT DISTINCT FROM {_sql_text(v) if v else 'NULL'}"
+            for i, v in enumerate(header.header_record)
+            if i > 0
+        ]
+    )
     exprs = []
     for c in table_columns:
         if c in scan.columns:
@@ -215,10 +252,12 @@ def load_csv_fast(con: duckdb.DuckDBPyConnection, target: str, insert_columns: l
         con.execute(
             f"INSERT INTO {target} ({cols_sql}) SELECT {', '.join(exprs)} FROM "
             f"(SELECT row_number() OVER () AS _g, * FROM {_read_csv_sql(f.path, f.options, n_cols, rejects)})",
-            {"load_id": load_id, "loaded_at": loaded_at})
+            {"load_id": load_id, "loaded_at": loaded_at},
+        )
         rejected = con.execute(
             f"SELECT DISTINCT line, line_byte_position, error_type::VARCHAR, csv_line FROM {rejects} "
-            "ORDER BY line").fetchall()
+            "ORDER BY line"
+        ).fetchall()
     except duckdb.Error as exc:
         con.execute(f"DELETE FROM {target} WHERE {mine}")
         raise FastFallback(f"DuckDB could not read the file ({str(exc).splitlines()[0]})") from None
@@ -226,8 +265,9 @@ def load_csv_fast(con: duckdb.DuckDBPyConnection, target: str, insert_columns: l
         con.execute(f"DROP TABLE IF EXISTS {rejects}")
         con.execute(f"DROP TABLE IF EXISTS {rejects}_scan")
     try:
-        repeated = con.execute(f"SELECT count(*) FROM {target} WHERE {mine} AND _parse_error = 'repeated_header'"
-                               ).fetchall()[0][0]
+        repeated = con.execute(
+            f"SELECT count(*) FROM {target} WHERE {mine} AND _parse_error = 'repeated_header'"
+        ).fetchall()[0][0]
         if repeated:
             raise FastFallback(f"{repeated} repeated header rows")
         kinds = {r[2] for r in rejected}
@@ -248,14 +288,17 @@ def load_csv_fast(con: duckdb.DuckDBPyConnection, target: str, insert_columns: l
                 first_line = fh.readline()
             fixed = _python_rows(first_line, lines, records, scan, f, result.report)
             # The k-th accepted record is the k-th record number not taken by a rejected one.
-            shifts = pd.DataFrame({"t": [r - j for j, r in enumerate(records, start=1)],
-                                   "n": range(1, len(records) + 1)})
+            shifts = pd.DataFrame(
+                {"t": [r - j for j, r in enumerate(records, start=1)], "n": range(1, len(records) + 1)}
+            )
             con.register("_fast_shifts", shifts)
             try:
-                con.execute(f"UPDATE {target} SET _source_row = _source_row + s.n FROM "
-                            f"(SELECT g._source_row AS g, max(n) AS n FROM (SELECT _source_row FROM {target} "
-                            f"WHERE {mine}) g JOIN _fast_shifts ON t < g._source_row GROUP BY 1) s "
-                            f"WHERE {mine} AND {target}._source_row = s.g")
+                con.execute(
+                    f"UPDATE {target} SET _source_row = _source_row + s.n FROM "
+                    f"(SELECT g._source_row AS g, max(n) AS n FROM (SELECT _source_row FROM {target} "
+                    f"WHERE {mine}) g JOIN _fast_shifts ON t < g._source_row GROUP BY 1) s "
+                    f"WHERE {mine} AND {target}._source_row = s.g"
+                )
             finally:
                 con.unregister("_fast_shifts")
             insert_chunk(fixed)
@@ -272,8 +315,15 @@ def load_csv_fast(con: duckdb.DuckDBPyConnection, target: str, insert_columns: l
 
 def python_file_chunks(scan: FastScan, f: FastFile, chunk_rows: int, report: ReadReport):
     """The whole file through the Python reader and the source's mapping (the fallback)."""
-    for chunk in iter_file_chunks(f.path, fmt="csv", options=f.options, columns=scan.source_columns,
-                                  chunk_rows=chunk_rows, label=f.label, report=report):
+    for chunk in iter_file_chunks(
+        f.path,
+        fmt="csv",
+        options=f.options,
+        columns=scan.source_columns,
+        chunk_rows=chunk_rows,
+        label=f.label,
+        report=report,
+    ):
         yield scan.to_raw(chunk)
 
 

@@ -83,8 +83,12 @@ INVALID_ENCODING = "invalid_encoding"
 
 _GZIP_MAGIC = b"\x1f\x8b"
 # Byte-order marks of encodings the line-based reader cannot split (UTF-32 first: its LE BOM starts like UTF-16's).
-_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"),
-              (codecs.BOM_UTF16_BE, "UTF-16"))
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
 _PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 
@@ -117,9 +121,10 @@ class CsvOptions:
         except LookupError:
             raise SourceError(f"unknown encoding {self.encoding!r}") from None
         # Lines are split on b"\n" before decoding: only ASCII-compatible encodings work that way.
-        if "\n,;\t|\"".encode(info.name) != b"\n,;\t|\"" or info.name.startswith(("utf-16", "utf-32")):
+        if '\n,;\t|"'.encode(info.name) != b'\n,;\t|"' or info.name.startswith(("utf-16", "utf-32")):
             raise SourceError(
-                f"encoding {self.encoding!r} is not ASCII-compatible; convert the file to UTF-8 first")
+                f"encoding {self.encoding!r} is not ASCII-compatible; convert the file to UTF-8 first"
+            )
 
 
 @dataclass
@@ -133,8 +138,13 @@ class ReadReport:
     parse_errors: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict:
-        return {"file": self.file, "rows": self.rows, "chunks": self.chunks, "blank_lines": self.blank_lines,
-                "parse_errors": dict(self.parse_errors)}
+        return {
+            "file": self.file,
+            "rows": self.rows,
+            "chunks": self.chunks,
+            "blank_lines": self.blank_lines,
+            "parse_errors": dict(self.parse_errors),
+        }
 
 
 def detect_format(path: Path | str, declared: str | None = None) -> str:
@@ -209,14 +219,14 @@ class _LineFeed:
 
     def lines(self, start: int, end: int) -> list[str]:
         """Lines ``start+1 .. end`` (reader line numbers)."""
-        return self.window[start - self.offset:end - self.offset]
+        return self.window[start - self.offset : end - self.offset]
 
     def any_bad(self, start: int, end: int) -> bool:
         return any(k in self.bad for k in range(start + 1, end + 1))
 
     def forget_before(self, line_num: int) -> None:
         """Drop lines up to ``line_num`` (all belong to records already handled)."""
-        del self.window[:line_num - self.offset]
+        del self.window[: line_num - self.offset]
         self.offset = line_num
         if self.bad:
             self.bad = {k for k in self.bad if k > line_num}
@@ -291,8 +301,10 @@ def _refuse_wide_encoding(binary: io.BufferedReader, label: str) -> None:
         raise SourceError(f"truncated or corrupt gzip ({exc})", file=label) from None
     for bom, name in _WIDE_BOMS:
         if head.startswith(bom):
-            raise SourceError(f"file is {name} encoded (byte-order mark {bom.hex()}); save or convert it as UTF-8",
-                              file=label)
+            raise SourceError(
+                f"file is {name} encoded (byte-order mark {bom.hex()}); save or convert it as UTF-8",
+                file=label,
+            )
 
 
 def _cr_only(binary: io.BufferedReader) -> bool:
@@ -336,8 +348,9 @@ class _CsvFile:
             raise
 
     def make_reader(self, lines: Iterator[str]):
-        return csv.reader(lines, delimiter=self._options.delimiter, quotechar=self._options.quotechar,
-                          strict=False)
+        return csv.reader(
+            lines, delimiter=self._options.delimiter, quotechar=self._options.quotechar, strict=False
+        )
 
     def restart_on_pending(self) -> bool:
         """After the end of the file: if lines were pushed back, read them with a fresh reader."""
@@ -371,7 +384,9 @@ class _CsvFile:
             except csv.Error as exc:
                 raise SourceError(f"cannot read the header: {exc}", file=self.label) from None
             if rec is None:
-                msg = "empty file (no header row)" if options.header == 1 else f"no header row {options.header}"
+                msg = (
+                    "empty file (no header row)" if options.header == 1 else f"no header row {options.header}"
+                )
                 raise SourceError(msg, file=self.label)
         if options.names:
             return list(options.names), rec, list(options.names)
@@ -379,15 +394,23 @@ class _CsvFile:
         return _dedupe_names(raw_names), rec, raw_names
 
 
-def read_csv_header(path: Path | str, options: CsvOptions = CsvOptions(), label: str | None = None) -> list[str]:
+def read_csv_header(
+    path: Path | str, options: CsvOptions = CsvOptions(), label: str | None = None
+) -> list[str]:
     path = Path(path)
     f = _CsvFile(path, options, label or path.name)
     f.close()
     return f.names
 
 
-def _iter_csv(path: Path, options: CsvOptions, columns: Sequence[str] | None, chunk_rows: int, label: str,
-              report: ReadReport) -> Iterator[pd.DataFrame]:
+def _iter_csv(
+    path: Path,
+    options: CsvOptions,
+    columns: Sequence[str] | None,
+    chunk_rows: int,
+    label: str,
+    report: ReadReport,
+) -> Iterator[pd.DataFrame]:
     f = _CsvFile(path, options, label)
     try:
         wanted = _check_columns(f.names, columns, label, f.raw_names)
@@ -403,8 +426,10 @@ def _iter_csv(path: Path, options: CsvOptions, columns: Sequence[str] | None, ch
         elif idx:
             project = itemgetter(*idx)
         else:
+
             def project(rec):
                 return ()
+
         empty = (None,) * len(wanted)
         header = f.header_record
         # `cat a.csv b.csv` of exports that each start with a BOM: the second header begins with one.
@@ -475,8 +500,15 @@ def _iter_csv(path: Path, options: CsvOptions, columns: Sequence[str] | None, ch
         f.close()
 
 
-def _frame(columns: Sequence[str], rows: list[tuple], errors: dict[int, str], raws: dict[int, str],
-           first_row: int, label: str, report: ReadReport) -> pd.DataFrame:
+def _frame(
+    columns: Sequence[str],
+    rows: list[tuple],
+    errors: dict[int, str],
+    raws: dict[int, str],
+    first_row: int,
+    label: str,
+    report: ReadReport,
+) -> pd.DataFrame:
     n = len(rows)
     values = np.empty((n, len(columns)), dtype=object)
     if columns:
@@ -499,8 +531,9 @@ def _frame(columns: Sequence[str], rows: list[tuple], errors: dict[int, str], ra
     return df
 
 
-def _check_columns(names: Sequence[str], columns: Sequence[str] | None, label: str,
-                   raw_names: Sequence[str] | None = None) -> list[str]:
+def _check_columns(
+    names: Sequence[str], columns: Sequence[str] | None, label: str, raw_names: Sequence[str] | None = None
+) -> list[str]:
     """The wanted columns; SourceError naming the file and the column when one is missing, or appears more
     than once in the header (``raw_names``: the header before duplicates were renamed ``name.1``...)."""
     if columns is None:
@@ -509,7 +542,10 @@ def _check_columns(names: Sequence[str], columns: Sequence[str] | None, label: s
     if missing:
         raise SourceError(
             f"source column {missing[0]!r} is not in the file{_missing_column_hint(missing[0], names)}; "
-            f"missing: {missing}; the file has: {list(names)}", file=label, column=missing[0])
+            f"missing: {missing}; the file has: {list(names)}",
+            file=label,
+            column=missing[0],
+        )
     raw = list(raw_names if raw_names is not None else names)
     for c in dict.fromkeys(columns):
         if raw.count(c) > 1:
@@ -517,7 +553,10 @@ def _check_columns(names: Sequence[str], columns: Sequence[str] | None, label: s
             raise SourceError(
                 f"column {c!r} appears {len(positions)} times in the header (columns {positions}): which one "
                 "is meant is ambiguous; rename the duplicates in the file, or give every column a name with "
-                "`names: [...]`", file=label, column=c)
+                "`names: [...]`",
+                file=label,
+                column=c,
+            )
     return list(dict.fromkeys(columns))
 
 
@@ -528,14 +567,21 @@ def _missing_column_hint(missing: str, names: Sequence[str]) -> str:
     if len(names) == 1:
         for delim, word in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
             if delim in names[0]:
-                return (f" (the header was read as one column containing {delim!r}: is the file "
-                        f"{word}-delimited? set delimiter: {word})")
+                return (
+                    f" (the header was read as one column containing {delim!r}: is the file "
+                    f"{word}-delimited? set delimiter: {word})"
+                )
     close = difflib.get_close_matches(missing, names, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def require_columns(path: Path | str, columns: Sequence[str], fmt: str | None = None,
-                    options: CsvOptions | None = None, label: str | None = None) -> None:
+def require_columns(
+    path: Path | str,
+    columns: Sequence[str],
+    fmt: str | None = None,
+    options: CsvOptions | None = None,
+    label: str | None = None,
+) -> None:
     """SourceError naming the file and column unless every one of ``columns`` is in the file's header,
     exactly once (reads only the header / the Parquet schema)."""
     path = Path(path)
@@ -599,8 +645,9 @@ def _arrow_text(col) -> list:
     return [v if v else None for v in col.to_pylist()]
 
 
-def _iter_parquet(path: Path, columns: Sequence[str] | None, chunk_rows: int, label: str,
-                  report: ReadReport) -> Iterator[pd.DataFrame]:
+def _iter_parquet(
+    path: Path, columns: Sequence[str] | None, chunk_rows: int, label: str, report: ReadReport
+) -> Iterator[pd.DataFrame]:
     import pyarrow as pa
 
     pf = _parquet_file(path, label)
@@ -613,8 +660,10 @@ def _iter_parquet(path: Path, columns: Sequence[str] | None, chunk_rows: int, la
             n = batch.num_rows
             if n == 0:
                 continue
-            df = pd.DataFrame({c: np.array(_arrow_text(batch.column(c)), dtype=object) for c in wanted},
-                              index=pd.RangeIndex(n))
+            df = pd.DataFrame(
+                {c: np.array(_arrow_text(batch.column(c)), dtype=object) for c in wanted},
+                index=pd.RangeIndex(n),
+            )
             df["_source_file"] = label
             df["_source_row"] = pd.RangeIndex(first_row, first_row + n).to_numpy(dtype="int64")
             df["_parse_error"] = None
@@ -631,8 +680,9 @@ def _iter_parquet(path: Path, columns: Sequence[str] | None, chunk_rows: int, la
 # Public entry points
 
 
-def read_header(path: Path | str, fmt: str | None = None, options: CsvOptions | None = None,
-                label: str | None = None) -> list[str]:
+def read_header(
+    path: Path | str, fmt: str | None = None, options: CsvOptions | None = None, label: str | None = None
+) -> list[str]:
     """Column names of a file (reads only the header / the Parquet schema)."""
     path = Path(path)
     fmt = detect_format(path, fmt)
@@ -665,8 +715,9 @@ def iter_file_chunks(
     if fmt == "parquet":
         yield from _iter_parquet(path, columns, chunk_rows, label, report)
     else:
-        yield from _iter_csv(path, options or CsvOptions(delimiter=default_delimiter(path)), columns,
-                             chunk_rows, label, report)
+        yield from _iter_csv(
+            path, options or CsvOptions(delimiter=default_delimiter(path)), columns, chunk_rows, label, report
+        )
     if report.parse_errors:
         log.warning("%s: %d rows, rows with parse errors: %s", label, report.rows, dict(report.parse_errors))
 

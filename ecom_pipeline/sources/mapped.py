@@ -49,12 +49,30 @@ from ecom_pipeline.sources.files import (
     require_columns,
 )
 
-TOP_KEYS = {"version", "description", "timezone", "timestamp_formats", "two_digit_year_start", "geo_bounds",
-            "decimal", "csv", "tables"}
+TOP_KEYS = {
+    "version",
+    "description",
+    "timezone",
+    "timestamp_formats",
+    "two_digit_year_start",
+    "geo_bounds",
+    "decimal",
+    "csv",
+    "tables",
+}
 CSV_KEYS = {"delimiter", "encoding", "header", "names", "quotechar"}
 TABLE_KEYS = {"file", "format", "columns", "constants", "derive", "deduplicate", "filter", *CSV_KEYS}
-DERIVE_OPS = {"row_number", "row_number_within", "divide", "json_object", "concat", "coalesce", "when", "abs",
-              "guest_per_order"}
+DERIVE_OPS = {
+    "row_number",
+    "row_number_within",
+    "divide",
+    "json_object",
+    "concat",
+    "coalesce",
+    "when",
+    "abs",
+    "guest_per_order",
+}
 CONDITION_TESTS = {"equals", "prefix", "regex", "empty"}
 GUEST_PREFIX = "guest-"
 DELIMITER_ALIASES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
@@ -152,7 +170,9 @@ class MappingError(SourceError):
 class MappedSource(Source):
     name = "mapped"
 
-    def __init__(self, mapping: dict, *, mapping_path: Path | str | None = None, data_dir: Path | str | None = None):
+    def __init__(
+        self, mapping: dict, *, mapping_path: Path | str | None = None, data_dir: Path | str | None = None
+    ):
         self.mapping_path = Path(mapping_path) if mapping_path else None
         self.data_dir = Path(data_dir) if data_dir else None
         self._where = str(self.mapping_path) if self.mapping_path else "<mapping>"
@@ -196,9 +216,11 @@ class MappedSource(Source):
             if pattern and (glob.glob(str(data_dir / pattern)) or (data_dir / pattern).is_file()):
                 present[table] = spec
         if not present:
-            raise SourceError(f"none of the files of {mapping_path} is in this delivery "
-                              f"(looked for {sorted(str((s or {}).get('file')) for s in tables.values())})",
-                              file=str(data_dir))
+            raise SourceError(
+                f"none of the files of {mapping_path} is in this delivery "
+                f"(looked for {sorted(str((s or {}).get('file')) for s in tables.values())})",
+                file=str(data_dir),
+            )
         return cls({**doc, "tables": present}, data_dir=data_dir)
 
     @classmethod
@@ -225,7 +247,9 @@ class MappedSource(Source):
         if unknown:
             raise self._err(unknown[0], f"unknown key; allowed: {sorted(TOP_KEYS)}")
         if m.get("version", 1) != 1:
-            raise self._err("version", f"unsupported version {m.get('version')!r}; this reader knows version 1")
+            raise self._err(
+                "version", f"unsupported version {m.get('version')!r}; this reader knows version 1"
+            )
         self.hints = self._parse_hints(m)
         defaults = m.get("csv") or {}
         if not isinstance(defaults, dict):
@@ -249,21 +273,29 @@ class MappedSource(Source):
             try:
                 ZoneInfo(str(tz))
             except (ZoneInfoNotFoundError, ValueError):
-                raise self._err("timezone", f"unknown time zone {tz!r} (use an IANA name such as "
-                                            "'America/New_York' or 'UTC')") from None
+                raise self._err(
+                    "timezone",
+                    f"unknown time zone {tz!r} (use an IANA name such as 'America/New_York' or 'UTC')",
+                ) from None
             kw["timezone"] = str(tz)
         if "timestamp_formats" in m:
             fmts = m["timestamp_formats"]
             if isinstance(fmts, str):
                 fmts = [fmts]
-            if not isinstance(fmts, list) or not fmts or not all(isinstance(f, str) and "%" in f for f in fmts):
+            if (
+                not isinstance(fmts, list)
+                or not fmts
+                or not all(isinstance(f, str) and "%" in f for f in fmts)
+            ):
                 raise self._err("timestamp_formats", "must be a list of strptime formats such as '%m/%d/%Y'")
             kw["timestamp_formats"] = tuple(fmts)
         if "two_digit_year_start" in m:
             start = m["two_digit_year_start"]
             if not isinstance(start, int) or isinstance(start, bool) or not 1800 <= start <= 2100:
-                raise self._err("two_digit_year_start", f"must be a year such as 1970 (then '69' is 2069 "
-                                                        f"and '70' is 1970), not {start!r}")
+                raise self._err(
+                    "two_digit_year_start",
+                    f"must be a year such as 1970 (then '69' is 2069 and '70' is 1970), not {start!r}",
+                )
             kw["two_digit_year_start"] = start
         if "geo_bounds" in m:
             if m["geo_bounds"] not in ("world", "brazil"):
@@ -290,8 +322,11 @@ class MappedSource(Source):
         def canonical(section: str, name: Any) -> str:
             name = str(name)
             if name not in known_cols:
-                raise self._err(f"{key}.{section}.{name}",
-                                f"unknown canonical column of {table}; known: {known_cols}", column=name)
+                raise self._err(
+                    f"{key}.{section}.{name}",
+                    f"unknown canonical column of {table}; known: {known_cols}",
+                    column=name,
+                )
             return name
 
         # columns
@@ -327,20 +362,28 @@ class MappedSource(Source):
         for section, names in (("columns", columns), ("constants", constants), ("derive", derive)):
             for c in names:
                 if c in seen:
-                    raise self._err(f"{key}.{section}.{c}", f"{c} is already filled under {key}.{seen[c]}", column=c)
+                    raise self._err(
+                        f"{key}.{section}.{c}", f"{c} is already filled under {key}.{seen[c]}", column=c
+                    )
                 seen[c] = section
         for c, d in derive.items():
             within = d.get("row_number_within")
             for ref in within or ():
                 if ref not in seen or ref in derive:
-                    raise self._err(f"{key}.derive.{c}.row_number_within",
-                                    f"{ref!r} must be a canonical column of {table} filled under columns or "
-                                    "constants", column=ref)
+                    raise self._err(
+                        f"{key}.derive.{c}.row_number_within",
+                        f"{ref!r} must be a canonical column of {table} filled under columns or constants",
+                        column=ref,
+                    )
         # key and required columns
         for col in tspec.columns:
             if (col.required or col.name in tspec.key) and col.name not in seen:
-                raise self._err(key, f"canonical column {col.name!r} is required (key or NOT NULL) but not "
-                                     "filled; map it under columns, constants or derive", column=col.name)
+                raise self._err(
+                    key,
+                    f"canonical column {col.name!r} is required (key or NOT NULL) but not "
+                    "filled; map it under columns, constants or derive",
+                    column=col.name,
+                )
         dedup = spec.get("deduplicate", False)
         if not isinstance(dedup, bool):
             raise self._err(f"{key}.deduplicate", f"must be true or false, not {dedup!r}")
@@ -349,8 +392,11 @@ class MappedSource(Source):
         # the file(s)
         file_ = spec.get("file")
         if not isinstance(file_, str) or not file_.strip():
-            raise self._err(f"{key}.file", "needs the path of the data file (relative to the data folder or "
-                                           "to the mapping file's folder)")
+            raise self._err(
+                f"{key}.file",
+                "needs the path of the data file (relative to the data folder or "
+                "to the mapping file's folder)",
+            )
         paths, labels = self._resolve(file_, f"{key}.file")
         try:
             fmt = detect_format(paths[0], spec.get("format"))
@@ -364,14 +410,18 @@ class MappedSource(Source):
         else:
             opts = {**defaults, **csv_given}
             options = self._csv_options(key, opts, paths[0])
-        tm = TableMapping(table, file_, paths, labels, fmt, options, columns, constants, derive, dedup, row_filter)
+        tm = TableMapping(
+            table, file_, paths, labels, fmt, options, columns, constants, derive, dedup, row_filter
+        )
         # every mapped source column must be in every file
         for path, label in zip(paths, labels):
             try:
                 require_columns(path, tm.source_columns, fmt, options, label)
             except SourceError as exc:
                 message = str(exc).split(" | file: ")[0]
-                raise SourceError(f"{self._where}: {key}: {message}", file=str(path), column=exc.column) from None
+                raise SourceError(
+                    f"{self._where}: {key}: {message}", file=str(path), column=exc.column
+                ) from None
         return tm
 
     def _parse_condition(self, key: str, c: Any) -> Condition:
@@ -380,7 +430,9 @@ class MappedSource(Source):
             raise self._err(key, f"a condition names a source column and one test, e.g. {example}")
         tests = sorted(set(c) - {"column", "then"})
         if len(tests) != 1 or tests[0] not in CONDITION_TESTS:
-            raise self._err(key, f"needs exactly one of {sorted(CONDITION_TESTS)} besides column, e.g. {example}")
+            raise self._err(
+                key, f"needs exactly one of {sorted(CONDITION_TESTS)} besides column, e.g. {example}"
+            )
         test, arg = tests[0], c[tests[0]]
         column = str(c["column"])
         if test == "empty":
@@ -395,8 +447,9 @@ class MappedSource(Source):
         values = arg if isinstance(arg, list) else [arg]
         if not values or any(v is None or isinstance(v, (dict, list)) for v in values):
             raise self._err(f"{key}.{test}", "must be a value or a list of values")
-        return Condition(column, test, values=tuple(str(v).lower() if isinstance(v, bool) else str(v)
-                                                    for v in values))
+        return Condition(
+            column, test, values=tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in values)
+        )
 
     def _parse_filter(self, key: str, f: Any) -> RowFilter:
         if not isinstance(f, dict) or not f or set(f) - {"keep", "drop"}:
@@ -414,8 +467,10 @@ class MappedSource(Source):
         ops = sorted(set(d) & DERIVE_OPS)
         extra = sorted(set(d) - DERIVE_OPS - ({"else"} if ops == ["when"] else set()))
         if extra:
-            raise self._err(f"{key}.{extra[0]}", f"unknown derivation; known: {sorted(DERIVE_OPS)} "
-                                                 "(only when takes a second key, else)")
+            raise self._err(
+                f"{key}.{extra[0]}",
+                f"unknown derivation; known: {sorted(DERIVE_OPS)} (only when takes a second key, else)",
+            )
         if len(ops) != 1:
             raise self._err(key, f"one derivation per column, not {ops}")
         op = ops[0]
@@ -427,7 +482,9 @@ class MappedSource(Source):
         if op == "row_number_within":
             refs = [arg] if isinstance(arg, str) else arg
             if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
-                raise self._err(f"{key}.{op}", "names the canonical column(s) to number within, e.g. order_id")
+                raise self._err(
+                    f"{key}.{op}", "names the canonical column(s) to number within, e.g. order_id"
+                )
             return {op: list(refs)}
         if op == "concat":
             if isinstance(arg, dict):
@@ -435,7 +492,9 @@ class MappedSource(Source):
             else:
                 cols, sep = arg, "-"
             if not isinstance(cols, list) or len(cols) < 2 or not isinstance(sep, str):
-                raise self._err(f"{key}.{op}", "write concat: [Col A, Col B] or concat: {columns: [...], sep: '|'}")
+                raise self._err(
+                    f"{key}.{op}", "write concat: [Col A, Col B] or concat: {columns: [...], sep: '|'}"
+                )
             cols = [str(c) for c in cols]
             return {op: cols, "sep": sep, "_sources": cols}
         if op == "divide":
@@ -452,8 +511,10 @@ class MappedSource(Source):
             else:
                 cols = arg
             if not isinstance(cols, list) or not cols:
-                raise self._err(f"{key}.{op}", "write coalesce: [Col A, Col B] or coalesce: {columns: [...], "
-                                               "default: unknown}")
+                raise self._err(
+                    f"{key}.{op}",
+                    "write coalesce: [Col A, Col B] or coalesce: {columns: [...], default: unknown}",
+                )
             cols = [str(c) for c in cols]
             return {op: cols, "default": None if default is None else str(default), "_sources": cols}
         if op == "abs":
@@ -461,10 +522,15 @@ class MappedSource(Source):
                 raise self._err(f"{key}.{op}", "names one source column, e.g. abs: Quantity")
             return {op: arg, "_sources": [arg]}
         if op == "guest_per_order":
-            if not isinstance(arg, dict) or not {"column", "order"} <= set(arg) or set(arg) - {
-                    "column", "order", "guest_values"}:
-                raise self._err(f"{key}.{op}", "write guest_per_order: {column: CustomerID, order: InvoiceNo, "
-                                               "guest_values: ['0']}")
+            if (
+                not isinstance(arg, dict)
+                or not {"column", "order"} <= set(arg)
+                or set(arg) - {"column", "order", "guest_values"}
+            ):
+                raise self._err(
+                    f"{key}.{op}",
+                    "write guest_per_order: {column: CustomerID, order: InvoiceNo, guest_values: ['0']}",
+                )
             guests = arg.get("guest_values") or []
             guests = guests if isinstance(guests, list) else [guests]
             cols = [str(arg["column"]), str(arg["order"])]
@@ -472,15 +538,19 @@ class MappedSource(Source):
         if op == "when":
             rules = arg if isinstance(arg, list) else None
             if not rules:
-                raise self._err(f"{key}.when", "write when: [{column: STATUS, equals: Cancelled, then: canceled}, "
-                                               "...] (first matching rule wins), optionally else: <value>")
+                raise self._err(
+                    f"{key}.when",
+                    "write when: [{column: STATUS, equals: Cancelled, then: canceled}, "
+                    "...] (first matching rule wins), optionally else: <value>",
+                )
             parsed = []
             for i, rule in enumerate(rules):
                 if not isinstance(rule, dict) or "then" not in rule or isinstance(rule["then"], (dict, list)):
                     raise self._err(f"{key}.when[{i}]", "each rule needs then: <value>")
                 then = rule["then"]
-                parsed.append((self._parse_condition(f"{key}.when[{i}]", rule),
-                               None if then is None else str(then)))
+                parsed.append(
+                    (self._parse_condition(f"{key}.when[{i}]", rule), None if then is None else str(then))
+                )
             otherwise = d.get("else")
             else_column = None
             if isinstance(otherwise, dict):
@@ -490,8 +560,12 @@ class MappedSource(Source):
             elif isinstance(otherwise, list):
                 raise self._err(f"{key}.else", "a value, or {column: Source Column}")
             sources = [c.column for c, _ in parsed] + ([else_column] if else_column else [])
-            return {op: parsed, "else": None if otherwise is None else str(otherwise), "else_column": else_column,
-                    "_sources": list(dict.fromkeys(sources))}
+            return {
+                op: parsed,
+                "else": None if otherwise is None else str(otherwise),
+                "else_column": else_column,
+                "_sources": list(dict.fromkeys(sources)),
+            }
         # json_object
         if not isinstance(arg, list) or not arg:
             raise self._err(f"{key}.{op}", "write json_object: [Col A, Col B, ...]")
@@ -500,7 +574,11 @@ class MappedSource(Source):
 
     def _csv_options(self, key: str, opts: dict, path: Path) -> CsvOptions:
         delimiter = opts.get("delimiter", default_delimiter(path))
-        delimiter = DELIMITER_ALIASES.get(str(delimiter).lower(), delimiter) if isinstance(delimiter, str) else delimiter
+        delimiter = (
+            DELIMITER_ALIASES.get(str(delimiter).lower(), delimiter)
+            if isinstance(delimiter, str)
+            else delimiter
+        )
         header = opts.get("header", 1)
         if header is False or header is None:
             header = None
@@ -516,8 +594,13 @@ class MappedSource(Source):
         if header is None and not names:
             raise self._err(f"{key}.header", "a file without a header row needs names: [...]")
         try:
-            return CsvOptions(delimiter=str(delimiter), encoding=str(opts.get("encoding", "utf-8")),
-                              header=header, names=names, quotechar=str(opts.get("quotechar", '"')))
+            return CsvOptions(
+                delimiter=str(delimiter),
+                encoding=str(opts.get("encoding", "utf-8")),
+                header=header,
+                names=names,
+                quotechar=str(opts.get("quotechar", '"')),
+            )
         except SourceError as exc:
             raise self._err(key, str(exc)) from None
 
@@ -531,7 +614,7 @@ class MappedSource(Source):
             bases.append(Path.cwd())
         p = Path(file_).expanduser()
         tried = []
-        for base in ([Path("/")] if p.is_absolute() else bases):
+        for base in [Path("/")] if p.is_absolute() else bases:
             full = p if p.is_absolute() else base / p
             tried.append(str(full))
             if full.is_file():  # a literal name first: "orders[1].csv" is a file, not a pattern
@@ -562,8 +645,10 @@ class MappedSource(Source):
             "source": self.name,
             "mapping": self._where,
             "data_dir": str(self.data_dir) if self.data_dir else None,
-            "tables": {t: {"files": tm.labels, "format": tm.fmt, "deduplicate": tm.deduplicate}
-                       for t, tm in sorted(self.tables_.items())},
+            "tables": {
+                t: {"files": tm.labels, "format": tm.fmt, "deduplicate": tm.deduplicate}
+                for t, tm in sorted(self.tables_.items())
+            },
             "timezone": self.hints.timezone,
             "timestamp_formats": list(self.hints.timestamp_formats),
             "read_reports": {t: [r.as_dict() for r in rs] for t, rs in self.reports.items()},
@@ -591,8 +676,14 @@ class MappedSource(Source):
         from ecom_pipeline.sources.fast_csv import FastFile, FastScan, csv_options_fast
 
         tm = self.tables_.get(table)
-        if (tm is None or tm.fmt != "csv" or tm.derive or tm.deduplicate or tm.row_filter is not None
-                or not csv_options_fast(tm.csv)):
+        if (
+            tm is None
+            or tm.fmt != "csv"
+            or tm.derive
+            or tm.deduplicate
+            or tm.row_filter is not None
+            or not csv_options_fast(tm.csv)
+        ):
             return None
         first_col = tm.output_columns[0]
 
@@ -601,15 +692,25 @@ class MappedSource(Source):
             values.update(tm.constants)
             return finish_chunk(chunk, {c: values[c] for c in tm.output_columns}, first_col)
 
-        return FastScan(files=[FastFile(p, label, tm.csv) for p, label in zip(tm.paths, tm.labels)],
-                        columns=dict(tm.columns), constants=dict(tm.constants),
-                        source_columns=tm.source_columns, to_raw=to_raw)
+        return FastScan(
+            files=[FastFile(p, label, tm.csv) for p, label in zip(tm.paths, tm.labels)],
+            columns=dict(tm.columns),
+            constants=dict(tm.constants),
+            source_columns=tm.source_columns,
+            to_raw=to_raw,
+        )
 
     def record_fast_reports(self, table: str, reports: list) -> None:
         """Keep the fast path's per-file read reports where ``describe()`` shows them."""
         self.reports[table] = list(reports)
-        for counter in (self.stats.duplicates_dropped, self.stats.conflicting_duplicates, self.stats.conflict_variants,
-                        self.stats.filtered_out, self.stats.guests, self.stats.not_a_number):
+        for counter in (
+            self.stats.duplicates_dropped,
+            self.stats.conflicting_duplicates,
+            self.stats.conflict_variants,
+            self.stats.filtered_out,
+            self.stats.guests,
+            self.stats.not_a_number,
+        ):
             counter[table] = 0
 
     def read(self, table: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
@@ -618,8 +719,14 @@ class MappedSource(Source):
         if tm is None:
             raise SourceError(f"the mapping has no {table} table", file=self._where)
         self.reports[table] = []
-        for counter in (self.stats.duplicates_dropped, self.stats.conflicting_duplicates, self.stats.conflict_variants,
-                        self.stats.filtered_out, self.stats.guests, self.stats.not_a_number):
+        for counter in (
+            self.stats.duplicates_dropped,
+            self.stats.conflicting_duplicates,
+            self.stats.conflict_variants,
+            self.stats.filtered_out,
+            self.stats.guests,
+            self.stats.not_a_number,
+        ):
             counter[table] = 0
         key_cols = list(TABLES[table].key)
         first_col = tm.output_columns[0]
@@ -630,8 +737,15 @@ class MappedSource(Source):
         for path, label in zip(tm.paths, tm.labels):
             report = ReadReport(label)
             self.reports[table].append(report)
-            for chunk in iter_file_chunks(path, fmt=tm.fmt, options=tm.csv, columns=tm.source_columns,
-                                          chunk_rows=chunk_rows, label=label, report=report):
+            for chunk in iter_file_chunks(
+                path,
+                fmt=tm.fmt,
+                options=tm.csv,
+                columns=tm.source_columns,
+                chunk_rows=chunk_rows,
+                label=label,
+                report=report,
+            ):
                 ok = chunk["_parse_error"].isna().to_numpy()  # rows read cleanly
                 if tm.row_filter is not None:
                     keep = tm.row_filter.keep_mask(chunk) | ~ok  # unparseable rows always reach quarantine
@@ -647,23 +761,33 @@ class MappedSource(Source):
                     if "row_number" in d:
                         values[c] = [str(row_number + i + 1) for i in range(len(chunk))]
                     elif "row_number_within" in d:
-                        values[c] = self._number_within(d["row_number_within"], values, ok, counters, len(chunk))
+                        values[c] = self._number_within(
+                            d["row_number_within"], values, ok, counters, len(chunk)
+                        )
                     elif "divide" in d:
                         values[c] = self._divide(table, chunk, *d["divide"])
                     elif "json_object" in d:
                         cols = d["json_object"]
-                        values[c] = [json.dumps(dict(zip(cols, vals)), ensure_ascii=False)
-                                     for vals in zip(*(chunk[x] for x in cols))]
+                        values[c] = [
+                            json.dumps(dict(zip(cols, vals)), ensure_ascii=False)
+                            for vals in zip(*(chunk[x] for x in cols))
+                        ]
                     elif "concat" in d:
                         sep = d["sep"]
-                        values[c] = [None if any(v is None for v in vals) else sep.join(vals)
-                                     for vals in zip(*(chunk[x] for x in d["concat"]))]
+                        values[c] = [
+                            None if any(v is None for v in vals) else sep.join(vals)
+                            for vals in zip(*(chunk[x] for x in d["concat"]))
+                        ]
                     elif "coalesce" in d:
                         values[c] = self._coalesce(chunk, d["coalesce"], d["default"])
                     elif "abs" in d:
-                        values[c] = [v[1:] if v is not None and v.startswith("-") else v for v in chunk[d["abs"]]]
+                        values[c] = [
+                            v[1:] if v is not None and v.startswith("-") else v for v in chunk[d["abs"]]
+                        ]
                     elif "guest_per_order" in d:
-                        values[c] = self._guest_per_order(table, chunk, *d["guest_per_order"], d["guest_values"])
+                        values[c] = self._guest_per_order(
+                            table, chunk, *d["guest_per_order"], d["guest_values"]
+                        )
                     elif "when" in d:
                         values[c] = self._when(chunk, d["when"], d["else"], d["else_column"])
                 row_number += len(chunk)
@@ -697,8 +821,9 @@ class MappedSource(Source):
             out.append(next((v for v in vals if v is not None and v.strip()), default))
         return out
 
-    def _guest_per_order(self, table: str, chunk: pd.DataFrame, customer_col: str, order_col: str,
-                         guest_values: frozenset) -> list:
+    def _guest_per_order(
+        self, table: str, chunk: pd.DataFrame, customer_col: str, order_col: str, guest_values: frozenset
+    ) -> list:
         """The customer id, or one synthetic guest per order (``guest-<order>``) when the id is empty or a
         guest marker; staging pseudonymises it like any customer id."""
         out: list[str | None] = []
@@ -715,8 +840,12 @@ class MappedSource(Source):
         return out
 
     @staticmethod
-    def _when(chunk: pd.DataFrame, rules: list[tuple[Condition, str | None]], otherwise: str | None,
-              else_column: str | None) -> list:
+    def _when(
+        chunk: pd.DataFrame,
+        rules: list[tuple[Condition, str | None]],
+        otherwise: str | None,
+        else_column: str | None,
+    ) -> list:
         n = len(chunk)
         out: list[str | None] = list(chunk[else_column]) if else_column else [otherwise] * n
         decided = np.zeros(n, dtype=bool)
@@ -749,8 +878,15 @@ class MappedSource(Source):
             out.append(text.replace(".", ",") if dec == "," else text)
         return out
 
-    def _dedupe(self, table: str, out: pd.DataFrame, key_cols: list[str], ok: np.ndarray,
-                seen: dict[tuple, int], variants: set[tuple]) -> pd.DataFrame:
+    def _dedupe(
+        self,
+        table: str,
+        out: pd.DataFrame,
+        key_cols: list[str],
+        ok: np.ndarray,
+        seen: dict[tuple, int],
+        variants: set[tuple],
+    ) -> pd.DataFrame:
         value_cols = [c for c in out.columns if c not in ("_source_file", "_source_row", "_parse_error")]
         keep = np.ones(len(out), dtype=bool)
         keys = zip(*(out[k] for k in key_cols))

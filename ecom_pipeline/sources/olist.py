@@ -90,17 +90,43 @@ TABLE_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 PRODUCT_ATTRIBUTES = (
-    "product_name_lenght", "product_description_lenght", "product_photos_qty", "product_weight_g",
-    "product_length_cm", "product_height_cm", "product_width_cm",
+    "product_name_lenght",
+    "product_description_lenght",
+    "product_photos_qty",
+    "product_weight_g",
+    "product_length_cm",
+    "product_height_cm",
+    "product_width_cm",
 )
 
 BRAZIL_STATES = {
-    "AC": "Acre", "AL": "Alagoas", "AP": "Amapá", "AM": "Amazonas", "BA": "Bahia", "CE": "Ceará",
-    "DF": "Distrito Federal", "ES": "Espírito Santo", "GO": "Goiás", "MA": "Maranhão", "MT": "Mato Grosso",
-    "MS": "Mato Grosso do Sul", "MG": "Minas Gerais", "PA": "Pará", "PB": "Paraíba", "PR": "Paraná",
-    "PE": "Pernambuco", "PI": "Piauí", "RJ": "Rio de Janeiro", "RN": "Rio Grande do Norte",
-    "RS": "Rio Grande do Sul", "RO": "Rondônia", "RR": "Roraima", "SC": "Santa Catarina", "SP": "São Paulo",
-    "SE": "Sergipe", "TO": "Tocantins",
+    "AC": "Acre",
+    "AL": "Alagoas",
+    "AP": "Amapá",
+    "AM": "Amazonas",
+    "BA": "Bahia",
+    "CE": "Ceará",
+    "DF": "Distrito Federal",
+    "ES": "Espírito Santo",
+    "GO": "Goiás",
+    "MA": "Maranhão",
+    "MT": "Mato Grosso",
+    "MS": "Mato Grosso do Sul",
+    "MG": "Minas Gerais",
+    "PA": "Pará",
+    "PB": "Paraíba",
+    "PR": "Paraná",
+    "PE": "Pernambuco",
+    "PI": "Piauí",
+    "RJ": "Rio de Janeiro",
+    "RN": "Rio Grande do Norte",
+    "RS": "Rio Grande do Sul",
+    "RO": "Rondônia",
+    "RR": "Roraima",
+    "SC": "Santa Catarina",
+    "SP": "São Paulo",
+    "SE": "Sergipe",
+    "TO": "Tocantins",
 }
 
 OLIST_HINTS = ParseHints(geo_bounds="brazil", timezone="America/Sao_Paulo")
@@ -148,15 +174,19 @@ class OlistSource(Source):
                     break
         if not any(main in self.paths for main, _ in TABLE_FILES.values()):
             raise SourceError(
-                "no Olist files found; expected e.g. olist_orders_dataset.csv[.gz]", file=str(self.data_dir))
+                "no Olist files found; expected e.g. olist_orders_dataset.csv[.gz]", file=str(self.data_dir)
+            )
         self.reports: dict[str, ReadReport] = {}
         self.stats: Counter = Counter()
         self._cache: dict[str, object] = {}
 
     # ------------------------------------------------------------------ interface
     def tables(self) -> set[str]:
-        return {t for t, (main, needs) in TABLE_FILES.items()
-                if main in self.paths and all(n in self.paths for n in needs)}
+        return {
+            t
+            for t, (main, needs) in TABLE_FILES.items()
+            if main in self.paths and all(n in self.paths for n in needs)
+        }
 
     def parse_hints(self, table: str) -> ParseHints:
         return OLIST_HINTS
@@ -188,8 +218,9 @@ class OlistSource(Source):
         path = self.paths[key]
         report = ReadReport(path.name)
         self.reports[report_as or key] = report
-        return iter_file_chunks(path, columns=columns, chunk_rows=chunk_rows, report=report,
-                                options=CsvOptions())
+        return iter_file_chunks(
+            path, columns=columns, chunk_rows=chunk_rows, report=report, options=CsvOptions()
+        )
 
     def _lookup_chunks(self, key: str, columns: list[str]):
         """Chunks of a file read for a lookup (not reported as a delivered table)."""
@@ -207,9 +238,13 @@ class OlistSource(Source):
                 self.stats["translation_file_missing"] = 1
                 return {}
             out = {}
-            for c in self._lookup_chunks("translation", ["product_category_name", "product_category_name_english"]):
+            for c in self._lookup_chunks(
+                "translation", ["product_category_name", "product_category_name_english"]
+            ):
                 ok = c["_parse_error"].isna()
-                out.update(zip(c.loc[ok, "product_category_name"], c.loc[ok, "product_category_name_english"]))
+                out.update(
+                    zip(c.loc[ok, "product_category_name"], c.loc[ok, "product_category_name_english"])
+                )
             return {k: v for k, v in out.items() if k and v}
 
         return self._cached("translation", build)
@@ -225,8 +260,13 @@ class OlistSource(Source):
             if "geolocation" not in self.paths:
                 return {"zips": {}, "states": {}, "cities": {}, "zip_states": {}}
             (lat0, lat1), (lng0, lng1) = BRAZIL_BOUNDS["lat"], BRAZIL_BOUNDS["lng"]
-            cols = ["geolocation_zip_code_prefix", "geolocation_lat", "geolocation_lng", "geolocation_city",
-                    "geolocation_state"]
+            cols = [
+                "geolocation_zip_code_prefix",
+                "geolocation_lat",
+                "geolocation_lng",
+                "geolocation_city",
+                "geolocation_state",
+            ]
             for c in self._lookup_chunks("geolocation", cols):
                 ok = c["_parse_error"].isna() & c["geolocation_zip_code_prefix"].notna()
                 self.stats["geolocation_unreadable_rows"] += int((~ok).sum())
@@ -235,13 +275,21 @@ class OlistSource(Source):
                 lng = pd.to_numeric(c["geolocation_lng"], errors="coerce")
                 inside = lat.between(lat0, lat1) & lng.between(lng0, lng1)
                 self.stats["geolocation_points_outside_brazil"] += int((~inside).sum())
-                g = pd.DataFrame({
-                    "zip": c["geolocation_zip_code_prefix"].map(zip5), "state": c["geolocation_state"],
-                    "city": c["geolocation_city"], "lat": lat, "lng": lng,
-                })[inside]
+                g = pd.DataFrame(
+                    {
+                        "zip": c["geolocation_zip_code_prefix"].map(zip5),
+                        "state": c["geolocation_state"],
+                        "city": c["geolocation_city"],
+                        "lat": lat,
+                        "lng": lng,
+                    }
+                )[inside]
                 for key, acc_map in (("zip", zips), ("state", states)):
-                    agg = g.dropna(subset=[key]).groupby(key).agg(
-                        lat=("lat", "sum"), lng=("lng", "sum"), n=("lat", "count"))
+                    agg = (
+                        g.dropna(subset=[key])
+                        .groupby(key)
+                        .agg(lat=("lat", "sum"), lng=("lng", "sum"), n=("lat", "count"))
+                    )
                     for k, a, b, n in zip(agg.index, agg["lat"], agg["lng"], agg["n"]):
                         acc = acc_map[k]
                         acc[0] += float(a)
@@ -302,8 +350,10 @@ class OlistSource(Source):
                 for p, v in zip(c["product_id"], price):
                     if p is not None and not math.isnan(v):
                         prices[p].append(float(v))
-            return {"first_product": {o: p for o, (_, p) in first.items()},
-                    "median_price": {p: statistics.median(v) for p, v in prices.items()}}
+            return {
+                "first_product": {o: p for o, (_, p) in first.items()},
+                "median_price": {p: statistics.median(v) for p, v in prices.items()},
+            }
 
         return self._cached("items", build)
 
@@ -337,20 +387,36 @@ class OlistSource(Source):
                 continue
             zips = c["customer_zip_code_prefix"].map(zip5)
             lat, lng = self._lat_lng(zips)
-            yield finish_chunk(c, {
-                "customer_id": c["customer_unique_id"], "zip_prefix": zips, "city": c["customer_city"],
-                "state": c["customer_state"], "lat": lat, "lng": lng,
-            }, "customer_id")
+            yield finish_chunk(
+                c,
+                {
+                    "customer_id": c["customer_unique_id"],
+                    "zip_prefix": zips,
+                    "city": c["customer_city"],
+                    "state": c["customer_state"],
+                    "lat": lat,
+                    "lng": lng,
+                },
+                "customer_id",
+            )
 
     def _read_sellers(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         cols = ["seller_id", "seller_zip_code_prefix", "seller_city", "seller_state"]
         for c in self._chunks("sellers", cols, chunk_rows):
             zips = c["seller_zip_code_prefix"].map(zip5)
             lat, lng = self._lat_lng(zips)
-            yield finish_chunk(c, {
-                "seller_id": c["seller_id"], "zip_prefix": zips, "city": c["seller_city"],
-                "state": c["seller_state"], "lat": lat, "lng": lng,
-            }, "seller_id")
+            yield finish_chunk(
+                c,
+                {
+                    "seller_id": c["seller_id"],
+                    "zip_prefix": zips,
+                    "city": c["seller_city"],
+                    "state": c["seller_state"],
+                    "lat": lat,
+                    "lng": lng,
+                },
+                "seller_id",
+            )
 
     def _read_products(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         tr = self._translation()
@@ -364,59 +430,109 @@ class OlistSource(Source):
                 json.dumps(dict(zip(PRODUCT_ATTRIBUTES, map(_num, vals))), ensure_ascii=False)
                 for vals in zip(*(c[a] for a in PRODUCT_ATTRIBUTES))
             ]
-            yield finish_chunk(c, {
-                "product_id": c["product_id"],
-                "category": pt.map(lambda v: None if v is None else tr.get(v, v)),
-                "title": None, "description": None,
-                "price": c["product_id"].map(lambda p: _fmt(median.get(p))),
-                "image_uri": None, "attributes": attrs,
-            }, "product_id")
+            yield finish_chunk(
+                c,
+                {
+                    "product_id": c["product_id"],
+                    "category": pt.map(lambda v: None if v is None else tr.get(v, v)),
+                    "title": None,
+                    "description": None,
+                    "price": c["product_id"].map(lambda p: _fmt(median.get(p))),
+                    "image_uri": None,
+                    "attributes": attrs,
+                },
+                "product_id",
+            )
 
     def _read_orders(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         person = self._person_of_customer()
-        cols = ["order_id", "customer_id", "order_status", "order_purchase_timestamp", "order_approved_at",
-                "order_delivered_customer_date", "order_estimated_delivery_date"]
+        cols = [
+            "order_id",
+            "customer_id",
+            "order_status",
+            "order_purchase_timestamp",
+            "order_approved_at",
+            "order_delivered_customer_date",
+            "order_estimated_delivery_date",
+        ]
         for c in self._chunks("orders", cols, chunk_rows):
             cust = c["customer_id"].map(person.get)
             self.stats["orders_customer_unresolved"] += int((cust.isna() & c["customer_id"].notna()).sum())
-            yield finish_chunk(c, {
-                "order_id": c["order_id"], "customer_id": cust, "status": c["order_status"],
-                "purchased_at": c["order_purchase_timestamp"], "approved_at": c["order_approved_at"],
-                "delivered_at": c["order_delivered_customer_date"],
-                "estimated_delivery_at": c["order_estimated_delivery_date"],
-            }, "order_id")
+            yield finish_chunk(
+                c,
+                {
+                    "order_id": c["order_id"],
+                    "customer_id": cust,
+                    "status": c["order_status"],
+                    "purchased_at": c["order_purchase_timestamp"],
+                    "approved_at": c["order_approved_at"],
+                    "delivered_at": c["order_delivered_customer_date"],
+                    "estimated_delivery_at": c["order_estimated_delivery_date"],
+                },
+                "order_id",
+            )
 
     def _read_order_items(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         cols = ["order_id", "order_item_id", "product_id", "seller_id", "price", "freight_value"]
         for c in self._chunks("order_items", cols, chunk_rows):
-            yield finish_chunk(c, {
-                "order_id": c["order_id"], "item_seq": c["order_item_id"], "product_id": c["product_id"],
-                "seller_id": c["seller_id"], "price": c["price"], "freight": c["freight_value"], "quantity": None,
-            }, "order_id")
+            yield finish_chunk(
+                c,
+                {
+                    "order_id": c["order_id"],
+                    "item_seq": c["order_item_id"],
+                    "product_id": c["product_id"],
+                    "seller_id": c["seller_id"],
+                    "price": c["price"],
+                    "freight": c["freight_value"],
+                    "quantity": None,
+                },
+                "order_id",
+            )
 
     def _read_payments(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         cols = ["order_id", "payment_sequential", "payment_type", "payment_installments", "payment_value"]
         for c in self._chunks("payments", cols, chunk_rows):
-            yield finish_chunk(c, {
-                "order_id": c["order_id"], "seq": c["payment_sequential"], "payment_type": c["payment_type"],
-                "installments": c["payment_installments"], "value": c["payment_value"],
-            }, "order_id")
+            yield finish_chunk(
+                c,
+                {
+                    "order_id": c["order_id"],
+                    "seq": c["payment_sequential"],
+                    "payment_type": c["payment_type"],
+                    "installments": c["payment_installments"],
+                    "value": c["payment_value"],
+                },
+                "order_id",
+            )
 
     def _read_reviews(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         person = self._person_of_customer()
         order_customer = self._customer_of_order()
         first_product = self._items_lookups()["first_product"]
-        cols = ["review_id", "order_id", "review_score", "review_comment_title", "review_comment_message",
-                "review_creation_date"]
+        cols = [
+            "review_id",
+            "order_id",
+            "review_score",
+            "review_comment_title",
+            "review_comment_message",
+            "review_creation_date",
+        ]
         for c in self._chunks("reviews", cols, chunk_rows):
             cust = c["order_id"].map(lambda o: person.get(order_customer.get(o)) if o is not None else None)
             self.stats["reviews_customer_unresolved"] += int((cust.isna() & c["order_id"].notna()).sum())
-            yield finish_chunk(c, {
-                "review_id": c["review_id"], "order_id": c["order_id"], "customer_id": cust,
-                "product_id": c["order_id"].map(first_product.get), "score": c["review_score"],
-                "title": c["review_comment_title"], "text": c["review_comment_message"],
-                "created_at": c["review_creation_date"],
-            }, "review_id")
+            yield finish_chunk(
+                c,
+                {
+                    "review_id": c["review_id"],
+                    "order_id": c["order_id"],
+                    "customer_id": cust,
+                    "product_id": c["order_id"].map(first_product.get),
+                    "score": c["review_score"],
+                    "title": c["review_comment_title"],
+                    "text": c["review_comment_message"],
+                    "created_at": c["review_creation_date"],
+                },
+                "review_id",
+            )
 
     def _read_regions(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         geo = self._geo()
@@ -427,12 +543,14 @@ class OlistSource(Source):
             rows.append((f"state:{st}", "state", BRAZIL_STATES.get(st, st), st, _fmt(lat), _fmt(lng)))
         for z in sorted(geo["zips"]):
             lat, lng = geo["zips"][z]
-            rows.append((f"zip5:{z}", "zip5", geo["cities"].get(z), geo["zip_states"].get(z), _fmt(lat), _fmt(lng)))
+            rows.append(
+                (f"zip5:{z}", "zip5", geo["cities"].get(z), geo["zip_states"].get(z), _fmt(lat), _fmt(lng))
+            )
         self.stats["regions_state_rows"] = len(geo["states"])
         self.stats["regions_zip5_rows"] = len(geo["zips"])
         cols = TABLES["regions"].column_names
         for start in range(0, len(rows), chunk_rows):
-            part = rows[start:start + chunk_rows]
+            part = rows[start : start + chunk_rows]
             df = pd.DataFrame(part, columns=cols, dtype=object)
             df["_source_file"] = label
             df["_source_row"] = np.arange(start + 1, start + 1 + len(part), dtype="int64")

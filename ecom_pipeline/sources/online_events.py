@@ -52,8 +52,9 @@ class WithOnlineEvents(Source):
             return
         for path in online_event_files(self.data_root):
             source_file = f"inbox/processed/{path.parent.name}/{path.name}"
-            for chunk in pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""],
-                                     chunksize=chunk_rows):
+            for chunk in pd.read_csv(
+                path, dtype=str, keep_default_na=False, na_values=[""], chunksize=chunk_rows
+            ):
                 chunk = chunk[[c for c in chunk.columns if c in COLUMNS]].astype(object)
                 chunk = chunk.where(chunk.notna(), None)
                 chunk["_source_file"] = source_file

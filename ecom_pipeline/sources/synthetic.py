@@ -970,8 +970,10 @@ class SyntheticSource(Source):
         ddd = g.city_ddd[p["city"]]
         num = (self._u(idx, "cust.phone") * 1e8).astype(np.int64)
         phone = _S.add(
-            _S.add(_S.add(_S.add(g.profile.phone_prefix + " ", ddd.astype(str)), " 9"),
-                   _S.add(_pad(num // 10000, 4), "-")),
+            _S.add(
+                _S.add(_S.add(g.profile.phone_prefix + " ", ddd.astype(str)), " 9"),
+                _S.add(_pad(num // 10000, 4), "-"),
+            ),
             _pad(num % 10000, 4),
         )
         phone = phone.astype(object)

@@ -238,16 +238,36 @@ class CountryProfile:
     geo_bounds: str  # ParseHints.geo_bounds for staging's coordinate check
 
 
-BR_PROFILE = CountryProfile("BR", STATES, CITIES, ECOMMERCE_FACTOR, STATE_ECOMMERCE_OVERRIDE, SELLER_STATE_SHARE,
-                            "+55", 0.08, "brazil")
+BR_PROFILE = CountryProfile(
+    "BR",
+    STATES,
+    CITIES,
+    ECOMMERCE_FACTOR,
+    STATE_ECOMMERCE_OVERRIDE,
+    SELLER_STATE_SHARE,
+    "+55",
+    0.08,
+    "brazil",
+)
 # US marketplace sellers cluster in the large coastal states (assumed shares; other states 0.002).
-US_SELLER_STATE_SHARE = {"CA": 0.22, "NY": 0.14, "TX": 0.1, "FL": 0.08, "WA": 0.06, "IL": 0.06, "NJ": 0.05,
-                         "GA": 0.04, "MA": 0.04, "PA": 0.04}
+US_SELLER_STATE_SHARE = {
+    "CA": 0.22,
+    "NY": 0.14,
+    "TX": 0.1,
+    "FL": 0.08,
+    "WA": 0.06,
+    "IL": 0.06,
+    "NJ": 0.05,
+    "GA": 0.04,
+    "MA": 0.04,
+    "PA": 0.04,
+}
 SUPPORTED_PROFILES = ("BR", "US")
 
 
-def reference_profile(country: str, seller_state_share: dict[str, float] | None = None,
-                      cities_per_state: int = 3) -> CountryProfile:
+def reference_profile(
+    country: str, seller_state_share: dict[str, float] | None = None, cities_per_state: int = 3
+) -> CountryProfile:
     """A profile from the offline reference data: the country's real first-level divisions and their
     centroids (GeoNames places >= 1,000 inhabitants, via :mod:`ecom_pipeline.geography`).  A division's weight
     is its number of such places (a population proxy, the reference data has no populations); its cities are
@@ -260,21 +280,47 @@ def reference_profile(country: str, seller_state_share: dict[str, float] | None 
     p = p[p["cc"] == country]
     states, cities = [], []
     for d in divs.itertuples(index=False):
-        states.append((str(d.code), str(d.name), country, float(d.places) / 1000.0, round(float(d.lat), 4),
-                       round(float(d.lng), 4)))
+        states.append(
+            (
+                str(d.code),
+                str(d.name),
+                country,
+                float(d.places) / 1000.0,
+                round(float(d.lat), 4),
+                round(float(d.lng), 4),
+            )
+        )
         inside = p[p["admin1"] == d.name].sort_values(["lat", "name"]).reset_index(drop=True)
         picks = sorted({round(q * (len(inside) - 1)) for q in np.linspace(0.15, 0.85, cities_per_state)})
         weights = np.linspace(1.0, 0.5, len(picks))
         for k, i in enumerate(picks):
             c = len(cities)
             lo = 10000 + 300 * c
-            cities.append((str(d.code), str(inside.at[i, "name"]), round(float(inside.at[i, "lat"]), 4),
-                           round(float(inside.at[i, "lng"]), 4), lo, lo + 299, 200 + c % 800,
-                           float(weights[k] / weights.sum())))
+            cities.append(
+                (
+                    str(d.code),
+                    str(inside.at[i, "name"]),
+                    round(float(inside.at[i, "lat"]), 4),
+                    round(float(inside.at[i, "lng"]), 4),
+                    lo,
+                    lo + 299,
+                    200 + c % 800,
+                    float(weights[k] / weights.sum()),
+                )
+            )
     if 10000 + 300 * len(cities) > 100000:
         raise ValueError(f"{country}: too many cities for the synthetic 5-digit postal codes")
-    return CountryProfile(country, tuple(states), tuple(cities), {country: 1.0}, {},
-                          seller_state_share if seller_state_share is not None else {}, "+1", 1.0, "world")
+    return CountryProfile(
+        country,
+        tuple(states),
+        tuple(cities),
+        {country: 1.0},
+        {},
+        seller_state_share if seller_state_share is not None else {},
+        "+1",
+        1.0,
+        "world",
+    )
 
 
 def profile(country: str) -> CountryProfile:
@@ -284,4 +330,6 @@ def profile(country: str) -> CountryProfile:
         return BR_PROFILE
     if country == "US":
         return reference_profile("US", US_SELLER_STATE_SHARE)
-    raise ValueError(f"no synthetic country profile {country!r}; choose one of {', '.join(SUPPORTED_PROFILES)}")
+    raise ValueError(
+        f"no synthetic country profile {country!r}; choose one of {', '.join(SUPPORTED_PROFILES)}"
+    )

@@ -28,8 +28,10 @@ import duckdb
 
 LAKE_ALIAS = "wh"
 # PyPI package (module) that ships each extension file, in load order (ducklake's catalog needs postgres)
-EXTENSION_PACKAGES = (("postgres_scanner", "duckdb_extension_postgres_scanner"),
-                      ("ducklake", "duckdb_extension_ducklake"))
+EXTENSION_PACKAGES = (
+    ("postgres_scanner", "duckdb_extension_postgres_scanner"),
+    ("ducklake", "duckdb_extension_ducklake"),
+)
 # DuckLake's words for a commit that lost to another writer (it retried already when nothing conflicted)
 CONFLICT_MARKERS = ("conflict", "Failed to commit DuckLake transaction", "could not serialize access")
 CONFLICT_ATTEMPTS = 8
@@ -50,13 +52,16 @@ def extension_file(name: str, package: str) -> Path:
     except ImportError as exc:
         raise LakeConfigError(
             f"the DuckLake warehouse needs the {name} extension package: pip install "
-            f"'{package.replace('_', '-')}=={duckdb.__version__}'") from exc
+            f"'{package.replace('_', '-')}=={duckdb.__version__}'"
+        ) from exc
     path = Path(module.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
     if not path.is_file():
         shipped = sorted(p.parent.name for p in (Path(module.__file__).parent / "extensions").glob("*/*"))
-        raise LakeConfigError(f"{package} has no {name} extension for DuckDB {duckdb.__version__} (it ships "
-                              f"{shipped or 'none'}): install the {package.replace('_', '-')} release of that "
-                              "version (extensions load only into the DuckDB they were built for)")
+        raise LakeConfigError(
+            f"{package} has no {name} extension for DuckDB {duckdb.__version__} (it ships "
+            f"{shipped or 'none'}): install the {package.replace('_', '-')} release of that "
+            "version (extensions load only into the DuckDB they were built for)"
+        )
     return path
 
 
@@ -69,9 +74,13 @@ def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.Error) and any(m.lower() in str(exc).lower() for m in CONFLICT_MARKERS)
 
 
-def retry_on_conflict(work: Callable[[], T], *, attempts: int = CONFLICT_ATTEMPTS,
-                      first_wait_s: float = CONFLICT_FIRST_WAIT_S, on_retry: Callable[[str], None] | None = None
-                      ) -> T:
+def retry_on_conflict(
+    work: Callable[[], T],
+    *,
+    attempts: int = CONFLICT_ATTEMPTS,
+    first_wait_s: float = CONFLICT_FIRST_WAIT_S,
+    on_retry: Callable[[str], None] | None = None,
+) -> T:
     """``work()``, run again (jittered, growing waits) while it fails on a DuckLake conflict."""
     wait = first_wait_s
     for attempt in range(1, attempts + 1):
@@ -143,17 +152,27 @@ def is_lake(con) -> bool:
     return isinstance(con, LakeConnection)
 
 
-def connect_lake(catalog: str, data_path: str | Path, *, read_only: bool = False, config: dict | None = None,
-                 attempts: int = CONFLICT_ATTEMPTS) -> LakeConnection:
+def connect_lake(
+    catalog: str,
+    data_path: str | Path,
+    *,
+    read_only: bool = False,
+    config: dict | None = None,
+    attempts: int = CONFLICT_ATTEMPTS,
+) -> LakeConnection:
     """An in-memory DuckDB with the lake (catalog = a PostgreSQL connection string, libpq keywords or a
     ``postgresql://`` URI) attached as ``wh`` and used as the default catalog.  The first attach creates the
     catalog's tables; two processes doing that at once race, so the attach is retried on a conflict."""
     if not catalog:
-        raise LakeConfigError("ECOM_WAREHOUSE_BACKEND=ducklake needs ECOM_DUCKLAKE_CATALOG (a PostgreSQL "
-                              "connection string for the lake's catalog database)")
+        raise LakeConfigError(
+            "ECOM_WAREHOUSE_BACKEND=ducklake needs ECOM_DUCKLAKE_CATALOG (a PostgreSQL "
+            "connection string for the lake's catalog database)"
+        )
     if not str(data_path):
-        raise LakeConfigError("ECOM_WAREHOUSE_BACKEND=ducklake needs ECOM_DUCKLAKE_DATA_PATH (a folder every "
-                              "writer reaches: the lake's Parquet files)")
+        raise LakeConfigError(
+            "ECOM_WAREHOUSE_BACKEND=ducklake needs ECOM_DUCKLAKE_DATA_PATH (a folder every "
+            "writer reaches: the lake's Parquet files)"
+        )
     data_path = str(data_path)
     if "://" not in data_path:  # a local or mounted folder (not object storage): create it
         Path(data_path).mkdir(parents=True, exist_ok=True)
@@ -164,8 +183,9 @@ def connect_lake(catalog: str, data_path: str | Path, *, read_only: bool = False
         options = f"DATA_PATH {_literal(data_path)}" + (", READ_ONLY" if read_only else "")
 
         def attach():
-            con.execute(f"ATTACH IF NOT EXISTS {_literal('ducklake:postgres:' + catalog)} AS {LAKE_ALIAS} "
-                        f"({options})")
+            con.execute(
+                f"ATTACH IF NOT EXISTS {_literal('ducklake:postgres:' + catalog)} AS {LAKE_ALIAS} ({options})"
+            )
 
         retry_on_conflict(_or_duplicate(attach, con), attempts=attempts)
         con.execute(f"USE {LAKE_ALIAS}")
@@ -178,6 +198,7 @@ def connect_lake(catalog: str, data_path: str | Path, *, read_only: bool = False
 def _or_duplicate(attach: Callable[[], None], con: duckdb.DuckDBPyConnection) -> Callable[[], None]:
     """Two first attaches both create the catalog tables; the loser sees a duplicate key or relation from
     Postgres: detach and try again (the tables exist by then), like a conflict."""
+
     def run() -> None:
         try:
             attach()
@@ -191,8 +212,13 @@ def _or_duplicate(attach: Callable[[], None], con: duckdb.DuckDBPyConnection) ->
     return run
 
 
-def run_transaction(con, body: Callable[[object], T], *, attempts: int = CONFLICT_ATTEMPTS,
-                    on_retry: Callable[[str], None] | None = None) -> T:
+def run_transaction(
+    con,
+    body: Callable[[object], T],
+    *,
+    attempts: int = CONFLICT_ATTEMPTS,
+    on_retry: Callable[[str], None] | None = None,
+) -> T:
     """``body(con)`` inside BEGIN ... COMMIT; on a DuckLake conflict the transaction is rolled back and
     ``body`` runs again on a fresh snapshot (so it must read what it depends on inside ``body``).  On the
     single-file warehouse there are no conflicts and this is one transaction."""

@@ -18,12 +18,17 @@ def quote_ident(name: str) -> str:
 
 def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
     schema, name = qualified.split(".", 1)
-    return bool(con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, name]).fetchall()[0][0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()[0][0]
+    )
 
 
-def read_table(con: duckdb.DuckDBPyConnection, qualified: str, columns: list[str] | None = None) -> pd.DataFrame:
+def read_table(
+    con: duckdb.DuckDBPyConnection, qualified: str, columns: list[str] | None = None
+) -> pd.DataFrame:
     """The table as a DataFrame, or an empty frame (with ``columns``) when the table does not exist."""
     if not table_exists(con, qualified):
         return pd.DataFrame(columns=columns or [])
@@ -58,8 +63,13 @@ def load_counts(con: duckdb.DuckDBPyConnection, tables) -> dict[str, dict]:
     for t in tables:
         raw = con.execute(f"SELECT count(*) FROM raw.{quote_ident(t)}").fetchall()[0][0]
         staged = con.execute(f"SELECT count(*) FROM staging.{quote_ident(t)}").fetchall()[0][0]
-        reasons = dict(con.execute("SELECT reason, count(*) FROM staging.quarantine WHERE table_name = ? "
-                                   "GROUP BY 1 ORDER BY 2 DESC, 1", [t]).fetchall())
+        reasons = dict(
+            con.execute(
+                "SELECT reason, count(*) FROM staging.quarantine WHERE table_name = ? "
+                "GROUP BY 1 ORDER BY 2 DESC, 1",
+                [t],
+            ).fetchall()
+        )
         out[t] = {"raw": raw, "staged": staged, "quarantined": sum(reasons.values()), "reasons": reasons}
     return out
 
@@ -69,43 +79,56 @@ def read_or_empty(warehouse, qualified: str, columns: list[str] | None = None) -
         return read_table(con, qualified, columns)
 
 
-def table_fingerprint(con: duckdb.DuckDBPyConnection, qualified: str,
-                      exclude: tuple[str, ...] | frozenset[str] = ()) -> tuple[int, str]:
+def table_fingerprint(
+    con: duckdb.DuckDBPyConnection, qualified: str, exclude: tuple[str, ...] | frozenset[str] = ()
+) -> tuple[int, str]:
     """Row count and an order-independent content hash of ``qualified``, leaving out the columns in ``exclude``.
 
     The hash is the exact (HUGEINT) sum of DuckDB's 64-bit ``hash()`` of every row, columns taken in name
     order: row order and physical column order do not change it, a duplicated or changed row does (a XOR
     of row hashes would let two equal rows cancel out)."""
     schema, name = qualified.split(".", 1)
-    cols = [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-        [schema, name]).fetchall() if r[0] not in exclude]
+    cols = [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()
+        if r[0] not in exclude
+    ]
     if not cols:
         rows = con.execute(f"SELECT count(*) FROM {quote_ident(schema)}.{quote_ident(name)}").fetchall()[0][0]
         return int(rows), "0"
     struct = ", ".join(quote_ident(c) for c in sorted(cols))
     rows, total = con.execute(
         f"SELECT count(*), coalesce(sum(hash(struct_pack({struct}))::HUGEINT), 0) "
-        f"FROM {quote_ident(schema)}.{quote_ident(name)}").fetchall()[0]
+        f"FROM {quote_ident(schema)}.{quote_ident(name)}"
+    ).fetchall()[0]
     return int(rows), format(int(total), "x")
 
 
-def warehouse_fingerprints(con: duckdb.DuckDBPyConnection, schemas: tuple[str, ...],
-                           exclude_columns: tuple[str, ...] | frozenset[str] = (),
-                           exclude_tables: tuple[str, ...] | frozenset[str] = ()) -> dict[str, tuple[int, str]]:
+def warehouse_fingerprints(
+    con: duckdb.DuckDBPyConnection,
+    schemas: tuple[str, ...],
+    exclude_columns: tuple[str, ...] | frozenset[str] = (),
+    exclude_tables: tuple[str, ...] | frozenset[str] = (),
+) -> dict[str, tuple[int, str]]:
     """``table_fingerprint`` of every table in ``schemas`` (qualified name -> (rows, hash))."""
     marks = ", ".join("?" for _ in schemas)
     tables = con.execute(
         f"SELECT table_schema || '.' || table_name FROM information_schema.tables "
-        f"WHERE table_schema IN ({marks}) AND table_type = 'BASE TABLE' ORDER BY 1", list(schemas)).fetchall()
+        f"WHERE table_schema IN ({marks}) AND table_type = 'BASE TABLE' ORDER BY 1",
+        list(schemas),
+    ).fetchall()
     return {t: table_fingerprint(con, t, exclude_columns) for (t,) in tables if t not in exclude_tables}
 
 
 # Columns that say which run wrote a row and when; they differ between two runs of the same work by design.
 # An idempotency comparison leaves out exactly these (raw/staging lineage `_load_id` = the run id, raw
 # `_loaded_at`, quarantine `load_id`/`quarantined_at`, inbox `run_id`/`published_at`, embedding `embedded_at`).
-PER_RUN_COLUMNS = frozenset({"_load_id", "_loaded_at", "load_id", "quarantined_at", "run_id", "published_at",
-                             "embedded_at"})
+PER_RUN_COLUMNS = frozenset(
+    {"_load_id", "_loaded_at", "load_id", "quarantined_at", "run_id", "published_at", "embedded_at"}
+)
 
 
 @contextmanager
@@ -129,13 +152,18 @@ def partition_load_counts(con: duckdb.DuckDBPyConnection, table: str) -> dict:
     rows = con.execute(
         "SELECT partition_key, raw_rows, accepted_rows, inserted_rows, updated_rows, unchanged_rows, stale_rows, "
         "quarantined_rows FROM meta.partition_loads WHERE table_name = ? AND is_current ORDER BY 1",
-        [table]).fetchall()
+        [table],
+    ).fetchall()
     names = ("raw", "accepted", "inserted", "updated", "unchanged", "stale", "quarantined")
     parts = {r[0]: dict(zip(names, (int(v or 0) for v in r[1:]))) for r in rows}
     total = {n: sum(p[n] for p in parts.values()) for n in names}
     total["raw_table_rows"] = con.execute(f"SELECT count(*) FROM raw.{quote_ident(table)}").fetchall()[0][0]
-    total["staged_table_rows"] = (con.execute(f"SELECT count(*) FROM staging.{quote_ident(table)}").fetchall()[0][0]
-                                  if table_exists(con, f"staging.{table}") else 0)
+    total["staged_table_rows"] = (
+        con.execute(f"SELECT count(*) FROM staging.{quote_ident(table)}").fetchall()[0][0]
+        if table_exists(con, f"staging.{table}")
+        else 0
+    )
     total["quarantine_table_rows"] = con.execute(
-        "SELECT count(*) FROM staging.quarantine WHERE table_name = ?", [table]).fetchall()[0][0]
+        "SELECT count(*) FROM staging.quarantine WHERE table_name = ?", [table]
+    ).fetchall()[0][0]
     return {"partitions": parts, "total": total}

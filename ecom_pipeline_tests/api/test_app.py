@@ -55,26 +55,48 @@ def test_health_ready_and_openapi(server):
     assert ready["ready"] is True and ready["snapshot"]["published_at"]
     assert ready["champions"][SENTIMENT]["version"] == ready["champions"][SENTIMENT]["champion_version"]
     # the default text runtime: ONNX int8 (the engine only as a fallback, with the reason)
-    assert ready["encoders"]["text"] == "multilingual-e5-small+onnx-int8" and ready["encoders"]["text_fallback"] is None
+    assert (
+        ready["encoders"]["text"] == "multilingual-e5-small+onnx-int8"
+        and ready["encoders"]["text_fallback"] is None
+    )
     paths = get(f"{server.url}/openapi.json").json()["paths"]
-    assert {"/v1/recommendations", "/v1/triage", "/v1/similar/text", "/v1/similar/image",
-            "/v1/forecasts/{series_id}", "/v1/events", "/ready"} <= set(paths)
+    assert {
+        "/v1/recommendations",
+        "/v1/triage",
+        "/v1/similar/text",
+        "/v1/similar/image",
+        "/v1/forecasts/{series_id}",
+        "/v1/events",
+        "/ready",
+    } <= set(paths)
 
 
 def test_recommendations_known_and_unknown_customer(server, served_root):
     key = _key()
-    known = next(c for c in _raw_customers(served_root)
-                 if server.app.state.serving.data.recommendations.get(pseudonym(c, key)) is not None)
+    known = next(
+        c
+        for c in _raw_customers(served_root)
+        if server.app.state.serving.data.recommendations.get(pseudonym(c, key)) is not None
+    )
     r = post(f"{server.url}/v1/recommendations", json={"customer_id": known, "k": 5})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["known_customer"] and body["basis"] == "batch" and len(body["items"]) == 5
     assert all(item["reason"] for item in body["items"])
-    new = post(f"{server.url}/v1/recommendations", json={"customer_id": "never-seen-42", "region": "SP"}).json()
-    assert not new["known_customer"] and new["basis"] in ("regional_popular", "popular") and len(new["items"]) == 10
+    new = post(
+        f"{server.url}/v1/recommendations", json={"customer_id": "never-seen-42", "region": "SP"}
+    ).json()
+    assert (
+        not new["known_customer"]
+        and new["basis"] in ("regional_popular", "popular")
+        and len(new["items"]) == 10
+    )
     assert all("popular" in item["reason"] for item in new["items"])
     bad = post(f"{server.url}/v1/recommendations", json={"customer_id": "", "k": 0})
-    assert bad.status_code == 422 and {tuple(e["loc"])[-1] for e in bad.json()["detail"]} == {"customer_id", "k"}
+    assert bad.status_code == 422 and {tuple(e["loc"])[-1] for e in bad.json()["detail"]} == {
+        "customer_id",
+        "k",
+    }
 
 
 def test_session_events_move_the_list_toward_the_viewed_products(server, served_root):
@@ -87,8 +109,9 @@ def test_session_events_move_the_list_toward_the_viewed_products(server, served_
     category = next(c for c in cats.value_counts().index if c not in top_cats and (cats == c).sum() >= 5)
     viewed = cats[cats == category].index[:3].tolist()
     events = [{"product_id": p, "event_type": t} for p, t in zip(viewed, ("view", "view", "cart"))]
-    after = post(f"{server.url}/v1/recommendations",
-                       json={"customer_id": customer, "k": 10, "events": events}).json()
+    after = post(
+        f"{server.url}/v1/recommendations", json={"customer_id": customer, "k": 10, "events": events}
+    ).json()
     assert after["session_products_used"] == 3
 
     anchor = np.mean([data.fused.vector(p) for p in viewed], axis=0)
@@ -110,12 +133,28 @@ def test_posted_events_reach_the_warehouse_after_the_next_ingest(server, served_
 
     product = server.app.state.serving.data.fused.ids[0]
     customer = "online-customer-7"
-    r = post(f"{server.url}/v1/events", json={"events": [
-        {"customer_id": customer, "product_id": product, "event_type": "view", "session_id": "s-1"},
-        {"customer_id": customer, "product_id": product, "event_type": "cart", "ts": "2024-11-02T10:00:00Z"}]})
+    r = post(
+        f"{server.url}/v1/events",
+        json={
+            "events": [
+                {"customer_id": customer, "product_id": product, "event_type": "view", "session_id": "s-1"},
+                {
+                    "customer_id": customer,
+                    "product_id": product,
+                    "event_type": "cart",
+                    "ts": "2024-11-02T10:00:00Z",
+                },
+            ]
+        },
+    )
     assert r.status_code == 202 and r.json()["accepted"] == 2
-    assert post(f"{server.url}/v1/events", json={"events": [
-        {"customer_id": customer, "product_id": product, "event_type": "click"}]}).status_code == 422
+    assert (
+        post(
+            f"{server.url}/v1/events",
+            json={"events": [{"customer_id": customer, "product_id": product, "event_type": "click"}]},
+        ).status_code
+        == 422
+    )
     closed = server.app.state.serving.spool.rotate(force=True)
     assert closed is not None and closed.suffix == ".csv"
     scan = process_inbox(inbox_dir(served_root), {}, settle_seconds=0)
@@ -123,15 +162,23 @@ def test_posted_events_reach_the_warehouse_after_the_next_ingest(server, served_
 
     defs = build_definitions(Settings.from_env())
     assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
-    result = dg.materialize(assets, selection=[dg.AssetKey(["raw", "events"]), dg.AssetKey(["staging", "events"])],
-                            resources=defs.resources)
+    result = dg.materialize(
+        assets,
+        selection=[dg.AssetKey(["raw", "events"]), dg.AssetKey(["staging", "events"])],
+        resources=defs.resources,
+    )
     assert result.success
     con = duckdb.connect(str(served_root / "warehouse.duckdb"), read_only=True)
     try:
-        raw = con.execute("SELECT count(*) FROM raw.events WHERE customer_id = ? AND "
-                          "_source_file LIKE 'inbox/processed/%online_events_%'", [customer]).fetchall()[0][0]
-        staged = con.execute("SELECT event_type, product_id, ts FROM staging.events WHERE customer_id = ? "
-                             "ORDER BY ts", [pseudonym(customer, _key())]).fetchall()
+        raw = con.execute(
+            "SELECT count(*) FROM raw.events WHERE customer_id = ? AND "
+            "_source_file LIKE 'inbox/processed/%online_events_%'",
+            [customer],
+        ).fetchall()[0][0]
+        staged = con.execute(
+            "SELECT event_type, product_id, ts FROM staging.events WHERE customer_id = ? ORDER BY ts",
+            [pseudonym(customer, _key())],
+        ).fetchall()
     finally:
         con.close()
     assert raw == 2
@@ -143,8 +190,10 @@ def _served_sentiment_model(root) -> str:
     """What the pipeline's gate serves for 3-class sentiment (the head only where it beat TF-IDF)."""
     con = duckdb.connect(str(root / "snapshot.duckdb"), read_only=True)
     try:
-        row = con.execute("SELECT served FROM ml.serving_decisions WHERE task = 'sentiment' "
-                          "AND scope = '3class' ORDER BY decided_at DESC LIMIT 1").fetchall()
+        row = con.execute(
+            "SELECT served FROM ml.serving_decisions WHERE task = 'sentiment' "
+            "AND scope = '3class' ORDER BY decided_at DESC LIMIT 1"
+        ).fetchall()
     finally:
         con.close()
     return row[0][0] if row else SENTIMENT
@@ -159,13 +208,23 @@ def test_review_triage(server, served_root, caplog):
     assert body["sentiment"]["label"] in ("negative", "neutral", "positive")
     assert abs(sum(body["sentiment"]["probabilities"].values()) - 1) < 1e-3
     assert body["sentiment"]["model"] == _served_sentiment_model(served_root)
-    assert body["intent"]["label"] in ("wrong_or_damaged", "quality", "seller_service", "not_received",
-                                       "late_delivery", "other", "praise")
+    assert body["intent"]["label"] in (
+        "wrong_or_damaged",
+        "quality",
+        "seller_service",
+        "not_received",
+        "late_delivery",
+        "other",
+        "praise",
+    )
     assert body["routing"]["team"] and "joao.silva@example.com" not in body["masked_text"]
     assert "joao.silva" not in caplog.text
     assert post(f"{server.url}/v1/triage", json={"text": "   "}).status_code == 422
-    malformed = post(f"{server.url}/v1/triage", content=b'{"text": "unterminated',
-                           headers={"content-type": "application/json"})
+    malformed = post(
+        f"{server.url}/v1/triage",
+        content=b'{"text": "unterminated',
+        headers={"content-type": "application/json"},
+    )
     assert malformed.status_code == 400 and malformed.json()["error"] == "malformed JSON"
 
 
@@ -173,15 +232,20 @@ def test_similar_products_by_id_text_and_image(server, served_root):
     data = server.app.state.serving.data
     pid = data.fused.ids[0]
     r = get(f"{server.url}/v1/products/{pid}/similar", params={"k": 5})
-    assert r.status_code == 200 and len(r.json()["items"]) == 5 and pid not in {i["product_id"] for i in r.json()["items"]}
+    assert (
+        r.status_code == 200
+        and len(r.json()["items"]) == 5
+        and pid not in {i["product_id"] for i in r.json()["items"]}
+    )
     assert get(f"{server.url}/v1/products/no-such-product/similar").status_code == 404
     title = str(data.products.loc[data.text.ids[0], "title"])
     t = post(f"{server.url}/v1/similar/text", json={"text": title, "k": 5})
     assert t.status_code == 200 and data.text.ids[0] in [i["product_id"] for i in t.json()["items"]]
     assert post(f"{server.url}/v1/similar/text", json={"text": ""}).status_code == 422
     image = next((served_root / "synthetic_images").rglob("*.*"))
-    up = post(f"{server.url}/v1/similar/image", files={"file": (image.name, image.read_bytes())},
-                    data={"k": "3"})
+    up = post(
+        f"{server.url}/v1/similar/image", files={"file": (image.name, image.read_bytes())}, data={"k": "3"}
+    )
     assert up.status_code == 200, up.text
     assert len(up.json()["items"]) == 3
     not_image = post(f"{server.url}/v1/similar/image", files={"file": ("notes.txt", b"hello, not a picture")})
@@ -198,18 +262,25 @@ def test_forecast_and_anomaly_status(server):
 
 
 def test_guards_body_limit_and_no_stack_traces(server):
-    big = post(f"{server.url}/v1/triage", content=b"x" * (10 * 1024 * 1024),
-                     headers={"content-type": "application/json"})
+    big = post(
+        f"{server.url}/v1/triage",
+        content=b"x" * (10 * 1024 * 1024),
+        headers={"content-type": "application/json"},
+    )
     assert big.status_code == 413
     state = server.app.state.serving
     data = state.data
     state.data = dataclasses.replace(data, fused=None)  # a broken snapshot object: the endpoint crashes
     try:
-        crash = post(f"{server.url}/v1/recommendations", json={"customer_id": "x", "events": [
-            {"product_id": "p", "event_type": "view"}]})
+        crash = post(
+            f"{server.url}/v1/recommendations",
+            json={"customer_id": "x", "events": [{"product_id": "p", "event_type": "view"}]},
+        )
     finally:
         state.data = data
-    assert crash.status_code == 500 and set(crash.json()) == {"error", "ref"} and "Traceback" not in crash.text
+    assert (
+        crash.status_code == 500 and set(crash.json()) == {"error", "ref"} and "Traceback" not in crash.text
+    )
 
 
 def test_api_key_required_outside_local_and_request_timeout(served_root):
@@ -223,7 +294,10 @@ def test_api_key_required_outside_local_and_request_timeout(served_root):
     with start(keyed_settings, poll=False) as keyed:
         assert get(f"{keyed.url}/health").status_code == 200
         assert post(f"{keyed.url}/v1/triage", json={"text": "ok"}).status_code == 401
-        assert post(f"{keyed.url}/v1/triage", json={"text": "ok"}, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert (
+            post(f"{keyed.url}/v1/triage", json={"text": "ok"}, headers={"X-API-Key": "wrong"}).status_code
+            == 401
+        )
         cut = post(f"{keyed.url}/v1/triage", json={"text": "ok"}, headers={"X-API-Key": "s3cret"})
         assert cut.status_code == 504 and "longer than" in cut.json()["detail"]
         assert gc.get_freeze_count() > 0  # what the app loaded is out of the collector's reach...
@@ -250,8 +324,9 @@ def test_champion_change_is_picked_up_without_failed_requests(server, served_roo
     for w in workers:
         w.start()
     time.sleep(1.0)
-    new = client.create_model_version(served, current.source, run_id=current.run_id,
-                                      tags={**current.tags, "promoted": "True"})
+    new = client.create_model_version(
+        served, current.source, run_id=current.run_id, tags={**current.tags, "promoted": "True"}
+    )
     client.set_registered_model_alias(served, "champion", new.version)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and str(new.version) not in versions:
@@ -267,7 +342,9 @@ def test_champion_change_is_picked_up_without_failed_requests(server, served_roo
     assert any("champions" in r for r in ready["reloads"])
 
 
-def test_poller_ticks_query_the_registry_only_when_it_changed_and_loaded_objects_are_frozen(server, served_root):
+def test_poller_ticks_query_the_registry_only_when_it_changed_and_loaded_objects_are_frozen(
+    server, served_root
+):
     """A poll with nothing changed asks the registry nothing (the SQLite file is unchanged) and is recorded
     with its duration; a registry write makes the next poll query without reloading an unmoved champion;
     what the app loaded sits in the collector's permanent generation (full passes do not walk it)."""
@@ -314,13 +391,48 @@ def test_serving_gate_decisions_are_obeyed(server, served_root):
 
     con = duckdb.connect(str(wh))
     try:  # the pipeline's own gate rows: the candidates lost, their baselines serve
-        sentiment_task, rec_task = GATED_TABLES["features.review_sentiment"][0], GATED_TABLES["serving.recommendations"][0]
-        record_decisions(con, sentiment_task, [Decision(
-            sentiment_task, "3class", SENTIMENT, "ecom.sentiment_baseline.3class", "macro_f1", 0.5, 0.52, -0.06,
-            0.02, "ecom.sentiment_baseline.3class", "no better than its baseline (interval includes 0)")])
-        record_decisions(con, rec_task, [Decision(
-            rec_task, "item", model, "regional_popularity", "ndcg@10", 0.1, 0.1, -0.01, 0.01,
-            "regional_popularity", "no better than regional popularity")])
+        sentiment_task, rec_task = (
+            GATED_TABLES["features.review_sentiment"][0],
+            GATED_TABLES["serving.recommendations"][0],
+        )
+        record_decisions(
+            con,
+            sentiment_task,
+            [
+                Decision(
+                    sentiment_task,
+                    "3class",
+                    SENTIMENT,
+                    "ecom.sentiment_baseline.3class",
+                    "macro_f1",
+                    0.5,
+                    0.52,
+                    -0.06,
+                    0.02,
+                    "ecom.sentiment_baseline.3class",
+                    "no better than its baseline (interval includes 0)",
+                )
+            ],
+        )
+        record_decisions(
+            con,
+            rec_task,
+            [
+                Decision(
+                    rec_task,
+                    "item",
+                    model,
+                    "regional_popularity",
+                    "ndcg@10",
+                    0.1,
+                    0.1,
+                    -0.01,
+                    0.01,
+                    "regional_popularity",
+                    "no better than regional popularity",
+                )
+            ],
+        )
     finally:
         con.close()
     publish_snapshot(wh, served_root / "snapshot.duckdb")
@@ -355,8 +467,9 @@ def test_triage_on_the_int8_encoder_matches_the_engine_within_tolerance(server, 
     assert why is None
     con = duckdb.connect(str(served_root / "warehouse.duckdb"), read_only=True)
     try:
-        rows = con.execute("SELECT title, text FROM staging.reviews WHERE text IS NOT NULL "
-                           "ORDER BY review_id LIMIT 80").fetchall()
+        rows = con.execute(
+            "SELECT title, text FROM staging.reviews WHERE text IS NOT NULL ORDER BY review_id LIMIT 80"
+        ).fetchall()
     finally:
         con.close()
     texts = [mask_text(review_document(t, x)) for t, x in rows]

@@ -73,7 +73,9 @@ def test_an_error_reaches_only_the_caller_whose_text_caused_it():
         assert np.array_equal(results[text], RecordingEncoder.expected(text, "passage"))
     assert any(len(c) > 1 and "poison pill" in c for c in inner.calls), inner.calls  # it was batched first
     # the worker survives the error: a later request is answered
-    assert np.array_equal(batcher.encode("after", "query", timeout=10), RecordingEncoder.expected("after", "query"))
+    assert np.array_equal(
+        batcher.encode("after", "query", timeout=10), RecordingEncoder.expected("after", "query")
+    )
 
 
 @pytest.mark.parametrize("window_s", [0.0, 0.05])

@@ -12,8 +12,13 @@ from ecom_pipeline.sources.online_events import COLUMNS
 
 
 def _row(i: int) -> dict:
-    return {"ts": "2026-11-30 10:00:00", "customer_id": f"c{i}", "session_id": None, "event_type": "view",
-            "product_id": f"p{i}"}
+    return {
+        "ts": "2026-11-30 10:00:00",
+        "customer_id": f"c{i}",
+        "session_id": None,
+        "event_type": "view",
+        "product_id": f"p{i}",
+    }
 
 
 def _rows(path) -> list[dict]:
@@ -63,5 +68,8 @@ def test_an_append_does_not_wait_for_the_fsync_of_a_closing_file(tmp_path, monke
     assert waited < 5, f"the append waited {waited:.1f} s for another file's fsync"
     monkeypatch.setattr(events.os, "fsync", real_fsync)
     closed = spool.rotate(force=True)
-    assert [[r["customer_id"] for r in _rows(p)] for p in sorted(spool.inbox.glob("*.csv"))] == [["c1"], ["c2"]]
+    assert [[r["customer_id"] for r in _rows(p)] for p in sorted(spool.inbox.glob("*.csv"))] == [
+        ["c1"],
+        ["c2"],
+    ]
     assert closed.exists()

@@ -26,34 +26,56 @@ print(con.execute(sys.argv[2]).fetchall()[0][0], flush=True)
 
 
 def _reader(path, sql):
-    proc = subprocess.Popen([sys.executable, "-c", READER, str(path), sql], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", READER, str(path), sql],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     first = proc.stdout.readline().strip()
     return proc, first
 
 
 def _resources(root, lock_timeout_s=300.0):
-    return {"source": SourceResource(kind="synthetic", synthetic_orders=300, data_root=str(root)),
-            "paths": PathsResource(data_root=str(root)),
-            "privacy": PrivacyResource(pseudonym_key="snapshot-test-key-0123456789abcdef", data_root=str(root)),
-            "warehouse": WarehouseResource(path=str(root / "wh.duckdb"), lock_timeout_s=lock_timeout_s)}
+    return {
+        "source": SourceResource(kind="synthetic", synthetic_orders=300, data_root=str(root)),
+        "paths": PathsResource(data_root=str(root)),
+        "privacy": PrivacyResource(pseudonym_key="snapshot-test-key-0123456789abcdef", data_root=str(root)),
+        "warehouse": WarehouseResource(path=str(root / "wh.duckdb"), lock_timeout_s=lock_timeout_s),
+    }
 
 
 def _ingest(root, selection=None, **kw):
     assets = ingest.build().assets
-    return dg.materialize(list(assets), resources=_resources(root, **kw), raise_on_error=False,
-                          selection=selection or dg.AssetSelection.groups("ingest"))
+    return dg.materialize(
+        list(assets),
+        resources=_resources(root, **kw),
+        raise_on_error=False,
+        selection=selection or dg.AssetSelection.groups("ingest"),
+    )
 
 
 def test_ingest_runs_while_a_reader_holds_the_snapshot(tmp_path):
     assert _ingest(tmp_path).success
     snap = tmp_path / "snapshot.duckdb"
-    res = dg.materialize([read_only_warehouse], resources=_resources(tmp_path),
-                         run_config={"ops": {"snapshot__read_only_warehouse": {"config": {"path": str(snap)}}}})
+    res = dg.materialize(
+        [read_only_warehouse],
+        resources=_resources(tmp_path),
+        run_config={"ops": {"snapshot__read_only_warehouse": {"config": {"path": str(snap)}}}},
+    )
     assert res.success
-    tables = {t for (t,) in duckdb.connect(str(snap), read_only=True).execute(
-        "SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
-    assert {"staging.products", "staging.customer_regions", "serving.popular_items", "meta.snapshot_info"} <= tables
+    tables = {
+        t
+        for (t,) in duckdb.connect(str(snap), read_only=True)
+        .execute("SELECT table_schema || '.' || table_name FROM information_schema.tables")
+        .fetchall()
+    }
+    assert {
+        "staging.products",
+        "staging.customer_regions",
+        "serving.popular_items",
+        "meta.snapshot_info",
+    } <= tables
     assert not any(t.startswith(("raw.", "staging.orders", "staging.customers")) for t in tables)
 
     reader, first = _reader(snap, "SELECT published_at FROM meta.snapshot_info")
@@ -63,7 +85,9 @@ def test_ingest_runs_while_a_reader_holds_the_snapshot(tmp_path):
         assert _ingest(tmp_path).success  # the whole ingest while the reader holds the snapshot
         ingest_s = time.monotonic() - started
         assert lock_wait_stats()["waits"] == waits  # never waited for a lock
-        again = publish_snapshot(tmp_path / "wh.duckdb", snap)  # a new publish swaps the file under the reader
+        again = publish_snapshot(
+            tmp_path / "wh.duckdb", snap
+        )  # a new publish swaps the file under the reader
         assert again.tables["serving.popular_items"] > 0
         out, _ = reader.communicate("", timeout=30)
     finally:

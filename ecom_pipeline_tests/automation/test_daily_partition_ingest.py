@@ -16,11 +16,21 @@ from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseRe
 from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, warehouse_fingerprints
 
-MAPPING = {"version": 1, "tables": {
-    "customers": {"file": "customers.csv", "columns": {"customer_id": "id", "city": "city"}},
-    "orders": {"file": "orders.csv", "columns": {"order_id": "order", "customer_id": "customer",
-                                                  "status": "status", "purchased_at": "bought"}},
-}}
+MAPPING = {
+    "version": 1,
+    "tables": {
+        "customers": {"file": "customers.csv", "columns": {"customer_id": "id", "city": "city"}},
+        "orders": {
+            "file": "orders.csv",
+            "columns": {
+                "order_id": "order",
+                "customer_id": "customer",
+                "status": "status",
+                "purchased_at": "bought",
+            },
+        },
+    },
+}
 
 
 def _deliver(root: Path, day: str, name: str, text: str) -> None:
@@ -34,22 +44,36 @@ def _deliver(root: Path, day: str, name: str, text: str) -> None:
 
 def _materialize(root: Path, day: str, mapping: Path, kind: str = "mapped"):
     return dg.materialize(
-        [daily_partition_ingest], partition_key=day, instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
-        resources={"source": SourceResource(kind=kind, mapping=str(mapping), data_root=str(root)),
-                   "paths": PathsResource(data_root=str(root)),
-                   "privacy": PrivacyResource(pseudonym_key="test-key"),
-                   "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb"))})
+        [daily_partition_ingest],
+        partition_key=day,
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+        resources={
+            "source": SourceResource(kind=kind, mapping=str(mapping), data_root=str(root)),
+            "paths": PathsResource(data_root=str(root)),
+            "privacy": PrivacyResource(pseudonym_key="test-key"),
+            "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
+        },
+    )
 
 
 def test_two_days_then_a_redelivery(tmp_path):
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text(yaml.safe_dump(MAPPING))
     _deliver(tmp_path, "2024-05-01", "customers_2024-05-01.csv", "id,city\nc1,Recife\nc2,Natal\n")
-    _deliver(tmp_path, "2024-05-01", "orders_2024-05-01.csv",
-             "order,customer,status,bought\no1,c1,shipped,2024-05-01 10:00:00\no2,c2,shipped,2024-05-01 11:00:00\n")
+    _deliver(
+        tmp_path,
+        "2024-05-01",
+        "orders_2024-05-01.csv",
+        "order,customer,status,bought\no1,c1,shipped,2024-05-01 10:00:00\no2,c2,shipped,2024-05-01 11:00:00\n",
+    )
     # day 2 brings only orders: a correction of o1 and a new order
-    _deliver(tmp_path, "2024-05-02", "orders_2024-05-02.csv",
-             "order,customer,status,bought\no1,c1,delivered,2024-05-01 10:00:00\no3,c2,created,2024-05-02 09:00:00\n")
+    _deliver(
+        tmp_path,
+        "2024-05-02",
+        "orders_2024-05-02.csv",
+        "order,customer,status,bought\no1,c1,delivered,2024-05-01 10:00:00\no3,c2,created,2024-05-02 09:00:00\n",
+    )
 
     first = _materialize(tmp_path, "2024-05-01", mapping)
     assert first.success
@@ -65,17 +89,25 @@ def test_two_days_then_a_redelivery(tmp_path):
 
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     assert con.execute("SELECT order_id, status FROM staging.orders ORDER BY 1").fetchall() == [
-        ("o1", "delivered"), ("o2", "shipped"), ("o3", "created")]
+        ("o1", "delivered"),
+        ("o2", "shipped"),
+        ("o3", "created"),
+    ]
     assert con.execute("SELECT count(*) FROM staging.change_log").fetchall()[0][0] == 1
-    assert con.execute("SELECT count(*) FROM raw.orders").fetchall()[0][0] == 4  # 2 per day, re-delivery replaced
+    assert (
+        con.execute("SELECT count(*) FROM raw.orders").fetchall()[0][0] == 4
+    )  # 2 per day, re-delivery replaced
     daily = warehouse_fingerprints(con, ("staging",), PER_RUN_COLUMNS | {"changed_at"})
     con.close()
     rebuild = partition_staging_rebuild_job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
-        resources={"source": SourceResource(kind="mapped", mapping=str(mapping), data_root=str(tmp_path)),
-                   "paths": PathsResource(data_root=str(tmp_path)),
-                   "privacy": PrivacyResource(pseudonym_key="test-key"),
-                   "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb"))})
+        resources={
+            "source": SourceResource(kind="mapped", mapping=str(mapping), data_root=str(tmp_path)),
+            "paths": PathsResource(data_root=str(tmp_path)),
+            "privacy": PrivacyResource(pseudonym_key="test-key"),
+            "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+        },
+    )
     assert rebuild.success
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     assert warehouse_fingerprints(con, ("staging",), PER_RUN_COLUMNS | {"changed_at"}) == daily
@@ -111,18 +143,31 @@ def test_sensor_requests_the_same_day_after_inbox_ingest_and_is_opt_in(data_root
     assert daily_partition_ingest_job.tags["ecom/reload"] == "warehouse"  # queued with the full reloads
     defs = build_definitions(Settings.from_env())
     with dg.DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def("inbox_ingest").execute_in_process(instance=instance,
-                                                                          partition_key="2024-05-01")
+        result = defs.resolve_job_def("inbox_ingest").execute_in_process(
+            instance=instance, partition_key="2024-05-01"
+        )
         ctx = dg.build_run_status_sensor_context(
-            sensor_name="daily_partition_after_inbox", dagster_event=result.get_run_success_event(),
-            dagster_instance=instance, dagster_run=result.dagster_run)
+            sensor_name="daily_partition_after_inbox",
+            dagster_event=result.get_run_success_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+        )
         request = daily_partition_after_inbox(ctx)
         assert request.partition_key == "2024-05-01" and request.run_key.endswith(result.run_id)
-        other = dg.materialize([inbox_deliveries], instance=instance, partition_key="2024-05-01", resources={
-            "source": SourceResource(data_root=str(data_root)),
-            "paths": PathsResource(data_root=str(data_root)),
-            "warehouse": WarehouseResource(path=str(Path(data_root) / "w.duckdb"))})
+        other = dg.materialize(
+            [inbox_deliveries],
+            instance=instance,
+            partition_key="2024-05-01",
+            resources={
+                "source": SourceResource(data_root=str(data_root)),
+                "paths": PathsResource(data_root=str(data_root)),
+                "warehouse": WarehouseResource(path=str(Path(data_root) / "w.duckdb")),
+            },
+        )
         ctx = dg.build_run_status_sensor_context(
-            sensor_name="daily_partition_after_inbox", dagster_event=other.get_run_success_event(),
-            dagster_instance=instance, dagster_run=other.dagster_run)
+            sensor_name="daily_partition_after_inbox",
+            dagster_event=other.get_run_success_event(),
+            dagster_instance=instance,
+            dagster_run=other.dagster_run,
+        )
         assert isinstance(daily_partition_after_inbox(ctx), dg.SkipReason)  # not an inbox_ingest run

@@ -36,7 +36,9 @@ def test_measure_drift_reasons_and_no_verdict_on_little_data():
     assert loud.drifted
     assert any(r.startswith("psi(x)") for r in loud.reasons)
     assert any(r.startswith("new_categories(c)") for r in loud.reasons)
-    volume = measure_drift(ref, _frame(rng, 2000), numeric=["x"], thresholds=DriftThresholds(volume_ratio=0.5))
+    volume = measure_drift(
+        ref, _frame(rng, 2000), numeric=["x"], thresholds=DriftThresholds(volume_ratio=0.5)
+    )
     assert [r for r in volume.reasons if r.startswith("volume")] and len(volume.reasons) == 1
     tiny = measure_drift(ref, _frame(rng, 50, shift=5), numeric=["x"])
     assert not tiny.enough_data and not tiny.drifted

@@ -28,9 +28,15 @@ def passing_job():
 def _context(instance, result, root, failed=True):
     event = result.get_run_failure_event() if failed else result.get_run_success_event()
     ctx = dg.build_run_status_sensor_context(
-        sensor_name="record_run_failures", dagster_event=event, dagster_instance=instance,
-        dagster_run=result.dagster_run, resources={"source": SourceResource(data_root=str(root)),
-                                                   "paths": PathsResource(data_root=str(root))})
+        sensor_name="record_run_failures",
+        dagster_event=event,
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+        resources={
+            "source": SourceResource(data_root=str(root)),
+            "paths": PathsResource(data_root=str(root)),
+        },
+    )
     return ctx.for_run_failure() if failed else ctx
 
 
@@ -75,8 +81,11 @@ def test_missing_data_folder_fails_on_the_first_attempt_and_the_record_names_it(
         assert not result.success
         events = result.all_events
         # the raw steps' retry policy (2 retries, for killed steps and locks) is not used: no retry at all
-        assert not [e for e in events if e.event_type in (dg.DagsterEventType.STEP_UP_FOR_RETRY,
-                                                          dg.DagsterEventType.STEP_RESTARTED)]
+        assert not [
+            e
+            for e in events
+            if e.event_type in (dg.DagsterEventType.STEP_UP_FOR_RETRY, dg.DagsterEventType.STEP_RESTARTED)
+        ]
         failures = [e for e in events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
         assert failures and all(e.step_key.startswith("raw__") for e in failures)
         assert record_run_failures(_context(instance, result, tmp_path)) is None

@@ -3,8 +3,8 @@
 import dagster as dg
 import pytest
 
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
 from ecom_pipeline.resources import ComputeResource
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
 
 torch = pytest.importorskip("torch")
 
@@ -23,9 +23,14 @@ def tiny_gpu_training(compute: ComputeResource) -> dg.MaterializeResult:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return dg.MaterializeResult(metadata={"device": str(next(net.parameters()).device),
-                                          "first_loss": first, "last_loss": loss.item(),
-                                          **compute.describe()})
+    return dg.MaterializeResult(
+        metadata={
+            "device": str(next(net.parameters()).device),
+            "first_loss": first,
+            "last_loss": loss.item(),
+            **compute.describe(),
+        }
+    )
 
 
 @pytest.mark.gpu
@@ -44,7 +49,10 @@ def test_gpu_asset_materialises_on_cuda():
 def test_project_gpu_assets_are_defined_with_cuda_available():
     from ecom_pipeline.definitions import defs
 
-    gpu_assets = [ad for ad in defs.get_repository_def().assets_defs_by_key.values()
-                  if ad.is_executable and ad.node_def.pool == GPU_POOL]
+    gpu_assets = [
+        ad
+        for ad in defs.get_repository_def().assets_defs_by_key.values()
+        if ad.is_executable and ad.node_def.pool == GPU_POOL
+    ]
     assert gpu_assets
     assert ComputeResource(device="auto").torch_device() == "cuda"

@@ -9,8 +9,14 @@ import pytest
 
 from ecom_pipeline.automation import inbox as inbox_mod
 from ecom_pipeline.automation.inbox import (
-    delivery_day, inbox_deliveries, inbox_ingest_job, inbox_sensor, ingest_after_inbox, landing_name,
-    safe_inbox_path, validate_name,
+    delivery_day,
+    inbox_deliveries,
+    inbox_ingest_job,
+    inbox_sensor,
+    ingest_after_inbox,
+    landing_name,
+    safe_inbox_path,
+    validate_name,
 )
 from ecom_pipeline.resources import SourceResource, WarehouseResource
 from ecom_pipeline.resources.paths import PathsResource
@@ -46,12 +52,28 @@ def _ctx(root, cursor=None, instance=None, source=None):
     if source is None:
         (root / "mapping.yaml").write_text(MAPPING)
         source = SourceResource(kind="mapped", mapping=str(root / "mapping.yaml"), data_root=str(root))
-    return dg.build_sensor_context(cursor=cursor, instance=instance,
-                                   resources={"source": source, "paths": PathsResource(data_root=str(root))})
+    return dg.build_sensor_context(
+        cursor=cursor,
+        instance=instance,
+        resources={"source": source, "paths": PathsResource(data_root=str(root))},
+    )
 
 
-@pytest.mark.parametrize("name", ["../orders.csv", "a/b.csv", "a\\b.csv", "..", ".hidden.csv", "orders.exe",
-                                  "or\nders.csv", "x..csv", "ordérs.csv", ""])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../orders.csv",
+        "a/b.csv",
+        "a\\b.csv",
+        "..",
+        ".hidden.csv",
+        "orders.exe",
+        "or\nders.csv",
+        "x..csv",
+        "ordérs.csv",
+        "",
+    ],
+)
 def test_bad_names_are_refused(name):
     assert validate_name(name) is not None
 
@@ -90,13 +112,17 @@ def test_sensor_launches_one_run_per_delivery_day_and_moves_files(tmp_path):
     assert by_day["2024-05-01"].tags["ecom/inbox_files"] == "customers_2024-05-01.csv,orders_2024-05-01.csv"
     assert by_day["2024-05-01"].run_key.startswith("inbox:2024-05-01:")
     assert sorted(p.name for p in (inbox / "processed" / "2024-05-01").iterdir()) == [
-        "customers_2024-05-01.csv", "orders_2024-05-01.csv"]
+        "customers_2024-05-01.csv",
+        "orders_2024-05-01.csv",
+    ]
     assert not list(inbox.glob("*.csv"))  # moved aside
     assert len(json.loads(result.cursor)["hashes"]) == 3
 
     # nothing new: no run, cursor kept
     quiet = inbox_sensor(_ctx(tmp_path, cursor=result.cursor))
-    assert not quiet.run_requests and quiet.skip_reason and json.loads(quiet.cursor) == json.loads(result.cursor)
+    assert (
+        not quiet.run_requests and quiet.skip_reason and json.loads(quiet.cursor) == json.loads(result.cursor)
+    )
 
     # the same content delivered again under another name: a duplicate, no run
     _drop(inbox, "orders_2024-05-09.csv", _orders("o1"))
@@ -133,8 +159,11 @@ def test_partition_publishes_to_landing_and_records_deliveries(tmp_path):
     _drop(day, "orders_2024-05-01.csv", b"order_id\no1\n", mtime=OLD)
     _drop(day, "orders_2024-05-01~0123abcd.csv", b"order_id\no2\n", mtime=OLD + 10)  # later delivery wins
     wh = root / "w.duckdb"
-    resources = {"source": SourceResource(data_root=str(root)),
-                 "paths": PathsResource(data_root=str(root)), "warehouse": WarehouseResource(path=str(wh))}
+    resources = {
+        "source": SourceResource(data_root=str(root)),
+        "paths": PathsResource(data_root=str(root)),
+        "warehouse": WarehouseResource(path=str(wh)),
+    }
     res = dg.materialize([inbox_deliveries], partition_key="2024-05-01", resources=resources)
     assert res.success
     assert (root / "landing" / "orders.csv").read_bytes() == b"order_id\no2\n"
@@ -145,22 +174,36 @@ def test_partition_publishes_to_landing_and_records_deliveries(tmp_path):
     mats = empty.asset_materializations_for_node("inbox__deliveries")
     assert mats[0].metadata["files"].value == 0
     con = duckdb.connect(str(wh), read_only=True)
-    assert con.execute("SELECT count(*) FROM meta.inbox_deliveries WHERE day = '2024-05-01'").fetchone()[0] == 2
+    assert (
+        con.execute("SELECT count(*) FROM meta.inbox_deliveries WHERE day = '2024-05-01'").fetchone()[0] == 2
+    )
     con.close()
 
 
 def test_ingest_follows_a_successful_inbox_run(tmp_path):
-    defs = dg.Definitions(assets=[inbox_deliveries], jobs=[inbox_ingest_job], resources={
-        "source": SourceResource(data_root=str(tmp_path)),
-        "paths": PathsResource(data_root=str(tmp_path)),
-        "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
+    defs = dg.Definitions(
+        assets=[inbox_deliveries],
+        jobs=[inbox_ingest_job],
+        resources={
+            "source": SourceResource(data_root=str(tmp_path)),
+            "paths": PathsResource(data_root=str(tmp_path)),
+            "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")),
+        },
+    )
     with dg.DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def("inbox_ingest").execute_in_process(instance=instance, partition_key="2024-05-01")
+        result = defs.resolve_job_def("inbox_ingest").execute_in_process(
+            instance=instance, partition_key="2024-05-01"
+        )
         ctx = dg.build_run_status_sensor_context(
-            sensor_name="ingest_after_inbox", dagster_event=result.get_run_success_event(),
-            dagster_instance=instance, dagster_run=result.dagster_run,
-            resources={"source": SourceResource(kind="olist", data_root=str(tmp_path)),
-                       "paths": PathsResource(data_root=str(tmp_path))})
+            sensor_name="ingest_after_inbox",
+            dagster_event=result.get_run_success_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            resources={
+                "source": SourceResource(kind="olist", data_root=str(tmp_path)),
+                "paths": PathsResource(data_root=str(tmp_path)),
+            },
+        )
         request = ingest_after_inbox(ctx)
         assert request.run_key == f"ingest-after-inbox:{result.run_id}"
         assert request.tags["ecom/inbox_day"] == "2024-05-01"
@@ -168,15 +211,26 @@ def test_ingest_follows_a_successful_inbox_run(tmp_path):
         assert config["data_dir"] == str(tmp_path / "landing")
         assert config["kind"] == "olist"  # the whole source config: run config replaces, it does not merge
 
-        other = dg.materialize([inbox_deliveries], instance=instance, partition_key="2024-05-01", resources={
-            "source": SourceResource(data_root=str(tmp_path)),
-            "paths": PathsResource(data_root=str(tmp_path)),
-            "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
+        other = dg.materialize(
+            [inbox_deliveries],
+            instance=instance,
+            partition_key="2024-05-01",
+            resources={
+                "source": SourceResource(data_root=str(tmp_path)),
+                "paths": PathsResource(data_root=str(tmp_path)),
+                "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")),
+            },
+        )
         ctx2 = dg.build_run_status_sensor_context(
-            sensor_name="ingest_after_inbox", dagster_event=other.get_run_success_event(),
-            dagster_instance=instance, dagster_run=other.dagster_run,
-            resources={"source": SourceResource(data_root=str(tmp_path)),
-                       "paths": PathsResource(data_root=str(tmp_path))})
+            sensor_name="ingest_after_inbox",
+            dagster_event=other.get_run_success_event(),
+            dagster_instance=instance,
+            dagster_run=other.dagster_run,
+            resources={
+                "source": SourceResource(data_root=str(tmp_path)),
+                "paths": PathsResource(data_root=str(tmp_path)),
+            },
+        )
         assert isinstance(ingest_after_inbox(ctx2), dg.SkipReason)  # not the inbox_ingest job
 
 
@@ -193,8 +247,9 @@ def test_a_source_that_takes_no_files_leaves_the_inbox_alone_and_says_why(tmp_pa
     assert dropped.exists() and not (tmp_path / "inbox" / "processed").exists()
 
 
-ONLINE_EVENTS = (b"event_id,ts,customer_id,session_id,event_type,product_id\n"
-                 b"e1,2024-05-01 10:00:00,c1,s1,view,p1\n")
+ONLINE_EVENTS = (
+    b"event_id,ts,customer_id,session_id,event_type,product_id\ne1,2024-05-01 10:00:00,c1,s1,view,p1\n"
+)
 
 
 @pytest.mark.parametrize("kind", ["synthetic", "olist"])
@@ -220,11 +275,17 @@ def test_olist_takes_only_its_own_file_names_and_headers(tmp_path):
     inbox = tmp_path / "inbox"
     _drop(inbox, "orders_2024-05-01.csv", _orders("o1"))  # the name the old docs showed: not an Olist file
     _drop(inbox, "olist_sellers_dataset_2024-05-01.csv", b"seller_id,seller_city\ns1,Sao Paulo\n")
-    _drop(inbox, "olist_sellers_dataset_2024-05-02.csv",
-          b"seller_id,seller_zip_code_prefix,seller_city,seller_state\ns1,01001,sao paulo,SP\n")
+    _drop(
+        inbox,
+        "olist_sellers_dataset_2024-05-02.csv",
+        b"seller_id,seller_zip_code_prefix,seller_city,seller_state\ns1,01001,sao paulo,SP\n",
+    )
     result = inbox_sensor(_ctx(tmp_path, source=source))
     assert [r.partition_key for r in result.run_requests] == ["2024-05-02"]
-    assert "reads no file called 'orders.csv'" in (inbox / "rejected" / "orders_2024-05-01.csv.reason").read_text()
+    assert (
+        "reads no file called 'orders.csv'"
+        in (inbox / "rejected" / "orders_2024-05-01.csv.reason").read_text()
+    )
     reason = (inbox / "rejected" / "olist_sellers_dataset_2024-05-01.csv.reason").read_text()
     assert "seller_zip_code_prefix" in reason
 
@@ -236,7 +297,8 @@ def test_olist_columns_the_inbox_expects_are_in_the_real_olist_files():
 
 
 def test_garbage_is_rejected_the_good_delivery_lands_and_ingests_and_the_previous_landing_survives(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     """Under the mapped source of the docs' example: a garbage delivery never replaces the landing file;
     the good one published next is what the ingest (with the run config ingest_after_inbox asks for) reads."""
     from ecom_pipeline.config import REPO_ROOT
@@ -252,8 +314,11 @@ def test_garbage_is_rejected_the_good_delivery_lands_and_ingests_and_the_previou
         monkeypatch.delenv(var, raising=False)
     defs = build_definitions()
     source = SourceResource(kind="mapped", mapping=str(mapping), data_root=str(tmp_path))
-    resources = {"source": source, "paths": PathsResource(data_root=str(tmp_path)),
-                 "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb"))}
+    resources = {
+        "source": source,
+        "paths": PathsResource(data_root=str(tmp_path)),
+        "warehouse": WarehouseResource(path=str(tmp_path / "warehouse.duckdb")),
+    }
     inbox, landing = tmp_path / "inbox", tmp_path / "landing" / "retail_orders.csv"
 
     _drop(inbox, "retail_orders_2024-05-01.csv", first)
@@ -273,14 +338,21 @@ def test_garbage_is_rejected_the_good_delivery_lands_and_ingests_and_the_previou
 
     with dg.DagsterInstance.ephemeral() as instance:
         inbox_run = defs.resolve_job_def("inbox_ingest").execute_in_process(
-            instance=instance, partition_key="2024-05-03")
+            instance=instance, partition_key="2024-05-03"
+        )
         assert inbox_run.success and landing.read_bytes() == second
-        request = ingest_after_inbox(dg.build_run_status_sensor_context(
-            sensor_name="ingest_after_inbox", dagster_event=inbox_run.get_run_success_event(),
-            dagster_instance=instance, dagster_run=inbox_run.dagster_run,
-            resources={"source": source, "paths": PathsResource(data_root=str(tmp_path))}))
-        ingest = defs.resolve_job_def("ingest").execute_in_process(instance=instance,
-                                                                   run_config=request.run_config)
+        request = ingest_after_inbox(
+            dg.build_run_status_sensor_context(
+                sensor_name="ingest_after_inbox",
+                dagster_event=inbox_run.get_run_success_event(),
+                dagster_instance=instance,
+                dagster_run=inbox_run.dagster_run,
+                resources={"source": source, "paths": PathsResource(data_root=str(tmp_path))},
+            )
+        )
+        ingest = defs.resolve_job_def("ingest").execute_in_process(
+            instance=instance, run_config=request.run_config
+        )
         assert ingest.success
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
     orders = {line.split(b",")[1] for line in example[1:12]}

@@ -4,7 +4,15 @@ import pytest
 from ecom_pipeline.automation import jobs as jobs_mod
 from ecom_pipeline.automation.partitions import INBOX_PARTITIONS
 
-EXPECTED_JOBS = {"ingest", "inbox_ingest", "features", "daily_refresh", "training", "scoring", "full_pipeline"}
+EXPECTED_JOBS = {
+    "ingest",
+    "inbox_ingest",
+    "features",
+    "daily_refresh",
+    "training",
+    "scoring",
+    "full_pipeline",
+}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,9 @@ def test_jobs_pick_up_new_assets_by_layer_and_group():
     def some_copy():
         return 1
 
-    d = dg.Definitions(assets=[some_model, some_feature, some_raw, some_report, some_copy], jobs=jobs_mod.JOBS)
+    d = dg.Definitions(
+        assets=[some_model, some_feature, some_raw, some_report, some_copy], jobs=jobs_mod.JOBS
+    )
 
     def keys(job):
         return {k.to_user_string() for k in d.resolve_job_def(job).asset_layer.selected_asset_keys}
@@ -93,7 +103,7 @@ def test_reload_runs_are_limited_to_one_at_a_time(tmp_path):
     from ecom_pipeline.config import REPO_ROOT
     from ecom_pipeline.definitions import defs
 
-    (key, value), = RELOAD_TAG.items()
+    ((key, value),) = RELOAD_TAG.items()
     for job in JOBS:
         selected = {k.path[0] for k in defs.resolve_job_def(job.name).asset_layer.executable_asset_keys}
         reloads = bool(selected & {"raw", "staging"})

@@ -26,18 +26,39 @@ def _launch(job: str, tmp_path, *extra: str, **env) -> tuple[subprocess.Complete
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
-    run_env = {**os.environ, "DAGSTER_HOME": str(home), "ECOM_DATA_ROOT": str(tmp_path / "data"),
-               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
-               **env}
-    for var in ("ECOM_WAREHOUSE", "ECOM_DATA_SOURCE", "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_EXECUTOR",
-                "ECOM_SHORT_JOBS_EXECUTOR"):
+    run_env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "ECOM_DATA_ROOT": str(tmp_path / "data"),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
+        **env,
+    }
+    for var in (
+        "ECOM_WAREHOUSE",
+        "ECOM_DATA_SOURCE",
+        "ECOM_DATA_DIR",
+        "ECOM_MAPPING",
+        "ECOM_EXECUTOR",
+        "ECOM_SHORT_JOBS_EXECUTOR",
+    ):
         if var not in env:
             run_env.pop(var, None)
     started = time.perf_counter()
-    command = [sys.executable, "-m", "dagster", "job", "execute", "-m", "ecom_pipeline.definitions",
-               "-j", job, *extra]
-    proc = subprocess.run(command, env=run_env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          check=False)
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "job",
+        "execute",
+        "-m",
+        "ecom_pipeline.definitions",
+        "-j",
+        job,
+        *extra,
+    ]
+    proc = subprocess.run(
+        command, env=run_env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
+    )
     return proc, time.perf_counter() - started
 
 
@@ -51,9 +72,12 @@ def test_ingest_launched_in_a_run_worker_process_succeeds_with_pools(tmp_path, m
         (run,) = instance.get_runs(filters=dg.RunsFilter(job_name="ingest"))
         assert run.status == dg.DagsterRunStatus.SUCCESS
         records = instance.get_records_for_run(run.run_id).records
-        engine = [r.event_log_entry.dagster_event.message for r in records
-                  if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.event_type_value
-                  == "ENGINE_EVENT"]
+        engine = [
+            r.event_log_entry.dagster_event.message
+            for r in records
+            if r.event_log_entry.dagster_event
+            and r.event_log_entry.dagster_event.event_type_value == "ENGINE_EVENT"
+        ]
         # all steps ran in the run worker (not this test process), one step at a time
         worker = [m for m in engine if m and m.startswith("Executing steps in process")]
         assert worker and f"(pid: {os.getpid()})" not in worker[0]
@@ -85,7 +109,6 @@ def test_short_jobs_run_in_process_and_the_rest_fork_from_a_preloaded_server(mon
     assert EXECUTOR.name == "multiprocess" and FORKSERVER_PRELOAD == ["ecom_pipeline.forkserver_preload"]
 
 
-
 def _check_evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
     """step key -> number of asset check evaluations it reported."""
     counts: dict[str, int] = {}
@@ -97,24 +120,33 @@ def _check_evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[str, i
 
 
 @pytest.mark.slow  # ~25 s on a quiet 2-core machine: 18 step processes forked from the preloaded server
-def test_ingest_launched_with_one_process_per_step_runs_its_checks_in_the_staging_steps(tmp_path,
-                                                                                         monkeypatch):
+def test_ingest_launched_with_one_process_per_step_runs_its_checks_in_the_staging_steps(
+    tmp_path, monkeypatch
+):
     """The whole ``ingest`` with one process per step (the path the issue measured at 84 step processes):
     one process per raw / staging asset forked from the preloaded forkserver and no step per check, every
     check evaluated in its staging table's step."""
     from ecom_pipeline.canonical import TABLE_ORDER
 
-    proc, wall = _launch("ingest", tmp_path, ECOM_SYNTHETIC_ORDERS="300", ECOM_SHORT_JOBS_EXECUTOR="multiprocess")
+    proc, wall = _launch(
+        "ingest", tmp_path, ECOM_SYNTHETIC_ORDERS="300", ECOM_SHORT_JOBS_EXECUTOR="multiprocess"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     instance = dg.DagsterInstance.get()
     try:
         (run,) = instance.get_runs(filters=dg.RunsFilter(job_name="ingest"))
         assert run.status == dg.DagsterRunStatus.SUCCESS
-        events = [r.event_log_entry.dagster_event for r in instance.get_records_for_run(run.run_id).records
-                  if r.event_log_entry.dagster_event]
-        parent = {e.pid for e in events
-                  if e.message and e.message.startswith("Executing steps using multiprocess executor")}
+        events = [
+            r.event_log_entry.dagster_event
+            for r in instance.get_records_for_run(run.run_id).records
+            if r.event_log_entry.dagster_event
+        ]
+        parent = {
+            e.pid
+            for e in events
+            if e.message and e.message.startswith("Executing steps using multiprocess executor")
+        }
         step_pids = {e.pid for e in events if e.event_type_value == "STEP_SUCCESS"}
         steps = {s.step_key for s in instance.get_run_step_stats(run.run_id)}
         assert steps == {f"{layer}__{t}" for layer in ("raw", "staging") for t in TABLE_ORDER}

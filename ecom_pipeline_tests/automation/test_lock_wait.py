@@ -26,8 +26,10 @@ con.close()
 
 def test_lock_holder_reads_pid_program_and_age():
     me = os.getpid()
-    text = (f'IO Error: Could not set lock on file "/x/w.duckdb": Conflicting lock is held in '
-            f"{sys.executable} (PID {me}) by user someone. See also https://duckdb.org/docs/connect/concurrency")
+    text = (
+        f'IO Error: Could not set lock on file "/x/w.duckdb": Conflicting lock is held in '
+        f"{sys.executable} (PID {me}) by user someone. See also https://duckdb.org/docs/connect/concurrency"
+    )
     who = lock_holder(text)
     assert who.startswith(f"PID {me} ({sys.executable})") and "running for" in who
     assert lock_holder("something else") == "an unknown process"
@@ -39,8 +41,9 @@ def test_a_waiting_writer_logs_the_lock_holder_at_warning_in_the_run(tmp_path, m
     monkeypatch.setattr(warehouse_mod, "LOCK_REPORT_AFTER_S", 1.0)  # report after 1 s of waiting, not 5 s
     path = tmp_path / "w.duckdb"
     started = tmp_path / "writer_started"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(started), "4"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path), str(started), "4"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
 
@@ -54,8 +57,11 @@ def test_a_waiting_writer_logs_the_lock_holder_at_warning_in_the_run(tmp_path, m
             warehouse = WarehouseResource(path=str(path), lock_timeout_s=60)
             result = dg.materialize([writer], instance=instance, resources={"warehouse": warehouse})
             assert result.success  # it waited for the lock, then wrote
-            warnings = [e.user_message for e in instance.all_logs(result.run_id)
-                        if e.level == logging.WARNING and "warehouse lock" in e.user_message]
+            warnings = [
+                e.user_message
+                for e in instance.all_logs(result.run_id)
+                if e.level == logging.WARNING and "warehouse lock" in e.user_message
+            ]
         assert warnings and f"PID {holder.pid}" in warnings[0] and "running for" in warnings[0]
     finally:
         holder.kill()

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from ecom_pipeline.assets.gates import promotion_gate_check
 from ecom_pipeline.assets.registry_report import model_registry_report, run_failures
 from ecom_pipeline.automation.failures import record_failure
-from ecom_pipeline.assets.gates import promotion_gate_check
 from ecom_pipeline.ml.registry import Candidate, gate_verdict, log_and_register, registry_summary
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.paths import PathsResource
@@ -20,10 +20,15 @@ def store(tmp_path_factory):
 
 
 def _materialize(root, tracking, *assets):
-    return dg.materialize(list(assets), resources={
-        "mlflow": tracking, "source": SourceResource(data_root=str(root)),
-                            "paths": PathsResource(data_root=str(root)),
-        "warehouse": WarehouseResource(path=str(root / "w.duckdb"))})
+    return dg.materialize(
+        list(assets),
+        resources={
+            "mlflow": tracking,
+            "source": SourceResource(data_root=str(root)),
+            "paths": PathsResource(data_root=str(root)),
+            "warehouse": WarehouseResource(path=str(root / "w.duckdb")),
+        },
+    )
 
 
 def _read(root, sql):
@@ -45,15 +50,34 @@ def test_registry_report_empty_then_with_champions_and_a_losing_challenger(store
     X = pd.DataFrame(rng.normal(size=(60, 2)), columns=["a", "b"])
     m = LogisticRegression().fit(X, (X["a"] > 0).astype(int))
     with tracking.start_run("good"):
-        log_and_register(Candidate("t.good", "sklearn", m, X.head(3), "auc", 0.9, baseline="majority",
-                                   baseline_value=0.5), key=_key())
+        log_and_register(
+            Candidate("t.good", "sklearn", m, X.head(3), "auc", 0.9, baseline="majority", baseline_value=0.5),
+            key=_key(),
+        )
     with tracking.start_run("challenger"):
-        lost = log_and_register(Candidate("t.good", "sklearn", m, X.head(3), "auc", 0.85, baseline="majority",
-                                          baseline_value=0.5), margin=0.01, key=_key())
+        lost = log_and_register(
+            Candidate(
+                "t.good", "sklearn", m, X.head(3), "auc", 0.85, baseline="majority", baseline_value=0.5
+            ),
+            margin=0.01,
+            key=_key(),
+        )
     assert not lost.promoted
     with tracking.start_run("bad"):
-        log_and_register(Candidate("t.bad", "sklearn", m, X.head(3), "mase", 1.3, higher_is_better=False,
-                                   baseline="seasonal_naive", baseline_value=1.0), key=_key())
+        log_and_register(
+            Candidate(
+                "t.bad",
+                "sklearn",
+                m,
+                X.head(3),
+                "mase",
+                1.3,
+                higher_is_better=False,
+                baseline="seasonal_naive",
+                baseline_value=1.0,
+            ),
+            key=_key(),
+        )
 
     rows = {r["model"]: r for r in registry_summary()}
     assert rows["t.good"]["champion_version"] == "1" and rows["t.good"]["latest_version"] == "2"
@@ -88,8 +112,9 @@ def test_promotion_gate_blocks_without_a_champion(store):
 
     missing = promotion_gate_check(model_asset.key, "t.never_registered")
     present = promotion_gate_check(serving_asset.key, "t.good", check_name="gate_ok")
-    defs = dg.Definitions(assets=[model_asset, serving_asset], asset_checks=[missing, present],
-                          resources={"mlflow": tracking})
+    defs = dg.Definitions(
+        assets=[model_asset, serving_asset], asset_checks=[missing, present], resources={"mlflow": tracking}
+    )
     job = defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(raise_on_error=False)
     evals = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -100,8 +125,17 @@ def test_promotion_gate_blocks_without_a_champion(store):
 
 def test_run_failures_report(store, tmp_path):
     _, tracking = store
-    record_failure(tmp_path, {"run_id": "r1", "job_name": "training", "failed_at": "2024-05-01T10:00:00",
-                              "message": "boom", "failed_steps": ["train"], "tags": {"ecom/trigger": "drift"}})
+    record_failure(
+        tmp_path,
+        {
+            "run_id": "r1",
+            "job_name": "training",
+            "failed_at": "2024-05-01T10:00:00",
+            "message": "boom",
+            "failed_steps": ["train"],
+            "tags": {"ecom/trigger": "drift"},
+        },
+    )
     result = _materialize(tmp_path, tracking, run_failures)
     assert result.success
     table = _read(tmp_path, "SELECT * FROM reports.run_failures")

@@ -18,8 +18,9 @@ def instance():
 
 
 def _ctx(instance, path, cursor=None):
-    return dg.build_sensor_context(instance=instance, cursor=cursor,
-                                   resources={"warehouse": WarehouseResource(path=str(path))})
+    return dg.build_sensor_context(
+        instance=instance, cursor=cursor, resources={"warehouse": WarehouseResource(path=str(path))}
+    )
 
 
 def test_no_drift_does_not_launch_training(instance, stable_warehouse):
@@ -45,8 +46,13 @@ def test_drift_launches_training_with_reason_then_cools_down(instance, drifted_w
     assert isinstance(again, dg.SkipReason) and "cooldown" in again.skip_message
 
     # after the cooldown: the window after trained_until is empty -> no verdict, no run
-    later = evaluate_retraining(_ctx(instance, drifted_warehouse, cursor=result.cursor), str(drifted_warehouse),
-                                thresholds=DriftThresholds(), cooldown_hours=24, now=state["last_fired"] + 25 * 3600)
+    later = evaluate_retraining(
+        _ctx(instance, drifted_warehouse, cursor=result.cursor),
+        str(drifted_warehouse),
+        thresholds=DriftThresholds(),
+        cooldown_hours=24,
+        now=state["last_fired"] + 25 * 3600,
+    )
     assert isinstance(later, dg.SkipReason) and "not enough data" in later.skip_message
 
 
@@ -54,8 +60,9 @@ def test_new_data_after_training_window_is_measured_against_it(instance, tmp_pat
     # trained on data up to 2024-03-31; everything after it is "new": a volume reason, no distribution drift
     path = write_orders(tmp_path / "w.duckdb")
     cursor = json.dumps({"trained_until": "2024-03-31T23:59:59"})
-    result = evaluate_retraining(_ctx(instance, path, cursor), str(path), thresholds=DriftThresholds(),
-                                 cooldown_hours=24)
+    result = evaluate_retraining(
+        _ctx(instance, path, cursor), str(path), thresholds=DriftThresholds(), cooldown_hours=24
+    )
     (request,) = result.run_requests
     reason = request.tags["ecom/drift_reason"]
     assert reason.startswith("volume:") and "psi" not in reason
@@ -79,14 +86,25 @@ def _daily_and_forecasts(path, *, forecast_scale: float, start="2024-06-01", day
     import numpy as np
     import pandas as pd
 
-    dates = pd.date_range(end=pd.Timestamp(start) + pd.Timedelta(days=horizon - 1), periods=days + horizon, freq="D")
+    dates = pd.date_range(
+        end=pd.Timestamp(start) + pd.Timedelta(days=horizon - 1), periods=days + horizon, freq="D"
+    )
     pattern = 20 + 6 * np.sin(2 * np.pi * np.arange(len(dates)) / 7)
     noise = np.random.default_rng(1).normal(0, 1.0, len(dates))
     daily = pd.DataFrame({"series_id": "total", "date": dates, "orders": pattern + noise})
     fut = dates >= pd.Timestamp(start)
-    fc = pd.DataFrame({"series_id": "total", "model": "sarima", "date": dates[fut],
-                       "yhat": pattern[fut] * forecast_scale, "lo": pattern[fut] * forecast_scale - 3,
-                       "hi": pattern[fut] * forecast_scale + 3, "backtest_mase": 0.8, "is_best": True})
+    fc = pd.DataFrame(
+        {
+            "series_id": "total",
+            "model": "sarima",
+            "date": dates[fut],
+            "yhat": pattern[fut] * forecast_scale,
+            "lo": pattern[fut] * forecast_scale - 3,
+            "hi": pattern[fut] * forecast_scale + 3,
+            "backtest_mase": 0.8,
+            "is_best": True,
+        }
+    )
     con = duckdb.connect(str(path))
     for schema, name, frame in (("features", "daily_series", daily), ("serving", "forecasts", fc)):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
@@ -104,8 +122,17 @@ def test_forecast_error_drift_measures_live_error_against_backtest():
     dates = pd.date_range("2024-01-01", periods=42, freq="D")
     y = [10.0 + (i % 7) for i in range(42)]  # seasonal-naive scale on the first 28 days: 0 -> lag-1 fallback
     daily = pd.DataFrame({"series_id": "a", "date": dates, "orders": y})
-    fc = pd.DataFrame({"series_id": "a", "date": dates[28:], "yhat": [v + 2 for v in y[28:]], "lo": 0.0, "hi": 100.0,
-                       "backtest_mase": 0.5, "is_best": True})
+    fc = pd.DataFrame(
+        {
+            "series_id": "a",
+            "date": dates[28:],
+            "yhat": [v + 2 for v in y[28:]],
+            "lo": 0.0,
+            "hi": 100.0,
+            "backtest_mase": 0.5,
+            "is_best": True,
+        }
+    )
     report = forecast_error_drift(fc, daily)
     (row,) = report.series.itertuples()
     # lag-7 differences are all 0, so the scale falls back to the lag-1 in-sample error
@@ -139,7 +166,8 @@ def test_drift_check_job_gives_the_sensors_verdict(instance, fixture, request):
     path = request.getfixturevalue(fixture)
     tick = drift_retraining(_ctx(instance, path))
     result = drift_check_job.execute_in_process(
-        instance=instance, resources={"warehouse": WarehouseResource(path=str(path))})
+        instance=instance, resources={"warehouse": WarehouseResource(path=str(path))}
+    )
     assert result.success
     verdict = result.output_for_node("drift_check_op")
     if isinstance(tick, dg.SkipReason):
@@ -147,17 +175,26 @@ def test_drift_check_job_gives_the_sensors_verdict(instance, fixture, request):
         assert verdict == {"retrain": False, "message": tick.skip_message}
     else:
         assert fixture == "drifted_warehouse"
-        assert verdict["retrain"] and verdict["message"] == "retrain: " + tick.run_requests[0].tags[
-            "ecom/drift_reason"]
+        assert (
+            verdict["retrain"]
+            and verdict["message"] == "retrain: " + tick.run_requests[0].tags["ecom/drift_reason"]
+        )
 
 
 def test_drift_check_job_measures_against_the_running_sensors_window(drifted_warehouse):
     """Run on demand after the sensor fired, the job reads the sensor's cursor: no new data since the
     window it stored, so no drift, the same verdict the next tick gives."""
-    from dagster._core.remote_origin import (InProcessCodeLocationOrigin, RemoteInstigatorOrigin,
-                                             RemoteRepositoryOrigin)
-    from dagster._core.scheduler.instigation import (InstigatorState, InstigatorStatus, InstigatorType,
-                                                     SensorInstigatorData)
+    from dagster._core.remote_origin import (
+        InProcessCodeLocationOrigin,
+        RemoteInstigatorOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        InstigatorType,
+        SensorInstigatorData,
+    )
     from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
     from ecom_pipeline.automation.retraining import drift_check_job, sensor_trained_until
@@ -165,16 +202,34 @@ def test_drift_check_job_measures_against_the_running_sensors_window(drifted_war
     with dg.instance_for_test() as instance:
         fired = drift_retraining(_ctx(instance, drifted_warehouse))
         assert fired.run_requests
-        origin = RemoteInstigatorOrigin(RemoteRepositoryOrigin(InProcessCodeLocationOrigin(
-            LoadableTargetOrigin(module_name="ecom_pipeline.definitions"), location_name="ecom_pipeline"),
-            "__repository__"), "drift_retraining")
-        instance.add_instigator_state(InstigatorState(
-            origin, InstigatorType.SENSOR, InstigatorStatus.RUNNING, SensorInstigatorData(cursor=fired.cursor)))
+        origin = RemoteInstigatorOrigin(
+            RemoteRepositoryOrigin(
+                InProcessCodeLocationOrigin(
+                    LoadableTargetOrigin(module_name="ecom_pipeline.definitions"),
+                    location_name="ecom_pipeline",
+                ),
+                "__repository__",
+            ),
+            "drift_retraining",
+        )
+        instance.add_instigator_state(
+            InstigatorState(
+                origin,
+                InstigatorType.SENSOR,
+                InstigatorStatus.RUNNING,
+                SensorInstigatorData(cursor=fired.cursor),
+            )
+        )
         assert sensor_trained_until(instance).isoformat() == json.loads(fired.cursor)["trained_until"]
         result = drift_check_job.execute_in_process(
-            instance=instance, resources={"warehouse": WarehouseResource(path=str(drifted_warehouse))})
+            instance=instance, resources={"warehouse": WarehouseResource(path=str(drifted_warehouse))}
+        )
         verdict = result.output_for_node("drift_check_op")
         assert not verdict["retrain"]
-        tick = evaluate_retraining(_ctx(instance, drifted_warehouse, cursor=fired.cursor), str(drifted_warehouse),
-                                   thresholds=DriftThresholds(), cooldown_hours=0)
+        tick = evaluate_retraining(
+            _ctx(instance, drifted_warehouse, cursor=fired.cursor),
+            str(drifted_warehouse),
+            thresholds=DriftThresholds(),
+            cooldown_hours=0,
+        )
         assert isinstance(tick, dg.SkipReason) and tick.skip_message == verdict["message"]

@@ -87,10 +87,12 @@ def _hold(path, *, read_only: bool, seconds: float):
     import subprocess
     import sys
 
-    code = (f"import duckdb,time; c=duckdb.connect({str(path)!r}, read_only={read_only}); "
-            "print('held', flush=True); "
-            + ("c.execute('INSERT INTO t VALUES (2)'); " if not read_only else "")
-            + f"time.sleep({seconds}); c.close()")
+    code = (
+        f"import duckdb,time; c=duckdb.connect({str(path)!r}, read_only={read_only}); "
+        "print('held', flush=True); "
+        + ("c.execute('INSERT INTO t VALUES (2)'); " if not read_only else "")
+        + f"time.sleep({seconds}); c.close()"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc

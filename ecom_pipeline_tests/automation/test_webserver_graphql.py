@@ -39,8 +39,9 @@ def _free_port() -> int:
 
 
 def _post(url: str, query: str) -> dict:
-    req = urllib.request.Request(url, data=json.dumps({"query": query}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
 
@@ -55,7 +56,11 @@ def test_webserver_serves_assets_jobs_schedules_and_sensors(tmp_path):
     webserver = Path(sys.executable).parent / "dagster-webserver"
     proc = subprocess.Popen(
         [str(webserver), "-h", "127.0.0.1", "-p", str(port), "-w", str(REPO_ROOT / "workspace.yaml")],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -78,7 +83,9 @@ def test_webserver_serves_assets_jobs_schedules_and_sensors(tmp_path):
         jobs = {j["name"] for j in repo["jobs"]}
         assert {"ingest", "features", "training", "scoring", "full_pipeline"} <= jobs
         assert {"daily_ingest_features", "weekly_retraining"} <= {s["name"] for s in repo["schedules"]}
-        assert {"inbox_sensor", "drift_retraining", "record_run_failures"} <= {s["name"] for s in repo["sensors"]}
+        assert {"inbox_sensor", "drift_retraining", "record_run_failures"} <= {
+            s["name"] for s in repo["sensors"]
+        }
         assets = {"/".join(a["assetKey"]["path"]): a for a in repo["assetNodes"]}
         for table in ("orders", "reviews", "events"):
             assert f"raw/{table}" in assets and f"staging/{table}" in assets

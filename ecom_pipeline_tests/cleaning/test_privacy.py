@@ -80,10 +80,16 @@ def test_pseudonym_is_hmac_sha256_truncated():
 def test_sql_macro_and_arrow_udf_agree_with_python(key):
     con = duckdb.connect()
     register_privacy_functions(con, key)
-    values = ["cust-1", "", "São Paulo ç", "a" * 5000, "josé@example.com", None] + [f"id{i}" for i in range(5000)]
+    values = ["cust-1", "", "São Paulo ç", "a" * 5000, "josé@example.com", None] + [
+        f"id{i}" for i in range(5000)
+    ]
     for fn in (PSEUDONYM_SQL_FUNCTION, PSEUDONYM_UDF_FUNCTION):
-        got = [g for (g,) in con.execute(f"SELECT {fn}(v) FROM unnest(?) WITH ORDINALITY AS u(v, i) ORDER BY i",
-                                         [values]).fetchall()]
+        got = [
+            g
+            for (g,) in con.execute(
+                f"SELECT {fn}(v) FROM unnest(?) WITH ORDINALITY AS u(v, i) ORDER BY i", [values]
+            ).fetchall()
+        ]
         assert got == [None if v is None else pseudonym(v, key) for v in values], fn
 
 
@@ -92,7 +98,8 @@ def test_register_twice_replaces_the_key():
     register_privacy_functions(con, b"one")
     register_privacy_functions(con, b"two")
     assert con.execute(f"SELECT {PSEUDONYM_SQL_FUNCTION}('x'), {PSEUDONYM_UDF_FUNCTION}('x')").fetchall() == [
-        (pseudonym("x", b"two"), pseudonym("x", b"two"))]
+        (pseudonym("x", b"two"), pseudonym("x", b"two"))
+    ]
 
 
 def test_macro_is_temporary(tmp_path):
@@ -102,8 +109,9 @@ def test_macro_is_temporary(tmp_path):
     con.execute("CREATE TABLE t AS SELECT 1 AS x")
     con.close()
     con = duckdb.connect(path)
-    assert con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = ?",
-                       [PSEUDONYM_SQL_FUNCTION]).fetchall() == [(0,)]
+    assert con.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [PSEUDONYM_SQL_FUNCTION]
+    ).fetchall() == [(0,)]
     assert KEY.hex() not in (tmp_path / "w.duckdb").read_bytes().hex()
 
 

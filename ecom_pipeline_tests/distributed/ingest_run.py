@@ -16,8 +16,12 @@ STEPS = [f"{layer}__{t}" for layer in ("raw", "staging") for t in TABLES]
 
 def main() -> None:
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(dg.reconstructable(smoke_job_with_fault_points), instance=instance,
-                                op_selection=STEPS, raise_on_error=False)
+        result = dg.execute_job(
+            dg.reconstructable(smoke_job_with_fault_points),
+            instance=instance,
+            op_selection=STEPS,
+            raise_on_error=False,
+        )
     print(json.dumps({"run_id": result.run_id, "success": result.success}), flush=True)
 
 

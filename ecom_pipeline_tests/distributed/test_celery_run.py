@@ -33,12 +33,24 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 ORDERS = 400
 COMPARED_SCHEMAS = ("raw", "staging", "features")
-INGEST_TABLES = [t for t in TABLE_ORDER if t in ("customers", "orders", "order_items", "products", "sellers",
-                                                  "regions")]
+INGEST_TABLES = [
+    t for t in TABLE_ORDER if t in ("customers", "orders", "order_items", "products", "sellers", "regions")
+]
 KILL_POINT = "raw_load.orders"
-CLEARED_VARS = ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "ECOM_PSEUDONYM_KEY",
-                "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_ENV", "ECOM_DATA_SOURCE", "ECOM_EXECUTOR",
-                "ECOM_FAULT_PAUSE", "ECOM_SHORT_JOBS_EXECUTOR", "DAGSTER_HOME")
+CLEARED_VARS = (
+    "ECOM_WAREHOUSE",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "ECOM_PSEUDONYM_KEY",
+    "ECOM_DATA_DIR",
+    "ECOM_MAPPING",
+    "ECOM_ENV",
+    "ECOM_DATA_SOURCE",
+    "ECOM_EXECUTOR",
+    "ECOM_FAULT_PAUSE",
+    "ECOM_SHORT_JOBS_EXECUTOR",
+    "DAGSTER_HOME",
+)
 
 
 def _fingerprints(warehouse: Path) -> dict:
@@ -66,15 +78,21 @@ def cluster(tmp_path_factory):
     process on the same environment."""
     missing = missing_binaries(*POSTGRES_BINARIES, *REDIS_BINARIES)
     if missing:
-        pytest.skip(f"not on PATH: {missing} (PostgreSQL 15 server binaries; redis-server: .ci/run installs it)")
+        pytest.skip(
+            f"not on PATH: {missing} (PostgreSQL 15 server binaries; redis-server: .ci/run installs it)"
+        )
     root = tmp_path_factory.mktemp("distributed")
     marker = root / "kill.marker"
     marker.write_text("disarmed")  # the pause point fires only once the marker is deleted
     saved = dict(os.environ)
     for var in CLEARED_VARS:
         os.environ.pop(var, None)
-    extra = {"ECOM_WAREHOUSE": str(root / "data" / "warehouse.duckdb"), "ECOM_DATA_SOURCE": "synthetic",
-             "ECOM_SYNTHETIC_ORDERS": str(ORDERS), "ECOM_FAULT_PAUSE": f"{KILL_POINT}={marker}"}
+    extra = {
+        "ECOM_WAREHOUSE": str(root / "data" / "warehouse.duckdb"),
+        "ECOM_DATA_SOURCE": "synthetic",
+        "ECOM_SYNTHETIC_ORDERS": str(ORDERS),
+        "ECOM_FAULT_PAUSE": f"{KILL_POINT}={marker}",
+    }
     try:
         with LocalCluster(root, extra_env=extra) as local:
             os.environ.update(local.env)
@@ -102,15 +120,19 @@ def reference(cluster):
     the same data root, so the same local pseudonym key and generated files)."""
     ref_root = cluster.root / "reference"
     ref_root.mkdir()
-    overrides = {"ECOM_WAREHOUSE": str(ref_root / "warehouse.duckdb"),
-                 "MLFLOW_TRACKING_URI": f"sqlite:///{ref_root / 'mlflow.db'}", "ECOM_FAULT_PAUSE": ""}
+    overrides = {
+        "ECOM_WAREHOUSE": str(ref_root / "warehouse.duckdb"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{ref_root / 'mlflow.db'}",
+        "ECOM_FAULT_PAUSE": "",
+    }
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)
     try:
         started = time.perf_counter()
         with dg.DagsterInstance.ephemeral() as instance:
-            result = dg.execute_job(dg.reconstructable(in_process_smoke_job), instance=instance,
-                                    run_config=RUN_CONFIG)
+            result = dg.execute_job(
+                dg.reconstructable(in_process_smoke_job), instance=instance, run_config=RUN_CONFIG
+            )
         wall = time.perf_counter() - started
         assert result.success
         return {"wall_s": wall, "fingerprints": _fingerprints(ref_root / "warehouse.duckdb")}
@@ -144,7 +166,9 @@ def test_smoke_job_runs_on_its_queues_workers_with_postgres_storage(cluster, ref
 
     # the run, its events and the MLflow runs / registered models live in Postgres
     assert _query(cluster, "dagster", f"SELECT status FROM runs WHERE run_id = '{run_id}'") == [("SUCCESS",)]
-    assert _query(cluster, "dagster", f"SELECT count(*) FROM event_logs WHERE run_id = '{run_id}'")[0][0] > 100
+    assert (
+        _query(cluster, "dagster", f"SELECT count(*) FROM event_logs WHERE run_id = '{run_id}'")[0][0] > 100
+    )
     mlflow_runs = dict(_query(cluster, "mlflow", "SELECT name, status FROM runs"))
     assert mlflow_runs == {"sarima_backtest": "FINISHED", "lstm_backtest": "FINISHED"}
     models = {r[0] for r in _query(cluster, "mlflow", "SELECT name FROM registered_models")}
@@ -153,16 +177,21 @@ def test_smoke_job_runs_on_its_queues_workers_with_postgres_storage(cluster, ref
 
     _invariant_holds(cluster.warehouse)
     assert _fingerprints(cluster.warehouse) == reference["fingerprints"]
-    print(f"\n{JOB_NAME}: celery {wall:.1f} s vs in-process {reference['wall_s']:.1f} s; steps per queue "
-          f"{per_queue}")
+    print(
+        f"\n{JOB_NAME}: celery {wall:.1f} s vs in-process {reference['wall_s']:.1f} s; steps per queue "
+        f"{per_queue}"
+    )
 
 
 def _executions(instance: dg.DagsterInstance, run_id: str, step_key: str) -> list[str]:
     """The workers that started ``step_key`` in this run, in order (one entry per delivery of its task)."""
-    return [r.event_log_entry.dagster_event.engine_event_data.metadata["Celery worker"].value
-            for r in instance.get_records_for_run(run_id).records
-            if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.step_key == step_key
-            and "in celery worker" in (r.event_log_entry.dagster_event.message or "")]
+    return [
+        r.event_log_entry.dagster_event.engine_event_data.metadata["Celery worker"].value
+        for r in instance.get_records_for_run(run_id).records
+        if r.event_log_entry.dagster_event
+        and r.event_log_entry.dagster_event.step_key == step_key
+        and "in celery worker" in (r.event_log_entry.dagster_event.message or "")
+    ]
 
 
 def test_a_worker_process_killed_mid_write_is_redelivered_and_loses_nothing(cluster, reference):
@@ -174,9 +203,12 @@ def test_a_worker_process_killed_mid_write_is_redelivered_and_loses_nothing(clus
     cluster.marker.unlink()  # arm the pause point
     outcome = {}
     with dg.DagsterInstance.get() as instance:
+
         def run():
             try:  # no run config: the ingest steps take none
-                outcome["result"] = dg.execute_job(job, instance=instance, op_selection=ingest, raise_on_error=False)
+                outcome["result"] = dg.execute_job(
+                    job, instance=instance, op_selection=ingest, raise_on_error=False
+                )
             except BaseException as exc:  # noqa: BLE001  (surfaced below, not lost in the thread)
                 outcome["error"] = exc
 

@@ -42,12 +42,27 @@ from ecom_pipeline_tests.distributed.ingest_run import TABLES
 
 ORDERS = 300
 KILL_POINT = "raw_load.orders"
-CLEARED_VARS = ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "ECOM_PSEUDONYM_KEY",
-                "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_ENV", "ECOM_DATA_SOURCE", "ECOM_EXECUTOR",
-                "ECOM_FAULT_PAUSE", "ECOM_SHORT_JOBS_EXECUTOR", "DAGSTER_HOME", "ECOM_WAREHOUSE_BACKEND",
-                "ECOM_DUCKLAKE_CATALOG", "ECOM_DUCKLAKE_DATA_PATH")
-needs_servers = pytest.mark.skipif(bool(missing_binaries(*POSTGRES_BINARIES)),
-                                   reason="needs PostgreSQL 15 server binaries (Debian: postgresql-15)")
+CLEARED_VARS = (
+    "ECOM_WAREHOUSE",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "ECOM_PSEUDONYM_KEY",
+    "ECOM_DATA_DIR",
+    "ECOM_MAPPING",
+    "ECOM_ENV",
+    "ECOM_DATA_SOURCE",
+    "ECOM_EXECUTOR",
+    "ECOM_FAULT_PAUSE",
+    "ECOM_SHORT_JOBS_EXECUTOR",
+    "DAGSTER_HOME",
+    "ECOM_WAREHOUSE_BACKEND",
+    "ECOM_DUCKLAKE_CATALOG",
+    "ECOM_DUCKLAKE_DATA_PATH",
+)
+needs_servers = pytest.mark.skipif(
+    bool(missing_binaries(*POSTGRES_BINARIES)),
+    reason="needs PostgreSQL 15 server binaries (Debian: postgresql-15)",
+)
 
 
 @pytest.fixture
@@ -69,7 +84,10 @@ def test_a_lake_connection_names_the_same_tables_and_loads_the_packaged_extensio
     with connect_lake(catalog, data) as con:
         assert con.execute("SELECT current_database()").fetchone()[0] == "wh"
         assert con.execute("SELECT current_setting('autoinstall_known_extensions')").fetchone()[0] is False
-        loaded = {r[0] for r in con.execute("SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()}
+        loaded = {
+            r[0]
+            for r in con.execute("SELECT extension_name FROM duckdb_extensions() WHERE loaded").fetchall()
+        }
         assert {"ducklake", "postgres_scanner"} <= loaded
         write_table(con, "features.lake_probe", frame)
     with connect_lake(catalog, data, read_only=True) as other:  # another connection, as another process
@@ -161,14 +179,17 @@ def test_raw_load_and_staging_on_the_lake_equal_the_single_file(lake, tmp_path):
             for t, c in load_counts(con, tables).items():
                 assert c["raw"] > 0 and c["raw"] == c["staged"] + c["quarantined"], (t, c)
             prints.append(warehouse_fingerprints(con, ("raw", "staging"), exclude_columns=PER_RUN_COLUMNS))
-        leftovers = lake_con.execute("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'wh' "
-                                     "AND (table_name LIKE '%loading' OR table_name LIKE '%building')").fetchall()
+        leftovers = lake_con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'wh' "
+            "AND (table_name LIKE '%loading' OR table_name LIKE '%building')"
+        ).fetchall()
     single.close()
     assert prints[0] == prints[1] and len(prints[0]) == 2 * len(tables) + 1  # + staging.quarantine
     assert leftovers == []
 
 
 # ----------------------------------------------------------------------------- the distributed setup
+
 
 def _lake_fingerprints(env: dict) -> dict:
     with connect_lake(env["ECOM_DUCKLAKE_CATALOG"], env["ECOM_DUCKLAKE_DATA_PATH"], read_only=True) as con:
@@ -189,17 +210,24 @@ def lake_cluster(tmp_path_factory):
     pool gets two slots (the one-writer limit is the single file's)."""
     missing = missing_binaries(*POSTGRES_BINARIES, *REDIS_BINARIES)
     if missing:
-        pytest.skip(f"not on PATH: {missing} (PostgreSQL 15 server binaries; redis-server: .ci/run installs it)")
+        pytest.skip(
+            f"not on PATH: {missing} (PostgreSQL 15 server binaries; redis-server: .ci/run installs it)"
+        )
     root = tmp_path_factory.mktemp("ducklake")
     marker = root / "kill.marker"
     marker.write_text("disarmed")  # the pause point fires only once the marker is deleted
     saved = dict(os.environ)
     for var in CLEARED_VARS:
         os.environ.pop(var, None)
-    extra = {"ECOM_DATA_SOURCE": "synthetic", "ECOM_SYNTHETIC_ORDERS": str(ORDERS),
-             "ECOM_FAULT_PAUSE": f"{KILL_POINT}={marker}"}
+    extra = {
+        "ECOM_DATA_SOURCE": "synthetic",
+        "ECOM_SYNTHETIC_ORDERS": str(ORDERS),
+        "ECOM_FAULT_PAUSE": f"{KILL_POINT}={marker}",
+    }
     try:
-        with LocalCluster(root, extra_env=extra, queues=("default", "default"), warehouse="ducklake") as local:
+        with LocalCluster(
+            root, extra_env=extra, queues=("default", "default"), warehouse="ducklake"
+        ) as local:
             os.environ.update(local.env)
             with dg.DagsterInstance.get() as instance:
                 instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 2)
@@ -212,9 +240,14 @@ def lake_cluster(tmp_path_factory):
 
 def _start_ingest(cluster) -> subprocess.Popen:
     """An ingest run in its own process (ingest_run.py) on the cluster's instance and lake."""
-    return subprocess.Popen([sys.executable, "-m", "ecom_pipeline_tests.distributed.ingest_run"],
-                            env={**os.environ, **cluster.env}, cwd=cluster.root, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecom_pipeline_tests.distributed.ingest_run"],
+        env={**os.environ, **cluster.env},
+        cwd=cluster.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _finish(process: subprocess.Popen, timeout_s: float = 300) -> dict:
@@ -238,8 +271,11 @@ def _step_windows(instance: dg.DagsterInstance, run_id: str) -> list[tuple[float
 
 
 def _event_types(instance: dg.DagsterInstance, run_id: str) -> set:
-    return {r.event_log_entry.dagster_event.event_type for r in instance.get_records_for_run(run_id, limit=10_000).records
-            if r.event_log_entry.dagster_event}
+    return {
+        r.event_log_entry.dagster_event.event_type
+        for r in instance.get_records_for_run(run_id, limit=10_000).records
+        if r.event_log_entry.dagster_event
+    }
 
 
 @pytest.mark.distributed
@@ -256,7 +292,9 @@ def test_two_concurrent_runs_from_two_workers_write_the_lake(lake_cluster, clean
             types = _event_types(instance, run_id)
             assert dg.DagsterEventType.RUN_SUCCESS in types, run_id
             # no step failed, not even one that a retry then hid (a lock error would be a failure)
-            assert not types & {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_UP_FOR_RETRY}, types
+            assert not types & {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_UP_FOR_RETRY}, (
+                types
+            )
         workers = {w.split("@")[0] for run_id in run_ids for w in steps_per_worker(instance, run_id).values()}
         assert workers == {"default", "default-2"}, workers
         first, second = (_step_windows(instance, i) for i in run_ids)
@@ -267,8 +305,10 @@ def test_two_concurrent_runs_from_two_workers_write_the_lake(lake_cluster, clean
     _lake_invariant(lake_cluster.env)
     assert _lake_fingerprints(lake_cluster.env) == clean_run["fingerprints"]
     logs = "".join(w.log.read_text(errors="replace") for w in lake_cluster.workers.values())
-    print(f"\nducklake: two concurrent ingest runs {wall:.1f} s vs one alone {clean_run['wall_s']:.1f} s; "
-          f"{overlapping} overlapping step pairs; conflicts retried: {logs.count('DuckLake conflict')}")
+    print(
+        f"\nducklake: two concurrent ingest runs {wall:.1f} s vs one alone {clean_run['wall_s']:.1f} s; "
+        f"{overlapping} overlapping step pairs; conflicts retried: {logs.count('DuckLake conflict')}"
+    )
 
 
 @pytest.mark.distributed
@@ -287,10 +327,13 @@ def test_a_worker_killed_mid_load_leaves_the_lake_equal_to_a_clean_run(lake_clus
     outcome = _finish(process, timeout_s=240)
     assert outcome["success"], outcome
     with dg.DagsterInstance.get() as instance:
-        deliveries = [r.event_log_entry.dagster_event.engine_event_data.metadata["Celery worker"].value
-                      for r in instance.get_records_for_run(outcome["run_id"]).records
-                      if r.event_log_entry.dagster_event and r.event_log_entry.dagster_event.step_key == "raw__orders"
-                      and "in celery worker" in (r.event_log_entry.dagster_event.message or "")]
+        deliveries = [
+            r.event_log_entry.dagster_event.engine_event_data.metadata["Celery worker"].value
+            for r in instance.get_records_for_run(outcome["run_id"]).records
+            if r.event_log_entry.dagster_event
+            and r.event_log_entry.dagster_event.step_key == "raw__orders"
+            and "in celery worker" in (r.event_log_entry.dagster_event.message or "")
+        ]
     assert len(deliveries) == 2 and all(w.startswith("default") for w in deliveries), deliveries
     assert any("WorkerLostError" in w.log.read_text(errors="replace") for w in lake_cluster.workers.values())
     assert all(w.process.poll() is None for w in lake_cluster.workers.values())  # the workers live on

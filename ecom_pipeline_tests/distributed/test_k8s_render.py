@@ -22,20 +22,33 @@ from ecom_pipeline.automation.executors import k8s_executor_config
 
 IMAGE = "ecom_pipeline/user_code:latest"
 # What the Helm chart's K8sRunLauncher hands to every step job (the instance config map and its secret).
-RUN_LAUNCHER = SimpleNamespace(dagster_home="/opt/dagster/dagster_home", instance_config_map="dagster-instance",
-                               postgres_password_secret="dagster-postgresql-secret")
+RUN_LAUNCHER = SimpleNamespace(
+    dagster_home="/opt/dagster/dagster_home",
+    instance_config_map="dagster-instance",
+    postgres_password_secret="dagster-postgresql-secret",
+)
 
 
 def _rendered_pod_spec(step) -> dict:
     cfg = k8s_executor_config()
     executor_context = K8sContainerContext(
-        env_config_maps=cfg["env_config_maps"], env_secrets=cfg["env_secrets"], volumes=cfg["volumes"],
-        volume_mounts=cfg["volume_mounts"], namespace=cfg["job_namespace"],
-        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict({}))
-    context = executor_context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step.tags)))
-    job = construct_dagster_k8s_job(job_config=context.get_k8s_job_config(IMAGE, RUN_LAUNCHER),
-                                    args=["dagster", "api", "execute_step"], job_name=f"dagster-step-{step.key[:40]}",
-                                    user_defined_k8s_config=context.run_k8s_config, component="step_worker")
+        env_config_maps=cfg["env_config_maps"],
+        env_secrets=cfg["env_secrets"],
+        volumes=cfg["volumes"],
+        volume_mounts=cfg["volume_mounts"],
+        namespace=cfg["job_namespace"],
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict({}),
+    )
+    context = executor_context.merge(
+        K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step.tags))
+    )
+    job = construct_dagster_k8s_job(
+        job_config=context.get_k8s_job_config(IMAGE, RUN_LAUNCHER),
+        args=["dagster", "api", "execute_step"],
+        job_name=f"dagster-step-{step.key[:40]}",
+        user_defined_k8s_config=context.run_k8s_config,
+        component="step_worker",
+    )
     return ApiClient().sanitize_for_serialization(job)["spec"]["template"]["spec"]
 
 

@@ -23,22 +23,41 @@ def test_local_instance_is_the_compose_instance_without_its_docker_launcher():
     db = local["storage"]["postgres"]["postgres_db"]
     assert db["scheme"] == "postgresql+psycopg2"
     assert {db[k]["env"] for k in ("hostname", "port", "username", "password", "db_name")} <= set(
-        service_env(postgres_host="h", postgres_port=1, postgres_user="u", broker_url="b", result_backend="r",
-                    mlflow_tracking_uri="m"))
+        service_env(
+            postgres_host="h",
+            postgres_port=1,
+            postgres_user="u",
+            broker_url="b",
+            result_backend="r",
+            mlflow_tracking_uri="m",
+        )
+    )
 
 
 def test_workers_and_executor_share_celery_settings_and_queues():
     worker = yaml.safe_load(CELERY_WORKER_YAML.read_text())["execution"]["config"]
     assert worker["config_source"] == CELERY_CONFIG_SOURCE
-    assert worker["broker"] == {"env": "CELERY_BROKER_URL"} and worker["backend"] == {"env": "CELERY_RESULT_BACKEND"}
+    assert worker["broker"] == {"env": "CELERY_BROKER_URL"} and worker["backend"] == {
+        "env": "CELERY_RESULT_BACKEND"
+    }
     services = COMPOSE["services"]
-    queues = {svc["command"][svc["command"].index("-q") + 1] for svc in (services["worker"], services["gpu_worker"])}
+    queues = {
+        svc["command"][svc["command"].index("-q") + 1] for svc in (services["worker"], services["gpu_worker"])
+    }
     assert queues == set(CELERY_QUEUES)
 
 
 def test_compose_sets_every_variable_the_local_setup_sets():
-    names = set(service_env(postgres_host="h", postgres_port=1, postgres_user="u", broker_url="b",
-                            result_backend="r", mlflow_tracking_uri="m"))
+    names = set(
+        service_env(
+            postgres_host="h",
+            postgres_port=1,
+            postgres_user="u",
+            broker_url="b",
+            result_backend="r",
+            mlflow_tracking_uri="m",
+        )
+    )
     for service in ("worker", "gpu_worker", "daemon", "user_code"):
         assert names <= set(COMPOSE["services"][service]["environment"]), service
 

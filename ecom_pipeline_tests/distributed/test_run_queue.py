@@ -19,14 +19,27 @@ from ecom_pipeline.distributed.smoke import JOB_NAME, steps_per_worker
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 STEPS = "raw__customers,raw__orders,staging__customers,staging__orders"
-CLEARED_VARS = ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "ECOM_PSEUDONYM_KEY",
-                "ECOM_DATA_DIR", "ECOM_MAPPING", "ECOM_ENV", "ECOM_DATA_SOURCE", "ECOM_EXECUTOR",
-                "ECOM_FAULT_PAUSE", "ECOM_SHORT_JOBS_EXECUTOR", "DAGSTER_HOME")
+CLEARED_VARS = (
+    "ECOM_WAREHOUSE",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_REGISTRY_URI",
+    "ECOM_PSEUDONYM_KEY",
+    "ECOM_DATA_DIR",
+    "ECOM_MAPPING",
+    "ECOM_ENV",
+    "ECOM_DATA_SOURCE",
+    "ECOM_EXECUTOR",
+    "ECOM_FAULT_PAUSE",
+    "ECOM_SHORT_JOBS_EXECUTOR",
+    "DAGSTER_HOME",
+)
 TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
-@pytest.mark.skipif(bool(missing_binaries(*POSTGRES_BINARIES, *REDIS_BINARIES)),
-                    reason="needs PostgreSQL 15 server binaries and redis-server (.ci/run installs it)")
+@pytest.mark.skipif(
+    bool(missing_binaries(*POSTGRES_BINARIES, *REDIS_BINARIES)),
+    reason="needs PostgreSQL 15 server binaries and redis-server (.ci/run installs it)",
+)
 def test_two_reload_runs_through_the_queue_and_daemon_run_one_at_a_time(tmp_path, monkeypatch):
     for var in CLEARED_VARS:
         monkeypatch.delenv(var, raising=False)
@@ -38,9 +51,25 @@ def test_two_reload_runs_through_the_queue_and_daemon_run_one_at_a_time(tmp_path
         workspace = local.root / "workspace.yaml"
         run_ids = []
         for _ in range(2):
-            proc = subprocess.run([str(Path(sys.executable).parent / "dagster"), "job", "launch", "-w", str(workspace),
-                                   "-j", JOB_NAME, "-o", STEPS], env=dict(os.environ), cwd=local.root,
-                                  capture_output=True, text=True, timeout=180, check=False)
+            proc = subprocess.run(
+                [
+                    str(Path(sys.executable).parent / "dagster"),
+                    "job",
+                    "launch",
+                    "-w",
+                    str(workspace),
+                    "-j",
+                    JOB_NAME,
+                    "-o",
+                    STEPS,
+                ],
+                env=dict(os.environ),
+                cwd=local.root,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
             assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
         with dg.DagsterInstance.get() as instance:
             runs = instance.get_runs(filters=dg.RunsFilter(job_name=JOB_NAME))
@@ -55,14 +84,20 @@ def test_two_reload_runs_through_the_queue_and_daemon_run_one_at_a_time(tmp_path
             for record in records:
                 assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS, record.dagster_run.run_id
                 assert record.dagster_run.tags.get("ecom/reload") == "warehouse"
-                types = {r.event_log_entry.dagster_event.event_type
-                         for r in instance.get_records_for_run(record.dagster_run.run_id, limit=10_000).records
-                         if r.event_log_entry.dagster_event}
-                queued = {dg.DagsterEventType.RUN_ENQUEUED, dg.DagsterEventType.RUN_STARTING,
-                          dg.DagsterEventType.RUN_SUCCESS}
+                types = {
+                    r.event_log_entry.dagster_event.event_type
+                    for r in instance.get_records_for_run(record.dagster_run.run_id, limit=10_000).records
+                    if r.event_log_entry.dagster_event
+                }
+                queued = {
+                    dg.DagsterEventType.RUN_ENQUEUED,
+                    dg.DagsterEventType.RUN_STARTING,
+                    dg.DagsterEventType.RUN_SUCCESS,
+                }
                 assert queued <= types, types  # submitted to the queue, launched by the daemon
                 placed = steps_per_worker(instance, record.dagster_run.run_id)
                 assert sorted(placed) == sorted(STEPS.split(",")) and all(
-                    w.startswith("default@") for w in placed.values()), placed
+                    w.startswith("default@") for w in placed.values()
+                ), placed
             first, second = sorted(records, key=lambda r: r.start_time)
             assert second.start_time >= first.end_time, "two ecom/reload runs overlapped"

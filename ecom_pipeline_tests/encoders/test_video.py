@@ -119,7 +119,10 @@ def test_folder_convention_finds_videos_by_product_id(tmp_path):
     (tmp_path / "b" / "product_videos" / "p3.MP4").write_bytes(b"x")
     found = find_product_videos(tmp_path / "a", None, tmp_path / "b", tmp_path / "missing")
     assert {k: v.parent.parent.name + "/" + v.name for k, v in found.items()} == {
-        "p1": "a/p1.mp4", "p2": "a/p2.webm", "p3": "b/p3.MP4"}
+        "p1": "a/p1.mp4",
+        "p2": "a/p2.webm",
+        "p3": "b/p3.MP4",
+    }
 
 
 def test_video_asset_embeds_quarantines_and_fuses(tmp_path, photos):
@@ -135,8 +138,15 @@ def test_video_asset_embeds_quarantines_and_fuses(tmp_path, photos):
     db = tmp_path / "wh.duckdb"
     con = duckdb.connect(str(db))
     con.execute("CREATE SCHEMA staging")
-    con.register("p", pd.DataFrame({"product_id": ["p1", "p2", "p3", "p4"],
-                                    "image_uri": [str(img_dir / f"p{i}.png") for i in range(1, 5)]}))
+    con.register(
+        "p",
+        pd.DataFrame(
+            {
+                "product_id": ["p1", "p2", "p3", "p4"],
+                "image_uri": [str(img_dir / f"p{i}.png") for i in range(1, 5)],
+            }
+        ),
+    )
     con.execute("CREATE TABLE staging.products AS SELECT * FROM p")
     con.execute("CREATE TABLE staging.order_items AS SELECT 'o1' order_id, 1 item_seq, 'p1' product_id")
     con.close()
@@ -147,27 +157,40 @@ def test_video_asset_embeds_quarantines_and_fuses(tmp_path, photos):
     data = (videos / "p1.mp4").read_bytes()
     (videos / "p2.mp4").write_bytes(data[: len(data) // 2])  # truncated
     write_clip(videos / "ghost.mp4", photos[:1], fps=4)  # no such product
-    res = {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
-           "source": SourceResource(data_root=str(tmp_path)),
-           "paths": PathsResource(data_root=str(tmp_path))}
+    res = {
+        "warehouse": WarehouseResource(path=str(db)),
+        "compute": ComputeResource(device="cpu", threads=2),
+        "source": SourceResource(data_root=str(tmp_path)),
+        "paths": PathsResource(data_root=str(tmp_path)),
+    }
     assets = [E.product_image_embeddings, V.product_video_embeddings, E.product_embeddings]
     result = dg.materialize(assets, resources=res)
     assert result.success
     con = duckdb.connect(str(db), read_only=True)
-    vid = con.execute("SELECT product_id, frames, dim, model FROM features.product_video_embeddings "
-                      "ORDER BY 1").fetchall()
+    vid = con.execute(
+        "SELECT product_id, frames, dim, model FROM features.product_video_embeddings ORDER BY 1"
+    ).fetchall()
     assert [(r[0], r[1], r[2]) for r in vid] == [("p1", 8, 1280), ("p3", 8, 1280)]
     assert vid[0][3] == "mobilenet_v2+frames8-mean"
     q = dict(con.execute("SELECT product_id, reason FROM features.video_quarantine").fetchall())
     assert set(q) == {"p2", "ghost"} and "no such product" in q["ghost"]
-    fused = con.execute("SELECT product_id, modalities, len(embedding) FROM features.product_embeddings "
-                        "ORDER BY 1").fetchall()
+    fused = con.execute(
+        "SELECT product_id, modalities, len(embedding) FROM features.product_embeddings ORDER BY 1"
+    ).fetchall()
     con.close()
-    assert [(r[0], r[1]) for r in fused] == [("p1", "image,video"), ("p2", "image"), ("p3", "image,video"),
-                                             ("p4", "image")]
+    assert [(r[0], r[1]) for r in fused] == [
+        ("p1", "image,video"),
+        ("p2", "image"),
+        ("p3", "image,video"),
+        ("p4", "image"),
+    ]
     assert all(r[2] == 1280 * 2 for r in fused)
     # incremental: a second run encodes nothing new
     again = dg.materialize([V.product_video_embeddings], resources=res)
-    meta = {k: v.value for k, v in
-            again.asset_materializations_for_node("features__product_video_embeddings")[-1].metadata.items()}
+    meta = {
+        k: v.value
+        for k, v in again.asset_materializations_for_node("features__product_video_embeddings")[
+            -1
+        ].metadata.items()
+    }
     assert meta["encoded_this_run"] == 0 and meta["dagster/row_count"] == 2

@@ -34,8 +34,14 @@ def _reviews(n: int = 3000, dim: int = 24, seed: int = 0) -> tuple[pd.DataFrame,
     positive = rng.random(n) < 1 / (1 + np.exp(-logit))
     score = np.where(positive, rng.choice([4, 5], n), rng.choice([1, 2], n))
     score[rng.random(n) < 0.05] = 3
-    frame = pd.DataFrame({"review_id": [f"r{i}" for i in range(n)], "score": score, "party": party,
-                          "created_at": pd.date_range("2024-01-01", periods=n, freq="h")})
+    frame = pd.DataFrame(
+        {
+            "review_id": [f"r{i}" for i in range(n)],
+            "score": score,
+            "party": party,
+            "created_at": pd.date_range("2024-01-01", periods=n, freq="h"),
+        }
+    )
     return frame, (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -62,8 +68,9 @@ def test_fedavg_close_to_centralised_and_above_local_only():
 
 def test_three_class_head_converts_too():
     frame, emb = _reviews(n=1500)
-    res = train_and_compare(emb, frame, FederatedConfig(setting="3class", rounds=5, bootstrap=100,
-                                                        min_party_train=20))
+    res = train_and_compare(
+        emb, frame, FederatedConfig(setting="3class", rounds=5, bootstrap=100, min_party_train=20)
+    )
     pipe = to_sklearn(res.params, res.mean, res.std)
     x = emb[:100].astype(np.float64)
     assert (pipe.predict(x) == predict(res.params, (x - res.mean) / res.std)).all()
@@ -74,14 +81,17 @@ def test_dp_noise_clips_updates_and_reports_epsilon():
     old = [np.zeros((4, 2)), np.zeros(2)]
     new = [np.full((4, 2), 10.0), np.full(2, 10.0)]
     clipped = clip_and_noise(old, new, clip=1.0, noise_multiplier=1e-9, rng=rng)
-    assert np.isclose(np.sqrt(sum((c ** 2).sum() for c in clipped)), 1.0, atol=1e-6)
+    assert np.isclose(np.sqrt(sum((c**2).sum() for c in clipped)), 1.0, atol=1e-6)
     eps_small_noise = gaussian_dp_epsilon(1.0, rounds=30, delta=1e-5)
     eps_big_noise = gaussian_dp_epsilon(4.0, rounds=30, delta=1e-5)
     assert 0 < eps_big_noise < eps_small_noise
     assert gaussian_dp_epsilon(4.0, rounds=120, delta=1e-5) > eps_big_noise  # composition over rounds
     frame, emb = _reviews(n=1500)
-    noisy = train_and_compare(emb, frame, FederatedConfig(rounds=10, bootstrap=100, min_party_train=20,
-                                                          dp_noise_multiplier=1.0, dp_clip=0.5))
+    noisy = train_and_compare(
+        emb,
+        frame,
+        FederatedConfig(rounds=10, bootstrap=100, min_party_train=20, dp_noise_multiplier=1.0, dp_clip=0.5),
+    )
     assert np.isclose(noisy.epsilon, gaussian_dp_epsilon(1.0, 10, 1e-5))
 
 
@@ -102,23 +112,39 @@ def test_federated_asset_logs_to_mlflow_and_model_metrics(tmp_path):
     con.register("c", customers)
     con.execute("CREATE TABLE staging.reviews AS SELECT * FROM r")
     con.execute("CREATE TABLE staging.customers AS SELECT * FROM c")
-    upsert_embeddings(con, "features.review_text_embeddings", "review_id",
-                      frame[["review_id"]].assign(input_hash="h"), emb, model="synthetic", model_version="0")
+    upsert_embeddings(
+        con,
+        "features.review_text_embeddings",
+        "review_id",
+        frame[["review_id"]].assign(input_hash="h"),
+        emb,
+        model="synthetic",
+        model_version="0",
+    )
     con.close()
-    res = {"warehouse": WarehouseResource(path=str(db)), "source": SourceResource(data_root=str(tmp_path)),
-                                                         "paths": PathsResource(data_root=str(tmp_path)),
-           "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")}
-    result = dg.materialize([F.federated_sentiment], resources=res,
-                            run_config={"ops": {"models__federated_sentiment": {"config": {"rounds": 8,
-                                                                                           "min_party_train": 20}}}})
+    res = {
+        "warehouse": WarehouseResource(path=str(db)),
+        "source": SourceResource(data_root=str(tmp_path)),
+        "paths": PathsResource(data_root=str(tmp_path)),
+        "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
+    }
+    result = dg.materialize(
+        [F.federated_sentiment],
+        resources=res,
+        run_config={"ops": {"models__federated_sentiment": {"config": {"rounds": 8, "min_party_train": 20}}}},
+    )
     assert result.success
-    meta = {k: v.value for k, v in result.asset_materializations_for_node("models__federated_sentiment")[-1]
-            .metadata.items()}
+    meta = {
+        k: v.value
+        for k, v in result.asset_materializations_for_node("models__federated_sentiment")[-1].metadata.items()
+    }
     assert meta["registered"].startswith("ecom.sentiment_federated.binary v")
     assert meta["training_path"] == "fedavg_flower_in_process"
     con = duckdb.connect(str(db), read_only=True)
-    rows = con.execute("SELECT model, baseline, metric, value, baseline_value, split, mlflow_run_id "
-                       "FROM ml.model_metrics ORDER BY model, baseline").fetchdf()
+    rows = con.execute(
+        "SELECT model, baseline, metric, value, baseline_value, split, mlflow_run_id "
+        "FROM ml.model_metrics ORDER BY model, baseline"
+    ).fetchdf()
     con.close()
     fed = rows[(rows["model"] == "sentiment_fedavg") & (rows["metric"] == "accuracy")]
     assert set(fed["baseline"]) == {"centralised", "local_only", "centralised_sentiment_head"}

@@ -9,8 +9,13 @@ from ecom_pipeline.ml.serving_gate import decide, record_decisions, served_model
 
 
 def _daily(series: dict[str, np.ndarray]) -> pd.DataFrame:
-    return pd.concat([pd.DataFrame({"series_id": sid, "date": pd.date_range("2021-01-04", periods=len(y)),
-                                    "orders": y}) for sid, y in series.items()], ignore_index=True)
+    return pd.concat(
+        [
+            pd.DataFrame({"series_id": sid, "date": pd.date_range("2021-01-04", periods=len(y)), "orders": y})
+            for sid, y in series.items()
+        ],
+        ignore_index=True,
+    )
 
 
 def _spiky_weekly(n=280, seed=0):
@@ -58,8 +63,11 @@ def test_served_model_follows_the_decision_row_and_defaults_to_the_baseline():
     con = duckdb.connect()
     head, base = "ecom.sentiment.3class", "ecom.sentiment_baseline.3class"
     assert served_model(con, "sentiment", "3class", candidate=head, baseline=base)[0] == base  # no table
-    record_decisions(con, "sentiment", [decide("sentiment", "binary", "ecom.sentiment.binary",
-                                               "ecom.sentiment_baseline.binary", None)])
+    record_decisions(
+        con,
+        "sentiment",
+        [decide("sentiment", "binary", "ecom.sentiment.binary", "ecom.sentiment_baseline.binary", None)],
+    )
     chosen, why = served_model(con, "sentiment", "3class", candidate=head, baseline=base)
     assert chosen == base and "no decision row" in why  # another scope's decision does not count
     won = decide("sentiment", "3class", head, base, None)
@@ -71,14 +79,17 @@ def test_served_model_follows_the_decision_row_and_defaults_to_the_baseline():
 def test_serving_violations_finds_rows_of_a_model_that_lost():
     con = duckdb.connect()
     con.execute("CREATE SCHEMA serving")
-    con.execute("CREATE TABLE serving.forecasts AS SELECT * FROM (VALUES ('SP', 'sarima'), ('SP', 'sarima'), "
-                "('RJ', 'seasonal_naive'), ('MG', 'lstm')) t(series_id, model)")
+    con.execute(
+        "CREATE TABLE serving.forecasts AS SELECT * FROM (VALUES ('SP', 'sarima'), ('SP', 'sarima'), "
+        "('RJ', 'seasonal_naive'), ('MG', 'lstm')) t(series_id, model)"
+    )
     decisions = [decide("forecast_daily_orders", s, "sarima", "seasonal_naive", None) for s in ("SP", "RJ")]
     record_decisions(con, "forecast_daily_orders", decisions)
     bad = serving_violations(con)
     # SP's two SARIMA rows lost (the baseline serves); RJ is right; MG has no decision (judged by its asset)
     assert bad[["serving_table", "scope", "model", "served", "rows"]].values.tolist() == [
-        ["serving.forecasts", "SP", "sarima", "seasonal_naive", 2]]
+        ["serving.forecasts", "SP", "sarima", "seasonal_naive", 2]
+    ]
     con.execute("UPDATE serving.forecasts SET model = 'seasonal_naive' WHERE series_id = 'SP'")
     assert serving_violations(con).empty
 
@@ -97,8 +108,22 @@ def test_the_serving_app_reads_the_pipelines_decision_rows():
     won.served = won.candidate
     record_decisions(con, "sentiment", [lost, won])
     empty_index = VectorIndex([], np.zeros((0, 4), np.float32))
-    data = ServingData(Path("."), None, None, pd.DataFrame(), CustomerLists(pd.DataFrame()), {}, {}, {},
-                       empty_index, empty_index, empty_index, pd.DataFrame(), pd.DataFrame(), {},
-                       con.execute("SELECT * FROM ml.serving_decisions").fetchdf())
+    data = ServingData(
+        Path("."),
+        None,
+        None,
+        pd.DataFrame(),
+        CustomerLists(pd.DataFrame()),
+        {},
+        {},
+        {},
+        empty_index,
+        empty_index,
+        empty_index,
+        pd.DataFrame(),
+        pd.DataFrame(),
+        {},
+        con.execute("SELECT * FROM ml.serving_decisions").fetchdf(),
+    )
     assert "baseline serves" in gate_block(data, "sentiment", "3class", SENTIMENT)
     assert gate_block(data, "sentiment", "binary", "ecom.sentiment.binary") is None

@@ -3,17 +3,27 @@
 import dagster as dg
 import duckdb
 import pytest
-from ecom_pipeline.resources.io_manager import WarehouseIOManager
 
 from ecom_pipeline.assets import timeseries as ts
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources.io_manager import WarehouseIOManager
 from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline_tests.forecasting.shop import SPIKE_DAY, make_shop, write_staging
 
 SMALL = {
-    "models__sarima_backtest": {"config": {"n_states": 2, "n_categories": 1, "folds": 2, "max_train_days": 180}},
-    "models__lstm_backtest": {"config": {"n_states": 2, "n_categories": 1, "folds": 2, "epochs_cpu": 2,
-                                         "max_samples_cpu": 600, "hidden": 16}},
+    "models__sarima_backtest": {
+        "config": {"n_states": 2, "n_categories": 1, "folds": 2, "max_train_days": 180}
+    },
+    "models__lstm_backtest": {
+        "config": {
+            "n_states": 2,
+            "n_categories": 1,
+            "folds": 2,
+            "epochs_cpu": 2,
+            "max_samples_cpu": 600,
+            "hidden": 16,
+        }
+    },
 }
 
 
@@ -48,7 +58,10 @@ def _q(wh, sql):
 
 def test_daily_series_gap_free_and_consistent(materialised):
     _, wh, _ = materialised
-    d = _q(wh, "SELECT series_id, count(*) n, count(DISTINCT date) nd, sum(orders) o FROM features.daily_series GROUP BY 1")
+    d = _q(
+        wh,
+        "SELECT series_id, count(*) n, count(DISTINCT date) nd, sum(orders) o FROM features.daily_series GROUP BY 1",
+    )
     assert d["n"].nunique() == 1 and (d["n"] == d["nd"]).all()  # every series covers every day once
     total = d.set_index("series_id").loc["total", "o"]
     assert d[d.series_id.str.startswith("state:")]["o"].sum() == total
@@ -63,12 +76,16 @@ def test_forecasts_and_metrics(materialised):
     f = _q(wh, "SELECT * FROM serving.forecasts")
     d = _q(wh, f"SELECT * FROM ml.serving_decisions WHERE task = '{ts.TASK}'")  # anomalies have their own
     # one gated model per series, and it is the model its decision serves (nothing served that lost)
-    assert (f.groupby("series_id")["model"].nunique() == 1).all() and (f.groupby("series_id").size() == 28).all()
+    assert (f.groupby("series_id")["model"].nunique() == 1).all() and (
+        f.groupby("series_id").size() == 28
+    ).all()
     assert set(d["scope"]) == set(f["series_id"])
     served = f.drop_duplicates("series_id").merge(d, left_on="series_id", right_on="scope")
     assert (served["model"] == served["served"]).all()
     assert ((d["served"] == d["candidate"]) | (d["served"] == d["baseline"])).all()
-    assert d.loc[d.served == d.candidate, "ci_high"].lt(0).all()  # a candidate serves only when significantly better
+    assert (
+        d.loc[d.served == d.candidate, "ci_high"].lt(0).all()
+    )  # a candidate serves only when significantly better
     assert (f["lo"] <= f["yhat"] + 1e-9).all() and (f["yhat"] <= f["hi"] + 1e-9).all()
     m = _q(wh, "SELECT * FROM ml.model_metrics")
     assert {"sarima", "lstm", "ensemble"} <= set(m["model"])
@@ -88,8 +105,14 @@ def test_anomalies_find_the_spike_and_plot(materialised):
     assert SPIKE_DAY in set(a["date"])
     assert a.loc[a["date"] == SPIKE_DAY, "direction"].iloc[0] == "spike"
     # the expected values come from the model the gate served for the series, named on every row
-    d = _q(wh, "SELECT scope, served, candidate, baseline FROM ml.serving_decisions WHERE task = 'anomaly_expected'")
-    assert "total" in set(d["scope"]) and (a["expected_model"] == d.set_index("scope").loc["total", "served"]).all()
+    d = _q(
+        wh,
+        "SELECT scope, served, candidate, baseline FROM ml.serving_decisions WHERE task = 'anomaly_expected'",
+    )
+    assert (
+        "total" in set(d["scope"])
+        and (a["expected_model"] == d.set_index("scope").loc["total", "served"]).all()
+    )
     iv = _q(wh, "SELECT n_units, ci_low, ci_high FROM ml.model_metrics WHERE task = 'anomaly_expected'")
     assert len(iv) == len(d) and (iv["n_units"] > 100).all()
     md = result.asset_materializations_for_node("serving__anomalies")[0].metadata

@@ -8,7 +8,13 @@ import pytest
 from ecom_pipeline.ml.forecasting import metrics as M
 from ecom_pipeline.ml.forecasting.anomalies import detect
 from ecom_pipeline.ml.forecasting.backtest import TooShort, rolling_origin
-from ecom_pipeline.ml.forecasting.models import SeriesConfig, choose_best, run_series, seasonal_naive, summarise
+from ecom_pipeline.ml.forecasting.models import (
+    SeriesConfig,
+    choose_best,
+    run_series,
+    seasonal_naive,
+    summarise,
+)
 from ecom_pipeline.ml.forecasting.series import black_friday, calendar_features
 
 
@@ -51,12 +57,16 @@ def test_seasonal_naive_repeats_last_week():
 def _structured(n=300, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(n)
-    return pd.date_range("2019-01-01", periods=n), 20 + 6 * np.sin(2 * np.pi * t / 7) + 0.02 * t + rng.normal(0, 1.5, n)
+    return pd.date_range("2019-01-01", periods=n), 20 + 6 * np.sin(2 * np.pi * t / 7) + 0.02 * t + rng.normal(
+        0, 1.5, n
+    )
 
 
 def test_sarima_beats_seasonal_naive_on_known_structure():
     dates, y = _structured()
-    r = run_series("s", dates, y, SeriesConfig(folds=2, max_train_days=200, models=("seasonal_naive", "sarima")))
+    r = run_series(
+        "s", dates, y, SeriesConfig(folds=2, max_train_days=200, models=("seasonal_naive", "sarima"))
+    )
     s = summarise(r.metrics)
     mase = s[s.metric == "mase"].set_index("model")["value"]
     assert r.order is not None and mase["sarima"] < mase["seasonal_naive"]
@@ -67,7 +77,9 @@ def test_sarima_beats_seasonal_naive_on_known_structure():
     assert best.iloc[0]["best_model"] == "sarima"
 
 
-@pytest.mark.parametrize("y,reason", [(np.array([]), "empty"), (np.zeros(200), "all zeros"), (np.ones(40), "need at least")])
+@pytest.mark.parametrize(
+    "y,reason", [(np.array([]), "empty"), (np.zeros(200), "all zeros"), (np.ones(40), "need at least")]
+)
 def test_short_or_empty_series_get_a_skip_reason(y, reason):
     r = run_series("s", pd.date_range("2020-01-01", periods=len(y)), y, SeriesConfig())
     assert reason in r.skip_reason and r.predictions.empty
@@ -82,12 +94,24 @@ def test_lstm_beats_seasonal_naive_on_known_structure():
     dates = pd.date_range("2019-01-01", periods=n)
     cov = covariate_matrix(calendar_features(dates[0], dates[-1] + pd.Timedelta(days=28)))
     t = np.arange(n)
-    Y = np.stack([(5 + 3 * k) * (1 + 0.5 * np.sin(2 * np.pi * t / 7)) + rng.normal(0, 1.5, n) for k in range(3)])
-    preds, mets, model = lstm_backtest(["a", "b", "c"], dates, Y, cov,
-                                       LSTMConfig(epochs=10, max_samples=900, hidden=16, batch_size=64), folds=2)
+    Y = np.stack(
+        [(5 + 3 * k) * (1 + 0.5 * np.sin(2 * np.pi * t / 7)) + rng.normal(0, 1.5, n) for k in range(3)]
+    )
+    preds, mets, model = lstm_backtest(
+        ["a", "b", "c"],
+        dates,
+        Y,
+        cov,
+        LSTMConfig(epochs=10, max_samples=900, hidden=16, batch_size=64),
+        folds=2,
+    )
     lstm_mase = summarise(mets).query("metric == 'mase'")["value"].mean()
-    base = [summarise(run_series(s, dates, Y[i], SeriesConfig(folds=2, models=("seasonal_naive",))).metrics)
-            .query("metric == 'mase'")["value"].iloc[0] for i, s in enumerate("abc")]
+    base = [
+        summarise(run_series(s, dates, Y[i], SeriesConfig(folds=2, models=("seasonal_naive",))).metrics)
+        .query("metric == 'mase'")["value"]
+        .iloc[0]
+        for i, s in enumerate("abc")
+    ]
     assert lstm_mase < np.mean(base)
     assert len(preds[preds.kind == "future"]) == 3 * 28
 

@@ -54,8 +54,10 @@ def test_complete_series_are_not_cut(level):
 def test_panel_ends_every_series_at_the_last_complete_day():
     dates, y = _weekly(250)
     y[-30:] = 0
-    rows = [pd.DataFrame({"series_id": sid, "level": lvl, "date": dates, "orders": v})
-            for sid, lvl, v in (("total", "total", y), ("state:SP", "state", np.round(y * 0.6)))]
+    rows = [
+        pd.DataFrame({"series_id": sid, "level": lvl, "date": dates, "orders": v})
+        for sid, lvl, v in (("total", "total", y), ("state:SP", "state", np.round(y * 0.6)))
+    ]
     daily = pd.concat(rows, ignore_index=True)
     d, Y, _ = panel(daily, ["state:SP"])
     assert d[-1] == dates[-31] and Y.shape == (1, 220)
@@ -69,7 +71,12 @@ def test_statsforecast_peers_forecast_and_are_timed():
     dates, y = _weekly(200)
     for name in PEERS:
         yhat, lo, hi = peer_forecast(name, y[:172], 28)
-        assert yhat.shape == (28,) and (lo <= yhat + 1e-9).all() and (yhat <= hi + 1e-9).all() and (lo >= 0).all()
+        assert (
+            yhat.shape == (28,)
+            and (lo <= yhat + 1e-9).all()
+            and (yhat <= hi + 1e-9).all()
+            and (lo >= 0).all()
+        )
     r = run_series("s", dates, y, SeriesConfig(folds=2, models=BASELINES))
     assert set(r.metrics["model"]) == set(BASELINES) and set(r.model_seconds) == set(PEERS)
     assert not [n for n in r.notes if "failed" in n]
@@ -79,7 +86,9 @@ def test_statsforecast_peers_forecast_and_are_timed():
 def test_paired_bootstrap_intervals():
     rng = np.random.default_rng(0)
     base = rng.normal(1.0, 0.3, 400)
-    better = paired_bootstrap(base - 0.2 + rng.normal(0, 0.05, 400), base, metric="mase", higher_is_better=False)
+    better = paired_bootstrap(
+        base - 0.2 + rng.normal(0, 0.05, 400), base, metric="mase", higher_is_better=False
+    )
     assert better.significant and better.candidate_better and better.ci_high < 0 and better.n_units == 400
     same = paired_bootstrap(base + rng.normal(0, 0.3, 400), base, metric="mase", higher_is_better=False)
     assert same.ci_low < 0 < same.ci_high and not same.significant and not same.candidate_better
@@ -93,15 +102,24 @@ def test_paired_bootstrap_intervals():
 def test_model_metrics_carry_intervals_and_old_tables_gain_the_columns(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.execute("CREATE SCHEMA ml")
-    con.execute("CREATE TABLE ml.model_metrics (run_ts TIMESTAMP, model VARCHAR, task VARCHAR, dataset VARCHAR, "
-                "split VARCHAR, metric VARCHAR, value DOUBLE, baseline VARCHAR, baseline_value DOUBLE, "
-                "mlflow_run_id VARCHAR)")
-    c = paired_bootstrap(np.linspace(0, 1, 50), np.linspace(0, 1, 50) + 0.5, metric="mase", higher_is_better=False)
-    record_model_metrics(con, [MetricRecord.from_comparison(c, model="m", task="t", dataset="d", split="s",
-                                                            baseline="b"),
-                               MetricRecord("m", "t", "d", "s", "rmse", 1.0, "b", 2.0)])
-    rows = con.execute("SELECT metric, ci_low, ci_high, n_units, significant FROM ml.model_metrics "
-                       "ORDER BY metric").fetchall()
+    con.execute(
+        "CREATE TABLE ml.model_metrics (run_ts TIMESTAMP, model VARCHAR, task VARCHAR, dataset VARCHAR, "
+        "split VARCHAR, metric VARCHAR, value DOUBLE, baseline VARCHAR, baseline_value DOUBLE, "
+        "mlflow_run_id VARCHAR)"
+    )
+    c = paired_bootstrap(
+        np.linspace(0, 1, 50), np.linspace(0, 1, 50) + 0.5, metric="mase", higher_is_better=False
+    )
+    record_model_metrics(
+        con,
+        [
+            MetricRecord.from_comparison(c, model="m", task="t", dataset="d", split="s", baseline="b"),
+            MetricRecord("m", "t", "d", "s", "rmse", 1.0, "b", 2.0),
+        ],
+    )
+    rows = con.execute(
+        "SELECT metric, ci_low, ci_high, n_units, significant FROM ml.model_metrics ORDER BY metric"
+    ).fetchall()
     assert rows[0][0] == "mase" and rows[0][2] < 0 and rows[0][3] == 50 and rows[0][4] is True
     assert rows[1] == ("rmse", None, None, None, None)  # no interval measured: no claim
 
@@ -115,8 +133,12 @@ def test_a_deliberately_worse_candidate_loses_and_the_baseline_serves(tmp_path):
     dates, y = _weekly(300, 30.0)
     # the candidate: SARIMA restricted to a constant mean (no weekly terms), trained like the real one
     worse = ((0, 0, 0), (0, 0, 0, 7))
-    r = run_series("state:SP", dates, y, SeriesConfig(folds=2, grid=(worse,),
-                                                     models=("sarima", "seasonal_naive", "auto_ets")))
+    r = run_series(
+        "state:SP",
+        dates,
+        y,
+        SeriesConfig(folds=2, grid=(worse,), models=("sarima", "seasonal_naive", "auto_ets")),
+    )
     gate = gate_series(r.predictions, _daily("state:SP", dates, y), task=TASK)
     (d,) = gate.decisions
     assert d.candidate == "sarima" and d.baseline in {"seasonal_naive", "auto_ets"}
@@ -124,8 +146,9 @@ def test_a_deliberately_worse_candidate_loses_and_the_baseline_serves(tmp_path):
     assert "significantly worse" in d.reason
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     record_decisions(con, TASK, gate.decisions)
-    row = con.execute(f"SELECT candidate, baseline, served, metric, ci_low, ci_high FROM {SERVING_DECISIONS_TABLE}"
-                      ).fetchall()
+    row = con.execute(
+        f"SELECT candidate, baseline, served, metric, ci_low, ci_high FROM {SERVING_DECISIONS_TABLE}"
+    ).fetchall()
     assert row == [("sarima", d.baseline, d.baseline, "mase", d.ci_low, d.ci_high)]
     served = served_forecasts(r.predictions[r.predictions.kind == "future"], gate.decisions)
     assert set(served["model"]) == {d.baseline} and len(served) == 28
@@ -186,7 +209,9 @@ def test_promotion_gate_verdict_is_skip_aware():
     from ecom_pipeline.ml.registry import gate_verdict, skip_reason
 
     assert skip_reason({"message": dg.MetadataValue.text("too short: 40 days")}) == "too short: 40 days"
-    assert skip_reason({"skipped": {"state:AC": "empty series"}, "registered": "x v1"}) is None  # per-part skips
+    assert (
+        skip_reason({"skipped": {"state:AC": "empty series"}, "registered": "x v1"}) is None
+    )  # per-part skips
     assert skip_reason({"skipped": "none"}) is None and skip_reason(None) is None
     passed, severity, text = gate_verdict(None, "ecom.forecast.lstm", "too short: 40 days")
     assert passed and severity == "WARN" and "skipped" in text

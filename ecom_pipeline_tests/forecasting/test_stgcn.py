@@ -10,8 +10,14 @@ import torch
 
 from ecom_pipeline.ml.forecasting.lstm import LSTMConfig
 from ecom_pipeline.ml.forecasting.series import calendar_features, covariate_matrix
-from ecom_pipeline.ml.forecasting.stgcn import (GraphConfig, SpatioTemporalNet, STGCNForecaster, skip_reason,
-                                                state_graph, stgcn_backtest)
+from ecom_pipeline.ml.forecasting.stgcn import (
+    GraphConfig,
+    SpatioTemporalNet,
+    STGCNForecaster,
+    skip_reason,
+    state_graph,
+    stgcn_backtest,
+)
 from ecom_pipeline.ml.spatial.gcn import normalized_adjacency
 
 SMALL = LSTMConfig(window=21, horizon=7, hidden=8, epochs=2, max_samples=200, stride=3)
@@ -37,8 +43,13 @@ def _panel(n=120, seed=0):
 
 
 def test_state_graph_knn_plus_flows_induced_subgraph():
-    flows = pd.DataFrame({"src": ["state:A", "state:C", "state:A"], "dst": ["state:D", "state:D", "state:X"],
-                          "orders": [5, 2, 9]})
+    flows = pd.DataFrame(
+        {
+            "src": ["state:A", "state:C", "state:A"],
+            "dst": ["state:D", "state:D", "state:X"],
+            "orders": [5, 2, 9],
+        }
+    )
     A = state_graph(IDS, CHAIN, flows, min_flow_orders=3)
     assert (A == A.T).all() and np.trace(A) == 0
     assert A[0, 1] == A[1, 2] == 1 and A[0, 3] == 1  # kNN chain + the A->D flow
@@ -50,8 +61,11 @@ def test_net_and_forecaster_shapes():
     dates, Y, cov = _panel()
     a_hat = normalized_adjacency(state_graph(IDS, CHAIN))
     net = SpatioTemporalNet(a_hat, cov.shape[1], SMALL, GraphConfig(gcn_dim=4))
-    q = net(torch.rand(5, 4, SMALL.window), torch.rand(5, SMALL.window, cov.shape[1]),
-            torch.rand(5, SMALL.horizon, cov.shape[1]))
+    q = net(
+        torch.rand(5, 4, SMALL.window),
+        torch.rand(5, SMALL.window, cov.shape[1]),
+        torch.rand(5, SMALL.horizon, cov.shape[1]),
+    )
     assert q.shape == (5, 4, SMALL.horizon, 3)
     f = STGCNForecaster(SMALL, a_hat).fit(Y, cov, 100)
     yhat, lo, hi = f.predict(Y, cov, 100)
@@ -107,35 +121,62 @@ def test_skip_reasons():
 
 
 # ---------------------------------------------------------------- the asset on a small warehouse
-STGCN_SMALL = {"n_states": 0, "horizon": 14, "folds": 2, "window": 28, "hidden": 8, "epochs_cpu": 2,
-               "max_samples_cpu": 300, "gcn_dim": 4}
+STGCN_SMALL = {
+    "n_states": 0,
+    "horizon": 14,
+    "folds": 2,
+    "window": 28,
+    "hidden": 8,
+    "epochs_cpu": 2,
+    "max_samples_cpu": 300,
+    "gcn_dim": 4,
+}
 
 
 def _materialise(root, tables, stgcn_config, with_sarima=True):
     from ecom_pipeline.assets import spatial, spatiotemporal
     from ecom_pipeline.assets import timeseries as ts
     from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
-    from ecom_pipeline.resources.paths import PathsResource
     from ecom_pipeline.resources.io_manager import WarehouseIOManager
+    from ecom_pipeline.resources.paths import PathsResource
     from ecom_pipeline_tests.forecasting.shop import write_staging
 
     wh = write_staging(root / "wh.duckdb", tables)
-    resources = {"warehouse": WarehouseResource(path=str(wh)), "io_manager": WarehouseIOManager(database=str(wh)),
-                 "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db"),
-                 "compute": ComputeResource(device="cpu", threads=1),
-                 "source": SourceResource(kind="synthetic", data_root=str(root)),
-                 "paths": PathsResource(data_root=str(root))}
-    keys = [["features", k] for k in ("daily_series", "calendar", "regions", "region_flows", "region_knn_graph")]
-    keys += ([["models", "sarima_backtest"], ["models", "stgcn_backtest"], ["serving", "forecasts"]] if with_sarima
-             else [["models", "stgcn_backtest"]])
+    resources = {
+        "warehouse": WarehouseResource(path=str(wh)),
+        "io_manager": WarehouseIOManager(database=str(wh)),
+        "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db"),
+        "compute": ComputeResource(device="cpu", threads=1),
+        "source": SourceResource(kind="synthetic", data_root=str(root)),
+        "paths": PathsResource(data_root=str(root)),
+    }
+    keys = [
+        ["features", k] for k in ("daily_series", "calendar", "regions", "region_flows", "region_knn_graph")
+    ]
+    keys += (
+        [["models", "sarima_backtest"], ["models", "stgcn_backtest"], ["serving", "forecasts"]]
+        if with_sarima
+        else [["models", "stgcn_backtest"]]
+    )
     assets = list(ts.build().assets) + list(spatial.build().assets) + list(spatiotemporal.build().assets)
-    ops = {"models__sarima_backtest": {"config": {"n_states": 3, "n_categories": 0, "folds": 2, "horizon": 14,
-                                                  "max_train_days": 120, "workers": 1}},
-           "models__stgcn_backtest": {"config": stgcn_config}}
+    ops = {
+        "models__sarima_backtest": {
+            "config": {
+                "n_states": 3,
+                "n_categories": 0,
+                "folds": 2,
+                "horizon": 14,
+                "max_train_days": 120,
+                "workers": 1,
+            }
+        },
+        "models__stgcn_backtest": {"config": stgcn_config},
+    }
     if not with_sarima:
         del ops["models__sarima_backtest"]
-    result = dg.materialize(assets, selection=[dg.AssetKey(k) for k in keys], resources=resources,
-                            run_config={"ops": ops})
+    result = dg.materialize(
+        assets, selection=[dg.AssetKey(k) for k in keys], resources=resources, run_config={"ops": ops}
+    )
     assert result.success
     return wh, result.asset_materializations_for_node("models__stgcn_backtest")[0].metadata
 
@@ -158,7 +199,9 @@ def test_asset_on_small_warehouse(tmp_path):
         con.close()
     assert set(p["model"]) == {"stgcn", "stgcn_no_graph"}
     assert len(p[(p.model == "stgcn") & (p.kind == "future")]) == 6 * 14
-    assert {"seasonal_naive", "stgcn_no_graph"} <= set(m["baseline"])  # + the best peer, from serving.forecasts
+    assert {"seasonal_naive", "stgcn_no_graph"} <= set(
+        m["baseline"]
+    )  # + the best peer, from serving.forecasts
     assert {"mase", "smape", "rmse", "coverage"} <= set(m["metric"])
     assert (m["dataset"] == "synthetic:mean_over_states").any() and m["mlflow_run_id"].notna().all()
     # the ST-GCN competes in the gated model choice on the state series only; its twin never appears there

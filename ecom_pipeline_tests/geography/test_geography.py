@@ -19,6 +19,7 @@ from ecom_pipeline.ml.forecasting.series import calendar_features
 @pytest.fixture
 def no_network(monkeypatch):
     """Any attempt to open a socket fails: the reference data must come from installed files."""
+
     def refuse(*a, **k):
         raise OSError("network disabled in this test")
 
@@ -31,13 +32,16 @@ def test_reference_data_ships_inside_site_packages():
 
 
 def test_resolution_from_what_the_data_has(no_network):
-    df = pd.DataFrame({
-        "country": ["United Kingdom", "EIRE", "USA", None, "Unspecified", "Brazil", None, "Atlantis"],
-        "state": [None, None, "CA", "SP", None, "Distrito Federal", None, None],
-        "city": [None, None, "San Francisco", None, None, None, None, None],
-        "zip_prefix": [None, None, "94103", "01012", None, None, None, None],
-        "lat": [None, None, None, None, None, None, 40.71, None],
-        "lng": [None, None, None, None, None, None, -74.0, None]})
+    df = pd.DataFrame(
+        {
+            "country": ["United Kingdom", "EIRE", "USA", None, "Unspecified", "Brazil", None, "Atlantis"],
+            "state": [None, None, "CA", "SP", None, "Distrito Federal", None, None],
+            "city": [None, None, "San Francisco", None, None, None, None, None],
+            "zip_prefix": [None, None, "94103", "01012", None, None, None, None],
+            "lat": [None, None, None, None, None, None, 40.71, None],
+            "lng": [None, None, None, None, None, None, -74.0, None],
+        }
+    )
     r = resolve_locations(df, ())
     assert list(r["country"][:3]) == ["GB", "IE", "US"]
     assert r.loc[0, "level"] == "country" and r.loc[0, "resolution_source"] == "country"
@@ -45,9 +49,16 @@ def test_resolution_from_what_the_data_has(no_network):
     sf = r.loc[2]
     assert (sf["state"], sf["resolution_source"], sf["level"], sf["zip3"]) == ("CA", "city", "zip3", "941")
     assert sf["lat"] == pytest.approx(37.77, abs=0.05)
-    assert r.loc[5, "state"] == "DF" and r.loc[5, "resolution_source"] == "division"  # GeoNames: Federal District
+    assert (
+        r.loc[5, "state"] == "DF" and r.loc[5, "resolution_source"] == "division"
+    )  # GeoNames: Federal District
     ny = r.loc[6]  # coordinates only: country and division reverse-geocoded, the point itself kept
-    assert (ny["country"], ny["state"], ny["resolution_source"], ny["lat"]) == ("US", "NY", "coordinates", 40.71)
+    assert (ny["country"], ny["state"], ny["resolution_source"], ny["lat"]) == (
+        "US",
+        "NY",
+        "coordinates",
+        40.71,
+    )
     # nothing dropped: a SP row without any country and unknown countries are counted with a reason
     assert len(r) == len(df) and r["lat"].isna().sum() == 3
     s = unresolved_summary(r)
@@ -58,7 +69,11 @@ def test_resolution_from_what_the_data_has(no_network):
     assert (sp["country"], sp["state"], sp["level"]) == ("BR", "SP", "zip3")
     assert sp["lat"] == pytest.approx(-22.5, abs=1.5) and sp["lng"] == pytest.approx(-48.0, abs=2)
     nothing = resolve_locations(pd.DataFrame({"city": [None]}), ("GB",)).iloc[0]
-    assert (nothing["country"], nothing["level"], nothing["resolution_source"]) == ("GB", "country", "shop_country")
+    assert (nothing["country"], nothing["level"], nothing["resolution_source"]) == (
+        "GB",
+        "country",
+        "shop_country",
+    )
 
 
 def test_divisions_are_real_first_level_divisions():
@@ -79,8 +94,12 @@ def test_calendar_is_the_countrys_own():
     assert us.loc["2019-11-28", "holiday_name"] == "Thanksgiving Day" and not us["is_boxing_day"].any()
     br = calendar_features("2019-04-01", "2019-04-30", "BR").set_index("date")
     assert br.loc["2019-04-21", "holiday_name"] == "Tiradentes' Day"
-    assert not calendar_features("2019-04-01", "2019-04-30", "GB")["holiday_name"].fillna("").str.contains(
-        "Tiradentes").any()
+    assert (
+        not calendar_features("2019-04-01", "2019-04-30", "GB")["holiday_name"]
+        .fillna("")
+        .str.contains("Tiradentes")
+        .any()
+    )
     cn = calendar_features("2019-11-01", "2019-12-31", "CN").set_index("date")
     assert cn.loc["2019-11-11", "is_singles_day"] and not cn["is_black_friday"].any()
     assert not cn["christmas_runup"].any()  # Christmas is no public holiday there
@@ -101,14 +120,23 @@ def test_multi_country_calendar_weights_customers():
 def test_order_ship_to_location_replaces_the_customers_address():
     from ecom_pipeline.ml.spatial.geo import flows, locate, order_geo
 
-    customers = locate(pd.DataFrame({"customer_id": ["a", "b"], "city": ["Boston", "Denver"],
-                                     "state": ["MA", "CO"]}), ("US",))
+    customers = locate(
+        pd.DataFrame({"customer_id": ["a", "b"], "city": ["Boston", "Denver"], "state": ["MA", "CO"]}),
+        ("US",),
+    )
     sellers = locate(pd.DataFrame({"seller_id": ["s"], "city": ["Chicago"], "state": ["IL"]}), ("US",))
-    orders = pd.DataFrame({"order_id": ["o1", "o2"], "customer_id": ["a", "b"],
-                           "purchased_at": pd.to_datetime(["2024-01-01", "2024-01-02"]),
-                           "ship_city": ["Seattle", None], "ship_state": ["WA", None]})
-    items = pd.DataFrame({"order_id": ["o1", "o2"], "seller_id": ["s", "s"], "price": [10.0, 20.0],
-                          "freight": [1.0, 2.0]})
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2"],
+            "customer_id": ["a", "b"],
+            "purchased_at": pd.to_datetime(["2024-01-01", "2024-01-02"]),
+            "ship_city": ["Seattle", None],
+            "ship_state": ["WA", None],
+        }
+    )
+    items = pd.DataFrame(
+        {"order_id": ["o1", "o2"], "seller_id": ["s", "s"], "price": [10.0, 20.0], "freight": [1.0, 2.0]}
+    )
     g = order_geo(orders, items, customers, sellers, ("US",)).set_index("order_id")
     assert g.loc["o1", "c_state"] == "WA" and g.loc["o1", "c_lat"] == pytest.approx(47.6, abs=0.1)
     assert g.loc["o2", "c_state"] == "CO"  # no ship-to: the customer's own address

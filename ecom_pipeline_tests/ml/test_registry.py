@@ -22,8 +22,9 @@ from ecom_pipeline.resources.tracking import MLflowResource, MlflowUnavailableEr
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory):
     """One MLflow store for the module (a fresh one costs seconds); every test uses its own model names."""
-    return MLflowResource(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}",
-                          experiment="reg")
+    return MLflowResource(
+        tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}", experiment="reg"
+    )
 
 
 def _model(seed):
@@ -42,8 +43,9 @@ def test_first_version_becomes_champion_and_worse_one_does_not(tracking):
         worse = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.79), key=_key())
     assert not worse.promoted and worse.champion_version == "1"
     with tracking.start_run("v3"):
-        marginal = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.805), margin=0.01,
-                                    key=_key())
+        marginal = log_and_register(
+            Candidate("t.clf", "sklearn", m, x, "auc", 0.805), margin=0.01, key=_key()
+        )
     assert not marginal.promoted
     with tracking.start_run("v4"):
         better = log_and_register(Candidate("t.clf", "sklearn", m, x, "auc", 0.9), margin=0.01, key=_key())
@@ -58,8 +60,11 @@ def test_lower_is_better_and_rescoring_the_champion(tracking):
         log_and_register(Candidate("t.fc", "sklearn", m, x, "mase", 1.0, higher_is_better=False), key=_key())
     with tracking.start_run("b"):
         # the champion re-scored on today's holdout is worse (1.5) than the candidate (1.2): promote
-        out = log_and_register(Candidate("t.fc", "sklearn", m, x, "mase", 1.2, higher_is_better=False),
-                               score_champion=lambda uri: 1.5, key=_key())
+        out = log_and_register(
+            Candidate("t.fc", "sklearn", m, x, "mase", 1.2, higher_is_better=False),
+            score_champion=lambda uri: 1.5,
+            key=_key(),
+        )
     assert out.promoted and "re-scored" in out.reason
 
 
@@ -70,6 +75,7 @@ def test_missing_champion_is_a_clear_error(tracking):
 
 
 # ------------------------------------------------------------------------------------------------ faults
+
 
 def model_file(name: str, version: str) -> Path:
     """The serialised model of a registered version on disk (local artifact store)."""
@@ -102,12 +108,17 @@ def test_corrupt_champion_falls_back_to_former_champion_and_is_tagged(tracking):
 
     served = load_serving_model("t.corrupt", "sklearn", key=_key())
     assert (served.version, served.champion_version) == ("1", "2")
-    assert "v2 does not load" in served.fallback_reason and "serving former champion v1" in served.fallback_reason
+    assert (
+        "v2 does not load" in served.fallback_reason
+        and "serving former champion v1" in served.fallback_reason
+    )
     assert (served.model.predict(x) == m1.predict(x)).all()
     client = mlflow.MlflowClient()
     assert client.get_model_version("t.corrupt", "2").tags[LOAD_ERROR_TAG]
     assert LOAD_ERROR_TAG not in client.get_model_version("t.corrupt", "1").tags
-    assert str(client.get_model_version_by_alias("t.corrupt", "champion").version) == "2"  # alias left to the operator
+    assert (
+        str(client.get_model_version_by_alias("t.corrupt", "champion").version) == "2"
+    )  # alias left to the operator
 
     corrupt(model_file("t.corrupt", "1"))
     with pytest.raises(LookupError, match=r"every former champion fail to load.*v2: .*v1: "):
@@ -119,17 +130,26 @@ def test_version_is_registered_with_its_score_and_a_failed_comparison_leaves_the
 
     m, x = _model(3)
     with tracking.start_run("v1"):
-        log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.3, baseline="pop",
-                                   baseline_value=0.2), key=_key())
+        log_and_register(
+            Candidate("t.half", "sklearn", m, x, "recall@10", 0.3, baseline="pop", baseline_value=0.2),
+            key=_key(),
+        )
     with pytest.raises(ConnectionError), tracking.start_run("v2") as run:
+
         def scoring_fails(uri):  # e.g. the holdout store went away while the champion was being re-scored
             raise ConnectionError("holdout unavailable")
-        log_and_register(Candidate("t.half", "sklearn", m, x, "recall@10", 0.9), score_champion=scoring_fails,
-                         key=_key())
+
+        log_and_register(
+            Candidate("t.half", "sklearn", m, x, "recall@10", 0.9), score_champion=scoring_fails, key=_key()
+        )
     client = mlflow.MlflowClient()
     v2 = client.get_model_version("t.half", "2")
     # the version that exists carries its score and its run holds the metric; the champion did not move
-    assert v2.tags["metric"] == "recall@10" and float(v2.tags["metric_value"]) == 0.9 and "promoted" not in v2.tags
+    assert (
+        v2.tags["metric"] == "recall@10"
+        and float(v2.tags["metric_value"]) == 0.9
+        and "promoted" not in v2.tags
+    )
     assert client.get_run(run.info.run_id).data.metrics["registry.t.half.recall_10"] == 0.9
     assert str(client.get_model_version_by_alias("t.half", "champion").version) == "1"
     assert client.get_model_version("t.half", "1").tags["baseline_value"] == "0.2"
@@ -164,11 +184,20 @@ def test_record_model_is_the_one_sequence_run_metrics_registry_and_model_metrics
     m, x = _model(7)
     row = MetricRecord("clf", "t", "synthetic", "temporal", "auc", 0.8, "majority", 0.5)
     recorded = tracking.record_model(
-        ModelRun("unit_record", tags={"task": "t"}, params={"C": 1.0}, metrics={"auc": 0.8},
-                 metric_steps={"train_loss": [0.9, 0.5]}, dicts={"classes.json": {"classes": [0, 1]}},
-                 candidates=[Candidate("t.record", "sklearn", m, x, "auc", 0.8, baseline="majority",
-                                       baseline_value=0.5)]),
-        warehouse=warehouse, metric_records=[row])
+        ModelRun(
+            "unit_record",
+            tags={"task": "t"},
+            params={"C": 1.0},
+            metrics={"auc": 0.8},
+            metric_steps={"train_loss": [0.9, 0.5]},
+            dicts={"classes.json": {"classes": [0, 1]}},
+            candidates=[
+                Candidate("t.record", "sklearn", m, x, "auc", 0.8, baseline="majority", baseline_value=0.5)
+            ],
+        ),
+        warehouse=warehouse,
+        metric_records=[row],
+    )
     run = mlflow.get_run(recorded.run_id)
     assert run.info.run_name == "unit_record" and run.data.tags["task"] == "t"
     assert run.data.params["C"] == "1.0" and run.data.metrics["auc"] == 0.8
@@ -184,7 +213,9 @@ def test_record_model_is_the_one_sequence_run_metrics_registry_and_model_metrics
     with pytest.raises(ValueError, match="without a warehouse"):
         tracking.record_model(ModelRun("no_warehouse"), metric_records=[row])
     empty = WarehouseResource(path=str(tmp_path / "empty.duckdb"))
-    tracking.record_model(ModelRun("no_rows"), warehouse=empty, metric_records=[])  # as every model asset did:
+    tracking.record_model(
+        ModelRun("no_rows"), warehouse=empty, metric_records=[]
+    )  # as every model asset did:
     with empty.connect(read_only=True) as con:  # the table exists after a run that had no rows to write
         assert con.execute("SELECT count(*) FROM ml.model_metrics").fetchall() == [(0,)]
 

@@ -74,8 +74,13 @@ def test_legacy_champions_are_relogged_signed_and_serve_the_same_predictions(tra
     outcomes = {o.name: o for o in resign_models()}
     assert not marker.exists()
     assert {n: o.action for n, o in outcomes.items()} == {
-        "t.bomb": "refused", "t.clf": "resigned", "t.lstm": "resigned", "t.reg": "resigned",
-        "t.sarima": "resigned", "t.signed": "already_signed"}
+        "t.bomb": "refused",
+        "t.clf": "resigned",
+        "t.lstm": "resigned",
+        "t.reg": "resigned",
+        "t.sarima": "resigned",
+        "t.signed": "already_signed",
+    }
     assert "refusing to load posix.system" in outcomes["t.bomb"].detail
 
     client = mlflow.MlflowClient()

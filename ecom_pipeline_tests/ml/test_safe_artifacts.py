@@ -36,9 +36,13 @@ def test_sklearn_models_of_the_pipeline(tmp_path):
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(120, 4)), columns=list("abcd"))
     y = (X["a"] > 0).astype(int)
-    for i, m in enumerate([CalibratedClassifierCV(HistGradientBoostingClassifier(max_iter=10), cv=3).fit(X, y),
-                           HistGradientBoostingRegressor(max_iter=10).fit(X, X["b"]),
-                           embedding_head().fit(X.to_numpy(), y)]):
+    for i, m in enumerate(
+        [
+            CalibratedClassifierCV(HistGradientBoostingClassifier(max_iter=10), cv=3).fit(X, y),
+            HistGradientBoostingRegressor(max_iter=10).fit(X, X["b"]),
+            embedding_head().fit(X.to_numpy(), y),
+        ]
+    ):
         data = X if hasattr(m, "feature_names_in_") else X.to_numpy()
         assert np.allclose(roundtrip(m, "sklearn", tmp_path / str(i)).predict(data), m.predict(data))
     docs = ["good product great", "bad awful", "great good", "awful bad terrible", "fine good", "bad bad"] * 5
@@ -63,17 +67,29 @@ def test_torch_models_of_the_pipeline(tmp_path):
     x, ci, co, sid = torch.randn(2, 10), torch.randn(2, 10, 3), torch.randn(2, 4, 3), torch.tensor([0, 3])
     a = np.eye(4, dtype=np.float32) + 0.1
     lstm = GlobalLSTM(5, 3, 8, 2, 4, 0).eval()
-    stgcn = SpatioTemporalNet(a, 3, LSTMConfig(horizon=4, hidden=8), GraphConfig(gcn_dim=3, gcn_layers=3)).eval()
+    stgcn = SpatioTemporalNet(
+        a, 3, LSTMConfig(horizon=4, hidden=8), GraphConfig(gcn_dim=3, gcn_layers=3)
+    ).eval()
     gcn, linear = GCNEncoder(6, 5, 3), torch.nn.Linear(4, 3)
-    factors = factor_module(["u1", "u2"], ["i1", "i2", "i3"], rng.normal(size=(2, 3)), rng.normal(size=(3, 3)),
-                            {"u1": [0]})
-    bert = BertModel(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                intermediate_size=32))
+    factors = factor_module(
+        ["u1", "u2"], ["i1", "i2", "i3"], rng.normal(size=(2, 3)), rng.normal(size=(3, 3)), {"u1": [0]}
+    )
+    bert = BertModel(
+        BertConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
+    )
     finetuned = FinetunedClassifier(bert, 16, 3).eval()
     ids, mask = torch.randint(0, 50, (2, 5)), torch.ones(2, 5, dtype=torch.long)
     x4, x6, xs = torch.randn(2, 4), torch.randn(4, 6), torch.randn(2, 4, 10)
-    cases = [(lstm, (x, ci, co, sid)), (stgcn, (xs, ci, co)), (gcn, (x6, torch.tensor(a))), (linear, (x4,)),
-             (factors, (torch.tensor([1]),)), (finetuned, (ids, mask))]
+    cases = [
+        (lstm, (x, ci, co, sid)),
+        (stgcn, (xs, ci, co)),
+        (gcn, (x6, torch.tensor(a))),
+        (linear, (x4,)),
+        (factors, (torch.tensor([1]),)),
+        (finetuned, (ids, mask)),
+    ]
     with torch.no_grad():
         for i, (module, args) in enumerate(cases):
             back = roundtrip(module, "pytorch", tmp_path / str(i))
@@ -103,8 +119,13 @@ def test_refusals(tmp_path):
     with pytest.raises(ValueError, match="no safe format"):
         save_model(object(), "pyfunc", tmp_path / "p")
     assert trusted_skops_type("sklearn.linear_model._logistic.LogisticRegression")
-    for name in ("builtins.eval", "os.system", "sklearn.utils.deprecated.__call__", "sklearn.datasets.fetch_openml",
-                 "numpy.memmap"):
+    for name in (
+        "builtins.eval",
+        "os.system",
+        "sklearn.utils.deprecated.__call__",
+        "sklearn.datasets.fetch_openml",
+        "numpy.memmap",
+    ):
         assert not trusted_skops_type(name), name
 
     from sklearn.preprocessing import FunctionTransformer

@@ -1,15 +1,15 @@
 """Recommender assets on a tmp warehouse filled with a planted-preference world (and an orders-only one)."""
 
-import duckdb
 import dagster as dg
+import duckdb
 import pandas as pd
 import pytest
 
 from ecom_pipeline.assets import recommender
 from ecom_pipeline.ml.recsys.planted import planted_world
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
-from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
+from ecom_pipeline.resources.paths import PathsResource
 
 
 def write_staging(path, tables: dict[str, pd.DataFrame]):
@@ -28,14 +28,22 @@ def mlflow_uri(tmp_path_factory):
 
 
 def resources(db, mlflow_uri, root):
-    return {"warehouse": WarehouseResource(path=str(db)), "io_manager": WarehouseIOManager(database=str(db)),
-            "mlflow": MLflowResource(tracking_uri=mlflow_uri), "source": SourceResource(kind="synthetic",
-                                                                                     data_root=str(root)),
-                                                               "paths": PathsResource(data_root=str(root))}
+    return {
+        "warehouse": WarehouseResource(path=str(db)),
+        "io_manager": WarehouseIOManager(database=str(db)),
+        "mlflow": MLflowResource(tracking_uri=mlflow_uri),
+        "source": SourceResource(kind="synthetic", data_root=str(root)),
+        "paths": PathsResource(data_root=str(root)),
+    }
 
 
-ASSETS = [recommender.interactions, recommender.category_interactions, recommender.recommender_evaluation,
-          recommender.recommendations, recommender.related_items]
+ASSETS = [
+    recommender.interactions,
+    recommender.category_interactions,
+    recommender.recommender_evaluation,
+    recommender.recommendations,
+    recommender.related_items,
+]
 
 
 def test_recommender_assets_on_planted_world(tmp_path, mlflow_uri):
@@ -49,9 +57,12 @@ def test_recommender_assets_on_planted_world(tmp_path, mlflow_uri):
     ndcg = ev[(ev.level == "item") & (ev.metric == "ndcg@10")].set_index("model")["value"]
     assert set(ndcg.index) == set(recommender.ALL_MODELS)
     assert ndcg["als"] > ndcg["popularity"] and ndcg["item_knn"] > ndcg["popularity"]
-    mm = con.execute("SELECT model, metric, baseline, baseline_value, mlflow_run_id FROM ml.model_metrics").fetchdf()
+    mm = con.execute(
+        "SELECT model, metric, baseline, baseline_value, mlflow_run_id FROM ml.model_metrics"
+    ).fetchdf()
     assert {"als", "item_knn", "regional_popularity"} <= set(mm.model)
     from ecom_pipeline.ml.recsys.models import BASELINES
+
     assert mm.baseline.isin(BASELINES).all() and mm.mlflow_run_id.notna().all()
     assert {"recall@10", "ndcg@10", "hit_rate@10", "map@10", "catalog_coverage", "novelty"} <= set(mm.metric)
     recs = con.execute("SELECT * FROM serving.recommendations").fetchdf()
@@ -68,12 +79,16 @@ def test_recommender_assets_on_planted_world(tmp_path, mlflow_uri):
     hist = inter.groupby("customer_id")["product_id"].agg(lambda s: {names[p] for p in s})
     state = w["customers"].set_index("customer_id")["state"]
     for row in items.head(200).itertuples():
-        assert any(n in row.explanation for n in hist[row.customer_id]) or \
-            f"({state[row.customer_id]})" in row.explanation or row.explanation == "popular with all customers", row
+        assert (
+            any(n in row.explanation for n in hist[row.customer_id])
+            or f"({state[row.customer_id]})" in row.explanation
+            or row.explanation == "popular with all customers"
+        ), row
     related = con.execute("SELECT * FROM serving.related_items").fetchdf()
     assert len(related) and (related.product_id != related.related_product_id).all()
     con.close()
     import mlflow
+
     mlflow.set_tracking_uri(mlflow_uri)
     mv = mlflow.MlflowClient().get_model_version_by_alias("ecom.recsys.als_item", "champion")
     assert mv.version

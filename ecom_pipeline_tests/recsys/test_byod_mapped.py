@@ -29,7 +29,9 @@ def mapped_env(data_root, monkeypatch):
 def _metadata(result, name: str) -> dict:
     mats = {tuple(e.asset_key.path): e for e in result.get_asset_materialization_events()}
     key = next(k for k in mats if k[-1] == name)
-    return {k: getattr(v, "value", v) for k, v in mats[key].event_specific_data.materialization.metadata.items()}
+    return {
+        k: getattr(v, "value", v) for k, v in mats[key].event_specific_data.materialization.metadata.items()
+    }
 
 
 def test_recommender_and_users_run_on_an_orders_only_mapped_export(mapped_env):
@@ -40,19 +42,32 @@ def test_recommender_and_users_run_on_an_orders_only_mapped_export(mapped_env):
     assert ingest.success
 
     con = duckdb.connect(str(settings.warehouse), read_only=True)
-    counts = {t: con.execute(f"SELECT count(*) FROM staging.{t}").fetchone()[0]
-              for t in ("orders", "order_items", "customers", "products", "reviews", "events")}
+    counts = {
+        t: con.execute(f"SELECT count(*) FROM staging.{t}").fetchone()[0]
+        for t in ("orders", "order_items", "customers", "products", "reviews", "events")
+    }
     con.close()
     assert counts["orders"] > 0 and counts["order_items"] > 0 and counts["products"] > 0
     assert counts["reviews"] == 0 and counts["events"] == 0, counts
 
     selection = dg.AssetSelection.groups("recommender", "users")
-    result = dg.materialize(list(defs.assets), selection=selection, resources=defs.resources,
-                            instance=instance, raise_on_error=False)
+    result = dg.materialize(
+        list(defs.assets),
+        selection=selection,
+        resources=defs.resources,
+        instance=instance,
+        raise_on_error=False,
+    )
     assert result.success, [e.event_specific_data for e in result.all_events if e.is_failure]
     done = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
-    assert {"interactions", "recommender_evaluation", "recommendations", "related_items",
-            "user_profiles", "repurchase_scores"} <= done, done
+    assert {
+        "interactions",
+        "recommender_evaluation",
+        "recommendations",
+        "related_items",
+        "user_profiles",
+        "repurchase_scores",
+    } <= done, done
 
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     recs = con.execute("SELECT * FROM serving.recommendations").fetchdf()

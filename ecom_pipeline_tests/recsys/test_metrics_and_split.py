@@ -4,10 +4,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecom_pipeline.ml.recsys.interactions import aggregate_interactions, build_interactions
 from ecom_pipeline.ml.recsys.evaluation import user_temporal_split
+from ecom_pipeline.ml.recsys.interactions import aggregate_interactions, build_interactions
 from ecom_pipeline.ml.recsys.metrics import (
-    average_precision_at_k, catalog_coverage, evaluate_rankings, hit_rate_at_k, ndcg_at_k, novelty,
+    average_precision_at_k,
+    catalog_coverage,
+    evaluate_rankings,
+    hit_rate_at_k,
+    ndcg_at_k,
+    novelty,
     recall_at_k,
 )
 
@@ -32,26 +37,41 @@ def test_metrics_match_hand_computed_values():
 
 
 def test_evaluate_rankings_averages_over_users_and_counts_missing_as_zero():
-    out = evaluate_rankings({"u1": ["a", "b"]}, {"u1": {"a"}, "u2": {"c"}}, k=2, catalog_size=4,
-                            item_user_counts={"a": 1, "b": 1}, n_train_users=2)
+    out = evaluate_rankings(
+        {"u1": ["a", "b"]},
+        {"u1": {"a"}, "u2": {"c"}},
+        k=2,
+        catalog_size=4,
+        item_user_counts={"a": 1, "b": 1},
+        n_train_users=2,
+    )
     assert out["hit_rate@2"] == pytest.approx(0.5)
     assert out["recall@2"] == pytest.approx(0.5)
     assert out["ndcg@2"] == pytest.approx(0.5)
 
 
 def _frames():
-    orders = pd.DataFrame({
-        "order_id": ["o1", "o2", "o3", "o4", "o5"],
-        "customer_id": ["u1", "u1", "u2", "u3", "u2"],
-        "status": ["delivered", "delivered", "canceled", "delivered", "delivered"],
-        "purchased_at": pd.to_datetime(["2024-01-01", "2024-03-01", "2024-01-05", "2024-03-02", "2024-03-05"]),
-    })
-    items = pd.DataFrame({"order_id": ["o1", "o2", "o3", "o4", "o5"], "product_id": ["a", "b", "c", "a", "a"]})
-    events = pd.DataFrame({
-        "customer_id": ["u1", "u1", "u2"], "product_id": ["c", "a", "b"],
-        "event_type": ["view", "purchase", "cart"],
-        "ts": pd.to_datetime(["2024-01-02", "2024-01-01", "2024-02-01"]),
-    })
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3", "o4", "o5"],
+            "customer_id": ["u1", "u1", "u2", "u3", "u2"],
+            "status": ["delivered", "delivered", "canceled", "delivered", "delivered"],
+            "purchased_at": pd.to_datetime(
+                ["2024-01-01", "2024-03-01", "2024-01-05", "2024-03-02", "2024-03-05"]
+            ),
+        }
+    )
+    items = pd.DataFrame(
+        {"order_id": ["o1", "o2", "o3", "o4", "o5"], "product_id": ["a", "b", "c", "a", "a"]}
+    )
+    events = pd.DataFrame(
+        {
+            "customer_id": ["u1", "u1", "u2"],
+            "product_id": ["c", "a", "b"],
+            "event_type": ["view", "purchase", "cart"],
+            "ts": pd.to_datetime(["2024-01-02", "2024-01-01", "2024-02-01"]),
+        }
+    )
     products = pd.DataFrame({"product_id": ["a", "b", "c"], "category": ["toys", "toys", None]})
     return orders, items, events, products
 
@@ -59,7 +79,11 @@ def _frames():
 def test_interactions_weight_events_drop_cancelled_and_duplicate_purchases():
     inter = build_interactions(*_frames())
     # o3 is cancelled; the purchase event duplicates an order and is dropped
-    assert set(inter["source"] + ":" + inter["event_type"]) == {"orders:purchase", "events:view", "events:cart"}
+    assert set(inter["source"] + ":" + inter["event_type"]) == {
+        "orders:purchase",
+        "events:view",
+        "events:cart",
+    }
     assert len(inter[inter.event_type == "purchase"]) == 4
     assert inter.loc[inter.event_type == "view", "weight"].iloc[0] == 1.0
     assert inter.loc[inter.event_type == "cart", "weight"].iloc[0] == 3.0
@@ -90,8 +114,19 @@ def test_user_temporal_split_has_no_leakage():
 
 def test_user_temporal_split_excludes_already_bought_items_when_asked():
     orders, items, events, products = _frames()
-    orders = pd.concat([orders, pd.DataFrame({"order_id": ["o6"], "customer_id": ["u1"], "status": ["delivered"],
-                                              "purchased_at": pd.to_datetime(["2024-03-10"])})])
+    orders = pd.concat(
+        [
+            orders,
+            pd.DataFrame(
+                {
+                    "order_id": ["o6"],
+                    "customer_id": ["u1"],
+                    "status": ["delivered"],
+                    "purchased_at": pd.to_datetime(["2024-03-10"]),
+                }
+            ),
+        ]
+    )
     items = pd.concat([items, pd.DataFrame({"order_id": ["o6"], "product_id": ["a"]})])
     inter = build_interactions(orders, items, events, products)
     assert user_temporal_split(inter, cutoff="2024-02-15").truth["u1"] == {"b"}
@@ -117,7 +152,9 @@ def test_interactions_query_on_warehouse_tables_matches_the_frame_path(tmp_path)
     orders, items, events, products = _frames()
     con = duckdb.connect(str(tmp_path / "wh.duckdb"))
     con.execute("CREATE SCHEMA staging")
-    for name, frame in zip(["orders", "order_items", "events", "products"], [orders, items, events, products]):
+    for name, frame in zip(
+        ["orders", "order_items", "events", "products"], [orders, items, events, products]
+    ):
         con.register("f", frame)
         con.execute(f"CREATE TABLE {STAGING_TABLES[name]} AS SELECT * FROM f")
         con.unregister("f")

@@ -75,8 +75,9 @@ def test_recommendations_exclude_purchases(world):
         assert len(items) == 10
 
 
-@pytest.mark.parametrize("name", ["popularity", "recent_popularity", "regional_popularity", "item_knn", "als",
-                                  "two_tower"])
+@pytest.mark.parametrize(
+    "name", ["popularity", "recent_popularity", "regional_popularity", "item_knn", "als", "two_tower"]
+)
 def test_vectorised_explanations_equal_the_per_pair_ones(world, name):
     import numpy as np
 
@@ -107,8 +108,16 @@ def test_serve_ranks_exclude_purchases_and_explain(world):
 
     w, inter, regions = world
     names = w["products"].set_index("product_id")["title"].to_dict()
-    out, fitted = serve(inter, level="item", model_name="item_knn", params={}, k=5, user_regions=regions,
-                        item_names=names, model_version="v-test")
+    out, fitted = serve(
+        inter,
+        level="item",
+        model_name="item_knn",
+        params={},
+        k=5,
+        user_regions=regions,
+        item_names=names,
+        model_version="v-test",
+    )
     data = fitted.data
     assert len(out) == 5 * data.n_users
     assert out.groupby("customer_id")["rank"].apply(list).map(lambda r: r == [1, 2, 3, 4, 5]).all()
@@ -117,6 +126,7 @@ def test_serve_ranks_exclude_purchases_and_explain(world):
     assert not bought & set(first["item_id"])
     assert first["score"].is_monotonic_decreasing
     assert list(first["item_id"]) == fitted.predict(pd.DataFrame({"customer_id": [data.users[0]]}))[0].split()
-    assert list(first["explanation"]) == [fitted.model.explain(data, 0, data.items.get_loc(i))
-                                          for i in first["item_id"]]
+    assert list(first["explanation"]) == [
+        fitted.model.explain(data, 0, data.items.get_loc(i)) for i in first["item_id"]
+    ]
     assert (first["item_name"] == [names.get(i, i) for i in first["item_id"]]).all()

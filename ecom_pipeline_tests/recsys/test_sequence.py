@@ -18,12 +18,21 @@ from ecom_pipeline.ml.recsys.sequence import (
     user_baskets,
 )
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
-from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
+from ecom_pipeline.resources.paths import PathsResource
 from ecom_pipeline_tests.recsys.test_assets import write_staging
 
-SMALL = {"dim": 32, "max_len": 16, "layers": 1, "heads": 2, "max_epochs": 25, "patience": 4, "lr": 5e-3,
-         "batch_size": 64, "max_seconds": 40.0}
+SMALL = {
+    "dim": 32,
+    "max_len": 16,
+    "layers": 1,
+    "heads": 2,
+    "max_epochs": 25,
+    "patience": 4,
+    "lr": 5e-3,
+    "batch_size": 64,
+    "max_seconds": 40.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +44,13 @@ def world():
 @pytest.fixture(scope="module")
 def evaluated(world):
     _, inter = world
-    return evaluate_sequence_models(inter, models=("popularity", "recent_popularity", "item_knn", "repeat",
-                                                   "sasrec"), params={"sasrec": SMALL}, exclude_seen=True,
-                                    log=lambda *_: None)
+    return evaluate_sequence_models(
+        inter,
+        models=("popularity", "recent_popularity", "item_knn", "repeat", "sasrec"),
+        params={"sasrec": SMALL},
+        exclude_seen=True,
+        log=lambda *_: None,
+    )
 
 
 def test_sasrec_learns_the_planted_order_that_popularity_and_knn_cannot(evaluated):
@@ -70,9 +83,17 @@ def test_training_stops_at_the_time_cap(world):
 
 def test_repeat_ranks_the_customers_own_purchases_most_bought_first():
     t = pd.Timestamp("2024-01-01")
-    rows = [("a", "x", t), ("a", "x", t + pd.Timedelta(days=2)), ("a", "y", t + pd.Timedelta(days=3)),
-            ("b", "z", t), ("c", "z", t), ("c", "w", t + pd.Timedelta(days=1))]
-    inter = pd.DataFrame(rows, columns=["customer_id", "product_id", "ts"]).assign(event_type="purchase", weight=5.0)
+    rows = [
+        ("a", "x", t),
+        ("a", "x", t + pd.Timedelta(days=2)),
+        ("a", "y", t + pd.Timedelta(days=3)),
+        ("b", "z", t),
+        ("c", "z", t),
+        ("c", "w", t + pd.Timedelta(days=1)),
+    ]
+    inter = pd.DataFrame(rows, columns=["customer_id", "product_id", "ts"]).assign(
+        event_type="purchase", weight=5.0
+    )
     data = build_data(inter, "product_id")
     model = RepeatPurchases().fit(data)
     s = model.score(np.array([0]))[0]
@@ -84,7 +105,9 @@ def test_repeat_ranks_the_customers_own_purchases_most_bought_first():
 def test_baskets_group_lines_of_one_order():
     t = pd.Timestamp("2024-01-01")
     rows = [("a", "p2", t), ("a", "p1", t), ("a", "p3", t + pd.Timedelta(days=1))]
-    inter = pd.DataFrame(rows, columns=["customer_id", "product_id", "ts"]).assign(event_type="purchase", weight=5.0)
+    inter = pd.DataFrame(rows, columns=["customer_id", "product_id", "ts"]).assign(
+        event_type="purchase", weight=5.0
+    )
     data = build_data(inter, "product_id")
     seqs, ends = user_baskets(data)
     assert len(seqs[0]) == 3 and list(ends[0]) == [1, 2]
@@ -110,8 +133,12 @@ def test_product_embeddings_are_used_as_item_features(world):
     w, inter = world
     data = build_data(inter, "product_id")
     rng = np.random.default_rng(0)
-    emb = pd.DataFrame({"product_id": w["products"]["product_id"],
-                        "embedding": list(rng.normal(size=(len(w["products"]), 8)).astype(np.float32))})
+    emb = pd.DataFrame(
+        {
+            "product_id": w["products"]["product_id"],
+            "embedding": list(rng.normal(size=(len(w["products"]), 8)).astype(np.float32)),
+        }
+    )
     from ecom_pipeline.ml.recsys.sequence import SequenceRecommender
 
     m = SequenceRecommender(**{**SMALL, "max_seconds": 5.0}).fit(data, epochs=1, product_embeddings=emb)
@@ -126,21 +153,39 @@ def test_sequence_asset_gates_per_segment_and_serves_the_winner(tmp_path):
     w = planted_sequences(n_users=200, n_items=80, seed=3)  # smaller: the asset trains three times
     db = tmp_path / "wh.duckdb"
     write_staging(db, {k: v for k, v in w.items() if k != "successor"})
-    res = {"warehouse": WarehouseResource(path=str(db)), "io_manager": WarehouseIOManager(database=str(db)),
-           "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
-           "source": SourceResource(kind="synthetic", data_root=str(tmp_path)),
-           "paths": PathsResource(data_root=str(tmp_path)), "compute": ComputeResource()}
-    cfg = {"models": ["popularity", "recent_popularity", "item_knn", "repeat", "sasrec"], "exclude_seen": True,
-           **{k: v for k, v in SMALL.items() if k != "batch_size"}, "batch_size_cpu": SMALL["batch_size"],
-           "max_epochs": 12, "max_seconds": 20.0}
-    result = dg.materialize([recommender.interactions, sequence_recommender.sequence_recommender], resources=res,
-                            run_config={"ops": {"ml__sequence_recommender": {"config": cfg}}})
+    res = {
+        "warehouse": WarehouseResource(path=str(db)),
+        "io_manager": WarehouseIOManager(database=str(db)),
+        "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
+        "source": SourceResource(kind="synthetic", data_root=str(tmp_path)),
+        "paths": PathsResource(data_root=str(tmp_path)),
+        "compute": ComputeResource(),
+    }
+    cfg = {
+        "models": ["popularity", "recent_popularity", "item_knn", "repeat", "sasrec"],
+        "exclude_seen": True,
+        **{k: v for k, v in SMALL.items() if k != "batch_size"},
+        "batch_size_cpu": SMALL["batch_size"],
+        "max_epochs": 12,
+        "max_seconds": 20.0,
+    }
+    result = dg.materialize(
+        [recommender.interactions, sequence_recommender.sequence_recommender],
+        resources=res,
+        run_config={"ops": {"ml__sequence_recommender": {"config": cfg}}},
+    )
     assert result.success
-    con = duckdb.connect(str(db))  # serving_violations ensures ml.serving_decisions exists: a write connection
+    con = duckdb.connect(
+        str(db)
+    )  # serving_violations ensures ml.serving_decisions exists: a write connection
     try:
-        decisions = con.execute("SELECT * FROM ml.serving_decisions WHERE task = 'recommendation_sequence'").fetchdf()
+        decisions = con.execute(
+            "SELECT * FROM ml.serving_decisions WHERE task = 'recommendation_sequence'"
+        ).fetchdf()
         serving = con.execute("SELECT * FROM serving.sequence_recommendations").fetchdf()
-        metrics = con.execute("SELECT * FROM ml.model_metrics WHERE task = 'recommendation_sequence'").fetchdf()
+        metrics = con.execute(
+            "SELECT * FROM ml.model_metrics WHERE task = 'recommendation_sequence'"
+        ).fetchdf()
         violations = serving_violations(con)
     finally:
         con.close()

@@ -31,6 +31,7 @@ def test_worse_or_tied_candidates_lose_and_a_clear_winner_serves():
     assert by["category"].served == "popularity" and by["category"].ci_low < 0 < by["category"].ci_high
     assert by["brand"].served == "als" and by["brand"].ci_low > 0
     assert all(r.n_units == 1500 and r.ci_low is not None for r in records)
-    evaluation = pd.DataFrame({"level": ["item", "item"], "model": ["als", "popularity"],
-                               "winner": [False, True]})
+    evaluation = pd.DataFrame(
+        {"level": ["item", "item"], "model": ["als", "popularity"], "winner": [False, True]}
+    )
     assert _choose("item", evaluation, RecommenderConfig())[0] == "popularity"

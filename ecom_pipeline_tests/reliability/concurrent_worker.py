@@ -35,14 +35,23 @@ FAST_OPS = {
 
 # Model-heavy feature assets (encoders, topic clustering, GCN + MLflow) left out where a test only needs the
 # job's warehouse writes: the rest still writes a dozen tables through the pandas IO manager.
-HEAVY_FEATURES = ("review_text_embeddings", "product_text_embeddings", "product_image_embeddings",
-                  "product_embeddings", "review_topics", "region_embeddings")
+HEAVY_FEATURES = (
+    "review_text_embeddings",
+    "product_text_embeddings",
+    "product_image_embeddings",
+    "product_embeddings",
+    "review_topics",
+    "region_embeddings",
+)
 
 
 def light_selection(job) -> list:
     """The asset keys of ``job`` without ``HEAVY_FEATURES``."""
-    return [k for k in job.asset_layer.selected_asset_keys
-            if not (k.path[0] == "features" and k.path[-1] in HEAVY_FEATURES)]
+    return [
+        k
+        for k in job.asset_layer.selected_asset_keys
+        if not (k.path[0] == "features" and k.path[-1] in HEAVY_FEATURES)
+    ]
 
 
 def fast_run_config(job) -> dict:
@@ -58,8 +67,14 @@ def _wait_for_go(sync: Path) -> float:
     return time.time()
 
 
-def write(job_name: str, sync: Path, out: Path, run_config: dict | None = None, fast: bool = False,
-          light: bool = False) -> None:
+def write(
+    job_name: str,
+    sync: Path,
+    out: Path,
+    run_config: dict | None = None,
+    fast: bool = False,
+    light: bool = False,
+) -> None:
     import dagster as dg
 
     from ecom_pipeline.config import Settings
@@ -71,16 +86,31 @@ def write(job_name: str, sync: Path, out: Path, run_config: dict | None = None, 
     selection = light_selection(job) if light else None
     started = _wait_for_go(sync)
     with dg.DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=run_config or {},
-                                        asset_selection=selection)
-        failures = [str(e.event_specific_data.error.message if e.event_specific_data.error else e.message)
-                    for e in result.all_events if e.is_step_failure]
-    out.write_text(json.dumps({
-        "role": "writer", "job": job_name, "pid": os.getpid(), "success": result.success,
-        "started": started, "finished": time.time(), "seconds": round(time.time() - started, 2),
-        "lock_errors": sum(any(m in f for m in LOCK_ERRORS) for f in failures), "failures": failures[:5],
-        "steps": sum(1 for e in result.all_events if e.is_step_success), **lock_wait_stats(),
-    }))
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config or {}, asset_selection=selection
+        )
+        failures = [
+            str(e.event_specific_data.error.message if e.event_specific_data.error else e.message)
+            for e in result.all_events
+            if e.is_step_failure
+        ]
+    out.write_text(
+        json.dumps(
+            {
+                "role": "writer",
+                "job": job_name,
+                "pid": os.getpid(),
+                "success": result.success,
+                "started": started,
+                "finished": time.time(),
+                "seconds": round(time.time() - started, 2),
+                "lock_errors": sum(any(m in f for m in LOCK_ERRORS) for f in failures),
+                "failures": failures[:5],
+                "steps": sum(1 for e in result.all_events if e.is_step_success),
+                **lock_wait_stats(),
+            }
+        )
+    )
 
 
 def read(sync: Path, out: Path, table: str) -> None:
@@ -106,11 +136,21 @@ def read(sync: Path, out: Path, table: str) -> None:
         finally:
             con.close()
         time.sleep(0.05)
-    out.write_text(json.dumps({
-        "role": "reader", "pid": os.getpid(), "started": started, "finished": time.time(), "reads": opens,
-        "errors": errors[:5], "error_count": len(errors), "counts": sorted(set(counts)),
-        "max_wait_s": round(max(waits, default=0.0), 3),
-    }))
+    out.write_text(
+        json.dumps(
+            {
+                "role": "reader",
+                "pid": os.getpid(),
+                "started": started,
+                "finished": time.time(),
+                "reads": opens,
+                "errors": errors[:5],
+                "error_count": len(errors),
+                "counts": sorted(set(counts)),
+                "max_wait_s": round(max(waits, default=0.0), 3),
+            }
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,7 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--job", default="ingest")
     parser.add_argument("--run-config", default="{}", help="JSON run config for the writer's job")
     parser.add_argument("--fast", action="store_true", help="run config = fast_run_config(job) (test-sized)")
-    parser.add_argument("--light", action="store_true", help="only light_selection(job) (no model-heavy assets)")
+    parser.add_argument(
+        "--light", action="store_true", help="only light_selection(job) (no model-heavy assets)"
+    )
     parser.add_argument("--table", default="staging.orders", help="what the reader counts")
     parser.add_argument("--sync", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
@@ -134,8 +176,14 @@ if __name__ == "__main__":
     main()
 
 
-def run_together(workers: list[list[str]], sync: Path, env: dict, *, reader_table: str | None = "staging.orders",
-                 timeout_s: float = 600) -> list[dict]:
+def run_together(
+    workers: list[list[str]],
+    sync: Path,
+    env: dict,
+    *,
+    reader_table: str | None = "staging.orders",
+    timeout_s: float = 600,
+) -> list[dict]:
     """Start one process per writer (``[job, run_config_json | "fast" | "light"]``) plus a reader, release them at once, wait
     for the writers, stop the reader; their JSON reports (writers first, reader last)."""
     import subprocess
@@ -147,12 +195,20 @@ def run_together(workers: list[list[str]], sync: Path, env: dict, *, reader_tabl
     for i, (job, config) in enumerate(workers):
         outs.append(sync / f"writer{i}.json")
         config_args = {"fast": ["--fast"], "light": ["--light"]}.get(config, ["--run-config", config])
-        procs.append(subprocess.Popen(cmd + ["write", "--job", job, *config_args, "--sync", str(sync),
-                                             "--out", str(outs[-1])], env=env, cwd=REPO_ROOT))
+        procs.append(
+            subprocess.Popen(
+                cmd + ["write", "--job", job, *config_args, "--sync", str(sync), "--out", str(outs[-1])],
+                env=env,
+                cwd=REPO_ROOT,
+            )
+        )
     if reader_table:
         outs.append(sync / "reader.json")
-        reader = subprocess.Popen(cmd + ["read", "--table", reader_table, "--sync", str(sync), "--out", str(outs[-1])],
-                                  env=env, cwd=REPO_ROOT)
+        reader = subprocess.Popen(
+            cmd + ["read", "--table", reader_table, "--sync", str(sync), "--out", str(outs[-1])],
+            env=env,
+            cwd=REPO_ROOT,
+        )
     everyone = procs + ([reader] if reader_table else [])
     deadline = time.monotonic() + timeout_s
     try:

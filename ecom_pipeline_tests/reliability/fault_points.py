@@ -39,6 +39,7 @@ def pause_point(point: str) -> None:
 
 def pausing_progress(table: str, progress=None):
     """A ``load_raw_table`` progress callback that pauses at ``raw_load.<table>`` after each chunk."""
+
     def progress_then_pause(chunks: int, rows: int) -> None:
         if progress is not None:
             progress(chunks, rows)

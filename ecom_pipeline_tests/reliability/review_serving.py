@@ -17,18 +17,46 @@ def review_serving_warehouse(path: Path, rng: np.random.Generator, n: int, dim: 
 
     con = duckdb.connect(str(path))
     con.execute("CREATE SCHEMA staging; CREATE SCHEMA features")
-    docs = pd.DataFrame({
-        "review_id": [f"r{i:02d}" for i in range(n)], "order_id": [f"o{i}" for i in range(n)],
-        "customer_id": [f"c{i}" for i in range(n)], "product_id": [f"p{i % 5}" for i in range(n)],
-        "score": rng.integers(1, 6, n), "title": ["ok"] * n, "text": [f"review text {i}" for i in range(n)],
-        "created_at": pd.date_range("2024-01-01", periods=n, freq="D")})
+    docs = pd.DataFrame(
+        {
+            "review_id": [f"r{i:02d}" for i in range(n)],
+            "order_id": [f"o{i}" for i in range(n)],
+            "customer_id": [f"c{i}" for i in range(n)],
+            "product_id": [f"p{i % 5}" for i in range(n)],
+            "score": rng.integers(1, 6, n),
+            "title": ["ok"] * n,
+            "text": [f"review text {i}" for i in range(n)],
+            "created_at": pd.date_range("2024-01-01", periods=n, freq="D"),
+        }
+    )
     emb = rng.normal(size=(n, dim)).astype(np.float32)
     con.register("_r", docs)
     con.execute("CREATE TABLE staging.reviews AS SELECT * FROM _r")
-    con.register("_e", pd.DataFrame({"review_id": docs["review_id"], "embedding": list(emb), "model": "test-enc"}))
-    con.execute(f"CREATE TABLE {reviews.REVIEW_EMB} AS SELECT review_id, embedding::FLOAT[] AS embedding, model FROM _e")
+    con.register(
+        "_e", pd.DataFrame({"review_id": docs["review_id"], "embedding": list(emb), "model": "test-enc"})
+    )
+    con.execute(
+        f"CREATE TABLE {reviews.REVIEW_EMB} AS SELECT review_id, embedding::FLOAT[] AS embedding, model FROM _e"
+    )
     head = reviews.MODEL_NAME.format(setting="3class")
-    record_decisions(con, "sentiment", [Decision("sentiment", "3class", head, "ecom.sentiment_baseline.3class",
-                                                 "macro_f1", 0.6, 0.4, 0.1, 0.3, head, "planted by the test")])
+    record_decisions(
+        con,
+        "sentiment",
+        [
+            Decision(
+                "sentiment",
+                "3class",
+                head,
+                "ecom.sentiment_baseline.3class",
+                "macro_f1",
+                0.6,
+                0.4,
+                0.1,
+                0.3,
+                head,
+                "planted by the test",
+            )
+        ],
+    )
     con.close()
     return emb

@@ -24,10 +24,18 @@ from ecom_pipeline_tests.reliability.concurrent_worker import light_selection, r
 
 def _hold_lock(path, seconds: float) -> subprocess.Popen:
     holder = subprocess.Popen(
-        [sys.executable, "-c", (f"import duckdb,time; c=duckdb.connect({str(path)!r}); "
-                                f"c.execute('CREATE TABLE IF NOT EXISTS held(x INT)'); print('held', flush=True); "
-                                f"time.sleep({seconds}); c.close()")],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            (
+                f"import duckdb,time; c=duckdb.connect({str(path)!r}); "
+                f"c.execute('CREATE TABLE IF NOT EXISTS held(x INT)'); print('held', flush=True); "
+                f"time.sleep({seconds}); c.close()"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "held"
     return holder
 
@@ -49,7 +57,9 @@ def test_pandas_io_manager_waits_for_the_lock_and_reads_read_only(tmp_path):
 
     holder = _hold_lock(db, 8.0)  # longer than Dagster takes to reach the first output
     before = lock_wait_stats()["waits"]
-    result = dg.materialize([numbers, doubled], resources={"io_manager": WarehouseIOManager(database=str(db))})
+    result = dg.materialize(
+        [numbers, doubled], resources={"io_manager": WarehouseIOManager(database=str(db))}
+    )
     holder.wait(10)
     assert result.success
     assert lock_wait_stats()["waits"] > before  # the first output had to wait for the holder
@@ -75,8 +85,13 @@ def shop(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("conc") / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOM_", "MLFLOW_"))}
-    env.update(ECOM_DATA_ROOT=str(root), ECOM_DATA_SOURCE="synthetic", ECOM_SYNTHETIC_ORDERS="300",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(
+        ECOM_DATA_ROOT=str(root),
+        ECOM_DATA_SOURCE="synthetic",
+        ECOM_SYNTHETIC_ORDERS="300",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
     with pytest.MonkeyPatch.context() as mp:
         for k in [k for k in os.environ if k.startswith(("ECOM_", "MLFLOW_"))]:
             mp.delenv(k)
@@ -87,7 +102,9 @@ def shop(tmp_path_factory):
         with dg.DagsterInstance.ephemeral() as instance:
             assert defs.resolve_job_def("ingest").execute_in_process(instance=instance).success
             features = defs.resolve_job_def("features")
-            assert features.execute_in_process(instance=instance, asset_selection=light_selection(features)).success
+            assert features.execute_in_process(
+                instance=instance, asset_selection=light_selection(features)
+            ).success
     return {"env": env, "warehouse": settings.warehouse, "reference": _fingerprints(settings.warehouse)}
 
 
@@ -122,4 +139,6 @@ def test_ingest_and_features_started_together_in_two_processes_both_complete(sho
     assert reader["counts"] == [expected_orders]
     # complete and consistent: every table is what one run alone produces
     after = _fingerprints(shop["warehouse"])
-    assert after == shop["reference"], {t: (after.get(t), v) for t, v in shop["reference"].items() if after.get(t) != v}
+    assert after == shop["reference"], {
+        t: (after.get(t), v) for t, v in shop["reference"].items() if after.get(t) != v
+    }

@@ -43,8 +43,13 @@ def _sp_errors(cfg: DPConfig, n_months: int = 400):
 
 def test_noise_scale_matches_sensitivity_over_epsilon():
     """Empirical variance of the noise over many draws = 2 b^2 with b = C / eps_share, per measure."""
-    cfg = DPConfig(epsilon=0.5, orders_share=0.4, max_orders_per_customer=2, max_revenue_per_customer=300.0,
-                   suppress_below_noise_scales=-1e18)  # no suppression: every noisy cell is visible
+    cfg = DPConfig(
+        epsilon=0.5,
+        orders_share=0.4,
+        max_orders_per_customer=2,
+        max_revenue_per_customer=300.0,
+        suppress_below_noise_scales=-1e18,
+    )  # no suppression: every noisy cell is visible
     b_orders, b_revenue = noise_scales(cfg)
     assert b_orders == pytest.approx(2 / 0.2) and b_revenue == pytest.approx(300 / 0.3)
     err_o, err_r = _sp_errors(cfg)
@@ -53,8 +58,13 @@ def test_noise_scale_matches_sensitivity_over_epsilon():
     assert err_r.var() == pytest.approx(2 * b_revenue**2, rel=0.25)
     assert abs(err_o.mean()) < 4 * b_orders * np.sqrt(2 / 400) + 0.5  # unbiased (rounding aside)
     # a 10x larger epsilon gives a 10x smaller spread
-    tight = DPConfig(epsilon=5.0, orders_share=0.4, max_orders_per_customer=2, max_revenue_per_customer=300.0,
-                     suppress_below_noise_scales=-1e18)
+    tight = DPConfig(
+        epsilon=5.0,
+        orders_share=0.4,
+        max_orders_per_customer=2,
+        max_revenue_per_customer=300.0,
+        suppress_below_noise_scales=-1e18,
+    )
     _, err_r_tight = _sp_errors(tight)
     assert err_r_tight.std() == pytest.approx(err_r.std() / 10, rel=0.3)
 
@@ -69,7 +79,9 @@ def test_clipping_bounds_one_customers_contribution():
     assert diff.loc[("RJ", JAN)].tolist() == [3.0, 1000.0]
     assert diff.loc[("RJ", FEB)].tolist() == [1.0, 10.0]
     # the unclipped truth is what utility is measured against
-    assert true_totals(pd.concat([base, whale])).set_index(["region", "month"]).loc[("RJ", JAN), "orders"] == 60
+    assert (
+        true_totals(pd.concat([base, whale])).set_index(["region", "month"]).loc[("RJ", JAN), "orders"] == 60
+    )
 
 
 def test_output_never_negative_and_fixed_grid_with_suppression():
@@ -88,7 +100,9 @@ def test_output_never_negative_and_fixed_grid_with_suppression():
 
 
 def test_unknown_regions_are_not_published_and_bad_config_is_refused():
-    rep = dp_regional_report(_orders([("a", "XX", JAN, 10.0)]), DPConfig(), regions=BR_STATES, rng=np.random.default_rng(0))
+    rep = dp_regional_report(
+        _orders([("a", "XX", JAN, 10.0)]), DPConfig(), regions=BR_STATES, rng=np.random.default_rng(0)
+    )
     assert "XX" not in set(rep["region"])
     with pytest.raises(ValueError, match="epsilon"):
         DPConfig(epsilon=0)
@@ -100,23 +114,48 @@ def test_utility_improves_with_epsilon():
     rng = np.random.default_rng(1)
     states = rng.choice(["SP", "RJ", "MG", "BA", "RS"], p=[0.5, 0.2, 0.15, 0.1, 0.05], size=4000)
     months = rng.choice(pd.date_range("2024-01-01", periods=6, freq="MS"), size=4000)
-    orders = pd.DataFrame({"customer_id": [f"c{i}" for i in range(4000)], "region": states, "month": months,
-                           "revenue": rng.gamma(2.0, 80.0, 4000)})
+    orders = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(4000)],
+            "region": states,
+            "month": months,
+            "revenue": rng.gamma(2.0, 80.0, 4000),
+        }
+    )
     truth = true_totals(orders)
-    low = utility(dp_regional_report(orders, DPConfig(epsilon=0.1), regions=BR_STATES, rng=np.random.default_rng(2)), truth)
-    high = utility(dp_regional_report(orders, DPConfig(epsilon=10.0), regions=BR_STATES, rng=np.random.default_rng(2)), truth)
+    low = utility(
+        dp_regional_report(orders, DPConfig(epsilon=0.1), regions=BR_STATES, rng=np.random.default_rng(2)),
+        truth,
+    )
+    high = utility(
+        dp_regional_report(orders, DPConfig(epsilon=10.0), regions=BR_STATES, rng=np.random.default_rng(2)),
+        truth,
+    )
     assert high["mae_orders"] < low["mae_orders"] and high["rel_err_orders_large"] < 0.05
     assert high["rank_corr_regions"] > 0.95
 
 
 def test_orders_by_region_joins_customers_and_item_value():
-    orders = pd.DataFrame({"order_id": ["o1", "o2", "o3"], "customer_id": ["a", "b", "zz"],
-                           "purchased_at": pd.to_datetime(["2024-01-05", "2024-02-10", "2024-02-11"])})
-    customers = pd.DataFrame({"customer_id": ["a", "b"], "state": ["SP", "RJ"], "zip_prefix": ["01310", "20040"]})
-    items = pd.DataFrame({"order_id": ["o1", "o1", "o2"], "price": [10.0, 5.0, 7.0], "freight": [1.0, 1.0, None]})
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3"],
+            "customer_id": ["a", "b", "zz"],
+            "purchased_at": pd.to_datetime(["2024-01-05", "2024-02-10", "2024-02-11"]),
+        }
+    )
+    customers = pd.DataFrame(
+        {"customer_id": ["a", "b"], "state": ["SP", "RJ"], "zip_prefix": ["01310", "20040"]}
+    )
+    items = pd.DataFrame(
+        {"order_id": ["o1", "o1", "o2"], "price": [10.0, 5.0, 7.0], "freight": [1.0, 1.0, None]}
+    )
     state = orders_by_region(orders, customers, items, countries=("BR",))
-    assert state.to_dict("list") == {"customer_id": ["a", "b"], "region": ["SP", "RJ"],
-                                     "month": [JAN, FEB], "revenue": [17.0, 7.0]}
+    assert state.to_dict("list") == {
+        "customer_id": ["a", "b"],
+        "region": ["SP", "RJ"],
+        "month": [JAN, FEB],
+        "revenue": [17.0, 7.0],
+    }
     assert orders_by_region(orders, customers, items, "zip3", ("BR",))["region"].tolist() == ["013", "200"]
     # without any country the state codes cannot be placed: nothing is guessed
     assert orders_by_region(orders, customers, items).empty
@@ -138,11 +177,16 @@ def _run_asset(root, staging: dict[str, pd.DataFrame], countries: str = "", leve
         con.unregister("_f")
     con.close()
     result = dg.materialize(
-        [regional_demand_dp], resources={"warehouse": WarehouseResource(path=str(wh)),
-                                         "source": SourceResource(data_root=str(root), kind="mapped",
-                                                                  countries=countries or "BR"),
-                                         "paths": PathsResource(data_root=str(root))},
-        run_config={"ops": {"reports__regional_demand_dp": {"config": {"epsilon": 1.0, "seed": 3, "level": level}}}})
+        [regional_demand_dp],
+        resources={
+            "warehouse": WarehouseResource(path=str(wh)),
+            "source": SourceResource(data_root=str(root), kind="mapped", countries=countries or "BR"),
+            "paths": PathsResource(data_root=str(root)),
+        },
+        run_config={
+            "ops": {"reports__regional_demand_dp": {"config": {"epsilon": 1.0, "seed": 3, "level": level}}}
+        },
+    )
     assert result.success
     con = duckdb.connect(str(wh), read_only=True)
     try:
@@ -155,10 +199,20 @@ def _run_asset(root, staging: dict[str, pd.DataFrame], countries: str = "", leve
 def test_asset_on_a_small_warehouse_and_on_empty_input(tmp_path):
     rng = np.random.default_rng(0)
     n = 600
-    orders = pd.DataFrame({"order_id": [f"o{i}" for i in range(n)], "customer_id": [f"c{i % 200}" for i in range(n)],
-                           "purchased_at": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 90, n), "D")})
-    customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(200)],
-                              "state": rng.choice(["SP", "RJ", "MG"], 200), "zip_prefix": ["01310"] * 200})
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(n)],
+            "customer_id": [f"c{i % 200}" for i in range(n)],
+            "purchased_at": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 90, n), "D"),
+        }
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(200)],
+            "state": rng.choice(["SP", "RJ", "MG"], 200),
+            "zip_prefix": ["01310"] * 200,
+        }
+    )
     items = pd.DataFrame({"order_id": orders["order_id"], "price": rng.gamma(2, 50, n), "freight": 10.0})
     table, csv = _run_asset(tmp_path / "a", {"orders": orders, "customers": customers, "order_items": items})
     assert len(table) == len(BR_STATES) * 3 and len(csv) == len(table)
@@ -167,7 +221,9 @@ def test_asset_on_a_small_warehouse_and_on_empty_input(tmp_path):
     assert len(sp) == 3 and (sp["orders"] > 0).all()
     assert (table["epsilon"] == 1.0).all()
 
-    empty = {k: v.iloc[0:0] for k, v in {"orders": orders, "customers": customers, "order_items": items}.items()}
+    empty = {
+        k: v.iloc[0:0] for k, v in {"orders": orders, "customers": customers, "order_items": items}.items()
+    }
     table, csv = _run_asset(tmp_path / "b", empty)
     assert len(table) == 0 and list(csv.columns) == REPORT_COLUMNS
 
@@ -179,18 +235,37 @@ def test_grid_is_the_shops_own_regions_never_brazil(tmp_path):
     n = 900
     cc = rng.choice(["United Kingdom", "France", "EIRE"], 300, p=[0.8, 0.15, 0.05])
     customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(300)], "country": cc})
-    orders = pd.DataFrame({"order_id": [f"o{i}" for i in range(n)], "customer_id": [f"c{i % 300}" for i in range(n)],
-                           "purchased_at": pd.Timestamp("2011-01-01") + pd.to_timedelta(rng.integers(0, 90, n), "D")})
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(n)],
+            "customer_id": [f"c{i % 300}" for i in range(n)],
+            "purchased_at": pd.Timestamp("2011-01-01") + pd.to_timedelta(rng.integers(0, 90, n), "D"),
+        }
+    )
     items = pd.DataFrame({"order_id": orders["order_id"], "price": rng.gamma(2, 20, n), "freight": 0.0})
-    table, _ = _run_asset(tmp_path / "uk", {"orders": orders, "customers": customers, "order_items": items},
-                          countries="GB,FR,IE")
+    table, _ = _run_asset(
+        tmp_path / "uk",
+        {"orders": orders, "customers": customers, "order_items": items},
+        countries="GB,FR,IE",
+    )
     assert set(table["level"]) == {"country"} and set(table["region"]) == {"GB", "FR", "IE"}
     assert len(table) == 3 * 3 and not table[table.region == "GB"]["suppressed"].any()
     # a US shop with states: auto publishes states, and the grid is the 51 US divisions
-    us = pd.DataFrame({"customer_id": [f"c{i}" for i in range(300)],
-                       "state": rng.choice(["CA", "NY", "TX"], 300), "city": None})
-    table, _ = _run_asset(tmp_path / "us", {"orders": orders, "customers": us, "order_items": items}, countries="US")
-    assert set(table["level"]) == {"state"} and len(set(table["region"])) == 51 and "SP" not in set(table["region"])
+    us = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(300)],
+            "state": rng.choice(["CA", "NY", "TX"], 300),
+            "city": None,
+        }
+    )
+    table, _ = _run_asset(
+        tmp_path / "us", {"orders": orders, "customers": us, "order_items": items}, countries="US"
+    )
+    assert (
+        set(table["level"]) == {"state"}
+        and len(set(table["region"])) == 51
+        and "SP" not in set(table["region"])
+    )
     ca = table[table.region == "CA"]
     assert len(ca) == 3 and not ca["suppressed"].any()
 

@@ -48,8 +48,10 @@ SCHEMAS = ("raw", "staging", "features")
 def orders_per_customer(warehouse: WarehouseResource) -> pd.DataFrame:
     """A DataFrame asset stored by the project's IO manager (the write the second kill interrupts)."""
     with warehouse.connect(read_only=True) as con:
-        return con.execute("SELECT customer_id, count(*)::BIGINT AS orders, min(purchased_at) AS first_order "
-                           "FROM staging.orders GROUP BY customer_id").fetchdf()
+        return con.execute(
+            "SELECT customer_id, count(*)::BIGINT AS orders, min(purchased_at) AS first_order "
+            "FROM staging.orders GROUP BY customer_id"
+        ).fetchdf()
 
 
 def _definitions(tables, extra=(), max_concurrent: int = 1) -> dg.Definitions:
@@ -58,11 +60,20 @@ def _definitions(tables, extra=(), max_concurrent: int = 1) -> dg.Definitions:
     assets = [a for a in ingest.build(settings).assets if a.key in wanted]
     resources = build_resources(settings)
     src = resources["source"]
-    resources["source"] = SourceResource(kind=src.kind, data_root=src.data_root, synthetic_orders=src.synthetic_orders,
-                                         synthetic_seed=src.synthetic_seed, chunk_rows=CHUNK_ROWS)
+    resources["source"] = SourceResource(
+        kind=src.kind,
+        data_root=src.data_root,
+        synthetic_orders=src.synthetic_orders,
+        synthetic_seed=src.synthetic_seed,
+        chunk_rows=CHUNK_ROWS,
+    )
     job = dg.define_asset_job("faults", selection=dg.AssetSelection.all())
-    return dg.Definitions(assets=[*assets, *extra], jobs=[job], resources=resources,
-                          executor=dg.multiprocess_executor.configured({"max_concurrent": max_concurrent}))
+    return dg.Definitions(
+        assets=[*assets, *extra],
+        jobs=[job],
+        resources=resources,
+        executor=dg.multiprocess_executor.configured({"max_concurrent": max_concurrent}),
+    )
 
 
 def fault_job():
@@ -85,12 +96,25 @@ def env(tmp_path_factory):
     """A small synthetic source and a reference warehouse from one clean run of every table used here."""
     root = tmp_path_factory.mktemp("faults")
     saved = dict(os.environ)
-    for var in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY", "ECOM_DATA_DIR", "ECOM_MAPPING",
-                "ECOM_ENV", FAULT_PAUSE_ENV):
+    for var in (
+        "ECOM_WAREHOUSE",
+        "MLFLOW_TRACKING_URI",
+        "ECOM_PSEUDONYM_KEY",
+        "ECOM_DATA_DIR",
+        "ECOM_MAPPING",
+        "ECOM_ENV",
+        FAULT_PAUSE_ENV,
+    ):
         os.environ.pop(var, None)
-    os.environ.update({"ECOM_DATA_ROOT": str(root / "data"), "ECOM_DATA_SOURCE": "synthetic",
-                       "ECOM_SYNTHETIC_ORDERS": str(ORDERS), "ECOM_WAREHOUSE": str(root / "reference.duckdb"),
-                       "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"})
+    os.environ.update(
+        {
+            "ECOM_DATA_ROOT": str(root / "data"),
+            "ECOM_DATA_SOURCE": "synthetic",
+            "ECOM_SYNTHETIC_ORDERS": str(ORDERS),
+            "ECOM_WAREHOUSE": str(root / "reference.duckdb"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        }
+    )
     (root / "data").mkdir()
     try:
         defs = _definitions(TABLES, [orders_per_customer])
@@ -102,6 +126,7 @@ def env(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------ (a) kill mid-write, re-execute
+
 
 class Killer:
     """SIGKILLs the process that paused at the fault point (its pid is in the marker file), ``kills`` times:
@@ -130,8 +155,12 @@ def _run_with_kill(instance, point: str, marker: Path, reexecute_from: str | Non
     killer = Killer(marker, kills)
     try:
         options = dg.ReexecutionOptions.from_failure(reexecute_from, instance) if reexecute_from else None
-        result = dg.execute_job(dg.reconstructable(fault_job), instance=instance, reexecution_options=options,
-                                raise_on_error=False)
+        result = dg.execute_job(
+            dg.reconstructable(fault_job),
+            instance=instance,
+            reexecution_options=options,
+            raise_on_error=False,
+        )
     finally:
         os.environ.pop(FAULT_PAUSE_ENV, None)
     killer.thread.join(timeout=5)
@@ -151,11 +180,15 @@ def _load_log_consistent(path: Path, tables) -> list[str]:
         for t in tables:
             load_id, raw_rows = con.execute(f"SELECT max(_load_id), count(*) FROM raw.{t}").fetchall()[0]
             staged = con.execute(f"SELECT count(*) FROM staging.{t}").fetchall()[0][0]
-            quarantined = con.execute("SELECT count(*) FROM staging.quarantine WHERE table_name = ? AND load_id = ?",
-                                      [t, load_id]).fetchall()[0][0]
+            quarantined = con.execute(
+                "SELECT count(*) FROM staging.quarantine WHERE table_name = ? AND load_id = ?", [t, load_id]
+            ).fetchall()[0][0]
             for layer, expected in (("raw", (raw_rows, 0)), ("staging", (staged, quarantined))):
-                entries = con.execute("SELECT rows, quarantined FROM meta.load_log WHERE layer = ? AND table_name = ? "
-                                      "AND load_id = ?", [layer, t, load_id]).fetchall()
+                entries = con.execute(
+                    "SELECT rows, quarantined FROM meta.load_log WHERE layer = ? AND table_name = ? "
+                    "AND load_id = ?",
+                    [layer, t, load_id],
+                ).fetchall()
                 if entries != [expected]:
                     problems.append(f"{layer}.{t} load {load_id}: log {entries}, table {expected}")
     finally:
@@ -178,8 +211,9 @@ def test_step_killed_mid_write_then_reexecuted_from_failure_leaves_the_warehouse
         with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
             # 1. kill the raw loader after its first chunk went into the side table, in every attempt: the
             #    raw assets' own retry policy re-runs a killed step, so the run fails only when all attempts die
-            raw_retries = next(a for a in ingest.build().assets
-                               if a.key == ingest.raw_key("orders")).op.retry_policy.max_retries
+            raw_retries = next(
+                a for a in ingest.build().assets if a.key == ingest.raw_key("orders")
+            ).op.retry_policy.max_retries
             kills = 1 + raw_retries
             run1, killed1 = _run_with_kill(instance, "raw_load.orders", tmp_path / "kill1", kills=kills)
             faults_tried += len(killed1)
@@ -190,20 +224,28 @@ def test_step_killed_mid_write_then_reexecuted_from_failure_leaves_the_warehouse
             con = duckdb.connect(str(warehouse), read_only=True)
             side_rows = con.execute('SELECT count(*) FROM raw."orders__loading"').fetchall()[0][0]
             con.close()
-            assert 0 < side_rows < reference["raw.orders"][0]  # killed in the middle: part of the load had been written
+            assert (
+                0 < side_rows < reference["raw.orders"][0]
+            )  # killed in the middle: part of the load had been written
             state = _fingerprints(warehouse)
             assert state["raw.orders"] == reference["raw.orders"]  # the previous complete table is untouched
 
             # 2. re-execute from failure; this time kill the IO manager inside its table write
-            run2, killed2 = _run_with_kill(instance, f"io_write.{probe}", tmp_path / "kill2", reexecute_from=run1.run_id)
+            run2, killed2 = _run_with_kill(
+                instance, f"io_write.{probe}", tmp_path / "kill2", reexecute_from=run1.run_id
+            )
             faults_tried += len(killed2)
             assert len(killed2) == 1 and not run2.success
             assert _failed_steps(run2) == {"features__fault_probe_orders_per_customer"}
             assert _fingerprints(warehouse)[probe] == reference[probe]  # previous rows, not an empty table
 
             # 3. re-execute from failure again: completes
-            run3 = dg.execute_job(dg.reconstructable(fault_job), instance=instance, raise_on_error=False,
-                                  reexecution_options=dg.ReexecutionOptions.from_failure(run2.run_id, instance))
+            run3 = dg.execute_job(
+                dg.reconstructable(fault_job),
+                instance=instance,
+                raise_on_error=False,
+                reexecution_options=dg.ReexecutionOptions.from_failure(run2.run_id, instance),
+            )
             assert run3.success
     finally:
         os.environ["ECOM_WAREHOUSE"] = str(env / "reference.duckdb")
@@ -214,14 +256,19 @@ def test_step_killed_mid_write_then_reexecuted_from_failure_leaves_the_warehouse
     mismatched = {t: (final.get(t), fp) for t, fp in reference.items() if final.get(t) != fp}
     assert mismatched == {}  # same rows and content hash as the clean run: nothing lost, nothing doubled
     assert _load_log_consistent(warehouse, FAULT_TABLES) == []
-    faults_survived = faults_tried  # every kill left a consistent warehouse, and the re-executions completed it
+    faults_survived = (
+        faults_tried  # every kill left a consistent warehouse, and the re-executions completed it
+    )
     rows_lost = sum(fp[0] for fp in reference.values()) - sum(final[t][0] for t in reference)
-    print(f"\nfaults tried {faults_tried}, survived {faults_survived}, rows lost {rows_lost}, "
-          f"side-table rows at kill {side_rows}")
+    print(
+        f"\nfaults tried {faults_tried}, survived {faults_survived}, rows lost {rows_lost}, "
+        f"side-table rows at kill {side_rows}"
+    )
     assert rows_lost == 0
 
 
 # -------------------------------------------------------------------------------- (b) MLflow unreachable
+
 
 def _closed_port_uri() -> str:
     with socket.socket() as s:
@@ -254,8 +301,10 @@ def test_mlflow_unreachable_fails_clearly_is_retried_and_registers_nothing(env, 
     store = MLflowResource(tracking_uri=f"sqlite:///{env / 'mlflow.db'}")
     model, x = _small_model()
     with store.start_run("champion"):
-        log_and_register(Candidate("ecom.delivery.delay", "sklearn", model, x, "mae", 2.0,
-                                   higher_is_better=False), key=_key())
+        log_and_register(
+            Candidate("ecom.delivery.delay", "sklearn", model, x, "mae", 2.0, higher_is_better=False),
+            key=_key(),
+        )
     client = store.client()
     before_versions = {v.version for v in client.search_model_versions("name = 'ecom.delivery.delay'")}
     before_champion = client.get_model_version_by_alias("ecom.delivery.delay", "champion").version
@@ -265,8 +314,12 @@ def test_mlflow_unreachable_fails_clearly_is_retried_and_registers_nothing(env, 
     for job in JOBS:
         if job.name in ("training", "scoring", "full_pipeline"):
             assert job.op_retry_policy == MODEL_RETRY_POLICY
-    fast = dg.RetryPolicy(max_retries=MODEL_RETRY_POLICY.max_retries, delay=0.2, backoff=MODEL_RETRY_POLICY.backoff,
-                          jitter=MODEL_RETRY_POLICY.jitter)
+    fast = dg.RetryPolicy(
+        max_retries=MODEL_RETRY_POLICY.max_retries,
+        delay=0.2,
+        backoff=MODEL_RETRY_POLICY.backoff,
+        jitter=MODEL_RETRY_POLICY.jitter,
+    )
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     monkeypatch.setenv("ECOM_MLFLOW_CONNECT_TIMEOUT_S", "2")
@@ -284,13 +337,16 @@ def test_mlflow_unreachable_fails_clearly_is_retried_and_registers_nothing(env, 
     assert error.cause is None  # no chained HTTP-library stack: the message is the whole story
 
     # nothing registered or written half way: same versions, same champion, same warehouse tables
-    assert {v.version for v in client.search_model_versions("name = 'ecom.delivery.delay'")} == before_versions
+    assert {
+        v.version for v in client.search_model_versions("name = 'ecom.delivery.delay'")
+    } == before_versions
     assert client.get_model_version_by_alias("ecom.delivery.delay", "champion").version == before_champion
     after_tables = _fingerprints(warehouse, (*SCHEMAS, "models", "ml"))
     assert after_tables == before_tables and "models.delivery_delay" not in after_tables
 
 
 # ------------------------------------------------------------------------------- (c) corrupted artifact
+
 
 def test_corrupted_champion_artifact_keeps_serving_the_previous_champion(env, tmp_path):
     """review_sentiment (the serving asset that loads a champion) on a champion whose model file is truncated."""
@@ -320,8 +376,10 @@ def test_corrupted_champion_artifact_keeps_serving_the_previous_champion(env, tm
     assert v2.promoted
     corrupt(model_file(name, v2.version))
 
-    result = dg.materialize([reviews.review_sentiment], resources={
-        "warehouse": WarehouseResource(path=str(warehouse)), "mlflow": tracking})
+    result = dg.materialize(
+        [reviews.review_sentiment],
+        resources={"warehouse": WarehouseResource(path=str(warehouse)), "mlflow": tracking},
+    )
     assert result.success
     meta = result.get_asset_materialization_events()[0].materialization.metadata
     message = meta["message"].value
@@ -359,12 +417,15 @@ def test_io_manager_write_killed_keeps_the_previous_rows(tmp_path, monkeypatch):
     """The stock dagster-duckdb handler auto-commits its DELETE before the INSERT: the same kill left 0 rows."""
     path = tmp_path / "w.duckdb"
     cwd = Path(__file__).resolve().parents[2]
-    subprocess.run([sys.executable, "-c", IO_WRITE, str(path), "1000"], check=True, cwd=cwd, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", IO_WRITE, str(path), "1000"], check=True, cwd=cwd, capture_output=True
+    )
     marker = tmp_path / "paused"
     monkeypatch.setenv(FAULT_PAUSE_ENV, f"io_write.features.t={marker}")
     killer = Killer(marker)
-    child = subprocess.run([sys.executable, "-c", IO_WRITE, str(path), "2000"], cwd=cwd, capture_output=True,
-                           check=False)
+    child = subprocess.run(
+        [sys.executable, "-c", IO_WRITE, str(path), "2000"], cwd=cwd, capture_output=True, check=False
+    )
     killer.thread.join(timeout=5)
     assert len(killer.killed) == 1 and child.returncode == -signal.SIGKILL
     con = duckdb.connect(str(path), read_only=True)
@@ -398,8 +459,9 @@ def test_io_manager_empty_frame_creates_a_typed_empty_table(tmp_path):
     io = {"io_manager": WarehouseIOManager(database=str(tmp_path / "w.duckdb"))}
     assert dg.materialize([e], resources=io).success
     con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
-    types = con.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'e' "
-                        "ORDER BY 1").fetchall()
+    types = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'e' ORDER BY 1"
+    ).fetchall()
     con.close()
     assert types == [("id", "VARCHAR"), ("n", "BIGINT")]
 

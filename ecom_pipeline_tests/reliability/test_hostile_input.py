@@ -45,12 +45,18 @@ ORDERS_COLUMNS = {c: c for c in ORDERS_HEADER.split(",")}
 
 
 def orders_mapping(file: str = "orders.csv", **extra) -> dict:
-    return {**extra.pop("top", {}), "tables": {"orders": {"file": file, "columns": dict(ORDERS_COLUMNS), **extra}}}
+    return {
+        **extra.pop("top", {}),
+        "tables": {"orders": {"file": file, "columns": dict(ORDERS_COLUMNS), **extra}},
+    }
 
 
 def orders_csv(n: int = 3, header: str = ORDERS_HEADER, start: int = 1) -> str:
-    return header + "\n" + "".join(f"o{i},c{i},2024-01-{1 + i % 28:02d} 10:00:00,delivered\n"
-                                   for i in range(start, start + n))
+    return (
+        header
+        + "\n"
+        + "".join(f"o{i},c{i},2024-01-{1 + i % 28:02d} 10:00:00,delivered\n" for i in range(start, start + n))
+    )
 
 
 # ----------------------------------------------------------------------------------------------- harness
@@ -78,7 +84,9 @@ def ingest(con: duckdb.DuckDBPyConnection, source: MappedSource, tables=("orders
 def counts(con, table: str) -> tuple[int, int, int]:
     raw = con.execute(f'SELECT count(*) FROM raw."{table}"').fetchall()[0][0]
     staged = con.execute(f'SELECT count(*) FROM staging."{table}"').fetchall()[0][0]
-    quarantined = con.execute("SELECT count(*) FROM staging.quarantine WHERE table_name = ?", [table]).fetchall()[0][0]
+    quarantined = con.execute(
+        "SELECT count(*) FROM staging.quarantine WHERE table_name = ?", [table]
+    ).fetchall()[0][0]
     return raw, staged, quarantined
 
 
@@ -90,8 +98,10 @@ def assert_nothing_lost(con, table: str, delivered_rows: int) -> tuple[int, int,
 
 
 def quarantine(con, table: str) -> list[tuple[int, str, str]]:
-    return con.execute("SELECT source_row, reason, detail FROM staging.quarantine WHERE table_name = ? "
-                       "ORDER BY source_row", [table]).fetchall()
+    return con.execute(
+        "SELECT source_row, reason, detail FROM staging.quarantine WHERE table_name = ? ORDER BY source_row",
+        [table],
+    ).fetchall()
 
 
 @pytest.fixture
@@ -141,13 +151,17 @@ def test_damaged_gzip_is_refused_and_the_previous_table_stays(case, tmp_path, co
             ingest(con, build_source(folder, orders_mapping("orders.csv.gz")))  # building reads the header
         assert "orders.csv.gz" in str(exc.value) and exc.value.file.endswith("orders.csv.gz")
         assert counts(con, "orders") == before  # the complete previous load is still the visible table
-        assert con.execute("SELECT count(*) FROM raw.orders WHERE _load_id = 'L1'").fetchall()[0][0] == GOOD_ROWS
+        assert (
+            con.execute("SELECT count(*) FROM raw.orders WHERE _load_id = 'L1'").fetchall()[0][0] == GOOD_ROWS
+        )
     else:
         _, rows, quarantined = expected
         ingest(con, build_source(folder, orders_mapping("orders.csv.gz")))
         assert assert_nothing_lost(con, "orders", rows)[2] == quarantined
         if quarantined:
-            assert {(r, d) for _, r, d in quarantine(con, "orders")} == {("malformed_line", "repeated_header")}
+            assert {(r, d) for _, r, d in quarantine(con, "orders")} == {
+                ("malformed_line", "repeated_header")
+            }
 
 
 # ============================================================================ 2. delimiter and encoding
@@ -156,27 +170,45 @@ CUSTOMERS_HEADER = ["customer_id", "city", "state"]
 
 
 def _customers(delimiter: str, encoding: str, cities=CITIES, bom: bytes = b"") -> bytes:
-    lines = [delimiter.join(CUSTOMERS_HEADER)] + [delimiter.join([f"c{i}", city, "SP"]) for i, city in enumerate(cities)]
+    lines = [delimiter.join(CUSTOMERS_HEADER)] + [
+        delimiter.join([f"c{i}", city, "SP"]) for i, city in enumerate(cities)
+    ]
     return bom + ("\r\n".join(lines) + "\r\n").encode(encoding)
 
 
 ENCODING_CASES = {
     # case: (file name, bytes, csv options in the mapping, expected)
-    "latin1_semicolon_declared": ("c.csv", _customers(";", "latin-1"), {"delimiter": "semicolon", "encoding": "latin-1"},
-                                  ("loaded", CITIES)),
-    "cp1252_euro_sign_declared": ("c.csv", _customers(";", "cp1252", ["Preço €5", "Brasília"]),
-                                  {"delimiter": ";", "encoding": "cp1252"}, ("loaded", ["Preço €5", "Brasília"])),
+    "latin1_semicolon_declared": (
+        "c.csv",
+        _customers(";", "latin-1"),
+        {"delimiter": "semicolon", "encoding": "latin-1"},
+        ("loaded", CITIES),
+    ),
+    "cp1252_euro_sign_declared": (
+        "c.csv",
+        _customers(";", "cp1252", ["Preço €5", "Brasília"]),
+        {"delimiter": ";", "encoding": "cp1252"},
+        ("loaded", ["Preço €5", "Brasília"]),
+    ),
     "tab_separated_tsv_by_extension": ("c.tsv", _customers("\t", "utf-8"), {}, ("loaded", CITIES)),
     "pipe_declared": ("c.csv", _customers("|", "utf-8"), {"delimiter": "pipe"}, ("loaded", CITIES)),
     # undeclared Latin-1: every row with an accent is quarantined (invalid_utf8), the others load
-    "latin1_read_as_utf8": ("c.csv", _customers(";", "latin-1", ["São Paulo", "Curitiba", "Brasília"]),
-                            {"delimiter": ";"}, ("quarantined", [1, 3], "invalid_utf8")),
+    "latin1_read_as_utf8": (
+        "c.csv",
+        _customers(";", "latin-1", ["São Paulo", "Curitiba", "Brasília"]),
+        {"delimiter": ";"},
+        ("quarantined", [1, 3], "invalid_utf8"),
+    ),
     "semicolon_undeclared": ("c.csv", _customers(";", "utf-8"), {}, ("error", "semicolon-delimited", "city")),
     "utf16_with_bom": ("c.csv", _customers(",", "utf-16"), {}, ("error", "UTF-16 encoded", None)),
     "utf32_with_bom": ("c.csv", _customers(",", "utf-32"), {}, ("error", "UTF-32 encoded", None)),
     # a mapping declaring an encoding the reader cannot split: the mapping file is named as the culprit
-    "mapping_declares_utf16": ("c.csv", _customers(",", "utf-8"), {"encoding": "utf-16"},
-                               ("error", "not ASCII-compatible", None)),
+    "mapping_declares_utf16": (
+        "c.csv",
+        _customers(",", "utf-8"),
+        {"encoding": "utf-16"},
+        ("error", "not ASCII-compatible", None),
+    ),
 }
 
 
@@ -184,7 +216,9 @@ ENCODING_CASES = {
 def test_delimiters_and_encodings(case, tmp_path, con):
     name, content, options, expected = ENCODING_CASES[case]
     write_files(tmp_path, {name: content})
-    mapping = {"tables": {"customers": {"file": name, "columns": {c: c for c in CUSTOMERS_HEADER}, **options}}}
+    mapping = {
+        "tables": {"customers": {"file": name, "columns": {c: c for c in CUSTOMERS_HEADER}, **options}}
+    }
     if expected[0] == "error":
         with pytest.raises(SourceError, match=expected[1]) as exc:
             ingest(con, build_source(tmp_path, mapping), ("customers",))
@@ -198,26 +232,41 @@ def test_delimiters_and_encodings(case, tmp_path, con):
     delivered = len([c for c in cities if c.strip()])
     _, staged, _ = assert_nothing_lost(con, "customers", delivered)
     if expected[0] == "loaded":
-        got = [r[0] for r in con.execute("SELECT city FROM staging.customers ORDER BY _source_row").fetchall()]
+        got = [
+            r[0] for r in con.execute("SELECT city FROM staging.customers ORDER BY _source_row").fetchall()
+        ]
         assert got == expected[1]
         ids = {r[0] for r in con.execute("SELECT customer_id FROM staging.customers").fetchall()}
         assert ids == {pseudonym(f"c{i}", KEY) for i in range(len(expected[1]))}
     else:
         _, rows, detail = expected
         assert [(r, reason, d) for r, reason, d in quarantine(con, "customers")] == [
-            (row, "malformed_line", detail) for row in rows]
+            (row, "malformed_line", detail) for row in rows
+        ]
 
 
 # ============================================================================ 3. duplicated header lines
 HEADER_CASES = {
     # case: (orders.csv content, data rows in the file, source rows of the repeated headers)
-    "header_repeated_mid_file": (orders_csv(2) + orders_csv(2).split("\n", 1)[0] + "\no9,c9,2024-02-01,shipped\n",
-                                 4, [3]),
+    "header_repeated_mid_file": (
+        orders_csv(2) + orders_csv(2).split("\n", 1)[0] + "\no9,c9,2024-02-01,shipped\n",
+        4,
+        [3],
+    ),
     "concatenated_exports_with_bom": ("\ufeff" + orders_csv(2) + "\ufeff" + orders_csv(3, start=10), 6, [3]),
-    "three_exports_concatenated_crlf": ("".join(orders_csv(1, start=s) for s in (1, 5, 9)).replace("\n", "\r\n"),
-                                        5, [2, 4]),
-    "repeated_header_fully_quoted": (orders_csv(2) + ",".join(f'"{c}"' for c in ORDERS_HEADER.split(",")) + "\n"
-                                     + "o7,c7,2024-03-01,delivered\n", 4, [3]),
+    "three_exports_concatenated_crlf": (
+        "".join(orders_csv(1, start=s) for s in (1, 5, 9)).replace("\n", "\r\n"),
+        5,
+        [2, 4],
+    ),
+    "repeated_header_fully_quoted": (
+        orders_csv(2)
+        + ",".join(f'"{c}"' for c in ORDERS_HEADER.split(","))
+        + "\n"
+        + "o7,c7,2024-03-01,delivered\n",
+        4,
+        [3],
+    ),
 }
 
 
@@ -229,7 +278,10 @@ def test_duplicated_header_lines_are_quarantined_not_loaded_as_orders(case, tmp_
     _, staged, quarantined = assert_nothing_lost(con, "orders", rows)
     assert quarantine(con, "orders") == [(r, "malformed_line", "repeated_header") for r in header_rows]
     assert staged == rows - len(header_rows)
-    assert con.execute("SELECT count(*) FROM staging.orders WHERE order_id LIKE '%order_id%'").fetchall()[0][0] == 0
+    assert (
+        con.execute("SELECT count(*) FROM staging.orders WHERE order_id LIKE '%order_id%'").fetchall()[0][0]
+        == 0
+    )
 
 
 # ============================================================================ 4. mixed date formats in one column
@@ -241,12 +293,27 @@ DATE_CASES = {
     "brazilian_undeclared": (None, "05/03/2024", "bad_type:purchased_at"),
     "brazilian_declared_day_first": (["%Y-%m-%d %H:%M:%S", "%d/%m/%Y"], "05/03/2024", datetime(2024, 3, 5)),
     "us_declared_month_first": (["%Y-%m-%d %H:%M:%S", "%m/%d/%Y"], "05/03/2024", datetime(2024, 5, 3)),
-    "iso_z_suffix_with_offset_format": (["%Y-%m-%dT%H:%M:%S%z"], "2024-03-05T14:30:00Z", datetime(2024, 3, 5, 14, 30)),
-    "iso_offset_with_offset_format": (["%Y-%m-%dT%H:%M:%S%z"], "2024-03-05T14:30:00-03:00",
-                                      datetime(2024, 3, 5, 17, 30)),
+    "iso_z_suffix_with_offset_format": (
+        ["%Y-%m-%dT%H:%M:%S%z"],
+        "2024-03-05T14:30:00Z",
+        datetime(2024, 3, 5, 14, 30),
+    ),
+    "iso_offset_with_offset_format": (
+        ["%Y-%m-%dT%H:%M:%S%z"],
+        "2024-03-05T14:30:00-03:00",
+        datetime(2024, 3, 5, 17, 30),
+    ),
     "iso_z_suffix_default": (None, "2024-03-05T14:30:00Z", datetime(2024, 3, 5, 14, 30)),
-    "iso_offset_with_fraction_default": (None, "2024-03-05T14:30:00.250+02:00", datetime(2024, 3, 5, 12, 30, 0, 250000)),
-    "iso_z_suffix_not_in_declared_formats": (["%Y-%m-%d %H:%M:%S"], "2024-03-05T14:30:00Z", "bad_type:purchased_at"),
+    "iso_offset_with_fraction_default": (
+        None,
+        "2024-03-05T14:30:00.250+02:00",
+        datetime(2024, 3, 5, 12, 30, 0, 250000),
+    ),
+    "iso_z_suffix_not_in_declared_formats": (
+        ["%Y-%m-%d %H:%M:%S"],
+        "2024-03-05T14:30:00Z",
+        "bad_type:purchased_at",
+    ),
     "epoch_seconds": (None, "1709649000", "bad_type:purchased_at"),
     "two_digit_year_read_as_year_24": (["%d/%m/%Y"], "05/03/24", "ancient_timestamp:purchased_at"),
     "month_name": (None, "5 Mar 2024", "bad_type:purchased_at"),
@@ -279,34 +346,112 @@ def test_mixed_date_formats_in_one_column(case, tmp_path, con):
 
 # ============================================================================ 5. mapping names columns that do not exist
 def _retail(tmp_path: Path) -> None:
-    write_files(tmp_path, {"retail.csv": "Order ID,Customer ID,Order Date,Sales,Quantity,Category,Extra,Extra\n"
-                                         "A1,C1,2024-01-01,10.0,2,Toys,x,y\n"})
+    write_files(
+        tmp_path,
+        {
+            "retail.csv": "Order ID,Customer ID,Order Date,Sales,Quantity,Category,Extra,Extra\n"
+            "A1,C1,2024-01-01,10.0,2,Toys,x,y\n"
+        },
+    )
 
 
 def _items(**derive) -> dict:
-    return {"tables": {"order_items": {"file": "retail.csv", "columns": {"order_id": "Order ID", "product_id": "Category"},
-                                       "derive": {"item_seq": {"row_number_within": "order_id"}, **derive}}}}
+    return {
+        "tables": {
+            "order_items": {
+                "file": "retail.csv",
+                "columns": {"order_id": "Order ID", "product_id": "Category"},
+                "derive": {"item_seq": {"row_number_within": "order_id"}, **derive},
+            }
+        }
+    }
 
 
 MAPPING_CASES = {
     # case: (mapping, column named in the error, text in the error)
-    "typo_in_columns": ({"tables": {"orders": {"file": "retail.csv", "columns": {
-        "order_id": "Order ID", "customer_id": "Customer ID", "purchased_at": "Order Dte"}}}},
-        "Order Dte", "did you mean 'Order Date'"),
-    "wrong_case": ({"tables": {"orders": {"file": "retail.csv", "columns": {
-        "order_id": "order id", "customer_id": "Customer ID", "purchased_at": "Order Date"}}}},
-        "order id", "did you mean 'Order ID'"),
+    "typo_in_columns": (
+        {
+            "tables": {
+                "orders": {
+                    "file": "retail.csv",
+                    "columns": {
+                        "order_id": "Order ID",
+                        "customer_id": "Customer ID",
+                        "purchased_at": "Order Dte",
+                    },
+                }
+            }
+        },
+        "Order Dte",
+        "did you mean 'Order Date'",
+    ),
+    "wrong_case": (
+        {
+            "tables": {
+                "orders": {
+                    "file": "retail.csv",
+                    "columns": {
+                        "order_id": "order id",
+                        "customer_id": "Customer ID",
+                        "purchased_at": "Order Date",
+                    },
+                }
+            }
+        },
+        "order id",
+        "did you mean 'Order ID'",
+    ),
     "missing_in_divide": (_items(price={"divide": ["Sales", "Qty"]}), "Qty", "is not in the file"),
-    "missing_in_json_object": ({"tables": {"products": {"file": "retail.csv", "columns": {"product_id": "Category"},
-                                                        "derive": {"attributes": {"json_object": ["Category", "Colour"]}}}}},
-                               "Colour", "is not in the file"),
-    "missing_in_concat": ({"tables": {"products": {"file": "retail.csv", "derive": {
-        "product_id": {"concat": ["Category", "Sub-Category"]}}}}}, "Sub-Category", "is not in the file"),
-    "ambiguous_duplicate_header_column": ({"tables": {"products": {"file": "retail.csv", "columns": {
-        "product_id": "Category", "title": "Extra"}}}}, "Extra", "appears 2 times in the header"),
-    "source_column_that_is_a_canonical_name": ({"tables": {"orders": {"file": "retail.csv", "columns": {
-        "order_id": "order_id", "customer_id": "Customer ID", "purchased_at": "Order Date"}}}},
-        "order_id", "is not in the file"),
+    "missing_in_json_object": (
+        {
+            "tables": {
+                "products": {
+                    "file": "retail.csv",
+                    "columns": {"product_id": "Category"},
+                    "derive": {"attributes": {"json_object": ["Category", "Colour"]}},
+                }
+            }
+        },
+        "Colour",
+        "is not in the file",
+    ),
+    "missing_in_concat": (
+        {
+            "tables": {
+                "products": {
+                    "file": "retail.csv",
+                    "derive": {"product_id": {"concat": ["Category", "Sub-Category"]}},
+                }
+            }
+        },
+        "Sub-Category",
+        "is not in the file",
+    ),
+    "ambiguous_duplicate_header_column": (
+        {
+            "tables": {
+                "products": {"file": "retail.csv", "columns": {"product_id": "Category", "title": "Extra"}}
+            }
+        },
+        "Extra",
+        "appears 2 times in the header",
+    ),
+    "source_column_that_is_a_canonical_name": (
+        {
+            "tables": {
+                "orders": {
+                    "file": "retail.csv",
+                    "columns": {
+                        "order_id": "order_id",
+                        "customer_id": "Customer ID",
+                        "purchased_at": "Order Date",
+                    },
+                }
+            }
+        },
+        "order_id",
+        "is not in the file",
+    ),
 }
 
 
@@ -323,8 +468,13 @@ def test_mapping_naming_columns_that_do_not_exist(case, tmp_path):
 
 
 def test_mapping_column_missing_from_one_of_several_files_names_that_file(tmp_path):
-    write_files(tmp_path, {"orders_1.csv": orders_csv(2),
-                           "orders_2.csv": orders_csv(2, header="order_id,customer,purchased_at,status")})
+    write_files(
+        tmp_path,
+        {
+            "orders_1.csv": orders_csv(2),
+            "orders_2.csv": orders_csv(2, header="order_id,customer,purchased_at,status"),
+        },
+    )
     with pytest.raises(SourceError, match="'customer_id' is not in the file") as exc:
         build_source(tmp_path, orders_mapping("orders_*.csv"))
     assert exc.value.file.endswith("orders_2.csv") and exc.value.column == "customer_id"
@@ -332,8 +482,18 @@ def test_mapping_column_missing_from_one_of_several_files_names_that_file(tmp_pa
 
 def test_unmapped_duplicate_header_column_is_harmless(tmp_path, con):
     _retail(tmp_path)
-    mapping = {"tables": {"orders": {"file": "retail.csv", "columns": {
-        "order_id": "Order ID", "customer_id": "Customer ID", "purchased_at": "Order Date"}}}}
+    mapping = {
+        "tables": {
+            "orders": {
+                "file": "retail.csv",
+                "columns": {
+                    "order_id": "Order ID",
+                    "customer_id": "Customer ID",
+                    "purchased_at": "Order Date",
+                },
+            }
+        }
+    }
     ingest(con, build_source(tmp_path, mapping))
     assert assert_nothing_lost(con, "orders", 1) == (1, 1, 0)
 
@@ -370,11 +530,15 @@ def test_metacharacters_in_file_and_folder_names_load_verbatim(case, tmp_path, c
     data_dir = tmp_path / f"dir {name}"
     file_name = f"{name}.csv"
     hostile_value = HOSTILE_NAMES["sql_injection"]
-    write_files(data_dir, {file_name: orders_csv(2) + f'"{hostile_value}",$(rm -rf ~),2024-01-05,delivered\n'})
+    write_files(
+        data_dir, {file_name: orders_csv(2) + f'"{hostile_value}",$(rm -rf ~),2024-01-05,delivered\n'}
+    )
     source = build_source(tmp_path, orders_mapping(file_name), data_dir=data_dir)
     ingest(con, source)
     assert_nothing_lost(con, "orders", 3)
-    assert {r[0] for r in con.execute("SELECT DISTINCT _source_file FROM raw.orders").fetchall()} == {file_name}
+    assert {r[0] for r in con.execute("SELECT DISTINCT _source_file FROM raw.orders").fetchall()} == {
+        file_name
+    }
     staged = con.execute("SELECT order_id, customer_id FROM staging.orders ORDER BY _source_row").fetchall()
     assert staged[-1] == (hostile_value, pseudonym("$(rm -rf ~)", KEY))
     assert canary()
@@ -396,8 +560,12 @@ def test_metacharacters_in_inbox_file_names_are_refused(case, tmp_path, monkeypa
     (inbox / name).write_bytes(content)
     os.utime(inbox / name, (0, 1_700_000_000))  # settled long ago
     # a file-based source: one that takes no files leaves the inbox alone (automation/test_inbox.py)
-    ctx = dg.build_sensor_context(resources={"source": SourceResource(kind="olist", data_root=str(tmp_path)),
-                                             "paths": PathsResource(data_root=str(tmp_path))})
+    ctx = dg.build_sensor_context(
+        resources={
+            "source": SourceResource(kind="olist", data_root=str(tmp_path)),
+            "paths": PathsResource(data_root=str(tmp_path)),
+        }
+    )
     result = inbox_sensor(ctx)
     assert not result.run_requests and "1 rejected" in result.skip_reason.skip_message
     rejected = sorted(p.name for p in (inbox / "rejected").iterdir())
@@ -410,8 +578,16 @@ def test_metacharacters_in_inbox_file_names_are_refused(case, tmp_path, monkeypa
     assert not list(tmp_path.rglob("PWNED"))
 
 
-@pytest.mark.parametrize("key", [HOSTILE_NAMES["sql_injection"], HOSTILE_NAMES["shell_substitution"],
-                                 "2024-05-01'; DELETE FROM meta.inbox_deliveries; --", "2024-05-01 ", "../2024-05-01"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        HOSTILE_NAMES["sql_injection"],
+        HOSTILE_NAMES["shell_substitution"],
+        "2024-05-01'; DELETE FROM meta.inbox_deliveries; --",
+        "2024-05-01 ",
+        "../2024-05-01",
+    ],
+)
 def test_metacharacters_in_partition_keys_are_refused(key, tmp_path, monkeypatch):
     """Through the inbox job: Dagster refuses a partition key that is not a day; the warehouse is intact."""
     from ecom_pipeline.automation.inbox import INBOX_TABLE, inbox_deliveries
@@ -419,9 +595,11 @@ def test_metacharacters_in_partition_keys_are_refused(key, tmp_path, monkeypatch
 
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "warehouse.duckdb"
-    resources = {"source": SourceResource(data_root=str(tmp_path)),
-                 "paths": PathsResource(data_root=str(tmp_path)),
-                 "warehouse": WarehouseResource(path=str(db))}
+    resources = {
+        "source": SourceResource(data_root=str(tmp_path)),
+        "paths": PathsResource(data_root=str(tmp_path)),
+        "warehouse": WarehouseResource(path=str(db)),
+    }
     assert dg.materialize([inbox_deliveries], partition_key="2024-05-01", resources=resources).success
     with duckdb.connect(str(db)) as c:
         c.execute("CREATE SCHEMA IF NOT EXISTS staging")
@@ -430,7 +608,9 @@ def test_metacharacters_in_partition_keys_are_refused(key, tmp_path, monkeypatch
         dg.materialize([inbox_deliveries], partition_key=key, resources=resources)
     with duckdb.connect(str(db), read_only=True) as c:
         assert c.execute("SELECT count(*) FROM staging.orders").fetchall() == [(1,)]
-        assert c.execute(f"SELECT count(*) FROM {INBOX_TABLE}").fetchall() == [(0,)]  # the table is still there
+        assert c.execute(f"SELECT count(*) FROM {INBOX_TABLE}").fetchall() == [
+            (0,)
+        ]  # the table is still there
     assert not list(tmp_path.rglob("PWNED"))
 
 
@@ -453,11 +633,22 @@ def _png(size, mode="RGB") -> bytes:
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares ``width`` x ``height`` (a decompression bomb's header) with a tiny body."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
 
 
 IMAGE_CASES = {
@@ -530,8 +721,14 @@ def test_image_embedding_asset_records_one_reason_per_bad_product(tmp_path):
     from ecom_pipeline.assets.embeddings import IMAGE_QUARANTINE, PRODUCT_IMAGE_EMB, product_image_embeddings
     from ecom_pipeline.resources import ComputeResource, SourceResource, WarehouseResource
 
-    bad = ["text_file_named_jpg", "truncated_jpeg", "decompression_bomb_header", "one_pixel_wide_strip",
-           "directory_named_jpg", "missing_file"]
+    bad = [
+        "text_file_named_jpg",
+        "truncated_jpeg",
+        "decompression_bomb_header",
+        "one_pixel_wide_strip",
+        "directory_named_jpg",
+        "missing_file",
+    ]
     folder = tmp_path / "images"
     folder.mkdir()
     uris, pids = [], []
@@ -549,9 +746,12 @@ def test_image_embedding_asset_records_one_reason_per_bad_product(tmp_path):
         c.execute("CREATE SCHEMA staging")
         c.register("p", pd.DataFrame({"product_id": pids, "image_uri": uris}))
         c.execute("CREATE TABLE staging.products AS SELECT * FROM p")
-    resources = {"warehouse": WarehouseResource(path=str(db)), "compute": ComputeResource(device="cpu", threads=2),
-                 "source": SourceResource(data_root=str(tmp_path)),
-                 "paths": PathsResource(data_root=str(tmp_path))}
+    resources = {
+        "warehouse": WarehouseResource(path=str(db)),
+        "compute": ComputeResource(device="cpu", threads=2),
+        "source": SourceResource(data_root=str(tmp_path)),
+        "paths": PathsResource(data_root=str(tmp_path)),
+    }
     assert dg.materialize([product_image_embeddings], resources=resources).success
     with duckdb.connect(str(db), read_only=True) as c:
         q = dict(c.execute(f"SELECT product_id, reason FROM {IMAGE_QUARANTINE}").fetchall())
@@ -564,7 +764,9 @@ def test_image_embedding_asset_records_one_reason_per_bad_product(tmp_path):
 
 # ============================================================================ 8. a big file, streamed
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("hostile_input_benchmark", REPO / "benchmarks" / "hostile_input.py")
+    spec = importlib.util.spec_from_file_location(
+        "hostile_input_benchmark", REPO / "benchmarks" / "hostile_input.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -583,7 +785,10 @@ def test_big_file_is_streamed_with_bounded_memory(tmp_path):
     assert big["file_mb"] > 90
     assert big["rss_growth_mb"] < 0.75 * big["file_mb"], (small, big)
     # bounded: six times the data costs at most a little more memory
-    assert big["rss_growth_mb"] - small["rss_growth_mb"] < 0.2 * (big["file_mb"] - small["file_mb"]), (small, big)
+    assert big["rss_growth_mb"] - small["rss_growth_mb"] < 0.2 * (big["file_mb"] - small["file_mb"]), (
+        small,
+        big,
+    )
 
 
 # ============================================================================ 9. an empty source table
@@ -591,15 +796,29 @@ EMPTY_CASES = {
     # case: (files, mapping, expected: ("empty",) | ("error", text))
     "header_only": ({"orders.csv": ORDERS_HEADER + "\n"}, orders_mapping(), ("empty",)),
     "header_only_no_newline": ({"orders.csv": ORDERS_HEADER}, orders_mapping(), ("empty",)),
-    "header_only_with_bom_crlf": ({"orders.csv": "\ufeff" + ORDERS_HEADER + "\r\n"}, orders_mapping(), ("empty",)),
+    "header_only_with_bom_crlf": (
+        {"orders.csv": "\ufeff" + ORDERS_HEADER + "\r\n"},
+        orders_mapping(),
+        ("empty",),
+    ),
     "header_then_blank_lines": ({"orders.csv": ORDERS_HEADER + "\n\n\r\n\n"}, orders_mapping(), ("empty",)),
-    "header_only_gzip": ({"orders.csv.gz": _gz(ORDERS_HEADER + "\n")}, orders_mapping("orders.csv.gz"), ("empty",)),
+    "header_only_gzip": (
+        {"orders.csv.gz": _gz(ORDERS_HEADER + "\n")},
+        orders_mapping("orders.csv.gz"),
+        ("empty",),
+    ),
     "parquet_with_zero_rows": ({"orders.parquet": "PARQUET0"}, orders_mapping("orders.parquet"), ("empty",)),
-    "table_not_in_mapping": ({"customers.csv": "customer_id\nc1\n"},
-                             {"tables": {"customers": {"file": "customers.csv", "columns": {"customer_id": "customer_id"}}}},
-                             ("empty",)),
+    "table_not_in_mapping": (
+        {"customers.csv": "customer_id\nc1\n"},
+        {"tables": {"customers": {"file": "customers.csv", "columns": {"customer_id": "customer_id"}}}},
+        ("empty",),
+    ),
     "zero_byte_file": ({"orders.csv": ""}, orders_mapping(), ("error", "empty file \\(0 bytes\\)")),
-    "zero_byte_gzip": ({"orders.csv.gz": b""}, orders_mapping("orders.csv.gz"), ("error", "empty file \\(0 bytes\\)")),
+    "zero_byte_gzip": (
+        {"orders.csv.gz": b""},
+        orders_mapping("orders.csv.gz"),
+        ("error", "empty file \\(0 bytes\\)"),
+    ),
     "only_a_bom": ({"orders.csv": "\ufeff"}, orders_mapping(), ("error", "no header row")),
     "only_blank_lines": ({"orders.csv": "\n\n\n"}, orders_mapping(), ("error", "no header row")),
 }
@@ -654,9 +873,15 @@ def script_reviews(tmp_path_factory):
     rows = [(case, SCRIPT_TEXTS[case][0], 1 + i % 5) for i, case in enumerate(cases)]
     plain = ["produto ótimo, chegou rápido", "péssimo, veio quebrado", "bom custo benefício", "não recebi"]
     rows += [(f"plain{i}", plain[i % 4], [5, 1, 4, 1][i % 4]) for i in range(40)]
-    frame = pd.DataFrame({"review_id": [r[0] for r in rows], "order_id": [f"o{i}" for i in range(len(rows))],
-                          "score": [str(r[2]) for r in rows], "text": [r[1] for r in rows],
-                          "created_at": [f"2024-01-{1 + i % 28:02d} 12:00:00" for i in range(len(rows))]})
+    frame = pd.DataFrame(
+        {
+            "review_id": [r[0] for r in rows],
+            "order_id": [f"o{i}" for i in range(len(rows))],
+            "score": [str(r[2]) for r in rows],
+            "text": [r[1] for r in rows],
+            "created_at": [f"2024-01-{1 + i % 28:02d} 12:00:00" for i in range(len(rows))],
+        }
+    )
     frame.to_csv(folder / "reviews.csv", index=False, encoding="utf-8")
     mapping = {"tables": {"reviews": {"file": "reviews.csv", "columns": {c: c for c in frame.columns}}}}
     db = duckdb.connect(str(folder / "warehouse.duckdb"))
@@ -671,8 +896,9 @@ def script_reviews(tmp_path_factory):
 def text_encoder(tmp_path_factory):
     from ecom_pipeline.ml.encoders import load_text_encoder
 
-    return load_text_encoder("multilingual-e5-small", backend="auto",
-                             models_dir=tmp_path_factory.getbasetemp() / "shared_models")
+    return load_text_encoder(
+        "multilingual-e5-small", backend="auto", models_dir=tmp_path_factory.getbasetemp() / "shared_models"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -687,8 +913,9 @@ def sentiment_baseline(script_reviews):
 
 
 @pytest.mark.parametrize("case", list(SCRIPT_TEXTS))
-def test_reviews_in_other_scripts_flow_through_staging_encoder_and_sentiment(case, script_reviews, text_encoder,
-                                                                              sentiment_baseline):
+def test_reviews_in_other_scripts_flow_through_staging_encoder_and_sentiment(
+    case, script_reviews, text_encoder, sentiment_baseline
+):
     from ecom_pipeline.ml.encoders.text import ENGINE_MAX_CHARS
     from ecom_pipeline.ml.text.reviews import review_documents
 
@@ -738,11 +965,23 @@ NUMBER_CASES = {
 @pytest.mark.parametrize("case", list(NUMBER_CASES))
 def test_numbers_with_separators_signs_and_specials(case, tmp_path, con):
     decimal, price, quantity, expected = NUMBER_CASES[case]
-    write_files(tmp_path, {"items.csv": "order_id,item_seq,product_id,price,quantity\n"
-                                        "o1,1,p1,10.00,1\n"
-                                        f"o2,1,p2,{price},{quantity}\n"})
-    mapping = {"decimal": decimal, "tables": {"order_items": {"file": "items.csv", "columns": {
-        c: c for c in ("order_id", "item_seq", "product_id", "price", "quantity")}}}}
+    write_files(
+        tmp_path,
+        {
+            "items.csv": "order_id,item_seq,product_id,price,quantity\n"
+            "o1,1,p1,10.00,1\n"
+            f"o2,1,p2,{price},{quantity}\n"
+        },
+    )
+    mapping = {
+        "decimal": decimal,
+        "tables": {
+            "order_items": {
+                "file": "items.csv",
+                "columns": {c: c for c in ("order_id", "item_seq", "product_id", "price", "quantity")},
+            }
+        },
+    }
     if decimal == ",":
         (tmp_path / "items.csv").write_text((tmp_path / "items.csv").read_text().replace("10.00", '"10,00"'))
     ingest(con, build_source(tmp_path, mapping), ("order_items",))
@@ -751,7 +990,9 @@ def test_numbers_with_separators_signs_and_specials(case, tmp_path, con):
     if isinstance(expected, float):
         assert got == [(pytest.approx(expected),)]
     else:
-        assert got == [] and [(r, reason) for r, reason, _ in quarantine(con, "order_items")] == [(2, expected)]
+        assert got == [] and [(r, reason) for r, reason, _ in quarantine(con, "order_items")] == [
+            (2, expected)
+        ]
     assert con.execute("SELECT price FROM staging.order_items WHERE order_id = 'o1'").fetchall() == [(10.0,)]
 
 
@@ -760,14 +1001,23 @@ CSV_SHAPE_CASES = {
     "bom_at_file_start": ("\ufeff" + orders_csv(2), {1: "delivered", 2: "delivered"}),
     "crlf_line_endings": (orders_csv(2).replace("\n", "\r\n"), {1: "delivered", 2: "delivered"}),
     "old_mac_cr_only": (orders_csv(2).replace("\n", "\r"), {1: "delivered", 2: "delivered"}),
-    "quoted_newlines_and_delimiters": (ORDERS_HEADER + '\no1,c1,2024-01-01,"line one\nline two, with, commas"\r\n'
-                                       'o2,c2,2024-01-02,"say ""hi""; ok"\no3,c3,2024-01-03,shipped\n',
-                                       {1: "line one\nline two, with, commas", 2: 'say "hi"; ok', 3: "shipped"}),
-    "quoted_field_spanning_crlf_lines": (ORDERS_HEADER + '\r\no1,c1,2024-01-01,"a\r\nb"\r\no2,c2,2024-01-02,x\r\n',
-                                         {1: "a\r\nb", 2: "x"}),
-    "one_megabyte_field": (ORDERS_HEADER + '\no1,c1,2024-01-01,"' + "x" * 1_048_576 + '"\no2,c2,2024-01-02,x\n',
-                           {1: "x" * 1_048_576, 2: "x"}),
-    "trailing_spaces_and_nbsp": (ORDERS_HEADER + "\n o1 ,\u00a0c1\u00a0, 2024-01-01 ,delivered \n", {1: "delivered "}),
+    "quoted_newlines_and_delimiters": (
+        ORDERS_HEADER + '\no1,c1,2024-01-01,"line one\nline two, with, commas"\r\n'
+        'o2,c2,2024-01-02,"say ""hi""; ok"\no3,c3,2024-01-03,shipped\n',
+        {1: "line one\nline two, with, commas", 2: 'say "hi"; ok', 3: "shipped"},
+    ),
+    "quoted_field_spanning_crlf_lines": (
+        ORDERS_HEADER + '\r\no1,c1,2024-01-01,"a\r\nb"\r\no2,c2,2024-01-02,x\r\n',
+        {1: "a\r\nb", 2: "x"},
+    ),
+    "one_megabyte_field": (
+        ORDERS_HEADER + '\no1,c1,2024-01-01,"' + "x" * 1_048_576 + '"\no2,c2,2024-01-02,x\n',
+        {1: "x" * 1_048_576, 2: "x"},
+    ),
+    "trailing_spaces_and_nbsp": (
+        ORDERS_HEADER + "\n o1 ,\u00a0c1\u00a0, 2024-01-01 ,delivered \n",
+        {1: "delivered "},
+    ),
 }
 
 
@@ -790,24 +1040,32 @@ def test_quarantined_rows_keep_file_row_and_reason_for_every_hostile_row(tmp_pat
     """One file mixing several families: every delivered row is either staged or quarantined with its row."""
     content = (
         "\ufeff" + ORDERS_HEADER + "\r\n"
-        "o1,c1,2024-01-01,delivered\r\n"                       # 1 ok
-        "o2,c2,1900-01-01,delivered\r\n"                       # 2 ancient placeholder
-        + ORDERS_HEADER + "\r\n"                               # 3 repeated header
-        + 'o4,c4,2024-01-04,"multi\r\nline"\r\n'               # 4 ok (quoted CRLF)
-        "o5,c5,2999-01-01,delivered\r\n"                       # 5 future
-        "o6,c6,05/01/2024,delivered\r\n"                       # 6 undeclared format
-        "o7,c7,2024-01-07\r\n"                                 # 7 wrong field count
-        "o1,c1,2024-01-01,delivered\r\n"                       # 8 duplicate key
-        ",c9,2024-01-09,delivered\r\n"                         # 9 missing key
+        "o1,c1,2024-01-01,delivered\r\n"  # 1 ok
+        "o2,c2,1900-01-01,delivered\r\n"  # 2 ancient placeholder
+        + ORDERS_HEADER
+        + "\r\n"  # 3 repeated header
+        + 'o4,c4,2024-01-04,"multi\r\nline"\r\n'  # 4 ok (quoted CRLF)
+        "o5,c5,2999-01-01,delivered\r\n"  # 5 future
+        "o6,c6,05/01/2024,delivered\r\n"  # 6 undeclared format
+        "o7,c7,2024-01-07\r\n"  # 7 wrong field count
+        "o1,c1,2024-01-01,delivered\r\n"  # 8 duplicate key
+        ",c9,2024-01-09,delivered\r\n"  # 9 missing key
     )
     write_files(tmp_path, {"orders.csv": content})
     ingest(con, build_source(tmp_path, orders_mapping()))
     assert assert_nothing_lost(con, "orders", 9) == (9, 2, 7)
     assert [(r, reason) for r, reason, _ in quarantine(con, "orders")] == [
-        (2, "ancient_timestamp:purchased_at"), (3, "malformed_line"), (5, "future_timestamp:purchased_at"),
-        (6, "bad_type:purchased_at"), (7, "malformed_line"), (8, "duplicate_key"),
-        (9, "missing_required:order_id")]
+        (2, "ancient_timestamp:purchased_at"),
+        (3, "malformed_line"),
+        (5, "future_timestamp:purchased_at"),
+        (6, "bad_type:purchased_at"),
+        (7, "malformed_line"),
+        (8, "duplicate_key"),
+        (9, "missing_required:order_id"),
+    ]
     files = {r[0] for r in con.execute("SELECT DISTINCT source_file FROM staging.quarantine").fetchall()}
     assert files == {"orders.csv"}
-    originals = [json.loads(r[0]) for r in con.execute("SELECT original_row FROM staging.quarantine").fetchall()]
+    originals = [
+        json.loads(r[0]) for r in con.execute("SELECT original_row FROM staging.quarantine").fetchall()
+    ]
     assert all(set(o) >= set(ORDERS_COLUMNS) for o in originals)

@@ -25,13 +25,20 @@ DAYS = [f"2024-05-0{d}" for d in range(1, 6)]
 
 # ------------------------------------------------------------------------------------------------ inbox
 
+
 def _archive(root: Path) -> None:
     """Five delivery days already moved to processed/<day>/ by the sensor; files overlap across days."""
     deliveries = {  # day -> [(archived name, content, mtime offset)]
-        "2024-05-01": [("orders_2024-05-01.csv", "order_id\no1\n", 0), ("customers_2024-05-01.csv", "c\nc1\n", 0)],
-        "2024-05-02": [("orders_2024-05-02.csv", "order_id\no1\no2\n", 0),
-                       # a second delivery of products the same day (the sensor's ~sha copy name): newer wins
-                       ("products_2024-05-02.csv", "p\np-old\n", 0), ("products_2024-05-02~0123abcd.csv", "p\np-new\n", 60)],
+        "2024-05-01": [
+            ("orders_2024-05-01.csv", "order_id\no1\n", 0),
+            ("customers_2024-05-01.csv", "c\nc1\n", 0),
+        ],
+        "2024-05-02": [
+            ("orders_2024-05-02.csv", "order_id\no1\no2\n", 0),
+            # a second delivery of products the same day (the sensor's ~sha copy name): newer wins
+            ("products_2024-05-02.csv", "p\np-old\n", 0),
+            ("products_2024-05-02~0123abcd.csv", "p\np-new\n", 60),
+        ],
         "2024-05-03": [("customers_2024-05-03.csv", "c\nc1\nc2\n", 0)],
         "2024-05-04": [("orders_2024-05-04.csv", "order_id\no1\no2\no3\n", 0)],
         "2024-05-05": [("customers_2024-05-05.csv", "c\nc1\nc2\nc3\n", 0)],
@@ -48,12 +55,15 @@ def _archive(root: Path) -> None:
 
 def _inbox_state(root: Path) -> dict:
     """What the inbox partitions produce: the landing folder's files and the deliveries table."""
-    landing = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / "landing").iterdir())}
+    landing = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / "landing").iterdir())
+    }
     con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
     try:
         deliveries = table_fingerprint(con, INBOX_TABLE, PER_RUN_COLUMNS)
-        dup = con.execute(f"SELECT count(*) FROM (SELECT day, file FROM {INBOX_TABLE} GROUP BY ALL "
-                          "HAVING count(*) > 1)").fetchall()[0][0]
+        dup = con.execute(
+            f"SELECT count(*) FROM (SELECT day, file FROM {INBOX_TABLE} GROUP BY ALL HAVING count(*) > 1)"
+        ).fetchall()[0][0]
         run_ids = {r[0] for r in con.execute(f"SELECT DISTINCT run_id FROM {INBOX_TABLE}").fetchall()}
     finally:
         con.close()
@@ -61,9 +71,11 @@ def _inbox_state(root: Path) -> dict:
 
 
 def _run_days(root: Path, instance: dg.DagsterInstance, days: list[str]) -> list[str]:
-    resources = {"source": SourceResource(data_root=str(root)),
-                 "paths": PathsResource(data_root=str(root)),
-                 "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb"))}
+    resources = {
+        "source": SourceResource(data_root=str(root)),
+        "paths": PathsResource(data_root=str(root)),
+        "warehouse": WarehouseResource(path=str(root / "warehouse.duckdb")),
+    }
     run_ids = []
     for day in days:
         result = dg.materialize([inbox_deliveries], partition_key=day, resources=resources, instance=instance)
@@ -132,8 +144,15 @@ def repeated_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("idem") / "data"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ECOM_DATA_ROOT", str(root))
-        for var in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY", "ECOM_DATA_DIR", "ECOM_MAPPING",
-                    "ECOM_ENV", "ECOM_DUCKDB_MEMORY_LIMIT"):
+        for var in (
+            "ECOM_WAREHOUSE",
+            "MLFLOW_TRACKING_URI",
+            "ECOM_PSEUDONYM_KEY",
+            "ECOM_DATA_DIR",
+            "ECOM_MAPPING",
+            "ECOM_ENV",
+            "ECOM_DUCKDB_MEMORY_LIMIT",
+        ):
             mp.delenv(var, raising=False)
         mp.setenv("ECOM_DATA_SOURCE", "synthetic")
         mp.setenv("ECOM_SYNTHETIC_ORDERS", "300")
@@ -147,17 +166,27 @@ def repeated_runs(tmp_path_factory):
                 out["run_ids"].append(ingest.run_id)
                 out["ingest"].append(_snapshot(settings.warehouse, ("raw", "staging", "meta")))
                 features = defs.resolve_job_def("features")
-                assert features.execute_in_process(instance=instance, run_config=fast_run_config(features)).success
+                assert features.execute_in_process(
+                    instance=instance, run_config=fast_run_config(features)
+                ).success
                 # the incremental review embeddings again (in the features job too when it selects them)
-                emb = dg.materialize([review_text_embeddings], instance=instance, run_config=MINILM,
-                                     resources={k: resources[k] for k in ("warehouse", "compute", "source")})
-                out["encoded"] = [m.metadata["encoded_this_run"].value
-                                  for m in emb.asset_materializations_for_node("features__review_text_embeddings")]
+                emb = dg.materialize(
+                    [review_text_embeddings],
+                    instance=instance,
+                    run_config=MINILM,
+                    resources={k: resources[k] for k in ("warehouse", "compute", "source")},
+                )
+                out["encoded"] = [
+                    m.metadata["encoded_this_run"].value
+                    for m in emb.asset_materializations_for_node("features__review_text_embeddings")
+                ]
                 con = duckdb.connect(str(settings.warehouse), read_only=True)
                 out["embeddings_exact"] = out.get("embeddings_exact", []) + [
-                    table_fingerprint(con, "features.review_text_embeddings")]
+                    table_fingerprint(con, "features.review_text_embeddings")
+                ]
                 out["load_log"] = con.execute(
-                    "SELECT count(*), count(DISTINCT (load_id, layer, table_name)) FROM meta.load_log").fetchall()[0]
+                    "SELECT count(*), count(DISTINCT (load_id, layer, table_name)) FROM meta.load_log"
+                ).fetchall()[0]
                 con.close()
                 out["features"].append(_snapshot(settings.warehouse, ("features",)))
     return out
@@ -172,20 +201,32 @@ def test_ingest_twice_on_the_same_source_gives_identical_raw_and_staging(repeate
     # what the comparison left out did change: the second load's rows carry the second run's id
     con = duckdb.connect(str(repeated_runs["warehouse"]), read_only=True)
     try:
-        assert con.execute("SELECT DISTINCT _load_id FROM staging.orders").fetchall() == [(repeated_runs["run_ids"][1],)]
+        assert con.execute("SELECT DISTINCT _load_id FROM staging.orders").fetchall() == [
+            (repeated_runs["run_ids"][1],)
+        ]
     finally:
         con.close()
     # the load log is the one history that grows: one row per (load, layer, table), none repeated
     rows, distinct = repeated_runs["load_log"]
-    assert rows == distinct == 2 * sum(1 for t in first if t.startswith(("raw.", "staging.")) and t != "staging.quarantine")
+    assert (
+        rows
+        == distinct
+        == 2 * sum(1 for t in first if t.startswith(("raw.", "staging.")) and t != "staging.quarantine")
+    )
 
 
 @pytest.mark.slow
 def test_features_twice_give_identical_feature_tables(repeated_runs):
     first, second = repeated_runs["features"]
-    assert {"features.daily_series", "features.region_embeddings", "features.review_text_embeddings"} <= set(first)
+    assert {"features.daily_series", "features.region_embeddings", "features.review_text_embeddings"} <= set(
+        first
+    )
     # empty by design on the synthetic shop: no bad images, and no product videos at all
-    maybe_empty = {"features.image_quarantine", "features.product_video_embeddings", "features.video_quarantine"}
+    maybe_empty = {
+        "features.image_quarantine",
+        "features.product_video_embeddings",
+        "features.video_quarantine",
+    }
     assert all(rows > 0 for t, (rows, _) in first.items() if t not in maybe_empty), first
     # region_embeddings is a GCN: identical because its training seeds torch and numpy (seed=0)
     assert first == second, {t: (first[t], second.get(t)) for t in first if first[t] != second.get(t)}

@@ -43,8 +43,9 @@ from ecom_pipeline.resources.tracking import MLflowResource
 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory):
-    return MLflowResource(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}",
-                          experiment="artifacts")
+    return MLflowResource(
+        tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}", experiment="artifacts"
+    )
 
 
 def artifact_dir(name: str, version: str) -> Path:
@@ -76,8 +77,11 @@ def test_the_planted_pickle_is_live(tmp_path):
     """Control: the payload really does create its file when unpickled (in a throw-away process)."""
     marker, bomb = tmp_path / "pwned", tmp_path / "bomb.pkl"
     bomb.write_bytes(malicious_pickle(marker))
-    subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))", str(bomb)],
-                   check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))", str(bomb)],
+        check=True,
+        timeout=60,
+    )
     assert marker.exists()
 
 
@@ -110,17 +114,23 @@ def test_malicious_pickle_in_place_of_the_champion_never_runs(tracking, tmp_path
     else:  # the whole artifact swapped for an MLflow sklearn pickle flavour (what the old loader read)
         shutil.rmtree(target)
         target.mkdir()
-        (target / "MLmodel").write_text("flavors:\n  sklearn:\n    pickled_model: model.pkl\n"
-                                        "    serialization_format: cloudpickle\n")
+        (target / "MLmodel").write_text(
+            "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    serialization_format: cloudpickle\n"
+        )
         (target / "model.pkl").write_bytes(malicious_pickle(marker))
 
     served = load_serving_model(name, "sklearn", key=_key())
     assert not marker.exists()  # nothing in the planted file executed
     assert (served.version, served.champion_version) == (v1, v2)
     assert f"model {name} version {v2}" in served.fallback_reason
-    assert "signature mismatch" in served.fallback_reason or "differ from the signed ones" in served.fallback_reason
+    assert (
+        "signature mismatch" in served.fallback_reason
+        or "differ from the signed ones" in served.fallback_reason
+    )
     assert (served.model.predict(X) == good.predict(X)).all()
-    assert f"model {name} version {v2}" in mlflow.MlflowClient().get_model_version(name, v2).tags[LOAD_ERROR_TAG]
+    assert (
+        f"model {name} version {v2}" in mlflow.MlflowClient().get_model_version(name, v2).tags[LOAD_ERROR_TAG]
+    )
     with pytest.raises(ModelIntegrityError, match=rf"model {name} version {v2}"):
         load_version(name, v2, key=_key())
     assert not marker.exists()
@@ -144,7 +154,10 @@ def test_tampered_safe_format_weights_are_refused_and_the_former_champion_serves
 
     served = load_serving_model(name, "pytorch", key=_key())
     assert (served.version, served.champion_version) == (v1, v2)
-    assert f"model {name} version {v2}" in served.fallback_reason and "signature mismatch" in served.fallback_reason
+    assert (
+        f"model {name} version {v2}" in served.fallback_reason
+        and "signature mismatch" in served.fallback_reason
+    )
     x, a = torch.randn(5, 4), torch.eye(5)
     with torch.no_grad():
         assert torch.allclose(served.model(x, a), first(x, a))
@@ -164,7 +177,9 @@ def test_unsigned_or_wrongly_keyed_versions_are_refused(tracking, monkeypatch):
         v1 = log_and_register(Candidate(name, "sklearn", good, X[:2], "auc", 0.7), key=_key()).version
     client = mlflow.MlflowClient()
     assert set(json.loads(client.get_model_version(name, v1).tags[SIGNATURE_TAG])["files"]) == {
-        SPEC_FILE, "model.skops"}
+        SPEC_FILE,
+        "model.skops",
+    }
     monkeypatch.setenv(KEY_ENV_VAR, "another-signing-key-also-long-enough-0123")
     with pytest.raises(ModelIntegrityError, match=rf"model {name} version {v1} was signed with another key"):
         load_version(name, v1, key=_key())
@@ -190,13 +205,21 @@ def test_the_serving_asset_refuses_a_planted_pickle_and_serves_the_former_champi
     y = rng.integers(0, 3, n)
     good = LogisticRegression(max_iter=200).fit(emb, y)
     name = reviews.MODEL_NAME.format(setting="3class")
-    v1, v2 = _two_champions(tracking, name, "sklearn", good,
-                            LogisticRegression(max_iter=200, C=0.01).fit(emb, (y + 1) % 3), emb[:2])
+    v1, v2 = _two_champions(
+        tracking,
+        name,
+        "sklearn",
+        good,
+        LogisticRegression(max_iter=200, C=0.01).fit(emb, (y + 1) % 3),
+        emb[:2],
+    )
     marker = tmp_path / "pwned"
     (artifact_dir(name, v2) / "model.skops").write_bytes(malicious_pickle(marker))
 
-    result = dg.materialize([reviews.review_sentiment], resources={
-        "warehouse": WarehouseResource(path=str(warehouse)), "mlflow": tracking})
+    result = dg.materialize(
+        [reviews.review_sentiment],
+        resources={"warehouse": WarehouseResource(path=str(warehouse)), "mlflow": tracking},
+    )
     assert result.success and not marker.exists()
     message = result.get_asset_materialization_events()[0].materialization.metadata["message"].value
     assert f"model {name} version {v2}" in message and f"serving former champion v{v1}" in message
@@ -210,6 +233,7 @@ def test_the_serving_asset_refuses_a_planted_pickle_and_serves_the_former_champi
 
 
 # ------------------------------------------------------------------------------------------ the key
+
 
 def test_local_mode_generates_a_key_file_once_and_other_modes_refuse(data_root, monkeypatch):
     from ecom_pipeline.config import Settings

@@ -43,8 +43,15 @@ SEEDED_REVIEW_SENTENCES = [  # appended to the first review texts
 SEEDED_CPFS = ["529.982.247-25", "11144477735", "390.533.447-05"]
 N_ORDERS = 500
 # warehouse/tables.py only counts raw rows (load_counts: raw = staged + quarantined), never reads a value.
-RAW_READERS = {"loading.py", "cleaning/staging.py", "cleaning/staging_upsert.py", "quality.py", "demo.py",
-               "assets/ingest.py", "warehouse/tables.py"}
+RAW_READERS = {
+    "loading.py",
+    "cleaning/staging.py",
+    "cleaning/staging_upsert.py",
+    "quality.py",
+    "demo.py",
+    "assets/ingest.py",
+    "warehouse/tables.py",
+}
 
 
 class SeededSource(Source):
@@ -72,7 +79,8 @@ class SeededSource(Source):
             if i == 0 and table == "reviews":
                 with_text = chunk.index[chunk["text"].notna()][: len(SEEDED_REVIEW_SENTENCES)]
                 chunk.loc[with_text, "text"] = chunk.loc[with_text, "text"] + pd.Series(
-                    SEEDED_REVIEW_SENTENCES[: len(with_text)], index=with_text)
+                    SEEDED_REVIEW_SENTENCES[: len(with_text)], index=with_text
+                )
             yield chunk
 
 
@@ -88,8 +96,14 @@ def full_run(tmp_path_factory):
     root.mkdir()
     mp = pytest.MonkeyPatch()
     mp.setenv("ECOM_DATA_ROOT", str(root))
-    for var in ("ECOM_WAREHOUSE", "MLFLOW_TRACKING_URI", "ECOM_PSEUDONYM_KEY", "ECOM_DATA_DIR", "ECOM_MAPPING",
-                "ECOM_ENV"):
+    for var in (
+        "ECOM_WAREHOUSE",
+        "MLFLOW_TRACKING_URI",
+        "ECOM_PSEUDONYM_KEY",
+        "ECOM_DATA_DIR",
+        "ECOM_MAPPING",
+        "ECOM_ENV",
+    ):
         mp.delenv(var, raising=False)
     mp.setenv("ECOM_DATA_SOURCE", "synthetic")
     mp.setenv("ECOM_SYNTHETIC_ORDERS", str(N_ORDERS))
@@ -100,8 +114,11 @@ def full_run(tmp_path_factory):
     mp.setattr(SourceResource, "build", lambda self: SeededSource(original_build(self)))
     try:
         settings = Settings.from_env()
-        result = build_definitions(settings).resolve_job_def("full_pipeline").execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        result = (
+            build_definitions(settings)
+            .resolve_job_def("full_pipeline")
+            .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        )
     finally:
         mp.undo()
     customers = _source_customers(root)
@@ -112,18 +129,29 @@ def full_run(tmp_path_factory):
         names=[c[0] for c in SEEDED_CUSTOMERS] + sample["name"].tolist(),
         emails=[c[1] for c in SEEDED_CUSTOMERS] + sample["email"].tolist(),
         phones=[c[2] for c in SEEDED_CUSTOMERS] + ["11987001234"] + sample["phone"].dropna().tolist(),
-        cpfs=SEEDED_CPFS, ids=customers["customer_id"].tolist())
+        cpfs=SEEDED_CPFS,
+        ids=customers["customer_id"].tolist(),
+    )
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     try:
         findings, scanned = scan_warehouse(con, needles)
-        tables = con.execute("SELECT table_schema, count(*) FROM information_schema.tables "
-                             "GROUP BY 1 ORDER BY 1").fetchall()
+        tables = con.execute(
+            "SELECT table_schema, count(*) FROM information_schema.tables GROUP BY 1 ORDER BY 1"
+        ).fetchall()
     finally:
         con.close()
     file_roots = [root / "mlartifacts", root / "reports", root / "mlflow.db"]
     file_findings, files = scan_files(file_roots, needles)
-    return dict(result=result, findings=findings, scanned=scanned, tables=dict(tables), needles=needles,
-                file_findings=file_findings, files=files, root=root)
+    return dict(
+        result=result,
+        findings=findings,
+        scanned=scanned,
+        tables=dict(tables),
+        needles=needles,
+        file_findings=file_findings,
+        files=files,
+        root=root,
+    )
 
 
 @pytest.mark.slow
@@ -135,9 +163,11 @@ def test_full_run_succeeds_and_scan_covers_every_schema(full_run):
     assert {"raw", "staging", "features", "serving", "reports", "ml"} <= schemas
     assert "reports.regional_demand_dp.region" in full_run["scanned"]
     assert len(full_run["files"]) > 10  # MLflow artifacts, the tracking db and the reports were read
-    print(f"\nscanned {len(full_run['scanned'])} columns in {sum(full_run['tables'].values())} tables "
-          f"{full_run['tables']}, {len(full_run['files'])} files, {len(full_run['needles'])} needles; "
-          f"hits per schema: {summarise(full_run['findings'])}")
+    print(
+        f"\nscanned {len(full_run['scanned'])} columns in {sum(full_run['tables'].values())} tables "
+        f"{full_run['tables']}, {len(full_run['files'])} files, {len(full_run['needles'])} needles; "
+        f"hits per schema: {summarise(full_run['findings'])}"
+    )
 
 
 @pytest.mark.slow
@@ -170,14 +200,25 @@ def test_scanner_finds_planted_values_in_every_column_type_and_masks_examples():
         ['a', '(11) 91234-5678'] AS lst, {'who': 'Zuleide Quintanilha'} AS st, 1.5::DOUBLE AS x,
         'id 0123456789abcdef' AS ids""")
     con.execute("CREATE TABLE s.clean AS SELECT '[EMAIL] [CPF] [PHONE]' AS txt, 'deadbeefdeadbeef00' AS h")
-    needles = seeded_needles(names=["Zuleide Quintanilha"], emails=["joao.silva@x.com.br"],
-                             phones=["+55 11 91234-5678"], cpfs=["529.982.247-25"], ids=["0123456789abcdef"])
+    needles = seeded_needles(
+        names=["Zuleide Quintanilha"],
+        emails=["joao.silva@x.com.br"],
+        phones=["+55 11 91234-5678"],
+        cpfs=["529.982.247-25"],
+        ids=["0123456789abcdef"],
+    )
     findings, scanned = scan_warehouse(con, needles)
     assert "s.t.x" not in scanned and "s.t.cpf_int" in scanned
     got = {(f.where, f.kind) for f in findings}
-    assert got >= {("s.t.txt", "seeded:email"), ("s.t.cpf_int", "seeded:cpf"), ("s.t.lst", "seeded:phone"),
-                   ("s.t.st", "seeded:name"), ("s.t.ids", "seeded:customer_id"), ("s.t.txt", "pattern:email"),
-                   ("s.t.lst", "pattern:br_phone")}
+    assert got >= {
+        ("s.t.txt", "seeded:email"),
+        ("s.t.cpf_int", "seeded:cpf"),
+        ("s.t.lst", "seeded:phone"),
+        ("s.t.st", "seeded:name"),
+        ("s.t.ids", "seeded:customer_id"),
+        ("s.t.txt", "pattern:email"),
+        ("s.t.lst", "pattern:br_phone"),
+    }
     assert not [f for f in findings if f.where.startswith("s.clean")]  # masker placeholders are not PII
     assert all("silva@x" not in f.example for f in findings)
     assert mask_example("joao.silva@x.com") == "jo************om"
@@ -185,8 +226,15 @@ def test_scanner_finds_planted_values_in_every_column_type_and_masks_examples():
 
 def test_needles_cover_phone_and_cpf_formats():
     n = seeded_needles(phones=["+55 (11) 91234-5678"], cpfs=["52998224725"])
-    for variant in ("(11) 91234-5678", "11912345678", "11 91234-5678", "+5511912345678", "529.982.247-25",
-                    "529982247-25", "52998224725"):
+    for variant in (
+        "(11) 91234-5678",
+        "11912345678",
+        "11 91234-5678",
+        "+5511912345678",
+        "529.982.247-25",
+        "529982247-25",
+        "52998224725",
+    ):
         assert variant in n, variant
 
 
@@ -194,10 +242,15 @@ def test_file_scan_finds_seeded_bytes_and_patterns(tmp_path):
     (tmp_path / "a.json").write_text('{"user": "ZULEIDE QUINTANILHA", "mail": "x.y@z.com"}')
     (tmp_path / "b.pkl").write_bytes(b"\x80\x04\x10" + b"0123456789abcdef" + b"\x00")
     (tmp_path / "c.csv").write_text("region,orders\nSP,10\n")
-    found, files = scan_files([tmp_path], seeded_needles(names=["Zuleide Quintanilha"], ids=["0123456789abcdef"]))
+    found, files = scan_files(
+        [tmp_path], seeded_needles(names=["Zuleide Quintanilha"], ids=["0123456789abcdef"])
+    )
     assert len(files) == 3
     assert {(Path(f.where).name, f.kind) for f in found} == {
-        ("a.json", "seeded:name"), ("a.json", "pattern:email"), ("b.pkl", "seeded:customer_id")}
+        ("a.json", "seeded:name"),
+        ("a.json", "pattern:email"),
+        ("b.pkl", "seeded:customer_id"),
+    }
     assert isinstance(found[0], Finding)
 
 
@@ -206,10 +259,14 @@ def test_only_ingestion_code_reads_the_restricted_raw_schema():
     read it, and no export path does.  A new reader must be added here on purpose."""
     package = REPO_ROOT / "ecom_pipeline"
     # SQL naming the schema: raw."t", raw.{t}, FROM raw.t, the RAW_SCHEMA constant or a raw_schema parameter
-    pattern = re.compile(r"""\braw\.(?:"|\{)|\b(?:FROM|JOIN)\s+raw\.|RAW_SCHEMA|\braw_schema\b""", re.IGNORECASE)
+    pattern = re.compile(
+        r"""\braw\.(?:"|\{)|\b(?:FROM|JOIN)\s+raw\.|RAW_SCHEMA|\braw_schema\b""", re.IGNORECASE
+    )
     readers = {str(p.relative_to(package)) for p in package.rglob("*.py") if pattern.search(p.read_text())}
     assert readers <= RAW_READERS, readers - RAW_READERS
     assert {"loading.py", "cleaning/staging.py"} <= readers  # the pattern does see real readers
     # the warehouse layer may name raw only to count its rows
-    counting = re.findall(r"SELECT\s+(.{0,20}?)\s+FROM\s+raw\.", (package / "warehouse/tables.py").read_text(), re.I)
+    counting = re.findall(
+        r"SELECT\s+(.{0,20}?)\s+FROM\s+raw\.", (package / "warehouse/tables.py").read_text(), re.I
+    )
     assert counting and all(c.lower() == "count(*)" for c in counting), counting

@@ -25,91 +25,178 @@ CONSTANT = re.compile(r"[A-Z][A-Z0-9_]*")  # module constants: written in code, 
 # SQL only as ``?`` parameters (inbox: day/file; staging: table names via _lit; loader: load ids).
 REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
     "cleaning/staging_upsert.py": (
-        {"' UNION ALL '.join(parts)", "', '.join((f's.{qi(c)}' for c in all_cols))",
-         "', '.join((f'{qi(c)} = s.{qi(c)}' for c in all_cols))", "'VIEW' if kind == 'VIEW' else 'TABLE'",
-         "changed", "col_list", "key_json", "keys", "live", "on", "prev_json", "quarantine", "same", "schema",
-         "scratch", "scratch_raw"},
+        {
+            "' UNION ALL '.join(parts)",
+            "', '.join((f's.{qi(c)}' for c in all_cols))",
+            "', '.join((f'{qi(c)} = s.{qi(c)}' for c in all_cols))",
+            "'VIEW' if kind == 'VIEW' else 'TABLE'",
+            "changed",
+            "col_list",
+            "key_json",
+            "keys",
+            "live",
+            "on",
+            "prev_json",
+            "quarantine",
+            "same",
+            "schema",
+            "scratch",
+            "scratch_raw",
+        },
         "MERGE/change-log SQL assembled from canonical.TABLES names through qi() and the module's schema "
-        "constants; partition keys, load ids and table names as ? parameters"),
+        "constants; partition keys, load ids and table names as ? parameters",
+    ),
     "sources/fast_csv.py": (
-        {"', '.join(exprs)", "_read_csv_sql(f.path, f.options, n_cols, rejects)", "cols_sql", "mine", "rejects",
-         "target"},
+        {
+            "', '.join(exprs)",
+            "_read_csv_sql(f.path, f.options, n_cols, rejects)",
+            "cols_sql",
+            "mine",
+            "rejects",
+            "target",
+        },
         "target: schema.table through quote_ident() by the loader; rejects: a name from the process id; file "
-        "paths, labels, delimiters and constants as literals through _sql_text() (quotes doubled)"),
+        "paths, labels, delimiters and constants as literals through _sql_text() (quotes doubled)",
+    ),
     "ml/encoders/quarantine.py": (
         {"embeddings", "quarantine", "uri_column"},
-        "table and column names are module constants of the calling asset (embeddings.py, video.py)"),
+        "table and column names are module constants of the calling asset (embeddings.py, video.py)",
+    ),
     "distributed/services.py": ({"db"}, "database names of the throwaway test cluster, a code constant"),
     "cleaning/staging.py": (
-        {"', '.join(('s.' + k for k in keys))", "_lit(load_id) if load_id else 'NULL'",
-         "_tz_map_sql(spec, raw_cols, raw_rel, hints)", "building_rel", "cols", "final_rel", "helper", "key_list",
-         "load_col", "on", "original", "quarantine_rel", "raw_rel", "sql", "work_sql", "row_hash",
-         "create"},
+        {
+            "', '.join(('s.' + k for k in keys))",
+            "_lit(load_id) if load_id else 'NULL'",
+            "_tz_map_sql(spec, raw_cols, raw_rel, hints)",
+            "building_rel",
+            "cols",
+            "final_rel",
+            "helper",
+            "key_list",
+            "load_col",
+            "on",
+            "original",
+            "quarantine_rel",
+            "raw_rel",
+            "sql",
+            "work_sql",
+            "row_hash",
+            "create",
+        },
         "relations and column lists assembled from qi()-quoted canonical names (canonical.TABLES), values "
         "through _lit(); the source's timezone hint is a literal via _lit inside _tz_map_sql; `create` a fixed "
-        "CREATE [TEMP] TABLE prefix over building_rel"),
+        "CREATE [TEMP] TABLE prefix over building_rel",
+    ),
     "loading.py": (
         {"_create_raw_table_sql(loading, table)", "final", "insert_cols", "loading", "select", "scratch"},
-        "raw table names and columns from canonical.TABLES, each through quote_ident()"),
+        "raw table names and columns from canonical.TABLES, each through quote_ident()",
+    ),
     "quality.py": (
         {"' OR '.join(conds)", "_staged(fk.parent)", "_staged(table)", "cond", "key", "not_null", "on"},
-        "check SQL built from canonical table/column names through quote_ident()"),
+        "check SQL built from canonical table/column names through quote_ident()",
+    ),
     "warehouse/tables.py": (
         {"marks", "qualified", "schema", "sel", "struct"},
-        "schema.table and column names passed by asset code as constants (never from data)"),
+        "schema.table and column names passed by asset code as constants (never from data)",
+    ),
     "resources/io_manager.py": ({"qualified"}, "schema.table from the asset key (code), not from data"),
     "resources/warehouse.py": ({"schema"}, "the fixed LAYER_SCHEMAS tuple"),
     "ml/encoders/store.py": (
         {"extra", "key", "names", "schema", "table", "where"},
-        "embedding-store table/key names are constants of the calling asset; `where` is built in the module"),
-    "assets/embeddings.py": ({"sql", "table"}, "table names are module constants; `sql` is a fixed statement"),
+        "embedding-store table/key names are constants of the calling asset; `where` is built in the module",
+    ),
+    "assets/embeddings.py": (
+        {"sql", "table"},
+        "table names are module constants; `sql` is a fixed statement",
+    ),
     "assets/registry_report.py": ({"table"}, "literal report table names chosen in the module"),
     "assets/reviews.py": (
         {"'c.state' if state else 'NULL::VARCHAR'", "sentiment_aggregate_sql(level, have)", "state", "table"},
-        "fixed SQL fragments chosen by booleans and level names from a closed set in ml/text/aggregates.py"),
+        "fixed SQL fragments chosen by booleans and level names from a closed set in ml/text/aggregates.py",
+    ),
     "automation/retraining.py": ({"_QUERY"}, "a module-level constant query"),
-    "assets/recommender.py": ({"sql", "t"}, "t: STAGING_TABLES constants; sql: interactions_query() over them, "
-                              "event weights and statuses as ? parameters"),
-    "ml/recsys/interactions.py": ({"sql"}, "interactions_query() over STAGING_TABLES constants or the names it "
-                                  "registers its own DataFrames under; values as ? parameters"),
-    "cleaning/privacy.py": ({"pseudonym_macro_sql(key)"}, "hex of the HMAC pads: [0-9a-f] only, no quote can occur"),
+    "assets/recommender.py": (
+        {"sql", "t"},
+        "t: STAGING_TABLES constants; sql: interactions_query() over them, "
+        "event weights and statuses as ? parameters",
+    ),
+    "ml/recsys/interactions.py": (
+        {"sql"},
+        "interactions_query() over STAGING_TABLES constants or the names it "
+        "registers its own DataFrames under; values as ? parameters",
+    ),
+    "cleaning/privacy.py": (
+        {"pseudonym_macro_sql(key)"},
+        "hex of the HMAC pads: [0-9a-f] only, no quote can occur",
+    ),
     "demo.py": ({"table"}, "canonical.TABLE_ORDER names inside double quotes"),
-    "pii_scan.py": ({"p", "values"}, "p: a PATTERNS regex with quotes doubled; values: built with quote_ident()"),
-    "api/data.py": ({"sql or f'SELECT * FROM {table}'", "table"},
-                    "snapshot table names are module constants of the app; `sql` a fixed statement of the module"),
-    "assets/federated.py": ({"state", "join"}, "two fixed SQL fragments chosen by whether staging.customers exists"),
-    "geography.py": ({"np.c_[np.cos(la) * np.cos(ln), np.cos(la) * np.sin(ln), np.sin(la)]"},
-                     "not SQL: a KD-tree query of unit vectors"),
+    "pii_scan.py": (
+        {"p", "values"},
+        "p: a PATTERNS regex with quotes doubled; values: built with quote_ident()",
+    ),
+    "api/data.py": (
+        {"sql or f'SELECT * FROM {table}'", "table"},
+        "snapshot table names are module constants of the app; `sql` a fixed statement of the module",
+    ),
+    "assets/federated.py": (
+        {"state", "join"},
+        "two fixed SQL fragments chosen by whether staging.customers exists",
+    ),
+    "geography.py": (
+        {"np.c_[np.cos(la) * np.cos(ln), np.cos(la) * np.sin(ln), np.sin(la)]"},
+        "not SQL: a KD-tree query of unit vectors",
+    ),
     "ml/serving_gate.py": (
-        {"', '.join(DECISION_COLUMNS)", "table", "scope_sql", "model_col", "task",
-         "_judging_decisions_sql(table, task)"},
-        ("DECISION_COLUMNS, GATED_TABLES (table, task, model column, scope) and OVERRIDING_TASKS are module "
-         "constants")),
-    "resources/model_metrics.py": ({"column", "sql_type", "', '.join(COLUMNS)"},
-                                   "INTERVAL_COLUMNS and COLUMNS are module constants"),
+        {
+            "', '.join(DECISION_COLUMNS)",
+            "table",
+            "scope_sql",
+            "model_col",
+            "task",
+            "_judging_decisions_sql(table, task)",
+        },
+        (
+            "DECISION_COLUMNS, GATED_TABLES (table, task, model column, scope) and OVERRIDING_TASKS are module "
+            "constants"
+        ),
+    ),
+    "resources/model_metrics.py": (
+        {"column", "sql_type", "', '.join(COLUMNS)"},
+        "INTERVAL_COLUMNS and COLUMNS are module constants",
+    ),
     "distributed/local.py": ({"schema"}, "LAYER_SCHEMAS constants of the warehouse layer"),
-    "warehouse/lake.py": ({"query", "options"},
-                          "`query`: the connection wrapper forwards its caller's statement unchanged (the caller's "
-                          "own interpolations are checked in the caller's module); `options`: DATA_PATH through "
-                          "_literal() plus a fixed READ_ONLY"),
-    "incremental/changes.py": ({"sql", "t"}, "t: ACTIVITY staging table names (module constants); sql: the "
-                               "union of ACTIVITY statements; load ids and times as ? parameters"),
+    "warehouse/lake.py": (
+        {"query", "options"},
+        "`query`: the connection wrapper forwards its caller's statement unchanged (the caller's "
+        "own interpolations are checked in the caller's module); `options`: DATA_PATH through "
+        "_literal() plus a fixed READ_ONLY",
+    ),
+    "incremental/changes.py": (
+        {"sql", "t"},
+        "t: ACTIVITY staging table names (module constants); sql: the "
+        "union of ACTIVITY statements; load ids and times as ? parameters",
+    ),
     "incremental/interactions.py": (
         {"sql", "t", "', '.join(INTERACTION_COLUMNS)"},
         "t: STAGING_TABLES constants; sql: interactions_query() over them with values as ? parameters; "
-        "INTERACTION_COLUMNS a module constant"),
+        "INTERACTION_COLUMNS a module constant",
+    ),
     "incremental/profiles.py": (
         {"' UNION ALL '.join(parts)", "marks", "sel", "t", "cond", "table"},
         "t/table: STAGING_COLUMNS and DATED keys (module constants); sel: their column names, or NULL for a "
         "missing one; cond and parts: module-level WHERE fragments; marks: '?' placeholders; values as ? "
-        "parameters"),
+        "parameters",
+    ),
     "incremental/serving.py": (
         {"table.split('.', 1)[0]", "table", "name.split('.', 1)[0]", "name", "i", "cond"},
         "table/name: serving table names passed by the calling asset as code constants; i: an integer; cond: "
-        "the caller's scope fragment (a code constant) and a fixed IN (SELECT ...) over a registered frame"),
-    "snapshot.py": ({"schema", "_quoted(table)", "sql"},
-                    "schemas and tables listed from the warehouse's own catalogue, double-quoted by _quoted(); "
-                    "`sql` the module's DERIVED statements"),
+        "the caller's scope fragment (a code constant) and a fixed IN (SELECT ...) over a registered frame",
+    ),
+    "snapshot.py": (
+        {"schema", "_quoted(table)", "sql"},
+        "schemas and tables listed from the warehouse's own catalogue, double-quoted by _quoted(); "
+        "`sql` the module's DERIVED statements",
+    ),
 }
 # Where user-controlled names enter the package: no interpolated SQL there except constants/quoting helpers.
 USER_INPUT_MODULES = ("sources/mapped.py", "sources/files.py", "sources/olist.py", "automation/inbox.py")
@@ -118,8 +205,10 @@ USER_INPUT_MODULES = ("sources/mapped.py", "sources/files.py", "sources/olist.py
 @functools.lru_cache(maxsize=1)
 def _modules() -> tuple[tuple[str, ast.Module], ...]:
     """Every module of the package, parsed once per session."""
-    return tuple((str(path.relative_to(PACKAGE)), ast.parse(path.read_text(), filename=str(path)))
-                 for path in sorted(PACKAGE.rglob("*.py")))
+    return tuple(
+        (str(path.relative_to(PACKAGE)), ast.parse(path.read_text(), filename=str(path)))
+        for path in sorted(PACKAGE.rglob("*.py"))
+    )
 
 
 def _called_name(node: ast.AST) -> str | None:
@@ -133,14 +222,21 @@ def sql_interpolations(tree: ast.AST) -> list[tuple[int, str]]:
     """``(line, expression)`` of every non-constant piece of the SQL passed to ``.execute/.sql(...)``."""
     found = []
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr in SQL_METHODS and node.args):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in SQL_METHODS
+            and node.args
+        ):
             continue
         sql = node.args[0]
         if isinstance(sql, ast.Constant):
             continue
-        pieces = [v.value for v in sql.values if isinstance(v, ast.FormattedValue)] \
-            if isinstance(sql, ast.JoinedStr) else [sql]
+        pieces = (
+            [v.value for v in sql.values if isinstance(v, ast.FormattedValue)]
+            if isinstance(sql, ast.JoinedStr)
+            else [sql]
+        )
         for piece in pieces:
             if _called_name(piece) in QUOTING_HELPERS:
                 continue
@@ -154,9 +250,13 @@ def test_sql_is_built_from_parameters_or_quoted_identifiers_only():
     unreviewed = []
     for module, tree in _modules():
         allowed = REVIEWED_INTERPOLATIONS.get(module, (set(), ""))[0]
-        unreviewed += [f"{module}:{line}: {{{expr}}}" for line, expr in sql_interpolations(tree) if expr not in allowed]
-    assert unreviewed == [], ("SQL interpolates values that are neither quoted (quote_ident / _lit) nor a "
-                              "reviewed internal identifier; use ? parameters or quote_ident:\n" + "\n".join(unreviewed))
+        unreviewed += [
+            f"{module}:{line}: {{{expr}}}" for line, expr in sql_interpolations(tree) if expr not in allowed
+        ]
+    assert unreviewed == [], (
+        "SQL interpolates values that are neither quoted (quote_ident / _lit) nor a "
+        "reviewed internal identifier; use ? parameters or quote_ident:\n" + "\n".join(unreviewed)
+    )
 
 
 def test_user_input_modules_interpolate_nothing_into_sql():
@@ -166,15 +266,24 @@ def test_user_input_modules_interpolate_nothing_into_sql():
 
 
 def test_the_sql_scan_catches_an_unquoted_name():
-    tree = ast.parse("def f(con, name, t):\n    con.execute(f'SELECT * FROM {name}')\n"
-                     "    con.execute(f'SELECT * FROM {quote_ident(t)} WHERE a = ?', [name])\n"
-                     "    con.sql(TABLE_SQL)\n    con.execute('SELECT ' + name)\n")
+    tree = ast.parse(
+        "def f(con, name, t):\n    con.execute(f'SELECT * FROM {name}')\n"
+        "    con.execute(f'SELECT * FROM {quote_ident(t)} WHERE a = ?', [name])\n"
+        "    con.sql(TABLE_SQL)\n    con.execute('SELECT ' + name)\n"
+    )
     assert [e for _, e in sql_interpolations(tree)] == ["name", "'SELECT ' + name"]
 
 
 def _torch_loads(tree: ast.AST) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-            and n.func.attr == "load" and isinstance(n.func.value, ast.Name) and n.func.value.id == "torch"]
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr == "load"
+        and isinstance(n.func.value, ast.Name)
+        and n.func.value.id == "torch"
+    ]
 
 
 def test_torch_load_always_uses_weights_only():
@@ -200,7 +309,8 @@ def only_restricted_unpicklers(tree: ast.AST) -> bool:
     bases = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and any(
-                isinstance(f, ast.FunctionDef) and f.name == "find_class" for f in node.body):
+            isinstance(f, ast.FunctionDef) and f.name == "find_class" for f in node.body
+        ):
             bases |= {id(b) for b in node.bases}
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "pickle":
@@ -220,8 +330,12 @@ def unsafe_loads(tree: ast.AST, restricted_unpickler_allowed: bool = False) -> l
     reviewed = restricted_unpickler_allowed and only_restricted_unpicklers(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            bad += [f"{node.lineno} import {a.name}" for a in node.names if a.name.split(".")[0] in PICKLE_MODULES
-                    and not (reviewed and a.name == "pickle" and a.asname is None)]
+            bad += [
+                f"{node.lineno} import {a.name}"
+                for a in node.names
+                if a.name.split(".")[0] in PICKLE_MODULES
+                and not (reviewed and a.name == "pickle" and a.asname is None)
+            ]
         elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PICKLE_MODULES:
             bad.append(f"{node.lineno} from {node.module} import")
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
@@ -239,8 +353,11 @@ def unsafe_loads(tree: ast.AST, restricted_unpickler_allowed: bool = False) -> l
             bad.append(f"{node.lineno} np.load(allow_pickle)")
         elif owner == "yaml" and attr in ("load", "unsafe_load", "full_load"):
             bad.append(f"{node.lineno} yaml.{attr}")
-        elif owner == "torch" and attr == "load" and not (
-                isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True):
+        elif (
+            owner == "torch"
+            and attr == "load"
+            and not (isinstance(kw.get("weights_only"), ast.Constant) and kw["weights_only"].value is True)
+        ):
             bad.append(f"{node.lineno} torch.load without weights_only=True")
         elif attr == "load" and isinstance(kw.get("trusted"), ast.Constant) and kw["trusted"].value is True:
             bad.append(f"{node.lineno} {receiver}.load(trusted=True)")
@@ -248,8 +365,11 @@ def unsafe_loads(tree: ast.AST, restricted_unpickler_allowed: bool = False) -> l
 
 
 def test_no_unsafe_deserialisation_anywhere_in_the_package():
-    bad = [f"{module}:{b}" for module, tree in _modules()
-           for b in unsafe_loads(tree, restricted_unpickler_allowed=module in REVIEWED_UNPICKLERS)]
+    bad = [
+        f"{module}:{b}"
+        for module, tree in _modules()
+        for b in unsafe_loads(tree, restricted_unpickler_allowed=module in REVIEWED_UNPICKLERS)
+    ]
     assert bad == [], f"reads that can execute code from a file: {bad}"
 
 
@@ -272,18 +392,33 @@ def f(path, mlflow, np, pd, yaml, torch, sio, flavor):
     sio.load(path, trusted=["sklearn.linear_model._logistic.LogisticRegression"])  # safe
     yaml.safe_load(path)  # safe
 """
-    restricted = ("import pickle\nclass U(pickle.Unpickler):\n    def find_class(self, m, n):\n"
-                  "        raise pickle.UnpicklingError(m)\n")
+    restricted = (
+        "import pickle\nclass U(pickle.Unpickler):\n    def find_class(self, m, n):\n"
+        "        raise pickle.UnpicklingError(m)\n"
+    )
     assert unsafe_loads(ast.parse(restricted), restricted_unpickler_allowed=True) == []
     assert unsafe_loads(ast.parse(restricted)) == ["1 import pickle"]  # only in a reviewed module
-    for escape in ("class U(pickle.Unpickler):\n    pass\n",  # no find_class: resolves any global
-                   "U = pickle.Unpickler\n", "pickle.Unpickler(f).load()\n"):
+    for escape in (
+        "class U(pickle.Unpickler):\n    pass\n",  # no find_class: resolves any global
+        "U = pickle.Unpickler\n",
+        "pickle.Unpickler(f).load()\n",
+    ):
         assert unsafe_loads(ast.parse("import pickle\n" + escape), restricted_unpickler_allowed=True), escape
     found = unsafe_loads(ast.parse(code))
     assert [b.split(" ", 1)[1] for b in found] == [
-        "import pickle", "from cloudpickle import", "import joblib", "pickle.load", "mlflow.sklearn.load_model",
-        "getattr(mlflow, flavor).load_model", "pd.read_pickle", "np.load(allow_pickle)", "yaml.load",
-        "torch.load without weights_only=True", "torch.load without weights_only=True", "sio.load(trusted=True)"]
+        "import pickle",
+        "from cloudpickle import",
+        "import joblib",
+        "pickle.load",
+        "mlflow.sklearn.load_model",
+        "getattr(mlflow, flavor).load_model",
+        "pd.read_pickle",
+        "np.load(allow_pickle)",
+        "yaml.load",
+        "torch.load without weights_only=True",
+        "torch.load without weights_only=True",
+        "sio.load(trusted=True)",
+    ]
 
 
 SECRET_FIELD = re.compile(r"(key|password|passwd|secret|token)$", re.IGNORECASE)
@@ -313,8 +448,13 @@ def test_resource_definitions_never_pass_a_literal_secret():
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 for kw in node.keywords:
-                    if kw.arg and SECRET_FIELD.search(kw.arg) and isinstance(kw.value, ast.Constant) \
-                            and isinstance(kw.value.value, str) and kw.value.value:
+                    if (
+                        kw.arg
+                        and SECRET_FIELD.search(kw.arg)
+                        and isinstance(kw.value, ast.Constant)
+                        and isinstance(kw.value.value, str)
+                        and kw.value.value
+                    ):
                         literal.append(f"{module}:{node.lineno} {kw.arg}=")
     assert literal == []
 
@@ -330,7 +470,11 @@ def _compose_env_values(compose: dict):
 def test_docker_secrets_come_from_the_environment_without_defaults():
     compose = yaml.safe_load((DOCKER / "docker-compose.yaml").read_text())
     secrets = [(s, n, v) for s, n, v in _compose_env_values(compose) if SECRET_FIELD.search(n)]
-    assert {n for _, n, _ in secrets} >= {"POSTGRES_PASSWORD", "DAGSTER_POSTGRES_PASSWORD", "ECOM_PSEUDONYM_KEY"}
+    assert {n for _, n, _ in secrets} >= {
+        "POSTGRES_PASSWORD",
+        "DAGSTER_POSTGRES_PASSWORD",
+        "ECOM_PSEUDONYM_KEY",
+    }
     for service, name, value in secrets:
         # ${VAR:?message} fails the deployment when unset; ${VAR:-default} would ship a known password
         assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]*\}", value), f"{service}.{name} = {value!r}"
@@ -346,12 +490,16 @@ def test_docker_secrets_come_from_the_environment_without_defaults():
 @pytest.mark.parametrize("path", [".gitignore"])
 def test_real_env_files_and_key_files_are_not_committed(path):
     ignored = (REPO_ROOT / path).read_text()
-    assert re.search(r"^(docker/)?\.env$|^\.env$|^\*\*/\.env$", ignored, re.MULTILINE), "docker/.env must be ignored"
+    assert re.search(r"^(docker/)?\.env$|^\.env$|^\*\*/\.env$", ignored, re.MULTILINE), (
+        "docker/.env must be ignored"
+    )
     assert "data/" in ignored or ".pseudonym_key" in ignored
 
 
 def test_no_credentials_written_into_urls():
-    userinfo = re.compile(r"[a-z]+://([^:/@\s${}]+):([^@\s${}]+)@")  # scheme://user:password@ with literal parts
+    userinfo = re.compile(
+        r"[a-z]+://([^:/@\s${}]+):([^@\s${}]+)@"
+    )  # scheme://user:password@ with literal parts
     offenders = []
     for path in [*DOCKER.rglob("*.y*ml"), *PACKAGE.rglob("*.py")]:
         for m in userinfo.finditer(path.read_text()):

@@ -27,8 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 MAPPING = REPO / "docs" / "examples" / "sales_sample_multicountry.yaml"
 SALES_DIR = shared_dataset("sales_sample_multicountry")
 
-pytestmark = pytest.mark.skipif(not (SALES_DIR / "sales_data_sample.csv").is_file(),
-                                reason=f"multi-country sales sample not found at {SALES_DIR}")
+pytestmark = pytest.mark.skipif(
+    not (SALES_DIR / "sales_data_sample.csv").is_file(),
+    reason=f"multi-country sales sample not found at {SALES_DIR}",
+)
 
 
 def test_calendar_series_regions_and_dp_report_agree_on_the_shops_countries(data_root, monkeypatch):
@@ -41,27 +43,42 @@ def test_calendar_series_regions_and_dp_report_agree_on_the_shops_countries(data
     for table in TABLE_ORDER:
         load_raw_table(con, src, table, load_id="L1")
         stage_table(con, table, hints=src.parse_hints(table), pseudonym_key=b"k" * 32)
-    data_countries = {country_code(c) for (c,) in con.execute("SELECT DISTINCT country FROM staging.customers")
-                      .fetchall()}
+    data_countries = {
+        country_code(c) for (c,) in con.execute("SELECT DISTINCT country FROM staging.customers").fetchall()
+    }
     con.close()
     assert len(data_countries) == 19 and None not in data_countries
 
     from ecom_pipeline.assets import sharing, spatial
     from ecom_pipeline.assets import timeseries as ts
 
-    keys = [["features", "daily_series"], ["features", "calendar"], ["features", "regions"],
-            ["reports", "regional_demand_dp"]]
+    keys = [
+        ["features", "daily_series"],
+        ["features", "calendar"],
+        ["features", "regions"],
+        ["reports", "regional_demand_dp"],
+    ]
     assets = list(ts.build().assets) + list(spatial.build().assets) + list(sharing.build().assets)
-    result = dg.materialize(assets, selection=[dg.AssetKey(k) for k in keys], resources=build_resources(settings),
-                            run_config={"ops": {"reports__regional_demand_dp": {"config": {"seed": 7}}}})
+    result = dg.materialize(
+        assets,
+        selection=[dg.AssetKey(k) for k in keys],
+        resources=build_resources(settings),
+        run_config={"ops": {"reports__regional_demand_dp": {"config": {"seed": 7}}}},
+    )
     assert result.success
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     try:
         cal = con.execute("SELECT * FROM features.calendar").fetchdf()
         regions = con.execute("SELECT region_id, level, country, lat, lng FROM features.regions").fetchdf()
-        states = {s for (s,) in con.execute("SELECT DISTINCT series_id FROM features.daily_series "
-                                            "WHERE level = 'state'").fetchall()}
-        dp_regions = {r for (r,) in con.execute("SELECT DISTINCT region FROM reports.regional_demand_dp").fetchall()}
+        states = {
+            s
+            for (s,) in con.execute(
+                "SELECT DISTINCT series_id FROM features.daily_series WHERE level = 'state'"
+            ).fetchall()
+        }
+        dp_regions = {
+            r for (r,) in con.execute("SELECT DISTINCT region FROM reports.regional_demand_dp").fetchall()
+        }
     finally:
         con.close()
     cal_md = next(m for m in result.asset_materializations_for_node("features__calendar")).metadata
@@ -72,7 +89,9 @@ def test_calendar_series_regions_and_dp_report_agree_on_the_shops_countries(data
     assert any(n.startswith("GB: ") and "Boxing Day" in n for n in names), sorted(names)[:20]
     assert not any("Tiradentes" in n for n in names)
     # regions: the data's countries, all placed
-    assert set(regions.loc[regions.level == "country", "region_id"]) == {f"country:{c}" for c in data_countries}
+    assert set(regions.loc[regions.level == "country", "region_id"]) == {
+        f"country:{c}" for c in data_countries
+    }
     assert regions[["lat", "lng"]].notna().all().all()
     # a state series id is a region id (state:US-CA in a shop with several countries), so the ST-GCN's graph
     # and the forecasts join on them

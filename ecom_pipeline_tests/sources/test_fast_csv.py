@@ -21,8 +21,17 @@ BAD = Path(__file__).resolve().parents[1] / "fixtures" / "bad_input"
 
 def _orders_source(folder: Path, file: str, delimiter: str = ",", **columns) -> MappedSource:
     cols = {"order_id": "order_id", "customer_id": "customer_id", "status": "status", **columns}
-    mapping = {"version": 1, "tables": {"orders": {"file": file, "delimiter": delimiter, "columns": cols,
-                                                   "constants": {"purchased_at": "2024-01-02 10:00:00"}}}}
+    mapping = {
+        "version": 1,
+        "tables": {
+            "orders": {
+                "file": file,
+                "delimiter": delimiter,
+                "columns": cols,
+                "constants": {"purchased_at": "2024-01-02 10:00:00"},
+            }
+        },
+    }
     return MappedSource(mapping, data_dir=folder)
 
 
@@ -33,21 +42,26 @@ def _load_both(tmp_path: Path, source_fn) -> tuple[dict, dict, object, object]:
         con = duckdb.connect(str(tmp_path / f"w_{fast}.duckdb"))
         result = load_raw_table(con, source_fn(), "orders", load_id="L", fast_path=fast)
         stage_table(con, "orders", pseudonym_key=b"k")
-        prints = {t: table_fingerprint(con, t, PER_RUN_COLUMNS)
-                  for t in ("raw.orders", "staging.orders", "staging.quarantine")}
+        prints = {
+            t: table_fingerprint(con, t, PER_RUN_COLUMNS)
+            for t in ("raw.orders", "staging.orders", "staging.quarantine")
+        }
         prints["counts"] = load_counts(con, ["orders"])
         con.close()
         out.append((prints, result))
     return out[0][0], out[1][0], out[0][1], out[1][1]
 
 
-@pytest.mark.parametrize("name, fast_rows, python_rows, falls_back", [
-    ("wrong_field_count.csv", 2, 2, False),   # two rejected lines read by the Python reader
-    ("invalid_utf8.csv", 2, 1, False),        # the Latin-1 byte: invalid_utf8 row from the Python reader
-    ("repeated_header.csv", 0, 0, True),      # whole file through the Python reader
-    ("unclosed_quote.csv", 0, 0, True),
-    ("header_only.csv", 0, 0, False),
-])
+@pytest.mark.parametrize(
+    "name, fast_rows, python_rows, falls_back",
+    [
+        ("wrong_field_count.csv", 2, 2, False),  # two rejected lines read by the Python reader
+        ("invalid_utf8.csv", 2, 1, False),  # the Latin-1 byte: invalid_utf8 row from the Python reader
+        ("repeated_header.csv", 0, 0, True),  # whole file through the Python reader
+        ("unclosed_quote.csv", 0, 0, True),
+        ("header_only.csv", 0, 0, False),
+    ],
+)
 def test_fast_path_gives_the_python_readers_raw_rows(tmp_path, name, fast_rows, python_rows, falls_back):
     shutil.copy(BAD / name, tmp_path / name)
     fast, slow, fast_result, slow_result = _load_both(tmp_path, lambda: _orders_source(tmp_path, name))
@@ -60,7 +74,8 @@ def test_fast_path_gives_the_python_readers_raw_rows(tmp_path, name, fast_rows, 
 def test_semicolon_bom_crlf_multiline_blank_line(tmp_path):
     shutil.copy(BAD / "bom_crlf_semicolon.csv", tmp_path / "b.csv")
     fast, slow, result, _ = _load_both(
-        tmp_path, lambda: _orders_source(tmp_path, "b.csv", ";", customer_id="zip", status="note"))
+        tmp_path, lambda: _orders_source(tmp_path, "b.csv", ";", customer_id="zip", status="note")
+    )
     assert fast == slow
     assert result.rows == 3
 
@@ -97,7 +112,7 @@ def test_larger_gzip_file_with_scattered_bad_lines_keeps_row_numbers(tmp_path):
         elif i % 1499 == 0:
             lines.append(f"o{i},c{i},x,y")  # too many
         elif i % 4001 == 0:
-            lines.append(f"o{i},\"multi\nline\",ok")  # a quoted line break: one record, two lines
+            lines.append(f'o{i},"multi\nline",ok')  # a quoted line break: one record, two lines
         else:
             lines.append(f"o{i},c{i % 500},{'delivered' if i % 3 else ''}")
     data = ("\n".join(lines) + "\n").encode()
@@ -107,8 +122,10 @@ def test_larger_gzip_file_with_scattered_bad_lines_keeps_row_numbers(tmp_path):
     fast, slow, result, _ = _load_both(tmp_path, lambda: _orders_source(tmp_path, "big.csv.gz"))
     assert fast == slow
     assert not result.fast_fallbacks
-    assert result.python_rows == 20_000 // 997 + len([i for i in range(1, 20_001) if i % 1499 == 0
-                                                       and i % 997]) + 1
+    assert (
+        result.python_rows
+        == 20_000 // 997 + len([i for i in range(1, 20_001) if i % 1499 == 0 and i % 997]) + 1
+    )
     assert fast["counts"]["orders"]["raw"] == 20_000
 
 
@@ -125,12 +142,18 @@ def test_multi_buffer_file_read_in_parallel_keeps_row_order_and_numbers(tmp_path
     prints, results = [], []
     for fast in (True, False):
         con = duckdb.connect(str(tmp_path / f"w{fast}.duckdb"), config={"threads": 2})
-        results.append(load_raw_table(con, _orders_source(tmp_path, "wide.csv"), "orders", load_id="L",
-                                      fast_path=fast))
+        results.append(
+            load_raw_table(con, _orders_source(tmp_path, "wide.csv"), "orders", load_id="L", fast_path=fast)
+        )
         prints.append(table_fingerprint(con, "raw.orders", PER_RUN_COLUMNS))
         # the row number of a row is its position in the file: o<i> is row i
-        assert con.execute("SELECT count(*) FROM raw.orders WHERE _parse_error IS NULL "
-                           "AND order_id <> 'o' || _source_row").fetchall()[0][0] == 0
+        assert (
+            con.execute(
+                "SELECT count(*) FROM raw.orders WHERE _parse_error IS NULL "
+                "AND order_id <> 'o' || _source_row"
+            ).fetchall()[0][0]
+            == 0
+        )
         con.close()
     assert prints[0] == prints[1]
     assert (results[0].fast_rows, results[0].python_rows, results[0].fast_fallbacks) == (399_991, 9, {})
@@ -146,14 +169,28 @@ def test_the_pipelines_source_wrapper_keeps_the_fast_path(tmp_path):
     assert wrapped.fast_scan("orders") is not None
     con = duckdb.connect()
     assert load_raw_table(con, wrapped, "orders", load_id="L").fast_rows == 2
-    events = {"version": 1, "tables": {"events": {"file": "e.csv", "columns": {
-        "event_id": "id", "ts": "ts", "event_type": "type", "customer_id": "who", "session_id": "s",
-        "product_id": "p"}}}}
+    events = {
+        "version": 1,
+        "tables": {
+            "events": {
+                "file": "e.csv",
+                "columns": {
+                    "event_id": "id",
+                    "ts": "ts",
+                    "event_type": "type",
+                    "customer_id": "who",
+                    "session_id": "s",
+                    "product_id": "p",
+                },
+            }
+        },
+    }
     (tmp_path / "e.csv").write_text("id,ts,type,who,s,p\ne1,2024-05-01 10:00:00,view,c1,s1,p1\n")
     archive = tmp_path / "root" / "inbox" / "processed" / "2024-05-01"
     archive.mkdir(parents=True)
-    (archive / f"{PREFIX}2024-05-01_x.csv").write_text("event_id,ts,customer_id,session_id,event_type,product_id\n"
-                                                       "e2,2024-05-01 11:00:00,c1,s1,view,p1\n")
+    (archive / f"{PREFIX}2024-05-01_x.csv").write_text(
+        "event_id,ts,customer_id,session_id,event_type,product_id\ne2,2024-05-01 11:00:00,c1,s1,view,p1\n"
+    )
     wrapped = WithOnlineEvents(MappedSource(events, data_dir=tmp_path), tmp_path / "root")
     assert wrapped.fast_scan("events") is None
     assert load_raw_table(con, wrapped, "events", load_id="L").rows == 2
@@ -168,15 +205,31 @@ def test_raw_asset_metadata_says_what_the_fast_path_did(tmp_path):
     from ecom_pipeline.resources.paths import PathsResource
 
     shutil.copy(BAD / "wrong_field_count.csv", tmp_path / "orders.csv")
-    mapping = {"version": 1, "tables": {"orders": {
-        "file": "orders.csv", "columns": {"order_id": "order_id", "customer_id": "customer_id", "status": "status"},
-        "constants": {"purchased_at": "2024-01-02 10:00:00"}}}}
+    mapping = {
+        "version": 1,
+        "tables": {
+            "orders": {
+                "file": "orders.csv",
+                "columns": {"order_id": "order_id", "customer_id": "customer_id", "status": "status"},
+                "constants": {"purchased_at": "2024-01-02 10:00:00"},
+            }
+        },
+    }
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(mapping))
-    result = dg.materialize([_raw_asset("orders")], instance=dg.DagsterInstance.ephemeral(), resources={
-        "source": SourceResource(kind="mapped", mapping=str(tmp_path / "m.yaml"), data_dir=str(tmp_path),
-                                 data_root=str(tmp_path / "root")),
-        "paths": PathsResource(data_root=str(tmp_path / "root")),
-        "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb"))})
+    result = dg.materialize(
+        [_raw_asset("orders")],
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={
+            "source": SourceResource(
+                kind="mapped",
+                mapping=str(tmp_path / "m.yaml"),
+                data_dir=str(tmp_path),
+                data_root=str(tmp_path / "root"),
+            ),
+            "paths": PathsResource(data_root=str(tmp_path / "root")),
+            "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")),
+        },
+    )
     meta = result.asset_materializations_for_node("raw__orders")[0].metadata
     assert meta["dagster/row_count"].value == 4
     assert (meta["fast_path_rows"].value, meta["python_reader_rows_of_rejected_lines"].value) == (2, 2)

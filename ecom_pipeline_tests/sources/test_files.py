@@ -90,7 +90,12 @@ def test_missing_file():
 def test_repeated_header_lines_are_flagged():
     df, report = _read("repeated_header.csv")
     assert df["_parse_error"].tolist() == [None, "repeated_header", None, "repeated_header"]
-    assert df["_raw_line"].tolist() == [None, "order_id,customer_id,status", None, "order_id,customer_id,status"]
+    assert df["_raw_line"].tolist() == [
+        None,
+        "order_id,customer_id,status",
+        None,
+        "order_id,customer_id,status",
+    ]
     assert df.loc[[0, 2], "order_id"].tolist() == ["o1", "o2"]
     assert report.parse_errors == {"repeated_header": 2}
 
@@ -182,15 +187,19 @@ def test_parquet_is_read_as_text(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    t = pa.table({
-        "zip": pa.array(["01012", None, "20231"]),
-        "n": pa.array([1, None, 3], type=pa.int64()),
-        "x": pa.array([1.5, 2.0, None]),
-        "ts": pa.array([pd.Timestamp("2017-07-09 21:57:05"), None, pd.Timestamp("2018-01-01")],
-                       type=pa.timestamp("us")),
-        "flag": pa.array([True, False, None]),
-        "empty": pa.array(["", "a", "b"]),
-    })
+    t = pa.table(
+        {
+            "zip": pa.array(["01012", None, "20231"]),
+            "n": pa.array([1, None, 3], type=pa.int64()),
+            "x": pa.array([1.5, 2.0, None]),
+            "ts": pa.array(
+                [pd.Timestamp("2017-07-09 21:57:05"), None, pd.Timestamp("2018-01-01")],
+                type=pa.timestamp("us"),
+            ),
+            "flag": pa.array([True, False, None]),
+            "empty": pa.array(["", "a", "b"]),
+        }
+    )
     p = tmp_path / "t.parquet"
     pq.write_table(t, p, row_group_size=2)
     chunks = list(iter_file_chunks(p, chunk_rows=2))
@@ -229,13 +238,22 @@ def test_unknown_extension_needs_a_format(tmp_path):
 
 def test_finish_chunk_puts_the_raw_line_in_the_first_column():
     chunk = read_file(BAD / "wrong_field_count.csv")
-    out = finish_chunk(chunk, {"order_id": chunk["order_id"], "customer_id": chunk["customer_id"],
-                               "status": "x", "quantity": None}, "order_id")
+    out = finish_chunk(
+        chunk,
+        {"order_id": chunk["order_id"], "customer_id": chunk["customer_id"], "status": "x", "quantity": None},
+        "order_id",
+    )
     assert out.loc[1, "order_id"] == "o2,c2,delivered,EXTRA"
     assert out.loc[1, ["customer_id", "status", "quantity"]].isna().all()
-    assert out.loc[0].to_dict() == {"order_id": "o1", "customer_id": "c1", "status": "x", "quantity": None,
-                                    "_source_file": "wrong_field_count.csv", "_source_row": 1,
-                                    "_parse_error": None}
+    assert out.loc[0].to_dict() == {
+        "order_id": "o1",
+        "customer_id": "c1",
+        "status": "x",
+        "quantity": None,
+        "_source_file": "wrong_field_count.csv",
+        "_source_row": 1,
+        "_parse_error": None,
+    }
     assert "_raw_line" not in out.columns
 
 

@@ -54,14 +54,20 @@ def _ingest(data_root: Path, monkeypatch, mapping: Path):
     monkeypatch.setenv("ECOM_MAPPING", str(mapping))
     settings = Settings.from_env()
     job = build_definitions(settings).resolve_job_def("ingest")
-    return settings, job, job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return (
+        settings,
+        job,
+        job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False),
+    )
 
 
 def _materialized(result) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
 
 
-def test_dates_that_do_not_match_the_mapping_fail_the_run_at_the_staging_check(data_root, tmp_path, monkeypatch):
+def test_dates_that_do_not_match_the_mapping_fail_the_run_at_the_staging_check(
+    data_root, tmp_path, monkeypatch
+):
     folder = tmp_path / "exports"
     folder.mkdir()
     _write_day_first_copy(folder)
@@ -82,8 +88,10 @@ def test_dates_that_do_not_match_the_mapping_fail_the_run_at_the_staging_check(d
     # the demo summary says which outputs were produced and which were not, and why
     lines = outputs_summary(job, result)
     assert lines[0].startswith("outputs: ") and "not run" in lines[0]
-    assert any(line.startswith("  not run: staging/order_items: ") and "staging/orders:quarantine_share" in line
-               for line in lines), lines
+    assert any(
+        line.startswith("  not run: staging/order_items: ") and "staging/orders:quarantine_share" in line
+        for line in lines
+    ), lines
     assert "staging/orders" in next(line for line in lines if line.startswith("  produced: "))
     assert "  skipped: raw/events: the source (mapped) delivers no such table: empty" in lines
 
@@ -94,7 +102,9 @@ def test_dates_that_do_not_match_the_mapping_fail_the_run_at_the_staging_check(d
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     try:
         first = con.execute("SELECT min(purchased_at), max(purchased_at) FROM staging.orders").fetchall()[0]
-        quarantined = con.execute("SELECT count(*) FROM staging.quarantine WHERE table_name = 'orders'").fetchall()
+        quarantined = con.execute(
+            "SELECT count(*) FROM staging.quarantine WHERE table_name = 'orders'"
+        ).fetchall()
     finally:
         con.close()
     assert first[0].year >= 2014 and first[1].year <= 2017
@@ -107,20 +117,28 @@ def test_quarantine_share_threshold_and_duplicates(tmp_path, share, passes):
 
     con = duckdb.connect()
     con.execute("CREATE SCHEMA raw; CREATE SCHEMA staging")
-    con.execute("CREATE TABLE raw.products AS SELECT 'L1' AS _load_id, range::VARCHAR AS product_id FROM range(100)")
-    con.execute("CREATE TABLE staging.quarantine (table_name VARCHAR, load_id VARCHAR, source_file VARCHAR, "
-                "source_row BIGINT, reason VARCHAR, detail VARCHAR, original_row VARCHAR, quarantined_at TIMESTAMP)")
+    con.execute(
+        "CREATE TABLE raw.products AS SELECT 'L1' AS _load_id, range::VARCHAR AS product_id FROM range(100)"
+    )
+    con.execute(
+        "CREATE TABLE staging.quarantine (table_name VARCHAR, load_id VARCHAR, source_file VARCHAR, "
+        "source_row BIGINT, reason VARCHAR, detail VARCHAR, original_row VARCHAR, quarantined_at TIMESTAMP)"
+    )
     rows = [("bad_type:price", 7), ("missing_required:product_id", 3), ("duplicate_key_conflict", 40)]
     n = 0
     for reason, count in rows:
         for _ in range(count):
             n += 1
-            con.execute("INSERT INTO staging.quarantine VALUES ('products', 'L1', 'p.csv', ?, ?, ?, ?, now())",
-                        [n, reason, reason, '{"product_id": "x", "price": "12,5,0"}'])
+            con.execute(
+                "INSERT INTO staging.quarantine VALUES ('products', 'L1', 'p.csv', ?, ?, ?, ?, now())",
+                [n, reason, reason, '{"product_id": "x", "price": "12,5,0"}'],
+            )
     out = quality.check_quarantine_share(con, "products", share)
     assert out.passed is passes
     # duplicates of a staged key are reported, not counted: 10 of 100 rows
-    assert out.metadata["share"] == 0.1 and out.metadata["duplicates_not_counted"] == {"duplicate_key_conflict": 40}
+    assert out.metadata["share"] == 0.1 and out.metadata["duplicates_not_counted"] == {
+        "duplicate_key_conflict": 40
+    }
     if not passes:
         assert out.description.startswith("staging.products: 10.0 % of 100 raw rows quarantined (limit 5.0 %")
         assert "bad_type:price (7), missing_required:product_id (3)" in out.description
@@ -141,7 +159,14 @@ def test_a_custom_dagster_home_without_pools_is_refused_with_a_clear_message(tmp
     # loading the code location (what dagster dev / make demo do) refuses, naming the fix
     env = {k: v for k, v in os.environ.items() if k != "ECOM_ALLOW_NO_POOLS"}
     env["DAGSTER_HOME"] = str(empty)
-    proc = subprocess.run([sys.executable, "-c", "import ecom_pipeline.definitions"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import ecom_pipeline.definitions"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode != 0 and "sets no concurrency.pools.default_limit" in proc.stderr
     assert str(REPO_DAGSTER_HOME / "dagster.yaml") in proc.stderr

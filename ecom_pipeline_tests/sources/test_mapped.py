@@ -52,13 +52,22 @@ def test_retail_example_counts(retail):
     assert src.tables() == {"orders", "order_items", "customers", "products"}
     # 16 products + the one later line that names a product differently: it goes on to raw, where staging
     # quarantines it as duplicate_key_conflict (the first name wins); identical repeats are dropped here
-    assert {k: len(v) for k, v in t.items()} == {"orders": 15, "order_items": 40, "customers": 10, "products": 17}
+    assert {k: len(v) for k, v in t.items()} == {
+        "orders": 15,
+        "order_items": 40,
+        "customers": 10,
+        "products": 17,
+    }
     d = src.describe()
     assert d["duplicates_dropped"] == {"orders": 25, "order_items": 0, "customers": 30, "products": 23}
     assert d["conflicting_duplicates"] == {"orders": 0, "order_items": 0, "customers": 0, "products": 1}
-    assert src.table_facts("products") == {"rows_filtered_out": 0, "identical_duplicates_dropped": 23,
-                                           "conflicting_duplicate_rows": 1,
-                                           "conflicting_variants_passed_to_staging": 1, "guest_rows": 0}
+    assert src.table_facts("products") == {
+        "rows_filtered_out": 0,
+        "identical_duplicates_dropped": 23,
+        "conflicting_duplicate_rows": 1,
+        "conflicting_variants_passed_to_staging": 1,
+        "guest_rows": 0,
+    }
     for name, df in t.items():
         assert df["_parse_error"].isna().all(), name
         assert (df["_source_file"] == "retail_orders.csv").all()
@@ -133,8 +142,12 @@ def test_parquet_file_and_same_result(tmp_path):
     del m["csv"]
     src = MappedSource(m, data_dir=tmp_path)
     assert src.tables_["orders"].fmt == "parquet"
-    assert {t: len(_all(src, t)) for t in src.tables()} == {"orders": 15, "order_items": 40, "customers": 10,
-                                                          "products": 17}
+    assert {t: len(_all(src, t)) for t in src.tables()} == {
+        "orders": 15,
+        "order_items": 40,
+        "customers": 10,
+        "products": 17,
+    }
     assert _all(src, "customers").set_index("customer_id").loc["CU-10045", "zip_prefix"] == "02138"
 
 
@@ -152,10 +165,12 @@ def test_a_broken_line_reaches_every_table_fed_by_the_file(tmp_path):
     customers = _all(src, "customers")  # deduplicated table: the bad row still comes through
     assert customers["_parse_error"].tolist().count("wrong_field_count") == 1
     assert customers.loc[customers["_parse_error"].notna(), "customer_id"].tolist() == [
-        "garbage line without the right fields"]
+        "garbage line without the right fields"
+    ]
 
 
 # ---------------------------------------------------------------- mapping validation
+
 
 def _write_mapping(tmp_path: Path, mapping: dict) -> Path:
     shutil.copy(RETAIL_CSV, tmp_path / "retail_orders.csv")
@@ -165,8 +180,19 @@ def _write_mapping(tmp_path: Path, mapping: dict) -> Path:
 
 
 def _base() -> dict:
-    return {"tables": {"orders": {"file": "retail_orders.csv", "deduplicate": True, "columns": {
-        "order_id": "Order ID", "customer_id": "Customer ID", "purchased_at": "Order Date"}}}}
+    return {
+        "tables": {
+            "orders": {
+                "file": "retail_orders.csv",
+                "deduplicate": True,
+                "columns": {
+                    "order_id": "Order ID",
+                    "customer_id": "Customer ID",
+                    "purchased_at": "Order Date",
+                },
+            }
+        }
+    }
 
 
 def _error(tmp_path, mapping) -> SourceError:
@@ -187,7 +213,9 @@ def test_unknown_canonical_table(tmp_path):
     m["tables"]["ordres"] = m["tables"].pop("orders")
     err = _error(tmp_path, m)
     assert isinstance(err, MappingError)
-    assert "mapping.yaml" in str(err) and "tables.ordres" in str(err) and "unknown canonical table" in str(err)
+    assert (
+        "mapping.yaml" in str(err) and "tables.ordres" in str(err) and "unknown canonical table" in str(err)
+    )
 
 
 def test_unknown_canonical_column(tmp_path):
@@ -208,39 +236,64 @@ def test_source_column_not_in_the_file(tmp_path):
 
 def test_derived_source_column_not_in_the_file(tmp_path):
     m = _base()
-    m["tables"]["order_items"] = {"file": "retail_orders.csv",
-                                  "columns": {"order_id": "Order ID", "product_id": "Product ID"},
-                                  "derive": {"item_seq": {"row_number_within": "order_id"},
-                                             "price": {"divide": ["Sales", "Qty"]}}}
+    m["tables"]["order_items"] = {
+        "file": "retail_orders.csv",
+        "columns": {"order_id": "Order ID", "product_id": "Product ID"},
+        "derive": {"item_seq": {"row_number_within": "order_id"}, "price": {"divide": ["Sales", "Qty"]}},
+    }
     err = _error(tmp_path, m)
     assert err.column == "Qty"
 
 
-@pytest.mark.parametrize("edit, key, message", [
-    (lambda m: m.update(tabels={}), "tabels", "unknown key"),
-    (lambda m: m.update(version=2), "version", "unsupported version"),
-    (lambda m: m.update(timezone="Mars/Olympus"), "timezone", "unknown time zone"),
-    (lambda m: m.update(timestamp_formats=["MM/DD/YYYY"]), "timestamp_formats", "strptime"),
-    (lambda m: m.update(geo_bounds="europe"), "geo_bounds", "world or brazil"),
-    (lambda m: m.update(tables={}), "tables", "at least one"),
-    (lambda m: m["tables"]["orders"].update(fiel="x.csv"), "tables.orders.fiel", "unknown key"),
-    (lambda m: m["tables"]["orders"].pop("file"), "tables.orders.file", "needs the path"),
-    (lambda m: m["tables"]["orders"].update(file="nope.csv"), "tables.orders.file", "not found"),
-    (lambda m: m["tables"]["orders"]["columns"].pop("order_id"), "tables.orders", "'order_id' is required"),
-    (lambda m: m["tables"]["orders"]["columns"].pop("purchased_at"), "tables.orders", "'purchased_at' is required"),
-    (lambda m: m["tables"]["orders"].update(constants={"customer_id": "x"}), "tables.orders.constants.customer_id",
-     "already filled"),
-    (lambda m: m["tables"]["orders"].update(derive={"status": {"uppercase": "x"}}), "tables.orders.derive.status",
-     "unknown derivation"),
-    (lambda m: m["tables"]["orders"].update(derive={"status": {"row_number_within": "status2"}}),
-     "row_number_within", "must be a canonical column"),
-    (lambda m: m["tables"]["orders"].update(deduplicate="yes please"), "tables.orders.deduplicate", "true or false"),
-    (lambda m: m["tables"]["orders"].update(format="xlsx"), "tables.orders.format", "unknown format"),
-    (lambda m: m["tables"]["orders"].update(encoding="utf-16"), "tables.orders", "not ASCII-compatible"),
-    (lambda m: m["tables"]["orders"].update(header=0), "tables.orders.header", "1-based"),
-    (lambda m: m["tables"]["orders"].update(header=False), "tables.orders.header", "names"),
-    (lambda m: m.update(csv={"delimeter": ";"}), "csv.delimeter", "unknown CSV option"),
-])
+@pytest.mark.parametrize(
+    "edit, key, message",
+    [
+        (lambda m: m.update(tabels={}), "tabels", "unknown key"),
+        (lambda m: m.update(version=2), "version", "unsupported version"),
+        (lambda m: m.update(timezone="Mars/Olympus"), "timezone", "unknown time zone"),
+        (lambda m: m.update(timestamp_formats=["MM/DD/YYYY"]), "timestamp_formats", "strptime"),
+        (lambda m: m.update(geo_bounds="europe"), "geo_bounds", "world or brazil"),
+        (lambda m: m.update(tables={}), "tables", "at least one"),
+        (lambda m: m["tables"]["orders"].update(fiel="x.csv"), "tables.orders.fiel", "unknown key"),
+        (lambda m: m["tables"]["orders"].pop("file"), "tables.orders.file", "needs the path"),
+        (lambda m: m["tables"]["orders"].update(file="nope.csv"), "tables.orders.file", "not found"),
+        (
+            lambda m: m["tables"]["orders"]["columns"].pop("order_id"),
+            "tables.orders",
+            "'order_id' is required",
+        ),
+        (
+            lambda m: m["tables"]["orders"]["columns"].pop("purchased_at"),
+            "tables.orders",
+            "'purchased_at' is required",
+        ),
+        (
+            lambda m: m["tables"]["orders"].update(constants={"customer_id": "x"}),
+            "tables.orders.constants.customer_id",
+            "already filled",
+        ),
+        (
+            lambda m: m["tables"]["orders"].update(derive={"status": {"uppercase": "x"}}),
+            "tables.orders.derive.status",
+            "unknown derivation",
+        ),
+        (
+            lambda m: m["tables"]["orders"].update(derive={"status": {"row_number_within": "status2"}}),
+            "row_number_within",
+            "must be a canonical column",
+        ),
+        (
+            lambda m: m["tables"]["orders"].update(deduplicate="yes please"),
+            "tables.orders.deduplicate",
+            "true or false",
+        ),
+        (lambda m: m["tables"]["orders"].update(format="xlsx"), "tables.orders.format", "unknown format"),
+        (lambda m: m["tables"]["orders"].update(encoding="utf-16"), "tables.orders", "not ASCII-compatible"),
+        (lambda m: m["tables"]["orders"].update(header=0), "tables.orders.header", "1-based"),
+        (lambda m: m["tables"]["orders"].update(header=False), "tables.orders.header", "names"),
+        (lambda m: m.update(csv={"delimeter": ";"}), "csv.delimeter", "unknown CSV option"),
+    ],
+)
 def test_mapping_errors_name_the_file_and_the_key(tmp_path, edit, key, message):
     m = _base()
     edit(m)
@@ -265,7 +318,8 @@ def test_mapping_file_problems(tmp_path):
 
 def test_csv_options_on_a_parquet_file(tmp_path):
     pd.DataFrame({"Order ID": ["1"], "Customer ID": ["c"], "Order Date": ["1/2/2017"]}).to_parquet(
-        tmp_path / "o.parquet")
+        tmp_path / "o.parquet"
+    )
     m = _base()
     m["tables"]["orders"].update(file="o.parquet", delimiter=";")
     with pytest.raises(MappingError, match="CSV options do not apply"):
@@ -282,28 +336,41 @@ def test_semicolon_latin1_title_line_glob_and_derivations(tmp_path):
         text = f"Export {month}/2024\nOrder;Name;Amount;Qty\n" + "\n".join(rows) + "\n"
         (exports / f"sales_2024-{month}.csv").write_bytes(text.encode("latin-1"))
     mapping = {
-        "decimal": ",", "timestamp_formats": "%d.%m.%Y", "timezone": "Europe/Berlin",
+        "decimal": ",",
+        "timestamp_formats": "%d.%m.%Y",
+        "timezone": "Europe/Berlin",
         "csv": {"delimiter": "semicolon", "encoding": "latin-1", "header": 2},
-        "tables": {"order_items": {
-            "file": "exports/sales_2024-*.csv",
-            "columns": {"order_id": "Order", "quantity": "Qty"},
-            "constants": {"product_id": "unknown"},
-            "derive": {"item_seq": {"row_number_within": "order_id"}, "price": {"divide": ["Amount", "Qty"]}},
-        }, "customers": {
-            "file": "exports/sales_2024-*.csv", "deduplicate": True,
-            "columns": {"name": "Name"},
-            "derive": {"customer_id": {"concat": {"columns": ["Name", "Order"], "sep": "|"}}},
-        }, "events": {
-            "file": "exports/sales_2024-01.csv",
-            "columns": {"customer_id": "Name", "product_id": "Order", "ts": "Qty"},
-            "constants": {"event_type": "purchase"},
-            "derive": {"event_id": {"row_number": True}},
-        }},
+        "tables": {
+            "order_items": {
+                "file": "exports/sales_2024-*.csv",
+                "columns": {"order_id": "Order", "quantity": "Qty"},
+                "constants": {"product_id": "unknown"},
+                "derive": {
+                    "item_seq": {"row_number_within": "order_id"},
+                    "price": {"divide": ["Amount", "Qty"]},
+                },
+            },
+            "customers": {
+                "file": "exports/sales_2024-*.csv",
+                "deduplicate": True,
+                "columns": {"name": "Name"},
+                "derive": {"customer_id": {"concat": {"columns": ["Name", "Order"], "sep": "|"}}},
+            },
+            "events": {
+                "file": "exports/sales_2024-01.csv",
+                "columns": {"customer_id": "Name", "product_id": "Order", "ts": "Qty"},
+                "constants": {"event_type": "purchase"},
+                "derive": {"event_id": {"row_number": True}},
+            },
+        },
     }
     src = MappedSource(mapping, data_dir=tmp_path)
     assert src.parse_hints("events").decimal == ","
     items = _all(src, "order_items", chunk_rows=1)
-    assert items["_source_file"].tolist() == ["exports/sales_2024-01.csv"] * 2 + ["exports/sales_2024-02.csv"] * 2
+    assert (
+        items["_source_file"].tolist()
+        == ["exports/sales_2024-01.csv"] * 2 + ["exports/sales_2024-02.csv"] * 2
+    )
     assert items["_source_row"].tolist() == [1, 2, 1, 2]
     assert items["item_seq"].tolist() == ["1", "2", "1", "1"]
     # 1,5 / 2 = 0,75 (decimal comma kept); not-a-number and /0 stay visible for staging to quarantine
@@ -318,8 +385,16 @@ def test_semicolon_latin1_title_line_glob_and_derivations(tmp_path):
 
 def test_no_header_file_with_names(tmp_path):
     (tmp_path / "orders.tsv").write_text("o1\tc1\t2024-01-02 10:00:00\no2\tc2\t2024-01-03 11:00:00\n")
-    mapping = {"tables": {"orders": {"file": "orders.tsv", "header": False, "names": ["oid", "cid", "ts"],
-                                     "columns": {"order_id": "oid", "customer_id": "cid", "purchased_at": "ts"}}}}
+    mapping = {
+        "tables": {
+            "orders": {
+                "file": "orders.tsv",
+                "header": False,
+                "names": ["oid", "cid", "ts"],
+                "columns": {"order_id": "oid", "customer_id": "cid", "purchased_at": "ts"},
+            }
+        }
+    }
     src = MappedSource(mapping, data_dir=tmp_path)
     df = _all(src, "orders")
     assert df["order_id"].tolist() == ["o1", "o2"] and df["purchased_at"].tolist()[1] == "2024-01-03 11:00:00"

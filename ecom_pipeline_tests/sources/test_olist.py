@@ -43,8 +43,16 @@ def olist():
 @requires_olist
 def test_tables_and_counts_from_the_readme(olist):
     src, t, _ = olist
-    assert src.tables() == {"customers", "sellers", "products", "orders", "order_items", "payments", "reviews",
-                            "regions"}
+    assert src.tables() == {
+        "customers",
+        "sellers",
+        "products",
+        "orders",
+        "order_items",
+        "payments",
+        "reviews",
+        "regions",
+    }
     assert "events" not in src.tables()
     counts = {name: len(df) for name, df in t.items()}
     assert counts["orders"] == 8135
@@ -66,7 +74,11 @@ def test_chunks_are_bounded_and_columns_canonical(olist):
     _, t, sizes = olist
     for name, df in t.items():
         assert max(sizes[name]) <= CHUNK, name
-        assert set(df.columns) <= set(TABLES[name].column_names) | {"_source_file", "_source_row", "_parse_error"}
+        assert set(df.columns) <= set(TABLES[name].column_names) | {
+            "_source_file",
+            "_source_row",
+            "_parse_error",
+        }
         assert df["_parse_error"].isna().all(), name
         assert df["_source_row"].is_unique and df["_source_row"].min() == 1, name
         # raw is text: every value a str or None
@@ -123,8 +135,10 @@ def test_category_translation_and_fallbacks(olist):
     _, t, _ = olist
     p = t["products"].set_index("product_id")
     raw = {r["product_id"]: r for r in _raw_rows("olist_products_dataset")}
-    tr = {r["product_category_name"]: r["product_category_name_english"]
-          for r in _raw_rows("product_category_name_translation")}
+    tr = {
+        r["product_category_name"]: r["product_category_name_english"]
+        for r in _raw_rows("product_category_name_translation")
+    }
     beauty = [pid for pid, r in raw.items() if r["product_category_name"] == "beleza_saude"]
     assert beauty and (p.loc[beauty, "category"] == "health_beauty").all()
     assert not set(p["category"].dropna()) & (set(tr) - set(tr.values()))  # no translatable Portuguese left
@@ -149,9 +163,15 @@ def test_product_price_is_the_median_item_price_and_attributes_keep_source_names
     assert p["price"].notna().sum() == len(prices)
     attrs = json.loads(p.iloc[0]["attributes"])
     assert {"product_name_lenght", "product_description_lenght", "product_weight_g"} <= set(attrs)
-    assert attrs == {"product_name_lenght": 40, "product_description_lenght": 287, "product_photos_qty": 1,
-                     "product_weight_g": 225, "product_length_cm": 16, "product_height_cm": 10,
-                     "product_width_cm": 14}
+    assert attrs == {
+        "product_name_lenght": 40,
+        "product_description_lenght": 287,
+        "product_photos_qty": 1,
+        "product_weight_g": 225,
+        "product_length_cm": 16,
+        "product_height_cm": 10,
+        "product_width_cm": 14,
+    }
 
 
 @requires_olist
@@ -216,8 +236,12 @@ def test_plain_csv_files_and_a_broken_line(tmp_path):
         lines[3] = b"this line,has too few fields\n"
         return lines
 
-    d = _copy(tmp_path, ["olist_orders_dataset", "olist_customers_dataset"], {"olist_orders_dataset": break_line},
-              limit=8135)
+    d = _copy(
+        tmp_path,
+        ["olist_orders_dataset", "olist_customers_dataset"],
+        {"olist_orders_dataset": break_line},
+        limit=8135,
+    )
     src = OlistSource(d)
     assert src.tables() == {"orders", "customers"}
     orders = pd.concat(src.read("orders", chunk_rows=1000), ignore_index=True)

@@ -29,10 +29,14 @@ UK_DIR = shared_dataset("online_retail_uk")
 SALES_DIR = shared_dataset("sales_sample_multicountry")
 KEY = b"k" * 32
 
-requires_uk = pytest.mark.skipif(not (UK_DIR / "online_retail_2010_2011.parquet").is_file(),
-                                 reason=f"UK online retail dataset not found at {UK_DIR}")
-requires_sales = pytest.mark.skipif(not (SALES_DIR / "sales_data_sample.csv").is_file(),
-                                    reason=f"multi-country sales sample not found at {SALES_DIR}")
+requires_uk = pytest.mark.skipif(
+    not (UK_DIR / "online_retail_2010_2011.parquet").is_file(),
+    reason=f"UK online retail dataset not found at {UK_DIR}",
+)
+requires_sales = pytest.mark.skipif(
+    not (SALES_DIR / "sales_data_sample.csv").is_file(),
+    reason=f"multi-country sales sample not found at {SALES_DIR}",
+)
 
 
 def ingest(mapping: Path, data_dir: Path, warehouse: Path) -> tuple[duckdb.DuckDBPyConnection, dict, dict]:
@@ -46,8 +50,13 @@ def ingest(mapping: Path, data_dir: Path, warehouse: Path) -> tuple[duckdb.DuckD
         seconds["raw"] += time.perf_counter() - t0
         res = stage_table(con, table, hints=src.parse_hints(table), pseudonym_key=KEY)
         seconds["staging"] += res.seconds
-        counts[table] = {"raw": res.raw_rows, "staged": res.staged_rows, "quarantined": res.quarantined_rows,
-                         "reasons": res.reasons, **src.table_facts(table)}
+        counts[table] = {
+            "raw": res.raw_rows,
+            "staged": res.staged_rows,
+            "quarantined": res.quarantined_rows,
+            "reasons": res.reasons,
+            **src.table_facts(table),
+        }
     print(json.dumps({"mapping": mapping.name, "seconds": seconds, "counts": counts}, indent=1))
     return con, counts, seconds
 
@@ -66,8 +75,9 @@ def test_uk_shop_stages_with_under_one_percent_of_lines_quarantined(tmp_path):
     assert customers["staged"] == 4_339 + 2_189
     # 8 customers bought from two countries: their second country is a conflicting duplicate (first wins)
     assert customers["reasons"] == {"duplicate_key_conflict": 8}
-    assert con.execute("SELECT count(DISTINCT country), count(*) FILTER (WHERE country IS NULL) "
-                       "FROM staging.customers").fetchall() == [(38, 0)]
+    assert con.execute(
+        "SELECT count(DISTINCT country), count(*) FILTER (WHERE country IS NULL) FROM staging.customers"
+    ).fetchall() == [(38, 0)]
     assert customers["guest_rows"] == 133_358
     orders = counts["orders"]
     assert orders["staged"] == 20_725  # every invoice
@@ -79,9 +89,10 @@ def test_uk_shop_stages_with_under_one_percent_of_lines_quarantined(tmp_path):
     for table in TABLE_ORDER:
         assert quality.check_quarantine_share(con, table, 0.05).passed, table
     # the calendar-free facts the issue asks about: country on every order, statuses, times in UTC
-    assert con.execute("SELECT count(DISTINCT ship_country), count(*) FILTER (WHERE ship_country IS NULL), "
-                       "min(status), max(status) FROM staging.orders").fetchall() == [(38, 0, "delivered",
-                                                                                         "delivered")]
+    assert con.execute(
+        "SELECT count(DISTINCT ship_country), count(*) FILTER (WHERE ship_country IS NULL), "
+        "min(status), max(status) FROM staging.orders"
+    ).fetchall() == [(38, 0, "delivered", "delivered")]
     first = con.execute("SELECT min(purchased_at) FROM staging.orders").fetchall()[0][0]
     assert str(first) == "2010-12-01 08:26:00"  # GMT in winter: UK time = UTC
 
@@ -89,23 +100,36 @@ def test_uk_shop_stages_with_under_one_percent_of_lines_quarantined(tmp_path):
 @requires_sales
 def test_multicountry_sample_statuses_ship_to_and_no_personal_data_outside_raw(tmp_path):
     con, counts, _ = ingest(EXAMPLES / "sales_sample_multicountry.yaml", SALES_DIR, tmp_path / "w.duckdb")
-    assert {t: (c["raw"], c["staged"], c["quarantined"]) for t, c in counts.items()
-            if c["raw"]} == {"customers": (92, 92, 0), "products": (109, 109, 0), "orders": (307, 307, 0),
-                             "order_items": (2823, 2823, 0)}
+    assert {t: (c["raw"], c["staged"], c["quarantined"]) for t, c in counts.items() if c["raw"]} == {
+        "customers": (92, 92, 0),
+        "products": (109, 109, 0),
+        "orders": (307, 307, 0),
+        "order_items": (2823, 2823, 0),
+    }
     statuses = dict(con.execute("SELECT status, count(*) FROM staging.orders GROUP BY 1").fetchall())
-    assert statuses == {"shipped": 286, "resolved": 4, "disputed": 3, "in process": 6, "canceled": 4,
-                        "on hold": 4}
-    assert con.execute("SELECT count(DISTINCT ship_country), count(DISTINCT ship_city) FILTER "
-                       "(WHERE ship_country = 'UK'), max(ship_postal_code) FILTER (WHERE ship_city = 'Liverpool') "
-                       "FROM staging.orders").fetchall() == [(19, 4, "WX1 6LT")]
+    assert statuses == {
+        "shipped": 286,
+        "resolved": 4,
+        "disputed": 3,
+        "in process": 6,
+        "canceled": 4,
+        "on hold": 4,
+    }
+    assert con.execute(
+        "SELECT count(DISTINCT ship_country), count(DISTINCT ship_city) FILTER "
+        "(WHERE ship_country = 'UK'), max(ship_postal_code) FILTER (WHERE ship_city = 'Liverpool') "
+        "FROM staging.orders"
+    ).fetchall() == [(19, 4, "WX1 6LT")]
     # the customer's country (the calendar's holidays, the DP report's grid): every company has one
-    assert con.execute("SELECT count(DISTINCT country), count(*) FILTER (WHERE country IS NULL) "
-                       "FROM staging.customers").fetchall() == [(19, 0)]
+    assert con.execute(
+        "SELECT count(DISTINCT country), count(*) FILTER (WHERE country IS NULL) FROM staging.customers"
+    ).fetchall() == [(19, 0)]
 
     with open(SALES_DIR / "sales_data_sample.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     needles = pii_scan.seeded_needles(
-        names=[f"{r['CONTACTFIRSTNAME']} {r['CONTACTLASTNAME']}" for r in rows] + [r["CONTACTLASTNAME"] for r in rows],
+        names=[f"{r['CONTACTFIRSTNAME']} {r['CONTACTLASTNAME']}" for r in rows]
+        + [r["CONTACTLASTNAME"] for r in rows],
         phones=[r["PHONE"] for r in rows],
         addresses=[r["ADDRESSLINE1"] for r in rows] + [r["ADDRESSLINE2"] for r in rows if r["ADDRESSLINE2"]],
     )

@@ -39,9 +39,14 @@ def test_spatial_and_calendar_assets_on_the_us_profile(data_root, monkeypatch):
     from ecom_pipeline.assets import spatial
     from ecom_pipeline.assets import timeseries as ts
 
-    keys = [["features", k] for k in ("daily_series", "calendar", "regions", "region_flows", "region_knn_graph")]
-    result = dg.materialize(list(ts.build().assets) + list(spatial.build().assets),
-                            selection=[dg.AssetKey(k) for k in keys], resources=build_resources(settings))
+    keys = [
+        ["features", k] for k in ("daily_series", "calendar", "regions", "region_flows", "region_knn_graph")
+    ]
+    result = dg.materialize(
+        list(ts.build().assets) + list(spatial.build().assets),
+        selection=[dg.AssetKey(k) for k in keys],
+        resources=build_resources(settings),
+    )
     assert result.success
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     try:
@@ -51,7 +56,11 @@ def test_spatial_and_calendar_assets_on_the_us_profile(data_root, monkeypatch):
     finally:
         con.close()
     names = set(cal["holiday_name"].dropna())
-    assert "Thanksgiving Day" in names and "Independence Day" in names and not any("Tiradentes" in n for n in names)
+    assert (
+        "Thanksgiving Day" in names
+        and "Independence Day" in names
+        and not any("Tiradentes" in n for n in names)
+    )
     assert (cal["country"] == "US").all() and cal.loc["2024-11-29", "is_black_friday"]
     assert cal.loc["2024-12-02", "is_cyber_monday"] and not cal["is_boxing_day"].any()
     us = divisions("US").set_index("code")
@@ -69,31 +78,50 @@ def test_country_only_shop_gets_country_regions_and_a_named_stgcn_skip(tmp_path)
     from ecom_pipeline.assets import spatial, spatiotemporal
     from ecom_pipeline.assets import timeseries as ts
     from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
-    from ecom_pipeline.resources.paths import PathsResource
     from ecom_pipeline.resources.io_manager import WarehouseIOManager
+    from ecom_pipeline.resources.paths import PathsResource
     from ecom_pipeline_tests.forecasting.shop import make_shop, write_staging
 
     wh = write_staging(tmp_path / "wh.duckdb", make_shop(days=150, base_per_day=8))
-    country = {"SP": "United Kingdom", "RJ": "France", "MG": "Germany", "RS": "EIRE", "BA": "Spain",
-               "PR": "Unspecified"}
+    country = {
+        "SP": "United Kingdom",
+        "RJ": "France",
+        "MG": "Germany",
+        "RS": "EIRE",
+        "BA": "Spain",
+        "PR": "Unspecified",
+    }
     con = duckdb.connect(str(wh))
-    con.execute("UPDATE staging.customers SET country = CASE state "
-                + " ".join(f"WHEN '{s}' THEN '{c}'" for s, c in country.items())
-                + " END, state = NULL, city = NULL, zip_prefix = NULL, lat = NULL, lng = NULL")
+    con.execute(
+        "UPDATE staging.customers SET country = CASE state "
+        + " ".join(f"WHEN '{s}' THEN '{c}'" for s, c in country.items())
+        + " END, state = NULL, city = NULL, zip_prefix = NULL, lat = NULL, lng = NULL"
+    )
     con.execute("DELETE FROM staging.regions")  # the shop ships no region table
-    con.execute("UPDATE staging.sellers SET state = NULL, city = NULL, zip_prefix = NULL, lat = NULL, lng = NULL")
-    n_unspecified = con.execute("SELECT count(*) FROM staging.customers WHERE country = 'Unspecified'").fetchone()[0]
+    con.execute(
+        "UPDATE staging.sellers SET state = NULL, city = NULL, zip_prefix = NULL, lat = NULL, lng = NULL"
+    )
+    n_unspecified = con.execute(
+        "SELECT count(*) FROM staging.customers WHERE country = 'Unspecified'"
+    ).fetchone()[0]
     con.close()
-    res = {"warehouse": WarehouseResource(path=str(wh)), "io_manager": WarehouseIOManager(database=str(wh)),
-           "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
-           "compute": ComputeResource(device="cpu", threads=1),
-           "source": SourceResource(kind="mapped", countries="GB", data_root=str(tmp_path)),
-           "paths": PathsResource(data_root=str(tmp_path))}
-    keys = [["features", k] for k in ("daily_series", "calendar", "regions", "region_flows", "region_knn_graph")]
+    res = {
+        "warehouse": WarehouseResource(path=str(wh)),
+        "io_manager": WarehouseIOManager(database=str(wh)),
+        "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
+        "compute": ComputeResource(device="cpu", threads=1),
+        "source": SourceResource(kind="mapped", countries="GB", data_root=str(tmp_path)),
+        "paths": PathsResource(data_root=str(tmp_path)),
+    }
+    keys = [
+        ["features", k] for k in ("daily_series", "calendar", "regions", "region_flows", "region_knn_graph")
+    ]
     keys.append(["models", "stgcn_backtest"])
-    result = dg.materialize(list(ts.build().assets) + list(spatial.build().assets)
-                            + list(spatiotemporal.build().assets), selection=[dg.AssetKey(k) for k in keys],
-                            resources=res)
+    result = dg.materialize(
+        list(ts.build().assets) + list(spatial.build().assets) + list(spatiotemporal.build().assets),
+        selection=[dg.AssetKey(k) for k in keys],
+        resources=res,
+    )
     assert result.success
     md = result.asset_materializations_for_node("features__regions")[0].metadata
     assert md["customers_unresolved"].value == n_unspecified > 0
@@ -126,12 +154,18 @@ def test_mapped_us_export_without_coordinates_gets_state_regions(data_root, monk
     monkeypatch.setenv("ECOM_MAPPING", str(example))
     monkeypatch.setenv("ECOM_COUNTRY", "US")
     settings = Settings.from_env()
-    ingest = build_definitions(settings).resolve_job_def("ingest").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral())
+    ingest = (
+        build_definitions(settings)
+        .resolve_job_def("ingest")
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    )
     assert ingest.success
     keys = [["features", "regions"], ["features", "region_knn_graph"], ["reports", "regional_demand_dp"]]
-    result = dg.materialize(list(spatial.build().assets) + list(sharing.build().assets),
-                            selection=[dg.AssetKey(k) for k in keys], resources=build_resources(settings))
+    result = dg.materialize(
+        list(spatial.build().assets) + list(sharing.build().assets),
+        selection=[dg.AssetKey(k) for k in keys],
+        resources=build_resources(settings),
+    )
     assert result.success
     md = result.asset_materializations_for_node("features__regions")[0].metadata
     assert md["customers_unresolved"].value == 0 and md["countries"].value == "US"
@@ -144,6 +178,12 @@ def test_mapped_us_export_without_coordinates_gets_state_regions(data_root, monk
     states = regs[regs.level == "state"].set_index("state")
     assert set(states.index) <= set(divisions("US")["code"]) and {"MA", "GA", "WA"} <= set(states.index)
     ma = states.loc["MA"]  # every MA customer is in Cambridge: the centroid is Cambridge's
-    assert ma["resolution_source"] == "city" and abs(ma["lat"] - 42.37) < 0.05 and ma["name"] == "Massachusetts"
+    assert (
+        ma["resolution_source"] == "city" and abs(ma["lat"] - 42.37) < 0.05 and ma["name"] == "Massachusetts"
+    )
     assert set(regs[regs.level == "country"]["region_id"]) == {"country:US"}
-    assert len(dp) and set(dp["region"]) <= set(divisions("US")["code"]) | {"US"} and "SP" not in set(dp["region"])
+    assert (
+        len(dp)
+        and set(dp["region"]) <= set(divisions("US")["code"]) | {"US"}
+        and "SP" not in set(dp["region"])
+    )

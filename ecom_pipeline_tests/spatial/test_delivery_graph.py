@@ -25,8 +25,9 @@ def frame() -> pd.DataFrame:
     from ecom_pipeline_tests.forecasting.shop import make_shop
 
     s = make_shop(days=150, base_per_day=8)
-    return delivery_frame(s["orders"], s["order_items"], locate(s["customers"], ("BR",)),
-                          locate(s["sellers"], ("BR",)))
+    return delivery_frame(
+        s["orders"], s["order_items"], locate(s["customers"], ("BR",)), locate(s["sellers"], ("BR",))
+    )
 
 
 def _features(frame, cutoff):
@@ -53,7 +54,9 @@ def test_test_period_orders_do_not_move_any_feature(frame):
     planted = frame.copy()
     planted.loc[known_idx, "delivery_days"] += 30
     moved = _features(planted, cutoff).frame
-    assert not np.allclose(before.frame[before.columns].to_numpy(), moved[before.columns].to_numpy(), equal_nan=True)
+    assert not np.allclose(
+        before.frame[before.columns].to_numpy(), moved[before.columns].to_numpy(), equal_nan=True
+    )
 
 
 def test_training_orders_see_only_orders_delivered_before_their_month(frame):
@@ -66,8 +69,11 @@ def test_training_orders_see_only_orders_delivered_before_their_month(frame):
     i = frame.index[train][len(frame.index[train]) // 2]
     planted = frame.copy()
     planted.loc[i, "delivery_days"] += 100
-    assert np.allclose(base.loc[i].drop("order_id").to_numpy(dtype=float),
-                       _features(planted, cutoff).frame.loc[i].drop("order_id").to_numpy(dtype=float), equal_nan=True)
+    assert np.allclose(
+        base.loc[i].drop("order_id").to_numpy(dtype=float),
+        _features(planted, cutoff).frame.loc[i].drop("order_id").to_numpy(dtype=float),
+        equal_nan=True,
+    )
 
 
 @pytest.mark.slow  # one delivery-model fit, about 20 s of CPU
@@ -75,14 +81,24 @@ def test_shop_without_region_graph_runs_without_graph_features_and_says_why(fram
     """Like the UK shop: customers and sellers known by their country only, all in one country."""
     f = frame.copy()
     f[["c_state", "c_zip3", "s_state", "s_zip3", "s_lat", "s_lng", "s_country", "s_level"]] = None
-    f[["c_lat", "c_lng", "c_level", "c_country"]] = (53.0, -2.0, "country", "GB")  # placed at the country centroid
+    f[["c_lat", "c_lng", "c_level", "c_country"]] = (
+        53.0,
+        -2.0,
+        "country",
+        "GB",
+    )  # placed at the country centroid
     res = train_delivery_model(f, 0.25, graph_variant="neighbour+gcn")
     assert res.graph.columns == [] and res.graph_regressor is None and res.graph_comparisons == []
     assert "no region graph" in res.graph.reason and "country: 1" in res.graph.reason
-    assert graph_features(f, res.cutoff, "latlon").columns == ["customer_lat", "customer_lng", "seller_lat",
-                                                                "seller_lng"]  # coordinates still usable
+    assert graph_features(f, res.cutoff, "latlon").columns == [
+        "customer_lat",
+        "customer_lng",
+        "seller_lat",
+        "seller_lng",
+    ]  # coordinates still usable
     assert {d.candidate for d in res.decisions} >= {DAYS_CANDIDATE} and GRAPH_DAYS_CANDIDATE not in {
-        d.candidate for d in res.decisions}
+        d.candidate for d in res.decisions
+    }
     assert res.predictions["days_model"].isin({d.served for d in res.decisions}).all()
 
 
@@ -103,8 +119,11 @@ def _cmp(diff, lo, hi):
 
 
 def test_decide_chain_richer_model_must_beat_what_serves_without_it():
-    table = {("plain", "base"): _cmp(-0.2, -0.3, -0.1), ("graph", "plain"): _cmp(-0.01, -0.05, 0.03),
-             ("graph", "base"): _cmp(-0.21, -0.3, -0.1)}
+    table = {
+        ("plain", "base"): _cmp(-0.2, -0.3, -0.1),
+        ("graph", "plain"): _cmp(-0.01, -0.05, 0.03),
+        ("graph", "base"): _cmp(-0.21, -0.3, -0.1),
+    }
     steps = decide_chain("t", "all", "base", ["plain", "graph"], lambda c, r: table[(c, r)])
     assert [d.served for d in steps] == ["plain", "plain"]  # graph beats the baseline but not its twin
     assert steps[1].baseline == "plain" and "serves: plain" in steps[1].reason

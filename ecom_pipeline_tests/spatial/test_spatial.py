@@ -5,10 +5,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from ecom_pipeline.resources.io_manager import WarehouseIOManager
 
 from ecom_pipeline.ml.spatial.gcn import GCNLayer, adjacency, normalized_adjacency
 from ecom_pipeline.ml.spatial.geo import haversine_km, knn_graph
+from ecom_pipeline.resources.io_manager import WarehouseIOManager
 
 
 def test_haversine_known_distances():
@@ -19,7 +19,9 @@ def test_haversine_known_distances():
 
 
 def test_knn_graph_nearest_first():
-    r = pd.DataFrame({"region_id": ["a", "b", "c", "d"], "level": "state", "lat": [0, 0, 0, 10], "lng": [0, 1, 3, 0]})
+    r = pd.DataFrame(
+        {"region_id": ["a", "b", "c", "d"], "level": "state", "lat": [0, 0, 0, 10], "lng": [0, 1, 3, 0]}
+    )
     g = knn_graph(r, k=2)
     a = g[g.src == "a"].sort_values("rank")
     assert list(a["dst"]) == ["b", "c"] and (g.src != g.dst).all()
@@ -62,32 +64,51 @@ def test_spatial_assets(tmp_path):
     from ecom_pipeline_tests.forecasting.shop import make_shop, write_staging
 
     wh = write_staging(tmp_path / "wh.duckdb", make_shop(days=150, base_per_day=8))
-    res = {"warehouse": WarehouseResource(path=str(wh)), "io_manager": WarehouseIOManager(database=str(wh)),
-           "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
-           "compute": ComputeResource(device="cpu", threads=2),
-           "source": SourceResource(data_root=str(tmp_path)),
-           "paths": PathsResource(data_root=str(tmp_path))}
-    result = dg.materialize(list(spatial.build().assets), resources=res,
-                            run_config={"ops": {"features__region_embeddings":
-                                                {"config": {"epochs_cpu": 60}}}})
+    res = {
+        "warehouse": WarehouseResource(path=str(wh)),
+        "io_manager": WarehouseIOManager(database=str(wh)),
+        "mlflow": MLflowResource(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db"),
+        "compute": ComputeResource(device="cpu", threads=2),
+        "source": SourceResource(data_root=str(tmp_path)),
+        "paths": PathsResource(data_root=str(tmp_path)),
+    }
+    result = dg.materialize(
+        list(spatial.build().assets),
+        resources=res,
+        run_config={"ops": {"features__region_embeddings": {"config": {"epochs_cpu": 60}}}},
+    )
     assert result.success
     con = duckdb.connect(str(wh), read_only=True)
     regs = con.execute("SELECT * FROM features.regions").fetchdf()
     assert set(regs.level) == {"country", "state", "zip3"} and regs[regs.level == "state"]["orders"].sum() > 0
-    assert list(regs[regs.level == "country"]["region_id"]) == ["country:BR"]  # the synthetic shop is Brazilian
+    assert list(regs[regs.level == "country"]["region_id"]) == [
+        "country:BR"
+    ]  # the synthetic shop is Brazilian
     assert set(regs[regs.level != "country"]["resolution_source"]) <= {"coordinates", "staging.regions"}
     emb = con.execute("SELECT region_id, len(embedding) d FROM features.region_embeddings").fetchdf()
     assert len(emb) == (regs.level != "country").sum() and (emb["d"] == 16).all()  # 1 country: no graph
-    assert con.execute("SELECT typeof(embedding) FROM features.region_embeddings LIMIT 1").fetchone()[0] == "FLOAT[]"
+    assert (
+        con.execute("SELECT typeof(embedding) FROM features.region_embeddings LIMIT 1").fetchone()[0]
+        == "FLOAT[]"
+    )
     flows = con.execute("SELECT * FROM features.region_flows WHERE level='state'").fetchdf()
     assert (flows["mean_distance_km"] >= 0).all() and len(flows) > 0
     m = con.execute("SELECT * FROM ml.model_metrics").fetchdf()
     d = m[m.model == "hgb_delivery_days"].iloc[0]
-    assert d["baseline"] in {"platform_estimate", "state_median"} and d["n_units"] > 0 and d["ci_low"] <= d["ci_high"]
+    assert (
+        d["baseline"] in {"platform_estimate", "state_median"}
+        and d["n_units"] > 0
+        and d["ci_low"] <= d["ci_high"]
+    )
     dec = con.execute("SELECT * FROM ml.serving_decisions WHERE task = 'delivery_delay'").fetchdf()
-    served = con.execute("SELECT DISTINCT days_model FROM models.delivery_delay").fetchdf()["days_model"].tolist()
+    served = (
+        con.execute("SELECT DISTINCT days_model FROM models.delivery_delay").fetchdf()["days_model"].tolist()
+    )
     # one decision per step of the nested gate (no-graph model, then its graph-feature twin), one served model
-    assert set(dec["candidate"]) == {"hgb_delivery_days", "hgb_delivery_days_graph"} and dec["served"].nunique() == 1
+    assert (
+        set(dec["candidate"]) == {"hgb_delivery_days", "hgb_delivery_days_graph"}
+        and dec["served"].nunique() == 1
+    )
     assert served == [dec["served"].iloc[0]]  # predictions come from the gate's choice
     assert {"hgb_delivery_days_graph"} <= set(m.model)  # its comparisons have their rows too
     e = m[m.task == "region_embedding"]

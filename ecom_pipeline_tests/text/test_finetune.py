@@ -5,8 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-TEXTS = ["terrible, broken", "awful, never arrived", "bad quality", "great, love it", "excellent, fast",
-         "perfect product"] * 6
+TEXTS = [
+    "terrible, broken",
+    "awful, never arrived",
+    "bad quality",
+    "great, love it",
+    "excellent, fast",
+    "perfect product",
+] * 6
 SCORES = [1, 1, 2, 5, 5, 4] * 6
 
 
@@ -17,11 +23,21 @@ def _run(device: str, models_dir, out_dir):
     from ecom_pipeline.ml.text.finetune import predict_proba
     from ecom_pipeline.ml.text.sentiment import fit_and_evaluate
 
-    docs = pd.DataFrame({"doc": TEXTS, "score": SCORES,
-                         "created_at": pd.date_range("2024-01-01", periods=len(TEXTS), freq="D")})
+    docs = pd.DataFrame(
+        {
+            "doc": TEXTS,
+            "score": SCORES,
+            "created_at": pd.date_range("2024-01-01", periods=len(TEXTS), freq="D"),
+        }
+    )
     res = fit_and_evaluate(docs, np.eye(len(TEXTS), 8, dtype=np.float32), "binary", test_fraction=0.25)
-    config = SentimentConfig(text_encoder="all-minilm-l6-v2", max_length=16, finetune_epochs=3,
-                             finetune_lr=5e-4, finetune_batch_size=8)
+    config = SentimentConfig(
+        text_encoder="all-minilm-l6-v2",
+        max_length=16,
+        finetune_epochs=3,
+        finetune_lr=5e-4,
+        finetune_batch_size=8,
+    )
     enc = load_text_encoder("all-minilm-l6-v2", models_dir=models_dir, device=device, max_length=16)
     before = {k: v.detach().cpu().clone() for k, v in enc.model.state_dict().items()}
     model, metrics = _finetuned(config, docs, res, "binary", device, models_dir)

@@ -13,9 +13,25 @@ from ecom_pipeline.ml.text.finetune import (
     tune_class_bias,
 )
 
-FILLER = ["the", "box", "order", "seller", "item", "package", "store", "week", "colour", "size", "price", "day"]
-SIGNAL = {0: ["terrible", "broken", "awful"], 1: ["okay", "average", "mediocre"], 2: ["excellent", "perfect",
-                                                                                      "wonderful"]}
+FILLER = [
+    "the",
+    "box",
+    "order",
+    "seller",
+    "item",
+    "package",
+    "store",
+    "week",
+    "colour",
+    "size",
+    "price",
+    "day",
+]
+SIGNAL = {
+    0: ["terrible", "broken", "awful"],
+    1: ["okay", "average", "mediocre"],
+    2: ["excellent", "perfect", "wonderful"],
+}
 
 
 def planted(n: int, seed: int) -> tuple[list[str], np.ndarray]:
@@ -42,9 +58,17 @@ def trained(encoder):
     texts, y = planted(72, seed=1)
     val_texts, val_y = planted(24, seed=2)
     before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
-    res = finetune_classifier(encoder, texts, y, 3, val_texts=val_texts, val_y=val_y,
-                              settings=FinetuneSettings(trainable_layers=2, epochs=6, batch_size=16, lr=3e-4,
-                                                        head_lr=3e-3, budget_s=600, patience=3))
+    res = finetune_classifier(
+        encoder,
+        texts,
+        y,
+        3,
+        val_texts=val_texts,
+        val_y=val_y,
+        settings=FinetuneSettings(
+            trainable_layers=2, epochs=6, batch_size=16, lr=3e-4, head_lr=3e-3, budget_s=600, patience=3
+        ),
+    )
     return res, before
 
 
@@ -86,8 +110,9 @@ def test_finetune_beats_chance_on_a_planted_signal(encoder, trained):
 def test_budget_is_respected(encoder):
     texts, y = planted(48, seed=4)
     budget = 12.0
-    res = finetune_classifier(encoder, texts, y, 3, settings=FinetuneSettings(epochs=10_000, batch_size=8,
-                                                                              budget_s=budget))
+    res = finetune_classifier(
+        encoder, texts, y, 3, settings=FinetuneSettings(epochs=10_000, batch_size=8, budget_s=budget)
+    )
     assert res.stopped == "budget" and res.epochs_run >= 1
     batch_seconds = max(h["seconds"] / h["batches"] for h in res.history)
     assert res.seconds <= budget + 2 * batch_seconds + 1.0  # past the budget by at most one batch
@@ -103,7 +128,9 @@ def test_safe_format_round_trip(encoder, trained, tmp_path):
     spec = save_model(res.model, "pytorch", tmp_path / "model")
     assert spec["format"] == "torch_state_dict" and (tmp_path / "model" / WEIGHTS_FILE).exists()
     back = load_model_dir(tmp_path / "model")
-    assert np.allclose(predict_proba(back, encoder, texts), predict_proba(res.model, encoder, texts), atol=1e-5)
+    assert np.allclose(
+        predict_proba(back, encoder, texts), predict_proba(res.model, encoder, texts), atol=1e-5
+    )
 
 
 def test_class_bias_is_tuned_for_macro_f1():
@@ -137,14 +164,23 @@ def _full_finetune(device: str, shared_models_dir):
 
     enc = load_text_encoder("all-minilm-l6-v2", models_dir=shared_models_dir, device=device, max_length=24)
     texts, y = planted(96, seed=6)
-    res = finetune_classifier(enc, texts, y, 3, settings=FinetuneSettings(trainable_layers=0, epochs=5,
-                                                                          batch_size=16, lr=2e-4, budget_s=600))
+    res = finetune_classifier(
+        enc,
+        texts,
+        y,
+        3,
+        settings=FinetuneSettings(trainable_layers=0, epochs=5, batch_size=16, lr=2e-4, budget_s=600),
+    )
     assert res.path == "full_finetune" and res.trainable_layers == res.n_layers and res.cache_seconds < 1
     before, after = enc.model.state_dict(), res.model.backbone.state_dict()
     # every layer trained, the embeddings too (nothing cached)
-    assert not (after["embeddings.word_embeddings.weight"] == before["embeddings.word_embeddings.weight"].cpu()).all()
-    assert not (after["encoder.layer.0.attention.self.query.weight"]
-                == before["encoder.layer.0.attention.self.query.weight"].cpu()).all()
+    assert not (
+        after["embeddings.word_embeddings.weight"] == before["embeddings.word_embeddings.weight"].cpu()
+    ).all()
+    assert not (
+        after["encoder.layer.0.attention.self.query.weight"]
+        == before["encoder.layer.0.attention.self.query.weight"].cpu()
+    ).all()
     test_texts, test_y = planted(45, seed=7)
     accuracy = (predict_proba(res.model, enc, test_texts).argmax(1) == test_y).mean()
     assert accuracy >= 0.6, f"accuracy {accuracy:.2f} on a planted signal (chance 0.33); {res.history}"
@@ -167,25 +203,42 @@ def test_budget_schedule_weight_averaging_and_a_reused_cache(encoder, monkeypatc
     texts, y = planted(48, seed=8)
     val_texts, val_y = planted(24, seed=9)
     cache: dict = {}
-    settings = FinetuneSettings(trainable_layers=2, epochs=4, batch_size=16, lr=3e-4, head_lr=3e-3, budget_s=600,
-                                patience=4, lr_schedule="budget", average_best=2, prefix="query")
-    first = finetune_classifier(encoder, texts, y, 3, val_texts=val_texts, val_y=val_y, settings=settings,
-                                state_cache=cache)
+    settings = FinetuneSettings(
+        trainable_layers=2,
+        epochs=4,
+        batch_size=16,
+        lr=3e-4,
+        head_lr=3e-3,
+        budget_s=600,
+        patience=4,
+        lr_schedule="budget",
+        average_best=2,
+        prefix="query",
+    )
+    first = finetune_classifier(
+        encoder, texts, y, 3, val_texts=val_texts, val_y=val_y, settings=settings, state_cache=cache
+    )
 
     def no_bottom_pass(*_args):
         raise AssertionError("the frozen layers ran again: the cache was not reused")
 
     with monkeypatch.context() as m:
         m.setattr(_Stack, "bottom", no_bottom_pass)
-        again = finetune_classifier(encoder, texts, y, 3, val_texts=val_texts, val_y=val_y, settings=settings,
-                                    state_cache=cache)
+        again = finetune_classifier(
+            encoder, texts, y, 3, val_texts=val_texts, val_y=val_y, settings=settings, state_cache=cache
+        )
     assert len(cache) == 1
     assert [h["val_macro_f1"] for h in again.history] == [h["val_macro_f1"] for h in first.history]
     # averaging is kept only where it is no worse on validation than the best single epoch
     best_single = max(h["val_macro_f1"] for h in first.history)
-    assert first.averaged_epochs in ([], sorted(first.averaged_epochs)) and len(first.averaged_epochs) in (0, 2)
+    assert first.averaged_epochs in ([], sorted(first.averaged_epochs)) and len(first.averaged_epochs) in (
+        0,
+        2,
+    )
     assert first.val_macro_f1 >= best_single - 1e-9
-    assert first.val_log_probs.shape == (24, 3) and np.allclose(np.exp(first.val_log_probs).sum(1), 1, atol=1e-5)
+    assert first.val_log_probs.shape == (24, 3) and np.allclose(
+        np.exp(first.val_log_probs).sum(1), 1, atol=1e-5
+    )
     assert first.model.prefix == "query"  # predicted with the prefix it was trained with
     probs = predict_proba(first.model, encoder, val_texts)
     assert np.allclose(np.log(probs), first.val_log_probs, atol=1e-4)

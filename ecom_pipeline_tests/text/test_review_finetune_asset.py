@@ -23,10 +23,13 @@ def _warehouse(root, n: int = 150):
 
 
 def _resources(root):
-    return {"warehouse": WarehouseResource(path=str(root / "wh.duckdb")),
-            "compute": ComputeResource(device="cpu", threads=2), "source": SourceResource(data_root=str(root)),
-                                                                 "paths": PathsResource(data_root=str(root)),
-            "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db")}
+    return {
+        "warehouse": WarehouseResource(path=str(root / "wh.duckdb")),
+        "compute": ComputeResource(device="cpu", threads=2),
+        "source": SourceResource(data_root=str(root)),
+        "paths": PathsResource(data_root=str(root)),
+        "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +38,16 @@ def finetuned(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("finetuned")
     _warehouse(tmp_path)
     config = {"trainable_layers_cpu": 1, "epochs": 3, "max_length": 32, "budget_s": 600, "lr": 3e-4}
-    result = dg.materialize([E.review_text_embeddings, F.sentiment_finetuned, R.sentiment_model],
-                            resources=_resources(tmp_path),
-                            run_config={"ops": {"models__sentiment_finetuned": {"config": config},
-                                                "models__sentiment_model": {"config": {"settings": ["3class"]}}}})
+    result = dg.materialize(
+        [E.review_text_embeddings, F.sentiment_finetuned, R.sentiment_model],
+        resources=_resources(tmp_path),
+        run_config={
+            "ops": {
+                "models__sentiment_finetuned": {"config": config},
+                "models__sentiment_model": {"config": {"settings": ["3class"]}},
+            }
+        },
+    )
     assert result.success
     return tmp_path, result
 
@@ -48,7 +57,9 @@ def test_finetune_asset_records_model_metrics_and_decisions(finetuned):
     tmp_path, result = finetuned
     meta = result.asset_materializations_for_node("models__sentiment_finetuned")[-1].metadata
     assert meta["training_path"].value == "top1_finetune" and meta["trainable_layers"].value == 1
-    assert meta["seconds"].value <= 600 + 60 and meta["registered"].value.startswith("ecom.sentiment_finetuned v1")
+    assert meta["seconds"].value <= 600 + 60 and meta["registered"].value.startswith(
+        "ecom.sentiment_finetuned v1"
+    )
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     mm = con.execute("SELECT * FROM ml.model_metrics WHERE model = 'sentiment_top1_finetune'").fetchdf()
     dec = con.execute("SELECT * FROM ml.serving_decisions WHERE task = 'sentiment_finetuned'").fetchdf()
@@ -56,7 +67,10 @@ def test_finetune_asset_records_model_metrics_and_decisions(finetuned):
     # 2 settings x 2 metrics x 2 baselines, each with its interval and number of test reviews
     assert len(mm) == 8 and set(mm["baseline"]) == {"tfidf_logreg", "sentiment_frozen_embeddings_head"}
     assert (mm["n_units"] > 0).all() and (mm["ci_low"] <= mm["ci_high"]).all()
-    assert sorted(dec["scope"]) == ["3class", "binary"] and (dec["candidate"] == "ecom.sentiment_finetuned").all()
+    assert (
+        sorted(dec["scope"]) == ["3class", "binary"]
+        and (dec["candidate"] == "ecom.sentiment_finetuned").all()
+    )
     for row in dec.itertuples():  # the candidate serves only when its interval is above zero
         assert (row.served == row.candidate) == (row.ci_low > 0)
     import mlflow
@@ -80,8 +94,9 @@ def test_finetune_asset_with_too_few_reviews(tmp_path):
     meta = result.asset_materializations_for_node("models__sentiment_finetuned")[-1].metadata
     assert meta["training_path"].value == "skipped" and "only 12 reviews" in meta["message"].value
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
-    assert con.execute("SELECT count(*) FROM ml.serving_decisions WHERE task = 'sentiment_finetuned'").fetchall() \
-        == [(0,)]
+    assert con.execute(
+        "SELECT count(*) FROM ml.serving_decisions WHERE task = 'sentiment_finetuned'"
+    ).fetchall() == [(0,)]
     con.close()
 
 
@@ -93,14 +108,18 @@ def test_review_sentiment_serves_the_finetune_only_where_its_gate_row_says_so(fi
     root, _ = finetuned
     db = root / "wh.duckdb"
     con = duckdb.connect(str(db))
-    served_before = con.execute("SELECT served FROM ml.serving_decisions WHERE task = 'sentiment' "
-                                "AND scope = '3class'").fetchall()[0][0]
+    served_before = con.execute(
+        "SELECT served FROM ml.serving_decisions WHERE task = 'sentiment' AND scope = '3class'"
+    ).fetchall()[0][0]
     con.close()
     run_config = {"ops": {"features__review_sentiment": {"config": {"max_length": 32}}}}
     for planted in ("ecom.sentiment_finetuned", "ecom.sentiment.3class"):
         con = duckdb.connect(str(db))
-        con.execute("UPDATE ml.serving_decisions SET served = ?, reason = 'planted by the test' "
-                    "WHERE task = 'sentiment_finetuned' AND scope = '3class'", [planted])
+        con.execute(
+            "UPDATE ml.serving_decisions SET served = ?, reason = 'planted by the test' "
+            "WHERE task = 'sentiment_finetuned' AND scope = '3class'",
+            [planted],
+        )
         con.close()
         result = dg.materialize([R.review_sentiment], resources=_resources(root), run_config=run_config)
         assert result.success
@@ -115,10 +134,14 @@ def test_review_sentiment_serves_the_finetune_only_where_its_gate_row_says_so(fi
         if planted == "ecom.sentiment_finetuned":  # the fine-tune reads the text: it gets the planted words
             by_label = sent.merge(con.execute("SELECT review_id, score FROM staging.reviews").fetchdf())
             neg, pos = by_label[by_label["score"] <= 2], by_label[by_label["score"] >= 4]
-            assert (neg["label"] == "negative").mean() > 0.7, by_label.groupby("score")["label"].value_counts()
+            assert (neg["label"] == "negative").mean() > 0.7, by_label.groupby("score")[
+                "label"
+            ].value_counts()
             assert pos["p_positive"].mean() > neg["p_positive"].mean()  # a small model: ordered, not sharp
             # the check can fail: the fine-tune's rows where its decision says it lost
-            con.execute("UPDATE ml.serving_decisions SET served = baseline WHERE task = 'sentiment_finetuned'")
+            con.execute(
+                "UPDATE ml.serving_decisions SET served = baseline WHERE task = 'sentiment_finetuned'"
+            )
             bad = serving_violations(con)
             assert len(bad) == 1 and bad.iloc[0]["rows"] == 150 and bad.iloc[0]["model"] == planted
         con.close()

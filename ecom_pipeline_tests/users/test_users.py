@@ -6,32 +6,54 @@ import pytest
 
 from ecom_pipeline.ml.users.profiles import build_profiles
 from ecom_pipeline.ml.users.repurchase import (
-    expected_calibration_error, repurchase_labels, snapshot, train_and_evaluate,
+    expected_calibration_error,
+    repurchase_labels,
+    snapshot,
+    train_and_evaluate,
 )
 from ecom_pipeline.ml.users.segments import segment_customers
 
 
 def _orders():
-    orders = pd.DataFrame({
-        "order_id": ["o1", "o2", "o3", "o4", "o5"],
-        "customer_id": ["a", "a", "b", "a", "b"],
-        "status": ["delivered", "delivered", "delivered", "delivered", "canceled"],
-        "purchased_at": pd.to_datetime(["2024-01-01", "2024-01-11", "2024-01-05", "2024-03-01", "2024-02-01"]),
-        "delivered_at": pd.to_datetime(["2024-01-05", "2024-01-20", "2024-01-08", "2024-03-04", None]),
-        "estimated_delivery_at": pd.to_datetime(["2024-01-10", "2024-01-15", "2024-01-10", "2024-03-09", None]),
-    })
-    items = pd.DataFrame({"order_id": ["o1", "o2", "o2", "o3", "o4", "o5"],
-                          "product_id": ["x", "x", "y", "y", "x", "y"],
-                          "price": [10.0, 20.0, 30.0, 5.0, 100.0, 7.0], "freight": [0, 0, 0, 1.0, 0, 0]})
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3", "o4", "o5"],
+            "customer_id": ["a", "a", "b", "a", "b"],
+            "status": ["delivered", "delivered", "delivered", "delivered", "canceled"],
+            "purchased_at": pd.to_datetime(
+                ["2024-01-01", "2024-01-11", "2024-01-05", "2024-03-01", "2024-02-01"]
+            ),
+            "delivered_at": pd.to_datetime(["2024-01-05", "2024-01-20", "2024-01-08", "2024-03-04", None]),
+            "estimated_delivery_at": pd.to_datetime(
+                ["2024-01-10", "2024-01-15", "2024-01-10", "2024-03-09", None]
+            ),
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o2", "o3", "o4", "o5"],
+            "product_id": ["x", "x", "y", "y", "x", "y"],
+            "price": [10.0, 20.0, 30.0, 5.0, 100.0, 7.0],
+            "freight": [0, 0, 0, 1.0, 0, 0],
+        }
+    )
     products = pd.DataFrame({"product_id": ["x", "y"], "category": ["toys", "books"]})
-    reviews = pd.DataFrame({"order_id": ["o1", "o4"], "customer_id": ["a", "a"], "score": [4, 1],
-                            "created_at": pd.to_datetime(["2024-01-06", "2024-03-05"])})
+    reviews = pd.DataFrame(
+        {
+            "order_id": ["o1", "o4"],
+            "customer_id": ["a", "a"],
+            "score": [4, 1],
+            "created_at": pd.to_datetime(["2024-01-06", "2024-03-05"]),
+        }
+    )
     return orders, items, products, reviews
 
 
 def test_profiles_rfm_and_experience_by_hand():
     orders, items, products, reviews = _orders()
-    p = build_profiles(orders, items, products, None, reviews, None, as_of="2024-02-01").set_index("customer_id")
+    p = build_profiles(orders, items, products, None, reviews, None, as_of="2024-02-01").set_index(
+        "customer_id"
+    )
     a = p.loc["a"]
     assert a["frequency"] == 2 and a["monetary"] == 60.0 and a["recency_days"] == pytest.approx(21.0)
     assert a["tenure_days"] == pytest.approx(31.0) and a["days_between_orders"] == pytest.approx(10.0)
@@ -47,7 +69,9 @@ def test_churn_labels_and_features_do_not_peek_past_the_cutoff():
     tables = dict(orders=orders, order_items=items, products=products, reviews=reviews)
     cutoff, horizon = pd.Timestamp("2024-02-01"), 40
     base = snapshot(tables, cutoff, horizon).set_index("customer_id")
-    assert base.loc["a", "label"] == 1 and base.loc["b", "label"] == 0  # o4 is inside [cutoff, +40d); o5 cancelled
+    assert (
+        base.loc["a", "label"] == 1 and base.loc["b", "label"] == 0
+    )  # o4 is inside [cutoff, +40d); o5 cancelled
     # anything after cutoff + horizon changes neither features nor labels
     late = orders.copy()
     late.loc[len(late)] = ["o9", "b", "delivered", pd.Timestamp("2024-03-20"), pd.NaT, pd.NaT]
@@ -82,13 +106,33 @@ def loyal_world(n=1200, days=540, seed=0):
             rows.append((oid, f"c{c}", "delivered", ts, ts + pd.Timedelta(days=3), ts + pd.Timedelta(days=5)))
             items.append((oid, 1, f"p{rng.integers(20)}", "s", float(rng.uniform(5, 50)), 1.0, 1))
             t += rng.exponential(30 if loyal else 400)
-    orders = pd.DataFrame(rows, columns=["order_id", "customer_id", "status", "purchased_at", "delivered_at",
-                                         "estimated_delivery_at"])
-    order_items = pd.DataFrame(items, columns=["order_id", "item_seq", "product_id", "seller_id", "price",
-                                               "freight", "quantity"])
-    products = pd.DataFrame({"product_id": [f"p{i}" for i in range(20)], "category": [f"k{i % 4}" for i in range(20)]})
-    customers = pd.DataFrame({"customer_id": [f"c{c}" for c in range(n)], "state": ["SP", "RJ"] * (n // 2),
-                              "city": "x", "zip_prefix": "0", "lat": 0.0, "lng": 0.0})
+    orders = pd.DataFrame(
+        rows,
+        columns=[
+            "order_id",
+            "customer_id",
+            "status",
+            "purchased_at",
+            "delivered_at",
+            "estimated_delivery_at",
+        ],
+    )
+    order_items = pd.DataFrame(
+        items, columns=["order_id", "item_seq", "product_id", "seller_id", "price", "freight", "quantity"]
+    )
+    products = pd.DataFrame(
+        {"product_id": [f"p{i}" for i in range(20)], "category": [f"k{i % 4}" for i in range(20)]}
+    )
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"c{c}" for c in range(n)],
+            "state": ["SP", "RJ"] * (n // 2),
+            "city": "x",
+            "zip_prefix": "0",
+            "lat": 0.0,
+            "lng": 0.0,
+        }
+    )
     return dict(orders=orders, order_items=order_items, products=products, customers=customers)
 
 
@@ -128,15 +172,36 @@ def test_user_assets_on_orders_only_world(tmp_path, mlflow_uri):
 
     w = loyal_world(n=400)
     db = tmp_path / "wh.duckdb"
-    write_staging(db, {**w, "reviews": pd.DataFrame({"order_id": pd.Series(dtype=str), "customer_id": pd.Series(dtype=str),
-                                                     "score": pd.Series(dtype=int),
-                                                     "created_at": pd.Series(dtype="datetime64[ns]")}),
-                       "events": pd.DataFrame({"customer_id": pd.Series(dtype=str), "event_type": pd.Series(dtype=str),
-                                               "ts": pd.Series(dtype="datetime64[ns]")})})
-    res = dg.materialize([users.user_profiles, users.repurchase_scores], resources={
-        "warehouse": WarehouseResource(path=str(db)), "mlflow": MLflowResource(tracking_uri=mlflow_uri),
-        "source": SourceResource(kind="mapped", data_root=str(tmp_path)),
-        "paths": PathsResource(data_root=str(tmp_path))})
+    write_staging(
+        db,
+        {
+            **w,
+            "reviews": pd.DataFrame(
+                {
+                    "order_id": pd.Series(dtype=str),
+                    "customer_id": pd.Series(dtype=str),
+                    "score": pd.Series(dtype=int),
+                    "created_at": pd.Series(dtype="datetime64[ns]"),
+                }
+            ),
+            "events": pd.DataFrame(
+                {
+                    "customer_id": pd.Series(dtype=str),
+                    "event_type": pd.Series(dtype=str),
+                    "ts": pd.Series(dtype="datetime64[ns]"),
+                }
+            ),
+        },
+    )
+    res = dg.materialize(
+        [users.user_profiles, users.repurchase_scores],
+        resources={
+            "warehouse": WarehouseResource(path=str(db)),
+            "mlflow": MLflowResource(tracking_uri=mlflow_uri),
+            "source": SourceResource(kind="mapped", data_root=str(tmp_path)),
+            "paths": PathsResource(data_root=str(tmp_path)),
+        },
+    )
     assert res.success
     con = duckdb.connect(str(db), read_only=True)
     prof = con.execute("SELECT * FROM serving.user_profiles").fetchdf()
@@ -153,6 +218,8 @@ def test_user_assets_on_orders_only_world(tmp_path, mlflow_uri):
     dec = con.execute("SELECT * FROM ml.serving_decisions WHERE task = 'repurchase'").fetchdf()
     assert len(dec) == 1 and set(scores["model"]) == {dec["served"].iloc[0]}
     assert dec["served"].iloc[0] in {"gbm_calibrated", "rfm_logistic"} and dec["reason"].iloc[0]
-    md = {e.asset_key.path[-1]: e.event_specific_data.materialization.metadata
-          for e in res.get_asset_materialization_events()}
+    md = {
+        e.asset_key.path[-1]: e.event_specific_data.materialization.metadata
+        for e in res.get_asset_materialization_events()
+    }
     assert "no reviews" in md["user_profiles"]["notes"].value

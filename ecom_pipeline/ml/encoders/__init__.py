@@ -12,6 +12,15 @@ from ecom_pipeline.ml.encoders.registry import (
 from ecom_pipeline.ml.encoders.text import TextEncoder
 
 __all__ = [
-    "DEFAULT_IMAGE_ENCODER", "DEFAULT_TEXT_ENCODER", "FALLBACK_TEXT_ENCODER", "ImageDecodeError", "ImageEncoder",
-    "TextEncoder", "decode_image", "l2_normalize", "load_image_encoder", "load_text_encoder", "mean_pool",
+    "DEFAULT_IMAGE_ENCODER",
+    "DEFAULT_TEXT_ENCODER",
+    "FALLBACK_TEXT_ENCODER",
+    "ImageDecodeError",
+    "ImageEncoder",
+    "TextEncoder",
+    "decode_image",
+    "l2_normalize",
+    "load_image_encoder",
+    "load_text_encoder",
+    "mean_pool",
 ]

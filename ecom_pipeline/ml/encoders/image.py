@@ -44,7 +44,9 @@ def decode_image(uri: str, base_dir: str | Path | None = None):
             if w * h > MAX_IMAGE_PIXELS:
                 raise ImageDecodeError(f"image too large: {w}x{h} pixels (limit {MAX_IMAGE_PIXELS:,})")
             if min(w, h) < 1 or max(w, h) / min(w, h) > MAX_ASPECT_RATIO:
-                raise ImageDecodeError(f"degenerate image: {w}x{h} pixels (aspect ratio limit {MAX_ASPECT_RATIO:g})")
+                raise ImageDecodeError(
+                    f"degenerate image: {w}x{h} pixels (aspect ratio limit {MAX_ASPECT_RATIO:g})"
+                )
             im.load()
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -71,9 +73,15 @@ class ImageEncoder:
             import torch
             from torchvision.transforms import v2 as T
 
-            t = self._transform = T.Compose([
-                T.ToImage(), T.Resize(self.image_size, antialias=True), T.CenterCrop(self.image_size),
-                T.ToDtype(torch.float32, scale=True), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+            t = self._transform = T.Compose(
+                [
+                    T.ToImage(),
+                    T.Resize(self.image_size, antialias=True),
+                    T.CenterCrop(self.image_size),
+                    T.ToDtype(torch.float32, scale=True),
+                    T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+                ]
+            )
         return t(image)
 
     def forward(self, pixels):
@@ -83,20 +91,26 @@ class ImageEncoder:
             feats = self.model(pixels.to(self.device)).float()
             return torch.nn.functional.normalize(feats, dim=-1).cpu()
 
-    def encode_images(self, images: Sequence, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def encode_images(
+        self, images: Sequence, progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
         import torch
 
         n = len(images)
         out = np.zeros((n, self.dim), dtype=np.float32)
         for start in range(0, n, self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            out[start:start + len(chunk)] = self.forward(torch.stack([self.transform(im) for im in chunk])).numpy()
+            chunk = images[start : start + self.batch_size]
+            out[start : start + len(chunk)] = self.forward(
+                torch.stack([self.transform(im) for im in chunk])
+            ).numpy()
             if progress is not None:
                 progress(min(start + self.batch_size, n), n)
         return out
 
     def encode_uris(
-        self, uris: Sequence[str], base_dir: str | Path | None = None,
+        self,
+        uris: Sequence[str],
+        base_dir: str | Path | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, list[int], dict[int, str]]:
         """Embed every decodable image → (embeddings of the good ones, their indices, {index: reason})."""

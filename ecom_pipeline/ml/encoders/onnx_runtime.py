@@ -71,12 +71,21 @@ def _quantize(fp32_path: Path, int8_path: Path, keep_fp32_patterns: Sequence[str
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(fp32_path), load_external_data=False).graph
-    excluded = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm")
-                and any(p in n.name for p in keep_fp32_patterns)]
+    excluded = [
+        n.name
+        for n in graph.node
+        if n.op_type in ("MatMul", "Gemm") and any(p in n.name for p in keep_fp32_patterns)
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=excluded, extra_options={"MatMulConstBOnly": True})
+        quantize_dynamic(
+            str(fp32_path),
+            str(int8_path),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            nodes_to_exclude=excluded,
+            extra_options={"MatMulConstBOnly": True},
+        )
     return excluded
 
 
@@ -87,8 +96,16 @@ def _export(module, args: tuple, names_in: list[str], dynamic: dict, out: Path) 
     tmp = out.with_suffix(".tmp.onnx")
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(tmp), input_names=names_in, output_names=["embedding"],
-                          dynamic_axes=dynamic, opset_version=ONNX_OPSET, dynamo=False)
+        torch.onnx.export(
+            module,
+            args,
+            str(tmp),
+            input_names=names_in,
+            output_names=["embedding"],
+            dynamic_axes=dynamic,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
     tmp.replace(out)  # a half-written export never looks cached
 
 
@@ -122,14 +139,29 @@ def onnx_text_files(encoder, models_dir: str | Path, quantize_all: bool = False)
         if not (int8.exists() and info_path.exists()):
             import torch
 
-            batch = encoder.tokenize(["passage: export example", "passage: a second, longer example sentence"])
-            _export(_PooledText(encoder.model.cpu()), (batch["input_ids"], batch["attention_mask"]),
-                    ["input_ids", "attention_mask"],
-                    {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                     "embedding": {0: "batch"}}, fp32)
+            batch = encoder.tokenize(
+                ["passage: export example", "passage: a second, longer example sentence"]
+            )
+            _export(
+                _PooledText(encoder.model.cpu()),
+                (batch["input_ids"], batch["attention_mask"]),
+                ["input_ids", "attention_mask"],
+                {
+                    "input_ids": {0: "batch", 1: "seq"},
+                    "attention_mask": {0: "batch", 1: "seq"},
+                    "embedding": {0: "batch"},
+                },
+                fp32,
+            )
             excluded = _quantize(fp32, int8, keep)
-            info = {"source": encoder.name, "source_version": encoder.version, "recipe": RECIPE,
-                    "kept_fp32_nodes": len(excluded), "opset": ONNX_OPSET, "torch": torch.__version__}
+            info = {
+                "source": encoder.name,
+                "source_version": encoder.version,
+                "recipe": RECIPE,
+                "kept_fp32_nodes": len(excluded),
+                "opset": ONNX_OPSET,
+                "torch": torch.__version__,
+            }
             info_path.write_text(json.dumps(info, indent=2))
             fp32.unlink(missing_ok=True)  # only the int8 file is served
     return int8, json.loads(info_path.read_text())
@@ -162,35 +194,49 @@ class OnnxTextEncoder:
         return TextEncoder.prefixed(self, texts, kind)  # type: ignore[arg-type]
 
     def forward_numpy(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"input_ids": input_ids.astype(np.int64),
-                                       "attention_mask": attention_mask.astype(np.int64)})[0]
+        return self.session.run(
+            None, {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
+        )[0]
 
-    def encode(self, texts: Sequence[str], kind: str = "passage",
-               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], kind: str = "passage", progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
         texts = self.prefixed(texts, kind)
         n = len(texts)
         out = np.zeros((n, self.dim), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")  # length buckets: little padding
         for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            tok = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="np")
+            idx = order[start : start + self.batch_size]
+            tok = self.tokenizer(
+                [texts[i] for i in idx],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",
+            )
             out[idx] = self.forward_numpy(tok["input_ids"], tok["attention_mask"])
             if progress is not None:
                 progress(min(start + self.batch_size, n), n)
         return out
 
 
-def onnx_text_encoder(torch_encoder, models_dir: str | Path, quantize_all: bool = True,
-                      threads: int | None = None) -> OnnxTextEncoder:
+def onnx_text_encoder(
+    torch_encoder, models_dir: str | Path, quantize_all: bool = True, threads: int | None = None
+) -> OnnxTextEncoder:
     """The int8 ONNX Runtime twin of a torch :class:`TextEncoder` (exported and quantised on first use)."""
     path, info = onnx_text_files(torch_encoder, models_dir, quantize_all)
     return OnnxTextEncoder(
-        name=torch_encoder.name, version=f"{torch_encoder.version}+onnx-int8({info['recipe']})",
-        tokenizer=torch_encoder.tokenizer, session=_session(path, threads), dim=torch_encoder.dim,
-        query_prefix=torch_encoder.query_prefix, passage_prefix=torch_encoder.passage_prefix,
-        max_length=torch_encoder.max_length, batch_size=torch_encoder.batch_size,
-        extra={"onnx_path": str(path), **info})
+        name=torch_encoder.name,
+        version=f"{torch_encoder.version}+onnx-int8({info['recipe']})",
+        tokenizer=torch_encoder.tokenizer,
+        session=_session(path, threads),
+        dim=torch_encoder.dim,
+        query_prefix=torch_encoder.query_prefix,
+        passage_prefix=torch_encoder.passage_prefix,
+        max_length=torch_encoder.max_length,
+        batch_size=torch_encoder.batch_size,
+        extra={"onnx_path": str(path), **info},
+    )
 
 
 class _OnnxImageModel:
@@ -217,10 +263,19 @@ def onnx_image_encoder(torch_encoder, models_dir: str | Path, threads: int | Non
     fp32, int8 = folder / "model.fp32.onnx", folder / "model.int8.onnx"
     with _LOCK:
         if not int8.exists():
-            _export(torch_encoder.model.cpu().eval(), (torch.zeros(1, 3, torch_encoder.image_size,
-                                                                   torch_encoder.image_size),),
-                    ["pixels"], {"pixels": {0: "batch"}, "embedding": {0: "batch"}}, fp32)
+            _export(
+                torch_encoder.model.cpu().eval(),
+                (torch.zeros(1, 3, torch_encoder.image_size, torch_encoder.image_size),),
+                ["pixels"],
+                {"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+                fp32,
+            )
             _quantize(fp32, int8, ())
             fp32.unlink(missing_ok=True)
-    return dataclasses.replace(torch_encoder, name=torch_encoder.name + "+onnx-int8", model=_OnnxImageModel(_session(int8, threads)),
-                               version=f"{torch_encoder.version}+onnx-int8({RECIPE})", device="cpu")
+    return dataclasses.replace(
+        torch_encoder,
+        name=torch_encoder.name + "+onnx-int8",
+        model=_OnnxImageModel(_session(int8, threads)),
+        version=f"{torch_encoder.version}+onnx-int8({RECIPE})",
+        device="cpu",
+    )

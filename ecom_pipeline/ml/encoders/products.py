@@ -14,6 +14,7 @@ def category_words(category: str | None) -> str:
 
 def product_texts(products: pd.DataFrame, max_chars: int = 600) -> pd.DataFrame:
     """``product_id``, ``text`` (category + title + description), ``has_title`` and ``input_hash``."""
+
     def build(row) -> str:
         parts = [category_words(row.get("category"))]
         for col in ("title", "description"):
@@ -32,7 +33,10 @@ def product_texts(products: pd.DataFrame, max_chars: int = 600) -> pd.DataFrame:
 
 
 def blend_with_reviews(
-    product_ids: list[str], text_emb: np.ndarray, review_product_ids: list[str], review_emb: np.ndarray,
+    product_ids: list[str],
+    text_emb: np.ndarray,
+    review_product_ids: list[str],
+    review_emb: np.ndarray,
     review_weight: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """normalise(text + w · mean(review embeddings of the product)); returns (matrix, n_reviews per product).

@@ -34,9 +34,19 @@ def random_projection(in_dim: int, out_dim: int, seed: int = 0) -> np.ndarray:
     return (rng.normal(0, 1 / np.sqrt(out_dim), (in_dim, out_dim))).astype(np.float32)
 
 
-def train_projection(image_emb: np.ndarray, text_emb: np.ndarray, *, epochs: int = 60, batch_size: int = 256,
-                     lr: float = 3e-3, temperature: float = 0.05, weight_decay: float = 1e-4, seed: int = 0,
-                     device: str = "cpu", progress=None):
+def train_projection(
+    image_emb: np.ndarray,
+    text_emb: np.ndarray,
+    *,
+    epochs: int = 60,
+    batch_size: int = 256,
+    lr: float = 3e-3,
+    temperature: float = 0.05,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    device: str = "cpu",
+    progress=None,
+):
     """A ``torch.nn.Linear(image_dim, text_dim)`` trained with symmetric InfoNCE; returns the module (eval)."""
     import torch
 
@@ -50,14 +60,16 @@ def train_projection(image_emb: np.ndarray, text_emb: np.ndarray, *, epochs: int
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=gen)
         for s in range(0, n, batch_size):
-            idx = perm[s:s + batch_size].to(device)
+            idx = perm[s : s + batch_size].to(device)
             if len(idx) < 2:
                 continue
             z = torch.nn.functional.normalize(proj(x[idx]), dim=-1)
             logits = z @ y[idx].T / temperature
             target = torch.arange(len(idx), device=device)
-            loss = (torch.nn.functional.cross_entropy(logits, target)
-                    + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+            loss = (
+                torch.nn.functional.cross_entropy(logits, target)
+                + torch.nn.functional.cross_entropy(logits.T, target)
+            ) / 2
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -74,15 +86,31 @@ def project(proj, image_emb: np.ndarray) -> np.ndarray:
         return torch.nn.functional.normalize(z, dim=-1).cpu().numpy()
 
 
-def evaluate_projection(image_emb: np.ndarray, text_emb: np.ndarray, ids: list[str], *, k: int = 10,
-                        test_fraction: float = 0.2, seed: int = 0, **train_kw) -> dict:
+def evaluate_projection(
+    image_emb: np.ndarray,
+    text_emb: np.ndarray,
+    ids: list[str],
+    *,
+    k: int = 10,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    **train_kw,
+) -> dict:
     """Train on the non-held-out pairs; Recall@k (text→image) on the held-out ones, model vs random projection."""
     test = holdout_mask(ids, test_fraction)
     if test.sum() < k + 1 or (~test).sum() < 10:
-        raise ValueError(f"too few pairs for a held-out Recall@{k}: {int((~test).sum())} train, {int(test.sum())} test")
+        raise ValueError(
+            f"too few pairs for a held-out Recall@{k}: {int((~test).sum())} train, {int(test.sum())} test"
+        )
     proj = train_projection(image_emb[~test], text_emb[~test], seed=seed, **train_kw)
     r_model = recall_at_k(text_emb[test], project(proj, image_emb[test]), k)
     rp = random_projection(image_emb.shape[1], text_emb.shape[1], seed)
     r_random = recall_at_k(text_emb[test], image_emb[test] @ rp, k)
-    return {"model": proj, f"recall@{k}": r_model, f"random_recall@{k}": r_random,
-            "chance": min(1.0, k / int(test.sum())), "n_train": int((~test).sum()), "n_test": int(test.sum())}
+    return {
+        "model": proj,
+        f"recall@{k}": r_model,
+        f"random_recall@{k}": r_random,
+        "chance": min(1.0, k / int(test.sum())),
+        "n_train": int((~test).sum()),
+        "n_test": int(test.sum()),
+    }

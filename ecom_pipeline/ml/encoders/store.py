@@ -15,8 +15,10 @@ import pandas as pd
 
 from ecom_pipeline.warehouse.tables import table_exists  # noqa: F401  (the shared helper; callers import it from here)
 
-EMBEDDING_COLUMNS = ("embedding FLOAT[], dim INTEGER, model VARCHAR, model_version VARCHAR, "
-                     "input_hash VARCHAR, embedded_at TIMESTAMP")
+EMBEDDING_COLUMNS = (
+    "embedding FLOAT[], dim INTEGER, model VARCHAR, model_version VARCHAR, "
+    "input_hash VARCHAR, embedded_at TIMESTAMP"
+)
 
 
 def text_hash(text: str | None) -> str:
@@ -51,7 +53,8 @@ def pending_rows(con, table: str, key: str, candidates: pd.DataFrame, model_id: 
     try:
         todo = con.execute(
             f"SELECT c.{key} FROM _cand c LEFT JOIN {table} t ON t.{key} = c.{key} "
-            f"AND t.model = ? AND t.input_hash = c.input_hash WHERE t.{key} IS NULL", [model_id]
+            f"AND t.model = ? AND t.input_hash = c.input_hash WHERE t.{key} IS NULL",
+            [model_id],
         ).fetchdf()
     finally:
         con.unregister("_cand")
@@ -71,14 +74,26 @@ def bounded_batch(pending: pd.DataFrame, limit: int, by: str) -> tuple[pd.DataFr
     return ordered.head(limit), len(pending) - limit
 
 
-def upsert_embeddings(con, table: str, key: str, frame: pd.DataFrame, embeddings: np.ndarray, *,
-                      model: str, model_version: str, extra_columns: str = "", replace: bool = False) -> int:
+def upsert_embeddings(
+    con,
+    table: str,
+    key: str,
+    frame: pd.DataFrame,
+    embeddings: np.ndarray,
+    *,
+    model: str,
+    model_version: str,
+    extra_columns: str = "",
+    replace: bool = False,
+) -> int:
     """Replace the rows of ``frame[key]`` in ``table`` with the new vectors; returns rows written.
 
     ``replace``: the table becomes exactly ``frame`` (dropped and recreated in the same transaction as the
     insert, so a step killed half-way leaves the previous table, never a missing one)."""
     cols = [c.strip().split()[0] for c in extra_columns.split(",") if c.strip()]
-    names = ", ".join([key] + cols + ["embedding", "dim", "model", "model_version", "input_hash", "embedded_at"])
+    names = ", ".join(
+        [key] + cols + ["embedding", "dim", "model", "model_version", "input_hash", "embedded_at"]
+    )
     arrow = None
     if len(frame):
         f = frame.reset_index(drop=True).copy()
@@ -86,7 +101,9 @@ def upsert_embeddings(con, table: str, key: str, frame: pd.DataFrame, embeddings
         f["model"] = model
         f["model_version"] = model_version
         f["embedded_at"] = datetime.now(UTC).replace(tzinfo=None)
-        arrow = to_arrow(f[[key] + cols + ["dim", "model", "model_version", "input_hash", "embedded_at"]], embeddings)
+        arrow = to_arrow(
+            f[[key] + cols + ["dim", "model", "model_version", "input_hash", "embedded_at"]], embeddings
+        )
     if not replace:
         ensure_embedding_table(con, table, key, extra_columns)
         if arrow is None:
@@ -132,7 +149,9 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 
 def fuse_modalities(
-    product_ids: list[str], parts: dict[str, tuple[list[str], np.ndarray]], weights: dict[str, float],
+    product_ids: list[str],
+    parts: dict[str, tuple[list[str], np.ndarray]],
+    weights: dict[str, float],
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Weighted concatenation of unit-norm modality vectors, zeros where a modality is missing, re-normalised.
 
@@ -152,17 +171,28 @@ def fuse_modalities(
                 block[i] = row
                 present[i, j] = True
         blocks.append(block * np.sqrt(weights.get(name, 1.0)))
-    fused = normalize_rows(np.concatenate(blocks, axis=1)) if blocks else np.zeros((len(product_ids), 0), np.float32)
+    fused = (
+        normalize_rows(np.concatenate(blocks, axis=1))
+        if blocks
+        else np.zeros((len(product_ids), 0), np.float32)
+    )
     has_any = present.any(axis=1)
-    meta = pd.DataFrame({
-        "product_id": product_ids,
-        "modalities": [",".join(n for n, p in zip(names, row) if p) for row in present],
-    })
+    meta = pd.DataFrame(
+        {
+            "product_id": product_ids,
+            "modalities": [",".join(n for n, p in zip(names, row) if p) for row in present],
+        }
+    )
     return meta[has_any].reset_index(drop=True), fused[has_any]
 
 
-def top_k_similar(keys: list[str], mat: np.ndarray, k: int = 10, chunk: int = 2048,
-                  progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+def top_k_similar(
+    keys: list[str],
+    mat: np.ndarray,
+    k: int = 10,
+    chunk: int = 2048,
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
     """All-pairs top-k cosine neighbours (rows are unit norm), excluding the item itself."""
     rows = []
     n = len(keys)
@@ -170,7 +200,7 @@ def top_k_similar(keys: list[str], mat: np.ndarray, k: int = 10, chunk: int = 20
     if k == 0:
         return pd.DataFrame(columns=["product_id", "rank", "similar_product_id", "score"])
     for s in range(0, n, chunk):
-        sims = mat[s:s + chunk] @ mat.T
+        sims = mat[s : s + chunk] @ mat.T
         for i in range(sims.shape[0]):
             sims[i, s + i] = -np.inf
         idx = np.argpartition(-sims, k - 1, axis=1)[:, :k]
@@ -185,8 +215,9 @@ def top_k_similar(keys: list[str], mat: np.ndarray, k: int = 10, chunk: int = 20
     return pd.DataFrame(rows, columns=["product_id", "rank", "similar_product_id", "score"])
 
 
-def similar_products(con, product_id: str, k: int = 10,
-                     table: str = "features.product_embeddings") -> pd.DataFrame:
+def similar_products(
+    con, product_id: str, k: int = 10, table: str = "features.product_embeddings"
+) -> pd.DataFrame:
     """Serving query: the ``k`` products most similar to ``product_id`` by DuckDB ``list_cosine_similarity``."""
     return con.execute(
         f"""SELECT o.product_id AS similar_product_id,
@@ -198,7 +229,9 @@ def similar_products(con, product_id: str, k: int = 10,
     ).fetchdf()
 
 
-def similar_to_vector(con, vector: np.ndarray, k: int = 10, table: str = "features.product_embeddings") -> pd.DataFrame:
+def similar_to_vector(
+    con, vector: np.ndarray, k: int = 10, table: str = "features.product_embeddings"
+) -> pd.DataFrame:
     """Products closest to an arbitrary query vector (same space as ``table``)."""
     return con.execute(
         f"""SELECT product_id, list_cosine_similarity(embedding, ?::FLOAT[]) AS score FROM {table}

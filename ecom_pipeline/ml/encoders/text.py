@@ -40,22 +40,29 @@ class TextEncoder:
         return [prefix + (t if isinstance(t, str) else "") for t in texts]
 
     def tokenize(self, texts: list[str]):
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="pt")
+        return self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
 
     def forward(self, batch) -> object:
         """Bare forward on an already tokenised batch → pooled, L2-normalised float32 tensor (on CPU)."""
         import torch
 
         with torch.inference_mode():
-            inputs = {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask",
-                                                                              "token_type_ids")}
+            inputs = {
+                k: v.to(self.device)
+                for k, v in batch.items()
+                if k in ("input_ids", "attention_mask", "token_type_ids")
+            }
             out = self.model(**inputs)
             pooled = mean_pool(out.last_hidden_state, inputs["attention_mask"])
             return l2_normalize(pooled.float()).cpu()
 
     def encode(
-        self, texts: Sequence[str], kind: str = "passage", progress: Callable[[int, int], None] | None = None,
+        self,
+        texts: Sequence[str],
+        kind: str = "passage",
+        progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Embed ``texts`` (with the model's ``query: ``/``passage: `` prefix) → float32 [n, dim], unit norm.
 
@@ -68,7 +75,7 @@ class TextEncoder:
             return out
         order = np.argsort([len(t) for t in texts], kind="stable")
         for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             out[idx] = self.forward(self.tokenize([texts[i] for i in idx])).numpy()
             if progress is not None:
                 progress(min(start + self.batch_size, n), n)
@@ -108,8 +115,9 @@ class EngineTextEncoder:
     def prefixed(self, texts: Sequence[str], kind: str) -> list[str]:
         return TextEncoder.prefixed(self, texts, kind)  # type: ignore[arg-type]
 
-    def encode(self, texts: Sequence[str], kind: str = "passage",
-               progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], kind: str = "passage", progress: Callable[[int, int], None] | None = None
+    ) -> np.ndarray:
         if kind not in ("query", "passage"):
             raise ValueError(f"kind must be 'query' or 'passage', got {kind!r}")
         # The C engine reads C strings (a NUL would cut the text) and slides windows over the whole text
@@ -118,8 +126,8 @@ class EngineTextEncoder:
         n = len(texts)
         out = np.zeros((n, self.dim), dtype=np.float32)
         for s in range(0, n, self.batch_size):
-            chunk = texts[s:s + self.batch_size]
-            out[s:s + len(chunk)] = self.engine.encode(chunk, kind == "query")
+            chunk = texts[s : s + self.batch_size]
+            out[s : s + len(chunk)] = self.engine.encode(chunk, kind == "query")
             if progress is not None:
                 progress(min(s + self.batch_size, n), n)
         return out

@@ -66,8 +66,9 @@ def sample_frames(path: str | Path, limits: VideoLimits = VideoLimits()) -> list
     except av.error.EOFError:
         raise VideoDecodeError("zero frames: the file ends right after its header") from None
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise VideoDecodeError(f"cannot open video (not a video, or truncated): {type(exc).__name__}: "
-                               f"{str(exc)[:200]}") from None
+        raise VideoDecodeError(
+            f"cannot open video (not a video, or truncated): {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
     with container:
         fmt = container.format.name or ""
         if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg reads a renamed photo as a 1-frame "video"
@@ -79,7 +80,9 @@ def sample_frames(path: str | Path, limits: VideoLimits = VideoLimits()) -> list
         if not width or not height:
             raise VideoDecodeError("video stream without a frame size")
         if width * height > limits.max_pixels:
-            raise VideoDecodeError(f"resolution too large: {width}x{height} (limit {limits.max_pixels:,} pixels)")
+            raise VideoDecodeError(
+                f"resolution too large: {width}x{height} (limit {limits.max_pixels:,} pixels)"
+            )
         seconds = _declared_seconds(container, stream)
         if seconds is not None and seconds > limits.max_seconds:
             raise VideoDecodeError(f"video too long: {seconds:.0f} s (limit {limits.max_seconds:g} s)")
@@ -126,8 +129,10 @@ def _decode_uniform(container, stream, declared: int, limits: VideoLimits) -> li
                 kept.append((decoded, frame.to_image()))
             decoded += 1
     except av.FFmpegError as exc:
-        raise VideoDecodeError(f"decode error after {decoded} frames (truncated or corrupt): "
-                               f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        raise VideoDecodeError(
+            f"decode error after {decoded} frames (truncated or corrupt): "
+            f"{type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
     if declared > 0 and decoded < limits.min_decoded_share * declared:
         raise VideoDecodeError(f"truncated: decoded {decoded} of {declared} declared frames")
     if targets is None and len(kept) > n:
@@ -161,8 +166,11 @@ class VideoEncoder:
         norm = np.linalg.norm(pooled)
         return (pooled / norm if norm > 0 else pooled).astype(np.float32)
 
-    def encode_paths(self, paths: Sequence[str | Path], progress: Callable[[int, int], None] | None = None,
-                     ) -> tuple[np.ndarray, list[int], dict[int, str], list[int]]:
+    def encode_paths(
+        self,
+        paths: Sequence[str | Path],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[np.ndarray, list[int], dict[int, str], list[int]]:
         """Embed every usable clip → (embeddings of the good ones, their indices, {index: reason},
         frames sampled per good clip)."""
         vectors, good, failures, counts = [], [], {}, []
@@ -181,8 +189,14 @@ class VideoEncoder:
         return emb, good, failures, counts
 
 
-def write_clip(path: str | Path, images: Sequence, fps: int = 4, seconds_per_image: float = 1.0,
-               codec: str | None = None, size: tuple[int, int] | None = None) -> Path:
+def write_clip(
+    path: str | Path,
+    images: Sequence,
+    fps: int = 4,
+    seconds_per_image: float = 1.0,
+    codec: str | None = None,
+    size: tuple[int, int] | None = None,
+) -> Path:
     """Write a short clip showing ``images`` (PIL) one after another: how tests and the demo build product
     "videos" from product photos (no real product videos ship with this project). ``.webm`` → VP9 (or VP8),
     anything else → H.264 (or MPEG-4 Part 2 where libx264 is missing)."""
@@ -191,8 +205,11 @@ def write_clip(path: str | Path, images: Sequence, fps: int = 4, seconds_per_ima
     path = Path(path)
     width, height = size or images[0].size
     width, height = width - width % 2, height - height % 2  # yuv420p needs even sizes
-    candidates = [codec] if codec else (["libvpx-vp9", "libvpx"] if path.suffix == ".webm"
-                                        else ["libx264", "h264", "mpeg4"])
+    candidates = (
+        [codec]
+        if codec
+        else (["libvpx-vp9", "libvpx"] if path.suffix == ".webm" else ["libx264", "h264", "mpeg4"])
+    )
     last_error = None
     for name in candidates:
         try:

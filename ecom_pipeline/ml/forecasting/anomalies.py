@@ -19,8 +19,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-ANOMALY_COLUMNS = ["series_id", "date", "actual", "expected", "lower", "upper", "residual", "robust_z",
-                   "size", "direction", "expected_model"]
+ANOMALY_COLUMNS = [
+    "series_id",
+    "date",
+    "actual",
+    "expected",
+    "lower",
+    "upper",
+    "residual",
+    "robust_z",
+    "size",
+    "direction",
+    "expected_model",
+]
 GATE_TASK = "anomaly_expected"
 CANDIDATE = "seasonal_median_4w"
 BASELINE = "seasonal_naive"
@@ -66,13 +77,24 @@ def gate_expected(series_id: str, y, *, m: int = 7, weeks: int = 4, min_history:
     ok = days & np.isfinite(cand) & np.isfinite(base)
     comparison = None
     if ok.sum() >= 2 * m:
-        comparison = paired_bootstrap(np.abs(y - cand)[ok], np.abs(y - base)[ok], metric="mae",
-                                      higher_is_better=False, block=m)
+        comparison = paired_bootstrap(
+            np.abs(y - cand)[ok], np.abs(y - base)[ok], metric="mae", higher_is_better=False, block=m
+        )
     return decide(GATE_TASK, series_id, CANDIDATE, BASELINE, comparison, metric="mae"), comparison
 
 
-def detect(dates, y, *, threshold: float = 3.5, m: int = 7, weeks: int = 4, window: int = 56,
-           min_history: int = 28, min_scale: float = 1.0, expected_model: str = CANDIDATE):
+def detect(
+    dates,
+    y,
+    *,
+    threshold: float = 3.5,
+    m: int = 7,
+    weeks: int = 4,
+    window: int = 56,
+    min_history: int = 28,
+    min_scale: float = 1.0,
+    expected_model: str = CANDIDATE,
+):
     """Per-day scores for one series: a DataFrame with every day (``is_anomaly`` marks the flagged ones).
 
     ``min_scale`` floors the residual scale (in series units) so that a run of identical residuals (MAD 0,
@@ -83,13 +105,24 @@ def detect(dates, y, *, threshold: float = 3.5, m: int = 7, weeks: int = 4, wind
     s = pd.Series(r)
     prev = s.shift(1)  # bounds from earlier residuals only
     med = prev.rolling(window, min_periods=min_history).median()
-    mad = prev.rolling(window, min_periods=min_history).apply(lambda a: np.median(np.abs(a - np.median(a))), raw=True)
+    mad = prev.rolling(window, min_periods=min_history).apply(
+        lambda a: np.median(np.abs(a - np.median(a))), raw=True
+    )
     scale = np.maximum(1.4826 * mad.to_numpy(), min_scale)
     z = (r - med.to_numpy()) / scale
     lower = yhat + med.to_numpy() - threshold * scale
     upper = yhat + med.to_numpy() + threshold * scale
-    out = pd.DataFrame({"date": pd.to_datetime(dates), "actual": y, "expected": yhat, "lower": lower,
-                        "upper": upper, "residual": r, "robust_z": z})
+    out = pd.DataFrame(
+        {
+            "date": pd.to_datetime(dates),
+            "actual": y,
+            "expected": yhat,
+            "lower": lower,
+            "upper": upper,
+            "residual": r,
+            "robust_z": z,
+        }
+    )
     out["is_anomaly"] = np.abs(np.nan_to_num(z)) > threshold
     out["size"] = out["residual"]
     out["direction"] = np.where(out["residual"] > 0, "spike", "drop")
@@ -97,8 +130,9 @@ def detect(dates, y, *, threshold: float = 3.5, m: int = 7, weeks: int = 4, wind
     return out
 
 
-def detect_many(daily: pd.DataFrame, series_ids, value: str = "orders", **kw
-                ) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+def detect_many(
+    daily: pd.DataFrame, series_ids, value: str = "orders", **kw
+) -> tuple[pd.DataFrame, pd.DataFrame, list]:
     """(anomalies, summary, gate) for the given series of a long daily frame: per series the gate picks
     the expected-value model (:func:`gate_expected`), then the days are scored against it; summary has the flag
     rate and the model, gate has a (decision, comparison) per series with data."""
@@ -107,8 +141,16 @@ def detect_many(daily: pd.DataFrame, series_ids, value: str = "orders", **kw
     for sid in series_ids:
         g = daily[daily["series_id"] == sid].sort_values("date")
         if g.empty:
-            summary.append({"series_id": sid, "days_scored": 0, "anomalies": 0, "flag_rate": 0.0,
-                            "expected_model": "", "note": "no data"})
+            summary.append(
+                {
+                    "series_id": sid,
+                    "days_scored": 0,
+                    "anomalies": 0,
+                    "flag_rate": 0.0,
+                    "expected_model": "",
+                    "note": "no data",
+                }
+            )
             continue
         decision, comparison = gate_expected(sid, g[value].to_numpy(), **gate_kw)
         gate.append((decision, comparison))
@@ -117,8 +159,15 @@ def detect_many(daily: pd.DataFrame, series_ids, value: str = "orders", **kw
         flags = scores[scores["is_anomaly"]].assign(series_id=sid)
         found.append(flags[ANOMALY_COLUMNS])
         n = int(scored.sum())
-        summary.append({"series_id": sid, "days_scored": n, "anomalies": len(flags),
-                        "flag_rate": len(flags) / n if n else 0.0, "expected_model": decision.served,
-                        "note": "" if n else "too short: fewer days than the minimal history"})
+        summary.append(
+            {
+                "series_id": sid,
+                "days_scored": n,
+                "anomalies": len(flags),
+                "flag_rate": len(flags) / n if n else 0.0,
+                "expected_model": decision.served,
+                "note": "" if n else "too short: fewer days than the minimal history",
+            }
+        )
     anomalies = pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=ANOMALY_COLUMNS)
     return anomalies, pd.DataFrame(summary), gate

@@ -34,7 +34,9 @@ class LSTMConfig:
     alpha: float = 0.2
     seed: int = 0
     max_samples: int = 3000  # per training: a random subset when there are more windows (CPU-small)
-    refit_every_fold: bool = False  # False: one fit at the first origin, re-scaled per fold to its training mean
+    refit_every_fold: bool = (
+        False  # False: one fit at the first origin, re-scaled per fold to its training mean
+    )
 
 
 def quantile_levels(alpha: float) -> list[float]:
@@ -62,23 +64,34 @@ class GlobalLSTM(_module_base()):
     ``extra_dim`` > 0 adds per-day input features beside the series' own value (the ST-GCN feeds its graph
     convolution outputs here); with 0 it is the plain global LSTM."""
 
-    def __init__(self, n_series: int, cov_dim: int, hidden: int, embed_dim: int, horizon: int, extra_dim: int = 0):
+    def __init__(
+        self, n_series: int, cov_dim: int, hidden: int, embed_dim: int, horizon: int, extra_dim: int = 0
+    ):
         from torch import nn
 
         super().__init__()
         self.horizon = horizon
         self.embed = nn.Embedding(n_series, embed_dim)
         self.lstm = nn.LSTM(1 + cov_dim + extra_dim, hidden, batch_first=True)
-        self.head = nn.Sequential(nn.Linear(hidden + embed_dim + horizon * cov_dim, 2 * hidden), nn.ReLU(),
-                                  nn.Linear(2 * hidden, horizon * 3))
+        self.head = nn.Sequential(
+            nn.Linear(hidden + embed_dim + horizon * cov_dim, 2 * hidden),
+            nn.ReLU(),
+            nn.Linear(2 * hidden, horizon * 3),
+        )
 
     def safe_config(self) -> dict:
         """Constructor arguments, read off the layers (so modules pickled by older code convert too), to
         rebuild a registered state dict (ml/safe_artifacts.py)."""
         hidden, embed_dim = self.lstm.hidden_size, self.embed.embedding_dim
         cov_dim = (self.head[0].in_features - hidden - embed_dim) // self.horizon
-        return {"n_series": self.embed.num_embeddings, "cov_dim": cov_dim, "hidden": hidden, "embed_dim": embed_dim,
-                "horizon": int(self.horizon), "extra_dim": self.lstm.input_size - 1 - cov_dim}
+        return {
+            "n_series": self.embed.num_embeddings,
+            "cov_dim": cov_dim,
+            "hidden": hidden,
+            "embed_dim": embed_dim,
+            "horizon": int(self.horizon),
+            "extra_dim": self.lstm.input_size - 1 - cov_dim,
+        }
 
     def forward(self, x, cov_in, cov_out, sid, extra=None):
         import torch
@@ -113,7 +126,7 @@ def window_starts(end: int, window: int, horizon: int, stride: int = 1) -> np.nd
 def series_scale(Y: np.ndarray, end: int, recent_days: int = 91) -> np.ndarray:
     """Per-series mean of the last ``recent_days`` before ``end`` (floored): every series is modelled relative
     to its current level, not to a whole-history mean that a growing shop's early months drag down."""
-    return np.maximum(Y[:, max(0, end - recent_days):end].mean(axis=1), 1e-3)
+    return np.maximum(Y[:, max(0, end - recent_days) : end].mean(axis=1), 1e-3)
 
 
 def to_intervals(q_scaled: np.ndarray, scale: np.ndarray):
@@ -135,7 +148,7 @@ def train_quantile_net(net, n: int, batch, cfg: LSTMConfig, batch_size: int, *, 
         perm = torch.randperm(n)
         total = 0.0
         for b in range(0, n, batch_size):
-            j = perm[b:b + batch_size]
+            j = perm[b : b + batch_size]
             pred, target = batch(j)
             loss = pinball_loss(pred, target, qs)
             opt.zero_grad()
@@ -181,7 +194,13 @@ class GlobalLSTMForecaster:
         S = torch.tensor(sid, dtype=torch.long, device=dev)
         self.net = temporal_net(Y.shape[0], cov.shape[1], cfg).to(dev)
         self.final_loss, self.train_seconds = train_quantile_net(
-            self.net, len(S), lambda j: (self.net(X[j], Ci[j], Co[j], S[j]), T[j]), cfg, cfg.batch_size, log=log)
+            self.net,
+            len(S),
+            lambda j: (self.net(X[j], Ci[j], Co[j], S[j]), T[j]),
+            cfg,
+            cfg.batch_size,
+            log=log,
+        )
         return self
 
     def predict(self, Y: np.ndarray, cov: np.ndarray, origin: int):
@@ -193,17 +212,33 @@ class GlobalLSTMForecaster:
         dev = torch.device(self.device)
         self.net.eval()
         with torch.no_grad():
-            X = torch.tensor(Ys[:, origin - w:origin])
-            Ci = torch.tensor(np.repeat(cov[None, origin - w:origin], Y.shape[0], 0))
-            Co = torch.tensor(np.repeat(cov[None, origin:origin + h], Y.shape[0], 0))
-            q = self.net(X.to(dev), Ci.to(dev), Co.to(dev), torch.arange(Y.shape[0], device=dev)).cpu().numpy()
+            X = torch.tensor(Ys[:, origin - w : origin])
+            Ci = torch.tensor(np.repeat(cov[None, origin - w : origin], Y.shape[0], 0))
+            Co = torch.tensor(np.repeat(cov[None, origin : origin + h], Y.shape[0], 0))
+            q = (
+                self.net(X.to(dev), Ci.to(dev), Co.to(dev), torch.arange(Y.shape[0], device=dev))
+                .cpu()
+                .numpy()
+            )
         self.net.train()
         return to_intervals(q, self.scale)
 
 
-def panel_backtest(model: str, new_forecaster, series_ids: list[str], dates, Y: np.ndarray, cov: np.ndarray,
-                   cfg: LSTMConfig, *, folds: int = 3, step: int | None = None, season: int = 7, log=None,
-                   future: bool = True):
+def panel_backtest(
+    model: str,
+    new_forecaster,
+    series_ids: list[str],
+    dates,
+    Y: np.ndarray,
+    cov: np.ndarray,
+    cfg: LSTMConfig,
+    *,
+    folds: int = 3,
+    step: int | None = None,
+    season: int = 7,
+    log=None,
+    future: bool = True,
+):
     """Rolling-origin backtest of a panel forecaster (``new_forecaster()`` -> object with ``fit(Y, cov, end,
     log)`` and ``predict(Y, cov, origin)``) over all series at once, plus (``future``) a final fit on everything
     for the ``future`` forecast, then also the returned forecaster.  ``cov`` covers ``len(dates) + horizon`` days.
@@ -225,23 +260,62 @@ def panel_backtest(model: str, new_forecaster, series_ids: list[str], dates, Y: 
         else:  # not refitted: at least re-scaled to the level of this fold's own training window
             forecaster.scale = series_scale(Y, origin)
         yhat, lo, hi = forecaster.predict(Y, cov, origin)
-        fdates = dates[origin:origin + h] if fold is not None else future_dates
+        fdates = dates[origin : origin + h] if fold is not None else future_dates
         for i, sid in enumerate(series_ids):
-            actual = Y[i, origin:origin + h] if fold is not None else np.full(h, np.nan)
-            preds.append(pd.DataFrame({"series_id": sid, "model": model,
-                                       "kind": "backtest" if fold is not None else "future",
-                                       "origin": fdates[0], "date": fdates, "step": np.arange(1, h + 1),
-                                       "actual": actual, "yhat": yhat[i], "lo": lo[i], "hi": hi[i]}))
+            actual = Y[i, origin : origin + h] if fold is not None else np.full(h, np.nan)
+            preds.append(
+                pd.DataFrame(
+                    {
+                        "series_id": sid,
+                        "model": model,
+                        "kind": "backtest" if fold is not None else "future",
+                        "origin": fdates[0],
+                        "date": fdates,
+                        "step": np.arange(1, h + 1),
+                        "actual": actual,
+                        "yhat": yhat[i],
+                        "lo": lo[i],
+                        "hi": hi[i],
+                    }
+                )
+            )
             if fold is not None:
-                for metric, value in all_metrics(actual, yhat[i], lo[i], hi[i], Y[i, :origin], season).items():
+                for metric, value in all_metrics(
+                    actual, yhat[i], lo[i], hi[i], Y[i, :origin], season
+                ).items():
                     mets.append((sid, model, fi, metric, value))
         final = forecaster
-    return (pd.concat(preds, ignore_index=True),
-            pd.DataFrame(mets, columns=["series_id", "model", "fold", "metric", "value"]), final)
+    return (
+        pd.concat(preds, ignore_index=True),
+        pd.DataFrame(mets, columns=["series_id", "model", "fold", "metric", "value"]),
+        final,
+    )
 
 
-def lstm_backtest(series_ids: list[str], dates, Y: np.ndarray, cov: np.ndarray, cfg: LSTMConfig, *,
-                  folds: int = 3, step: int | None = None, device: str = "cpu", season: int = 7, log=None):
+def lstm_backtest(
+    series_ids: list[str],
+    dates,
+    Y: np.ndarray,
+    cov: np.ndarray,
+    cfg: LSTMConfig,
+    *,
+    folds: int = 3,
+    step: int | None = None,
+    device: str = "cpu",
+    season: int = 7,
+    log=None,
+):
     """The global LSTM through :func:`panel_backtest` (model name ``lstm``)."""
-    return panel_backtest("lstm", lambda: GlobalLSTMForecaster(cfg, device), series_ids, dates, Y, cov, cfg,
-                          folds=folds, step=step, season=season, log=log)
+    return panel_backtest(
+        "lstm",
+        lambda: GlobalLSTMForecaster(cfg, device),
+        series_ids,
+        dates,
+        Y,
+        cov,
+        cfg,
+        folds=folds,
+        step=step,
+        season=season,
+        log=log,
+    )

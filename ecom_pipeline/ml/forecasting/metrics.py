@@ -52,5 +52,10 @@ def coverage(y, lo, hi) -> float:
 
 
 def all_metrics(y, yhat, lo, hi, train, m: int = 7) -> dict[str, float]:
-    return {"mase": mase(y, yhat, train, m), "smape": smape(y, yhat), "rmse": rmse(y, yhat),
-            "mae": mae(y, yhat), "coverage": coverage(y, lo, hi)}
+    return {
+        "mase": mase(y, yhat, train, m),
+        "smape": smape(y, yhat),
+        "rmse": rmse(y, yhat),
+        "mae": mae(y, yhat),
+        "coverage": coverage(y, lo, hi),
+    }

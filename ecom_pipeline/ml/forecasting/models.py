@@ -64,13 +64,19 @@ def peer_forecast(name: str, train, horizon: int, m: int = 7, alpha: float = 0.2
     train = np.asarray(train, dtype=float)
     if len(train) < 2 * m + 1:
         raise TooShort(f"{name} needs at least {2 * m + 1} days, got {len(train)}")
-    model = {"auto_ets": lambda: AutoETS(season_length=m), "auto_theta": lambda: AutoTheta(season_length=m),
-             "auto_arima": lambda: AutoARIMA(season_length=m), "mstl": lambda: MSTL(season_length=m)}[name]()
+    model = {
+        "auto_ets": lambda: AutoETS(season_length=m),
+        "auto_theta": lambda: AutoTheta(season_length=m),
+        "auto_arima": lambda: AutoARIMA(season_length=m),
+        "mstl": lambda: MSTL(season_length=m),
+    }[name]()
     level = round(100 * (1 - alpha))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = model.forecast(y=train, h=horizon, level=[level])
-    return tuple(np.maximum(np.asarray(out[k], dtype=float), 0) for k in ("mean", f"lo-{level}", f"hi-{level}"))
+    return tuple(
+        np.maximum(np.asarray(out[k], dtype=float), 0) for k in ("mean", f"lo-{level}", f"hi-{level}")
+    )
 
 
 def _sarimax(train, order, seasonal_order):
@@ -79,8 +85,14 @@ def _sarimax(train, order, seasonal_order):
     trend = "c" if order[1] == 0 and seasonal_order[1] == 0 else "n"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = SARIMAX(np.asarray(train, dtype=float), order=order, seasonal_order=seasonal_order, trend=trend,
-                        enforce_stationarity=False, enforce_invertibility=False)
+        model = SARIMAX(
+            np.asarray(train, dtype=float),
+            order=order,
+            seasonal_order=seasonal_order,
+            trend=trend,
+            enforce_stationarity=False,
+            enforce_invertibility=False,
+        )
         return model.fit(disp=False, maxiter=60)
 
 
@@ -139,17 +151,31 @@ class SeriesResult:
 
 
 def _rows(series_id, model, kind, origin, dates, actual, yhat, lo, hi) -> pd.DataFrame:
-    return pd.DataFrame({"series_id": series_id, "model": model, "kind": kind, "origin": origin,
-                         "date": dates, "step": np.arange(1, len(dates) + 1), "actual": actual,
-                         "yhat": yhat, "lo": lo, "hi": hi})
+    return pd.DataFrame(
+        {
+            "series_id": series_id,
+            "model": model,
+            "kind": kind,
+            "origin": origin,
+            "date": dates,
+            "step": np.arange(1, len(dates) + 1),
+            "actual": actual,
+            "yhat": yhat,
+            "lo": lo,
+            "hi": hi,
+        }
+    )
 
 
 def run_series(series_id: str, dates, y, cfg: SeriesConfig) -> SeriesResult:
     """Backtest every configured model on one series and forecast ``horizon`` days past its end."""
     dates = pd.DatetimeIndex(pd.to_datetime(dates))
     y = np.asarray(y, dtype=float)
-    empty = SeriesResult(series_id, pd.DataFrame(columns=PRED_COLUMNS),
-                         pd.DataFrame(columns=["series_id", "model", "fold", "metric", "value"]))
+    empty = SeriesResult(
+        series_id,
+        pd.DataFrame(columns=PRED_COLUMNS),
+        pd.DataFrame(columns=["series_id", "model", "fold", "metric", "value"]),
+    )
     if len(y) == 0:
         empty.skip_reason = "empty series"
         return empty
@@ -157,7 +183,9 @@ def run_series(series_id: str, dates, y, cfg: SeriesConfig) -> SeriesResult:
         empty.skip_reason = "series is all zeros"
         return empty
     try:
-        folds = rolling_origin(dates, horizon=cfg.horizon, folds=cfg.folds, step=cfg.step, min_train=cfg.min_train)
+        folds = rolling_origin(
+            dates, horizon=cfg.horizon, folds=cfg.folds, step=cfg.step, min_train=cfg.min_train
+        )
     except TooShort as exc:
         empty.skip_reason = str(exc)
         return empty
@@ -165,7 +193,7 @@ def run_series(series_id: str, dates, y, cfg: SeriesConfig) -> SeriesResult:
     order = sorder = aic = None
     notes = []
     if "sarima" in cfg.models:
-        first = folds[0].train_idx[-cfg.max_train_days:]
+        first = folds[0].train_idx[-cfg.max_train_days :]
         try:
             order, sorder, aic, _ = select_order(y[first], cfg.grid)
         except RuntimeError as exc:
@@ -186,14 +214,18 @@ def run_series(series_id: str, dates, y, cfg: SeriesConfig) -> SeriesResult:
         if "sarima" in cfg.models and order is not None:
             t1 = time.perf_counter()
             try:
-                outputs["sarima"] = sarima_forecast(train[-cfg.max_train_days:], len(fdates), order, sorder, cfg.alpha)
+                outputs["sarima"] = sarima_forecast(
+                    train[-cfg.max_train_days :], len(fdates), order, sorder, cfg.alpha
+                )
             except Exception as exc:  # noqa: BLE001
                 notes.append(f"sarima fold {fi} failed: {str(exc)[:80]}")
             seconds["sarima"] = seconds.get("sarima", 0.0) + time.perf_counter() - t1
         for peer in (p for p in PEERS if p in cfg.models):
             t1 = time.perf_counter()
             try:
-                outputs[peer] = peer_forecast(peer, train[-cfg.max_train_days:], len(fdates), cfg.season, cfg.alpha)
+                outputs[peer] = peer_forecast(
+                    peer, train[-cfg.max_train_days :], len(fdates), cfg.season, cfg.alpha
+                )
             except Exception as exc:  # noqa: BLE001 - a peer that cannot fit this fold is reported, not fatal
                 notes.append(f"{peer} fold {fi} failed: {str(exc)[:80]}")
             seconds[peer] = seconds.get(peer, 0.0) + time.perf_counter() - t1
@@ -202,9 +234,18 @@ def run_series(series_id: str, dates, y, cfg: SeriesConfig) -> SeriesResult:
             if fold is not None:
                 for metric, value in all_metrics(actual, yhat, lo, hi, train, cfg.season).items():
                     mets.append((series_id, model, fi, metric, value))
-    return SeriesResult(series_id, pd.concat(preds, ignore_index=True),
-                        pd.DataFrame(mets, columns=["series_id", "model", "fold", "metric", "value"]),
-                        order, sorder, aic, time.perf_counter() - t0, None, notes, seconds)
+    return SeriesResult(
+        series_id,
+        pd.concat(preds, ignore_index=True),
+        pd.DataFrame(mets, columns=["series_id", "model", "fold", "metric", "value"]),
+        order,
+        sorder,
+        aic,
+        time.perf_counter() - t0,
+        None,
+        notes,
+        seconds,
+    )
 
 
 def _init_worker():
@@ -216,7 +257,9 @@ def _run_packed(args):
     return run_series(*args)
 
 
-def run_many(series: dict[str, tuple], cfg: SeriesConfig, *, workers: int = 2, progress=None) -> list[SeriesResult]:
+def run_many(
+    series: dict[str, tuple], cfg: SeriesConfig, *, workers: int = 2, progress=None
+) -> list[SeriesResult]:
     """``series``: id -> (dates, y).  Parallel over series in a process pool of at most ``workers`` (cap 2:
     the reference machine has two cores and each SARIMAX fit holds its state-space matrices in memory)."""
     import multiprocessing as mp
@@ -233,8 +276,9 @@ def run_many(series: dict[str, tuple], cfg: SeriesConfig, *, workers: int = 2, p
     from concurrent.futures.process import BrokenProcessPool
 
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+        ) as pool:
             for i, res in enumerate(pool.map(_run_packed, tasks), 1):
                 results.append(res)
                 if progress:
@@ -265,17 +309,26 @@ def ensemble(predictions: pd.DataFrame, members=("sarima", "lstm"), name: str = 
     if set(members) - set(sub["model"]):
         return pd.DataFrame(columns=PRED_COLUMNS)
     keys = ["series_id", "kind", "origin", "date", "step"]
-    w = sub.groupby(keys).agg(actual=("actual", "first"), yhat=("yhat", "mean"), lo=("lo", "mean"),
-                              hi=("hi", "mean"), n=("model", "count"))
+    w = sub.groupby(keys).agg(
+        actual=("actual", "first"),
+        yhat=("yhat", "mean"),
+        lo=("lo", "mean"),
+        hi=("hi", "mean"),
+        n=("model", "count"),
+    )
     return w[w["n"] == len(members)].drop(columns="n").reset_index().assign(model=name)[PRED_COLUMNS]
 
 
-def backtest_metrics(predictions: pd.DataFrame, daily: pd.DataFrame, value: str = "orders", season: int = 7) -> pd.DataFrame:
+def backtest_metrics(
+    predictions: pd.DataFrame, daily: pd.DataFrame, value: str = "orders", season: int = 7
+) -> pd.DataFrame:
     """Per-fold metrics of stored backtest predictions (any model), each scored against the series' history
     before its origin from the long daily table: (series_id, model, fold, metric, value), fold = origin."""
     bt = predictions[predictions["kind"] == "backtest"]
-    history = {sid: g.assign(date=pd.to_datetime(g["date"])).sort_values("date")
-               for sid, g in daily[daily["series_id"].isin(set(bt["series_id"]))].groupby("series_id")}
+    history = {
+        sid: g.assign(date=pd.to_datetime(g["date"])).sort_values("date")
+        for sid, g in daily[daily["series_id"].isin(set(bt["series_id"]))].groupby("series_id")
+    }
     rows = []
     for (sid, model, origin), g in bt.groupby(["series_id", "model", "origin"]):
         h = history.get(sid)
@@ -285,7 +338,9 @@ def backtest_metrics(predictions: pd.DataFrame, daily: pd.DataFrame, value: str 
     return pd.DataFrame(rows, columns=["series_id", "model", "fold", "metric", "value"])
 
 
-def choose_best(summary: pd.DataFrame, metric: str = "mase", baseline: str = "seasonal_naive") -> pd.DataFrame:
+def choose_best(
+    summary: pd.DataFrame, metric: str = "mase", baseline: str = "seasonal_naive"
+) -> pd.DataFrame:
     """Per series, the model with the lowest backtest ``metric`` (ties go to the baseline)."""
     s = summary[summary["metric"] == metric].copy()
     if s.empty:

@@ -7,8 +7,16 @@ from pathlib import Path
 import pandas as pd
 
 
-def forecast_plot(path: Path, history: pd.DataFrame, forecasts: pd.DataFrame, anomalies: pd.DataFrame,
-                  series_ids: list[str], *, value: str = "orders", history_days: int = 120) -> Path:
+def forecast_plot(
+    path: Path,
+    history: pd.DataFrame,
+    forecasts: pd.DataFrame,
+    anomalies: pd.DataFrame,
+    series_ids: list[str],
+    *,
+    value: str = "orders",
+    history_days: int = 120,
+) -> Path:
     """One panel per series: the last ``history_days`` of actuals, every model's 28-day forecast (the
     chosen one with its interval shaded) and the flagged anomalies."""
     import matplotlib
@@ -25,11 +33,18 @@ def forecast_plot(path: Path, history: pd.DataFrame, forecasts: pd.DataFrame, an
         for model, g in f.groupby("model"):
             g = g.sort_values("date")
             best = bool(g["is_best"].iloc[0]) if "is_best" in g else False
-            ax.plot(g["date"], g["yhat"], lw=2 if best else 1, ls="-" if best else "--",
-                    label=f"{model}{' (chosen)' if best else ''}")
+            ax.plot(
+                g["date"],
+                g["yhat"],
+                lw=2 if best else 1,
+                ls="-" if best else "--",
+                label=f"{model}{' (chosen)' if best else ''}",
+            )
             if best:
                 ax.fill_between(g["date"], g["lo"], g["hi"], alpha=0.25, label="80% interval")
-        a = anomalies[(anomalies["series_id"] == sid) & (anomalies["date"] >= (h["date"].min() if len(h) else 0))]
+        a = anomalies[
+            (anomalies["series_id"] == sid) & (anomalies["date"] >= (h["date"].min() if len(h) else 0))
+        ]
         if len(a):
             ax.scatter(a["date"], a["actual"], color="red", zorder=5, s=25, label="anomaly")
         ax.set_title(sid, fontsize=9)

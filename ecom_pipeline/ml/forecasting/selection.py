@@ -24,19 +24,24 @@ LOSSES = ("mase", "mae", "smape")  # per-day decomposable metrics: each gets a p
 GATE_METRIC = "mase"
 
 
-def daily_losses(predictions: pd.DataFrame, daily: pd.DataFrame, value: str = "orders",
-                 season: int = 7) -> pd.DataFrame:
+def daily_losses(
+    predictions: pd.DataFrame, daily: pd.DataFrame, value: str = "orders", season: int = 7
+) -> pd.DataFrame:
     """(series_id, model, origin, date, mase, mae, smape) per backtest day of every model."""
     bt = predictions[predictions["kind"] == "backtest"].copy()
     if bt.empty:
         return pd.DataFrame(columns=["series_id", "model", "origin", "date", *LOSSES])
     bt["origin"] = pd.to_datetime(bt["origin"])
     bt["date"] = pd.to_datetime(bt["date"])
-    hist = daily[daily["series_id"].isin(set(bt["series_id"]))].assign(date=lambda d: pd.to_datetime(d["date"]))
+    hist = daily[daily["series_id"].isin(set(bt["series_id"]))].assign(
+        date=lambda d: pd.to_datetime(d["date"])
+    )
     scales = {}
     for sid, g in hist.sort_values("date").groupby("series_id"):
         for origin in bt.loc[bt["series_id"] == sid, "origin"].unique():
-            scales[(sid, pd.Timestamp(origin))] = mase_scale(g.loc[g["date"] < origin, value].to_numpy(), season)
+            scales[(sid, pd.Timestamp(origin))] = mase_scale(
+                g.loc[g["date"] < origin, value].to_numpy(), season
+            )
     y, yhat = bt["actual"].astype(float).to_numpy(), bt["yhat"].astype(float).to_numpy()
     err = np.abs(y - yhat)
     den = np.abs(y) + np.abs(yhat)
@@ -56,16 +61,27 @@ class SeriesGate:
 
 
 def _paired(losses: pd.DataFrame, model: str, baseline: str, loss: str, block: int) -> Comparison:
-    w = losses[losses["model"].isin([model, baseline])].pivot_table(index=["origin", "date"], columns="model",
-                                                                      values=loss)
+    w = losses[losses["model"].isin([model, baseline])].pivot_table(
+        index=["origin", "date"], columns="model", values=loss
+    )
     w = w.dropna()
-    return paired_bootstrap(w[model].to_numpy(), w[baseline].to_numpy(), metric=loss, higher_is_better=False,
-                            block=block)
+    return paired_bootstrap(
+        w[model].to_numpy(), w[baseline].to_numpy(), metric=loss, higher_is_better=False, block=block
+    )
 
 
-def gate_series(predictions: pd.DataFrame, daily: pd.DataFrame, *, task: str, value: str = "orders",
-                baselines: tuple[str, ...] = BASELINES, season: int = 7, block: int = 7,
-                recent_days: int = 28, min_recent_mean: float = 0.5) -> SeriesGate:
+def gate_series(
+    predictions: pd.DataFrame,
+    daily: pd.DataFrame,
+    *,
+    task: str,
+    value: str = "orders",
+    baselines: tuple[str, ...] = BASELINES,
+    season: int = 7,
+    block: int = 7,
+    recent_days: int = 28,
+    min_recent_mean: float = 0.5,
+) -> SeriesGate:
     """Per series: the best baseline (lowest backtest MASE among ``baselines``), every other model compared
     with it (intervals for each loss), and the gate decision between the best candidate and that baseline.
     The candidate's future forecast is refused when degenerate against the last ``recent_days`` actuals."""
@@ -77,7 +93,9 @@ def gate_series(predictions: pd.DataFrame, daily: pd.DataFrame, *, task: str, va
     for sid, g in losses.groupby("series_id"):
         means = per_series_mase.loc[sid]
         has_future = set(fut.loc[fut["series_id"] == sid, "model"])
-        base_means = means[means.index.isin(baselines) & means.index.isin(has_future)]  # it must be able to serve
+        base_means = means[
+            means.index.isin(baselines) & means.index.isin(has_future)
+        ]  # it must be able to serve
         if base_means.empty:
             skipped[sid] = "no baseline with both a backtest and a future forecast: nothing served"
             continue
@@ -97,8 +115,11 @@ def gate_series(predictions: pd.DataFrame, daily: pd.DataFrame, *, task: str, va
         cand = min(comps, key=lambda m: comps[m].candidate_value)
         yhat = fut[(fut["series_id"] == sid) & (fut["model"] == cand)]["yhat"]
         recent = hist[hist["series_id"] == sid][value].to_numpy()[-recent_days:]
-        refusal = (degenerate_forecast(yhat, recent, min_recent_mean=min_recent_mean) if len(yhat)
-                   else "no future forecast")
+        refusal = (
+            degenerate_forecast(yhat, recent, min_recent_mean=min_recent_mean)
+            if len(yhat)
+            else "no future forecast"
+        )
         decisions.append(decide(task, sid, cand, base, comps[cand], refusal=refusal))
     # mean over series: each model against the baseline with the lowest mean MASE over the same series
     if len(per_series_mase):
@@ -110,12 +131,24 @@ def gate_series(predictions: pd.DataFrame, daily: pd.DataFrame, *, task: str, va
                 if both.empty or both.shape[1] < 2:
                     continue
                 peer = str(wide.loc[both.index, [b for b in baselines if b in both.columns]].mean().idxmin())
-                c = paired_bootstrap(both[model].to_numpy(), both[peer].to_numpy(), metric=loss,
-                                     higher_is_better=False)
-                rows.append({"scope": "mean_over_series", "model": model, "baseline": peer, "loss": loss,
-                             "comparison": c})
-    return SeriesGate(pd.DataFrame(rows, columns=["scope", "model", "baseline", "loss", "comparison"]), decisions,
-                      best_base, skipped)
+                c = paired_bootstrap(
+                    both[model].to_numpy(), both[peer].to_numpy(), metric=loss, higher_is_better=False
+                )
+                rows.append(
+                    {
+                        "scope": "mean_over_series",
+                        "model": model,
+                        "baseline": peer,
+                        "loss": loss,
+                        "comparison": c,
+                    }
+                )
+    return SeriesGate(
+        pd.DataFrame(rows, columns=["scope", "model", "baseline", "loss", "comparison"]),
+        decisions,
+        best_base,
+        skipped,
+    )
 
 
 def served_forecasts(future: pd.DataFrame, decisions: list[Decision]) -> pd.DataFrame:

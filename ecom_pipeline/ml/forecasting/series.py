@@ -16,8 +16,9 @@ SERIES_COLUMNS = ["series_id", "level", "state", "category", "date", "orders", "
 UNKNOWN = "unknown"
 
 
-def order_lines(orders: pd.DataFrame, items: pd.DataFrame, products: pd.DataFrame,
-                customers: pd.DataFrame) -> pd.DataFrame:
+def order_lines(
+    orders: pd.DataFrame, items: pd.DataFrame, products: pd.DataFrame, customers: pd.DataFrame
+) -> pd.DataFrame:
     """One row per order item with the order day, customer, state, category and line revenue.
 
     Canceled and returned orders (``canonical.NON_PURCHASE_STATUSES``) are neither orders nor revenue."""
@@ -28,8 +29,11 @@ def order_lines(orders: pd.DataFrame, items: pd.DataFrame, products: pd.DataFram
     c = customers[["customer_id", "state"]].drop_duplicates("customer_id")
     o = o.merge(c, on="customer_id", how="left")
     o["state"] = o["state"].fillna(UNKNOWN).astype(str)
-    it = items[["order_id", "product_id", "price", "freight"]].copy() if len(items) else pd.DataFrame(
-        columns=["order_id", "product_id", "price", "freight"])
+    it = (
+        items[["order_id", "product_id", "price", "freight"]].copy()
+        if len(items)
+        else pd.DataFrame(columns=["order_id", "product_id", "price", "freight"])
+    )
     if "quantity" in items.columns and len(items):
         it["price"] = items["price"].astype(float) * items["quantity"].fillna(1).astype(float)
     it["revenue"] = it["price"].astype(float).fillna(0) + it["freight"].astype(float).fillna(0)
@@ -44,8 +48,9 @@ def order_lines(orders: pd.DataFrame, items: pd.DataFrame, products: pd.DataFram
 
 def _aggregate(lines: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     g = lines.groupby(keys + ["date"], dropna=False)
-    return g.agg(orders=("order_id", "nunique"), revenue=("revenue", "sum"),
-                 customers=("customer_id", "nunique")).reset_index()
+    return g.agg(
+        orders=("order_id", "nunique"), revenue=("revenue", "sum"), customers=("customer_id", "nunique")
+    ).reset_index()
 
 
 def _fill(agg: pd.DataFrame, dates: pd.DatetimeIndex, keys: list[str]) -> pd.DataFrame:
@@ -61,8 +66,15 @@ def _fill(agg: pd.DataFrame, dates: pd.DatetimeIndex, keys: list[str]) -> pd.Dat
     return out
 
 
-def daily_series(orders: pd.DataFrame, items: pd.DataFrame, products: pd.DataFrame, customers: pd.DataFrame,
-                 *, top_categories: int = 5, top_states: int = 0) -> pd.DataFrame:
+def daily_series(
+    orders: pd.DataFrame,
+    items: pd.DataFrame,
+    products: pd.DataFrame,
+    customers: pd.DataFrame,
+    *,
+    top_categories: int = 5,
+    top_states: int = 0,
+) -> pd.DataFrame:
     """Daily orders, revenue and distinct customers for the total, per state, per category and per
     (state, top-N category); ``top_states`` > 0 restricts the state×category cross to the top states."""
     if orders.empty:
@@ -84,8 +96,11 @@ def daily_series(orders: pd.DataFrame, items: pd.DataFrame, products: pd.DataFra
         sub = sub[sub["state"].isin(top_st)]
     if len(sub):
         sc = _fill(_aggregate(sub, ["state", "category"]), dates, ["state", "category"])
-        parts.append(sc.assign(series_id="state_category:" + sc["state"] + "|" + sc["category"],
-                               level="state_category"))
+        parts.append(
+            sc.assign(
+                series_id="state_category:" + sc["state"] + "|" + sc["category"], level="state_category"
+            )
+        )
     out = pd.concat(parts, ignore_index=True)[SERIES_COLUMNS]
     return out.sort_values(["series_id", "date"]).reset_index(drop=True)
 
@@ -94,14 +109,31 @@ def weekly_series(daily: pd.DataFrame) -> pd.DataFrame:
     """Weekly sums (weeks start Monday).  Distinct customers are summed per day, so a customer buying on
     two days of a week counts twice: ``customers`` here is customer-days."""
     if daily.empty:
-        return pd.DataFrame(columns=["series_id", "level", "state", "category", "week", "orders", "revenue",
-                                     "customer_days", "days"])
+        return pd.DataFrame(
+            columns=[
+                "series_id",
+                "level",
+                "state",
+                "category",
+                "week",
+                "orders",
+                "revenue",
+                "customer_days",
+                "days",
+            ]
+        )
     d = daily.copy()
     d["week"] = d["date"] - pd.to_timedelta(d["date"].dt.weekday, unit="D")
     g = d.groupby(["series_id", "week"], dropna=False)
-    out = g.agg(level=("level", "first"), state=("state", "first"), category=("category", "first"),
-                orders=("orders", "sum"), revenue=("revenue", "sum"), customer_days=("customers", "sum"),
-                days=("date", "count")).reset_index()
+    out = g.agg(
+        level=("level", "first"),
+        state=("state", "first"),
+        category=("category", "first"),
+        orders=("orders", "sum"),
+        revenue=("revenue", "sum"),
+        customer_days=("customers", "sum"),
+        days=("date", "count"),
+    ).reset_index()
     return out
 
 
@@ -117,12 +149,84 @@ def black_friday(year: int) -> pd.Timestamp:
 # A country in none of these lists gets only its public holidays (and the Christmas run-up where Christmas is
 # one of them, derived from the holidays package rather than listed).
 BLACK_FRIDAY_COUNTRIES = frozenset(
-    ["US", "CA", "MX", "BR", "AR", "CL", "CO", "PE", "UY", "GB", "IE", "FR", "DE", "AT", "CH", "BE", "NL", "LU", "ES", "PT", "IT", "PL", "CZ", "SK", "HU", "RO", "BG", "GR", "SE", "NO", "DK", "FI", "EE", "LV", "LT", "AU", "NZ", "ZA", "IN", "AE", "SA", "TR"])
-CYBER_MONDAY_COUNTRIES = frozenset(["US", "CA", "MX", "BR", "AR", "CL", "CO", "PE", "GB", "IE", "FR", "DE", "ES", "IT", "NL", "PT", "AU", "NZ", "ZA"])
+    [
+        "US",
+        "CA",
+        "MX",
+        "BR",
+        "AR",
+        "CL",
+        "CO",
+        "PE",
+        "UY",
+        "GB",
+        "IE",
+        "FR",
+        "DE",
+        "AT",
+        "CH",
+        "BE",
+        "NL",
+        "LU",
+        "ES",
+        "PT",
+        "IT",
+        "PL",
+        "CZ",
+        "SK",
+        "HU",
+        "RO",
+        "BG",
+        "GR",
+        "SE",
+        "NO",
+        "DK",
+        "FI",
+        "EE",
+        "LV",
+        "LT",
+        "AU",
+        "NZ",
+        "ZA",
+        "IN",
+        "AE",
+        "SA",
+        "TR",
+    ]
+)
+CYBER_MONDAY_COUNTRIES = frozenset(
+    [
+        "US",
+        "CA",
+        "MX",
+        "BR",
+        "AR",
+        "CL",
+        "CO",
+        "PE",
+        "GB",
+        "IE",
+        "FR",
+        "DE",
+        "ES",
+        "IT",
+        "NL",
+        "PT",
+        "AU",
+        "NZ",
+        "ZA",
+    ]
+)
 BOXING_DAY_COUNTRIES = frozenset(["GB", "IE", "CA", "AU", "NZ", "ZA", "HK"])
 SINGLES_DAY_COUNTRIES = frozenset(["CN", "HK", "TW", "SG", "MY", "ID", "TH", "VN", "PH"])
-EVENT_COLUMNS = ["is_black_friday", "black_friday_week", "is_cyber_monday", "christmas_runup", "is_boxing_day",
-                 "is_singles_day"]
+EVENT_COLUMNS = [
+    "is_black_friday",
+    "black_friday_week",
+    "is_cyber_monday",
+    "christmas_runup",
+    "is_boxing_day",
+    "is_singles_day",
+]
 
 
 def _country_calendar(dates: pd.DatetimeIndex, country: str) -> pd.DataFrame:
@@ -133,8 +237,10 @@ def _country_calendar(dates: pd.DatetimeIndex, country: str) -> pd.DataFrame:
     try:
         cal = hol.country_holidays(country, years=years)
     except NotImplementedError as e:
-        raise ValueError(f"the holidays package has no calendar for country {country!r} (ISO 3166 alpha-2 "
-                         "expected; set ECOM_COUNTRY)") from e
+        raise ValueError(
+            f"the holidays package has no calendar for country {country!r} (ISO 3166 alpha-2 "
+            "expected; set ECOM_COUNTRY)"
+        ) from e
     df = pd.DataFrame(index=dates)
     df["holiday_name"] = [cal.get(d.date()) or None for d in dates]
     bf = {black_friday(y) for y in years} if country in BLACK_FRIDAY_COUNTRIES else set()
@@ -178,8 +284,9 @@ def calendar_features(start, end, country="BR", weights: dict[str, float] | None
         df["holiday_name"] = per[countries[0]]["holiday_name"].to_numpy()
     else:
         names = pd.DataFrame({c: per[c]["holiday_name"].to_numpy() for c in countries})
-        df["holiday_name"] = ["; ".join(f"{c}: {n}" for c, n in row.items() if n) or None
-                              for _, row in names.iterrows()]
+        df["holiday_name"] = [
+            "; ".join(f"{c}: {n}" for c, n in row.items() if n) or None for _, row in names.iterrows()
+        ]
     df["holiday_share"] = np.asarray(share, dtype=float)
     df["is_holiday"] = df["holiday_share"] >= 0.5
     for col in EVENT_COLUMNS:
@@ -193,17 +300,31 @@ def calendar_features(start, end, country="BR", weights: dict[str, float] | None
     return df
 
 
-COVARIATES = ["weekday", "is_weekend", "is_holiday", "black_friday_week", "christmas_runup", "year_sin", "year_cos"]
+COVARIATES = [
+    "weekday",
+    "is_weekend",
+    "is_holiday",
+    "black_friday_week",
+    "christmas_runup",
+    "year_sin",
+    "year_cos",
+]
 
 
 def covariate_matrix(cal: pd.DataFrame) -> np.ndarray:
     """Numeric calendar covariates for models: weekday one-hot (7) + flags + yearly Fourier terms."""
     wd = np.eye(7)[cal["weekday"].to_numpy()]
-    rest = cal[["is_holiday", "black_friday_week", "christmas_runup", "year_sin", "year_cos"]].astype(float).to_numpy()
+    rest = (
+        cal[["is_holiday", "black_friday_week", "christmas_runup", "year_sin", "year_cos"]]
+        .astype(float)
+        .to_numpy()
+    )
     return np.concatenate([wd, rest], axis=1).astype(np.float32)
 
 
-def top_series(daily: pd.DataFrame, *, n_states: int = 5, n_categories: int = 5, metric: str = "orders") -> list[str]:
+def top_series(
+    daily: pd.DataFrame, *, n_states: int = 5, n_categories: int = 5, metric: str = "orders"
+) -> list[str]:
     """The series worth a per-series model: total + the top states and categories by volume."""
     if daily.empty:
         return []
@@ -211,7 +332,9 @@ def top_series(daily: pd.DataFrame, *, n_states: int = 5, n_categories: int = 5,
     vol = vol[~vol["series_id"].str.endswith(":" + UNKNOWN)]
     chosen = ["total"] if (vol["series_id"] == "total").any() else []
     for level, n in (("state", n_states), ("category", n_categories)):
-        chosen += vol[vol["level"] == level].sort_values(metric, ascending=False)["series_id"].head(n).tolist()
+        chosen += (
+            vol[vol["level"] == level].sort_values(metric, ascending=False)["series_id"].head(n).tolist()
+        )
     return chosen
 
 
@@ -252,11 +375,11 @@ def top_states(daily: pd.DataFrame, n_states: int = 10, metric: str = "orders") 
         return []
     st = daily[(daily["level"] == "state") & ~daily["series_id"].str.endswith(":" + UNKNOWN)]
     vol = st.groupby("series_id")[metric].sum().sort_values(ascending=False)
-    return vol[vol > 0].index.tolist()[:n_states or None]
+    return vol[vol > 0].index.tolist()[: n_states or None]
 
 
 def covariates_for(cal: pd.DataFrame, dates, horizon: int) -> np.ndarray:
     """Calendar covariates of ``dates`` plus the ``horizon`` days after them (the forecast days)."""
     cal = cal.assign(date=pd.to_datetime(cal["date"])).sort_values("date").set_index("date")
     dates = pd.DatetimeIndex(dates)
-    return covariate_matrix(cal.loc[dates[0]:dates[-1] + pd.Timedelta(days=horizon)].reset_index())
+    return covariate_matrix(cal.loc[dates[0] : dates[-1] + pd.Timedelta(days=horizon)].reset_index())

@@ -18,8 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.ml.forecasting.lstm import (LSTMConfig, _module_base, panel_backtest, series_scale, temporal_net,
-                                               to_intervals, train_quantile_net, window_starts)
+from ecom_pipeline.ml.forecasting.lstm import (
+    LSTMConfig,
+    _module_base,
+    panel_backtest,
+    series_scale,
+    temporal_net,
+    to_intervals,
+    train_quantile_net,
+    window_starts,
+)
 from ecom_pipeline.ml.spatial.gcn import GCNLayer, adjacency, normalized_adjacency
 
 MIN_STATES = 3  # fewer nodes leave no neighbourhood worth convolving over
@@ -49,9 +57,15 @@ class SpatioTemporalNet(_module_base()):
     def safe_config(self) -> dict:
         """What the architecture depends on, read off the layers; the adjacency is a buffer (in the weights)."""
         t = self.temporal.safe_config()
-        return {"n_states": int(self.a_hat.shape[0]), "cov_dim": t["cov_dim"], "hidden": t["hidden"],
-                "embed_dim": t["embed_dim"], "horizon": t["horizon"], "gcn_dim": self.gcn[0].linear.out_features,
-                "gcn_layers": len(self.gcn)}
+        return {
+            "n_states": int(self.a_hat.shape[0]),
+            "cov_dim": t["cov_dim"],
+            "hidden": t["hidden"],
+            "embed_dim": t["embed_dim"],
+            "horizon": t["horizon"],
+            "gcn_dim": self.gcn[0].linear.out_features,
+            "gcn_layers": len(self.gcn),
+        }
 
     def forward(self, x, cov_in, cov_out):
         import torch
@@ -64,8 +78,9 @@ class SpatioTemporalNet(_module_base()):
                 z = torch.relu(z)
         extra = z.permute(0, 2, 1, 3).reshape(b * n, w, -1)
         sid = torch.arange(n, device=x.device).repeat(b)
-        q = self.temporal(x.reshape(b * n, w), cov_in.repeat_interleave(n, 0), cov_out.repeat_interleave(n, 0),
-                          sid, extra)
+        q = self.temporal(
+            x.reshape(b * n, w), cov_in.repeat_interleave(n, 0), cov_out.repeat_interleave(n, 0), sid, extra
+        )
         return q.view(b, n, -1, 3)
 
 
@@ -74,7 +89,9 @@ class STGCNForecaster:
     states at once; ``cfg.max_samples`` and ``cfg.batch_size`` count state-windows, as the LSTM's do, so both
     see the same amount of data per step and per fit."""
 
-    def __init__(self, cfg: LSTMConfig, a_hat: np.ndarray, gcfg: GraphConfig | None = None, device: str = "cpu"):
+    def __init__(
+        self, cfg: LSTMConfig, a_hat: np.ndarray, gcfg: GraphConfig | None = None, device: str = "cpu"
+    ):
         self.cfg, self.a_hat, self.gcfg, self.device = cfg, a_hat, gcfg or GraphConfig(), device
         self.net = None
         self.scale = None
@@ -103,8 +120,14 @@ class STGCNForecaster:
         Ci, Co = torch.tensor(cov[xi]).to(dev), torch.tensor(cov[yi]).to(dev)
         self.net = SpatioTemporalNet(self.a_hat, cov.shape[1], cfg, self.gcfg).to(dev)
         self.final_loss, self.train_seconds = train_quantile_net(
-            self.net, len(st), lambda j: (self.net(X[j], Ci[j], Co[j]), T[j]), cfg,
-            max(1, round(cfg.batch_size / n)), name="stgcn", log=log)
+            self.net,
+            len(st),
+            lambda j: (self.net(X[j], Ci[j], Co[j]), T[j]),
+            cfg,
+            max(1, round(cfg.batch_size / n)),
+            name="stgcn",
+            log=log,
+        )
         return self
 
     def predict(self, Y: np.ndarray, cov: np.ndarray, origin: int):
@@ -115,15 +138,25 @@ class STGCNForecaster:
         dev = torch.device(self.device)
         self.net.eval()
         with torch.no_grad():
-            q = self.net(torch.tensor(Ys[None, :, origin - w:origin]).to(dev),
-                         torch.tensor(cov[None, origin - w:origin]).to(dev),
-                         torch.tensor(cov[None, origin:origin + h]).to(dev))[0].cpu().numpy()
+            q = (
+                self.net(
+                    torch.tensor(Ys[None, :, origin - w : origin]).to(dev),
+                    torch.tensor(cov[None, origin - w : origin]).to(dev),
+                    torch.tensor(cov[None, origin : origin + h]).to(dev),
+                )[0]
+                .cpu()
+                .numpy()
+            )
         self.net.train()
         return to_intervals(q, self.scale)
 
 
-def state_graph(state_ids: list[str], knn_edges: pd.DataFrame, flow_edges: pd.DataFrame | None = None,
-                min_flow_orders: int = 3) -> np.ndarray:
+def state_graph(
+    state_ids: list[str],
+    knn_edges: pd.DataFrame,
+    flow_edges: pd.DataFrame | None = None,
+    min_flow_orders: int = 3,
+) -> np.ndarray:
     """Adjacency over ``state_ids`` (region ids like ``state:SP``): geographic kNN edges plus seller→customer
     flow edges with at least ``min_flow_orders`` orders, made symmetric.  Edges to states outside the list
     are dropped (the forecaster's graph is the induced subgraph)."""
@@ -133,28 +166,62 @@ def state_graph(state_ids: list[str], knn_edges: pd.DataFrame, flow_edges: pd.Da
     return adjacency(state_ids, pd.concat(edges) if edges else pd.DataFrame(columns=["src", "dst"]))
 
 
-def stgcn_backtest(series_ids: list[str], dates, Y: np.ndarray, cov: np.ndarray, A: np.ndarray, cfg: LSTMConfig, *,
-                   graph: bool = True, gcfg: GraphConfig | None = None, folds: int = 3, step: int | None = None,
-                   device: str = "cpu", season: int = 7, log=None, future: bool = True):
+def stgcn_backtest(
+    series_ids: list[str],
+    dates,
+    Y: np.ndarray,
+    cov: np.ndarray,
+    A: np.ndarray,
+    cfg: LSTMConfig,
+    *,
+    graph: bool = True,
+    gcfg: GraphConfig | None = None,
+    folds: int = 3,
+    step: int | None = None,
+    device: str = "cpu",
+    season: int = 7,
+    log=None,
+    future: bool = True,
+):
     """Backtest of the ST-GCN (``graph=True``, model ``stgcn``) or its no-graph twin (identity adjacency,
     model ``stgcn_no_graph``) on the same rolling origins as every other forecaster."""
     if len(series_ids) < MIN_STATES:
-        raise ValueError(f"the spatio-temporal model needs at least {MIN_STATES} states, got {len(series_ids)}")
+        raise ValueError(
+            f"the spatio-temporal model needs at least {MIN_STATES} states, got {len(series_ids)}"
+        )
     a_hat = normalized_adjacency(A if graph else np.zeros_like(A))
     model = "stgcn" if graph else "stgcn_no_graph"
-    return panel_backtest(model, lambda: STGCNForecaster(cfg, a_hat, gcfg, device), series_ids, dates, Y, cov, cfg,
-                          folds=folds, step=step, season=season, log=log, future=future)
+    return panel_backtest(
+        model,
+        lambda: STGCNForecaster(cfg, a_hat, gcfg, device),
+        series_ids,
+        dates,
+        Y,
+        cov,
+        cfg,
+        folds=folds,
+        step=step,
+        season=season,
+        log=log,
+        future=future,
+    )
 
 
-def skip_reason(series_ids: list[str], n_days: int, A: np.ndarray | None, cfg: LSTMConfig, folds: int) -> str | None:
+def skip_reason(
+    series_ids: list[str], n_days: int, A: np.ndarray | None, cfg: LSTMConfig, folds: int
+) -> str | None:
     """Why the spatio-temporal comparison cannot run on this input, or None."""
     if len(series_ids) < MIN_STATES:
-        return f"{len(series_ids)} state series with orders; the spatio-temporal GCN needs at least {MIN_STATES}"
+        return (
+            f"{len(series_ids)} state series with orders; the spatio-temporal GCN needs at least {MIN_STATES}"
+        )
     need = cfg.window + cfg.horizon * (folds + 1)
     if n_days < need:
         return f"too short: {n_days} days, the backtest needs {need} ({cfg.window}-day window + {folds} folds + 1 horizon)"
     if A is None or not (A > 0).any():
-        return "no edges between the selected states (empty kNN graph and flows): nothing for the graph to add"
+        return (
+            "no edges between the selected states (empty kNN graph and flows): nothing for the graph to add"
+        )
     return None
 
 
@@ -166,8 +233,19 @@ class GraphComparison:
     seconds: dict
 
 
-def compare_graph(series_ids: list[str], dates, Y: np.ndarray, cov: np.ndarray, A: np.ndarray, cfg: LSTMConfig, *,
-                  gcfg: GraphConfig | None = None, folds: int = 3, device: str = "cpu", log=None) -> GraphComparison:
+def compare_graph(
+    series_ids: list[str],
+    dates,
+    Y: np.ndarray,
+    cov: np.ndarray,
+    A: np.ndarray,
+    cfg: LSTMConfig,
+    *,
+    gcfg: GraphConfig | None = None,
+    folds: int = 3,
+    device: str = "cpu",
+    log=None,
+) -> GraphComparison:
     """The ST-GCN, its no-graph twin (same hyper-parameters and seeds) and seasonal naive on the same folds."""
     import time
 
@@ -175,17 +253,36 @@ def compare_graph(series_ids: list[str], dates, Y: np.ndarray, cov: np.ndarray, 
 
     seconds = {}
     t0 = time.perf_counter()
-    p_graph, m_graph, final = stgcn_backtest(series_ids, dates, Y, cov, A, cfg, graph=True, gcfg=gcfg, folds=folds,
-                                             device=device, log=log)
+    p_graph, m_graph, final = stgcn_backtest(
+        series_ids, dates, Y, cov, A, cfg, graph=True, gcfg=gcfg, folds=folds, device=device, log=log
+    )
     seconds["stgcn"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    p_twin, m_twin, _ = stgcn_backtest(series_ids, dates, Y, cov, A, cfg, graph=False, gcfg=gcfg, folds=folds,
-                                       device=device, log=log, future=False)
+    p_twin, m_twin, _ = stgcn_backtest(
+        series_ids,
+        dates,
+        Y,
+        cov,
+        A,
+        cfg,
+        graph=False,
+        gcfg=gcfg,
+        folds=folds,
+        device=device,
+        log=log,
+        future=False,
+    )
     seconds["stgcn_no_graph"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    base = fm.run_many({sid: (dates, Y[i]) for i, sid in enumerate(series_ids)},
-                       fm.SeriesConfig(horizon=cfg.horizon, step=cfg.horizon, folds=folds, models=("seasonal_naive",)),
-                       workers=1)
+    base = fm.run_many(
+        {sid: (dates, Y[i]) for i, sid in enumerate(series_ids)},
+        fm.SeriesConfig(horizon=cfg.horizon, step=cfg.horizon, folds=folds, models=("seasonal_naive",)),
+        workers=1,
+    )
     seconds["seasonal_naive"] = time.perf_counter() - t0
-    return GraphComparison(pd.concat([p_graph, p_twin], ignore_index=True),
-                           pd.concat([m_graph, m_twin] + [b.metrics for b in base], ignore_index=True), final, seconds)
+    return GraphComparison(
+        pd.concat([p_graph, p_twin], ignore_index=True),
+        pd.concat([m_graph, m_twin] + [b.metrics for b in base], ignore_index=True),
+        final,
+        seconds,
+    )

@@ -48,8 +48,9 @@ class InteractionData:
         explanations for millions of rows share one string per item instead of building one per row."""
         cache = self.__dict__.setdefault("_phrases", {})
         if template not in cache:
-            cache[template] = np.array([template.format(name=self.name(j)) for j in range(self.n_items)],
-                                       dtype=object)
+            cache[template] = np.array(
+                [template.format(name=self.name(j)) for j in range(self.n_items)], dtype=object
+            )
         return cache[template]
 
 
@@ -79,8 +80,15 @@ def build_data(
     purchased = sp.csr_matrix((np.ones(is_p.sum(), dtype=np.float32), (u[is_p], i[is_p])), shape=shape)
     purchased.sum_duplicates()
     purchased.data[:] = 1.0
-    frame = pd.DataFrame({"u": u, "i": i, "weight": w, "ts": pd.to_datetime(interactions["ts"]).to_numpy(),
-                          "event_type": interactions["event_type"].to_numpy()})
+    frame = pd.DataFrame(
+        {
+            "u": u,
+            "i": i,
+            "weight": w,
+            "ts": pd.to_datetime(interactions["ts"]).to_numpy(),
+            "event_type": interactions["event_type"].to_numpy(),
+        }
+    )
     region = np.array([None] * len(users), dtype=object)
     if user_regions is not None and len(user_regions):
         r = user_regions.copy()

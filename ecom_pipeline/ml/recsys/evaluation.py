@@ -41,8 +41,9 @@ def user_temporal_split(
     """Cutoff from ``temporal_split`` (over the target interactions' times when no cutoff is given)."""
     if cutoff is None:
         target_times = interactions.loc[interactions["event_type"].isin(target_types), ["ts"]]
-        cutoff = temporal_split(target_times if len(target_times) else interactions[["ts"]], "ts",
-                                test_fraction=test_fraction).cutoff
+        cutoff = temporal_split(
+            target_times if len(target_times) else interactions[["ts"]], "ts", test_fraction=test_fraction
+        ).cutoff
     split = temporal_split(interactions, "ts", cutoff=cutoff)
     train, test = split.train, split.test
     test = test[test["event_type"].isin(target_types)]
@@ -57,14 +58,15 @@ def user_temporal_split(
     return RecsysSplit(split.cutoff, train, test, truth, item_col)
 
 
-def top_k(model, data: InteractionData, user_ids, k: int, *, exclude_seen: bool = True,
-          batch: int = 512) -> dict:
+def top_k(
+    model, data: InteractionData, user_ids, k: int, *, exclude_seen: bool = True, batch: int = 512
+) -> dict:
     """customer_id -> list of the top-k item ids (users unknown to ``data`` get nothing)."""
     idx = data.users.get_indexer(pd.Index([str(u) for u in user_ids]))
     known = [(u, i) for u, i in zip(user_ids, idx) if i >= 0]
     out = {}
     for start in range(0, len(known), batch):
-        chunk = known[start:start + batch]
+        chunk = known[start : start + batch]
         uidx = np.array([i for _, i in chunk])
         scores = np.asarray(model.score(uidx), dtype=np.float64)
         if exclude_seen:
@@ -81,13 +83,25 @@ def top_k(model, data: InteractionData, user_ids, k: int, *, exclude_seen: bool 
     return out
 
 
-def evaluate_model(model, data: InteractionData, split: RecsysSplit, k: int = 10,
-                   exclude_seen: bool = True, per_user: bool = False) -> dict[str, float]:
+def evaluate_model(
+    model,
+    data: InteractionData,
+    split: RecsysSplit,
+    k: int = 10,
+    exclude_seen: bool = True,
+    per_user: bool = False,
+) -> dict[str, float]:
     """Ranking metrics on the split; ``per_user`` adds ``_per_user_ndcg`` (a Series) for the serving gate."""
     t0 = time.perf_counter()
     recs = top_k(model, data, list(split.truth), k, exclude_seen=exclude_seen)
-    metrics = evaluate_rankings(recs, split.truth, k=k, catalog_size=data.n_items,
-                                item_user_counts=data.item_user_counts(), n_train_users=data.n_users)
+    metrics = evaluate_rankings(
+        recs,
+        split.truth,
+        k=k,
+        catalog_size=data.n_items,
+        item_user_counts=data.item_user_counts(),
+        n_train_users=data.n_users,
+    )
     metrics["_score_seconds"] = time.perf_counter() - t0
     if per_user:
         metrics["_per_user_ndcg"] = per_user_ndcg(recs, split.truth, k)

@@ -19,8 +19,9 @@ def _module_base():
 class FactorRecommenderModule(_module_base()):
     """User and item factors (buffers) with their ids; ``safe_config`` + the state dict rebuild it."""
 
-    def __init__(self, user_ids, item_ids, user_factors: np.ndarray, item_factors: np.ndarray,
-                 seen: dict | None = None):
+    def __init__(
+        self, user_ids, item_ids, user_factors: np.ndarray, item_factors: np.ndarray, seen: dict | None = None
+    ):
         import torch
 
         super().__init__()
@@ -31,8 +32,12 @@ class FactorRecommenderModule(_module_base()):
         self.seen = {str(k): list(map(int, v)) for k, v in (seen or {}).items()}
 
     def safe_config(self) -> dict:
-        return {"user_ids": self.user_ids, "item_ids": self.item_ids, "seen": self.seen,
-                "n_factors": int(self.user_factors.shape[1])}
+        return {
+            "user_ids": self.user_ids,
+            "item_ids": self.item_ids,
+            "seen": self.seen,
+            "n_factors": int(self.user_factors.shape[1]),
+        }
 
     @classmethod
     def from_config(cls, cfg: dict) -> FactorRecommenderModule:
@@ -40,7 +45,9 @@ class FactorRecommenderModule(_module_base()):
         f = int(cfg["n_factors"])
         users, items = [str(u) for u in cfg["user_ids"]], [str(i) for i in cfg["item_ids"]]
         seen = {str(k): [int(j) for j in v] for k, v in dict(cfg["seen"]).items()}
-        return cls(users, items, np.zeros((len(users), f), np.float32), np.zeros((len(items), f), np.float32), seen)
+        return cls(
+            users, items, np.zeros((len(users), f), np.float32), np.zeros((len(items), f), np.float32), seen
+        )
 
     def forward(self, user_index):
         return self.user_factors[user_index] @ self.item_factors.T
@@ -58,12 +65,16 @@ class FactorRecommenderModule(_module_base()):
         return [self.item_ids[j] for j in torch.topk(s, min(k, len(s))).indices.tolist()]
 
 
-def factor_module(user_ids, item_ids, user_factors: np.ndarray, item_factors: np.ndarray,
-                  seen: dict | None = None) -> FactorRecommenderModule:
+def factor_module(
+    user_ids, item_ids, user_factors: np.ndarray, item_factors: np.ndarray, seen: dict | None = None
+) -> FactorRecommenderModule:
     return FactorRecommenderModule(user_ids, item_ids, user_factors, item_factors, seen)
 
 
 def seen_items(data) -> dict:
     p = data.purchased.tocsr()
-    return {data.users[u]: p.indices[p.indptr[u]:p.indptr[u + 1]].tolist() for u in range(p.shape[0])
-            if p.indptr[u + 1] > p.indptr[u]}
+    return {
+        data.users[u]: p.indices[p.indptr[u] : p.indptr[u + 1]].tolist()
+        for u in range(p.shape[0])
+        if p.indptr[u + 1] > p.indptr[u]
+    }

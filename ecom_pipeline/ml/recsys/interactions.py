@@ -19,12 +19,17 @@ UNKNOWN_CATEGORY = "unknown"
 
 # Table names the SQL reads; ``build_interactions`` registers DataFrames under these names, the asset
 # points them at the staging tables, so both run the one query below.
-STAGING_TABLES = {"orders": "staging.orders", "order_items": "staging.order_items", "events": "staging.events",
-                  "products": "staging.products"}
+STAGING_TABLES = {
+    "orders": "staging.orders",
+    "order_items": "staging.order_items",
+    "events": "staging.events",
+    "products": "staging.products",
+}
 
 
-def interactions_query(tables: dict[str, str], weights: dict[str, float] | None = None,
-                       has_orders: bool = True) -> tuple[str, list]:
+def interactions_query(
+    tables: dict[str, str], weights: dict[str, float] | None = None, has_orders: bool = True
+) -> tuple[str, list]:
     """(SQL, parameters) for the interactions of ``tables`` (keys as in STAGING_TABLES; a missing key is a
     source without that table).  DuckDB SQL, so 13M events at 1M orders never become a pandas frame.
 
@@ -53,11 +58,16 @@ def interactions_query(tables: dict[str, str], weights: dict[str, float] | None 
                 JOIN (VALUES {values}) w(event_type, weight) ON lower(CAST(e.event_type AS VARCHAR)) = w.event_type""")
             params += [x for k in kinds for x in (k, float(weights[k]))]
     if not parts:
-        parts.append("SELECT NULL::VARCHAR AS customer_id, NULL::VARCHAR AS product_id, NULL::VARCHAR AS event_type, "
-                     "NULL::TIMESTAMP AS ts, NULL::DOUBLE AS weight, NULL::VARCHAR AS source WHERE false")
-    category = ("(SELECT CAST(product_id AS VARCHAR) AS product_id, any_value(CAST(category AS VARCHAR)) AS category "
-                f"FROM {tables['products']} GROUP BY 1)" if "products" in tables else
-                "(SELECT NULL::VARCHAR AS product_id, NULL::VARCHAR AS category WHERE false)")
+        parts.append(
+            "SELECT NULL::VARCHAR AS customer_id, NULL::VARCHAR AS product_id, NULL::VARCHAR AS event_type, "
+            "NULL::TIMESTAMP AS ts, NULL::DOUBLE AS weight, NULL::VARCHAR AS source WHERE false"
+        )
+    category = (
+        "(SELECT CAST(product_id AS VARCHAR) AS product_id, any_value(CAST(category AS VARCHAR)) AS category "
+        f"FROM {tables['products']} GROUP BY 1)"
+        if "products" in tables
+        else "(SELECT NULL::VARCHAR AS product_id, NULL::VARCHAR AS category WHERE false)"
+    )
     sql = f"""
         WITH x AS ({" UNION ALL ".join(parts)})
         SELECT x.customer_id, x.product_id, coalesce(c.category, ?) AS category, x.event_type, x.ts, x.weight,
@@ -97,8 +107,17 @@ def build_interactions(
 
 def aggregate_interactions(interactions: pd.DataFrame, item_col: str = "product_id") -> pd.DataFrame:
     """Per (customer, item): summed weight, counts per event type, first and last time."""
-    cols = ["customer_id", item_col, "weight", "n_interactions", "n_purchases", "n_carts", "n_views",
-            "first_ts", "last_ts"]
+    cols = [
+        "customer_id",
+        item_col,
+        "weight",
+        "n_interactions",
+        "n_purchases",
+        "n_carts",
+        "n_views",
+        "first_ts",
+        "last_ts",
+    ]
     if interactions.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
     df = interactions.assign(
@@ -107,7 +126,12 @@ def aggregate_interactions(interactions: pd.DataFrame, item_col: str = "product_
         _v=(interactions["event_type"] == "view").astype(int),
     )
     g = df.groupby(["customer_id", item_col], as_index=False).agg(
-        weight=("weight", "sum"), n_interactions=("weight", "size"), n_purchases=("_p", "sum"),
-        n_carts=("_c", "sum"), n_views=("_v", "sum"), first_ts=("ts", "min"), last_ts=("ts", "max"),
+        weight=("weight", "sum"),
+        n_interactions=("weight", "size"),
+        n_purchases=("_p", "sum"),
+        n_carts=("_c", "sum"),
+        n_views=("_v", "sum"),
+        first_ts=("ts", "min"),
+        last_ts=("ts", "max"),
     )
     return g[cols]

@@ -58,8 +58,9 @@ def catalog_coverage(recommendations: Mapping[object, Sequence], catalog_size: i
     return len(seen) / catalog_size
 
 
-def novelty(recommendations: Mapping[object, Sequence], item_user_counts: Mapping[object, int],
-            n_users: int, k: int) -> float:
+def novelty(
+    recommendations: Mapping[object, Sequence], item_user_counts: Mapping[object, int], n_users: int, k: int
+) -> float:
     if n_users <= 0:
         return float("nan")
     values = []

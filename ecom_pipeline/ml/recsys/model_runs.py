@@ -22,9 +22,18 @@ class TwoTowerRun:
     data: Any = None  # the training RecData (users, items) the model's vectors index
 
 
-def evaluate_two_tower(interactions: pd.DataFrame, *, regions: pd.Series, side: dict, params: dict, k: int,
-                       test_fraction: float, min_eval_users: int, device: str,
-                       log: Callable[[str], None] = print) -> TwoTowerRun:
+def evaluate_two_tower(
+    interactions: pd.DataFrame,
+    *,
+    regions: pd.Series,
+    side: dict,
+    params: dict,
+    k: int,
+    test_fraction: float,
+    min_eval_users: int,
+    device: str,
+    log: Callable[[str], None] = print,
+) -> TwoTowerRun:
     """Train the two-tower model and every baseline on the user-level temporal split of the item level and
     score each at ``k``; too few evaluable users (< ``min_eval_users``) trains nothing and says why."""
     from ecom_pipeline.ml.recsys.data import build_data
@@ -44,8 +53,10 @@ def evaluate_two_tower(interactions: pd.DataFrame, *, regions: pd.Series, side: 
         return run
     res.cutoff, res.n_train_interactions, res.n_eval_users = split.cutoff, len(split.train), len(split.truth)
     if len(split.truth) < min_eval_users:
-        res.message = (f"only {len(split.truth)} users have history before {split.cutoff:%Y-%m-%d} and a new "
-                       f"purchase after it (< {min_eval_users}): two-tower not trained")
+        res.message = (
+            f"only {len(split.truth)} users have history before {split.cutoff:%Y-%m-%d} and a new "
+            f"purchase after it (< {min_eval_users}): two-tower not trained"
+        )
         return run
     run.data = build_data(split.train, "product_id", user_regions=regions)
     res.n_items = run.data.n_items
@@ -73,9 +84,15 @@ def evaluated_als_module(interactions: pd.DataFrame, result, *, als_params: dict
     from ecom_pipeline.ml.recsys.models import make_model
 
     col = "product_id" if result.level == "item" else "category"
-    split = user_temporal_split(interactions, item_col=col, cutoff=result.cutoff,
-                                exclude_seen=result.level == "item")
+    split = user_temporal_split(
+        interactions, item_col=col, cutoff=result.cutoff, exclude_seen=result.level == "item"
+    )
     data = build_data(split.train, col, user_regions=regions)
     als = make_model("als", **als_params).fit(data)
-    return factor_module(data.users, data.items, als.user_factors, als.item_factors,
-                         seen_items(data) if result.level == "item" else None)
+    return factor_module(
+        data.users,
+        data.items,
+        als.user_factors,
+        als.item_factors,
+        seen_items(data) if result.level == "item" else None,
+    )

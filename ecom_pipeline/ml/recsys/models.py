@@ -31,8 +31,9 @@ def explain_many(model, data: InteractionData, users: np.ndarray, items: np.ndar
     return np.array([model.explain(data, int(u), int(i)) for u, i in zip(users, items)], dtype=object)
 
 
-def best_history_item(history: sp.csr_matrix, users: np.ndarray, items: np.ndarray, score,
-                      order_weight: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def best_history_item(
+    history: sp.csr_matrix, users: np.ndarray, items: np.ndarray, score, order_weight: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Per pair (u, i): the history item j of user u maximising ``score(j, i, w)`` (``w`` = history value),
     and that score; -1 where u has no history.  Ties go to the first j in the history order (column order,
     or descending value first with ``order_weight``), as ``np.argmax`` over that order would."""
@@ -134,8 +135,10 @@ class RegionalPopularity:
 
     def explain_many(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         regions = data.user_region[users]
-        text = {r: self.explain(data, int(users[k]), 0) for r, k in
-                zip(*np.unique(regions.astype(str), return_index=True))}
+        text = {
+            r: self.explain(data, int(users[k]), 0)
+            for r, k in zip(*np.unique(regions.astype(str), return_index=True))
+        }
         return np.array([text[r] for r in regions.astype(str)], dtype=object)
 
 
@@ -186,8 +189,11 @@ class ItemKNN:
             vals.append(d)
         if not rows:
             return sp.csr_matrix(sim.shape, dtype=np.float32)
-        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=sim.shape, dtype=np.float32)
+        return sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=sim.shape,
+            dtype=np.float32,
+        )
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         s = (self.user_matrix[user_idx] @ self.sim).toarray().astype(np.float64)
@@ -219,14 +225,21 @@ class ALSRecommender:
     name = "als"
     description = "matrix factorisation for implicit feedback (implicit ALS), confidence = 1 + alpha·weight"
 
-    def __init__(self, factors: int = 32, regularization: float = 0.05, iterations: int = 15,
-                 alpha: float = 2.0, seed: int = 0):
-        self.params = dict(factors=factors, regularization=regularization, iterations=iterations,
-                           alpha=alpha, seed=seed)
+    def __init__(
+        self,
+        factors: int = 32,
+        regularization: float = 0.05,
+        iterations: int = 15,
+        alpha: float = 2.0,
+        seed: int = 0,
+    ):
+        self.params = dict(
+            factors=factors, regularization=regularization, iterations=iterations, alpha=alpha, seed=seed
+        )
 
     def fit(self, data: InteractionData):
-        from threadpoolctl import threadpool_limits
         from implicit.cpu.als import AlternatingLeastSquares
+        from threadpoolctl import threadpool_limits
 
         p = self.params
         self.data = data
@@ -234,8 +247,13 @@ class ALSRecommender:
         x.data = np.log1p(x.data)
         with threadpool_limits(1, "blas"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            model = AlternatingLeastSquares(factors=p["factors"], regularization=p["regularization"],
-                                            iterations=p["iterations"], alpha=p["alpha"], random_state=p["seed"])
+            model = AlternatingLeastSquares(
+                factors=p["factors"],
+                regularization=p["regularization"],
+                iterations=p["iterations"],
+                alpha=p["alpha"],
+                random_state=p["seed"],
+            )
             model.fit(x, show_progress=False)
         self.user_factors = np.asarray(model.user_factors)
         self.item_factors = np.asarray(model.item_factors)
@@ -255,8 +273,11 @@ class ALSRecommender:
         if len(hist):
             sims = self._unit[hist] @ self._unit[i]
             j = hist[int(np.argmax(sims))]
-            return f"similar to {data.name(j)} you bought" if data.purchased[u, j] else \
-                f"similar to {data.name(j)} you viewed"
+            return (
+                f"similar to {data.name(j)} you bought"
+                if data.purchased[u, j]
+                else f"similar to {data.name(j)} you viewed"
+            )
         return ANYONE
 
     def explain_many(self, data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -271,8 +292,9 @@ BASELINES = ("popularity", "recent_popularity", "regional_popularity", "item_knn
 
 
 def make_model(name: str, **params):
-    classes = {c.name: c for c in (GlobalPopularity, RecentPopularity, RegionalPopularity, ItemKNN,
-                                   ALSRecommender)}
+    classes = {
+        c.name: c for c in (GlobalPopularity, RecentPopularity, RegionalPopularity, ItemKNN, ALSRecommender)
+    }
     if name == "two_tower":
         from ecom_pipeline.ml.recsys.two_tower import TwoTowerRecommender
 

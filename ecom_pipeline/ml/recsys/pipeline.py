@@ -40,8 +40,16 @@ class LevelResult:
 
 
 def evaluate_level(
-    interactions: pd.DataFrame, *, level: str, k: int, models: list[str], params: dict[str, dict],
-    user_regions: pd.Series | None, test_fraction: float = 0.2, min_eval_users: int = 5, log=print,
+    interactions: pd.DataFrame,
+    *,
+    level: str,
+    k: int,
+    models: list[str],
+    params: dict[str, dict],
+    user_regions: pd.Series | None,
+    test_fraction: float = 0.2,
+    min_eval_users: int = 5,
+    log=print,
     extra_fit_args: dict | None = None,
 ) -> LevelResult:
     col = LEVELS[level]
@@ -49,14 +57,17 @@ def evaluate_level(
     if interactions.empty:
         return LevelResult(level, k, None, 0, 0, 0, message="no interactions: nothing to evaluate")
     try:
-        split = user_temporal_split(interactions, item_col=col, test_fraction=test_fraction,
-                                    exclude_seen=exclude_seen)
+        split = user_temporal_split(
+            interactions, item_col=col, test_fraction=test_fraction, exclude_seen=exclude_seen
+        )
     except ValueError as exc:
         return LevelResult(level, k, None, len(interactions), 0, 0, message=f"cannot split: {exc}")
     res = LevelResult(level, k, split.cutoff, len(split.train), len(split.truth), 0)
     if len(split.truth) < min_eval_users:
-        res.message = (f"only {len(split.truth)} users have history before {split.cutoff:%Y-%m-%d} and a new "
-                       f"{level}-level purchase after it (< {min_eval_users}): no reliable evaluation")
+        res.message = (
+            f"only {len(split.truth)} users have history before {split.cutoff:%Y-%m-%d} and a new "
+            f"{level}-level purchase after it (< {min_eval_users}): no reliable evaluation"
+        )
         return res
     data = build_data(split.train, col, user_regions=user_regions)
     res.n_items = data.n_items
@@ -87,15 +98,42 @@ def metrics_frame(results: list[LevelResult], dataset: str, baseline: str = "pop
         winner = r.winner()
         for model, ms in r.metrics.items():
             for metric, value in ms.items():
-                rows.append({
-                    "level": r.level, "model": model, "is_baseline": model in BASELINES, "metric": metric,
-                    "value": float(value), "baseline": baseline, "baseline_value": base.get(metric),
-                    "beats_baseline": (value > base[metric]) if metric in base and model != baseline else None,
-                    "winner": model == winner, "cutoff": r.cutoff, "eval_users": r.n_eval_users,
-                    "items": r.n_items, "fit_seconds": r.fit_seconds.get(model), "dataset": dataset,
-                })
-    cols = ["level", "model", "is_baseline", "metric", "value", "baseline", "baseline_value", "beats_baseline",
-            "winner", "cutoff", "eval_users", "items", "fit_seconds", "dataset"]
+                rows.append(
+                    {
+                        "level": r.level,
+                        "model": model,
+                        "is_baseline": model in BASELINES,
+                        "metric": metric,
+                        "value": float(value),
+                        "baseline": baseline,
+                        "baseline_value": base.get(metric),
+                        "beats_baseline": (value > base[metric])
+                        if metric in base and model != baseline
+                        else None,
+                        "winner": model == winner,
+                        "cutoff": r.cutoff,
+                        "eval_users": r.n_eval_users,
+                        "items": r.n_items,
+                        "fit_seconds": r.fit_seconds.get(model),
+                        "dataset": dataset,
+                    }
+                )
+    cols = [
+        "level",
+        "model",
+        "is_baseline",
+        "metric",
+        "value",
+        "baseline",
+        "baseline_value",
+        "beats_baseline",
+        "winner",
+        "cutoff",
+        "eval_users",
+        "items",
+        "fit_seconds",
+        "dataset",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -112,13 +150,30 @@ class FittedRecommender:
 
 
 def serve(
-    interactions: pd.DataFrame, *, level: str, model_name: str, params: dict, k: int,
-    user_regions: pd.Series | None, item_names: dict | None, model_version: str,
-    users: list | None = None, fitted=None,
+    interactions: pd.DataFrame,
+    *,
+    level: str,
+    model_name: str,
+    params: dict,
+    k: int,
+    user_regions: pd.Series | None,
+    item_names: dict | None,
+    model_version: str,
+    users: list | None = None,
+    fitted=None,
 ) -> tuple[pd.DataFrame, FittedRecommender | None]:
     """Top-k per user with score and explanation (users: everyone with history by default)."""
-    cols = ["customer_id", "level", "rank", "item_id", "item_name", "score", "model", "model_version",
-            "explanation"]
+    cols = [
+        "customer_id",
+        "level",
+        "rank",
+        "item_id",
+        "item_name",
+        "score",
+        "model",
+        "model_version",
+        "explanation",
+    ]
     if interactions.empty:
         return pd.DataFrame(columns=cols), None
     col = LEVELS[level]
@@ -129,7 +184,7 @@ def serve(
     batch = 1024
     item_ids = np.asarray(data.items, dtype=object)
     for start in range(0, len(users), batch):  # columnar per chunk: millions of rows stay arrays, not tuples
-        chunk = users[start:start + batch]
+        chunk = users[start : start + batch]
         uidx = data.users.get_indexer(pd.Index(chunk))
         scores = np.asarray(model.score(uidx), dtype=np.float64)
         if level == "item":
@@ -143,20 +198,33 @@ def serve(
         finite = np.isfinite(top)
         row, pos = np.nonzero(finite)
         items = cand[row, pos]
-        frames.append(pd.DataFrame({
-            "customer_id": np.asarray(chunk, dtype=object)[row], "level": level,
-            "rank": np.cumsum(finite, axis=1)[row, pos], "item_id": item_ids[items],
-            "item_name": data.phrases("{name}")[items], "score": top[row, pos], "model": model_name,
-            "model_version": model_version,
-            "explanation": explain_many(model, data, uidx[row], items),
-        }, columns=cols))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "customer_id": np.asarray(chunk, dtype=object)[row],
+                    "level": level,
+                    "rank": np.cumsum(finite, axis=1)[row, pos],
+                    "item_id": item_ids[items],
+                    "item_name": data.phrases("{name}")[items],
+                    "score": top[row, pos],
+                    "model": model_name,
+                    "model_version": model_version,
+                    "explanation": explain_many(model, data, uidx[row], items),
+                },
+                columns=cols,
+            )
+        )
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
     return out, FittedRecommender(model, data, k)
 
 
 def related_items(
-    interactions: pd.DataFrame, *, n: int = 10, item_names: dict | None = None,
-    product_embeddings: pd.DataFrame | None = None, products: pd.DataFrame | None = None,
+    interactions: pd.DataFrame,
+    *,
+    n: int = 10,
+    item_names: dict | None = None,
+    product_embeddings: pd.DataFrame | None = None,
+    products: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Item → related items: co-occurrence (item-kNN) first; items without co-occurrence neighbours (cold
     start) get content neighbours from product embeddings when present, else popular items of the same
@@ -178,8 +246,16 @@ def related_items(
             item = data.items[i]
             covered.add(item)
             for rank, o in enumerate(order, 1):
-                rows.append((item, rank, data.items[c[o]], float(d[o]), "co_occurrence",
-                             f"customers who bought {names.get(item, item)} also bought this"))
+                rows.append(
+                    (
+                        item,
+                        rank,
+                        data.items[c[o]],
+                        float(d[o]),
+                        "co_occurrence",
+                        f"customers who bought {names.get(item, item)} also bought this",
+                    )
+                )
     if product_embeddings is not None and len(product_embeddings):
         emb = product_embeddings.dropna(subset=["embedding"])
         emb = emb[~emb["product_id"].astype(str).isin(covered)] if len(emb) else emb
@@ -190,7 +266,7 @@ def related_items(
             ids = all_emb["product_id"].astype(str).to_numpy()
             pos = {p: j for j, p in enumerate(ids)}
             for start in range(0, len(emb), 1024):
-                chunk = emb["product_id"].astype(str).to_numpy()[start:start + 1024]
+                chunk = emb["product_id"].astype(str).to_numpy()[start : start + 1024]
                 q = mat[[pos[p] for p in chunk]]
                 sims = q @ mat.T
                 for row, p in enumerate(chunk):
@@ -198,20 +274,31 @@ def related_items(
                     top = np.argpartition(-sims[row], min(n, len(ids) - 1) - 1)[:n]
                     top = top[np.argsort(-sims[row, top])]
                     for rank, j in enumerate(top, 1):
-                        rows.append((p, rank, ids[j], float(sims[row, j]), "content_embedding",
-                                     f"similar to {names.get(p, p)} (product content)"))
+                        rows.append(
+                            (
+                                p,
+                                rank,
+                                ids[j],
+                                float(sims[row, j]),
+                                "content_embedding",
+                                f"similar to {names.get(p, p)} (product content)",
+                            )
+                        )
                     covered.add(p)
     elif products is not None and len(products) and not interactions.empty:
         pop = interactions.groupby("product_id")["customer_id"].nunique()
         prods = products[["product_id", "category"]].astype(str)
         prods = prods.assign(pop=prods["product_id"].map(pop).fillna(0))
-        top_by_cat = {c: g.sort_values("pop", ascending=False).head(n + 1)
-                      for c, g in prods[prods["pop"] > 0].groupby("category")}
+        top_by_cat = {
+            c: g.sort_values("pop", ascending=False).head(n + 1)
+            for c, g in prods[prods["pop"] > 0].groupby("category")
+        }
         for p, c in prods[["product_id", "category"]].itertuples(index=False):
             if p in covered or c not in top_by_cat:
                 continue
             cand = top_by_cat[c][top_by_cat[c]["product_id"] != p].head(n)
             for rank, (q, sc) in enumerate(zip(cand["product_id"], cand["pop"]), 1):
-                rows.append((p, rank, q, float(sc), "category_popularity",
-                             f"popular in the same category ({c})"))
+                rows.append(
+                    (p, rank, q, float(sc), "category_popularity", f"popular in the same category ({c})")
+                )
     return pd.DataFrame(rows, columns=cols)

@@ -13,9 +13,16 @@ import pandas as pd
 
 
 def planted_world(
-    n_users: int = 600, n_items: int = 300, n_categories: int = 10, n_states: int = 5,
-    purchases_per_user: tuple[int, int] = (3, 9), views_per_purchase: int = 2,
-    p_taste: float = 0.6, p_region: float = 0.2, days: int = 365, seed: int = 0,
+    n_users: int = 600,
+    n_items: int = 300,
+    n_categories: int = 10,
+    n_states: int = 5,
+    purchases_per_user: tuple[int, int] = (3, 9),
+    views_per_purchase: int = 2,
+    p_taste: float = 0.6,
+    p_region: float = 0.2,
+    days: int = 365,
+    seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """Canonical-shaped frames: customers, products, orders, order_items, events (+ ``truth`` taste)."""
     rng = np.random.default_rng(seed)
@@ -49,44 +56,85 @@ def planted_world(
             else:
                 item = int(rng.choice(n_items, p=zipf))
             ts = start + pd.Timedelta(days=float(t))
-            orders.append((f"o{oid:06d}", cust, "delivered", ts, ts + pd.Timedelta(days=1),
-                           ts + pd.Timedelta(days=float(rng.integers(3, 15))), ts + pd.Timedelta(days=10)))
+            orders.append(
+                (
+                    f"o{oid:06d}",
+                    cust,
+                    "delivered",
+                    ts,
+                    ts + pd.Timedelta(days=1),
+                    ts + pd.Timedelta(days=float(rng.integers(3, 15))),
+                    ts + pd.Timedelta(days=10),
+                )
+            )
             order_items.append((f"o{oid:06d}", 1, items[item], "s1", float(10 + item % 50), 5.0, 1))
             sess = f"sess{oid}"
             for v in range(views_per_purchase):
                 # views: sometimes the item bought later, sometimes another item of the same category
                 vi = item if v == 0 else int(rng.choice(pool)) if len(pool) else item
-                events.append((f"e{eid:07d}", ts - pd.Timedelta(minutes=5 * (v + 1)), cust, sess, "view", items[vi]))
+                events.append(
+                    (f"e{eid:07d}", ts - pd.Timedelta(minutes=5 * (v + 1)), cust, sess, "view", items[vi])
+                )
                 eid += 1
             events.append((f"e{eid:07d}", ts - pd.Timedelta(minutes=1), cust, sess, "cart", items[item]))
             eid += 1
             oid += 1
-    customers = pd.DataFrame({
-        "customer_id": [f"c{u:05d}" for u in range(n_users)], "zip_prefix": "00000", "city": "x",
-        "state": [states[s] for s in user_state], "lat": 0.0, "lng": 0.0,
-    })
-    products = pd.DataFrame({
-        "product_id": items, "category": [cats[c] for c in item_cat], "title": [f"item {i}" for i in items],
-        "description": "", "price": [float(10 + i % 50) for i in range(n_items)], "image_uri": None,
-        "attributes": None,
-    })
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"c{u:05d}" for u in range(n_users)],
+            "zip_prefix": "00000",
+            "city": "x",
+            "state": [states[s] for s in user_state],
+            "lat": 0.0,
+            "lng": 0.0,
+        }
+    )
+    products = pd.DataFrame(
+        {
+            "product_id": items,
+            "category": [cats[c] for c in item_cat],
+            "title": [f"item {i}" for i in items],
+            "description": "",
+            "price": [float(10 + i % 50) for i in range(n_items)],
+            "image_uri": None,
+            "attributes": None,
+        }
+    )
     return {
         "customers": customers,
         "products": products,
-        "orders": pd.DataFrame(orders, columns=["order_id", "customer_id", "status", "purchased_at",
-                                                "approved_at", "delivered_at", "estimated_delivery_at"]),
-        "order_items": pd.DataFrame(order_items, columns=["order_id", "item_seq", "product_id", "seller_id",
-                                                          "price", "freight", "quantity"]),
-        "events": pd.DataFrame(events, columns=["event_id", "ts", "customer_id", "session_id", "event_type",
-                                                "product_id"]),
-        "taste": pd.DataFrame({"customer_id": [f"c{u:05d}" for u in range(n_users)],
-                               "category": [cats[c] for c in user_taste]}),
+        "orders": pd.DataFrame(
+            orders,
+            columns=[
+                "order_id",
+                "customer_id",
+                "status",
+                "purchased_at",
+                "approved_at",
+                "delivered_at",
+                "estimated_delivery_at",
+            ],
+        ),
+        "order_items": pd.DataFrame(
+            order_items,
+            columns=["order_id", "item_seq", "product_id", "seller_id", "price", "freight", "quantity"],
+        ),
+        "events": pd.DataFrame(
+            events, columns=["event_id", "ts", "customer_id", "session_id", "event_type", "product_id"]
+        ),
+        "taste": pd.DataFrame(
+            {"customer_id": [f"c{u:05d}" for u in range(n_users)], "category": [cats[c] for c in user_taste]}
+        ),
     }
 
 
 def planted_sequences(
-    n_users: int = 400, n_items: int = 200, purchases_per_user: tuple[int, int] = (6, 14),
-    p_next: float = 0.7, days: int = 365, seed: int = 0,
+    n_users: int = 400,
+    n_items: int = 200,
+    purchases_per_user: tuple[int, int] = (6, 14),
+    p_next: float = 0.7,
+    days: int = 365,
+    seed: int = 0,
 ) -> dict[str, pd.DataFrame]:
     """A planted *order* pattern: the items form one hidden cycle, and a customer's next purchase is the
     successor of their previous one with probability ``p_next`` (else a Zipf-popular item).  Every item is
@@ -111,19 +159,59 @@ def planted_sequences(
         item = int(rng.integers(n_items))
         for t in times:
             ts = start + pd.Timedelta(days=float(t))
-            orders.append((f"o{oid:06d}", cust, "delivered", ts, ts, ts + pd.Timedelta(days=5), ts + pd.Timedelta(days=10)))
+            orders.append(
+                (
+                    f"o{oid:06d}",
+                    cust,
+                    "delivered",
+                    ts,
+                    ts,
+                    ts + pd.Timedelta(days=5),
+                    ts + pd.Timedelta(days=10),
+                )
+            )
             order_items.append((f"o{oid:06d}", 1, items[item], "s1", 10.0, 5.0, 1))
             oid += 1
             item = int(successor[item]) if rng.random() < p_next else int(rng.choice(n_items, p=zipf))
-    customers = pd.DataFrame({"customer_id": [f"c{u:05d}" for u in range(n_users)], "zip_prefix": "00000",
-                              "city": "x", "state": "S0", "lat": 0.0, "lng": 0.0})
-    products = pd.DataFrame({"product_id": items, "category": "all", "title": [f"item {i}" for i in items],
-                             "description": "", "price": 10.0, "image_uri": None, "attributes": None})
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"c{u:05d}" for u in range(n_users)],
+            "zip_prefix": "00000",
+            "city": "x",
+            "state": "S0",
+            "lat": 0.0,
+            "lng": 0.0,
+        }
+    )
+    products = pd.DataFrame(
+        {
+            "product_id": items,
+            "category": "all",
+            "title": [f"item {i}" for i in items],
+            "description": "",
+            "price": 10.0,
+            "image_uri": None,
+            "attributes": None,
+        }
+    )
     return {
-        "customers": customers, "products": products,
-        "orders": pd.DataFrame(orders, columns=["order_id", "customer_id", "status", "purchased_at", "approved_at",
-                                                "delivered_at", "estimated_delivery_at"]),
-        "order_items": pd.DataFrame(order_items, columns=["order_id", "item_seq", "product_id", "seller_id", "price",
-                                                          "freight", "quantity"]),
+        "customers": customers,
+        "products": products,
+        "orders": pd.DataFrame(
+            orders,
+            columns=[
+                "order_id",
+                "customer_id",
+                "status",
+                "purchased_at",
+                "approved_at",
+                "delivered_at",
+                "estimated_delivery_at",
+            ],
+        ),
+        "order_items": pd.DataFrame(
+            order_items,
+            columns=["order_id", "item_seq", "product_id", "seller_id", "price", "freight", "quantity"],
+        ),
         "successor": pd.DataFrame({"product_id": items, "next_product_id": [items[j] for j in successor]}),
     }

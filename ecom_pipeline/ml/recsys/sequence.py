@@ -35,6 +35,7 @@ PAD = 0  # sequence index 0 is padding: item j is stored as j + 1
 
 # --------------------------------------------------------------------------------------------- baseline
 
+
 class RepeatPurchases(GlobalPopularity):
     """Each customer's own purchases, most-bought first (latest as tie-breaker), then popular items."""
 
@@ -69,6 +70,7 @@ class RepeatPurchases(GlobalPopularity):
 
 # ------------------------------------------------------------------------------------------- sequences
 
+
 def user_sequences(data: InteractionData) -> list[np.ndarray]:
     """Per user index: item indices in time order (ties keep the frame's order); an item repeated back to
     back (view → cart → purchase of one product) counts once."""
@@ -88,8 +90,8 @@ def user_baskets(data: InteractionData) -> tuple[list[np.ndarray], list[np.ndarr
     bounds = np.searchsorted(u, np.arange(data.n_users + 1))
     last = np.ones(len(u), dtype=bool)  # last item of its basket
     last[:-1] = (u[1:] != u[:-1]) | (ts[1:] != ts[:-1])
-    seqs = [i[bounds[x]:bounds[x + 1]].astype(np.int64) for x in range(data.n_users)]
-    ends = [np.flatnonzero(last[bounds[x]:bounds[x + 1]]) for x in range(data.n_users)]
+    seqs = [i[bounds[x] : bounds[x + 1]].astype(np.int64) for x in range(data.n_users)]
+    ends = [np.flatnonzero(last[bounds[x] : bounds[x + 1]]) for x in range(data.n_users)]
     return seqs, ends
 
 
@@ -111,11 +113,12 @@ def _left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
     for r, s in enumerate(seqs):
         s = s[-length:]
         if len(s):
-            out[r, length - len(s):] = s + 1
+            out[r, length - len(s) :] = s + 1
     return out
 
 
 # ---------------------------------------------------------------------------------------------- network
+
 
 def _module_base():
     import torch.nn
@@ -127,14 +130,30 @@ class SASRecNet(_module_base()):
     """The network; ``safe_config()`` + its state dict rebuild it (``ml/safe_artifacts.py``).  Carries the item
     ids so a registered model recommends from a list of product ids without the training code."""
 
-    def __init__(self, n_items: int, dim: int = 64, max_len: int = 50, layers: int = 2, heads: int = 2,
-                 dropout: float = 0.2, feature_dim: int = 0, item_ids: list | None = None):
+    def __init__(
+        self,
+        n_items: int,
+        dim: int = 64,
+        max_len: int = 50,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.2,
+        feature_dim: int = 0,
+        item_ids: list | None = None,
+    ):
         import torch
         from torch import nn
 
         super().__init__()
-        self.config = {"n_items": int(n_items), "dim": int(dim), "max_len": int(max_len), "layers": int(layers),
-                           "heads": int(heads), "dropout": float(dropout), "feature_dim": int(feature_dim)}
+        self.config = {
+            "n_items": int(n_items),
+            "dim": int(dim),
+            "max_len": int(max_len),
+            "layers": int(layers),
+            "heads": int(heads),
+            "dropout": float(dropout),
+            "feature_dim": int(feature_dim),
+        }
         self.item_ids = [str(x) for x in (item_ids if item_ids is not None else range(n_items))]
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=PAD)
         self.position = nn.Embedding(max_len, dim)
@@ -156,8 +175,10 @@ class SASRecNet(_module_base()):
 
     @classmethod
     def from_config(cls, cfg: dict) -> SASRecNet:
-        return cls(**{k: cfg[k] for k in ("n_items", "dim", "max_len", "layers", "heads", "dropout",
-                                          "feature_dim")}, item_ids=list(cfg["item_ids"]))
+        return cls(
+            **{k: cfg[k] for k in ("n_items", "dim", "max_len", "layers", "heads", "dropout", "feature_dim")},
+            item_ids=list(cfg["item_ids"]),
+        )
 
     def item_vectors(self):
         v = self.item.weight
@@ -193,8 +214,10 @@ class SASRecNet(_module_base()):
 
         if history is None:
             rows = [r[r > PAD] - 1 for r in seq.cpu().numpy()]
-            history = torch.as_tensor(np.stack([history_features(r, np.arange(len(r)), self.config["n_items"])
-                                                for r in rows]), device=seq.device)
+            history = torch.as_tensor(
+                np.stack([history_features(r, np.arange(len(r)), self.config["n_items"]) for r in rows]),
+                device=seq.device,
+            )
         return self.scores(self.forward(seq)[:, -1], history)
 
     def recommend(self, history: list, k: int = 10, exclude: set | None = None) -> list[str]:
@@ -215,24 +238,52 @@ class SASRecNet(_module_base()):
 
 # -------------------------------------------------------------------------------------------- recommender
 
+
 class SequenceRecommender:
     """SASRec-style recommender with the interface of :mod:`ecom_pipeline.ml.recsys.models`
     (``fit(data)``, ``score(user_idx)``, ``explain``)."""
 
     name = "sasrec"
-    description = ("self-attention over the customer's time-ordered interactions (SASRec-style), item = id + "
-                   "product embedding; next-item softmax, early stopping on a validation window")
+    description = (
+        "self-attention over the customer's time-ordered interactions (SASRec-style), item = id + "
+        "product embedding; next-item softmax, early stopping on a validation window"
+    )
 
-    def __init__(self, dim: int = 64, max_len: int = 50, layers: int = 2, heads: int = 2, dropout: float = 0.2,
-                 lr: float = 2e-3, weight_decay: float = 0.0, batch_size: int = 128, max_epochs: int = 40,
-                 train_positions: int = 8,
-                 patience: int = 3, validation_fraction: float = 0.1, k: int = 10, seed: int = 0,
-                 max_seconds: float = 300.0):
-        self.params = {"dim": dim, "max_len": max_len, "layers": layers, "heads": heads, "dropout": dropout, "lr": lr,
-                           "weight_decay": weight_decay, "batch_size": batch_size, "max_epochs": max_epochs,
-                           "train_positions": train_positions,
-                           "patience": patience, "validation_fraction": validation_fraction, "k": k, "seed": seed,
-                           "max_seconds": max_seconds}
+    def __init__(
+        self,
+        dim: int = 64,
+        max_len: int = 50,
+        layers: int = 2,
+        heads: int = 2,
+        dropout: float = 0.2,
+        lr: float = 2e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 128,
+        max_epochs: int = 40,
+        train_positions: int = 8,
+        patience: int = 3,
+        validation_fraction: float = 0.1,
+        k: int = 10,
+        seed: int = 0,
+        max_seconds: float = 300.0,
+    ):
+        self.params = {
+            "dim": dim,
+            "max_len": max_len,
+            "layers": layers,
+            "heads": heads,
+            "dropout": dropout,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "batch_size": batch_size,
+            "max_epochs": max_epochs,
+            "train_positions": train_positions,
+            "patience": patience,
+            "validation_fraction": validation_fraction,
+            "k": k,
+            "seed": seed,
+            "max_seconds": max_seconds,
+        }
         self.inputs_used: dict[str, str] = {}
         self.validation_curve: list[float] = []
         self.loss_history: list[float] = []
@@ -242,9 +293,17 @@ class SequenceRecommender:
         self.exclude_seen = True
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: InteractionData, *, product_embeddings: pd.DataFrame | None = None,
-            exclude_seen: bool = True, epochs: int | None = None, device: str = "cpu",
-            cpu_threads: int | None = 1, log=None):
+    def fit(
+        self,
+        data: InteractionData,
+        *,
+        product_embeddings: pd.DataFrame | None = None,
+        exclude_seen: bool = True,
+        epochs: int | None = None,
+        device: str = "cpu",
+        cpu_threads: int | None = 1,
+        log=None,
+    ):
         """Choose the number of epochs on a validation window carved from the end of ``data``'s time
         (unless ``epochs`` is given), then train on all of ``data``.  ``exclude_seen``: the protocol the
         validation scores with (as the test will).  ``cpu_threads`` as in the two-tower."""
@@ -269,34 +328,45 @@ class SequenceRecommender:
         p = self.params
         train = _interactions_of(data)
         try:
-            inner = user_temporal_split(train, item_col="item", test_fraction=p["validation_fraction"],
-                                        exclude_seen=exclude_seen)
+            inner = user_temporal_split(
+                train, item_col="item", test_fraction=p["validation_fraction"], exclude_seen=exclude_seen
+            )
         except ValueError as exc:
             if log:
                 log(f"sasrec: no validation window ({exc}): {p['max_epochs']} epochs within the time cap")
             return p["max_epochs"]
         if len(inner.truth) < 20:
             if log:
-                log(f"sasrec: only {len(inner.truth)} validation users: {p['max_epochs']} epochs within the cap")
+                log(
+                    f"sasrec: only {len(inner.truth)} validation users: {p['max_epochs']} epochs within the cap"
+                )
             return p["max_epochs"]
         inner_data = build_data(inner.train, "item", catalog=list(data.items))
-        self._train(inner_data, product_embeddings, p["max_epochs"], device, log,
-                    validation=(inner, exclude_seen))
+        self._train(
+            inner_data, product_embeddings, p["max_epochs"], device, log, validation=(inner, exclude_seen)
+        )
         curve = self.validation_curve
         best = int(np.argmax(curve)) + 1 if curve else p["max_epochs"]
         if log:
-            log(f"sasrec: validation ndcg@{p['k']} by epoch {[round(v, 4) for v in curve]} → {best} epochs "
-                f"({len(inner.truth)} validation users, cutoff {inner.cutoff:%Y-%m-%d})")
-        self.validation = {"cutoff": str(inner.cutoff), "users": len(inner.truth), "curve": list(curve),
-                           "best_epochs": best}
+            log(
+                f"sasrec: validation ndcg@{p['k']} by epoch {[round(v, 4) for v in curve]} → {best} epochs "
+                f"({len(inner.truth)} validation users, cutoff {inner.cutoff:%Y-%m-%d})"
+            )
+        self.validation = {
+            "cutoff": str(inner.cutoff),
+            "users": len(inner.truth),
+            "curve": list(curve),
+            "best_epochs": best,
+        }
         return best
 
     def _item_features(self, data: InteractionData, product_embeddings):
         from ecom_pipeline.ml.recsys.two_tower import _matrix
 
         emb, mask = _matrix(product_embeddings, "product_id", [str(i) for i in data.items])
-        self.inputs_used["product_embeddings"] = (f"{int(mask.sum())}/{data.n_items} items" if emb is not None
-                                                  else "absent")
+        self.inputs_used["product_embeddings"] = (
+            f"{int(mask.sum())}/{data.n_items} items" if emb is not None else "absent"
+        )
         return emb
 
     def _train(self, data: InteractionData, product_embeddings, epochs: int, device: str, log, validation):
@@ -308,8 +378,16 @@ class SequenceRecommender:
         self.data = data
         dev = torch.device(device)
         feats = self._item_features(data, product_embeddings)
-        net = SASRecNet(data.n_items, p["dim"], p["max_len"], p["layers"], p["heads"], p["dropout"],
-                        feats.shape[1] if feats is not None else 0, list(data.items))
+        net = SASRecNet(
+            data.n_items,
+            p["dim"],
+            p["max_len"],
+            p["layers"],
+            p["heads"],
+            p["dropout"],
+            feats.shape[1] if feats is not None else 0,
+            list(data.items),
+        )
         if feats is not None:
             net.features[1:] = torch.as_tensor(feats)
         self.net = net.to(dev)
@@ -335,28 +413,34 @@ class SequenceRecommender:
                 if time.perf_counter() - t0 > p["max_seconds"]:
                     out_of_time = True
                     break
-                users = order[s:s + p["batch_size"]]
+                users = order[s : s + p["batch_size"]]
                 inp = np.zeros((len(users), L), dtype=np.int64)
                 tgt = np.full((len(users), T), -100, dtype=np.int64)  # -100: ignored by cross_entropy
                 at = np.full((len(users), T), L - 1, dtype=np.int64)  # window position of each target's state
                 hist = np.zeros((len(users), T, data.n_items, 2), dtype=np.float32)  # purchases so far
                 for r, u in enumerate(users):
                     seq, ends, basket_of = self.sequences[u], basket_ends[u], basket_numbers[u]
-                    k = int(rng.integers(0, len(ends) - 1))  # the window ends with basket k (not the last one)
+                    k = int(
+                        rng.integers(0, len(ends) - 1)
+                    )  # the window ends with basket k (not the last one)
                     e = int(ends[k])
                     start = max(0, e + 1 - L)
-                    inp[r, L - (e + 1 - start):] = seq[start:e + 1] + 1
+                    inp[r, L - (e + 1 - start) :] = seq[start : e + 1] + 1
                     first = max(k - T + 1, int(np.searchsorted(ends, start)))
                     for slot, j in enumerate(range(first, k + 1), start=T - (k + 1 - first)):
-                        hist[r, slot] = history_features(seq[:ends[j] + 1], basket_of[:ends[j] + 1], data.n_items)
-                        nxt = seq[ends[j] + 1:ends[j + 1] + 1]
+                        hist[r, slot] = history_features(
+                            seq[: ends[j] + 1], basket_of[: ends[j] + 1], data.n_items
+                        )
+                        nxt = seq[ends[j] + 1 : ends[j + 1] + 1]
                         if self.exclude_seen:  # the discovery protocol: learn to predict what is new to them
                             nxt = nxt[hist[r, slot, nxt, 0] == 0]
                         if len(nxt):
                             tgt[r, slot] = nxt[int(rng.integers(len(nxt)))]
                         at[r, slot] = L - 1 - (e - ends[j])
                 x, y = torch.as_tensor(inp, device=dev), torch.as_tensor(tgt, device=dev)
-                states = net(x)[torch.arange(len(users), device=dev)[:, None], torch.as_tensor(at, device=dev)]
+                states = net(x)[
+                    torch.arange(len(users), device=dev)[:, None], torch.as_tensor(at, device=dev)
+                ]
                 logits = net.scores(states, torch.as_tensor(hist, device=dev))
                 loss = torch.nn.functional.cross_entropy(logits.reshape(-1, data.n_items), y.reshape(-1))
                 opt.zero_grad()
@@ -374,13 +458,21 @@ class SequenceRecommender:
                 else:
                     since_best += 1
             if log:
-                v = f", validation ndcg {self.validation_curve[-1]:.4f}" if validation is not None and n else ""
+                v = (
+                    f", validation ndcg {self.validation_curve[-1]:.4f}"
+                    if validation is not None and n
+                    else ""
+                )
                 log(f"sasrec epoch {epoch + 1}/{epochs}: loss {total / max(n, 1):.4f}{v}")
             if out_of_time:
-                self.stopped_early = f"time cap: stopped in epoch {epoch + 1} of {epochs} (max_seconds={p['max_seconds']})"
+                self.stopped_early = (
+                    f"time cap: stopped in epoch {epoch + 1} of {epochs} (max_seconds={p['max_seconds']})"
+                )
                 break
             if validation is not None and since_best >= p["patience"]:
-                self.stopped_early = f"early stop: no validation gain for {p['patience']} epochs after {epoch + 1}"
+                self.stopped_early = (
+                    f"early stop: no validation gain for {p['patience']} epochs after {epoch + 1}"
+                )
                 break
         if best_state is not None:
             net.load_state_dict(best_state)
@@ -393,16 +485,20 @@ class SequenceRecommender:
         from ecom_pipeline.ml.recsys.evaluation import evaluate_model
 
         self.net.eval()
-        return float(evaluate_model(self, self.data, inner, self.params["k"],
-                                    exclude_seen=exclude_seen).get(f"ndcg@{self.params['k']}", 0.0))
+        return float(
+            evaluate_model(self, self.data, inner, self.params["k"], exclude_seen=exclude_seen).get(
+                f"ndcg@{self.params['k']}", 0.0
+            )
+        )
 
     # ------------------------------------------------------------------ score
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(user_idx)
         return self.score_sequences([self.sequences[u] for u in idx], [self.basket_numbers[u] for u in idx])
 
-    def score_sequences(self, sequences: list[np.ndarray], baskets: list[np.ndarray] | None = None,
-                        batch: int = 512) -> np.ndarray:
+    def score_sequences(
+        self, sequences: list[np.ndarray], baskets: list[np.ndarray] | None = None, batch: int = 512
+    ) -> np.ndarray:
         """Next-item scores (n, n_items) for item-index sequences (oldest first) and their basket numbers
         (default: every item its own basket)."""
         import torch
@@ -411,11 +507,13 @@ class SequenceRecommender:
         dev = next(self.net.parameters()).device
         with torch.no_grad():
             for s in range(0, len(sequences), batch):
-                chunk = sequences[s:s + batch]
+                chunk = sequences[s : s + batch]
                 x = torch.as_tensor(_left_pad(chunk, self.params["max_len"]), device=dev)
-                bs = baskets[s:s + batch] if baskets is not None else [np.arange(len(q)) for q in chunk]
+                bs = baskets[s : s + batch] if baskets is not None else [np.arange(len(q)) for q in chunk]
                 hist = np.stack([history_features(q, b, self.data.n_items) for q, b in zip(chunk, bs)])
-                out[s:s + len(chunk)] = self.net.next_item_scores(x, torch.as_tensor(hist, device=dev)).cpu().numpy()
+                out[s : s + len(chunk)] = (
+                    self.net.next_item_scores(x, torch.as_tensor(hist, device=dev)).cpu().numpy()
+                )
         return out
 
     def explain(self, data: InteractionData, u: int, i: int) -> str:
@@ -426,10 +524,15 @@ class SequenceRecommender:
 def _interactions_of(data: InteractionData) -> pd.DataFrame:
     """``data``'s rows back as an interactions frame (ids as strings) for the inner validation split."""
     f = data.frame
-    return pd.DataFrame({"customer_id": np.asarray(data.users, dtype=object)[f["u"].to_numpy()],
-                         "item": np.asarray(data.items, dtype=object)[f["i"].to_numpy()],
-                         "event_type": f["event_type"].to_numpy(), "ts": f["ts"].to_numpy(),
-                         "weight": f["weight"].to_numpy()})
+    return pd.DataFrame(
+        {
+            "customer_id": np.asarray(data.users, dtype=object)[f["u"].to_numpy()],
+            "item": np.asarray(data.items, dtype=object)[f["i"].to_numpy()],
+            "event_type": f["event_type"].to_numpy(),
+            "ts": f["ts"].to_numpy(),
+            "weight": f["weight"].to_numpy(),
+        }
+    )
 
 
 # -------------------------------------------------------------------------------------------- evaluation
@@ -466,10 +569,19 @@ class SequenceEvaluation:
 
 
 def evaluate_sequence_models(
-    interactions: pd.DataFrame, *, k: int = 10, models: tuple[str, ...] = (*SEQUENCE_BASELINES, *LEARNED),
-    params: dict | None = None, fit_args: dict | None = None, user_regions: pd.Series | None = None,
-    exclude_seen: bool = False, test_fraction: float = 0.2, min_eval_users: int = 5,
-    eval_users: int | None = None, seed: int = 0, log=print,
+    interactions: pd.DataFrame,
+    *,
+    k: int = 10,
+    models: tuple[str, ...] = (*SEQUENCE_BASELINES, *LEARNED),
+    params: dict | None = None,
+    fit_args: dict | None = None,
+    user_regions: pd.Series | None = None,
+    exclude_seen: bool = False,
+    test_fraction: float = 0.2,
+    min_eval_users: int = 5,
+    eval_users: int | None = None,
+    seed: int = 0,
+    log=print,
 ) -> SequenceEvaluation:
     """Every model on the project's user-level temporal split (item level), per segment.
 
@@ -484,23 +596,28 @@ def evaluate_sequence_models(
     if interactions.empty:
         return SequenceEvaluation(None, k, exclude_seen, message="no interactions: nothing to evaluate")
     try:
-        split = user_temporal_split(interactions, test_fraction=test_fraction, exclude_seen=exclude_seen,
-                                    require_history=False)
+        split = user_temporal_split(
+            interactions, test_fraction=test_fraction, exclude_seen=exclude_seen, require_history=False
+        )
     except ValueError as exc:
         return SequenceEvaluation(None, k, exclude_seen, message=f"cannot split: {exc}")
     res = SequenceEvaluation(split.cutoff, k, exclude_seen)
     data = build_data(split.train, "product_id", user_regions=user_regions)
     res.n_items, res.data = data.n_items, data
     known = set(data.users)
-    truth = {"returning": {u: t for u, t in split.truth.items() if str(u) in known and t},
-             "new": {u: t for u, t in split.truth.items() if str(u) not in known and t}}
+    truth = {
+        "returning": {u: t for u, t in split.truth.items() if str(u) in known and t},
+        "new": {u: t for u, t in split.truth.items() if str(u) not in known and t},
+    }
     if eval_users and len(truth["returning"]) > eval_users:
         keep = np.random.default_rng(seed).choice(sorted(truth["returning"]), eval_users, replace=False)
         truth["returning"] = {u: truth["returning"][u] for u in keep}
     res.users = {s: len(t) for s, t in truth.items()}
     if res.users["returning"] < min_eval_users:
-        res.message = (f"only {res.users['returning']} customers have history before {split.cutoff:%Y-%m-%d} "
-                       f"and a purchase after it (< {min_eval_users}): no reliable evaluation")
+        res.message = (
+            f"only {res.users['returning']} customers have history before {split.cutoff:%Y-%m-%d} "
+            f"and a purchase after it (< {min_eval_users}): no reliable evaluation"
+        )
         return res
     for name in models:
         t0 = time.perf_counter()
@@ -516,8 +633,14 @@ def evaluate_sequence_models(
             continue
         res.fit_seconds[name] = time.perf_counter() - t0
         recs = top_k(model, data, list(truth["returning"]), k, exclude_seen=exclude_seen)
-        res.metrics[name] = evaluate_rankings(recs, truth["returning"], k=k, catalog_size=data.n_items,
-                                              item_user_counts=data.item_user_counts(), n_train_users=data.n_users)
+        res.metrics[name] = evaluate_rankings(
+            recs,
+            truth["returning"],
+            k=k,
+            catalog_size=data.n_items,
+            item_user_counts=data.item_user_counts(),
+            n_train_users=data.n_users,
+        )
         res.per_user[("returning", name)] = per_user_ndcg(recs, truth["returning"], k)
         if name in NON_PERSONALISED and name != "regional_popularity" and truth["new"]:
             # a customer without history gets the model's one global list
@@ -525,8 +648,10 @@ def evaluate_sequence_models(
             res.per_user[("new", name)] = per_user_ndcg({u: ranked for u in truth["new"]}, truth["new"], k)
         if name == "sasrec":
             res.fitted[name] = model
-        log(f"{name} ({res.fit_seconds[name]:.1f}s): "
-            + ", ".join(f"{a}={b:.4f}" for a, b in res.metrics[name].items()))
+        log(
+            f"{name} ({res.fit_seconds[name]:.1f}s): "
+            + ", ".join(f"{a}={b:.4f}" for a, b in res.metrics[name].items())
+        )
     return res
 
 
@@ -552,8 +677,9 @@ def gate_segments(res: SequenceEvaluation, task: str = "recommendation_sequence"
         for m in [m for m in scored if m in cands] + [m for m in scored if m in bases and m != base]:
             a, b = res.per_user[(segment, m)], res.per_user[(segment, base)]
             both = pd.concat([a, b], axis=1, join="inner").dropna()
-            comps[m] = paired_bootstrap(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), metric=metric,
-                                        higher_is_better=True)
+            comps[m] = paired_bootstrap(
+                both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), metric=metric, higher_is_better=True
+            )
             comparisons.append((segment, m, base, comps[m]))
         learned = [m for m in comps if m in cands]
         if not learned:
@@ -576,52 +702,118 @@ def versus_non_personalised(res: SequenceEvaluation) -> dict:
     if not npers or not pers:
         return {}
     b, c = max(npers, key=npers.get), max(pers, key=pers.get)
-    both = pd.concat([res.per_user[("returning", c)], res.per_user[("returning", b)]], axis=1, join="inner").dropna()
-    comp = paired_bootstrap(both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), metric=metric,
-                            higher_is_better=True)
+    both = pd.concat(
+        [res.per_user[("returning", c)], res.per_user[("returning", b)]], axis=1, join="inner"
+    ).dropna()
+    comp = paired_bootstrap(
+        both.iloc[:, 0].to_numpy(), both.iloc[:, 1].to_numpy(), metric=metric, higher_is_better=True
+    )
     ratio = comp.candidate_value / comp.baseline_value if comp.baseline_value > 0 else float("inf")
-    return {"model": c, "baseline": b, "value": comp.candidate_value, "baseline_value": comp.baseline_value,
-            "ratio": ratio, "ci_low": comp.ci_low, "ci_high": comp.ci_high, "n_units": comp.n_units,
-            "significant": comp.significant, "target_met": bool(ratio >= 1.3 and comp.candidate_better
-                                                                 and comp.n_units >= 1000)}
+    return {
+        "model": c,
+        "baseline": b,
+        "value": comp.candidate_value,
+        "baseline_value": comp.baseline_value,
+        "ratio": ratio,
+        "ci_low": comp.ci_low,
+        "ci_high": comp.ci_high,
+        "n_units": comp.n_units,
+        "significant": comp.significant,
+        "target_met": bool(ratio >= 1.3 and comp.candidate_better and comp.n_units >= 1000),
+    }
 
 
-def recommendation_rows(model, data: InteractionData, users: list, k: int, *, exclude_seen: bool,
-                        model_name: str, model_version: str, segment: str = "returning") -> pd.DataFrame:
+def recommendation_rows(
+    model,
+    data: InteractionData,
+    users: list,
+    k: int,
+    *,
+    exclude_seen: bool,
+    model_name: str,
+    model_version: str,
+    segment: str = "returning",
+) -> pd.DataFrame:
     """Serving rows (customer_id, segment, rank, item_id, model, model_version) from ``top_k``."""
     from ecom_pipeline.ml.recsys.evaluation import top_k
 
     recs = top_k(model, data, users, k, exclude_seen=exclude_seen)
-    rows = [(u, segment, r, item, model_name, model_version) for u, items in recs.items()
-            for r, item in enumerate(items, 1)]
+    rows = [
+        (u, segment, r, item, model_name, model_version)
+        for u, items in recs.items()
+        for r, item in enumerate(items, 1)
+    ]
     return pd.DataFrame(rows, columns=["customer_id", "segment", "rank", "item_id", "model", "model_version"])
 
 
 def global_rows(model, data: InteractionData, k: int, *, model_name: str, model_version: str) -> pd.DataFrame:
     """The one list a customer without history gets (customer_id NULL, segment "new")."""
     top = np.argsort(-np.asarray(model.scores), kind="stable")[:k]
-    return pd.DataFrame({"customer_id": None, "segment": "new", "rank": np.arange(1, len(top) + 1),
-                         "item_id": [data.items[j] for j in top], "model": model_name,
-                         "model_version": model_version})
+    return pd.DataFrame(
+        {
+            "customer_id": None,
+            "segment": "new",
+            "rank": np.arange(1, len(top) + 1),
+            "item_id": [data.items[j] for j in top],
+            "model": model_name,
+            "model_version": model_version,
+        }
+    )
 
 
 SERVING_COLUMNS = ["customer_id", "segment", "rank", "item_id", "model", "model_version"]
-EVALUATION_COLUMNS = ["segment", "model", "baseline", "metric", "value", "baseline_value", "ci_low", "ci_high",
-                      "customers", "significant", "protocol", "cutoff"]
+EVALUATION_COLUMNS = [
+    "segment",
+    "model",
+    "baseline",
+    "metric",
+    "value",
+    "baseline_value",
+    "ci_low",
+    "ci_high",
+    "customers",
+    "significant",
+    "protocol",
+    "cutoff",
+]
 
 
 def evaluation_frame(comparisons: list, protocol: str, cutoff) -> pd.DataFrame:
     """``ml.sequence_evaluation``: one row per segment's gate comparison (value, baseline, interval, customers)."""
     return pd.DataFrame(
-        [{"segment": seg, "model": m, "baseline": b, "metric": c.metric, "value": c.candidate_value,
-          "baseline_value": c.baseline_value, "ci_low": c.ci_low, "ci_high": c.ci_high, "customers": c.n_units,
-          "significant": c.significant, "protocol": protocol, "cutoff": cutoff} for seg, m, b, c in comparisons],
-        columns=EVALUATION_COLUMNS)
+        [
+            {
+                "segment": seg,
+                "model": m,
+                "baseline": b,
+                "metric": c.metric,
+                "value": c.candidate_value,
+                "baseline_value": c.baseline_value,
+                "ci_low": c.ci_low,
+                "ci_high": c.ci_high,
+                "customers": c.n_units,
+                "significant": c.significant,
+                "protocol": protocol,
+                "cutoff": cutoff,
+            }
+            for seg, m, b, c in comparisons
+        ],
+        columns=EVALUATION_COLUMNS,
+    )
 
 
-def serving_recommendations(interactions: pd.DataFrame, served: dict[str, str], res: SequenceEvaluation, *,
-                            params: dict, fit_args: dict, k: int, exclude_seen: bool, user_regions=None,
-                            registered: str | None = None) -> pd.DataFrame:
+def serving_recommendations(
+    interactions: pd.DataFrame,
+    served: dict[str, str],
+    res: SequenceEvaluation,
+    *,
+    params: dict,
+    fit_args: dict,
+    k: int,
+    exclude_seen: bool,
+    user_regions=None,
+    registered: str | None = None,
+) -> pd.DataFrame:
     """Each segment's gated model (``served``: segment -> model) refit on every interaction and its rows for
     ``serving.sequence_recommendations``; SASRec is refit for the number of epochs validation chose.
     ``registered`` names the registered SASRec version ("name vN") the refit descends from."""
@@ -636,17 +828,41 @@ def serving_recommendations(interactions: pd.DataFrame, served: dict[str, str], 
         if name == "sasrec":
             args.update(epochs=max(res.fitted["sasrec"].chosen_epochs, 1), exclude_seen=exclude_seen)
         fitted = make_sequence_model(name, **params.get(name, {})).fit(data, **args)
-        version = (f"{registered} refit on all data" if name == "sasrec" and registered
-                   else "baseline (no training)" if name in (*NON_PERSONALISED, "repeat")
-                   else "refit on all data (not registered)")
+        version = (
+            f"{registered} refit on all data"
+            if name == "sasrec" and registered
+            else "baseline (no training)"
+            if name in (*NON_PERSONALISED, "repeat")
+            else "refit on all data (not registered)"
+        )
         if segment == "new":
             frames.append(global_rows(fitted, data, k, model_name=name, model_version=version))
         else:
-            frames.append(recommendation_rows(fitted, data, list(data.users), k, exclude_seen=exclude_seen,
-                                              model_name=name, model_version=version))
+            frames.append(
+                recommendation_rows(
+                    fitted,
+                    data,
+                    list(data.users),
+                    k,
+                    exclude_seen=exclude_seen,
+                    model_name=name,
+                    model_version=version,
+                )
+            )
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["RepeatPurchases", "SASRecNet", "SequenceEvaluation", "SequenceRecommender", "evaluate_sequence_models",
-           "evaluation_frame", "gate_segments", "make_sequence_model", "serving_recommendations", "user_baskets",
-           "user_sequences", "versus_non_personalised"]
+__all__ = [
+    "RepeatPurchases",
+    "SASRecNet",
+    "SequenceEvaluation",
+    "SequenceRecommender",
+    "evaluate_sequence_models",
+    "evaluation_frame",
+    "gate_segments",
+    "make_sequence_model",
+    "serving_recommendations",
+    "user_baskets",
+    "user_sequences",
+    "versus_non_personalised",
+]

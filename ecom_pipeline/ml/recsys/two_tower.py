@@ -54,16 +54,38 @@ def _codes(values, min_count: int = 1) -> tuple[np.ndarray, list]:
 
 class TwoTowerRecommender:
     name = "two_tower"
-    description = ("hybrid two-tower (torch): user = history mean + region + segment, item = id + category + "
-                   "price + product embedding + sentiment; sampled softmax")
+    description = (
+        "hybrid two-tower (torch): user = history mean + region + segment, item = id + category + "
+        "price + product embedding + sentiment; sampled softmax"
+    )
 
-    def __init__(self, dim: int = 32, epochs: int = 8, batch_size: int = 256, lr: float = 0.01,
-                 temperature: float = 0.1, uniform_negatives: int = 512, history_len: int = 30,
-                 price_buckets: int = 5, weight_decay: float = 1e-5, seed: int = 0, max_seconds: float = 600.0):
-        self.params = dict(dim=dim, epochs=epochs, batch_size=batch_size, lr=lr, temperature=temperature,
-                           uniform_negatives=uniform_negatives, history_len=history_len,
-                           price_buckets=price_buckets, weight_decay=weight_decay, seed=seed,
-                           max_seconds=max_seconds)
+    def __init__(
+        self,
+        dim: int = 32,
+        epochs: int = 8,
+        batch_size: int = 256,
+        lr: float = 0.01,
+        temperature: float = 0.1,
+        uniform_negatives: int = 512,
+        history_len: int = 30,
+        price_buckets: int = 5,
+        weight_decay: float = 1e-5,
+        seed: int = 0,
+        max_seconds: float = 600.0,
+    ):
+        self.params = dict(
+            dim=dim,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            temperature=temperature,
+            uniform_negatives=uniform_negatives,
+            history_len=history_len,
+            price_buckets=price_buckets,
+            weight_decay=weight_decay,
+            seed=seed,
+            max_seconds=max_seconds,
+        )
         self.inputs_used: dict[str, str] = {}
         self.loss_history: list[float] = []
         self.stopped_early = ""
@@ -72,12 +94,24 @@ class TwoTowerRecommender:
     # ---------------------------------------------------------------- features
     def _item_features(self, data: InteractionData, products, product_embeddings, sentiment):
         items = [str(i) for i in data.items]
-        p = (products.assign(product_id=products["product_id"].astype(str)).drop_duplicates("product_id")
-             .set_index("product_id") if products is not None and len(products) else None)
-        cat = p["category"].reindex(items) if p is not None and "category" in p else pd.Series([None] * len(items))
+        p = (
+            products.assign(product_id=products["product_id"].astype(str))
+            .drop_duplicates("product_id")
+            .set_index("product_id")
+            if products is not None and len(products)
+            else None
+        )
+        cat = (
+            p["category"].reindex(items)
+            if p is not None and "category" in p
+            else pd.Series([None] * len(items))
+        )
         self.cat_codes, cats = _codes(cat.to_numpy())
-        price = pd.to_numeric(p["price"].reindex(items), errors="coerce") if p is not None and "price" in p else \
-            pd.Series(np.nan, index=items)
+        price = (
+            pd.to_numeric(p["price"].reindex(items), errors="coerce")
+            if p is not None and "price" in p
+            else pd.Series(np.nan, index=items)
+        )
         nb = self.params["price_buckets"]
         if price.notna().sum() >= nb:
             edges = np.unique(np.nanquantile(price.to_numpy(dtype=float), np.linspace(0, 1, nb + 1)[1:-1]))
@@ -90,11 +124,14 @@ class TwoTowerRecommender:
         self.inputs_used["category"] = f"{len(cats)} categories" if len(cats) else "absent"
         self.n_categories = len(cats) + 1
         self.item_emb, mask = _matrix(product_embeddings, "product_id", items)
-        self.inputs_used["product_embeddings"] = (f"{int(mask.sum())}/{len(items)} items" if self.item_emb is not None
-                                                  else "absent")
+        self.inputs_used["product_embeddings"] = (
+            f"{int(mask.sum())}/{len(items)} items" if self.item_emb is not None else "absent"
+        )
         sent = np.zeros((len(items), 2), dtype=np.float32)  # (P(positive) - 0.5, has reviews)
         if sentiment is not None and len(sentiment) and "mean_p_positive" in sentiment:
-            s = sentiment.dropna(subset=["product_id"]).assign(product_id=lambda d: d["product_id"].astype(str))
+            s = sentiment.dropna(subset=["product_id"]).assign(
+                product_id=lambda d: d["product_id"].astype(str)
+            )
             s = s.drop_duplicates("product_id").set_index("product_id")["mean_p_positive"].reindex(items)
             has = s.notna().to_numpy()
             sent[has, 0] = s.to_numpy(dtype=float)[has] - 0.5
@@ -107,11 +144,16 @@ class TwoTowerRecommender:
     def _user_features(self, data: InteractionData, region_embeddings, user_segments):
         regions = [r if r is not None else None for r in data.user_region]
         self.region_codes, states = _codes(regions)
-        self.region_emb, mask = _matrix(region_embeddings, "region_id", regions,
-                                        key_fn=lambda r: f"state:{str(r).upper().strip()}")
-        self.inputs_used["region"] = (f"GCN region embeddings ({int(mask.sum())}/{len(regions)} users)"
-                                      if self.region_emb is not None else
-                                      f"learned state embedding ({len(states)} states)" if states else "absent")
+        self.region_emb, mask = _matrix(
+            region_embeddings, "region_id", regions, key_fn=lambda r: f"state:{str(r).upper().strip()}"
+        )
+        self.inputs_used["region"] = (
+            f"GCN region embeddings ({int(mask.sum())}/{len(regions)} users)"
+            if self.region_emb is not None
+            else f"learned state embedding ({len(states)} states)"
+            if states
+            else "absent"
+        )
         if user_segments is not None and len(user_segments):
             seg = pd.Series(user_segments)
             seg.index = seg.index.astype(str)
@@ -133,7 +175,7 @@ class TwoTowerRecommender:
             if len(cols) > L:
                 keep = np.argsort(-vals, kind="stable")[:L]
                 cols, vals = cols[keep], vals[keep]
-            idx[u, :len(cols)], w[u, :len(cols)] = cols, vals
+            idx[u, : len(cols)], w[u, : len(cols)] = cols, vals
         return idx, w
 
     # ---------------------------------------------------------------- model
@@ -151,8 +193,11 @@ class TwoTowerRecommender:
                 self.sent = nn.Linear(2, d)
                 self.item_proj = nn.Linear(me.item_emb.shape[1], d) if me.item_emb is not None else None
                 self.item_mlp = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, d))
-                self.region = (nn.Linear(me.region_emb.shape[1], d) if me.region_emb is not None
-                               else nn.Embedding(me.n_regions, d))
+                self.region = (
+                    nn.Linear(me.region_emb.shape[1], d)
+                    if me.region_emb is not None
+                    else nn.Embedding(me.n_regions, d)
+                )
                 self.region_id = nn.Embedding(me.n_regions, d)  # used with GCN vectors for unknown states
                 self.segment = nn.Embedding(me.n_segments, d)
                 self.user_mlp = nn.Sequential(nn.Linear(3 * d, d), nn.ReLU(), nn.Linear(d, d))
@@ -175,16 +220,27 @@ class TwoTowerRecommender:
                 if isinstance(self.region, nn.Embedding):
                     r = self.region(t["region"][u])
                 else:
-                    r = self.region(t["region_emb"][u]) * t["region_mask"][u, None] + self.region_id(t["region"][u])
+                    r = self.region(t["region_emb"][u]) * t["region_mask"][u, None] + self.region_id(
+                        t["region"][u]
+                    )
                 x = torch.cat([h, r, self.segment(t["segment"][u])], dim=-1)
                 return torch.nn.functional.normalize(h + self.user_mlp(x), dim=-1)
 
         return Net()
 
-    def fit(self, data: InteractionData, *, products: pd.DataFrame | None = None,
-            product_embeddings: pd.DataFrame | None = None, region_embeddings: pd.DataFrame | None = None,
-            sentiment: pd.DataFrame | None = None, user_segments: pd.Series | None = None,
-            device: str = "cpu", cpu_threads: int | None = 1, log=None):
+    def fit(
+        self,
+        data: InteractionData,
+        *,
+        products: pd.DataFrame | None = None,
+        product_embeddings: pd.DataFrame | None = None,
+        region_embeddings: pd.DataFrame | None = None,
+        sentiment: pd.DataFrame | None = None,
+        user_segments: pd.Series | None = None,
+        device: str = "cpu",
+        cpu_threads: int | None = 1,
+        log=None,
+    ):
         """``cpu_threads``: torch intra-op threads while training on CPU (1 by default: these tensors are
         tiny, and several threads on a busy machine make each step 10-20× slower); None keeps torch's setting."""
         import torch
@@ -193,13 +249,32 @@ class TwoTowerRecommender:
         if cpu_threads and not str(device).startswith("cuda"):
             torch.set_num_threads(cpu_threads)
         try:
-            return self._fit(torch, data, products, product_embeddings, region_embeddings, sentiment,
-                             user_segments, device, log)
+            return self._fit(
+                torch,
+                data,
+                products,
+                product_embeddings,
+                region_embeddings,
+                sentiment,
+                user_segments,
+                device,
+                log,
+            )
         finally:
             torch.set_num_threads(previous)
 
-    def _fit(self, torch, data, products, product_embeddings, region_embeddings, sentiment, user_segments,
-             device, log):
+    def _fit(
+        self,
+        torch,
+        data,
+        products,
+        product_embeddings,
+        region_embeddings,
+        sentiment,
+        user_segments,
+        device,
+        log,
+    ):
 
         p = self.params
         self.data, self.device = data, device
@@ -209,10 +284,15 @@ class TwoTowerRecommender:
         self._user_features(data, region_embeddings, user_segments)
         hist_idx, hist_w = self._histories(data)
         dev = torch.device(device)
-        t = {"cat": torch.as_tensor(self.cat_codes), "price": torch.as_tensor(self.price_codes),
-             "sent": torch.as_tensor(self.sentiment), "hist_idx": torch.as_tensor(hist_idx),
-             "hist_w": torch.as_tensor(hist_w), "region": torch.as_tensor(self.region_codes),
-             "segment": torch.as_tensor(self.segment_codes)}
+        t = {
+            "cat": torch.as_tensor(self.cat_codes),
+            "price": torch.as_tensor(self.price_codes),
+            "sent": torch.as_tensor(self.sentiment),
+            "hist_idx": torch.as_tensor(hist_idx),
+            "hist_w": torch.as_tensor(hist_w),
+            "region": torch.as_tensor(self.region_codes),
+            "segment": torch.as_tensor(self.segment_codes),
+        }
         if self.item_emb is not None:
             t["item_emb"] = torch.as_tensor(self.item_emb)
         if self.region_emb is not None:
@@ -237,7 +317,7 @@ class TwoTowerRecommender:
                     if time.perf_counter() - t0 > p["max_seconds"]:
                         out_of_time = True
                         break
-                    b = order[s:s + p["batch_size"]]
+                    b = order[s : s + p["batch_size"]]
                     u = torch.as_tensor(pu[b], device=dev)
                     i = torch.as_tensor(pi[b], device=dev)
                     w = torch.as_tensor(pw[b], device=dev)
@@ -247,11 +327,13 @@ class TwoTowerRecommender:
                     cand = torch.cat([i, neg])
                     logits = uv @ iv[cand].T / p["temperature"]
                     # a candidate equal to the row's own positive elsewhere in the batch is not a negative
-                    same = (cand[None, :] == i[:, None])
+                    same = cand[None, :] == i[:, None]
                     same[torch.arange(len(b), device=dev), torch.arange(len(b), device=dev)] = False
                     logits = logits.masked_fill(same, -1e9)
                     target = torch.arange(len(b), device=dev)
-                    loss = (torch.nn.functional.cross_entropy(logits, target, reduction="none") * w).sum() / w.sum()
+                    loss = (
+                        torch.nn.functional.cross_entropy(logits, target, reduction="none") * w
+                    ).sum() / w.sum()
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -262,7 +344,9 @@ class TwoTowerRecommender:
                     done = f"{n:,}/{len(order):,} interactions" if out_of_time else "complete"
                     log(f"two_tower epoch {epoch + 1}/{p['epochs']} ({done}): loss {total / max(n, 1):.4f}")
                 if out_of_time or (epoch + 1 < p["epochs"] and time.perf_counter() - t0 > p["max_seconds"]):
-                    self.stopped_early = f"stopped in epoch {epoch + 1} of {p['epochs']} (max_seconds={p['max_seconds']})"
+                    self.stopped_early = (
+                        f"stopped in epoch {epoch + 1} of {p['epochs']} (max_seconds={p['max_seconds']})"
+                    )
                     if log:
                         log(f"two_tower: {self.stopped_early}")
                     break
@@ -270,8 +354,16 @@ class TwoTowerRecommender:
         net.eval()
         with torch.no_grad():
             iv = net.items(self.tensors)
-            uv = torch.cat([net.users(self.tensors, torch.arange(s, min(s + 4096, data.n_users), device=dev), iv)
-                            for s in range(0, data.n_users, 4096)]) if data.n_users else iv[:0]
+            uv = (
+                torch.cat(
+                    [
+                        net.users(self.tensors, torch.arange(s, min(s + 4096, data.n_users), device=dev), iv)
+                        for s in range(0, data.n_users, 4096)
+                    ]
+                )
+                if data.n_users
+                else iv[:0]
+            )
         self.net = net
         self.item_vectors = iv.cpu().numpy().astype(np.float32)
         self.user_vectors = uv.cpu().numpy().astype(np.float32)
@@ -285,8 +377,11 @@ class TwoTowerRecommender:
         if row.nnz:
             hist = row.indices
             j = hist[int(np.argmax(self.item_vectors[hist] @ self.item_vectors[i]))]
-            return (f"similar to {data.name(j)} you bought" if data.purchased[u, j] else
-                    f"similar to {data.name(j)} you viewed")
+            return (
+                f"similar to {data.name(j)} you bought"
+                if data.purchased[u, j]
+                else f"similar to {data.name(j)} you viewed"
+            )
         r = data.user_region[u]
         return f"popular in your region ({r})" if r is not None else "popular with all customers"
 

@@ -18,9 +18,24 @@ from ecom_pipeline.ml.spatial.delivery_graph import DEFAULT_VARIANT, GraphFeatur
 from ecom_pipeline.ml.spatial.geo import delivered_orders, order_geo
 from ecom_pipeline.ml.splits import temporal_split
 
-LOCATION_COLUMNS = [f"{side}_{c}" for side in ("c", "s") for c in ("state", "zip3", "country", "level", "lat", "lng")]
-FEATURES = ["distance_km", "same_state", "c_state_code", "s_state_code", "month", "weekday", "n_items", "price",
-            "freight", "promised_days", "seller_past_mean_days", "seller_past_late_rate", "seller_past_orders"]
+LOCATION_COLUMNS = [
+    f"{side}_{c}" for side in ("c", "s") for c in ("state", "zip3", "country", "level", "lat", "lng")
+]
+FEATURES = [
+    "distance_km",
+    "same_state",
+    "c_state_code",
+    "s_state_code",
+    "month",
+    "weekday",
+    "n_items",
+    "price",
+    "freight",
+    "promised_days",
+    "seller_past_mean_days",
+    "seller_past_late_rate",
+    "seller_past_orders",
+]
 
 
 def delivery_frame(orders, items, customers, sellers) -> pd.DataFrame:
@@ -31,11 +46,22 @@ def delivery_frame(orders, items, customers, sellers) -> pd.DataFrame:
     g = order_geo(o, items, customers, sellers)
     # the location columns the graph features place an order with (ml/spatial/delivery_graph.py)
     where = {c: (c, "first") for c in LOCATION_COLUMNS if c in g.columns}
-    agg = g.groupby("order_id").agg(distance_km=("distance_km", "max"), n_items=("seller_id", "size"),
-                                    price=("price", "sum"), freight=("freight", "sum"),
-                                    seller_id=("seller_id", "first"), **where).reset_index()
+    agg = (
+        g.groupby("order_id")
+        .agg(
+            distance_km=("distance_km", "max"),
+            n_items=("seller_id", "size"),
+            price=("price", "sum"),
+            freight=("freight", "sum"),
+            seller_id=("seller_id", "first"),
+            **where,
+        )
+        .reset_index()
+    )
     agg = agg.reindex(columns=list(agg.columns) + [c for c in LOCATION_COLUMNS if c not in agg.columns])
-    f = o[["order_id", "purchased_at", "delivered_at", "delivery_days", "promised_days", "is_late"]].merge(agg, on="order_id")
+    f = o[["order_id", "purchased_at", "delivered_at", "delivery_days", "promised_days", "is_late"]].merge(
+        agg, on="order_id"
+    )
     f["same_state"] = (f["c_state"] == f["s_state"]).astype(float)
     states = sorted(set(f["c_state"].dropna()) | set(f["s_state"].dropna()))
     code = {s: i for i, s in enumerate(states)}
@@ -51,16 +77,24 @@ def delivery_frame(orders, items, customers, sellers) -> pd.DataFrame:
     for row in f.itertuples(index=False):
         d = by_seller.get(row.seller_id)
         if d is None:
-            past_mean.append(np.nan); past_late.append(np.nan); past_n.append(0)
+            past_mean.append(np.nan)
+            past_late.append(np.nan)
+            past_n.append(0)
             continue
         k = int(np.searchsorted(d["delivered_at"].to_numpy(), np.datetime64(row.purchased_at), side="left"))
         if k == 0:
-            past_mean.append(np.nan); past_late.append(np.nan); past_n.append(0)
+            past_mean.append(np.nan)
+            past_late.append(np.nan)
+            past_n.append(0)
         else:
             past_mean.append(float(d["delivery_days"].iloc[:k].mean()))
             past_late.append(float(d["is_late"].iloc[:k].astype(float).mean()))
             past_n.append(k)
-    f["seller_past_mean_days"], f["seller_past_late_rate"], f["seller_past_orders"] = past_mean, past_late, past_n
+    f["seller_past_mean_days"], f["seller_past_late_rate"], f["seller_past_orders"] = (
+        past_mean,
+        past_late,
+        past_n,
+    )
     f["is_late"] = f["is_late"].astype(float)
     return f
 
@@ -84,7 +118,9 @@ class DeliveryResult:
     def comparison_rows(self) -> list[tuple[str, str, str, object]]:
         """Every (task, candidate, baseline, Comparison): models without graph features vs their best baseline,
         then the graph-feature models vs the baseline and vs their no-graph twins."""
-        return [(task, c, b, cmp) for task, (c, b, cmp) in (self.comparisons or {}).items()] + self.graph_comparisons
+        return [
+            (task, c, b, cmp) for task, (c, b, cmp) in (self.comparisons or {}).items()
+        ] + self.graph_comparisons
 
 
 DAYS_CANDIDATE, LATE_CANDIDATE = "hgb_delivery_days", "hgb_late_classifier"
@@ -95,8 +131,10 @@ def baseline_days(tr: pd.DataFrame, te: pd.DataFrame) -> dict[str, np.ndarray]:
     """Delivery-days baselines for the test orders, fitted on the training orders only."""
     state_median = tr.groupby("c_state")["delivery_days"].median()
     overall = float(tr["delivery_days"].median())
-    return {"platform_estimate": te["promised_days"].to_numpy(dtype=float),
-            "state_median": te["c_state"].map(state_median).fillna(overall).to_numpy(dtype=float)}
+    return {
+        "platform_estimate": te["promised_days"].to_numpy(dtype=float),
+        "state_median": te["c_state"].map(state_median).fillna(overall).to_numpy(dtype=float),
+    }
 
 
 def baseline_late_scores(tr: pd.DataFrame, te: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -127,8 +165,12 @@ def _fit_models(tr: pd.DataFrame, te: pd.DataFrame, features: list[str], seed: i
     return reg, reg.predict(te[features]), clf, late_score
 
 
-def train_delivery_model(frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0,
-                         graph_variant: str | None = DEFAULT_VARIANT) -> DeliveryResult:
+def train_delivery_model(
+    frame: pd.DataFrame,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    graph_variant: str | None = DEFAULT_VARIANT,
+) -> DeliveryResult:
     """The delivery-days regressor and late classifier without graph features, and (``graph_variant``, see
     :mod:`delivery_graph`; None: none) their twins with graph features built from training-period orders; the
     serving gate picks per task among the best baseline, the no-graph model and the graph model, each richer
@@ -150,8 +192,10 @@ def train_delivery_model(frame: pd.DataFrame, test_fraction: float = 0.2, seed: 
 
     y = te["delivery_days"].to_numpy(dtype=float)
     base_days = baseline_days(tr, te)
-    m = {"mae": float(mean_absolute_error(y, pred)),
-         "baseline_mae": float(mean_absolute_error(y, base_days["platform_estimate"]))}
+    m = {
+        "mae": float(mean_absolute_error(y, pred)),
+        "baseline_mae": float(mean_absolute_error(y, base_days["platform_estimate"])),
+    }
     m |= {f"{name}_mae": float(np.mean(np.abs(y - v))) for name, v in base_days.items()}
     best_days = min(base_days, key=lambda k: m[f"{k}_mae"])
     days_by_model = {best_days: base_days[best_days], DAYS_CANDIDATE: pred}
@@ -160,15 +204,23 @@ def train_delivery_model(frame: pd.DataFrame, test_fraction: float = 0.2, seed: 
         m["graph_mae"] = float(mean_absolute_error(y, g_pred))
 
     def days_comparison(candidate, reference):
-        return paired_bootstrap(np.abs(y - days_by_model[candidate]), np.abs(y - days_by_model[reference]),
-                                metric="mae", higher_is_better=False)
+        return paired_bootstrap(
+            np.abs(y - days_by_model[candidate]),
+            np.abs(y - days_by_model[reference]),
+            metric="mae",
+            higher_is_better=False,
+        )
 
     comparisons = {"delivery_delay": (DAYS_CANDIDATE, best_days, days_comparison(DAYS_CANDIDATE, best_days))}
     graph_comparisons = []
     if g_pred is not None:
-        graph_comparisons += [("delivery_delay", GRAPH_DAYS_CANDIDATE, ref, days_comparison(GRAPH_DAYS_CANDIDATE, ref))
-                              for ref in (DAYS_CANDIDATE, best_days)]
-    days_decisions = decide_chain("delivery_delay", "all", best_days, list(days_by_model)[1:], days_comparison)
+        graph_comparisons += [
+            ("delivery_delay", GRAPH_DAYS_CANDIDATE, ref, days_comparison(GRAPH_DAYS_CANDIDATE, ref))
+            for ref in (DAYS_CANDIDATE, best_days)
+        ]
+    days_decisions = decide_chain(
+        "delivery_delay", "all", best_days, list(days_by_model)[1:], days_comparison
+    )
     days_served = days_decisions[-1].served
     decisions = list(days_decisions)
     late_served, late_model = np.full(len(te), np.nan), None
@@ -191,23 +243,52 @@ def train_delivery_model(frame: pd.DataFrame, test_fraction: float = 0.2, seed: 
             return auc_comparison(te["is_late"], late_by_model[candidate], late_by_model[reference])
 
         if late_score is not None:
-            comparisons["delivery_late"] = (LATE_CANDIDATE, best_late, late_comparison(LATE_CANDIDATE, best_late))
+            comparisons["delivery_late"] = (
+                LATE_CANDIDATE,
+                best_late,
+                late_comparison(LATE_CANDIDATE, best_late),
+            )
         if g_late is not None:
-            graph_comparisons += [("delivery_late", GRAPH_LATE_CANDIDATE, ref,
-                                   late_comparison(GRAPH_LATE_CANDIDATE, ref)) for ref in (LATE_CANDIDATE, best_late)]
+            graph_comparisons += [
+                ("delivery_late", GRAPH_LATE_CANDIDATE, ref, late_comparison(GRAPH_LATE_CANDIDATE, ref))
+                for ref in (LATE_CANDIDATE, best_late)
+            ]
         candidates = list(late_by_model)[1:]
-        late_decisions = (decide_chain("delivery_late", "all", best_late, candidates, late_comparison) if candidates
-                          else decide_chain("delivery_late", "all", best_late, [LATE_CANDIDATE], lambda c, r: None))
+        late_decisions = (
+            decide_chain("delivery_late", "all", best_late, candidates, late_comparison)
+            if candidates
+            else decide_chain("delivery_late", "all", best_late, [LATE_CANDIDATE], lambda c, r: None)
+        )
         decisions += late_decisions
         late_model = late_decisions[-1].served
         # probabilities only: the per-state late rate is one; the promised-days rule is a ranking (its input,
         # promised_days, is in the table and late_model names the rule)
-        late_served = {LATE_CANDIDATE: late_score, GRAPH_LATE_CANDIDATE: g_late,
-                       "state_late_rate": base_late["state_late_rate"]}.get(late_model)
+        late_served = {
+            LATE_CANDIDATE: late_score,
+            GRAPH_LATE_CANDIDATE: g_late,
+            "state_late_rate": base_late["state_late_rate"],
+        }.get(late_model)
         if late_served is None:
             late_served = np.full(len(te), np.nan)
     served_days = days_by_model[days_served]
     preds = te[["order_id", "purchased_at", "delivery_days", "promised_days", "is_late"]].assign(
-        predicted_days=served_days, late_probability=late_served, days_model=days_served, late_model=late_model)
-    return DeliveryResult(m, preds, reg, clf, split.cutoff, len(tr), len(te), comparisons, decisions, graph,
-                          graph_comparisons, g_reg, g_clf)
+        predicted_days=served_days,
+        late_probability=late_served,
+        days_model=days_served,
+        late_model=late_model,
+    )
+    return DeliveryResult(
+        m,
+        preds,
+        reg,
+        clf,
+        split.cutoff,
+        len(tr),
+        len(te),
+        comparisons,
+        decisions,
+        graph,
+        graph_comparisons,
+        g_reg,
+        g_clf,
+    )

@@ -44,7 +44,12 @@ MIN_REGIONS = 3
 SHRINK_ORDERS = 10.0  # pseudo-orders of the neighbour mean behind a region's own mean
 ROUTE_SHRINK_ORDERS = 5.0
 ORDER_CHUNK = 20_000
-LATLON = {"c_lat": "customer_lat", "c_lng": "customer_lng", "s_lat": "seller_lat", "s_lng": "seller_lng"}  # orders per distance-matrix block (memory: chunk x regions floats)
+LATLON = {
+    "c_lat": "customer_lat",
+    "c_lng": "customer_lng",
+    "s_lat": "seller_lat",
+    "s_lng": "seller_lng",
+}  # orders per distance-matrix block (memory: chunk x regions floats)
 
 
 @dataclass
@@ -74,8 +79,11 @@ def known_at(frame: pd.DataFrame, cutoff: pd.Timestamp, window_days: float | Non
 
 
 def _side_regions(frame: pd.DataFrame, prefix: str, level: str, qualify: bool) -> pd.Series:
-    present = [c for c in ("level", "country", "state", "zip3")
-               if prefix + c in frame.columns and frame[prefix + c].notna().any()]
+    present = [
+        c
+        for c in ("level", "country", "state", "zip3")
+        if prefix + c in frame.columns and frame[prefix + c].notna().any()
+    ]
     side = frame[[prefix + c for c in present]].rename(columns=lambda c: c.removeprefix(prefix))
     for c in ("country", "state", "zip3"):  # region_id reads these; "level" only when the data has it
         if c not in side.columns:
@@ -94,8 +102,13 @@ def _qualify(frame: pd.DataFrame) -> bool:
 def _node_table(known: pd.DataFrame, regions: pd.Series) -> pd.DataFrame:
     """Known orders per customer region: count, sums of delivery days and late flags, centroid."""
     k = known.assign(region=regions.loc[known.index]).dropna(subset=["region"])
-    nodes = k.groupby("region").agg(n=("delivery_days", "size"), sum_days=("delivery_days", "sum"),
-                                    sum_late=("is_late", "sum"), lat=("c_lat", "mean"), lng=("c_lng", "mean"))
+    nodes = k.groupby("region").agg(
+        n=("delivery_days", "size"),
+        sum_days=("delivery_days", "sum"),
+        sum_late=("is_late", "sum"),
+        lat=("c_lat", "mean"),
+        lng=("c_lng", "mean"),
+    )
     return nodes.dropna(subset=["lat", "lng"])
 
 
@@ -124,10 +137,16 @@ def _nearest(lat: np.ndarray, lng: np.ndarray, nodes: pd.DataFrame, own: np.ndar
     dist = np.full((len(lat), kk), np.inf)
     for start in range(0, len(lat), ORDER_CHUNK):
         sl = slice(start, start + ORDER_CHUNK)
-        d = haversine_km(lat[sl, None], lng[sl, None], nodes["lat"].to_numpy()[None, :], nodes["lng"].to_numpy()[None, :])
+        d = haversine_km(
+            lat[sl, None], lng[sl, None], nodes["lat"].to_numpy()[None, :], nodes["lng"].to_numpy()[None, :]
+        )
         d[own[sl, None] == node_ids[None, :]] = np.inf  # a region is not its own neighbour
         d = np.where(np.isnan(d), np.inf, d)
-        nn = np.argpartition(d, kk - 1, axis=1)[:, :kk] if kk < len(nodes) else np.tile(np.arange(kk), (len(d), 1))
+        nn = (
+            np.argpartition(d, kk - 1, axis=1)[:, :kk]
+            if kk < len(nodes)
+            else np.tile(np.arange(kk), (len(d), 1))
+        )
         pos[sl], dist[sl] = nn, np.take_along_axis(d, nn, axis=1)
     return pos, dist
 
@@ -141,13 +160,25 @@ def _weighted(values: np.ndarray, pos: np.ndarray, dist: np.ndarray) -> np.ndarr
 
 def _group_sums(keys_rows: pd.Series, keys_known: pd.Series, known: pd.DataFrame):
     """Per row: (count, days sum, late sum) of the known orders with the row's key."""
-    g = known.assign(key=keys_known).dropna(subset=["key"]).groupby("key").agg(
-        n=("delivery_days", "size"), s=("delivery_days", "sum"), late=("is_late", "sum"))
+    g = (
+        known.assign(key=keys_known)
+        .dropna(subset=["key"])
+        .groupby("key")
+        .agg(n=("delivery_days", "size"), s=("delivery_days", "sum"), late=("is_late", "sum"))
+    )
     return tuple(keys_rows.map(g[c]).fillna(0.0).astype(float).to_numpy() for c in ("n", "s", "late"))
 
 
-def _snapshot_features(rows: pd.DataFrame, known: pd.DataFrame, regions: pd.Series, sellers: pd.Series,
-                       level: str, k: int, families: list[str], routes: bool) -> dict:
+def _snapshot_features(
+    rows: pd.DataFrame,
+    known: pd.DataFrame,
+    regions: pd.Series,
+    sellers: pd.Series,
+    level: str,
+    k: int,
+    families: list[str],
+    routes: bool,
+) -> dict:
     """Features of ``rows`` from the ``known`` orders (one snapshot) at one region level."""
     nodes = _node_table(known, regions)
     if len(nodes) < MIN_REGIONS:
@@ -164,18 +195,25 @@ def _snapshot_features(rows: pd.DataFrame, known: pd.DataFrame, regions: pd.Seri
         n, s, lt = _group_sums(r_rows, regions.loc[known.index], known)
         own_days = (s + SHRINK_ORDERS * nb_days) / (n + SHRINK_ORDERS)
         own_late = (lt + SHRINK_ORDERS * nb_late) / (n + SHRINK_ORDERS)
-        out |= {f"{level}_neighbour_days": nb_days, f"{level}_neighbour_late": nb_late,
-                f"{level}_region_days": own_days, f"{level}_region_late": own_late,
-                f"{level}_region_known_orders": n}
+        out |= {
+            f"{level}_neighbour_days": nb_days,
+            f"{level}_neighbour_late": nb_late,
+            f"{level}_region_days": own_days,
+            f"{level}_region_late": own_late,
+            f"{level}_region_known_orders": n,
+        }
         if routes:  # seller region -> customer region: an edge of the flow graph
+
             def route(idx):
                 s_r, c_r = sellers.loc[idx], regions.loc[idx]
                 return (s_r + ">" + c_r).where(s_r.notna() & c_r.notna())
 
             rn, rs, rl = _group_sums(route(rows.index), route(known.index), known)
-            out |= {f"{level}_route_days": (rs + ROUTE_SHRINK_ORDERS * own_days) / (rn + ROUTE_SHRINK_ORDERS),
-                    f"{level}_route_late": (rl + ROUTE_SHRINK_ORDERS * own_late) / (rn + ROUTE_SHRINK_ORDERS),
-                    f"{level}_route_known_orders": rn}
+            out |= {
+                f"{level}_route_days": (rs + ROUTE_SHRINK_ORDERS * own_days) / (rn + ROUTE_SHRINK_ORDERS),
+                f"{level}_route_late": (rl + ROUTE_SHRINK_ORDERS * own_late) / (rn + ROUTE_SHRINK_ORDERS),
+                f"{level}_route_known_orders": rn,
+            }
     if "gcn" in families:
         # parameter-free graph convolution (two hops of Â, as in SGC) of the regions' known delivery days and
         # late shares over the kNN + flow graph of this snapshot
@@ -184,26 +222,46 @@ def _snapshot_features(rows: pd.DataFrame, known: pd.DataFrame, regions: pd.Seri
         pos, _ = _nearest(lat, lng, nodes, np.full(len(rows), None, dtype=object), 1)
         at = pd.Series(np.arange(len(nodes)), index=nodes.index)
         node_of_row = r_rows.map(at).fillna(pd.Series(pos[:, 0], index=rows.index)).to_numpy(dtype=int)
-        out |= {f"gcn_{level}_smoothed_days": smooth[node_of_row, 0], f"gcn_{level}_smoothed_late": smooth[node_of_row, 1]}
+        out |= {
+            f"gcn_{level}_smoothed_days": smooth[node_of_row, 0],
+            f"gcn_{level}_smoothed_late": smooth[node_of_row, 1],
+        }
     return out
 
 
-def _region_graph(nodes: pd.DataFrame, known: pd.DataFrame, regions: pd.Series, sellers: pd.Series,
-                  k: int) -> np.ndarray:
+def _region_graph(
+    nodes: pd.DataFrame, known: pd.DataFrame, regions: pd.Series, sellers: pd.Series, k: int
+) -> np.ndarray:
     """Adjacency over ``nodes``: k nearest regions plus seller->customer flows with at least 3 known orders."""
     from ecom_pipeline.ml.spatial.gcn import adjacency
     from ecom_pipeline.ml.spatial.geo import knn_graph
 
-    table = pd.DataFrame({"region_id": nodes.index, "level": "x", "lat": nodes["lat"].to_numpy(),
-                          "lng": nodes["lng"].to_numpy()})
+    table = pd.DataFrame(
+        {
+            "region_id": nodes.index,
+            "level": "x",
+            "lat": nodes["lat"].to_numpy(),
+            "lng": nodes["lng"].to_numpy(),
+        }
+    )
     flow = pd.DataFrame({"src": sellers.loc[known.index], "dst": regions.loc[known.index]}).dropna()
     flow = flow.groupby(["src", "dst"]).size()
     flow = flow[flow >= 3].reset_index()[["src", "dst"]]
     return adjacency(list(nodes.index), pd.concat([knn_graph(table, k)[["src", "dst"]], flow]))
 
 
-def gcn_embeddings(frame: pd.DataFrame, known: pd.DataFrame, regions: pd.Series, sellers: pd.Series, level: str,
-                   k: int, *, dim: int, epochs: int, seed: int) -> tuple[dict, dict]:
+def gcn_embeddings(
+    frame: pd.DataFrame,
+    known: pd.DataFrame,
+    regions: pd.Series,
+    sellers: pd.Series,
+    level: str,
+    k: int,
+    *,
+    dim: int,
+    epochs: int,
+    seed: int,
+) -> tuple[dict, dict]:
     """Customer-region embeddings from the GCN graph autoencoder (:func:`gcn.train_embeddings`) over the
     regions of the orders known at the cutoff.  Node features carry no delivery labels (orders, revenue,
     sellers, location): a region's embedding cannot hold its own training orders' delivery times, so one
@@ -213,10 +271,15 @@ def gcn_embeddings(frame: pd.DataFrame, known: pd.DataFrame, regions: pd.Series,
     nodes = _node_table(known, regions)
     kn = known.assign(region=regions.loc[known.index])
     per = kn.groupby("region")
-    raw = pd.DataFrame({"log_orders": np.log1p(nodes["n"]),
-                        "log_revenue": np.log1p((per["price"].sum() + per["freight"].sum()).reindex(nodes.index)),
-                        "log_sellers": np.log1p(per["seller_id"].nunique().reindex(nodes.index)),
-                        "lat": nodes["lat"], "lng": nodes["lng"]}).fillna(0.0)
+    raw = pd.DataFrame(
+        {
+            "log_orders": np.log1p(nodes["n"]),
+            "log_revenue": np.log1p((per["price"].sum() + per["freight"].sum()).reindex(nodes.index)),
+            "log_sellers": np.log1p(per["seller_id"].nunique().reindex(nodes.index)),
+            "lat": nodes["lat"],
+            "lng": nodes["lng"],
+        }
+    ).fillna(0.0)
     X = ((raw - raw.mean()) / raw.std(ddof=0).replace(0, 1.0)).to_numpy(dtype=np.float32)
     A = _region_graph(nodes, known, regions, sellers, k)
     Z, history, _ = train_embeddings(X, A, dim=dim, hidden=2 * dim, epochs=epochs, seed=seed)
@@ -225,16 +288,30 @@ def gcn_embeddings(frame: pd.DataFrame, known: pd.DataFrame, regions: pd.Series,
     at = pd.Series(np.arange(len(nodes)), index=nodes.index)
     node_of_row = regions.map(at).to_numpy(dtype=float)
     node_of_row = np.where(np.isnan(node_of_row), pos[:, 0], node_of_row).astype(int)
-    emb = np.where(np.isfinite(lat)[:, None] | ~np.isnan(regions.map(at).to_numpy(dtype=float))[:, None],
-                   Z[node_of_row], np.nan)
-    info = {f"gcn_{level}_nodes": len(nodes), f"gcn_{level}_edges": int((A > 0).sum() // 2),
-            f"gcn_{level}_final_loss": round(float(history[-1]), 4) if history else None}
+    emb = np.where(
+        np.isfinite(lat)[:, None] | ~np.isnan(regions.map(at).to_numpy(dtype=float))[:, None],
+        Z[node_of_row],
+        np.nan,
+    )
+    info = {
+        f"gcn_{level}_nodes": len(nodes),
+        f"gcn_{level}_edges": int((A > 0).sum() // 2),
+        f"gcn_{level}_final_loss": round(float(history[-1]), 4) if history else None,
+    }
     return {f"gcn_{level}_{i}": emb[:, i] for i in range(dim)}, info
 
 
-def graph_features(frame: pd.DataFrame, cutoff: pd.Timestamp, variant: str = DEFAULT_VARIANT, *, k: int = 5,
-                   gcn_dim: int = 8, gcn_epochs: int = 200, seed: int = 0,
-                   window_days: float | None = None) -> GraphFeatures:
+def graph_features(
+    frame: pd.DataFrame,
+    cutoff: pd.Timestamp,
+    variant: str = DEFAULT_VARIANT,
+    *,
+    k: int = 5,
+    gcn_dim: int = 8,
+    gcn_epochs: int = 200,
+    seed: int = 0,
+    window_days: float | None = None,
+) -> GraphFeatures:
     """``variant``'s features for every order of ``frame`` (from :func:`delivery.delivery_frame`), each from
     orders known before its snapshot time (:func:`snapshot_times`), so only from the training period."""
     families = parse_variant(variant)
@@ -244,8 +321,12 @@ def graph_features(frame: pd.DataFrame, cutoff: pd.Timestamp, variant: str = DEF
     is_known = known_at(frame, cutoff)
     qualify = _qualify(frame)
     cols: dict[str, np.ndarray] = {}
-    details: dict = {"variant": variant, "known_orders_at_cutoff": int(is_known.sum()), "cutoff": str(cutoff),
-                     "window_days": window_days}
+    details: dict = {
+        "variant": variant,
+        "known_orders_at_cutoff": int(is_known.sum()),
+        "cutoff": str(cutoff),
+        "window_days": window_days,
+    }
     reasons = []
     if "latlon" in families:
         if frame[["c_lat", "c_lng"]].notna().all(axis=1).any():
@@ -264,8 +345,10 @@ def graph_features(frame: pd.DataFrame, cutoff: pd.Timestamp, variant: str = DEF
     graph_families = [f for f in families if f in ("neighbour", "gcn")]
     if graph_families and not levels:
         counts = ", ".join(f"{lv}: {details[f'{lv}_regions_with_known_orders']}" for lv in GRAPH_LEVELS)
-        reasons.append(f"{'+'.join(graph_families)}: no region graph: fewer than {MIN_REGIONS} customer regions "
-                       f"with deliveries known before the cutoff at every level ({counts})")
+        reasons.append(
+            f"{'+'.join(graph_families)}: no region graph: fewer than {MIN_REGIONS} customer regions "
+            f"with deliveries known before the cutoff at every level ({counts})"
+        )
     elif graph_families:
         snap = snapshot_times(frame, cutoff)
         coarsest = list(levels)[-1]  # finer routes (zip3 -> zip3) almost never repeat in training
@@ -274,15 +357,25 @@ def graph_features(frame: pd.DataFrame, cutoff: pd.Timestamp, variant: str = DEF
             known = frame[known_at(frame, t, window_days)]
             part = {}
             for level, (regions, sellers) in levels.items():
-                part |= _snapshot_features(rows, known, regions, sellers, level, k, graph_families, level == coarsest)
+                part |= _snapshot_features(
+                    rows, known, regions, sellers, level, k, graph_families, level == coarsest
+                )
             parts.append(pd.DataFrame(part, index=rows.index))
         snap_cols = pd.concat(parts).reindex(frame.index)  # orders of too-early snapshots: NaN (no graph yet)
         details["snapshots"] = int(snap.nunique())
         cols |= {c: snap_cols[c].to_numpy(dtype=float) for c in snap_cols.columns}
         if "gcn" in families:
             finest = next(iter(levels))
-            emb, info = gcn_embeddings(frame, frame[known_at(frame, cutoff, window_days)], *levels[finest], finest, k, dim=gcn_dim,
-                                       epochs=gcn_epochs, seed=seed)
+            emb, info = gcn_embeddings(
+                frame,
+                frame[known_at(frame, cutoff, window_days)],
+                *levels[finest],
+                finest,
+                k,
+                dim=gcn_dim,
+                epochs=gcn_epochs,
+                seed=seed,
+            )
             cols |= emb
             details |= info
     out = pd.DataFrame(cols, index=frame.index)

@@ -10,8 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-EMBED_FEATURES = ["log_orders", "log_revenue", "log_customers", "log_sellers", "mean_delivery_days", "late_rate",
-                  "lat", "lng"]
+EMBED_FEATURES = [
+    "log_orders",
+    "log_revenue",
+    "log_customers",
+    "log_sellers",
+    "mean_delivery_days",
+    "late_rate",
+    "lat",
+    "lng",
+]
 
 
 def adjacency(region_ids: list[str], edges: pd.DataFrame, weight: str | None = None) -> np.ndarray:
@@ -32,7 +40,7 @@ def normalized_adjacency(A: np.ndarray, self_loops: bool = True) -> np.ndarray:
     if self_loops:
         A = A + np.eye(len(A), dtype=np.float32)
     deg = A.sum(1)
-    inv = np.where(deg > 0, deg ** -0.5, 0.0).astype(np.float32)
+    inv = np.where(deg > 0, deg**-0.5, 0.0).astype(np.float32)
     return inv[:, None] * A * inv[None, :]
 
 
@@ -61,8 +69,11 @@ class GCNEncoder(_torch_nn()):
 
     def safe_config(self) -> dict:
         """Constructor arguments, so a registered state dict can be rebuilt (ml/safe_artifacts.py)."""
-        return {"d_in": self.g1.linear.in_features, "hidden": self.g1.linear.out_features,
-                "d_out": self.g2.linear.out_features}
+        return {
+            "d_in": self.g1.linear.in_features,
+            "hidden": self.g1.linear.out_features,
+            "d_out": self.g2.linear.out_features,
+        }
 
     def forward(self, x, a_hat):
         import torch
@@ -71,20 +82,34 @@ class GCNEncoder(_torch_nn()):
 
 
 def node_features(regions: pd.DataFrame) -> np.ndarray:
-    f = pd.DataFrame({
-        "log_orders": np.log1p(regions["orders"].astype(float)), "log_revenue": np.log1p(regions["revenue"].astype(float)),
-        "log_customers": np.log1p(regions["customers"].astype(float)),
-        "log_sellers": np.log1p(regions["sellers"].astype(float)),
-        "mean_delivery_days": regions["mean_delivery_days"].astype(float),
-        "late_rate": regions["late_rate"].astype(float), "lat": regions["lat"].astype(float),
-        "lng": regions["lng"].astype(float)})
+    f = pd.DataFrame(
+        {
+            "log_orders": np.log1p(regions["orders"].astype(float)),
+            "log_revenue": np.log1p(regions["revenue"].astype(float)),
+            "log_customers": np.log1p(regions["customers"].astype(float)),
+            "log_sellers": np.log1p(regions["sellers"].astype(float)),
+            "mean_delivery_days": regions["mean_delivery_days"].astype(float),
+            "late_rate": regions["late_rate"].astype(float),
+            "lat": regions["lat"].astype(float),
+            "lng": regions["lng"].astype(float),
+        }
+    )
     f = f.fillna(f.mean()).fillna(0.0)
     std = f.std(ddof=0).replace(0, 1.0)
     return ((f - f.mean()) / std).to_numpy(dtype=np.float32)
 
 
-def train_embeddings(X: np.ndarray, A: np.ndarray, *, dim: int = 16, hidden: int = 32, epochs: int = 200,
-                     lr: float = 0.01, seed: int = 0, device: str = "cpu"):
+def train_embeddings(
+    X: np.ndarray,
+    A: np.ndarray,
+    *,
+    dim: int = 16,
+    hidden: int = 32,
+    epochs: int = 200,
+    lr: float = 0.01,
+    seed: int = 0,
+    device: str = "cpu",
+):
     """(embeddings [n, dim], history of losses) from the graph autoencoder."""
     import torch
 

@@ -27,8 +27,17 @@ def locate(frame: pd.DataFrame, countries: tuple[str, ...] = ()) -> pd.DataFrame
 
     r = resolve_locations(frame, countries)
     out = frame.copy()
-    for c in ("country", "state", "state_name", "zip3", "lat", "lng", "level", "resolution_source",
-              "unresolved_reason"):
+    for c in (
+        "country",
+        "state",
+        "state_name",
+        "zip3",
+        "lat",
+        "lng",
+        "level",
+        "resolution_source",
+        "unresolved_reason",
+    ):
         out[c] = r[c]
     if "zip_prefix" not in out.columns:
         out["zip_prefix"] = None
@@ -41,8 +50,11 @@ def region_id(df: pd.DataFrame, level: str, qualify: bool = False) -> pd.Series:
     if level not in LEVELS:
         raise ValueError(f"unknown region level {level!r}; use one of {LEVELS}")
     reached = df["level"].map({lv: i for i, lv in enumerate(LEVELS)}) if "level" in df.columns else None
-    cc = df["country"].astype("string") if "country" in df.columns else pd.Series(pd.NA, index=df.index,
-                                                                                   dtype="string")
+    cc = (
+        df["country"].astype("string")
+        if "country" in df.columns
+        else pd.Series(pd.NA, index=df.index, dtype="string")
+    )
     if level == "country":
         return ("country:" + cc).where(cc.notna(), None)
     if level == "state":
@@ -70,8 +82,15 @@ def delivered_orders(orders: pd.DataFrame) -> pd.DataFrame:
     return o
 
 
-def region_table(level: str, regions: pd.DataFrame, customers: pd.DataFrame, sellers: pd.DataFrame,
-                 orders: pd.DataFrame, items: pd.DataFrame, qualify: bool = False) -> pd.DataFrame:
+def region_table(
+    level: str,
+    regions: pd.DataFrame,
+    customers: pd.DataFrame,
+    sellers: pd.DataFrame,
+    orders: pd.DataFrame,
+    items: pd.DataFrame,
+    qualify: bool = False,
+) -> pd.DataFrame:
     """One row per region of ``level``: centroid (staging.regions where present, else the mean location of
     its located customers and sellers), customers, sellers, orders, revenue, mean delivery days, late rate,
     ``country`` and ``resolution_source`` (how most of its points were placed).  ``customers``/``sellers``
@@ -81,8 +100,12 @@ def region_table(level: str, regions: pd.DataFrame, customers: pd.DataFrame, sel
     cols = ["region_id", "lat", "lng", "state", "country", "resolution_source"]
     pts = pd.concat([cust.reindex(columns=cols), sell.reindex(columns=cols)])
     cent = pts.groupby("region_id").agg(
-        lat=("lat", "mean"), lng=("lng", "mean"), state=("state", "first"), country=("country", "first"),
-        resolution_source=("resolution_source", lambda x: x.mode().iat[0] if x.notna().any() else None))
+        lat=("lat", "mean"),
+        lng=("lng", "mean"),
+        state=("state", "first"),
+        country=("country", "first"),
+        resolution_source=("resolution_source", lambda x: x.mode().iat[0] if x.notna().any() else None),
+    )
     staged = regions[regions["level"] == level].set_index("region_id") if len(regions) else None
     if staged is not None and len(staged):
         staged = staged.assign(resolution_source="staging.regions")
@@ -95,21 +118,37 @@ def region_table(level: str, regions: pd.DataFrame, customers: pd.DataFrame, sel
     else:
         cent["name"] = None
     if level == "state" and len(cust) + len(sell):
-        names = pd.concat([cust.reindex(columns=["region_id", "state_name"]),
-                           sell.reindex(columns=["region_id", "state_name"])]).dropna()
-        cent["name"] = cent["name"].fillna(names.drop_duplicates("region_id").set_index("region_id")["state_name"])
+        names = pd.concat(
+            [
+                cust.reindex(columns=["region_id", "state_name"]),
+                sell.reindex(columns=["region_id", "state_name"]),
+            ]
+        ).dropna()
+        cent["name"] = cent["name"].fillna(
+            names.drop_duplicates("region_id").set_index("region_id")["state_name"]
+        )
     cent["name"] = cent["name"].fillna(pd.Series(cent.index.str.split(":").str[1], index=cent.index))
     out = cent.reset_index().rename(columns={"index": "region_id"})
     out["level"] = level
     o = delivered_orders(orders).merge(cust[["customer_id", "region_id"]], on="customer_id", how="inner")
-    rev = items.assign(revenue=items["price"].astype(float) + items["freight"].astype(float).fillna(0)) \
-        .groupby("order_id")["revenue"].sum() if len(items) else pd.Series(dtype=float)
+    rev = (
+        items.assign(revenue=items["price"].astype(float) + items["freight"].astype(float).fillna(0))
+        .groupby("order_id")["revenue"]
+        .sum()
+        if len(items)
+        else pd.Series(dtype=float)
+    )
     o["revenue"] = o["order_id"].map(rev).fillna(0.0)
-    stats = o.groupby("region_id").agg(orders=("order_id", "nunique"), revenue=("revenue", "sum"),
-                                       mean_delivery_days=("delivery_days", "mean"),
-                                       late_rate=("is_late", lambda s: s.dropna().astype(float).mean()))
+    stats = o.groupby("region_id").agg(
+        orders=("order_id", "nunique"),
+        revenue=("revenue", "sum"),
+        mean_delivery_days=("delivery_days", "mean"),
+        late_rate=("is_late", lambda s: s.dropna().astype(float).mean()),
+    )
     stats = stats.reindex(out["region_id"]).reset_index()
-    stats["customers"] = cust.groupby("region_id")["customer_id"].nunique().reindex(stats["region_id"]).to_numpy()
+    stats["customers"] = (
+        cust.groupby("region_id")["customer_id"].nunique().reindex(stats["region_id"]).to_numpy()
+    )
     stats["sellers"] = sell.groupby("region_id")["seller_id"].nunique().reindex(stats["region_id"]).to_numpy()
     out = out.merge(stats, on="region_id", how="left")
     for c in ("orders", "customers", "sellers"):
@@ -119,27 +158,54 @@ def region_table(level: str, regions: pd.DataFrame, customers: pd.DataFrame, sel
     return out[REGION_COLUMNS].sort_values("region_id").reset_index(drop=True)
 
 
-REGION_COLUMNS = ["region_id", "level", "name", "state", "country", "lat", "lng", "customers", "sellers", "orders",
-                  "revenue", "mean_delivery_days", "late_rate", "resolution_source"]
+REGION_COLUMNS = [
+    "region_id",
+    "level",
+    "name",
+    "state",
+    "country",
+    "lat",
+    "lng",
+    "customers",
+    "sellers",
+    "orders",
+    "revenue",
+    "mean_delivery_days",
+    "late_rate",
+    "resolution_source",
+]
 
 
-def order_geo(orders: pd.DataFrame, items: pd.DataFrame, customers: pd.DataFrame, sellers: pd.DataFrame,
-              countries: tuple[str, ...] = ()) -> pd.DataFrame:
+def order_geo(
+    orders: pd.DataFrame,
+    items: pd.DataFrame,
+    customers: pd.DataFrame,
+    sellers: pd.DataFrame,
+    countries: tuple[str, ...] = (),
+) -> pd.DataFrame:
     """Order item lines with seller and customer coordinates, regions and the haversine distance.  An order's
     own ship-to location (``ship_*`` columns, when the source maps them) replaces its customer's address."""
     it = items[["order_id", "seller_id", "price", "freight"]]
     loc_cols = ["lat", "lng", "state", "zip_prefix", "zip3", "country", "level"]
     o = orders[["order_id", "customer_id", "purchased_at"]].merge(it, on="order_id", how="inner")
     c = customers[["customer_id"] + [k for k in loc_cols if k in customers.columns]].rename(
-        columns={k: "c_" + k for k in loc_cols})
+        columns={k: "c_" + k for k in loc_cols}
+    )
     s = sellers[["seller_id"] + [k for k in loc_cols if k in sellers.columns]].rename(
-        columns={k: "s_" + k for k in loc_cols})
+        columns={k: "s_" + k for k in loc_cols}
+    )
     g = o.merge(c, on="customer_id", how="left").merge(s, on="seller_id", how="left")
     ship = [k for k in SHIP_TO if k in orders.columns]
     if ship and orders[ship].notna().any(axis=None):
-        located = locate(orders[["order_id"] + ship].rename(columns=lambda k: k.removeprefix("ship_"))
-                         .rename(columns={"postal_code": "zip_prefix"}), countries)
-        has = located["lat"].notna() & orders[ship].notna().any(axis=1).to_numpy()  # only orders with a ship-to
+        located = locate(
+            orders[["order_id"] + ship]
+            .rename(columns=lambda k: k.removeprefix("ship_"))
+            .rename(columns={"postal_code": "zip_prefix"}),
+            countries,
+        )
+        has = (
+            located["lat"].notna() & orders[ship].notna().any(axis=1).to_numpy()
+        )  # only orders with a ship-to
         repl = located[has].set_index("order_id")
         m = g["order_id"].isin(repl.index)
         for k in loc_cols:
@@ -161,9 +227,17 @@ def flows(geo: pd.DataFrame, level: str, qualify: bool = False) -> pd.DataFrame:
     g["dst"] = region_id(_side(g, "c_"), level, qualify)
     g = g.dropna(subset=["src", "dst"])
     g["revenue"] = g["price"].astype(float) + g["freight"].astype(float).fillna(0)
-    out = g.groupby(["src", "dst"]).agg(orders=("order_id", "nunique"), items=("order_id", "size"),
-                                        revenue=("revenue", "sum"), mean_distance_km=("distance_km", "mean"),
-                                        median_distance_km=("distance_km", "median")).reset_index()
+    out = (
+        g.groupby(["src", "dst"])
+        .agg(
+            orders=("order_id", "nunique"),
+            items=("order_id", "size"),
+            revenue=("revenue", "sum"),
+            mean_distance_km=("distance_km", "mean"),
+            median_distance_km=("distance_km", "median"),
+        )
+        .reset_index()
+    )
     out["level"] = level
     return out.sort_values("orders", ascending=False).reset_index(drop=True)
 
@@ -176,8 +250,12 @@ def knn_graph(regions: pd.DataFrame, k: int = 5) -> pd.DataFrame:
         n = len(r)
         if n < 2:
             continue
-        d = haversine_km(r["lat"].to_numpy()[:, None], r["lng"].to_numpy()[:, None],
-                         r["lat"].to_numpy()[None, :], r["lng"].to_numpy()[None, :])
+        d = haversine_km(
+            r["lat"].to_numpy()[:, None],
+            r["lng"].to_numpy()[:, None],
+            r["lat"].to_numpy()[None, :],
+            r["lng"].to_numpy()[None, :],
+        )
         np.fill_diagonal(d, np.inf)
         kk = min(k, n - 1)
         nn = np.argsort(d, axis=1)[:, :kk]
@@ -191,10 +269,24 @@ def knn_features(regions: pd.DataFrame, graph: pd.DataFrame) -> pd.DataFrame:
     """Per region: inverse-distance-weighted neighbour demand (orders, revenue) and neighbour delivery delay
     and late rate, beside the region's own values."""
     if graph.empty:
-        return pd.DataFrame(columns=["region_id", "level", "orders", "neighbour_orders", "neighbour_revenue",
-                                     "neighbour_delivery_days", "neighbour_late_rate", "mean_neighbour_km"])
-    g = graph.merge(regions[["region_id", "orders", "revenue", "mean_delivery_days", "late_rate"]],
-                    left_on="dst", right_on="region_id", how="left")
+        return pd.DataFrame(
+            columns=[
+                "region_id",
+                "level",
+                "orders",
+                "neighbour_orders",
+                "neighbour_revenue",
+                "neighbour_delivery_days",
+                "neighbour_late_rate",
+                "mean_neighbour_km",
+            ]
+        )
+    g = graph.merge(
+        regions[["region_id", "orders", "revenue", "mean_delivery_days", "late_rate"]],
+        left_on="dst",
+        right_on="region_id",
+        how="left",
+    )
     g["w"] = 1.0 / (1.0 + g["distance_km"])
 
     def wmean(df, col):
@@ -203,8 +295,17 @@ def knn_features(regions: pd.DataFrame, graph: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     for src, df in g.groupby("src"):
-        rows.append({"region_id": src, "neighbour_orders": wmean(df, "orders"), "neighbour_revenue": wmean(df, "revenue"),
-                     "neighbour_delivery_days": wmean(df, "mean_delivery_days"),
-                     "neighbour_late_rate": wmean(df, "late_rate"), "mean_neighbour_km": float(df["distance_km"].mean())})
+        rows.append(
+            {
+                "region_id": src,
+                "neighbour_orders": wmean(df, "orders"),
+                "neighbour_revenue": wmean(df, "revenue"),
+                "neighbour_delivery_days": wmean(df, "mean_delivery_days"),
+                "neighbour_late_rate": wmean(df, "late_rate"),
+                "mean_neighbour_km": float(df["distance_km"].mean()),
+            }
+        )
     f = pd.DataFrame(rows)
-    return regions[["region_id", "level", "orders", "mean_delivery_days"]].merge(f, on="region_id", how="left")
+    return regions[["region_id", "level", "orders", "mean_delivery_days"]].merge(
+        f, on="region_id", how="left"
+    )

@@ -33,8 +33,17 @@ class RegionEmbeddings:
     served_auc: float | None = None
 
 
-def embed_region_levels(regions: pd.DataFrame, graph: pd.DataFrame, flows: pd.DataFrame, *, dim: int,
-                        hidden: int, epochs: int, min_flow_orders: int, device: str) -> RegionEmbeddings:
+def embed_region_levels(
+    regions: pd.DataFrame,
+    graph: pd.DataFrame,
+    flows: pd.DataFrame,
+    *,
+    dim: int,
+    hidden: int,
+    epochs: int,
+    min_flow_orders: int,
+    device: str,
+) -> RegionEmbeddings:
     """Train one graph autoencoder per region level (kNN edges plus seller→customer flow edges with at least
     ``min_flow_orders`` orders); levels with fewer than three regions are skipped with a note."""
     from ecom_pipeline.ml.spatial.gcn import adjacency, link_auc, node_features, train_embeddings
@@ -43,7 +52,7 @@ def embed_region_levels(regions: pd.DataFrame, graph: pd.DataFrame, flows: pd.Da
     finest = next((lv for lv in LEVELS_FINEST_FIRST if sizes.get(lv, 0) >= 3), None)
     result = RegionEmbeddings(pd.DataFrame(columns=["region_id", "level", "embedding"]))
     rows = []
-    for level, r in (regions.groupby("level") if len(regions) else []):
+    for level, r in regions.groupby("level") if len(regions) else []:
         r = r.reset_index(drop=True)
         ids = r["region_id"].tolist()
         if len(r) < 3:
@@ -55,24 +64,31 @@ def embed_region_levels(regions: pd.DataFrame, graph: pd.DataFrame, flows: pd.Da
             edges = pd.concat([edges, f])
         A = adjacency(ids, edges)
         t0 = time.perf_counter()
-        Z, hist, enc = train_embeddings(node_features(r), A, dim=dim, hidden=hidden, epochs=epochs,
-                                        device=device)
+        Z, hist, enc = train_embeddings(
+            node_features(r), A, dim=dim, hidden=hidden, epochs=epochs, device=device
+        )
         auc = link_auc(Z, A)
         rand_auc = link_auc(np.random.default_rng(0).normal(size=Z.shape), A)
         result.meta[f"{level}_regions"] = len(r)
         result.meta[f"{level}_edges"] = int((A > 0).sum() // 2)
         result.meta[f"{level}_link_auc"] = round(auc, 3)
         result.meta[f"{level}_seconds"] = round(time.perf_counter() - t0, 1)
-        scores = {f"{level}_link_auc": auc, f"{level}_random_link_auc": rand_auc,
-                  f"{level}_final_loss": hist[-1]}
+        scores = {
+            f"{level}_link_auc": auc,
+            f"{level}_random_link_auc": rand_auc,
+            f"{level}_final_loss": hist[-1],
+        }
         result.metrics.update({k: v for k, v in scores.items() if v == v})
         if auc != auc:
-            result.meta[f"{level}_note"] = ("graph is complete (no non-edges): link AUC undefined, "
-                                            "no metric row")
+            result.meta[f"{level}_note"] = (
+                "graph is complete (no non-edges): link AUC undefined, no metric row"
+            )
         else:
             result.scores.append(LevelScore(level, auc, rand_auc))
-        rows += [{"region_id": rid, "level": level, "embedding": Z[i].astype(float).tolist()}
-                 for i, rid in enumerate(ids)]
+        rows += [
+            {"region_id": rid, "level": level, "embedding": Z[i].astype(float).tolist()}
+            for i, rid in enumerate(ids)
+        ]
         if level == finest:  # the encoder of the finest level with a graph is the one served
             result.served_encoder, result.served_auc = enc.cpu(), auc
     result.embeddings = pd.DataFrame(rows, columns=["region_id", "level", "embedding"])

@@ -51,6 +51,7 @@ class FederatedConfig:
 
 # --- the head: multinomial logistic regression on standardised embeddings --------------------------------
 
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -66,8 +67,17 @@ def predict(params: list[np.ndarray], x: np.ndarray) -> np.ndarray:
     return np.argmax(x @ w + b, axis=1)
 
 
-def sgd(params: list[np.ndarray], x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch_size: int,
-        l2: float, rng: np.random.Generator) -> list[np.ndarray]:
+def sgd(
+    params: list[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    l2: float,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
     """Mini-batch SGD on the cross-entropy (+ L2 on weights), starting from ``params``; returns new params."""
     w, b = params[0].copy(), params[1].copy()
     k = w.shape[1]
@@ -75,7 +85,7 @@ def sgd(params: list[np.ndarray], x: np.ndarray, y: np.ndarray, *, epochs: int, 
     for _ in range(epochs):
         order = rng.permutation(len(y))
         for s in range(0, len(y), batch_size):
-            i = order[s:s + batch_size]
+            i = order[s : s + batch_size]
             g = _softmax(x[i] @ w + b) - onehot[i]
             w -= lr * (x[i].T @ g / len(i) + l2 * w)
             b -= lr * g.mean(axis=0)
@@ -98,11 +108,12 @@ class Moments:
     def pooled(parts: list[Moments]) -> tuple[np.ndarray, np.ndarray]:
         n = sum(p.n for p in parts)
         mean = sum(p.total for p in parts) / n
-        var = sum(p.total_sq for p in parts) / n - mean ** 2
+        var = sum(p.total_sq for p in parts) / n - mean**2
         return mean, np.sqrt(np.maximum(var, 1e-12))
 
 
 # --- Flower parties --------------------------------------------------------------------------------------
+
 
 def _numpy_client_base():
     from flwr.client import NumPyClient
@@ -128,18 +139,31 @@ class PartyClient(_numpy_client_base()):
 
     def fit(self, parameters, config):
         cfg = self.cfg
-        new = sgd(parameters, self._x, self._y, epochs=cfg.local_epochs, lr=cfg.lr, batch_size=cfg.batch_size,
-                  l2=cfg.l2, rng=self.rng)
+        new = sgd(
+            parameters,
+            self._x,
+            self._y,
+            epochs=cfg.local_epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            l2=cfg.l2,
+            rng=self.rng,
+        )
         if cfg.dp_noise_multiplier > 0:
             new = clip_and_noise(parameters, new, cfg.dp_clip, cfg.dp_noise_multiplier, self.rng)
         return new, len(self._y), {}
 
 
-def clip_and_noise(old: list[np.ndarray], new: list[np.ndarray], clip: float, noise_multiplier: float,
-                   rng: np.random.Generator) -> list[np.ndarray]:
+def clip_and_noise(
+    old: list[np.ndarray],
+    new: list[np.ndarray],
+    clip: float,
+    noise_multiplier: float,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
     """old + (update clipped to L2 norm ``clip``) + N(0, (noise_multiplier·clip)²) per coordinate."""
     delta = [n - o for n, o in zip(new, old)]
-    norm = math.sqrt(sum(float((d ** 2).sum()) for d in delta))
+    norm = math.sqrt(sum(float((d**2).sum()) for d in delta))
     scale = min(1.0, clip / norm) if norm > 0 else 1.0
     return [o + d * scale + rng.normal(0, noise_multiplier * clip, d.shape) for o, d in zip(old, delta)]
 
@@ -150,7 +174,7 @@ def gaussian_dp_epsilon(noise_multiplier: float, rounds: int, delta: float) -> f
     ε = min_α rounds·α·2/z² + log(1/δ)/(α−1). ``inf`` without noise."""
     if noise_multiplier <= 0:
         return math.inf
-    per_alpha = 2.0 * rounds / noise_multiplier ** 2
+    per_alpha = 2.0 * rounds / noise_multiplier**2
     alphas = np.concatenate([np.linspace(1.01, 10, 400), np.linspace(10, 1000, 400)])
     return float(np.min(per_alpha * alphas + math.log(1 / delta) / (alphas - 1)))
 
@@ -160,15 +184,29 @@ def fedavg(clients: list[PartyClient], cfg: FederatedConfig, progress=None) -> l
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server.strategy import FedAvg
 
-    strategy = FedAvg(fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=len(clients),
-                      min_available_clients=len(clients), fit_metrics_aggregation_fn=lambda _metrics: {})
+    strategy = FedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=len(clients),
+        min_available_clients=len(clients),
+        fit_metrics_aggregation_fn=lambda _metrics: {},
+    )
     params = clients[0].get_parameters({})
     for rnd in range(1, cfg.rounds + 1):
         results = []
         for client in clients:
             new, n, metrics = client.fit([p.copy() for p in params], {"round": rnd})
-            results.append((None, FitRes(status=Status(code=Code.OK, message="ok"),
-                                         parameters=ndarrays_to_parameters(new), num_examples=n, metrics=metrics)))
+            results.append(
+                (
+                    None,
+                    FitRes(
+                        status=Status(code=Code.OK, message="ok"),
+                        parameters=ndarrays_to_parameters(new),
+                        num_examples=n,
+                        metrics=metrics,
+                    ),
+                )
+            )
         aggregated, _ = strategy.aggregate_fit(rnd, results, [])
         params = parameters_to_ndarrays(aggregated)
         if progress is not None:
@@ -178,8 +216,13 @@ def fedavg(clients: list[PartyClient], cfg: FederatedConfig, progress=None) -> l
 
 # --- evaluation ------------------------------------------------------------------------------------------
 
-def bootstrap_interval(correct: np.ndarray, n_boot: int, rng: np.random.Generator, other: np.ndarray | None = None,
-                       ) -> tuple[float, float]:
+
+def bootstrap_interval(
+    correct: np.ndarray,
+    n_boot: int,
+    rng: np.random.Generator,
+    other: np.ndarray | None = None,
+) -> tuple[float, float]:
     """95 % percentile bootstrap interval of mean(correct) (or of mean(correct − other), paired)."""
     values = correct.astype(float) - (other.astype(float) if other is not None else 0.0)
     idx = rng.integers(0, len(values), (n_boot, len(values)))
@@ -210,8 +253,13 @@ class FederatedResult:
         d |= {f"macro_f1_{k}": v for k, v in self.macro_f1.items()}
         d |= {f"accuracy_{k}_ci95": list(v) for k, v in self.interval.items()}
         d |= {k: list(v) for k, v in self.difference.items()}
-        return d | {"n_train": self.n_train, "n_test": self.n_test, "parties": len(self.parties),
-                    "cutoff": self.cutoff, "dp_epsilon": self.epsilon}
+        return d | {
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "parties": len(self.parties),
+            "cutoff": self.cutoff,
+            "dp_epsilon": self.epsilon,
+        }
 
 
 def assign_parties(party: pd.Series, is_train: np.ndarray, cfg: FederatedConfig) -> pd.Series:
@@ -219,7 +267,7 @@ def assign_parties(party: pd.Series, is_train: np.ndarray, cfg: FederatedConfig)
     ``min_party_train``); everyone else is ``other`` (folded into the largest party if ``other`` is too small)."""
     party = party.fillna("unknown").astype(str)
     counts = party[is_train].value_counts()
-    keep = [p for p in counts.index[:cfg.max_parties] if counts[p] >= cfg.min_party_train]
+    keep = [p for p in counts.index[: cfg.max_parties] if counts[p] >= cfg.min_party_train]
     if not keep:
         raise ValueError(f"no party has {cfg.min_party_train} training reviews")
     out = party.where(party.isin(keep), "other")
@@ -228,8 +276,13 @@ def assign_parties(party: pd.Series, is_train: np.ndarray, cfg: FederatedConfig)
     return out
 
 
-def train_and_compare(embeddings: np.ndarray, frame: pd.DataFrame, cfg: FederatedConfig = FederatedConfig(),
-                      time_col: str = "created_at", progress=None) -> FederatedResult:
+def train_and_compare(
+    embeddings: np.ndarray,
+    frame: pd.DataFrame,
+    cfg: FederatedConfig = FederatedConfig(),
+    time_col: str = "created_at",
+    progress=None,
+) -> FederatedResult:
     """FedAvg vs centralised vs local-only on one time split. ``frame``: ``score``, ``party``, ``time_col``,
     row-aligned with ``embeddings``."""
     from ecom_pipeline.ml.splits import temporal_split
@@ -243,16 +296,26 @@ def train_and_compare(embeddings: np.ndarray, frame: pd.DataFrame, cfg: Federate
     train_rows = set(split.train["_row"])
     is_train = f["_row"].isin(train_rows).to_numpy()
     if is_train.sum() == 0 or (~is_train).sum() == 0:
-        raise ValueError(f"not enough reviews on both sides of the time split (train {is_train.sum()}, "
-                         f"test {(~is_train).sum()})")
+        raise ValueError(
+            f"not enough reviews on both sides of the time split (train {is_train.sum()}, "
+            f"test {(~is_train).sum()})"
+        )
     f["party"] = assign_parties(f["party"], is_train, cfg).to_numpy()
     x = embeddings[f["_row"].to_numpy()].astype(np.float64)
     y = f["_y"].to_numpy()
     parties = sorted(f.loc[is_train, "party"].unique())
     rng = np.random.default_rng(cfg.seed)
 
-    clients = [PartyClient(p, x[is_train & (f["party"] == p).to_numpy()], y[is_train & (f["party"] == p).to_numpy()],
-                           cfg, seed=cfg.seed + 1 + i) for i, p in enumerate(parties)]
+    clients = [
+        PartyClient(
+            p,
+            x[is_train & (f["party"] == p).to_numpy()],
+            y[is_train & (f["party"] == p).to_numpy()],
+            cfg,
+            seed=cfg.seed + 1 + i,
+        )
+        for i, p in enumerate(parties)
+    ]
     mean, std = Moments.pooled([c.moments() for c in clients])  # sums only: no rows leave a party
     for c in clients:
         c.standardise(mean, std)
@@ -263,8 +326,16 @@ def train_and_compare(embeddings: np.ndarray, frame: pd.DataFrame, cfg: Federate
 
     # centralised: the same head and optimiser on the pooled training reviews, as many epochs as FedAvg ran
     epochs = cfg.rounds * cfg.local_epochs
-    central = sgd(init_params(x.shape[1], len(classes)), (x[is_train] - mean) / std, y[is_train], epochs=epochs,
-                  lr=cfg.lr, batch_size=cfg.batch_size, l2=cfg.l2, rng=np.random.default_rng(cfg.seed))
+    central = sgd(
+        init_params(x.shape[1], len(classes)),
+        (x[is_train] - mean) / std,
+        y[is_train],
+        epochs=epochs,
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        l2=cfg.l2,
+        rng=np.random.default_rng(cfg.seed),
+    )
     pred["centralised"] = predict(central, x_test)
     # and the project's production head (class-balanced L-BFGS logistic regression) on the pooled reviews
     from ecom_pipeline.ml.text.sentiment import embedding_head
@@ -276,8 +347,16 @@ def train_and_compare(embeddings: np.ndarray, frame: pd.DataFrame, cfg: Federate
     for i, p in enumerate(parties):
         tr = is_train & (f["party"] == p).to_numpy()
         m, s = Moments.pooled([Moments.of(x[tr])])
-        own = sgd(init_params(x.shape[1], len(classes)), (x[tr] - m) / s, y[tr], epochs=epochs, lr=cfg.lr,
-                  batch_size=cfg.batch_size, l2=cfg.l2, rng=np.random.default_rng(cfg.seed + 100 + i))
+        own = sgd(
+            init_params(x.shape[1], len(classes)),
+            (x[tr] - m) / s,
+            y[tr],
+            epochs=epochs,
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            l2=cfg.l2,
+            rng=np.random.default_rng(cfg.seed + 100 + i),
+        )
         te = test_party == p
         if te.any():
             local[te] = predict(own, (x[~is_train][te] - m) / s)
@@ -289,14 +368,30 @@ def train_and_compare(embeddings: np.ndarray, frame: pd.DataFrame, cfg: Federate
     macro = {k: classification_metrics(y_test, v, classes)["macro_f1"] for k, v in pred.items()}
     interval = {k: bootstrap_interval(v, cfg.bootstrap, rng) for k, v in correct.items()}
     difference = {}
-    for a, b in (("fedavg", "centralised"), ("fedavg", "local_only"), ("fedavg", "centralised_sentiment_head")):
+    for a, b in (
+        ("fedavg", "centralised"),
+        ("fedavg", "local_only"),
+        ("fedavg", "centralised_sentiment_head"),
+    ):
         lo, hi = bootstrap_interval(correct[a], cfg.bootstrap, rng, other=correct[b])
         difference[f"accuracy_{a}_minus_{b}"] = (accuracy[a] - accuracy[b], lo, hi)
     return FederatedResult(
-        cfg.setting, parties, {c.name: len(c._y) for c in clients},
-        {p: int((test_party == p).sum()) for p in parties}, int(is_train.sum()), int((~is_train).sum()),
-        str(split.cutoff), accuracy, macro, interval, difference,
-        gaussian_dp_epsilon(cfg.dp_noise_multiplier, cfg.rounds, cfg.dp_delta), params, mean, std)
+        cfg.setting,
+        parties,
+        {c.name: len(c._y) for c in clients},
+        {p: int((test_party == p).sum()) for p in parties},
+        int(is_train.sum()),
+        int((~is_train).sum()),
+        str(split.cutoff),
+        accuracy,
+        macro,
+        interval,
+        difference,
+        gaussian_dp_epsilon(cfg.dp_noise_multiplier, cfg.rounds, cfg.dp_delta),
+        params,
+        mean,
+        std,
+    )
 
 
 def to_sklearn(params: list[np.ndarray], mean: np.ndarray, std: np.ndarray):
@@ -308,7 +403,7 @@ def to_sklearn(params: list[np.ndarray], mean: np.ndarray, std: np.ndarray):
 
     w, b = params
     scaler = StandardScaler()
-    scaler.mean_, scaler.scale_, scaler.var_ = mean.copy(), std.copy(), std ** 2
+    scaler.mean_, scaler.scale_, scaler.var_ = mean.copy(), std.copy(), std**2
     scaler.n_features_in_, scaler.n_samples_seen_ = len(mean), 1
     head = LogisticRegression()
     k = w.shape[1]

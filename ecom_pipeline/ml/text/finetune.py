@@ -25,7 +25,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    trainable_layers: int = 2  # top transformer layers trained; 0 or >= the encoder's depth: all (full fine-tune)
+    trainable_layers: int = (
+        2  # top transformer layers trained; 0 or >= the encoder's depth: all (full fine-tune)
+    )
     epochs: int = 8
     lr: float = 1e-4  # the trained transformer layers
     head_lr: float = 1e-3
@@ -64,11 +66,17 @@ class FinetuneResult:
     history: list[dict] = field(default_factory=list)  # per epoch: train loss, validation macro-F1, seconds
     averaged_epochs: list[int] = field(default_factory=list)  # epochs whose weights were averaged (else [])
     val_macro_f1: float | None = None  # of the returned weights, before the class offsets
-    val_log_probs: np.ndarray | None = None  # of the returned model (offsets included) on the validation window
+    val_log_probs: np.ndarray | None = (
+        None  # of the returned model (offsets included) on the validation window
+    )
 
     @property
     def path(self) -> str:
-        return "full_finetune" if self.trainable_layers == self.n_layers else f"top{self.trainable_layers}_finetune"
+        return (
+            "full_finetune"
+            if self.trainable_layers == self.n_layers
+            else f"top{self.trainable_layers}_finetune"
+        )
 
 
 def layers_to_train(device: str, cpu_layers: int) -> int:
@@ -116,15 +124,22 @@ def choose_tfidf_weight(ft_log_probs: np.ndarray, tfidf_log_probs: np.ndarray, y
         offsets[float(w)] = tune_class_bias(mix, y)
         by_weight[float(w)] = _macro_f1(y, (mix + offsets[float(w)]).argmax(1), k)
     best = max(by_weight, key=lambda w: (by_weight[w], -w))
-    return {"weight": best, "offsets": [float(b) for b in offsets[best]], "val_macro_f1": by_weight[best],
-            "val_macro_f1_by_weight": by_weight}
+    return {
+        "weight": best,
+        "offsets": [float(b) for b in offsets[best]],
+        "val_macro_f1": by_weight[best],
+        "val_macro_f1_by_weight": by_weight,
+    }
 
 
 def blend_log_probs(ft_probs: np.ndarray, tfidf_probs: np.ndarray, choice: dict) -> np.ndarray:
     """The averaged scores of :func:`choose_tfidf_weight`'s choice (argmax = the blended call)."""
     w = choice["weight"]
-    return ((1 - w) * np.log(np.clip(ft_probs, 1e-9, 1)) + w * np.log(np.clip(tfidf_probs, 1e-9, 1))
-            + np.asarray(choice["offsets"]))
+    return (
+        (1 - w) * np.log(np.clip(ft_probs, 1e-9, 1))
+        + w * np.log(np.clip(tfidf_probs, 1e-9, 1))
+        + np.asarray(choice["offsets"])
+    )
 
 
 def _check_inputs(texts: Sequence[str], y, n_classes: int) -> np.ndarray:
@@ -146,9 +161,9 @@ def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generat
     chunk = batch_size * 20
     batches = []
     for s in range(0, len(perm), chunk):
-        part = perm[s:s + chunk]
+        part = perm[s : s + chunk]
         part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -163,8 +178,9 @@ class _Stack:
     def _mask(self, hidden, attention_mask):
         from transformers.masking_utils import create_bidirectional_mask
 
-        return create_bidirectional_mask(config=self.model.backbone.config, inputs_embeds=hidden,
-                                         attention_mask=attention_mask)
+        return create_bidirectional_mask(
+            config=self.model.backbone.config, inputs_embeds=hidden, attention_mask=attention_mask
+        )
 
     def run(self, hidden, attention_mask, layers):
         mask = self._mask(hidden, attention_mask)
@@ -174,12 +190,12 @@ class _Stack:
 
     def bottom(self, ids, attention_mask):
         hidden = self.model.backbone.embeddings(input_ids=ids)
-        return self.run(hidden, attention_mask, self.layers[:self.n_bottom])
+        return self.run(hidden, attention_mask, self.layers[: self.n_bottom])
 
     def logits_from_states(self, hidden, attention_mask):
         from ecom_pipeline.ml.encoders.pooling import mean_pool
 
-        top = self.run(hidden, attention_mask, self.layers[self.n_bottom:])
+        top = self.run(hidden, attention_mask, self.layers[self.n_bottom :])
         return self.model.head(mean_pool(top, attention_mask))
 
 
@@ -192,19 +208,26 @@ def _pad(seqs: list, device: str, pad_value: int = 0):
     if isinstance(seqs[0], torch.Tensor):
         out = seqs[0].new_zeros((len(seqs), longest, seqs[0].shape[-1]))
         for i, s in enumerate(seqs):
-            out[i, :len(s)] = s
-            mask[i, :len(s)] = 1
+            out[i, : len(s)] = s
+            mask[i, : len(s)] = 1
     else:
         out = torch.full((len(seqs), longest), pad_value, dtype=torch.long)
         for i, s in enumerate(seqs):
-            out[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-            mask[i, :len(s)] = 1
+            out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
     return out.to(device), mask.to(device)
 
 
 def finetune_classifier(
-    encoder, texts: Sequence[str], y, n_classes: int, *, val_texts: Sequence[str] = (), val_y=None,
-    settings: FinetuneSettings = FinetuneSettings(), progress: Callable[[str], None] | None = None,
+    encoder,
+    texts: Sequence[str],
+    y,
+    n_classes: int,
+    *,
+    val_texts: Sequence[str] = (),
+    val_y=None,
+    settings: FinetuneSettings = FinetuneSettings(),
+    progress: Callable[[str], None] | None = None,
     state_cache: dict | None = None,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``encoder`` (a torch :class:`~ecom_pipeline.ml.encoders.text.TextEncoder`) + a linear
@@ -231,24 +254,31 @@ def finetune_classifier(
     rng = np.random.default_rng(settings.seed)
     device = encoder.device
 
-    model = FinetunedClassifier(copy.deepcopy(encoder.model), encoder.dim, n_classes,
-                                prefix=settings.prefix).to(device)
+    model = FinetunedClassifier(
+        copy.deepcopy(encoder.model), encoder.dim, n_classes, prefix=settings.prefix
+    ).to(device)
     n_layers = len(model.backbone.encoder.layer)
     n_top = n_layers if settings.trainable_layers <= 0 else min(settings.trainable_layers, n_layers)
     full = n_top == n_layers
     stack = _Stack(model, n_top, device)
     for p in model.parameters():
         p.requires_grad_(False)
-    body = model.backbone if full else stack.layers[stack.n_bottom:]
+    body = model.backbone if full else stack.layers[stack.n_bottom :]
     for p in list(body.parameters()) + list(model.head.parameters()):
         p.requires_grad_(True)
-    opt = torch.optim.AdamW([{"params": [p for p in body.parameters()], "lr": settings.lr},
-                             {"params": list(model.head.parameters()), "lr": settings.head_lr}],
-                            weight_decay=settings.weight_decay)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in body.parameters()], "lr": settings.lr},
+            {"params": list(model.head.parameters()), "lr": settings.head_lr},
+        ],
+        weight_decay=settings.weight_decay,
+    )
     counts = np.bincount(y, minlength=n_classes).astype(float)
     weights = counts.sum() / np.maximum(counts, 1) / n_classes  # balanced: rare classes (neutral) weigh more
-    loss_fn = torch.nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device),
-                                        label_smoothing=settings.label_smoothing)
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=torch.tensor(weights, dtype=torch.float32, device=device),
+        label_smoothing=settings.label_smoothing,
+    )
 
     all_texts = encoder.prefixed(list(texts) + list(val_texts if has_val else []), settings.prefix)
     ids = encoder.tokenizer(all_texts, truncation=True, max_length=encoder.max_length)["input_ids"]
@@ -269,16 +299,20 @@ def finetune_classifier(
         with torch.no_grad():  # not inference_mode: the cached states feed layers that need autograd
             for s in range(0, len(order), 64):
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"fine-tune budget {settings.budget_s:.0f} s ran out while caching the "
-                                       f"frozen layers' states ({s}/{len(order)} texts): raise the budget or "
-                                       "train on fewer texts")
-                idx = order[s:s + 64]
+                    raise TimeoutError(
+                        f"fine-tune budget {settings.budget_s:.0f} s ran out while caching the "
+                        f"frozen layers' states ({s}/{len(order)} texts): raise the budget or "
+                        "train on fewer texts"
+                    )
+                idx = order[s : s + 64]
                 batch, mask = _pad([ids[i] for i in idx], device, pad_id)
                 hidden = stack.bottom(batch, mask).float().cpu()
                 for j, i in enumerate(idx):
-                    states[i] = hidden[j, :lengths[i]].clone()
-        say(f"cached the states of the bottom {stack.n_bottom} layers for {len(ids):,} texts in "
-            f"{time.monotonic() - cache_start:.1f} s")
+                    states[i] = hidden[j, : lengths[i]].clone()
+        say(
+            f"cached the states of the bottom {stack.n_bottom} layers for {len(ids):,} texts in "
+            f"{time.monotonic() - cache_start:.1f} s"
+        )
         if state_cache is not None:
             state_cache[cache_key] = states
     cache_seconds = time.monotonic() - cache_start
@@ -291,7 +325,7 @@ def finetune_classifier(
         return stack.logits_from_states(batch, mask)
 
     def val_log_probs() -> np.ndarray:
-        trained = model.backbone if full else stack.layers[stack.n_bottom:]
+        trained = model.backbone if full else stack.layers[stack.n_bottom :]
         trained.eval()
         model.head.eval()
         out = np.zeros((len(vy), n_classes))
@@ -299,34 +333,44 @@ def finetune_classifier(
         order = val_idx[np.argsort(lengths[val_idx], kind="stable")]
         with torch.no_grad():
             for s in range(0, len(order), 128):
-                idx = order[s:s + 128]
+                idx = order[s : s + 128]
                 out[idx - n_train] = torch.log_softmax(logits_for(idx).float(), -1).cpu().numpy()
         return out
 
     def trained_state() -> dict:
-        trained = model.backbone if full else stack.layers[stack.n_bottom:]
-        return {"body": {k: v.detach().cpu().clone() for k, v in trained.state_dict().items()},
-                "head": {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()}}
+        trained = model.backbone if full else stack.layers[stack.n_bottom :]
+        return {
+            "body": {k: v.detach().cpu().clone() for k, v in trained.state_dict().items()},
+            "head": {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()},
+        }
 
     history, best, best_epoch, bad, stopped = [], None, 0, 0, "epochs"
     best_f1 = -1.0
     train_lengths = lengths[:n_train]
     kept: list[tuple[float, int, dict]] = []  # (validation macro-F1, epoch, weights) of the best epochs
     if settings.lr_schedule not in ("constant", "linear", "budget"):
-        raise ValueError(f"lr_schedule must be 'constant', 'linear' or 'budget', got {settings.lr_schedule!r}")
+        raise ValueError(
+            f"lr_schedule must be 'constant', 'linear' or 'budget', got {settings.lr_schedule!r}"
+        )
     per_epoch = (n_train + settings.batch_size - 1) // settings.batch_size
     train_start = time.monotonic()
     if settings.lr_schedule == "linear":  # warm up over the first epoch, then decay to 0 at the last
         total = max(1, per_epoch * settings.epochs)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: min((step + 1) / per_epoch, max(0.0, (total - step) / max(1, total - per_epoch))))
+            opt,
+            lambda step: min((step + 1) / per_epoch, max(0.0, (total - step) / max(1, total - per_epoch))),
+        )
     elif settings.lr_schedule == "budget":  # warm up over 10 % of an epoch, decay with the budget's time left
         warmup = max(1, per_epoch // 10)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: min((step + 1) / warmup,
-                                  max(0.0, (deadline - time.monotonic()) / max(1e-9, deadline - train_start))))
+            opt,
+            lambda step: min(
+                (step + 1) / warmup,
+                max(0.0, (deadline - time.monotonic()) / max(1e-9, deadline - train_start)),
+            ),
+        )
     for epoch in range(1, settings.epochs + 1):
-        (model.backbone if full else stack.layers[stack.n_bottom:]).train()
+        (model.backbone if full else stack.layers[stack.n_bottom :]).train()
         model.head.train()
         e0, losses, out_of_time = time.monotonic(), [], False
         for idx in _length_batches(train_lengths, settings.batch_size, rng):
@@ -343,8 +387,13 @@ def finetune_classifier(
         if not losses:  # the budget ran out before this epoch's first batch
             stopped = "budget"
             break
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), "batches": len(losses),
-               "complete": not out_of_time, "seconds": round(time.monotonic() - e0, 1)}
+        row = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "batches": len(losses),
+            "complete": not out_of_time,
+            "seconds": round(time.monotonic() - e0, 1),
+        }
         if has_val:
             row["val_macro_f1"] = _macro_f1(vy, val_log_probs().argmax(1), n_classes)
         history.append(row)
@@ -355,8 +404,9 @@ def finetune_classifier(
         else:
             bad += 1
         if settings.average_best > 1 and has_val:
-            kept = sorted(kept + [(score, epoch, best if best_epoch == epoch else trained_state())],
-                          key=lambda t: -t[0])[:settings.average_best]
+            kept = sorted(
+                kept + [(score, epoch, best if best_epoch == epoch else trained_state())], key=lambda t: -t[0]
+            )[: settings.average_best]
         if out_of_time:
             stopped = "budget"
             break
@@ -365,23 +415,29 @@ def finetune_classifier(
             break
 
     if best is None:
-        raise TimeoutError(f"fine-tune budget {settings.budget_s:.0f} s ran out before the first training batch "
-                           f"(caching took {cache_seconds:.0f} s)")
-    (model.backbone if full else stack.layers[stack.n_bottom:]).load_state_dict(best["body"])
+        raise TimeoutError(
+            f"fine-tune budget {settings.budget_s:.0f} s ran out before the first training batch "
+            f"(caching took {cache_seconds:.0f} s)"
+        )
+    (model.backbone if full else stack.layers[stack.n_bottom :]).load_state_dict(best["body"])
     model.head.load_state_dict(best["head"])
     averaged: list[int] = []
     if len(kept) > 1:  # weight averaging of the best epochs, kept only if it is no worse on validation
-        mean = {part: {k: sum(s[part][k].float() for _, _, s in kept) / len(kept) for k in best[part]}
-                for part in ("body", "head")}
-        (model.backbone if full else stack.layers[stack.n_bottom:]).load_state_dict(mean["body"])
+        mean = {
+            part: {k: sum(s[part][k].float() for _, _, s in kept) / len(kept) for k in best[part]}
+            for part in ("body", "head")
+        }
+        (model.backbone if full else stack.layers[stack.n_bottom :]).load_state_dict(mean["body"])
         model.head.load_state_dict(mean["head"])
         avg_f1 = _macro_f1(vy, val_log_probs().argmax(1), n_classes)
-        say(f"average of epochs {[e for _, e, _ in kept]}: validation macro-F1 {avg_f1:.4f} "
-            f"(best single epoch {best_f1:.4f})")
+        say(
+            f"average of epochs {[e for _, e, _ in kept]}: validation macro-F1 {avg_f1:.4f} "
+            f"(best single epoch {best_f1:.4f})"
+        )
         if avg_f1 >= best_f1:
             averaged, best_f1 = sorted(e for _, e, _ in kept), avg_f1
         else:
-            (model.backbone if full else stack.layers[stack.n_bottom:]).load_state_dict(best["body"])
+            (model.backbone if full else stack.layers[stack.n_bottom :]).load_state_dict(best["body"])
             model.head.load_state_dict(best["head"])
     bias = np.zeros(n_classes)
     final_val = val_log_probs() if has_val else None
@@ -390,16 +446,30 @@ def finetune_classifier(
         final_val = final_val + bias  # log-softmax is shift-equivariant per row: offsets added before it
         final_val = final_val - np.logaddexp.reduce(final_val, axis=1, keepdims=True)
         with torch.no_grad():
-            model.head.bias += torch.as_tensor(bias, dtype=model.head.bias.dtype, device=model.head.bias.device)
+            model.head.bias += torch.as_tensor(
+                bias, dtype=model.head.bias.dtype, device=model.head.bias.device
+            )
     for p in model.parameters():
         p.requires_grad_(True)
     return FinetuneResult(
-        model=model.cpu().eval(), trainable_layers=n_top, n_layers=n_layers, device=device,
-        epochs_run=len(history), best_epoch=best_epoch, stopped=stopped, cache_seconds=round(cache_seconds, 1),
-        seconds=round(time.monotonic() - t0, 1), cpu_seconds=round(time.process_time() - cpu0, 1),
+        model=model.cpu().eval(),
+        trainable_layers=n_top,
+        n_layers=n_layers,
+        device=device,
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        stopped=stopped,
+        cache_seconds=round(cache_seconds, 1),
+        seconds=round(time.monotonic() - t0, 1),
+        cpu_seconds=round(time.process_time() - cpu0, 1),
         budget_s=settings.budget_s,
-        class_weights=[float(w) for w in weights], class_bias=[float(b) for b in bias], history=history,
-        averaged_epochs=averaged, val_macro_f1=float(best_f1) if has_val else None, val_log_probs=final_val)
+        class_weights=[float(w) for w in weights],
+        class_bias=[float(b) for b in bias],
+        history=history,
+        averaged_epochs=averaged,
+        val_macro_f1=float(best_f1) if has_val else None,
+        val_log_probs=final_val,
+    )
 
 
 def predict_proba(model, encoder, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -412,7 +482,7 @@ def predict_proba(model, encoder, texts: Sequence[str], batch_size: int = 64) ->
     order = np.argsort([len(t) for t in prefixed], kind="stable")
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
+            idx = order[s : s + batch_size]
             b = encoder.tokenize([prefixed[i] for i in idx])
             logits = model(b["input_ids"].to(encoder.device), b["attention_mask"].to(encoder.device))
             out[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
@@ -451,8 +521,14 @@ GATE_METRIC = {"3class": "macro_f1", "binary": "accuracy"}
 
 
 def compare_with_baselines(
-    frame, embeddings: np.ndarray, encoder, *, settings: FinetuneSettings = FinetuneSettings(),
-    test_fraction: float = 0.2, val_fraction: float = 0.15, progress: Callable[[str], None] | None = None,
+    frame,
+    embeddings: np.ndarray,
+    encoder,
+    *,
+    settings: FinetuneSettings = FinetuneSettings(),
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.15,
+    progress: Callable[[str], None] | None = None,
 ) -> FinetuneComparison:
     """Fine-tune on the 3-class labels of the training reviews (minus a validation window carved from the end
     of training time), then score it on the test reviews against the frozen-embedding head and TF-IDF
@@ -485,17 +561,27 @@ def compare_with_baselines(
     inner = temporal_split(split.train, "created_at", test_fraction=val_fraction)
     fit, val = inner.train, inner.test
     if len(fit) < 2 or len(val) < 2 or fit["_y"].nunique() < 2:
-        raise ValueError(f"fine-tune: too few training reviews for a validation window (fit {len(fit)}, "
-                         f"validation {len(val)})")
-    ft = finetune_classifier(encoder, fit["doc"].tolist(), fit["_y"].to_numpy(), 3,
-                             val_texts=val["doc"].tolist(), val_y=val["_y"].to_numpy(), settings=settings,
-                             progress=progress)
+        raise ValueError(
+            f"fine-tune: too few training reviews for a validation window (fit {len(fit)}, "
+            f"validation {len(val)})"
+        )
+    ft = finetune_classifier(
+        encoder,
+        fit["doc"].tolist(),
+        fit["_y"].to_numpy(),
+        3,
+        val_texts=val["doc"].tolist(),
+        val_y=val["_y"].to_numpy(),
+        settings=settings,
+        progress=progress,
+    )
     t0 = time.monotonic()
     probs = predict_proba(ft.model, encoder, split.test["doc"].tolist())
     predict_seconds = time.monotonic() - t0
     tfidf_fit = tfidf_baseline().fit(fit["doc"], fit["_y"])  # the validation window stays unseen by it
-    blend = choose_tfidf_weight(ft.val_log_probs, np.log(np.clip(tfidf_fit.predict_proba(val["doc"]), 1e-9, 1)),
-                                val["_y"].to_numpy())
+    blend = choose_tfidf_weight(
+        ft.val_log_probs, np.log(np.clip(tfidf_fit.predict_proba(val["doc"]), 1e-9, 1)), val["_y"].to_numpy()
+    )
     blend_scores = blend_log_probs(probs, tfidf_fit.predict_proba(split.test["doc"]), blend)
     test_rows = split.test["_row"].to_numpy()
 
@@ -508,12 +594,17 @@ def compare_with_baselines(
         y = sentiment_labels(frame["score"].to_numpy()[test_rows], setting)
         keep = y >= 0
         rows, y = test_rows[keep], y[keep]
-        ft_pred = probs[keep].argmax(1) if setting == "3class" else (probs[keep, 2] > probs[keep, 0]).astype(int)
+        ft_pred = (
+            probs[keep].argmax(1) if setting == "3class" else (probs[keep, 2] > probs[keep, 0]).astype(int)
+        )
         blended = blend_scores[keep]
         blend_pred = blended.argmax(1) if setting == "3class" else (blended[:, 2] > blended[:, 0]).astype(int)
-        preds = {"finetuned": ft_pred, "finetuned_tfidf": blend_pred,
-                 "frozen_head": res.model.predict(embeddings[rows]),
-                 "tfidf": res.baseline.predict(frame["doc"].to_numpy()[rows].tolist())}
+        preds = {
+            "finetuned": ft_pred,
+            "finetuned_tfidf": blend_pred,
+            "frozen_head": res.model.predict(embeddings[rows]),
+            "tfidf": res.baseline.predict(frame["doc"].to_numpy()[rows].tolist()),
+        }
         classes = SETTINGS[setting]
         train_y = sentiment_labels(frame["score"].to_numpy()[split.train["_row"].to_numpy()], setting)
         majority = majority_baseline(train_y[train_y >= 0])
@@ -523,19 +614,51 @@ def compare_with_baselines(
         comparisons[setting], blend_comparisons[setting] = {}, {}
         for baseline in ("tfidf", "frozen_head", "finetuned"):
             blend_comparisons[setting][f"{GATE_METRIC[setting]}_vs_{baseline}"] = (
-                macro_f1_comparison(y, blend_pred, preds[baseline]) if setting == "3class" else scorer_comparison(
-                    y, blend_pred, preds[baseline], accuracy, metric="accuracy", higher_is_better=True,
-                    needs_both_classes=False))
+                macro_f1_comparison(y, blend_pred, preds[baseline])
+                if setting == "3class"
+                else scorer_comparison(
+                    y,
+                    blend_pred,
+                    preds[baseline],
+                    accuracy,
+                    metric="accuracy",
+                    higher_is_better=True,
+                    needs_both_classes=False,
+                )
+            )
         for baseline in ("tfidf", "frozen_head"):
             comparisons[setting][f"macro_f1_vs_{baseline}"] = macro_f1_comparison(y, ft_pred, preds[baseline])
             comparisons[setting][f"accuracy_vs_{baseline}"] = scorer_comparison(
-                y, ft_pred, preds[baseline], accuracy, metric="accuracy", higher_is_better=True,
-                needs_both_classes=False)
+                y,
+                ft_pred,
+                preds[baseline],
+                accuracy,
+                metric="accuracy",
+                higher_is_better=True,
+                needs_both_classes=False,
+            )
         metric = GATE_METRIC[setting]
         best = max(("tfidf", "frozen_head"), key=lambda b: metrics[setting][b][metric])
-        decisions[setting] = decide("sentiment_finetuned", setting, FINETUNED_NAME,
-                                    BASELINE_NAMES[best].format(setting=setting),
-                                    comparisons[setting][f"{metric}_vs_{best}"])
+        decisions[setting] = decide(
+            "sentiment_finetuned",
+            setting,
+            FINETUNED_NAME,
+            BASELINE_NAMES[best].format(setting=setting),
+            comparisons[setting][f"{metric}_vs_{best}"],
+        )
         models[setting] = {"tfidf": res.baseline, "frozen_head": res.model}
-    return FinetuneComparison(str(cutoff), str(inner.cutoff), len(fit), len(val), ft, round(predict_seconds, 1),
-                              metrics, n_test, comparisons, decisions, models, blend, blend_comparisons)
+    return FinetuneComparison(
+        str(cutoff),
+        str(inner.cutoff),
+        len(fit),
+        len(val),
+        ft,
+        round(predict_seconds, 1),
+        metrics,
+        n_test,
+        comparisons,
+        decisions,
+        models,
+        blend,
+        blend_comparisons,
+    )

@@ -34,8 +34,10 @@ def classification_metrics(y_true, y_pred, classes: tuple[str, ...]) -> dict[str
 
     labels = list(range(len(classes)))
     per = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    out = {"accuracy": float(accuracy_score(y_true, y_pred)),
-           "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))}
+    out = {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+    }
     out.update({f"f1_{c}": float(v) for c, v in zip(classes, per)})
     return out
 
@@ -46,8 +48,14 @@ def tfidf_baseline(C: float = 4.0, max_features: int = 50_000):
     from sklearn.pipeline import make_pipeline
 
     return make_pipeline(
-        TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=max_features, sublinear_tf=True,
-                        strip_accents=None, lowercase=True),
+        TfidfVectorizer(
+            ngram_range=(1, 2),
+            min_df=2,
+            max_features=max_features,
+            sublinear_tf=True,
+            strip_accents=None,
+            lowercase=True,
+        ),
         LogisticRegression(C=C, max_iter=2000, class_weight="balanced"),
     )
 
@@ -87,8 +95,15 @@ BASELINE_NAME = "ecom.sentiment_baseline.{setting}"
 
 
 def fit_and_evaluate(
-    frame: pd.DataFrame, embeddings: np.ndarray, setting: str, *, time_col: str = "created_at",
-    test_fraction: float = 0.2, head_C: float = 2.0, baseline_C: float = 4.0, cutoff=None,
+    frame: pd.DataFrame,
+    embeddings: np.ndarray,
+    setting: str,
+    *,
+    time_col: str = "created_at",
+    test_fraction: float = 0.2,
+    head_C: float = 2.0,
+    baseline_C: float = 4.0,
+    cutoff=None,
 ) -> SentimentResult:
     """Time-based split (``ml.splits.temporal_split``), TF-IDF baseline vs embedding head, on one setting.
 
@@ -103,8 +118,10 @@ def fit_and_evaluate(
     split = temporal_split(f, time_col, test_fraction=test_fraction, cutoff=cutoff)
     tr, te = split.train, split.test
     if len(tr) == 0 or len(te) == 0 or tr["_y"].nunique() < 2:
-        raise ValueError(f"{setting}: not enough labelled reviews on both sides of the time split "
-                         f"(train {len(tr)}, test {len(te)})")
+        raise ValueError(
+            f"{setting}: not enough labelled reviews on both sides of the time split "
+            f"(train {len(tr)}, test {len(te)})"
+        )
     base = tfidf_baseline(baseline_C).fit(tr["doc"], tr["_y"])
     head = embedding_head(head_C).fit(embeddings[tr["_row"]], tr["_y"])
     maj = majority_baseline(tr["_y"])
@@ -114,13 +131,25 @@ def fit_and_evaluate(
     from ecom_pipeline.ml.serving_gate import decide
 
     return SentimentResult(
-        setting, classes, len(tr), len(te), str(split.cutoff),
+        setting,
+        classes,
+        len(tr),
+        len(te),
+        str(split.cutoff),
         classification_metrics(y_te, p_head, classes),
         classification_metrics(y_te, p_base, classes),
         classification_metrics(y_te, np.full(len(te), maj), classes),
-        head, base, "frozen_embeddings_head", comparison,
-        decide("sentiment", setting, HEAD_NAME.format(setting=setting), BASELINE_NAME.format(setting=setting),
-               comparison),
+        head,
+        base,
+        "frozen_embeddings_head",
+        comparison,
+        decide(
+            "sentiment",
+            setting,
+            HEAD_NAME.format(setting=setting),
+            BASELINE_NAME.format(setting=setting),
+            comparison,
+        ),
     )
 
 
@@ -131,9 +160,16 @@ def macro_f1_comparison(y, candidate_pred, baseline_pred, n_boot: int = 1000):
 
     from ecom_pipeline.ml.evaluation import scorer_comparison
 
-    return scorer_comparison(y, candidate_pred, baseline_pred,
-                             lambda yy, pp: f1_score(yy, pp, average="macro", zero_division=0), metric="macro_f1",
-                             higher_is_better=True, needs_both_classes=True, n_boot=n_boot)
+    return scorer_comparison(
+        y,
+        candidate_pred,
+        baseline_pred,
+        lambda yy, pp: f1_score(yy, pp, average="macro", zero_division=0),
+        metric="macro_f1",
+        higher_is_better=True,
+        needs_both_classes=True,
+        n_boot=n_boot,
+    )
 
 
 def _module_base():
@@ -161,10 +197,14 @@ class FinetunedClassifier(_module_base()):
 
     def safe_config(self) -> dict:
         """The backbone's architecture (its Hugging Face config, no weights) and the head's shape."""
-        return {"backbone_config": self.backbone.config.to_dict(), "dim": self.head.in_features,
-                "k": self.head.out_features, "prefix": self.prefix,
-                # sentence encoders are often loaded without the pooler head (mean pooling is used instead)
-                "backbone_pooler": getattr(self.backbone, "pooler", None) is not None}
+        return {
+            "backbone_config": self.backbone.config.to_dict(),
+            "dim": self.head.in_features,
+            "k": self.head.out_features,
+            "prefix": self.prefix,
+            # sentence encoders are often loaded without the pooler head (mean pooling is used instead)
+            "backbone_pooler": getattr(self.backbone, "pooler", None) is not None,
+        }
 
     @classmethod
     def from_config(cls, cfg: dict) -> FinetunedClassifier:

@@ -14,19 +14,127 @@ import pandas as pd
 
 INTENTS: dict[str, str] = {
     "late_delivery": "a entrega atrasou, demorou muito para chegar, passou do prazo de entrega; "
-                     "the delivery was late and took too long, past the delivery deadline",
+    "the delivery was late and took too long, past the delivery deadline",
     "not_received": "não recebi o produto, o pedido nunca chegou, quero o reembolso; "
-                    "I never received my order, the package did not arrive, refund",
+    "I never received my order, the package did not arrive, refund",
     "wrong_or_damaged": "veio o produto errado, diferente do anunciado, quebrado ou danificado, tamanho ou cor "
-                        "errada; wrong item, different from the listing, broken or damaged on arrival",
+    "errada; wrong item, different from the listing, broken or damaged on arrival",
     "quality": "produto de má qualidade, com defeito, parou de funcionar, material ruim; "
-               "poor quality, defective, stopped working, cheap material",
+    "poor quality, defective, stopped working, cheap material",
     "seller_service": "o vendedor não responde, atendimento péssimo, não emitiu nota fiscal, não consigo "
-                      "cancelar; seller does not answer, bad customer service, no invoice, cannot cancel",
+    "cancelar; seller does not answer, bad customer service, no invoice, cannot cancel",
     "other": "comentário geral sem reclamação específica; general comment without a specific complaint",
 }
 
-STOP_WORDS = sorted(set(["a", "ao", "aos", "as", "até", "com", "como", "da", "das", "de", "do", "dos", "e", "é", "ela", "ele", "eles", "em", "entre", "era", "essa", "esse", "esta", "está", "estou", "eu", "foi", "for", "há", "isso", "já", "la", "lo", "mais", "mas", "me", "mesmo", "meu", "minha", "muito", "na", "nas", "nem", "no", "nos", "não", "nao", "o", "os", "ou", "para", "pela", "pelo", "por", "porque", "pra", "que", "se", "sem", "ser", "seu", "sua", "são", "só", "tem", "ter", "um", "uma", "uns", "vcs", "você", "voce", "vou", "the", "and", "of", "to", "is", "it", "in", "for", "was", "my", "on", "this", "that", "with", "not", "i", "you", "but", "have", "be", "are", "at", "as", "so", "me", "no", "do", "q", "pq", "ainda"]))
+STOP_WORDS = sorted(
+    set(
+        [
+            "a",
+            "ao",
+            "aos",
+            "as",
+            "até",
+            "com",
+            "como",
+            "da",
+            "das",
+            "de",
+            "do",
+            "dos",
+            "e",
+            "é",
+            "ela",
+            "ele",
+            "eles",
+            "em",
+            "entre",
+            "era",
+            "essa",
+            "esse",
+            "esta",
+            "está",
+            "estou",
+            "eu",
+            "foi",
+            "for",
+            "há",
+            "isso",
+            "já",
+            "la",
+            "lo",
+            "mais",
+            "mas",
+            "me",
+            "mesmo",
+            "meu",
+            "minha",
+            "muito",
+            "na",
+            "nas",
+            "nem",
+            "no",
+            "nos",
+            "não",
+            "nao",
+            "o",
+            "os",
+            "ou",
+            "para",
+            "pela",
+            "pelo",
+            "por",
+            "porque",
+            "pra",
+            "que",
+            "se",
+            "sem",
+            "ser",
+            "seu",
+            "sua",
+            "são",
+            "só",
+            "tem",
+            "ter",
+            "um",
+            "uma",
+            "uns",
+            "vcs",
+            "você",
+            "voce",
+            "vou",
+            "the",
+            "and",
+            "of",
+            "to",
+            "is",
+            "it",
+            "in",
+            "for",
+            "was",
+            "my",
+            "on",
+            "this",
+            "that",
+            "with",
+            "not",
+            "i",
+            "you",
+            "but",
+            "have",
+            "be",
+            "are",
+            "at",
+            "as",
+            "so",
+            "me",
+            "no",
+            "do",
+            "q",
+            "pq",
+            "ainda",
+        ]
+    )
+)
 
 
 def cluster_embeddings(emb: np.ndarray, n_clusters: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -40,8 +148,13 @@ def cluster_embeddings(emb: np.ndarray, n_clusters: int, seed: int = 0) -> tuple
     return km.labels_.astype(int), cent.astype(np.float32)
 
 
-def ctfidf_terms(docs: list[str], labels: np.ndarray, top_n: int = 5,
-                 stop_words: list[str] | None = None, min_count: int = 2) -> dict[int, list[str]]:
+def ctfidf_terms(
+    docs: list[str],
+    labels: np.ndarray,
+    top_n: int = 5,
+    stop_words: list[str] | None = None,
+    min_count: int = 2,
+) -> dict[int, list[str]]:
     """Most distinctive terms per cluster by class-based TF-IDF.
 
     Each cluster is one document.  Weight = c-TF-IDF (tf within the cluster × log(1 + mean words per
@@ -53,8 +166,13 @@ def ctfidf_terms(docs: list[str], labels: np.ndarray, top_n: int = 5,
 
     frame = pd.DataFrame({"doc": docs, "label": labels})
     joined = frame.groupby("label")["doc"].apply(lambda s: " ".join(s))
-    cv = CountVectorizer(stop_words=stop_words if stop_words is not None else STOP_WORDS, ngram_range=(1, 2),
-                         min_df=1, token_pattern=r"(?u)\b[^\W\d_]{3,}\b", lowercase=True)
+    cv = CountVectorizer(
+        stop_words=stop_words if stop_words is not None else STOP_WORDS,
+        ngram_range=(1, 2),
+        min_df=1,
+        token_pattern=r"(?u)\b[^\W\d_]{3,}\b",
+        lowercase=True,
+    )
     counts = cv.fit_transform(joined.to_numpy()).toarray().astype(float)
     tf = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     total = counts.sum(axis=0)
@@ -72,7 +190,9 @@ def intent_matrix(encoder, intents: dict[str, str] | None = None) -> tuple[list[
     return names, encoder.encode([intents[n] for n in names], kind="query")
 
 
-def assign_intents(vectors: np.ndarray, intent_names: list[str], intent_vecs: np.ndarray) -> tuple[list[str], np.ndarray]:
+def assign_intents(
+    vectors: np.ndarray, intent_names: list[str], intent_vecs: np.ndarray
+) -> tuple[list[str], np.ndarray]:
     """Nearest intent description by cosine (rows unit norm) → (intent per row, similarity)."""
     if len(vectors) == 0:
         return [], np.zeros(0)
@@ -81,20 +201,34 @@ def assign_intents(vectors: np.ndarray, intent_names: list[str], intent_vecs: np
     return [intent_names[i] for i in best], sims[np.arange(len(best)), best]
 
 
-def topic_table(review_ids: list[str], docs: list[str], emb: np.ndarray, intent_names: list[str],
-                intent_vecs: np.ndarray, n_clusters: int = 8, top_n: int = 5, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def topic_table(
+    review_ids: list[str],
+    docs: list[str],
+    emb: np.ndarray,
+    intent_names: list[str],
+    intent_vecs: np.ndarray,
+    n_clusters: int = 8,
+    top_n: int = 5,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per review: topic id, topic label (c-TF-IDF terms), cluster intent, own nearest intent; and per topic."""
     if len(review_ids) == 0:
         cols = ["review_id", "topic", "topic_label", "topic_intent", "review_intent", "intent_similarity"]
-        return pd.DataFrame(columns=cols), pd.DataFrame(columns=["topic", "topic_label", "topic_intent", "reviews"])
+        return pd.DataFrame(columns=cols), pd.DataFrame(
+            columns=["topic", "topic_label", "topic_intent", "reviews"]
+        )
     labels, cent = cluster_embeddings(emb, n_clusters, seed)
     terms = ctfidf_terms(docs, labels, top_n)
     t_intent, _ = assign_intents(cent, intent_names, intent_vecs)
     r_intent, r_sim = assign_intents(emb, intent_names, intent_vecs)
-    topics = pd.DataFrame({"topic": np.arange(len(cent)),
-                           "topic_label": [", ".join(terms.get(i, [])) for i in range(len(cent))],
-                           "topic_intent": t_intent,
-                           "reviews": np.bincount(labels, minlength=len(cent))})
+    topics = pd.DataFrame(
+        {
+            "topic": np.arange(len(cent)),
+            "topic_label": [", ".join(terms.get(i, [])) for i in range(len(cent))],
+            "topic_intent": t_intent,
+            "reviews": np.bincount(labels, minlength=len(cent)),
+        }
+    )
     per = pd.DataFrame({"review_id": review_ids, "topic": labels})
     per = per.merge(topics[["topic", "topic_label", "topic_intent"]], on="topic", how="left")
     per["review_intent"] = r_intent

@@ -13,10 +13,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.ml.users.profiles import NON_PURCHASE_STATUSES, NUMERIC_FEATURES, RFM_FEATURES, build_profiles
+from ecom_pipeline.ml.users.profiles import (
+    NON_PURCHASE_STATUSES,
+    NUMERIC_FEATURES,
+    RFM_FEATURES,
+    build_profiles,
+)
 
 
-def repurchase_labels(orders: pd.DataFrame, customers: pd.Index | list, cutoff, horizon_days: int) -> pd.Series:
+def repurchase_labels(
+    orders: pd.DataFrame, customers: pd.Index | list, cutoff, horizon_days: int
+) -> pd.Series:
     """1 when the customer orders in [cutoff, cutoff + horizon), else 0; only those rows are read."""
     cutoff = pd.Timestamp(cutoff)
     end = cutoff + pd.Timedelta(days=horizon_days)
@@ -27,11 +34,22 @@ def repurchase_labels(orders: pd.DataFrame, customers: pd.Index | list, cutoff, 
     return pd.Series(idx.isin(set(window)).astype(int), index=idx, name="label")
 
 
-def snapshot(tables: dict[str, pd.DataFrame], cutoff, horizon_days: int, *, with_label: bool = True) -> pd.DataFrame:
-    prof = build_profiles(tables["orders"], tables["order_items"], tables.get("products"), tables.get("customers"),
-                          tables.get("reviews"), tables.get("events"), as_of=cutoff)
+def snapshot(
+    tables: dict[str, pd.DataFrame], cutoff, horizon_days: int, *, with_label: bool = True
+) -> pd.DataFrame:
+    prof = build_profiles(
+        tables["orders"],
+        tables["order_items"],
+        tables.get("products"),
+        tables.get("customers"),
+        tables.get("reviews"),
+        tables.get("events"),
+        as_of=cutoff,
+    )
     if with_label and len(prof):
-        prof["label"] = repurchase_labels(tables["orders"], prof["customer_id"], cutoff, horizon_days).to_numpy()
+        prof["label"] = repurchase_labels(
+            tables["orders"], prof["customer_id"], cutoff, horizon_days
+        ).to_numpy()
     return prof
 
 
@@ -79,8 +97,14 @@ class RepurchaseGBM:
 
     name = "gbm_calibrated"
 
-    def __init__(self, max_iter: int = 100, learning_rate: float = 0.1, max_leaf_nodes: int = 15,
-                 calibration: str = "isotonic", seed: int = 0):
+    def __init__(
+        self,
+        max_iter: int = 100,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 15,
+        calibration: str = "isotonic",
+        seed: int = 0,
+    ):
         self.params = dict(max_iter=max_iter, learning_rate=learning_rate, max_leaf_nodes=max_leaf_nodes)
         self.calibration, self.seed = calibration, seed
 
@@ -94,7 +118,9 @@ class RepurchaseGBM:
         cv = max(2, min(3, positives, len(y) - positives))
         self.model = CalibratedClassifierCV(gbm, method=method, cv=cv)
         # features that are missing for everyone (no reviews / no events in this source) are left out
-        self.features = [c for c in NUMERIC_FEATURES if df[c].notna().any() and df[c].astype(float).nunique() > 1]
+        self.features = [
+            c for c in NUMERIC_FEATURES if df[c].notna().any() and df[c].astype(float).nunique() > 1
+        ]
         self.model.fit(_features(df, self.features), y)
         self.method = method
         return self
@@ -134,10 +160,24 @@ def compare_to_baseline(y, p_candidate, p_baseline, *, n_boot: int = 1000) -> li
 
     from ecom_pipeline.ml.evaluation import scorer_comparison
 
-    specs = [("auc", roc_auc_score, True, True), ("pr_auc", average_precision_score, True, True),
-             ("brier", brier_score_loss, False, False)]
-    return [scorer_comparison(y, p_candidate, p_baseline, fn, metric=m, higher_is_better=hib,
-                              needs_both_classes=both, n_boot=n_boot) for m, fn, hib, both in specs]
+    specs = [
+        ("auc", roc_auc_score, True, True),
+        ("pr_auc", average_precision_score, True, True),
+        ("brier", brier_score_loss, False, False),
+    ]
+    return [
+        scorer_comparison(
+            y,
+            p_candidate,
+            p_baseline,
+            fn,
+            metric=m,
+            higher_is_better=hib,
+            needs_both_classes=both,
+            n_boot=n_boot,
+        )
+        for m, fn, hib, both in specs
+    ]
 
 
 def score_metrics(y, p) -> dict[str, float]:
@@ -151,14 +191,22 @@ def score_metrics(y, p) -> dict[str, float]:
     return out
 
 
-def train_and_evaluate(tables: dict[str, pd.DataFrame], *, horizon_days: int = 90,
-                       test_cutoff=None, gbm_params: dict | None = None, min_positives: int = 5) -> RepurchaseResult:
+def train_and_evaluate(
+    tables: dict[str, pd.DataFrame],
+    *,
+    horizon_days: int = 90,
+    test_cutoff=None,
+    gbm_params: dict | None = None,
+    min_positives: int = 5,
+) -> RepurchaseResult:
     """Time-based: train at ``test_cutoff - horizon``, test at ``test_cutoff`` (default: last order − horizon)."""
     orders = tables["orders"]
     if orders is None or orders.empty:
         return RepurchaseResult(None, None, horizon_days, message="no orders: nothing to predict")
     t = pd.to_datetime(orders["purchased_at"])
-    test_cutoff = pd.Timestamp(test_cutoff) if test_cutoff is not None else t.max() - pd.Timedelta(days=horizon_days)
+    test_cutoff = (
+        pd.Timestamp(test_cutoff) if test_cutoff is not None else t.max() - pd.Timedelta(days=horizon_days)
+    )
     train_cutoff = test_cutoff - pd.Timedelta(days=horizon_days)
     res = RepurchaseResult(train_cutoff, test_cutoff, horizon_days)
     train = snapshot(tables, train_cutoff, horizon_days)
@@ -170,8 +218,10 @@ def train_and_evaluate(tables: dict[str, pd.DataFrame], *, horizon_days: int = 9
     ytr, yte = train["label"].to_numpy(), test["label"].to_numpy()
     res.train_positive_rate, res.test_positive_rate = float(ytr.mean()), float(yte.mean())
     if ytr.sum() < min_positives or ytr.sum() == len(ytr):
-        res.message = (f"only {int(ytr.sum())} of {len(ytr)} training customers reordered within {horizon_days} "
-                       "days: too few to train; scores fall back to the base rate")
+        res.message = (
+            f"only {int(ytr.sum())} of {len(ytr)} training customers reordered within {horizon_days} "
+            "days: too few to train; scores fall back to the base rate"
+        )
         return res
     models = {BASELINE: RFMBaseline(), CANDIDATE: RepurchaseGBM(**(gbm_params or {}))}
     scores = {}
@@ -186,8 +236,10 @@ def train_and_evaluate(tables: dict[str, pd.DataFrame], *, horizon_days: int = 9
     # the gate: the GBM serves only when it beats the RFM baseline's AUC significantly on enough positives
     if res.test_positives < MIN_TEST_POSITIVES:
         res.served = BASELINE
-        res.serve_reason = (f"too sparse to claim: {res.test_positives} test positives < {MIN_TEST_POSITIVES}; "
-                            "the baseline serves")
+        res.serve_reason = (
+            f"too sparse to claim: {res.test_positives} test positives < {MIN_TEST_POSITIVES}; "
+            "the baseline serves"
+        )
     elif auc.candidate_better:
         res.served, res.serve_reason = CANDIDATE, "beats rfm_logistic significantly on AUC"
     else:
@@ -196,6 +248,8 @@ def train_and_evaluate(tables: dict[str, pd.DataFrame], *, horizon_days: int = 9
     # the served model is refitted on the latest fully labelled snapshot (the test one) when it can be
     served = models[res.served]
     if 0 < yte.sum() < len(yte) and yte.sum() >= min_positives:
-        served = (RepurchaseGBM(**(gbm_params or {})) if res.served == CANDIDATE else RFMBaseline()).fit(test, yte)
+        served = (RepurchaseGBM(**(gbm_params or {})) if res.served == CANDIDATE else RFMBaseline()).fit(
+            test, yte
+        )
     res.model, res.candidate_model = served, models[CANDIDATE]
     return res
