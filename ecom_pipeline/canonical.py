@@ -298,7 +298,10 @@ def tables_markdown() -> str:
             if c.allowed:
                 rule = ", ".join(c.allowed)
             elif c.min_value is not None or c.max_value is not None:
-                rule = f"{'' if c.min_value is None else c.min_value} … {'' if c.max_value is None else c.max_value}"
+                rule = (
+                    f"{'' if c.min_value is None else c.min_value} … "
+                    f"{'' if c.max_value is None else c.max_value}"
+                )
             else:
                 rule = ""
             lines.append(

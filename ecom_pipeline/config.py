@@ -247,7 +247,10 @@ def missing_pool_limits(dagster_home: str | Path | None = None) -> str | None:
         return f"{config_file} is not valid YAML ({exc}): {fix}"
     pools = ((config.get("concurrency") or {}).get("pools") or {}) if isinstance(config, dict) else {}
     if not isinstance(pools, dict) or pools.get("default_limit") is None:
-        return f"{config_file} sets no concurrency.pools.default_limit, so pools (duckdb, gpu) are unlimited: {fix}"
+        return (
+            f"{config_file} sets no concurrency.pools.default_limit, so pools (duckdb, "
+            f"gpu) are unlimited: {fix}"
+        )
     return None
 
 
@@ -263,7 +266,8 @@ VARIABLES_DOC_END = "<!-- variables:end -->"
 
 
 def variables_markdown() -> str:
-    """The declared variables as a Markdown table, for ``docs/configuration.md`` (a test keeps them in step)."""
+    """The declared variables as a Markdown table, for ``docs/configuration.md`` (a test keeps them in
+    step)."""
     rows = [
         f"| `{v.name}` | {f'`{v.default}`' if v.default else 'unset'} | {v.meaning} |"
         for v in VARIABLES.values()

@@ -24,7 +24,8 @@ def _instance():
 
 
 def warehouse_summary(warehouse: Path) -> str:
-    """Per table: raw, staged and quarantined rows, conflicting duplicates, and the main quarantine reasons."""
+    """Per table: raw, staged and quarantined rows, conflicting duplicates, and the main quarantine
+    reasons."""
     from ecom_pipeline.canonical import TABLE_ORDER
     from ecom_pipeline.resources.warehouse import connect_with_retry
     from ecom_pipeline.warehouse.tables import load_counts

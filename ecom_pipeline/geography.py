@@ -229,7 +229,8 @@ def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix:
 
     Order of evidence per row: the data's own coordinates (``coordinates``; the country and division are
     reverse-geocoded when missing) > a known city of the row's country/division (``city``) > the division
-    centroid (``division``) > the country centroid (``country``).  Returns :data:`RESOLVED_COLUMNS`, same index.
+    centroid (``division``) > the country centroid (``country``).  Returns :data:`RESOLVED_COLUMNS`, same
+    index.
     """
     lat = pd.to_numeric(_col(df, prefix + "lat"), errors="coerce").astype("float64")
     lng = pd.to_numeric(_col(df, prefix + "lng"), errors="coerce").astype("float64")

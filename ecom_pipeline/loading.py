@@ -107,7 +107,8 @@ def load_raw_table(
 
     ``fast_path``: let DuckDB read the files of a source that offers a ``fast_scan`` (the rows in raw are
     the same either way; ``False`` forces the Python reader, e.g. to compare the two).  ``schema``: where the
-    table goes (the partitioned ingest loads a day into a scratch schema first, see ``load_raw_partition``)."""
+    table goes (the partitioned ingest loads a day into a scratch schema first, see
+    ``load_raw_partition``)."""
     start = time.perf_counter()
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
     final = f"{quote_ident(schema)}.{quote_ident(table)}"
@@ -262,9 +263,9 @@ def load_raw_partition(
         ).fetchall()[0]
         if foreign[0]:
             raise SourceError(
-                f"raw.{table} holds {foreign[0]:,} rows of a full (unpartitioned) load ({foreign[1]}): the daily "
-                "partitioned ingest appends days to a raw layer built from days only; use the full `ingest` job "
-                "on this warehouse, or start the partitioned ingest on a new warehouse"
+                f"raw.{table} holds {foreign[0]:,} rows of a full (unpartitioned) load ({foreign[1]}): the "
+                "daily partitioned ingest appends days to a raw layer built from days only; use the full "
+                "`ingest` job on this warehouse, or start the partitioned ingest on a new warehouse"
             )
     result = load_raw_table(
         con,

@@ -71,7 +71,8 @@ MAX_FILE_BYTES = 512 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Finding:
-    """``where``: ``schema.table.column`` or a file path; ``kind``: ``seeded:<label>`` or ``pattern:<name>``."""
+    """``where``: ``schema.table.column`` or a file path; ``kind``: ``seeded:<label>`` or
+    ``pattern:<name>``."""
 
     where: str
     kind: str

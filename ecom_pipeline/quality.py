@@ -67,7 +67,8 @@ def check_foreign_keys(con: duckdb.DuckDBPyConnection, table: str) -> CheckOutco
         )
         not_null = " AND ".join(f"c.{quote_ident(a)} IS NOT NULL" for a in fk.columns)
         n = con.execute(
-            f"SELECT count(*) FROM {_staged(table)} c ANTI JOIN {_staged(fk.parent)} p ON {on} WHERE {not_null}"
+            f"SELECT count(*) FROM {_staged(table)} c ANTI JOIN {_staged(fk.parent)} "
+            f"p ON {on} WHERE {not_null}"
         ).fetchall()[0][0]
         orphans[f"{','.join(fk.columns)}->{fk.parent}"] = int(n)
     meta = {"orphans": orphans, "parents_not_staged": skipped}
@@ -145,8 +146,8 @@ def check_quarantine_share(
         load_id = current_load_id(con, table)
         reasons = dict(
             con.execute(
-                f"SELECT reason, count(*) FROM {QUARANTINE} WHERE table_name = ? AND load_id IS NOT DISTINCT FROM ? "
-                "GROUP BY 1 ORDER BY 2 DESC, 1",
+                f"SELECT reason, count(*) FROM {QUARANTINE} WHERE table_name = ? AND load_id IS NOT DISTINCT "
+                "FROM ? GROUP BY 1 ORDER BY 2 DESC, 1",
                 [table, load_id],
             ).fetchall()
         )
@@ -265,7 +266,8 @@ def check_row_count_anomaly(
     low: float = 0.5,
     high: float = 2.0,
 ) -> CheckOutcome:
-    """The newest load's row count within [low, high] x the median of the previous loads of the same source."""
+    """The newest load's row count within [low, high] x the median of the previous loads of the same
+    source."""
     if not _exists(con, "meta", "load_log"):
         return CheckOutcome(False, {"note": "no load recorded"})
     rows = con.execute(

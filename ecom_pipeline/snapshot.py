@@ -11,8 +11,8 @@ Copied: every table of the ``serving``, ``reports`` and ``ml`` schemas, the prod
 ``staging.products`` (no personal data), plus two tables derived here for the serving app:
 ``staging.customer_regions`` (pseudonymised customer id → state) and ``serving.popular_items`` (order lines
 per product, overall and per customer state, for customers without a history) and
-``serving.series_last_day`` (the last day of each daily series, for the anomaly status).  ``meta.snapshot_info``
-says when and from what the snapshot was taken.
+``serving.series_last_day`` (the last day of each daily series, for the anomaly status).
+``meta.snapshot_info`` says when and from what the snapshot was taken.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ DERIVED = {
     "staging.customer_regions": (("staging.customers",), "SELECT customer_id, state FROM staging.customers"),
     "serving.popular_items": (
         ("staging.order_items", "staging.orders", "staging.customers"),
-        """SELECT CASE WHEN grouping(c.state) = 1 THEN '*' ELSE coalesce(c.state, '?') END AS region, oi.product_id, count(*)::BIGINT AS order_lines
+        """SELECT CASE WHEN grouping(c.state) = 1 THEN '*' ELSE coalesce(c.state, '?') END AS region,
+           oi.product_id, count(*)::BIGINT AS order_lines
            FROM staging.order_items oi JOIN staging.orders o USING (order_id)
            LEFT JOIN staging.customers c USING (customer_id)
            GROUP BY GROUPING SETS ((c.state, oi.product_id), (oi.product_id))""",

@@ -44,7 +44,8 @@ class EventSpool:
                 os.replace(part, part.with_name(part.name[: -len(".part")]))
 
     def append(self, rows: list[dict]) -> int:
-        """Write ``rows`` (keys of :data:`COLUMNS`; ``event_id`` is generated when missing); returns the count."""
+        """Write ``rows`` (keys of :data:`COLUMNS`; ``event_id`` is generated when missing); returns the
+        count."""
         if not rows:
             return 0
         due = None

@@ -126,7 +126,8 @@ def _progress(context, label: str, every: int = 10):
 
 
 def _units_sold(warehouse: WarehouseResource, product_ids: pd.Series) -> np.ndarray:
-    """Order lines per product (0 when unsold or when the source has no order items), aligned to ``product_ids``."""
+    """Order lines per product (0 when unsold or when the source has no order items), aligned to
+    ``product_ids``."""
     from ecom_pipeline.ml.encoders.store import table_exists
 
     with warehouse.connect(read_only=True) as con:
@@ -289,7 +290,8 @@ def product_text_embeddings(
     enc = _text_encoder(config, compute, paths)
     t0 = time.monotonic()
     distinct = texts.drop_duplicates("input_hash")
-    # incremental: texts embedded by the same model in the last run (plain text rows, not review blends) are reused
+    # incremental: texts embedded by the same model in the last run (plain text rows, not
+    # review blends) are reused
     with warehouse.connect(read_only=True) as con:
         known_hashes, known = _reusable_text_vectors(con, enc.model_id)
     todo = distinct[~distinct["input_hash"].isin(set(known_hashes))]
@@ -474,8 +476,8 @@ def product_image_embeddings(
         fkey("product_image_embeddings"),
         fkey("product_video_embeddings"),
     ],
-    description="Fused product vectors: weighted concatenation of the unit-norm text, image and video embeddings "
-    "(zeros for a missing modality), re-normalised; `modalities` says which were present.",
+    description="Fused product vectors: weighted concatenation of the unit-norm text, image and video "
+    "embeddings (zeros for a missing modality), re-normalised; `modalities` says which were present.",
 )
 def product_embeddings(context: dg.AssetExecutionContext, config: FusionConfig, warehouse: WarehouseResource):
     from ecom_pipeline.ml.encoders.store import fuse_modalities, read_vectors, table_exists, to_arrow

@@ -580,9 +580,9 @@ OPTIONAL_TWO_TOWER_INPUTS = {
         dg.AssetKey(["reports", "sentiment_aggregates"]),
         dg.AssetKey(["serving", "user_profiles"]),
     ],
-    description="Hybrid two-tower recommender (torch, sampled softmax): user = history + region (GCN embedding "
-    "when present) + segment; item = id + category + price + product embedding + sentiment when present. "
-    "Evaluated on the same item-level temporal split as the baselines (ml.two_tower_evaluation, "
+    description="Hybrid two-tower recommender (torch, sampled softmax): user = history + region (GCN "
+    "embedding when present) + segment; item = id + category + price + product embedding + sentiment when "
+    "present. Evaluated on the same item-level temporal split as the baselines (ml.two_tower_evaluation, "
     "ml.model_metrics, MLflow); registered as ecom.recsys.two_tower_item.",
 )
 def two_tower_recommender(
@@ -753,7 +753,8 @@ def _two_tower_metadata(trained, k: int, outcome) -> dict:
     verdict = "wins" if tt > scores[best_base] else "LOSES to " + best_base
     return {
         "comparison": dg.MetadataValue.md(
-            f"{ndcg} on {res.n_eval_users} users (cutoff {res.cutoff:%Y-%m-%d}): two_tower {tt:.4f} {verdict}; "
+            f"{ndcg} on {res.n_eval_users} users (cutoff {res.cutoff:%Y-%m-%d}): "
+            f"two_tower {tt:.4f} {verdict}; "
             + ", ".join(f"{m} {v:.4f}" for m, v in scores.items() if m != "two_tower")
         ),
         "inputs_used": model.inputs_used,

@@ -26,7 +26,8 @@ def _write(warehouse: WarehouseResource, table: str, frame: pd.DataFrame) -> Non
             con.unregister("_report")
 
 
-# The assets that train and register models: the report runs after them, so a first run reports what it trained.
+# The assets that train and register models: the report runs after them, so a first
+# run reports what it trained.
 TRAINING_ASSETS = [
     dg.AssetKey(k)
     for k in (
@@ -131,8 +132,8 @@ FAILURE_COLUMNS = ["run_id", "job_name", "failed_at", "message", "failed_steps",
     kinds={"duckdb"},
     owners=["team:mlops"],
     tags={"ecom/stage": "scoring"},
-    description="Failed runs recorded by the `record_run_failures` sensor (<data_root>/ops/run_failures.jsonl): "
-    "job, time, error, failed steps and what triggered the run.",
+    description="Failed runs recorded by the `record_run_failures` sensor "
+    "(<data_root>/ops/run_failures.jsonl): job, time, error, failed steps and what triggered the run.",
 )
 def run_failures(
     context: dg.AssetExecutionContext, paths: PathsResource, warehouse: WarehouseResource

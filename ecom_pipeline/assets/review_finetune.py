@@ -2,9 +2,9 @@
 under a wall-clock budget and compared with the frozen-embedding head and TF-IDF on the one time split.
 
 Thin asset over :mod:`ecom_pipeline.ml.text.finetune`.  The model is registered in the safe format
-(``ecom.sentiment_finetuned``), its figures go to MLflow and ``ml.model_metrics`` with their intervals, and the
-serving gate's decision per setting (fine-tune vs its best baseline) to ``ml.serving_decisions`` under the task
-``sentiment_finetuned``.
+(``ecom.sentiment_finetuned``), its figures go to MLflow and ``ml.model_metrics`` with their intervals, and
+the serving gate's decision per setting (fine-tune vs its best baseline) to ``ml.serving_decisions`` under the
+task ``sentiment_finetuned``.
 """
 
 import dagster as dg
@@ -57,9 +57,9 @@ class ReviewFinetuneConfig(dg.Config):
     kinds={"pytorch", "mlflow"},
     deps=[dg.AssetKey(["features", "review_text_embeddings"]), dg.AssetKey(["staging", "reviews"])],
     description="Review sentiment with the text encoder fine-tuned under a time budget (top layers on cached "
-    "bottom-layer states on CPU, every layer on CUDA, class-weighted), vs the frozen-embedding head and TF-IDF "
-    "on the same time split: 3-class macro-F1 and binary accuracy with paired-bootstrap intervals, in MLflow "
-    "and ml.model_metrics; registered as `ecom.sentiment_finetuned` (safe format); the serving gate's "
+    "bottom-layer states on CPU, every layer on CUDA, class-weighted), vs the frozen-embedding head and "
+    "TF-IDF on the same time split: 3-class macro-F1 and binary accuracy with paired-bootstrap intervals, in "
+    "MLflow and ml.model_metrics; registered as `ecom.sentiment_finetuned` (safe format); the serving gate's "
     "decision in ml.serving_decisions (task sentiment_finetuned).",
 )
 def sentiment_finetuned(

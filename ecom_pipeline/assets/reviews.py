@@ -126,7 +126,10 @@ def sentiment_model(
     device = compute.torch_device()
     training_path = "full_finetune" if compute.is_cuda(device) else "frozen_embeddings_head"
     if len(docs) < config.min_reviews:
-        msg = f"only {len(docs)} reviews with text and embeddings (< {config.min_reviews}): sentiment not trained"
+        msg = (
+            f"only {len(docs)} reviews with text and embeddings (< "
+            f"{config.min_reviews}): sentiment not trained"
+        )
         context.log.warning(msg)
         with (
             warehouse.connect() as con
@@ -642,10 +645,10 @@ def review_topics(
     per["model"] = emb_model
     with warehouse.connect() as con:
         con.register("_t", per)
-        con.execute(f"""CREATE OR REPLACE TABLE {TOPICS_TABLE} AS SELECT review_id::VARCHAR review_id, topic::INTEGER topic,
-                        topic_label::VARCHAR topic_label, topic_intent::VARCHAR topic_intent,
-                        review_intent::VARCHAR review_intent, intent_similarity::DOUBLE intent_similarity,
-                        model::VARCHAR model FROM _t""")
+        con.execute(f"""CREATE OR REPLACE TABLE {TOPICS_TABLE} AS SELECT review_id::VARCHAR review_id,
+                        topic::INTEGER topic, topic_label::VARCHAR topic_label,
+                        topic_intent::VARCHAR topic_intent, review_intent::VARCHAR review_intent,
+                        intent_similarity::DOUBLE intent_similarity, model::VARCHAR model FROM _t""")
         con.unregister("_t")
         state = (
             "LEFT JOIN staging.customers c ON c.customer_id = r.customer_id"

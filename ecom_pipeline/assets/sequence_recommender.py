@@ -74,9 +74,9 @@ def _side_inputs(warehouse: WarehouseResource) -> tuple[pd.DataFrame, pd.DataFra
     op_tags=GPU_OP_TAGS,
     kinds={"pytorch", "mlflow", "duckdb"},
     deps=[INTERACTIONS, dg.AssetKey(["features", "product_embeddings"])],
-    description="Sequence recommender (SASRec-style self-attention over each customer's ordered baskets, item "
-    "= id + product embedding, learned repeat term) against popularity, item-kNN, 'repeat' (own most-bought "
-    "items), ALS and the two-tower on the user-level temporal split; per-segment serving gate "
+    description="Sequence recommender (SASRec-style self-attention over each customer's ordered baskets, "
+    "item = id + product embedding, learned repeat term) against popularity, item-kNN, 'repeat' (own "
+    "most-bought items), ALS and the two-tower on the user-level temporal split; per-segment serving gate "
     "(ml.serving_decisions task recommendation_sequence), ml.model_metrics with intervals, MLflow "
     "(ecom.recsys.sasrec_item), serving.sequence_recommendations from the model each segment's gate serves.",
 )

@@ -210,7 +210,8 @@ def region_flows(
     pool=WAREHOUSE_POOL,
     kinds={"duckdb", "pandas"},
     ins={"regions": dg.AssetIn(key=["features", "regions"])},
-    description="Geographic kNN graph: each region to its k nearest regions of the same level (haversine km).",
+    description="Geographic kNN graph: each region to its k nearest regions of the "
+    "same level (haversine km).",
 )
 def region_knn_graph(
     context: dg.AssetExecutionContext, config: KnnConfig, regions: pd.DataFrame
@@ -338,7 +339,8 @@ def region_embeddings(
     out = res.embeddings
     with warehouse.connect() as con:
         con.execute(
-            "CREATE OR REPLACE TABLE features.region_embeddings (region_id VARCHAR, level VARCHAR, embedding FLOAT[])"
+            "CREATE OR REPLACE TABLE features.region_embeddings (region_id VARCHAR, level "
+            "VARCHAR, embedding FLOAT[])"
         )
         if len(out):
             con.register("_e", out)

@@ -61,8 +61,9 @@ def metric_records(
     baseline: str = BASELINE,
     mean_label: str = "mean_over_series",
 ):
-    """``ml.model_metrics`` rows for ``model`` beside ``baseline`` per series (fold means: no interval) plus the
-    mean over series (dataset ``<dataset>:<mean_label>``, with a paired-bootstrap interval over the series)."""
+    """``ml.model_metrics`` rows for ``model`` beside ``baseline`` per series (fold means: no interval) plus
+    the mean over series (dataset ``<dataset>:<mean_label>``, with a paired-bootstrap interval over the
+    series)."""
     from ecom_pipeline.resources.model_metrics import MetricRecord
 
     piv = summary.pivot_table(index=["series_id", "metric"], columns="model", values="value").reset_index()
@@ -262,7 +263,8 @@ def weekly_series(context: dg.AssetExecutionContext, daily: pd.DataFrame) -> pd.
     kinds={"duckdb", "pandas"},
     ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
     description="Calendar features per day: weekday, month, national holidays (holidays package, offline), "
-    "Black Friday and its week, Christmas run-up, yearly Fourier terms; extends past the data by the horizon.",
+    "Black Friday and its week, Christmas run-up, yearly Fourier terms; extends "
+    "past the data by the horizon.",
 )
 def calendar(
     context: dg.AssetExecutionContext,
@@ -758,8 +760,9 @@ def forecasts(
     description="Days whose actual orders fall outside robust bounds of the residuals of a causal seasonal "
     "forecast, per series, with size and direction. The expected values come from the model the serving "
     "gate serves for the series (4-week seasonal median only if it beats seasonal naive significantly on "
-    "one-step MAE), named in `expected_model`; decisions in ml.serving_decisions (task anomaly_expected); the flag rate per series is in the metadata. Also draws "
-    "the forecast-vs-actual plot (intervals, anomaly markers) to <data_root>/reports/forecasts.png.",
+    "one-step MAE), named in `expected_model`; decisions in ml.serving_decisions (task anomaly_expected); "
+    "the flag rate per series is in the metadata. Also draws the forecast-vs-actual plot (intervals, anomaly "
+    "markers) to <data_root>/reports/forecasts.png.",
 )
 def anomalies(
     context: dg.AssetExecutionContext,
@@ -846,8 +849,8 @@ def anomalies(
 def build() -> dg.Definitions:
     from ecom_pipeline.assets.gates import promotion_gate_check
 
-    # blocking, skip-aware: a model asset that trained nothing passes with its reason; one that trained but left
-    # no usable champion blocks serving/forecasts in the same run
+    # blocking, skip-aware: a model asset that trained nothing passes with its reason; one that trained but
+    # left no usable champion blocks serving/forecasts in the same run
     checks = [
         promotion_gate_check(sarima_backtest.key, "ecom.forecast.sarima"),
         promotion_gate_check(lstm_backtest.key, "ecom.forecast.lstm"),

@@ -226,10 +226,10 @@ def _repurchase_decision(res):
     deps=STAGING_DEPS,
     kinds={"duckdb", "sklearn", "mlflow"},
     description="P(customer orders again within N days): calibrated gradient boosting on profile features, "
-    "time-based (train at T−N, test at T), compared with an RFM-only logistic baseline (AUC, PR-AUC, Brier with "
-    "paired-bootstrap intervals; ECE) in MLflow and ml.model_metrics; the serving gate lets the GBM score customers "
-    "only when it beats the baseline significantly on enough test positives, else the baseline scores them "
-    "(`model` names which; decision in ml.serving_decisions).",
+    "time-based (train at T−N, test at T), compared with an RFM-only logistic baseline (AUC, PR-AUC, Brier "
+    "with paired-bootstrap intervals; ECE) in MLflow and ml.model_metrics; the serving gate lets the GBM "
+    "score customers only when it beats the baseline significantly on enough test positives, else the "
+    "baseline scores them (`model` names which; decision in ml.serving_decisions).",
 )
 def repurchase_scores(
     context: dg.AssetExecutionContext,
@@ -277,8 +277,9 @@ def repurchase_scores(
         "not evaluated: " + res.message
         if not g
         else (
-            f"gbm_calibrated AUC {g.get('auc', float('nan')):.3f} / PR-AUC {g.get('pr_auc', float('nan')):.3f} / ECE "
-            f"{g['ece']:.3f} vs rfm_logistic AUC {b.get('auc', float('nan')):.3f} / PR-AUC "
+            f"gbm_calibrated AUC {g.get('auc', float('nan')):.3f} / PR-AUC "
+            f"{g.get('pr_auc', float('nan')):.3f} / ECE {g['ece']:.3f} vs rfm_logistic AUC "
+            f"{b.get('auc', float('nan')):.3f} / PR-AUC "
             f"{b.get('pr_auc', float('nan')):.3f} / ECE {b['ece']:.3f} → " + f"served: {decision.served}"
         )
     )

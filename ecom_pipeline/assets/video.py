@@ -57,10 +57,11 @@ def video_frame(folders: list, known_products: set[str]) -> pd.DataFrame:
     op_tags=GPU_OP_TAGS,
     deps=[dg.AssetKey(["staging", "products"])],
     kinds={"pytorch", "duckdb"},
-    description="Product video embeddings: N frames sampled uniformly from `product_videos/<product_id>.mp4|webm` "
-    "(under the source's data dir or the data root), each embedded with the image encoder, mean-pooled over "
-    "time. Unusable files (truncated, zero frames, too large, too long, unknown product) are listed in "
-    "`features.video_quarantine` with the reason. Incremental by file (path, size, mtime).",
+    description="Product video embeddings: N frames sampled uniformly from "
+    "`product_videos/<product_id>.mp4|webm` (under the source's data dir or the data root), each embedded "
+    "with the image encoder, mean-pooled over time. Unusable files (truncated, zero frames, too large, too "
+    "long, unknown product) are listed in `features.video_quarantine` with the reason. Incremental by "
+    "file (path, size, mtime).",
 )
 def product_video_embeddings(
     context: dg.AssetExecutionContext,

@@ -1,12 +1,13 @@
 """Which executor the pipeline's jobs use, chosen by ``ECOM_EXECUTOR`` at load time.
 
 ``multiprocess`` (default)  the code location's executor (``definitions.EXECUTOR``): one process per step,
-                            pools ``duckdb`` / ``gpu`` limited to one step each by the instance (dagster.yaml).
+                            pools ``duckdb`` / ``gpu`` limited to one step each by the instance
+                            (dagster.yaml).
 ``celery``                  dagster-celery: each step is a celery task; GPU-heavy steps carry
-                            ``dagster-celery/queue: gpu`` and run on the CUDA worker (compose profile ``gpu``),
-                            the rest on the ``default`` queue.  Broker from ``CELERY_BROKER_URL`` (Redis),
-                            results from ``CELERY_RESULT_BACKEND``.  dagster-celery 0.29 claims pool slots
-                            from the instance (``InstanceConcurrencyContext``), so pools hold here too.
+                            ``dagster-celery/queue: gpu`` and run on the CUDA worker (compose profile
+                            ``gpu``), the rest on the ``default`` queue.  Broker from ``CELERY_BROKER_URL``
+                            (Redis), results from ``CELERY_RESULT_BACKEND``.  dagster-celery 0.29 claims pool
+                            slots from the instance (``InstanceConcurrencyContext``), so pools hold here too.
 ``k8s``                     dagster-k8s ``k8s_job_executor``: one Kubernetes Job per step; GPU-heavy steps
                             carry ``dagster-k8s/config`` limits ``nvidia.com/gpu: 1`` and get the GPU node
                             selector / toleration below (``ECOM_K8S_GPU_NODE_SELECTOR``, default

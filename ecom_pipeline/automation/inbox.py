@@ -460,8 +460,8 @@ def _load_cursor(cursor: str | None) -> dict:
     kinds={"duckdb", "file"},
     owners=["team:mlops"],
     description="Files delivered to the inbox on one day (partition = delivery day, UTC): recorded in "
-    "`meta.inbox_deliveries` and published into `<data_root>/landing/`, the folder a file-based source reads. "
-    "Backfilling a day re-publishes that day's archived files from `inbox/processed/<day>/`.",
+    "`meta.inbox_deliveries` and published into `<data_root>/landing/`, the folder a file-based source "
+    "reads. Backfilling a day re-publishes that day's archived files from `inbox/processed/<day>/`.",
 )
 def inbox_deliveries(
     context: dg.AssetExecutionContext,
@@ -513,8 +513,9 @@ def inbox_deliveries(
                 }
             )
     with warehouse.connect() as con:
-        con.execute(f"""CREATE TABLE IF NOT EXISTS {INBOX_TABLE} (day DATE, file VARCHAR, landing_file VARCHAR,
-            sha256 VARCHAR, bytes BIGINT, delivered_at TIMESTAMP, published_at TIMESTAMP, run_id VARCHAR)""")
+        con.execute(f"""CREATE TABLE IF NOT EXISTS {INBOX_TABLE} (day DATE, file VARCHAR,
+            landing_file VARCHAR, sha256 VARCHAR, bytes BIGINT, delivered_at TIMESTAMP,
+            published_at TIMESTAMP, run_id VARCHAR)""")
         con.execute(f"DELETE FROM {INBOX_TABLE} WHERE day = ?", [day])
         for f in files:
             con.execute(f"INSERT INTO {INBOX_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)", list(f.values()))
@@ -584,8 +585,9 @@ def inbox_sensor(
         if not any(is_online_events(n) and not n.lower().endswith(IN_PROGRESS_SUFFIXES) for n in waiting):
             return dg.SensorResult(
                 skip_reason=(
-                    f"the configured source {source.kind!r} takes no files: set ECOM_DATA_SOURCE=olist or mapped "
-                    f"(with ECOM_MAPPING) to ingest deliveries; {len(waiting)} file(s) left untouched in {inbox}"
+                    f"the configured source {source.kind!r} takes no files: set ECOM_DATA_SOURCE=olist or "
+                    f"mapped (with ECOM_MAPPING) to ingest deliveries; {len(waiting)} file(s) "
+                    f"left untouched in {inbox}"
                 ),
                 cursor=context.cursor,
             )
@@ -684,8 +686,8 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
     owners=["team:mlops"],
     description="One delivery day's files (new and corrected rows, mapped source) appended to raw as that "
     "day's load and merged into staging by key: late corrections update their key (recorded in "
-    "`staging.change_log`), a re-delivered day changes nothing. Full rebuild: job `partition_staging_rebuild`. "
-    "See docs/performance.md.",
+    "`staging.change_log`), a re-delivered day changes nothing. Full rebuild: job "
+    "`partition_staging_rebuild`. See docs/performance.md.",
 )
 def daily_partition_ingest(
     context: dg.AssetExecutionContext,

@@ -100,7 +100,8 @@ def load_windows(
 
 
 def forecast_error_from_warehouse(warehouse_path: str, *, timeout_s: float = 10.0) -> ForecastErrorReport:
-    """Live vs promised error of the served forecasts; an empty report before forecasts or new actuals exist."""
+    """Live vs promised error of the served forecasts; an empty report before forecasts or new actuals
+    exist."""
     con = connect_with_retry(warehouse_path, read_only=True, timeout_s=timeout_s)
     try:
         fc = read_table(con, "serving.forecasts")

@@ -324,8 +324,8 @@ def _tz_map_sql(spec: TableSpec, raw_cols: set[str], raw_rel: str, hints: ParseH
     return (
         f"WITH {_typed_ctes(spec, raw_cols, raw_rel, hints)}, hours AS ({hours}) "
         f"SELECT h, timezone('UTC', timezone({tz}, h)) - h AS off, "
-        f"(timezone('UTC', timezone({tz}, {end})) - ({end})) = (timezone('UTC', timezone({tz}, h)) - h) AS exact "
-        "FROM hours"
+        f"(timezone('UTC', timezone({tz}, {end})) - ({end})) = (timezone('UTC', timezone({tz}, h)) - h) AS "
+        "exact FROM hours"
     )
 
 
@@ -478,7 +478,10 @@ def _original_row_sql(spec: TableSpec, raw_cols: set[str]) -> str:
         else:
             normal = r
         if has_pseudonym and c.privacy != "pseudonym":
-            expr = f"CASE WHEN w._reason = 'malformed_line' THEN {PSEUDONYM_FUNCTION}({trimmed}) ELSE {normal} END"
+            expr = (
+                "CASE WHEN w._reason = 'malformed_line' THEN "
+                f"{PSEUDONYM_FUNCTION}({trimmed}) ELSE {normal} END"
+            )
         elif has_mask and c.privacy is None:
             expr = f"CASE WHEN w._reason = 'malformed_line' THEN {mask_sql(r)} ELSE {normal} END"
         else:

@@ -16,7 +16,8 @@ accepted row is, against the row staging holds for its key:
 
 The partition's quarantine rows replace those of its earlier loads.  The invariant raw = accepted +
 quarantined is checked per partition inside the transaction (as ``stage_table`` does per table), and the
-counts go to ``meta.partition_loads``; :func:`ecom_pipeline.warehouse.tables.partition_load_counts` reads them.
+counts go to ``meta.partition_loads``; :func:`ecom_pipeline.warehouse.tables.partition_load_counts` reads
+them.
 
 A full rebuild (:func:`rebuild_staging_from_partitions`) replays every partition in order into empty staging
 tables; it is what a mapping or cleaning-rule change needs, and gives the same tables as the daily runs.
@@ -70,8 +71,8 @@ class PartitionStageResult:
 def ensure_change_log(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING_SCHEMA}")
     con.execute(
-        f"CREATE TABLE IF NOT EXISTS {CHANGE_LOG} (table_name VARCHAR, key_value VARCHAR, partition_key VARCHAR, "
-        "load_id VARCHAR, source_file VARCHAR, source_row BIGINT, changed_columns VARCHAR, "
+        f"CREATE TABLE IF NOT EXISTS {CHANGE_LOG} (table_name VARCHAR, key_value VARCHAR, partition_key "
+        "VARCHAR, load_id VARCHAR, source_file VARCHAR, source_row BIGINT, changed_columns VARCHAR, "
         "previous_row VARCHAR, previous_load_id VARCHAR, changed_at TIMESTAMP)"
     )
 
@@ -202,7 +203,8 @@ def upsert_staging_partition(
                 f"MERGE INTO {live} t USING (SELECT {col_list} FROM {qi(work)} "
                 f"WHERE _change IN ('insert', 'update')) s ON ({on}) "
                 f"WHEN MATCHED THEN UPDATE SET {', '.join(f'{qi(c)} = s.{qi(c)}' for c in all_cols)} "
-                f"WHEN NOT MATCHED THEN INSERT ({col_list}) VALUES ({', '.join(f's.{qi(c)}' for c in all_cols)})"
+                f"WHEN NOT MATCHED THEN INSERT ({col_list}) VALUES "
+                f"({', '.join(f's.{qi(c)}' for c in all_cols)})"
             )
             raw_rows = con.execute(f"SELECT count(*) FROM {scratch_raw}").fetchall()[0][0]
             accepted = sum(counts.values())
@@ -216,8 +218,8 @@ def upsert_staging_partition(
                 )
             con.execute(
                 f"UPDATE {PARTITION_LOADS} SET staged_at = ?, accepted_rows = ?, inserted_rows = ?, "
-                "updated_rows = ?, unchanged_rows = ?, stale_rows = ?, quarantined_rows = ? WHERE load_id = ? "
-                "AND table_name = ?",
+                "updated_rows = ?, unchanged_rows = ?, stale_rows = ?, quarantined_rows = ? WHERE load_id = "
+                "? AND table_name = ?",
                 [
                     now_ts,
                     accepted,

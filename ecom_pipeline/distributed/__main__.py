@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
         print(
-            f"PostgreSQL 127.0.0.1:{cluster.postgres.port} (dbs dagster, mlflow), Redis 127.0.0.1:{cluster.redis.port}, "
-            f"workers {', '.join(cluster.workers)} (logs in {root / 'logs'})\n"
-            f"In another shell: source {env_file}\nCtrl-C stops everything.",
+            f"PostgreSQL 127.0.0.1:{cluster.postgres.port} (dbs dagster, mlflow), Redis "
+            f"127.0.0.1:{cluster.redis.port}, workers {', '.join(cluster.workers)} (logs in "
+            f"{root / 'logs'})\nIn another shell: source {env_file}\nCtrl-C stops everything.",
             flush=True,
         )
         try:

@@ -76,7 +76,7 @@ class LocalCluster(Service):
             "DAGSTER_HOME": str(home),
             "ECOM_DATA_ROOT": str(data),
             "ECOM_MLFLOW_ARTIFACT_ROOT": str(self.root / "mlartifacts"),
-            # env exception: the workers must import this checkout; the parent's path is passed on, not a setting
+            # env exception: workers must import this checkout; the parent's path is passed on, not a setting
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
             **self.lake_env(),
             **self.extra_env,

@@ -90,7 +90,8 @@ class PostgresServer(Service):
         return f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/{database}"
 
     def sqlalchemy_url(self, database: str) -> str:
-        """For SQLAlchemy users (MLflow): psycopg2 named, since SQLAlchemy 2.1 maps postgresql:// to psycopg 3."""
+        """For SQLAlchemy users (MLflow): psycopg2 named, since SQLAlchemy 2.1 maps postgresql:// to psycopg
+        3."""
         return self.url(database).replace("postgresql://", "postgresql+psycopg2://", 1)
 
     def start(self) -> PostgresServer:

@@ -179,7 +179,8 @@ class ForecastErrorReport:
             "; ".join(self.reasons)
             if self.reasons
             else (
-                f"forecast error stable: median live/backtest MASE {self.median_ratio:.2f} over {len(self.series)} series"
+                f"forecast error stable: median live/backtest MASE {self.median_ratio:.2f} over "
+                f"{len(self.series)} series"
             )
         )
 

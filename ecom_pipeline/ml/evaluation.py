@@ -1,4 +1,5 @@
-"""Uncertainty of a model-vs-baseline difference: the one paired bootstrap every comparison in the project uses.
+"""Uncertainty of a model-vs-baseline difference: the one paired bootstrap every comparison in the project
+uses.
 
 A difference is reported as candidate minus baseline with a 95 % percentile interval from resampling the
 *evaluation units* (series, users, reviews, orders, days) with replacement, both models on the same resample

@@ -72,7 +72,8 @@ def _log(candidate: Candidate, key: bytes) -> tuple[str, str]:
         spec = save_model(candidate.model, candidate.flavor, directory)
         signature = sign_directory(directory, key)
         run = mlflow.active_run()
-        logged = mlflow.initialize_logged_model(  # in the run's experiment (its artifact root), as log_model did
+        # in the run's experiment (its artifact root), as log_model did
+        logged = mlflow.initialize_logged_model(
             name="model",
             source_run_id=run.info.run_id if run else None,
             experiment_id=run.info.experiment_id if run else None,
@@ -202,7 +203,8 @@ class ServedModel:
 
 
 def load_version(name: str, version, key: bytes, client=None):
-    """The model of ``name`` version ``version``, after its files were verified against the version's signature.
+    """The model of ``name`` version ``version``, after its files were verified against the version's
+    signature.
 
     Raises :class:`~ecom_pipeline.ml.safe_artifacts.ModelIntegrityError` (naming model and version) for an
     unsigned, tampered or unsafe artifact; nothing in the artifact is parsed before it verifies.
@@ -222,7 +224,8 @@ def load_version(name: str, version, key: bytes, client=None):
 
 
 def load_serving_model(name: str, flavor: str = "pyfunc", client=None, *, key: bytes) -> ServedModel:
-    """Load the champion of ``name``; if its artifact does not load, serve the newest former champion that does.
+    """Load the champion of ``name``; if its artifact does not load, serve the newest former champion that
+    does.
 
     Every version is verified against its signature before anything in it is parsed (``load_version``); a
     version that fails (tampered, unsigned, corrupt, missing) is logged and tagged ``ecom.load_error`` (the

@@ -71,9 +71,9 @@ def resolve_signing_key(settings) -> tuple[bytes, str]:
         return value.encode("utf-8"), warning
     if settings.env != "local":
         raise SigningKeyError(
-            f"{KEY_ENV_VAR} is not set. In environment {settings.env!r} the model signing key must be provided "
-            f"(e.g. `export {KEY_ENV_VAR}=$(python -c 'import secrets; print(secrets.token_hex(32))')`); it is "
-            "only generated automatically with ECOM_ENV=local."
+            f"{KEY_ENV_VAR} is not set. In environment {settings.env!r} the model signing key must be "
+            f"provided (e.g. `export {KEY_ENV_VAR}=$(python -c 'import secrets; "
+            "print(secrets.token_hex(32))')`); it is only generated automatically with ECOM_ENV=local."
         )
     from ecom_pipeline.local_keys import read_or_create_key
 
@@ -97,7 +97,8 @@ def signing_key(settings) -> bytes:
 
 
 def key_id(key: bytes) -> str:
-    """A short public fingerprint of the key, recorded beside the digests (tells 'wrong key' from 'tampered')."""
+    """A short public fingerprint of the key, recorded beside the digests (tells 'wrong key' from
+    'tampered')."""
     return hmac.new(key, b"ecom.model-signing-key-id", hashlib.sha256).hexdigest()[:12]
 
 
@@ -127,8 +128,8 @@ def verify_directory(directory: Path, signature: str | None, key: bytes, label: 
     """Raise :class:`ModelIntegrityError` unless ``directory`` holds exactly the signed files, unchanged."""
     if not signature:
         raise ModelIntegrityError(
-            f"{label} is not signed (registered before signed safe-format artifacts, or by other code): refusing "
-            "to load it; re-log it with `python -m ecom_pipeline.resign_models` or re-train"
+            f"{label} is not signed (registered before signed safe-format artifacts, or by other code): "
+            "refusing to load it; re-log it with `python -m ecom_pipeline.resign_models` or re-train"
         )
     try:
         record = json.loads(signature)
@@ -309,7 +310,8 @@ def trusted_skops_type(name: str) -> bool:
 
 
 def _vectorizers(model) -> dict[str, Any]:
-    """Fitted text vectorizers (``vocabulary_`` dicts) in ``model``, by ``get_params`` path ("" = the model)."""
+    """Fitted text vectorizers (``vocabulary_`` dicts) in ``model``, by ``get_params`` path ("" = the
+    model)."""
     found = {"": model} if isinstance(getattr(model, "vocabulary_", None), dict) else {}
     if hasattr(model, "get_params"):
         found |= {
@@ -428,7 +430,8 @@ _LOADERS = {
 
 
 def save_model(model, flavor: str, directory: Path) -> dict:
-    """Write ``model`` to the empty ``directory`` in its safe format; returns the spec written to SPEC_FILE."""
+    """Write ``model`` to the empty ``directory`` in its safe format; returns the spec written to
+    SPEC_FILE."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     saver = _SAVERS.get(flavor)

@@ -3,8 +3,8 @@ held-out split; otherwise the best baseline serves.  Every decision is a row in 
 (another engineer's serving app reads exactly this schema), and every serving table names the model that
 produced each of its rows, so ``served_against_decision`` can prove nothing is served that lost.
 
-Framework-free: assets call :func:`decide` with a :class:`~ecom_pipeline.ml.evaluation.Comparison` and write the
-decisions with :func:`record_decisions`.
+Framework-free: assets call :func:`decide` with a :class:`~ecom_pipeline.ml.evaluation.Comparison` and write
+the decisions with :func:`record_decisions`.
 """
 
 from __future__ import annotations
@@ -139,13 +139,14 @@ def degenerate_forecast(
 def ensure_serving_decisions(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("CREATE SCHEMA IF NOT EXISTS ml")
     con.execute(f"""CREATE TABLE IF NOT EXISTS {SERVING_DECISIONS_TABLE} (
-        task VARCHAR, scope VARCHAR, candidate VARCHAR, baseline VARCHAR, metric VARCHAR, candidate_value DOUBLE,
-        baseline_value DOUBLE, ci_low DOUBLE, ci_high DOUBLE, served VARCHAR, reason VARCHAR,
-        decided_at TIMESTAMP)""")
+        task VARCHAR, scope VARCHAR, candidate VARCHAR, baseline VARCHAR, metric VARCHAR,
+        candidate_value DOUBLE, baseline_value DOUBLE, ci_low DOUBLE, ci_high DOUBLE, served VARCHAR,
+        reason VARCHAR, decided_at TIMESTAMP)""")
 
 
 def record_decisions(con: duckdb.DuckDBPyConnection, task: str, decisions: list[Decision]) -> int:
-    """Replace ``task``'s decisions (its serving table is replaced in the same run, so the two stay in step)."""
+    """Replace ``task``'s decisions (its serving table is replaced in the same run, so the two stay in
+    step)."""
     if any(d.task != task for d in decisions):
         raise ValueError(f"record_decisions({task!r}) got decisions of other tasks")
     ensure_serving_decisions(con)

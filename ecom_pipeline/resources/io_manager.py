@@ -66,7 +66,8 @@ class RetryingDuckDbClient(DuckDbClient):
     """Opens the file like every other warehouse open (``connect_with_retry``): waits with jittered back-off
     for another process's lock for as long as the warehouse resource does (dagster-duckdb gives up after
     10 fixed back-offs), reads inputs read-only, and uses the same DuckDB settings (a second open with
-    different settings is refused).  ``connection_config`` is not used: settings come from ``duckdb_config``."""
+    different settings is refused).  ``connection_config`` is not used: settings come from
+    ``duckdb_config``."""
 
     @staticmethod
     def delete_table_slice(context, table_slice, connection) -> None:

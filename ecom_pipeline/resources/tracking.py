@@ -31,7 +31,8 @@ class MlflowUnavailableError(RuntimeError):
 
 
 def check_tracking_reachable(tracking_uri: str, timeout_s: float | None = None) -> None:
-    """Raise :class:`MlflowUnavailableError` when an http(s) tracking server does not answer; local stores pass.
+    """Raise :class:`MlflowUnavailableError` when an http(s) tracking server does not answer; local stores
+    pass.
 
     Any HTTP answer counts as reachable (``/health`` is MLflow's, other servers may answer 404); only a
     refused, unresolvable or silent endpoint fails.
@@ -46,11 +47,11 @@ def check_tracking_reachable(tracking_uri: str, timeout_s: float | None = None) 
     except requests.RequestException as exc:
         reason = type(exc).__name__ + (": connection refused" if "refused" in str(exc).lower() else "")
         raise MlflowUnavailableError(
-            f"MLflow tracking server {tracking_uri} is unreachable ({reason}, {timeout:g} s timeout). Start it "
-            "(`docker compose up -d mlflow`, or `mlflow server --host 0.0.0.0 --port <port>`) or set "
+            f"MLflow tracking server {tracking_uri} is unreachable ({reason}, {timeout:g} s timeout). Start "
+            "it (`docker compose up -d mlflow`, or `mlflow server --host 0.0.0.0 --port <port>`) or set "
             "MLFLOW_TRACKING_URI to a running server (or sqlite:///data/mlflow.db for a local store), then "
-            "re-execute the run from failure (the training, scoring and full_pipeline jobs retry this step with "
-            "back-off before the run fails)."
+            "re-execute the run from failure (the training, scoring and full_pipeline jobs retry this step "
+            "with back-off before the run fails)."
         ) from None
 
 

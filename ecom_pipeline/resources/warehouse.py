@@ -103,9 +103,9 @@ def connect_with_retry(
     """Open the warehouse, waiting (with jittered back-off) while another process holds the write lock.
 
     While it waits it says who holds the lock and for how long, through ``warn`` (default: this module's
-    logger at WARNING), after ``LOCK_REPORT_AFTER_S`` and every ``LOCK_REPORT_EVERY_S``: an open read-only session (a
-    notebook, a BI tool) that stalls a run is named, not silent.  Readers should open the published snapshot
-    instead (:mod:`ecom_pipeline.snapshot`)."""
+    logger at WARNING), after ``LOCK_REPORT_AFTER_S`` and every ``LOCK_REPORT_EVERY_S``: an open read-only
+    session (a notebook, a BI tool) that stalls a run is named, not silent.  Readers should open the published
+    snapshot instead (:mod:`ecom_pipeline.snapshot`)."""
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,8 @@ def connect_with_retry(
     deadline = start + timeout_s
     delay = 0.1
     waited = reported = False
-    # short waits are normal (another step finishing a write); a wait that lasts is reported, always before giving up
+    # short waits are normal (another step finishing a write); a wait that lasts is
+    # reported, always before giving up
     next_report = start + min(LOCK_REPORT_AFTER_S, timeout_s / 2)
     while True:
         try:
@@ -140,8 +141,8 @@ def connect_with_retry(
                         "warehouse)"
                     )
                 raise duckdb.IOException(
-                    f"{exc} (gave up after waiting {timeout_s:.0f} s for {lock_holder(str(exc))} to release the "
-                    f"warehouse lock on {path})"
+                    f"{exc} (gave up after waiting {timeout_s:.0f} s for {lock_holder(str(exc))} to release "
+                    f"the warehouse lock on {path})"
                 ) from exc
             waited = True
             now = time.monotonic()

@@ -251,7 +251,8 @@ def load_csv_fast(
     try:
         con.execute(
             f"INSERT INTO {target} ({cols_sql}) SELECT {', '.join(exprs)} FROM "
-            f"(SELECT row_number() OVER () AS _g, * FROM {_read_csv_sql(f.path, f.options, n_cols, rejects)})",
+            "(SELECT row_number() OVER () AS _g, * FROM "
+            f"{_read_csv_sql(f.path, f.options, n_cols, rejects)})",
             {"load_id": load_id, "loaded_at": loaded_at},
         )
         rejected = con.execute(

@@ -82,7 +82,8 @@ INVALID_UTF8 = "invalid_utf8"
 INVALID_ENCODING = "invalid_encoding"
 
 _GZIP_MAGIC = b"\x1f\x8b"
-# Byte-order marks of encodings the line-based reader cannot split (UTF-32 first: its LE BOM starts like UTF-16's).
+# Byte-order marks of encodings the line-based reader cannot split (UTF-32 first: its LE
+# BOM starts like UTF-16's).
 _WIDE_BOMS = (
     (codecs.BOM_UTF32_LE, "UTF-32"),
     (codecs.BOM_UTF32_BE, "UTF-32"),

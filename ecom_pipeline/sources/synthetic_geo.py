@@ -271,8 +271,8 @@ def reference_profile(
     """A profile from the offline reference data: the country's real first-level divisions and their
     centroids (GeoNames places >= 1,000 inhabitants, via :mod:`ecom_pipeline.geography`).  A division's weight
     is its number of such places (a population proxy, the reference data has no populations); its cities are
-    ``cities_per_state`` real places spread south to north.  Postal codes are synthetic: each city gets its own
-    block of three 3-digit prefixes (10000 + 300 * city index ...), so prefixes never cross a city."""
+    ``cities_per_state`` real places spread south to north.  Postal codes are synthetic: each city gets its
+    own block of three 3-digit prefixes (10000 + 300 * city index ...), so prefixes never cross a city."""
     from ecom_pipeline.geography import divisions, places
 
     divs = divisions(country).sort_values("code").reset_index(drop=True)

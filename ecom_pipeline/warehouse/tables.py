@@ -82,7 +82,8 @@ def read_or_empty(warehouse, qualified: str, columns: list[str] | None = None) -
 def table_fingerprint(
     con: duckdb.DuckDBPyConnection, qualified: str, exclude: tuple[str, ...] | frozenset[str] = ()
 ) -> tuple[int, str]:
-    """Row count and an order-independent content hash of ``qualified``, leaving out the columns in ``exclude``.
+    """Row count and an order-independent content hash of ``qualified``, leaving out the columns in
+    ``exclude``.
 
     The hash is the exact (HUGEINT) sum of DuckDB's 64-bit ``hash()`` of every row, columns taken in name
     order: row order and physical column order do not change it, a duplicated or changed row does (a XOR
@@ -125,7 +126,8 @@ def warehouse_fingerprints(
 
 # Columns that say which run wrote a row and when; they differ between two runs of the same work by design.
 # An idempotency comparison leaves out exactly these (raw/staging lineage `_load_id` = the run id, raw
-# `_loaded_at`, quarantine `load_id`/`quarantined_at`, inbox `run_id`/`published_at`, embedding `embedded_at`).
+# `_loaded_at`, quarantine `load_id`/`quarantined_at`, inbox `run_id`/`published_at`,
+# embedding `embedded_at`).
 PER_RUN_COLUMNS = frozenset(
     {"_load_id", "_loaded_at", "load_id", "quarantined_at", "run_id", "published_at", "embedded_at"}
 )
@@ -150,8 +152,9 @@ def partition_load_counts(con: duckdb.DuckDBPyConnection, table: str) -> dict:
     if not table_exists(con, "meta.partition_loads"):
         return {"partitions": {}, "total": {}}
     rows = con.execute(
-        "SELECT partition_key, raw_rows, accepted_rows, inserted_rows, updated_rows, unchanged_rows, stale_rows, "
-        "quarantined_rows FROM meta.partition_loads WHERE table_name = ? AND is_current ORDER BY 1",
+        "SELECT partition_key, raw_rows, accepted_rows, inserted_rows, updated_rows, unchanged_rows, "
+        "stale_rows, quarantined_rows FROM meta.partition_loads WHERE table_name = ? "
+        "AND is_current ORDER BY 1",
         [table],
     ).fetchall()
     names = ("raw", "accepted", "inserted", "updated", "unchanged", "stale", "quarantined")

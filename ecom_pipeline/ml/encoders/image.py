@@ -21,7 +21,8 @@ class ImageDecodeError(Exception):
 
 
 def decode_image(uri: str, base_dir: str | Path | None = None):
-    """Open ``uri`` (a path, relative to ``base_dir`` when not absolute, or ``file://``) as an RGB PIL image."""
+    """Open ``uri`` (a path, relative to ``base_dir`` when not absolute, or ``file://``) as an RGB PIL
+    image."""
     from PIL import Image, UnidentifiedImageError
 
     if not uri or not isinstance(uri, str):

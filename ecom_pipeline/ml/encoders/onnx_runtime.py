@@ -169,7 +169,8 @@ def onnx_text_files(encoder, models_dir: str | Path, quantize_all: bool = False)
 
 @dataclass
 class OnnxTextEncoder:
-    """A text encoder served by ONNX Runtime int8: same tokenizer, prefixes, pooling and API as TextEncoder."""
+    """A text encoder served by ONNX Runtime int8: same tokenizer, prefixes, pooling and API as
+    TextEncoder."""
 
     name: str
     version: str

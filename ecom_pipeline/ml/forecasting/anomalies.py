@@ -134,8 +134,8 @@ def detect_many(
     daily: pd.DataFrame, series_ids, value: str = "orders", **kw
 ) -> tuple[pd.DataFrame, pd.DataFrame, list]:
     """(anomalies, summary, gate) for the given series of a long daily frame: per series the gate picks
-    the expected-value model (:func:`gate_expected`), then the days are scored against it; summary has the flag
-    rate and the model, gate has a (decision, comparison) per series with data."""
+    the expected-value model (:func:`gate_expected`), then the days are scored against it; summary has the
+    flag rate and the model, gate has a (decision, comparison) per series with data."""
     gate_kw = {k: kw[k] for k in ("m", "weeks", "min_history") if k in kw}
     found, summary, gate = [], [], []
     for sid in series_ids:

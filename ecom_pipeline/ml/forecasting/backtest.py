@@ -99,9 +99,9 @@ def incomplete_tail(
     day).  A tail starting at day t is incomplete when its total is below ``fraction`` of the rate of the
     ``reference_weeks`` weeks before t *and* improbable against that period (conditional binomial test, so
     chance zeros of a sparse shop are not cut).  Among the starts within the last ``max_tail_days`` that pass,
-    the cut is the most likely change point (two Poisson rates against one), moved back over the days that slide
-    into the collapse (each itself low against the same weekday of the 4 weeks before it).  Only days before t
-    are used to judge t.
+    the cut is the most likely change point (two Poisson rates against one), moved back over the days that
+    slide into the collapse (each itself low against the same weekday of the 4 weeks before it).  Only days
+    before t are used to judge t.
     Series too short to judge are left whole."""
     dates = pd.DatetimeIndex(pd.to_datetime(dates))
     y = np.asarray(y, dtype=float)

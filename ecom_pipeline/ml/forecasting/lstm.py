@@ -136,8 +136,8 @@ def to_intervals(q_scaled: np.ndarray, scale: np.ndarray):
 
 
 def train_quantile_net(net, n: int, batch, cfg: LSTMConfig, batch_size: int, *, name: str = "lstm", log=None):
-    """Adam on the pinball loss over ``n`` samples; ``batch(idx)`` -> (pred, target) for a LongTensor of sample
-    indices.  Returns (final epoch loss, seconds)."""
+    """Adam on the pinball loss over ``n`` samples; ``batch(idx)`` -> (pred, target) for a LongTensor of
+    sample indices.  Returns (final epoch loss, seconds)."""
     import torch
 
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
@@ -240,8 +240,9 @@ def panel_backtest(
     future: bool = True,
 ):
     """Rolling-origin backtest of a panel forecaster (``new_forecaster()`` -> object with ``fit(Y, cov, end,
-    log)`` and ``predict(Y, cov, origin)``) over all series at once, plus (``future``) a final fit on everything
-    for the ``future`` forecast, then also the returned forecaster.  ``cov`` covers ``len(dates) + horizon`` days.
+    log)`` and ``predict(Y, cov, origin)``) over all series at once, plus (``future``) a final fit on
+    everything for the ``future`` forecast, then also the returned forecaster.  ``cov`` covers ``len(dates) +
+    horizon`` days.
 
     Returns (predictions, metrics, final forecaster) in the frames of :mod:`.models`."""
     dates = pd.DatetimeIndex(pd.to_datetime(dates))

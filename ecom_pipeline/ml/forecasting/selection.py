@@ -2,8 +2,8 @@
 ``statsforecast`` peer) on the same backtest days, with a paired block-bootstrap interval, through the one
 serving gate (:mod:`ecom_pipeline.ml.serving_gate`).
 
-Per backtest day the losses are the terms of the shared metrics (:mod:`.metrics`): the absolute error scaled by
-the fold's MASE scale (in-sample seasonal-naive MAE of the history before the fold's origin), the absolute
+Per backtest day the losses are the terms of the shared metrics (:mod:`.metrics`): the absolute error scaled
+by the fold's MASE scale (in-sample seasonal-naive MAE of the history before the fold's origin), the absolute
 error, and the sMAPE term; their mean over a series' backtest days is its MASE / MAE / sMAPE (folds have equal
 length).  Days are resampled in weekly blocks (autocorrelation); the mean over series resamples series.
 """

@@ -145,9 +145,9 @@ def black_friday(year: int) -> pd.Timestamp:
 
 
 # Shopping events that move online demand, by ISO country.  Black Friday / Cyber Monday spread from US retail
-# to most online markets; Boxing Day sales are Commonwealth; Singles' Day (11.11) is Chinese / South-East Asian.
-# A country in none of these lists gets only its public holidays (and the Christmas run-up where Christmas is
-# one of them, derived from the holidays package rather than listed).
+# to most online markets; Boxing Day sales are Commonwealth; Singles' Day (11.11) is Chinese / South-East
+# Asian. A country in none of these lists gets only its public holidays (and the Christmas run-up where
+# Christmas is one of them, derived from the holidays package rather than listed).
 BLACK_FRIDAY_COUNTRIES = frozenset(
     [
         "US",
@@ -360,7 +360,8 @@ def complete_part(daily: pd.DataFrame, value: str = "orders") -> pd.DataFrame:
 
 def panel(daily: pd.DataFrame, series_ids: list[str], value: str = "orders", *, complete_only: bool = True):
     """(dates, Y [series, days], ids) of the long daily table: one row per series in ``series_ids`` order.
-    ``complete_only``: cut the shop's incomplete tail first, so every backtest ends at the last complete day."""
+    ``complete_only``: cut the shop's incomplete tail first, so every backtest ends at the last complete
+    day."""
     if complete_only and len(daily):
         daily = complete_part(daily, value)
     sub = daily[daily["series_id"].isin(series_ids)]
@@ -370,7 +371,8 @@ def panel(daily: pd.DataFrame, series_ids: list[str], value: str = "orders", *, 
 
 
 def top_states(daily: pd.DataFrame, n_states: int = 10, metric: str = "orders") -> list[str]:
-    """State series by volume (``n_states`` = 0: every state with at least one order; unknown state left out)."""
+    """State series by volume (``n_states`` = 0: every state with at least one order; unknown state left
+    out)."""
     if daily.empty:
         return []
     st = daily[(daily["level"] == "state") & ~daily["series_id"].str.endswith(":" + UNKNOWN)]

@@ -55,7 +55,8 @@ class SpatioTemporalNet(_module_base()):
         self.temporal = temporal_net(n, cov_dim, cfg, extra_dim=gcfg.gcn_dim)
 
     def safe_config(self) -> dict:
-        """What the architecture depends on, read off the layers; the adjacency is a buffer (in the weights)."""
+        """What the architecture depends on, read off the layers; the adjacency is a buffer (in the
+        weights)."""
         t = self.temporal.safe_config()
         return {
             "n_states": int(self.a_hat.shape[0]),
@@ -217,7 +218,10 @@ def skip_reason(
         )
     need = cfg.window + cfg.horizon * (folds + 1)
     if n_days < need:
-        return f"too short: {n_days} days, the backtest needs {need} ({cfg.window}-day window + {folds} folds + 1 horizon)"
+        return (
+            f"too short: {n_days} days, the backtest needs {need} ({cfg.window}-day window + "
+            f"{folds} folds + 1 horizon)"
+        )
     if A is None or not (A > 0).any():
         return (
             "no edges between the selected states (empty kNN graph and flows): nothing for the graph to add"
@@ -246,7 +250,8 @@ def compare_graph(
     device: str = "cpu",
     log=None,
 ) -> GraphComparison:
-    """The ST-GCN, its no-graph twin (same hyper-parameters and seeds) and seasonal naive on the same folds."""
+    """The ST-GCN, its no-graph twin (same hyper-parameters and seeds) and seasonal naive on the same
+    folds."""
     import time
 
     from ecom_pipeline.ml.forecasting import models as fm

@@ -1,8 +1,8 @@
 """What gets registered in MLflow for a factor recommender: a tiny torch module (pytorch flavor).
 
-It carries the user and item ids and the factors, so the registered state dict and ids (``ml/safe_artifacts.py``)
-give back something that scores without the training code: ``module(torch.tensor([user_index]))`` → item scores, and
-``module.recommend(customer_id, k)`` → item ids.
+It carries the user and item ids and the factors, so the registered state dict and ids
+(``ml/safe_artifacts.py``) give back something that scores without the training code:
+``module(torch.tensor([user_index]))`` → item scores, and ``module.recommend(customer_id, k)`` → item ids.
 """
 
 from __future__ import annotations

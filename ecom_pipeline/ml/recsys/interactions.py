@@ -41,8 +41,8 @@ def interactions_query(
         excluded = ", ".join("?" for _ in NON_PURCHASE_STATUSES)
         parts.append(f"""
             SELECT CAST(o.customer_id AS VARCHAR) AS customer_id, CAST(i.product_id AS VARCHAR) AS product_id,
-                   'purchase' AS event_type, CAST(o.purchased_at AS TIMESTAMP) AS ts, CAST(? AS DOUBLE) AS weight,
-                   'orders' AS source
+                   'purchase' AS event_type, CAST(o.purchased_at AS TIMESTAMP) AS ts,
+                   CAST(? AS DOUBLE) AS weight, 'orders' AS source
             FROM (SELECT DISTINCT order_id, product_id FROM {tables["order_items"]}) i
             JOIN {tables["orders"]} o ON o.order_id = i.order_id
             WHERE lower(coalesce(CAST(o.status AS VARCHAR), '')) NOT IN ({excluded})""")
@@ -55,7 +55,8 @@ def interactions_query(
                 SELECT CAST(e.customer_id AS VARCHAR), CAST(e.product_id AS VARCHAR), w.event_type,
                        CAST(e.ts AS TIMESTAMP), w.weight, 'events'
                 FROM {tables["events"]} e
-                JOIN (VALUES {values}) w(event_type, weight) ON lower(CAST(e.event_type AS VARCHAR)) = w.event_type""")
+                JOIN (VALUES {values}) w(event_type, weight)
+                  ON lower(CAST(e.event_type AS VARCHAR)) = w.event_type""")
             params += [x for k in kinds for x in (k, float(weights[k]))]
     if not parts:
         parts.append(

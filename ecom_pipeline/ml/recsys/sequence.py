@@ -4,12 +4,13 @@
 Model: item-id embedding (+ a linear projection of the fused product embedding when given) + learned position
 embedding → causal Transformer encoder → the state at a position scored against every item vector (tied
 weights), plus a repeat term: two gates computed from the same state times log(1 + how often the customer
-already bought the item) and 1 / (1 + baskets since they last bought it), so the model can learn when a customer re-buys (a copy mechanism, as in RepeatNet) instead
-of having to memorise it in the item vectors.  Trained on next-item prediction with a full softmax over the
-catalogue at the last ``train_positions`` positions of a random window of each customer's time-ordered history; early stopping on a validation window carved from the END of the training
-time (the project's one temporal split applied again inside training), then refit on all training
-interactions for the chosen number of epochs.  Every phase stops at ``max_seconds`` (the same time cap as the
-two-tower).  Deterministic for a seed on CPU.
+already bought the item) and 1 / (1 + baskets since they last bought it), so the model can learn when a
+customer re-buys (a copy mechanism, as in RepeatNet) instead of having to memorise it in the item vectors.
+Trained on next-item prediction with a full softmax over the catalogue at the last ``train_positions``
+positions of a random window of each customer's time-ordered history; early stopping on a validation window
+carved from the END of the training time (the project's one temporal split applied again inside training),
+then refit on all training interactions for the chosen number of epochs.  Every phase stops at ``max_seconds``
+(the same time cap as the two-tower).  Deterministic for a seed on CPU.
 
 ``RepeatPurchases`` ranks each customer's own purchases by how often (then how recently) they bought them:
 on a shop with repeat buying it is the personalised bar to beat when the evaluation keeps repeat purchases.
@@ -127,8 +128,8 @@ def _module_base():
 
 
 class SASRecNet(_module_base()):
-    """The network; ``safe_config()`` + its state dict rebuild it (``ml/safe_artifacts.py``).  Carries the item
-    ids so a registered model recommends from a list of product ids without the training code."""
+    """The network; ``safe_config()`` + its state dict rebuild it (``ml/safe_artifacts.py``).  Carries the
+    item ids so a registered model recommends from a list of product ids without the training code."""
 
     def __init__(
         self,
@@ -338,7 +339,8 @@ class SequenceRecommender:
         if len(inner.truth) < 20:
             if log:
                 log(
-                    f"sasrec: only {len(inner.truth)} validation users: {p['max_epochs']} epochs within the cap"
+                    f"sasrec: only {len(inner.truth)} validation users: "
+                    f"{p['max_epochs']} epochs within the cap"
                 )
             return p["max_epochs"]
         inner_data = build_data(inner.train, "item", catalog=list(data.items))
@@ -779,7 +781,8 @@ EVALUATION_COLUMNS = [
 
 
 def evaluation_frame(comparisons: list, protocol: str, cutoff) -> pd.DataFrame:
-    """``ml.sequence_evaluation``: one row per segment's gate comparison (value, baseline, interval, customers)."""
+    """``ml.sequence_evaluation``: one row per segment's gate comparison (value, baseline, interval,
+    customers)."""
     return pd.DataFrame(
         [
             {

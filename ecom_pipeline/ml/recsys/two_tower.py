@@ -242,7 +242,8 @@ class TwoTowerRecommender:
         log=None,
     ):
         """``cpu_threads``: torch intra-op threads while training on CPU (1 by default: these tensors are
-        tiny, and several threads on a busy machine make each step 10-20× slower); None keeps torch's setting."""
+        tiny, and several threads on a busy machine make each step 10-20× slower); None keeps torch's
+        setting."""
         import torch
 
         previous = torch.get_num_threads()

@@ -116,8 +116,8 @@ class DeliveryResult:
     graph_classifier: object | None = None
 
     def comparison_rows(self) -> list[tuple[str, str, str, object]]:
-        """Every (task, candidate, baseline, Comparison): models without graph features vs their best baseline,
-        then the graph-feature models vs the baseline and vs their no-graph twins."""
+        """Every (task, candidate, baseline, Comparison): models without graph features vs their best
+        baseline, then the graph-feature models vs the baseline and vs their no-graph twins."""
         return [
             (task, c, b, cmp) for task, (c, b, cmp) in (self.comparisons or {}).items()
         ] + self.graph_comparisons
@@ -138,8 +138,8 @@ def baseline_days(tr: pd.DataFrame, te: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def baseline_late_scores(tr: pd.DataFrame, te: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Lateness scores for the test orders from the training orders only: the promised days (with the sign that
-    ranks the training orders better) and the per-state late rate."""
+    """Lateness scores for the test orders from the training orders only: the promised days (with the sign
+    that ranks the training orders better) and the per-state late rate."""
     from sklearn.metrics import roc_auc_score
 
     out = {}

@@ -1,4 +1,5 @@
-"""Region-graph features for the delivery-time and late-delivery models, built from training-period orders only.
+"""Region-graph features for the delivery-time and late-delivery models, built from training-period orders
+only.
 
 Every feature of an order comes from the orders *known* at its snapshot time (:func:`snapshot_times`):
 purchased and delivered before it.  A test order's snapshot is the cutoff; a training order's is the start of
@@ -11,14 +12,14 @@ Three feature families (``VARIANTS``), so the graph can be compared with plain c
 
 * ``latlon``: customer and seller coordinates (no graph; what a tree model can do with location alone).
 * ``neighbour``: per region level (zip3, state, country; every level with at least ``MIN_REGIONS`` customer
-  regions with deliveries known at the cutoff): the inverse-distance-weighted mean delivery days and late share
-  of the ``k`` nearest *other* regions, the region's own mean shrunk towards that neighbour mean (sparse regions
-  borrow from their neighbours), its number of known orders, and, at the coarsest level, the seller-region ->
-  customer-region route mean (an edge of the flow graph) shrunk towards the region.
-* ``gcn``: two hops of the normalised adjacency (SGC-style graph convolution) over the kNN + flow graph applied
-  to the regions' known delivery days and late shares, per snapshot; and the customer region's embedding from
-  the GCN graph autoencoder (:mod:`ecom_pipeline.ml.spatial.gcn`) of the finest level at the cutoff, whose node
-  features carry no delivery labels (so one embedding can serve training and test orders).
+  regions with deliveries known at the cutoff): the inverse-distance-weighted mean delivery days and late
+  share of the ``k`` nearest *other* regions, the region's own mean shrunk towards that neighbour mean (sparse
+  regions borrow from their neighbours), its number of known orders, and, at the coarsest level, the
+  seller-region -> customer-region route mean (an edge of the flow graph) shrunk towards the region.
+* ``gcn``: two hops of the normalised adjacency (SGC-style graph convolution) over the kNN + flow graph
+  applied to the regions' known delivery days and late shares, per snapshot; and the customer region's
+  embedding from the GCN graph autoencoder (:mod:`ecom_pipeline.ml.spatial.gcn`) of the finest level at the
+  cutoff, whose node features carry no delivery labels (so one embedding can serve training and test orders).
 
 A shop without a region graph (one country, no locations, fewer than ``MIN_REGIONS`` regions with known
 deliveries) gets no graph features and a ``reason`` naming why; the models then run without them.
@@ -130,7 +131,8 @@ def _anchor(rows: pd.DataFrame, regions: pd.Series, nodes: pd.DataFrame) -> tupl
 
 
 def _nearest(lat: np.ndarray, lng: np.ndarray, nodes: pd.DataFrame, own: np.ndarray, k: int):
-    """Positions and haversine km of the ``k`` nearest nodes other than ``own`` (inf where fewer/no anchor)."""
+    """Positions and haversine km of the ``k`` nearest nodes other than ``own`` (inf where fewer/no
+    anchor)."""
     node_ids = nodes.index.to_numpy()
     kk = max(1, min(k, len(nodes)))
     pos = np.zeros((len(lat), kk), dtype=int)
@@ -232,7 +234,8 @@ def _snapshot_features(
 def _region_graph(
     nodes: pd.DataFrame, known: pd.DataFrame, regions: pd.Series, sellers: pd.Series, k: int
 ) -> np.ndarray:
-    """Adjacency over ``nodes``: k nearest regions plus seller->customer flows with at least 3 known orders."""
+    """Adjacency over ``nodes``: k nearest regions plus seller->customer flows with at least 3 known
+    orders."""
     from ecom_pipeline.ml.spatial.gcn import adjacency
     from ecom_pipeline.ml.spatial.geo import knn_graph
 
@@ -265,7 +268,8 @@ def gcn_embeddings(
     """Customer-region embeddings from the GCN graph autoencoder (:func:`gcn.train_embeddings`) over the
     regions of the orders known at the cutoff.  Node features carry no delivery labels (orders, revenue,
     sellers, location): a region's embedding cannot hold its own training orders' delivery times, so one
-    embedding serves training and test orders alike; the labels reach the model through the smoothed features."""
+    embedding serves training and test orders alike; the labels reach the model through the smoothed
+    features."""
     from ecom_pipeline.ml.spatial.gcn import train_embeddings
 
     nodes = _node_table(known, regions)

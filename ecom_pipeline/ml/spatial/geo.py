@@ -22,7 +22,8 @@ def haversine_km(lat1, lng1, lat2, lng2):
 def locate(frame: pd.DataFrame, countries: tuple[str, ...] = ()) -> pd.DataFrame:
     """``frame`` (customers or sellers) with its location placed: ``lat``/``lng`` filled from the reference
     centroids where the data has none, ``state`` as the division code, ``zip3``, ``country``, ``level``,
-    ``resolution_source`` and ``unresolved_reason`` (see :func:`ecom_pipeline.geography.resolve_locations`)."""
+    ``resolution_source`` and ``unresolved_reason`` (see
+    :func:`ecom_pipeline.geography.resolve_locations`)."""
     from ecom_pipeline.geography import resolve_locations
 
     r = resolve_locations(frame, countries)

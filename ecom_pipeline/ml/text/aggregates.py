@@ -32,12 +32,12 @@ def sentiment_aggregate_sql(level: str, have: dict[str, bool]) -> str:
     if not all(have.get(t) for t in needed):
         return (
             f"SELECT * FROM ({_EMPTY[level]}, 0::BIGINT AS reviews, NULL::DOUBLE AS mean_score, "
-            "NULL::DOUBLE AS share_negative, NULL::DOUBLE AS mean_p_positive, NULL::DOUBLE AS mean_p_negative) "
-            "WHERE false"
+            "NULL::DOUBLE AS share_negative, NULL::DOUBLE AS mean_p_positive, NULL::DOUBLE AS "
+            "mean_p_negative) WHERE false"
         )
     joins = {
-        "seller": "JOIN (SELECT order_id, product_id, any_value(seller_id) seller_id FROM staging.order_items "
-        "GROUP BY 1, 2) oi ON oi.order_id = r.order_id AND oi.product_id = r.product_id",
+        "seller": "JOIN (SELECT order_id, product_id, any_value(seller_id) seller_id FROM "
+        "staging.order_items GROUP BY 1, 2) oi ON oi.order_id = r.order_id AND oi.product_id = r.product_id",
         "category": "JOIN staging.products p ON p.product_id = r.product_id",
         "state_month": "JOIN staging.customers c ON c.customer_id = r.customer_id",
     }.get(level, "")

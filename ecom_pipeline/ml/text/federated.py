@@ -264,7 +264,8 @@ class FederatedResult:
 
 def assign_parties(party: pd.Series, is_train: np.ndarray, cfg: FederatedConfig) -> pd.Series:
     """The ``max_parties`` largest parties by training reviews keep their name (if they have at least
-    ``min_party_train``); everyone else is ``other`` (folded into the largest party if ``other`` is too small)."""
+    ``min_party_train``); everyone else is ``other`` (folded into the largest party if ``other`` is too
+    small)."""
     party = party.fillna("unknown").astype(str)
     counts = party[is_train].value_counts()
     keep = [p for p in counts.index[: cfg.max_parties] if counts[p] >= cfg.min_party_train]

@@ -1,5 +1,5 @@
-"""Fine-tuning the review encoder under a wall-clock budget: the top transformer layers + a linear head on CPU,
-every layer on CUDA (the same code; the caller picks the depth from the compute device).
+"""Fine-tuning the review encoder under a wall-clock budget: the top transformer layers + a linear head on
+CPU, every layer on CUDA (the same code; the caller picks the depth from the compute device).
 
 CPU design: frozen bottom layers give the same output for a text in every epoch, so they run ONCE over every
 text and their hidden states are cached; then only the top ``trainable_layers`` and the head train for several
@@ -156,7 +156,8 @@ def _check_inputs(texts: Sequence[str], y, n_classes: int) -> np.ndarray:
 
 
 def _length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffled batches of texts of similar length (little padding): sort within random chunks of 20 batches."""
+    """Shuffled batches of texts of similar length (little padding): sort within random chunks of 20
+    batches."""
     perm = rng.permutation(len(lengths))
     chunk = batch_size * 20
     batches = []
@@ -230,8 +231,8 @@ def finetune_classifier(
     progress: Callable[[str], None] | None = None,
     state_cache: dict | None = None,
 ) -> FinetuneResult:
-    """Fine-tune a copy of ``encoder`` (a torch :class:`~ecom_pipeline.ml.encoders.text.TextEncoder`) + a linear
-    head on mean-pooled states, class-weighted cross-entropy, AdamW, within ``settings.budget_s``.
+    """Fine-tune a copy of ``encoder`` (a torch :class:`~ecom_pipeline.ml.encoders.text.TextEncoder`) + a
+    linear head on mean-pooled states, class-weighted cross-entropy, AdamW, within ``settings.budget_s``.
 
     The budget covers tokenising, caching the frozen layers' states and training; the run stops at the first
     batch boundary past it (then one validation pass), so it overruns by at most one batch and that pass.
@@ -473,7 +474,8 @@ def finetune_classifier(
 
 
 def predict_proba(model, encoder, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of a fine-tuned classifier (one full forward per text, as served), in input order."""
+    """Class probabilities of a fine-tuned classifier (one full forward per text, as served), in input
+    order."""
     import torch
 
     model = model.to(encoder.device).eval()

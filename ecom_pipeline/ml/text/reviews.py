@@ -13,7 +13,8 @@ def review_document(title, text) -> str:
 
 
 def review_documents(reviews: pd.DataFrame) -> pd.DataFrame:
-    """Reviews with a non-empty title or text → review_id, product_id, doc, input_hash (+ other columns kept)."""
+    """Reviews with a non-empty title or text → review_id, product_id, doc, input_hash (+ other columns
+    kept)."""
     cols = ["review_id", "product_id", "doc", "input_hash"]
     if reviews is None or reviews.empty:
         return pd.DataFrame(columns=cols)

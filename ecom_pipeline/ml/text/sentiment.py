@@ -208,7 +208,8 @@ class FinetunedClassifier(_module_base()):
 
     @classmethod
     def from_config(cls, cfg: dict) -> FinetunedClassifier:
-        """The architecture with random weights (nothing downloaded); the registered state dict fills them in."""
+        """The architecture with random weights (nothing downloaded); the registered state dict fills them
+        in."""
         from transformers import AutoConfig, AutoModel
 
         backbone_cfg = dict(cfg["backbone_config"])

@@ -17,8 +17,8 @@ INTENTS: dict[str, str] = {
     "the delivery was late and took too long, past the delivery deadline",
     "not_received": "não recebi o produto, o pedido nunca chegou, quero o reembolso; "
     "I never received my order, the package did not arrive, refund",
-    "wrong_or_damaged": "veio o produto errado, diferente do anunciado, quebrado ou danificado, tamanho ou cor "
-    "errada; wrong item, different from the listing, broken or damaged on arrival",
+    "wrong_or_damaged": "veio o produto errado, diferente do anunciado, quebrado ou danificado, tamanho ou "
+    "cor errada; wrong item, different from the listing, broken or damaged on arrival",
     "quality": "produto de má qualidade, com defeito, parou de funcionar, material ruim; "
     "poor quality, defective, stopped working, cheap material",
     "seller_service": "o vendedor não responde, atendimento péssimo, não emitiu nota fiscal, não consigo "
@@ -211,7 +211,8 @@ def topic_table(
     top_n: int = 5,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per review: topic id, topic label (c-TF-IDF terms), cluster intent, own nearest intent; and per topic."""
+    """Per review: topic id, topic label (c-TF-IDF terms), cluster intent, own nearest intent; and per
+    topic."""
     if len(review_ids) == 0:
         cols = ["review_id", "topic", "topic_label", "topic_intent", "review_intent", "intent_similarity"]
         return pd.DataFrame(columns=cols), pd.DataFrame(

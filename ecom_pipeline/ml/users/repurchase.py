@@ -199,7 +199,8 @@ def train_and_evaluate(
     gbm_params: dict | None = None,
     min_positives: int = 5,
 ) -> RepurchaseResult:
-    """Time-based: train at ``test_cutoff - horizon``, test at ``test_cutoff`` (default: last order − horizon)."""
+    """Time-based: train at ``test_cutoff - horizon``, test at ``test_cutoff`` (default: last order −
+    horizon)."""
     orders = tables["orders"]
     if orders is None or orders.empty:
         return RepurchaseResult(None, None, horizon_days, message="no orders: nothing to predict")
@@ -213,7 +214,10 @@ def train_and_evaluate(
     test = snapshot(tables, test_cutoff, horizon_days)
     res.n_train, res.n_test = len(train), len(test)
     if len(train) == 0 or len(test) == 0:
-        res.message = f"no customers with orders before {train_cutoff:%Y-%m-%d}: history shorter than 2×{horizon_days} days"
+        res.message = (
+            f"no customers with orders before {train_cutoff:%Y-%m-%d}: history shorter "
+            f"than 2×{horizon_days} days"
+        )
         return res
     ytr, yte = train["label"].to_numpy(), test["label"].to_numpy()
     res.train_positive_rate, res.test_positive_rate = float(ytr.mean()), float(yte.mean())
