@@ -76,5 +76,6 @@ def test_configuration_doc_lists_every_declared_variable():
     start = doc.index(config.VARIABLES_DOC_BEGIN)
     end = doc.index(config.VARIABLES_DOC_END) + len(config.VARIABLES_DOC_END)
     assert doc[start:end] == config.variables_markdown(), (
-        "docs/configuration.md drifted from config.VARIABLES: regenerate with `python -m ecom_pipeline.config`"
+        "docs/configuration.md drifted from config.VARIABLES: regenerate with "
+        "`python -m ecom_pipeline.config`"
     )

@@ -74,10 +74,10 @@ def test_every_quarantined_row_has_a_reason_and_its_source_row(synthetic_env):
     settings = Settings.from_env()
     assert _run_ingest(build_definitions(settings)).success
     con = duckdb.connect(str(settings.warehouse), read_only=True)
-    bad = con.execute("""SELECT count(*) FROM staging.quarantine
-                         WHERE reason IS NULL OR reason = '' OR source_file IS NULL OR source_row IS NULL""").fetchone()[
-        0
-    ]
+    bad = con.execute(
+        """SELECT count(*) FROM staging.quarantine
+           WHERE reason IS NULL OR reason = '' OR source_file IS NULL OR source_row IS NULL"""
+    ).fetchone()[0]
     assert bad == 0
 
 

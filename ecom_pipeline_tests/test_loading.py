@@ -84,7 +84,8 @@ load_raw_table(con, FrameSource({"orders": orders}), "orders", load_id="L2", chu
 
 
 def test_process_killed_mid_load_leaves_previous_table_and_next_load_cleans_up(tmp_path, monkeypatch):
-    """SIGKILL (no exception handler runs) after the first chunk of a reload: the previous load survives whole."""
+    """SIGKILL (no exception handler runs) after the first chunk of a reload: the previous load survives
+    whole."""
     path = tmp_path / "w.duckdb"
     con = duckdb.connect(str(path))
     load_raw_table(con, FrameSource({"orders": ORDERS}), "orders", load_id="L1", chunk_rows=10)

@@ -38,7 +38,8 @@ def test_connect_waits_for_lock_held_by_another_process(tmp_path):
         [
             sys.executable,
             "-c",
-            f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(2); c.close()",
+            f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); "
+            "time.sleep(2); c.close()",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -143,7 +144,8 @@ def test_lock_waits_are_counted(tmp_path):
         [
             sys.executable,
             "-c",
-            f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep(1.5); c.close()",
+            f"import duckdb,time; c=duckdb.connect({str(path)!r}); print('held', flush=True); "
+            "time.sleep(1.5); c.close()",
         ],
         stdout=subprocess.PIPE,
         text=True,

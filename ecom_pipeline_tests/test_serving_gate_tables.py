@@ -1,4 +1,5 @@
-"""No row of any gated serving table comes from a model whose decision row in ml.serving_decisions says it lost.
+"""No row of any gated serving table comes from a model whose decision row in ml.serving_decisions says it
+lost.
 
 One small real pipeline run (the synthetic shop through ingest, recommendations, repurchase scores, review
 sentiment, SARIMA forecasts and anomalies), then :func:`serving_violations` over every gated table; the check

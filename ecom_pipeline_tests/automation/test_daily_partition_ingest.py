@@ -65,14 +65,16 @@ def test_two_days_then_a_redelivery(tmp_path):
         tmp_path,
         "2024-05-01",
         "orders_2024-05-01.csv",
-        "order,customer,status,bought\no1,c1,shipped,2024-05-01 10:00:00\no2,c2,shipped,2024-05-01 11:00:00\n",
+        "order,customer,status,bought\n"
+        "o1,c1,shipped,2024-05-01 10:00:00\no2,c2,shipped,2024-05-01 11:00:00\n",
     )
     # day 2 brings only orders: a correction of o1 and a new order
     _deliver(
         tmp_path,
         "2024-05-02",
         "orders_2024-05-02.csv",
-        "order,customer,status,bought\no1,c1,delivered,2024-05-01 10:00:00\no3,c2,created,2024-05-02 09:00:00\n",
+        "order,customer,status,bought\n"
+        "o1,c1,delivered,2024-05-01 10:00:00\no3,c2,created,2024-05-02 09:00:00\n",
     )
 
     first = _materialize(tmp_path, "2024-05-01", mapping)

@@ -294,8 +294,8 @@ def test_timezone_conversion_matches_icu_across_dst(con, tz, days):
     expected = [
         v
         for (v,) in con.execute(
-            "SELECT timezone('UTC', timezone(?, strptime(s, '%Y-%m-%d %H:%M:%S'))) FROM unnest(?) WITH ORDINALITY "
-            "AS u(s, i) ORDER BY i",
+            "SELECT timezone('UTC', timezone(?, strptime(s, '%Y-%m-%d %H:%M:%S'))) FROM unnest(?) WITH "
+            "ORDINALITY AS u(s, i) ORDER BY i",
             [tz, stamps],
         ).fetchall()
     ]
@@ -340,7 +340,7 @@ def test_lifecycle_violation(con):
     ]
 
 
-# ------------------------------------------------------------------------------------------ ranges, vocabularies, geo
+# ---------------------------------------------------------------------------------- ranges, vocabularies, geo
 def test_negative_price_out_of_range(con):
     stage(con, "products", [{"product_id": "p1", "price": "-0.01"}, {"product_id": "p2", "price": "0"}])
     assert quarantine(con, "products") == [(1, "out_of_range:price", "out_of_range:price")]
@@ -466,7 +466,7 @@ def test_pseudonymised_foreign_keys_still_join(con):
     assert joined.fetchall() == [(1,)]
 
 
-# ------------------------------------------------------------------------------------------ malformed, quarantine
+# -------------------------------------------------------------------------------------- malformed, quarantine
 def test_malformed_line(con):
     stage(
         con,
@@ -547,7 +547,7 @@ def test_large_review_text_is_staged_intact_and_masked(con):
     assert title == "Visite [URL]"
 
 
-# ------------------------------------------------------------------------------------------ invariant, idempotence, atomicity
+# -------------------------------------------------------------------------- invariant, idempotence, atomicity
 def _mixed_orders() -> list[dict]:
     return [
         order("o1"),
@@ -631,7 +631,7 @@ def test_empty_and_missing_raw_tables(con):
         stage_table(con, "sellers", hints=ParseHints(), pseudonym_key=KEY)
 
 
-# ------------------------------------------------------------------------------------------ privacy end to end
+# ----------------------------------------------------------------------------------------- privacy end to end
 def _all_text(con) -> list[tuple[str, str]]:
     cols = con.execute(
         "SELECT table_name, column_name FROM information_schema.columns "

@@ -1,6 +1,7 @@
 """The Kubernetes Job that dagster-k8s's step executor would create for a GPU step and for a CPU step of the
 project's ``training`` job, rendered (no cluster) the way ``K8sStepHandler.launch_step`` builds it: the
-executor's config, merged with the step's ``dagster-k8s/config`` tag, through ``construct_dagster_k8s_job``."""
+executor's config, merged with the step's ``dagster-k8s/config`` tag, through
+``construct_dagster_k8s_job``."""
 
 from types import SimpleNamespace
 

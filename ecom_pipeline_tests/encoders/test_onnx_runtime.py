@@ -1,4 +1,5 @@
-"""ONNX Runtime int8 encoders: export + quantise once (cached under the models folder), agree with fp32 torch."""
+"""ONNX Runtime int8 encoders: export + quantise once (cached under the models folder), agree with fp32
+torch."""
 
 import numpy as np
 import pytest

@@ -36,7 +36,7 @@ def make_shop(
     st_names = list(STATES)
     st_p = np.array([STATES[s][2] for s in st_names])
     st_p /= st_p.sum()
-    customers, cid = [], 0
+    customers = []
     n_cust = int(counts.sum() * 0.8) + 10
     cstate = rng.choice(st_names, n_cust, p=st_p)
     zips = {s: [f"{i}{j}{k}" for i, j, k in rng.integers(0, 10, (4, 3))] for s in st_names}

@@ -60,7 +60,8 @@ def test_daily_series_gap_free_and_consistent(materialised):
     _, wh, _ = materialised
     d = _q(
         wh,
-        "SELECT series_id, count(*) n, count(DISTINCT date) nd, sum(orders) o FROM features.daily_series GROUP BY 1",
+        "SELECT series_id, count(*) n, count(DISTINCT date) nd, sum(orders) o FROM "
+        "features.daily_series GROUP BY 1",
     )
     assert d["n"].nunique() == 1 and (d["n"] == d["nd"]).all()  # every series covers every day once
     total = d.set_index("series_id").loc["total", "o"]

@@ -1,4 +1,5 @@
-"""Bring-your-own-data: the recommender and user groups on the `mapped` source with only a retail orders export.
+"""Bring-your-own-data: the recommender and user groups on the `mapped` source with only a retail orders
+export.
 
 Runs the real `ingest` job on `docs/examples/retail_orders.yaml` (one line-level CSV: no reviews, no events,
 no images) into a tmp data root, then materialises the `recommender` and `users` groups with the

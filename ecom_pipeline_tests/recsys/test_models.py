@@ -1,4 +1,5 @@
-"""Every baseline and model on a world with planted preferences: the personalised ones must beat popularity."""
+"""Every baseline and model on a world with planted preferences: the personalised ones must beat
+popularity."""
 
 import pandas as pd
 import pytest

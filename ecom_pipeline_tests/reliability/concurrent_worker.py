@@ -184,8 +184,8 @@ def run_together(
     reader_table: str | None = "staging.orders",
     timeout_s: float = 600,
 ) -> list[dict]:
-    """Start one process per writer (``[job, run_config_json | "fast" | "light"]``) plus a reader, release them at once, wait
-    for the writers, stop the reader; their JSON reports (writers first, reader last)."""
+    """Start one process per writer (``[job, run_config_json | "fast" | "light"]``) plus a reader, release
+    them at once, wait for the writers, stop the reader; their JSON reports (writers first, reader last)."""
     import subprocess
     import sys
 

@@ -36,7 +36,8 @@ def review_serving_warehouse(path: Path, rng: np.random.Generator, n: int, dim: 
         "_e", pd.DataFrame({"review_id": docs["review_id"], "embedding": list(emb), "model": "test-enc"})
     )
     con.execute(
-        f"CREATE TABLE {reviews.REVIEW_EMB} AS SELECT review_id, embedding::FLOAT[] AS embedding, model FROM _e"
+        f"CREATE TABLE {reviews.REVIEW_EMB} AS SELECT review_id, embedding::FLOAT[] "
+        "AS embedding, model FROM _e"
     )
     head = reviews.MODEL_NAME.format(setting="3class")
     record_decisions(

@@ -229,8 +229,8 @@ def test_asset_on_a_small_warehouse_and_on_empty_input(tmp_path):
 
 
 def test_grid_is_the_shops_own_regions_never_brazil(tmp_path):
-    """A UK-style shop whose customers carry only a country: level=auto falls back to countries, the grid is the
-    shop's countries, and no Brazilian state appears."""
+    """A UK-style shop whose customers carry only a country: level=auto falls back to countries, the grid is
+    the shop's countries, and no Brazilian state appears."""
     rng = np.random.default_rng(1)
     n = 900
     cc = rng.choice(["United Kingdom", "France", "EIRE"], 300, p=[0.8, 0.15, 0.05])

@@ -210,7 +210,8 @@ def test_step_killed_mid_write_then_reexecuted_from_failure_leaves_the_warehouse
     try:  # a persistent (sqlite) instance: re-execution reads the failed run's record from it
         with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
             # 1. kill the raw loader after its first chunk went into the side table, in every attempt: the
-            #    raw assets' own retry policy re-runs a killed step, so the run fails only when all attempts die
+            #    raw assets' own retry policy re-runs a killed step, so the run fails only when all
+            #    attempts die
             raw_retries = next(
                 a for a in ingest.build().assets if a.key == ingest.raw_key("orders")
             ).op.retry_policy.max_retries
@@ -349,7 +350,8 @@ def test_mlflow_unreachable_fails_clearly_is_retried_and_registers_nothing(env, 
 
 
 def test_corrupted_champion_artifact_keeps_serving_the_previous_champion(env, tmp_path):
-    """review_sentiment (the serving asset that loads a champion) on a champion whose model file is truncated."""
+    """review_sentiment (the serving asset that loads a champion) on a champion whose model file is
+    truncated."""
     import mlflow
     from sklearn.linear_model import LogisticRegression
 
@@ -414,7 +416,8 @@ dg.materialize([t], resources={"io_manager": WarehouseIOManager(database=sys.arg
 
 
 def test_io_manager_write_killed_keeps_the_previous_rows(tmp_path, monkeypatch):
-    """The stock dagster-duckdb handler auto-commits its DELETE before the INSERT: the same kill left 0 rows."""
+    """The stock dagster-duckdb handler auto-commits its DELETE before the INSERT: the same kill left 0
+    rows."""
     path = tmp_path / "w.duckdb"
     cwd = Path(__file__).resolve().parents[2]
     subprocess.run(

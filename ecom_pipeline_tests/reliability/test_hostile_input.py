@@ -284,7 +284,7 @@ def test_duplicated_header_lines_are_quarantined_not_loaded_as_orders(case, tmp_
     )
 
 
-# ============================================================================ 4. mixed date formats in one column
+# ======================================================================== 4. mixed date formats in one column
 DATE_CASES = {
     # case: (timestamp_formats in the mapping or None, purchased_at text, expected UTC value | reason)
     "iso_default": (None, "2024-03-05 14:30:00", datetime(2024, 3, 5, 14, 30)),
@@ -344,7 +344,7 @@ def test_mixed_date_formats_in_one_column(case, tmp_path, con):
         assert [(r, reason) for r, reason, _ in quarantine(con, "orders")] == [(3, expected)]
 
 
-# ============================================================================ 5. mapping names columns that do not exist
+# ================================================================= 5. mapping names columns that do not exist
 def _retail(tmp_path: Path) -> None:
     write_files(
         tmp_path,
@@ -498,7 +498,7 @@ def test_unmapped_duplicate_header_column_is_harmless(tmp_path, con):
     assert assert_nothing_lost(con, "orders", 1) == (1, 1, 0)
 
 
-# ============================================================================ 6. SQL / shell metacharacters in names
+# ===================================================================== 6. SQL / shell metacharacters in names
 HOSTILE_NAMES = {
     "sql_injection": "x'; DROP TABLE staging.orders; --",
     "shell_substitution": "$(touch PWNED)",
@@ -614,7 +614,7 @@ def test_metacharacters_in_partition_keys_are_refused(key, tmp_path, monkeypatch
     assert not list(tmp_path.rglob("PWNED"))
 
 
-# ============================================================================ 7. image files that are not images
+# ========================================================================= 7. image files that are not images
 def _jpeg(size=(64, 48), mode="RGB") -> bytes:
     from PIL import Image
 

@@ -135,7 +135,8 @@ def _snapshot(warehouse: Path, schemas: tuple[str, ...]) -> dict:
 
 @pytest.fixture(scope="module")
 def repeated_runs(tmp_path_factory):
-    """ingest -> features (+ incremental review embeddings) -> ingest again -> features again, one warehouse."""
+    """ingest -> features (+ incremental review embeddings) -> ingest again -> features again, one
+    warehouse."""
     from ecom_pipeline.assets.embeddings import review_text_embeddings
     from ecom_pipeline.config import Settings
     from ecom_pipeline.definitions import build_definitions

@@ -137,7 +137,8 @@ def test_malicious_pickle_in_place_of_the_champion_never_runs(tracking, tmp_path
 
 
 def test_tampered_safe_format_weights_are_refused_and_the_former_champion_serves(tracking):
-    """A valid safetensors file with other weights (a poisoned model parses fine): the signature catches it."""
+    """A valid safetensors file with other weights (a poisoned model parses fine): the signature catches
+    it."""
     import torch
     from safetensors.torch import load_file, save_file
 

@@ -304,8 +304,9 @@ REVIEWED_UNPICKLERS = {"resign_models.py": "one-off migration of champions logge
 
 
 def only_restricted_unpicklers(tree: ast.AST) -> bool:
-    """True when ``pickle`` is used only as ``pickle.UnpicklingError`` or as the base of a class that overrides
-    ``find_class`` (so no global outside its allow-list can be resolved), and never called directly."""
+    """True when ``pickle`` is used only as ``pickle.UnpicklingError`` or as the base of a class that
+    overrides ``find_class`` (so no global outside its allow-list can be resolved), and never called
+    directly."""
     bases = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and any(
@@ -321,10 +322,11 @@ def only_restricted_unpicklers(tree: ast.AST) -> bool:
 
 
 def unsafe_loads(tree: ast.AST, restricted_unpickler_allowed: bool = False) -> list[str]:
-    """Reads that can run code from the file (issue #20): any pickle-family import or load, an MLflow flavour's
-    ``load_model`` (the pickle flavours unpickle), ``read_pickle``, ``np.load(allow_pickle=...)``, unsafe YAML
-    loaders, ``torch.load`` without ``weights_only=True`` and skops' ``trusted=True``.  Models load through
-    ``ml/safe_artifacts.py`` (safetensors, skops with a trusted-type list, JSON) after their signature verifies.
+    """Reads that can run code from the file (issue #20): any pickle-family import or load, an MLflow
+    flavour's ``load_model`` (the pickle flavours unpickle), ``read_pickle``, ``np.load(allow_pickle=...)``,
+    unsafe YAML loaders, ``torch.load`` without ``weights_only=True`` and skops' ``trusted=True``.  Models
+    load through ``ml/safe_artifacts.py`` (safetensors, skops with a trusted-type list, JSON) after their
+    signature verifies.
     """
     bad = []
     reviewed = restricted_unpickler_allowed and only_restricted_unpicklers(tree)

@@ -24,7 +24,8 @@ RETAIL_CSV = REPO / "docs" / "examples" / "retail_orders.csv"
 
 
 def _write_day_first_copy(folder: Path) -> Path:
-    """The shipped example with its dates rewritten day first with two-digit years (11/13/2016 -> 13/11/16)."""
+    """The shipped example with its dates rewritten day first with two-digit years (11/13/2016 ->
+    13/11/16)."""
     with open(RETAIL_CSV, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     for r in rows:

@@ -63,12 +63,12 @@ def root(tmp_path_factory) -> Path:
         "NULL attributes FROM range(7) t(i)"
     )
     con.execute(
-        "CREATE TABLE staging.order_items AS SELECT order_id, 1 item_seq, product_id, 's' || (length(order_id) % 3) "
-        "seller_id FROM r"
+        "CREATE TABLE staging.order_items AS SELECT order_id, 1 item_seq, product_id, 's' || "
+        "(length(order_id) % 3) seller_id FROM r"
     )
     con.execute(
-        "CREATE TABLE staging.customers AS SELECT 'c' || i customer_id, CASE WHEN i < 10 THEN 'SP' ELSE 'RJ' END "
-        "state FROM range(20) t(i)"
+        "CREATE TABLE staging.customers AS SELECT 'c' || i customer_id, CASE WHEN i < 10 THEN 'SP' ELSE 'RJ' "
+        "END state FROM range(20) t(i)"
     )
     con.close()
     return root
@@ -221,7 +221,8 @@ def test_capped_embeddings_and_training_sample_are_visible(root):
 
 
 def test_review_sentiment_serves_what_the_decision_row_says(root):
-    """The TF-IDF baseline scores every review when the head lost; the head only when its decision row says so."""
+    """The TF-IDF baseline scores every review when the head lost; the head only when its decision row says
+    so."""
     db = root / "wh.duckdb"
     res = {
         "warehouse": WarehouseResource(path=str(db)),

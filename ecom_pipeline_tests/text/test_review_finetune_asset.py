@@ -1,5 +1,6 @@
 """The sentiment_finetuned asset on a small synthetic warehouse: a real fine-tune (top layer of the packaged
-multilingual e5), registered in the safe format, figures with intervals in ml.model_metrics, the gate's rows."""
+multilingual e5), registered in the safe format, figures with intervals in ml.model_metrics, the gate's
+rows."""
 
 import dagster as dg
 import duckdb

@@ -43,7 +43,8 @@ def test_time_split_is_respected():
     assert r.n_test == 30 and r.n_train == 90
     assert pd.Timestamp(r.cutoff) == frame["created_at"].iloc[90]
     assert r.model_metrics["macro_f1"] == 1.0  # perfectly separable embeddings
-    # the TF-IDF baseline separates these too: a tie, so the baseline serves (the gate needs a significant win)
+    # the TF-IDF baseline separates these too: a tie, so the baseline serves
+    # (the gate needs a significant win)
     assert r.comparison.n_units == 30 and not r.comparison.candidate_better
     assert r.decision.served == "ecom.sentiment_baseline.3class" and not r.decision.candidate_serves
     assert (r.decision.task, r.decision.scope, r.decision.candidate) == (
