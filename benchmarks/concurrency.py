@@ -48,15 +48,15 @@ def render(out: dict) -> str:
         "# Concurrent writers on one DuckDB warehouse",
         "",
         (
-            f"`python benchmarks/concurrency.py` — N processes each run the `ingest` job ({out['orders']} synthetic "
-            "orders: raw + staging of 9 tables) released at the same instant, plus one read-only reader looping on "
-            "`staging.orders`; no Dagster pool, only the lock retry of `connect_with_retry`. "
-            f"Solo ingest run: {out['solo_ingest_s']} s. {out['machine']}."
+            f"`python benchmarks/concurrency.py` — N processes each run the `ingest` job ({out['orders']} "
+            "synthetic orders: raw + staging of 9 tables) released at the same instant, plus one read-only "
+            "reader looping on `staging.orders`; no Dagster pool, only the lock retry of "
+            f"`connect_with_retry`. Solo ingest run: {out['solo_ingest_s']} s. {out['machine']}."
         ),
         "",
         (
-            "| writers | runs | succeeded | lock errors | longest single wait (s) | most waited by one run (s) "
-            "| slowest run (s) | reader reads / errors | reader longest wait (s) | warehouse = solo run |"
+            "| writers | runs | succeeded | lock errors | longest single wait (s) | most waited by one run "
+            "(s) | slowest run (s) | reader reads / errors | reader longest wait (s) | warehouse = solo run |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -236,10 +236,10 @@ def markdown(res: dict) -> str:
             f"purchase month; test order: the cutoff, {o['graph_details']['known_orders_at_cutoff']} known "
             f"orders); levels {o['graph_details']['graph_levels']} "
             f"({o['graph_details']['zip3_regions_with_known_orders']} zip3 and "
-            f"{o['graph_details']['state_regions_with_known_orders']} state regions with known deliveries), GCN "
-            f"over {o['graph_details'].get('gcn_zip3_nodes')} zip3 nodes / {o['graph_details'].get('gcn_zip3_edges')} "
-            f"edges; features built in {o['graph_feature_s']:.1f} s. Late share: training "
-            f"{o['train_late_share']:.3f}, test {o['test_late_share']:.3f}."
+            f"{o['graph_details']['state_regions_with_known_orders']} state regions with known deliveries), "
+            f"GCN over {o['graph_details'].get('gcn_zip3_nodes')} zip3 nodes / "
+            f"{o['graph_details'].get('gcn_zip3_edges')} edges; features built in {o['graph_feature_s']:.1f} "
+            f"s. Late share: training {o['train_late_share']:.3f}, test {o['test_late_share']:.3f}."
         ),
         "",
         "Baselines (training orders only): MAE "
@@ -248,7 +248,8 @@ def markdown(res: dict) -> str:
         + ", ".join(f"{k} {v:.3f}" for k, v in o["baselines_auc"].items())
         + ".",
         "",
-        "| features | n | MAE (days) | vs no graph [95 % CI] | change | significant | late AUC | vs no graph [95 % CI] |",
+        "| features | n | MAE (days) | vs no graph [95 % CI] | change | significant | late AUC "
+        "| vs no graph [95 % CI] |",
         "|---|---:|---:|---|---:|---|---:|---|",
     ]
     for r in o["variants"]:
@@ -258,9 +259,9 @@ def markdown(res: dict) -> str:
             )
             continue
         lines.append(
-            f"| {r['variant']} | {r['n_features']} | {r['mae']:.3f} | {r['mae_diff']:+.3f} {_ci(r['mae_ci'])} | "
-            f"{r['mae_change_pct']:+.1f} % | {'yes' if r['mae_significant'] else 'no'} | {r['auc']:.3f} | "
-            f"{r['auc_diff']:+.3f} {_ci(r['auc_ci'])} |"
+            f"| {r['variant']} | {r['n_features']} | {r['mae']:.3f} | {r['mae_diff']:+.3f} "
+            f"{_ci(r['mae_ci'])} | {r['mae_change_pct']:+.1f} % | {'yes' if r['mae_significant'] else 'no'} "
+            f"| {r['auc']:.3f} | {r['auc_diff']:+.3f} {_ci(r['auc_ci'])} |"
         )
     lines += ["", "Serving gate (delivery days, the asset's default variant `neighbour+gcn`):", ""]
     lines += [f"- {g['candidate']} vs {g['reference']}: {g['reason']}" for g in o["gate"]]

@@ -104,11 +104,13 @@ def main() -> None:
     (RESULTS / "distributed.json").write_text(json.dumps(record, indent=2) + "\n")
     (RESULTS / "distributed.md").write_text(
         "# distributed_smoke: Celery workers vs one process\n\n"
-        "| commit | orders | steps per queue | celery s | in-process s | ratio | load avg (1/5/15 min) before |\n"
+        "| commit | orders | steps per queue | celery s | in-process s | ratio "
+        "| load avg (1/5/15 min) before |\n"
         "|---|---|---|---|---|---|---|\n"
         f"| {record['commit']} | {args.orders} | {per_queue} | {record['celery_wall_s']} | "
         f"{record['in_process_wall_s']} | {record['ratio']} | {record['loadavg_before']} |\n\n"
-        "Per step, a Celery task re-creates the execution plan and reconnects to the Postgres instance in the\n"
+        "Per step, a Celery task re-creates the execution plan and reconnects to the Postgres instance "
+        "in the\n"
         "worker; on a shared 2-core box that overhead, not the steps, is what the ratio shows.\n"
     )
     print(json.dumps(record, indent=2))

@@ -121,10 +121,10 @@ def _markdown(rows: list[dict], meta: dict) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['level']} | {r['epsilon']:g} | {r['noise_scale_orders']:.1f} / {r['noise_scale_revenue']:,.0f} | "
-            f"{r['mae_orders']:.2f} | {r['mae_revenue']:,.0f} | {r['rel_err_orders_large']:.3f} "
-            f"({r['large_regions']:.0f}) | {r['rel_err_revenue_large']:.3f} | {r['rank_corr_regions']:.3f} | "
-            f"{r['suppressed_fraction']:.1%} |"
+            f"| {r['level']} | {r['epsilon']:g} | {r['noise_scale_orders']:.1f} / "
+            f"{r['noise_scale_revenue']:,.0f} | {r['mae_orders']:.2f} | {r['mae_revenue']:,.0f} | "
+            f"{r['rel_err_orders_large']:.3f} ({r['large_regions']:.0f}) | {r['rel_err_revenue_large']:.3f} "
+            f"| {r['rank_corr_regions']:.3f} | {r['suppressed_fraction']:.1%} |"
         )
     lines += [
         "",

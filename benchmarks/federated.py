@@ -1,4 +1,5 @@
-"""Federated sentiment on real Olist reviews: FedAvg (Flower) vs centralised vs local-only, with and without DP.
+"""Federated sentiment on real Olist reviews: FedAvg (Flower) vs centralised vs local-only, with and without
+DP.
 
     python benchmarks/federated.py [--rounds 30] [--embeddings data/olist_review_embeddings.npz]
 
@@ -112,15 +113,17 @@ def main(argv=None) -> int:
         "# Federated sentiment (Olist sample)",
         "",
         (
-            f"Commit {commit}; {len(frame):,} real Olist reviews with text, parties = customers' states (largest 8 by "
-            f"training reviews + 'other'), time split (last 20 % test), {args.rounds} FedAvg rounds × 1 local epoch "
-            f"(Flower `FedAvg` strategy, in-process); embeddings: multilingual-e5-small (frozen). Load average "
-            f"{load0:.1f} → {out['load_average_end']:.1f}; {out['seconds']} s."
+            f"Commit {commit}; {len(frame):,} real Olist reviews with text, parties = customers' states "
+            f"(largest 8 by training reviews + 'other'), time split (last 20 % test), {args.rounds} FedAvg "
+            "rounds × 1 local epoch (Flower `FedAvg` strategy, in-process); embeddings: "
+            f"multilingual-e5-small (frozen). Load average {load0:.1f} → "
+            f"{out['load_average_end']:.1f}; {out['seconds']} s."
         ),
         "",
         (
-            "| run | test reviews | FedAvg | centralised (same head) | centralised production head | local-only | "
-            "majority | FedAvg − centralised | FedAvg − production head | FedAvg − local-only | DP ε (δ=1e-5) |"
+            "| run | test reviews | FedAvg | centralised (same head) | centralised production head | "
+            "local-only | majority | FedAvg − centralised | FedAvg − production head | FedAvg − "
+            "local-only | DP ε (δ=1e-5) |"
         ),
         "|---|---:|---|---|---|---|---:|---|---|---|---|",
     ]

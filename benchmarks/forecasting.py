@@ -246,19 +246,21 @@ def markdown(res: dict) -> str:
     lines = [
         "# Forecasting benchmark",
         "",
-        f"{res['date']} at commit {m.get('commit')} on {m['platform']}, {m['cpus']} CPUs, torch {m['torch']} ({m['torch_threads']} thread), "
-        f"load average at start {', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}. The machine is "
-        "shared with other engineers' test runs: every time is an upper bound; ratios are measured side by "
-        "side in the same run.",
+        f"{res['date']} at commit {m.get('commit')} on {m['platform']}, {m['cpus']} CPUs, torch {m['torch']} "
+        f"({m['torch_threads']} thread), load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m['load_average_at_start'])}. The machine is shared with other "
+        "engineers' test runs: every time is an upper bound; ratios are measured "
+        "side by side in the same run.",
         "",
         f"Settings: per-state daily orders of the top {res['settings']['states']} states; rolling-origin "
         "backtest, 3 folds x 28 days (step 28) ending at the last complete day, the same origins for every "
-        "model; baselines seasonal naive + statsforecast AutoETS/AutoTheta/AutoARIMA/MSTL (refit per fold); metrics from the one "
-        "metrics module (MASE scale = in-sample seasonal-naive MAE, m=7), mean over states and folds. "
-        "SARIMA: order by AIC over the 6-candidate weekly grid on the first fold's training data (<= 365 "
-        "days); LSTM / ST-GCN: the assets' defaults (window 56, hidden 32, 8 epochs, 3000 series-windows, "
-        "seed 0, CPU); ST-GCN: 2 GCN layers (8 features) over kNN (k=5) + flow (>= 3 orders) state edges; "
-        "no-graph twin = same network and seeds with identity adjacency; ensemble = mean of SARIMA and LSTM.",
+        "model; baselines seasonal naive + statsforecast AutoETS/AutoTheta/AutoARIMA/MSTL (refit per fold); "
+        "metrics from the one metrics module (MASE scale = in-sample seasonal-naive MAE, m=7), mean over "
+        "states and folds. SARIMA: order by AIC over the 6-candidate weekly grid on the first fold's "
+        "training data (<= 365 days); LSTM / ST-GCN: the assets' defaults (window 56, hidden 32, 8 epochs, "
+        "3000 series-windows, seed 0, CPU); ST-GCN: 2 GCN layers (8 features) over kNN (k=5) + flow (>= 3 "
+        "orders) state edges; no-graph twin = same network and seeds with identity adjacency; ensemble "
+        "= mean of SARIMA and LSTM.",
         "",
     ]
     for d in res["datasets"]:
@@ -289,7 +291,8 @@ def markdown(res: dict) -> str:
             "Every forecaster against the baseline with the lowest mean MASE over the same states (units = "
             "states; 95 % paired-bootstrap interval of the difference):",
             "",
-            "| model | mean MASE | best peer | peer MASE | difference [95 % interval] | states | significant |",
+            "| model | mean MASE | best peer | peer MASE | difference [95 % interval] "
+            "| states | significant |",
             "|---|---|---|---|---|---|---|",
         ]
         for v in d["vs_best_peer"]:
@@ -332,7 +335,8 @@ def markdown(res: dict) -> str:
             "| statsmodels ARIMA.fit() | ours fixed / SARIMAX | ours fixed / ARIMA |",
             "|---|---|---|---|---|---|",
             f"| {ms['ours_select_s']:.3f} | {ms['ours_fixed_s']:.3f} | {ms['ref_sarimax_s']:.3f} | "
-            f"{ms['ref_arima_s']:.3f} | {t['ratio_fixed_vs_ref_sarimax']:.2f} | {t['ratio_fixed_vs_ref_arima']:.2f} |",
+            f"{ms['ref_arima_s']:.3f} | {t['ratio_fixed_vs_ref_sarimax']:.2f} | "
+            f"{t['ratio_fixed_vs_ref_arima']:.2f} |",
             "",
             f"Whole SARIMA asset path (selection + 4 forecasts with refits, 2 processes): "
             f"{d['sarima_asset_path_s_per_series_2_workers']:.2f} s per series wall-clock.",

@@ -205,8 +205,8 @@ def run_case(case: str) -> dict:
             for t in TABLE_ORDER:
                 cols = ", ".join(f'"{c}"' for c in TABLES[t].column_names)
                 gen_db.execute(
-                    f"COPY (SELECT {cols} FROM raw.\"{t}\" ORDER BY _source_row) TO '{csv_dir / (t + '.csv')}' "
-                    "(HEADER, DELIMITER ',')"
+                    f'COPY (SELECT {cols} FROM raw."{t}" ORDER BY _source_row) TO '
+                    f"'{csv_dir / (t + '.csv')}' (HEADER, DELIMITER ',')"
                 )
             gen_db.close()
             mapped = MappedSource.from_yaml(_identity_mapping(csv_dir, list(TABLE_ORDER)), data_dir=csv_dir)
@@ -250,15 +250,16 @@ def _markdown(results: list[dict], meta: dict) -> str:
         "# Ingest benchmark",
         "",
         (
-            f"{meta['when']} on {meta['machine']} ({meta['cpus']} cores), commit {meta.get('commit', '?')}, load "
-            f"average at the end {meta.get('load_average_after', '?')}, chunk size {CHUNK_ROWS:,} rows. "
-            "Pipeline = source → raw (text, lineage) → staging (typed, validated, quarantined, pseudonymised, masked). "
-            "Bare = DuckDB `read_csv(all_varchar)` → table of the same files. Each case in a fresh process."
+            f"{meta['when']} on {meta['machine']} ({meta['cpus']} cores), commit {meta.get('commit', '?')}, "
+            f"load average at the end {meta.get('load_average_after', '?')}, chunk size {CHUNK_ROWS:,} rows. "
+            "Pipeline = source → raw (text, lineage) → staging (typed, validated, quarantined, "
+            "pseudonymised, masked). Bare = DuckDB `read_csv(all_varchar)` → table of the same files. "
+            "Each case in a fresh process."
         ),
         "",
         (
-            "| case | rows | pipeline rows/s | bare DuckDB rows/s | ratio | raw-only ratio | staging-only ratio | "
-            "raw s | staging s | quarantined | peak RSS MB |"
+            "| case | rows | pipeline rows/s | bare DuckDB rows/s | ratio | raw-only ratio | staging-only "
+            "ratio | raw s | staging s | quarantined | peak RSS MB |"
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -283,20 +284,22 @@ def _markdown(results: list[dict], meta: dict) -> str:
             ),
             "",
             (
-                "| case | fast path raw s | Python reader raw s | fast path all, ratio to bare | Python reader all, "
-                "ratio to bare | fast path raw-only ratio | Python reader raw-only ratio | rows by DuckDB / "
-                "by the Python reader | raw+staging fingerprints equal | quarantine by reason equal |"
+                "| case | fast path raw s | Python reader raw s | fast path all, ratio to bare | Python "
+                "reader all, ratio to bare | fast path raw-only ratio | Python reader raw-only ratio | rows "
+                "by DuckDB / by the Python reader | raw+staging fingerprints equal | "
+                "quarantine by reason equal |"
             ),
             "|---|---:|---:|---:|---:|---:|---:|---|---|---|",
         ]
         for r in compared:
             p, q, same = r["pipeline"], r["python_reader"], r["same_as_python_reader"]
             lines.append(
-                f"| {r['case']} | {p['raw_seconds']:.1f} | {q['raw_seconds']:.1f} | {r['ratio_pipeline_vs_bare']:.2f}x | "
-                f"{r['ratio_python_reader_vs_bare']:.2f}x | {r['ratio_raw_only_vs_bare']:.2f}x | "
-                f"{r['ratio_python_reader_raw_only_vs_bare']:.2f}x | {p['fast_rows']:,} / {p['python_rows']:,} "
-                f"(whole files through Python: {len(p['fast_fallbacks'])}) | "
-                f"{same['raw_and_staging_fingerprints']} | {same['quarantine_by_reason']} |"
+                f"| {r['case']} | {p['raw_seconds']:.1f} | {q['raw_seconds']:.1f} | "
+                f"{r['ratio_pipeline_vs_bare']:.2f}x | {r['ratio_python_reader_vs_bare']:.2f}x | "
+                f"{r['ratio_raw_only_vs_bare']:.2f}x | {r['ratio_python_reader_raw_only_vs_bare']:.2f}x | "
+                f"{p['fast_rows']:,} / {p['python_rows']:,} (whole files through Python: "
+                f"{len(p['fast_fallbacks'])}) | {same['raw_and_staging_fingerprints']} | "
+                f"{same['quarantine_by_reason']} |"
             )
     inter = [r for r in results if "raw_only_interleaved" in r]
     if inter:

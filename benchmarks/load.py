@@ -368,8 +368,8 @@ def run_case(
 
 def _print_run(r: dict) -> None:
     print(
-        f"[load]   {r['job']}: {'complete' if r['complete'] else 'NOT complete'} in {r['wall_seconds']:.0f}s, "
-        f"peak tree RSS {r['peak_tree_rss_mb']:,} MB; slowest: "
+        f"[load]   {r['job']}: {'complete' if r['complete'] else 'NOT complete'} in "
+        f"{r['wall_seconds']:.0f}s, peak tree RSS {r['peak_tree_rss_mb']:,} MB; slowest: "
         + ", ".join(f"{s['step']} {s['seconds']}s" for s in r["steps"][:5]),
         flush=True,
     )
@@ -384,17 +384,18 @@ def render_md(results: dict) -> str:
         "# Load benchmark",
         "",
         (
-            f"{results['machine']}. Whole graph (`full_pipeline`, what `make demo` runs) on synthetic orders, each "
-            "case in a fresh data root under /tmp with its own Dagster instance; RSS of the whole process tree "
-            "sampled every 0.5 s. The in-process executor runs the steps one after another in one process, so a "
-            "step's peak tree RSS includes what earlier steps left allocated. Wall times depend on what else ran on "
-            "the machine: each case's note says how busy it was. Code = the commit given per case. Daily = `daily_refresh` then `scoring` on the warehouse the full run left, source grown "
-            "by one day of orders (see docs/performance.md for what is incremental)."
+            f"{results['machine']}. Whole graph (`full_pipeline`, what `make demo` runs) on synthetic "
+            "orders, each case in a fresh data root under /tmp with its own Dagster instance; RSS of the "
+            "whole process tree sampled every 0.5 s. The in-process executor runs the steps one after "
+            "another in one process, so a step's peak tree RSS includes what earlier steps left allocated. "
+            "Wall times depend on what else ran on the machine: each case's note says how busy it was. Code "
+            "= the commit given per case. Daily = `daily_refresh` then `scoring` on the warehouse the full "
+            "run left, source grown by one day of orders (see docs/performance.md for what is incremental)."
         ),
         "",
         (
-            "| orders | full run | wall s | peak tree RSS MB (sampled) | peak RSS MB of the run process (VmHWM) "
-            "| steps ok | daily wall s | daily peak RSS MB | daily/full time | measured |"
+            "| orders | full run | wall s | peak tree RSS MB (sampled) | peak RSS MB of the run process "
+            "(VmHWM) | steps ok | daily wall s | daily peak RSS MB | daily/full time | measured |"
         ),
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -460,7 +461,8 @@ def render_md(results: dict) -> str:
                 ]
                 for s in r["steps"][:8]:
                     lines.append(
-                        f"| {s['step']} | {s['status']} | {s['seconds'] if s['seconds'] is not None else '-'} |"
+                        f"| {s['step']} | {s['status']} | "
+                        f"{s['seconds'] if s['seconds'] is not None else '-'} |"
                     )
     return "\n".join(lines) + "\n"
 
@@ -547,7 +549,8 @@ def _split_by_day(gen, root: Path) -> tuple[str, str, dict]:
 def ingest_daily_case(orders: int, root: Path) -> dict:
     """The ingest layer (raw + staging of every table) after one new day: the full reload (what the
     unpartitioned ingest job does every day) vs the daily partition (load_raw_partition +
-    upsert_staging_partition) on a warehouse that holds the history, and whether they give the same staging."""
+    upsert_staging_partition) on a warehouse that holds the history, and whether they give the same
+    staging."""
     import duckdb
 
     from ecom_pipeline.canonical import TABLE_ORDER
@@ -650,12 +653,12 @@ def render_ingest_md(results: dict) -> str:
         "# Ingest layer: daily partition vs full reload",
         "",
         (
-            f"{results['machine']}. Synthetic orders dumped to CSV and split into two partitions: the last day "
-            "(its orders with their items, payments and reviews, customers whose first order it is, its events) and "
-            "the history (everything else). Full = raw + staging of every table reloaded from all files (what the "
-            "unpartitioned ingest does every day). Daily = `load_raw_partition` + `upsert_staging_partition` of "
-            "the last day on a warehouse that already holds the history. Only the ingest layer is measured "
-            "here, not the feature, model and scoring steps of the daily jobs."
+            f"{results['machine']}. Synthetic orders dumped to CSV and split into two partitions: the last "
+            "day (its orders with their items, payments and reviews, customers whose first order it is, its "
+            "events) and the history (everything else). Full = raw + staging of every table reloaded from "
+            "all files (what the unpartitioned ingest does every day). Daily = `load_raw_partition` + "
+            "`upsert_staging_partition` of the last day on a warehouse that already holds the history. Only "
+            "the ingest layer is measured here, not the feature, model and scoring steps of the daily jobs."
         ),
         "",
         (
@@ -668,8 +671,8 @@ def render_ingest_md(results: dict) -> str:
         r = c["rows"]
         lines.append(
             f"| {c['orders']:,} | {r[c['history_partition']]:,} / {r[c['day_partition']]:,} | "
-            f"{c['full_reload_seconds']:.1f} | {c['daily_partition_seconds']:.2f} | {c['daily_vs_full']:.3f} | "
-            f"{c['staging_tables_equal']} | {c['commit']} | {c['load_before']} / {c['load_after']} | "
+            f"{c['full_reload_seconds']:.1f} | {c['daily_partition_seconds']:.2f} | {c['daily_vs_full']:.3f} "
+            f"| {c['staging_tables_equal']} | {c['commit']} | {c['load_before']} / {c['load_after']} | "
             f"{c['measured_at']} |"
         )
     for c in sorted(results["cases"].values(), key=lambda c: c["orders"]):

@@ -1,5 +1,6 @@
 """Recommender + repurchase benchmark: every model vs the baselines on the planted synthetic world and on
-the Olist sample (read directly from its CSVs). Writes benchmarks/results/recommender.{json,md}. Measures only.
+the Olist sample (read directly from its CSVs). Writes benchmarks/results/recommender.{json,md}. Measures
+only.
 
     python benchmarks/recommender.py
 """

@@ -2,9 +2,9 @@
 (2010-12 .. 2011-12, 4,339 known customers) and, for contrast, the Olist sample (97 % single-order customers).
 
 Each shop's orders become the canonical orders / order_items / products / customers frames; then the project's
-own framework-free functions run exactly as the assets call them: ``train_and_evaluate`` (repurchase, temporal:
-train at T-2h, test at T-h) and ``evaluate_level`` (recommenders, user-level temporal split), with the serving
-gate's paired-bootstrap intervals.  Claims are made only above the documented minimums
+own framework-free functions run exactly as the assets call them: ``train_and_evaluate`` (repurchase,
+temporal: train at T-2h, test at T-h) and ``evaluate_level`` (recommenders, user-level temporal split), with
+the serving gate's paired-bootstrap intervals.  Claims are made only above the documented minimums
 (``MIN_TEST_POSITIVES`` for repurchase, ``MIN_EVAL_USERS`` below for recommendations).  Writes
 benchmarks/results/repeat_purchases.{json,md}.  Measures only.
 
@@ -30,8 +30,9 @@ MIN_EVAL_USERS = 1000  # below this many evaluable users a recommender compariso
 
 
 def uk_tables() -> dict[str, pd.DataFrame]:
-    """Known customers only (CustomerID 0 = guest); product lines only (non-product stock codes and zero prices
-    left out, counted in the notes); one category per product: its first description word (no taxonomy)."""
+    """Known customers only (CustomerID 0 = guest); product lines only (non-product stock codes and zero
+    prices left out, counted in the notes); one category per product: its first description word (no
+    taxonomy)."""
     df = pd.read_parquet(DATASETS / "online_retail_uk" / "online_retail_2010_2011.parquet")
     known = df[(df["CustomerID"] > 0) & (df["UnitPrice"] > 0) & df["StockCode"].astype(str).str.match(r"^\d")]
     known = known.assign(
@@ -182,9 +183,9 @@ def markdown(res: dict) -> str:
         "",
         (
             f"{res['date']} at commit {res['commit']}, load average at start "
-            f"{', '.join(f'{x:.1f}' for x in res['load_average_at_start'])} (shared 2-core machine: times are "
-            "upper bounds). Intervals: 95 % paired bootstrap (customers / users resampled) of candidate minus "
-            "baseline."
+            f"{', '.join(f'{x:.1f}' for x in res['load_average_at_start'])} (shared 2-core machine: times "
+            "are upper bounds). Intervals: 95 % paired bootstrap (customers / users resampled) of candidate "
+            "minus baseline."
         ),
         "",
     ]
@@ -197,8 +198,9 @@ def markdown(res: dict) -> str:
         lines += [
             (
                 f"**Repurchase within {res['horizon']} days** (train at {r['train_cutoff'][:10]}, test at "
-                f"{r['test_cutoff'][:10]}): {r['evaluable_customers']} evaluable customers, {r['test_positives']} "
-                f"positives (claim needs >= {r['min_test_positives']}: {'yes' if r['claim'] else 'NO: too sparse'})."
+                f"{r['test_cutoff'][:10]}): {r['evaluable_customers']} evaluable customers, "
+                f"{r['test_positives']} positives (claim needs >= {r['min_test_positives']}: "
+                f"{'yes' if r['claim'] else 'NO: too sparse'})."
             ),
             "",
             "| metric | gbm_calibrated | rfm_logistic | difference [95 % interval] | significant |",
@@ -215,8 +217,8 @@ def markdown(res: dict) -> str:
         lines += [
             (
                 f"**Item-level recommendations** (NDCG@10, user-level temporal split at {e['cutoff'][:10]}): "
-                f"{e['evaluable_users']} evaluable users, {e['items']} items (claim needs >= {e['min_eval_users']}: "
-                f"{'yes' if e['claim'] else 'NO: too sparse'})."
+                f"{e['evaluable_users']} evaluable users, {e['items']} items (claim needs >= "
+                f"{e['min_eval_users']}: {'yes' if e['claim'] else 'NO: too sparse'})."
             ),
             "",
             "| model | NDCG@10 | best baseline | baseline NDCG@10 | difference [95 % interval] | users |",

@@ -168,10 +168,10 @@ def main(argv=None) -> int:
         "",
         (
             f"{len(frame):,} real Olist reviews with text; time split: test = reviews from {rep.cutoff[:10]} "
-            f"({rep.n_test['3class']} 3-class / {rep.n_test['binary']} binary test reviews); the fine-tune trains on "
-            f"{rep.n_fit:,} reviews before {rep.val_cutoff[:10]} and chooses its epoch and per-class logit offsets "
-            f"on the {rep.n_val} reviews between (validation window); TF-IDF and the frozen head train on all "
-            f"{rep.n_fit + rep.n_val:,} training reviews."
+            f"({rep.n_test['3class']} 3-class / {rep.n_test['binary']} binary test reviews); the fine-tune "
+            f"trains on {rep.n_fit:,} reviews before {rep.val_cutoff[:10]} and chooses its epoch and "
+            f"per-class logit offsets on the {rep.n_val} reviews between (validation window); TF-IDF and the "
+            f"frozen head train on all {rep.n_fit + rep.n_val:,} training reviews."
         ),
         "",
         (
@@ -188,8 +188,8 @@ def main(argv=None) -> int:
         ),
         "",
         (
-            "| setting | metric | fine-tuned | frozen head | TF-IDF | majority | fine-tuned − TF-IDF [95 %] | "
-            "fine-tuned − frozen head [95 %] |"
+            "| setting | metric | fine-tuned | frozen head | TF-IDF | majority | fine-tuned − TF-IDF [95 %] "
+            "| fine-tuned − frozen head [95 %] |"
         ),
         "|---|---|---:|---:|---:|---:|---|---|",
     ]
@@ -227,8 +227,8 @@ def main(argv=None) -> int:
         ),
         "",
         (
-            "Intervals: paired bootstrap over the test reviews (1,000 resamples); * = the interval excludes 0; "
-            "an interval containing 0 is no difference."
+            "Intervals: paired bootstrap over the test reviews (1,000 resamples); * = the interval excludes "
+            "0; an interval containing 0 is no difference."
         ),
         "",
         "Serving gate (fine-tune vs its best baseline): "

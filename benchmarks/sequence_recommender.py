@@ -1,6 +1,6 @@
-"""The sequence recommender (SASRec-style) against popularity, item-kNN, ALS, the two-tower and "repeat" on the
-real UK shop (UCI Online Retail), through the project's own path: ``docs/examples/online_retail_uk.yaml`` on
-``../shared/datasets/online_retail_uk`` → raw → staging (``MappedSource``, ``load_raw_table``,
+"""The sequence recommender (SASRec-style) against popularity, item-kNN, ALS, the two-tower and "repeat" on
+the real UK shop (UCI Online Retail), through the project's own path: ``docs/examples/online_retail_uk.yaml``
+on ``../shared/datasets/online_retail_uk`` → raw → staging (``MappedSource``, ``load_raw_table``,
 ``stage_table``) → the interactions query the ``features.interactions`` asset runs → the framework-free
 ``evaluate_sequence_models`` the ``models/sequence_recommender`` asset calls, with the serving gate per segment.
 
@@ -158,8 +158,8 @@ def markdown(res: dict) -> str:
         "# Sequence recommender on the real UK shop (UCI Online Retail)",
         "",
         (
-            f"{res['date']} at commit {res['commit']}; load average at start {la}, at end {le} (shared 2-core "
-            f"machine: times are upper bounds). Data: docs/examples/online_retail_uk.yaml → staging → "
+            f"{res['date']} at commit {res['commit']}; load average at start {la}, at end {le} (shared "
+            "2-core machine: times are upper bounds). Data: docs/examples/online_retail_uk.yaml → staging → "
             f"features.interactions query: {n['interactions']:,} interactions, {n['customers']:,} customers, "
             f"{n['products']:,} products. Time cap per training phase: {res['max_seconds']} s (SASRec: "
             "validation phase + refit; two-tower). Intervals: 95 % paired bootstrap over customers of "
@@ -205,10 +205,11 @@ def markdown(res: dict) -> str:
             lines += [
                 "",
                 (
-                    f"Target (best personalised / best non-personalised NDCG@10 >= 1.3, significant, >= 1,000 "
-                    f"customers): {t['model']} {t['value']:.4f} / {t['baseline']} {t['baseline_value']:.4f} = "
-                    f"**{t['ratio']:.2f}x**, difference [{t['ci_low']:+.4f}, {t['ci_high']:+.4f}] over "
-                    f"{t['n_units']} customers: **{'met' if t['target_met'] else 'NOT met'}**."
+                    "Target (best personalised / best non-personalised NDCG@10 >= 1.3, significant, >= "
+                    f"1,000 customers): {t['model']} {t['value']:.4f} / {t['baseline']} "
+                    f"{t['baseline_value']:.4f} = **{t['ratio']:.2f}x**, difference [{t['ci_low']:+.4f}, "
+                    f"{t['ci_high']:+.4f}] over {t['n_units']} customers: "
+                    f"**{'met' if t['target_met'] else 'NOT met'}**."
                 ),
             ]
         lines += ["", "Serving gate per segment:", ""]

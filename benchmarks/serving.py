@@ -711,7 +711,8 @@ def markdown(r: dict) -> str:
         )
     if tri8:
         lines.append(
-            f"- triage p99 at 8 clients: {tri8['p99_ms']} ms ({'met' if tri8['p99_ms'] <= 150 else 'NOT met'})"
+            f"- triage p99 at 8 clients: {tri8['p99_ms']} ms "
+            f"({'met' if tri8['p99_ms'] <= 150 else 'NOT met'})"
         )
     lines.append(f"- errors over the whole benchmark: {errors}")
     floor8 = r["floor"].get("recommendations", {}).get(8) or r["floor"].get("recommendations", {}).get("8")
@@ -721,8 +722,9 @@ def markdown(r: dict) -> str:
             (
                 f"Reading: the floor itself, a bare DuckDB lookup of `serving.recommendations` with no HTTP, "
                 f"has p99 {floor8['p99_ms']} ms at 8 clients here, so at this load the figures show how the "
-                "app behaves on an oversubscribed machine (no errors, no timeouts) and cannot show whether it "
-                "meets the 2-core targets; rerun `python benchmarks/serving.py` on a quiet machine for that."
+                "app behaves on an oversubscribed machine (no errors, no timeouts) and cannot show whether "
+                "it meets the 2-core targets; rerun `python benchmarks/serving.py` on "
+                "a quiet machine for that."
             ),
         ]
     lines.append(

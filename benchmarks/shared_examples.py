@@ -237,8 +237,8 @@ def child(name: str, collect: bool = False) -> dict:
 def markdown(out: dict) -> str:
     md = [
         (
-            f"# The whole graph (full_pipeline) on the shared example shops ({out['cpus']} CPUs, shared machine, "
-            "`nice -n 10`)"
+            f"# The whole graph (full_pipeline) on the shared example shops ({out['cpus']} CPUs, shared "
+            "machine, `nice -n 10`)"
         ),
         "",
         (
@@ -352,7 +352,9 @@ def main() -> None:
             runs.append(
                 _run_child(name, env, collect=True)
                 | {
-                    "how": "collected from a `make demo`-style run (python -m ecom_pipeline.demo) of this commit"
+                    "how": (
+                        "collected from a `make demo`-style run (python -m ecom_pipeline.demo) of this commit"
+                    )
                 }
             )
         else:
