@@ -166,12 +166,7 @@ def review_text_embeddings(
     compute: ComputeResource,
     paths: PathsResource,
 ):
-    from ecom_pipeline.ml.encoders.store import (
-        bounded_batch,
-        ensure_embedding_table,
-        pending_rows,
-        upsert_embeddings,
-    )
+    from ecom_pipeline.ml.encoders.store import bounded_batch, ensure_embedding_table, pending_rows
     from ecom_pipeline.ml.text.reviews import review_documents
 
     reviews = _read(warehouse, "SELECT review_id, product_id, title, text, created_at FROM staging.reviews")
@@ -188,35 +183,13 @@ def review_text_embeddings(
         f"with {enc.model_id} on {enc.device}"
         + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})" if backlog else "")
     )
-    progress = _progress(context, "review embeddings")
-    written, step = 0, max(1, config.write_every)
     with warehouse.connect() as con:
         ensure_embedding_table(con, REVIEW_EMB, "review_id", "product_id VARCHAR")
-    for start in range(0, len(todo), step):
-        chunk = todo.iloc[start : start + step]
-        emb = enc.encode(
-            chunk["doc"].tolist(),
-            kind="passage",
-            progress=lambda done, _n, base=start: progress(base + done, len(todo)),
-        )
-        with warehouse.connect() as con:
-            written += upsert_embeddings(
-                con,
-                REVIEW_EMB,
-                "review_id",
-                chunk[["review_id", "product_id", "input_hash"]],
-                emb,
-                model=enc.model_id,
-                model_version=enc.version,
-                extra_columns="product_id VARCHAR",
-            )
+    written = _encode_reviews(
+        warehouse, enc, todo, max(1, config.write_every), _progress(context, "review embeddings")
+    )
     encode_s = time.monotonic() - t0
-    with warehouse.connect() as con:
-        if not docs.empty:  # reviews deleted upstream leave the table too
-            con.register("_keep", docs[["review_id"]])
-            con.execute(f"DELETE FROM {REVIEW_EMB} WHERE review_id NOT IN (SELECT review_id FROM _keep)")
-            con.unregister("_keep")
-        total = con.execute(f"SELECT count(*) FROM {REVIEW_EMB}").fetchall()[0][0]
+    total = _drop_deleted_reviews(warehouse, docs)
     if docs.empty:
         context.log.warning("no reviews with text in staging.reviews: review_text_embeddings is empty")
     if backlog:
@@ -243,6 +216,123 @@ def review_text_embeddings(
             else (f"{backlog:,} reviews left for the next runs" if backlog else "ok"),
         }
     )
+
+
+def _products_with_images(warehouse: WarehouseResource) -> pd.DataFrame:
+    """Products with an image: product_id, image_uri, sold (order lines), input_hash (of the URI)."""
+    from ecom_pipeline.ml.encoders.store import text_hash
+
+    products = _read(
+        warehouse,
+        "SELECT product_id, image_uri FROM staging.products WHERE image_uri IS NOT NULL "
+        "AND trim(image_uri) <> ''",
+    )
+    products["sold"] = _units_sold(warehouse, products.get("product_id", pd.Series(dtype=object)))
+    if not products.empty:
+        products["input_hash"] = products["image_uri"].map(text_hash)
+    else:
+        products = pd.DataFrame(columns=["product_id", "image_uri", "input_hash", "sold"])
+    return products
+
+
+def _write_image_vectors(
+    warehouse: WarehouseResource, enc, todo: pd.DataFrame, good: list, emb: np.ndarray, failures: dict
+) -> tuple[int, int, int]:
+    """Upsert the vectors of the images that decoded (rows ``good`` of ``todo``) and replace the quarantine
+    rows of this batch with its ``failures``; returns (rows written, rows in the table, quarantined)."""
+    from ecom_pipeline.ml.encoders.quarantine import replace_quarantine
+    from ecom_pipeline.ml.encoders.store import ensure_embedding_table, upsert_embeddings
+
+    ok = todo.iloc[good]
+    bad = todo.iloc[sorted(failures)].assign(reason=[failures[i] for i in sorted(failures)])
+    with warehouse.connect() as con:
+        ensure_embedding_table(con, PRODUCT_IMAGE_EMB, "product_id")
+        written = upsert_embeddings(
+            con,
+            PRODUCT_IMAGE_EMB,
+            "product_id",
+            ok[["product_id", "input_hash"]],
+            emb,
+            model=enc.model_id,
+            model_version=enc.version,
+        )
+        total, quarantined = replace_quarantine(
+            con,
+            IMAGE_QUARANTINE,
+            PRODUCT_IMAGE_EMB,
+            "image_uri",
+            todo["product_id"].tolist(),
+            bad,
+            enc.model_id,
+        )
+    return written, total, quarantined
+
+
+def _blend_untitled_with_reviews(
+    warehouse: WarehouseResource, texts: pd.DataFrame, emb: np.ndarray, no_title: np.ndarray, review_weight
+) -> tuple[np.ndarray, np.ndarray]:
+    """Products without a title blend their text vector with their reviews' vectors; returns the vectors and
+    the number of reviews blended in per product."""
+    from ecom_pipeline.ml.encoders.products import blend_with_reviews
+    from ecom_pipeline.ml.encoders.store import read_vectors
+
+    r_keys = []
+    if no_title.any():  # only products without a title blend in their reviews: read those vectors only then
+        with warehouse.connect(read_only=True) as con:
+            r_keys, r_emb = read_vectors(con, REVIEW_EMB, "review_id")
+            r_prod = (
+                con.execute(f"SELECT review_id, product_id FROM {REVIEW_EMB}")
+                .fetchdf()
+                .set_index("review_id")["product_id"]
+                if r_keys
+                else pd.Series(dtype=object)
+            )
+    n_reviews = np.zeros(len(texts), np.int64)
+    if r_keys and no_title.any() and r_emb.shape[1] == emb.shape[1]:
+        pids = texts["product_id"].tolist()
+        blended, n_reviews = blend_with_reviews(
+            pids, emb, [r_prod.get(k) for k in r_keys], r_emb, review_weight
+        )
+        emb = np.where(no_title[:, None], blended, emb).astype(np.float32)
+        n_reviews = np.where(no_title, n_reviews, 0)
+    return emb, n_reviews
+
+
+def _encode_reviews(warehouse: WarehouseResource, enc, todo: pd.DataFrame, step: int, progress) -> int:
+    """Encode ``todo`` in chunks of ``step`` reviews, each upserted as soon as it is encoded (an interrupted
+    run keeps what it finished); returns the rows written."""
+    from ecom_pipeline.ml.encoders.store import upsert_embeddings
+
+    written = 0
+    for start in range(0, len(todo), step):
+        chunk = todo.iloc[start : start + step]
+        emb = enc.encode(
+            chunk["doc"].tolist(),
+            kind="passage",
+            progress=lambda done, _n, base=start: progress(base + done, len(todo)),
+        )
+        with warehouse.connect() as con:
+            written += upsert_embeddings(
+                con,
+                REVIEW_EMB,
+                "review_id",
+                chunk[["review_id", "product_id", "input_hash"]],
+                emb,
+                model=enc.model_id,
+                model_version=enc.version,
+                extra_columns="product_id VARCHAR",
+            )
+    return written
+
+
+def _drop_deleted_reviews(warehouse: WarehouseResource, docs: pd.DataFrame) -> int:
+    """Reviews deleted upstream leave the table too; returns the rows left."""
+    with warehouse.connect() as con:
+        if not docs.empty:
+            con.register("_keep", docs[["review_id"]])
+            con.execute(f"DELETE FROM {REVIEW_EMB} WHERE review_id NOT IN (SELECT review_id FROM _keep)")
+            con.unregister("_keep")
+        return con.execute(f"SELECT count(*) FROM {REVIEW_EMB}").fetchall()[0][0]
 
 
 def _reusable_text_vectors(con, model_id: str) -> tuple[list[str], np.ndarray]:
@@ -282,8 +372,8 @@ def product_text_embeddings(
     compute: ComputeResource,
     paths: PathsResource,
 ):
-    from ecom_pipeline.ml.encoders.products import blend_with_reviews, product_texts
-    from ecom_pipeline.ml.encoders.store import read_vectors, upsert_embeddings
+    from ecom_pipeline.ml.encoders.products import product_texts
+    from ecom_pipeline.ml.encoders.store import upsert_embeddings
 
     products = _read(warehouse, "SELECT product_id, category, title, description FROM staging.products")
     texts = product_texts(products)
@@ -305,25 +395,7 @@ def product_text_embeddings(
     uniq = np.concatenate([known.reshape(len(known_hashes), -1), fresh]) if len(known_hashes) else fresh
     emb = uniq[[row[h] for h in texts["input_hash"]]] if len(texts) else fresh
     no_title = ~texts["has_title"].astype(bool).to_numpy() if len(texts) else np.zeros(0, bool)
-    r_keys = []
-    if no_title.any():  # only products without a title blend in their reviews: read those vectors only then
-        with warehouse.connect(read_only=True) as con:
-            r_keys, r_emb = read_vectors(con, REVIEW_EMB, "review_id")
-            r_prod = (
-                con.execute(f"SELECT review_id, product_id FROM {REVIEW_EMB}")
-                .fetchdf()
-                .set_index("review_id")["product_id"]
-                if r_keys
-                else pd.Series(dtype=object)
-            )
-    n_reviews = np.zeros(len(texts), np.int64)
-    if r_keys and no_title.any() and r_emb.shape[1] == emb.shape[1]:
-        pids = texts["product_id"].tolist()
-        blended, n_reviews = blend_with_reviews(
-            pids, emb, [r_prod.get(k) for k in r_keys], r_emb, config.review_weight
-        )
-        emb = np.where(no_title[:, None], blended, emb).astype(np.float32)
-        n_reviews = np.where(no_title, n_reviews, 0)
+    emb, n_reviews = _blend_untitled_with_reviews(warehouse, texts, emb, no_title, config.review_weight)
     frame = texts[["product_id", "input_hash"]].copy()
     frame["sources"] = np.where(n_reviews > 0, "category+reviews", np.where(no_title, "category", "text"))
     with warehouse.connect() as con:
@@ -377,30 +449,14 @@ def product_image_embeddings(
     source: SourceResource,
 ):
     from ecom_pipeline.ml.encoders import load_image_encoder
-    from ecom_pipeline.ml.encoders.quarantine import replace_quarantine
-    from ecom_pipeline.ml.encoders.store import (
-        bounded_batch,
-        ensure_embedding_table,
-        pending_rows,
-        text_hash,
-        upsert_embeddings,
-    )
+    from ecom_pipeline.ml.encoders.store import bounded_batch, pending_rows
 
-    products = _read(
-        warehouse,
-        "SELECT product_id, image_uri FROM staging.products WHERE image_uri IS NOT NULL "
-        "AND trim(image_uri) <> ''",
-    )
-    products["sold"] = _units_sold(warehouse, products.get("product_id", pd.Series(dtype=object)))
+    products = _products_with_images(warehouse)
     device = compute.torch_device()
     compute.configure_threads()
     enc = load_image_encoder(
         config.image_encoder, device=device, batch_size=compute.sized(config, "batch_size", device)
     )
-    if not products.empty:
-        products["input_hash"] = products["image_uri"].map(text_hash)
-    else:
-        products = pd.DataFrame(columns=["product_id", "image_uri", "input_hash", "sold"])
     with warehouse.connect(read_only=True) as con:
         pending = pending_rows(con, PRODUCT_IMAGE_EMB, "product_id", products, enc.model_id)
     cap = compute.sized(config, "max_new_per_run", device)
@@ -416,28 +472,7 @@ def product_image_embeddings(
         todo["image_uri"].tolist(), base_dir=base, progress=_progress(context, "product images")
     )
     secs = time.monotonic() - t0
-    ok = todo.iloc[good]
-    bad = todo.iloc[sorted(failures)].assign(reason=[failures[i] for i in sorted(failures)])
-    with warehouse.connect() as con:
-        ensure_embedding_table(con, PRODUCT_IMAGE_EMB, "product_id")
-        written = upsert_embeddings(
-            con,
-            PRODUCT_IMAGE_EMB,
-            "product_id",
-            ok[["product_id", "input_hash"]],
-            emb,
-            model=enc.model_id,
-            model_version=enc.version,
-        )
-        total, quarantined = replace_quarantine(
-            con,
-            IMAGE_QUARANTINE,
-            PRODUCT_IMAGE_EMB,
-            "image_uri",
-            todo["product_id"].tolist(),
-            bad,
-            enc.model_id,
-        )
+    written, total, quarantined = _write_image_vectors(warehouse, enc, todo, good, emb, failures)
     if products.empty:
         context.log.warning("no product has an image_uri: product_image_embeddings is empty")
     if failures:
@@ -646,8 +681,6 @@ def image_text_projection(
 ):
     from ecom_pipeline.ml.encoders import load_image_encoder, load_text_encoder
     from ecom_pipeline.ml.encoders.projection import evaluate_projection
-    from ecom_pipeline.ml.registry import Candidate, ModelRun
-    from ecom_pipeline.resources.model_metrics import MetricRecord
 
     device = compute.torch_device()
     compute.configure_threads()
@@ -673,44 +706,10 @@ def image_text_projection(
         progress=_progress(context, "projection epochs"),
     )
     dataset = Path(config.pairs_manifest).parent.name if config.pairs_manifest else source.kind
-    row = MetricRecord(
-        "image_text_projection",
-        "text_to_image_retrieval",
-        dataset,
-        "holdout_id_hash",
-        "recall@10",
-        res["recall@10"],
-        "random_projection",
-        res["random_recall@10"],
+    run, row = _projection_run(
+        res, config, epochs, len(ids), txt_enc.model_id, img_enc.model_id, dataset, device
     )
-    out = mlflow.record_model(
-        ModelRun(
-            "image_text_projection",
-            tags={"task": "image_text_retrieval", "device": device},
-            params={
-                "epochs": epochs,
-                "temperature": config.temperature,
-                "lr": config.lr,
-                "pairs": len(ids),
-                "text_encoder": txt_enc.model_id,
-                "image_encoder": img_enc.model_id,
-                "dataset": dataset,
-                "split": "held-out by id hash (pairs have no timestamps)",
-            },
-            metrics={
-                "recall_at_10": res["recall@10"],
-                "random_recall_at_10": res["random_recall@10"],
-                "chance_recall_at_10": res["chance"],
-            },
-            candidates=[
-                Candidate(
-                    PROJECTION_MODEL, "pytorch", res["model"].cpu(), None, "recall@10", res["recall@10"]
-                )
-            ],
-        ),
-        warehouse=warehouse,
-        metric_records=[row],
-    ).outcomes[0]
+    out = mlflow.record_model(run, warehouse=warehouse, metric_records=[row]).outcomes[0]
     return dg.MaterializeResult(
         metadata={
             "recall@10": res["recall@10"],
@@ -724,6 +723,56 @@ def image_text_projection(
             "dataset": dataset,
         }
     )
+
+
+def _projection_run(
+    res: dict,
+    config: ProjectionConfig,
+    epochs: int,
+    pairs: int,
+    text_encoder: str,
+    image_encoder: str,
+    dataset: str,
+    device: str,
+):
+    """The MLflow record (the projection as candidate) and its ``ml.model_metrics`` row (recall@10 beside the
+    random projection)."""
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+
+    row = MetricRecord(
+        "image_text_projection",
+        "text_to_image_retrieval",
+        dataset,
+        "holdout_id_hash",
+        "recall@10",
+        res["recall@10"],
+        "random_projection",
+        res["random_recall@10"],
+    )
+    run = ModelRun(
+        "image_text_projection",
+        tags={"task": "image_text_retrieval", "device": device},
+        params={
+            "epochs": epochs,
+            "temperature": config.temperature,
+            "lr": config.lr,
+            "pairs": pairs,
+            "text_encoder": text_encoder,
+            "image_encoder": image_encoder,
+            "dataset": dataset,
+            "split": "held-out by id hash (pairs have no timestamps)",
+        },
+        metrics={
+            "recall_at_10": res["recall@10"],
+            "random_recall_at_10": res["random_recall@10"],
+            "chance_recall_at_10": res["chance"],
+        },
+        candidates=[
+            Candidate(PROJECTION_MODEL, "pytorch", res["model"].cpu(), None, "recall@10", res["recall@10"])
+        ],
+    )
+    return run, row
 
 
 def build() -> dg.Definitions:

@@ -141,6 +141,23 @@ def _model_run(res, cfg, dataset: str, emb: np.ndarray):
     )
 
 
+def _federated_config(config: FederatedSentimentConfig):
+    from ecom_pipeline.ml.text.federated import FederatedConfig
+
+    return FederatedConfig(
+        setting=config.setting,
+        rounds=config.rounds,
+        local_epochs=config.local_epochs,
+        lr=config.lr,
+        max_parties=config.max_parties,
+        min_party_train=config.min_party_train,
+        test_fraction=config.test_fraction,
+        dp_noise_multiplier=config.dp_noise_multiplier,
+        dp_clip=config.dp_clip,
+        dp_delta=config.dp_delta,
+    )
+
+
 @dg.asset(
     key=dg.AssetKey(["models", "federated_sentiment"]),
     group_name="reviews",
@@ -163,25 +180,14 @@ def federated_sentiment(
     mlflow: MLflowResource,
     source: SourceResource,
 ):
-    from ecom_pipeline.ml.text.federated import FederatedConfig, train_and_compare
+    from ecom_pipeline.ml.text.federated import train_and_compare
 
     frame, emb = _reviews_with_party(warehouse)
     if len(frame) < config.min_reviews:
         msg = f"only {len(frame)} embedded reviews with a score (< {config.min_reviews}): not trained"
         context.log.warning(msg)
         return dg.MaterializeResult(metadata={"message": msg, "training_path": "skipped"})
-    cfg = FederatedConfig(
-        setting=config.setting,
-        rounds=config.rounds,
-        local_epochs=config.local_epochs,
-        lr=config.lr,
-        max_parties=config.max_parties,
-        min_party_train=config.min_party_train,
-        test_fraction=config.test_fraction,
-        dp_noise_multiplier=config.dp_noise_multiplier,
-        dp_clip=config.dp_clip,
-        dp_delta=config.dp_delta,
-    )
+    cfg = _federated_config(config)
     res = train_and_compare(emb, frame, cfg)
     dataset = getattr(source.build(), "name", source.kind)
     acc = res.accuracy

@@ -88,12 +88,7 @@ def sequence_recommender(
     compute: ComputeResource,
     source: SourceResource,
 ) -> dg.MaterializeResult:
-    from ecom_pipeline.ml.recsys.sequence import (
-        evaluate_sequence_models,
-        evaluation_frame,
-        gate_segments,
-        serving_recommendations,
-    )
+    from ecom_pipeline.ml.recsys.sequence import evaluation_frame, gate_segments, serving_recommendations
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.warehouse.tables import write_table
 
@@ -105,21 +100,7 @@ def sequence_recommender(
         "sasrec": {"product_embeddings": product_embeddings, "device": device},
         "two_tower": {"products": products, "product_embeddings": product_embeddings, "device": device},
     }
-    res = evaluate_sequence_models(
-        interactions,
-        k=config.k,
-        models=tuple(config.models),
-        params=params,
-        fit_args=fit_args,
-        user_regions=regions,
-        exclude_seen=config.exclude_seen,
-        test_fraction=config.test_fraction,
-        min_eval_users=config.min_eval_users,
-        seed=config.seed,
-        log=context.log.info,
-    )
-    if res.message:
-        context.log.warning(res.message)
+    res = _evaluate(context, config, interactions, regions, params, fit_args)
     decisions, comparisons = gate_segments(res, TASK) if res.metrics else ([], [])
     protocol = "new_items" if config.exclude_seen else "repeats"
     records = _metric_records(
@@ -157,6 +138,30 @@ def sequence_recommender(
             res, comparisons, decisions, outcome, len(serving), recorded.run_id, device, protocol
         )
     )
+
+
+def _evaluate(
+    context, config: SequenceRecommenderConfig, interactions, regions, params: dict, fit_args: dict
+):
+    """The sequence model and its peers on the user-level temporal split (a warning when it cannot run)."""
+    from ecom_pipeline.ml.recsys.sequence import evaluate_sequence_models
+
+    res = evaluate_sequence_models(
+        interactions,
+        k=config.k,
+        models=tuple(config.models),
+        params=params,
+        fit_args=fit_args,
+        user_regions=regions,
+        exclude_seen=config.exclude_seen,
+        test_fraction=config.test_fraction,
+        min_eval_users=config.min_eval_users,
+        seed=config.seed,
+        log=context.log.info,
+    )
+    if res.message:
+        context.log.warning(res.message)
+    return res
 
 
 def _params(config: SequenceRecommenderConfig, batch_size: int) -> dict:

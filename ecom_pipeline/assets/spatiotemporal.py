@@ -61,37 +61,18 @@ def stgcn_backtest(
     source: SourceResource,
 ) -> dg.MaterializeResult:
     from ecom_pipeline.ml.forecasting import models as fm
-    from ecom_pipeline.ml.forecasting.lstm import LSTMConfig
-    from ecom_pipeline.ml.forecasting.series import covariates_for
     from ecom_pipeline.ml.forecasting.state_panel import state_panel
-    from ecom_pipeline.ml.forecasting.stgcn import GraphConfig, compare_graph
 
     device = compute.torch_device()
     threads = compute.configure_threads()
     gpu = compute.is_cuda(device)
-    with warehouse.connect(read_only=True) as con:
-        daily = read_table(con, "features.daily_series")
-        cal = read_table(con, "features.calendar")
-        knn = read_table(con, "features.region_knn_graph")
-        flows = read_table(con, "features.region_flows")
-        sarima = read_table(con, "models.sarima_backtest")
-        regions = read_table(con, "features.regions")
+    daily, cal, knn, flows, sarima, regions = _read_inputs(warehouse)
     meta = {
         "device": device,
         "threads": threads,
         "training_path": "gpu: full epochs/samples" if gpu else "cpu-small: capped samples and epochs",
     }
-    cfg = LSTMConfig(
-        window=config.window,
-        horizon=config.horizon,
-        hidden=config.hidden,
-        epochs=compute.sized(config, "epochs", device),
-        seed=config.seed,
-        max_samples=compute.sized(config, "max_samples", device),
-    )
-    gcfg = GraphConfig(
-        gcn_dim=config.gcn_dim, gcn_layers=config.gcn_layers, min_flow_orders=config.min_flow_orders
-    )
+    cfg, gcfg = _configs(config, compute, device)
     sp = state_panel(
         daily,
         cal,
@@ -109,35 +90,13 @@ def stgcn_backtest(
         meta["skipped"] = sp.skip_reason
         context.log.warning(f"stgcn_backtest skipped: {sp.skip_reason}")
     else:
-        ids, A = sp.ids, sp.A
-        meta |= {
-            "states": len(ids),
-            "edges": int((A > 0).sum() // 2),
-            "graph_density": round(float((A > 0).sum() / (len(ids) * (len(ids) - 1))), 3),
-        }
+        ids = sp.ids
+        meta |= _graph_metadata(ids, sp.A)
         t0 = time.perf_counter()
-        cov = covariates_for(cal, sp.dates, cfg.horizon)
-        cmp = compare_graph(
-            ids,
-            sp.dates,
-            sp.Y,
-            cov,
-            A,
-            cfg,
-            gcfg=gcfg,
-            folds=config.folds,
-            device=device,
-            log=context.log.info,
-        )
+        cmp = _compare(context, config, sp, cal, cfg, gcfg, device)
         meta["train_seconds"] = round(time.perf_counter() - t0, 1)
         preds = cmp.predictions
-        summary = fm.summarise(cmp.metrics)
-        # SARIMA on the same origins, for the states its asset covers
-        sar = sarima[(sarima["model"] == "sarima") & sarima["series_id"].isin(ids)] if len(sarima) else sarima
-        if len(sar):
-            summary = pd.concat(
-                [summary, fm.summarise(fm.backtest_metrics(sar, daily, config.value))], ignore_index=True
-            )
+        summary = _with_sarima(fm.summarise(cmp.metrics), sarima, daily, ids, config.value)
         meta |= _comparison_metadata(summary)
         run, recs = _stgcn_run(summary, cmp, cfg, gcfg, ids, meta["edges"], device, dataset_name(source))
         outcome = mlflow.record_model(run, warehouse=warehouse, metric_records=recs).outcomes[0]
@@ -151,6 +110,81 @@ def stgcn_backtest(
         )
     meta["dagster/row_count"] = len(preds)
     return dg.MaterializeResult(metadata=meta)
+
+
+def _graph_metadata(ids: list, A) -> dict:
+    return {
+        "states": len(ids),
+        "edges": int((A > 0).sum() // 2),
+        "graph_density": round(float((A > 0).sum() / (len(ids) * (len(ids) - 1))), 3),
+    }
+
+
+def _read_inputs(warehouse: WarehouseResource) -> tuple[pd.DataFrame, ...]:
+    """daily series, calendar, kNN graph, flows, SARIMA backtest, regions"""
+    with warehouse.connect(read_only=True) as con:
+        return tuple(
+            read_table(con, name)
+            for name in (
+                "features.daily_series",
+                "features.calendar",
+                "features.region_knn_graph",
+                "features.region_flows",
+                "models.sarima_backtest",
+                "features.regions",
+            )
+        )
+
+
+def _configs(config: STGCNAssetConfig, compute: ComputeResource, device: str):
+    """The temporal model's LSTMConfig (sized for the device) and the GraphConfig."""
+    from ecom_pipeline.ml.forecasting.lstm import LSTMConfig
+    from ecom_pipeline.ml.forecasting.stgcn import GraphConfig
+
+    cfg = LSTMConfig(
+        window=config.window,
+        horizon=config.horizon,
+        hidden=config.hidden,
+        epochs=compute.sized(config, "epochs", device),
+        seed=config.seed,
+        max_samples=compute.sized(config, "max_samples", device),
+    )
+    gcfg = GraphConfig(
+        gcn_dim=config.gcn_dim, gcn_layers=config.gcn_layers, min_flow_orders=config.min_flow_orders
+    )
+    return cfg, gcfg
+
+
+def _compare(context, config: STGCNAssetConfig, sp, cal: pd.DataFrame, cfg, gcfg, device: str):
+    """The ST-GCN and its no-graph twin on the rolling origins of the state panel ``sp``."""
+    from ecom_pipeline.ml.forecasting.series import covariates_for
+    from ecom_pipeline.ml.forecasting.stgcn import compare_graph
+
+    cov = covariates_for(cal, sp.dates, cfg.horizon)
+    return compare_graph(
+        sp.ids,
+        sp.dates,
+        sp.Y,
+        cov,
+        sp.A,
+        cfg,
+        gcfg=gcfg,
+        folds=config.folds,
+        device=device,
+        log=context.log.info,
+    )
+
+
+def _with_sarima(summary: pd.DataFrame, sarima: pd.DataFrame, daily: pd.DataFrame, ids, value: str):
+    """``summary`` plus SARIMA on the same origins, for the states its asset covers."""
+    from ecom_pipeline.ml.forecasting import models as fm
+
+    sar = sarima[(sarima["model"] == "sarima") & sarima["series_id"].isin(ids)] if len(sarima) else sarima
+    if len(sar):
+        summary = pd.concat(
+            [summary, fm.summarise(fm.backtest_metrics(sar, daily, value))], ignore_index=True
+        )
+    return summary
 
 
 def _stgcn_run(summary: pd.DataFrame, cmp, cfg, gcfg, ids: list, edges: int, device: str, dataset: str):
