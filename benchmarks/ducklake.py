@@ -1,5 +1,5 @@
-"""Two ingest runs on the DuckLake warehouse (``ECOM_WAREHOUSE_BACKEND=ducklake``) through two Celery workers of
-the ``default`` queue: one after the other, then both at once, on the local distributed setup (PostgreSQL
+"""Two ingest runs on the DuckLake warehouse (``ECOM_WAREHOUSE_BACKEND=ducklake``) through two Celery workers
+of the ``default`` queue: one after the other, then both at once, on the local distributed setup (PostgreSQL
 for Dagster and the lake's catalog, Redis, the lake's Parquet files in a fresh folder under /tmp).
 
     python benchmarks/ducklake.py [--orders 300]
@@ -121,8 +121,9 @@ def main() -> None:
         f"| {record['commit']} | {args.orders} | {record['sequential_two_runs_s']} | "
         f"{record['concurrent_two_runs_s']} | {record['ratio']} | {conflicts} | {invariant} | "
         f"{record['loadavg_before']} | {record['loadavg_after']} |\n\n"
-        "Each run is a process of its own on two Celery workers (`default`, `default-2`), 4 steps (raw + staging\n"
-        "of customers and orders); each pays its own start (imports, plan, Postgres) besides the steps.\n"
+        "Each run is a process of its own on two Celery workers (`default`, `default-2`), 4 steps (raw + "
+        "staging\nof customers and orders); each pays its own start (imports, plan, "
+        "Postgres) besides the steps.\n"
     )
     print(json.dumps(record, indent=2))
 

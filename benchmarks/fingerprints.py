@@ -1,8 +1,8 @@
 """Behaviour check across commits: build the whole graph on one source, fingerprint what it wrote, compare.
 
 ``build`` runs ``python -m ecom_pipeline.demo`` (the ``full_pipeline`` job, what ``make demo`` runs) from the
-checkout ``--repo`` (any commit: a ``git worktree`` of an older one works) into a fresh temporary data root and
-Dagster home, then writes to ``--out`` (JSON):
+checkout ``--repo`` (any commit: a ``git worktree`` of an older one works) into a fresh temporary data root
+and Dagster home, then writes to ``--out`` (JSON):
 
 * every ``raw``, ``staging`` and ``features`` table's ``table_fingerprint`` (row count + order-independent
   content hash), the per-run columns (``PER_RUN_COLUMNS``: load ids, load times, run ids) left out;

@@ -181,17 +181,18 @@ def write_results(cases: list[dict], meta: dict) -> None:
         "",
         (
             "Same job, same synthetic source, fresh data root and Dagster instance per run (pools "
-            "`default_limit: 1`). *in_process* = a fresh python calling `execute_in_process` (the `make demo` "
-            "path); *launched* = `dagster job execute`: a run worker that runs the job with its own executor, "
-            "as the run launcher does for the UI, schedules and sensors; *launched_in_process_executor* = the same "
-            "with `ECOM_LONG_JOBS_EXECUTOR=in_process`; *launched_multiprocess* = `ingest` "
-            "with one process per step forked from the preloaded forkserver, one at a time "
-            "(`ECOM_SHORT_JOBS_EXECUTOR=multiprocess`); *launched_location* = `ingest` on the location's "
-            "multiprocess executor (2 steps at once; `ECOM_SHORT_JOBS_EXECUTOR=location`). Since commit 904cf89 "
-            "the staging checks run in their table's step: `ingest` has 18 steps (84 before). process s includes "
-            "start-up and imports; run s is Dagster's run start to end. Medians over the repeats; ratios only "
-            "between cases measured in the same invocation (same commit and load); the machine "
-            "is shared (load average given), so times are upper bounds. Produced by `benchmarks/launched.py`."
+            "`default_limit: 1`). *in_process* = a fresh python calling `execute_in_process` (the `make "
+            "demo` path); *launched* = `dagster job execute`: a run worker that runs the job with its own "
+            "executor, as the run launcher does for the UI, schedules and sensors; "
+            "*launched_in_process_executor* = the same with `ECOM_LONG_JOBS_EXECUTOR=in_process`; "
+            "*launched_multiprocess* = `ingest` with one process per step forked from the preloaded "
+            "forkserver, one at a time (`ECOM_SHORT_JOBS_EXECUTOR=multiprocess`); *launched_location* = "
+            "`ingest` on the location's multiprocess executor (2 steps at once; "
+            "`ECOM_SHORT_JOBS_EXECUTOR=location`). Since commit 904cf89 the staging checks run in their "
+            "table's step: `ingest` has 18 steps (84 before). process s includes start-up and imports; run s "
+            "is Dagster's run start to end. Medians over the repeats; ratios only between cases measured in "
+            "the same invocation (same commit and load); the machine is shared (load average given), so "
+            "times are upper bounds. Produced by `benchmarks/launched.py`."
         ),
         "",
         (

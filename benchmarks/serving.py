@@ -612,16 +612,16 @@ def _commit_lines(r: dict) -> list[str]:
         "",
         (
             "The app of each commit on the same root, measured alternately "
-            f"({r.get('rounds', 2)} rounds of at most {r['requests_per_case']} requests each), so both saw the "
-            "same load. p50/p99: medians over the rounds; pooled p99 and max: over all rounds' requests. "
-            "Pauses: what the app itself recorded during the rounds (`/ready` `pauses`; '-' for an app without "
-            "that record) and the load generator's own collector passes; a longest pause of 0 ms: none of at "
-            "least 5 ms."
+            f"({r.get('rounds', 2)} rounds of at most {r['requests_per_case']} requests each), so both saw "
+            "the same load. p50/p99: medians over the rounds; pooled p99 and max: over all rounds' requests. "
+            "Pauses: what the app itself recorded during the rounds (`/ready` `pauses`; '-' for an app "
+            "without that record) and the load generator's own collector passes; a longest pause of 0 ms: "
+            "none of at least 5 ms."
         ),
         "",
         (
-            "| endpoint | clients | app | requests | errors | p50 ms | p99 ms | pooled p99 ms | max ms | req/s | "
-            "load avg | pauses |"
+            "| endpoint | clients | app | requests | errors | p50 ms | p99 ms | pooled p99 ms | max ms | "
+            "req/s | load avg | pauses |"
         ),
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -631,7 +631,8 @@ def _commit_lines(r: dict) -> list[str]:
                 lines.append(
                     f"| {name} | {n} | {app} | {v['requests']} | {v['errors']} | {v['p50_ms']:.1f} | "
                     f"{v['p99_ms']:.1f} | {v['pooled_p99_ms']:.1f} | {v['max_ms']:.1f} | "
-                    f"{v['throughput_rps']:.1f} | {v['load_avg_mean']} | {_pause_text(v.get('pauses'), v.get('client_gc'))} |"
+                    f"{v['throughput_rps']:.1f} | {v['load_avg_mean']} | "
+                    f"{_pause_text(v.get('pauses'), v.get('client_gc'))} |"
                 )
     return lines
 
@@ -694,7 +695,8 @@ def markdown(r: dict) -> str:
                 lines.append(
                     f"| {label} | {n} | {s['requests']} | {s['errors']} | {s['p50_ms']} | {s['p95_ms']} | "
                     f"{s['p99_ms']} | {s['max_ms']} | {s['throughput_rps']} | "
-                    f"{s['load_avg_mean']}/{s['load_avg_max']} | {_pause_text(s.get('pauses'), s.get('client_gc'))} |"
+                    f"{s['load_avg_mean']}/{s['load_avg_max']} | "
+                    f"{_pause_text(s.get('pauses'), s.get('client_gc'))} |"
                 )
     rec8 = r["app"].get("recommendations", {}).get(8) or r["app"].get("recommendations", {}).get("8")
     tri8 = r["app"].get("triage", {}).get(8) or r["app"].get("triage", {}).get("8")
@@ -733,8 +735,8 @@ def markdown(r: dict) -> str:
             "froze its loaded objects before measuring (`--client-gc freeze`), so its own "
             "full collections do not stall requests it has in flight"
             if r.get("client_gc") == "freeze"
-            else "left its collector alone (`--client-gc default`): a full collection in it stalls every request it "
-            "has in flight and counts as latency"
+            else "left its collector alone (`--client-gc default`): a full collection in it stalls every "
+            "request it has in flight and counts as latency"
         )
         + "."
     )

@@ -176,7 +176,8 @@ class Settings:
     # torch | onnx-int8: how the text and image encoders run on CPU (see docs/models.md)
     encoder_runtime: str = "torch"
     # duckdb: the one file `warehouse` (one writer process at a time); ducklake: a PostgreSQL catalog plus a
-    # shared folder of Parquet files that several machines write at once (warehouse/lake.py, docs/deployment.md)
+    # shared folder of Parquet files that several machines write at once
+    # (warehouse/lake.py, docs/deployment.md)
     warehouse_backend: str = "duckdb"
     ducklake_catalog: str = field(
         default="", repr=False

@@ -1,8 +1,8 @@
 """The folders under the data root, named once.
 
 Framework-free (plain paths, no Dagster): the ``paths`` resource (:mod:`ecom_pipeline.resources.paths`)
-hands a :class:`DataPaths` to assets and sensors; the serving app and the framework-free helpers build one from
-``Settings.data_root``.  Nothing else joins a folder name onto the data root
+hands a :class:`DataPaths` to assets and sensors; the serving app and the framework-free helpers build one
+from ``Settings.data_root``.  Nothing else joins a folder name onto the data root
 (``ecom_pipeline_tests/test_data_paths.py``)."""
 
 from __future__ import annotations

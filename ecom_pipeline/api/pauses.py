@@ -13,7 +13,8 @@ SLOW_MS = 5.0  # a pause at least this long is kept with its wall time (shorter 
 
 
 class PauseLog:
-    """Count, total and maximum of one kind of pause, and the last ``keep`` slow ones as (unix time, ms, detail)."""
+    """Count, total and maximum of one kind of pause, and the last ``keep`` slow ones as (unix time, ms,
+    detail)."""
 
     def __init__(self, keep: int = 50):
         self.count = 0

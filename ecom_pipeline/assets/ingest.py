@@ -218,8 +218,8 @@ def staging_check_specs(
             "quarantine_share",
             asset=key,
             blocking=True,
-            description=f"at most {max_quarantine_share:.1%} of raw rows quarantined (duplicates of a staged key "
-            "not counted); a failure names the top reasons and an example row",
+            description=f"at most {max_quarantine_share:.1%} of raw rows quarantined (duplicates of a staged "
+            "key not counted); a failure names the top reasons and an example row",
         )
     )
     if TABLES[table].time_column:

@@ -393,11 +393,12 @@ class ReviewSentimentConfig(dg.Config):
         dg.AssetKey(["models", "sentiment_finetuned"]),
         dg.AssetKey(["features", "review_text_embeddings"]),
     ],
-    description="Per review: class probabilities (negative/neutral/positive), the predicted label, and in `model` "
-    "the model that produced the row: the fine-tuned encoder `ecom.sentiment_finetuned` when the serving gate "
-    "(ml.serving_decisions, task sentiment_finetuned, scope 3class) says it beat its best baseline "
-    "significantly; otherwise the embedding head `ecom.sentiment.3class` only when the gate (task sentiment, "
-    "scope 3class) says it beat TF-IDF significantly, else the TF-IDF baseline `ecom.sentiment_baseline.3class`.",
+    description="Per review: class probabilities (negative/neutral/positive), the predicted label, and in "
+    "`model` the model that produced the row: the fine-tuned encoder `ecom.sentiment_finetuned` when the "
+    "serving gate (ml.serving_decisions, task sentiment_finetuned, scope 3class) says it beat its best "
+    "baseline significantly; otherwise the embedding head `ecom.sentiment.3class` only when the gate (task "
+    "sentiment, scope 3class) says it beat TF-IDF significantly, else the TF-IDF baseline "
+    "`ecom.sentiment_baseline.3class`.",
 )
 def review_sentiment(
     context: dg.AssetExecutionContext,
@@ -442,7 +443,7 @@ def review_sentiment(
     if len(docs):
         client = mlflow.client()
         for name in dict.fromkeys(order + [chosen, base_name]):  # the gate's choice, else its baseline
-            try:  # a champion whose artifact does not load falls back to the former champion (message says so)
+            try:  # a champion whose artifact does not load falls back to the former one (message says so)
                 served = load_serving_model(name, "sklearn", client, key=mlflow.signing_key())
             except (LookupError, MlflowException) as exc:  # no registered model yet (e.g. too few reviews)
                 messages.append(f"no champion for {name}: {exc}")
@@ -486,9 +487,9 @@ def review_sentiment(
     with warehouse.connect() as con:
         con.register("_s", out)
         con.execute(f"""CREATE OR REPLACE TABLE {SENTIMENT_TABLE} AS SELECT review_id::VARCHAR review_id,
-                        product_id::VARCHAR product_id, p_negative::DOUBLE p_negative, p_neutral::DOUBLE p_neutral,
-                        p_positive::DOUBLE p_positive, label::VARCHAR AS label, model::VARCHAR model,
-                        model_version::VARCHAR model_version FROM _s""")
+                        product_id::VARCHAR product_id, p_negative::DOUBLE p_negative,
+                        p_neutral::DOUBLE p_neutral, p_positive::DOUBLE p_positive, label::VARCHAR AS label,
+                        model::VARCHAR model, model_version::VARCHAR model_version FROM _s""")
         con.unregister("_s")
     if awaiting:
         context.log.warning(

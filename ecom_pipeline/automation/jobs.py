@@ -66,7 +66,8 @@ RELOAD_TAG = {"ecom/reload": "warehouse", **writer_tag()}
 WRITER_TAG = writer_tag()
 # None (the code location's multiprocess executor) unless ECOM_EXECUTOR=celery|k8s
 EXECUTOR = executor_from_env()
-# ingest's 18 steps (each staging table's checks run in its own step) are short warehouse writes: one process runs them all (see executors.py)
+# ingest's 18 steps (each staging table's checks run in its own step) are short warehouse writes: one process
+# runs them all (see executors.py)
 SHORT_STEPS_EXECUTOR = short_steps_executor()
 # the other jobs: the location's executor unless ECOM_LONG_JOBS_EXECUTOR=in_process (local mode only)
 LONG_STEPS_EXECUTOR = long_steps_executor() or EXECUTOR

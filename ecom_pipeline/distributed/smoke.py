@@ -80,9 +80,9 @@ def steps_per_worker(instance: dg.DagsterInstance, run_id: str) -> dict[str, str
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the job on the instance of $DAGSTER_HOME (``source env.sh`` of ``python -m ecom_pipeline.distributed
-    up``) and print where each step ran; ``--steps a,b`` runs only those steps (e.g. the ingest ones).  The
-    last line is the outcome as JSON (for scripts: benchmarks/ducklake.py)."""
+    """Run the job on the instance of $DAGSTER_HOME (``source env.sh`` of ``python -m
+    ecom_pipeline.distributed up``) and print where each step ran; ``--steps a,b`` runs only those steps (e.g.
+    the ingest ones).  The last line is the outcome as JSON (for scripts: benchmarks/ducklake.py)."""
     import argparse
     import json
     import time

@@ -20,7 +20,8 @@ WORKER_START_TIMEOUT_S = 120.0
 def worker_command(
     queue: str, config_yaml: Path = CELERY_WORKER_YAML, concurrency: int = 1, name: str | None = None
 ) -> list[str]:
-    """``name`` (default: the queue's) names the worker, ``<name>@host``; a second worker of a queue needs its own."""
+    """``name`` (default: the queue's) names the worker, ``<name>@host``; a second worker of a queue needs its
+    own."""
     dagster_celery = Path(sys.executable).parent / "dagster-celery"
     return [
         str(dagster_celery) if dagster_celery.exists() else "dagster-celery",

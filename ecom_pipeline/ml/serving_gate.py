@@ -225,7 +225,8 @@ GATED_TABLES: dict[str, tuple[str, str, str]] = {
 
 
 # Gated tables a second candidate may take over: where the overriding task's decision for a scope serves its
-# candidate (the fine-tuned review model), that decision judges the scope's rows; elsewhere the table's own does.
+# candidate (the fine-tuned review model), that decision judges the scope's rows;
+# elsewhere the table's own does.
 OVERRIDING_TASKS: dict[str, str] = {
     "features.review_sentiment": "sentiment_finetuned",
 }

@@ -84,8 +84,8 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
             "create",
         },
         "relations and column lists assembled from qi()-quoted canonical names (canonical.TABLES), values "
-        "through _lit(); the source's timezone hint is a literal via _lit inside _tz_map_sql; `create` a fixed "
-        "CREATE [TEMP] TABLE prefix over building_rel",
+        "through _lit(); the source's timezone hint is a literal via _lit inside _tz_map_sql; `create` a "
+        "fixed CREATE [TEMP] TABLE prefix over building_rel",
     ),
     "loading.py": (
         {"_create_raw_table_sql(loading, table)", "final", "insert_cols", "loading", "select", "scratch"},
@@ -156,8 +156,8 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
             "_judging_decisions_sql(table, task)",
         },
         (
-            "DECISION_COLUMNS, GATED_TABLES (table, task, model column, scope) and OVERRIDING_TASKS are module "
-            "constants"
+            "DECISION_COLUMNS, GATED_TABLES (table, task, model column, scope) and OVERRIDING_TASKS are "
+            "module constants"
         ),
     ),
     "resources/model_metrics.py": (

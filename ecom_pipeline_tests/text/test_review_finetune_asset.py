@@ -35,7 +35,8 @@ def _resources(root):
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory):
-    """A warehouse with the fine-tune (and sentiment_model, what serves without it) trained: (root, result)."""
+    """A warehouse with the fine-tune (and sentiment_model, what serves without it) trained: (root,
+    result)."""
     tmp_path = tmp_path_factory.mktemp("finetuned")
     _warehouse(tmp_path)
     config = {"trainable_layers_cpu": 1, "epochs": 3, "max_length": 32, "budget_s": 600, "lr": 3e-4}

@@ -37,7 +37,8 @@ class FinetuneSettings:
     patience: int = 2  # epochs without a better validation macro-F1 before stopping
     tune_class_bias: bool = True  # per-class logit offsets chosen on the validation window
     seed: int = 0
-    # e5 input prefix, "query" (e5's advice for classification; chosen on validation: 0.710 vs 0.688 "passage")
+    # e5 input prefix, "query" (e5's advice for classification; chosen on validation:
+    # 0.710 vs 0.688 "passage")
     prefix: str = "query"
     label_smoothing: float = 0.0
     # "linear": one warm-up epoch, then decay to 0 over the planned epochs; "budget": a short warm-up, then

@@ -1,6 +1,6 @@
 """Review sentiment: labels from scores, a TF-IDF + logistic-regression baseline, a classifier head on
-frozen sentence embeddings, the fine-tuned classifier's module (trained by :mod:`ecom_pipeline.ml.text.finetune`,
-top layers on CPU, every layer on CUDA), and their metrics.
+frozen sentence embeddings, the fine-tuned classifier's module (trained by
+:mod:`ecom_pipeline.ml.text.finetune`, top layers on CPU, every layer on CUDA), and their metrics.
 
 Labels: 3-class (1–2 negative, 3 neutral, 4–5 positive) and binary (negative vs positive, 3s dropped).
 """
