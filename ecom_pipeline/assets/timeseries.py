@@ -402,6 +402,53 @@ def _sarima_run(config: SarimaConfig, summary: pd.DataFrame, results, ids: list,
     )
 
 
+def _sarima_orders_table(results) -> pd.DataFrame:
+    """The SARIMA order chosen per fitted series, with its AIC and fit time (skipped series left out)."""
+    return pd.DataFrame(
+        [
+            {
+                "series_id": r.series_id,
+                "order": str(r.order),
+                "seasonal_order": str(r.seasonal_order),
+                "aic": r.aic,
+                "fit_seconds": round(r.fit_seconds, 2),
+            }
+            for r in results
+            if not r.skip_reason
+        ]
+    )
+
+
+def _record_sarima(
+    config: SarimaConfig, summary: pd.DataFrame, results, ids: list, Y, dataset: str, mlflow: MLflowResource
+) -> dict:
+    """Records the SARIMA run in MLflow (candidate registered) and returns the backtest's metadata: mean
+    metrics, the registration outcome and how many series SARIMA beats the best baseline on."""
+    from ecom_pipeline.ml.forecasting import models as fm
+
+    meta = {}
+    mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
+    meta["backtest_mean"] = _md_table(mean.reset_index().round(3))
+    run = _sarima_run(config, summary, results, ids, Y, dataset)
+    outcome = mlflow.record_model(run).outcome("ecom.forecast.sarima")
+    if outcome is not None:
+        meta["registered"] = (
+            f"{outcome.name} v{outcome.version} (champion: {outcome.promoted}; {outcome.reason})"
+        )
+    wins = (
+        summary[summary.metric == "mase"].pivot(index="series_id", columns="model", values="value").dropna()
+    )
+    if "sarima" in wins:
+        best_base = wins[[b for b in fm.BASELINES if b in wins]].min(axis=1)
+        meta["sarima_below_best_baseline_mase"] = (
+            f"{int((wins['sarima'] < best_base).sum())}/{len(wins)} series"
+        )
+    meta["model_metrics"] = (
+        "written with intervals by serving/forecasts (every forecaster vs its best baseline)"
+    )
+    return meta
+
+
 @dg.asset(
     key=["models", "sarima_backtest"],
     group_name="forecasting",
@@ -454,47 +501,14 @@ def sarima_backtest(
         ignore_index=True,
     )
     summary = fm.summarise(pd.concat([r.metrics for r in results], ignore_index=True))
-    orders_tbl = pd.DataFrame(
-        [
-            {
-                "series_id": r.series_id,
-                "order": str(r.order),
-                "seasonal_order": str(r.seasonal_order),
-                "aic": r.aic,
-                "fit_seconds": round(r.fit_seconds, 2),
-            }
-            for r in results
-            if not r.skip_reason
-        ]
-    )
     meta = {
         "series": len(ids),
         "skipped": skipped or "none",
         "seconds": round(elapsed, 1),
-        "orders": _md_table(orders_tbl),
+        "orders": _md_table(_sarima_orders_table(results)),
     }
     if not summary.empty:
-        mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
-        meta["backtest_mean"] = _md_table(mean.reset_index().round(3))
-        run = _sarima_run(config, summary, results, ids, Y, dataset_name(source))
-        outcome = mlflow.record_model(run).outcome("ecom.forecast.sarima")
-        if outcome is not None:
-            meta["registered"] = (
-                f"{outcome.name} v{outcome.version} (champion: {outcome.promoted}; {outcome.reason})"
-            )
-        wins = (
-            summary[summary.metric == "mase"]
-            .pivot(index="series_id", columns="model", values="value")
-            .dropna()
-        )
-        if "sarima" in wins:
-            best_base = wins[[b for b in fm.BASELINES if b in wins]].min(axis=1)
-            meta["sarima_below_best_baseline_mase"] = (
-                f"{int((wins['sarima'] < best_base).sum())}/{len(wins)} series"
-            )
-        meta["model_metrics"] = (
-            "written with intervals by serving/forecasts (every forecaster vs its best baseline)"
-        )
+        meta |= _record_sarima(config, summary, results, ids, Y, dataset_name(source), mlflow)
     peer_seconds = pd.DataFrame([r.model_seconds for r in results if r.model_seconds])
     if len(peer_seconds):
         meta["fit_seconds_per_series"] = {k: round(float(v), 2) for k, v in peer_seconds.mean().items()}
@@ -502,6 +516,74 @@ def sarima_backtest(
     meta["dagster/row_count"] = len(preds)
     context.add_output_metadata(meta)
     return preds
+
+
+def _lstm_config(config: LSTMAssetConfig, compute: ComputeResource, device: str):
+    """The LSTM's training config, epochs and samples sized for ``device``."""
+    from ecom_pipeline.ml.forecasting.lstm import LSTMConfig
+
+    return LSTMConfig(
+        window=config.window,
+        horizon=config.horizon,
+        hidden=config.hidden,
+        epochs=compute.sized(config, "epochs", device),
+        seed=config.seed,
+        max_samples=compute.sized(config, "max_samples", device),
+    )
+
+
+def _summary_beside_baseline(
+    mets: pd.DataFrame, config: LSTMAssetConfig, dates, Y, ids: list
+) -> pd.DataFrame:
+    """The LSTM's backtest metrics summarised beside seasonal naive's, run on exactly the same folds."""
+    from ecom_pipeline.ml.forecasting import models as fm
+
+    # baseline on exactly the same folds
+    base = fm.run_many(
+        {sid: (dates, Y[i]) for i, sid in enumerate(ids)},
+        fm.SeriesConfig(horizon=config.horizon, folds=config.folds, models=(BASELINE,)),
+        workers=1,
+    )
+    return fm.summarise(pd.concat([mets] + [b.metrics for b in base], ignore_index=True))
+
+
+def _record_lstm(
+    summary: pd.DataFrame, cfg, ids: list, final, device: str, dataset: str, mlflow: MLflowResource
+) -> dict:
+    """Records the LSTM run in MLflow (candidate scored by its mean backtest MASE) and returns the backtest's
+    metadata: mean metrics, the registration outcome and how many series the LSTM beats seasonal naive on."""
+    from ecom_pipeline.ml.registry import Candidate, ModelRun
+
+    meta = {}
+    mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
+    meta["backtest_mean"] = _md_table(mean.reset_index().round(3))
+    lm = summary[(summary.model == "lstm") & (summary.metric == "mase")]["value"].mean()
+    outcome = mlflow.record_model(
+        ModelRun(
+            "lstm_backtest",
+            tags={"task": TASK, "dataset": dataset, "device": device},
+            params=dict(vars(cfg)) | {"n_series": len(ids), "device": device},
+            metrics={f"{model}_{metric}": float(v) for (model, metric), v in mean.stack().items()},
+            candidates=[
+                Candidate(
+                    "ecom.forecast.lstm",
+                    "pytorch",
+                    final.net.cpu(),
+                    None,
+                    "mase",
+                    float(lm),
+                    higher_is_better=False,
+                )
+            ],
+        )
+    ).outcomes[0]
+    meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"
+    wins = (
+        summary[summary.metric == "mase"].pivot(index="series_id", columns="model", values="value").dropna()
+    )
+    meta["lstm_beats_baseline_mase"] = f"{int((wins['lstm'] < wins[BASELINE]).sum())}/{len(wins)} series"
+    meta["model_metrics"] = "written with intervals by serving/forecasts (vs the best baseline)"
+    return meta
 
 
 @dg.asset(
@@ -524,10 +606,8 @@ def lstm_backtest(
     source: SourceResource,
 ) -> dg.MaterializeResult:
     from ecom_pipeline.ml.forecasting import models as fm
-    from ecom_pipeline.ml.forecasting.lstm import LSTMConfig
     from ecom_pipeline.ml.forecasting.lstm import lstm_backtest as run_lstm
     from ecom_pipeline.ml.forecasting.series import covariates_for
-    from ecom_pipeline.ml.registry import Candidate, ModelRun
 
     device = compute.torch_device()
     threads = compute.configure_threads()
@@ -552,14 +632,7 @@ def lstm_backtest(
     else:
         dates, Y, ids = _panel(daily, chosen, config.value)
         cov = covariates_for(cal, dates, config.horizon)
-        cfg = LSTMConfig(
-            window=config.window,
-            horizon=config.horizon,
-            hidden=config.hidden,
-            epochs=compute.sized(config, "epochs", device),
-            seed=config.seed,
-            max_samples=compute.sized(config, "max_samples", device),
-        )
+        cfg = _lstm_config(config, compute, device)
         need = cfg.window + cfg.horizon * (config.folds + 1)
         if len(dates) < need:
             meta["message"] = f"too short: {len(dates)} days, the LSTM backtest needs {need}"
@@ -570,45 +643,8 @@ def lstm_backtest(
                 ids, dates, Y, cov, cfg, folds=config.folds, device=device, log=context.log.info
             )
             meta["train_seconds"] = round(time.perf_counter() - t0, 1)
-            # baseline on exactly the same folds
-            base = fm.run_many(
-                {sid: (dates, Y[i]) for i, sid in enumerate(ids)},
-                fm.SeriesConfig(horizon=config.horizon, folds=config.folds, models=(BASELINE,)),
-                workers=1,
-            )
-            summary = fm.summarise(pd.concat([mets] + [b.metrics for b in base], ignore_index=True))
-            mean = summary.groupby(["model", "metric"])["value"].mean().unstack()
-            meta["backtest_mean"] = _md_table(mean.reset_index().round(3))
-            lm = summary[(summary.model == "lstm") & (summary.metric == "mase")]["value"].mean()
-            outcome = mlflow.record_model(
-                ModelRun(
-                    "lstm_backtest",
-                    tags={"task": TASK, "dataset": dataset_name(source), "device": device},
-                    params=dict(vars(cfg)) | {"n_series": len(ids), "device": device},
-                    metrics={f"{model}_{metric}": float(v) for (model, metric), v in mean.stack().items()},
-                    candidates=[
-                        Candidate(
-                            "ecom.forecast.lstm",
-                            "pytorch",
-                            final.net.cpu(),
-                            None,
-                            "mase",
-                            float(lm),
-                            higher_is_better=False,
-                        )
-                    ],
-                )
-            ).outcomes[0]
-            meta["registered"] = f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})"
-            wins = (
-                summary[summary.metric == "mase"]
-                .pivot(index="series_id", columns="model", values="value")
-                .dropna()
-            )
-            meta["lstm_beats_baseline_mase"] = (
-                f"{int((wins['lstm'] < wins[BASELINE]).sum())}/{len(wins)} series"
-            )
-            meta["model_metrics"] = "written with intervals by serving/forecasts (vs the best baseline)"
+            summary = _summary_beside_baseline(mets, config, dates, Y, ids)
+            meta |= _record_lstm(summary, cfg, ids, final, device, dataset_name(source), mlflow)
             meta |= _tail_metadata(daily, config.value)
     with warehouse.connect() as con:
         con.register("_p", preds.astype({"actual": float, "yhat": float, "lo": float, "hi": float}))
@@ -665,6 +701,23 @@ def _gate_metadata(gate) -> dict:
     }
 
 
+def _gate_metric_records(gate, dataset: str) -> list:
+    """``ml.model_metrics`` rows for every forecaster beside its best baseline, per series and over series."""
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+
+    return [
+        MetricRecord.from_comparison(
+            r.comparison,
+            model=r.model,
+            task=TASK,
+            dataset=f"{dataset}:{r.scope}",
+            split="rolling_origin_backtest",
+            baseline=r.baseline,
+        )
+        for r in gate.comparisons.itertuples()
+    ]
+
+
 @dg.asset(
     key=["serving", "forecasts"],
     group_name="forecasting",
@@ -689,7 +742,6 @@ def forecasts(
     from ecom_pipeline.ml.forecasting.served import SERVED_COLUMNS, gate_and_serve
     from ecom_pipeline.ml.registry import ModelRun
     from ecom_pipeline.ml.serving_gate import record_decisions, served_against_decision
-    from ecom_pipeline.resources.model_metrics import MetricRecord
 
     with warehouse.connect(read_only=True) as con:
         lstm = read_table(con, "models.lstm_backtest")
@@ -715,17 +767,7 @@ def forecasts(
     if len(wrong):  # cannot happen by construction; refuse to publish rather than serve a loser
         raise RuntimeError(f"{len(wrong)} forecast rows from a model its decision did not serve")
     dataset = dataset_name(source)
-    recs = [
-        MetricRecord.from_comparison(
-            r.comparison,
-            model=r.model,
-            task=TASK,
-            dataset=f"{dataset}:{r.scope}",
-            split="rolling_origin_backtest",
-            baseline=r.baseline,
-        )
-        for r in gate.comparisons.itertuples()
-    ]
+    recs = _gate_metric_records(gate, dataset)
     metrics = {f"{r.model}_{r.metric}": r.value for r in recs if r.dataset.endswith(":mean_over_series")}
     metrics["candidates_served"] = sum(d.candidate_serves for d in gate.decisions)
     mlflow.record_model(
@@ -746,6 +788,53 @@ def forecasts(
         | _tail_metadata(daily, config.value)
     )
     return out
+
+
+def _anomaly_gate_records(gate, dataset: str) -> list:
+    """``ml.model_metrics`` rows for the anomaly gate's candidate beside its baseline per series (one-step MAE
+    comparisons; series without a comparison have no row)."""
+    from ecom_pipeline.ml.forecasting.anomalies import GATE_TASK
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+
+    return [
+        MetricRecord.from_comparison(
+            c,
+            model=d.candidate,
+            task=GATE_TASK,
+            dataset=f"{dataset}:{d.scope}",
+            split="one_step_causal",
+            baseline=d.baseline,
+        )
+        for d, c in gate
+        if c is not None
+    ]
+
+
+def _anomaly_metadata(found: pd.DataFrame, summary: pd.DataFrame, decisions: list, n_scored: int) -> dict:
+    """The anomalies' metadata: gate decisions, flag rates overall and per series, the largest anomalies."""
+    days = int(summary["days_scored"].sum()) if len(summary) else 0
+    return {
+        "dagster/row_count": len(found),
+        "series_scored": n_scored,
+        "expected_model_by_series": {d.scope: d.served for d in decisions},
+        "gate": _md_table(
+            pd.DataFrame([{"series_id": d.scope, "served": d.served, "reason": d.reason} for d in decisions]),
+            20,
+        ),
+        "flag_rate": round(len(found) / days, 4) if days else 0.0,
+        "by_direction": found["direction"].value_counts().to_dict() if len(found) else {},
+        "flag_rate_by_series": (
+            _md_table(summary.sort_values("flag_rate", ascending=False).round(4), 15)
+            if len(summary)
+            else "no series long or busy enough to score"
+        ),
+        "largest": _md_table(
+            found.reindex(found["robust_z"].abs().sort_values(ascending=False).index)[
+                ["series_id", "date", "actual", "expected", "robust_z", "direction", "expected_model"]
+            ].round(2),
+            10,
+        ),
+    }
 
 
 @dg.asset(
@@ -776,7 +865,7 @@ def anomalies(
     from ecom_pipeline.ml.forecasting.anomalies import ANOMALY_COLUMNS, GATE_TASK, detect_many
     from ecom_pipeline.ml.forecasting.plots import forecast_plot
     from ecom_pipeline.ml.serving_gate import record_decisions, served_against_decision
-    from ecom_pipeline.resources.model_metrics import MetricRecord, record_model_metrics
+    from ecom_pipeline.resources.model_metrics import record_model_metrics
 
     if daily.empty:
         with warehouse.connect() as con:
@@ -797,44 +886,11 @@ def anomalies(
         raise RuntimeError(
             f"{len(wrong)} anomaly rows with expected values from a model the gate did not serve"
         )
-    recs = [
-        MetricRecord.from_comparison(
-            c,
-            model=d.candidate,
-            task=GATE_TASK,
-            dataset=f"{dataset_name(source)}:{d.scope}",
-            split="one_step_causal",
-            baseline=d.baseline,
-        )
-        for d, c in gate
-        if c is not None
-    ]
+    recs = _anomaly_gate_records(gate, dataset_name(source))
     with warehouse.connect() as con:
         record_model_metrics(con, recs)
         record_decisions(con, GATE_TASK, decisions)
-    days = int(summary["days_scored"].sum()) if len(summary) else 0
-    meta = {
-        "dagster/row_count": len(found),
-        "series_scored": len(ids),
-        "expected_model_by_series": {d.scope: d.served for d in decisions},
-        "gate": _md_table(
-            pd.DataFrame([{"series_id": d.scope, "served": d.served, "reason": d.reason} for d in decisions]),
-            20,
-        ),
-        "flag_rate": round(len(found) / days, 4) if days else 0.0,
-        "by_direction": found["direction"].value_counts().to_dict() if len(found) else {},
-        "flag_rate_by_series": (
-            _md_table(summary.sort_values("flag_rate", ascending=False).round(4), 15)
-            if len(summary)
-            else "no series long or busy enough to score"
-        ),
-        "largest": _md_table(
-            found.reindex(found["robust_z"].abs().sort_values(ascending=False).index)[
-                ["series_id", "date", "actual", "expected", "robust_z", "direction", "expected_model"]
-            ].round(2),
-            10,
-        ),
-    }
+    meta = _anomaly_metadata(found, summary, decisions, len(ids))
     plot_ids = (
         list(dict.fromkeys(["total"] + fc["series_id"].drop_duplicates().tolist()))[:4]
         if len(fc)
