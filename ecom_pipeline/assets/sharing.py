@@ -4,8 +4,11 @@ with differential privacy (Laplace noise on clipped per-customer contributions, 
 The asset writes ``reports.regional_demand_dp`` and ``<data_root>/reports/regional_demand_dp.csv`` (the file
 to hand over).  Only the noisy table is published; the clipped true counts never leave the step."""
 
+from pathlib import Path
+
 import dagster as dg
 import numpy as np
+import pandas as pd
 
 from ecom_pipeline.resources import PathsResource, SourceResource, WarehouseResource
 from ecom_pipeline.routing import WAREHOUSE_POOL
@@ -30,6 +33,28 @@ class RegionalDemandDPConfig(dg.Config):
     seed: int | None = None  # None: fresh noise every run (a fixed seed only for reproducible tests)
 
 
+def _dp_config(config: RegionalDemandDPConfig):
+    """The framework-free :class:`ecom_pipeline.dp.DPConfig` for the asset's run config (level and seed
+    are the asset's own)."""
+    from ecom_pipeline.dp import DPConfig
+
+    return DPConfig(
+        epsilon=config.epsilon,
+        orders_share=config.orders_share,
+        max_orders_per_customer=config.max_orders_per_customer,
+        max_revenue_per_customer=config.max_revenue_per_customer,
+        suppress_below_noise_scales=config.suppress_below_noise_scales,
+    )
+
+
+def _write_report_csv(paths: PathsResource, report: pd.DataFrame) -> Path:
+    """The file to hand over: ``<data_root>/reports/regional_demand_dp.csv``."""
+    csv = paths.report("regional_demand_dp.csv")
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    report.to_csv(csv, index=False)
+    return csv
+
+
 @dg.asset(
     key=dg.AssetKey(["reports", "regional_demand_dp"]),
     group_name="sharing",
@@ -52,7 +77,6 @@ def regional_demand_dp(
 ) -> dg.MaterializeResult:
     from ecom_pipeline.dp import (
         AUTO_LEVELS,
-        DPConfig,
         choose_level,
         dp_regional_report,
         noise_scales,
@@ -61,13 +85,7 @@ def regional_demand_dp(
     )
     from ecom_pipeline.warehouse.tables import read_table, write_table
 
-    cfg = DPConfig(
-        epsilon=config.epsilon,
-        orders_share=config.orders_share,
-        max_orders_per_customer=config.max_orders_per_customer,
-        max_revenue_per_customer=config.max_revenue_per_customer,
-        suppress_below_noise_scales=config.suppress_below_noise_scales,
-    )
+    cfg = _dp_config(config)
     with warehouse.connect(read_only=True) as con:
         frames = {t: read_table(con, f"staging.{t}", cols) for t, cols in COLUMNS.items()}
     cust = frames["customers"]
@@ -84,9 +102,7 @@ def regional_demand_dp(
     report = dp_regional_report(orders, cfg, level, regions=grid, rng=np.random.default_rng(config.seed))
     with warehouse.connect() as con:
         write_table(con, "reports.regional_demand_dp", report)
-    csv = paths.report("regional_demand_dp.csv")
-    csv.parent.mkdir(parents=True, exist_ok=True)
-    report.to_csv(csv, index=False)
+    csv = _write_report_csv(paths, report)
     b_orders, b_revenue = noise_scales(cfg)
     return dg.MaterializeResult(
         metadata={

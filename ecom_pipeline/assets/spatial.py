@@ -261,6 +261,41 @@ def region_knn_features(
     return out
 
 
+def _embedding_metric_records(res, dataset: str) -> list:
+    """One link-reconstruction AUC record per region level, beside the random-embedding baseline."""
+    from ecom_pipeline.resources.model_metrics import MetricRecord
+
+    return [
+        MetricRecord(
+            "gcn_autoencoder",
+            "region_embedding",
+            f"{dataset}:{s.level}",
+            "in_sample_edges",
+            "auc",
+            s.auc,
+            "random_embedding",
+            s.random_auc,
+        )
+        for s in res.scores
+    ]
+
+
+def _write_region_embeddings(warehouse: WarehouseResource, out: pd.DataFrame) -> None:
+    """Replace ``features.region_embeddings`` with ``out`` (the table exists, empty, when there are no
+    regions)."""
+    with warehouse.connect() as con:
+        con.execute(
+            "CREATE OR REPLACE TABLE features.region_embeddings (region_id VARCHAR, level "
+            "VARCHAR, embedding FLOAT[])"
+        )
+        if len(out):
+            con.register("_e", out)
+            con.execute(
+                "INSERT INTO features.region_embeddings SELECT region_id, level, embedding::FLOAT[] FROM _e"
+            )
+            con.unregister("_e")
+
+
 @dg.asset(
     key=["features", "region_embeddings"],
     group_name="spatial",
@@ -286,7 +321,6 @@ def region_embeddings(
 ) -> dg.MaterializeResult:
     from ecom_pipeline.ml.registry import Candidate, ModelRun
     from ecom_pipeline.ml.spatial.region_embedding import embed_region_levels
-    from ecom_pipeline.resources.model_metrics import MetricRecord
 
     device = compute.torch_device()
     compute.configure_threads()
@@ -306,19 +340,7 @@ def region_embeddings(
     )
     path = "gpu" if compute.is_cuda(device) else "cpu (full-batch, small graph)"
     meta = {"device": device, "training_path": path, **res.meta}
-    recs = [
-        MetricRecord(
-            "gcn_autoencoder",
-            "region_embedding",
-            f"{source.kind}:{s.level}",
-            "in_sample_edges",
-            "auc",
-            s.auc,
-            "random_embedding",
-            s.random_auc,
-        )
-        for s in res.scores
-    ]
+    recs = _embedding_metric_records(res, source.kind)
     candidates = (
         [Candidate("ecom.spatial.gcn_embeddings", "pytorch", res.served_encoder, None, "auc", res.served_auc)]
         if res.served_encoder is not None
@@ -337,21 +359,56 @@ def region_embeddings(
     if recorded.outcomes:
         meta["registered"] = f"{recorded.outcomes[0].name} v{recorded.outcomes[0].version}"
     out = res.embeddings
-    with warehouse.connect() as con:
-        con.execute(
-            "CREATE OR REPLACE TABLE features.region_embeddings (region_id VARCHAR, level "
-            "VARCHAR, embedding FLOAT[])"
-        )
-        if len(out):
-            con.register("_e", out)
-            con.execute(
-                "INSERT INTO features.region_embeddings SELECT region_id, level, embedding::FLOAT[] FROM _e"
-            )
-            con.unregister("_e")
+    _write_region_embeddings(warehouse, out)
     if out.empty:
         context.log.warning("no regions: region_embeddings is empty")
     meta["dagster/row_count"] = len(out)
     return dg.MaterializeResult(metadata=meta)
+
+
+# the columns of the delivery_delay asset's test-set predictions (also of its empty frame)
+DELIVERY_COLUMNS = [
+    "order_id",
+    "purchased_at",
+    "delivery_days",
+    "promised_days",
+    "is_late",
+    "predicted_days",
+    "late_probability",
+    "days_model",
+    "late_model",
+]
+
+
+def _record_serving_decisions(warehouse: WarehouseResource, decisions: list) -> None:
+    """The serving gate's decisions, written per task."""
+    with warehouse.connect() as con:
+        from ecom_pipeline.ml.serving_gate import record_decisions
+
+        # one call per task: it replaces the task's rows
+        for task in dict.fromkeys(d.task for d in decisions):
+            record_decisions(con, task, [d for d in decisions if d.task == task])
+
+
+def _delivery_metadata(res, outcome) -> dict:
+    """delivery_delay's output metadata: split sizes, metrics beside the platform estimate, serving
+    decisions, graph features and the registered version."""
+    m = res.metrics
+    return {
+        "dagster/row_count": len(res.predictions),
+        "cutoff": str(res.cutoff),
+        "n_train": res.n_train,
+        "n_test": res.n_test,
+        "metrics": {k: round(v, 4) for k, v in m.items()},
+        "beats_platform_estimate_mae": m["mae"] < m["baseline_mae"],
+        "served": {f"{d.task}: {d.candidate} vs {d.baseline}": d.reason for d in res.decisions},
+        "graph_features": {
+            "columns": len(res.graph.columns) if res.graph else 0,
+            "missing": (res.graph.reason if res.graph else "not requested") or "none",
+        }
+        | (res.graph.details if res.graph else {}),
+        "registered": f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})",
+    }
 
 
 @dg.asset(
@@ -378,22 +435,11 @@ def delivery_delay(
 
     f, _, _ = located_frames(warehouse, source)
     frame = delivery_frame(f["orders"], f["order_items"], f["customers"], f["sellers"])
-    cols = [
-        "order_id",
-        "purchased_at",
-        "delivery_days",
-        "promised_days",
-        "is_late",
-        "predicted_days",
-        "late_probability",
-        "days_model",
-        "late_model",
-    ]
     if len(frame) < 50:
         msg = f"only {len(frame)} delivered orders with an estimated date: no delivery model"
         context.log.warning(msg)
         context.add_output_metadata({"dagster/row_count": 0, "message": msg})
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=DELIVERY_COLUMNS)
     res = train_delivery_model(frame, config.test_fraction, graph_variant=config.graph_features or None)
     m = res.metrics
     # each model beside its best baseline with an interval (ml/spatial/delivery.py); the gate's decisions
@@ -430,31 +476,9 @@ def delivery_delay(
         metric_records=recs,
     )
     outcome = recorded.outcomes[0]
-    with warehouse.connect() as con:
-        from ecom_pipeline.ml.serving_gate import record_decisions
-
-        for task in dict.fromkeys(
-            d.task for d in res.decisions
-        ):  # one call per task: it replaces the task's rows
-            record_decisions(con, task, [d for d in res.decisions if d.task == task])
-    context.add_output_metadata(
-        {
-            "dagster/row_count": len(res.predictions),
-            "cutoff": str(res.cutoff),
-            "n_train": res.n_train,
-            "n_test": res.n_test,
-            "metrics": {k: round(v, 4) for k, v in m.items()},
-            "beats_platform_estimate_mae": m["mae"] < m["baseline_mae"],
-            "served": {f"{d.task}: {d.candidate} vs {d.baseline}": d.reason for d in res.decisions},
-            "graph_features": {
-                "columns": len(res.graph.columns) if res.graph else 0,
-                "missing": (res.graph.reason if res.graph else "not requested") or "none",
-            }
-            | (res.graph.details if res.graph else {}),
-            "registered": f"{outcome.name} v{outcome.version} (champion: {outcome.promoted})",
-        }
-    )
-    return res.predictions[cols]
+    _record_serving_decisions(warehouse, res.decisions)
+    context.add_output_metadata(_delivery_metadata(res, outcome))
+    return res.predictions[DELIVERY_COLUMNS]
 
 
 def build() -> dg.Definitions:

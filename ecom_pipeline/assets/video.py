@@ -49,76 +49,35 @@ def video_frame(folders: list, known_products: set[str]) -> pd.DataFrame:
     )
 
 
-@dg.asset(
-    key=fkey("product_video_embeddings"),
-    group_name=GROUP,
-    tags={"ecom/stage": "features"},
-    pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
-    deps=[dg.AssetKey(["staging", "products"])],
-    kinds={"pytorch", "duckdb"},
-    description="Product video embeddings: N frames sampled uniformly from "
-    "`product_videos/<product_id>.mp4|webm` (under the source's data dir or the data root), each embedded "
-    "with the image encoder, mean-pooled over time. Unusable files (truncated, zero frames, too large, too "
-    "long, unknown product) are listed in `features.video_quarantine` with the reason. Incremental by "
-    "file (path, size, mtime).",
-)
-def product_video_embeddings(
-    context: dg.AssetExecutionContext,
-    config: VideoEmbeddingConfig,
-    warehouse: WarehouseResource,
-    compute: ComputeResource,
-    source: SourceResource,
-    paths: PathsResource,
-):
-    import time
-
-    from ecom_pipeline.ml.encoders import load_image_encoder
-    from ecom_pipeline.ml.encoders.quarantine import replace_quarantine
-    from ecom_pipeline.ml.encoders.store import (
-        bounded_batch,
-        ensure_embedding_table,
-        pending_rows,
-        table_exists,
-        upsert_embeddings,
-    )
-    from ecom_pipeline.ml.encoders.video import VideoEncoder, VideoLimits
+def _known_products(warehouse: WarehouseResource) -> set[str]:
+    """Product ids in staging.products (none when the table does not exist yet)."""
+    from ecom_pipeline.ml.encoders.store import table_exists
 
     with warehouse.connect(read_only=True) as con:
-        known = (
+        return (
             set(con.execute("SELECT product_id FROM staging.products").fetchdf()["product_id"].astype(str))
             if table_exists(con, "staging.products")
             else set()
         )
-    folders = [source.data_dir or None, paths.root]
-    videos = video_frame(folders, known)
-    device = compute.torch_device()
-    compute.configure_threads()
-    image_enc = load_image_encoder(config.image_encoder, device=device)
-    enc = VideoEncoder(
-        image_enc,
-        VideoLimits(frames=config.frames, max_pixels=config.max_pixels, max_seconds=config.max_seconds),
-    )
-    unknown = videos[~videos["known"]]
-    with warehouse.connect(read_only=True) as con:
-        pending = pending_rows(con, PRODUCT_VIDEO_EMB, "product_id", videos[videos["known"]], enc.model_id)
-    todo, backlog = bounded_batch(pending, config.max_new_per_run, by="product_id")
-    context.log.info(
-        f"{len(videos):,} product videos under {[str(Path(f) / 'product_videos') for f in folders if f]}; "
-        f"{len(todo):,} to encode on {device}" + (f", {backlog:,} left for later runs" if backlog else "")
-    )
-    t0 = time.monotonic()
-    emb, good, failures, frames = enc.encode_paths(
-        todo["video_uri"].tolist(), _progress(context, "product videos")
-    )
-    secs = time.monotonic() - t0
-    ok = todo.iloc[good]
-    bad = pd.concat(
+
+
+def _quarantine_rows(todo: pd.DataFrame, failures: dict, unknown: pd.DataFrame) -> pd.DataFrame:
+    """``product_id``, ``video_uri``, ``reason`` for the clips that failed to encode and the videos of
+    products that staging does not know."""
+    return pd.concat(
         [
             todo.iloc[sorted(failures)].assign(reason=[failures[i] for i in sorted(failures)]),
             unknown.assign(reason="no such product in staging.products"),
         ]
     )[["product_id", "video_uri", "reason"]]
+
+
+def _store_video_embeddings(warehouse, enc, videos, todo, unknown, ok, emb, frames, bad) -> tuple:
+    """Upsert the new embeddings, drop those of vanished files and replace the quarantine rows of the
+    products looked at this run, in one connection; ``(written, total, quarantined)``."""
+    from ecom_pipeline.ml.encoders.quarantine import replace_quarantine
+    from ecom_pipeline.ml.encoders.store import ensure_embedding_table, upsert_embeddings
+
     with warehouse.connect() as con:
         ensure_embedding_table(con, PRODUCT_VIDEO_EMB, "product_id", "frames INTEGER")
         written = upsert_embeddings(
@@ -145,6 +104,65 @@ def product_video_embeddings(
             bad,
             enc.model_id,
         )
+    return written, total, quarantined
+
+
+@dg.asset(
+    key=fkey("product_video_embeddings"),
+    group_name=GROUP,
+    tags={"ecom/stage": "features"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
+    deps=[dg.AssetKey(["staging", "products"])],
+    kinds={"pytorch", "duckdb"},
+    description="Product video embeddings: N frames sampled uniformly from "
+    "`product_videos/<product_id>.mp4|webm` (under the source's data dir or the data root), each embedded "
+    "with the image encoder, mean-pooled over time. Unusable files (truncated, zero frames, too large, too "
+    "long, unknown product) are listed in `features.video_quarantine` with the reason. Incremental by "
+    "file (path, size, mtime).",
+)
+def product_video_embeddings(
+    context: dg.AssetExecutionContext,
+    config: VideoEmbeddingConfig,
+    warehouse: WarehouseResource,
+    compute: ComputeResource,
+    source: SourceResource,
+    paths: PathsResource,
+):
+    import time
+
+    from ecom_pipeline.ml.encoders import load_image_encoder
+    from ecom_pipeline.ml.encoders.store import bounded_batch, pending_rows
+    from ecom_pipeline.ml.encoders.video import VideoEncoder, VideoLimits
+
+    known = _known_products(warehouse)
+    folders = [source.data_dir or None, paths.root]
+    videos = video_frame(folders, known)
+    device = compute.torch_device()
+    compute.configure_threads()
+    image_enc = load_image_encoder(config.image_encoder, device=device)
+    enc = VideoEncoder(
+        image_enc,
+        VideoLimits(frames=config.frames, max_pixels=config.max_pixels, max_seconds=config.max_seconds),
+    )
+    unknown = videos[~videos["known"]]
+    with warehouse.connect(read_only=True) as con:
+        pending = pending_rows(con, PRODUCT_VIDEO_EMB, "product_id", videos[videos["known"]], enc.model_id)
+    todo, backlog = bounded_batch(pending, config.max_new_per_run, by="product_id")
+    context.log.info(
+        f"{len(videos):,} product videos under {[str(Path(f) / 'product_videos') for f in folders if f]}; "
+        f"{len(todo):,} to encode on {device}" + (f", {backlog:,} left for later runs" if backlog else "")
+    )
+    t0 = time.monotonic()
+    emb, good, failures, frames = enc.encode_paths(
+        todo["video_uri"].tolist(), _progress(context, "product videos")
+    )
+    secs = time.monotonic() - t0
+    ok = todo.iloc[good]
+    bad = _quarantine_rows(todo, failures, unknown)
+    written, total, quarantined = _store_video_embeddings(
+        warehouse, enc, videos, todo, unknown, ok, emb, frames, bad
+    )
     if len(bad):
         context.log.warning(f"{len(bad)} product videos quarantined this run; see {VIDEO_QUARANTINE}")
     return dg.MaterializeResult(
