@@ -32,7 +32,7 @@ RUN_CONFIG = {
             "config": {"max_new_per_run_cpu": 40}
         },  # ~3-30 images/s on CPU
         "models__sentiment_model": {"config": {"settings": ["3class"]}},
-        "ml__recommender_evaluation": {
+        "models__recommender_evaluation": {
             "config": {"models": ["popularity", "regional_popularity", "item_knn"]}
         },
         "models__sarima_backtest": {

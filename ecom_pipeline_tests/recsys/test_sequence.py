@@ -172,7 +172,7 @@ def test_sequence_asset_gates_per_segment_and_serves_the_winner(tmp_path):
     result = dg.materialize(
         [recommender.interactions, sequence_recommender.sequence_recommender],
         resources=res,
-        run_config={"ops": {"ml__sequence_recommender": {"config": cfg}}},
+        run_config={"ops": {"models__sequence_recommender": {"config": cfg}}},
     )
     assert result.success
     con = duckdb.connect(
@@ -197,5 +197,5 @@ def test_sequence_asset_gates_per_segment_and_serves_the_winner(tmp_path):
     assert violations.empty, violations
     with_ci = metrics.dropna(subset=["ci_low"])
     assert {"sasrec", "repeat"} <= set(with_ci.model) and (with_ci.n_units > 0).all()
-    md = result.asset_materializations_for_node("ml__sequence_recommender")[0].metadata
+    md = result.asset_materializations_for_node("models__sequence_recommender")[0].metadata
     assert md["registered"].value.startswith("ecom.recsys.sasrec_item v")
