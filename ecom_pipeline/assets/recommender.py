@@ -213,44 +213,16 @@ def recommender_evaluation(
     mlflow: MLflowResource,
     source: SourceResource,
 ) -> dg.MaterializeResult:
-    from ecom_pipeline.ml.recsys.pipeline import evaluate_level, metrics_frame
+    from ecom_pipeline.ml.recsys.pipeline import metrics_frame
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.warehouse.tables import write_table
 
     interactions = _interactions(warehouse)
     regions = _user_regions(warehouse)
     params = _params(config)
-    results = []
-    for level, k in (("item", config.k), ("category", config.category_k)):
-        r = evaluate_level(
-            interactions,
-            level=level,
-            k=k,
-            models=list(config.models),
-            params=params,
-            user_regions=regions,
-            test_fraction=config.test_fraction,
-            min_eval_users=config.min_eval_users,
-            log=context.log.info,
-        )
-        if r.message:
-            context.log.warning(f"{level}: {r.message}")
-        results.append(r)
+    results = _evaluate_levels(interactions, regions, params, config, context.log)
     frame = metrics_frame(results, dataset=source.kind)
-    records = [
-        MetricRecord(
-            model=row.model,
-            task=f"recommendation_{row.level}",
-            dataset=f"{source.kind}:{row.level}",
-            split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}",
-            metric=row.metric,
-            value=row.value,
-            baseline=row.baseline,
-            baseline_value=row.baseline_value,
-        )
-        for row in frame.itertuples()
-        if row.value == row.value
-    ]
+    records = _metric_records(frame, source.kind)
     # the serving gate: per level, the best candidate serves only if its NDCG beats the best baseline's
     # significantly (paired bootstrap over evaluated users); ``winner`` marks the model that serves
     decisions, interval_records = _gate_levels(results, config, source.kind, None)
@@ -283,6 +255,51 @@ def recommender_evaluation(
             "cutoffs": {r.level: str(r.cutoff) for r in results},
         }
     )
+
+
+def _evaluate_levels(
+    interactions: pd.DataFrame, regions: pd.Series, params: dict, config: RecommenderConfig, log
+) -> list:
+    """Every configured model evaluated at item level (top ``k``) and category level (top ``category_k``);
+    a level that could not be evaluated is logged as a warning with its reason."""
+    from ecom_pipeline.ml.recsys.pipeline import evaluate_level
+
+    results = []
+    for level, k in (("item", config.k), ("category", config.category_k)):
+        r = evaluate_level(
+            interactions,
+            level=level,
+            k=k,
+            models=list(config.models),
+            params=params,
+            user_regions=regions,
+            test_fraction=config.test_fraction,
+            min_eval_users=config.min_eval_users,
+            log=log.info,
+        )
+        if r.message:
+            log.warning(f"{level}: {r.message}")
+        results.append(r)
+    return results
+
+
+def _metric_records(frame: pd.DataFrame, dataset: str, only_model: str | None = None) -> list[MetricRecord]:
+    """``ml.model_metrics`` rows of a metrics frame (every model, or only ``only_model``), one task per level;
+    NaN values are left out."""
+    return [
+        MetricRecord(
+            model=row.model,
+            task=f"recommendation_{row.level}",
+            dataset=f"{dataset}:{row.level}",
+            split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}",
+            metric=row.metric,
+            value=row.value,
+            baseline=row.baseline,
+            baseline_value=row.baseline_value,
+        )
+        for row in frame.itertuples()
+        if row.value == row.value and (only_model is None or row.model == only_model)
+    ]
 
 
 def _evaluation_run(
@@ -608,17 +625,7 @@ def two_tower_recommender(
     side, missing = _two_tower_side_inputs(warehouse)
     if missing:
         context.log.info(f"two-tower without: {', '.join(missing)} (absent or empty)")
-    tt_params = dict(
-        dim=config.dim,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=config.lr,
-        temperature=config.temperature,
-        uniform_negatives=config.uniform_negatives,
-        history_len=config.history_len,
-        seed=config.seed,
-        max_seconds=config.max_seconds,
-    )
+    tt_params = _two_tower_params(config, epochs, batch_size)
     meta = {
         "device": device,
         "training_path": training_path,
@@ -639,20 +646,8 @@ def two_tower_recommender(
     if res.message:
         context.log.warning(res.message)
     frame = metrics_frame([res], dataset=source.kind)
-    records = [
-        MetricRecord(
-            model=row.model,
-            task="recommendation_item",
-            dataset=f"{source.kind}:item",
-            split=f"temporal@{pd.Timestamp(row.cutoff):%Y-%m-%d}",
-            metric=row.metric,
-            value=row.value,
-            baseline=row.baseline,
-            baseline_value=row.baseline_value,
-        )
-        for row in frame.itertuples()
-        if row.value == row.value and row.model == "two_tower"
-    ]
+    # the result is the item level's, so its rows carry task recommendation_item
+    records = _metric_records(frame, source.kind, only_model="two_tower")
     recorded = mlflow.record_model(
         _two_tower_run(config, tt_params, meta, trained, source.kind),
         warehouse=warehouse,
@@ -667,6 +662,21 @@ def two_tower_recommender(
     meta |= _two_tower_metadata(trained, config.k, outcome)
     meta.update({"dagster/row_count": len(frame), "mlflow_run_id": run_id})
     return dg.MaterializeResult(metadata=meta)
+
+
+def _two_tower_params(config: TwoTowerConfig, epochs: int, batch_size: int) -> dict:
+    """The two-tower's training parameters; ``epochs`` and ``batch_size`` are already sized for the device."""
+    return dict(
+        dim=config.dim,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=config.lr,
+        temperature=config.temperature,
+        uniform_negatives=config.uniform_negatives,
+        history_len=config.history_len,
+        seed=config.seed,
+        max_seconds=config.max_seconds,
+    )
 
 
 def _two_tower_side_inputs(warehouse: WarehouseResource) -> tuple[dict, list[str]]:

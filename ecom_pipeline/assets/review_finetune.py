@@ -72,15 +72,11 @@ def sentiment_finetuned(
     paths: PathsResource,
 ):
     from ecom_pipeline.ml.encoders import load_text_encoder
-    from ecom_pipeline.ml.encoders.store import bounded_batch
     from ecom_pipeline.ml.serving_gate import record_decisions
-    from ecom_pipeline.ml.text.finetune import FinetuneSettings, compare_with_baselines
+    from ecom_pipeline.ml.text.finetune import compare_with_baselines
 
     docs, emb, emb_model, _ = _labelled_reviews(warehouse)
-    newest, _ = bounded_batch(docs, config.max_train_reviews, by="created_at")
-    if len(newest) < len(docs):
-        keep = np.sort(newest.index.to_numpy())
-        docs, emb = docs.iloc[keep].reset_index(drop=True), emb[keep]
+    docs, emb = _newest_reviews(docs, emb, config.max_train_reviews)
     device = compute.torch_device()
 
     def skipped(message: str):
@@ -99,20 +95,7 @@ def sentiment_finetuned(
     encoder = load_text_encoder(
         config.text_encoder, models_dir=paths.models, device=device, max_length=config.max_length
     )
-    settings = FinetuneSettings(
-        trainable_layers=compute.sized(config, "trainable_layers", device),
-        epochs=config.epochs,
-        lr=config.lr,
-        head_lr=config.head_lr,
-        batch_size=config.batch_size,
-        budget_s=config.budget_s,
-        seed=config.seed,
-        weight_decay=config.weight_decay,
-        prefix=config.prefix,
-        lr_schedule=config.lr_schedule,
-        label_smoothing=config.label_smoothing,
-        average_best=config.average_best,
-    )
+    settings = _finetune_settings(config, compute.sized(config, "trainable_layers", device))
     try:
         rep = compare_with_baselines(
             docs,
@@ -138,6 +121,37 @@ def sentiment_finetuned(
     return dg.MaterializeResult(metadata=_metadata(rep, recorded, device, len(docs)))
 
 
+def _newest_reviews(docs: pd.DataFrame, emb: np.ndarray, max_reviews: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The newest ``max_reviews`` reviews and their embeddings, in their original order."""
+    from ecom_pipeline.ml.encoders.store import bounded_batch
+
+    newest, _ = bounded_batch(docs, max_reviews, by="created_at")
+    if len(newest) < len(docs):
+        keep = np.sort(newest.index.to_numpy())
+        docs, emb = docs.iloc[keep].reset_index(drop=True), emb[keep]
+    return docs, emb
+
+
+def _finetune_settings(config: ReviewFinetuneConfig, trainable_layers: int):
+    """The training settings of the fine-tune; ``trainable_layers`` is already sized for the device."""
+    from ecom_pipeline.ml.text.finetune import FinetuneSettings
+
+    return FinetuneSettings(
+        trainable_layers=trainable_layers,
+        epochs=config.epochs,
+        lr=config.lr,
+        head_lr=config.head_lr,
+        batch_size=config.batch_size,
+        budget_s=config.budget_s,
+        seed=config.seed,
+        weight_decay=config.weight_decay,
+        prefix=config.prefix,
+        lr_schedule=config.lr_schedule,
+        label_smoothing=config.label_smoothing,
+        average_best=config.average_best,
+    )
+
+
 def _model_run(
     config: ReviewFinetuneConfig, rep, encoder_version: str, device: str, emb_model: str, dataset: str
 ):
@@ -146,32 +160,7 @@ def _model_run(
     from ecom_pipeline.ml.text.finetune import FINETUNED_NAME
 
     ft = rep.finetune
-    params = {
-        "text_encoder": encoder_version,
-        "device": device,
-        "trainable_layers": ft.trainable_layers,
-        "n_layers": ft.n_layers,
-        "budget_s": ft.budget_s,
-        "seconds": ft.seconds,
-        "cpu_seconds": ft.cpu_seconds,
-        "stopped": ft.stopped,
-        "epochs_run": ft.epochs_run,
-        "best_epoch": ft.best_epoch,
-        "lr": config.lr,
-        "head_lr": config.head_lr,
-        "weight_decay": config.weight_decay,
-        "prefix": config.prefix,
-        "lr_schedule": config.lr_schedule,
-        "label_smoothing": config.label_smoothing,
-        "averaged_epochs": str(ft.averaged_epochs),
-        "batch_size": config.batch_size,
-        "n_fit": rep.n_fit,
-        "n_val": rep.n_val,
-        "cutoff": rep.cutoff,
-        "val_cutoff": rep.val_cutoff,
-        "embedding_model": emb_model,
-        "dataset": dataset,
-    }
+    params = _run_params(config, rep, encoder_version, device, emb_model, dataset)
     metrics = {
         f"{setting}_{name}_{k}": v
         for setting, by_model in rep.metrics.items()
@@ -203,6 +192,39 @@ def _model_run(
         dicts={"finetune.json": history},
         candidates=[candidate],
     )
+
+
+def _run_params(
+    config: ReviewFinetuneConfig, rep, encoder_version: str, device: str, emb_model: str, dataset: str
+) -> dict:
+    """The run's parameters: the encoder, the training settings and timings, the split sizes and data."""
+    ft = rep.finetune
+    return {
+        "text_encoder": encoder_version,
+        "device": device,
+        "trainable_layers": ft.trainable_layers,
+        "n_layers": ft.n_layers,
+        "budget_s": ft.budget_s,
+        "seconds": ft.seconds,
+        "cpu_seconds": ft.cpu_seconds,
+        "stopped": ft.stopped,
+        "epochs_run": ft.epochs_run,
+        "best_epoch": ft.best_epoch,
+        "lr": config.lr,
+        "head_lr": config.head_lr,
+        "weight_decay": config.weight_decay,
+        "prefix": config.prefix,
+        "lr_schedule": config.lr_schedule,
+        "label_smoothing": config.label_smoothing,
+        "averaged_epochs": str(ft.averaged_epochs),
+        "batch_size": config.batch_size,
+        "n_fit": rep.n_fit,
+        "n_val": rep.n_val,
+        "cutoff": rep.cutoff,
+        "val_cutoff": rep.val_cutoff,
+        "embedding_model": emb_model,
+        "dataset": dataset,
+    }
 
 
 def _metric_records(rep, dataset: str, split: str) -> list:

@@ -239,7 +239,7 @@ def repurchase_scores(
     source: SourceResource,
 ) -> dg.MaterializeResult:
     from ecom_pipeline.ml.serving_gate import record_decisions
-    from ecom_pipeline.ml.users.profiles import NUMERIC_FEATURES, build_profiles
+    from ecom_pipeline.ml.users.profiles import build_profiles
     from ecom_pipeline.ml.users.repurchase import train_and_evaluate
 
     t = _tables(warehouse)
@@ -272,6 +272,13 @@ def repurchase_scores(
     with warehouse.connect() as con:
         record_decisions(con, "repurchase", [decision])
     _write(warehouse, "serving.repurchase_scores", out)
+    return dg.MaterializeResult(metadata=_repurchase_metadata(res, out, run_id, decision, outcome))
+
+
+def _repurchase_metadata(res, out: pd.DataFrame, run_id, decision, outcome) -> dict:
+    """The comparison of the GBM with the RFM baseline, the serving decision, the split and the features."""
+    from ecom_pipeline.ml.users.profiles import NUMERIC_FEATURES
+
     g, b = res.metrics.get("gbm_calibrated", {}), res.metrics.get("rfm_logistic", {})
     verdict = (
         "not evaluated: " + res.message
@@ -283,30 +290,28 @@ def repurchase_scores(
             f"{b.get('pr_auc', float('nan')):.3f} / ECE {b['ece']:.3f} → " + f"served: {decision.served}"
         )
     )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": len(out),
-            "comparison": verdict,
-            "mlflow_run_id": run_id or "",
-            "served": decision.served,
-            "decision": decision.reason,
-            "test_positives": res.test_positives,
-            "evaluable_customers": res.n_test,
-            **({"skipped": res.message} if res.candidate_model is None else {}),
-            "train_cutoff": str(res.train_cutoff),
-            "test_cutoff": str(res.test_cutoff),
-            "train_positive_rate": float(res.train_positive_rate),
-            "test_positive_rate": float(res.test_positive_rate),
-            "registered": f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})"
-            if outcome
-            else "none",
-            "features": (
-                ", ".join(res.candidate_model.features)
-                if res.candidate_model is not None
-                else ", ".join(NUMERIC_FEATURES)
-            ),
-        }
-    )
+    return {
+        "dagster/row_count": len(out),
+        "comparison": verdict,
+        "mlflow_run_id": run_id or "",
+        "served": decision.served,
+        "decision": decision.reason,
+        "test_positives": res.test_positives,
+        "evaluable_customers": res.n_test,
+        **({"skipped": res.message} if res.candidate_model is None else {}),
+        "train_cutoff": str(res.train_cutoff),
+        "test_cutoff": str(res.test_cutoff),
+        "train_positive_rate": float(res.train_positive_rate),
+        "test_positive_rate": float(res.test_positive_rate),
+        "registered": f"{outcome.name} v{outcome.version} (promoted={outcome.promoted})"
+        if outcome
+        else "none",
+        "features": (
+            ", ".join(res.candidate_model.features)
+            if res.candidate_model is not None
+            else ", ".join(NUMERIC_FEATURES)
+        ),
+    }
 
 
 def build() -> dg.Definitions:
