@@ -97,10 +97,11 @@ def _item_names(warehouse: WarehouseResource) -> tuple[dict, pd.DataFrame]:
 
     with warehouse.connect(read_only=True) as con:
         p = read_table(con, "staging.products", ["product_id", "category", "title"])
-    p = p.assign(product_id=p["product_id"].astype(str))
+    # as text whatever dtype an empty result comes back with (DuckDB 1.5 gives int32 for an empty frame)
+    p = p.astype({"product_id": str, "category": object, "title": object})
     label = p["title"].where(
         p["title"].notna() & (p["title"].astype(str).str.len() > 0),
-        p["category"].fillna("product") + " " + p["product_id"].str[:8],
+        p["category"].fillna("product").astype(str) + " " + p["product_id"].str[:8],
     )
     return dict(zip(p["product_id"], label.astype(str).str.slice(0, 60))), p
 
