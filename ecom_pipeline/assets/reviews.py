@@ -25,6 +25,16 @@ GROUP = "reviews"
 REVIEW_EMB = "features.review_text_embeddings"
 SENTIMENT_TABLE = "features.review_sentiment"
 TOPICS_TABLE = "features.review_topics"
+SENTIMENT_COLUMNS = [
+    "review_id",
+    "product_id",
+    "p_negative",
+    "p_neutral",
+    "p_positive",
+    "label",
+    "model",
+    "model_version",
+]
 
 
 class SentimentConfig(dg.Config):
@@ -109,79 +119,36 @@ def sentiment_model(
     source: SourceResource,
     paths: PathsResource,
 ):
-    from ecom_pipeline.ml.encoders.store import bounded_batch
     from ecom_pipeline.ml.serving_gate import record_decisions
-    from ecom_pipeline.ml.text.sentiment import fit_and_evaluate
 
     docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
     available = len(docs)
-    newest, _ = bounded_batch(docs, config.max_train_reviews, by="created_at")
-    if len(newest) < available:
-        keep = np.sort(newest.index.to_numpy())
-        docs, emb = docs.iloc[keep].reset_index(drop=True), emb[keep]
-        context.log.info(
-            f"training on the newest {len(docs):,} of {available:,} embedded reviews "
-            f"(max_train_reviews={config.max_train_reviews:,})"
-        )
+    docs, emb = _newest_reviews(context, config, docs, emb)
     device = compute.torch_device()
     training_path = "full_finetune" if compute.is_cuda(device) else "frozen_embeddings_head"
     if len(docs) < config.min_reviews:
-        msg = (
-            f"only {len(docs)} reviews with text and embeddings (< "
-            f"{config.min_reviews}): sentiment not trained"
-        )
-        context.log.warning(msg)
-        with (
-            warehouse.connect() as con
-        ):  # no evaluation this run: no earlier decision may keep a head serving
-            record_decisions(con, "sentiment", [])
-        return dg.MaterializeResult(metadata={"message": msg, "device": device, "training_path": "skipped"})
+        return _untrained(context, config, warehouse, len(docs), device)
     src = source.build()
     dataset = getattr(src, "name", source.kind)
     summary, decisions = {}, []
     for setting in config.settings:
-        t0 = time.monotonic()
-        try:
-            res = fit_and_evaluate(
-                docs,
-                emb,
-                setting,
-                test_fraction=config.test_fraction,
-                head_C=config.head_C,
-                baseline_C=config.baseline_C,
-            )
-        except ValueError as exc:
-            context.log.warning(str(exc))
-            summary[setting] = {"message": str(exc)}
-            continue
-        cuda = compute.is_cuda(device)
-        finetuned = _finetuned(config, docs, res, setting, device, paths) if cuda else None
-        model_metrics = finetuned[1] if finetuned else res.model_metrics
-        path = "full_finetune" if finetuned else res.training_path
-        run = _sentiment_run(
+        summary[setting], decision = _train_setting(
+            context,
             config,
             setting,
-            res,
             docs,
             emb,
             emb_model,
             device,
             dataset,
             training_path,
-            model_metrics,
-            finetuned,
+            compute,
+            mlflow,
+            warehouse,
+            paths,
         )
-        records = _sentiment_records(res, setting, dataset, model_metrics, path)
-        recorded = mlflow.record_model(run, warehouse=warehouse, metric_records=records)
-        decisions.append(res.decision)
-        summary[setting] = _setting_summary(res, model_metrics, recorded, setting) | {
-            "seconds": round(time.monotonic() - t0, 1)
-        }
-        context.log.info(
-            f"sentiment {setting}: model macro_f1 {model_metrics['macro_f1']:.3f} vs TF-IDF "
-            f"{res.baseline_metrics['macro_f1']:.3f}; serving {res.decision.served}: "
-            f"{res.decision.reason}"
-        )
+        if decision is not None:
+            decisions.append(decision)
     with warehouse.connect() as con:
         # replaced every run (also with no decision: a setting that could not be evaluated serves nothing new)
         record_decisions(con, "sentiment", decisions)
@@ -198,6 +165,103 @@ def sentiment_model(
             "results": dg.MetadataValue.json(summary),
         }
     )
+
+
+def _newest_reviews(
+    context: dg.AssetExecutionContext, config: SentimentConfig, docs: pd.DataFrame, emb: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The newest ``max_train_reviews`` embedded reviews (row order kept), logged when some are left out."""
+    from ecom_pipeline.ml.encoders.store import bounded_batch
+
+    available = len(docs)
+    newest, _ = bounded_batch(docs, config.max_train_reviews, by="created_at")
+    if len(newest) < available:
+        keep = np.sort(newest.index.to_numpy())
+        docs, emb = docs.iloc[keep].reset_index(drop=True), emb[keep]
+        context.log.info(
+            f"training on the newest {len(docs):,} of {available:,} embedded reviews "
+            f"(max_train_reviews={config.max_train_reviews:,})"
+        )
+    return docs, emb
+
+
+def _untrained(
+    context: dg.AssetExecutionContext,
+    config: SentimentConfig,
+    warehouse: WarehouseResource,
+    n_reviews: int,
+    device: str,
+) -> dg.MaterializeResult:
+    """Too few reviews to train: say so and clear the sentiment serving decisions."""
+    from ecom_pipeline.ml.serving_gate import record_decisions
+
+    msg = f"only {n_reviews} reviews with text and embeddings (< {config.min_reviews}): sentiment not trained"
+    context.log.warning(msg)
+    with warehouse.connect() as con:  # no evaluation this run: no earlier decision may keep a head serving
+        record_decisions(con, "sentiment", [])
+    return dg.MaterializeResult(metadata={"message": msg, "device": device, "training_path": "skipped"})
+
+
+def _train_setting(
+    context: dg.AssetExecutionContext,
+    config: SentimentConfig,
+    setting: str,
+    docs: pd.DataFrame,
+    emb: np.ndarray,
+    emb_model: str,
+    device: str,
+    dataset: str,
+    training_path: str,
+    compute: ComputeResource,
+    mlflow: MLflowResource,
+    warehouse: WarehouseResource,
+    paths: PathsResource,
+):
+    """One setting fitted, evaluated against TF-IDF, recorded to MLflow and ml.model_metrics;
+    ``(summary, serving decision)``, or ``({"message": why}, None)`` when it cannot be evaluated."""
+    from ecom_pipeline.ml.text.sentiment import fit_and_evaluate
+
+    t0 = time.monotonic()
+    try:
+        res = fit_and_evaluate(
+            docs,
+            emb,
+            setting,
+            test_fraction=config.test_fraction,
+            head_C=config.head_C,
+            baseline_C=config.baseline_C,
+        )
+    except ValueError as exc:
+        context.log.warning(str(exc))
+        return {"message": str(exc)}, None
+    cuda = compute.is_cuda(device)
+    finetuned = _finetuned(config, docs, res, setting, device, paths) if cuda else None
+    model_metrics = finetuned[1] if finetuned else res.model_metrics
+    path = "full_finetune" if finetuned else res.training_path
+    run = _sentiment_run(
+        config,
+        setting,
+        res,
+        docs,
+        emb,
+        emb_model,
+        device,
+        dataset,
+        training_path,
+        model_metrics,
+        finetuned,
+    )
+    records = _sentiment_records(res, setting, dataset, model_metrics, path)
+    recorded = mlflow.record_model(run, warehouse=warehouse, metric_records=records)
+    summary = _setting_summary(res, model_metrics, recorded, setting) | {
+        "seconds": round(time.monotonic() - t0, 1)
+    }
+    context.log.info(
+        f"sentiment {setting}: model macro_f1 {model_metrics['macro_f1']:.3f} vs TF-IDF "
+        f"{res.baseline_metrics['macro_f1']:.3f}; serving {res.decision.served}: "
+        f"{res.decision.reason}"
+    )
+    return summary, res.decision
 
 
 def _finetuned(
@@ -248,7 +312,39 @@ def _sentiment_run(
 ):
     """The MLflow record of one setting: model, TF-IDF and majority metrics; the fine-tuned encoder (CUDA),
     the embedding head and the TF-IDF baseline registered, in that order."""
-    from ecom_pipeline.ml.registry import Candidate, ModelRun
+    from ecom_pipeline.ml.registry import ModelRun
+
+    candidates = _sentiment_candidates(setting, res, docs, emb, model_metrics, finetuned)
+    return ModelRun(
+        f"sentiment_{setting}",
+        tags={"task": "sentiment", "setting": setting, "training_path": training_path},
+        params={
+            "setting": setting,
+            "embedding_model": emb_model,
+            "head_C": config.head_C,
+            "baseline_C": config.baseline_C,
+            "n_train": res.n_train,
+            "n_test": res.n_test,
+            "cutoff": res.cutoff,
+            "device": device,
+            "dataset": dataset,
+        },
+        metrics={
+            **{f"model_{k}": v for k, v in model_metrics.items()},
+            **{f"baseline_{k}": v for k, v in res.baseline_metrics.items()},
+            **{f"majority_{k}": v for k, v in res.majority_metrics.items()},
+        },
+        dicts={"classes.json": {"classes": list(res.classes), "embedding_model": emb_model}},
+        candidates=candidates,
+    )
+
+
+def _sentiment_candidates(
+    setting: str, res, docs: pd.DataFrame, emb: np.ndarray, model_metrics: dict, finetuned
+) -> list:
+    """The models registered for one setting, in order: the fine-tuned encoder (CUDA only), the embedding
+    head, the TF-IDF baseline."""
+    from ecom_pipeline.ml.registry import Candidate
 
     candidates = (
         [
@@ -282,28 +378,7 @@ def _sentiment_run(
             res.baseline_metrics["macro_f1"],
         ),
     ]
-    return ModelRun(
-        f"sentiment_{setting}",
-        tags={"task": "sentiment", "setting": setting, "training_path": training_path},
-        params={
-            "setting": setting,
-            "embedding_model": emb_model,
-            "head_C": config.head_C,
-            "baseline_C": config.baseline_C,
-            "n_train": res.n_train,
-            "n_test": res.n_test,
-            "cutoff": res.cutoff,
-            "device": device,
-            "dataset": dataset,
-        },
-        metrics={
-            **{f"model_{k}": v for k, v in model_metrics.items()},
-            **{f"baseline_{k}": v for k, v in res.baseline_metrics.items()},
-            **{f"majority_{k}": v for k, v in res.majority_metrics.items()},
-        },
-        dicts={"classes.json": {"classes": list(res.classes), "embedding_model": emb_model}},
-        candidates=candidates,
-    )
+    return candidates
 
 
 def _sentiment_records(res, setting: str, dataset: str, model_metrics: dict, path: str) -> list:
@@ -407,27 +482,12 @@ def review_sentiment(
     mlflow: MLflowResource,
     paths: PathsResource,
 ):
-    from mlflow.exceptions import MlflowException
-
-    from ecom_pipeline.ml.registry import load_serving_model
     from ecom_pipeline.ml.serving_gate import served_model
     from ecom_pipeline.ml.text.finetune import FINETUNED_NAME
-    from ecom_pipeline.ml.text.sentiment import SETTINGS
 
     docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
     head_name, base_name = MODEL_NAME.format(setting="3class"), BASELINE_NAME.format(setting="3class")
-    out = pd.DataFrame(
-        columns=[
-            "review_id",
-            "product_id",
-            "p_negative",
-            "p_neutral",
-            "p_positive",
-            "label",
-            "model",
-            "model_version",
-        ]
-    )
+    out = pd.DataFrame(columns=SENTIMENT_COLUMNS)
     with warehouse.connect(read_only=True) as con:
         finetuned, ft_why = served_model(
             con, "sentiment_finetuned", "3class", candidate=FINETUNED_NAME, baseline=head_name
@@ -441,56 +501,13 @@ def review_sentiment(
         else f"not serving {FINETUNED_NAME} ({ft_why}); serving {chosen}: {why}"
     ]
     if len(docs):
-        client = mlflow.client()
-        for name in dict.fromkeys(order + [chosen, base_name]):  # the gate's choice, else its baseline
-            try:  # a champion whose artifact does not load falls back to the former one (message says so)
-                served = load_serving_model(name, "sklearn", client, key=mlflow.signing_key())
-            except (LookupError, MlflowException) as exc:  # no registered model yet (e.g. too few reviews)
-                messages.append(f"no champion for {name}: {exc}")
-                continue
-            model, version = served.model, served.version
-            if served.fallback_reason:
-                messages.append(served.fallback_reason)
-            if name == FINETUNED_NAME:
-                probs, problem = _finetuned_probs(model, docs["doc"].tolist(), config, paths)
-                if problem:
-                    messages.append(f"{name}: {problem}; serving {chosen}")
-                    continue
-                tag, model_classes = f"v{version}", list(range(probs.shape[1]))  # outputs index the classes
-            elif name == head_name:
-                if getattr(model, "n_features_in_", emb.shape[1]) != emb.shape[1]:
-                    messages.append(
-                        f"{name} was trained on a different embedding model: re-run sentiment_model; "
-                        f"serving {base_name}"
-                    )
-                    continue
-                probs, tag = model.predict_proba(emb), f"v{version} on {emb_model}"
-                model_classes = list(model.classes_)
-            else:
-                probs, tag = model.predict_proba(docs["doc"].tolist()), f"v{version}"
-                model_classes = list(model.classes_)
-            classes = SETTINGS["3class"]
-            out = pd.DataFrame({"review_id": docs["review_id"], "product_id": docs["product_id"]})
-            for j, c in enumerate(classes):
-                out[f"p_{c}"] = probs[:, model_classes.index(j)] if j in model_classes else 0.0
-            out["label"] = [
-                classes[i] for i in np.argmax(out[[f"p_{c}" for c in classes]].to_numpy(), axis=1)
-            ]
-            out["model"] = name
-            out["model_version"] = tag
-            break
+        out = _predict_sentiment(order, chosen, docs, emb, emb_model, config, mlflow, paths, messages)
     else:
         messages.append("no reviews with text and embeddings")
     message = "; ".join(messages)
     if len(docs) and out.empty:
         context.log.warning(message)
-    with warehouse.connect() as con:
-        con.register("_s", out)
-        con.execute(f"""CREATE OR REPLACE TABLE {SENTIMENT_TABLE} AS SELECT review_id::VARCHAR review_id,
-                        product_id::VARCHAR product_id, p_negative::DOUBLE p_negative,
-                        p_neutral::DOUBLE p_neutral, p_positive::DOUBLE p_positive, label::VARCHAR AS label,
-                        model::VARCHAR model, model_version::VARCHAR model_version FROM _s""")
-        con.unregister("_s")
+    _write_review_sentiment(warehouse, out)
     if awaiting:
         context.log.warning(
             f"{awaiting:,} reviews with text have no embedding yet (embedding backlog): "
@@ -505,6 +522,85 @@ def review_sentiment(
             "labels": out["label"].value_counts().to_dict() if len(out) else {},
         }
     )
+
+
+def _predict_sentiment(
+    order: list[str],
+    chosen: str,
+    docs: pd.DataFrame,
+    emb: np.ndarray,
+    emb_model: str,
+    config: ReviewSentimentConfig,
+    mlflow: MLflowResource,
+    paths: PathsResource,
+    messages: list[str],
+) -> pd.DataFrame:
+    """Per-review probabilities and label from the first model that loads and fits the inputs: ``order``
+    (the fine-tune when its gate serves it), the gate's choice, its baseline. Why a model was skipped is
+    appended to ``messages``; an empty frame when none serves."""
+    from mlflow.exceptions import MlflowException
+
+    from ecom_pipeline.ml.registry import load_serving_model
+    from ecom_pipeline.ml.text.finetune import FINETUNED_NAME
+
+    head_name, base_name = MODEL_NAME.format(setting="3class"), BASELINE_NAME.format(setting="3class")
+    client = mlflow.client()
+    for name in dict.fromkeys(order + [chosen, base_name]):  # the gate's choice, else its baseline
+        try:  # a champion whose artifact does not load falls back to the former one (message says so)
+            served = load_serving_model(name, "sklearn", client, key=mlflow.signing_key())
+        except (LookupError, MlflowException) as exc:  # no registered model yet (e.g. too few reviews)
+            messages.append(f"no champion for {name}: {exc}")
+            continue
+        model, version = served.model, served.version
+        if served.fallback_reason:
+            messages.append(served.fallback_reason)
+        if name == FINETUNED_NAME:
+            probs, problem = _finetuned_probs(model, docs["doc"].tolist(), config, paths)
+            if problem:
+                messages.append(f"{name}: {problem}; serving {chosen}")
+                continue
+            tag, model_classes = f"v{version}", list(range(probs.shape[1]))  # outputs index the classes
+        elif name == head_name:
+            if getattr(model, "n_features_in_", emb.shape[1]) != emb.shape[1]:
+                messages.append(
+                    f"{name} was trained on a different embedding model: re-run sentiment_model; "
+                    f"serving {base_name}"
+                )
+                continue
+            probs, tag = model.predict_proba(emb), f"v{version} on {emb_model}"
+            model_classes = list(model.classes_)
+        else:
+            probs, tag = model.predict_proba(docs["doc"].tolist()), f"v{version}"
+            model_classes = list(model.classes_)
+        return _sentiment_frame(docs, probs, model_classes, name, tag)
+    return pd.DataFrame(columns=SENTIMENT_COLUMNS)
+
+
+def _sentiment_frame(
+    docs: pd.DataFrame, probs: np.ndarray, model_classes: list, name: str, tag: str
+) -> pd.DataFrame:
+    """One row per review: P(class) for the 3 classes (0 for a class the model never saw), the argmax label,
+    the model and its version."""
+    from ecom_pipeline.ml.text.sentiment import SETTINGS
+
+    classes = SETTINGS["3class"]
+    out = pd.DataFrame({"review_id": docs["review_id"], "product_id": docs["product_id"]})
+    for j, c in enumerate(classes):
+        out[f"p_{c}"] = probs[:, model_classes.index(j)] if j in model_classes else 0.0
+    out["label"] = [classes[i] for i in np.argmax(out[[f"p_{c}" for c in classes]].to_numpy(), axis=1)]
+    out["model"] = name
+    out["model_version"] = tag
+    return out
+
+
+def _write_review_sentiment(warehouse: WarehouseResource, out: pd.DataFrame) -> None:
+    with warehouse.connect() as con:
+        con.register("_s", out)
+        con.execute(f"""CREATE OR REPLACE TABLE {SENTIMENT_TABLE} AS SELECT review_id::VARCHAR review_id,
+                        product_id::VARCHAR product_id, p_negative::DOUBLE p_negative,
+                        p_neutral::DOUBLE p_neutral, p_positive::DOUBLE p_positive, label::VARCHAR AS label,
+                        model::VARCHAR model, model_version::VARCHAR model_version FROM _s""")
+        con.unregister("_s")
 
 
 def _finetuned_probs(
@@ -615,24 +711,14 @@ def review_topics(
     compute: ComputeResource,
     paths: PathsResource,
 ):
-    from ecom_pipeline.ml.encoders import load_text_encoder
-    from ecom_pipeline.ml.encoders.store import table_exists
-    from ecom_pipeline.ml.text.topics import intent_matrix, topic_table
+    from ecom_pipeline.ml.text.topics import topic_table
 
     docs, emb, emb_model, awaiting = _labelled_reviews(warehouse)
     sel = (docs["score"].astype(float) <= config.max_score).to_numpy() if len(docs) else np.zeros(0, bool)
     docs, emb = docs[sel].reset_index(drop=True), emb[sel]
     names, ivecs = [], np.zeros((0, 0), np.float32)
     if len(docs):
-        enc_name = emb_model.removesuffix("+int8") or config.text_encoder
-        enc = load_text_encoder(
-            enc_name,
-            models_dir=paths.models,
-            device="cpu",
-            quantize=emb_model.endswith("+int8"),
-            backend="auto",
-        )
-        names, ivecs = intent_matrix(enc)
+        names, ivecs = _intent_vectors(config, emb_model, paths)
     per, topics = topic_table(
         docs["review_id"].tolist(),
         docs["doc"].tolist(),
@@ -644,24 +730,7 @@ def review_topics(
         seed=config.seed,
     )
     per["model"] = emb_model
-    with warehouse.connect() as con:
-        con.register("_t", per)
-        con.execute(f"""CREATE OR REPLACE TABLE {TOPICS_TABLE} AS SELECT review_id::VARCHAR review_id,
-                        topic::INTEGER topic, topic_label::VARCHAR topic_label,
-                        topic_intent::VARCHAR topic_intent, review_intent::VARCHAR review_intent,
-                        intent_similarity::DOUBLE intent_similarity, model::VARCHAR model FROM _t""")
-        con.unregister("_t")
-        state = (
-            "LEFT JOIN staging.customers c ON c.customer_id = r.customer_id"
-            if table_exists(con, "staging.customers")
-            else ""
-        )
-        con.execute(f"""CREATE OR REPLACE TABLE reports.intent_trend AS
-            SELECT t.topic_intent AS intent, date_trunc('month', r.created_at)::DATE AS month,
-                   {"c.state" if state else "NULL::VARCHAR"} AS state, count(*)::BIGINT AS reviews
-            FROM {TOPICS_TABLE} t JOIN staging.reviews r ON r.review_id = t.review_id {state}
-            GROUP BY 1, 2, 3 ORDER BY 2, 1, 3""")
-        trend = con.execute("SELECT * FROM reports.intent_trend").fetchdf()
+    trend = _write_topics_and_trend(warehouse, per)
     if per.empty:
         context.log.warning("no negative/neutral reviews with embeddings: review_topics is empty")
     from ecom_pipeline.ml.text.plots import plot_intent_trend
@@ -684,6 +753,48 @@ def review_topics(
             "intents": per["topic_intent"].value_counts().to_dict() if len(per) else {},
         }
     )
+
+
+def _intent_vectors(
+    config: TopicConfig, emb_model: str, paths: PathsResource
+) -> tuple[list[str], np.ndarray]:
+    """Intent names and their description vectors from the encoder that embedded the reviews."""
+    from ecom_pipeline.ml.encoders import load_text_encoder
+    from ecom_pipeline.ml.text.topics import intent_matrix
+
+    enc_name = emb_model.removesuffix("+int8") or config.text_encoder
+    enc = load_text_encoder(
+        enc_name,
+        models_dir=paths.models,
+        device="cpu",
+        quantize=emb_model.endswith("+int8"),
+        backend="auto",
+    )
+    return intent_matrix(enc)
+
+
+def _write_topics_and_trend(warehouse: WarehouseResource, per: pd.DataFrame) -> pd.DataFrame:
+    """Write the per-review topics and ``reports.intent_trend`` (intent x month x state); the trend back."""
+    from ecom_pipeline.ml.encoders.store import table_exists
+
+    with warehouse.connect() as con:
+        con.register("_t", per)
+        con.execute(f"""CREATE OR REPLACE TABLE {TOPICS_TABLE} AS SELECT review_id::VARCHAR review_id,
+                        topic::INTEGER topic, topic_label::VARCHAR topic_label,
+                        topic_intent::VARCHAR topic_intent, review_intent::VARCHAR review_intent,
+                        intent_similarity::DOUBLE intent_similarity, model::VARCHAR model FROM _t""")
+        con.unregister("_t")
+        state = (
+            "LEFT JOIN staging.customers c ON c.customer_id = r.customer_id"
+            if table_exists(con, "staging.customers")
+            else ""
+        )
+        con.execute(f"""CREATE OR REPLACE TABLE reports.intent_trend AS
+            SELECT t.topic_intent AS intent, date_trunc('month', r.created_at)::DATE AS month,
+                   {"c.state" if state else "NULL::VARCHAR"} AS state, count(*)::BIGINT AS reviews
+            FROM {TOPICS_TABLE} t JOIN staging.reviews r ON r.review_id = t.review_id {state}
+            GROUP BY 1, 2, 3 ORDER BY 2, 1, 3""")
+        return con.execute("SELECT * FROM reports.intent_trend").fetchdf()
 
 
 def build() -> dg.Definitions:

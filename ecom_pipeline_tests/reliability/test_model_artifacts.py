@@ -195,7 +195,7 @@ def test_the_serving_asset_refuses_a_planted_pickle_and_serves_the_former_champi
     import mlflow
 
     from ecom_pipeline.assets import reviews
-    from ecom_pipeline.resources import WarehouseResource
+    from ecom_pipeline.resources import PathsResource, WarehouseResource
     from ecom_pipeline_tests.reliability.review_serving import review_serving_warehouse
 
     rng = np.random.default_rng(0)
@@ -219,7 +219,11 @@ def test_the_serving_asset_refuses_a_planted_pickle_and_serves_the_former_champi
 
     result = dg.materialize(
         [reviews.review_sentiment],
-        resources={"warehouse": WarehouseResource(path=str(warehouse)), "mlflow": tracking},
+        resources={
+            "warehouse": WarehouseResource(path=str(warehouse)),
+            "mlflow": tracking,
+            "paths": PathsResource(data_root=str(tmp_path)),  # review_sentiment requires it
+        },
     )
     assert result.success and not marker.exists()
     message = result.get_asset_materialization_events()[0].materialization.metadata["message"].value

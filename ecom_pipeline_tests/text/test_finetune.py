@@ -1,6 +1,8 @@
 """The full fine-tuning path of sentiment_model (taken when CUDA is available): ``finetune_classifier`` with
 every layer trainable, exercised here on CPU with a small model."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,7 +42,9 @@ def _run(device: str, models_dir, out_dir):
     )
     enc = load_text_encoder("all-minilm-l6-v2", models_dir=models_dir, device=device, max_length=16)
     before = {k: v.detach().cpu().clone() for k, v in enc.model.state_dict().items()}
-    model, metrics = _finetuned(config, docs, res, "binary", device, models_dir)
+    # _finetuned reads only paths.models; the session's shared encoder cache keeps the encoder loaded once
+    paths = SimpleNamespace(models=models_dir)
+    model, metrics = _finetuned(config, docs, res, "binary", device, paths)
     # the registry's encoder is untouched (a copy is trained); in the copy the bottom layer changed too
     assert all((enc.model.state_dict()[k].cpu() == v).all() for k, v in before.items())
     key = "encoder.layer.0.attention.self.query.weight"

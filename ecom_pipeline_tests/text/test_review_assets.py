@@ -227,6 +227,7 @@ def test_review_sentiment_serves_what_the_decision_row_says(root):
     res = {
         "warehouse": WarehouseResource(path=str(db)),
         "source": SourceResource(data_root=str(root)),
+        "paths": PathsResource(data_root=str(root)),  # review_sentiment requires it since the paths resource
         "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db"),
     }
     if (
