@@ -225,7 +225,7 @@ def _products_with_images(warehouse: WarehouseResource) -> pd.DataFrame:
     products = _read(
         warehouse,
         "SELECT product_id, image_uri FROM staging.products WHERE image_uri IS NOT NULL "
-        "AND trim(image_uri) <> ''",
+        "AND trim(image_uri::VARCHAR) <> ''",
     )
     products["sold"] = _units_sold(warehouse, products.get("product_id", pd.Series(dtype=object)))
     if not products.empty:
@@ -649,7 +649,8 @@ def _pairs(
             return [], np.zeros((0, 0), np.float32), []
         titles = (
             con.execute(
-                "SELECT product_id, title FROM staging.products WHERE title IS NOT NULL AND trim(title) <> ''"
+                "SELECT product_id, title FROM staging.products "
+                "WHERE title IS NOT NULL AND trim(title::VARCHAR) <> ''"
             )
             .fetchdf()
             .set_index("product_id")["title"]
