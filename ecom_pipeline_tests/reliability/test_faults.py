@@ -29,7 +29,13 @@ from ecom_pipeline.assets import ingest, reviews, spatial
 from ecom_pipeline.automation.jobs import JOBS, MODEL_RETRY_POLICY
 from ecom_pipeline.config import Settings
 from ecom_pipeline.ml.registry import LOAD_ERROR_TAG, Candidate, log_and_register
-from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource, build_resources
+from ecom_pipeline.resources import (
+    MLflowResource,
+    PathsResource,
+    SourceResource,
+    WarehouseResource,
+    build_resources,
+)
 from ecom_pipeline.resources.io_manager import WarehouseIOManager
 from ecom_pipeline.warehouse.tables import warehouse_fingerprints
 from ecom_pipeline_tests.reliability.fault_points import FAULT_PAUSE_ENV, install
@@ -380,7 +386,11 @@ def test_corrupted_champion_artifact_keeps_serving_the_previous_champion(env, tm
 
     result = dg.materialize(
         [reviews.review_sentiment],
-        resources={"warehouse": WarehouseResource(path=str(warehouse)), "mlflow": tracking},
+        resources={
+            "warehouse": WarehouseResource(path=str(warehouse)),
+            "mlflow": tracking,
+            "paths": PathsResource(data_root=str(tmp_path)),
+        },
     )
     assert result.success
     meta = result.get_asset_materialization_events()[0].materialization.metadata
