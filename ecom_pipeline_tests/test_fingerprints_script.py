@@ -28,7 +28,7 @@ def _warehouse(path, status: str, loaded_at: str):
     con.execute("CREATE TABLE staging.orders AS SELECT 'o1' order_id")
     con.execute(
         "CREATE TABLE ml.model_metrics AS SELECT now() run_ts, 'm' model, 't' task, 'd' dataset, "
-        "'s' split, 'mae' metric, 1.5 value, 'naive' baseline, 2.0 baseline_value, 'r1' mlflow_run_id, "
+        "'s' split, 'mae' metric, 1.5 AS value, 'naive' baseline, 2.0 baseline_value, 'r1' mlflow_run_id, "
         "NULL::DOUBLE ci_low, NULL::DOUBLE ci_high, NULL::BIGINT n_units, NULL::BOOLEAN significant"
     )
     con.close()

@@ -175,7 +175,7 @@ def repeated_runs(tmp_path_factory):
                     [review_text_embeddings],
                     instance=instance,
                     run_config=MINILM,
-                    resources={k: resources[k] for k in ("warehouse", "compute", "source")},
+                    resources={k: resources[k] for k in ("warehouse", "compute", "source", "paths")},
                 )
                 out["encoded"] = [
                     m.metadata["encoded_this_run"].value
