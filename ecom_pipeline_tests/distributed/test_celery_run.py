@@ -27,6 +27,7 @@ from ecom_pipeline.distributed.smoke import (
 )
 from ecom_pipeline.routing import GPU_OP_TAGS
 from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, load_counts, warehouse_fingerprints
+from ecom_pipeline_tests.distributed import CLEARED_VARS
 from ecom_pipeline_tests.distributed.fault_jobs import smoke_job_with_fault_points
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -37,20 +38,6 @@ INGEST_TABLES = [
     t for t in TABLE_ORDER if t in ("customers", "orders", "order_items", "products", "sellers", "regions")
 ]
 KILL_POINT = "raw_load.orders"
-CLEARED_VARS = (
-    "ECOM_WAREHOUSE",
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_REGISTRY_URI",
-    "ECOM_PSEUDONYM_KEY",
-    "ECOM_DATA_DIR",
-    "ECOM_MAPPING",
-    "ECOM_ENV",
-    "ECOM_DATA_SOURCE",
-    "ECOM_EXECUTOR",
-    "ECOM_FAULT_PAUSE",
-    "ECOM_SHORT_JOBS_EXECUTOR",
-    "DAGSTER_HOME",
-)
 
 
 def _fingerprints(warehouse: Path) -> dict:

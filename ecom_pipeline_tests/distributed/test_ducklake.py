@@ -38,23 +38,13 @@ from ecom_pipeline.warehouse.tables import (
     warehouse_fingerprints,
     write_table,
 )
+from ecom_pipeline_tests.distributed import CLEARED_VARS as CLUSTER_CLEARED_VARS
 from ecom_pipeline_tests.distributed.ingest_run import TABLES
 
 ORDERS = 300
 KILL_POINT = "raw_load.orders"
 CLEARED_VARS = (
-    "ECOM_WAREHOUSE",
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_REGISTRY_URI",
-    "ECOM_PSEUDONYM_KEY",
-    "ECOM_DATA_DIR",
-    "ECOM_MAPPING",
-    "ECOM_ENV",
-    "ECOM_DATA_SOURCE",
-    "ECOM_EXECUTOR",
-    "ECOM_FAULT_PAUSE",
-    "ECOM_SHORT_JOBS_EXECUTOR",
-    "DAGSTER_HOME",
+    *CLUSTER_CLEARED_VARS,
     "ECOM_WAREHOUSE_BACKEND",
     "ECOM_DUCKLAKE_CATALOG",
     "ECOM_DUCKLAKE_DATA_PATH",

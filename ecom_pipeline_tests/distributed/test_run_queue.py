@@ -15,24 +15,11 @@ import pytest
 from ecom_pipeline.distributed.local import LocalCluster
 from ecom_pipeline.distributed.services import POSTGRES_BINARIES, REDIS_BINARIES, missing_binaries
 from ecom_pipeline.distributed.smoke import JOB_NAME, steps_per_worker
+from ecom_pipeline_tests.distributed import CLEARED_VARS
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 STEPS = "raw__customers,raw__orders,staging__customers,staging__orders"
-CLEARED_VARS = (
-    "ECOM_WAREHOUSE",
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_REGISTRY_URI",
-    "ECOM_PSEUDONYM_KEY",
-    "ECOM_DATA_DIR",
-    "ECOM_MAPPING",
-    "ECOM_ENV",
-    "ECOM_DATA_SOURCE",
-    "ECOM_EXECUTOR",
-    "ECOM_FAULT_PAUSE",
-    "ECOM_SHORT_JOBS_EXECUTOR",
-    "DAGSTER_HOME",
-)
 TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
