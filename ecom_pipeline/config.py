@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_ROOT = REPO_ROOT / "data"  # ECOM_DATA_ROOT unset: the one spelling of the default
 
 
 def _env(name: str, default: str) -> str:
@@ -159,7 +160,7 @@ class Settings:
     countries: tuple[str, ...] = ()
     synthetic_country: str = "BR"  # country profile of the synthetic source: BR | US
     # read-only snapshot readers open instead of the warehouse (see ecom_pipeline/snapshot.py)
-    snapshot: Path = REPO_ROOT / "data" / "snapshot.duckdb"
+    snapshot: Path = DEFAULT_DATA_ROOT / "snapshot.duckdb"
     # serving app (ecom_pipeline/api): key required outside ECOM_ENV=local, limits, champion/snapshot polling
     api_key: str = ""
     api_max_body_bytes: int = 8 * 1024 * 1024
@@ -186,7 +187,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        data_root = Path(_env("ECOM_DATA_ROOT", str(REPO_ROOT / "data"))).resolve()
+        data_root = Path(_env("ECOM_DATA_ROOT", str(DEFAULT_DATA_ROOT))).resolve()
         data_dir = os.environ.get("ECOM_DATA_DIR", "").strip()
         mapping = os.environ.get("ECOM_MAPPING", "").strip()
         return cls(

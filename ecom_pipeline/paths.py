@@ -44,6 +44,11 @@ class DataPaths:
         return self.inbox / "processed"
 
     @property
+    def synthetic_images(self) -> Path:
+        """The product images the synthetic source draws (``raw.products.image_uri`` points here)."""
+        return self.root / "synthetic_images"
+
+    @property
     def landing(self) -> Path:
         """The current state of the delivered files: what a file-based source reads after the inbox."""
         return self.root / "landing"

@@ -16,7 +16,7 @@ from ecom_pipeline.config import Settings
 from ecom_pipeline.resources import PathsResource, build_resources
 
 PACKAGE = Path(ecom_pipeline.__file__).resolve().parent
-CHECKED = ("assets", "automation")
+CHECKED = ("assets", "automation", "sources")
 # the names of the folders and files under the data root (ecom_pipeline/paths.py)
 FOLDER_NAMES = {
     "models",
@@ -27,6 +27,7 @@ FOLDER_NAMES = {
     "ops",
     "run_failures.jsonl",
     "snapshot.duckdb",
+    "synthetic_images",
 }
 
 
@@ -81,6 +82,8 @@ def test_the_resource_keeps_the_folders_of_before(tmp_path):
     assert paths.report("regions.png") == tmp_path / "reports" / "regions.png"
     assert paths.inbox == tmp_path / "inbox"
     assert paths.landing == tmp_path / "landing"
+    assert paths.layout.inbox_processed == tmp_path / "inbox" / "processed"
+    assert paths.layout.synthetic_images == tmp_path / "synthetic_images"
     assert paths.layout.partition("2024-05-01") == tmp_path / "partitions" / "2024-05-01"
     assert paths.failure_log == tmp_path / "ops" / "run_failures.jsonl"
     assert paths.snapshot == tmp_path / "snapshot.duckdb"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ecom_pipeline.config import DEFAULT_DATA_ROOT
 from ecom_pipeline.paths import DataPaths
 
 
@@ -14,7 +15,7 @@ class PathsResource(dg.ConfigurableResource):
     ``ECOM_SNAPSHOT`` when that is set, else the snapshot lives under the data root.  Assets and sensors ask
     this resource for a folder instead of joining names onto a data root themselves."""
 
-    data_root: str = "data"
+    data_root: str = str(DEFAULT_DATA_ROOT)
     snapshot_path: str = ""  # "" = <data_root>/snapshot.duckdb
 
     @property

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from ecom_pipeline.config import DEFAULT_DATA_ROOT
+from ecom_pipeline.paths import DataPaths
 from ecom_pipeline.sources import DEFAULT_CHUNK_ROWS, Source, make_source
 from ecom_pipeline.sources.base import SourceError
 
@@ -31,7 +33,7 @@ class SourceResource(dg.ConfigurableResource):
     kind: str = "synthetic"
     data_dir: str = ""
     mapping: str = ""
-    data_root: str = "data"
+    data_root: str = str(DEFAULT_DATA_ROOT)
     synthetic_orders: int = 5000
     synthetic_seed: int = 42
     chunk_rows: int = DEFAULT_CHUNK_ROWS
@@ -45,19 +47,20 @@ class SourceResource(dg.ConfigurableResource):
         seconds cannot make a folder appear, it only hides the cause behind retries."""
         from ecom_pipeline.sources.online_events import WithOnlineEvents
 
+        layout = DataPaths(Path(self.data_root))
         try:
             base = make_source(
                 self.kind,
                 data_dir=Path(self.data_dir) if self.data_dir else None,
                 mapping=Path(self.mapping) if self.mapping else None,
-                data_root=Path(self.data_root),
+                image_dir=layout.synthetic_images,
                 synthetic_orders=self.synthetic_orders,
                 synthetic_seed=self.synthetic_seed,
                 synthetic_country=self.synthetic_country,
             )
         except SourceError as exc:
             raise SourceBuildFailure(str(exc), file=exc.file, column=exc.column) from exc
-        return WithOnlineEvents(base, self.data_root)
+        return WithOnlineEvents(base, layout.inbox_processed)
 
     def shop_countries(self, data_countries: pd.Series | None = None) -> tuple[str, ...]:
         """The shop's countries, most customers first: ECOM_COUNTRY, else the data's own country column
@@ -84,7 +87,7 @@ class PrivacyResource(dg.ConfigurableResource):
 
     pseudonym_key: str = ""
     env: str = "local"
-    data_root: str = "data"
+    data_root: str = str(DEFAULT_DATA_ROOT)
 
     def key(self) -> tuple[bytes, str | None]:
         """The key and, when it was generated or read from the local key file, a warning to log."""

@@ -16,17 +16,17 @@ def make_source(
     *,
     data_dir: Path | None = None,
     mapping: Path | None = None,
-    data_root: Path | None = None,
+    image_dir: Path | None = None,
     synthetic_orders: int = 5000,
     synthetic_seed: int = 42,
     synthetic_country: str = "BR",
 ) -> Source:
-    """Build the configured source, with an error that says what is missing."""
+    """Build the configured source, with an error that says what is missing.  ``image_dir``: where the
+    synthetic source writes its product images (``DataPaths.synthetic_images``); None draws none."""
     kind = kind.lower()
     if kind == "synthetic":
         from ecom_pipeline.sources.synthetic import SyntheticSource
 
-        image_dir = (data_root or Path("data")) / "synthetic_images"
         return SyntheticSource(
             n_orders=synthetic_orders, seed=synthetic_seed, image_dir=image_dir, country=synthetic_country
         )

@@ -23,19 +23,21 @@ COLUMNS = ("event_id", "ts", "customer_id", "session_id", "event_type", "product
 ONLINE_HINTS = ParseHints(timestamp_formats=("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f"), timezone="UTC")
 
 
-def online_event_files(data_root: str | Path) -> list[Path]:
-    processed = Path(data_root) / "inbox" / "processed"
+def online_event_files(processed: str | Path) -> list[Path]:
+    """The archived online-events files under ``processed`` (``DataPaths.inbox_processed``)."""
+    processed = Path(processed)
     if not processed.is_dir():
         return []
     return sorted(p for p in processed.glob(f"*/{PREFIX}*.csv") if p.is_file() and not p.is_symlink())
 
 
 class WithOnlineEvents(Source):
-    """``base`` with the archived online events appended to its ``events`` table."""
+    """``base`` with the archived online events (under ``processed``, the inbox's archive) appended to its
+    ``events`` table."""
 
-    def __init__(self, base: Source, data_root: str | Path):
+    def __init__(self, base: Source, processed: str | Path):
         self.base = base
-        self.data_root = Path(data_root)
+        self.processed = Path(processed)
         self.name = base.name
 
     def __getattr__(self, item):  # anything else the base source offers (catalogues, image dirs)
@@ -43,14 +45,14 @@ class WithOnlineEvents(Source):
 
     def tables(self) -> set[str]:
         tables = set(self.base.tables())
-        return tables | {"events"} if online_event_files(self.data_root) else tables
+        return tables | {"events"} if online_event_files(self.processed) else tables
 
     def read(self, table: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
         if table in self.base.tables():
             yield from self.base.read(table, chunk_rows=chunk_rows)
         if table != "events":
             return
-        for path in online_event_files(self.data_root):
+        for path in online_event_files(self.processed):
             source_file = f"inbox/processed/{path.parent.name}/{path.name}"
             for chunk in pd.read_csv(
                 path, dtype=str, keep_default_na=False, na_values=[""], chunksize=chunk_rows
@@ -63,7 +65,7 @@ class WithOnlineEvents(Source):
 
     def fast_scan(self, table: str):
         """The base source's DuckDB fast path, except for ``events`` when online events are appended to it."""
-        if table not in self.base.tables() or (table == "events" and online_event_files(self.data_root)):
+        if table not in self.base.tables() or (table == "events" and online_event_files(self.processed)):
             return None
         return self.base.fast_scan(table)
 
@@ -73,7 +75,7 @@ class WithOnlineEvents(Source):
         return self.base.parse_hints(table)
 
     def describe(self) -> dict:
-        return {**self.base.describe(), "online_event_files": len(online_event_files(self.data_root))}
+        return {**self.base.describe(), "online_event_files": len(online_event_files(self.processed))}
 
     def check_table(self, table: str) -> None:
         self.base.check_table(table)

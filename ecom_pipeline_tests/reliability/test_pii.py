@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from ecom_pipeline.config import REPO_ROOT, Settings
+from ecom_pipeline.paths import DataPaths
 from ecom_pipeline.pii_scan import (
     Finding,
     mask_example,
@@ -85,7 +86,7 @@ class SeededSource(Source):
 
 
 def _source_customers(data_root: Path) -> pd.DataFrame:
-    src = make_source("synthetic", data_root=data_root, synthetic_orders=N_ORDERS)
+    src = make_source("synthetic", image_dir=DataPaths(data_root).synthetic_images, synthetic_orders=N_ORDERS)
     return pd.concat(list(src.read("customers")), ignore_index=True)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from ecom_pipeline.cleaning.staging import stage_table
 from ecom_pipeline.loading import load_raw_table
+from ecom_pipeline.paths import DataPaths
 from ecom_pipeline.sources.base import SourceError
 from ecom_pipeline.sources.mapped import MappedSource
 from ecom_pipeline.warehouse.tables import PER_RUN_COLUMNS, load_counts, table_fingerprint
@@ -165,7 +166,9 @@ def test_the_pipelines_source_wrapper_keeps_the_fast_path(tmp_path):
     from ecom_pipeline.sources.online_events import PREFIX, WithOnlineEvents
 
     shutil.copy(BAD / "wrong_field_count.csv", tmp_path / "o.csv")
-    wrapped = WithOnlineEvents(_orders_source(tmp_path, "o.csv"), tmp_path / "root")
+    wrapped = WithOnlineEvents(
+        _orders_source(tmp_path, "o.csv"), DataPaths(tmp_path / "root").inbox_processed
+    )
     assert wrapped.fast_scan("orders") is not None
     con = duckdb.connect()
     assert load_raw_table(con, wrapped, "orders", load_id="L").fast_rows == 2
@@ -191,7 +194,9 @@ def test_the_pipelines_source_wrapper_keeps_the_fast_path(tmp_path):
     (archive / f"{PREFIX}2024-05-01_x.csv").write_text(
         "event_id,ts,customer_id,session_id,event_type,product_id\ne2,2024-05-01 11:00:00,c1,s1,view,p1\n"
     )
-    wrapped = WithOnlineEvents(MappedSource(events, data_dir=tmp_path), tmp_path / "root")
+    wrapped = WithOnlineEvents(
+        MappedSource(events, data_dir=tmp_path), DataPaths(tmp_path / "root").inbox_processed
+    )
     assert wrapped.fast_scan("events") is None
     assert load_raw_table(con, wrapped, "events", load_id="L").rows == 2
 
@@ -224,9 +229,9 @@ def test_raw_asset_metadata_says_what_the_fast_path_did(tmp_path):
                 kind="mapped",
                 mapping=str(tmp_path / "m.yaml"),
                 data_dir=str(tmp_path),
-                data_root=str(tmp_path / "root"),
+                data_root=str(DataPaths(tmp_path / "root").inbox_processed),
             ),
-            "paths": PathsResource(data_root=str(tmp_path / "root")),
+            "paths": PathsResource(data_root=str(DataPaths(tmp_path / "root").inbox_processed)),
             "warehouse": WarehouseResource(path=str(tmp_path / "w.duckdb")),
         },
     )

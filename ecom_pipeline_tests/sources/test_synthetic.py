@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from ecom_pipeline.canonical import BRAZIL_BOUNDS, TABLE_ORDER, TABLES
+from ecom_pipeline.paths import DataPaths
 from ecom_pipeline.sources import make_source
 from ecom_pipeline.sources import synthetic_geo as geo
 from ecom_pipeline.sources.base import SourceError, text_frame
@@ -76,7 +77,9 @@ def test_timestamps_are_utc_text_inside_the_period(small):
 
 
 def test_make_source_hints_describe_and_unknown_table(tmp_path):
-    src = make_source("synthetic", data_root=tmp_path, synthetic_orders=1234, synthetic_seed=3)
+    src = make_source(
+        "synthetic", image_dir=DataPaths(tmp_path).synthetic_images, synthetic_orders=1234, synthetic_seed=3
+    )
     assert isinstance(src, SyntheticSource)
     assert src.image_dir == tmp_path / "synthetic_images"
     assert src.parse_hints("orders").geo_bounds == "brazil"
