@@ -224,6 +224,19 @@ def _close(a, b) -> bool:
     return a == b
 
 
+def _num(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _within_interval(before: dict, after: dict) -> bool | None:
+    """Whether the value moved by less than half the width of the after row's model-vs-baseline interval
+    (the sampling spread of that comparison); None when the row has no interval."""
+    low, high, va, vb = (after.get("ci_low"), after.get("ci_high"), before.get("value"), after.get("value"))
+    if not all(isinstance(x, float | int) and math.isfinite(x) for x in (low, high, va, vb)):
+        return None
+    return abs(vb - va) <= (high - low) / 2
+
+
 def _build_line(build: dict) -> str:
     return (
         f"`{build['commit']}`: demo rc {build['demo_rc']}, {build['wall_s']} s, load (1/5/15 min) "
@@ -265,16 +278,23 @@ def compare(a: dict, b: dict) -> tuple[list[str], bool]:
         f"{len(set(mb) - set(ma))}"
     )
     if changed:
+        inside = sum(_within_interval(ma[k], mb[k]) is True for k in changed)
+        flips = sum(str(ma[k].get("significant")) != str(mb[k].get("significant")) for k in changed)
         lines += [
+            f"* of the {len(changed)} different rows: {inside} moved by less than half their interval "
+            f"(the model-vs-baseline interval of the *after* row); the significance flag changed in {flips}",
             "",
-            "| model | task | split | metric | before | after | before baseline | after baseline |",
-            "|---|---|---|---|---|---|---|---|",
+            "| model | task | split | metric | before | after | before baseline | after baseline "
+            "| |Δ| inside half interval | significant before → after |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for k in changed:
             ra, rb = ma[k], mb[k]
             lines.append(
-                f"| {k[0]} | {k[1]} | {k[3]} | {k[4]} | {ra.get('value')} | {rb.get('value')} | "
-                f"{ra.get('baseline_value')} | {rb.get('baseline_value')} |"
+                f"| {k[0]} | {k[1]} | {k[3]} | {k[4]} | {_num(ra.get('value'))} | {_num(rb.get('value'))} | "
+                f"{_num(ra.get('baseline_value'))} | {_num(rb.get('baseline_value'))} | "
+                f"{ {True: 'yes', False: 'no', None: 'no interval'}[_within_interval(ra, rb)] } | "
+                f"{ra.get('significant')} → {rb.get('significant')} |"
             )
     for label, only in (
         ("only before", sorted(set(ma) - set(mb))),

@@ -81,3 +81,22 @@ def test_per_run_columns_do_not_count_and_a_changed_value_does(tmp_path):
     assert not equal and "tables only after: `raw.extra`" in text
     assert "`raw.orders`: 1 vs 1 rows; shared columns with other values: status" in text
     assert "| m | t | s | mae | 1.5 | 1.6 |" in text
+    assert "| no interval |" in text
+
+
+def test_a_moved_metric_is_judged_against_its_interval():
+    """A metric that moved by less than half its model-vs-baseline interval is inside the sampling spread; one
+    that moved by more is not, and a flipped significance flag is counted."""
+    fp = _script()
+    before = {"value": 0.70, "ci_low": -0.02, "ci_high": 0.06, "significant": False}
+    assert fp._within_interval(before, before | {"value": 0.73}) is True
+    assert fp._within_interval(before, before | {"value": 0.75}) is False
+    assert fp._within_interval(before, before | {"ci_low": None}) is None
+    key = {"model": "m", "task": "t", "dataset": "d", "split": "s", "metric": "f1", "baseline": "b"}
+    meta = {"source": "synthetic", "commit": "x", "demo_rc": 0, "wall_s": 1.0, "load_before": [0, 0, 0]}
+    a = meta | {"load_after": [0, 0, 0], "tables": {}, "model_metrics": [key | before]}
+    b = a | {"model_metrics": [key | before | {"value": 0.80, "ci_low": 0.01, "significant": True}]}
+    text = "\n".join(fp.compare(a, b)[0])
+    assert "of the 1 different rows: 0 moved by less than half their interval" in text
+    assert "the significance flag changed in 1" in text
+    assert "| m | t | s | f1 | 0.7 | 0.8 |" in text and "| no | False → True |" in text
