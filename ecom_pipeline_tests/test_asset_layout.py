@@ -64,8 +64,10 @@ TRAINING = {
         "sentiment_finetuned",
         "sentiment_model",
         "stgcn_backtest",
+        # issue 15: the weekly step keeps the served repurchase model; the scores moved to scoring (daily)
+        "repurchase_model",
     )
-} | {"serving/repurchase_scores"}
+}
 SCORING = {
     "features/review_sentiment",
     "reports/model_registry_report",
@@ -75,6 +77,7 @@ SCORING = {
     "serving/anomalies",
     "serving/forecasts",
     "serving/recommendations",
+    "serving/repurchase_scores",
     "serving/related_items",
     "serving/similar_products",
     "serving/user_profiles",

@@ -1,8 +1,8 @@
 """Jobs over the asset graph, and their schedules.
 
 Jobs select by the rule of :mod:`ecom_pipeline.asset_layout`: a topic job by its *group*, a stage job by
-its *layers* (the asset key prefix, ``STAGE_LAYERS``) plus the two assets whose step belongs to another stage
-than their layer (listed below by key, with the reason).  New assets are picked up by their layer or group
+its *layers* (the asset key prefix, ``STAGE_LAYERS``) plus the asset whose step belongs to another stage than
+its layer (listed below by key, with the reason).  New assets are picked up by their layer or group
 without touching this module.
 
 ==================  =======================================================  ==========================
@@ -18,10 +18,9 @@ features            layer features, except ``features/review_sentiment``     UI 
 daily_refresh       features (incremental where built), after daily_ingest   features_after_daily_ingest
 full_refresh        ingest + features, the incremental ones in full: the     ``daily_full_refresh``
                     full rebuild (a snapshot source's daily run)             (snapshot sources), UI / CLI
-training            layer models, plus ``serving/repurchase_scores``         ``weekly_retraining``,
+training            layer models                                             ``weekly_retraining``,
                                                                              drift_retraining sensor
-scoring             layers serving, reports, snapshot, except                ``daily_scoring``
-                    ``serving/repurchase_scores``; plus
+scoring             layers serving, reports, snapshot; plus                  ``daily_scoring``
                     ``features/review_sentiment``
 full_pipeline       everything but group inbox                               ``make demo``
 drift_check         the drift sensor's check, on demand (defined in          UI / CLI
@@ -81,13 +80,11 @@ def _layers(stage: str) -> dg.AssetSelection:
     return dg.AssetSelection.key_prefixes(*STAGE_LAYERS[stage])
 
 
-# The two assets whose step belongs to another stage than their layer (selected by key: each is one asset of
-# one topic, and a tag for two assets would be a second selection rule):
-# review sentiment is a feature computed *with the champion sentiment model*, so it runs after training, in
-# scoring; the repurchase scores come out of the step that trains the repurchase model, so they run weekly
-# with the other models, in training.
+# The asset whose step belongs to another stage than its layer (selected by key): review sentiment is a
+# feature computed *with the champion sentiment model*, so it runs after training, in scoring.  (The
+# repurchase scores were the second one until issue 15: training now keeps the served model,
+# models/repurchase_model, and serving/repurchase_scores scores daily in scoring, by its layer.)
 REVIEW_SENTIMENT = dg.AssetKey(["features", "review_sentiment"])
-REPURCHASE_SCORES = dg.AssetKey(["serving", "repurchase_scores"])
 NEW_PARTITIONS = dg.AssetKey(["inbox", "new_partitions"])  # automation/inbox.py: the daily path's ingest
 
 
@@ -99,8 +96,8 @@ def _asset(key: dg.AssetKey) -> dg.AssetSelection:
 
 INGEST_SELECTION = dg.AssetSelection.groups("ingest")
 FEATURES_SELECTION = _layers("features") - _asset(REVIEW_SENTIMENT)
-TRAINING_SELECTION = _layers("training") | _asset(REPURCHASE_SCORES)
-SCORING_SELECTION = (_layers("scoring") - _asset(REPURCHASE_SCORES)) | _asset(REVIEW_SENTIMENT)
+TRAINING_SELECTION = _layers("training")
+SCORING_SELECTION = _layers("scoring") | _asset(REVIEW_SENTIMENT)
 
 
 ingest_job = dg.define_asset_job(
