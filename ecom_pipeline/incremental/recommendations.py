@@ -54,6 +54,9 @@ COLUMNS = [
 ]
 # scores from global counts alone: one day can reorder every user's list
 GLOBAL_COUNT_MODELS = frozenset({"popularity", "recent_popularity", "regional_popularity"})
+# one list for everyone at a level without per-user exclusion (not the item level, which drops what a user
+# bought): scored once and repeated per user instead of once per user (same rows, ~1/users of the work)
+SAME_LIST_FOR_EVERYONE = frozenset({"popularity", "recent_popularity"})
 # models whose daily run folds new activity into the last fit instead of refitting (see the module docstring)
 FOLD_IN_MODELS = frozenset({"als"})
 FITS = "incremental.recommender_fits"  # per level: the fit's signature, time, size and item factors
@@ -229,6 +232,10 @@ def _score_level(
     common = dict(
         level=c.level, model_name=c.model, params=c.params, k=c.k, user_regions=user_regions, item_names=names
     )
+    if c.model in SAME_LIST_FOR_EVERYONE and c.level != "item":
+        everyone = list(pd.unique(interactions["customer_id"].astype(str))) if users is None else users
+        one, _ = serve(interactions, model_version=c.version, users=everyone[:1], **common)
+        return _broadcast(one, everyone), "; one list scored once, the same for everyone"
     signature, n = fit_signature(c), len(interactions)
     why = "full refresh" if users is None else None
     if c.model in FOLD_IN_MODELS and users is not None:
@@ -270,3 +277,12 @@ def _fold_in(
         **common,
     )
     return df, note
+
+
+def _broadcast(one: pd.DataFrame, users: list[str]) -> pd.DataFrame:
+    """The rows of one user's list repeated for every user (in ``users`` order), as serve() would give."""
+    if one.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    rows = one.iloc[np.tile(np.arange(len(one)), len(users))].reset_index(drop=True)
+    rows["customer_id"] = np.repeat(np.asarray(users, dtype=object), len(one))
+    return rows

@@ -281,3 +281,20 @@ def test_plan_rules_redelivery_weekly_signature_and_unpartitioned_staging(world,
     )
     assert not built_by_partitions(con)
     assert "partitioned ingest" in refresh(con, seed=1, now=now).plan.reason
+
+
+@pytest.mark.parametrize("model", ["popularity", "recent_popularity"])
+def test_one_list_for_everyone_equals_scoring_every_user(world, tmp_path, model):
+    """Global popularity at the category level (no per-user exclusion): scoring one user and repeating the
+    list gives exactly the rows of scoring every user."""
+    from ecom_pipeline.incremental.recommendations import _broadcast
+    from ecom_pipeline.ml.recsys.pipeline import serve
+
+    con = _copy(world, tmp_path)
+    refresh_interactions(con, DEFAULT_WEIGHTS)
+    inter = read_interactions(con)
+    common = dict(level="category", model_name=model, params={}, k=3, user_regions=None, item_names={})
+    every, _ = serve(inter, model_version="v", **common)
+    users = list(pd.unique(inter["customer_id"].astype(str)))
+    one, _ = serve(inter, model_version="v", users=users[:1], **common)
+    pd.testing.assert_frame_equal(_broadcast(one, users), every)
