@@ -27,8 +27,10 @@ Flow (each step is idempotent, so a crash anywhere is repaired by re-running it)
    file-based source at the landing folder.
 
    Opt-in instead (files that hold each day's new and corrected rows, mapped source):
-   ``daily_partition_after_inbox`` launches ``daily_partition_ingest`` for the same day: the day's archived
-   files (``publish_partition``) are appended to raw and merged into staging by key.
+   ``daily_partition_after_inbox`` launches ``daily_ingest`` (asset ``inbox/new_partitions``): every archived
+   day not staged yet (``publish_partition``) is appended to raw and merged into staging by key, then
+   ``features_after_daily_ingest`` (automation/jobs.py) runs the incremental ``daily_refresh``.  The
+   partitioned ``inbox/daily_partition_ingest`` stages one chosen day (backfills).
 """
 
 import fnmatch
@@ -673,8 +675,9 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
     )
 
 
-# The daily partitioned ingest (asset in assets/ingest.py): for shops whose daily files are the day's new and
-# corrected rows.  Opt-in: start this sensor and stop ingest_after_inbox (the full reload would replace raw
+# The daily partitioned ingest: for shops whose daily files are the day's new and corrected rows.  This asset
+# stages one chosen day (backfills); the daily path is inbox/new_partitions below (every day not staged yet).
+# Opt-in: start daily_partition_after_inbox and stop ingest_after_inbox (the full reload would replace raw
 # with the landing folder, and load_raw_partition then refuses to append to that snapshot).
 @dg.asset(
     key=dg.AssetKey(["inbox", "daily_partition_ingest"]),
