@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         "--job",
         default="full_pipeline",
         help="job the demo runs: full_pipeline (every asset) or "
-        "daily_refresh (raw, staging and features only: no model metrics, a fraction of the time)",
+        "full_refresh (raw, staging and features only: no model metrics, a fraction of the time)",
     )
     b.add_argument("--out", required=True)
     b.add_argument("--keep", action="store_true", help="keep the temporary build root")

@@ -90,7 +90,8 @@ def _steps(con, mode: str, item_model: str) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     inter = read_interactions(con)
     rec = refresh_recommendations(con, inter, choices, user_regions=None, item_names={}, mode=mode)
-    seconds["recommendations"], did["recommendations"] = time.perf_counter() - t0, (rec.plan, rec.counts)
+    seconds["recommendations"] = time.perf_counter() - t0
+    did["recommendations"] = (rec.plan, rec.counts, rec.scope)
     return seconds, did
 
 
@@ -121,7 +122,7 @@ def run_case(orders: int, root: Path, item_model: str) -> dict:
     gen.close()
     (root / "generated.duckdb").unlink()
     con = duckdb.connect(str(root / "warehouse.duckdb"))
-    _stage(con, root / "files", root, history, key)
+    history_ingest_s = _stage(con, root / "files", root, history, key)
     _steps(con, "full", item_model)
     ingest_s = _stage(con, root / "files", root, day, key)
     before = _recs(con)
@@ -149,6 +150,17 @@ def run_case(orders: int, root: Path, item_model: str) -> dict:
     kept = {n: f[~f["customer_id"].isin(recomputed)] for n, f in item.items()}
     merged = kept["daily"].merge(kept["full"], on=["customer_id", "rank"], how="outer", suffixes=("_d", "_f"))
     stale_users = merged.loc[merged["item_id_d"] != merged["item_id_f"], "customer_id"].nunique()
+    # recomputed customers: share of the full refit's top-k items the daily list holds (ALS fold-in vs refit)
+    lists = {n: f.groupby("customer_id")["item_id"].apply(set) for n, f in fresh.items()}
+    common = lists["full"].index.intersection(lists["daily"].index)
+    overlap = (
+        float(
+            sum(len(lists["daily"][u] & lists["full"][u]) / max(len(lists["full"][u]), 1) for u in common)
+            / len(common)
+        )
+        if len(common)
+        else None
+    )
     shutil.rmtree(root, ignore_errors=True)
     del before
     daily_total, full_total = sum(daily_s.values()), sum(full_s.values())
@@ -158,18 +170,25 @@ def run_case(orders: int, root: Path, item_model: str) -> dict:
         "day_partition": day,
         "rows": {p: sum(r.values()) for p, r in rows.items()},
         "day_ingest_seconds": round(ingest_s, 2),
+        "history_ingest_seconds": round(history_ingest_s, 2),
+        # the daily run with its ingest (one day staged) vs a full run with its ingest (every day staged)
+        "daily_with_ingest_vs_full_with_ingest": round(
+            (ingest_s + daily_total) / (history_ingest_s + ingest_s + full_total), 4
+        ),
         "daily_seconds": {k: round(v, 2) for k, v in daily_s.items()},
         "full_seconds": {k: round(v, 2) for k, v in full_s.items()},
         "daily_total_seconds": round(daily_total, 2),
         "full_total_seconds": round(full_total, 2),
         "daily_vs_full": round(daily_total / full_total, 4),
         "daily_plans": {
-            k: {"mode": p.mode, "reason": p.reason, "customers": len(p.customers), **c.metadata()}
-            for k, (p, c) in daily_did.items()
+            k: {"mode": v[0].mode, "reason": v[0].reason, "customers": len(v[0].customers), **v[1].metadata()}
+            for k, v in daily_did.items()
         },
         "fingerprints_equal": {t: daily[t] == full[t] for t in daily},
         "recommendations": {
             "recomputed_rows_equal_full": bool(fresh["daily"].equals(fresh["full"])),
+            "recomputed_item_overlap_with_full": None if overlap is None else round(overlap, 4),
+            "item_scope": daily_did["recommendations"][2].get("item", ""),
             "category_level_equal_full": bool(
                 daily_recs[daily_recs["level"] == "category"]
                 .reset_index(drop=True)[["customer_id", "rank", "item_id"]]
@@ -183,6 +202,20 @@ def run_case(orders: int, root: Path, item_model: str) -> dict:
             "kept_users_whose_list_a_full_refit_changes": int(stale_users),
         },
     }
+
+
+def _ingest_cell(c: dict) -> str:
+    if "history_ingest_seconds" not in c:
+        return "–"
+    staged_all = c["history_ingest_seconds"] + c["day_ingest_seconds"]
+    return (
+        f"{c['day_ingest_seconds']:.1f} / {staged_all:.1f}, {c['daily_with_ingest_vs_full_with_ingest']:.3f}"
+    )
+
+
+def _overlap(r: dict) -> str:
+    v = r.get("recomputed_item_overlap_with_full")
+    return "–" if v is None else f"{v:.2f}"
 
 
 def render_md(results: dict) -> str:
@@ -201,11 +234,11 @@ def render_md(results: dict) -> str:
         "",
         (
             "| orders | item model | daily s (interactions / category interactions / profiles / recs) | "
-            "full s | daily / full | "
-            "tables equal | recs: recomputed rows equal / kept users a refit would change | commit | "
-            "load avg before / after | measured |"
+            "full s | daily / full | with ingest: day / all days staged (s), daily / full | "
+            "tables equal | recs: recomputed rows equal / overlap@k with a full refit / kept users a refit "
+            "would change | commit | load avg before / after | measured |"
         ),
-        "|---:|---|---|---|---:|---|---|---|---|---|",
+        "|---:|---|---|---|---:|---|---|---|---|---|---|",
     ]
     for c in results["cases"].values():
         d, f, r = c["daily_seconds"], c["full_seconds"], c["recommendations"]
@@ -216,8 +249,9 @@ def render_md(results: dict) -> str:
             + f") | {c['full_total_seconds']:.1f} ("
             + " / ".join(f"{f[k]:.1f}" if k in f else "–" for k in steps)
             + ") | "
-            f"{c['daily_vs_full']:.3f} | {all(c['fingerprints_equal'].values())} | "
-            f"{r['recomputed_rows_equal_full']} / {r['kept_users_whose_list_a_full_refit_changes']:,} of "
+            f"{c['daily_vs_full']:.3f} | {_ingest_cell(c)} | {all(c['fingerprints_equal'].values())} | "
+            f"{r['recomputed_rows_equal_full']} / {_overlap(r)} / "
+            f"{r['kept_users_whose_list_a_full_refit_changes']:,} of "
             f"{r['kept_users']:,} | {c['commit']} | {c['load_before']} / {c['load_after']} | "
             f"{c['measured_at']} |"
         )

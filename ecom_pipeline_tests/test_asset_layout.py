@@ -64,8 +64,10 @@ TRAINING = {
         "sentiment_finetuned",
         "sentiment_model",
         "stgcn_backtest",
+        # issue 15: the weekly step keeps the served repurchase model; the scores moved to scoring (daily)
+        "repurchase_model",
     )
-} | {"serving/repurchase_scores"}
+}
 SCORING = {
     "features/review_sentiment",
     "reports/model_registry_report",
@@ -75,6 +77,7 @@ SCORING = {
     "serving/anomalies",
     "serving/forecasts",
     "serving/recommendations",
+    "serving/repurchase_scores",
     "serving/related_items",
     "serving/similar_products",
     "serving/user_profiles",
@@ -138,9 +141,17 @@ def test_each_job_selects_what_it_selected_before(defs, job, expected):
 
 def test_composite_jobs_are_the_union_of_their_parts(defs):
     everything = {k.to_user_string() for k in defs.get_repository_def().asset_graph.get_all_asset_keys()}
-    assert _keys(defs, "daily_refresh") == INGEST | FEATURES
+    # issue 15: daily_refresh no longer reloads raw + staging (daily_ingest stages the new days, then the
+    # features run incrementally); the full reload + features it was is full_refresh
+    assert _keys(defs, "daily_refresh") == FEATURES
+    assert _keys(defs, "daily_ingest") == {"inbox/new_partitions"}
+    assert _keys(defs, "full_refresh") == INGEST | FEATURES
     assert _keys(defs, "full_pipeline") == INGEST | FEATURES | TRAINING | SCORING
-    assert everything - _keys(defs, "full_pipeline") == {"inbox/deliveries", "inbox/daily_partition_ingest"}
+    assert everything - _keys(defs, "full_pipeline") == {
+        "inbox/deliveries",
+        "inbox/daily_partition_ingest",
+        "inbox/new_partitions",
+    }
 
 
 def test_the_ingest_group_is_exactly_the_raw_and_staging_layers(defs):

@@ -22,6 +22,7 @@ ASSETS = [
     "models/recommender_evaluation",
     "serving/recommendations",
     "serving/user_profiles",
+    "models/repurchase_model",
     "serving/repurchase_scores",
     "features/review_text_embeddings",
     "models/sentiment_model",

@@ -1,10 +1,11 @@
 """User modelling group: profiles + segments (serving.user_profiles, serving.user_segments) and repurchase
-prediction (serving.repurchase_scores), over :mod:`ecom_pipeline.ml.users`."""
+prediction (trained weekly: models/repurchase_model; scored daily: serving.repurchase_scores), over
+:mod:`ecom_pipeline.ml.users` and :mod:`ecom_pipeline.incremental`."""
 
 import dagster as dg
 import pandas as pd
 
-from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
+from ecom_pipeline.resources import MLflowResource, PathsResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
 from ecom_pipeline.routing import WAREHOUSE_POOL
 
@@ -37,13 +38,6 @@ def _tables(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
 
     with warehouse.connect(read_only=True) as con:
         return read_profile_inputs(con)
-
-
-def _write(warehouse: WarehouseResource, table: str, df: pd.DataFrame) -> None:
-    from ecom_pipeline.warehouse.tables import write_table
-
-    with warehouse.connect() as con:
-        write_table(con, table, df)
 
 
 @dg.asset(
@@ -162,32 +156,15 @@ def _repurchase_records(res, split: str, dataset: str) -> list[MetricRecord]:
     ]
 
 
-def _repurchase_scores(res, prof: pd.DataFrame, horizon_days: int, version: str) -> pd.DataFrame:
-    """The served model's probabilities per customer. The serving gate: the GBM serves only when it beat the
+def _served_repurchase(res, horizon_days: int, version: str):
+    """The served model for the daily scoring step. The serving gate: the GBM serves only when it beat the
     RFM baseline significantly; with nothing trained nobody is scored (an empty table and a decision row
     with the reason, not a constant 0.0 for everyone)."""
+    from ecom_pipeline.incremental.repurchase import ServedRepurchase, now_stamp
     from ecom_pipeline.ml.users.repurchase import CANDIDATE
 
-    cols = [
-        "customer_id",
-        "as_of",
-        "horizon_days",
-        "probability",
-        "model",
-        "model_version",
-        "recency_days",
-        "frequency",
-        "monetary",
-    ]
-    if not (len(prof) and res.model is not None):
-        return pd.DataFrame(columns=cols)
     served_version = version if res.served == CANDIDATE else ""
-    return prof.assign(
-        horizon_days=horizon_days,
-        probability=res.model.predict_proba(prof),
-        model=res.served,
-        model_version=served_version,
-    )[cols]
+    return ServedRepurchase(res.model, res.served, served_version, horizon_days, now_stamp())
 
 
 def _repurchase_decision(res):
@@ -219,7 +196,7 @@ def _repurchase_decision(res):
 
 
 @dg.asset(
-    key_prefix=["serving"],
+    key_prefix=["models"],
     group_name=GROUP,
     tags={"ecom/stage": "training"},
     pool=WAREHOUSE_POOL,
@@ -229,15 +206,18 @@ def _repurchase_decision(res):
     "time-based (train at T−N, test at T), compared with an RFM-only logistic baseline (AUC, PR-AUC, Brier "
     "with paired-bootstrap intervals; ECE) in MLflow and ml.model_metrics; the serving gate lets the GBM "
     "score customers only when it beats the baseline significantly on enough test positives, else the "
-    "baseline scores them (`model` names which; decision in ml.serving_decisions).",
+    "baseline serves (decision in ml.serving_decisions). The served model is kept, signed, in the models "
+    "folder for the daily scoring (serving/repurchase_scores).",
 )
-def repurchase_scores(
+def repurchase_model(
     context: dg.AssetExecutionContext,
     config: RepurchaseConfig,
     warehouse: WarehouseResource,
     mlflow: MLflowResource,
     source: SourceResource,
+    paths: PathsResource,
 ) -> dg.MaterializeResult:
+    from ecom_pipeline.incremental.repurchase import SERVED_FOLDER, save_served
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.ml.users.profiles import build_profiles
     from ecom_pipeline.ml.users.repurchase import train_and_evaluate
@@ -267,15 +247,69 @@ def repurchase_scores(
         metric_records=records,
     )
     outcome, run_id = recorded.outcome("ecom.users.repurchase"), recorded.run_id
-    out = _repurchase_scores(res, prof, config.horizon_days, outcome.version if outcome else "")
+    served = _served_repurchase(res, config.horizon_days, outcome.version if outcome else "")
     decision = _repurchase_decision(res)
     with warehouse.connect() as con:
         record_decisions(con, "repurchase", [decision])
-    _write(warehouse, "serving.repurchase_scores", out)
-    return dg.MaterializeResult(metadata=_repurchase_metadata(res, out, run_id, decision, outcome))
+    save_served(paths.models / SERVED_FOLDER, served, mlflow.signing_key())
+    return dg.MaterializeResult(metadata=_repurchase_metadata(res, served, run_id, decision, outcome))
 
 
-def _repurchase_metadata(res, out: pd.DataFrame, run_id, decision, outcome) -> dict:
+class RepurchaseScoresConfig(dg.Config):
+    # auto: full on a new served model (a retrain), weekly or on staging rebuilt in full; else the customers
+    # whose profile inputs changed (everyone when the profiles' as-of moved); full: everyone
+    refresh: str = "auto"
+    full_refresh_days: float = 7.0
+
+
+@dg.asset(
+    key_prefix=["serving"],
+    group_name=GROUP,
+    tags={"ecom/stage": "scoring"},
+    pool=WAREHOUSE_POOL,
+    deps=[dg.AssetKey(["models", "repurchase_model"]), dg.AssetKey(["serving", "user_profiles"])],
+    kinds={"duckdb", "sklearn"},
+    description="P(customer orders again within N days) per customer, from the model the weekly training's "
+    "serving gate chose (`model` names it: the GBM or the RFM baseline) and serving.user_profiles. Daily: "
+    "the customers whose profile inputs changed (every customer when the as-of moved: recency changed); "
+    "in full on a retrain, weekly or with refresh=full.",
+)
+def repurchase_scores(
+    context: dg.AssetExecutionContext,
+    config: RepurchaseScoresConfig,
+    warehouse: WarehouseResource,
+    mlflow: MLflowResource,
+    paths: PathsResource,
+) -> dg.MaterializeResult:
+    from ecom_pipeline.incremental.repurchase import SERVED_FOLDER, load_served, refresh_repurchase_scores
+
+    served = load_served(paths.models / SERVED_FOLDER, mlflow.signing_key())
+    if served is None:
+        raise dg.Failure(
+            "no served repurchase model yet: materialise models/repurchase_model (job training) first",
+            allow_retries=False,
+        )
+    with warehouse.connect() as con:
+        res = refresh_repurchase_scores(
+            con, served, mode=config.refresh, full_refresh_days=config.full_refresh_days
+        )
+        rows = con.execute("SELECT count(*) FROM serving.repurchase_scores").fetchall()[0][0]
+    context.log.info(f"{res.plan.reason}; scored {res.scope}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": int(rows),
+            **res.counts.metadata(),
+            "refresh": res.plan.mode,
+            "refresh_reason": res.plan.reason,
+            "scored": res.scope,
+            "served": served.served,
+            "model_version": served.version or "none",
+            "trained_at": served.trained_at,
+        }
+    )
+
+
+def _repurchase_metadata(res, served, run_id, decision, outcome) -> dict:
     """The comparison of the GBM with the RFM baseline, the serving decision, the split and the features."""
     from ecom_pipeline.ml.users.profiles import NUMERIC_FEATURES
 
@@ -291,7 +325,6 @@ def _repurchase_metadata(res, out: pd.DataFrame, run_id, decision, outcome) -> d
         )
     )
     return {
-        "dagster/row_count": len(out),
         "comparison": verdict,
         "mlflow_run_id": run_id or "",
         "served": decision.served,
@@ -318,6 +351,6 @@ def build() -> dg.Definitions:
     from ecom_pipeline.assets.gates import promotion_gate_check
 
     return dg.Definitions(
-        assets=[user_profiles, repurchase_scores],
-        asset_checks=[promotion_gate_check(repurchase_scores.key, "ecom.users.repurchase")],
+        assets=[user_profiles, repurchase_model, repurchase_scores],
+        asset_checks=[promotion_gate_check(repurchase_model.key, "ecom.users.repurchase")],
     )

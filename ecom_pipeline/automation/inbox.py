@@ -27,8 +27,10 @@ Flow (each step is idempotent, so a crash anywhere is repaired by re-running it)
    file-based source at the landing folder.
 
    Opt-in instead (files that hold each day's new and corrected rows, mapped source):
-   ``daily_partition_after_inbox`` launches ``daily_partition_ingest`` for the same day: the day's archived
-   files (``publish_partition``) are appended to raw and merged into staging by key.
+   ``daily_partition_after_inbox`` launches ``daily_ingest`` (asset ``inbox/new_partitions``): every archived
+   day not staged yet (``publish_partition``) is appended to raw and merged into staging by key, then
+   ``features_after_daily_ingest`` (automation/jobs.py) runs the incremental ``daily_refresh``.  The
+   partitioned ``inbox/daily_partition_ingest`` stages one chosen day (backfills).
 """
 
 import fnmatch
@@ -673,8 +675,9 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
     )
 
 
-# The daily partitioned ingest (asset in assets/ingest.py): for shops whose daily files are the day's new and
-# corrected rows.  Opt-in: start this sensor and stop ingest_after_inbox (the full reload would replace raw
+# The daily partitioned ingest: for shops whose daily files are the day's new and corrected rows.  This asset
+# stages one chosen day (backfills); the daily path is inbox/new_partitions below (every day not staged yet).
+# Opt-in: start daily_partition_after_inbox and stop ingest_after_inbox (the full reload would replace raw
 # with the landing folder, and load_raw_partition then refuses to append to that snapshot).
 @dg.asset(
     key=dg.AssetKey(["inbox", "daily_partition_ingest"]),
@@ -696,58 +699,123 @@ def daily_partition_ingest(
     warehouse: WarehouseResource,
     paths: PathsResource,
 ) -> dg.MaterializeResult:
-    from ecom_pipeline.canonical import TABLE_ORDER
-    from ecom_pipeline.cleaning.staging_upsert import customers_with_new_activity, upsert_staging_partition
-    from ecom_pipeline.loading import load_raw_partition
+    from ecom_pipeline.incremental.daily import COUNTS, ingest_day, record_day
     from ecom_pipeline.sources.mapped import MappedSource
 
-    if source.kind != "mapped":
-        raise dg.Failure(
-            f"the daily partitioned ingest reads a mapped source's day files; the source is "
-            f"{source.kind!r} (use the full `ingest` job)",
-            allow_retries=False,
-        )
+    _require_mapped(source)
     day = context.partition_key
     src = MappedSource.for_delivery(source.mapping, publish_partition(paths.root, day))
-    key, warning = privacy.key()
-    if warning:
-        context.log.warning(warning)
-    rows = {}
+    key = _pseudonym_key(context, privacy)
+    digest = archived_day_digests(paths.layout.inbox_processed).get(day)
     with warehouse.connect() as con:
-        for table in TABLE_ORDER:
-            raw = load_raw_partition(
-                con, src, table, day, load_id=f"{day}:{context.run.run_id}", chunk_rows=source.chunk_rows
-            )
-            r = upsert_staging_partition(con, table, day, pseudonym_key=key, hints=src.parse_hints(table))
-            rows[table] = {
-                "raw": raw.rows,
-                "new": r.inserted,
-                "changed": r.updated,
-                "untouched": r.unchanged + r.stale,
-                "quarantined": r.quarantined,
-            }
-        active = customers_with_new_activity(con, day)
-    total = {
-        k: sum(v[k] for v in rows.values()) for k in ("raw", "new", "changed", "untouched", "quarantined")
-    }
+        load_id = f"{day}:{context.run.run_id}"
+        done = ingest_day(con, src, day, load_id=load_id, pseudonym_key=key, chunk_rows=source.chunk_rows)
+        if digest:  # the daily run (inbox/new_partitions) then knows this delivery is staged
+            record_day(con, day, digest, load_id)
     table_md = "\n".join(
-        f"| {t} | {v['raw']} | {v['new']} | {v['changed']} | {v['untouched']} | {v['quarantined']} |"
-        for t, v in rows.items()
+        f"| {t} | " + " | ".join(str(v[c]) for c in COUNTS) + " |" for t, v in done.rows.items()
     )
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": total["raw"],
-            "new_rows": total["new"],
-            "changed_rows": total["changed"],
-            "untouched_rows": total["untouched"],
-            "quarantined_rows": total["quarantined"],
+            "dagster/row_count": done.total("raw"),
+            "new_rows": done.total("new"),
+            "changed_rows": done.total("changed"),
+            "untouched_rows": done.total("untouched"),
+            "quarantined_rows": done.total("quarantined"),
             # whom incremental scoring must recompute (staging_upsert.customers_with_new_activity)
-            "customers_with_new_activity": len(active),
+            "customers_with_new_activity": len(done.customers),
             "tables_delivered": ", ".join(sorted(src.tables())),
             "by_table": dg.MetadataValue.md(
                 "| table | raw | new | changed | untouched | quarantined |\n"
                 "|---|---:|---:|---:|---:|---:|\n" + table_md
             ),
+        }
+    )
+
+
+def _require_mapped(source: SourceResource) -> None:
+    if source.kind != "mapped":
+        raise dg.Failure(
+            f"the daily partitioned ingest reads a mapped source's day files; the source is "
+            f"{source.kind!r}: a snapshot source is reloaded in full (job `full_refresh`, schedule "
+            "`daily_full_refresh`)",
+            allow_retries=False,
+        )
+
+
+def _pseudonym_key(context: dg.AssetExecutionContext, privacy: PrivacyResource) -> bytes:
+    key, warning = privacy.key()
+    if warning:
+        context.log.warning(warning)
+    return key
+
+
+_DAY_FOLDER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def archived_day_digests(processed: Path) -> dict[str, str]:
+    """Delivery day -> digest of the files the partitioned ingest reads from ``processed/<day>/`` (the
+    session-event files, read by every ingest from the archive, left out)."""
+    from ecom_pipeline.incremental.daily import day_digest
+
+    out: dict[str, str] = {}
+    if not processed.is_dir():
+        return out
+    for folder in sorted(p for p in processed.iterdir() if p.is_dir() and not p.is_symlink()):
+        files = [p for p in _archived_files(folder) if not is_online_events(p.name)]
+        if files and _DAY_FOLDER_RE.match(folder.name):
+            out[folder.name] = day_digest(files)
+    return out
+
+
+# The daily path (job `daily_ingest`, schedule `daily_ingest_features`, sensor `daily_partition_after_inbox`):
+# every delivered day not staged yet, in one unpartitioned step so the features run after it can follow in
+# the same chain (see automation/jobs.py).
+@dg.asset(
+    key=dg.AssetKey(["inbox", "new_partitions"]),
+    group_name="inbox",  # kept out of full_pipeline (the full rebuild reloads raw/staging instead)
+    pool=WAREHOUSE_POOL,
+    kinds={"duckdb"},
+    owners=["team:mlops"],
+    description="Every delivery day of the inbox archive that is not staged yet (new, or re-delivered with "
+    "other files), in day order: appended to raw as that day's load and merged into staging by key. Days "
+    "already staged are not read. The daily run's ingest; see docs/performance.md.",
+)
+def new_partitions(
+    context: dg.AssetExecutionContext,
+    source: SourceResource,
+    privacy: PrivacyResource,
+    warehouse: WarehouseResource,
+    paths: PathsResource,
+) -> dg.MaterializeResult:
+    from ecom_pipeline.incremental.daily import ingest_pending_days, summary_markdown
+    from ecom_pipeline.sources.mapped import MappedSource
+
+    _require_mapped(source)
+    key = _pseudonym_key(context, privacy)
+    archive = archived_day_digests(paths.layout.inbox_processed)
+    with warehouse.connect() as con:
+        days = ingest_pending_days(
+            con,
+            archive,
+            lambda day: MappedSource.for_delivery(source.mapping, publish_partition(paths.root, day)),
+            run_id=context.run.run_id,
+            pseudonym_key=key,
+            chunk_rows=source.chunk_rows,
+        )
+    if not days:
+        context.log.info(f"no pending delivery day in {paths.layout.inbox_processed}: staging unchanged")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(d.total("raw") for d in days),
+            "days_ingested": ", ".join(d.day for d in days) or "none",
+            "days_untouched": len(archive) - len(days),
+            "new_rows": sum(d.total("new") for d in days),
+            "changed_rows": sum(d.total("changed") for d in days),
+            "untouched_rows": sum(d.total("untouched") for d in days),
+            "quarantined_rows": sum(d.total("quarantined") for d in days),
+            "customers_with_new_activity": len({c for d in days for c in d.customers}),
+            "by_day": dg.MetadataValue.md(summary_markdown(days)),
         }
     )
 
@@ -796,14 +864,21 @@ daily_partition_ingest_job = dg.define_asset_job(
 )
 
 
+def _daily_ingest_job():
+    from ecom_pipeline.automation.jobs import daily_ingest_job
+
+    return daily_ingest_job
+
+
 @dg.run_status_sensor(
     name="daily_partition_after_inbox",
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[inbox_ingest_job],
-    request_job=daily_partition_ingest_job,
+    request_job=_daily_ingest_job(),
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Opt-in replacement for ingest_after_inbox: after a successful inbox_ingest run, append that "
-    "delivery day to raw and merge it into staging (daily_partition_ingest, same partition).",
+    description="Opt-in replacement for ingest_after_inbox (mapped source whose day files hold the day's new "
+    "and corrected rows): after a successful inbox_ingest run, launch the incremental daily path: "
+    "daily_ingest (every delivered day not staged yet, this one included), then daily_refresh.",
 )
 def daily_partition_after_inbox(context: dg.RunStatusSensorContext):
     run = context.dagster_run
@@ -812,14 +887,13 @@ def daily_partition_after_inbox(context: dg.RunStatusSensorContext):
         return dg.SkipReason(f"run {run.run_id} is not a partitioned {inbox_ingest_job.name} run")
     return dg.RunRequest(
         run_key=f"daily-partition-after-inbox:{run.run_id}",
-        partition_key=day,
         tags={"ecom/trigger": "inbox", "ecom/inbox_run": run.run_id, "ecom/inbox_day": day},
     )
 
 
 def build() -> dg.Definitions:
     return dg.Definitions(
-        assets=[inbox_deliveries, daily_partition_ingest],
+        assets=[inbox_deliveries, daily_partition_ingest, new_partitions],
         jobs=[inbox_ingest_job, daily_partition_ingest_job, partition_staging_rebuild_job],
         sensors=[inbox_sensor, ingest_after_inbox, daily_partition_after_inbox],
     )

@@ -1,8 +1,8 @@
 """Jobs over the asset graph, and their schedules.
 
 Jobs select by the rule of :mod:`ecom_pipeline.asset_layout`: a topic job by its *group*, a stage job by
-its *layers* (the asset key prefix, ``STAGE_LAYERS``) plus the two assets whose step belongs to another stage
-than their layer (listed below by key, with the reason).  New assets are picked up by their layer or group
+its *layers* (the asset key prefix, ``STAGE_LAYERS``) plus the asset whose step belongs to another stage than
+its layer (listed below by key, with the reason).  New assets are picked up by their layer or group
 without touching this module.
 
 ==================  =======================================================  ==========================
@@ -12,20 +12,23 @@ ingest              group ingest (= layers raw, staging)                     ing
                                                                              UI / CLI
 inbox_ingest        ``inbox/deliveries`` (daily partition = delivery day)    inbox_sensor, backfills
                     (defined in :mod:`.inbox`)
+daily_ingest        ``inbox/new_partitions``: the delivered days not staged  ``daily_ingest_features``,
+                    yet, appended to raw and merged into staging by key      daily_partition_after_inbox
 features            layer features, except ``features/review_sentiment``     UI / CLI
-daily_refresh       ingest + features                                        ``daily_ingest_features``
-training            layer models, plus ``serving/repurchase_scores``         ``weekly_retraining``,
+daily_refresh       features (incremental where built), after daily_ingest   features_after_daily_ingest
+full_refresh        ingest + features, the incremental ones in full: the     ``daily_full_refresh``
+                    full rebuild (a snapshot source's daily run)             (snapshot sources), UI / CLI
+training            layer models                                             ``weekly_retraining``,
                                                                              drift_retraining sensor
-scoring             layers serving, reports, snapshot, except                ``daily_scoring``
-                    ``serving/repurchase_scores``; plus
+scoring             layers serving, reports, snapshot; plus                  ``daily_scoring``
                     ``features/review_sentiment``
 full_pipeline       everything but group inbox                               ``make demo``
 drift_check         the drift sensor's check, on demand (defined in          UI / CLI
                     :mod:`.retraining`; reports, launches nothing)
 ==================  =======================================================  ==========================
 
-``ingest`` and ``inbox_ingest`` run with the in-process executor (see :mod:`.executors`): launched from the
-UI, a schedule or a sensor they cost about what the in-process run does.
+``ingest``, ``inbox_ingest`` and ``daily_ingest`` run with the in-process executor (see :mod:`.executors`):
+launched from the UI, a schedule or a sensor they cost about what the in-process run does.
 
 Schedules rather than declarative automation conditions: raw/staging are a full atomic reload of an
 *external* source (there is no upstream materialisation for ``AutomationCondition.eager()`` to react to,
@@ -77,13 +80,12 @@ def _layers(stage: str) -> dg.AssetSelection:
     return dg.AssetSelection.key_prefixes(*STAGE_LAYERS[stage])
 
 
-# The two assets whose step belongs to another stage than their layer (selected by key: each is one asset of
-# one topic, and a tag for two assets would be a second selection rule):
-# review sentiment is a feature computed *with the champion sentiment model*, so it runs after training, in
-# scoring; the repurchase scores come out of the step that trains the repurchase model, so they run weekly
-# with the other models, in training.
+# The asset whose step belongs to another stage than its layer (selected by key): review sentiment is a
+# feature computed *with the champion sentiment model*, so it runs after training, in scoring.  (The
+# repurchase scores were the second one until issue 15: training now keeps the served model,
+# models/repurchase_model, and serving/repurchase_scores scores daily in scoring, by its layer.)
 REVIEW_SENTIMENT = dg.AssetKey(["features", "review_sentiment"])
-REPURCHASE_SCORES = dg.AssetKey(["serving", "repurchase_scores"])
+NEW_PARTITIONS = dg.AssetKey(["inbox", "new_partitions"])  # automation/inbox.py: the daily path's ingest
 
 
 def _asset(key: dg.AssetKey) -> dg.AssetSelection:
@@ -94,8 +96,8 @@ def _asset(key: dg.AssetKey) -> dg.AssetSelection:
 
 INGEST_SELECTION = dg.AssetSelection.groups("ingest")
 FEATURES_SELECTION = _layers("features") - _asset(REVIEW_SENTIMENT)
-TRAINING_SELECTION = _layers("training") | _asset(REPURCHASE_SCORES)
-SCORING_SELECTION = (_layers("scoring") - _asset(REPURCHASE_SCORES)) | _asset(REVIEW_SENTIMENT)
+TRAINING_SELECTION = _layers("training")
+SCORING_SELECTION = _layers("scoring") | _asset(REVIEW_SENTIMENT)
 
 
 ingest_job = dg.define_asset_job(
@@ -115,11 +117,43 @@ features_job = dg.define_asset_job(
     tags={STAGE_TAG: "features", **WRITER_TAG},
 )
 
+# The daily path is incremental: `daily_ingest` appends the delivered days not staged yet (raw: one load per
+# day; staging: merged by key) and, once it succeeded, `features_after_daily_ingest` launches `daily_refresh`
+# (the features; interactions and category interactions recompute only customers with new activity).  Two
+# runs, not one job: the ingest step writes staging without being the staging/* assets the features depend
+# on, so in one job nothing would order the features after it.
+daily_ingest_job = dg.define_asset_job(
+    executor_def=SHORT_STEPS_EXECUTOR or EXECUTOR,
+    name="daily_ingest",
+    selection=_asset(NEW_PARTITIONS),
+    tags={STAGE_TAG: "ingest", **RELOAD_TAG},
+    description="Daily: append every delivered day not staged yet to raw and merge it into staging by key "
+    "(mapped source with day files); on success daily_refresh follows.",
+)
+
 daily_refresh_job = dg.define_asset_job(
     executor_def=LONG_STEPS_EXECUTOR,
     name="daily_refresh",
+    selection=FEATURES_SELECTION,
+    description="Daily, after daily_ingest: refresh the features from staging (incremental where built: "
+    "interactions and category interactions recompute only customers with new activity).",
+    tags={STAGE_TAG: "daily_refresh", **WRITER_TAG},
+)
+
+# The full rebuild (what daily_refresh did before it was incremental): raw + staging reloaded from the
+# source, then every feature; the incremental ones rebuilt in full too.  The daily path of a snapshot source
+# (synthetic, olist: no day files), and what a mapping or cleaning-rule change needs (a partitioned warehouse
+# replays its raw days instead: job partition_staging_rebuild, then incremental_full_refresh).
+INCREMENTAL_FEATURES = [
+    dg.AssetKey(["features", "interactions"]),
+    dg.AssetKey(["features", "category_interactions"]),
+]
+full_refresh_job = dg.define_asset_job(
+    executor_def=LONG_STEPS_EXECUTOR,
+    name="full_refresh",
     selection=INGEST_SELECTION | FEATURES_SELECTION,
-    description="Daily: reload raw + staging from the source, then refresh the features.",
+    config={"ops": {"__".join(k.path): {"config": {"refresh": "full"}} for k in INCREMENTAL_FEATURES}},
+    description="Full rebuild: reload raw + staging from the source, then recompute every feature in full.",
     tags={STAGE_TAG: "daily_refresh", **RELOAD_TAG},
 )
 
@@ -153,7 +187,16 @@ full_pipeline_job = dg.define_asset_job(
     tags=RELOAD_TAG,
 )
 
-JOBS = [ingest_job, features_job, daily_refresh_job, training_job, scoring_job, full_pipeline_job]
+JOBS = [
+    ingest_job,
+    features_job,
+    daily_ingest_job,
+    daily_refresh_job,
+    full_refresh_job,
+    training_job,
+    scoring_job,
+    full_pipeline_job,
+]
 
 # Interactions (and per category), user profiles and recommendations refresh incrementally by default
 # (ecom_pipeline/incremental: only customers with staging changes since their last run, full weekly or when
@@ -176,11 +219,43 @@ incremental_full_refresh_job = dg.define_asset_job(
 
 daily_ingest_features = dg.ScheduleDefinition(
     name="daily_ingest_features",
-    job=daily_refresh_job,
+    job=daily_ingest_job,
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",
-    description="02:00 UTC every day: reload raw + staging and refresh the features.",
+    description="02:00 UTC every day: stage the delivered days not staged yet (daily_ingest); "
+    "features_after_daily_ingest then runs the incremental daily_refresh.",
 )
+
+daily_full_refresh = dg.ScheduleDefinition(
+    name="daily_full_refresh",
+    job=full_refresh_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    description="02:00 UTC every day, for a snapshot source (synthetic, olist: no day files): reload raw + "
+    "staging and recompute the features in full. Start this one or daily_ingest_features, not both.",
+)
+
+
+# On by default: it only reacts to daily_ingest runs, which exist only once someone started the daily schedule
+# or the inbox's daily_partition_after_inbox sensor (or launched daily_ingest).
+@dg.run_status_sensor(
+    name="features_after_daily_ingest",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[daily_ingest_job],
+    request_job=daily_refresh_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After a successful daily_ingest run, launch daily_refresh (features, incremental where "
+    "built) on the staging it updated.",
+)
+def features_after_daily_ingest(context: dg.RunStatusSensorContext):
+    run = context.dagster_run
+    if run.job_name != daily_ingest_job.name:
+        return dg.SkipReason(f"run {run.run_id} is {run.job_name}, not {daily_ingest_job.name}")
+    return dg.RunRequest(
+        run_key=f"features-after-daily-ingest:{run.run_id}",
+        tags={"ecom/trigger": "daily_ingest", "ecom/daily_ingest_run": run.run_id},
+    )
+
 
 weekly_retraining = dg.ScheduleDefinition(
     name="weekly_retraining",
@@ -199,8 +274,12 @@ daily_scoring = dg.ScheduleDefinition(
     description="05:00 UTC every day, after the daily refresh: score with the champions and rebuild reports.",
 )
 
-SCHEDULES = [daily_ingest_features, weekly_retraining, daily_scoring]
+SCHEDULES = [daily_ingest_features, daily_full_refresh, weekly_retraining, daily_scoring]
 
 
 def build() -> dg.Definitions:
-    return dg.Definitions(jobs=[*JOBS, incremental_full_refresh_job], schedules=SCHEDULES)
+    return dg.Definitions(
+        jobs=[*JOBS, incremental_full_refresh_job],
+        schedules=SCHEDULES,
+        sensors=[features_after_daily_ingest],
+    )

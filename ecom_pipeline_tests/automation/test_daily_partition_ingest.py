@@ -155,7 +155,9 @@ def test_sensor_requests_the_same_day_after_inbox_ingest_and_is_opt_in(data_root
             dagster_run=result.dagster_run,
         )
         request = daily_partition_after_inbox(ctx)
-        assert request.partition_key == "2024-05-01" and request.run_key.endswith(result.run_id)
+        # the daily path: daily_ingest stages every pending day (this one included), unpartitioned
+        assert request.run_key.endswith(result.run_id) and request.tags["ecom/inbox_day"] == "2024-05-01"
+        assert daily_partition_after_inbox.job_name == "daily_ingest"
         other = dg.materialize(
             [inbox_deliveries],
             instance=instance,

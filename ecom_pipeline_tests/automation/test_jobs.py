@@ -8,7 +8,9 @@ EXPECTED_JOBS = {
     "ingest",
     "inbox_ingest",
     "features",
+    "daily_ingest",
     "daily_refresh",
+    "full_refresh",
     "training",
     "scoring",
     "full_pipeline",
@@ -40,7 +42,11 @@ def test_every_job_resolves_over_the_full_definitions(defs):
 def test_schedules_and_sensors_target_the_right_jobs(defs):
     schedules = {s.name: s for s in defs.schedules}
     assert schedules["daily_ingest_features"].cron_schedule == "0 2 * * *"
-    assert schedules["daily_ingest_features"].job_name == "daily_refresh"
+    # the daily path is incremental: new days staged, then (sensor) the features; a snapshot source's daily
+    # schedule is the full rebuild
+    assert schedules["daily_ingest_features"].job_name == "daily_ingest"
+    assert schedules["daily_full_refresh"].job_name == "full_refresh"
+    assert schedules["daily_full_refresh"].cron_schedule == "0 2 * * *"
     assert schedules["weekly_retraining"].job_name == "training"
     assert schedules["weekly_retraining"].cron_schedule == "0 3 * * 0"
     assert schedules["daily_scoring"].job_name == "scoring"
@@ -48,6 +54,8 @@ def test_schedules_and_sensors_target_the_right_jobs(defs):
     assert {"inbox_sensor", "ingest_after_inbox", "drift_retraining", "record_run_failures"} <= set(sensors)
     assert sensors["drift_retraining"].job_name == "training"
     assert sensors["inbox_sensor"].job_name == "inbox_ingest"
+    assert sensors["features_after_daily_ingest"].job_name == "daily_refresh"
+    assert sensors["daily_partition_after_inbox"].job_name == "daily_ingest"
 
 
 def test_jobs_pick_up_new_assets_by_layer_and_group():
@@ -82,7 +90,8 @@ def test_jobs_pick_up_new_assets_by_layer_and_group():
     assert keys("features") == {"features/some_feature"}
     assert keys("scoring") == {"reports/some_report", "snapshot/some_copy"}
     assert keys("ingest") == {"raw/some_table"}
-    assert keys("daily_refresh") == {"raw/some_table", "features/some_feature"}
+    assert keys("daily_refresh") == {"features/some_feature"}
+    assert keys("full_refresh") == {"raw/some_table", "features/some_feature"}
 
 
 def test_schedule_evaluation_requests_a_run():
@@ -105,8 +114,12 @@ def test_reload_runs_are_limited_to_one_at_a_time(tmp_path):
 
     ((key, value),) = RELOAD_TAG.items()
     for job in JOBS:
-        selected = {k.path[0] for k in defs.resolve_job_def(job.name).asset_layer.executable_asset_keys}
-        reloads = bool(selected & {"raw", "staging"})
+        executable = defs.resolve_job_def(job.name).asset_layer.executable_asset_keys
+        selected = {k.path[0] for k in executable}
+        # inbox/new_partitions (daily_ingest) appends to raw and merges into staging
+        reloads = (
+            bool(selected & {"raw", "staging"}) or dg.AssetKey(["inbox", "new_partitions"]) in executable
+        )
         assert (job.tags.get(key) == value) == reloads, job.name
 
     shutil.copy(REPO_ROOT / ".dagster_home" / "dagster.yaml", tmp_path)

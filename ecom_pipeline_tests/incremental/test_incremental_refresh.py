@@ -128,7 +128,10 @@ def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_pat
     assert not early.plan.full and early.plan.customers == []
     refresh_interactions(con, DEFAULT_WEIGHTS)
     inter = read_interactions(con)
-    res = refresh_recommendations(con, inter, _choices(item_model), user_regions=None, item_names={})
+    # refit_growth=0: ALS refits on any growth, as item-kNN always does (its daily fold-in: the test below)
+    res = refresh_recommendations(
+        con, inter, _choices(item_model), user_regions=None, item_names={}, refit_growth=0.0
+    )
     assert not res.plan.full and _late_corrected_customer(con, world) in res.plan.customers
     assert res.scope["category"].startswith("all users")  # popularity: global counts, every list recomputed
     daily = _recs(con)
@@ -173,6 +176,77 @@ def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_pat
     assert after.plan.full and "interactions_full=" in after.plan.reason
 
 
+def test_als_daily_run_folds_the_changed_customers_into_the_weekly_fit(world, tmp_path):
+    """ALS is refit on a full refresh and stored; a day that grew the interactions by less than
+    REFIT_GROWTH solves only the changed customers' vectors against the stored item factors (the ALS user
+    step, checked against the normal equations), keeps everyone else's list, and leaves the fit as it was."""
+    import numpy as np
+
+    from ecom_pipeline.incremental.recommendations import FITS, read_fit
+    from ecom_pipeline.ml.recsys.data import build_data
+    from ecom_pipeline.ml.recsys.models import FoldInALS
+
+    con = _copy(world, tmp_path)
+    refresh_interactions(con, DEFAULT_WEIGHTS)
+    first = refresh_recommendations(
+        con, read_interactions(con), _choices("als"), user_regions=None, item_names={}
+    )
+    assert first.plan.full and "factors stored" in first.scope["item"]
+    fit = read_fit(con, "item")
+    assert fit.factors.shape == (len(fit.item_ids), 8) and fit.interactions == len(read_interactions(con))
+    before = _recs(con)
+    stage_partition(con, world[1], DAY, world[2])
+    refresh_interactions(con, DEFAULT_WEIGHTS)
+    inter = read_interactions(con)
+    assert len(inter) / fit.interactions - 1 < 0.05  # one day of 60: below REFIT_GROWTH
+    res = refresh_recommendations(con, inter, _choices("als"), user_regions=None, item_names={})
+    assert not res.plan.full and "fold-in into the fit" in res.scope["item"]
+    assert read_fit(con, "item").fitted_at == fit.fitted_at  # not refit
+    daily = _recs(con)
+    recomputed = set(res.plan.customers)
+    item_before, item_daily = (f[f["level"] == "item"] for f in (before, daily))
+    pd.testing.assert_frame_equal(
+        item_daily[~item_daily["customer_id"].isin(recomputed)].reset_index(drop=True),
+        item_before[~item_before["customer_id"].isin(recomputed)].reset_index(drop=True),
+    )
+    fresh = item_daily[item_daily["customer_id"].isin(recomputed)]
+    assert len(fresh) and set(fresh["item_id"]) <= set(fit.item_ids)
+
+    # the folded-in vector is implicit's ALS user solve: (YᵀY + Σ_obs (c−1)·yyᵀ + λI) x = Σ_obs c·y, with
+    # confidence c = α·log1p(weight) on the customer's items
+    users = sorted(recomputed & set(inter["customer_id"]))[:5]
+    data = build_data(inter[inter["customer_id"].isin(users)], catalog=fit.item_ids)
+    model = FoldInALS(fit.item_ids, fit.factors, **_choices("als")[0].params).fit(data)
+    alpha, lam = model.params["alpha"], model.params["regularization"]
+    y = model.item_factors.astype(np.float64)
+    x = data.matrix.tocsr().astype(np.float64)
+    x.data = np.log1p(x.data)
+    for u in range(len(users)):
+        row = x[u]
+        yo, c = y[row.indices], alpha * row.data
+        a = y.T @ y + (yo.T * (c - 1)) @ yo + lam * np.eye(y.shape[1])
+        np.testing.assert_allclose(model.user_factors[u], np.linalg.solve(a, yo.T @ c), rtol=1e-3, atol=1e-4)
+
+    # the same day with a growth threshold it exceeds: refit, and the new factors replace the stored ones
+    other = _copy(world, tmp_path, "regrown.duckdb")
+    refresh_interactions(other, DEFAULT_WEIGHTS)
+    refresh_recommendations(
+        other, read_interactions(other), _choices("als"), user_regions=None, item_names={}
+    )
+    old_fit = read_fit(other, "item")
+    stage_partition(other, world[1], DAY, world[2])
+    refresh_interactions(other, DEFAULT_WEIGHTS)
+    regrown = refresh_recommendations(
+        other, read_interactions(other), _choices("als"), user_regions=None, item_names={}, refit_growth=0.0
+    )
+    assert "refit (interactions grew" in regrown.scope["item"]
+    new_fit = read_fit(other, "item")
+    assert new_fit.fitted_at != old_fit.fitted_at and new_fit.interactions > old_fit.interactions
+    assert other.execute(f"SELECT count(DISTINCT fitted_at) FROM {FITS} WHERE level = 'item'").fetchall() == [
+        (1,)
+    ]
+
+
 def test_plan_rules_redelivery_weekly_signature_and_unpartitioned_staging(world, tmp_path):
     con = _copy(world, tmp_path)
     sig = "test-signature"
@@ -207,3 +281,20 @@ def test_plan_rules_redelivery_weekly_signature_and_unpartitioned_staging(world,
     )
     assert not built_by_partitions(con)
     assert "partitioned ingest" in refresh(con, seed=1, now=now).plan.reason
+
+
+@pytest.mark.parametrize("model", ["popularity", "recent_popularity"])
+def test_one_list_for_everyone_equals_scoring_every_user(world, tmp_path, model):
+    """Global popularity at the category level (no per-user exclusion): scoring one user and repeating the
+    list gives exactly the rows of scoring every user."""
+    from ecom_pipeline.incremental.recommendations import _broadcast
+    from ecom_pipeline.ml.recsys.pipeline import serve
+
+    con = _copy(world, tmp_path)
+    refresh_interactions(con, DEFAULT_WEIGHTS)
+    inter = read_interactions(con)
+    common = dict(level="category", model_name=model, params={}, k=3, user_regions=None, item_names={})
+    every, _ = serve(inter, model_version="v", **common)
+    users = list(pd.unique(inter["customer_id"].astype(str)))
+    one, _ = serve(inter, model_version="v", users=users[:1], **common)
+    pd.testing.assert_frame_equal(_broadcast(one, users), every)

@@ -194,7 +194,7 @@ def test_user_assets_on_orders_only_world(tmp_path, mlflow_uri):
         },
     )
     res = dg.materialize(
-        [users.user_profiles, users.repurchase_scores],
+        [users.user_profiles, users.repurchase_model, users.repurchase_scores],
         resources={
             "warehouse": WarehouseResource(path=str(db)),
             "mlflow": MLflowResource(tracking_uri=mlflow_uri),

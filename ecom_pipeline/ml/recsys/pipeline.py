@@ -161,8 +161,14 @@ def serve(
     model_version: str,
     users: list | None = None,
     fitted=None,
+    unfitted=None,
+    catalog: list | None = None,
 ) -> tuple[pd.DataFrame, FittedRecommender | None]:
-    """Top-k per user with score and explanation (users: everyone with history by default)."""
+    """Top-k per user with score and explanation (users: everyone with history by default).
+
+    ``unfitted``: a model object to fit on the data instead of ``make_model(model_name, **params)`` (the
+    daily fold-in, :class:`~ecom_pipeline.ml.recsys.models.FoldInALS`); ``catalog``: every item that may be
+    recommended (default: the items in ``interactions``)."""
     cols = [
         "customer_id",
         "level",
@@ -177,8 +183,8 @@ def serve(
     if interactions.empty:
         return pd.DataFrame(columns=cols), None
     col = LEVELS[level]
-    data = build_data(interactions, col, user_regions=user_regions, item_names=item_names)
-    model = fitted or make_model(model_name, **params).fit(data)
+    data = build_data(interactions, col, user_regions=user_regions, item_names=item_names, catalog=catalog)
+    model = fitted or (unfitted if unfitted is not None else make_model(model_name, **params)).fit(data)
     users = list(data.users) if users is None else users
     frames = []
     batch = 1024
