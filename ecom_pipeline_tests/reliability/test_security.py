@@ -49,14 +49,17 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
     "sources/fast_csv.py": (
         {
             "', '.join(exprs)",
-            "_read_csv_sql(f.path, f.options, n_cols, rejects)",
+            "_read_csv_sql(f.path, f.options, n_cols, rejects, settings)",
+            "int(settings.threads)",
+            "int(threads)",
             "cols_sql",
             "mine",
             "rejects",
             "target",
         },
         "target: schema.table through quote_ident() by the loader; rejects: a name from the process id; file "
-        "paths, labels, delimiters and constants as literals through _sql_text() (quotes doubled)",
+        "paths, labels, delimiters and constants as literals through _sql_text() (quotes doubled); buffer "
+        "sizes as int()",
     ),
     "ml/encoders/quarantine.py": (
         {"embeddings", "quarantine", "uri_column"},
