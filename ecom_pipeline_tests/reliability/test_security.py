@@ -71,6 +71,7 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
             "', '.join(('s.' + k for k in keys))",
             "_lit(load_id) if load_id else 'NULL'",
             "_tz_map_sql(spec, raw_cols, raw_rel, hints)",
+            "_pseudonym_map_sql(spec.columns[i], raw_rel)",
             "building_rel",
             "cols",
             "final_rel",
