@@ -129,6 +129,12 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         "interactions_query() over STAGING_TABLES constants or the names it "
         "registers its own DataFrames under; values as ? parameters",
     ),
+    "ml/recsys/data.py": (
+        {"_ROWS", "_USERS", "_ITEMS", "item", "relation", "table", "key", "index"},
+        "_ROWS/_USERS/_ITEMS/key/index: module constants (scratch TEMP tables and their columns); item: the "
+        "item column inside double quotes (quotes doubled); relation: the caller's table name or query "
+        "(code, like interactions_query); event types as a ? parameter",
+    ),
     "cleaning/privacy.py": (
         {"pseudonym_macro_sql(key)"},
         "hex of the HMAC pads: [0-9a-f] only, no quote can occur",
