@@ -51,7 +51,20 @@ MIN_CSV_BUFFER_BYTES = 64 * 1024
 # What one scanning thread needs of DuckDB's memory_limit: its buffer plus the row groups the order-preserving
 # insert holds (measured: a 96 MB file failed with 2 threads under 16 MB and read with one).
 MIN_SCAN_BYTES_PER_THREAD = 16 * 1024 * 1024
-_SIZE_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
+_SIZE_UNITS = {
+    "bytes": 1,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+    "PiB": 2**50,
+    "EiB": 2**60,
+    # decimal units, in case a DuckDB version displays them
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+}
 
 
 class FastFallback(Exception):
@@ -115,9 +128,13 @@ def _is_gzip(path: Path) -> bool:
 
 
 def _setting_bytes(text: str) -> int:
-    """DuckDB's display of a size setting (``current_setting('memory_limit')``: '15.2 MiB') in bytes."""
-    number, unit = text.split()
-    return int(float(number) * _SIZE_UNITS[unit])
+    """DuckDB's display of a size setting (``current_setting('memory_limit')``: '15.2 MiB') in bytes; a form
+    this does not know counts as unlimited (DuckDB's own buffer defaults then apply, as before)."""
+    try:
+        number, unit = text.split()
+        return int(float(number) * _SIZE_UNITS[unit])
+    except (ValueError, KeyError):
+        return 2**62
 
 
 @dataclass(frozen=True)

@@ -256,6 +256,10 @@ def test_scan_settings_fit_the_connections_memory_limit():
     assert tight.threads == 1
     assert tight.max_line_size <= tight.buffer_size <= int(15.2 * 2**20) // 8
     assert csv_scan_settings(3 * MIN_SCAN_BYTES_PER_THREAD, 8).threads == 3
+    from ecom_pipeline.sources.fast_csv import _setting_bytes
+
+    assert _setting_bytes("15.2 MiB") == int(15.2 * 2**20) and _setting_bytes("1.8 GiB") == int(1.8 * 2**30)
+    assert _setting_bytes("an unknown form") == 2**62  # as unlimited: DuckDB's defaults
 
 
 def test_fast_path_reads_under_a_small_memory_limit_and_restores_threads(tmp_path):
