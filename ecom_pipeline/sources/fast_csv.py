@@ -44,6 +44,27 @@ from ecom_pipeline.warehouse.tables import quote_ident
 
 # DuckDB reject kinds that concern one line and leave record boundaries where the Python reader sees them.
 LINE_LOCAL_REJECTS = frozenset({"MISSING COLUMNS", "TOO MANY COLUMNS", "INVALID ENCODING"})
+# DuckDB's read_csv defaults: lines up to 2 MiB, and a 32 MiB buffer (16 lines' worth) per scanning thread.
+DEFAULT_MAX_LINE_BYTES = 2 * 1024 * 1024
+DEFAULT_CSV_BUFFER_BYTES = 16 * DEFAULT_MAX_LINE_BYTES
+MIN_CSV_BUFFER_BYTES = 64 * 1024
+# What one scanning thread needs of DuckDB's memory_limit: its buffer plus the row groups the order-preserving
+# insert holds (measured: a 96 MB file failed with 2 threads under 16 MB and read with one).
+MIN_SCAN_BYTES_PER_THREAD = 16 * 1024 * 1024
+_SIZE_UNITS = {
+    "bytes": 1,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+    "PiB": 2**50,
+    "EiB": 2**60,
+    # decimal units, in case a DuckDB version displays them
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+}
 
 
 class FastFallback(Exception):
@@ -106,7 +127,51 @@ def _is_gzip(path: Path) -> bool:
         return fh.read(2) == _GZIP_MAGIC
 
 
-def _read_csv_sql(path: Path, options: CsvOptions, n_columns: int, rejects: str) -> str:
+def _setting_bytes(text: str) -> int:
+    """DuckDB's display of a size setting (``current_setting('memory_limit')``: '15.2 MiB') in bytes; a form
+    this does not know counts as unlimited (DuckDB's own buffer defaults then apply, as before)."""
+    try:
+        number, unit = text.split()
+        return int(float(number) * _SIZE_UNITS[unit])
+    except (ValueError, KeyError):
+        return 2**62
+
+
+@dataclass(frozen=True)
+class CsvScanSettings:
+    threads: int  # DuckDB threads while the file is read (the connection's, or fewer under a small limit)
+    buffer_size: int
+    max_line_size: int
+
+
+def csv_scan_settings(memory_limit_bytes: int, threads: int) -> CsvScanSettings:
+    """How read_csv may use a connection with this ``memory_limit`` and thread count.
+
+    DuckDB 1.5 allocates each scanning thread's CSV buffer (32 MiB by default) inside the buffer pool, so
+    under a small limit the default buffer cannot be allocated at all ("could not allocate block of size
+    30.5 MiB") and every file fell back to the slower Python reader, whose memory is a chunk of Python
+    objects.  Each scanning thread also keeps row groups in flight for the order-preserving insert, so a
+    thread is given ``MIN_SCAN_BYTES_PER_THREAD`` of the limit, and the buffers of all threads an eighth of
+    it.  A line longer than the buffer is a rejected line (a whole-file fallback), as a line over DuckDB's
+    default maximum already was."""
+    scan_threads = max(1, min(threads, memory_limit_bytes // MIN_SCAN_BYTES_PER_THREAD))
+    buffer = max(
+        MIN_CSV_BUFFER_BYTES, min(DEFAULT_CSV_BUFFER_BYTES, memory_limit_bytes // (8 * scan_threads))
+    )
+    return CsvScanSettings(scan_threads, buffer, min(DEFAULT_MAX_LINE_BYTES, buffer))
+
+
+def _connection_settings(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
+    """(memory_limit in bytes, threads) of the connection's database."""
+    limit, threads = con.execute(
+        "SELECT current_setting('memory_limit'), current_setting('threads')"
+    ).fetchone()
+    return _setting_bytes(limit), int(threads)
+
+
+def _read_csv_sql(
+    path: Path, options: CsvOptions, n_columns: int, rejects: str, settings: CsvScanSettings
+) -> str:
     cols = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(n_columns))
     compression = "gzip" if _is_gzip(path) else "none"
     return (
@@ -114,7 +179,8 @@ def _read_csv_sql(path: Path, options: CsvOptions, n_columns: int, rejects: str)
         f"delim={_sql_text(options.delimiter)}, quote={_sql_text(options.quotechar)}, "
         f"escape={_sql_text(options.quotechar)}, strict_mode=true, null_padding=false, "
         f"compression='{compression}', store_rejects=true, rejects_table={_sql_text(rejects)}, "
-        f"rejects_scan={_sql_text(rejects + '_scan')})"
+        f"rejects_scan={_sql_text(rejects + '_scan')}, buffer_size={int(settings.buffer_size)}, "
+        f"max_line_size={int(settings.max_line_size)})"
     )
 
 
@@ -248,11 +314,15 @@ def load_csv_fast(
             exprs.append("NULL::VARCHAR")
     cols_sql = ", ".join(quote_ident(c) for c in insert_columns)
     mine = f"_source_file = {_sql_text(f.label)}"
+    memory_limit, threads = _connection_settings(con)
+    settings = csv_scan_settings(memory_limit, threads)
+    if settings.threads < threads:  # a database-wide setting: restored right after the read
+        con.execute(f"SET threads = {int(settings.threads)}")
     try:
         con.execute(
             f"INSERT INTO {target} ({cols_sql}) SELECT {', '.join(exprs)} FROM "
             "(SELECT row_number() OVER () AS _g, * FROM "
-            f"{_read_csv_sql(f.path, f.options, n_cols, rejects)})",
+            f"{_read_csv_sql(f.path, f.options, n_cols, rejects, settings)})",
             {"load_id": load_id, "loaded_at": loaded_at},
         )
         rejected = con.execute(
@@ -263,6 +333,8 @@ def load_csv_fast(
         con.execute(f"DELETE FROM {target} WHERE {mine}")
         raise FastFallback(f"DuckDB could not read the file ({str(exc).splitlines()[0]})") from None
     finally:
+        if settings.threads < threads:
+            con.execute(f"SET threads = {int(threads)}")
         con.execute(f"DROP TABLE IF EXISTS {rejects}")
         con.execute(f"DROP TABLE IF EXISTS {rejects}_scan")
     try:

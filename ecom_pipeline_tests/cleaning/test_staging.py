@@ -466,6 +466,37 @@ def test_pseudonymised_foreign_keys_still_join(con):
     assert joined.fetchall() == [(1,)]
 
 
+def test_pseudonyms_computed_once_per_distinct_value_equal_value_by_value(con):
+    """Staging maps each distinct id to its pseudonym once and joins it back: the same values, NULLs and
+    trimmed variants included, as the HMAC applied to every row (the maps are dropped afterwards)."""
+    ids = [" c1", "c1", "c1 ", "", "c2", "N/A", "c2", "cé", "\tc3"] * 3
+    rows = [
+        {
+            "event_id": f"e{i}",
+            "ts": "2024-01-01 10:00:00",
+            "customer_id": cid,
+            "event_type": "view",
+            "product_id": "p1",
+        }
+        for i, cid in enumerate(ids)
+    ]
+    stage(con, "events", rows)
+    mapped = staged(con, "events", "event_id, customer_id")
+    spec = TABLES["events"]
+    raw_cols = set(staging_mod._table_columns(con, "raw", "events"))
+    assert staging_mod._pseudonym_columns(spec, raw_cols) == [spec.column_names.index("customer_id")]
+    work = staging_mod._build_work_sql(spec, raw_cols, "raw.events", ParseHints(), NOW, {})
+    per_value = con.execute(
+        f"SELECT event_id, customer_id FROM ({work}) WHERE _reason IS NULL ORDER BY _source_row"
+    ).fetchall()
+    assert mapped == per_value and len(mapped) == 24
+    assert mapped[0][1] == mapped[1][1] == mapped[2][1] == pseudonym("c1", KEY)
+    assert mapped[4][1] == pseudonym("N/A", KEY) and mapped[6][1] == pseudonym("cé", KEY)
+    assert not con.execute(
+        "SELECT * FROM duckdb_tables() WHERE table_name LIKE '_stage_pseudonyms%'"
+    ).fetchall()
+
+
 # -------------------------------------------------------------------------------------- malformed, quarantine
 def test_malformed_line(con):
     stage(

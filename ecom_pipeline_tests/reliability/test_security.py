@@ -49,14 +49,17 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
     "sources/fast_csv.py": (
         {
             "', '.join(exprs)",
-            "_read_csv_sql(f.path, f.options, n_cols, rejects)",
+            "_read_csv_sql(f.path, f.options, n_cols, rejects, settings)",
+            "int(settings.threads)",
+            "int(threads)",
             "cols_sql",
             "mine",
             "rejects",
             "target",
         },
         "target: schema.table through quote_ident() by the loader; rejects: a name from the process id; file "
-        "paths, labels, delimiters and constants as literals through _sql_text() (quotes doubled)",
+        "paths, labels, delimiters and constants as literals through _sql_text() (quotes doubled); buffer "
+        "sizes as int()",
     ),
     "ml/encoders/quarantine.py": (
         {"embeddings", "quarantine", "uri_column"},
@@ -68,6 +71,7 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
             "', '.join(('s.' + k for k in keys))",
             "_lit(load_id) if load_id else 'NULL'",
             "_tz_map_sql(spec, raw_cols, raw_rel, hints)",
+            "_pseudonym_map_sql(spec.columns[i], raw_rel)",
             "building_rel",
             "cols",
             "final_rel",
@@ -124,6 +128,12 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         {"sql"},
         "interactions_query() over STAGING_TABLES constants or the names it "
         "registers its own DataFrames under; values as ? parameters",
+    ),
+    "ml/recsys/data.py": (
+        {"_ROWS", "_USERS", "_ITEMS", "item", "relation", "table", "key", "index"},
+        "_ROWS/_USERS/_ITEMS/key/index: module constants (scratch TEMP tables and their columns); item: the "
+        "item column inside double quotes (quotes doubled); relation: the caller's table name or query "
+        "(code, like interactions_query); event types as a ? parameter",
     ),
     "cleaning/privacy.py": (
         {"pseudonym_macro_sql(key)"},

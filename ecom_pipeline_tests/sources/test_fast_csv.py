@@ -239,3 +239,58 @@ def test_raw_asset_metadata_says_what_the_fast_path_did(tmp_path):
     assert meta["dagster/row_count"].value == 4
     assert (meta["fast_path_rows"].value, meta["python_reader_rows_of_rejected_lines"].value) == (2, 2)
     assert meta["files_read_by_python_reader"].value == "none"
+
+
+def test_scan_settings_fit_the_connections_memory_limit():
+    """Under a small memory_limit DuckDB 1.5 could not allocate read_csv's default 32 MiB buffer, so every
+    file silently took the Python reader: the buffer and the scanning threads now follow the limit."""
+    from ecom_pipeline.sources.fast_csv import (
+        DEFAULT_CSV_BUFFER_BYTES,
+        DEFAULT_MAX_LINE_BYTES,
+        MIN_SCAN_BYTES_PER_THREAD,
+        csv_scan_settings,
+    )
+
+    roomy = csv_scan_settings(8 * 2**30, 2)
+    assert (roomy.threads, roomy.buffer_size, roomy.max_line_size) == (
+        2,
+        DEFAULT_CSV_BUFFER_BYTES,
+        DEFAULT_MAX_LINE_BYTES,
+    )
+    tight = csv_scan_settings(int(15.2 * 2**20), 2)  # SET memory_limit = '16MB'
+    assert tight.threads == 1
+    assert tight.max_line_size <= tight.buffer_size <= int(15.2 * 2**20) // 8
+    assert csv_scan_settings(3 * MIN_SCAN_BYTES_PER_THREAD, 8).threads == 3
+    from ecom_pipeline.sources.fast_csv import _setting_bytes
+
+    assert _setting_bytes("15.2 MiB") == int(15.2 * 2**20) and _setting_bytes("1.8 GiB") == int(1.8 * 2**30)
+    assert _setting_bytes("an unknown form") == 2**62  # as unlimited: DuckDB's defaults
+
+
+def test_fast_path_reads_under_a_small_memory_limit_and_restores_threads(tmp_path):
+    """The 16 MB limit of the big-file memory test: the file is read by DuckDB (not the fallback), with the
+    Python reader's rows and row numbers, and the connection keeps its thread count afterwards."""
+    lines = ["order_id,customer_id,status"]
+    for i in range(1, 60_001):
+        lines.append(f"o{i},c{i}" if i % 9_973 == 0 else f"o{i},c{i % 500},{'delivered ' * 8}{i}")
+    (tmp_path / "o.csv").write_text("\n".join(lines) + "\n")
+    prints, results = [], []
+    for fast in (True, False):
+        # the reference (Python reader) gets room: the test is about the fast path under the small limit
+        limit = "16MB" if fast else "1GB"
+        con = duckdb.connect(str(tmp_path / f"w{fast}.duckdb"), config={"threads": 2, "memory_limit": limit})
+        results.append(
+            load_raw_table(
+                con,
+                _orders_source(tmp_path, "o.csv"),
+                "orders",
+                load_id="L",
+                fast_path=fast,
+                chunk_rows=10_000,
+            )
+        )
+        assert con.execute("SELECT current_setting('threads')").fetchone()[0] == 2
+        prints.append(table_fingerprint(con, "raw.orders", PER_RUN_COLUMNS))
+        con.close()
+    assert prints[0] == prints[1]
+    assert (results[0].fast_rows, results[0].python_rows, results[0].fast_fallbacks) == (59_994, 6, {})

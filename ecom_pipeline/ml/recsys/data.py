@@ -54,6 +54,45 @@ class InteractionData:
         return cache[template]
 
 
+def _assemble(
+    users: pd.Index,
+    items: pd.Index,
+    u: np.ndarray,
+    i: np.ndarray,
+    w: np.ndarray,
+    ts: np.ndarray,
+    event_type,
+    user_regions: pd.Series | None,
+    item_names: dict | None,
+) -> InteractionData:
+    """The matrices, frame and regions from per-interaction arrays (user and item index, float32 weight,
+    datetime64[ns] time, event type), shared by :func:`build_data` and :func:`build_data_from_duckdb`."""
+    shape = (len(users), len(items))
+    matrix = sp.csr_matrix((w, (u, i)), shape=shape, dtype=np.float32)
+    matrix.sum_duplicates()
+    is_p = np.asarray(event_type == "purchase", dtype=bool)
+    purchased = sp.csr_matrix((np.ones(is_p.sum(), dtype=np.float32), (u[is_p], i[is_p])), shape=shape)
+    purchased.sum_duplicates()
+    purchased.data[:] = 1.0
+    frame = pd.DataFrame({"u": u, "i": i, "weight": w, "ts": ts, "event_type": event_type})
+    region = np.array([None] * len(users), dtype=object)
+    if user_regions is not None and len(user_regions):
+        r = user_regions.copy()
+        r.index = r.index.astype(str)
+        region = r.reindex(users).to_numpy(dtype=object)
+        region = np.where(pd.isna(region), None, region)
+    end = pd.Timestamp(frame["ts"].max()) if len(frame) else pd.Timestamp.now()
+    return InteractionData(users, items, matrix, purchased, frame, end, region, dict(item_names or {}))
+
+
+def _with_catalog(seen: list, catalog: list | pd.Index | None, item_col: str) -> pd.Index:
+    """Items seen (first appearance order), then the catalog's other items (sorted)."""
+    if catalog is None:
+        return pd.Index(seen, name=item_col)
+    extra = pd.Index([str(c) for c in catalog]).difference(pd.Index(seen))
+    return pd.Index(list(seen) + list(extra), name=item_col)
+
+
 def build_data(
     interactions: pd.DataFrame,
     item_col: str = "product_id",
@@ -64,36 +103,79 @@ def build_data(
 ) -> InteractionData:
     """``catalog``: every item that may be recommended (default: the items seen in ``interactions``)."""
     users = pd.Index(pd.unique(interactions["customer_id"].astype(str)), name="customer_id")
-    seen_items = pd.unique(interactions[item_col].astype(str))
-    if catalog is not None:
-        extra = pd.Index([str(c) for c in catalog]).difference(pd.Index(seen_items))
-        items = pd.Index(list(seen_items) + list(extra), name=item_col)
-    else:
-        items = pd.Index(seen_items, name=item_col)
+    items = _with_catalog(list(pd.unique(interactions[item_col].astype(str))), catalog, item_col)
     u = users.get_indexer(interactions["customer_id"].astype(str))
     i = items.get_indexer(interactions[item_col].astype(str))
     w = interactions["weight"].to_numpy(dtype=np.float32)
-    shape = (len(users), len(items))
-    matrix = sp.csr_matrix((w, (u, i)), shape=shape, dtype=np.float32)
-    matrix.sum_duplicates()
-    is_p = (interactions["event_type"] == "purchase").to_numpy()
-    purchased = sp.csr_matrix((np.ones(is_p.sum(), dtype=np.float32), (u[is_p], i[is_p])), shape=shape)
-    purchased.sum_duplicates()
-    purchased.data[:] = 1.0
-    frame = pd.DataFrame(
-        {
-            "u": u,
-            "i": i,
-            "weight": w,
-            "ts": pd.to_datetime(interactions["ts"]).to_numpy(),
-            "event_type": interactions["event_type"].to_numpy(),
-        }
+    ts = pd.to_datetime(interactions["ts"]).to_numpy()
+    event_type = interactions["event_type"].to_numpy()
+    return _assemble(users, items, u, i, w, ts, event_type, user_regions, item_names)
+
+
+# Scratch tables of build_data_from_duckdb (TEMP: this connection's own, dropped afterwards).
+_ROWS, _USERS, _ITEMS = "_recsys_rows", "_recsys_users", "_recsys_items"
+
+
+def build_data_from_duckdb(
+    con,
+    relation: str,
+    item_col: str = "product_id",
+    *,
+    user_regions: pd.Series | None = None,
+    item_names: dict | None = None,
+    catalog: list | pd.Index | None = None,
+) -> InteractionData:
+    """:func:`build_data` for interactions that stay in DuckDB: the same indexes, matrices and frame,
+    without an interactions DataFrame.
+
+    ``relation``: a table name or a parenthesised query with ``customer_id``, ``item_col``, ``event_type``,
+    ``ts`` and ``weight``, its rows in the order ``build_data`` would get them (a table's insertion order,
+    or the query's ORDER BY): users and items are indexed by first appearance.  DuckDB indexes the ids and
+    sorts by position; Python receives one numeric array per column (user and item index, weight, time,
+    event-type code): at 11.8M interactions about 250 MB instead of a frame of id strings several times
+    that.  ``frame["event_type"]`` is categorical (equal, value by value, to build_data's strings)."""
+    item = '"' + item_col.replace('"', '""') + '"'
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS SELECT row_number() OVER () AS _pos, "
+            f"CAST(customer_id AS VARCHAR) AS _user, CAST({item} AS VARCHAR) AS _item, "
+            f"CAST(event_type AS VARCHAR) AS event_type, ts, CAST(weight AS DOUBLE) AS weight FROM {relation}"
+        )
+        for table, key, index in ((_USERS, "_user", "u"), (_ITEMS, "_item", "i")):
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {key}, "
+                f"CAST(row_number() OVER (ORDER BY first_pos) - 1 AS BIGINT) AS {index} "
+                f"FROM (SELECT {key}, min(_pos) AS first_pos FROM {_ROWS} GROUP BY {key})"
+            )
+        users = pd.Index(
+            [r[0] for r in con.execute(f"SELECT _user FROM {_USERS} ORDER BY u").fetchall()],
+            name="customer_id",
+        )
+        seen = [r[0] for r in con.execute(f"SELECT _item FROM {_ITEMS} ORDER BY i").fetchall()]
+        kinds = [
+            r[0]
+            for r in con.execute(
+                f"SELECT DISTINCT event_type FROM {_ROWS} WHERE event_type IS NOT NULL ORDER BY 1"
+            ).fetchall()
+        ]
+        arrays = con.execute(
+            "SELECT u.u, i.i, r.weight, r.ts, "
+            "CAST(coalesce(list_position(?::VARCHAR[], r.event_type), 0) - 1 AS SMALLINT) AS kind "
+            f"FROM {_ROWS} r JOIN {_USERS} u USING (_user) JOIN {_ITEMS} i USING (_item) ORDER BY r._pos",
+            [kinds],
+        ).fetchnumpy()
+    finally:
+        for table in (_ROWS, _USERS, _ITEMS):
+            con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+    event_type = pd.Categorical.from_codes(np.asarray(arrays["kind"], dtype=np.int16), categories=kinds)
+    return _assemble(
+        users,
+        _with_catalog(seen, catalog, item_col),
+        np.asarray(arrays["u"], dtype=np.int64),
+        np.asarray(arrays["i"], dtype=np.int64),
+        np.asarray(arrays["weight"], dtype=np.float64).astype(np.float32),
+        np.asarray(arrays["ts"]).astype("datetime64[ns]"),
+        event_type,
+        user_regions,
+        item_names,
     )
-    region = np.array([None] * len(users), dtype=object)
-    if user_regions is not None and len(user_regions):
-        r = user_regions.copy()
-        r.index = r.index.astype(str)
-        region = r.reindex(users).to_numpy(dtype=object)
-        region = np.where(pd.isna(region), None, region)
-    end = pd.Timestamp(frame["ts"].max()) if len(frame) else pd.Timestamp.now()
-    return InteractionData(users, items, matrix, purchased, frame, end, region, dict(item_names or {}))

@@ -1,0 +1,72 @@
+"""The recommender's user x item matrices built in DuckDB (numeric arrays fetched column-wise) equal the ones
+build_data makes from an interactions DataFrame: same indexes, matrices, frame, regions and end."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecom_pipeline.ml.recsys.data import build_data, build_data_from_duckdb
+
+
+def _interactions(n: int, seed: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    kinds = np.array(["view", "cart", "purchase"])
+    return pd.DataFrame(
+        {
+            "customer_id": [f"c{x}" for x in rng.integers(0, n // 7 + 2, n)],
+            "product_id": [f"p{x}" for x in rng.zipf(1.6, n) % 997],
+            "category": "unknown",
+            "event_type": kinds[rng.integers(0, 3, n)],
+            "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**7, n), unit="s"),
+            "weight": rng.choice([1.0, 3.0, 5.0, 0.1], n),
+            "source": "events",
+        }
+    )
+
+
+def _assert_same(a, b) -> None:
+    assert a.users.equals(b.users) and a.items.equals(b.items)
+    assert a.users.name == b.users.name and a.items.name == b.items.name
+    for left, right in ((a.matrix, b.matrix), (a.purchased, b.purchased)):
+        assert left.shape == right.shape and left.dtype == right.dtype
+        assert (left != right).nnz == 0
+    for col in ("u", "i", "weight", "ts"):
+        assert a.frame[col].dtype == b.frame[col].dtype, col
+        np.testing.assert_array_equal(a.frame[col].to_numpy(), b.frame[col].to_numpy())
+    assert list(a.frame["event_type"]) == list(b.frame["event_type"].astype(object))
+    assert a.end == b.end
+    assert list(a.user_region) == list(b.user_region)
+
+
+@pytest.mark.parametrize("n", [1, 40_000])
+def test_matrix_from_duckdb_equals_the_pandas_built_one(n):
+    df = _interactions(n)
+    regions = pd.Series({"c1": "SP", "c2": "RJ", "c3": None})
+    catalog = ["p5", "zz-never-seen", "p1", "aa-never-seen"]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE interactions AS SELECT * FROM df")
+    got = build_data_from_duckdb(
+        con, "interactions", user_regions=regions, catalog=catalog, item_names={"p1": "x"}
+    )
+    _assert_same(build_data(df, user_regions=regions, catalog=catalog, item_names={"p1": "x"}), got)
+    assert got.item_names == {"p1": "x"}
+    # a query in another order: indexes follow the query's order, as build_data follows the frame's
+    ordered = df.sort_values(["ts", "customer_id", "product_id", "event_type"], kind="stable")
+    query = "(SELECT * FROM interactions ORDER BY ts, customer_id, product_id, event_type)"
+    _assert_same(build_data(ordered.reset_index(drop=True)), build_data_from_duckdb(con, query))
+    # the scratch tables are gone
+    assert not con.execute("SELECT * FROM duckdb_tables() WHERE table_name LIKE '_recsys%'").fetchall()
+    con.close()
+
+
+def test_category_items_and_empty_input():
+    df = _interactions(500)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE interactions AS SELECT * FROM df")
+    _assert_same(build_data(df, "category"), build_data_from_duckdb(con, "interactions", "category"))
+    empty = build_data_from_duckdb(con, "(SELECT * FROM interactions WHERE false)")
+    assert empty.n_users == empty.n_items == 0 and empty.matrix.shape == (0, 0) and len(empty.frame) == 0
+    con.close()
