@@ -107,17 +107,48 @@ def test_finetune_beats_chance_on_a_planted_signal(encoder, trained):
     assert changed and all(k.startswith(("encoder.layer.4.", "encoder.layer.5.")) for k in changed)
 
 
-def test_budget_is_respected(encoder):
+def test_cpu_budget_stops_training(encoder):
+    """The default budget counts this process's CPU seconds: a tiny one stops training at a batch boundary."""
     texts, y = planted(48, seed=4)
-    budget = 12.0
+    budget = 6.0
     res = finetune_classifier(
         encoder, texts, y, 3, settings=FinetuneSettings(epochs=10_000, batch_size=8, budget_s=budget)
     )
-    assert res.stopped == "budget" and res.epochs_run >= 1
-    batch_seconds = max(h["seconds"] / h["batches"] for h in res.history)
-    assert res.seconds <= budget + 2 * batch_seconds + 1.0  # past the budget by at most one batch
+    assert res.budget_clock == "cpu" and res.stopped == "budget" and res.epochs_run >= 1
+    batch_cpu = max(h["cpu_seconds"] / h["batches"] for h in res.history)
+    assert (
+        res.cpu_seconds <= budget + 2 * batch_cpu + 1.0
+    )  # past the budget by at most one batch + validation
     with pytest.raises(TimeoutError, match="caching"):
         finetune_classifier(encoder, texts, y, 3, settings=FinetuneSettings(budget_s=0.0))
+
+
+def test_wall_budget_is_respected(encoder):
+    texts, y = planted(48, seed=4)
+    budget = 6.0
+    settings = FinetuneSettings(epochs=10_000, batch_size=8, budget_s=budget, budget_clock="wall")
+    res = finetune_classifier(encoder, texts, y, 3, settings=settings)
+    assert res.budget_clock == "wall" and res.stopped == "budget" and res.epochs_run >= 1
+    batch_seconds = max(h["seconds"] / h["batches"] for h in res.history)
+    assert res.seconds <= budget + 2 * batch_seconds + 1.0
+    with pytest.raises(ValueError, match="budget_clock"):
+        finetune_classifier(encoder, texts, y, 3, settings=FinetuneSettings(budget_clock="gpu"))
+
+
+def test_cpu_clock_ignores_time_the_process_does_not_run():
+    """What a busy machine withholds (here: a sleep) is not spent from a CPU budget, only from a wall one."""
+    import time
+
+    from ecom_pipeline.ml.text.finetune import BudgetClock
+
+    cpu, wall = BudgetClock("cpu", 0.2), BudgetClock("wall", 0.2)
+    time.sleep(0.3)
+    assert wall.over() and wall.spent() >= 0.3
+    assert not cpu.over() and cpu.spent() < 0.1
+    busy_until = time.process_time() + 0.3
+    while time.process_time() < busy_until:  # CPU work is what a CPU budget counts
+        pass
+    assert cpu.over()
 
 
 def test_safe_format_round_trip(encoder, trained, tmp_path):
