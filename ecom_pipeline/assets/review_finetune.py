@@ -40,6 +40,9 @@ class ReviewFinetuneConfig(dg.Config):
     lr_schedule: str = "constant"  # or "linear" (one warm-up epoch, then decay to 0)
     label_smoothing: float = 0.0
     average_best: int = 1  # average the weights of this many best epochs where validation says it helps
+    layer_lr_decay: float = 1.0  # lr of each trained layer below the top one: x this per layer down
+    lora_rank: int = 0  # > 0: LoRA adapters (peft) on the trained layers instead of their weights
+    rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes (0: off)
     # wall clock of caching + training on CUDA; on CPU the budget is CPU seconds, from Settings
     # (ECOM_REVIEW_FINETUNE_CPU_BUDGET_S), so a busy shared machine does not shorten the training
     cuda_budget_s: float = 900.0
@@ -156,6 +159,9 @@ def _finetune_settings(config: ReviewFinetuneConfig, trainable_layers: int, devi
         lr_schedule=config.lr_schedule,
         label_smoothing=config.label_smoothing,
         average_best=config.average_best,
+        layer_lr_decay=config.layer_lr_decay,
+        lora_rank=config.lora_rank,
+        rdrop_alpha=config.rdrop_alpha,
     )
 
 
@@ -225,6 +231,9 @@ def _run_params(
         "lr_schedule": config.lr_schedule,
         "label_smoothing": config.label_smoothing,
         "averaged_epochs": str(ft.averaged_epochs),
+        "layer_lr_decay": config.layer_lr_decay,
+        "lora_rank": config.lora_rank,
+        "rdrop_alpha": config.rdrop_alpha,
         "batch_size": config.batch_size,
         "n_fit": rep.n_fit,
         "n_val": rep.n_val,

@@ -287,3 +287,40 @@ def test_tfidf_weight_is_chosen_on_validation():
     assert choice["weight"] > 0 and choice["val_macro_f1"] == 1.0
     assert (blend_log_probs(np.exp(uninformative), np.exp(informative), choice).argmax(1) == y).all()
     assert choose_tfidf_weight(informative, uninformative, y)["weight"] == 0.0  # ties: the smaller weight
+
+
+def test_lora_adapters_with_rdrop_train_and_merge_into_a_plain_encoder(encoder):
+    """LoRA (peft) on the top 2 layers, R-Drop on: the adapters train, are merged into the weights, and the
+    result is a plain encoder + head (no peft module left) that changed only in the adapted layers."""
+    from peft.tuners.lora import LoraLayer
+
+    texts, y = planted(72, seed=1)
+    val_texts, val_y = planted(24, seed=2)
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    settings = FinetuneSettings(
+        trainable_layers=2, lora_rank=8, rdrop_alpha=1.0, epochs=6, batch_size=16, lr=2e-3, head_lr=3e-3,
+        budget_s=300, patience=3,
+    )  # fmt: skip
+    res = finetune_classifier(encoder, texts, y, 3, val_texts=val_texts, val_y=val_y, settings=settings)
+    assert not any(isinstance(m, LoraLayer) for m in res.model.modules())
+    after = res.model.backbone.state_dict()
+    assert set(after) == set(before)  # the same architecture as the encoder: saved and served like any
+    changed = {k for k, v in before.items() if not (after[k] == v).all()}
+    assert changed and all(k.startswith(("encoder.layer.4.", "encoder.layer.5.")) for k in changed)
+    test_texts, test_y = planted(60, seed=3)
+    accuracy = (predict_proba(res.model, encoder, test_texts).argmax(1) == test_y).mean()
+    assert accuracy >= 0.6, f"accuracy {accuracy:.2f} on a planted signal (chance 0.33); {res.history}"
+
+
+def test_layer_lr_decay_gives_lower_layers_smaller_steps(encoder):
+    import copy
+
+    from ecom_pipeline.ml.text.finetune import _param_groups
+    from ecom_pipeline.ml.text.sentiment import FinetunedClassifier
+
+    model = FinetunedClassifier(copy.deepcopy(encoder.model), encoder.dim, 3)
+    layers = list(model.backbone.encoder.layer[-3:])
+    settings = FinetuneSettings(lr=1e-4, head_lr=1e-3, layer_lr_decay=0.5)
+    groups = _param_groups(model.backbone.encoder.layer[-3:], layers, model.head, settings)
+    assert [g["lr"] for g in groups] == pytest.approx([1e-4, 5e-5, 2.5e-5, 1e-3])  # top, ..., head
+    assert groups[0]["params"][0] is next(layers[-1].parameters())
