@@ -45,7 +45,7 @@ class ReviewFinetuneConfig(dg.Config):
     rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes (0: off)
     # wall clock of caching + training on CUDA; on CPU the budget is CPU seconds, from Settings
     # (ECOM_REVIEW_FINETUNE_CPU_BUDGET_S), so a busy shared machine does not shorten the training
-    cuda_budget_s: float = 900.0
+    wall_budget_s: float = 900.0
     test_fraction: float = 0.2
     val_fraction: float = 0.15  # the end of training time, where epochs and class offsets are chosen
     min_reviews: int = 30
@@ -151,7 +151,7 @@ def _finetune_settings(config: ReviewFinetuneConfig, trainable_layers: int, devi
         lr=config.lr,
         head_lr=config.head_lr,
         batch_size=config.batch_size,
-        budget_s=config.cuda_budget_s if cuda else Settings.from_env().review_finetune_cpu_budget_s,
+        budget_s=config.wall_budget_s if cuda else Settings.from_env().review_finetune_cpu_budget_s,
         budget_clock="wall" if cuda else "cpu",
         seed=config.seed,
         weight_decay=config.weight_decay,
