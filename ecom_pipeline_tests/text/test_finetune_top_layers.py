@@ -289,6 +289,7 @@ def test_tfidf_weight_is_chosen_on_validation():
     assert choose_tfidf_weight(informative, uninformative, y)["weight"] == 0.0  # ties: the smaller weight
 
 
+@pytest.mark.slow
 def test_lora_adapters_with_rdrop_train_and_merge_into_a_plain_encoder(encoder):
     """LoRA (peft) on the top 2 layers, R-Drop on: the adapters train, are merged into the weights, and the
     result is a plain encoder + head (no peft module left) that changed only in the adapted layers."""
