@@ -334,8 +334,9 @@ def finetune_classifier(
     The budget covers tokenising, caching the frozen layers' states and training; the run stops at the first
     batch boundary past it (then one validation pass), so it overruns by at most one batch and that pass.
     A budget that runs out before the cache is complete raises ``TimeoutError`` (nothing was trained).
-    ``state_cache`` (a dict the caller keeps) lets repeated runs on the same texts (a configuration search)
-    reuse the frozen layers' states; the time they took then counts in no run's ``seconds``.
+    ``state_cache`` (a dict the caller keeps, for one encoder) holds the frozen layers' states per prefixed
+    text and depth, so repeated runs on overlapping texts (validation windows, a configuration search) only
+    compute the texts they add; the time the reused states took counts in no later run's ``seconds``.
     """
     import torch
 
