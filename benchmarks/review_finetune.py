@@ -1,7 +1,10 @@
 """Review model fine-tuning on CPU: the multilingual e5 encoder's top layers + a head, trained under a
-wall-clock budget on the Olist sample's training reviews, vs the frozen-embedding head and TF-IDF.
+CPU-seconds budget on the Olist sample's training reviews, vs the frozen-embedding head and TF-IDF.
 
-    nice python benchmarks/review_finetune.py [--budget 900] [--layers 2] [--epochs 8]
+    nice python benchmarks/review_finetune.py [--budget 900] [--layers 2] [--epochs 8] [--config NAME]
+
+``--config`` takes a configuration of ``review_finetune_search.CONFIGS`` (chosen there on validation
+windows); the other flags override it.
 
 Reviews with text of ../shared/datasets/olist (``ml.text.reviews.review_documents``), the project's one time
 split (last 20 % of review time tests; ``sentiment.fit_and_evaluate``), a validation window carved from the
@@ -68,13 +71,27 @@ def main(argv=None) -> int:
     from ecom_pipeline.ml.text.finetune import FinetuneSettings, compare_with_baselines
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from benchmarks.review_finetune_search import CONFIGS
+    from ecom_pipeline.config import Settings
+
+    ap.add_argument("--config", default=None, choices=sorted(CONFIGS))
+    pre, _ = ap.parse_known_args(argv)
+    defaults = FinetuneSettings(**CONFIGS.get(pre.config, {}))
     ap.add_argument(
-        "--budget", type=float, default=900.0, help="fine-tune wall clock (s): caching + training"
+        "--budget",
+        type=float,
+        default=Settings.from_env().review_finetune_cpu_budget_s,
+        help="fine-tune budget (s of --budget-clock): caching + training",
     )
-    ap.add_argument("--layers", type=int, default=2, help="top transformer layers trained (0 = all)")
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    defaults = FinetuneSettings()
+    ap.add_argument("--budget-clock", default="cpu", choices=["cpu", "wall"])
+    ap.add_argument(
+        "--layers", type=int, default=defaults.trainable_layers, help="top layers trained (0 = all)"
+    )
+    ap.add_argument("--epochs", type=int, default=defaults.epochs)
+    ap.add_argument("--lr", type=float, default=defaults.lr)
+    ap.add_argument("--layer-lr-decay", type=float, default=defaults.layer_lr_decay)
+    ap.add_argument("--lora-rank", type=int, default=defaults.lora_rank)
+    ap.add_argument("--rdrop", type=float, default=defaults.rdrop_alpha)
     ap.add_argument("--prefix", default=defaults.prefix, choices=["passage", "query"])
     ap.add_argument("--schedule", default=defaults.lr_schedule, choices=["constant", "linear", "budget"])
     ap.add_argument("--average-best", type=int, default=defaults.average_best)
@@ -102,6 +119,10 @@ def main(argv=None) -> int:
         epochs=args.epochs,
         lr=args.lr,
         budget_s=args.budget,
+        budget_clock=args.budget_clock,
+        layer_lr_decay=args.layer_lr_decay,
+        lora_rank=args.lora_rank,
+        rdrop_alpha=args.rdrop,
         prefix=args.prefix,
         lr_schedule=args.schedule,
         average_best=args.average_best,
@@ -139,6 +160,7 @@ def main(argv=None) -> int:
                 "seconds",
                 "cpu_seconds",
                 "budget_s",
+                "budget_clock",
                 "class_weights",
                 "class_bias",
                 "history",
@@ -182,8 +204,10 @@ def main(argv=None) -> int:
             f"cached ({ft.cache_seconds:.0f} s), AdamW lr {args.lr:g} (head {settings.head_lr:g}, "
             f"{args.schedule} schedule, weight decay {args.weight_decay:g}, label smoothing "
             f"{args.label_smoothing:g}), batch {settings.batch_size}, balanced class weights "
-            f"{[round(w, 2) for w in ft.class_weights]}; **budget {ft.budget_s:.0f} s wall clock, used "
-            f"{ft.seconds:.0f} s** ({ft.cpu_seconds:.0f} s of CPU time on the shared machine), "
+            f"{[round(w, 2) for w in ft.class_weights]}; layer lr decay {args.layer_lr_decay:g}, LoRA rank "
+            f"{args.lora_rank} (0: none), R-Drop {args.rdrop:g}; **budget {ft.budget_s:.0f} s of "
+            f"{'CPU time' if ft.budget_clock == 'cpu' else 'wall clock'}, used {ft.cpu_seconds:.0f} s of "
+            f"CPU** ({ft.seconds:.0f} s wall clock on the shared machine), "
             f"{ft.epochs_run} epochs (stopped: {ft.stopped}), best epoch {ft.best_epoch}, weights averaged "
             f"over epochs {ft.averaged_epochs or 'none'} (validation macro-F1 "
             f"{ft.val_macro_f1 or float('nan'):.3f}), class offsets {[round(b, 2) for b in ft.class_bias]}; "

@@ -184,6 +184,9 @@ class Settings:
         default="", repr=False
     )  # a PostgreSQL connection string (may hold a password)
     ducklake_data_path: str = ""  # a folder every writer reaches; default <data_root>/lake
+    # CPU seconds (this process's, every thread) the review fine-tune on CPU may spend on caching + training
+    # (models/sentiment_finetuned): the same setting trains the same amount on a busy or a quiet machine
+    review_finetune_cpu_budget_s: float = 900.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -217,6 +220,7 @@ class Settings:
             warehouse_backend=_env("ECOM_WAREHOUSE_BACKEND", "duckdb").lower(),
             ducklake_catalog=os.environ.get("ECOM_DUCKLAKE_CATALOG", "").strip(),
             ducklake_data_path=_env("ECOM_DUCKLAKE_DATA_PATH", str(data_root / "lake")),
+            review_finetune_cpu_budget_s=float(_env("ECOM_REVIEW_FINETUNE_CPU_BUDGET_S", "900")),
         )
 
 

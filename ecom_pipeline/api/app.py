@@ -130,8 +130,8 @@ class AppState:
         if warning:
             log.warning(warning)
         self.data = load_serving_data(s.snapshot)
-        self.champions = load_champions(s.mlflow_tracking_uri)
         models_dir = DataPaths(s.data_root).models
+        self.champions = load_champions(s.mlflow_tracking_uri, models_dir=models_dir)
         text, self.encoder_fallback = load_serving_text_encoder(models_dir, s.api_text_runtime)
         self.encoder = BatchingEncoder(text, window_s=s.api_batch_window_ms / 1000)
         self.intents = intent_matrix(text)  # also warms the encoder up before the first request
@@ -151,6 +151,7 @@ class AppState:
         """Reload the snapshot and/or champions when they changed; returns what was reloaded."""
         from ecom_pipeline.api.data import load_serving_data
         from ecom_pipeline.api.models import changed, load_champions
+        from ecom_pipeline.paths import DataPaths
         from ecom_pipeline.snapshot import snapshot_identity
 
         with self._reload_lock:
@@ -160,7 +161,9 @@ class AppState:
                 done["snapshot"] = self.data.published_at
             moved = changed(self.champions, self.watch.versions())
             if moved:
-                self.champions = load_champions(self.settings.mlflow_tracking_uri)
+                self.champions = load_champions(
+                    self.settings.mlflow_tracking_uri, models_dir=DataPaths(self.settings.data_root).models
+                )
                 done["champions"] = {n: self.champions.describe().get(n) for n in moved}
             if len(done) > 1:
                 # what was just loaded joins the frozen objects (no collection: the replaced snapshot and

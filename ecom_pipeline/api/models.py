@@ -25,15 +25,21 @@ log = logging.getLogger(__name__)
 
 SENTIMENT = "ecom.sentiment.3class"
 SENTIMENT_BASELINE = "ecom.sentiment_baseline.3class"
+SENTIMENT_FINETUNED = "ecom.sentiment_finetuned"  # = ml.text.finetune.FINETUNED_NAME (a test pins it)
 SENTIMENT_CLASSES = ("negative", "neutral", "positive")
 # registered model -> the flavour it is loaded with
-SERVED_MODELS = {SENTIMENT: "sklearn", SENTIMENT_BASELINE: "sklearn"}
+SERVED_MODELS = {SENTIMENT: "sklearn", SENTIMENT_BASELINE: "sklearn", SENTIMENT_FINETUNED: "pytorch"}
+# the fine-tune's tokenizer: the text encoder and length models/sentiment_finetuned trains with (its config's
+# defaults, as features.review_sentiment uses them)
+FINETUNE_TEXT_ENCODER, FINETUNE_MAX_LENGTH = "multilingual-e5-small", 128
 
 
 @dataclass
 class Champions:
     models: dict[str, ServedModel] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # name -> why nothing is served for it
+    # tokenizer + prefixes the fine-tuned review model reads its text with (a TextEncoder without a model)
+    finetune_tokens: Any = None
 
     def get(self, name: str) -> Any | None:
         served = self.models.get(name)
@@ -58,8 +64,52 @@ def _client(tracking_uri: str):
     return mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def load_champions(tracking_uri: str, names: dict[str, str] | None = None) -> Champions:
-    """Every model of ``names`` (name -> flavour) that has a usable champion; the others with the reason."""
+def finetune_tokenizer(models_dir, name: str = FINETUNE_TEXT_ENCODER, max_length: int = FINETUNE_MAX_LENGTH):
+    """The tokenizer and prefixes of the packaged text encoder the review fine-tune was trained on, as a
+    :class:`~ecom_pipeline.ml.encoders.text.TextEncoder` without its model (the fine-tune carries its own
+    copy of the encoder): all ``ml.text.finetune.predict_proba`` needs."""
+    from transformers import AutoTokenizer
+
+    from ecom_pipeline.ml.encoders.registry import PACKAGED_TEXT, packaged_text_dir
+    from ecom_pipeline.ml.encoders.text import TextEncoder
+
+    folder, version = packaged_text_dir(name, models_dir)
+    query, passage = PACKAGED_TEXT[name].prefixes
+    return TextEncoder(
+        name=name,
+        version=version,
+        tokenizer=AutoTokenizer.from_pretrained(str(folder)),
+        model=None,
+        query_prefix=query,
+        passage_prefix=passage,
+        max_length=max_length,
+    )
+
+
+def _attach_finetune_tokens(out: Champions, models_dir) -> None:
+    """The fine-tune serves only with its tokenizer, and only a model that fits it (vocabulary, 3 classes)."""
+    model = out.get(SENTIMENT_FINETUNED)
+    if model is None:
+        return
+    try:
+        tokens = finetune_tokenizer(models_dir)
+        vocab, classes = model.backbone.config.vocab_size, model.head.out_features
+        if len(tokens.tokenizer) > vocab or classes != len(SENTIMENT_CLASSES):
+            raise ValueError(
+                f"does not match {FINETUNE_TEXT_ENCODER}'s tokenizer ({len(tokens.tokenizer)} tokens vs "
+                f"{vocab}) or the 3 sentiment classes ({classes} outputs)"
+            )
+        out.finetune_tokens = tokens
+    except Exception as exc:  # noqa: BLE001 - the fine-tune is then not served; what served before does
+        del out.models[SENTIMENT_FINETUNED]
+        out.errors[SENTIMENT_FINETUNED] = f"{type(exc).__name__}: {exc}"[:300]
+
+
+def load_champions(
+    tracking_uri: str, names: dict[str, str] | None = None, models_dir: str | os.PathLike | None = None
+) -> Champions:
+    """Every model of ``names`` (name -> flavour) that has a usable champion; the others with the reason.
+    The review fine-tune also needs its tokenizer, from ``models_dir`` (without one it is not served)."""
     import mlflow
 
     from ecom_pipeline.config import Settings
@@ -77,6 +127,11 @@ def load_champions(tracking_uri: str, names: dict[str, str] | None = None) -> Ch
             out.models[name] = load_serving_model(name, flavor, client, key=key)
         except Exception as exc:  # noqa: BLE001 - no such model yet, or nothing loads: served without it, said in /ready
             out.errors[name] = f"{type(exc).__name__}: {exc}"[:300]
+    if SENTIMENT_FINETUNED in out.models and models_dir is None:
+        del out.models[SENTIMENT_FINETUNED]
+        out.errors[SENTIMENT_FINETUNED] = "no models folder for its tokenizer: not served"
+    elif SENTIMENT_FINETUNED in out.models:
+        _attach_finetune_tokens(out, models_dir)
     return out
 
 

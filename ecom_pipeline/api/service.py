@@ -11,8 +11,17 @@ import numpy as np
 import pandas as pd
 
 from ecom_pipeline.api.data import ServingData
-from ecom_pipeline.api.models import SENTIMENT, SENTIMENT_BASELINE, SENTIMENT_CLASSES, Champions
-from ecom_pipeline.ml.serving_gate import GATED_TABLES  # the task names the pipeline's gate writes
+from ecom_pipeline.api.models import (
+    SENTIMENT,
+    SENTIMENT_BASELINE,
+    SENTIMENT_CLASSES,
+    SENTIMENT_FINETUNED,
+    Champions,
+)
+from ecom_pipeline.ml.serving_gate import (  # the task names the pipeline's gate writes
+    GATED_TABLES,
+    OVERRIDING_TASKS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,17 @@ def gate_block(data: ServingData, task: str, scope: str, candidate: str) -> str 
                 else (reason or f"{candidate} is not served for {task}/{scope} (ml.serving_decisions)")
             )
     return None
+
+
+def gate_serves(data: ServingData, task: str, scope: str, candidate: str) -> tuple[bool, str]:
+    """Whether the newest ``ml.serving_decisions`` row for ``task``/``scope``/``candidate`` serves the
+    candidate, and why.  Unlike :func:`gate_block`, no row means not served: a candidate that takes over from
+    what serves today must have won its comparison (``serving_gate.served_model``, as the batch side)."""
+    decision = data.gate.get((task, candidate, scope))
+    if decision is None:
+        return False, f"no decision row for {task}/{scope} on {candidate}: what served before serves"
+    served, reason = decision
+    return bool(served), reason or f"{candidate} {'is' if served else 'is not'} served for {task}/{scope}"
 
 
 # ------------------------------------------------------------------------------------------ recommendations
@@ -199,12 +219,25 @@ def triage(
     masked_text: str,
     timeout: float,
 ) -> dict:
-    """Sentiment, intent and routing of one (already masked) review text."""
+    """Sentiment, intent and routing of one (already masked) review text.
+
+    The sentiment model follows ``features.review_sentiment``'s choice: the fine-tuned encoder where its gate
+    decision (task ``sentiment_finetuned``, scope 3class) serves it, else the embedding head unless its gate
+    blocks it, else the TF-IDF baseline."""
     head, baseline = champions.get(SENTIMENT), champions.get(SENTIMENT_BASELINE)
     blocked = gate_block(data, GATED_TABLES["features.review_sentiment"][0], "3class", SENTIMENT)
+    finetuned, tokens = champions.get(SENTIMENT_FINETUNED), champions.finetune_tokens
+    ft_served, ft_why = gate_serves(
+        data, OVERRIDING_TASKS["features.review_sentiment"], "3class", SENTIMENT_FINETUNED
+    )
     vec = encoder.encode(masked_text, "passage", timeout=timeout) if encoder is not None else None
     usable = head is not None and vec is not None and getattr(head, "n_features_in_", len(vec)) == len(vec)
-    if usable and blocked is None:
+    if finetuned is not None and tokens is not None and ft_served:
+        from ecom_pipeline.ml.text.finetune import predict_proba
+
+        version, used = champions.models[SENTIMENT_FINETUNED].version, SENTIMENT_FINETUNED
+        probs, classes = predict_proba(finetuned, tokens, [masked_text])[0], range(len(SENTIMENT_CLASSES))
+    elif usable and blocked is None:
         version, used = champions.models[SENTIMENT].version, SENTIMENT
         probs, classes = head.predict_proba(vec[None])[0], head.classes_
     elif baseline is not None:  # no head, gated, or trained on another embedding model: the TF-IDF baseline
@@ -237,7 +270,8 @@ def triage(
             "probabilities": {k: round(v, 4) for k, v in p.items()},
             "model": used,
             "version": version,
-            "gate": blocked,
+            "gate": None if used == SENTIMENT_FINETUNED else blocked,
+            "finetuned": None if finetuned is None else ft_why,  # why the fine-tune serves or not
         },
         "intent": {"label": intent, "similarity": None if intent_sim is None else round(intent_sim, 4)},
         "routing": {"team": team, "priority": priority},

@@ -1,5 +1,6 @@
 """The fine-tuned review model: the text encoder's top layers (CPU) or every layer (CUDA) + a head, trained
-under a wall-clock budget and compared with the frozen-embedding head and TF-IDF on the one time split.
+under a time budget (CPU seconds on CPU: ``ECOM_REVIEW_FINETUNE_CPU_BUDGET_S``; wall clock on CUDA) and
+compared with the frozen-embedding head and TF-IDF on the one time split.
 
 Thin asset over :mod:`ecom_pipeline.ml.text.finetune`.  The model is registered in the safe format
 (``ecom.sentiment_finetuned``), its figures go to MLflow and ``ml.model_metrics`` with their intervals, and
@@ -39,7 +40,12 @@ class ReviewFinetuneConfig(dg.Config):
     lr_schedule: str = "constant"  # or "linear" (one warm-up epoch, then decay to 0)
     label_smoothing: float = 0.0
     average_best: int = 1  # average the weights of this many best epochs where validation says it helps
-    budget_s: float = 900.0  # wall clock for caching + training; the machine is shared
+    layer_lr_decay: float = 1.0  # lr of each trained layer below the top one: x this per layer down
+    lora_rank: int = 0  # > 0: LoRA adapters (peft) on the trained layers instead of their weights
+    rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes (0: off)
+    # wall clock of caching + training on CUDA; on CPU the budget is CPU seconds, from Settings
+    # (ECOM_REVIEW_FINETUNE_CPU_BUDGET_S), so a busy shared machine does not shorten the training
+    wall_budget_s: float = 900.0
     test_fraction: float = 0.2
     val_fraction: float = 0.15  # the end of training time, where epochs and class offsets are chosen
     min_reviews: int = 30
@@ -95,7 +101,7 @@ def sentiment_finetuned(
     encoder = load_text_encoder(
         config.text_encoder, models_dir=paths.models, device=device, max_length=config.max_length
     )
-    settings = _finetune_settings(config, compute.sized(config, "trainable_layers", device))
+    settings = _finetune_settings(config, compute.sized(config, "trainable_layers", device), device)
     try:
         rep = compare_with_baselines(
             docs,
@@ -132,23 +138,30 @@ def _newest_reviews(docs: pd.DataFrame, emb: np.ndarray, max_reviews: int) -> tu
     return docs, emb
 
 
-def _finetune_settings(config: ReviewFinetuneConfig, trainable_layers: int):
-    """The training settings of the fine-tune; ``trainable_layers`` is already sized for the device."""
+def _finetune_settings(config: ReviewFinetuneConfig, trainable_layers: int, device: str):
+    """The training settings of the fine-tune; ``trainable_layers`` is already sized for the device. The
+    budget: CPU seconds on CPU (Settings), the config's wall clock on CUDA."""
+    from ecom_pipeline.config import Settings
     from ecom_pipeline.ml.text.finetune import FinetuneSettings
 
+    cuda = str(device).startswith("cuda")
     return FinetuneSettings(
         trainable_layers=trainable_layers,
         epochs=config.epochs,
         lr=config.lr,
         head_lr=config.head_lr,
         batch_size=config.batch_size,
-        budget_s=config.budget_s,
+        budget_s=config.wall_budget_s if cuda else Settings.from_env().review_finetune_cpu_budget_s,
+        budget_clock="wall" if cuda else "cpu",
         seed=config.seed,
         weight_decay=config.weight_decay,
         prefix=config.prefix,
         lr_schedule=config.lr_schedule,
         label_smoothing=config.label_smoothing,
         average_best=config.average_best,
+        layer_lr_decay=config.layer_lr_decay,
+        lora_rank=config.lora_rank,
+        rdrop_alpha=config.rdrop_alpha,
     )
 
 
@@ -205,6 +218,7 @@ def _run_params(
         "trainable_layers": ft.trainable_layers,
         "n_layers": ft.n_layers,
         "budget_s": ft.budget_s,
+        "budget_clock": ft.budget_clock,
         "seconds": ft.seconds,
         "cpu_seconds": ft.cpu_seconds,
         "stopped": ft.stopped,
@@ -217,6 +231,9 @@ def _run_params(
         "lr_schedule": config.lr_schedule,
         "label_smoothing": config.label_smoothing,
         "averaged_epochs": str(ft.averaged_epochs),
+        "layer_lr_decay": config.layer_lr_decay,
+        "lora_rank": config.lora_rank,
+        "rdrop_alpha": config.rdrop_alpha,
         "batch_size": config.batch_size,
         "n_fit": rep.n_fit,
         "n_val": rep.n_val,
@@ -264,6 +281,7 @@ def _metadata(rep, recorded, device: str, reviews_used: int) -> dict:
         "training_path": ft.path,
         "trainable_layers": ft.trainable_layers,
         "budget_s": ft.budget_s,
+        "budget_clock": ft.budget_clock,
         "seconds": ft.seconds,
         "cpu_seconds": ft.cpu_seconds,
         "stopped": ft.stopped,

@@ -287,6 +287,7 @@ def _finetuned(
         head_lr=config.finetune_lr,
         batch_size=config.finetune_batch_size,
         budget_s=config.finetune_budget_s,
+        budget_clock="wall",  # the CUDA path: the GPU's time, not the CPU's, is what is spent
     )
     ft = finetune_classifier(
         enc, sp.train["doc"].tolist(), sp.train["_y"].to_numpy(), len(res.classes), settings=settings

@@ -42,3 +42,25 @@ def temporal_split(
     cut = pd.Timestamp(cutoff) if cutoff is not None else cutoff_at_fraction(times, test_fraction)
     is_train = times < cut
     return TemporalSplit(cut, df.loc[is_train], df.loc[~is_train])
+
+
+def rolling_origin_splits(
+    df: pd.DataFrame, time_col: str, *, n_folds: int, window_fraction: float
+) -> list[TemporalSplit]:
+    """``n_folds`` consecutive validation windows at the end of ``df``'s time, each ``window_fraction`` of its
+    rows, oldest first; each fold trains strictly before its window (so earlier folds train on less).  The
+    last fold is ``temporal_split(df, test_fraction=window_fraction)``.  For choosing settings on more than
+    one window without reading a test set."""
+    if n_folds < 1 or not 0 < n_folds * window_fraction < 1:
+        raise ValueError(
+            f"rolling_origin_splits: need n_folds >= 1 and n_folds x window_fraction in (0, 1), got "
+            f"{n_folds} x {window_fraction}"
+        )
+    times = pd.to_datetime(df[time_col])
+    cutoffs = [cutoff_at_fraction(times, k * window_fraction) for k in range(n_folds, 0, -1)]
+    folds = []
+    for start, end in zip(cutoffs, cutoffs[1:] + [None]):
+        split = temporal_split(df, time_col, cutoff=start)
+        window = split.test if end is None else split.test[times.loc[split.test.index] < end]
+        folds.append(TemporalSplit(start, split.train, window))
+    return folds

@@ -107,17 +107,48 @@ def test_finetune_beats_chance_on_a_planted_signal(encoder, trained):
     assert changed and all(k.startswith(("encoder.layer.4.", "encoder.layer.5.")) for k in changed)
 
 
-def test_budget_is_respected(encoder):
+def test_cpu_budget_stops_training(encoder):
+    """The default budget counts this process's CPU seconds: a tiny one stops training at a batch boundary."""
     texts, y = planted(48, seed=4)
-    budget = 12.0
+    budget = 6.0
     res = finetune_classifier(
         encoder, texts, y, 3, settings=FinetuneSettings(epochs=10_000, batch_size=8, budget_s=budget)
     )
-    assert res.stopped == "budget" and res.epochs_run >= 1
-    batch_seconds = max(h["seconds"] / h["batches"] for h in res.history)
-    assert res.seconds <= budget + 2 * batch_seconds + 1.0  # past the budget by at most one batch
+    assert res.budget_clock == "cpu" and res.stopped == "budget" and res.epochs_run >= 1
+    batch_cpu = max(h["cpu_seconds"] / h["batches"] for h in res.history)
+    assert (
+        res.cpu_seconds <= budget + 2 * batch_cpu + 1.0
+    )  # past the budget by at most one batch + validation
     with pytest.raises(TimeoutError, match="caching"):
         finetune_classifier(encoder, texts, y, 3, settings=FinetuneSettings(budget_s=0.0))
+
+
+def test_wall_budget_is_respected(encoder):
+    texts, y = planted(48, seed=4)
+    budget = 6.0
+    settings = FinetuneSettings(epochs=10_000, batch_size=8, budget_s=budget, budget_clock="wall")
+    res = finetune_classifier(encoder, texts, y, 3, settings=settings)
+    assert res.budget_clock == "wall" and res.stopped == "budget" and res.epochs_run >= 1
+    batch_seconds = max(h["seconds"] / h["batches"] for h in res.history)
+    assert res.seconds <= budget + 2 * batch_seconds + 1.0
+    with pytest.raises(ValueError, match="budget_clock"):
+        finetune_classifier(encoder, texts, y, 3, settings=FinetuneSettings(budget_clock="gpu"))
+
+
+def test_cpu_clock_ignores_time_the_process_does_not_run():
+    """What a busy machine withholds (here: a sleep) is not spent from a CPU budget, only from a wall one."""
+    import time
+
+    from ecom_pipeline.ml.text.finetune import BudgetClock
+
+    cpu, wall = BudgetClock("cpu", 0.2), BudgetClock("wall", 0.2)
+    time.sleep(0.3)
+    assert wall.over() and wall.spent() >= 0.3
+    assert not cpu.over() and cpu.spent() < 0.1
+    busy_until = time.process_time() + 0.3
+    while time.process_time() < busy_until:  # CPU work is what a CPU budget counts
+        pass
+    assert cpu.over()
 
 
 def test_safe_format_round_trip(encoder, trained, tmp_path):
@@ -256,3 +287,41 @@ def test_tfidf_weight_is_chosen_on_validation():
     assert choice["weight"] > 0 and choice["val_macro_f1"] == 1.0
     assert (blend_log_probs(np.exp(uninformative), np.exp(informative), choice).argmax(1) == y).all()
     assert choose_tfidf_weight(informative, uninformative, y)["weight"] == 0.0  # ties: the smaller weight
+
+
+@pytest.mark.slow
+def test_lora_adapters_with_rdrop_train_and_merge_into_a_plain_encoder(encoder):
+    """LoRA (peft) on the top 2 layers, R-Drop on: the adapters train, are merged into the weights, and the
+    result is a plain encoder + head (no peft module left) that changed only in the adapted layers."""
+    from peft.tuners.lora import LoraLayer
+
+    texts, y = planted(72, seed=1)
+    val_texts, val_y = planted(24, seed=2)
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    settings = FinetuneSettings(
+        trainable_layers=2, lora_rank=8, rdrop_alpha=1.0, epochs=6, batch_size=16, lr=2e-3, head_lr=3e-3,
+        budget_s=300, patience=3,
+    )  # fmt: skip
+    res = finetune_classifier(encoder, texts, y, 3, val_texts=val_texts, val_y=val_y, settings=settings)
+    assert not any(isinstance(m, LoraLayer) for m in res.model.modules())
+    after = res.model.backbone.state_dict()
+    assert set(after) == set(before)  # the same architecture as the encoder: saved and served like any
+    changed = {k for k, v in before.items() if not (after[k] == v).all()}
+    assert changed and all(k.startswith(("encoder.layer.4.", "encoder.layer.5.")) for k in changed)
+    test_texts, test_y = planted(60, seed=3)
+    accuracy = (predict_proba(res.model, encoder, test_texts).argmax(1) == test_y).mean()
+    assert accuracy >= 0.6, f"accuracy {accuracy:.2f} on a planted signal (chance 0.33); {res.history}"
+
+
+def test_layer_lr_decay_gives_lower_layers_smaller_steps(encoder):
+    import copy
+
+    from ecom_pipeline.ml.text.finetune import _param_groups
+    from ecom_pipeline.ml.text.sentiment import FinetunedClassifier
+
+    model = FinetunedClassifier(copy.deepcopy(encoder.model), encoder.dim, 3)
+    layers = list(model.backbone.encoder.layer[-3:])
+    settings = FinetuneSettings(lr=1e-4, head_lr=1e-3, layer_lr_decay=0.5)
+    groups = _param_groups(model.backbone.encoder.layer[-3:], layers, model.head, settings)
+    assert [g["lr"] for g in groups] == pytest.approx([1e-4, 5e-5, 2.5e-5, 1e-3])  # top, ..., head
+    assert groups[0]["params"][0] is next(layers[-1].parameters())

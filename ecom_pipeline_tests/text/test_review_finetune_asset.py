@@ -39,7 +39,7 @@ def finetuned(tmp_path_factory):
     result)."""
     tmp_path = tmp_path_factory.mktemp("finetuned")
     _warehouse(tmp_path)
-    config = {"trainable_layers_cpu": 1, "epochs": 3, "max_length": 32, "budget_s": 600, "lr": 3e-4}
+    config = {"trainable_layers_cpu": 1, "epochs": 3, "max_length": 32, "lr": 3e-4}
     result = dg.materialize(
         [E.review_text_embeddings, F.sentiment_finetuned, R.sentiment_model],
         resources=_resources(tmp_path),
@@ -59,7 +59,8 @@ def test_finetune_asset_records_model_metrics_and_decisions(finetuned):
     tmp_path, result = finetuned
     meta = result.asset_materializations_for_node("models__sentiment_finetuned")[-1].metadata
     assert meta["training_path"].value == "top1_finetune" and meta["trainable_layers"].value == 1
-    assert meta["seconds"].value <= 600 + 60 and meta["registered"].value.startswith(
+    assert meta["budget_clock"].value == "cpu" and meta["budget_s"].value == 900  # Settings' default
+    assert meta["cpu_seconds"].value <= 900 + 60 and meta["registered"].value.startswith(
         "ecom.sentiment_finetuned v1"
     )
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)

@@ -1,5 +1,6 @@
-"""Fine-tuning the review encoder under a wall-clock budget: the top transformer layers + a linear head on
-CPU, every layer on CUDA (the same code; the caller picks the depth from the compute device).
+"""Fine-tuning the review encoder under a time budget (CPU seconds on CPU, wall clock on CUDA): the top
+transformer layers + a linear head on CPU, every layer on CUDA (the same code; the caller picks the depth
+from the compute device).
 
 CPU design: frozen bottom layers give the same output for a text in every epoch, so they run ONCE over every
 text and their hidden states are cached; then only the top ``trainable_layers`` and the head train for several
@@ -33,7 +34,12 @@ class FinetuneSettings:
     head_lr: float = 1e-3
     batch_size: int = 32
     weight_decay: float = 0.01
-    budget_s: float = 900.0  # wall clock for tokenising, caching and training (prediction not included)
+    # budget for tokenising, caching and training (prediction not included), in seconds of ``budget_clock``
+    budget_s: float = 900.0
+    # "cpu": this process's CPU time (every thread, torch's included), so the same budget buys the same
+    # training on a busy or a quiet machine (a wall-clock budget bought 264 s or 411 s of CPU depending on the
+    # load); "wall": the wall clock (CUDA, where the GPU's time is what is spent)
+    budget_clock: str = "cpu"
     patience: int = 2  # epochs without a better validation macro-F1 before stopping
     tune_class_bias: bool = True  # per-class logit offsets chosen on the validation window
     seed: int = 0
@@ -42,11 +48,21 @@ class FinetuneSettings:
     prefix: str = "query"
     label_smoothing: float = 0.0
     # "linear": one warm-up epoch, then decay to 0 over the planned epochs; "budget": a short warm-up, then
-    # decay to 0 at the end of the wall-clock budget (the CPU a shared machine gives decides how far it gets)
+    # decay to 0 at the end of the budget
     lr_schedule: str = "constant"
     # average the trained weights of the k best epochs (by validation macro-F1); kept only where the average
     # scores at least as well as the best single epoch on the validation window
     average_best: int = 1
+    # layer-wise lr decay: the top trained layer gets ``lr``, each layer below it ``layer_lr_decay`` times the
+    # one above (1.0: every trained layer the same lr)
+    layer_lr_decay: float = 1.0
+    # LoRA (peft): > 0 trains rank-``lora_rank`` adapters on every linear map of the trained layers (all
+    # layers with trainable_layers=0) instead of their weights; merged into the weights after training, so
+    # the saved model is a plain encoder + head
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    # R-Drop: two forward passes with different dropout per batch, + alpha x their symmetric KL (0: off)
+    rdrop_alpha: float = 0.0
 
 
 @dataclass
@@ -62,6 +78,7 @@ class FinetuneResult:
     seconds: float  # everything inside the budget (wall clock)
     cpu_seconds: float  # this process's CPU time over the same span (on a shared machine: what it really got)
     budget_s: float
+    budget_clock: str  # "cpu" | "wall": what budget_s counts
     class_weights: list[float]
     class_bias: list[float]  # added to the head's bias after training (zeros when not tuned)
     history: list[dict] = field(default_factory=list)  # per epoch: train loss, validation macro-F1, seconds
@@ -83,6 +100,35 @@ class FinetuneResult:
 def layers_to_train(device: str, cpu_layers: int) -> int:
     """How many top layers to train: every layer on CUDA (0 = all), ``cpu_layers`` on CPU."""
     return 0 if str(device).startswith("cuda") else max(1, int(cpu_layers))
+
+
+BUDGET_CLOCKS = ("cpu", "wall")
+
+
+class BudgetClock:
+    """Seconds spent since creation on ``kind``'s clock: "cpu" = ``time.process_time()`` (the CPU time of
+    every thread of this process, torch's intra-op threads included; the time a busy machine withholds does
+    not count), "wall" = ``time.monotonic()``."""
+
+    def __init__(self, kind: str, budget_s: float):
+        if kind not in BUDGET_CLOCKS:
+            raise ValueError(f"budget_clock must be one of {BUDGET_CLOCKS}, got {kind!r}")
+        self.kind, self.budget_s = kind, float(budget_s)
+        self._now = time.process_time if kind == "cpu" else time.monotonic
+        self._start = self._now()
+
+    def spent(self) -> float:
+        return self._now() - self._start
+
+    def over(self) -> bool:
+        return self.spent() > self.budget_s
+
+    def left_fraction(self, since: float) -> float:
+        """Share of the budget left after ``since`` seconds spent (1 at ``since``, 0 at the end)."""
+        return max(0.0, (self.budget_s - self.spent()) / max(1e-9, self.budget_s - since))
+
+    def describe(self) -> str:
+        return f"{self.budget_s:.0f} s of {'CPU time' if self.kind == 'cpu' else 'wall clock'}"
 
 
 def _macro_f1(y, pred, n_classes: int) -> float:
@@ -141,6 +187,55 @@ def blend_log_probs(ft_probs: np.ndarray, tfidf_probs: np.ndarray, choice: dict)
         + w * np.log(np.clip(tfidf_probs, 1e-9, 1))
         + np.asarray(choice["offsets"])
     )
+
+
+def _param_groups(body, trained_layers: list, head, settings: FinetuneSettings) -> list[dict]:
+    """AdamW groups: each trained layer at ``lr`` x ``layer_lr_decay`` ** (its distance from the top), the
+    rest of the body (embeddings in the full fine-tune) at the lowest layer's lr, the head at ``head_lr``;
+    frozen parameters (LoRA's base weights) left out."""
+    groups, seen = [], set()
+    for depth, layer in enumerate(reversed(trained_layers)):
+        params = [p for p in layer.parameters() if p.requires_grad]
+        seen.update(id(p) for p in layer.parameters())
+        groups.append({"params": params, "lr": settings.lr * settings.layer_lr_decay**depth})
+    rest = [p for p in body.parameters() if p.requires_grad and id(p) not in seen]
+    if rest:
+        groups.append({"params": rest, "lr": settings.lr * settings.layer_lr_decay ** len(trained_layers)})
+    groups.append({"params": list(head.parameters()), "lr": settings.head_lr})
+    return [g for g in groups if g["params"]]
+
+
+LORA_TARGETS = ("query", "key", "value", "dense")  # every linear map of a BERT / XLM-R layer
+
+
+def _add_lora(layers: list, rank: int, alpha: float) -> None:
+    """Rank-``rank`` LoRA adapters (peft) on every linear map of ``layers``, in place."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.1, target_modules=list(LORA_TARGETS))
+    for layer in layers:
+        inject_adapter_in_model(config, layer)
+
+
+def _merge_lora(root) -> None:
+    """Fold every LoRA adapter under ``root`` into its base linear map and put the plain map back."""
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(root.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent_name, _, child = name.rpartition(".")
+            setattr(root.get_submodule(parent_name) if parent_name else root, child, module.get_base_layer())
+
+
+def _symmetric_kl(a, b):
+    import torch.nn.functional as F
+
+    la, lb = F.log_softmax(a.float(), -1), F.log_softmax(b.float(), -1)
+    return (
+        F.kl_div(la, lb, log_target=True, reduction="batchmean")
+        + F.kl_div(lb, la, log_target=True, reduction="batchmean")
+    ) / 2
 
 
 def _check_inputs(texts: Sequence[str], y, n_classes: int) -> np.ndarray:
@@ -233,20 +328,22 @@ def finetune_classifier(
     state_cache: dict | None = None,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``encoder`` (a torch :class:`~ecom_pipeline.ml.encoders.text.TextEncoder`) + a
-    linear head on mean-pooled states, class-weighted cross-entropy, AdamW, within ``settings.budget_s``.
+    linear head on mean-pooled states, class-weighted cross-entropy, AdamW, within ``settings.budget_s``
+    seconds of ``settings.budget_clock`` (:class:`BudgetClock`; CPU time by default).
 
     The budget covers tokenising, caching the frozen layers' states and training; the run stops at the first
     batch boundary past it (then one validation pass), so it overruns by at most one batch and that pass.
     A budget that runs out before the cache is complete raises ``TimeoutError`` (nothing was trained).
-    ``state_cache`` (a dict the caller keeps) lets repeated runs on the same texts (a configuration search)
-    reuse the frozen layers' states; the time they took then counts in no run's ``seconds``.
+    ``state_cache`` (a dict the caller keeps, for one encoder) holds the frozen layers' states per prefixed
+    text and depth, so repeated runs on overlapping texts (validation windows, a configuration search) only
+    compute the texts they add; the time the reused states took counts in no later run's ``seconds``.
     """
     import torch
 
     from ecom_pipeline.ml.text.sentiment import FinetunedClassifier
 
     t0, cpu0 = time.monotonic(), time.process_time()
-    deadline = t0 + settings.budget_s
+    clock = BudgetClock(settings.budget_clock, settings.budget_s)
     say = progress or (lambda _msg: None)
     y = _check_inputs(texts, y, n_classes)
     has_val = len(val_texts) > 0
@@ -266,14 +363,18 @@ def finetune_classifier(
     for p in model.parameters():
         p.requires_grad_(False)
     body = model.backbone if full else stack.layers[stack.n_bottom :]
-    for p in list(body.parameters()) + list(model.head.parameters()):
+    trained_layers = list(stack.layers[stack.n_bottom :])
+    if settings.lora_rank > 0:
+        _add_lora(trained_layers, settings.lora_rank, settings.lora_alpha)
+        for name, p in body.named_parameters():
+            p.requires_grad_("lora_" in name)
+    else:
+        for p in body.parameters():
+            p.requires_grad_(True)
+    for p in model.head.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(
-        [
-            {"params": [p for p in body.parameters()], "lr": settings.lr},
-            {"params": list(model.head.parameters()), "lr": settings.head_lr},
-        ],
-        weight_decay=settings.weight_decay,
+        _param_groups(body, trained_layers, model.head, settings), weight_decay=settings.weight_decay
     )
     counts = np.bincount(y, minlength=n_classes).astype(float)
     weights = counts.sum() / np.maximum(counts, 1) / n_classes  # balanced: rare classes (neutral) weigh more
@@ -291,18 +392,19 @@ def finetune_classifier(
     # the frozen bottom layers, once per text (in length order: little padding)
     cache_start = time.monotonic()
     states: list = []
-    cache_key = (stack.n_bottom, encoder.max_length, hash(tuple(all_texts)))
-    if not full and state_cache is not None and cache_key in state_cache:
-        states = state_cache[cache_key]
-    elif not full:
+    # per text, so runs on overlapping texts (validation folds, a configuration search) share the states
+    store = {} if state_cache is None else state_cache.setdefault((stack.n_bottom, encoder.max_length), {})
+    if not full:
         model.eval()
-        states = [None] * len(ids)
-        order = np.argsort(lengths, kind="stable")
+        missing = [
+            i for i in dict((t, i) for i, t in enumerate(all_texts)).values() if all_texts[i] not in store
+        ]
+        order = np.array(missing, dtype=int)[np.argsort(lengths[missing], kind="stable")]
         with torch.no_grad():  # not inference_mode: the cached states feed layers that need autograd
             for s in range(0, len(order), 64):
-                if time.monotonic() > deadline:
+                if clock.over():
                     raise TimeoutError(
-                        f"fine-tune budget {settings.budget_s:.0f} s ran out while caching the "
+                        f"fine-tune budget ({clock.describe()}) ran out while caching the "
                         f"frozen layers' states ({s}/{len(order)} texts): raise the budget or "
                         "train on fewer texts"
                     )
@@ -310,13 +412,12 @@ def finetune_classifier(
                 batch, mask = _pad([ids[i] for i in idx], device, pad_id)
                 hidden = stack.bottom(batch, mask).float().cpu()
                 for j, i in enumerate(idx):
-                    states[i] = hidden[j, : lengths[i]].clone()
+                    store[all_texts[i]] = hidden[j, : lengths[i]].clone()
+        states = [store[t] for t in all_texts]
         say(
-            f"cached the states of the bottom {stack.n_bottom} layers for {len(ids):,} texts in "
-            f"{time.monotonic() - cache_start:.1f} s"
+            f"cached the states of the bottom {stack.n_bottom} layers for {len(missing):,} texts "
+            f"({len(all_texts) - len(missing):,} reused) in {time.monotonic() - cache_start:.1f} s"
         )
-        if state_cache is not None:
-            state_cache[cache_key] = states
     cache_seconds = time.monotonic() - cache_start
 
     def logits_for(idx):
@@ -339,12 +440,15 @@ def finetune_classifier(
                 out[idx - n_train] = torch.log_softmax(logits_for(idx).float(), -1).cpu().numpy()
         return out
 
-    def trained_state() -> dict:
-        trained = model.backbone if full else stack.layers[stack.n_bottom :]
+    def trained_state() -> dict:  # the trained parameters only (with LoRA: the adapters), loaded non-strict
         return {
-            "body": {k: v.detach().cpu().clone() for k, v in trained.state_dict().items()},
+            "body": {k: v.detach().cpu().clone() for k, v in body.named_parameters() if v.requires_grad},
             "head": {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()},
         }
+
+    def load_trained(state: dict) -> None:
+        body.load_state_dict(state["body"], strict=False)
+        model.head.load_state_dict(state["head"])
 
     history, best, best_epoch, bad, stopped = [], None, 0, 0, "epochs"
     best_f1 = -1.0
@@ -355,7 +459,7 @@ def finetune_classifier(
             f"lr_schedule must be 'constant', 'linear' or 'budget', got {settings.lr_schedule!r}"
         )
     per_epoch = (n_train + settings.batch_size - 1) // settings.batch_size
-    train_start = time.monotonic()
+    train_start = clock.spent()
     if settings.lr_schedule == "linear":  # warm up over the first epoch, then decay to 0 at the last
         total = max(1, per_epoch * settings.epochs)
         sched = torch.optim.lr_scheduler.LambdaLR(
@@ -368,18 +472,25 @@ def finetune_classifier(
             opt,
             lambda step: min(
                 (step + 1) / warmup,
-                max(0.0, (deadline - time.monotonic()) / max(1e-9, deadline - train_start)),
+                clock.left_fraction(train_start),
             ),
         )
     for epoch in range(1, settings.epochs + 1):
         (model.backbone if full else stack.layers[stack.n_bottom :]).train()
         model.head.train()
-        e0, losses, out_of_time = time.monotonic(), [], False
+        e0, e0_cpu, losses, out_of_time = time.monotonic(), time.process_time(), [], False
         for idx in _length_batches(train_lengths, settings.batch_size, rng):
-            if time.monotonic() > deadline:
+            if clock.over():
                 out_of_time = True
                 break
-            loss = loss_fn(logits_for(idx), torch.as_tensor(y[idx], device=device))
+            target = torch.as_tensor(y[idx], device=device)
+            logits = logits_for(idx)
+            loss = loss_fn(logits, target)
+            if settings.rdrop_alpha > 0:  # a second pass (other dropout masks); pull the two outputs together
+                again = logits_for(idx)
+                loss = (loss + loss_fn(again, target)) / 2 + settings.rdrop_alpha * _symmetric_kl(
+                    logits, again
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -395,6 +506,7 @@ def finetune_classifier(
             "batches": len(losses),
             "complete": not out_of_time,
             "seconds": round(time.monotonic() - e0, 1),
+            "cpu_seconds": round(time.process_time() - e0_cpu, 1),
         }
         if has_val:
             row["val_macro_f1"] = _macro_f1(vy, val_log_probs().argmax(1), n_classes)
@@ -418,19 +530,17 @@ def finetune_classifier(
 
     if best is None:
         raise TimeoutError(
-            f"fine-tune budget {settings.budget_s:.0f} s ran out before the first training batch "
+            f"fine-tune budget ({clock.describe()}) ran out before the first training batch "
             f"(caching took {cache_seconds:.0f} s)"
         )
-    (model.backbone if full else stack.layers[stack.n_bottom :]).load_state_dict(best["body"])
-    model.head.load_state_dict(best["head"])
+    load_trained(best)
     averaged: list[int] = []
     if len(kept) > 1:  # weight averaging of the best epochs, kept only if it is no worse on validation
         mean = {
             part: {k: sum(s[part][k].float() for _, _, s in kept) / len(kept) for k in best[part]}
             for part in ("body", "head")
         }
-        (model.backbone if full else stack.layers[stack.n_bottom :]).load_state_dict(mean["body"])
-        model.head.load_state_dict(mean["head"])
+        load_trained(mean)
         avg_f1 = _macro_f1(vy, val_log_probs().argmax(1), n_classes)
         say(
             f"average of epochs {[e for _, e, _ in kept]}: validation macro-F1 {avg_f1:.4f} "
@@ -439,8 +549,7 @@ def finetune_classifier(
         if avg_f1 >= best_f1:
             averaged, best_f1 = sorted(e for _, e, _ in kept), avg_f1
         else:
-            (model.backbone if full else stack.layers[stack.n_bottom :]).load_state_dict(best["body"])
-            model.head.load_state_dict(best["head"])
+            load_trained(best)
     bias = np.zeros(n_classes)
     final_val = val_log_probs() if has_val else None
     if has_val and settings.tune_class_bias:
@@ -451,6 +560,8 @@ def finetune_classifier(
             model.head.bias += torch.as_tensor(
                 bias, dtype=model.head.bias.dtype, device=model.head.bias.device
             )
+    if settings.lora_rank > 0:
+        _merge_lora(model)  # a plain encoder again: saved, loaded and served like any fine-tune
     for p in model.parameters():
         p.requires_grad_(True)
     return FinetuneResult(
@@ -465,6 +576,7 @@ def finetune_classifier(
         seconds=round(time.monotonic() - t0, 1),
         cpu_seconds=round(time.process_time() - cpu0, 1),
         budget_s=settings.budget_s,
+        budget_clock=settings.budget_clock,
         class_weights=[float(w) for w in weights],
         class_bias=[float(b) for b in bias],
         history=history,
@@ -490,6 +602,81 @@ def predict_proba(model, encoder, texts: Sequence[str], batch_size: int = 64) ->
             logits = model(b["input_ids"].to(encoder.device), b["attention_mask"].to(encoder.device))
             out[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
     return out
+
+
+@dataclass
+class FoldValidation:
+    """A configuration scored on several validation windows at the end of training time
+    (:func:`~ecom_pipeline.ml.splits.rolling_origin_splits`): each fold trains before its window and chooses
+    its epoch and class offsets there, as the asset does on its one window."""
+
+    folds: list[dict]  # per fold: window start, n_fit, n_val, n_neutral, macro-F1, epochs, CPU seconds
+    y: np.ndarray  # every window's labels, pooled (oldest window first)
+    log_probs: np.ndarray  # the fold models' log-probabilities (offsets included) on the pooled windows
+
+    @property
+    def pooled_macro_f1(self) -> float:
+        return _macro_f1(self.y, self.log_probs.argmax(1), self.log_probs.shape[1])
+
+    @property
+    def mean_fold_macro_f1(self) -> float:
+        return float(np.mean([f["val_macro_f1"] for f in self.folds]))
+
+
+def validate_on_folds(
+    encoder,
+    labelled,
+    n_classes: int,
+    *,
+    settings: FinetuneSettings,
+    n_folds: int = 3,
+    window_fraction: float = 0.15,
+    state_cache: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> FoldValidation:
+    """Fine-tune once per rolling-origin fold of ``labelled`` (``doc``, ``_y``, ``created_at``: training
+    reviews only, never the test set) and pool the windows' predictions: the choice between configurations
+    then rests on ``n_folds`` windows (about n_folds x as many neutral reviews) instead of one."""
+    from ecom_pipeline.ml.splits import rolling_origin_splits
+
+    folds, ys, scores = [], [], []
+    for split in rolling_origin_splits(
+        labelled, "created_at", n_folds=n_folds, window_fraction=window_fraction
+    ):
+        fit, val = split.train, split.test
+        res = finetune_classifier(
+            encoder,
+            fit["doc"].tolist(),
+            fit["_y"].to_numpy(),
+            n_classes,
+            val_texts=val["doc"].tolist(),
+            val_y=val["_y"].to_numpy(),
+            settings=settings,
+            state_cache=state_cache,
+            progress=progress,
+        )
+        vy = val["_y"].to_numpy()
+        folds.append(
+            {
+                "window_start": str(split.cutoff),
+                "n_fit": len(fit),
+                "n_val": len(val),
+                "n_val_per_class": np.bincount(vy, minlength=n_classes).tolist(),
+                "val_macro_f1": _macro_f1(vy, res.val_log_probs.argmax(1), n_classes),
+                "val_macro_f1_before_offsets": res.val_macro_f1,
+                "epochs_run": res.epochs_run,
+                "best_epoch": res.best_epoch,
+                "stopped": res.stopped,
+                "cpu_seconds": res.cpu_seconds,
+                "seconds": res.seconds,
+                "history": res.history,
+            }
+        )
+        ys.append(vy)
+        scores.append(res.val_log_probs)
+        if progress:
+            progress(f"fold {len(folds)}/{n_folds}: {folds[-1]['val_macro_f1']:.4f} on {len(val)} reviews")
+    return FoldValidation(folds, np.concatenate(ys), np.concatenate(scores))
 
 
 # the registered model (one 3-class model; its binary call is P(positive) > P(negative)) the gate decides on
