@@ -50,8 +50,8 @@ def _tables(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
     description="One row per customer: RFM, behaviour (categories, price band, views/carts), experience "
     "(review score given, delivery delay), region, and a KMeans segment with a readable name and description."
     " Daily runs recompute from staging only customers with new activity (or a dated fact that the new as-of "
-    "now counts), refresh the as-of columns for everyone and refit the segments; a full rebuild weekly or "
-    "with refresh=full.",
+    "now counts), refresh the as-of columns for everyone and assign segments with the stored centroids of "
+    "the last full refresh; a full rebuild (KMeans refit) weekly or with refresh=full.",
 )
 def user_profiles(
     context: dg.AssetExecutionContext, config: ProfilesConfig, warehouse: WarehouseResource
@@ -80,6 +80,7 @@ def user_profiles(
         metadata={
             "dagster/row_count": len(prof),
             "segments": len(summary),
+            "segment_model": res.segments,
             **res.counts.metadata(),
             "refresh": res.plan.mode,
             "refresh_reason": res.plan.reason,

@@ -9,14 +9,21 @@ a new day, a customer's row is recomputed from staging (their own rows only) whe
 
 Every other customer's row is kept, except the columns that depend on the as-of or on everyone: recency and
 tenure (from per-customer first/last purchase, one DuckDB aggregate over orders), ``as_of`` and the price band
-(terciles over all customers).  The segment model (KMeans over all profiles) is refit on the merged table by
-the caller, as a full run does.  So the result equals a full rebuild on the same staging.
+(terciles over all customers).  So every column but the segment equals a full rebuild on the same staging.
+
+Segments: KMeans over every profile is fit only on a full refresh (first run, weekly, settings changed,
+``refresh=full``) and stored in ``serving.user_segment_model`` (scaling, centroids, names); a daily run
+assigns every customer to the nearest stored centroid, as KMeans' predict does.  The documented difference
+from a full rebuild: between two weekly fits a customer's segment comes from last fit's centroids (a refit on
+the same profiles gives the same labels: a test checks it).  The table is still written whole: as-of,
+recency and tenure change for every customer every day, so every row changes.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
@@ -29,6 +36,7 @@ from ecom_pipeline.warehouse.tables import read_table, table_exists
 
 TARGET = "serving.user_profiles"
 SEGMENTS = "serving.user_segments"
+SEGMENT_MODEL = "serving.user_segment_model"  # the last full refresh's KMeans fit (one row)
 # Per customer-dated staging table: the timestamp columns a profile compares with its as-of.
 DATED = {
     "orders": ("SELECT customer_id, {col} AS t FROM staging.orders", ("purchased_at", "delivered_at")),
@@ -164,10 +172,22 @@ class ProfilesRefresh:
     profiles: pd.DataFrame  # with segments, as written
     summary: pd.DataFrame  # one row per segment
     rows_read: dict  # staging rows read per table: the work the refresh did
+    segments: str = ""  # fitted, or assigned with the stored fit
 
 
 def profiles_signature(n_segments: int, seed: int) -> str:
     return f"user_profiles:n_segments={n_segments};seed={seed}"
+
+
+def read_segment_model(con: duckdb.DuckDBPyConnection, signature: str) -> dict | None:
+    """The stored fit of the last full refresh with these settings, or None."""
+    if not table_exists(con, SEGMENT_MODEL):
+        return None
+    row = con.execute(
+        "SELECT model FROM serving.user_segment_model WHERE signature = ? ORDER BY fitted_at DESC LIMIT 1",
+        [signature],
+    ).fetchall()
+    return json.loads(row[0][0]) if row else None
 
 
 def refresh_user_profiles(
@@ -179,9 +199,10 @@ def refresh_user_profiles(
     full_refresh_days: float = FULL_REFRESH_DAYS,
     now: datetime | None = None,
 ) -> ProfilesRefresh:
-    """Plan, recompute, segment (KMeans over all profiles, as a full run) and write serving.user_profiles and
-    serving.user_segments with the refresh state, in one transaction."""
-    from ecom_pipeline.ml.users.segments import segment_customers
+    """Plan, recompute, segment (a full plan fits KMeans over all profiles and stores it; otherwise the stored
+    centroids assign everyone) and write serving.user_profiles and serving.user_segments (and a new fit) with
+    the refresh state, in one transaction."""
+    from ecom_pipeline.ml.users.segments import assign_segments, fit_segments
 
     signature = profiles_signature(n_segments, seed)
     plan = plan_refresh(
@@ -189,8 +210,22 @@ def refresh_user_profiles(
     )
     prof, recomputed, rows_read = refresh_profiles(con, plan)
     plan.customers = recomputed
-    prof, summary = segment_customers(prof, n_segments, seed)
+    model = None if plan.full else read_segment_model(con, signature)
+    also = {}
+    if model is None:
+        prof, summary, model = fit_segments(prof, n_segments, seed)
+        segments = "fitted (KMeans over every profile)"
+        if model is not None:
+            at = (now or datetime.now(UTC)).replace(tzinfo=None)
+            also[SEGMENT_MODEL] = pd.DataFrame(
+                {"signature": [signature], "fitted_at": [at], "model": [json.dumps(model)]}
+            )
+    else:
+        prof, summary = assign_segments(prof, model)
+        segments = (
+            f"assigned with the stored centroids of the fit over {model['fitted_customers']:,} profiles"
+        )
     counts = write_customer_rows(
-        con, plan, signature, prof, replace_table=True, now=now, also={SEGMENTS: summary}
+        con, plan, signature, prof, replace_table=True, now=now, also={SEGMENTS: summary, **also}
     )
-    return ProfilesRefresh(plan, counts, prof, summary, rows_read)
+    return ProfilesRefresh(plan, counts, prof, summary, rows_read, segments)

@@ -5,6 +5,7 @@ recommendations of customers without activity, the differences are the documente
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 
@@ -19,10 +20,17 @@ from ecom_pipeline.incremental.interactions import (
     refresh_category_interactions,
     refresh_interactions,
 )
-from ecom_pipeline.incremental.profiles import PROFILE_COLUMNS, refresh_user_profiles
+from ecom_pipeline.incremental.profiles import (
+    PROFILE_COLUMNS,
+    profiles_signature,
+    read_segment_model,
+    refresh_profiles,
+    refresh_user_profiles,
+)
 from ecom_pipeline.incremental.recommendations import LevelChoice, refresh_recommendations
 from ecom_pipeline.loading import load_raw_partition
 from ecom_pipeline.ml.recsys.interactions import DEFAULT_WEIGHTS
+from ecom_pipeline.ml.users.segments import assign_segments, fit_segments
 from ecom_pipeline.warehouse.tables import table_fingerprint
 from ecom_pipeline_tests.framesource import FrameSource
 from ecom_pipeline_tests.incremental.world import DAY, HISTORY, KEY, day_partitions, stage_partition
@@ -36,6 +44,7 @@ POPULATION_COLUMNS = [
     "segment_name",
     "segment_description",
 ]
+SEGMENT_COLUMNS = ["segment", "segment_name", "segment_description"]
 
 
 @pytest.fixture(scope="module")
@@ -82,21 +91,37 @@ def test_interactions_and_profiles_after_one_day_equal_a_full_rebuild(world, tmp
     kept = sorted(set(before.index) - set(res.plan.customers))
     stable = [col for col in PROFILE_COLUMNS[1:] if col not in POPULATION_COLUMNS]
     pd.testing.assert_frame_equal(after.loc[kept, stable], before.loc[kept, stable])
+    # segments: the daily run assigns with the first run's stored centroids, it does not refit
+    assert first.segments.startswith("fitted") and res.segments.startswith("assigned with the stored")
+    model = read_segment_model(con, profiles_signature(5, 0))
+    assert con.execute("SELECT count(*) FROM serving.user_segment_model").fetchall()[0][0] == 1
+    assert after["segment"].tolist() == assign_segments(after.reset_index(), model)[0]["segment"].tolist()
     daily = {
-        t: table_fingerprint(con, t)
-        for t in (
-            "features.interactions",
-            "features.category_interactions",
-            "serving.user_profiles",
-            "serving.user_segments",
-        )
+        t: table_fingerprint(con, t) for t in ("features.interactions", "features.category_interactions")
     }
+    daily_profiles = after.drop(columns=SEGMENT_COLUMNS)
 
     assert refresh_interactions(con, DEFAULT_WEIGHTS, mode="full").plan.full
     assert refresh_category_interactions(con)[0].full  # follows the interactions' full rebuild
-    assert refresh_user_profiles(con, mode="full").plan.full
+    rebuilt = refresh_user_profiles(con, mode="full")
+    assert rebuilt.plan.full and rebuilt.segments.startswith("fitted")
     full = {t: table_fingerprint(con, t) for t in daily}
     assert daily == full
+    # every profile column but the segment equals the full rebuild; the segments are the documented difference
+    full_profiles = con.execute("SELECT * FROM serving.user_profiles").fetchdf().set_index("customer_id")
+    pd.testing.assert_frame_equal(daily_profiles.sort_index(), full_profiles.drop(columns=SEGMENT_COLUMNS))
+
+
+def test_stored_centroids_assign_the_segments_a_fit_gave(world, tmp_path):
+    """Assigning the profiles a fit was made on with its stored model gives the fit's segments, names and
+    summary: between weekly fits, the only difference is that the centroids are last fit's."""
+    con = _copy(world, tmp_path)
+    prof, _read, _counts = refresh_profiles(con, plan_refresh(con, "serving.user_profiles", signature="x"))
+    fitted, summary, model = fit_segments(prof, 5, 0)
+    assert model is not None and len(model["centroids"]) == summary["segment"].nunique() > 1
+    assigned, assigned_summary = assign_segments(prof, json.loads(json.dumps(model)))  # as stored
+    pd.testing.assert_frame_equal(assigned, fitted)
+    pd.testing.assert_frame_equal(assigned_summary, summary)
 
 
 def _choices(item_model: str) -> list[LevelChoice]:
