@@ -85,6 +85,11 @@ class FusionConfig(dg.Config):
     max_products: int = 20000  # similar_products is precomputed for at most this many (best-selling first)
 
 
+class SimilarProductsConfig(FusionConfig):
+    # auto: recompute only when the product embeddings (or settings) changed, and weekly; full: every run
+    refresh: str = "auto"
+
+
 def _encoder_runtime() -> str:
     """torch | onnx-int8, from ``ECOM_ENCODER_RUNTIME`` (Settings); applies to the text encoder only:
     MobileNetV2 with dynamic int8 measured slower than torch at cosine 0.96 (docs/models.md)."""
@@ -572,12 +577,29 @@ def product_embeddings(context: dg.AssetExecutionContext, config: FusionConfig, 
     kinds={"duckdb"},
     deps=[fkey("product_embeddings")],
     description="Top-k most similar products per product (cosine of fused embeddings). For ad-hoc queries "
-    "use `ecom_pipeline.ml.encoders.store.similar_products` (DuckDB `list_cosine_similarity`).",
+    "use `ecom_pipeline.ml.encoders.store.similar_products` (DuckDB `list_cosine_similarity`). Recomputed "
+    "only when the product embeddings or settings changed (and weekly); otherwise kept as it is.",
 )
-def similar_products(context: dg.AssetExecutionContext, config: FusionConfig, warehouse: WarehouseResource):
+def similar_products(
+    context: dg.AssetExecutionContext, config: SimilarProductsConfig, warehouse: WarehouseResource
+):
+    from ecom_pipeline.incremental.refit import record_refit, similar_products_decision
     from ecom_pipeline.ml.encoders.store import read_vectors, table_exists, top_k_similar
 
     with warehouse.connect(read_only=True) as con:
+        gate = similar_products_decision(
+            con,
+            embeddings=PRODUCT_EMB,
+            top_k=config.top_k,
+            max_products=config.max_products,
+            mode=config.refresh,
+        )
+        if not gate.recompute:
+            kept = con.execute(f"SELECT count(*) FROM {SIMILAR}").fetchall()[0][0]
+            context.log.info(gate.reason)
+            return dg.MaterializeResult(
+                metadata={"dagster/row_count": kept, "refresh": gate.refresh, "refresh_reason": gate.reason}
+            )
         keys, mat = read_vectors(con, PRODUCT_EMB, "product_id")
         sold = (
             con.execute(
@@ -605,8 +627,15 @@ def similar_products(context: dg.AssetExecutionContext, config: FusionConfig, wa
             con.register("_sim", table)
             con.execute(f"INSERT INTO {SIMILAR} SELECT * FROM _sim")
             con.unregister("_sim")
+        record_refit(con, gate)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": len(table), "products": len(keys), "k": config.top_k}
+        metadata={
+            "dagster/row_count": len(table),
+            "products": len(keys),
+            "k": config.top_k,
+            "refresh": gate.refresh,
+            "refresh_reason": gate.reason,
+        }
     )
 
 

@@ -26,6 +26,11 @@ class IncrementalConfig(dg.Config):
     full_refresh_days: float = 7.0
 
 
+class RelatedItemsConfig(IncrementalConfig):
+    # recompute before the weekly one when the interactions grew by more than this fraction
+    refit_growth: float = 0.05
+
+
 class InteractionsConfig(IncrementalConfig):
     view_weight: float = 1.0
     cart_weight: float = 3.0
@@ -530,12 +535,28 @@ def recommendations(
     deps=[INTERACTIONS],
     description="Product → related products: co-occurrence (customers who bought X also bought); items "
     "without co-occurrence (cold start) by content similarity of features.product_embeddings when present, "
-    "else popular items of the same category.",
+    "else popular items of the same category. Recomputed weekly, when the interactions grew by more than "
+    "refit_growth or the product embeddings changed; otherwise kept (last computation's co-occurrences).",
 )
-def related_items(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def related_items(
+    context: dg.AssetExecutionContext, config: RelatedItemsConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    from ecom_pipeline.incremental.refit import record_refit, related_items_decision
     from ecom_pipeline.ml.recsys.pipeline import related_items as compute
-    from ecom_pipeline.warehouse.tables import read_table, table_exists
+    from ecom_pipeline.warehouse.tables import atomic, read_table, table_exists, write_table
 
+    with warehouse.connect(read_only=True) as con:
+        gate = related_items_decision(
+            con,
+            n=10,
+            neighbours=20,
+            mode=config.refresh,
+            growth=config.refit_growth,
+            full_refresh_days=config.full_refresh_days,
+        )
+    context.log.info(gate.reason)
+    if not gate.recompute:
+        return dg.MaterializeResult(metadata={"refresh": gate.refresh, "refresh_reason": gate.reason})
     interactions = _interactions(warehouse)
     names, products = _item_names(warehouse)
     with warehouse.connect(read_only=True) as con:
@@ -546,9 +567,13 @@ def related_items(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             "features.product_embeddings does not exist: cold items get same-category popular items"
         )
     df = compute(interactions, n=10, item_names=names, product_embeddings=emb, products=products)
-    _write("serving.related_items", df, warehouse)
+    with warehouse.connect() as con, atomic(con):
+        write_table(con, "serving.related_items", df)
+        record_refit(con, gate)
     return dg.MaterializeResult(
         metadata={
+            "refresh": gate.refresh,
+            "refresh_reason": gate.reason,
             "dagster/row_count": len(df),
             "products": int(df["product_id"].nunique()) if len(df) else 0,
             "by_method": {str(k): int(v) for k, v in df["method"].value_counts().items()} if len(df) else {},
