@@ -47,6 +47,8 @@ def test_daily_materialisations_are_incremental_and_the_job_rebuilds_in_full(wor
         assert meta["untouched_rows"] > meta["changed_rows"] > 0
     recs = _meta(daily, recommendations)
     assert all(v.endswith("customers with new activity") for v in recs["recomputed"].values())
+    assert _meta(first, user_profiles)["segment_model"].startswith("fitted")
+    assert _meta(daily, user_profiles)["segment_model"].startswith("assigned with the stored centroids")
 
     defs = dg.Definitions(assets=ASSETS, jobs=[incremental_full_refresh_job], resources=resources)
     # the job's own run config (refresh=full for the three); a run config given here would replace it
@@ -57,3 +59,4 @@ def test_daily_materialisations_are_incremental_and_the_job_rebuilds_in_full(wor
     for asset in ASSETS:
         meta = _meta(rebuilt, asset)
         assert meta["refresh"] == "full" and meta["refresh_reason"] == "full refresh requested (mode=full)"
+    assert _meta(rebuilt, user_profiles)["segment_model"].startswith("fitted")
