@@ -745,6 +745,7 @@ def ingest_daily_main(orders_list: list[int], root: Path, out: str) -> int:
 # snapshot raw/staging assets, whose tables daily_ingest writes).
 FIRST_BUILD_JOBS = ("daily_ingest", "daily_refresh", "training", "scoring")
 DAILY_JOBS = ("daily_ingest", "daily_refresh", "scoring")
+FEATURE_JOBS = ("daily_ingest", "daily_refresh")
 
 
 def deliver_to_inbox(files: Path, key: str, inbox: Path, mapping: Path, seen: dict) -> dict:
@@ -779,9 +780,13 @@ def _sum_runs(runs: list[dict]) -> dict:
     }
 
 
-def daily_path_case(orders: int, timeout: float, root: Path, memory_limit: str = "") -> dict:
+def daily_path_case(
+    orders: int, timeout: float, root: Path, memory_limit: str = "", features_only: bool = False
+) -> dict:
     """Synthetic shop delivered through the inbox: the history (every day but the last, one delivery) and
-    its first build, then the last day delivered and the daily jobs, each a real Dagster run."""
+    its first build, then the last day delivered and the daily jobs, each a real Dagster run.
+    ``features_only``: only ``daily_ingest`` + ``daily_refresh`` in both phases (no training, no scoring):
+    the ingest and features part of the daily path, when the whole graph does not fit the time at hand."""
     import duckdb
 
     from ecom_pipeline.canonical import TABLE_ORDER
@@ -817,15 +822,17 @@ def daily_path_case(orders: int, timeout: float, root: Path, memory_limit: str =
         return runs
 
     delivered = {"history": deliver_to_inbox(root / "files", history, inbox, mapping, seen)}
-    first = run_jobs(FIRST_BUILD_JOBS, "first")
+    first_jobs, daily_jobs = (FEATURE_JOBS, FEATURE_JOBS) if features_only else (FIRST_BUILD_JOBS, DAILY_JOBS)
+    first = run_jobs(first_jobs, "first")
     daily: list[dict] = []
     if _sum_runs(first)["complete"]:
         delivered["day"] = deliver_to_inbox(root / "files", day, inbox, mapping, seen)
-        daily = run_jobs(DAILY_JOBS, "daily")
+        daily = run_jobs(daily_jobs, "daily")
     case = {
         "orders": orders,
         "data_root": str(root),
         "commit": commit,
+        "scope": "ingest + features only (no training, no scoring)" if features_only else "whole graph",
         "history_partition": history,
         "day_partition": day,
         "rows": {"history": sum(rows[history].values()), "day": sum(rows[day].values())},
@@ -842,6 +849,10 @@ def daily_path_case(orders: int, timeout: float, root: Path, memory_limit: str =
         d["step_ratio_vs_first_build"] = round(d["step_seconds"] / max(f["step_seconds"], 1e-9), 3)
     case["complete"] = bool(daily) and case["daily"]["complete"]
     return case
+
+
+def _scope(c: dict) -> str:
+    return " (ingest + features only)" if c.get("scope", "").startswith("ingest") else ""
 
 
 def _load_note(r: dict) -> str:
@@ -876,7 +887,7 @@ def render_daily_path_md(results: dict) -> str:
     for c in cases:
         f, d = c["first_build"], c.get("daily")
         lines.append(
-            f"| {c['orders']:,} | {c['rows']['history']:,} / {c['rows']['day']:,} | "
+            f"| {c['orders']:,}{_scope(c)} | {c['rows']['history']:,} / {c['rows']['day']:,} | "
             f"{f['wall_seconds']:,.0f} ({f['step_seconds']:,.0f}){'' if f['complete'] else ' INCOMPLETE'} | "
             + (
                 f"{d['wall_seconds']:,.0f} ({d['step_seconds']:,.0f}){'' if d['complete'] else ' INCOMPLETE'}"
@@ -890,7 +901,7 @@ def render_daily_path_md(results: dict) -> str:
     for c in cases:
         lines += [
             "",
-            f"## {c['orders']:,} orders",
+            f"## {c['orders']:,} orders{_scope(c)}",
             "",
             "| phase | job | wall s | steps s | load mean / max | peak tree RSS MB |",
             "|---|---|---:|---:|---|---:|",
@@ -914,17 +925,19 @@ def render_daily_path_md(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def daily_path_main(orders_list: list[int], timeout: float, root: Path, out: str, memory_limit: str) -> int:
+def daily_path_main(
+    orders_list: list[int], timeout: float, root: Path, out: str, memory_limit: str, features_only: bool
+) -> int:
     out_json = RESULTS / f"{out}.json"
     complete = True
     for orders in orders_list:
-        case = daily_path_case(orders, timeout, root / f"daily_path_{orders}", memory_limit)
+        case = daily_path_case(orders, timeout, root / f"daily_path_{orders}", memory_limit, features_only)
         complete = complete and case["complete"]
         results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
         results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, " + (
             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM"
         )
-        results["cases"][str(orders)] = case
+        results["cases"][f"{orders}" + (":features_only" if features_only else "")] = case
         RESULTS.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(results, indent=1, default=str) + "\n")
         (RESULTS / f"{out}.md").write_text(render_daily_path_md(results))
@@ -939,6 +952,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the daily path through the inbox: first build, then one new day's daily_ingest + daily_refresh "
         "+ scoring (results: load_daily)",
+    )
+    p.add_argument(
+        "--features-only",
+        action="store_true",
+        help="with --daily: only daily_ingest + daily_refresh in both phases (no training, no scoring)",
     )
     p.add_argument(
         "--snapshot-daily",
@@ -981,6 +999,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.root),
             args.out if args.out != "load" else "load_daily",
             args.duckdb_memory_limit,
+            args.features_only,
         )
 
     out_json = RESULTS / f"{args.out}.json"
