@@ -12,7 +12,7 @@ tenure (from per-customer first/last purchase, one DuckDB aggregate over orders)
 (terciles over all customers).  So every column but the segment equals a full rebuild on the same staging.
 
 Segments: KMeans over every profile is fit only on a full refresh (first run, weekly, settings changed,
-``refresh=full``) and stored in ``serving.user_segment_model`` (scaling, centroids, names); a daily run
+``refresh=full``) and stored in ``incremental.user_segment_model`` (scaling, centroids, names); a daily run
 assigns every customer to the nearest stored centroid, as KMeans' predict does.  The documented difference
 from a full rebuild: between two weekly fits a customer's segment comes from last fit's centroids (a refit on
 the same profiles gives the same labels: a test checks it).  The table is still written whole: as-of,
@@ -36,7 +36,7 @@ from ecom_pipeline.warehouse.tables import read_table, table_exists
 
 TARGET = "serving.user_profiles"
 SEGMENTS = "serving.user_segments"
-SEGMENT_MODEL = "serving.user_segment_model"  # the last full refresh's KMeans fit (one row)
+SEGMENT_MODEL = "incremental.user_segment_model"  # the last full refresh's KMeans fit (one row)
 # Per customer-dated staging table: the timestamp columns a profile compares with its as-of.
 DATED = {
     "orders": ("SELECT customer_id, {col} AS t FROM staging.orders", ("purchased_at", "delivered_at")),
@@ -184,7 +184,8 @@ def read_segment_model(con: duckdb.DuckDBPyConnection, signature: str) -> dict |
     if not table_exists(con, SEGMENT_MODEL):
         return None
     row = con.execute(
-        "SELECT model FROM serving.user_segment_model WHERE signature = ? ORDER BY fitted_at DESC LIMIT 1",
+        "SELECT model FROM incremental.user_segment_model WHERE signature = ? "
+        "ORDER BY fitted_at DESC LIMIT 1",
         [signature],
     ).fetchall()
     return json.loads(row[0][0]) if row else None

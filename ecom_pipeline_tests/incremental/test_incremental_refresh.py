@@ -94,7 +94,7 @@ def test_interactions_and_profiles_after_one_day_equal_a_full_rebuild(world, tmp
     # segments: the daily run assigns with the first run's stored centroids, it does not refit
     assert first.segments.startswith("fitted") and res.segments.startswith("assigned with the stored")
     model = read_segment_model(con, profiles_signature(5, 0))
-    assert con.execute("SELECT count(*) FROM serving.user_segment_model").fetchall()[0][0] == 1
+    assert con.execute("SELECT count(*) FROM incremental.user_segment_model").fetchall()[0][0] == 1
     assert after["segment"].tolist() == assign_segments(after.reset_index(), model)[0]["segment"].tolist()
     daily = {
         t: table_fingerprint(con, t) for t in ("features.interactions", "features.category_interactions")
