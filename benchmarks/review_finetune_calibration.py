@@ -58,9 +58,17 @@ def out_of_fold(args) -> dict:
     settings = FinetuneSettings(epochs=args.epochs, budget_clock="none")
     t0, cpu0 = time.monotonic(), time.process_time()
     res = validate_on_folds(
-        enc, train, 3, settings=settings, n_folds=args.folds, window_fraction=args.window, progress=print
+        enc,
+        train,
+        3,
+        settings=settings,
+        n_folds=args.folds,
+        window_fraction=args.window,
+        progress=lambda m: print(m, flush=True),
+        keep_last=True,
     )
     ft_seconds, ft_cpu = time.monotonic() - t0, time.process_time() - cpu0
+    seal_test_predictions(frame, cutoff, enc, res.last, Path(args.sealed))
     tfidf, head = [], []
     for split in rolling_origin_splits(train, "created_at", n_folds=args.folds, window_fraction=args.window):
         fit, val = split.train, split.test
@@ -83,6 +91,89 @@ def out_of_fold(args) -> dict:
             "finetune_cpu_seconds": round(ft_cpu, 1),
         },
     }
+
+
+def seal_test_predictions(frame, cutoff, enc, last, path: Path) -> None:
+    """The newest window's model (the one the asset keeps: trained before the last window, epoch chosen
+    there) scored on the test reviews, before any offsets, written to ``path`` UNREAD: only the strategy
+    chosen on validation is ever evaluated on them (``evaluate_on_test``)."""
+    from ecom_pipeline.ml.text.finetune import predict_proba, remove_offsets
+    from ecom_pipeline.ml.text.sentiment import sentiment_labels
+
+    test = frame[(sentiment_labels(frame["score"], "3class") >= 0) & (frame["created_at"] >= cutoff)]
+    probs = predict_proba(last.model, enc, test["doc"].tolist())
+    raw = remove_offsets(np.log(np.clip(probs, 1e-9, 1)), last.class_bias)
+    np.savez(path, rows=test["_row"].to_numpy(), raw=raw, window_offsets=np.asarray(last.class_bias))
+
+
+def choose_strategy(rows: dict) -> str:
+    """The rule fixed before the test reviews are read: the best cross-fitted strategy if it beats the
+    current one (``one_window``) by more than its interval, else ``one_window``."""
+    winners = [  # served strategies only (offsets fold into the model; an ensemble is not served)
+        (r["pooled_val_macro_f1"], name)
+        for name, r in rows.items()
+        if name in ("none", "pooled") and r["vs_one_window"]["ci_low"] > 0
+    ]
+    return max(winners)[1] if winners else "one_window"
+
+
+def evaluate_on_test(choice: str, oof: dict, args) -> dict:
+    """The chosen strategy on the test reviews (read once), vs TF-IDF and the frozen head trained on every
+    training review (``sentiment.fit_and_evaluate``, as ``finetune.compare_with_baselines``)."""
+    from sklearn.metrics import accuracy_score
+
+    from benchmarks.review_finetune import frozen_embeddings, olist_review_frame
+    from ecom_pipeline.ml.evaluation import scorer_comparison
+    from ecom_pipeline.ml.text.finetune import tune_class_bias
+    from ecom_pipeline.ml.text.sentiment import (
+        SETTINGS,
+        classification_metrics,
+        fit_and_evaluate,
+        macro_f1_comparison,
+        sentiment_labels,
+    )
+
+    sealed = np.load(args.sealed)
+    frame = olist_review_frame()
+    emb = frozen_embeddings(frame, Path(args.embeddings))
+    y, ft = oof["y"], oof["finetune"]
+    if choice == "one_window":
+        offsets = sealed["window_offsets"]
+    elif choice == "pooled":
+        offsets = tune_class_bias(ft, y)
+    elif choice == "none":
+        offsets = np.zeros(3)
+    else:
+        raise ValueError(f"{choice}: only offset strategies are served; ensembles are reported on validation")
+    scores = sealed["raw"] + offsets
+    rows = sealed["rows"]
+    out = {"strategy": choice, "offsets": [float(o) for o in offsets], "settings": {}}
+    base3 = fit_and_evaluate(frame, emb, "3class")
+    for setting in ("3class", "binary"):
+        res = base3 if setting == "3class" else fit_and_evaluate(frame, emb, setting, cutoff=base3.cutoff)
+        yy = sentiment_labels(frame["score"].to_numpy()[rows], setting)
+        keep = yy >= 0
+        yy, r, sc = yy[keep], rows[keep], scores[keep]
+        preds = {
+            "finetuned": sc.argmax(1) if setting == "3class" else (sc[:, 2] > sc[:, 0]).astype(int),
+            "frozen_head": res.model.predict(emb[r]),
+            "tfidf": res.baseline.predict(frame["doc"].to_numpy()[r].tolist()),
+        }
+        entry = {"n_test": int(len(yy))}
+        entry["metrics"] = {k: classification_metrics(yy, p, SETTINGS[setting]) for k, p in preds.items()}
+        for b in ("tfidf", "frozen_head"):
+            entry[f"macro_f1_vs_{b}"] = macro_f1_comparison(yy, preds["finetuned"], preds[b]).as_dict()
+            entry[f"accuracy_vs_{b}"] = scorer_comparison(
+                yy,
+                preds["finetuned"],
+                preds[b],
+                accuracy_score,
+                metric="accuracy",
+                higher_is_better=True,
+                needs_both_classes=False,
+            ).as_dict()
+        out["settings"][setting] = entry
+    return out
 
 
 def strategies(oof: dict) -> dict[str, np.ndarray]:
@@ -142,7 +233,9 @@ def main(argv=None) -> int:
     ap.add_argument("--embeddings", default=str(REPO / "data" / "review_finetune_embeddings.npz"))
     ap.add_argument("--models-dir", default=str(REPO / "data" / "models"))
     ap.add_argument("--oof", default=str(REPO / "data" / "review_finetune_oof.npz"))
+    ap.add_argument("--sealed", default=str(REPO / "data" / "review_finetune_test_sealed.npz"))
     ap.add_argument("--reuse-oof", action="store_true", help="score the saved --oof, train nothing")
+    ap.add_argument("--no-test", action="store_true", help="choose on validation, do not read the test")
     ap.add_argument("--out", default="review_finetune_calibration")
     args = ap.parse_args(argv)
     commit = subprocess.run(
@@ -173,8 +266,12 @@ def main(argv=None) -> int:
         if f"{name}_weights" in preds:
             row["weights_per_window"] = preds[f"{name}_weights"].tolist()
         rows[name] = row
+    choice = choose_strategy(rows)
+    test = None if args.no_test else evaluate_on_test(choice, oof, args)
     out = {
         "commit": commit,
+        "chosen_on_validation": choice,
+        "test": test,
         "oof_commit": oof["meta"].get("commit"),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -190,6 +287,7 @@ def main(argv=None) -> int:
     write_markdown(out, RESULTS / f"{args.out}.md")
     for name, r in rows.items():
         print(f"{name}: {r['pooled_val_macro_f1']:.4f} {r.get('vs_one_window', '')}")
+    print(f"chosen on validation: {choice}")
     return 0
 
 
@@ -228,7 +326,33 @@ def write_markdown(out: dict, path: Path) -> None:
         "are fitted on other windows only. `window_in_sample` (each window's offsets fitted on itself, as "
         "in review_finetune_folds.md) is optimistic and shown for reference only. Intervals: paired "
         "bootstrap over the pooled reviews (1,000 resamples); an interval containing 0 is no difference.",
+        "",
+        f"**Chosen on validation** (rule fixed before the test was read: the best served strategy, `none` or "
+        f"`pooled`, only if its interval vs `one_window` excludes 0): `{out['chosen_on_validation']}`.",
     ]
+    test = out.get("test")
+    if test:
+        lines += [
+            "",
+            f"## The chosen strategy on the test reviews (read once; offsets {test['offsets']})",
+            "",
+            "The newest window's fine-tune (trained on the reviews before the last validation window, epoch "
+            "chosen there: the model the asset keeps) vs TF-IDF and the frozen head trained on every "
+            "training review.",
+            "",
+            "| setting | metric | fine-tuned | frozen head | TF-IDF | fine-tuned − TF-IDF [95 %] "
+            "| fine-tuned − frozen head [95 %] |",
+            "|---|---|---:|---:|---:|---|---|",
+        ]
+        for setting, e in test["settings"].items():
+            for metric in ("macro_f1", "accuracy"):
+                m = e["metrics"]
+                cis = [e[f"{metric}_vs_{b}"] for b in ("tfidf", "frozen_head")]
+                ci = [f"{c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]" for c in cis]
+                lines.append(
+                    f"| {setting} ({e['n_test']}) | {metric} | {m['finetuned'][metric]:.3f} | "
+                    f"{m['frozen_head'][metric]:.3f} | {m['tfidf'][metric]:.3f} | {ci[0]} | {ci[1]} |"
+                )
     path.write_text("\n".join(lines) + "\n")
 
 
