@@ -66,6 +66,35 @@ def _ci(c) -> str:
     return f"{c.diff:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]{' *' if c.significant else ''}"
 
 
+def _budget(ft) -> str:
+    if ft.budget_clock == "none":
+        return "no time budget (fixed epochs)"
+    return f"budget {ft.budget_s:.0f} s of {'CPU time' if ft.budget_clock == 'cpu' else 'wall clock'}"
+
+
+def _offsets_source(calibration: dict) -> str:
+    if calibration.get("windows", 1) <= 1:
+        return f"the validation window ({calibration.get('n_reviews')} reviews)"
+    return (
+        f"the pooled out-of-fold predictions of {calibration['windows']} rolling windows "
+        f"({calibration['n_reviews']} reviews, pooled validation macro-F1 "
+        f"{calibration['pooled_val_macro_f1']:.3f}; the newest window's model is the one tested)"
+    )
+
+
+def _binary_note(rep) -> str:
+    """Why binary accuracy may not separate from TF-IDF: the interval's half-width is the smallest
+    difference this many test reviews can show."""
+    c = rep.comparisons["binary"]["accuracy_vs_tfidf"]
+    tfidf = rep.metrics["binary"]["tfidf"]["accuracy"]
+    return (
+        f"Binary: accuracy difference vs TF-IDF {_ci(c)} over {rep.n_test['binary']} test reviews; the "
+        f"interval's half-width ({(c.ci_high - c.ci_low) / 2:.3f}) is about the smallest difference this "
+        f"test size can show, and TF-IDF already errs on only {1 - tfidf:.1%} of them "
+        f"({round((1 - tfidf) * rep.n_test['binary'])} reviews)."
+    )
+
+
 def main(argv=None) -> int:
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.text.finetune import FinetuneSettings, compare_with_baselines
@@ -83,7 +112,15 @@ def main(argv=None) -> int:
         default=Settings.from_env().review_finetune_cpu_budget_s,
         help="fine-tune budget (s of --budget-clock): caching + training",
     )
-    ap.add_argument("--budget-clock", default="cpu", choices=["cpu", "wall"])
+    ap.add_argument(
+        "--budget-clock", default="cpu", choices=["cpu", "wall", "none"], help="none: a fixed --epochs"
+    )
+    ap.add_argument(
+        "--offset-folds",
+        type=int,
+        default=defaults.offset_folds,
+        help="rolling windows the class offsets are fitted on (pooled out-of-fold; 1: the validation window)",
+    )
     ap.add_argument(
         "--layers", type=int, default=defaults.trainable_layers, help="top layers trained (0 = all)"
     )
@@ -128,6 +165,7 @@ def main(argv=None) -> int:
         average_best=args.average_best,
         label_smoothing=args.label_smoothing,
         weight_decay=args.weight_decay,
+        offset_folds=args.offset_folds,
     )
     rep = compare_with_baselines(frame, emb, enc, settings=settings, progress=print)
     ft = rep.finetune
@@ -171,6 +209,7 @@ def main(argv=None) -> int:
         "predict_seconds": rep.predict_seconds,
         "comparisons": {s: {k: c.as_dict() for k, c in cs.items()} for s, cs in rep.comparisons.items()},
         "decisions": {s: {"served": d.served, "reason": d.reason} for s, d in rep.decisions.items()},
+        "calibration": rep.calibration,
         "blend_with_tfidf": rep.blend,
         "blend_comparisons": {
             s: {k: c.as_dict() for k, c in cs.items()} for s, cs in rep.blend_comparisons.items()
@@ -205,12 +244,12 @@ def main(argv=None) -> int:
             f"{args.schedule} schedule, weight decay {args.weight_decay:g}, label smoothing "
             f"{args.label_smoothing:g}), batch {settings.batch_size}, balanced class weights "
             f"{[round(w, 2) for w in ft.class_weights]}; layer lr decay {args.layer_lr_decay:g}, LoRA rank "
-            f"{args.lora_rank} (0: none), R-Drop {args.rdrop:g}; **budget {ft.budget_s:.0f} s of "
-            f"{'CPU time' if ft.budget_clock == 'cpu' else 'wall clock'}, used {ft.cpu_seconds:.0f} s of "
-            f"CPU** ({ft.seconds:.0f} s wall clock on the shared machine), "
+            f"{args.lora_rank} (0: none), R-Drop {args.rdrop:g}; **{_budget(ft)}, used "
+            f"{ft.cpu_seconds:.0f} s of CPU** ({ft.seconds:.0f} s wall clock on the shared machine), "
             f"{ft.epochs_run} epochs (stopped: {ft.stopped}), best epoch {ft.best_epoch}, weights averaged "
             f"over epochs {ft.averaged_epochs or 'none'} (validation macro-F1 "
-            f"{ft.val_macro_f1 or float('nan'):.3f}), class offsets {[round(b, 2) for b in ft.class_bias]}; "
+            f"{ft.val_macro_f1 or float('nan'):.3f}), class offsets {[round(b, 2) for b in ft.class_bias]} "
+            f"fitted on {_offsets_source(rep.calibration)}; "
             f"predicting the test reviews {rep.predict_seconds:.0f} s."
         ),
         "",
@@ -245,6 +284,8 @@ def main(argv=None) -> int:
         ),
     ]
     md += [
+        "",
+        _binary_note(rep),
         "",
         "3-class per-class F1 (negative / neutral / positive): "
         + "; ".join(

@@ -43,6 +43,13 @@ class ReviewFinetuneConfig(dg.Config):
     layer_lr_decay: float = 1.0  # lr of each trained layer below the top one: x this per layer down
     lora_rank: int = 0  # > 0: LoRA adapters (peft) on the trained layers instead of their weights
     rdrop_alpha: float = 0.0  # R-Drop: weight of the symmetric KL between two dropout passes (0: off)
+    # per-class logit offsets fitted on the pooled out-of-fold predictions of this many rolling windows of
+    # training time (1: the one validation window; n > 1 costs n - 1 more fine-tunes); folded into the head
+    offset_folds: int = 1
+    # what ends training: "cpu" = the CPU-seconds budget (Settings), "wall" = ``wall_budget_s``, "none" =
+    # ``epochs`` alone (patience aside), the same training whatever the machine's load
+    budget_clock_cpu: str = "cpu"
+    budget_clock_cuda: str = "wall"
     # wall clock of caching + training on CUDA; on CPU the budget is CPU seconds, from Settings
     # (ECOM_REVIEW_FINETUNE_CPU_BUDGET_S), so a busy shared machine does not shorten the training
     wall_budget_s: float = 900.0
@@ -101,7 +108,7 @@ def sentiment_finetuned(
     encoder = load_text_encoder(
         config.text_encoder, models_dir=paths.models, device=device, max_length=config.max_length
     )
-    settings = _finetune_settings(config, compute.sized(config, "trainable_layers", device), device)
+    settings = _finetune_settings(config, compute, device)
     try:
         rep = compare_with_baselines(
             docs,
@@ -138,21 +145,24 @@ def _newest_reviews(docs: pd.DataFrame, emb: np.ndarray, max_reviews: int) -> tu
     return docs, emb
 
 
-def _finetune_settings(config: ReviewFinetuneConfig, trainable_layers: int, device: str):
-    """The training settings of the fine-tune; ``trainable_layers`` is already sized for the device. The
-    budget: CPU seconds on CPU (Settings), the config's wall clock on CUDA."""
+def _finetune_settings(config: ReviewFinetuneConfig, compute: ComputeResource, device: str):
+    """The training settings of the fine-tune, ``trainable_layers`` and ``budget_clock`` sized for the device.
+    The budget: CPU seconds from Settings, the config's wall clock, or none (fixed epochs)."""
     from ecom_pipeline.config import Settings
     from ecom_pipeline.ml.text.finetune import FinetuneSettings
 
-    cuda = str(device).startswith("cuda")
+    budget_clock = compute.sized(config, "budget_clock", device)
     return FinetuneSettings(
-        trainable_layers=trainable_layers,
+        trainable_layers=compute.sized(config, "trainable_layers", device),
         epochs=config.epochs,
         lr=config.lr,
         head_lr=config.head_lr,
         batch_size=config.batch_size,
-        budget_s=config.wall_budget_s if cuda else Settings.from_env().review_finetune_cpu_budget_s,
-        budget_clock="wall" if cuda else "cpu",
+        budget_s=config.wall_budget_s
+        if budget_clock == "wall"
+        else Settings.from_env().review_finetune_cpu_budget_s,
+        budget_clock=budget_clock,
+        offset_folds=config.offset_folds,
         seed=config.seed,
         weight_decay=config.weight_decay,
         prefix=config.prefix,
@@ -184,6 +194,7 @@ def _model_run(
         "history": ft.history,
         "class_weights": ft.class_weights,
         "class_bias": ft.class_bias,
+        "calibration": rep.calibration,
         "comparisons": {s: {k: c.as_dict() for k, c in cs.items()} for s, cs in rep.comparisons.items()},
         "decisions": {s: d.reason for s, d in rep.decisions.items()},
     }
@@ -234,6 +245,8 @@ def _run_params(
         "layer_lr_decay": config.layer_lr_decay,
         "lora_rank": config.lora_rank,
         "rdrop_alpha": config.rdrop_alpha,
+        "offset_folds": config.offset_folds,
+        "offsets_fitted_on_reviews": rep.calibration.get("n_reviews"),
         "batch_size": config.batch_size,
         "n_fit": rep.n_fit,
         "n_val": rep.n_val,

@@ -38,10 +38,15 @@ class FinetuneSettings:
     budget_s: float = 900.0
     # "cpu": this process's CPU time (every thread, torch's included), so the same budget buys the same
     # training on a busy or a quiet machine (a wall-clock budget bought 264 s or 411 s of CPU depending on the
-    # load); "wall": the wall clock (CUDA, where the GPU's time is what is spent)
+    # load); "wall": the wall clock (CUDA, where the GPU's time is what is spent); "none": no time budget,
+    # ``epochs`` (and ``patience``) alone end the run: the same training whatever the machine's load
     budget_clock: str = "cpu"
     patience: int = 2  # epochs without a better validation macro-F1 before stopping
     tune_class_bias: bool = True  # per-class logit offsets chosen on the validation window
+    # windows the offsets are fitted on (``compare_with_baselines``): 1 = the one validation window; n > 1 =
+    # the pooled out-of-fold predictions of n rolling windows at the end of training time (n - 1 more
+    # fine-tunes; the last window's model is the one kept, as with 1)
+    offset_folds: int = 1
     seed: int = 0
     # e5 input prefix, "query" (e5's advice for classification; chosen on validation:
     # 0.710 vs 0.688 "passage")
@@ -102,19 +107,20 @@ def layers_to_train(device: str, cpu_layers: int) -> int:
     return 0 if str(device).startswith("cuda") else max(1, int(cpu_layers))
 
 
-BUDGET_CLOCKS = ("cpu", "wall")
+BUDGET_CLOCKS = ("cpu", "wall", "none")
 
 
 class BudgetClock:
     """Seconds spent since creation on ``kind``'s clock: "cpu" = ``time.process_time()`` (the CPU time of
     every thread of this process, torch's intra-op threads included; the time a busy machine withholds does
-    not count), "wall" = ``time.monotonic()``."""
+    not count), "wall" = ``time.monotonic()``, "none" = no budget (counts CPU time, never runs out: the
+    epoch count ends the run)."""
 
     def __init__(self, kind: str, budget_s: float):
         if kind not in BUDGET_CLOCKS:
             raise ValueError(f"budget_clock must be one of {BUDGET_CLOCKS}, got {kind!r}")
-        self.kind, self.budget_s = kind, float(budget_s)
-        self._now = time.process_time if kind == "cpu" else time.monotonic
+        self.kind, self.budget_s = kind, float("inf") if kind == "none" else float(budget_s)
+        self._now = time.monotonic if kind == "wall" else time.process_time
         self._start = self._now()
 
     def spent(self) -> float:
@@ -128,6 +134,8 @@ class BudgetClock:
         return max(0.0, (self.budget_s - self.spent()) / max(1e-9, self.budget_s - since))
 
     def describe(self) -> str:
+        if self.kind == "none":
+            return "no time budget (fixed epochs)"
         return f"{self.budget_s:.0f} s of {'CPU time' if self.kind == 'cpu' else 'wall clock'}"
 
 
@@ -458,6 +466,10 @@ def finetune_classifier(
         raise ValueError(
             f"lr_schedule must be 'constant', 'linear' or 'budget', got {settings.lr_schedule!r}"
         )
+    if settings.lr_schedule == "budget" and clock.kind == "none":
+        raise ValueError(
+            "lr_schedule 'budget' decays with the time budget: it needs budget_clock cpu or wall"
+        )
     per_epoch = (n_train + settings.batch_size - 1) // settings.batch_size
     train_start = clock.spent()
     if settings.lr_schedule == "linear":  # warm up over the first epoch, then decay to 0 at the last
@@ -613,6 +625,10 @@ class FoldValidation:
     folds: list[dict]  # per fold: window start, n_fit, n_val, n_neutral, macro-F1, epochs, CPU seconds
     y: np.ndarray  # every window's labels, pooled (oldest window first)
     log_probs: np.ndarray  # the fold models' log-probabilities (offsets included) on the pooled windows
+    # the same before each window's own offsets (what pooled offsets are fitted on), and each row's window
+    raw_log_probs: np.ndarray | None = None
+    window: np.ndarray | None = None
+    last: FinetuneResult | None = None  # the newest window's fine-tune (kept with ``keep_last``)
 
     @property
     def pooled_macro_f1(self) -> float:
@@ -633,13 +649,14 @@ def validate_on_folds(
     window_fraction: float = 0.15,
     state_cache: dict | None = None,
     progress: Callable[[str], None] | None = None,
+    keep_last: bool = False,
 ) -> FoldValidation:
     """Fine-tune once per rolling-origin fold of ``labelled`` (``doc``, ``_y``, ``created_at``: training
     reviews only, never the test set) and pool the windows' predictions: the choice between configurations
     then rests on ``n_folds`` windows (about n_folds x as many neutral reviews) instead of one."""
     from ecom_pipeline.ml.splits import rolling_origin_splits
 
-    folds, ys, scores = [], [], []
+    folds, ys, scores, raw, last = [], [], [], [], None
     for split in rolling_origin_splits(
         labelled, "created_at", n_folds=n_folds, window_fraction=window_fraction
     ):
@@ -674,9 +691,47 @@ def validate_on_folds(
         )
         ys.append(vy)
         scores.append(res.val_log_probs)
+        raw.append(remove_offsets(res.val_log_probs, res.class_bias))
+        last = res if keep_last else None
         if progress:
             progress(f"fold {len(folds)}/{n_folds}: {folds[-1]['val_macro_f1']:.4f} on {len(val)} reviews")
-    return FoldValidation(folds, np.concatenate(ys), np.concatenate(scores))
+    window = np.concatenate([np.full(len(v), k) for k, v in enumerate(ys)])
+    return FoldValidation(
+        folds, np.concatenate(ys), np.concatenate(scores), np.concatenate(raw), window, last
+    )
+
+
+def remove_offsets(log_probs: np.ndarray, offsets) -> np.ndarray:
+    """Log-probabilities before additive per-class ``offsets`` (renormalised; argmax-equivalent)."""
+    out = log_probs - np.asarray(offsets, dtype=float)
+    return out - np.logaddexp.reduce(out, axis=1, keepdims=True)
+
+
+def cross_fitted_offsets(raw_log_probs: np.ndarray, y: np.ndarray, window: np.ndarray, fit_on) -> np.ndarray:
+    """Out-of-sample calibrated scores: each window's rows get offsets fitted on other windows only
+    (``fit_on(k, windows)`` -> the windows to fit window k's offsets on), so a calibration strategy is scored
+    on rows it never saw; returns the offset log-probabilities, row-aligned."""
+    out = np.empty_like(raw_log_probs)
+    windows = sorted(set(window.tolist()))
+    for k in windows:
+        src = np.isin(window, fit_on(k, windows))
+        offsets = tune_class_bias(raw_log_probs[src], y[src])
+        out[window == k] = raw_log_probs[window == k] + offsets
+    return out
+
+
+def set_class_offsets(result: FinetuneResult, offsets) -> None:
+    """Replace the offsets folded into ``result.model``'s head bias with ``offsets`` (so the saved and served
+    model applies them: one forward, no side table), in place; ``result.val_log_probs`` follows."""
+    import torch
+
+    new, old = np.asarray(offsets, dtype=float), np.asarray(result.class_bias, dtype=float)
+    head = result.model.head
+    with torch.no_grad():
+        head.bias += torch.as_tensor(new - old, dtype=head.bias.dtype, device=head.bias.device)
+    if result.val_log_probs is not None:
+        result.val_log_probs = remove_offsets(result.val_log_probs, old - new)
+    result.class_bias = [float(b) for b in new]
 
 
 # the registered model (one 3-class model; its binary call is P(positive) > P(negative)) the gate decides on
@@ -704,6 +759,62 @@ class FinetuneComparison:
     # (metrics under "finetuned_tfidf"), not served: setting -> "<metric>_vs_<baseline>" -> Comparison
     blend: dict = field(default_factory=dict)
     blend_comparisons: dict[str, dict[str, object]] = field(default_factory=dict)
+    # where the served per-class logit offsets were fitted: windows, reviews, offsets, pooled macro-F1
+    calibration: dict = field(default_factory=dict)
+
+
+def _finetune_with_offsets(
+    encoder, train, fit, val, settings: FinetuneSettings, val_fraction: float, progress
+):
+    """The fine-tune on ``fit`` (epoch chosen on ``val``, the newest ``val_fraction`` of ``train``) with its
+    per-class logit offsets: fitted on ``val`` alone (``offset_folds`` 1), or on the pooled out-of-fold
+    predictions of ``offset_folds`` rolling windows of ``train`` whose newest is ``val`` (that model is
+    kept)."""
+    vy = val["_y"].to_numpy()
+    if settings.offset_folds <= 1 or not settings.tune_class_bias:
+        ft = finetune_classifier(
+            encoder,
+            fit["doc"].tolist(),
+            fit["_y"].to_numpy(),
+            3,
+            val_texts=val["doc"].tolist(),
+            val_y=vy,
+            settings=settings,
+            progress=progress,
+        )
+        return ft, {
+            "windows": 1 if settings.tune_class_bias else 0,
+            "n_reviews": len(val),
+            "offsets": ft.class_bias,
+        }
+    folds = validate_on_folds(
+        encoder,
+        train,
+        3,
+        settings=settings,
+        n_folds=settings.offset_folds,
+        window_fraction=val_fraction,
+        progress=progress,
+        keep_last=True,
+    )
+    ft = folds.last
+    if len(ft.val_log_probs) != len(val):  # rolling_origin_splits' newest window is the validation window
+        raise RuntimeError(
+            f"newest rolling window has {len(ft.val_log_probs)} reviews, validation {len(val)}"
+        )
+    offsets = tune_class_bias(folds.raw_log_probs, folds.y)
+    set_class_offsets(ft, offsets)
+    pooled = folds.raw_log_probs + offsets
+    return ft, {
+        "windows": settings.offset_folds,
+        "n_reviews": len(folds.y),
+        "offsets": ft.class_bias,
+        "pooled_val_macro_f1": _macro_f1(folds.y, pooled.argmax(1), 3),
+        "folds": [
+            {k: f[k] for k in ("window_start", "n_fit", "n_val", "val_macro_f1_before_offsets")}
+            for f in folds.folds
+        ],
+    }
 
 
 BASELINE_NAMES = {"tfidf": "ecom.sentiment_baseline.{setting}", "frozen_head": "ecom.sentiment.{setting}"}
@@ -755,16 +866,7 @@ def compare_with_baselines(
             f"fine-tune: too few training reviews for a validation window (fit {len(fit)}, "
             f"validation {len(val)})"
         )
-    ft = finetune_classifier(
-        encoder,
-        fit["doc"].tolist(),
-        fit["_y"].to_numpy(),
-        3,
-        val_texts=val["doc"].tolist(),
-        val_y=val["_y"].to_numpy(),
-        settings=settings,
-        progress=progress,
-    )
+    ft, calibration = _finetune_with_offsets(encoder, split.train, fit, val, settings, val_fraction, progress)
     t0 = time.monotonic()
     probs = predict_proba(ft.model, encoder, split.test["doc"].tolist())
     predict_seconds = time.monotonic() - t0
@@ -851,4 +953,5 @@ def compare_with_baselines(
         models,
         blend,
         blend_comparisons,
+        calibration,
     )
