@@ -66,6 +66,11 @@ class EmbeddingConfig(dg.Config):
     epochs_cuda: int = 200
     k: int = 5  # kNN edges; flow edges (seller region -> customer region) are added on top
     min_flow_orders: int = 3
+    # auto: retrain when the regions or kNN edges changed, weekly, or flow orders grew > refit_growth; else
+    # keep the last training's embeddings (incremental/refit.py).  full: retrain now
+    refresh: str = "auto"
+    full_refresh_days: float = 7.0
+    refit_growth: float = 0.05
 
 
 class DeliveryConfig(dg.Config):
@@ -280,10 +285,29 @@ def _embedding_metric_records(res, dataset: str) -> list:
     ]
 
 
-def _write_region_embeddings(warehouse: WarehouseResource, out: pd.DataFrame) -> None:
+def _region_embeddings_gate(warehouse: WarehouseResource, config: EmbeddingConfig, epochs: int):
+    from ecom_pipeline.incremental.refit import region_embeddings_decision
+
+    settings = (
+        f"dim={config.dim};hidden={config.hidden};epochs={epochs};min_flow_orders={config.min_flow_orders}"
+    )
+    with warehouse.connect(read_only=True) as con:
+        return region_embeddings_decision(
+            con,
+            settings=settings,
+            mode=config.refresh,
+            growth=config.refit_growth,
+            full_refresh_days=config.full_refresh_days,
+        )
+
+
+def _write_region_embeddings(warehouse: WarehouseResource, out: pd.DataFrame, gate) -> None:
     """Replace ``features.region_embeddings`` with ``out`` (the table exists, empty, when there are no
-    regions)."""
-    with warehouse.connect() as con:
+    regions) and record the training for the refit gate, in one transaction."""
+    from ecom_pipeline.incremental.refit import record_refit
+    from ecom_pipeline.warehouse.tables import atomic
+
+    with warehouse.connect() as con, atomic(con):
         con.execute(
             "CREATE OR REPLACE TABLE features.region_embeddings (region_id VARCHAR, level "
             "VARCHAR, embedding FLOAT[])"
@@ -294,6 +318,7 @@ def _write_region_embeddings(warehouse: WarehouseResource, out: pd.DataFrame) ->
                 "INSERT INTO features.region_embeddings SELECT region_id, level, embedding::FLOAT[] FROM _e"
             )
             con.unregister("_e")
+        record_refit(con, gate)
 
 
 @dg.asset(
@@ -323,6 +348,11 @@ def region_embeddings(
     from ecom_pipeline.ml.spatial.region_embedding import embed_region_levels
 
     device = compute.torch_device()
+    epochs = compute.sized(config, "epochs", device)
+    gate = _region_embeddings_gate(warehouse, config, epochs)
+    context.log.info(gate.reason)
+    if not gate.recompute:
+        return dg.MaterializeResult(metadata={"refresh": gate.refresh, "refresh_reason": gate.reason})
     compute.configure_threads()
     with warehouse.connect(read_only=True) as con:
         regs = read_table(con, "features.regions")
@@ -334,12 +364,13 @@ def region_embeddings(
         fl,
         dim=config.dim,
         hidden=config.hidden,
-        epochs=compute.sized(config, "epochs", device),
+        epochs=epochs,
         min_flow_orders=config.min_flow_orders,
         device=device,
     )
     path = "gpu" if compute.is_cuda(device) else "cpu (full-batch, small graph)"
-    meta = {"device": device, "training_path": path, **res.meta}
+    meta = {"device": device, "training_path": path, "refresh": gate.refresh, "refresh_reason": gate.reason}
+    meta.update(res.meta)
     recs = _embedding_metric_records(res, source.kind)
     candidates = (
         [Candidate("ecom.spatial.gcn_embeddings", "pytorch", res.served_encoder, None, "auc", res.served_auc)]
@@ -359,7 +390,7 @@ def region_embeddings(
     if recorded.outcomes:
         meta["registered"] = f"{recorded.outcomes[0].name} v{recorded.outcomes[0].version}"
     out = res.embeddings
-    _write_region_embeddings(warehouse, out)
+    _write_region_embeddings(warehouse, out, gate)
     if out.empty:
         context.log.warning("no regions: region_embeddings is empty")
     meta["dagster/row_count"] = len(out)

@@ -190,3 +190,52 @@ def similar_products_decision(
         full_refresh_days=full_refresh_days,
         now=now,
     )
+
+
+# features.region_embeddings: a GCN trained over the region graph (kNN + flow edges), ~half of a daily
+# features run on a small shop.  The graph's structure is what the embedding encodes, so it is retrained
+# when the regions or the kNN edges change, weekly, or when the flow orders grew by more than
+# REGION_EMBEDDINGS_GROWTH (flow edges appear as pairs cross min_flow_orders); in between the last
+# training's embeddings are kept.
+REGION_EMBEDDINGS = "features.region_embeddings"
+REGION_EMBEDDINGS_GROWTH = 0.05
+
+
+def _edge_digest(con: duckdb.DuckDBPyConnection, table: str, columns: str) -> str:
+    if not table_exists(con, table):
+        return "absent"
+    n, digest = con.execute(
+        f"SELECT count(*), md5(coalesce(string_agg(concat_ws('|', {columns}), ',' ORDER BY {columns}), '')) "
+        f"FROM {table}"
+    ).fetchone()
+    return f"{n}:{digest}"
+
+
+def region_embeddings_decision(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    settings: str,
+    mode: str = "auto",
+    growth: float = REGION_EMBEDDINGS_GROWTH,
+    full_refresh_days: float = FULL_REFRESH_DAYS,
+    now: datetime | None = None,
+) -> RefitDecision:
+    signature = (
+        f"region_embeddings:{settings};regions={_edge_digest(con, 'features.regions', 'region_id, level')};"
+        f"knn={_edge_digest(con, 'features.region_knn_graph', 'src, dst, level')}"
+    )
+    flow_orders = (
+        con.execute("SELECT coalesce(sum(orders), 0) FROM features.region_flows").fetchone()[0]
+        if table_exists(con, "features.region_flows")
+        else 0
+    )
+    return decide_refit(
+        con,
+        REGION_EMBEDDINGS,
+        signature=signature,
+        input_rows=int(flow_orders),
+        mode=mode,
+        growth=growth,
+        full_refresh_days=full_refresh_days,
+        now=now,
+    )
