@@ -317,13 +317,16 @@ def _markdown(results: list[dict], meta: dict) -> str:
             "pseudonymised, masked). Bare = DuckDB `read_csv(all_varchar)` → table of the same files. "
             "Each case in a fresh process."
         ),
-        "",
-        (
-            "| case | rows | pipeline rows/s | bare DuckDB rows/s | ratio | raw-only ratio | staging-only "
-            "ratio | raw s | staging s | quarantined | peak RSS MB |"
-        ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if any("pipeline" in r or "skipped" in r for r in results):
+        lines += [
+            "",
+            (
+                "| case | rows | pipeline rows/s | bare DuckDB rows/s | ratio | raw-only ratio | "
+                "staging-only ratio | raw s | staging s | quarantined | peak RSS MB |"
+            ),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
     for r in results:
         if "raw_ways" in r:
             continue
@@ -337,6 +340,17 @@ def _markdown(results: list[dict], meta: dict) -> str:
             f"{r['ratio_staging_only_vs_bare']:.2f}x | {p['raw_seconds']:.1f} | "
             f"{p['staging_seconds']:.1f} | {p['quarantined']:,} | {r['peak_rss_mb']:,.0f} |"
         )
+    sized = [r for r in results if "raw_storage_mb" in r.get("pipeline", {})]
+    if sized:
+        lines += [
+            "",
+            "Storage (ECOM_RAW_COMPRESSION as set for the run, default light): "
+            + "; ".join(
+                f"{r['case']}: raw tables {r['pipeline']['raw_storage_mb']:,.0f} MiB, pipeline database "
+                f"{r['pipeline']['file_mb']:,.0f} MiB, bare database {r['bare_duckdb']['file_mb']:,.0f} MiB"
+                for r in sized
+            ),
+        ]
     compared = [r for r in results if "python_reader" in r]
     if compared:
         lines += [
