@@ -100,6 +100,24 @@ def _pipeline(con, source, key: bytes, fast_path: bool = True) -> dict:
     }
 
 
+def _schema_storage_mb(con, schema: str) -> float:
+    """MiB of the blocks holding ``schema``'s tables (after a checkpoint): ECOM_RAW_COMPRESSION's price."""
+    con.execute("CHECKPOINT")
+    tables = con.execute(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_schema = ? AND table_type = 'BASE TABLE'",
+        [schema],
+    ).fetchall()
+    block = con.execute("SELECT block_size FROM pragma_database_size()").fetchall()[0][0]
+    blocks = 0
+    for (t,) in tables:
+        blocks += con.execute(
+            "SELECT count(DISTINCT block_id) FROM pragma_storage_info(?) WHERE persistent AND block_id >= 0",
+            [f"{schema}.{t}"],
+        ).fetchall()[0][0]
+    return blocks * block / 2**20
+
+
 def _bare_duckdb(con, files: list[Path]) -> dict:
     """The yardstick: DuckDB's own CSV reader straight into tables, nothing else."""
     rows = 0
@@ -113,9 +131,15 @@ def _bare_duckdb(con, files: list[Path]) -> dict:
     return {"rows": int(rows), "seconds": time.perf_counter() - t0}
 
 
-def _raw_only_interleaved(tmp: Path, source, files: list[Path], repeats: int = REPEATS) -> dict:
-    """Raw load only (files -> DuckDB tables), the three ways one after another, ``repeats`` times, medians:
-    on a shared machine, interleaving puts the same background load on each way."""
+ALL_WAYS = ("bare_duckdb", "fast_path", "python_reader")
+
+
+def _raw_only_interleaved(
+    tmp: Path, source, files: list[Path], repeats: int = REPEATS, ways: tuple[str, ...] = ALL_WAYS
+) -> dict:
+    """Raw load only (files -> DuckDB tables), the ways one after another, ``repeats`` times, medians: on a
+    shared machine, interleaving puts the same background load on each way.  ``fast_path_full``: the fast
+    path with raw stored with DuckDB's full string compression (ECOM_RAW_COMPRESSION=full)."""
     import statistics
 
     import duckdb
@@ -123,7 +147,8 @@ def _raw_only_interleaved(tmp: Path, source, files: list[Path], repeats: int = R
     from ecom_pipeline.canonical import TABLE_ORDER
     from ecom_pipeline.loading import load_raw_table
 
-    times: dict[str, list[float]] = {"bare_duckdb": [], "fast_path": [], "python_reader": []}
+    times: dict[str, list[float]] = {way: [] for way in ways}
+    sizes: dict[str, float] = {}
     for i in range(repeats):
         for way, runs in times.items():
             path = tmp / f"interleaved_{way}_{i}.duckdb"
@@ -139,18 +164,21 @@ def _raw_only_interleaved(tmp: Path, source, files: list[Path], repeats: int = R
                         table,
                         load_id="bench",
                         chunk_rows=CHUNK_ROWS,
-                        fast_path=way == "fast_path",
+                        fast_path=way != "python_reader",
+                        compression="full" if way == "fast_path_full" else None,
                     )
             runs.append(time.perf_counter() - t0)
+            con.execute("CHECKPOINT")
             con.close()
+            sizes[way] = path.stat().st_size / 2**20
             path.unlink()
     med = {way: statistics.median(v) for way, v in times.items()}
     return {
         "repeats": repeats,
         "seconds": times,
         "median_seconds": med,
-        "fast_path_vs_bare": med["bare_duckdb"] / med["fast_path"],
-        "python_reader_vs_bare": med["bare_duckdb"] / med["python_reader"],
+        "file_mb": sizes,
+        **{f"{way}_vs_bare": med["bare_duckdb"] / med[way] for way in ways if way != "bare_duckdb"},
     }
 
 
@@ -198,7 +226,10 @@ def _write_synthetic_csvs(n: int, csv_dir: Path, key: bytes) -> dict:
     return generated
 
 
-def run_case(case: str, csv_cache: Path | None = None, repeats: int = REPEATS) -> dict:
+def run_case(
+    case: str, csv_cache: Path | None = None, repeats: int = REPEATS, raw_ways: tuple[str, ...] = ()
+) -> dict:
+    """``raw_ways``: only the interleaved raw-only runs of these ways (no pipeline, no staging)."""
     import duckdb
 
     from ecom_pipeline.canonical import TABLE_ORDER
@@ -230,9 +261,16 @@ def run_case(case: str, csv_cache: Path | None = None, repeats: int = REPEATS) -
             else:
                 out["generator_and_pipeline"] = _write_synthetic_csvs(n, csv_dir, key)
             mapped = MappedSource.from_yaml(_identity_mapping(csv_dir, list(TABLE_ORDER)), data_dir=csv_dir)
+            if raw_ways:
+                files = [csv_dir / f"{t}.csv" for t in TABLE_ORDER]
+                out["raw_ways"] = _raw_only_interleaved(tmp, mapped, files, max(repeats, 1), raw_ways)
+                out["peak_rss_mb"] = _peak_rss_mb()
+                return out
             con = duckdb.connect(str(tmp / "pipeline.duckdb"))
             out["pipeline"] = _pipeline(con, mapped, key, fast_path=True)
+            out["pipeline"]["raw_storage_mb"] = _schema_storage_mb(con, "raw")
             con.close()
+            out["pipeline"]["file_mb"] = (tmp / "pipeline.duckdb").stat().st_size / 2**20
             con = duckdb.connect(str(tmp / "python_reader.duckdb"))
             out["python_reader"] = _pipeline(con, mapped, key, fast_path=False)
             con.close()
@@ -243,7 +281,9 @@ def run_case(case: str, csv_cache: Path | None = None, repeats: int = REPEATS) -
             }
             bare = duckdb.connect(str(tmp / "bare.duckdb"))
             out["bare_duckdb"] = _bare_duckdb(bare, [csv_dir / f"{t}.csv" for t in TABLE_ORDER])
+            bare.execute("CHECKPOINT")
             bare.close()
+            out["bare_duckdb"]["file_mb"] = (tmp / "bare.duckdb").stat().st_size / 2**20
             if repeats > 0:  # 0: skip the interleaved raw-only runs (the 1M case takes long enough)
                 out["raw_only_interleaved"] = _raw_only_interleaved(
                     tmp, mapped, [csv_dir / f"{t}.csv" for t in TABLE_ORDER], repeats
@@ -277,14 +317,19 @@ def _markdown(results: list[dict], meta: dict) -> str:
             "pseudonymised, masked). Bare = DuckDB `read_csv(all_varchar)` → table of the same files. "
             "Each case in a fresh process."
         ),
-        "",
-        (
-            "| case | rows | pipeline rows/s | bare DuckDB rows/s | ratio | raw-only ratio | staging-only "
-            "ratio | raw s | staging s | quarantined | peak RSS MB |"
-        ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if any("pipeline" in r or "skipped" in r for r in results):
+        lines += [
+            "",
+            (
+                "| case | rows | pipeline rows/s | bare DuckDB rows/s | ratio | raw-only ratio | "
+                "staging-only ratio | raw s | staging s | quarantined | peak RSS MB |"
+            ),
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
     for r in results:
+        if "raw_ways" in r:
+            continue
         if "skipped" in r:
             lines.append(f"| {r['case']} | skipped: {r['skipped']} |")
             continue
@@ -295,6 +340,17 @@ def _markdown(results: list[dict], meta: dict) -> str:
             f"{r['ratio_staging_only_vs_bare']:.2f}x | {p['raw_seconds']:.1f} | "
             f"{p['staging_seconds']:.1f} | {p['quarantined']:,} | {r['peak_rss_mb']:,.0f} |"
         )
+    sized = [r for r in results if "raw_storage_mb" in r.get("pipeline", {})]
+    if sized:
+        lines += [
+            "",
+            "Storage (ECOM_RAW_COMPRESSION as set for the run, default light): "
+            + "; ".join(
+                f"{r['case']}: raw tables {r['pipeline']['raw_storage_mb']:,.0f} MiB, pipeline database "
+                f"{r['pipeline']['file_mb']:,.0f} MiB, bare database {r['bare_duckdb']['file_mb']:,.0f} MiB"
+                for r in sized
+            ),
+        ]
     compared = [r for r in results if "python_reader" in r]
     if compared:
         lines += [
@@ -346,6 +402,20 @@ def _markdown(results: list[dict], meta: dict) -> str:
                 f"{med['python_reader']:.1f} | {m['fast_path_vs_bare']:.2f}x | "
                 f"{m['python_reader_vs_bare']:.2f}x |"
             )
+    for r in (r for r in results if "raw_ways" in r):
+        m = r["raw_ways"]
+        lines += [
+            "",
+            f"Raw load only, {r['case']}, the ways interleaved, median of {m['repeats']} "
+            "(fast_path_full = the fast path with ECOM_RAW_COMPRESSION=full):",
+            "",
+            "| way | seconds (median) | runs | speed relative to bare | database file MiB |",
+            "|---|---:|---|---:|---:|",
+        ]
+        for way, sec in m["median_seconds"].items():
+            rel = m["median_seconds"]["bare_duckdb"] / sec
+            runs = ", ".join(f"{x:.1f}" for x in m["seconds"][way])
+            lines.append(f"| {way} | {sec:.1f} | {runs} | {rel:.2f}x | {m['file_mb'][way]:,.0f} |")
     gens = [r for r in results if "generator_and_pipeline" in r]
     if gens:
         lines += [
@@ -378,10 +448,17 @@ def main() -> int:
     parser.add_argument(
         "--repeats", type=int, default=REPEATS, help="interleaved raw-only repetitions (0: none)"
     )
+    parser.add_argument(
+        "--raw-ways",
+        nargs="+",
+        default=[],
+        choices=[*ALL_WAYS, "fast_path_full"],
+        help="only the interleaved raw-only runs of these ways (bare_duckdb first), nothing else",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case in this process
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_case(args.one, args.csv_cache, args.repeats)))
+        print(json.dumps(run_case(args.one, args.csv_cache, args.repeats, tuple(args.raw_ways))))
         return 0
     import os
 
@@ -397,6 +474,7 @@ def main() -> int:
                 case,
                 "--repeats",
                 str(args.repeats),
+                *(["--raw-ways", *args.raw_ways] if args.raw_ways else []),
                 *(["--csv-cache", str(args.csv_cache)] if args.csv_cache else []),
             ],
             capture_output=True,

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -18,6 +19,7 @@ import duckdb
 import pandas as pd
 
 from ecom_pipeline.canonical import LOAD_COLUMNS, TABLES
+from ecom_pipeline.config import env
 from ecom_pipeline.sources.base import DEFAULT_CHUNK_ROWS, Source, SourceError
 from ecom_pipeline.warehouse.lake import is_lake, run_transaction
 from ecom_pipeline.warehouse.tables import quote_ident, table_exists
@@ -26,6 +28,41 @@ RAW_SCHEMA = "raw"
 # Raw-only column: a reader that could not split a line into fields puts the reason here (and the
 # line itself in the first text column); staging quarantines such rows as `malformed_line`.
 PARSE_ERROR_COLUMN = "_parse_error"
+
+
+# ECOM_RAW_COMPRESSION=light: raw text is written without DuckDB's dictionary and FSST string compression.
+# Compressing the text is most of the raw load's cost (at 100k orders, events+orders+reviews: 17.5 s with
+# them, 6.3 s without, bare read_csv into a compressed table 7.8 s; benchmarks/results/ingest.md), while raw
+# is a landing copy that staging reads once; the price is a raw layer about 4x bigger on disk.
+RAW_COMPRESSION = {"light": "dictionary,fsst", "full": ""}
+
+
+@contextmanager
+def raw_storage(con: duckdb.DuckDBPyConnection, compression: str | None = None) -> Iterator[None]:
+    """Writes inside the block store raw text as ``compression`` (default ``ECOM_RAW_COMPRESSION``) says.
+
+    ``disabled_compression_methods`` is a database-wide setting (as ``threads`` in sources.fast_csv): it is
+    set for the raw writes only and put back after them.  Row groups written inside the block keep their
+    storage; a load too small to be written before its commit stays in the WAL and is compressed by
+    whichever checkpoint writes it (small loads cost little either way)."""
+    compression = (compression or env("ECOM_RAW_COMPRESSION")).strip().lower()
+    if compression not in RAW_COMPRESSION:
+        raise ValueError(
+            f"ECOM_RAW_COMPRESSION must be one of {sorted(RAW_COMPRESSION)}, got {compression!r}"
+        )
+    if is_lake(con):  # DuckLake writes Parquet files: DuckDB's table compression does not apply
+        yield
+        return
+    before = con.execute("SELECT current_setting('disabled_compression_methods')").fetchall()[0][0]
+    wanted = RAW_COMPRESSION[compression]
+    if wanted == before:
+        yield
+        return
+    con.execute("SET disabled_compression_methods = $m", {"m": wanted})
+    try:
+        yield
+    finally:
+        con.execute("SET disabled_compression_methods = $m", {"m": before})
 
 
 def raw_columns(table: str) -> list[str]:
@@ -102,13 +139,14 @@ def load_raw_table(
     progress: Callable[[int, int], None] | None = None,
     fast_path: bool = True,
     schema: str = RAW_SCHEMA,
+    compression: str | None = None,
 ) -> RawLoadResult:
     """Replace ``raw.<table>`` with a full load from ``source``; returns counts and timings.
 
     ``fast_path``: let DuckDB read the files of a source that offers a ``fast_scan`` (the rows in raw are
     the same either way; ``False`` forces the Python reader, e.g. to compare the two).  ``schema``: where the
     table goes (the partitioned ingest loads a day into a scratch schema first, see
-    ``load_raw_partition``)."""
+    ``load_raw_partition``).  ``compression``: how the text is stored (:func:`raw_storage`)."""
     start = time.perf_counter()
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
     final = f"{quote_ident(schema)}.{quote_ident(table)}"
@@ -145,16 +183,17 @@ def load_raw_table(
             if scan is not None
             else source.read(table, chunk_rows=chunk_rows)
         )
-        for chunk in chunk_source:
-            if chunk.empty:
-                continue
-            if "_fast_rows" not in chunk.attrs:
-                insert_chunk(chunk)
-            rows += len(chunk) if "_fast_rows" not in chunk.attrs else chunk.attrs["_fast_rows"]
-            chunks += 1
-            files.update(chunk["_source_file"].unique().tolist())
-            if progress:
-                progress(chunks, rows)
+        with raw_storage(con, compression):
+            for chunk in chunk_source:
+                if chunk.empty:
+                    continue
+                if "_fast_rows" not in chunk.attrs:
+                    insert_chunk(chunk)
+                rows += len(chunk) if "_fast_rows" not in chunk.attrs else chunk.attrs["_fast_rows"]
+                chunks += 1
+                files.update(chunk["_source_file"].unique().tolist())
+                if progress:
+                    progress(chunks, rows)
 
     def swap(c) -> None:
         c.execute(f"DROP TABLE IF EXISTS {final}")
@@ -163,7 +202,8 @@ def load_raw_table(
         else:
             c.execute(f"ALTER TABLE {loading} RENAME TO {quote_ident(table)}")
 
-    run_transaction(con, swap)  # re-run on a DuckLake conflict (another writer replaced the table first)
+    with raw_storage(con, compression):  # a checkpoint at the swap's commit writes raw rows too
+        run_transaction(con, swap)  # re-run on a DuckLake conflict (another writer replaced the table first)
     if lake:
         con.execute(f"DROP TABLE IF EXISTS {loading}")
     return RawLoadResult(
@@ -247,6 +287,7 @@ def load_raw_partition(
     load_id: str,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     fast_path: bool = True,
+    compression: str | None = None,
 ) -> RawLoadResult:
     """Append partition ``partition`` of ``table`` from ``source`` (which delivers just that partition's rows)
     to ``raw.<table>``, replacing the rows of an earlier load of the same partition, in one transaction."""
@@ -275,8 +316,18 @@ def load_raw_partition(
         chunk_rows=chunk_rows,
         fast_path=fast_path,
         schema=PARTITION_SCHEMA,
+        compression=compression,
     )
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {RAW_SCHEMA}")
+    with raw_storage(con, compression):
+        _append_partition(con, table, partition, load_id, scratch, final, result.rows)
+    con.execute(f"DROP TABLE IF EXISTS {scratch}")
+    return result
+
+
+def _append_partition(con, table: str, partition: str, load_id: str, scratch: str, final: str, rows: int):
+    """Replace the rows of earlier loads of ``partition`` in ``final`` by the scratch table's, in one
+    transaction, and record the load."""
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE TABLE IF NOT EXISTS {final} AS SELECT * FROM {scratch} LIMIT 0")
@@ -293,11 +344,9 @@ def load_raw_partition(
         con.execute(
             f"INSERT INTO {PARTITION_LOADS} (table_name, partition_key, load_id, is_current, raw_rows, "
             "loaded_at) VALUES (?, ?, ?, true, ?, ?)",
-            [table, partition, load_id, result.rows, datetime.now(UTC).replace(tzinfo=None)],
+            [table, partition, load_id, rows, datetime.now(UTC).replace(tzinfo=None)],
         )
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
-    con.execute(f"DROP TABLE IF EXISTS {scratch}")
-    return result

@@ -138,3 +138,49 @@ def test_pause_point_is_a_no_op_unless_named(tmp_path, monkeypatch):
     t0 = time.monotonic()
     pause_point("raw_load.orders")
     assert time.monotonic() - t0 < 5
+
+
+def _string_compression(con, table: str, column: str) -> set[str]:
+    con.execute("CHECKPOINT")
+    return {
+        r[0]
+        for r in con.execute(
+            f"SELECT DISTINCT compression FROM pragma_storage_info('{table}') "
+            "WHERE column_name = ? AND segment_type = 'VARCHAR'",
+            [column],
+        ).fetchall()
+    }
+
+
+def test_raw_compression_light_stores_text_without_dictionary_or_fsst(tmp_path):
+    # Enough rows that DuckDB writes row groups during the insert (not through the WAL).
+    n = 150_000
+    frame = pd.DataFrame(
+        {
+            "order_id": [f"order-{i:08d}" for i in range(n)],
+            "customer_id": [f"c{i % 7}" for i in range(n)],
+            "purchased_at": ["2024-01-01 10:00:00"] * n,
+            "status": [("delivered", "shipped", "canceled")[i % 3] for i in range(n)],
+        }
+    )
+    found = {}
+    for compression in ("full", "light"):
+        con = duckdb.connect(str(tmp_path / f"{compression}.duckdb"))
+        load_raw_table(
+            con, FrameSource({"orders": frame}), "orders", load_id="L", chunk_rows=n, compression=compression
+        )
+        assert con.execute("SELECT current_setting('disabled_compression_methods')").fetchone()[0] == ""
+        found[compression] = _string_compression(con, "raw.orders", "status") | _string_compression(
+            con, "raw.orders", "order_id"
+        )
+        assert con.execute("SELECT count(*), count(DISTINCT order_id) FROM raw.orders").fetchone() == (n, n)
+        con.close()
+    assert found["full"] & {"Dictionary", "FSST", "DictFSST"}, found
+    assert not found["light"] & {"Dictionary", "FSST", "DictFSST"}, found
+
+
+def test_raw_compression_rejects_an_unknown_value(tmp_path, monkeypatch):
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    monkeypatch.setenv("ECOM_RAW_COMPRESSION", "zstd")
+    with pytest.raises(ValueError, match="ECOM_RAW_COMPRESSION must be one of"):
+        load_raw_table(con, FrameSource({"orders": ORDERS}), "orders", load_id="L1")

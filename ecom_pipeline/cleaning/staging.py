@@ -150,11 +150,16 @@ def ensure_quarantine_table(con: duckdb.DuckDBPyConnection, staging_schema: str 
 def _trim_sql(x: str) -> str:
     """``x`` trimmed of rules.TRIM_CHARS, '' -> NULL.
 
-    DuckDB's ``trim(x, chars)`` is slow (~300 ns a value); testing the first and last character with
-    ``prefix``/``suffix`` first makes clean values (nearly all of them) about four times cheaper.
+    DuckDB's ``trim(x, chars)`` is slow (~300 ns a value); testing the first and last character first
+    makes clean values (nearly all of them) about four times cheaper.  The test may let through more than
+    it must (any value starting below '!', the empty one), never less: ``trim`` decides.  Every trimmed
+    character but U+00A0 is ASCII below '!', so the first one is tested by one byte-wise comparison instead
+    of a ``prefix`` per character (45 % less time over the six columns of ``events``).
     """
-    chars = [f"chr({ord(ch)})" for ch in rules.TRIM_CHARS]
-    test = " OR ".join([f"prefix({x}, {ch})" for ch in chars] + [f"suffix({x}, {ch})" for ch in chars])
+    if any(ch >= "!" and ch != "\xa0" for ch in rules.TRIM_CHARS):
+        raise ValueError("the trim test assumes TRIM_CHARS below '!' plus U+00A0")
+    ends = [f"suffix({x}, chr({ord(ch)}))" for ch in rules.TRIM_CHARS]
+    test = " OR ".join([f"{x} < '!'", f"prefix({x}, chr(160))", *ends])
     return f"NULLIF(CASE WHEN {test} THEN trim({x}, {_lit(rules.TRIM_CHARS)}) ELSE {x} END, '')"
 
 

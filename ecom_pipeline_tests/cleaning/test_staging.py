@@ -825,3 +825,18 @@ def test_two_digit_years_in_the_documented_window(con):
         (3, "ancient_timestamp:purchased_at"),
         (4, "bad_type:purchased_at"),
     ]
+
+
+def test_trim_sql_equals_python_strip_of_trim_chars():
+    """The cheap first/last-character test in front of trim lets through every value that needs it."""
+    from ecom_pipeline.cleaning.rules import TRIM_CHARS
+
+    values = ["", "a", "ab", "é", "!a", "a!", "\x01a", "a\x01", "x\xa0y", "\u2003a", "a\u2003", "\x1f", "  "]
+    values += [f"{c}a" for c in TRIM_CHARS] + [f"a{c}" for c in TRIM_CHARS] + [f"{c}é{c}" for c in TRIM_CHARS]
+    values += [TRIM_CHARS, TRIM_CHARS + "a" + TRIM_CHARS[::-1]]
+    con = duckdb.connect()
+    got = con.execute(
+        f"SELECT {staging_mod._trim_sql('v')} FROM unnest($vals) WITH ORDINALITY t(v, i) ORDER BY i",
+        {"vals": values},
+    ).fetchall()
+    assert [g[0] for g in got] == [v.strip(TRIM_CHARS) or None for v in values]
