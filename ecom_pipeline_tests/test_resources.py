@@ -155,3 +155,20 @@ def test_lock_waits_are_counted(tmp_path):
     holder.wait(10)
     after = lock_wait_stats()
     assert after["waits"] == before["waits"] + 1 and after["max_s"] > 0.5
+
+
+def test_dataset_name_does_not_need_the_delivered_files(tmp_path):
+    # an inbox deployment archives each delivery: the mapping's files are gone when the training job runs,
+    # and the model steps that only name the dataset must not fail on them (they did at 1,000 orders)
+    from ecom_pipeline.resources import SourceResource
+    from ecom_pipeline.resources.source import SourceBuildFailure
+
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text("tables:\n  orders:\n    file: orders.csv\n    columns: {order_id: id}\n")
+    resource = SourceResource(
+        kind="mapped", mapping=str(mapping), data_dir=str(tmp_path / "archived"), data_root=str(tmp_path)
+    )
+    with pytest.raises(SourceBuildFailure):
+        resource.build()
+    assert resource.dataset_name == "mapped"
+    assert SourceResource(kind="Olist", data_root=str(tmp_path)).dataset_name == "olist"

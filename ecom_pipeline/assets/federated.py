@@ -189,7 +189,7 @@ def federated_sentiment(
         return dg.MaterializeResult(metadata={"message": msg, "training_path": "skipped"})
     cfg = _federated_config(config)
     res = train_and_compare(emb, frame, cfg)
-    dataset = getattr(source.build(), "name", source.kind)
+    dataset = source.dataset_name
     acc = res.accuracy
     recorded = mlflow.record_model(
         _model_run(res, cfg, dataset, emb),

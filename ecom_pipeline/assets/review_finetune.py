@@ -121,7 +121,7 @@ def sentiment_finetuned(
         )
     except (ValueError, TimeoutError) as exc:
         return skipped(f"fine-tune not trained: {exc}")
-    dataset = getattr(source.build(), "name", source.kind)
+    dataset = source.dataset_name
     recorded = mlflow.record_model(
         _model_run(config, rep, encoder.version, device, emb_model, dataset),
         warehouse=warehouse,

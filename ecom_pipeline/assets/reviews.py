@@ -128,8 +128,7 @@ def sentiment_model(
     training_path = "full_finetune" if compute.is_cuda(device) else "frozen_embeddings_head"
     if len(docs) < config.min_reviews:
         return _untrained(context, config, warehouse, len(docs), device)
-    src = source.build()
-    dataset = getattr(src, "name", source.kind)
+    dataset = source.dataset_name
     summary, decisions = {}, []
     for setting in config.settings:
         summary[setting], decision = _train_setting(

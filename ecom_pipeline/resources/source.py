@@ -62,6 +62,13 @@ class SourceResource(dg.ConfigurableResource):
             raise SourceBuildFailure(str(exc), file=exc.file, column=exc.column) from exc
         return WithOnlineEvents(base, layout.inbox_processed)
 
+    @property
+    def dataset_name(self) -> str:
+        """The name model metrics are recorded under (the source's kind: synthetic, olist, mapped), without
+        building the source: an inbox deployment archives each delivered file, so a training step must not
+        need the mapping's files to be where the mapping points."""
+        return self.kind.lower()
+
     def shop_countries(self, data_countries: pd.Series | None = None) -> tuple[str, ...]:
         """The shop's countries, most customers first: ECOM_COUNTRY, else the data's own country column
         (``data_countries``, one value per customer), else what the source implies (the synthetic profile's
