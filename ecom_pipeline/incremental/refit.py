@@ -201,14 +201,20 @@ REGION_EMBEDDINGS = "features.region_embeddings"
 REGION_EMBEDDINGS_GROWTH = 0.05
 
 
-def _edge_digest(con: duckdb.DuckDBPyConnection, table: str, columns: str) -> str:
+def _key_fingerprint(con: duckdb.DuckDBPyConnection, table: str, keys: tuple[str, ...]) -> str:
+    """``input_fingerprint`` over ``keys`` only: the regions' daily counts and the edges' distances move
+    every day without changing the graph the embedding encodes."""
+    from ecom_pipeline.warehouse.tables import table_fingerprint
+
     if not table_exists(con, table):
         return "absent"
-    n, digest = con.execute(
-        f"SELECT count(*), md5(coalesce(string_agg(concat_ws('|', {columns}), ',' ORDER BY {columns}), '')) "
-        f"FROM {table}"
-    ).fetchone()
-    return f"{n}:{digest}"
+    schema, name = table.split(".", 1)
+    columns = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchall()
+    rows, digest = table_fingerprint(con, table, exclude=frozenset(c for (c,) in columns if c not in keys))
+    return f"{rows}:{digest}"
 
 
 def region_embeddings_decision(
@@ -221,8 +227,9 @@ def region_embeddings_decision(
     now: datetime | None = None,
 ) -> RefitDecision:
     signature = (
-        f"region_embeddings:{settings};regions={_edge_digest(con, 'features.regions', 'region_id, level')};"
-        f"knn={_edge_digest(con, 'features.region_knn_graph', 'src, dst, level')}"
+        f"region_embeddings:{settings};"
+        f"regions={_key_fingerprint(con, 'features.regions', ('region_id', 'level'))};"
+        f"knn={_key_fingerprint(con, 'features.region_knn_graph', ('src', 'dst', 'level'))}"
     )
     flow_orders = (
         con.execute("SELECT coalesce(sum(orders), 0) FROM features.region_flows").fetchone()[0]

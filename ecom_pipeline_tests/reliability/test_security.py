@@ -197,11 +197,6 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         "missing one; cond and parts: module-level WHERE fragments; marks: '?' placeholders; values as ? "
         "parameters",
     ),
-    "incremental/refit.py": (
-        {"table", "columns"},
-        "table/columns: the features tables and column lists region_embeddings_decision passes as code "
-        "constants (_edge_digest); values as ? parameters",
-    ),
     "incremental/serving.py": (
         {"table.split('.', 1)[0]", "table", "name.split('.', 1)[0]", "name", "i", "cond"},
         "table/name: serving table names passed by the calling asset as code constants; i: an integer; cond: "
