@@ -35,6 +35,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -223,8 +224,13 @@ def run_job(
     memory_limit: str = "",
     attach_pid: int | None = None,
     extra_env: dict | None = None,
+    launched: bool = False,
 ) -> dict:
     """One ``ecom_pipeline.demo --job <job>`` subprocess, sampled; wall time, peak RSS and per-step figures.
+
+    ``launched``: ``dagster job execute`` instead, the run worker the UI, schedules and sensors start: the job
+    runs on its own executor (model jobs: one forked process per step, ``ECOM_MAX_CONCURRENT`` at once), and
+    the sampled tree RSS is the sum over the run worker, the forkserver and the step processes.
 
     ``attach_pid``: monitor a run an earlier driver started (same root) instead of starting one; RSS samples
     then cover only the time since attaching (the root process's VmHWM still gives its whole-run peak)."""
@@ -232,6 +238,9 @@ def run_job(
     if memory_limit:
         env["ECOM_DUCKDB_MEMORY_LIMIT"] = memory_limit
     cmd = [sys.executable, "-m", "ecom_pipeline.demo", "--job", job, "--log-level", "INFO"]
+    if launched:
+        cmd = [sys.executable, "-m", "dagster", "job", "execute", "-m", "ecom_pipeline.definitions"]
+        cmd += ["-j", job]
     t0 = time.time()
     attached_at = None
     if attach_pid:
@@ -243,7 +252,10 @@ def run_job(
         sampler.stop()
     else:
         with open(log, "w") as fh:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            # own process group: on a timeout the run worker and the step processes it forked stop together
+            proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
             sampler = Sampler(proc.pid)
             sampler.start()
             timed_out = False
@@ -251,11 +263,11 @@ def run_job(
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                proc.terminate()
+                os.killpg(proc.pid, signal.SIGTERM)
                 try:
                     rc = proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    os.killpg(proc.pid, signal.SIGKILL)
                     rc = proc.wait()
             sampler.stop()
     wall = time.time() - t0
@@ -264,7 +276,9 @@ def run_job(
     run_id, status, steps = step_stats(root / "dagster_home", m.group(1) if m else None)
     samples = sampler.samples
     stopped = t0 + wall
-    for s in steps:  # the in-process executor runs one step at a time: a sample belongs to the running step
+    # in-process executor: one step at a time, so a sample belongs to the running step; launched
+    # (multiprocess) steps overlap, so a step's peak is the tree's peak while it ran, neighbours included
+    for s in steps:
         end = s["end"] or stopped
         if s["seconds"] is None and s["start"]:  # still running when the run ended (timeout): time until then
             s["seconds"] = round(stopped - s["start"], 2)
@@ -276,6 +290,7 @@ def run_job(
     return {
         "job": job,
         "orders": orders,
+        "executor": "launched (dagster job execute: the job's own executor)" if launched else "in-process",
         "duckdb_memory_limit": memory_limit or "DuckDB default (80% of RAM)",
         "returncode": rc,
         "timed_out": timed_out,
@@ -781,7 +796,12 @@ def _sum_runs(runs: list[dict]) -> dict:
 
 
 def daily_path_case(
-    orders: int, timeout: float, root: Path, memory_limit: str = "", features_only: bool = False
+    orders: int,
+    timeout: float,
+    root: Path,
+    memory_limit: str = "",
+    features_only: bool = False,
+    launched: bool = False,
 ) -> dict:
     """Synthetic shop delivered through the inbox: the history (every day but the last, one delivery) and
     its first build, then the last day delivered and the daily jobs, each a real Dagster run.
@@ -814,7 +834,8 @@ def daily_path_case(
         runs = []
         for job in jobs:
             print(f"[load] {orders:,} orders, {phase}: {job}", flush=True)
-            r = run_job(root, orders, job, timeout, root / f"{phase}_{job}.log", memory_limit, None, extra)
+            log = root / f"{phase}_{job}.log"
+            r = run_job(root, orders, job, timeout, log, memory_limit, None, extra, launched)
             _print_run(r)
             runs.append(r)
             if not r["complete"]:
@@ -833,6 +854,7 @@ def daily_path_case(
         "data_root": str(root),
         "commit": commit,
         "scope": "ingest + features only (no training, no scoring)" if features_only else "whole graph",
+        "executor": "launched (dagster job execute, multiprocess)" if launched else "in-process (demo)",
         "history_partition": history,
         "day_partition": day,
         "rows": {"history": sum(rows[history].values()), "day": sum(rows[day].values())},
@@ -852,7 +874,8 @@ def daily_path_case(
 
 
 def _scope(c: dict) -> str:
-    return " (ingest + features only)" if c.get("scope", "").startswith("ingest") else ""
+    scope = " (ingest + features only)" if c.get("scope", "").startswith("ingest") else ""
+    return scope + (", launched (multiprocess)" if c.get("executor", "").startswith("launched") else "")
 
 
 def _load_note(r: dict) -> str:
@@ -872,7 +895,10 @@ def render_daily_path_md(results: dict) -> str:
             "with the partitioned ingest. Daily = the last day delivered, then `daily_ingest` (stages only "
             "that day) + `daily_refresh` + `scoring`: what the daily schedules run. Each job is a real "
             "Dagster run (`python -m ecom_pipeline.demo --job <job>`, in-process executor, its own instance "
-            "in a fresh data root under /tmp). Wall = the subprocess, including Python start and loading "
+            "in a fresh data root under /tmp); *launched* cases (`--launched`) start each job as "
+            "`dagster job execute`, the run worker the UI, schedules and sensors start, so model jobs "
+            "run one forked process per step, two at a time (peak RSS = the sum over the run worker "
+            "and its step processes). Wall = the subprocess, including Python start and loading "
             "the definitions (~10-20 s per run); steps = the sum of the run's step times. Load = 1-minute "
             "load average while the jobs ran (mean / max) on 2 cores, shared with other engineers' work."
         ),
@@ -926,18 +952,28 @@ def render_daily_path_md(results: dict) -> str:
 
 
 def daily_path_main(
-    orders_list: list[int], timeout: float, root: Path, out: str, memory_limit: str, features_only: bool
+    orders_list: list[int],
+    timeout: float,
+    root: Path,
+    out: str,
+    memory_limit: str,
+    features_only: bool,
+    launched: bool = False,
 ) -> int:
     out_json = RESULTS / f"{out}.json"
     complete = True
     for orders in orders_list:
-        case = daily_path_case(orders, timeout, root / f"daily_path_{orders}", memory_limit, features_only)
+        case = daily_path_case(
+            orders, timeout, root / f"daily_path_{orders}", memory_limit, features_only, launched
+        )
         complete = complete and case["complete"]
         results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
         results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, " + (
             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM"
         )
-        results["cases"][f"{orders}" + (":features_only" if features_only else "")] = case
+        results["cases"][
+            f"{orders}" + (":features_only" if features_only else "") + (":launched" if launched else "")
+        ] = case
         RESULTS.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(results, indent=1, default=str) + "\n")
         (RESULTS / f"{out}.md").write_text(render_daily_path_md(results))
@@ -957,6 +993,12 @@ def main(argv: list[str] | None = None) -> int:
         "--features-only",
         action="store_true",
         help="with --daily: only daily_ingest + daily_refresh in both phases (no training, no scoring)",
+    )
+    p.add_argument(
+        "--launched",
+        action="store_true",
+        help="with --daily: each job as `dagster job execute` (the run worker the UI, schedules and sensors "
+        "start; model jobs on the multiprocess executor) instead of the in-process demo",
     )
     p.add_argument(
         "--snapshot-daily",
@@ -1000,6 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out if args.out != "load" else "load_daily",
             args.duckdb_memory_limit,
             args.features_only,
+            args.launched,
         )
 
     out_json = RESULTS / f"{args.out}.json"
