@@ -103,6 +103,23 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return _tree_rss_psutil(pid)
 
 
+def tree_pss(pid: int) -> int:
+    """Sum of PSS (proportional set size) in bytes over ``pid`` and its descendants.  Step processes fork from
+    one forkserver and share its pages: the RSS sum counts those once per process, PSS splits them, so the PSS
+    sum is what the tree really holds in memory."""
+    stack, total = [pid], 0
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                stack += [int(c) for c in fh.read().split()]
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                total += next((int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss:")), 0)
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def peak_rss_hwm(pid: int) -> int:
     """The kernel's high-water mark of ``pid``'s own RSS since it started (VmHWM), bytes; 0 when gone."""
     try:
@@ -123,6 +140,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.samples: list[tuple[float, int, int]] = []
+        self.peak_pss = 0
         self.root_hwm = 0
         self.load_averages: list[float] = []  # 1-minute load average: how busy the machine was
         self._finished = threading.Event()  # not `_stop`: threading.Thread has a method of that name
@@ -132,6 +150,7 @@ class Sampler(threading.Thread):
             total, biggest = tree_rss(self.pid)
             if total:
                 self.samples.append((time.time(), total, biggest))
+                self.peak_pss = max(self.peak_pss, tree_pss(self.pid))
                 self.root_hwm = max(self.root_hwm, peak_rss_hwm(self.pid))
                 self.load_averages.append(os.getloadavg()[0])
             self._finished.wait(SAMPLE_SECONDS)
@@ -306,6 +325,8 @@ def run_job(
         "peak_root_process_rss_mb_vmhwm": round(sampler.root_hwm / 2**20),
         "wall_seconds": round(wall, 1),
         "peak_tree_rss_mb": round(max((t for _, t, _ in samples), default=0) / 2**20),
+        # the RSS sum counts the pages step processes share with their forkserver once per process
+        "peak_tree_pss_mb": round(sampler.peak_pss / 2**20),
         "peak_single_process_rss_mb": round(max((b for _, _, b in samples), default=0) / 2**20),
         "samples": len(samples),
         "load_average_1m": (
@@ -791,6 +812,7 @@ def _sum_runs(runs: list[dict]) -> dict:
         "wall_seconds": round(sum(r["wall_seconds"] for r in runs), 1),
         "step_seconds": round(sum(s["seconds"] or 0 for r in runs for s in r["steps"]), 1),
         "peak_tree_rss_mb": max(r["peak_tree_rss_mb"] for r in runs),
+        "peak_tree_pss_mb": max(r.get("peak_tree_pss_mb") or 0 for r in runs) or None,
         "complete": all(r["complete"] for r in runs),
     }
 
@@ -827,20 +849,10 @@ def daily_path_case(
     (root / "generated.duckdb").unlink()
     mapping = _identity_mapping(root, "{table}.csv")  # landing names: the date token is stripped
     generate_s = time.perf_counter() - t0
-    extra = {"ECOM_DATA_SOURCE": "mapped", "ECOM_MAPPING": str(mapping)}
     inbox, seen = root / "inbox", {}
 
     def run_jobs(jobs: tuple[str, ...], phase: str) -> list[dict]:
-        runs = []
-        for job in jobs:
-            print(f"[load] {orders:,} orders, {phase}: {job}", flush=True)
-            log = root / f"{phase}_{job}.log"
-            r = run_job(root, orders, job, timeout, log, memory_limit, None, extra, launched)
-            _print_run(r)
-            runs.append(r)
-            if not r["complete"]:
-                break
-        return runs
+        return _run_jobs(root, orders, jobs, phase, timeout, memory_limit, mapping, launched)
 
     delivered = {"history": deliver_to_inbox(root / "files", history, inbox, mapping, seen)}
     first_jobs, daily_jobs = (FEATURE_JOBS, FEATURE_JOBS) if features_only else (FIRST_BUILD_JOBS, DAILY_JOBS)
@@ -865,17 +877,81 @@ def daily_path_case(
         "daily": {"runs": daily, **_sum_runs(daily)} if daily else None,
         "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    if daily:
+    return _with_ratios(case)
+
+
+def _run_jobs(
+    root: Path,
+    orders: int,
+    jobs: tuple[str, ...],
+    phase: str,
+    timeout: float,
+    memory_limit: str,
+    mapping: Path,
+    launched: bool,
+) -> list[dict]:
+    """The jobs one after another on the mapped (inbox-fed) source, stopping at the first that fails."""
+    extra = {"ECOM_DATA_SOURCE": "mapped", "ECOM_MAPPING": str(mapping)}
+    runs = []
+    for job in jobs:
+        print(f"[load] {orders:,} orders, {phase}: {job}", flush=True)
+        log = root / f"{phase}_{job}.log"
+        r = run_job(root, orders, job, timeout, log, memory_limit, None, extra, launched)
+        _print_run(r)
+        runs.append(r)
+        if not r["complete"]:
+            break
+    return runs
+
+
+def _with_ratios(case: dict) -> dict:
+    if case["daily"]:
         f, d = case["first_build"], case["daily"]
         d["wall_ratio_vs_first_build"] = round(d["wall_seconds"] / f["wall_seconds"], 3)
         d["step_ratio_vs_first_build"] = round(d["step_seconds"] / max(f["step_seconds"], 1e-9), 3)
-    case["complete"] = bool(daily) and case["daily"]["complete"]
+    case["complete"] = bool(case["daily"]) and case["daily"]["complete"]
     return case
+
+
+def daily_again_case(case: dict, kept: Path, timeout: float, memory_limit: str, launched: bool) -> dict:
+    """The daily phase of an earlier case again, on ``kept``: a copy of its data root taken between its
+    first build and its daily phase (the last day's files still under files/<day>).  The copy is restored
+    at the case's own data root (MLflow's artifact locations are absolute paths), the day delivered and
+    the daily jobs run.  The earlier daily result is kept under ``daily_earlier``."""
+    if not (case.get("first_build") or {}).get("complete"):
+        raise SystemExit("--daily-again: the earlier case has no complete first build")
+    day, root = case["day_partition"], Path(case["data_root"])
+    if not any((kept / "files" / day).glob("*.csv")):
+        raise SystemExit(f"--daily-again: {kept}/files/{day} holds no day files (copied after delivery?)")
+    if root.exists():
+        shutil.rmtree(root)
+    shutil.copytree(kept, root, symlinks=True)
+    (mapping,) = root.glob("mapping_*.yaml")
+    delivered = deliver_to_inbox(root / "files", day, root / "inbox", mapping, {})
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    daily = _run_jobs(root, case["orders"], DAILY_JOBS, "daily", timeout, memory_limit, mapping, launched)
+    earlier = case.pop("daily_earlier", []) + ([case["daily"]] if case.get("daily") else [])
+    case.update(
+        daily={"runs": daily, **_sum_runs(daily), "commit": commit, "delivered_files": delivered},
+        daily_earlier=earlier,
+        daily_measured_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    return _with_ratios(case)
 
 
 def _scope(c: dict) -> str:
     scope = " (ingest + features only)" if c.get("scope", "").startswith("ingest") else ""
     return scope + (", launched (multiprocess)" if c.get("executor", "").startswith("launched") else "")
+
+
+def _commits(c: dict) -> str:
+    """The case's commit; with a daily phase measured again (--daily-again), first build / daily."""
+    daily = (c.get("daily") or {}).get("commit")
+    if daily and daily != c["commit"]:
+        return f"{c['commit']} (first build) / {daily} (daily, {c.get('daily_measured_at')})"
+    return c["commit"]
 
 
 def _load_note(r: dict) -> str:
@@ -922,22 +998,22 @@ def render_daily_path_md(results: dict) -> str:
                 if d
                 else "- | - | - | - | "
             )
-            + f"{c['commit']} | {c['measured_at']} |"
+            + f"{_commits(c)} | {c['measured_at']} |"
         )
     for c in cases:
         lines += [
             "",
             f"## {c['orders']:,} orders{_scope(c)}",
             "",
-            "| phase | job | wall s | steps s | load mean / max | peak tree RSS MB |",
-            "|---|---|---:|---:|---|---:|",
+            "| phase | job | wall s | steps s | load mean / max | peak tree RSS MB | peak tree PSS MB |",
+            "|---|---|---:|---:|---|---:|---:|",
         ]
         for phase in ("first_build", "daily"):
             for r in (c.get(phase) or {}).get("runs", []):
                 lines.append(
                     f"| {phase} | `{r['job']}`{'' if r['complete'] else ' (NOT complete)'} | "
                     f"{r['wall_seconds']:,.1f} | {sum(s['seconds'] or 0 for s in r['steps']):,.1f} | "
-                    f"{_load_note(r)} | {r['peak_tree_rss_mb']:,} |"
+                    f"{_load_note(r)} | {r['peak_tree_rss_mb']:,} | {r.get('peak_tree_pss_mb') or '-'} |"
                 )
         for r in (c.get("daily") or {}).get("runs", []):
             lines += [
@@ -960,24 +1036,43 @@ def daily_path_main(
     features_only: bool,
     launched: bool = False,
 ) -> int:
-    out_json = RESULTS / f"{out}.json"
     complete = True
     for orders in orders_list:
         case = daily_path_case(
             orders, timeout, root / f"daily_path_{orders}", memory_limit, features_only, launched
         )
         complete = complete and case["complete"]
-        results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
-        results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, " + (
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM"
-        )
-        results["cases"][
-            f"{orders}" + (":features_only" if features_only else "") + (":launched" if launched else "")
-        ] = case
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(results, indent=1, default=str) + "\n")
-        (RESULTS / f"{out}.md").write_text(render_daily_path_md(results))
+        _write_daily_results(out, _case_key(orders, features_only, launched), case)
     return 0 if complete else 1
+
+
+def _case_key(orders: int, features_only: bool, launched: bool) -> str:
+    return f"{orders}" + (":features_only" if features_only else "") + (":launched" if launched else "")
+
+
+def _write_daily_results(out: str, key: str, case: dict) -> None:
+    out_json = RESULTS / f"{out}.json"
+    results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, " + (
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB RAM"
+    )
+    results["cases"][key] = case
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (RESULTS / f"{out}.md").write_text(render_daily_path_md(results))
+
+
+def daily_again_main(args) -> int:
+    out = args.out if args.out != "load" else "load_daily"
+    if len(args.orders) != 1:
+        raise SystemExit("--daily-again takes one --orders value")
+    key = _case_key(args.orders[0], args.features_only, args.launched)
+    recorded = json.loads((RESULTS / f"{out}.json").read_text())["cases"].get(key)
+    if recorded is None:
+        raise SystemExit(f"--daily-again: no case {key!r} in benchmarks/results/{out}.json")
+    case = daily_again_case(recorded, args.daily_again, args.timeout, args.duckdb_memory_limit, args.launched)
+    _write_daily_results(out, key, case)
+    return 0 if case["complete"] else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -999,6 +1094,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --daily: each job as `dagster job execute` (the run worker the UI, schedules and sensors "
         "start; model jobs on the multiprocess executor) instead of the in-process demo",
+    )
+    p.add_argument(
+        "--daily-again",
+        type=Path,
+        default=None,
+        metavar="KEPT_ROOT",
+        help="with --daily and one --orders: run the daily phase of the recorded case again on KEPT_ROOT, "
+        "a copy of its data root taken between its first build and its daily phase",
     )
     p.add_argument(
         "--snapshot-daily",
@@ -1034,6 +1137,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.ingest_daily:
         return ingest_daily_main(args.orders, Path(args.root), "load_ingest_daily")
+    if args.daily and args.daily_again:
+        return daily_again_main(args)
     if args.daily:
         return daily_path_main(
             args.orders,

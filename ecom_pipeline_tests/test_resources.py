@@ -22,6 +22,31 @@ def test_warehouse_creates_layer_schemas(tmp_path):
         assert con.execute("SELECT x FROM staging.t").fetchone() == (1,)
 
 
+def test_schemas_written_with_plain_sql_exist_before_any_step():
+    """A table created with plain SQL (not write_table, which creates its schema) lands in a schema every
+    write connection creates, or one its module creates: otherwise the step fails when no step that creates
+    the schema has run yet, which depends on the executor's order (a launched run at 1M orders:
+    lstm_backtest before sarima_backtest)."""
+    import re
+    from pathlib import Path
+
+    import ecom_pipeline
+
+    writes = re.compile(
+        r"(?:CREATE (?:OR REPLACE )?(?:TEMP )?TABLE(?: IF NOT EXISTS)?|INSERT (?:OR REPLACE )?INTO)"
+        r"\s+\"?([a-z_]+)\.[a-z_]"
+    )
+    missing = []
+    for path in sorted(Path(ecom_pipeline.__file__).parent.rglob("*.py")):
+        text = path.read_text()
+        for m in writes.finditer(text):
+            schema = m.group(1)
+            own = re.search(rf"CREATE SCHEMA IF NOT EXISTS ({schema}\b|\{{)", text)
+            if schema not in LAYER_SCHEMAS and not own:
+                missing.append(f"{path.name}: {m.group(0)}")
+    assert not missing, missing
+
+
 def test_read_only_open_of_missing_warehouse_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="materialise"):
         connect_with_retry(tmp_path / "missing.duckdb", read_only=True)
