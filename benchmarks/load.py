@@ -954,6 +954,10 @@ def _commits(c: dict) -> str:
     return c["commit"]
 
 
+def _intervention(c: dict) -> list[str]:
+    return [f"**Interventions during this run:** {c['intervention']}", ""] if c.get("intervention") else []
+
+
 def _load_note(r: dict) -> str:
     la = r.get("load_average_1m")
     return f"{la['mean']} / {la['max']}" if la else "-"
@@ -1005,6 +1009,7 @@ def render_daily_path_md(results: dict) -> str:
             "",
             f"## {c['orders']:,} orders{_scope(c)}",
             "",
+            *(_intervention(c)),
             "| phase | job | wall s | steps s | load mean / max | peak tree RSS MB | peak tree PSS MB |",
             "|---|---|---:|---:|---|---:|---:|",
         ]
