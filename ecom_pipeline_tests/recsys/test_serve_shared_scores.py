@@ -1,0 +1,75 @@
+"""serve() for a model whose item scores are the same for every user (global / recent popularity) scores only
+the columns that can reach a top k after each user's purchases are excluded; the lists equal scoring every
+item (the path every other model takes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ecom_pipeline.ml.recsys.data import build_data
+from ecom_pipeline.ml.recsys.models import make_model
+from ecom_pipeline.ml.recsys.pipeline import _shared_item_scores, serve
+
+
+def _interactions(n: int = 6000, seed: int = 5) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    kinds = np.array(["view", "cart", "purchase"])
+    heavy = rng.random(n) < 0.2  # a few customers buy much of the catalogue: deep exclusions
+    return pd.DataFrame(
+        {
+            "customer_id": np.where(heavy, "c0", [f"c{x}" for x in rng.integers(1, 400, n)]),
+            "product_id": [f"p{x}" for x in rng.zipf(1.5, n) % 300],
+            "category": "unknown",
+            "event_type": kinds[rng.integers(0, 3, n)],
+            "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 10**7, n), unit="s"),
+            "weight": rng.choice([1.0, 3.0, 5.0, 0.1], n),
+            "source": "events",
+        }
+    )
+
+
+class _EveryItem:
+    """The same fitted model without its class: serve() scores it against every item."""
+
+    def __init__(self, model):
+        self._model = model
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+@pytest.mark.parametrize("model_name", ["popularity", "recent_popularity"])
+def test_shared_scores_give_the_lists_of_scoring_every_item(model_name):
+    inter = _interactions()
+    data = build_data(inter, "product_id")
+    model = make_model(model_name).fit(data)
+    columns, _ = _shared_item_scores(model, data, 10)
+    assert len(columns) < data.n_items  # the shortcut is taken and leaves columns out
+    top10 = set(np.asarray(data.items)[columns[:10]])
+    bought = inter[inter["event_type"] == "purchase"].groupby("customer_id")["product_id"].agg(set)
+    assert len(bought["c0"]) > 10 and len(top10 & bought["c0"]) >= 5  # c0's list reaches deep
+    args = dict(
+        level="item",
+        model_name=model_name,
+        params={},
+        k=10,
+        user_regions=None,
+        item_names={},
+        model_version="v",
+    )
+    fast, _ = serve(inter, fitted=model, **args)
+    full, _ = serve(inter, fitted=_EveryItem(model), **args)
+    assert len(fast) == 10 * data.n_users
+    key = ["customer_id", "rank"]
+    fast, full = fast.sort_values(key).reset_index(drop=True), full.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(fast, full)
+    heavy = fast[fast["customer_id"] == "c0"]["item_id"]
+    assert not set(heavy) & bought["c0"]  # the heavy buyer's list skips everything they bought
+
+
+def test_models_with_per_user_scores_keep_every_column():
+    inter = _interactions(1500)
+    data = build_data(inter, "product_id")
+    assert _shared_item_scores(make_model("item_knn").fit(data), data, 10) is None
