@@ -344,6 +344,13 @@ def run_job(
     }
 
 
+def _git_commit() -> str:
+    """The checkout's short commit ("" outside a git checkout)."""
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
 def _prepare_root(root: Path) -> None:
     if root.exists():
         shutil.rmtree(root)
@@ -364,12 +371,7 @@ def run_case(
     commit = None  # attaching: the code the earlier driver started with is not known here
     if not attach_pid:  # attaching: the earlier driver's data root and run stay as they are
         _prepare_root(root)
-        commit = (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-            ).stdout.strip()
-            or None
-        )
+        commit = _git_commit() or None
     print(f"[load] {orders:,} orders: full_pipeline in {root}", flush=True)
     full = run_job(
         root, orders, "full_pipeline", timeout, root / "full_pipeline.log", memory_limit, attach_pid
@@ -756,9 +758,7 @@ def ingest_daily_main(orders_list: list[int], root: Path, out: str) -> int:
         case = ingest_daily_case(orders, root / f"ingest_daily_{orders}")
         case["load_before"] = before
         case["load_after"] = [round(x, 2) for x in os.getloadavg()]
-        case["commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-        ).stdout.strip()
+        case["commit"] = _git_commit()
         case["measured_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         print(json.dumps(case, indent=1, default=str), flush=True)
         results = json.loads(out_json.read_text()) if out_json.exists() else {"cases": {}}
@@ -836,9 +836,7 @@ def daily_path_case(
     from ecom_pipeline.sources.synthetic import SyntheticSource
 
     _prepare_root(root)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-    ).stdout.strip()
+    commit = _git_commit()
     t0 = time.perf_counter()
     gen = duckdb.connect(str(root / "generated.duckdb"))
     source = SyntheticSource(n_orders=orders, seed=42, image_dir=None)
@@ -928,9 +926,7 @@ def daily_again_case(case: dict, kept: Path, timeout: float, memory_limit: str, 
     shutil.copytree(kept, root, symlinks=True)
     (mapping,) = root.glob("mapping_*.yaml")
     delivered = deliver_to_inbox(root / "files", day, root / "inbox", mapping, {})
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-    ).stdout.strip()
+    commit = _git_commit()
     daily = _run_jobs(root, case["orders"], DAILY_JOBS, "daily", timeout, memory_limit, mapping, launched)
     earlier = case.pop("daily_earlier", []) + ([case["daily"]] if case.get("daily") else [])
     case.update(
@@ -1009,7 +1005,7 @@ def render_daily_path_md(results: dict) -> str:
             "",
             f"## {c['orders']:,} orders{_scope(c)}",
             "",
-            *(_intervention(c)),
+            *_intervention(c),
             "| phase | job | wall s | steps s | load mean / max | peak tree RSS MB | peak tree PSS MB |",
             "|---|---|---:|---:|---|---:|---:|",
         ]
