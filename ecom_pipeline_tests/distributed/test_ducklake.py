@@ -9,6 +9,7 @@ middle of a raw load (the same tables again)."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from ecom_pipeline_tests.distributed.ingest_run import TABLES
 
 ORDERS = 300
 KILL_POINT = "raw_load.orders"
+MEETING_POINT = "raw_load.customers"  # the two concurrent runs' first loads wait there for each other
 CLEARED_VARS = (
     *CLUSTER_CLEARED_VARS,
     "ECOM_WAREHOUSE_BACKEND",
@@ -206,6 +208,7 @@ def lake_cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("ducklake")
     marker = root / "kill.marker"
     marker.write_text("disarmed")  # the pause point fires only once the marker is deleted
+    meeting = root / "meeting"  # the barrier is armed only while this folder exists
     saved = dict(os.environ)
     for var in CLEARED_VARS:
         os.environ.pop(var, None)
@@ -213,6 +216,7 @@ def lake_cluster(tmp_path_factory):
         "ECOM_DATA_SOURCE": "synthetic",
         "ECOM_SYNTHETIC_ORDERS": str(ORDERS),
         "ECOM_FAULT_PAUSE": f"{KILL_POINT}={marker}",
+        "ECOM_FAULT_BARRIER": f"{MEETING_POINT}={meeting}",
     }
     try:
         with LocalCluster(
@@ -221,7 +225,7 @@ def lake_cluster(tmp_path_factory):
             os.environ.update(local.env)
             with dg.DagsterInstance.get() as instance:
                 instance.event_log_storage.set_concurrency_slots(WAREHOUSE_POOL, 2)
-            local.marker = marker
+            local.marker, local.meeting = marker, meeting
             yield local
     finally:
         os.environ.clear()
@@ -271,10 +275,18 @@ def _event_types(instance: dg.DagsterInstance, run_id: str) -> set:
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_two_concurrent_runs_from_two_workers_write_the_lake(lake_cluster, clean_run):
+    # Without a meeting point a loaded machine can finish one 300-order run before the other's first step
+    # starts (seen in CI): both raw customer loads wait for each other, so the runs certainly overlap.
+    lake_cluster.meeting.mkdir()
     started = time.perf_counter()
-    processes = [_start_ingest(lake_cluster) for _ in range(2)]
-    outcomes = [_finish(p) for p in processes]
+    try:
+        processes = [_start_ingest(lake_cluster) for _ in range(2)]
+        outcomes = [_finish(p) for p in processes]
+    finally:
+        arrivals = os.listdir(lake_cluster.meeting)
+        shutil.rmtree(lake_cluster.meeting)
     wall = time.perf_counter() - started
+    assert len(arrivals) == 2, f"processes that reached the meeting point: {arrivals}"
     assert all(o["success"] for o in outcomes), outcomes
     with dg.DagsterInstance.get() as instance:
         run_ids = [o["run_id"] for o in outcomes]

@@ -12,6 +12,11 @@ exactly the process in the middle of a write; later arrivals (the re-execution) 
 Never killed within ``PAUSE_MAX_S`` it goes on too (the test then fails, not hangs).  :func:`install` must
 run in the process that writes: the kill tests' step processes call it when they build their job, the
 subprocess scripts call it first.
+
+``ECOM_FAULT_BARRIER=<point>=<folder>`` makes the point a meeting place instead: once the folder exists (the
+test creates it to arm the barrier), each process reaching the point leaves its pid there and waits until
+``BARRIER_PARTIES`` processes have arrived (at most ``PAUSE_MAX_S``), so two runs' steps are certainly in
+progress at the same time however loaded the machine is.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import os
 import time
 
 FAULT_PAUSE_ENV = "ECOM_FAULT_PAUSE"
+FAULT_BARRIER_ENV = "ECOM_FAULT_BARRIER"
 PAUSE_MAX_S = 120.0
+BARRIER_PARTIES = 2
 
 
 def pause_point(point: str) -> None:
@@ -37,6 +44,20 @@ def pause_point(point: str) -> None:
     time.sleep(PAUSE_MAX_S)
 
 
+def barrier_point(point: str) -> None:
+    """Wait here for the other party when ``ECOM_FAULT_BARRIER`` names this point and its folder exists."""
+    name, _, folder = os.environ.get(FAULT_BARRIER_ENV, "").partition("=")
+    if not folder or name != point or not os.path.isdir(folder):
+        return
+    arrival = os.path.join(folder, str(os.getpid()))
+    if os.path.exists(arrival):  # this process already met the other party (a later chunk of the same load)
+        return
+    open(arrival, "w").close()
+    deadline = time.monotonic() + PAUSE_MAX_S
+    while len(os.listdir(folder)) < BARRIER_PARTIES and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def pausing_progress(table: str, progress=None):
     """A ``load_raw_table`` progress callback that pauses at ``raw_load.<table>`` after each chunk."""
 
@@ -44,6 +65,7 @@ def pausing_progress(table: str, progress=None):
         if progress is not None:
             progress(chunks, rows)
         pause_point(f"raw_load.{table}")
+        barrier_point(f"raw_load.{table}")
 
     return progress_then_pause
 
