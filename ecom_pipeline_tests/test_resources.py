@@ -123,6 +123,21 @@ def test_compute_resource_resolves_auto_to_an_available_device():
             ComputeResource(device="cuda").torch_device()
 
 
+def test_small_models_train_on_one_torch_thread_unless_the_user_sets_threads():
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert ComputeResource().configure_threads(small_model=True) == 1 == torch.get_num_threads()
+        cores = os.cpu_count() or 1
+        assert ComputeResource().configure_threads() == cores == torch.get_num_threads()
+        assert ComputeResource(threads=3).configure_threads(small_model=True) == 3 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_resource_sets_per_environment(data_root, monkeypatch):
     local = build_resources(Settings.from_env())
     assert local["warehouse"].path == str(data_root / "warehouse.duckdb")

@@ -353,7 +353,7 @@ def region_embeddings(
     context.log.info(gate.reason)
     if not gate.recompute:
         return dg.MaterializeResult(metadata={"refresh": gate.refresh, "refresh_reason": gate.reason})
-    compute.configure_threads()
+    compute.configure_threads(small_model=True)
     with warehouse.connect(read_only=True) as con:
         regs = read_table(con, "features.regions")
         graph = read_table(con, "features.region_knn_graph")

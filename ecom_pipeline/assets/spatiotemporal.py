@@ -64,7 +64,7 @@ def stgcn_backtest(
     from ecom_pipeline.ml.forecasting.state_panel import state_panel
 
     device = compute.torch_device()
-    threads = compute.configure_threads()
+    threads = compute.configure_threads(small_model=True)
     gpu = compute.is_cuda(device)
     daily, cal, knn, flows, sarima, regions = _read_inputs(warehouse)
     meta = {

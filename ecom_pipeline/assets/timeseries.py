@@ -610,7 +610,7 @@ def lstm_backtest(
     from ecom_pipeline.ml.forecasting.series import covariates_for
 
     device = compute.torch_device()
-    threads = compute.configure_threads()
+    threads = compute.configure_threads(small_model=True)
     gpu = compute.is_cuda(device)
     with warehouse.connect(read_only=True) as con:
         daily = read_table(con, "features.daily_series")

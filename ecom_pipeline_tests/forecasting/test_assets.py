@@ -38,7 +38,7 @@ def materialised(tmp_path_factory):
         "warehouse": WarehouseResource(path=str(wh)),
         "io_manager": WarehouseIOManager(database=str(wh)),
         "mlflow": MLflowResource(tracking_uri=f"sqlite:///{root}/mlflow.db"),
-        "compute": ComputeResource(device="cpu", threads=2),
+        "compute": ComputeResource(device="cpu"),
         "source": SourceResource(kind="synthetic", data_root=str(root)),
         "paths": PathsResource(data_root=str(root)),
     }
@@ -125,3 +125,4 @@ def test_lstm_records_device_path(materialised):
     _, _, result = materialised
     md = result.asset_materializations_for_node("models__lstm_backtest")[0].metadata
     assert md["device"].value == "cpu" and "cpu" in md["training_path"].value
+    assert md["threads"].value == 1  # a small model: one torch thread (ComputeResource.configure_threads)

@@ -1,0 +1,163 @@
+"""Torch threads for the small forecasting models: one intra-op thread vs all cores, alone and beside a busy
+sibling step, side by side in one run.
+
+A launched run (the UI, schedules, sensors) executes two steps at once (``ECOM_MAX_CONCURRENT`` = 2 on the
+2-core reference box).  A step that sets torch to every core then shares them with its sibling; OpenMP
+threads that spin-wait for each other lose most of their time when a core is taken away.  The LSTM and the
+ST-GCN work on small tensors (hidden 32, batches of 64 windows), where a second thread has little to split.
+
+Each case runs the real backtests (:func:`ecom_pipeline.ml.forecasting.lstm.lstm_backtest` and the ST-GCN
+with its no-graph twin, :func:`ecom_pipeline.ml.forecasting.stgcn.compare_graph`) on one synthetic panel of
+per-state daily orders (weekly season, trend, noise; a ring graph of states) with the assets' default
+configs.  "Busy sibling" = another process doing what a sibling step does (DuckDB aggregates on all cores).
+Forecasts are compared between thread counts (training is seeded; intra-op threading may change float
+summation order, so the largest absolute difference is reported, not asserted).
+
+    python benchmarks/torch_threads.py            # results: benchmarks/results/torch_threads.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO))
+
+
+def _panel(n_series: int = 10, days: int = 420, seed: int = 0):
+    from ecom_pipeline.ml.forecasting.series import calendar_features, covariates_for
+
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2023-01-01", periods=days, freq="D")
+    week = 1 + 0.3 * np.sin(2 * np.pi * np.arange(days) / 7)
+    level = rng.uniform(5, 40, n_series)[:, None]
+    Y = rng.poisson(level * week[None, :] * np.linspace(1, 1.3, days)[None, :]).astype(float)
+    ids = [f"state:S{i:02d}" for i in range(n_series)]
+    A = np.zeros((n_series, n_series))
+    for i in range(n_series):  # a ring: each state next to two others
+        A[i, (i + 1) % n_series] = A[(i + 1) % n_series, i] = 1.0
+    cal = calendar_features(dates[0], dates[-1] + pd.Timedelta(days=60), country="GB")
+    return ids, dates, Y, A, cal, covariates_for
+
+
+def _sibling(stop_file: str) -> None:
+    """A busy sibling step: DuckDB aggregates over 20M rows on all cores until ``stop_file`` exists."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT range AS i, hash(range) % 100003 AS k FROM range(20000000)")
+    while not os.path.exists(stop_file):
+        con.execute("SELECT k, sum(i), count(DISTINCT i % 9973) FROM t GROUP BY k").fetchall()
+
+
+def _run(threads: int) -> dict:
+    import torch
+
+    from ecom_pipeline.ml.forecasting.lstm import LSTMConfig, lstm_backtest
+    from ecom_pipeline.ml.forecasting.stgcn import compare_graph
+
+    torch.set_num_threads(threads)
+    ids, dates, Y, A, cal, covariates_for = _panel()
+    cfg = LSTMConfig()
+    cov = covariates_for(cal, dates, cfg.horizon)
+    t0 = time.perf_counter()
+    p_lstm, _, _ = lstm_backtest(ids, dates, Y, cov, cfg, folds=3)
+    lstm_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cmp = compare_graph(ids, dates, Y, cov, A, cfg, folds=3)
+    graph_s = time.perf_counter() - t0
+    preds = pd.concat([p_lstm, cmp.predictions], ignore_index=True)
+    return {"threads": threads, "lstm_s": lstm_s, "stgcn_and_twin_s": graph_s, "preds": preds}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="torch_threads")
+    ap.add_argument("--sibling", help=argparse.SUPPRESS)  # internal: be the busy sibling
+    args = ap.parse_args()
+    if args.sibling:
+        _sibling(args.sibling)
+        return 0
+    cores = os.cpu_count() or 1
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    rows, preds = [], {}
+    stop = Path(f"/tmp/torch_threads_stop_{os.getpid()}")
+    for beside in ("alone", "busy sibling"):
+        sibling = None
+        if beside != "alone":
+            stop.unlink(missing_ok=True)
+            sibling = subprocess.Popen([sys.executable, __file__, "--sibling", str(stop)])
+            time.sleep(8)  # the sibling's table is built and its aggregates running
+        try:
+            for threads in (cores, 1):
+                r = _run(threads)
+                preds[(beside, threads)] = r.pop("preds")
+                rows.append({"beside": beside, **r})
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            if sibling is not None:
+                stop.touch()
+                sibling.wait(timeout=120)
+                stop.unlink(missing_ok=True)
+    diffs = {}
+    for beside in ("alone", "busy sibling"):
+        a, b = preds[(beside, cores)], preds[(beside, 1)]
+        keys = ["series_id", "model", "kind", "origin", "date", "step"]
+        m = a.merge(b, on=keys, suffixes=("_n", "_1"))
+        diffs[beside] = float((m["yhat_n"] - m["yhat_1"]).abs().max()) if len(m) else None
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
+        "cores": cores,
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "diffs": diffs}, indent=1)
+    )
+    lines = [
+        "# Torch threads for the small forecasting models",
+        "",
+        (
+            f"{meta['when']}, commit {commit}, {cores} cores, load average before {load_before}, after "
+            f"{meta['load_average_after']}. LSTM backtest and ST-GCN + no-graph twin (assets' default "
+            "configs, 3 folds) on a synthetic panel of 10 states x 420 days; 'busy sibling' = a process "
+            "running DuckDB aggregates on all cores, as a sibling step of a launched run does."
+        ),
+        "",
+        "| beside | torch threads | LSTM s | ST-GCN + twin s | speed vs all cores, same column |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ref = next(x for x in rows if x["beside"] == r["beside"] and x["threads"] == cores)
+        total, ref_total = r["lstm_s"] + r["stgcn_and_twin_s"], ref["lstm_s"] + ref["stgcn_and_twin_s"]
+        lines.append(
+            f"| {r['beside']} | {r['threads']} | {r['lstm_s']:.1f} | {r['stgcn_and_twin_s']:.1f} | "
+            f"{ref_total / total:.2f}x |"
+        )
+    lines += [
+        "",
+        "Largest absolute difference of a forecast between the two thread counts: "
+        + ", ".join(f"{k}: {v:.3g}" if v is not None else f"{k}: n/a" for k, v in diffs.items()),
+    ]
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
