@@ -9,9 +9,10 @@ ST-GCN work on small tensors (hidden 32, batches of 64 windows), where a second 
 Each case runs the real backtests (:func:`ecom_pipeline.ml.forecasting.lstm.lstm_backtest` and the ST-GCN
 with its no-graph twin, :func:`ecom_pipeline.ml.forecasting.stgcn.compare_graph`) on one synthetic panel of
 per-state daily orders (weekly season, trend, noise; a ring graph of states) with the assets' default
-configs.  "Busy sibling" = another process doing what a sibling step does (DuckDB aggregates on all cores).
-Forecasts are compared between thread counts (training is seeded; intra-op threading may change float
-summation order, so the largest absolute difference is reported, not asserted).
+configs, and, for contrast, the packaged text encoder on 256 review-like texts.  "Busy sibling" = another
+process doing what a sibling step does (DuckDB aggregates on all cores).  Forecasts are compared between
+thread counts (training is seeded; intra-op threading may change float summation order, so the largest
+absolute difference is reported, not asserted).
 
     python benchmarks/torch_threads.py            # results: benchmarks/results/torch_threads.{json,md}
 """
@@ -77,7 +78,28 @@ def _run(threads: int) -> dict:
     cmp = compare_graph(ids, dates, Y, cov, A, cfg, folds=3)
     graph_s = time.perf_counter() - t0
     preds = pd.concat([p_lstm, cmp.predictions], ignore_index=True)
-    return {"threads": threads, "lstm_s": lstm_s, "stgcn_and_twin_s": graph_s, "preds": preds}
+    return {
+        "threads": threads,
+        "lstm_s": lstm_s,
+        "stgcn_and_twin_s": graph_s,
+        "text_encoder_s": _encode_reviews(),
+        "preds": preds,
+    }
+
+
+def _encode_reviews(n: int = 256) -> float:
+    """Seconds to embed ``n`` review-like texts with the packaged text encoder (the review and product
+    embedding steps' model, torch backend, their batch size and length): a big model, for contrast."""
+    from ecom_pipeline.ml.encoders import load_text_encoder
+
+    rng = np.random.default_rng(1)
+    words = "entrega rápida produto ótimo chegou quebrado delivery late quality price great poor box".split()
+    texts = [" ".join(rng.choice(words, int(rng.integers(8, 40)))) for _ in range(n)]
+    enc = load_text_encoder("multilingual-e5-small", batch_size=32, max_length=128, backend="torch")
+    enc.encode(texts[:32])  # load and warm up outside the timing
+    t0 = time.perf_counter()
+    enc.encode(texts)
+    return time.perf_counter() - t0
 
 
 def main() -> int:
@@ -135,19 +157,24 @@ def main() -> int:
         (
             f"{meta['when']}, commit {commit}, {cores} cores, load average before {load_before}, after "
             f"{meta['load_average_after']}. LSTM backtest and ST-GCN + no-graph twin (assets' default "
-            "configs, 3 folds) on a synthetic panel of 10 states x 420 days; 'busy sibling' = a process "
+            "configs, 3 folds) on a synthetic panel of 10 states x 420 days, and the text encoder (e5-small, "
+            "torch) on 256 review-like texts; 'busy sibling' = a process "
             "running DuckDB aggregates on all cores, as a sibling step of a launched run does."
         ),
         "",
-        "| beside | torch threads | LSTM s | ST-GCN + twin s | speed vs all cores, same column |",
-        "|---|---:|---:|---:|---:|",
+        (
+            "| beside | torch threads | LSTM s | ST-GCN + twin s | small models: speed vs all cores | "
+            "text encoder s (256 texts) | encoder: speed vs all cores |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ref = next(x for x in rows if x["beside"] == r["beside"] and x["threads"] == cores)
         total, ref_total = r["lstm_s"] + r["stgcn_and_twin_s"], ref["lstm_s"] + ref["stgcn_and_twin_s"]
         lines.append(
             f"| {r['beside']} | {r['threads']} | {r['lstm_s']:.1f} | {r['stgcn_and_twin_s']:.1f} | "
-            f"{ref_total / total:.2f}x |"
+            f"{ref_total / total:.2f}x | {r['text_encoder_s']:.1f} | "
+            f"{ref['text_encoder_s'] / r['text_encoder_s']:.2f}x |"
         )
     lines += [
         "",
