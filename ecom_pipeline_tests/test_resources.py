@@ -212,3 +212,35 @@ def test_dataset_name_does_not_need_the_delivered_files(tmp_path):
         resource.build()
     assert resource.dataset_name == "mapped"
     assert SourceResource(kind="Olist", data_root=str(tmp_path)).dataset_name == "olist"
+
+
+def test_every_step_that_uses_the_compute_resource_sets_its_own_torch_threads():
+    """An in-process run executes every step in one process, where torch's thread count is whatever the
+    previous step set (one, after a small model): a step that uses the compute resource sets its own count,
+    directly or through a helper of its module that does."""
+    import ast
+    from pathlib import Path
+
+    assets = Path(__file__).resolve().parents[1] / "ecom_pipeline" / "assets"
+    missing = []
+    for path in sorted(assets.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        setters = {f.name for f in functions if "configure_threads" in ast.unparse(f)}
+        for f in functions:
+            uses = [
+                a.arg
+                for a in f.args.args
+                if a.annotation is not None and "ComputeResource" in ast.unparse(a.annotation)
+            ]
+            if not f.decorator_list or not uses:
+                continue
+            body = "\n".join(ast.unparse(s) for s in f.body)
+            if f"{uses[0]}." not in body and f"{uses[0]}," not in body and f"{uses[0]})" not in body:
+                continue  # takes the resource (for its pool tag) but does not use it
+            called = {
+                c.func.id for c in ast.walk(f) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
+            }
+            if "configure_threads" not in body and not called & setters:
+                missing.append(f"{path.name}:{f.name}")
+    assert missing == [], missing

@@ -640,7 +640,7 @@ def two_tower_recommender(
     from ecom_pipeline.ml.recsys.pipeline import metrics_frame
     from ecom_pipeline.warehouse.tables import write_table
 
-    device = compute.torch_device()
+    device, threads = compute.torch_device(), compute.configure_threads()  # not the previous step's count
     epochs, batch_size = compute.sized(config, "epochs", device), compute.sized(config, "batch_size", device)
     training_path = (
         f"gpu: {epochs} epochs, batch {batch_size}"
@@ -652,11 +652,8 @@ def two_tower_recommender(
     if missing:
         context.log.info(f"two-tower without: {', '.join(missing)} (absent or empty)")
     tt_params = _two_tower_params(config, epochs, batch_size)
-    meta = {
-        "device": device,
-        "training_path": training_path,
-        "missing_optional_inputs": ", ".join(missing) or "none",
-    }
+    meta = {"device": device, "threads": threads, "training_path": training_path}
+    meta["missing_optional_inputs"] = ", ".join(missing) or "none"
     trained = evaluate_two_tower(
         interactions_df,
         regions=_user_regions(warehouse),

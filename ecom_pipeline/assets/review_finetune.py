@@ -91,6 +91,7 @@ def sentiment_finetuned(
     docs, emb, emb_model, _ = _labelled_reviews(warehouse)
     docs, emb = _newest_reviews(docs, emb, config.max_train_reviews)
     device = compute.torch_device()
+    compute.configure_threads()  # its own count, not the previous step's (in-process runs share one process)
 
     def skipped(message: str):
         context.log.warning(message)

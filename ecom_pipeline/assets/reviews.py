@@ -125,6 +125,7 @@ def sentiment_model(
     available = len(docs)
     docs, emb = _newest_reviews(context, config, docs, emb)
     device = compute.torch_device()
+    compute.configure_threads()  # its own count, not the previous step's (in-process runs share one process)
     training_path = "full_finetune" if compute.is_cuda(device) else "frozen_embeddings_head"
     if len(docs) < config.min_reviews:
         return _untrained(context, config, warehouse, len(docs), device)

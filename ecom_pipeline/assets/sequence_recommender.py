@@ -93,6 +93,7 @@ def sequence_recommender(
     from ecom_pipeline.warehouse.tables import write_table
 
     device = compute.torch_device()
+    compute.configure_threads()  # its own count, not the previous step's (in-process runs share one process)
     interactions, regions = _interactions(warehouse), _user_regions(warehouse)
     products, product_embeddings = _side_inputs(warehouse)
     params = _params(config, compute.sized(config, "batch_size", device))
