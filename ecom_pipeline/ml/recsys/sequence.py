@@ -308,20 +308,15 @@ class SequenceRecommender:
         """Choose the number of epochs on a validation window carved from the end of ``data``'s time
         (unless ``epochs`` is given), then train on all of ``data``.  ``exclude_seen``: the protocol the
         validation scores with (as the test will).  ``cpu_threads`` as in the two-tower."""
-        import torch
+        from ecom_pipeline.ml.torch_threads import cpu_threads as threads
 
-        previous = torch.get_num_threads()
-        if cpu_threads and not str(device).startswith("cuda"):
-            torch.set_num_threads(cpu_threads)
-        try:
+        with threads(cpu_threads, device):
             self.device, self.exclude_seen = device, exclude_seen
             if epochs is None:
                 epochs = self._choose_epochs(data, product_embeddings, exclude_seen, device, log)
             self.chosen_epochs = epochs
             self._train(data, product_embeddings, epochs, device, log, validation=None)
             return self
-        finally:
-            torch.set_num_threads(previous)
 
     def _choose_epochs(self, data, product_embeddings, exclude_seen, device, log) -> int:
         from ecom_pipeline.ml.recsys.evaluation import user_temporal_split

@@ -246,10 +246,9 @@ class TwoTowerRecommender:
         setting."""
         import torch
 
-        previous = torch.get_num_threads()
-        if cpu_threads and not str(device).startswith("cuda"):
-            torch.set_num_threads(cpu_threads)
-        try:
+        from ecom_pipeline.ml.torch_threads import cpu_threads as threads
+
+        with threads(cpu_threads, device):
             return self._fit(
                 torch,
                 data,
@@ -261,8 +260,6 @@ class TwoTowerRecommender:
                 device,
                 log,
             )
-        finally:
-            torch.set_num_threads(previous)
 
     def _fit(
         self,

@@ -109,8 +109,17 @@ def train_embeddings(
     lr: float = 0.01,
     seed: int = 0,
     device: str = "cpu",
+    cpu_threads: int | None = 1,
 ):
-    """(embeddings [n, dim], history of losses) from the graph autoencoder."""
+    """(embeddings [n, dim], history of losses) from the graph autoencoder; ``cpu_threads`` as in
+    :func:`ecom_pipeline.ml.torch_threads.cpu_threads` (one: a region graph is small)."""
+    from ecom_pipeline.ml.torch_threads import cpu_threads as threads
+
+    with threads(cpu_threads, device):
+        return _train_embeddings(X, A, dim=dim, hidden=hidden, epochs=epochs, lr=lr, seed=seed, device=device)
+
+
+def _train_embeddings(X, A, *, dim, hidden, epochs, lr, seed, device):
     import torch
 
     torch.manual_seed(seed)
