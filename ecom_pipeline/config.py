@@ -145,6 +145,17 @@ def duckdb_memory_limit() -> str:
     return f"{max(256, int(machine_memory_bytes() * share / steps / 2**20))}MiB"
 
 
+def step_cpu_threads() -> int:
+    """One step's share of the machine's cores: the cores over ``ECOM_MAX_CONCURRENT`` (at least one).  A
+    launched run executes that many steps at once; a step asking for every core makes its threads wait for
+    each other's taken cores (10-20x slower beside a busy sibling: docs/performance.md)."""
+    try:
+        steps = max(1, int(env("ECOM_MAX_CONCURRENT")))
+    except ValueError as exc:
+        raise ValueError(f"ECOM_MAX_CONCURRENT must be a number: {exc}") from None
+    return max(1, (os.cpu_count() or 1) // steps)
+
+
 def env_is_set(name: str) -> bool:
     """Whether a variable (declared here or a :class:`Settings` one) is set, not blank, in the environment."""
     return bool(os.environ.get(name, "").strip())

@@ -460,8 +460,10 @@ def delivery_delay(
     mlflow: MLflowResource,
     source: SourceResource,
 ) -> pd.DataFrame:
+    from ecom_pipeline.config import step_cpu_threads
     from ecom_pipeline.ml.registry import Candidate, ModelRun
     from ecom_pipeline.ml.spatial.delivery import FEATURES, delivery_frame, train_delivery_model
+    from ecom_pipeline.ml.threads import openmp_threads
     from ecom_pipeline.resources.model_metrics import MetricRecord
 
     f, _, _ = located_frames(warehouse, source)
@@ -471,7 +473,8 @@ def delivery_delay(
         context.log.warning(msg)
         context.add_output_metadata({"dagster/row_count": 0, "message": msg})
         return pd.DataFrame(columns=DELIVERY_COLUMNS)
-    res = train_delivery_model(frame, config.test_fraction, graph_variant=config.graph_features or None)
+    with openmp_threads(step_cpu_threads()):  # the gradient-boosted trees' share of the cores
+        res = train_delivery_model(frame, config.test_fraction, graph_variant=config.graph_features or None)
     m = res.metrics
     # each model beside its best baseline with an interval (ml/spatial/delivery.py); the gate's decisions
     recs = [

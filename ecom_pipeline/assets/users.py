@@ -218,8 +218,10 @@ def repurchase_model(
     source: SourceResource,
     paths: PathsResource,
 ) -> dg.MaterializeResult:
+    from ecom_pipeline.config import step_cpu_threads
     from ecom_pipeline.incremental.repurchase import SERVED_FOLDER, save_served
     from ecom_pipeline.ml.serving_gate import record_decisions
+    from ecom_pipeline.ml.threads import openmp_threads
     from ecom_pipeline.ml.users.profiles import build_profiles
     from ecom_pipeline.ml.users.repurchase import train_and_evaluate
 
@@ -230,7 +232,8 @@ def repurchase_model(
         max_leaf_nodes=config.max_leaf_nodes,
         calibration=config.calibration,
     )
-    res = train_and_evaluate(t, horizon_days=config.horizon_days, gbm_params=params)
+    with openmp_threads(step_cpu_threads()):  # the gradient-boosted trees' share of the cores
+        res = train_and_evaluate(t, horizon_days=config.horizon_days, gbm_params=params)
     if res.message:
         context.log.warning(res.message)
     prof = build_profiles(

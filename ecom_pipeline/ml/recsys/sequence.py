@@ -308,7 +308,7 @@ class SequenceRecommender:
         """Choose the number of epochs on a validation window carved from the end of ``data``'s time
         (unless ``epochs`` is given), then train on all of ``data``.  ``exclude_seen``: the protocol the
         validation scores with (as the test will).  ``cpu_threads`` as in the two-tower."""
-        from ecom_pipeline.ml.torch_threads import cpu_threads as threads
+        from ecom_pipeline.ml.threads import cpu_threads as threads
 
         with threads(cpu_threads, device):
             self.device, self.exclude_seen = device, exclude_seen

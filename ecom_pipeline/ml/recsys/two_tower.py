@@ -246,7 +246,7 @@ class TwoTowerRecommender:
         setting."""
         import torch
 
-        from ecom_pipeline.ml.torch_threads import cpu_threads as threads
+        from ecom_pipeline.ml.threads import cpu_threads as threads
 
         with threads(cpu_threads, device):
             return self._fit(

@@ -112,8 +112,8 @@ def train_embeddings(
     cpu_threads: int | None = 1,
 ):
     """(embeddings [n, dim], history of losses) from the graph autoencoder; ``cpu_threads`` as in
-    :func:`ecom_pipeline.ml.torch_threads.cpu_threads` (one: a region graph is small)."""
-    from ecom_pipeline.ml.torch_threads import cpu_threads as threads
+    :func:`ecom_pipeline.ml.threads.cpu_threads` (one: a region graph is small)."""
+    from ecom_pipeline.ml.threads import cpu_threads as threads
 
     with threads(cpu_threads, device):
         return _train_embeddings(X, A, dim=dim, hidden=hidden, epochs=epochs, lr=lr, seed=seed, device=device)

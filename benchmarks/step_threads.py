@@ -1,5 +1,5 @@
-"""Torch threads for the small forecasting models: one intra-op thread vs all cores, alone and beside a busy
-sibling step, side by side in one run.
+"""Threads per step: the small torch models and the gradient-boosted trees on one thread vs all cores, alone
+and beside a busy sibling step, side by side in one run.
 
 A launched run (the UI, schedules, sensors) executes two steps at once (``ECOM_MAX_CONCURRENT`` = 2 on the
 2-core reference box).  A step that sets torch to every core then shares them with its sibling; OpenMP
@@ -9,12 +9,14 @@ ST-GCN work on small tensors (hidden 32, batches of 64 windows), where a second 
 Each case runs the real backtests (:func:`ecom_pipeline.ml.forecasting.lstm.lstm_backtest` and the ST-GCN
 with its no-graph twin, :func:`ecom_pipeline.ml.forecasting.stgcn.compare_graph`) on one synthetic panel of
 per-state daily orders (weekly season, trend, noise; a ring graph of states) with the assets' default
-configs, and, for contrast, the packaged text encoder on 256 review-like texts.  "Busy sibling" = another
+configs, a HistGradientBoostingRegressor fit as the delivery and repurchase models make it (300k rows, 12
+features, 200 iterations; OpenMP threads set by :func:`ecom_pipeline.ml.threads.openmp_threads`), and, for
+contrast, the packaged text encoder on 256 review-like texts.  "Busy sibling" = another
 process doing what a sibling step does (DuckDB aggregates on all cores).  Forecasts are compared between
 thread counts (training is seeded; intra-op threading may change float summation order, so the largest
 absolute difference is reported, not asserted).
 
-    python benchmarks/torch_threads.py            # results: benchmarks/results/torch_threads.{json,md}
+    python benchmarks/step_threads.py            # results: benchmarks/results/step_threads.{json,md}
 """
 
 from __future__ import annotations
@@ -82,9 +84,26 @@ def _run(threads: int) -> dict:
         "threads": threads,
         "lstm_s": lstm_s,
         "stgcn_and_twin_s": graph_s,
+        "trees_s": _fit_trees(threads),
         "text_encoder_s": _encode_reviews(),
         "preds": preds,
     }
+
+
+def _fit_trees(threads: int, n: int = 300_000) -> float:
+    """Seconds to fit the delivery model's regressor (same estimator and settings) on ``threads`` OpenMP
+    threads."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from ecom_pipeline.ml.threads import openmp_threads
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 12))
+    y = 3 * X[:, 0] + np.sin(X[:, 1]) + rng.normal(size=n)
+    with openmp_threads(threads):
+        t0 = time.perf_counter()
+        HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, random_state=0).fit(X, y)
+        return time.perf_counter() - t0
 
 
 def _encode_reviews(n: int = 256) -> float:
@@ -107,7 +126,7 @@ def _encode_reviews(n: int = 256) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="torch_threads")
+    ap.add_argument("--out", default="step_threads")
     ap.add_argument("--sibling", help=argparse.SUPPRESS)  # internal: be the busy sibling
     args = ap.parse_args()
     if args.sibling:
@@ -116,7 +135,7 @@ def main() -> int:
     cores = os.cpu_count() or 1
     load_before = [round(x, 2) for x in os.getloadavg()]
     rows, preds = [], {}
-    stop = Path(f"/tmp/torch_threads_stop_{os.getpid()}")
+    stop = Path(f"/tmp/step_threads_stop_{os.getpid()}")
     for beside in ("alone", "busy sibling"):
         sibling = None
         if beside != "alone":
@@ -155,28 +174,31 @@ def main() -> int:
         json.dumps({"meta": meta, "rows": rows, "diffs": diffs}, indent=1)
     )
     lines = [
-        "# Torch threads for the small forecasting models",
+        "# Threads per step: small torch models, gradient-boosted trees, the text encoder",
         "",
         (
             f"{meta['when']}, commit {commit}, {cores} cores, load average before {load_before}, after "
             f"{meta['load_average_after']}. LSTM backtest and ST-GCN + no-graph twin (assets' default "
-            "configs, 3 folds) on a synthetic panel of 10 states x 420 days, and the text encoder (e5-small, "
-            "torch) on 256 review-like texts; 'busy sibling' = a process "
-            "running DuckDB aggregates on all cores, as a sibling step of a launched run does."
+            "configs, 3 folds) on a synthetic panel of 10 states x 420 days, a HistGradientBoostingRegressor "
+            "fit (300k x 12, OpenMP threads), and the text encoder (e5-small, torch) on 256 review-like "
+            "texts; 'busy sibling' = a process running DuckDB aggregates on all cores, as a sibling step "
+            "of a launched run does."
         ),
         "",
         (
-            "| beside | torch threads | LSTM s | ST-GCN + twin s | small models: speed vs all cores | "
-            "text encoder s (256 texts) | encoder: speed vs all cores |"
+            "| beside | threads | LSTM s | ST-GCN + twin s | small models: speed vs all cores | "
+            "trees s (300k rows) | trees: speed vs all cores | text encoder s (256 texts) | "
+            "encoder: speed vs all cores |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ref = next(x for x in rows if x["beside"] == r["beside"] and x["threads"] == cores)
         total, ref_total = r["lstm_s"] + r["stgcn_and_twin_s"], ref["lstm_s"] + ref["stgcn_and_twin_s"]
         lines.append(
             f"| {r['beside']} | {r['threads']} | {r['lstm_s']:.1f} | {r['stgcn_and_twin_s']:.1f} | "
-            f"{ref_total / total:.2f}x | {r['text_encoder_s']:.1f} | "
+            f"{ref_total / total:.2f}x | {r['trees_s']:.1f} | {ref['trees_s'] / r['trees_s']:.2f}x | "
+            f"{r['text_encoder_s']:.1f} | "
             f"{ref['text_encoder_s'] / r['text_encoder_s']:.2f}x |"
         )
     lines += [
