@@ -244,3 +244,31 @@ def test_every_step_that_uses_the_compute_resource_sets_its_own_torch_threads():
             if "configure_threads" not in body and not called & setters:
                 missing.append(f"{path.name}:{f.name}")
     assert missing == [], missing
+
+
+def test_a_step_gets_its_share_of_the_cores_for_the_gradient_boosted_trees(monkeypatch):
+    import os
+
+    from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: F401  (loads scikit-learn's OpenMP)
+    from threadpoolctl import threadpool_info
+
+    from ecom_pipeline.config import step_cpu_threads
+    from ecom_pipeline.ml.threads import openmp_threads
+
+    cores = os.cpu_count() or 1
+    monkeypatch.setenv("ECOM_MAX_CONCURRENT", "2")
+    assert step_cpu_threads() == max(1, cores // 2)
+    monkeypatch.setenv("ECOM_MAX_CONCURRENT", "1")
+    assert step_cpu_threads() == cores
+    monkeypatch.setenv("ECOM_MAX_CONCURRENT", "two")
+    with pytest.raises(ValueError, match="ECOM_MAX_CONCURRENT"):
+        step_cpu_threads()
+
+    def openmp() -> set[int]:
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"}
+
+    before = openmp()
+    assert before, "scikit-learn's OpenMP runtime is loaded"
+    with openmp_threads(1):
+        assert openmp() == {1}
+    assert openmp() == before
