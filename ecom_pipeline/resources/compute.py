@@ -35,8 +35,8 @@ class ComputeResource(dg.ConfigurableResource):
         """Set torch's intra-op threads for this step: ``threads`` when set; else one for a ``small_model``
         (the LSTM, the ST-GCN, the region GCN: tensors too small to split), all cores for the rest.  One
         thread is faster for those even alone, and a launched run puts a sibling step beside them, where
-        threads spin-waiting for a taken core cost 10x (ST-GCN + twin 38.9 s vs 3.9 s beside a busy DuckDB
-        step, 2 cores: benchmarks/results/step_threads.md)."""
+        threads spin-waiting for a taken core made the LSTM + ST-GCN backtests 3.9-17.8x slower beside a busy
+        DuckDB step (2 cores: benchmarks/results/step_threads.md, docs/performance.md)."""
         import torch
 
         n = self.threads or (1 if small_model else os.cpu_count() or 1)
