@@ -148,7 +148,7 @@ def duckdb_memory_limit() -> str:
 def step_cpu_threads() -> int:
     """One step's share of the machine's cores: the cores over ``ECOM_MAX_CONCURRENT`` (at least one).  A
     launched run executes that many steps at once; a step asking for every core makes its threads wait for
-    each other's taken cores (10-20x slower beside a busy sibling: docs/performance.md)."""
+    each other's taken cores (4-18x slower beside a busy sibling: docs/performance.md)."""
     try:
         steps = max(1, int(env("ECOM_MAX_CONCURRENT")))
     except ValueError as exc:
