@@ -137,7 +137,7 @@ def duckdb_memory_limit() -> str:
         return explicit
     try:
         share = float(env("ECOM_DUCKDB_MEMORY_SHARE"))
-        steps = max(1, int(env("ECOM_MAX_CONCURRENT")))
+        steps = max_concurrent_steps()
     except ValueError as exc:
         raise ValueError(f"ECOM_DUCKDB_MEMORY_SHARE / ECOM_MAX_CONCURRENT must be numbers: {exc}") from None
     if not 0 < share <= 1:
@@ -145,15 +145,20 @@ def duckdb_memory_limit() -> str:
     return f"{max(256, int(machine_memory_bytes() * share / steps / 2**20))}MiB"
 
 
-def step_cpu_threads() -> int:
-    """One step's share of the machine's cores: the cores over ``ECOM_MAX_CONCURRENT`` (at least one).  A
-    launched run executes that many steps at once; a step asking for every core makes its threads wait for
-    each other's taken cores (4-18x slower beside a busy sibling: docs/performance.md)."""
+def max_concurrent_steps() -> int:
+    """``ECOM_MAX_CONCURRENT``, at least one: the steps a launched run executes at once, which share the
+    machine's memory (:func:`duckdb_memory_limit`) and cores (:func:`step_cpu_threads`)."""
     try:
-        steps = max(1, int(env("ECOM_MAX_CONCURRENT")))
+        return max(1, int(env("ECOM_MAX_CONCURRENT")))
     except ValueError as exc:
         raise ValueError(f"ECOM_MAX_CONCURRENT must be a number: {exc}") from None
-    return max(1, (os.cpu_count() or 1) // steps)
+
+
+def step_cpu_threads() -> int:
+    """One step's share of the machine's cores: the cores over ``ECOM_MAX_CONCURRENT`` (at least one).  A
+    step asking for every core makes its threads wait for each other's taken cores (4-18x slower beside a
+    busy sibling: docs/performance.md)."""
+    return max(1, (os.cpu_count() or 1) // max_concurrent_steps())
 
 
 def env_is_set(name: str) -> bool:
