@@ -135,11 +135,11 @@ def duckdb_memory_limit() -> str:
     explicit = env("ECOM_DUCKDB_MEMORY_LIMIT")
     if explicit:
         return explicit
+    steps = max_concurrent_steps()  # says itself which variable is not a number
     try:
         share = float(env("ECOM_DUCKDB_MEMORY_SHARE"))
-        steps = max_concurrent_steps()
     except ValueError as exc:
-        raise ValueError(f"ECOM_DUCKDB_MEMORY_SHARE / ECOM_MAX_CONCURRENT must be numbers: {exc}") from None
+        raise ValueError(f"ECOM_DUCKDB_MEMORY_SHARE must be a number: {exc}") from None
     if not 0 < share <= 1:
         raise ValueError(f"ECOM_DUCKDB_MEMORY_SHARE must be in (0, 1], got {share}")
     return f"{max(256, int(machine_memory_bytes() * share / steps / 2**20))}MiB"
