@@ -25,6 +25,8 @@ scoring             layers serving, reports, snapshot; plus                  ``d
 full_pipeline       everything but group inbox                               ``make demo``
 drift_check         the drift sensor's check, on demand (defined in          UI / CLI
                     :mod:`.retraining`; reports, launches nothing)
+embedding_backfill  the capped encoders' backlog, larger per-run caps        embedding_backlog_sensor,
+                    (defined in :mod:`.backlog`)                             UI / CLI
 ==================  =======================================================  ==========================
 
 ``ingest``, ``inbox_ingest`` and ``daily_ingest`` run with the in-process executor (see :mod:`.executors`):
