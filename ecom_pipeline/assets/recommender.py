@@ -8,6 +8,7 @@ says when it does not.
 import dagster as dg
 import pandas as pd
 
+from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
@@ -42,6 +43,7 @@ class RecommenderConfig(dg.Config):
     category_k: int = 5
     test_fraction: float = 0.2
     min_eval_users: int = 5
+    max_eval_users: int = MAX_EVAL_USERS  # evaluated users (a seeded sample above it); 0 = all
     als_factors: int = 32
     als_iterations: int = 15
     als_regularization: float = 0.05
@@ -281,6 +283,7 @@ def _evaluate_levels(
             user_regions=regions,
             test_fraction=config.test_fraction,
             min_eval_users=config.min_eval_users,
+            max_eval_users=config.max_eval_users,
             log=log.info,
         )
         if r.message:
@@ -324,6 +327,7 @@ def _evaluation_run(
     metrics, candidates = {}, []
     for r in results:
         metrics.update({f"{r.level}.eval_users": r.n_eval_users, f"{r.level}.items": r.n_items})
+        metrics[f"{r.level}.eligible_users"] = r.n_eligible_users
         for model, ms in r.metrics.items():
             metrics.update({_mlflow_name(f"{r.level}.{model}.{m}"): v for m, v in ms.items() if v == v})
         if "als" in r.metrics and r.cutoff is not None:
@@ -363,7 +367,7 @@ def _comparison_lines(results, served: dict) -> list[str]:
         base = r.metrics.get("popularity", {}).get(f"ndcg@{r.k}", float("nan"))
         parts = [f"{m} {v.get(f'ndcg@{r.k}', float('nan')):.4f}" for m, v in r.metrics.items()]
         comparison.append(
-            f"{r.level} (ndcg@{r.k}, {r.n_eval_users} users): served {w}; popularity {base:.4f}; "
+            f"{r.level} (ndcg@{r.k}, {r.evaluated_users()}): served {w}; popularity {base:.4f}; "
             + ", ".join(parts)
         )
     return comparison
@@ -588,6 +592,7 @@ class TwoTowerConfig(dg.Config):
     k: int = 10
     test_fraction: float = 0.2
     min_eval_users: int = 5
+    max_eval_users: int = MAX_EVAL_USERS  # evaluated users (a seeded sample above it); 0 = all
     dim: int = 32
     epochs_cpu: int = 8  # CPU/GPU sizing: ComputeResource.sized picks one by device
     epochs_cuda: int = 20
@@ -662,6 +667,7 @@ def two_tower_recommender(
         k=config.k,
         test_fraction=config.test_fraction,
         min_eval_users=config.min_eval_users,
+        max_eval_users=config.max_eval_users,
         device=device,
         log=context.log.info,
     )
@@ -786,7 +792,7 @@ def _two_tower_metadata(trained, k: int, outcome) -> dict:
     verdict = "wins" if tt > scores[best_base] else "LOSES to " + best_base
     return {
         "comparison": dg.MetadataValue.md(
-            f"{ndcg} on {res.n_eval_users} users (cutoff {res.cutoff:%Y-%m-%d}): "
+            f"{ndcg} on {res.evaluated_users()} (cutoff {res.cutoff:%Y-%m-%d}): "
             f"two_tower {tt:.4f} {verdict}; "
             + ", ".join(f"{m} {v:.4f}" for m, v in scores.items() if m != "two_tower")
         ),

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from ecom_pipeline.assets.recommender import GROUP, INTERACTIONS, _interactions, _mlflow_name, _user_regions
+from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
@@ -33,6 +34,7 @@ class SequenceRecommenderConfig(dg.Config):
     k: int = 10
     test_fraction: float = 0.2
     min_eval_users: int = 5
+    max_eval_users: int = MAX_EVAL_USERS  # evaluated returning customers (a seeded sample above it); 0 = all
     # False: repeat purchases stay in the truth and the rankings (what the shop's customers really buy next);
     # True: new products only (the discovery protocol of models/recommender_evaluation)
     exclude_seen: bool = False
@@ -157,6 +159,7 @@ def _evaluate(
         exclude_seen=config.exclude_seen,
         test_fraction=config.test_fraction,
         min_eval_users=config.min_eval_users,
+        eval_users=config.max_eval_users,
         seed=config.seed,
         log=context.log.info,
     )
@@ -224,6 +227,7 @@ def _model_run(
     scores = {m: v.get(ndcg) for m, v in res.metrics.items()}
     best = max((m for m in scores if m in SEQUENCE_BASELINES), key=scores.get, default=None)
     metrics = {f"users.{s}": n for s, n in res.users.items()}
+    metrics |= {f"eligible_users.{s}": n for s, n in res.eligible.items()}
     metrics |= {
         _mlflow_name(f"item.{m}.{k}"): v
         for m, ms in res.metrics.items()
@@ -276,7 +280,8 @@ def _metadata(
         "device": device,
         "protocol": protocol,
         "cutoff": str(res.cutoff),
-        "evaluable_customers": res.users,
+        "evaluated_customers": res.users,
+        "evaluable_customers": res.eligible,  # before the evaluation sample (max_eval_users)
         "comparison": dg.MetadataValue.md(
             "\n".join(
                 f"- {seg}: {m} {c.candidate_value:.4f} vs {b} {c.baseline_value:.4f}, difference "

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecom_pipeline.ml.recsys.evaluation import user_temporal_split
+from ecom_pipeline.ml.recsys.evaluation import sample_users, user_temporal_split
 from ecom_pipeline.ml.recsys.interactions import aggregate_interactions, build_interactions
 from ecom_pipeline.ml.recsys.metrics import (
     average_precision_at_k,
@@ -131,6 +131,29 @@ def test_user_temporal_split_excludes_already_bought_items_when_asked():
     inter = build_interactions(orders, items, events, products)
     assert user_temporal_split(inter, cutoff="2024-02-15").truth["u1"] == {"b"}
     assert user_temporal_split(inter, cutoff="2024-02-15", exclude_seen=False).truth["u1"] == {"a", "b"}
+
+
+def test_evaluation_sample_is_seeded_capped_and_keeps_the_training_data():
+    rng = np.random.default_rng(0)
+    n = 400
+    inter = pd.DataFrame(
+        {
+            "customer_id": [f"u{i % 100}" for i in range(n)],
+            "product_id": [f"p{j}" for j in rng.integers(0, 50, n)],
+            "event_type": "purchase",
+            "weight": 1.0,
+            "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(np.arange(n), unit="h"),
+        }
+    )
+    full = user_temporal_split(inter, cutoff="2024-01-14")
+    capped = user_temporal_split(inter, cutoff="2024-01-14", max_eval_users=30, seed=1)
+    again = user_temporal_split(inter, cutoff="2024-01-14", max_eval_users=30, seed=1)
+    other = user_temporal_split(inter, cutoff="2024-01-14", max_eval_users=30, seed=2)
+    assert full.eligible_users == capped.eligible_users == len(full.truth) > 30
+    assert len(capped.truth) == 30 and capped.truth == again.truth and capped.truth != other.truth
+    assert all(full.truth[u] == t for u, t in capped.truth.items())  # a sample of users, truths intact
+    assert capped.train.equals(full.train)  # training is never sampled
+    assert sample_users(full.truth, 0) is full.truth and sample_users(full.truth, 10_000) is full.truth
 
 
 def test_default_cutoff_comes_from_the_shared_splitter():

@@ -32,6 +32,7 @@ def evaluate_two_tower(
     test_fraction: float,
     min_eval_users: int,
     device: str,
+    max_eval_users: int | None = None,
     log: Callable[[str], None] = print,
 ) -> TwoTowerRun:
     """Train the two-tower model and every baseline on the user-level temporal split of the item level and
@@ -47,11 +48,14 @@ def evaluate_two_tower(
         res.message = "no interactions: nothing to train"
         return run
     try:
-        split = user_temporal_split(interactions, item_col="product_id", test_fraction=test_fraction)
+        split = user_temporal_split(
+            interactions, item_col="product_id", test_fraction=test_fraction, max_eval_users=max_eval_users
+        )
     except ValueError as exc:
         res.message = f"cannot split: {exc}"
         return run
     res.cutoff, res.n_train_interactions, res.n_eval_users = split.cutoff, len(split.train), len(split.truth)
+    res.n_eligible_users = split.eligible_users
     if len(split.truth) < min_eval_users:
         res.message = (
             f"only {len(split.truth)} users have history before {split.cutoff:%Y-%m-%d} and a new "

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ecom_pipeline.ml.recsys.data import InteractionData, build_data
-from ecom_pipeline.ml.recsys.evaluation import evaluate_model, top_k, user_temporal_split
+from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS, evaluate_model, top_k, user_temporal_split
 from ecom_pipeline.ml.recsys.models import BASELINES, GlobalPopularity, explain_many, make_model
 
 LEVELS = {"item": "product_id", "category": "category"}
@@ -31,6 +31,13 @@ class LevelResult:
     fit_seconds: dict = field(default_factory=dict)
     message: str = ""
     per_user: dict = field(default_factory=dict)  # model -> per-user NDCG@k (pd.Series), for the serving gate
+    n_eligible_users: int = 0  # before the evaluation sample (evaluation.MAX_EVAL_USERS)
+
+    def evaluated_users(self) -> str:
+        """'12,000 users' or '50,000 of 140,000 users (sampled)' for logs and metadata."""
+        if self.n_eligible_users > self.n_eval_users:
+            return f"{self.n_eval_users:,} of {self.n_eligible_users:,} users (sampled)"
+        return f"{self.n_eval_users:,} users"
 
     def winner(self, metric: str | None = None) -> str | None:
         metric = metric or f"ndcg@{self.k}"
@@ -49,6 +56,7 @@ def evaluate_level(
     user_regions: pd.Series | None,
     test_fraction: float = 0.2,
     min_eval_users: int = 5,
+    max_eval_users: int | None = MAX_EVAL_USERS,
     log=print,
     extra_fit_args: dict | None = None,
 ) -> LevelResult:
@@ -58,11 +66,16 @@ def evaluate_level(
         return LevelResult(level, k, None, 0, 0, 0, message="no interactions: nothing to evaluate")
     try:
         split = user_temporal_split(
-            interactions, item_col=col, test_fraction=test_fraction, exclude_seen=exclude_seen
+            interactions,
+            item_col=col,
+            test_fraction=test_fraction,
+            exclude_seen=exclude_seen,
+            max_eval_users=max_eval_users,
         )
     except ValueError as exc:
         return LevelResult(level, k, None, len(interactions), 0, 0, message=f"cannot split: {exc}")
     res = LevelResult(level, k, split.cutoff, len(split.train), len(split.truth), 0)
+    res.n_eligible_users = split.eligible_users
     if len(split.truth) < min_eval_users:
         res.message = (
             f"only {len(split.truth)} users have history before {split.cutoff:%Y-%m-%d} and a new "

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ecom_pipeline.ml.recsys.data import InteractionData, build_data
+from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS
 from ecom_pipeline.ml.recsys.models import ANYONE, GlobalPopularity
 
 PAD = 0  # sequence index 0 is padding: item j is stored as j + 1
@@ -559,7 +560,8 @@ class SequenceEvaluation:
     metrics: dict = field(default_factory=dict)  # model -> {metric: value} over returning customers
     per_user: dict = field(default_factory=dict)  # (segment, model) -> per-user NDCG@k Series
     fit_seconds: dict = field(default_factory=dict)
-    users: dict = field(default_factory=dict)  # segment -> evaluable customers
+    users: dict = field(default_factory=dict)  # segment -> evaluated customers
+    eligible: dict = field(default_factory=dict)  # segment -> evaluable customers before the sample
     message: str = ""
     fitted: dict = field(default_factory=dict)  # model -> fitted model (sasrec, for registration)
     data: InteractionData | None = None
@@ -576,7 +578,7 @@ def evaluate_sequence_models(
     exclude_seen: bool = False,
     test_fraction: float = 0.2,
     min_eval_users: int = 5,
-    eval_users: int | None = None,
+    eval_users: int | None = MAX_EVAL_USERS,
     seed: int = 0,
     log=print,
 ) -> SequenceEvaluation:
@@ -585,8 +587,9 @@ def evaluate_sequence_models(
     ``exclude_seen`` False keeps repeat purchases in the truth and the rankings (the shop's real next
     purchases); True is the discovery protocol of ``recommender_evaluation``.  ``fit_args``: per model,
     keyword arguments for ``fit`` (side inputs, device).  ``eval_users``: evaluate a random sample of that
-    many returning customers (the cost of scoring; training always uses everyone)."""
-    from ecom_pipeline.ml.recsys.evaluation import per_user_ndcg, top_k, user_temporal_split
+    many returning customers (the cost of scoring; training always uses everyone; ``res.eligible`` gives the
+    counts before sampling)."""
+    from ecom_pipeline.ml.recsys.evaluation import per_user_ndcg, sample_users, top_k, user_temporal_split
     from ecom_pipeline.ml.recsys.metrics import evaluate_rankings
 
     params, fit_args = params or {}, fit_args or {}
@@ -606,9 +609,8 @@ def evaluate_sequence_models(
         "returning": {u: t for u, t in split.truth.items() if str(u) in known and t},
         "new": {u: t for u, t in split.truth.items() if str(u) not in known and t},
     }
-    if eval_users and len(truth["returning"]) > eval_users:
-        keep = np.random.default_rng(seed).choice(sorted(truth["returning"]), eval_users, replace=False)
-        truth["returning"] = {u: truth["returning"][u] for u in keep}
+    res.eligible = {s: len(t) for s, t in truth.items()}
+    truth["returning"] = sample_users(truth["returning"], eval_users, seed)
     res.users = {s: len(t) for s, t in truth.items()}
     if res.users["returning"] < min_eval_users:
         res.message = (
