@@ -43,3 +43,25 @@ def test_embedding_replace_is_one_transaction(tmp_path):
     assert con.execute("SELECT list(product_id) FROM features.t").fetchall()[0][0] == ["d"]
     upsert_embeddings(con, "features.t", "product_id", new.iloc[:0], np.zeros((0, 4), np.float32), **kw)
     assert con.execute("SELECT count(*) FROM features.t").fetchall()[0][0] == 0
+
+
+def test_shared_strings_read_is_the_same_frame_with_one_object_per_distinct_string():
+    import pandas as pd
+
+    from ecom_pipeline.warehouse.tables import fetch_frame_shared_strings
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE i AS SELECT 'customer_' || (range % 50) AS customer_id, "
+        "CASE WHEN range % 7 = 0 THEN NULL ELSE 'p' || (range % 13) END AS product_id, "
+        "range::DOUBLE / 3 AS weight, TIMESTAMP '2024-01-01' + INTERVAL (range) MINUTE AS ts, "
+        "CASE WHEN range % 5 = 0 THEN NULL ELSE range END AS n, "
+        "CASE WHEN range % 3 = 0 THEN NULL ELSE range % 2 = 0 END AS flag, range::INTEGER AS small "
+        "FROM range(2000)"
+    )
+    sql = "SELECT * FROM i WHERE weight > ? ORDER BY ts"
+    expected = con.execute(sql, [1.0]).fetchdf()
+    shared = fetch_frame_shared_strings(con, sql, [1.0])
+    pd.testing.assert_frame_equal(shared, expected)
+    assert shared["customer_id"].map(id).nunique() == 50  # one object per distinct id
+    assert expected["customer_id"].map(id).nunique() > 50

@@ -298,6 +298,7 @@ def _metadata(
             {
                 "chosen_epochs": sas.chosen_epochs,
                 "stopped": sas.stopped_early or "no",
+                "refit": sas.refit,
                 "inputs_used": sas.inputs_used,
             }
             if sas

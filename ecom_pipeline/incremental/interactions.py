@@ -27,7 +27,7 @@ from ecom_pipeline.incremental.changes import (
 from ecom_pipeline.incremental.serving import MergeCounts
 from ecom_pipeline.loading import PARTITION_LOADS
 from ecom_pipeline.ml.recsys.interactions import STAGING_TABLES, interactions_query
-from ecom_pipeline.warehouse.tables import atomic, table_exists
+from ecom_pipeline.warehouse.tables import atomic, fetch_frame_shared_strings, table_exists
 
 TARGET = "features.interactions"
 CATEGORY_TARGET = "features.category_interactions"
@@ -131,15 +131,16 @@ def read_interactions(con: duckdb.DuckDBPyConnection, customers: list[str] | Non
     if not table_exists(con, TARGET):
         return pd.DataFrame(columns=INTERACTION_COLUMNS)
     if customers is None:
-        return con.execute(
-            f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} ORDER BY {ORDER}"
-        ).fetchdf()
+        return fetch_frame_shared_strings(
+            con, f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} ORDER BY {ORDER}"
+        )
     con.register("_read_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")}))
     try:
-        return con.execute(
+        return fetch_frame_shared_strings(
+            con,
             f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} WHERE customer_id IN "
-            f"(SELECT customer_id FROM _read_customers) ORDER BY {ORDER}"
-        ).fetchdf()
+            f"(SELECT customer_id FROM _read_customers) ORDER BY {ORDER}",
+        )
     finally:
         con.unregister("_read_customers")
 

@@ -81,6 +81,35 @@ def test_training_stops_at_the_time_cap(world):
     assert np.isfinite(m.score(np.arange(3))).all()  # an untrained model still scores (the gate judges it)
 
 
+def test_no_refit_when_the_time_cap_ended_validation_at_its_best_epoch(world, monkeypatch):
+    import itertools
+    from types import SimpleNamespace
+
+    from ecom_pipeline.ml.recsys import sequence as seq
+
+    _, inter = world
+    data = build_data(inter, "product_id")
+    trained_on, real_train = [], seq.SequenceRecommender._train
+
+    def counting(self, d, *args, **kwargs):
+        trained_on.append(d is data)  # False: the validation run's data (before its cutoff)
+        return real_train(self, d, *args, **kwargs)
+
+    monkeypatch.setattr(seq.SequenceRecommender, "_train", counting)
+    clock = itertools.count()  # a stand-in clock: every reading is one "second" later
+    monkeypatch.setattr(seq, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    capped = seq.SequenceRecommender(**{**SMALL, "max_seconds": 3.0}).fit(data)
+    # the cap ended the validation run in its first epoch, its best: no second, capped run on all data
+    assert capped.stopped_early.startswith("time cap") and len(capped.validation["curve"]) == 1
+    assert trained_on == [False] and capped.refit.startswith("skipped")
+    assert capped.data is data and len(capped.sequences) == data.n_users
+    assert np.isfinite(capped.score(np.arange(data.n_users))).all()
+    trained_on.clear()  # with time to spare, the chosen epochs are refit on all data
+    spare = seq.SequenceRecommender(**{**SMALL, "max_epochs": 2, "max_seconds": 1e9}).fit(data)
+    assert trained_on == [False, True]
+    assert spare.refit == f"on all data, {spare.chosen_epochs} epochs"
+
+
 def test_repeat_ranks_the_customers_own_purchases_most_bought_first():
     t = pd.Timestamp("2024-01-01")
     rows = [
