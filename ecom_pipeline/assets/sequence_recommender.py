@@ -51,6 +51,9 @@ class SequenceRecommenderConfig(dg.Config):
     patience: int = 3
     validation_fraction: float = 0.1  # of the training interactions' time, for early stopping
     max_seconds: float = 300.0  # per training phase (validation run, refit), as the two-tower's cap
+    # False: when the cap ended the validation run at its best epoch, keep that network instead of a second
+    # capped run on all data: half the fit time, measured significantly worse on the UK shop (docs/models.md)
+    refit_when_capped: bool = True
     two_tower_max_seconds: float = 300.0
     seed: int = 0
 
@@ -183,6 +186,7 @@ def _params(config: SequenceRecommenderConfig, batch_size: int) -> dict:
         "k": config.k,
         "seed": config.seed,
         "max_seconds": config.max_seconds,
+        "refit_when_capped": config.refit_when_capped,
     }
     return {"sasrec": sasrec, "two_tower": {"max_seconds": config.two_tower_max_seconds, "seed": config.seed}}
 

@@ -81,7 +81,7 @@ def test_training_stops_at_the_time_cap(world):
     assert np.isfinite(m.score(np.arange(3))).all()  # an untrained model still scores (the gate judges it)
 
 
-def test_no_refit_when_the_time_cap_ended_validation_at_its_best_epoch(world, monkeypatch):
+def test_refit_skipped_on_request_when_the_time_cap_ended_validation_at_its_best_epoch(world, monkeypatch):
     import itertools
     from types import SimpleNamespace
 
@@ -98,14 +98,20 @@ def test_no_refit_when_the_time_cap_ended_validation_at_its_best_epoch(world, mo
     monkeypatch.setattr(seq.SequenceRecommender, "_train", counting)
     clock = itertools.count()  # a stand-in clock: every reading is one "second" later
     monkeypatch.setattr(seq, "time", SimpleNamespace(perf_counter=lambda: float(next(clock))))
-    capped = seq.SequenceRecommender(**{**SMALL, "max_seconds": 3.0}).fit(data)
-    # the cap ended the validation run in its first epoch, its best: no second, capped run on all data
+    default = seq.SequenceRecommender(**{**SMALL, "max_seconds": 3.0}).fit(data)
+    # the cap ended the validation run in its first epoch, its best: by default the refit runs anyway
+    assert len(default.validation["curve"]) == 1 and trained_on == [False, True]
+    assert default.refit == "on all data, 1 epochs"
+    trained_on.clear()  # on request: no second, capped run on all data
+    capped = seq.SequenceRecommender(**{**SMALL, "max_seconds": 3.0, "refit_when_capped": False}).fit(data)
     assert capped.stopped_early.startswith("time cap") and len(capped.validation["curve"]) == 1
     assert trained_on == [False] and capped.refit.startswith("skipped")
     assert capped.data is data and len(capped.sequences) == data.n_users
     assert np.isfinite(capped.score(np.arange(data.n_users))).all()
     trained_on.clear()  # with time to spare, the chosen epochs are refit on all data
-    spare = seq.SequenceRecommender(**{**SMALL, "max_epochs": 2, "max_seconds": 1e9}).fit(data)
+    spare = seq.SequenceRecommender(
+        **{**SMALL, "max_epochs": 2, "max_seconds": 1e9, "refit_when_capped": False}
+    ).fit(data)
     assert trained_on == [False, True]
     assert spare.refit == f"on all data, {spare.chosen_epochs} epochs"
 
