@@ -47,10 +47,11 @@ def fetch_frame_shared_strings(con: duckdb.DuckDBPyConnection, sql: str, params=
     import pyarrow as pa
 
     table = con.execute(sql, params or []).to_arrow_table()
-    frame = table.to_pandas(deduplicate_objects=True)
-    for field in table.schema:  # with NULLs Arrow gives float64 / object; DuckDB nullable Int / boolean
-        if not table.column(field.name).null_count:
-            continue
+    with_nulls = [f for f in table.schema if table.column(f.name).null_count]
+    # self_destruct frees each Arrow column once converted: the peak is not the table plus the frame
+    frame = table.to_pandas(deduplicate_objects=True, split_blocks=True, self_destruct=True)
+    del table
+    for field in with_nulls:  # with NULLs Arrow gives float64 / object; DuckDB nullable Int / boolean
         if pa.types.is_integer(field.type):
             unsigned = "U" if pa.types.is_unsigned_integer(field.type) else ""
             frame[field.name] = frame[field.name].astype(f"{unsigned}Int{field.type.bit_width}")
