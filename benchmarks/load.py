@@ -824,9 +824,12 @@ def daily_path_case(
     memory_limit: str = "",
     features_only: bool = False,
     launched: bool = False,
+    keep_first_build: Path | None = None,
 ) -> dict:
     """Synthetic shop delivered through the inbox: the history (every day but the last, one delivery) and
     its first build, then the last day delivered and the daily jobs, each a real Dagster run.
+    ``keep_first_build``: copy the data root there between the two phases (outside any job's wall), for
+    ``--daily-again``.
     ``features_only``: only ``daily_ingest`` + ``daily_refresh`` in both phases (no training, no scoring):
     the ingest and features part of the daily path, when the whole graph does not fit the time at hand."""
     import duckdb
@@ -856,6 +859,13 @@ def daily_path_case(
     first_jobs, daily_jobs = (FEATURE_JOBS, FEATURE_JOBS) if features_only else (FIRST_BUILD_JOBS, DAILY_JOBS)
     first = run_jobs(first_jobs, "first")
     daily: list[dict] = []
+    kept_s = None
+    if _sum_runs(first)["complete"] and keep_first_build is not None:
+        t_keep = time.perf_counter()
+        if keep_first_build.exists():
+            shutil.rmtree(keep_first_build)
+        shutil.copytree(root, keep_first_build, symlinks=True)
+        kept_s = round(time.perf_counter() - t_keep, 1)
     if _sum_runs(first)["complete"]:
         delivered["day"] = deliver_to_inbox(root / "files", day, inbox, mapping, seen)
         daily = run_jobs(daily_jobs, "daily")
@@ -871,6 +881,7 @@ def daily_path_case(
         "day_rows_by_table": rows[day],
         "delivered_files": delivered,
         "generate_and_split_seconds": round(generate_s, 1),
+        "kept_first_build": {"path": str(keep_first_build), "copy_seconds": kept_s} if kept_s else None,
         "first_build": {"runs": first, **_sum_runs(first)},
         "daily": {"runs": daily, **_sum_runs(daily)} if daily else None,
         "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1036,11 +1047,18 @@ def daily_path_main(
     memory_limit: str,
     features_only: bool,
     launched: bool = False,
+    keep_first_build: Path | None = None,
 ) -> int:
     complete = True
     for orders in orders_list:
         case = daily_path_case(
-            orders, timeout, root / f"daily_path_{orders}", memory_limit, features_only, launched
+            orders,
+            timeout,
+            root / f"daily_path_{orders}",
+            memory_limit,
+            features_only,
+            launched,
+            keep_first_build / f"daily_path_{orders}" if keep_first_build else None,
         )
         complete = complete and case["complete"]
         _write_daily_results(out, _case_key(orders, features_only, launched), case)
@@ -1105,6 +1123,14 @@ def main(argv: list[str] | None = None) -> int:
         "a copy of its data root taken between its first build and its daily phase",
     )
     p.add_argument(
+        "--keep-first-build",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="with --daily: copy each case's data root to DIR/daily_path_<orders> between its first build "
+        "and its daily phase (for --daily-again)",
+    )
+    p.add_argument(
         "--snapshot-daily",
         action="store_true",
         help="after the full_pipeline run, full_refresh + scoring on a grown snapshot source (a snapshot "
@@ -1149,6 +1175,7 @@ def main(argv: list[str] | None = None) -> int:
             args.duckdb_memory_limit,
             args.features_only,
             args.launched,
+            args.keep_first_build,
         )
 
     out_json = RESULTS / f"{args.out}.json"
