@@ -4,8 +4,8 @@ revision and now, side by side on the same staging tables: seconds of each and w
 Staging is built with the project's own path (source → raw → staging) in a temporary DuckDB for the synthetic
 shop at ``--orders`` and the real UK shop (38 countries: region ids carry their country).  The base
 revision's ``ml/spatial/geo.py`` is loaded from git (``--base``, default: the commit before the change that
-computes order statistics once and region ids once per place).  Each computation runs ``--repeat`` times
-alternately; the best time counts.  Writes benchmarks/results/spatial_features.{json,md} with the commit and
+computes order statistics once for the three levels).  Each computation runs ``--repeat`` times;
+the best time counts.  Writes benchmarks/results/spatial_features.{json,md} with the commit and
 the load average.
 
     python benchmarks/spatial_features.py [--orders 100000] [--base 0ca7b64]
@@ -185,7 +185,7 @@ def main() -> None:
         "",
         f"commit {res['commit']} vs base {res['base']}, {res['date']}, 2 cores, load "
         f"{res['load_average_at_start'][0]:.2f} at start / {res['load_average_at_end'][0]:.2f} at end; best "
-        f"of {args.repeat} alternating runs; staging built by the project's own path, customers and sellers "
+        f"of {args.repeat} runs each; staging built by the project's own path, customers and sellers "
         "located once (outside the timings).",
         "",
         "| shop | orders | order lines | computation | base s | now s | now / base | output rows "

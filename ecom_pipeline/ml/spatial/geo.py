@@ -233,25 +233,11 @@ def _side(geo: pd.DataFrame, prefix: str) -> pd.DataFrame:
     return geo[list(cols)].rename(columns=cols)
 
 
-def _region_ids_by_place(side: pd.DataFrame, level: str, qualify: bool) -> pd.Series:
-    """:func:`region_id` of every order line's seller or customer, computed once per distinct place (the
-    lines of 1M orders repeat a few thousand places) and mapped back onto the lines."""
-    cols = [c for c in ("country", "state", "zip3", "zip_prefix", "level") if c in side.columns]
-    if not cols:
-        return region_id(side, level, qualify)
-    places = side[cols].drop_duplicates().reset_index(drop=True)
-    places["_region_id"] = region_id(places, level, qualify).array
-    # left merge: keeps the lines' order; null keys match null keys, as in the places table
-    ids = side[cols].merge(places, on=cols, how="left")["_region_id"]
-    return pd.Series(ids.array, index=side.index)
-
-
 def flows(geo: pd.DataFrame, level: str, qualify: bool = False) -> pd.DataFrame:
     """Seller-region → customer-region edges: orders, items, revenue, mean and median distance (km)."""
-    g = geo[["order_id", "price", "freight", "distance_km"]].assign(
-        src=_region_ids_by_place(_side(geo, "s_"), level, qualify),
-        dst=_region_ids_by_place(_side(geo, "c_"), level, qualify),
-    )
+    g = geo.copy()
+    g["src"] = region_id(_side(g, "s_"), level, qualify)
+    g["dst"] = region_id(_side(g, "c_"), level, qualify)
     g = g.dropna(subset=["src", "dst"])
     g["revenue"] = g["price"].astype(float) + g["freight"].astype(float).fillna(0)
     out = (
