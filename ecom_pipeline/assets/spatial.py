@@ -124,17 +124,15 @@ def regions(
     source: SourceResource,
     paths: PathsResource,
 ) -> pd.DataFrame:
-    from ecom_pipeline.ml.spatial.geo import LEVELS, REGION_COLUMNS, region_table
+    from ecom_pipeline.ml.spatial.geo import LEVELS, REGION_COLUMNS, order_stats, region_table
 
     f, countries, qualify = located_frames(warehouse, source)
     if f["customers"].empty and f["regions"].empty:
         context.log.warning("no customers and no regions in staging: regions is empty")
         context.add_output_metadata({"dagster/row_count": 0, "message": "no customers/regions"})
         return pd.DataFrame(columns=REGION_COLUMNS)
-    parts = [
-        region_table(lv, f["regions"], f["customers"], f["sellers"], f["orders"], f["order_items"], qualify)
-        for lv in LEVELS
-    ]
+    orders = order_stats(f["orders"], f["order_items"])
+    parts = [region_table(lv, f["regions"], f["customers"], f["sellers"], orders, qualify) for lv in LEVELS]
     parts = [p for p in parts if len(p)]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REGION_COLUMNS)
     meta = location_metadata(f, countries)

@@ -142,3 +142,69 @@ def test_spatial_assets(tmp_path):
     retrained, again = embed("full")
     assert retrained["refresh"] == "recomputed" and "dagster/row_count" in retrained
     assert again == before  # seeded training on the same graph: the kept table is what a retrain gives
+
+
+def test_region_order_statistics_and_flow_region_ids():
+    """order_stats once for every level: revenue over an order's lines (0 without lines), lateness only for
+    delivered orders (a missing promise is not late), a float late rate even where nothing was delivered;
+    flow edges carry the region ids region_id gives each seller and customer."""
+    from ecom_pipeline.ml.spatial.geo import flows, order_stats, region_id, region_table
+
+    t = pd.Timestamp("2024-03-01")
+    orders = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3", "o4"],
+            "customer_id": ["c1", "c1", "c2", "c3"],
+            "purchased_at": [t] * 4,
+            "delivered_at": [
+                t + pd.Timedelta(days=2),
+                t + pd.Timedelta(days=9),
+                None,
+                t + pd.Timedelta(days=4),
+            ],
+            "estimated_delivery_at": [t + pd.Timedelta(days=5), t + pd.Timedelta(days=5), t, None],
+        }
+    )
+    items = pd.DataFrame(
+        {"order_id": ["o1", "o1", "o2"], "price": [10.0, 5.0, 7.0], "freight": [1.0, None, 2.0]}
+    )
+    stats = order_stats(orders, items).set_index("order_id")
+    assert stats["revenue"].to_dict() == {"o1": 16.0, "o2": 9.0, "o3": 0.0, "o4": 0.0}
+    assert stats["is_late"].tolist()[:2] == [0.0, 1.0] and pd.isna(stats.loc["o3", "is_late"])
+    assert stats.loc["o4", "is_late"] == 0.0  # delivered, no promise: not late
+    place = {"lat": -23.5, "lng": -46.6, "country": "BR", "level": "zip3", "resolution_source": "data"}
+    customers = pd.DataFrame(
+        [
+            {"customer_id": "c1", "state": "SP", "zip3": "010", **place},
+            {"customer_id": "c2", "state": "RJ", "zip3": "200", **place},
+            {"customer_id": "c3", "state": "RJ", "zip3": "201", **place},
+        ]
+    )
+    sellers = pd.DataFrame([{"seller_id": "s1", "state": "SP", "zip3": "011", **place}])
+    table = region_table("state", pd.DataFrame(), customers, sellers, stats.reset_index()).set_index(
+        "region_id"
+    )
+    assert table.loc["state:SP", ["orders", "revenue", "late_rate"]].tolist() == [2, 25.0, 0.5]
+    assert table.loc["state:RJ", "orders"] == 2 and table.loc["state:RJ", "late_rate"] == 0.0
+    nothing_delivered = stats.assign(is_late=float("nan"), delivery_days=float("nan")).reset_index()
+    quiet = region_table("state", pd.DataFrame(), customers, sellers, nothing_delivered)
+    assert quiet["late_rate"].dtype == float and quiet["late_rate"].isna().all()
+    geo = pd.DataFrame(
+        {
+            "order_id": ["o1", "o2", "o3"],
+            "price": [1.0, 2.0, 3.0],
+            "freight": [0.0, 0.0, None],
+            "distance_km": [5.0, 7.0, 9.0],
+            **{f"s_{k}": [v] * 3 for k, v in place.items() if k != "resolution_source"},
+            "s_state": ["SP"] * 3,
+            "s_zip3": ["011"] * 3,
+            "c_state": ["SP", "RJ", None],
+            "c_zip3": ["010", "200", None],
+            "c_country": ["BR", "BR", "BR"],
+            "c_level": ["zip3", "zip3", "country"],
+        }
+    )
+    edges = flows(geo, "state")
+    expected = region_id(pd.DataFrame({"state": ["RJ", "SP"], "country": "BR", "level": "zip3"}), "state")
+    assert sorted(edges["dst"]) == sorted(expected) and set(edges["src"]) == {"state:SP"}
+    assert edges.set_index("dst").loc["state:SP", "revenue"] == 1.0  # o3's customer never reaches a state

@@ -83,19 +83,39 @@ def delivered_orders(orders: pd.DataFrame) -> pd.DataFrame:
     return o
 
 
+_ORDER_TIMES = ("purchased_at", "delivered_at", "estimated_delivery_at")
+
+
+def order_stats(orders: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """Per order: ``order_id``, ``customer_id``, ``revenue`` (its lines' price + freight, 0 without lines),
+    ``delivery_days`` and ``is_late`` (1.0 / 0.0, NaN when not delivered): what :func:`region_table`
+    aggregates, computed once for every level (at 1M orders each level recomputed it from the whole
+    orders and items tables)."""
+    o = delivered_orders(orders[["order_id", "customer_id", *_ORDER_TIMES]])
+    rev = (
+        items.assign(revenue=items["price"].astype(float) + items["freight"].astype(float).fillna(0))
+        .groupby("order_id")["revenue"]
+        .sum()
+        if len(items)
+        else pd.Series(dtype=float)
+    )
+    o["revenue"] = o["order_id"].map(rev).fillna(0.0)
+    o["is_late"] = o["is_late"].astype(float)
+    return o[["order_id", "customer_id", "revenue", "delivery_days", "is_late"]]
+
+
 def region_table(
     level: str,
     regions: pd.DataFrame,
     customers: pd.DataFrame,
     sellers: pd.DataFrame,
     orders: pd.DataFrame,
-    items: pd.DataFrame,
     qualify: bool = False,
 ) -> pd.DataFrame:
     """One row per region of ``level``: centroid (staging.regions where present, else the mean location of
     its located customers and sellers), customers, sellers, orders, revenue, mean delivery days, late rate,
     ``country`` and ``resolution_source`` (how most of its points were placed).  ``customers``/``sellers``
-    come from :func:`locate`."""
+    come from :func:`locate`, ``orders`` from :func:`order_stats`."""
     cust = customers.assign(region_id=region_id(customers, level, qualify)).dropna(subset=["region_id"])
     sell = sellers.assign(region_id=region_id(sellers, level, qualify)).dropna(subset=["region_id"])
     cols = ["region_id", "lat", "lng", "state", "country", "resolution_source"]
@@ -131,20 +151,12 @@ def region_table(
     cent["name"] = cent["name"].fillna(pd.Series(cent.index.str.split(":").str[1], index=cent.index))
     out = cent.reset_index().rename(columns={"index": "region_id"})
     out["level"] = level
-    o = delivered_orders(orders).merge(cust[["customer_id", "region_id"]], on="customer_id", how="inner")
-    rev = (
-        items.assign(revenue=items["price"].astype(float) + items["freight"].astype(float).fillna(0))
-        .groupby("order_id")["revenue"]
-        .sum()
-        if len(items)
-        else pd.Series(dtype=float)
-    )
-    o["revenue"] = o["order_id"].map(rev).fillna(0.0)
+    o = orders.merge(cust[["customer_id", "region_id"]], on="customer_id", how="inner")
     stats = o.groupby("region_id").agg(
         orders=("order_id", "nunique"),
         revenue=("revenue", "sum"),
         mean_delivery_days=("delivery_days", "mean"),
-        late_rate=("is_late", lambda s: s.dropna().astype(float).mean()),
+        late_rate=("is_late", "mean"),  # NaN (not delivered) skipped
     )
     stats = stats.reindex(out["region_id"]).reset_index()
     stats["customers"] = (
