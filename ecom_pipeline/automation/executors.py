@@ -79,6 +79,19 @@ def short_steps_executor(kind: str | None = None):
     return dg.in_process_executor if kind == "in_process" else None
 
 
+def one_pool_executor(kind: str | None = None, executor: str | None = None):
+    """Executor of a job whose steps are all in the one-slot ``duckdb`` pool (``scoring``): one step process
+    at a time, or None (the location's) outside the local multiprocess mode.  With two at a time the second
+    step only waits for the slot, re-claiming with Dagster's back-off (1 s, x1.1 per try, up to 15 s), so
+    after a long step it started up to 15 s after the slot was free: 49 s of idle gaps in the 178 s daily
+    ``scoring`` run at 1M orders (benchmarks/results/load_daily.md).  One at a time, the next step claims
+    the slot when it is free; the order and the work are the same.  ``ECOM_LONG_JOBS_EXECUTOR=in_process``
+    keeps its meaning (the caller gives it precedence)."""
+    if executor_kind(executor) != "multiprocess":
+        return None
+    return multiprocess_executor(max_concurrent=1)
+
+
 LONG_JOBS_EXECUTORS = ("location", "in_process")
 
 

@@ -49,6 +49,7 @@ from ecom_pipeline.asset_layout import STAGE_LAYERS
 from ecom_pipeline.automation.executors import (
     executor_from_env,
     long_steps_executor,
+    one_pool_executor,
     short_steps_executor,
     writer_tag,
 )
@@ -76,6 +77,8 @@ EXECUTOR = executor_from_env()
 SHORT_STEPS_EXECUTOR = short_steps_executor()
 # the other jobs: the location's executor unless ECOM_LONG_JOBS_EXECUTOR=in_process (local mode only)
 LONG_STEPS_EXECUTOR = long_steps_executor() or EXECUTOR
+# scoring: every step in the `duckdb` pool, so one step process at a time (see executors.one_pool_executor)
+ONE_POOL_EXECUTOR = long_steps_executor() or one_pool_executor() or EXECUTOR
 
 
 def _layers(stage: str) -> dg.AssetSelection:
@@ -170,7 +173,7 @@ training_job = dg.define_asset_job(
 )
 
 scoring_job = dg.define_asset_job(
-    executor_def=LONG_STEPS_EXECUTOR,
+    executor_def=ONE_POOL_EXECUTOR,
     name="scoring",
     op_retry_policy=MODEL_RETRY_POLICY,
     selection=SCORING_SELECTION,

@@ -170,3 +170,20 @@ def test_long_jobs_use_the_locations_executor_unless_in_process_is_asked_for_loc
         long_steps_executor("in_process", executor="celery")
     with pytest.raises(ValueError, match="ECOM_LONG_JOBS_EXECUTOR"):
         long_steps_executor("threads")
+
+
+def test_scoring_runs_one_step_process_at_a_time_because_all_its_steps_share_one_pool():
+    """All of scoring's steps are in the one-slot ``duckdb`` pool, so it runs one step process at a time (a
+    second one would only wait for the slot with Dagster's growing claim back-off). A step in another pool
+    joining scoring would lose its overlap: this test says so, to revisit the choice then."""
+    from ecom_pipeline.automation.executors import one_pool_executor
+    from ecom_pipeline.definitions import defs
+    from ecom_pipeline.routing import WAREHOUSE_POOL
+
+    job = defs.resolve_job_def("scoring")
+    pools = {node.name: node.definition.pool for node in job.graph.node_dict.values()}
+    assert set(pools.values()) == {WAREHOUSE_POOL}, pools
+    config = job.executor_def.config_schema.resolve_config({}).value["config"]
+    assert job.executor_def.name == "multiprocess" and config["max_concurrent"] == 1
+    assert config["start_method"] == {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}}
+    assert one_pool_executor(executor="celery") is None  # celery / k8s: the location's executor
