@@ -100,8 +100,9 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         "check SQL built from canonical table/column names through quote_ident()",
     ),
     "warehouse/tables.py": (
-        {"marks", "qualified", "schema", "sel", "struct"},
-        "schema.table and column names passed by asset code as constants (never from data)",
+        {"marks", "qualified", "schema", "sel", "struct", "sql"},
+        "schema.table and column names passed by asset code as constants (never from data); `sql`: "
+        "fetch_frame_shared_strings forwards its caller's statement unchanged (checked in the caller)",
     ),
     "resources/io_manager.py": ({"qualified"}, "schema.table from the asset key (code), not from data"),
     "resources/warehouse.py": ({"schema"}, "the fixed LAYER_SCHEMAS tuple"),
