@@ -38,6 +38,26 @@ MAPPING = REPO / "docs" / "examples" / "online_retail_uk.yaml"
 MIN_EVAL_USERS = 1000  # the issue's bar for a claim
 
 
+def require_uk_shop() -> None:
+    if not (DATA_DIR / "online_retail_2010_2011.parquet").is_file():
+        raise SystemExit(f"UK shop not found at {DATA_DIR}")
+
+
+def commit_of_checkout() -> str:
+    """The short commit, with ``+dirty`` when tracked files differ from it."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    ).stdout.strip()
+    return commit + ("+dirty" if dirty else "")
+
+
 def uk_interactions() -> tuple[pd.DataFrame, pd.Series, dict]:
     """Raw → staging in a temporary DuckDB, then the interactions query (the assets' own code)."""
     import duckdb
@@ -237,21 +257,10 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=120.0)
     ap.add_argument("--eval-users", type=int, default=None)
     args = ap.parse_args()
-    if not (DATA_DIR / "online_retail_2010_2011.parquet").is_file():
-        raise SystemExit(f"UK shop not found at {DATA_DIR}")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=False
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    ).stdout.strip()
+    require_uk_shop()
     res = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": commit + ("+dirty" if dirty else ""),
+        "commit": commit_of_checkout(),
         "load_average_at_start": os.getloadavg(),
         "max_seconds": args.max_seconds,
         "protocols": [],

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sequence_recommender import DATA_DIR, REPO, RESULTS, uk_interactions  # noqa: E402
+from sequence_recommender import RESULTS, commit_of_checkout, require_uk_shop, uk_interactions  # noqa: E402
 
 
 def run(inter, regions, max_seconds: float, force_refit: bool) -> dict:
@@ -92,14 +91,10 @@ def main() -> None:
     # small enough that the cap ends the validation run at its best epoch on this shop (as 300 s does at 1M)
     ap.add_argument("--max-seconds", type=float, default=4.0)
     args = ap.parse_args()
-    if not (DATA_DIR / "online_retail_2010_2011.parquet").is_file():
-        raise SystemExit(f"UK shop not found at {DATA_DIR}")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=False
-    ).stdout.strip()
+    require_uk_shop()
     res = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": commit,
+        "commit": commit_of_checkout(),
         "load_average_at_start": os.getloadavg(),
         "max_seconds": args.max_seconds,
     }
