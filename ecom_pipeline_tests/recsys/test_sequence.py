@@ -101,7 +101,7 @@ def test_refit_skipped_on_request_when_the_time_cap_ended_validation_at_its_best
     default = seq.SequenceRecommender(**{**SMALL, "max_seconds": 3.0}).fit(data)
     # the cap ended the validation run in its first epoch, its best: by default the refit runs anyway
     assert len(default.validation["curve"]) == 1 and trained_on == [False, True]
-    assert default.refit == "on all data, 1 epochs"
+    assert default.refit == "on all data, 1 epoch(s)"
     trained_on.clear()  # on request: no second, capped run on all data
     capped = seq.SequenceRecommender(**{**SMALL, "max_seconds": 3.0, "refit_when_capped": False}).fit(data)
     assert capped.stopped_early.startswith("time cap") and len(capped.validation["curve"]) == 1
@@ -113,7 +113,7 @@ def test_refit_skipped_on_request_when_the_time_cap_ended_validation_at_its_best
         **{**SMALL, "max_epochs": 2, "max_seconds": 1e9, "refit_when_capped": False}
     ).fit(data)
     assert trained_on == [False, True]
-    assert spare.refit == f"on all data, {spare.chosen_epochs} epochs"
+    assert spare.refit == f"on all data, {spare.chosen_epochs} epoch(s)"
 
 
 def test_repeat_ranks_the_customers_own_purchases_most_bought_first():

@@ -317,7 +317,7 @@ class SequenceRecommender:
         ``refit_when_capped=False``: when the time cap ended the validation run at its best epoch, keep
         that network (scoring with every customer's full history) instead of a refit that would stop at the
         same cap: half the fit time, but it never trains on the newest tenth of the data; measured on the
-        UK shop at 0.49x the fit time and NDCG@10 -0.006 [-0.010, -0.002], so the refit stays the default
+        UK shop at 0.48x the fit time and NDCG@10 -0.0066 [-0.0105, -0.0024], so the refit stays the default
         (benchmarks/results/sequence_refit.md)."""
         from ecom_pipeline.ml.threads import cpu_threads as threads
 
@@ -333,7 +333,7 @@ class SequenceRecommender:
                 )
                 self._use_histories_of(data)
             else:
-                self.refit = f"on all data, {epochs} epochs"
+                self.refit = f"on all data, {epochs} epoch(s)"
                 self._train(data, product_embeddings, epochs, device, log, validation=None)
             if log:
                 log(f"sasrec: refit {self.refit}")
