@@ -8,7 +8,7 @@ says when it does not.
 import dagster as dg
 import pandas as pd
 
-from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS
+from ecom_pipeline.ml.recsys.metrics import MAX_EVAL_USERS
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
 from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL

@@ -22,10 +22,8 @@ import numpy as np
 import pandas as pd
 
 from ecom_pipeline.ml.recsys.data import InteractionData, build_data
-from ecom_pipeline.ml.recsys.metrics import evaluate_rankings
+from ecom_pipeline.ml.recsys.metrics import MAX_EVAL_USERS, evaluate_rankings
 from ecom_pipeline.ml.splits import temporal_split
-
-MAX_EVAL_USERS = 50_000
 
 
 @dataclass

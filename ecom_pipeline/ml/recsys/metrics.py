@@ -17,6 +17,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+# at most this many users are scored per model in an evaluation (ml/recsys/evaluation.py explains why); here,
+# in a module of numpy only, so the asset modules can use it as a config default without importing scipy
+MAX_EVAL_USERS = 50_000
+
 
 def recall_at_k(recs: Sequence, truth: set, k: int) -> float:
     if not truth:
