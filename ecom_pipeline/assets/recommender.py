@@ -437,6 +437,9 @@ class ServeRecommendationsConfig(RecommenderConfig):
     # served model or version changed, staging rebuilt in full, or the last full one is full_refresh_days old)
     refresh: str = "auto"
     full_refresh_days: float = 7.0
+    # a level served by a popularity model on incremental runs: "active" rescores only customers with new
+    # activity (kept lists can lag today's counts until the weekly refresh), "everyone" rescores all daily
+    global_counts_refresh: str = "active"
 
 
 def _served_models(config: RecommenderConfig, evaluation: pd.DataFrame):
@@ -461,6 +464,12 @@ def _served_models(config: RecommenderConfig, evaluation: pd.DataFrame):
     return choices
 
 
+def _global_counts_everyone(setting: str) -> bool:
+    if setting not in ("active", "everyone"):
+        raise ValueError(f"global_counts_refresh must be 'active' or 'everyone', not {setting!r}")
+    return setting == "everyone"
+
+
 @dg.asset(
     key_prefix=["serving"],
     group_name=GROUP,
@@ -470,8 +479,9 @@ def _served_models(config: RecommenderConfig, evaluation: pd.DataFrame):
     deps=[INTERACTIONS, dg.AssetKey(["models", "recommender_evaluation"])],
     description="User → top-K items (and top categories) with score, model, model version and a short "
     "explanation from the user's real history or region. Served by the evaluation winner per level, "
-    "refit on all interactions. Daily runs rescore only customers with new activity (merged by customer); "
-    "a full refresh weekly, when the served model or version changes, or with refresh=full.",
+    "refit on all interactions. Daily runs rescore only customers with new activity (merged by customer; "
+    "popularity levels too unless global_counts_refresh=everyone); a full refresh weekly, when the served "
+    "model or version changes, or with refresh=full.",
 )
 def recommendations(
     context: dg.AssetExecutionContext, config: ServeRecommendationsConfig, warehouse: WarehouseResource
@@ -492,6 +502,7 @@ def recommendations(
             item_names=names,
             mode=config.refresh,
             full_refresh_days=config.full_refresh_days,
+            global_counts_everyone=_global_counts_everyone(config.global_counts_refresh),
         )
         rows, users = con.execute(
             "SELECT count(*), count(DISTINCT customer_id) FROM serving.recommendations"

@@ -20,8 +20,13 @@ ones; the rows of everyone else are kept.  Per level, what the scores come from:
 * a kept customer's list came from an earlier fit: for ALS and item-kNN a new day moves the factors and
   similarities a little, so some kept lists would differ if recomputed; the weekly full refresh (and a full
   refresh whenever the served model or its version changes) bounds how old they get;
-* a level served by a popularity baseline scores every user from global counts, so one day can change every
-  list: such a level is recomputed for all users (as cheap as the incremental path would be) and says so.
+* **popularity baselines** (global or regional counts) follow the same rule by default: the counts are
+  recomputed from all interactions, then only the customers with new activity are scored.  One day moves
+  the counts of a long history very little, but it can swap neighbouring ranks in kept lists until the weekly
+  full refresh (``benchmarks/incremental.py`` counts the kept customers whose list a full refresh changes).
+  Scoring everyone from global counts every day rewrote every customer's rows: at 1M orders 9M rows, 51 s of
+  the 126 s daily scoring (``benchmarks/results/load_daily.md``).  ``global_counts_everyone=True`` (asset
+  config ``global_counts_refresh: everyone``) keeps that behaviour for shops that want today's ranks for all.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ COLUMNS = [
     "model_version",
     "explanation",
 ]
-# scores from global counts alone: one day can reorder every user's list
+# scores from global counts alone: one day can reorder any user's list (rescored for everyone daily only with
+# global_counts_everyone)
 GLOBAL_COUNT_MODELS = frozenset({"popularity", "recent_popularity", "regional_popularity"})
 # one list for everyone at a level without per-user exclusion (not the item level, which drops what a user
 # bought): scored once and repeated per user instead of once per user (same rows, ~1/users of the work)
@@ -171,9 +177,11 @@ def refresh_recommendations(
     full_refresh_days: float = FULL_REFRESH_DAYS,
     now: datetime | None = None,
     refit_growth: float = REFIT_GROWTH,
+    global_counts_everyone: bool = False,
 ) -> RecommendationsRefresh:
     """Plan, score (everyone, or the customers with new activity) and write serving.recommendations with
-    its refresh state in one transaction."""
+    its refresh state in one transaction.  ``global_counts_everyone``: a level served by a popularity model is
+    rescored for every customer on incremental runs too (its ranks move with everyone's activity)."""
     # the interactions are the input: cover the staging changes they cover, and rebuild in full when they
     # were (new weights, a changed product: every customer's rows may differ)
     inputs = read_state(con, INTERACTIONS) or {}
@@ -191,7 +199,7 @@ def refresh_recommendations(
     with_history = set(pd.unique(interactions["customer_id"].astype(str))) if len(interactions) else set()
     frames, parts, scope = [], [], {}
     for c in choices:
-        whole = plan.full or c.model in GLOBAL_COUNT_MODELS
+        whole = plan.full or (global_counts_everyone and c.model in GLOBAL_COUNT_MODELS)
         users = None if whole else [u for u in plan.customers if u in with_history]
         scope[c.level] = (
             "all users" + ("" if plan.full else f" ({c.model} scores from global counts)")

@@ -158,16 +158,19 @@ def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_pat
         con, inter, _choices(item_model), user_regions=None, item_names={}, refit_growth=0.0
     )
     assert not res.plan.full and _late_corrected_customer(con, world) in res.plan.customers
-    assert res.scope["category"].startswith("all users")  # popularity: global counts, every list recomputed
+    # the popularity-served category level is rescored for the same customers, not for everyone
+    assert res.scope["category"].endswith(
+        "customers with new activity; one list scored once, the same for everyone"
+    )
     daily = _recs(con)
     recomputed = set(res.plan.customers)
-    item_before, item_daily = (f[f["level"] == "item"] for f in (before, daily))
-    # customers without new activity keep their item lists exactly
-    kept = ~item_daily["customer_id"].isin(recomputed)
+    # customers without new activity keep their lists exactly, at both levels
+    kept = ~daily["customer_id"].isin(recomputed)
     pd.testing.assert_frame_equal(
-        item_daily[kept].reset_index(drop=True),
-        item_before[~item_before["customer_id"].isin(recomputed)].reset_index(drop=True),
+        daily[kept].reset_index(drop=True),
+        before[~before["customer_id"].isin(recomputed)].reset_index(drop=True),
     )
+    item_daily = daily[daily["level"] == "item"]
     assert res.counts.untouched == int(kept.sum())
     assert res.counts.new + res.counts.changed == len(res.rows)
 
@@ -177,10 +180,9 @@ def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_pat
     assert full.plan.full
     rebuilt = _recs(con)
     # the rows an incremental run recomputes are the rows a full rebuild gives them ...
-    fresh = rebuilt["customer_id"].isin(recomputed) | (rebuilt["level"] == "category")
     pd.testing.assert_frame_equal(
-        daily[daily["customer_id"].isin(recomputed) | (daily["level"] == "category")].reset_index(drop=True),
-        rebuilt[fresh].reset_index(drop=True),
+        daily[daily["customer_id"].isin(recomputed)].reset_index(drop=True),
+        rebuilt[rebuilt["customer_id"].isin(recomputed)].reset_index(drop=True),
     )
     # ... and the only differences are kept lists of customers without activity (a refit moved the model)
     stale = set(daily.loc[kept.reindex(daily.index, fill_value=False)]["customer_id"]) - recomputed
@@ -199,6 +201,34 @@ def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_pat
         con, read_interactions(con), _choices(item_model), user_regions=None, item_names={}
     )
     assert after.plan.full and "interactions_full=" in after.plan.reason
+
+
+def test_global_counts_everyone_rescores_every_popularity_list_daily(world, tmp_path):
+    """With global_counts_everyone a popularity-served level follows today's counts for every customer (what
+    a full rebuild gives); the other level still rescores only the customers with new activity."""
+    from ecom_pipeline.assets.recommender import _global_counts_everyone
+
+    con = _copy(world, tmp_path)
+    refresh_interactions(con, DEFAULT_WEIGHTS)
+    refresh_recommendations(
+        con, read_interactions(con), _choices("item_knn"), user_regions=None, item_names={}
+    )
+    stage_partition(con, world[1], DAY, world[2])
+    refresh_interactions(con, DEFAULT_WEIGHTS)
+    inter = read_interactions(con)
+    res = refresh_recommendations(
+        con, inter, _choices("item_knn"), user_regions=None, item_names={}, global_counts_everyone=True
+    )
+    assert not res.plan.full and res.scope["category"].startswith("all users (popularity scores from global")
+    assert res.scope["item"].endswith("customers with new activity")
+    daily = _recs(con)
+    refresh_recommendations(con, inter, _choices("item_knn"), user_regions=None, item_names={}, mode="full")
+    rebuilt = _recs(con)
+    category = [f[f["level"] == "category"].reset_index(drop=True) for f in (daily, rebuilt)]
+    pd.testing.assert_frame_equal(*category)
+    assert _global_counts_everyone("active") is False and _global_counts_everyone("everyone") is True
+    with pytest.raises(ValueError, match="global_counts_refresh"):
+        _global_counts_everyone("all")
 
 
 def test_als_daily_run_folds_the_changed_customers_into_the_weekly_fit(world, tmp_path):
