@@ -17,6 +17,7 @@ per product, overall and per customer state, for customers without a history) an
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -71,6 +72,10 @@ def _tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     return sorted(f"{s}.{t}" for s, t in rows)
 
 
+def _sql_text(value: str) -> str:
+    return value.replace("'", "''")
+
+
 def _quoted(qualified: str) -> str:
     schema, table = qualified.split(".", 1)
     return f'"{schema}"."{table}"'
@@ -80,8 +85,9 @@ def publish_snapshot(warehouse: duckdb.DuckDBPyConnection | str | Path, target: 
     """Copy the reader tables of ``warehouse`` into a new file and atomically replace ``target`` with it.
 
     ``warehouse``: an open connection (the caller's, read-only or not) or a path (opened read-only, waiting
-    for a writer's lock like every other warehouse open).  Tables stream through Arrow, so the copy needs no
-    second open of the warehouse file in this process.
+    for a writer's lock like every other warehouse open).  The new file is attached to that connection and
+    the tables are copied by DuckDB itself (in parallel, instead of streaming every row through Arrow into a
+    second connection; no second open of the warehouse file in this process), then detached before the swap.
     """
     from ecom_pipeline.resources.warehouse import connect_with_retry
 
@@ -91,40 +97,44 @@ def publish_snapshot(warehouse: duckdb.DuckDBPyConnection | str | Path, target: 
     own = isinstance(warehouse, (str, Path))  # else an open connection (a DuckLake one too)
     src = connect_with_retry(warehouse, read_only=True) if own else warehouse
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{int(time.time() * 1000)}.tmp")
+    alias = f"_ecom_snapshot_{os.getpid()}"  # never a name the caller's connection already uses
     result = SnapshotResult(target)
+    attached = False
     try:
         existing = _tables(src)
         wanted = [t for t in existing if t.split(".", 1)[0] in FULL_SCHEMAS or t in EXTRA_TABLES]
-        dst = duckdb.connect(str(tmp))
-        try:
-            for schema in {t.split(".", 1)[0] for t in [*wanted, *DERIVED, INFO_TABLE]}:
-                dst.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            copies = [(t, f"SELECT * FROM {_quoted(t)}") for t in wanted]
-            copies += [(t, sql) for t, (needs, sql) in DERIVED.items() if all(n in existing for n in needs)]
-            for table, sql in copies:
-                reader = src.sql(sql).to_arrow_reader(100_000)
-                dst.register("_batch", reader)
-                dst.execute(f"CREATE TABLE {_quoted(table)} AS SELECT * FROM _batch")
-                dst.unregister("_batch")
-                result.tables[table] = dst.execute(f"SELECT count(*) FROM {_quoted(table)}").fetchall()[0][0]
-            result.published_at = datetime.now(UTC).replace(tzinfo=None)
-            dst.execute(
-                f"CREATE TABLE {INFO_TABLE} (published_at TIMESTAMP, source VARCHAR, tables INTEGER, "
-                "pid INTEGER)"
-            )
-            source = str(warehouse) if own else "connection"
-            dst.execute(
-                f"INSERT INTO {INFO_TABLE} VALUES (?, ?, ?, ?)",
-                [result.published_at, source, len(result.tables), os.getpid()],
-            )
-            dst.execute("CHECKPOINT")
-        finally:
-            dst.close()
+        src.execute(f"ATTACH '{_sql_text(str(tmp))}' AS {alias} (READ_WRITE)")
+        attached = True
+        for schema in {t.split(".", 1)[0] for t in [*wanted, *DERIVED, INFO_TABLE]}:
+            src.execute(f'CREATE SCHEMA IF NOT EXISTS {alias}."{schema}"')
+        copies = [(t, f"SELECT * FROM {_quoted(t)}") for t in wanted]
+        copies += [(t, sql) for t, (needs, sql) in DERIVED.items() if all(n in existing for n in needs)]
+        for table, sql in copies:
+            src.execute(f"CREATE TABLE {alias}.{_quoted(table)} AS {sql}")
+            result.tables[table] = src.execute(f"SELECT count(*) FROM {alias}.{_quoted(table)}").fetchall()[
+                0
+            ][0]
+        result.published_at = datetime.now(UTC).replace(tzinfo=None)
+        src.execute(
+            f"CREATE TABLE {alias}.{INFO_TABLE} (published_at TIMESTAMP, source VARCHAR, tables INTEGER, "
+            "pid INTEGER)"
+        )
+        source = str(warehouse) if own else "connection"
+        src.execute(
+            f"INSERT INTO {alias}.{INFO_TABLE} VALUES (?, ?, ?, ?)",
+            [result.published_at, source, len(result.tables), os.getpid()],
+        )
+        src.execute(f"CHECKPOINT {alias}")
+        src.execute(f"DETACH {alias}")
+        attached = False
         with open(tmp, "rb") as fh:  # the data is on disk before the name points at it
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         result.bytes = target.stat().st_size
     except BaseException:
+        if attached:
+            with contextlib.suppress(duckdb.Error):
+                src.execute(f"DETACH {alias}")
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
         raise

@@ -204,9 +204,9 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         "the caller's scope fragment (a code constant) and a fixed IN (SELECT ...) over a registered frame",
     ),
     "snapshot.py": (
-        {"schema", "_quoted(table)", "sql"},
+        {"schema", "_quoted(table)", "sql", "alias"},
         "schemas and tables listed from the warehouse's own catalogue, double-quoted by _quoted(); "
-        "`sql` the module's DERIVED statements",
+        "`sql` the module's DERIVED statements; `alias` the attached snapshot's name, built from the pid",
     ),
 }
 # Where user-controlled names enter the package: no interpolated SQL there except constants/quoting helpers.
