@@ -312,16 +312,27 @@ def orders_by_region(
     3-digit postal prefix.  Revenue of an order = its items' price + freight (payments can include interest),
     in the shop's own currency.  Orders whose customer does not reach ``level`` are kept out (they cannot be
     placed on the grid); callers report how many."""
+    return orders_by_regions(orders, customers, items, (level,), countries)[level]
+
+
+def orders_by_regions(
+    orders: pd.DataFrame,
+    customers: pd.DataFrame,
+    items: pd.DataFrame,
+    levels: tuple[str, ...],
+    countries: tuple[str, ...] = (),
+) -> dict[str, pd.DataFrame]:
+    """:func:`orders_by_region` for several levels: customers are placed, and the orders' month and revenue
+    computed, once for all of them (level=auto compares two levels on every run)."""
     from ecom_pipeline.ml.spatial.geo import locate, region_id
 
-    if level not in LEVELS:
-        raise ValueError(f"unknown level {level!r}; choose one of {list(LEVELS)}")
+    for level in levels:
+        if level not in LEVELS:
+            raise ValueError(f"unknown level {level!r}; choose one of {list(LEVELS)}")
     if orders.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in ORDER_COLUMNS})
+        return {lv: pd.DataFrame({c: pd.Series(dtype=object) for c in ORDER_COLUMNS}) for lv in levels}
     cust = locate(customers.drop_duplicates("customer_id"), countries)
     many = len(set(countries)) > 1 if countries else cust["country"].nunique() > 1  # as public_regions
-    rid = region_id(cust, level, qualify=many)
-    cust = cust.assign(region=rid.str.split(":", n=1).str[1])
     value = (
         (
             items.assign(
@@ -333,13 +344,19 @@ def orders_by_region(
         if not items.empty
         else pd.Series(dtype="float64")
     )
-    out = orders[["order_id", "customer_id", "purchased_at"]].merge(
-        cust[["customer_id", "region"]], on="customer_id"
-    )
-    out = out[out["region"].notna()]
-    ts = pd.to_datetime(out["purchased_at"])
+    base = orders[["order_id", "customer_id", "purchased_at"]]
+    # month and revenue are per order: computed once, before the per-level join keeps the placed orders
+    ts = pd.to_datetime(base["purchased_at"])
     if ts.dt.tz is not None:
         ts = ts.dt.tz_convert(None)
-    out["month"] = ts.dt.to_period("M").dt.to_timestamp()
-    out["revenue"] = out["order_id"].map(value).astype("float64").fillna(0.0)
-    return out[ORDER_COLUMNS].reset_index(drop=True)
+    base = base.assign(
+        month=ts.dt.to_period("M").dt.to_timestamp(),
+        revenue=base["order_id"].map(value).astype("float64").fillna(0.0),
+    )
+    out = {}
+    for level in levels:
+        rid = region_id(cust, level, qualify=many)
+        placed = cust[["customer_id"]].assign(region=rid.str.split(":", n=1).str[1])
+        joined = base.merge(placed, on="customer_id")
+        out[level] = joined.loc[joined["region"].notna(), ORDER_COLUMNS].reset_index(drop=True)
+    return out

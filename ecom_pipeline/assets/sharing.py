@@ -80,7 +80,7 @@ def regional_demand_dp(
         choose_level,
         dp_regional_report,
         noise_scales,
-        orders_by_region,
+        orders_by_regions,
         public_regions,
     )
     from ecom_pipeline.warehouse.tables import read_table, write_table
@@ -91,9 +91,7 @@ def regional_demand_dp(
     cust = frames["customers"]
     countries = source.shop_countries(cust["country"] if "country" in cust.columns else None)
     levels = AUTO_LEVELS if config.level == "auto" else (config.level,)
-    by_level = {
-        lv: orders_by_region(frames["orders"], cust, frames["order_items"], lv, countries) for lv in levels
-    }
+    by_level = orders_by_regions(frames["orders"], cust, frames["order_items"], levels, countries)
     level, shares = choose_level(by_level, cfg) if config.level == "auto" else (config.level, {})
     orders = by_level[level]
     if orders.empty:
