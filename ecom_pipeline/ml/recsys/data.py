@@ -102,10 +102,11 @@ def build_data(
     catalog: list | pd.Index | None = None,
 ) -> InteractionData:
     """``catalog``: every item that may be recommended (default: the items seen in ``interactions``)."""
-    users = pd.Index(pd.unique(interactions["customer_id"].astype(str)), name="customer_id")
-    items = _with_catalog(list(pd.unique(interactions[item_col].astype(str))), catalog, item_col)
-    u = users.get_indexer(interactions["customer_id"].astype(str))
-    i = items.get_indexer(interactions[item_col].astype(str))
+    # factorize: codes and first-appearance uniques in one hash pass (unique + get_indexer took two)
+    u, seen_users = pd.factorize(interactions["customer_id"].astype(str))
+    i, seen_items = pd.factorize(interactions[item_col].astype(str))
+    users = pd.Index(seen_users, name="customer_id")
+    items = _with_catalog(list(seen_items), catalog, item_col)  # catalog extras go after the seen items
     w = interactions["weight"].to_numpy(dtype=np.float32)
     ts = pd.to_datetime(interactions["ts"]).to_numpy()
     event_type = interactions["event_type"].to_numpy()
