@@ -199,8 +199,12 @@ def nearest_place(lat, lng) -> pd.DataFrame:
 
 def postal_prefix(values: pd.Series) -> pd.Series:
     """First three letters/digits of a postal code (``01012`` -> ``010``, ``SW1A 1AA`` -> ``SW1``)."""
-    s = values.astype("string").str.upper().str.replace(r"[^0-9A-Z]", "", regex=True)
-    return s.str.extract(r"^([0-9A-Z]{3})", expand=False)
+    # the string work once per distinct code: a shop's customers share far fewer codes than rows
+    codes, distinct = pd.factorize(values.astype("string"))  # missing -> -1
+    cleaned = pd.Series(distinct, dtype="string").str.upper().str.replace(r"[^0-9A-Z]", "", regex=True)
+    prefix = cleaned.str.extract(r"^([0-9A-Z]{3})", expand=False).to_numpy(dtype=object, na_value=None)
+    picked = np.append(prefix, None)[codes]  # -1 picks the appended None
+    return pd.Series(picked, index=values.index, dtype="string")
 
 
 @lru_cache(maxsize=256)
@@ -236,7 +240,8 @@ def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix:
     lng = pd.to_numeric(_col(df, prefix + "lng"), errors="coerce").astype("float64")
     has_xy = lat.between(-90, 90) & lng.between(-180, 180)
     raw_country = _col(df, prefix + "country")
-    cc = raw_country.map(lambda v: country_code(v) if pd.notna(v) else None).astype(object)
+    distinct_countries = {v: country_code(v) for v in pd.unique(raw_country.dropna())}  # lookups per value
+    cc = raw_country.map(lambda v: distinct_countries.get(v) if pd.notna(v) else None).astype(object)
     default_cc = country_code(countries[0]) if len(countries) == 1 else None
     given_country = raw_country.notna() & (raw_country.astype("string").str.strip() != "")
     bad_country = given_country & cc.isna()
@@ -250,11 +255,13 @@ def resolve_locations(df: pd.DataFrame, countries: tuple[str, ...] = (), prefix:
     out["lat"], out["lng"] = np.nan, np.nan
     # 1. coordinates: reverse-geocode the country/division only where the data lacks them
     if has_xy.any():
-        near = nearest_place(lat[has_xy], lng[has_xy])
-        near.index = lat[has_xy].index
-        cc = cc.where(~(has_xy & cc.isna()), near["cc"].reindex(df.index))
         fill_state = has_xy & (state_in.isna() | (state_in.astype("string").str.strip() == ""))
-        state_in = state_in.astype(object).where(~fill_state, near["admin1"].reindex(df.index))
+        lacking = has_xy & (cc.isna() | fill_state)  # only these rows need the nearest place
+        if lacking.any():
+            near = nearest_place(lat[lacking], lng[lacking])
+            near.index = lat[lacking].index
+            cc = cc.where(~(has_xy & cc.isna()), near["cc"].reindex(df.index))
+            state_in = state_in.astype(object).where(~fill_state, near["admin1"].reindex(df.index))
         out.loc[has_xy, "lat"], out.loc[has_xy, "lng"] = lat[has_xy], lng[has_xy]
         out.loc[has_xy, "resolution_source"] = "coordinates"
     out["country"] = cc
