@@ -50,26 +50,53 @@ def region_id(df: pd.DataFrame, level: str, qualify: bool = False) -> pd.Series:
     ``qualify`` (a shop in several countries) states and prefixes carry their country: ``state:US-CA``."""
     if level not in LEVELS:
         raise ValueError(f"unknown region level {level!r}; use one of {LEVELS}")
-    reached = df["level"].map({lv: i for i, lv in enumerate(LEVELS)}) if "level" in df.columns else None
-    cc = (
-        df["country"].astype("string")
-        if "country" in df.columns
-        else pd.Series(pd.NA, index=df.index, dtype="string")
-    )
+    # the id is built once per distinct (country, value) pair and picked per row: millions of order lines
+    # share a few thousand places, and per-row string work was most of the regions and flows steps
+    n = len(df)
+    cc_codes, cc_values = _distinct(df["country"] if "country" in df.columns else pd.Series([pd.NA] * n))
     if level == "country":
-        return ("country:" + cc).where(cc.notna(), None)
+        labels = [f"country:{c}" for c in cc_values]
+        return _pick(labels, cc_codes, df.index)
     if level == "state":
-        s = df["state"].astype("string").str.upper().str.strip()
+        codes, values = _distinct(df["state"])
+        values = (
+            pd.Series(values, dtype="string").str.upper().str.strip().to_numpy(dtype=object, na_value=None)
+        )
     elif "zip3" in df.columns:
-        s = df["zip3"].astype("string")
+        codes, values = _distinct(df["zip3"])
     else:
-        s = df["zip_prefix"].astype("string").str.extract(r"^(\d{3})", expand=False)
-    if qualify:
-        s = cc + "-" + s
-    ok = s.notna() & (s != "")
-    if reached is not None:
-        ok &= reached.fillna(-1) >= LEVELS.index(level)
-    return (f"{level}:" + s).where(ok, None)
+        codes, values = _distinct(df["zip_prefix"])
+        values = (
+            pd.Series(values, dtype="string")
+            .str.extract(r"^(\d{3})", expand=False)
+            .to_numpy(dtype=object, na_value=None)
+        )
+    width = len(values) + 1
+    pair_codes, pairs = pd.factorize((cc_codes + 1) * width + (codes + 1))
+    labels = []
+    for pair in pairs:
+        ci, vi = divmod(int(pair), width)  # 0: missing
+        c, v = cc_values[ci - 1] if ci else None, values[vi - 1] if vi else None
+        if qualify:
+            v = None if c is None or v is None else f"{c}-{v}"
+        labels.append(f"{level}:{v}" if v is not None and v != "" else None)
+    out = _pick(labels, pair_codes, df.index)
+    if "level" in df.columns:
+        reached = df["level"].map({lv: i for i, lv in enumerate(LEVELS)}).fillna(-1)
+        out = out.where((reached >= LEVELS.index(level)).to_numpy(), None)
+    return out
+
+
+def _distinct(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row codes (-1: missing) and the distinct values as text (object array, None for missing)."""
+    codes, distinct = pd.factorize(values.astype("string"))
+    return codes, np.asarray(distinct, dtype=object)
+
+
+def _pick(labels: list, codes: np.ndarray, index: pd.Index) -> pd.Series:
+    """``labels[code]`` per row (a missing code -> missing) as a string Series on ``index``."""
+    table = np.array([*labels, None], dtype=object)
+    return pd.Series(table[codes], index=index, dtype="string")
 
 
 def delivered_orders(orders: pd.DataFrame) -> pd.DataFrame:
@@ -228,23 +255,32 @@ def order_geo(
     return g
 
 
+_REGION_INPUTS = ("country", "state", "zip3", "zip_prefix", "level")  # what region_id reads
+
+
 def _side(geo: pd.DataFrame, prefix: str) -> pd.DataFrame:
-    cols = {c: c.removeprefix(prefix) for c in geo.columns if c.startswith(prefix)}
+    """The seller (``s_``) or customer (``c_``) location columns region_id needs, without the prefix."""
+    cols = {prefix + k: k for k in _REGION_INPUTS if prefix + k in geo.columns}
     return geo[list(cols)].rename(columns=cols)
 
 
 def flows(geo: pd.DataFrame, level: str, qualify: bool = False) -> pd.DataFrame:
     """Seller-region → customer-region edges: orders, items, revenue, mean and median distance (km)."""
-    g = geo.copy()
-    g["src"] = region_id(_side(g, "s_"), level, qualify)
-    g["dst"] = region_id(_side(g, "c_"), level, qualify)
-    g = g.dropna(subset=["src", "dst"])
-    g["revenue"] = g["price"].astype(float) + g["freight"].astype(float).fillna(0)
+    order = pd.Series(pd.factorize(geo["order_id"])[0], index=geo.index)  # int codes count faster than ids
+    g = pd.DataFrame(
+        {
+            "src": region_id(_side(geo, "s_"), level, qualify),
+            "dst": region_id(_side(geo, "c_"), level, qualify),
+            "order": order.where(order >= 0),
+            "revenue": geo["price"].astype(float) + geo["freight"].astype(float).fillna(0),
+            "distance_km": geo["distance_km"],
+        }
+    ).dropna(subset=["src", "dst"])
     out = (
         g.groupby(["src", "dst"])
         .agg(
-            orders=("order_id", "nunique"),
-            items=("order_id", "size"),
+            orders=("order", "nunique"),
+            items=("order", "size"),
             revenue=("revenue", "sum"),
             mean_distance_km=("distance_km", "mean"),
             median_distance_km=("distance_km", "median"),
