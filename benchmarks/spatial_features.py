@@ -5,10 +5,10 @@ Staging is built with the project's own path (source → raw → staging) in a t
 shop at ``--orders`` and the real UK shop (38 countries: region ids carry their country).  The base
 revision's ``ml/spatial/geo.py`` is loaded from git (``--base``, default: the commit before the change that
 computes order statistics once for the three levels).  Each computation runs ``--repeat`` times;
-the best time counts.  Writes benchmarks/results/spatial_features.{json,md} with the commit and
-the load average.
+the best time counts.  Writes benchmarks/results/<--out, default spatial_features>.{json,md} with the commit
+and the load average.
 
-    python benchmarks/spatial_features.py [--orders 100000] [--base 0ca7b64]
+    python benchmarks/spatial_features.py [--orders 100000] [--base 0ca7b64] [--out spatial_features]
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=100_000)
     ap.add_argument("--base", default="0ca7b64")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--out", default="spatial_features", help="results name under benchmarks/results/")
     args = ap.parse_args()
     old = base_geo(args.base)
     res = {
@@ -200,8 +201,8 @@ def main() -> None:
                 f"| {r['now_s']} | **{r['ratio']:.2f}x** | {r['rows']:,} | {r['equal']} |"
             )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "spatial_features.json").write_text(json.dumps(res, indent=1))
-    (RESULTS / "spatial_features.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=1))
+    (RESULTS / f"{args.out}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 
