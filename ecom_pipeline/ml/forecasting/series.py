@@ -46,6 +46,12 @@ def order_lines(
     return lines[["order_id", "customer_id", "date", "state", "category", "revenue"]]
 
 
+def _codes(ids: pd.Series) -> pd.Series:
+    """Integer code per id (missing stays missing), for counting distinct ids."""
+    codes = pd.Series(pd.factorize(ids)[0], index=ids.index)
+    return codes.where(codes >= 0)
+
+
 def _aggregate(lines: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     g = lines.groupby(keys + ["date"], dropna=False)
     return g.agg(
@@ -80,6 +86,9 @@ def daily_series(
     if orders.empty:
         return pd.DataFrame(columns=SERIES_COLUMNS)
     lines = order_lines(orders, items, products, customers)
+    # distinct orders and customers counted on integer codes: hashing the id strings again for every
+    # grouping was most of the step at 1M orders
+    lines = lines.assign(order_id=_codes(lines["order_id"]), customer_id=_codes(lines["customer_id"]))
     dates = pd.date_range(lines["date"].min(), lines["date"].max(), freq="D")
     parts = []
     total = _fill(_aggregate(lines.assign(_k="total"), ["_k"]), dates, ["_k"]).drop(columns="_k")
