@@ -29,10 +29,23 @@ Mechanism (per month, the Laplace mechanism on clipped contributions)
 The guarantee is ``epsilon`` per month and customer: a customer who orders in ``k`` different months of the
 period is protected at ``k * epsilon`` over the whole release (sequential composition across months).
 ``noise_scales`` and the table's columns state the scales and budget split used.
+
+Releases (each month once)
+--------------------------
+The report is rebuilt by the daily ``scoring`` job, and publishing the same month again with fresh noise
+spends its budget again (averaging 30 daily releases would shrink the noise ~5x).  So every released cell
+is kept in a ledger (:data:`RELEASES`) and published unchanged from then on; a run releases only the
+**closed** months not released yet (:func:`plan_release`): every month before the month of the latest
+order, which may still grow and is not published until a later month has orders.  Orders that arrive late
+for a released month do not change it.  The level (``auto``) is chosen once, at the first release.  A
+change of settings (epsilon, clipping, level, the shop's countries) is not applied to released months
+silently: the earlier release stays published and nothing new is released until the asset runs with
+``rerelease`` (a new release of every closed month, spending the budget again).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -56,6 +69,10 @@ REPORT_COLUMNS = [
     "noise_scale_orders",
     "noise_scale_revenue",
 ]
+
+
+RELEASES = "reports.regional_demand_dp_releases"  # every released cell: published unchanged from then on
+RELEASE_COLUMNS = [*REPORT_COLUMNS, "signature", "released_at"]
 
 
 @dataclass(frozen=True)
@@ -360,3 +377,61 @@ def orders_by_regions(
         joined = base.merge(placed, on="customer_id")
         out[level] = joined.loc[joined["region"].notna(), ORDER_COLUMNS].reset_index(drop=True)
     return out
+
+
+def release_signature(cfg: DPConfig, level_setting: str, countries: tuple[str, ...]) -> str:
+    """What a release is bound to: the mechanism's settings, the level setting and the shop's countries
+    (the grid; as a set, so a change in which country has most customers is not a new release)."""
+    return json.dumps(
+        {"config": cfg.as_dict(), "level": level_setting, "countries": sorted(set(countries))}, sort_keys=True
+    )
+
+
+@dataclass
+class ReleasePlan:
+    months: list  # closed months to release now (noise drawn once, here)
+    kept: pd.DataFrame  # cells released earlier: published again unchanged (RELEASE_COLUMNS)
+    level: str | None  # the level of the earlier release (None: choose it now)
+    open_month: pd.Timestamp | None  # the month of the latest order: not released until it closes
+    reason: str
+    blocked: bool = False  # settings changed since the release: nothing new until rerelease
+
+
+def plan_release(
+    ledger: pd.DataFrame, signature: str, first_order, last_order, *, rerelease: bool = False
+) -> ReleasePlan:
+    """Which months to release now, given the ledger of released cells and the span of the orders.
+
+    A month is closed when a later month has orders; each closed month is released once.  ``ledger`` rows
+    under another ``signature`` (changed settings) are kept published and block new releases unless
+    ``rerelease``: then every closed month is released again under the new settings."""
+    empty = pd.DataFrame(columns=RELEASE_COLUMNS)
+    if first_order is None or pd.isna(first_order):
+        return ReleasePlan([], empty, None, None, "no orders")
+    first, last = (pd.Timestamp(t).to_period("M").to_timestamp() for t in (first_order, last_order))
+    closed = list(pd.date_range(first, last, freq="MS"))[:-1]
+    if rerelease:
+        return ReleasePlan(
+            closed, empty, None, last, f"rerelease: {len(closed)} closed months released again"
+        )
+    other = ledger[ledger["signature"] != signature] if len(ledger) else ledger
+    if len(other):
+        return ReleasePlan(
+            [],
+            ledger,
+            None,
+            last,
+            "settings changed since the last release (epsilon, clipping, level or countries): the earlier "
+            "release stays published and nothing new is released; run with rerelease=true to release every "
+            "closed month again under the new settings (spends the privacy budget again)",
+            blocked=True,
+        )
+    released = set(pd.to_datetime(ledger["month"])) if len(ledger) else set()
+    todo = [m for m in closed if m not in released]
+    level = str(ledger["level"].iloc[0]) if len(ledger) else None
+    reason = (
+        f"{len(todo)} closed month(s) released now, {len(released)} released earlier kept unchanged"
+        if todo
+        else f"no month closed since the last release: {len(released)} released month(s) published unchanged"
+    )
+    return ReleasePlan(todo, ledger if len(ledger) else empty, level, last, reason)

@@ -215,10 +215,11 @@ def test_asset_on_a_small_warehouse_and_on_empty_input(tmp_path):
     )
     items = pd.DataFrame({"order_id": orders["order_id"], "price": rng.gamma(2, 50, n), "freight": 10.0})
     table, csv = _run_asset(tmp_path / "a", {"orders": orders, "customers": customers, "order_items": items})
-    assert len(table) == len(BR_STATES) * 3 and len(csv) == len(table)
+    # January and February are closed; March holds the latest order, so it is not released yet
+    assert len(table) == len(BR_STATES) * 2 and len(csv) == len(table)
     assert set(table.columns) == set(REPORT_COLUMNS)
     sp = table[(table["region"] == "SP") & ~table["suppressed"]]
-    assert len(sp) == 3 and (sp["orders"] > 0).all()
+    assert len(sp) == 2 and (sp["orders"] > 0).all()
     assert (table["epsilon"] == 1.0).all()
 
     empty = {
@@ -249,7 +250,7 @@ def test_grid_is_the_shops_own_regions_never_brazil(tmp_path):
         countries="GB,FR,IE",
     )
     assert set(table["level"]) == {"country"} and set(table["region"]) == {"GB", "FR", "IE"}
-    assert len(table) == 3 * 3 and not table[table.region == "GB"]["suppressed"].any()
+    assert len(table) == 3 * 2 and not table[table.region == "GB"]["suppressed"].any()
     # a US shop with states: auto publishes states, and the grid is the 51 US divisions
     us = pd.DataFrame(
         {
@@ -267,7 +268,84 @@ def test_grid_is_the_shops_own_regions_never_brazil(tmp_path):
         and "SP" not in set(table["region"])
     )
     ca = table[table.region == "CA"]
-    assert len(ca) == 3 and not ca["suppressed"].any()
+    assert len(ca) == 2 and not ca["suppressed"].any()
+
+
+def test_each_month_is_released_once_and_published_unchanged(tmp_path):
+    """The daily scoring job rebuilds the report: a released month keeps its noisy numbers (fresh noise each
+    day would spend its budget again), the open month is released once a later month has orders, late
+    orders for a released month change nothing, and changed settings release nothing new until rerelease."""
+    from ecom_pipeline.assets.sharing import regional_demand_dp
+    from ecom_pipeline.dp import RELEASES
+    from ecom_pipeline.resources import SourceResource, WarehouseResource
+    from ecom_pipeline.resources.paths import PathsResource
+
+    rng = np.random.default_rng(5)
+    n = 900
+    customers = pd.DataFrame(
+        {"customer_id": [f"c{i}" for i in range(300)], "state": rng.choice(["SP", "RJ"], 300), "city": None}
+    )
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(n)],
+            "customer_id": [f"c{i % 300}" for i in range(n)],
+            "purchased_at": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 60, n), "D"),
+        }
+    )  # January and February (open)
+    items = pd.DataFrame({"order_id": orders["order_id"], "price": 20.0, "freight": 0.0})
+    wh = tmp_path / "wh.duckdb"
+    con = duckdb.connect(str(wh))
+    con.execute("CREATE SCHEMA staging")
+    for name, frame in {"orders": orders, "customers": customers, "order_items": items}.items():
+        con.register("_f", frame)
+        con.execute(f"CREATE TABLE staging.{name} AS SELECT * FROM _f")
+        con.unregister("_f")
+    con.close()
+
+    def run(seed: int, **config):
+        result = dg.materialize(
+            [regional_demand_dp],
+            resources={
+                "warehouse": WarehouseResource(path=str(wh)),
+                "source": SourceResource(data_root=str(tmp_path), kind="mapped", countries="BR"),
+                "paths": PathsResource(data_root=str(tmp_path)),
+            },
+            run_config={"ops": {"reports__regional_demand_dp": {"config": {"seed": seed, **config}}}},
+        )
+        assert result.success
+        md = result.asset_materializations_for_node("reports__regional_demand_dp")[0].metadata
+        with duckdb.connect(str(wh), read_only=True) as c:
+            table = c.execute("SELECT * FROM reports.regional_demand_dp ORDER BY region, month").fetchdf()
+            ledger_rows = c.execute(f"SELECT count(*) FROM {RELEASES}").fetchone()[0]
+        return table, md, ledger_rows
+
+    def add(sql: str):
+        with duckdb.connect(str(wh)) as c:
+            c.execute(sql)
+
+    first, md, rows = run(seed=1)
+    assert set(first["month"].dt.month) == {1} and rows == len(first) == len(BR_STATES)
+    assert md["months_released_now"].value == ["2024-01-01"]
+    assert md["open_month_not_released"].value == "2024-02-01"
+    again, md, _ = run(seed=2)  # another day, other noise: nothing closed, the release is published as is
+    pd.testing.assert_frame_equal(again, first)
+    assert md["months_released_now"].value == []
+    # a March order closes February; a late January order does not change the released January
+    add(
+        "INSERT INTO staging.orders VALUES ('late', 'c1', TIMESTAMP '2024-01-15'), "
+        "('m1', 'c2', TIMESTAMP '2024-03-02')"
+    )
+    later, md, rows = run(seed=3)
+    assert md["months_released_now"].value == ["2024-02-01"] and rows == len(later) == 2 * len(BR_STATES)
+    pd.testing.assert_frame_equal(later[later["month"].dt.month == 1].reset_index(drop=True), first)
+    # changed settings: the release stays published, nothing new is released, the log says why
+    changed, md, _ = run(seed=4, epsilon=2.0)
+    pd.testing.assert_frame_equal(changed, later)
+    assert "settings changed" in md["release"].value and md["months_released_now"].value == []
+    # rerelease: every closed month again, under the new settings
+    redone, md, rows = run(seed=4, epsilon=2.0, rerelease=True)
+    assert (redone["epsilon"] == 2.0).all() and rows == len(redone) == 2 * len(BR_STATES)
+    assert md["months_released_now"].value == ["2024-01-01", "2024-02-01"]
 
 
 def test_choose_level_prefers_the_finest_populated_level():
