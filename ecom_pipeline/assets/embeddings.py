@@ -62,6 +62,10 @@ class ReviewEmbeddingConfig(TextEmbeddingConfig):
     # one-off catch-up run (or run on CUDA). 0 = no cap.
     max_new_per_run_cpu: int = 5_000
     max_new_per_run_cuda: int = 500_000
+    # False (the daily_refresh job): encode only reviews newer than the newest embedded one, the day's; older
+    # pending reviews (a cold start's history) are left to embedding_backfill, which the backlog sensor runs
+    # when nothing else does, so the daily run's time follows the day, not the catch-up
+    include_backlog: bool = True
     write_every: int = (
         10_000  # encoded vectors are committed in chunks: an interrupted run keeps its progress
     )
@@ -171,7 +175,12 @@ def review_text_embeddings(
     compute: ComputeResource,
     paths: PathsResource,
 ):
-    from ecom_pipeline.ml.encoders.store import bounded_batch, ensure_embedding_table, pending_rows
+    from ecom_pipeline.ml.encoders.store import (
+        arrived_since_last_run,
+        bounded_batch,
+        ensure_embedding_table,
+        pending_rows,
+    )
     from ecom_pipeline.ml.text.reviews import review_documents
 
     reviews = _read(warehouse, "SELECT review_id, product_id, title, text, created_at FROM staging.reviews")
@@ -182,11 +191,16 @@ def review_text_embeddings(
     with warehouse.connect(read_only=True) as con:
         pending = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
     cap = compute.sized(config, "max_new_per_run", enc.device)
-    todo, backlog = bounded_batch(pending, cap, by="created_at")  # newest first
+    candidates, older = (
+        (pending, 0) if config.include_backlog else arrived_since_last_run(docs, pending, "created_at")
+    )
+    todo, backlog = bounded_batch(candidates, cap, by="created_at")  # newest first
+    backlog += older
     context.log.info(
         f"{len(docs):,} reviews with text; {len(pending):,} not embedded yet; encoding {len(todo):,} "
         f"with {enc.model_id} on {enc.device}"
         + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})" if backlog else "")
+        + (f", of which {older:,} older than the last run's for embedding_backfill" if older else "")
     )
     with warehouse.connect() as con:
         ensure_embedding_table(con, REVIEW_EMB, "review_id", "product_id VARCHAR")

@@ -63,9 +63,10 @@ def shop(tmp_path, monkeypatch):
     return db, defs, dg.DagsterInstance.ephemeral()
 
 
-def _daily_run(defs, instance, cap: int) -> None:
-    """What daily_refresh does for the review encoder: one run with the daily cap."""
-    config = {"ops": {"features__review_text_embeddings": {"config": {"max_new_per_run_cpu": cap}}}}
+def _daily_run(defs, instance, cap: int, **config) -> None:
+    """One run of the review encoder with a small cap (backlog included unless ``include_backlog=False``,
+    which is what the daily_refresh job sets)."""
+    config = {"ops": {"features__review_text_embeddings": {"config": {"max_new_per_run_cpu": cap, **config}}}}
     job = defs.resolve_implicit_global_asset_job_def()
     assert job.execute_in_process(
         run_config=config, instance=instance, asset_selection=[B.REVIEW_TEXT]
@@ -138,3 +139,44 @@ def test_a_failed_backfill_is_not_relaunched_until_the_encoder_materialises_agai
     _daily_run(defs, instance, cap=4)  # the daily run (or a fixed config) materialises the encoder again
     assert isinstance(B.evaluate_backlog(instance), dg.RunRequest)
     assert _embedded(db) == 8
+
+
+def test_daily_refresh_encodes_the_days_reviews_and_leaves_the_history_to_the_backfill(shop):
+    """daily_refresh runs the encoder with include_backlog=False: on a cold start (nothing embedded) the
+    newest reviews up to the cap, then only reviews newer than the newest embedded one; the older pending
+    reviews stay in the reported backlog for embedding_backfill."""
+    from ecom_pipeline.automation.jobs import daily_refresh_job
+
+    db, defs, instance = shop
+    ops = daily_refresh_job.config["ops"]  # type: ignore[index]
+    assert ops["features__review_text_embeddings"]["config"] == {"include_backlog": False}
+    _daily_run(defs, instance, cap=10, include_backlog=False)
+    assert _embedded(db) == 10  # cold start: the 10 newest of 25
+    with duckdb.connect(str(db)) as con:
+        con.execute(
+            "INSERT INTO staging.reviews SELECT 'n' || i, 'p1', NULL, 'new parcel ' || i, "
+            "TIMESTAMP '2024-03-01' + INTERVAL (i) DAY FROM range(3) t(i)"
+        )
+    _daily_run(defs, instance, cap=10, include_backlog=False)
+    with duckdb.connect(str(db), read_only=True) as con:
+        ids = {r for (r,) in con.execute("SELECT review_id FROM features.review_text_embeddings").fetchall()}
+    assert {"n0", "n1", "n2"} <= ids and len(ids) == 13  # the day's 3, none of the 15 older
+    meta = instance.get_latest_materialization_event(B.REVIEW_TEXT).asset_materialization.metadata
+    assert meta["encoded_this_run"].value == 3 and meta["backlog"].value == 15
+    assert isinstance(B.evaluate_backlog(instance), dg.RunRequest)  # the sensor takes the 15 from here
+
+
+def test_arrived_since_last_run_splits_new_from_history():
+    from ecom_pipeline.ml.encoders.store import arrived_since_last_run
+
+    docs = pd.DataFrame(
+        {
+            "id": list("abcde"),
+            "t": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]),
+        }
+    )
+    pending = docs.iloc[[0, 1, 3, 4]]  # c (01-03) is embedded
+    new, older = arrived_since_last_run(docs, pending, "t")
+    assert list(new["id"]) == ["d", "e"] and older == 2
+    new, older = arrived_since_last_run(docs, docs, "t")  # nothing embedded yet: everything is new
+    assert len(new) == 5 and older == 0

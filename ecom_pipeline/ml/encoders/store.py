@@ -61,6 +61,20 @@ def pending_rows(con, table: str, key: str, candidates: pd.DataFrame, model_id: 
     return candidates[candidates[key].isin(set(todo[key]))]
 
 
+def arrived_since_last_run(
+    candidates: pd.DataFrame, pending: pd.DataFrame, by: str
+) -> tuple[pd.DataFrame, int]:
+    """The ``pending`` rows newer (``by``) than every row already embedded, and how many older pending rows
+    are left out (a cold start's history, for a backfill run).  With nothing embedded yet every pending row
+    is new."""
+    done = candidates[~candidates.index.isin(pending.index)]
+    newest = done[by].max() if len(done) else None
+    if newest is None or pd.isna(newest):
+        return pending, 0
+    new = pending[pending[by] > newest]
+    return new, len(pending) - len(new)
+
+
 def bounded_batch(pending: pd.DataFrame, limit: int, by: str) -> tuple[pd.DataFrame, int]:
     """At most ``limit`` rows of ``pending``, largest ``by`` first (newest, best-selling), and how many are
     left for later runs.
