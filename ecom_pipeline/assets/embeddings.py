@@ -53,6 +53,9 @@ class TextEmbeddingConfig(dg.Config):
     )
 
 
+DAILY_JOB = "daily_refresh"  # automation/jobs.py: its review encoder leaves the history to embedding_backfill
+
+
 class ReviewEmbeddingConfig(TextEmbeddingConfig):
     """Review embeddings are incremental and bounded per run (see docs/performance.md)."""
 
@@ -62,10 +65,11 @@ class ReviewEmbeddingConfig(TextEmbeddingConfig):
     # one-off catch-up run (or run on CUDA). 0 = no cap.
     max_new_per_run_cpu: int = 5_000
     max_new_per_run_cuda: int = 500_000
-    # False (the daily_refresh job): encode only reviews newer than the newest embedded one, the day's; older
-    # pending reviews (a cold start's history) are left to embedding_backfill, which the backlog sensor runs
-    # when nothing else does, so the daily run's time follows the day, not the catch-up
-    include_backlog: bool = True
+    # False: encode only reviews newer than the newest embedded one, the day's; older pending reviews (a cold
+    # start's history) are left to embedding_backfill, which the backlog sensor runs when nothing else does,
+    # so the daily run's time follows the day, not the catch-up.  None (default): False in the daily_refresh
+    # job, True in every other run
+    include_backlog: bool | None = None
     write_every: int = (
         10_000  # encoded vectors are committed in chunks: an interrupted run keeps its progress
     )
@@ -191,9 +195,8 @@ def review_text_embeddings(
     with warehouse.connect(read_only=True) as con:
         pending = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
     cap = compute.sized(config, "max_new_per_run", enc.device)
-    candidates, older = (
-        (pending, 0) if config.include_backlog else arrived_since_last_run(docs, pending, "created_at")
-    )
+    include = config.include_backlog if config.include_backlog is not None else context.job_name != DAILY_JOB
+    candidates, older = (pending, 0) if include else arrived_since_last_run(docs, pending, "created_at")
     todo, backlog = bounded_batch(candidates, cap, by="created_at")  # newest first
     backlog += older
     context.log.info(

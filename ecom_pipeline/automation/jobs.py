@@ -140,8 +140,6 @@ daily_refresh_job = dg.define_asset_job(
     executor_def=LONG_STEPS_EXECUTOR,
     name="daily_refresh",
     selection=FEATURES_SELECTION,
-    # the day's reviews only: a cold start's review history is embedding_backfill's (automation/backlog.py)
-    config={"ops": {"features__review_text_embeddings": {"config": {"include_backlog": False}}}},
     description="Daily, after daily_ingest: refresh the features from staging (incremental where built: "
     "interactions and category interactions recompute only customers with new activity; review embeddings "
     "only for reviews newer than the last run's, the older backlog is embedding_backfill's).",

@@ -148,8 +148,7 @@ def test_daily_refresh_encodes_the_days_reviews_and_leaves_the_history_to_the_ba
     from ecom_pipeline.automation.jobs import daily_refresh_job
 
     db, defs, instance = shop
-    ops = daily_refresh_job.config["ops"]  # type: ignore[index]
-    assert ops["features__review_text_embeddings"]["config"] == {"include_backlog": False}
+    assert daily_refresh_job.name == E.DAILY_JOB  # where include_backlog defaults to False
     _daily_run(defs, instance, cap=10, include_backlog=False)
     assert _embedded(db) == 10  # cold start: the 10 newest of 25
     with duckdb.connect(str(db)) as con:
@@ -157,7 +156,14 @@ def test_daily_refresh_encodes_the_days_reviews_and_leaves_the_history_to_the_ba
             "INSERT INTO staging.reviews SELECT 'n' || i, 'p1', NULL, 'new parcel ' || i, "
             "TIMESTAMP '2024-03-01' + INTERVAL (i) DAY FROM range(3) t(i)"
         )
-    _daily_run(defs, instance, cap=10, include_backlog=False)
+    # a run of the daily_refresh job, no include_backlog in its config: the job's default applies
+    daily = dg.Definitions(
+        assets=[E.review_text_embeddings],
+        jobs=[dg.define_asset_job(E.DAILY_JOB, selection=[B.REVIEW_TEXT])],
+        resources=defs.resources,
+    ).resolve_job_def(E.DAILY_JOB)
+    cap = {"ops": {"features__review_text_embeddings": {"config": {"max_new_per_run_cpu": 10}}}}
+    assert daily.execute_in_process(run_config=cap, instance=instance).success
     with duckdb.connect(str(db), read_only=True) as con:
         ids = {r for (r,) in con.execute("SELECT review_id FROM features.review_text_embeddings").fetchall()}
     assert {"n0", "n1", "n2"} <= ids and len(ids) == 13  # the day's 3, none of the 15 older
