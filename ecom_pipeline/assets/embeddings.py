@@ -65,10 +65,10 @@ class ReviewEmbeddingConfig(TextEmbeddingConfig):
     # one-off catch-up run (or run on CUDA). 0 = no cap.
     max_new_per_run_cpu: int = 5_000
     max_new_per_run_cuda: int = 500_000
-    # False: encode only reviews newer than the newest embedded one, the day's; older pending reviews (a cold
-    # start's history) are left to embedding_backfill, which the backlog sensor runs when nothing else does,
-    # so the daily run's time follows the day, not the catch-up.  None (default): False in the daily_refresh
-    # job, True in every other run
+    # False: encode only reviews whose load arrived after the encoder's last run (the day's, corrections
+    # included); older pending reviews (a cold start's history) are left to embedding_backfill, which the
+    # backlog sensor runs when nothing else does, so the daily run's time follows the day, not the catch-up.
+    # None (default): False in the daily_refresh job, True in every other run
     include_backlog: bool | None = None
     write_every: int = (
         10_000  # encoded vectors are committed in chunks: an interrupted run keeps its progress
@@ -196,14 +196,20 @@ def review_text_embeddings(
         pending = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
     cap = compute.sized(config, "max_new_per_run", enc.device)
     include = config.include_backlog if config.include_backlog is not None else context.job_name != DAILY_JOB
-    candidates, older = (pending, 0) if include else arrived_since_last_run(docs, pending, "created_at")
+    candidates, older = pending, 0
+    if not include:
+        with warehouse.connect(read_only=True) as con:
+            loaded_at, last_run = _review_arrivals(con)
+        candidates, older = arrived_since_last_run(
+            pending, pending["review_id"].map(loaded_at).astype("datetime64[ns]"), last_run
+        )
     todo, backlog = bounded_batch(candidates, cap, by="created_at")  # newest first
     backlog += older
     context.log.info(
         f"{len(docs):,} reviews with text; {len(pending):,} not embedded yet; encoding {len(todo):,} "
         f"with {enc.model_id} on {enc.device}"
         + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})" if backlog else "")
-        + (f", of which {older:,} older than the last run's for embedding_backfill" if older else "")
+        + (f", of which {older:,} loaded before the last run, for embedding_backfill" if older else "")
     )
     with warehouse.connect() as con:
         ensure_embedding_table(con, REVIEW_EMB, "review_id", "product_id VARCHAR")
@@ -238,6 +244,28 @@ def review_text_embeddings(
             else (f"{backlog:,} reviews left for the next runs" if backlog else "ok"),
         }
     )
+
+
+def _review_arrivals(con) -> tuple[pd.Series, object]:
+    """When each staged review's load arrived (review_id -> raw load time; empty without load lineage) and
+    when the review encoder last wrote (None: never)."""
+    from ecom_pipeline.ml.encoders.store import table_exists
+
+    last_run = (
+        con.execute(f"SELECT max(embedded_at) FROM {REVIEW_EMB}").fetchone()[0]
+        if table_exists(con, REVIEW_EMB)
+        else None
+    )
+    has_lineage = table_exists(con, "raw.reviews") and {"_load_id"} <= {
+        r[0] for r in con.execute("DESCRIBE staging.reviews").fetchall()
+    }
+    if not has_lineage:
+        return pd.Series(dtype="datetime64[ns]"), last_run
+    arrivals = con.execute(
+        "SELECT s.review_id, l.loaded_at FROM staging.reviews s JOIN (SELECT _load_id, max(_loaded_at) AS "
+        "loaded_at FROM raw.reviews GROUP BY 1) l USING (_load_id)"
+    ).fetchdf()
+    return arrivals.set_index("review_id")["loaded_at"], last_run
 
 
 def _products_with_images(warehouse: WarehouseResource) -> pd.DataFrame:

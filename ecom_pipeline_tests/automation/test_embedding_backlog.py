@@ -142,20 +142,32 @@ def test_a_failed_backfill_is_not_relaunched_until_the_encoder_materialises_agai
 
 
 def test_daily_refresh_encodes_the_days_reviews_and_leaves_the_history_to_the_backfill(shop):
-    """daily_refresh runs the encoder with include_backlog=False: on a cold start (nothing embedded) the
-    newest reviews up to the cap, then only reviews newer than the newest embedded one; the older pending
-    reviews stay in the reported backlog for embedding_backfill."""
+    """In the daily_refresh job the encoder's include_backlog defaults to False: on a cold start (nothing
+    embedded) the newest reviews up to the cap, then only reviews whose load arrived after its last run (a
+    day's new reviews and corrections); the older pending reviews stay in the reported backlog for
+    embedding_backfill."""
     from ecom_pipeline.automation.jobs import daily_refresh_job
 
     db, defs, instance = shop
     assert daily_refresh_job.name == E.DAILY_JOB  # where include_backlog defaults to False
+    with duckdb.connect(str(db)) as con:  # load lineage as the loader writes it: the history's load
+        con.execute("ALTER TABLE staging.reviews ADD COLUMN _load_id VARCHAR DEFAULT 'history'")
+        con.execute("CREATE SCHEMA raw")
+        con.execute(
+            "CREATE TABLE raw.reviews AS SELECT 'history' AS _load_id, TIMESTAMP '2020-01-01' AS _loaded_at"
+        )
     _daily_run(defs, instance, cap=10, include_backlog=False)
     assert _embedded(db) == 10  # cold start: the 10 newest of 25
-    with duckdb.connect(str(db)) as con:
+    with duckdb.connect(str(db)) as con:  # the next day's load: 2 new reviews and a corrected old one
         con.execute(
-            "INSERT INTO staging.reviews SELECT 'n' || i, 'p1', NULL, 'new parcel ' || i, "
-            "TIMESTAMP '2024-03-01' + INTERVAL (i) DAY FROM range(3) t(i)"
+            "INSERT INTO staging.reviews (review_id, product_id, title, text, created_at, _load_id) "
+            "SELECT 'n' || i, 'p1', NULL, 'new parcel ' || i, TIMESTAMP '2024-03-01' + INTERVAL (i) DAY, "
+            "'day' FROM range(2) t(i)"
         )
+        con.execute(
+            "UPDATE staging.reviews SET text = 'box was damaged', _load_id = 'day' WHERE review_id = 'r0'"
+        )
+        con.execute("INSERT INTO raw.reviews VALUES ('day', now()::TIMESTAMP + INTERVAL 1 MINUTE)")
     # a run of the daily_refresh job, no include_backlog in its config: the job's default applies
     daily = dg.Definitions(
         assets=[E.review_text_embeddings],
@@ -166,23 +178,18 @@ def test_daily_refresh_encodes_the_days_reviews_and_leaves_the_history_to_the_ba
     assert daily.execute_in_process(run_config=cap, instance=instance).success
     with duckdb.connect(str(db), read_only=True) as con:
         ids = {r for (r,) in con.execute("SELECT review_id FROM features.review_text_embeddings").fetchall()}
-    assert {"n0", "n1", "n2"} <= ids and len(ids) == 13  # the day's 3, none of the 15 older
+    assert {"n0", "n1", "r0"} <= ids and len(ids) == 13  # the day's 3 (r0 is old but corrected), no history
     meta = instance.get_latest_materialization_event(B.REVIEW_TEXT).asset_materialization.metadata
-    assert meta["encoded_this_run"].value == 3 and meta["backlog"].value == 15
-    assert isinstance(B.evaluate_backlog(instance), dg.RunRequest)  # the sensor takes the 15 from here
+    assert meta["encoded_this_run"].value == 3 and meta["backlog"].value == 14
+    assert isinstance(B.evaluate_backlog(instance), dg.RunRequest)  # the sensor takes the 14 from here
 
 
 def test_arrived_since_last_run_splits_new_from_history():
     from ecom_pipeline.ml.encoders.store import arrived_since_last_run
 
-    docs = pd.DataFrame(
-        {
-            "id": list("abcde"),
-            "t": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"]),
-        }
-    )
-    pending = docs.iloc[[0, 1, 3, 4]]  # c (01-03) is embedded
-    new, older = arrived_since_last_run(docs, pending, "t")
-    assert list(new["id"]) == ["d", "e"] and older == 2
-    new, older = arrived_since_last_run(docs, docs, "t")  # nothing embedded yet: everything is new
-    assert len(new) == 5 and older == 0
+    pending = pd.DataFrame({"id": list("abcd")}, index=[3, 5, 7, 9])
+    loaded = pd.Series(pd.to_datetime(["2024-01-01", "2024-01-03", None, "2024-01-05"]), index=pending.index)
+    new, older = arrived_since_last_run(pending, loaded, pd.Timestamp("2024-01-02"))
+    assert list(new["id"]) == ["b", "c", "d"] and older == 1  # an unknown load time counts as new
+    new, older = arrived_since_last_run(pending, loaded, None)  # no earlier run: everything is new
+    assert len(new) == 4 and older == 0

@@ -61,18 +61,14 @@ def pending_rows(con, table: str, key: str, candidates: pd.DataFrame, model_id: 
     return candidates[candidates[key].isin(set(todo[key]))]
 
 
-def arrived_since_last_run(
-    candidates: pd.DataFrame, pending: pd.DataFrame, by: str
-) -> tuple[pd.DataFrame, int]:
-    """The ``pending`` rows newer (``by``) than every row already embedded, and how many older pending rows
-    are left out (a cold start's history, for a backfill run).  With nothing embedded yet every pending row
-    is new."""
-    done = candidates[~candidates.index.isin(pending.index)]
-    newest = done[by].max() if len(done) else None
-    if newest is None or pd.isna(newest):
+def arrived_since_last_run(pending: pd.DataFrame, loaded_at: pd.Series, last_run) -> tuple[pd.DataFrame, int]:
+    """The ``pending`` rows loaded after the last encoder run (``loaded_at``: per row, aligned with
+    ``pending``; unknown load times count as new), and how many older pending rows are left out (a cold
+    start's history, for a backfill run).  Without an earlier run every pending row is new."""
+    if last_run is None or pd.isna(last_run):
         return pending, 0
-    new = pending[pending[by] > newest]
-    return new, len(pending) - len(new)
+    new = loaded_at.isna() | (loaded_at > pd.Timestamp(last_run))
+    return pending[new.to_numpy()], int((~new).sum())
 
 
 def bounded_batch(pending: pd.DataFrame, limit: int, by: str) -> tuple[pd.DataFrame, int]:
