@@ -29,12 +29,19 @@ FORECAST_METRICS = ("mase", "smape", "rmse", "mae", "coverage")
 
 # ---------------------------------------------------------------- helpers shared with spatial.py
 def staging_frames(warehouse: WarehouseResource, *tables: str) -> dict[str, pd.DataFrame]:
-    from ecom_pipeline.canonical import TABLES
+    """The staging tables without their load lineage columns (``_load_id``, ``_source_file``, ...: one
+    long string per row that no feature reads; at 1M orders 40 % of the read time)."""
+    from ecom_pipeline.canonical import LOAD_COLUMNS, TABLES
+    from ecom_pipeline.warehouse.tables import table_exists
 
     with warehouse.connect(read_only=True) as con:
         out = {}
         for t in tables:
-            df = read_table(con, f"staging.{t}")
+            name = f"staging.{t}"
+            have = (
+                [r[0] for r in con.execute(f"DESCRIBE {name}").fetchall()] if table_exists(con, name) else []
+            )
+            df = read_table(con, name, [c for c in have if c not in LOAD_COLUMNS])
             out[t] = df if len(df.columns) else pd.DataFrame(columns=TABLES[t].column_names)
     return out
 
@@ -207,14 +214,14 @@ def daily_series(
     from ecom_pipeline.ml.forecasting.series import daily_series as build_daily
     from ecom_pipeline.ml.spatial.geo import region_id
 
-    f = staging_frames(warehouse, "orders", "products")
-    if f["orders"].empty:
+    f = staging_frames(warehouse, "products")
+    located, _, qualify = located_frames(warehouse, source)
+    if located["orders"].empty:
         context.log.warning("staging.orders is empty: no daily series")
         context.add_output_metadata({"dagster/row_count": 0, "message": "no orders in staging"})
         return pd.DataFrame(columns=SERIES_COLUMNS)
     # the customer's state as the spatial assets place it, so state series ids are region ids (the ST-GCN's
     # graph and the forecasts join on them); a customer not placed at state level counts as unknown
-    located, _, qualify = located_frames(warehouse, source)
     customers = located["customers"]
     customers["state"] = region_id(customers, "state", qualify).str.removeprefix("state:")
     out = build_daily(
