@@ -105,6 +105,10 @@ def regional_demand_dp(
     released, meta = plan.kept, {}
     if plan.months:
         new, meta = _release(config, cfg, warehouse, countries, plan)
+        if not meta["orders_placed"]:
+            context.log.warning(
+                "no orders with a placed customer in the months released now: their cells are noise only"
+            )
         new = new.assign(signature=signature, released_at=pd.Timestamp.now(tz="UTC").tz_localize(None))
         released = (
             pd.concat([x for x in (plan.kept, new) if len(x)], ignore_index=True) if len(new) else released
