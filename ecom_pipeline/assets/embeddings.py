@@ -265,7 +265,7 @@ def _review_arrivals(con) -> tuple[pd.Series, object]:
         "SELECT s.review_id, l.loaded_at FROM staging.reviews s JOIN (SELECT _load_id, max(_loaded_at) AS "
         "loaded_at FROM raw.reviews GROUP BY 1) l USING (_load_id)"
     ).fetchdf()
-    return arrivals.set_index("review_id")["loaded_at"], last_run
+    return arrivals.drop_duplicates("review_id", keep="last").set_index("review_id")["loaded_at"], last_run
 
 
 def _products_with_images(warehouse: WarehouseResource) -> pd.DataFrame:
