@@ -179,12 +179,7 @@ def review_text_embeddings(
     compute: ComputeResource,
     paths: PathsResource,
 ):
-    from ecom_pipeline.ml.encoders.store import (
-        arrived_since_last_run,
-        bounded_batch,
-        ensure_embedding_table,
-        pending_rows,
-    )
+    from ecom_pipeline.ml.encoders.store import ensure_embedding_table, pending_rows
     from ecom_pipeline.ml.text.reviews import review_documents
 
     reviews = _read(warehouse, "SELECT review_id, product_id, title, text, created_at FROM staging.reviews")
@@ -195,22 +190,7 @@ def review_text_embeddings(
     with warehouse.connect(read_only=True) as con:
         pending = pending_rows(con, REVIEW_EMB, "review_id", docs, enc.model_id)
     cap = compute.sized(config, "max_new_per_run", enc.device)
-    include = config.include_backlog if config.include_backlog is not None else context.job_name != DAILY_JOB
-    candidates, older = pending, 0
-    if not include:
-        with warehouse.connect(read_only=True) as con:
-            loaded_at, last_run = _review_arrivals(con)
-        candidates, older = arrived_since_last_run(
-            pending, pending["review_id"].map(loaded_at).astype("datetime64[ns]"), last_run
-        )
-    todo, backlog = bounded_batch(candidates, cap, by="created_at")  # newest first
-    backlog += older
-    context.log.info(
-        f"{len(docs):,} reviews with text; {len(pending):,} not embedded yet; encoding {len(todo):,} "
-        f"with {enc.model_id} on {enc.device}"
-        + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})" if backlog else "")
-        + (f", of which {older:,} loaded before the last run, for embedding_backfill" if older else "")
-    )
+    todo, backlog = _review_batch(context, config, warehouse, docs, pending, cap, enc)
     with warehouse.connect() as con:
         ensure_embedding_table(con, REVIEW_EMB, "review_id", "product_id VARCHAR")
     written = _encode_reviews(
@@ -220,11 +200,6 @@ def review_text_embeddings(
     total = _drop_deleted_reviews(warehouse, docs)
     if docs.empty:
         context.log.warning("no reviews with text in staging.reviews: review_text_embeddings is empty")
-    if backlog:
-        context.log.warning(
-            f"{backlog:,} reviews not embedded yet (max_new_per_run={cap:,}): "
-            "the next runs encode them, newest first; until then they have no sentiment or topic"
-        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": int(total),
@@ -246,26 +221,62 @@ def review_text_embeddings(
     )
 
 
-def _review_arrivals(con) -> tuple[pd.Series, object]:
-    """When each staged review's load arrived (review_id -> raw load time; empty without load lineage) and
-    when the review encoder last wrote (None: never)."""
-    from ecom_pipeline.ml.encoders.store import table_exists
+def _review_batch(context, config: ReviewEmbeddingConfig, warehouse, docs, pending, cap: int, enc):
+    """The reviews this run encodes (newest first, at most ``cap``) and how many stay pending; in the daily
+    job (include_backlog unset) only those that arrived since the last run are candidates."""
+    from ecom_pipeline.ml.encoders.store import bounded_batch
 
-    last_run = (
-        con.execute(f"SELECT max(embedded_at) FROM {REVIEW_EMB}").fetchone()[0]
-        if table_exists(con, REVIEW_EMB)
-        else None
+    include = config.include_backlog if config.include_backlog is not None else context.job_name != DAILY_JOB
+    candidates, older = (pending, 0) if include else _arrived_since_last_run(warehouse, pending)
+    todo, backlog = bounded_batch(candidates, cap, by="created_at")  # newest first
+    backlog += older
+    context.log.info(
+        f"{len(docs):,} reviews with text; {len(pending):,} not embedded yet; encoding {len(todo):,} "
+        f"with {enc.model_id} on {enc.device}"
+        + (f"; {backlog:,} left for later runs (max_new_per_run={cap:,})" if backlog else "")
+        + (f", of which {older:,} loaded before the last run, for embedding_backfill" if older else "")
     )
-    has_lineage = table_exists(con, "raw.reviews") and {"_load_id"} <= {
-        r[0] for r in con.execute("DESCRIBE staging.reviews").fetchall()
-    }
-    if not has_lineage:
-        return pd.Series(dtype="datetime64[ns]"), last_run
-    arrivals = con.execute(
-        "SELECT s.review_id, l.loaded_at FROM staging.reviews s JOIN (SELECT _load_id, max(_loaded_at) AS "
-        "loaded_at FROM raw.reviews GROUP BY 1) l USING (_load_id)"
-    ).fetchdf()
-    return arrivals.drop_duplicates("review_id", keep="last").set_index("review_id")["loaded_at"], last_run
+    if backlog:
+        context.log.warning(
+            f"{backlog:,} reviews not embedded yet (max_new_per_run={cap:,}): later runs (embedding_backfill "
+            "for what arrived before the last run) encode them, newest first; until then they have no "
+            "sentiment or topic"
+        )
+    return todo, backlog
+
+
+def _arrived_since_last_run(warehouse: WarehouseResource, pending: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The pending reviews whose staging load arrived after the encoder last wrote (load times from
+    ``meta.partition_loads``, the partitioned ingest's ledger, never the restricted raw schema), and how many
+    older ones are left to the backfill.  Without load times (no partitioned ingest) every one is new."""
+    from ecom_pipeline.ml.encoders.store import arrived_since_last_run, table_exists
+
+    with warehouse.connect(read_only=True) as con:
+        last_run = (
+            con.execute(f"SELECT max(embedded_at) FROM {REVIEW_EMB}").fetchone()[0]
+            if table_exists(con, REVIEW_EMB)
+            else None
+        )
+        lineage = table_exists(con, "meta.partition_loads") and "_load_id" in {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+                "AND table_schema = 'staging' AND table_name = 'reviews'"
+            ).fetchall()
+        }
+        arrivals = (
+            con.execute(
+                "SELECT s.review_id, l.loaded_at FROM staging.reviews s JOIN (SELECT load_id, "
+                "max(loaded_at) AS loaded_at FROM meta.partition_loads WHERE table_name = 'reviews' "
+                "GROUP BY 1) l ON l.load_id = s._load_id"
+            ).fetchdf()
+            if lineage
+            else pd.DataFrame({"review_id": [], "loaded_at": pd.Series(dtype="datetime64[ns]")})
+        )
+    loaded_at = arrivals.drop_duplicates("review_id", keep="last").set_index("review_id")["loaded_at"]
+    return arrived_since_last_run(
+        pending, pending["review_id"].map(loaded_at).astype("datetime64[ns]"), last_run
+    )
 
 
 def _products_with_images(warehouse: WarehouseResource) -> pd.DataFrame:

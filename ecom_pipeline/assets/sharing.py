@@ -79,25 +79,11 @@ def regional_demand_dp(
     source: SourceResource,
     paths: PathsResource,
 ) -> dg.MaterializeResult:
-    from ecom_pipeline.dp import (
-        RELEASE_COLUMNS,
-        RELEASES,
-        REPORT_COLUMNS,
-        noise_scales,
-        plan_release,
-        release_signature,
-    )
-    from ecom_pipeline.warehouse.tables import atomic, read_table, table_exists, write_table
+    from ecom_pipeline.dp import RELEASE_COLUMNS, RELEASES, REPORT_COLUMNS, plan_release, release_signature
+    from ecom_pipeline.warehouse.tables import atomic, write_table
 
     cfg = _dp_config(config)
-    with warehouse.connect(read_only=True) as con:
-        span = (
-            con.execute("SELECT min(purchased_at), max(purchased_at) FROM staging.orders").fetchone()
-            if table_exists(con, "staging.orders")
-            else (None, None)
-        )
-        data_countries = read_table(con, "staging.customers", ["country"])["country"]
-        ledger = read_table(con, RELEASES, RELEASE_COLUMNS)
+    span, data_countries, ledger = _release_inputs(warehouse)
     countries = source.shop_countries(data_countries if data_countries.notna().any() else None)
     signature = release_signature(cfg, config.level, countries)
     plan = plan_release(ledger, signature, span[0], span[1], rerelease=config.rerelease)
@@ -123,30 +109,51 @@ def regional_demand_dp(
             write_table(con, RELEASES, released if len(released) else pd.DataFrame(columns=RELEASE_COLUMNS))
         write_table(con, "reports.regional_demand_dp", report)
     csv = _write_report_csv(paths, report)
+    return dg.MaterializeResult(metadata=_report_metadata(config, cfg, plan, report, countries, csv) | meta)
+
+
+def _release_inputs(warehouse: WarehouseResource) -> tuple[tuple, pd.Series, pd.DataFrame]:
+    """The orders' time span, the customers' country column and the ledger of released cells."""
+    from ecom_pipeline.dp import RELEASE_COLUMNS, RELEASES
+    from ecom_pipeline.warehouse.tables import read_table, table_exists
+
+    with warehouse.connect(read_only=True) as con:
+        span = (
+            con.execute("SELECT min(purchased_at), max(purchased_at) FROM staging.orders").fetchone()
+            if table_exists(con, "staging.orders")
+            else (None, None)
+        )
+        return (
+            span,
+            read_table(con, "staging.customers", ["country"])["country"],
+            read_table(con, RELEASES, RELEASE_COLUMNS),
+        )
+
+
+def _report_metadata(config: RegionalDemandDPConfig, cfg, plan, report: pd.DataFrame, countries, csv) -> dict:
+    from ecom_pipeline.dp import noise_scales
+
     b_orders, b_revenue = noise_scales(cfg)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": len(report),
-            "release": plan.reason,
-            "months_released_now": [str(m.date()) for m in plan.months],
-            "months_published": int(report["month"].nunique()),
-            "open_month_not_released": str(plan.open_month.date()) if plan.open_month is not None else "n/a",
-            "epsilon": cfg.epsilon,
-            "epsilon_orders": cfg.epsilon_orders,
-            "epsilon_revenue": cfg.epsilon_revenue,
-            "noise_scale_orders": b_orders,
-            "noise_scale_revenue": b_revenue,
-            "level": str(report["level"].iloc[0]) if len(report) else (plan.level or "n/a"),
-            "level_choice": config.level,
-            "countries": ", ".join(countries),
-            "revenue_unit": "the shop's own currency, as staged (no conversion)",
-            "suppressed_fraction": float(report["suppressed"].mean()) if len(report) else 0.0,
-            "csv": dg.MetadataValue.path(str(csv)),
-            "guarantee": f"epsilon={cfg.epsilon} per month and customer (k months of activity: k*epsilon); "
-            "each month released once",
-            **meta,
-        }
-    )
+    return {
+        "dagster/row_count": len(report),
+        "release": plan.reason,
+        "months_released_now": [str(m.date()) for m in plan.months],
+        "months_published": int(report["month"].nunique()),
+        "open_month_not_released": str(plan.open_month.date()) if plan.open_month is not None else "n/a",
+        "epsilon": cfg.epsilon,
+        "epsilon_orders": cfg.epsilon_orders,
+        "epsilon_revenue": cfg.epsilon_revenue,
+        "noise_scale_orders": b_orders,
+        "noise_scale_revenue": b_revenue,
+        "level": str(report["level"].iloc[0]) if len(report) else (plan.level or "n/a"),
+        "level_choice": config.level,
+        "countries": ", ".join(countries),
+        "revenue_unit": "the shop's own currency, as staged (no conversion)",
+        "suppressed_fraction": float(report["suppressed"].mean()) if len(report) else 0.0,
+        "csv": dg.MetadataValue.path(str(csv)),
+        "guarantee": f"epsilon={cfg.epsilon} per month and customer (k months of activity: k*epsilon); "
+        "each month released once",
+    }
 
 
 def _release(config: RegionalDemandDPConfig, cfg, warehouse: WarehouseResource, countries, plan):

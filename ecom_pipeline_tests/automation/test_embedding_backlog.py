@@ -150,11 +150,12 @@ def test_daily_refresh_encodes_the_days_reviews_and_leaves_the_history_to_the_ba
 
     db, defs, instance = shop
     assert daily_refresh_job.name == E.DAILY_JOB  # where include_backlog defaults to False
-    with duckdb.connect(str(db)) as con:  # load lineage as the loader writes it: the history's load
+    with duckdb.connect(str(db)) as con:  # load lineage as the partitioned ingest writes it: the history
         con.execute("ALTER TABLE staging.reviews ADD COLUMN _load_id VARCHAR DEFAULT 'history'")
-        con.execute("CREATE SCHEMA raw")
+        con.execute("CREATE SCHEMA meta")
         con.execute(
-            "CREATE TABLE raw.reviews AS SELECT 'history' AS _load_id, TIMESTAMP '2020-01-01' AS _loaded_at"
+            "CREATE TABLE meta.partition_loads AS SELECT 'reviews' AS table_name, 'history' AS load_id, "
+            "TIMESTAMP '2020-01-01' AS loaded_at"
         )
     _daily_run(defs, instance, cap=10, include_backlog=False)
     assert _embedded(db) == 10  # cold start: the 10 newest of 25
@@ -167,7 +168,9 @@ def test_daily_refresh_encodes_the_days_reviews_and_leaves_the_history_to_the_ba
         con.execute(
             "UPDATE staging.reviews SET text = 'box was damaged', _load_id = 'day' WHERE review_id = 'r0'"
         )
-        con.execute("INSERT INTO raw.reviews VALUES ('day', now()::TIMESTAMP + INTERVAL 1 MINUTE)")
+        con.execute(
+            "INSERT INTO meta.partition_loads VALUES ('reviews', 'day', now()::TIMESTAMP + INTERVAL 1 MINUTE)"
+        )
     # a run of the daily_refresh job, no include_backlog in its config: the job's default applies
     daily = dg.Definitions(
         assets=[E.review_text_embeddings],
