@@ -10,7 +10,15 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.assets.timeseries import _md_table, png_metadata, staging_frames
+from ecom_pipeline.assets.timeseries import (
+    DAILY_SERIES_DEPS,
+    DAILY_SERIES_DESCRIPTION,
+    SeriesBuildConfig,
+    _md_table,
+    daily_series_output,
+    png_metadata,
+    staging_frames,
+)
 from ecom_pipeline.resources import (
     ComputeResource,
     MLflowResource,
@@ -106,105 +114,131 @@ def map_plot(path: Path, regions: pd.DataFrame, level: str) -> Path:
     return path
 
 
-@dg.asset(
-    key=["features", "regions"],
-    group_name="spatial",
-    pool=WAREHOUSE_POOL,
-    kinds={"duckdb", "pandas"},
-    deps=STAGING,
-    description="Country, state (first-level division) and zip3 (postal prefix) regions of the data's own "
+REGIONS_DESCRIPTION = (
+    "Country, state (first-level division) and zip3 (postal prefix) regions of the data's own "
     "locations, placed offline (coordinates, else city, division or country centroid; see "
     "docs/geography.md): centroid, customers, sellers, orders, revenue, mean delivery days, late rate, "
     "level and resolution_source. Unresolved customers/sellers are counted in the metadata. Map-like plot "
-    "in <data_root>/reports/regions.png.",
+    "in <data_root>/reports/regions.png."
 )
-def regions(
-    context: dg.AssetExecutionContext,
-    warehouse: WarehouseResource,
-    source: SourceResource,
-    paths: PathsResource,
-) -> pd.DataFrame:
+FLOWS_DESCRIPTION = (
+    "Seller-region → customer-region flow edges (state and zip3): orders, items, "
+    "revenue and haversine distance (mean, median km) between the actual seller and customer locations."
+)
+FLOW_COLUMNS = ["src", "dst", "orders", "items", "revenue", "mean_distance_km", "median_distance_km", "level"]
+
+
+def regions_output(
+    log, f: dict, countries: tuple[str, ...], qualify: bool, paths: PathsResource
+) -> tuple[pd.DataFrame, dict]:
+    """features.regions and its metadata (with the map) from the located staging frames."""
     from ecom_pipeline.ml.spatial.geo import LEVELS, REGION_COLUMNS, order_stats, region_table
 
-    f, countries, qualify = located_frames(warehouse, source)
     if f["customers"].empty and f["regions"].empty:
-        context.log.warning("no customers and no regions in staging: regions is empty")
-        context.add_output_metadata({"dagster/row_count": 0, "message": "no customers/regions"})
-        return pd.DataFrame(columns=REGION_COLUMNS)
+        log.warning("no customers and no regions in staging: regions is empty")
+        return pd.DataFrame(columns=REGION_COLUMNS), {
+            "dagster/row_count": 0,
+            "message": "no customers/regions",
+        }
     orders = order_stats(f["orders"], f["order_items"])
     parts = [region_table(lv, f["regions"], f["customers"], f["sellers"], orders, qualify) for lv in LEVELS]
     parts = [p for p in parts if len(p)]
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=REGION_COLUMNS)
     meta = location_metadata(f, countries)
     if meta["customers_unresolved"]:
-        context.log.warning(
+        log.warning(
             f"{meta['customers_unresolved']} customers could not be placed in any region: "
             f"{meta['customers_unresolved_reasons']}"
         )
+    states = out[out.level == "state"].sort_values("orders", ascending=False)
+    columns = ["region_id", "customers", "sellers", "orders", "revenue", "mean_delivery_days", "late_rate"]
     meta |= {
         "dagster/row_count": len(out),
         "by_level": out["level"].value_counts().to_dict(),
-        "top_states": _md_table(
-            out[out.level == "state"]
-            .sort_values("orders", ascending=False)[
-                ["region_id", "customers", "sellers", "orders", "revenue", "mean_delivery_days", "late_rate"]
-            ]
-            .round(2),
-            10,
-        ),
+        "top_states": _md_table(states[columns].round(2), 10),
     }
     map_level = "state" if (out.level == "state").any() else "country"
     if (out.level == map_level).any():
         meta |= png_metadata(map_plot(paths.report("regions.png"), out, map_level), "regions map")
-    context.add_output_metadata(meta)
-    return out
+    return out, meta
 
 
-@dg.asset(
-    key=["features", "region_flows"],
-    group_name="spatial",
-    pool=WAREHOUSE_POOL,
-    kinds={"duckdb", "pandas"},
-    deps=STAGING,
-    description="Seller-region → customer-region flow edges (state and zip3): orders, items, "
-    "revenue and haversine distance (mean, median km) between the actual seller and customer locations.",
-)
-def region_flows(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, source: SourceResource
-) -> pd.DataFrame:
+def region_flows_output(f: dict, countries: tuple[str, ...], qualify: bool) -> tuple[pd.DataFrame, dict]:
+    """features.region_flows and its metadata from the located staging frames."""
     from ecom_pipeline.ml.spatial.geo import LEVELS, flows, order_geo
 
-    f, countries, qualify = located_frames(warehouse, source)
     if f["orders"].empty or f["order_items"].empty:
-        context.add_output_metadata({"dagster/row_count": 0, "message": "no orders/items"})
-        return pd.DataFrame(
-            columns=[
-                "src",
-                "dst",
-                "orders",
-                "items",
-                "revenue",
-                "mean_distance_km",
-                "median_distance_km",
-                "level",
-            ]
-        )
+        return pd.DataFrame(columns=FLOW_COLUMNS), {"dagster/row_count": 0, "message": "no orders/items"}
     geo = order_geo(f["orders"], f["order_items"], f["customers"], f["sellers"], countries)
     out = pd.concat([flows(geo, lv, qualify) for lv in LEVELS], ignore_index=True)
     st = out[out.level == "state"]
     median_km = geo["distance_km"].median()
-    context.add_output_metadata(
-        {
-            "dagster/row_count": len(out),
-            "median_order_distance_km": round(float(median_km), 1) if pd.notna(median_km) else "n/a",
-            "lines_without_both_locations": int(geo["distance_km"].isna().sum()),
-            "intra_state_share": round(
-                float(st[st.src == st.dst]["orders"].sum() / max(st["orders"].sum(), 1)), 3
-            ),
-            "top_flows": _md_table(st.head(10).round(1)),
-        }
-    )
-    return out
+    return out, {
+        "dagster/row_count": len(out),
+        "median_order_distance_km": round(float(median_km), 1) if pd.notna(median_km) else "n/a",
+        "lines_without_both_locations": int(geo["distance_km"].isna().sum()),
+        "intra_state_share": round(
+            float(st[st.src == st.dst]["orders"].sum() / max(st["orders"].sum(), 1)), 3
+        ),
+        "top_flows": _md_table(st.head(10).round(1)),
+    }
+
+
+@dg.multi_asset(
+    name="located_features",
+    outs={
+        "daily_series": dg.AssetOut(
+            key=["features", "daily_series"],
+            group_name="forecasting",
+            kinds={"duckdb", "pandas"},
+            description=DAILY_SERIES_DESCRIPTION,
+            is_required=False,
+        ),
+        "regions": dg.AssetOut(
+            key=["features", "regions"],
+            group_name="spatial",
+            kinds={"duckdb", "pandas"},
+            description=REGIONS_DESCRIPTION,
+            is_required=False,
+        ),
+        "region_flows": dg.AssetOut(
+            key=["features", "region_flows"],
+            group_name="spatial",
+            kinds={"duckdb", "pandas"},
+            description=FLOWS_DESCRIPTION,
+            is_required=False,
+        ),
+    },
+    deps=DAILY_SERIES_DEPS,
+    internal_asset_deps={
+        "daily_series": set(DAILY_SERIES_DEPS),
+        "regions": set(STAGING),
+        "region_flows": set(STAGING),
+    },
+    can_subset=True,
+    pool=WAREHOUSE_POOL,
+)
+def located_features(
+    context: dg.AssetExecutionContext,
+    config: SeriesBuildConfig,
+    warehouse: WarehouseResource,
+    source: SourceResource,
+    paths: PathsResource,
+):
+    """The daily series, regions and region flows in one step: all three read staging and place customers and
+    sellers the same way (at 1M orders 5 s each time), so they do it once (any subset can be materialized)."""
+    f, countries, qualify = located_frames(warehouse, source)
+    selected = context.selected_output_names
+    if "daily_series" in selected:
+        products = staging_frames(warehouse, "products")["products"]
+        out, meta = daily_series_output(context.log, f, qualify, products, config)
+        yield dg.Output(out, "daily_series", metadata=meta)
+    if "regions" in selected:
+        out, meta = regions_output(context.log, f, countries, qualify, paths)
+        yield dg.Output(out, "regions", metadata=meta)
+    if "region_flows" in selected:
+        out, meta = region_flows_output(f, countries, qualify)
+        yield dg.Output(out, "region_flows", metadata=meta)
 
 
 @dg.asset(
@@ -516,8 +550,7 @@ def delivery_delay(
 def build() -> dg.Definitions:
     return dg.Definitions(
         assets=[
-            regions,
-            region_flows,
+            located_features,
             region_knn_graph,
             region_knn_features,
             region_embeddings,

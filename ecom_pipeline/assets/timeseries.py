@@ -193,62 +193,55 @@ def _panel(daily: pd.DataFrame, series_ids: list[str], value: str):
 
 
 # ---------------------------------------------------------------- assets
-@dg.asset(
-    key=["features", "daily_series"],
-    group_name="forecasting",
-    pool=WAREHOUSE_POOL,
-    kinds={"duckdb", "pandas"},
-    deps=[
-        dg.AssetKey(["staging", t])
-        for t in ("orders", "order_items", "products", "customers", "sellers", "regions")
-    ],
-    description="Daily orders, revenue and distinct customers: total, per state, per category and per "
+# features/daily_series is materialized by assets.spatial.located_features with regions and flows: the three
+# read and place the same staging rows, once instead of three times
+DAILY_SERIES_DEPS = [
+    dg.AssetKey(["staging", t])
+    for t in ("orders", "order_items", "products", "customers", "sellers", "regions")
+]
+DAILY_SERIES_DESCRIPTION = (
+    "Daily orders, revenue and distinct customers: total, per state, per category and per "
     "(state, top category). Every day between the first and last order day is present (0 = no orders). "
     "A state series id is its region id in features.regions (state:SP, or state:US-CA in a shop with "
-    "several countries).",
+    "several countries)."
 )
-def daily_series(
-    context: dg.AssetExecutionContext,
-    config: SeriesBuildConfig,
-    warehouse: WarehouseResource,
-    source: SourceResource,
-) -> pd.DataFrame:
-    from ecom_pipeline.assets.spatial import located_frames  # here: spatial imports this module
+
+
+def daily_series_output(
+    log, located: dict, qualify: bool, products: pd.DataFrame, config: SeriesBuildConfig
+) -> tuple[pd.DataFrame, dict]:
+    """features.daily_series and its metadata from the located staging frames (not modified)."""
     from ecom_pipeline.ml.forecasting.series import SERIES_COLUMNS
     from ecom_pipeline.ml.forecasting.series import daily_series as build_daily
     from ecom_pipeline.ml.spatial.geo import region_id
 
-    f = staging_frames(warehouse, "products")
-    located, _, qualify = located_frames(warehouse, source)
     if located["orders"].empty:
-        context.log.warning("staging.orders is empty: no daily series")
-        context.add_output_metadata({"dagster/row_count": 0, "message": "no orders in staging"})
-        return pd.DataFrame(columns=SERIES_COLUMNS)
+        log.warning("staging.orders is empty: no daily series")
+        return pd.DataFrame(columns=SERIES_COLUMNS), {
+            "dagster/row_count": 0,
+            "message": "no orders in staging",
+        }
     # the customer's state as the spatial assets place it, so state series ids are region ids (the ST-GCN's
     # graph and the forecasts join on them); a customer not placed at state level counts as unknown
     customers = located["customers"]
-    customers["state"] = region_id(customers, "state", qualify).str.removeprefix("state:")
+    customers = customers.assign(state=region_id(customers, "state", qualify).str.removeprefix("state:"))
     out = build_daily(
         located["orders"],
         located["order_items"],
-        f["products"],
+        products,
         customers,
         top_categories=config.top_categories,
         top_states=config.top_states_in_cross,
     )
-    counts = out.groupby("level")["series_id"].nunique().to_dict()
-    context.add_output_metadata(
-        {
-            "dagster/row_count": len(out),
-            "series_by_level": counts,
-            "days": int(out["date"].nunique()),
-            "first_day": str(out["date"].min().date()),
-            "last_day": str(out["date"].max().date()),
-            "zero_days_total": int((out[out.series_id == "total"]["orders"] == 0).sum()),
-        }
-        | _tail_metadata(out, "orders")
-    )
-    return out
+    meta = {
+        "dagster/row_count": len(out),
+        "series_by_level": out.groupby("level")["series_id"].nunique().to_dict(),
+        "days": int(out["date"].nunique()),
+        "first_day": str(out["date"].min().date()),
+        "last_day": str(out["date"].max().date()),
+        "zero_days_total": int((out[out.series_id == "total"]["orders"] == 0).sum()),
+    }
+    return out, meta | _tail_metadata(out, "orders")
 
 
 @dg.asset(
@@ -923,6 +916,6 @@ def build() -> dg.Definitions:
         promotion_gate_check(lstm_backtest.key, "ecom.forecast.lstm"),
     ]
     return dg.Definitions(
-        assets=[daily_series, weekly_series, calendar, sarima_backtest, lstm_backtest, forecasts, anomalies],
+        assets=[weekly_series, calendar, sarima_backtest, lstm_backtest, forecasts, anomalies],
         asset_checks=checks,
     )

@@ -22,7 +22,14 @@ def main() -> None:
             op_selection=STEPS,
             raise_on_error=False,
         )
-    print(json.dumps({"run_id": result.run_id, "success": result.success}), flush=True)
+        # a failed run says why, so a flaky failure in CI can be read from the test's assertion message
+        errors = [
+            f"{e.step_key}: {e.event_specific_data.error.to_string()[-1500:]}"
+            for e in result.all_events
+            if e.event_type in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE)
+            and getattr(e.event_specific_data, "error", None) is not None
+        ]
+    print(json.dumps({"run_id": result.run_id, "success": result.success, "errors": errors}), flush=True)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ def materialised(tmp_path_factory):
         "source": SourceResource(kind="synthetic", data_root=str(root)),
         "paths": PathsResource(data_root=str(root)),
     }
-    defs = ts.build()
-    result = dg.materialize(list(defs.assets), resources=resources, run_config={"ops": SMALL})
+    from ecom_pipeline.assets.spatial import located_features  # builds features.daily_series
+
+    assets = [*ts.build().assets, located_features]
+    result = dg.materialize(assets, resources=resources, run_config={"ops": SMALL})
     assert result.success
     return root, wh, result
 

@@ -293,7 +293,7 @@ def _small_model():
 def _delivery_job(warehouse: Path, tracking_uri: str, retry_policy: dg.RetryPolicy | None):
     resources = build_resources(Settings.from_env())
     resources["mlflow"] = MLflowResource(tracking_uri=tracking_uri)
-    asset = next(a for a in spatial.build().assets if a.key == dg.AssetKey(["models", "delivery_delay"]))
+    asset = next(a for a in spatial.build().assets if dg.AssetKey(["models", "delivery_delay"]) in a.keys)
     resources["warehouse"] = WarehouseResource(path=str(warehouse))
     resources["io_manager"] = WarehouseIOManager(database=str(warehouse))
     job = dg.define_asset_job("training_probe", selection=[asset.key], op_retry_policy=retry_policy)

@@ -123,7 +123,7 @@ def test_country_only_shop_gets_country_regions_and_a_named_stgcn_skip(tmp_path)
         resources=res,
     )
     assert result.success
-    md = result.asset_materializations_for_node("features__regions")[0].metadata
+    md = _regions_metadata(result)
     assert md["customers_unresolved"].value == n_unspecified > 0
     assert md["customers_unresolved_reasons"].value == {"unknown country": n_unspecified}
     stgcn = result.asset_materializations_for_node("models__stgcn_backtest")[0].metadata
@@ -139,6 +139,14 @@ def test_country_only_shop_gets_country_regions_and_a_named_stgcn_skip(tmp_path)
     assert abs(gb["lat"] - 53) < 2 and abs(gb["lng"] + 2) < 2 and gb["resolution_source"] == "country"
     assert gb["orders"] > 0 and len(knn) > 0 and (knn["level"] == "country").all()
     assert (cal["country"] == "GB").all() and "Spring Bank Holiday" in set(cal["holiday_name"].dropna())
+
+
+def _regions_metadata(result) -> dict:
+    """features.regions is one output of the located_features step (with the series and the flows)."""
+    key = dg.AssetKey(["features", "regions"])
+    return next(
+        m for m in result.asset_materializations_for_node("located_features") if m.asset_key == key
+    ).metadata
 
 
 @pytest.mark.slow
@@ -167,7 +175,7 @@ def test_mapped_us_export_without_coordinates_gets_state_regions(data_root, monk
         resources=build_resources(settings),
     )
     assert result.success
-    md = result.asset_materializations_for_node("features__regions")[0].metadata
+    md = _regions_metadata(result)
     assert md["customers_unresolved"].value == 0 and md["countries"].value == "US"
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     try:

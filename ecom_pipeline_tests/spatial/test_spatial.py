@@ -120,7 +120,9 @@ def test_spatial_assets(tmp_path):
     from ecom_pipeline.warehouse.tables import table_fingerprint
 
     def embed(refresh: str) -> tuple[dict, tuple]:
-        asset = next(a for a in spatial.build().assets if a.key.path == ["features", "region_embeddings"])
+        asset = next(
+            a for a in spatial.build().assets if dg.AssetKey(["features", "region_embeddings"]) in a.keys
+        )
         config = {"config": {"epochs_cpu": 60, "refresh": refresh}}
         run = dg.materialize(
             [asset], resources=res, run_config={"ops": {"features__region_embeddings": config}}
