@@ -103,6 +103,20 @@ def tree_rss(pid: int) -> tuple[int, int]:
     return _tree_rss_psutil(pid)
 
 
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc)."""
+    stack, out = [pid], []
+    while stack:
+        p = stack.pop()
+        out.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as fh:
+                stack += [int(c) for c in fh.read().split()]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def tree_pss(pid: int) -> int:
     """Sum of PSS (proportional set size) in bytes over ``pid`` and its descendants.  Step processes fork from
     one forkserver and share its pages: the RSS sum counts those once per process, PSS splits them, so the PSS
@@ -143,6 +157,8 @@ class Sampler(threading.Thread):
         self.peak_pss = 0
         self.root_hwm = 0
         self.load_averages: list[float] = []  # 1-minute load average: how busy the machine was
+        # each process's own peak RSS (VmHWM, read while it lives): a launched run's step processes by pid
+        self.hwm_by_pid: dict[int, int] = {}
         self._finished = threading.Event()  # not `_stop`: threading.Thread has a method of that name
 
     def run(self) -> None:
@@ -152,6 +168,8 @@ class Sampler(threading.Thread):
                 self.samples.append((time.time(), total, biggest))
                 self.peak_pss = max(self.peak_pss, tree_pss(self.pid))
                 self.root_hwm = max(self.root_hwm, peak_rss_hwm(self.pid))
+                for p in tree_pids(self.pid):
+                    self.hwm_by_pid[p] = max(self.hwm_by_pid.get(p, 0), peak_rss_hwm(p))
                 self.load_averages.append(os.getloadavg()[0])
             self._finished.wait(SAMPLE_SECONDS)
 
@@ -193,9 +211,14 @@ def step_stats(dagster_home: Path, run_id: str | None) -> tuple[str | None, str 
             run_id = runs[0].run_id
         run = instance.get_run_by_id(run_id)
         stats = instance.get_run_step_stats(run_id)
+        starts = instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.STEP_START, limit=100_000
+        ).records
+    pids = {r.event_log_entry.step_key: r.event_log_entry.dagster_event.pid for r in starts}
     steps = [
         {
             "step": s.step_key,
+            "pid": pids.get(s.step_key),
             "status": s.status.value if s.status else "IN_PROGRESS",
             "start": s.start_time,
             "end": s.end_time,
@@ -295,6 +318,7 @@ def run_job(
     run_id, status, steps = step_stats(root / "dagster_home", m.group(1) if m else None)
     samples = sampler.samples
     stopped = t0 + wall
+    own_processes = len({s["pid"] for s in steps}) > 1
     # in-process executor: one step at a time, so a sample belongs to the running step; launched
     # (multiprocess) steps overlap, so a step's peak is the tree's peak while it ran, neighbours included
     for s in steps:
@@ -304,7 +328,10 @@ def run_job(
             s["status"] = "INTERRUPTED"
         inside = [tot for ts, tot, _ in samples if s["start"] and s["start"] <= ts <= end]
         s["peak_tree_rss_mb"] = round(max(inside) / 2**20) if inside else None
-        del s["start"], s["end"]
+        # a step in a process of its own (launched runs): that process's peak, the step's own memory
+        own = sampler.hwm_by_pid.get(s["pid"]) if own_processes else None
+        s["own_peak_rss_mb"] = round(own / 2**20) if own else None
+        del s["start"], s["end"], s["pid"]
     steps.sort(key=lambda s: -(s["seconds"] or 0))
     return {
         "job": job,
@@ -1027,6 +1054,23 @@ def render_daily_path_md(results: dict) -> str:
                     f"{r['wall_seconds']:,.1f} | {sum(s['seconds'] or 0 for s in r['steps']):,.1f} | "
                     f"{_load_note(r)} | {r['peak_tree_rss_mb']:,} | {r.get('peak_tree_pss_mb') or '-'} |"
                 )
+        for r in (c.get("first_build") or {}).get("runs", []):
+            own = sorted(
+                (s for s in r["steps"] if s.get("own_peak_rss_mb")), key=lambda s: -s["own_peak_rss_mb"]
+            )
+            if own:
+                lines += [
+                    "",
+                    f"### first build `{r['job']}`: steps by the peak RSS of their own process",
+                    "",
+                    "| step | s | own process peak RSS MB | tree peak RSS MB while it ran |",
+                    "|---|---:|---:|---:|",
+                ]
+                lines += [
+                    f"| {s['step']} | {s['seconds']} | {s['own_peak_rss_mb']:,} | "
+                    f"{s['peak_tree_rss_mb'] or '-'} |"
+                    for s in own[:8]
+                ]
         for r in (c.get("daily") or {}).get("runs", []):
             lines += [
                 "",
