@@ -19,7 +19,7 @@ from ecom_pipeline.resources import (
     SourceResource,
     WarehouseResource,
 )
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 from ecom_pipeline.warehouse.tables import atomic
 
 GROUP = "embeddings"
@@ -566,6 +566,7 @@ def product_image_embeddings(
     group_name=GROUP,
     tags={"ecom/stage": "features"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb"},
     deps=[
         fkey("product_text_embeddings"),
@@ -630,6 +631,7 @@ def product_embeddings(context: dg.AssetExecutionContext, config: FusionConfig, 
     group_name=GROUP,
     tags={"ecom/stage": "scoring"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb"},
     deps=[fkey("product_embeddings")],
     description="Top-k most similar products per product (cosine of fused embeddings). For ad-hoc queries "

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ecom_pipeline.resources import MLflowResource, SourceResource, WarehouseResource
-from ecom_pipeline.routing import WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 
 MODEL_NAME = "ecom.sentiment_federated.{setting}"
 
@@ -163,6 +163,7 @@ def _federated_config(config: FederatedSentimentConfig):
     group_name="reviews",
     tags={"ecom/stage": "training"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"scikitlearn", "mlflow"},
     deps=[
         dg.AssetKey(["features", "review_text_embeddings"]),

@@ -14,8 +14,7 @@ from ecom_pipeline.canonical import TABLE_ORDER, TABLES
 from ecom_pipeline.config import Settings, env
 from ecom_pipeline.loading import load_raw_table
 from ecom_pipeline.resources import PrivacyResource, SourceResource, WarehouseResource
-
-WAREHOUSE_POOL = "duckdb"
+from ecom_pipeline.routing import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 
 
 def raw_key(table: str) -> dg.AssetKey:
@@ -55,6 +54,7 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
         key=raw_key(table),
         group_name="ingest",
         pool=WAREHOUSE_POOL,
+        op_tags=WAREHOUSE_OP_TAGS,
         kinds={"duckdb"},
         description=f"`{table}` rows exactly as delivered (all text) with load metadata. Restricted: may "
         "contain personal data; never exported. " + spec.description,
@@ -120,6 +120,7 @@ def _staging_asset(
         key=staging_key(table),
         group_name="ingest",
         pool=WAREHOUSE_POOL,
+        op_tags=WAREHOUSE_OP_TAGS,
         kinds={"duckdb"},
         deps=deps,
         description=f"`{table}`: typed, normalised, validated, deduplicated and pseudonymised. Rejected rows "

@@ -11,7 +11,7 @@ import pandas as pd
 from ecom_pipeline.ml.recsys.metrics import MAX_EVAL_USERS
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 
 GROUP = "recommender"
 STAGING_DEPS = [
@@ -118,6 +118,7 @@ def _item_names(warehouse: WarehouseResource) -> tuple[dict, pd.DataFrame]:
     group_name=GROUP,
     tags={"ecom/stage": "features"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     deps=STAGING_DEPS,
     kinds={"duckdb"},
     description="User-item interactions: purchases from orders (cancelled excluded) and weighted view/cart "
@@ -170,6 +171,7 @@ def interactions(
     group_name=GROUP,
     tags={"ecom/stage": "features"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "pandas"},
     deps=[INTERACTIONS],
     description="Interactions aggregated per (customer, category): weight, counts per event type, first/last "
@@ -208,6 +210,7 @@ def _mlflow_name(s: str) -> str:
     group_name=GROUP,
     tags={"ecom/stage": "training"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "mlflow"},
     deps=[INTERACTIONS],
     description="Every recommender (global / recent / regional popularity, item-kNN, implicit ALS) on the "
@@ -475,6 +478,7 @@ def _global_counts_everyone(setting: str) -> bool:
     group_name=GROUP,
     tags={"ecom/stage": "scoring"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "pandas"},
     deps=[INTERACTIONS, dg.AssetKey(["models", "recommender_evaluation"])],
     description="User → top-K items (and top categories) with score, model, model version and a short "
@@ -546,6 +550,7 @@ def recommendations(
     group_name=GROUP,
     tags={"ecom/stage": "scoring"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "pandas"},
     deps=[INTERACTIONS],
     description="Product → related products: co-occurrence (customers who bought X also bought); items "

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ecom_pipeline.failure_log import read_failures
 from ecom_pipeline.resources import MLflowResource, PathsResource, WarehouseResource
-from ecom_pipeline.routing import WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 
 
 def _write(warehouse: WarehouseResource, table: str, frame: pd.DataFrame) -> None:
@@ -55,6 +55,7 @@ def _markdown(frame: pd.DataFrame, limit: int = 50) -> str:
     key_prefix=["reports"],
     group_name="operations",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"mlflow", "duckdb"},
     owners=["team:mlops"],
     tags={"ecom/stage": "scoring"},
@@ -129,6 +130,7 @@ FAILURE_COLUMNS = ["run_id", "job_name", "failed_at", "message", "failed_steps",
     key_prefix=["reports"],
     group_name="operations",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb"},
     owners=["team:mlops"],
     tags={"ecom/stage": "scoring"},

@@ -19,7 +19,7 @@ from ecom_pipeline.resources import (
     SourceResource,
     WarehouseResource,
 )
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 
 GROUP = "reviews"
 REVIEW_EMB = "features.review_text_embeddings"
@@ -463,6 +463,7 @@ class ReviewSentimentConfig(dg.Config):
     group_name=GROUP,
     tags={"ecom/stage": "scoring"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb"},
     deps=[
         dg.AssetKey(["models", "sentiment_model"]),
@@ -637,6 +638,7 @@ AGGREGATES = {
     group_name=GROUP,
     tags={"ecom/stage": "scoring"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb"},
     deps=[
         dg.AssetKey(["features", "review_sentiment"]),
@@ -694,6 +696,7 @@ class TopicConfig(dg.Config):
     group_name=GROUP,
     tags={"ecom/stage": "features"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb"},
     deps=[
         dg.AssetKey(["features", "review_text_embeddings"]),

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ecom_pipeline.resources import PathsResource, SourceResource, WarehouseResource
-from ecom_pipeline.routing import WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 
 STAGING_DEPS = [dg.AssetKey(["staging", t]) for t in ("orders", "order_items", "customers")]
 COLUMNS = {
@@ -61,6 +61,7 @@ def _write_report_csv(paths: PathsResource, report: pd.DataFrame) -> Path:
     key=dg.AssetKey(["reports", "regional_demand_dp"]),
     group_name="sharing",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     deps=STAGING_DEPS,
     kinds={"duckdb", "csv"},
     tags={"ecom/stage": "scoring"},

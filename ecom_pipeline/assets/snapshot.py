@@ -10,7 +10,7 @@ serving and reporting assets they depend on; ``publish_snapshot`` publishes on d
 import dagster as dg
 
 from ecom_pipeline.resources import PathsResource, WarehouseResource
-from ecom_pipeline.routing import WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 
 SNAPSHOT_KEY = dg.AssetKey(["snapshot", "read_only_warehouse"])
 # every asset that writes a table the snapshot copies (a test checks no serving/reports asset is missing)
@@ -41,6 +41,7 @@ class SnapshotConfig(dg.Config):
     key=SNAPSHOT_KEY,
     group_name="snapshot",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb"},
     deps=SNAPSHOT_DEPS,
     tags={"ecom/stage": "scoring"},

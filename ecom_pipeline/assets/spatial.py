@@ -26,7 +26,7 @@ from ecom_pipeline.resources import (
     SourceResource,
     WarehouseResource,
 )
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 from ecom_pipeline.warehouse.tables import read_table
 
 STAGING = [dg.AssetKey(["staging", t]) for t in ("regions", "customers", "sellers", "orders", "order_items")]
@@ -217,6 +217,7 @@ def region_flows_output(f: dict, countries: tuple[str, ...], qualify: bool) -> t
     },
     can_subset=True,
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
 )
 def located_features(
     context: dg.AssetExecutionContext,
@@ -245,6 +246,7 @@ def located_features(
     key=["features", "region_knn_graph"],
     group_name="spatial",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "pandas"},
     ins={"regions": dg.AssetIn(key=["features", "regions"])},
     description="Geographic kNN graph: each region to its k nearest regions of the "
@@ -270,6 +272,7 @@ def region_knn_graph(
     key=["features", "region_knn_features"],
     group_name="spatial",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "pandas"},
     ins={
         "regions": dg.AssetIn(key=["features", "regions"]),
@@ -478,6 +481,7 @@ def _delivery_metadata(res, outcome) -> dict:
     key=["models", "delivery_delay"],
     group_name="spatial",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"sklearn", "mlflow"},
     deps=STAGING,
     description="Gradient-boosting delivery-time and lateness model (distance, regions, seller "

@@ -19,7 +19,7 @@ from ecom_pipeline.resources import (
     SourceResource,
     WarehouseResource,
 )
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 from ecom_pipeline.warehouse.tables import read_table
 
 TASK = "forecast_daily_orders"
@@ -248,6 +248,7 @@ def daily_series_output(
     key=["features", "weekly_series"],
     group_name="forecasting",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "pandas"},
     ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
     description="Weekly (Monday-start) sums of the daily series.",
@@ -264,6 +265,7 @@ def weekly_series(context: dg.AssetExecutionContext, daily: pd.DataFrame) -> pd.
     key=["features", "calendar"],
     group_name="forecasting",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "pandas"},
     ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
     description="Calendar features per day: weekday, month, national holidays (holidays package, offline), "
@@ -457,6 +459,7 @@ def _record_sarima(
     key=["models", "sarima_backtest"],
     group_name="forecasting",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"statsmodels", "mlflow"},
     ins={"daily": dg.AssetIn(key=["features", "daily_series"])},
     description="Seasonal-naive baseline and SARIMA (order by AIC over a small weekly-seasonal grid) on the "
@@ -726,6 +729,7 @@ def _gate_metric_records(gate, dataset: str) -> list:
     key=["serving", "forecasts"],
     group_name="forecasting",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "pandas"},
     ins={"sarima": dg.AssetIn(key=["models", "sarima_backtest"])},
     deps=[dg.AssetKey(["models", "lstm_backtest"]), dg.AssetKey(["models", "stgcn_backtest"])],
@@ -845,6 +849,7 @@ def _anomaly_metadata(found: pd.DataFrame, summary: pd.DataFrame, decisions: lis
     key=["serving", "anomalies"],
     group_name="forecasting",
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "pandas"},
     ins={
         "daily": dg.AssetIn(key=["features", "daily_series"]),

@@ -7,7 +7,7 @@ import pandas as pd
 
 from ecom_pipeline.resources import MLflowResource, PathsResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
-from ecom_pipeline.routing import WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 
 GROUP = "users"
 STAGING_DEPS = [
@@ -45,6 +45,7 @@ def _tables(warehouse: WarehouseResource) -> dict[str, pd.DataFrame]:
     group_name=GROUP,
     tags={"ecom/stage": "scoring"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     deps=STAGING_DEPS,
     kinds={"duckdb", "sklearn"},
     description="One row per customer: RFM, behaviour (categories, price band, views/carts), experience "
@@ -201,6 +202,7 @@ def _repurchase_decision(res):
     group_name=GROUP,
     tags={"ecom/stage": "training"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     deps=STAGING_DEPS,
     kinds={"duckdb", "sklearn", "mlflow"},
     description="P(customer orders again within N days): calibrated gradient boosting on profile features, "
@@ -271,6 +273,7 @@ class RepurchaseScoresConfig(dg.Config):
     group_name=GROUP,
     tags={"ecom/stage": "scoring"},
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     deps=[dg.AssetKey(["models", "repurchase_model"]), dg.AssetKey(["serving", "user_profiles"])],
     kinds={"duckdb", "sklearn"},
     description="P(customer orders again within N days) per customer, from the model the weekly training's "

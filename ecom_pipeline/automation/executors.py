@@ -44,7 +44,12 @@ from __future__ import annotations
 import dagster as dg
 
 from ecom_pipeline.config import env
-from ecom_pipeline.routing import gpu_k8s_config  # noqa: F401  (re-exported: it used to live here)
+from ecom_pipeline.routing import (
+    GPU_POOL,
+    POOL_TAG,
+    WAREHOUSE_POOL,
+    gpu_k8s_config,  # noqa: F401  (re-exported: it used to live here)
+)
 
 EXECUTORS = ("multiprocess", "celery", "k8s")
 SHORT_JOBS_EXECUTORS = ("in_process", "multiprocess", "location")
@@ -53,13 +58,25 @@ SHORT_JOBS_EXECUTORS = ("in_process", "multiprocess", "location")
 FORKSERVER_PRELOAD = ["ecom_pipeline.forkserver_preload"]
 
 
+def one_slot_pool_limits(backend: str | None = None) -> list[dict]:
+    """One step in flight per run for each one-slot pool, read from the steps' ``ecom/pool`` tag (see
+    routing.py: the next pooled step is launched when the slot is free, not after a claim back-off).  The
+    warehouse pool has one slot on the single-file warehouse only: a DuckLake takes several writers."""
+    from ecom_pipeline.config import Settings
+
+    backend = backend or Settings.from_env().warehouse_backend
+    one_slot = [GPU_POOL] + ([WAREHOUSE_POOL] if backend == "duckdb" else [])
+    return [{"key": POOL_TAG, "value": pool, "limit": 1} for pool in one_slot]
+
+
 def multiprocess_executor(max_concurrent: int | None = None):
     """The location's default: at most ``ECOM_MAX_CONCURRENT`` (default 2, the reference machine's cores)
-    step processes, forked from a preloaded forkserver."""
+    step processes, forked from a preloaded forkserver, one per one-slot pool at a time."""
     limit = max_concurrent or int(env("ECOM_MAX_CONCURRENT"))
     return dg.multiprocess_executor.configured(
         {
             "max_concurrent": limit,
+            "tag_concurrency_limits": one_slot_pool_limits(),
             "start_method": {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}},
         }
     )

@@ -52,7 +52,7 @@ from ecom_pipeline.automation.partitions import INBOX_PARTITIONS, INBOX_START_DA
 from ecom_pipeline.config import env
 from ecom_pipeline.paths import DataPaths
 from ecom_pipeline.resources import PathsResource, PrivacyResource, SourceResource, WarehouseResource
-from ecom_pipeline.routing import WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
 from ecom_pipeline.sources.online_events import COLUMNS as ONLINE_EVENT_COLUMNS
 from ecom_pipeline.sources.online_events import PREFIX as ONLINE_EVENTS_PREFIX
 
@@ -459,6 +459,7 @@ def _load_cursor(cursor: str | None) -> dict:
     group_name="inbox",
     partitions_def=INBOX_PARTITIONS,
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb", "file"},
     owners=["team:mlops"],
     description="Files delivered to the inbox on one day (partition = delivery day, UTC): recorded in "
@@ -685,6 +686,7 @@ def ingest_after_inbox(context: dg.RunStatusSensorContext, source: SourceResourc
     partitions_def=INBOX_PARTITIONS,
     deps=[inbox_deliveries.key],
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb"},
     owners=["team:mlops"],
     description="One delivery day's files (new and corrected rows, mapped source) appended to raw as that "
@@ -775,6 +777,7 @@ def archived_day_digests(processed: Path) -> dict[str, str]:
     key=dg.AssetKey(["inbox", "new_partitions"]),
     group_name="inbox",  # kept out of full_pipeline (the full rebuild reloads raw/staging instead)
     pool=WAREHOUSE_POOL,
+    op_tags=WAREHOUSE_OP_TAGS,
     kinds={"duckdb"},
     owners=["team:mlops"],
     description="Every delivery day of the inbox archive that is not staged yet (new, or re-delivered with "

@@ -187,3 +187,28 @@ def test_scoring_runs_one_step_process_at_a_time_because_all_its_steps_share_one
     assert job.executor_def.name == "multiprocess" and config["max_concurrent"] == 1
     assert config["start_method"] == {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}}
     assert one_pool_executor(executor="celery") is None  # celery / k8s: the location's executor
+
+
+def test_every_pooled_step_carries_its_pool_as_the_tag_the_executor_limits_per_run(monkeypatch):
+    """A step waiting for a one-slot pool held by a step of its own run re-claims it with Dagster's back-off
+    (1 s, x1.1 per try): ~11 s of idle gaps in the 1M daily ``daily_refresh``.  The multiprocess executor
+    therefore keeps one step per one-slot pool in flight, read from the ``ecom/pool`` op tag; a pooled asset
+    without that tag would slip past the limit and back into the back-off."""
+    from ecom_pipeline.automation.executors import one_slot_pool_limits
+    from ecom_pipeline.definitions import defs
+    from ecom_pipeline.routing import GPU_POOL, POOL_TAG, WAREHOUSE_POOL
+
+    pooled = {}
+    for job_name in ("full_pipeline", "daily_refresh", "daily_ingest", "training", "scoring"):
+        for node in defs.resolve_job_def(job_name).graph.node_dict.values():
+            if node.definition.pool:
+                pooled[node.name] = (node.definition.pool, node.definition.tags.get(POOL_TAG))
+    assert {pool for pool, _ in pooled.values()} == {WAREHOUSE_POOL, GPU_POOL}
+    assert len(pooled) > 30 and all(pool == tag for pool, tag in pooled.values()), pooled
+    monkeypatch.delenv("ECOM_WAREHOUSE_BACKEND", raising=False)
+    config = defs.resolve_job_def("daily_refresh").executor_def.config_schema.resolve_config({}).value
+    limits = config["config"]["tag_concurrency_limits"]
+    assert limits == one_slot_pool_limits("duckdb")
+    assert {(x["value"], x["limit"]) for x in limits} == {(WAREHOUSE_POOL, 1), (GPU_POOL, 1)}
+    # a DuckLake takes several writers: its warehouse pool is limited by the instance's slots only
+    assert {x["value"] for x in one_slot_pool_limits("ducklake")} == {GPU_POOL}
