@@ -184,30 +184,23 @@ def region_flows_output(f: dict, countries: tuple[str, ...], qualify: bool) -> t
     }
 
 
+def _located_out(name: str, group: str, description: str) -> dg.AssetOut:
+    """One output of located_features: optional, so any subset of the three can be materialized."""
+    return dg.AssetOut(
+        key=["features", name],
+        group_name=group,
+        kinds={"duckdb", "pandas"},
+        description=description,
+        is_required=False,
+    )
+
+
 @dg.multi_asset(
     name="located_features",
     outs={
-        "daily_series": dg.AssetOut(
-            key=["features", "daily_series"],
-            group_name="forecasting",
-            kinds={"duckdb", "pandas"},
-            description=DAILY_SERIES_DESCRIPTION,
-            is_required=False,
-        ),
-        "regions": dg.AssetOut(
-            key=["features", "regions"],
-            group_name="spatial",
-            kinds={"duckdb", "pandas"},
-            description=REGIONS_DESCRIPTION,
-            is_required=False,
-        ),
-        "region_flows": dg.AssetOut(
-            key=["features", "region_flows"],
-            group_name="spatial",
-            kinds={"duckdb", "pandas"},
-            description=FLOWS_DESCRIPTION,
-            is_required=False,
-        ),
+        "daily_series": _located_out("daily_series", "forecasting", DAILY_SERIES_DESCRIPTION),
+        "regions": _located_out("regions", "spatial", REGIONS_DESCRIPTION),
+        "region_flows": _located_out("region_flows", "spatial", FLOWS_DESCRIPTION),
     },
     deps=DAILY_SERIES_DEPS,
     internal_asset_deps={
