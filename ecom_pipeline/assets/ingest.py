@@ -47,6 +47,27 @@ def column_schema(table: str, *, staged: bool) -> dg.TableSchema:
     return dg.TableSchema(columns=cols)
 
 
+def _raw_metadata(result, src, table: str, load_id: str) -> dict:
+    """A raw load's metadata: rows, speed, files and how the DuckDB fast path read them."""
+    return {
+        "dagster/row_count": result.rows,
+        "source": src.name,
+        "delivered": result.delivered,
+        "load_id": load_id,
+        "chunks": result.chunks,
+        "seconds": round(result.seconds, 2),
+        "rows_per_second": round(result.rows / result.seconds) if result.seconds else 0,
+        "files": ", ".join(result.files[:10]),
+        # DuckDB fast path (sources/fast_csv.py): rows DuckDB read, rejected lines the Python reader read, and
+        # files that went wholly through the Python reader, with why
+        "fast_path_rows": result.fast_rows,
+        "python_reader_rows_of_rejected_lines": result.python_rows,
+        "files_read_by_python_reader": "; ".join(f"{f}: {why}" for f, why in result.fast_fallbacks.items())
+        or "none",
+        **src.table_facts(table),  # mapped source: rows filtered out, duplicates, guests
+    }
+
+
 def _raw_asset(table: str) -> dg.AssetsDefinition:
     spec = TABLES[table]
 
@@ -85,27 +106,7 @@ def _raw_asset(table: str) -> dg.AssetsDefinition:
             )
         if not result.delivered:
             context.log.warning(f"source '{src.name}' has no {table} table: raw.{table} is empty")
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": result.rows,
-                "source": src.name,
-                "delivered": result.delivered,
-                "load_id": load_id,
-                "chunks": result.chunks,
-                "seconds": round(result.seconds, 2),
-                "rows_per_second": round(result.rows / result.seconds) if result.seconds else 0,
-                "files": ", ".join(result.files[:10]),
-                # DuckDB fast path (sources/fast_csv.py): rows DuckDB read, rejected lines the Python reader
-                # read, and files that went wholly through the Python reader, with why
-                "fast_path_rows": result.fast_rows,
-                "python_reader_rows_of_rejected_lines": result.python_rows,
-                "files_read_by_python_reader": "; ".join(
-                    f"{f}: {why}" for f, why in result.fast_fallbacks.items()
-                )
-                or "none",
-                **src.table_facts(table),  # mapped source: rows filtered out, duplicates, guests
-            }
-        )
+        return dg.MaterializeResult(metadata=_raw_metadata(result, src, table, load_id))
 
     return _raw
 
