@@ -6,9 +6,10 @@ import pytest
 import yaml
 
 from ecom_pipeline.config import REPO_ROOT
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, POOL_TAG, WAREHOUSE_POOL
 
-GPU_TAG_KEYS = set(GPU_OP_TAGS)
+# the tags that route a step to GPU workers; every pooled step also carries its pool as POOL_TAG
+GPU_TAG_KEYS = set(GPU_OP_TAGS) - {POOL_TAG}
 
 
 def _tag_value(value):
