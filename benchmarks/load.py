@@ -121,12 +121,9 @@ def tree_pss(pid: int) -> int:
     """Sum of PSS (proportional set size) in bytes over ``pid`` and its descendants.  Step processes fork from
     one forkserver and share its pages: the RSS sum counts those once per process, PSS splits them, so the PSS
     sum is what the tree really holds in memory."""
-    stack, total = [pid], 0
-    while stack:
-        p = stack.pop()
+    total = 0
+    for p in tree_pids(pid):
         try:
-            with open(f"/proc/{p}/task/{p}/children") as fh:
-                stack += [int(c) for c in fh.read().split()]
             with open(f"/proc/{p}/smaps_rollup") as fh:
                 total += next((int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss:")), 0)
         except (OSError, ValueError):

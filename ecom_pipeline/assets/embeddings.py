@@ -250,6 +250,7 @@ def _arrived_since_last_run(warehouse: WarehouseResource, pending: pd.DataFrame)
     ``meta.partition_loads``, the partitioned ingest's ledger, never the restricted raw schema), and how many
     older ones are left to the backfill.  Without load times (no partitioned ingest) every one is new."""
     from ecom_pipeline.ml.encoders.store import arrived_since_last_run, table_exists
+    from ecom_pipeline.warehouse.tables import table_columns
 
     with warehouse.connect(read_only=True) as con:
         last_run = (
@@ -257,13 +258,9 @@ def _arrived_since_last_run(warehouse: WarehouseResource, pending: pd.DataFrame)
             if table_exists(con, REVIEW_EMB)
             else None
         )
-        lineage = table_exists(con, "meta.partition_loads") and "_load_id" in {
-            r[0]
-            for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
-                "AND table_schema = 'staging' AND table_name = 'reviews'"
-            ).fetchall()
-        }
+        lineage = table_exists(con, "meta.partition_loads") and "_load_id" in table_columns(
+            con, "staging.reviews"
+        )
         arrivals = (
             con.execute(
                 "SELECT s.review_id, l.loaded_at FROM staging.reviews s JOIN (SELECT load_id, "

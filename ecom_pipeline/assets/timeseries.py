@@ -32,19 +32,12 @@ def staging_frames(warehouse: WarehouseResource, *tables: str) -> dict[str, pd.D
     """The staging tables without their load lineage columns (``_load_id``, ``_source_file``, ...: one
     long string per row that no feature reads; at 1M orders 40 % of the read time)."""
     from ecom_pipeline.canonical import LOAD_COLUMNS, TABLES
+    from ecom_pipeline.warehouse.tables import table_columns
 
     with warehouse.connect(read_only=True) as con:
         out = {}
         for t in tables:
-            have = [
-                r[0]
-                for r in con.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_catalog = "
-                    "current_database() AND table_schema = 'staging' AND table_name = ? "
-                    "ORDER BY ordinal_position",
-                    [t],
-                ).fetchall()
-            ]
+            have = table_columns(con, f"staging.{t}")
             df = read_table(con, f"staging.{t}", [c for c in have if c not in LOAD_COLUMNS])
             out[t] = df if len(df.columns) else pd.DataFrame(columns=TABLES[t].column_names)
     return out

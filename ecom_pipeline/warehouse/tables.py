@@ -26,6 +26,18 @@ def table_exists(con: duckdb.DuckDBPyConnection, qualified: str) -> bool:
     )
 
 
+def table_columns(con: duckdb.DuckDBPyConnection, qualified: str) -> list[str]:
+    """The columns of ``qualified`` in table order ([] when it does not exist), in the connection's own
+    database (a DuckLake connection also sees its catalog's tables under other databases)."""
+    schema, name = qualified.split(".", 1)
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+        "AND table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [schema, name],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def read_table(
     con: duckdb.DuckDBPyConnection, qualified: str, columns: list[str] | None = None
 ) -> pd.DataFrame:
