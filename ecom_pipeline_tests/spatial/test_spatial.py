@@ -56,6 +56,41 @@ def test_delivery_seller_history_uses_only_the_past():
     assert (f["seller_past_orders"] <= f.groupby("seller_id").cumcount()).all()
 
 
+def test_seller_history_equals_the_per_order_definition():
+    """The as-of running sums give, for every order, exactly the seller's deliveries completed strictly
+    before its purchase: delivery-time ties, deliveries at the purchase instant, orders without a seller."""
+    from ecom_pipeline.ml.spatial.delivery import seller_history
+
+    rng = np.random.default_rng(3)
+    n = 400
+    start = pd.Timestamp("2024-01-01")
+    purchased = start + pd.to_timedelta(rng.integers(0, 60, n), unit="D")
+    days = rng.integers(0, 12, n)  # whole days: many deliveries share an instant, some equal a purchase
+    f = (
+        pd.DataFrame(
+            {
+                "seller_id": rng.choice(["a", "b", "c", None], n, p=[0.4, 0.3, 0.25, 0.05]),
+                "purchased_at": purchased,
+                "delivered_at": purchased + pd.to_timedelta(days, unit="D"),
+                "delivery_days": days.astype(float) + rng.random(n),
+                "is_late": rng.random(n) < 0.3,
+            }
+        )
+        .sort_values("purchased_at", kind="stable")
+        .reset_index(drop=True)
+    )
+    mean_days, late_rate, past_n = seller_history(f)
+    for i, row in f.iterrows():
+        past = f[(f["seller_id"] == row["seller_id"]) & (f["delivered_at"] < row["purchased_at"])]
+        if row["seller_id"] is None or past.empty:
+            assert past_n[i] == 0 and np.isnan(mean_days[i]) and np.isnan(late_rate[i])
+        else:
+            assert past_n[i] == len(past)
+            assert mean_days[i] == pytest.approx(past["delivery_days"].mean(), rel=1e-12)
+            assert late_rate[i] == pytest.approx(past["is_late"].mean(), rel=1e-12)
+    assert (past_n > 0).sum() > n / 2  # the check above saw sellers with history, not only empty ones
+
+
 @pytest.mark.slow
 def test_spatial_assets(tmp_path):
     from ecom_pipeline.assets import spatial

@@ -71,32 +71,56 @@ def delivery_frame(orders, items, customers, sellers) -> pd.DataFrame:
     f["weekday"] = f["purchased_at"].dt.weekday
     # seller history known at purchase time: deliveries completed before this purchase
     f = f.sort_values("purchased_at").reset_index(drop=True)
-    hist = f[["seller_id", "delivered_at", "delivery_days", "is_late"]].sort_values("delivered_at")
-    past_mean, past_late, past_n = [], [], []
-    by_seller = {s: d for s, d in hist.groupby("seller_id")}
-    for row in f.itertuples(index=False):
-        d = by_seller.get(row.seller_id)
-        if d is None:
-            past_mean.append(np.nan)
-            past_late.append(np.nan)
-            past_n.append(0)
-            continue
-        k = int(np.searchsorted(d["delivered_at"].to_numpy(), np.datetime64(row.purchased_at), side="left"))
-        if k == 0:
-            past_mean.append(np.nan)
-            past_late.append(np.nan)
-            past_n.append(0)
-        else:
-            past_mean.append(float(d["delivery_days"].iloc[:k].mean()))
-            past_late.append(float(d["is_late"].iloc[:k].astype(float).mean()))
-            past_n.append(k)
-    f["seller_past_mean_days"], f["seller_past_late_rate"], f["seller_past_orders"] = (
-        past_mean,
-        past_late,
-        past_n,
-    )
+    f["seller_past_mean_days"], f["seller_past_late_rate"], f["seller_past_orders"] = seller_history(f)
     f["is_late"] = f["is_late"].astype(float)
     return f
+
+
+def seller_history(f: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per order of ``f``: the mean delivery days, the late share and the number of its seller's deliveries
+    completed strictly before the order was placed (NaN, NaN, 0 without any).
+
+    Running sums per seller in delivery order, looked up with an as-of join on the purchase time: linear in
+    the orders (a per-order slice of the seller's history was quadratic per seller, ~10 min at 1M orders)."""
+    n = np.zeros(len(f), dtype=np.int64)
+    mean_days = np.full(len(f), np.nan)
+    late_rate = np.full(len(f), np.nan)
+    has_seller = (f["seller_id"].notna() & f["purchased_at"].notna()).to_numpy()
+    if not has_seller.any():
+        return mean_days, late_rate, n
+    hist = f.loc[has_seller, ["seller_id", "delivered_at", "delivery_days", "is_late"]]
+    hist = hist.sort_values(["seller_id", "delivered_at"], kind="stable")
+    by_seller = hist.assign(is_late=hist["is_late"].astype(float)).groupby("seller_id", sort=False)
+    hist = pd.DataFrame(
+        {
+            "seller_id": hist["seller_id"],
+            "delivered_at": hist["delivered_at"],
+            "past_n": by_seller.cumcount().to_numpy() + 1,
+            "days_sum": by_seller["delivery_days"].cumsum().to_numpy(dtype=float),
+            "late_sum": by_seller["is_late"].cumsum().to_numpy(dtype=float),
+        }
+    )
+    # the running totals after the seller's last delivery at each instant; then sorted for the as-of join
+    hist = hist.drop_duplicates(["seller_id", "delivered_at"], keep="last").sort_values("delivered_at")
+    orders = pd.DataFrame(
+        {"seller_id": f.loc[has_seller, "seller_id"], "at": f.loc[has_seller, "purchased_at"]}
+    ).astype({"at": hist["delivered_at"].dtype})
+    orders["row"] = np.flatnonzero(has_seller)
+    past = pd.merge_asof(
+        orders.sort_values("at", kind="stable"),
+        hist,
+        left_on="at",
+        right_on="delivered_at",
+        by="seller_id",
+        allow_exact_matches=False,  # completed strictly before the purchase
+    )
+    known = past["past_n"].notna().to_numpy()
+    rows = past["row"].to_numpy()[known]
+    k = past["past_n"].to_numpy()[known]
+    n[rows] = k.astype(np.int64)
+    mean_days[rows] = past["days_sum"].to_numpy()[known] / k
+    late_rate[rows] = past["late_sum"].to_numpy()[known] / k
+    return mean_days, late_rate, n
 
 
 @dataclass
