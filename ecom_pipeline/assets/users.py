@@ -93,7 +93,7 @@ def user_profiles(
     )
 
 
-def _repurchase_run(res, params: dict, horizon_days: int, prof: pd.DataFrame, dataset: str):
+def _repurchase_run(res, params: dict, horizon_days: int, dataset: str):
     """The MLflow record: GBM and baseline metrics; the calibrated GBM registered when one was trained."""
     from ecom_pipeline.ml.registry import Candidate, ModelRun
 
@@ -101,13 +101,13 @@ def _repurchase_run(res, params: dict, horizon_days: int, prof: pd.DataFrame, da
     for model, ms in res.metrics.items():
         metrics.update({f"{model}.{m}": v for m, v in ms.items()})
     candidates = []
-    if res.candidate_model is not None and len(prof):
+    if res.candidate_model is not None and res.example is not None and len(res.example):
         candidates.append(
             Candidate(
                 name="ecom.users.repurchase",
                 flavor="sklearn",
                 model=res.candidate_model.model,
-                input_example=prof[res.candidate_model.features].astype(float).head(5),
+                input_example=res.example[res.candidate_model.features].astype(float),
                 metric="pr_auc",
                 value=res.metrics["gbm_calibrated"].get("pr_auc", float("nan")),
                 baseline="rfm_logistic",
@@ -224,7 +224,6 @@ def repurchase_model(
     from ecom_pipeline.incremental.repurchase import SERVED_FOLDER, save_served
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.ml.threads import openmp_threads
-    from ecom_pipeline.ml.users.profiles import build_profiles
     from ecom_pipeline.ml.users.repurchase import train_and_evaluate
 
     t = _tables(warehouse)
@@ -238,9 +237,6 @@ def repurchase_model(
         res = train_and_evaluate(t, horizon_days=config.horizon_days, gbm_params=params)
     if res.message:
         context.log.warning(res.message)
-    prof = build_profiles(
-        t["orders"], t["order_items"], t["products"], t["customers"], t["reviews"], t["events"]
-    )
     split = (
         f"temporal@{res.test_cutoff:%Y-%m-%d}+{config.horizon_days}d"
         if res.test_cutoff is not None
@@ -248,7 +244,7 @@ def repurchase_model(
     )
     records = _repurchase_records(res, split, source.kind)
     recorded = mlflow.record_model(
-        _repurchase_run(res, params, config.horizon_days, prof, source.kind),
+        _repurchase_run(res, params, config.horizon_days, source.kind),
         warehouse=warehouse,
         metric_records=records,
     )

@@ -146,6 +146,7 @@ class RepurchaseResult:
     test_positives: int = 0
     served: str = "none"  # which model serves: gbm_calibrated, rfm_logistic or none
     serve_reason: str = ""
+    example: pd.DataFrame | None = None  # a few test-snapshot profiles: the registered model's input example
 
 
 # Below this many positives in the test snapshot the comparison is reported but makes no claim: AUC swings by
@@ -213,6 +214,7 @@ def train_and_evaluate(
     train = snapshot(tables, train_cutoff, horizon_days)
     test = snapshot(tables, test_cutoff, horizon_days)
     res.n_train, res.n_test = len(train), len(test)
+    res.example = test.head(5).copy()
     if len(train) == 0 or len(test) == 0:
         res.message = (
             f"no customers with orders before {train_cutoff:%Y-%m-%d}: history shorter "
