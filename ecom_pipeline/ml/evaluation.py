@@ -17,6 +17,7 @@ import numpy as np
 
 DEFAULT_BOOTSTRAPS = 1000
 DEFAULT_LEVEL = 0.95
+BOOTSTRAP_CHUNK_VALUES = 4_000_000  # resampled values held at once by paired_bootstrap (32 MB of positions)
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,16 @@ def paired_bootstrap(
             higher_is_better,
         )
     rng = np.random.default_rng(seed)
-    idx = np.stack([_resample_positions(n, block, rng) for _ in range(n_boot)])  # vectorised: one matrix
-    d = (a - b)[idx].mean(axis=1)
+    diff = a - b
+    # vectorised in chunks of resamples, drawn in the same order as one matrix: an n_boot x n matrix was
+    # 1.5 GB of positions plus 1.5 GB of values for 191k test orders (delivery_delay at 1M orders)
+    per_chunk = max(1, BOOTSTRAP_CHUNK_VALUES // n)
+    d = np.concatenate(
+        [
+            diff[np.stack([_resample_positions(n, block, rng) for _ in range(size)])].mean(axis=1)
+            for size in np.diff(np.r_[np.arange(0, n_boot, per_chunk), n_boot])
+        ]
+    )
     lo, hi = (float(x) for x in np.quantile(d, [(1 - level) / 2, 1 - (1 - level) / 2]))
     return Comparison(
         metric, float(a.mean()), float(b.mean()), float(a.mean() - b.mean()), lo, hi, n, higher_is_better
@@ -138,13 +147,21 @@ def scorer_comparison(
     n_boot: int = DEFAULT_BOOTSTRAPS,
     seed: int = 0,
 ) -> Comparison:
-    """``metric_fn(y, scores)`` of two scorers on the same labelled units, paired bootstrap over the units."""
+    """``metric_fn(y, scores)`` of two scorers on the same labelled units, paired bootstrap over the units.
+
+    sklearn's ROC AUC, average precision and Brier score are computed from each resample's unit counts on
+    scores sorted once (:func:`_weighted_scorer`): the same values up to float rounding, without a sort per
+    resample (1,000 resamples of 191k test orders took ~2 min per AUC comparison with ``roc_auc_score``)."""
     y, c, b = (np.asarray(v, dtype=float) for v in (y, candidate_scores, baseline_scores))
+    fast = _weighted_scorer(metric_fn, y, c), _weighted_scorer(metric_fn, y, b)
 
     def score(idx):
         yy = y[idx]
         if needs_both_classes and yy.min() == yy.max():
             return float("nan"), float("nan")
+        if fast[0] is not None:
+            counts = np.bincount(idx, minlength=len(y)).astype(float)
+            return fast[0](counts), fast[1](counts)
         return float(metric_fn(yy, c[idx])), float(metric_fn(yy, b[idx]))
 
     return bootstrap_metric(
@@ -168,3 +185,46 @@ def auc_comparison(
         n_boot=n_boot,
         seed=seed,
     )
+
+
+def _weighted_scorer(metric_fn: Callable, y: np.ndarray, scores: np.ndarray) -> Callable | None:
+    """For sklearn's ``roc_auc_score``, ``average_precision_score`` or ``brier_score_loss`` on binary ``y``:
+    a function of per-unit counts (a bootstrap resample drawn with replacement is the units weighted by how
+    often each was drawn) giving the metric of the resample, as sklearn computes it with those sample
+    weights.  The scores are sorted once; each call is two cumulative sums.  None for any other metric."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+    known = (roc_auc_score, average_precision_score, brier_score_loss)
+    if metric_fn not in known or not np.isin(y, (0.0, 1.0)).all() or y.min() == y.max():
+        return None
+    metric_fn(y, scores)  # sklearn's checks of the inputs (probabilities in [0, 1], finite scores) once
+    if metric_fn is brier_score_loss:
+        err = (y - scores) ** 2
+        return lambda w: float(np.dot(w, err) / w.sum())
+    order = np.argsort(-scores, kind="stable")  # descending, as sklearn's curves
+    pos = y[order]
+    # the last unit of each run of equal scores: one threshold of the ROC / precision-recall curve
+    ends = np.r_[np.flatnonzero(np.diff(scores[order]) != 0), len(order) - 1]
+
+    def curve(w):
+        ws = w[order]
+        tp = np.cumsum(ws * pos)[ends]
+        fp = np.cumsum(ws * (1.0 - pos))[ends]
+        return tp, fp
+
+    if metric_fn is roc_auc_score:
+
+        def auc(w):
+            tp, fp = curve(w)
+            return float(np.trapezoid(np.r_[0.0, tp] / tp[-1], np.r_[0.0, fp] / fp[-1]))
+
+        return auc
+
+    def average_precision(w):
+        tp, fp = curve(w)
+        recall_steps = np.diff(np.r_[0.0, tp]) / tp[-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        return float(np.sum(recall_steps * precision))
+
+    return average_precision

@@ -99,6 +99,45 @@ def test_paired_bootstrap_intervals():
     assert auc.candidate_better and auc.candidate_value > 0.8 and 0.4 < auc.baseline_value < 0.6
 
 
+def test_paired_bootstrap_in_chunks_equals_one_resample_matrix(monkeypatch):
+    """The chunked resamples are the one-matrix bootstrap's, drawn in the same order: equal intervals."""
+    from ecom_pipeline.ml import evaluation
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(0, 1, 1_001), rng.normal(0.05, 1, 1_001)
+    for block in (1, 7):
+        draws = np.random.default_rng(0)
+        idx = np.stack([evaluation._resample_positions(len(a), block, draws) for _ in range(300)])
+        level = [(1 - 0.95) / 2, 1 - (1 - 0.95) / 2]
+        lo, hi = np.quantile((a - b)[idx].mean(axis=1), level)
+        monkeypatch.setattr(evaluation, "BOOTSTRAP_CHUNK_VALUES", 7 * len(a))  # 43 chunks of 7 resamples
+        c = paired_bootstrap(a, b, metric="m", higher_is_better=True, block=block, n_boot=300)
+        assert (c.ci_low, c.ci_high) == (lo, hi)
+
+
+@pytest.mark.parametrize("name", ["roc_auc_score", "average_precision_score", "brier_score_loss"])
+def test_scorer_bootstrap_from_unit_counts_equals_sklearn_on_each_resample(name):
+    """ROC AUC, average precision and Brier from per-unit counts on once-sorted scores (tied scores
+    included) give sklearn's values on every resample: the same comparison as re-scoring each one."""
+    import sklearn.metrics
+
+    from ecom_pipeline.ml.evaluation import scorer_comparison
+
+    fn = getattr(sklearn.metrics, name)
+    rng = np.random.default_rng(5)
+    y = (rng.random(3_000) < 0.2).astype(int)
+    cand = np.round(np.clip(0.3 * y + rng.random(3_000) * 0.7, 0, 1), 2)  # rounded: many ties
+    base = np.round(rng.random(3_000), 1)
+    hib = name != "brier_score_loss"
+    fast = scorer_comparison(y, cand, base, fn, metric=name, higher_is_better=hib, n_boot=200)
+    slow = scorer_comparison(
+        y, cand, base, lambda t, s: fn(t, s), metric=name, higher_is_better=hib, n_boot=200
+    )
+    for field in ("candidate_value", "baseline_value", "ci_low", "ci_high"):
+        assert getattr(fast, field) == pytest.approx(getattr(slow, field), abs=1e-12)
+    assert fast.n_units == slow.n_units == 3_000
+
+
 def test_model_metrics_carry_intervals_and_old_tables_gain_the_columns(tmp_path):
     con = duckdb.connect(str(tmp_path / "w.duckdb"))
     con.execute("CREATE SCHEMA ml")
