@@ -65,3 +65,23 @@ def test_shared_strings_read_is_the_same_frame_with_one_object_per_distinct_stri
     pd.testing.assert_frame_equal(shared, expected)
     assert shared["customer_id"].map(id).nunique() == 50  # one object per distinct id
     assert expected["customer_id"].map(id).nunique() > 50
+
+
+def test_memory_limit_at_most_lowers_and_restores_and_never_raises_a_lower_limit():
+    from ecom_pipeline.warehouse.tables import memory_limit_at_most
+
+    con = duckdb.connect()
+    setting = "SELECT current_setting('memory_limit')"
+    con.execute("SET memory_limit = '2GiB'")
+    with memory_limit_at_most(con, "1GiB"):
+        assert con.execute(setting).fetchall()[0][0] == "1.0 GiB"
+        # queries still run under the cap
+        n = con.execute(
+            "SELECT count(*) FROM (SELECT range AS x FROM range(3000000) ORDER BY x DESC)"
+        ).fetchall()
+        assert n[0][0] == 3_000_000
+    assert con.execute(setting).fetchall()[0][0] == "2.0 GiB"
+    con.execute("SET memory_limit = '500MiB'")
+    with memory_limit_at_most(con, "1GiB"):
+        assert con.execute(setting).fetchall()[0][0] == "500.0 MiB"
+    assert con.execute(setting).fetchall()[0][0] == "500.0 MiB"

@@ -27,11 +27,18 @@ from ecom_pipeline.incremental.changes import (
 from ecom_pipeline.incremental.serving import MergeCounts
 from ecom_pipeline.loading import PARTITION_LOADS
 from ecom_pipeline.ml.recsys.interactions import STAGING_TABLES, interactions_query
-from ecom_pipeline.warehouse.tables import atomic, fetch_frame_shared_strings, table_exists
+from ecom_pipeline.warehouse.tables import (
+    atomic,
+    fetch_frame_shared_strings,
+    memory_limit_at_most,
+    table_exists,
+)
 
 TARGET = "features.interactions"
 CATEGORY_TARGET = "features.category_interactions"
 ORDER = "ts, customer_id, product_id, event_type"  # the query's order: what every reader sorts by
+# DuckDB's memory for sorting the whole table on read (warehouse.tables.memory_limit_at_most)
+WHOLE_READ_SORT_MEMORY = "1GiB"
 
 
 @dataclass
@@ -131,9 +138,10 @@ def read_interactions(con: duckdb.DuckDBPyConnection, customers: list[str] | Non
     if not table_exists(con, TARGET):
         return pd.DataFrame(columns=INTERACTION_COLUMNS)
     if customers is None:
-        return fetch_frame_shared_strings(
-            con, f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} ORDER BY {ORDER}"
-        )
+        with memory_limit_at_most(con, WHOLE_READ_SORT_MEMORY):
+            return fetch_frame_shared_strings(
+                con, f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} ORDER BY {ORDER}"
+            )
     con.register("_read_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")}))
     try:
         return fetch_frame_shared_strings(

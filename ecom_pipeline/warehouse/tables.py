@@ -72,6 +72,32 @@ def fetch_frame_shared_strings(con: duckdb.DuckDBPyConnection, sql: str, params=
     return frame
 
 
+@contextmanager
+def memory_limit_at_most(con: duckdb.DuckDBPyConnection, limit: str):
+    """DuckDB's ``memory_limit`` lowered to ``limit`` (e.g. ``'1GiB'``) inside the block, restored after.
+
+    For one big sorted read: DuckDB keeps a sort's runs in memory up to its limit and spills the rest, and
+    the Arrow result comes on top; capping the sort takes the read's peak down to about the unsorted one's
+    (11.8M interactions at 1M orders: 3.6 -> 2.5 GB, ~2 s slower).  The limit is restored from its text
+    form, so to DuckDB's display precision (0.1 GiB)."""
+    setting = "SELECT current_setting('memory_limit')"
+    before = con.execute(setting).fetchall()[0][0]
+    con.execute(f"SET memory_limit = '{limit}'")
+    lowered = con.execute(setting).fetchall()[0][0]
+    if _bytes(lowered) > _bytes(before):  # it was already lower: leave it
+        con.execute(f"SET memory_limit = '{before}'")
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = '{before}'")
+
+
+def _bytes(size: str) -> float:
+    """DuckDB's displayed size ('18.7 GiB', '953.6 MiB', '1000.0 KiB') in bytes."""
+    number, unit = size.split()
+    return float(number) * 1024 ** ["bytes", "KiB", "MiB", "GiB", "TiB"].index(unit)
+
+
 def write_table(con: duckdb.DuckDBPyConnection, qualified: str, df: pd.DataFrame) -> int:
     """Replace ``qualified`` with ``df`` (an empty frame still creates the table, with typed columns)."""
     schema = qualified.split(".", 1)[0]
