@@ -35,6 +35,11 @@ VARIABLES: dict[str, Variable] = {
         # runs and executors (automation/executors.py)
         Variable("ECOM_MAX_CONCURRENT", "2", "steps at once in a run (multiprocess executor)"),
         Variable(
+            "ECOM_LARGE_STEPS_AT_ONCE",
+            "1",
+            "steps tagged ecom/memory=large (several GB each at 1M orders) at once in a run; 0: no limit",
+        ),
+        Variable(
             "ECOM_SHORT_JOBS_EXECUTOR",
             "in_process",
             "executor of short-step jobs (ingest, inbox_ingest): "
@@ -143,6 +148,17 @@ def duckdb_memory_limit() -> str:
     if not 0 < share <= 1:
         raise ValueError(f"ECOM_DUCKDB_MEMORY_SHARE must be in (0, 1], got {share}")
     return f"{max(256, int(machine_memory_bytes() * share / steps / 2**20))}MiB"
+
+
+def large_steps_at_once() -> int:
+    """``ECOM_LARGE_STEPS_AT_ONCE``: memory-large steps a run executes at once (0: no limit of their own)."""
+    try:
+        value = int(env("ECOM_LARGE_STEPS_AT_ONCE"))
+    except ValueError as exc:
+        raise ValueError(f"ECOM_LARGE_STEPS_AT_ONCE must be a whole number: {exc}") from None
+    if value < 0:
+        raise ValueError(f"ECOM_LARGE_STEPS_AT_ONCE must be 0 (no limit) or more, got {value}")
+    return value
 
 
 def max_concurrent_steps() -> int:

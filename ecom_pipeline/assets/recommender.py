@@ -11,7 +11,7 @@ import pandas as pd
 from ecom_pipeline.ml.recsys.metrics import MAX_EVAL_USERS
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_OP_TAGS, WAREHOUSE_POOL, large_memory
 
 GROUP = "recommender"
 STAGING_DEPS = [
@@ -210,7 +210,7 @@ def _mlflow_name(s: str) -> str:
     group_name=GROUP,
     tags={"ecom/stage": "training"},
     pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    op_tags=large_memory(WAREHOUSE_OP_TAGS),
     kinds={"duckdb", "mlflow"},
     deps=[INTERACTIONS],
     description="Every recommender (global / recent / regional popularity, item-kNN, implicit ALS) on the "
@@ -635,7 +635,7 @@ OPTIONAL_TWO_TOWER_INPUTS = {
     group_name=GROUP,
     tags={"ecom/stage": "training"},
     pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
+    op_tags=large_memory(GPU_OP_TAGS),
     kinds={"pytorch", "mlflow", "duckdb"},
     deps=[
         INTERACTIONS,

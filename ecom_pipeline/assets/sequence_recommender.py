@@ -14,7 +14,7 @@ from ecom_pipeline.assets.recommender import GROUP, INTERACTIONS, _interactions,
 from ecom_pipeline.ml.recsys.metrics import MAX_EVAL_USERS
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, large_memory
 
 TASK = "recommendation_sequence"  # the task in ml.serving_decisions / ml.model_metrics
 REGISTERED_NAME = "ecom.recsys.sasrec_item"
@@ -76,7 +76,7 @@ def _side_inputs(warehouse: WarehouseResource) -> tuple[pd.DataFrame, pd.DataFra
     group_name=GROUP,
     tags={"ecom/stage": "training"},
     pool=GPU_POOL,
-    op_tags=GPU_OP_TAGS,
+    op_tags=large_memory(GPU_OP_TAGS),
     kinds={"pytorch", "mlflow", "duckdb"},
     deps=[INTERACTIONS, dg.AssetKey(["features", "product_embeddings"])],
     description="Sequence recommender (SASRec-style self-attention over each customer's ordered baskets, "

@@ -26,7 +26,7 @@ from ecom_pipeline.resources import (
     SourceResource,
     WarehouseResource,
 )
-from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
+from ecom_pipeline.routing import GPU_OP_TAGS, GPU_POOL, WAREHOUSE_OP_TAGS, WAREHOUSE_POOL, large_memory
 from ecom_pipeline.warehouse.tables import read_table
 
 STAGING = [dg.AssetKey(["staging", t]) for t in ("regions", "customers", "sellers", "orders", "order_items")]
@@ -474,7 +474,7 @@ def _delivery_metadata(res, outcome) -> dict:
     key=["models", "delivery_delay"],
     group_name="spatial",
     pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    op_tags=large_memory(WAREHOUSE_OP_TAGS),
     kinds={"sklearn", "mlflow"},
     deps=STAGING,
     description="Gradient-boosting delivery-time and lateness model (distance, regions, seller "

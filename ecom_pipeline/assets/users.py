@@ -7,7 +7,7 @@ import pandas as pd
 
 from ecom_pipeline.resources import MLflowResource, PathsResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
-from ecom_pipeline.routing import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL
+from ecom_pipeline.routing import WAREHOUSE_OP_TAGS, WAREHOUSE_POOL, large_memory
 
 GROUP = "users"
 STAGING_DEPS = [
@@ -202,7 +202,7 @@ def _repurchase_decision(res):
     group_name=GROUP,
     tags={"ecom/stage": "training"},
     pool=WAREHOUSE_POOL,
-    op_tags=WAREHOUSE_OP_TAGS,
+    op_tags=large_memory(WAREHOUSE_OP_TAGS),
     deps=STAGING_DEPS,
     kinds={"duckdb", "sklearn", "mlflow"},
     description="P(customer orders again within N days): calibrated gradient boosting on profile features, "

@@ -46,6 +46,8 @@ import dagster as dg
 from ecom_pipeline.config import env
 from ecom_pipeline.routing import (
     GPU_POOL,
+    LARGE_MEMORY,
+    MEMORY_TAG,
     POOL_TAG,
     WAREHOUSE_POOL,
     gpu_k8s_config,  # noqa: F401  (re-exported: it used to live here)
@@ -69,14 +71,25 @@ def one_slot_pool_limits(backend: str | None = None) -> list[dict]:
     return [{"key": POOL_TAG, "value": pool, "limit": 1} for pool in one_slot]
 
 
+def step_tag_limits(backend: str | None = None) -> list[dict]:
+    """The multiprocess executor's per-run tag limits: one step per one-slot pool in flight, and at most
+    ``ECOM_LARGE_STEPS_AT_ONCE`` memory-large steps (``routing.large_memory``; 0: no such limit)."""
+    from ecom_pipeline.config import large_steps_at_once
+
+    large = large_steps_at_once()
+    memory = [{"key": MEMORY_TAG, "value": LARGE_MEMORY, "limit": large}] if large else []
+    return one_slot_pool_limits(backend) + memory
+
+
 def multiprocess_executor(max_concurrent: int | None = None):
     """The location's default: at most ``ECOM_MAX_CONCURRENT`` (default 2, the reference machine's cores)
-    step processes, forked from a preloaded forkserver, one per one-slot pool at a time."""
+    step processes, forked from a preloaded forkserver, one per one-slot pool and ``ECOM_LARGE_STEPS_AT_ONCE``
+    memory-large ones at a time."""
     limit = max_concurrent or int(env("ECOM_MAX_CONCURRENT"))
     return dg.multiprocess_executor.configured(
         {
             "max_concurrent": limit,
-            "tag_concurrency_limits": one_slot_pool_limits(),
+            "tag_concurrency_limits": step_tag_limits(),
             "start_method": {"forkserver": {"preload_modules": FORKSERVER_PRELOAD}},
         }
     )

@@ -208,7 +208,39 @@ def test_every_pooled_step_carries_its_pool_as_the_tag_the_executor_limits_per_r
     monkeypatch.delenv("ECOM_WAREHOUSE_BACKEND", raising=False)
     config = defs.resolve_job_def("daily_refresh").executor_def.config_schema.resolve_config({}).value
     limits = config["config"]["tag_concurrency_limits"]
-    assert limits == one_slot_pool_limits("duckdb")
-    assert {(x["value"], x["limit"]) for x in limits} == {(WAREHOUSE_POOL, 1), (GPU_POOL, 1)}
+    assert limits[:2] == one_slot_pool_limits("duckdb")
+    assert {(x["value"], x["limit"]) for x in limits[:2]} == {(WAREHOUSE_POOL, 1), (GPU_POOL, 1)}
     # a DuckLake takes several writers: its warehouse pool is limited by the instance's slots only
     assert {x["value"] for x in one_slot_pool_limits("ducklake")} == {GPU_POOL}
+
+
+def test_memory_large_steps_run_one_at_a_time_unless_configured(monkeypatch):
+    """The training steps that peak at several GB each at 1M orders carry ``ecom/memory: large``; the
+    executor runs ECOM_LARGE_STEPS_AT_ONCE of them at a time (default 1, 0 = no limit), so two of them never
+    sit side by side in memory (the 11.2 GB peak of the 1M training run)."""
+    from ecom_pipeline.automation.executors import step_tag_limits
+    from ecom_pipeline.definitions import defs
+    from ecom_pipeline.routing import LARGE_MEMORY, MEMORY_TAG
+
+    training = defs.resolve_job_def("training")
+    large = {
+        node.name
+        for node in training.graph.node_dict.values()
+        if node.definition.tags.get(MEMORY_TAG) == LARGE_MEMORY
+    }
+    assert large == {
+        "models__delivery_delay",
+        "models__repurchase_model",
+        "models__recommender_evaluation",
+        "models__two_tower_recommender",
+        "models__sequence_recommender",
+    }
+    config = training.executor_def.config_schema.resolve_config({}).value["config"]
+    assert {"key": MEMORY_TAG, "value": LARGE_MEMORY, "limit": 1} in config["tag_concurrency_limits"]
+    monkeypatch.setenv("ECOM_LARGE_STEPS_AT_ONCE", "0")
+    assert all(x["key"] != MEMORY_TAG for x in step_tag_limits("duckdb"))
+    monkeypatch.setenv("ECOM_LARGE_STEPS_AT_ONCE", "2")
+    assert {"key": MEMORY_TAG, "value": LARGE_MEMORY, "limit": 2} in step_tag_limits("duckdb")
+    monkeypatch.setenv("ECOM_LARGE_STEPS_AT_ONCE", "one")
+    with pytest.raises(ValueError, match="ECOM_LARGE_STEPS_AT_ONCE"):
+        step_tag_limits("duckdb")
