@@ -195,7 +195,7 @@ def _weighted_scorer(metric_fn: Callable, y: np.ndarray, scores: np.ndarray) -> 
     from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
     known = (roc_auc_score, average_precision_score, brier_score_loss)
-    if metric_fn not in known or not np.isin(y, (0.0, 1.0)).all() or y.min() == y.max():
+    if metric_fn not in known or len(np.unique(y)) != 2 or not np.isin(y, (0.0, 1.0)).all():
         return None
     metric_fn(y, scores)  # sklearn's checks of the inputs (probabilities in [0, 1], finite scores) once
     if metric_fn is brier_score_loss:
