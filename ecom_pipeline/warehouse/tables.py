@@ -80,16 +80,15 @@ def memory_limit_at_most(con: duckdb.DuckDBPyConnection, limit: str):
     the Arrow result comes on top; capping the sort takes the read's peak down to about the unsorted one's
     (11.8M interactions at 1M orders: 3.6 -> 2.5 GB, ~2 s slower).  The limit is restored from its text
     form, so to DuckDB's display precision (0.1 GiB)."""
-    setting = "SELECT current_setting('memory_limit')"
-    before = con.execute(setting).fetchall()[0][0]
-    con.execute(f"SET memory_limit = '{limit}'")
-    lowered = con.execute(setting).fetchall()[0][0]
+    before = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    con.execute("SET memory_limit = ?", [limit])
+    lowered = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     if _bytes(lowered) > _bytes(before):  # it was already lower: leave it
-        con.execute(f"SET memory_limit = '{before}'")
+        con.execute("SET memory_limit = ?", [before])
     try:
         yield
     finally:
-        con.execute(f"SET memory_limit = '{before}'")
+        con.execute("SET memory_limit = ?", [before])
 
 
 def _bytes(size: str) -> float:
