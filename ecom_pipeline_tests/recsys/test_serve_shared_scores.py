@@ -1,6 +1,6 @@
-"""serve() for a model whose item scores are the same for every user (global / recent popularity) scores only
-the columns that can reach a top k after each user's purchases are excluded; the lists equal scoring every
-item (the path every other model takes)."""
+"""serve() for a model whose item scores are shared by groups of users (global / recent popularity: everyone;
+regional popularity: each region) scores only the columns that can reach a top k after each user's purchases
+are excluded; the lists equal scoring every item (the path every other model takes)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from ecom_pipeline.ml.recsys.data import build_data
 from ecom_pipeline.ml.recsys.models import make_model
-from ecom_pipeline.ml.recsys.pipeline import _shared_item_scores, serve
+from ecom_pipeline.ml.recsys.pipeline import _best_columns, _shared_item_scores, serve
 
 
 def _interactions(n: int = 6000, seed: int = 5) -> pd.DataFrame:
@@ -45,9 +45,9 @@ def test_shared_scores_give_the_lists_of_scoring_every_item(model_name):
     inter = _interactions()
     data = build_data(inter, "product_id")
     model = make_model(model_name).fit(data)
-    columns, _ = _shared_item_scores(model, data, 10)
+    columns = _shared_item_scores(model, data, 10).columns
     assert len(columns) < data.n_items  # the shortcut is taken and leaves columns out
-    top10 = set(np.asarray(data.items)[columns[:10]])
+    top10 = set(np.asarray(data.items)[np.argsort(-model.scores, kind="stable")[:10]])
     bought = inter[inter["event_type"] == "purchase"].groupby("customer_id")["product_id"].agg(set)
     assert len(bought["c0"]) > 10 and len(top10 & bought["c0"]) >= 5  # c0's list reaches deep
     args = dict(
@@ -73,3 +73,52 @@ def test_models_with_per_user_scores_keep_every_column():
     inter = _interactions(1500)
     data = build_data(inter, "product_id")
     assert _shared_item_scores(make_model("item_knn").fit(data), data, 10) is None
+
+
+def test_regional_scores_give_the_lists_of_scoring_every_item():
+    inter = _interactions(9000, seed=11)
+    customers = sorted(inter["customer_id"].unique())
+    # three regions and customers without one (they get the global list)
+    regions = pd.Series([("SP", "RJ", "MG", None)[n % 4] for n in range(len(customers))], index=customers)
+    # each region prefers its own products (its zipf head shifted)
+    shift = inter["customer_id"].map(pd.Series(range(len(customers)), index=customers) % 4 * 7)
+    inter["product_id"] = [f"p{(int(p[1:]) + s) % 300}" for p, s in zip(inter["product_id"], shift)]
+    regions = regions.dropna()
+    data = build_data(inter, "product_id", user_regions=regions)
+    model = make_model("regional_popularity").fit(data)
+    shared = _shared_item_scores(model, data, 10)
+    assert len(shared.columns) < data.n_items and shared.scores.shape == (4, len(shared.columns))
+    assert set(shared.group_of_user) == {0, 1, 2, 3}
+    # each region's top 10 differs from the others': the union is wider than any one shortlist
+    tops = {tuple(np.argsort(-row, kind="stable")[:10]) for row in model.group_scores}
+    assert len(tops) == 4
+    args = dict(
+        level="item",
+        model_name="regional_popularity",
+        params={},
+        k=10,
+        user_regions=regions,
+        item_names={},
+        model_version="v",
+    )
+    fast, _ = serve(inter, fitted=model, **args)
+    full, _ = serve(inter, fitted=_EveryItem(model), **args)
+    assert len(fast) == 10 * data.n_users
+    key = ["customer_id", "rank"]
+    fast, full = fast.sort_values(key).reset_index(drop=True), full.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(fast, full)
+    assert fast["explanation"].str.startswith("popular in your region").any()
+
+
+def test_best_columns_break_ties_by_column_also_at_the_cut():
+    inf = np.inf
+    scores = np.array(
+        [
+            [1.0, 3.0, 2.0, 2.0, 2.0, 0.0],  # three tied at the cut: the first two columns of them
+            [-inf, -inf, 5.0, np.nan, -inf, -inf],  # one finite score, NaN treated as excluded
+            [0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+        ]
+    )
+    best, top = _best_columns(scores.copy(), 3)
+    assert best.tolist() == [[1, 2, 3], [2, 0, 1], [0, 1, 2]]
+    assert top[0].tolist() == [3.0, 2.0, 2.0] and top[1][0] == 5.0 and not np.isfinite(top[1][1:]).any()

@@ -121,14 +121,22 @@ class RegionalPopularity:
         for r in set(x for x in regions if x is not None):
             rows = np.flatnonzero(regions == r)
             self.region_scores[r] = _normalise(np.asarray(binary[rows].sum(axis=0)).ravel())
+        self.group_scores, self.group_of_user = self._groups()
         return self
 
+    def _groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct score rows (row 0: global, for users without a known region; then one per region)
+        and each user's row: a user's scores are ``group_scores[group_of_user[u]]``."""
+        regions = sorted(self.region_scores)
+        rows = [self.global_scores] + [
+            self.region_scores[r] + self.global_weight * self.global_scores for r in regions
+        ]
+        position = {r: g + 1 for g, r in enumerate(regions)}
+        group = np.array([position.get(r, 0) for r in self.data.user_region], dtype=np.intp)
+        return np.vstack(rows), group
+
     def score(self, user_idx: np.ndarray) -> np.ndarray:
-        out = np.empty((len(user_idx), self.data.n_items))
-        for row, u in enumerate(user_idx):
-            reg = self.region_scores.get(self.data.user_region[u])
-            out[row] = self.global_scores if reg is None else reg + self.global_weight * self.global_scores
-        return out
+        return self.group_scores[self.group_of_user[np.asarray(user_idx, dtype=np.intp)]]
 
     def explain(self, data: InteractionData, u: int, i: int) -> str:
         r = data.user_region[u]

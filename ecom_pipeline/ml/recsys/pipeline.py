@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from ecom_pipeline.ml.recsys.data import InteractionData, build_data
 from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS, evaluate_model, top_k, user_temporal_split
-from ecom_pipeline.ml.recsys.models import BASELINES, GlobalPopularity, explain_many, make_model
+from ecom_pipeline.ml.recsys.models import (
+    BASELINES,
+    GlobalPopularity,
+    RegionalPopularity,
+    explain_many,
+    make_model,
+)
 
 LEVELS = {"item": "product_id", "category": "category"}
 
@@ -209,16 +216,12 @@ def serve(
         if shared is None:
             columns, scores = None, np.asarray(model.score(uidx), dtype=np.float64)
         else:
-            columns, scores = shared[0], np.tile(shared[1], (len(uidx), 1))
+            columns, scores = shared.columns, shared.scores[shared.group_of_user[uidx]]
         if level == "item":
             bought = data.purchased[uidx] if columns is None else data.purchased[uidx][:, columns]
             r, c = bought.nonzero()
             scores[r, c] = -np.inf
-        kk = min(k, scores.shape[1])
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-        cand = np.take_along_axis(part, order, axis=1)
-        top = np.take_along_axis(scores, cand, axis=1)
+        cand, top = _best_columns(scores, min(k, scores.shape[1]))
         finite = np.isfinite(top)
         row, pos = np.nonzero(finite)
         items = cand[row, pos] if columns is None else columns[cand[row, pos]]
@@ -242,17 +245,50 @@ def serve(
     return out, FittedRecommender(model, data, k)
 
 
-def _shared_item_scores(model, data: InteractionData, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """For a model whose item scores are the same for every user (global popularity): the only columns that
-    can reach anyone's top ``k`` once their own purchases are excluded (the best ``k`` + the most items any
-    user bought), best first, and their scores.  Scoring every user against every item was most of the
-    daily recommendations step at 1M orders (600k users x 20k items, ~100 s for one shared list)."""
-    if not isinstance(model, GlobalPopularity):
+def _best_columns(scores: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``kk`` best columns, best first, and their scores; equal scores in column order, also at the
+    cut (``argpartition`` alone would pick any of the tied columns there), so the lists do not depend on
+    which columns were scored (see :func:`_shared_item_scores`)."""
+    scores[np.isnan(scores)] = -np.inf  # NaN compares false: would leave a row short of kk
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    cut = np.take_along_axis(scores, part, axis=1).min(axis=1)[:, None]
+    above, tied = scores > cut, scores == cut
+    # the first columns tied at the cut fill what the ones above it leave of kk
+    keep = above | (tied & (np.cumsum(tied, axis=1) <= kk - above.sum(axis=1, keepdims=True)))
+    row, col = np.nonzero(keep)  # row-major: per row in column order
+    cols = col.reshape(len(scores), kk)
+    order = np.argsort(-np.take_along_axis(scores, cols, axis=1), axis=1, kind="stable")
+    best = np.take_along_axis(cols, order, axis=1)
+    return best, np.take_along_axis(scores, best, axis=1)
+
+
+class SharedScores(NamedTuple):
+    """Item scores that depend on the user only through a group: ``scores[group_of_user[u]]`` over
+    ``columns``."""
+
+    columns: np.ndarray
+    scores: np.ndarray  # groups x columns
+    group_of_user: np.ndarray
+
+
+def _shared_item_scores(model, data: InteractionData, k: int) -> SharedScores | None:
+    """For a model whose item scores are shared by groups of users (global popularity: everyone; regional
+    popularity: each region): the only columns that can reach anyone's top ``k`` once their own purchases
+    are excluded (per group, its best ``k`` + the most items any user bought; their union), and each group's
+    scores on them.  Scoring every user against every item was most of the recommendations step at 1M orders
+    (600k users x 20k items: ~100 s for the global list, ~160 s for the regional ones)."""
+    if isinstance(model, GlobalPopularity):
+        groups = np.asarray(model.scores, dtype=np.float64)[None, :]
+        group_of_user = np.zeros(data.n_users, dtype=np.intp)
+    elif isinstance(model, RegionalPopularity):
+        groups, group_of_user = np.asarray(model.group_scores, dtype=np.float64), model.group_of_user
+    else:
         return None
-    scores = np.asarray(model.scores, dtype=np.float64)
     most_bought = int(data.purchased.getnnz(axis=1).max()) if data.purchased.shape[0] else 0
-    columns = np.argsort(-scores, kind="stable")[: k + most_bought]
-    return columns, scores[columns]
+    depth = k + most_bought
+    # in column order, as in the full matrix: _best_columns breaks ties by position
+    columns = np.unique(np.concatenate([np.argsort(-row, kind="stable")[:depth] for row in groups]))
+    return SharedScores(columns, groups[:, columns], group_of_user)
 
 
 def related_items(
