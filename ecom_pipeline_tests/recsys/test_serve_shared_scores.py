@@ -40,6 +40,26 @@ class _EveryItem:
         return getattr(self._model, name)
 
 
+def _served_equal_to_every_item(inter, model, model_name, regions, n_users) -> pd.DataFrame:
+    """serve()'s lists through the shortcut, checked equal to scoring every item; sorted by customer, rank."""
+    args = dict(
+        level="item",
+        model_name=model_name,
+        params={},
+        k=10,
+        user_regions=regions,
+        item_names={},
+        model_version="v",
+    )
+    fast, _ = serve(inter, fitted=model, **args)
+    full, _ = serve(inter, fitted=_EveryItem(model), **args)
+    assert len(fast) == 10 * n_users
+    key = ["customer_id", "rank"]
+    fast, full = fast.sort_values(key).reset_index(drop=True), full.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(fast, full)
+    return fast
+
+
 @pytest.mark.parametrize("model_name", ["popularity", "recent_popularity"])
 def test_shared_scores_give_the_lists_of_scoring_every_item(model_name):
     inter = _interactions()
@@ -50,21 +70,7 @@ def test_shared_scores_give_the_lists_of_scoring_every_item(model_name):
     top10 = set(np.asarray(data.items)[np.argsort(-model.scores, kind="stable")[:10]])
     bought = inter[inter["event_type"] == "purchase"].groupby("customer_id")["product_id"].agg(set)
     assert len(bought["c0"]) > 10 and len(top10 & bought["c0"]) >= 5  # c0's list reaches deep
-    args = dict(
-        level="item",
-        model_name=model_name,
-        params={},
-        k=10,
-        user_regions=None,
-        item_names={},
-        model_version="v",
-    )
-    fast, _ = serve(inter, fitted=model, **args)
-    full, _ = serve(inter, fitted=_EveryItem(model), **args)
-    assert len(fast) == 10 * data.n_users
-    key = ["customer_id", "rank"]
-    fast, full = fast.sort_values(key).reset_index(drop=True), full.sort_values(key).reset_index(drop=True)
-    pd.testing.assert_frame_equal(fast, full)
+    fast = _served_equal_to_every_item(inter, model, model_name, None, data.n_users)
     heavy = fast[fast["customer_id"] == "c0"]["item_id"]
     assert not set(heavy) & bought["c0"]  # the heavy buyer's list skips everything they bought
 
@@ -92,21 +98,7 @@ def test_regional_scores_give_the_lists_of_scoring_every_item():
     # each region's top 10 differs from the others': the union is wider than any one shortlist
     tops = {tuple(np.argsort(-row, kind="stable")[:10]) for row in model.group_scores}
     assert len(tops) == 4
-    args = dict(
-        level="item",
-        model_name="regional_popularity",
-        params={},
-        k=10,
-        user_regions=regions,
-        item_names={},
-        model_version="v",
-    )
-    fast, _ = serve(inter, fitted=model, **args)
-    full, _ = serve(inter, fitted=_EveryItem(model), **args)
-    assert len(fast) == 10 * data.n_users
-    key = ["customer_id", "rank"]
-    fast, full = fast.sort_values(key).reset_index(drop=True), full.sort_values(key).reset_index(drop=True)
-    pd.testing.assert_frame_equal(fast, full)
+    fast = _served_equal_to_every_item(inter, model, "regional_popularity", regions, data.n_users)
     assert fast["explanation"].str.startswith("popular in your region").any()
 
 
