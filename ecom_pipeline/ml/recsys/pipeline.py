@@ -248,18 +248,35 @@ def serve(
 def _best_columns(scores: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``kk`` best columns, best first, and their scores; equal scores in column order, also at the
     cut (``argpartition`` alone would pick any of the tied columns there), so the lists do not depend on
-    which columns were scored (see :func:`_shared_item_scores`)."""
-    scores[np.isnan(scores)] = -np.inf  # NaN compares false: would leave a row short of kk
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-    cut = np.take_along_axis(scores, part, axis=1).min(axis=1)[:, None]
-    above, tied = scores > cut, scores == cut
-    # the first columns tied at the cut fill what the ones above it leave of kk
-    keep = above | (tied & (np.cumsum(tied, axis=1) <= kk - above.sum(axis=1, keepdims=True)))
-    row, col = np.nonzero(keep)  # row-major: per row in column order
-    cols = col.reshape(len(scores), kk)
-    order = np.argsort(-np.take_along_axis(scores, cols, axis=1), axis=1, kind="stable")
-    best = np.take_along_axis(cols, order, axis=1)
+    which columns were scored (see :func:`_shared_item_scores`).  NaN ranks last."""
+    n = scores.shape[1]
+    if kk < n:
+        # partitioning one further column shows the rows where a tie crosses the cut, without another pass
+        part = np.argpartition(-scores, kk, axis=1)[:, : kk + 1]
+        vals = np.take_along_axis(scores, part, axis=1)
+        cut = vals[:, :kk].min(axis=1)
+        crossing = np.flatnonzero(vals[:, kk] == cut)
+        part = part[:, :kk]
+        if len(crossing):
+            part[crossing] = _first_tied_columns(scores[crossing], cut[crossing], kk)
+    else:
+        part = np.tile(np.arange(n), (len(scores), 1))
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)  # by score, then by column
+    best = np.take_along_axis(part, order, axis=1)
     return best, np.take_along_axis(scores, best, axis=1)
+
+
+def _first_tied_columns(scores: np.ndarray, cut: np.ndarray, kk: int) -> np.ndarray:
+    """The ``kk`` best columns of rows where a tie at ``cut`` (each row's kk-th best score) crosses the cut:
+    every column above it, then the first tied ones in column order."""
+    above = scores > cut[:, None]
+    need = kk - above.sum(axis=1)
+    rows, cols = np.nonzero(scores == cut[:, None])  # row-major: per row in column order
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # position among the row's tied columns
+    first = rank < need[rows]
+    above[rows[first], cols[first]] = True
+    return np.nonzero(above)[1].reshape(len(scores), kk)
 
 
 class SharedScores(NamedTuple):
