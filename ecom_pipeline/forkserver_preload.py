@@ -14,9 +14,15 @@ Not in ``automation/``: definitions.py imports every module there while ``defs``
 
 import os
 
-import dagster as dg
+# Before anything loads torch, hence OpenMP, which reads this once: a launched run puts two steps on the
+# cores at once, and OpenMP threads that spin while they wait burn the core their sibling step needs (the
+# review fine-tune: 2.9x faster beside a busy step, 1.2x slower alone; benchmarks/omp_wait_policy.py).
+# Only the forkserver's step processes: in-process runs have the cores to themselves.  A user's value wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # env exception: OpenMP's own variable
 
-from ecom_pipeline.definitions import defs
+import dagster as dg  # noqa: E402 - after the OpenMP policy above
+
+from ecom_pipeline.definitions import defs  # noqa: E402
 
 defs.get_repository_def().get_all_jobs()
 # env exception: DAGSTER_HOME is Dagster's own variable; only the run worker's instance has modules to import

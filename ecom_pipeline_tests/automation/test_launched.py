@@ -109,6 +109,24 @@ def test_short_jobs_run_in_process_and_the_rest_fork_from_a_preloaded_server(mon
     assert EXECUTOR.name == "multiprocess" and FORKSERVER_PRELOAD == ["ecom_pipeline.forkserver_preload"]
 
 
+@pytest.mark.parametrize("user_value", [None, "ACTIVE"])
+def test_forked_steps_get_a_passive_openmp_wait_policy_unless_the_user_set_one(user_value):
+    # A fresh interpreter, as the forkserver is: the step processes it forks inherit its environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "DAGSTER_HOME")}
+    if user_value:
+        env["OMP_WAIT_POLICY"] = user_value
+    probe = "import os; import ecom_pipeline.forkserver_preload; print(os.environ['OMP_WAIT_POLICY'])"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == (user_value or "PASSIVE")
+    # OpenMP reads the variable once, when torch loads it; the definitions import torch, so the policy
+    # must be set before the preload's first import of the project.
+    source = (REPO_ROOT / "ecom_pipeline" / "forkserver_preload.py").read_text()
+    assert source.index('setdefault("OMP_WAIT_POLICY"') < source.index("from ecom_pipeline")
+
+
 def _check_evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[str, int]:
     """step key -> number of asset check evaluations it reported."""
     counts: dict[str, int] = {}
