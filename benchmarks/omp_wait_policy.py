@@ -31,6 +31,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from step_threads import beside, review_like_texts, run_meta  # noqa: E402 - after the path above
+
 CASES = {  # name -> (torch threads, extra environment)
     "default": (0, {}),
     "one thread": (1, {}),
@@ -43,14 +47,11 @@ def _work(threads: int) -> dict:
     import numpy as np
     import torch
 
-    sys.path.insert(0, str(REPO))
     from ecom_pipeline.ml.encoders import load_text_encoder
     from ecom_pipeline.ml.text.finetune import FinetuneSettings, finetune_classifier
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    rng = np.random.default_rng(1)
-    words = "entrega rápida produto ótimo chegou quebrado delivery late quality price great poor box".split()
-    texts = [" ".join(rng.choice(words, int(rng.integers(8, 40)))) for _ in range(640)]
+    texts = review_like_texts(640)
     y = np.array([("great" in t) + ("poor" in t) for t in texts]) % 3
     enc = load_text_encoder(
         "multilingual-e5-small", models_dir=REPO / "data" / "models", max_length=128, backend="torch"
@@ -90,34 +91,13 @@ def main() -> int:
         return 0
     load_before = [round(x, 2) for x in os.getloadavg()]
     rows = []
-    stop = Path(f"/tmp/omp_wait_policy_stop_{os.getpid()}")
-    for beside in ("alone", "busy sibling"):
-        sibling = None
-        if beside != "alone":
-            stop.unlink(missing_ok=True)
-            sibling = subprocess.Popen(
-                [sys.executable, str(REPO / "benchmarks" / "step_threads.py"), "--sibling", str(stop)]
-            )
-            time.sleep(8)  # the sibling's table is built and its aggregates running
-        try:
+    for case in ("alone", "busy sibling"):
+        with beside(case):
             for name in CASES:
-                rows.append({"beside": beside, "case": name, **_case(name)})
+                rows.append({"beside": case, "case": name, **_case(name)})
                 print(json.dumps(rows[-1]), flush=True)
-        finally:
-            if sibling is not None:
-                stop.touch()
-                sibling.wait(timeout=120)
-                stop.unlink(missing_ok=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    meta = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": commit,
-        "cores": os.cpu_count(),
-        "load_average_before": load_before,
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-    }
+    meta = run_meta(load_before)
+    commit = meta["commit"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     lines = [

@@ -22,6 +22,7 @@ absolute difference is reported, not asserted).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -51,6 +52,45 @@ def _panel(n_series: int = 10, days: int = 420, seed: int = 0):
         A[i, (i + 1) % n_series] = A[(i + 1) % n_series, i] = 1.0
     cal = calendar_features(dates[0], dates[-1] + pd.Timedelta(days=60), country="GB")
     return ids, dates, Y, A, cal, covariates_for
+
+
+@contextlib.contextmanager
+def beside(case: str):
+    """Run the body ``alone`` or beside a ``busy sibling`` process (this script's ``--sibling``)."""
+    if case == "alone":
+        yield
+        return
+    stop = Path(f"/tmp/step_threads_stop_{os.getpid()}")
+    stop.unlink(missing_ok=True)
+    sibling = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--sibling", str(stop)])
+    time.sleep(8)  # the sibling's table is built and its aggregates running
+    try:
+        yield
+    finally:
+        stop.touch()
+        sibling.wait(timeout=120)
+        stop.unlink(missing_ok=True)
+
+
+def run_meta(load_before: list[float]) -> dict:
+    """When, on which commit and machine, and the load average before and after a benchmark run."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
+        "cores": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def review_like_texts(n: int) -> list[str]:
+    """``n`` seeded review-like texts in the shops' languages (8-40 words each)."""
+    rng = np.random.default_rng(1)
+    words = "entrega rápida produto ótimo chegou quebrado delivery late quality price great poor box".split()
+    return [" ".join(rng.choice(words, int(rng.integers(8, 40)))) for _ in range(n)]
 
 
 def _sibling(stop_file: str) -> None:
@@ -111,9 +151,7 @@ def _encode_reviews(n: int = 256) -> float:
     embedding steps' model, torch backend, their batch size and length): a big model, for contrast."""
     from ecom_pipeline.ml.encoders import load_text_encoder
 
-    rng = np.random.default_rng(1)
-    words = "entrega rápida produto ótimo chegou quebrado delivery late quality price great poor box".split()
-    texts = [" ".join(rng.choice(words, int(rng.integers(8, 40)))) for _ in range(n)]
+    texts = review_like_texts(n)
     models_dir = REPO / "data" / "models"  # where the packaged model is converted once, as in embeddings.py
     enc = load_text_encoder(
         "multilingual-e5-small", models_dir=models_dir, batch_size=32, max_length=128, backend="torch"
@@ -135,40 +173,21 @@ def main() -> int:
     cores = os.cpu_count() or 1
     load_before = [round(x, 2) for x in os.getloadavg()]
     rows, preds = [], {}
-    stop = Path(f"/tmp/step_threads_stop_{os.getpid()}")
-    for beside in ("alone", "busy sibling"):
-        sibling = None
-        if beside != "alone":
-            stop.unlink(missing_ok=True)
-            sibling = subprocess.Popen([sys.executable, __file__, "--sibling", str(stop)])
-            time.sleep(8)  # the sibling's table is built and its aggregates running
-        try:
+    for case in ("alone", "busy sibling"):
+        with beside(case):
             for threads in (cores, 1):
                 r = _run(threads)
-                preds[(beside, threads)] = r.pop("preds")
-                rows.append({"beside": beside, **r})
+                preds[(case, threads)] = r.pop("preds")
+                rows.append({"beside": case, **r})
                 print(json.dumps(rows[-1]), flush=True)
-        finally:
-            if sibling is not None:
-                stop.touch()
-                sibling.wait(timeout=120)
-                stop.unlink(missing_ok=True)
     diffs = {}
-    for beside in ("alone", "busy sibling"):
-        a, b = preds[(beside, cores)], preds[(beside, 1)]
+    for case in ("alone", "busy sibling"):
+        a, b = preds[(case, cores)], preds[(case, 1)]
         keys = ["series_id", "model", "kind", "origin", "date", "step"]
         m = a.merge(b, on=keys, suffixes=("_n", "_1"))
-        diffs[beside] = float((m["yhat_n"] - m["yhat_1"]).abs().max()) if len(m) else None
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    meta = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": commit,
-        "cores": cores,
-        "load_average_before": load_before,
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-    }
+        diffs[case] = float((m["yhat_n"] - m["yhat_1"]).abs().max()) if len(m) else None
+    meta = run_meta(load_before)
+    commit = meta["commit"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(
         json.dumps({"meta": meta, "rows": rows, "diffs": diffs}, indent=1)
