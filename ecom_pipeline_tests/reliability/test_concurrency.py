@@ -116,6 +116,12 @@ def _fingerprints(warehouse) -> dict:
         con.close()
 
 
+# Whether the two writers happen to collide on the lock depends on the scheduler: on a busy 2-core box one
+# run can slip between the other's writes.  Every round is checked in full; rounds repeat (up to this many)
+# only until one of them shows a wait, so the test cannot pass without having exercised the lock.
+MAX_ROUNDS_FOR_CONTENTION = 3
+
+
 @pytest.mark.slow
 def test_ingest_and_features_started_together_in_two_processes_both_complete(shop, tmp_path, record_property):
     """Two writer processes (ingest: raw + staging via the warehouse resource; features without the
@@ -123,22 +129,28 @@ def test_ingest_and_features_started_together_in_two_processes_both_complete(sho
     instant on one DuckDB file."""
     expected_orders = shop["reference"]["staging.orders"][0]
     writers = [["ingest", "{}"], ["features", "light"]]
-    ingest, features, reader = run_together(writers, tmp_path / "sync", shop["env"])
-    report = {"ingest": ingest, "features": features, "reader": reader}
-    record_property("concurrency", json.dumps(report))
-    print(json.dumps(report, indent=1))
+    rounds = []
+    for attempt in range(MAX_ROUNDS_FOR_CONTENTION):
+        ingest, features, reader = run_together(writers, tmp_path / f"sync{attempt}", shop["env"])
+        report = {"ingest": ingest, "features": features, "reader": reader}
+        rounds.append(report)
+        print(json.dumps(report, indent=1))
 
-    for w in (ingest, features):
-        assert w["success"], w
-        assert w["lock_errors"] == 0 and w["steps"] > 0
-    # the two runs overlapped in time, and at least one of them had to wait for the other's lock
-    assert max(ingest["started"], features["started"]) < min(ingest["finished"], features["finished"])
-    assert ingest["waits"] + features["waits"] > 0
-    # the reader never failed and never saw a missing or half-written table
-    assert reader["error_count"] == 0 and reader["reads"] > 0, reader
-    assert reader["counts"] == [expected_orders]
-    # complete and consistent: every table is what one run alone produces
-    after = _fingerprints(shop["warehouse"])
-    assert after == shop["reference"], {
-        t: (after.get(t), v) for t, v in shop["reference"].items() if after.get(t) != v
-    }
+        for w in (ingest, features):
+            assert w["success"], w
+            assert w["lock_errors"] == 0 and w["steps"] > 0
+        # the two runs overlapped in time
+        assert max(ingest["started"], features["started"]) < min(ingest["finished"], features["finished"])
+        # the reader never failed and never saw a missing or half-written table
+        assert reader["error_count"] == 0 and reader["reads"] > 0, reader
+        assert reader["counts"] == [expected_orders]
+        # complete and consistent: every table is what one run alone produces
+        after = _fingerprints(shop["warehouse"])
+        assert after == shop["reference"], {
+            t: (after.get(t), v) for t, v in shop["reference"].items() if after.get(t) != v
+        }
+        if ingest["waits"] + features["waits"] > 0:
+            break
+    record_property("concurrency", json.dumps(rounds))
+    # at least one round made a writer wait for a lock held by the other writer or the reader
+    assert any(r["ingest"]["waits"] + r["features"]["waits"] > 0 for r in rounds), rounds
