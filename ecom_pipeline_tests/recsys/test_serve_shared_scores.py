@@ -1,6 +1,7 @@
-"""serve() for a model whose item scores are shared by groups of users (global / recent popularity: everyone;
-regional popularity: each region) scores only the columns that can reach a top k after each user's purchases
-are excluded; the lists equal scoring every item (the path every other model takes)."""
+"""serve() and the evaluation's top_k, for a model whose item scores are shared by groups of users (global /
+recent popularity: everyone; regional popularity: each region), score only the columns that can reach a top k
+after each user's purchases are excluded; the lists equal scoring every item (the path every other model
+takes)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import pandas as pd
 import pytest
 
 from ecom_pipeline.ml.recsys.data import build_data
+from ecom_pipeline.ml.recsys.evaluation import top_k
 from ecom_pipeline.ml.recsys.models import make_model
-from ecom_pipeline.ml.recsys.pipeline import _best_columns, _shared_item_scores, serve
+from ecom_pipeline.ml.recsys.pipeline import serve
+from ecom_pipeline.ml.recsys.ranking import best_columns, shared_item_scores
+from ecom_pipeline.ml.recsys.sequence import RepeatPurchases
 
 
 def _interactions(n: int = 6000, seed: int = 5) -> pd.DataFrame:
@@ -37,6 +41,8 @@ class _EveryItem:
         self._model = model
 
     def __getattr__(self, name):
+        if name == "score_groups":  # hidden: the every-item path
+            raise AttributeError(name)
         return getattr(self._model, name)
 
 
@@ -65,7 +71,7 @@ def test_shared_scores_give_the_lists_of_scoring_every_item(model_name):
     inter = _interactions()
     data = build_data(inter, "product_id")
     model = make_model(model_name).fit(data)
-    columns = _shared_item_scores(model, data, 10).columns
+    columns = shared_item_scores(model, data, 10).columns
     assert len(columns) < data.n_items  # the shortcut is taken and leaves columns out
     top10 = set(np.asarray(data.items)[np.argsort(-model.scores, kind="stable")[:10]])
     bought = inter[inter["event_type"] == "purchase"].groupby("customer_id")["product_id"].agg(set)
@@ -78,7 +84,7 @@ def test_shared_scores_give_the_lists_of_scoring_every_item(model_name):
 def test_models_with_per_user_scores_keep_every_column():
     inter = _interactions(1500)
     data = build_data(inter, "product_id")
-    assert _shared_item_scores(make_model("item_knn").fit(data), data, 10) is None
+    assert shared_item_scores(make_model("item_knn").fit(data), data, 10) is None
 
 
 def test_regional_scores_give_the_lists_of_scoring_every_item():
@@ -92,7 +98,7 @@ def test_regional_scores_give_the_lists_of_scoring_every_item():
     regions = regions.dropna()
     data = build_data(inter, "product_id", user_regions=regions)
     model = make_model("regional_popularity").fit(data)
-    shared = _shared_item_scores(model, data, 10)
+    shared = shared_item_scores(model, data, 10)
     assert len(shared.columns) < data.n_items and shared.scores.shape == (4, len(shared.columns))
     assert set(shared.group_of_user) == {0, 1, 2, 3}
     # each region's top 10 differs from the others': the union is wider than any one shortlist
@@ -111,6 +117,24 @@ def test_best_columns_break_ties_by_column_also_at_the_cut():
             [0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
         ]
     )
-    best, top = _best_columns(scores.copy(), 3)
+    best, top = best_columns(scores.copy(), 3)
     assert best.tolist() == [[1, 2, 3], [2, 0, 1], [0, 1, 2]]
     assert top[0].tolist() == [3.0, 2.0, 2.0] and top[1][0] == 5.0 and not np.isfinite(top[1][1:]).any()
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+@pytest.mark.parametrize("model_name", ["popularity", "regional_popularity", "repeat"])
+def test_top_k_gives_the_lists_of_scoring_every_item(model_name, exclude_seen):
+    """The evaluation's top_k takes the same shortcut; "repeat" inherits popularity's class but its scores
+    are personal, so it must keep every column."""
+    inter = _interactions(5000, seed=3)
+    customers = sorted(inter["customer_id"].unique())
+    regions = pd.Series([("SP", "RJ", None)[n % 3] for n in range(len(customers))], index=customers).dropna()
+    data = build_data(inter, "product_id", user_regions=regions)
+    model = RepeatPurchases().fit(data) if model_name == "repeat" else make_model(model_name).fit(data)
+    assert (shared_item_scores(model, data, 10) is None) == (model_name == "repeat")
+    users = list(data.users)
+    fast = top_k(model, data, users, 10, exclude_seen=exclude_seen)
+    full = top_k(_EveryItem(model), data, users, 10, exclude_seen=exclude_seen)
+    assert fast == full and len(fast) == len(users)
+    assert all(len(v) == 10 for v in fast.values())

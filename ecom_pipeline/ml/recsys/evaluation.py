@@ -84,25 +84,23 @@ def user_temporal_split(
 def top_k(
     model, data: InteractionData, user_ids, k: int, *, exclude_seen: bool = True, batch: int = 512
 ) -> dict:
-    """customer_id -> list of the top-k item ids (users unknown to ``data`` get nothing)."""
+    """customer_id -> list of the top-k item ids (users unknown to ``data`` get nothing), ranked as serving
+    ranks (``ranking.ranked_items``: ties by item index; group-shared scores on their candidate columns)."""
+    from ecom_pipeline.ml.recsys.ranking import ranked_items, shared_item_scores
+
     idx = data.users.get_indexer(pd.Index([str(u) for u in user_ids]))
-    known = [(u, i) for u, i in zip(user_ids, idx) if i >= 0]
+    known = idx >= 0
+    users, idx = [u for u, ok in zip(user_ids, known) if ok], idx[known]
+    shared = shared_item_scores(model, data, k, exclude_seen=exclude_seen)
+    item_ids = np.asarray(data.items, dtype=object)
     out = {}
-    for start in range(0, len(known), batch):
-        chunk = known[start : start + batch]
-        uidx = np.array([i for _, i in chunk])
-        scores = np.asarray(model.score(uidx), dtype=np.float64)
-        if exclude_seen:
-            seen = data.purchased[uidx]
-            rows, cols = seen.nonzero()
-            scores[rows, cols] = -np.inf
-        kk = min(k, scores.shape[1])
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        for row, (u, _) in enumerate(chunk):
-            cand = part[row]
-            order = cand[np.argsort(-scores[row, cand], kind="stable")]
-            order = [c for c in order if np.isfinite(scores[row, c])]
-            out[u] = [data.items[c] for c in order]
+    for start in range(0, len(idx), batch):
+        best, top = ranked_items(
+            model, data, idx[start : start + batch], k, exclude_seen=exclude_seen, shared=shared
+        )
+        finite = np.isfinite(top)
+        for u, row, ok in zip(users[start : start + batch], best, finite):
+            out[u] = item_ids[row[ok]].tolist()
     return out
 
 

@@ -79,6 +79,10 @@ class GlobalPopularity:
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         return np.tile(self.scores, (len(user_idx), 1))
 
+    def score_groups(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """One score row shared by every user (``ranking.shared_item_scores``)."""
+        return self.scores[None, :], np.zeros(self.data.n_users, dtype=np.intp)
+
     def explain(self, data: InteractionData, u: int, i: int) -> str:
         return ANYONE
 
@@ -137,6 +141,10 @@ class RegionalPopularity:
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.group_scores[self.group_of_user[np.asarray(user_idx, dtype=np.intp)]]
+
+    def score_groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each region's score row and each user's row (``ranking.shared_item_scores``)."""
+        return self.group_scores, self.group_of_user
 
     def explain(self, data: InteractionData, u: int, i: int) -> str:
         r = data.user_region[u]

@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from ecom_pipeline.ml.recsys.data import InteractionData, build_data
 from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS, evaluate_model, top_k, user_temporal_split
-from ecom_pipeline.ml.recsys.models import (
-    BASELINES,
-    GlobalPopularity,
-    RegionalPopularity,
-    explain_many,
-    make_model,
-)
+from ecom_pipeline.ml.recsys.models import BASELINES, explain_many, make_model
+from ecom_pipeline.ml.recsys.ranking import ranked_items, shared_item_scores
 
 LEVELS = {"item": "product_id", "category": "category"}
 
@@ -209,22 +203,14 @@ def serve(
     frames = []
     batch = 1024
     item_ids = np.asarray(data.items, dtype=object)
-    shared = _shared_item_scores(model, data, k) if level == "item" else None
+    shared = shared_item_scores(model, data, k) if level == "item" else None
     for start in range(0, len(users), batch):  # columnar per chunk: millions of rows stay arrays, not tuples
         chunk = users[start : start + batch]
         uidx = data.users.get_indexer(pd.Index(chunk))
-        if shared is None:
-            columns, scores = None, np.asarray(model.score(uidx), dtype=np.float64)
-        else:
-            columns, scores = shared.columns, shared.scores[shared.group_of_user[uidx]]
-        if level == "item":
-            bought = data.purchased[uidx] if columns is None else data.purchased[uidx][:, columns]
-            r, c = bought.nonzero()
-            scores[r, c] = -np.inf
-        cand, top = _best_columns(scores, min(k, scores.shape[1]))
+        best, top = ranked_items(model, data, uidx, k, exclude_seen=level == "item", shared=shared)
         finite = np.isfinite(top)
         row, pos = np.nonzero(finite)
-        items = cand[row, pos] if columns is None else columns[cand[row, pos]]
+        items = best[row, pos]
         frames.append(
             pd.DataFrame(
                 {
@@ -243,69 +229,6 @@ def serve(
         )
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
     return out, FittedRecommender(model, data, k)
-
-
-def _best_columns(scores: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``kk`` best columns, best first, and their scores; equal scores in column order, also at the
-    cut (``argpartition`` alone would pick any of the tied columns there), so the lists do not depend on
-    which columns were scored (see :func:`_shared_item_scores`).  NaN ranks last."""
-    n = scores.shape[1]
-    if kk < n:
-        # partitioning one further column shows the rows where a tie crosses the cut, without another pass
-        part = np.argpartition(-scores, kk, axis=1)[:, : kk + 1]
-        vals = np.take_along_axis(scores, part, axis=1)
-        cut = vals[:, :kk].min(axis=1)
-        crossing = np.flatnonzero(vals[:, kk] == cut)
-        part = part[:, :kk]
-        if len(crossing):
-            part[crossing] = _first_tied_columns(scores[crossing], cut[crossing], kk)
-    else:
-        part = np.tile(np.arange(n), (len(scores), 1))
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)  # by score, then by column
-    best = np.take_along_axis(part, order, axis=1)
-    return best, np.take_along_axis(scores, best, axis=1)
-
-
-def _first_tied_columns(scores: np.ndarray, cut: np.ndarray, kk: int) -> np.ndarray:
-    """The ``kk`` best columns of rows where a tie at ``cut`` (each row's kk-th best score) crosses the cut:
-    every column above it, then the first tied ones in column order."""
-    above = scores > cut[:, None]
-    need = kk - above.sum(axis=1)
-    rows, cols = np.nonzero(scores == cut[:, None])  # row-major: per row in column order
-    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)  # position among the row's tied columns
-    first = rank < need[rows]
-    above[rows[first], cols[first]] = True
-    return np.nonzero(above)[1].reshape(len(scores), kk)
-
-
-class SharedScores(NamedTuple):
-    """Item scores that depend on the user only through a group: ``scores[group_of_user[u]]`` over
-    ``columns``."""
-
-    columns: np.ndarray
-    scores: np.ndarray  # groups x columns
-    group_of_user: np.ndarray
-
-
-def _shared_item_scores(model, data: InteractionData, k: int) -> SharedScores | None:
-    """For a model whose item scores are shared by groups of users (global popularity: everyone; regional
-    popularity: each region): the only columns that can reach anyone's top ``k`` once their own purchases
-    are excluded (per group, its best ``k`` + the most items any user bought; their union), and each group's
-    scores on them.  Scoring every user against every item was most of the recommendations step at 1M orders
-    (600k users x 20k items: ~100 s for the global list, ~160 s for the regional ones)."""
-    if isinstance(model, GlobalPopularity):
-        groups = np.asarray(model.scores, dtype=np.float64)[None, :]
-        group_of_user = np.zeros(data.n_users, dtype=np.intp)
-    elif isinstance(model, RegionalPopularity):
-        groups, group_of_user = np.asarray(model.group_scores, dtype=np.float64), model.group_of_user
-    else:
-        return None
-    most_bought = int(data.purchased.getnnz(axis=1).max()) if data.purchased.shape[0] else 0
-    depth = k + most_bought
-    # in column order, as in the full matrix: _best_columns breaks ties by position
-    columns = np.unique(np.concatenate([np.argsort(-row, kind="stable")[:depth] for row in groups]))
-    return SharedScores(columns, groups[:, columns], group_of_user)
 
 
 def related_items(

@@ -63,6 +63,10 @@ class RepeatPurchases(GlobalPopularity):
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.own[np.asarray(user_idx)].toarray() + self.scores
 
+    def score_groups(self) -> None:
+        """None: each customer's own purchases make the scores personal (no rows shared by groups)."""
+        return None
+
     def explain(self, data: InteractionData, u: int, i: int) -> str:
         return f"you bought {data.name(i)} before" if self.own[u, i] > 0 else ANYONE
 
