@@ -88,6 +88,14 @@ def _interactions(warehouse: WarehouseResource) -> pd.DataFrame:
     return df
 
 
+def _interaction_data(warehouse: WarehouseResource, user_regions: pd.Series | None = None):
+    """features.interactions indexed for the recommenders (``InteractionData``), built in DuckDB."""
+    from ecom_pipeline.incremental.interactions import read_interaction_data
+
+    with warehouse.connect(read_only=True) as con:
+        return read_interaction_data(con, user_regions=user_regions)
+
+
 def _user_regions(warehouse: WarehouseResource) -> pd.Series:
     from ecom_pipeline.warehouse.tables import read_table
 

@@ -10,7 +10,13 @@ import math
 import dagster as dg
 import pandas as pd
 
-from ecom_pipeline.assets.recommender import GROUP, INTERACTIONS, _interactions, _mlflow_name, _user_regions
+from ecom_pipeline.assets.recommender import (
+    GROUP,
+    INTERACTIONS,
+    _interaction_data,
+    _mlflow_name,
+    _user_regions,
+)
 from ecom_pipeline.ml.recsys.metrics import MAX_EVAL_USERS
 from ecom_pipeline.resources import ComputeResource, MLflowResource, SourceResource, WarehouseResource
 from ecom_pipeline.resources.model_metrics import MetricRecord
@@ -99,14 +105,15 @@ def sequence_recommender(
 
     device = compute.torch_device()
     compute.configure_threads()  # its own count, not the previous step's (in-process runs share one process)
-    interactions, regions = _interactions(warehouse), _user_regions(warehouse)
+    # indexed in DuckDB: no frame of every interaction's id strings (11.8M rows at 1M orders)
+    interactions = _interaction_data(warehouse, _user_regions(warehouse))
     products, product_embeddings = _side_inputs(warehouse)
     params = _params(config, compute.sized(config, "batch_size", device))
     fit_args = {
         "sasrec": {"product_embeddings": product_embeddings, "device": device},
         "two_tower": {"products": products, "product_embeddings": product_embeddings, "device": device},
     }
-    res = _evaluate(context, config, interactions, regions, params, fit_args)
+    res = _evaluate(context, config, interactions, params, fit_args)
     decisions, comparisons = gate_segments(res, TASK) if res.metrics else ([], [])
     protocol = "new_items" if config.exclude_seen else "repeats"
     records = _metric_records(
@@ -132,7 +139,6 @@ def sequence_recommender(
         fit_args=fit_args,
         k=config.k,
         exclude_seen=config.exclude_seen,
-        user_regions=regions,
         registered=f"{REGISTERED_NAME} v{outcome.version}" if outcome else None,
     )
     with warehouse.connect() as con:
@@ -146,9 +152,7 @@ def sequence_recommender(
     )
 
 
-def _evaluate(
-    context, config: SequenceRecommenderConfig, interactions, regions, params: dict, fit_args: dict
-):
+def _evaluate(context, config: SequenceRecommenderConfig, interactions, params: dict, fit_args: dict):
     """The sequence model and its peers on the user-level temporal split (a warning when it cannot run)."""
     from ecom_pipeline.ml.recsys.sequence import evaluate_sequence_models
 
@@ -158,7 +162,6 @@ def _evaluate(
         models=tuple(config.models),
         params=params,
         fit_args=fit_args,
-        user_regions=regions,
         exclude_seen=config.exclude_seen,
         test_fraction=config.test_fraction,
         min_eval_users=config.min_eval_users,

@@ -70,3 +70,69 @@ def test_category_items_and_empty_input():
     empty = build_data_from_duckdb(con, "(SELECT * FROM interactions WHERE false)")
     assert empty.n_users == empty.n_items == 0 and empty.matrix.shape == (0, 0) and len(empty.frame) == 0
     con.close()
+
+
+@pytest.mark.parametrize("exclude_seen", [True, False])
+@pytest.mark.parametrize("require_history", [True, False])
+def test_split_on_data_equals_the_frame_split_then_build_data(exclude_seen, require_history):
+    """split_data (integer arrays of one InteractionData) gives user_temporal_split's cutoff and truth and
+    build_data's training data, with and without a catalog and a sample."""
+    from ecom_pipeline.ml.recsys.evaluation import split_data, user_temporal_split
+
+    df = _interactions(30_000, seed=7)
+    regions = pd.Series({"c1": "SP", "c2": "RJ", "c3": None, "c40": "MG"})
+    data = build_data(df, user_regions=regions, item_names={"p1": "x"})
+    args = dict(exclude_seen=exclude_seen, require_history=require_history, test_fraction=0.3)
+    frame = user_temporal_split(df, **args)
+    got = split_data(data, **args)
+    assert got.cutoff == frame.cutoff and got.eligible_users == frame.eligible_users
+    assert got.truth == frame.truth and list(got.truth) == list(frame.truth)
+    _assert_same(build_data(frame.train, user_regions=regions), got.train)
+    assert got.train.item_names == {"p1": "x"}
+    catalog = list(data.items)
+    with_catalog = split_data(data, cutoff=frame.cutoff, max_eval_users=50, seed=4, catalog=catalog, **args)
+    sampled = user_temporal_split(df, cutoff=frame.cutoff, max_eval_users=50, seed=4, **args)
+    assert with_catalog.truth == sampled.truth and len(sampled.truth) == 50
+    _assert_same(build_data(frame.train, user_regions=regions, catalog=catalog), with_catalog.train)
+    # a given cutoff with rows on it: they are test rows on both routes
+    on_a_row = df["ts"].sort_values().iloc[len(df) // 2]
+    assert (
+        split_data(data, cutoff=on_a_row, **args).truth
+        == user_temporal_split(df, cutoff=on_a_row, **args).truth
+    )
+
+
+def test_split_on_data_from_duckdb_has_categorical_event_types():
+    from ecom_pipeline.ml.recsys.evaluation import split_data, user_temporal_split
+
+    df = _interactions(5000, seed=9)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE interactions AS SELECT * FROM df")
+    got = split_data(build_data_from_duckdb(con, "interactions"))
+    con.close()
+    frame = user_temporal_split(df)
+    assert got.truth == frame.truth
+    _assert_same(build_data(frame.train), got.train)
+
+
+def test_warehouse_interactions_read_as_data_equal_the_frame_route(tmp_path):
+    """read_interaction_data (what the sequence step reads) on a read-only connection, rows stored out of
+    order: the same data as build_data(read_interactions(...)), the frame every other recommender reads."""
+    from ecom_pipeline.incremental.interactions import read_interaction_data, read_interactions
+    from ecom_pipeline.ml.recsys.interactions import INTERACTION_COLUMNS
+
+    df = _interactions(20_000, seed=11).sample(frac=1.0, random_state=2)  # stored in no particular order
+    db = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE SCHEMA features")
+    con.register("shuffled", df)
+    columns = ", ".join(INTERACTION_COLUMNS)
+    con.execute(f"CREATE TABLE features.interactions AS SELECT {columns} FROM shuffled")
+    con.close()
+    regions = pd.Series({"c1": "SP", "c2": "RJ"})
+    con = duckdb.connect(str(db), read_only=True)
+    frame = read_interactions(con)
+    frame["ts"] = pd.to_datetime(frame["ts"])
+    got = read_interaction_data(con, user_regions=regions)
+    con.close()
+    _assert_same(build_data(frame, user_regions=regions), got)

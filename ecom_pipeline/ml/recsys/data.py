@@ -125,20 +125,24 @@ def build_data_from_duckdb(
     user_regions: pd.Series | None = None,
     item_names: dict | None = None,
     catalog: list | pd.Index | None = None,
+    order_by: str | None = None,
 ) -> InteractionData:
     """:func:`build_data` for interactions that stay in DuckDB: the same indexes, matrices and frame,
     without an interactions DataFrame.
 
     ``relation``: a table name or a parenthesised query with ``customer_id``, ``item_col``, ``event_type``,
     ``ts`` and ``weight``, its rows in the order ``build_data`` would get them (a table's insertion order,
-    or the query's ORDER BY): users and items are indexed by first appearance.  DuckDB indexes the ids and
+    or ``order_by``, columns of ``relation`` that order its rows fully): users and items are indexed by first
+    appearance.  DuckDB indexes the ids and
     sorts by position; Python receives one numeric array per column (user and item index, weight, time,
     event-type code): at 11.8M interactions about 250 MB instead of a frame of id strings several times
     that.  ``frame["event_type"]`` is categorical (equal, value by value, to build_data's strings)."""
     item = '"' + item_col.replace('"', '""') + '"'
+    # explicit: a window over a parallel scan need not keep a subquery's ORDER BY
+    order = f"ORDER BY {order_by}" if order_by else ""
     try:
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS SELECT row_number() OVER () AS _pos, "
+            f"CREATE OR REPLACE TEMP TABLE {_ROWS} AS SELECT row_number() OVER ({order}) AS _pos, "
             f"CAST(customer_id AS VARCHAR) AS _user, CAST({item} AS VARCHAR) AS _item, "
             f"CAST(event_type AS VARCHAR) AS event_type, ts, CAST(weight AS DOUBLE) AS weight FROM {relation}"
         )
@@ -179,4 +183,30 @@ def build_data_from_duckdb(
         event_type,
         user_regions,
         item_names,
+    )
+
+
+def select_rows(
+    data: InteractionData, keep: np.ndarray, *, catalog: list | pd.Index | None = None
+) -> InteractionData:
+    """``data`` restricted to the rows where ``keep`` is true: what :func:`build_data` gives for those rows of
+    the interactions (same first-appearance indexes, matrices, frame, regions and names), from ``data``'s
+    integer arrays instead of an interactions frame of id strings.  ``catalog`` as in :func:`build_data`
+    (default: only the items the kept rows have)."""
+    f = data.frame
+    keep = np.asarray(keep, dtype=bool)
+    u, user_of = pd.factorize(f["u"].to_numpy()[keep])  # first appearance among the kept rows
+    i, item_of = pd.factorize(f["i"].to_numpy()[keep])
+    users = pd.Index(data.users[user_of], name=data.users.name)
+    regions = pd.Series(data.user_region[user_of], index=users, dtype=object)
+    return _assemble(
+        users,
+        _with_catalog(list(data.items[item_of]), catalog, data.items.name),
+        u.astype(np.int64),
+        i.astype(np.int64),
+        f["weight"].to_numpy()[keep],
+        f["ts"].to_numpy()[keep],
+        f["event_type"].array[keep],
+        regions,
+        data.item_names,
     )

@@ -81,6 +81,69 @@ def user_temporal_split(
     )
 
 
+@dataclass
+class DataSplit:
+    """:func:`user_temporal_split` + ``build_data(train)`` done on an :class:`InteractionData` (no frame of id
+    strings): ``train`` is what ``build_data`` gives for the rows before the cutoff."""
+
+    cutoff: pd.Timestamp
+    train: InteractionData
+    truth: dict  # customer_id -> set of item ids, ordered by customer_id (sampled: see module)
+    eligible_users: int = 0
+
+
+def split_data(
+    data: InteractionData,
+    *,
+    cutoff: pd.Timestamp | str | None = None,
+    test_fraction: float = 0.2,
+    target_types: tuple[str, ...] = ("purchase",),
+    exclude_seen: bool = True,
+    require_history: bool = True,
+    max_eval_users: int | None = None,
+    seed: int = 0,
+    catalog: list | pd.Index | None = None,
+) -> DataSplit:
+    """The split of :func:`user_temporal_split` (same cutoff, truth and sample) on ``data``'s integer arrays;
+    ``catalog`` as in ``build_data`` for the training data (default: the items seen before the cutoff).  At
+    1M orders the frame route rebuilt 9-12M rows of id strings for each split."""
+    from ecom_pipeline.ml.recsys.data import select_rows
+
+    f = data.frame
+    times = pd.DataFrame({"ts": f["ts"].to_numpy()})
+    is_target = np.asarray(pd.Series(f["event_type"].array).isin(target_types).to_numpy(), dtype=bool)
+    if cutoff is None:
+        cutoff = temporal_split(
+            times[is_target] if is_target.any() else times, "ts", test_fraction=test_fraction
+        ).cutoff
+    cut = temporal_split(times, "ts", cutoff=cutoff).cutoff  # refuses rows without a time, as the frame route
+    is_train = (times["ts"] < cut).to_numpy()
+    u, i = f["u"].to_numpy(), f["i"].to_numpy()
+    test = ~is_train & is_target
+    if require_history:
+        test &= np.isin(u, u[is_train])
+    n_items = max(data.n_items, 1)
+    pairs = np.unique(u[test] * n_items + i[test])
+    if exclude_seen and len(pairs):
+        bought = is_train & (np.asarray(pd.Series(f["event_type"].array) == "purchase", dtype=bool))
+        pairs = pairs[~np.isin(pairs, u[bought] * n_items + i[bought])]
+    pair_users, pair_items = np.divmod(pairs, n_items)
+    ids = pd.DataFrame(
+        {
+            "customer_id": np.asarray(data.users, dtype=object)[pair_users],
+            "item": np.asarray(data.items, dtype=object)[pair_items],
+        }
+    )
+    truth = ids.groupby("customer_id")["item"].agg(lambda s: set(map(str, s))).to_dict()
+    eligible = len(truth)
+    return DataSplit(
+        pd.Timestamp(cut),
+        select_rows(data, is_train, catalog=catalog),
+        sample_users(truth, max_eval_users, seed),
+        eligible,
+    )
+
+
 def top_k(
     model, data: InteractionData, user_ids, k: int, *, exclude_seen: bool = True, batch: int = 512
 ) -> dict:
@@ -140,10 +203,12 @@ def per_user_ndcg(recs: dict, truth: dict, k: int) -> pd.Series:
 
 __all__ = [
     "MAX_EVAL_USERS",
+    "DataSplit",
     "RecsysSplit",
     "build_data",
     "evaluate_model",
     "sample_users",
+    "split_data",
     "top_k",
     "user_temporal_split",
 ]

@@ -363,13 +363,16 @@ class SequenceRecommender:
         return basket_ends
 
     def _choose_epochs(self, data, product_embeddings, exclude_seen, device, log) -> int:
-        from ecom_pipeline.ml.recsys.evaluation import user_temporal_split
+        from ecom_pipeline.ml.recsys.evaluation import split_data
 
         p = self.params
-        train = _interactions_of(data)
         try:
-            inner = user_temporal_split(
-                train, item_col="item", test_fraction=p["validation_fraction"], exclude_seen=exclude_seen
+            # the inner split on data's arrays: training data indexed over the whole catalogue
+            inner = split_data(
+                data,
+                test_fraction=p["validation_fraction"],
+                exclude_seen=exclude_seen,
+                catalog=list(data.items),
             )
         except ValueError as exc:
             if log:
@@ -382,8 +385,7 @@ class SequenceRecommender:
                     f"{p['max_epochs']} epochs within the cap"
                 )
             return p["max_epochs"]
-        del train  # the inner split holds what validation needs; 9.4M rows at 1M orders, ~0.4 GB
-        inner_data = build_data(inner.train, "item", catalog=list(data.items))
+        inner_data = inner.train
         self._train(
             inner_data, product_embeddings, p["max_epochs"], device, log, validation=(inner, exclude_seen)
         )
@@ -561,20 +563,6 @@ class SequenceRecommender:
         return f"often bought after {data.name(int(seq[-1]))}" if len(seq) else ANYONE
 
 
-def _interactions_of(data: InteractionData) -> pd.DataFrame:
-    """``data``'s rows back as an interactions frame (ids as strings) for the inner validation split."""
-    f = data.frame
-    return pd.DataFrame(
-        {
-            "customer_id": np.asarray(data.users, dtype=object)[f["u"].to_numpy()],
-            "item": np.asarray(data.items, dtype=object)[f["i"].to_numpy()],
-            "event_type": f["event_type"].to_numpy(),
-            "ts": f["ts"].to_numpy(),
-            "weight": f["weight"].to_numpy(),
-        }
-    )
-
-
 # -------------------------------------------------------------------------------------------- evaluation
 
 NON_PERSONALISED = ("popularity", "recent_popularity", "regional_popularity")
@@ -606,11 +594,20 @@ class SequenceEvaluation:
     eligible: dict = field(default_factory=dict)  # segment -> evaluable customers before the sample
     message: str = ""
     fitted: dict = field(default_factory=dict)  # model -> fitted model (sasrec, for registration)
-    data: InteractionData | None = None
+
+
+def as_interaction_data(
+    interactions: pd.DataFrame | InteractionData, user_regions: pd.Series | None = None
+) -> InteractionData:
+    """Every interaction indexed at the item level: ``interactions`` itself when it is already indexed (the
+    asset builds it in DuckDB, ``build_data_from_duckdb``), else ``build_data`` of the frame."""
+    if isinstance(interactions, InteractionData):
+        return interactions
+    return build_data(interactions, "product_id", user_regions=user_regions)
 
 
 def evaluate_sequence_models(
-    interactions: pd.DataFrame,
+    interactions: pd.DataFrame | InteractionData,
     *,
     k: int = 10,
     models: tuple[str, ...] = (*SEQUENCE_BASELINES, *LEARNED),
@@ -630,22 +627,26 @@ def evaluate_sequence_models(
     purchases); True is the discovery protocol of ``recommender_evaluation``.  ``fit_args``: per model,
     keyword arguments for ``fit`` (side inputs, device).  ``eval_users``: evaluate a random sample of that
     many returning customers (the cost of scoring; training always uses everyone; ``res.eligible`` gives the
-    counts before sampling)."""
-    from ecom_pipeline.ml.recsys.evaluation import per_user_ndcg, sample_users, top_k, user_temporal_split
+    counts before sampling).  ``interactions``: a frame, or every interaction already indexed
+    (:func:`as_interaction_data`; then ``user_regions`` is unused: the data has its regions)."""
+    from ecom_pipeline.ml.recsys.evaluation import per_user_ndcg, sample_users, split_data, top_k
     from ecom_pipeline.ml.recsys.metrics import evaluate_rankings
 
     params, fit_args = params or {}, fit_args or {}
-    if interactions.empty:
+    if len(interactions if isinstance(interactions, pd.DataFrame) else interactions.frame) == 0:
         return SequenceEvaluation(None, k, exclude_seen, message="no interactions: nothing to evaluate")
     try:
-        split = user_temporal_split(
-            interactions, test_fraction=test_fraction, exclude_seen=exclude_seen, require_history=False
+        split = split_data(
+            as_interaction_data(interactions, user_regions),
+            test_fraction=test_fraction,
+            exclude_seen=exclude_seen,
+            require_history=False,
         )
     except ValueError as exc:
         return SequenceEvaluation(None, k, exclude_seen, message=f"cannot split: {exc}")
     res = SequenceEvaluation(split.cutoff, k, exclude_seen)
-    data = build_data(split.train, "product_id", user_regions=user_regions)
-    res.n_items, res.data = data.n_items, data
+    data = split.train
+    res.n_items = data.n_items
     known = set(data.users)
     truth = {
         "returning": {u: t for u, t in split.truth.items() if str(u) in known and t},
@@ -845,7 +846,7 @@ def evaluation_frame(comparisons: list, protocol: str, cutoff) -> pd.DataFrame:
 
 
 def serving_recommendations(
-    interactions: pd.DataFrame,
+    interactions: pd.DataFrame | InteractionData,
     served: dict[str, str],
     res: SequenceEvaluation,
     *,
@@ -858,12 +859,11 @@ def serving_recommendations(
 ) -> pd.DataFrame:
     """Each segment's gated model (``served``: segment -> model) refit on every interaction and its rows for
     ``serving.sequence_recommendations``; SASRec is refit for the number of epochs validation chose.
-    ``registered`` names the registered SASRec version ("name vN") the refit descends from."""
-    from ecom_pipeline.ml.recsys.data import build_data
-
-    if not served or interactions.empty:
+    ``registered`` names the registered SASRec version ("name vN") the refit descends from; ``interactions``
+    as in :func:`evaluate_sequence_models`."""
+    if not served or len(interactions if isinstance(interactions, pd.DataFrame) else interactions.frame) == 0:
         return pd.DataFrame(columns=SERVING_COLUMNS)
-    data = build_data(interactions, "product_id", user_regions=user_regions)
+    data = as_interaction_data(interactions, user_regions)
     frames = []
     for segment, name in served.items():
         args = dict(fit_args.get(name, {}))
@@ -899,6 +899,7 @@ __all__ = [
     "SASRecNet",
     "SequenceEvaluation",
     "SequenceRecommender",
+    "as_interaction_data",
     "evaluate_sequence_models",
     "evaluation_frame",
     "gate_segments",
