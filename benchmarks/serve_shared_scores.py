@@ -32,6 +32,8 @@ class _EveryItem:
         self._model = model
 
     def __getattr__(self, name):
+        if name == "score_groups":  # hidden: what makes ranking take the shortcut
+            raise AttributeError(name)
         return getattr(self._model, name)
 
 

@@ -210,3 +210,14 @@ def select_rows(
         regions,
         data.item_names,
     )
+
+
+def as_interaction_data(
+    interactions: pd.DataFrame | InteractionData, user_regions: pd.Series | None = None
+) -> InteractionData:
+    """Every interaction indexed at the item level: ``interactions`` itself when it is already indexed (the
+    assets build it in DuckDB: ``incremental.interactions.read_interaction_data``), else ``build_data`` of
+    the frame."""
+    if isinstance(interactions, InteractionData):
+        return interactions
+    return build_data(interactions, "product_id", user_regions=user_regions)

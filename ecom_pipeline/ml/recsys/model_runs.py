@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from ecom_pipeline.ml.recsys.data import InteractionData, as_interaction_data
+
 
 @dataclass
 class TwoTowerRun:
@@ -23,9 +25,9 @@ class TwoTowerRun:
 
 
 def evaluate_two_tower(
-    interactions: pd.DataFrame,
+    interactions: pd.DataFrame | InteractionData,
     *,
-    regions: pd.Series,
+    regions: pd.Series | None,
     side: dict,
     params: dict,
     k: int,
@@ -36,25 +38,30 @@ def evaluate_two_tower(
     log: Callable[[str], None] = print,
 ) -> TwoTowerRun:
     """Train the two-tower model and every baseline on the user-level temporal split of the item level and
-    score each at ``k``; too few evaluable users (< ``min_eval_users``) trains nothing and says why."""
-    from ecom_pipeline.ml.recsys.data import build_data
-    from ecom_pipeline.ml.recsys.evaluation import evaluate_model, user_temporal_split
+    score each at ``k``; too few evaluable users (< ``min_eval_users``) trains nothing and says why.
+    ``interactions``: a frame (indexed here with ``regions``) or every interaction already indexed at the
+    item level (``InteractionData`` with its regions: no frame of id strings, as the asset reads it)."""
+    from ecom_pipeline.ml.recsys.evaluation import evaluate_model, split_data
     from ecom_pipeline.ml.recsys.models import BASELINES, make_model
     from ecom_pipeline.ml.recsys.pipeline import LevelResult
 
-    res = LevelResult("item", k, None, len(interactions), 0, 0)
+    rows = len(interactions) if isinstance(interactions, pd.DataFrame) else len(interactions.frame)
+    res = LevelResult("item", k, None, rows, 0, 0)
     run = TwoTowerRun(res)
-    if interactions.empty:
+    if rows == 0:
         res.message = "no interactions: nothing to train"
         return run
     try:
-        split = user_temporal_split(
-            interactions, item_col="product_id", test_fraction=test_fraction, max_eval_users=max_eval_users
+        split = split_data(
+            as_interaction_data(interactions, regions),
+            test_fraction=test_fraction,
+            max_eval_users=max_eval_users,
         )
     except ValueError as exc:
         res.message = f"cannot split: {exc}"
         return run
-    res.cutoff, res.n_train_interactions, res.n_eval_users = split.cutoff, len(split.train), len(split.truth)
+    res.cutoff, res.n_eval_users = split.cutoff, len(split.truth)
+    res.n_train_interactions = len(split.train.frame)
     res.n_eligible_users = split.eligible_users
     if len(split.truth) < min_eval_users:
         res.message = (
@@ -62,7 +69,7 @@ def evaluate_two_tower(
             f"purchase after it (< {min_eval_users}): two-tower not trained"
         )
         return run
-    run.data = build_data(split.train, "product_id", user_regions=regions)
+    run.data = split.train
     res.n_items = run.data.n_items
     for name in list(BASELINES) + ["two_tower"]:
         t0 = time.perf_counter()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.ml.recsys.data import InteractionData, build_data
+from ecom_pipeline.ml.recsys.data import InteractionData, as_interaction_data
 from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS
 from ecom_pipeline.ml.recsys.models import ANYONE, GlobalPopularity
 
@@ -596,16 +596,6 @@ class SequenceEvaluation:
     fitted: dict = field(default_factory=dict)  # model -> fitted model (sasrec, for registration)
 
 
-def as_interaction_data(
-    interactions: pd.DataFrame | InteractionData, user_regions: pd.Series | None = None
-) -> InteractionData:
-    """Every interaction indexed at the item level: ``interactions`` itself when it is already indexed (the
-    asset builds it in DuckDB, ``build_data_from_duckdb``), else ``build_data`` of the frame."""
-    if isinstance(interactions, InteractionData):
-        return interactions
-    return build_data(interactions, "product_id", user_regions=user_regions)
-
-
 def evaluate_sequence_models(
     interactions: pd.DataFrame | InteractionData,
     *,
@@ -899,7 +889,6 @@ __all__ = [
     "SASRecNet",
     "SequenceEvaluation",
     "SequenceRecommender",
-    "as_interaction_data",
     "evaluate_sequence_models",
     "evaluation_frame",
     "gate_segments",

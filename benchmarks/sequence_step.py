@@ -1,0 +1,135 @@
+"""The ``models/sequence_recommender`` step on a kept warehouse, at a baseline commit and at this checkout,
+each in a fresh process (the asset in process through Dagster, deep models capped short): wall time and
+peak RSS side by side, plus what each run served and how many customers it evaluated.
+
+    python benchmarks/sequence_step.py --root /tmp/bench1m/daily_path_1000000 --baseline 3d75602
+
+``--root``: a data root left by ``benchmarks/load.py --daily`` (its ``warehouse.duckdb``, MLflow store and
+mapping); the runs write the step's own tables there, as the step does.  The baseline runs from a temporary
+``git worktree``.  Results: ``benchmarks/results/sequence_step.md`` / ``.json`` (with both commits and the
+load average).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+KEY = ["models", "sequence_recommender"]
+
+
+def _child(root: Path, caps: float) -> None:
+    """Run the step once (this process is the measured one) and print its report as the last line."""
+    import dagster as dg
+
+    from ecom_pipeline.config import Settings
+    from ecom_pipeline.definitions import build_definitions
+
+    t0 = time.perf_counter()
+    job = build_definitions(Settings.from_env()).resolve_job_def("training")
+    config = {"max_seconds": caps, "two_tower_max_seconds": caps}
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey(KEY)],
+            run_config={"ops": {"__".join(KEY): {"config": config}}},
+            raise_on_error=False,
+        )
+    meta = {}
+    for event in result.all_events:
+        if event.is_step_materialization:
+            m = event.event_specific_data.materialization.metadata
+            keep = ("served", "evaluated_customers")
+            meta = {k: getattr(v, "value", str(v)) for k, v in m.items() if k in keep}
+    report = {
+        "success": result.success,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        **meta,
+    }
+    print("REPORT " + json.dumps(report, default=str), flush=True)
+
+
+def _run(checkout: Path, root: Path, caps: float) -> dict:
+    mapping = sorted(root.glob("mapping_*.yaml"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOM_", "MLFLOW_"))}
+    env.update(
+        PYTHONPATH=str(checkout),
+        ECOM_DATA_ROOT=str(root),
+        ECOM_DATA_SOURCE="mapped" if mapping else "synthetic",
+        DAGSTER_HOME=tempfile.mkdtemp(prefix="seqstep_home_"),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
+    if mapping:
+        env["ECOM_MAPPING"] = str(mapping[-1])
+    cmd = [sys.executable, str(checkout / "benchmarks" / "sequence_step.py"), "--child", "--root", str(root)]
+    out = subprocess.run(
+        cmd + ["--caps", str(caps)], env=env, cwd=checkout, capture_output=True, text=True, check=False
+    )
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("REPORT ")]
+    if not lines:
+        raise SystemExit(f"no report from {checkout}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("REPORT ") :])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, type=Path)
+    p.add_argument("--baseline", required=False, help="commit to compare with (default: none)")
+    p.add_argument("--caps", type=float, default=20.0, help="max_seconds of SASRec and the two-tower")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", default="sequence_step")
+    args = p.parse_args(argv)
+    if args.child:
+        _child(args.root, args.caps)
+        return 0
+    sys.path.insert(0, str(REPO))
+    from benchmarks.step_threads import run_meta
+
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    runs = {}
+    if args.baseline:
+        tree = Path(tempfile.mkdtemp(prefix="seqstep_base_")) / "tree"
+        subprocess.run(["git", "worktree", "add", "-q", str(tree), args.baseline], cwd=REPO, check=True)
+        try:
+            # this script into the baseline's tree, so both runs are measured the same way
+            (tree / "benchmarks" / "sequence_step.py").write_text(Path(__file__).read_text())
+            runs[f"baseline {args.baseline}"] = _run(tree, args.root, args.caps)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
+        print(json.dumps(runs, indent=1), flush=True)
+    runs["this checkout"] = _run(REPO, args.root, args.caps)
+    meta = run_meta(load_before) | {"root": str(args.root), "caps_s": args.caps}
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1, default=str))
+    lines = [
+        f"# models/sequence_recommender on {args.root.name}",
+        "",
+        f"{meta['when']}, commit {meta['commit']}, {meta['cores']} cores, load "
+        f"{meta['load_average_before']} -> {meta['load_average_after']}; SASRec and two-tower capped at "
+        f"{args.caps:.0f} s; one fresh process each, in process through Dagster.",
+        "",
+        "| run | s | peak RSS MB | served | evaluated |",
+        "|---|---:|---:|---|---|",
+    ]
+    for name, r in runs.items():
+        lines.append(
+            f"| {name} | {r['seconds']} | {r['peak_rss_mb']:,} | {r.get('served', '')} | "
+            f"{r.get('evaluated_customers', '')} |"
+        )
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
