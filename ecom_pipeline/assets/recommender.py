@@ -88,12 +88,15 @@ def _interactions(warehouse: WarehouseResource) -> pd.DataFrame:
     return df
 
 
-def _interaction_data(warehouse: WarehouseResource, user_regions: pd.Series | None = None):
-    """features.interactions indexed for the recommenders (``InteractionData``), built in DuckDB."""
+def _interaction_data(
+    warehouse: WarehouseResource, user_regions: pd.Series | None = None, item_col: str = "product_id"
+):
+    """features.interactions indexed for the recommenders (``InteractionData``), built in DuckDB: no frame of
+    every interaction's id strings (11.8M rows at 1M orders)."""
     from ecom_pipeline.incremental.interactions import read_interaction_data
 
     with warehouse.connect(read_only=True) as con:
-        return read_interaction_data(con, user_regions=user_regions)
+        return read_interaction_data(con, item_col=item_col, user_regions=user_regions)
 
 
 def _user_regions(warehouse: WarehouseResource) -> pd.Series:
@@ -236,16 +239,14 @@ def recommender_evaluation(
     from ecom_pipeline.ml.serving_gate import record_decisions
     from ecom_pipeline.warehouse.tables import write_table
 
-    interactions = _interactions(warehouse)
-    regions = _user_regions(warehouse)
     params = _params(config)
-    results = _evaluate_levels(interactions, regions, params, config, context.log)
+    results = _evaluate_levels(warehouse, _user_regions(warehouse), params, config, context.log)
     frame = metrics_frame(results, dataset=source.kind)
     records = _metric_records(frame, source.kind)
     # the serving gate: per level, the best candidate serves only if its NDCG beats the best baseline's
     # significantly (paired bootstrap over evaluated users); ``winner`` marks the model that serves
     decisions, interval_records = _gate_levels(results, config, source.kind, None)
-    run = _evaluation_run(config, params, results, interactions, regions, source.kind)
+    run = _evaluation_run(config, params, results, source.kind)
     recorded = mlflow.record_model(run, warehouse=warehouse, metric_records=records + interval_records)
     registered = {o.name.removeprefix("ecom.recsys.als_"): o for o in recorded.outcomes}
     for outcome in recorded.outcomes:
@@ -277,16 +278,16 @@ def recommender_evaluation(
 
 
 def _evaluate_levels(
-    interactions: pd.DataFrame, regions: pd.Series, params: dict, config: RecommenderConfig, log
+    warehouse: WarehouseResource, regions: pd.Series, params: dict, config: RecommenderConfig, log
 ) -> list:
     """Every configured model evaluated at item level (top ``k``) and category level (top ``category_k``);
     a level that could not be evaluated is logged as a warning with its reason."""
-    from ecom_pipeline.ml.recsys.pipeline import evaluate_level
+    from ecom_pipeline.ml.recsys.pipeline import LEVELS, evaluate_level
 
     results = []
     for level, k in (("item", config.k), ("category", config.category_k)):
         r = evaluate_level(
-            interactions,
+            _interaction_data(warehouse, regions, LEVELS[level]),
             level=level,
             k=k,
             models=list(config.models),
@@ -322,14 +323,7 @@ def _metric_records(frame: pd.DataFrame, dataset: str, only_model: str | None = 
     ]
 
 
-def _evaluation_run(
-    config: RecommenderConfig,
-    params: dict,
-    results,
-    interactions: pd.DataFrame,
-    regions: pd.Series,
-    dataset: str,
-):
+def _evaluation_run(config: RecommenderConfig, params: dict, results, dataset: str):
     """The MLflow record of the evaluation: every model's metrics per level, and per level the evaluated ALS
     (trained before the cutoff) registered under its holdout NDCG."""
     from ecom_pipeline.ml.recsys.model_runs import evaluated_als_module
@@ -341,8 +335,8 @@ def _evaluation_run(
         metrics[f"{r.level}.eligible_users"] = r.n_eligible_users
         for model, ms in r.metrics.items():
             metrics.update({_mlflow_name(f"{r.level}.{model}.{m}"): v for m, v in ms.items() if v == v})
-        if "als" in r.metrics and r.cutoff is not None:
-            module = evaluated_als_module(interactions, r, als_params=params["als"], regions=regions)
+        if "als" in r.metrics and r.fitted_als is not None:
+            module = evaluated_als_module(r)
             candidates.append(
                 Candidate(
                     name=f"ecom.recsys.als_{r.level}",

@@ -156,21 +156,24 @@ def read_interactions(con: duckdb.DuckDBPyConnection, customers: list[str] | Non
 def read_interaction_data(
     con: duckdb.DuckDBPyConnection,
     *,
+    item_col: str = "product_id",
     user_regions: pd.Series | None = None,
     item_names: dict | None = None,
     catalog: list | None = None,
 ):
-    """features.interactions indexed for the recommenders (``InteractionData``, item level), built in DuckDB:
-    what ``build_data(read_interactions(con))`` gives, without a frame of 11.8M id strings at 1M orders."""
+    """features.interactions indexed for the recommenders (``InteractionData``; items: ``item_col``), built in
+    DuckDB: what ``build_data(read_interactions(con), item_col)`` gives, without a frame of 11.8M id strings
+    at 1M orders."""
     from ecom_pipeline.ml.recsys.data import build_data, build_data_from_duckdb
     from ecom_pipeline.ml.recsys.interactions import INTERACTION_COLUMNS
 
     if not table_exists(con, TARGET):
-        return build_data(pd.DataFrame(columns=INTERACTION_COLUMNS), user_regions=user_regions)
+        return build_data(pd.DataFrame(columns=INTERACTION_COLUMNS), item_col, user_regions=user_regions)
     with memory_limit_at_most(con, WHOLE_READ_SORT_MEMORY):
         return build_data_from_duckdb(
             con,
             TARGET,
+            item_col,
             user_regions=user_regions,
             item_names=item_names,
             catalog=catalog,

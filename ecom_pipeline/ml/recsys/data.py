@@ -213,11 +213,18 @@ def select_rows(
 
 
 def as_interaction_data(
-    interactions: pd.DataFrame | InteractionData, user_regions: pd.Series | None = None
+    interactions: pd.DataFrame | InteractionData,
+    user_regions: pd.Series | None = None,
+    item_col: str = "product_id",
 ) -> InteractionData:
-    """Every interaction indexed at the item level: ``interactions`` itself when it is already indexed (the
+    """Every interaction indexed by ``item_col``: ``interactions`` itself when it is already indexed (the
     assets build it in DuckDB: ``incremental.interactions.read_interaction_data``), else ``build_data`` of
     the frame."""
     if isinstance(interactions, InteractionData):
         return interactions
-    return build_data(interactions, "product_id", user_regions=user_regions)
+    return build_data(interactions, item_col, user_regions=user_regions)
+
+
+def interaction_count(interactions: pd.DataFrame | InteractionData) -> int:
+    """Rows of a frame or of indexed data (what callers of :func:`as_interaction_data` check first)."""
+    return len(interactions.frame if isinstance(interactions, InteractionData) else interactions)

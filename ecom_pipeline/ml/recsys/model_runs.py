@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from ecom_pipeline.ml.recsys.data import InteractionData, as_interaction_data
+from ecom_pipeline.ml.recsys.data import InteractionData, as_interaction_data, interaction_count
 
 
 @dataclass
@@ -45,7 +45,7 @@ def evaluate_two_tower(
     from ecom_pipeline.ml.recsys.models import BASELINES, make_model
     from ecom_pipeline.ml.recsys.pipeline import LevelResult
 
-    rows = len(interactions) if isinstance(interactions, pd.DataFrame) else len(interactions.frame)
+    rows = interaction_count(interactions)
     res = LevelResult("item", k, None, rows, 0, 0)
     run = TwoTowerRun(res)
     if rows == 0:
@@ -86,20 +86,13 @@ def evaluate_two_tower(
     return run
 
 
-def evaluated_als_module(interactions: pd.DataFrame, result, *, als_params: dict, regions: pd.Series):
-    """The ALS of one evaluated level (``pipeline.LevelResult``) refit on the interactions before its cutoff,
-    as the torch module that is registered (factors plus, at item level, the items each user has seen)."""
-    from ecom_pipeline.ml.recsys.data import build_data
-    from ecom_pipeline.ml.recsys.evaluation import user_temporal_split
+def evaluated_als_module(result):
+    """The ALS of one evaluated level (``pipeline.LevelResult``: the model fitted on the interactions before
+    its cutoff and scored there) as the torch module that is registered (factors plus, at item level, the
+    items each user has seen)."""
     from ecom_pipeline.ml.recsys.export import factor_module, seen_items
-    from ecom_pipeline.ml.recsys.models import make_model
 
-    col = "product_id" if result.level == "item" else "category"
-    split = user_temporal_split(
-        interactions, item_col=col, cutoff=result.cutoff, exclude_seen=result.level == "item"
-    )
-    data = build_data(split.train, col, user_regions=regions)
-    als = make_model("als", **als_params).fit(data)
+    als, data = result.fitted_als, result.train_data
     return factor_module(
         data.users,
         data.items,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.ml.recsys.data import InteractionData, build_data
-from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS, evaluate_model, top_k, user_temporal_split
+from ecom_pipeline.ml.recsys.data import InteractionData, as_interaction_data, build_data, interaction_count
+from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS, evaluate_model, split_data, top_k
 from ecom_pipeline.ml.recsys.models import BASELINES, explain_many, make_model
 from ecom_pipeline.ml.recsys.ranking import ranked_items, shared_item_scores
 
@@ -33,6 +33,9 @@ class LevelResult:
     message: str = ""
     per_user: dict = field(default_factory=dict)  # model -> per-user NDCG@k (pd.Series), for the serving gate
     n_eligible_users: int = 0  # before the evaluation sample (evaluation.MAX_EVAL_USERS)
+    # the evaluated ALS and its training data: what gets registered is the model that was scored
+    fitted_als: object = None
+    train_data: InteractionData | None = None
 
     def evaluated_users(self) -> str:
         """'12,000 users' or '50,000 of 140,000 users (sampled)' for logs and metadata."""
@@ -48,7 +51,7 @@ class LevelResult:
 
 
 def evaluate_level(
-    interactions: pd.DataFrame,
+    interactions: pd.DataFrame | InteractionData,
     *,
     level: str,
     k: int,
@@ -61,21 +64,24 @@ def evaluate_level(
     log=print,
     extra_fit_args: dict | None = None,
 ) -> LevelResult:
+    """Every model of ``models`` on the user-level temporal split of one level.  ``interactions``: a frame, or
+    every interaction already indexed by the level's column (``InteractionData`` with its regions; then
+    ``user_regions`` is unused)."""
     col = LEVELS[level]
     exclude_seen = level == "item"
-    if interactions.empty:
+    rows = interaction_count(interactions)
+    if rows == 0:
         return LevelResult(level, k, None, 0, 0, 0, message="no interactions: nothing to evaluate")
     try:
-        split = user_temporal_split(
-            interactions,
-            item_col=col,
+        split = split_data(
+            as_interaction_data(interactions, user_regions, col),
             test_fraction=test_fraction,
             exclude_seen=exclude_seen,
             max_eval_users=max_eval_users,
         )
     except ValueError as exc:
-        return LevelResult(level, k, None, len(interactions), 0, 0, message=f"cannot split: {exc}")
-    res = LevelResult(level, k, split.cutoff, len(split.train), len(split.truth), 0)
+        return LevelResult(level, k, None, rows, 0, 0, message=f"cannot split: {exc}")
+    res = LevelResult(level, k, split.cutoff, len(split.train.frame), len(split.truth), 0)
     res.n_eligible_users = split.eligible_users
     if len(split.truth) < min_eval_users:
         res.message = (
@@ -83,7 +89,7 @@ def evaluate_level(
             f"{level}-level purchase after it (< {min_eval_users}): no reliable evaluation"
         )
         return res
-    data = build_data(split.train, col, user_regions=user_regions)
+    data = res.train_data = split.train
     res.n_items = data.n_items
     for name in models:
         t0 = time.perf_counter()
@@ -97,6 +103,8 @@ def evaluate_level(
             log(f"{level}/{name}: training failed: {exc!r}")
             continue
         res.fit_seconds[name] = time.perf_counter() - t0
+        if name == "als":
+            res.fitted_als = model
         m = evaluate_model(model, data, split, k, exclude_seen=exclude_seen, per_user=True)
         m.pop("_score_seconds", None)
         res.per_user[name] = m.pop("_per_user_ndcg", None)

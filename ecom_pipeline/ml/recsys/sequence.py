@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.ml.recsys.data import InteractionData, as_interaction_data
+from ecom_pipeline.ml.recsys.data import InteractionData, as_interaction_data, interaction_count
 from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS
 from ecom_pipeline.ml.recsys.models import ANYONE, GlobalPopularity
 
@@ -623,7 +623,7 @@ def evaluate_sequence_models(
     from ecom_pipeline.ml.recsys.metrics import evaluate_rankings
 
     params, fit_args = params or {}, fit_args or {}
-    if len(interactions if isinstance(interactions, pd.DataFrame) else interactions.frame) == 0:
+    if interaction_count(interactions) == 0:
         return SequenceEvaluation(None, k, exclude_seen, message="no interactions: nothing to evaluate")
     try:
         split = split_data(
@@ -851,7 +851,7 @@ def serving_recommendations(
     ``serving.sequence_recommendations``; SASRec is refit for the number of epochs validation chose.
     ``registered`` names the registered SASRec version ("name vN") the refit descends from; ``interactions``
     as in :func:`evaluate_sequence_models`."""
-    if not served or len(interactions if isinstance(interactions, pd.DataFrame) else interactions.frame) == 0:
+    if not served or interaction_count(interactions) == 0:
         return pd.DataFrame(columns=SERVING_COLUMNS)
     data = as_interaction_data(interactions, user_regions)
     frames = []
