@@ -131,10 +131,11 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         "registers its own DataFrames under; values as ? parameters",
     ),
     "ml/recsys/data.py": (
-        {"_ROWS", "_USERS", "_ITEMS", "item", "relation", "table", "key", "index"},
+        {"_ROWS", "_USERS", "_ITEMS", "item", "relation", "table", "key", "index", "order"},
         "_ROWS/_USERS/_ITEMS/key/index: module constants (scratch TEMP tables and their columns); item: the "
-        "item column inside double quotes (quotes doubled); relation: the caller's table name or query "
-        "(code, like interactions_query); event types as a ? parameter",
+        "item column inside double quotes (quotes doubled); relation and order (ORDER BY + order_by): the "
+        "caller's table name or query and its column list (code: incremental.interactions.ORDER); event "
+        "types as a ? parameter",
     ),
     "cleaning/privacy.py": (
         {"pseudonym_macro_sql(key)"},
