@@ -72,47 +72,77 @@ def test_category_items_and_empty_input():
     con.close()
 
 
+def _reference_split(
+    df, *, cutoff=None, test_fraction=0.2, exclude_seen=True, require_history=True, **sample
+):
+    """The user-level temporal split written directly in pandas on the frame (the project's implementation
+    before split_data): an independent oracle for it.  Returns (cutoff, train rows, truth, eligible)."""
+    from ecom_pipeline.ml.recsys.evaluation import sample_users
+    from ecom_pipeline.ml.splits import temporal_split
+
+    if cutoff is None:
+        target_times = df.loc[df["event_type"] == "purchase", ["ts"]]
+        cutoff = temporal_split(target_times, "ts", test_fraction=test_fraction).cutoff
+    split = temporal_split(df, "ts", cutoff=cutoff)
+    train, test = split.train, split.test
+    test = test[test["event_type"] == "purchase"]
+    if require_history:
+        test = test[test["customer_id"].isin(set(train["customer_id"]))]
+    pairs = test[["customer_id", "product_id"]].drop_duplicates()
+    if exclude_seen and len(pairs):
+        bought = train.loc[train["event_type"] == "purchase", ["customer_id", "product_id"]].drop_duplicates()
+        pairs = pairs.merge(bought, how="left", indicator=True)
+        pairs = pairs[pairs["_merge"] == "left_only"].drop(columns="_merge")
+    truth = pairs.groupby("customer_id")["product_id"].agg(lambda s: set(map(str, s))).to_dict()
+    return (
+        split.cutoff,
+        train,
+        sample_users(truth, sample.get("max_eval_users"), sample.get("seed", 0)),
+        len(truth),
+    )
+
+
 @pytest.mark.parametrize("exclude_seen", [True, False])
 @pytest.mark.parametrize("require_history", [True, False])
 def test_split_on_data_equals_the_frame_split_then_build_data(exclude_seen, require_history):
-    """split_data (integer arrays of one InteractionData) gives user_temporal_split's cutoff and truth and
-    build_data's training data, with and without a catalog and a sample."""
+    """split_data (integer arrays of one InteractionData) gives the pandas reference's cutoff and truth and
+    build_data's training data, with and without a catalog and a sample; user_temporal_split (frames) too."""
     from ecom_pipeline.ml.recsys.evaluation import split_data, user_temporal_split
 
     df = _interactions(30_000, seed=7)
     regions = pd.Series({"c1": "SP", "c2": "RJ", "c3": None, "c40": "MG"})
     data = build_data(df, user_regions=regions, item_names={"p1": "x"})
     args = dict(exclude_seen=exclude_seen, require_history=require_history, test_fraction=0.3)
-    frame = user_temporal_split(df, **args)
+    cutoff, train, truth, eligible = _reference_split(df, **args)
     got = split_data(data, **args)
-    assert got.cutoff == frame.cutoff and got.eligible_users == frame.eligible_users
-    assert got.truth == frame.truth and list(got.truth) == list(frame.truth)
-    _assert_same(build_data(frame.train, user_regions=regions), got.train)
+    assert got.cutoff == cutoff and got.eligible_users == eligible
+    assert got.truth == truth and list(got.truth) == list(truth)
+    _assert_same(build_data(train, user_regions=regions), got.train)
     assert got.train.item_names == {"p1": "x"}
+    frames = user_temporal_split(df, **args)
+    assert frames.truth == truth and frames.train.equals(train)
+    assert set(frames.test["event_type"]) == {"purchase"} and (frames.test["ts"] >= cutoff).all()
     catalog = list(data.items)
-    with_catalog = split_data(data, cutoff=frame.cutoff, max_eval_users=50, seed=4, catalog=catalog, **args)
-    sampled = user_temporal_split(df, cutoff=frame.cutoff, max_eval_users=50, seed=4, **args)
-    assert with_catalog.truth == sampled.truth and len(sampled.truth) == 50
-    _assert_same(build_data(frame.train, user_regions=regions, catalog=catalog), with_catalog.train)
+    with_catalog = split_data(data, cutoff=cutoff, max_eval_users=50, seed=4, catalog=catalog, **args)
+    sampled = _reference_split(df, cutoff=cutoff, max_eval_users=50, seed=4, **args)[2]
+    assert with_catalog.truth == sampled and len(sampled) == 50
+    _assert_same(build_data(train, user_regions=regions, catalog=catalog), with_catalog.train)
     # a given cutoff with rows on it: they are test rows on both routes
     on_a_row = df["ts"].sort_values().iloc[len(df) // 2]
-    assert (
-        split_data(data, cutoff=on_a_row, **args).truth
-        == user_temporal_split(df, cutoff=on_a_row, **args).truth
-    )
+    assert split_data(data, cutoff=on_a_row, **args).truth == _reference_split(df, cutoff=on_a_row, **args)[2]
 
 
 def test_split_on_data_from_duckdb_has_categorical_event_types():
-    from ecom_pipeline.ml.recsys.evaluation import split_data, user_temporal_split
+    from ecom_pipeline.ml.recsys.evaluation import split_data
 
     df = _interactions(5000, seed=9)
     con = duckdb.connect()
     con.execute("CREATE TABLE interactions AS SELECT * FROM df")
     got = split_data(build_data_from_duckdb(con, "interactions"))
     con.close()
-    frame = user_temporal_split(df)
-    assert got.truth == frame.truth
-    _assert_same(build_data(frame.train), got.train)
+    _, train, truth, _ = _reference_split(df)
+    assert got.truth == truth
+    _assert_same(build_data(train), got.train)
 
 
 def test_warehouse_interactions_read_as_data_equal_the_frame_route(tmp_path):

@@ -57,28 +57,23 @@ def user_temporal_split(
     max_eval_users: int | None = None,
     seed: int = 0,
 ) -> RecsysSplit:
-    """Cutoff from ``temporal_split`` (over the target interactions' times when no cutoff is given); the
-    truth keeps at most ``max_eval_users`` users (:func:`sample_users`)."""
-    if cutoff is None:
-        target_times = interactions.loc[interactions["event_type"].isin(target_types), ["ts"]]
-        cutoff = temporal_split(
-            target_times if len(target_times) else interactions[["ts"]], "ts", test_fraction=test_fraction
-        ).cutoff
-    split = temporal_split(interactions, "ts", cutoff=cutoff)
-    train, test = split.train, split.test
-    test = test[test["event_type"].isin(target_types)]
-    if require_history:
-        test = test[test["customer_id"].isin(set(train["customer_id"]))]
-    pairs = test[["customer_id", item_col]].drop_duplicates()
-    if exclude_seen and len(pairs):
-        bought = train.loc[train["event_type"] == "purchase", ["customer_id", item_col]].drop_duplicates()
-        pairs = pairs.merge(bought, how="left", indicator=True)
-        pairs = pairs[pairs["_merge"] == "left_only"].drop(columns="_merge")
-    truth = pairs.groupby("customer_id")[item_col].agg(lambda s: set(map(str, s))).to_dict()
-    eligible = len(truth)
-    return RecsysSplit(
-        split.cutoff, train, test, sample_users(truth, max_eval_users, seed), item_col, eligible
+    """:func:`split_data` (the one implementation: cutoff, truth, sample) for an interactions frame, with the
+    training and test rows as frames; the assets split ``InteractionData`` directly."""
+    s = split_data(
+        build_data(interactions, item_col),
+        cutoff=cutoff,
+        test_fraction=test_fraction,
+        target_types=target_types,
+        exclude_seen=exclude_seen,
+        require_history=require_history,
+        max_eval_users=max_eval_users,
+        seed=seed,
     )
+    split = temporal_split(interactions, "ts", cutoff=s.cutoff)
+    test = split.test[split.test["event_type"].isin(target_types)]
+    if require_history:
+        test = test[test["customer_id"].isin(set(split.train["customer_id"]))]
+    return RecsysSplit(s.cutoff, split.train, test, s.truth, item_col, s.eligible_users)
 
 
 @dataclass
@@ -104,9 +99,12 @@ def split_data(
     seed: int = 0,
     catalog: list | pd.Index | None = None,
 ) -> DataSplit:
-    """The split of :func:`user_temporal_split` (same cutoff, truth and sample) on ``data``'s integer arrays;
-    ``catalog`` as in ``build_data`` for the training data (default: the items seen before the cutoff).  At
-    1M orders the frame route rebuilt 9-12M rows of id strings for each split."""
+    """The user-level temporal split on ``data``'s integer arrays.  Cutoff from ``temporal_split`` (over the
+    target interactions' times when no cutoff is given); truth: each user's distinct target items from the
+    cutoff on (users with history before it with ``require_history``; without what they bought before with
+    ``exclude_seen``), at most ``max_eval_users`` users (:func:`sample_users`); ``train``: what
+    ``build_data`` gives for the rows before the cutoff, ``catalog`` as there (default: the items seen
+    before the cutoff).  On an interactions frame this was 9-12M rows of id strings per split at 1M orders."""
     from ecom_pipeline.ml.recsys.data import select_rows
 
     f = data.frame
