@@ -1,12 +1,13 @@
-"""The ``models/sequence_recommender`` step on a kept warehouse, at a baseline commit and at this checkout,
-each in a fresh process (the asset in process through Dagster, deep models capped short): wall time and
-peak RSS side by side, plus what each run served and how many customers it evaluated.
+"""The recommender training steps that read every interaction (``models/sequence_recommender``,
+``models/recommender_evaluation``, ``models/two_tower_recommender``) on a kept warehouse, at a baseline
+commit and at this checkout, each step in a fresh process (the asset in process through Dagster, deep
+models capped short): wall time and peak RSS side by side, plus what each run served or evaluated.
 
-    python benchmarks/sequence_step.py --root /tmp/bench1m/daily_path_1000000 --baseline 3d75602
+    python benchmarks/recommender_steps.py --root /tmp/bench1m/daily_path_1000000 --baseline 3d75602
 
 ``--root``: a data root left by ``benchmarks/load.py --daily`` (its ``warehouse.duckdb``, MLflow store and
 mapping); the runs write the step's own tables there, as the step does.  The baseline runs from a temporary
-``git worktree``.  Results: ``benchmarks/results/sequence_step.md`` / ``.json`` (with both commits and the
+``git worktree``.  Results: ``benchmarks/results/<--out>.md`` / ``.json`` (with both commits and the
 load average).
 """
 
@@ -24,10 +25,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-KEY = ["models", "sequence_recommender"]
+# step -> its run config with the deep models' time caps (seconds) filled in
+STEPS = {
+    "sequence_recommender": lambda caps: {"max_seconds": caps, "two_tower_max_seconds": caps},
+    "recommender_evaluation": lambda caps: {},
+    "two_tower_recommender": lambda caps: {"max_seconds": caps},
+}
+REPORTED = ("served", "evaluated_customers", "winners", "decisions", "comparison")
 
 
-def _child(root: Path, caps: float) -> None:
+def _child(root: Path, step: str, caps: float) -> None:
     """Run the step once (this process is the measured one) and print its report as the last line."""
     import dagster as dg
 
@@ -36,20 +43,18 @@ def _child(root: Path, caps: float) -> None:
 
     t0 = time.perf_counter()
     job = build_definitions(Settings.from_env()).resolve_job_def("training")
-    config = {"max_seconds": caps, "two_tower_max_seconds": caps}
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(
             instance=instance,
-            asset_selection=[dg.AssetKey(KEY)],
-            run_config={"ops": {"__".join(KEY): {"config": config}}},
+            asset_selection=[dg.AssetKey(["models", step])],
+            run_config={"ops": {f"models__{step}": {"config": STEPS[step](caps)}}},
             raise_on_error=False,
         )
     meta = {}
     for event in result.all_events:
         if event.is_step_materialization:
             m = event.event_specific_data.materialization.metadata
-            keep = ("served", "evaluated_customers")
-            meta = {k: getattr(v, "value", str(v)) for k, v in m.items() if k in keep}
+            meta = {k: getattr(v, "value", str(v)) for k, v in m.items() if k in REPORTED}
     report = {
         "success": result.success,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -59,20 +64,27 @@ def _child(root: Path, caps: float) -> None:
     print("REPORT " + json.dumps(report, default=str), flush=True)
 
 
-def _run(checkout: Path, root: Path, caps: float) -> dict:
+def _run(checkout: Path, root: Path, step: str, caps: float) -> dict:
     mapping = sorted(root.glob("mapping_*.yaml"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOM_", "MLFLOW_"))}
     env.update(
         PYTHONPATH=str(checkout),
         ECOM_DATA_ROOT=str(root),
         ECOM_DATA_SOURCE="mapped" if mapping else "synthetic",
-        DAGSTER_HOME=tempfile.mkdtemp(prefix="seqstep_home_"),
+        DAGSTER_HOME=tempfile.mkdtemp(prefix="recsteps_home_"),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
     )
     if mapping:
         env["ECOM_MAPPING"] = str(mapping[-1])
-    cmd = [sys.executable, str(checkout / "benchmarks" / "sequence_step.py"), "--child", "--root", str(root)]
+    cmd = [
+        sys.executable,
+        str(checkout / "benchmarks" / Path(__file__).name),
+        "--child",
+        step,
+        "--root",
+        str(root),
+    ]
     out = subprocess.run(
         cmd + ["--caps", str(caps)], env=env, cwd=checkout, capture_output=True, text=True, check=False
     )
@@ -87,44 +99,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", required=True, type=Path)
     p.add_argument("--baseline", required=False, help="commit to compare with (default: none)")
     p.add_argument("--caps", type=float, default=20.0, help="max_seconds of SASRec and the two-tower")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--out", default="sequence_step")
+    p.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
+    p.add_argument("--child", choices=list(STEPS), help=argparse.SUPPRESS)
+    p.add_argument("--out", default="recommender_steps_1m")
     args = p.parse_args(argv)
     if args.child:
-        _child(args.root, args.caps)
+        _child(args.root, args.child, args.caps)
         return 0
     sys.path.insert(0, str(REPO))
     from benchmarks.step_threads import run_meta
 
     load_before = [round(x, 2) for x in os.getloadavg()]
-    runs = {}
+    checkouts, tree = {"this checkout": REPO}, None
     if args.baseline:
-        tree = Path(tempfile.mkdtemp(prefix="seqstep_base_")) / "tree"
+        tree = Path(tempfile.mkdtemp(prefix="recsteps_base_")) / "tree"
         subprocess.run(["git", "worktree", "add", "-q", str(tree), args.baseline], cwd=REPO, check=True)
-        try:
-            # this script into the baseline's tree, so both runs are measured the same way
-            (tree / "benchmarks" / "sequence_step.py").write_text(Path(__file__).read_text())
-            runs[f"baseline {args.baseline}"] = _run(tree, args.root, args.caps)
-        finally:
+        # this script into the baseline's tree, so both runs are measured the same way
+        (tree / "benchmarks" / Path(__file__).name).write_text(Path(__file__).read_text())
+        checkouts = {f"baseline {args.baseline}": tree, **checkouts}
+    runs = []
+    try:
+        for step in args.steps:  # per step the baseline, then this checkout: the same machine state for both
+            for name, checkout in checkouts.items():
+                runs.append({"step": step, "checkout": name, **_run(checkout, args.root, step, args.caps)})
+                print(json.dumps(runs[-1], default=str), flush=True)
+    finally:
+        if tree is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
-        print(json.dumps(runs, indent=1), flush=True)
-    runs["this checkout"] = _run(REPO, args.root, args.caps)
     meta = run_meta(load_before) | {"root": str(args.root), "caps_s": args.caps}
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1, default=str))
     lines = [
-        f"# models/sequence_recommender on {args.root.name}",
+        f"# Recommender training steps on {args.root.name}",
         "",
         f"{meta['when']}, commit {meta['commit']}, {meta['cores']} cores, load "
         f"{meta['load_average_before']} -> {meta['load_average_after']}; SASRec and two-tower capped at "
         f"{args.caps:.0f} s; one fresh process each, in process through Dagster.",
         "",
-        "| run | s | peak RSS MB | served | evaluated |",
-        "|---|---:|---:|---|---|",
+        "| step | checkout | ok | s | peak RSS MB | served / winners |",
+        "|---|---|---|---:|---:|---|",
     ]
-    for name, r in runs.items():
+    for r in runs:
         lines.append(
-            f"| {name} | {r['seconds']} | {r['peak_rss_mb']:,} | {r.get('served', '')} | "
-            f"{r.get('evaluated_customers', '')} |"
+            f"| {r['step']} | {r['checkout']} | {r['success']} | {r['seconds']} | {r['peak_rss_mb']:,} | "
+            f"{r.get('served', r.get('winners', ''))} |"
         )
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
