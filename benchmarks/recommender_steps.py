@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,13 @@ def _child(root: Path, step: str, caps: float) -> None:
     print("REPORT " + json.dumps(report, default=str), flush=True)
 
 
+def _dagster_home(checkout: Path) -> str:
+    """A fresh DAGSTER_HOME with the checkout's dagster.yaml (its pool limits; the run is ephemeral)."""
+    home = Path(tempfile.mkdtemp(prefix="recsteps_home_"))
+    shutil.copy(checkout / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    return str(home)
+
+
 def _run(checkout: Path, root: Path, step: str, caps: float) -> dict:
     mapping = sorted(root.glob("mapping_*.yaml"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECOM_", "MLFLOW_"))}
@@ -71,7 +79,7 @@ def _run(checkout: Path, root: Path, step: str, caps: float) -> dict:
         PYTHONPATH=str(checkout),
         ECOM_DATA_ROOT=str(root),
         ECOM_DATA_SOURCE="mapped" if mapping else "synthetic",
-        DAGSTER_HOME=tempfile.mkdtemp(prefix="recsteps_home_"),
+        DAGSTER_HOME=_dagster_home(checkout),
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
     )
@@ -92,6 +100,37 @@ def _run(checkout: Path, root: Path, step: str, caps: float) -> dict:
     if not lines:
         raise SystemExit(f"no report from {checkout}:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
     return json.loads(lines[-1][len("REPORT ") :])
+
+
+def _outcome(r: dict) -> str:
+    """What the step served (sequence: per segment) or which model won per level, names only."""
+    served = r.get("served") or r.get("winners")
+    if isinstance(served, dict):
+        return ", ".join(f"{k}: {str(v).split(' (')[0]}" for k, v in served.items())
+    first = str(r.get("comparison", "")).split(";")[
+        0
+    ]  # the two-tower: "ndcg@10 on ...: two_tower 0.0017 ..."
+    return first.split("): ")[-1] if "): " in first else first
+
+
+def markdown(meta: dict, runs: list[dict]) -> list[str]:
+    lines = [
+        f"# Recommender training steps on {Path(meta['root']).name}",
+        "",
+        f"{meta['when']}, commit {meta['commit']}, {meta['cores']} cores, load "
+        f"{meta['load_average_before']} -> {meta['load_average_after']}; SASRec and two-tower capped at "
+        f"{meta['caps_s']:.0f} s; each step in a fresh process, in process through Dagster; per step the "
+        "baseline first, then this checkout.",
+        "",
+        "| step | checkout | ok | s | peak RSS MB | served / outcome |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    lines += [
+        f"| {r['step']} | {r['checkout']} | {r['success']} | {r['seconds']} | {r['peak_rss_mb']:,} | "
+        f"{_outcome(r)} |"
+        for r in runs
+    ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,21 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
     meta = run_meta(load_before) | {"root": str(args.root), "caps_s": args.caps}
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "runs": runs}, indent=1, default=str))
-    lines = [
-        f"# Recommender training steps on {args.root.name}",
-        "",
-        f"{meta['when']}, commit {meta['commit']}, {meta['cores']} cores, load "
-        f"{meta['load_average_before']} -> {meta['load_average_after']}; SASRec and two-tower capped at "
-        f"{args.caps:.0f} s; one fresh process each, in process through Dagster.",
-        "",
-        "| step | checkout | ok | s | peak RSS MB | served / winners |",
-        "|---|---|---|---:|---:|---|",
-    ]
-    for r in runs:
-        lines.append(
-            f"| {r['step']} | {r['checkout']} | {r['success']} | {r['seconds']} | {r['peak_rss_mb']:,} | "
-            f"{r.get('served', r.get('winners', ''))} |"
-        )
+    lines = markdown(meta, runs)
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
