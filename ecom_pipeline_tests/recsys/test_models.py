@@ -131,3 +131,30 @@ def test_serve_ranks_exclude_purchases_and_explain(world):
         fitted.model.explain(data, 0, data.items.get_loc(i)) for i in first["item_id"]
     ]
     assert (first["item_name"] == [names.get(i, i) for i in first["item_id"]]).all()
+
+
+@pytest.mark.parametrize("block_items", [1, 7, 64, 10_000])
+def test_item_knn_similarity_in_blocks_equals_the_whole_product(world, block_items):
+    """ItemKNN computes its similarity a block of rows at a time (memory); its neighbours, their values and
+    the scores are those of the whole product pruned once (the implementation before the blocks)."""
+    import numpy as np
+    import scipy.sparse as sp
+
+    from ecom_pipeline.ml.recsys.models import ItemKNN
+
+    _, inter, _ = world
+    data = build_data(inter, "product_id")
+    model = ItemKNN(neighbours=5, block_items=block_items).fit(data)
+    x = data.matrix.copy().astype(np.float32)
+    x.data = np.log1p(x.data)
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
+    norms[norms == 0] = 1.0
+    xn = x @ sp.diags(1.0 / norms)
+    whole = (xn.T @ xn).tocsr()
+    whole.setdiag(0)
+    whole.eliminate_zeros()
+    reference = ItemKNN._prune(whole, 5)
+    assert model.sim.shape == reference.shape and model.sim.dtype == reference.dtype
+    assert (model.sim != reference).nnz == 0 and model.sim.nnz == reference.nnz > 0
+    users = np.arange(min(data.n_users, 200))
+    np.testing.assert_array_equal(model.score(users), (x[users] @ reference).toarray() + model.fallback)
