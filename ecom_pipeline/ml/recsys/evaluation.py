@@ -78,8 +78,8 @@ def user_temporal_split(
 
 @dataclass
 class DataSplit:
-    """:func:`user_temporal_split` + ``build_data(train)`` done on an :class:`InteractionData` (no frame of id
-    strings): ``train`` is what ``build_data`` gives for the rows before the cutoff."""
+    """:func:`split_data`'s result: the cutoff, the training rows as an :class:`InteractionData` (what
+    ``build_data`` gives for them) and the truth."""
 
     cutoff: pd.Timestamp
     train: InteractionData
@@ -108,14 +108,16 @@ def split_data(
     from ecom_pipeline.ml.recsys.data import select_rows
 
     f = data.frame
-    times = pd.DataFrame({"ts": f["ts"].to_numpy()})
-    is_target = np.asarray(pd.Series(f["event_type"].array).isin(target_types).to_numpy(), dtype=bool)
+    times = pd.DataFrame({"ts": f["ts"].to_numpy()})  # positional index: the split's rows are positions
+    events = pd.Series(f["event_type"].array)
+    is_target = events.isin(target_types).to_numpy(dtype=bool)
     if cutoff is None:
         cutoff = temporal_split(
             times[is_target] if is_target.any() else times, "ts", test_fraction=test_fraction
         ).cutoff
-    cut = temporal_split(times, "ts", cutoff=cutoff).cutoff  # refuses rows without a time, as the frame route
-    is_train = (times["ts"] < cut).to_numpy()
+    split = temporal_split(times, "ts", cutoff=cutoff)  # refuses rows without a time, as the frame route
+    is_train = np.zeros(len(times), dtype=bool)
+    is_train[split.train.index.to_numpy()] = True
     u, i = f["u"].to_numpy(), f["i"].to_numpy()
     test = ~is_train & is_target
     if require_history:
@@ -123,7 +125,7 @@ def split_data(
     n_items = max(data.n_items, 1)
     pairs = np.unique(u[test] * n_items + i[test])
     if exclude_seen and len(pairs):
-        bought = is_train & (np.asarray(pd.Series(f["event_type"].array) == "purchase", dtype=bool))
+        bought = is_train & (events == "purchase").to_numpy(dtype=bool)
         pairs = pairs[~np.isin(pairs, u[bought] * n_items + i[bought])]
     pair_users, pair_items = np.divmod(pairs, n_items)
     ids = pd.DataFrame(
@@ -135,7 +137,7 @@ def split_data(
     truth = ids.groupby("customer_id")["item"].agg(lambda s: set(map(str, s))).to_dict()
     eligible = len(truth)
     return DataSplit(
-        pd.Timestamp(cut),
+        pd.Timestamp(split.cutoff),
         select_rows(data, is_train, catalog=catalog),
         sample_users(truth, max_eval_users, seed),
         eligible,

@@ -193,11 +193,10 @@ class ItemKNN:
         ``block_items`` rows at a time.  The whole product before pruning was the step's largest transient
         (1.4 GB at 1M orders); a row needs only itself, and each block's rows equal the whole product's
         (same sums in the same order), so the result is the same to the bit (tested)."""
-        n_items = xn.shape[1]
+        n_items, step = xn.shape[1], max(block_items, 1)
         blocks = []
-        for start in range(0, n_items, max(block_items, 1)):
-            stop = min(start + max(block_items, 1), n_items)
-            sim = (xn[:, start:stop].T @ xn).tocsr()  # rows start..stop of xn.T @ xn
+        for start in range(0, n_items, step):
+            sim = (xn[:, start : start + step].T @ xn).tocsr()  # rows start.. of xn.T @ xn
             sim.setdiag(0, k=start)  # (r, start + r): the item itself
             sim.eliminate_zeros()
             blocks.append(cls._prune(sim, n))
