@@ -221,11 +221,15 @@ def located_features(
 ):
     """The daily series, regions and region flows in one step: all three read staging and place customers and
     sellers the same way (at 1M orders 5 s each time), so they do it once (any subset can be materialized)."""
+    from ecom_pipeline.ml.spatial.geo import with_integer_ids
+
     f, countries, qualify = located_frames(warehouse, source)
     selected = context.selected_output_names
     if "daily_series" in selected:
-        products = staging_frames(warehouse, "products")["products"]
-        out, meta = daily_series_output(context.log, f, qualify, products, config)
+        f["products"] = staging_frames(warehouse, "products")["products"]
+    f = with_integer_ids(f)  # none of the three outputs holds an id
+    if "daily_series" in selected:
+        out, meta = daily_series_output(context.log, f, qualify, f["products"], config)
         yield dg.Output(out, "daily_series", metadata=meta)
     if "regions" in selected:
         out, meta = regions_output(context.log, f, countries, qualify, paths)

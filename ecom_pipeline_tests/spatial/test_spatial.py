@@ -245,3 +245,46 @@ def test_region_order_statistics_and_flow_region_ids():
     expected = region_id(pd.DataFrame({"state": ["RJ", "SP"], "country": "BR", "level": "zip3"}), "state")
     assert sorted(edges["dst"]) == sorted(expected) and set(edges["src"]) == {"state:SP"}
     assert edges.set_index("dst").loc["state:SP", "revenue"] == 1.0  # o3's customer never reaches a state
+
+
+def test_integer_ids_give_the_same_regions_flows_and_series():
+    """located_features codes the ids as numbers shared across tables (with_integer_ids): the three outputs
+    are equal to those computed on the id strings, with missing ids (an order without customer, a line
+    without seller or product, a line of an order not in staging) still counted as missing."""
+    from ecom_pipeline.ml.forecasting.series import daily_series
+    from ecom_pipeline.ml.spatial.geo import (
+        LEVELS,
+        flows,
+        locate,
+        order_geo,
+        order_stats,
+        region_table,
+        with_integer_ids,
+    )
+    from ecom_pipeline_tests.forecasting.shop import make_shop
+
+    f = make_shop(days=60)
+    f["customers"] = locate(f["customers"], ("BR",))
+    f["sellers"] = locate(f["sellers"], ("BR",))
+    f["orders"].loc[3, "customer_id"] = None
+    f["order_items"].loc[5, "seller_id"] = None
+    f["order_items"].loc[7, "product_id"] = None
+    f["order_items"].loc[9, "order_id"] = "not-staged"
+    coded = with_integer_ids(f)
+    assert coded["order_items"]["order_id"].dtype == float and f["order_items"]["order_id"].dtype == object
+    assert coded["orders"]["customer_id"].isna().sum() == 1
+    shared = set(coded["orders"]["customer_id"].dropna()) <= set(coded["customers"]["customer_id"])
+    assert shared, "one code per id across the tables that carry it"
+
+    def outputs(g: dict) -> list[pd.DataFrame]:
+        stats = order_stats(g["orders"], g["order_items"])
+        geo = order_geo(g["orders"], g["order_items"], g["customers"], g["sellers"], ("BR",))
+        return [
+            *(region_table(lv, g["regions"], g["customers"], g["sellers"], stats) for lv in LEVELS),
+            *(flows(geo, lv) for lv in LEVELS),
+            daily_series(g["orders"], g["order_items"], g["products"], g["customers"]),
+        ]
+
+    for on_strings, on_codes in zip(outputs(f), outputs(coded), strict=True):
+        assert len(on_strings)
+        pd.testing.assert_frame_equal(on_strings, on_codes)
