@@ -67,7 +67,6 @@ def _stage(con, files: Path, root: Path, part: str, key: bytes) -> float:
 def _steps(con, mode: str, item_model: str) -> tuple[dict, dict]:
     """Run the four steps; (seconds per step, what each did)."""
     from ecom_pipeline.incremental.interactions import (
-        read_interactions,
         refresh_category_interactions,
         refresh_interactions,
     )
@@ -95,8 +94,7 @@ def _steps(con, mode: str, item_model: str) -> tuple[dict, dict]:
     p = refresh_user_profiles(con, mode=mode)
     seconds["user_profiles"], did["user_profiles"] = time.perf_counter() - t0, (p.plan, p.counts)
     t0 = time.perf_counter()
-    inter = read_interactions(con)
-    rec = refresh_recommendations(con, inter, choices, user_regions=None, item_names={}, mode=mode)
+    rec = refresh_recommendations(con, choices, user_regions=None, item_names={}, mode=mode)
     seconds["recommendations"] = time.perf_counter() - t0
     did["recommendations"] = (rec.plan, rec.counts, rec.scope)
     return seconds, did

@@ -495,14 +495,12 @@ def recommendations(
     from ecom_pipeline.incremental.recommendations import refresh_recommendations
     from ecom_pipeline.warehouse.tables import read_or_empty
 
-    interactions = _interactions(warehouse)
     choices = _served_models(config, read_or_empty(warehouse, "ml.recommender_evaluation"))
     regions = _user_regions(warehouse)
     names, _ = _item_names(warehouse)
     with warehouse.connect() as con:
         res = refresh_recommendations(
             con,
-            interactions,
             choices,
             user_regions=regions,
             item_names=names,

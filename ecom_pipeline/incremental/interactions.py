@@ -153,6 +153,26 @@ def read_interactions(con: duckdb.DuckDBPyConnection, customers: list[str] | Non
         con.unregister("_read_customers")
 
 
+def count_stored_interactions(con: duckdb.DuckDBPyConnection) -> int:
+    """Rows of features.interactions (0 before it exists)."""
+    return con.execute(f"SELECT count(*) FROM {TARGET}").fetchall()[0][0] if table_exists(con, TARGET) else 0
+
+
+def customers_with_interactions(con: duckdb.DuckDBPyConnection, customers: list[str]) -> set[str]:
+    """The ``customers`` that have at least one row in features.interactions."""
+    if not customers or not table_exists(con, TARGET):
+        return set()
+    con.register("_asked_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")}))
+    try:
+        rows = con.execute(
+            f"SELECT DISTINCT customer_id FROM {TARGET} WHERE customer_id IN "
+            "(SELECT customer_id FROM _asked_customers)"
+        ).fetchall()
+    finally:
+        con.unregister("_asked_customers")
+    return {str(r[0]) for r in rows}
+
+
 def read_interaction_data(
     con: duckdb.DuckDBPyConnection,
     *,

@@ -41,6 +41,12 @@ import pandas as pd
 
 from ecom_pipeline.incremental.changes import FULL_REFRESH_DAYS, RefreshPlan, plan_refresh, read_state
 from ecom_pipeline.incremental.interactions import TARGET as INTERACTIONS
+from ecom_pipeline.incremental.interactions import (
+    count_stored_interactions,
+    customers_with_interactions,
+    read_interaction_data,
+    read_interactions,
+)
 from ecom_pipeline.incremental.serving import MergeCounts, Part, write_customer_rows
 from ecom_pipeline.ml.recsys.pipeline import LEVELS, FittedRecommender, serve
 from ecom_pipeline.warehouse.tables import atomic, table_exists
@@ -168,7 +174,6 @@ def recommendations_signature(choices: list[LevelChoice]) -> str:
 
 def refresh_recommendations(
     con: duckdb.DuckDBPyConnection,
-    interactions: pd.DataFrame,
     choices: list[LevelChoice],
     *,
     user_regions: pd.Series | None,
@@ -181,7 +186,11 @@ def refresh_recommendations(
 ) -> RecommendationsRefresh:
     """Plan, score (everyone, or the customers with new activity) and write serving.recommendations with
     its refresh state in one transaction.  ``global_counts_everyone``: a level served by a popularity model is
-    rescored for every customer on incremental runs too (its ranks move with everyone's activity)."""
+    rescored for every customer on incremental runs too (its ranks move with everyone's activity).
+
+    The interactions are read from ``con``'s features.interactions as each level needs them: indexed in
+    DuckDB for a fit on all of them (no frame of every interaction's ids: 11.8M rows at 1M orders), only
+    the scored customers' rows for an ALS fold-in."""
     # the interactions are the input: cover the staging changes they cover, and rebuild in full when they
     # were (new weights, a changed product: every customer's rows may differ)
     inputs = read_state(con, INTERACTIONS) or {}
@@ -196,22 +205,23 @@ def refresh_recommendations(
         input_target=INTERACTIONS,
         input_watermark=inputs.get("watermark"),
     )
-    with_history = set(pd.unique(interactions["customer_id"].astype(str))) if len(interactions) else set()
+    n = count_stored_interactions(con)
+    with_history = None  # the planned customers that have interactions: asked only when a level needs it
     frames, parts, scope = [], [], {}
     for c in choices:
         whole = plan.full or (global_counts_everyone and c.model in GLOBAL_COUNT_MODELS)
+        if not whole and with_history is None:
+            with_history = customers_with_interactions(con, plan.customers)
         users = None if whole else [u for u in plan.customers if u in with_history]
         scope[c.level] = (
             "all users" + ("" if plan.full else f" ({c.model} scores from global counts)")
             if whole
             else f"{len(users):,} customers with new activity"
         )
-        if users == [] or interactions.empty:
+        if users == [] or n == 0:
             frames.append(pd.DataFrame(columns=COLUMNS))
         else:
-            df, note = _score_level(
-                con, c, interactions, users, user_regions, item_names, refit_growth=refit_growth
-            )
+            df, note = _score_level(con, c, n, users, user_regions, item_names, refit_growth=refit_growth)
             scope[c.level] += note
             frames.append(df)
         parts.append(Part(f"level = '{c.level}'", None if whole else plan.customers))
@@ -227,7 +237,7 @@ def refresh_recommendations(
 def _score_level(
     con: duckdb.DuckDBPyConnection,
     c: LevelChoice,
-    interactions: pd.DataFrame,
+    n: int,
     users: list[str] | None,
     user_regions: pd.Series | None,
     item_names: dict,
@@ -235,23 +245,23 @@ def _score_level(
     refit_growth: float,
 ) -> tuple[pd.DataFrame, str]:
     """The rows of ``users`` (None: everyone) at one level, and a note on what the scores came from: a fold-in
-    into the stored fit (ALS, incremental, no refit due) or a fit on all interactions (stored for ALS)."""
+    into the stored fit (ALS, incremental, no refit due) or a fit on all ``n`` interactions (stored for
+    ALS)."""
     names = item_names if c.level == "item" else {}
-    common = dict(
-        level=c.level, model_name=c.model, params=c.params, k=c.k, user_regions=user_regions, item_names=names
-    )
-    if c.model in SAME_LIST_FOR_EVERYONE and c.level != "item":
-        everyone = list(pd.unique(interactions["customer_id"].astype(str))) if users is None else users
-        one, _ = serve(interactions, model_version=c.version, users=everyone[:1], **common)
-        return _broadcast(one, everyone), "; one list scored once, the same for everyone"
-    signature, n = fit_signature(c), len(interactions)
+    common = dict(level=c.level, model_name=c.model, params=c.params, k=c.k, user_regions=user_regions)
+    signature = fit_signature(c)
     why = "full refresh" if users is None else None
     if c.model in FOLD_IN_MODELS and users is not None:
         fit = read_fit(con, c.level)
         why = refit_reason(fit, signature, n, refit_growth)
         if why is None:
-            return _fold_in(c, fit, interactions, users, common)
-    df, fitted = serve(interactions, model_version=c.version, users=users, **common)
+            return _fold_in(con, c, fit, n, users, names, common)
+    data = read_interaction_data(con, item_col=LEVELS[c.level], user_regions=user_regions, item_names=names)
+    if c.model in SAME_LIST_FOR_EVERYONE and c.level != "item":
+        everyone = list(data.users) if users is None else users
+        one, _ = serve(data, model_version=c.version, users=everyone[:1], item_names=names, **common)
+        return _broadcast(one, everyone), "; one list scored once, the same for everyone"
+    df, fitted = serve(data, model_version=c.version, users=users, item_names=names, **common)
     if c.model in FOLD_IN_MODELS and fitted is not None:
         store_fit(con, c.level, signature, n, fitted)
         return df, f"; refit ({why}), factors stored"
@@ -259,16 +269,22 @@ def _score_level(
 
 
 def _fold_in(
-    c: LevelChoice, fit: StoredFit, interactions: pd.DataFrame, users: list[str], common: dict
+    con: duckdb.DuckDBPyConnection,
+    c: LevelChoice,
+    fit: StoredFit,
+    n: int,
+    users: list[str],
+    item_names: dict,
+    common: dict,
 ) -> tuple[pd.DataFrame, str]:
     from ecom_pipeline.ml.recsys.models import FoldInALS
 
     col = LEVELS[c.level]
-    mine = interactions[interactions["customer_id"].astype(str).isin(set(users))]
+    mine = read_interactions(con, customers=users)
     known = mine[mine[col].astype(str).isin(set(fit.item_ids))]
     scored = set(known["customer_id"].astype(str))
     new_items = mine.loc[~mine[col].astype(str).isin(set(fit.item_ids)), col].nunique()
-    grown = len(interactions) / max(fit.interactions, 1) - 1
+    grown = n / max(fit.interactions, 1) - 1
     note = (
         f"; fold-in into the fit of {fit.fitted_at} ({grown:+.1%} interactions since), "
         f"{new_items:,} items new since the fit not recommended, "
@@ -282,6 +298,7 @@ def _fold_in(
         users=[u for u in users if u in scored],
         unfitted=FoldInALS(fit.item_ids, fit.factors, **c.params),
         catalog=fit.item_ids,
+        item_names=item_names,
         **common,
     )
     return df, note

@@ -136,26 +136,61 @@ def _recs(con) -> pd.DataFrame:
     return con.execute("SELECT * FROM serving.recommendations ORDER BY customer_id, level, rank").fetchdf()
 
 
+@pytest.mark.parametrize("item_model", ["item_knn", "als", "regional_popularity"])
+def test_recommendations_read_in_duckdb_equal_serving_the_interactions_frame(world, tmp_path, item_model):
+    """refresh_recommendations indexes the interactions in DuckDB per level (no frame of every interaction):
+    a full refresh writes exactly the rows serve() gives on the interactions frame, level by level, with
+    regions and item names (the incremental runs: the tests below)."""
+    from ecom_pipeline.ml.recsys.pipeline import serve
+
+    con = _copy(world, tmp_path)
+    refresh_interactions(con, DEFAULT_WEIGHTS)
+    inter = read_interactions(con)
+    users = pd.unique(inter["customer_id"].astype(str))
+    regions = pd.Series(["north", "south"] * (len(users) // 2 + 1), dtype=object)[: len(users)]
+    regions.index = users
+    names = {p: f"product {p[:6]}" for p in pd.unique(inter["product_id"].astype(str))}
+    choices = _choices(item_model)
+    refresh_recommendations(con, choices, user_regions=regions, item_names=names, mode="full")
+    expected = []
+    for c in choices:
+        rows, _ = serve(
+            inter,
+            level=c.level,
+            model_name=c.model,
+            params=c.params,
+            k=c.k,
+            user_regions=regions,
+            item_names=names if c.level == "item" else {},
+            model_version=c.version,
+        )
+        expected.append(rows)
+    oracle = pd.concat(expected, ignore_index=True).sort_values(["customer_id", "level", "rank"])
+    written = _recs(con)
+    assert len(written) and written["item_name"].str.startswith("product ").any()
+    pd.testing.assert_frame_equal(
+        written.reset_index(drop=True),
+        oracle.reset_index(drop=True).astype(written.dtypes.to_dict()),
+        check_exact=False,
+        rtol=1e-5,
+    )
+
+
 @pytest.mark.parametrize("item_model", ["item_knn", "als"])
 def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_path, item_model):
     con = _copy(world, tmp_path)
     refresh_interactions(con, DEFAULT_WEIGHTS)
-    first = refresh_recommendations(
-        con, read_interactions(con), _choices(item_model), user_regions=None, item_names={}
-    )
+    first = refresh_recommendations(con, _choices(item_model), user_regions=None, item_names={})
     assert first.plan.full
     before = _recs(con)
     stage_partition(con, world[1], DAY, world[2])
     # scoring before the features caught up: nothing the interactions do not cover yet is marked done
-    early = refresh_recommendations(
-        con, read_interactions(con), _choices(item_model), user_regions=None, item_names={}
-    )
+    early = refresh_recommendations(con, _choices(item_model), user_regions=None, item_names={})
     assert not early.plan.full and early.plan.customers == []
     refresh_interactions(con, DEFAULT_WEIGHTS)
-    inter = read_interactions(con)
     # refit_growth=0: ALS refits on any growth, as item-kNN always does (its daily fold-in: the test below)
     res = refresh_recommendations(
-        con, inter, _choices(item_model), user_regions=None, item_names={}, refit_growth=0.0
+        con, _choices(item_model), user_regions=None, item_names={}, refit_growth=0.0
     )
     assert not res.plan.full and _late_corrected_customer(con, world) in res.plan.customers
     # the popularity-served category level is rescored for the same customers, not for everyone
@@ -174,9 +209,7 @@ def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_pat
     assert res.counts.untouched == int(kept.sum())
     assert res.counts.new + res.counts.changed == len(res.rows)
 
-    full = refresh_recommendations(
-        con, inter, _choices(item_model), user_regions=None, item_names={}, mode="full"
-    )
+    full = refresh_recommendations(con, _choices(item_model), user_regions=None, item_names={}, mode="full")
     assert full.plan.full
     rebuilt = _recs(con)
     # the rows an incremental run recomputes are the rows a full rebuild gives them ...
@@ -197,9 +230,7 @@ def test_recommendations_rescore_only_customers_with_new_activity(world, tmp_pat
     assert differing <= stale
     # a full rebuild of the interactions (here: other weights) makes the next recommendations run full too
     refresh_interactions(con, {**DEFAULT_WEIGHTS, "view": 2.0})
-    after = refresh_recommendations(
-        con, read_interactions(con), _choices(item_model), user_regions=None, item_names={}
-    )
+    after = refresh_recommendations(con, _choices(item_model), user_regions=None, item_names={})
     assert after.plan.full and "interactions_full=" in after.plan.reason
 
 
@@ -210,19 +241,16 @@ def test_global_counts_everyone_rescores_every_popularity_list_daily(world, tmp_
 
     con = _copy(world, tmp_path)
     refresh_interactions(con, DEFAULT_WEIGHTS)
-    refresh_recommendations(
-        con, read_interactions(con), _choices("item_knn"), user_regions=None, item_names={}
-    )
+    refresh_recommendations(con, _choices("item_knn"), user_regions=None, item_names={})
     stage_partition(con, world[1], DAY, world[2])
     refresh_interactions(con, DEFAULT_WEIGHTS)
-    inter = read_interactions(con)
     res = refresh_recommendations(
-        con, inter, _choices("item_knn"), user_regions=None, item_names={}, global_counts_everyone=True
+        con, _choices("item_knn"), user_regions=None, item_names={}, global_counts_everyone=True
     )
     assert not res.plan.full and res.scope["category"].startswith("all users (popularity scores from global")
     assert res.scope["item"].endswith("customers with new activity")
     daily = _recs(con)
-    refresh_recommendations(con, inter, _choices("item_knn"), user_regions=None, item_names={}, mode="full")
+    refresh_recommendations(con, _choices("item_knn"), user_regions=None, item_names={}, mode="full")
     rebuilt = _recs(con)
     category = [f[f["level"] == "category"].reset_index(drop=True) for f in (daily, rebuilt)]
     pd.testing.assert_frame_equal(*category)
@@ -243,9 +271,7 @@ def test_als_daily_run_folds_the_changed_customers_into_the_weekly_fit(world, tm
 
     con = _copy(world, tmp_path)
     refresh_interactions(con, DEFAULT_WEIGHTS)
-    first = refresh_recommendations(
-        con, read_interactions(con), _choices("als"), user_regions=None, item_names={}
-    )
+    first = refresh_recommendations(con, _choices("als"), user_regions=None, item_names={})
     assert first.plan.full and "factors stored" in first.scope["item"]
     fit = read_fit(con, "item")
     assert fit.factors.shape == (len(fit.item_ids), 8) and fit.interactions == len(read_interactions(con))
@@ -254,7 +280,7 @@ def test_als_daily_run_folds_the_changed_customers_into_the_weekly_fit(world, tm
     refresh_interactions(con, DEFAULT_WEIGHTS)
     inter = read_interactions(con)
     assert len(inter) / fit.interactions - 1 < 0.05  # one day of 60: below REFIT_GROWTH
-    res = refresh_recommendations(con, inter, _choices("als"), user_regions=None, item_names={})
+    res = refresh_recommendations(con, _choices("als"), user_regions=None, item_names={})
     assert not res.plan.full and "fold-in into the fit" in res.scope["item"]
     assert read_fit(con, "item").fitted_at == fit.fitted_at  # not refit
     daily = _recs(con)
@@ -285,14 +311,12 @@ def test_als_daily_run_folds_the_changed_customers_into_the_weekly_fit(world, tm
     # the same day with a growth threshold it exceeds: refit, and the new factors replace the stored ones
     other = _copy(world, tmp_path, "regrown.duckdb")
     refresh_interactions(other, DEFAULT_WEIGHTS)
-    refresh_recommendations(
-        other, read_interactions(other), _choices("als"), user_regions=None, item_names={}
-    )
+    refresh_recommendations(other, _choices("als"), user_regions=None, item_names={})
     old_fit = read_fit(other, "item")
     stage_partition(other, world[1], DAY, world[2])
     refresh_interactions(other, DEFAULT_WEIGHTS)
     regrown = refresh_recommendations(
-        other, read_interactions(other), _choices("als"), user_regions=None, item_names={}, refit_growth=0.0
+        other, _choices("als"), user_regions=None, item_names={}, refit_growth=0.0
     )
     assert "refit (interactions grew" in regrown.scope["item"]
     new_fit = read_fit(other, "item")

@@ -172,7 +172,7 @@ class FittedRecommender:
 
 
 def serve(
-    interactions: pd.DataFrame,
+    interactions: pd.DataFrame | InteractionData,
     *,
     level: str,
     model_name: str,
@@ -190,7 +190,9 @@ def serve(
 
     ``unfitted``: a model object to fit on the data instead of ``make_model(model_name, **params)`` (the
     daily fold-in, :class:`~ecom_pipeline.ml.recsys.models.FoldInALS`); ``catalog``: every item that may be
-    recommended (default: the items in ``interactions``)."""
+    recommended (default: the items in ``interactions``).  ``interactions`` already indexed
+    (``InteractionData``, e.g. built in DuckDB) carries its own regions, names and catalogue:
+    ``user_regions``, ``item_names`` and ``catalog`` are not applied again."""
     cols = [
         "customer_id",
         "level",
@@ -202,10 +204,16 @@ def serve(
         "model_version",
         "explanation",
     ]
-    if interactions.empty:
+    if isinstance(interactions, InteractionData):
+        data = interactions
+    elif interactions.empty:
         return pd.DataFrame(columns=cols), None
-    col = LEVELS[level]
-    data = build_data(interactions, col, user_regions=user_regions, item_names=item_names, catalog=catalog)
+    else:
+        data = build_data(
+            interactions, LEVELS[level], user_regions=user_regions, item_names=item_names, catalog=catalog
+        )
+    if data.n_users == 0:
+        return pd.DataFrame(columns=cols), None
     model = fitted or (unfitted if unfitted is not None else make_model(model_name, **params)).fit(data)
     users = list(data.users) if users is None else users
     frames = []
