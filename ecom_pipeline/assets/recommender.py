@@ -78,25 +78,18 @@ def _write(table: str, df: pd.DataFrame, warehouse: WarehouseResource) -> None:
         write_table(con, table, df)
 
 
-def _interactions(warehouse: WarehouseResource) -> pd.DataFrame:
-    from ecom_pipeline.incremental.interactions import read_interactions
-
-    with warehouse.connect(read_only=True) as con:
-        df = read_interactions(con)
-    if len(df):
-        df["ts"] = pd.to_datetime(df["ts"])
-    return df
-
-
 def _interaction_data(
-    warehouse: WarehouseResource, user_regions: pd.Series | None = None, item_col: str = "product_id"
+    warehouse: WarehouseResource,
+    user_regions: pd.Series | None = None,
+    item_col: str = "product_id",
+    item_names: dict | None = None,
 ):
     """features.interactions indexed for the recommenders (``InteractionData``), built in DuckDB: no frame of
     every interaction's id strings (11.8M rows at 1M orders)."""
     from ecom_pipeline.incremental.interactions import read_interaction_data
 
     with warehouse.connect(read_only=True) as con:
-        return read_interaction_data(con, item_col=item_col, user_regions=user_regions)
+        return read_interaction_data(con, item_col=item_col, user_regions=user_regions, item_names=item_names)
 
 
 def _user_regions(warehouse: WarehouseResource) -> pd.Series:
@@ -577,8 +570,8 @@ def related_items(
     context.log.info(gate.reason)
     if not gate.recompute:
         return dg.MaterializeResult(metadata={"refresh": gate.refresh, "refresh_reason": gate.reason})
-    interactions = _interactions(warehouse)
     names, products = _item_names(warehouse)
+    interactions = _interaction_data(warehouse, item_names=names)
     with warehouse.connect(read_only=True) as con:
         has_emb = table_exists(con, "features.product_embeddings")
         emb = read_table(con, "features.product_embeddings", ["product_id", "embedding"]) if has_emb else None

@@ -166,3 +166,39 @@ def test_warehouse_interactions_read_as_data_equal_the_frame_route(tmp_path):
     got = read_interaction_data(con, user_regions=regions)
     con.close()
     _assert_same(build_data(frame, user_regions=regions), got)
+
+
+@pytest.mark.parametrize("with_embeddings", [True, False])
+def test_related_items_on_data_from_duckdb_equal_the_frame_route(with_embeddings):
+    """serving.related_items from interactions indexed in DuckDB (what the asset reads) equals the frame
+    route: co-occurrence neighbours, and for cold products content neighbours or the same category's popular
+    products (distinct customers per product, counted on the indexed data)."""
+    from ecom_pipeline.ml.recsys.pipeline import related_items
+
+    df = _interactions(30_000, seed=5)
+    df = df[df["product_id"] != "p7"]  # a product nobody bought: cold start
+    names = {f"p{i}": f"product {i}" for i in range(997)}
+    products = pd.DataFrame(
+        {"product_id": [f"p{i}" for i in range(997)], "category": ["a", "b", "c"] * 332 + ["a"]}
+    )
+    rng = np.random.default_rng(0)
+    emb = (
+        pd.DataFrame({"product_id": products["product_id"], "embedding": list(rng.normal(size=(997, 8)))})
+        if with_embeddings
+        else None
+    )
+    con = duckdb.connect()
+    con.execute("CREATE TABLE interactions AS SELECT * FROM df")
+    data = build_data_from_duckdb(con, "interactions", item_names=names)
+    common = dict(n=10, item_names=names, product_embeddings=emb, products=products)
+    on_frame, on_data = related_items(df, **common), related_items(data, **common)
+    assert set(on_frame["method"]) == {
+        "co_occurrence",
+        "content_embedding" if with_embeddings else "category_popularity",
+    }
+    assert "p7" in set(on_frame["product_id"])
+    pd.testing.assert_frame_equal(on_frame, on_data)
+    by_category = on_data[on_data["method"] == "category_popularity"]
+    buyers = df.groupby("product_id")["customer_id"].nunique()
+    assert with_embeddings or len(by_category)
+    assert (by_category["score"] == by_category["related_product_id"].map(buyers)).all()

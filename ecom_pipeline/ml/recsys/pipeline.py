@@ -248,7 +248,7 @@ def serve(
 
 
 def related_items(
-    interactions: pd.DataFrame,
+    interactions: pd.DataFrame | InteractionData,
     *,
     n: int = 10,
     item_names: dict | None = None,
@@ -257,13 +257,17 @@ def related_items(
 ) -> pd.DataFrame:
     """Item → related items: co-occurrence (item-kNN) first; items without co-occurrence neighbours (cold
     start) get content neighbours from product embeddings when present, else popular items of the same
-    category."""
+    category.  ``interactions``: a frame, or every interaction already indexed by product (``InteractionData``
+    with its item names; then ``item_names`` only labels the explanations)."""
     cols = ["product_id", "rank", "related_product_id", "score", "method", "explanation"]
     names = item_names or {}
     rows = []
     covered = set()
-    if not interactions.empty:
-        data = build_data(interactions, "product_id", item_names=names)
+    if isinstance(interactions, InteractionData):
+        data = interactions if interactions.n_users else None
+    else:
+        data = build_data(interactions, "product_id", item_names=names) if len(interactions) else None
+    if data is not None:
         knn = make_model("item_knn", neighbours=max(n, 20)).fit(data)
         sim = knn.sim.tocsr()
         for i in range(data.n_items):
@@ -314,8 +318,9 @@ def related_items(
                             )
                         )
                     covered.add(p)
-    elif products is not None and len(products) and not interactions.empty:
-        pop = interactions.groupby("product_id")["customer_id"].nunique()
+    elif products is not None and len(products) and data is not None:
+        pairs = data.frame[["u", "i"]].drop_duplicates()  # distinct customers per product
+        pop = pd.Series(np.bincount(pairs["i"], minlength=data.n_items), index=data.items)
         prods = products[["product_id", "category"]].astype(str)
         prods = prods.assign(pop=prods["product_id"].map(pop).fillna(0))
         top_by_cat = {
