@@ -184,19 +184,41 @@ def read_interaction_data(
     """features.interactions indexed for the recommenders (``InteractionData``; items: ``item_col``), built in
     DuckDB: what ``build_data(read_interactions(con), item_col)`` gives, without a frame of 11.8M id strings
     at 1M orders."""
-    from ecom_pipeline.ml.recsys.data import build_data, build_data_from_duckdb
+    return read_interaction_levels(
+        con,
+        (item_col,),
+        user_regions=user_regions,
+        item_names={item_col: item_names},
+        catalogs={item_col: catalog},
+    )[item_col]
+
+
+def read_interaction_levels(
+    con: duckdb.DuckDBPyConnection,
+    item_cols: tuple[str, ...],
+    *,
+    user_regions: pd.Series | None = None,
+    item_names: dict[str, dict | None] | None = None,
+    catalogs: dict[str, list | None] | None = None,
+) -> dict:
+    """:func:`read_interaction_data` for each column of ``item_cols`` (e.g. product and category), by column:
+    the rows are sorted and numbered once for all of them."""
+    from ecom_pipeline.ml.recsys.data import build_data, build_levels_from_duckdb
     from ecom_pipeline.ml.recsys.interactions import INTERACTION_COLUMNS
 
+    if not item_cols:
+        return {}
     if not table_exists(con, TARGET):
-        return build_data(pd.DataFrame(columns=INTERACTION_COLUMNS), item_col, user_regions=user_regions)
+        empty = pd.DataFrame(columns=INTERACTION_COLUMNS)
+        return {col: build_data(empty, col, user_regions=user_regions) for col in item_cols}
     with memory_limit_at_most(con, WHOLE_READ_SORT_MEMORY):
-        return build_data_from_duckdb(
+        return build_levels_from_duckdb(
             con,
             TARGET,
-            item_col,
+            item_cols,
             user_regions=user_regions,
             item_names=item_names,
-            catalog=catalog,
+            catalogs=catalogs,
             order_by=ORDER,
         )
 

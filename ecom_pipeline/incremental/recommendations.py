@@ -44,10 +44,11 @@ from ecom_pipeline.incremental.interactions import TARGET as INTERACTIONS
 from ecom_pipeline.incremental.interactions import (
     count_stored_interactions,
     customers_with_interactions,
-    read_interaction_data,
+    read_interaction_levels,
     read_interactions,
 )
 from ecom_pipeline.incremental.serving import MergeCounts, Part, write_customer_rows
+from ecom_pipeline.ml.recsys.data import InteractionData
 from ecom_pipeline.ml.recsys.pipeline import LEVELS, FittedRecommender, serve
 from ecom_pipeline.warehouse.tables import atomic, table_exists
 
@@ -188,9 +189,9 @@ def refresh_recommendations(
     its refresh state in one transaction.  ``global_counts_everyone``: a level served by a popularity model is
     rescored for every customer on incremental runs too (its ranks move with everyone's activity).
 
-    The interactions are read from ``con``'s features.interactions as each level needs them: indexed in
-    DuckDB for a fit on all of them (no frame of every interaction's ids: 11.8M rows at 1M orders), only
-    the scored customers' rows for an ALS fold-in."""
+    The interactions are read from ``con``'s features.interactions as the levels need them: indexed in
+    DuckDB for the levels fit on all of them, together (no frame of every interaction's ids: 11.8M rows at
+    1M orders), only the scored customers' rows for an ALS fold-in."""
     # the interactions are the input: cover the staging changes they cover, and rebuild in full when they
     # were (new weights, a changed product: every customer's rows may differ)
     inputs = read_state(con, INTERACTIONS) or {}
@@ -207,7 +208,7 @@ def refresh_recommendations(
     )
     n = count_stored_interactions(con)
     with_history = None  # the planned customers that have interactions: asked only when a level needs it
-    frames, parts, scope = [], [], {}
+    levels, parts, scope = [], [], {}
     for c in choices:
         whole = plan.full or (global_counts_everyone and c.model in GLOBAL_COUNT_MODELS)
         if not whole and with_history is None:
@@ -218,13 +219,19 @@ def refresh_recommendations(
             if whole
             else f"{len(users):,} customers with new activity"
         )
-        if users == [] or n == 0:
-            frames.append(pd.DataFrame(columns=COLUMNS))
-        else:
-            df, note = _score_level(con, c, n, users, user_regions, item_names, refit_growth=refit_growth)
-            scope[c.level] += note
-            frames.append(df)
         parts.append(Part(f"level = '{c.level}'", None if whole else plan.customers))
+        if users != [] and n:
+            levels.append(_LevelWork(c, users, *_fit_to_fold_into(con, c, users, n, refit_growth)))
+    # the levels fit on every interaction read them together: one numbering of the rows for all
+    every = [LEVELS[w.choice.level] for w in levels if w.fold_into is None]
+    data = read_interaction_levels(
+        con, tuple(every), user_regions=user_regions, item_names={LEVELS["item"]: item_names}
+    )
+    frames = []
+    for w in levels:
+        df, note = _score_level(con, w, n, data.pop(LEVELS[w.choice.level], None), user_regions, item_names)
+        scope[w.choice.level] += note
+        frames.append(df)
     rows = (
         pd.concat([f for f in frames if len(f)], ignore_index=True)
         if any(len(f) for f in frames)
@@ -234,37 +241,52 @@ def refresh_recommendations(
     return RecommendationsRefresh(plan, counts, rows, scope)
 
 
+@dataclass
+class _LevelWork:
+    choice: LevelChoice
+    users: list[str] | None  # None: everyone
+    fold_into: StoredFit | None  # the stored ALS fit the customers are folded into, or None: fit on all
+    why: str | None  # why the served model is fit on all interactions (ALS: the refit's reason)
+
+
+def _fit_to_fold_into(
+    con: duckdb.DuckDBPyConnection, c: LevelChoice, users: list[str] | None, n: int, refit_growth: float
+) -> tuple[StoredFit | None, str | None]:
+    """(the stored fit to fold ``users`` into, None) for an incremental ALS level with no refit due, else
+    (None, why the model is fit on all ``n`` interactions)."""
+    if users is None:
+        return None, "full refresh"
+    if c.model not in FOLD_IN_MODELS:
+        return None, None
+    fit = read_fit(con, c.level)
+    why = refit_reason(fit, fit_signature(c), n, refit_growth)
+    return (fit, None) if why is None else (None, why)
+
+
 def _score_level(
     con: duckdb.DuckDBPyConnection,
-    c: LevelChoice,
+    w: _LevelWork,
     n: int,
-    users: list[str] | None,
+    data: InteractionData | None,
     user_regions: pd.Series | None,
     item_names: dict,
-    *,
-    refit_growth: float,
 ) -> tuple[pd.DataFrame, str]:
-    """The rows of ``users`` (None: everyone) at one level, and a note on what the scores came from: a fold-in
-    into the stored fit (ALS, incremental, no refit due) or a fit on all ``n`` interactions (stored for
+    """The rows of ``w.users`` at one level, and a note on what the scores came from: a fold-in into the
+    stored fit (ALS, incremental, no refit due) or a fit on ``data``, all ``n`` interactions (stored for
     ALS)."""
+    c, users = w.choice, w.users
     names = item_names if c.level == "item" else {}
     common = dict(level=c.level, model_name=c.model, params=c.params, k=c.k, user_regions=user_regions)
-    signature = fit_signature(c)
-    why = "full refresh" if users is None else None
-    if c.model in FOLD_IN_MODELS and users is not None:
-        fit = read_fit(con, c.level)
-        why = refit_reason(fit, signature, n, refit_growth)
-        if why is None:
-            return _fold_in(con, c, fit, n, users, names, common)
-    data = read_interaction_data(con, item_col=LEVELS[c.level], user_regions=user_regions, item_names=names)
+    if w.fold_into is not None:
+        return _fold_in(con, c, w.fold_into, n, users, names, common)
     if c.model in SAME_LIST_FOR_EVERYONE and c.level != "item":
         everyone = list(data.users) if users is None else users
         one, _ = serve(data, model_version=c.version, users=everyone[:1], item_names=names, **common)
         return _broadcast(one, everyone), "; one list scored once, the same for everyone"
     df, fitted = serve(data, model_version=c.version, users=users, item_names=names, **common)
     if c.model in FOLD_IN_MODELS and fitted is not None:
-        store_fit(con, c.level, signature, n, fitted)
-        return df, f"; refit ({why}), factors stored"
+        store_fit(con, c.level, fit_signature(c), n, fitted)
+        return df, f"; refit ({w.why}), factors stored"
     return df, ""
 
 

@@ -202,3 +202,51 @@ def test_related_items_on_data_from_duckdb_equal_the_frame_route(with_embeddings
     buyers = df.groupby("product_id")["customer_id"].nunique()
     assert with_embeddings or len(by_category)
     assert (by_category["score"] == by_category["related_product_id"].map(buyers)).all()
+
+
+def test_levels_built_together_equal_each_level_built_alone():
+    """build_levels_from_duckdb numbers the rows and indexes the users once for several item columns: each
+    level equals build_data_from_duckdb of that column alone (and build_data of the frame), with its own
+    names and catalogue."""
+    from ecom_pipeline.ml.recsys.data import build_levels_from_duckdb
+
+    df = _interactions(20_000, seed=8)
+    df["category"] = "cat" + (df["product_id"].str[1:].astype(int) % 13).astype(str)
+    regions = pd.Series({"c1": "SP", "c2": "RJ"})
+    names = {"product_id": {"p1": "one"}, "category": None}
+    catalogs = {"product_id": ["p1", "zz-extra"], "category": None}
+    con = duckdb.connect()
+    con.execute("CREATE TABLE interactions AS SELECT * FROM df")
+    both = build_levels_from_duckdb(
+        con,
+        "interactions",
+        ("product_id", "category"),
+        user_regions=regions,
+        item_names=names,
+        catalogs=catalogs,
+    )
+    assert list(both) == ["product_id", "category"]
+    for col in ("product_id", "category"):
+        alone = build_data_from_duckdb(
+            con, "interactions", col, user_regions=regions, item_names=names[col], catalog=catalogs[col]
+        )
+        _assert_same(both[col], alone)
+        _assert_same(both[col], build_data(df, col, user_regions=regions, catalog=catalogs[col]))
+        assert both[col].item_names == (names[col] or {})
+    assert both["category"].n_items == 13 and "zz-extra" in set(both["product_id"].items)
+    assert not con.execute("SELECT * FROM duckdb_tables() WHERE table_name LIKE '_recsys%'").fetchall()
+
+
+def test_sorted_insert_and_window_numbering_agree_on_many_row_groups(tmp_path):
+    """With an ORDER BY the rows are numbered by a sorted insert (rowid = position) where DuckDB keeps
+    insertion order, by a window otherwise: on 300k shuffled rows (several row groups, two threads) both give
+    what build_data gives on the frame sorted the same way."""
+    df = _interactions(300_000, seed=4).sample(frac=1.0, random_state=1).reset_index(drop=True)
+    order = ["ts", "customer_id", "product_id", "event_type"]
+    expected = build_data(df.sort_values(order, kind="stable").reset_index(drop=True))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    con.execute("SET threads = 2")
+    con.execute("CREATE TABLE interactions AS SELECT * FROM df")
+    for keep_order in ("true", "false"):  # false: the window numbering
+        con.execute(f"SET preserve_insertion_order = {keep_order}")
+        _assert_same(expected, build_data_from_duckdb(con, "interactions", order_by=", ".join(order)))

@@ -131,9 +131,23 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         "registers its own DataFrames under; values as ? parameters",
     ),
     "ml/recsys/data.py": (
-        {"_ROWS", "_USERS", "_ITEMS", "item", "relation", "table", "key", "index", "order"},
-        "_ROWS/_USERS/_ITEMS/key/index: module constants (scratch TEMP tables and their columns); item: the "
-        "item column inside double quotes (quotes doubled); relation and order (ORDER BY + order_by): the "
+        {
+            "_ROWS",
+            "_USERS",
+            "_ITEMS",
+            "columns",
+            "picked",
+            "relation",
+            "table",
+            "key",
+            "index",
+            "order",
+            "pos",
+        },
+        "_ROWS/_USERS/_ITEMS/key/index/pos: module constants (scratch TEMP tables and their columns, "
+        "_item<k>, rowid or _pos); picked/columns: each item column inside double quotes (quotes doubled) AS "
+        "_item<k>, and fixed casts; relation and order "
+        "(ORDER BY + order_by): the "
         "caller's table name or query and its column list (code: incremental.interactions.ORDER); event "
         "types as a ? parameter",
     ),
