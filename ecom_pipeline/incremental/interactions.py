@@ -235,7 +235,11 @@ def refresh_category_interactions(
     watermark), everyone after a full rebuild of the interactions.  Returns the plan, counts and the rows
     written."""
     from ecom_pipeline.incremental.serving import write_customer_rows
-    from ecom_pipeline.ml.recsys.interactions import aggregate_interactions
+    from ecom_pipeline.ml.recsys.interactions import (
+        INTERACTION_COLUMNS,
+        aggregate_in_duckdb,
+        aggregate_interactions,
+    )
 
     inputs = read_state(con, TARGET) or {}
     signature = f"category_interactions;interactions_full={inputs.get('last_full_at')}"
@@ -249,8 +253,19 @@ def refresh_category_interactions(
         input_target=TARGET,
         input_watermark=inputs.get("watermark"),
     )
-    frame = read_interactions(con, None if plan.full else plan.customers)
-    if len(frame):
-        frame["ts"] = pd.to_datetime(frame["ts"])
-    rows = aggregate_interactions(frame, "category")
+    if not table_exists(con, TARGET):
+        rows = aggregate_interactions(pd.DataFrame(columns=INTERACTION_COLUMNS), "category")
+    elif plan.full:
+        with memory_limit_at_most(con, WHOLE_READ_SORT_MEMORY):
+            rows = aggregate_in_duckdb(con, TARGET, "category")
+    else:
+        con.register(
+            "_changed_customers", pd.DataFrame({"customer_id": pd.Series(plan.customers, dtype="string")})
+        )
+        try:
+            rows = aggregate_in_duckdb(
+                con, TARGET, "category", where="customer_id IN (SELECT customer_id FROM _changed_customers)"
+            )
+        finally:
+            con.unregister("_changed_customers")
     return plan, write_customer_rows(con, plan, signature, rows, now=now), rows

@@ -250,3 +250,34 @@ def test_sorted_insert_and_window_numbering_agree_on_many_row_groups(tmp_path):
     for keep_order in ("true", "false"):  # false: the window numbering
         con.execute(f"SET preserve_insertion_order = {keep_order}")
         _assert_same(expected, build_data_from_duckdb(con, "interactions", order_by=", ".join(order)))
+
+
+def test_category_aggregate_in_duckdb_equals_the_group_by_and_ignores_row_order():
+    """aggregate_interactions (DuckDB, what features.category_interactions holds) gives pandas' group-by per
+    (customer, item) without rows missing a key, with weights summed exactly: the same table whatever order
+    the rows come in, so an incremental run and a full rebuild agree to the bit."""
+    from ecom_pipeline.ml.recsys.interactions import aggregate_interactions
+
+    df = _interactions(60_000, seed=9)
+    df["category"] = "cat" + (df["product_id"].str[1:].astype(int) % 7).astype(str)
+    df.loc[df.index[:50], "category"] = None
+    df.loc[df.index[50:60], "customer_id"] = None
+    got = aggregate_interactions(df, "category")
+    kinds = {k: (df["event_type"] == k).astype(int) for k in ("purchase", "cart", "view")}
+    expected = (
+        df.assign(_p=kinds["purchase"], _c=kinds["cart"], _v=kinds["view"])
+        .groupby(["customer_id", "category"], as_index=False)
+        .agg(
+            weight=("weight", "sum"),
+            n_interactions=("weight", "size"),
+            n_purchases=("_p", "sum"),
+            n_carts=("_c", "sum"),
+            n_views=("_v", "sum"),
+            first_ts=("ts", "min"),
+            last_ts=("ts", "max"),
+        )
+    )
+    assert len(got) == len(expected) and got["customer_id"].notna().all() and got["category"].notna().all()
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
+    shuffled = aggregate_interactions(df.sample(frac=1.0, random_state=3), "category")
+    pd.testing.assert_frame_equal(got, shuffled, check_exact=True)

@@ -126,9 +126,12 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         "event weights and statuses as ? parameters",
     ),
     "ml/recsys/interactions.py": (
-        {"sql"},
+        {"sql", "item", "relation", "extra"},
         "interactions_query() over STAGING_TABLES constants or the names it "
-        "registers its own DataFrames under; values as ? parameters",
+        "registers its own DataFrames under; values as ? parameters; aggregate_in_duckdb: item is the item "
+        "column inside double quotes (quotes doubled), relation the caller's table or registered frame "
+        "name, extra the caller's fixed WHERE fragment (incremental.interactions: customers via a "
+        "registered frame)",
     ),
     "ml/recsys/data.py": (
         {
