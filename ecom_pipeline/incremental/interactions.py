@@ -11,6 +11,8 @@ physical order an incremental run leaves does not change what the models see.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -130,6 +132,16 @@ def _merge(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> MergeCount
     )
 
 
+@contextmanager
+def _of_customers(con: duckdb.DuckDBPyConnection, customers: list[str]) -> Iterator[str]:
+    """``customers`` registered on ``con`` for the block; yields the SQL condition that keeps their rows."""
+    con.register("_read_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")}))
+    try:
+        yield "customer_id IN (SELECT customer_id FROM _read_customers)"
+    finally:
+        con.unregister("_read_customers")
+
+
 def read_interactions(con: duckdb.DuckDBPyConnection, customers: list[str] | None = None) -> pd.DataFrame:
     """features.interactions (of ``customers`` only, when given) in the build query's order (user and item
     indices follow first appearance, so the order is part of what a model sees), or an empty frame."""
@@ -142,15 +154,10 @@ def read_interactions(con: duckdb.DuckDBPyConnection, customers: list[str] | Non
             return fetch_frame_shared_strings(
                 con, f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} ORDER BY {ORDER}"
             )
-    con.register("_read_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")}))
-    try:
+    with _of_customers(con, customers) as theirs:
         return fetch_frame_shared_strings(
-            con,
-            f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} WHERE customer_id IN "
-            f"(SELECT customer_id FROM _read_customers) ORDER BY {ORDER}",
+            con, f"SELECT {', '.join(INTERACTION_COLUMNS)} FROM {TARGET} WHERE {theirs} ORDER BY {ORDER}"
         )
-    finally:
-        con.unregister("_read_customers")
 
 
 def count_stored_interactions(con: duckdb.DuckDBPyConnection) -> int:
@@ -162,14 +169,8 @@ def customers_with_interactions(con: duckdb.DuckDBPyConnection, customers: list[
     """The ``customers`` that have at least one row in features.interactions."""
     if not customers or not table_exists(con, TARGET):
         return set()
-    con.register("_asked_customers", pd.DataFrame({"customer_id": pd.Series(customers, dtype="string")}))
-    try:
-        rows = con.execute(
-            f"SELECT DISTINCT customer_id FROM {TARGET} WHERE customer_id IN "
-            "(SELECT customer_id FROM _asked_customers)"
-        ).fetchall()
-    finally:
-        con.unregister("_asked_customers")
+    with _of_customers(con, customers) as theirs:
+        rows = con.execute(f"SELECT DISTINCT customer_id FROM {TARGET} WHERE {theirs}").fetchall()
     return {str(r[0]) for r in rows}
 
 
@@ -259,13 +260,6 @@ def refresh_category_interactions(
         with memory_limit_at_most(con, WHOLE_READ_SORT_MEMORY):
             rows = aggregate_in_duckdb(con, TARGET, "category")
     else:
-        con.register(
-            "_changed_customers", pd.DataFrame({"customer_id": pd.Series(plan.customers, dtype="string")})
-        )
-        try:
-            rows = aggregate_in_duckdb(
-                con, TARGET, "category", where="customer_id IN (SELECT customer_id FROM _changed_customers)"
-            )
-        finally:
-            con.unregister("_changed_customers")
+        with _of_customers(con, plan.customers) as theirs:
+            rows = aggregate_in_duckdb(con, TARGET, "category", where=theirs)
     return plan, write_customer_rows(con, plan, signature, rows, now=now), rows

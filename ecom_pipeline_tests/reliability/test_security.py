@@ -206,9 +206,10 @@ REVIEWED_INTERPOLATIONS: dict[str, tuple[set[str], str]] = {
         "union of ACTIVITY statements; load ids and times as ? parameters",
     ),
     "incremental/interactions.py": (
-        {"sql", "t", "', '.join(INTERACTION_COLUMNS)"},
+        {"sql", "t", "', '.join(INTERACTION_COLUMNS)", "theirs"},
         "t: STAGING_TABLES constants; sql: interactions_query() over them with values as ? parameters; "
-        "INTERACTION_COLUMNS a module constant",
+        "INTERACTION_COLUMNS a module constant; theirs: _of_customers()'s fixed condition (the customers "
+        "as a registered frame)",
     ),
     "incremental/profiles.py": (
         {"' UNION ALL '.join(parts)", "marks", "sel", "t", "cond", "table"},

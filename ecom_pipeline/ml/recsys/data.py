@@ -274,13 +274,18 @@ def as_interaction_data(
     interactions: pd.DataFrame | InteractionData,
     user_regions: pd.Series | None = None,
     item_col: str = "product_id",
+    *,
+    item_names: dict | None = None,
+    catalog: list | pd.Index | None = None,
 ) -> InteractionData:
     """Every interaction indexed by ``item_col``: ``interactions`` itself when it is already indexed (the
-    assets build it in DuckDB: ``incremental.interactions.read_interaction_data``), else ``build_data`` of
-    the frame."""
+    assets build it in DuckDB: ``incremental.interactions.read_interaction_data``; it carries its own
+    regions, names and catalogue), else ``build_data`` of the frame."""
     if isinstance(interactions, InteractionData):
         return interactions
-    return build_data(interactions, item_col, user_regions=user_regions)
+    return build_data(
+        interactions, item_col, user_regions=user_regions, item_names=item_names, catalog=catalog
+    )
 
 
 def interaction_count(interactions: pd.DataFrame | InteractionData) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ecom_pipeline.ml.recsys.data import InteractionData, as_interaction_data, build_data, interaction_count
+from ecom_pipeline.ml.recsys.data import InteractionData, as_interaction_data, interaction_count
 from ecom_pipeline.ml.recsys.evaluation import MAX_EVAL_USERS, evaluate_model, split_data, top_k
 from ecom_pipeline.ml.recsys.models import BASELINES, explain_many, make_model
 from ecom_pipeline.ml.recsys.ranking import ranked_items, shared_item_scores
@@ -204,14 +204,9 @@ def serve(
         "model_version",
         "explanation",
     ]
-    if isinstance(interactions, InteractionData):
-        data = interactions
-    elif interactions.empty:
-        return pd.DataFrame(columns=cols), None
-    else:
-        data = build_data(
-            interactions, LEVELS[level], user_regions=user_regions, item_names=item_names, catalog=catalog
-        )
+    data = as_interaction_data(
+        interactions, user_regions, LEVELS[level], item_names=item_names, catalog=catalog
+    )
     if data.n_users == 0:
         return pd.DataFrame(columns=cols), None
     model = fitted or (unfitted if unfitted is not None else make_model(model_name, **params)).fit(data)
@@ -263,11 +258,8 @@ def related_items(
     names = item_names or {}
     rows = []
     covered = set()
-    if isinstance(interactions, InteractionData):
-        data = interactions if interactions.n_users else None
-    else:
-        data = build_data(interactions, "product_id", item_names=names) if len(interactions) else None
-    if data is not None:
+    data = as_interaction_data(interactions, item_col="product_id", item_names=names)
+    if data.n_users:
         knn = make_model("item_knn", neighbours=max(n, 20)).fit(data)
         sim = knn.sim.tocsr()
         for i in range(data.n_items):
@@ -318,7 +310,7 @@ def related_items(
                             )
                         )
                     covered.add(p)
-    elif products is not None and len(products) and data is not None:
+    elif products is not None and len(products) and data.n_users:
         pairs = data.frame[["u", "i"]].drop_duplicates()  # distinct customers per product
         pop = pd.Series(np.bincount(pairs["i"], minlength=data.n_items), index=data.items)
         prods = products[["product_id", "category"]].astype(str)

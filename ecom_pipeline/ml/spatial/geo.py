@@ -114,17 +114,17 @@ def with_integer_ids(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]
     give what they give on the id strings; hashing millions of id strings again in every merge was most of
     the regions, flows and daily-series work at 1M orders.  Only for computations whose outputs hold no
     ids (the frames passed in are not modified)."""
-    out = dict(frames)
+    coded: dict[str, dict[str, np.ndarray]] = {}  # table -> its coded columns, assigned once per table
     for column, tables in _ID_TABLES.items():
-        present = [t for t in tables if t in out and column in out[t].columns]
+        present = [t for t in tables if t in frames and column in frames[t].columns]
         if not present:
             continue
-        sizes = [len(out[t]) for t in present]
-        codes, _ = pd.factorize(np.concatenate([out[t][column].to_numpy(dtype=object) for t in present]))
+        sizes = [len(frames[t]) for t in present]
+        codes, _ = pd.factorize(np.concatenate([frames[t][column].to_numpy(dtype=object) for t in present]))
         codes = np.where(codes >= 0, codes, np.nan)  # float: missing stays missing, as NaN did
         for t, part in zip(present, np.split(codes, np.cumsum(sizes)[:-1])):
-            out[t] = out[t].assign(**{column: part})
-    return out
+            coded.setdefault(t, {})[column] = part
+    return {t: f.assign(**coded[t]) if t in coded else f for t, f in frames.items()}
 
 
 def delivered_orders(orders: pd.DataFrame) -> pd.DataFrame:
